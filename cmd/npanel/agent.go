@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/npanel/npanel/nodeagent"
+)
+
+func agentCmd() *cobra.Command {
+	var cfg nodeagent.Config
+	var servers string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent",
+		Long: `Run the node agent. On first start it enrols with --join-token (from
+"npanel ctl node add") and keeps its key and certificate in --data-dir; later
+starts need no token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Servers = splitList(servers)
+			if len(cfg.Servers) == 0 {
+				return usagef("--server is required")
+			}
+			if cfg.DataDir == "" {
+				return usagef("--data-dir is required")
+			}
+			if cfg.JoinToken == "" {
+				cfg.JoinToken = os.Getenv("NPANEL_JOIN_TOKEN")
+			}
+			cfg.Version = version
+			cfg.Logger = slog.Default()
+			a, err := nodeagent.New(cfg)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&servers, "server", "", "gateway address host:port; several, comma-separated, are tried in turn (required)")
+	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token for the first start (or $NPANEL_JOIN_TOKEN)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the node's key, certificate and task journal (required)")
+	f.StringVar(&cfg.GossipListen, "gossip-listen", "0.0.0.0:7946", `memberlist listener; "" disables gossip`)
+	return cmd
+}

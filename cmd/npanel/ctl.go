@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/npanel/npanel/client"
+)
+
+// ctlOptions are shared by every ctl subcommand.
+type ctlOptions struct {
+	server string
+	token  string
+	output string
+}
+
+func ctlCmd() *cobra.Command {
+	o := &ctlOptions{}
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Operate a cluster through its API",
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
+	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
+	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
+	cmd.AddCommand(loginCmd(o), nodeCmd(o))
+	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// credentialsPath is where login keeps tokens, one per server URL.
+func credentialsPath() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "npanel", "credentials.json"), nil
+}
+
+func loadCredentials() map[string]string {
+	creds := map[string]string{}
+	p, err := credentialsPath()
+	if err != nil {
+		return creds
+	}
+	if b, err := os.ReadFile(p); err == nil {
+		_ = json.Unmarshal(b, &creds)
+	}
+	return creds
+}
+
+func saveToken(server, token string) (string, error) {
+	p, err := credentialsPath()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return "", err
+	}
+	creds := loadCredentials()
+	creds[server] = token
+	b, _ := json.MarshalIndent(creds, "", "  ")
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return "", err
+	}
+	return p, os.Rename(tmp, p)
+}
+
+func (o *ctlOptions) client() (*client.Client, error) {
+	tok := o.token
+	if tok == "" {
+		tok = loadCredentials()[o.server]
+	}
+	if tok == "" {
+		return nil, fmt.Errorf("not logged in to %s: run \"npanel ctl login\" or set NPANEL_TOKEN", o.server)
+	}
+	return client.New(o.server, tok), nil
+}
+
+// apiError maps an API error to the CLI's exit status: bad input is exit 2.
+func apiError(err error) error {
+	switch client.CodeOf(err) {
+	case "INVALID_INPUT":
+		return &usageError{msg: err.Error()}
+	}
+	return err
+}
+
+func loginCmd(o *ctlOptions) *cobra.Command {
+	var user string
+	var fromStdin bool
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Sign in and save a token for --server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pw, err := readPassword(cmd.InOrStdin(), fromStdin)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			_, tok, err := client.New(o.server, "").Login(ctx, user, pw)
+			if err != nil {
+				return apiError(err)
+			}
+			p, err := saveToken(o.server, tok)
+			if err != nil {
+				return fmt.Errorf("save token: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s as %s (token saved in %s)\n", o.server, user, p)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&user, "username", "u", "admin", "user name")
+	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from standard input")
+	return cmd
+}
+
+func readPassword(in io.Reader, fromStdin bool) (string, error) {
+	if !fromStdin {
+		if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			fmt.Fprint(os.Stderr, "Password: ")
+			b, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(os.Stderr)
+			return string(b), err
+		}
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", usagef("no password given")
+	}
+	return pw, nil
+}
+
+func nodeCmd(o *ctlOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Add, list, ping and remove nodes"}
+	cmd.AddCommand(nodeAddCmd(o), nodeListCmd(o), nodeRemoveCmd(o), nodePingCmd(o))
+	return cmd
+}
+
+func nodeAddCmd(o *ctlOptions) *cobra.Command {
+	var address, roles string
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "add NAME --address IP --roles web,dns,mail,db",
+		Short: "Declare a node and print its one-time join token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if address == "" {
+				return usagef("--address is required")
+			}
+			rs := splitList(roles)
+			if len(rs) == 0 {
+				return usagef("--roles is required (any of web,dns,mail,db,backup)")
+			}
+			for i := range rs {
+				rs[i] = strings.ToUpper(rs[i])
+			}
+			ls := map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return usagef("label %q: want key=value", l)
+				}
+				ls[k] = v
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			tok, err := c.CreateJoinToken(cmd.Context(), args[0], address, rs, ls)
+			if err != nil {
+				return apiError(err)
+			}
+			if o.output == "json" {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(tok)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Node %s declared. Its join token (single use, expires %s):\n\n%s\n\n", args[0], tok.ExpiresAt.Local().Format(time.RFC3339), tok.Token)
+			fmt.Fprintf(w, "On the node, run:\n  npanel agent --server <gateway host:port> --data-dir /var/lib/npanel-agent --join-token %s\n", tok.Token)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&address, "address", "", "the node's IP address")
+	f.StringVar(&roles, "roles", "", "comma-separated roles: web,dns,mail,db,backup")
+	f.StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	return cmd
+}
+
+func nodeListCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List nodes with their status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			nodes, err := c.Nodes(cmd.Context())
+			if err != nil {
+				return apiError(err)
+			}
+			if o.output == "json" {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(nodes)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tROLES\tLAST SEEN\tVERSION\tCAPABILITIES")
+			for _, n := range nodes {
+				seen, ver := "-", "-"
+				if n.LastSeen != nil {
+					seen = time.Since(*n.LastSeen).Round(time.Second).String() + " ago"
+					if n.Status == "READY" {
+						seen = "now"
+					}
+				}
+				if n.AgentVersion != nil {
+					ver = *n.AgentVersion
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Status,
+					strings.ToLower(strings.Join(n.Roles, ",")), seen, ver, strings.Join(n.Capabilities, ","))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func nodeRemoveCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a node; its certificate is refused from now on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveNode(cmd.Context(), args[0]); err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Node %s removed.\n", args[0])
+			return nil
+		},
+	}
+}
+
+func nodePingCmd(o *ctlOptions) *cobra.Command {
+	var payload string
+	var timeout int
+	cmd := &cobra.Command{
+		Use:   "ping NAME",
+		Short: "Send a PING task through the task path and wait for the answer",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			t, err := c.Ping(cmd.Context(), args[0], payload, timeout)
+			if err != nil {
+				return apiError(err)
+			}
+			if o.output == "json" {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(t)
+			}
+			res := ""
+			if t.Result != nil {
+				res = *t.Result
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "task %s %s in %s %s\n", t.ID, t.Status, time.Since(start).Round(time.Millisecond), res)
+			if t.Status != "SUCCEEDED" {
+				return fmt.Errorf("task %s is %s", t.ID, t.Status)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&payload, "payload", "", "text echoed back by the agent")
+	cmd.Flags().IntVar(&timeout, "timeout", 30, "seconds to wait for the result")
+	return cmd
+}

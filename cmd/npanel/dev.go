@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/nodeagent"
+)
+
+func devCmd() *cobra.Command {
+	var dataDir, apiListen, agentListen, etcdClient, etcdPeer string
+	var agents int
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a local cluster: a server with embedded etcd and agents on loopback",
+		Long: `Run a local development cluster in one process: a server with embedded etcd
+and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
+--data-dir and survives restarts: agents enrol once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if agents < 0 || agents > 16 {
+				return usagef("--agents must be between 0 and 16")
+			}
+			abs, err := filepath.Abs(dataDir)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDev(ctx, abs, apiListen, agentListen, etcdClient, etcdPeer, agents)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", ".dev", "state directory")
+	f.IntVar(&agents, "agents", 2, "number of local agents")
+	f.StringVar(&apiListen, "api-listen", "127.0.0.1:8080", "API listener")
+	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener")
+	f.StringVar(&etcdClient, "etcd-client-listen", "127.0.0.1:12379", "embedded etcd client listener")
+	f.StringVar(&etcdPeer, "etcd-peer-listen", "127.0.0.1:12380", "embedded etcd peer listener")
+	return cmd
+}
+
+func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPeer string, agents int) error {
+	log := slog.Default()
+	serverDir := filepath.Join(dir, "server")
+	srv, err := controlplane.New(controlplane.Config{
+		DataDir:          serverDir,
+		APIListen:        apiListen,
+		AgentListen:      agentListen,
+		GossipListen:     "127.0.0.1:0",
+		EtcdClientListen: etcdClient,
+		EtcdPeerListen:   etcdPeer,
+		AdminPassword:    os.Getenv("NPANEL_ADMIN_PASSWORD"),
+		Version:          version,
+		Logger:           log.With("component", "server"),
+	})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	select {
+	case <-srv.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+
+	password := os.Getenv("NPANEL_ADMIN_PASSWORD")
+	if password == "" {
+		b, err := os.ReadFile(filepath.Join(serverDir, "initial-admin-password"))
+		if err != nil {
+			return fmt.Errorf("read admin password (set NPANEL_ADMIN_PASSWORD if you changed it): %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	base := "http://" + srv.APIAddr()
+	c, _, err := client.New(base, "").Login(gctx, "admin", password)
+	if err != nil {
+		return fmt.Errorf("log in as admin: %w", err)
+	}
+	for i := 1; i <= agents; i++ {
+		name := fmt.Sprintf("dev-%d", i)
+		a, err := devAgent(gctx, c, filepath.Join(dir, "agents", name), name, srv.AgentAddr(), log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return a.Run(gctx) })
+	}
+	fmt.Printf(`
+nPanel dev cluster is up.
+
+  Console:   %s/graphql
+  User:      admin
+  Password:  %s
+  Agents:    %d (dev-1 ... dev-%d), gateway %s
+
+  npanel ctl --server %s login
+  npanel ctl --server %s node list
+
+Ctrl-C stops everything; state stays in %s.
+`, base, password, agents, agents, srv.AgentAddr(), base, base, dir)
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// devAgent returns an agent for name, declaring the node and issuing a join
+// token only the first time (a restart finds its identity in dir).
+func devAgent(ctx context.Context, c *client.Client, dir, name, gateway string, log *slog.Logger) (*nodeagent.Agent, error) {
+	token := ""
+	if _, err := os.Stat(filepath.Join(dir, "node.crt")); err != nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		tok, err := c.CreateJoinToken(cctx, name, "127.0.0.1", []string{"WEB", "DNS", "MAIL", "DB"}, map[string]string{"env": "dev"})
+		if err != nil {
+			return nil, fmt.Errorf("join token for %s: %w", name, err)
+		}
+		token = tok.Token
+	}
+	return nodeagent.New(nodeagent.Config{
+		Servers:      []string{gateway},
+		JoinToken:    token,
+		DataDir:      dir,
+		GossipListen: "127.0.0.1:0",
+		Version:      version,
+		Logger:       log.With("component", "agent"),
+	})
+}

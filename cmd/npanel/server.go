@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/npanel/npanel/controlplane"
+)
+
+func serverCmd() *cobra.Command {
+	var cfg controlplane.Config
+	var endpoints string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control plane replica",
+		Long: `Run a control plane replica: the GraphQL API, the agent gateway and, on the
+elected leader, the controllers. Without --etcd-endpoints it runs an embedded
+etcd in DATA-DIR/etcd. The first start creates the cluster CA and the admin
+user (password from $NPANEL_ADMIN_PASSWORD, else written to
+DATA-DIR/initial-admin-password).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.DataDir == "" {
+				return usagef("--data-dir is required")
+			}
+			cfg.EtcdEndpoints = splitList(endpoints)
+			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
+			cfg.Version = version
+			cfg.Logger = slog.Default()
+			srv, err := controlplane.New(cfg)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd and local state (required)")
+	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8080", "GraphQL API, console, health and metrics listener")
+	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener (gRPC, mTLS)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "host:port agents use to reach the gateway (default: --agent-listen)")
+	f.StringVar(&cfg.GossipListen, "gossip-listen", "", "memberlist listener (default: the --agent-listen host, port 7946)")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
+	f.StringVar(&cfg.EtcdClientListen, "etcd-client-listen", "127.0.0.1:2379", "embedded etcd client listener")
+	f.StringVar(&cfg.EtcdPeerListen, "etcd-peer-listen", "127.0.0.1:2380", "embedded etcd peer listener")
+	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
+	return cmd
+}

@@ -1,0 +1,213 @@
+// Package auth authenticates API callers: password hashes, signed bearer
+// tokens and the principal carried in a request's context.
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
+
+// PasswordCost is the bcrypt cost for API users: ~75 ms per check on this
+// class of machine, which bounds an online guesser without making logins slow.
+const PasswordCost = 10
+
+// TokenTTL is how long a login token is valid.
+const TokenTTL = 12 * time.Hour
+
+var (
+	// ErrInvalidCredentials hides whether the user or the password was wrong.
+	ErrInvalidCredentials = errors.New("invalid username or password")
+	ErrInvalidToken       = errors.New("invalid or expired token")
+	ErrRateLimited        = errors.New("too many login attempts; try again later")
+)
+
+// Principal is the authenticated caller.
+type Principal struct {
+	Name string
+	Role store.Role
+}
+
+type ctxKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// FromContext returns the caller, if the request was authenticated.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(ctxKey{}).(Principal)
+	return p, ok
+}
+
+// HashPassword returns a bcrypt hash.
+func HashPassword(pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), PasswordCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// dummyHash is compared against when the user does not exist, so that the
+// response time does not tell an attacker which user names are real.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("npanel-timing-equaliser"), PasswordCost)
+
+// Authenticator checks passwords and issues and verifies bearer tokens.
+type Authenticator struct {
+	store *store.Store
+	key   []byte
+	now   func() time.Time
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+// New returns an Authenticator signing tokens with key (HMAC-SHA256).
+func New(st *store.Store, key []byte) *Authenticator {
+	return &Authenticator{store: st, key: key, now: time.Now, limiters: map[string]*rate.Limiter{}}
+}
+
+type claims struct {
+	Role store.Role `json:"role"`
+	jwt.RegisteredClaims
+}
+
+const (
+	issuer   = "npanel"
+	audience = "npanel-api"
+)
+
+// Login checks the password and returns a token. Attempts are rate limited
+// per user name and per source address (burst 10, then one every 3 s), so a
+// guesser is slowed on both axes.
+func (a *Authenticator) Login(ctx context.Context, user, password, source string) (string, time.Time, Principal, error) {
+	if !a.allow("u:"+user) || !a.allow("s:"+source) {
+		return "", time.Time{}, Principal{}, ErrRateLimited
+	}
+	u, err := a.store.GetUser(ctx, user)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", time.Time{}, Principal{}, err
+	}
+	hash := dummyHash
+	if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || u == nil {
+		return "", time.Time{}, Principal{}, ErrInvalidCredentials
+	}
+	p := Principal{Name: u.Name, Role: u.Role}
+	tok, exp, err := a.Issue(p, TokenTTL)
+	return tok, exp, p, err
+}
+
+func (a *Authenticator) allow(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l, ok := a.limiters[key]
+	if !ok {
+		// Bounded memory: an attacker cycling names must not grow the map
+		// without limit; forgetting all limiters at that size is acceptable.
+		if len(a.limiters) > 100_000 {
+			a.limiters = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(rate.Every(3*time.Second), 10)
+		a.limiters[key] = l
+	}
+	return l.Allow()
+}
+
+// Issue signs a token for p valid for ttl.
+func (a *Authenticator) Issue(p Principal, ttl time.Duration) (string, time.Time, error) {
+	now := a.now()
+	exp := now.Add(ttl)
+	c := claims{
+		Role: p.Role,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    issuer,
+			Subject:   p.Name,
+			Audience:  jwt.ClaimStrings{audience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(exp),
+		},
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(a.key)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
+	}
+	return tok, exp, nil
+}
+
+// Verify checks a token's signature, issuer, audience and expiry, and that
+// its user still exists with the same role: deleting a user or changing its
+// role takes effect on the next request, not when the token expires.
+func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, error) {
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return a.key, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(issuer), jwt.WithAudience(audience), jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(a.now))
+	if err != nil {
+		return Principal{}, ErrInvalidToken
+	}
+	u, err := a.store.GetUser(ctx, c.Subject)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Principal{}, ErrInvalidToken
+		}
+		return Principal{}, err
+	}
+	if subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 {
+		return Principal{}, ErrInvalidToken
+	}
+	return Principal{Name: u.Name, Role: u.Role}, nil
+}
+
+// Middleware authenticates requests that carry "Authorization: Bearer". A
+// request without one passes through unauthenticated (login must work); a
+// request with a bad one is refused here with 401, before any resolver runs.
+func (a *Authenticator) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		if h == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			writeUnauthenticated(w, "authorization header must be \"Bearer <token>\"")
+			return
+		}
+		p, err := a.Verify(r.Context(), strings.TrimSpace(tok))
+		if err != nil {
+			if errors.Is(err, ErrInvalidToken) {
+				writeUnauthenticated(w, err.Error())
+				return
+			}
+			http.Error(w, "authentication backend unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+	})
+}
+
+func writeUnauthenticated(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []any{map[string]any{
+		"message": msg, "extensions": map[string]string{"code": "UNAUTHENTICATED"},
+	}}})
+}

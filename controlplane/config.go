@@ -1,0 +1,95 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config configures one server replica.
+type Config struct {
+	// DataDir holds the embedded etcd, the replica id and the initial admin
+	// password file. With external etcd it holds nothing else.
+	DataDir string
+	// APIListen serves GraphQL, /healthz, /readyz and /metrics.
+	APIListen string
+	// AgentListen serves the agent gateway (gRPC over mTLS).
+	AgentListen string
+	// Advertise is the host:port agents dial to reach AgentListen; it is also
+	// what the gateway's certificate is issued for. Defaults to AgentListen.
+	Advertise string
+	// GossipListen is the memberlist address; port 0 picks a free port.
+	// Defaults to the AgentListen host on port 7946.
+	GossipListen string
+	// EtcdEndpoints selects an external etcd cluster. Empty runs an
+	// embedded single-member etcd in DataDir/etcd.
+	EtcdEndpoints []string
+	// EtcdClientListen and EtcdPeerListen are the embedded etcd's listeners.
+	EtcdClientListen string
+	EtcdPeerListen   string
+	// AdminPassword is the first admin's password; empty generates one.
+	AdminPassword string
+	// CertLifetime of node and gateway certificates (24h).
+	CertLifetime time.Duration
+	// HeartbeatInterval the agents are asked to keep (1s); a node's liveness
+	// lease lives LeaseTTL (5s) past its last heartbeat.
+	HeartbeatInterval time.Duration
+	LeaseTTL          time.Duration
+	// ElectionTTL is the leader's session lease (5s): how long a crashed
+	// leader holds the controllers before another replica takes over.
+	ElectionTTL time.Duration
+	Version     string
+	Logger      *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	if c.APIListen == "" {
+		c.APIListen = "127.0.0.1:8080"
+	}
+	if c.AgentListen == "" {
+		c.AgentListen = "127.0.0.1:7443"
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.AgentListen
+	}
+	host, _, err := net.SplitHostPort(c.AgentListen)
+	if err != nil {
+		return fmt.Errorf("agent listen address %q: %w", c.AgentListen, err)
+	}
+	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+		return fmt.Errorf("advertise address %q: %w", c.Advertise, err)
+	}
+	if c.GossipListen == "" {
+		c.GossipListen = net.JoinHostPort(host, "7946")
+	}
+	if c.EtcdClientListen == "" {
+		c.EtcdClientListen = "127.0.0.1:2379"
+	}
+	if c.EtcdPeerListen == "" {
+		c.EtcdPeerListen = "127.0.0.1:2380"
+	}
+	if c.CertLifetime == 0 {
+		c.CertLifetime = 24 * time.Hour
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 5 * time.Second
+	}
+	if c.ElectionTTL == 0 {
+		c.ElectionTTL = 5 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
+
+// election keeps this replica in the leader election for as long as it runs.
+// The session's lease also carries the replica's registration, so a replica
+// that dies disappears from both within ElectionTTL.
+type election struct {
+	s    *Server
+	sess *concurrency.Session
+}
+
+func (s *Server) newSession(ctx context.Context) (*concurrency.Session, error) {
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(s.cfg.ElectionTTL/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("etcd session: %w", err)
+	}
+	rep := store.Replica{ID: s.id, APIAddr: s.apiLn.Addr().String(), AgentAddr: s.cfg.Advertise, GossipAddr: s.gossip.addr()}
+	if err := s.store.RegisterReplica(ctx, rep, sess.Lease()); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	return sess, nil
+}
+
+func newElection(s *Server, sess *concurrency.Session) *election {
+	return &election{s: s, sess: sess}
+}
+
+// run campaigns, runs the controllers while leading, and campaigns again when
+// leadership is lost (session expired, etcd partition). It returns when ctx
+// ends.
+func (e *election) run(ctx context.Context) error {
+	for {
+		if err := e.lead(ctx); err != nil && ctx.Err() == nil {
+			e.s.log.Warn("leadership lost", "err", err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-e.sess.Done():
+			// The session's lease is gone: this replica's registration went
+			// with it. Start over with a fresh session.
+			sess, err := e.s.newSession(ctx)
+			if err != nil {
+				e.s.log.Error("renew etcd session", "err", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			e.sess = sess
+		default:
+		}
+	}
+}
+
+func (e *election) lead(ctx context.Context) error {
+	el := concurrency.NewElection(e.sess, store.PrefixElection)
+	if err := el.Campaign(ctx, e.s.id); err != nil {
+		return err
+	}
+	leadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-e.sess.Done():
+			cancel()
+		case <-leadCtx.Done():
+		}
+	}()
+	e.s.leader.Store(true)
+	e.s.metrics.leader.Set(1)
+	e.s.log.Info("elected leader: running controllers")
+	defer func() {
+		e.s.leader.Store(false)
+		e.s.metrics.leader.Set(0)
+		rctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer c()
+		_ = el.Resign(rctx)
+	}()
+	e.s.runControllers(leadCtx)
+	return leadCtx.Err()
+}
+
+func (e *election) close() {
+	// Closing the session revokes its lease: another replica can take over
+	// at once instead of waiting for the TTL.
+	_ = e.sess.Close()
+}
+
+// LeaderID returns the id of the replica that currently leads, or "" if none.
+func (s *Server) LeaderID(ctx context.Context) (string, error) {
+	resp, err := s.cli.Get(ctx, store.PrefixElection, clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// runControllers runs every leader-only loop until ctx ends.
+func (s *Server) runControllers(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); s.runLiveness(ctx) }()
+	<-done
+}
+

@@ -1,0 +1,50 @@
+package controlplane
+
+import (
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics live in their own registry: etcd registers its gRPC metrics on the
+// default one, and a second set of gRPC collectors there would clash. /metrics
+// serves both registries together.
+type metrics struct {
+	reg              *prometheus.Registry
+	grpc             *grpcprom.ServerMetrics
+	streams          prometheus.Gauge
+	leader           prometheus.Gauge
+	nodes            *prometheus.GaugeVec
+	tasksCompleted   *prometheus.CounterVec
+	duplicateResults prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		grpc: grpcprom.NewServerMetrics(
+			grpcprom.WithServerCounterOptions(grpcprom.WithNamespace("npanel")),
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramNamespace("npanel"))),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "npanel", Name: "agent_streams",
+			Help: "Agent streams connected to this replica.",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "npanel", Name: "leader",
+			Help: "1 while this replica runs the controllers.",
+		}),
+		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "npanel", Name: "nodes",
+			Help: "Nodes by status, as last computed by the leader.",
+		}, []string{"status"}),
+		tasksCompleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "npanel", Name: "tasks_completed_total",
+			Help: "Task results stored, by status.",
+		}, []string{"status"}),
+		duplicateResults: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "npanel", Name: "task_duplicate_results_total",
+			Help: "Results received for tasks already completed (at-least-once redelivery).",
+		}),
+	}
+	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults)
+	return m
+}

@@ -1,0 +1,350 @@
+// Package controlplane assembles an nPanel server replica: the cluster store
+// in etcd, the embedded CA, the agent gateway, the GraphQL API, liveness and
+// the controllers that run on the elected leader.
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/pki"
+)
+
+// Server is one control plane replica. Every replica serves the API and
+// agents; the one elected leader also runs the controllers.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	etcd  *embed.Etcd // nil with external etcd
+	cli   *clientv3.Client
+	store *store.Store
+	ca    *pki.CA
+	auth  *auth.Authenticator
+	sec   *store.Secrets
+	id    string
+
+	metrics *metrics
+	gateway *gateway
+	gossip  *gossip
+
+	gatewayCert atomic.Pointer[tls.Certificate]
+	leader      atomic.Bool
+	election    *election
+
+	apiLn, agentLn net.Listener
+	ready          chan struct{}
+	readyOnce      sync.Once
+}
+
+// New validates cfg. Nothing is started until Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the replica serves the API and agents.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// ID is this replica's id, stable across restarts of the same data dir.
+func (s *Server) ID() string { return s.id }
+
+// ReplicaID implements graph.Cluster.
+func (s *Server) ReplicaID() string { return s.id }
+
+// IsLeader reports whether this replica currently runs the controllers.
+func (s *Server) IsLeader() bool { return s.leader.Load() }
+
+// Store gives tests and embedders the typed store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// APIAddr and AgentAddr are the bound listener addresses (useful with port 0).
+func (s *Server) APIAddr() string   { return s.apiLn.Addr().String() }
+func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
+
+// CA returns the cluster CA.
+func (s *Server) CA() *pki.CA { return s.ca }
+
+// NewJoinToken implements graph.Cluster.
+func (s *Server) NewJoinToken(node string, ttl time.Duration) (string, time.Time, error) {
+	tok, claims, err := s.ca.NewJoinToken(node, ttl)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tok, claims.ExpiresAt, nil
+}
+
+// Run starts the replica and blocks until ctx is cancelled or a component
+// fails; it shuts everything down before returning.
+func (s *Server) Run(ctx context.Context) (err error) {
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if s.id, err = loadOrCreateID(filepath.Join(s.cfg.DataDir, "replica-id")); err != nil {
+		return err
+	}
+	s.log = s.log.With("replica", s.id)
+
+	endpoints := s.cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		s.etcd, err = startEmbeddedEtcd(s.cfg.DataDir, s.cfg.EtcdClientListen, s.cfg.EtcdPeerListen, s.log)
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, func() {
+			s.etcd.Close()
+			<-s.etcd.Server.StopNotify()
+		})
+		endpoints = []string{"http://" + s.cfg.EtcdClientListen}
+	}
+	s.cli, err = clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		// Without keepalives a client whose etcd went away notices only
+		// when its next request times out.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	cleanups = append(cleanups, func() { s.cli.Close() })
+	s.store = store.New(s.cli)
+
+	if err := s.bootstrap(ctx); err != nil {
+		return err
+	}
+	s.metrics = newMetrics()
+
+	// Listeners first, so that the gateway certificate can name the bound
+	// address and tests can use port 0.
+	if s.agentLn, err = net.Listen("tcp", s.cfg.AgentListen); err != nil {
+		return fmt.Errorf("agent listener: %w", err)
+	}
+	if s.apiLn, err = net.Listen("tcp", s.cfg.APIListen); err != nil {
+		s.agentLn.Close()
+		return fmt.Errorf("api listener: %w", err)
+	}
+	if err := s.issueGatewayCert(); err != nil {
+		return err
+	}
+
+	if s.gossip, err = startGossip(s.cfg.GossipListen, "server:"+s.id, s.sec.GossipKey, s.log); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, s.gossip.shutdown)
+
+	sess, err := s.newSession(ctx)
+	if err != nil {
+		return err
+	}
+	s.election = newElection(s, sess)
+	cleanups = append(cleanups, s.election.close)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+
+	s.gateway = newGateway(s)
+	grpcSrv := s.gateway.grpcServer()
+	go func() { errc <- grpcSrv.Serve(s.agentLn) }()
+	cleanups = append(cleanups, func() { stopGRPC(grpcSrv, 5*time.Second) })
+
+	httpSrv := &http.Server{
+		Handler:           s.httpHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() { errc <- httpSrv.Serve(s.apiLn) }()
+	cleanups = append(cleanups, func() {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = httpSrv.Shutdown(sctx)
+	})
+
+	go s.gatewayCertRotation(runCtx)
+	go func() { errc <- s.election.run(runCtx) }()
+
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.log.Info("npanel server ready", "api", "http://"+s.APIAddr()+"/graphql", "agents", s.AgentAddr(),
+		"advertise", s.cfg.Advertise, "gossip", s.gossip.addr(), "ca_fingerprint", s.ca.RootFingerprint())
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return err
+	}
+}
+
+// bootstrap creates (first start) or loads the CA, secrets and admin user.
+func (s *Server) bootstrap(ctx context.Context) error {
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, sec, err := s.store.Bootstrap(bctx,
+		func() (*pki.Material, error) { return pki.GenerateMaterial("npanel") },
+		newSecrets)
+	if err != nil {
+		return fmt.Errorf("bootstrap cluster: %w", err)
+	}
+	s.sec = sec
+	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
+		return fmt.Errorf("start CA: %w", err)
+	}
+	s.auth = auth.New(s.store, sec.TokenKey)
+	return s.ensureAdmin(bctx)
+}
+
+func newSecrets() (*store.Secrets, error) {
+	sec := &store.Secrets{TokenKey: make([]byte, 32), GossipKey: make([]byte, 32)}
+	id := make([]byte, 8)
+	for _, b := range [][]byte{sec.TokenKey, sec.GossipKey, id} {
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+	}
+	sec.ClusterID = hex.EncodeToString(id)
+	return sec, nil
+}
+
+// ensureAdmin creates the admin user on the cluster's first start. The
+// password comes from the config or is generated and written, mode 0600, to
+// DataDir/initial-admin-password; it is never logged.
+func (s *Server) ensureAdmin(ctx context.Context) error {
+	if _, err := s.store.GetUser(ctx, "admin"); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	pw := s.cfg.AdminPassword
+	generated := pw == ""
+	if generated {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		pw = strings.TrimRight(base64URL(b), "=")
+	}
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	u := store.User{Name: "admin", Role: store.RoleAdmin, PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	err = s.store.CreateUser(ctx, u, store.NewAuditEvent("system", s.id, "createUser", "admin", "ok"))
+	if errors.Is(err, store.ErrConflict) {
+		return nil // another replica won the race
+	}
+	if err != nil {
+		return err
+	}
+	if generated {
+		path := filepath.Join(s.cfg.DataDir, "initial-admin-password")
+		if err := writeFileAtomic(path, []byte(pw+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write initial admin password: %w", err)
+		}
+		s.log.Info("created admin user; its password is in the file", "path", path)
+	} else {
+		s.log.Info("created admin user with the password from NPANEL_ADMIN_PASSWORD")
+	}
+	return nil
+}
+
+// issueGatewayCert issues this replica's serving certificate for the
+// advertised and listening hosts.
+func (s *Server) issueGatewayCert() error {
+	hosts := map[string]bool{"localhost": true}
+	for _, a := range []string{s.cfg.Advertise, s.agentLn.Addr().String()} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			hosts[h] = true
+		}
+	}
+	list := make([]string, 0, len(hosts))
+	for h := range hosts {
+		list = append(list, h)
+	}
+	cert, err := s.ca.IssueServerCertificate(s.id, list)
+	if err != nil {
+		return fmt.Errorf("issue gateway certificate: %w", err)
+	}
+	s.gatewayCert.Store(&cert)
+	return nil
+}
+
+// gatewayCertRotation re-issues the gateway certificate at two-thirds of its
+// life; new handshakes pick it up through GetCertificate.
+func (s *Server) gatewayCertRotation(ctx context.Context) {
+	for {
+		leaf := s.gatewayCert.Load().Leaf
+		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, time.Second)):
+		}
+		if err := s.issueGatewayCert(); err != nil {
+			s.log.Error("rotate gateway certificate", "err", err)
+		}
+	}
+}
+
+func loadOrCreateID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read replica id: %w", err)
+	}
+	raw := make([]byte, 4)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw)
+	if err := writeFileAtomic(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write replica id: %w", err)
+	}
+	return id, nil
+}
+
+func stopGRPC(srv *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		srv.Stop()
+	}
+}

@@ -1,0 +1,259 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// NodeStatus is the control plane's view of a node's health.
+type NodeStatus string
+
+const (
+	// NodePending: added by an operator, never enrolled.
+	NodePending NodeStatus = "PENDING"
+	// NodeReady: the liveness lease is held and gossip agrees.
+	NodeReady NodeStatus = "READY"
+	// NodeSuspect: the lease is still held but gossip says the node is gone;
+	// a hint that it will turn DOWN unless it comes back.
+	NodeSuspect NodeStatus = "SUSPECT"
+	// NodeDown: the lease expired.
+	NodeDown NodeStatus = "DOWN"
+)
+
+// Node is the operator's declaration of a node. Only the API writes it.
+type Node struct {
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	Roles     []string          `json:"roles"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	CreatedAt time.Time         `json:"createdAt"`
+}
+
+// NodeFacts is what the agent reports about its host.
+type NodeFacts struct {
+	OS           string   `json:"os,omitempty"`
+	Kernel       string   `json:"kernel,omitempty"`
+	Arch         string   `json:"arch,omitempty"`
+	CPUs         int      `json:"cpus,omitempty"`
+	MemoryBytes  int64    `json:"memoryBytes,omitempty"`
+	DiskBytes    int64    `json:"diskBytes,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// NodeState is everything about a node that the cluster learns rather than
+// the operator declares. It is kept apart from Node so that agent reports and
+// operator edits never contend on one key.
+type NodeState struct {
+	Name         string    `json:"name"`
+	EnrolledAt   time.Time `json:"enrolledAt,omitzero"`
+	AgentVersion string    `json:"agentVersion,omitempty"`
+	Facts        NodeFacts `json:"facts"`
+	// CertSerials are the certificate serials (hex) the gateway accepts for
+	// this node: the newest and, across a renewal, the one before it. A
+	// certificate not listed here is refused even if the CA signed it, which
+	// is how removal (and later fencing) takes effect immediately.
+	CertSerials     []string   `json:"certSerials,omitempty"`
+	GossipAddr      string     `json:"gossipAddr,omitempty"`
+	LastSeen        time.Time  `json:"lastSeen,omitzero"`
+	Status          NodeStatus `json:"status"`
+	StatusChangedAt time.Time  `json:"statusChangedAt,omitzero"`
+}
+
+// AcceptsSerial reports whether a certificate with this serial may act as the node.
+func (st *NodeState) AcceptsSerial(serial string) bool {
+	return slices.Contains(st.CertSerials, serial)
+}
+
+// NodeView joins a node's spec, state and liveness for readers.
+type NodeView struct {
+	Node
+	State NodeState
+	// Alive: the liveness lease is currently held.
+	Alive bool
+}
+
+func nodeKey(name string) string  { return prefixNodes + name }
+func stateKey(name string) string { return prefixState + name }
+func aliveKey(name string) string { return PrefixAlive + name }
+
+// CreateNode declares a node (PENDING). It is a conflict when a node with that
+// name exists and has enrolled; a pending node is replaced, so that an
+// operator can issue a fresh join token after the first one expired.
+func (s *Store) CreateNode(ctx context.Context, n Node, audit AuditEvent) error {
+	st := NodeState{Name: n.Name, Status: NodePending, StatusChangedAt: n.CreatedAt}
+	prev, rev, err := getJSON[NodeState](ctx, s.cli, stateKey(n.Name))
+	cmp := absent(stateKey(n.Name))
+	switch {
+	case err == ErrNotFound:
+	case err != nil:
+		return err
+	case !prev.EnrolledAt.IsZero():
+		return fmt.Errorf("node %q is already enrolled: %w", n.Name, ErrConflict)
+	default:
+		cmp = unchanged(stateKey(n.Name), rev)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(
+		clientv3.OpPut(nodeKey(n.Name), mustJSON(n)),
+		clientv3.OpPut(stateKey(n.Name), mustJSON(st)),
+		auditPut(audit),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("create node %q: %w", n.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("node %q changed concurrently: %w", n.Name, ErrConflict)
+	}
+	return nil
+}
+
+// RemoveNode deletes a node: its spec, state, liveness key and queued tasks.
+// Its certificates stop being accepted at once, because the gateway checks
+// every stream and renewal against the node state that is deleted here.
+func (s *Store) RemoveNode(ctx context.Context, name string, audit AuditEvent) error {
+	resp, err := s.cli.Txn(ctx).If(present(nodeKey(name))).Then(
+		clientv3.OpDelete(nodeKey(name)),
+		clientv3.OpDelete(stateKey(name)),
+		clientv3.OpDelete(aliveKey(name)),
+		clientv3.OpDelete(queuePrefix(name), clientv3.WithPrefix()),
+		auditPut(audit),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("remove node %q: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// GetNode returns one node's joined view.
+func (s *Store) GetNode(ctx context.Context, name string) (*NodeView, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(nodeKey(name)),
+		clientv3.OpGet(stateKey(name)),
+		clientv3.OpGet(aliveKey(name), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("get node %q: %w", name, err)
+	}
+	spec := resp.Responses[0].GetResponseRange().Kvs
+	if len(spec) == 0 {
+		return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	v := &NodeView{}
+	if err := json.Unmarshal(spec[0].Value, &v.Node); err != nil {
+		return nil, fmt.Errorf("decode node %q: %w", name, err)
+	}
+	if st := resp.Responses[1].GetResponseRange().Kvs; len(st) > 0 {
+		if err := json.Unmarshal(st[0].Value, &v.State); err != nil {
+			return nil, fmt.Errorf("decode node state %q: %w", name, err)
+		}
+	}
+	v.Alive = resp.Responses[2].GetResponseRange().Count > 0
+	return v, nil
+}
+
+// ListNodes returns every node's joined view, sorted by name, read at one
+// revision so that spec, state and liveness agree.
+func (s *Store) ListNodes(ctx context.Context) ([]NodeView, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixState, clientv3.WithPrefix()),
+		clientv3.OpGet(PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	states := map[string]NodeState{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var st NodeState
+		if err := json.Unmarshal(kv.Value, &st); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		states[st.Name] = st
+	}
+	alive := map[string]bool{}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		alive[lastSegment(string(kv.Key))] = true
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	out := make([]NodeView, 0, len(kvs))
+	for _, kv := range kvs {
+		var v NodeView
+		if err := json.Unmarshal(kv.Value, &v.Node); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		v.State = states[v.Name]
+		v.Alive = alive[v.Name]
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// GetNodeState returns a node's state and its revision for a later CAS.
+func (s *Store) GetNodeState(ctx context.Context, name string) (*NodeState, int64, error) {
+	st, rev, err := getJSON[NodeState](ctx, s.cli, stateKey(name))
+	if err == ErrNotFound {
+		return nil, 0, fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	return st, rev, err
+}
+
+// UpdateNodeState applies fn to the node's state and writes it back if the
+// state did not change meanwhile, retrying on conflict. fn returning false
+// means "nothing to write". A missing node is ErrNotFound: a removed node is
+// never resurrected by a late report.
+func (s *Store) UpdateNodeState(ctx context.Context, name string, fn func(*NodeState) bool, extra ...clientv3.Op) error {
+	for {
+		st, rev, err := s.GetNodeState(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !fn(st) {
+			return nil
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(unchanged(stateKey(name), rev), present(nodeKey(name))).
+			Then(append([]clientv3.Op{clientv3.OpPut(stateKey(name), mustJSON(st))}, extra...)...).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("update node state %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// MarkAlive binds the node's liveness key to lease. value says which replica
+// holds the node's stream.
+func (s *Store) MarkAlive(ctx context.Context, name, replica string, lease clientv3.LeaseID) error {
+	_, err := s.cli.Txn(ctx).If(present(nodeKey(name))).
+		Then(clientv3.OpPut(aliveKey(name), replica, clientv3.WithLease(lease))).Commit()
+	if err != nil {
+		return fmt.Errorf("mark node %q alive: %w", name, err)
+	}
+	return nil
+}
+
+// WatchNodeState follows one node's state key.
+func (s *Store) WatchNodeState(ctx context.Context, name string) clientv3.WatchChan {
+	return s.cli.Watch(clientv3.WithRequireLeader(ctx), stateKey(name))
+}
+
+// DecodeNodeState decodes a state record from a watch event.
+func DecodeNodeState(b []byte) (*NodeState, error) {
+	var st NodeState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}

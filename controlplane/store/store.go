@@ -1,0 +1,133 @@
+// Package store owns every key the control plane keeps in etcd. Nothing else
+// in nPanel builds an etcd key: callers speak in records (Node, Task, User,
+// AuditEvent) and the store turns them into keys, values and transactions.
+//
+// Layout (all under /npanel/):
+//
+//	cluster/ca                 CA key material (pki.Material), created once
+//	cluster/secrets            token signing and gossip keys, created once
+//	nodes/<name>               operator's node spec (address, roles, labels)
+//	nodestate/<name>           agent-reported facts, accepted certs, status
+//	alive/<name>               bound to the node's liveness lease
+//	tasks/<id>                 task record: spec, status, result
+//	queue/<node>/<id>          tasks not yet acknowledged, in id (time) order
+//	jointokens/<jti>           used join tokens (single use across replicas)
+//	users/<name>               operators and their password hashes
+//	audit/<id>                 audit events, in id (time) order
+//	replicas/<id>              live server replicas, bound to their session
+//	election/                  leader election (etcd concurrency)
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const prefix = "/npanel/"
+
+// Key prefixes. Exported where another package must watch or campaign on them.
+const (
+	keyCA          = prefix + "cluster/ca"
+	keySecrets     = prefix + "cluster/secrets"
+	prefixNodes    = prefix + "nodes/"
+	prefixState    = prefix + "nodestate/"
+	PrefixAlive    = prefix + "alive/"
+	prefixTasks    = prefix + "tasks/"
+	PrefixQueue    = prefix + "queue/"
+	prefixTokens   = prefix + "jointokens/"
+	prefixUsers    = prefix + "users/"
+	prefixAudit    = prefix + "audit/"
+	PrefixReplicas = prefix + "replicas/"
+	PrefixElection = prefix + "election/"
+)
+
+var (
+	// ErrNotFound means the record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a compare in a transaction failed: the record exists
+	// already, or changed since it was read.
+	ErrConflict = errors.New("conflict")
+)
+
+// Store is the typed view of the cluster state in etcd. It is safe for
+// concurrent use.
+type Store struct {
+	cli *clientv3.Client
+}
+
+// New wraps an etcd client. The caller owns the client.
+func New(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+
+// Client returns the underlying etcd client, for leases, watches and
+// elections that the store does not wrap.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Ping proves etcd answers: a linearizable read of one key.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.cli.Get(ctx, keySecrets, clientv3.WithCountOnly())
+	return err
+}
+
+func getJSON[T any](ctx context.Context, cli *clientv3.Client, key string) (*T, int64, error) {
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, ErrNotFound
+	}
+	var v T
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		return nil, 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return &v, resp.Kvs[0].ModRevision, nil
+}
+
+func listJSON[T any](ctx context.Context, cli *clientv3.Client, pfx string, opts ...clientv3.OpOption) ([]T, int64, error) {
+	resp, err := cli.Get(ctx, pfx, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", pfx, err)
+	}
+	out := make([]T, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own record types are marshalled; failing here is a bug.
+		panic(fmt.Sprintf("store: marshal %T: %v", v, err))
+	}
+	return string(b)
+}
+
+// absent compares that key does not exist.
+func absent(key string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+}
+
+// present compares that key exists.
+func present(key string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+}
+
+// unchanged compares that key was not modified since it was read at rev.
+func unchanged(key string, rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+}
+
+func lastSegment(key string) string {
+	return key[strings.LastIndexByte(key, '/')+1:]
+}

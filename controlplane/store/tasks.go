@@ -1,0 +1,187 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// TaskStatus is where a task is in its life.
+type TaskStatus string
+
+const (
+	TaskPending   TaskStatus = "PENDING"
+	TaskSucceeded TaskStatus = "SUCCEEDED"
+	TaskFailed    TaskStatus = "FAILED"
+)
+
+// Task is the record of one unit of work for one node. The wire form the
+// agent receives (agentpb.Task) is kept verbatim in Spec so that every resend
+// is byte-for-byte the task that was first written.
+type Task struct {
+	ID         string     `json:"id"`
+	Node       string     `json:"node"`
+	Action     string     `json:"action"`
+	Spec       []byte     `json:"spec"`
+	Status     TaskStatus `json:"status"`
+	Error      string     `json:"error,omitempty"`
+	Result     string     `json:"result,omitempty"` // JSON from the agent
+	CreatedBy  string     `json:"createdBy"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	FinishedAt time.Time  `json:"finishedAt,omitzero"`
+}
+
+func taskKey(id string) string        { return prefixTasks + id }
+func queuePrefix(node string) string  { return PrefixQueue + node + "/" }
+func queueKey(node, id string) string { return queuePrefix(node) + id }
+func QueuePrefix(node string) string  { return queuePrefix(node) }
+func newTaskID(now time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+}
+func actionName(t *agentpb.Task) string { return taskActionName(t) }
+func taskActionName(t *agentpb.Task) string {
+	switch t.GetAction().(type) {
+	case *agentpb.Task_Ping:
+		return "ping"
+	default:
+		return "unknown"
+	}
+}
+
+// EnqueueTask assigns an id to spec, then writes the task record and its queue
+// entry in one transaction, before anything is sent: a task that was
+// acknowledged to the caller survives any crash. The node must exist.
+func (s *Store) EnqueueTask(ctx context.Context, node string, spec *agentpb.Task, createdBy string, audit AuditEvent) (*Task, error) {
+	now := time.Now().UTC()
+	spec.Id = newTaskID(now)
+	spec.CreatedUnixNano = now.UnixNano()
+	wire, err := proto.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode task: %w", err)
+	}
+	t := &Task{
+		ID:        spec.Id,
+		Node:      node,
+		Action:    taskActionName(spec),
+		Spec:      wire,
+		Status:    TaskPending,
+		CreatedBy: createdBy,
+		CreatedAt: now,
+	}
+	audit.Target = node + "/" + t.ID
+	resp, err := s.cli.Txn(ctx).If(present(nodeKey(node))).Then(
+		clientv3.OpPut(taskKey(t.ID), mustJSON(t)),
+		clientv3.OpPut(queueKey(node, t.ID), string(wire)),
+		auditPut(audit),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("enqueue task for %q: %w", node, err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("node %q: %w", node, ErrNotFound)
+	}
+	return t, nil
+}
+
+// GetTask returns a task record.
+func (s *Store) GetTask(ctx context.Context, id string) (*Task, int64, error) {
+	t, rev, err := getJSON[Task](ctx, s.cli, taskKey(id))
+	if err == ErrNotFound {
+		return nil, 0, fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	return t, rev, err
+}
+
+// WatchTask returns a channel that yields the task record each time it
+// changes, starting after rev. It is closed when ctx ends.
+func (s *Store) WatchTask(ctx context.Context, id string, rev int64) clientv3.WatchChan {
+	return s.cli.Watch(ctx, taskKey(id), clientv3.WithRev(rev+1))
+}
+
+// PendingTasks returns the node's unacknowledged tasks in creation order and
+// the revision they were read at, from which a watch picks up new ones.
+func (s *Store) PendingTasks(ctx context.Context, node string) ([]*agentpb.Task, int64, error) {
+	resp, err := s.cli.Get(ctx, queuePrefix(node), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("read queue of %q: %w", node, err)
+	}
+	out := make([]*agentpb.Task, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		t, err := DecodeQueued(kv.Value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, t)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// DecodeQueued decodes a queue entry.
+func DecodeQueued(b []byte) (*agentpb.Task, error) {
+	t := &agentpb.Task{}
+	if err := proto.Unmarshal(b, t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// CompleteTask records the agent's result if the task is still queued for
+// that node, and dequeues it in the same transaction. It reports false when
+// the task was already completed (a re-sent result) or belongs to another
+// node: at-least-once delivery means the first result wins and later copies
+// change nothing.
+func (s *Store) CompleteTask(ctx context.Context, node string, r *agentpb.TaskResult, audit AuditEvent) (bool, error) {
+	t, _, err := s.GetTask(ctx, r.GetTaskId())
+	if err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	if t.Node != node {
+		return false, nil
+	}
+	switch r.GetStatus() {
+	case agentpb.TaskStatus_TASK_STATUS_SUCCEEDED:
+		t.Status = TaskSucceeded
+	default:
+		t.Status = TaskFailed
+	}
+	t.Error = r.GetError()
+	t.Result = r.GetResultJson()
+	t.FinishedAt = time.Unix(0, r.GetFinishedUnixNano()).UTC()
+	if r.GetFinishedUnixNano() == 0 {
+		t.FinishedAt = time.Now().UTC()
+	}
+	audit.Action = "task." + t.Action
+	audit.Target = node + "/" + t.ID
+	audit.Result = "ok"
+	if t.Status == TaskFailed {
+		audit.Result = "failed: " + t.Error
+	}
+	q := queueKey(node, t.ID)
+	resp, err := s.cli.Txn(ctx).If(present(q)).Then(
+		clientv3.OpDelete(q),
+		clientv3.OpPut(taskKey(t.ID), mustJSON(t)),
+		auditPut(audit),
+	).Commit()
+	if err != nil {
+		return false, fmt.Errorf("complete task %s: %w", t.ID, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// QueueLen counts a node's unacknowledged tasks.
+func (s *Store) QueueLen(ctx context.Context, node string) (int64, error) {
+	resp, err := s.cli.Get(ctx, queuePrefix(node), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
+}

@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Role is what a user may do. Issue-level RBAC builds on these three.
+type Role string
+
+const (
+	RoleAdmin    Role = "admin"
+	RoleReseller Role = "reseller"
+	RoleUser     Role = "user"
+)
+
+// User is a person or automation that signs in to the API.
+type User struct {
+	Name         string    `json:"name"`
+	Role         Role      `json:"role"`
+	PasswordHash string    `json:"passwordHash"` // bcrypt
+	CreatedAt    time.Time `json:"createdAt"`
+}
+
+func userKey(name string) string { return prefixUsers + name }
+
+// CreateUser writes u if no user of that name exists.
+func (s *Store) CreateUser(ctx context.Context, u User, audit AuditEvent) error {
+	resp, err := s.cli.Txn(ctx).If(absent(userKey(u.Name))).
+		Then(clientv3.OpPut(userKey(u.Name), mustJSON(u)), auditPut(audit)).Commit()
+	if err != nil {
+		return fmt.Errorf("create user %q: %w", u.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("user %q exists: %w", u.Name, ErrConflict)
+	}
+	return nil
+}
+
+// GetUser returns a user.
+func (s *Store) GetUser(ctx context.Context, name string) (*User, error) {
+	u, _, err := getJSON[User](ctx, s.cli, userKey(name))
+	if err == ErrNotFound {
+		return nil, fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	return u, err
+}
+
+// UseJoinToken records that the join token with this id was used. It fails
+// with ErrConflict if it was used before, on any replica: the create-if-absent
+// transaction is what makes a token single-use cluster-wide. The record lives
+// until the token would have expired anyway, plus a margin for clock skew.
+func (s *Store) UseJoinToken(ctx context.Context, id, node string, expires time.Time) error {
+	ttl := int64(time.Until(expires)/time.Second) + 3600
+	lease, err := s.cli.Grant(ctx, ttl)
+	if err != nil {
+		return fmt.Errorf("use join token: %w", err)
+	}
+	key := prefixTokens + id
+	resp, err := s.cli.Txn(ctx).If(absent(key)).
+		Then(clientv3.OpPut(key, node, clientv3.WithLease(lease.ID))).Commit()
+	if err != nil {
+		return fmt.Errorf("use join token: %w", err)
+	}
+	if !resp.Succeeded {
+		_, _ = s.cli.Revoke(ctx, lease.ID)
+		return fmt.Errorf("join token already used: %w", ErrConflict)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

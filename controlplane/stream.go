@@ -1,0 +1,356 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// agentStream is one node's live Connect stream on this replica.
+type agentStream struct {
+	node   string
+	cancel context.CancelCauseFunc
+
+	sendMu sync.Mutex
+	srv    agentpb.AgentGateway_ConnectServer
+
+	hbMu          sync.Mutex
+	lastHeartbeat time.Time
+}
+
+func (a *agentStream) send(m *agentpb.ServerMessage) error {
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	return a.srv.Send(m)
+}
+
+func (a *agentStream) heartbeat() {
+	a.hbMu.Lock()
+	a.lastHeartbeat = time.Now()
+	a.hbMu.Unlock()
+}
+
+func (a *agentStream) sinceHeartbeat() time.Duration {
+	a.hbMu.Lock()
+	defer a.hbMu.Unlock()
+	return time.Since(a.lastHeartbeat)
+}
+
+var (
+	errReplaced = errors.New("replaced by a newer stream from the same node")
+	errRemoved  = errors.New("node removed from the cluster")
+)
+
+// Connect runs one node's stream:
+//
+//  1. the agent says Hello (facts); we record them and answer Welcome;
+//  2. the node's liveness key is bound to a fresh lease, which is kept alive
+//     only while heartbeats keep arriving;
+//  3. every task in the node's queue is sent, then every task added later
+//     (a watch from the snapshot's revision, so none falls in between);
+//  4. results are written back, dequeuing the task in the same transaction.
+//
+// Tasks stay queued until their result is stored, so a stream that breaks at
+// any point loses nothing: the next stream, on any replica, sends them again
+// and the agent's journal answers for those it already ran.
+func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
+	id := identityFrom(srv.Context())
+	ctx, cancel := context.WithCancelCause(srv.Context())
+	defer cancel(nil)
+	log := g.log.With("node", id.name)
+
+	first, err := recvWithin(srv, 10*time.Second)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "expected hello")
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be hello")
+	}
+	a := &agentStream{node: id.name, cancel: cancel, srv: srv}
+	a.heartbeat()
+	if err := g.recordHello(ctx, id.name, hello); err != nil {
+		return err
+	}
+	g.attach(a)
+	defer g.detach(a)
+
+	lease, err := g.s.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+	if err != nil {
+		return status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	if err := g.s.store.MarkAlive(ctx, id.name, g.s.id, lease.ID); err != nil {
+		return status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	seeds, err := g.gossipSeeds(ctx)
+	if err != nil {
+		return status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	err = a.send(&agentpb.ServerMessage{Msg: &agentpb.ServerMessage_Welcome{Welcome: &agentpb.Welcome{
+		ServerId:            g.s.id,
+		HeartbeatIntervalMs: uint32(g.s.cfg.HeartbeatInterval / time.Millisecond),
+		GossipSeeds:         seeds,
+		GossipKey:           g.s.sec.GossipKey,
+	}}})
+	if err != nil {
+		return err
+	}
+	g.s.metrics.streams.Inc()
+	defer g.s.metrics.streams.Dec()
+	log.Info("agent connected", "source", peerAddr(srv.Context()), "version", hello.GetAgentVersion())
+
+	go g.keepAlive(ctx, a, lease.ID)
+	go g.watchRemoval(ctx, a)
+	go func() {
+		if err := g.sendTasks(ctx, a); err != nil && ctx.Err() == nil {
+			cancel(err)
+		}
+	}()
+
+	err = g.receive(ctx, a)
+	// Best effort: the node is gone from this replica; record when.
+	lctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer c()
+	_ = g.s.store.UpdateNodeState(lctx, id.name, func(st *store.NodeState) bool {
+		st.LastSeen = a.lastSeen()
+		return true
+	})
+	cause := context.Cause(ctx)
+	log.Info("agent disconnected", "err", err, "cause", cause)
+	switch {
+	case errors.Is(cause, errRemoved):
+		return status.Error(codes.PermissionDenied, "node removed from the cluster")
+	case errors.Is(cause, errReplaced):
+		return status.Error(codes.Aborted, "replaced by a newer stream")
+	}
+	if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Canceled {
+		return err
+	}
+	return nil
+}
+
+func (a *agentStream) lastSeen() time.Time {
+	a.hbMu.Lock()
+	defer a.hbMu.Unlock()
+	return a.lastHeartbeat.UTC()
+}
+
+func recvWithin(srv agentpb.AgentGateway_ConnectServer, d time.Duration) (*agentpb.AgentMessage, error) {
+	type res struct {
+		m   *agentpb.AgentMessage
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { m, err := srv.Recv(); ch <- res{m, err} }()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-time.After(d):
+		return nil, errors.New("timeout")
+	}
+}
+
+func (g *gateway) recordHello(ctx context.Context, node string, h *agentpb.Hello) error {
+	f := h.GetFacts()
+	facts := store.NodeFacts{
+		OS:           f.GetOs(),
+		Kernel:       f.GetKernel(),
+		Arch:         f.GetArch(),
+		CPUs:         int(f.GetCpus()),
+		MemoryBytes:  int64(f.GetMemoryBytes()),
+		DiskBytes:    int64(f.GetDiskBytes()),
+		Capabilities: f.GetCapabilities(),
+	}
+	now := time.Now().UTC()
+	err := g.s.store.UpdateNodeState(ctx, node, func(st *store.NodeState) bool {
+		st.AgentVersion = h.GetAgentVersion()
+		st.Facts = facts
+		st.GossipAddr = h.GetGossipAddress()
+		st.LastSeen = now
+		return true
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", node)
+	}
+	if err != nil {
+		return status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	return nil
+}
+
+// attach makes a the node's stream on this replica; an older one is ended, so
+// that a node never has two streams here racing to apply its results.
+func (g *gateway) attach(a *agentStream) {
+	g.mu.Lock()
+	old := g.streams[a.node]
+	g.streams[a.node] = a
+	g.mu.Unlock()
+	if old != nil {
+		old.cancel(errReplaced)
+	}
+}
+
+func (g *gateway) detach(a *agentStream) {
+	g.mu.Lock()
+	if g.streams[a.node] == a {
+		delete(g.streams, a.node)
+	}
+	g.mu.Unlock()
+}
+
+func (g *gateway) gossipSeeds(ctx context.Context) ([]string, error) {
+	reps, err := g.s.store.Replicas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var seeds []string
+	for _, r := range reps {
+		if r.GossipAddr != "" {
+			seeds = append(seeds, r.GossipAddr)
+		}
+	}
+	return seeds, nil
+}
+
+// keepAlive renews the node's liveness lease while heartbeats arrive. When
+// they stop (agent dead, network cut with TCP still open) the lease runs out
+// LeaseTTL later and the node turns DOWN. If the lease was lost meanwhile
+// (an etcd leader change, a long GC pause) a new one is bound.
+func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.LeaseID) {
+	interval := g.s.cfg.HeartbeatInterval
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.sinceHeartbeat() > 3*interval {
+			continue
+		}
+		if _, err := g.s.cli.KeepAliveOnce(ctx, lease); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l, gerr := g.s.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+			if gerr != nil {
+				continue
+			}
+			if err := g.s.store.MarkAlive(ctx, a.node, g.s.id, l.ID); err == nil {
+				lease = l.ID
+			}
+		}
+	}
+}
+
+// watchRemoval ends the stream as soon as the node's state is deleted or no
+// longer accepts the certificate the stream was opened with.
+func (g *gateway) watchRemoval(ctx context.Context, a *agentStream) {
+	id := identityFrom(a.srv.Context())
+	for resp := range g.s.store.WatchNodeState(ctx, a.node) {
+		if resp.Err() != nil {
+			continue
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				a.cancel(errRemoved)
+				return
+			}
+			st, err := store.DecodeNodeState(ev.Kv.Value)
+			if err == nil && !st.AcceptsSerial(serialHex(id.cert)) {
+				a.cancel(errRemoved)
+				return
+			}
+		}
+	}
+}
+
+// sendTasks sends the queue snapshot, then follows the queue from the
+// snapshot's revision.
+func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
+	tasks, rev, err := g.s.store.PendingTasks(ctx, a.node)
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if err := a.send(taskMsg(t)); err != nil {
+			return err
+		}
+	}
+	wch := g.s.cli.Watch(clientv3.WithRequireLeader(ctx), store.QueuePrefix(a.node), clientv3.WithPrefix(),
+		clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			// Compacted past our revision or lost the etcd leader: end the
+			// stream; the agent reconnects and gets a fresh snapshot.
+			return err
+		}
+		for _, ev := range resp.Events {
+			if ev.Kv.Version != 1 {
+				continue // rewritten entry, already sent
+			}
+			t, err := store.DecodeQueued(ev.Kv.Value)
+			if err != nil {
+				g.log.Error("undecodable queue entry", "key", string(ev.Kv.Key), "err", err)
+				continue
+			}
+			if err := a.send(taskMsg(t)); err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+func taskMsg(t *agentpb.Task) *agentpb.ServerMessage {
+	return &agentpb.ServerMessage{Msg: &agentpb.ServerMessage_Task{Task: t}}
+}
+
+func (g *gateway) receive(ctx context.Context, a *agentStream) error {
+	source := peerAddr(a.srv.Context())
+	for {
+		m, err := a.srv.Recv()
+		if err != nil {
+			return err
+		}
+		switch msg := m.GetMsg().(type) {
+		case *agentpb.AgentMessage_Heartbeat:
+			a.heartbeat()
+		case *agentpb.AgentMessage_Result:
+			a.heartbeat()
+			g.complete(ctx, a.node, source, msg.Result)
+		case *agentpb.AgentMessage_Hello:
+			// A second hello refreshes the facts (services installed since).
+			if err := g.recordHello(ctx, a.node, msg.Hello); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (g *gateway) complete(ctx context.Context, node, source string, r *agentpb.TaskResult) {
+	ev := store.NewAuditEvent("node:"+node, source, "task", "", "")
+	applied, err := g.s.store.CompleteTask(ctx, node, r, ev)
+	if err != nil {
+		// Not fatal: the task stays queued and is sent again on the next
+		// stream; the agent's journal returns the same result.
+		g.log.Warn("store task result", "node", node, "task", r.GetTaskId(), "err", err)
+		return
+	}
+	if applied {
+		g.s.metrics.tasksCompleted.WithLabelValues(r.GetStatus().String()).Inc()
+	} else {
+		g.s.metrics.duplicateResults.Inc()
+	}
+}
+

@@ -1,0 +1,145 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/model"
+)
+
+func nodeModel(v *store.NodeView) *model.Node {
+	n := &model.Node{
+		Name:         v.Name,
+		Address:      v.Address,
+		Status:       model.NodeStatus(v.State.Status),
+		Capabilities: v.State.Facts.Capabilities,
+		Capacity: &model.Capacity{
+			Cpus:        v.State.Facts.CPUs,
+			MemoryBytes: v.State.Facts.MemoryBytes,
+			DiskBytes:   v.State.Facts.DiskBytes,
+		},
+		StatusChangedAt: timePtr(v.State.StatusChangedAt),
+		LastSeen:        timePtr(v.State.LastSeen),
+		EnrolledAt:      timePtr(v.State.EnrolledAt),
+		AgentVersion:    strPtr(v.State.AgentVersion),
+		Os:              strPtr(v.State.Facts.OS),
+		Kernel:          strPtr(v.State.Facts.Kernel),
+		Arch:            strPtr(v.State.Facts.Arch),
+	}
+	if n.Status == "" {
+		n.Status = model.NodeStatusPending
+	}
+	if n.Capabilities == nil {
+		n.Capabilities = []string{}
+	}
+	for _, r := range v.Roles {
+		n.Roles = append(n.Roles, model.NodeRole(strings.ToUpper(r)))
+	}
+	keys := make([]string, 0, len(v.Labels))
+	for k := range v.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	n.Labels = make([]*model.Label, 0, len(keys))
+	for _, k := range keys {
+		n.Labels = append(n.Labels, &model.Label{Key: k, Value: v.Labels[k]})
+	}
+	return n
+}
+
+func taskModel(t *store.Task) *model.Task {
+	return &model.Task{
+		ID:         t.ID,
+		Node:       t.Node,
+		Action:     t.Action,
+		Status:     model.TaskStatus(t.Status),
+		Result:     strPtr(t.Result),
+		Error:      strPtr(t.Error),
+		CreatedBy:  t.CreatedBy,
+		CreatedAt:  t.CreatedAt,
+		FinishedAt: timePtr(t.FinishedAt),
+	}
+}
+
+func roleModel(r store.Role) model.Role { return model.Role(strings.ToUpper(string(r))) }
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// waitTask returns the task once it has finished, or as it stands when
+// timeout passes: a task that outlives the wait keeps running and can be
+// polled with the task query.
+func (r *Resolver) waitTask(ctx context.Context, id string, timeout time.Duration) (*store.Task, error) {
+	t, rev, err := r.Store.GetTask(ctx, id)
+	if err != nil || t.Status != store.TaskPending || timeout <= 0 {
+		return t, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for resp := range r.Store.WatchTask(wctx, id, rev) {
+		if err := resp.Err(); err != nil {
+			return nil, fmt.Errorf("watch task %s: %w", id, err)
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		t, _, err = r.Store.GetTask(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if t.Status != store.TaskPending {
+			return t, nil
+		}
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return nil, ctx.Err()
+	}
+	return t, nil
+}
+
+// auditFailure records a refused or failed mutation. Successful mutations
+// write their audit event in the same transaction as their change.
+func (r *Resolver) auditFailure(ctx context.Context, actor, action, target string, err error) {
+	if err == nil {
+		return
+	}
+	code, _ := classify(err)
+	if code == CodeRateLimited {
+		return // bounded by the limiter's log line; auditing each would let a flood write to etcd
+	}
+	if actor == "" {
+		if p, ok := actorFrom(ctx); ok {
+			actor = p
+		} else {
+			actor = "anonymous"
+		}
+	}
+	ev := store.NewAuditEvent(actor, source(ctx), action, target, code)
+	if aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), ev); aerr != nil {
+		r.Log.Error("write audit event", "action", action, "err", aerr)
+	}
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+func actorFrom(ctx context.Context) (string, bool) {
+	p, ok := auth.FromContext(ctx)
+	return p.Name, ok
+}

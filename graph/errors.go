@@ -1,0 +1,117 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/validate"
+)
+
+// Error codes in extensions.code. Scripts branch on these; never rename one.
+const (
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeInvalidInput    = "INVALID_INPUT"
+	CodeNotFound        = "NOT_FOUND"
+	CodeConflict        = "CONFLICT"
+	CodeRateLimited     = "RATE_LIMITED"
+	CodeUnavailable     = "UNAVAILABLE"
+	CodeInternal        = "INTERNAL"
+)
+
+// codedError is an error with a code chosen where it was raised.
+type codedError struct {
+	code string
+	msg  string
+}
+
+func (e *codedError) Error() string { return e.msg }
+
+func errorf(code, msg string) error { return &codedError{code: code, msg: msg} }
+
+// ErrorPresenter gives every error a code. Errors the resolvers did not
+// classify are logged with their detail and shown as INTERNAL with a generic
+// message, so that internals (keys, addresses, etcd errors) never leak.
+func (r *Resolver) ErrorPresenter(ctx context.Context, err error) *gqlerror.Error {
+	gerr := graphql.DefaultErrorPresenter(ctx, err)
+	if gerr.Extensions != nil && gerr.Extensions["code"] != nil {
+		return gerr // parse and validation errors from gqlgen carry their code
+	}
+	code, msg := classify(err)
+	if code == CodeInternal || code == CodeUnavailable {
+		r.Log.Error("graphql request failed", "path", gerr.Path.String(), "err", err)
+	}
+	gerr.Message = msg
+	gerr.Extensions = map[string]any{"code": code}
+	return gerr
+}
+
+func classify(err error) (code, msg string) {
+	var ce *codedError
+	var ve *validate.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.code, ce.msg
+	case errors.As(err, &ve):
+		return CodeInvalidInput, ve.Error()
+	case errors.Is(err, store.ErrNotFound):
+		return CodeNotFound, err.Error()
+	case errors.Is(err, store.ErrConflict):
+		return CodeConflict, err.Error()
+	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrInvalidToken):
+		return CodeUnauthenticated, err.Error()
+	case errors.Is(err, auth.ErrRateLimited):
+		return CodeRateLimited, err.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpctypes.ErrGRPCNoLeader),
+		errors.Is(err, rpctypes.ErrTimeout):
+		return CodeUnavailable, "the cluster store is unavailable; try again"
+	}
+	return CodeInternal, "internal error"
+}
+
+// RecoverFunc turns a resolver panic into INTERNAL instead of killing the
+// request handler's goroutine with an unhelpful message.
+func (r *Resolver) RecoverFunc(ctx context.Context, p any) error {
+	r.Log.Error("graphql resolver panic", "panic", p)
+	return errorf(CodeInternal, "internal error")
+}
+
+func requireUser(ctx context.Context) (auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok {
+		return p, errorf(CodeUnauthenticated, "authentication required: send Authorization: Bearer <token> (see the login mutation)")
+	}
+	return p, nil
+}
+
+func requireAdmin(ctx context.Context) (auth.Principal, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return p, err
+	}
+	if p.Role != store.RoleAdmin {
+		return p, errorf(CodeForbidden, "this operation requires the admin role")
+	}
+	return p, nil
+}
+
+type sourceKey struct{}
+
+// WithSource records the caller's address for the audit log.
+func WithSource(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), sourceKey{}, req.RemoteAddr)))
+	})
+}
+
+func source(ctx context.Context) string {
+	s, _ := ctx.Value(sourceKey{}).(string)
+	return s
+}

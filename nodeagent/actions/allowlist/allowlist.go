@@ -1,0 +1,38 @@
+// Package allowlist maps a task to the action it names. It is the only place
+// that does: an action not listed in FromTask cannot run on a node.
+//
+// It is a package of its own, rather than part of package actions, because
+// it must import every action package while every action package imports
+// package actions for the Action and Env types.
+package allowlist
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/ping"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// ErrNoAction is returned for a task that carries no action this agent
+// knows. Such a task fails (and is journaled like any other) instead of being
+// retried: resending it to the same agent binary cannot succeed.
+var ErrNoAction = errors.New("no known action")
+
+// FromTask returns the typed action carried by t.
+func FromTask(t *agentpb.Task) (actions.Action, error) {
+	switch a := t.GetAction().(type) {
+	case *agentpb.Task_Ping:
+		return ping.New(a.Ping), nil
+	case nil:
+		// An action added to the protocol after this agent was built decodes
+		// as an unknown field with the oneof left empty.
+		if len(t.ProtoReflect().GetUnknown()) > 0 {
+			return nil, fmt.Errorf("%w: task carries an action unknown to this agent version (upgrade the agent)", ErrNoAction)
+		}
+		return nil, fmt.Errorf("%w: task carries no action", ErrNoAction)
+	default:
+		return nil, fmt.Errorf("%w: action %T is not allow-listed", ErrNoAction, a)
+	}
+}

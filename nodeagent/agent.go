@@ -1,0 +1,304 @@
+// Package nodeagent is the agent that runs on every node.
+//
+// The agent enrols once with a join token, then keeps one mTLS stream open to
+// a gateway of the control plane (it always dials out, so nodes behind NAT
+// work). Over that stream it receives tasks, applies the allow-listed action
+// each one carries, and reports results. A journal of finished task ids in
+// the data directory makes re-sent tasks harmless across reconnects and
+// restarts. Optionally it joins the cluster's memberlist gossip pool, the
+// fast liveness hint.
+//
+// The shape follows the rest of nPanel: New(cfg) validates and loads, Run(ctx)
+// does the work until ctx is done, Ready reports the first Welcome.
+package nodeagent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Servers are gateway addresses (host:port), tried in order, failing over.
+	Servers []string
+	// JoinToken is needed only on first start, while DataDir holds no
+	// identity yet (or when the stored certificate has expired). Otherwise
+	// it is ignored.
+	JoinToken string
+	// DataDir holds the identity and the task journal. Created 0700 if
+	// missing.
+	DataDir string
+	// GossipListen is the ip:port memberlist binds to and announces; port 0
+	// picks a free port. Empty disables gossip.
+	GossipListen string
+	// Version is reported in Hello.
+	Version string
+	Logger  *slog.Logger
+	// Registry receives the agent's own metrics; New creates one if nil.
+	// Every agent needs its own.
+	Registry *prometheus.Registry
+	// Concurrency is the maximum number of tasks applied at once; default 8.
+	Concurrency int
+	// Facts describes the node for Hello; default platform.Detect(DataDir).
+	Facts func() (*agentpb.NodeFacts, error)
+}
+
+const defaultConcurrency = 8
+
+// timing holds the agent's delays. They are fields rather than constants so
+// that tests can run the same code on a faster clock.
+type timing struct {
+	backoffMin       time.Duration // first reconnect delay
+	backoffMax       time.Duration // cap for ordinary failures
+	deniedBackoffMax time.Duration // cap while the gateway refuses this node
+	renewBackoffMax  time.Duration
+	welcomeTimeout   time.Duration // from Hello sent to Welcome received
+	rpcTimeout       time.Duration // Enroll and Renew
+	defaultHeartbeat time.Duration // when the Welcome names no interval
+	minHeartbeat     time.Duration
+}
+
+var defaultTiming = timing{
+	backoffMin:       200 * time.Millisecond,
+	backoffMax:       5 * time.Second,
+	deniedBackoffMax: 30 * time.Second,
+	renewBackoffMax:  30 * time.Second,
+	welcomeTimeout:   30 * time.Second,
+	rpcTimeout:       30 * time.Second,
+	defaultHeartbeat: 5 * time.Second,
+	minHeartbeat:     100 * time.Millisecond,
+}
+
+// Agent is the node agent. Create it with New and start it with Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	timing  timing
+
+	node   string
+	token  string // set only when Run must enrol
+	claims pki.JoinClaims
+	id     *identity // nil until enrolled; set before any stream starts
+
+	// Credential hooks; tests replace them before Run.
+	enrolCreds func(serverName, rootFingerprint string, onRoot func(*x509.Certificate)) credentials.TransportCredentials
+	agentCreds func(serverName string, root *x509.Certificate, getCert func() (*tls.Certificate, error)) credentials.TransportCredentials
+
+	running   atomic.Bool
+	connected atomic.Bool
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	mu  sync.Mutex
+	cur *session // the welcomed stream results go to; nil while disconnected
+	gsp *gossip  // nil without gossip; kept for inspection in tests
+}
+
+// New validates cfg and loads the node identity from cfg.DataDir. Without an
+// identity, cfg.JoinToken is required; Run then enrols first.
+func New(cfg Config) (*Agent, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("nodeagent: no servers configured")
+	}
+	for _, s := range cfg.Servers {
+		if host, port, err := net.SplitHostPort(s); err != nil || host == "" || port == "" {
+			return nil, fmt.Errorf("nodeagent: server address %q is not host:port", s)
+		}
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("nodeagent: no data directory configured")
+	}
+	switch {
+	case cfg.Concurrency < 0:
+		return nil, fmt.Errorf("nodeagent: concurrency %d is negative", cfg.Concurrency)
+	case cfg.Concurrency == 0:
+		cfg.Concurrency = defaultConcurrency
+	}
+	if cfg.GossipListen != "" {
+		if _, _, err := splitGossipListen(cfg.GossipListen); err != nil {
+			return nil, fmt.Errorf("nodeagent: %w", err)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Facts == nil {
+		dir := cfg.DataDir
+		cfg.Facts = func() (*agentpb.NodeFacts, error) { return platform.Detect(dir) }
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("nodeagent: create data directory: %w", err)
+	}
+	if err := removeStaleTemps(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
+	}
+
+	a := &Agent{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		reg:        cfg.Registry,
+		timing:     defaultTiming,
+		enrolCreds: defaultEnrolCreds,
+		agentCreds: func(serverName string, root *x509.Certificate, getCert func() (*tls.Certificate, error)) credentials.TransportCredentials {
+			return credentials.NewTLS(pki.AgentTLSConfig(serverName, root, getCert))
+		},
+		ready: make(chan struct{}),
+	}
+
+	id, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
+	}
+	switch {
+	case id != nil && time.Now().Before(id.leaf().NotAfter):
+		if cfg.JoinToken != "" {
+			a.log.Info("node already enrolled; ignoring the join token", "node", id.node)
+		}
+		a.id, a.node = id, id.node
+	case id != nil && cfg.JoinToken == "":
+		return nil, fmt.Errorf("nodeagent: node %q: %w at %s; start once with a new join token",
+			id.node, ErrCertificateExpired, id.leaf().NotAfter.Format(time.RFC3339))
+	default:
+		if cfg.JoinToken == "" {
+			return nil, fmt.Errorf("nodeagent: %s holds no node identity and no join token was given", cfg.DataDir)
+		}
+		claims, err := pki.ParseJoinToken(cfg.JoinToken)
+		if err != nil {
+			return nil, fmt.Errorf("nodeagent: join token: %w", err)
+		}
+		if claims.Node == "" || claims.RootFingerprint == "" {
+			return nil, errors.New("nodeagent: join token lacks a node name or root fingerprint")
+		}
+		if id != nil {
+			a.log.Warn("node certificate expired; enrolling again with the join token", "node", id.node, "expired", id.leaf().NotAfter)
+		}
+		if time.Now().After(claims.ExpiresAt) {
+			// The CA's clock decides; this one may be wrong. Say it early
+			// because the refusal that is likely to follow ends Run.
+			a.log.Warn("join token looks expired; trying anyway", "node", claims.Node, "expires", claims.ExpiresAt)
+		}
+		a.token, a.claims, a.node = cfg.JoinToken, claims, claims.Node
+	}
+
+	if a.metrics, err = newMetrics(a.reg); err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
+	}
+	if a.id != nil {
+		a.metrics.certExpiry.Set(float64(a.id.leaf().NotAfter.Unix()))
+	}
+	a.log = a.log.With("node", a.node)
+	return a, nil
+}
+
+// NodeName is the node's name: from its certificate, or from the join token
+// before enrolment.
+func (a *Agent) NodeName() string { return a.node }
+
+// Registry holds the agent's metrics.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// Ready is closed once the first Welcome was received.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Connected reports whether the agent holds a welcomed stream right now.
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+// Run enrols if needed and then keeps a task stream up, failing over across
+// the configured servers, until ctx is done. It returns nil when ctx is done
+// and an error only for what retrying cannot fix: a refused join token, an
+// expired certificate, an unusable data directory or gossip address. Run
+// may be called once.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("nodeagent: Run called twice")
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	jr, err := openJournal(a.cfg.DataDir, a.log)
+	if err != nil {
+		return fmt.Errorf("nodeagent: %w", err)
+	}
+	defer func() {
+		if cerr := jr.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("nodeagent: close journal: %w", cerr)
+		}
+	}()
+
+	var gsp *gossip
+	if a.cfg.GossipListen != "" {
+		if gsp, err = newGossip(a.cfg.GossipListen, a.node, a.log); err != nil {
+			return fmt.Errorf("nodeagent: %w", err)
+		}
+		if err := gsp.bind(); err != nil {
+			return fmt.Errorf("nodeagent: %w", err)
+		}
+		a.mu.Lock()
+		a.gsp = gsp
+		a.mu.Unlock()
+		// Registered after the journal's close so it runs first: the node
+		// drops out of the pool as soon as it stops.
+		defer gsp.shutdown()
+	}
+
+	if a.id == nil {
+		a.log.Info("enrolling", "servers", a.cfg.Servers)
+		id, err := a.enrol(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("nodeagent: %w", err)
+		}
+		a.id = id
+		a.token = ""
+		a.log.Info("enrolled", "expires", id.leaf().NotAfter)
+	}
+
+	r := newRunner(ctx, a, jr)
+	var (
+		wg    sync.WaitGroup
+		fatal error // written before wg.Done, read after wg.Wait
+	)
+	wg.Go(func() {
+		if err := a.renewLoop(ctx); err != nil {
+			fatal = err
+			cancel(err)
+		}
+	})
+	a.connectLoop(ctx, r, gsp)
+
+	cancel(nil)
+	wg.Wait()
+	// Tasks still applying see ctx done and stop; their results are not
+	// journaled, so the gateway's re-send after restart applies them again.
+	r.wait()
+	a.connected.Store(false)
+	a.metrics.connected.Set(0)
+
+	if fatal != nil {
+		return fmt.Errorf("nodeagent: %w", fatal)
+	}
+	return nil
+}
