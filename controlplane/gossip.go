@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -49,10 +48,11 @@ func startGossip(listen, name string, key []byte, log *slog.Logger) (*gossip, er
 	c.SuspicionMult = 2
 	c.GossipInterval = 100 * time.Millisecond
 	c.SecretKey = key
+	// A restarted agent rejoins under its old name from a new port; without
+	// a reclaim time memberlist refuses it as a conflicting address.
+	c.DeadNodeReclaimTime = time.Second
 	c.Events = g
-	c.LogOutput = io.Discard
 	c.Logger = slog.NewLogLogger(log.With("component", "gossip").Handler(), slog.LevelDebug)
-	c.LogOutput = nil
 	list, err := memberlist.Create(c)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", listen, err)
@@ -73,13 +73,14 @@ func (g *gossip) join(seeds []string) {
 	}
 }
 
-// dead reports whether gossip has seen name and now considers it dead or
-// gone. A member never seen (gossip off on that agent) is not dead.
-func (g *gossip) dead(name string) bool {
+// deadSince reports whether gossip has seen name and now considers it dead
+// or gone, and since when. A member never seen (gossip off on that agent) is
+// not dead.
+func (g *gossip) deadSince(name string) (time.Time, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st, ok := g.state[name]
-	return ok && !st.alive
+	return st.since, ok && !st.alive
 }
 
 func (g *gossip) set(name string, alive bool) {

@@ -119,4 +119,3 @@ func (s *Server) runControllers(ctx context.Context) {
 	go func() { defer close(done); s.runLiveness(ctx) }()
 	<-done
 }
-

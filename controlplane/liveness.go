@@ -65,7 +65,10 @@ func (s *Server) reconcileLiveness(ctx context.Context) error {
 		// A node counts as enrolled once its agent has said hello: between
 		// the certificate and the first stream it is still PENDING, not DOWN.
 		enrolled := !n.State.EnrolledAt.IsZero() && !n.State.LastSeen.IsZero()
-		want := desiredStatus(enrolled, n.Alive, s.gossip.dead(n.Name))
+		// A gossip verdict older than the node's latest hello is stale: the
+		// agent has come back on a new stream since.
+		since, dead := s.gossip.deadSince(n.Name)
+		want := desiredStatus(enrolled, n.Alive, dead && since.After(n.State.LastSeen))
 		counts[want]++
 		if n.State.Status == want {
 			continue

@@ -116,7 +116,14 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 		}
 	}()
 
-	err = g.receive(ctx, a)
+	// Recv does not watch our context, only the stream's: run it aside so
+	// that removal or replacement can end the handler, which ends the stream.
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- g.receive(ctx, a) }()
+	select {
+	case err = <-recvErr:
+	case <-ctx.Done():
+	}
 	// Best effort: the node is gone from this replica; record when.
 	lctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer c()
@@ -353,4 +360,3 @@ func (g *gateway) complete(ctx context.Context, node, source string, r *agentpb.
 		g.s.metrics.duplicateResults.Inc()
 	}
 }
-

@@ -110,6 +110,7 @@ type Agent struct {
 	mu  sync.Mutex
 	cur *session // the welcomed stream results go to; nil while disconnected
 	gsp *gossip  // nil without gossip; kept for inspection in tests
+	run *runner  // set by Run; kept for inspection in tests
 }
 
 // New validates cfg and loads the node identity from cfg.DataDir. Without an
@@ -277,6 +278,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 
 	r := newRunner(ctx, a, jr)
+	a.mu.Lock()
+	a.run = r
+	a.mu.Unlock()
 	var (
 		wg    sync.WaitGroup
 		fatal error // written before wg.Done, read after wg.Wait

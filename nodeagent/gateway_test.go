@@ -333,10 +333,9 @@ var testTiming = timing{
 
 type runningAgent struct {
 	*Agent
-	cancel   context.CancelFunc
-	done     chan error
-	stopOnce sync.Once
-	stopErr  error
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+	runErr error         // what Run returned; read after done
 }
 
 // startAgent runs an agent until the test ends (or stop is called).
@@ -348,31 +347,47 @@ func startAgent(t *testing.T, cfg Config) *runningAgent {
 	}
 	a.timing = testTiming
 	ctx, cancel := context.WithCancel(context.Background())
-	ra := &runningAgent{Agent: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { ra.done <- a.Run(ctx) }()
+	ra := &runningAgent{Agent: a, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		ra.runErr = a.Run(ctx)
+		close(ra.done)
+	}()
 	t.Cleanup(func() { ra.stop(t) })
 	return ra
 }
 
+// stop cancels Run and returns what it returned.
 func (r *runningAgent) stop(t *testing.T) error {
 	t.Helper()
-	r.stopOnce.Do(func() {
-		r.cancel()
-		select {
-		case r.stopErr = <-r.done:
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return within 15s of cancel")
-		}
-	})
-	return r.stopErr
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of cancel")
+	}
+	return r.runErr
+}
+
+// inflight reports whether task id is being applied.
+func (a *Agent) inflight(id string) bool {
+	a.mu.Lock()
+	r := a.run
+	a.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.inflight[id]
+	return ok
 }
 
 func (r *runningAgent) waitReady(t *testing.T) {
 	t.Helper()
 	select {
 	case <-r.Ready():
-	case err := <-r.done:
-		t.Fatalf("Run returned before Ready: %v", err)
+	case <-r.done:
+		t.Fatalf("Run returned before Ready: %v", r.runErr)
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent not ready within 10s")
 	}

@@ -105,6 +105,8 @@ func (a *Agent) connectLoop(ctx context.Context, r *runner, g *gossip) {
 			if key := status.Code(err).String() + ": " + status.Convert(err).Message(); key != refusal {
 				a.log.Error("gateway refuses this node (removed or fenced?); retrying slowly", "server", server, "err", err)
 				refusal = key
+			} else {
+				a.log.Debug("gateway still refuses this node", "server", server)
 			}
 		} else {
 			bo.max = a.timing.backoffMax

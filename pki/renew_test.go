@@ -2,6 +2,7 @@ package pki
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -123,7 +124,7 @@ func TestIssueServerCertificate(t *testing.T) {
 	if string(cert.Certificate[1]) != string(ca.inter.Raw) || string(cert.Certificate[2]) != string(ca.root.Raw) {
 		t.Error("chain is not leaf, intermediate, root")
 	}
-	if !publicKeysEqual(cert.PrivateKey.(interface{ Public() any }).Public(), leaf.PublicKey) {
+	if !publicKeysEqual(cert.PrivateKey.(crypto.Signer).Public(), leaf.PublicKey) {
 		t.Error("private key does not match the leaf")
 	}
 	if id, err := ServerID(leaf); err != nil || id != "cp-1" {

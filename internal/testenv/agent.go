@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/npanel/npanel/nodeagent"
+)
+
+// Agent is a node agent running in the test process.
+type Agent struct {
+	*nodeagent.Agent
+	Name   string
+	Config nodeagent.Config
+
+	t      testing.TB
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// AgentOption adjusts an agent's config before it starts.
+type AgentOption func(*nodeagent.Config)
+
+// StartAgent declares node name through the API, starts an agent with its
+// join token and waits until its stream is up.
+func (s *Server) StartAgent(t testing.TB, name string, opts ...AgentOption) *Agent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS"}, map[string]string{"test": "true"})
+	if err != nil {
+		t.Fatalf("join token for %s: %v", name, err)
+	}
+	cfg := nodeagent.Config{
+		Servers:      []string{s.Config.AgentListen},
+		JoinToken:    tok.Token,
+		DataDir:      t.TempDir(),
+		GossipListen: "127.0.0.1:0",
+		Version:      "test",
+		Logger:       Logger().With("node", name),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a := &Agent{Name: name, Config: cfg, t: t}
+	a.Start()
+	t.Cleanup(a.Stop)
+	WaitFor(t, 20*time.Second, name+" connected", a.Connected)
+	return a
+}
+
+// Start (re)starts the agent process-equivalent on its data dir. After the
+// first start the join token is no longer needed and is dropped, as an
+// operator would.
+func (a *Agent) Start() {
+	a.t.Helper()
+	ag, err := nodeagent.New(a.Config)
+	if err != nil {
+		a.t.Fatalf("new agent %s: %v", a.Name, err)
+	}
+	a.Agent = ag
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan error, 1)
+	go func() { a.done <- ag.Run(ctx) }()
+	a.Config.JoinToken = ""
+}
+
+// Stop kills the agent: its stream and gossip end without a goodbye.
+func (a *Agent) Stop() {
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	a.cancel = nil
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		a.t.Errorf("agent %s did not stop within 20s", a.Name)
+	}
+}
+
+// Executed returns how many tasks this agent instance has applied (not
+// answered from its journal), summed over actions and outcomes.
+func (a *Agent) Executed() float64 {
+	return counterSum(a.Registry(), "npanel_agent_tasks_applied_total")
+}
+
+func counterSum(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += metricValue(m)
+		}
+	}
+	return sum
+}
+
+func metricValue(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	if g := m.GetGauge(); g != nil {
+		return g.GetValue()
+	}
+	return 0
+}

@@ -1,0 +1,166 @@
+package testenv
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+)
+
+// AdminPassword is the admin password of every test server.
+const AdminPassword = "test-admin-password-0123"
+
+// Server is a control plane replica running in the test process.
+type Server struct {
+	*controlplane.Server
+	Config controlplane.Config
+	// Admin is an API client logged in as admin.
+	Admin *client.Client
+
+	t      testing.TB
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// ServerOption adjusts a test server's config before it starts.
+type ServerOption func(*controlplane.Config)
+
+// WithEtcd points the server at an external etcd.
+func WithEtcd(endpoints []string) ServerOption {
+	return func(c *controlplane.Config) { c.EtcdEndpoints = endpoints }
+}
+
+// WithCertLifetime shortens node certificates, to exercise renewal.
+func WithCertLifetime(d time.Duration) ServerOption {
+	return func(c *controlplane.Config) { c.CertLifetime = d }
+}
+
+// StartServer starts a replica with its own data dir and fixed loopback
+// ports, waits until it is ready and logs in as admin.
+func StartServer(t testing.TB, opts ...ServerOption) *Server {
+	t.Helper()
+	cfg := controlplane.Config{
+		DataDir:           t.TempDir(),
+		APIListen:         FreeAddr(t),
+		AgentListen:       FreeAddr(t),
+		GossipListen:      "127.0.0.1:0",
+		EtcdClientListen:  FreeAddr(t),
+		EtcdPeerListen:    FreeAddr(t),
+		AdminPassword:     AdminPassword,
+		HeartbeatInterval: 500 * time.Millisecond,
+		LeaseTTL:          3 * time.Second,
+		ElectionTTL:       2 * time.Second,
+		Version:           "test",
+		Logger:            Logger(),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := &Server{Config: cfg, t: t}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	srv, err := controlplane.New(s.Config)
+	if err != nil {
+		s.t.Fatalf("new server: %v", err)
+	}
+	s.Server = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan error, 1)
+	go func() { s.done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-s.done:
+		s.done <- err
+		s.t.Fatalf("server did not start: %v", err)
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("server not ready after 60s")
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer lcancel()
+	admin, _, err := client.New(s.URL(), "").Login(lctx, "admin", AdminPassword)
+	if err != nil {
+		s.t.Fatalf("admin login: %v", err)
+	}
+	s.Admin = admin
+}
+
+// URL is the API base URL.
+func (s *Server) URL() string { return "http://" + s.APIAddr() }
+
+// Stop stops the replica and waits for it to release everything. It is safe
+// to call more than once.
+func (s *Server) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Errorf("server exited: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("server did not stop within 30s")
+	}
+}
+
+// Restart stops the replica and starts it again on the same data dir and ports.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Running reports whether the replica has not been stopped.
+func (s *Server) Running() bool { return s.cancel != nil }
+
+// StartEtcd runs a standalone single-member etcd for tests that need an
+// external cluster shared by several replicas, and returns its endpoints.
+func StartEtcd(t testing.TB) []string {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Name = "test-etcd"
+	cfg.Dir = t.TempDir()
+	cu := url.URL{Scheme: "http", Host: FreeAddr(t)}
+	pu := url.URL{Scheme: "http", Host: FreeAddr(t)}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(func() { e.Close(); <-e.Server.StopNotify() })
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		t.Fatalf("etcd not ready")
+	}
+	return []string{cu.String()}
+}
+
+// EtcdClient returns a client for endpoints, closed at cleanup.
+func EtcdClient(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
