@@ -322,4 +322,3 @@ func TestNodeIsolation(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-

@@ -169,6 +169,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.election = newElection(s, sess)
 	cleanups = append(cleanups, s.election.close)
+	s.joinReplicas(ctx)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -318,6 +319,23 @@ func (s *Server) gatewayCertRotation(ctx context.Context) {
 			s.log.Error("rotate gateway certificate", "err", err)
 		}
 	}
+}
+
+// joinReplicas joins the other replicas' gossip so that every replica sees
+// every agent, whichever replica the agent joined through.
+func (s *Server) joinReplicas(ctx context.Context) {
+	reps, err := s.store.Replicas(ctx)
+	if err != nil {
+		s.log.Warn("list replicas for gossip", "err", err)
+		return
+	}
+	var seeds []string
+	for _, r := range reps {
+		if r.ID != s.id && r.GossipAddr != "" {
+			seeds = append(seeds, r.GossipAddr)
+		}
+	}
+	s.gossip.join(seeds)
 }
 
 func loadOrCreateID(path string) (string, error) {

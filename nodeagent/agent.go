@@ -151,9 +151,6 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("nodeagent: create data directory: %w", err)
 	}
-	if err := removeStaleTemps(cfg.DataDir); err != nil {
-		return nil, fmt.Errorf("nodeagent: %w", err)
-	}
 
 	a := &Agent{
 		cfg:        cfg,
@@ -236,6 +233,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+
+	unlock, err := lockDataDir(a.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("nodeagent: %w", err)
+	}
+	defer unlock()
+	// Only a crash mid-write leaves temporary files; with the lock held none
+	// of them can belong to a live writer.
+	if err := removeStaleTemps(a.cfg.DataDir); err != nil {
+		return fmt.Errorf("nodeagent: %w", err)
+	}
 
 	jr, err := openJournal(a.cfg.DataDir, a.log)
 	if err != nil {

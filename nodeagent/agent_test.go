@@ -534,3 +534,24 @@ func TestRenewAt(t *testing.T) {
 		t.Fatalf("obtained certificate: renew in %v, want 2s", at.Sub(now))
 	}
 }
+
+func TestDataDirInUse(t *testing.T) {
+	ca := newTestCA(t, 0)
+	gw := startGateway(t, ca)
+	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	dir := t.TempDir()
+	log, _ := newLogger(t)
+	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log, Facts: fixedFacts})
+	a.waitReady(t)
+
+	b, err := New(Config{Servers: []string{gw.addr}, DataDir: dir, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "in use by another agent") {
+		t.Fatalf("second Run on one data directory = %v", err)
+	}
+	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("Run called twice = %v", err)
+	}
+}

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 )
 
-// tempPattern names the temporary files of writeFileAtomic; New removes
+// tempPattern names the temporary files of writeFileAtomic; Run removes
 // leftovers of it, which only a crash mid-write can leave behind.
 const tempPattern = ".*.tmp-*"
 

@@ -163,4 +163,3 @@ func EtcdClient(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }
-

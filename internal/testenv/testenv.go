@@ -76,4 +76,3 @@ func RequireDaemon(t testing.TB, path string) {
 	}
 	t.Skipf("%s is not installed (run make deps)", path)
 }
-

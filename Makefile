@@ -1,0 +1,80 @@
+# nPanel build, test and development entry points. `make help` lists them.
+
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN := bin/npanel
+
+# Debian packages the build and tests need; `make deps` installs the missing
+# ones (as root). protoc regenerates the gRPC code for the generated-code check.
+DEB_PACKAGES := protobuf-compiler
+
+PROTO_FILES := $(shell find protos -name '*.proto')
+PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
+
+.PHONY: help build dev deps generate check-generated lint test test-short bench fuzz clean
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/npanel
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
+
+dev: build ## run a local cluster: server with embedded etcd + 2 agents
+	$(BIN) dev --data-dir .dev
+
+deps: ## install missing Debian packages (needs root)
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install$$missing" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+generate: ## regenerate protobuf and gqlgen code
+	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc -I protos \
+	  --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+	  --go_out=. --go_opt=module=github.com/npanel/npanel \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/npanel/npanel \
+	  $(PROTO_FILES)
+	cd graph && $(GO) tool gqlgen generate --config gqlgen.yml
+
+check-generated: generate ## fail if generated code is not committed as generated
+	@if [ -n "$$(git status --porcelain -- protos graph)" ]; then \
+	  echo "generated code is out of date; run make generate and commit:"; \
+	  git status --porcelain -- protos graph; git diff --stat -- protos graph; exit 1; \
+	fi
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+test: deps lint check-generated ## everything: lint, generated code, all tests incl. integration
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short: ## unit tests only
+	$(GO) test -short -count=1 ./...
+
+bench: ## benchmarks with the figures the issues ask for
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./scheduler/... ./pki/... 2>/dev/null || true
+	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1 ./cmd/npanel/
+
+FUZZTIME ?= 20s
+fuzz: ## run every fuzz target for FUZZTIME and keep new corpus entries
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+clean: ## remove build outputs and the dev cluster's state
+	rm -rf bin .dev
