@@ -39,12 +39,16 @@ func gatewayClient(t *testing.T, s *testenv.Server, cert *tls.Certificate) agent
 }
 
 func enrollClient(t *testing.T, s *testenv.Server) agentpb.AgentGatewayClient {
+	return enrollClientB(t, s)
+}
+
+func enrollClientB(t testing.TB, s *testenv.Server) agentpb.AgentGatewayClient {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(s.Config.AgentListen)
 	return dial(t, s.Config.AgentListen, pki.EnrollClientTLSConfig(host, s.CA().RootFingerprint(), nil))
 }
 
-func dial(t *testing.T, addr string, cfg *tls.Config) agentpb.AgentGatewayClient {
+func dial(t testing.TB, addr string, cfg *tls.Config) agentpb.AgentGatewayClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {

@@ -54,10 +54,8 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	case e.Level <= zapcore.DebugLevel:
 		lvl = slog.LevelDebug
 	}
-	if lvl == slog.LevelError {
-		if err, _ := enc.Fields["error"].(string); strings.Contains(err, "closed") {
-			lvl = slog.LevelDebug
-		}
+	if err, _ := enc.Fields["error"].(string); strings.Contains(err, "closed") && lvl >= slog.LevelWarn {
+		lvl = slog.LevelDebug
 	}
 	// Start-up notes that are true of every embedded single-member etcd and
 	// that an operator can do nothing about.

@@ -49,7 +49,8 @@ type Config struct {
 	GossipListen string
 	// Version is reported in Hello.
 	Version string
-	Logger  *slog.Logger
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger
 	// Registry receives the agent's own metrics; New creates one if nil.
 	// Every agent needs its own.
 	Registry *prometheus.Registry
@@ -231,8 +232,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("nodeagent: Run called twice")
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	unlock, err := lockDataDir(a.cfg.DataDir)
 	if err != nil {
@@ -266,8 +267,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.mu.Lock()
 		a.gsp = gsp
 		a.mu.Unlock()
-		// Registered after the journal's close so it runs first: the node
-		// drops out of the pool as soon as it stops.
 		defer gsp.shutdown()
 	}
 
@@ -296,12 +295,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	wg.Go(func() {
 		if err := a.renewLoop(ctx); err != nil {
 			fatal = err
-			cancel(err)
+			cancel()
 		}
 	})
 	a.connectLoop(ctx, r, gsp)
 
-	cancel(nil)
+	cancel()
 	wg.Wait()
 	// Tasks still applying see ctx done and stop; their results are not
 	// journaled, so the gateway's re-send after restart applies them again.

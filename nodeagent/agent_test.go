@@ -420,6 +420,18 @@ func TestCertificateExpiryIsFatal(t *testing.T) {
 	if _, err := New(Config{Servers: []string{gw.addr}, DataDir: dir}); !errors.Is(err, ErrCertificateExpired) {
 		t.Fatalf("New on an expired identity = %v", err)
 	}
+	// With a new token the node enrols again, with a new key.
+	oldKey, _ := os.ReadFile(filepath.Join(dir, keyFile))
+	gw.restart()
+	token2, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	a2 := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token2, DataDir: dir, Logger: log, Facts: fixedFacts})
+	a2.waitReady(t)
+	if gw.enrolls.Load() != 2 {
+		t.Fatalf("%d enrolments, want 2", gw.enrolls.Load())
+	}
+	if newKey, _ := os.ReadFile(filepath.Join(dir, keyFile)); bytes.Equal(newKey, oldKey) {
+		t.Fatal("key not replaced on re-enrolment")
+	}
 }
 
 // Two agents find each other through the seeds in Welcome, encrypted with the
@@ -553,5 +565,28 @@ func TestDataDirInUse(t *testing.T) {
 	}
 	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("Run called twice = %v", err)
+	}
+}
+
+// With Concurrency 2, four 300 ms tasks need at least two rounds.
+func TestConcurrencyBound(t *testing.T) {
+	ca := newTestCA(t, 0)
+	gw := startGateway(t, ca)
+	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	log, _ := newLogger(t)
+	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(), Logger: log, Facts: fixedFacts, Concurrency: 2})
+	a.waitReady(t)
+	s := gw.nextStream(t)
+	start := time.Now()
+	s.send(pingTask("t1", "", 300), pingTask("t2", "", 300), pingTask("t3", "", 300), pingTask("t4", "", 300))
+	seen := map[string]bool{}
+	for range 4 {
+		seen[s.result(t).GetTaskId()] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("results for %v", seen)
+	}
+	if took := time.Since(start); took < 600*time.Millisecond {
+		t.Fatalf("4 tasks of 300 ms took %v with concurrency 2: more than 2 ran at once", took)
 	}
 }

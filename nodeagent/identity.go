@@ -165,6 +165,14 @@ func (id *identity) persist(dir string) error {
 	if err != nil {
 		return fmt.Errorf("encode node key: %w", err)
 	}
+	// When an expired identity is replaced, its marker goes first: a crash
+	// halfway must not leave the old marker over a mix of old and new files.
+	if err := os.Remove(filepath.Join(dir, identityFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove old identity: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
 	if err := writeFileAtomic(dir, keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}

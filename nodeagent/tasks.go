@@ -87,15 +87,16 @@ func (r *runner) handle(streamCtx context.Context, t *agentpb.Task) {
 		r.mu.Unlock()
 		return
 	}
-	r.wg.Go(func() {
-		defer func() { <-r.slots }()
-		r.run(t)
-	})
+	r.wg.Go(func() { r.run(t) })
 }
 
+// run applies t in a slot taken by handle, then records and reports it.
 func (r *runner) run(t *agentpb.Task) {
 	id := t.GetId()
 	res, record := r.execute(t)
+	// The slot bounds applies, not result delivery: a send blocked on a slow
+	// stream must not hold a slot and so stall the reading of new tasks.
+	<-r.slots
 	if record {
 		if err := r.journal.append(entryFromResult(res)); err != nil {
 			// Send anyway: the gateway may as well have the result. The

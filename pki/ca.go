@@ -14,8 +14,8 @@
 //  2. The agent decodes it without trust (ParseJoinToken), generates its key
 //     locally (NewKey, NewNodeCSR) and dials the gateway with
 //     EnrollClientTLSConfig, which accepts the server only if the root it
-//     presents has the fingerprint from the token. That is the trust-on-first-
-//     use step, and the token makes it safe.
+//     presents has the fingerprint from the token: the token, obtained out of
+//     band, is what makes trusting the server on first contact safe.
 //  3. The gateway calls Enroll, which verifies the token through the
 //     authority, checks the CSR and, before signing, asks the caller to record
 //     the token as used. That record (a put-if-absent in etcd) is what makes the

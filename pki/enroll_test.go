@@ -532,3 +532,20 @@ func TestParseJoinTokenRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestEnrollCancelledContext(t *testing.T) {
+	t.Parallel()
+	ca, _ := newTestCA(t, 0)
+	tok, _, _ := ca.NewJoinToken("web-1", 0)
+	key, _ := NewKey()
+	csr, _ := NewNodeCSR(key, "web-1")
+	used := newUsedTokens()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := ca.Enroll(ctx, tok, csr, used.mark); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Enroll with a cancelled context: err = %v, want context.Canceled", err)
+	}
+	if used.callCount() != 0 {
+		t.Error("token recorded as used for a cancelled request")
+	}
+}

@@ -71,8 +71,9 @@ func (c *CA) authorizeToken(ctx context.Context, tok string) ([]provisioner.Sign
 // before. The record must be kept until claims.ExpiresAt has passed on every
 // replica's clock; Enroll itself refuses a token at ExpiresAt, without the
 // one-minute leeway smallstep allows, so ExpiresAt plus the clock skew between
-// replicas is enough. A CSR error does not consume the token, so an agent can
-// fix its request and retry.
+// replicas is enough. A refused CSR or a cancelled ctx does not consume the
+// token, so an agent can fix its request and retry; a signing failure after
+// markUsed does (it would mean the CA itself is broken).
 func (c *CA) Enroll(ctx context.Context, tok string, csr *x509.CertificateRequest, markUsed func(JoinClaims) error) ([]*x509.Certificate, JoinClaims, error) {
 	if markUsed == nil {
 		return nil, JoinClaims{}, errors.New("enroll: markUsed is nil: join tokens would be reusable")
@@ -96,6 +97,10 @@ func (c *CA) Enroll(ctx context.Context, tok string, csr *x509.CertificateReques
 	}
 	if err := checkNodeCSR(csr, claims.Node); err != nil {
 		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w: %w", claims.Node, ErrInvalidCSR, err)
+	}
+	// A caller that has gone away must not burn the token for nothing.
+	if err := ctx.Err(); err != nil {
+		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
 	}
 	if err := markUsed(claims); err != nil {
 		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: record join token %s as used: %w", claims.Node, claims.ID, err)

@@ -28,15 +28,28 @@ type ctlOptions struct {
 
 func ctlCmd() *cobra.Command {
 	o := &ctlOptions{}
-	cmd := &cobra.Command{
+	cmd := group(&cobra.Command{
 		Use:   "ctl",
 		Short: "Operate a cluster through its API",
-	}
+	})
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
 	cmd.AddCommand(loginCmd(o), nodeCmd(o))
+	return cmd
+}
+
+// group makes a command that only holds subcommands refuse an unknown one
+// with a usage error (exit 2) instead of printing help and succeeding.
+func group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+		}
+		return cmd.Help()
+	}
 	return cmd
 }
 
@@ -158,7 +171,7 @@ func readPassword(in io.Reader, fromStdin bool) (string, error) {
 }
 
 func nodeCmd(o *ctlOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "node", Short: "Add, list, ping and remove nodes"}
+	cmd := group(&cobra.Command{Use: "node", Short: "Add, list, ping and remove nodes"})
 	cmd.AddCommand(nodeAddCmd(o), nodeListCmd(o), nodeRemoveCmd(o), nodePingCmd(o))
 	return cmd
 }

@@ -63,8 +63,12 @@ func HashPassword(pw string) (string, error) {
 }
 
 // dummyHash is compared against when the user does not exist, so that the
-// response time does not tell an attacker which user names are real.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("npanel-timing-equaliser"), PasswordCost)
+// response time does not tell an attacker which user names are real. It is
+// made on first use: at init it would cost every npanel command ~70 ms.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("npanel-timing-equaliser"), PasswordCost)
+	return h
+})
 
 // Authenticator checks passwords and issues and verifies bearer tokens.
 type Authenticator struct {
@@ -102,7 +106,7 @@ func (a *Authenticator) Login(ctx context.Context, user, password, source string
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return "", time.Time{}, Principal{}, err
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+// binary is the npanel binary built once for this package's tests: they run
+// the real program as an operator would, in its own processes.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "npanel-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "npanel")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		panic("build npanel: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a daemon started from the binary, killed by PID and waited for at
+// cleanup even when the test fails.
+type proc struct {
+	cmd    *exec.Cmd
+	output *bytes.Buffer
+}
+
+func start(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, output: &buf}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("output of %v:\n%s", args, buf.String())
+		}
+	})
+	return p
+}
+
+// run runs the CLI to completion and returns its output and exit code.
+func run(t testing.TB, env []string, stdin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+type testServer struct {
+	api, gateway string
+	dataDir      string
+	proc         *proc
+}
+
+func startServer(t testing.TB) *testServer {
+	t.Helper()
+	s := &testServer{api: testenv.FreeAddr(t), gateway: testenv.FreeAddr(t), dataDir: t.TempDir()}
+	s.proc = start(t, nil, "server", "--data-dir", s.dataDir, "--api-listen", s.api, "--agent-listen", s.gateway,
+		"--gossip-listen", "127.0.0.1:0", "--etcd-client-listen", testenv.FreeAddr(t), "--etcd-peer-listen", testenv.FreeAddr(t))
+	testenv.WaitFor(t, 60*time.Second, "server /readyz", func() bool {
+		resp, err := http.Get("http://" + s.api + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return s
+}
+
+// The README's operator workflow, through the real binary: log in, add a
+// node, start its agent with the token, list, ping, remove.
+func TestCLIWorkflow(t *testing.T) {
+	s := startServer(t)
+	env := []string{"XDG_CONFIG_HOME=" + t.TempDir(), "NPANEL_SERVER=http://" + s.api}
+
+	pwFile := filepath.Join(s.dataDir, "initial-admin-password")
+	if fi, err := os.Stat(pwFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("initial admin password file: %v, %v", fi, err)
+	}
+	pw, _ := os.ReadFile(pwFile)
+	if out, code := run(t, env, "wrong\n", "ctl", "login", "--password-stdin"); code != 1 || !strings.Contains(out, "UNAUTHENTICATED") {
+		t.Fatalf("login with wrong password: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, string(pw), "ctl", "login", "--password-stdin"); code != 0 {
+		t.Fatalf("login: exit %d: %s", code, out)
+	}
+
+	out, code := run(t, env, "", "ctl", "node", "add", "web-1", "--address", "127.0.0.1", "--roles", "web,dns", "-o", "json")
+	if code != 0 {
+		t.Fatalf("node add: exit %d: %s", code, out)
+	}
+	token := between(out, `"token":"`, `"`)
+	if token == "" {
+		t.Fatalf("no token in %s", out)
+	}
+	agentDir := t.TempDir()
+	start(t, nil, "agent", "--server", s.gateway, "--join-token", token, "--data-dir", agentDir, "--gossip-listen", "127.0.0.1:0")
+	testenv.WaitFor(t, 20*time.Second, "web-1 READY in node list", func() bool {
+		out, code := run(t, env, "", "ctl", "node", "list")
+		return code == 0 && strings.Contains(out, "web-1") && strings.Contains(out, "READY")
+	})
+	if out, code := run(t, env, "", "ctl", "node", "ping", "web-1", "--payload", "hi"); code != 0 || !strings.Contains(out, "SUCCEEDED") {
+		t.Fatalf("node ping: exit %d: %s", code, out)
+	}
+
+	// Bad input: exit 2 with a message, and nothing changes.
+	for _, args := range [][]string{
+		{"ctl", "node", "add", "Bad_Name", "--address", "127.0.0.1", "--roles", "web"},
+		{"ctl", "node", "add", "web-2", "--address", "not-an-ip", "--roles", "web"},
+		{"ctl", "node", "add", "web-2", "--address", "127.0.0.1"},
+		{"ctl", "node", "add", "web-2", "--address", "127.0.0.1", "--roles", "web", "--label", "novalue"},
+		{"ctl", "node", "add"},
+		{"ctl", "node", "frobnicate"},
+		{"ctl", "node", "list", "--no-such-flag"},
+	} {
+		out, code := run(t, env, "", args...)
+		if code != 2 || len(strings.TrimSpace(out)) == 0 {
+			t.Errorf("%v: exit %d, want 2 with a message: %s", args, code, out)
+		}
+	}
+	if out, _ := run(t, env, "", "ctl", "node", "list"); strings.Contains(out, "web-2") {
+		t.Fatalf("refused node was written: %s", out)
+	}
+
+	if out, code := run(t, env, "", "ctl", "node", "remove", "web-1"); code != 0 {
+		t.Fatalf("node remove: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "remove", "web-1"); code != 1 || !strings.Contains(out, "NOT_FOUND") {
+		t.Fatalf("second remove: exit %d: %s", code, out)
+	}
+}
+
+func TestServerNeedsDataDir(t *testing.T) {
+	if out, code := run(t, nil, "", "server"); code != 2 || !strings.Contains(out, "--data-dir") {
+		t.Fatalf("server without --data-dir: exit %d: %s", code, out)
+	}
+	if out, code := run(t, nil, "", "agent", "--data-dir", t.TempDir()); code != 2 || !strings.Contains(out, "--server") {
+		t.Fatalf("agent without --server: exit %d: %s", code, out)
+	}
+}
+
+func between(s, from, to string) string {
+	_, rest, ok := strings.Cut(s, from)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, to)
+	return v
+}
+
