@@ -14,8 +14,6 @@ package nodeagent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,7 +24,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/pki"
@@ -99,10 +96,6 @@ type Agent struct {
 	claims pki.JoinClaims
 	id     *identity // nil until enrolled; set before any stream starts
 
-	// Credential hooks; tests replace them before Run.
-	enrolCreds func(serverName, rootFingerprint string, onRoot func(*x509.Certificate)) credentials.TransportCredentials
-	agentCreds func(serverName string, root *x509.Certificate, getCert func() (*tls.Certificate, error)) credentials.TransportCredentials
-
 	running   atomic.Bool
 	connected atomic.Bool
 	ready     chan struct{}
@@ -154,15 +147,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 
 	a := &Agent{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		reg:        cfg.Registry,
-		timing:     defaultTiming,
-		enrolCreds: defaultEnrolCreds,
-		agentCreds: func(serverName string, root *x509.Certificate, getCert func() (*tls.Certificate, error)) credentials.TransportCredentials {
-			return credentials.NewTLS(pki.AgentTLSConfig(serverName, root, getCert))
-		},
-		ready: make(chan struct{}),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		reg:    cfg.Registry,
+		timing: defaultTiming,
+		ready:  make(chan struct{}),
 	}
 
 	id, err := loadIdentity(cfg.DataDir)

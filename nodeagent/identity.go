@@ -280,7 +280,8 @@ func (a *Agent) enrol(ctx context.Context) (*identity, error) {
 
 func (a *Agent) enrolOnce(ctx context.Context, server string, key crypto.Signer, req *agentpb.EnrollRequest) (*identity, error) {
 	var pinned atomic.Pointer[x509.Certificate]
-	creds := a.enrolCreds(serverHost(server), a.claims.RootFingerprint, func(root *x509.Certificate) { pinned.Store(root) })
+	creds := credentials.NewTLS(pki.EnrollClientTLSConfig(serverHost(server), a.claims.RootFingerprint,
+		func(root *x509.Certificate) { pinned.Store(root) }))
 	conn, err := grpc.NewClient(server, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fatalError{fmt.Errorf("dial %s: %w", server, err)}
@@ -398,8 +399,4 @@ func serverHost(server string) string {
 		return server
 	}
 	return host
-}
-
-func defaultEnrolCreds(serverName, rootFingerprint string, onRoot func(*x509.Certificate)) credentials.TransportCredentials {
-	return credentials.NewTLS(pki.EnrollClientTLSConfig(serverName, rootFingerprint, onRoot))
 }

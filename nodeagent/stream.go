@@ -12,9 +12,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -38,7 +40,7 @@ var errWelcomeTimeout = errors.New("no Welcome from the gateway in time")
 // apply gRPC's own reconnect backoff (up to two minutes) underneath ours and
 // fail fast while the server is already back.
 func (a *Agent) dialAgent(server string) (*grpc.ClientConn, error) {
-	creds := a.agentCreds(serverHost(server), a.id.root, a.getCert)
+	creds := credentials.NewTLS(pki.AgentTLSConfig(serverHost(server), a.id.root, a.getCert))
 	conn, err := grpc.NewClient(server,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(clientKeepalive),
@@ -102,7 +104,7 @@ func (a *Agent) connectLoop(ctx context.Context, r *runner, g *gossip) {
 			// The node was removed or fenced. Keep asking, slowly: an
 			// operator may re-admit it, and then it must come back by itself.
 			bo.max = a.timing.deniedBackoffMax
-			if key := status.Code(err).String() + ": " + status.Convert(err).Message(); key != refusal {
+			if key := refusalKey(err); key != refusal {
 				a.log.Error("gateway refuses this node (removed or fenced?); retrying slowly", "server", server, "err", err)
 				refusal = key
 			} else {
@@ -114,6 +116,18 @@ func (a *Agent) connectLoop(ctx context.Context, r *runner, g *gossip) {
 		}
 		sleepCtx(ctx, bo.next())
 	}
+}
+
+// refusalKey identifies a refusal by the gateway's own code and message,
+// without the wrapping that says at which protocol step it arrived (the same
+// refusal can surface at Send or at Recv).
+func refusalKey(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		return st.Code().String() + ": " + st.Message()
+	}
+	return status.Code(err).String()
 }
 
 func isRefusal(err error) bool {

@@ -40,11 +40,17 @@ type Task struct {
 func taskKey(id string) string        { return prefixTasks + id }
 func queuePrefix(node string) string  { return PrefixQueue + node + "/" }
 func queueKey(node, id string) string { return queuePrefix(node) + id }
-func QueuePrefix(node string) string  { return queuePrefix(node) }
+
+// QueuePrefix is the key prefix of a node's unacknowledged tasks, for the
+// gateway's watch.
+func QueuePrefix(node string) string { return queuePrefix(node) }
+
+// newTaskID returns a ULID: unique, and sorting by key sorts by creation
+// time, so a node's queue is read back in the order tasks were written.
 func newTaskID(now time.Time) string {
 	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
 }
-func actionName(t *agentpb.Task) string { return taskActionName(t) }
+
 func taskActionName(t *agentpb.Task) string {
 	switch t.GetAction().(type) {
 	case *agentpb.Task_Ping:
