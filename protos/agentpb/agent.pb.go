@@ -726,6 +726,8 @@ type Task struct {
 	// Types that are valid to be assigned to Action:
 	//
 	//	*Task_Ping
+	//	*Task_EnsureAccount
+	//	*Task_DeleteAccount
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -798,6 +800,24 @@ func (x *Task) GetPing() *PingAction {
 	return nil
 }
 
+func (x *Task) GetEnsureAccount() *EnsureAccountAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureAccount); ok {
+			return x.EnsureAccount
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDeleteAccount() *DeleteAccountAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DeleteAccount); ok {
+			return x.DeleteAccount
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -806,7 +826,19 @@ type Task_Ping struct {
 	Ping *PingAction `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
 }
 
+type Task_EnsureAccount struct {
+	EnsureAccount *EnsureAccountAction `protobuf:"bytes,11,opt,name=ensure_account,json=ensureAccount,proto3,oneof"`
+}
+
+type Task_DeleteAccount struct {
+	DeleteAccount *DeleteAccountAction `protobuf:"bytes,12,opt,name=delete_account,json=deleteAccount,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
+
+func (*Task_EnsureAccount) isTask_Action() {}
+
+func (*Task_DeleteAccount) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -922,6 +954,226 @@ func (x *PingResult) GetAgentUnixNano() int64 {
 	return 0
 }
 
+// EnsureAccountAction converges a hosting account's Unix user on the node:
+// it exists (created if missing) with its home and skeleton, carries its disk
+// quota where the filesystem supports quotas, and is locked exactly when
+// suspended. Applying it twice changes nothing the second time.
+type EnsureAccountAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	DiskQuotaMb   uint64                 `protobuf:"varint,2,opt,name=disk_quota_mb,json=diskQuotaMb,proto3" json:"disk_quota_mb,omitempty"` // 0: no quota
+	Suspended     bool                   `protobuf:"varint,3,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureAccountAction) Reset() {
+	*x = EnsureAccountAction{}
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureAccountAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureAccountAction) ProtoMessage() {}
+
+func (x *EnsureAccountAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureAccountAction.ProtoReflect.Descriptor instead.
+func (*EnsureAccountAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EnsureAccountAction) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *EnsureAccountAction) GetDiskQuotaMb() uint64 {
+	if x != nil {
+		return x.DiskQuotaMb
+	}
+	return 0
+}
+
+func (x *EnsureAccountAction) GetSuspended() bool {
+	if x != nil {
+		return x.Suspended
+	}
+	return false
+}
+
+// DeleteAccountAction archives the account's home into the node's backup
+// area, verifies the archive, then removes the user and its home. Deleting a
+// user that is already gone succeeds.
+type DeleteAccountAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAccountAction) Reset() {
+	*x = DeleteAccountAction{}
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAccountAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAccountAction) ProtoMessage() {}
+
+func (x *DeleteAccountAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAccountAction.ProtoReflect.Descriptor instead.
+func (*DeleteAccountAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteAccountAction) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// AccountResult is the JSON result of both account actions.
+type AccountResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Home          string                 `protobuf:"bytes,4,opt,name=home,proto3" json:"home,omitempty"`
+	Locked        bool                   `protobuf:"varint,5,opt,name=locked,proto3" json:"locked,omitempty"`
+	QuotaApplied  bool                   `protobuf:"varint,6,opt,name=quota_applied,json=quotaApplied,proto3" json:"quota_applied,omitempty"`
+	QuotaNote     string                 `protobuf:"bytes,7,opt,name=quota_note,json=quotaNote,proto3" json:"quota_note,omitempty"` // why no quota was applied, when it was not
+	Archive       string                 `protobuf:"bytes,8,opt,name=archive,proto3" json:"archive,omitempty"`                      // path of the home archive (delete only)
+	Existed       bool                   `protobuf:"varint,9,opt,name=existed,proto3" json:"existed,omitempty"`                     // ensure: the user was already there; delete: it was there to delete
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountResult) Reset() {
+	*x = AccountResult{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountResult) ProtoMessage() {}
+
+func (x *AccountResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountResult.ProtoReflect.Descriptor instead.
+func (*AccountResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AccountResult) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *AccountResult) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *AccountResult) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *AccountResult) GetHome() string {
+	if x != nil {
+		return x.Home
+	}
+	return ""
+}
+
+func (x *AccountResult) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
+func (x *AccountResult) GetQuotaApplied() bool {
+	if x != nil {
+		return x.QuotaApplied
+	}
+	return false
+}
+
+func (x *AccountResult) GetQuotaNote() string {
+	if x != nil {
+		return x.QuotaNote
+	}
+	return ""
+}
+
+func (x *AccountResult) GetArchive() string {
+	if x != nil {
+		return x.Archive
+	}
+	return ""
+}
+
+func (x *AccountResult) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
 type TaskResult struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -939,7 +1191,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1203,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1216,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1053,7 +1305,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\x9f\x01\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xbd\x02\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1061,7 +1313,9 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"generation\x12*\n" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x121\n" +
 	"\x04ping\x18\n" +
-	" \x01(\v2\x1b.npanel.agent.v1.PingActionH\x00R\x04pingB\b\n" +
+	" \x01(\v2\x1b.npanel.agent.v1.PingActionH\x00R\x04ping\x12M\n" +
+	"\x0eensure_account\x18\v \x01(\v2$.npanel.agent.v1.EnsureAccountActionH\x00R\rensureAccount\x12M\n" +
+	"\x0edelete_account\x18\f \x01(\v2$.npanel.agent.v1.DeleteAccountActionH\x00R\rdeleteAccountB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -1071,7 +1325,24 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"PingResult\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\tR\apayload\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
-	"\x0fagent_unix_nano\x18\x03 \x01(\x03R\ragentUnixNano\"\xdf\x01\n" +
+	"\x0fagent_unix_nano\x18\x03 \x01(\x03R\ragentUnixNano\"s\n" +
+	"\x13EnsureAccountAction\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\"\n" +
+	"\rdisk_quota_mb\x18\x02 \x01(\x04R\vdiskQuotaMb\x12\x1c\n" +
+	"\tsuspended\x18\x03 \x01(\bR\tsuspended\"1\n" +
+	"\x13DeleteAccountAction\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\xf3\x01\n" +
+	"\rAccountResult\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04home\x18\x04 \x01(\tR\x04home\x12\x16\n" +
+	"\x06locked\x18\x05 \x01(\bR\x06locked\x12#\n" +
+	"\rquota_applied\x18\x06 \x01(\bR\fquotaApplied\x12\x1d\n" +
+	"\n" +
+	"quota_note\x18\a \x01(\tR\tquotaNote\x12\x18\n" +
+	"\aarchive\x18\b \x01(\tR\aarchive\x12\x18\n" +
+	"\aexisted\x18\t \x01(\bR\aexisted\"\xdf\x01\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -1106,44 +1377,49 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(TaskStatus)(0),        // 0: npanel.agent.v1.TaskStatus
-	(*EnrollRequest)(nil),  // 1: npanel.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 2: npanel.agent.v1.EnrollResponse
-	(*RenewRequest)(nil),   // 3: npanel.agent.v1.RenewRequest
-	(*RenewResponse)(nil),  // 4: npanel.agent.v1.RenewResponse
-	(*AgentMessage)(nil),   // 5: npanel.agent.v1.AgentMessage
-	(*ServerMessage)(nil),  // 6: npanel.agent.v1.ServerMessage
-	(*Hello)(nil),          // 7: npanel.agent.v1.Hello
-	(*NodeFacts)(nil),      // 8: npanel.agent.v1.NodeFacts
-	(*Welcome)(nil),        // 9: npanel.agent.v1.Welcome
-	(*Heartbeat)(nil),      // 10: npanel.agent.v1.Heartbeat
-	(*Task)(nil),           // 11: npanel.agent.v1.Task
-	(*PingAction)(nil),     // 12: npanel.agent.v1.PingAction
-	(*PingResult)(nil),     // 13: npanel.agent.v1.PingResult
-	(*TaskResult)(nil),     // 14: npanel.agent.v1.TaskResult
+	(TaskStatus)(0),             // 0: npanel.agent.v1.TaskStatus
+	(*EnrollRequest)(nil),       // 1: npanel.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),      // 2: npanel.agent.v1.EnrollResponse
+	(*RenewRequest)(nil),        // 3: npanel.agent.v1.RenewRequest
+	(*RenewResponse)(nil),       // 4: npanel.agent.v1.RenewResponse
+	(*AgentMessage)(nil),        // 5: npanel.agent.v1.AgentMessage
+	(*ServerMessage)(nil),       // 6: npanel.agent.v1.ServerMessage
+	(*Hello)(nil),               // 7: npanel.agent.v1.Hello
+	(*NodeFacts)(nil),           // 8: npanel.agent.v1.NodeFacts
+	(*Welcome)(nil),             // 9: npanel.agent.v1.Welcome
+	(*Heartbeat)(nil),           // 10: npanel.agent.v1.Heartbeat
+	(*Task)(nil),                // 11: npanel.agent.v1.Task
+	(*PingAction)(nil),          // 12: npanel.agent.v1.PingAction
+	(*PingResult)(nil),          // 13: npanel.agent.v1.PingResult
+	(*EnsureAccountAction)(nil), // 14: npanel.agent.v1.EnsureAccountAction
+	(*DeleteAccountAction)(nil), // 15: npanel.agent.v1.DeleteAccountAction
+	(*AccountResult)(nil),       // 16: npanel.agent.v1.AccountResult
+	(*TaskResult)(nil),          // 17: npanel.agent.v1.TaskResult
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
 	10, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
-	14, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
+	17, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
 	9,  // 3: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
 	11, // 4: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
 	8,  // 5: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
 	12, // 6: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	0,  // 7: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 8: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	3,  // 9: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	5,  // 10: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	2,  // 11: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	4,  // 12: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	6,  // 13: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 7: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	15, // 8: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	0,  // 9: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 10: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	3,  // 11: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	5,  // 12: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	2,  // 13: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	4,  // 14: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	6,  // 15: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -1162,6 +1438,8 @@ func file_agent_v1_agent_proto_init() {
 	}
 	file_agent_v1_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*Task_Ping)(nil),
+		(*Task_EnsureAccount)(nil),
+		(*Task_DeleteAccount)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1169,7 +1447,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
