@@ -55,6 +55,16 @@ type Config struct {
 	Concurrency int
 	// Facts describes the node for Hello; default platform.Detect(DataDir).
 	Facts func() (*agentpb.NodeFacts, error)
+	// Platform names the distro profile (platform.NameAlma9 or
+	// platform.NameDebian12); empty detects it from /etc/os-release.
+	Platform string
+	// Prefix moves every directory of the profile (homes, backups, service
+	// configuration) under it; "" in production. The user database is the
+	// host's regardless; see platform.Profile.
+	Prefix string
+	// AllowTestUsernames lets account actions accept names under the
+	// reserved test prefix. Only integration tests set it.
+	AllowTestUsernames bool
 }
 
 const defaultConcurrency = 8
@@ -87,6 +97,7 @@ var defaultTiming = timing{
 type Agent struct {
 	cfg     Config
 	log     *slog.Logger
+	profile *platform.Profile
 	reg     *prometheus.Registry
 	metrics *metrics
 	timing  timing
@@ -132,6 +143,18 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("nodeagent: %w", err)
 		}
 	}
+	// The profile is fixed for the agent's life: an action must not see one
+	// distro's paths in one task and another's in the next.
+	var profile *platform.Profile
+	var err error
+	if cfg.Platform == "" {
+		profile, err = platform.DetectProfile(cfg.Prefix)
+	} else {
+		profile, err = platform.ProfileFor(cfg.Platform, cfg.Prefix)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -147,11 +170,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 
 	a := &Agent{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		reg:    cfg.Registry,
-		timing: defaultTiming,
-		ready:  make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		profile: profile,
+		reg:     cfg.Registry,
+		timing:  defaultTiming,
+		ready:   make(chan struct{}),
 	}
 
 	id, err := loadIdentity(cfg.DataDir)

@@ -134,13 +134,17 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 		return fail(err.Error())
 	}
 	name = act.Name()
+	if tn, ok := act.(actions.TestNameAware); ok && r.a.cfg.AllowTestUsernames {
+		tn.AllowTestUsernames()
+	}
 	if err := act.Validate(); err != nil {
 		return fail("invalid input: " + err.Error())
 	}
 
 	env := &actions.Env{
-		Node:   r.a.node,
-		Logger: r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()),
+		Node:    r.a.node,
+		Logger:  r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()),
+		Profile: r.a.profile,
 	}
 	start := time.Now()
 	out, err := apply(r.ctx, act, env)

@@ -49,5 +49,7 @@ starts need no token.`,
 	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token for the first start (or $NPANEL_JOIN_TOKEN)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the node's key, certificate and task journal (required)")
 	f.StringVar(&cfg.GossipListen, "gossip-listen", "0.0.0.0:7946", `memberlist listener; "" disables gossip`)
+	f.StringVar(&cfg.Platform, "platform", "", "distro profile: alma9 or debian12 (default: detected from /etc/os-release)")
+	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return cmd
 }

@@ -12,6 +12,8 @@ package actions
 import (
 	"context"
 	"log/slog"
+
+	"github.com/npanel/npanel/nodeagent/platform"
 )
 
 // Action is one allow-listed operation built from a task.
@@ -37,4 +39,15 @@ type Env struct {
 	Node string
 	// Logger is already scoped to the task being applied.
 	Logger *slog.Logger
+	// Profile says where binaries and managed directories are on this node.
+	// Actions that touch the host take every path from it.
+	Profile *platform.Profile
+}
+
+// TestNameAware is implemented by actions that take an account user name.
+// An agent started for integration tests (and only such an agent) calls it,
+// so that the real action path accepts validate.TestUserPrefix names, which
+// test cleanup may delete without risk to a customer's account.
+type TestNameAware interface {
+	AllowTestUsernames()
 }

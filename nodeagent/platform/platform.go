@@ -1,6 +1,6 @@
 // Package platform describes the host the agent runs on: the facts it
-// reports in its Hello, and (later) the distro profiles that say where each
-// service keeps its binaries and configuration.
+// reports in its Hello, and the distro profiles that say where each service
+// keeps its binaries and configuration.
 package platform
 
 import (

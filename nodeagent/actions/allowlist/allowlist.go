@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -25,6 +26,10 @@ func FromTask(t *agentpb.Task) (actions.Action, error) {
 	switch a := t.GetAction().(type) {
 	case *agentpb.Task_Ping:
 		return ping.New(a.Ping), nil
+	case *agentpb.Task_EnsureAccount:
+		return account.NewEnsure(a.EnsureAccount), nil
+	case *agentpb.Task_DeleteAccount:
+		return account.NewDelete(a.DeleteAccount), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

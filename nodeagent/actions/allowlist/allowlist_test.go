@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -52,5 +53,33 @@ func TestFromTaskUnknownAction(t *testing.T) {
 func TestFromTaskNil(t *testing.T) {
 	if _, err := FromTask(nil); !errors.Is(err, ErrNoAction) {
 		t.Fatalf("FromTask(nil) = %v", err)
+	}
+}
+
+func TestFromTaskAccount(t *testing.T) {
+	act, err := FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{Username: "alice", DiskQuotaMb: 512, Suspended: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := act.(*account.Ensure)
+	if !ok || e.Username != "alice" || e.DiskQuotaMB != 512 || !e.Suspended || e.Name() != account.EnsureName {
+		t.Fatalf("FromTask(ensure) = %#v", act)
+	}
+	act, err = FromTask(&agentpb.Task{Id: "t2", Action: &agentpb.Task_DeleteAccount{DeleteAccount: &agentpb.DeleteAccountAction{Username: "alice"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := act.(*account.Delete)
+	if !ok || d.Username != "alice" || d.Name() != account.DeleteName {
+		t.Fatalf("FromTask(delete) = %#v", act)
+	}
+	// A oneof member set to nil still names the action; its Validate refuses
+	// the empty username.
+	act, err = FromTask(&agentpb.Task{Id: "t3", Action: &agentpb.Task_DeleteAccount{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := act.Validate(); err == nil {
+		t.Fatal("delete without a username validated")
 	}
 }
