@@ -13,7 +13,7 @@ DEB_PACKAGES := protobuf-compiler
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate check-generated lint test test-short bench fuzz clean
+.PHONY: help build dev deps generate check-generated lint test test-short bench loadtest fuzz clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,10 +45,15 @@ generate: ## regenerate protobuf and gqlgen code
 	  $(PROTO_FILES)
 	cd graph && $(GO) tool gqlgen generate --config gqlgen.yml
 
-check-generated: generate ## fail if generated code is not committed as generated
-	@if [ -n "$$(git status --porcelain -- protos graph)" ]; then \
-	  echo "generated code is out of date; run make generate and commit:"; \
-	  git status --porcelain -- protos graph; git diff --stat -- protos graph; exit 1; \
+# Compares the tree before and after generate, so it works on a fresh clone
+# (CI) and on a tree with uncommitted work alike.
+gen_state = { git status --porcelain -- protos graph; git diff -- protos graph; } | sha256sum
+check-generated: ## fail if generated code differs from what make generate produces
+	@before=$$($(gen_state)); \
+	$(MAKE) --no-print-directory generate >/dev/null || exit 1; \
+	after=$$($(gen_state)); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "generated code was out of date; make generate rewrote:"; git status --porcelain -- protos graph; exit 1; \
 	fi
 
 lint: ## gofmt, go vet, staticcheck
@@ -67,6 +72,10 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1 ./cmd/npanel/
+
+LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
+loadtest: ## load test: a server, simulated agents, accounts at a rate (LOADTEST_FLAGS)
+	$(GO) run ./loadtest $(LOADTEST_FLAGS)
 
 FUZZTIME ?= 20s
 fuzz: ## run every fuzz target for FUZZTIME and keep new corpus entries

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"golang.org/x/crypto/bcrypt"
 	"io"
 	"net/http"
 	"strings"
@@ -28,7 +29,7 @@ func TestAPIAuthorization(t *testing.T) {
 	ctx := testenv.Context(t)
 	anon := client.New(s.URL(), "")
 
-	hash, err := auth.HashPassword("reseller-password")
+	hash, err := auth.HashPassword("reseller-password", bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/npanel/npanel/scheduler"
 )
 
 // Config configures one server replica.
@@ -40,8 +42,17 @@ type Config struct {
 	// ElectionTTL is the leader's session lease (5s): how long a crashed
 	// leader holds the controllers before another replica takes over.
 	ElectionTTL time.Duration
-	Version     string
-	Logger      *slog.Logger
+	// PasswordCost is the bcrypt cost of new password hashes (0: the
+	// production default). Tests lower it: under the race detector one
+	// hash at the default costs about a second.
+	PasswordCost int
+	// AllowTestUsernames admits account names under the reserved test
+	// prefix. Only integration tests set it.
+	AllowTestUsernames bool
+	// SchedulerStrategy: spread (least allocated, the default) or bin-pack.
+	SchedulerStrategy scheduler.Strategy
+	Version           string
+	Logger            *slog.Logger
 }
 
 func (c *Config) setDefaults() error {

@@ -16,7 +16,8 @@ import (
 const maxRequestBody = 1 << 20
 
 func (s *Server) httpHandler() http.Handler {
-	resolver := &graph.Resolver{Store: s.store, Auth: s.auth, Cluster: s, Log: s.log.With("component", "graphql")}
+	resolver := &graph.Resolver{Store: s.store, Auth: s.auth, Cluster: s, Log: s.log.With("component", "graphql"),
+		AllowTestUsernames: s.cfg.AllowTestUsernames}
 	api := s.auth.Middleware(graph.Handler(resolver))
 
 	mux := http.NewServeMux()

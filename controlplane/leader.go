@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,7 +116,8 @@ func (s *Server) LeaderID(ctx context.Context) (string, error) {
 
 // runControllers runs every leader-only loop until ctx ends.
 func (s *Server) runControllers(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { defer close(done); s.runLiveness(ctx) }()
-	<-done
+	var wg sync.WaitGroup
+	wg.Go(func() { s.runLiveness(ctx) })
+	wg.Go(func() { newAccountController(s).run(ctx) })
+	wg.Wait()
 }

@@ -48,6 +48,8 @@ type Server struct {
 	gateway *gateway
 	gossip  *gossip
 
+	accounts *accountIndex
+
 	gatewayCert atomic.Pointer[tls.Certificate]
 	leader      atomic.Bool
 	election    *election
@@ -175,6 +177,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer cancel()
 	errc := make(chan error, 4)
 
+	s.accounts = newAccountIndex(s)
+	go s.accounts.run(runCtx)
+
 	s.gateway = newGateway(s)
 	grpcSrv := s.gateway.grpcServer()
 	go func() { errc <- grpcSrv.Serve(s.agentLn) }()
@@ -225,7 +230,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
 		return fmt.Errorf("start CA: %w", err)
 	}
-	s.auth = auth.New(s.store, sec.TokenKey)
+	s.auth = auth.New(s.store, sec.TokenKey, s.cfg.PasswordCost)
 	return s.ensureAdmin(bctx)
 }
 
@@ -259,7 +264,7 @@ func (s *Server) ensureAdmin(ctx context.Context) error {
 		}
 		pw = strings.TrimRight(base64URL(b), "=")
 	}
-	hash, err := auth.HashPassword(pw)
+	hash, err := s.auth.HashPassword(pw)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ func nodeModel(v *store.NodeView) *model.Node {
 	n := &model.Node{
 		Name:         v.Name,
 		Address:      v.Address,
+		Draining:     v.Draining,
+		MaxAccounts:  v.Capacity().Accounts,
 		Status:       model.NodeStatus(v.State.Status),
 		Capabilities: v.State.Facts.Capabilities,
 		Capacity: &model.Capacity{

@@ -63,6 +63,8 @@ func classify(err error) (code, msg string) {
 		return CodeInvalidInput, ve.Error()
 	case errors.Is(err, store.ErrNotFound):
 		return CodeNotFound, err.Error()
+	case errors.Is(err, store.ErrQuotaExceeded):
+		return codeQuotaExceeded, err.Error()
 	case errors.Is(err, store.ErrConflict):
 		return CodeConflict, err.Error()
 	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrInvalidToken):

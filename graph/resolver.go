@@ -9,6 +9,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/validate"
 )
 
 // Cluster is what the API needs from the running server beyond the store.
@@ -18,6 +19,12 @@ type Cluster interface {
 	// ReplicaID names this replica; LeaderID the one running controllers.
 	ReplicaID() string
 	LeaderID(ctx context.Context) (string, error)
+	// ListAccounts returns a consistent page of accounts in id order.
+	ListAccounts(ctx context.Context, f store.AccountFilter, after string, limit int) ([]*store.Account, bool, error)
+	// AccountCounts counts accounts by status.
+	AccountCounts(ctx context.Context) (map[store.AccountStatus]int, error)
+	// ValidSelector checks a node selector's syntax.
+	ValidSelector(sel string) error
 }
 
 // Resolver is the root of every resolver; gqlgen regenerates the
@@ -27,4 +34,17 @@ type Resolver struct {
 	Auth    *auth.Authenticator
 	Cluster Cluster
 	Log     *slog.Logger
+	// AllowTestUsernames admits validate.TestUserPrefix names, for servers
+	// started by integration tests only.
+	AllowTestUsernames bool
+}
+
+// validUsername applies the account name rules, admitting test names when
+// the server was started for tests.
+func (r *Resolver) validUsername(s string) error {
+	err := validate.Username(s)
+	if err != nil && r.AllowTestUsernames && validate.TestUsername(s) == nil {
+		return nil
+	}
+	return err
 }

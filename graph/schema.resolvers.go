@@ -211,7 +211,7 @@ func (r *queryResolver) Replicas(ctx context.Context) ([]*model.Replica, error) 
 }
 
 // AuditEvents is the resolver for the auditEvents field.
-func (r *queryResolver) AuditEvents(ctx context.Context, first *int, after *string) (*model.AuditEventConnection, error) {
+func (r *queryResolver) AuditEvents(ctx context.Context, filter *model.AuditFilter, first *int, after *string) (*model.AuditEventConnection, error) {
 	if _, err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
@@ -226,7 +226,25 @@ func (r *queryResolver) AuditEvents(ctx context.Context, first *int, after *stri
 	if after != nil {
 		cursor = *after
 	}
-	evs, more, err := r.Store.ListAudit(ctx, cursor, limit)
+	var f store.AuditFilter
+	if filter != nil {
+		if filter.Actor != nil {
+			f.Actor = *filter.Actor
+		}
+		if filter.Action != nil {
+			f.Action = *filter.Action
+		}
+		if filter.Target != nil {
+			f.Target = *filter.Target
+		}
+		if filter.FailedOnly != nil {
+			f.FailedOnly = *filter.FailedOnly
+		}
+		if filter.Since != nil {
+			f.Since = *filter.Since
+		}
+	}
+	evs, next, more, err := r.Store.ListAudit(ctx, f, cursor, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +254,8 @@ func (r *queryResolver) AuditEvents(ctx context.Context, first *int, after *stri
 			ID: ev.ID, Time: ev.Time, Actor: ev.Actor, Source: ev.Source, Action: ev.Action, Target: ev.Target, Result: ev.Result,
 		}})
 	}
-	if n := len(evs); n > 0 {
-		conn.PageInfo.EndCursor = &evs[n-1].ID
+	if next != "" {
+		conn.PageInfo.EndCursor = &next
 	}
 	return conn, nil
 }

@@ -36,7 +36,7 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
-	cmd.AddCommand(loginCmd(o), nodeCmd(o))
+	cmd.AddCommand(loginCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), tokenCmd(o))
 	return cmd
 }
 
@@ -113,7 +113,7 @@ func (o *ctlOptions) client() (*client.Client, error) {
 // apiError maps an API error to the CLI's exit status: bad input is exit 2.
 func apiError(err error) error {
 	switch client.CodeOf(err) {
-	case "INVALID_INPUT":
+	case "INVALID_INPUT", "GRAPHQL_VALIDATION_FAILED":
 		return &usageError{msg: err.Error()}
 	}
 	return err
@@ -172,7 +172,8 @@ func readPassword(in io.Reader, fromStdin bool) (string, error) {
 
 func nodeCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "node", Short: "Add, list, ping and remove nodes"})
-	cmd.AddCommand(nodeAddCmd(o), nodeListCmd(o), nodeRemoveCmd(o), nodePingCmd(o))
+	cmd.AddCommand(nodeAddCmd(o), nodeListCmd(o), nodeRemoveCmd(o), nodePingCmd(o),
+		nodeDrainCmd(o, "drain", true), nodeDrainCmd(o, "undrain", false))
 	return cmd
 }
 
@@ -317,4 +318,25 @@ func nodePingCmd(o *ctlOptions) *cobra.Command {
 	cmd.Flags().StringVar(&payload, "payload", "", "text echoed back by the agent")
 	cmd.Flags().IntVar(&timeout, "timeout", 30, "seconds to wait for the result")
 	return cmd
+}
+
+func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
+	short := "Stop placing new accounts on a node (its accounts stay)"
+	if !drain {
+		short = "Let the scheduler place accounts on a node again"
+	}
+	return &cobra.Command{
+		Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := c.SetDraining(cmd.Context(), args[0], drain); err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Node %s %sed.\n", args[0], use)
+			return nil
+		},
+	}
 }

@@ -137,7 +137,10 @@ func devAgent(ctx context.Context, c *client.Client, dir, name, gateway string, 
 		JoinToken:    token,
 		DataDir:      dir,
 		GossipListen: "127.0.0.1:0",
-		Version:      version,
-		Logger:       log.With("component", "agent"),
+		// Each dev agent keeps homes, backups and service files in its own
+		// directory; user accounts are real users of this machine.
+		Prefix:  filepath.Join(dir, "root"),
+		Version: version,
+		Logger:  log.With("component", "agent"),
 	})
 }

@@ -11,11 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/scheduler"
 )
 
 func serverCmd() *cobra.Command {
 	var cfg controlplane.Config
-	var endpoints string
+	var endpoints, strategy string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane replica",
@@ -30,6 +31,11 @@ DATA-DIR/initial-admin-password).`,
 				return usagef("--data-dir is required")
 			}
 			cfg.EtcdEndpoints = splitList(endpoints)
+			st, err := scheduler.ParseStrategy(strategy)
+			if err != nil {
+				return usagef("--scheduler: %v", err)
+			}
+			cfg.SchedulerStrategy = st
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
 			cfg.Version = version
 			cfg.Logger = slog.Default()
@@ -51,6 +57,7 @@ DATA-DIR/initial-admin-password).`,
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&cfg.EtcdClientListen, "etcd-client-listen", "127.0.0.1:2379", "embedded etcd client listener")
 	f.StringVar(&cfg.EtcdPeerListen, "etcd-peer-listen", "127.0.0.1:2380", "embedded etcd peer listener")
+	f.StringVar(&strategy, "scheduler", "spread", "placement strategy: spread (least allocated) or binpack")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
 	return cmd
 }

@@ -4,7 +4,11 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +42,10 @@ var (
 type Principal struct {
 	Name string
 	Role store.Role
+	// Account is the one account a user-role principal may act on.
+	Account string
+	// TokenID is set when the caller used an API token.
+	TokenID string
 }
 
 type ctxKey struct{}
@@ -53,36 +61,50 @@ func FromContext(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// HashPassword returns a bcrypt hash.
-func HashPassword(pw string) (string, error) {
-	h, err := bcrypt.GenerateFromPassword([]byte(pw), PasswordCost)
+// HashPassword returns a bcrypt hash at the authenticator's cost.
+func (a *Authenticator) HashPassword(pw string) (string, error) { return HashPassword(pw, a.cost) }
+
+// HashPassword returns a bcrypt hash at cost.
+func HashPassword(pw string, cost int) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
 	return string(h), nil
 }
 
-// dummyHash is compared against when the user does not exist, so that the
-// response time does not tell an attacker which user names are real. It is
-// made on first use: at init it would cost every npanel command ~70 ms.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("npanel-timing-equaliser"), PasswordCost)
-	return h
-})
+// dummy returns the hash compared against when the user does not exist, so
+// that the response time does not tell an attacker which user names are
+// real. It is made on first use, at the authenticator's cost.
+func (a *Authenticator) dummy() []byte {
+	a.dummyOnce.Do(func() {
+		a.dummyHash, _ = bcrypt.GenerateFromPassword([]byte("npanel-timing-equaliser"), a.cost)
+	})
+	return a.dummyHash
+}
 
 // Authenticator checks passwords and issues and verifies bearer tokens.
 type Authenticator struct {
 	store *store.Store
 	key   []byte
+	cost  int
 	now   func() time.Time
+
+	dummyOnce sync.Once
+	dummyHash []byte
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
 }
 
-// New returns an Authenticator signing tokens with key (HMAC-SHA256).
-func New(st *store.Store, key []byte) *Authenticator {
-	return &Authenticator{store: st, key: key, now: time.Now, limiters: map[string]*rate.Limiter{}}
+// New returns an Authenticator signing tokens with key (HMAC-SHA256) and
+// hashing new passwords at bcrypt cost (0: PasswordCost). Existing hashes
+// verify at whatever cost they were made with.
+func New(st *store.Store, key []byte, cost int) *Authenticator {
+	if cost == 0 {
+		cost = PasswordCost
+	}
+	return &Authenticator{store: st, key: key, cost: cost, now: time.Now, limiters: map[string]*rate.Limiter{}}
 }
 
 type claims struct {
@@ -106,14 +128,14 @@ func (a *Authenticator) Login(ctx context.Context, user, password, source string
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return "", time.Time{}, Principal{}, err
 	}
-	hash := dummyHash()
+	hash := a.dummy()
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || u == nil {
 		return "", time.Time{}, Principal{}, ErrInvalidCredentials
 	}
-	p := Principal{Name: u.Name, Role: u.Role}
+	p := Principal{Name: u.Name, Role: u.Role, Account: u.Account}
 	tok, exp, err := a.Issue(p, TokenTTL)
 	return tok, exp, p, err
 }
@@ -155,10 +177,71 @@ func (a *Authenticator) Issue(p Principal, ttl time.Duration) (string, time.Time
 	return tok, exp, nil
 }
 
-// Verify checks a token's signature, issuer, audience and expiry, and that
-// its user still exists with the same role: deleting a user or changing its
-// role takes effect on the next request, not when the token expires.
+// APITokenPrefix marks API tokens ("npk_<id>_<secret>") apart from login
+// tokens (JWTs), so that Verify knows which check applies and secret scanners
+// can recognise a leaked one.
+const APITokenPrefix = "npk_"
+
+// NewAPIToken makes a token for user and the record that verifies it. The
+// returned string is the only copy of the secret.
+func NewAPIToken(user, name string, expires time.Time) (string, store.APIToken, error) {
+	id, secret := make([]byte, 8), make([]byte, 32)
+	if _, err := rand.Read(id); err != nil {
+		return "", store.APIToken{}, err
+	}
+	if _, err := rand.Read(secret); err != nil {
+		return "", store.APIToken{}, err
+	}
+	t := store.APIToken{
+		ID:        hex.EncodeToString(id),
+		Name:      name,
+		User:      user,
+		ExpiresAt: expires,
+		CreatedAt: time.Now().UTC(),
+	}
+	sec := base64.RawURLEncoding.EncodeToString(secret)
+	sum := sha256.Sum256([]byte(sec))
+	t.SecretHash = sum[:]
+	return APITokenPrefix + t.ID + "_" + sec, t, nil
+}
+
+func (a *Authenticator) verifyAPIToken(ctx context.Context, token string) (Principal, error) {
+	id, sec, ok := strings.Cut(strings.TrimPrefix(token, APITokenPrefix), "_")
+	if !ok || len(id) != 16 {
+		return Principal{}, ErrInvalidToken
+	}
+	t, err := a.store.GetAPIToken(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Principal{}, ErrInvalidToken
+		}
+		return Principal{}, err
+	}
+	sum := sha256.Sum256([]byte(sec))
+	if subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1 {
+		return Principal{}, ErrInvalidToken
+	}
+	if !t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt) {
+		return Principal{}, ErrInvalidToken
+	}
+	u, err := a.store.GetUser(ctx, t.User)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Principal{}, ErrInvalidToken
+		}
+		return Principal{}, err
+	}
+	return Principal{Name: u.Name, Role: u.Role, Account: u.Account, TokenID: t.ID}, nil
+}
+
+// Verify checks a bearer token. For a login token: signature, issuer,
+// audience, expiry; for an API token: the stored hash and expiry. Either way
+// the user must still exist with the same role: deleting a user, changing
+// its role or revoking the token takes effect on the next request.
 func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, error) {
+	if strings.HasPrefix(token, APITokenPrefix) {
+		return a.verifyAPIToken(ctx, token)
+	}
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return a.key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -177,7 +260,7 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 	if subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 {
 		return Principal{}, ErrInvalidToken
 	}
-	return Principal{Name: u.Name, Role: u.Role}, nil
+	return Principal{Name: u.Name, Role: u.Role, Account: u.Account}, nil
 }
 
 // Middleware authenticates requests that carry "Authorization: Bearer". A

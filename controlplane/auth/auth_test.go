@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"golang.org/x/crypto/bcrypt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -16,7 +17,7 @@ import (
 func newAuth(t *testing.T) (*auth.Authenticator, *store.Store) {
 	t.Helper()
 	st := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
-	hash, err := auth.HashPassword("correct horse")
+	hash, err := auth.HashPassword("correct horse", bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +25,7 @@ func newAuth(t *testing.T) (*auth.Authenticator, *store.Store) {
 	if err := st.CreateUser(context.Background(), u, store.NewAuditEvent("test", "", "createUser", "alice", "ok")); err != nil {
 		t.Fatal(err)
 	}
-	return auth.New(st, []byte("0123456789abcdef0123456789abcdef")), st
+	return auth.New(st, []byte("0123456789abcdef0123456789abcdef"), bcrypt.MinCost), st
 }
 
 func TestLoginAndVerify(t *testing.T) {
@@ -47,7 +48,7 @@ func TestLoginAndVerify(t *testing.T) {
 		}
 	}
 	// A token signed with another key is refused.
-	other := auth.New(nil, []byte("another key, another cluster....."))
+	other := auth.New(nil, []byte("another key, another cluster....."), 0)
 	forged, _, err := other.Issue(auth.Principal{Name: "alice", Role: store.RoleAdmin}, time.Hour)
 	if err != nil {
 		t.Fatal(err)

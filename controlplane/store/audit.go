@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -52,22 +53,68 @@ func (s *Store) AppendAudit(ctx context.Context, ev AuditEvent) error {
 	return nil
 }
 
-// ListAudit returns up to limit events after the cursor (an event id), oldest first.
-func (s *Store) ListAudit(ctx context.Context, after string, limit int) ([]AuditEvent, bool, error) {
+// AuditFilter selects audit events; zero fields match everything.
+type AuditFilter struct {
+	Actor, Action, Target string
+	FailedOnly            bool
+	Since                 time.Time
+}
+
+func (f AuditFilter) match(ev *AuditEvent) bool {
+	return (f.Actor == "" || ev.Actor == f.Actor) &&
+		(f.Action == "" || ev.Action == f.Action) &&
+		(f.Target == "" || strings.Contains(ev.Target, f.Target)) &&
+		(!f.FailedOnly || ev.Result != "ok") &&
+		(f.Since.IsZero() || !ev.Time.Before(f.Since))
+}
+
+// auditScanLimit bounds how many events one filtered page may read, so a
+// filter that matches little cannot make one request walk the whole log; the
+// page then ends early with a cursor to continue from.
+const auditScanLimit = 20_000
+
+// ListAudit returns up to limit events matching f after the cursor (an event
+// id), oldest first, the cursor to continue from, and whether there may be
+// more.
+func (s *Store) ListAudit(ctx context.Context, f AuditFilter, after string, limit int) ([]AuditEvent, string, bool, error) {
 	start := prefixAudit
 	if after != "" {
 		start = prefixAudit + after + "\x00"
+	} else if !f.Since.IsZero() {
+		// Ids are ULIDs: their first ten characters encode the time.
+		start = prefixAudit + ulid.MustNew(ulid.Timestamp(f.Since), zeroEntropy{}).String()
 	}
-	out, _, err := listJSON[AuditEvent](ctx, s.cli, start,
-		clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixAudit)), clientv3.WithLimit(int64(limit+1)))
-	if err != nil {
-		return nil, false, err
+	var out []AuditEvent
+	cursor := after
+	for scanned := 0; scanned < auditScanLimit; {
+		page, _, err := listJSON[AuditEvent](ctx, s.cli, start,
+			clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixAudit)), clientv3.WithLimit(1000))
+		if err != nil {
+			return nil, "", false, err
+		}
+		for i := range page {
+			scanned++
+			cursor = page[i].ID
+			if f.match(&page[i]) {
+				out = append(out, page[i])
+				if len(out) == limit {
+					return out, cursor, true, nil
+				}
+			}
+		}
+		if len(page) < 1000 {
+			return out, cursor, false, nil
+		}
+		start = prefixAudit + cursor + "\x00"
 	}
-	more := len(out) > limit
-	if more {
-		out = out[:limit]
-	}
-	return out, more, nil
+	return out, cursor, true, nil
+}
+
+type zeroEntropy struct{}
+
+func (zeroEntropy) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // AuditOp returns the operation that writes ev, for callers composing their

@@ -27,11 +27,28 @@ const (
 
 // Node is the operator's declaration of a node. Only the API writes it.
 type Node struct {
-	Name      string            `json:"name"`
-	Address   string            `json:"address"`
-	Roles     []string          `json:"roles"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
+	Name    string            `json:"name"`
+	Address string            `json:"address"`
+	Roles   []string          `json:"roles"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	// MaxAccounts caps how many accounts the scheduler places here; 0 means
+	// DefaultMaxAccounts.
+	MaxAccounts int `json:"maxAccounts,omitempty"`
+	// DiskMB overrides the disk the scheduler may allocate; 0 means the size
+	// the agent reports.
+	DiskMB int64 `json:"diskMB,omitempty"`
+	// Draining nodes get no new placements; their accounts stay.
+	Draining  bool      `json:"draining,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// DefaultMaxAccounts is a node's account capacity unless the operator sets one.
+const DefaultMaxAccounts = 1000
+
+// NodeCapacity is what the scheduler may allocate on a node.
+type NodeCapacity struct {
+	Accounts int
+	DiskMB   int64
 }
 
 // NodeFacts is what the agent reports about its host.
@@ -62,6 +79,18 @@ type NodeState struct {
 	LastSeen        time.Time  `json:"lastSeen,omitzero"`
 	Status          NodeStatus `json:"status"`
 	StatusChangedAt time.Time  `json:"statusChangedAt,omitzero"`
+}
+
+// Capacity combines the operator's limits with what the agent reported.
+func (v *NodeView) Capacity() NodeCapacity {
+	c := NodeCapacity{Accounts: v.MaxAccounts, DiskMB: v.DiskMB}
+	if c.Accounts == 0 {
+		c.Accounts = DefaultMaxAccounts
+	}
+	if c.DiskMB == 0 {
+		c.DiskMB = v.State.Facts.DiskBytes >> 20
+	}
+	return c
 }
 
 // AcceptsSerial reports whether a certificate with this serial may act as the node.
@@ -242,6 +271,34 @@ func (s *Store) MarkAlive(ctx context.Context, name, replica string, lease clien
 		return fmt.Errorf("mark node %q alive: %w", name, err)
 	}
 	return nil
+}
+
+// UpdateNode applies fn to the node's spec and writes it back if it did not
+// change meanwhile.
+func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) error, audit AuditEvent) (*Node, error) {
+	for {
+		n, rev, err := getJSON[Node](ctx, s.cli, nodeKey(name))
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(n); err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(nodeKey(name), rev)).
+			Then(clientv3.OpPut(nodeKey(name), mustJSON(n)), auditPut(audit)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update node %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			return n, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // WatchNodeState follows one node's state key.

@@ -12,7 +12,16 @@
 //	tasks/<id>                 task record: spec, status, result
 //	queue/<node>/<id>          tasks not yet acknowledged, in id (time) order
 //	jointokens/<jti>           used join tokens (single use across replicas)
-//	users/<name>               operators and their password hashes
+//	users/<name>               users (admin, reseller, account owner) and password hashes
+//	apitokens/<id>             API tokens (hashed secrets) for automation
+//	plans/<name>               hosting plans
+//	resellers/<name>           resellers and their limits
+//	usage/<owner>              accounts and disk an owner's accounts consume
+//	accounts/<id>              hosting accounts: spec and lifecycle status
+//	names/user/<username>      uniqueness of account user names (→ account id)
+//	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
+//	alloc/<node>               what is placed on a node (scheduler's ledger)
+//	done/<kind>/<id>/<task>    a finished task for a controller to consume
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session
 //	election/                  leader election (etcd concurrency)
@@ -32,18 +41,26 @@ const prefix = "/npanel/"
 
 // Key prefixes. Exported where another package must watch or campaign on them.
 const (
-	keyCA          = prefix + "cluster/ca"
-	keySecrets     = prefix + "cluster/secrets"
-	prefixNodes    = prefix + "nodes/"
-	prefixState    = prefix + "nodestate/"
-	PrefixAlive    = prefix + "alive/"
-	prefixTasks    = prefix + "tasks/"
-	PrefixQueue    = prefix + "queue/"
-	prefixTokens   = prefix + "jointokens/"
-	prefixUsers    = prefix + "users/"
-	prefixAudit    = prefix + "audit/"
-	PrefixReplicas = prefix + "replicas/"
-	PrefixElection = prefix + "election/"
+	keyCA           = prefix + "cluster/ca"
+	keySecrets      = prefix + "cluster/secrets"
+	prefixNodes     = prefix + "nodes/"
+	prefixState     = prefix + "nodestate/"
+	PrefixAlive     = prefix + "alive/"
+	prefixTasks     = prefix + "tasks/"
+	PrefixQueue     = prefix + "queue/"
+	prefixTokens    = prefix + "jointokens/"
+	prefixUsers     = prefix + "users/"
+	prefixTokensAPI = prefix + "apitokens/"
+	prefixPlans     = prefix + "plans/"
+	prefixResellers = prefix + "resellers/"
+	prefixUsage     = prefix + "usage/"
+	PrefixAccounts  = prefix + "accounts/"
+	prefixNames     = prefix + "names/"
+	prefixAlloc     = prefix + "alloc/"
+	PrefixDone      = prefix + "done/"
+	prefixAudit     = prefix + "audit/"
+	PrefixReplicas  = prefix + "replicas/"
+	PrefixElection  = prefix + "election/"
 )
 
 var (

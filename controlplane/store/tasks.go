@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -25,16 +27,20 @@ const (
 // agent receives (agentpb.Task) is kept verbatim in Spec so that every resend
 // is byte-for-byte the task that was first written.
 type Task struct {
-	ID         string     `json:"id"`
-	Node       string     `json:"node"`
-	Action     string     `json:"action"`
-	Spec       []byte     `json:"spec"`
-	Status     TaskStatus `json:"status"`
-	Error      string     `json:"error,omitempty"`
-	Result     string     `json:"result,omitempty"` // JSON from the agent
-	CreatedBy  string     `json:"createdBy"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	FinishedAt time.Time  `json:"finishedAt,omitzero"`
+	ID     string     `json:"id"`
+	Node   string     `json:"node"`
+	Action string     `json:"action"`
+	Spec   []byte     `json:"spec"`
+	Status TaskStatus `json:"status"`
+	Error  string     `json:"error,omitempty"`
+	Result string     `json:"result,omitempty"` // JSON from the agent
+	// Object is the record the task converges ("account/<id>"), if any; its
+	// controller is told when the task finishes.
+	Object     string    `json:"object,omitempty"`
+	Generation int64     `json:"generation,omitempty"`
+	CreatedBy  string    `json:"createdBy"`
+	CreatedAt  time.Time `json:"createdAt"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
 }
 
 func taskKey(id string) string        { return prefixTasks + id }
@@ -55,6 +61,10 @@ func taskActionName(t *agentpb.Task) string {
 	switch t.GetAction().(type) {
 	case *agentpb.Task_Ping:
 		return "ping"
+	case *agentpb.Task_EnsureAccount:
+		return "ensureAccount"
+	case *agentpb.Task_DeleteAccount:
+		return "deleteAccount"
 	default:
 		return "unknown"
 	}
@@ -64,28 +74,12 @@ func taskActionName(t *agentpb.Task) string {
 // entry in one transaction, before anything is sent: a task that was
 // acknowledged to the caller survives any crash. The node must exist.
 func (s *Store) EnqueueTask(ctx context.Context, node string, spec *agentpb.Task, createdBy string, audit AuditEvent) (*Task, error) {
-	now := time.Now().UTC()
-	spec.Id = newTaskID(now)
-	spec.CreatedUnixNano = now.UnixNano()
-	wire, err := proto.Marshal(spec)
+	t, ops, err := taskOps(node, spec, "", createdBy, time.Now().UTC())
 	if err != nil {
-		return nil, fmt.Errorf("encode task: %w", err)
-	}
-	t := &Task{
-		ID:        spec.Id,
-		Node:      node,
-		Action:    taskActionName(spec),
-		Spec:      wire,
-		Status:    TaskPending,
-		CreatedBy: createdBy,
-		CreatedAt: now,
+		return nil, err
 	}
 	audit.Target = node + "/" + t.ID
-	resp, err := s.cli.Txn(ctx).If(present(nodeKey(node))).Then(
-		clientv3.OpPut(taskKey(t.ID), mustJSON(t)),
-		clientv3.OpPut(queueKey(node, t.ID), string(wire)),
-		auditPut(audit),
-	).Commit()
+	resp, err := s.cli.Txn(ctx).If(present(nodeKey(node))).Then(append(ops, auditPut(audit))...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("enqueue task for %q: %w", node, err)
 	}
@@ -93,6 +87,32 @@ func (s *Store) EnqueueTask(ctx context.Context, node string, spec *agentpb.Task
 		return nil, fmt.Errorf("node %q: %w", node, ErrNotFound)
 	}
 	return t, nil
+}
+
+// taskOps builds the writes that create a task: its record and its queue
+// entry. object names the record a controller waits on ("" for none).
+func taskOps(node string, spec *agentpb.Task, object, createdBy string, now time.Time) (*Task, []clientv3.Op, error) {
+	spec.Id = newTaskID(now)
+	spec.CreatedUnixNano = now.UnixNano()
+	wire, err := proto.Marshal(spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode task: %w", err)
+	}
+	t := &Task{
+		ID:         spec.Id,
+		Node:       node,
+		Action:     taskActionName(spec),
+		Spec:       wire,
+		Status:     TaskPending,
+		Object:     object,
+		Generation: spec.Generation,
+		CreatedBy:  createdBy,
+		CreatedAt:  now,
+	}
+	return t, []clientv3.Op{
+		clientv3.OpPut(taskKey(t.ID), mustJSON(t)),
+		clientv3.OpPut(queueKey(node, t.ID), string(wire)),
+	}, nil
 }
 
 // GetTask returns a task record.
@@ -172,11 +192,13 @@ func (s *Store) CompleteTask(ctx context.Context, node string, r *agentpb.TaskRe
 		audit.Result = "failed: " + t.Error
 	}
 	q := queueKey(node, t.ID)
-	resp, err := s.cli.Txn(ctx).If(present(q)).Then(
-		clientv3.OpDelete(q),
-		clientv3.OpPut(taskKey(t.ID), mustJSON(t)),
-		auditPut(audit),
-	).Commit()
+	ops := []clientv3.Op{clientv3.OpDelete(q), clientv3.OpPut(taskKey(t.ID), mustJSON(t)), auditPut(audit)}
+	if kind, id, ok := strings.Cut(t.Object, "/"); ok {
+		// The controller that owns the object learns of the result from
+		// this notice, written atomically with the result itself.
+		ops = append(ops, clientv3.OpPut(doneKey(kind, id, t.ID), t.ID))
+	}
+	resp, err := s.cli.Txn(ctx).If(present(q)).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("complete task %s: %w", t.ID, err)
 	}
@@ -190,4 +212,12 @@ func (s *Store) QueueLen(ctx context.Context, node string) (int64, error) {
 		return 0, err
 	}
 	return resp.Count, nil
+}
+
+func decodeTask(b []byte) (*Task, error) {
+	var t Task
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("decode task: %w", err)
+	}
+	return &t, nil
 }

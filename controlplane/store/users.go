@@ -20,10 +20,20 @@ const (
 
 // User is a person or automation that signs in to the API.
 type User struct {
-	Name         string    `json:"name"`
-	Role         Role      `json:"role"`
-	PasswordHash string    `json:"passwordHash"` // bcrypt
-	CreatedAt    time.Time `json:"createdAt"`
+	Name         string `json:"name"`
+	Role         Role   `json:"role"`
+	PasswordHash string `json:"passwordHash"` // bcrypt
+	// Owner is who manages this user: the reseller or admin that created it.
+	Owner string `json:"owner,omitempty"`
+	// Account is the account a user-role login may act on.
+	Account   string    `json:"account,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ListUsers returns every user, by name.
+func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
+	out, _, err := listJSON[User](ctx, s.cli, prefixUsers)
+	return out, err
 }
 
 func userKey(name string) string { return prefixUsers + name }

@@ -10,6 +10,43 @@ import (
 	"time"
 )
 
+type APIToken struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+}
+
+type AccountConnection struct {
+	Edges      []*AccountEdge `json:"edges"`
+	PageInfo   *PageInfo      `json:"pageInfo"`
+	TotalCount int            `json:"totalCount"`
+}
+
+type AccountEdge struct {
+	Cursor string   `json:"cursor"`
+	Node   *Account `json:"node"`
+}
+
+type AccountEvent struct {
+	At     time.Time     `json:"at"`
+	Status AccountStatus `json:"status"`
+	Reason *string       `json:"reason,omitempty"`
+}
+
+type AccountFilter struct {
+	Status *AccountStatus `json:"status,omitempty"`
+	Node   *string        `json:"node,omitempty"`
+	Owner  *string        `json:"owner,omitempty"`
+	// Substring of the username or domain.
+	Search *string `json:"search,omitempty"`
+}
+
+type AccountStatusCount struct {
+	Status AccountStatus `json:"status"`
+	Count  int           `json:"count"`
+}
+
 type AuditEvent struct {
 	ID     string    `json:"id"`
 	Time   time.Time `json:"time"`
@@ -30,10 +67,37 @@ type AuditEventEdge struct {
 	Node   *AuditEvent `json:"node"`
 }
 
+type AuditFilter struct {
+	Actor *string `json:"actor,omitempty"`
+	// Exact action name, e.g. createAccount, login, task.ensureAccount.
+	Action *string `json:"action,omitempty"`
+	// Substring of the target.
+	Target *string `json:"target,omitempty"`
+	// Only refusals and failures (result other than ok).
+	FailedOnly *bool      `json:"failedOnly,omitempty"`
+	Since      *time.Time `json:"since,omitempty"`
+}
+
 type Capacity struct {
 	Cpus        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memoryBytes"`
 	DiskBytes   int64 `json:"diskBytes"`
+}
+
+type CreateAPITokenPayload struct {
+	// The bearer token. Shown only here, never again.
+	Token    string    `json:"token"`
+	APIToken *APIToken `json:"apiToken"`
+}
+
+type CreateAccountInput struct {
+	Username string `json:"username"`
+	Domain   string `json:"domain"`
+	Plan     string `json:"plan"`
+	// Owning reseller; defaults to the caller.
+	Owner *string `json:"owner,omitempty"`
+	// Pin to a node (admin only).
+	Node *string `json:"node,omitempty"`
 }
 
 type CreateJoinTokenInput struct {
@@ -43,6 +107,33 @@ type CreateJoinTokenInput struct {
 	Labels  []*LabelInput `json:"labels,omitempty"`
 	// Token validity in seconds; at most 3600 (the default).
 	TTLSeconds *int `json:"ttlSeconds,omitempty"`
+}
+
+type CreatePlanInput struct {
+	Name        string   `json:"name"`
+	DiskMb      int64    `json:"diskMB"`
+	BandwidthMb int64    `json:"bandwidthMB"`
+	Domains     int      `json:"domains"`
+	Mailboxes   int      `json:"mailboxes"`
+	Databases   int      `json:"databases"`
+	PhpVersions []string `json:"phpVersions"`
+}
+
+type CreateResellerInput struct {
+	Name        string   `json:"name"`
+	Password    string   `json:"password"`
+	MaxAccounts int      `json:"maxAccounts"`
+	MaxDiskMb   int64    `json:"maxDiskMB"`
+	Plans       []string `json:"plans,omitempty"`
+	// Label selector, e.g. "zone=eu-1,tier!=cheap"; empty allows every node.
+	NodeSelector *string `json:"nodeSelector,omitempty"`
+}
+
+type CreateUserInput struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	// Account id or username the user may manage.
+	Account string `json:"account"`
 }
 
 type JoinToken struct {
@@ -71,7 +162,10 @@ type Mutation struct {
 }
 
 type Node struct {
-	Name            string     `json:"name"`
+	Name string `json:"name"`
+	// No new accounts are placed on a draining node.
+	Draining        bool       `json:"draining"`
+	MaxAccounts     int        `json:"maxAccounts"`
 	Address         string     `json:"address"`
 	Roles           []NodeRole `json:"roles"`
 	Labels          []*Label   `json:"labels"`
@@ -93,6 +187,18 @@ type PageInfo struct {
 	EndCursor   *string `json:"endCursor,omitempty"`
 }
 
+type Plan struct {
+	Name        string   `json:"name"`
+	DiskMb      int64    `json:"diskMB"`
+	BandwidthMb int64    `json:"bandwidthMB"`
+	Domains     int      `json:"domains"`
+	Mailboxes   int      `json:"mailboxes"`
+	Databases   int      `json:"databases"`
+	PhpVersions []string `json:"phpVersions"`
+	// The reseller that created it; null for an admin plan.
+	Owner *string `json:"owner,omitempty"`
+}
+
 type Query struct {
 }
 
@@ -101,6 +207,18 @@ type Replica struct {
 	APIAddress   string `json:"apiAddress"`
 	AgentAddress string `json:"agentAddress"`
 	Leader       bool   `json:"leader"`
+}
+
+type Reseller struct {
+	Name         string   `json:"name"`
+	MaxAccounts  int      `json:"maxAccounts"`
+	MaxDiskMb    int64    `json:"maxDiskMB"`
+	Plans        []string `json:"plans"`
+	NodeSelector string   `json:"nodeSelector"`
+	Usage        *Usage   `json:"usage"`
+}
+
+type Subscription struct {
 }
 
 type Task struct {
@@ -116,9 +234,81 @@ type Task struct {
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
+type Usage struct {
+	Accounts int   `json:"accounts"`
+	DiskMb   int64 `json:"diskMB"`
+}
+
 type User struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+}
+
+type AccountStatus string
+
+const (
+	AccountStatusPending      AccountStatus = "PENDING"
+	AccountStatusScheduled    AccountStatus = "SCHEDULED"
+	AccountStatusProvisioning AccountStatus = "PROVISIONING"
+	AccountStatusActive       AccountStatus = "ACTIVE"
+	AccountStatusSuspended    AccountStatus = "SUSPENDED"
+	AccountStatusDeleting     AccountStatus = "DELETING"
+	AccountStatusFailed       AccountStatus = "FAILED"
+	AccountStatusDeleted      AccountStatus = "DELETED"
+)
+
+var AllAccountStatus = []AccountStatus{
+	AccountStatusPending,
+	AccountStatusScheduled,
+	AccountStatusProvisioning,
+	AccountStatusActive,
+	AccountStatusSuspended,
+	AccountStatusDeleting,
+	AccountStatusFailed,
+	AccountStatusDeleted,
+}
+
+func (e AccountStatus) IsValid() bool {
+	switch e {
+	case AccountStatusPending, AccountStatusScheduled, AccountStatusProvisioning, AccountStatusActive, AccountStatusSuspended, AccountStatusDeleting, AccountStatusFailed, AccountStatusDeleted:
+		return true
+	}
+	return false
+}
+
+func (e AccountStatus) String() string {
+	return string(e)
+}
+
+func (e *AccountStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AccountStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AccountStatus", str)
+	}
+	return nil
+}
+
+func (e AccountStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AccountStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AccountStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type NodeAction string

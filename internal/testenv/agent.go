@@ -40,8 +40,12 @@ func (s *Server) StartAgent(t testing.TB, name string, opts ...AgentOption) *Age
 		JoinToken:    tok.Token,
 		DataDir:      t.TempDir(),
 		GossipListen: "127.0.0.1:0",
-		Version:      "test",
-		Logger:       Logger().With("node", name),
+		// Homes, backups and service files under a temp dir: tests never
+		// touch the machine's own. (User names use the reserved test prefix.)
+		Prefix:             t.TempDir(),
+		AllowTestUsernames: true,
+		Version:            "test",
+		Logger:             Logger().With("node", name),
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"golang.org/x/crypto/bcrypt"
 	"net/url"
 	"testing"
 	"time"
@@ -47,18 +48,20 @@ func WithCertLifetime(d time.Duration) ServerOption {
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := controlplane.Config{
-		DataDir:           t.TempDir(),
-		APIListen:         FreeAddr(t),
-		AgentListen:       FreeAddr(t),
-		GossipListen:      "127.0.0.1:0",
-		EtcdClientListen:  FreeAddr(t),
-		EtcdPeerListen:    FreeAddr(t),
-		AdminPassword:     AdminPassword,
-		HeartbeatInterval: 500 * time.Millisecond,
-		LeaseTTL:          3 * time.Second,
-		ElectionTTL:       2 * time.Second,
-		Version:           "test",
-		Logger:            Logger(),
+		DataDir:            t.TempDir(),
+		APIListen:          FreeAddr(t),
+		AgentListen:        FreeAddr(t),
+		GossipListen:       "127.0.0.1:0",
+		EtcdClientListen:   FreeAddr(t),
+		EtcdPeerListen:     FreeAddr(t),
+		AdminPassword:      AdminPassword,
+		HeartbeatInterval:  500 * time.Millisecond,
+		LeaseTTL:           3 * time.Second,
+		ElectionTTL:        2 * time.Second,
+		AllowTestUsernames: true,
+		PasswordCost:       bcrypt.MinCost,
+		Version:            "test",
+		Logger:             Logger(),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -87,7 +90,7 @@ func (s *Server) start() {
 	case <-time.After(60 * time.Second):
 		s.t.Fatalf("server not ready after 60s")
 	}
-	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer lcancel()
 	admin, _, err := client.New(s.URL(), "").Login(lctx, "admin", AdminPassword)
 	if err != nil {

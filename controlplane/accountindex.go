@@ -1,0 +1,280 @@
+package controlplane
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/scheduler"
+)
+
+// accountIndex is each replica's in-memory view of every account, kept
+// current by an etcd watch (the informer pattern). It answers list queries
+// with filters and cursors without ranging over etcd: at 100,000 accounts a
+// filtered page is a walk of an ordered tree, not a scan of the keyspace.
+// Rows hold only what filtering needs; a page's records are then read from
+// etcd by id.
+type accountIndex struct {
+	s *Server
+
+	mu   sync.RWMutex
+	cond *sync.Cond
+	rev  int64 // etcd revision the index reflects
+	rows map[string]accountRow
+	// counts by status, kept with the rows so that counting is free.
+	counts map[store.AccountStatus]int
+	// One ordered set per way of listing: by id, and by (field, id) for
+	// the filters, so that a selective filter walks only its matches.
+	byID     *btree.BTreeG[string]
+	byStatus *btree.BTreeG[string]
+	byNode   *btree.BTreeG[string]
+	byOwner  *btree.BTreeG[string]
+}
+
+type accountRow struct {
+	ID, Username, Domain, Owner, Node string
+	Status                            store.AccountStatus
+}
+
+func newAccountIndex(s *Server) *accountIndex {
+	less := func(a, b string) bool { return a < b }
+	ix := &accountIndex{
+		s:        s,
+		rows:     map[string]accountRow{},
+		counts:   map[store.AccountStatus]int{},
+		byID:     btree.NewG(32, less),
+		byStatus: btree.NewG(32, less),
+		byNode:   btree.NewG(32, less),
+		byOwner:  btree.NewG(32, less),
+	}
+	ix.cond = sync.NewCond(ix.mu.RLocker())
+	return ix
+}
+
+func composite(field, id string) string { return field + "\x00" + id }
+
+func (ix *accountIndex) put(a *store.Account) {
+	ix.remove(a.ID)
+	r := accountRow{ID: a.ID, Username: a.Username, Domain: a.Domain, Owner: a.Owner, Node: a.Node, Status: a.Status}
+	ix.rows[a.ID] = r
+	ix.counts[r.Status]++
+	ix.byID.ReplaceOrInsert(r.ID)
+	ix.byStatus.ReplaceOrInsert(composite(string(r.Status), r.ID))
+	ix.byNode.ReplaceOrInsert(composite(r.Node, r.ID))
+	ix.byOwner.ReplaceOrInsert(composite(r.Owner, r.ID))
+}
+
+func (ix *accountIndex) remove(id string) {
+	r, ok := ix.rows[id]
+	if !ok {
+		return
+	}
+	delete(ix.rows, id)
+	ix.counts[r.Status]--
+	ix.byID.Delete(id)
+	ix.byStatus.Delete(composite(string(r.Status), id))
+	ix.byNode.Delete(composite(r.Node, id))
+	ix.byOwner.Delete(composite(r.Owner, id))
+}
+
+// run loads the index and follows changes until ctx ends, reloading from
+// scratch if the watch is lost (e.g. compacted past its revision).
+func (ix *accountIndex) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := ix.load(ctx)
+		if err == nil {
+			err = ix.follow(ctx, rev)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		ix.s.log.Warn("account index: reloading", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (ix *accountIndex) load(ctx context.Context) (int64, error) {
+	var all []*store.Account
+	var after string
+	var rev int64
+	for {
+		page, r, more, err := ix.s.store.AccountPage(ctx, after, 2000, rev)
+		if err != nil {
+			return 0, err
+		}
+		rev = r
+		all = append(all, page...)
+		if !more || len(page) == 0 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	ix.mu.Lock()
+	ix.rows = map[string]accountRow{}
+	ix.counts = map[store.AccountStatus]int{}
+	ix.byID.Clear(false)
+	ix.byStatus.Clear(false)
+	ix.byNode.Clear(false)
+	ix.byOwner.Clear(false)
+	for _, a := range all {
+		ix.put(a)
+	}
+	ix.rev = rev
+	ix.mu.Unlock()
+	ix.cond.Broadcast()
+	return rev, nil
+}
+
+func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
+	// Progress notifications move the index's revision forward while no
+	// account changes, so that waitFor does not stall on unrelated writes.
+	wch := ix.s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAccounts, clientv3.WithPrefix(),
+		clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		ix.mu.Lock()
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				ix.remove(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts))
+				continue
+			}
+			if a, err := store.DecodeAccount(ev.Kv.Value); err == nil {
+				ix.put(a)
+			}
+		}
+		ix.rev = resp.Header.Revision
+		ix.mu.Unlock()
+		ix.cond.Broadcast()
+	}
+	return ctx.Err()
+}
+
+// sync waits until the index reflects every write committed before the
+// call, so that a client listing right after a mutation sees it. It costs
+// one tiny etcd read for the current revision.
+func (ix *accountIndex) sync(ctx context.Context) error {
+	resp, err := ix.s.cli.Get(ctx, store.PrefixAccounts+"\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	want := resp.Header.Revision
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.rev >= want {
+		return nil
+	}
+	// Progress notifications arrive on their own schedule; ask for one so
+	// that an idle prefix catches up at once.
+	go func() { _ = ix.s.cli.RequestProgress(clientv3.WithRequireLeader(ctx)) }()
+	stop := context.AfterFunc(ctx, ix.cond.Broadcast)
+	defer stop()
+	timer := time.AfterFunc(2*time.Second, ix.cond.Broadcast)
+	defer timer.Stop()
+	deadline := time.Now().Add(2 * time.Second)
+	for ix.rev < want {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil // serve slightly stale rather than fail the query
+		}
+		ix.cond.Wait()
+	}
+	return nil
+}
+
+// list returns up to limit account ids matching f after cursor, in id order.
+func (ix *accountIndex) list(f store.AccountFilter, after string, limit int) ([]string, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	match := func(r accountRow) bool {
+		return (f.Status == "" || r.Status == f.Status) &&
+			(f.Node == "" || r.Node == f.Node) &&
+			(f.Owner == "" || r.Owner == f.Owner) &&
+			(f.ID == "" || r.ID == f.ID) &&
+			(f.Search == "" || strings.Contains(r.Username, f.Search) || strings.Contains(r.Domain, f.Search))
+	}
+	var out []string
+	more := false
+	visit := func(id string) bool {
+		r, ok := ix.rows[id]
+		if !ok || id <= after || !match(r) {
+			return true
+		}
+		if len(out) == limit {
+			more = true
+			return false
+		}
+		out = append(out, id)
+		return true
+	}
+	// Walk the most selective index the filter allows.
+	walk := func(tree *btree.BTreeG[string], field string) {
+		pfx := field + "\x00"
+		start := pfx
+		if after != "" {
+			start = composite(field, after)
+		}
+		tree.AscendGreaterOrEqual(start, func(k string) bool {
+			if !strings.HasPrefix(k, pfx) {
+				return false
+			}
+			return visit(k[len(pfx):])
+		})
+	}
+	switch {
+	case f.ID != "":
+		if r, ok := ix.rows[f.ID]; ok && match(r) && f.ID > after {
+			out = append(out, f.ID)
+		}
+	case f.Owner != "":
+		walk(ix.byOwner, f.Owner)
+	case f.Node != "":
+		walk(ix.byNode, f.Node)
+	case f.Status != "":
+		walk(ix.byStatus, string(f.Status))
+	default:
+		ix.byID.AscendGreaterOrEqual(after, func(id string) bool { return visit(id) })
+	}
+	return out, more
+}
+
+// ListAccounts implements graph.Cluster: a consistent page of accounts.
+func (s *Server) ListAccounts(ctx context.Context, f store.AccountFilter, after string, limit int) ([]*store.Account, bool, error) {
+	if err := s.accounts.sync(ctx); err != nil {
+		return nil, false, err
+	}
+	ids, more := s.accounts.list(f, after, limit)
+	accts, err := s.store.GetAccounts(ctx, ids)
+	return accts, more, err
+}
+
+// ValidSelector implements graph.Cluster.
+func (s *Server) ValidSelector(sel string) error {
+	_, err := scheduler.ParseSelector(sel)
+	return err
+}
+
+// AccountCounts implements graph.Cluster.
+func (s *Server) AccountCounts(ctx context.Context) (map[store.AccountStatus]int, error) {
+	if err := s.accounts.sync(ctx); err != nil {
+		return nil, err
+	}
+	s.accounts.mu.RLock()
+	defer s.accounts.mu.RUnlock()
+	out := make(map[store.AccountStatus]int, len(s.accounts.counts))
+	for k, v := range s.accounts.counts {
+		out[k] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,434 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/scheduler"
+)
+
+// Account controller tuning.
+const (
+	// accountsPerBatch keeps a batch's transaction under etcd's default
+	// 128-operation limit: an account costs a compare, a put, and two
+	// writes for its task, plus the consumed notice.
+	accountsPerBatch = 20
+	// maxTaskAttempts before an account is marked FAILED.
+	maxTaskAttempts = 3
+	// unplacedRetry is how often accounts that fit nowhere are retried.
+	unplacedRetry = 5 * time.Second
+)
+
+// accountController turns the difference between an account's spec and its
+// observed state into placements and node tasks. It runs on the leader only
+// and is level-triggered: it looks at the whole record each time, so a
+// missed or repeated event costs work, never correctness.
+type accountController struct {
+	s *Server
+
+	mu      sync.Mutex
+	pending map[string]bool // ids waiting for a pass
+	order   []string
+	signal  chan struct{}
+	// unplaced accounts fit on no node right now; they are retried on a
+	// timer rather than by rescanning every account.
+	unplaced map[string]bool
+}
+
+func newAccountController(s *Server) *accountController {
+	return &accountController{s: s, pending: map[string]bool{}, unplaced: map[string]bool{}, signal: make(chan struct{}, 1)}
+}
+
+func (c *accountController) enqueue(ids ...string) {
+	c.mu.Lock()
+	for _, id := range ids {
+		if !c.pending[id] {
+			c.pending[id] = true
+			c.order = append(c.order, id)
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (c *accountController) take(n int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = min(n, len(c.order))
+	ids := append([]string(nil), c.order[:n]...)
+	c.order = c.order[n:]
+	for _, id := range ids {
+		delete(c.pending, id)
+	}
+	return ids
+}
+
+// needsWork decides from a record alone whether the controller has
+// something to do for it; the watch uses it to skip the steady majority.
+func needsWork(a *store.Account) bool {
+	if a.TaskID != "" {
+		return false // waiting for the node; the done notice brings it back
+	}
+	switch {
+	case a.Status == store.AccountFailed && a.Attempts >= maxTaskAttempts:
+		return false // until a spec change resets the attempts
+	case a.Deleted:
+		return true
+	case a.Node == "":
+		return true
+	case a.Generation != a.AppliedGeneration:
+		return true
+	}
+	return a.Status != steadyStatus(a)
+}
+
+func steadyStatus(a *store.Account) store.AccountStatus {
+	if a.Suspended {
+		return store.AccountSuspended
+	}
+	return store.AccountActive
+}
+
+func (c *accountController) run(ctx context.Context) {
+	rev, err := c.initialScan(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.s.log.Error("account controller: initial scan", "err", err)
+		}
+		return
+	}
+	go c.watch(ctx, rev)
+	retry := time.NewTicker(unplacedRetry)
+	defer retry.Stop()
+	for {
+		ids := c.take(accountsPerBatch)
+		if len(ids) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.signal:
+			case <-retry.C:
+				c.mu.Lock()
+				ids := make([]string, 0, len(c.unplaced))
+				for id := range c.unplaced {
+					ids = append(ids, id)
+				}
+				clear(c.unplaced)
+				c.mu.Unlock()
+				c.enqueue(ids...)
+			}
+			continue
+		}
+		if err := c.process(ctx, ids); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.s.log.Warn("account controller: batch failed; will retry", "accounts", len(ids), "err", err)
+			c.enqueue(ids...)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// initialScan queues every account with work and every pending done notice,
+// and returns the revision the watch continues from.
+func (c *accountController) initialScan(ctx context.Context) (int64, error) {
+	var after string
+	var rev int64
+	for {
+		page, r, more, err := c.s.store.AccountPage(ctx, after, 1000, rev)
+		if err != nil {
+			return 0, err
+		}
+		rev = r
+		for _, a := range page {
+			if needsWork(a) {
+				c.enqueue(a.ID)
+			}
+		}
+		if !more || len(page) == 0 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	resp, err := c.s.cli.Get(ctx, store.PrefixDone+"account/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return 0, err
+	}
+	for _, kv := range resp.Kvs {
+		c.enqueue(store.AccountOfDoneKey(string(kv.Key)))
+	}
+	return rev, nil
+}
+
+func (c *accountController) watch(ctx context.Context, rev int64) {
+	wctx := clientv3.WithRequireLeader(ctx)
+	accts := c.s.cli.Watch(wctx, store.PrefixAccounts, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	done := c.s.cli.Watch(wctx, store.PrefixDone+"account/", clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case resp, ok := <-accts:
+			if !ok || resp.Err() != nil {
+				c.restartWatch(ctx)
+				return
+			}
+			for _, ev := range resp.Events {
+				if a, err := store.DecodeAccount(ev.Kv.Value); err == nil && needsWork(a) {
+					c.enqueue(a.ID)
+				}
+			}
+		case resp, ok := <-done:
+			if !ok || resp.Err() != nil {
+				c.restartWatch(ctx)
+				return
+			}
+			for _, ev := range resp.Events {
+				c.enqueue(store.AccountOfDoneKey(string(ev.Kv.Key)))
+			}
+		}
+	}
+}
+
+// restartWatch recovers from a broken watch (compaction, etcd leader loss)
+// with a full rescan, which catches up with whatever the watch missed.
+func (c *accountController) restartWatch(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := c.initialScan(ctx)
+		if err == nil {
+			go c.watch(ctx, rev)
+			return
+		}
+		c.s.log.Warn("account controller: rescan after watch loss", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// process handles one batch of accounts: consumes finished tasks, places
+// what is unplaced, and enqueues tasks for specs the node has not applied —
+// all in one transaction guarded by the revisions it read. On a conflict
+// the batch is simply computed again from fresh reads.
+func (c *accountController) process(ctx context.Context, ids []string) error {
+	for attempt := 0; ; attempt++ {
+		ok, err := c.processOnce(ctx, ids)
+		if err != nil || ok {
+			return err
+		}
+		if attempt == 5 {
+			return errors.New("batch kept conflicting")
+		}
+	}
+}
+
+func (c *accountController) processOnce(ctx context.Context, ids []string) (bool, error) {
+	accts, revs, done, err := c.s.store.ReadAccounts(ctx, ids)
+	if err != nil {
+		return false, err
+	}
+	b := store.NewBatch()
+	now := b.Now()
+	var unplaced []*store.Account
+	var deletions []string
+	consumed := map[string][]string{}
+	for _, id := range ids {
+		a, ok := accts[id]
+		if !ok {
+			// Deleted since it was queued; drop stale notices.
+			for _, d := range done[id] {
+				b.Consume(d.Key)
+			}
+			continue
+		}
+		changed := false
+		finishedDelete := false
+		for _, d := range done[id] {
+			consumed[id] = append(consumed[id], d.Key)
+			t := d.Task
+			if t == nil || t.ID != a.TaskID {
+				continue // a result for a task the account no longer waits on
+			}
+			a.TaskID = ""
+			changed = true
+			if t.Status == store.TaskSucceeded {
+				a.Attempts = 0
+				a.AppliedGeneration = t.Generation
+				finishedDelete = t.Action == "deleteAccount"
+				continue
+			}
+			a.Attempts++
+			if a.Attempts >= maxTaskAttempts {
+				a.SetStatus(store.AccountFailed, "node "+a.Node+": "+t.Error, now)
+			}
+		}
+		if finishedDelete || (a.Deleted && a.Node == "") {
+			deletions = append(deletions, id)
+			continue
+		}
+		for _, k := range consumed[id] {
+			b.Consume(k)
+		}
+		switch {
+		case a.TaskID != "":
+		case a.Status == store.AccountFailed && a.Attempts >= maxTaskAttempts:
+			// Stays FAILED until an operator changes the spec.
+		case a.Node == "":
+			unplaced = append(unplaced, a)
+			continue // written below, with its placement
+		case a.Deleted:
+			if err := c.enqueueTask(b, a, &agentpb.Task{Action: &agentpb.Task_DeleteAccount{
+				DeleteAccount: &agentpb.DeleteAccountAction{Username: a.Username}}}); err != nil {
+				return false, err
+			}
+			a.SetStatus(store.AccountDeleting, "", now)
+			changed = true
+		case a.Generation != a.AppliedGeneration:
+			if err := c.enqueueEnsure(b, a); err != nil {
+				return false, err
+			}
+			if a.AppliedGeneration == 0 {
+				a.SetStatus(store.AccountProvisioning, "", now)
+			}
+			changed = true
+		default:
+			if st := steadyStatus(a); a.Status != st {
+				a.SetStatus(st, "", now)
+				changed = true
+			}
+		}
+		if changed {
+			a.UpdatedAt = now
+			b.PutAccount(a, revs[id])
+		}
+	}
+	if len(unplaced) > 0 {
+		if err := c.place(ctx, b, unplaced, revs); err != nil {
+			return false, err
+		}
+	}
+	ok, err := c.s.store.Commit(ctx, b)
+	if err != nil || !ok {
+		return ok, err
+	}
+	for _, id := range deletions {
+		ev := store.NewAuditEvent("system", c.s.id, "account.deleted", id, "ok")
+		if err := c.s.store.FinishAccountDeletion(ctx, id, consumed[id], ev); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (c *accountController) enqueueEnsure(b *store.Batch, a *store.Account) error {
+	return c.enqueueTask(b, a, &agentpb.Task{Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{
+		Username: a.Username, DiskQuotaMb: uint64(a.DiskMB), Suspended: a.Suspended}}})
+}
+
+func (c *accountController) enqueueTask(b *store.Batch, a *store.Account, spec *agentpb.Task) error {
+	spec.Generation = a.Generation
+	t, err := b.Enqueue(a.Node, spec, "account/"+a.ID, "controller")
+	if err != nil {
+		return err
+	}
+	a.TaskID = t.ID
+	return nil
+}
+
+// place runs the scheduler for accounts without a node against one snapshot
+// of nodes and allocations, allocating into the snapshot as it goes so that
+// the batch never over-commits a node, and adds every touched node's new
+// allocation to the batch under a compare on the revision it was read at.
+// A competing scheduler that placed on one of those nodes meanwhile makes
+// the whole batch fail its compare and be planned again.
+func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*store.Account, revs map[string]int64) error {
+	snap, allocRevs, err := c.s.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	now := b.Now()
+	for _, a := range accts {
+		sel, err := scheduler.ParseSelector(a.Selector)
+		if err != nil {
+			a.SetStatus(store.AccountFailed, "invalid node selector: "+err.Error(), now)
+			b.PutAccount(a, revs[a.ID])
+			continue
+		}
+		need := scheduler.Resources{Accounts: 1, DiskMB: a.DiskMB}
+		p, err := snap.Place(scheduler.Request{Account: a.Username, Roles: a.Roles, Need: need, Selector: sel, Node: a.PinnedNode})
+		if err != nil {
+			// Stays PENDING and is retried on a timer: nodes come back,
+			// capacity frees up.
+			c.mu.Lock()
+			c.unplaced[a.ID] = true
+			c.mu.Unlock()
+			if a.Reason != err.Error() {
+				a.SetStatus(store.AccountPending, err.Error(), now)
+				b.PutAccount(a, revs[a.ID])
+			}
+			continue
+		}
+		if err := snap.Allocate(p.Node, need); err != nil {
+			return err
+		}
+		a.Node = p.Node
+		a.SetStatus(store.AccountScheduled, "", now)
+		if err := c.enqueueEnsure(b, a); err != nil {
+			return err
+		}
+		a.SetStatus(store.AccountProvisioning, "", now)
+		b.PutAccount(a, revs[a.ID])
+	}
+	for _, node := range snap.Touched() {
+		n, _ := snap.Node(node)
+		b.PutAlloc(node, store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}, allocRevs[node])
+	}
+	return nil
+}
+
+// snapshot builds the scheduler's view: every node with its status, roles,
+// labels, capacity and current allocation.
+func (s *Server) snapshot(ctx context.Context) (*scheduler.Snapshot, map[string]int64, error) {
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	allocs, revs, err := s.store.Allocs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sn := make([]scheduler.Node, 0, len(nodes))
+	for _, n := range nodes {
+		al := allocs[n.Name]
+		sn = append(sn, scheduler.Node{
+			Name:      n.Name,
+			Ready:     n.State.Status == store.NodeReady,
+			Draining:  n.Draining,
+			Roles:     n.Roles,
+			Labels:    n.Labels,
+			Capacity:  scheduler.Resources{Accounts: n.Capacity().Accounts, DiskMB: n.Capacity().DiskMB},
+			Allocated: scheduler.Resources{Accounts: al.Accounts, DiskMB: al.DiskMB},
+		})
+	}
+	return scheduler.NewSnapshot(sn, s.cfg.SchedulerStrategy), revs, nil
+}
+
+// RunAccountController runs an account controller until ctx ends. The
+// leader runs one by itself; tests start a second one on another replica to
+// prove that racing schedulers never over-commit a node.
+func (s *Server) RunAccountController(ctx context.Context) { newAccountController(s).run(ctx) }

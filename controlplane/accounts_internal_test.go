@@ -1,0 +1,29 @@
+package controlplane
+
+import (
+	"testing"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
+
+func TestNeedsWork(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a    store.Account
+		want bool
+	}{
+		{"new account", store.Account{Status: store.AccountPending, Generation: 1}, true},
+		{"task in flight", store.Account{Node: "n", TaskID: "t", Generation: 1}, false},
+		{"steady active", store.Account{Node: "n", Status: store.AccountActive, Generation: 2, AppliedGeneration: 2}, false},
+		{"steady suspended", store.Account{Node: "n", Status: store.AccountSuspended, Suspended: true, Generation: 3, AppliedGeneration: 3}, false},
+		{"suspend requested", store.Account{Node: "n", Status: store.AccountActive, Suspended: true, Generation: 3, AppliedGeneration: 2}, true},
+		{"applied, status behind", store.Account{Node: "n", Status: store.AccountProvisioning, Generation: 1, AppliedGeneration: 1}, true},
+		{"delete requested", store.Account{Node: "n", Status: store.AccountDeleting, Deleted: true, Generation: 2, AppliedGeneration: 1}, true},
+		{"failed for good", store.Account{Node: "n", Status: store.AccountFailed, Attempts: maxTaskAttempts, Generation: 1}, false},
+		{"failed, then a new spec", store.Account{Node: "n", Status: store.AccountFailed, Generation: 2, AppliedGeneration: 1}, true},
+	} {
+		if got := needsWork(&tc.a); got != tc.want {
+			t.Errorf("%s: needsWork = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// AccountStatus is where an account is in its lifecycle:
+//
+//	PENDING → SCHEDULED → PROVISIONING → ACTIVE ⇄ SUSPENDED
+//	any → DELETING → (gone);  any step may end in FAILED with a reason.
+type AccountStatus string
+
+const (
+	AccountPending      AccountStatus = "PENDING"
+	AccountScheduled    AccountStatus = "SCHEDULED"
+	AccountProvisioning AccountStatus = "PROVISIONING"
+	AccountActive       AccountStatus = "ACTIVE"
+	AccountSuspended    AccountStatus = "SUSPENDED"
+	AccountDeleting     AccountStatus = "DELETING"
+	AccountFailed       AccountStatus = "FAILED"
+	// AccountDeleted is never stored: it is the last event a subscriber
+	// sees, when the record goes away.
+	AccountDeleted AccountStatus = "DELETED"
+)
+
+// maxEvents bounds the transitions kept in the record; the audit log keeps
+// the full history.
+const maxEvents = 20
+
+// AccountEvent is one lifecycle transition.
+type AccountEvent struct {
+	// Seq numbers an account's events, so a follower can tell which it has
+	// seen even when several share a timestamp (one batch, two transitions).
+	Seq    int64         `json:"seq"`
+	At     time.Time     `json:"at"`
+	Status AccountStatus `json:"status"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+// Account is a hosting account: the desired spec the API writes and the
+// observed status the controller writes, in one record so that a change of
+// either is one compare-and-swap.
+type Account struct {
+	ID       string `json:"id"`
+	Username string `json:"username"`
+	Domain   string `json:"domain"`
+	Plan     string `json:"plan"`
+	Owner    string `json:"owner"`
+	// Placement inputs, fixed at creation.
+	DiskMB     int64    `json:"diskMB"`
+	Roles      []string `json:"roles"`
+	Selector   string   `json:"selector,omitempty"`
+	PinnedNode string   `json:"pinnedNode,omitempty"`
+
+	// Desired state. Generation counts spec changes; the node reports the
+	// generation it applied, so a stale result never overwrites a newer spec.
+	Suspended  bool  `json:"suspended,omitempty"`
+	Deleted    bool  `json:"deleted,omitempty"`
+	Generation int64 `json:"generation"`
+
+	// Observed state.
+	Node              string         `json:"node,omitempty"`
+	Status            AccountStatus  `json:"status"`
+	Reason            string         `json:"reason,omitempty"`
+	AppliedGeneration int64          `json:"appliedGeneration,omitempty"`
+	TaskID            string         `json:"taskId,omitempty"`
+	Attempts          int            `json:"attempts,omitempty"`
+	Events            []AccountEvent `json:"events,omitempty"`
+	EventSeq          int64          `json:"eventSeq,omitempty"`
+	CreatedAt         time.Time      `json:"createdAt"`
+	UpdatedAt         time.Time      `json:"updatedAt"`
+}
+
+// SetStatus records a transition (no-op when nothing changes).
+func (a *Account) SetStatus(st AccountStatus, reason string, now time.Time) {
+	if a.Status == st && a.Reason == reason {
+		return
+	}
+	a.Status, a.Reason, a.UpdatedAt = st, reason, now
+	a.EventSeq++
+	a.Events = append(a.Events, AccountEvent{Seq: a.EventSeq, At: now, Status: st, Reason: reason})
+	if n := len(a.Events); n > maxEvents {
+		a.Events = append([]AccountEvent(nil), a.Events[n-maxEvents:]...)
+	}
+}
+
+func accountKey(id string) string          { return PrefixAccounts + id }
+func userNameKey(username string) string   { return prefixNames + "user/" + username }
+func domainNameKey(domain string) string   { return prefixNames + "domain/" + domain }
+func allocKey(node string) string          { return prefixAlloc + node }
+func doneKey(kind, id, task string) string { return PrefixDone + kind + "/" + id + "/" + task }
+
+// NewAccountID returns a time-ordered unique id.
+func NewAccountID(now time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+}
+
+// ErrQuotaExceeded means the owner's limits do not allow the change.
+var ErrQuotaExceeded = errors.New("quota exceeded")
+
+// Limits are an owner's quotas; zero values mean unlimited (admin).
+type Limits struct {
+	MaxAccounts int
+	MaxDiskMB   int64
+}
+
+// CreateAccount writes a new PENDING account if its username and domain are
+// free cluster-wide and the owner's usage stays within limits — all checked
+// in the one transaction that writes it, so neither a race between two
+// creations nor a crash can break uniqueness or over-spend a quota. On
+// refusal nothing is written.
+func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit AuditEvent) error {
+	for {
+		usage, rev, err := s.GetUsage(ctx, a.Owner)
+		if err != nil {
+			return err
+		}
+		next := Usage{Accounts: usage.Accounts + 1, DiskMB: usage.DiskMB + a.DiskMB}
+		if lim.MaxAccounts > 0 && next.Accounts > lim.MaxAccounts {
+			return fmt.Errorf("%w: %s may have at most %d accounts", ErrQuotaExceeded, a.Owner, lim.MaxAccounts)
+		}
+		if lim.MaxDiskMB > 0 && next.DiskMB > lim.MaxDiskMB {
+			return fmt.Errorf("%w: %s may allocate at most %d MB of disk (%d MB in use, plan needs %d MB)",
+				ErrQuotaExceeded, a.Owner, lim.MaxDiskMB, usage.DiskMB, a.DiskMB)
+		}
+		usageCmp := unchanged(usageKey(a.Owner), rev)
+		if rev == 0 {
+			usageCmp = absent(usageKey(a.Owner))
+		}
+		resp, err := s.cli.Txn(ctx).If(
+			absent(userNameKey(a.Username)),
+			absent(domainNameKey(a.Domain)),
+			usageCmp,
+			present(planKey(a.Plan)),
+		).Then(
+			clientv3.OpPut(accountKey(a.ID), mustJSON(a)),
+			clientv3.OpPut(userNameKey(a.Username), a.ID),
+			clientv3.OpPut(domainNameKey(a.Domain), a.ID),
+			clientv3.OpPut(usageKey(a.Owner), mustJSON(next)),
+			auditPut(audit),
+		).Else(
+			clientv3.OpGet(userNameKey(a.Username), clientv3.WithCountOnly()),
+			clientv3.OpGet(domainNameKey(a.Domain), clientv3.WithCountOnly()),
+			clientv3.OpGet(planKey(a.Plan), clientv3.WithCountOnly()),
+		).Commit()
+		if err != nil {
+			return fmt.Errorf("create account %q: %w", a.Username, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		switch {
+		case resp.Responses[0].GetResponseRange().Count > 0:
+			return fmt.Errorf("username %q is taken: %w", a.Username, ErrConflict)
+		case resp.Responses[1].GetResponseRange().Count > 0:
+			return fmt.Errorf("domain %q is hosted already: %w", a.Domain, ErrConflict)
+		case resp.Responses[2].GetResponseRange().Count == 0:
+			return fmt.Errorf("plan %q: %w", a.Plan, ErrNotFound)
+		}
+		// Only the usage moved under us: another account of this owner was
+		// created or deleted. Re-read and re-check the quota.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// GetAccount returns an account and its revision.
+func (s *Store) GetAccount(ctx context.Context, id string) (*Account, int64, error) {
+	a, rev, err := getJSON[Account](ctx, s.cli, accountKey(id))
+	if err == ErrNotFound {
+		return nil, 0, fmt.Errorf("account %q: %w", id, ErrNotFound)
+	}
+	return a, rev, err
+}
+
+// AccountIDByUsername resolves a username to its account id.
+func (s *Store) AccountIDByUsername(ctx context.Context, username string) (string, error) {
+	resp, err := s.cli.Get(ctx, userNameKey(username))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("account %q: %w", username, ErrNotFound)
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// UpdateAccount applies fn to the account and writes it back if it did not
+// change meanwhile, retrying on conflict. fn returning an error aborts with
+// that error and writes nothing.
+func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*Account) error, extra ...clientv3.Op) (*Account, error) {
+	for {
+		a, rev, err := s.GetAccount(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(a); err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(accountKey(id), rev)).
+			Then(append([]clientv3.Op{clientv3.OpPut(accountKey(id), mustJSON(a))}, extra...)...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update account %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return a, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// DecodeAccount decodes an account record from a watch event or range.
+func DecodeAccount(b []byte) (*Account, error) {
+	var a Account
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// AccountPage lists accounts in id order from a revision, for building caches.
+func (s *Store) AccountPage(ctx context.Context, after string, limit int, rev int64) ([]*Account, int64, bool, error) {
+	start := PrefixAccounts
+	if after != "" {
+		start = accountKey(after) + "\x00"
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(PrefixAccounts)), clientv3.WithLimit(int64(limit))}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, start, opts...)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("list accounts: %w", err)
+	}
+	out := make([]*Account, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		a, err := DecodeAccount(kv.Value)
+		if err != nil {
+			return nil, 0, false, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, a)
+	}
+	return out, resp.Header.Revision, resp.More, nil
+}
+
+// Alloc is what the scheduler has placed on a node.
+type Alloc struct {
+	Accounts int   `json:"accounts"`
+	DiskMB   int64 `json:"diskMB"`
+}
+
+// Allocs returns every node's allocation with its revision (0: none yet).
+func (s *Store) Allocs(ctx context.Context) (map[string]Alloc, map[string]int64, error) {
+	resp, err := s.cli.Get(ctx, prefixAlloc, clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read allocations: %w", err)
+	}
+	allocs, revs := map[string]Alloc{}, map[string]int64{}
+	for _, kv := range resp.Kvs {
+		var a Alloc
+		if err := json.Unmarshal(kv.Value, &a); err != nil {
+			return nil, nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		node := lastSegment(string(kv.Key))
+		allocs[node], revs[node] = a, kv.ModRevision
+	}
+	return allocs, revs, nil
+}
+
+// AccountFilter selects accounts; empty fields match everything.
+type AccountFilter struct {
+	Status AccountStatus
+	Node   string
+	Owner  string
+	Search string
+	// ID restricts to one account (a user-role caller sees only its own).
+	ID string
+}
+
+// GetAccounts reads accounts by id in one transaction, in the order given;
+// ids that no longer exist are skipped.
+func (s *Store) GetAccounts(ctx context.Context, ids []string) ([]*Account, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ops := make([]clientv3.Op, len(ids))
+	for i, id := range ids {
+		ops[i] = clientv3.OpGet(accountKey(id))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read accounts: %w", err)
+	}
+	out := make([]*Account, 0, len(ids))
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			a, err := DecodeAccount(kv.Value)
+			if err != nil {
+				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// WatchAccount follows one account's record from rev.
+func (s *Store) WatchAccount(ctx context.Context, id string, rev int64) clientv3.WatchChan {
+	return s.cli.Watch(clientv3.WithRequireLeader(ctx), accountKey(id), clientv3.WithRev(rev+1))
+}

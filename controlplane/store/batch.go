@@ -1,0 +1,211 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// MaxTxnOps is etcd's default limit of operations in one transaction
+// (--max-txn-ops). Batches stay below it so that nPanel runs on an external
+// etcd with default settings.
+const MaxTxnOps = 128
+
+// Batch collects controller changes that commit in one transaction, each
+// guarded by a compare on the revision it was computed from: the whole batch
+// applies or none of it does. This is how the account controller keeps up
+// with thousands of accounts a second on an etcd that does about a thousand
+// transactions a second from one client: one transaction carries many
+// placements and transitions.
+type Batch struct {
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+	now  time.Time
+}
+
+// NewBatch starts an empty batch.
+func NewBatch() *Batch { return &Batch{now: time.Now().UTC()} }
+
+// Now is the time stamped on everything in the batch.
+func (b *Batch) Now() time.Time { return b.now }
+
+// Ops counts the batch's operations.
+func (b *Batch) Ops() int { return len(b.ops) + len(b.cmps) }
+
+// Empty reports whether the batch changes nothing.
+func (b *Batch) Empty() bool { return len(b.ops) == 0 }
+
+// PutAccount writes a, provided it is still at rev.
+func (b *Batch) PutAccount(a *Account, rev int64) {
+	b.cmps = append(b.cmps, unchanged(accountKey(a.ID), rev))
+	b.ops = append(b.ops, clientv3.OpPut(accountKey(a.ID), mustJSON(a)))
+}
+
+// PutAlloc writes a node's allocation, provided it is still at rev (0: the
+// node had none). Two schedulers that placed on the same node from the same
+// snapshot cannot both commit: the second fails this compare and re-plans.
+func (b *Batch) PutAlloc(node string, a Alloc, rev int64) {
+	if rev == 0 {
+		b.cmps = append(b.cmps, absent(allocKey(node)))
+	} else {
+		b.cmps = append(b.cmps, unchanged(allocKey(node), rev))
+	}
+	b.ops = append(b.ops, clientv3.OpPut(allocKey(node), mustJSON(a)))
+}
+
+// Enqueue adds a task for node that converges object; it returns the task.
+func (b *Batch) Enqueue(node string, spec *agentpb.Task, object, createdBy string) (*Task, error) {
+	t, ops, err := taskOps(node, spec, object, createdBy, b.now)
+	if err != nil {
+		return nil, err
+	}
+	b.ops = append(b.ops, ops...)
+	return t, nil
+}
+
+// Consume deletes a done notice the batch has acted on.
+func (b *Batch) Consume(key string) {
+	b.ops = append(b.ops, clientv3.OpDelete(key))
+}
+
+// Audit adds an audit event.
+func (b *Batch) Audit(ev AuditEvent) { b.ops = append(b.ops, auditPut(ev)) }
+
+// Commit applies the batch. It reports false, writing nothing, when any
+// compare failed: something the batch was computed from changed.
+func (s *Store) Commit(ctx context.Context, b *Batch) (bool, error) {
+	if b.Empty() {
+		return true, nil
+	}
+	resp, err := s.cli.Txn(ctx).If(b.cmps...).Then(b.ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("commit batch of %d operations: %w", len(b.ops), err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Done is a finished task waiting for its object's controller.
+type Done struct {
+	Key  string
+	Task *Task
+}
+
+// ReadAccounts reads accounts and their done notices (with the finished
+// tasks) in one transaction. Missing accounts are absent from the result.
+func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Account, map[string]int64, map[string][]Done, error) {
+	ops := make([]clientv3.Op, 0, 2*len(ids))
+	for _, id := range ids {
+		ops = append(ops, clientv3.OpGet(accountKey(id)), clientv3.OpGet(PrefixDone+"account/"+id+"/", clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read accounts: %w", err)
+	}
+	accts, revs, done := map[string]*Account{}, map[string]int64{}, map[string][]Done{}
+	var taskIDs []string
+	noticeOf := map[string]string{}
+	for i, id := range ids {
+		if kvs := resp.Responses[2*i].GetResponseRange().Kvs; len(kvs) > 0 {
+			a, err := DecodeAccount(kvs[0].Value)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("decode account %s: %w", id, err)
+			}
+			accts[id], revs[id] = a, kvs[0].ModRevision
+		}
+		for _, kv := range resp.Responses[2*i+1].GetResponseRange().Kvs {
+			taskIDs = append(taskIDs, string(kv.Value))
+			noticeOf[string(kv.Value)] = string(kv.Key)
+		}
+	}
+	if len(taskIDs) == 0 {
+		return accts, revs, done, nil
+	}
+	tops := make([]clientv3.Op, 0, len(taskIDs))
+	for _, t := range taskIDs {
+		tops = append(tops, clientv3.OpGet(taskKey(t)))
+	}
+	tresp, err := s.cli.Txn(ctx).Then(tops...).Commit()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read finished tasks: %w", err)
+	}
+	for i, r := range tresp.Responses {
+		key := noticeOf[taskIDs[i]]
+		var t *Task
+		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+			if t, err = decodeTask(kvs[0].Value); err != nil {
+				return nil, nil, nil, err
+			}
+		}
+		id := accountOfDoneKey(key)
+		done[id] = append(done[id], Done{Key: key, Task: t})
+	}
+	return accts, revs, done, nil
+}
+
+func accountOfDoneKey(key string) string {
+	rest := key[len(PrefixDone+"account/"):]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '/' {
+			return rest[:i]
+		}
+	}
+	return rest
+}
+
+// AccountOfDoneKey extracts the account id from a done notice key.
+func AccountOfDoneKey(key string) string { return accountOfDoneKey(key) }
+
+// FinishAccountDeletion removes a deleted account and everything that
+// reserved resources for it — name claims, its node allocation and its
+// owner's usage — in one transaction, retrying when allocation or usage moved.
+func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []string, audit AuditEvent) error {
+	for {
+		a, rev, err := s.GetAccount(ctx, id)
+		if err != nil {
+			return err
+		}
+		usage, urev, err := s.GetUsage(ctx, a.Owner)
+		if err != nil {
+			return err
+		}
+		usage.Accounts = max(0, usage.Accounts-1)
+		usage.DiskMB = max(0, usage.DiskMB-a.DiskMB)
+		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev), unchanged(usageKey(a.Owner), urev)}
+		ops := []clientv3.Op{
+			clientv3.OpDelete(accountKey(id)),
+			clientv3.OpDelete(userNameKey(a.Username)),
+			clientv3.OpDelete(domainNameKey(a.Domain)),
+			clientv3.OpPut(usageKey(a.Owner), mustJSON(usage)),
+			auditPut(audit),
+		}
+		for _, k := range consume {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		if a.Node != "" {
+			al, arev, err := getJSON[Alloc](ctx, s.cli, allocKey(a.Node))
+			if err == ErrNotFound {
+				al = &Alloc{}
+			} else if err != nil {
+				return err
+			}
+			al.Accounts = max(0, al.Accounts-1)
+			al.DiskMB = max(0, al.DiskMB-a.DiskMB)
+			cmps = append(cmps, unchanged(allocKey(a.Node), arev))
+			ops = append(ops, clientv3.OpPut(allocKey(a.Node), mustJSON(al)))
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("finish deletion of account %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}

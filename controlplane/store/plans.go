@@ -1,0 +1,54 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Plan is a hosting package: the quotas an account gets.
+type Plan struct {
+	Name        string   `json:"name"`
+	DiskMB      int64    `json:"diskMB"`
+	BandwidthMB int64    `json:"bandwidthMB"`
+	Domains     int      `json:"domains"`
+	Mailboxes   int      `json:"mailboxes"`
+	Databases   int      `json:"databases"`
+	PHPVersions []string `json:"phpVersions"`
+	// Owner is the reseller who created the plan, or "" for an admin plan
+	// that any reseller may be allowed to use.
+	Owner     string    `json:"owner,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func planKey(name string) string { return prefixPlans + name }
+
+// CreatePlan writes p if no plan of that name exists.
+func (s *Store) CreatePlan(ctx context.Context, p Plan, audit AuditEvent) error {
+	resp, err := s.cli.Txn(ctx).If(absent(planKey(p.Name))).
+		Then(clientv3.OpPut(planKey(p.Name), mustJSON(p)), auditPut(audit)).Commit()
+	if err != nil {
+		return fmt.Errorf("create plan %q: %w", p.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("plan %q exists: %w", p.Name, ErrConflict)
+	}
+	return nil
+}
+
+// GetPlan returns one plan.
+func (s *Store) GetPlan(ctx context.Context, name string) (*Plan, error) {
+	p, _, err := getJSON[Plan](ctx, s.cli, planKey(name))
+	if err == ErrNotFound {
+		return nil, fmt.Errorf("plan %q: %w", name, ErrNotFound)
+	}
+	return p, err
+}
+
+// ListPlans returns every plan, by name.
+func (s *Store) ListPlans(ctx context.Context) ([]Plan, error) {
+	out, _, err := listJSON[Plan](ctx, s.cli, prefixPlans)
+	return out, err
+}

@@ -1,0 +1,408 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/validate"
+)
+
+const codeQuotaExceeded = "QUOTA_EXCEEDED"
+
+func accountModel(a *store.Account) *model.Account {
+	m := &model.Account{
+		ID:        a.ID,
+		Username:  a.Username,
+		Domain:    a.Domain,
+		Status:    model.AccountStatus(a.Status),
+		Reason:    strPtr(a.Reason),
+		Suspended: a.Suspended,
+		CreatedAt: a.CreatedAt,
+		UpdatedAt: a.UpdatedAt,
+		NodeName:  a.Node,
+		PlanName:  a.Plan,
+		OwnerName: a.Owner,
+		Events:    make([]*model.AccountEvent, 0, len(a.Events)),
+	}
+	for _, e := range a.Events {
+		m.Events = append(m.Events, eventModel(e))
+	}
+	return m
+}
+
+func eventModel(e store.AccountEvent) *model.AccountEvent {
+	return &model.AccountEvent{At: e.At, Status: model.AccountStatus(e.Status), Reason: strPtr(e.Reason)}
+}
+
+func planModel(p *store.Plan) *model.Plan {
+	m := &model.Plan{
+		Name: p.Name, DiskMb: p.DiskMB, BandwidthMb: p.BandwidthMB, Domains: p.Domains,
+		Mailboxes: p.Mailboxes, Databases: p.Databases, PhpVersions: p.PHPVersions, Owner: strPtr(p.Owner),
+	}
+	if m.PhpVersions == nil {
+		m.PhpVersions = []string{}
+	}
+	return m
+}
+
+// Who may do what with an account. Admins: everything. Resellers: the
+// accounts they own. Users: read their one account.
+func canSee(p auth.Principal, a *store.Account) bool {
+	switch p.Role {
+	case store.RoleAdmin:
+		return true
+	case store.RoleReseller:
+		return a.Owner == p.Name
+	case store.RoleUser:
+		return a.ID == p.Account
+	}
+	return false
+}
+
+func canManage(p auth.Principal, a *store.Account) bool {
+	return p.Role == store.RoleAdmin || (p.Role == store.RoleReseller && a.Owner == p.Name)
+}
+
+// planUsable reports whether owner may sell plan: admins any, a reseller its
+// own plans and those the admin allowed it.
+func planUsable(owner auth.Principal, r *store.Reseller, plan *store.Plan) bool {
+	if owner.Role == store.RoleAdmin {
+		return true
+	}
+	if plan.Owner == owner.Name {
+		return true
+	}
+	if plan.Owner != "" || r == nil {
+		return false
+	}
+	for _, p := range r.Plans {
+		if p == plan.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// visibleAccount loads an account the caller may see. An account it may not
+// see is NOT_FOUND, not FORBIDDEN: existence is not leaked across tenants.
+func (r *Resolver) visibleAccount(ctx context.Context, p auth.Principal, id string) (*store.Account, error) {
+	a, _, err := r.Store.GetAccount(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !canSee(p, a) {
+		return nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
+	}
+	return a, nil
+}
+
+// resolveAccountRef accepts an account id or a username.
+func (r *Resolver) resolveAccountRef(ctx context.Context, ref string) (string, error) {
+	if _, _, err := r.Store.GetAccount(ctx, ref); err == nil {
+		return ref, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	}
+	return r.Store.AccountIDByUsername(ctx, ref)
+}
+
+func quote(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
+}
+
+// loaders caches what one request looks up repeatedly (the plan and node of
+// every account on a page) so that a page costs one read per distinct plan
+// and node, not one per account.
+type loaders struct {
+	mu    sync.Mutex
+	nodes map[string]*model.Node
+	plans map[string]*model.Plan
+}
+
+type loadersKey struct{}
+
+func withLoaders(ctx context.Context) context.Context {
+	return context.WithValue(ctx, loadersKey{}, &loaders{nodes: map[string]*model.Node{}, plans: map[string]*model.Plan{}})
+}
+
+func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, error) {
+	l, _ := ctx.Value(loadersKey{}).(*loaders)
+	if l != nil {
+		l.mu.Lock()
+		p, ok := l.plans[name]
+		l.mu.Unlock()
+		if ok {
+			return p, nil
+		}
+	}
+	sp, err := r.Store.GetPlan(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	p := planModel(sp)
+	if l != nil {
+		l.mu.Lock()
+		l.plans[name] = p
+		l.mu.Unlock()
+	}
+	return p, nil
+}
+
+func (r *Resolver) loadNode(ctx context.Context, name string) (*model.Node, error) {
+	l, _ := ctx.Value(loadersKey{}).(*loaders)
+	if l != nil {
+		l.mu.Lock()
+		n, ok := l.nodes[name]
+		l.mu.Unlock()
+		if ok {
+			return n, nil
+		}
+	}
+	v, err := r.Store.GetNode(ctx, name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	n := nodeModel(v)
+	if l != nil {
+		l.mu.Lock()
+		l.nodes[name] = n
+		l.mu.Unlock()
+	}
+	return n, nil
+}
+
+func requireRole(ctx context.Context, roles ...store.Role) (auth.Principal, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return p, err
+	}
+	for _, r := range roles {
+		if p.Role == r {
+			return p, nil
+		}
+	}
+	return p, errorf(CodeForbidden, "this operation is not allowed for the "+string(p.Role)+" role")
+}
+
+// createAccount checks the request against the caller's rights, the owner's
+// plans and limits, and writes a PENDING account; the controller on the
+// leader takes it from there.
+func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInput) (*store.Account, error) {
+	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.validUsername(in.Username); err != nil {
+		return nil, err
+	}
+	domain, err := validate.Domain(in.Domain)
+	if err != nil {
+		return nil, err
+	}
+	owner := p
+	if in.Owner != nil && *in.Owner != p.Name {
+		if p.Role != store.RoleAdmin {
+			return nil, errorf(CodeForbidden, "resellers create accounts for themselves only")
+		}
+		u, err := r.Store.GetUser(ctx, *in.Owner)
+		if err != nil {
+			if isNotFound(err) {
+				return nil, &validate.Error{Field: "owner", Reason: "no user " + quote(*in.Owner)}
+			}
+			return nil, err
+		}
+		if u.Role == store.RoleUser {
+			return nil, &validate.Error{Field: "owner", Reason: "an account owner must be an admin or a reseller"}
+		}
+		owner = auth.Principal{Name: u.Name, Role: u.Role}
+	}
+	if in.Node != nil && p.Role != store.RoleAdmin {
+		return nil, errorf(CodeForbidden, "only admins pin accounts to nodes")
+	}
+	plan, err := r.Store.GetPlan(ctx, in.Plan)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, &validate.Error{Field: "plan", Reason: "no plan " + quote(in.Plan)}
+		}
+		return nil, err
+	}
+	var lim store.Limits
+	var selector string
+	var res *store.Reseller
+	if owner.Role == store.RoleReseller {
+		if res, err = r.Store.GetReseller(ctx, owner.Name); err != nil {
+			return nil, err
+		}
+		lim = store.Limits{MaxAccounts: res.MaxAccounts, MaxDiskMB: res.MaxDiskMB}
+		if res.MaxAccounts == 0 || res.MaxDiskMB == 0 {
+			return nil, fmt.Errorf("%w: reseller %s has no account or disk allowance", store.ErrQuotaExceeded, owner.Name)
+		}
+		selector = res.NodeSelector
+	}
+	if !planUsable(owner, res, plan) {
+		return nil, errorf(CodeForbidden, "plan "+quote(plan.Name)+" is not available to "+owner.Name)
+	}
+	pinned := ""
+	if in.Node != nil {
+		if _, err := r.Store.GetNode(ctx, *in.Node); err != nil {
+			return nil, err
+		}
+		pinned = *in.Node
+	}
+	now := time.Now().UTC()
+	a := &store.Account{
+		ID:         store.NewAccountID(now),
+		Username:   in.Username,
+		Domain:     domain,
+		Plan:       plan.Name,
+		Owner:      owner.Name,
+		DiskMB:     plan.DiskMB,
+		Roles:      []string{"web"},
+		Selector:   selector,
+		PinnedNode: pinned,
+		Generation: 1,
+		CreatedAt:  now,
+	}
+	a.SetStatus(store.AccountPending, "", now)
+	ev := store.NewAuditEvent(p.Name, source(ctx), "createAccount", a.Username, "ok")
+	ev.Detail = map[string]string{"id": a.ID, "domain": a.Domain, "owner": a.Owner, "plan": a.Plan}
+	if err := r.Store.CreateAccount(ctx, a, lim, ev); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// changeAccount applies a spec change for a caller allowed to manage the
+// account, bumping its generation so the controller converges the node.
+func (r *Resolver) changeAccount(ctx context.Context, action, id string, fn func(*store.Account) bool) (_ *model.Account, err error) {
+	defer func() { r.auditFailure(ctx, "", action, id, err) }()
+	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
+	if err != nil {
+		return nil, err
+	}
+	a, err := r.visibleAccount(ctx, p, id)
+	if err != nil {
+		return nil, err
+	}
+	if !canManage(p, a) {
+		return nil, errorf(CodeForbidden, "not allowed to change this account")
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), action, a.Username, "ok")
+	ev.Detail = map[string]string{"id": a.ID}
+	a, err = r.Store.UpdateAccount(ctx, id, func(a *store.Account) error {
+		if a.Deleted {
+			return fmt.Errorf("account %s is being deleted: %w", a.Username, store.ErrConflict)
+		}
+		if fn(a) {
+			a.Generation++
+			a.Attempts = 0 // a new spec earns a fresh set of retries
+			a.UpdatedAt = time.Now().UTC()
+		}
+		return nil
+	}, store.AuditOp(ev))
+	if err != nil {
+		return nil, err
+	}
+	return accountModel(a), nil
+}
+
+func (r *Resolver) setDraining(ctx context.Context, action, name string, draining bool) (_ *model.Node, err error) {
+	defer func() { r.auditFailure(ctx, "", action, name, err) }()
+	p, err := requireAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, err = r.Store.UpdateNode(ctx, name, func(n *store.Node) error {
+		n.Draining = draining
+		return nil
+	}, store.NewAuditEvent(p.Name, source(ctx), action, name, "ok"))
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.Store.GetNode(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return nodeModel(v), nil
+}
+
+func (r *Resolver) resellerModel(ctx context.Context, res *store.Reseller) (*model.Reseller, error) {
+	u, _, err := r.Store.GetUsage(ctx, res.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &model.Reseller{
+		Name: res.Name, MaxAccounts: res.MaxAccounts, MaxDiskMb: res.MaxDiskMB, Plans: res.Plans,
+		NodeSelector: res.NodeSelector, Usage: &model.Usage{Accounts: u.Accounts, DiskMb: u.DiskMB},
+	}, nil
+}
+
+func apiTokenModel(t *store.APIToken) *model.APIToken {
+	return &model.APIToken{ID: t.ID, Name: t.Name, ExpiresAt: timePtr(t.ExpiresAt), CreatedAt: t.CreatedAt}
+}
+
+// followAccount streams an account's transitions: those recorded so far,
+// then each new one as the record changes after the revision it was read at,
+// none twice, and a final DELETED when the record goes away.
+func (r *Resolver) followAccount(ctx context.Context, a *store.Account, rev int64) <-chan *model.AccountEvent {
+	ch := make(chan *model.AccountEvent, 16)
+	var lastSeq int64
+	go func() {
+		defer close(ch)
+		// History first, so a subscriber that arrives late still sees every
+		// transition; then live ones, each exactly once by sequence number.
+		for _, e := range a.Events {
+			lastSeq = e.Seq
+			select {
+			case ch <- eventModel(e):
+			case <-ctx.Done():
+				return
+			}
+		}
+		for resp := range r.Store.WatchAccount(ctx, a.ID, rev) {
+			if resp.Err() != nil {
+				return
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					select {
+					case ch <- &model.AccountEvent{At: time.Now().UTC(), Status: model.AccountStatusDeleted}:
+					case <-ctx.Done():
+					}
+					return
+				}
+				cur, err := store.DecodeAccount(ev.Kv.Value)
+				if err != nil {
+					continue
+				}
+				for _, e := range cur.Events {
+					if e.Seq <= lastSeq {
+						continue
+					}
+					lastSeq = e.Seq
+					select {
+					case ch <- eventModel(e):
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+	return ch
+}

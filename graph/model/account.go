@@ -1,0 +1,21 @@
+package model
+
+import "time"
+
+// Account is bound by hand (see gqlgen.yml) so that node, plan and owner are
+// resolved lazily, through the request's loader cache, and only when asked.
+type Account struct {
+	ID        string          `json:"id"`
+	Username  string          `json:"username"`
+	Domain    string          `json:"domain"`
+	Status    AccountStatus   `json:"status"`
+	Reason    *string         `json:"reason,omitempty"`
+	Suspended bool            `json:"suspended"`
+	Events    []*AccountEvent `json:"events"`
+	CreatedAt time.Time       `json:"createdAt"`
+	UpdatedAt time.Time       `json:"updatedAt"`
+
+	NodeName  string `json:"-"`
+	PlanName  string `json:"-"`
+	OwnerName string `json:"-"`
+}

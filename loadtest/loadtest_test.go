@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// npanelBinary is the npanel binary, built once in TestMain so that the build
+// (slow on a cold cache) does not count against the run's time bound.
+var npanelBinary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "npanel-loadtest-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	root, err := moduleRoot(context.Background())
+	if err == nil {
+		npanelBinary = filepath.Join(dir, "npanel")
+		build := exec.Command("go", "build", "-o", npanelBinary, "./cmd/npanel")
+		build.Dir = root
+		var out []byte
+		if out, err = build.CombinedOutput(); err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "build npanel:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// logWriter sends progress lines to t.Log.
+type logWriter struct {
+	t  *testing.T
+	mu sync.Mutex
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestRunSmall runs the whole load test small against a server it starts
+// (the real binary as a child process): every account must reach ACTIVE,
+// every figure must be there, and the JSON report must read back.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real server and 10 simulated agents; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
+	defer cancel()
+	begin := time.Now()
+	rep, err := run(ctx, Config{
+		ServerBinary: npanelBinary,
+		Agents:       10,
+		Accounts:     300,
+		Rate:         200,
+		Concurrency:  16,
+		Latency:      5 * time.Millisecond,
+		Timeout:      55 * time.Second,
+		ListSamples:  20,
+		Log:          &logWriter{t: t},
+	})
+	if rep != nil {
+		var buf bytes.Buffer
+		rep.print(&buf)
+		t.Log(buf.String())
+	}
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if took := time.Since(begin); took > 60*time.Second {
+		t.Errorf("run took %v, want < 60s", took)
+	}
+
+	a := rep.Accounts
+	if !rep.OK || a.Created != 300 || a.Attempted != 300 || len(a.Errors) != 0 {
+		t.Errorf("accounts: ok %v, created %d of %d attempted, errors %v", rep.OK, a.Created, a.Attempted, a.Errors)
+	}
+	if a.Active != 300 || a.NotActive != 0 || a.Failed != 0 {
+		t.Errorf("accounts: %d ACTIVE, %d not ACTIVE, %d FAILED; want all 300 ACTIVE", a.Active, a.NotActive, a.Failed)
+	}
+	if rep.Agents.Ready != 10 || rep.Agents.Results < 300 {
+		t.Errorf("agents: %d ready, %d results; want 10 and >= 300", rep.Agents.Ready, rep.Agents.Results)
+	}
+	for name, d := range map[string]Dist{
+		"createAccount": rep.CreateLatencyMs, "create to ACTIVE": rep.CreateToActiveMs,
+	} {
+		if d.Count != 300 || d.P50 <= 0 || d.P50 > d.P95 || d.P95 > d.P99 || d.P99 > d.Max {
+			t.Errorf("%s latency is not a distribution of 300: %+v", name, d)
+		}
+	}
+	if l := rep.ListLatencyMs; l.All.Count != 20 || l.Paged != 300 || l.ByStatus.Count == 0 || l.ByOwner.Count == 0 {
+		t.Errorf("list latency: %+v", l)
+	}
+	if a.ActivePerSecond <= 0 || a.CreateRate <= 0 || a.CreateRate > 260 {
+		t.Errorf("rates: %.1f ACTIVE/s, %.1f created/s (limit 200/s)", a.ActivePerSecond, a.CreateRate)
+	}
+	if s := rep.Server; !s.Measured || s.PID == 0 || s.PeakRSS <= 0 || s.TotalCPUSecs <= 0 {
+		t.Errorf("server figures: %+v", s)
+	}
+	if !rep.Etcd.Measured || rep.Etcd.DBSize <= 0 {
+		t.Errorf("etcd figures: %+v", rep.Etcd)
+	}
+	if len(rep.Targets) != 2 || len(rep.Progress) == 0 {
+		t.Errorf("targets %+v, %d progress samples", rep.Targets, len(rep.Progress))
+	}
+
+	// The server was stopped and waited for before run returned.
+	if readProc(rep.Server.PID).hasStats {
+		t.Errorf("server pid %d still exists after run returned", rep.Server.PID)
+	}
+
+	path := filepath.Join(t.TempDir(), "results", "report.json")
+	if err := rep.writeJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatalf("report is not JSON: %v", err)
+	}
+	for _, k := range []string{"config", "accounts", "createAccountLatencyMs", "createToActiveMs", "accountsFirst50LatencyMs", "server", "etcd", "targets"} {
+		if _, ok := back[k]; !ok {
+			t.Errorf("JSON report lacks %q", k)
+		}
+	}
+}
+
+func TestUsername(t *testing.T) {
+	for _, tc := range []struct {
+		i    int
+		want string
+	}{{0, "ltab1200000"}, {35, "ltab120000z"}, {36, "ltab1200010"}, {99999, "ltab120255r"}} {
+		if got := username("ltab12", tc.i); got != tc.want {
+			t.Errorf("username(%d) = %q, want %q", tc.i, got, tc.want)
+		}
+	}
+	// Names sort in creation order, which keeps the paged order readable.
+	if username("lt", 35) >= username("lt", 36) {
+		t.Error("usernames do not sort in creation order")
+	}
+}
+
+func TestDist(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	d := distOf(ds)
+	if d.Count != 100 || d.P50 != 50 || d.P95 != 95 || d.P99 != 99 || d.Max != 100 || d.Mean != 50.5 {
+		t.Errorf("distOf(1..100 ms) = %+v", d)
+	}
+	if (distOf(nil) != Dist{}) {
+		t.Error("distOf(nil) is not zero")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	parse := func(fsyncs [3]int, sum float64) metricSet {
+		return parseMetrics(strings.NewReader(fmt.Sprintf(`# HELP etcd_mvcc_db_total_size_in_bytes Total size.
+# TYPE etcd_mvcc_db_total_size_in_bytes gauge
+etcd_mvcc_db_total_size_in_bytes 2.4576e+07
+etcd_mvcc_db_total_size_in_use_in_bytes{a="b"} 3
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} %d
+etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} %d
+etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} %d
+etcd_disk_wal_fsync_duration_seconds_sum %g
+etcd_disk_wal_fsync_duration_seconds_count %d
+`, fsyncs[0], fsyncs[1], fsyncs[2], sum, fsyncs[2])))
+	}
+	before := parse([3]int{10, 10, 10}, 0.005)
+	if v, ok := before.value("etcd_mvcc_db_total_size_in_bytes"); !ok || v != 24576000 {
+		t.Errorf("db size = %v, %v", v, ok)
+	}
+	if _, ok := before.value("etcd_mvcc_db_total_size_in_use_in_bytes"); ok {
+		t.Error("a labelled series was read as unlabelled")
+	}
+	// 100 more fsyncs, 98 under 1 ms and 2 under 2 ms, 0.1 s in all.
+	after := parse([3]int{108, 110, 110}, 0.105)
+	h := histDelta(before, after, "etcd_disk_wal_fsync_duration_seconds")
+	if h.Count != 100 || h.MeanMs != 1 || h.P99Ms != 2 {
+		t.Errorf("histDelta = %+v, want 100 observations, mean 1 ms, p99 <= 2 ms", h)
+	}
+	if (histDelta(after, after, "etcd_disk_wal_fsync_duration_seconds") != histStats{}) {
+		t.Error("histDelta of no observations is not zero")
+	}
+}
+
+func TestReadProcSelf(t *testing.T) {
+	p := readProc(os.Getpid())
+	if !p.hasStats || p.peakRSS <= 0 || p.rss <= 0 || p.peakRSS < p.rss {
+		t.Errorf("readProc(self) = %+v", p)
+	}
+	if readProc(0).hasStats {
+		t.Error("readProc(0) has stats")
+	}
+}
