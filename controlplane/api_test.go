@@ -145,6 +145,24 @@ func TestAPIInputErrors(t *testing.T) {
 	if counts["createJoinToken INVALID_INPUT"] != 8 || counts["removeNode NOT_FOUND"] != 1 || counts["createJoinToken CONFLICT"] != 1 || counts["enroll ok"] != 1 {
 		t.Fatalf("audit counts = %v", counts)
 	}
+	// The filter narrows the log server-side.
+	var failed struct {
+		AuditEvents struct {
+			Edges []struct{ Node struct{ Action, Result string } }
+		}
+	}
+	err = c.Do(ctx, `{auditEvents(filter:{action:"createJoinToken",failedOnly:true},first:100){edges{node{action result}}}}`, nil, &failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(failed.AuditEvents.Edges); n != 9 {
+		t.Fatalf("failed createJoinToken events = %d, want 9", n)
+	}
+	for _, e := range failed.AuditEvents.Edges {
+		if e.Node.Action != "createJoinToken" || e.Node.Result == "ok" {
+			t.Fatalf("filter let through %+v", e.Node)
+		}
+	}
 }
 
 func TestHTTPEndpoints(t *testing.T) {
