@@ -68,10 +68,12 @@ test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
 
 bench: ## benchmarks with the figures the issues ask for
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./scheduler/... ./pki/... 2>/dev/null || true
+	$(GO) test -run '^$$' -bench . -cpu 1 -count 1 ./scheduler/
+	$(GO) test -run '^$$' -bench . -count 1 ./pki/ ./validate/
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1 ./cmd/npanel/
+	$(GO) test -run '^$$' -bench . -count 1 ./nodeagent/actions/account/
 
 LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
 loadtest: ## load test: a server, simulated agents, accounts at a rate (LOADTEST_FLAGS)
