@@ -20,7 +20,8 @@ import (
 // Rows hold only what filtering needs; a page's records are then read from
 // etcd by id.
 type accountIndex struct {
-	s *Server
+	s   *Server
+	cli *clientv3.Client // its own connection; see sync
 
 	mu   sync.RWMutex
 	cond *sync.Cond
@@ -41,10 +42,11 @@ type accountRow struct {
 	Status                            store.AccountStatus
 }
 
-func newAccountIndex(s *Server) *accountIndex {
+func newAccountIndex(s *Server, cli *clientv3.Client) *accountIndex {
 	less := func(a, b string) bool { return a < b }
 	ix := &accountIndex{
 		s:        s,
+		cli:      cli,
 		rows:     map[string]accountRow{},
 		counts:   map[store.AccountStatus]int{},
 		byID:     btree.NewG(32, less),
@@ -136,7 +138,7 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
 	// Progress notifications move the index's revision forward while no
 	// account changes, so that waitFor does not stall on unrelated writes.
-	wch := ix.s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAccounts, clientv3.WithPrefix(),
+	wch := ix.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAccounts, clientv3.WithPrefix(),
 		clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
@@ -174,8 +176,11 @@ func (ix *accountIndex) sync(ctx context.Context) error {
 		return nil
 	}
 	// Progress notifications arrive on their own schedule; ask for one so
-	// that an idle prefix catches up at once.
-	go func() { _ = ix.s.cli.RequestProgress(clientv3.WithRequireLeader(ctx)) }()
+	// that an idle prefix catches up at once. The index has an etcd client
+	// of its own because a progress request is answered on every watch of
+	// the client's stream: on the shared client that is every node's
+	// stream watches, thousands of them.
+	go func() { _ = ix.cli.RequestProgress(clientv3.WithRequireLeader(ctx)) }()
 	stop := context.AfterFunc(ctx, ix.cond.Broadcast)
 	defer stop()
 	timer := time.AfterFunc(2*time.Second, ix.cond.Broadcast)

@@ -15,10 +15,12 @@ import (
 
 // Account controller tuning.
 const (
-	// accountsPerBatch keeps a batch's transaction under etcd's default
-	// 128-operation limit: an account costs a compare, a put, and two
-	// writes for its task, plus the consumed notice.
-	accountsPerBatch = 20
+	// defaultAccountBatch keeps a batch's transactions under etcd's
+	// default 128-operation limit (--max-txn-ops): an account costs two
+	// reads, a compare, a put, two writes for its task and the consumed
+	// notice. The embedded etcd allows more (embeddedAccountBatch).
+	defaultAccountBatch  = 20
+	embeddedAccountBatch = 250
 	// maxTaskAttempts before an account is marked FAILED.
 	maxTaskAttempts = 3
 	// unplacedRetry is how often accounts that fit nowhere are retried.
@@ -39,6 +41,11 @@ type accountController struct {
 	// unplaced accounts fit on no node right now; they are retried on a
 	// timer rather than by rescanning every account.
 	unplaced map[string]bool
+
+	// nodes is the node list the last snapshot used (see nodesMaxAge); only
+	// the controller's own goroutine touches it.
+	nodes   []store.NodeView
+	nodesAt time.Time
 }
 
 func newAccountController(s *Server) *accountController {
@@ -110,7 +117,7 @@ func (c *accountController) run(ctx context.Context) {
 	retry := time.NewTicker(unplacedRetry)
 	defer retry.Stop()
 	for {
-		ids := c.take(accountsPerBatch)
+		ids := c.take(c.s.cfg.AccountBatch)
 		if len(ids) == 0 {
 			select {
 			case <-ctx.Done():
@@ -357,7 +364,7 @@ func (c *accountController) enqueueTask(b *store.Batch, a *store.Account, spec *
 // A competing scheduler that placed on one of those nodes meanwhile makes
 // the whole batch fail its compare and be planned again.
 func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*store.Account, revs map[string]int64) error {
-	snap, allocRevs, err := c.s.snapshot(ctx)
+	snap, allocRevs, err := c.snapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -401,19 +408,28 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 	return nil
 }
 
+// nodesMaxAge bounds how stale the controller's copy of the node list may
+// be. Allocations are read fresh for every batch (they are what the commit
+// compares); node status, labels and capacity change rarely, and a
+// placement on a node that just went down is caught by the next pass.
+const nodesMaxAge = time.Second
+
 // snapshot builds the scheduler's view: every node with its status, roles,
 // labels, capacity and current allocation.
-func (s *Server) snapshot(ctx context.Context) (*scheduler.Snapshot, map[string]int64, error) {
-	nodes, err := s.store.ListNodes(ctx)
+func (c *accountController) snapshot(ctx context.Context) (*scheduler.Snapshot, map[string]int64, error) {
+	if c.nodes == nil || time.Since(c.nodesAt) > nodesMaxAge {
+		nodes, err := c.s.store.ListNodes(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.nodes, c.nodesAt = nodes, time.Now()
+	}
+	allocs, revs, err := c.s.store.Allocs(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	allocs, revs, err := s.store.Allocs(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	sn := make([]scheduler.Node, 0, len(nodes))
-	for _, n := range nodes {
+	sn := make([]scheduler.Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
 		al := allocs[n.Name]
 		sn = append(sn, scheduler.Node{
 			Name:      n.Name,
@@ -425,7 +441,7 @@ func (s *Server) snapshot(ctx context.Context) (*scheduler.Snapshot, map[string]
 			Allocated: scheduler.Resources{Accounts: al.Accounts, DiskMB: al.DiskMB},
 		})
 	}
-	return scheduler.NewSnapshot(sn, s.cfg.SchedulerStrategy), revs, nil
+	return scheduler.NewSnapshot(sn, c.s.cfg.SchedulerStrategy), revs, nil
 }
 
 // RunAccountController runs an account controller until ctx ends. The

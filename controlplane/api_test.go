@@ -148,7 +148,9 @@ func TestAPIInputErrors(t *testing.T) {
 	// The filter narrows the log server-side.
 	var failed struct {
 		AuditEvents struct {
-			Edges []struct{ Node struct{ Action, Result string } }
+			Edges []struct {
+				Node struct{ Action, Result string }
+			}
 		}
 	}
 	err = c.Do(ctx, `{auditEvents(filter:{action:"createJoinToken",failedOnly:true},first:100){edges{node{action result}}}}`, nil, &failed)

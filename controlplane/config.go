@@ -46,9 +46,19 @@ type Config struct {
 	// production default). Tests lower it: under the race detector one
 	// hash at the default costs about a second.
 	PasswordCost int
+	// DebugListen serves net/http/pprof for profiling; empty (the default)
+	// disables it. Bind it to loopback: profiles reveal internals.
+	DebugListen string
 	// AllowTestUsernames admits account names under the reserved test
 	// prefix. Only integration tests set it.
 	AllowTestUsernames bool
+	// AccountBatch is how many accounts the controller handles in one
+	// transaction. Against an external etcd it must fit that cluster's
+	// --max-txn-ops (about 6 operations per account); the default does for
+	// etcd's default of 128. The embedded etcd raises its limit and the
+	// batch with it: fewer, larger transactions are what lets one etcd
+	// place hundreds of accounts a second.
+	AccountBatch int
 	// SchedulerStrategy: spread (least allocated, the default) or bin-pack.
 	SchedulerStrategy scheduler.Strategy
 	Version           string
@@ -95,6 +105,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ElectionTTL == 0 {
 		c.ElectionTTL = 5 * time.Second
+	}
+	if c.AccountBatch == 0 {
+		c.AccountBatch = defaultAccountBatch
+		if len(c.EtcdEndpoints) == 0 {
+			c.AccountBatch = embeddedAccountBatch
+		}
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -32,6 +32,9 @@ func startEmbeddedEtcd(dir, clientAddr, peerAddr string, log *slog.Logger) (*emb
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "10m"
 	cfg.QuotaBackendBytes = 8 << 30
+	// Room for the account controller's batches (embeddedAccountBatch).
+	cfg.MaxTxnOps = 4096
+	cfg.MaxRequestBytes = 8 << 20
 	// Tracing off: with no collector, Close waits ~20 s for the exporter.
 	cfg.EnableDistributedTracing = false
 

@@ -43,17 +43,36 @@ func (s *Server) runLiveness(ctx context.Context) {
 		if err := s.reconcileLiveness(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("liveness pass", "err", err)
 		}
+		// At most one pass per livenessMinInterval however many nodes come
+		// and go at once: a thousand agents reconnecting after a restart
+		// cost a few passes, not a thousand.
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-		case _, ok := <-watch:
-			if !ok {
-				watch = s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		case <-time.After(livenessMinInterval):
+		}
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				break wait
+			case resp, ok := <-watch:
+				if !ok {
+					watch = s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+					break wait
+				}
+				if len(resp.Events) > 0 {
+					break wait
+				}
 			}
 		}
 	}
 }
+
+// livenessMinInterval spaces liveness passes.
+const livenessMinInterval = 200 * time.Millisecond
 
 func (s *Server) reconcileLiveness(ctx context.Context) error {
 	nodes, err := s.store.ListNodes(ctx)

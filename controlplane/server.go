@@ -127,19 +127,15 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		})
 		endpoints = []string{"http://" + s.cfg.EtcdClientListen}
 	}
-	s.cli, err = clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		// Without keepalives a client whose etcd went away notices only
-		// when its next request times out.
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+	if s.cli, err = newEtcdClient(endpoints); err != nil {
+		return err
 	}
 	cleanups = append(cleanups, func() { s.cli.Close() })
+	indexCli, err := newEtcdClient(endpoints)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { indexCli.Close() })
 	s.store = store.New(s.cli)
 
 	if err := s.bootstrap(ctx); err != nil {
@@ -177,7 +173,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer cancel()
 	errc := make(chan error, 4)
 
-	s.accounts = newAccountIndex(s)
+	s.accounts = newAccountIndex(s, indexCli)
 	go s.accounts.run(runCtx)
 
 	s.gateway = newGateway(s)
@@ -198,6 +194,15 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		_ = httpSrv.Shutdown(sctx)
 	})
 
+	if s.cfg.DebugListen != "" {
+		dbg := &http.Server{Addr: s.cfg.DebugListen, Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("debug listener", "err", err)
+			}
+		}()
+		cleanups = append(cleanups, func() { _ = dbg.Close() })
+	}
 	go s.gatewayCertRotation(runCtx)
 	go func() { errc <- s.election.run(runCtx) }()
 
@@ -360,6 +365,22 @@ func loadOrCreateID(path string) (string, error) {
 		return "", fmt.Errorf("write replica id: %w", err)
 	}
 	return id, nil
+}
+
+func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		// Without keepalives a client whose etcd went away notices only
+		// when its next request times out.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
 }
 
 func stopGRPC(srv *grpc.Server, grace time.Duration) {

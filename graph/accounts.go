@@ -129,12 +129,13 @@ type loaders struct {
 	mu    sync.Mutex
 	nodes map[string]*model.Node
 	plans map[string]*model.Plan
+	users map[string]*model.User
 }
 
 type loadersKey struct{}
 
 func withLoaders(ctx context.Context) context.Context {
-	return context.WithValue(ctx, loadersKey{}, &loaders{nodes: map[string]*model.Node{}, plans: map[string]*model.Plan{}})
+	return context.WithValue(ctx, loadersKey{}, &loaders{nodes: map[string]*model.Node{}, plans: map[string]*model.Plan{}, users: map[string]*model.User{}})
 }
 
 func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, error) {
@@ -405,4 +406,33 @@ func (r *Resolver) followAccount(ctx context.Context, a *store.Account, rev int6
 		}
 	}()
 	return ch
+}
+
+func (r *Resolver) loadUser(ctx context.Context, name string) (*model.User, error) {
+	l, _ := ctx.Value(loadersKey{}).(*loaders)
+	if l != nil {
+		l.mu.Lock()
+		u, ok := l.users[name]
+		l.mu.Unlock()
+		if ok {
+			return u, nil
+		}
+	}
+	var u *model.User
+	su, err := r.Store.GetUser(ctx, name)
+	switch {
+	case err == nil:
+		u = &model.User{Name: su.Name, Role: roleModel(su.Role)}
+	case isNotFound(err):
+		// The owner's login was removed; the account still names it.
+		u = &model.User{Name: name, Role: model.RoleReseller}
+	default:
+		return nil, err
+	}
+	if l != nil {
+		l.mu.Lock()
+		l.users[name] = u
+		l.mu.Unlock()
+	}
+	return u, nil
 }

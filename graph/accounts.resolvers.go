@@ -32,14 +32,7 @@ func (r *accountResolver) Plan(ctx context.Context, obj *model.Account) (*model.
 
 // Owner is the resolver for the owner field.
 func (r *accountResolver) Owner(ctx context.Context, obj *model.Account) (*model.User, error) {
-	u, err := r.Store.GetUser(ctx, obj.OwnerName)
-	if err != nil {
-		if isNotFound(err) {
-			return &model.User{Name: obj.OwnerName, Role: model.RoleReseller}, nil
-		}
-		return nil, err
-	}
-	return &model.User{Name: u.Name, Role: roleModel(u.Role)}, nil
+	return r.loadUser(ctx, obj.OwnerName)
 }
 
 // CreatePlan is the resolver for the createPlan field.

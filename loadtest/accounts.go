@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -232,8 +233,15 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 		select {
 		case <-ctx.Done():
 			sample(time.Now(), false)
-			return fmt.Errorf("out of time: %d of %d created accounts ACTIVE: %w", active, cr.created.Load(), ctx.Err())
+			why := "out of time"
+			if errors.Is(ctx.Err(), context.Canceled) {
+				why = "interrupted"
+			}
+			return fmt.Errorf("%s: %d of %d created accounts ACTIVE: %w", why, active, cr.created.Load(), ctx.Err())
 		case <-tick.C:
+		}
+		if r.srv != nil && !r.srv.alive() {
+			return fmt.Errorf("the server exited during the run: %v", r.srv.waitErr)
 		}
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		counts, err := accountCounts(qctx, r.admin)

@@ -21,8 +21,7 @@ type accountTimes struct {
 }
 
 // measure takes the end-of-run figures: create-to-ACTIVE from the accounts'
-// own events, accounts(first:50) latency, etcd's size, the processes' peak
-// memory.
+// own events, accounts(first:50) latency, then the cheap ones.
 func (r *runner) measure(ctx context.Context) error {
 	var errs []error
 	accts, err := r.pageAccounts(ctx)
@@ -33,15 +32,20 @@ func (r *runner) measure(ctx context.Context) error {
 	if err := r.listLatency(ctx, accts); err != nil {
 		errs = append(errs, fmt.Errorf("accounts(first:50): %w", err))
 	}
+	// Peak memory and total CPU are read after the queries above.
+	r.measureCheap(ctx)
+	return errors.Join(errs...)
+}
 
+// measureCheap reads etcd's size and the processes' memory and CPU: a
+// scrape and two files, quick enough to take even on an interrupted run.
+func (r *runner) measureCheap(ctx context.Context) {
 	if m, err := fetchMetrics(ctx, r.api); err != nil {
 		r.logf("metrics: %v", err)
 	} else if v, ok := m.value("etcd_mvcc_db_total_size_in_bytes"); ok {
 		inUse, _ := m.value("etcd_mvcc_db_total_size_in_use_in_bytes")
 		r.rep.Etcd.Measured, r.rep.Etcd.DBSize, r.rep.Etcd.DBSizeInUse = true, int64(v), int64(inUse)
 	}
-
-	// Peak memory and total CPU are read last, after the queries above.
 	for _, f := range []*ProcFigures{&r.rep.Server, &r.rep.Generator} {
 		if !f.Measured {
 			continue
@@ -53,13 +57,11 @@ func (r *runner) measure(ctx context.Context) error {
 	if r.pid == 0 {
 		r.logf("server CPU and memory not measured: pass --server-pid for an existing server")
 	}
-
 	a := r.rep.Accounts
 	r.rep.Targets = []Target{
 		{Name: "accounts/s to ACTIVE", Value: a.ActivePerSecond, Bar: ">= 500", Met: a.ActivePerSecond >= 500},
 		{Name: "createAccount p99 ms", Value: r.rep.CreateLatencyMs.P99, Bar: "< 50", Met: r.rep.CreateLatencyMs.Count > 0 && r.rep.CreateLatencyMs.P99 < 50},
 	}
-	return errors.Join(errs...)
 }
 
 // pageAccounts reads every account of this run with accounts(first:500),

@@ -35,9 +35,10 @@ type runner struct {
 	begin    time.Time
 	external bool
 
-	api     string // base URL
-	gateway string // host:port
-	pid     int    // server process, 0 if unknown
+	api     string      // base URL
+	gateway string      // host:port
+	pid     int         // server process, 0 if unknown
+	srv     *serverProc // nil for an existing server
 	admin   *client.Client
 
 	runID  string // distinguishes this run's names on a shared cluster
@@ -120,12 +121,14 @@ func (r *runner) do(ctx context.Context) (err error) {
 	if r.external {
 		r.api, r.gateway, r.pid = strings.TrimRight(cfg.Server, "/"), cfg.Gateway, cfg.ServerPID
 	} else {
-		srv, err := startServer(ctx, cfg.ServerBinary, cfg.ServerLog, r.logf)
-		if err != nil {
+		var srv *serverProc
+		if srv, err = startServer(ctx, cfg.ServerBinary, cfg.ServerLog, r.logf); err != nil {
 			return err
 		}
+		r.srv = srv
 		defer func() {
-			if err != nil && srv.alive() {
+			// err is do's result: a failed run shows what the server said.
+			if err != nil {
 				r.logf("server log ends:\n%s", srv.logTail(30))
 			}
 			srv.stop()
@@ -162,7 +165,11 @@ func (r *runner) do(ctx context.Context) (err error) {
 
 	loadErr := r.load(loadCtx)
 	if ctx.Err() != nil {
-		// Interrupted or out of time altogether: no measurements.
+		// Interrupted or out of time altogether: no queries, only the
+		// figures a scrape and /proc give at once.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		r.measureCheap(mctx)
+		cancel()
 		r.collectAgentStats()
 		return errors.Join(loadErr, ctx.Err())
 	}

@@ -57,6 +57,7 @@ DATA-DIR/initial-admin-password).`,
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&cfg.EtcdClientListen, "etcd-client-listen", "127.0.0.1:2379", "embedded etcd client listener")
 	f.StringVar(&cfg.EtcdPeerListen, "etcd-peer-listen", "127.0.0.1:2380", "embedded etcd peer listener")
+	f.StringVar(&cfg.DebugListen, "debug-listen", "", "serve /debug/pprof on this address (off by default; keep it on loopback)")
 	f.StringVar(&strategy, "scheduler", "spread", "placement strategy: spread (least allocated) or binpack")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
 	return cmd

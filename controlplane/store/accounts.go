@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -117,35 +118,48 @@ type Limits struct {
 // creations nor a crash can break uniqueness or over-spend a quota. On
 // refusal nothing is written.
 func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit AuditEvent) error {
+	// Owners without limits (admins) keep no usage record: there is nothing
+	// to enforce, and a shared counter would make every concurrent creation
+	// of theirs conflict with every other.
+	metered := lim.MaxAccounts > 0 || lim.MaxDiskMB > 0
+	if metered {
+		// One creation per metered owner at a time on this replica: they
+		// all compare the same usage revision, and letting them race only
+		// turns throughput into retries. Other replicas still race, and the
+		// compare keeps that correct.
+		mu := s.ownerLock(a.Owner)
+		mu.Lock()
+		defer mu.Unlock()
+	}
 	for {
-		usage, rev, err := s.GetUsage(ctx, a.Owner)
-		if err != nil {
-			return err
-		}
-		next := Usage{Accounts: usage.Accounts + 1, DiskMB: usage.DiskMB + a.DiskMB}
-		if lim.MaxAccounts > 0 && next.Accounts > lim.MaxAccounts {
-			return fmt.Errorf("%w: %s may have at most %d accounts", ErrQuotaExceeded, a.Owner, lim.MaxAccounts)
-		}
-		if lim.MaxDiskMB > 0 && next.DiskMB > lim.MaxDiskMB {
-			return fmt.Errorf("%w: %s may allocate at most %d MB of disk (%d MB in use, plan needs %d MB)",
-				ErrQuotaExceeded, a.Owner, lim.MaxDiskMB, usage.DiskMB, a.DiskMB)
-		}
-		usageCmp := unchanged(usageKey(a.Owner), rev)
-		if rev == 0 {
-			usageCmp = absent(usageKey(a.Owner))
-		}
-		resp, err := s.cli.Txn(ctx).If(
-			absent(userNameKey(a.Username)),
-			absent(domainNameKey(a.Domain)),
-			usageCmp,
-			present(planKey(a.Plan)),
-		).Then(
+		cmps := []clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), present(planKey(a.Plan))}
+		ops := []clientv3.Op{
 			clientv3.OpPut(accountKey(a.ID), mustJSON(a)),
 			clientv3.OpPut(userNameKey(a.Username), a.ID),
 			clientv3.OpPut(domainNameKey(a.Domain), a.ID),
-			clientv3.OpPut(usageKey(a.Owner), mustJSON(next)),
 			auditPut(audit),
-		).Else(
+		}
+		if metered {
+			usage, rev, err := s.GetUsage(ctx, a.Owner)
+			if err != nil {
+				return err
+			}
+			next := Usage{Accounts: usage.Accounts + 1, DiskMB: usage.DiskMB + a.DiskMB}
+			if lim.MaxAccounts > 0 && next.Accounts > lim.MaxAccounts {
+				return fmt.Errorf("%w: %s may have at most %d accounts", ErrQuotaExceeded, a.Owner, lim.MaxAccounts)
+			}
+			if lim.MaxDiskMB > 0 && next.DiskMB > lim.MaxDiskMB {
+				return fmt.Errorf("%w: %s may allocate at most %d MB of disk (%d MB in use, plan needs %d MB)",
+					ErrQuotaExceeded, a.Owner, lim.MaxDiskMB, usage.DiskMB, a.DiskMB)
+			}
+			if rev == 0 {
+				cmps = append(cmps, absent(usageKey(a.Owner)))
+			} else {
+				cmps = append(cmps, unchanged(usageKey(a.Owner), rev))
+			}
+			ops = append(ops, clientv3.OpPut(usageKey(a.Owner), mustJSON(next)))
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(
 			clientv3.OpGet(userNameKey(a.Username), clientv3.WithCountOnly()),
 			clientv3.OpGet(domainNameKey(a.Domain), clientv3.WithCountOnly()),
 			clientv3.OpGet(planKey(a.Plan), clientv3.WithCountOnly()),
@@ -164,12 +178,17 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit
 		case resp.Responses[2].GetResponseRange().Count == 0:
 			return fmt.Errorf("plan %q: %w", a.Plan, ErrNotFound)
 		}
-		// Only the usage moved under us: another account of this owner was
-		// created or deleted. Re-read and re-check the quota.
+		// Only the usage moved under us: another replica created or deleted
+		// an account of this owner. Re-read and re-check the quota.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
+}
+
+func (s *Store) ownerLock(owner string) *sync.Mutex {
+	mu, _ := s.ownerLocks.LoadOrStore(owner, &sync.Mutex{})
+	return mu.(*sync.Mutex)
 }
 
 // GetAccount returns an account and its revision.

@@ -168,19 +168,23 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 		if err != nil {
 			return err
 		}
-		usage, urev, err := s.GetUsage(ctx, a.Owner)
-		if err != nil {
-			return err
-		}
-		usage.Accounts = max(0, usage.Accounts-1)
-		usage.DiskMB = max(0, usage.DiskMB-a.DiskMB)
-		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev), unchanged(usageKey(a.Owner), urev)}
+		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev)}
 		ops := []clientv3.Op{
 			clientv3.OpDelete(accountKey(id)),
 			clientv3.OpDelete(userNameKey(a.Username)),
 			clientv3.OpDelete(domainNameKey(a.Domain)),
-			clientv3.OpPut(usageKey(a.Owner), mustJSON(usage)),
 			auditPut(audit),
+		}
+		// Only metered owners (resellers) keep a usage record.
+		usage, urev, err := s.GetUsage(ctx, a.Owner)
+		if err != nil {
+			return err
+		}
+		if urev != 0 {
+			usage.Accounts = max(0, usage.Accounts-1)
+			usage.DiskMB = max(0, usage.DiskMB-a.DiskMB)
+			cmps = append(cmps, unchanged(usageKey(a.Owner), urev))
+			ops = append(ops, clientv3.OpPut(usageKey(a.Owner), mustJSON(usage)))
 		}
 		for _, k := range consume {
 			ops = append(ops, clientv3.OpDelete(k))

@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -75,6 +76,9 @@ var (
 // concurrent use.
 type Store struct {
 	cli *clientv3.Client
+	// ownerLocks serialises quota-checked creations per owner (see
+	// CreateAccount); owner name → *sync.Mutex.
+	ownerLocks sync.Map
 }
 
 // New wraps an etcd client. The caller owns the client.
