@@ -24,7 +24,7 @@ const (
 	// maxTaskAttempts before an account is marked FAILED.
 	maxTaskAttempts = 3
 	// unplacedRetry is how often accounts that fit nowhere are retried.
-	unplacedRetry = 5 * time.Second
+	unplacedRetry = time.Second
 )
 
 // accountController turns the difference between an account's spec and its
@@ -384,6 +384,7 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 			c.mu.Lock()
 			c.unplaced[a.ID] = true
 			c.mu.Unlock()
+			c.nodes = nil // the retry looks at fresh node status
 			if a.Reason != err.Error() {
 				a.SetStatus(store.AccountPending, err.Error(), now)
 				b.PutAccount(a, revs[a.ID])

@@ -64,6 +64,7 @@ func TestAccountLifecycle(t *testing.T) {
 	s := testenv.StartServer(t)
 	ag := s.StartAgent(t, "web-1")
 	ctx := testenv.Context(t)
+	testenv.WaitFor(t, 10*time.Second, "web-1 READY", func() bool { return nodeStatus(t, s, "web-1") == "READY" })
 	mustPlan(t, s.Admin, "basic", 100)
 	user := testUsername(t)
 
