@@ -217,6 +217,14 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 			}
 			p.ServerRSS = proc.rss
 		}
+		if len(r.rep.Progress)%5 == 0 {
+			mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if m, err := fetchMetrics(mctx, r.api); err == nil {
+				v, _ := m.value("etcd_mvcc_db_total_size_in_bytes")
+				p.EtcdDBSize = int64(v)
+			}
+			cancel()
+		}
 		r.rep.Progress = append(r.rep.Progress, p)
 		line := fmt.Sprintf("created %d (%.0f/s, errors %d)  ACTIVE %d (%.0f/s)  in flight %d  FAILED %d",
 			p.Created, p.CreateRate, p.Errors, p.Active, p.ActiveRate, p.InFlight, p.Failed)

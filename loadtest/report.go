@@ -125,7 +125,8 @@ type ListFigures struct {
 	ByStatus  Dist `json:"statusActive"`
 	ByOwner   Dist `json:"owner"`
 	// Paged is how many of this run's accounts the paging read back;
-	// TotalCount is what the server's accounts.totalCount said.
+	// TotalCount is how many accounts the server says it stores (the sum of
+	// accountCounts).
 	Paged      int `json:"accountsPaged"`
 	TotalCount int `json:"totalCount"`
 }
@@ -180,6 +181,9 @@ type ProgressSample struct {
 	ActiveRate float64 `json:"activePerSecond"`
 	ServerCPU  float64 `json:"serverCpuPercent,omitempty"`
 	ServerRSS  int64   `json:"serverRssBytes,omitempty"`
+	// EtcdDBSize is scraped every fifth sample (about every 10 s), so that
+	// an interrupted run still knows roughly how large etcd grew.
+	EtcdDBSize int64 `json:"etcdDbSizeBytes,omitempty"`
 }
 
 // Dist summarises a sample of durations, in milliseconds.
@@ -252,7 +256,7 @@ func (r *Report) print(w io.Writer) {
 	row("accounts/s accepted", "%.1f  (first to last PENDING)", a.AcceptedPerSecond)
 	row("createAccount latency", "%s", d(r.CreateLatencyMs))
 	row("create to ACTIVE", "%s", d(r.CreateToActiveMs))
-	row("accounts(first:50)", "%s  [%d accounts paged; totalCount says %d]", d(r.ListLatencyMs.All), r.ListLatencyMs.Paged, r.ListLatencyMs.TotalCount)
+	row("accounts(first:50)", "%s  [%d accounts paged; %d stored]", d(r.ListLatencyMs.All), r.ListLatencyMs.Paged, r.ListLatencyMs.TotalCount)
 	row("  first page", "%s", d(r.ListLatencyMs.FirstPage))
 	row("  random cursor", "%s", d(r.ListLatencyMs.Cursor))
 	row("  status ACTIVE", "%s", d(r.ListLatencyMs.ByStatus))

@@ -312,22 +312,27 @@ func (s *Store) GetAccounts(ctx context.Context, ids []string) ([]*Account, erro
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	ops := make([]clientv3.Op, len(ids))
-	for i, id := range ids {
-		ops[i] = clientv3.OpGet(accountKey(id))
-	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("read accounts: %w", err)
-	}
 	out := make([]*Account, 0, len(ids))
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			a, err := DecodeAccount(kv.Value)
-			if err != nil {
-				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+	// Chunks stay within etcd's default --max-txn-ops (128).
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 100)]
+		ids = ids[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			ops[i] = clientv3.OpGet(accountKey(id))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read accounts: %w", err)
+		}
+		for _, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				a, err := DecodeAccount(kv.Value)
+				if err != nil {
+					return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+				}
+				out = append(out, a)
 			}
-			out = append(out, a)
 		}
 	}
 	return out, nil

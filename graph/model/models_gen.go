@@ -18,9 +18,8 @@ type APIToken struct {
 }
 
 type AccountConnection struct {
-	Edges      []*AccountEdge `json:"edges"`
-	PageInfo   *PageInfo      `json:"pageInfo"`
-	TotalCount int            `json:"totalCount"`
+	Edges    []*AccountEdge `json:"edges"`
+	PageInfo *PageInfo      `json:"pageInfo"`
 }
 
 type AccountEdge struct {
