@@ -122,69 +122,91 @@ func quote(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
 }
 
-// loaders caches what one request looks up repeatedly (the plan and node of
-// every account on a page) so that a page costs one read per distinct plan
-// and node, not one per account.
+// loaders caches what one request looks up repeatedly (the plan, node and
+// owner of every account on a page) so that a page costs one read per
+// distinct plan, node and owner, not one per account. gqlgen resolves fields
+// concurrently, so each key is fetched once by whichever resolver asks first
+// while the others wait for it.
 type loaders struct {
 	mu    sync.Mutex
-	nodes map[string]*model.Node
-	plans map[string]*model.Plan
-	users map[string]*model.User
+	nodes map[string]*cached[*model.Node]
+	plans map[string]*cached[*model.Plan]
+	users map[string]*cached[*model.User]
+}
+
+type cached[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+}
+
+func load[T any](l *loaders, m map[string]*cached[T], key string, fetch func() (T, error)) (T, error) {
+	l.mu.Lock()
+	e, ok := m[key]
+	if !ok {
+		e = &cached[T]{}
+		m[key] = e
+	}
+	l.mu.Unlock()
+	e.once.Do(func() { e.v, e.err = fetch() })
+	return e.v, e.err
 }
 
 type loadersKey struct{}
 
 func withLoaders(ctx context.Context) context.Context {
-	return context.WithValue(ctx, loadersKey{}, &loaders{nodes: map[string]*model.Node{}, plans: map[string]*model.Plan{}, users: map[string]*model.User{}})
+	return context.WithValue(ctx, loadersKey{}, &loaders{
+		nodes: map[string]*cached[*model.Node]{},
+		plans: map[string]*cached[*model.Plan]{},
+		users: map[string]*cached[*model.User]{},
+	})
+}
+
+func loadersFrom(ctx context.Context) *loaders {
+	if l, ok := ctx.Value(loadersKey{}).(*loaders); ok {
+		return l
+	}
+	return withLoaders(ctx).Value(loadersKey{}).(*loaders) // outside a request: no sharing
 }
 
 func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, error) {
-	l, _ := ctx.Value(loadersKey{}).(*loaders)
-	if l != nil {
-		l.mu.Lock()
-		p, ok := l.plans[name]
-		l.mu.Unlock()
-		if ok {
-			return p, nil
+	l := loadersFrom(ctx)
+	return load(l, l.plans, name, func() (*model.Plan, error) {
+		sp, err := r.Store.GetPlan(ctx, name)
+		if err != nil {
+			return nil, err
 		}
-	}
-	sp, err := r.Store.GetPlan(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	p := planModel(sp)
-	if l != nil {
-		l.mu.Lock()
-		l.plans[name] = p
-		l.mu.Unlock()
-	}
-	return p, nil
+		return planModel(sp), nil
+	})
 }
 
 func (r *Resolver) loadNode(ctx context.Context, name string) (*model.Node, error) {
-	l, _ := ctx.Value(loadersKey{}).(*loaders)
-	if l != nil {
-		l.mu.Lock()
-		n, ok := l.nodes[name]
-		l.mu.Unlock()
-		if ok {
-			return n, nil
+	l := loadersFrom(ctx)
+	return load(l, l.nodes, name, func() (*model.Node, error) {
+		v, err := r.Store.GetNode(ctx, name)
+		if err != nil {
+			if isNotFound(err) {
+				return nil, nil
+			}
+			return nil, err
 		}
-	}
-	v, err := r.Store.GetNode(ctx, name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, nil
+		return nodeModel(v), nil
+	})
+}
+
+func (r *Resolver) loadUser(ctx context.Context, name string) (*model.User, error) {
+	l := loadersFrom(ctx)
+	return load(l, l.users, name, func() (*model.User, error) {
+		su, err := r.Store.GetUser(ctx, name)
+		switch {
+		case err == nil:
+			return &model.User{Name: su.Name, Role: roleModel(su.Role)}, nil
+		case isNotFound(err):
+			// The owner's login was removed; the account still names it.
+			return &model.User{Name: name, Role: model.RoleReseller}, nil
 		}
 		return nil, err
-	}
-	n := nodeModel(v)
-	if l != nil {
-		l.mu.Lock()
-		l.nodes[name] = n
-		l.mu.Unlock()
-	}
-	return n, nil
+	})
 }
 
 func requireRole(ctx context.Context, roles ...store.Role) (auth.Principal, error) {
@@ -406,33 +428,4 @@ func (r *Resolver) followAccount(ctx context.Context, a *store.Account, rev int6
 		}
 	}()
 	return ch
-}
-
-func (r *Resolver) loadUser(ctx context.Context, name string) (*model.User, error) {
-	l, _ := ctx.Value(loadersKey{}).(*loaders)
-	if l != nil {
-		l.mu.Lock()
-		u, ok := l.users[name]
-		l.mu.Unlock()
-		if ok {
-			return u, nil
-		}
-	}
-	var u *model.User
-	su, err := r.Store.GetUser(ctx, name)
-	switch {
-	case err == nil:
-		u = &model.User{Name: su.Name, Role: roleModel(su.Role)}
-	case isNotFound(err):
-		// The owner's login was removed; the account still names it.
-		u = &model.User{Name: name, Role: model.RoleReseller}
-	default:
-		return nil, err
-	}
-	if l != nil {
-		l.mu.Lock()
-		l.users[name] = u
-		l.mu.Unlock()
-	}
-	return u, nil
 }
