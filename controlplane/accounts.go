@@ -413,7 +413,7 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 // be. Allocations are read fresh for every batch (they are what the commit
 // compares); node status, labels and capacity change rarely, and a
 // placement on a node that just went down is caught by the next pass.
-const nodesMaxAge = time.Second
+const nodesMaxAge = 3 * time.Second
 
 // snapshot builds the scheduler's view: every node with its status, roles,
 // labels, capacity and current allocation.

@@ -169,6 +169,13 @@ func loadersFrom(ctx context.Context) *loaders {
 	return withLoaders(ctx).Value(loadersKey{}).(*loaders) // outside a request: no sharing
 }
 
+// prime records a value the request already has, so that resolving it as a
+// field later costs no read (createAccount returns the plan and owner it
+// just looked up).
+func prime[T any](l *loaders, m map[string]*cached[T], key string, v T) {
+	_, _ = load(l, m, key, func() (T, error) { return v, nil })
+}
+
 func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, error) {
 	l := loadersFrom(ctx)
 	return load(l, l.plans, name, func() (*model.Plan, error) {
@@ -307,6 +314,9 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 	if err := r.Store.CreateAccount(ctx, a, lim, ev); err != nil {
 		return nil, err
 	}
+	l := loadersFrom(ctx)
+	prime(l, l.plans, plan.Name, planModel(plan))
+	prime(l, l.users, owner.Name, &model.User{Name: owner.Name, Role: roleModel(owner.Role)})
 	return a, nil
 }
 
