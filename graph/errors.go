@@ -44,6 +44,13 @@ func (r *Resolver) ErrorPresenter(ctx context.Context, err error) *gqlerror.Erro
 	if gerr.Extensions != nil && gerr.Extensions["code"] != nil {
 		return gerr // parse and validation errors from gqlgen carry their code
 	}
+	// Classify the resolver's own error: the wrapper gqlgen adds prefixes
+	// the message with the position and path, which belong in their own
+	// fields.
+	var wrapped *gqlerror.Error
+	if errors.As(err, &wrapped) && wrapped.Err != nil {
+		err = wrapped.Err
+	}
 	code, msg := classify(err)
 	if code == CodeInternal || code == CodeUnavailable {
 		r.Log.Error("graphql request failed", "path", gerr.Path.String(), "err", err)
