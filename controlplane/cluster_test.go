@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent"
@@ -150,4 +149,3 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 }
 
-var _ = client.CodeOf
