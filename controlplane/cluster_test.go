@@ -148,4 +148,3 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Fatalf("ping after renewal: %+v, %v", task, err)
 	}
 }
-
