@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -140,24 +141,18 @@ func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Acc
 				return nil, nil, nil, err
 			}
 		}
-		id := accountOfDoneKey(key)
+		id := AccountOfDoneKey(key)
 		done[id] = append(done[id], Done{Key: key, Task: t})
 	}
 	return accts, revs, done, nil
 }
 
-func accountOfDoneKey(key string) string {
-	rest := key[len(PrefixDone+"account/"):]
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '/' {
-			return rest[:i]
-		}
-	}
-	return rest
+// AccountOfDoneKey extracts the account id from a done notice key
+// (done/account/<id>/<task>).
+func AccountOfDoneKey(key string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(key, PrefixDone+"account/"), "/")
+	return id
 }
-
-// AccountOfDoneKey extracts the account id from a done notice key.
-func AccountOfDoneKey(key string) string { return accountOfDoneKey(key) }
 
 // FinishAccountDeletion removes a deleted account and everything that
 // reserved resources for it — name claims, its node allocation and its

@@ -136,11 +136,7 @@ func validUsername(name string, allowTest bool) error {
 
 // Apply implements actions.Action.
 func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	p, log, err := setup(env, a.Username)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := userLocks.lock(ctx, a.Username)
+	p, log, db, unlock, err := begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
 	}
@@ -148,10 +144,6 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	run := runnerOr(a.run)
 	name := a.Username
 
-	db, err := readUserDB(p)
-	if err != nil {
-		return nil, err
-	}
 	u, existed := db.user(name)
 	if existed {
 		if err := checkManaged(p, u); err != nil {
@@ -248,11 +240,7 @@ func (a *Ensure) create(ctx context.Context, p *platform.Profile, run runner) er
 // between the last two leaves a home without a user, which the next delete
 // of the name archives and removes (see orphan).
 func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	p, log, err := setup(env, a.Username)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := userLocks.lock(ctx, a.Username)
+	p, log, db, unlock, err := begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
 	}
@@ -260,10 +248,6 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	run := runnerOr(a.run)
 	name := a.Username
 
-	db, err := readUserDB(p)
-	if err != nil {
-		return nil, err
-	}
 	u, ok := db.user(name)
 	if !ok {
 		archive, err := a.orphan(ctx, p, db, log)
@@ -377,6 +361,26 @@ func checkManaged(p *platform.Profile, u passwdEntry) error {
 		return fmt.Errorf("user %q has home %s, not %s; refusing to touch it", u.Name, u.Home, want)
 	}
 	return nil
+}
+
+// begin is what both actions do first: check the name and profile, take
+// the user's lock (one action per user at a time on this node), and read the
+// user database under it.
+func begin(ctx context.Context, env *actions.Env, name string) (*platform.Profile, *slog.Logger, *userDB, func(), error) {
+	p, log, err := setup(env, name)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	unlock, err := userLocks.lock(ctx, name)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	db, err := readUserDB(p)
+	if err != nil {
+		unlock()
+		return nil, nil, nil, nil, err
+	}
+	return p, log, db, unlock, nil
 }
 
 // setup checks what every Apply needs. The name was validated (Validate runs
