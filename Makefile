@@ -7,13 +7,18 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := bin/npanel
 
 # Debian packages the build and tests need; `make deps` installs the missing
-# ones (as root). protoc regenerates the gRPC code for the generated-code check.
-DEB_PACKAGES := protobuf-compiler
+# ones (as root). protoc regenerates the gRPC code for the generated-code check;
+# the rest are the real daemons the integration tests and `make dev` run.
+DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
+  nginx php-fpm php-cli \
+  pdns-server pdns-backend-sqlite3 \
+  mariadb-server mariadb-client \
+  postgresql
 
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate check-generated lint test test-short bench loadtest fuzz clean
+.PHONY: help build dev deps generate generate-proto check-generated lint test test-short bench loadtest fuzz clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,7 +40,10 @@ deps: ## install missing Debian packages (needs root)
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-generate: ## regenerate protobuf and gqlgen code
+generate: generate-proto ## regenerate protobuf and gqlgen code
+	cd graph && $(GO) tool gqlgen generate --config gqlgen.yml
+
+generate-proto: ## regenerate the protobuf code only
 	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	protoc -I protos \
@@ -43,7 +51,6 @@ generate: ## regenerate protobuf and gqlgen code
 	  --go_out=. --go_opt=module=github.com/npanel/npanel \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/npanel/npanel \
 	  $(PROTO_FILES)
-	cd graph && $(GO) tool gqlgen generate --config gqlgen.yml
 
 # Compares the tree before and after generate, so it works on a fresh clone
 # (CI) and on a tree with uncommitted work alike.

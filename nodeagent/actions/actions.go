@@ -14,6 +14,7 @@ import (
 	"log/slog"
 
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/nodeagent/services"
 )
 
 // Action is one allow-listed operation built from a task.
@@ -42,6 +43,24 @@ type Env struct {
 	// Profile says where binaries and managed directories are on this node.
 	// Actions that touch the host take every path from it.
 	Profile *platform.Profile
+	// Services reloads and restarts the daemons the node runs.
+	Services services.Manager
+	// DataDir is the agent's private data directory (0700): modules keep
+	// the credentials they generate for their daemons there.
+	DataDir string
+}
+
+// Module is one service area of a node (web, DNS, databases). The agent
+// calls Setup once at start, before any task runs.
+type Module interface {
+	// Name is the module's stable name ("web", "dns", "db").
+	Name() string
+	// Setup prepares what the module's actions rely on: in supervised mode
+	// (a prefix) the daemons' main configuration under the prefix, on
+	// production nodes only the include directories the actions write to.
+	// It returns the daemons to run, none when they are not installed on
+	// this node (the module's actions then fail with a clear error).
+	Setup(ctx context.Context, env *Env) ([]services.Spec, error)
 }
 
 // TestNameAware is implemented by actions that take an account user name.

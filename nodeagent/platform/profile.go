@@ -33,6 +33,17 @@ type Profile struct {
 	// Prefix is "" in production, else an absolute directory.
 	Prefix string
 
+	// Addresses of the node's public services. Production nodes use the
+	// defaults; tests and `npanel dev` move each agent's daemons to its own
+	// loopback ports. Set by the agent's flags after the profile is built.
+	//
+	// HTTPListen is where nginx serves sites (ip:port or :port).
+	HTTPListen string
+	// DNSListen is where PowerDNS answers queries (ip:port).
+	DNSListen string
+	// DNSAPIListen is PowerDNS's HTTP API (always loopback).
+	DNSAPIListen string
+
 	// Useradd, Usermod and Userdel edit the user database.
 	Useradd string
 	Usermod string
@@ -72,6 +83,10 @@ func base(name, prefix string) *Profile {
 		HomeBase:  filepath.Join("/", prefix, "home"),
 		BackupDir: filepath.Join("/", prefix, "var/lib/npanel/backups"),
 		MinUID:    1000,
+
+		HTTPListen:   ":80",
+		DNSListen:    "0.0.0.0:53",
+		DNSAPIListen: "127.0.0.1:8081",
 	}
 }
 

@@ -272,6 +272,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Result
+	//	*AgentMessage_Services
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -341,6 +342,15 @@ func (x *AgentMessage) GetResult() *TaskResult {
 	return nil
 }
 
+func (x *AgentMessage) GetServices() *ServiceReport {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Services); ok {
+			return x.Services
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -357,11 +367,17 @@ type AgentMessage_Result struct {
 	Result *TaskResult `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
+type AgentMessage_Services struct {
+	Services *ServiceReport `protobuf:"bytes,4,opt,name=services,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Result) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Services) isAgentMessage_Msg() {}
 
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -728,6 +744,16 @@ type Task struct {
 	//	*Task_Ping
 	//	*Task_EnsureAccount
 	//	*Task_DeleteAccount
+	//	*Task_RestartService
+	//	*Task_EnsureZone
+	//	*Task_DeleteZone
+	//	*Task_SyncSecondaryZones
+	//	*Task_EnsureDatabase
+	//	*Task_DropDatabase
+	//	*Task_EnsureDatabaseUser
+	//	*Task_DropDatabaseUser
+	//	*Task_OptimizeDatabase
+	//	*Task_ListDatabases
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -818,6 +844,96 @@ func (x *Task) GetDeleteAccount() *DeleteAccountAction {
 	return nil
 }
 
+func (x *Task) GetRestartService() *RestartServiceAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RestartService); ok {
+			return x.RestartService
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetEnsureZone() *EnsureZoneAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureZone); ok {
+			return x.EnsureZone
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDeleteZone() *DeleteZoneAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DeleteZone); ok {
+			return x.DeleteZone
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetSyncSecondaryZones() *SyncSecondaryZonesAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_SyncSecondaryZones); ok {
+			return x.SyncSecondaryZones
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetEnsureDatabase() *EnsureDatabaseAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureDatabase); ok {
+			return x.EnsureDatabase
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDropDatabase() *DropDatabaseAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DropDatabase); ok {
+			return x.DropDatabase
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetEnsureDatabaseUser() *EnsureDatabaseUserAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureDatabaseUser); ok {
+			return x.EnsureDatabaseUser
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDropDatabaseUser() *DropDatabaseUserAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DropDatabaseUser); ok {
+			return x.DropDatabaseUser
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetOptimizeDatabase() *OptimizeDatabaseAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_OptimizeDatabase); ok {
+			return x.OptimizeDatabase
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetListDatabases() *ListDatabasesAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ListDatabases); ok {
+			return x.ListDatabases
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -834,11 +950,73 @@ type Task_DeleteAccount struct {
 	DeleteAccount *DeleteAccountAction `protobuf:"bytes,12,opt,name=delete_account,json=deleteAccount,proto3,oneof"`
 }
 
+type Task_RestartService struct {
+	RestartService *RestartServiceAction `protobuf:"bytes,13,opt,name=restart_service,json=restartService,proto3,oneof"`
+}
+
+type Task_EnsureZone struct {
+	// 20-29: DNS, messages in dns.proto.
+	EnsureZone *EnsureZoneAction `protobuf:"bytes,20,opt,name=ensure_zone,json=ensureZone,proto3,oneof"`
+}
+
+type Task_DeleteZone struct {
+	DeleteZone *DeleteZoneAction `protobuf:"bytes,21,opt,name=delete_zone,json=deleteZone,proto3,oneof"`
+}
+
+type Task_SyncSecondaryZones struct {
+	SyncSecondaryZones *SyncSecondaryZonesAction `protobuf:"bytes,22,opt,name=sync_secondary_zones,json=syncSecondaryZones,proto3,oneof"`
+}
+
+type Task_EnsureDatabase struct {
+	// 30-39: databases, messages in db.proto.
+	EnsureDatabase *EnsureDatabaseAction `protobuf:"bytes,30,opt,name=ensure_database,json=ensureDatabase,proto3,oneof"`
+}
+
+type Task_DropDatabase struct {
+	DropDatabase *DropDatabaseAction `protobuf:"bytes,31,opt,name=drop_database,json=dropDatabase,proto3,oneof"`
+}
+
+type Task_EnsureDatabaseUser struct {
+	EnsureDatabaseUser *EnsureDatabaseUserAction `protobuf:"bytes,32,opt,name=ensure_database_user,json=ensureDatabaseUser,proto3,oneof"`
+}
+
+type Task_DropDatabaseUser struct {
+	DropDatabaseUser *DropDatabaseUserAction `protobuf:"bytes,33,opt,name=drop_database_user,json=dropDatabaseUser,proto3,oneof"`
+}
+
+type Task_OptimizeDatabase struct {
+	OptimizeDatabase *OptimizeDatabaseAction `protobuf:"bytes,34,opt,name=optimize_database,json=optimizeDatabase,proto3,oneof"`
+}
+
+type Task_ListDatabases struct {
+	ListDatabases *ListDatabasesAction `protobuf:"bytes,35,opt,name=list_databases,json=listDatabases,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
 
 func (*Task_DeleteAccount) isTask_Action() {}
+
+func (*Task_RestartService) isTask_Action() {}
+
+func (*Task_EnsureZone) isTask_Action() {}
+
+func (*Task_DeleteZone) isTask_Action() {}
+
+func (*Task_SyncSecondaryZones) isTask_Action() {}
+
+func (*Task_EnsureDatabase) isTask_Action() {}
+
+func (*Task_DropDatabase) isTask_Action() {}
+
+func (*Task_EnsureDatabaseUser) isTask_Action() {}
+
+func (*Task_DropDatabaseUser) isTask_Action() {}
+
+func (*Task_OptimizeDatabase) isTask_Action() {}
+
+func (*Task_ListDatabases) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -959,10 +1137,13 @@ func (x *PingResult) GetAgentUnixNano() int64 {
 // quota where the filesystem supports quotas, and is locked exactly when
 // suspended. Applying it twice changes nothing the second time.
 type EnsureAccountAction struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	DiskQuotaMb   uint64                 `protobuf:"varint,2,opt,name=disk_quota_mb,json=diskQuotaMb,proto3" json:"disk_quota_mb,omitempty"` // 0: no quota
-	Suspended     bool                   `protobuf:"varint,3,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Username    string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	DiskQuotaMb uint64                 `protobuf:"varint,2,opt,name=disk_quota_mb,json=diskQuotaMb,proto3" json:"disk_quota_mb,omitempty"` // 0: no quota
+	Suspended   bool                   `protobuf:"varint,3,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	// The account's sites and PHP-FPM pools. Absent: the account serves no
+	// sites on this node, and any it served are removed.
+	Web           *WebSpec `protobuf:"bytes,4,opt,name=web,proto3" json:"web,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1018,6 +1199,213 @@ func (x *EnsureAccountAction) GetSuspended() bool {
 	return false
 }
 
+func (x *EnsureAccountAction) GetWeb() *WebSpec {
+	if x != nil {
+		return x.Web
+	}
+	return nil
+}
+
+// WebSpec is the whole web state of one account: every site it serves. The
+// agent converges the node's vhosts and pools of this account to exactly
+// this set; a suspended account's sites all answer the suspension page.
+type WebSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sites         []*Site                `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	Php           *PHPPoolLimits         `protobuf:"bytes,2,opt,name=php,proto3" json:"php,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebSpec) Reset() {
+	*x = WebSpec{}
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebSpec) ProtoMessage() {}
+
+func (x *WebSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebSpec.ProtoReflect.Descriptor instead.
+func (*WebSpec) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WebSpec) GetSites() []*Site {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+func (x *WebSpec) GetPhp() *PHPPoolLimits {
+	if x != nil {
+		return x.Php
+	}
+	return nil
+}
+
+// Site is one nginx server block.
+type Site struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Domain  string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`   // ASCII (punycode) domain name
+	Aliases []string               `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"` // further server names, e.g. www.DOMAIN
+	// Document root relative to the account's home ("public_html",
+	// "addon.example.com/public_html"); it must resolve inside the home.
+	Docroot string `protobuf:"bytes,3,opt,name=docroot,proto3" json:"docroot,omitempty"`
+	// PHP version served through the account's pool of that version, e.g.
+	// "8.2"; empty serves static files only.
+	PhpVersion string `protobuf:"bytes,4,opt,name=php_version,json=phpVersion,proto3" json:"php_version,omitempty"`
+	// When set, the site answers every request with a redirect to this
+	// absolute http(s) URL (the request path appended) and code 301, 302,
+	// 307 or 308.
+	RedirectTo    string `protobuf:"bytes,5,opt,name=redirect_to,json=redirectTo,proto3" json:"redirect_to,omitempty"`
+	RedirectCode  uint32 `protobuf:"varint,6,opt,name=redirect_code,json=redirectCode,proto3" json:"redirect_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Site) Reset() {
+	*x = Site{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Site) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Site) ProtoMessage() {}
+
+func (x *Site) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Site.ProtoReflect.Descriptor instead.
+func (*Site) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Site) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Site) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *Site) GetDocroot() string {
+	if x != nil {
+		return x.Docroot
+	}
+	return ""
+}
+
+func (x *Site) GetPhpVersion() string {
+	if x != nil {
+		return x.PhpVersion
+	}
+	return ""
+}
+
+func (x *Site) GetRedirectTo() string {
+	if x != nil {
+		return x.RedirectTo
+	}
+	return ""
+}
+
+func (x *Site) GetRedirectCode() uint32 {
+	if x != nil {
+		return x.RedirectCode
+	}
+	return 0
+}
+
+// PHPPoolLimits size an account's PHP-FPM pools (from its plan).
+type PHPPoolLimits struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxChildren   uint32                 `protobuf:"varint,1,opt,name=max_children,json=maxChildren,proto3" json:"max_children,omitempty"`         // pm.max_children; 0: the agent's default
+	MemoryLimitMb uint32                 `protobuf:"varint,2,opt,name=memory_limit_mb,json=memoryLimitMb,proto3" json:"memory_limit_mb,omitempty"` // php memory_limit; 0: default
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PHPPoolLimits) Reset() {
+	*x = PHPPoolLimits{}
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PHPPoolLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PHPPoolLimits) ProtoMessage() {}
+
+func (x *PHPPoolLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PHPPoolLimits.ProtoReflect.Descriptor instead.
+func (*PHPPoolLimits) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PHPPoolLimits) GetMaxChildren() uint32 {
+	if x != nil {
+		return x.MaxChildren
+	}
+	return 0
+}
+
+func (x *PHPPoolLimits) GetMemoryLimitMb() uint32 {
+	if x != nil {
+		return x.MemoryLimitMb
+	}
+	return 0
+}
+
 // DeleteAccountAction archives the account's home into the node's backup
 // area, verifies the archive, then removes the user and its home. Deleting a
 // user that is already gone succeeds.
@@ -1030,7 +1418,7 @@ type DeleteAccountAction struct {
 
 func (x *DeleteAccountAction) Reset() {
 	*x = DeleteAccountAction{}
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1430,7 @@ func (x *DeleteAccountAction) String() string {
 func (*DeleteAccountAction) ProtoMessage() {}
 
 func (x *DeleteAccountAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1443,7 @@ func (x *DeleteAccountAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAccountAction.ProtoReflect.Descriptor instead.
 func (*DeleteAccountAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteAccountAction) GetUsername() string {
@@ -1083,7 +1471,7 @@ type AccountResult struct {
 
 func (x *AccountResult) Reset() {
 	*x = AccountResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1483,7 @@ func (x *AccountResult) String() string {
 func (*AccountResult) ProtoMessage() {}
 
 func (x *AccountResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1496,7 @@ func (x *AccountResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountResult.ProtoReflect.Descriptor instead.
 func (*AccountResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AccountResult) GetUsername() string {
@@ -1174,6 +1562,190 @@ func (x *AccountResult) GetExisted() bool {
 	return false
 }
 
+// RestartServiceAction restarts one daemon the agent manages (by the name it
+// reports in ServiceReport).
+type RestartServiceAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartServiceAction) Reset() {
+	*x = RestartServiceAction{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartServiceAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartServiceAction) ProtoMessage() {}
+
+func (x *RestartServiceAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartServiceAction.ProtoReflect.Descriptor instead.
+func (*RestartServiceAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RestartServiceAction) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ServiceReport lists the daemons the agent manages. It is sent after the
+// Hello and again whenever a daemon's state changes.
+type ServiceReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Services      []*ServiceStatus       `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceReport) Reset() {
+	*x = ServiceReport{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceReport) ProtoMessage() {}
+
+func (x *ServiceReport) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceReport.ProtoReflect.Descriptor instead.
+func (*ServiceReport) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ServiceReport) GetServices() []*ServiceStatus {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+type ServiceStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // running, stopped, failed
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Listen        []string               `protobuf:"bytes,4,rep,name=listen,proto3" json:"listen,omitempty"` // ip:port or unix socket path
+	SinceUnixNano int64                  `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"` // the daemon's own message when failed
+	Restarts      uint32                 `protobuf:"varint,7,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceStatus) Reset() {
+	*x = ServiceStatus{}
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceStatus) ProtoMessage() {}
+
+func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
+func (*ServiceStatus) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ServiceStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetListen() []string {
+	if x != nil {
+		return x.Listen
+	}
+	return nil
+}
+
+func (x *ServiceStatus) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *ServiceStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ServiceStatus) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
 type TaskResult struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1191,7 +1763,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1775,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1788,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1265,7 +1837,7 @@ var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -1275,11 +1847,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x04root\x18\x02 \x01(\fR\x04root\"\x0e\n" +
 	"\fRenewRequest\"<\n" +
 	"\rRenewResponse\x12+\n" +
-	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\"\xb8\x01\n" +
+	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\"\xf6\x01\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.npanel.agent.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.npanel.agent.v1.HeartbeatH\x00R\theartbeat\x125\n" +
-	"\x06result\x18\x03 \x01(\v2\x1b.npanel.agent.v1.TaskResultH\x00R\x06resultB\x05\n" +
+	"\x06result\x18\x03 \x01(\v2\x1b.npanel.agent.v1.TaskResultH\x00R\x06result\x12<\n" +
+	"\bservices\x18\x04 \x01(\v2\x1e.npanel.agent.v1.ServiceReportH\x00R\bservicesB\x05\n" +
 	"\x03msg\"y\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.npanel.agent.v1.WelcomeH\x00R\awelcome\x12+\n" +
@@ -1305,7 +1878,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xbd\x02\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xf7\b\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1315,7 +1888,19 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x1b.npanel.agent.v1.PingActionH\x00R\x04ping\x12M\n" +
 	"\x0eensure_account\x18\v \x01(\v2$.npanel.agent.v1.EnsureAccountActionH\x00R\rensureAccount\x12M\n" +
-	"\x0edelete_account\x18\f \x01(\v2$.npanel.agent.v1.DeleteAccountActionH\x00R\rdeleteAccountB\b\n" +
+	"\x0edelete_account\x18\f \x01(\v2$.npanel.agent.v1.DeleteAccountActionH\x00R\rdeleteAccount\x12P\n" +
+	"\x0frestart_service\x18\r \x01(\v2%.npanel.agent.v1.RestartServiceActionH\x00R\x0erestartService\x12D\n" +
+	"\vensure_zone\x18\x14 \x01(\v2!.npanel.agent.v1.EnsureZoneActionH\x00R\n" +
+	"ensureZone\x12D\n" +
+	"\vdelete_zone\x18\x15 \x01(\v2!.npanel.agent.v1.DeleteZoneActionH\x00R\n" +
+	"deleteZone\x12]\n" +
+	"\x14sync_secondary_zones\x18\x16 \x01(\v2).npanel.agent.v1.SyncSecondaryZonesActionH\x00R\x12syncSecondaryZones\x12P\n" +
+	"\x0fensure_database\x18\x1e \x01(\v2%.npanel.agent.v1.EnsureDatabaseActionH\x00R\x0eensureDatabase\x12J\n" +
+	"\rdrop_database\x18\x1f \x01(\v2#.npanel.agent.v1.DropDatabaseActionH\x00R\fdropDatabase\x12]\n" +
+	"\x14ensure_database_user\x18  \x01(\v2).npanel.agent.v1.EnsureDatabaseUserActionH\x00R\x12ensureDatabaseUser\x12W\n" +
+	"\x12drop_database_user\x18! \x01(\v2'.npanel.agent.v1.DropDatabaseUserActionH\x00R\x10dropDatabaseUser\x12V\n" +
+	"\x11optimize_database\x18\" \x01(\v2'.npanel.agent.v1.OptimizeDatabaseActionH\x00R\x10optimizeDatabase\x12M\n" +
+	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesActionH\x00R\rlistDatabasesB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -1325,11 +1910,27 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"PingResult\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\tR\apayload\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12&\n" +
-	"\x0fagent_unix_nano\x18\x03 \x01(\x03R\ragentUnixNano\"s\n" +
+	"\x0fagent_unix_nano\x18\x03 \x01(\x03R\ragentUnixNano\"\x9f\x01\n" +
 	"\x13EnsureAccountAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\"\n" +
 	"\rdisk_quota_mb\x18\x02 \x01(\x04R\vdiskQuotaMb\x12\x1c\n" +
-	"\tsuspended\x18\x03 \x01(\bR\tsuspended\"1\n" +
+	"\tsuspended\x18\x03 \x01(\bR\tsuspended\x12*\n" +
+	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"h\n" +
+	"\aWebSpec\x12+\n" +
+	"\x05sites\x18\x01 \x03(\v2\x15.npanel.agent.v1.SiteR\x05sites\x120\n" +
+	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\"\xb9\x01\n" +
+	"\x04Site\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x18\n" +
+	"\adocroot\x18\x03 \x01(\tR\adocroot\x12\x1f\n" +
+	"\vphp_version\x18\x04 \x01(\tR\n" +
+	"phpVersion\x12\x1f\n" +
+	"\vredirect_to\x18\x05 \x01(\tR\n" +
+	"redirectTo\x12#\n" +
+	"\rredirect_code\x18\x06 \x01(\rR\fredirectCode\"Z\n" +
+	"\rPHPPoolLimits\x12!\n" +
+	"\fmax_children\x18\x01 \x01(\rR\vmaxChildren\x12&\n" +
+	"\x0fmemory_limit_mb\x18\x02 \x01(\rR\rmemoryLimitMb\"1\n" +
 	"\x13DeleteAccountAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"\xf3\x01\n" +
 	"\rAccountResult\x12\x1a\n" +
@@ -1342,7 +1943,19 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"quota_note\x18\a \x01(\tR\tquotaNote\x12\x18\n" +
 	"\aarchive\x18\b \x01(\tR\aarchive\x12\x18\n" +
-	"\aexisted\x18\t \x01(\bR\aexisted\"\xdf\x01\n" +
+	"\aexisted\x18\t \x01(\bR\aexisted\"*\n" +
+	"\x14RestartServiceAction\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"K\n" +
+	"\rServiceReport\x12:\n" +
+	"\bservices\x18\x01 \x03(\v2\x1e.npanel.agent.v1.ServiceStatusR\bservices\"\xc5\x01\n" +
+	"\rServiceStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xdf\x01\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -1377,49 +1990,79 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(TaskStatus)(0),             // 0: npanel.agent.v1.TaskStatus
-	(*EnrollRequest)(nil),       // 1: npanel.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),      // 2: npanel.agent.v1.EnrollResponse
-	(*RenewRequest)(nil),        // 3: npanel.agent.v1.RenewRequest
-	(*RenewResponse)(nil),       // 4: npanel.agent.v1.RenewResponse
-	(*AgentMessage)(nil),        // 5: npanel.agent.v1.AgentMessage
-	(*ServerMessage)(nil),       // 6: npanel.agent.v1.ServerMessage
-	(*Hello)(nil),               // 7: npanel.agent.v1.Hello
-	(*NodeFacts)(nil),           // 8: npanel.agent.v1.NodeFacts
-	(*Welcome)(nil),             // 9: npanel.agent.v1.Welcome
-	(*Heartbeat)(nil),           // 10: npanel.agent.v1.Heartbeat
-	(*Task)(nil),                // 11: npanel.agent.v1.Task
-	(*PingAction)(nil),          // 12: npanel.agent.v1.PingAction
-	(*PingResult)(nil),          // 13: npanel.agent.v1.PingResult
-	(*EnsureAccountAction)(nil), // 14: npanel.agent.v1.EnsureAccountAction
-	(*DeleteAccountAction)(nil), // 15: npanel.agent.v1.DeleteAccountAction
-	(*AccountResult)(nil),       // 16: npanel.agent.v1.AccountResult
-	(*TaskResult)(nil),          // 17: npanel.agent.v1.TaskResult
+	(TaskStatus)(0),                  // 0: npanel.agent.v1.TaskStatus
+	(*EnrollRequest)(nil),            // 1: npanel.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),           // 2: npanel.agent.v1.EnrollResponse
+	(*RenewRequest)(nil),             // 3: npanel.agent.v1.RenewRequest
+	(*RenewResponse)(nil),            // 4: npanel.agent.v1.RenewResponse
+	(*AgentMessage)(nil),             // 5: npanel.agent.v1.AgentMessage
+	(*ServerMessage)(nil),            // 6: npanel.agent.v1.ServerMessage
+	(*Hello)(nil),                    // 7: npanel.agent.v1.Hello
+	(*NodeFacts)(nil),                // 8: npanel.agent.v1.NodeFacts
+	(*Welcome)(nil),                  // 9: npanel.agent.v1.Welcome
+	(*Heartbeat)(nil),                // 10: npanel.agent.v1.Heartbeat
+	(*Task)(nil),                     // 11: npanel.agent.v1.Task
+	(*PingAction)(nil),               // 12: npanel.agent.v1.PingAction
+	(*PingResult)(nil),               // 13: npanel.agent.v1.PingResult
+	(*EnsureAccountAction)(nil),      // 14: npanel.agent.v1.EnsureAccountAction
+	(*WebSpec)(nil),                  // 15: npanel.agent.v1.WebSpec
+	(*Site)(nil),                     // 16: npanel.agent.v1.Site
+	(*PHPPoolLimits)(nil),            // 17: npanel.agent.v1.PHPPoolLimits
+	(*DeleteAccountAction)(nil),      // 18: npanel.agent.v1.DeleteAccountAction
+	(*AccountResult)(nil),            // 19: npanel.agent.v1.AccountResult
+	(*RestartServiceAction)(nil),     // 20: npanel.agent.v1.RestartServiceAction
+	(*ServiceReport)(nil),            // 21: npanel.agent.v1.ServiceReport
+	(*ServiceStatus)(nil),            // 22: npanel.agent.v1.ServiceStatus
+	(*TaskResult)(nil),               // 23: npanel.agent.v1.TaskResult
+	(*EnsureZoneAction)(nil),         // 24: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),         // 25: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil), // 26: npanel.agent.v1.SyncSecondaryZonesAction
+	(*EnsureDatabaseAction)(nil),     // 27: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),       // 28: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil), // 29: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),   // 30: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),   // 31: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),      // 32: npanel.agent.v1.ListDatabasesAction
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
 	10, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
-	17, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
-	9,  // 3: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
-	11, // 4: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
-	8,  // 5: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
-	12, // 6: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	14, // 7: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
-	15, // 8: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
-	0,  // 9: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 10: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	3,  // 11: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	5,  // 12: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	2,  // 13: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	4,  // 14: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	6,  // 15: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	23, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
+	21, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
+	9,  // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
+	11, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
+	8,  // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
+	12, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
+	14, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	18, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	20, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
+	24, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
+	25, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
+	26, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
+	27, // 14: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	28, // 15: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	29, // 16: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	30, // 17: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	31, // 18: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	32, // 19: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	15, // 20: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	16, // 21: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	17, // 22: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	22, // 23: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	0,  // 24: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 25: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	3,  // 26: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	5,  // 27: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	2,  // 28: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	4,  // 29: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	6,  // 30: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -1427,10 +2070,13 @@ func file_agent_v1_agent_proto_init() {
 	if File_agent_v1_agent_proto != nil {
 		return
 	}
+	file_agent_v1_dns_proto_init()
+	file_agent_v1_db_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Result)(nil),
+		(*AgentMessage_Services)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
@@ -1440,6 +2086,16 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_Ping)(nil),
 		(*Task_EnsureAccount)(nil),
 		(*Task_DeleteAccount)(nil),
+		(*Task_RestartService)(nil),
+		(*Task_EnsureZone)(nil),
+		(*Task_DeleteZone)(nil),
+		(*Task_SyncSecondaryZones)(nil),
+		(*Task_EnsureDatabase)(nil),
+		(*Task_DropDatabase)(nil),
+		(*Task_EnsureDatabaseUser)(nil),
+		(*Task_DropDatabaseUser)(nil),
+		(*Task_OptimizeDatabase)(nil),
+		(*Task_ListDatabases)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1447,7 +2103,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,108 @@
+// Package services manages the daemons an agent is responsible for (nginx,
+// PHP-FPM, PowerDNS, MariaDB, PostgreSQL): start them, reload or restart
+// them after a configuration change, and report their state.
+//
+// There are two managers behind one interface. On production nodes the
+// daemons are systemd units (Systemd). Where there is no systemd, in tests,
+// in `npanel dev` and on the CI machine, the agent supervises the daemons
+// itself under its prefix (Supervisor): they run as its children, are
+// restarted when they die and are reloaded by signal. Actions never know
+// which one they talk to.
+package services
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+)
+
+// State is a daemon's state as reported to the control plane.
+type State string
+
+const (
+	Running State = "running"
+	Stopped State = "stopped"
+	Failed  State = "failed"
+)
+
+// Spec describes one managed daemon.
+type Spec struct {
+	// Name is the stable service name shown to operators and used by
+	// restartService: "nginx", "php-fpm8.2", "pdns", "mariadb", "postgresql".
+	Name string
+	// Unit is the systemd unit (Systemd manager only), e.g. "nginx.service".
+	Unit string
+
+	// Binary and Args start the daemon in the foreground (Supervisor only).
+	// Binary is a fixed absolute path from the platform profile.
+	Binary string
+	Args   []string
+	// Env is the daemon's complete environment (Supervisor only); nil gives
+	// it a minimal PATH-only environment, never the agent's own.
+	Env []string
+	// ReloadSignal reloads the configuration of a running daemon (HUP for
+	// nginx, USR2 for PHP-FPM). Zero means the daemon has no graceful
+	// reload and Reload restarts it.
+	ReloadSignal syscall.Signal
+	// StopSignal ends the daemon (default SIGTERM); it gets StopTimeout
+	// (default 10 s) before SIGKILL.
+	StopSignal  syscall.Signal
+	StopTimeout time.Duration
+
+	// Ready reports whether a started daemon serves (a socket accepts, an
+	// API answers). Start and Restart wait for it, up to ReadyTimeout
+	// (default 30 s). Nil: the daemon counts as ready once started.
+	Ready        func(ctx context.Context) error
+	ReadyTimeout time.Duration
+
+	// Version returns the daemon's version for status reports; nil or an
+	// error leaves it empty. Called rarely and its result cached.
+	Version func(ctx context.Context) (string, error)
+	// Listen lists the addresses the daemon serves on (ip:port or a unix
+	// socket path), for status reports.
+	Listen []string
+}
+
+// Status is one daemon as reported in nodes { services }.
+type Status struct {
+	Name    string    `json:"name"`
+	State   State     `json:"state"`
+	Version string    `json:"version,omitempty"`
+	Listen  []string  `json:"listen,omitempty"`
+	PID     int       `json:"pid,omitempty"`
+	Since   time.Time `json:"since"`
+	// Error says why a daemon is failed or stopped against our wish; it
+	// carries the daemon's own message (last lines of its output).
+	Error string `json:"error,omitempty"`
+	// Restarts counts restarts after unexpected exits (Supervisor only).
+	Restarts int `json:"restarts,omitempty"`
+}
+
+// ErrUnknown is returned for a service name the manager does not manage.
+var ErrUnknown = errors.New("unknown service")
+
+// Manager runs the daemons of one node.
+type Manager interface {
+	// Ensure registers spec (replacing an earlier spec of the same name)
+	// and starts the daemon if it is not running; it returns once the
+	// daemon is ready or has failed to start.
+	Ensure(ctx context.Context, spec Spec) error
+	// Reload makes a running daemon re-read its configuration. Calls that
+	// overlap are coalesced: every caller returns after one reload that
+	// started after its call, so a burst of changes costs one or two
+	// reloads, not one each.
+	Reload(ctx context.Context, name string) error
+	// Restart stops and starts the daemon.
+	Restart(ctx context.Context, name string) error
+	// Stop stops the daemon and forgets it.
+	Stop(ctx context.Context, name string) error
+	// Status reports every managed daemon, sorted by name.
+	Status() []Status
+	// Changes receives a value whenever a daemon's state changes, so the
+	// agent can report promptly; it never blocks the manager.
+	Changes() <-chan struct{}
+	// Close stops supervised daemons (Supervisor) or only lets go of them
+	// (Systemd: units outlive the agent).
+	Close() error
+}
