@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -344,7 +345,23 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 
 func (c *accountController) enqueueEnsure(b *store.Batch, a *store.Account) error {
 	return c.enqueueTask(b, a, &agentpb.Task{Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{
-		Username: a.Username, DiskQuotaMb: uint64(a.DiskMB), Suspended: a.Suspended}}})
+		Username: a.Username, DiskQuotaMb: uint64(a.DiskMB), Suspended: a.Suspended, Web: webSpec(a)}}})
+}
+
+// webSpec is the whole web state of an account for its node: every site,
+// with www.DOMAIN served beside each domain that is not itself a www name.
+func webSpec(a *store.Account) *agentpb.WebSpec {
+	sites := a.AllSites()
+	spec := &agentpb.WebSpec{Sites: make([]*agentpb.Site, 0, len(sites)), Php: &agentpb.PHPPoolLimits{}}
+	for _, s := range sites {
+		site := &agentpb.Site{Domain: s.Domain, Docroot: s.Docroot, PhpVersion: s.PHPVersion,
+			RedirectTo: s.RedirectTo, RedirectCode: uint32(s.RedirectCode)}
+		if !strings.HasPrefix(s.Domain, "www.") {
+			site.Aliases = []string{"www." + s.Domain}
+		}
+		spec.Sites = append(spec.Sites, site)
+	}
+	return spec
 }
 
 func (c *accountController) enqueueTask(b *store.Batch, a *store.Account, spec *agentpb.Task) error {

@@ -368,12 +368,37 @@ func (g *gateway) receive(ctx context.Context, a *agentStream) error {
 		case *agentpb.AgentMessage_Result:
 			a.heartbeat()
 			g.complete(ctx, a.node, source, msg.Result)
+		case *agentpb.AgentMessage_Services:
+			g.recordServices(ctx, a.node, msg.Services)
 		case *agentpb.AgentMessage_Hello:
 			// A second hello refreshes the facts (services installed since).
 			if err := g.recordHello(ctx, a.node, msg.Hello); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// recordServices stores a node's service report. A failure only delays the
+// operator's view until the next report, so it does not end the stream.
+func (g *gateway) recordServices(ctx context.Context, node string, r *agentpb.ServiceReport) {
+	rep := store.NodeServices{Node: node, ReportedAt: time.Now(), Services: make([]store.ServiceStatus, 0, len(r.GetServices()))}
+	for _, s := range r.GetServices() {
+		st := store.ServiceStatus{
+			Name:     s.GetName(),
+			State:    s.GetState(),
+			Version:  s.GetVersion(),
+			Listen:   s.GetListen(),
+			Error:    s.GetError(),
+			Restarts: int(s.GetRestarts()),
+		}
+		if ns := s.GetSinceUnixNano(); ns > 0 {
+			st.Since = time.Unix(0, ns).UTC()
+		}
+		rep.Services = append(rep.Services, st)
+	}
+	if err := g.s.store.PutServices(ctx, rep); err != nil {
+		g.log.Warn("store service report", "node", node, "err", err)
 	}
 }
 

@@ -32,6 +32,10 @@ func accountModel(a *store.Account) *model.Account {
 		PlanName:  a.Plan,
 		OwnerName: a.Owner,
 		Events:    make([]*model.AccountEvent, 0, len(a.Events)),
+
+		Sites:             a.AllSites(),
+		Generation:        a.Generation,
+		AppliedGeneration: a.AppliedGeneration,
 	}
 	for _, e := range a.Events {
 		m.Events = append(m.Events, eventModel(e))
@@ -132,6 +136,7 @@ type loaders struct {
 	nodes map[string]*cached[*model.Node]
 	plans map[string]*cached[*model.Plan]
 	users map[string]*cached[*model.User]
+	svcs  map[string]*cached[*store.NodeServices]
 }
 
 type cached[T any] struct {
@@ -159,6 +164,7 @@ func withLoaders(ctx context.Context) context.Context {
 		nodes: map[string]*cached[*model.Node]{},
 		plans: map[string]*cached[*model.Plan]{},
 		users: map[string]*cached[*model.User]{},
+		svcs:  map[string]*cached[*store.NodeServices]{},
 	})
 }
 
@@ -185,6 +191,11 @@ func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, erro
 		}
 		return planModel(sp), nil
 	})
+}
+
+func (r *Resolver) loadServices(ctx context.Context, node string) (*store.NodeServices, error) {
+	l := loadersFrom(ctx)
+	return load(l, l.svcs, node, func() (*store.NodeServices, error) { return r.Store.GetServices(ctx, node) })
 }
 
 func (r *Resolver) loadNode(ctx context.Context, name string) (*model.Node, error) {
@@ -303,11 +314,13 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 		Owner:      owner.Name,
 		DiskMB:     plan.DiskMB,
 		Roles:      []string{"web"},
+		PHPVersion: defaultPHP(plan),
 		Selector:   selector,
 		PinnedNode: pinned,
 		Generation: 1,
 		CreatedAt:  now,
 	}
+	a.Sites = []store.Site{{Domain: domain, Docroot: store.DefaultDocroot, PHPVersion: a.PHPVersion, Generation: 1}}
 	a.SetStatus(store.AccountPending, "", now)
 	ev := store.NewAuditEvent(p.Name, source(ctx), "createAccount", a.Username, "ok")
 	ev.Detail = map[string]string{"id": a.ID, "domain": a.Domain, "owner": a.Owner, "plan": a.Plan}
@@ -438,4 +451,13 @@ func (r *Resolver) followAccount(ctx context.Context, a *store.Account, rev int6
 		}
 	}()
 	return ch
+}
+
+// defaultPHP is the PHP line an account's new sites get: the plan's first,
+// or none (static sites) for a plan without PHP.
+func defaultPHP(p *store.Plan) string {
+	if len(p.PHPVersions) == 0 {
+		return ""
+	}
+	return p.PHPVersions[0]
 }

@@ -263,10 +263,14 @@ func (r *queryResolver) AuditEvents(ctx context.Context, filter *model.AuditFilt
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
+// Node returns NodeResolver implementation.
+func (r *Resolver) Node() NodeResolver { return &nodeResolver{r} }
+
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
 type (
 	mutationResolver struct{ *Resolver }
+	nodeResolver     struct{ *Resolver }
 	queryResolver    struct{ *Resolver }
 )

@@ -36,7 +36,7 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
-	cmd.AddCommand(loginCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), tokenCmd(o))
+	cmd.AddCommand(loginCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), tokenCmd(o))
 	return cmd
 }
 
@@ -171,9 +171,10 @@ func readPassword(in io.Reader, fromStdin bool) (string, error) {
 }
 
 func nodeCmd(o *ctlOptions) *cobra.Command {
-	cmd := group(&cobra.Command{Use: "node", Short: "Add, list, ping and remove nodes"})
+	cmd := group(&cobra.Command{Use: "node", Short: "Add, list, ping, drain and remove nodes; their services"})
 	cmd.AddCommand(nodeAddCmd(o), nodeListCmd(o), nodeRemoveCmd(o), nodePingCmd(o),
-		nodeDrainCmd(o, "drain", true), nodeDrainCmd(o, "undrain", false))
+		nodeDrainCmd(o, "drain", true), nodeDrainCmd(o, "undrain", false),
+		nodeServicesCmd(o), nodeRestartServiceCmd(o))
 	return cmd
 }
 

@@ -65,6 +65,10 @@ type Account struct {
 	Suspended  bool  `json:"suspended,omitempty"`
 	Deleted    bool  `json:"deleted,omitempty"`
 	Generation int64 `json:"generation"`
+	// PHPVersion is the PHP line new sites get: the plan's first.
+	PHPVersion string `json:"phpVersion,omitempty"`
+	// Sites are the domains the account serves, primary first.
+	Sites []Site `json:"sites,omitempty"`
 
 	// Observed state.
 	Node              string         `json:"node,omitempty"`

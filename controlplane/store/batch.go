@@ -167,8 +167,10 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 		ops := []clientv3.Op{
 			clientv3.OpDelete(accountKey(id)),
 			clientv3.OpDelete(userNameKey(a.Username)),
-			clientv3.OpDelete(domainNameKey(a.Domain)),
 			auditPut(audit),
+		}
+		for _, site := range a.AllSites() {
+			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)))
 		}
 		// Only metered owners (resellers) keep a usage record.
 		usage, urev, err := s.GetUsage(ctx, a.Owner)

@@ -148,6 +148,7 @@ func (s *Store) RemoveNode(ctx context.Context, name string, audit AuditEvent) e
 		clientv3.OpDelete(nodeKey(name)),
 		clientv3.OpDelete(stateKey(name)),
 		clientv3.OpDelete(aliveKey(name)),
+		clientv3.OpDelete(servicesKey(name)),
 		clientv3.OpDelete(queuePrefix(name), clientv3.WithPrefix()),
 		auditPut(audit),
 	).Commit()

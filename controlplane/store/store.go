@@ -9,6 +9,7 @@
 //	nodes/<name>               operator's node spec (address, roles, labels)
 //	nodestate/<name>           agent-reported facts, accepted certs, status
 //	alive/<name>               bound to the node's liveness lease
+//	services/<name>            the daemons the node's agent manages, as it last reported them
 //	tasks/<id>                 task record: spec, status, result
 //	queue/<node>/<id>          tasks not yet acknowledged, in id (time) order
 //	jointokens/<jti>           used join tokens (single use across replicas)
@@ -62,6 +63,7 @@ const (
 	prefixAudit     = prefix + "audit/"
 	PrefixReplicas  = prefix + "replicas/"
 	PrefixElection  = prefix + "election/"
+	prefixServices  = prefix + "services/"
 )
 
 var (

@@ -1,6 +1,10 @@
 package model
 
-import "time"
+import (
+	"time"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
 
 // Account is bound by hand (see gqlgen.yml) so that node, plan and owner are
 // resolved lazily, through the request's loader cache, and only when asked.
@@ -18,4 +22,8 @@ type Account struct {
 	NodeName  string `json:"-"`
 	PlanName  string `json:"-"`
 	OwnerName string `json:"-"`
+	// Sites and the generations decide the domains field without a read.
+	Sites             []store.Site `json:"-"`
+	Generation        int64        `json:"-"`
+	AppliedGeneration int64        `json:"-"`
 }

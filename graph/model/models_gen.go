@@ -135,6 +135,19 @@ type CreateUserInput struct {
 	Account string `json:"account"`
 }
 
+type Domain struct {
+	Name string `json:"name"`
+	// The account's primary domain (created with the account, removed with it).
+	Primary bool `json:"primary"`
+	// Document root relative to the account's home.
+	Docroot string `json:"docroot"`
+	// PHP version serving the site; null: static files only.
+	PhpVersion *string    `json:"phpVersion,omitempty"`
+	Redirect   *Redirect  `json:"redirect,omitempty"`
+	State      VhostState `json:"state"`
+	Reason     *string    `json:"reason,omitempty"`
+}
+
 type JoinToken struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expiresAt"`
@@ -174,11 +187,14 @@ type Node struct {
 	EnrolledAt      *time.Time `json:"enrolledAt,omitempty"`
 	AgentVersion    *string    `json:"agentVersion,omitempty"`
 	// Services found installed on the node: nginx, php-fpm, pdns_server, mariadbd, exim, dovecot, rsync.
-	Capabilities []string  `json:"capabilities"`
-	Os           *string   `json:"os,omitempty"`
-	Kernel       *string   `json:"kernel,omitempty"`
-	Arch         *string   `json:"arch,omitempty"`
-	Capacity     *Capacity `json:"capacity"`
+	Capabilities []string   `json:"capabilities"`
+	Os           *string    `json:"os,omitempty"`
+	Kernel       *string    `json:"kernel,omitempty"`
+	Arch         *string    `json:"arch,omitempty"`
+	Capacity     *Capacity  `json:"capacity"`
+	Services     []*Service `json:"services"`
+	// When the agent last reported its services.
+	ServicesReportedAt *time.Time `json:"servicesReportedAt,omitempty"`
 }
 
 type PageInfo struct {
@@ -201,6 +217,11 @@ type Plan struct {
 type Query struct {
 }
 
+type Redirect struct {
+	To   string `json:"to"`
+	Code int    `json:"code"`
+}
+
 type Replica struct {
 	ID           string `json:"id"`
 	APIAddress   string `json:"apiAddress"`
@@ -215,6 +236,20 @@ type Reseller struct {
 	Plans        []string `json:"plans"`
 	NodeSelector string   `json:"nodeSelector"`
 	Usage        *Usage   `json:"usage"`
+}
+
+// A daemon a node's agent manages, as the agent last reported it.
+type Service struct {
+	Name    string       `json:"name"`
+	State   ServiceState `json:"state"`
+	Version *string      `json:"version,omitempty"`
+	// Addresses it serves on: ip:port or a unix socket path.
+	Listen []string   `json:"listen"`
+	Since  *time.Time `json:"since,omitempty"`
+	// The daemon's own message when it failed.
+	Error *string `json:"error,omitempty"`
+	// Restarts after unexpected exits.
+	Restarts int `json:"restarts"`
 }
 
 type Subscription struct {
@@ -540,6 +575,63 @@ func (e Role) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+type ServiceState string
+
+const (
+	ServiceStateRunning ServiceState = "RUNNING"
+	ServiceStateStopped ServiceState = "STOPPED"
+	ServiceStateFailed  ServiceState = "FAILED"
+)
+
+var AllServiceState = []ServiceState{
+	ServiceStateRunning,
+	ServiceStateStopped,
+	ServiceStateFailed,
+}
+
+func (e ServiceState) IsValid() bool {
+	switch e {
+	case ServiceStateRunning, ServiceStateStopped, ServiceStateFailed:
+		return true
+	}
+	return false
+}
+
+func (e ServiceState) String() string {
+	return string(e)
+}
+
+func (e *ServiceState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ServiceState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ServiceState", str)
+	}
+	return nil
+}
+
+func (e ServiceState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ServiceState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ServiceState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 type TaskStatus string
 
 const (
@@ -592,6 +684,73 @@ func (e *TaskStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e TaskStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// State of a domain's server block on the account's node.
+type VhostState string
+
+const (
+	// The node has not applied the latest change yet.
+	VhostStatePending VhostState = "PENDING"
+	// Serving the site.
+	VhostStateActive VhostState = "ACTIVE"
+	// Serving the redirect.
+	VhostStateRedirect VhostState = "REDIRECT"
+	// Serving the suspension page (the account is suspended).
+	VhostStateSuspended VhostState = "SUSPENDED"
+	// The node could not apply the latest change; see reason.
+	VhostStateFailed VhostState = "FAILED"
+)
+
+var AllVhostState = []VhostState{
+	VhostStatePending,
+	VhostStateActive,
+	VhostStateRedirect,
+	VhostStateSuspended,
+	VhostStateFailed,
+}
+
+func (e VhostState) IsValid() bool {
+	switch e {
+	case VhostStatePending, VhostStateActive, VhostStateRedirect, VhostStateSuspended, VhostStateFailed:
+		return true
+	}
+	return false
+}
+
+func (e VhostState) String() string {
+	return string(e)
+}
+
+func (e *VhostState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = VhostState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid VhostState", str)
+	}
+	return nil
+}
+
+func (e VhostState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *VhostState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e VhostState) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/npanel/npanel/client"
+)
+
+func domainCmd(o *ctlOptions) *cobra.Command {
+	cmd := group(&cobra.Command{Use: "domain", Short: "Domains (websites) of an account"})
+	list := &cobra.Command{
+		Use: "list ACCOUNT", Short: "List an account's domains with the state of their vhosts", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, id, err := o.accountRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			ds, err := c.Domains(cmd.Context(), id)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), ds, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "DOMAIN\tPRIMARY\tDOCROOT\tPHP\tREDIRECT\tSTATE\tREASON")
+				for _, d := range ds {
+					redirect := "-"
+					if d.Redirect != nil {
+						redirect = fmt.Sprintf("%d %s", d.Redirect.Code, d.Redirect.To)
+					}
+					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Primary, d.Docroot, dash(deref(d.PHPVersion)), redirect, d.State, dash(deref(d.Reason)))
+				}
+			})
+		},
+	}
+	var docroot string
+	add := &cobra.Command{
+		Use: "add ACCOUNT DOMAIN [--docroot DIR]", Short: "Serve an add-on domain", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, id, err := o.accountRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			d, err := c.AddDomain(cmd.Context(), id, args[1], docroot)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.printDomain(cmd, d)
+		},
+	}
+	add.Flags().StringVar(&docroot, "docroot", "", "document root relative to the home (default DOMAIN/public_html)")
+	remove := &cobra.Command{
+		Use: "remove ACCOUNT DOMAIN", Short: "Stop serving an add-on domain (its files stay)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, id, err := o.accountRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveDomain(cmd.Context(), id, args[1]); err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Domain %s removed.\n", args[1])
+			return nil
+		},
+	}
+	php := &cobra.Command{
+		Use: "php ACCOUNT DOMAIN VERSION|none", Short: "Set a domain's PHP version (none: static files only)", Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, id, err := o.accountRef(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			v := args[2]
+			if v == "none" {
+				v = ""
+			}
+			d, err := c.SetPHPVersion(cmd.Context(), id, args[1], v)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.printDomain(cmd, d)
+		},
+	}
+	var code int
+	redirect := &cobra.Command{
+		Use: "redirect DOMAIN URL|none [--code 301]", Short: "Redirect a domain to a URL (none removes the redirect)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			to := args[1]
+			if to == "none" {
+				to = ""
+			}
+			d, err := c.SetRedirect(cmd.Context(), args[0], to, code)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.printDomain(cmd, d)
+		},
+	}
+	redirect.Flags().IntVar(&code, "code", 301, "301, 302, 307 or 308")
+	cmd.AddCommand(list, add, remove, php, redirect)
+	return cmd
+}
+
+// accountRef resolves an account id or username to the id.
+func (o *ctlOptions) accountRef(ctx context.Context, ref string) (*client.Client, string, error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := c.Account(ctx, ref)
+	if err != nil {
+		return nil, "", apiError(err)
+	}
+	if a == nil {
+		return nil, "", fmt.Errorf("NOT_FOUND: account %q not found", ref)
+	}
+	return c, a.ID, nil
+}
+
+func (o *ctlOptions) printDomain(cmd *cobra.Command, d *client.Domain) error {
+	return o.print(cmd.OutOrStdout(), d, func(tw *tabwriter.Writer) {
+		fmt.Fprintf(tw, "Domain:\t%s\nDocroot:\t%s\nPHP:\t%s\nState:\t%s\n", d.Name, d.Docroot, dash(deref(d.PHPVersion)), d.State)
+		if d.Redirect != nil {
+			fmt.Fprintf(tw, "Redirect:\t%d %s\n", d.Redirect.Code, d.Redirect.To)
+		}
+	})
+}
+
+func nodeServicesCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use: "services NODE", Short: "Show the daemons a node's agent manages", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			svcs, at, err := c.Services(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), svcs, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "SERVICE\tSTATE\tVERSION\tLISTEN\tRESTARTS\tERROR")
+				for _, s := range svcs {
+					errMsg := strings.ReplaceAll(deref(s.Error), "\n", " ")
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.State, dash(deref(s.Version)), dash(strings.Join(s.Listen, ",")), s.Restarts, dash(errMsg))
+				}
+				if at != nil {
+					fmt.Fprintf(tw, "(reported %s)\n", at.Local().Format(time.RFC3339))
+				}
+			})
+		},
+	}
+}
+
+func nodeRestartServiceCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use: "restart-service NODE SERVICE", Short: "Restart a daemon on a node", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.RestartService(cmd.Context(), args[0], args[1], 60)
+			if err != nil {
+				return apiError(err)
+			}
+			if t.Status != "SUCCEEDED" {
+				return fmt.Errorf("restart %s on %s: %s %s", args[1], args[0], t.Status, deref(t.Error))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s restarted on %s.\n", args[1], args[0])
+			return nil
+		},
+	}
+}

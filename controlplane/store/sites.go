@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultDocroot is the primary site's document root, relative to the home.
+const DefaultDocroot = "public_html"
+
+// Site is one domain an account serves (an nginx server block on its node).
+// The account's primary domain is always Sites[0].
+type Site struct {
+	Domain       string `json:"domain"`
+	Docroot      string `json:"docroot"`
+	PHPVersion   string `json:"phpVersion,omitempty"`
+	RedirectTo   string `json:"redirectTo,omitempty"`
+	RedirectCode int    `json:"redirectCode,omitempty"`
+	// Generation is the account generation that last changed this site: the
+	// site is live on the node once the account's applied generation
+	// reaches it.
+	Generation int64 `json:"generation"`
+}
+
+// AllSites returns the account's sites, primary first. Records written
+// before sites existed carry none; their primary site is implied.
+func (a *Account) AllSites() []Site {
+	if len(a.Sites) > 0 {
+		return a.Sites
+	}
+	return []Site{{Domain: a.Domain, Docroot: DefaultDocroot, PHPVersion: a.PHPVersion, Generation: 1}}
+}
+
+// SiteIndex returns the index of domain in AllSites, or -1.
+func (a *Account) SiteIndex(domain string) int {
+	return slices.IndexFunc(a.AllSites(), func(s Site) bool { return s.Domain == domain })
+}
+
+// SiteChange is what a ChangeSites callback did to an account's sites.
+type SiteChange struct {
+	// Added and Removed are domains whose cluster-wide name reservation the
+	// transaction must take or release.
+	Added   []string
+	Removed []string
+}
+
+// ChangeSites applies fn to the account's sites and commits the result in
+// one transaction with the domain reservations it needs: an added domain
+// must be free cluster-wide at that moment (like at account creation), a
+// removed one is released. The account's generation is bumped so the
+// controller converges the node. fn returning an error writes nothing; fn
+// returning a change with nothing in it and leaving the sites alone writes
+// nothing either.
+func (s *Store) ChangeSites(ctx context.Context, id string, fn func(a *Account) (SiteChange, error), audit AuditEvent) (*Account, error) {
+	for {
+		a, rev, err := s.GetAccount(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if a.Deleted {
+			return nil, fmt.Errorf("account %s is being deleted: %w", a.Username, ErrConflict)
+		}
+		before := mustJSON(a.AllSites())
+		a.Sites = slices.Clone(a.AllSites())
+		ch, err := fn(a)
+		if err != nil {
+			return nil, err
+		}
+		if mustJSON(a.Sites) == before {
+			return a, nil
+		}
+		now := time.Now().UTC()
+		a.Generation++
+		a.Attempts = 0
+		a.UpdatedAt = now
+		for i := range a.Sites {
+			if a.Sites[i].Generation == 0 {
+				a.Sites[i].Generation = a.Generation
+			}
+		}
+		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev)}
+		var ops, elseOps []clientv3.Op
+		for _, d := range ch.Added {
+			cmps = append(cmps, absent(domainNameKey(d)))
+			ops = append(ops, clientv3.OpPut(domainNameKey(d), id))
+			elseOps = append(elseOps, clientv3.OpGet(domainNameKey(d), clientv3.WithCountOnly()))
+		}
+		for _, d := range ch.Removed {
+			ops = append(ops, clientv3.OpDelete(domainNameKey(d)))
+		}
+		ops = append(ops, clientv3.OpPut(accountKey(id), mustJSON(a)), auditPut(audit))
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("change sites of %s: %w", a.Username, err)
+		}
+		if resp.Succeeded {
+			return a, nil
+		}
+		for i, d := range ch.Added {
+			if resp.Responses[i].GetResponseRange().Count > 0 {
+				return nil, fmt.Errorf("domain %q is hosted already: %w", d, ErrConflict)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// MarkSiteChanged stamps the site at index i as changed by the generation
+// ChangeSites is about to write; callbacks call it for every site they edit.
+func MarkSiteChanged(a *Account, i int) { a.Sites[i].Generation = 0 }
+
+// AccountIDByDomain resolves any domain an account serves to the account id.
+func (s *Store) AccountIDByDomain(ctx context.Context, domain string) (string, error) {
+	resp, err := s.cli.Get(ctx, domainNameKey(domain))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("domain %q: %w", domain, ErrNotFound)
+	}
+	return string(resp.Kvs[0].Value), nil
+}

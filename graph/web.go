@@ -1,0 +1,142 @@
+package graph
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/validate"
+)
+
+// domainModel shows site i of an account with the state of its server block:
+// PENDING until the node applied the generation that last changed the site.
+func domainModel(sites []store.Site, i int, a *model.Account) *model.Domain {
+	s := sites[i]
+	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion)}
+	if s.RedirectTo != "" {
+		d.Redirect = &model.Redirect{To: s.RedirectTo, Code: s.RedirectCode}
+	}
+	switch {
+	case a.Status == model.AccountStatusFailed:
+		d.State, d.Reason = model.VhostStateFailed, a.Reason
+	case a.AppliedGeneration < s.Generation, a.Suspended != (a.Status == model.AccountStatusSuspended):
+		d.State, d.Reason = model.VhostStatePending, a.Reason
+	case a.Suspended:
+		d.State = model.VhostStateSuspended
+	case s.RedirectTo != "":
+		d.State = model.VhostStateRedirect
+	default:
+		d.State = model.VhostStateActive
+	}
+	return d
+}
+
+func domainModels(a *model.Account) []*model.Domain {
+	out := make([]*model.Domain, len(a.Sites))
+	for i := range a.Sites {
+		out[i] = domainModel(a.Sites, i, a)
+	}
+	return out
+}
+
+// webAccount returns an account the caller may change the sites of: admins
+// any, resellers their own, users their own account (cPanel lets an account
+// owner add its domains).
+func (r *Resolver) webAccount(ctx context.Context, id string) (auth.Principal, *store.Account, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return p, nil, err
+	}
+	a, err := r.visibleAccount(ctx, p, id)
+	if err != nil {
+		if isNotFound(err) {
+			return p, nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
+		}
+		return p, nil, err
+	}
+	return p, a, nil
+}
+
+// canonicalDomain validates a domain argument and returns its canonical form.
+func canonicalDomain(d string) (string, error) {
+	return validate.Domain(d)
+}
+
+// changeSites runs a site change for the caller and returns the account as
+// written, for the resolver to pick the domain to show.
+func (r *Resolver) changeSites(ctx context.Context, action, id, domain string, fn func(a *store.Account) (store.SiteChange, error)) (*store.Account, error) {
+	p, a, err := r.webAccount(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), action, a.Username, "ok")
+	ev.Detail = map[string]string{"id": a.ID, "domain": domain}
+	return r.Store.ChangeSites(ctx, a.ID, fn, ev)
+}
+
+// checkPHP refuses a PHP version the account's plan does not allow, or that
+// the account's node does not run (as far as the node has reported).
+func (r *Resolver) checkPHP(ctx context.Context, a *store.Account, version string) error {
+	if err := validate.PHPVersion(version); err != nil {
+		return &validate.Error{Field: "version", Reason: err.(*validate.Error).Reason}
+	}
+	plan, err := r.Store.GetPlan(ctx, a.Plan)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(plan.PHPVersions, version) {
+		return &validate.Error{Field: "version", Reason: "plan " + quote(plan.Name) + " allows PHP " + listOrNone(plan.PHPVersions)}
+	}
+	if a.Node == "" {
+		return nil
+	}
+	installed, err := r.nodePHP(ctx, a.Node)
+	if err != nil {
+		return err
+	}
+	if len(installed) > 0 && !slices.Contains(installed, version) {
+		return &validate.Error{Field: "version", Reason: "node " + a.Node + " runs PHP " + listOrNone(installed)}
+	}
+	return nil
+}
+
+// nodePHP lists the PHP versions whose PHP-FPM a node's agent reported.
+func (r *Resolver) nodePHP(ctx context.Context, node string) ([]string, error) {
+	rep, err := r.Store.GetServices(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range rep.Services {
+		if v, ok := strings.CutPrefix(s.Name, "php-fpm"); ok && v != "" {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+func listOrNone(vs []string) string {
+	if len(vs) == 0 {
+		return "none"
+	}
+	return strings.Join(vs, ", ")
+}
+
+func serviceModel(s store.ServiceStatus) *model.Service {
+	st := model.ServiceStateStopped
+	switch s.State {
+	case "running":
+		st = model.ServiceStateRunning
+	case "failed":
+		st = model.ServiceStateFailed
+	}
+	listen := s.Listen
+	if listen == nil {
+		listen = []string{}
+	}
+	return &model.Service{Name: s.Name, State: st, Version: strPtr(s.Version), Listen: listen,
+		Since: timePtr(s.Since), Error: strPtr(s.Error), Restarts: s.Restarts}
+}
