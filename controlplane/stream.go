@@ -78,7 +78,7 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	}
 	a := &agentStream{node: id.name, cancel: cancel, srv: srv}
 	a.heartbeat()
-	if err := g.recordHello(ctx, id.name, hello); err != nil {
+	if err := g.recordHello(ctx, id.name, id.cert.RawSubjectPublicKeyInfo, hello); err != nil {
 		return err
 	}
 	g.attach(a)
@@ -166,7 +166,10 @@ func recvWithin(srv agentpb.AgentGateway_ConnectServer, d time.Duration) (*agent
 	}
 }
 
-func (g *gateway) recordHello(ctx context.Context, node string, h *agentpb.Hello) error {
+// recordHello stores what the agent reports about its host, and the public
+// key of the certificate it connected with, which secrets for the node are
+// sealed to (pki.Seal).
+func (g *gateway) recordHello(ctx context.Context, node string, pubKey []byte, h *agentpb.Hello) error {
 	f := h.GetFacts()
 	facts := store.NodeFacts{
 		OS:           f.GetOs(),
@@ -183,6 +186,7 @@ func (g *gateway) recordHello(ctx context.Context, node string, h *agentpb.Hello
 		st.Facts = facts
 		st.GossipAddr = h.GetGossipAddress()
 		st.LastSeen = now
+		st.PublicKey = pubKey
 		return true
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -372,7 +376,7 @@ func (g *gateway) receive(ctx context.Context, a *agentStream) error {
 			g.recordServices(ctx, a.node, msg.Services)
 		case *agentpb.AgentMessage_Hello:
 			// A second hello refreshes the facts (services installed since).
-			if err := g.recordHello(ctx, a.node, msg.Hello); err != nil {
+			if err := g.recordHello(ctx, a.node, identityFrom(a.srv.Context()).cert.RawSubjectPublicKeyInfo, msg.Hello); err != nil {
 				return err
 			}
 		}

@@ -13,19 +13,23 @@
 package nodeagent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -65,6 +69,22 @@ type Config struct {
 	// AllowTestUsernames lets account actions accept names under the
 	// reserved test prefix. Only integration tests set it.
 	AllowTestUsernames bool
+
+	// Modules are the service areas this node runs (web, DNS, databases):
+	// their daemons are started and reported, their actions enabled. Nil
+	// runs none, and the agent then manages Unix accounts only, which is
+	// what the in-process test clusters and the load test's agents do.
+	Modules []actions.Module
+	// Services runs the modules' daemons. Nil picks systemd on a production
+	// node (no Prefix, systemd running) and the agent's own supervisor
+	// otherwise, which then stops the daemons when Run returns.
+	Services services.Manager
+	// HTTPListen, DNSListen and DNSAPIListen move the node's public services
+	// off the profile's defaults (":80", "0.0.0.0:53", "127.0.0.1:8081");
+	// `npanel dev` and tests give every agent its own loopback ports.
+	HTTPListen   string
+	DNSListen    string
+	DNSAPIListen string
 }
 
 const defaultConcurrency = 8
@@ -112,6 +132,11 @@ type Agent struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// services runs the modules' daemons (nil without modules); modules
+	// lists the names of the modules whose Setup succeeded.
+	services services.Manager
+	modules  []string
+
 	mu  sync.Mutex
 	cur *session // the welcomed stream results go to; nil while disconnected
 	gsp *gossip  // nil without gossip; kept for inspection in tests
@@ -155,6 +180,17 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
+	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
+			return nil, fmt.Errorf("nodeagent: %s address %q is not host:port", l.flag, l.addr)
+		}
+	}
+	profile.HTTPListen = cmp.Or(cfg.HTTPListen, profile.HTTPListen)
+	profile.DNSListen = cmp.Or(cfg.DNSListen, profile.DNSListen)
+	profile.DNSAPIListen = cmp.Or(cfg.DNSAPIListen, profile.DNSAPIListen)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -297,6 +333,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.log.Info("enrolled", "expires", id.leaf().NotAfter)
 	}
 
+	if len(a.cfg.Modules) > 0 {
+		stop := a.startModules(ctx)
+		defer stop()
+	}
+
 	r := newRunner(ctx, a, jr)
 	a.mu.Lock()
 	a.run = r
@@ -325,4 +366,105 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("nodeagent: %w", fatal)
 	}
 	return nil
+}
+
+// startModules sets up every configured module and starts its daemons. A
+// module or daemon that fails is logged and reported, never fatal: a node
+// whose PowerDNS is broken must still serve its websites, and the operator
+// sees the failure in nodes { services }. The returned func stops what the
+// agent's own supervisor started.
+func (a *Agent) startModules(ctx context.Context) (stop func()) {
+	mgr := a.cfg.Services
+	owned := false
+	if mgr == nil {
+		mgr, owned = a.defaultServices(), true
+	}
+	a.services = mgr
+	env := a.env(a.log)
+	for _, m := range a.cfg.Modules {
+		log := a.log.With("module", m.Name())
+		specs, err := m.Setup(ctx, env)
+		if err != nil {
+			log.Error("module setup failed; its actions will fail until the agent restarts", "err", err)
+			continue
+		}
+		a.modules = append(a.modules, m.Name())
+		for _, spec := range specs {
+			if err := mgr.Ensure(ctx, spec); err != nil {
+				log.Error("service did not start", "service", spec.Name, "err", err)
+			}
+		}
+		log.Info("module ready", "services", len(specs))
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-mgr.Changes():
+				a.reportServices()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		if owned {
+			if err := mgr.Close(); err != nil {
+				a.log.Warn("stop services", "err", err)
+			}
+		}
+	}
+}
+
+// defaultServices picks the service manager for this node: systemd units on
+// a production node, the agent's own supervisor under a prefix.
+func (a *Agent) defaultServices() services.Manager {
+	if a.profile.Prefix == "" && services.SystemdAvailable() {
+		return services.NewSystemd(a.log.With("services", "systemd"))
+	}
+	return services.NewSupervisor(a.log.With("services", "supervisor"))
+}
+
+// env is what actions and modules may know about this node.
+func (a *Agent) env(log *slog.Logger) *actions.Env {
+	return &actions.Env{
+		Node:     a.node,
+		Logger:   log,
+		Profile:  a.profile,
+		Services: a.services,
+		DataDir:  a.cfg.DataDir,
+		Modules:  slices.Clip(a.modules),
+		Unseal: func(sealed []byte, context string) ([]byte, error) {
+			return pki.Unseal(a.id.key, sealed, context)
+		},
+	}
+}
+
+// reportServices sends the daemons' state on the current stream, if any.
+// A report lost to a dropped stream is repeated after the next Welcome.
+func (a *Agent) reportServices() {
+	if a.services == nil {
+		return
+	}
+	a.mu.Lock()
+	s := a.cur
+	a.mu.Unlock()
+	if s == nil {
+		return
+	}
+	rep := &agentpb.ServiceReport{}
+	for _, st := range a.services.Status() {
+		ss := &agentpb.ServiceStatus{Name: st.Name, State: string(st.State), Version: st.Version,
+			Listen: st.Listen, Error: st.Error, Restarts: uint32(st.Restarts)}
+		if !st.Since.IsZero() {
+			ss.SinceUnixNano = st.Since.UnixNano()
+		}
+		rep.Services = append(rep.Services, ss)
+	}
+	if err := s.send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Services{Services: rep}}); err != nil {
+		a.log.Debug("send service report", "err", err)
+	}
 }

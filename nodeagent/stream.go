@@ -182,6 +182,7 @@ func (a *Agent) session(ctx context.Context, server string, r *runner, g *gossip
 	defer a.clearSession(s)
 	onWelcome(server)
 	a.log.Info("connected", "server", server, "server_id", w.GetServerId())
+	a.reportServices()
 	if g != nil {
 		g.welcome(w.GetGossipKey(), w.GetGossipSeeds())
 	}

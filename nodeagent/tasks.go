@@ -141,11 +141,7 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 		return fail("invalid input: " + err.Error())
 	}
 
-	env := &actions.Env{
-		Node:    r.a.node,
-		Logger:  r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()),
-		Profile: r.a.profile,
-	}
+	env := r.a.env(r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()))
 	start := time.Now()
 	out, err := apply(r.ctx, act, env)
 	r.a.metrics.applySeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())

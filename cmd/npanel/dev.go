@@ -18,10 +18,12 @@ import (
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/nodeagent"
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 )
 
 func devCmd() *cobra.Command {
-	var dataDir, apiListen, agentListen, etcdClient, etcdPeer string
+	var dataDir, apiListen, agentListen, etcdClient, etcdPeer, modules string
 	var agents int
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -38,9 +40,13 @@ and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
 			if err != nil {
 				return err
 			}
+			mods, err := allowlist.Modules(splitList(modules))
+			if err != nil {
+				return usagef("--modules: %v", err)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDev(ctx, abs, apiListen, agentListen, etcdClient, etcdPeer, agents)
+			return runDev(ctx, abs, apiListen, agentListen, etcdClient, etcdPeer, agents, mods)
 		},
 	}
 	f := cmd.Flags()
@@ -50,11 +56,17 @@ and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
 	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener")
 	f.StringVar(&etcdClient, "etcd-client-listen", "127.0.0.1:12379", "embedded etcd client listener")
 	f.StringVar(&etcdPeer, "etcd-peer-listen", "127.0.0.1:12380", "embedded etcd peer listener")
+	f.StringVar(&modules, "modules", "all", "service modules the agents run ("+strings.Join(allowlist.ModuleNames(), ", ")+"), all or none")
 	return cmd
 }
 
-func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPeer string, agents int) error {
+func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPeer string, agents int, mods []actions.Module) error {
 	log := slog.Default()
+	// Created traversable before the server makes its private subdirectory:
+	// the agents' prefixes below it must be reachable by nginx's workers.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	serverDir := filepath.Join(dir, "server")
 	srv, err := controlplane.New(controlplane.Config{
 		DataDir:          serverDir,
@@ -92,8 +104,7 @@ func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPe
 		return fmt.Errorf("log in as admin: %w", err)
 	}
 	for i := 1; i <= agents; i++ {
-		name := fmt.Sprintf("dev-%d", i)
-		a, err := devAgent(gctx, c, filepath.Join(dir, "agents", name), name, srv.AgentAddr(), log)
+		a, err := devAgent(gctx, c, dir, i, srv.AgentAddr(), mods, log)
 		if err != nil {
 			return err
 		}
@@ -106,12 +117,13 @@ nPanel dev cluster is up.
   User:      admin
   Password:  %s
   Agents:    %d (dev-1 ... dev-%d), gateway %s
+  Sites:     dev-N serves HTTP on 127.0.0.1:%d+N (curl -H 'Host: DOMAIN' ...)
 
   npanel ctl --server %s login
   npanel ctl --server %s node list
 
 Ctrl-C stops everything; state stays in %s.
-`, base, password, agents, agents, srv.AgentAddr(), base, base, dir)
+`, base, password, agents, agents, srv.AgentAddr(), devHTTPBase, base, base, dir)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -119,9 +131,31 @@ Ctrl-C stops everything; state stays in %s.
 	return err
 }
 
-// devAgent returns an agent for name, declaring the node and issuing a join
-// token only the first time (a restart finds its identity in dir).
-func devAgent(ctx context.Context, c *client.Client, dir, name, gateway string, log *slog.Logger) (*nodeagent.Agent, error) {
+// Dev agent N serves sites on 127.0.0.1:8080+N, DNS on 127.0.0.1:5300+N and
+// its PowerDNS API on 127.0.0.1:8180+N.
+const (
+	devHTTPBase   = 8080
+	devDNSBase    = 5300
+	devDNSAPIBase = 8180
+)
+
+// devAgent returns agent number i, declaring the node and issuing a join
+// token only the first time (a restart finds its identity in its data dir).
+func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gateway string, mods []actions.Module, log *slog.Logger) (*nodeagent.Agent, error) {
+	name := fmt.Sprintf("dev-%d", i)
+	dir := filepath.Join(devDir, "agents", name)
+	// The prefix is not inside the (0700) data dir: nginx's workers and the
+	// accounts' PHP must be able to reach the homes under it.
+	prefix := filepath.Join(devDir, "nodes", name)
+	if err := os.MkdirAll(prefix, 0o755); err != nil {
+		return nil, err
+	}
+	for d := prefix; d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			log.Warn("others cannot traverse this directory, so nginx cannot serve the dev sites below it; chmod o+x it", "dir", d)
+			break
+		}
+	}
 	token := ""
 	if _, err := os.Stat(filepath.Join(dir, "node.crt")); err != nil {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -137,10 +171,15 @@ func devAgent(ctx context.Context, c *client.Client, dir, name, gateway string, 
 		JoinToken:    token,
 		DataDir:      dir,
 		GossipListen: "127.0.0.1:0",
-		// Each dev agent keeps homes, backups and service files in its own
-		// directory; user accounts are real users of this machine.
-		Prefix:  filepath.Join(dir, "root"),
-		Version: version,
-		Logger:  log.With("component", "agent"),
+		// Each dev agent keeps homes, backups, service configs and logs in
+		// its own directory, and runs its own nginx, PHP-FPM, PowerDNS and
+		// MariaDB there; user accounts are real users of this machine.
+		Prefix:       prefix,
+		Modules:      mods,
+		HTTPListen:   fmt.Sprintf("127.0.0.1:%d", devHTTPBase+i),
+		DNSListen:    fmt.Sprintf("127.0.0.1:%d", devDNSBase+i),
+		DNSAPIListen: fmt.Sprintf("127.0.0.1:%d", devDNSAPIBase+i),
+		Version:      version,
+		Logger:       log.With("component", "agent", "node", name),
 	})
 }

@@ -74,8 +74,11 @@ type NodeState struct {
 	// this node: the newest and, across a renewal, the one before it. A
 	// certificate not listed here is refused even if the CA signed it, which
 	// is how removal (and later fencing) takes effect immediately.
-	CertSerials     []string   `json:"certSerials,omitempty"`
-	GossipAddr      string     `json:"gossipAddr,omitempty"`
+	CertSerials []string `json:"certSerials,omitempty"`
+	GossipAddr  string   `json:"gossipAddr,omitempty"`
+	// PublicKey is the node certificate's public key (PKIX DER): secrets
+	// for the node travel sealed to it (pki.Seal).
+	PublicKey       []byte     `json:"publicKey,omitempty"`
 	LastSeen        time.Time  `json:"lastSeen,omitzero"`
 	Status          NodeStatus `json:"status"`
 	StatusChangedAt time.Time  `json:"statusChangedAt,omitzero"`

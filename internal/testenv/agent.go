@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/npanel/npanel/nodeagent"
+	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 )
 
 // Agent is a node agent running in the test process.
@@ -118,4 +120,31 @@ func metricValue(m *dto.Metric) float64 {
 		return g.GetValue()
 	}
 	return 0
+}
+
+// WithModules runs the named service modules ("web", "dns", "db") in the
+// agent, with their daemons supervised under the agent's prefix and every
+// public listener on its own free loopback port. The prefix is made
+// traversable by others, as nginx's workers and the accounts' PHP need.
+func WithModules(t testing.TB, names ...string) AgentOption {
+	t.Helper()
+	mods, err := allowlist.Modules(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, err := os.MkdirTemp("", "npanel-node-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(prefix) })
+	if err := os.Chmod(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *nodeagent.Config) {
+		c.Modules = mods
+		c.Prefix = prefix
+		c.HTTPListen = FreeAddr(t)
+		c.DNSListen = FreeAddr(t)
+		c.DNSAPIListen = FreeAddr(t)
+	}
 }

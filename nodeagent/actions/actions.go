@@ -48,6 +48,12 @@ type Env struct {
 	// DataDir is the agent's private data directory (0700): modules keep
 	// the credentials they generate for their daemons there.
 	DataDir string
+	// Unseal opens a secret the control plane sealed to this node's key
+	// for the given purpose (pki.Seal); no other node can.
+	Unseal func(sealed []byte, context string) ([]byte, error)
+	// Modules names the modules running on this node ("web", "dns", "db").
+	// An account action skips the web part on a node without "web".
+	Modules []string
 }
 
 // Module is one service area of a node (web, DNS, databases). The agent

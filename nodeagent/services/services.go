@@ -35,7 +35,8 @@ type Spec struct {
 	Unit string
 
 	// Binary and Args start the daemon in the foreground (Supervisor only).
-	// Binary is a fixed absolute path from the platform profile.
+	// Binary is a fixed absolute path from the platform profile. The daemon
+	// runs in "/", so paths in Args should be absolute too.
 	Binary string
 	Args   []string
 	// Env is the daemon's complete environment (Supervisor only); nil gives
@@ -43,8 +44,15 @@ type Spec struct {
 	Env []string
 	// ReloadSignal reloads the configuration of a running daemon (HUP for
 	// nginx, USR2 for PHP-FPM). Zero means the daemon has no graceful
-	// reload and Reload restarts it.
+	// reload and Reload restarts it. Systemd runs `systemctl reload` (the
+	// unit's ExecReload) when it is set, `systemctl restart` when it is not.
 	ReloadSignal syscall.Signal
+	// AwaitReload, when set, is called with the daemon's main PID just
+	// before the reload signal (Supervisor only) and returns a wait that
+	// blocks until the reload has taken effect, so that Reload returns only
+	// once new requests see the new configuration (nginx: new workers
+	// started, old ones told to finish).
+	AwaitReload func(pid int) func(ctx context.Context) error
 	// StopSignal ends the daemon (default SIGTERM); it gets StopTimeout
 	// (default 10 s) before SIGKILL.
 	StopSignal  syscall.Signal

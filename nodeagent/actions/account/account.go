@@ -20,10 +20,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
@@ -59,6 +61,8 @@ type Result struct {
 	QuotaNote    string `json:"quotaNote"`
 	Archive      string `json:"archive"`
 	Existed      bool   `json:"existed"`
+	// Web is the state of the account's sites (ensure on a web node only).
+	Web *web.Result `json:"web,omitempty"`
 }
 
 // Ensure converges one account's user: it exists with its home and
@@ -68,6 +72,9 @@ type Ensure struct {
 	Username    string
 	DiskQuotaMB uint64 // 0: no quota
 	Suspended   bool
+	// Web is the account's sites; nil serves none. It is applied only on a
+	// node that runs the web module.
+	Web *agentpb.WebSpec
 
 	run            runner // nil: execRunner
 	allowTestNames bool
@@ -89,7 +96,7 @@ var (
 
 // NewEnsure builds the action from its wire form.
 func NewEnsure(req *agentpb.EnsureAccountAction) *Ensure {
-	return &Ensure{Username: req.GetUsername(), DiskQuotaMB: req.GetDiskQuotaMb(), Suspended: req.GetSuspended()}
+	return &Ensure{Username: req.GetUsername(), DiskQuotaMB: req.GetDiskQuotaMb(), Suspended: req.GetSuspended(), Web: req.GetWeb()}
 }
 
 // NewDelete builds the action from its wire form.
@@ -111,6 +118,9 @@ func (a *Ensure) Validate() error {
 	}
 	if a.DiskQuotaMB > MaxDiskQuotaMB {
 		return fmt.Errorf("disk_quota_mb %d exceeds %d (16 TiB)", a.DiskQuotaMB, MaxDiskQuotaMB)
+	}
+	if a.Web != nil {
+		return web.ValidateSpec(a.Username, a.Web)
 	}
 	return nil
 }
@@ -201,7 +211,16 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", name, err)
 	}
+	var sites *web.Result
+	if slices.Contains(env.Modules, "web") {
+		// After the user and its home: pools run as the user and document
+		// roots live in the home.
+		if sites, err = web.Ensure(ctx, env, web.Owner{Username: name, UID: u.UID, GID: u.GID, Home: u.Home}, a.Web, a.Suspended); err != nil {
+			return nil, fmt.Errorf("sites of %q: %w", name, err)
+		}
+	}
 	return Result{
+		Web:          sites,
 		Username:     name,
 		UID:          u.UID,
 		GID:          u.GID,
@@ -250,6 +269,13 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 
 	u, ok := db.user(name)
 	if !ok {
+		// Sites of a user removed by other means would otherwise stay
+		// configured (and their pools failing) forever.
+		if slices.Contains(env.Modules, "web") {
+			if err := web.Remove(ctx, env, name); err != nil {
+				return nil, fmt.Errorf("remove sites of %q: %w", name, err)
+			}
+		}
 		archive, err := a.orphan(ctx, p, db, log)
 		if err != nil {
 			return nil, err
@@ -258,6 +284,13 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	}
 	if err := checkManaged(p, u); err != nil {
 		return nil, err
+	}
+	if slices.Contains(env.Modules, "web") {
+		// Pools run as the user: they must be gone before userdel, which
+		// refuses a user with running processes.
+		if err := web.Remove(ctx, env, name); err != nil {
+			return nil, fmt.Errorf("remove sites of %q: %w", name, err)
+		}
 	}
 
 	archive, err := archiveAndThen(ctx, p, name, u.UID, u.GID, log, func() error {

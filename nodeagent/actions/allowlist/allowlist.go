@@ -12,7 +12,9 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
+	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -30,6 +32,20 @@ func FromTask(t *agentpb.Task) (actions.Action, error) {
 		return account.NewEnsure(a.EnsureAccount), nil
 	case *agentpb.Task_DeleteAccount:
 		return account.NewDelete(a.DeleteAccount), nil
+	case *agentpb.Task_RestartService:
+		return service.NewRestart(a.RestartService), nil
+	case *agentpb.Task_EnsureDatabase:
+		return db.NewEnsureDatabase(a.EnsureDatabase), nil
+	case *agentpb.Task_DropDatabase:
+		return db.NewDropDatabase(a.DropDatabase), nil
+	case *agentpb.Task_EnsureDatabaseUser:
+		return db.NewEnsureDatabaseUser(a.EnsureDatabaseUser), nil
+	case *agentpb.Task_DropDatabaseUser:
+		return db.NewDropDatabaseUser(a.DropDatabaseUser), nil
+	case *agentpb.Task_OptimizeDatabase:
+		return db.NewOptimizeDatabase(a.OptimizeDatabase), nil
+	case *agentpb.Task_ListDatabases:
+		return db.NewListDatabases(a.ListDatabases), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

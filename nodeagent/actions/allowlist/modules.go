@@ -1,0 +1,56 @@
+package allowlist
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/db"
+	"github.com/npanel/npanel/nodeagent/actions/web"
+)
+
+// moduleTable lists every service module in the order the agent sets them
+// up.
+func moduleTable() []actions.Module {
+	return []actions.Module{web.Module{}, db.NewModule()}
+}
+
+// ModuleNames lists the modules an agent can run.
+func ModuleNames() []string {
+	var out []string
+	for _, m := range moduleTable() {
+		out = append(out, m.Name())
+	}
+	return out
+}
+
+// Modules returns the modules named (each at most once, in setup order);
+// "all" selects every module and "none" or no name none.
+func Modules(names []string) ([]actions.Module, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		switch n = strings.TrimSpace(n); n {
+		case "", "none":
+		case "all":
+			for _, m := range moduleTable() {
+				want[m.Name()] = true
+			}
+		default:
+			known := false
+			for _, m := range moduleTable() {
+				known = known || m.Name() == n
+			}
+			if !known {
+				return nil, fmt.Errorf("unknown module %q (known: %s)", n, strings.Join(ModuleNames(), ", "))
+			}
+			want[n] = true
+		}
+	}
+	var out []actions.Module
+	for _, m := range moduleTable() {
+		if want[m.Name()] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,294 @@
+package web
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// Configuration is rendered from templates whose every input is either
+// validated user input (ValidateSpec: domains, docroots, redirect URLs) or a
+// path of the platform profile checked by safePath. Nothing is quoted or
+// escaped; the validators guarantee there is nothing to escape, and the fuzz
+// target holds them to it.
+
+var vhostTmpl = template.Must(template.New("vhost").Parse(`# Managed by nPanel for account {{.User}}; edits are overwritten.
+server {
+{{- range .Listen}}
+    listen {{.}};
+{{- end}}
+    server_name {{.ServerNames}};
+    access_log {{.AccessLog}};
+    error_log {{.ErrorLog}};
+    server_tokens off;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header X-Frame-Options "SAMEORIGIN" always;
+    add_header Referrer-Policy "strict-origin-when-cross-origin" always;
+{{- if .Suspended}}
+    root {{.SuspendedRoot}};
+    error_page 503 /suspended.html;
+    location = /suspended.html {
+        internal;
+    }
+    location / {
+        return 503;
+    }
+{{- else if .Redirect}}
+    location / {
+        return {{.RedirectCode}} "{{.Redirect}}$request_uri";
+    }
+{{- else}}
+    root {{.Root}};
+    index {{if .PHPSocket}}index.php {{end}}index.html index.htm;
+    # Refuse symlinks to files of another owner, so an account cannot
+    # publish what only the web server may read.
+    disable_symlinks if_not_owner from=$document_root;
+    location ~ /\.(?!well-known(?:/|$)) {
+        deny all;
+    }
+    location / {
+        try_files $uri $uri/ {{if .PHPSocket}}/index.php$is_args$args{{else}}=404{{end}};
+    }
+{{- if not .PHPSocket}}
+    # A site without PHP never hands out PHP source.
+    location ~ \.php$ {
+        deny all;
+    }
+{{- else}}
+    location ~ \.php$ {
+        try_files $uri =404;
+        fastcgi_pass unix:{{.PHPSocket}};
+        fastcgi_index index.php;
+        fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
+        fastcgi_param DOCUMENT_ROOT $realpath_root;
+        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+        fastcgi_param QUERY_STRING $query_string;
+        fastcgi_param REQUEST_METHOD $request_method;
+        fastcgi_param CONTENT_TYPE $content_type;
+        fastcgi_param CONTENT_LENGTH $content_length;
+        fastcgi_param REQUEST_URI $request_uri;
+        fastcgi_param DOCUMENT_URI $document_uri;
+        fastcgi_param SERVER_PROTOCOL $server_protocol;
+        fastcgi_param REQUEST_SCHEME $scheme;
+        fastcgi_param HTTPS $https if_not_empty;
+        fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+        fastcgi_param SERVER_SOFTWARE nginx;
+        fastcgi_param REMOTE_ADDR $remote_addr;
+        fastcgi_param REMOTE_PORT $remote_port;
+        fastcgi_param SERVER_ADDR $server_addr;
+        fastcgi_param SERVER_PORT $server_port;
+        fastcgi_param SERVER_NAME $host;
+        fastcgi_param REDIRECT_STATUS 200;
+        # httpoxy: never pass a client's Proxy header on as HTTP_PROXY.
+        fastcgi_param HTTP_PROXY "";
+    }
+{{- end}}
+{{- end}}
+{{- if .Extra}}
+    {{.Extra}}
+{{- end}}
+}
+`))
+
+type vhostData struct {
+	User          string
+	Listen        []string
+	ServerNames   string
+	AccessLog     string
+	ErrorLog      string
+	Suspended     bool
+	SuspendedRoot string
+	Redirect      string
+	RedirectCode  uint32
+	Root          string
+	PHPSocket     string
+	Extra         string // test hook only
+}
+
+var poolTmpl = template.Must(template.New("pool").Parse(`; Managed by nPanel for account {{.User}} (PHP {{.Version}}); edits are overwritten.
+[{{.User}}]
+user = {{.User}}
+group = {{.GID}}
+listen = {{.Socket}}
+listen.owner = {{.User}}
+listen.group = {{.WebGroup}}
+listen.mode = 0660
+pm = ondemand
+pm.max_children = {{.MaxChildren}}
+pm.process_idle_timeout = 10s
+pm.max_requests = 500
+request_terminate_timeout = 300s
+chdir = /
+security.limit_extensions = .php
+env[TMPDIR] = {{.Tmp}}
+{{- if .OpenBasedir}}
+php_admin_value[open_basedir] = {{.Home}}/
+{{- end}}
+php_admin_value[upload_tmp_dir] = {{.Tmp}}
+php_admin_value[session.save_path] = {{.Tmp}}
+php_admin_value[sys_temp_dir] = {{.Tmp}}
+php_admin_value[memory_limit] = {{.MemoryMB}}M
+php_admin_value[error_log] = {{.Home}}/logs/php{{.Version}}-error.log
+php_admin_flag[log_errors] = on
+php_admin_flag[allow_url_include] = off
+`))
+
+type poolData struct {
+	User        string
+	GID         uint32
+	Version     string
+	Socket      string
+	WebGroup    string
+	MaxChildren uint32
+	MemoryMB    uint32
+	Home        string
+	Tmp         string
+	OpenBasedir bool
+}
+
+var nginxMainTmpl = template.Must(template.New("nginx.conf").Parse(`# Written by the nPanel agent at start; edits are overwritten.
+user {{.User}} {{.Group}};
+worker_processes auto;
+pid {{.PID}};
+error_log {{.ErrorLog}} notice;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    include {{.MimeTypes}};
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    server_tokens off;
+    server_names_hash_max_size 16384;
+    server_names_hash_bucket_size 128;
+    access_log {{.AccessLog}};
+    client_body_temp_path {{.Temp}}/body;
+    proxy_temp_path {{.Temp}}/proxy;
+    fastcgi_temp_path {{.Temp}}/fastcgi;
+    uwsgi_temp_path {{.Temp}}/uwsgi;
+    scgi_temp_path {{.Temp}}/scgi;
+
+    # Hosts this node does not serve.
+    server {
+{{- range .Listen}}
+        listen {{.}} default_server;
+{{- end}}
+        server_name _;
+        access_log off;
+        return 404;
+    }
+
+    include {{.VhostDir}}/*.conf;
+}
+`))
+
+type nginxMainData struct {
+	User, Group string
+	PID         string
+	ErrorLog    string
+	AccessLog   string
+	MimeTypes   string
+	Temp        string
+	Listen      []string
+	VhostDir    string
+}
+
+var fpmMainTmpl = template.Must(template.New("php-fpm.conf").Parse(`; Written by the nPanel agent at start; edits are overwritten.
+[global]
+pid = {{.PID}}
+error_log = {{.ErrorLog}}
+daemonize = no
+
+; PHP-FPM refuses to start without a pool; this one serves nothing and
+; keeps no process running.
+[npanel-idle]
+user = {{.User}}
+group = {{.Group}}
+listen = {{.IdleSocket}}
+listen.mode = 0600
+pm = ondemand
+pm.max_children = 1
+
+include = {{.PoolDir}}/*.conf
+`))
+
+type fpmMainData struct {
+	PID, ErrorLog string
+	User, Group   string
+	IdleSocket    string
+	PoolDir       string
+}
+
+const suspendedPage = `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Account suspended</title></head>
+<body><h1>This account has been suspended.</h1>
+<p>Please contact your hosting provider.</p></body>
+</html>
+`
+
+func render(t *template.Template, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return nil, fmt.Errorf("render %s: %w", t.Name(), err)
+	}
+	return b.Bytes(), nil
+}
+
+// safePath checks a path of the profile (or derived from one) before it is
+// spliced into configuration: absolute, clean, and of characters neither
+// nginx nor PHP-FPM's ini parser treats specially. Profile paths are
+// trusted, but a prefix is an operator's command-line argument.
+func safePath(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("path %q is not absolute and clean", p)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/._-+@,=", c) >= 0) {
+			return fmt.Errorf("path %q contains %q, which is unsafe in nginx or PHP-FPM configuration", p, c)
+		}
+	}
+	return nil
+}
+
+// listenArgs turns the profile's HTTPListen into nginx listen arguments:
+// ":80" listens on every address, "127.0.0.1:8080" on that one.
+func listenArgs(addr string) ([]string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen address %q: %w", addr, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return nil, fmt.Errorf("http listen address %q: bad port", addr)
+	}
+	if host == "" {
+		return []string{port}, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return nil, fmt.Errorf("http listen address %q: host must be an IP address", addr)
+	}
+	return []string{net.JoinHostPort(ip.String(), port)}, nil
+}
+
+// dialAddr is where a readiness probe connects for HTTPListen.
+func dialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
