@@ -412,6 +412,8 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 			return err
 		}
 		a.Node = p.Node
+		b.PutNewZone(&store.Zone{Name: a.Domain, Account: a.ID, Owner: a.Owner, Node: p.Node, Address: c.nodeAddress(p.Node),
+			Defaults: true, Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now})
 		a.SetStatus(store.AccountScheduled, "", now)
 		if err := c.enqueueEnsure(b, a); err != nil {
 			return err
@@ -424,6 +426,16 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 		b.PutAlloc(node, store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}, allocRevs[node])
 	}
 	return nil
+}
+
+// nodeAddress is a node's declared address from the controller's node list.
+func (c *accountController) nodeAddress(name string) string {
+	for _, n := range c.nodes {
+		if n.Name == name {
+			return n.Address
+		}
+	}
+	return ""
 }
 
 // nodesMaxAge bounds how stale the controller's copy of the node list may

@@ -61,8 +61,15 @@ type Config struct {
 	AccountBatch int
 	// SchedulerStrategy: spread (least allocated, the default) or bin-pack.
 	SchedulerStrategy scheduler.Strategy
-	Version           string
-	Logger            *slog.Logger
+	// ZoneRotateInterval is the least time between the steps of a DNSSEC
+	// key rollover (default one hour); tests shorten it.
+	ZoneRotateInterval time.Duration
+	// ZoneSecondaryResync is how often every DNS secondary is sent its full
+	// zone set even when nothing changed, which heals a wiped or drifted
+	// secondary (default one minute); tests shorten it.
+	ZoneSecondaryResync time.Duration
+	Version             string
+	Logger              *slog.Logger
 }
 
 func (c *Config) setDefaults() error {

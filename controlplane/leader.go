@@ -119,5 +119,6 @@ func (s *Server) runControllers(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runLiveness(ctx) })
 	wg.Go(func() { newAccountController(s).run(ctx) })
+	wg.Go(func() { newZoneController(s).run(ctx) })
 	wg.Wait()
 }

@@ -27,8 +27,12 @@ func testUsername(t *testing.T) string {
 	}
 	name := validate.TestUserPrefix + string(b)
 	t.Cleanup(func() {
+		// -f: a test that failed half way may leave the account's PHP pool
+		// running as the user until the agent stops, after this cleanup.
 		if passwdHas(name) {
-			_ = exec.Command("/usr/sbin/userdel", name).Run()
+			if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
+				t.Errorf("remove test user %s: %v: %s", name, err, out)
+			}
 		}
 	})
 	return name

@@ -172,6 +172,12 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 		for _, site := range a.AllSites() {
 			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)))
 		}
+		ops = append(ops, databaseCleanupOps(id)...)
+		zc, zo, err := s.zoneDeletion(ctx, a.Domain)
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, zc...), append(ops, zo...)
 		// Only metered owners (resellers) keep a usage record.
 		usage, urev, err := s.GetUsage(ctx, a.Owner)
 		if err != nil {

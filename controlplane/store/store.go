@@ -22,6 +22,9 @@
 //	names/user/<username>      uniqueness of account user names (→ account id)
 //	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
 //	alloc/<node>               what is placed on a node (scheduler's ledger)
+//	databases/<account>/<db>   an account's databases: desired state and last task's outcome
+//	dbusers/<account>/<user>   an account's database users and their grants (never a password)
+//	dbseq/<account>            bumped by every change to the two above (one CAS per account)
 //	done/<kind>/<id>/<task>    a finished task for a controller to consume
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session

@@ -58,16 +58,12 @@ func newTaskID(now time.Time) string {
 }
 
 func taskActionName(t *agentpb.Task) string {
-	switch t.GetAction().(type) {
-	case *agentpb.Task_Ping:
-		return "ping"
-	case *agentpb.Task_EnsureAccount:
-		return "ensureAccount"
-	case *agentpb.Task_DeleteAccount:
-		return "deleteAccount"
-	default:
+	m := t.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("action"))
+	if fd == nil {
 		return "unknown"
 	}
+	return fd.JSONName() // the oneof field in lowerCamelCase: ensureAccount, ensureZone, ...
 }
 
 // EnqueueTask assigns an id to spec, then writes the task record and its queue

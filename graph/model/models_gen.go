@@ -135,6 +135,76 @@ type CreateUserInput struct {
 	Account string `json:"account"`
 }
 
+type DNSRecord struct {
+	ID string `json:"id"`
+	// Absolute owner name (www.example.com.).
+	Name string     `json:"name"`
+	Type RecordType `json:"type"`
+	// RDATA in presentation form, without the priority of MX and SRV.
+	Content  string `json:"content"`
+	TTL      int    `json:"ttl"`
+	Priority *int   `json:"priority,omitempty"`
+}
+
+type DNSSECResult struct {
+	Zone *Zone    `json:"zone"`
+	Ds   []string `json:"ds"`
+}
+
+type Database struct {
+	// Full name: <username>_<suffix>.
+	Name   string         `json:"name"`
+	Engine DatabaseEngine `json:"engine"`
+	State  DatabaseState  `json:"state"`
+	Reason *string        `json:"reason,omitempty"`
+	// Bytes of data and indexes; null when not live.
+	SizeBytes *int64 `json:"sizeBytes,omitempty"`
+	// Tables; null when not live.
+	Tables *int `json:"tables,omitempty"`
+	// Users holding any privilege on it (live from the node, else as recorded).
+	Users []string `json:"users"`
+	// Whether size, tables and users come from the node just now (false: it did not answer; recorded state only).
+	Live      bool      `json:"live"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+type DatabaseGrant struct {
+	Database string `json:"database"`
+	// Canonical names, ALL expanded.
+	Privileges []string `json:"privileges"`
+}
+
+type DatabaseUser struct {
+	Name      string           `json:"name"`
+	Engine    DatabaseEngine   `json:"engine"`
+	State     DatabaseState    `json:"state"`
+	Reason    *string          `json:"reason,omitempty"`
+	Grants    []*DatabaseGrant `json:"grants"`
+	CreatedAt time.Time        `json:"createdAt"`
+}
+
+type DatabaseUserPayload struct {
+	User *DatabaseUser `json:"user"`
+	// The generated password, shown this once (null when the caller gave one).
+	Password *string `json:"password,omitempty"`
+}
+
+type DeleteDatabasePayload struct {
+	Name string `json:"name"`
+	// DELETED, FAILED (nothing dropped; see reason) or DELETING (still running).
+	State  DatabaseState `json:"state"`
+	Reason *string       `json:"reason,omitempty"`
+	// Path of the verified dump on the node.
+	Dump      *string `json:"dump,omitempty"`
+	DumpBytes *int64  `json:"dumpBytes,omitempty"`
+}
+
+type DeleteDatabaseUserPayload struct {
+	Name   string        `json:"name"`
+	State  DatabaseState `json:"state"`
+	Reason *string       `json:"reason,omitempty"`
+}
+
 type Domain struct {
 	Name string `json:"name"`
 	// The account's primary domain (created with the account, removed with it).
@@ -146,6 +216,13 @@ type Domain struct {
 	Redirect   *Redirect  `json:"redirect,omitempty"`
 	State      VhostState `json:"state"`
 	Reason     *string    `json:"reason,omitempty"`
+}
+
+type ImportLine struct {
+	Line   int        `json:"line"`
+	Text   string     `json:"text"`
+	Record *DNSRecord `json:"record,omitempty"`
+	Reason *string    `json:"reason,omitempty"`
 }
 
 type JoinToken struct {
@@ -197,6 +274,14 @@ type Node struct {
 	ServicesReportedAt *time.Time `json:"servicesReportedAt,omitempty"`
 }
 
+type OptimizeDatabasePayload struct {
+	Name string `json:"name"`
+	// SUCCEEDED, FAILED or PENDING (still running).
+	Status TaskStatus `json:"status"`
+	Tables *int       `json:"tables,omitempty"`
+	Reason *string    `json:"reason,omitempty"`
+}
+
 type PageInfo struct {
 	HasNextPage bool    `json:"hasNextPage"`
 	EndCursor   *string `json:"endCursor,omitempty"`
@@ -215,6 +300,17 @@ type Plan struct {
 }
 
 type Query struct {
+}
+
+type RecordInput struct {
+	// Owner: @ or empty for the apex, a name relative to the zone, or absolute with a trailing dot.
+	Name    string     `json:"name"`
+	Type    RecordType `json:"type"`
+	Content string     `json:"content"`
+	// Seconds; default 3600.
+	TTL *int `json:"ttl,omitempty"`
+	// MX and SRV only.
+	Priority *int `json:"priority,omitempty"`
 }
 
 type Redirect struct {
@@ -276,6 +372,34 @@ type Usage struct {
 type User struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+}
+
+type ZoneConnection struct {
+	Edges    []*ZoneEdge `json:"edges"`
+	PageInfo *PageInfo   `json:"pageInfo"`
+}
+
+type ZoneEdge struct {
+	Cursor string `json:"cursor"`
+	Node   *Zone  `json:"node"`
+}
+
+type ZoneFilter struct {
+	Account *string     `json:"account,omitempty"`
+	Status  *ZoneStatus `json:"status,omitempty"`
+	// Substring of the zone name.
+	Search *string `json:"search,omitempty"`
+}
+
+type ZoneImport struct {
+	Zone     *Zone         `json:"zone"`
+	Imported []*ImportLine `json:"imported"`
+	Refused  []*ImportLine `json:"refused"`
+}
+
+type ZoneValidation struct {
+	Valid  bool     `json:"valid"`
+	Errors []string `json:"errors"`
 }
 
 type AccountStatus string
@@ -340,6 +464,126 @@ func (e *AccountStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e AccountStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type DatabaseEngine string
+
+const (
+	DatabaseEngineMariadb    DatabaseEngine = "MARIADB"
+	DatabaseEnginePostgresql DatabaseEngine = "POSTGRESQL"
+)
+
+var AllDatabaseEngine = []DatabaseEngine{
+	DatabaseEngineMariadb,
+	DatabaseEnginePostgresql,
+}
+
+func (e DatabaseEngine) IsValid() bool {
+	switch e {
+	case DatabaseEngineMariadb, DatabaseEnginePostgresql:
+		return true
+	}
+	return false
+}
+
+func (e DatabaseEngine) String() string {
+	return string(e)
+}
+
+func (e *DatabaseEngine) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = DatabaseEngine(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid DatabaseEngine", str)
+	}
+	return nil
+}
+
+func (e DatabaseEngine) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *DatabaseEngine) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e DatabaseEngine) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type DatabaseState string
+
+const (
+	// The node has not applied the latest change yet.
+	DatabaseStatePending DatabaseState = "PENDING"
+	DatabaseStateActive  DatabaseState = "ACTIVE"
+	// Being dumped and dropped.
+	DatabaseStateDeleting DatabaseState = "DELETING"
+	// Gone (deleteDatabase, deleteDatabaseUser).
+	DatabaseStateDeleted DatabaseState = "DELETED"
+	// The node could not apply the latest change; see reason.
+	DatabaseStateFailed DatabaseState = "FAILED"
+)
+
+var AllDatabaseState = []DatabaseState{
+	DatabaseStatePending,
+	DatabaseStateActive,
+	DatabaseStateDeleting,
+	DatabaseStateDeleted,
+	DatabaseStateFailed,
+}
+
+func (e DatabaseState) IsValid() bool {
+	switch e {
+	case DatabaseStatePending, DatabaseStateActive, DatabaseStateDeleting, DatabaseStateDeleted, DatabaseStateFailed:
+		return true
+	}
+	return false
+}
+
+func (e DatabaseState) String() string {
+	return string(e)
+}
+
+func (e *DatabaseState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = DatabaseState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid DatabaseState", str)
+	}
+	return nil
+}
+
+func (e DatabaseState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *DatabaseState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e DatabaseState) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -513,6 +757,75 @@ func (e *NodeStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e NodeStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type RecordType string
+
+const (
+	RecordTypeA     RecordType = "A"
+	RecordTypeAaaa  RecordType = "AAAA"
+	RecordTypeCname RecordType = "CNAME"
+	RecordTypeMx    RecordType = "MX"
+	RecordTypeTxt   RecordType = "TXT"
+	RecordTypeNs    RecordType = "NS"
+	RecordTypeSrv   RecordType = "SRV"
+	RecordTypeCaa   RecordType = "CAA"
+	RecordTypePtr   RecordType = "PTR"
+)
+
+var AllRecordType = []RecordType{
+	RecordTypeA,
+	RecordTypeAaaa,
+	RecordTypeCname,
+	RecordTypeMx,
+	RecordTypeTxt,
+	RecordTypeNs,
+	RecordTypeSrv,
+	RecordTypeCaa,
+	RecordTypePtr,
+}
+
+func (e RecordType) IsValid() bool {
+	switch e {
+	case RecordTypeA, RecordTypeAaaa, RecordTypeCname, RecordTypeMx, RecordTypeTxt, RecordTypeNs, RecordTypeSrv, RecordTypeCaa, RecordTypePtr:
+		return true
+	}
+	return false
+}
+
+func (e RecordType) String() string {
+	return string(e)
+}
+
+func (e *RecordType) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RecordType(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RecordType", str)
+	}
+	return nil
+}
+
+func (e RecordType) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RecordType) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RecordType) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -751,6 +1064,63 @@ func (e *VhostState) UnmarshalJSON(b []byte) error {
 }
 
 func (e VhostState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ZoneStatus string
+
+const (
+	ZoneStatusPending ZoneStatus = "PENDING"
+	ZoneStatusActive  ZoneStatus = "ACTIVE"
+	ZoneStatusFailed  ZoneStatus = "FAILED"
+)
+
+var AllZoneStatus = []ZoneStatus{
+	ZoneStatusPending,
+	ZoneStatusActive,
+	ZoneStatusFailed,
+}
+
+func (e ZoneStatus) IsValid() bool {
+	switch e {
+	case ZoneStatusPending, ZoneStatusActive, ZoneStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e ZoneStatus) String() string {
+	return string(e)
+}
+
+func (e *ZoneStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ZoneStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ZoneStatus", str)
+	}
+	return nil
+}
+
+func (e ZoneStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ZoneStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ZoneStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -60,8 +60,10 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		ElectionTTL:        2 * time.Second,
 		AllowTestUsernames: true,
 		PasswordCost:       bcrypt.MinCost,
-		Version:            "test",
-		Logger:             Logger(),
+		// A wiped DNS secondary heals within seconds, not a minute.
+		ZoneSecondaryResync: 2 * time.Second,
+		Version:             "test",
+		Logger:              Logger(),
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -13,6 +13,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/db"
+	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -34,6 +35,14 @@ func FromTask(t *agentpb.Task) (actions.Action, error) {
 		return account.NewDelete(a.DeleteAccount), nil
 	case *agentpb.Task_RestartService:
 		return service.NewRestart(a.RestartService), nil
+	case *agentpb.Task_EnsureZone:
+		return dns.NewEnsureZone(a.EnsureZone), nil
+	case *agentpb.Task_DeleteZone:
+		return dns.NewDeleteZone(a.DeleteZone), nil
+	case *agentpb.Task_SyncSecondaryZones:
+		return dns.NewSyncSecondaryZones(a.SyncSecondaryZones), nil
+	case *agentpb.Task_RotateZoneKeys:
+		return dns.NewRotateZoneKeys(a.RotateZoneKeys), nil
 	case *agentpb.Task_EnsureDatabase:
 		return db.NewEnsureDatabase(a.EnsureDatabase), nil
 	case *agentpb.Task_DropDatabase:

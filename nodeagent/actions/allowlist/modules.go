@@ -6,13 +6,14 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/db"
+	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 )
 
 // moduleTable lists every service module in the order the agent sets them
 // up.
 func moduleTable() []actions.Module {
-	return []actions.Module{web.Module{}, db.NewModule()}
+	return []actions.Module{web.Module{}, dns.Module{}, db.NewModule()}
 }
 
 // ModuleNames lists the modules an agent can run.

@@ -94,7 +94,7 @@ func (s *stack) newUser(t testing.TB) web.Owner {
 		if _, err := user.Lookup(name); err != nil {
 			return
 		}
-		if out, err := exec.Command("/usr/sbin/userdel", name).CombinedOutput(); err != nil {
+		if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
 			t.Errorf("userdel %s: %v: %s", name, err, out)
 		}
 	})

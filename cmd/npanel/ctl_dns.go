@@ -1,0 +1,279 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/npanel/npanel/client"
+)
+
+func dnsCmd(o *ctlOptions) *cobra.Command {
+	cmd := group(&cobra.Command{Use: "dns", Short: "DNS zones and records"})
+	var search string
+	var limit int
+	list := &cobra.Command{
+		Use: "list [--search TEXT]", Short: "List zones", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var all []client.Zone
+			after := ""
+			for len(all) < limit {
+				page, next, err := c.Zones(cmd.Context(), search, min(limit-len(all), 500), after)
+				if err != nil {
+					return apiError(err)
+				}
+				all = append(all, page...)
+				if next == "" {
+					break
+				}
+				after = next
+			}
+			return o.print(cmd.OutOrStdout(), all, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "ZONE\tSTATUS\tNODE\tSERIAL\tDNSSEC\tRECORDS")
+				for _, z := range all {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%d\n", z.Name, z.Status, dash(deref(z.Node)), serialText(z.Serial), z.DNSSEC, len(z.Records))
+				}
+			})
+		},
+	}
+	list.Flags().StringVar(&search, "search", "", "substring of the zone name")
+	list.Flags().IntVar(&limit, "limit", 1000, "most zones to list")
+
+	show := &cobra.Command{
+		Use: "show ZONE", Short: "Show a zone and its records", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			z, err := c.Zone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if z == nil {
+				return fmt.Errorf("NOT_FOUND: zone %q not found", args[0])
+			}
+			return o.printZone(cmd, z)
+		},
+	}
+
+	var rec client.RecordInput
+	var ttl, prio int
+	recordFlags := func(c *cobra.Command) {
+		c.Flags().IntVar(&ttl, "ttl", 0, "TTL in seconds (default 3600)")
+		c.Flags().IntVar(&prio, "priority", -1, "priority (MX, SRV)")
+	}
+	fill := func(args []string) {
+		rec = client.RecordInput{Name: args[0], Type: strings.ToUpper(args[1]), Content: args[2]}
+		if ttl > 0 {
+			rec.TTL = &ttl
+		}
+		if prio >= 0 {
+			rec.Priority = &prio
+		}
+	}
+	add := &cobra.Command{
+		Use: "add ZONE NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Add a record (NAME: @, relative, or absolute with a dot)", Args: cobra.ExactArgs(4),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			fill(args[1:])
+			r, err := c.AddRecord(cmd.Context(), args[0], rec)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), r, func(tw *tabwriter.Writer) { fmt.Fprintf(tw, "Record %s added: %s\n", r.ID, recordText(*r)) })
+		},
+	}
+	recordFlags(add)
+	update := &cobra.Command{
+		Use: "update ZONE ID NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Replace a record", Args: cobra.ExactArgs(5),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			fill(args[2:])
+			r, err := c.UpdateRecord(cmd.Context(), args[0], args[1], rec)
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), r, func(tw *tabwriter.Writer) { fmt.Fprintf(tw, "Record %s: %s\n", r.ID, recordText(*r)) })
+		},
+	}
+	recordFlags(update)
+	del := &cobra.Command{
+		Use: "delete ZONE ID", Short: "Delete a record", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteRecord(cmd.Context(), args[0], args[1]); err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Record %s deleted.\n", args[1])
+			return nil
+		},
+	}
+	imp := &cobra.Command{
+		Use: "import ZONE FILE", Short: "Import a BIND zone file (- for stdin)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var text []byte
+			var err error
+			if args[1] == "-" {
+				text, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 8<<20))
+			} else {
+				text, err = os.ReadFile(args[1])
+			}
+			if err != nil {
+				return usagef("read %s: %v", args[1], err)
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.ImportZone(cmd.Context(), args[0], string(text))
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), res, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "Imported %d records, refused %d entries.\n", len(res.Imported), len(res.Refused))
+				for _, l := range res.Refused {
+					fmt.Fprintf(tw, "  line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
+				}
+			})
+		},
+	}
+	validateCmd := &cobra.Command{
+		Use: "validate ZONE", Short: "Check a zone's records as a whole", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ok, errs, err := c.ValidateZone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if !ok {
+				return fmt.Errorf("zone %s is not valid:\n  %s", args[0], strings.Join(errs, "\n  "))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Zone %s is valid.\n", args[0])
+			return nil
+		},
+	}
+	dnssec := group(&cobra.Command{Use: "dnssec", Short: "Sign zones and roll their keys"})
+	dnssec.AddCommand(&cobra.Command{
+		Use: "enable ZONE", Short: "Sign a zone; prints the DS records for the registrar", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			z, ds, err := c.EnableDNSSEC(cmd.Context(), args[0], 60)
+			if err != nil {
+				return apiError(err)
+			}
+			if len(ds) == 0 {
+				return fmt.Errorf("zone %s is %s, not signed yet: %s", z.Name, z.Status, deref(z.Reason))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), strings.Join(ds, "\n"))
+			return nil
+		},
+	}, zoneMutationCmd(o, "disable", "disableDNSSEC", "Stop signing a zone (remove its DS at the registrar first)"),
+		zoneMutationCmd(o, "rotate", "rotateDNSSECKeys", "Start a pre-published ZSK rollover"))
+
+	nameservers := &cobra.Command{
+		Use: "nameservers NS...", Short: "Set the nameservers every zone names (admin)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ns, err := c.SetNameservers(cmd.Context(), args)
+			if err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Nameservers: %s\n", strings.Join(ns, " "))
+			return nil
+		},
+	}
+	reverse := &cobra.Command{
+		Use: "reverse CIDR", Short: "Create the reverse zones of a node network (admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			zs, err := c.AddReverseZone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			for _, z := range zs {
+				fmt.Fprintf(cmd.OutOrStdout(), "Zone %s created.\n", z.Name)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse)
+	return cmd
+}
+
+func zoneMutationCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {
+	return &cobra.Command{
+		Use: use + " ZONE", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			z, err := c.ZoneMutation(cmd.Context(), mutation, args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			return o.printZone(cmd, z)
+		},
+	}
+}
+
+func (o *ctlOptions) printZone(cmd *cobra.Command, z *client.Zone) error {
+	return o.print(cmd.OutOrStdout(), z, func(tw *tabwriter.Writer) {
+		fmt.Fprintf(tw, "Zone:\t%s\nStatus:\t%s\nNode:\t%s\nSerial:\t%s\nDNSSEC:\t%t\n", z.Name, z.Status, dash(deref(z.Node)), serialText(z.Serial), z.DNSSEC)
+		if z.Reason != nil {
+			fmt.Fprintf(tw, "Reason:\t%s\n", *z.Reason)
+		}
+		for _, ds := range z.DS {
+			fmt.Fprintf(tw, "DS:\t%s\n", ds)
+		}
+		fmt.Fprintln(tw, "Records:")
+		for _, r := range z.Records {
+			fmt.Fprintf(tw, "  %s\t%s\n", r.ID, recordText(r))
+		}
+	})
+}
+
+func recordText(r client.DNSRecord) string {
+	content := r.Content
+	if r.Priority != nil {
+		content = fmt.Sprintf("%d %s", *r.Priority, content)
+	}
+	return fmt.Sprintf("%s\t%d\t%s\t%s", r.Name, r.TTL, r.Type, content)
+}
+
+func serialText(s *int64) string {
+	if s == nil {
+		return "-"
+	}
+	return fmt.Sprint(*s)
+}

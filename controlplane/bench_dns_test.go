@@ -1,0 +1,248 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+// dnsBench is a server with two DNS nodes and one zone on dns-1.
+type dnsBench struct {
+	s         *testenv.Server
+	primary   *testenv.Agent
+	secondary *testenv.Agent
+	zone      string
+	apiKey    string
+	ctx       context.Context
+}
+
+func newDNSBench(b *testing.B, secondary bool) *dnsBench {
+	testenv.RequireDaemon(b, "/usr/sbin/pdns_server")
+	s := testenv.StartServer(b)
+	d := &dnsBench{s: s, ctx: context.Background(), zone: "bench-zone.example.com"}
+	d.primary = s.StartAgent(b, "dns-1", testenv.WithModules(b, "dns"))
+	if secondary {
+		d.secondary = s.StartAgent(b, "dns-2", testenv.WithModules(b, "dns"))
+	}
+	now := time.Now().UTC()
+	if err := s.Store().CreateZone(d.ctx, &store.Zone{Name: d.zone, Node: "dns-1", Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now,
+		Records: []store.ZoneRecord{{ID: "r0", Name: d.zone + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}, NextID: 1}, store.AuditEvent{}); err != nil {
+		b.Fatal(err)
+	}
+	testenv.WaitFor(b, 30*time.Second, "zone active", func() bool {
+		z, _, err := s.Store().GetZone(d.ctx, d.zone)
+		return err == nil && z.Status == store.ZoneActive
+	})
+	if secondary {
+		testenv.WaitFor(b, 30*time.Second, "secondary serves the zone", func() bool {
+			return serial(b, d.secondary.Config.DNSListen, d.zone) != ""
+		})
+	}
+	key, err := os.ReadFile(filepath.Join(d.primary.Config.DataDir, "pdns-api-key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.apiKey = strings.TrimSpace(string(key))
+	return d
+}
+
+func answeredBy(b *testing.B, addr, name, ip string, deadline time.Duration) bool {
+	end := time.Now().Add(deadline)
+	for time.Now().Before(end) {
+		if got := query(b, addr, name, dns.TypeA); len(got) == 1 && got[0] == ip {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// answered polls addr until name has an A record with content ip.
+func answered(b *testing.B, addr, name, ip string, deadline time.Duration) {
+	end := time.Now().Add(deadline)
+	for time.Now().Before(end) {
+		if got := query(b, addr, name, dns.TypeA); len(got) == 1 && got[0] == ip {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Fatalf("%s A %s not answered by %s within %s", name, ip, addr, deadline)
+}
+
+// BenchmarkAddRecordToAnswer measures an operator's addRecord through
+// GraphQL until the primary's PowerDNS answers it, and, in the same run,
+// a bare PowerDNS API PATCH (plus the NOTIFY a change needs) until
+// answered: the ratio is nPanel's overhead on the raw service.
+// Run with -benchtime 200x.
+func BenchmarkAddRecordToAnswer(b *testing.B) {
+	d := newDNSBench(b, false)
+	ttl := 300
+	var ours, bare []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		name := "r" + strconv.Itoa(i)
+		ip := fmt.Sprintf("198.51.100.%d", i%250+1)
+		start := time.Now()
+		if _, err := d.s.Admin.AddRecord(d.ctx, d.zone, client.RecordInput{Name: name, Type: "A", Content: ip, TTL: &ttl}); err != nil {
+			b.Fatal(err)
+		}
+		if !answeredBy(b, d.primary.Config.DNSListen, name+"."+d.zone, ip, 10*time.Second) {
+			z, _, _ := d.s.Store().GetZone(d.ctx, d.zone)
+			t, _, _ := d.s.Store().GetTask(d.ctx, z.TaskID)
+			b.Fatalf("record %d not answered; zone %+v task %+v", i, z, t)
+		}
+		ours = append(ours, time.Since(start))
+
+		rawName := "raw" + strconv.Itoa(i) + "." + d.zone + "."
+		start = time.Now()
+		d.patch(b, rawName, ip)
+		answered(b, d.primary.Config.DNSListen, rawName, ip, 10*time.Second)
+		bare = append(bare, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, ours)
+	reportNamed(b, "bare_", bare)
+	b.ReportMetric(median(ours)/median(bare), "ratio_p50")
+}
+
+// BenchmarkAddRecordToSecondary measures addRecord until the secondary
+// serves it (NOTIFY, then the secondary's transfer).
+func BenchmarkAddRecordToSecondary(b *testing.B) {
+	d := newDNSBench(b, true)
+	ttl := 300
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		name := "s" + strconv.Itoa(i)
+		ip := fmt.Sprintf("198.51.100.%d", i%250+1)
+		start := time.Now()
+		if _, err := d.s.Admin.AddRecord(d.ctx, d.zone, client.RecordInput{Name: name, Type: "A", Content: ip, TTL: &ttl}); err != nil {
+			b.Fatal(err)
+		}
+		answered(b, d.secondary.Config.DNSListen, name+"."+d.zone, ip, 30*time.Second)
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkZones creates NPANEL_BENCH_ZONES zones (default 1,000) on one
+// node through the controller and reports zones/s until every one is
+// served, then zones(first:50) p50/p99 through GraphQL over 200 pages.
+func BenchmarkZones(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("NPANEL_BENCH_ZONES")); err == nil && v > 0 {
+		n = v
+	}
+	d := newDNSBench(b, false)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		now := start.UTC()
+		for i := range n {
+			name := fmt.Sprintf("z%06d.example.com", i)
+			_ = d.s.Store().CreateZone(d.ctx, &store.Zone{Name: name, Node: "dns-1", Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now, NextID: 1,
+				Records: []store.ZoneRecord{{ID: "r0", Name: name + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}}, store.AuditEvent{})
+		}
+		last := fmt.Sprintf("z%06d.example.com", n-1)
+		testenv.WaitFor(b, 30*time.Minute, "all zones served", func() bool {
+			z, _, err := d.s.Store().GetZone(d.ctx, last)
+			if err != nil || z.Status != store.ZoneActive {
+				return false
+			}
+			zs, _, err := d.s.Store().ListZones(d.ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, z := range zs {
+				if z.Status != store.ZoneActive {
+					return false
+				}
+			}
+			return true
+		})
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "zones/s")
+	}
+	b.StopTimer()
+	var lat []time.Duration
+	after := ""
+	for range 200 {
+		start := time.Now()
+		zs, next, err := d.s.Admin.Zones(d.ctx, "", 50, after)
+		if err != nil || len(zs) == 0 {
+			b.Fatalf("zones: %d %v", len(zs), err)
+		}
+		lat = append(lat, time.Since(start))
+		after = next
+	}
+	reportNamed(b, "list50_", lat)
+}
+
+// patch adds an A record with PowerDNS's own API and sends the NOTIFY a
+// change needs to reach secondaries, as a hand-rolled panel would.
+func (d *dnsBench) patch(b *testing.B, name, ip string) {
+	body := fmt.Sprintf(`{"rrsets":[{"name":%q,"type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":%q,"disabled":false}]}]}`, name, ip)
+	base := "http://" + d.primary.Config.DNSAPIListen + "/api/v1/servers/localhost/zones/" + d.zone + "."
+	for _, req := range []struct{ method, url, body string }{{http.MethodPatch, base, body}, {http.MethodPut, base + "/notify", ""}} {
+		// PowerDNS answers 500 when its SQLite backend is busy (the agent's
+		// client retries the same way).
+		for attempt := 0; ; attempt++ {
+			r, _ := http.NewRequest(req.method, req.url, bytes.NewBufferString(req.body))
+			r.Header.Set("X-API-Key", d.apiKey)
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				break
+			}
+			if resp.StatusCode != http.StatusInternalServerError || attempt == 5 {
+				b.Fatalf("%s %s: %s %s", req.method, req.url, resp.Status, msg)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func reportNamed(b *testing.B, prefix string, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	s := append([]time.Duration(nil), d...)
+	sortDurations(s)
+	at := func(p float64) float64 {
+		return float64(s[min(len(s)-1, int(p*float64(len(s))))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), prefix+"p50_ms")
+	b.ReportMetric(at(0.99), prefix+"p99_ms")
+}
+
+func median(d []time.Duration) float64 {
+	s := append([]time.Duration(nil), d...)
+	sortDurations(s)
+	return float64(s[len(s)/2])
+}
+
+func sortDurations(d []time.Duration) {
+	for i := 1; i < len(d); i++ {
+		for j := i; j > 0 && d[j] < d[j-1]; j-- {
+			d[j], d[j-1] = d[j-1], d[j]
+		}
+	}
+}

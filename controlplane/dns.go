@@ -1,0 +1,616 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// Zone controller tuning.
+const (
+	// zoneWaitRetry is how often zones waiting for something outside the
+	// controller (placement, a DNS server on the node) are looked at again.
+	zoneWaitRetry = 2 * time.Second
+	// secondaryResync is how often every secondary is sent its full zone
+	// set even when nothing changed: the set is what heals a wiped or
+	// drifted secondary, without anyone noticing the drift first.
+	secondaryResync = 60 * time.Second
+	// secondaryDebounce gathers a burst of zone changes into one sync.
+	secondaryDebounce = 500 * time.Millisecond
+	// rotateInterval is the minimum time between the steps of a ZSK
+	// rollover: the zone's TTLs must expire between publishing a key and
+	// signing with it, and between switching and withdrawing the old one.
+	rotateInterval = time.Hour
+)
+
+// errZoneGone tells process to delete a zone record that no node serves.
+var errZoneGone = errors.New("zone record to delete")
+
+// dnsServiceName is the name the agent's DNS module reports its daemon by.
+const dnsServiceName = "pdns"
+
+// zoneController converges every zone onto its primary node and the full
+// set of zones onto every secondary DNS node. It runs on the leader only
+// and, like the account controller, is level-triggered: each pass looks at
+// a zone's whole record, so a missed or repeated event costs work, never
+// correctness.
+type zoneController struct {
+	s *Server
+
+	mu      sync.Mutex
+	dirty   map[string]bool
+	waiting map[string]bool // zones to look at again after zoneWaitRetry
+	// waitDNS holds zones that no DNS server can take yet; they are looked
+	// at again when the set of DNS servers changes, not on a timer, so a
+	// cluster without DNS nodes costs nothing per zone.
+	waitingDNS map[string]bool
+
+	// view caches the DNS servers for dnsViewMaxAge (controller goroutine
+	// only); servers is the set the waiting zones last saw.
+	view    *dnsView
+	viewAt  time.Time
+	servers string
+	signal  chan struct{}
+	resync  chan struct{}
+
+	// sent remembers the last zone set sent to each secondary (only the
+	// controller's own goroutine touches it).
+	sent map[string]sentSync
+
+	// RotateInterval overrides rotateInterval (tests).
+	rotateInterval time.Duration
+}
+
+type sentSync struct {
+	hash [32]byte
+	at   time.Time
+}
+
+func newZoneController(s *Server) *zoneController {
+	return &zoneController{
+		s: s, dirty: map[string]bool{}, waiting: map[string]bool{}, waitingDNS: map[string]bool{},
+		signal: make(chan struct{}, 1), resync: make(chan struct{}, 1),
+		sent: map[string]sentSync{}, rotateInterval: s.cfg.ZoneRotateInterval,
+	}
+}
+
+func (c *zoneController) mark(names ...string) {
+	c.mu.Lock()
+	for _, n := range names {
+		c.dirty[n] = true
+	}
+	c.mu.Unlock()
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (c *zoneController) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.dirty))
+	for n := range c.dirty {
+		out = append(out, n)
+	}
+	clear(c.dirty)
+	slices.Sort(out)
+	return out
+}
+
+func (c *zoneController) wait(name string) {
+	c.mu.Lock()
+	c.waiting[name] = true
+	c.mu.Unlock()
+}
+
+func (c *zoneController) waitDNS(name string) {
+	c.mu.Lock()
+	c.waitingDNS[name] = true
+	c.mu.Unlock()
+}
+
+// dnsViewMaxAge bounds how stale the controller's list of DNS servers may
+// be; a zone sent to a server that just went away is caught by its task.
+const dnsViewMaxAge = 2 * time.Second
+
+// recheckDNS re-marks the zones waiting for a DNS server when the set of
+// servers changed.
+func (c *zoneController) recheckDNS(ctx context.Context) error {
+	v, err := c.dnsView(ctx)
+	if err != nil {
+		return err
+	}
+	key := strings.Join(v.order, ",")
+	if key == c.servers {
+		return nil
+	}
+	c.servers = key
+	c.mu.Lock()
+	names := make([]string, 0, len(c.waitingDNS))
+	for n := range c.waitingDNS {
+		names = append(names, n)
+	}
+	clear(c.waitingDNS)
+	c.mu.Unlock()
+	c.mark(names...)
+	return nil
+}
+
+func (c *zoneController) run(ctx context.Context) {
+	zones, rev, err := c.s.store.ListZones(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.s.log.Error("zone controller: initial list", "err", err)
+		}
+		return
+	}
+	for _, z := range zones {
+		c.mark(z.Name)
+	}
+	go c.watch(ctx, rev)
+
+	retry := time.NewTicker(zoneWaitRetry)
+	defer retry.Stop()
+	resync := time.NewTicker(c.resyncEvery() / 4)
+	defer resync.Stop()
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.signal:
+			for _, name := range c.take() {
+				if err := c.process(ctx, name); err != nil && ctx.Err() == nil {
+					c.s.log.Warn("zone controller", "zone", name, "err", err)
+					c.wait(name)
+				}
+			}
+			if debounce == nil {
+				debounce = time.After(secondaryDebounce)
+			}
+		case <-c.resync:
+			if debounce == nil {
+				debounce = time.After(secondaryDebounce)
+			}
+		case <-debounce:
+			debounce = nil
+			if err := c.syncSecondaries(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: sync secondaries", "err", err)
+			}
+		case <-resync.C:
+			if err := c.syncSecondaries(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: sync secondaries", "err", err)
+			}
+		case <-retry.C:
+			if err := c.recheckDNS(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: list DNS servers", "err", err)
+			}
+			c.mu.Lock()
+			names := make([]string, 0, len(c.waiting))
+			for n := range c.waiting {
+				names = append(names, n)
+			}
+			clear(c.waiting)
+			c.mu.Unlock()
+			c.mark(names...)
+		}
+	}
+}
+
+// watch marks zones whose record or done notices change, and asks for a
+// secondary sync when a node's services change (a DNS server appearing).
+func (c *zoneController) watch(ctx context.Context, rev int64) {
+	cli := c.s.store.Client()
+	wctx := clientv3.WithRequireLeader(ctx)
+	zones := cli.Watch(wctx, store.PrefixZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	done := cli.Watch(wctx, store.PrefixDoneZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case resp, ok := <-zones:
+			if !ok || resp.Err() != nil {
+				c.restart(ctx)
+				return
+			}
+			for _, ev := range resp.Events {
+				c.mark(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixZones))
+			}
+		case resp, ok := <-done:
+			if !ok || resp.Err() != nil {
+				c.restart(ctx)
+				return
+			}
+			for _, ev := range resp.Events {
+				name, _, _ := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixDoneZones), "/")
+				c.mark(name)
+			}
+		}
+	}
+}
+
+// restart re-lists after a broken watch (compaction, leader change of etcd).
+func (c *zoneController) restart(ctx context.Context) {
+	for ctx.Err() == nil {
+		zones, rev, err := c.s.store.ListZones(ctx)
+		if err == nil {
+			for _, z := range zones {
+				c.mark(z.Name)
+			}
+			go c.watch(ctx, rev)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// zoneResult is the part of the DNS actions' JSON result the controller
+// keeps (field names of agentpb.ZoneResult).
+type zoneResult struct {
+	Serial uint32   `json:"serial"`
+	DS     []string `json:"ds"`
+}
+
+// process converges one zone.
+func (c *zoneController) process(ctx context.Context, name string) error {
+	z, rev, err := c.s.store.GetZone(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// Notices matter only for the task the zone waits on; stale ones are
+	// consumed with the next pass that has a task.
+	var done []store.Done
+	if z.TaskID != "" {
+		if done, err = c.s.store.ZoneDone(ctx, name); err != nil {
+			return err
+		}
+	}
+	b := store.NewBatch()
+	now := b.Now()
+	before := mustJSON(z)
+	for _, d := range done {
+		b.Consume(d.Key)
+		t := d.Task
+		if t == nil || t.ID != z.TaskID {
+			continue
+		}
+		z.TaskID = ""
+		var res zoneResult
+		_ = json.Unmarshal([]byte(t.Result), &res)
+		if t.Status != store.TaskSucceeded {
+			if t.Action == "rotateZoneKeys" && strings.Contains(t.Error, "too early") {
+				z.RotateAfter = now.Add(time.Minute)
+				continue
+			}
+			z.Attempts++
+			if z.Attempts >= maxTaskAttempts {
+				z.Status, z.Reason = store.ZoneFailed, "node "+t.Node+": "+t.Error
+			}
+			continue
+		}
+		z.Attempts = 0
+		switch t.Action {
+		case "deleteZone":
+			ok, err := c.s.store.DeleteZone(ctx, z.Name, rev, store.NewAuditEvent("system", c.s.id, "zone.deleted", z.Name, "ok"))
+			if err != nil || ok {
+				return err
+			}
+			c.mark(name) // changed meanwhile: look again
+			return nil
+		case "rotateZoneKeys":
+			z.RotateStep++
+			if z.RotateStep > 3 {
+				z.RotateStep = 0
+			}
+			z.RotateAfter = now.Add(c.interval())
+			if res.Serial != 0 {
+				z.Serial = res.Serial
+			}
+		default:
+			z.AppliedGeneration = t.Generation
+			z.Serial, z.DS = res.Serial, res.DS
+			z.Reason = ""
+		}
+	}
+
+	if z.TaskID == "" {
+		err := c.plan(ctx, b, z, now)
+		if errors.Is(err, errZoneGone) {
+			ok, err := c.s.store.DeleteZone(ctx, z.Name, rev, store.NewAuditEvent("system", c.s.id, "zone.deleted", z.Name, "ok"))
+			if err == nil && !ok {
+				c.mark(name)
+			}
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if mustJSON(z) != before {
+		z.UpdatedAt = now
+		b.PutZone(z, rev)
+	}
+	ok, err := c.s.store.Commit(ctx, b)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		c.mark(name)
+	}
+	return nil
+}
+
+func (c *zoneController) resyncEvery() time.Duration {
+	if d := c.s.cfg.ZoneSecondaryResync; d > 0 {
+		return d
+	}
+	return secondaryResync
+}
+
+func (c *zoneController) interval() time.Duration {
+	if c.rotateInterval > 0 {
+		return c.rotateInterval
+	}
+	return rotateInterval
+}
+
+// plan decides the zone's next task, if any, and its status.
+func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone, now time.Time) error {
+	view, err := c.dnsView(ctx)
+	if err != nil {
+		return err
+	}
+	if z.Deleted {
+		if z.Node == "" {
+			return errZoneGone // never served anywhere: only the record goes
+		}
+		if _, ok := view.servers[z.Node]; !ok {
+			// Its server is gone (node removed, module uninstalled):
+			// nothing left to remove it from.
+			return errZoneGone
+		}
+		return c.enqueue(b, z, &agentpb.Task{Action: &agentpb.Task_DeleteZone{DeleteZone: &agentpb.DeleteZoneAction{Zone: z.Name}}})
+	}
+	if _, ok := view.servers[z.Node]; !ok {
+		// The zone lives on its account's node when that node serves DNS,
+		// else on the first DNS server; it stays there once served.
+		if z.AppliedGeneration > 0 || len(view.order) == 0 {
+			c.setStatus(z, store.ZonePending, "no DNS server to serve it: no READY node with role dns runs the agent's DNS module")
+			c.waitDNS(z.Name)
+			return nil
+		}
+		z.Node = view.order[0]
+	}
+	if z.Defaults {
+		z.Records = defaultRecords(z, z.Address)
+		z.Defaults = false
+		z.Generation++
+	}
+	if z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts {
+		return nil
+	}
+	switch {
+	case z.Generation != z.AppliedGeneration:
+		spec, err := c.ensureSpec(z, view)
+		if err != nil {
+			c.setStatus(z, store.ZoneFailed, err.Error())
+			return nil
+		}
+		c.setStatus(z, store.ZonePending, "")
+		return c.enqueue(b, z, &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}})
+	case z.RotateStep > 0:
+		if now.Before(z.RotateAfter) {
+			c.wait(z.Name)
+			break
+		}
+		step := agentpb.RotateZoneKeysAction_Step(z.RotateStep)
+		return c.enqueue(b, z, &agentpb.Task{Action: &agentpb.Task_RotateZoneKeys{RotateZoneKeys: &agentpb.RotateZoneKeysAction{
+			Zone: z.Name, Step: step, MinIntervalSeconds: uint32(c.interval() / time.Second)}}})
+	}
+	c.setStatus(z, store.ZoneActive, "")
+	return nil
+}
+
+func (c *zoneController) setStatus(z *store.Zone, st store.ZoneStatus, reason string) {
+	z.Status, z.Reason = st, reason
+}
+
+func (c *zoneController) enqueue(b *store.Batch, z *store.Zone, spec *agentpb.Task) error {
+	t, err := b.Enqueue(z.Node, spec, "zone/"+z.Name, "controller")
+	if err != nil {
+		return err
+	}
+	z.TaskID = t.ID
+	return nil
+}
+
+// dnsServer is a node that runs the agent's DNS module.
+type dnsServer struct {
+	node string
+	host string // the address other nodes reach it on
+	addr string // host:port its DNS server answers on
+}
+
+type dnsView struct {
+	servers     map[string]dnsServer
+	order       []string // server names, sorted
+	nameservers []string // the cluster's NS names; nil: per-zone defaults
+}
+
+// dnsView lists the READY nodes with role dns whose agent reports a DNS
+// server, with the address it answers on: the reported listen address, or
+// the node's declared address where the server listens on all interfaces.
+func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
+	if c.view != nil && time.Since(c.viewAt) < dnsViewMaxAge {
+		return c.view, nil
+	}
+	nodes, err := c.s.store.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &dnsView{servers: map[string]dnsServer{}}
+	for _, n := range nodes {
+		if !slices.Contains(n.Roles, "dns") || n.State.Status != store.NodeReady {
+			continue
+		}
+		rep, err := c.s.store.GetServices(ctx, n.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, svc := range rep.Services {
+			if svc.Name != dnsServiceName || svc.State != "running" || len(svc.Listen) == 0 {
+				continue
+			}
+			host, port, err := net.SplitHostPort(svc.Listen[0])
+			if err != nil {
+				continue
+			}
+			if ip, err := netip.ParseAddr(host); err != nil || ip.IsUnspecified() {
+				host = n.Address
+			}
+			v.servers[n.Name] = dnsServer{node: n.Name, host: host, addr: net.JoinHostPort(host, port)}
+			v.order = append(v.order, n.Name)
+		}
+	}
+	slices.Sort(v.order)
+	if v.nameservers, err = c.s.store.GetNameservers(ctx); err != nil {
+		return nil, err
+	}
+	c.view, c.viewAt = v, time.Now()
+	return v, nil
+}
+
+// ensureSpec is the whole desired zone for its primary.
+func (c *zoneController) ensureSpec(z *store.Zone, v *dnsView) (*agentpb.EnsureZoneAction, error) {
+	primary := v.servers[z.Node]
+	spec := &agentpb.EnsureZoneAction{Zone: z.Name, Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Dnssec: z.DNSSEC}
+	for _, n := range v.order {
+		if n != z.Node {
+			spec.Secondaries = append(spec.Secondaries, v.servers[n].addr)
+		}
+	}
+	for _, r := range z.Records {
+		spec.Records = append(spec.Records, &agentpb.Record{Name: r.Name, Type: r.Type, Content: r.Content, Ttl: r.TTL, Priority: r.Priority})
+	}
+	if len(v.nameservers) > 0 {
+		spec.Nameservers = v.nameservers
+		return spec, nil
+	}
+	// No cluster nameservers set: the zone names its own, ns1 on the
+	// primary and ns2 on the first secondary, with glue in the zone.
+	hosts := []string{primary.host}
+	if len(spec.Secondaries) > 0 {
+		hosts = append(hosts, v.servers[otherThan(v.order, z.Node)].host)
+	}
+	for i, h := range hosts {
+		ns := fmt.Sprintf("ns%d.%s.", i+1, z.Name)
+		spec.Nameservers = append(spec.Nameservers, ns)
+		spec.Records = append(spec.Records, &agentpb.Record{Name: ns, Type: addrType(h), Content: h})
+	}
+	return spec, nil
+}
+
+func otherThan(names []string, not string) string {
+	for _, n := range names {
+		if n != not {
+			return n
+		}
+	}
+	return ""
+}
+
+func addrType(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
+		return dnszone.TypeAAAA
+	}
+	return dnszone.TypeA
+}
+
+// defaultRecords are what an account's zone starts with: the site on the
+// node's address at the apex and www, mail on the node, and an SPF policy
+// that allows the node to send.
+func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
+	apex := z.Name + "."
+	if host == "" {
+		return nil
+	}
+	rs := []store.ZoneRecord{
+		{Name: apex, Type: addrType(host), Content: host},
+		{Name: "www." + apex, Type: dnszone.TypeCNAME, Content: apex},
+		{Name: "mail." + apex, Type: addrType(host), Content: host},
+		{Name: apex, Type: dnszone.TypeMX, Content: "mail." + apex, Priority: 10},
+		{Name: apex, Type: dnszone.TypeTXT, Content: `"v=spf1 a mx ~all"`},
+	}
+	for i := range rs {
+		rs[i].ID = z.NewRecordID()
+		rs[i].TTL = dnszone.DefaultTTL
+	}
+	return rs
+}
+
+// syncSecondaries sends every DNS node the complete set of zones it must
+// serve as a secondary: every zone whose primary is another DNS node. A
+// set equal to the last one sent is sent again only every secondaryResync.
+func (c *zoneController) syncSecondaries(ctx context.Context) error {
+	v, err := c.dnsView(ctx)
+	if err != nil {
+		return err
+	}
+	if len(v.order) < 2 {
+		return nil
+	}
+	zones, _, err := c.s.store.ListZones(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, node := range v.order {
+		spec := &agentpb.SyncSecondaryZonesAction{}
+		for _, z := range zones {
+			p, ok := v.servers[z.Node]
+			if z.Deleted || !ok || z.Node == node || z.AppliedGeneration == 0 {
+				continue
+			}
+			spec.Zones = append(spec.Zones, &agentpb.SecondaryZone{Zone: z.Name, Masters: []string{p.addr}})
+		}
+		h := sha256.Sum256([]byte(mustJSON(spec)))
+		if last, ok := c.sent[node]; ok && last.hash == h && now.Sub(last.at) < c.resyncEvery() {
+			continue
+		}
+		if _, err := c.s.store.EnqueueTask(ctx, node, &agentpb.Task{Action: &agentpb.Task_SyncSecondaryZones{SyncSecondaryZones: spec}},
+			"controller", store.NewAuditEvent("system", c.s.id, "syncSecondaryZones", node, "ok")); err != nil {
+			return err
+		}
+		c.sent[node] = sentSync{hash: h, at: now}
+	}
+	return nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}

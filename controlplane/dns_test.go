@@ -1,0 +1,346 @@
+package controlplane_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+// query asks a node's PowerDNS for name/type and returns the answer's
+// records' text (nil when it does not answer authoritatively).
+func query(t testing.TB, addr, name string, qtype uint16) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	in, _, err := c.Exchange(m, addr)
+	if err != nil || in.Rcode != dns.RcodeSuccess || !in.Authoritative {
+		return nil
+	}
+	var out []string
+	for _, rr := range in.Answer {
+		out = append(out, strings.TrimPrefix(rr.String(), rr.Header().String()))
+	}
+	return out
+}
+
+func serial(t testing.TB, addr, zone string) string {
+	t.Helper()
+	soa := query(t, addr, zone, dns.TypeSOA)
+	if len(soa) == 0 {
+		return ""
+	}
+	return strings.Fields(soa[0])[2]
+}
+
+func waitZone(t *testing.T, s *testenv.Server, name string, ok func(*store.Zone) bool) *store.Zone {
+	t.Helper()
+	var z *store.Zone
+	testenv.WaitFor(t, 30*time.Second, "zone "+name, func() bool {
+		var err error
+		z, _, err = s.Store().GetZone(context.Background(), name)
+		if err != nil {
+			return false
+		}
+		if z.Status == store.ZoneFailed {
+			t.Fatalf("zone %s FAILED: %s", name, z.Reason)
+		}
+		return ok(z)
+	})
+	return z
+}
+
+// An account's zone on real PowerDNS: created on its node when it is
+// placed, replicated to the other DNS node, changes reach the secondary
+// through NOTIFY, a wiped secondary heals by itself, and the zone goes
+// with the account.
+func TestAccountZoneReplication(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
+	if os.Geteuid() != 0 {
+		t.Skip("creating Linux users needs root")
+	}
+	s := testenv.StartServer(t)
+	ag1 := s.StartAgent(t, "dns-1", testenv.WithModules(t, "dns"))
+	ag2 := s.StartAgent(t, "dns-2", testenv.WithModules(t, "dns"))
+	ctx := testenv.Context(t)
+	for _, n := range []string{"dns-1", "dns-2"} {
+		testenv.WaitFor(t, 20*time.Second, n+" READY with pdns", func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sv := range svcs {
+				if sv.Name == "pdns" && sv.State == "RUNNING" {
+					return nodeStatus(t, s, n) == "READY"
+				}
+			}
+			return false
+		})
+	}
+	mustPlan(t, s.Admin, "basic", 100)
+	user := testUsername(t)
+	domain := user + ".example.com"
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "basic", Node: "dns-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := waitZone(t, s, domain, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	if z.Node != "dns-1" || len(z.Records) == 0 {
+		t.Fatalf("zone: %+v", z)
+	}
+	primary, secondary := ag1.Config.DNSListen, ag2.Config.DNSListen
+	if got := query(t, primary, domain, dns.TypeA); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("A %s on the primary: %v", domain, got)
+	}
+	if got := query(t, primary, domain, dns.TypeMX); len(got) != 1 || got[0] != "10 mail."+domain+"." {
+		t.Fatalf("MX on the primary: %v", got)
+	}
+	if got := query(t, primary, domain, dns.TypeNS); len(got) != 2 {
+		t.Fatalf("NS on the primary: %v", got)
+	}
+	testenv.WaitFor(t, 20*time.Second, "secondary serves the zone", func() bool {
+		return serial(t, secondary, domain) != "" && serial(t, secondary, domain) == serial(t, primary, domain)
+	})
+
+	// A change reaches the secondary through NOTIFY.
+	before := serial(t, primary, domain)
+	if _, err := s.Store().UpdateZone(ctx, domain, func(z *store.Zone) error {
+		z.Records = append(z.Records, store.ZoneRecord{ID: z.NewRecordID(), Name: "txt." + domain + ".", Type: "TXT", Content: `"hello"`, TTL: 300})
+		z.Generation++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "secondary serves the change", func() bool {
+		got := query(t, secondary, "txt."+domain, dns.TypeTXT)
+		return len(got) == 1 && got[0] == `"hello"`
+	})
+	if after := serial(t, primary, domain); after == before {
+		t.Errorf("serial did not move: %s", after)
+	}
+
+	// Wipe the secondary behind the cluster's back: the periodic sync heals it.
+	key, err := os.ReadFile(filepath.Join(ag2.Config.DataDir, "pdns-api-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+ag2.Config.DNSAPIListen+"/api/v1/servers/localhost/zones/"+domain+".", nil)
+	req.Header.Set("X-API-Key", strings.TrimSpace(string(key)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("wipe secondary: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if serial(t, secondary, domain) != "" {
+		t.Fatal("zone still served after the wipe")
+	}
+	testenv.WaitFor(t, 20*time.Second, "wiped secondary healed", func() bool {
+		return serial(t, secondary, domain) == serial(t, primary, domain)
+	})
+
+	// The zone goes with its account, from both servers.
+	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "zone record removed", func() bool {
+		_, _, err := s.Store().GetZone(ctx, domain)
+		return err != nil
+	})
+	testenv.WaitFor(t, 20*time.Second, "zone gone from both servers", func() bool {
+		return serial(t, primary, domain) == "" && serial(t, secondary, domain) == ""
+	})
+}
+
+// The zone API against a real PowerDNS: records CRUD answered by the
+// server, refused records change nothing, a BIND file import reports line
+// by line, DNSSEC signs the answers and returns DS, a key rollover runs
+// through its steps, and tenants see only their zones.
+func TestZoneAPI(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
+	if os.Geteuid() != 0 {
+		t.Skip("creating Linux users needs root")
+	}
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.ZoneRotateInterval = time.Second })
+	ag := s.StartAgent(t, "dns-1", testenv.WithModules(t, "dns"))
+	ctx := testenv.Context(t)
+	mustPlan(t, s.Admin, "basic", 100)
+	user := testUsername(t)
+	domain := user + ".example.com"
+	if _, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "basic", Node: "dns-1"}); err != nil {
+		t.Fatal(err)
+	}
+	srv := ag.Config.DNSListen
+	waitZone(t, s, domain, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	waitApplied := func() *store.Zone {
+		return waitZone(t, s, domain, func(z *store.Zone) bool { return z.AppliedGeneration == z.Generation && z.TaskID == "" })
+	}
+
+	ttl, prio := 300, 10
+	rec, err := s.Admin.AddRecord(ctx, domain, client.RecordInput{Name: "shop", Type: "A", Content: "192.0.2.7", TTL: &ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Name != "shop."+domain+"." {
+		t.Errorf("record name %q", rec.Name)
+	}
+	waitApplied()
+	if got := query(t, srv, "shop."+domain, dns.TypeA); len(got) != 1 || got[0] != "192.0.2.7" {
+		t.Fatalf("added record: %v", got)
+	}
+	if _, err := s.Admin.UpdateRecord(ctx, domain, rec.ID, client.RecordInput{Name: "shop", Type: "A", Content: "192.0.2.8", TTL: &ttl}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied()
+	if got := query(t, srv, "shop."+domain, dns.TypeA); len(got) != 1 || got[0] != "192.0.2.8" {
+		t.Fatalf("updated record: %v", got)
+	}
+
+	before, _ := s.Admin.Zone(ctx, domain)
+	for name, bad := range map[string]client.RecordInput{
+		"CNAME beside other data": {Name: "shop", Type: "CNAME", Content: "www." + domain + "."},
+		"MX to an IP":             {Name: "@", Type: "MX", Content: "192.0.2.1", Priority: &prio},
+		"out of zone":             {Name: "www.elsewhere.example.org.", Type: "A", Content: "192.0.2.1"},
+		"TTL too short":           {Name: "x", Type: "A", Content: "192.0.2.1", TTL: new(int)},
+		"bad address":             {Name: "x", Type: "A", Content: "192.0.2.300"},
+		"SOA by hand":             {Name: "@", Type: "TXT", Content: strings.Repeat("x", 5000)},
+	} {
+		if name == "TTL too short" {
+			*bad.TTL = 5
+		}
+		if _, err := s.Admin.AddRecord(ctx, domain, bad); client.CodeOf(err) != "INVALID_INPUT" {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if after, _ := s.Admin.Zone(ctx, domain); len(after.Records) != len(before.Records) {
+		t.Errorf("a refused record changed the zone: %d -> %d records", len(before.Records), len(after.Records))
+	}
+
+	if err := s.Admin.DeleteRecord(ctx, domain, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied()
+	if got := query(t, srv, "shop."+domain, dns.TypeA); len(got) != 0 {
+		t.Fatalf("deleted record still answered: %v", got)
+	}
+
+	// A real-world zone file: $ORIGIN, $TTL, a multi-line SOA, comments.
+	bind := "$ORIGIN " + domain + ".\n$TTL 1h\n" +
+		"@ IN SOA ns1." + domain + ". hostmaster." + domain + ". (\n  2024010101 ; serial\n  3600 900 604800 300 )\n" +
+		"  IN NS ns1." + domain + ".\n" +
+		"blog    IN A     192.0.2.20   ; the blog\n" +
+		"ftp     IN CNAME blog\n" +
+		"_sip._tcp IN SRV 10 5 5060 sip." + domain + ".\n" +
+		"bad     IN MX    10 192.0.2.1\n" +
+		"caa     IN CAA   0 issue \"letsencrypt.org\"\n"
+	imp, err := s.Admin.ImportZone(ctx, domain, bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imp.Imported) != 4 || len(imp.Refused) == 0 {
+		t.Fatalf("import: imported %+v refused %+v", imp.Imported, imp.Refused)
+	}
+	refusedMX := false
+	for _, l := range imp.Refused {
+		refusedMX = refusedMX || (l.Line == 10 && l.Reason != nil)
+	}
+	if !refusedMX {
+		t.Errorf("MX to an IP not refused on line 10: %+v", imp.Refused)
+	}
+	waitApplied()
+	if got := query(t, srv, "ftp."+domain, dns.TypeCNAME); len(got) != 1 || got[0] != "blog."+domain+"." {
+		t.Fatalf("imported CNAME: %v", got)
+	}
+	if ok, errs, err := s.Admin.ValidateZone(ctx, domain); err != nil || !ok {
+		t.Fatalf("validateZone: %v %v %v", ok, errs, err)
+	}
+
+	// DNSSEC: signed answers and a DS for the registrar.
+	z, ds, err := s.Admin.EnableDNSSEC(ctx, domain, 30)
+	if err != nil || len(ds) == 0 || !z.DNSSEC {
+		t.Fatalf("enableDNSSEC: %+v %v %v", z, ds, err)
+	}
+	if !signed(t, srv, domain) {
+		t.Fatal("answers carry no RRSIG after enableDNSSEC")
+	}
+	if _, err := s.Admin.ZoneMutation(ctx, "rotateDNSSECKeys", domain); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 60*time.Second, "key rollover done", func() bool {
+		z, _, err := s.Store().GetZone(ctx, domain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if z.Status == store.ZoneFailed {
+			t.Fatalf("rollover failed: %s", z.Reason)
+		}
+		if !signed(t, srv, domain) {
+			t.Fatal("answers went unsigned during the rollover")
+		}
+		return z.RotateStep == 0
+	})
+
+	// Tenancy: another account's owner sees nothing of this zone.
+	other := testUsername(t)
+	oacct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: other, Domain: other + ".example.com", Plan: "basic", Node: "dns-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := "owner" + strings.TrimPrefix(other, "npt")
+	if err := s.Admin.CreateUser(ctx, owner, "other-password-123", oacct.ID); err != nil {
+		t.Fatal(err)
+	}
+	oc := login(t, s, owner, "other-password-123")
+	if z, err := oc.Zone(ctx, domain); err != nil || z != nil {
+		t.Errorf("another tenant reads the zone: %+v %v", z, err)
+	}
+	if _, err := oc.AddRecord(ctx, domain, client.RecordInput{Name: "evil", Type: "A", Content: "192.0.2.66"}); client.CodeOf(err) != "NOT_FOUND" {
+		t.Errorf("another tenant adds a record: %v", err)
+	}
+	if zs, _, err := oc.Zones(ctx, "", 50, ""); err != nil || len(zs) != 1 || zs[0].Name != other+".example.com" {
+		t.Errorf("tenant's zones: %+v %v", zs, err)
+	}
+	if _, err := oc.AddReverseZone(ctx, "192.0.2.0/24"); client.CodeOf(err) != "FORBIDDEN" {
+		t.Errorf("tenant adds a reverse zone: %v", err)
+	}
+	rz, err := s.Admin.AddReverseZone(ctx, "198.51.100.0/24")
+	if err != nil || len(rz) != 1 || rz[0].Name != "100.51.198.in-addr.arpa" {
+		t.Fatalf("reverse zone: %+v %v", rz, err)
+	}
+	if _, err := s.Admin.AddRecord(ctx, rz[0].Name, client.RecordInput{Name: "7", Type: "PTR", Content: "shop." + domain + "."}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "PTR answered", func() bool {
+		got := query(t, srv, "7.100.51.198.in-addr.arpa", dns.TypePTR)
+		return len(got) == 1 && got[0] == "shop."+domain+"."
+	})
+}
+
+// signed reports whether the server's answer for name's A records carries
+// an RRSIG when asked with the DO bit.
+func signed(t *testing.T, addr, name string) bool {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	m.SetEdns0(4096, true)
+	in, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, addr)
+	if err != nil {
+		return false
+	}
+	for _, rr := range in.Answer {
+		if _, ok := rr.(*dns.RRSIG); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ZoneStatus is where a zone is on its primary node.
+type ZoneStatus string
+
+const (
+	// ZonePending: not yet served as written (waiting for placement, for a
+	// node with a DNS server, or for the node to apply the change).
+	ZonePending ZoneStatus = "PENDING"
+	ZoneActive  ZoneStatus = "ACTIVE"
+	ZoneFailed  ZoneStatus = "FAILED"
+)
+
+// ZoneRecord is one record of a zone as the API manages it. Names are
+// absolute ("www.example.com."); content is in PowerDNS form without the
+// priority (dnszone.Record).
+type ZoneRecord struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Content  string `json:"content"`
+	TTL      uint32 `json:"ttl"`
+	Priority uint32 `json:"priority,omitempty"`
+}
+
+// Zone is an authoritative DNS zone: the desired records the API writes and
+// what the primary node reported, in one record (like Account).
+type Zone struct {
+	// Name is canonical without the trailing dot ("example.com").
+	Name string `json:"name"`
+	// Account owns the zone (the account whose domain it is); "" for zones
+	// only admins manage (reverse zones).
+	Account string `json:"account,omitempty"`
+	// Owner is the account's owner (a reseller or admin), for listing.
+	Owner string `json:"owner,omitempty"`
+	// Node serves the zone as primary: the account's node when that runs a
+	// DNS server, else the first DNS server; fixed once served.
+	Node string `json:"node,omitempty"`
+	// Address is where the account's sites are served, for the records
+	// the zone starts with (Defaults).
+	Address string       `json:"address,omitempty"`
+	Reverse bool         `json:"reverse,omitempty"`
+	Records []ZoneRecord `json:"records"`
+	// Defaults is set until the controller has filled in the records every
+	// account zone starts with (they need the node's address).
+	Defaults bool `json:"defaults,omitempty"`
+	DNSSEC   bool `json:"dnssec,omitempty"`
+	// RotateStep is the next step of a ZSK rollover in progress (1 publish,
+	// 2 activate, 3 retire; 0: none), due from RotateAfter.
+	RotateStep  int       `json:"rotateStep,omitempty"`
+	RotateAfter time.Time `json:"rotateAfter,omitzero"`
+	// Deleted asks the controller to remove the zone from its node, then
+	// the record.
+	Deleted bool  `json:"deleted,omitempty"`
+	NextID  int64 `json:"nextId"`
+
+	Generation        int64      `json:"generation"`
+	AppliedGeneration int64      `json:"appliedGeneration,omitempty"`
+	TaskID            string     `json:"taskId,omitempty"`
+	Attempts          int        `json:"attempts,omitempty"`
+	Status            ZoneStatus `json:"status"`
+	Reason            string     `json:"reason,omitempty"`
+	Serial            uint32     `json:"serial,omitempty"`
+	DS                []string   `json:"ds,omitempty"`
+	CreatedAt         time.Time  `json:"createdAt"`
+	UpdatedAt         time.Time  `json:"updatedAt"`
+}
+
+// NewRecordID numbers a zone's records; ids are stable across edits.
+func (z *Zone) NewRecordID() string {
+	z.NextID++
+	return fmt.Sprintf("r%d", z.NextID)
+}
+
+// Nameservers is the cluster's NS set for new and existing zones.
+type Nameservers struct {
+	Names     []string  `json:"names"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// PrefixZones holds every zone; the controller watches it.
+const PrefixZones = prefix + "zones/"
+
+const keyNameservers = prefix + "cluster/nameservers"
+
+func zoneKey(name string) string { return PrefixZones + strings.TrimSuffix(name, ".") }
+
+// ZoneOps are the operations that create zone z if no zone of its name
+// exists, for a caller that adds them to its own transaction.
+func ZoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
+	return absent(zoneKey(z.Name)), clientv3.OpPut(zoneKey(z.Name), mustJSON(z))
+}
+
+// CreateZone writes a new zone unless one of that name exists.
+func (s *Store) CreateZone(ctx context.Context, z *Zone, audit AuditEvent) error {
+	cmp, op := ZoneOps(z)
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(op, auditPut(audit)).Commit()
+	if err != nil {
+		return fmt.Errorf("create zone %s: %w", z.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("zone %s exists already: %w", z.Name, ErrConflict)
+	}
+	return nil
+}
+
+// GetZone returns a zone and its revision.
+func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) {
+	z, rev, err := getJSON[Zone](ctx, s.cli, zoneKey(name))
+	if err == ErrNotFound {
+		return nil, 0, fmt.Errorf("zone %s: %w", name, ErrNotFound)
+	}
+	return z, rev, err
+}
+
+// UpdateZone applies fn to the zone and writes it back if it did not change
+// meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
+// the write (audit events, consumed notices).
+func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
+	for {
+		z, rev, err := s.GetZone(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(z); err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).
+			Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(name), mustJSON(z))}, extra...)...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update zone %s: %w", name, err)
+		}
+		if resp.Succeeded {
+			return z, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// PutZone writes z if its key is still at rev, with extra ops; false on a
+// conflict.
+func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...clientv3.Op) (bool, error) {
+	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(z.Name), rev)).
+		Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(z.Name), mustJSON(z))}, extra...)...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("write zone %s: %w", z.Name, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// DeleteZone removes a zone record (the controller has removed it from the
+// nodes first) together with its unconsumed done notices.
+func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
+	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(
+		clientv3.OpDelete(zoneKey(name)),
+		clientv3.OpDelete(PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
+		auditPut(audit),
+	).Commit()
+	if err != nil {
+		return false, fmt.Errorf("delete zone %s: %w", name, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// ZonePage lists zones in name order after the given name (exclusive).
+func (s *Store) ZonePage(ctx context.Context, after string, limit int) ([]*Zone, bool, error) {
+	from := PrefixZones
+	if after != "" {
+		from = zoneKey(after) + "\x00"
+	}
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(PrefixZones)), clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return nil, false, fmt.Errorf("list zones: %w", err)
+	}
+	out := make([]*Zone, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		z, err := DecodeZone(kv.Value)
+		if err != nil {
+			return nil, false, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, z)
+	}
+	return out, resp.More, nil
+}
+
+// ListZones returns every zone with the revision it was read at.
+func (s *Store) ListZones(ctx context.Context) ([]*Zone, int64, error) {
+	resp, err := s.cli.Get(ctx, PrefixZones, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list zones: %w", err)
+	}
+	out := make([]*Zone, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		z, err := DecodeZone(kv.Value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, z)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// ZoneDone returns the finished tasks the zone controller has not consumed.
+func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
+	resp, err := s.cli.Get(ctx, PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var out []Done
+	for _, kv := range resp.Kvs {
+		t, _, err := s.GetTask(ctx, string(kv.Value))
+		if err != nil && !isNotFound(err) {
+			return nil, err
+		}
+		out = append(out, Done{Key: string(kv.Key), Task: t})
+	}
+	return out, nil
+}
+
+// DecodeZone decodes a zone record.
+func DecodeZone(b []byte) (*Zone, error) {
+	var z Zone
+	if err := json.Unmarshal(b, &z); err != nil {
+		return nil, err
+	}
+	return &z, nil
+}
+
+// GetNameservers returns the cluster's nameserver names (nil when unset).
+func (s *Store) GetNameservers(ctx context.Context) ([]string, error) {
+	ns, _, err := getJSON[Nameservers](ctx, s.cli, keyNameservers)
+	if err == ErrNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ns.Names, nil
+}
+
+// SetNameservers replaces the cluster's nameserver names.
+func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditEvent) error {
+	_, err := s.cli.Txn(ctx).Then(
+		clientv3.OpPut(keyNameservers, mustJSON(Nameservers{Names: names, UpdatedAt: time.Now().UTC()})),
+		auditPut(audit),
+	).Commit()
+	return err
+}
+
+// PrefixDoneZones is where finished zone tasks are announced.
+const PrefixDoneZones = PrefixDone + "zone/"
+
+// PutZone adds zone z to the batch, provided it is still at rev.
+func (b *Batch) PutZone(z *Zone, rev int64) {
+	b.cmps = append(b.cmps, unchanged(zoneKey(z.Name), rev))
+	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
+}
+
+// PutNewZone adds a zone created by the account controller at placement to
+// the batch. It has no compare: forward zones are created only there, once
+// per account, and the domain's cluster-wide reservation already excludes
+// another account's zone of that name.
+func (b *Batch) PutNewZone(z *Zone) {
+	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
+}
+
+// zoneDeletion marks an account's zone for removal from its node, for the
+// transaction that deletes the account; none when it has no zone.
+func (s *Store) zoneDeletion(ctx context.Context, domain string) ([]clientv3.Cmp, []clientv3.Op, error) {
+	z, rev, err := getJSON[Zone](ctx, s.cli, zoneKey(domain))
+	if err == ErrNotFound {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	z.Deleted = true
+	z.UpdatedAt = time.Now().UTC()
+	return []clientv3.Cmp{unchanged(zoneKey(domain), rev)}, []clientv3.Op{clientv3.OpPut(zoneKey(domain), mustJSON(z))}, nil
+}

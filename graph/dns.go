@@ -1,0 +1,304 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
+	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/validate"
+)
+
+func zoneModel(z *store.Zone) *model.Zone {
+	m := &model.Zone{
+		Name: z.Name, Node: strPtr(z.Node), Status: model.ZoneStatus(z.Status), Reason: strPtr(z.Reason),
+		Reverse: z.Reverse, Dnssec: z.DNSSEC, Ds: z.DS, CreatedAt: z.CreatedAt, UpdatedAt: z.UpdatedAt,
+		AccountID: z.Account, Records: make([]*model.DNSRecord, 0, len(z.Records)),
+	}
+	if m.Ds == nil {
+		m.Ds = []string{}
+	}
+	if z.Serial != 0 {
+		s := int64(z.Serial)
+		m.Serial = &s
+	}
+	if z.RotateStep > 0 {
+		m.Rollover = strPtr([]string{"", "PUBLISH", "ACTIVATE", "RETIRE"}[min(z.RotateStep, 3)])
+	}
+	for _, r := range z.Records {
+		m.Records = append(m.Records, recordModel(r))
+	}
+	return m
+}
+
+func recordModel(r store.ZoneRecord) *model.DNSRecord {
+	m := &model.DNSRecord{ID: r.ID, Name: r.Name, Type: model.RecordType(r.Type), Content: r.Content, TTL: int(r.TTL)}
+	if dnszone.HasPriority(r.Type) {
+		p := int(r.Priority)
+		m.Priority = &p
+	}
+	return m
+}
+
+// zoneKeyName turns a zone argument into the stored name (canonical,
+// without the trailing dot), as INVALID_INPUT when it is no zone name.
+func zoneKeyName(name string) (string, error) {
+	z, err := dnszone.ZoneName(name)
+	if err != nil {
+		return "", &validate.Error{Field: "zone", Reason: err.Error()}
+	}
+	return strings.TrimSuffix(z, "."), nil
+}
+
+// visibleZone returns a zone the caller may see: admins every zone,
+// resellers and users the zones of accounts they see. Others are NOT_FOUND,
+// which says no more than a zone that does not exist.
+func (r *Resolver) visibleZone(ctx context.Context, p auth.Principal, name string) (*store.Zone, error) {
+	z, _, err := r.Store.GetZone(ctx, name)
+	notFound := errorf(CodeNotFound, "zone "+quote(name)+" not found")
+	if err != nil {
+		if isNotFound(err) {
+			return nil, notFound
+		}
+		return nil, err
+	}
+	if p.Role == store.RoleAdmin {
+		return z, nil
+	}
+	if z.Account == "" {
+		return nil, notFound
+	}
+	a, _, err := r.Store.GetAccount(ctx, z.Account)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, notFound
+		}
+		return nil, err
+	}
+	if !canSee(p, a) {
+		return nil, notFound
+	}
+	return z, nil
+}
+
+// changeZone applies fn to a zone the caller may change, checks the zone's
+// records as a whole exactly as its DNS server will, and commits with a new
+// generation for the controller to converge. A refused change writes
+// nothing.
+func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(z *store.Zone) error) (*store.Zone, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := zoneKeyName(name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.visibleZone(ctx, p, key); err != nil {
+		return nil, err
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), action, key, "ok")
+	return r.Store.UpdateZone(ctx, key, func(z *store.Zone) error {
+		if z.Deleted {
+			return fmt.Errorf("zone %s is being deleted: %w", z.Name, store.ErrConflict)
+		}
+		if err := fn(z); err != nil {
+			return err
+		}
+		if err := checkZoneRecords(z); err != nil {
+			return err
+		}
+		z.Generation++
+		z.Attempts = 0
+		if z.Status == store.ZoneFailed {
+			z.Status, z.Reason = store.ZonePending, ""
+		}
+		z.UpdatedAt = time.Now().UTC()
+		return nil
+	}, store.AuditOp(ev))
+}
+
+func dnsRecords(z *store.Zone) []dnszone.Record {
+	out := make([]dnszone.Record, 0, len(z.Records))
+	for _, r := range z.Records {
+		out = append(out, dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority})
+	}
+	return out
+}
+
+// checkZoneRecords applies the set rules (a CNAME alone at its name, one
+// TTL per rrset, no duplicates) to the zone's records.
+func checkZoneRecords(z *store.Zone) error {
+	if _, errs := dnszone.CheckRecords(z.Name+".", dnsRecords(z), dnszone.DefaultTTL); len(errs) > 0 {
+		msgs := make([]string, 0, len(errs))
+		for _, e := range errs {
+			msgs = append(msgs, e.Error())
+		}
+		return &validate.Error{Field: "record", Reason: strings.Join(msgs, "; ")}
+	}
+	return nil
+}
+
+// recordFromInput validates one record of zone (stored name) and returns
+// it canonical.
+func recordFromInput(zone string, in model.RecordInput) (store.ZoneRecord, error) {
+	owner, err := dnszone.OwnerName(zone, in.Name)
+	if err != nil {
+		return store.ZoneRecord{}, &validate.Error{Field: "name", Reason: err.Error()}
+	}
+	rec := dnszone.Record{Name: owner, Type: string(in.Type), Content: in.Content}
+	if in.TTL != nil {
+		if *in.TTL < 0 || *in.TTL > dnszone.MaxTTL {
+			return store.ZoneRecord{}, &validate.Error{Field: "ttl", Reason: fmt.Sprintf("must be between %d and %d", dnszone.MinTTL, dnszone.MaxTTL)}
+		}
+		rec.TTL = uint32(*in.TTL)
+	}
+	if in.Priority != nil {
+		if *in.Priority < 0 || *in.Priority > 65535 {
+			return store.ZoneRecord{}, &validate.Error{Field: "priority", Reason: "must be between 0 and 65535"}
+		}
+		rec.Priority = uint32(*in.Priority)
+	} else if dnszone.HasPriority(rec.Type) {
+		return store.ZoneRecord{}, &validate.Error{Field: "priority", Reason: rec.Type + " records need a priority"}
+	}
+	out, err := dnszone.ValidateRecord(zone, rec, dnszone.DefaultTTL)
+	if err != nil {
+		return store.ZoneRecord{}, &validate.Error{Field: "record", Reason: err.Error()}
+	}
+	return store.ZoneRecord{Name: out.Name, Type: out.Type, Content: out.Content, TTL: out.TTL, Priority: out.Priority}, nil
+}
+
+func recordIndex(z *store.Zone, id string) int {
+	return slices.IndexFunc(z.Records, func(r store.ZoneRecord) bool { return r.ID == id })
+}
+
+// importRecords merges what a zone file holds into z: each imported rrset
+// replaces the zone's records of that name and type. Entries the parser
+// refused, and imported records that would break the zone as a whole, are
+// reported and left out.
+func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*model.ImportLine) {
+	lineOf := map[dnszone.Record]*dnszone.ImportLine{}
+	for i := range imp.Lines {
+		l := &imp.Lines[i]
+		if !l.Imported {
+			refused = append(refused, &model.ImportLine{Line: l.Line, Text: l.Text, Reason: strPtr(l.Reason)})
+		} else if l.Record != nil {
+			lineOf[*l.Record] = l
+		}
+	}
+	type rrset struct{ name, typ string }
+	replaced := map[rrset]bool{}
+	for _, rec := range imp.Records {
+		replaced[rrset{rec.Name, rec.Type}] = true
+	}
+	kept := slices.DeleteFunc(slices.Clone(z.Records), func(r store.ZoneRecord) bool { return replaced[rrset{r.Name, r.Type}] })
+	candidates := slices.Clone(imp.Records)
+	for {
+		trial := slices.Clone(kept)
+		for _, rec := range candidates {
+			trial = append(trial, store.ZoneRecord{Name: rec.Name, Type: rec.Type, Content: rec.Content, TTL: rec.TTL, Priority: rec.Priority})
+		}
+		probe := &store.Zone{Name: z.Name, Records: trial}
+		_, errs := dnszone.CheckRecords(z.Name+".", dnsRecords(probe), dnszone.DefaultTTL)
+		var bad []int
+		for _, e := range errs {
+			if e.Index >= len(kept) {
+				bad = append(bad, e.Index-len(kept))
+			}
+		}
+		if len(bad) == 0 || len(errs) != len(bad) {
+			if len(errs) != len(bad) {
+				// The zone's own records conflict with each other; keep
+				// the import out entirely rather than guess.
+				for _, rec := range candidates {
+					refused = append(refused, importLine(lineOf, rec, "conflicts with the zone's existing records"))
+				}
+				return imported, refused
+			}
+			break
+		}
+		reasons := map[int]string{}
+		for _, e := range errs {
+			reasons[e.Index-len(kept)] = e.Reason
+		}
+		var next []dnszone.Record
+		for i, rec := range candidates {
+			if reason, ok := reasons[i]; ok {
+				refused = append(refused, importLine(lineOf, rec, reason))
+				continue
+			}
+			next = append(next, rec)
+		}
+		candidates = next
+	}
+	z.Records = kept
+	for _, rec := range candidates {
+		sr := store.ZoneRecord{ID: z.NewRecordID(), Name: rec.Name, Type: rec.Type, Content: rec.Content, TTL: rec.TTL, Priority: rec.Priority}
+		z.Records = append(z.Records, sr)
+		l := importLine(lineOf, rec, "")
+		l.Record = recordModel(sr)
+		imported = append(imported, l)
+	}
+	slices.SortFunc(refused, func(a, b *model.ImportLine) int { return a.Line - b.Line })
+	return imported, refused
+}
+
+func importLine(lineOf map[dnszone.Record]*dnszone.ImportLine, rec dnszone.Record, reason string) *model.ImportLine {
+	l := &model.ImportLine{Text: rec.String(), Reason: strPtr(reason)}
+	if src, ok := lineOf[rec]; ok {
+		l.Line, l.Text = src.Line, src.Text
+	}
+	return l
+}
+
+// waitZoneApplied waits until the zone's node applied generation gen (or
+// the zone failed), up to timeout, and returns the zone as last read.
+func (r *Resolver) waitZoneApplied(ctx context.Context, name string, gen int64, timeout time.Duration) (*store.Zone, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		z, _, err := r.Store.GetZone(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if z.AppliedGeneration >= gen || z.Status == store.ZoneFailed || time.Now().After(deadline) {
+			return z, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// zoneMatches applies a zones filter and the caller's tenancy.
+func zoneMatches(p auth.Principal, f *model.ZoneFilter, z *store.Zone) bool {
+	switch p.Role {
+	case store.RoleReseller:
+		if z.Owner != p.Name {
+			return false
+		}
+	case store.RoleUser:
+		if z.Account != p.Account {
+			return false
+		}
+	}
+	if f == nil {
+		return true
+	}
+	if f.Account != nil && z.Account != *f.Account {
+		return false
+	}
+	if f.Status != nil && string(z.Status) != string(*f.Status) {
+		return false
+	}
+	if f.Search != nil && !strings.Contains(z.Name, strings.ToLower(*f.Search)) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,248 @@
+// Package pdns starts a PowerDNS authoritative server for a test: gsqlite3
+// backend in a temp dir, DNS on a loopback address and a free port, the HTTP
+// API on 127.0.0.1. Every instance can be both primary and secondary, so two
+// of them on different loopback addresses replicate to each other.
+//
+// It does not import internal/testenv (which imports the agent and through
+// it the DNS actions, whose tests use this package); RequireServer follows
+// testenv.RequireDaemon's rule: fail under CI=true, skip elsewhere.
+package pdns
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Fixed binaries and schema of the Debian 12 packages.
+const (
+	ServerBinary = "/usr/sbin/pdns_server"
+	Sqlite3      = "/usr/bin/sqlite3"
+	Schema       = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql"
+)
+
+// Server is one running pdns_server.
+type Server struct {
+	IP      string // loopback address it answers DNS on
+	DNSAddr string // IP:port
+	APIAddr string // 127.0.0.1:port
+	APIURL  string // http://APIAddr
+	APIKey  string
+	Dir     string // config, database, socket and log
+	PID     int
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Options tune a server.
+type Options struct {
+	// IP is the loopback address for DNS and outgoing NOTIFY/AXFR queries;
+	// default 127.0.0.1. Use 127.0.0.2 for a second instance, so that the
+	// primary can tell its secondary apart by address.
+	IP string
+	// Extra lines appended to pdns.conf.
+	Extra []string
+}
+
+// RequireServer fails under CI=true and skips elsewhere when PowerDNS with
+// the gsqlite3 backend or sqlite3 is not installed.
+func RequireServer(t testing.TB) {
+	t.Helper()
+	for _, p := range []string{ServerBinary, Sqlite3, Schema} {
+		if _, err := os.Stat(p); err != nil {
+			if strings.EqualFold(os.Getenv("CI"), "true") {
+				t.Fatalf("%s is not installed; make test installs it (see Makefile deps)", p)
+			}
+			t.Skipf("%s is not installed (run make deps)", p)
+		}
+	}
+}
+
+// Start runs a server and registers its stop with t.Cleanup; it returns once
+// the API answers.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	RequireServer(t)
+	if opts.IP == "" {
+		opts.IP = "127.0.0.1"
+	}
+	s := &Server{IP: opts.IP, Dir: t.TempDir(), done: make(chan struct{})}
+	key := make([]byte, 16)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	s.APIKey = hex.EncodeToString(key)
+	dnsPort, err := freePort(opts.IP)
+	if err != nil {
+		t.Fatalf("pdns: free port on %s: %v", opts.IP, err)
+	}
+	apiPort, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatalf("pdns: free API port: %v", err)
+	}
+	s.DNSAddr = net.JoinHostPort(opts.IP, strconv.Itoa(dnsPort))
+	s.APIAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))
+	s.APIURL = "http://" + s.APIAddr
+
+	db := filepath.Join(s.Dir, "pdns.sqlite3")
+	if err := createDB(db); err != nil {
+		t.Fatalf("pdns: %v", err)
+	}
+	sock := filepath.Join(s.Dir, "run")
+	if err := os.Mkdir(sock, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := []string{
+		"launch=gsqlite3",
+		"gsqlite3-database=" + db,
+		"gsqlite3-dnssec=yes",
+		"daemon=no",
+		"guardian=no",
+		"disable-syslog=yes",
+		"log-timestamp=no",
+		"loglevel=4",
+		"socket-dir=" + sock,
+		"local-address=" + opts.IP,
+		"local-port=" + strconv.Itoa(dnsPort),
+		"query-local-address=" + opts.IP,
+		"api=yes",
+		"api-key=" + s.APIKey,
+		"webserver=yes",
+		"webserver-address=127.0.0.1",
+		"webserver-port=" + strconv.Itoa(apiPort),
+		"webserver-allow-from=127.0.0.0/8",
+		"primary=yes",
+		"secondary=yes",
+		"allow-notify-from=127.0.0.0/8",
+		"allow-axfr-ips=",
+		// As the agent configures it: NOTIFY only to ALSO-NOTIFY targets.
+		"only-notify=",
+		"security-poll-suffix=",
+	}
+	conf = append(conf, opts.Extra...)
+	if err := os.WriteFile(filepath.Join(s.Dir, "pdns.conf"), []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(s.Dir, "pdns.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(ServerBinary, "--config-dir="+s.Dir)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("pdns: start: %v", err)
+	}
+	s.PID = s.cmd.Process.Pid
+	go func() {
+		_ = s.cmd.Wait()
+		logf.Close()
+		close(s.done)
+	}()
+	t.Cleanup(s.Stop)
+	if err := s.waitReady(10 * time.Second); err != nil {
+		t.Fatalf("pdns on %s: %v\n%s", s.DNSAddr, err, s.LogTail())
+	}
+	return s
+}
+
+// Stop ends the server (SIGTERM, then SIGKILL after 5 s) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(s.PID, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(s.PID, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// LogTail returns the end of the server's log, for failure messages.
+func (s *Server) LogTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "pdns.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return fmt.Errorf("pdns_server exited during start")
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.APIURL+"/api/v1/servers/localhost", nil)
+		req.Header.Set("X-API-Key", s.APIKey)
+		resp, err := http.DefaultClient.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("API answered %s", resp.Status)
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("API not ready after %s: %v", limit, last)
+}
+
+func createDB(path string) error {
+	schema, err := os.ReadFile(Schema)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(Sqlite3, path)
+	cmd.Stdin = bytes.NewReader(schema)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("create %s: %v: %s", path, err, out)
+	}
+	return nil
+}
+
+// freePort finds a port free for both TCP and UDP on ip.
+func freePort(ip string) (int, error) {
+	for i := 0; i < 20; i++ {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no port free for TCP and UDP")
+}

@@ -1,0 +1,101 @@
+package dns
+
+import (
+	"context"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/npanel/npanel/internal/testenv/pdns"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+func TestPrimaryZoneCRUD(t *testing.T) {
+	srv := pdns.Start(t, pdns.Options{})
+	env := envFor(t, srv)
+	const zone = "crud.npanel-test.com"
+	spec := primarySpec(zone)
+
+	r1 := apply(t, env, NewEnsureZone(spec))
+	if !r1.Changed || r1.Existed || r1.Serial == 0 {
+		t.Fatalf("create: %+v", r1)
+	}
+	if got := serialAt(t, srv.DNSAddr, zone); got != r1.Serial {
+		t.Fatalf("served serial %d, want %d\n%s", got, r1.Serial, srv.LogTail())
+	}
+	checks := []struct {
+		name  string
+		qtype uint16
+		want  string
+	}{
+		{zone, mdns.TypeA, "192.0.2.10"},
+		{zone, mdns.TypeAAAA, "2001:db8::10"},
+		{zone, mdns.TypeMX, "10 mail.crud.npanel-test.com."},
+		{zone, mdns.TypeTXT, `"v=spf1 mx -all"`},
+		{zone, mdns.TypeCAA, `0 issue "letsencrypt.org"`},
+		{"_sip._tcp." + zone, mdns.TypeSRV, "10 5 5060 sip.crud.npanel-test.com."},
+		{zone, mdns.TypeNS, "ns1.crud.npanel-test.com."},
+	}
+	for _, c := range checks {
+		got := answers(query(t, srv.DNSAddr, c.name, c.qtype, false))
+		found := false
+		for _, g := range got {
+			found = found || g == c.want
+		}
+		if !found {
+			t.Errorf("%s %s = %q, want %q", c.name, mdns.TypeToString[c.qtype], got, c.want)
+		}
+	}
+
+	// The same spec again changes nothing, not even the serial.
+	r2 := apply(t, env, NewEnsureZone(spec))
+	if r2.Changed || r2.Serial != r1.Serial || !r2.Existed {
+		t.Fatalf("repeat: %+v (first %+v)", r2, r1)
+	}
+
+	// Update one record, add one, delete one.
+	spec.Records[0].Content = "192.0.2.11"
+	spec.Records = append(spec.Records, rec("new."+zone, "A", "192.0.2.12", 300, 0))
+	spec.Records = append(spec.Records[:7], spec.Records[8:]...) // drop TXT
+	r3 := apply(t, env, NewEnsureZone(spec))
+	if !r3.Changed || !(r3.Serial > r1.Serial) {
+		t.Fatalf("update: %+v", r3)
+	}
+	if got := answers(query(t, srv.DNSAddr, zone, mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.11" {
+		t.Errorf("A after update = %q", got)
+	}
+	if got := answers(query(t, srv.DNSAddr, "new."+zone, mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.12" {
+		t.Errorf("new A = %q", got)
+	}
+	if got := answers(query(t, srv.DNSAddr, zone, mdns.TypeTXT, false)); len(got) != 0 {
+		t.Errorf("TXT after delete = %q", got)
+	}
+	if got := serialAt(t, srv.DNSAddr, zone); got != r3.Serial {
+		t.Errorf("served serial %d, want %d", got, r3.Serial)
+	}
+
+	// An rrset added behind the agent's back is removed by the next ensure.
+	c := NewClient(srv.APIAddr, srv.APIKey)
+	if err := c.patchZone(context.Background(), zone+".", []pdnsRRset{{Name: "rogue." + zone + ".", Type: "A", TTL: 60, ChangeType: "REPLACE", Records: []pdnsRecord{{Content: "192.0.2.66"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r4 := apply(t, env, NewEnsureZone(spec))
+	if !r4.Changed || !(r4.Serial > r3.Serial) {
+		t.Fatalf("drift repair: %+v", r4)
+	}
+	if m := query(t, srv.DNSAddr, "rogue."+zone, mdns.TypeA, false); m.Rcode != mdns.RcodeNameError {
+		t.Errorf("rogue record still answered: %v", m.Answer)
+	}
+
+	d1 := apply(t, env, NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
+	if !d1.Existed || !d1.Changed {
+		t.Fatalf("delete: %+v", d1)
+	}
+	if m := query(t, srv.DNSAddr, zone, mdns.TypeA, false); m.Rcode != mdns.RcodeRefused {
+		t.Errorf("deleted zone answers rcode %s", mdns.RcodeToString[m.Rcode])
+	}
+	d2 := apply(t, env, NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
+	if d2.Existed || d2.Changed {
+		t.Fatalf("delete again: %+v", d2)
+	}
+}

@@ -1,0 +1,138 @@
+package dns
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/npanel/npanel/internal/testenv/pdns"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// pair starts a primary on 127.0.0.1 and a secondary on 127.0.0.2.
+func pair(t testing.TB) (prim, sec *pdns.Server) {
+	return pdns.Start(t, pdns.Options{IP: "127.0.0.1"}), pdns.Start(t, pdns.Options{IP: "127.0.0.2"})
+}
+
+func TestReplicationAndHealing(t *testing.T) {
+	prim, sec := pair(t)
+	penv, senv := envFor(t, prim), envFor(t, sec)
+	zones := []string{"rep1.npanel-test.com", "rep2.npanel-test.com"}
+	var sync agentpb.SyncSecondaryZonesAction
+	for _, z := range zones {
+		spec := primarySpec(z)
+		spec.Secondaries = []string{sec.DNSAddr}
+		apply(t, penv, NewEnsureZone(spec))
+		sync.Zones = append(sync.Zones, &agentpb.SecondaryZone{Zone: z, Masters: []string{prim.DNSAddr}})
+	}
+	// One zone through ensure_zone SECONDARY, the other through sync.
+	r := apply(t, senv, NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zones[0], Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
+	if !r.Changed || r.Kind != "Slave" {
+		t.Fatalf("ensure secondary: %+v", r)
+	}
+	out, err := NewSyncSecondaryZones(&sync).Apply(context.Background(), senv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := out.(*SyncResult); len(sr.Added) != 1 || sr.Unchanged != 1 {
+		t.Fatalf("sync: %+v", sr)
+	}
+	for _, z := range zones {
+		want := serialAt(t, prim.DNSAddr, z)
+		waitFor(t, 10*time.Second, z+" on the secondary", func() bool { return serialAt(t, sec.DNSAddr, z) == want })
+	}
+
+	// A change reaches the secondary through NOTIFY.
+	spec := primarySpec(zones[0])
+	spec.Secondaries = []string{sec.DNSAddr}
+	spec.Records[0].Content = "192.0.2.99"
+	start := time.Now()
+	r = apply(t, penv, NewEnsureZone(spec))
+	d := waitFor(t, 10*time.Second, "new serial on the secondary", func() bool { return serialAt(t, sec.DNSAddr, zones[0]) == r.Serial })
+	t.Logf("change → secondary serves serial %d after %s (apply %s)", r.Serial, time.Since(start).Round(time.Millisecond), d.Round(time.Millisecond))
+	if got := answers(query(t, sec.DNSAddr, zones[0], mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.99" {
+		t.Errorf("secondary A = %q", got)
+	}
+
+	// AXFR only to the secondary's address.
+	if err := axfr(prim.DNSAddr, zones[0], "127.0.0.1"); err == nil {
+		t.Error("AXFR from 127.0.0.1 allowed, only the secondary 127.0.0.2 should be")
+	}
+	if err := axfr(prim.DNSAddr, zones[0], "127.0.0.2"); err != nil {
+		t.Errorf("AXFR from the secondary: %v", err)
+	}
+
+	// Wipe the secondary (and give it a stray Slave zone and a primary zone
+	// of its own); sync heals it and leaves the primary zone alone.
+	sc := NewClient(sec.APIAddr, sec.APIKey)
+	ctx := context.Background()
+	for _, z := range zones {
+		if err := sc.deleteZone(ctx, z+"."); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sc.createZone(ctx, &pdnsZone{Name: "stray.npanel-test.com.", Kind: "Slave", Masters: []string{prim.DNSAddr}}); err != nil {
+		t.Fatal(err)
+	}
+	own := primarySpec("own.npanel-test.com")
+	apply(t, senv, NewEnsureZone(own))
+	if m := query(t, sec.DNSAddr, zones[0], mdns.TypeSOA, false); m.Rcode != mdns.RcodeRefused {
+		t.Fatalf("wiped secondary still answers: %v", m)
+	}
+	start = time.Now()
+	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sec.LogTail())
+	}
+	sr := out.(*SyncResult)
+	if len(sr.Added) != 2 || len(sr.Removed) != 1 || sr.Removed[0] != "stray.npanel-test.com." {
+		t.Fatalf("heal: %+v", sr)
+	}
+	for _, z := range zones {
+		want := serialAt(t, prim.DNSAddr, z)
+		waitFor(t, 10*time.Second, z+" healed", func() bool { return serialAt(t, sec.DNSAddr, z) == want })
+	}
+	t.Logf("wiped secondary healed in %s", time.Since(start).Round(time.Millisecond))
+	if serialAt(t, sec.DNSAddr, "own.npanel-test.com") == 0 {
+		t.Error("sync removed the node's own primary zone")
+	}
+	// Nothing to do the second time.
+	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := out.(*SyncResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated) != 0 || sr.Unchanged != 2 {
+		t.Fatalf("repeat sync: %+v", sr)
+	}
+}
+
+// axfr transfers zone from server addr with the query sent from local ip.
+func axfr(addr, zone, local string) error {
+	tr := &mdns.Transfer{}
+	tr.DialTimeout, tr.ReadTimeout = 2*time.Second, 2*time.Second
+	conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 2 * time.Second}).Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	tr.Conn = &mdns.Conn{Conn: conn}
+	m := new(mdns.Msg)
+	m.SetAxfr(mdns.Fqdn(zone))
+	ch, err := tr.In(m, addr)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for env := range ch {
+		if env.Error != nil {
+			return env.Error
+		}
+		n += len(env.RR)
+	}
+	if n == 0 {
+		return net.ErrClosed
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/npanel/npanel/dnszone"
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// MaxSecondaryZones bounds one sync_secondary_zones task.
+const MaxSecondaryZones = 100000
+
+// canonMasters makes the masters PowerDNS reports comparable with a spec's
+// (ip:port, port 53 when none, sorted); ones it cannot read stay as they
+// are, so they differ and get replaced.
+func canonMasters(ms []string) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		if ap, err := netip.ParseAddrPort(m); err == nil {
+			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String())
+		} else if a, err := netip.ParseAddr(m); err == nil {
+			out = append(out, netip.AddrPortFrom(a.Unmap(), 53).String())
+		} else {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ensureSecondary makes zone a Slave of masters and, when that changed
+// anything, transfers it at once rather than at the next refresh.
+func ensureSecondary(ctx context.Context, c *Client, zone string, masters []string) (*Result, error) {
+	res := &Result{Zone: zone, Kind: kindSlave}
+	cur, err := c.zone(ctx, zone)
+	switch {
+	case IsNotFound(err):
+		if err := c.createZone(ctx, &pdnsZone{Name: zone, Kind: kindSlave, Masters: masters}); err != nil {
+			return nil, fmt.Errorf("create secondary zone %s: %w", zone, err)
+		}
+		res.Changed = true
+	case err != nil:
+		return nil, fmt.Errorf("ensure secondary zone %s: %w", zone, err)
+	default:
+		res.Existed, res.Serial, res.DNSSEC = true, cur.Serial, cur.DNSSEC
+		if cur.Kind != kindSlave || !slices.Equal(canonMasters(cur.Masters), masters) {
+			if err := c.putZone(ctx, zone, &pdnsZone{Name: zone, Kind: kindSlave, Masters: masters}); err != nil {
+				return nil, fmt.Errorf("ensure secondary zone %s: set masters: %w", zone, err)
+			}
+			res.Changed = true
+		}
+	}
+	if res.Changed {
+		// The transfer runs in the background; a master that is down now
+		// is retried at the zone's refresh, so this is not an error.
+		if err := c.axfrRetrieve(ctx, zone); err != nil {
+			return res, fmt.Errorf("ensure secondary zone %s: start transfer: %w", zone, err)
+		}
+	}
+	return res, nil
+}
+
+// DeleteZone removes a zone; a missing zone is success.
+type DeleteZone struct {
+	req  *agentpb.DeleteZoneAction
+	zone string
+}
+
+// NewDeleteZone builds the action from its wire form.
+func NewDeleteZone(req *agentpb.DeleteZoneAction) actions.Action {
+	return &DeleteZone{req: req}
+}
+
+// Name implements actions.Action.
+func (a *DeleteZone) Name() string { return DeleteZoneName }
+
+// Validate implements actions.Action.
+func (a *DeleteZone) Validate() error {
+	z, err := dnszone.ZoneName(a.req.GetZone())
+	a.zone = z
+	return err
+}
+
+// Apply implements actions.Action.
+func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := clientFor(env)
+	if err != nil {
+		return nil, err
+	}
+	unlock := lockZone(a.zone)
+	defer unlock()
+	res := &Result{Zone: a.zone}
+	err = c.deleteZone(ctx, a.zone)
+	switch {
+	case IsNotFound(err):
+		return res, nil
+	case err != nil:
+		return nil, fmt.Errorf("delete zone %s: %w", a.zone, err)
+	}
+	res.Existed, res.Changed = true, true
+	env.Logger.Info("zone deleted", "zone", a.zone)
+	return res, nil
+}
+
+// SyncResult is the JSON form of agentpb.SyncSecondaryZonesResult.
+type SyncResult struct {
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
+	Updated   []string `json:"updated"`
+	Unchanged uint32   `json:"unchanged"`
+}
+
+// SyncSecondaryZones converges the node's set of Slave zones.
+type SyncSecondaryZones struct {
+	req   *agentpb.SyncSecondaryZonesAction
+	zones map[string][]string // zone → canonical masters
+}
+
+// NewSyncSecondaryZones builds the action from its wire form.
+func NewSyncSecondaryZones(req *agentpb.SyncSecondaryZonesAction) actions.Action {
+	return &SyncSecondaryZones{req: req}
+}
+
+// Name implements actions.Action.
+func (a *SyncSecondaryZones) Name() string { return SyncSecondaryZonesName }
+
+// Validate implements actions.Action.
+func (a *SyncSecondaryZones) Validate() error {
+	zs := a.req.GetZones()
+	if len(zs) > MaxSecondaryZones {
+		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxSecondaryZones)
+	}
+	a.zones = make(map[string][]string, len(zs))
+	for _, z := range zs {
+		name, err := dnszone.ZoneName(z.GetZone())
+		if err != nil {
+			return err
+		}
+		if _, dup := a.zones[name]; dup {
+			return fmt.Errorf("zone %s is listed twice", name)
+		}
+		if len(z.GetMasters()) == 0 {
+			return fmt.Errorf("secondary zone %s needs at least one master", name)
+		}
+		ms, err := mastersOf(z.GetMasters())
+		if err != nil {
+			return fmt.Errorf("zone %s: %w", name, err)
+		}
+		a.zones[name] = ms
+	}
+	return nil
+}
+
+// Apply implements actions.Action. Zones are independent: one that fails
+// does not stop the others, and the error lists every failure.
+func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
+	if a.zones == nil {
+		if err := a.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	c, err := clientFor(env)
+	if err != nil {
+		return nil, err
+	}
+	all, err := c.zones(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sync secondary zones: %w", err)
+	}
+	res := &SyncResult{Added: []string{}, Removed: []string{}, Updated: []string{}}
+	var errs []error
+	have := map[string]pdnsZone{}
+	for _, z := range all {
+		have[z.Name] = z
+	}
+	names := make([]string, 0, len(a.zones))
+	for n := range a.zones {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		ms := a.zones[name]
+		cur, ok := have[name]
+		if ok && cur.Kind != kindSlave {
+			// The node is this zone's primary (or it is hand-made): a
+			// secondary list never overrides it.
+			errs = append(errs, fmt.Errorf("zone %s is a %s zone on this node, not made a secondary", name, cur.Kind))
+			continue
+		}
+		if ok && slices.Equal(canonMasters(cur.Masters), ms) {
+			res.Unchanged++
+			continue
+		}
+		unlock := lockZone(name)
+		_, err := ensureSecondary(ctx, c, name, ms)
+		unlock()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			res.Updated = append(res.Updated, name)
+		} else {
+			res.Added = append(res.Added, name)
+		}
+	}
+	for _, z := range all {
+		if z.Kind != kindSlave {
+			continue
+		}
+		if _, want := a.zones[z.Name]; want {
+			continue
+		}
+		unlock := lockZone(z.Name)
+		err := c.deleteZone(ctx, z.Name)
+		unlock()
+		if err != nil && !IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove secondary zone %s: %w", z.Name, err))
+			continue
+		}
+		res.Removed = append(res.Removed, z.Name)
+	}
+	sort.Strings(res.Removed)
+	if len(res.Added)+len(res.Removed)+len(res.Updated) > 0 {
+		env.Logger.Info("secondary zones synced", "added", len(res.Added), "removed", len(res.Removed), "updated", len(res.Updated), "unchanged", res.Unchanged)
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("sync secondary zones: %w", errors.Join(errs...))
+	}
+	return res, nil
+}
