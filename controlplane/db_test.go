@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -372,7 +373,21 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Deleting the account forgets its database records.
+	// Deleting the account drops what it still has on the node (databases
+	// dumped first) and forgets the records.
+	if _, err := userA.CreateDatabase(ctx, acctA.ID, "last", ""); err != nil {
+		t.Fatal(err)
+	}
+	lastUser, err := userA.CreateDatabaseUser(ctx, acctA.ID, "last", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := userA.SetDatabasePrivileges(ctx, acctA.ID, ua+"_last", ua+"_last", []string{"ALL"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "last user can log in", func() bool {
+		return queryAs(socket, ua+"_last", *lastUser.Password, ua+"_last", "SELECT 1") == nil
+	})
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acctA.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -380,6 +395,12 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		a, err := s.Admin.Account(ctx, acctA.ID)
 		return err == nil && a == nil
 	})
+	if err := queryAs(socket, ua+"_last", *lastUser.Password, "", "SELECT 1"); err == nil {
+		t.Error("a deleted account's database user can still log in")
+	}
+	if dumps, _ := filepath.Glob(filepath.Join(prof.BackupDir, ua, "db", ua+"_last-*")); len(dumps) != 1 {
+		t.Errorf("dump of the deleted account's database: %v", dumps)
+	}
 	for _, pfx := range []string{"/npanel/databases/" + acctA.ID + "/", "/npanel/dbusers/" + acctA.ID + "/", "/npanel/dbseq/" + acctA.ID} {
 		if r, err := s.Store().Client().Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
 			t.Errorf("%s after account deletion: %v %v", pfx, r.Count, err)

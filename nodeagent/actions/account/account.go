@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	dbactions "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -63,6 +64,8 @@ type Result struct {
 	Existed      bool   `json:"existed"`
 	// Web is the state of the account's sites (ensure on a web node only).
 	Web *web.Result `json:"web,omitempty"`
+	// DatabaseDumps are the dumps of the databases a delete dropped.
+	DatabaseDumps []string `json:"databaseDumps,omitempty"`
 }
 
 // Ensure converges one account's user: it exists with its home and
@@ -292,6 +295,13 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 			return nil, fmt.Errorf("remove sites of %q: %w", name, err)
 		}
 	}
+	var dumps []string
+	if slices.Contains(env.Modules, "db") {
+		// Dumped into the backup area first, like the home below.
+		if dumps, err = dbactions.RemoveOwner(ctx, env, name); err != nil {
+			return nil, fmt.Errorf("remove databases of %q: %w", name, err)
+		}
+	}
 
 	archive, err := archiveAndThen(ctx, p, name, u.UID, u.GID, log, func() error {
 		if err := runDB(ctx, run, userdelArgv(p, name)); err != nil {
@@ -302,8 +312,8 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	log.Info("account deleted", "user", name, "uid", u.UID, "archive", archive)
-	return Result{Username: name, UID: u.UID, GID: u.GID, Home: u.Home, Archive: archive, Existed: true}, nil
+	log.Info("account deleted", "user", name, "uid", u.UID, "archive", archive, "databaseDumps", len(dumps))
+	return Result{Username: name, UID: u.UID, GID: u.GID, Home: u.Home, Archive: archive, DatabaseDumps: dumps, Existed: true}, nil
 }
 
 // orphan handles a delete whose user is gone: a home still standing under

@@ -543,6 +543,7 @@ type engine interface {
 	ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (UserResult, error)
 	dropUser(ctx context.Context, name, owner string) (existed bool, err error)
 	list(ctx context.Context, owner string) ([]DatabaseInfo, error)
+	users(ctx context.Context, owner string) ([]string, error)
 }
 
 // begin resolves the engine for env and takes the lock of one object

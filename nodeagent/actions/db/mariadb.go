@@ -520,6 +520,26 @@ func (m *mariadb) dropUser(ctx context.Context, name, _ string) (bool, error) {
 	return true, nil
 }
 
+// users lists the owner's database users.
+func (m *mariadb) users(ctx context.Context, owner string) ([]string, error) {
+	rows, err := m.db.QueryContext(ctx, "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ORDER BY User", owner+`\_%`)
+	if err != nil {
+		return nil, fmt.Errorf("list database users of %q: %w", owner, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("list database users of %q: %w", owner, err)
+		}
+		if validate.DatabaseUser(u, owner) == nil {
+			out = append(out, u)
+		}
+	}
+	return out, rows.Err()
+}
+
 // list reports the owner's databases. Sizes are InnoDB's and Aria's own
 // accounting (data_length + index_length, which counts allocated pages and
 // lags behind writes until statistics are refreshed), the figure MariaDB

@@ -444,6 +444,25 @@ func (p *postgres) dropUser(ctx context.Context, name, _ string) (bool, error) {
 // list reports the owner's databases: pg_database_size and, from inside
 // each database, its table count (PostgreSQL has no cross-database catalog
 // of tables, so this costs one connection per database).
+// users lists the owner's database users (roles).
+func (p *postgres) users(ctx context.Context, owner string) ([]string, error) {
+	rows, err := p.pool.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname`, owner+`\_%`)
+	if err != nil {
+		return nil, fmt.Errorf("list database users of %q: %w", owner, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list database users of %q: %w", owner, err)
+	}
+	out := names[:0]
+	for _, n := range names {
+		if validate.DatabaseUser(n, owner) == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
 func (p *postgres) list(ctx context.Context, owner string) ([]DatabaseInfo, error) {
 	rows, err := p.pool.Query(ctx, `SELECT d.datname, pg_database_size(d.oid),
 		COALESCE((SELECT array_agg(DISTINCT r.rolname ORDER BY r.rolname) FROM aclexplode(d.datacl) a
