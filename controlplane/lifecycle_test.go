@@ -3,10 +3,12 @@ package controlplane_test
 import (
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +28,7 @@ func testUsername(t *testing.T) string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	name := validate.TestUserPrefix + string(b)
+	testUsers.Store(name, true)
 	t.Cleanup(func() {
 		// -f: a test that failed half way may leave the account's PHP pool
 		// running as the user until the agent stops, after this cleanup.
@@ -36,6 +39,26 @@ func testUsername(t *testing.T) string {
 		}
 	})
 	return name
+}
+
+// testUsers are the users tests asked for. A test that fails while an
+// agent is still creating its account's user can leave it behind its own
+// cleanup (which runs before the agent stops); TestMain removes them all
+// once every agent is gone.
+var testUsers sync.Map
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testUsers.Range(func(k, _ any) bool {
+		if name := k.(string); passwdHas(name) {
+			if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "remove leftover test user %s: %v: %s\n", name, err, out)
+				code = 1
+			}
+		}
+		return true
+	})
+	os.Exit(code)
 }
 
 func passwdHas(user string) bool {
