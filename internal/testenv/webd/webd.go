@@ -6,14 +6,11 @@
 package webd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,10 +136,9 @@ func (m *Manager) get(name string) (*proc, error) {
 	return p, nil
 }
 
-// Reload signals the daemon with its ReloadSignal. Overlapping calls are
-// coalesced as services.Manager promises. For nginx (SIGHUP) it waits until
-// the master has started workers with the new configuration, so that a
-// test can send a request right after.
+// Reload signals the daemon with its ReloadSignal and waits as the spec's
+// AwaitReload says. Overlapping calls are coalesced as services.Manager
+// promises.
 func (m *Manager) Reload(ctx context.Context, name string) error {
 	p, err := m.get(name)
 	if err != nil {
@@ -180,77 +176,22 @@ func (p *proc) reload(ctx context.Context) error {
 		return fmt.Errorf("webd: %s has no reload signal", p.spec.Name)
 	}
 	pid := p.cmd.Process.Pid
-	before := children(pid)
+	// The same wait the agent's supervisor does (nginx: new workers run
+	// the new configuration), so that a test can send a request right after.
+	var await func(context.Context) error
+	if p.spec.AwaitReload != nil {
+		await = p.spec.AwaitReload(pid)
+	}
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("webd: signal %s: %w", p.spec.Name, err)
 	}
-	if sig != syscall.SIGHUP {
+	if await == nil {
 		return nil
 	}
-	// nginx starts new workers once the new configuration is loaded, and
-	// tells the old ones to finish; until they have, an old worker may
-	// still accept a connection and answer it with the old configuration.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		now := children(pid)
-		fresh, old := false, false
-		for _, c := range now {
-			if slices.Contains(before, c) {
-				old = true
-			} else {
-				fresh = true
-			}
-		}
-		if fresh && !old {
-			return nil
-		}
-		if p.done() {
-			return fmt.Errorf("webd: %s exited on reload: %s", p.spec.Name, p.out.String())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webd: %s did not replace its workers within 10s of the reload: %s", p.spec.Name, p.out.String())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
+	if err := await(ctx); err != nil {
+		return fmt.Errorf("webd: %s: %w: %s", p.spec.Name, err, p.out.String())
 	}
-}
-
-// children lists the PIDs whose parent is pid.
-func children(pid int) []int {
-	var out []int
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err == nil {
-		for _, f := range strings.Fields(string(data)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-		return out
-	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The command name may hold spaces; fields follow its ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return nil
 }
 
 // Reloads counts the reloads done for name.
