@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -390,6 +391,14 @@ func (a *Agent) startModules(ctx context.Context) (stop func()) {
 		}
 		a.modules = append(a.modules, m.Name())
 		for _, spec := range specs {
+			if spec.LogFile == "" && a.profile.Prefix != "" {
+				// Supervised daemons' output, where systemd would keep it
+				// in the journal.
+				dir := filepath.Join(a.profile.Prefix, "var/log/npanel")
+				if err := os.MkdirAll(dir, 0o750); err == nil {
+					spec.LogFile = filepath.Join(dir, spec.Name+".log")
+				}
+			}
 			if err := mgr.Ensure(ctx, spec); err != nil {
 				log.Error("service did not start", "service", spec.Name, "err", err)
 			}

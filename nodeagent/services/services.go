@@ -42,6 +42,9 @@ type Spec struct {
 	// Env is the daemon's complete environment (Supervisor only); nil gives
 	// it a minimal PATH-only environment, never the agent's own.
 	Env []string
+	// LogFile, when set, receives the daemon's output (Supervisor only;
+	// systemd units log to the journal). Its directory must exist.
+	LogFile string
 	// ReloadSignal reloads the configuration of a running daemon (HUP for
 	// nginx, USR2 for PHP-FPM). Zero means the daemon has no graceful
 	// reload and Reload restarts it. Systemd runs `systemctl reload` (the

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -80,6 +82,7 @@ type instance struct {
 	pid     int
 	started time.Time
 	tail    *tailBuffer
+	logFile *os.File // nil without Spec.LogFile
 
 	exited   chan struct{} // closed once the process is reaped
 	exitErr  error         // cmd.Wait's result, set before exited closes
@@ -244,6 +247,18 @@ func (s *Supervisor) start(p *proc) (*instance, error) {
 	cmd.Dir = "/"
 	tail := &tailBuffer{}
 	cmd.Stdout, cmd.Stderr = tail, tail
+	var logFile *os.File
+	if spec.LogFile != "" {
+		// The daemon's whole output, as the journal keeps it under
+		// systemd; the tail alone only explains the last failure.
+		if f, err := os.OpenFile(spec.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+			s.log.Warn("open daemon log; keeping only the tail", "service", spec.Name, "err", err)
+		} else {
+			logFile = f // closed once the process is reaped and its output copied
+			w := io.MultiWriter(tail, f)
+			cmd.Stdout, cmd.Stderr = w, w
+		}
+	}
 	cmd.SysProcAttr = sysProcAttr()
 	// A daemon's descendant that left its process group can hold the
 	// output pipe open after the daemon is gone; don't let it block Wait.
@@ -254,9 +269,13 @@ func (s *Supervisor) start(p *proc) (*instance, error) {
 		s.scheduleRetryLocked(p)
 		s.mu.Unlock()
 		s.log.Error("start daemon", "service", spec.Name, "err", err)
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	in := &instance{
+		logFile: logFile,
 		cmd:     cmd,
 		pid:     cmd.Process.Pid,
 		started: time.Now(),
@@ -280,6 +299,9 @@ func (s *Supervisor) start(p *proc) (*instance, error) {
 func (s *Supervisor) watch(p *proc, in *instance) {
 	defer s.wg.Done()
 	in.exitErr = reap(in)
+	if in.logFile != nil {
+		in.logFile.Close()
+	}
 	close(in.exited)
 
 	s.mu.Lock()
