@@ -135,18 +135,26 @@ func (c *zoneController) recheckDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key := strings.Join(v.order, ",")
-	if key == c.servers {
+	if v.key == c.servers {
 		return nil
 	}
-	c.servers = key
+	first := c.servers == ""
+	c.servers = v.key
 	c.mu.Lock()
-	names := make([]string, 0, len(c.waitingDNS))
-	for n := range c.waitingDNS {
-		names = append(names, n)
-	}
 	clear(c.waitingDNS)
 	c.mu.Unlock()
+	if first && len(v.order) == 0 {
+		return nil // nothing can be served yet; zones already wait
+	}
+	// Every zone names the servers: look at all of them again.
+	zones, _, err := c.s.store.ListZones(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(zones))
+	for _, z := range zones {
+		names = append(names, z.Name)
+	}
 	c.mark(names...)
 	return nil
 }
@@ -410,6 +418,9 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 	if z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts {
 		return nil
 	}
+	if z.AppliedGeneration > 0 && z.Generation == z.AppliedGeneration && z.Servers != view.key {
+		z.Generation++
+	}
 	switch {
 	case z.Generation != z.AppliedGeneration:
 		spec, err := c.ensureSpec(z, view)
@@ -418,6 +429,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 			return nil
 		}
 		c.setStatus(z, store.ZonePending, "")
+		z.Servers = view.key
 		return c.enqueue(b, z, &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}})
 	case z.RotateStep > 0:
 		if now.Before(z.RotateAfter) {
@@ -453,6 +465,8 @@ type dnsServer struct {
 }
 
 type dnsView struct {
+	// key identifies the servers (with their addresses) and nameservers.
+	key         string
 	servers     map[string]dnsServer
 	order       []string // server names, sorted
 	nameservers []string // the cluster's NS names; nil: per-zone defaults
@@ -497,6 +511,11 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 	if v.nameservers, err = c.s.store.GetNameservers(ctx); err != nil {
 		return nil, err
 	}
+	var parts []string
+	for _, n := range v.order {
+		parts = append(parts, n+"="+v.servers[n].addr)
+	}
+	v.key = strings.Join(parts, ",") + ";" + strings.Join(v.nameservers, ",")
 	c.view, c.viewAt = v, time.Now()
 	return v, nil
 }

@@ -106,9 +106,10 @@ func TestAccountZoneReplication(t *testing.T) {
 	if got := query(t, primary, domain, dns.TypeMX); len(got) != 1 || got[0] != "10 mail."+domain+"." {
 		t.Fatalf("MX on the primary: %v", got)
 	}
-	if got := query(t, primary, domain, dns.TypeNS); len(got) != 2 {
-		t.Fatalf("NS on the primary: %v", got)
-	}
+	// ns2 names the secondary: the zone follows the set of DNS servers.
+	testenv.WaitFor(t, 20*time.Second, "NS set names both servers", func() bool {
+		return len(query(t, primary, domain, dns.TypeNS)) == 2
+	})
 	testenv.WaitFor(t, 20*time.Second, "secondary serves the zone", func() bool {
 		return serial(t, secondary, domain) != "" && serial(t, secondary, domain) == serial(t, primary, domain)
 	})
@@ -323,6 +324,18 @@ func TestZoneAPI(t *testing.T) {
 	testenv.WaitFor(t, 20*time.Second, "PTR answered", func() bool {
 		got := query(t, srv, "7.100.51.198.in-addr.arpa", dns.TypePTR)
 		return len(got) == 1 && got[0] == "shop."+domain+"."
+	})
+
+	// Cluster nameservers replace every zone's own.
+	if _, err := oc.SetNameservers(ctx, []string{"ns1.hostco.net"}); client.CodeOf(err) != "FORBIDDEN" {
+		t.Errorf("tenant sets nameservers: %v", err)
+	}
+	if ns, err := s.Admin.SetNameservers(ctx, []string{"ns1.hostco.net", "ns2.hostco.net."}); err != nil || len(ns) != 2 {
+		t.Fatalf("setNameservers: %v %v", ns, err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "zone names the cluster's nameservers", func() bool {
+		got := query(t, srv, domain, dns.TypeNS)
+		return len(got) == 2 && got[0] != got[1] && strings.HasSuffix(got[0], "hostco.net.") && strings.HasSuffix(got[1], "hostco.net.")
 	})
 }
 

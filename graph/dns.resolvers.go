@@ -204,19 +204,7 @@ func (r *mutationResolver) SetNameservers(ctx context.Context, names []string) (
 	if err = r.Store.SetNameservers(ctx, canon, store.NewAuditEvent(p.Name, source(ctx), "setNameservers", strings.Join(canon, ","), "ok")); err != nil {
 		return nil, err
 	}
-	// Every zone names the new set: re-converge them all.
-	zones, _, err := r.Store.ListZones(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, z := range zones {
-		if _, err = r.Store.UpdateZone(ctx, z.Name, func(z *store.Zone) error {
-			z.Generation++
-			return nil
-		}); err != nil && !isNotFound(err) {
-			return nil, err
-		}
-	}
+	// The zone controller notices the new set and re-ensures every zone.
 	return canon, nil
 }
 

@@ -64,16 +64,20 @@ type Zone struct {
 	Deleted bool  `json:"deleted,omitempty"`
 	NextID  int64 `json:"nextId"`
 
-	Generation        int64      `json:"generation"`
-	AppliedGeneration int64      `json:"appliedGeneration,omitempty"`
-	TaskID            string     `json:"taskId,omitempty"`
-	Attempts          int        `json:"attempts,omitempty"`
-	Status            ZoneStatus `json:"status"`
-	Reason            string     `json:"reason,omitempty"`
-	Serial            uint32     `json:"serial,omitempty"`
-	DS                []string   `json:"ds,omitempty"`
-	CreatedAt         time.Time  `json:"createdAt"`
-	UpdatedAt         time.Time  `json:"updatedAt"`
+	Generation        int64 `json:"generation"`
+	AppliedGeneration int64 `json:"appliedGeneration,omitempty"`
+	// Servers identifies the DNS servers and nameservers the last ensure
+	// was built for: a zone names its secondaries (AXFR, NOTIFY) and, by
+	// default, one nameserver on each, so a change of servers re-ensures it.
+	Servers   string     `json:"servers,omitempty"`
+	TaskID    string     `json:"taskId,omitempty"`
+	Attempts  int        `json:"attempts,omitempty"`
+	Status    ZoneStatus `json:"status"`
+	Reason    string     `json:"reason,omitempty"`
+	Serial    uint32     `json:"serial,omitempty"`
+	DS        []string   `json:"ds,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	UpdatedAt time.Time  `json:"updatedAt"`
 }
 
 // NewRecordID numbers a zone's records; ids are stable across edits.
