@@ -4,6 +4,7 @@ import (
 	"context"
 	"golang.org/x/crypto/bcrypt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,9 +26,10 @@ type Server struct {
 	// Admin is an API client logged in as admin.
 	Admin *client.Client
 
-	t      testing.TB
-	cancel context.CancelFunc
-	done   chan error
+	t       testing.TB
+	cancel  context.CancelFunc
+	done    chan error
+	retries int
 }
 
 // ServerOption adjusts a test server's config before it starts.
@@ -87,6 +89,17 @@ func (s *Server) start() {
 	select {
 	case <-srv.Ready():
 	case err := <-s.done:
+		// FreeAddr's ports are free when picked, not reserved: another
+		// process (a daemon of a parallel test) may bind one first.
+		msg := err.Error()
+		taken := strings.Contains(msg, s.Config.APIListen) || strings.Contains(msg, s.Config.AgentListen)
+		if strings.Contains(msg, "address already in use") && taken && s.retries < 3 {
+			s.retries++
+			cancel()
+			s.Config.APIListen, s.Config.AgentListen = FreeAddr(s.t), FreeAddr(s.t)
+			s.start()
+			return
+		}
 		s.done <- err
 		s.t.Fatalf("server did not start: %v", err)
 	case <-time.After(60 * time.Second):

@@ -110,7 +110,7 @@ func TestDNSSECAndRollover(t *testing.T) {
 	}
 
 	rotate := func(step agentpb.RotateZoneKeysAction_Step) (*Result, error) {
-		a := NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: zone, Step: step, MinIntervalSeconds: 1})
+		a := NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: zone, Step: step, MinIntervalSeconds: 3})
 		if err := a.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,6 +125,10 @@ func TestDNSSECAndRollover(t *testing.T) {
 	if err != nil || res.RotationPhase != PhasePublished {
 		t.Fatalf("publish: %+v %v", res, err)
 	}
+	// Right after the publish: the next step must wait the interval out.
+	if _, err := rotate(agentpb.RotateZoneKeysAction_STEP_ACTIVATE); !errors.Is(err, ErrTooEarly) {
+		t.Fatalf("early activate = %v, want ErrTooEarly", err)
+	}
 	waitFor(t, 40*time.Second, "new ZSK published", func() bool { return len(fetchSigned(t, srv.DNSAddr, zone).keys) == 3 })
 	v = fetchSigned(t, srv.DNSAddr, zone)
 	if err := v.validate(ds, v.aSig); err != nil || v.aSig.KeyTag != oldSig.KeyTag {
@@ -132,9 +136,6 @@ func TestDNSSECAndRollover(t *testing.T) {
 	}
 	if again, err := rotate(agentpb.RotateZoneKeysAction_STEP_PUBLISH); err != nil || again.Changed {
 		t.Fatalf("repeated publish: %+v %v", again, err)
-	}
-	if _, err := rotate(agentpb.RotateZoneKeysAction_STEP_ACTIVATE); !errors.Is(err, ErrTooEarly) {
-		t.Fatalf("early activate = %v, want ErrTooEarly", err)
 	}
 	time.Sleep(time.Until(time.Unix(res.NextStepNotBeforeUnix, 0)) + 50*time.Millisecond)
 	if res, err = rotate(agentpb.RotateZoneKeysAction_STEP_ACTIVATE); err != nil || res.RotationPhase != PhaseActive {
