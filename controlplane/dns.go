@@ -404,7 +404,13 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 		// The zone lives on its account's node when that node serves DNS,
 		// else on the first DNS server; it stays there once served.
 		if z.AppliedGeneration > 0 || len(view.order) == 0 {
-			c.setStatus(z, store.ZonePending, "no DNS server to serve it: no READY node with role dns runs the agent's DNS module")
+			// A zone never served keeps the PENDING it was created with:
+			// in a cluster without DNS nodes, writing a reason into every
+			// new account's zone would double the writes of account
+			// creation for nothing.
+			if z.AppliedGeneration > 0 {
+				c.setStatus(z, store.ZonePending, "no DNS server to serve it: no READY node with role dns runs the agent's DNS module")
+			}
 			c.waitDNS(z.Name)
 			return nil
 		}
