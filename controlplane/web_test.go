@@ -123,6 +123,9 @@ func TestWebHostingEndToEnd(t *testing.T) {
 	if _, err := s.Admin.AddDomain(ctx, acct.ID, "third-"+user+".example.com", ""); client.CodeOf(err) != "QUOTA_EXCEEDED" {
 		t.Fatalf("third domain on a two-domain plan: %v", err)
 	}
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, "www.other-"+user+".example.com", ""); client.CodeOf(err) != "INVALID_INPUT" {
+		t.Errorf("a www. domain as a site of its own: %v", err)
+	}
 	for _, bad := range []string{"../escape", "/abs", "a//b", "sp ace", "x;y"} {
 		if _, err := s.Admin.AddDomain(ctx, acct.ID, "d-"+user+".example.com", bad); client.CodeOf(err) != "INVALID_INPUT" {
 			t.Errorf("docroot %q: %v", bad, err)

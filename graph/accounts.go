@@ -251,7 +251,7 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 	if err := r.validUsername(in.Username); err != nil {
 		return nil, err
 	}
-	domain, err := validate.Domain(in.Domain)
+	domain, err := newSiteDomain(in.Domain)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,20 @@ func canonicalDomain(d string) (string, error) {
 	return validate.Domain(d)
 }
 
+// newSiteDomain validates a domain a new site is created for. A www. name
+// is refused: every site already answers for www.DOMAIN, so a separate
+// www site would claim a name another account's site serves.
+func newSiteDomain(d string) (string, error) {
+	c, err := validate.Domain(d)
+	if err != nil {
+		return "", err
+	}
+	if base, ok := strings.CutPrefix(c, "www."); ok && strings.Contains(base, ".") {
+		return "", &validate.Error{Field: "domain", Reason: c + " is served with " + base + " (every site answers for its www. name); use " + base}
+	}
+	return c, nil
+}
+
 // changeSites runs a site change for the caller and returns the account as
 // written, for the resolver to pick the domain to show.
 func (r *Resolver) changeSites(ctx context.Context, action, id, domain string, fn func(a *store.Account) (store.SiteChange, error)) (*store.Account, error) {

@@ -26,7 +26,7 @@ func (r *accountResolver) Domains(ctx context.Context, obj *model.Account) ([]*m
 func (r *mutationResolver) AddDomain(ctx context.Context, account string, domain string, docroot *string) (*model.Domain, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "addDomain", domain, err) }()
-	d, err := canonicalDomain(domain)
+	d, err := newSiteDomain(domain)
 	if err != nil {
 		return nil, err
 	}
