@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,14 +75,9 @@ func answeredBy(b *testing.B, addr, name, ip string, deadline time.Duration) boo
 
 // answered polls addr until name has an A record with content ip.
 func answered(b *testing.B, addr, name, ip string, deadline time.Duration) {
-	end := time.Now().Add(deadline)
-	for time.Now().Before(end) {
-		if got := query(b, addr, name, dns.TypeA); len(got) == 1 && got[0] == ip {
-			return
-		}
-		time.Sleep(time.Millisecond)
+	if !answeredBy(b, addr, name, ip, deadline) {
+		b.Fatalf("%s A %s not answered by %s within %s", name, ip, addr, deadline)
 	}
-	b.Fatalf("%s A %s not answered by %s within %s", name, ip, addr, deadline)
 }
 
 // BenchmarkAddRecordToAnswer measures an operator's addRecord through
@@ -256,29 +252,8 @@ func (d *dnsBench) patch(b *testing.B, name, ip string) {
 	}
 }
 
-func reportNamed(b *testing.B, prefix string, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	s := append([]time.Duration(nil), d...)
-	sortDurations(s)
-	at := func(p float64) float64 {
-		return float64(s[min(len(s)-1, int(p*float64(len(s))))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(at(0.50), prefix+"p50_ms")
-	b.ReportMetric(at(0.99), prefix+"p99_ms")
-}
-
 func median(d []time.Duration) float64 {
-	s := append([]time.Duration(nil), d...)
-	sortDurations(s)
+	s := slices.Clone(d)
+	slices.Sort(s)
 	return float64(s[len(s)/2])
-}
-
-func sortDurations(d []time.Duration) {
-	for i := 1; i < len(d); i++ {
-		for j := i; j > 0 && d[j] < d[j-1]; j-- {
-			d[j], d[j-1] = d[j-1], d[j]
-		}
-	}
 }

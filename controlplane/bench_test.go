@@ -12,16 +12,20 @@ import (
 )
 
 // reportPercentiles adds p50/p99 of d (milliseconds) to the benchmark output.
-func reportPercentiles(b *testing.B, d []time.Duration) {
+func reportPercentiles(b *testing.B, d []time.Duration) { reportNamed(b, "", d) }
+
+// reportNamed is reportPercentiles with a prefix for the metrics' names.
+func reportNamed(b *testing.B, prefix string, d []time.Duration) {
 	if len(d) == 0 {
 		return
 	}
-	slices.Sort(d)
+	s := slices.Clone(d)
+	slices.Sort(s)
 	at := func(p float64) float64 {
-		return float64(d[min(len(d)-1, int(p*float64(len(d))))]) / float64(time.Millisecond)
+		return float64(s[min(len(s)-1, int(p*float64(len(s))))]) / float64(time.Millisecond)
 	}
-	b.ReportMetric(at(0.50), "p50_ms")
-	b.ReportMetric(at(0.99), "p99_ms")
+	b.ReportMetric(at(0.50), prefix+"p50_ms")
+	b.ReportMetric(at(0.99), prefix+"p99_ms")
 }
 
 // BenchmarkPingRoundTrip measures the whole task path as an operator sees it:

@@ -11,6 +11,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/validate"
 )
 
 func nodeModel(v *store.NodeView) *model.Node {
@@ -144,4 +145,15 @@ func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 func actorFrom(ctx context.Context) (string, bool) {
 	p, ok := auth.FromContext(ctx)
 	return p.Name, ok
+}
+
+// timeoutArg reads an optional timeoutSeconds argument (0..300).
+func timeoutArg(seconds *int, def time.Duration) (time.Duration, error) {
+	if seconds == nil {
+		return def, nil
+	}
+	if *seconds < 0 || *seconds > 300 {
+		return 0, &validate.Error{Field: "timeoutSeconds", Reason: "must be between 0 and 300"}
+	}
+	return time.Duration(*seconds) * time.Second, nil
 }

@@ -122,13 +122,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 func (r *mutationResolver) EnableDNSSec(ctx context.Context, zone string, timeoutSeconds *int) (*model.DNSSECResult, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "enableDNSSEC", zone, err) }()
-	timeout := 30 * time.Second
-	if timeoutSeconds != nil {
-		if *timeoutSeconds < 0 || *timeoutSeconds > 300 {
-			err = &validate.Error{Field: "timeoutSeconds", Reason: "must be between 0 and 300"}
-			return nil, err
-		}
-		timeout = time.Duration(*timeoutSeconds) * time.Second
+	timeout, err := timeoutArg(timeoutSeconds, 30*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	z, err := r.changeZone(ctx, "enableDNSSEC", zone, func(z *store.Zone) error {
 		z.DNSSEC = true

@@ -103,12 +103,9 @@ func (r *mutationResolver) RunNodeAction(ctx context.Context, node string, actio
 	if err != nil {
 		return nil, err
 	}
-	timeout := 30 * time.Second
-	if timeoutSeconds != nil {
-		if *timeoutSeconds < 0 || *timeoutSeconds > 300 {
-			return nil, &validate.Error{Field: "timeoutSeconds", Reason: "must be between 0 and 300"}
-		}
-		timeout = time.Duration(*timeoutSeconds) * time.Second
+	timeout, err := timeoutArg(timeoutSeconds, 30*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	spec := &agentpb.Task{}
 	switch action {

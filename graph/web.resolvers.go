@@ -170,13 +170,9 @@ func (r *mutationResolver) RestartService(ctx context.Context, node string, name
 	if err = validate.ObjectName("name", name); err != nil {
 		return nil, err
 	}
-	timeout := 60 * time.Second
-	if timeoutSeconds != nil {
-		if *timeoutSeconds < 0 || *timeoutSeconds > 300 {
-			err = &validate.Error{Field: "timeoutSeconds", Reason: "must be between 0 and 300"}
-			return nil, err
-		}
-		timeout = time.Duration(*timeoutSeconds) * time.Second
+	timeout, err := timeoutArg(timeoutSeconds, 60*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	spec := &agentpb.Task{Action: &agentpb.Task_RestartService{RestartService: &agentpb.RestartServiceAction{Name: name}}}
 	t, err := r.Store.EnqueueTask(ctx, node, spec, p.Name, store.NewAuditEvent(p.Name, source(ctx), "restartService", node+"/"+name, "ok"))
