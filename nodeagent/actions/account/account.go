@@ -414,7 +414,7 @@ func begin(ctx context.Context, env *actions.Env, name string) (*platform.Profil
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	unlock, err := userLocks.lock(ctx, name)
+	unlock, err := userLocks.Lock(ctx, name)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -481,40 +481,4 @@ func runDB(ctx context.Context, run runner, argv []string) error {
 // database, decides and acts, and two of them interleaving (an ensure and a
 // delete of the same account, both re-sent after a reconnect) could act on
 // what the other has just changed. Different accounts proceed in parallel.
-var userLocks = keyedLocks{m: make(map[string]*keyedLock)}
-
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[string]*keyedLock
-}
-
-type keyedLock struct {
-	ch   chan struct{} // holds a token while locked
-	refs int           // holders and waiters
-}
-
-func (k *keyedLocks) lock(ctx context.Context, key string) (unlock func(), err error) {
-	k.mu.Lock()
-	l := k.m[key]
-	if l == nil {
-		l = &keyedLock{ch: make(chan struct{}, 1)}
-		k.m[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-
-	release := func() {
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-	select {
-	case l.ch <- struct{}{}:
-		return func() { <-l.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, fmt.Errorf("waiting for another action on %q: %w", key, ctx.Err())
-	}
-}
+var userLocks actions.KeyedLocks

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
@@ -86,41 +85,5 @@ func TestApplyGuards(t *testing.T) {
 	}
 	if c := run.Calls(); len(c) != 0 {
 		t.Fatalf("guards ran %q", c)
-	}
-}
-
-func TestUserLocks(t *testing.T) {
-	ctx := context.Background()
-	unlockA, err := userLocks.lock(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Another name is independent.
-	unlockB, err := userLocks.lock(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlockB()
-	// The same name waits, and gives up with its context.
-	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel()
-	if _, err := userLocks.lock(short, "a"); err == nil || !strings.Contains(err.Error(), "another action") {
-		t.Fatalf("second lock = %v", err)
-	}
-	got := make(chan struct{})
-	go func() {
-		u, err := userLocks.lock(ctx, "a")
-		if err == nil {
-			u()
-		}
-		close(got)
-	}()
-	unlockA()
-	<-got
-	userLocks.mu.Lock()
-	n := len(userLocks.m)
-	userLocks.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("%d lock entries left", n)
 	}
 }

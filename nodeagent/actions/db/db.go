@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -564,7 +563,7 @@ func begin(ctx context.Context, env *actions.Env, engineName, key string) (engin
 	}
 	unlock := func() {}
 	if key != "" {
-		unlock, err = locks.lock(ctx, engineName+"/"+key)
+		unlock, err = locks.Lock(ctx, engineName+"/"+key)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -572,39 +571,4 @@ func begin(ctx context.Context, env *actions.Env, engineName, key string) (engin
 	return e, log, unlock, nil
 }
 
-var locks = keyedLocks{m: map[string]*keyedLock{}}
-
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[string]*keyedLock
-}
-
-type keyedLock struct {
-	ch   chan struct{}
-	refs int
-}
-
-func (k *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
-	k.mu.Lock()
-	l := k.m[key]
-	if l == nil {
-		l = &keyedLock{ch: make(chan struct{}, 1)}
-		k.m[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	release := func() {
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-	select {
-	case l.ch <- struct{}{}:
-		return func() { <-l.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, fmt.Errorf("waiting for another action on %q: %w", key, ctx.Err())
-	}
-}
+var locks actions.KeyedLocks
