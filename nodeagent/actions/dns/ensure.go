@@ -316,6 +316,22 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 		sort.Strings(wantMeta[k])
 		wantMeta[k] = slices.Compact(wantMeta[k])
 	}
+	if res, ok, err := a.patchApplied(ctx, c, env, want, wantMeta); ok {
+		return res, err
+	}
+	res, err := a.convergePrimary(ctx, c, env, want, wantMeta)
+	if err != nil {
+		forget(c, z.Name)
+		return nil, err
+	}
+	remember(c, z.Name, &appliedState{sets: want, meta: wantMeta, soa: z.SOA, serial: res.Serial, dnssec: res.DNSSEC, ds: res.DS, at: a.now()})
+	return res, nil
+}
+
+// convergePrimary reads the zone as the server holds it and converges it
+// to the spec, creating it when missing.
+func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string) (*Result, error) {
+	z := a.zone
 	res := &Result{Zone: z.Name, Kind: kindMaster, DNSSEC: a.req.GetDnssec()}
 
 	// The three reads are independent; issued together they cost one
@@ -359,17 +375,7 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 	}
 
 	have, soaContent := currentSets(z.Name, cur.RRsets)
-	var patch []pdnsRRset
-	for k, s := range want {
-		if h, ok := have[k]; !ok || !h.equal(s) {
-			patch = append(patch, replaceSet(k, s))
-		}
-	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			patch = append(patch, pdnsRRset{Name: k.name, Type: k.typ, ChangeType: "DELETE", Records: []pdnsRecord{}})
-		}
-	}
+	patch := diffSets(have, want)
 	curSOA, serial, soaOK := parseSOA(soaContent)
 	soaTTL := uint32(0)
 	for _, s := range cur.RRsets {
@@ -391,13 +397,9 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 	res.Serial = serial
 	if len(patch) > 0 || soaChanged || keysChanged {
 		res.Serial = dnszone.NextSerial(serial, a.now())
-		sortPatch(patch)
 		patch = append(patch, soaSet(z, res.Serial))
 		if err := c.patchZone(ctx, z.Name, patch); err != nil {
 			return nil, fmt.Errorf("ensure zone %s: update records: %w", z.Name, err)
-		}
-		if err := c.flushCache(ctx, z.Name); err != nil {
-			return nil, fmt.Errorf("ensure zone %s: flush cached answers: %w", z.Name, err)
 		}
 		res.Changed = true
 		env.Logger.Info("zone updated", "zone", z.Name, "rrsets", len(patch)-1, "serial", res.Serial)
@@ -409,8 +411,8 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 	}
 	res.Changed = res.Changed || metaChanged
 	if res.Changed {
-		if err := c.notify(ctx, z.Name); err != nil {
-			return nil, fmt.Errorf("ensure zone %s: notify: %w", z.Name, err)
+		if err := flushAndNotify(ctx, c, z.Name); err != nil {
+			return nil, fmt.Errorf("ensure zone %s: %w", z.Name, err)
 		}
 	}
 	if a.req.GetDnssec() {
@@ -424,7 +426,7 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 // createPrimary creates the zone with all its rrsets in one request; if a
 // later step fails the zone is deleted again, so a failed create leaves
 // nothing behind.
-func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string, res *Result) (any, error) {
+func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string, res *Result) (*Result, error) {
 	z := a.zone
 	res.Serial = dnszone.NextSerial(0, a.now())
 	body := &pdnsZone{Name: z.Name, Kind: kindMaster, Masters: []string{}, SOAEditAPI: ptr(""), APIRectify: ptr(true)}
@@ -444,7 +446,7 @@ func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.
 	if err := c.createZone(ctx, body); err != nil {
 		return nil, fmt.Errorf("create zone %s: %w", z.Name, err)
 	}
-	rollback := func(err error) (any, error) {
+	rollback := func(err error) (*Result, error) {
 		// A fresh context: the task's may be what failed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -466,8 +468,10 @@ func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.
 		}
 		res.DS = ds
 	}
-	if err := c.notify(ctx, z.Name); err != nil {
-		return rollback(fmt.Errorf("notify: %w", err))
+	// Answers given while the zone did not exist here (REFUSED, or an
+	// NXDOMAIN from a zone of the same name deleted before) may be cached.
+	if err := flushAndNotify(ctx, c, z.Name); err != nil {
+		return rollback(err)
 	}
 	res.Changed = true
 	env.Logger.Info("zone created", "zone", z.Name, "rrsets", len(body.RRsets), "serial", res.Serial, "dnssec", a.req.GetDnssec())

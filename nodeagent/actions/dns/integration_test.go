@@ -87,6 +87,21 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 		t.Errorf("rogue record still answered: %v", m.Answer)
 	}
 
+	// A change is applied from what the agent remembers, without reading
+	// the zone; a zone removed behind the agent's back makes that PATCH
+	// fail, and the agent falls back to converging: the zone is back.
+	if err := c.deleteZone(context.Background(), zone+"."); err != nil {
+		t.Fatal(err)
+	}
+	spec.Records = append(spec.Records, rec("back."+zone+".", "A", "192.0.2.13", 300, 0))
+	r5 := apply(t, env, NewEnsureZone(spec))
+	if !r5.Changed || r5.Existed {
+		t.Fatalf("ensure after the zone was removed: %+v", r5)
+	}
+	if got := answers(query(t, srv.DNSAddr, "back."+zone, mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.13" {
+		t.Errorf("A of recreated zone = %q", got)
+	}
+
 	d1 := apply(t, env, NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
 	if !d1.Existed || !d1.Changed {
 		t.Fatalf("delete: %+v", d1)

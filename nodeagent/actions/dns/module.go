@@ -112,6 +112,9 @@ func renderSupervisedConf(prof *platform.Profile, key string) (string, error) {
 		"launch=gsqlite3",
 		"gsqlite3-database=" + p.Database,
 		"gsqlite3-dnssec=yes",
+		// WAL: queries keep reading while the API commits a change, where
+		// the default rollback journal locks readers out of the database.
+		"gsqlite3-pragma-journal-mode=WAL",
 		"daemon=no",
 		"guardian=no",
 		"disable-syslog=yes",

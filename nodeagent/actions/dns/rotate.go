@@ -121,6 +121,7 @@ func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, erro
 	}
 	unlock := lockZone(a.zone)
 	defer unlock()
+	forget(c, a.zone) // keys and serial change outside the converge
 	res, err := a.step(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("rotate keys of %s: %w", a.zone, err)

@@ -37,6 +37,7 @@ func canonMasters(ms []string) []string {
 // ensureSecondary makes zone a Slave of masters and, when that changed
 // anything, transfers it at once rather than at the next refresh.
 func ensureSecondary(ctx context.Context, c *Client, zone string, masters []string) (*Result, error) {
+	forget(c, zone) // no longer a primary here
 	res := &Result{Zone: zone, Kind: kindSlave}
 	cur, err := c.zone(ctx, zone)
 	switch {
@@ -98,6 +99,7 @@ func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	}
 	unlock := lockZone(a.zone)
 	defer unlock()
+	forget(c, a.zone)
 	res := &Result{Zone: a.zone}
 	err = c.deleteZone(ctx, a.zone)
 	switch {
