@@ -47,6 +47,23 @@ type accountController struct {
 	// the controller's own goroutine touches it.
 	nodes   []store.NodeView
 	nodesAt time.Time
+
+	// allocs are the nodes' allocations with the revisions they were
+	// written at, as read or as this controller last committed them; nil
+	// until read. Every placement compares the revision, so a stale entry
+	// (an account deleted meanwhile, a competing scheduler) costs one
+	// failed commit and a fresh read, never an over-commit. Only the
+	// controller's goroutine touches them.
+	allocs    map[string]store.Alloc
+	allocRevs map[string]int64
+	// placed are the allocations the batch being built will write.
+	placed map[string]store.Alloc
+	// snap is the scheduler's view built from nodes and allocs, kept
+	// across batches while both stand (building it for a thousand nodes
+	// on every batch was a tenth of the controller's CPU); building is
+	// the one being placed into by the batch under way, kept only once
+	// its commit succeeds.
+	snap, building *scheduler.Snapshot
 }
 
 func newAccountController(s *Server) *accountController {
@@ -250,6 +267,8 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 	if err != nil {
 		return false, err
 	}
+	clear(c.placed)
+	c.building = nil
 	b := store.NewBatch()
 	now := b.Now()
 	var unplaced []*store.Account
@@ -330,9 +349,21 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 			return false, err
 		}
 	}
-	ok, err := c.s.store.Commit(ctx, b)
+	ok, rev, err := c.s.store.CommitRev(ctx, b)
+	built := c.building
+	c.building = nil
 	if err != nil || !ok {
+		c.allocs = nil
 		return ok, err
+	}
+	if c.allocs != nil {
+		for node, al := range c.placed {
+			c.allocs[node], c.allocRevs[node] = al, rev
+		}
+		c.snap = built
+	}
+	if len(deletions) > 0 {
+		c.allocs = nil // a deletion gives its node's allocation back
 	}
 	for _, id := range deletions {
 		ev := store.NewAuditEvent("system", c.s.id, "account.deleted", id, "ok")
@@ -385,6 +416,9 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 	if err != nil {
 		return err
 	}
+	// Placements go into snap before the commit: until it succeeds the
+	// snapshot is not the store's.
+	c.snap, c.building = nil, snap
 	now := b.Now()
 	for _, a := range accts {
 		sel, err := scheduler.ParseSelector(a.Selector)
@@ -401,7 +435,7 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 			c.mu.Lock()
 			c.unplaced[a.ID] = true
 			c.mu.Unlock()
-			c.nodes = nil // the retry looks at fresh node status
+			c.nodes, c.allocs = nil, nil // the retry looks at fresh status and allocations
 			if a.Reason != err.Error() {
 				a.SetStatus(store.AccountPending, err.Error(), now)
 				b.PutAccount(a, revs[a.ID])
@@ -421,9 +455,14 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 		a.SetStatus(store.AccountProvisioning, "", now)
 		b.PutAccount(a, revs[a.ID])
 	}
+	if c.placed == nil {
+		c.placed = map[string]store.Alloc{}
+	}
 	for _, node := range snap.Touched() {
 		n, _ := snap.Node(node)
-		b.PutAlloc(node, store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}, allocRevs[node])
+		al := store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}
+		b.PutAlloc(node, al, allocRevs[node])
+		c.placed[node] = al
 	}
 	return nil
 }
@@ -439,28 +478,38 @@ func (c *accountController) nodeAddress(name string) string {
 }
 
 // nodesMaxAge bounds how stale the controller's copy of the node list may
-// be. Allocations are read fresh for every batch (they are what the commit
-// compares); node status, labels and capacity change rarely, and a
-// placement on a node that just went down is caught by the next pass.
+// be. Allocations need no bound: the commit compares them; node status,
+// labels and capacity change rarely, and a placement on a node that just
+// went down is caught by the next pass.
 const nodesMaxAge = 3 * time.Second
 
 // snapshot builds the scheduler's view: every node with its status, roles,
 // labels, capacity and current allocation.
 func (c *accountController) snapshot(ctx context.Context) (*scheduler.Snapshot, map[string]int64, error) {
+	fresh := c.snap != nil
 	if c.nodes == nil || time.Since(c.nodesAt) > nodesMaxAge {
 		nodes, err := c.s.store.ListNodes(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		c.nodes, c.nodesAt = nodes, time.Now()
+		fresh = false
 	}
-	allocs, revs, err := c.s.store.Allocs(ctx)
-	if err != nil {
-		return nil, nil, err
+	if c.allocs == nil {
+		allocs, revs, err := c.s.store.Allocs(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.allocs, c.allocRevs = allocs, revs
+		fresh = false
+	}
+	if fresh {
+		c.snap.ResetTouched()
+		return c.snap, c.allocRevs, nil
 	}
 	sn := make([]scheduler.Node, 0, len(c.nodes))
 	for _, n := range c.nodes {
-		al := allocs[n.Name]
+		al := c.allocs[n.Name]
 		sn = append(sn, scheduler.Node{
 			Name:      n.Name,
 			Ready:     n.State.Status == store.NodeReady,
@@ -471,7 +520,7 @@ func (c *accountController) snapshot(ctx context.Context) (*scheduler.Snapshot, 
 			Allocated: scheduler.Resources{Accounts: al.Accounts, DiskMB: al.DiskMB},
 		})
 	}
-	return scheduler.NewSnapshot(sn, c.s.cfg.SchedulerStrategy), revs, nil
+	return scheduler.NewSnapshot(sn, c.s.cfg.SchedulerStrategy), c.allocRevs, nil
 }
 
 // RunAccountController runs an account controller until ctx ends. The

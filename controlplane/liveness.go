@@ -75,10 +75,11 @@ func (s *Server) runLiveness(ctx context.Context) {
 const livenessMinInterval = 200 * time.Millisecond
 
 func (s *Server) reconcileLiveness(ctx context.Context) error {
-	nodes, err := s.store.ListNodes(ctx)
+	nodes, err := s.store.LiveStates(ctx, s.liveStates)
 	if err != nil {
 		return err
 	}
+	s.liveStates = nodes
 	counts := map[store.NodeStatus]int{}
 	for _, n := range nodes {
 		// A node counts as enrolled once its agent has said hello: between

@@ -9,8 +9,10 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/npanel/npanel/controlplane/auth"
 )
@@ -18,6 +20,9 @@ import (
 // maxComplexity bounds how much work one query may ask for, so a single
 // request cannot walk the whole store.
 const maxComplexity = 5000
+
+// queryCacheSize is how many parsed query documents are kept.
+const queryCacheSize = 1000
 
 // Handler serves POST /graphql, and the GraphiQL console to browsers that GET
 // /graphql. Authentication happens in front of it (auth.Middleware).
@@ -45,6 +50,10 @@ func Handler(r *Resolver) http.Handler {
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.POST{})
 	srv.AddTransport(transport.GET{})
+	// Clients send the same few documents over and over (the CLI, scripts,
+	// the console): parsing and validating each once saves a few percent
+	// of the server's CPU under load.
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](queryCacheSize))
 	srv.Use(extension.Introspection{})
 	srv.Use(extension.FixedComplexityLimit(maxComplexity))
 	srv.SetErrorPresenter(r.ErrorPresenter)

@@ -48,6 +48,8 @@ type Config struct {
 	// ServerLog keeps the started server's output in this file; empty:
 	// a temporary file removed with the server's data.
 	ServerLog string
+	// ServerDebugListen makes the started server serve /debug/pprof there.
+	ServerDebugListen string
 
 	Timeout       time.Duration // bound on the whole run
 	ListSamples   int           // accounts(first:50) queries timed at the end
@@ -102,6 +104,7 @@ func main() {
 	flag.StringVar(&cfg.AdminPassword, "admin-password", os.Getenv("NPANEL_ADMIN_PASSWORD"), "admin password on the existing server (default $NPANEL_ADMIN_PASSWORD)")
 	flag.IntVar(&cfg.ServerPID, "server-pid", 0, "PID of the existing server, to measure its CPU and memory")
 	flag.StringVar(&cfg.ServerBinary, "server-binary", "", "prebuilt npanel binary to start (default: go build ./cmd/npanel)")
+	flag.StringVar(&cfg.ServerDebugListen, "server-debug-listen", "", "serve the started server's /debug/pprof on this loopback address, to profile it under load")
 	flag.StringVar(&cfg.ServerLog, "server-log", "", "keep the started server's output in this file (default: discarded with its data)")
 	flag.StringVar(&out, "out", "", "JSON report path (default loadtest/results/<timestamp>.json)")
 	flag.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")

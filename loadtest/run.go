@@ -122,7 +122,7 @@ func (r *runner) do(ctx context.Context) (err error) {
 		r.api, r.gateway, r.pid = strings.TrimRight(cfg.Server, "/"), cfg.Gateway, cfg.ServerPID
 	} else {
 		var srv *serverProc
-		if srv, err = startServer(ctx, cfg.ServerBinary, cfg.ServerLog, r.logf); err != nil {
+		if srv, err = startServer(ctx, cfg.ServerBinary, cfg.ServerLog, cfg.ServerDebugListen, r.logf); err != nil {
 			return err
 		}
 		r.srv = srv

@@ -40,7 +40,7 @@ type serverProc struct {
 // for /readyz. On error everything it started is stopped and removed.
 // The server's output goes to logPath, or to a file in the temporary
 // directory when logPath is empty.
-func startServer(ctx context.Context, binary, logPath string, logf func(string, ...any)) (_ *serverProc, err error) {
+func startServer(ctx context.Context, binary, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
 	dir, err := os.MkdirTemp("", "npanel-loadtest-")
 	if err != nil {
 		return nil, err
@@ -87,6 +87,9 @@ func startServer(ctx context.Context, binary, logPath string, logf func(string, 
 	s.cmd = exec.Command(binary, "server", "--data-dir", dataDir,
 		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0",
 		"--etcd-client-listen", addrs[2], "--etcd-peer-listen", addrs[3])
+	if debugListen != "" {
+		s.cmd.Args = append(s.cmd.Args, "--debug-listen", debugListen)
+	}
 	s.cmd.Env = append(os.Environ(), "NPANEL_ADMIN_PASSWORD="+s.password)
 	s.cmd.Stdout, s.cmd.Stderr = s.logFile, s.logFile
 	s.cmd.SysProcAttr = childProcAttr()

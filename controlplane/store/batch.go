@@ -79,14 +79,22 @@ func (b *Batch) Audit(ev AuditEvent) { b.ops = append(b.ops, auditPut(ev)) }
 // Commit applies the batch. It reports false, writing nothing, when any
 // compare failed: something the batch was computed from changed.
 func (s *Store) Commit(ctx context.Context, b *Batch) (bool, error) {
+	ok, _, err := s.CommitRev(ctx, b)
+	return ok, err
+}
+
+// CommitRev is Commit that also returns the revision the batch was
+// written at (the mod revision of every key it put): 0 when it wrote
+// nothing.
+func (s *Store) CommitRev(ctx context.Context, b *Batch) (bool, int64, error) {
 	if b.Empty() {
-		return true, nil
+		return true, 0, nil
 	}
 	resp, err := s.cli.Txn(ctx).If(b.cmps...).Then(b.ops...).Commit()
 	if err != nil {
-		return false, fmt.Errorf("commit batch of %d operations: %w", len(b.ops), err)
+		return false, 0, fmt.Errorf("commit batch of %d operations: %w", len(b.ops), err)
 	}
-	return resp.Succeeded, nil
+	return resp.Succeeded, resp.Header.Revision, nil
 }
 
 // Done is a finished task waiting for its object's controller.
