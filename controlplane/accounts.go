@@ -360,7 +360,9 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 		for node, al := range c.placed {
 			c.allocs[node], c.allocRevs[node] = al, rev
 		}
-		c.snap = built
+		if built != nil {
+			c.snap = built
+		}
 	}
 	if len(deletions) > 0 {
 		c.allocs = nil // a deletion gives its node's allocation back
