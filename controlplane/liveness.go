@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,40 +34,76 @@ func desiredStatus(enrolled, leaseHeld, gossipDead bool) store.NodeStatus {
 }
 
 // runLiveness turns lease and gossip signals into node status, on the leader
-// only. It re-evaluates on every change of a liveness key and at least once
-// a second (gossip changes are not in etcd).
+// only.
 func (s *Server) runLiveness(ctx context.Context) {
-	watch := s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		if err := s.reconcileLiveness(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("liveness pass", "err", err)
-		}
-		// At most one pass per livenessMinInterval however many nodes come
-		// and go at once: a thousand agents reconnecting after a restart
-		// cost a few passes, not a thousand.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(livenessMinInterval):
-		}
-	wait:
-		for {
+	for ctx.Err() == nil {
+		if err := s.followLiveness(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("liveness", "err", err)
 			select {
 			case <-ctx.Done():
-				return
-			case <-tick.C:
-				break wait
-			case resp, ok := <-watch:
-				if !ok {
-					watch = s.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-					break wait
-				}
-				if len(resp.Events) > 0 {
-					break wait
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// followLiveness reads every node's liveness once and follows it by watch,
+// re-evaluating on every change and at least once a second (gossip changes
+// are not in etcd), at most once per livenessMinInterval: a thousand agents
+// reconnecting after a restart cost a few passes, not a thousand. It
+// returns when a watch breaks (compaction, etcd leader loss).
+func (s *Server) followLiveness(ctx context.Context) error {
+	set, err := s.store.ReadLiveSet(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	events := make(chan clientv3.WatchResponse)
+	for _, w := range s.store.WatchLiveSet(wctx, set.Rev) {
+		go func() {
+			for resp := range w {
+				select {
+				case events <- resp:
+				case <-wctx.Done():
+					return
 				}
 			}
+			select {
+			case events <- clientv3.WatchResponse{Canceled: true}:
+			case <-wctx.Done():
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	due, last := true, time.Time{}
+	for {
+		var soon <-chan time.Time
+		if due {
+			if wait := livenessMinInterval - time.Since(last); wait > 0 {
+				soon = time.After(wait)
+			} else {
+				s.reconcileLiveness(ctx, set)
+				due, last = false, time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			due = true
+		case <-soon:
+		case resp := <-events:
+			if resp.Canceled || resp.Err() != nil {
+				return fmt.Errorf("watch node liveness: %v", resp.Err())
+			}
+			for _, ev := range resp.Events {
+				if err := set.Apply(ev); err != nil {
+					return err
+				}
+			}
+			due = due || len(resp.Events) > 0
 		}
 	}
 }
@@ -74,12 +111,10 @@ func (s *Server) runLiveness(ctx context.Context) {
 // livenessMinInterval spaces liveness passes.
 const livenessMinInterval = 200 * time.Millisecond
 
-func (s *Server) reconcileLiveness(ctx context.Context) error {
-	nodes, err := s.store.LiveStates(ctx, s.liveStates)
-	if err != nil {
-		return err
-	}
-	s.liveStates = nodes
+// reconcileLiveness sets every node's status from set; a failed write is
+// logged and retried by a later pass.
+func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
+	nodes := set.Nodes()
 	counts := map[store.NodeStatus]int{}
 	for _, n := range nodes {
 		// A node counts as enrolled once its agent has said hello: between
@@ -107,10 +142,10 @@ func (s *Server) reconcileLiveness(ctx context.Context) error {
 			s.log.Warn("set node status", "node", n.Name, "status", want, "err", err)
 			continue
 		}
+		set.NoteStatus(n.Name, want, now)
 		s.log.Info("node status", "node", n.Name, "from", from, "to", want)
 	}
 	for _, st := range []store.NodeStatus{store.NodePending, store.NodeReady, store.NodeSuspect, store.NodeDown} {
 		s.metrics.nodes.WithLabelValues(string(st)).Set(float64(counts[st]))
 	}
-	return nil
 }

@@ -51,9 +51,6 @@ type Server struct {
 
 	accounts *accountIndex
 
-	// liveStates is the last liveness pass's view (its goroutine only).
-	liveStates []store.LiveState
-
 	gatewayCert atomic.Pointer[tls.Certificate]
 	leader      atomic.Bool
 	election    *election

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -40,13 +39,7 @@ DATA-DIR/initial-admin-password).`,
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
 			cfg.Version = version
 			cfg.Logger = slog.Default()
-			if os.Getenv("GOGC") == "" {
-				// Most of what the server allocates is short-lived (etcd
-				// and gRPC messages, JSON): collecting at 3x the live heap
-				// instead of 2x costs memory the control plane has and
-				// gives back about a tenth of its CPU under load.
-				debug.SetGCPercent(serverGCPercent)
-			}
+			tuneGC()
 			srv, err := controlplane.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
@@ -70,6 +63,3 @@ DATA-DIR/initial-admin-password).`,
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
 	return cmd
 }
-
-// serverGCPercent is the server's GOGC unless $GOGC says otherwise.
-const serverGCPercent = 200

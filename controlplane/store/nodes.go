@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -319,19 +320,27 @@ func DecodeNodeState(b []byte) (*NodeState, error) {
 	return &st, nil
 }
 
-// LiveState is one node's state as the liveness pass sees it.
-type LiveState struct {
-	Name  string
-	State NodeState
-	Alive bool // its agent holds a liveness lease
-	rev   int64
+// LiveSet is what the liveness pass needs of every node: its state and
+// whether its agent holds a liveness lease. It is read once and then kept
+// current from the watches of WatchLiveSet (Apply), so that a pass over a
+// thousand nodes costs no read.
+type LiveSet struct {
+	// Rev is the revision the set reflects.
+	Rev      int64
+	declared map[string]bool
+	states   map[string]NodeState
+	alive    map[string]bool
 }
 
-// LiveStates lists every node's state and whether its agent is alive.
-// prev is the previous call's result: states written at the same revision
-// are taken from it instead of being decoded again, which is most of them
-// on every pass of a thousand-node cluster.
-func (s *Store) LiveStates(ctx context.Context, prev []LiveState) ([]LiveState, error) {
+// LiveNode is one node of a LiveSet.
+type LiveNode struct {
+	Name  string
+	State NodeState
+	Alive bool
+}
+
+// ReadLiveSet reads every node's state and liveness in one transaction.
+func (s *Store) ReadLiveSet(ctx context.Context) (*LiveSet, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(prefixNodes, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(prefixState, clientv3.WithPrefix()),
@@ -340,37 +349,78 @@ func (s *Store) LiveStates(ctx context.Context, prev []LiveState) ([]LiveState, 
 	if err != nil {
 		return nil, fmt.Errorf("list node states: %w", err)
 	}
-	known := make(map[string]*LiveState, len(prev))
-	for i := range prev {
-		known[prev[i].Name] = &prev[i]
+	l := &LiveSet{Rev: resp.Header.Revision, declared: map[string]bool{}, states: map[string]NodeState{}, alive: map[string]bool{}}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		l.declared[lastSegment(string(kv.Key))] = true
 	}
-	states := map[string]LiveState{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		name := lastSegment(string(kv.Key))
-		if p := known[name]; p != nil && p.rev == kv.ModRevision {
-			states[name] = *p
-			continue
-		}
-		ls := LiveState{Name: name, rev: kv.ModRevision}
-		if err := json.Unmarshal(kv.Value, &ls.State); err != nil {
+		var st NodeState
+		if err := json.Unmarshal(kv.Value, &st); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
-		states[name] = ls
+		l.states[lastSegment(string(kv.Key))] = st
 	}
-	alive := map[string]bool{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		alive[lastSegment(string(kv.Key))] = true
+		l.alive[lastSegment(string(kv.Key))] = true
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	out := make([]LiveState, 0, len(kvs))
-	for _, kv := range kvs {
-		name := lastSegment(string(kv.Key))
-		ls, ok := states[name]
-		if !ok {
-			ls = LiveState{Name: name}
+	return l, nil
+}
+
+// WatchLiveSet watches what a LiveSet holds, from the revision after rev.
+func (s *Store) WatchLiveSet(ctx context.Context, rev int64) []clientv3.WatchChan {
+	return []clientv3.WatchChan{
+		s.cli.Watch(ctx, prefixNodes, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev+1)),
+		s.cli.Watch(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1)),
+		s.cli.Watch(ctx, PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev+1)),
+	}
+}
+
+// Apply brings the set up to date with one event of WatchLiveSet.
+func (l *LiveSet) Apply(ev *clientv3.Event) error {
+	key := string(ev.Kv.Key)
+	name := lastSegment(key)
+	put := ev.Type == clientv3.EventTypePut
+	switch {
+	case strings.HasPrefix(key, prefixNodes):
+		setOrDelete(l.declared, name, put)
+	case strings.HasPrefix(key, PrefixAlive):
+		setOrDelete(l.alive, name, put)
+	case strings.HasPrefix(key, prefixState):
+		if !put {
+			delete(l.states, name)
+			break
 		}
-		ls.Alive = alive[name]
-		out = append(out, ls)
+		var st NodeState
+		if err := json.Unmarshal(ev.Kv.Value, &st); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		l.states[name] = st
 	}
-	return out, nil
+	l.Rev = max(l.Rev, ev.Kv.ModRevision)
+	return nil
+}
+
+func setOrDelete(m map[string]bool, k string, set bool) {
+	if set {
+		m[k] = true
+	} else {
+		delete(m, k)
+	}
+}
+
+// NoteStatus records a status just written, ahead of its watch event.
+func (l *LiveSet) NoteStatus(name string, st NodeStatus, at time.Time) {
+	if cur, ok := l.states[name]; ok {
+		cur.Status, cur.StatusChangedAt = st, at
+		l.states[name] = cur
+	}
+}
+
+// Nodes lists the declared nodes.
+func (l *LiveSet) Nodes() []LiveNode {
+	out := make([]LiveNode, 0, len(l.declared))
+	for name := range l.declared {
+		out = append(out, LiveNode{Name: name, State: l.states[name], Alive: l.alive[name]})
+	}
+	return out
 }
