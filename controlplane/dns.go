@@ -59,10 +59,7 @@ type zoneController struct {
 	// cluster without DNS nodes costs nothing per zone.
 	waitingDNS map[string]bool
 
-	// view caches the DNS servers for dnsViewMaxAge (controller goroutine
-	// only); servers is the set the waiting zones last saw.
-	view    *dnsView
-	viewAt  time.Time
+	// servers is the set of DNS servers the waiting zones last saw.
 	servers string
 	signal  chan struct{}
 	resync  chan struct{}
@@ -429,7 +426,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 	}
 	switch {
 	case z.Generation != z.AppliedGeneration:
-		spec, err := c.ensureSpec(z, view)
+		spec, err := ensureSpec(z, view)
 		if err != nil {
 			c.setStatus(z, store.ZoneFailed, err.Error())
 			return nil
@@ -482,10 +479,24 @@ type dnsView struct {
 // server, with the address it answers on: the reported listen address, or
 // the node's declared address where the server listens on all interfaces.
 func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
-	if c.view != nil && time.Since(c.viewAt) < dnsViewMaxAge {
-		return c.view, nil
+	return c.s.dnsViews.get(ctx, c.s.store)
+}
+
+// dnsViewCache is the replica's dnsView, shared by the zone controller and
+// the API (ZoneTask).
+type dnsViewCache struct {
+	mu sync.Mutex
+	v  *dnsView
+	at time.Time
+}
+
+func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, error) {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if vc.v != nil && time.Since(vc.at) < dnsViewMaxAge {
+		return vc.v, nil
 	}
-	nodes, err := c.s.store.ListNodes(ctx)
+	nodes, err := st.ListNodes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -494,7 +505,7 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 		if !slices.Contains(n.Roles, "dns") || n.State.Status != store.NodeReady {
 			continue
 		}
-		rep, err := c.s.store.GetServices(ctx, n.Name)
+		rep, err := st.GetServices(ctx, n.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -514,7 +525,7 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 		}
 	}
 	slices.Sort(v.order)
-	if v.nameservers, err = c.s.store.GetNameservers(ctx); err != nil {
+	if v.nameservers, err = st.GetNameservers(ctx); err != nil {
 		return nil, err
 	}
 	var parts []string
@@ -522,12 +533,40 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 		parts = append(parts, n+"="+v.servers[n].addr)
 	}
 	v.key = strings.Join(parts, ",") + ";" + strings.Join(v.nameservers, ",")
-	c.view, c.viewAt = v, time.Now()
+	vc.v, vc.at = v, time.Now()
 	return v, nil
 }
 
+// ZoneTask is the task that converges a zone just changed through the API
+// on its DNS server, for the API to enqueue in the same transaction as the
+// change: an operator's record is then served without waiting for the
+// zone controller's pass. It is nil whenever the controller has more to
+// decide than "send the new records" (no task can go yet, one is under
+// way, the zone is new, failing, being deleted or rolling its keys); the
+// controller then converges the zone as always. It sets z.Servers to the
+// servers the spec names, as the controller does.
+func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error) {
+	if z.Deleted || z.TaskID != "" || z.Node == "" || z.AppliedGeneration == 0 || z.Defaults || z.RotateStep > 0 ||
+		(z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts) {
+		return nil, nil
+	}
+	view, err := s.dnsViews.get(ctx, s.store)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := view.servers[z.Node]; !ok {
+		return nil, nil
+	}
+	spec, err := ensureSpec(z, view)
+	if err != nil {
+		return nil, nil // the controller records why
+	}
+	z.Servers = view.key
+	return &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}, nil
+}
+
 // ensureSpec is the whole desired zone for its primary.
-func (c *zoneController) ensureSpec(z *store.Zone, v *dnsView) (*agentpb.EnsureZoneAction, error) {
+func ensureSpec(z *store.Zone, v *dnsView) (*agentpb.EnsureZoneAction, error) {
 	primary := v.servers[z.Node]
 	spec := &agentpb.EnsureZoneAction{Zone: z.Name, Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Dnssec: z.DNSSEC}
 	for _, n := range v.order {

@@ -50,6 +50,7 @@ type Server struct {
 	gossip  *gossip
 
 	accounts *accountIndex
+	dnsViews dnsViewCache
 
 	gatewayCert atomic.Pointer[tls.Certificate]
 	leader      atomic.Bool

@@ -11,6 +11,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -60,30 +61,39 @@ func zoneKeyName(name string) (string, error) {
 // which says no more than a zone that does not exist.
 func (r *Resolver) visibleZone(ctx context.Context, p auth.Principal, name string) (*store.Zone, error) {
 	z, _, err := r.Store.GetZone(ctx, name)
-	notFound := errorf(CodeNotFound, "zone "+quote(name)+" not found")
 	if err != nil {
 		if isNotFound(err) {
-			return nil, notFound
+			return nil, zoneNotFound(name)
 		}
 		return nil, err
 	}
+	if err := r.zoneVisible(ctx, p, z); err != nil {
+		return nil, err
+	}
+	return z, nil
+}
+
+func zoneNotFound(name string) error { return errorf(CodeNotFound, "zone "+quote(name)+" not found") }
+
+// zoneVisible refuses a zone p may not see, as if it did not exist.
+func (r *Resolver) zoneVisible(ctx context.Context, p auth.Principal, z *store.Zone) error {
 	if p.Role == store.RoleAdmin {
-		return z, nil
+		return nil
 	}
 	if z.Account == "" {
-		return nil, notFound
+		return zoneNotFound(z.Name)
 	}
 	a, _, err := r.Store.GetAccount(ctx, z.Account)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, notFound
+			return zoneNotFound(z.Name)
 		}
-		return nil, err
+		return err
 	}
 	if !canSee(p, a) {
-		return nil, notFound
+		return zoneNotFound(z.Name)
 	}
-	return z, nil
+	return nil
 }
 
 // changeZone applies fn to a zone the caller may change, checks the zone's
@@ -99,11 +109,22 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.visibleZone(ctx, p, key); err != nil {
-		return nil, err
-	}
 	ev := store.NewAuditEvent(p.Name, source(ctx), action, key, "ok")
-	return r.Store.UpdateZone(ctx, key, func(z *store.Zone) error {
+	// The change and the task that serves it commit together, so that a
+	// record is served without waiting for the zone controller.
+	task := func(z *store.Zone) (*agentpb.Task, error) {
+		t, err := r.Cluster.ZoneTask(ctx, z)
+		if t != nil {
+			z.Status, z.Reason = store.ZonePending, ""
+		}
+		return t, err
+	}
+	found := false
+	z, err := r.Store.UpdateZoneWithTask(ctx, key, func(z *store.Zone) error {
+		found = true
+		if err := r.zoneVisible(ctx, p, z); err != nil {
+			return err
+		}
 		if z.Deleted {
 			return fmt.Errorf("zone %s is being deleted: %w", z.Name, store.ErrConflict)
 		}
@@ -120,7 +141,11 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 		}
 		z.UpdatedAt = time.Now().UTC()
 		return nil
-	}, store.AuditOp(ev))
+	}, task, p.Name, store.AuditOp(ev))
+	if !found && isNotFound(err) {
+		return nil, zoneNotFound(key)
+	}
+	return z, err
 }
 
 func dnsRecords(z *store.Zone) []dnszone.Record {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -25,6 +26,9 @@ type Cluster interface {
 	AccountCounts(ctx context.Context) (map[store.AccountStatus]int, error)
 	// ValidSelector checks a node selector's syntax.
 	ValidSelector(sel string) error
+	// ZoneTask is the task converging a zone just changed, to enqueue
+	// with the change, or nil when the zone controller decides.
+	ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error)
 }
 
 // Resolver is the root of every resolver; gqlgen regenerates the

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // ZoneStatus is where a zone is on its primary node.
@@ -131,6 +133,15 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 // meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
 // the write (audit events, consumed notices).
 func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
+	return s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
+}
+
+// UpdateZoneWithTask is UpdateZone that also asks task, after fn, for a
+// task converging the changed zone: one it returns is enqueued for the
+// zone's node in the same transaction and becomes the task the zone waits
+// on (TaskID), created by createdBy.
+func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
+	task func(*Zone) (*agentpb.Task, error), createdBy string, extra ...clientv3.Op) (*Zone, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
@@ -139,8 +150,23 @@ func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) erro
 		if err := fn(z); err != nil {
 			return nil, err
 		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).
-			Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(name), mustJSON(z))}, extra...)...).Commit()
+		ops := append([]clientv3.Op{{}}, extra...) // [0]: the zone, once final
+		if task != nil {
+			spec, err := task(z)
+			if err != nil {
+				return nil, err
+			}
+			if spec != nil {
+				t, tops, err := taskOps(z.Node, spec, "zone/"+z.Name, createdBy, time.Now().UTC())
+				if err != nil {
+					return nil, err
+				}
+				z.TaskID = t.ID
+				ops = append(ops, tops...)
+			}
+		}
+		ops[0] = clientv3.OpPut(zoneKey(name), mustJSON(z))
+		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update zone %s: %w", name, err)
 		}
