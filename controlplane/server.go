@@ -133,8 +133,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		if s.etcd != nil {
 			// The embedded member is in this process: calls go to it
 			// directly instead of through gRPC over loopback, which cost
-			// a fifth of the server's CPU under load. Its client port
-			// stays open for etcdctl and metrics.
+			// about a sixth of the server's CPU under load. Its client
+			// port stays open for etcdctl and metrics.
 			return v3client.New(s.etcd.Server), nil
 		}
 		return newEtcdClient(endpoints)
