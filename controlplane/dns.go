@@ -290,6 +290,9 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 		if done, err = c.s.store.ZoneDone(ctx, name); err != nil {
 			return err
 		}
+		if len(done) == 0 {
+			return nil // its task is under way; its done notice brings it back
+		}
 	}
 	b := store.NewBatch()
 	now := b.Now()
