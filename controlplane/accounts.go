@@ -56,13 +56,12 @@ type accountController struct {
 	// controller's goroutine touches them.
 	allocs    map[string]store.Alloc
 	allocRevs map[string]int64
-	// placed are the allocations the batch being built will write.
-	placed map[string]store.Alloc
 	// snap is the scheduler's view built from nodes and allocs, kept
 	// across batches while both stand (building it for a thousand nodes
 	// on every batch was a tenth of the controller's CPU); building is
 	// the one being placed into by the batch under way, kept only once
-	// its commit succeeds.
+	// its commit succeeds, when its touched nodes' allocations are the
+	// store's.
 	snap, building *scheduler.Snapshot
 }
 
@@ -267,7 +266,6 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 	if err != nil {
 		return false, err
 	}
-	clear(c.placed)
 	c.building = nil
 	b := store.NewBatch()
 	now := b.Now()
@@ -356,13 +354,11 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 		c.allocs = nil
 		return ok, err
 	}
-	if c.allocs != nil {
-		for node, al := range c.placed {
-			c.allocs[node], c.allocRevs[node] = al, rev
+	if c.allocs != nil && built != nil {
+		for _, node := range built.Touched() {
+			c.allocs[node], c.allocRevs[node] = allocOf(built, node), rev
 		}
-		if built != nil {
-			c.snap = built
-		}
+		c.snap = built
 	}
 	if len(deletions) > 0 {
 		c.allocs = nil // a deletion gives its node's allocation back
@@ -457,16 +453,16 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 		a.SetStatus(store.AccountProvisioning, "", now)
 		b.PutAccount(a, revs[a.ID])
 	}
-	if c.placed == nil {
-		c.placed = map[string]store.Alloc{}
-	}
 	for _, node := range snap.Touched() {
-		n, _ := snap.Node(node)
-		al := store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}
-		b.PutAlloc(node, al, allocRevs[node])
-		c.placed[node] = al
+		b.PutAlloc(node, allocOf(snap, node), allocRevs[node])
 	}
 	return nil
+}
+
+// allocOf is a node's allocation as the snapshot has it.
+func allocOf(snap *scheduler.Snapshot, node string) store.Alloc {
+	n, _ := snap.Node(node)
+	return store.Alloc{Accounts: n.Allocated.Accounts, DiskMB: n.Allocated.DiskMB}
 }
 
 // nodeAddress is a node's declared address from the controller's node list.

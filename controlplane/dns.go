@@ -429,14 +429,12 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 	}
 	switch {
 	case z.Generation != z.AppliedGeneration:
-		spec, err := ensureSpec(z, view)
+		t, err := ensureTask(z, view)
 		if err != nil {
 			c.setStatus(z, store.ZoneFailed, err.Error())
 			return nil
 		}
-		c.setStatus(z, store.ZonePending, "")
-		z.Servers = view.key
-		return c.enqueue(b, z, &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}})
+		return c.enqueue(b, z, t)
 	case z.RotateStep > 0:
 		if now.Before(z.RotateAfter) {
 			c.wait(z.Name)
@@ -546,8 +544,8 @@ func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, err
 // zone controller's pass. It is nil whenever the controller has more to
 // decide than "send the new records" (no task can go yet, one is under
 // way, the zone is new, failing, being deleted or rolling its keys); the
-// controller then converges the zone as always. It sets z.Servers to the
-// servers the spec names, as the controller does.
+// controller then converges the zone as always. Like the controller, it
+// records the servers the spec names and marks the zone PENDING.
 func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error) {
 	if z.Deleted || z.TaskID != "" || z.Node == "" || z.AppliedGeneration == 0 || z.Defaults || z.RotateStep > 0 ||
 		(z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts) {
@@ -560,10 +558,21 @@ func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, er
 	if _, ok := view.servers[z.Node]; !ok {
 		return nil, nil
 	}
-	spec, err := ensureSpec(z, view)
+	t, err := ensureTask(z, view)
 	if err != nil {
 		return nil, nil // the controller records why
 	}
+	return t, nil
+}
+
+// ensureTask is the task that converges z on its primary as view has the
+// servers; z records those servers and waits, PENDING, for the task.
+func ensureTask(z *store.Zone, view *dnsView) (*agentpb.Task, error) {
+	spec, err := ensureSpec(z, view)
+	if err != nil {
+		return nil, err
+	}
+	z.Status, z.Reason = store.ZonePending, ""
 	z.Servers = view.key
 	return &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}, nil
 }

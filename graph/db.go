@@ -76,6 +76,23 @@ type dbChange struct {
 	tasks    []store.DatabaseTask
 }
 
+// stillOn refuses a change planned for a's node when the account has
+// moved since (a password sealed to the old node's key is useless).
+func stillOn(set *store.DatabaseSet, a *store.Account) error {
+	if set.Account.Node != a.Node {
+		return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrConflict)
+	}
+	return nil
+}
+
+// ensureUser marks u pending and adds the task that converges it on its
+// node (sealed: its new password, nil to keep the one it has).
+func (c *dbChange) ensureUser(u *store.DatabaseUser, sealed []byte) {
+	u.State, u.Reason = store.DatabasePending, ""
+	c.users[u.Name] = u
+	c.tasks = append(c.tasks, userEnsureTask(u, sealed))
+}
+
 func newDBChange() *dbChange {
 	return &dbChange{dbs: map[string]*store.Database{}, users: map[string]*store.DatabaseUser{}}
 }

@@ -110,9 +110,7 @@ func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, n
 			}
 			u = cloneUser(u)
 			u.Grants = slices.Delete(u.Grants, i, i+1)
-			u.State, u.Reason = store.DatabasePending, ""
-			c.users[u.Name] = u
-			c.tasks = append(c.tasks, userEnsureTask(u, nil))
+			c.ensureUser(u, nil)
 		}
 		return nil
 	})
@@ -162,8 +160,8 @@ func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account strin
 		return nil, err
 	}
 	tasks, err := r.changeDatabases(ctx, p, a, "createDatabaseUser", full, map[string]string{"engine": eng}, func(set *store.DatabaseSet, c *dbChange) error {
-		if set.Account.Node != a.Node {
-			return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrConflict)
+		if err := stillOn(set, a); err != nil {
+			return err
 		}
 		u := &store.DatabaseUser{Name: full, Owner: set.Account.Username, Engine: eng, Node: set.Account.Node}
 		if old, ok := set.Users[full]; ok {
@@ -176,9 +174,7 @@ func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account strin
 		if len(set.Users) >= maxDatabaseUsers && set.Users[full] == nil {
 			return fmt.Errorf("%w: an account may have at most %d database users", store.ErrQuotaExceeded, maxDatabaseUsers)
 		}
-		u.State, u.Reason = store.DatabasePending, ""
-		c.users[full] = u
-		c.tasks = append(c.tasks, userEnsureTask(u, sealed))
+		c.ensureUser(u, sealed)
 		return nil
 	})
 	if err != nil {
@@ -297,9 +293,7 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 				slices.SortFunc(u.Grants, func(x, y store.DatabaseGrant) int { return strings.Compare(x.Database, y.Database) })
 			}
 		}
-		u.State, u.Reason = store.DatabasePending, ""
-		c.users[user] = u
-		c.tasks = append(c.tasks, userEnsureTask(u, nil))
+		c.ensureUser(u, nil)
 		return nil
 	})
 	if err != nil {
@@ -341,8 +335,8 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 		return nil, err
 	}
 	tasks, err := r.changeDatabases(ctx, p, a, "changeDatabaseUserPassword", user, nil, func(set *store.DatabaseSet, c *dbChange) error {
-		if set.Account.Node != a.Node {
-			return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrConflict)
+		if err := stillOn(set, a); err != nil {
+			return err
 		}
 		u, ok := set.Users[user]
 		if !ok {
@@ -351,9 +345,7 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 		if err := userBusy(u); err != nil {
 			return err
 		}
-		u.State, u.Reason = store.DatabasePending, ""
-		c.users[user] = u
-		c.tasks = append(c.tasks, userEnsureTask(u, sealed))
+		c.ensureUser(u, sealed)
 		return nil
 	})
 	if err != nil {

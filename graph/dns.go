@@ -112,13 +112,7 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 	ev := store.NewAuditEvent(p.Name, source(ctx), action, key, "ok")
 	// The change and the task that serves it commit together, so that a
 	// record is served without waiting for the zone controller.
-	task := func(z *store.Zone) (*agentpb.Task, error) {
-		t, err := r.Cluster.ZoneTask(ctx, z)
-		if t != nil {
-			z.Status, z.Reason = store.ZonePending, ""
-		}
-		return t, err
-	}
+	task := func(z *store.Zone) (*agentpb.Task, error) { return r.Cluster.ZoneTask(ctx, z) }
 	found := false
 	z, err := r.Store.UpdateZoneWithTask(ctx, key, func(z *store.Zone) error {
 		found = true
