@@ -123,7 +123,8 @@ func diffSets(have, want map[setKey]rrset) []pdnsRRset {
 }
 
 // flushAndNotify drops the server's cached answers below zone and sends
-// NOTIFY to its secondaries. The two are independent; issued together
+// NOTIFY to its secondaries (see flushCache for why a PATCH needs the
+// flush too). The two are independent; issued together
 // they cost one round trip.
 func flushAndNotify(ctx context.Context, c *Client, zone string) error {
 	var wg sync.WaitGroup

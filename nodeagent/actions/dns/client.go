@@ -220,8 +220,10 @@ func (c *Client) notify(ctx context.Context, name string) error {
 
 // flushCache drops the server's cached answers for name and every name
 // below it. PowerDNS caches answers, negative ones included, for up to a
-// minute and a PATCH does not purge them: without the flush, a name looked
-// up just before it was added stays NXDOMAIN until the entry expires.
+// minute. A PATCH purges its zone's entries itself, but a query that read
+// the zone just before the PATCH committed can store its answer after that
+// purge, and a new zone's name may have a REFUSED cached from before it
+// existed: only a flush after the change drops those.
 func (c *Client) flushCache(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodPut, "/cache/flush?domain="+url.QueryEscape(name), nil, nil)
 }

@@ -53,7 +53,12 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 		t.Fatalf("repeat: %+v (first %+v)", r2, r1)
 	}
 
-	// Update one record, add one, delete one.
+	// Update one record, add one, delete one. Every answer the change
+	// touches was looked up before it, so each may be cached, the new
+	// name's NXDOMAIN included: the change must be answered at once.
+	if m := query(t, srv.DNSAddr, "new."+zone, mdns.TypeA, false); m.Rcode != mdns.RcodeNameError {
+		t.Fatalf("new name before it was added: rcode %s", mdns.RcodeToString[m.Rcode])
+	}
 	spec.Records[0].Content = "192.0.2.11"
 	spec.Records = append(spec.Records, rec("new."+zone, "A", "192.0.2.12", 300, 0))
 	spec.Records = append(spec.Records[:7], spec.Records[8:]...) // drop TXT
