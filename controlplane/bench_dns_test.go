@@ -68,7 +68,7 @@ func answeredBy(b *testing.B, addr, name, ip string, deadline time.Duration) boo
 		if got := query(b, addr, name, dns.TypeA); len(got) == 1 && got[0] == ip {
 			return true
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(100 * time.Microsecond)
 	}
 	return false
 }

@@ -51,8 +51,18 @@ const dnsServiceName = "pdns"
 type zoneController struct {
 	s *Server
 
-	mu      sync.Mutex
-	dirty   map[string]bool
+	mu sync.Mutex
+	// dirty holds the zones to look at, each with the revision of the
+	// write that marked it, or 0 when it must be looked at whatever its
+	// revision (done notices, retries, a broken watch).
+	dirty map[string]int64
+	// handled is, per zone, the revision up to which its record needs
+	// nothing more: the controller's own last write or look at it, or the
+	// API's write that queued the zone's task itself (zoneTaskQueued).
+	// The watch event of such a write is skipped rather than read and
+	// decoded again, which for a large zone is most of a change's cost
+	// on the server.
+	handled map[string]int64
 	waiting map[string]bool // zones to look at again after zoneWaitRetry
 	// waitDNS holds zones that no DNS server can take yet; they are looked
 	// at again when the set of DNS servers changes, not on a timer, so a
@@ -79,34 +89,78 @@ type sentSync struct {
 
 func newZoneController(s *Server) *zoneController {
 	return &zoneController{
-		s: s, dirty: map[string]bool{}, waiting: map[string]bool{}, waitingDNS: map[string]bool{},
+		s: s, dirty: map[string]int64{}, handled: map[string]int64{}, waiting: map[string]bool{}, waitingDNS: map[string]bool{},
 		signal: make(chan struct{}, 1), resync: make(chan struct{}, 1),
 		sent: map[string]sentSync{}, rotateInterval: s.cfg.ZoneRotateInterval,
 	}
 }
 
+// mark asks for a look at each zone, whatever its revision.
 func (c *zoneController) mark(names ...string) {
 	c.mu.Lock()
 	for _, n := range names {
-		c.dirty[n] = true
+		c.dirty[n] = 0
 	}
 	c.mu.Unlock()
+	c.poke()
+}
+
+// markAt asks for a look at a zone because of its write at rev.
+func (c *zoneController) markAt(name string, rev int64) {
+	c.mu.Lock()
+	if r, ok := c.dirty[name]; !ok || (r != 0 && r < rev) {
+		c.dirty[name] = rev
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *zoneController) poke() {
 	select {
 	case c.signal <- struct{}{}:
 	default:
 	}
 }
 
-func (c *zoneController) take() []string {
+// dirtyZone is a zone to look at and the revision that asked for it (0:
+// any).
+type dirtyZone struct {
+	name string
+	rev  int64
+}
+
+func (c *zoneController) take() []dirtyZone {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.dirty))
-	for n := range c.dirty {
-		out = append(out, n)
+	out := make([]dirtyZone, 0, len(c.dirty))
+	for n, rev := range c.dirty {
+		out = append(out, dirtyZone{n, rev})
 	}
 	clear(c.dirty)
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b dirtyZone) int { return strings.Compare(a.name, b.name) })
 	return out
+}
+
+// handledAt records that the zone's record needs nothing more up to rev.
+func (c *zoneController) handledAt(name string, rev int64) {
+	c.mu.Lock()
+	if rev > c.handled[name] {
+		c.handled[name] = rev
+	}
+	c.mu.Unlock()
+}
+
+// isHandled reports whether a write at rev is already accounted for.
+func (c *zoneController) isHandled(name string, rev int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return rev != 0 && rev <= c.handled[name]
+}
+
+func (c *zoneController) forgetHandled(name string) {
+	c.mu.Lock()
+	delete(c.handled, name)
+	c.mu.Unlock()
 }
 
 func (c *zoneController) wait(name string) {
@@ -179,10 +233,13 @@ func (c *zoneController) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.signal:
-			for _, name := range c.take() {
-				if err := c.process(ctx, name); err != nil && ctx.Err() == nil {
-					c.s.log.Warn("zone controller", "zone", name, "err", err)
-					c.wait(name)
+			for _, d := range c.take() {
+				if c.isHandled(d.name, d.rev) {
+					continue
+				}
+				if err := c.process(ctx, d.name); err != nil && ctx.Err() == nil {
+					c.s.log.Warn("zone controller", "zone", d.name, "err", err)
+					c.wait(d.name)
 				}
 			}
 			if debounce == nil {
@@ -234,7 +291,7 @@ func (c *zoneController) watch(ctx context.Context, rev int64) {
 				return
 			}
 			for _, ev := range resp.Events {
-				c.mark(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixZones))
+				c.markAt(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixZones), ev.Kv.ModRevision)
 			}
 		case resp, ok := <-done:
 			if !ok || resp.Err() != nil {
@@ -278,6 +335,7 @@ type zoneResult struct {
 func (c *zoneController) process(ctx context.Context, name string) error {
 	z, rev, err := c.s.store.GetZone(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
+		c.forgetHandled(name)
 		return nil
 	}
 	if err != nil {
@@ -291,6 +349,7 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 			return err
 		}
 		if len(done) == 0 {
+			c.handledAt(name, rev)
 			return nil // its task is under way; its done notice brings it back
 		}
 	}
@@ -355,16 +414,22 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	if mustJSON(z) != before {
+	wrote := mustJSON(z) != before
+	if wrote {
 		z.UpdatedAt = now
 		b.PutZone(z, rev)
 	}
-	ok, err := c.s.store.Commit(ctx, b)
+	ok, crev, err := c.s.store.CommitRev(ctx, b)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	switch {
+	case !ok:
 		c.mark(name)
+	case wrote:
+		c.handledAt(name, crev)
+	default:
+		c.handledAt(name, rev)
 	}
 	return nil
 }
@@ -563,6 +628,15 @@ func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, er
 		return nil, nil // the controller records why
 	}
 	return t, nil
+}
+
+// ZoneTaskQueued tells the zone controller that the API wrote zone at rev
+// together with the task ZoneTask gave it: the controller has nothing to
+// decide about that write and skips its event.
+func (s *Server) ZoneTaskQueued(zone string, rev int64) {
+	if c := s.zoneCtl.Load(); c != nil {
+		c.handledAt(zone, rev)
+	}
 }
 
 // ensureTask is the task that converges z on its primary as view has the

@@ -51,6 +51,9 @@ type Server struct {
 
 	accounts *accountIndex
 	dnsViews dnsViewCache
+	// zoneCtl is the running zone controller (leader only), told of the
+	// tasks the API queues (ZoneTaskQueued).
+	zoneCtl atomic.Pointer[zoneController]
 
 	gatewayCert atomic.Pointer[tls.Certificate]
 	leader      atomic.Bool

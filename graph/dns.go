@@ -112,9 +112,14 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 	ev := store.NewAuditEvent(p.Name, source(ctx), action, key, "ok")
 	// The change and the task that serves it commit together, so that a
 	// record is served without waiting for the zone controller.
-	task := func(z *store.Zone) (*agentpb.Task, error) { return r.Cluster.ZoneTask(ctx, z) }
+	queued := false
+	task := func(z *store.Zone) (*agentpb.Task, error) {
+		t, err := r.Cluster.ZoneTask(ctx, z)
+		queued = t != nil
+		return t, err
+	}
 	found := false
-	z, err := r.Store.UpdateZoneWithTask(ctx, key, func(z *store.Zone) error {
+	z, rev, err := r.Store.UpdateZoneWithTask(ctx, key, func(z *store.Zone) error {
 		found = true
 		if err := r.zoneVisible(ctx, p, z); err != nil {
 			return err
@@ -138,6 +143,9 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 	}, task, p.Name, store.AuditOp(ev))
 	if !found && isNotFound(err) {
 		return nil, zoneNotFound(key)
+	}
+	if err == nil && queued {
+		r.Cluster.ZoneTaskQueued(key, rev)
 	}
 	return z, err
 }

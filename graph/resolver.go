@@ -29,6 +29,9 @@ type Cluster interface {
 	// ZoneTask is the task converging a zone just changed, to enqueue
 	// with the change, or nil when the zone controller decides.
 	ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error)
+	// ZoneTaskQueued says that the zone's write at rev enqueued the task
+	// ZoneTask gave.
+	ZoneTaskQueued(zone string, rev int64)
 }
 
 // Resolver is the root of every resolver; gqlgen regenerates the

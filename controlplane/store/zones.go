@@ -133,33 +133,34 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 // meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
 // the write (audit events, consumed notices).
 func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
-	return s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
+	z, _, err := s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
+	return z, err
 }
 
 // UpdateZoneWithTask is UpdateZone that also asks task, after fn, for a
 // task converging the changed zone: one it returns is enqueued for the
 // zone's node in the same transaction and becomes the task the zone waits
-// on (TaskID), created by createdBy.
+// on (TaskID), created by createdBy. It returns the revision of the write.
 func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
-	task func(*Zone) (*agentpb.Task, error), createdBy string, extra ...clientv3.Op) (*Zone, error) {
+	task func(*Zone) (*agentpb.Task, error), createdBy string, extra ...clientv3.Op) (*Zone, int64, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if err := fn(z); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		ops := append([]clientv3.Op{{}}, extra...) // [0]: the zone, once final
 		if task != nil {
 			spec, err := task(z)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if spec != nil {
 				t, tops, err := taskOps(z.Node, spec, "zone/"+z.Name, createdBy, time.Now().UTC())
 				if err != nil {
-					return nil, err
+					return nil, 0, err
 				}
 				z.TaskID = t.ID
 				ops = append(ops, tops...)
@@ -168,13 +169,13 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 		ops[0] = clientv3.OpPut(zoneKey(name), mustJSON(z))
 		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("update zone %s: %w", name, err)
+			return nil, 0, fmt.Errorf("update zone %s: %w", name, err)
 		}
 		if resp.Succeeded {
-			return z, nil
+			return z, resp.Header.Revision, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 }
