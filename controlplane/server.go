@@ -190,6 +190,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	s.accounts = newAccountIndex(s, indexCli)
 	go s.accounts.run(runCtx)
+	s.store.RunMirrors(runCtx, s.log)
 
 	s.gateway = newGateway(s)
 	grpcSrv := s.gateway.grpcServer()

@@ -275,7 +275,7 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 	if in.Node != nil && p.Role != store.RoleAdmin {
 		return nil, errorf(CodeForbidden, "only admins pin accounts to nodes")
 	}
-	plan, err := r.Store.GetPlan(ctx, in.Plan)
+	plan, planRev, err := r.Store.CachedPlan(ctx, in.Plan)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, &validate.Error{Field: "plan", Reason: "no plan " + quote(in.Plan)}
@@ -295,9 +295,6 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 		}
 		selector = res.NodeSelector
 	}
-	if !planUsable(owner, res, plan) {
-		return nil, errorf(CodeForbidden, "plan "+quote(plan.Name)+" is not available to "+owner.Name)
-	}
 	pinned := ""
 	if in.Node != nil {
 		if _, err := r.Store.GetNode(ctx, *in.Node); err != nil {
@@ -305,27 +302,45 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 		}
 		pinned = *in.Node
 	}
-	now := time.Now().UTC()
-	a := &store.Account{
-		ID:         store.NewAccountID(now),
-		Username:   in.Username,
-		Domain:     domain,
-		Plan:       plan.Name,
-		Owner:      owner.Name,
-		DiskMB:     plan.DiskMB,
-		Roles:      []string{"web"},
-		PHPVersion: defaultPHP(plan),
-		Selector:   selector,
-		PinnedNode: pinned,
-		Generation: 1,
-		CreatedAt:  now,
-	}
-	a.Sites = []store.Site{{Domain: domain, Docroot: store.DefaultDocroot, PHPVersion: a.PHPVersion, Generation: 1}}
-	a.SetStatus(store.AccountPending, "", now)
-	ev := store.NewAuditEvent(p.Name, source(ctx), "createAccount", a.Username, "ok")
-	ev.Detail = map[string]string{"id": a.ID, "domain": a.Domain, "owner": a.Owner, "plan": a.Plan}
-	if err := r.Store.CreateAccount(ctx, a, lim, ev); err != nil {
-		return nil, err
+	var a *store.Account
+	for {
+		if !planUsable(owner, res, plan) {
+			return nil, errorf(CodeForbidden, "plan "+quote(plan.Name)+" is not available to "+owner.Name)
+		}
+		now := time.Now().UTC()
+		a = &store.Account{
+			ID:         store.NewAccountID(now),
+			Username:   in.Username,
+			Domain:     domain,
+			Plan:       plan.Name,
+			Owner:      owner.Name,
+			DiskMB:     plan.DiskMB,
+			Roles:      []string{"web"},
+			PHPVersion: defaultPHP(plan),
+			Selector:   selector,
+			PinnedNode: pinned,
+			Generation: 1,
+			CreatedAt:  now,
+		}
+		a.Sites = []store.Site{{Domain: domain, Docroot: store.DefaultDocroot, PHPVersion: a.PHPVersion, Generation: 1}}
+		a.SetStatus(store.AccountPending, "", now)
+		ev := store.NewAuditEvent(p.Name, source(ctx), "createAccount", a.Username, "ok")
+		ev.Detail = map[string]string{"id": a.ID, "domain": a.Domain, "owner": a.Owner, "plan": a.Plan}
+		err := r.Store.CreateAccount(ctx, a, planRev, lim, ev)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrPlanChanged) {
+			return nil, err
+		}
+		// The mirrored plan was behind, or the plan changed meanwhile:
+		// build the account again from the plan as etcd has it now.
+		if plan, planRev, err = r.Store.GetPlanRev(ctx, in.Plan); err != nil {
+			if isNotFound(err) {
+				return nil, &validate.Error{Field: "plan", Reason: "no plan " + quote(in.Plan)}
+			}
+			return nil, err
+		}
 	}
 	l := loadersFrom(ctx)
 	prime(l, l.plans, plan.Name, planModel(plan))

@@ -250,7 +250,15 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, ErrInvalidToken
 	}
-	u, err := a.store.GetUser(ctx, c.Subject)
+	// The replica's mirror of users answers for users that exist with the
+	// token's role; before a token is refused, etcd is asked (the user may
+	// be milliseconds old). Were users ever deleted or given another role,
+	// the old one would keep working for as long as the mirror lags:
+	// milliseconds.
+	u, err := a.store.CachedUser(ctx, c.Subject)
+	if err == nil && subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 {
+		u, err = a.store.GetUser(ctx, c.Subject)
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Principal{}, ErrInvalidToken

@@ -110,6 +110,10 @@ func NewAccountID(now time.Time) string {
 // ErrQuotaExceeded means the owner's limits do not allow the change.
 var ErrQuotaExceeded = errors.New("quota exceeded")
 
+// ErrPlanChanged means the plan an account was built from changed before
+// the account was written: build it again from the plan as it is now.
+var ErrPlanChanged = errors.New("plan changed")
+
 // Limits are an owner's quotas; zero values mean unlimited (admin).
 type Limits struct {
 	MaxAccounts int
@@ -117,11 +121,12 @@ type Limits struct {
 }
 
 // CreateAccount writes a new PENDING account if its username and domain are
-// free cluster-wide and the owner's usage stays within limits — all checked
-// in the one transaction that writes it, so neither a race between two
-// creations nor a crash can break uniqueness or over-spend a quota. On
-// refusal nothing is written.
-func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit AuditEvent) error {
+// free cluster-wide, its plan is still at planRev (the revision the account
+// was built from; ErrPlanChanged otherwise) and the owner's usage stays
+// within limits — all checked in the one transaction that writes it, so
+// neither a race between two creations nor a crash can break uniqueness or
+// over-spend a quota. On refusal nothing is written.
+func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, lim Limits, audit AuditEvent) error {
 	// Owners without limits (admins) keep no usage record: there is nothing
 	// to enforce, and a shared counter would make every concurrent creation
 	// of theirs conflict with every other.
@@ -136,7 +141,7 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit
 		defer mu.Unlock()
 	}
 	for {
-		cmps := []clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), present(planKey(a.Plan))}
+		cmps := []clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), unchanged(planKey(a.Plan), planRev)}
 		ops := []clientv3.Op{
 			clientv3.OpPut(accountKey(a.ID), mustJSON(a)),
 			clientv3.OpPut(userNameKey(a.Username), a.ID),
@@ -166,7 +171,7 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(
 			clientv3.OpGet(userNameKey(a.Username), clientv3.WithCountOnly()),
 			clientv3.OpGet(domainNameKey(a.Domain), clientv3.WithCountOnly()),
-			clientv3.OpGet(planKey(a.Plan), clientv3.WithCountOnly()),
+			clientv3.OpGet(planKey(a.Plan), clientv3.WithKeysOnly()),
 		).Commit()
 		if err != nil {
 			return fmt.Errorf("create account %q: %w", a.Username, err)
@@ -181,6 +186,8 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, lim Limits, audit
 			return fmt.Errorf("domain %q is hosted already: %w", a.Domain, ErrConflict)
 		case resp.Responses[2].GetResponseRange().Count == 0:
 			return fmt.Errorf("plan %q: %w", a.Plan, ErrNotFound)
+		case resp.Responses[2].GetResponseRange().Kvs[0].ModRevision != planRev:
+			return fmt.Errorf("plan %q: %w", a.Plan, ErrPlanChanged)
 		}
 		// Only the usage moved under us: another replica created or deleted
 		// an account of this owner. Re-read and re-check the quota.

@@ -47,6 +47,26 @@ func (s *Store) GetPlan(ctx context.Context, name string) (*Plan, error) {
 	return p, err
 }
 
+// GetPlanRev is GetPlan that also returns the plan's revision.
+func (s *Store) GetPlanRev(ctx context.Context, name string) (*Plan, int64, error) {
+	p, rev, err := getJSON[Plan](ctx, s.cli, planKey(name))
+	if err == ErrNotFound {
+		return nil, 0, fmt.Errorf("plan %q: %w", name, ErrNotFound)
+	}
+	return p, rev, err
+}
+
+// CachedPlan is GetPlanRev answered from the replica's mirror of plans
+// when it holds the plan (see mirror). A write that depends on the plan
+// compares the revision (CreateAccount). The result is shared: read it,
+// never change it.
+func (s *Store) CachedPlan(ctx context.Context, name string) (*Plan, int64, error) {
+	if p, rev, ok := s.plans.get(name); ok {
+		return p, rev, nil
+	}
+	return s.GetPlanRev(ctx, name)
+}
+
 // ListPlans returns every plan, by name.
 func (s *Store) ListPlans(ctx context.Context) ([]Plan, error) {
 	out, _, err := listJSON[Plan](ctx, s.cli, prefixPlans)

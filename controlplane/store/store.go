@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -84,10 +85,23 @@ type Store struct {
 	// ownerLocks serialises quota-checked creations per owner (see
 	// CreateAccount); owner name → *sync.Mutex.
 	ownerLocks sync.Map
+	// users and plans answer CachedUser and CachedPlan once RunMirrors
+	// runs.
+	users *mirror[User]
+	plans *mirror[Plan]
 }
 
 // New wraps an etcd client. The caller owns the client.
-func New(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+func New(cli *clientv3.Client) *Store {
+	return &Store{cli: cli, users: newMirror[User](cli, prefixUsers), plans: newMirror[Plan](cli, prefixPlans)}
+}
+
+// RunMirrors keeps users and plans in memory for CachedUser and CachedPlan
+// until ctx ends.
+func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
+	go s.users.run(ctx, log)
+	go s.plans.run(ctx, log)
+}
 
 // Client returns the underlying etcd client, for leases, watches and
 // elections that the store does not wrap.

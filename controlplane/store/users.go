@@ -60,6 +60,17 @@ func (s *Store) GetUser(ctx context.Context, name string) (*User, error) {
 	return u, err
 }
 
+// CachedUser is GetUser answered from the replica's mirror of users when
+// it holds the user (see mirror), for the check of every request's caller.
+// The user may lag its record by milliseconds; a user not (yet) mirrored
+// is read from etcd. The result is shared: read it, never change it.
+func (s *Store) CachedUser(ctx context.Context, name string) (*User, error) {
+	if u, _, ok := s.users.get(name); ok {
+		return u, nil
+	}
+	return s.GetUser(ctx, name)
+}
+
 // UseJoinToken records that the join token with this id was used. It fails
 // with ErrConflict if it was used before, on any replica: the create-if-absent
 // transaction is what makes a token single-use cluster-wide. The record lives

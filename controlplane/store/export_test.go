@@ -1,0 +1,7 @@
+package store
+
+// MirroredPlan reports whether the replica's mirror holds plan name at rev.
+func (s *Store) MirroredPlan(name string, rev int64) bool {
+	_, r, ok := s.plans.get(name)
+	return ok && r == rev
+}

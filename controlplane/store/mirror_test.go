@@ -1,0 +1,66 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+func TestMirrorAndPlanRevision(t *testing.T) {
+	cli := testenv.EtcdClient(t, testenv.StartEtcd(t))
+	s := store.New(cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	audit := store.NewAuditEvent("admin", "test", "createPlan", "p", "ok")
+
+	// Not running yet: answered from etcd.
+	if err := s.CreatePlan(ctx, store.Plan{Name: "before", DiskMB: 100}, audit); err != nil {
+		t.Fatal(err)
+	}
+	p, rev, err := s.CachedPlan(ctx, "before")
+	if err != nil || p.DiskMB != 100 || rev == 0 || s.MirroredPlan("before", rev) {
+		t.Fatalf("before the mirror runs: %+v rev %d err %v", p, rev, err)
+	}
+
+	s.RunMirrors(ctx, slog.New(slog.DiscardHandler))
+	if err := s.CreatePlan(ctx, store.Plan{Name: "after", DiskMB: 200}, audit); err != nil {
+		t.Fatal(err)
+	}
+	_, rev2, err := s.GetPlanRev(ctx, "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "both plans mirrored", func() bool {
+		return s.MirroredPlan("before", rev) && s.MirroredPlan("after", rev2)
+	})
+	if p, r, err := s.CachedPlan(ctx, "after"); err != nil || p.DiskMB != 200 || r != rev2 {
+		t.Fatalf("mirrored plan: %+v rev %d err %v", p, r, err)
+	}
+	if _, _, err := s.CachedPlan(ctx, "nosuch"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing plan: %v", err)
+	}
+
+	// An account built from a plan revision that is no longer current is
+	// refused and nothing is written; from the current one it is created.
+	now := time.Now().UTC()
+	a := &store.Account{ID: store.NewAccountID(now), Username: "mirror1", Domain: "mirror1.example.com", Plan: "after", Owner: "admin", DiskMB: 200, Generation: 1, CreatedAt: now}
+	if err := s.CreateAccount(ctx, a, rev2-1, store.Limits{}, audit); !errors.Is(err, store.ErrPlanChanged) {
+		t.Fatalf("stale plan revision: %v", err)
+	}
+	if _, _, err := s.GetAccount(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("account written despite the refusal: %v", err)
+	}
+	a.Plan = "nosuch"
+	if err := s.CreateAccount(ctx, a, rev2, store.Limits{}, audit); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing plan: %v", err)
+	}
+	a.Plan = "after"
+	if err := s.CreateAccount(ctx, a, rev2, store.Limits{}, audit); err != nil {
+		t.Fatal(err)
+	}
+}
