@@ -158,16 +158,42 @@ func DecodeQueued(b []byte) (*agentpb.Task, error) {
 // the task was already completed (a re-sent result) or belongs to another
 // node: at-least-once delivery means the first result wins and later copies
 // change nothing.
+//
+// The task is read serializably first: a linearizable read waits until
+// etcd has applied everything committed before it, which under load costs
+// as much as the write. The transaction compares the record's revision, so
+// a stale read changes nothing; then, and when the read finds no task
+// (a member that has not applied its creation yet), it is read again
+// linearizably.
 func (s *Store) CompleteTask(ctx context.Context, node string, r *agentpb.TaskResult, audit AuditEvent) (bool, error) {
-	t, _, err := s.GetTask(ctx, r.GetTaskId())
-	if err != nil {
-		if isNotFound(err) {
-			return false, nil
+	for _, serializable := range []bool{true, false} {
+		done, retry, err := s.completeTask(ctx, node, r, audit, serializable)
+		if err != nil || !retry {
+			return done, err
 		}
-		return false, err
 	}
+	return false, nil
+}
+
+func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskResult, audit AuditEvent, serializable bool) (done, retry bool, err error) {
+	var opts []clientv3.OpOption
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	resp, err := s.cli.Get(ctx, taskKey(r.GetTaskId()), opts...)
+	if err != nil {
+		return false, false, fmt.Errorf("get task %s: %w", r.GetTaskId(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return false, serializable, nil
+	}
+	t, err := decodeTask(resp.Kvs[0].Value)
+	if err != nil {
+		return false, false, err
+	}
+	rev := resp.Kvs[0].ModRevision
 	if t.Node != node {
-		return false, nil
+		return false, false, nil
 	}
 	switch r.GetStatus() {
 	case agentpb.TaskStatus_TASK_STATUS_SUCCEEDED:
@@ -194,11 +220,11 @@ func (s *Store) CompleteTask(ctx context.Context, node string, r *agentpb.TaskRe
 		// this notice, written atomically with the result itself.
 		ops = append(ops, clientv3.OpPut(doneKey(kind, id, t.ID), t.ID))
 	}
-	resp, err := s.cli.Txn(ctx).If(present(q)).Then(ops...).Commit()
+	tresp, err := s.cli.Txn(ctx).If(present(q), unchanged(taskKey(t.ID), rev)).Then(ops...).Commit()
 	if err != nil {
-		return false, fmt.Errorf("complete task %s: %w", t.ID, err)
+		return false, false, fmt.Errorf("complete task %s: %w", t.ID, err)
 	}
-	return resp.Succeeded, nil
+	return tresp.Succeeded, !tresp.Succeeded && serializable, nil
 }
 
 // QueueLen counts a node's unacknowledged tasks.
