@@ -58,7 +58,7 @@ type zoneController struct {
 	dirty map[string]int64
 	// handled is, per zone, the revision up to which its record needs
 	// nothing more: the controller's own last write or look at it, or the
-	// API's write that queued the zone's task itself (zoneTaskQueued).
+	// API's write that queued the zone's task itself (ZoneTaskQueued).
 	// The watch event of such a write is skipped rather than read and
 	// decoded again, which for a large zone is most of a change's cost
 	// on the server.

@@ -80,11 +80,11 @@ func (m *mirror[T]) follow(ctx context.Context) error {
 	}
 	fresh := make(map[string]mirrored[T], len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		v, err := decodeMirrored[T](kv.Key, kv.Value)
-		if err != nil {
-			return err
+		// A record this replica cannot decode is left to etcd, which
+		// gives readers the record and its error.
+		if v, err := decodeMirrored[T](kv.Key, kv.Value); err == nil {
+			fresh[strings.TrimPrefix(string(kv.Key), m.prefix)] = mirrored[T]{v, kv.ModRevision}
 		}
-		fresh[strings.TrimPrefix(string(kv.Key), m.prefix)] = mirrored[T]{v, kv.ModRevision}
 	}
 	m.mu.Lock()
 	m.m, m.ready = fresh, true
@@ -105,9 +105,7 @@ func (m *mirror[T]) follow(ctx context.Context) error {
 			}
 			v, err := decodeMirrored[T](ev.Kv.Key, ev.Kv.Value)
 			if err != nil {
-				// A record this replica cannot read is not served from
-				// memory; readers get it (and its error) from etcd.
-				delete(m.m, name)
+				delete(m.m, name) // left to etcd, as above
 				continue
 			}
 			m.m[name] = mirrored[T]{v, ev.Kv.ModRevision}
