@@ -40,10 +40,7 @@ func (s *Store) CreatePlan(ctx context.Context, p Plan, audit AuditEvent) error 
 
 // GetPlan returns one plan.
 func (s *Store) GetPlan(ctx context.Context, name string) (*Plan, error) {
-	p, _, err := getJSON[Plan](ctx, s.cli, planKey(name))
-	if err == ErrNotFound {
-		return nil, fmt.Errorf("plan %q: %w", name, ErrNotFound)
-	}
+	p, _, err := s.GetPlanRev(ctx, name)
 	return p, err
 }
 
