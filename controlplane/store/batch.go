@@ -145,7 +145,7 @@ func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Acc
 		key := noticeOf[taskIDs[i]]
 		var t *Task
 		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-			if t, err = decodeTask(kvs[0].Value); err != nil {
+			if t, err = decodeJSON[Task](kvs[0].Key, kvs[0].Value); err != nil {
 				return nil, nil, nil, err
 			}
 		}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -109,14 +108,6 @@ func databaseCleanupOps(account string) []clientv3.Op {
 	}
 }
 
-func decodeJSON[T any](b []byte) (*T, error) {
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
-}
-
 // DatabaseSet is an account's databases and database users as read at one
 // revision, for a ChangeDatabases callback to decide on.
 type DatabaseSet struct {
@@ -181,16 +172,16 @@ func (s *Store) readDatabases(ctx context.Context, account string) (*DatabaseSet
 	}
 	set := &DatabaseSet{Account: a, Databases: map[string]*Database{}, Users: map[string]*DatabaseUser{}}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		d, err := decodeJSON[Database](kv.Value)
+		d, err := decodeJSON[Database](kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return nil, 0, 0, err
 		}
 		set.Databases[d.Name] = d
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		u, err := decodeJSON[DatabaseUser](kv.Value)
+		u, err := decodeJSON[DatabaseUser](kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return nil, 0, 0, err
 		}
 		set.Users[u.Name] = u
 	}

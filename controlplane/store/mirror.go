@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -82,7 +81,7 @@ func (m *mirror[T]) follow(ctx context.Context) error {
 	for _, kv := range resp.Kvs {
 		// A record this replica cannot decode is left to etcd, which
 		// gives readers the record and its error.
-		if v, err := decodeMirrored[T](kv.Key, kv.Value); err == nil {
+		if v, err := decodeJSON[T](kv.Key, kv.Value); err == nil {
 			fresh[strings.TrimPrefix(string(kv.Key), m.prefix)] = mirrored[T]{v, kv.ModRevision}
 		}
 	}
@@ -103,7 +102,7 @@ func (m *mirror[T]) follow(ctx context.Context) error {
 				delete(m.m, name)
 				continue
 			}
-			v, err := decodeMirrored[T](ev.Kv.Key, ev.Kv.Value)
+			v, err := decodeJSON[T](ev.Kv.Key, ev.Kv.Value)
 			if err != nil {
 				delete(m.m, name) // left to etcd, as above
 				continue
@@ -113,12 +112,4 @@ func (m *mirror[T]) follow(ctx context.Context) error {
 		m.mu.Unlock()
 	}
 	return ctx.Err()
-}
-
-func decodeMirrored[T any](key, value []byte) (*T, error) {
-	var v T
-	if err := json.Unmarshal(value, &v); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return &v, nil
 }

@@ -113,19 +113,19 @@ func (s *Store) Ping(ctx context.Context) error {
 	return err
 }
 
-func getJSON[T any](ctx context.Context, cli *clientv3.Client, key string) (*T, int64, error) {
-	resp, err := cli.Get(ctx, key)
+func getJSON[T any](ctx context.Context, cli *clientv3.Client, key string, opts ...clientv3.OpOption) (*T, int64, error) {
+	resp, err := cli.Get(ctx, key, opts...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("get %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, 0, ErrNotFound
 	}
-	var v T
-	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
-		return nil, 0, fmt.Errorf("decode %s: %w", key, err)
+	v, err := decodeJSON[T](resp.Kvs[0].Key, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, err
 	}
-	return &v, resp.Kvs[0].ModRevision, nil
+	return v, resp.Kvs[0].ModRevision, nil
 }
 
 func listJSON[T any](ctx context.Context, cli *clientv3.Client, pfx string, opts ...clientv3.OpOption) ([]T, int64, error) {
@@ -135,13 +135,21 @@ func listJSON[T any](ctx context.Context, cli *clientv3.Client, pfx string, opts
 	}
 	out := make([]T, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+		v, err := decodeJSON[T](kv.Key, kv.Value)
+		if err != nil {
+			return nil, 0, err
 		}
-		out = append(out, v)
+		out = append(out, *v)
 	}
 	return out, resp.Header.Revision, nil
+}
+
+func decodeJSON[T any](key, value []byte) (*T, error) {
+	var v T
+	if err := json.Unmarshal(value, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return &v, nil
 }
 
 func mustJSON(v any) string {

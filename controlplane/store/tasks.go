@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -180,18 +180,13 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 	if serializable {
 		opts = append(opts, clientv3.WithSerializable())
 	}
-	resp, err := s.cli.Get(ctx, taskKey(r.GetTaskId()), opts...)
-	if err != nil {
-		return false, false, fmt.Errorf("get task %s: %w", r.GetTaskId(), err)
-	}
-	if len(resp.Kvs) == 0 {
+	t, rev, err := getJSON[Task](ctx, s.cli, taskKey(r.GetTaskId()), opts...)
+	if errors.Is(err, ErrNotFound) {
 		return false, serializable, nil
 	}
-	t, err := decodeTask(resp.Kvs[0].Value)
 	if err != nil {
 		return false, false, err
 	}
-	rev := resp.Kvs[0].ModRevision
 	if t.Node != node {
 		return false, false, nil
 	}
@@ -234,12 +229,4 @@ func (s *Store) QueueLen(ctx context.Context, node string) (int64, error) {
 		return 0, err
 	}
 	return resp.Count, nil
-}
-
-func decodeTask(b []byte) (*Task, error) {
-	var t Task
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("decode task: %w", err)
-	}
-	return &t, nil
 }
