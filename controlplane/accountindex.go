@@ -254,6 +254,25 @@ func (ix *accountIndex) list(f store.AccountFilter, after string, limit int) ([]
 	return out, more
 }
 
+// unsettled returns the accounts whose status says work is under way or
+// due: everything but ACTIVE, SUSPENDED and FAILED.
+func (ix *accountIndex) unsettled() []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var ids []string
+	for _, st := range []store.AccountStatus{store.AccountPending, store.AccountScheduled, store.AccountProvisioning, store.AccountDeleting} {
+		pfx := string(st) + "\x00"
+		ix.byStatus.AscendGreaterOrEqual(pfx, func(k string) bool {
+			if !strings.HasPrefix(k, pfx) {
+				return false
+			}
+			ids = append(ids, k[len(pfx):])
+			return true
+		})
+	}
+	return ids
+}
+
 // ListAccounts implements graph.Cluster: a consistent page of accounts.
 func (s *Server) ListAccounts(ctx context.Context, f store.AccountFilter, after string, limit int) ([]*store.Account, bool, error) {
 	if err := s.accounts.sync(ctx); err != nil {

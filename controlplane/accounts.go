@@ -26,6 +26,9 @@ const (
 	maxTaskAttempts = 3
 	// unplacedRetry is how often accounts that fit nowhere are retried.
 	unplacedRetry = time.Second
+	// unsettledResync is how often accounts still on their way to a
+	// steady state are queued again whether or not an event said so.
+	unsettledResync = 30 * time.Second
 )
 
 // accountController turns the difference between an account's spec and its
@@ -133,7 +136,20 @@ func (c *accountController) run(ctx context.Context) {
 	go c.watch(ctx, rev)
 	retry := time.NewTicker(unplacedRetry)
 	defer retry.Stop()
+	resync := time.NewTicker(unsettledResync)
+	defer resync.Stop()
 	for {
+		// The timers are looked at on every pass, not only when the queue
+		// runs dry: under a steady stream of new accounts it may never.
+		select {
+		case <-ctx.Done():
+			return
+		case <-retry.C:
+			c.retryUnplaced()
+		case <-resync.C:
+			c.resyncUnsettled()
+		default:
+		}
 		ids := c.take(c.s.cfg.AccountBatch)
 		if len(ids) == 0 {
 			select {
@@ -141,14 +157,9 @@ func (c *accountController) run(ctx context.Context) {
 				return
 			case <-c.signal:
 			case <-retry.C:
-				c.mu.Lock()
-				ids := make([]string, 0, len(c.unplaced))
-				for id := range c.unplaced {
-					ids = append(ids, id)
-				}
-				clear(c.unplaced)
-				c.mu.Unlock()
-				c.enqueue(ids...)
+				c.retryUnplaced()
+			case <-resync.C:
+				c.resyncUnsettled()
 			}
 			continue
 		}
@@ -164,6 +175,32 @@ func (c *accountController) run(ctx context.Context) {
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
+	}
+}
+
+// retryUnplaced queues again the accounts that fit on no node last time.
+func (c *accountController) retryUnplaced() {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.unplaced))
+	for id := range c.unplaced {
+		ids = append(ids, id)
+	}
+	clear(c.unplaced)
+	c.mu.Unlock()
+	c.enqueue(ids...)
+}
+
+// resyncUnsettled queues every account the replica's index shows on its way
+// to a steady state. The controller is driven by its watch, and an account
+// whose event it misses would otherwise stay PENDING for good. That happened
+// once in a 100,000-account load test: a multi-second disk stall cost the
+// replica its leadership, and seven accounts created just after the new
+// controller started were never queued, while the index, which follows etcd
+// on a connection of its own, had them. An account queued needlessly costs
+// one read.
+func (c *accountController) resyncUnsettled() {
+	if ids := c.s.accounts.unsettled(); len(ids) > 0 {
+		c.enqueue(ids...)
 	}
 }
 

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -25,5 +26,29 @@ func TestNeedsWork(t *testing.T) {
 		if got := needsWork(&tc.a); got != tc.want {
 			t.Errorf("%s: needsWork = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestResyncQueuesUnsettled: the periodic resync queues every account the
+// index shows in flight, whether or not the controller's watch reported it,
+// and nothing that has settled.
+func TestResyncQueuesUnsettled(t *testing.T) {
+	ix := newAccountIndex(nil, nil)
+	statuses := map[string]store.AccountStatus{
+		"a-pending": store.AccountPending, "b-scheduled": store.AccountScheduled,
+		"c-provisioning": store.AccountProvisioning, "d-deleting": store.AccountDeleting,
+		"e-active": store.AccountActive, "f-suspended": store.AccountSuspended, "g-failed": store.AccountFailed,
+	}
+	for id, st := range statuses {
+		ix.put(&store.Account{ID: id, Username: id, Domain: id + ".test", Owner: "admin", Node: "n1", Status: st})
+	}
+	c := newAccountController(&Server{accounts: ix})
+	c.enqueue("a-pending") // already queued: not queued twice
+	c.resyncUnsettled()
+	got := c.take(100)
+	slices.Sort(got)
+	want := []string{"a-pending", "b-scheduled", "c-provisioning", "d-deleting"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
 	}
 }
