@@ -77,6 +77,8 @@ type zoneController struct {
 	// sent remembers the last zone set sent to each secondary (only the
 	// controller's own goroutine touches it).
 	sent map[string]sentSync
+	// scanned is when resyncZones last listed every zone.
+	scanned time.Time
 
 	// RotateInterval overrides rotateInterval (tests).
 	rotateInterval time.Duration
@@ -255,8 +257,8 @@ func (c *zoneController) run(ctx context.Context) {
 				c.s.log.Warn("zone controller: sync secondaries", "err", err)
 			}
 		case <-resync.C:
-			if err := c.syncSecondaries(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: sync secondaries", "err", err)
+			if err := c.resyncZones(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: resync", "err", err)
 			}
 		case <-retry.C:
 			if err := c.recheckDNS(ctx); err != nil && ctx.Err() == nil {
@@ -719,6 +721,49 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 	return rs
 }
 
+// resyncZones looks again at every zone still on its way to ACTIVE, whether
+// or not a watch event said so (the account controller's resyncUnsettled
+// explains why), and syncs the secondaries. Listing every zone is what the
+// secondaries' sync costs anyway; without secondaries the listing is done
+// only every resyncEvery.
+func (c *zoneController) resyncZones(ctx context.Context) error {
+	v, err := c.dnsView(ctx)
+	if err != nil {
+		return err
+	}
+	secondaries := len(v.order) >= 2
+	if !secondaries && time.Since(c.scanned) < c.resyncEvery() {
+		return nil
+	}
+	zones, _, err := c.s.store.ListZones(ctx)
+	if err != nil {
+		return err
+	}
+	c.scanned = time.Now()
+	var names []string
+	for _, z := range zones {
+		if unsettledZone(z) {
+			names = append(names, z.Name)
+		}
+	}
+	if len(names) > 0 {
+		c.mark(names...)
+	}
+	if !secondaries {
+		return nil
+	}
+	return c.sendSecondaries(ctx, v, zones)
+}
+
+// unsettledZone reports whether z still waits for the controller or for its
+// node; a FAILED zone waits for an operator's change instead.
+func unsettledZone(z *store.Zone) bool {
+	if z.Status == store.ZoneFailed {
+		return false
+	}
+	return z.Deleted || z.TaskID != "" || z.Generation != z.AppliedGeneration || z.Status != store.ZoneActive
+}
+
 // syncSecondaries sends every DNS node the complete set of zones it must
 // serve as a secondary: every zone whose primary is another DNS node. A
 // set equal to the last one sent is sent again only every secondaryResync.
@@ -734,6 +779,10 @@ func (c *zoneController) syncSecondaries(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return c.sendSecondaries(ctx, v, zones)
+}
+
+func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones []*store.Zone) error {
 	now := time.Now()
 	for _, node := range v.order {
 		spec := &agentpb.SyncSecondaryZonesAction{}

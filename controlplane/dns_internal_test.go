@@ -3,6 +3,8 @@ package controlplane
 import (
 	"slices"
 	"testing"
+
+	"github.com/npanel/npanel/controlplane/store"
 )
 
 // TestZoneControllerSkipsHandledWrites: a zone marked by a write the
@@ -41,5 +43,27 @@ func TestZoneControllerSkipsHandledWrites(t *testing.T) {
 	c.markAt("a.test", 5)
 	if got := pending(); !slices.Equal(got, []string{"a.test"}) {
 		t.Fatalf("after forget: %q", got)
+	}
+}
+
+// TestUnsettledZone: the resync looks again at zones in flight, never at
+// settled or failed ones.
+func TestUnsettledZone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		z    store.Zone
+		want bool
+	}{
+		{"new", store.Zone{Status: store.ZonePending, Generation: 1}, true},
+		{"task in flight", store.Zone{Status: store.ZonePending, Generation: 1, TaskID: "t"}, true},
+		{"applied, status behind", store.Zone{Status: store.ZonePending, Generation: 1, AppliedGeneration: 1}, true},
+		{"record change", store.Zone{Status: store.ZoneActive, Generation: 3, AppliedGeneration: 2}, true},
+		{"delete requested", store.Zone{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2, Deleted: true}, true},
+		{"settled", store.Zone{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2}, false},
+		{"failed", store.Zone{Status: store.ZoneFailed, Generation: 2, AppliedGeneration: 1}, false},
+	} {
+		if got := unsettledZone(&tc.z); got != tc.want {
+			t.Errorf("%s: unsettledZone = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
