@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -92,7 +93,7 @@ func (c *Config) validate() error {
 
 func main() {
 	cfg := Config{Log: os.Stdout}
-	var out string
+	var out, cpuProfile string
 	flag.IntVar(&cfg.Agents, "agents", 100, "simulated agents to connect")
 	flag.IntVar(&cfg.Accounts, "accounts", 10000, "accounts to create")
 	flag.Float64Var(&cfg.Rate, "rate", 500, "createAccount calls per second (0: as fast as --concurrency allows)")
@@ -110,6 +111,7 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")
 	flag.IntVar(&cfg.ListSamples, "list-samples", 200, "accounts(first:50) queries to time at the end")
 	flag.IntVar(&cfg.EnrolParallel, "enrol-parallel", 32, "agents enrolled and connected at once")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (the server's: --server-debug-listen)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "loadtest: unexpected arguments %q\n", flag.Args())
@@ -123,9 +125,21 @@ func main() {
 		out = defaultOut()
 	}
 
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest: cpu profile:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	rep, err := run(ctx, cfg)
 	stop()
+	pprof.StopCPUProfile()
 	// A run that failed before any agent was up measured nothing worth a
 	// report; the error says why.
 	if rep != nil && rep.Agents.Ready > 0 {
