@@ -749,6 +749,7 @@ type Task struct {
 	//	*Task_DeleteZone
 	//	*Task_SyncSecondaryZones
 	//	*Task_RotateZoneKeys
+	//	*Task_RefreshSecondaryZone
 	//	*Task_EnsureDatabase
 	//	*Task_DropDatabase
 	//	*Task_EnsureDatabaseUser
@@ -890,6 +891,15 @@ func (x *Task) GetRotateZoneKeys() *RotateZoneKeysAction {
 	return nil
 }
 
+func (x *Task) GetRefreshSecondaryZone() *RefreshSecondaryZoneAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RefreshSecondaryZone); ok {
+			return x.RefreshSecondaryZone
+		}
+	}
+	return nil
+}
+
 func (x *Task) GetEnsureDatabase() *EnsureDatabaseAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_EnsureDatabase); ok {
@@ -981,6 +991,10 @@ type Task_RotateZoneKeys struct {
 	RotateZoneKeys *RotateZoneKeysAction `protobuf:"bytes,23,opt,name=rotate_zone_keys,json=rotateZoneKeys,proto3,oneof"`
 }
 
+type Task_RefreshSecondaryZone struct {
+	RefreshSecondaryZone *RefreshSecondaryZoneAction `protobuf:"bytes,24,opt,name=refresh_secondary_zone,json=refreshSecondaryZone,proto3,oneof"`
+}
+
 type Task_EnsureDatabase struct {
 	// 30-39: databases, messages in db.proto.
 	EnsureDatabase *EnsureDatabaseAction `protobuf:"bytes,30,opt,name=ensure_database,json=ensureDatabase,proto3,oneof"`
@@ -1021,6 +1035,8 @@ func (*Task_DeleteZone) isTask_Action() {}
 func (*Task_SyncSecondaryZones) isTask_Action() {}
 
 func (*Task_RotateZoneKeys) isTask_Action() {}
+
+func (*Task_RefreshSecondaryZone) isTask_Action() {}
 
 func (*Task_EnsureDatabase) isTask_Action() {}
 
@@ -1894,7 +1910,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xca\t\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xaf\n" +
+	"\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1911,7 +1928,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\vdelete_zone\x18\x15 \x01(\v2!.npanel.agent.v1.DeleteZoneActionH\x00R\n" +
 	"deleteZone\x12]\n" +
 	"\x14sync_secondary_zones\x18\x16 \x01(\v2).npanel.agent.v1.SyncSecondaryZonesActionH\x00R\x12syncSecondaryZones\x12Q\n" +
-	"\x10rotate_zone_keys\x18\x17 \x01(\v2%.npanel.agent.v1.RotateZoneKeysActionH\x00R\x0erotateZoneKeys\x12P\n" +
+	"\x10rotate_zone_keys\x18\x17 \x01(\v2%.npanel.agent.v1.RotateZoneKeysActionH\x00R\x0erotateZoneKeys\x12c\n" +
+	"\x16refresh_secondary_zone\x18\x18 \x01(\v2+.npanel.agent.v1.RefreshSecondaryZoneActionH\x00R\x14refreshSecondaryZone\x12P\n" +
 	"\x0fensure_database\x18\x1e \x01(\v2%.npanel.agent.v1.EnsureDatabaseActionH\x00R\x0eensureDatabase\x12J\n" +
 	"\rdrop_database\x18\x1f \x01(\v2#.npanel.agent.v1.DropDatabaseActionH\x00R\fdropDatabase\x12]\n" +
 	"\x14ensure_database_user\x18  \x01(\v2).npanel.agent.v1.EnsureDatabaseUserActionH\x00R\x12ensureDatabaseUser\x12W\n" +
@@ -2009,40 +2027,41 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(TaskStatus)(0),                  // 0: npanel.agent.v1.TaskStatus
-	(*EnrollRequest)(nil),            // 1: npanel.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),           // 2: npanel.agent.v1.EnrollResponse
-	(*RenewRequest)(nil),             // 3: npanel.agent.v1.RenewRequest
-	(*RenewResponse)(nil),            // 4: npanel.agent.v1.RenewResponse
-	(*AgentMessage)(nil),             // 5: npanel.agent.v1.AgentMessage
-	(*ServerMessage)(nil),            // 6: npanel.agent.v1.ServerMessage
-	(*Hello)(nil),                    // 7: npanel.agent.v1.Hello
-	(*NodeFacts)(nil),                // 8: npanel.agent.v1.NodeFacts
-	(*Welcome)(nil),                  // 9: npanel.agent.v1.Welcome
-	(*Heartbeat)(nil),                // 10: npanel.agent.v1.Heartbeat
-	(*Task)(nil),                     // 11: npanel.agent.v1.Task
-	(*PingAction)(nil),               // 12: npanel.agent.v1.PingAction
-	(*PingResult)(nil),               // 13: npanel.agent.v1.PingResult
-	(*EnsureAccountAction)(nil),      // 14: npanel.agent.v1.EnsureAccountAction
-	(*WebSpec)(nil),                  // 15: npanel.agent.v1.WebSpec
-	(*Site)(nil),                     // 16: npanel.agent.v1.Site
-	(*PHPPoolLimits)(nil),            // 17: npanel.agent.v1.PHPPoolLimits
-	(*DeleteAccountAction)(nil),      // 18: npanel.agent.v1.DeleteAccountAction
-	(*AccountResult)(nil),            // 19: npanel.agent.v1.AccountResult
-	(*RestartServiceAction)(nil),     // 20: npanel.agent.v1.RestartServiceAction
-	(*ServiceReport)(nil),            // 21: npanel.agent.v1.ServiceReport
-	(*ServiceStatus)(nil),            // 22: npanel.agent.v1.ServiceStatus
-	(*TaskResult)(nil),               // 23: npanel.agent.v1.TaskResult
-	(*EnsureZoneAction)(nil),         // 24: npanel.agent.v1.EnsureZoneAction
-	(*DeleteZoneAction)(nil),         // 25: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil), // 26: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),     // 27: npanel.agent.v1.RotateZoneKeysAction
-	(*EnsureDatabaseAction)(nil),     // 28: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),       // 29: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil), // 30: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),   // 31: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),   // 32: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),      // 33: npanel.agent.v1.ListDatabasesAction
+	(TaskStatus)(0),                    // 0: npanel.agent.v1.TaskStatus
+	(*EnrollRequest)(nil),              // 1: npanel.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 2: npanel.agent.v1.EnrollResponse
+	(*RenewRequest)(nil),               // 3: npanel.agent.v1.RenewRequest
+	(*RenewResponse)(nil),              // 4: npanel.agent.v1.RenewResponse
+	(*AgentMessage)(nil),               // 5: npanel.agent.v1.AgentMessage
+	(*ServerMessage)(nil),              // 6: npanel.agent.v1.ServerMessage
+	(*Hello)(nil),                      // 7: npanel.agent.v1.Hello
+	(*NodeFacts)(nil),                  // 8: npanel.agent.v1.NodeFacts
+	(*Welcome)(nil),                    // 9: npanel.agent.v1.Welcome
+	(*Heartbeat)(nil),                  // 10: npanel.agent.v1.Heartbeat
+	(*Task)(nil),                       // 11: npanel.agent.v1.Task
+	(*PingAction)(nil),                 // 12: npanel.agent.v1.PingAction
+	(*PingResult)(nil),                 // 13: npanel.agent.v1.PingResult
+	(*EnsureAccountAction)(nil),        // 14: npanel.agent.v1.EnsureAccountAction
+	(*WebSpec)(nil),                    // 15: npanel.agent.v1.WebSpec
+	(*Site)(nil),                       // 16: npanel.agent.v1.Site
+	(*PHPPoolLimits)(nil),              // 17: npanel.agent.v1.PHPPoolLimits
+	(*DeleteAccountAction)(nil),        // 18: npanel.agent.v1.DeleteAccountAction
+	(*AccountResult)(nil),              // 19: npanel.agent.v1.AccountResult
+	(*RestartServiceAction)(nil),       // 20: npanel.agent.v1.RestartServiceAction
+	(*ServiceReport)(nil),              // 21: npanel.agent.v1.ServiceReport
+	(*ServiceStatus)(nil),              // 22: npanel.agent.v1.ServiceStatus
+	(*TaskResult)(nil),                 // 23: npanel.agent.v1.TaskResult
+	(*EnsureZoneAction)(nil),           // 24: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),           // 25: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil),   // 26: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 27: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 28: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*EnsureDatabaseAction)(nil),       // 29: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 30: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 31: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 32: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 33: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 34: npanel.agent.v1.ListDatabasesAction
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -2060,28 +2079,29 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	25, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
 	26, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
 	27, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	28, // 15: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	29, // 16: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	30, // 17: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	31, // 18: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	32, // 19: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	33, // 20: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	15, // 21: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	16, // 22: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	17, // 23: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	22, // 24: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	0,  // 25: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 26: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	3,  // 27: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	5,  // 28: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	2,  // 29: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	4,  // 30: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	6,  // 31: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	29, // [29:32] is the sub-list for method output_type
-	26, // [26:29] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	28, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	29, // 16: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	30, // 17: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	31, // 18: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	32, // 19: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	33, // 20: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	34, // 21: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	15, // 22: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	16, // 23: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	17, // 24: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	22, // 25: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	0,  // 26: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 27: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	3,  // 28: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	5,  // 29: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	2,  // 30: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	4,  // 31: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	6,  // 32: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2110,6 +2130,7 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_DeleteZone)(nil),
 		(*Task_SyncSecondaryZones)(nil),
 		(*Task_RotateZoneKeys)(nil),
+		(*Task_RefreshSecondaryZone)(nil),
 		(*Task_EnsureDatabase)(nil),
 		(*Task_DropDatabase)(nil),
 		(*Task_EnsureDatabaseUser)(nil),

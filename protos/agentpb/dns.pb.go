@@ -129,7 +129,7 @@ func (x RotateZoneKeysAction_Step) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RotateZoneKeysAction_Step.Descriptor instead.
 func (RotateZoneKeysAction_Step) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{8, 0}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{9, 0}
 }
 
 // Record is one resource record. An rrset is all records of one name and
@@ -676,6 +676,63 @@ func (x *SyncSecondaryZonesAction) GetZones() []*SecondaryZone {
 	return nil
 }
 
+// RefreshSecondaryZoneAction asks a secondary to transfer a zone now if it
+// holds an older serial than the primary just published. PowerDNS answers a
+// NOTIFY only at its next communicator tick (about a second); this makes the
+// transfer start as soon as the primary has applied the change. A zone this
+// node does not hold as a Slave is left alone: the secondary sync creates it.
+type RefreshSecondaryZoneAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Zone          string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	Serial        uint32                 `protobuf:"varint,2,opt,name=serial,proto3" json:"serial,omitempty"` // the primary's new serial; nothing happens if ours is not older
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshSecondaryZoneAction) Reset() {
+	*x = RefreshSecondaryZoneAction{}
+	mi := &file_agent_v1_dns_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshSecondaryZoneAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshSecondaryZoneAction) ProtoMessage() {}
+
+func (x *RefreshSecondaryZoneAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_dns_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshSecondaryZoneAction.ProtoReflect.Descriptor instead.
+func (*RefreshSecondaryZoneAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RefreshSecondaryZoneAction) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *RefreshSecondaryZoneAction) GetSerial() uint32 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
 type SyncSecondaryZonesResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Added         []string               `protobuf:"bytes,1,rep,name=added,proto3" json:"added,omitempty"`
@@ -688,7 +745,7 @@ type SyncSecondaryZonesResult struct {
 
 func (x *SyncSecondaryZonesResult) Reset() {
 	*x = SyncSecondaryZonesResult{}
-	mi := &file_agent_v1_dns_proto_msgTypes[7]
+	mi := &file_agent_v1_dns_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +757,7 @@ func (x *SyncSecondaryZonesResult) String() string {
 func (*SyncSecondaryZonesResult) ProtoMessage() {}
 
 func (x *SyncSecondaryZonesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_dns_proto_msgTypes[7]
+	mi := &file_agent_v1_dns_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +770,7 @@ func (x *SyncSecondaryZonesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncSecondaryZonesResult.ProtoReflect.Descriptor instead.
 func (*SyncSecondaryZonesResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{7}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SyncSecondaryZonesResult) GetAdded() []string {
@@ -771,7 +828,7 @@ type RotateZoneKeysAction struct {
 
 func (x *RotateZoneKeysAction) Reset() {
 	*x = RotateZoneKeysAction{}
-	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	mi := &file_agent_v1_dns_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +840,7 @@ func (x *RotateZoneKeysAction) String() string {
 func (*RotateZoneKeysAction) ProtoMessage() {}
 
 func (x *RotateZoneKeysAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	mi := &file_agent_v1_dns_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +853,7 @@ func (x *RotateZoneKeysAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateZoneKeysAction.ProtoReflect.Descriptor instead.
 func (*RotateZoneKeysAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{8}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RotateZoneKeysAction) GetZone() string {
@@ -865,7 +922,10 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x18\n" +
 	"\amasters\x18\x02 \x03(\tR\amasters\"P\n" +
 	"\x18SyncSecondaryZonesAction\x124\n" +
-	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"\x82\x01\n" +
+	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"H\n" +
+	"\x1aRefreshSecondaryZoneAction\x12\x12\n" +
+	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\rR\x06serial\"\x82\x01\n" +
 	"\x18SyncSecondaryZonesResult\x12\x14\n" +
 	"\x05added\x18\x01 \x03(\tR\x05added\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +
@@ -898,19 +958,20 @@ func file_agent_v1_dns_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_dns_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_dns_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_agent_v1_dns_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_agent_v1_dns_proto_goTypes = []any{
-	(ZoneKind)(0),                    // 0: npanel.agent.v1.ZoneKind
-	(RotateZoneKeysAction_Step)(0),   // 1: npanel.agent.v1.RotateZoneKeysAction.Step
-	(*Record)(nil),                   // 2: npanel.agent.v1.Record
-	(*SOA)(nil),                      // 3: npanel.agent.v1.SOA
-	(*EnsureZoneAction)(nil),         // 4: npanel.agent.v1.EnsureZoneAction
-	(*ZoneResult)(nil),               // 5: npanel.agent.v1.ZoneResult
-	(*DeleteZoneAction)(nil),         // 6: npanel.agent.v1.DeleteZoneAction
-	(*SecondaryZone)(nil),            // 7: npanel.agent.v1.SecondaryZone
-	(*SyncSecondaryZonesAction)(nil), // 8: npanel.agent.v1.SyncSecondaryZonesAction
-	(*SyncSecondaryZonesResult)(nil), // 9: npanel.agent.v1.SyncSecondaryZonesResult
-	(*RotateZoneKeysAction)(nil),     // 10: npanel.agent.v1.RotateZoneKeysAction
+	(ZoneKind)(0),                      // 0: npanel.agent.v1.ZoneKind
+	(RotateZoneKeysAction_Step)(0),     // 1: npanel.agent.v1.RotateZoneKeysAction.Step
+	(*Record)(nil),                     // 2: npanel.agent.v1.Record
+	(*SOA)(nil),                        // 3: npanel.agent.v1.SOA
+	(*EnsureZoneAction)(nil),           // 4: npanel.agent.v1.EnsureZoneAction
+	(*ZoneResult)(nil),                 // 5: npanel.agent.v1.ZoneResult
+	(*DeleteZoneAction)(nil),           // 6: npanel.agent.v1.DeleteZoneAction
+	(*SecondaryZone)(nil),              // 7: npanel.agent.v1.SecondaryZone
+	(*SyncSecondaryZonesAction)(nil),   // 8: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RefreshSecondaryZoneAction)(nil), // 9: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*SyncSecondaryZonesResult)(nil),   // 10: npanel.agent.v1.SyncSecondaryZonesResult
+	(*RotateZoneKeysAction)(nil),       // 11: npanel.agent.v1.RotateZoneKeysAction
 }
 var file_agent_v1_dns_proto_depIdxs = []int32{
 	0, // 0: npanel.agent.v1.EnsureZoneAction.kind:type_name -> npanel.agent.v1.ZoneKind
@@ -936,7 +997,7 @@ func file_agent_v1_dns_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_dns_proto_rawDesc), len(file_agent_v1_dns_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,7 +1,7 @@
 // Package dns implements the DNS actions of the node agent against the
 // node's own PowerDNS, over its HTTP API: ensure_zone (primary or
-// secondary), delete_zone, sync_secondary_zones and rotate_zone_keys, and
-// the Module that sets PowerDNS up.
+// secondary), delete_zone, sync_secondary_zones, refresh_secondary_zone and
+// rotate_zone_keys, and the Module that sets PowerDNS up.
 //
 // Every task is validated with dnszone, the same rules the API applies.
 // Serials are the agent's (dnszone.NextSerial, date based and monotonic):
@@ -29,10 +29,11 @@ import (
 
 // Action names, as in metrics and logs.
 const (
-	EnsureZoneName         = "ensure_zone"
-	DeleteZoneName         = "delete_zone"
-	SyncSecondaryZonesName = "sync_secondary_zones"
-	RotateZoneKeysName     = "rotate_zone_keys"
+	EnsureZoneName           = "ensure_zone"
+	DeleteZoneName           = "delete_zone"
+	SyncSecondaryZonesName   = "sync_secondary_zones"
+	RotateZoneKeysName       = "rotate_zone_keys"
+	RefreshSecondaryZoneName = "refresh_secondary_zone"
 )
 
 // PowerDNS zone kinds.

@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,4 +136,90 @@ func axfr(addr, zone, local string) error {
 		return net.ErrClosed
 	}
 	return nil
+}
+
+// TestRefreshSecondaryZone: a secondary behind the primary's serial starts
+// a transfer when refresh_secondary_zone names the new serial and gets it;
+// a current, missing or primary zone is left alone.
+func TestRefreshSecondaryZone(t *testing.T) {
+	prim, sec := pair(t)
+	penv, senv := envFor(t, prim), envFor(t, sec)
+	ctx := context.Background()
+	zone := "refresh.npanel-test.com"
+	spec := primarySpec(zone)
+	spec.Secondaries = []string{sec.DNSAddr}
+	apply(t, penv, NewEnsureZone(spec))
+	apply(t, senv, NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zone, Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
+	first := serialAt(t, prim.DNSAddr, zone)
+	waitFor(t, 10*time.Second, "the secondary's first transfer", func() bool { return serialAt(t, sec.DNSAddr, zone) == first })
+
+	// Already at the serial: nothing to do.
+	refresh := func(serial uint32) *Result {
+		return apply(t, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: serial}))
+	}
+	if r := refresh(first); r.Changed || !r.Existed || r.Kind != "Slave" {
+		t.Fatalf("refresh at the current serial: %+v", r)
+	}
+
+	// A new serial on the primary, set through its API directly. (PowerDNS
+	// notices it and notifies too, at its next tick; the refresh starts the
+	// transfer before that, and must succeed against the real API.)
+	pc := NewClient(prim.APIAddr, prim.APIKey)
+	var soa *mdns.SOA
+	for _, rr := range query(t, prim.DNSAddr, zone, mdns.TypeSOA, false).Answer {
+		soa, _ = rr.(*mdns.SOA)
+	}
+	if soa == nil {
+		t.Fatal("no SOA on the primary")
+	}
+	soa.Serial++
+	if err := pc.patchZone(ctx, zone+".", []pdnsRRset{{Name: zone + ".", Type: "SOA", TTL: soa.Hdr.Ttl, ChangeType: "REPLACE",
+		Records: []pdnsRecord{{Content: strings.TrimPrefix(soa.String(), soa.Hdr.String())}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := serialAt(t, prim.DNSAddr, zone); got != soa.Serial {
+		t.Fatalf("primary serves serial %d after the bump, want %d", got, soa.Serial)
+	}
+	if r := refresh(soa.Serial); !r.Changed || r.Serial != first {
+		t.Fatalf("refresh to a newer serial: %+v", r)
+	}
+	waitFor(t, 10*time.Second, "the refreshed serial on the secondary", func() bool { return serialAt(t, sec.DNSAddr, zone) == soa.Serial })
+
+	// The primary's own zone and a zone the secondary does not hold.
+	if r := apply(t, penv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: soa.Serial + 1})); r.Changed || r.Kind != "Master" {
+		t.Fatalf("refresh on the primary: %+v", r)
+	}
+	if r := apply(t, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "absent.npanel-test.com", Serial: 5})); r.Changed || r.Existed {
+		t.Fatalf("refresh of an absent zone: %+v", r)
+	}
+}
+
+func TestRefreshSecondaryZoneValidate(t *testing.T) {
+	for _, req := range []*agentpb.RefreshSecondaryZoneAction{
+		{Zone: "", Serial: 1},
+		{Zone: "bad..npanel-test.com", Serial: 1},
+		{Zone: "ok.npanel-test.com"},
+	} {
+		if err := NewRefreshSecondaryZone(req).Validate(); err == nil {
+			t.Errorf("%+v: accepted", req)
+		}
+	}
+	if err := NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "ok.npanel-test.com", Serial: 1}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSerialOlder(t *testing.T) {
+	for _, tc := range []struct {
+		ours, theirs uint32
+		want         bool
+	}{
+		{1, 2, true}, {2, 2, false}, {3, 2, false},
+		{4294967295, 1, true}, // wrapped: 1 is newer
+		{1, 4294967295, false},
+	} {
+		if got := serialOlder(tc.ours, tc.theirs); got != tc.want {
+			t.Errorf("serialOlder(%d, %d) = %v, want %v", tc.ours, tc.theirs, got, tc.want)
+		}
+	}
 }
