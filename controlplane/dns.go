@@ -397,6 +397,11 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 				z.Serial = res.Serial
 			}
 		default:
+			if z.AppliedGeneration > 0 && res.Serial != 0 && res.Serial != z.Serial {
+				if err := c.refreshSecondaries(ctx, b, z, res.Serial); err != nil {
+					return err
+				}
+			}
 			z.AppliedGeneration = t.Generation
 			z.Serial, z.DS = res.Serial, res.DS
 			z.Reason = ""
@@ -512,6 +517,33 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 			Zone: z.Name, Step: step, MinIntervalSeconds: uint32(c.interval() / time.Second)}}})
 	}
 	c.setStatus(z, store.ZoneActive, "")
+	return nil
+}
+
+// refreshSecondaries asks every secondary of z to transfer serial now, in
+// the batch that records it as applied: PowerDNS would act on the primary's
+// NOTIFY only at its next tick, a second later. A zone new to the
+// secondaries is not refreshed (z had no applied generation before): their
+// sync creates it and transfers at once. The tasks name no object, so their
+// results wake no controller; a secondary that missed one still gets the
+// NOTIFY.
+func (c *zoneController) refreshSecondaries(ctx context.Context, b *store.Batch, z *store.Zone, serial uint32) error {
+	v, err := c.dnsView(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := v.servers[z.Node]; !ok {
+		return nil // the secondaries take zones only from DNS servers
+	}
+	for _, node := range v.order {
+		if node == z.Node {
+			continue
+		}
+		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: z.Name, Serial: serial}}}
+		if _, err := b.Enqueue(node, spec, "", "controller"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -63,8 +63,8 @@ func waitZone(t *testing.T, s *testenv.Server, name string, ok func(*store.Zone)
 
 // An account's zone on real PowerDNS: created on its node when it is
 // placed, replicated to the other DNS node, changes reach the secondary
-// through NOTIFY, a wiped secondary heals by itself, and the zone goes
-// with the account.
+// (through a refresh task and NOTIFY), a wiped secondary heals by itself,
+// and the zone goes with the account.
 func TestAccountZoneReplication(t *testing.T) {
 	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
 	if os.Geteuid() != 0 {
@@ -130,6 +130,14 @@ func TestAccountZoneReplication(t *testing.T) {
 	if after := serial(t, primary, domain); after == before {
 		t.Errorf("serial did not move: %s", after)
 	}
+	// The secondary was asked to transfer at once, not left to NOTIFY's tick.
+	testenv.WaitFor(t, 20*time.Second, "refresh_secondary_zone done on dns-2", func() bool {
+		evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Actor: "node:dns-2", Action: "task.refreshSecondaryZone"}, "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs) > 0 && evs[0].Result == "ok"
+	})
 
 	// Wipe the secondary behind the cluster's back: the periodic sync heals it.
 	key, err := os.ReadFile(filepath.Join(ag2.Config.DataDir, "pdns-api-key"))
