@@ -60,7 +60,7 @@ func newAccountIndex(s *Server, cli *clientv3.Client) *accountIndex {
 
 func composite(field, id string) string { return field + "\x00" + id }
 
-func (ix *accountIndex) put(a *store.Account) {
+func (ix *accountIndex) put(a store.AccountHead) {
 	ix.remove(a.ID)
 	r := accountRow{ID: a.ID, Username: a.Username, Domain: a.Domain, Owner: a.Owner, Node: a.Node, Status: a.Status}
 	ix.rows[a.ID] = r
@@ -127,7 +127,7 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 	ix.byNode.Clear(false)
 	ix.byOwner.Clear(false)
 	for _, a := range all {
-		ix.put(a)
+		ix.put(a.Head())
 	}
 	ix.rev = rev
 	ix.mu.Unlock()
@@ -144,14 +144,20 @@ func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
 		if err := resp.Err(); err != nil {
 			return err
 		}
-		ix.mu.Lock()
-		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				ix.remove(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts))
-				continue
+		// Decoded before taking the lock, which list queries wait on.
+		heads := make([]store.AccountHead, len(resp.Events))
+		for i, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypePut {
+				heads[i], _ = store.DecodeAccountHead(ev.Kv.Value)
 			}
-			if a, err := store.DecodeAccount(ev.Kv.Value); err == nil {
-				ix.put(a)
+		}
+		ix.mu.Lock()
+		for i, ev := range resp.Events {
+			switch {
+			case ev.Type == clientv3.EventTypeDelete:
+				ix.remove(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts))
+			case heads[i].ID != "":
+				ix.put(heads[i])
 			}
 		}
 		ix.rev = resp.Header.Revision

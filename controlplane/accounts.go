@@ -101,7 +101,7 @@ func (c *accountController) take(n int) []string {
 
 // needsWork decides from a record alone whether the controller has
 // something to do for it; the watch uses it to skip the steady majority.
-func needsWork(a *store.Account) bool {
+func needsWork(a store.AccountHead) bool {
 	if a.TaskID != "" {
 		return false // waiting for the node; the done notice brings it back
 	}
@@ -115,11 +115,11 @@ func needsWork(a *store.Account) bool {
 	case a.Generation != a.AppliedGeneration:
 		return true
 	}
-	return a.Status != steadyStatus(a)
+	return a.Status != steadyStatus(a.Suspended)
 }
 
-func steadyStatus(a *store.Account) store.AccountStatus {
-	if a.Suspended {
+func steadyStatus(suspended bool) store.AccountStatus {
+	if suspended {
 		return store.AccountSuspended
 	}
 	return store.AccountActive
@@ -216,7 +216,7 @@ func (c *accountController) initialScan(ctx context.Context) (int64, error) {
 		}
 		rev = r
 		for _, a := range page {
-			if needsWork(a) {
+			if needsWork(a.Head()) {
 				c.enqueue(a.ID)
 			}
 		}
@@ -249,7 +249,7 @@ func (c *accountController) watch(ctx context.Context, rev int64) {
 				return
 			}
 			for _, ev := range resp.Events {
-				if a, err := store.DecodeAccount(ev.Kv.Value); err == nil && needsWork(a) {
+				if a, err := store.DecodeAccountHead(ev.Kv.Value); err == nil && needsWork(a) {
 					c.enqueue(a.ID)
 				}
 			}
@@ -369,7 +369,7 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 			}
 			changed = true
 		default:
-			if st := steadyStatus(a); a.Status != st {
+			if st := steadyStatus(a.Suspended); a.Status != st {
 				a.SetStatus(st, "", now)
 				changed = true
 			}

@@ -23,7 +23,7 @@ func TestNeedsWork(t *testing.T) {
 		{"failed for good", store.Account{Node: "n", Status: store.AccountFailed, Attempts: maxTaskAttempts, Generation: 1}, false},
 		{"failed, then a new spec", store.Account{Node: "n", Status: store.AccountFailed, Generation: 2, AppliedGeneration: 1}, true},
 	} {
-		if got := needsWork(&tc.a); got != tc.want {
+		if got := needsWork(tc.a.Head()); got != tc.want {
 			t.Errorf("%s: needsWork = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -40,7 +40,7 @@ func TestResyncQueuesUnsettled(t *testing.T) {
 		"e-active": store.AccountActive, "f-suspended": store.AccountSuspended, "g-failed": store.AccountFailed,
 	}
 	for id, st := range statuses {
-		ix.put(&store.Account{ID: id, Username: id, Domain: id + ".test", Owner: "admin", Node: "n1", Status: st})
+		ix.put(store.AccountHead{ID: id, Username: id, Domain: id + ".test", Owner: "admin", Node: "n1", Status: st})
 	}
 	c := newAccountController(&Server{accounts: ix})
 	c.enqueue("a-pending") // already queued: not queued twice
