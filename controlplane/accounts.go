@@ -3,6 +3,8 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -198,10 +200,7 @@ func (c *accountController) run(ctx context.Context) {
 // retryUnplaced queues again the accounts that fit on no node last time.
 func (c *accountController) retryUnplaced() {
 	c.mu.Lock()
-	ids := make([]string, 0, len(c.unplaced))
-	for id := range c.unplaced {
-		ids = append(ids, id)
-	}
+	ids := slices.Collect(maps.Keys(c.unplaced))
 	clear(c.unplaced)
 	c.mu.Unlock()
 	c.enqueue(ids...)

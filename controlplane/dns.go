@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -265,10 +266,7 @@ func (c *zoneController) run(ctx context.Context) {
 				c.s.log.Warn("zone controller: list DNS servers", "err", err)
 			}
 			c.mu.Lock()
-			names := make([]string, 0, len(c.waiting))
-			for n := range c.waiting {
-				names = append(names, n)
-			}
+			names := slices.Collect(maps.Keys(c.waiting))
 			clear(c.waiting)
 			c.mu.Unlock()
 			c.mark(names...)
