@@ -305,6 +305,8 @@ func TestZoneAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its zone appears when the controller places the account.
+	waitZone(t, s, other+".example.com", func(*store.Zone) bool { return true })
 	owner := "owner" + strings.TrimPrefix(other, "npt")
 	if err := s.Admin.CreateUser(ctx, owner, "other-password-123", oacct.ID); err != nil {
 		t.Fatal(err)
