@@ -209,6 +209,19 @@ func lockZone(name string) func() {
 	return mu.Unlock
 }
 
+// openZone validates an action on one zone (which sets *zone), then returns
+// the node's PowerDNS client with that zone locked against the node's other
+// actions on it; the caller calls unlock.
+func openZone(env *actions.Env, validate func() error, zone *string) (c *Client, unlock func(), err error) {
+	if err := validate(); err != nil {
+		return nil, nil, err
+	}
+	if c, err = clientFor(env); err != nil {
+		return nil, nil, err
+	}
+	return c, lockZone(*zone), nil
+}
+
 // Metadata kinds nPanel owns on primary zones.
 const (
 	metaAllowAXFR  = "ALLOW-AXFR-FROM"

@@ -43,14 +43,10 @@ func (a *RefreshSecondaryZone) Validate() error {
 // created it yet) or is already at the serial; otherwise it asks PowerDNS
 // for the transfer, which runs in the background. Asking twice is harmless.
 func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := clientFor(env)
+	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
-	unlock := lockZone(a.zone)
 	defer unlock()
 	res := &Result{Zone: a.zone}
 	cur, err := c.zone(ctx, a.zone)

@@ -112,14 +112,10 @@ func (a *RotateZoneKeys) Validate() error {
 
 // Apply implements actions.Action.
 func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := clientFor(env)
+	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
-	unlock := lockZone(a.zone)
 	defer unlock()
 	forget(c, a.zone) // keys and serial change outside the converge
 	res, err := a.step(ctx, c)

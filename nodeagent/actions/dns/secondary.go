@@ -90,14 +90,10 @@ func (a *DeleteZone) Validate() error {
 
 // Apply implements actions.Action.
 func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
-	c, err := clientFor(env)
+	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
-	unlock := lockZone(a.zone)
 	defer unlock()
 	forget(c, a.zone)
 	res := &Result{Zone: a.zone}
