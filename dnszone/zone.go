@@ -1,8 +1,10 @@
 package dnszone
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -180,7 +182,7 @@ func CheckRecords(zone string, recs []Record, defaultTTL uint32) ([]Record, []*R
 		i int
 		r Record
 	}
-	var ok []item
+	ok := make([]item, 0, len(recs))
 	for i, r := range recs {
 		c, err := validateRecord(zone, r, defaultTTL)
 		if err != nil {
@@ -193,32 +195,37 @@ func CheckRecords(zone string, recs []Record, defaultTTL uint32) ([]Record, []*R
 		}
 		ok = append(ok, item{i, c})
 	}
+	// The maps are sized up front: this runs on every change of a zone, in
+	// the API and again in the agent, and growing them was most of its cost.
 	// Types present at each name; the apex always has SOA and NS.
-	types := map[string]map[string]int{zone: {"SOA": 1, TypeNS: 1}}
-	rrTTL := map[[2]string]uint32{}
-	dup := map[Record]bool{}
-	var kept []item
+	types := make(map[string]typeSet, len(ok)+1)
+	types[zone] = typeSet{}.with(typeSOA).with(TypeNS)
+	type rrset struct{ name, typ string }
+	rrTTL := make(map[rrset]uint32, len(ok))
+	dup := make(map[Record]struct{}, len(ok))
+	kept := ok[:0]
 	for _, it := range ok {
 		r := it.r
 		key := Record{Name: r.Name, Type: r.Type, Content: r.Content, Priority: r.Priority}
-		if dup[key] {
+		if _, seen := dup[key]; seen {
 			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: "the same record is listed twice"})
 			continue
 		}
-		dup[key] = true
-		set := [2]string{r.Name, r.Type}
+		dup[key] = struct{}{}
+		set := rrset{r.Name, r.Type}
 		if ttl, seen := rrTTL[set]; seen && ttl != r.TTL {
 			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: fmt.Sprintf("TTL %d differs from TTL %d of the other %s records at this name; an rrset has one TTL", r.TTL, ttl, r.Type)})
 			continue
 		}
 		rrTTL[set] = r.TTL
-		if types[r.Name] == nil {
-			types[r.Name] = map[string]int{}
+		t := types[r.Name].with(r.Type)
+		if r.Type == TypeCNAME {
+			t.cnames++
 		}
-		types[r.Name][r.Type]++
+		types[r.Name] = t
 		kept = append(kept, it)
 	}
-	var out []Record
+	out := make([]Record, 0, len(kept))
 	for _, it := range kept {
 		r := it.r
 		t := types[r.Name]
@@ -226,13 +233,13 @@ func CheckRecords(zone string, recs []Record, defaultTTL uint32) ([]Record, []*R
 		case r.Type == TypeCNAME && r.Name == zone:
 			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: "a CNAME cannot be at the zone apex, which holds SOA and NS records"})
 			continue
-		case r.Type == TypeCNAME && t[TypeCNAME] > 1:
+		case r.Type == TypeCNAME && t.cnames > 1:
 			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: "a name can hold only one CNAME record"})
 			continue
-		case r.Type == TypeCNAME && len(t) > 1:
-			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: fmt.Sprintf("a CNAME cannot coexist with other records at %s (%s)", r.Name, otherTypes(t))})
+		case r.Type == TypeCNAME && t.others() != "":
+			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: fmt.Sprintf("a CNAME cannot coexist with other records at %s (%s)", r.Name, t.others())})
 			continue
-		case r.Type != TypeCNAME && t[TypeCNAME] > 0:
+		case r.Type != TypeCNAME && t.cnames > 0:
 			errs = append(errs, &RecordError{Index: it.i, Record: r, Reason: fmt.Sprintf("%s holds a CNAME, which cannot coexist with other records", r.Name)})
 			continue
 		}
@@ -243,31 +250,48 @@ func CheckRecords(zone string, recs []Record, defaultTTL uint32) ([]Record, []*R
 	return out, errs
 }
 
-func otherTypes(t map[string]int) string {
-	var s []string
-	for k := range t {
-		if k != TypeCNAME {
-			s = append(s, k)
+const typeSOA = "SOA"
+
+// typeSet is the set of record types at one name (Types and SOA) and how
+// many CNAME records it holds.
+type typeSet struct {
+	mask   uint16
+	cnames int
+}
+
+// typeBit is t's bit in a typeSet: its index in Types, SOA after them.
+func typeBit(t string) uint16 {
+	if i := slices.Index(Types, t); i >= 0 {
+		return 1 << i
+	}
+	return 1 << len(Types) // SOA: the only other type a zone holds
+}
+
+func (s typeSet) with(t string) typeSet {
+	s.mask |= typeBit(t)
+	return s
+}
+
+// others lists the types other than CNAME, sorted.
+func (s typeSet) others() string {
+	var names []string
+	for _, t := range append(slices.Clone(Types), typeSOA) {
+		if t != TypeCNAME && s.mask&typeBit(t) != 0 {
+			names = append(names, t)
 		}
 	}
-	sort.Strings(s)
-	return strings.Join(s, ", ")
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 // SortRecords orders records by name, type, priority and content.
 func SortRecords(rs []Record) {
-	sort.Slice(rs, func(i, j int) bool {
-		a, b := rs[i], rs[j]
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		if a.Type != b.Type {
-			return a.Type < b.Type
-		}
-		if a.Priority != b.Priority {
-			return a.Priority < b.Priority
-		}
-		return a.Content < b.Content
+	slices.SortFunc(rs, func(a, b Record) int {
+		return cmp.Or(
+			strings.Compare(a.Name, b.Name),
+			strings.Compare(a.Type, b.Type),
+			cmp.Compare(a.Priority, b.Priority),
+			strings.Compare(a.Content, b.Content))
 	})
 }
 
