@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -223,16 +224,28 @@ func TestZoneAPI(t *testing.T) {
 		"TTL too short":           {Name: "x", Type: "A", Content: "192.0.2.1", TTL: new(int)},
 		"bad address":             {Name: "x", Type: "A", Content: "192.0.2.300"},
 		"SOA by hand":             {Name: "@", Type: "TXT", Content: strings.Repeat("x", 5000)},
+		// The set rules, which the API checks at the name a change writes.
+		"the same record twice":  {Name: "shop", Type: "A", Content: "192.0.2.8", TTL: &ttl},
+		"another TTL in the set": {Name: "shop", Type: "A", Content: "192.0.2.9", TTL: new(int)},
+		"data beside a CNAME":    {Name: "www", Type: "TXT", Content: "hello"},
+		"CNAME at the apex":      {Name: "@", Type: "CNAME", Content: "shop." + domain + "."},
+		"NS at the apex":         {Name: "@", Type: "NS", Content: "ns9.other.net."},
 	} {
-		if name == "TTL too short" {
+		switch name {
+		case "TTL too short":
 			*bad.TTL = 5
+		case "another TTL in the set":
+			*bad.TTL = 600
 		}
 		if _, err := s.Admin.AddRecord(ctx, domain, bad); client.CodeOf(err) != "INVALID_INPUT" {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if after, _ := s.Admin.Zone(ctx, domain); len(after.Records) != len(before.Records) {
-		t.Errorf("a refused record changed the zone: %d -> %d records", len(before.Records), len(after.Records))
+	if _, err := s.Admin.UpdateRecord(ctx, domain, rec.ID, client.RecordInput{Name: "www", Type: "A", Content: "192.0.2.8", TTL: &ttl}); client.CodeOf(err) != "INVALID_INPUT" {
+		t.Errorf("update onto a CNAME's name: %v", err)
+	}
+	if after, _ := s.Admin.Zone(ctx, domain); !reflect.DeepEqual(after.Records, before.Records) {
+		t.Errorf("a refused change changed the zone: %v -> %v", before.Records, after.Records)
 	}
 
 	if err := s.Admin.DeleteRecord(ctx, domain, rec.ID); err != nil {

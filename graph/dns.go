@@ -100,7 +100,7 @@ func (r *Resolver) zoneVisible(ctx context.Context, p auth.Principal, z *store.Z
 // records as a whole exactly as its DNS server will, and commits with a new
 // generation for the controller to converge. A refused change writes
 // nothing.
-func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(z *store.Zone) error) (*store.Zone, error) {
+func (r *Resolver) changeZone(ctx context.Context, action, name string, check recordCheck, fn func(z *store.Zone) error) (*store.Zone, error) {
 	p, err := requireUser(ctx)
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, fn func(
 		if err := fn(z); err != nil {
 			return err
 		}
-		if err := checkZoneRecords(z); err != nil {
+		if err := checkZoneRecords(z, check); err != nil {
 			return err
 		}
 		z.Generation++
@@ -158,12 +158,44 @@ func dnsRecords(z *store.Zone) []dnszone.Record {
 	return out
 }
 
-// checkZoneRecords applies the set rules (a CNAME alone at its name, one
-// TTL per rrset, no duplicates) to the zone's records.
-func checkZoneRecords(z *store.Zone) error {
-	if _, errs := dnszone.CheckRecords(z.Name+".", dnsRecords(z), dnszone.DefaultTTL); len(errs) > 0 {
+// recordCheck says which records of a zone a change must check against
+// the set rules again; the zero value checks none.
+type recordCheck struct {
+	all   bool
+	names []string // owner names, canonical
+}
+
+// checkAll checks every record of the zone.
+var checkAll = recordCheck{all: true}
+
+// checkAt checks the records at names. Every set rule (a CNAME alone at
+// its name, one TTL per rrset, no duplicates, no apex NS) is about the
+// records at one name, and the zone's other records passed them when
+// written: checking the names a change wrote is checking the zone, for a
+// few records instead of all of them on every change. A removal cannot
+// break any of the rules.
+func checkAt(names ...string) recordCheck { return recordCheck{names: names} }
+
+// checkZoneRecords applies the set rules to the records of z that check
+// selects, and reports refusals by their position in z.Records.
+func checkZoneRecords(z *store.Zone, check recordCheck) error {
+	var recs []dnszone.Record
+	var pos []int
+	for i, r := range z.Records {
+		if check.all || slices.Contains(check.names, r.Name) {
+			recs = append(recs, dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority})
+			pos = append(pos, i)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if _, errs := dnszone.CheckRecords(z.Name+".", recs, dnszone.DefaultTTL); len(errs) > 0 {
 		msgs := make([]string, 0, len(errs))
 		for _, e := range errs {
+			if e.Index < len(pos) {
+				e.Index = pos[e.Index]
+			}
 			msgs = append(msgs, e.Error())
 		}
 		return &validate.Error{Field: "record", Reason: strings.Join(msgs, "; ")}

@@ -30,7 +30,7 @@ func (r *mutationResolver) AddRecord(ctx context.Context, zone string, record mo
 	if err != nil {
 		return nil, err
 	}
-	z, err := r.changeZone(ctx, "addRecord", key, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "addRecord", key, checkAt(rec.Name), func(z *store.Zone) error {
 		rec.ID = z.NewRecordID()
 		z.Records = append(z.Records, rec)
 		return nil
@@ -54,7 +54,7 @@ func (r *mutationResolver) UpdateRecord(ctx context.Context, zone string, id str
 		return nil, err
 	}
 	rec.ID = id
-	z, err := r.changeZone(ctx, "updateRecord", key, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "updateRecord", key, checkAt(rec.Name), func(z *store.Zone) error {
 		i := recordIndex(z, id)
 		if i < 0 {
 			return errorf(CodeNotFound, "zone "+key+" has no record "+quote(id))
@@ -72,7 +72,7 @@ func (r *mutationResolver) UpdateRecord(ctx context.Context, zone string, id str
 func (r *mutationResolver) DeleteRecord(ctx context.Context, zone string, id string) (bool, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "deleteRecord", zone, err) }()
-	_, err = r.changeZone(ctx, "deleteRecord", zone, func(z *store.Zone) error {
+	_, err = r.changeZone(ctx, "deleteRecord", zone, recordCheck{}, func(z *store.Zone) error {
 		i := recordIndex(z, id)
 		if i < 0 {
 			return errorf(CodeNotFound, "zone "+z.Name+" has no record "+quote(id))
@@ -101,7 +101,7 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 		return nil, err
 	}
 	out := &model.ZoneImport{Imported: []*model.ImportLine{}, Refused: []*model.ImportLine{}}
-	z, err := r.changeZone(ctx, "importZone", key, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "importZone", key, checkAll, func(z *store.Zone) error {
 		out.Imported, out.Refused = importRecords(z, imp)
 		return nil
 	})
@@ -126,7 +126,7 @@ func (r *mutationResolver) EnableDNSSec(ctx context.Context, zone string, timeou
 	if err != nil {
 		return nil, err
 	}
-	z, err := r.changeZone(ctx, "enableDNSSEC", zone, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "enableDNSSEC", zone, recordCheck{}, func(z *store.Zone) error {
 		z.DNSSEC = true
 		return nil
 	})
@@ -144,7 +144,7 @@ func (r *mutationResolver) EnableDNSSec(ctx context.Context, zone string, timeou
 func (r *mutationResolver) DisableDNSSec(ctx context.Context, zone string) (*model.Zone, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "disableDNSSEC", zone, err) }()
-	z, err := r.changeZone(ctx, "disableDNSSEC", zone, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "disableDNSSEC", zone, recordCheck{}, func(z *store.Zone) error {
 		z.DNSSEC, z.RotateStep = false, 0
 		return nil
 	})
@@ -158,7 +158,7 @@ func (r *mutationResolver) DisableDNSSec(ctx context.Context, zone string) (*mod
 func (r *mutationResolver) RotateDNSSECKeys(ctx context.Context, zone string) (*model.Zone, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "rotateDNSSECKeys", zone, err) }()
-	z, err := r.changeZone(ctx, "rotateDNSSECKeys", zone, func(z *store.Zone) error {
+	z, err := r.changeZone(ctx, "rotateDNSSECKeys", zone, recordCheck{}, func(z *store.Zone) error {
 		switch {
 		case !z.DNSSEC:
 			return &validate.Error{Field: "zone", Reason: z.Name + " is not signed; enable DNSSEC first"}
