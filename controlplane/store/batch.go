@@ -26,6 +26,8 @@ type Batch struct {
 	cmps []clientv3.Cmp
 	ops  []clientv3.Op
 	now  time.Time
+	// zones written with PutZone, for the store's zone cache.
+	zones []*Zone
 }
 
 // NewBatch starts an empty batch.
@@ -93,6 +95,11 @@ func (s *Store) CommitRev(ctx context.Context, b *Batch) (bool, int64, error) {
 	resp, err := s.cli.Txn(ctx).If(b.cmps...).Then(b.ops...).Commit()
 	if err != nil {
 		return false, 0, fmt.Errorf("commit batch of %d operations: %w", len(b.ops), err)
+	}
+	if resp.Succeeded {
+		for _, z := range b.zones {
+			s.zones.put(zoneKey(z.Name), resp.Header.Revision, z)
+		}
 	}
 	return resp.Succeeded, resp.Header.Revision, nil
 }

@@ -89,6 +89,7 @@ type Store struct {
 	// runs.
 	users *mirror[User]
 	plans *mirror[Plan]
+	zones zoneCache
 }
 
 // New wraps an etcd client. The caller owns the client.

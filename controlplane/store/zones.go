@@ -122,11 +122,24 @@ func (s *Store) CreateZone(ctx context.Context, z *Zone, audit AuditEvent) error
 
 // GetZone returns a zone and its revision.
 func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) {
-	z, rev, err := getJSON[Zone](ctx, s.cli, zoneKey(name))
-	if err == ErrNotFound {
+	key := zoneKey(name)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
 		return nil, 0, fmt.Errorf("zone %s: %w", name, ErrNotFound)
 	}
-	return z, rev, err
+	kv := resp.Kvs[0]
+	if z := s.zones.get(key, kv.ModRevision); z != nil {
+		return z, kv.ModRevision, nil
+	}
+	z, err := decodeJSON[Zone](kv.Key, kv.Value)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.zones.put(key, kv.ModRevision, z.clone())
+	return z, kv.ModRevision, nil
 }
 
 // UpdateZone applies fn to the zone and writes it back if it did not change
@@ -172,6 +185,7 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 			return nil, 0, fmt.Errorf("update zone %s: %w", name, err)
 		}
 		if resp.Succeeded {
+			s.zones.put(zoneKey(name), resp.Header.Revision, z.clone())
 			return z, resp.Header.Revision, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -201,6 +215,9 @@ func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit Au
 	).Commit()
 	if err != nil {
 		return false, fmt.Errorf("delete zone %s: %w", name, err)
+	}
+	if resp.Succeeded {
+		s.zones.drop(zoneKey(name))
 	}
 	return resp.Succeeded, nil
 }
@@ -297,6 +314,7 @@ const PrefixDoneZones = PrefixDone + "zone/"
 func (b *Batch) PutZone(z *Zone, rev int64) {
 	b.cmps = append(b.cmps, unchanged(zoneKey(z.Name), rev))
 	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
+	b.zones = append(b.zones, z.clone())
 }
 
 // PutNewZone adds a zone created by the account controller at placement to
