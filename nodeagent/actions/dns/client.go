@@ -192,6 +192,17 @@ func (c *Client) zone(ctx context.Context, name string) (*pdnsZone, error) {
 	return &z, nil
 }
 
+// zoneMeta is zone without its rrsets: kind, serial, masters and DNSSEC,
+// for actions that do not look at the records (a secondary's, a large
+// zone's, cost most of the request).
+func (c *Client) zoneMeta(ctx context.Context, name string) (*pdnsZone, error) {
+	var z pdnsZone
+	if err := c.do(ctx, http.MethodGet, zonePath(name)+"?rrsets=false", nil, &z); err != nil {
+		return nil, err
+	}
+	return &z, nil
+}
+
 func (c *Client) zones(ctx context.Context) ([]pdnsZone, error) {
 	var zs []pdnsZone
 	err := c.do(ctx, http.MethodGet, "/zones", nil, &zs)

@@ -49,7 +49,7 @@ func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any
 	}
 	defer unlock()
 	res := &Result{Zone: a.zone}
-	cur, err := c.zone(ctx, a.zone)
+	cur, err := c.zoneMeta(ctx, a.zone)
 	switch {
 	case IsNotFound(err):
 		return res, nil

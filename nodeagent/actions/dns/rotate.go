@@ -129,7 +129,7 @@ func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, erro
 }
 
 func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*Result, error) {
-	z, err := c.zone(ctx, a.zone)
+	z, err := c.zoneMeta(ctx, a.zone)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ func canonMasters(ms []string) []string {
 func ensureSecondary(ctx context.Context, c *Client, zone string, masters []string) (*Result, error) {
 	forget(c, zone) // no longer a primary here
 	res := &Result{Zone: zone, Kind: kindSlave}
-	cur, err := c.zone(ctx, zone)
+	cur, err := c.zoneMeta(ctx, zone)
 	switch {
 	case IsNotFound(err):
 		if err := c.createZone(ctx, &pdnsZone{Name: zone, Kind: kindSlave, Masters: masters}); err != nil {
