@@ -68,8 +68,17 @@ type Config struct {
 	// zone set even when nothing changed, which heals a wiped or drifted
 	// secondary (default one minute); tests shorten it.
 	ZoneSecondaryResync time.Duration
-	Version             string
-	Logger              *slog.Logger
+	// AuditRetention and TaskRetention are how long audit events and
+	// finished tasks are kept (defaults 90 and 7 days; negative: forever).
+	// Pending tasks and tasks a controller or a database still waits on
+	// are kept whatever their age.
+	AuditRetention time.Duration
+	TaskRetention  time.Duration
+	// PruneInterval is how often the leader deletes what outlived its
+	// retention (default ten minutes); tests shorten it.
+	PruneInterval time.Duration
+	Version       string
+	Logger        *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -118,6 +127,15 @@ func (c *Config) setDefaults() error {
 		if len(c.EtcdEndpoints) == 0 {
 			c.AccountBatch = embeddedAccountBatch
 		}
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = DefaultAuditRetention
+	}
+	if c.TaskRetention == 0 {
+		c.TaskRetention = DefaultTaskRetention
+	}
+	if c.PruneInterval == 0 {
+		c.PruneInterval = 10 * time.Minute
 	}
 	if c.Version == "" {
 		c.Version = "dev"

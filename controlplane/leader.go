@@ -119,6 +119,7 @@ func (s *Server) runControllers(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runLiveness(ctx) })
 	wg.Go(func() { newAccountController(s).run(ctx) })
+	wg.Go(func() { s.runPruner(ctx) })
 	wg.Go(func() {
 		zc := newZoneController(s)
 		s.zoneCtl.Store(zc)

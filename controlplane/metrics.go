@@ -16,6 +16,7 @@ type metrics struct {
 	nodes            *prometheus.GaugeVec
 	tasksCompleted   *prometheus.CounterVec
 	duplicateResults prometheus.Counter
+	pruned           *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -44,7 +45,11 @@ func newMetrics() *metrics {
 			Namespace: "npanel", Name: "task_duplicate_results_total",
 			Help: "Results received for tasks already completed (at-least-once redelivery).",
 		}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "npanel", Name: "pruned_total",
+			Help: "Audit events and finished tasks deleted after their retention, by kind (audit, task).",
+		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults)
+	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned)
 	return m
 }

@@ -61,5 +61,7 @@ DATA-DIR/initial-admin-password).`,
 	f.StringVar(&cfg.DebugListen, "debug-listen", "", "serve /debug/pprof on this address (off by default; keep it on loopback)")
 	f.StringVar(&strategy, "scheduler", "spread", "placement strategy: spread (least allocated) or binpack")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", controlplane.DefaultAuditRetention, "how long audit events are kept (negative: forever)")
+	f.DurationVar(&cfg.TaskRetention, "task-retention", controlplane.DefaultTaskRetention, "how long finished tasks are kept (negative: forever)")
 	return cmd
 }

@@ -5,3 +5,6 @@ func (s *Store) MirroredPlan(name string, rev int64) bool {
 	_, r, ok := s.plans.get(name)
 	return ok && r == rev
 }
+
+// DatabaseKey is the key of an account's database record.
+func DatabaseKey(account, name string) string { return databaseKey(account, name) }
