@@ -94,27 +94,30 @@ func (c *Config) validate() error {
 func main() {
 	cfg := Config{Log: os.Stdout}
 	var out, cpuProfile string
-	flag.IntVar(&cfg.Agents, "agents", 100, "simulated agents to connect")
-	flag.IntVar(&cfg.Accounts, "accounts", 10000, "accounts to create")
-	flag.Float64Var(&cfg.Rate, "rate", 500, "createAccount calls per second (0: as fast as --concurrency allows)")
-	flag.IntVar(&cfg.Concurrency, "concurrency", 64, "createAccount calls in flight at most")
-	flag.DurationVar(&cfg.Latency, "latency", 5*time.Millisecond, "simulated latency of every agent action")
-	flag.StringVar(&cfg.Server, "server", "", "GraphQL base URL of an existing server (e.g. http://127.0.0.1:8080); default: start one")
-	flag.StringVar(&cfg.Gateway, "gateway", "", "agent gateway host:port of the existing server")
-	flag.StringVar(&cfg.AdminUser, "admin-user", "admin", "admin user name on the existing server")
-	flag.StringVar(&cfg.AdminPassword, "admin-password", os.Getenv("NPANEL_ADMIN_PASSWORD"), "admin password on the existing server (default $NPANEL_ADMIN_PASSWORD)")
-	flag.IntVar(&cfg.ServerPID, "server-pid", 0, "PID of the existing server, to measure its CPU and memory")
-	flag.StringVar(&cfg.ServerBinary, "server-binary", "", "prebuilt npanel binary to start (default: go build ./cmd/npanel)")
-	flag.StringVar(&cfg.ServerDebugListen, "server-debug-listen", "", "serve the started server's /debug/pprof on this loopback address, to profile it under load")
-	flag.StringVar(&cfg.ServerLog, "server-log", "", "keep the started server's output in this file (default: discarded with its data)")
-	flag.StringVar(&out, "out", "", "JSON report path (default loadtest/results/<timestamp>.json)")
-	flag.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")
-	flag.IntVar(&cfg.ListSamples, "list-samples", 200, "accounts(first:50) queries to time at the end")
-	flag.IntVar(&cfg.EnrolParallel, "enrol-parallel", 32, "agents enrolled and connected at once")
-	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (the server's: --server-debug-listen)")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "loadtest: unexpected arguments %q\n", flag.Args())
+	// A flag set of its own: dependencies register flags (glog's) on the
+	// global one, which --help would list as the load test's.
+	fs := flag.NewFlagSet("loadtest", flag.ExitOnError)
+	fs.IntVar(&cfg.Agents, "agents", 100, "simulated agents to connect")
+	fs.IntVar(&cfg.Accounts, "accounts", 10000, "accounts to create")
+	fs.Float64Var(&cfg.Rate, "rate", 500, "createAccount calls per second (0: as fast as --concurrency allows)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "createAccount calls in flight at most")
+	fs.DurationVar(&cfg.Latency, "latency", 5*time.Millisecond, "simulated latency of every agent action")
+	fs.StringVar(&cfg.Server, "server", "", "GraphQL base URL of an existing server (e.g. http://127.0.0.1:8080); default: start one")
+	fs.StringVar(&cfg.Gateway, "gateway", "", "agent gateway host:port of the existing server")
+	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "admin user name on the existing server")
+	fs.StringVar(&cfg.AdminPassword, "admin-password", os.Getenv("NPANEL_ADMIN_PASSWORD"), "admin password on the existing server (default $NPANEL_ADMIN_PASSWORD)")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "PID of the existing server, to measure its CPU and memory")
+	fs.StringVar(&cfg.ServerBinary, "server-binary", "", "prebuilt npanel binary to start (default: go build ./cmd/npanel)")
+	fs.StringVar(&cfg.ServerDebugListen, "server-debug-listen", "", "serve the started server's /debug/pprof on this loopback address, to profile it under load")
+	fs.StringVar(&cfg.ServerLog, "server-log", "", "keep the started server's output in this file (default: discarded with its data)")
+	fs.StringVar(&out, "out", "", "JSON report path (default loadtest/results/<timestamp>.json)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")
+	fs.IntVar(&cfg.ListSamples, "list-samples", 200, "accounts(first:50) queries to time at the end")
+	fs.IntVar(&cfg.EnrolParallel, "enrol-parallel", 32, "agents enrolled and connected at once")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (the server's: --server-debug-listen)")
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: exits 2 with the usage
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "loadtest: unexpected arguments %q\n", fs.Args())
 		os.Exit(2)
 	}
 	if err := cfg.validate(); err != nil {
