@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -50,5 +51,44 @@ func TestCompleteTaskFirstResultWins(t *testing.T) {
 	}
 	if n, err := s.QueueLen(ctx, "n1"); err != nil || n != 0 {
 		t.Fatalf("queue after the result: %d %v", n, err)
+	}
+}
+
+// TestDoneTaskWithoutSpec: a done notice's task carries everything of the
+// record but its spec.
+func TestDoneTaskWithoutSpec(t *testing.T) {
+	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
+	ctx := context.Background()
+	audit := store.NewAuditEvent("system", "test", "enqueue", "n1", "ok")
+	if err := s.CreateNode(ctx, store.Node{Name: "n1"}, audit); err != nil {
+		t.Fatal(err)
+	}
+	b := store.NewBatch()
+	task, err := b.Enqueue("n1", &agentpb.Task{Generation: 3, Action: &agentpb.Task_DeleteZone{DeleteZone: &agentpb.DeleteZoneAction{Zone: "example.com"}}}, "zone/example.com", "controller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Commit(ctx, b); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	r := &agentpb.TaskResult{TaskId: task.ID, Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "boom", ResultJson: `{"zone":"example.com"}`}
+	if ok, err := s.CompleteTask(ctx, "n1", r, audit); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	done, err := s.ZoneDone(ctx, "example.com")
+	if err != nil || len(done) != 1 || done[0].Task == nil {
+		t.Fatalf("done %+v %v", done, err)
+	}
+	full, _, err := s.GetTask(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := done[0].Task
+	if len(full.Spec) == 0 || got.Spec != nil {
+		t.Errorf("spec: record %d bytes, done notice's task %d", len(full.Spec), len(got.Spec))
+	}
+	full.Spec = nil
+	if !reflect.DeepEqual(got, full) {
+		t.Errorf("done notice's task %+v, record %+v", got, full)
 	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -93,5 +92,3 @@ func (s *Store) UseJoinToken(ctx context.Context, id, node string, expires time.
 	}
 	return nil
 }
-
-func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

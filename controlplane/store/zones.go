@@ -268,9 +268,15 @@ func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
 	}
 	var out []Done
 	for _, kv := range resp.Kvs {
-		t, _, err := s.GetTask(ctx, string(kv.Value))
-		if err != nil && !isNotFound(err) {
-			return nil, err
+		var t *Task
+		tr, err := s.cli.Get(ctx, taskKey(string(kv.Value)))
+		if err != nil {
+			return nil, fmt.Errorf("read finished task %s: %w", kv.Value, err)
+		}
+		if len(tr.Kvs) > 0 {
+			if t, err = decodeOutcome(tr.Kvs[0].Key, tr.Kvs[0].Value); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, Done{Key: string(kv.Key), Task: t})
 	}
