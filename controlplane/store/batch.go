@@ -99,7 +99,7 @@ func (s *Store) CommitRev(ctx context.Context, b *Batch) (bool, int64, error) {
 	}
 	if resp.Succeeded {
 		for _, z := range b.zones {
-			s.zones.put(zoneKey(z.Name), resp.Header.Revision, z)
+			s.zones.putOwned(zoneKey(z.Name), resp.Header.Revision, z)
 		}
 	}
 	return resp.Succeeded, resp.Header.Revision, nil

@@ -29,6 +29,11 @@ type cachedZone struct {
 // cluster's do not.
 const zoneCacheRecords = 200_000
 
+// zoneCacheMinRecords is the smallest zone worth caching: a new account's
+// zone of a handful of records decodes in microseconds, and a hundred
+// thousand of them would only give the collector more to scan.
+const zoneCacheMinRecords = 32
+
 // get returns a copy of the zone stored under key at rev, or nil.
 func (c *zoneCache) get(key string, rev int64) *Zone {
 	c.mu.Lock()
@@ -40,10 +45,25 @@ func (c *zoneCache) get(key string, rev int64) *Zone {
 	return e.z.clone()
 }
 
-// put remembers z, which the caller no longer changes, as the value of
-// key at rev, unless the cache already has a newer one.
+// cacheable reports whether z is worth a place in the cache.
+func cacheable(z *Zone) bool {
+	return len(z.Records) >= zoneCacheMinRecords && len(z.Records) <= zoneCacheRecords/10
+}
+
+// put remembers a copy of z as the value of key at rev, unless the cache
+// already has a newer one.
 func (c *zoneCache) put(key string, rev int64, z *Zone) {
-	if len(z.Records) > zoneCacheRecords/10 {
+	if !cacheable(z) {
+		c.drop(key) // a smaller zone now: what the cache held is stale
+		return
+	}
+	c.putOwned(key, rev, z.clone())
+}
+
+// putOwned is put of a zone nobody else holds.
+func (c *zoneCache) putOwned(key string, rev int64, z *Zone) {
+	if !cacheable(z) {
+		c.drop(key)
 		return
 	}
 	c.mu.Lock()

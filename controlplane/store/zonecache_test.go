@@ -48,7 +48,7 @@ func TestZoneCacheBound(t *testing.T) {
 	var c zoneCache
 	big := &Zone{Records: make([]ZoneRecord, zoneCacheRecords/20)}
 	for i := range 100 {
-		c.put(string(rune('a'+i%26))+string(rune('a'+i/26)), int64(i+1), big.clone())
+		c.put(string(rune('a'+i%26))+string(rune('a'+i/26)), int64(i+1), big)
 	}
 	if c.records > zoneCacheRecords {
 		t.Fatalf("cache holds %d records, bound %d", c.records, zoneCacheRecords)
@@ -60,8 +60,9 @@ func TestZoneCacheBound(t *testing.T) {
 	if n != c.records {
 		t.Fatalf("count %d, held %d", c.records, n)
 	}
-	c.put("new", 5, &Zone{Name: "new"})
-	c.put("new", 4, &Zone{Name: "old"})
+	recs := make([]ZoneRecord, zoneCacheMinRecords)
+	c.put("new", 5, &Zone{Name: "new", Records: recs})
+	c.put("new", 4, &Zone{Name: "old", Records: recs})
 	if z := c.get("new", 5); z == nil || z.Name != "new" {
 		t.Fatalf("an older revision replaced a newer one: %+v", z)
 	}
@@ -71,5 +72,10 @@ func TestZoneCacheBound(t *testing.T) {
 	c.drop("new")
 	if c.get("new", 5) != nil {
 		t.Fatal("dropped zone still answered")
+	}
+	c.put("new", 6, &Zone{Name: "new", Records: recs})
+	c.put("new", 7, &Zone{Name: "new", Records: recs[:1]})
+	if c.get("new", 6) != nil || c.get("new", 7) != nil {
+		t.Fatal("a zone too small to cache left or took an entry")
 	}
 }

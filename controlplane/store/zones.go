@@ -138,7 +138,7 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 	if err != nil {
 		return nil, 0, err
 	}
-	s.zones.put(key, kv.ModRevision, z.clone())
+	s.zones.put(key, kv.ModRevision, z)
 	return z, kv.ModRevision, nil
 }
 
@@ -185,7 +185,7 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 			return nil, 0, fmt.Errorf("update zone %s: %w", name, err)
 		}
 		if resp.Succeeded {
-			s.zones.put(zoneKey(name), resp.Header.Revision, z.clone())
+			s.zones.put(zoneKey(name), resp.Header.Revision, z)
 			return z, resp.Header.Revision, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -320,7 +320,9 @@ const PrefixDoneZones = PrefixDone + "zone/"
 func (b *Batch) PutZone(z *Zone, rev int64) {
 	b.cmps = append(b.cmps, unchanged(zoneKey(z.Name), rev))
 	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
-	b.zones = append(b.zones, z.clone())
+	if cacheable(z) {
+		b.zones = append(b.zones, z.clone()) // as written: the caller may change z
+	}
 }
 
 // PutNewZone adds a zone created by the account controller at placement to
