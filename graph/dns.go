@@ -96,10 +96,10 @@ func (r *Resolver) zoneVisible(ctx context.Context, p auth.Principal, z *store.Z
 	return nil
 }
 
-// changeZone applies fn to a zone the caller may change, checks the zone's
-// records as a whole exactly as its DNS server will, and commits with a new
-// generation for the controller to converge. A refused change writes
-// nothing.
+// changeZone applies fn to a zone the caller may change, checks the
+// records check selects against the set rules as its DNS server will, and
+// commits with a new generation and the task that serves it. A refused
+// change writes nothing.
 func (r *Resolver) changeZone(ctx context.Context, action, name string, check recordCheck, fn func(z *store.Zone) error) (*store.Zone, error) {
 	p, err := requireUser(ctx)
 	if err != nil {
