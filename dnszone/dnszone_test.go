@@ -2,6 +2,7 @@ package dnszone
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -312,6 +313,53 @@ func FuzzValidateRecord(f *testing.F) {
 		again, err := ValidateRecord("example.com", r, DefaultTTL)
 		if err != nil || again != r {
 			t.Fatalf("canonical form not stable: %+v → %+v %v", r, again, err)
+		}
+	})
+}
+
+// FuzzSetRulesAtOneName checks what the API relies on to check a change
+// at the names it writes only: for a zone whose records pass the set
+// rules, a new record breaks them exactly when it breaks them among the
+// records at its own name.
+func FuzzSetRulesAtOneName(f *testing.F) {
+	f.Add("www", "CNAME", "example.com", "www", "A", "192.0.2.1", "@", "MX", "mail.example.com", "www", "TXT", "x", uint32(300))
+	f.Add("a", "A", "192.0.2.1", "a", "A", "192.0.2.2", "b", "TXT", "x", "a", "A", "192.0.2.1", uint32(300))
+	f.Add("a", "A", "192.0.2.1", "b", "A", "192.0.2.2", "c", "TXT", "x", "a", "A", "192.0.2.3", uint32(600))
+	f.Add("@", "A", "192.0.2.1", "b", "A", "192.0.2.2", "c", "TXT", "x", "@", "CNAME", "b.example.com", uint32(300))
+	f.Fuzz(func(t *testing.T, n1, t1, c1, n2, t2, c2, n3, t3, c3, nr, tr, cr string, ttl uint32) {
+		const zone = "example.com."
+		var base []Record
+		for _, in := range [][3]string{{n1, t1, c1}, {n2, t2, c2}, {n3, t3, c3}} {
+			owner, err := OwnerName(zone, in[0])
+			if err != nil {
+				continue
+			}
+			if r, err := ValidateRecord(zone, Record{Name: owner, Type: in[1], Content: in[2], TTL: 300}, DefaultTTL); err == nil {
+				base = append(base, r)
+			}
+		}
+		set, _ := CheckRecords(zone, base, DefaultTTL)
+		if _, errs := CheckRecords(zone, set, DefaultTTL); len(errs) > 0 {
+			t.Fatalf("accepted records refused on a second check: %v", errs[0])
+		}
+		owner, err := OwnerName(zone, nr)
+		if err != nil {
+			return
+		}
+		r, err := ValidateRecord(zone, Record{Name: owner, Type: tr, Content: cr, TTL: ttl}, DefaultTTL)
+		if err != nil {
+			return
+		}
+		_, whole := CheckRecords(zone, append(slices.Clone(set), r), DefaultTTL)
+		var at []Record
+		for _, x := range set {
+			if x.Name == r.Name {
+				at = append(at, x)
+			}
+		}
+		_, local := CheckRecords(zone, append(at, r), DefaultTTL)
+		if (len(whole) > 0) != (len(local) > 0) {
+			t.Fatalf("adding %+v to %+v: whole zone refuses %v, its name %v", r, set, whole, local)
 		}
 	})
 }
