@@ -32,9 +32,21 @@ type accountIndex struct {
 	// One ordered set per way of listing: by id, and by (field, id) for
 	// the filters, so that a selective filter walks only its matches.
 	byID     *btree.BTreeG[string]
-	byStatus *btree.BTreeG[string]
-	byNode   *btree.BTreeG[string]
-	byOwner  *btree.BTreeG[string]
+	byStatus *btree.BTreeG[fieldKey]
+	byNode   *btree.BTreeG[fieldKey]
+	byOwner  *btree.BTreeG[fieldKey]
+	// names holds one copy of each owner, node and status: 100,000 rows
+	// share a few hundred, and every object the index holds is one more
+	// for the garbage collector to mark.
+	names map[string]string
+}
+
+// fieldKey orders a filter's index: by the field's value, then by id. Its
+// strings are the row's own, so an entry allocates nothing.
+type fieldKey struct{ field, id string }
+
+func lessFieldKey(a, b fieldKey) bool {
+	return a.field < b.field || a.field == b.field && a.id < b.id
 }
 
 type accountRow struct {
@@ -50,25 +62,34 @@ func newAccountIndex(s *Server, cli *clientv3.Client) *accountIndex {
 		rows:     map[string]accountRow{},
 		counts:   map[store.AccountStatus]int{},
 		byID:     btree.NewG(32, less),
-		byStatus: btree.NewG(32, less),
-		byNode:   btree.NewG(32, less),
-		byOwner:  btree.NewG(32, less),
+		byStatus: btree.NewG(32, lessFieldKey),
+		byNode:   btree.NewG(32, lessFieldKey),
+		byOwner:  btree.NewG(32, lessFieldKey),
+		names:    map[string]string{},
 	}
 	ix.cond = sync.NewCond(ix.mu.RLocker())
 	return ix
 }
 
-func composite(field, id string) string { return field + "\x00" + id }
+// name returns the index's copy of s (see names).
+func (ix *accountIndex) name(s string) string {
+	if n, ok := ix.names[s]; ok {
+		return n
+	}
+	ix.names[s] = s
+	return s
+}
 
 func (ix *accountIndex) put(a store.AccountHead) {
 	ix.remove(a.ID)
-	r := accountRow{ID: a.ID, Username: a.Username, Domain: a.Domain, Owner: a.Owner, Node: a.Node, Status: a.Status}
+	r := accountRow{ID: a.ID, Username: a.Username, Domain: a.Domain,
+		Owner: ix.name(a.Owner), Node: ix.name(a.Node), Status: store.AccountStatus(ix.name(string(a.Status)))}
 	ix.rows[a.ID] = r
 	ix.counts[r.Status]++
 	ix.byID.ReplaceOrInsert(r.ID)
-	ix.byStatus.ReplaceOrInsert(composite(string(r.Status), r.ID))
-	ix.byNode.ReplaceOrInsert(composite(r.Node, r.ID))
-	ix.byOwner.ReplaceOrInsert(composite(r.Owner, r.ID))
+	ix.byStatus.ReplaceOrInsert(fieldKey{string(r.Status), r.ID})
+	ix.byNode.ReplaceOrInsert(fieldKey{r.Node, r.ID})
+	ix.byOwner.ReplaceOrInsert(fieldKey{r.Owner, r.ID})
 }
 
 func (ix *accountIndex) remove(id string) {
@@ -79,9 +100,9 @@ func (ix *accountIndex) remove(id string) {
 	delete(ix.rows, id)
 	ix.counts[r.Status]--
 	ix.byID.Delete(id)
-	ix.byStatus.Delete(composite(string(r.Status), id))
-	ix.byNode.Delete(composite(r.Node, id))
-	ix.byOwner.Delete(composite(r.Owner, id))
+	ix.byStatus.Delete(fieldKey{string(r.Status), id})
+	ix.byNode.Delete(fieldKey{r.Node, id})
+	ix.byOwner.Delete(fieldKey{r.Owner, id})
 }
 
 // run loads the index and follows changes until ctx ends, reloading from
@@ -122,6 +143,7 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 	ix.mu.Lock()
 	ix.rows = map[string]accountRow{}
 	ix.counts = map[store.AccountStatus]int{}
+	ix.names = map[string]string{}
 	ix.byID.Clear(false)
 	ix.byStatus.Clear(false)
 	ix.byNode.Clear(false)
@@ -230,17 +252,9 @@ func (ix *accountIndex) list(f store.AccountFilter, after string, limit int) ([]
 		return true
 	}
 	// Walk the most selective index the filter allows.
-	walk := func(tree *btree.BTreeG[string], field string) {
-		pfx := field + "\x00"
-		start := pfx
-		if after != "" {
-			start = composite(field, after)
-		}
-		tree.AscendGreaterOrEqual(start, func(k string) bool {
-			if !strings.HasPrefix(k, pfx) {
-				return false
-			}
-			return visit(k[len(pfx):])
+	walk := func(tree *btree.BTreeG[fieldKey], field string) {
+		tree.AscendGreaterOrEqual(fieldKey{field, after}, func(k fieldKey) bool {
+			return k.field == field && visit(k.id)
 		})
 	}
 	switch {
@@ -267,12 +281,11 @@ func (ix *accountIndex) unsettled() []string {
 	defer ix.mu.RUnlock()
 	var ids []string
 	for _, st := range []store.AccountStatus{store.AccountPending, store.AccountScheduled, store.AccountProvisioning, store.AccountDeleting} {
-		pfx := string(st) + "\x00"
-		ix.byStatus.AscendGreaterOrEqual(pfx, func(k string) bool {
-			if !strings.HasPrefix(k, pfx) {
+		ix.byStatus.AscendGreaterOrEqual(fieldKey{field: string(st)}, func(k fieldKey) bool {
+			if k.field != string(st) {
 				return false
 			}
-			ids = append(ids, k[len(pfx):])
+			ids = append(ids, k.id)
 			return true
 		})
 	}
