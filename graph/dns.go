@@ -153,9 +153,13 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 func dnsRecords(z *store.Zone) []dnszone.Record {
 	out := make([]dnszone.Record, 0, len(z.Records))
 	for _, r := range z.Records {
-		out = append(out, dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority})
+		out = append(out, dnsRecord(r))
 	}
 	return out
+}
+
+func dnsRecord(r store.ZoneRecord) dnszone.Record {
+	return dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority}
 }
 
 // recordCheck says which records of a zone a change must check against
@@ -183,7 +187,7 @@ func checkZoneRecords(z *store.Zone, check recordCheck) error {
 	var pos []int
 	for i, r := range z.Records {
 		if check.all || slices.Contains(check.names, r.Name) {
-			recs = append(recs, dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority})
+			recs = append(recs, dnsRecord(r))
 			pos = append(pos, i)
 		}
 	}

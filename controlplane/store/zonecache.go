@@ -53,17 +53,16 @@ func cacheable(z *Zone) bool {
 // put remembers a copy of z as the value of key at rev, unless the cache
 // already has a newer one.
 func (c *zoneCache) put(key string, rev int64, z *Zone) {
-	if !cacheable(z) {
-		c.drop(key) // a smaller zone now: what the cache held is stale
-		return
+	if cacheable(z) {
+		z = z.clone()
 	}
-	c.putOwned(key, rev, z.clone())
+	c.putOwned(key, rev, z)
 }
 
 // putOwned is put of a zone nobody else holds.
 func (c *zoneCache) putOwned(key string, rev int64, z *Zone) {
 	if !cacheable(z) {
-		c.drop(key)
+		c.drop(key) // what the cache held for key is older
 		return
 	}
 	c.mu.Lock()
