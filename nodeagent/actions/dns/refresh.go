@@ -4,6 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	mdns "github.com/miekg/dns"
 
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -38,33 +44,126 @@ func (a *RefreshSecondaryZone) Validate() error {
 	return nil
 }
 
-// Apply implements actions.Action. It changes nothing when the zone is not a
-// Slave here (this node is its primary, or the secondary sync has not
-// created it yet) or is already at the serial; otherwise it asks PowerDNS
-// for the transfer, which runs in the background. Asking twice is harmless.
+// transferWait bounds how long a refresh waits for the transfer it started.
+const transferWait = 30 * time.Second
+
+// Apply implements actions.Action. It changes nothing when the zone is
+// already at the serial here, is not here, or is not a Slave here (this
+// node is its primary). Otherwise it starts the transfer, waits until the
+// zone holds the serial (or a newer one) and then drops the cached answers
+// for the zone, as the primary does after a PATCH: PowerDNS purges its
+// caches when a transfer commits, but a query that read the zone just
+// before can store the old answer after that purge, and it is served for
+// the cache's lifetime (20 s). Asking twice is harmless.
+//
+// The serial is first read by a DNS query rather than from the API: every
+// API request makes PowerDNS open its backend afresh, which costs as much
+// as the transfer request itself, and this runs for every change on every
+// secondary. A cached answer can only show an older serial, which costs a
+// transfer that was not needed.
 func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	want := a.req.GetSerial()
 	res := &Result{Zone: a.zone}
-	cur, err := c.zoneMeta(ctx, a.zone)
-	switch {
+	if serial, ok := servedSerial(ctx, env.Profile.DNSListen, a.zone); ok {
+		res.Existed, res.Serial = true, serial
+		if !serialOlder(serial, want) {
+			return res, nil
+		}
+	}
+	var ae *APIError
+	switch err := c.axfrRetrieve(ctx, a.zone); {
 	case IsNotFound(err):
 		return res, nil
-	case err != nil:
-		return nil, fmt.Errorf("refresh secondary zone %s: %w", a.zone, err)
-	}
-	res.Existed, res.Kind, res.Serial = true, cur.Kind, cur.Serial
-	if cur.Kind != kindSlave || !serialOlder(cur.Serial, a.req.GetSerial()) {
+	case errors.As(err, &ae) && ae.Status == http.StatusUnprocessableEntity:
+		// PowerDNS refuses a transfer for a zone without masters: this
+		// node is the zone's primary.
+		res.Existed = true
 		return res, nil
-	}
-	if err := c.axfrRetrieve(ctx, a.zone); err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("refresh secondary zone %s: start transfer: %w", a.zone, err)
 	}
-	res.Changed = true
+	res.Existed, res.Kind, res.Changed = true, kindSlave, true
+	if res.Serial, err = awaitTransfer(ctx, c, env.Profile.DNSListen, a.zone, want); err != nil {
+		return nil, fmt.Errorf("refresh secondary zone %s: %w", a.zone, err)
+	}
+	if err := c.flushCache(ctx, a.zone); err != nil {
+		return nil, fmt.Errorf("refresh secondary zone %s: flush cached answers: %w", a.zone, err)
+	}
 	return res, nil
+}
+
+// awaitTransfer waits until the zone holds want or a newer serial. It
+// asks PowerDNS over DNS every millisecond at first (cheap: the answer is
+// cached until the commit purges it), backing off after 20 ms for large
+// zones, and reads the backend through the API every 50 ms, for when a
+// query racing the commit left the old SOA cached.
+func awaitTransfer(ctx context.Context, c *Client, listen, zone string, want uint32) (uint32, error) {
+	ctx, cancel := context.WithTimeout(ctx, transferWait)
+	defer cancel()
+	start := time.Now()
+	lastAPI := start
+	wait := time.Millisecond
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("the transfer of serial %d did not complete: %w", want, ctx.Err())
+		case <-t.C:
+		}
+		if serial, ok := servedSerial(ctx, listen, zone); ok && !serialOlder(serial, want) {
+			return serial, nil
+		}
+		if time.Since(lastAPI) >= 50*time.Millisecond {
+			lastAPI = time.Now()
+			cur, err := c.zoneMeta(ctx, zone)
+			if err != nil {
+				return 0, fmt.Errorf("read serial after transfer: %w", err)
+			}
+			if !serialOlder(cur.Serial, want) {
+				return cur.Serial, nil
+			}
+		}
+		if time.Since(start) > 20*time.Millisecond {
+			wait = min(2*wait, 100*time.Millisecond)
+		}
+	}
+}
+
+// servedSerial is the serial of zone's SOA as the PowerDNS answering on
+// listen serves it; ok is false when it does not answer with one (the zone
+// is not served here, or the server is down: the API then decides).
+func servedSerial(ctx context.Context, listen, zone string) (serial uint32, ok bool) {
+	addr, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return 0, false
+	}
+	if addr.Addr().IsUnspecified() {
+		lo := netip.IPv6Loopback()
+		if addr.Addr().Is4() {
+			lo = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+		addr = netip.AddrPortFrom(lo, addr.Port())
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	q := new(mdns.Msg)
+	q.SetQuestion(mdns.Fqdn(zone), mdns.TypeSOA)
+	ans, _, err := new(mdns.Client).ExchangeContext(ctx, q, addr.String())
+	if err != nil || ans.Rcode != mdns.RcodeSuccess || !ans.Authoritative {
+		return 0, false
+	}
+	for _, rr := range ans.Answer {
+		if soa, isSOA := rr.(*mdns.SOA); isSOA && strings.EqualFold(soa.Hdr.Name, mdns.Fqdn(zone)) {
+			return soa.Serial, true
+		}
+	}
+	return 0, false
 }
 
 // serialOlder compares SOA serials in serial-number arithmetic (RFC 1982):
