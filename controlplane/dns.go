@@ -201,7 +201,7 @@ func (c *zoneController) recheckDNS(ctx context.Context) error {
 		return nil // nothing can be served yet; zones already wait
 	}
 	// Every zone names the servers: look at all of them again.
-	zones, _, err := c.s.store.ListZones(ctx)
+	zones, _, err := c.s.store.ListZoneStates(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (c *zoneController) recheckDNS(ctx context.Context) error {
 }
 
 func (c *zoneController) run(ctx context.Context) {
-	zones, rev, err := c.s.store.ListZones(ctx)
+	zones, rev, err := c.s.store.ListZoneStates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.s.log.Error("zone controller: initial list", "err", err)
@@ -309,7 +309,7 @@ func (c *zoneController) watch(ctx context.Context, rev int64) {
 // restart re-lists after a broken watch (compaction, leader change of etcd).
 func (c *zoneController) restart(ctx context.Context) {
 	for ctx.Err() == nil {
-		zones, rev, err := c.s.store.ListZones(ctx)
+		zones, rev, err := c.s.store.ListZoneStates(ctx)
 		if err == nil {
 			for _, z := range zones {
 				c.mark(z.Name)
@@ -765,17 +765,23 @@ func (c *zoneController) resyncZones(ctx context.Context) error {
 	if !secondaries && time.Since(c.scanned) < c.resyncEvery() {
 		return nil
 	}
-	zones, _, err := c.s.store.ListZones(ctx)
+	zones, _, err := c.s.store.ListZoneStates(ctx)
 	if err != nil {
 		return err
 	}
 	c.scanned = time.Now()
 	var names []string
-	for _, z := range zones {
-		if unsettledZone(z) {
+	c.mu.Lock()
+	for i := range zones {
+		// A zone waiting for a DNS server is looked at when the servers
+		// change: without DNS nodes, every account's zone waits, and
+		// reading each one again here was a burst of work per resync
+		// that grew with the cluster.
+		if z := &zones[i]; unsettledZone(z) && !c.waitingDNS[z.Name] {
 			names = append(names, z.Name)
 		}
 	}
+	c.mu.Unlock()
 	if len(names) > 0 {
 		c.mark(names...)
 	}
@@ -787,7 +793,7 @@ func (c *zoneController) resyncZones(ctx context.Context) error {
 
 // unsettledZone reports whether z still waits for the controller or for its
 // node; a FAILED zone waits for an operator's change instead.
-func unsettledZone(z *store.Zone) bool {
+func unsettledZone(z *store.ZoneState) bool {
 	if z.Status == store.ZoneFailed {
 		return false
 	}
@@ -805,14 +811,14 @@ func (c *zoneController) syncSecondaries(ctx context.Context) error {
 	if len(v.order) < 2 {
 		return nil
 	}
-	zones, _, err := c.s.store.ListZones(ctx)
+	zones, _, err := c.s.store.ListZoneStates(ctx)
 	if err != nil {
 		return err
 	}
 	return c.sendSecondaries(ctx, v, zones)
 }
 
-func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones []*store.Zone) error {
+func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones []store.ZoneState) error {
 	now := time.Now()
 	for _, node := range v.order {
 		spec := &agentpb.SyncSecondaryZonesAction{}

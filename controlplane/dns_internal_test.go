@@ -51,16 +51,16 @@ func TestZoneControllerSkipsHandledWrites(t *testing.T) {
 func TestUnsettledZone(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		z    store.Zone
+		z    store.ZoneState
 		want bool
 	}{
-		{"new", store.Zone{Status: store.ZonePending, Generation: 1}, true},
-		{"task in flight", store.Zone{Status: store.ZonePending, Generation: 1, TaskID: "t"}, true},
-		{"applied, status behind", store.Zone{Status: store.ZonePending, Generation: 1, AppliedGeneration: 1}, true},
-		{"record change", store.Zone{Status: store.ZoneActive, Generation: 3, AppliedGeneration: 2}, true},
-		{"delete requested", store.Zone{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2, Deleted: true}, true},
-		{"settled", store.Zone{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2}, false},
-		{"failed", store.Zone{Status: store.ZoneFailed, Generation: 2, AppliedGeneration: 1}, false},
+		{"new", store.ZoneState{Status: store.ZonePending, Generation: 1}, true},
+		{"task in flight", store.ZoneState{Status: store.ZonePending, Generation: 1, TaskID: "t"}, true},
+		{"applied, status behind", store.ZoneState{Status: store.ZonePending, Generation: 1, AppliedGeneration: 1}, true},
+		{"record change", store.ZoneState{Status: store.ZoneActive, Generation: 3, AppliedGeneration: 2}, true},
+		{"delete requested", store.ZoneState{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2, Deleted: true}, true},
+		{"settled", store.ZoneState{Status: store.ZoneActive, Generation: 2, AppliedGeneration: 2}, false},
+		{"failed", store.ZoneState{Status: store.ZoneFailed, Generation: 2, AppliedGeneration: 1}, false},
 	} {
 		if got := unsettledZone(&tc.z); got != tc.want {
 			t.Errorf("%s: unsettledZone = %v, want %v", tc.name, got, tc.want)
