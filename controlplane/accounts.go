@@ -57,6 +57,8 @@ type accountController struct {
 	// the controller's own goroutine touches it.
 	nodes   []store.NodeView
 	nodesAt time.Time
+	// addresses is each listed node's address, by name.
+	addresses map[string]string
 
 	// allocs are the nodes' allocations with the revisions they were
 	// written at, as read or as this controller last committed them; nil
@@ -520,12 +522,7 @@ func allocOf(snap *scheduler.Snapshot, node string) store.Alloc {
 
 // nodeAddress is a node's declared address from the controller's node list.
 func (c *accountController) nodeAddress(name string) string {
-	for _, n := range c.nodes {
-		if n.Name == name {
-			return n.Address
-		}
-	}
-	return ""
+	return c.addresses[name]
 }
 
 // nodesMaxAge bounds how stale the controller's copy of the node list may
@@ -544,6 +541,10 @@ func (c *accountController) snapshot(ctx context.Context) (*scheduler.Snapshot, 
 			return nil, nil, err
 		}
 		c.nodes, c.nodesAt = nodes, time.Now()
+		c.addresses = make(map[string]string, len(nodes))
+		for _, n := range nodes {
+			c.addresses[n.Name] = n.Address
+		}
 		fresh = false
 	}
 	if c.allocs == nil {
