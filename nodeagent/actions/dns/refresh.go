@@ -100,13 +100,14 @@ func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any
 // awaitTransfer waits until the zone holds want or a newer serial. It
 // asks PowerDNS over DNS every millisecond at first (cheap: the answer is
 // cached until the commit purges it), backing off after 20 ms for large
-// zones, and reads the backend through the API every 50 ms, for when a
-// query racing the commit left the old SOA cached.
+// zones. It also reads the backend through the API, first after 10 ms and
+// then at doubling intervals, for when a query racing the commit left the
+// old SOA cached: the flush that follows then ends that at once.
 func awaitTransfer(ctx context.Context, c *Client, listen, zone string, want uint32) (uint32, error) {
 	ctx, cancel := context.WithTimeout(ctx, transferWait)
 	defer cancel()
 	start := time.Now()
-	lastAPI := start
+	lastAPI, apiEvery := start, 10*time.Millisecond
 	wait := time.Millisecond
 	for {
 		t := time.NewTimer(wait)
@@ -119,8 +120,8 @@ func awaitTransfer(ctx context.Context, c *Client, listen, zone string, want uin
 		if serial, ok := servedSerial(ctx, listen, zone); ok && !serialOlder(serial, want) {
 			return serial, nil
 		}
-		if time.Since(lastAPI) >= 50*time.Millisecond {
-			lastAPI = time.Now()
+		if time.Since(lastAPI) >= apiEvery {
+			lastAPI, apiEvery = time.Now(), min(2*apiEvery, time.Second)
 			cur, err := c.zoneMeta(ctx, zone)
 			if err != nil {
 				return 0, fmt.Errorf("read serial after transfer: %w", err)
