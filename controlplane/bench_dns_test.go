@@ -207,7 +207,7 @@ func BenchmarkZones(b *testing.B) {
 			if err != nil || z.Status != store.ZoneActive {
 				return false
 			}
-			zs, _, err := d.s.Store().ListZones(d.ctx)
+			zs, _, err := d.s.Store().ListZoneStates(d.ctx)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/protos/agentpb"
@@ -143,8 +144,7 @@ func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Acc
 		return nil, nil, nil, fmt.Errorf("read accounts: %w", err)
 	}
 	accts, revs, done := map[string]*Account{}, map[string]int64{}, map[string][]Done{}
-	var taskIDs []string
-	noticeOf := map[string]string{}
+	var notices []*mvccpb.KeyValue
 	for i, id := range ids {
 		if kvs := resp.Responses[2*i].GetResponseRange().Kvs; len(kvs) > 0 {
 			a, err := DecodeAccount(kvs[0].Value)
@@ -153,34 +153,44 @@ func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Acc
 			}
 			accts[id], revs[id] = a, kvs[0].ModRevision
 		}
-		for _, kv := range resp.Responses[2*i+1].GetResponseRange().Kvs {
-			taskIDs = append(taskIDs, string(kv.Value))
-			noticeOf[string(kv.Value)] = string(kv.Key)
-		}
+		notices = append(notices, resp.Responses[2*i+1].GetResponseRange().Kvs...)
 	}
-	if len(taskIDs) == 0 {
-		return accts, revs, done, nil
-	}
-	tops := make([]clientv3.Op, 0, len(taskIDs))
-	for _, t := range taskIDs {
-		tops = append(tops, clientv3.OpGet(taskKey(t)))
-	}
-	tresp, err := s.cli.Txn(ctx).Then(tops...).Commit()
+	ds, err := s.readDone(ctx, notices)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read finished tasks: %w", err)
+		return nil, nil, nil, err
 	}
-	for i, r := range tresp.Responses {
-		key := noticeOf[taskIDs[i]]
+	for _, d := range ds {
+		id := AccountOfDoneKey(d.Key)
+		done[id] = append(done[id], d)
+	}
+	return accts, revs, done, nil
+}
+
+// readDone reads the finished tasks the done notices name, in one
+// transaction, and returns them in the notices' order.
+func (s *Store) readDone(ctx context.Context, notices []*mvccpb.KeyValue) ([]Done, error) {
+	if len(notices) == 0 {
+		return nil, nil
+	}
+	ops := make([]clientv3.Op, 0, len(notices))
+	for _, kv := range notices {
+		ops = append(ops, clientv3.OpGet(taskKey(string(kv.Value))))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read finished tasks: %w", err)
+	}
+	out := make([]Done, 0, len(notices))
+	for i, r := range resp.Responses {
 		var t *Task
 		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
 			if t, err = decodeOutcome(kvs[0].Key, kvs[0].Value); err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 		}
-		id := AccountOfDoneKey(key)
-		done[id] = append(done[id], Done{Key: key, Task: t})
+		out = append(out, Done{Key: string(notices[i].Key), Task: t})
 	}
-	return accts, revs, done, nil
+	return out, nil
 }
 
 // AccountOfDoneKey extracts the account id from a done notice key

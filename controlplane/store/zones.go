@@ -243,23 +243,6 @@ func (s *Store) ZonePage(ctx context.Context, after string, limit int) ([]*Zone,
 	return out, resp.More, nil
 }
 
-// ListZones returns every zone with the revision it was read at.
-func (s *Store) ListZones(ctx context.Context) ([]*Zone, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixZones, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("list zones: %w", err)
-	}
-	out := make([]*Zone, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		z, err := DecodeZone(kv.Value)
-		if err != nil {
-			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		out = append(out, z)
-	}
-	return out, resp.Header.Revision, nil
-}
-
 // ZoneState is the part of a zone the controller's scans of every zone look
 // at. Decoding it skips the records, which are most of a zone.
 type ZoneState struct {
@@ -293,21 +276,7 @@ func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Done
-	for _, kv := range resp.Kvs {
-		var t *Task
-		tr, err := s.cli.Get(ctx, taskKey(string(kv.Value)))
-		if err != nil {
-			return nil, fmt.Errorf("read finished task %s: %w", kv.Value, err)
-		}
-		if len(tr.Kvs) > 0 {
-			if t, err = decodeOutcome(tr.Kvs[0].Key, tr.Kvs[0].Value); err != nil {
-				return nil, err
-			}
-		}
-		out = append(out, Done{Key: string(kv.Key), Task: t})
-	}
-	return out, nil
+	return s.readDone(ctx, resp.Kvs)
 }
 
 // DecodeZone decodes a zone record.
