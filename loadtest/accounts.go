@@ -137,8 +137,8 @@ func (r *runner) load(ctx context.Context) error {
 	cr := newCreator(r.admin, r.plan, r.prefix, cfg.Accounts, cfg.Concurrency, cfg.Rate)
 
 	self := os.Getpid()
-	srvStart, genStart := readProc(r.pid), readProc(self)
-	metricsStart, _ := fetchMetrics(ctx, r.api)
+	srvStart, genStart, etcdStart := readProc(r.pid), readProc(self), readProc(r.etcdPID())
+	metricsStart, _ := fetchMetrics(ctx, r.metrics)
 	begin := time.Now()
 	createDone := make(chan struct{})
 	go func() {
@@ -148,10 +148,10 @@ func (r *runner) load(ctx context.Context) error {
 	waitErr := r.watch(ctx, cr, createDone, begin)
 	<-createDone
 	end := time.Now()
-	srvEnd, genEnd := readProc(r.pid), readProc(self)
+	srvEnd, genEnd, etcdEnd := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	if metricsStart != nil {
 		// The load context may be over; the scrape gets its own bound.
-		if metricsEnd, err := fetchMetrics(context.WithoutCancel(ctx), r.api); err == nil {
+		if metricsEnd, err := fetchMetrics(context.WithoutCancel(ctx), r.metrics); err == nil {
 			r.etcdLoadFigures(metricsStart, metricsEnd, end.Sub(begin), int(cr.created.Load()))
 		}
 	}
@@ -175,6 +175,7 @@ func (r *runner) load(ctx context.Context) error {
 	wall := end.Sub(begin)
 	r.rep.Server = loadFigures(r.pid, srvStart, srvEnd, wall)
 	r.rep.Generator = loadFigures(self, genStart, genEnd, wall)
+	r.rep.EtcdProcess = loadFigures(r.etcdPID(), etcdStart, etcdEnd, wall)
 
 	if err := cr.aborted(); err != nil {
 		return err
@@ -219,7 +220,7 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 		}
 		if len(r.rep.Progress)%5 == 0 {
 			mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if m, err := fetchMetrics(mctx, r.api); err == nil {
+			if m, err := fetchMetrics(mctx, r.metrics); err == nil {
 				v, _ := m.value("etcd_mvcc_db_total_size_in_bytes")
 				p.EtcdDBSize = int64(v)
 			}

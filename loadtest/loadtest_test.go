@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,9 +14,9 @@ import (
 	"time"
 )
 
-// npanelBinary is the npanel binary, built once in TestMain so that the build
-// (slow on a cold cache) does not count against the run's time bound.
-var npanelBinary string
+// npanelBinary and etcdBinary are built once in TestMain so that the builds
+// (slow on a cold cache) do not count against the runs' time bounds.
+var npanelBinary, etcdBinary string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -29,19 +28,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	root, err := moduleRoot(context.Background())
+	npanelBinary, etcdBinary = filepath.Join(dir, "npanel"), filepath.Join(dir, "etcd")
+	ctx := context.Background()
+	err = goBuild(ctx, npanelBinary, "./cmd/npanel", func(string, ...any) {})
 	if err == nil {
-		npanelBinary = filepath.Join(dir, "npanel")
-		build := exec.Command("go", "build", "-o", npanelBinary, "./cmd/npanel")
-		build.Dir = root
-		var out []byte
-		if out, err = build.CombinedOutput(); err != nil {
-			err = fmt.Errorf("%w\n%s", err, out)
-		}
+		err = goBuild(ctx, etcdBinary, "go.etcd.io/etcd/server/v3", func(string, ...any) {})
 	}
 	if err != nil {
 		os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "build npanel:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -69,10 +64,45 @@ func TestRunSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real server and 10 simulated agents; skipped with -short")
 	}
+	rep := runSmall(t, Config{})
+	if rep.EtcdProcess.Measured {
+		t.Errorf("embedded etcd measured as a process of its own: %+v", rep.EtcdProcess)
+	}
+}
+
+// TestRunSmallExternalEtcd is TestRunSmall with the server on an etcd
+// process of its own (--etcd external): etcd's figures come from that
+// process, which is gone when the run returns.
+func TestRunSmallExternalEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real etcd and server processes and 10 simulated agents; skipped with -short")
+	}
+	rep := runSmall(t, Config{Etcd: etcdExternal, EtcdBinary: etcdBinary})
+	e := rep.EtcdProcess
+	if !e.Measured || e.PID == 0 || e.PID == rep.Server.PID || e.PeakRSS <= 0 || e.LoadCPUSeconds <= 0 {
+		t.Errorf("etcd process figures: %+v", e)
+	}
+	if rep.Etcd.Proposals < 300 {
+		t.Errorf("etcd committed %.0f proposals for 300 accounts: not the external member's metrics", rep.Etcd.Proposals)
+	}
+	if rep.Config.Etcd != etcdExternal {
+		t.Errorf("report config etcd = %q", rep.Config.Etcd)
+	}
+	if readProc(e.PID).hasStats {
+		t.Errorf("etcd pid %d still exists after run returned", e.PID)
+	}
+}
+
+// runSmall runs 300 accounts on 10 agents against a server it starts,
+// with base's etcd settings, and checks what every run must report.
+func runSmall(t *testing.T, base Config) *Report {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 	defer cancel()
 	begin := time.Now()
 	rep, err := run(ctx, Config{
+		Etcd:         base.Etcd,
+		EtcdBinary:   base.EtcdBinary,
 		ServerBinary: npanelBinary,
 		Agents:       10,
 		Accounts:     300,
@@ -150,6 +180,7 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("JSON report lacks %q", k)
 		}
 	}
+	return rep
 }
 
 func TestUsername(t *testing.T) {

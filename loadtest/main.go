@@ -27,6 +27,12 @@ import (
 	"time"
 )
 
+// The started server's etcd (--etcd).
+const (
+	etcdEmbedded = "embedded"
+	etcdExternal = "external"
+)
+
 // Config configures one run.
 type Config struct {
 	Agents      int           // simulated agents
@@ -51,6 +57,12 @@ type Config struct {
 	ServerLog string
 	// ServerDebugListen makes the started server serve /debug/pprof there.
 	ServerDebugListen string
+	// Etcd is where the started server keeps its state: etcdEmbedded (in
+	// its own process, the default) or etcdExternal (an etcd process the
+	// run starts, built from EtcdBinary or, if empty, from the etcd
+	// module go.mod pins).
+	Etcd       string
+	EtcdBinary string
 
 	Timeout       time.Duration // bound on the whole run
 	ListSamples   int           // accounts(first:50) queries timed at the end
@@ -78,6 +90,15 @@ func (c *Config) validate() error {
 		return errors.New("--server and --gateway go together")
 	case c.Server != "" && c.AdminPassword == "":
 		return errors.New("--admin-password (or NPANEL_ADMIN_PASSWORD) is required with --server")
+	case c.Etcd != "" && c.Etcd != etcdEmbedded && c.Etcd != etcdExternal:
+		return fmt.Errorf("--etcd must be %s or %s, not %q", etcdEmbedded, etcdExternal, c.Etcd)
+	case c.Server != "" && (c.Etcd == etcdExternal || c.EtcdBinary != ""):
+		return errors.New("--etcd external and --etcd-binary start the etcd of the server this run starts: not with --server")
+	case c.EtcdBinary != "" && c.Etcd != etcdExternal:
+		return errors.New("--etcd-binary needs --etcd external")
+	}
+	if c.Etcd == "" {
+		c.Etcd = etcdEmbedded
 	}
 	if c.EnrolParallel < 1 {
 		c.EnrolParallel = 32
@@ -109,6 +130,8 @@ func main() {
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "PID of the existing server, to measure its CPU and memory")
 	fs.StringVar(&cfg.ServerBinary, "server-binary", "", "prebuilt npanel binary to start (default: go build ./cmd/npanel)")
 	fs.StringVar(&cfg.ServerDebugListen, "server-debug-listen", "", "serve the started server's /debug/pprof on this loopback address, to profile it under load")
+	fs.StringVar(&cfg.Etcd, "etcd", etcdEmbedded, "the started server's etcd: embedded (in its process) or external (an etcd process of its own, the production topology)")
+	fs.StringVar(&cfg.EtcdBinary, "etcd-binary", "", "prebuilt etcd binary for --etcd external (default: go build the etcd go.mod pins)")
 	fs.StringVar(&cfg.ServerLog, "server-log", "", "keep the started server's output in this file (default: discarded with its data)")
 	fs.StringVar(&out, "out", "", "JSON report path (default loadtest/results/<timestamp>.json)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")

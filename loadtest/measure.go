@@ -40,7 +40,7 @@ func (r *runner) measure(ctx context.Context) error {
 // measureCheap reads etcd's size and the processes' memory and CPU: a
 // scrape and two files, quick enough to take even on an interrupted run.
 func (r *runner) measureCheap(ctx context.Context) {
-	if m, err := fetchMetrics(ctx, r.api); err != nil {
+	if m, err := fetchMetrics(ctx, r.metrics); err != nil {
 		r.logf("metrics: %v", err)
 		for i := len(r.rep.Progress) - 1; i >= 0; i-- {
 			if p := r.rep.Progress[i]; p.EtcdDBSize > 0 {
@@ -53,7 +53,7 @@ func (r *runner) measureCheap(ctx context.Context) {
 		inUse, _ := m.value("etcd_mvcc_db_total_size_in_use_in_bytes")
 		r.rep.Etcd.Measured, r.rep.Etcd.DBSize, r.rep.Etcd.DBSizeInUse = true, int64(v), int64(inUse)
 	}
-	for _, f := range []*ProcFigures{&r.rep.Server, &r.rep.Generator} {
+	for _, f := range []*ProcFigures{&r.rep.Server, &r.rep.EtcdProcess, &r.rep.Generator} {
 		if !f.Measured {
 			continue
 		}
@@ -75,7 +75,7 @@ func (r *runner) measureCheap(ctx context.Context) {
 // timing each page.
 func (r *runner) pageAccounts(ctx context.Context) ([]accountTimes, error) {
 	var f client.AccountFilter
-	if r.external {
+	if r.existing {
 		f.Search = r.prefix // other tenants' accounts are not ours to time
 	}
 	begin := time.Now()

@@ -39,8 +39,11 @@ type Report struct {
 
 	Server    ProcFigures `json:"server"`
 	Generator ProcFigures `json:"generator"`
-	Etcd      EtcdFigures `json:"etcd"`
-	Targets   []Target    `json:"targets"`
+	// EtcdProcess is the etcd the run started with --etcd external;
+	// embedded, etcd's work is part of the server's figures.
+	EtcdProcess ProcFigures `json:"etcdProcess"`
+	Etcd        EtcdFigures `json:"etcd"`
+	Targets     []Target    `json:"targets"`
 	// Notes are problems met and worked around, e.g. a query that failed.
 	Notes    []string         `json:"notes,omitempty"`
 	Progress []ProgressSample `json:"progress"`
@@ -56,6 +59,7 @@ type ReportConfig struct {
 	Server        string  `json:"server"`
 	Gateway       string  `json:"gateway"`
 	StartedServer bool    `json:"startedServer"`
+	Etcd          string  `json:"etcd"` // embedded or external (see --etcd)
 	TimeoutS      float64 `json:"timeoutSeconds"`
 	ListSamples   int     `json:"listSamples"`
 	EnrolParallel int     `json:"enrolParallel"`
@@ -145,7 +149,8 @@ type ProcFigures struct {
 	EndRSS         int64   `json:"endRssBytes"`
 }
 
-// EtcdFigures come from the server's /metrics.
+// EtcdFigures come from etcd's /metrics: the server's, which include its
+// embedded member's, or the external etcd's.
 type EtcdFigures struct {
 	Measured    bool  `json:"measured"`
 	DBSize      int64 `json:"dbTotalSizeBytes"`
@@ -245,8 +250,8 @@ func (r *Report) print(w io.Writer) {
 		return fmt.Sprintf("p50 %.1f  p95 %.1f  p99 %.1f  max %.1f ms  (n=%d)", x.P50, x.P95, x.P99, x.Max, x.Count)
 	}
 	c := r.Config
-	fmt.Fprintf(tw, "\nnPanel load test: %d simulated agents, %d accounts at %.0f/s (concurrency %d, action latency %.0f ms), %d cores, load average %.1f -> %.1f\n",
-		c.Agents, c.Accounts, c.Rate, c.Concurrency, c.LatencyMs, r.Machine.Cores, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
+	fmt.Fprintf(tw, "\nnPanel load test: %d simulated agents, %d accounts at %.0f/s (concurrency %d, action latency %.0f ms), %s etcd, %d cores, load average %.1f -> %.1f\n",
+		c.Agents, c.Accounts, c.Rate, c.Concurrency, c.LatencyMs, c.Etcd, r.Machine.Cores, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
 	a := r.Accounts
 	row("agents ready", "%d / %d (enrolled+connected in %.1fs; %d tasks, %d duplicates, %d reconnects)",
 		r.Agents.Ready, r.Agents.Requested, r.Agents.EnrolSeconds, r.Agents.Tasks, r.Agents.Duplicates, r.Agents.Reconnects)
@@ -271,6 +276,9 @@ func (r *Report) print(w io.Writer) {
 			f.CPUPercent, r.Machine.Cores, f.CoresBusy, f.LoadCPUSeconds, f.TotalCPUSecs, mib(f.PeakRSS), mib(f.EndRSS))
 	}
 	p("server", r.Server)
+	if c.Etcd == etcdExternal {
+		p("etcd process", r.EtcdProcess)
+	}
 	p("generator", r.Generator)
 	if e := r.Etcd; e.Measured {
 		row("etcd DB size", "%s (in use %s)", mib(e.DBSize), mib(e.DBSizeInUse))

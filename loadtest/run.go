@@ -33,12 +33,17 @@ type runner struct {
 	cfg      Config
 	rep      *Report
 	begin    time.Time
-	external bool
+	existing bool // --server: a cluster this run did not start
 
 	api     string      // base URL
 	gateway string      // host:port
 	pid     int         // server process, 0 if unknown
 	srv     *serverProc // nil for an existing server
+	etcd    *etcdProc   // with --etcd external
+	// metrics is the base URL whose /metrics has etcd's figures: the
+	// server's, which include its embedded member's, or the external
+	// etcd's own.
+	metrics string
 	admin   *client.Client
 
 	runID  string // distinguishes this run's names on a shared cluster
@@ -58,7 +63,7 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, begin: time.Now(), external: cfg.Server != "", runID: runID()}
+	r := &runner{cfg: cfg, begin: time.Now(), existing: cfg.Server != "", runID: runID()}
 	r.prefix = "lt" + r.runID
 	r.plan = "loadtest-" + r.runID
 	host, _ := os.Hostname()
@@ -83,7 +88,7 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Config = ReportConfig{
 		Agents: cfg.Agents, Accounts: cfg.Accounts, Rate: cfg.Rate, Concurrency: cfg.Concurrency,
 		LatencyMs: float64(cfg.Latency) / float64(time.Millisecond), Server: r.api, Gateway: r.gateway,
-		StartedServer: !r.external, TimeoutS: cfg.Timeout.Seconds(), ListSamples: cfg.ListSamples,
+		StartedServer: !r.existing, Etcd: cfg.Etcd, TimeoutS: cfg.Timeout.Seconds(), ListSamples: cfg.ListSamples,
 		EnrolParallel: cfg.EnrolParallel, UserPrefix: r.prefix,
 	}
 	rep.OK = err == nil
@@ -91,6 +96,14 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Error = err.Error()
 	}
 	return rep, err
+}
+
+// etcdPID is the external etcd's process id; 0 when there is none.
+func (r *runner) etcdPID() int {
+	if r.etcd == nil {
+		return 0
+	}
+	return r.etcd.pid()
 }
 
 // note records something the reader of the report must know (a query that
@@ -118,11 +131,25 @@ func (r *runner) do(ctx context.Context) (err error) {
 	}
 
 	password := cfg.AdminPassword
-	if r.external {
+	if r.existing {
 		r.api, r.gateway, r.pid = strings.TrimRight(cfg.Server, "/"), cfg.Gateway, cfg.ServerPID
+		r.metrics = r.api
 	} else {
+		var etcdEndpoint string
+		if cfg.Etcd == etcdExternal {
+			if r.etcd, err = startEtcd(ctx, cfg.EtcdBinary, r.logf); err != nil {
+				return err
+			}
+			defer func() {
+				if err != nil {
+					r.logf("etcd log ends:\n%s", r.etcd.logTail(30))
+				}
+				r.etcd.stop()
+			}()
+			etcdEndpoint = "http://" + r.etcd.client
+		}
 		var srv *serverProc
-		if srv, err = startServer(ctx, cfg.ServerBinary, cfg.ServerLog, cfg.ServerDebugListen, r.logf); err != nil {
+		if srv, err = startServer(ctx, cfg.ServerBinary, etcdEndpoint, cfg.ServerLog, cfg.ServerDebugListen, r.logf); err != nil {
 			return err
 		}
 		r.srv = srv
@@ -134,6 +161,10 @@ func (r *runner) do(ctx context.Context) (err error) {
 			srv.stop()
 		}()
 		r.api, r.gateway, r.pid, password = "http://"+srv.api, srv.gateway, srv.pid(), srv.password
+		r.metrics = r.api
+		if r.etcd != nil {
+			r.metrics = etcdEndpoint
+		}
 	}
 
 	if r.admin, err = r.login(ctx, password); err != nil {
@@ -207,7 +238,7 @@ func (r *runner) startAgents(ctx, agentCtx context.Context) error {
 	n := r.cfg.Agents
 	r.nodes = make([]string, n)
 	for i := range r.nodes {
-		if r.external {
+		if r.existing {
 			r.nodes[i] = fmt.Sprintf("sim-%s-%04d", r.runID, i+1)
 		} else {
 			r.nodes[i] = fmt.Sprintf("sim-%04d", i+1)

@@ -20,105 +20,59 @@ import (
 	"time"
 )
 
-// serverProc is an npanel server the load generator started as a child
-// process, so that its CPU and memory are measured apart from the
-// generator's own.
-type serverProc struct {
-	dir      string // temporary: binary, data dir, log; removed by stop
-	api      string // host:port
-	gateway  string // host:port
-	password string
-	cmd      *exec.Cmd
-	logPath  string
-	logFile  *os.File
-	exited   chan struct{} // closed when the process has been waited for
-	waitErr  error
+// child is a process the load generator started and waits for. Its output
+// goes to a log file; childProcAttr ties its life to the generator's.
+type child struct {
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	exited  chan struct{} // closed when the process has been waited for
+	waitErr error
 }
 
-// startServer builds the npanel binary (unless binary names one) and starts
-// `npanel server` on free loopback ports with a fresh data dir, then waits
-// for /readyz. On error everything it started is stopped and removed.
-// The server's output goes to logPath, or to a file in the temporary
-// directory when logPath is empty.
-func startServer(ctx context.Context, binary, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
-	dir, err := os.MkdirTemp("", "npanel-loadtest-")
-	if err != nil {
-		return nil, err
+// start runs argv with extra environment, its output appended to logPath.
+func (c *child) start(argv, env []string, logPath string) error {
+	var err error
+	c.logPath = logPath
+	if c.logFile, err = os.Create(logPath); err != nil {
+		return err
 	}
-	s := &serverProc{dir: dir, exited: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			s.stop()
-		}
-	}()
-
-	if binary == "" {
-		binary = filepath.Join(dir, "npanel")
-		root, err := moduleRoot(ctx)
-		if err != nil {
-			return nil, err
-		}
-		logf("building %s/cmd/npanel", root)
-		begin := time.Now()
-		build := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/npanel")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build npanel: %w\n%s", err, out)
-		}
-		logf("built in %.1fs", time.Since(begin).Seconds())
-	}
-
-	addrs := make([]string, 4)
-	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	s.api, s.gateway = addrs[0], addrs[1]
-	s.password = "lt-" + randomHex(12)
-	s.logPath = logPath
-	if s.logPath == "" {
-		s.logPath = filepath.Join(dir, "server.log")
-	}
-	if s.logFile, err = os.Create(s.logPath); err != nil {
-		return nil, err
-	}
-	dataDir := filepath.Join(dir, "data")
-	s.cmd = exec.Command(binary, "server", "--data-dir", dataDir,
-		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0",
-		"--etcd-client-listen", addrs[2], "--etcd-peer-listen", addrs[3])
-	if debugListen != "" {
-		s.cmd.Args = append(s.cmd.Args, "--debug-listen", debugListen)
-	}
-	s.cmd.Env = append(os.Environ(), "NPANEL_ADMIN_PASSWORD="+s.password)
-	s.cmd.Stdout, s.cmd.Stderr = s.logFile, s.logFile
-	s.cmd.SysProcAttr = childProcAttr()
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start npanel server: %w", err)
+	c.exited = make(chan struct{})
+	c.cmd = exec.Command(argv[0], argv[1:]...)
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stdout, c.cmd.Stderr = c.logFile, c.logFile
+	c.cmd.SysProcAttr = childProcAttr()
+	if err := c.cmd.Start(); err != nil {
+		c.cmd = nil
+		return fmt.Errorf("start %s: %w", filepath.Base(argv[0]), err)
 	}
 	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
+		c.waitErr = c.cmd.Wait()
+		close(c.exited)
 	}()
-	logf("server pid %d: api %s, gateway %s, data %s", s.cmd.Process.Pid, s.api, s.gateway, dataDir)
+	return nil
+}
 
+// waitReady polls url until it answers 200, the process exits or limit
+// passes.
+func (c *child) waitReady(ctx context.Context, what, url string, limit time.Duration, logf func(string, ...any)) error {
 	begin := time.Now()
-	deadline := time.NewTimer(90 * time.Second)
+	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if ready(ctx, "http://"+s.api+"/readyz") {
-			logf("server ready in %.2fs", time.Since(begin).Seconds())
-			return s, nil
+		if ready(ctx, url) {
+			logf("%s ready in %.2fs", what, time.Since(begin).Seconds())
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.exited:
-			return nil, fmt.Errorf("npanel server exited before it was ready (%v); its log ends:\n%s", s.waitErr, s.logTail(40))
+			return ctx.Err()
+		case <-c.exited:
+			return fmt.Errorf("%s exited before it was ready (%v); its log ends:\n%s", what, c.waitErr, c.logTail(40))
 		case <-deadline.C:
-			return nil, fmt.Errorf("npanel server not ready after 90s; its log ends:\n%s", s.logTail(40))
+			return fmt.Errorf("%s not ready after %v; its log ends:\n%s", what, limit, c.logTail(40))
 		case <-tick.C:
 		}
 	}
@@ -136,44 +90,40 @@ func ready(ctx context.Context, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// pid is the server's process id.
-func (s *serverProc) pid() int { return s.cmd.Process.Pid }
+// pid is the process id.
+func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // alive reports whether the process is still running.
-func (s *serverProc) alive() bool {
+func (c *child) alive() bool {
 	select {
-	case <-s.exited:
+	case <-c.exited:
 		return false
 	default:
 		return true
 	}
 }
 
-// stop ends the server by its PID (SIGTERM, then SIGKILL after 20 s), waits
-// for it and removes its directory. It is safe to call more than once.
-func (s *serverProc) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+// terminate ends the process by its PID (SIGTERM, then SIGKILL after 20 s)
+// and waits for it. It is safe to call more than once.
+func (c *child) terminate() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-s.exited:
+		case <-c.exited:
 		case <-time.After(20 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
+			_ = c.cmd.Process.Kill()
+			<-c.exited
 		}
 	}
-	if s.logFile != nil {
-		s.logFile.Close()
-		s.logFile = nil
-	}
-	if s.dir != "" {
-		os.RemoveAll(s.dir)
-		s.dir = ""
+	if c.logFile != nil {
+		c.logFile.Close()
+		c.logFile = nil
 	}
 }
 
-// logTail returns the last n lines of the server's log.
-func (s *serverProc) logTail(n int) string {
-	b, err := os.ReadFile(s.logPath)
+// logTail returns the last n lines of the process's log.
+func (c *child) logTail(n int) string {
+	b, err := os.ReadFile(c.logPath)
 	if err != nil {
 		return ""
 	}
@@ -182,6 +132,102 @@ func (s *serverProc) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// serverProc is an npanel server the load generator started as a child
+// process, so that its CPU and memory are measured apart from the
+// generator's own.
+type serverProc struct {
+	child
+	dir      string // temporary: binary, data dir, log; removed by stop
+	api      string // host:port
+	gateway  string // host:port
+	password string
+}
+
+// startServer builds the npanel binary (unless binary names one) and starts
+// `npanel server` on free loopback ports with a fresh data dir, then waits
+// for /readyz. The server embeds its etcd unless etcdEndpoint names an
+// external one. On error everything it started is stopped and removed.
+// The server's output goes to logPath, or to a file in the temporary
+// directory when logPath is empty.
+func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
+	dir, err := os.MkdirTemp("", "npanel-loadtest-")
+	if err != nil {
+		return nil, err
+	}
+	s := &serverProc{dir: dir}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+
+	if binary == "" {
+		binary = filepath.Join(dir, "npanel")
+		if err := goBuild(ctx, binary, "./cmd/npanel", logf); err != nil {
+			return nil, err
+		}
+	}
+
+	addrs := make([]string, 4)
+	for i := range addrs {
+		if addrs[i], err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s.api, s.gateway = addrs[0], addrs[1]
+	s.password = "lt-" + randomHex(12)
+	if logPath == "" {
+		logPath = filepath.Join(dir, "server.log")
+	}
+	dataDir := filepath.Join(dir, "data")
+	argv := []string{binary, "server", "--data-dir", dataDir,
+		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
+	if etcdEndpoint != "" {
+		argv = append(argv, "--etcd-endpoints", etcdEndpoint)
+	} else {
+		argv = append(argv, "--etcd-client-listen", addrs[2], "--etcd-peer-listen", addrs[3])
+	}
+	if debugListen != "" {
+		argv = append(argv, "--debug-listen", debugListen)
+	}
+	if err := s.start(argv, []string{"NPANEL_ADMIN_PASSWORD=" + s.password}, logPath); err != nil {
+		return nil, err
+	}
+	logf("server pid %d: api %s, gateway %s, data %s", s.pid(), s.api, s.gateway, dataDir)
+	if err := s.waitReady(ctx, "server", "http://"+s.api+"/readyz", 90*time.Second, logf); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// stop ends the server, waits for it and removes its directory. It is
+// safe to call more than once.
+func (s *serverProc) stop() {
+	s.terminate()
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+		s.dir = ""
+	}
+}
+
+// goBuild builds pkg (a path in the npanel module, or a main package of one
+// of its dependencies at the version go.mod pins) into out.
+func goBuild(ctx context.Context, out, pkg string, logf func(string, ...any)) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	logf("building %s", pkg)
+	begin := time.Now()
+	build := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	build.Dir = root
+	if b, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
+	}
+	logf("built in %.1fs", time.Since(begin).Seconds())
+	return nil
 }
 
 // moduleRoot is the directory of the go.mod the go command sees from here.

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// etcdProc is an etcd member the load generator started for the server it
+// starts, with --etcd external: the production topology, where the control
+// plane reaches etcd over --etcd-endpoints instead of running it inside its
+// own process. etcd's CPU and memory are then measured apart.
+type etcdProc struct {
+	child
+	dir    string // temporary: binary, data dir, log; removed by stop
+	client string // host:port of the client (and /metrics) listener
+}
+
+// startEtcd starts a single-member etcd on free loopback ports with a fresh
+// data dir, built from the etcd module go.mod pins (the version the server
+// embeds) unless binary names one, and waits for /health. Its settings are
+// the embedded member's that an operator's cluster would also have
+// (compaction, space quota); the request limits stay etcd's defaults, which
+// the server's account batches are sized for. On error everything it
+// started is stopped and removed.
+func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_ *etcdProc, err error) {
+	dir, err := os.MkdirTemp("", "npanel-loadtest-etcd-")
+	if err != nil {
+		return nil, err
+	}
+	e := &etcdProc{dir: dir}
+	defer func() {
+		if err != nil {
+			e.stop()
+		}
+	}()
+	if binary == "" {
+		binary = filepath.Join(dir, "etcd")
+		if err := goBuild(ctx, binary, "go.etcd.io/etcd/server/v3", logf); err != nil {
+			return nil, err
+		}
+	}
+	if e.client, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	peer, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	clientURL, peerURL := "http://"+e.client, "http://"+peer
+	argv := []string{binary, "--name", "loadtest", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "loadtest=" + peerURL,
+		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "10m",
+		"--quota-backend-bytes", strconv.FormatInt(8<<30, 10), "--log-level", "warn"}
+	if err := e.start(argv, nil, filepath.Join(dir, "etcd.log")); err != nil {
+		return nil, err
+	}
+	logf("etcd pid %d: client %s, data %s", e.pid(), clientURL, filepath.Join(dir, "data"))
+	if err := e.waitReady(ctx, "etcd", clientURL+"/health", 60*time.Second, logf); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// stop ends etcd, waits for it and removes its directory. It is safe to
+// call more than once.
+func (e *etcdProc) stop() {
+	e.terminate()
+	if e.dir != "" {
+		os.RemoveAll(e.dir)
+		e.dir = ""
+	}
+}
