@@ -139,6 +139,10 @@ func (r *runner) load(ctx context.Context) error {
 	self := os.Getpid()
 	srvStart, genStart, etcdStart := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	metricsStart, _ := fetchMetrics(ctx, r.metrics)
+	stopProbe := func() (DiskFigures, error) { return DiskFigures{}, nil }
+	if dir := r.diskProbeDir(); dir != "" {
+		stopProbe = diskProbe(dir)
+	}
 	begin := time.Now()
 	createDone := make(chan struct{})
 	go func() {
@@ -148,6 +152,11 @@ func (r *runner) load(ctx context.Context) error {
 	waitErr := r.watch(ctx, cr, createDone, begin)
 	<-createDone
 	end := time.Now()
+	disk, probeErr := stopProbe()
+	r.rep.Disk = disk
+	if probeErr != nil {
+		r.note("%v", probeErr)
+	}
 	srvEnd, genEnd, etcdEnd := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	if metricsStart != nil {
 		// The load context may be over; the scrape gets its own bound.

@@ -68,6 +68,9 @@ func TestRunSmall(t *testing.T) {
 	if rep.EtcdProcess.Measured {
 		t.Errorf("embedded etcd measured as a process of its own: %+v", rep.EtcdProcess)
 	}
+	if d := rep.Disk; !d.Measured || d.Latency.Count < 10 || d.Seconds <= 0 {
+		t.Errorf("disk probe figures: %+v", d)
+	}
 }
 
 // TestRunSmallExternalEtcd is TestRunSmall with the server on an etcd
@@ -181,6 +184,31 @@ func runSmall(t *testing.T, base Config) *Report {
 		}
 	}
 	return rep
+}
+
+func TestDiskProbe(t *testing.T) {
+	dir := t.TempDir()
+	stop := diskProbe(dir)
+	time.Sleep(300 * time.Millisecond)
+	fig, err := stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ticks are dropped while a sync is slow, so fewer than 30 is fine.
+	l := fig.Latency
+	if !fig.Measured || fig.Dir != dir || l.Count < 5 || l.Count > 31 || l.P50 <= 0 || l.P50 > l.Max || fig.Seconds < 0.3 {
+		t.Errorf("figures after 300 ms: %+v", fig)
+	}
+	if fig.StalledShare < 0 || fig.StalledShare > 100 || (fig.SlowWrites == 0) != (fig.StalledSeconds == 0) {
+		t.Errorf("stall figures: %+v", fig)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the probe left %d files in %s", len(left), dir)
+	}
+
+	if _, err := diskProbe(filepath.Join(dir, "missing"))(); err == nil {
+		t.Error("a probe in a missing directory reported no error")
+	}
 }
 
 func TestUsername(t *testing.T) {

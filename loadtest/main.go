@@ -63,6 +63,10 @@ type Config struct {
 	// module go.mod pins).
 	Etcd       string
 	EtcdBinary string
+	// DiskProbe is where the disk probe (diskProbe) writes: "auto" (or
+	// empty), the started server's etcd directory and no probe with
+	// --server; "off"; or a directory.
+	DiskProbe string
 
 	Timeout       time.Duration // bound on the whole run
 	ListSamples   int           // accounts(first:50) queries timed at the end
@@ -132,6 +136,7 @@ func main() {
 	fs.StringVar(&cfg.ServerDebugListen, "server-debug-listen", "", "serve the started server's /debug/pprof on this loopback address, to profile it under load")
 	fs.StringVar(&cfg.Etcd, "etcd", etcdEmbedded, "the started server's etcd: embedded (in its process) or external (an etcd process of its own, the production topology)")
 	fs.StringVar(&cfg.EtcdBinary, "etcd-binary", "", "prebuilt etcd binary for --etcd external (default: go build the etcd go.mod pins)")
+	fs.StringVar(&cfg.DiskProbe, "disk-probe", "auto", "time a 4 KiB write+fdatasync every 10 ms during the load in this directory (auto: the started server's etcd directory; off)")
 	fs.StringVar(&cfg.ServerLog, "server-log", "", "keep the started server's output in this file (default: discarded with its data)")
 	fs.StringVar(&out, "out", "", "JSON report path (default loadtest/results/<timestamp>.json)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "bound on the whole run")

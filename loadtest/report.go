@@ -43,7 +43,9 @@ type Report struct {
 	// embedded, etcd's work is part of the server's figures.
 	EtcdProcess ProcFigures `json:"etcdProcess"`
 	Etcd        EtcdFigures `json:"etcd"`
-	Targets     []Target    `json:"targets"`
+	// Disk is the disk probe's, over the load phase.
+	Disk    DiskFigures `json:"disk"`
+	Targets []Target    `json:"targets"`
 	// Notes are problems met and worked around, e.g. a query that failed.
 	Notes    []string         `json:"notes,omitempty"`
 	Progress []ProgressSample `json:"progress"`
@@ -286,6 +288,10 @@ func (r *Report) print(w io.Writer) {
 			e.Proposals, e.ProposalsPerAccount, e.ProposalsPerSecond, e.WALFsync.MeanMs, e.WALFsync.P99Ms, e.BackendCommit.MeanMs, e.BackendCommit.P99Ms)
 	} else {
 		row("etcd DB size", "not measured")
+	}
+	if f := r.Disk; f.Measured {
+		row("disk (probe)", "4 KiB write+fdatasync every %.0f ms: %s; over 50 ms %d times, %.1f s in all: %.2f%% of %.0f s",
+			f.IntervalMs, d(f.Latency), f.SlowWrites, f.StalledSeconds, f.StalledShare, f.Seconds)
 	}
 	for _, t := range r.Targets {
 		mark := "MISSED"

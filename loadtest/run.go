@@ -106,6 +106,24 @@ func (r *runner) etcdPID() int {
 	return r.etcd.pid()
 }
 
+// diskProbeDir is where the disk probe writes ("" for no probe): the
+// directory holding the started etcd's data unless --disk-probe names one.
+func (r *runner) diskProbeDir() string {
+	switch r.cfg.DiskProbe {
+	case "off":
+		return ""
+	case "", "auto":
+		switch {
+		case r.etcd != nil:
+			return r.etcd.dir
+		case r.srv != nil:
+			return r.srv.dir
+		}
+		return ""
+	}
+	return r.cfg.DiskProbe
+}
+
 // note records something the reader of the report must know (a query that
 // failed and was worked around) and logs it.
 func (r *runner) note(format string, args ...any) {
