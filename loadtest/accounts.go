@@ -335,6 +335,10 @@ func loadFigures(pid int, start, end procSample, wall time.Duration) ProcFigures
 	f.CPUPercent = round3(100 * f.CoresBusy / cores)
 	f.TotalCPUSecs = round3(end.cpu.Seconds())
 	f.PeakRSS, f.EndRSS = end.peakRSS, end.rss
+	f.WrittenBytes = -1
+	if start.written >= 0 && end.written >= 0 {
+		f.WrittenBytes = end.written - start.written
+	}
 	return f
 }
 

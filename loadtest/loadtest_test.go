@@ -68,6 +68,10 @@ func TestRunSmall(t *testing.T) {
 	if rep.EtcdProcess.Measured {
 		t.Errorf("embedded etcd measured as a process of its own: %+v", rep.EtcdProcess)
 	}
+	// The embedded etcd's WAL is the server's own writing.
+	if rep.Server.WrittenBytes <= 0 {
+		t.Errorf("server wrote %d bytes to storage during the load", rep.Server.WrittenBytes)
+	}
 	if d := rep.Disk; !d.Measured || d.Latency.Count < 10 || d.Seconds <= 0 {
 		t.Errorf("disk probe figures: %+v", d)
 	}
@@ -82,7 +86,7 @@ func TestRunSmallExternalEtcd(t *testing.T) {
 	}
 	rep := runSmall(t, Config{Etcd: etcdExternal, EtcdBinary: etcdBinary})
 	e := rep.EtcdProcess
-	if !e.Measured || e.PID == 0 || e.PID == rep.Server.PID || e.PeakRSS <= 0 || e.LoadCPUSeconds <= 0 {
+	if !e.Measured || e.PID == 0 || e.PID == rep.Server.PID || e.PeakRSS <= 0 || e.LoadCPUSeconds <= 0 || e.WrittenBytes <= 0 {
 		t.Errorf("etcd process figures: %+v", e)
 	}
 	if rep.Etcd.Proposals < 300 {

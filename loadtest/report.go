@@ -149,6 +149,9 @@ type ProcFigures struct {
 	TotalCPUSecs   float64 `json:"totalCpuSeconds"`
 	PeakRSS        int64   `json:"peakRssBytes"`
 	EndRSS         int64   `json:"endRssBytes"`
+	// WrittenBytes is what the process sent to storage over the load
+	// phase; -1 if not known.
+	WrittenBytes int64 `json:"loadWrittenBytes"`
 }
 
 // EtcdFigures come from etcd's /metrics: the server's, which include its
@@ -274,8 +277,12 @@ func (r *Report) print(w io.Writer) {
 			row(name, "not measured")
 			return
 		}
-		row(name, "CPU %.1f%% of %d cores (%.2f cores, %.1f CPU-s over the load phase; %.1f CPU-s total), peak RSS %s, end RSS %s",
-			f.CPUPercent, r.Machine.Cores, f.CoresBusy, f.LoadCPUSeconds, f.TotalCPUSecs, mib(f.PeakRSS), mib(f.EndRSS))
+		written := ""
+		if f.WrittenBytes >= 0 {
+			written = fmt.Sprintf(", wrote %s to storage during the load", mib(f.WrittenBytes))
+		}
+		row(name, "CPU %.1f%% of %d cores (%.2f cores, %.1f CPU-s over the load phase; %.1f CPU-s total), peak RSS %s, end RSS %s%s",
+			f.CPUPercent, r.Machine.Cores, f.CoresBusy, f.LoadCPUSeconds, f.TotalCPUSecs, mib(f.PeakRSS), mib(f.EndRSS), written)
 	}
 	p("server", r.Server)
 	if c.Etcd == etcdExternal {

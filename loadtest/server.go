@@ -260,10 +260,13 @@ func randomHex(n int) string {
 
 // procSample is one reading of a process's CPU time and memory.
 type procSample struct {
-	at       time.Time
-	cpu      time.Duration // user + system
-	rss      int64         // bytes
-	peakRSS  int64         // VmHWM, bytes
+	at      time.Time
+	cpu     time.Duration // user + system
+	rss     int64         // bytes
+	peakRSS int64         // VmHWM, bytes
+	// written is what the process sent to storage (write_bytes of
+	// /proc/PID/io), bytes; -1 where the kernel does not tell.
+	written  int64
 	hasStats bool
 }
 
@@ -309,8 +312,25 @@ func readProc(pid int) procSample {
 			s.peakRSS = kB(v)
 		}
 	}
+	s.written = writeBytes(pid)
 	s.hasStats = true
 	return s
+}
+
+// writeBytes reads write_bytes from /proc/PID/io: -1 when it cannot.
+func writeBytes(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 func kB(v string) int64 {
