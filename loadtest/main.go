@@ -57,10 +57,10 @@ type Config struct {
 	ServerLog string
 	// ServerDebugListen makes the started server serve /debug/pprof there.
 	ServerDebugListen string
-	// Etcd is where the started server keeps its state: etcdEmbedded (in
-	// its own process, the default) or etcdExternal (an etcd process the
-	// run starts, built from EtcdBinary or, if empty, from the etcd
-	// module go.mod pins).
+	// Etcd is where the started server keeps its state: etcdEmbedded (an
+	// etcd inside the server's process, the default) or etcdExternal (an
+	// etcd process the run starts, from EtcdBinary or, if that is empty,
+	// built from the etcd module go.mod pins).
 	Etcd       string
 	EtcdBinary string
 	// DiskProbe is where the disk probe (diskProbe) writes: "auto" (or

@@ -65,11 +65,13 @@ func (r *runner) measureCheap(ctx context.Context) {
 		r.logf("server CPU and memory not measured: pass --server-pid for an existing server")
 	}
 	a := r.rep.Accounts
+	create := r.rep.CreateLatencyMs
+	createMet := create.Count > 0 && create.P99 < 50
 	r.rep.Targets = []Target{
 		{Name: "accounts/s to ACTIVE", Value: a.ActivePerSecond, Bar: ">= 500", Met: a.ActivePerSecond >= 500},
-		{Name: "createAccount p99 ms", Value: r.rep.CreateLatencyMs.P99, Bar: "< 50", Met: r.rep.CreateLatencyMs.Count > 0 && r.rep.CreateLatencyMs.P99 < 50},
+		{Name: "createAccount p99 ms", Value: create.P99, Bar: "< 50", Met: createMet},
 	}
-	if d := r.rep.Disk; d.Measured && d.StalledShare >= 1 && !r.rep.Targets[1].Met {
+	if d := r.rep.Disk; d.Measured && d.StalledShare >= 1 && !createMet {
 		r.note("the disk alone held a synced write over 50 ms for %.2f%% of the load phase (disk probe); creates arrive evenly, so about as many met a disk that slow: over 1%% puts createAccount p99 < 50 ms out of reach of any store that syncs its writes, in this run", d.StalledShare)
 	}
 }

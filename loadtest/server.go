@@ -30,7 +30,7 @@ type child struct {
 	waitErr error
 }
 
-// start runs argv with extra environment, its output appended to logPath.
+// start runs argv with extra environment, its output written to logPath.
 func (c *child) start(argv, env []string, logPath string) error {
 	var err error
 	c.logPath = logPath
