@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -14,7 +13,6 @@ import (
 // own process. etcd's CPU and memory are then measured apart.
 type etcdProc struct {
 	child
-	dir    string // temporary: binary, data dir, log; removed by stop
 	client string // host:port of the client (and /metrics) listener
 }
 
@@ -26,22 +24,16 @@ type etcdProc struct {
 // the server's account batches are sized for. On error everything it
 // started is stopped and removed.
 func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_ *etcdProc, err error) {
-	dir, err := os.MkdirTemp("", "npanel-loadtest-etcd-")
+	c, binary, err := newChild(ctx, "etcd", binary, "go.etcd.io/etcd/server/v3", logf)
 	if err != nil {
 		return nil, err
 	}
-	e := &etcdProc{dir: dir}
+	e := &etcdProc{child: c}
 	defer func() {
 		if err != nil {
 			e.stop()
 		}
 	}()
-	if binary == "" {
-		binary = filepath.Join(dir, "etcd")
-		if err := goBuild(ctx, binary, "go.etcd.io/etcd/server/v3", logf); err != nil {
-			return nil, err
-		}
-	}
 	if e.client, err = freeAddr(); err != nil {
 		return nil, err
 	}
@@ -50,28 +42,18 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 		return nil, err
 	}
 	clientURL, peerURL := "http://"+e.client, "http://"+peer
-	argv := []string{binary, "--name", "loadtest", "--data-dir", filepath.Join(dir, "data"),
+	argv := []string{binary, "--name", "loadtest", "--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "loadtest=" + peerURL,
 		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "10m",
 		"--quota-backend-bytes", strconv.FormatInt(8<<30, 10), "--log-level", "warn"}
-	if err := e.start(argv, nil, filepath.Join(dir, "etcd.log")); err != nil {
+	if err := e.start(argv, nil, filepath.Join(e.dir, "etcd.log")); err != nil {
 		return nil, err
 	}
-	logf("etcd pid %d: client %s, data %s", e.pid(), clientURL, filepath.Join(dir, "data"))
+	logf("etcd pid %d: client %s, data %s", e.pid(), clientURL, filepath.Join(e.dir, "data"))
 	if err := e.waitReady(ctx, "etcd", clientURL+"/health", 60*time.Second, logf); err != nil {
 		return nil, err
 	}
 	return e, nil
-}
-
-// stop ends etcd, waits for it and removes its directory. It is safe to
-// call more than once.
-func (e *etcdProc) stop() {
-	e.terminate()
-	if e.dir != "" {
-		os.RemoveAll(e.dir)
-		e.dir = ""
-	}
 }

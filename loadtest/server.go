@@ -23,11 +23,29 @@ import (
 // child is a process the load generator started and waits for. Its output
 // goes to a log file; childProcAttr ties its life to the generator's.
 type child struct {
+	dir     string // temporary: its binary, data and log; removed by stop
 	cmd     *exec.Cmd
 	logPath string
 	logFile *os.File
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error
+}
+
+// newChild makes a child's temporary directory and, unless binary names
+// one, builds pkg there as name; it returns the child and the binary to run.
+func newChild(ctx context.Context, name, binary, pkg string, logf func(string, ...any)) (child, string, error) {
+	dir, err := os.MkdirTemp("", "npanel-loadtest-"+name+"-")
+	if err != nil {
+		return child{}, "", err
+	}
+	if binary == "" {
+		binary = filepath.Join(dir, name)
+		if err := goBuild(ctx, binary, pkg, logf); err != nil {
+			os.RemoveAll(dir)
+			return child{}, "", err
+		}
+	}
+	return child{dir: dir}, binary, nil
 }
 
 // start runs argv with extra environment, its output written to logPath.
@@ -134,12 +152,21 @@ func (c *child) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// stop ends the process, waits for it and removes its directory. It is
+// safe to call more than once.
+func (c *child) stop() {
+	c.terminate()
+	if c.dir != "" {
+		os.RemoveAll(c.dir)
+		c.dir = ""
+	}
+}
+
 // serverProc is an npanel server the load generator started as a child
 // process, so that its CPU and memory are measured apart from the
 // generator's own.
 type serverProc struct {
 	child
-	dir      string // temporary: binary, data dir, log; removed by stop
 	api      string // host:port
 	gateway  string // host:port
 	password string
@@ -152,23 +179,16 @@ type serverProc struct {
 // The server's output goes to logPath, or to a file in the temporary
 // directory when logPath is empty.
 func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
-	dir, err := os.MkdirTemp("", "npanel-loadtest-")
+	c, binary, err := newChild(ctx, "npanel", binary, "./cmd/npanel", logf)
 	if err != nil {
 		return nil, err
 	}
-	s := &serverProc{dir: dir}
+	s := &serverProc{child: c}
 	defer func() {
 		if err != nil {
 			s.stop()
 		}
 	}()
-
-	if binary == "" {
-		binary = filepath.Join(dir, "npanel")
-		if err := goBuild(ctx, binary, "./cmd/npanel", logf); err != nil {
-			return nil, err
-		}
-	}
 
 	addrs := make([]string, 4)
 	for i := range addrs {
@@ -179,9 +199,9 @@ func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen
 	s.api, s.gateway = addrs[0], addrs[1]
 	s.password = "lt-" + randomHex(12)
 	if logPath == "" {
-		logPath = filepath.Join(dir, "server.log")
+		logPath = filepath.Join(s.dir, "server.log")
 	}
-	dataDir := filepath.Join(dir, "data")
+	dataDir := filepath.Join(s.dir, "data")
 	argv := []string{binary, "server", "--data-dir", dataDir,
 		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
 	if etcdEndpoint != "" {
@@ -200,16 +220,6 @@ func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen
 		return nil, err
 	}
 	return s, nil
-}
-
-// stop ends the server, waits for it and removes its directory. It is
-// safe to call more than once.
-func (s *serverProc) stop() {
-	s.terminate()
-	if s.dir != "" {
-		os.RemoveAll(s.dir)
-		s.dir = ""
-	}
 }
 
 // goBuild builds pkg (a path in the npanel module, or a main package of one
