@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 )
 
@@ -384,6 +385,73 @@ func TestSchedulersRacing(t *testing.T) {
 		q, err := a.Store().QueueLen(ctx, n)
 		if err != nil || int(q) != perNode[n] {
 			t.Errorf("node %s: %d queued tasks for %d accounts (%v)", n, q, perNode[n], err)
+		}
+	}
+}
+
+// TestAccountsPageNodes: a page of accounts names each account's node as
+// its record does, read for the whole page at once, and no node for one
+// whose node record is gone.
+func TestAccountsPageNodes(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := testenv.Context(t)
+	nodes := []string{"page-1", "page-2", "page-3"}
+	for _, n := range nodes {
+		s.FakeNode(t, n, nil, 2, 100_000)
+	}
+	mustPlan(t, s.Admin, "basic", 100)
+	for i := range 6 {
+		u := fmt.Sprintf("pagenode%d", i)
+		if _, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: "basic"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page := func() []client.Account {
+		accts, _, err := s.Admin.Accounts(ctx, client.AccountFilter{}, 50, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return accts
+	}
+	testenv.WaitFor(t, 30*time.Second, "6 accounts placed", func() bool {
+		placed := 0
+		for _, a := range page() {
+			if a.NodeName() != "" {
+				placed++
+			}
+		}
+		return placed == 6
+	})
+	perNode := map[string]int{}
+	for _, a := range page() {
+		rec, _, err := s.Store().GetAccount(ctx, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.NodeName() != rec.Node {
+			t.Errorf("%s: node %q in the page, %q in its record", a.Username, a.NodeName(), rec.Node)
+		}
+		perNode[a.NodeName()]++
+	}
+	if len(perNode) != len(nodes) {
+		t.Errorf("accounts per node %v: want all %d nodes in one page", perNode, len(nodes))
+	}
+
+	audit := store.NewAuditEvent("system", "test", "removeNode", "page-2", "ok")
+	if err := s.Store().RemoveNode(ctx, "page-2", audit); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range page() {
+		rec, _, err := s.Store().GetAccount(ctx, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := rec.Node
+		if want == "page-2" {
+			want = ""
+		}
+		if a.NodeName() != want {
+			t.Errorf("%s on %s after page-2 was removed: node %q, want %q", a.Username, rec.Node, a.NodeName(), want)
 		}
 	}
 }
