@@ -390,8 +390,7 @@ func TestSchedulersRacing(t *testing.T) {
 }
 
 // TestAccountsPageNodes: a page of accounts names each account's node as
-// its record does, read for the whole page at once, and no node for one
-// whose node record is gone.
+// its record does, and no node for one whose node record is gone.
 func TestAccountsPageNodes(t *testing.T) {
 	s := testenv.StartServer(t)
 	ctx := testenv.Context(t)

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/controlplane/auth"
@@ -211,58 +210,6 @@ func (r *Resolver) loadNode(ctx context.Context, name string) (*model.Node, erro
 		}
 		return nodeModel(v), nil
 	})
-}
-
-// primeNodes reads the named nodes the request has not loaded yet in one
-// batch, so that a page of accounts resolves each account's node without a
-// read of its own: fifty accounts are spread over up to fifty nodes.
-func (r *Resolver) primeNodes(ctx context.Context, names []string) error {
-	l := loadersFrom(ctx)
-	l.mu.Lock()
-	var missing []string
-	seen := make(map[string]bool, len(names))
-	for _, name := range names {
-		if _, ok := l.nodes[name]; !ok && name != "" && !seen[name] {
-			seen[name] = true
-			missing = append(missing, name)
-		}
-	}
-	l.mu.Unlock()
-	if len(missing) == 0 {
-		return nil
-	}
-	views, err := r.Store.GetNodes(ctx, missing)
-	if err != nil {
-		return err
-	}
-	for _, name := range missing {
-		var n *model.Node // a node removed since: no node, as loadNode says
-		if v, ok := views[name]; ok {
-			n = nodeModel(v)
-		}
-		prime(l, l.nodes, name, n)
-	}
-	return nil
-}
-
-// selects reports whether the current field's selection set reaches path,
-// e.g. edges { node { node } } of an account connection.
-func selects(ctx context.Context, path ...string) bool {
-	op := graphql.GetOperationContext(ctx)
-	fields := graphql.CollectFieldsCtx(ctx, nil)
-	for _, name := range path {
-		var next []graphql.CollectedField
-		for _, f := range fields {
-			if f.Name == name {
-				next = append(next, graphql.CollectFields(op, f.Selections, nil)...)
-			}
-		}
-		if next == nil {
-			return false
-		}
-		fields = next
-	}
-	return true
 }
 
 func (r *Resolver) loadUser(ctx context.Context, name string) (*model.User, error) {

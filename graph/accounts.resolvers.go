@@ -438,15 +438,6 @@ func (r *queryResolver) Accounts(ctx context.Context, filter *model.AccountFilte
 	if err != nil {
 		return nil, err
 	}
-	if selects(ctx, "edges", "node", "node") {
-		nodes := make([]string, len(accts))
-		for i, a := range accts {
-			nodes[i] = a.Node
-		}
-		if err := r.primeNodes(ctx, nodes); err != nil {
-			return nil, err
-		}
-	}
 	conn := &model.AccountConnection{Edges: make([]*model.AccountEdge, 0, len(accts)), PageInfo: &model.PageInfo{HasNextPage: more}}
 	for _, a := range accts {
 		conn.Edges = append(conn.Edges, &model.AccountEdge{Cursor: a.ID, Node: accountModel(a)})

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -168,75 +167,28 @@ func (s *Store) RemoveNode(ctx context.Context, name string, audit AuditEvent) e
 
 // GetNode returns one node's joined view.
 func (s *Store) GetNode(ctx context.Context, name string) (*NodeView, error) {
-	resp, err := s.cli.Txn(ctx).Then(nodeViewOps(name)...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("get node %q: %w", name, err)
-	}
-	v, err := decodeNodeView(name, resp.Responses)
-	if err == nil && v == nil {
-		err = fmt.Errorf("node %q: %w", name, ErrNotFound)
-	}
-	return v, err
-}
-
-// nodesPerRead keeps GetNodes' transactions within etcd's default
-// --max-txn-ops (128).
-const nodesPerRead = 128 / 3
-
-// GetNodes returns the joined views of the named nodes that exist, in as
-// few reads as etcd's operation limit allows: a page of accounts names up
-// to one node each.
-func (s *Store) GetNodes(ctx context.Context, names []string) (map[string]*NodeView, error) {
-	out := make(map[string]*NodeView, len(names))
-	for chunk := range slices.Chunk(names, nodesPerRead) {
-		ops := make([]clientv3.Op, 0, 3*len(chunk))
-		for _, name := range chunk {
-			ops = append(ops, nodeViewOps(name)...)
-		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("get nodes: %w", err)
-		}
-		for i, name := range chunk {
-			v, err := decodeNodeView(name, resp.Responses[3*i:3*i+3])
-			if err != nil {
-				return nil, err
-			}
-			if v != nil {
-				out[name] = v
-			}
-		}
-	}
-	return out, nil
-}
-
-// nodeViewOps read what a NodeView joins: the node, its state and whether
-// it is alive.
-func nodeViewOps(name string) []clientv3.Op {
-	return []clientv3.Op{
+	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(nodeKey(name)),
 		clientv3.OpGet(stateKey(name)),
 		clientv3.OpGet(aliveKey(name), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("get node %q: %w", name, err)
 	}
-}
-
-// decodeNodeView joins the answers to nodeViewOps; nil when the node does
-// not exist.
-func decodeNodeView(name string, rs []*etcdserverpb.ResponseOp) (*NodeView, error) {
-	spec := rs[0].GetResponseRange().Kvs
+	spec := resp.Responses[0].GetResponseRange().Kvs
 	if len(spec) == 0 {
-		return nil, nil
+		return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
 	}
 	v := &NodeView{}
 	if err := json.Unmarshal(spec[0].Value, &v.Node); err != nil {
 		return nil, fmt.Errorf("decode node %q: %w", name, err)
 	}
-	if st := rs[1].GetResponseRange().Kvs; len(st) > 0 {
+	if st := resp.Responses[1].GetResponseRange().Kvs; len(st) > 0 {
 		if err := json.Unmarshal(st[0].Value, &v.State); err != nil {
 			return nil, fmt.Errorf("decode node state %q: %w", name, err)
 		}
 	}
-	v.Alive = rs[2].GetResponseRange().Count > 0
+	v.Alive = resp.Responses[2].GetResponseRange().Count > 0
 	return v, nil
 }
 
