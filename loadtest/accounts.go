@@ -205,6 +205,7 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 		lastPrint                = begin
 		lastCreated, lastActive  int
 		lastProc                 = readProc(r.pid)
+		lastEtcd                 = readProc(r.etcdPID())
 		lastChange               = time.Now()
 		prevSettled              = -1
 		active, failed, inFlight int
@@ -220,13 +221,9 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 			p.CreateRate = round3(float64(created-lastCreated) / dt)
 			p.ActiveRate = round3(float64(active-lastActive) / dt)
 		}
-		proc := readProc(r.pid)
-		if proc.hasStats && lastProc.hasStats {
-			if secs := proc.at.Sub(lastProc.at).Seconds(); secs > 0 {
-				p.ServerCPU = round3(100 * (proc.cpu - lastProc.cpu).Seconds() / secs / float64(r.rep.Machine.Cores))
-			}
-			p.ServerRSS = proc.rss
-		}
+		proc, etcd := readProc(r.pid), readProc(r.etcdPID())
+		p.ServerCPU, p.ServerRSS = cpuPercent(lastProc, proc, r.rep.Machine.Cores), proc.rss
+		p.EtcdCPU, p.EtcdRSS = cpuPercent(lastEtcd, etcd, r.rep.Machine.Cores), etcd.rss
 		if len(r.rep.Progress)%5 == 0 {
 			mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			if m, err := fetchMetrics(mctx, r.metrics); err == nil {
@@ -241,11 +238,14 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 		if p.ServerRSS > 0 {
 			line += fmt.Sprintf("  server CPU %.0f%% of %d cores, RSS %s", p.ServerCPU, r.rep.Machine.Cores, mib(p.ServerRSS))
 		}
+		if p.EtcdRSS > 0 {
+			line += fmt.Sprintf("; etcd CPU %.0f%%, RSS %s", p.EtcdCPU, mib(p.EtcdRSS))
+		}
 		if final {
 			line += "  [done]"
 		}
 		r.logf("%s", line)
-		lastPrint, lastCreated, lastActive, lastProc = now, created, active, proc
+		lastPrint, lastCreated, lastActive, lastProc, lastEtcd = now, created, active, proc, etcd
 	}
 	for {
 		select {
@@ -318,6 +318,16 @@ func (r *runner) etcdLoadFigures(before, after metricSet, wall time.Duration, cr
 	}
 	e.WALFsync = histDelta(before, after, "etcd_disk_wal_fsync_duration_seconds")
 	e.BackendCommit = histDelta(before, after, "etcd_disk_backend_commit_duration_seconds")
+}
+
+// cpuPercent is a process's CPU between two samples, in percent of the
+// machine; 0 without both samples.
+func cpuPercent(from, to procSample, cores int) float64 {
+	secs := to.at.Sub(from.at).Seconds()
+	if !from.hasStats || !to.hasStats || secs <= 0 {
+		return 0
+	}
+	return round3(100 * (to.cpu - from.cpu).Seconds() / secs / float64(cores))
 }
 
 // loadFigures computes a process's CPU over the load phase and reads its

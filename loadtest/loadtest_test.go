@@ -92,6 +92,9 @@ func TestRunSmallExternalEtcd(t *testing.T) {
 	if rep.Etcd.Proposals < 300 {
 		t.Errorf("etcd committed %.0f proposals for 300 accounts: not the external member's metrics", rep.Etcd.Proposals)
 	}
+	if last := rep.Progress[len(rep.Progress)-1]; last.EtcdRSS <= 0 {
+		t.Errorf("progress does not follow the etcd process: %+v", last)
+	}
 	if rep.Config.Etcd != etcdExternal {
 		t.Errorf("report config etcd = %q", rep.Config.Etcd)
 	}

@@ -191,6 +191,8 @@ type ProgressSample struct {
 	ActiveRate float64 `json:"activePerSecond"`
 	ServerCPU  float64 `json:"serverCpuPercent,omitempty"`
 	ServerRSS  int64   `json:"serverRssBytes,omitempty"`
+	EtcdCPU    float64 `json:"etcdCpuPercent,omitempty"` // --etcd external
+	EtcdRSS    int64   `json:"etcdRssBytes,omitempty"`
 	// EtcdDBSize is scraped every fifth sample (about every 10 s), so that
 	// an interrupted run still knows roughly how large etcd grew.
 	EtcdDBSize int64 `json:"etcdDbSizeBytes,omitempty"`
