@@ -151,7 +151,6 @@ func (r *runner) do(ctx context.Context) (err error) {
 	password := cfg.AdminPassword
 	if r.existing {
 		r.api, r.gateway, r.pid = strings.TrimRight(cfg.Server, "/"), cfg.Gateway, cfg.ServerPID
-		r.metrics = r.api
 	} else {
 		var etcdEndpoint string
 		if cfg.Etcd == etcdExternal {
@@ -179,10 +178,10 @@ func (r *runner) do(ctx context.Context) (err error) {
 			srv.stop()
 		}()
 		r.api, r.gateway, r.pid, password = "http://"+srv.api, srv.gateway, srv.pid(), srv.password
-		r.metrics = r.api
-		if r.etcd != nil {
-			r.metrics = etcdEndpoint
-		}
+	}
+	r.metrics = r.api
+	if r.etcd != nil {
+		r.metrics = "http://" + r.etcd.client
 	}
 
 	if r.admin, err = r.login(ctx, password); err != nil {
