@@ -80,7 +80,16 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1 ./cmd/npanel/
-	$(GO) test -run '^$$' -bench . -count 1 ./nodeagent/actions/account/
+	$(GO) test -run '^$$' -bench . -count 1 ./nodeagent/actions/account/ ./nodeagent/services/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/web/
+	$(GO) test -run '^$$' -bench 'BenchmarkCreateDatabaseUserGrant' -benchtime 200x -count 1 ./nodeagent/actions/db/
+	$(GO) test -run '^$$' -bench 'BenchmarkListDatabases1000' -count 1 -timeout 30m ./nodeagent/actions/db/
+	$(GO) test -run '^$$' -bench . -count 1 ./dnszone/
+	$(GO) test -run '^$$' -bench 'BenchmarkRecordChange$$' -count 1 ./nodeagent/actions/dns/
+	$(GO) test -run '^$$' -bench 'BenchmarkRecordChangeSecondary' -benchtime 20x -count 1 ./nodeagent/actions/dns/
+	$(GO) test -run '^$$' -bench 'BenchmarkAddRecordToAnswer' -benchtime 200x -count 1 ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkAddRecordToSecondary' -benchtime 500x -count 1 ./controlplane/
+	NPANEL_BENCH_ZONES=10000 $(GO) test -run '^$$' -bench 'BenchmarkZones' -benchtime 1x -count 1 -timeout 60m ./controlplane/
 
 LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
 loadtest: ## load test: a server, simulated agents, accounts at a rate (LOADTEST_FLAGS)
