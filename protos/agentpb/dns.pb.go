@@ -681,16 +681,10 @@ func (x *SyncSecondaryZonesAction) GetZones() []*SecondaryZone {
 // NOTIFY only at its next communicator tick (about a second); this makes the
 // transfer start as soon as the primary has applied the change. A zone this
 // node does not hold as a Slave is left alone: the secondary sync creates it.
-//
-// The control plane sends it in the transaction that records the primary's
-// success, before it knows more than that the primary serves the change:
-// then serial is 0 and primary names the primary's DNS server, which the
-// secondary asks for the serial it must reach.
 type RefreshSecondaryZoneAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Zone          string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
-	Serial        uint32                 `protobuf:"varint,2,opt,name=serial,proto3" json:"serial,omitempty"`  // the primary's new serial; nothing happens if ours is not older
-	Primary       string                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"` // with serial 0: host:port of the primary's DNS server
+	Serial        uint32                 `protobuf:"varint,2,opt,name=serial,proto3" json:"serial,omitempty"` // the primary's new serial; nothing happens if ours is not older
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,13 +731,6 @@ func (x *RefreshSecondaryZoneAction) GetSerial() uint32 {
 		return x.Serial
 	}
 	return 0
-}
-
-func (x *RefreshSecondaryZoneAction) GetPrimary() string {
-	if x != nil {
-		return x.Primary
-	}
-	return ""
 }
 
 type SyncSecondaryZonesResult struct {
@@ -935,11 +922,10 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x18\n" +
 	"\amasters\x18\x02 \x03(\tR\amasters\"P\n" +
 	"\x18SyncSecondaryZonesAction\x124\n" +
-	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"b\n" +
+	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"H\n" +
 	"\x1aRefreshSecondaryZoneAction\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x16\n" +
-	"\x06serial\x18\x02 \x01(\rR\x06serial\x12\x18\n" +
-	"\aprimary\x18\x03 \x01(\tR\aprimary\"\x82\x01\n" +
+	"\x06serial\x18\x02 \x01(\rR\x06serial\"\x82\x01\n" +
 	"\x18SyncSecondaryZonesResult\x12\x14\n" +
 	"\x05added\x18\x01 \x03(\tR\x05added\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +

@@ -17,8 +17,7 @@ import (
 )
 
 // RefreshSecondaryZone starts a secondary's transfer of a zone at once when
-// it holds an older serial than the primary published: the serial the task
-// names, or else the one the primary serves.
+// it holds an older serial than the primary published.
 type RefreshSecondaryZone struct {
 	req  *agentpb.RefreshSecondaryZoneAction
 	zone string
@@ -39,14 +38,7 @@ func (a *RefreshSecondaryZone) Validate() error {
 		return err
 	}
 	if a.req.GetSerial() == 0 {
-		p := a.req.GetPrimary()
-		if p == "" {
-			return errors.New("refresh needs the primary's serial or its DNS address")
-		}
-		addr, err := netip.ParseAddrPort(p)
-		if err != nil || addr.Port() == 0 || addr.Addr().IsUnspecified() {
-			return fmt.Errorf("primary %q is not an IP address and port", p)
-		}
+		return errors.New("refresh needs the primary's serial")
 	}
 	a.zone = z
 	return nil
@@ -76,12 +68,6 @@ func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any
 	}
 	defer unlock()
 	want := a.req.GetSerial()
-	if want == 0 {
-		var ok bool
-		if want, ok = servedSerial(ctx, a.req.GetPrimary(), a.zone); !ok {
-			return nil, fmt.Errorf("refresh secondary zone %s: the primary at %s does not answer for it", a.zone, a.req.GetPrimary())
-		}
-	}
 	res := &Result{Zone: a.zone}
 	if serial, ok := servedSerial(ctx, env.Profile.DNSListen, a.zone); ok {
 		res.Existed, res.Serial = true, serial

@@ -188,37 +188,6 @@ func TestRefreshSecondaryZone(t *testing.T) {
 		t.Fatalf("secondary serves serial %d after the refresh, want %d", got, soa.Serial)
 	}
 
-	// Without a serial the secondary asks the primary for the one to reach.
-	soa.Serial++
-	if err := pc.patchZone(ctx, zone+".", []pdnsRRset{{Name: zone + ".", Type: "SOA", TTL: soa.Hdr.Ttl, ChangeType: "REPLACE",
-		Records: []pdnsRecord{{Content: strings.TrimPrefix(soa.String(), soa.Hdr.String())}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pc.flushCache(ctx, zone+"."); err != nil {
-		t.Fatal(err)
-	}
-	byPrimary := func(primary string) (*Result, error) {
-		a := NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Primary: primary})
-		if err := a.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		res, err := a.Apply(ctx, senv)
-		if err != nil {
-			return nil, err
-		}
-		return res.(*Result), nil
-	}
-	if r, err := byPrimary(prim.DNSAddr); err != nil || !r.Changed || r.Serial != soa.Serial {
-		t.Fatalf("refresh to the primary's serial: %+v, %v", r, err)
-	}
-	if got := serialAt(t, sec.DNSAddr, zone); got != soa.Serial {
-		t.Fatalf("secondary serves serial %d after the refresh, want %d", got, soa.Serial)
-	}
-	// A primary that does not answer for the zone fails the task.
-	if _, err := byPrimary(sec.DNSAddr[:strings.LastIndex(sec.DNSAddr, ":")] + ":1"); err == nil || !strings.Contains(err.Error(), "does not answer") {
-		t.Fatalf("refresh from a silent primary: %v", err)
-	}
-
 	// The primary's own zone and a zone the secondary does not hold.
 	if r := apply(t, penv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: soa.Serial + 1})); r.Changed || !r.Existed {
 		t.Fatalf("refresh on the primary: %+v", r)
@@ -233,23 +202,13 @@ func TestRefreshSecondaryZoneValidate(t *testing.T) {
 		{Zone: "", Serial: 1},
 		{Zone: "bad..npanel-test.com", Serial: 1},
 		{Zone: "ok.npanel-test.com"},
-		{Zone: "ok.npanel-test.com", Primary: "ns1.npanel-test.com:53"},
-		{Zone: "ok.npanel-test.com", Primary: "127.0.0.1"},
-		{Zone: "ok.npanel-test.com", Primary: "127.0.0.1:0"},
-		{Zone: "ok.npanel-test.com", Primary: "0.0.0.0:53"},
 	} {
 		if err := NewRefreshSecondaryZone(req).Validate(); err == nil {
 			t.Errorf("%+v: accepted", req)
 		}
 	}
-	for _, req := range []*agentpb.RefreshSecondaryZoneAction{
-		{Zone: "ok.npanel-test.com", Serial: 1},
-		{Zone: "ok.npanel-test.com", Primary: "127.0.0.2:5300"},
-		{Zone: "ok.npanel-test.com", Primary: "[::1]:53"},
-	} {
-		if err := NewRefreshSecondaryZone(req).Validate(); err != nil {
-			t.Errorf("%+v: %v", req, err)
-		}
+	if err := NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "ok.npanel-test.com", Serial: 1}).Validate(); err != nil {
+		t.Error(err)
 	}
 }
 
