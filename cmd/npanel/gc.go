@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // serverGCPercent is the server's GOGC unless $GOGC says otherwise. Most
@@ -21,16 +24,76 @@ const serverGCPercent = 400
 // larger GOGC never costs the process its memory.
 const serverMemoryShare = 0.6
 
-// tuneGC applies serverGCPercent and serverMemoryShare.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(serverGCPercent)
+// serverHeapShare is the part of the memory available to the process that
+// the heap may grow to between collections however small its live part,
+// unless $GOGC says otherwise (the JVM sizes its heap the same way by
+// default). With the embedded etcd the live heap is mostly etcd's key
+// index, and every collection marks all of it: at 100,000 accounts a mark
+// phase takes a second, and requests arriving during one wait for the
+// cores. Fewer collections are fewer such seconds; serverGCPercent still
+// applies once the live heap outgrows the share.
+const serverHeapShare = 0.25
+
+// tuneGC applies serverGCPercent, serverHeapShare and serverMemoryShare
+// for as long as ctx lasts.
+func tuneGC(ctx context.Context) {
+	avail := availableMemory()
+	if os.Getenv("GOMEMLIMIT") == "" && avail > 0 {
+		debug.SetMemoryLimit(int64(float64(avail) * serverMemoryShare))
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		if m := availableMemory(); m > 0 {
-			debug.SetMemoryLimit(int64(float64(m) * serverMemoryShare))
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(serverGCPercent)
+	if avail > 0 {
+		go keepHeapBudget(ctx, int64(float64(avail)*serverHeapShare), time.Second)
+	}
+}
+
+// keepHeapBudget sets GOGC after every collection (looking every interval)
+// so that the next one comes when the heap reaches budget.
+func keepHeapBudget(ctx context.Context, budget int64, interval time.Duration) {
+	sample := []metrics.Sample{
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/scan/globals:bytes"},
+	}
+	var seen uint64
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		metrics.Read(sample)
+		if cycles := sample[0].Value.Uint64(); cycles != seen {
+			seen = cycles
+			live := int64(sample[1].Value.Uint64())
+			roots := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64())
+			debug.SetGCPercent(gcPercentFor(live, roots, budget))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
+}
+
+// maxGCPercent bounds the GOGC keepHeapBudget sets. The runtime's minimum
+// heap is 4 MB scaled by GOGC, so the GOGC that would fill the budget from
+// a live heap of a few megabytes (just after start) sets a minimum heap
+// far beyond the budget.
+const maxGCPercent = 2000
+
+// gcPercentFor is the GOGC that lets a heap whose live part is live grow
+// to budget, between serverGCPercent and maxGCPercent. The runtime grows
+// the heap by GOGC percent of the live heap plus the stacks and globals
+// it scans (roots): with a thousand agents' streams the stacks alone are
+// tens of megabytes.
+func gcPercentFor(live, roots, budget int64) int {
+	if live <= 0 {
+		return serverGCPercent
+	}
+	return int(min(max((budget-live)*100/(live+roots), serverGCPercent), maxGCPercent))
 }
 
 // availableMemory is the memory limit of the process's cgroup (v2), else

@@ -39,13 +39,13 @@ DATA-DIR/initial-admin-password).`,
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
 			cfg.Version = version
 			cfg.Logger = slog.Default()
-			tuneGC()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			tuneGC(ctx)
 			srv, err := controlplane.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			return srv.Run(ctx)
 		},
 	}
