@@ -78,19 +78,24 @@ func keepHeapBudget(ctx context.Context, budget int64, interval time.Duration) {
 	}
 }
 
-// maxGCPercent bounds the GOGC keepHeapBudget sets. The runtime's minimum
-// heap is 4 MB scaled by GOGC, so the GOGC that would fill the budget from
-// a live heap of a few megabytes (just after start) sets a minimum heap
-// far beyond the budget.
+// maxGCPercent bounds the GOGC keepHeapBudget sets: the runtime grows the
+// heap by GOGC percent of the stacks too, which can grow after the GOGC is
+// set (a thousand agents connecting).
 const maxGCPercent = 2000
 
+// budgetMinLive is the live heap below which the budget does not apply:
+// marking a small heap takes milliseconds, so collecting it more often
+// costs requests nothing, and an idle server keeps its small footprint.
+const budgetMinLive = 64 << 20
+
 // gcPercentFor is the GOGC that lets a heap whose live part is live grow
-// to budget, between serverGCPercent and maxGCPercent. The runtime grows
+// to budget, between serverGCPercent and maxGCPercent; serverGCPercent
+// below budgetMinLive. The runtime grows
 // the heap by GOGC percent of the live heap plus the stacks and globals
 // it scans (roots): with a thousand agents' streams the stacks alone are
 // tens of megabytes.
 func gcPercentFor(live, roots, budget int64) int {
-	if live <= 0 {
+	if live < budgetMinLive {
 		return serverGCPercent
 	}
 	return int(min(max((budget-live)*100/(live+roots), serverGCPercent), maxGCPercent))

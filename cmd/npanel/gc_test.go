@@ -23,11 +23,11 @@ func TestGCPercentFor(t *testing.T) {
 	}{
 		{live: 400 << 20, budget: 6 << 30, want: 1436},                  // grow to the budget
 		{live: 400 << 20, roots: 400 << 20, budget: 6 << 30, want: 718}, // stacks count towards the growth
-		{live: 2 << 20, budget: 6 << 30, want: maxGCPercent},            // just started: bounded
+		{live: 2 << 20, budget: 6 << 30, want: serverGCPercent},         // small heap: marking it is quick
+		{live: 100 << 20, budget: 60 << 30, want: maxGCPercent},         // bounded
 		{live: 1 << 30, budget: 6 << 30, want: 500},                     // the budget is 6x live
 		{live: 2 << 30, budget: 6 << 30, want: serverGCPercent},         // live outgrew the share
 		{live: 8 << 30, budget: 6 << 30, want: serverGCPercent},         // beyond the budget: never below the floor
-		{live: 0, budget: 6 << 30, want: serverGCPercent},               // no collection yet
 	} {
 		if got := gcPercentFor(tc.live, tc.roots, tc.budget); got != tc.want {
 			t.Errorf("gcPercentFor(%d, %d, %d) = %d, want %d", tc.live, tc.roots, tc.budget, got, tc.want)
@@ -44,6 +44,8 @@ func currentGCPercent() int {
 
 func TestKeepHeapBudgetFollowsCollections(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	ballast := make([]byte, budgetMinLive+(8<<20)) // a live heap the budget applies to
+	defer runtime.KeepAlive(ballast)
 	for _, tc := range []struct {
 		name   string
 		budget int64
