@@ -25,13 +25,13 @@ const serverGCPercent = 400
 const serverMemoryShare = 0.6
 
 // serverHeapShare is the part of the memory available to the process that
-// the heap may grow to between collections however small its live part,
-// unless $GOGC says otherwise (the JVM sizes its heap the same way by
-// default). With the embedded etcd the live heap is mostly etcd's key
-// index, and every collection marks all of it: at 100,000 accounts a mark
-// phase takes a second, and requests arriving during one wait for the
-// cores. Fewer collections are fewer such seconds; serverGCPercent still
-// applies once the live heap outgrows the share.
+// the heap may grow to between collections, unless $GOGC says otherwise
+// (the JVM's default maximum heap is the same share). With the embedded
+// etcd the live heap is mostly etcd's key index, and every collection
+// marks all of it: at 100,000 accounts a mark phase takes a second, and
+// requests arriving during one wait for the cores. Fewer collections are
+// fewer such seconds. serverGCPercent still applies once the live heap
+// outgrows the share, and below budgetMinLive.
 const serverHeapShare = 0.25
 
 // tuneGC applies serverGCPercent, serverHeapShare and serverMemoryShare
@@ -89,11 +89,10 @@ const maxGCPercent = 2000
 const budgetMinLive = 64 << 20
 
 // gcPercentFor is the GOGC that lets a heap whose live part is live grow
-// to budget, between serverGCPercent and maxGCPercent; serverGCPercent
-// below budgetMinLive. The runtime grows
-// the heap by GOGC percent of the live heap plus the stacks and globals
-// it scans (roots): with a thousand agents' streams the stacks alone are
-// tens of megabytes.
+// to budget, between serverGCPercent and maxGCPercent (serverGCPercent
+// below budgetMinLive). The runtime grows the heap by GOGC percent of the
+// live heap plus the stacks and globals it scans (roots): with a thousand
+// agents' streams the stacks alone are tens of megabytes.
 func gcPercentFor(live, roots, budget int64) int {
 	if live < budgetMinLive {
 		return serverGCPercent
