@@ -750,6 +750,7 @@ type Task struct {
 	//	*Task_SyncSecondaryZones
 	//	*Task_RotateZoneKeys
 	//	*Task_RefreshSecondaryZone
+	//	*Task_CheckPrimaryZones
 	//	*Task_EnsureDatabase
 	//	*Task_DropDatabase
 	//	*Task_EnsureDatabaseUser
@@ -900,6 +901,15 @@ func (x *Task) GetRefreshSecondaryZone() *RefreshSecondaryZoneAction {
 	return nil
 }
 
+func (x *Task) GetCheckPrimaryZones() *CheckPrimaryZonesAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_CheckPrimaryZones); ok {
+			return x.CheckPrimaryZones
+		}
+	}
+	return nil
+}
+
 func (x *Task) GetEnsureDatabase() *EnsureDatabaseAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_EnsureDatabase); ok {
@@ -995,6 +1005,10 @@ type Task_RefreshSecondaryZone struct {
 	RefreshSecondaryZone *RefreshSecondaryZoneAction `protobuf:"bytes,24,opt,name=refresh_secondary_zone,json=refreshSecondaryZone,proto3,oneof"`
 }
 
+type Task_CheckPrimaryZones struct {
+	CheckPrimaryZones *CheckPrimaryZonesAction `protobuf:"bytes,25,opt,name=check_primary_zones,json=checkPrimaryZones,proto3,oneof"`
+}
+
 type Task_EnsureDatabase struct {
 	// 30-39: databases, messages in db.proto.
 	EnsureDatabase *EnsureDatabaseAction `protobuf:"bytes,30,opt,name=ensure_database,json=ensureDatabase,proto3,oneof"`
@@ -1037,6 +1051,8 @@ func (*Task_SyncSecondaryZones) isTask_Action() {}
 func (*Task_RotateZoneKeys) isTask_Action() {}
 
 func (*Task_RefreshSecondaryZone) isTask_Action() {}
+
+func (*Task_CheckPrimaryZones) isTask_Action() {}
 
 func (*Task_EnsureDatabase) isTask_Action() {}
 
@@ -1910,8 +1926,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xaf\n" +
-	"\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\x8b\v\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1929,7 +1944,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"deleteZone\x12]\n" +
 	"\x14sync_secondary_zones\x18\x16 \x01(\v2).npanel.agent.v1.SyncSecondaryZonesActionH\x00R\x12syncSecondaryZones\x12Q\n" +
 	"\x10rotate_zone_keys\x18\x17 \x01(\v2%.npanel.agent.v1.RotateZoneKeysActionH\x00R\x0erotateZoneKeys\x12c\n" +
-	"\x16refresh_secondary_zone\x18\x18 \x01(\v2+.npanel.agent.v1.RefreshSecondaryZoneActionH\x00R\x14refreshSecondaryZone\x12P\n" +
+	"\x16refresh_secondary_zone\x18\x18 \x01(\v2+.npanel.agent.v1.RefreshSecondaryZoneActionH\x00R\x14refreshSecondaryZone\x12Z\n" +
+	"\x13check_primary_zones\x18\x19 \x01(\v2(.npanel.agent.v1.CheckPrimaryZonesActionH\x00R\x11checkPrimaryZones\x12P\n" +
 	"\x0fensure_database\x18\x1e \x01(\v2%.npanel.agent.v1.EnsureDatabaseActionH\x00R\x0eensureDatabase\x12J\n" +
 	"\rdrop_database\x18\x1f \x01(\v2#.npanel.agent.v1.DropDatabaseActionH\x00R\fdropDatabase\x12]\n" +
 	"\x14ensure_database_user\x18  \x01(\v2).npanel.agent.v1.EnsureDatabaseUserActionH\x00R\x12ensureDatabaseUser\x12W\n" +
@@ -2056,12 +2072,13 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*SyncSecondaryZonesAction)(nil),   // 26: npanel.agent.v1.SyncSecondaryZonesAction
 	(*RotateZoneKeysAction)(nil),       // 27: npanel.agent.v1.RotateZoneKeysAction
 	(*RefreshSecondaryZoneAction)(nil), // 28: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*EnsureDatabaseAction)(nil),       // 29: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),         // 30: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil),   // 31: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),     // 32: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),     // 33: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),        // 34: npanel.agent.v1.ListDatabasesAction
+	(*CheckPrimaryZonesAction)(nil),    // 29: npanel.agent.v1.CheckPrimaryZonesAction
+	(*EnsureDatabaseAction)(nil),       // 30: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 31: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 32: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 33: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 34: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 35: npanel.agent.v1.ListDatabasesAction
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -2080,28 +2097,29 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	26, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
 	27, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
 	28, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	29, // 16: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	30, // 17: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	31, // 18: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	32, // 19: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	33, // 20: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	34, // 21: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	15, // 22: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	16, // 23: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	17, // 24: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	22, // 25: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	0,  // 26: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 27: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	3,  // 28: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	5,  // 29: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	2,  // 30: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	4,  // 31: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	6,  // 32: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	30, // [30:33] is the sub-list for method output_type
-	27, // [27:30] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	29, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	30, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	31, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	32, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	33, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	34, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	35, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	15, // 23: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	16, // 24: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	17, // 25: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	22, // 26: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	0,  // 27: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 28: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	3,  // 29: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	5,  // 30: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	2,  // 31: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	4,  // 32: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	6,  // 33: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	31, // [31:34] is the sub-list for method output_type
+	28, // [28:31] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2131,6 +2149,7 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_SyncSecondaryZones)(nil),
 		(*Task_RotateZoneKeys)(nil),
 		(*Task_RefreshSecondaryZone)(nil),
+		(*Task_CheckPrimaryZones)(nil),
 		(*Task_EnsureDatabase)(nil),
 		(*Task_DropDatabase)(nil),
 		(*Task_EnsureDatabaseUser)(nil),

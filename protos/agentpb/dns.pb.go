@@ -129,7 +129,7 @@ func (x RotateZoneKeysAction_Step) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RotateZoneKeysAction_Step.Descriptor instead.
 func (RotateZoneKeysAction_Step) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{9, 0}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // Record is one resource record. An rrset is all records of one name and
@@ -329,7 +329,12 @@ type EnsureZoneAction struct {
 	Masters     []string               `protobuf:"bytes,7,rep,name=masters,proto3" json:"masters,omitempty"`         // SECONDARY: ip or ip:port of the primaries
 	// PRIMARY only: the zone is signed (KSK + ZSK, ECDSA P-256) and the result
 	// carries its DS records; false removes the keys.
-	Dnssec        bool `protobuf:"varint,8,opt,name=dnssec,proto3" json:"dnssec,omitempty"`
+	Dnssec bool `protobuf:"varint,8,opt,name=dnssec,proto3" json:"dnssec,omitempty"`
+	// PRIMARY only: the serial the zone last had on this node. A zone that has
+	// to be created again (its node's database was wiped) or is found below
+	// it (restored from an older backup) gets a serial above it, so that its
+	// secondaries transfer it again.
+	MinSerial     uint32 `protobuf:"varint,9,opt,name=min_serial,json=minSerial,proto3" json:"min_serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +423,13 @@ func (x *EnsureZoneAction) GetDnssec() bool {
 		return x.Dnssec
 	}
 	return false
+}
+
+func (x *EnsureZoneAction) GetMinSerial() uint32 {
+	if x != nil {
+		return x.MinSerial
+	}
+	return 0
 }
 
 // ZoneResult is the JSON result of ensure_zone, delete_zone and
@@ -733,6 +745,228 @@ func (x *RefreshSecondaryZoneAction) GetSerial() uint32 {
 	return 0
 }
 
+// CheckPrimaryZonesAction compares the zones this node should serve as
+// primary, each at the serial the control plane last saw it apply, with what
+// its PowerDNS holds, and changes nothing. The control plane converges every
+// zone the result reports drifted: missing (the database was wiped), of
+// another kind, or at another serial (restored from a backup, edited by
+// hand). It is the primaries' counterpart of the secondaries' sync.
+type CheckPrimaryZonesAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Zones         []*PrimaryZoneSerial   `protobuf:"bytes,1,rep,name=zones,proto3" json:"zones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckPrimaryZonesAction) Reset() {
+	*x = CheckPrimaryZonesAction{}
+	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckPrimaryZonesAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckPrimaryZonesAction) ProtoMessage() {}
+
+func (x *CheckPrimaryZonesAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckPrimaryZonesAction.ProtoReflect.Descriptor instead.
+func (*CheckPrimaryZonesAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CheckPrimaryZonesAction) GetZones() []*PrimaryZoneSerial {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
+type PrimaryZoneSerial struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Zone          string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	Serial        uint32                 `protobuf:"varint,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrimaryZoneSerial) Reset() {
+	*x = PrimaryZoneSerial{}
+	mi := &file_agent_v1_dns_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrimaryZoneSerial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrimaryZoneSerial) ProtoMessage() {}
+
+func (x *PrimaryZoneSerial) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_dns_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrimaryZoneSerial.ProtoReflect.Descriptor instead.
+func (*PrimaryZoneSerial) Descriptor() ([]byte, []int) {
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PrimaryZoneSerial) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *PrimaryZoneSerial) GetSerial() uint32 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
+type CheckPrimaryZonesResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drifted       []*ZoneDrift           `protobuf:"bytes,1,rep,name=drifted,proto3" json:"drifted,omitempty"`
+	Matching      uint32                 `protobuf:"varint,2,opt,name=matching,proto3" json:"matching,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckPrimaryZonesResult) Reset() {
+	*x = CheckPrimaryZonesResult{}
+	mi := &file_agent_v1_dns_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckPrimaryZonesResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckPrimaryZonesResult) ProtoMessage() {}
+
+func (x *CheckPrimaryZonesResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_dns_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckPrimaryZonesResult.ProtoReflect.Descriptor instead.
+func (*CheckPrimaryZonesResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CheckPrimaryZonesResult) GetDrifted() []*ZoneDrift {
+	if x != nil {
+		return x.Drifted
+	}
+	return nil
+}
+
+func (x *CheckPrimaryZonesResult) GetMatching() uint32 {
+	if x != nil {
+		return x.Matching
+	}
+	return 0
+}
+
+type ZoneDrift struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Zone          string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	WantSerial    uint32                 `protobuf:"varint,2,opt,name=want_serial,json=wantSerial,proto3" json:"want_serial,omitempty"`
+	Serial        uint32                 `protobuf:"varint,3,opt,name=serial,proto3" json:"serial,omitempty"` // what PowerDNS holds; 0 when the zone is missing
+	Kind          string                 `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`      // PowerDNS's kind; empty when the zone is missing
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneDrift) Reset() {
+	*x = ZoneDrift{}
+	mi := &file_agent_v1_dns_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneDrift) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneDrift) ProtoMessage() {}
+
+func (x *ZoneDrift) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_dns_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneDrift.ProtoReflect.Descriptor instead.
+func (*ZoneDrift) Descriptor() ([]byte, []int) {
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ZoneDrift) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *ZoneDrift) GetWantSerial() uint32 {
+	if x != nil {
+		return x.WantSerial
+	}
+	return 0
+}
+
+func (x *ZoneDrift) GetSerial() uint32 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
+func (x *ZoneDrift) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 type SyncSecondaryZonesResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Added         []string               `protobuf:"bytes,1,rep,name=added,proto3" json:"added,omitempty"`
@@ -745,7 +979,7 @@ type SyncSecondaryZonesResult struct {
 
 func (x *SyncSecondaryZonesResult) Reset() {
 	*x = SyncSecondaryZonesResult{}
-	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	mi := &file_agent_v1_dns_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +991,7 @@ func (x *SyncSecondaryZonesResult) String() string {
 func (*SyncSecondaryZonesResult) ProtoMessage() {}
 
 func (x *SyncSecondaryZonesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_dns_proto_msgTypes[8]
+	mi := &file_agent_v1_dns_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +1004,7 @@ func (x *SyncSecondaryZonesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncSecondaryZonesResult.ProtoReflect.Descriptor instead.
 func (*SyncSecondaryZonesResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{8}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SyncSecondaryZonesResult) GetAdded() []string {
@@ -828,7 +1062,7 @@ type RotateZoneKeysAction struct {
 
 func (x *RotateZoneKeysAction) Reset() {
 	*x = RotateZoneKeysAction{}
-	mi := &file_agent_v1_dns_proto_msgTypes[9]
+	mi := &file_agent_v1_dns_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1074,7 @@ func (x *RotateZoneKeysAction) String() string {
 func (*RotateZoneKeysAction) ProtoMessage() {}
 
 func (x *RotateZoneKeysAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_dns_proto_msgTypes[9]
+	mi := &file_agent_v1_dns_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1087,7 @@ func (x *RotateZoneKeysAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateZoneKeysAction.ProtoReflect.Descriptor instead.
 func (*RotateZoneKeysAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_dns_proto_rawDescGZIP(), []int{9}
+	return file_agent_v1_dns_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateZoneKeysAction) GetZone() string {
@@ -895,7 +1129,7 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\x05retry\x18\x04 \x01(\rR\x05retry\x12\x16\n" +
 	"\x06expire\x18\x05 \x01(\rR\x06expire\x12\x18\n" +
 	"\aminimum\x18\x06 \x01(\rR\aminimum\x12\x10\n" +
-	"\x03ttl\x18\a \x01(\rR\x03ttl\"\xa6\x02\n" +
+	"\x03ttl\x18\a \x01(\rR\x03ttl\"\xc5\x02\n" +
 	"\x10EnsureZoneAction\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.npanel.agent.v1.ZoneKindR\x04kind\x121\n" +
@@ -904,7 +1138,9 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\vnameservers\x18\x05 \x03(\tR\vnameservers\x12 \n" +
 	"\vsecondaries\x18\x06 \x03(\tR\vsecondaries\x12\x18\n" +
 	"\amasters\x18\a \x03(\tR\amasters\x12\x16\n" +
-	"\x06dnssec\x18\b \x01(\bR\x06dnssec\"\x89\x02\n" +
+	"\x06dnssec\x18\b \x01(\bR\x06dnssec\x12\x1d\n" +
+	"\n" +
+	"min_serial\x18\t \x01(\rR\tminSerial\"\x89\x02\n" +
 	"\n" +
 	"ZoneResult\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x12\n" +
@@ -925,7 +1161,21 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"H\n" +
 	"\x1aRefreshSecondaryZoneAction\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x16\n" +
-	"\x06serial\x18\x02 \x01(\rR\x06serial\"\x82\x01\n" +
+	"\x06serial\x18\x02 \x01(\rR\x06serial\"S\n" +
+	"\x17CheckPrimaryZonesAction\x128\n" +
+	"\x05zones\x18\x01 \x03(\v2\".npanel.agent.v1.PrimaryZoneSerialR\x05zones\"?\n" +
+	"\x11PrimaryZoneSerial\x12\x12\n" +
+	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\rR\x06serial\"k\n" +
+	"\x17CheckPrimaryZonesResult\x124\n" +
+	"\adrifted\x18\x01 \x03(\v2\x1a.npanel.agent.v1.ZoneDriftR\adrifted\x12\x1a\n" +
+	"\bmatching\x18\x02 \x01(\rR\bmatching\"l\n" +
+	"\tZoneDrift\x12\x12\n" +
+	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x1f\n" +
+	"\vwant_serial\x18\x02 \x01(\rR\n" +
+	"wantSerial\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\rR\x06serial\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\"\x82\x01\n" +
 	"\x18SyncSecondaryZonesResult\x12\x14\n" +
 	"\x05added\x18\x01 \x03(\tR\x05added\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +
@@ -958,7 +1208,7 @@ func file_agent_v1_dns_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_dns_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_dns_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_agent_v1_dns_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_agent_v1_dns_proto_goTypes = []any{
 	(ZoneKind)(0),                      // 0: npanel.agent.v1.ZoneKind
 	(RotateZoneKeysAction_Step)(0),     // 1: npanel.agent.v1.RotateZoneKeysAction.Step
@@ -970,20 +1220,26 @@ var file_agent_v1_dns_proto_goTypes = []any{
 	(*SecondaryZone)(nil),              // 7: npanel.agent.v1.SecondaryZone
 	(*SyncSecondaryZonesAction)(nil),   // 8: npanel.agent.v1.SyncSecondaryZonesAction
 	(*RefreshSecondaryZoneAction)(nil), // 9: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*SyncSecondaryZonesResult)(nil),   // 10: npanel.agent.v1.SyncSecondaryZonesResult
-	(*RotateZoneKeysAction)(nil),       // 11: npanel.agent.v1.RotateZoneKeysAction
+	(*CheckPrimaryZonesAction)(nil),    // 10: npanel.agent.v1.CheckPrimaryZonesAction
+	(*PrimaryZoneSerial)(nil),          // 11: npanel.agent.v1.PrimaryZoneSerial
+	(*CheckPrimaryZonesResult)(nil),    // 12: npanel.agent.v1.CheckPrimaryZonesResult
+	(*ZoneDrift)(nil),                  // 13: npanel.agent.v1.ZoneDrift
+	(*SyncSecondaryZonesResult)(nil),   // 14: npanel.agent.v1.SyncSecondaryZonesResult
+	(*RotateZoneKeysAction)(nil),       // 15: npanel.agent.v1.RotateZoneKeysAction
 }
 var file_agent_v1_dns_proto_depIdxs = []int32{
-	0, // 0: npanel.agent.v1.EnsureZoneAction.kind:type_name -> npanel.agent.v1.ZoneKind
-	2, // 1: npanel.agent.v1.EnsureZoneAction.records:type_name -> npanel.agent.v1.Record
-	3, // 2: npanel.agent.v1.EnsureZoneAction.soa:type_name -> npanel.agent.v1.SOA
-	7, // 3: npanel.agent.v1.SyncSecondaryZonesAction.zones:type_name -> npanel.agent.v1.SecondaryZone
-	1, // 4: npanel.agent.v1.RotateZoneKeysAction.step:type_name -> npanel.agent.v1.RotateZoneKeysAction.Step
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: npanel.agent.v1.EnsureZoneAction.kind:type_name -> npanel.agent.v1.ZoneKind
+	2,  // 1: npanel.agent.v1.EnsureZoneAction.records:type_name -> npanel.agent.v1.Record
+	3,  // 2: npanel.agent.v1.EnsureZoneAction.soa:type_name -> npanel.agent.v1.SOA
+	7,  // 3: npanel.agent.v1.SyncSecondaryZonesAction.zones:type_name -> npanel.agent.v1.SecondaryZone
+	11, // 4: npanel.agent.v1.CheckPrimaryZonesAction.zones:type_name -> npanel.agent.v1.PrimaryZoneSerial
+	13, // 5: npanel.agent.v1.CheckPrimaryZonesResult.drifted:type_name -> npanel.agent.v1.ZoneDrift
+	1,  // 6: npanel.agent.v1.RotateZoneKeysAction.step:type_name -> npanel.agent.v1.RotateZoneKeysAction.Step
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_dns_proto_init() }
@@ -997,7 +1253,7 @@ func file_agent_v1_dns_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_dns_proto_rawDesc), len(file_agent_v1_dns_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -45,6 +45,8 @@ func FromTask(t *agentpb.Task) (actions.Action, error) {
 		return dns.NewRotateZoneKeys(a.RotateZoneKeys), nil
 	case *agentpb.Task_RefreshSecondaryZone:
 		return dns.NewRefreshSecondaryZone(a.RefreshSecondaryZone), nil
+	case *agentpb.Task_CheckPrimaryZones:
+		return dns.NewCheckPrimaryZones(a.CheckPrimaryZones), nil
 	case *agentpb.Task_EnsureDatabase:
 		return db.NewEnsureDatabase(a.EnsureDatabase), nil
 	case *agentpb.Task_DropDatabase:

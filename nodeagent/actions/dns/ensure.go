@@ -1,7 +1,8 @@
 // Package dns implements the DNS actions of the node agent against the
 // node's own PowerDNS, over its HTTP API: ensure_zone (primary or
-// secondary), delete_zone, sync_secondary_zones, refresh_secondary_zone and
-// rotate_zone_keys, and the Module that sets PowerDNS up.
+// secondary), delete_zone, sync_secondary_zones, refresh_secondary_zone,
+// check_primary_zones and rotate_zone_keys, and the Module that sets
+// PowerDNS up.
 //
 // Every task is validated with dnszone, the same rules the API applies.
 // Serials are the agent's (dnszone.NextSerial, date based and monotonic):
@@ -34,6 +35,7 @@ const (
 	SyncSecondaryZonesName   = "sync_secondary_zones"
 	RotateZoneKeysName       = "rotate_zone_keys"
 	RefreshSecondaryZoneName = "refresh_secondary_zone"
+	CheckPrimaryZonesName    = "check_primary_zones"
 )
 
 // PowerDNS zone kinds.
@@ -44,6 +46,10 @@ const (
 
 // MaxServers bounds masters and secondaries of one zone.
 const MaxServers = 32
+
+// MaxZonesPerTask bounds the zones one sync_secondary_zones or
+// check_primary_zones task lists.
+const MaxZonesPerTask = 100000
 
 // Result is the JSON form of agentpb.ZoneResult (protojson field names).
 type Result struct {
@@ -104,8 +110,8 @@ func (a *EnsureZone) Validate() error {
 			return err
 		}
 		a.zone = dnszone.Zone{Name: name}
-		if len(r.GetRecords()) > 0 || r.GetSoa() != nil || len(r.GetNameservers()) > 0 || len(r.GetSecondaries()) > 0 || r.GetDnssec() {
-			return errors.New("a secondary zone takes only masters: records, SOA, nameservers, secondaries and DNSSEC come from its primary")
+		if len(r.GetRecords()) > 0 || r.GetSoa() != nil || len(r.GetNameservers()) > 0 || len(r.GetSecondaries()) > 0 || r.GetDnssec() || r.GetMinSerial() != 0 {
+			return errors.New("a secondary zone takes only masters: records, SOA, serial, nameservers, secondaries and DNSSEC come from its primary")
 		}
 		if len(r.GetMasters()) == 0 {
 			return fmt.Errorf("secondary zone %s needs at least one master", name)
@@ -408,8 +414,15 @@ func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *action
 		return nil, fmt.Errorf("ensure zone %s: %w", z.Name, err)
 	}
 
+	// Below the serial the zone last had (a database restored from an
+	// older backup), the secondaries would keep their copy: the zone goes
+	// above it even when its content is right.
+	below := dnszone.SerialLess(serial, a.req.GetMinSerial())
+	if below {
+		serial = a.req.GetMinSerial()
+	}
 	res.Serial = serial
-	if len(patch) > 0 || soaChanged || keysChanged {
+	if len(patch) > 0 || soaChanged || keysChanged || below {
 		res.Serial = dnszone.NextSerial(serial, a.now())
 		patch = append(patch, soaSet(z, res.Serial))
 		if err := c.patchZone(ctx, z.Name, patch); err != nil {
@@ -442,7 +455,7 @@ func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *action
 // nothing behind.
 func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string, res *Result) (*Result, error) {
 	z := a.zone
-	res.Serial = dnszone.NextSerial(0, a.now())
+	res.Serial = dnszone.NextSerial(a.req.GetMinSerial(), a.now())
 	body := &pdnsZone{Name: z.Name, Kind: kindMaster, Masters: []string{}, SOAEditAPI: ptr(""), APIRectify: ptr(true)}
 	keys := make([]setKey, 0, len(want))
 	for k := range want {

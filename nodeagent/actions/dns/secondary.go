@@ -13,9 +13,6 @@ import (
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
-// MaxSecondaryZones bounds one sync_secondary_zones task.
-const MaxSecondaryZones = 100000
-
 // canonMasters makes the masters PowerDNS reports comparable with a spec's
 // (ip:port, port 53 when none, sorted); ones it cannot read stay as they
 // are, so they differ and get replaced.
@@ -134,8 +131,8 @@ func (a *SyncSecondaryZones) Name() string { return SyncSecondaryZonesName }
 // Validate implements actions.Action.
 func (a *SyncSecondaryZones) Validate() error {
 	zs := a.req.GetZones()
-	if len(zs) > MaxSecondaryZones {
-		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxSecondaryZones)
+	if len(zs) > MaxZonesPerTask {
+		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
 	}
 	a.zones = make(map[string][]string, len(zs))
 	for _, z := range zs {

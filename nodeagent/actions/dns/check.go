@@ -1,0 +1,107 @@
+package dns
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/npanel/npanel/dnszone"
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// CheckResult is the JSON form of agentpb.CheckPrimaryZonesResult.
+type CheckResult struct {
+	Drifted  []Drift `json:"drifted"`
+	Matching uint32  `json:"matching"`
+}
+
+// Drift is the JSON form of agentpb.ZoneDrift.
+type Drift struct {
+	Zone       string `json:"zone"`
+	WantSerial uint32 `json:"wantSerial"`
+	Serial     uint32 `json:"serial,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+}
+
+// CheckPrimaryZones reports which of the node's primary zones PowerDNS no
+// longer holds as the control plane last saw them applied. It reads one
+// listing of the server's zones and changes nothing on the server:
+// converging a drifted zone needs its whole spec, which only the control
+// plane has. It does drop what the agent remembers of each drifted zone, so
+// that the next ensure reads the zone whole instead of patching a change
+// onto a state the server no longer holds.
+type CheckPrimaryZones struct {
+	req   *agentpb.CheckPrimaryZonesAction
+	zones map[string]uint32 // canonical zone → serial
+}
+
+// NewCheckPrimaryZones builds the action from its wire form.
+func NewCheckPrimaryZones(req *agentpb.CheckPrimaryZonesAction) actions.Action {
+	return &CheckPrimaryZones{req: req}
+}
+
+// Name implements actions.Action.
+func (a *CheckPrimaryZones) Name() string { return CheckPrimaryZonesName }
+
+// Validate implements actions.Action.
+func (a *CheckPrimaryZones) Validate() error {
+	zs := a.req.GetZones()
+	if len(zs) > MaxZonesPerTask {
+		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
+	}
+	a.zones = make(map[string]uint32, len(zs))
+	for _, z := range zs {
+		name, err := dnszone.ZoneName(z.GetZone())
+		if err != nil {
+			return err
+		}
+		if _, dup := a.zones[name]; dup {
+			return fmt.Errorf("zone %s is listed twice", name)
+		}
+		a.zones[name] = z.GetSerial()
+	}
+	return nil
+}
+
+// Apply implements actions.Action.
+func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
+	if a.zones == nil {
+		if err := a.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	c, err := clientFor(env)
+	if err != nil {
+		return nil, err
+	}
+	all, err := c.zones(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check primary zones: %w", err)
+	}
+	have := make(map[string]pdnsZone, len(all))
+	for _, z := range all {
+		have[z.Name] = z
+	}
+	res := &CheckResult{Drifted: []Drift{}}
+	for name, want := range a.zones {
+		cur, ok := have[name]
+		switch {
+		case ok && cur.Kind == kindMaster && cur.Serial == want:
+			res.Matching++
+			continue
+		case ok:
+			res.Drifted = append(res.Drifted, Drift{Zone: name, WantSerial: want, Serial: cur.Serial, Kind: cur.Kind})
+		default:
+			res.Drifted = append(res.Drifted, Drift{Zone: name, WantSerial: want})
+		}
+		unlock := lockZone(name)
+		forget(c, name)
+		unlock()
+	}
+	sort.Slice(res.Drifted, func(i, j int) bool { return res.Drifted[i].Zone < res.Drifted[j].Zone })
+	if len(res.Drifted) > 0 {
+		env.Logger.Warn("primary zones drifted from what the control plane applied", "drifted", len(res.Drifted), "matching", res.Matching)
+	}
+	return res, nil
+}
