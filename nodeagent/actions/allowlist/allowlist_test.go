@@ -83,3 +83,18 @@ func TestFromTaskAccount(t *testing.T) {
 		t.Fatal("delete without a username validated")
 	}
 }
+
+// Every action of the protocol maps to an action of this agent: one added
+// to the proto but not to FromTask would fail on every node.
+func TestFromTaskKnowsEveryAction(t *testing.T) {
+	task := (&agentpb.Task{}).ProtoReflect()
+	fields := task.Descriptor().Oneofs().ByName("action").Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		m := task.New()
+		m.Set(fd, m.NewField(fd))
+		if _, err := FromTask(m.Interface().(*agentpb.Task)); errors.Is(err, ErrNoAction) {
+			t.Errorf("action %s: %v", fd.Name(), err)
+		}
+	}
+}
