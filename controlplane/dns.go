@@ -74,12 +74,17 @@ type zoneController struct {
 	servers string
 	signal  chan struct{}
 	resync  chan struct{}
+	checks  chan struct{} // a check of primary zones was answered
 
 	// sent remembers the last zone set sent to each secondary (only the
 	// controller's own goroutine touches it).
 	sent map[string]sentSync
 	// scanned is when resyncZones last listed every zone.
 	scanned time.Time
+	// checkedAt is when the primaries were last sent their zones to
+	// check; checking holds the checks not yet answered, per node.
+	checkedAt time.Time
+	checking  map[string]outstandingChecks
 
 	// RotateInterval overrides rotateInterval (tests).
 	rotateInterval time.Duration
@@ -93,8 +98,8 @@ type sentSync struct {
 func newZoneController(s *Server) *zoneController {
 	return &zoneController{
 		s: s, dirty: map[string]int64{}, handled: map[string]int64{}, waiting: map[string]bool{}, waitingDNS: map[string]bool{},
-		signal: make(chan struct{}, 1), resync: make(chan struct{}, 1),
-		sent: map[string]sentSync{}, rotateInterval: s.cfg.ZoneRotateInterval,
+		signal: make(chan struct{}, 1), resync: make(chan struct{}, 1), checks: make(chan struct{}, 1),
+		sent: map[string]sentSync{}, checking: map[string]outstandingChecks{}, rotateInterval: s.cfg.ZoneRotateInterval,
 	}
 }
 
@@ -257,7 +262,16 @@ func (c *zoneController) run(ctx context.Context) {
 			if err := c.syncSecondaries(ctx); err != nil && ctx.Err() == nil {
 				c.s.log.Warn("zone controller: sync secondaries", "err", err)
 			}
+		case <-c.checks:
+			if err := c.takeChecks(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: checks of primary zones", "err", err)
+			}
 		case <-resync.C:
+			// Checks answered while no watch was running (before this
+			// leader's) are taken here.
+			if err := c.takeChecks(ctx); err != nil && ctx.Err() == nil {
+				c.s.log.Warn("zone controller: checks of primary zones", "err", err)
+			}
 			if err := c.resyncZones(ctx); err != nil && ctx.Err() == nil {
 				c.s.log.Warn("zone controller: resync", "err", err)
 			}
@@ -274,13 +288,14 @@ func (c *zoneController) run(ctx context.Context) {
 	}
 }
 
-// watch marks zones whose record or done notices change, and asks for a
-// secondary sync when a node's services change (a DNS server appearing).
+// watch marks zones whose record or done notices change and takes the
+// answers of checks of primary zones.
 func (c *zoneController) watch(ctx context.Context, rev int64) {
 	cli := c.s.store.Client()
 	wctx := clientv3.WithRequireLeader(ctx)
 	zones := cli.Watch(wctx, store.PrefixZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	done := cli.Watch(wctx, store.PrefixDoneZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	checks := cli.Watch(wctx, store.PrefixDoneDNSNodes, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,6 +316,15 @@ func (c *zoneController) watch(ctx context.Context, rev int64) {
 			for _, ev := range resp.Events {
 				name, _, _ := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixDoneZones), "/")
 				c.mark(name)
+			}
+		case resp, ok := <-checks:
+			if !ok || resp.Err() != nil {
+				c.restart(ctx)
+				return
+			}
+			select {
+			case c.checks <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -686,7 +710,7 @@ func ensureTask(z *store.Zone, view *dnsView) (*agentpb.Task, error) {
 // ensureSpec is the whole desired zone for its primary.
 func ensureSpec(z *store.Zone, v *dnsView) (*agentpb.EnsureZoneAction, error) {
 	primary := v.servers[z.Node]
-	spec := &agentpb.EnsureZoneAction{Zone: z.Name, Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Dnssec: z.DNSSEC}
+	spec := &agentpb.EnsureZoneAction{Zone: z.Name, Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Dnssec: z.DNSSEC, MinSerial: z.Serial}
 	for _, n := range v.order {
 		if n != z.Node {
 			spec.Secondaries = append(spec.Secondaries, v.servers[n].addr)
@@ -753,9 +777,9 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 
 // resyncZones looks again at every zone still on its way to ACTIVE, whether
 // or not a watch event said so (the account controller's resyncUnsettled
-// explains why), and syncs the secondaries. Listing every zone is what the
-// secondaries' sync costs anyway; without secondaries the listing is done
-// only every resyncEvery.
+// explains why), has the primaries check their zones and syncs the
+// secondaries. Listing every zone is what the secondaries' sync costs
+// anyway; without secondaries the listing is done only every resyncEvery.
 func (c *zoneController) resyncZones(ctx context.Context) error {
 	v, err := c.dnsView(ctx)
 	if err != nil {
@@ -784,6 +808,9 @@ func (c *zoneController) resyncZones(ctx context.Context) error {
 	c.mu.Unlock()
 	if len(names) > 0 {
 		c.mark(names...)
+	}
+	if err := c.checkPrimaries(ctx, v, zones); err != nil {
+		return err
 	}
 	if !secondaries {
 		return nil

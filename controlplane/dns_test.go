@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,8 +65,8 @@ func waitZone(t *testing.T, s *testenv.Server, name string, ok func(*store.Zone)
 
 // An account's zone on real PowerDNS: created on its node when it is
 // placed, replicated to the other DNS node, changes reach the secondary
-// (through a refresh task and NOTIFY), a wiped secondary heals by itself,
-// and the zone goes with the account.
+// (through a refresh task and NOTIFY), a wiped secondary and a wiped
+// primary heal by themselves, and the zone goes with the account.
 func TestAccountZoneReplication(t *testing.T) {
 	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
 	if os.Geteuid() != 0 {
@@ -141,23 +142,27 @@ func TestAccountZoneReplication(t *testing.T) {
 	})
 
 	// Wipe the secondary behind the cluster's back: the periodic sync heals it.
-	key, err := os.ReadFile(filepath.Join(ag2.Config.DataDir, "pdns-api-key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodDelete, "http://"+ag2.Config.DNSAPIListen+"/api/v1/servers/localhost/zones/"+domain+".", nil)
-	req.Header.Set("X-API-Key", strings.TrimSpace(string(key)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode/100 != 2 {
-		t.Fatalf("wipe secondary: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	if serial(t, secondary, domain) != "" {
-		t.Fatal("zone still served after the wipe")
-	}
+	wipeZone(t, ag2, domain)
 	testenv.WaitFor(t, 20*time.Second, "wiped secondary healed", func() bool {
 		return serial(t, secondary, domain) == serial(t, primary, domain)
 	})
+
+	// Wipe the primary: its check reports the zone missing, and the
+	// controller converges it again above the serial the secondary holds,
+	// so that the secondary takes the new copy.
+	held, _ := strconv.ParseUint(serial(t, secondary, domain), 10, 32)
+	wipeZone(t, ag1, domain)
+	testenv.WaitFor(t, 20*time.Second, "wiped primary healed, the secondary following", func() bool {
+		p, _ := strconv.ParseUint(serial(t, primary, domain), 10, 32)
+		return p > held && serial(t, secondary, domain) == serial(t, primary, domain)
+	})
+	if got := query(t, primary, "txt."+domain, dns.TypeTXT); len(got) != 1 || got[0] != `"hello"` {
+		t.Errorf("healed primary: TXT %v", got)
+	}
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "zone.drifted", Target: domain}, "", 10)
+	if err != nil || len(evs) != 1 || evs[0].Result != "missing on dns-1" {
+		t.Errorf("zone.drifted audit events: %+v %v", evs, err)
+	}
 
 	// The zone goes with its account, from both servers.
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
@@ -170,6 +175,25 @@ func TestAccountZoneReplication(t *testing.T) {
 	testenv.WaitFor(t, 20*time.Second, "zone gone from both servers", func() bool {
 		return serial(t, primary, domain) == "" && serial(t, secondary, domain) == ""
 	})
+}
+
+// wipeZone deletes zone from the agent's PowerDNS behind the cluster's back.
+func wipeZone(t *testing.T, ag *testenv.Agent, zone string) {
+	t.Helper()
+	key, err := os.ReadFile(filepath.Join(ag.Config.DataDir, "pdns-api-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+ag.Config.DNSAPIListen+"/api/v1/servers/localhost/zones/"+zone+".", nil)
+	req.Header.Set("X-API-Key", strings.TrimSpace(string(key)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("wipe %s on %s: %v %v", zone, ag.Name, resp, err)
+	}
+	resp.Body.Close()
+	if serial(t, ag.Config.DNSListen, zone) != "" {
+		t.Fatalf("%s still served by %s after the wipe", zone, ag.Name)
+	}
 }
 
 // The zone API against a real PowerDNS: records CRUD answered by the

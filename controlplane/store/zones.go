@@ -253,6 +253,13 @@ type ZoneState struct {
 	AppliedGeneration int64      `json:"appliedGeneration,omitempty"`
 	TaskID            string     `json:"taskId,omitempty"`
 	Status            ZoneStatus `json:"status"`
+	Serial            uint32     `json:"serial,omitempty"`
+}
+
+// State is z's ZoneState.
+func (z *Zone) State() ZoneState {
+	return ZoneState{Name: z.Name, Node: z.Node, Deleted: z.Deleted, Generation: z.Generation,
+		AppliedGeneration: z.AppliedGeneration, TaskID: z.TaskID, Status: z.Status, Serial: z.Serial}
 }
 
 // ListZoneStates returns the state of every zone and the revision read.
@@ -311,6 +318,20 @@ func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditE
 
 // PrefixDoneZones is where finished zone tasks are announced.
 const PrefixDoneZones = PrefixDone + "zone/"
+
+// PrefixDoneDNSNodes is where finished checks of a node's primary zones are
+// announced (done/dnsnode/<node>/<task>).
+const PrefixDoneDNSNodes = PrefixDone + "dnsnode/"
+
+// DNSNodeDone returns the finished checks of primary zones the zone
+// controller has not consumed.
+func (s *Store) DNSNodeDone(ctx context.Context) ([]Done, error) {
+	resp, err := s.cli.Get(ctx, PrefixDoneDNSNodes, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	return s.readDone(ctx, resp.Kvs)
+}
 
 // PutZone adds zone z to the batch, provided it is still at rev.
 func (b *Batch) PutZone(z *Zone, rev int64) {

@@ -19,14 +19,17 @@ func TestZoneStateMatchesZone(t *testing.T) {
 			t.Errorf("ZoneState.%s (%s, json %q) has no twin in Zone", f.Name, f.Type, f.Tag.Get("json"))
 		}
 	}
-	z := Zone{Name: "example.com", Node: "n1", Deleted: true, Generation: 7, AppliedGeneration: 6, TaskID: "t1", Status: ZonePending,
+	z := Zone{Name: "example.com", Node: "n1", Deleted: true, Generation: 7, AppliedGeneration: 6, TaskID: "t1", Status: ZonePending, Serial: 2026112401,
 		Records: []ZoneRecord{{ID: "r1", Name: "example.com.", Type: "A", Content: "192.0.2.1", TTL: 300}}, CreatedAt: time.Now()}
 	var s ZoneState
 	if err := json.Unmarshal([]byte(mustJSON(z)), &s); err != nil {
 		t.Fatal(err)
 	}
-	want := ZoneState{Name: "example.com", Node: "n1", Deleted: true, Generation: 7, AppliedGeneration: 6, TaskID: "t1", Status: ZonePending}
+	want := ZoneState{Name: "example.com", Node: "n1", Deleted: true, Generation: 7, AppliedGeneration: 6, TaskID: "t1", Status: ZonePending, Serial: 2026112401}
 	if s != want {
 		t.Fatalf("decoded %+v, want %+v", s, want)
+	}
+	if got := z.State(); got != want {
+		t.Fatalf("State() = %+v, want %+v", got, want)
 	}
 }

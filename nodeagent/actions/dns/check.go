@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -28,9 +29,7 @@ type Drift struct {
 // longer holds as the control plane last saw them applied. It reads one
 // listing of the server's zones and changes nothing on the server:
 // converging a drifted zone needs its whole spec, which only the control
-// plane has. It does drop what the agent remembers of each drifted zone, so
-// that the next ensure reads the zone whole instead of patching a change
-// onto a state the server no longer holds.
+// plane has.
 type CheckPrimaryZones struct {
 	req   *agentpb.CheckPrimaryZonesAction
 	zones map[string]uint32 // canonical zone → serial
@@ -95,13 +94,26 @@ func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, e
 		default:
 			res.Drifted = append(res.Drifted, Drift{Zone: name, WantSerial: want})
 		}
-		unlock := lockZone(name)
-		forget(c, name)
-		unlock()
+		forgetUnlessApplied(c, name, cur, ok)
 	}
 	sort.Slice(res.Drifted, func(i, j int) bool { return res.Drifted[i].Zone < res.Drifted[j].Zone })
 	if len(res.Drifted) > 0 {
 		env.Logger.Warn("primary zones drifted from what the control plane applied", "drifted", len(res.Drifted), "matching", res.Matching)
 	}
 	return res, nil
+}
+
+// forgetUnlessApplied drops what the agent remembers of a drifted zone
+// unless the server holds the zone at the serial the agent itself last
+// applied (a change the control plane has not recorded yet, the usual
+// reason for a serial ahead of the check's). Anything else changed the zone
+// behind the agent's back, and the next ensure must read it whole rather
+// than patch a change onto a state the server no longer holds.
+func forgetUnlessApplied(c *Client, name string, cur pdnsZone, exists bool) {
+	unlock := lockZone(name)
+	defer unlock()
+	if st := recall(c, name, time.Now()); st != nil && exists && cur.Kind == kindMaster && cur.Serial == st.serial {
+		return
+	}
+	forget(c, name)
 }

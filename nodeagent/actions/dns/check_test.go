@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 
@@ -38,9 +39,9 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	env := envFor(t, srv)
 	c := NewClient(srv.APIAddr, srv.APIKey)
 	ctx := context.Background()
-	wiped, restored, ok := "wiped.npanel-test.com", "restored.npanel-test.com", "ok.npanel-test.com"
+	wiped, restored, intact := "wiped.npanel-test.com", "restored.npanel-test.com", "intact.npanel-test.com"
 	serials := map[string]uint32{}
-	for _, z := range []string{wiped, restored, ok} {
+	for _, z := range []string{wiped, restored, intact} {
 		serials[z+"."] = apply(t, env, NewEnsureZone(primarySpec(z))).Serial
 	}
 	// Later changes move the serials the control plane knows.
@@ -53,6 +54,20 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	if r := check(t, env, serials); len(r.Drifted) != 0 || r.Matching != 3 {
 		t.Fatalf("check of an intact server: %+v", r)
 	}
+	// A change the agent applied after the control plane listed the
+	// serials: reported (the control plane sorts that out), but the agent
+	// keeps what it applied, so the next change still costs one PATCH.
+	spec := primarySpec(intact)
+	spec.Records[0].Content = "192.0.2.98"
+	ahead := apply(t, env, NewEnsureZone(spec)).Serial
+	r := check(t, env, serials)
+	if len(r.Drifted) != 1 || r.Drifted[0] != (Drift{Zone: intact + ".", WantSerial: serials[intact+"."], Serial: ahead, Kind: "Master"}) {
+		t.Fatalf("check with a change since: %+v", r)
+	}
+	if recall(c, intact+".", time.Now()) == nil {
+		t.Error("the check made the agent forget a zone it had applied itself")
+	}
+	serials[intact+"."] = ahead
 
 	if err := c.deleteZone(ctx, wiped+"."); err != nil {
 		t.Fatal(err)
@@ -67,7 +82,7 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	if err := c.patchZone(ctx, restored+".", []pdnsRRset{replaceSet(a, desiredSets(first)[a]), soaSet(first, old)}); err != nil {
 		t.Fatal(err)
 	}
-	r := check(t, env, serials)
+	r = check(t, env, serials)
 	want := []Drift{
 		{Zone: restored + ".", WantSerial: serials[restored+"."], Serial: old, Kind: "Master"},
 		{Zone: wiped + ".", WantSerial: serials[wiped+"."]},
