@@ -68,6 +68,10 @@ type Config struct {
 	// zone set even when nothing changed, which heals a wiped or drifted
 	// secondary (default one minute); tests shorten it.
 	ZoneSecondaryResync time.Duration
+	// ZonePrimaryCheck is how often every DNS primary is asked for the
+	// serials of its zones, which heals a wiped or restored primary
+	// (default one minute); tests shorten it.
+	ZonePrimaryCheck time.Duration
 	// AuditRetention and TaskRetention are how long audit events and
 	// finished tasks are kept (defaults 90 and 7 days; negative: forever).
 	// Pending tasks and tasks a controller or a database still waits on

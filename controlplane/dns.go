@@ -777,16 +777,17 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 
 // resyncZones looks again at every zone still on its way to ACTIVE, whether
 // or not a watch event said so (the account controller's resyncUnsettled
-// explains why), has the primaries check their zones and syncs the
-// secondaries. Listing every zone is what the secondaries' sync costs
-// anyway; without secondaries the listing is done only every resyncEvery.
+// explains why), has the primaries check their zones when that is due and
+// syncs the secondaries. Listing every zone is what the secondaries' sync
+// costs anyway; without secondaries the listing is done only every
+// resyncEvery or when a check is due.
 func (c *zoneController) resyncZones(ctx context.Context) error {
 	v, err := c.dnsView(ctx)
 	if err != nil {
 		return err
 	}
 	secondaries := len(v.order) >= 2
-	if !secondaries && time.Since(c.scanned) < c.resyncEvery() {
+	if !secondaries && time.Since(c.scanned) < c.resyncEvery() && !(len(v.order) > 0 && c.checkDue(time.Now())) {
 		return nil
 	}
 	zones, _, err := c.s.store.ListZoneStates(ctx)

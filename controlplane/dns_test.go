@@ -72,7 +72,8 @@ func TestAccountZoneReplication(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("creating Linux users needs root")
 	}
-	s := testenv.StartServer(t)
+	// A wiped primary heals within seconds too.
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.ZonePrimaryCheck = 2 * time.Second })
 	ag1 := s.StartAgent(t, "dns-1", testenv.WithModules(t, "dns"))
 	ag2 := s.StartAgent(t, "dns-2", testenv.WithModules(t, "dns"))
 	ctx := testenv.Context(t)

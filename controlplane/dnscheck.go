@@ -20,11 +20,13 @@ import (
 // (or with old records) while its secondaries served their copy until it
 // expired.
 const (
+	// primaryCheck is how often each primary checks its zones.
+	primaryCheck = time.Minute
 	// primaryCheckChunk bounds the zones of one check_primary_zones task,
 	// which keeps its spec and result far below etcd's request limit.
 	primaryCheckChunk = 10000
-	// primaryCheckLost is how many resync periods a node's checks may
-	// stay unanswered (the node down, a task lost) before it gets new ones.
+	// primaryCheckLost is how many check periods a node's checks may stay
+	// unanswered (the node down, a task lost) before it gets new ones.
 	primaryCheckLost = 10
 	// healChunk bounds the zones converged again in one transaction: each
 	// costs a compare, a put and an audit event.
@@ -37,14 +39,14 @@ type outstandingChecks struct {
 	at time.Time
 }
 
-// checkPrimaries sends every DNS server, once per resync period, the
+// checkPrimaries sends every DNS server, once per check period, the
 // serial of each primary zone it should hold as the controller last saw it
 // applied. Zones with a change under way are left out: their task
 // converges them anyway. A node with checks still unanswered gets no new
 // ones, so that a node that is down does not pile them up.
 func (c *zoneController) checkPrimaries(ctx context.Context, v *dnsView, zones []store.ZoneState) error {
 	now := time.Now()
-	if now.Sub(c.checkedAt) < c.resyncEvery() {
+	if !c.checkDue(now) {
 		return nil
 	}
 	c.checkedAt = now
@@ -63,7 +65,7 @@ func (c *zoneController) checkPrimaries(ctx context.Context, v *dnsView, zones [
 		if len(list) == 0 {
 			continue
 		}
-		if o, ok := c.checking[node]; ok && now.Sub(o.at) < primaryCheckLost*c.resyncEvery() {
+		if o, ok := c.checking[node]; ok && now.Sub(o.at) < primaryCheckLost*c.checkEvery() {
 			continue
 		}
 		sent := 0
@@ -82,6 +84,17 @@ func (c *zoneController) checkPrimaries(ctx context.Context, v *dnsView, zones [
 		c.checking[node] = outstandingChecks{n: sent, at: now}
 	}
 	return nil
+}
+
+func (c *zoneController) checkEvery() time.Duration {
+	if d := c.s.cfg.ZonePrimaryCheck; d > 0 {
+		return d
+	}
+	return primaryCheck
+}
+
+func (c *zoneController) checkDue(now time.Time) bool {
+	return now.Sub(c.checkedAt) >= c.checkEvery()
 }
 
 // settledZone reports whether z is served by its primary as the
