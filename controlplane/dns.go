@@ -787,7 +787,8 @@ func (c *zoneController) resyncZones(ctx context.Context) error {
 		return err
 	}
 	secondaries := len(v.order) >= 2
-	if !secondaries && time.Since(c.scanned) < c.resyncEvery() && !(len(v.order) > 0 && c.checkDue(time.Now())) {
+	checkDue := len(v.order) > 0 && c.checkDue(time.Now())
+	if !secondaries && !checkDue && time.Since(c.scanned) < c.resyncEvery() {
 		return nil
 	}
 	zones, _, err := c.s.store.ListZoneStates(ctx)

@@ -176,8 +176,9 @@ func (c *zoneController) checkAnswered(node string) {
 
 // heal converges again every drifted zone still as the check saw it, by
 // bumping its generation: the ensure that follows reads the zone whole
-// (the check made the agent forget what it had applied) and gives it a
-// serial above the last one, so the secondaries transfer it too. A zone
+// (the check made the agent forget what it had applied, or it is what the
+// agent remembers) and gives it a serial above the last one, so the
+// secondaries transfer it too. A zone
 // changed since is left to that change. When a zone changes between the
 // read and the commit, its chunk is left to the next check.
 func (c *zoneController) heal(ctx context.Context, node string, drifts []zoneDrift) error {
