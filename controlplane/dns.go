@@ -856,9 +856,9 @@ func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones 
 			if z.Deleted || !ok || z.Node == node || z.AppliedGeneration == 0 {
 				continue
 			}
-			spec.Zones = append(spec.Zones, &agentpb.SecondaryZone{Zone: z.Name, Masters: []string{p.addr}})
+			spec.Zones = append(spec.Zones, &agentpb.SecondaryZone{Zone: z.Name, Masters: []string{p.addr}, Serial: z.Serial})
 		}
-		h := sha256.Sum256([]byte(mustJSON(spec)))
+		h := syncHash(spec)
 		if last, ok := c.sent[node]; ok && last.hash == h && now.Sub(last.at) < c.resyncEvery() {
 			continue
 		}
@@ -869,6 +869,26 @@ func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones 
 		c.sent[node] = sentSync{hash: h, at: now}
 	}
 	return nil
+}
+
+// syncHash identifies the zones and masters a sync names, not their
+// serials. A secondary behind a serial is caught up by the periodic sync;
+// every change already sends the secondaries a refresh of its own, and
+// sending each of them its whole zone set after every change would cost
+// far more.
+func syncHash(spec *agentpb.SyncSecondaryZonesAction) [32]byte {
+	h := sha256.New()
+	for _, z := range spec.Zones {
+		h.Write([]byte(z.Zone))
+		for _, m := range z.Masters {
+			h.Write([]byte{0})
+			h.Write([]byte(m))
+		}
+		h.Write([]byte{'\n'})
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }
 
 func mustJSON(v any) string {

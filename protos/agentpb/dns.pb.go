@@ -589,9 +589,13 @@ func (x *DeleteZoneAction) GetZone() string {
 }
 
 type SecondaryZone struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Zone          string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
-	Masters       []string               `protobuf:"bytes,2,rep,name=masters,proto3" json:"masters,omitempty"` // ip or ip:port
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Zone    string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`
+	Masters []string               `protobuf:"bytes,2,rep,name=masters,proto3" json:"masters,omitempty"` // ip or ip:port
+	// The serial its primary last applied, as the control plane knows it
+	// (0: unknown). A copy older than it (a transfer this node missed, or
+	// lost to a crash) is transferred again.
+	Serial        uint32 `protobuf:"varint,3,opt,name=serial,proto3" json:"serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,10 +644,18 @@ func (x *SecondaryZone) GetMasters() []string {
 	return nil
 }
 
+func (x *SecondaryZone) GetSerial() uint32 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
 // SyncSecondaryZonesAction is the complete set of zones this node serves as
 // a secondary. Slave zones not in the set are deleted, missing ones created
-// (and transferred at once), ones with other masters corrected. Zones of any
-// other kind are never touched.
+// (and transferred at once), ones with other masters corrected, ones behind
+// their primary's serial transferred again. Zones of any other kind are
+// never touched.
 type SyncSecondaryZonesAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Zones         []*SecondaryZone       `protobuf:"bytes,1,rep,name=zones,proto3" json:"zones,omitempty"`
@@ -973,6 +985,7 @@ type SyncSecondaryZonesResult struct {
 	Removed       []string               `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
 	Updated       []string               `protobuf:"bytes,3,rep,name=updated,proto3" json:"updated,omitempty"` // masters changed
 	Unchanged     uint32                 `protobuf:"varint,4,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	Refreshed     []string               `protobuf:"bytes,5,rep,name=refreshed,proto3" json:"refreshed,omitempty"` // behind the primary's serial: transfer started
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1033,6 +1046,13 @@ func (x *SyncSecondaryZonesResult) GetUnchanged() uint32 {
 		return x.Unchanged
 	}
 	return 0
+}
+
+func (x *SyncSecondaryZonesResult) GetRefreshed() []string {
+	if x != nil {
+		return x.Refreshed
+	}
+	return nil
 }
 
 // RotateZoneKeysAction runs one step of a pre-publish ZSK rollover of a
@@ -1153,10 +1173,11 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\x0erotation_phase\x18\b \x01(\tR\rrotationPhase\x128\n" +
 	"\x19next_step_not_before_unix\x18\t \x01(\x03R\x15nextStepNotBeforeUnix\"&\n" +
 	"\x10DeleteZoneAction\x12\x12\n" +
-	"\x04zone\x18\x01 \x01(\tR\x04zone\"=\n" +
+	"\x04zone\x18\x01 \x01(\tR\x04zone\"U\n" +
 	"\rSecondaryZone\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x18\n" +
-	"\amasters\x18\x02 \x03(\tR\amasters\"P\n" +
+	"\amasters\x18\x02 \x03(\tR\amasters\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\rR\x06serial\"P\n" +
 	"\x18SyncSecondaryZonesAction\x124\n" +
 	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"H\n" +
 	"\x1aRefreshSecondaryZoneAction\x12\x12\n" +
@@ -1175,12 +1196,13 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\vwant_serial\x18\x02 \x01(\rR\n" +
 	"wantSerial\x12\x16\n" +
 	"\x06serial\x18\x03 \x01(\rR\x06serial\x12\x12\n" +
-	"\x04kind\x18\x04 \x01(\tR\x04kind\"\x82\x01\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\"\xa0\x01\n" +
 	"\x18SyncSecondaryZonesResult\x12\x14\n" +
 	"\x05added\x18\x01 \x03(\tR\x05added\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +
 	"\aupdated\x18\x03 \x03(\tR\aupdated\x12\x1c\n" +
-	"\tunchanged\x18\x04 \x01(\rR\tunchanged\"\xf0\x01\n" +
+	"\tunchanged\x18\x04 \x01(\rR\tunchanged\x12\x1c\n" +
+	"\trefreshed\x18\x05 \x03(\tR\trefreshed\"\xf0\x01\n" +
 	"\x14RotateZoneKeysAction\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12>\n" +
 	"\x04step\x18\x02 \x01(\x0e2*.npanel.agent.v1.RotateZoneKeysAction.StepR\x04step\x120\n" +

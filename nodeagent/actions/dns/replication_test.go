@@ -9,6 +9,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/internal/testenv/pdns"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -105,8 +106,42 @@ func TestReplicationAndHealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sr := out.(*SyncResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated) != 0 || sr.Unchanged != 2 {
+	if sr := out.(*SyncResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated)+len(sr.Refreshed) != 0 || sr.Unchanged != 2 {
 		t.Fatalf("repeat sync: %+v", sr)
+	}
+
+	// A change the secondary never heard of (a PATCH sends no NOTIFY, and
+	// no refresh was asked for): it would wait for the SOA refresh, hours.
+	// The sync names the primary's serial and the secondary catches up.
+	pc := NewClient(prim.APIAddr, prim.APIKey)
+	z, err := dnszone.ValidateZone(ZoneFromProto(primarySpec(zones[1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := serialAt(t, sec.DNSAddr, zones[1])
+	apex := setKey{zones[1] + ".", "A"}
+	if err := pc.patchZone(ctx, zones[1]+".", []pdnsRRset{replaceSet(apex, rrset{ttl: 300, contents: []string{"192.0.2.77"}}), soaSet(z, before+1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.flushCache(ctx, zones[1]+"."); err != nil {
+		t.Fatal(err)
+	}
+	for _, sz := range sync.Zones {
+		sz.Serial = serialAt(t, prim.DNSAddr, sz.Zone)
+	}
+	if sync.Zones[1].Serial != before+1 || serialAt(t, sec.DNSAddr, zones[1]) != before {
+		t.Fatalf("primary at %d, secondary at %d: want %d and %d", sync.Zones[1].Serial, serialAt(t, sec.DNSAddr, zones[1]), before+1, before)
+	}
+	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := out.(*SyncResult); len(sr.Refreshed) != 1 || sr.Refreshed[0] != zones[1]+"." || sr.Unchanged != 1 {
+		t.Fatalf("sync with serials: %+v", sr)
+	}
+	waitFor(t, 10*time.Second, "secondary caught up", func() bool { return serialAt(t, sec.DNSAddr, zones[1]) == before+1 })
+	if got := answers(query(t, sec.DNSAddr, zones[1], mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.77" {
+		t.Errorf("secondary A = %q after catching up", got)
 	}
 }
 

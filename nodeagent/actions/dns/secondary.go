@@ -112,12 +112,20 @@ type SyncResult struct {
 	Removed   []string `json:"removed"`
 	Updated   []string `json:"updated"`
 	Unchanged uint32   `json:"unchanged"`
+	Refreshed []string `json:"refreshed"`
 }
 
 // SyncSecondaryZones converges the node's set of Slave zones.
 type SyncSecondaryZones struct {
 	req   *agentpb.SyncSecondaryZonesAction
-	zones map[string][]string // zone → canonical masters
+	zones map[string]secondaryZone
+}
+
+// secondaryZone is one zone of the set: its canonical masters and the
+// serial its primary last applied (0: unknown).
+type secondaryZone struct {
+	masters []string
+	serial  uint32
 }
 
 // NewSyncSecondaryZones builds the action from its wire form.
@@ -134,7 +142,7 @@ func (a *SyncSecondaryZones) Validate() error {
 	if len(zs) > MaxZonesPerTask {
 		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
 	}
-	a.zones = make(map[string][]string, len(zs))
+	a.zones = make(map[string]secondaryZone, len(zs))
 	for _, z := range zs {
 		name, err := dnszone.ZoneName(z.GetZone())
 		if err != nil {
@@ -150,7 +158,7 @@ func (a *SyncSecondaryZones) Validate() error {
 		if err != nil {
 			return fmt.Errorf("zone %s: %w", name, err)
 		}
-		a.zones[name] = ms
+		a.zones[name] = secondaryZone{masters: ms, serial: z.GetSerial()}
 	}
 	return nil
 }
@@ -171,7 +179,7 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 	if err != nil {
 		return nil, fmt.Errorf("sync secondary zones: %w", err)
 	}
-	res := &SyncResult{Added: []string{}, Removed: []string{}, Updated: []string{}}
+	res := &SyncResult{Added: []string{}, Removed: []string{}, Updated: []string{}, Refreshed: []string{}}
 	var errs []error
 	have := map[string]pdnsZone{}
 	for _, z := range all {
@@ -186,7 +194,7 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		ms := a.zones[name]
+		want := a.zones[name]
 		cur, ok := have[name]
 		if ok && cur.Kind != kindSlave {
 			// The node is this zone's primary (or it is hand-made): a
@@ -194,12 +202,22 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 			errs = append(errs, fmt.Errorf("zone %s is a %s zone on this node, not made a secondary", name, cur.Kind))
 			continue
 		}
-		if ok && slices.Equal(canonMasters(cur.Masters), ms) {
-			res.Unchanged++
+		if ok && slices.Equal(canonMasters(cur.Masters), want.masters) {
+			if want.serial == 0 || !dnszone.SerialLess(cur.Serial, want.serial) {
+				res.Unchanged++
+				continue
+			}
+			// Behind its primary: PowerDNS would notice only at the
+			// zone's SOA refresh, hours later.
+			if err := c.axfrRetrieve(ctx, name); err != nil {
+				errs = append(errs, fmt.Errorf("refresh secondary zone %s: %w", name, err))
+				continue
+			}
+			res.Refreshed = append(res.Refreshed, name)
 			continue
 		}
 		unlock := lockZone(name)
-		_, err := ensureSecondary(ctx, c, name, ms)
+		_, err := ensureSecondary(ctx, c, name, want.masters)
 		unlock()
 		if err != nil {
 			errs = append(errs, err)
@@ -228,8 +246,9 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 		res.Removed = append(res.Removed, z.Name)
 	}
 	sort.Strings(res.Removed)
-	if len(res.Added)+len(res.Removed)+len(res.Updated) > 0 {
-		env.Logger.Info("secondary zones synced", "added", len(res.Added), "removed", len(res.Removed), "updated", len(res.Updated), "unchanged", res.Unchanged)
+	if len(res.Added)+len(res.Removed)+len(res.Updated)+len(res.Refreshed) > 0 {
+		env.Logger.Info("secondary zones synced", "added", len(res.Added), "removed", len(res.Removed), "updated", len(res.Updated),
+			"refreshed", len(res.Refreshed), "unchanged", res.Unchanged)
 	}
 	if len(errs) > 0 {
 		return res, fmt.Errorf("sync secondary zones: %w", errors.Join(errs...))
