@@ -6,7 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -44,23 +43,11 @@ func NewCheckPrimaryZones(req *agentpb.CheckPrimaryZonesAction) actions.Action {
 func (a *CheckPrimaryZones) Name() string { return CheckPrimaryZonesName }
 
 // Validate implements actions.Action.
-func (a *CheckPrimaryZones) Validate() error {
-	zs := a.req.GetZones()
-	if len(zs) > MaxZonesPerTask {
-		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
-	}
-	a.zones = make(map[string]uint32, len(zs))
-	for _, z := range zs {
-		name, err := dnszone.ZoneName(z.GetZone())
-		if err != nil {
-			return err
-		}
-		if _, dup := a.zones[name]; dup {
-			return fmt.Errorf("zone %s is listed twice", name)
-		}
-		a.zones[name] = z.GetSerial()
-	}
-	return nil
+func (a *CheckPrimaryZones) Validate() (err error) {
+	a.zones, err = zoneSet(a.req.GetZones(), func(_ string, z *agentpb.PrimaryZoneSerial) (uint32, error) {
+		return z.GetSerial(), nil
+	})
+	return err
 }
 
 // Apply implements actions.Action.

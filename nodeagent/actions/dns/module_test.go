@@ -121,6 +121,8 @@ func TestValidateActions(t *testing.T) {
 		{"delete bad name", NewDeleteZone(&agentpb.DeleteZoneAction{Zone: "a..com"}), "empty label"},
 		{"sync dup", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}, {Zone: "A.com.", Masters: []string{"192.0.2.1"}}}}), "twice"},
 		{"sync master port", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1:0"}}}}), "usable"},
+		{"sync no masters", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com"}}}), "at least one master"},
+		{"secondary with a serial", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, MinSerial: 5}), "takes only masters"},
 		{"rotate no step", NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com"}), "want PUBLISH"},
 		{"rotate interval", NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com", Step: agentpb.RotateZoneKeysAction_STEP_PUBLISH, MinIntervalSeconds: 1 << 30}), "exceeds"},
 	}

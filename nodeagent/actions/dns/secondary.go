@@ -137,30 +137,41 @@ func NewSyncSecondaryZones(req *agentpb.SyncSecondaryZonesAction) actions.Action
 func (a *SyncSecondaryZones) Name() string { return SyncSecondaryZonesName }
 
 // Validate implements actions.Action.
-func (a *SyncSecondaryZones) Validate() error {
-	zs := a.req.GetZones()
-	if len(zs) > MaxZonesPerTask {
-		return fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
-	}
-	a.zones = make(map[string]secondaryZone, len(zs))
-	for _, z := range zs {
-		name, err := dnszone.ZoneName(z.GetZone())
-		if err != nil {
-			return err
-		}
-		if _, dup := a.zones[name]; dup {
-			return fmt.Errorf("zone %s is listed twice", name)
-		}
+func (a *SyncSecondaryZones) Validate() (err error) {
+	a.zones, err = zoneSet(a.req.GetZones(), func(name string, z *agentpb.SecondaryZone) (secondaryZone, error) {
 		if len(z.GetMasters()) == 0 {
-			return fmt.Errorf("secondary zone %s needs at least one master", name)
+			return secondaryZone{}, fmt.Errorf("secondary zone %s needs at least one master", name)
 		}
 		ms, err := mastersOf(z.GetMasters())
 		if err != nil {
-			return fmt.Errorf("zone %s: %w", name, err)
+			return secondaryZone{}, fmt.Errorf("zone %s: %w", name, err)
 		}
-		a.zones[name] = secondaryZone{masters: ms, serial: z.GetSerial()}
+		return secondaryZone{masters: ms, serial: z.GetSerial()}, nil
+	})
+	return err
+}
+
+// zoneSet validates the zones a task lists (at most MaxZonesPerTask, each
+// once, by its canonical name) and maps each name to what each makes of
+// its entry.
+func zoneSet[Z interface{ GetZone() string }, V any](zs []Z, each func(name string, z Z) (V, error)) (map[string]V, error) {
+	if len(zs) > MaxZonesPerTask {
+		return nil, fmt.Errorf("%d zones, at most %d allowed", len(zs), MaxZonesPerTask)
 	}
-	return nil
+	out := make(map[string]V, len(zs))
+	for _, z := range zs {
+		name, err := dnszone.ZoneName(z.GetZone())
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("zone %s is listed twice", name)
+		}
+		if out[name], err = each(name, z); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Apply implements actions.Action. Zones are independent: one that fails
