@@ -2,7 +2,6 @@ package dns
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"time"
 
@@ -52,22 +51,9 @@ func (a *CheckPrimaryZones) Validate() (err error) {
 
 // Apply implements actions.Action.
 func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	if a.zones == nil {
-		if err := a.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	c, err := clientFor(env)
+	c, _, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "check primary zones")
 	if err != nil {
 		return nil, err
-	}
-	all, err := c.zones(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("check primary zones: %w", err)
-	}
-	have := make(map[string]pdnsZone, len(all))
-	for _, z := range all {
-		have[z.Name] = z
 	}
 	res := &CheckResult{Drifted: []Drift{}}
 	for name, want := range a.zones {

@@ -151,6 +151,30 @@ func (a *SyncSecondaryZones) Validate() (err error) {
 	return err
 }
 
+// listServerZones validates a zone-list action unless that was done, then
+// reads every zone the node's PowerDNS holds: in the server's order and by
+// name.
+func listServerZones(ctx context.Context, env *actions.Env, validated bool, validate func() error, what string) (*Client, []pdnsZone, map[string]pdnsZone, error) {
+	if !validated {
+		if err := validate(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	c, err := clientFor(env)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	all, err := c.zones(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	have := make(map[string]pdnsZone, len(all))
+	for _, z := range all {
+		have[z.Name] = z
+	}
+	return c, all, have, nil
+}
+
 // zoneSet validates the zones a task lists (at most MaxZonesPerTask, each
 // once, by its canonical name) and maps each name to what each makes of
 // its entry.
@@ -177,25 +201,12 @@ func zoneSet[Z interface{ GetZone() string }, V any](zs []Z, each func(name stri
 // Apply implements actions.Action. Zones are independent: one that fails
 // does not stop the others, and the error lists every failure.
 func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	if a.zones == nil {
-		if err := a.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	c, err := clientFor(env)
+	c, all, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "sync secondary zones")
 	if err != nil {
 		return nil, err
 	}
-	all, err := c.zones(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("sync secondary zones: %w", err)
-	}
 	res := &SyncResult{Added: []string{}, Removed: []string{}, Updated: []string{}, Refreshed: []string{}}
 	var errs []error
-	have := map[string]pdnsZone{}
-	for _, z := range all {
-		have[z.Name] = z
-	}
 	names := make([]string, 0, len(a.zones))
 	for n := range a.zones {
 		names = append(names, n)
