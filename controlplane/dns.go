@@ -627,7 +627,7 @@ func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, err
 		if !slices.Contains(n.Roles, "dns") || n.State.Status != store.NodeReady {
 			continue
 		}
-		rep, err := st.GetServices(ctx, n.Name)
+		rep, err := st.CachedServices(ctx, n.Name)
 		if err != nil {
 			return nil, err
 		}

@@ -195,7 +195,7 @@ func (r *Resolver) loadPlan(ctx context.Context, name string) (*model.Plan, erro
 
 func (r *Resolver) loadServices(ctx context.Context, node string) (*store.NodeServices, error) {
 	l := loadersFrom(ctx)
-	return load(l, l.svcs, node, func() (*store.NodeServices, error) { return r.Store.GetServices(ctx, node) })
+	return load(l, l.svcs, node, func() (*store.NodeServices, error) { return r.Store.CachedServices(ctx, node) })
 }
 
 func (r *Resolver) loadNode(ctx context.Context, name string) (*model.Node, error) {

@@ -8,3 +8,10 @@ func (s *Store) MirroredPlan(name string, rev int64) bool {
 
 // DatabaseKey is the key of an account's database record.
 func DatabaseKey(account, name string) string { return databaseKey(account, name) }
+
+// MirroredServices returns the node's service report the replica's mirror
+// holds, or nil.
+func (s *Store) MirroredServices(node string) *NodeServices {
+	r, _, _ := s.services.get(node)
+	return r
+}

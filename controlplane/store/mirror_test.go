@@ -64,3 +64,49 @@ func TestMirrorAndPlanRevision(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCachedServices(t *testing.T) {
+	cli := testenv.EtcdClient(t, testenv.StartEtcd(t))
+	s := store.New(cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	audit := store.NewAuditEvent("admin", "test", "node", "n1", "ok")
+	if err := s.CreateNode(ctx, store.Node{Name: "n1", Address: "192.0.2.1", Roles: []string{"dns"}}, audit); err != nil {
+		t.Fatal(err)
+	}
+	report := func(state string) store.NodeServices {
+		return store.NodeServices{Node: "n1", ReportedAt: time.Now().UTC(),
+			Services: []store.ServiceStatus{{Name: "pdns", State: state, Listen: []string{"127.0.0.1:5300"}}}}
+	}
+	if err := s.PutServices(ctx, report("running")); err != nil {
+		t.Fatal(err)
+	}
+	// Not running yet: answered from etcd.
+	if r, err := s.CachedServices(ctx, "n1"); err != nil || len(r.Services) != 1 || r.Services[0].State != "running" {
+		t.Fatalf("before the mirror runs: %+v %v", r, err)
+	}
+
+	s.RunMirrors(ctx, slog.New(slog.DiscardHandler))
+	if err := s.PutServices(ctx, report("failed")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the new report mirrored", func() bool {
+		r := s.MirroredServices("n1")
+		return r != nil && r.Services[0].State == "failed"
+	})
+	if r, err := s.CachedServices(ctx, "n1"); err != nil || r.Services[0].State != "failed" {
+		t.Fatalf("mirrored report: %+v %v", r, err)
+	}
+
+	// A removed node's report leaves the mirror; the node reads as one
+	// that never reported.
+	if err := s.RemoveNode(ctx, "n1", audit); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the report gone from the mirror", func() bool {
+		return s.MirroredServices("n1") == nil
+	})
+	if r, err := s.CachedServices(ctx, "n1"); err != nil || r.Node != "n1" || len(r.Services) != 0 {
+		t.Fatalf("removed node: %+v %v", r, err)
+	}
+}

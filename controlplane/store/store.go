@@ -85,23 +85,30 @@ type Store struct {
 	// ownerLocks serialises quota-checked creations per owner (see
 	// CreateAccount); owner name → *sync.Mutex.
 	ownerLocks sync.Map
-	// users and plans answer CachedUser and CachedPlan once RunMirrors
-	// runs.
-	users *mirror[User]
-	plans *mirror[Plan]
-	zones zoneCache
+	// users, plans and services answer CachedUser, CachedPlan and
+	// CachedServices once RunMirrors runs.
+	users    *mirror[User]
+	plans    *mirror[Plan]
+	services *mirror[NodeServices]
+	zones    zoneCache
 }
 
 // New wraps an etcd client. The caller owns the client.
 func New(cli *clientv3.Client) *Store {
-	return &Store{cli: cli, users: newMirror[User](cli, prefixUsers), plans: newMirror[Plan](cli, prefixPlans)}
+	return &Store{
+		cli:      cli,
+		users:    newMirror[User](cli, prefixUsers),
+		plans:    newMirror[Plan](cli, prefixPlans),
+		services: newMirror[NodeServices](cli, prefixServices),
+	}
 }
 
-// RunMirrors keeps users and plans in memory for CachedUser and CachedPlan
-// until ctx ends.
+// RunMirrors keeps users, plans and service reports in memory for
+// CachedUser, CachedPlan and CachedServices until ctx ends.
 func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.users.run(ctx, log)
 	go s.plans.run(ctx, log)
+	go s.services.run(ctx, log)
 }
 
 // Client returns the underlying etcd client, for leases, watches and
