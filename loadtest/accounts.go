@@ -32,6 +32,7 @@ type creator struct {
 
 	mu       sync.Mutex
 	lat      []time.Duration // successful calls
+	slow     []span          // successful calls that took over probeBar
 	errs     map[string]int
 	samples  []string
 	first    time.Time // first call sent
@@ -89,17 +90,20 @@ func (cr *creator) worker(ctx context.Context) {
 		if err != nil && ctx.Err() != nil {
 			return // cut short by the end of the run, not the server's doing
 		}
-		cr.record(took, err)
+		cr.record(begin, took, err)
 	}
 }
 
-func (cr *creator) record(took time.Duration, err error) {
+func (cr *creator) record(begin time.Time, took time.Duration, err error) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	cr.last = time.Now()
 	if err == nil {
 		cr.created.Add(1)
 		cr.lat = append(cr.lat, took)
+		if took > probeBar {
+			cr.slow = append(cr.slow, span{begin, begin.Add(took)})
+		}
 		return
 	}
 	n := cr.errored.Add(1)
@@ -178,6 +182,7 @@ func (r *runner) load(ctx context.Context) error {
 		a.CreateRate = round3(float64(a.Created) / cr.last.Sub(cr.first).Seconds())
 	}
 	r.rep.CreateLatencyMs = distOf(cr.lat)
+	r.rep.SlowCreates = slowCreatesOf(cr.slow, len(cr.lat), disk)
 	cr.mu.Unlock()
 	a.LoadSeconds = round3(end.Sub(begin).Seconds())
 

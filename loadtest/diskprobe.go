@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 )
 
@@ -38,6 +39,26 @@ type DiskFigures struct {
 	StalledSeconds float64 `json:"stalledSecondsOver50ms"`
 	StalledShare   float64 `json:"stalledPercentOver50ms"`
 	Seconds        float64 `json:"seconds"`
+	// stalls are the slow writes, in time order.
+	stalls []span
+}
+
+// span is a stretch of wall time.
+type span struct{ start, end time.Time }
+
+// overlapping counts the spans in xs that share time with one of stalls,
+// which must be in time order and not overlap each other (the probe's
+// writes follow one another).
+func overlapping(xs, stalls []span) int {
+	n := 0
+	for _, x := range xs {
+		// The first stall still going on when x starts.
+		i := sort.Search(len(stalls), func(i int) bool { return stalls[i].end.After(x.start) })
+		if i < len(stalls) && stalls[i].start.Before(x.end) {
+			n++
+		}
+	}
+	return n
 }
 
 // diskProbe writes and syncs a file in dir until stop is called, which
@@ -105,6 +126,7 @@ func runDiskProbe(ctx context.Context, dir string) (DiskFigures, error) {
 		if d > probeBar {
 			fig.SlowWrites++
 			stalled += d - probeBar
+			fig.stalls = append(fig.stalls, span{t, t.Add(d)})
 		}
 	}
 }

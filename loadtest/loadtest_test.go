@@ -185,7 +185,7 @@ func runSmall(t *testing.T, base Config) *Report {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatalf("report is not JSON: %v", err)
 	}
-	for _, k := range []string{"config", "accounts", "createAccountLatencyMs", "createToActiveMs", "accountsFirst50LatencyMs", "server", "etcd", "targets"} {
+	for _, k := range []string{"config", "accounts", "createAccountLatencyMs", "createAccountOver50ms", "createToActiveMs", "accountsFirst50LatencyMs", "server", "etcd", "targets"} {
 		if _, ok := back[k]; !ok {
 			t.Errorf("JSON report lacks %q", k)
 		}
@@ -206,7 +206,7 @@ func TestDiskProbe(t *testing.T) {
 	if !fig.Measured || fig.Dir != dir || l.Count < 5 || l.Count > 31 || l.P50 <= 0 || l.P50 > l.Max || fig.Seconds < 0.3 {
 		t.Errorf("figures after 300 ms: %+v", fig)
 	}
-	if fig.StalledShare < 0 || fig.StalledShare > 100 || (fig.SlowWrites == 0) != (fig.StalledSeconds == 0) {
+	if fig.StalledShare < 0 || fig.StalledShare > 100 || (fig.SlowWrites == 0) != (fig.StalledSeconds == 0) || len(fig.stalls) != fig.SlowWrites {
 		t.Errorf("stall figures: %+v", fig)
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
@@ -215,6 +215,34 @@ func TestDiskProbe(t *testing.T) {
 
 	if _, err := diskProbe(filepath.Join(dir, "missing"))(); err == nil {
 		t.Error("a probe in a missing directory reported no error")
+	}
+}
+
+func TestSlowCreatesOverlap(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	at := func(from, to int) span {
+		return span{t0.Add(time.Duration(from) * time.Millisecond), t0.Add(time.Duration(to) * time.Millisecond)}
+	}
+	stalls := []span{at(100, 200), at(500, 560), at(1000, 1400)}
+	creates := []span{
+		at(0, 60),      // before every stall
+		at(50, 110),    // into the first
+		at(150, 210),   // inside it, past its end
+		at(200, 260),   // starts as it ends: no overlap
+		at(300, 360),   // between stalls
+		at(540, 600),   // out of the second
+		at(1100, 1160), // inside the third
+		at(1500, 1560), // after every stall
+	}
+	sc := slowCreatesOf(creates, 400, DiskFigures{Measured: true, stalls: stalls})
+	if sc.Count != 8 || sc.Percent != 2 || sc.DuringDiskStall != 4 {
+		t.Errorf("slow creates: %+v, want 8 (2%%), 4 during a stall", sc)
+	}
+	if sc := slowCreatesOf(creates, 400, DiskFigures{}); sc.DuringDiskStall != 0 {
+		t.Errorf("no probe: %+v", sc)
+	}
+	if sc := slowCreatesOf(nil, 0, DiskFigures{stalls: stalls}); sc != (SlowCreates{}) {
+		t.Errorf("no creates: %+v", sc)
 	}
 }
 

@@ -29,6 +29,9 @@ type Report struct {
 
 	// CreateLatencyMs is createAccount as the API client sees it.
 	CreateLatencyMs Dist `json:"createAccountLatencyMs"`
+	// SlowCreates are the creates over the p99 bar, and how many of them
+	// the disk probe saw the disk stall under.
+	SlowCreates SlowCreates `json:"createAccountOver50ms"`
 	// CreateToActiveMs is per account, ACTIVE event time minus PENDING
 	// event time: both server timestamps, so no clock skew is involved.
 	CreateToActiveMs Dist `json:"createToActiveMs"`
@@ -267,6 +270,13 @@ func (r *Report) print(w io.Writer) {
 	row("accounts/s to ACTIVE", "%.1f  (server timestamps: first PENDING to last ACTIVE)", a.ActivePerSecond)
 	row("accounts/s accepted", "%.1f  (first to last PENDING)", a.AcceptedPerSecond)
 	row("createAccount latency", "%s", d(r.CreateLatencyMs))
+	if sc := r.SlowCreates; r.CreateLatencyMs.Count > 0 {
+		during := ""
+		if r.Disk.Measured {
+			during = fmt.Sprintf(", %d of them while a probe write took over 50 ms", sc.DuringDiskStall)
+		}
+		row("  over 50 ms", "%d (%.2f%%; a p99 under 50 ms allows 1%%)%s", sc.Count, sc.Percent, during)
+	}
 	row("create to ACTIVE", "%s", d(r.CreateToActiveMs))
 	row("accounts(first:50)", "%s  [%d accounts paged; %d stored]", d(r.ListLatencyMs.All), r.ListLatencyMs.Paged, r.ListLatencyMs.TotalCount)
 	row("  first page", "%s", d(r.ListLatencyMs.FirstPage))
@@ -334,4 +344,23 @@ func errorsString(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// SlowCreates counts the creates that took longer than the p99 bar. Those
+// that overlapped a disk stall (a probe write over the bar) had the disk
+// against them; the others were held up by something else, usually the
+// server's collector or its cores.
+type SlowCreates struct {
+	Count   int     `json:"count"`
+	Percent float64 `json:"percent"`
+	// DuringDiskStall overlapped a probe write that took over the bar.
+	DuringDiskStall int `json:"duringDiskStall"`
+}
+
+func slowCreatesOf(slow []span, total int, disk DiskFigures) SlowCreates {
+	sc := SlowCreates{Count: len(slow), DuringDiskStall: overlapping(slow, disk.stalls)}
+	if total > 0 {
+		sc.Percent = round3(100 * float64(len(slow)) / float64(total))
+	}
+	return sc
 }
