@@ -162,11 +162,16 @@ func BenchmarkAddRecordToSecondary(b *testing.B) {
 		return r
 	}
 	// moved waits until the secondary serves a serial other than prev and
-	// returns it: one change is in flight at a time.
+	// returns it: one change is in flight at a time. A query that gets no
+	// authoritative answer is counted, not taken for a new serial.
+	unanswered := 0
 	moved := func(prev uint32) uint32 {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			if got := servedSerial(b, sec, d.zone); got != prev {
+			switch got := servedSerial(b, sec, d.zone); {
+			case got == 0:
+				unanswered++
+			case got != prev:
 				return got
 			}
 			if time.Now().After(deadline) {
@@ -218,6 +223,7 @@ func BenchmarkAddRecordToSecondary(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(len(z.Records)), "zone_records")
+	b.ReportMetric(float64(unanswered), "unanswered_soa")
 	reportPercentiles(b, lat)
 }
 

@@ -115,6 +115,11 @@ func renderSupervisedConf(prof *platform.Profile, key string) (string, error) {
 		// WAL: queries keep reading while the API commits a change, where
 		// the default rollback journal locks readers out of the database.
 		"gsqlite3-pragma-journal-mode=WAL",
+		// NORMAL syncs the WAL at checkpoints, not at every commit. A crash
+		// of pdns_server loses nothing; losing power may roll back the last
+		// commits, which the control plane restores: it checks each
+		// primary's serials every minute and a secondary transfers again.
+		"gsqlite3-pragma-synchronous=1",
 		"daemon=no",
 		"guardian=no",
 		"disable-syslog=yes",

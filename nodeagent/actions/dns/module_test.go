@@ -54,6 +54,14 @@ func TestSetupSupervised(t *testing.T) {
 	if !strings.Contains(string(conf), "api-key="+strings.TrimSpace(string(key))) || !strings.HasPrefix(p.DNS().ConfigDir, prefix) {
 		t.Fatalf("pdns.conf:\n%s", conf)
 	}
+	// The database's settings are deliberate: readers never blocked by a
+	// commit, and no sync at each commit (the control plane restores what
+	// a power loss rolls back).
+	for _, want := range []string{"\ngsqlite3-pragma-journal-mode=WAL\n", "\ngsqlite3-pragma-synchronous=1\n"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("pdns.conf lacks %q:\n%s", strings.TrimSpace(want), conf)
+		}
+	}
 	// Setup twice is a no-op and keeps the key.
 	if _, err := (Module{}).Setup(ctx, env); err != nil {
 		t.Fatal(err)
