@@ -39,9 +39,7 @@ func newDNSBench(b *testing.B, secondary bool) *dnsBench {
 	if secondary {
 		d.secondary = s.StartAgent(b, "dns-2", testenv.WithModules(b, "dns"))
 	}
-	now := time.Now().UTC()
-	if err := s.Store().CreateZone(d.ctx, &store.Zone{Name: d.zone, Node: "dns-1", Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now,
-		Records: []store.ZoneRecord{{ID: "r0", Name: d.zone + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}, NextID: 1}, store.AuditEvent{}); err != nil {
+	if err := s.Store().CreateZone(d.ctx, pendingZone(d.zone, "dns-1"), store.AuditEvent{}); err != nil {
 		b.Fatal(err)
 	}
 	testenv.WaitFor(b, 30*time.Second, "zone active", func() bool {
@@ -241,11 +239,8 @@ func BenchmarkZones(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		now := start.UTC()
 		for i := range n {
-			name := fmt.Sprintf("z%06d.example.com", i)
-			_ = d.s.Store().CreateZone(d.ctx, &store.Zone{Name: name, Node: "dns-1", Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now, NextID: 1,
-				Records: []store.ZoneRecord{{ID: "r0", Name: name + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}}, store.AuditEvent{})
+			_ = d.s.Store().CreateZone(d.ctx, pendingZone(fmt.Sprintf("z%06d.example.com", i), "dns-1"), store.AuditEvent{})
 		}
 		last := fmt.Sprintf("z%06d.example.com", n-1)
 		testenv.WaitFor(b, 30*time.Minute, "all zones served", func() bool {

@@ -196,9 +196,7 @@ func TestSecondaryCatchesUp(t *testing.T) {
 	ag2 := s.StartAgent(t, "dns-2", testenv.WithModules(t, "dns"))
 	ctx := testenv.Context(t)
 	zone := "catch-up.example.com"
-	now := time.Now().UTC()
-	if err := s.Store().CreateZone(ctx, &store.Zone{Name: zone, Node: "dns-1", Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now,
-		Records: []store.ZoneRecord{{ID: "r0", Name: zone + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}, NextID: 1}, store.AuditEvent{}); err != nil {
+	if err := s.Store().CreateZone(ctx, pendingZone(zone, "dns-1"), store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
 	primary, secondary := ag1.Config.DNSListen, ag2.Config.DNSListen
@@ -253,6 +251,14 @@ func TestSecondaryCatchesUp(t *testing.T) {
 	add("late", "192.0.2.11")
 	ag2.Start()
 	testenv.WaitFor(t, 30*time.Second, "secondary caught up after it was DOWN", caughtUp(map[string]string{"early": "192.0.2.10", "late": "192.0.2.11"}))
+}
+
+// pendingZone is a zone written straight to the store, without an account,
+// for the zone controller to place on node: one A record at its apex.
+func pendingZone(name, node string) *store.Zone {
+	now := time.Now().UTC()
+	return &store.Zone{Name: name, Node: node, Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now, NextID: 1,
+		Records: []store.ZoneRecord{{ID: "r0", Name: name + ".", Type: "A", Content: "192.0.2.1", TTL: 300}}}
 }
 
 // wipeZone deletes zone from the agent's PowerDNS behind the cluster's back.
