@@ -419,11 +419,6 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 				z.Serial = res.Serial
 			}
 		default:
-			if z.AppliedGeneration > 0 && res.Serial != 0 && res.Serial != z.Serial {
-				if err := c.refreshSecondaries(ctx, b, z, res.Serial); err != nil {
-					return err
-				}
-			}
 			z.AppliedGeneration = t.Generation
 			z.Serial, z.DS = res.Serial, res.DS
 			z.Reason = ""
@@ -528,7 +523,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 			c.setStatus(z, store.ZoneFailed, err.Error())
 			return nil
 		}
-		return c.enqueue(b, z, t)
+		return c.enqueueRefreshing(b, z, t.Spec, t.Refresh)
 	case z.RotateStep > 0:
 		if now.Before(z.RotateAfter) {
 			c.wait(z.Name)
@@ -542,39 +537,16 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 	return nil
 }
 
-// refreshSecondaries asks every secondary of z to transfer serial now, in
-// the batch that records it as applied: PowerDNS would act on the primary's
-// NOTIFY only at its next tick, a second later. A zone new to the
-// secondaries is not refreshed (z had no applied generation before): their
-// sync creates it and transfers at once. The tasks name no object, so their
-// results wake no controller; a secondary that missed one still gets the
-// NOTIFY.
-func (c *zoneController) refreshSecondaries(ctx context.Context, b *store.Batch, z *store.Zone, serial uint32) error {
-	v, err := c.dnsView(ctx)
-	if err != nil {
-		return err
-	}
-	if _, ok := v.servers[z.Node]; !ok {
-		return nil // the secondaries take zones only from DNS servers
-	}
-	for _, node := range v.order {
-		if node == z.Node {
-			continue
-		}
-		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: z.Name, Serial: serial}}}
-		if _, err := b.Enqueue(node, spec, "", "controller"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (c *zoneController) setStatus(z *store.Zone, st store.ZoneStatus, reason string) {
 	z.Status, z.Reason = st, reason
 }
 
 func (c *zoneController) enqueue(b *store.Batch, z *store.Zone, spec *agentpb.Task) error {
-	t, err := b.Enqueue(z.Node, spec, "zone/"+z.Name, "controller")
+	return c.enqueueRefreshing(b, z, spec, nil)
+}
+
+func (c *zoneController) enqueueRefreshing(b *store.Batch, z *store.Zone, spec *agentpb.Task, secondaries []string) error {
+	t, err := b.EnqueueRefreshing(z.Node, spec, "zone/"+z.Name, "controller", secondaries)
 	if err != nil {
 		return err
 	}
@@ -667,7 +639,7 @@ func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, err
 // way, the zone is new, failing, being deleted or rolling its keys); the
 // controller then converges the zone as always. Like the controller, it
 // records the servers the spec names and marks the zone PENDING.
-func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error) {
+func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*store.ZoneTask, error) {
 	if z.Deleted || z.TaskID != "" || z.Node == "" || z.AppliedGeneration == 0 || z.Defaults || z.RotateStep > 0 ||
 		(z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts) {
 		return nil, nil
@@ -697,15 +669,34 @@ func (s *Server) ZoneTaskQueued(zone string, rev int64) {
 
 // ensureTask is the task that converges z on its primary as view has the
 // servers; z records those servers and waits, PENDING, for the task.
-func ensureTask(z *store.Zone, view *dnsView) (*agentpb.Task, error) {
+//
+// A zone the secondaries already serve (z has an applied generation) is
+// refreshed on them in the transaction that records the task's success:
+// PowerDNS would act on the primary's NOTIFY only at its next tick, a
+// second later. A zone new to them is not: their sync creates it and
+// transfers at once. Beyond maxRefresh secondaries (the result's
+// transaction must stay within etcd's limit) the rest wait for NOTIFY.
+func ensureTask(z *store.Zone, view *dnsView) (*store.ZoneTask, error) {
 	spec, err := ensureSpec(z, view)
 	if err != nil {
 		return nil, err
 	}
 	z.Status, z.Reason = store.ZonePending, ""
 	z.Servers = view.key
-	return &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}, nil
+	t := &store.ZoneTask{Spec: &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}}
+	if z.AppliedGeneration > 0 {
+		for _, n := range view.order {
+			if n != z.Node && len(t.Refresh) < maxRefresh {
+				t.Refresh = append(t.Refresh, n)
+			}
+		}
+	}
+	return t, nil
 }
+
+// maxRefresh bounds the secondaries a zone change refreshes directly:
+// recording its result then takes at most 4+2*maxRefresh operations.
+const maxRefresh = (store.MaxTxnOps - 8) / 2
 
 // ensureSpec is the whole desired zone for its primary.
 func ensureSpec(z *store.Zone, v *dnsView) (*agentpb.EnsureZoneAction, error) {

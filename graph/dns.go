@@ -11,7 +11,6 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/graph/model"
-	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -113,7 +112,7 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 	// The change and the task that serves it commit together, so that a
 	// record is served without waiting for the zone controller.
 	queued := false
-	task := func(z *store.Zone) (*agentpb.Task, error) {
+	task := func(z *store.Zone) (*store.ZoneTask, error) {
 		t, err := r.Cluster.ZoneTask(ctx, z)
 		queued = t != nil
 		return t, err

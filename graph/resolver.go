@@ -9,7 +9,6 @@ import (
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
-	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -28,7 +27,7 @@ type Cluster interface {
 	ValidSelector(sel string) error
 	// ZoneTask is the task converging a zone just changed, to enqueue
 	// with the change, or nil when the zone controller decides.
-	ZoneTask(ctx context.Context, z *store.Zone) (*agentpb.Task, error)
+	ZoneTask(ctx context.Context, z *store.Zone) (*store.ZoneTask, error)
 	// ZoneTaskQueued says that the zone's write at rev enqueued the task
 	// ZoneTask gave.
 	ZoneTaskQueued(zone string, rev int64)

@@ -64,7 +64,13 @@ func (b *Batch) PutAlloc(node string, a Alloc, rev int64) {
 
 // Enqueue adds a task for node that converges object; it returns the task.
 func (b *Batch) Enqueue(node string, spec *agentpb.Task, object, createdBy string) (*Task, error) {
-	t, ops, err := taskOps(node, spec, object, createdBy, b.now)
+	return b.EnqueueRefreshing(node, spec, object, createdBy, nil)
+}
+
+// EnqueueRefreshing is Enqueue for a task that changes a zone on its
+// primary, with the secondaries to refresh when it succeeds (Task.Refresh).
+func (b *Batch) EnqueueRefreshing(node string, spec *agentpb.Task, object, createdBy string, secondaries []string) (*Task, error) {
+	t, ops, err := taskOps(node, spec, object, createdBy, secondaries, b.now)
 	if err != nil {
 		return nil, err
 	}

@@ -219,7 +219,7 @@ func (s *Store) ChangeDatabases(ctx context.Context, account, createdBy string, 
 			if set.Account.Node == "" {
 				return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrConflict)
 			}
-			t, tops, err := taskOps(set.Account.Node, dt.Spec, "", createdBy, now)
+			t, tops, err := taskOps(set.Account.Node, dt.Spec, "", createdBy, nil, now)
 			if err != nil {
 				return nil, err
 			}
@@ -291,7 +291,7 @@ func (s *Store) EnqueueQueryTask(ctx context.Context, node string, spec *agentpb
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s for %q: %w", action, node, err)
 	}
-	t, _, err := taskOps(node, spec, "", createdBy, time.Now().UTC())
+	t, _, err := taskOps(node, spec, "", createdBy, nil, time.Now().UTC())
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,8 +37,13 @@ type Task struct {
 	Result string     `json:"result,omitempty"` // JSON from the agent
 	// Object is the record the task converges ("account/<id>"), if any; its
 	// controller is told when the task finishes.
-	Object     string    `json:"object,omitempty"`
-	Generation int64     `json:"generation,omitempty"`
+	Object     string `json:"object,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+	// Refresh names the secondaries that transfer the task's zone the
+	// moment it succeeds with a new serial: their refresh tasks are
+	// written in the transaction that records the result, so they start
+	// without waiting a commit for the zone controller to read it.
+	Refresh    []string  `json:"refresh,omitempty"`
 	CreatedBy  string    `json:"createdBy"`
 	CreatedAt  time.Time `json:"createdAt"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
@@ -70,7 +76,7 @@ func taskActionName(t *agentpb.Task) string {
 // entry in one transaction, before anything is sent: a task that was
 // acknowledged to the caller survives any crash. The node must exist.
 func (s *Store) EnqueueTask(ctx context.Context, node string, spec *agentpb.Task, createdBy string, audit AuditEvent) (*Task, error) {
-	t, ops, err := taskOps(node, spec, "", createdBy, time.Now().UTC())
+	t, ops, err := taskOps(node, spec, "", createdBy, nil, time.Now().UTC())
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +92,9 @@ func (s *Store) EnqueueTask(ctx context.Context, node string, spec *agentpb.Task
 }
 
 // taskOps builds the writes that create a task: its record and its queue
-// entry. object names the record a controller waits on ("" for none).
-func taskOps(node string, spec *agentpb.Task, object, createdBy string, now time.Time) (*Task, []clientv3.Op, error) {
+// entry. object names the record a controller waits on ("" for none);
+// refresh is the task's Refresh.
+func taskOps(node string, spec *agentpb.Task, object, createdBy string, refresh []string, now time.Time) (*Task, []clientv3.Op, error) {
 	spec.Id = newTaskID(now)
 	spec.CreatedUnixNano = now.UnixNano()
 	wire, err := proto.Marshal(spec)
@@ -102,6 +109,7 @@ func taskOps(node string, spec *agentpb.Task, object, createdBy string, now time
 		Status:     TaskPending,
 		Object:     object,
 		Generation: spec.Generation,
+		Refresh:    refresh,
 		CreatedBy:  createdBy,
 		CreatedAt:  now,
 	}
@@ -215,11 +223,45 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 		// this notice, written atomically with the result itself.
 		ops = append(ops, clientv3.OpPut(doneKey(kind, id, t.ID), t.ID))
 	}
+	if t.Status == TaskSucceeded && len(t.Refresh) > 0 {
+		refresh, err := refreshOps(t)
+		if err != nil {
+			return false, false, err
+		}
+		ops = append(ops, refresh...)
+	}
 	tresp, err := s.cli.Txn(ctx).If(present(q), unchanged(taskKey(t.ID), rev)).Then(ops...).Commit()
 	if err != nil {
 		return false, false, fmt.Errorf("complete task %s: %w", t.ID, err)
 	}
 	return tresp.Succeeded, !tresp.Succeeded && serializable, nil
+}
+
+// refreshOps enqueues a refresh of t's zone on each of t.Refresh when t
+// published a new serial. The tasks name no object: a secondary that
+// misses one still gets the primary's NOTIFY.
+func refreshOps(t *Task) ([]clientv3.Op, error) {
+	var res struct {
+		Zone    string `json:"zone"`
+		Serial  uint32 `json:"serial"`
+		Changed bool   `json:"changed"`
+	}
+	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
+		return nil, fmt.Errorf("complete task %s: decode result: %w", t.ID, err)
+	}
+	if !res.Changed || res.Serial == 0 || res.Zone == "" {
+		return nil, nil
+	}
+	var ops []clientv3.Op
+	for _, node := range t.Refresh {
+		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: res.Zone, Serial: res.Serial}}}
+		_, add, err := taskOps(node, spec, "", t.CreatedBy, nil, t.FinishedAt)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, add...)
+	}
+	return ops, nil
 }
 
 // QueueLen counts a node's unacknowledged tasks.

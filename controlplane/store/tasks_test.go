@@ -92,3 +92,79 @@ func TestDoneTaskWithoutSpec(t *testing.T) {
 		t.Errorf("done notice's task %+v, record %+v", got, full)
 	}
 }
+
+// TestCompleteTaskRefreshesSecondaries: a zone change that succeeds with a
+// new serial queues a refresh of that serial for each of its secondaries,
+// in the transaction that records it; one that changed nothing or failed
+// queues none.
+func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
+	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
+	ctx := context.Background()
+	audit := store.NewAuditEvent("system", "test", "enqueue", "n1", "ok")
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if err := s.CreateNode(ctx, store.Node{Name: n}, audit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		status agentpb.TaskStatus
+		result string
+		want   uint32 // serial refreshed; 0: none
+	}{
+		{"new serial", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":true}`, 2026112401},
+		{"unchanged", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":false}`, 0},
+		{"failed", agentpb.TaskStatus_TASK_STATUS_FAILED, `{"zone":"example.com","serial":2026112402,"changed":true}`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := store.NewBatch()
+			spec := &agentpb.Task{Generation: 2, Action: &agentpb.Task_EnsureZone{EnsureZone: &agentpb.EnsureZoneAction{Zone: "example.com"}}}
+			task, err := b.EnqueueRefreshing("n1", spec, "zone/example.com", "controller", []string{"n2", "n3"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := s.Commit(ctx, b); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+			r := &agentpb.TaskResult{TaskId: task.ID, Status: tc.status, ResultJson: tc.result}
+			if ok, err := s.CompleteTask(ctx, "n1", r, audit); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+			_, resultRev, err := s.GetTask(ctx, task.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"n2", "n3"} {
+				queued, _, err := s.PendingTasks(ctx, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []uint32
+				for _, q := range queued {
+					rs := q.GetRefreshSecondaryZone()
+					if rs == nil || rs.GetZone() != "example.com" {
+						t.Fatalf("%s: queued %v", n, q)
+					}
+					got = append(got, rs.GetSerial())
+					if _, rev, err := s.GetTask(ctx, q.Id); err != nil || rev != resultRev {
+						t.Errorf("%s: refresh written at revision %d, the result at %d (%v)", n, rev, resultRev, err)
+					}
+					// Done, as the secondary's agent would report it.
+					if ok, err := s.CompleteTask(ctx, n, &agentpb.TaskResult{TaskId: q.Id, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED}, audit); !ok || err != nil {
+						t.Fatal(ok, err)
+					}
+				}
+				want := []uint32{}
+				if tc.want != 0 {
+					want = append(want, tc.want)
+				}
+				if !reflect.DeepEqual(append([]uint32{}, got...), want) {
+					t.Errorf("%s refreshes serials %v, want %v", n, got, want)
+				}
+			}
+			if n, err := s.QueueLen(ctx, "n1"); err != nil || n != 0 {
+				t.Fatalf("primary's queue: %d %v", n, err)
+			}
+		})
+	}
+}

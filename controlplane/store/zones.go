@@ -150,12 +150,19 @@ func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) erro
 	return z, err
 }
 
+// ZoneTask is a task converging a zone on its primary, with the
+// secondaries to refresh once it succeeds (Task.Refresh).
+type ZoneTask struct {
+	Spec    *agentpb.Task
+	Refresh []string
+}
+
 // UpdateZoneWithTask is UpdateZone that also asks task, after fn, for a
 // task converging the changed zone: one it returns is enqueued for the
 // zone's node in the same transaction and becomes the task the zone waits
 // on (TaskID), created by createdBy. It returns the revision of the write.
 func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
-	task func(*Zone) (*agentpb.Task, error), createdBy string, extra ...clientv3.Op) (*Zone, int64, error) {
+	task func(*Zone) (*ZoneTask, error), createdBy string, extra ...clientv3.Op) (*Zone, int64, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
@@ -166,12 +173,12 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 		}
 		ops := append([]clientv3.Op{{}}, extra...) // [0]: the zone, once final
 		if task != nil {
-			spec, err := task(z)
+			zt, err := task(z)
 			if err != nil {
 				return nil, 0, err
 			}
-			if spec != nil {
-				t, tops, err := taskOps(z.Node, spec, "zone/"+z.Name, createdBy, time.Now().UTC())
+			if zt != nil {
+				t, tops, err := taskOps(z.Node, zt.Spec, "zone/"+z.Name, createdBy, zt.Refresh, time.Now().UTC())
 				if err != nil {
 					return nil, 0, err
 				}
