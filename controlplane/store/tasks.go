@@ -224,7 +224,7 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 		ops = append(ops, clientv3.OpPut(doneKey(kind, id, t.ID), t.ID))
 	}
 	if t.Status == TaskSucceeded && len(t.Refresh) > 0 {
-		refresh, err := refreshOps(t)
+		refresh, err := refreshOps(t, time.Now().UTC())
 		if err != nil {
 			return false, false, err
 		}
@@ -239,23 +239,24 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 
 // refreshOps enqueues a refresh of t's zone on each of t.Refresh when t
 // published a new serial. The tasks name no object: a secondary that
-// misses one still gets the primary's NOTIFY.
-func refreshOps(t *Task) ([]clientv3.Op, error) {
+// misses one still gets the primary's NOTIFY, and so does one whose
+// primary sent a result that does not decode (the result is recorded
+// all the same). Their ids take the control plane's clock, not the
+// agent's (t.FinishedAt), so that they sort after the tasks queued before
+// them.
+func refreshOps(t *Task, now time.Time) ([]clientv3.Op, error) {
+	zone, ok := strings.CutPrefix(t.Object, "zone/")
 	var res struct {
-		Zone    string `json:"zone"`
 		Serial  uint32 `json:"serial"`
 		Changed bool   `json:"changed"`
 	}
-	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
-		return nil, fmt.Errorf("complete task %s: decode result: %w", t.ID, err)
-	}
-	if !res.Changed || res.Serial == 0 || res.Zone == "" {
+	if !ok || json.Unmarshal([]byte(t.Result), &res) != nil || !res.Changed || res.Serial == 0 {
 		return nil, nil
 	}
 	var ops []clientv3.Op
 	for _, node := range t.Refresh {
-		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: res.Zone, Serial: res.Serial}}}
-		_, add, err := taskOps(node, spec, "", t.CreatedBy, nil, t.FinishedAt)
+		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: res.Serial}}}
+		_, add, err := taskOps(node, spec, "", t.CreatedBy, nil, now)
 		if err != nil {
 			return nil, err
 		}

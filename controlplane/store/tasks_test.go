@@ -96,7 +96,7 @@ func TestDoneTaskWithoutSpec(t *testing.T) {
 // TestCompleteTaskRefreshesSecondaries: a zone change that succeeds with a
 // new serial queues a refresh of that serial for each of its secondaries,
 // in the transaction that records it; one that changed nothing or failed
-// queues none.
+// queues none, and a result that does not decode is recorded all the same.
 func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
 	ctx := context.Background()
@@ -115,6 +115,7 @@ func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 		{"new serial", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":true}`, 2026112401},
 		{"unchanged", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":false}`, 0},
 		{"failed", agentpb.TaskStatus_TASK_STATUS_FAILED, `{"zone":"example.com","serial":2026112402,"changed":true}`, 0},
+		{"undecodable result", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"serial":"2026112403"}`, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := store.NewBatch()
