@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -155,11 +156,11 @@ func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 						t.Fatal(ok, err)
 					}
 				}
-				want := []uint32{}
+				var want []uint32
 				if tc.want != 0 {
 					want = append(want, tc.want)
 				}
-				if !reflect.DeepEqual(append([]uint32{}, got...), want) {
+				if !slices.Equal(got, want) {
 					t.Errorf("%s refreshes serials %v, want %v", n, got, want)
 				}
 			}
