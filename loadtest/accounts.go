@@ -182,7 +182,10 @@ func (r *runner) load(ctx context.Context) error {
 		a.CreateRate = round3(float64(a.Created) / cr.last.Sub(cr.first).Seconds())
 	}
 	r.rep.CreateLatencyMs = distOf(cr.lat)
-	r.rep.SlowCreates = slowCreatesOf(cr.slow, len(cr.lat), disk)
+	r.rep.SlowCreates = slowCreatesOf(cr.slow, len(cr.lat), disk, begin)
+	if r.srv != nil {
+		r.rep.SlowCreates.ServerUptime = round3(begin.Sub(r.srv.started).Seconds())
+	}
 	cr.mu.Unlock()
 	a.LoadSeconds = round3(end.Sub(begin).Seconds())
 

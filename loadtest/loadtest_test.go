@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,15 +235,49 @@ func TestSlowCreatesOverlap(t *testing.T) {
 		at(1100, 1160), // inside the third
 		at(1500, 1560), // after every stall
 	}
-	sc := slowCreatesOf(creates, 400, DiskFigures{Measured: true, stalls: stalls})
+	sc := slowCreatesOf(creates, 400, DiskFigures{Measured: true, stalls: stalls}, t0)
 	if sc.Count != 8 || sc.Percent != 2 || sc.DuringDiskStall != 4 {
 		t.Errorf("slow creates: %+v, want 8 (2%%), 4 during a stall", sc)
 	}
-	if sc := slowCreatesOf(creates, 400, DiskFigures{}); sc.DuringDiskStall != 0 {
+	// Creates that overlap one another are one hold-up; the lone ones are
+	// episodes of their own.
+	wantEpisodes := []SlowEpisode{
+		{At: 0, Seconds: 0.11, Creates: 2, DiskStall: true},
+		{At: 0.15, Seconds: 0.11, Creates: 2, DiskStall: true},
+		{At: 0.3, Seconds: 0.06, Creates: 1},
+		{At: 0.54, Seconds: 0.06, Creates: 1, DiskStall: true},
+		{At: 1.1, Seconds: 0.06, Creates: 1, DiskStall: true},
+		{At: 1.5, Seconds: 0.06, Creates: 1},
+	}
+	if !slices.Equal(sc.Episodes, wantEpisodes) {
+		t.Errorf("episodes:\n got %+v\nwant %+v", sc.Episodes, wantEpisodes)
+	}
+	if sc := slowCreatesOf(creates, 400, DiskFigures{}, t0); sc.DuringDiskStall != 0 {
 		t.Errorf("no probe: %+v", sc)
 	}
-	if sc := slowCreatesOf(nil, 0, DiskFigures{stalls: stalls}); sc != (SlowCreates{}) {
+	if sc := slowCreatesOf(nil, 0, DiskFigures{stalls: stalls}, t0); sc.Count != 0 || sc.Percent != 0 || sc.DuringDiskStall != 0 || sc.Episodes != nil {
 		t.Errorf("no creates: %+v", sc)
+	}
+}
+
+func TestSlowEpisodes(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	at := func(from, to int) span {
+		return span{t0.Add(time.Duration(from) * time.Millisecond), t0.Add(time.Duration(to) * time.Millisecond)}
+	}
+	// Out of order, one inside another, and one starting as another ends.
+	got := episodes([]span{at(300, 360), at(0, 100), at(20, 60), at(100, 150), at(400, 460)})
+	want := []episode{{at(0, 150), 3}, {at(300, 360), 1}, {at(400, 460), 1}}
+	if !slices.Equal(got, want) {
+		t.Errorf("episodes:\n got %+v\nwant %+v", got, want)
+	}
+	line := episodesString([]SlowEpisode{
+		{At: 1, Seconds: 0.1, Creates: 3, DiskStall: true},
+		{At: 2, Seconds: 0.07, Creates: 2},
+		{At: 3, Seconds: 0.2, Creates: 9},
+	}, true)
+	if want := "3, 2 with no disk stall (11 creates); largest: 9 at 3.0s for 200 ms, 2 at 2.0s for 70 ms"; line != want {
+		t.Errorf("summary line:\n got %q\nwant %q", line, want)
 	}
 }
 

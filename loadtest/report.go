@@ -276,6 +276,9 @@ func (r *Report) print(w io.Writer) {
 			during = fmt.Sprintf(", %d of them while a probe write took over 50 ms", sc.DuringDiskStall)
 		}
 		row("  over 50 ms", "%d (%.2f%%; a p99 under 50 ms allows 1%%)%s", sc.Count, sc.Percent, during)
+		if len(sc.Episodes) > 0 {
+			row("  slow episodes", "%s", episodesString(sc.Episodes, r.Disk.Measured))
+		}
 	}
 	row("create to ACTIVE", "%s", d(r.CreateToActiveMs))
 	row("accounts(first:50)", "%s  [%d accounts paged; %d stored]", d(r.ListLatencyMs.All), r.ListLatencyMs.Paged, r.ListLatencyMs.TotalCount)
@@ -355,12 +358,97 @@ type SlowCreates struct {
 	Percent float64 `json:"percent"`
 	// DuringDiskStall overlapped a probe write that took over the bar.
 	DuringDiskStall int `json:"duringDiskStall"`
+	// Episodes are the slow creates merged where they overlap in time: one
+	// hold-up of the server shows as one episode however many creates it
+	// caught, so their times can be laid beside the server's own events
+	// (its collections, etcd's snapshots) to find what held it up.
+	Episodes []SlowEpisode `json:"episodes,omitempty"`
+	// ServerUptime is how long the started server had been running when
+	// the load began: an episode's At plus this is its time in the
+	// server's own clock, the one GODEBUG=gctrace=1 prints.
+	ServerUptime float64 `json:"serverUptimeAtLoad,omitempty"`
 }
 
-func slowCreatesOf(slow []span, total int, disk DiskFigures) SlowCreates {
+// SlowEpisode is a stretch of time in which every moment had a create in
+// flight that ended up over the bar.
+type SlowEpisode struct {
+	// At is its start, in seconds since the load began.
+	At      float64 `json:"at"`
+	Seconds float64 `json:"seconds"`
+	Creates int     `json:"creates"`
+	// DiskStall says a probe write over the bar overlapped it.
+	DiskStall bool `json:"diskStall"`
+}
+
+// slowCreatesOf sums up the slow creates of a load that began at begin.
+func slowCreatesOf(slow []span, total int, disk DiskFigures, begin time.Time) SlowCreates {
 	sc := SlowCreates{Count: len(slow), DuringDiskStall: overlapping(slow, disk.stalls)}
 	if total > 0 {
 		sc.Percent = round3(100 * float64(len(slow)) / float64(total))
 	}
+	for _, e := range episodes(slow) {
+		sc.Episodes = append(sc.Episodes, SlowEpisode{
+			At:        round3(e.start.Sub(begin).Seconds()),
+			Seconds:   round3(e.end.Sub(e.start).Seconds()),
+			Creates:   e.creates,
+			DiskStall: overlapping([]span{e.span}, disk.stalls) > 0,
+		})
+	}
 	return sc
+}
+
+type episode struct {
+	span
+	creates int
+}
+
+// episodes merges the spans that overlap, in time order.
+func episodes(spans []span) []episode {
+	sorted := slices.Clone(spans)
+	slices.SortFunc(sorted, func(a, b span) int { return a.start.Compare(b.start) })
+	var out []episode
+	for _, s := range sorted {
+		if n := len(out); n > 0 && !s.start.After(out[n-1].end) {
+			last := &out[n-1]
+			if s.end.After(last.end) {
+				last.end = s.end
+			}
+			last.creates++
+			continue
+		}
+		out = append(out, episode{s, 1})
+	}
+	return out
+}
+
+// episodesString sums up the slow episodes on one line: how many there
+// were, how many had no disk stall to blame, and the largest of those.
+func episodesString(eps []SlowEpisode, probed bool) string {
+	var unexplained []SlowEpisode
+	for _, e := range eps {
+		if !probed || !e.DiskStall {
+			unexplained = append(unexplained, e)
+		}
+	}
+	s := fmt.Sprintf("%d", len(eps))
+	if probed {
+		s += fmt.Sprintf(", %d with no disk stall (%d creates)", len(unexplained), sumCreates(unexplained))
+	}
+	slices.SortFunc(unexplained, func(a, b SlowEpisode) int { return b.Creates - a.Creates })
+	var big []string
+	for _, e := range unexplained[:min(len(unexplained), 5)] {
+		big = append(big, fmt.Sprintf("%d at %.1fs for %.0f ms", e.Creates, e.At, e.Seconds*1000))
+	}
+	if len(big) > 0 {
+		s += "; largest: " + strings.Join(big, ", ")
+	}
+	return s
+}
+
+func sumCreates(eps []SlowEpisode) int {
+	n := 0
+	for _, e := range eps {
+		n += e.Creates
+	}
+	return n
 }

@@ -29,6 +29,7 @@ type child struct {
 	logFile *os.File
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error
+	started time.Time // just after the process started
 }
 
 // newChild makes a child's temporary directory and, unless binary names
@@ -64,6 +65,7 @@ func (c *child) start(argv, env []string, logPath string) error {
 		c.cmd = nil
 		return fmt.Errorf("start %s: %w", filepath.Base(argv[0]), err)
 	}
+	c.started = time.Now()
 	go func() {
 		c.waitErr = c.cmd.Wait()
 		close(c.exited)
