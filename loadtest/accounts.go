@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/diskprobe"
 )
 
 // creator calls createAccount at a bounded rate from a fixed number of
@@ -31,8 +32,8 @@ type creator struct {
 	errored atomic.Int64
 
 	mu       sync.Mutex
-	lat      []time.Duration // successful calls
-	slow     []span          // successful calls that took over probeBar
+	lat      []time.Duration  // successful calls
+	slow     []diskprobe.Span // successful calls that took over probeBar
 	errs     map[string]int
 	samples  []string
 	first    time.Time // first call sent
@@ -102,7 +103,7 @@ func (cr *creator) record(begin time.Time, took time.Duration, err error) {
 		cr.created.Add(1)
 		cr.lat = append(cr.lat, took)
 		if took > probeBar {
-			cr.slow = append(cr.slow, span{begin, begin.Add(took)})
+			cr.slow = append(cr.slow, diskprobe.Span{Start: begin, End: begin.Add(took)})
 		}
 		return
 	}
@@ -143,9 +144,9 @@ func (r *runner) load(ctx context.Context) error {
 	self := os.Getpid()
 	srvStart, genStart, etcdStart := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	metricsStart, _ := fetchMetrics(ctx, r.metrics)
-	stopProbe := func() (DiskFigures, error) { return DiskFigures{}, nil }
+	var probe *diskprobe.Probe
 	if dir := r.diskProbeDir(); dir != "" {
-		stopProbe = diskProbe(dir)
+		probe = diskprobe.Start(dir)
 	}
 	begin := time.Now()
 	createDone := make(chan struct{})
@@ -156,10 +157,12 @@ func (r *runner) load(ctx context.Context) error {
 	waitErr := r.watch(ctx, cr, createDone, begin)
 	<-createDone
 	end := time.Now()
-	disk, probeErr := stopProbe()
-	r.rep.Disk = disk
-	if probeErr != nil {
-		r.note("%v", probeErr)
+	if probe != nil {
+		res, err := probe.Stop()
+		r.rep.Disk = diskFiguresOf(res)
+		if err != nil {
+			r.note("%v", err)
+		}
 	}
 	srvEnd, genEnd, etcdEnd := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	if metricsStart != nil {
@@ -182,7 +185,7 @@ func (r *runner) load(ctx context.Context) error {
 		a.CreateRate = round3(float64(a.Created) / cr.last.Sub(cr.first).Seconds())
 	}
 	r.rep.CreateLatencyMs = distOf(cr.lat)
-	r.rep.SlowCreates = slowCreatesOf(cr.slow, len(cr.lat), disk, begin)
+	r.rep.SlowCreates = slowCreatesOf(cr.slow, len(cr.lat), r.rep.Disk, begin)
 	if r.srv != nil {
 		r.rep.SlowCreates.ServerUptime = round3(begin.Sub(r.srv.started).Seconds())
 	}

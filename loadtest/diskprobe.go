@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"sort"
 	"time"
+
+	"github.com/npanel/npanel/internal/diskprobe"
 )
 
 // Every write the API acknowledges waits for etcd's WAL fsync, so the disk
@@ -13,18 +11,14 @@ import (
 // lower. The disk probe measures that floor side by side with the run: a
 // small durable write at a fixed interval, in the filesystem etcd writes to,
 // from the first create to the last ACTIVE.
-const (
-	probeInterval = 10 * time.Millisecond
-	probeWrite    = 4 << 10
-	probeFile     = 64 << 20 // preallocated and reused, like a WAL segment
-	// probeBar is the createAccount p99 bar: the share of time a durable
-	// write would have waited longer than this is the share of creates
-	// the disk alone pushes over it.
-	probeBar = 50 * time.Millisecond
-)
+//
+// probeBar is the createAccount p99 bar: the share of time a durable write
+// would have waited longer than this is the share of creates the disk alone
+// pushes over it.
+const probeBar = 50 * time.Millisecond
 
-// DiskFigures are the disk probe's: a probeWrite write plus fdatasync
-// every probeInterval.
+// DiskFigures are the disk probe's (internal/diskprobe): a 4 KiB write
+// plus fdatasync every diskprobe.Interval.
 type DiskFigures struct {
 	Measured   bool    `json:"measured"`
 	Dir        string  `json:"dir"`
@@ -40,93 +34,27 @@ type DiskFigures struct {
 	StalledShare   float64 `json:"stalledPercentOver50ms"`
 	Seconds        float64 `json:"seconds"`
 	// stalls are the slow writes, in time order.
-	stalls []span
+	stalls []diskprobe.Span
 }
 
-// span is a stretch of wall time.
-type span struct{ start, end time.Time }
-
-// overlapping counts the spans in xs that share time with one of stalls,
-// which must be in time order and not overlap each other (the probe's
-// writes follow one another).
-func overlapping(xs, stalls []span) int {
-	n := 0
-	for _, x := range xs {
-		// The first stall still going on when x starts.
-		i := sort.Search(len(stalls), func(i int) bool { return stalls[i].end.After(x.start) })
-		if i < len(stalls) && stalls[i].start.Before(x.end) {
-			n++
-		}
+// diskFiguresOf sums up a probe's result against probeBar.
+func diskFiguresOf(res diskprobe.Result) DiskFigures {
+	fig := DiskFigures{
+		Dir:        res.Dir,
+		IntervalMs: float64(diskprobe.Interval) / float64(time.Millisecond),
+		Measured:   len(res.Writes) > 0,
+		Seconds:    round3(res.Elapsed.Seconds()),
+		stalls:     res.Over(probeBar),
 	}
-	return n
-}
-
-// diskProbe writes and syncs a file in dir until stop is called, which
-// returns its figures. A probe that cannot create its file reports nothing
-// measured and the reason.
-func diskProbe(dir string) (stop func() (DiskFigures, error)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	var (
-		fig DiskFigures
-		err error
-	)
-	go func() {
-		defer close(done)
-		fig, err = runDiskProbe(ctx, dir)
-	}()
-	return func() (DiskFigures, error) {
-		cancel()
-		<-done
-		return fig, err
+	lat := make([]time.Duration, len(res.Writes))
+	for i, w := range res.Writes {
+		lat[i] = w.Took()
 	}
-}
-
-func runDiskProbe(ctx context.Context, dir string) (DiskFigures, error) {
-	fig := DiskFigures{Dir: dir, IntervalMs: float64(probeInterval) / float64(time.Millisecond)}
-	f, err := os.CreateTemp(dir, "npanel-loadtest-diskprobe-")
-	if err != nil {
-		return fig, fmt.Errorf("disk probe: %w", err)
+	fig.Latency = distOf(lat)
+	fig.SlowWrites = len(fig.stalls)
+	fig.StalledSeconds = round3(res.Stalled(probeBar).Seconds())
+	if fig.Seconds > 0 {
+		fig.StalledShare = round3(100 * fig.StalledSeconds / fig.Seconds)
 	}
-	defer func() {
-		f.Close()
-		os.Remove(f.Name())
-	}()
-	if err := preallocate(f, probeFile); err != nil {
-		return fig, fmt.Errorf("disk probe: preallocate %s: %w", f.Name(), err)
-	}
-	buf := make([]byte, probeWrite)
-	var lat []time.Duration
-	var stalled time.Duration
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
-	begin := time.Now()
-	for off := int64(0); ; off = (off + probeWrite) % probeFile {
-		select {
-		case <-ctx.Done():
-			fig.Seconds = round3(time.Since(begin).Seconds())
-			fig.Measured = len(lat) > 0
-			fig.Latency = distOf(lat)
-			fig.StalledSeconds = round3(stalled.Seconds())
-			if fig.Seconds > 0 {
-				fig.StalledShare = round3(100 * fig.StalledSeconds / fig.Seconds)
-			}
-			return fig, nil
-		case <-tick.C:
-		}
-		t := time.Now()
-		if _, err := f.WriteAt(buf, off); err != nil {
-			return fig, fmt.Errorf("disk probe: write: %w", err)
-		}
-		if err := datasync(f); err != nil {
-			return fig, fmt.Errorf("disk probe: sync: %w", err)
-		}
-		d := time.Since(t)
-		lat = append(lat, d)
-		if d > probeBar {
-			fig.SlowWrites++
-			stalled += d - probeBar
-			fig.stalls = append(fig.stalls, span{t, t.Add(d)})
-		}
-	}
+	return fig
 }

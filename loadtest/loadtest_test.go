@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/internal/diskprobe"
 )
 
 // npanelBinary and etcdBinary are built once in TestMain so that the builds
@@ -194,45 +196,33 @@ func runSmall(t *testing.T, base Config) *Report {
 	return rep
 }
 
-func TestDiskProbe(t *testing.T) {
-	dir := t.TempDir()
-	start := time.Now()
-	stop := diskProbe(dir)
-	time.Sleep(300 * time.Millisecond)
-	fig, err := stop()
-	if err != nil {
-		t.Fatal(err)
+// TestDiskFigures sums a probe's writes up against the 50 ms bar.
+func TestDiskFigures(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	at := func(from, to int) diskprobe.Span {
+		return diskprobe.Span{Start: t0.Add(time.Duration(from) * time.Millisecond), End: t0.Add(time.Duration(to) * time.Millisecond)}
 	}
-	elapsed := time.Since(start)
-	// The probe's clock starts once its file is preallocated, and ticks are
-	// dropped while a sync is slow, so a slow disk gives fewer writes over
-	// less than the 300 ms slept; a probe that does not wait for its ticks
-	// gives more than the interval allows.
-	l := fig.Latency
-	most := int(elapsed/probeInterval) + 1
-	if !fig.Measured || fig.Dir != dir || l.Count < 1 || l.Count > most || l.P50 <= 0 || l.P50 > l.Max ||
-		fig.Seconds <= 0 || fig.Seconds > round3(elapsed.Seconds()) {
-		t.Errorf("figures after %v (at most %d writes): %+v", elapsed, most, fig)
+	res := diskprobe.Result{Dir: "/d", Elapsed: 2 * time.Second, Writes: []diskprobe.Span{
+		at(0, 1), at(10, 12), at(20, 70), at(80, 200), at(210, 211), at(220, 300),
+	}}
+	fig := diskFiguresOf(res)
+	want := []diskprobe.Span{at(80, 200), at(220, 300)} // 50 ms exactly is not over
+	if !fig.Measured || fig.Dir != "/d" || fig.IntervalMs != 10 || fig.Seconds != 2 || fig.Latency.Count != 6 || fig.Latency.Max != 120 ||
+		fig.SlowWrites != 2 || !slices.Equal(fig.stalls, want) || fig.StalledSeconds != 0.1 || fig.StalledShare != 5 {
+		t.Errorf("figures: %+v", fig)
 	}
-	if fig.StalledShare < 0 || fig.StalledShare > 100 || (fig.SlowWrites == 0) != (fig.StalledSeconds == 0) || len(fig.stalls) != fig.SlowWrites {
-		t.Errorf("stall figures: %+v", fig)
-	}
-	if left, _ := os.ReadDir(dir); len(left) != 0 {
-		t.Errorf("the probe left %d files in %s", len(left), dir)
-	}
-
-	if _, err := diskProbe(filepath.Join(dir, "missing"))(); err == nil {
-		t.Error("a probe in a missing directory reported no error")
+	if fig := diskFiguresOf(diskprobe.Result{Dir: "/d"}); fig.Measured || fig.SlowWrites != 0 || fig.StalledShare != 0 {
+		t.Errorf("figures of a probe with no writes: %+v", fig)
 	}
 }
 
 func TestSlowCreatesOverlap(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	at := func(from, to int) span {
-		return span{t0.Add(time.Duration(from) * time.Millisecond), t0.Add(time.Duration(to) * time.Millisecond)}
+	at := func(from, to int) diskprobe.Span {
+		return diskprobe.Span{Start: t0.Add(time.Duration(from) * time.Millisecond), End: t0.Add(time.Duration(to) * time.Millisecond)}
 	}
-	stalls := []span{at(100, 200), at(500, 560), at(1000, 1400)}
-	creates := []span{
+	stalls := []diskprobe.Span{at(100, 200), at(500, 560), at(1000, 1400)}
+	creates := []diskprobe.Span{
 		at(0, 60),      // before every stall
 		at(50, 110),    // into the first
 		at(150, 210),   // inside it, past its end
@@ -269,11 +259,11 @@ func TestSlowCreatesOverlap(t *testing.T) {
 
 func TestSlowEpisodes(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	at := func(from, to int) span {
-		return span{t0.Add(time.Duration(from) * time.Millisecond), t0.Add(time.Duration(to) * time.Millisecond)}
+	at := func(from, to int) diskprobe.Span {
+		return diskprobe.Span{Start: t0.Add(time.Duration(from) * time.Millisecond), End: t0.Add(time.Duration(to) * time.Millisecond)}
 	}
 	// Out of order, one inside another, and one starting as another ends.
-	got := episodes([]span{at(300, 360), at(0, 100), at(20, 60), at(100, 150), at(400, 460)})
+	got := episodes([]diskprobe.Span{at(300, 360), at(0, 100), at(20, 60), at(100, 150), at(400, 460)})
 	want := []episode{{at(0, 150), 3}, {at(300, 360), 1}, {at(400, 460), 1}}
 	if !slices.Equal(got, want) {
 		t.Errorf("episodes:\n got %+v\nwant %+v", got, want)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/npanel/npanel/internal/diskprobe"
 )
 
 // Report is everything one run measured. It is printed as a table and
@@ -381,37 +383,37 @@ type SlowEpisode struct {
 }
 
 // slowCreatesOf sums up the slow creates of a load that began at begin.
-func slowCreatesOf(slow []span, total int, disk DiskFigures, begin time.Time) SlowCreates {
-	sc := SlowCreates{Count: len(slow), DuringDiskStall: overlapping(slow, disk.stalls)}
+func slowCreatesOf(slow []diskprobe.Span, total int, disk DiskFigures, begin time.Time) SlowCreates {
+	sc := SlowCreates{Count: len(slow), DuringDiskStall: diskprobe.Overlapping(slow, disk.stalls)}
 	if total > 0 {
 		sc.Percent = round3(100 * float64(len(slow)) / float64(total))
 	}
 	for _, e := range episodes(slow) {
 		sc.Episodes = append(sc.Episodes, SlowEpisode{
-			At:        round3(e.start.Sub(begin).Seconds()),
-			Seconds:   round3(e.end.Sub(e.start).Seconds()),
+			At:        round3(e.Start.Sub(begin).Seconds()),
+			Seconds:   round3(e.Took().Seconds()),
 			Creates:   e.creates,
-			DiskStall: overlapping([]span{e.span}, disk.stalls) > 0,
+			DiskStall: diskprobe.Overlapping([]diskprobe.Span{e.Span}, disk.stalls) > 0,
 		})
 	}
 	return sc
 }
 
 type episode struct {
-	span
+	diskprobe.Span
 	creates int
 }
 
 // episodes merges the spans that overlap, in time order.
-func episodes(spans []span) []episode {
+func episodes(spans []diskprobe.Span) []episode {
 	sorted := slices.Clone(spans)
-	slices.SortFunc(sorted, func(a, b span) int { return a.start.Compare(b.start) })
+	slices.SortFunc(sorted, func(a, b diskprobe.Span) int { return a.Start.Compare(b.Start) })
 	var out []episode
 	for _, s := range sorted {
-		if n := len(out); n > 0 && !s.start.After(out[n-1].end) {
+		if n := len(out); n > 0 && !s.Start.After(out[n-1].End) {
 			last := &out[n-1]
-			if s.end.After(last.end) {
-				last.end = s.end
+			if s.End.After(last.End) {
+				last.End = s.End
 			}
 			last.creates++
 			continue
