@@ -8,8 +8,50 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/internal/diskprobe"
 	"github.com/npanel/npanel/internal/testenv"
 )
+
+// diskWatch runs a disk probe (internal/diskprobe) beside a benchmark's
+// timed requests, in the filesystem its daemons write to, so that a p99
+// over the bar can be told apart from the disk stalling under it: every
+// change waits for etcd's, the agents' and PowerDNS's syncs.
+type diskWatch struct {
+	probe *diskprobe.Probe
+	spans []diskprobe.Span
+}
+
+func watchDisk(b *testing.B) *diskWatch {
+	return &diskWatch{probe: diskprobe.Start(b.TempDir())}
+}
+
+// timed records a request that started at start and ends now, and returns
+// how long it took.
+func (w *diskWatch) timed(start time.Time) time.Duration {
+	s := diskprobe.Span{Start: start, End: time.Now()}
+	w.spans = append(w.spans, s)
+	return s.Took()
+}
+
+// report stops the probe and adds to the output the share of the run the
+// disk stalled past bar (a probe write took longer), how many requests
+// overlapped such a stall, and p50/p99 of the others (clear_).
+func (w *diskWatch) report(b *testing.B, bar time.Duration) {
+	res, err := w.probe.Stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stalls := res.Over(bar)
+	var clear []time.Duration
+	for _, s := range w.spans {
+		if diskprobe.Overlapping([]diskprobe.Span{s}, stalls) == 0 {
+			clear = append(clear, s.Took())
+		}
+	}
+	b.ReportMetric(res.StalledPercent(bar), "disk_stalled_pct")
+	b.ReportMetric(float64(len(w.spans)-len(clear)), "in_disk_stall")
+	reportNamed(b, "clear_", clear)
+}
 
 // reportPercentiles adds p50/p99 of d (milliseconds) to the benchmark output.
 func reportPercentiles(b *testing.B, d []time.Duration) { reportNamed(b, "", d) }
