@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -34,6 +35,21 @@ const serverMemoryShare = 0.6
 // outgrows the share, and below budgetMinLive.
 const serverHeapShare = 0.25
 
+// earlyRunway is how many times the live heap before its goal the server
+// starts a collection itself, when the budget applies. The runtime starts
+// one so that, at its estimate of how fast the program allocates while it
+// marks, marking ends at the goal; that estimate comes from the previous
+// collection, and collections under the budget are half a minute apart
+// while the live heap grows by a third between them. So the runway fell
+// short, and the allocating goroutines (request handlers, etcd's apply
+// loop, the agents' streams) did much of the marking as assists and, after
+// it, the sweeping: a second in which every request waited. Started early
+// by runtime.GC, the collection has the whole runway for its own workers
+// and sweeps the heap in its own goroutine. In the 100,000-account load
+// test this cut the creates held up over 50 ms with no disk stall from
+// about 690 to 250-460.
+const earlyRunway = 3
+
 // tuneGC applies serverGCPercent, serverHeapShare and serverMemoryShare
 // for as long as ctx lasts.
 func tuneGC(ctx context.Context) {
@@ -46,29 +62,43 @@ func tuneGC(ctx context.Context) {
 	}
 	debug.SetGCPercent(serverGCPercent)
 	if avail > 0 {
-		go keepHeapBudget(ctx, int64(float64(avail)*serverHeapShare), time.Second)
+		go keepHeapBudget(ctx, int64(float64(avail)*serverHeapShare), 100*time.Millisecond)
 	}
 }
 
-// keepHeapBudget sets GOGC after every collection (looking every interval)
-// so that the next one comes when the heap reaches budget.
+// keepHeapBudget, looking every interval, sets GOGC after every collection
+// so that the next one is due when the heap reaches budget, and starts that
+// one itself once startEarly says so.
 func keepHeapBudget(ctx context.Context, budget int64, interval time.Duration) {
 	sample := []metrics.Sample{
 		{Name: "/gc/cycles/total:gc-cycles"},
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/gc/scan/stack:bytes"},
 		{Name: "/gc/scan/globals:bytes"},
+		{Name: "/gc/heap/goal:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
 	}
-	var seen uint64
+	var (
+		seen    uint64
+		live    int64
+		started bool // this cycle's successor, by runtime.GC
+	)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		metrics.Read(sample)
 		if cycles := sample[0].Value.Uint64(); cycles != seen {
-			seen = cycles
-			live := int64(sample[1].Value.Uint64())
+			seen, started = cycles, false
+			live = int64(sample[1].Value.Uint64())
 			roots := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64())
 			debug.SetGCPercent(gcPercentFor(live, roots, budget))
+		}
+		goal, heap := int64(sample[4].Value.Uint64()), int64(sample[5].Value.Uint64())
+		if !started && startEarly(live, heap, goal) {
+			started = true
+			// runtime.GC returns once the cycle has marked and swept;
+			// the server does not wait for that.
+			go runtime.GC()
 		}
 		select {
 		case <-ctx.Done():
@@ -76,6 +106,16 @@ func keepHeapBudget(ctx context.Context, budget int64, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// startEarly says whether a heap of heap bytes, live of them live at the
+// last collection, is within earlyRunway times live of its goal. Only where
+// the budget lets the heap grow far: a live heap of at least budgetMinLive,
+// and a goal at least twice the runway past it, so that starting early
+// costs at most half the growth between collections.
+func startEarly(live, heap, goal int64) bool {
+	runway := earlyRunway * live
+	return live >= budgetMinLive && goal-live >= 2*runway && heap >= goal-runway
 }
 
 // maxGCPercent bounds the GOGC keepHeapBudget sets: the runtime grows the
