@@ -36,19 +36,17 @@ const serverMemoryShare = 0.6
 const serverHeapShare = 0.25
 
 // earlyRunway is how many times the live heap before its goal the server
-// starts a collection itself, when the budget applies. The runtime starts
-// one so that, at its estimate of how fast the program allocates while it
-// marks, marking ends at the goal; that estimate comes from the previous
-// collection, and collections under the budget are half a minute apart
-// while the live heap grows by a third between them. So the runway fell
-// short, and the allocating goroutines (request handlers, etcd's apply
-// loop, the agents' streams) did much of the marking as assists and, after
-// it, the sweeping: a second in which every request waited. Started early
-// by runtime.GC, the collection has the whole runway for its own workers
-// and sweeps the heap in its own goroutine. In the 100,000-account load
-// test this cut the creates held up over 50 ms with no disk stall from
-// about 690 to 245-622 (about 420 on average over five runs). The
-// collections still take assists; how many is not the pacer's doing.
+// starts a collection itself, when the budget applies. Collections under
+// the budget are half a minute apart, and each one held up a few hundred
+// creates over 50 ms, the largest hold-ups the load test found besides the
+// disk's. Started early by runtime.GC, with the goal still far, the same
+// collections held up fewer: 245-622 creates per 100,000-account run over
+// five runs (about 420 on average), against 670-703 in every earlier run.
+// The mark phase got shorter (0.8 s against 1.1 s at the same heap), its
+// assists did not, so the gain is around the mark rather than in the
+// pacing; our reading is that runtime.GC sweeps the multi-gigabyte heap
+// in its own goroutine at once instead of in the allocations that follow,
+// but that is not proven.
 const earlyRunway = 3
 
 // tuneGC applies serverGCPercent, serverHeapShare and serverMemoryShare
