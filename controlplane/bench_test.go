@@ -42,15 +42,15 @@ func (w *diskWatch) report(b *testing.B, bar time.Duration) {
 		b.Fatal(err)
 	}
 	stalls := res.Over(bar)
-	var clear []time.Duration
+	var unstalled []time.Duration
 	for _, s := range w.spans {
 		if diskprobe.Overlapping([]diskprobe.Span{s}, stalls) == 0 {
-			clear = append(clear, s.Took())
+			unstalled = append(unstalled, s.Took())
 		}
 	}
 	b.ReportMetric(res.StalledPercent(bar), "disk_stalled_pct")
-	b.ReportMetric(float64(len(w.spans)-len(clear)), "in_disk_stall")
-	reportNamed(b, "clear_", clear)
+	b.ReportMetric(float64(len(w.spans)-len(unstalled)), "in_disk_stall")
+	reportNamed(b, "clear_", unstalled)
 }
 
 // reportPercentiles adds p50/p99 of d (milliseconds) to the benchmark output.
