@@ -75,24 +75,29 @@ func keepHeapBudget(ctx context.Context, budget int64, interval time.Duration) {
 		{Name: "/gc/scan/stack:bytes"},
 		{Name: "/gc/scan/globals:bytes"},
 		{Name: "/gc/heap/goal:bytes"},
-		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
 	}
 	var (
-		seen    uint64
-		live    int64
-		started bool // this cycle's successor, by runtime.GC
+		seen     uint64
+		live     int64
+		allocsAt int64 // allocated bytes, all told, when seen was
+		started  bool  // this cycle's successor, by runtime.GC
 	)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		metrics.Read(sample)
+		allocs := int64(sample[5].Value.Uint64())
 		if cycles := sample[0].Value.Uint64(); cycles != seen {
-			seen, started = cycles, false
+			seen, started, allocsAt = cycles, false, allocs
 			live = int64(sample[1].Value.Uint64())
 			roots := int64(sample[2].Value.Uint64() + sample[3].Value.Uint64())
 			debug.SetGCPercent(gcPercentFor(live, roots, budget))
 		}
-		goal, heap := int64(sample[4].Value.Uint64()), int64(sample[5].Value.Uint64())
+		// The heap as the runtime paces it: live plus what was allocated
+		// since. The heap's objects would count the dead ones a collection
+		// has not swept yet, and start another collection on its heels.
+		goal, heap := int64(sample[4].Value.Uint64()), live+allocs-allocsAt
 		if !started && startEarly(live, heap, goal) {
 			started = true
 			// runtime.GC returns once the cycle has marked and swept;

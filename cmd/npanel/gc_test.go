@@ -130,17 +130,26 @@ func TestKeepHeapBudgetStartsEarly(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	// Two in a row: after its collection, keepHeapBudget starts the next.
+	// Two in a row: after its collection, keepHeapBudget starts the next,
+	// once the heap has grown again (some 4x live: a start at 5x).
 	metrics.Read(sample)
 	natural := func() uint64 { return sample[3].Value.Uint64() - sample[4].Value.Uint64() }
 	before, forced := natural(), sample[4].Value.Uint64()
+	seen, grown := forced, int64(0) // bytes allocated since the last forced collection
 	for time.Now().Before(deadline) {
 		gcSink = make([]byte, 1<<20)
+		grown += 1 << 20
 		// Slow enough that keepHeapBudget, looking every millisecond, sees
 		// the heap in the 65 MB between its start and the runtime's even
 		// when the test shares busy cores.
 		time.Sleep(2 * time.Millisecond)
 		metrics.Read(sample)
+		if n := sample[4].Value.Uint64(); n > seen {
+			if grown < 3*live {
+				t.Fatalf("collection %d forced after %d MB of growth, want at least 3x the %d MB live", n-forced, grown>>20, live>>20)
+			}
+			seen, grown = n, 0
+		}
 		switch {
 		case natural() > before:
 			t.Fatalf("the runtime started a collection before keepHeapBudget did (%d forced before it)", sample[4].Value.Uint64()-forced)
