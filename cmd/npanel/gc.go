@@ -41,7 +41,7 @@ const serverHeapShare = 0.25
 // creates over 50 ms, the largest hold-ups the load test found besides the
 // disk's. Started early by runtime.GC, with the goal still far, the same
 // collections held up fewer: 245-622 creates per 100,000-account run over
-// five runs (about 420 on average), against 670-703 in every earlier run.
+// six runs (about 430 on average), against 670-703 in every earlier run.
 // The mark phase got shorter (0.8 s against 1.1 s at the same heap), its
 // assists did not, so the gain is around the mark rather than in the
 // pacing; our reading is that runtime.GC sweeps the multi-gigabyte heap
