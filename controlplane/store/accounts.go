@@ -121,7 +121,8 @@ type Limits struct {
 }
 
 // CreateAccount writes a new PENDING account if its username and domain are
-// free cluster-wide, its plan is still at planRev (the revision the account
+// free cluster-wide, no other account or cluster zone holds a name inside
+// or above the domain (claimNames), its plan is still at planRev (the revision the account
 // was built from; ErrPlanChanged otherwise) and the owner's usage stays
 // within limits — all checked in the one transaction that writes it, so
 // neither a race between two creations nor a crash can break uniqueness or
@@ -141,13 +142,17 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, li
 		defer mu.Unlock()
 	}
 	for {
-		cmps := []clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), unchanged(planKey(a.Plan), planRev)}
-		ops := []clientv3.Op{
+		tcmps, tops, err := s.claimNames(ctx, a.ID, []string{a.Domain})
+		if err != nil {
+			return err
+		}
+		cmps := append([]clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), unchanged(planKey(a.Plan), planRev)}, tcmps...)
+		ops := append([]clientv3.Op{
 			clientv3.OpPut(accountKey(a.ID), mustJSON(a)),
 			clientv3.OpPut(userNameKey(a.Username), a.ID),
 			clientv3.OpPut(domainNameKey(a.Domain), a.ID),
 			auditPut(audit),
-		}
+		}, tops...)
 		if metered {
 			usage, rev, err := s.GetUsage(ctx, a.Owner)
 			if err != nil {
@@ -189,8 +194,9 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, li
 		case resp.Responses[2].GetResponseRange().Kvs[0].ModRevision != planRev:
 			return fmt.Errorf("plan %q: %w", a.Plan, ErrPlanChanged)
 		}
-		// Only the usage moved under us: another replica created or deleted
-		// an account of this owner. Re-read and re-check the quota.
+		// Only the usage or the name tree moved under us: another replica
+		// created or deleted an account of this owner, or a name near this
+		// domain was taken. Re-read and re-check.
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -222,7 +222,7 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 			auditPut(audit),
 		}
 		for _, site := range a.AllSites() {
-			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)))
+			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)), releaseName(site.Domain))
 		}
 		ops = append(ops, databaseCleanupOps(id)...)
 		zc, zo, err := s.zoneDeletion(ctx, a.Domain)

@@ -50,8 +50,9 @@ type SiteChange struct {
 
 // ChangeSites applies fn to the account's sites and commits the result in
 // one transaction with the domain reservations it needs: an added domain
-// must be free cluster-wide at that moment (like at account creation), a
-// removed one is released. The account's generation is bumped so the
+// must be free cluster-wide at that moment, and neither inside nor above a
+// domain another account holds (like at account creation); a removed one is
+// released. The account's generation is bumped so the
 // controller converges the node. fn returning an error writes nothing; fn
 // returning a change with nothing in it and leaving the sites alone writes
 // nothing either.
@@ -82,15 +83,20 @@ func (s *Store) ChangeSites(ctx context.Context, id string, fn func(a *Account) 
 				a.Sites[i].Generation = a.Generation
 			}
 		}
-		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev)}
-		var ops, elseOps []clientv3.Op
+		tcmps, tops, err := s.claimNames(ctx, id, ch.Added)
+		if err != nil {
+			return nil, err
+		}
+		cmps := append([]clientv3.Cmp{unchanged(accountKey(id), rev)}, tcmps...)
+		ops := tops
+		var elseOps []clientv3.Op
 		for _, d := range ch.Added {
 			cmps = append(cmps, absent(domainNameKey(d)))
 			ops = append(ops, clientv3.OpPut(domainNameKey(d), id))
 			elseOps = append(elseOps, clientv3.OpGet(domainNameKey(d), clientv3.WithCountOnly()))
 		}
 		for _, d := range ch.Removed {
-			ops = append(ops, clientv3.OpDelete(domainNameKey(d)))
+			ops = append(ops, clientv3.OpDelete(domainNameKey(d)), releaseName(d))
 		}
 		ops = append(ops, clientv3.OpPut(accountKey(id), mustJSON(a)), auditPut(audit))
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()

@@ -21,6 +21,7 @@
 //	accounts/<id>              hosting accounts: spec and lifecycle status
 //	names/user/<username>      uniqueness of account user names (→ account id)
 //	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
+//	names/tree/<tld>/<..>/     every hosted name by reversed labels (→ account id, or -cluster), see nametree.go
 //	alloc/<node>               what is placed on a node (scheduler's ledger)
 //	databases/<account>/<db>   an account's databases: desired state and last task's outcome
 //	dbusers/<account>/<user>   an account's database users and their grants (never a password)

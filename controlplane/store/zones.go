@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -107,17 +108,36 @@ func ZoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
 	return absent(zoneKey(z.Name)), clientv3.OpPut(zoneKey(z.Name), mustJSON(z))
 }
 
-// CreateZone writes a new zone unless one of that name exists.
+// CreateZone writes a new zone unless one of that name exists, or a name
+// inside or above it is held by another holder than the zone's (its
+// account, or the cluster for a zone no account owns).
 func (s *Store) CreateZone(ctx context.Context, z *Zone, audit AuditEvent) error {
-	cmp, op := ZoneOps(z)
-	resp, err := s.cli.Txn(ctx).If(cmp).Then(op, auditPut(audit)).Commit()
-	if err != nil {
-		return fmt.Errorf("create zone %s: %w", z.Name, err)
+	holder := z.Account
+	if holder == "" {
+		holder = ClusterHolder
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("zone %s exists already: %w", z.Name, ErrConflict)
+	for {
+		tcmps, tops, err := s.claimNames(ctx, holder, []string{z.Name})
+		if err != nil {
+			return err
+		}
+		cmp, op := ZoneOps(z)
+		resp, err := s.cli.Txn(ctx).If(append(tcmps, cmp)...).Then(append(tops, op, auditPut(audit))...).
+			Else(clientv3.OpGet(zoneKey(z.Name), clientv3.WithCountOnly())).Commit()
+		if err != nil {
+			return fmt.Errorf("create zone %s: %w", z.Name, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return fmt.Errorf("zone %s exists already: %w", z.Name, ErrConflict)
+		}
+		// A name near it was taken meanwhile: decide again.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // GetZone returns a zone and its revision.
@@ -215,11 +235,21 @@ func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...client
 // DeleteZone removes a zone record (the controller has removed it from the
 // nodes first) together with its unconsumed done notices.
 func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
-	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(
+	ops := []clientv3.Op{
 		clientv3.OpDelete(zoneKey(name)),
 		clientv3.OpDelete(PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
 		auditPut(audit),
-	).Commit()
+	}
+	// A zone no account owns holds its name itself; an account's zone
+	// holds none (its account's domain does, released with the account).
+	z, zrev, err := s.GetZone(ctx, name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	if err == nil && zrev == rev && z.Account == "" {
+		ops = append(ops, releaseName(name))
+	}
+	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("delete zone %s: %w", name, err)
 	}
@@ -351,8 +381,9 @@ func (b *Batch) PutZone(z *Zone, rev int64) {
 
 // PutNewZone adds a zone created by the account controller at placement to
 // the batch. It has no compare: forward zones are created only there, once
-// per account, and the domain's cluster-wide reservation already excludes
-// another account's zone of that name.
+// per account, and the domain's cluster-wide reservation and its name-tree
+// key (taken at account creation) already exclude another account's zone of
+// that name, or inside or above it.
 func (b *Batch) PutNewZone(z *Zone) {
 	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
 }
