@@ -36,8 +36,17 @@ const (
 	DefaultTTL = 3600
 	// MaxContentLen bounds one record's content (a long DKIM key is ~800).
 	MaxContentLen = 4096
-	// MaxRecords bounds one zone.
+	// MaxRecords bounds one zone as its DNS server gets it, every record
+	// included: CheckRecords, and so the node, refuses more.
 	MaxRecords = 10000
+	// MaxGlueRecords is how many records the control plane adds to a zone
+	// of its own accord: the addresses of the ns1 and ns2 it names when no
+	// cluster nameservers are set.
+	MaxGlueRecords = 2
+	// MaxZoneRecords is how many records the API lets a zone hold, so that
+	// a zone it accepted always fits on the node (a zone the node refuses
+	// goes FAILED and takes no further change).
+	MaxZoneRecords = MaxRecords - MaxGlueRecords
 )
 
 // Record is one resource record. Content is the RDATA in presentation form

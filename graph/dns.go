@@ -126,8 +126,14 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 		if z.Deleted {
 			return fmt.Errorf("zone %s is being deleted: %w", z.Name, store.ErrConflict)
 		}
+		before := len(z.Records)
 		if err := fn(z); err != nil {
 			return err
+		}
+		if n := len(z.Records); n > before {
+			if err := checkRecordCount(z.Name, n); err != nil {
+				return err
+			}
 		}
 		if err := checkZoneRecords(z, check); err != nil {
 			return err
@@ -147,6 +153,15 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 		r.Cluster.ZoneTaskQueued(key, rev)
 	}
 	return z, err
+}
+
+// checkRecordCount refuses a zone of n records above the limit every
+// node accepts; a change that shrinks a zone is never refused by it.
+func checkRecordCount(zone string, n int) error {
+	if n > dnszone.MaxZoneRecords {
+		return fmt.Errorf("%w: a zone holds at most %d records; %s would hold %d", store.ErrQuotaExceeded, dnszone.MaxZoneRecords, zone, n)
+	}
+	return nil
 }
 
 func dnsRecords(z *store.Zone) []dnszone.Record {
@@ -242,8 +257,10 @@ func recordIndex(z *store.Zone, id string) int {
 // importRecords merges what a zone file holds into z: each imported rrset
 // replaces the zone's records of that name and type. Entries the parser
 // refused, and imported records that would break the zone as a whole, are
-// reported and left out.
-func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*model.ImportLine) {
+// reported and left out. A file that would take the zone past the record
+// limit is refused whole (QUOTA_EXCEEDED): which records to leave out is
+// the user's choice, not ours.
+func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*model.ImportLine, err error) {
 	lineOf := map[dnszone.Record]*dnszone.ImportLine{}
 	for i := range imp.Lines {
 		l := &imp.Lines[i]
@@ -260,6 +277,11 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 	}
 	kept := slices.DeleteFunc(slices.Clone(z.Records), func(r store.ZoneRecord) bool { return replaced[rrset{r.Name, r.Type}] })
 	candidates := slices.Clone(imp.Records)
+	if n := len(kept) + len(candidates); n > len(z.Records) {
+		if err := checkRecordCount(z.Name, n); err != nil {
+			return nil, nil, err
+		}
+	}
 	for {
 		trial := slices.Clone(kept)
 		for _, rec := range candidates {
@@ -280,7 +302,7 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 				for _, rec := range candidates {
 					refused = append(refused, importLine(lineOf, rec, "conflicts with the zone's existing records"))
 				}
-				return imported, refused
+				return imported, refused, nil
 			}
 			break
 		}
@@ -307,7 +329,7 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 		imported = append(imported, l)
 	}
 	slices.SortFunc(refused, func(a, b *model.ImportLine) int { return a.Line - b.Line })
-	return imported, refused
+	return imported, refused, nil
 }
 
 func importLine(lineOf map[dnszone.Record]*dnszone.ImportLine, rec dnszone.Record, reason string) *model.ImportLine {

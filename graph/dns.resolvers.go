@@ -101,9 +101,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 		return nil, err
 	}
 	out := &model.ZoneImport{Imported: []*model.ImportLine{}, Refused: []*model.ImportLine{}}
-	z, err := r.changeZone(ctx, "importZone", key, checkAll, func(z *store.Zone) error {
-		out.Imported, out.Refused = importRecords(z, imp)
-		return nil
+	z, err := r.changeZone(ctx, "importZone", key, checkAll, func(z *store.Zone) (err error) {
+		out.Imported, out.Refused, err = importRecords(z, imp)
+		return err
 	})
 	if err != nil {
 		return nil, err
