@@ -1,6 +1,8 @@
 package dnszone
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -380,5 +382,27 @@ func BenchmarkValidateZone500(b *testing.B) {
 		if _, err := ValidateZone(in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A file of more records than a zone holds is an error, not an import
+// that reports every line imported and imports none.
+func TestParseZoneTooManyRecords(t *testing.T) {
+	file := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "h%d 300 IN A 192.0.2.1\n", i)
+		}
+		return b.String()
+	}
+	if _, err := ParseZone("example.com", file(MaxRecords+1)); !errors.Is(err, ErrTooManyRecords) {
+		t.Fatalf("%d records: %v", MaxRecords+1, err)
+	}
+	im, err := ParseZone("example.com", file(MaxRecords))
+	if err != nil || len(im.Records) != MaxRecords {
+		t.Fatalf("%d records: %v", MaxRecords, err)
+	}
+	if MaxZoneRecords+MaxGlueRecords > MaxRecords {
+		t.Fatalf("the API's limit %d plus %d glue records exceeds what a node accepts (%d)", MaxZoneRecords, MaxGlueRecords, MaxRecords)
 	}
 }

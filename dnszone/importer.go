@@ -1,6 +1,7 @@
 package dnszone
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -45,11 +46,16 @@ func (im *Import) Refused() int {
 	return n
 }
 
+// ErrTooManyRecords is ParseZone's error for a file of more records than a
+// zone may hold.
+var ErrTooManyRecords = errors.New("too many records")
+
 // ParseZone imports a BIND zone file for zone: $ORIGIN and $TTL, relative
 // names, omitted owners and multi-line (parenthesised) records are
 // understood; $INCLUDE and $GENERATE are refused. Every entry is parsed on
 // its own, so one bad line is reported with its reason and the rest still
-// imports. The error is only for a bad zone name or an oversized file.
+// imports. The error is only for a bad zone name or an oversized file (too
+// many bytes, or more than MaxRecords records: ErrTooManyRecords).
 //
 // Deviation from BIND: a record without a TTL gets the $TTL in effect (or
 // DefaultTTL), never the previous record's TTL.
@@ -190,6 +196,11 @@ func ParseZone(zone, text string) (*Import, error) {
 		cands = append(cands, cand{line: len(im.Lines), r: c})
 		out.Imported, out.Record = true, &c
 		im.Lines = append(im.Lines, out)
+	}
+	if len(cands) > MaxRecords {
+		// CheckRecords would refuse the set as a whole; reporting every
+		// line as imported and importing none of them would be a lie.
+		return nil, fmt.Errorf("%w: the file holds %d records, a zone at most %d", ErrTooManyRecords, len(cands), MaxRecords)
 	}
 	recs := make([]Record, len(cands))
 	for i, c := range cands {

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -96,6 +97,10 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 		return nil, err
 	}
 	imp, err := dnszone.ParseZone(key, bindText)
+	if errors.Is(err, dnszone.ErrTooManyRecords) {
+		err = fmt.Errorf("%w: %s would hold more than %d records", store.ErrQuotaExceeded, key, dnszone.MaxZoneRecords)
+		return nil, err
+	}
 	if err != nil {
 		err = &validate.Error{Field: "bindText", Reason: err.Error()}
 		return nil, err
