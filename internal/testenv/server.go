@@ -4,6 +4,7 @@ import (
 	"context"
 	"golang.org/x/crypto/bcrypt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,7 +59,7 @@ func WithCertLifetime(d time.Duration) ServerOption {
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := controlplane.Config{
-		DataDir:            t.TempDir(),
+		DataDir:            dataDir(t),
 		APIListen:          FreeAddr(t),
 		AgentListen:        FreeAddr(t),
 		GossipListen:       "127.0.0.1:0",
@@ -80,6 +81,21 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// dataDir is a fresh data dir short enough for the embedded etcd's unix
+// sockets (107 bytes): a t.TempDir under a long $TMPDIR may not be.
+func dataDir(t testing.TB) string {
+	t.Helper()
+	if d := t.TempDir(); len(d) <= 80 {
+		return d
+	}
+	d, err := os.MkdirTemp("/tmp", "npanel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 func (s *Server) start() {
