@@ -95,18 +95,21 @@ func TestEmbeddedEtcdOnlyOnPrivateSocket(t *testing.T) {
 		t.Log("not root: cannot try the socket as another uid")
 		return
 	}
-	out := dialAsNobody(t, sock)
-	if !strings.Contains(out, "uid=65534") {
-		t.Fatalf("helper did not run as uid 65534: %s", out)
-	}
-	if !strings.Contains(out, "permission denied") {
-		t.Errorf("uid 65534 on the etcd socket: %s; want permission denied", out)
+	peer := filepath.Join(dir, controlplane.EtcdPeerSocket)
+	for i, out := range dialAsNobody(t, sock, peer) {
+		if !strings.Contains(out, "uid=65534") {
+			t.Fatalf("helper did not run as uid 65534: %s", out)
+		}
+		if !strings.Contains(out, "permission denied") {
+			t.Errorf("uid 65534 on %s: %s; want permission denied", []string{sock, peer}[i], out)
+		}
 	}
 }
 
-// dialAsNobody runs this test binary as uid 65534 to connect to sock and
-// returns what it printed. The binary is copied where that uid can run it.
-func dialAsNobody(t *testing.T, sock string) string {
+// dialAsNobody runs this test binary as uid 65534 to connect to each
+// socket and returns what it printed for each. The binary is copied where
+// that uid can run it.
+func dialAsNobody(t *testing.T, socks ...string) []string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -134,12 +137,16 @@ func dialAsNobody(t *testing.T, sock string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestEtcdSocketDialHelper$", "-test.count=1")
-	cmd.Dir = bin
-	cmd.Env = []string{"NPANEL_DIAL_SOCKET=" + sock, "HOME=/nonexistent", "TMPDIR=" + bin}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	b, err := cmd.CombinedOutput()
-	return fmt.Sprintf("%s(exit: %v)", b, err)
+	var outs []string
+	for _, sock := range socks {
+		cmd := exec.Command(exe, "-test.run=^TestEtcdSocketDialHelper$", "-test.count=1")
+		cmd.Dir = bin
+		cmd.Env = []string{"NPANEL_DIAL_SOCKET=" + sock, "HOME=/nonexistent", "TMPDIR=" + bin}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		b, err := cmd.CombinedOutput()
+		outs = append(outs, fmt.Sprintf("%s(exit: %v)", b, err))
+	}
+	return outs
 }
 
 // TestEtcdSocketDialHelper is dialAsNobody's child: it connects to the
