@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
@@ -490,4 +493,80 @@ func TestExternalEtcdNeedsTLS(t *testing.T) {
 		t.Error("the replica connected to the plain-http etcd")
 	default:
 	}
+}
+
+// TestKEKMigratesEmbeddedAndScrubs: the embedded etcd of a one-replica
+// install created before sealing is sealed on start, and its database file
+// no longer holds the clear records afterwards.
+func TestKEKMigratesEmbeddedAndScrubs(t *testing.T) {
+	s := testenv.StartServer(t)
+	dir := s.Config.DataDir
+	s.Stop()
+
+	// Put the earlier releases' clear records in place of the sealed ones,
+	// through the member itself while the server is down.
+	sec := store.Secrets{ClusterID: "0123456789abcdef", TokenKey: bytes.Repeat([]byte{0x3c}, 32), GossipKey: bytes.Repeat([]byte{0xc3}, 32)}
+	m, err := pki.GenerateMaterial("npanel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEmbeddedEtcd(t, dir, func(cli *clientv3.Client) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		mj, _ := json.Marshal(m)
+		sj, _ := json.Marshal(sec)
+		if _, err := cli.Put(ctx, "/npanel/cluster/ca", string(mj)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, "/npanel/cluster/secrets", string(sj)); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	s.Restart()
+	if !bytes.Equal(s.SecretsForTest().TokenKey, sec.TokenKey) {
+		t.Fatal("the restarted replica does not use the cluster's token key")
+	}
+	s.Stop()
+	db, err := os.ReadFile(filepath.Join(dir, "etcd", "member", "snap", "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, n := range map[string][]byte{
+		"base64 token key":              []byte(base64.StdEncoding.EncodeToString(sec.TokenKey)),
+		"base64 PEM private key header": []byte(base64.StdEncoding.EncodeToString([]byte("-----BEGIN PRIVATE KEY-----"))),
+	} {
+		if bytes.Contains(db, n) {
+			t.Errorf("etcd's database holds the %s after the migration", what)
+		}
+	}
+}
+
+// withEmbeddedEtcd runs the member in the data dir dir as the server would
+// and calls f with a client of it.
+func withEmbeddedEtcd(t *testing.T, dir string, f func(*clientv3.Client)) {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Name = "npanel"
+	cfg.Dir = filepath.Join(dir, "etcd")
+	client := filepath.Join(dir, controlplane.EtcdClientSocket)
+	peer := filepath.Join(dir, controlplane.EtcdPeerSocket)
+	cu := url.URL{Scheme: "unix", Path: client}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{{Scheme: "unix", Host: peer}}
+	cfg.AdvertisePeerUrls = []url.URL{{Scheme: "unix", Path: peer}}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.EnableDistributedTracing = false
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { e.Close(); <-e.Server.StopNotify() }()
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		t.Fatal("etcd not ready")
+	}
+	f(v3client.New(e.Server))
 }

@@ -262,6 +262,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	if migrated {
 		s.log.Info("sealed the cluster CA and secrets in etcd under the key-encryption key", "kek", kek.ID(), "path", s.cfg.KEKFile)
+		s.scrubClearHistory(bctx)
 	}
 	s.sec = sec
 	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
@@ -295,6 +296,28 @@ func (s *Server) loadKEK(ctx context.Context) (*pki.KEK, error) {
 	}
 	s.log.Info("created the key-encryption key; back it up and copy it to every replica", "kek", kek.ID(), "path", s.cfg.KEKFile)
 	return kek, nil
+}
+
+// scrubClearHistory drops the clear records a migration replaced from the
+// embedded etcd's database: a compaction at the current revision removes the
+// old revisions, a defragmentation rewrites the file without the pages that
+// held them. (The WAL keeps them until etcd rotates it.) An external etcd is
+// left to its operator: compacting a shared cluster under other replicas'
+// watches is not this replica's call.
+func (s *Server) scrubClearHistory(ctx context.Context) {
+	if s.etcd == nil {
+		s.log.Warn("the clear CA and secrets stay in the external etcd's history until it is compacted and defragmented (etcdctl compact, etcdctl defrag)")
+		return
+	}
+	err := s.store.CompactAll(ctx)
+	if err == nil {
+		// Directly on the backend: the in-process client's Defragment
+		// has no health notifier to call and panics.
+		err = s.etcd.Server.Backend().Defrag()
+	}
+	if err != nil {
+		s.log.Warn("could not compact and defragment the embedded etcd after sealing; its files keep the clear CA and secrets until it compacts", "err", err)
+	}
 }
 
 func newSecrets() (*store.Secrets, error) {

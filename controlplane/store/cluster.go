@@ -131,6 +131,19 @@ func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*pki.
 	return nil, nil, false, fmt.Errorf("seal cluster CA: the records kept changing under this replica")
 }
 
+// CompactAll drops every revision but the current one, physically, so
+// that values since replaced leave the keyspace.
+func (s *Store) CompactAll(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, keySecrets, clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	return nil
+}
+
 // sealJSON returns v's JSON sealed under kek for the etcd key name.
 func sealJSON(kek *pki.KEK, name string, v any) (string, error) {
 	b, err := json.Marshal(v)
