@@ -262,14 +262,21 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	if migrated {
 		s.log.Info("sealed the cluster CA and secrets in etcd under the key-encryption key", "kek", kek.ID(), "path", s.cfg.KEKFile)
-		s.scrubClearHistory(bctx)
 	}
 	s.sec = sec
 	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
 		return fmt.Errorf("start CA: %w", err)
 	}
 	s.auth = auth.New(s.store, sec.TokenKey, s.cfg.PasswordCost)
-	return s.ensureAdmin(bctx)
+	if err := s.ensureAdmin(bctx); err != nil {
+		return err
+	}
+	if migrated {
+		// Not on bctx: on a large database this may take a while, and
+		// failing it costs only a warning.
+		s.scrubClearHistory(ctx)
+	}
+	return nil
 }
 
 // loadKEK reads the key-encryption key file, creating it when the cluster
