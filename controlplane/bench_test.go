@@ -127,7 +127,7 @@ func BenchmarkServerColdStart(b *testing.B) {
 		b.StopTimer()
 		cfg := controlplane.Config{
 			DataDir: b.TempDir(), APIListen: testenv.FreeAddr(b), AgentListen: testenv.FreeAddr(b),
-			GossipListen: "127.0.0.1:0", EtcdClientListen: testenv.FreeAddr(b), EtcdPeerListen: testenv.FreeAddr(b),
+			GossipListen:  "127.0.0.1:0",
 			AdminPassword: testenv.AdminPassword, Logger: testenv.Logger(),
 		}
 		srv, err := controlplane.New(cfg)

@@ -1,10 +1,15 @@
 package controlplane
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/npanel/npanel/scheduler"
@@ -12,8 +17,9 @@ import (
 
 // Config configures one server replica.
 type Config struct {
-	// DataDir holds the embedded etcd, the replica id and the initial admin
-	// password file. With external etcd it holds nothing else.
+	// DataDir (made 0700) holds the embedded etcd and its sockets, the
+	// key-encryption key, the replica id and the initial admin password
+	// file. With external etcd it holds no etcd.
 	DataDir string
 	// APIListen serves GraphQL, /healthz, /readyz and /metrics.
 	APIListen string
@@ -26,11 +32,21 @@ type Config struct {
 	// Defaults to the AgentListen host on port 7946.
 	GossipListen string
 	// EtcdEndpoints selects an external etcd cluster. Empty runs an
-	// embedded single-member etcd in DataDir/etcd.
+	// embedded single-member etcd in DataDir/etcd, listening only on unix
+	// sockets in DataDir (EtcdClientSocket, EtcdPeerSocket).
 	EtcdEndpoints []string
-	// EtcdClientListen and EtcdPeerListen are the embedded etcd's listeners.
-	EtcdClientListen string
-	EtcdPeerListen   string
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files: the CA that signed the
+	// external etcd's serving certificate (empty: the system roots) and the
+	// client certificate and key this replica authenticates with.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// EtcdInsecure admits endpoints without TLS (http://, unix://). Without
+	// it they are refused: whoever reaches such an etcd reads the cluster.
+	EtcdInsecure bool
+	// KEKFile holds the key-encryption key (32 bytes, mode 0600) that seals
+	// the CA's private keys and the cluster secrets in etcd. Every replica
+	// of a cluster needs a copy of the same file. Default DataDir/kek,
+	// created on the first start of a new cluster.
+	KEKFile string
 	// AdminPassword is the first admin's password; empty generates one.
 	AdminPassword string
 	// CertLifetime of node and gateway certificates (24h).
@@ -108,11 +124,11 @@ func (c *Config) setDefaults() error {
 	if c.GossipListen == "" {
 		c.GossipListen = net.JoinHostPort(host, "7946")
 	}
-	if c.EtcdClientListen == "" {
-		c.EtcdClientListen = "127.0.0.1:2379"
+	if err := c.checkEtcd(); err != nil {
+		return err
 	}
-	if c.EtcdPeerListen == "" {
-		c.EtcdPeerListen = "127.0.0.1:2380"
+	if c.KEKFile == "" {
+		c.KEKFile = filepath.Join(c.DataDir, "kek")
 	}
 	if c.CertLifetime == 0 {
 		c.CertLifetime = 24 * time.Hour
@@ -148,4 +164,73 @@ func (c *Config) setDefaults() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// checkEtcd refuses an external etcd reached without TLS unless the operator
+// said so, and TLS files given where they do not apply.
+func (c *Config) checkEtcd() error {
+	if len(c.EtcdEndpoints) == 0 {
+		if c.EtcdCACert != "" || c.EtcdCert != "" || c.EtcdKey != "" || c.EtcdInsecure {
+			return errors.New("--etcd-cacert, --etcd-cert, --etcd-key and --etcd-insecure apply to an external etcd (--etcd-endpoints) only")
+		}
+		return nil
+	}
+	if (c.EtcdCert == "") != (c.EtcdKey == "") {
+		return errors.New("--etcd-cert and --etcd-key go together")
+	}
+	var tlsCount int
+	for _, ep := range c.EtcdEndpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme == "" || (u.Host == "" && u.Path == "") {
+			return fmt.Errorf("etcd endpoint %q: want a URL such as https://host:2379", ep)
+		}
+		switch u.Scheme {
+		case "https", "unixs":
+			tlsCount++
+		case "http", "unix":
+			if !c.EtcdInsecure {
+				return fmt.Errorf("etcd endpoint %q has no TLS: anyone who reaches it reads the cluster's keys; use https:// with --etcd-cacert, --etcd-cert and --etcd-key, or pass --etcd-insecure to accept it", ep)
+			}
+		default:
+			return fmt.Errorf("etcd endpoint %q: scheme %q is not one of https, unixs, http, unix", ep, u.Scheme)
+		}
+	}
+	if tlsCount != 0 && tlsCount != len(c.EtcdEndpoints) {
+		return errors.New("etcd endpoints mix TLS and plain URLs; use one kind")
+	}
+	if tlsCount > 0 && c.EtcdCert == "" && !c.EtcdInsecure {
+		return errors.New("an external etcd is reached with a client certificate: give --etcd-cert and --etcd-key (or --etcd-insecure for an etcd without client authentication)")
+	}
+	if tlsCount == 0 && (c.EtcdCACert != "" || c.EtcdCert != "") {
+		return errors.New("--etcd-cacert, --etcd-cert and --etcd-key need https:// etcd endpoints")
+	}
+	return nil
+}
+
+// etcdTLS is the client TLS configuration for an external etcd: nil for
+// plain endpoints (admitted by checkEtcd only with EtcdInsecure).
+func (c *Config) etcdTLS() (*tls.Config, error) {
+	u, _ := url.Parse(c.EtcdEndpoints[0])
+	if u.Scheme != "https" && u.Scheme != "unixs" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.EtcdCACert != "" {
+		b, err := os.ReadFile(c.EtcdCACert)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-cacert: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--etcd-cacert %s: no PEM certificate in it", c.EtcdCACert)
+		}
+	}
+	if c.EtcdCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.EtcdCert, c.EtcdKey)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -11,19 +12,40 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
+// The embedded etcd's listeners are unix sockets in the data dir, not
+// loopback ports: a loopback port takes requests from every local user
+// (a tenant's PHP on the same host read the CA and the token key through
+// it), and TLS client authentication cannot guard it because the CA that
+// would issue the certificates lives in this very etcd. The data dir is
+// 0700 and the sockets 0600, so only the server's own user reaches them.
+const (
+	EtcdClientSocket = "etcd.sock"
+	EtcdPeerSocket   = "etcd-peer.sock"
+	// maxSocketPath is sun_path's size on Linux less the terminating NUL.
+	maxSocketPath = 107
+)
+
 // startEmbeddedEtcd runs a single-member etcd in dir. It is the default for
 // one-replica installs and `npanel dev`; production runs three replicas
 // against an external cluster instead.
-func startEmbeddedEtcd(dir, clientAddr, peerAddr string, log *slog.Logger) (*embed.Etcd, error) {
+func startEmbeddedEtcd(dir string, log *slog.Logger) (*embed.Etcd, error) {
+	clientPath, peerPath := filepath.Join(dir, EtcdClientSocket), filepath.Join(dir, EtcdPeerSocket)
+	for _, p := range []string{clientPath, peerPath} {
+		if len(p) > maxSocketPath {
+			return nil, fmt.Errorf("embedded etcd socket %s: path longer than the %d bytes a unix socket allows; use a shorter --data-dir", p, maxSocketPath)
+		}
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = "npanel"
 	cfg.Dir = filepath.Join(dir, "etcd")
-	clientURL := url.URL{Scheme: "http", Host: clientAddr}
-	peerURL := url.URL{Scheme: "http", Host: peerAddr}
+	// The client listener resolves Host+Path; the peer listener only Host,
+	// and the advertised (initial-cluster) form must parse back as a URL,
+	// which an escaped Host does not: hence two spellings of the peer path.
+	clientURL := url.URL{Scheme: "unix", Path: clientPath}
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	cfg.ListenPeerUrls = []url.URL{peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.ListenPeerUrls = []url.URL{{Scheme: "unix", Host: peerPath}}
+	cfg.AdvertisePeerUrls = []url.URL{{Scheme: "unix", Path: peerPath}}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "warn"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapToSlog(log.With("component", "etcd"), zapcore.WarnLevel))
@@ -50,6 +72,14 @@ func startEmbeddedEtcd(dir, clientAddr, peerAddr string, log *slog.Logger) (*emb
 	case <-time.After(60 * time.Second):
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd not ready after 60s")
+	}
+	// The directory already keeps other users out; the socket modes are
+	// the second lock should the directory's ever be loosened.
+	for _, p := range []string{clientPath, peerPath} {
+		if err := os.Chmod(p, 0o600); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("embedded etcd socket: %w", err)
+		}
 	}
 	log.Info("embedded etcd ready", "dir", cfg.Dir, "client", clientURL.String())
 	return e, nil

@@ -115,14 +115,19 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// Private whatever it was created with: it holds the embedded etcd's
+	// sockets and data, the key-encryption key and the admin password.
+	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
 	if s.id, err = loadOrCreateID(filepath.Join(s.cfg.DataDir, "replica-id")); err != nil {
 		return err
 	}
 	s.log = s.log.With("replica", s.id)
 
-	endpoints := s.cfg.EtcdEndpoints
-	if len(endpoints) == 0 {
-		s.etcd, err = startEmbeddedEtcd(s.cfg.DataDir, s.cfg.EtcdClientListen, s.cfg.EtcdPeerListen, s.log)
+	var etcdTLS *tls.Config
+	if len(s.cfg.EtcdEndpoints) == 0 {
+		s.etcd, err = startEmbeddedEtcd(s.cfg.DataDir, s.log)
 		if err != nil {
 			return err
 		}
@@ -130,17 +135,18 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			s.etcd.Close()
 			<-s.etcd.Server.StopNotify()
 		})
-		endpoints = []string{"http://" + s.cfg.EtcdClientListen}
+	} else if etcdTLS, err = s.cfg.etcdTLS(); err != nil {
+		return err
 	}
 	connect := func() (*clientv3.Client, error) {
 		if s.etcd != nil {
 			// The embedded member is in this process: calls go to it
 			// directly instead of through gRPC over loopback, which cost
 			// about a sixth of the server's CPU under load. Its client
-			// port stays open for etcdctl and metrics.
+			// socket stays open for etcdctl run as the server's user.
 			return v3client.New(s.etcd.Server), nil
 		}
-		return newEtcdClient(endpoints)
+		return newEtcdClient(s.cfg.EtcdEndpoints, etcdTLS)
 	}
 	if s.cli, err = connect(); err != nil {
 		return err
@@ -242,18 +248,84 @@ func (s *Server) Run(ctx context.Context) (err error) {
 func (s *Server) bootstrap(ctx context.Context) error {
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	m, sec, err := s.store.Bootstrap(bctx,
+	kek, err := s.loadKEK(bctx)
+	if err != nil {
+		return err
+	}
+	m, sec, migrated, err := s.store.Bootstrap(bctx, kek,
 		func() (*pki.Material, error) { return pki.GenerateMaterial("npanel") },
 		newSecrets)
+	if errors.Is(err, pki.ErrKEKMismatch) {
+		return fmt.Errorf("bootstrap cluster: %w: copy the key-encryption key file from a replica of this cluster to %s", err, s.cfg.KEKFile)
+	}
 	if err != nil {
 		return fmt.Errorf("bootstrap cluster: %w", err)
+	}
+	if migrated {
+		s.log.Info("sealed the cluster CA and secrets in etcd under the key-encryption key", "kek", kek.ID(), "path", s.cfg.KEKFile)
 	}
 	s.sec = sec
 	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
 		return fmt.Errorf("start CA: %w", err)
 	}
 	s.auth = auth.New(s.store, sec.TokenKey, s.cfg.PasswordCost)
-	return s.ensureAdmin(bctx)
+	if err := s.ensureAdmin(bctx); err != nil {
+		return err
+	}
+	if migrated {
+		// Not on bctx: on a large database this may take a while, and
+		// failing it costs only a warning.
+		s.scrubClearHistory(ctx)
+	}
+	return nil
+}
+
+// loadKEK reads the key-encryption key file, creating it when the cluster
+// is new or still holds its material in the clear. A replica without the
+// file joining a cluster whose material is sealed stops: it needs a copy of
+// the key the other replicas hold, not a key of its own.
+func (s *Server) loadKEK(ctx context.Context) (*pki.KEK, error) {
+	kek, err := pki.LoadKEK(s.cfg.KEKFile)
+	if err == nil {
+		return kek, nil
+	}
+	if !pki.KEKMissing(err) {
+		return nil, err
+	}
+	exists, sealedWith, err := s.store.ClusterKEK(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap cluster: %w", err)
+	}
+	if exists && sealedWith != "" {
+		return nil, fmt.Errorf("bootstrap cluster: the cluster's CA and secrets in etcd are sealed with key-encryption key %s and %s does not exist: copy that file from a replica of this cluster (mode 0600)", sealedWith, s.cfg.KEKFile)
+	}
+	if kek, err = pki.CreateKEK(s.cfg.KEKFile); err != nil {
+		return nil, err
+	}
+	s.log.Info("created the key-encryption key; back it up and copy it to every replica", "kek", kek.ID(), "path", s.cfg.KEKFile)
+	return kek, nil
+}
+
+// scrubClearHistory drops the clear records a migration replaced from the
+// embedded etcd's database: a compaction at the current revision removes the
+// old revisions, a defragmentation rewrites the file without the pages that
+// held them. (The WAL keeps them until etcd rotates it.) An external etcd is
+// left to its operator: compacting a shared cluster under other replicas'
+// watches is not this replica's call.
+func (s *Server) scrubClearHistory(ctx context.Context) {
+	if s.etcd == nil {
+		s.log.Warn("the clear CA and secrets stay in the external etcd's history until it is compacted and defragmented (etcdctl compact, etcdctl defrag)")
+		return
+	}
+	err := s.store.CompactAll(ctx)
+	if err == nil {
+		// Directly on the backend: the in-process client's Defragment
+		// has no health notifier to call and panics.
+		err = s.etcd.Server.Backend().Defrag()
+	}
+	if err != nil {
+		s.log.Warn("could not compact and defragment the embedded etcd after sealing; its files keep the clear CA and secrets until it compacts", "err", err)
+	}
 }
 
 func newSecrets() (*store.Secrets, error) {
@@ -398,9 +470,10 @@ func loadOrCreateID(path string) (string, error) {
 	return id, nil
 }
 
-func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
+func newEtcdClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
+		TLS:         tlsCfg,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		// Without keepalives a client whose etcd went away notices only

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/npanel/npanel/internal/etcdtls"
 )
 
 // etcdProc is an etcd member the load generator started for the server it
@@ -13,7 +15,9 @@ import (
 // own process. etcd's CPU and memory are then measured apart.
 type etcdProc struct {
 	child
-	client string // host:port of the client (and /metrics) listener
+	client  string // host:port of the client listener (TLS, client certificates)
+	metrics string // host:port of the plain /metrics and /health listener
+	tls     etcdtls.Files
 }
 
 // startEtcd starts a single-member etcd on free loopback ports with a fresh
@@ -21,8 +25,11 @@ type etcdProc struct {
 // embeds) unless binary names one, and waits for /health. Its settings are
 // the embedded member's that an operator's cluster would also have
 // (compaction, space quota); the request limits stay etcd's defaults, which
-// the server's account batches are sized for. On error everything it
-// started is stopped and removed.
+// the server's account batches are sized for. Its client listener serves
+// TLS and requires client certificates, made here, as the server requires
+// of an external etcd; /metrics and /health are also served in plain HTTP on
+// a listener of their own, for the load generator's scrapes. On error
+// everything it started is stopped and removed.
 func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_ *etcdProc, err error) {
 	c, binary, err := newChild(ctx, "etcd", binary, "go.etcd.io/etcd/server/v3", logf)
 	if err != nil {
@@ -37,13 +44,22 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 	if e.client, err = freeAddr(); err != nil {
 		return nil, err
 	}
+	if e.metrics, err = freeAddr(); err != nil {
+		return nil, err
+	}
 	peer, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	clientURL, peerURL := "http://"+e.client, "http://"+peer
+	if e.tls, err = etcdtls.Write(e.dir); err != nil {
+		return nil, err
+	}
+	clientURL, peerURL := "https://"+e.client, "http://"+peer
 	argv := []string{binary, "--name", "loadtest", "--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+		"--cert-file", e.tls.ServerCert, "--key-file", e.tls.ServerKey,
+		"--trusted-ca-file", e.tls.CA, "--client-cert-auth",
+		"--listen-metrics-urls", "http://" + e.metrics,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "loadtest=" + peerURL,
 		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "10m",
@@ -52,7 +68,7 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 		return nil, err
 	}
 	logf("etcd pid %d: client %s, data %s", e.pid(), clientURL, filepath.Join(e.dir, "data"))
-	if err := e.waitReady(ctx, "etcd", clientURL+"/health", 60*time.Second, logf); err != nil {
+	if err := e.waitReady(ctx, "etcd", "http://"+e.metrics+"/health", 60*time.Second, logf); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -152,7 +152,6 @@ func (r *runner) do(ctx context.Context) (err error) {
 	if r.existing {
 		r.api, r.gateway, r.pid = strings.TrimRight(cfg.Server, "/"), cfg.Gateway, cfg.ServerPID
 	} else {
-		var etcdEndpoint string
 		if cfg.Etcd == etcdExternal {
 			if r.etcd, err = startEtcd(ctx, cfg.EtcdBinary, r.logf); err != nil {
 				return err
@@ -163,10 +162,9 @@ func (r *runner) do(ctx context.Context) (err error) {
 				}
 				r.etcd.stop()
 			}()
-			etcdEndpoint = "http://" + r.etcd.client
 		}
 		var srv *serverProc
-		if srv, err = startServer(ctx, cfg.ServerBinary, etcdEndpoint, cfg.ServerLog, cfg.ServerDebugListen, r.logf); err != nil {
+		if srv, err = startServer(ctx, cfg.ServerBinary, r.etcd, cfg.ServerLog, cfg.ServerDebugListen, r.logf); err != nil {
 			return err
 		}
 		r.srv = srv
@@ -181,7 +179,7 @@ func (r *runner) do(ctx context.Context) (err error) {
 	}
 	r.metrics = r.api
 	if r.etcd != nil {
-		r.metrics = "http://" + r.etcd.client
+		r.metrics = "http://" + r.etcd.metrics
 	}
 
 	if r.admin, err = r.login(ctx, password); err != nil {

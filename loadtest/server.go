@@ -176,11 +176,11 @@ type serverProc struct {
 
 // startServer builds the npanel binary (unless binary names one) and starts
 // `npanel server` on free loopback ports with a fresh data dir, then waits
-// for /readyz. The server embeds its etcd unless etcdEndpoint names an
-// external one. On error everything it started is stopped and removed.
+// for /readyz. The server embeds its etcd unless etcd is an external one,
+// which it then reaches with the client certificate etcd made for it. On error everything it started is stopped and removed.
 // The server's output goes to logPath, or to a file in the temporary
 // directory when logPath is empty.
-func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
+func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, debugListen string, logf func(string, ...any)) (_ *serverProc, err error) {
 	c, binary, err := newChild(ctx, "npanel", binary, "./cmd/npanel", logf)
 	if err != nil {
 		return nil, err
@@ -192,7 +192,7 @@ func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen
 		}
 	}()
 
-	addrs := make([]string, 4)
+	addrs := make([]string, 2)
 	for i := range addrs {
 		if addrs[i], err = freeAddr(); err != nil {
 			return nil, err
@@ -206,10 +206,9 @@ func startServer(ctx context.Context, binary, etcdEndpoint, logPath, debugListen
 	dataDir := filepath.Join(s.dir, "data")
 	argv := []string{binary, "server", "--data-dir", dataDir,
 		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
-	if etcdEndpoint != "" {
-		argv = append(argv, "--etcd-endpoints", etcdEndpoint)
-	} else {
-		argv = append(argv, "--etcd-client-listen", addrs[2], "--etcd-peer-listen", addrs[3])
+	if etcd != nil {
+		argv = append(argv, "--etcd-endpoints", "https://"+etcd.client, "--etcd-cacert", etcd.tls.CA,
+			"--etcd-cert", etcd.tls.ClientCert, "--etcd-key", etcd.tls.ClientKey)
 	}
 	if debugListen != "" {
 		argv = append(argv, "--debug-listen", debugListen)

@@ -23,7 +23,7 @@ import (
 )
 
 func devCmd() *cobra.Command {
-	var dataDir, apiListen, agentListen, etcdClient, etcdPeer, modules string
+	var dataDir, apiListen, agentListen, modules string
 	var agents int
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -46,7 +46,7 @@ and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDev(ctx, abs, apiListen, agentListen, etcdClient, etcdPeer, agents, mods)
+			return runDev(ctx, abs, apiListen, agentListen, agents, mods)
 		},
 	}
 	f := cmd.Flags()
@@ -54,13 +54,11 @@ and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
 	f.IntVar(&agents, "agents", 2, "number of local agents")
 	f.StringVar(&apiListen, "api-listen", "127.0.0.1:8080", "API listener")
 	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener")
-	f.StringVar(&etcdClient, "etcd-client-listen", "127.0.0.1:12379", "embedded etcd client listener")
-	f.StringVar(&etcdPeer, "etcd-peer-listen", "127.0.0.1:12380", "embedded etcd peer listener")
 	f.StringVar(&modules, "modules", "all", "service modules the agents run ("+strings.Join(allowlist.ModuleNames(), ", ")+"), all or none")
 	return cmd
 }
 
-func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPeer string, agents int, mods []actions.Module) error {
+func runDev(ctx context.Context, dir, apiListen, agentListen string, agents int, mods []actions.Module) error {
 	log := slog.Default()
 	// Created traversable before the server makes its private subdirectory:
 	// the agents' prefixes below it must be reachable by nginx's workers.
@@ -69,15 +67,13 @@ func runDev(ctx context.Context, dir, apiListen, agentListen, etcdClient, etcdPe
 	}
 	serverDir := filepath.Join(dir, "server")
 	srv, err := controlplane.New(controlplane.Config{
-		DataDir:          serverDir,
-		APIListen:        apiListen,
-		AgentListen:      agentListen,
-		GossipListen:     "127.0.0.1:0",
-		EtcdClientListen: etcdClient,
-		EtcdPeerListen:   etcdPeer,
-		AdminPassword:    os.Getenv("NPANEL_ADMIN_PASSWORD"),
-		Version:          version,
-		Logger:           log.With("component", "server"),
+		DataDir:       serverDir,
+		APIListen:     apiListen,
+		AgentListen:   agentListen,
+		GossipListen:  "127.0.0.1:0",
+		AdminPassword: os.Getenv("NPANEL_ADMIN_PASSWORD"),
+		Version:       version,
+		Logger:        log.With("component", "server"),
 	})
 	if err != nil {
 		return err

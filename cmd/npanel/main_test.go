@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,7 +97,7 @@ func startServer(t testing.TB) *testServer {
 	t.Helper()
 	s := &testServer{api: testenv.FreeAddr(t), gateway: testenv.FreeAddr(t), dataDir: t.TempDir()}
 	s.proc = start(t, nil, "server", "--data-dir", s.dataDir, "--api-listen", s.api, "--agent-listen", s.gateway,
-		"--gossip-listen", "127.0.0.1:0", "--etcd-client-listen", testenv.FreeAddr(t), "--etcd-peer-listen", testenv.FreeAddr(t))
+		"--gossip-listen", "127.0.0.1:0")
 	testenv.WaitFor(t, 60*time.Second, "server /readyz", func() bool {
 		resp, err := http.Get("http://" + s.api + "/readyz")
 		if err != nil {
@@ -177,6 +178,19 @@ func TestServerNeedsDataDir(t *testing.T) {
 	}
 	if out, code := run(t, nil, "", "agent", "--data-dir", t.TempDir()); code != 2 || !strings.Contains(out, "--server") {
 		t.Fatalf("agent without --server: exit %d: %s", code, out)
+	}
+}
+
+// An external etcd without TLS is refused before anything is dialled or
+// written, unless the operator accepts it with --etcd-insecure.
+func TestServerRefusesPlainEtcd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	out, code := run(t, nil, "", "server", "--data-dir", dir, "--etcd-endpoints", "http://127.0.0.1:2379")
+	if code != 2 || !strings.Contains(out, "has no TLS") || !strings.Contains(out, "--etcd-insecure") {
+		t.Fatalf("server with an http etcd: exit %d: %s", code, out)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("refused server created its data dir (%v)", err)
 	}
 }
 

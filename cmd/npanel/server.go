@@ -22,9 +22,15 @@ func serverCmd() *cobra.Command {
 		Short: "Run a control plane replica",
 		Long: `Run a control plane replica: the GraphQL API, the agent gateway and, on the
 elected leader, the controllers. Without --etcd-endpoints it runs an embedded
-etcd in DATA-DIR/etcd. The first start creates the cluster CA and the admin
-user (password from $NPANEL_ADMIN_PASSWORD, else written to
-DATA-DIR/initial-admin-password).`,
+etcd in DATA-DIR/etcd that listens only on unix sockets in DATA-DIR
+(etcd.sock, etcd-peer.sock; DATA-DIR is made 0700). An external etcd is
+reached over https with a client certificate (--etcd-cacert, --etcd-cert,
+--etcd-key); plain http endpoints are refused unless --etcd-insecure is given.
+The first start creates the cluster CA and the admin user (password from
+$NPANEL_ADMIN_PASSWORD, else written to DATA-DIR/initial-admin-password), and
+the key-encryption key (--kek-file) that seals the CA's private keys and the
+token key in etcd: back it up, and copy it to every other replica before
+starting it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
@@ -56,8 +62,11 @@ DATA-DIR/initial-admin-password).`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port agents use to reach the gateway (default: --agent-listen)")
 	f.StringVar(&cfg.GossipListen, "gossip-listen", "", "memberlist listener (default: the --agent-listen host, port 7946)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
-	f.StringVar(&cfg.EtcdClientListen, "etcd-client-listen", "127.0.0.1:2379", "embedded etcd client listener")
-	f.StringVar(&cfg.EtcdPeerListen, "etcd-peer-listen", "127.0.0.1:2380", "embedded etcd peer listener")
+	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "PEM file of the CA that signed the external etcd's certificates (default: system roots)")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "PEM client certificate for the external etcd")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "PEM private key of --etcd-cert")
+	f.BoolVar(&cfg.EtcdInsecure, "etcd-insecure", false, "accept external etcd endpoints without TLS or client certificate (anyone who reaches them reads the cluster)")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key sealing the CA and token keys in etcd; the same file on every replica (default: DATA-DIR/kek)")
 	f.StringVar(&cfg.DebugListen, "debug-listen", "", "serve /debug/pprof on this address (off by default; keep it on loopback)")
 	f.StringVar(&strategy, "scheduler", "spread", "placement strategy: spread (least allocated) or binpack")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")

@@ -4,16 +4,20 @@ import (
 	"context"
 	"golang.org/x/crypto/bcrypt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/internal/etcdtls"
 )
 
 // AdminPassword is the admin password of every test server.
@@ -35,9 +39,14 @@ type Server struct {
 // ServerOption adjusts a test server's config before it starts.
 type ServerOption func(*controlplane.Config)
 
-// WithEtcd points the server at an external etcd.
-func WithEtcd(endpoints []string) ServerOption {
-	return func(c *controlplane.Config) { c.EtcdEndpoints = endpoints }
+// WithEtcd points the server at an external etcd, with its client
+// certificate and the key-encryption key file every replica on it shares.
+func WithEtcd(e *Etcd) ServerOption {
+	return func(c *controlplane.Config) {
+		c.EtcdEndpoints = e.Endpoints
+		c.EtcdCACert, c.EtcdCert, c.EtcdKey = e.TLS.CA, e.TLS.ClientCert, e.TLS.ClientKey
+		c.KEKFile = e.KEKFile
+	}
 }
 
 // WithCertLifetime shortens node certificates, to exercise renewal.
@@ -50,12 +59,10 @@ func WithCertLifetime(d time.Duration) ServerOption {
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := controlplane.Config{
-		DataDir:            t.TempDir(),
+		DataDir:            dataDir(t),
 		APIListen:          FreeAddr(t),
 		AgentListen:        FreeAddr(t),
 		GossipListen:       "127.0.0.1:0",
-		EtcdClientListen:   FreeAddr(t),
-		EtcdPeerListen:     FreeAddr(t),
 		AdminPassword:      AdminPassword,
 		HeartbeatInterval:  500 * time.Millisecond,
 		LeaseTTL:           3 * time.Second,
@@ -74,6 +81,21 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// dataDir is a fresh data dir short enough for the embedded etcd's unix
+// sockets (107 bytes): a t.TempDir under a long $TMPDIR may not be.
+func dataDir(t testing.TB) string {
+	t.Helper()
+	if d := t.TempDir(); len(d) <= 80 {
+		return d
+	}
+	d, err := os.MkdirTemp("/tmp", "npanel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 func (s *Server) start() {
@@ -145,17 +167,40 @@ func (s *Server) Restart() {
 // Running reports whether the replica has not been stopped.
 func (s *Server) Running() bool { return s.cancel != nil }
 
+// Etcd is a standalone etcd started by StartEtcd.
+type Etcd struct {
+	Endpoints []string
+	// TLS holds the CA and the client certificate it requires.
+	TLS etcdtls.Files
+	// KEKFile is where the first server started on this etcd creates the
+	// key-encryption key and where the others find it, as replicas of one
+	// cluster each hold a copy of the same file.
+	KEKFile string
+}
+
 // StartEtcd runs a standalone single-member etcd for tests that need an
-// external cluster shared by several replicas, and returns its endpoints.
-func StartEtcd(t testing.TB) []string {
+// external cluster shared by several replicas. It serves TLS and requires
+// client certificates, as a production cluster must.
+func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
+	dir := t.TempDir()
+	files, err := etcdtls.Write(dir)
+	if err != nil {
+		t.Fatalf("etcd certificates: %v", err)
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = "test-etcd"
 	cfg.Dir = t.TempDir()
-	cu := url.URL{Scheme: "http", Host: FreeAddr(t)}
+	cu := url.URL{Scheme: "https", Host: FreeAddr(t)}
 	pu := url.URL{Scheme: "http", Host: FreeAddr(t)}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.ClientTLSInfo = transport.TLSInfo{
+		CertFile:       files.ServerCert,
+		KeyFile:        files.ServerKey,
+		TrustedCAFile:  files.CA,
+		ClientCertAuth: true,
+	}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(cfg)
@@ -168,13 +213,18 @@ func StartEtcd(t testing.TB) []string {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("etcd not ready")
 	}
-	return []string{cu.String()}
+	return &Etcd{Endpoints: []string{cu.String()}, TLS: files, KEKFile: filepath.Join(t.TempDir(), "kek")}
 }
 
-// EtcdClient returns a client for endpoints, closed at cleanup.
-func EtcdClient(t testing.TB, endpoints []string) *clientv3.Client {
+// EtcdClient returns a client of e with its client certificate, closed at
+// cleanup.
+func EtcdClient(t testing.TB, e *Etcd) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	tlsCfg, err := (&transport.TLSInfo{CertFile: e.TLS.ClientCert, KeyFile: e.TLS.ClientKey, TrustedCAFile: e.TLS.CA}).ClientConfig()
+	if err != nil {
+		t.Fatalf("etcd client TLS: %v", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

@@ -1,0 +1,11 @@
+package controlplane
+
+import "github.com/npanel/npanel/controlplane/store"
+
+// SecretsForTest exposes the cluster secrets this replica loaded, for the
+// tests that look for them in etcd's files.
+func (s *Server) SecretsForTest() *store.Secrets { return s.sec }
+
+// GossipAddrForTest is the memberlist's bound address, one of the few
+// listeners a replica may have.
+func (s *Server) GossipAddrForTest() string { return s.gossip.addr() }
