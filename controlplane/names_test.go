@@ -58,6 +58,9 @@ func TestCrossTenantNameTakeover(t *testing.T) {
 		_, err := resC.CreateAccount(ctx, client.CreateAccountInput{Username: fmt.Sprintf("evil%d", i), Domain: d, Plan: "multi"})
 		wantRefusedOverlap(t, "reseller C creates account "+d, err, secrets...)
 	}
+	// Admins create accounts for customers; the rule holds for them too.
+	_, err = tn.admin.CreateAccount(ctx, client.CreateAccountInput{Username: "evil9", Domain: "mail.alpha1.example.com", Plan: "basic"})
+	wantRefusedOverlap(t, "admin creates a child account", err)
 	// Reseller A's own second account is another customer: refused too.
 	_, err = tn.resA.CreateAccount(ctx, client.CreateAccountInput{Username: "alpha2", Domain: "shop.alpha1.example.com", Plan: "basic"})
 	wantRefusedOverlap(t, "the victim's reseller creates a child account", err)

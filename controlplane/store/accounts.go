@@ -122,9 +122,9 @@ type Limits struct {
 
 // CreateAccount writes a new PENDING account if its username and domain are
 // free cluster-wide, no other account or cluster zone holds a name inside
-// or above the domain (claimNames), its plan is still at planRev (the revision the account
-// was built from; ErrPlanChanged otherwise) and the owner's usage stays
-// within limits — all checked in the one transaction that writes it, so
+// or above the domain (claimNames), its plan is still at planRev (the
+// revision the account was built from; ErrPlanChanged otherwise) and the
+// owner's usage stays within limits — all checked in the one transaction that writes it, so
 // neither a race between two creations nor a crash can break uniqueness or
 // over-spend a quota. On refusal nothing is written.
 func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, lim Limits, audit AuditEvent) error {

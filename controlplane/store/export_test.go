@@ -1,5 +1,7 @@
 package store
 
+import "context"
+
 // MirroredPlan reports whether the replica's mirror holds plan name at rev.
 func (s *Store) MirroredPlan(name string, rev int64) bool {
 	_, r, ok := s.plans.get(name)
@@ -14,4 +16,16 @@ func DatabaseKey(account, name string) string { return databaseKey(account, name
 func (s *Store) MirroredServices(node string) *NodeServices {
 	r, _, _ := s.services.get(node)
 	return r
+}
+
+// NameHolder returns who holds name in the name tree ("" when nobody does).
+func (s *Store) NameHolder(ctx context.Context, name string) (string, error) {
+	resp, err := s.cli.Get(ctx, treeKey(name))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
 }

@@ -218,16 +218,3 @@ func (s *Store) eachKey(ctx context.Context, pfx string, keysOnly bool, fn func(
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
-
-// NameHolder returns who holds name in the tree ("" when nobody does), for
-// tests and diagnostics.
-func (s *Store) NameHolder(ctx context.Context, name string) (string, error) {
-	resp, err := s.cli.Get(ctx, treeKey(name))
-	if err != nil {
-		return "", err
-	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
-	}
-	return string(resp.Kvs[0].Value), nil
-}

@@ -52,10 +52,9 @@ type SiteChange struct {
 // one transaction with the domain reservations it needs: an added domain
 // must be free cluster-wide at that moment, and neither inside nor above a
 // domain another account holds (like at account creation); a removed one is
-// released. The account's generation is bumped so the
-// controller converges the node. fn returning an error writes nothing; fn
-// returning a change with nothing in it and leaving the sites alone writes
-// nothing either.
+// released. The account's generation is bumped so the controller converges
+// the node. fn returning an error writes nothing; fn returning a change with
+// nothing in it and leaving the sites alone writes nothing either.
 func (s *Store) ChangeSites(ctx context.Context, id string, fn func(a *Account) (SiteChange, error), audit AuditEvent) (*Account, error) {
 	for {
 		a, rev, err := s.GetAccount(ctx, id)
