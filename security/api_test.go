@@ -537,6 +537,7 @@ func transportVectors() []vector {
 			refusal: "not executed: no plan is created",
 			run: func(t *testing.T, c *cluster) {
 				r := c.raw(t, http.MethodPost, "/graphql", ctype, c.tokens["admin"], body, map[string]string{"Origin": "https://evil.example"})
+				t.Logf("HTTP %d %.120s", r.status, r.body)
 				if r.executed("createPlan") {
 					t.Fatalf("executed: HTTP %d %s", r.status, r.body)
 				}

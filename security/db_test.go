@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
 )
 
 // dbState is what a refused database change must leave as it was: a1's and
@@ -348,6 +349,7 @@ type pgTenant struct{ db, user string }
 // node-a runs no PostgreSQL.
 func (c *cluster) pgTenants(t *testing.T) (pgTenant, pgTenant) {
 	t.Helper()
+	testenv.RequireDaemon(t, c.prof.DB().Postgres)
 	c.pgOnce.Do(func() { c.pgErr = c.setupPostgres() })
 	if c.pgErr != nil {
 		t.Fatalf("PostgreSQL fixture: %v", c.pgErr)
