@@ -796,19 +796,55 @@ func apiInputVectors() []vector {
 			return err
 		}},
 	}
+	// Passwords may hold quotes and spaces; these they may not.
+	for _, pw := range []struct{ name, s string }{
+		{"NUL", "abcdefgh\x00ijklmnop"},
+		{"newline", "abcdefgh\nijklmnop"},
+		{"CRLF", "abcdefgh\r\nijklmnop"},
+		{"over 72 bytes", strings.Repeat("ab", 37)},
+		{"overlong", strings.Repeat("ab", 50_000)},
+		{"too short", "short"},
+		{"one repeated character", strings.Repeat("a", 20)},
+	} {
+		args = append(args,
+			struct {
+				name  string
+				codes []string
+				call  func(c *cluster, s string) error
+			}{"createReseller password " + pw.name, []string{"INVALID_INPUT"}, func(c *cluster, _ string) error {
+				_, err := c.admin.CreateReseller(ctx, "pwres", pw.s, 1, 1, nil, "")
+				return err
+			}},
+			struct {
+				name  string
+				codes []string
+				call  func(c *cluster, s string) error
+			}{"createUser password " + pw.name, []string{"INVALID_INPUT"}, func(c *cluster, _ string) error {
+				return c.resA.CreateUser(ctx, "secpwuser", pw.s, c.a2.ID)
+			}},
+		)
+	}
 	type snap struct {
 		Plans    []string
 		Accounts int
 	}
 	var vs []vector
 	for _, a := range args {
-		for _, h := range hostile {
+		inputs := hostile
+		if strings.Contains(a.name, " password ") {
+			inputs = inputs[:1] // the password case carries its own input
+		}
+		for _, h := range inputs {
 			if a.name == "createJoinToken address" && h.name == "overlong" {
 				continue // same as any other non-address; keeps the table small
 			}
+			name, attempt := a.name+" with "+h.name, fmt.Sprintf("%s set to %q", a.name, truncate(h.s))
+			if len(inputs) == 1 {
+				name, attempt = a.name, a.name
+			}
 			vs = append(vs, vector{
-				name:    a.name + " with " + h.name,
-				attempt: fmt.Sprintf("%s set to %q", a.name, truncate(h.s)),
+				name:    name,
+				attempt: attempt,
 				refusal: strings.Join(a.codes, " or ") + "; no plan, account, user or node is created",
 				run: func(t *testing.T, c *cluster) {
 					unchanged(t, "plans and accounts", func() snap { return snap{c.planNames(t), c.accountCount(t)} }, func() {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -490,7 +491,7 @@ func pdnsAPI(t *testing.T, addr, key string) int {
 func dnsFindings() []vector {
 	ctx := context.Background()
 	trailing := func(name, typ, content string) vector {
-		return vector{name: typ + " content with a second line", attempt: "addRecord " + typ + " with content " + truncate(content),
+		return vector{name: typ + " content with a second line", attempt: "addRecord " + typ + " with content " + strconv.Quote(content),
 			refusal: "INVALID_INPUT (today: accepted, the text after the newline silently dropped — bad input must get a clear error)",
 			run: func(t *testing.T, c *cluster) {
 				_, err := c.a1.owner.AddRecord(ctx, c.a1.Domain, client.RecordInput{Name: name, Type: typ, Content: content})

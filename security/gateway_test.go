@@ -122,6 +122,11 @@ func enrollRefused(name, attempt string, token func(t *testing.T, c *cluster) (t
 		}}
 }
 
+func parallel(v vector) vector {
+	v.parallel = true
+	return v
+}
+
 func codesString(cs []codes.Code) string {
 	var s []string
 	for _, c := range cs {
@@ -238,7 +243,7 @@ func gatewayVectors() []vector {
 				}
 				return tok, "node-k"
 			}, codes.PermissionDenied, codes.Unauthenticated, codes.NotFound),
-		enrollRefused("expired join token", "a join token used after it expired",
+		parallel(enrollRefused("expired join token", "a join token used after it expired",
 			func(t *testing.T, c *cluster) (string, string) {
 				c.declare(t, "node-l")
 				tok, _, err := c.s.CA().NewJoinToken("node-l", pki.MinJoinTokenTTL)
@@ -247,7 +252,7 @@ func gatewayVectors() []vector {
 				}
 				time.Sleep(pki.MinJoinTokenTTL + time.Second) // the token's own clock: no way to poll expiry
 				return tok, "node-l"
-			}, codes.Unauthenticated),
+			}, codes.Unauthenticated)),
 		{name: "enrol with a garbage CSR", attempt: "a valid token with a CSR that is not DER", refusal: "InvalidArgument; the token is not burnt",
 			run: func(t *testing.T, c *cluster) {
 				tok := c.declare(t, "node-m")

@@ -33,6 +33,10 @@ type vector struct {
 	attempt string // what is attempted, in a sentence
 	refusal string // the expected refusal: error code, HTTP status, or the effect that must not happen
 	run     func(t *testing.T, c *cluster)
+	// parallel vectors touch nothing another vector reads and mostly wait
+	// (an expiring token): they run together, after their service's
+	// serial vectors.
+	parallel bool
 }
 
 // suite is one service's table.
@@ -87,7 +91,12 @@ func TestSecurity(t *testing.T) {
 	for _, s := range suites() {
 		t.Run(s.service, func(t *testing.T) {
 			for _, v := range s.vectors() {
-				t.Run(v.name, func(t *testing.T) { v.run(t, c) })
+				t.Run(v.name, func(t *testing.T) {
+					if v.parallel {
+						t.Parallel()
+					}
+					v.run(t, c)
+				})
 			}
 			for _, v := range s.findings() {
 				t.Run(v.name, func(t *testing.T) {
