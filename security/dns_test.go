@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 )
 
@@ -25,13 +26,34 @@ const b1RecordContent = "b1-record-content"
 // PowerDNS serves it.
 func (c *cluster) setupDNS(t *testing.T) {
 	t.Helper()
+	// Records added before the zone controller has filled in a new zone's
+	// default records are lost (see dnsFindings): wait for the defaults.
+	c.waitZoneApplied(t, c.b1.Domain, true)
 	rec, err := c.b1.owner.AddRecord(context.Background(), c.b1.Domain, client.RecordInput{Name: "secret", Type: "TXT", Content: b1RecordContent})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.b1RecordID = rec.ID
+	c.waitZoneApplied(t, c.b1.Domain, false)
 	testenv.WaitFor(t, 30*time.Second, "b1's record served", func() bool {
 		return slices.ContainsFunc(c.lookup("secret."+c.b1.Domain, dns.TypeTXT), func(s string) bool { return strings.Contains(s, b1RecordContent) })
+	})
+}
+
+// waitZoneApplied waits until the node has applied the zone's latest
+// generation (and, with defaults, the controller has filled in its default
+// records).
+func (c *cluster) waitZoneApplied(t *testing.T, zone string, defaults bool) {
+	t.Helper()
+	testenv.WaitFor(t, 90*time.Second, "zone "+zone+" applied", func() bool {
+		z, _, err := c.s.Store().GetZone(context.Background(), zone)
+		if err != nil {
+			return false
+		}
+		if z.Status == store.ZoneFailed {
+			t.Fatalf("zone %s FAILED: %s", zone, z.Reason)
+		}
+		return (!defaults || !z.Defaults) && z.AppliedGeneration == z.Generation && z.TaskID == ""
 	})
 }
 
@@ -499,6 +521,37 @@ func dnsFindings() []vector {
 			}}
 	}
 	return []vector{
+		{name: "record added right after the account is kept", attempt: "a new account's owner adds a record at once, before the zone controller fills in the zone's default records",
+			refusal: "the record is kept (today: when the add lands before the zone controller fills in the defaults, plan() replaces the zone's records with them and the record, accepted with an id, is silently lost; seen in 3 of 8 fixture runs)",
+			run: func(t *testing.T, c *cluster) {
+				u := testUsername()
+				a, err := c.resB.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: planName})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if _, err := c.admin.AccountAction(ctx, "deleteAccount", a.ID); err != nil {
+						t.Error(err)
+					}
+				}()
+				// The zone exists once the account is placed; add at once.
+				var z *store.Zone
+				testenv.WaitFor(t, 60*time.Second, "zone "+a.Domain+" created", func() bool {
+					z, _, err = c.s.Store().GetZone(ctx, a.Domain)
+					return err == nil
+				})
+				if !z.Defaults {
+					t.Skip("the controller filled in the default records before the add: the race was not hit this time")
+				}
+				if _, err := c.resB.AddRecord(ctx, a.Domain, client.RecordInput{Name: "early", Type: "TXT", Content: "early-record"}); err != nil {
+					t.Fatal(err)
+				}
+				c.waitActive(t, a.ID)
+				c.waitZoneApplied(t, a.Domain, true)
+				if !slices.ContainsFunc(c.zoneRecords(t, a.Domain), func(r client.DNSRecord) bool { return strings.Contains(r.Content, "early-record") }) {
+					t.Fatalf("the record added at once is gone: %+v", c.zoneRecords(t, a.Domain))
+				}
+			}},
 		trailing("caanl", "CAA", "0 issue \"ca.example.com\"\nx A 192.0.2.66"),
 		trailing("txtnl", "TXT", "\"ok\"\nevil 3600 IN A 192.0.2.66"),
 	}

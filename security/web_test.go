@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -487,12 +489,83 @@ func webVectors() []vector {
 		phpDenied("climbs out to other home", "dotdot", other("private.txt")),
 	)
 
+	vs = append(vs, tenantVectors()...)
+
 	// Regression vectors of issue 23's findings are added here after their
 	// fixes merge (they fail on the code this suite was written against):
 	//   1  an add-on domain inside or above another owner's domain
 	//   3  PHP reaching the embedded etcd; no default disable_functions
 	//   6  daemon data (PowerDNS's SQLite with DNSSEC keys) world-readable
 	return vs
+}
+
+// asTenant runs argv as tn's Linux user, with no supplementary groups and
+// no capabilities: what the account's cron job, SSH session or PHP
+// exec() would be.
+func asTenant(t *testing.T, tn *tenant, argv ...string) (string, error) {
+	t.Helper()
+	uid, gid := ids(t, tn.Username)
+	args := append([]string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", "--inh-caps=-all", "--"}, argv...)
+	out, err := exec.Command("/usr/bin/setpriv", args...).CombinedOutput()
+	return string(out), err
+}
+
+// tenantDenied is a vector in which a process of a1 runs argv (with OTHER
+// standing for b1's home); it must fail and print none of b1's content.
+func tenantDenied(name, attempt string, argv func(c *cluster) []string) vector {
+	return vector{name: "tenant process " + name, attempt: attempt,
+		refusal: "permission denied by file modes; nothing of b1's is printed",
+		run: func(t *testing.T, c *cluster) {
+			testenv.RequireDaemon(t, "/usr/bin/setpriv")
+			a := argv(c)
+			out, err := asTenant(t, c.a1, a...)
+			if err == nil || strings.Contains(out, b1Index) || strings.Contains(out, b1Secret) || strings.Contains(out, "BRAN") || strings.Contains(out, "GET /") {
+				t.Fatalf("%v as a1: err %v, output %.200q", a, err, out)
+			}
+		}}
+}
+
+func tenantVectors() []vector {
+	b1 := func(rel string) func(c *cluster) []string {
+		return func(c *cluster) []string { return []string{"/bin/cat", filepath.Join(c.b1.home, rel)} }
+	}
+	return []vector{
+		{name: "tenant process control", attempt: "a1's process reads its own site's index.html and connects to its own PHP-FPM socket (the setup the next vectors rely on)",
+			refusal: "both work: the refusals below come from file modes, not from a broken setup", run: func(t *testing.T, c *cluster) {
+				testenv.RequireDaemon(t, "/usr/bin/setpriv")
+				if out, err := asTenant(t, c.a1, "/bin/cat", filepath.Join(c.a1.home, "public_html", "index.html")); err != nil || out != a1Index {
+					t.Fatalf("a1 reading its own file: %v %q", err, out)
+				}
+				sock := filepath.Join(c.prof.Web().SocketDir, "npanel-"+c.a1.Username+"-8.2.sock")
+				if out, err := asTenant(t, c.a1, "/usr/bin/php", "-r", `$s = stream_socket_client("unix://`+sock+`"); echo $s === false ? "no" : "connected";`); err != nil || out != "connected" {
+					t.Fatalf("a1 connecting to its own PHP-FPM socket: %v %q", err, out)
+				}
+			}},
+		tenantDenied("reads other home's private file", "a1's process cats b1's 0600 private.txt", b1("private.txt")),
+		tenantDenied("lists other home", "a1's process lists b1's home (0711)", func(c *cluster) []string { return []string{"/bin/ls", c.b1.home} }),
+		tenantDenied("lists other home's site", "a1's process lists b1's public_html", func(c *cluster) []string {
+			return []string{"/bin/ls", filepath.Join(c.b1.home, "public_html")}
+		}),
+		tenantDenied("writes into other home's site", "a1's process creates a file in b1's public_html", func(c *cluster) []string {
+			return []string{"/usr/bin/touch", filepath.Join(c.b1.home, "public_html", "pwned.html")}
+		}),
+		tenantDenied("reads other home's logs", "a1's process lists b1's logs directory", func(c *cluster) []string {
+			return []string{"/bin/ls", filepath.Join(c.b1.home, "logs")}
+		}),
+		tenantDenied("reads other home's PHP sessions", "a1's process lists b1's tmp (PHP sessions and uploads)", func(c *cluster) []string {
+			return []string{"/bin/ls", filepath.Join(c.b1.home, "tmp")}
+		}),
+		tenantDenied("connects to other tenant's PHP-FPM", "a1's process connects to b1's PHP-FPM socket (to run code as b1)", func(c *cluster) []string {
+			sock := filepath.Join(c.prof.Web().SocketDir, "npanel-"+c.b1.Username+"-8.2.sock")
+			return []string{"/usr/bin/php", "-r", `$s = @stream_socket_client("unix://` + sock + `"); if ($s === false) { exit(1); } echo "connected";`}
+		}),
+		tenantDenied("reads other tenant's site source", "a1's process (cron, SSH, or PHP with exec allowed) cats b1's public_html/b.php (a site's config holds its database password)",
+			b1("public_html/b.php")),
+		tenantDenied("reads other tenant's access log", "a1's process reads the nginx access log of b1's domain (visitors, URLs with tokens)",
+			func(c *cluster) []string {
+				return []string{"/bin/cat", filepath.Join(c.prof.Web().DomainLogDir, c.b1.Domain+".access.log")}
+			}),
+	}
 }
 
 func webFindings() []vector { return nil }
