@@ -167,7 +167,7 @@ func apiVectors() []vector {
 			run: func(t *testing.T, c *cluster) {
 				err := c.resA.CreateUser(ctx, "hijackb1", tenantPassword, c.b1.ID)
 				wantCode(t, "createUser", err, "NOT_FOUND", "FORBIDDEN")
-				_, _, err = client.New(c.s.URL(), "").Login(ctx, "hijackb1", tenantPassword)
+				err = c.tryLogin(t, "hijackb1", tenantPassword)
 				wantCode(t, "login of the refused user", err, "UNAUTHENTICATED")
 			}},
 		refused("reseller creates account for other reseller", "reseller A creates an account with owner: reseller B",
@@ -313,6 +313,67 @@ func apiVectors() []vector {
 			_, err := c.a1.owner.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "user-made.example.net", Plan: planName})
 			return err
 		}, "FORBIDDEN"),
+	)
+
+	// --- names that already mean someone, and limits -------------------
+	for _, u := range []string{"root", "www-data", "mysql", "postgres", "daemon", "nobody", "sshd", "pdns", "bin", "admin"} {
+		vs = append(vs, refused("account named after system user "+u, "reseller A creates an account whose Linux user would be "+u,
+			func(t *testing.T, c *cluster) error {
+				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: "sys-" + strings.ReplaceAll(u, "-", "") + ".example.net", Plan: planName})
+				return err
+			}, "INVALID_INPUT", "CONFLICT"))
+	}
+	for _, who := range []string{"admin", "secresb", "secuserb1"} {
+		vs = append(vs, vector{name: "login named like existing user " + who, attempt: "reseller A creates a login named " + who + " (to take over its password)",
+			refusal: "CONFLICT or INVALID_INPUT; the new password does not log in as " + who,
+			run: func(t *testing.T, c *cluster) {
+				err := c.resA.CreateUser(ctx, who, "taken-over-password-1", c.a2.ID)
+				wantCode(t, "createUser", err, "CONFLICT", "INVALID_INPUT", "FORBIDDEN")
+				err = c.tryLogin(t, who, "taken-over-password-1")
+				wantCode(t, "login with the new password", err, "UNAUTHENTICATED")
+			}})
+	}
+	vs = append(vs,
+		refused("reseller named like existing user", "the admin creates a reseller named like b1's login", func(t *testing.T, c *cluster) error {
+			_, err := c.admin.CreateReseller(ctx, "secuserb1", tenantPassword, 1, 1, nil, "")
+			return err
+		}, "CONFLICT", "INVALID_INPUT"),
+		refused("account with other tenant's domain", "reseller A creates an account on b1's domain", func(t *testing.T, c *cluster) error {
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: c.b1.Domain, Plan: planName})
+			return err
+		}, "CONFLICT"),
+		refused("account with other tenant's domain in capitals", "reseller A creates an account on b1's domain spelt in capitals", func(t *testing.T, c *cluster) error {
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: strings.ToUpper(c.b1.Domain), Plan: planName})
+			return err
+		}, "CONFLICT", "INVALID_INPUT"),
+		refused("account with other tenant's username", "reseller A creates an account with b1's username", func(t *testing.T, c *cluster) error {
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: c.b1.Username, Domain: "dupuser.example.net", Plan: planName})
+			return err
+		}, "CONFLICT"),
+		vector{name: "plan beyond the reseller's disk", attempt: "reseller A makes a plan of 1 TB and creates an account on it (its limit is 1,000 MB)",
+			refusal: "QUOTA_EXCEEDED (at the plan or the account); no account is created", run: func(t *testing.T, c *cluster) {
+				_, err := c.resA.CreatePlan(ctx, client.Plan{Name: "abig", DiskMB: 1_000_000, BandwidthMB: 1, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}})
+				if err != nil {
+					wantCode(t, "createPlan", err, "QUOTA_EXCEEDED", "INVALID_INPUT")
+					return
+				}
+				before := c.accountCount(t)
+				_, err = c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "abig.example.net", Plan: "abig"})
+				wantCode(t, "createAccount", err, "QUOTA_EXCEEDED")
+				if after := c.accountCount(t); after != before {
+					t.Fatalf("accounts %d -> %d", before, after)
+				}
+			}},
+		vector{name: "login errors do not tell users apart", attempt: "login as a user that does not exist and as one that does with a wrong password",
+			refusal: "the same code and message for both (no user enumeration)", run: func(t *testing.T, c *cluster) {
+				e1 := c.tryLogin(t, "secnosuchuser", "wrong-password-123")
+				e2 := c.tryLogin(t, "secuserb1", "wrong-password-123")
+				wantCode(t, "unknown user", e1, "UNAUTHENTICATED")
+				wantCode(t, "wrong password", e2, "UNAUTHENTICATED")
+				if e1.Error() != e2.Error() {
+					t.Fatalf("%q vs %q", e1, e2)
+				}
+			}},
 	)
 
 	// --- tokens ------------------------------------------------------------
@@ -494,27 +555,27 @@ func tokenVectors() []vector {
 			}},
 		refused("login with SQL injection in the user name", "login(username: \"admin' --\")",
 			func(t *testing.T, c *cluster) error {
-				_, _, err := client.New(c.s.URL(), "").Login(ctx, "admin' --", "x")
+				err := c.tryLogin(t, "admin' --", "x")
 				return err
 			}, "UNAUTHENTICATED", "INVALID_INPUT"),
 		refused("login with NUL in the user name", "login(username: \"admin\\x00\") to truncate the name",
 			func(t *testing.T, c *cluster) error {
-				_, _, err := client.New(c.s.URL(), "").Login(ctx, "admin\x00evil", testenv.AdminPassword)
+				err := c.tryLogin(t, "admin\x00evil", testenv.AdminPassword)
 				return err
 			}, "UNAUTHENTICATED", "INVALID_INPUT"),
 		refused("login with the user name in another case", "login(username: \"ADMIN\") with the admin's password",
 			func(t *testing.T, c *cluster) error {
-				_, _, err := client.New(c.s.URL(), "").Login(ctx, "ADMIN", testenv.AdminPassword)
+				err := c.tryLogin(t, "ADMIN", testenv.AdminPassword)
 				return err
 			}, "UNAUTHENTICATED", "INVALID_INPUT"),
 		refused("login with an overlong password", "login with a 100 KB password (bcrypt cost amplification)",
 			func(t *testing.T, c *cluster) error {
-				_, _, err := client.New(c.s.URL(), "").Login(ctx, "secnobody1", strings.Repeat("p", 100_000))
+				err := c.tryLogin(t, "secnobody1", strings.Repeat("p", 100_000))
 				return err
 			}, "UNAUTHENTICATED", "INVALID_INPUT"),
 		refused("login with the reseller's password truncated past 72 bytes", "a 73-byte password whose first 72 bytes are another's (bcrypt truncation)",
 			func(t *testing.T, c *cluster) error {
-				_, _, err := client.New(c.s.URL(), "").Login(ctx, "secresa", tenantPassword+strings.Repeat("x", 80))
+				err := c.tryLogin(t, "secresa", tenantPassword+strings.Repeat("x", 80))
 				return err
 			}, "UNAUTHENTICATED", "INVALID_INPUT"),
 	}

@@ -325,6 +325,27 @@ func dbVectors() []vector {
 			}},
 	)
 
+	vs = append(vs, vector{name: "databases beyond the plan", attempt: "a1's owner creates databases until its plan's 3 are used, then one more",
+		refusal: "QUOTA_EXCEEDED; a1 never holds more than 3", run: func(t *testing.T, c *cluster) {
+			for i := 1; ; i++ {
+				_, err := c.a1.owner.CreateDatabase(ctx, c.a1.ID, "quota"+strconv.Itoa(i), "")
+				if err != nil {
+					wantCode(t, "createDatabase", err, "QUOTA_EXCEEDED")
+					break
+				}
+				if i > 3 {
+					t.Fatalf("%d more databases accepted on a 3-database plan", i)
+				}
+			}
+			dbs, err := c.admin.Databases(ctx, c.a1.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dbs) > 3 {
+				t.Fatalf("a1 holds %d databases: %+v", len(dbs), dbs)
+			}
+		}})
+
 	// Regression vectors of issue 23's findings are added here after their
 	// fixes merge (they fail on the code this suite was written against):
 	//   2  many aliases of databases(account:) writing a task per read

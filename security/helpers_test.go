@@ -133,3 +133,42 @@ func unchanged[T any](t *testing.T, what string, snapshot func() T, attack func(
 		t.Fatalf("%s changed by a refused request:\nbefore %s\nafter  %s", what, bj, aj)
 	}
 }
+
+// tryLogin attempts a login that is expected to fail, on a connection of
+// its own. The server limits login attempts per source and per user name;
+// a vector must see the refusal its input earns, not the limiter's, so a
+// RATE_LIMITED answer is waited out (bounded) and the attempt repeated.
+func (c *cluster) tryLogin(t *testing.T, user, password string) error {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": `mutation($u:String!,$p:String!){login(username:$u,password:$p){token}}`,
+		"variables": map[string]any{"u": user, "p": password}})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := hc.Post(c.s.URL()+"/graphql", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var g struct {
+			Data   json.RawMessage `json:"data"`
+			Errors []struct {
+				Message    string         `json:"message"`
+				Extensions map[string]any `json:"extensions"`
+			} `json:"errors"`
+		}
+		if err := json.Unmarshal(b, &g); err != nil {
+			t.Fatalf("login answer: HTTP %d %s", resp.StatusCode, b)
+		}
+		if len(g.Errors) == 0 {
+			return nil
+		}
+		code, _ := g.Errors[0].Extensions["code"].(string)
+		if code == "RATE_LIMITED" && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond) // the limiter refills one attempt every few seconds
+			continue
+		}
+		return &client.Error{Code: code, Message: g.Errors[0].Message}
+	}
+}

@@ -490,6 +490,35 @@ func webVectors() []vector {
 	)
 
 	vs = append(vs, tenantVectors()...)
+	vs = append(vs, vector{name: "domains beyond the plan", attempt: "a1's owner adds add-on domains until its plan's 3 domains are used, then one more",
+		refusal: "QUOTA_EXCEEDED; the extra domain is not served", run: func(t *testing.T, c *cluster) {
+			var added []string
+			defer func() {
+				for _, d := range added {
+					if err := c.a1.owner.RemoveDomain(ctx, c.a1.ID, d); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+			for i := 1; ; i++ {
+				d := "quota" + strconv.Itoa(i) + "-" + c.a1.Username + ".example.net"
+				_, err := c.a1.owner.AddDomain(ctx, c.a1.ID, d, "")
+				if err != nil {
+					wantCode(t, "addDomain "+d, err, "QUOTA_EXCEEDED")
+					if n := len(c.webState(t, c.a1)); n > 3 {
+						t.Fatalf("a1 serves %d domains on a 3-domain plan", n)
+					}
+					if code, _, _ := c.get(d, "/"); code == 200 {
+						t.Fatalf("the refused domain is served")
+					}
+					return
+				}
+				added = append(added, d)
+				if i > 3 {
+					t.Fatalf("%d add-on domains accepted on a 3-domain plan", i)
+				}
+			}
+		}})
 
 	// Regression vectors of issue 23's findings are added here after their
 	// fixes merge (they fail on the code this suite was written against):
