@@ -120,7 +120,7 @@ func dbVectors() []vector {
 				_, err := c.a1.owner.CreateDatabaseUser(ctx, c.a1.ID, id.s, "", "")
 				return err
 			}),
-			dbRefused("grant on database "+id.name, "setDatabasePrivileges on database "+truncate(c_prefixed(id.s)), []string{"INVALID_INPUT", "NOT_FOUND"}, func(c *cluster) error {
+			dbRefused("grant on database "+id.name, "setDatabasePrivileges on database "+truncate(prefixed(id.s)), []string{"INVALID_INPUT", "NOT_FOUND"}, func(c *cluster) error {
 				_, err := c.a1.owner.SetDatabasePrivileges(ctx, c.a1.ID, c.a1.Username+"_"+id.s, c.a1.dbUser, []string{"ALL"})
 				return err
 			}),
@@ -353,7 +353,7 @@ func dbVectors() []vector {
 	return vs
 }
 
-func c_prefixed(s string) string { return "<a1>_" + s }
+func prefixed(s string) string { return "<a1>_" + s }
 
 func privs(p ...string) func(c *cluster) error {
 	return func(c *cluster) error {
