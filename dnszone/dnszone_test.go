@@ -406,3 +406,21 @@ func TestParseZoneTooManyRecords(t *testing.T) {
 		t.Fatalf("the API's limit %d plus %d glue records exceeds what a node accepts (%d)", MaxZoneRecords, MaxGlueRecords, MaxRecords)
 	}
 }
+
+// A second line in a record's content was accepted and silently dropped by
+// the TXT and CAA parsers (security suite finding).
+func TestRecordContentControlCharacters(t *testing.T) {
+	for _, r := range []Record{
+		{Name: "example.com", Type: "TXT", Content: "\"ok\"\nevil 3600 IN A 192.0.2.66"},
+		{Name: "example.com", Type: "TXT", Content: "ok\rmore"},
+		{Name: "example.com", Type: "CAA", Content: "0 issue \"ca.example.com\"\nx A 192.0.2.66"},
+		{Name: "example.com", Type: "MX", Content: "mail.example.com.\x00", Priority: 10},
+	} {
+		if _, err := ValidateRecord("example.com", r, 3600); err == nil || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("%s %q: got %v, want a control character refusal", r.Type, r.Content, err)
+		}
+	}
+	if _, err := ValidateRecord("example.com", Record{Name: "example.com", Type: "TXT", Content: "\"v=spf1 -all\"\n"}, 3600); err != nil {
+		t.Errorf("a trailing line break is whitespace: %v", err)
+	}
+}

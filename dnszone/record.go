@@ -137,7 +137,15 @@ func validateRecord(zone string, r Record, defaultTTL uint32) (Record, error) {
 	if !utf8.ValidString(r.Content) {
 		return out, fmt.Errorf("%s %s: content is not valid UTF-8", name, out.Type)
 	}
-	c, err := canonicalContent(out.Type, name, strings.TrimSpace(r.Content))
+	// One change is one record: the zone-file parsers behind TXT and CAA
+	// read the first line and drop the rest, so a line break would be
+	// accepted and silently lost rather than refused.
+	content := strings.TrimSpace(r.Content)
+	if i := strings.IndexFunc(content, isControl); i >= 0 {
+		return out, fmt.Errorf("%s %s: content holds control character %q at byte %d (one record per change; escape it as \\DDD in a TXT string)",
+			name, out.Type, content[i], i)
+	}
+	c, err := canonicalContent(out.Type, name, content)
 	if err != nil {
 		return out, fmt.Errorf("%s %s: %w", name, out.Type, err)
 	}
@@ -160,6 +168,9 @@ func validateRecord(zone string, r Record, defaultTTL uint32) (Record, error) {
 	}
 	return out, nil
 }
+
+// isControl reports C0 controls and DEL; a tab is whitespace between fields.
+func isControl(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }
 
 func isSupported(t string) bool {
 	for _, s := range Types {
