@@ -506,7 +506,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 		z.Node = view.order[0]
 	}
 	if z.Defaults {
-		z.Records = defaultRecords(z, z.Address)
+		z.Records = withDefaults(defaultRecords(z, z.Address), z.Records)
 		z.Defaults = false
 		z.Generation++
 	}
@@ -764,6 +764,23 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 		rs[i].TTL = dnszone.DefaultTTL
 	}
 	return rs
+}
+
+// withDefaults returns a new zone's default records followed by the
+// records its owner added before the controller first filled it in: the API
+// accepts changes from the moment the zone exists, and an accepted record
+// must not vanish. A default gives way to the owner's records at its name
+// and type, and to any CNAME conflict at its name.
+func withDefaults(defaults, own []store.ZoneRecord) []store.ZoneRecord {
+	out := make([]store.ZoneRecord, 0, len(defaults)+len(own))
+	for _, d := range defaults {
+		if !slices.ContainsFunc(own, func(r store.ZoneRecord) bool {
+			return r.Name == d.Name && (r.Type == d.Type || r.Type == dnszone.TypeCNAME || d.Type == dnszone.TypeCNAME)
+		}) {
+			out = append(out, d)
+		}
+	}
+	return append(out, own...)
 }
 
 // resyncZones looks again at every zone still on its way to ACTIVE, whether

@@ -461,6 +461,7 @@ func dnsVectors() []vector {
 	//      another owner's zone (cross-tenant takeover)
 	//   6  PowerDNS's database (DNSSEC private keys) readable by tenants
 	//   7  more records in one zone than the node accepts
+	vs = append(vs, earlyRecordVector())
 	return vs
 }
 
@@ -510,40 +511,43 @@ func pdnsAPI(t *testing.T, addr, key string) int {
 	return resp.StatusCode
 }
 
-// dnsFindings fail on the code this suite was written against.
-func dnsFindings() []vector {
+// dnsFindings fail on the code as it is; none are open.
+func dnsFindings() []vector { return nil }
+
+// earlyRecordVector: a record added before the zone controller filled in a
+// new zone's default records was replaced by them (a finding of this suite).
+// It skips when the controller wins the race.
+func earlyRecordVector() vector {
 	ctx := context.Background()
-	return []vector{
-		{name: "record added right after the account is kept", attempt: "a new account's owner adds a record at once, before the zone controller fills in the zone's default records",
-			refusal: "the record is kept (today: when the add lands before the zone controller fills in the defaults, plan() replaces the zone's records with them and the record, accepted with an id, is silently lost; seen in 3 of 8 fixture runs)",
-			run: func(t *testing.T, c *cluster) {
-				u := testUsername()
-				a, err := c.resB.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: planName})
-				if err != nil {
-					t.Fatal(err)
+	return vector{name: "record added right after the account is kept", attempt: "a new account's owner adds a record at once, before the zone controller fills in the zone's default records",
+		refusal: "the record is kept (today: when the add lands before the zone controller fills in the defaults, plan() replaces the zone's records with them and the record, accepted with an id, is silently lost; seen in 3 of 8 fixture runs)",
+		run: func(t *testing.T, c *cluster) {
+			u := testUsername()
+			a, err := c.resB.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: planName})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if _, err := c.admin.AccountAction(ctx, "deleteAccount", a.ID); err != nil {
+					t.Error(err)
 				}
-				defer func() {
-					if _, err := c.admin.AccountAction(ctx, "deleteAccount", a.ID); err != nil {
-						t.Error(err)
-					}
-				}()
-				// The zone exists once the account is placed; add at once.
-				var z *store.Zone
-				testenv.WaitFor(t, 60*time.Second, "zone "+a.Domain+" created", func() bool {
-					z, _, err = c.s.Store().GetZone(ctx, a.Domain)
-					return err == nil
-				})
-				if !z.Defaults {
-					t.Skip("the controller filled in the default records before the add: the race was not hit this time")
-				}
-				if _, err := c.resB.AddRecord(ctx, a.Domain, client.RecordInput{Name: "early", Type: "TXT", Content: "early-record"}); err != nil {
-					t.Fatal(err)
-				}
-				c.waitActive(t, a.ID)
-				c.waitZoneApplied(t, a.Domain, true)
-				if !slices.ContainsFunc(c.zoneRecords(t, a.Domain), func(r client.DNSRecord) bool { return strings.Contains(r.Content, "early-record") }) {
-					t.Fatalf("the record added at once is gone: %+v", c.zoneRecords(t, a.Domain))
-				}
-			}},
-	}
+			}()
+			// The zone exists once the account is placed; add at once.
+			var z *store.Zone
+			testenv.WaitFor(t, 60*time.Second, "zone "+a.Domain+" created", func() bool {
+				z, _, err = c.s.Store().GetZone(ctx, a.Domain)
+				return err == nil
+			})
+			if !z.Defaults {
+				t.Skip("the controller filled in the default records before the add: the race was not hit this time")
+			}
+			if _, err := c.resB.AddRecord(ctx, a.Domain, client.RecordInput{Name: "early", Type: "TXT", Content: "early-record"}); err != nil {
+				t.Fatal(err)
+			}
+			c.waitActive(t, a.ID)
+			c.waitZoneApplied(t, a.Domain, true)
+			if !slices.ContainsFunc(c.zoneRecords(t, a.Domain), func(r client.DNSRecord) bool { return strings.Contains(r.Content, "early-record") }) {
+				t.Fatalf("the record added at once is gone: %+v", c.zoneRecords(t, a.Domain))
+			}
+		}}
 }
