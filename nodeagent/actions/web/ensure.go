@@ -230,6 +230,9 @@ func renderPool(w platform.WebPaths, owner Owner, version string, lim *agentpb.P
 		Tmp:         filepath.Join(owner.Home, "tmp"),
 		OpenBasedir: testHookNoOpenBasedir == nil || !testHookNoOpenBasedir(owner.Username),
 	}
+	if !lim.GetAllowExec() {
+		d.DisableFunctions = strings.Join(ExecFunctions, ",")
+	}
 	if d.MaxChildren == 0 {
 		d.MaxChildren = DefaultMaxChildren
 	}

@@ -258,3 +258,26 @@ func FuzzValidateSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestPoolDisablesExec: a pool without allow_exec lists every process
+// function in an admin value (so neither ini_set nor .user.ini lifts it);
+// with allow_exec it lists none.
+func TestPoolDisablesExec(t *testing.T) {
+	w := platform.Debian12("/srv/p").Web()
+	o := Owner{Username: "alice", UID: 1001, GID: 1001, Home: "/srv/p/home/alice"}
+	conf, err := renderPool(w, o, "8.2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\nphp_admin_value[disable_functions] = exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,putenv\n"
+	if !strings.Contains(string(conf), want) {
+		t.Errorf("default pool lacks %q:\n%s", want, conf)
+	}
+	conf, err = renderPool(w, o, "8.2", &agentpb.PHPPoolLimits{AllowExec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(conf), "disable_functions") {
+		t.Errorf("allow_exec pool disables functions:\n%s", conf)
+	}
+}
