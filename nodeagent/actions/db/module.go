@@ -12,10 +12,12 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/validate"
 )
@@ -60,6 +62,14 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 				return nil, err
 			}
 		}
+		// Every account's tables: mysql's alone, also where an older
+		// agent or the distribution left files readable (Debian's
+		// mysql_upgrade_info is 0644). The datadir itself keeps its
+		// search bit where the server's socket lives in it (Alma 9).
+		inside := strings.HasPrefix(d.MariaDBSocket, d.MariaDBDataDir+"/")
+		if err := platform.PrivateTree(d.MariaDBDataDir, !inside); err != nil {
+			return nil, fmt.Errorf("db: %w", err)
+		}
 		specs = append(specs, mariadbSpec(env))
 	}
 	if _, err := os.Stat(d.Postgres); err == nil {
@@ -67,6 +77,11 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 			if err := setupPostgres(ctx, env); err != nil {
 				return nil, err
 			}
+		}
+		// PostgreSQL refuses a datadir others may enter; its files are
+		// made private all the same.
+		if err := platform.PrivateTree(d.PgDataDir, true); err != nil {
+			return nil, fmt.Errorf("db: %w", err)
 		}
 		if ok, _ := fileExists(postgresCredPath(env, d)); ok {
 			specs = append(specs, postgresSpec(env))

@@ -1,0 +1,68 @@
+package platform
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestPrivateTree(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "data")
+	outside := filepath.Join(base, "outside")
+	for _, d := range []string{root, filepath.Join(root, "sub")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(root, "db"), filepath.Join(root, "sub/key"), outside} {
+		if err := os.WriteFile(f, []byte("x"), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "sub"), 0o775|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	mode := func(p string) os.FileMode {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode()
+	}
+
+	// Files only: the directories keep their bits.
+	if err := PrivateTree(root, false); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{"db": 0o660, "sub/key": 0o660} {
+		if got := mode(filepath.Join(root, p)).Perm(); got != want {
+			t.Errorf("%s: %v, want %v", p, got, want)
+		}
+	}
+	if got := mode(root).Perm(); got != 0o755 {
+		t.Errorf("root changed with dirs=false: %v", got)
+	}
+	if got := mode(outside).Perm(); got != 0o666 {
+		t.Errorf("followed a symlink out of the tree: %v", got)
+	}
+
+	if err := PrivateTree(root, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := mode(root).Perm(); got != 0o750 {
+		t.Errorf("root: %v, want 0750", got)
+	}
+	if got := mode(filepath.Join(root, "sub")); got.Perm() != 0o770 || got&os.ModeSetgid == 0 {
+		t.Errorf("sub: %v, want 0770 keeping setgid", got)
+	}
+	if err := PrivateTree(filepath.Join(base, "missing"), true); err != nil {
+		t.Errorf("missing root: %v", err)
+	}
+}
