@@ -59,6 +59,11 @@ func TestSupervisedDataNotWorldReadable(t *testing.T) {
 		}
 		return true
 	})
+	for d := p.Web().SuspendedDir; d != prefix; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			t.Errorf("nginx's workers cannot pass through %s: %v %v", d, fi.Mode(), err)
+		}
+	}
 	data := []string{dataDir, filepath.Dir(pdnsDB), db.MariaDBDataDir, db.PgDataDir}
 	logs := []string{filepath.Join(prefix, "var/log")}
 	for _, bad := range checkModes(t, []string{prefix, dataDir}, data, logs) {

@@ -86,7 +86,9 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		spec.Unit = p.Unit
 		return []services.Spec{spec}, nil
 	}
-	for _, d := range []string{p.ConfigDir, p.SocketDir} {
+	// The database's parent too: MkdirAll would give missing parents the
+	// database directory's 0700, and nginx must pass through var/lib.
+	for _, d := range []string{p.ConfigDir, p.SocketDir, filepath.Dir(filepath.Dir(p.Database))} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("dns setup: %w", err)
 		}

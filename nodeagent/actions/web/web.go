@@ -74,7 +74,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		mode os.FileMode
 	}{
 		{w.VhostDir, 0o755},
-		{w.NginxLogDir, 0o750},
+		{w.NginxLogDir, 0o755}, // MkdirAll gives missing parents this mode too; see below
 		{w.DomainLogDir, 0o750},
 		{w.SocketDir, 0o755},
 		{w.StateDir, 0o755},
