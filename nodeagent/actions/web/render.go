@@ -138,8 +138,15 @@ php_admin_flag[log_errors] = on
 php_admin_flag[allow_url_include] = off
 {{- if .DisableFunctions}}
 php_admin_value[disable_functions] = {{.DisableFunctions}}
+{{- else}}
+{{.AllowExecMark}}
 {{- end}}
 `))
+
+// allowExecMark marks a pool whose plan allows process execution, so that
+// the agent's start tells it from a pool an older agent wrote without
+// disable_functions (closeOldPools).
+const allowExecMark = "; allowExec: the account's plan lets its PHP start processes."
 
 // ExecFunctions are the functions a pool disables unless the account's plan
 // allows process execution: PHP's program execution functions that start a
@@ -165,6 +172,7 @@ type poolData struct {
 	// DisableFunctions is a comma-separated list for disable_functions;
 	// empty when the plan allows process execution.
 	DisableFunctions string
+	AllowExecMark    string
 }
 
 var nginxMainTmpl = template.Must(template.New("nginx.conf").Parse(`# Written by the nPanel agent at start; edits are overwritten.

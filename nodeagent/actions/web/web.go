@@ -112,6 +112,14 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 			}
 		}
 	}
+	closed := map[string]bool{} // versions whose pools closeOldPools changed
+	for _, b := range builds {
+		changed, err := closeOldPools(b.PoolDir)
+		if err != nil {
+			return nil, err
+		}
+		closed[b.Version] = changed
+	}
 	if _, err := writeFile(w.SuspendedDir, "suspended.html", []byte(suspendedPage), 0o644); err != nil {
 		return nil, fmt.Errorf("web setup: %w", err)
 	}
@@ -130,6 +138,8 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 				Unit:    b.Unit,
 				Listen:  []string{w.SocketDir},
 				Version: phpVersionFunc(b.Binary),
+				// A running PHP-FPM must drop the exec functions now.
+				Reconfigured: closed[b.Version],
 			})
 		}
 		return specs, nil
