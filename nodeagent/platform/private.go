@@ -6,7 +6,40 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
+
+// DataTree is a daemon's data directory that PrivateTree keeps from others.
+type DataTree struct {
+	Path string
+	// Dirs: the directories too, not only the files (see PrivateTree).
+	Dirs bool
+}
+
+// DNSData is PowerDNS's database directory: the gsqlite3 database with
+// every zone's DNSSEC private keys, and its -wal and -shm files. Under a
+// prefix the agent made the directory and it is pdns_server's alone; in
+// production it is the distribution's, and only its files are changed.
+func (p *Profile) DNSData() DataTree {
+	return DataTree{Path: filepath.Dir(p.DNS().Database), Dirs: p.Prefix != ""}
+}
+
+// MariaDBData is MariaDB's datadir. Its files are mysql's alone; the
+// directory keeps its search bit where the server's socket lives inside it
+// (Alma 9's /var/lib/mysql/mysql.sock), for the accounts' clients.
+func (p *Profile) MariaDBData() DataTree {
+	d := p.DB()
+	return DataTree{Path: d.MariaDBDataDir, Dirs: !strings.HasPrefix(d.MariaDBSocket, d.MariaDBDataDir+"/")}
+}
+
+// PostgresData is PostgreSQL's data directory (postgres refuses one that
+// others may enter anyway).
+func (p *Profile) PostgresData() DataTree {
+	return DataTree{Path: p.DB().PgDataDir, Dirs: true}
+}
+
+// MakePrivate is PrivateTree(t.Path, t.Dirs).
+func (t DataTree) MakePrivate() error { return PrivateTree(t.Path, t.Dirs) }
 
 // PrivateTree takes every permission of "others" from the regular files
 // under root and, with dirs, from root and the directories below it. A

@@ -66,3 +66,28 @@ func TestPrivateTree(t *testing.T) {
 		t.Errorf("missing root: %v", err)
 	}
 }
+
+// The data trees of every profile, in production and under a prefix: on
+// Alma 9 the MariaDB socket is in the datadir, so the datadir stays
+// passable; the distribution's pdns directory keeps its mode.
+func TestDataTrees(t *testing.T) {
+	type trees struct{ dns, maria, pg DataTree }
+	for _, tc := range []struct {
+		p    *Profile
+		want trees
+	}{
+		{Alma9(""), trees{
+			DataTree{"/var/lib/pdns", false}, DataTree{"/var/lib/mysql", false}, DataTree{"/var/lib/pgsql/data", true}}},
+		{Debian12(""), trees{
+			DataTree{"/var/lib/powerdns", false}, DataTree{"/var/lib/mysql", true}, DataTree{"/var/lib/postgresql/15/main", true}}},
+		{Alma9("/srv/n"), trees{
+			DataTree{"/srv/n/var/lib/pdns", true}, DataTree{"/srv/n/var/lib/mysql", true}, DataTree{"/srv/n/var/lib/pgsql/data", true}}},
+		{Debian12("/srv/n"), trees{
+			DataTree{"/srv/n/var/lib/powerdns", true}, DataTree{"/srv/n/var/lib/mysql", true}, DataTree{"/srv/n/var/lib/postgresql/15/main", true}}},
+	} {
+		got := trees{tc.p.DNSData(), tc.p.MariaDBData(), tc.p.PostgresData()}
+		if got != tc.want {
+			t.Errorf("%s %q: %+v, want %+v", tc.p.Name, tc.p.Prefix, got, tc.want)
+		}
+	}
+}

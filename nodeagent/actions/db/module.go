@@ -12,12 +12,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
-	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/validate"
 )
@@ -64,10 +62,8 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 		}
 		// Every account's tables: mysql's alone, also where an older
 		// agent or the distribution left files readable (Debian's
-		// mysql_upgrade_info is 0644). The datadir itself keeps its
-		// search bit where the server's socket lives in it (Alma 9).
-		inside := strings.HasPrefix(d.MariaDBSocket, d.MariaDBDataDir+"/")
-		if err := platform.PrivateTree(d.MariaDBDataDir, !inside); err != nil {
+		// mysql_upgrade_info is 0644).
+		if err := env.Profile.MariaDBData().MakePrivate(); err != nil {
 			return nil, fmt.Errorf("db: %w", err)
 		}
 		specs = append(specs, mariadbSpec(env))
@@ -80,7 +76,7 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 		}
 		// PostgreSQL refuses a datadir others may enter; its files are
 		// made private all the same.
-		if err := platform.PrivateTree(d.PgDataDir, true); err != nil {
+		if err := env.Profile.PostgresData().MakePrivate(); err != nil {
 			return nil, fmt.Errorf("db: %w", err)
 		}
 		if ok, _ := fileExists(postgresCredPath(env, d)); ok {

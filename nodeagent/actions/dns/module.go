@@ -80,7 +80,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		// The operator's backend: where it is the profile's SQLite
 		// database, its files (DNSSEC private keys) become pdns's alone.
 		// The directory is the distribution's and stays as it is.
-		if err := platform.PrivateTree(filepath.Dir(p.Database), false); err != nil {
+		if err := env.Profile.DNSData().MakePrivate(); err != nil {
 			return nil, fmt.Errorf("dns setup: %w", err)
 		}
 		spec.Unit = p.Unit
@@ -103,7 +103,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 	if err := ensureDatabase(ctx, p); err != nil {
 		return nil, err
 	}
-	if err := platform.PrivateTree(filepath.Dir(p.Database), true); err != nil {
+	if err := env.Profile.DNSData().MakePrivate(); err != nil {
 		return nil, fmt.Errorf("dns setup: %w", err)
 	}
 	conf, err := renderSupervisedConf(env.Profile, key)
