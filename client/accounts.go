@@ -14,6 +14,7 @@ type Plan struct {
 	Mailboxes   int      `json:"mailboxes"`
 	Databases   int      `json:"databases"`
 	PHPVersions []string `json:"phpVersions"`
+	AllowExec   bool     `json:"allowExec"`
 	Owner       *string  `json:"owner"`
 }
 
@@ -60,7 +61,7 @@ func (a *Account) NodeName() string {
 	return a.Node.Name
 }
 
-const planFields = `name diskMB bandwidthMB domains mailboxes databases phpVersions owner`
+const planFields = `name diskMB bandwidthMB domains mailboxes databases phpVersions allowExec owner`
 const resellerFields = `name maxAccounts maxDiskMB plans nodeSelector usage{accounts diskMB}`
 
 // AccountFields is the selection the client reads for an account.
@@ -72,6 +73,7 @@ func (c *Client) CreatePlan(ctx context.Context, p Plan) (*Plan, error) {
 	err := c.Do(ctx, `mutation($i:CreatePlanInput!){createPlan(input:$i){`+planFields+`}}`, map[string]any{"i": map[string]any{
 		"name": p.Name, "diskMB": p.DiskMB, "bandwidthMB": p.BandwidthMB, "domains": p.Domains,
 		"mailboxes": p.Mailboxes, "databases": p.Databases, "phpVersions": nonNil(p.PHPVersions),
+		"allowExec": p.AllowExec,
 	}}, &out)
 	return &out.CreatePlan, err
 }

@@ -379,7 +379,7 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 			a.SetStatus(store.AccountDeleting, "", now)
 			changed = true
 		case a.Generation != a.AppliedGeneration:
-			if err := c.enqueueEnsure(b, a); err != nil {
+			if err := c.enqueueEnsure(ctx, b, a); err != nil {
 				return false, err
 			}
 			if a.AppliedGeneration == 0 {
@@ -427,16 +427,24 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 	return true, nil
 }
 
-func (c *accountController) enqueueEnsure(b *store.Batch, a *store.Account) error {
+func (c *accountController) enqueueEnsure(ctx context.Context, b *store.Batch, a *store.Account) error {
+	// Plans never change after creation, so the mirror's copy is current.
+	plan, _, err := c.s.store.CachedPlan(ctx, a.Plan)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	return c.enqueueTask(b, a, &agentpb.Task{Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{
-		Username: a.Username, DiskQuotaMb: uint64(a.DiskMB), Suspended: a.Suspended, Web: webSpec(a)}}})
+		Username: a.Username, DiskQuotaMb: uint64(a.DiskMB), Suspended: a.Suspended, Web: webSpec(a, plan)}}})
 }
 
 // webSpec is the whole web state of an account for its node: every site,
-// with www.DOMAIN served beside each domain that is not itself a www name.
-func webSpec(a *store.Account) *agentpb.WebSpec {
+// with www.DOMAIN served beside each domain that is not itself a www name,
+// and the PHP limits of its plan (nil: a plan that is gone, which allows
+// nothing).
+func webSpec(a *store.Account, plan *store.Plan) *agentpb.WebSpec {
 	sites := a.AllSites()
-	spec := &agentpb.WebSpec{Sites: make([]*agentpb.Site, 0, len(sites)), Php: &agentpb.PHPPoolLimits{}}
+	spec := &agentpb.WebSpec{Sites: make([]*agentpb.Site, 0, len(sites)),
+		Php: &agentpb.PHPPoolLimits{AllowExec: plan != nil && plan.AllowExec}}
 	for _, s := range sites {
 		site := &agentpb.Site{Domain: s.Domain, Docroot: s.Docroot, PhpVersion: s.PHPVersion,
 			RedirectTo: s.RedirectTo, RedirectCode: uint32(s.RedirectCode)}
@@ -502,7 +510,7 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 		b.PutNewZone(&store.Zone{Name: a.Domain, Account: a.ID, Owner: a.Owner, Node: p.Node, Address: c.nodeAddress(p.Node),
 			Defaults: true, Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now})
 		a.SetStatus(store.AccountScheduled, "", now)
-		if err := c.enqueueEnsure(b, a); err != nil {
+		if err := c.enqueueEnsure(ctx, b, a); err != nil {
 			return err
 		}
 		a.SetStatus(store.AccountProvisioning, "", now)

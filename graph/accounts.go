@@ -50,7 +50,7 @@ func eventModel(e store.AccountEvent) *model.AccountEvent {
 func planModel(p *store.Plan) *model.Plan {
 	m := &model.Plan{
 		Name: p.Name, DiskMb: p.DiskMB, BandwidthMb: p.BandwidthMB, Domains: p.Domains,
-		Mailboxes: p.Mailboxes, Databases: p.Databases, PhpVersions: p.PHPVersions, Owner: strPtr(p.Owner),
+		Mailboxes: p.Mailboxes, Databases: p.Databases, PhpVersions: p.PHPVersions, AllowExec: p.AllowExec, Owner: strPtr(p.Owner),
 	}
 	if m.PhpVersions == nil {
 		m.PhpVersions = []string{}

@@ -8,6 +8,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,12 +63,23 @@ func (r *mutationResolver) CreatePlan(ctx context.Context, input model.CreatePla
 			return nil, err
 		}
 	}
+	allowExec := input.AllowExec != nil && *input.AllowExec
+	// Process execution widens what every tenant on a shared node is
+	// exposed to, so only the operator grants it; a reseller sells an
+	// admin plan with it when the admin allows that plan to it.
+	if allowExec && p.Role != store.RoleAdmin {
+		err = errorf(CodeForbidden, "only an admin may create a plan with allowExec")
+		return nil, err
+	}
 	plan := store.Plan{Name: input.Name, DiskMB: input.DiskMb, BandwidthMB: input.BandwidthMb, Domains: input.Domains,
-		Mailboxes: input.Mailboxes, Databases: input.Databases, PHPVersions: input.PhpVersions, CreatedAt: time.Now().UTC()}
+		Mailboxes: input.Mailboxes, Databases: input.Databases, PHPVersions: input.PhpVersions, AllowExec: allowExec,
+		CreatedAt: time.Now().UTC()}
 	if p.Role == store.RoleReseller {
 		plan.Owner = p.Name
 	}
-	if err = r.Store.CreatePlan(ctx, plan, store.NewAuditEvent(p.Name, source(ctx), "createPlan", plan.Name, "ok")); err != nil {
+	ev := store.NewAuditEvent(p.Name, source(ctx), "createPlan", plan.Name, "ok")
+	ev.Detail = map[string]string{"allowExec": strconv.FormatBool(plan.AllowExec)}
+	if err = r.Store.CreatePlan(ctx, plan, ev); err != nil {
 		return nil, err
 	}
 	return planModel(&plan), nil

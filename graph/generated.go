@@ -284,6 +284,7 @@ type ComplexityRoot struct {
 	}
 
 	Plan struct {
+		AllowExec   func(childComplexity int) int
 		BandwidthMb func(childComplexity int) int
 		Databases   func(childComplexity int) int
 		DiskMb      func(childComplexity int) int
@@ -1672,6 +1673,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
 
+	case "Plan.allowExec":
+		if e.ComplexityRoot.Plan.AllowExec == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.AllowExec(childComplexity), true
 	case "Plan.bandwidthMB":
 		if e.ComplexityRoot.Plan.BandwidthMb == nil {
 			break
@@ -2821,6 +2828,8 @@ func (ec *executionContext) childFields_Plan(ctx context.Context, field graphql.
 		return ec.fieldContext_Plan_databases(ctx, field)
 	case "phpVersions":
 		return ec.fieldContext_Plan_phpVersions(ctx, field)
+	case "allowExec":
+		return ec.fieldContext_Plan_allowExec(ctx, field)
 	case "owner":
 		return ec.fieldContext_Plan_owner(ctx, field)
 	}
@@ -8992,6 +9001,29 @@ func (ec *executionContext) fieldContext_Plan_phpVersions(_ context.Context, fie
 	return graphql.NewScalarFieldContext("Plan", field, false, false, "String")
 }
 
+func (ec *executionContext) _Plan_allowExec(ctx context.Context, field graphql.CollectedField, obj *model.Plan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Plan_allowExec(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AllowExec, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Plan_allowExec(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Plan", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _Plan_owner(ctx context.Context, field graphql.CollectedField, obj *model.Plan) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12666,7 +12698,11 @@ func (ec *executionContext) unmarshalInputCreatePlanInput(ctx context.Context, o
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "diskMB", "bandwidthMB", "domains", "mailboxes", "databases", "phpVersions"}
+	if _, present := asMap["allowExec"]; !present {
+		asMap["allowExec"] = false
+	}
+
+	fieldsInOrder := [...]string{"name", "diskMB", "bandwidthMB", "domains", "mailboxes", "databases", "phpVersions", "allowExec"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -12722,6 +12758,13 @@ func (ec *executionContext) unmarshalInputCreatePlanInput(ctx context.Context, o
 				return it, err
 			}
 			it.PhpVersions = data
+		case "allowExec":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("allowExec"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AllowExec = data
 		}
 	}
 	return it, nil
@@ -14755,6 +14798,11 @@ func (ec *executionContext) _Plan(ctx context.Context, sel ast.SelectionSet, obj
 			}
 		case "phpVersions":
 			out.Values[i] = ec._Plan_phpVersions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "allowExec":
+			out.Values[i] = ec._Plan_allowExec(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

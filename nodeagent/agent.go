@@ -205,6 +205,11 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("nodeagent: create data directory: %w", err)
 	}
+	// The node's key, journal and module secrets: for root alone, also
+	// where an older agent or an operator's mkdir left them readable.
+	if err := platform.PrivateTree(cfg.DataDir, true); err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
+	}
 
 	a := &Agent{
 		cfg:     cfg,
@@ -395,7 +400,8 @@ func (a *Agent) startModules(ctx context.Context) (stop func()) {
 				// Supervised daemons' output, where systemd would keep it
 				// in the journal.
 				dir := filepath.Join(a.profile.Prefix, "var/log/npanel")
-				if err := os.MkdirAll(dir, 0o750); err == nil {
+				// Chmod: a directory an older agent made 0755 is repaired.
+				if err := os.MkdirAll(dir, 0o750); err == nil && os.Chmod(dir, 0o750) == nil {
 					spec.LogFile = filepath.Join(dir, spec.Name+".log")
 				}
 			}

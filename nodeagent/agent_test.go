@@ -74,8 +74,8 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 		t.Fatal("ready but not connected")
 	}
 
-	// The identity is on disk, the key private.
-	for name, mode := range map[string]os.FileMode{keyFile: 0o600, certFile: 0o644, rootFile: 0o644, identityFile: 0o644} {
+	// The identity is on disk, for root alone (issue 23, finding 6).
+	for name, mode := range map[string]os.FileMode{keyFile: 0o600, certFile: 0o600, rootFile: 0o600, identityFile: 0o600} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)

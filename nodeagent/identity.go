@@ -179,14 +179,14 @@ func (id *identity) persist(dir string) error {
 	if err := id.persistChain(dir); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(dir, rootFile, pki.EncodeCertsPEM([]*x509.Certificate{id.root}), 0o644); err != nil {
+	if err := writeFileAtomic(dir, rootFile, pki.EncodeCertsPEM([]*x509.Certificate{id.root}), 0o600); err != nil {
 		return err
 	}
 	content, err := json.Marshal(identityFileContent{Node: id.node})
 	if err != nil {
 		return fmt.Errorf("encode identity: %w", err)
 	}
-	return writeFileAtomic(dir, identityFile, content, 0o644)
+	return writeFileAtomic(dir, identityFile, content, 0o600)
 }
 
 func (id *identity) persistChain(dir string) error {
@@ -199,7 +199,7 @@ func (id *identity) persistChain(dir string) error {
 		}
 		chain = append(chain, c)
 	}
-	return writeFileAtomic(dir, certFile, pki.EncodeCertsPEM(chain), 0o644)
+	return writeFileAtomic(dir, certFile, pki.EncodeCertsPEM(chain), 0o600)
 }
 
 func parseDERChain(ders [][]byte) ([]*x509.Certificate, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,13 +17,15 @@ import (
 
 func agentCmd() *cobra.Command {
 	var cfg nodeagent.Config
-	var servers, modules string
+	var servers, modules, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent",
-		Long: `Run the node agent. On first start it enrols with --join-token (from
+		Long: `Run the node agent. On first start it enrols with a join token (from
 "npanel ctl node add") and keeps its key and certificate in --data-dir; later
-starts need no token.`,
+starts need no token. Give the token in $NPANEL_JOIN_TOKEN or in a file
+(--join-token-file, mode 0600): --join-token puts it in the command line,
+where every user of the machine sees it (ps, /proc).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Servers = splitList(servers)
@@ -32,9 +35,11 @@ starts need no token.`,
 			if cfg.DataDir == "" {
 				return usagef("--data-dir is required")
 			}
-			if cfg.JoinToken == "" {
-				cfg.JoinToken = os.Getenv("NPANEL_JOIN_TOKEN")
+			tok, err := joinToken(cfg.JoinToken, tokenFile)
+			if err != nil {
+				return err
 			}
+			cfg.JoinToken = tok
 			mods, err := allowlist.Modules(splitList(modules))
 			if err != nil {
 				return usagef("--modules: %v", err)
@@ -53,7 +58,8 @@ starts need no token.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&servers, "server", "", "gateway address host:port; several, comma-separated, are tried in turn (required)")
-	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token for the first start (or $NPANEL_JOIN_TOKEN)")
+	f.StringVar(&cfg.JoinToken, "join-token", "", "one-time join token for the first start; visible to every user in ps, prefer $NPANEL_JOIN_TOKEN or --join-token-file")
+	f.StringVar(&tokenFile, "join-token-file", "", "file holding the one-time join token (not readable by others)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the node's key, certificate and task journal (required)")
 	f.StringVar(&cfg.GossipListen, "gossip-listen", "0.0.0.0:7946", `memberlist listener; "" disables gossip`)
 	f.StringVar(&cfg.Platform, "platform", "", "distro profile: alma9 or debian12 (default: detected from /etc/os-release)")
@@ -63,4 +69,47 @@ starts need no token.`,
 	f.StringVar(&cfg.DNSAPIListen, "dns-api-listen", "", `loopback address of PowerDNS's HTTP API (default "127.0.0.1:8081")`)
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return cmd
+}
+
+// joinToken picks the join token from at most one of --join-token and
+// --join-token-file, else from $NPANEL_JOIN_TOKEN; "" when there is none
+// (an enrolled node needs none). A token file others may read is refused:
+// it would leak the token as the command line does.
+func joinToken(flag, file string) (string, error) {
+	env := os.Getenv("NPANEL_JOIN_TOKEN")
+	// The daemons the agent starts get their own environment, but nothing
+	// else needs the token once it is read.
+	_ = os.Unsetenv("NPANEL_JOIN_TOKEN")
+	switch {
+	case flag != "" && file != "":
+		return "", usagef("give the join token once: --join-token or --join-token-file, not both")
+	case flag != "":
+		return flag, nil
+	case file == "":
+		return strings.TrimSpace(env), nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", usagef("--join-token-file: %v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", usagef("--join-token-file: %v", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", usagef("--join-token-file %s: not a regular file", file)
+	}
+	if fi.Mode().Perm()&0o004 != 0 {
+		return "", usagef("--join-token-file %s: mode %04o lets every user read the token; chmod o-r it", file, fi.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", usagef("--join-token-file: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", usagef("--join-token-file %s is empty", file)
+	}
+	return tok, nil
 }

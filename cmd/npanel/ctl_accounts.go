@@ -27,7 +27,7 @@ func planCmd(o *ctlOptions) *cobra.Command {
 	var p client.Plan
 	var php string
 	create := &cobra.Command{
-		Use:   "create NAME --disk-mb N --bandwidth-mb N --domains N --mailboxes N --databases N --php 8.2,8.3",
+		Use:   "create NAME --disk-mb N --bandwidth-mb N --domains N --mailboxes N --databases N --php 8.2,8.3 [--allow-exec]",
 		Short: "Create a plan",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -50,6 +50,7 @@ func planCmd(o *ctlOptions) *cobra.Command {
 	f.IntVar(&p.Mailboxes, "mailboxes", 10, "mailboxes")
 	f.IntVar(&p.Databases, "databases", 5, "databases")
 	f.StringVar(&php, "php", "8.2", "comma-separated PHP versions allowed")
+	f.BoolVar(&p.AllowExec, "allow-exec", false, "let the accounts' PHP start processes (exec, system, proc_open, ...); admins only")
 	list := &cobra.Command{
 		Use: "list", Short: "List plans you may use", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,13 +63,13 @@ func planCmd(o *ctlOptions) *cobra.Command {
 				return apiError(err)
 			}
 			return o.print(cmd.OutOrStdout(), plans, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "NAME\tDISK MB\tBANDWIDTH MB\tDOMAINS\tMAILBOXES\tDATABASES\tPHP\tOWNER")
+				fmt.Fprintln(tw, "NAME\tDISK MB\tBANDWIDTH MB\tDOMAINS\tMAILBOXES\tDATABASES\tPHP\tEXEC\tOWNER")
 				for _, p := range plans {
 					owner := "-"
 					if p.Owner != nil {
 						owner = *p.Owner
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.DiskMB, p.BandwidthMB, p.Domains, p.Mailboxes, p.Databases, strings.Join(p.PHPVersions, ","), owner)
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%t\t%s\n", p.Name, p.DiskMB, p.BandwidthMB, p.Domains, p.Mailboxes, p.Databases, strings.Join(p.PHPVersions, ","), p.AllowExec, owner)
 				}
 			})
 		},

@@ -17,6 +17,10 @@ type Plan struct {
 	Mailboxes   int      `json:"mailboxes"`
 	Databases   int      `json:"databases"`
 	PHPVersions []string `json:"phpVersions"`
+	// AllowExec lets the accounts' PHP start processes; without it their
+	// pools disable exec, system, proc_open and the like. Plans never
+	// change, so the account controller reads it when it builds a task.
+	AllowExec bool `json:"allowExec,omitempty"`
 	// Owner is the reseller who created the plan, or "" for an admin plan
 	// that any reseller may be allowed to use.
 	Owner     string    `json:"owner,omitempty"`

@@ -116,6 +116,8 @@ type CreatePlanInput struct {
 	Mailboxes   int      `json:"mailboxes"`
 	Databases   int      `json:"databases"`
 	PhpVersions []string `json:"phpVersions"`
+	// Let the accounts' PHP start processes (exec, system, proc_open, popen, ...). Admins only; default false.
+	AllowExec *bool `json:"allowExec,omitempty"`
 }
 
 type CreateResellerInput struct {
@@ -295,6 +297,8 @@ type Plan struct {
 	Mailboxes   int      `json:"mailboxes"`
 	Databases   int      `json:"databases"`
 	PhpVersions []string `json:"phpVersions"`
+	// Whether the accounts' PHP may start processes (exec, system, proc_open, popen, ...); false disables those functions in their PHP-FPM pools.
+	AllowExec bool `json:"allowExec"`
 	// The reseller that created it; null for an admin plan.
 	Owner *string `json:"owner,omitempty"`
 }

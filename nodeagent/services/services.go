@@ -73,6 +73,11 @@ type Spec struct {
 	// Listen lists the addresses the daemon serves on (ip:port or a unix
 	// socket path), for status reports.
 	Listen []string
+	// Reconfigured says Setup changed configuration a daemon that already
+	// runs must re-read: Systemd's Ensure runs `systemctl
+	// reload-or-restart` instead of `start`. (A supervised daemon always
+	// starts from its current configuration.)
+	Reconfigured bool
 }
 
 // Status is one daemon as reported in nodes { services }.

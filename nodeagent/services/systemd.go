@@ -184,9 +184,13 @@ func (m *Systemd) Ensure(ctx context.Context, spec Spec) error {
 	if _, err := m.systemctl(ctx, "enable", spec.Unit); err != nil {
 		return fmt.Errorf("enable %s: %w", spec.Name, err)
 	}
-	if _, err := m.systemctl(ctx, "start", spec.Unit); err != nil {
+	verb := "start"
+	if spec.Reconfigured {
+		verb = "reload-or-restart"
+	}
+	if _, err := m.systemctl(ctx, verb, spec.Unit); err != nil {
 		m.refresh(spec.Name)
-		return fmt.Errorf("start %s: %w", spec.Name, err)
+		return fmt.Errorf("%s %s: %w", verb, spec.Name, err)
 	}
 	return m.awaitReady(ctx, spec, "start")
 }

@@ -67,7 +67,7 @@ func (f *fakeSystemctl) run(ctx context.Context, argv ...string) ([]byte, error)
 		return nil, fmt.Errorf("%s: exit status 1: %s", strings.Join(argv, " "), stderr)
 	}
 	switch verb {
-	case "enable", "reload":
+	case "enable", "reload", "reload-or-restart":
 	case "start":
 		if f.active[unit] != "active" {
 			f.nextPID++
@@ -471,4 +471,19 @@ func FuzzCheckUnitName(f *testing.F) {
 			t.Errorf("accepted %q", name)
 		}
 	})
+}
+
+// A daemon whose configuration Setup changed re-reads it on Ensure, also
+// when it already runs (pools closed at the agent's start, issue 23).
+func TestSystemdEnsureReconfigured(t *testing.T) {
+	m, f := newTestSystemd(t, time.Hour)
+	f.setActive("php8.2-php-fpm.service", "active", 42)
+	spec := Spec{Name: "php-fpm8.2", Unit: "php8.2-php-fpm.service", Reconfigured: true}
+	if err := m.Ensure(ctxT(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{systemctlPath + " enable php8.2-php-fpm.service", systemctlPath + " reload-or-restart php8.2-php-fpm.service"}
+	if got := f.take(true); !slices.Equal(got, want) {
+		t.Errorf("Ensure of a reconfigured daemon ran %q, want %q", got, want)
+	}
 }

@@ -1406,6 +1406,11 @@ type PHPPoolLimits struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MaxChildren   uint32                 `protobuf:"varint,1,opt,name=max_children,json=maxChildren,proto3" json:"max_children,omitempty"`         // pm.max_children; 0: the agent's default
 	MemoryLimitMb uint32                 `protobuf:"varint,2,opt,name=memory_limit_mb,json=memoryLimitMb,proto3" json:"memory_limit_mb,omitempty"` // php memory_limit; 0: default
+	// allow_exec lets the account's PHP start processes (exec, system,
+	// proc_open, ...). False, the default, renders the pools with
+	// php_admin_value[disable_functions] listing them; the plan's
+	// allowExec sets it.
+	AllowExec     bool `protobuf:"varint,3,opt,name=allow_exec,json=allowExec,proto3" json:"allow_exec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1452,6 +1457,13 @@ func (x *PHPPoolLimits) GetMemoryLimitMb() uint32 {
 		return x.MemoryLimitMb
 	}
 	return 0
+}
+
+func (x *PHPPoolLimits) GetAllowExec() bool {
+	if x != nil {
+		return x.AllowExec
+	}
+	return false
 }
 
 // DeleteAccountAction archives the account's home into the node's backup
@@ -1978,10 +1990,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"phpVersion\x12\x1f\n" +
 	"\vredirect_to\x18\x05 \x01(\tR\n" +
 	"redirectTo\x12#\n" +
-	"\rredirect_code\x18\x06 \x01(\rR\fredirectCode\"Z\n" +
+	"\rredirect_code\x18\x06 \x01(\rR\fredirectCode\"y\n" +
 	"\rPHPPoolLimits\x12!\n" +
 	"\fmax_children\x18\x01 \x01(\rR\vmaxChildren\x12&\n" +
-	"\x0fmemory_limit_mb\x18\x02 \x01(\rR\rmemoryLimitMb\"1\n" +
+	"\x0fmemory_limit_mb\x18\x02 \x01(\rR\rmemoryLimitMb\x12\x1d\n" +
+	"\n" +
+	"allow_exec\x18\x03 \x01(\bR\tallowExec\"1\n" +
 	"\x13DeleteAccountAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"\xf3\x01\n" +
 	"\rAccountResult\x12\x1a\n" +

@@ -60,6 +60,12 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 				return nil, err
 			}
 		}
+		// Every account's tables: mysql's alone, also where an older
+		// agent or the distribution left files readable (Debian's
+		// mysql_upgrade_info is 0644).
+		if err := env.Profile.MariaDBData().MakePrivate(); err != nil {
+			return nil, fmt.Errorf("db: %w", err)
+		}
 		specs = append(specs, mariadbSpec(env))
 	}
 	if _, err := os.Stat(d.Postgres); err == nil {
@@ -67,6 +73,11 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 			if err := setupPostgres(ctx, env); err != nil {
 				return nil, err
 			}
+		}
+		// PostgreSQL refuses a datadir others may enter; its files are
+		// made private all the same.
+		if err := env.Profile.PostgresData().MakePrivate(); err != nil {
+			return nil, fmt.Errorf("db: %w", err)
 		}
 		if ok, _ := fileExists(postgresCredPath(env, d)); ok {
 			specs = append(specs, postgresSpec(env))

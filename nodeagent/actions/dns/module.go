@@ -77,16 +77,34 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		if err := writeFile(p.IncludeDir, "npanel-api.conf", []byte(renderAPIConf(env.Profile, key))); err != nil {
 			return nil, err
 		}
+		// The operator's backend: where it is the profile's SQLite
+		// database, its files (DNSSEC private keys) become pdns's alone.
+		// The directory is the distribution's and stays as it is.
+		if err := env.Profile.DNSData().MakePrivate(); err != nil {
+			return nil, fmt.Errorf("dns setup: %w", err)
+		}
 		spec.Unit = p.Unit
 		return []services.Spec{spec}, nil
 	}
-	for _, d := range []string{p.ConfigDir, filepath.Dir(p.Database), p.SocketDir} {
+	// The database's parent too: MkdirAll would give missing parents the
+	// database directory's 0700, and nginx must pass through var/lib.
+	for _, d := range []string{p.ConfigDir, p.SocketDir, filepath.Dir(filepath.Dir(p.Database))} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("dns setup: %w", err)
 		}
 	}
+	// The database holds every zone's DNSSEC private keys: its directory,
+	// the database and its -wal and -shm files (SQLite gives them the
+	// database's mode) are pdns_server's alone. PrivateTree also repairs
+	// what an older agent created 0755/0644.
+	if err := os.MkdirAll(filepath.Dir(p.Database), 0o700); err != nil {
+		return nil, fmt.Errorf("dns setup: %w", err)
+	}
 	if err := ensureDatabase(ctx, p); err != nil {
 		return nil, err
+	}
+	if err := env.Profile.DNSData().MakePrivate(); err != nil {
+		return nil, fmt.Errorf("dns setup: %w", err)
 	}
 	conf, err := renderSupervisedConf(env.Profile, key)
 	if err != nil {
@@ -266,6 +284,11 @@ func ensureDatabase(ctx context.Context, p platform.DNSPaths) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("dns setup: create %s: %w: %s", p.Database, err, bytes.TrimSpace(out))
+	}
+	// sqlite3 creates it 0644 (umask); private before it takes its name.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("dns setup: %w", err)
 	}
 	if err := os.Rename(tmp, p.Database); err != nil {
 		return fmt.Errorf("dns setup: %w", err)

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -229,6 +230,11 @@ func renderPool(w platform.WebPaths, owner Owner, version string, lim *agentpb.P
 		Home:        owner.Home,
 		Tmp:         filepath.Join(owner.Home, "tmp"),
 		OpenBasedir: testHookNoOpenBasedir == nil || !testHookNoOpenBasedir(owner.Username),
+
+		AllowExecMark: allowExecMark,
+	}
+	if !lim.GetAllowExec() {
+		d.DisableFunctions = strings.Join(ExecFunctions, ",")
 	}
 	if d.MaxChildren == 0 {
 		d.MaxChildren = DefaultMaxChildren
@@ -237,6 +243,39 @@ func renderPool(w platform.WebPaths, owner Owner, version string, lim *agentpb.P
 		d.MemoryMB = DefaultMemoryLimitMB
 	}
 	return render(poolTmpl, d)
+}
+
+// closeOldPools adds disable_functions to the account pools in dir that an
+// agent from before plans had allowExec wrote: until the control plane's
+// next ensure renders an account's pool from its plan, its PHP may not
+// start processes. Called by Setup; a running PHP-FPM re-reads them when
+// changed is true (Spec.Reconfigured).
+func closeOldPools(dir string) (changed bool, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("web: list %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if _, ok := parsePoolName(e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return changed, fmt.Errorf("web: %w", err)
+		}
+		if bytes.Contains(b, []byte("\nphp_admin_value[disable_functions] =")) || bytes.Contains(b, []byte("\n"+allowExecMark+"\n")) {
+			continue
+		}
+		b = append(bytes.TrimRight(b, "\n"), "\nphp_admin_value[disable_functions] = "+strings.Join(ExecFunctions, ",")+"\n"...)
+		if _, err := writeFile(dir, e.Name(), b, 0o644); err != nil {
+			return changed, fmt.Errorf("web: %w", err)
+		}
+		changed = true
+	}
+	return changed, nil
 }
 
 // Remove removes every vhost and pool of the account and reloads. It

@@ -136,7 +136,27 @@ php_admin_value[memory_limit] = {{.MemoryMB}}M
 php_admin_value[error_log] = {{.Home}}/logs/php{{.Version}}-error.log
 php_admin_flag[log_errors] = on
 php_admin_flag[allow_url_include] = off
+{{- if .DisableFunctions}}
+php_admin_value[disable_functions] = {{.DisableFunctions}}
+{{- else}}
+{{.AllowExecMark}}
+{{- end}}
 `))
+
+// allowExecMark marks a pool whose plan allows process execution, so that
+// the agent's start tells it from a pool an older agent wrote without
+// disable_functions (closeOldPools).
+const allowExecMark = "; allowExec: the account's plan lets its PHP start processes."
+
+// ExecFunctions are the functions a pool disables unless the account's plan
+// allows process execution: PHP's program execution functions that start a
+// process (the backtick operator is shell_exec), popen, pcntl_exec, and
+// putenv, which with mail() (sendmail through /bin/sh) and LD_PRELOAD runs
+// any code the account uploads. php_admin_value makes the list final:
+// ini_set and .user.ini cannot change it, and disable_functions is a
+// system-only setting anyway. Names of functions an installation does not
+// have (pcntl is not built into PHP-FPM) are ignored by PHP.
+var ExecFunctions = []string{"exec", "passthru", "shell_exec", "system", "proc_open", "popen", "pcntl_exec", "putenv"}
 
 type poolData struct {
 	User        string
@@ -149,6 +169,10 @@ type poolData struct {
 	Home        string
 	Tmp         string
 	OpenBasedir bool
+	// DisableFunctions is a comma-separated list for disable_functions;
+	// empty when the plan allows process execution.
+	DisableFunctions string
+	AllowExecMark    string
 }
 
 var nginxMainTmpl = template.Must(template.New("nginx.conf").Parse(`# Written by the nPanel agent at start; edits are overwritten.

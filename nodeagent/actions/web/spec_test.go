@@ -2,6 +2,8 @@ package web
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -257,4 +259,70 @@ func FuzzValidateSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPoolDisablesExec: a pool without allow_exec lists every process
+// function in an admin value (so neither ini_set nor .user.ini lifts it);
+// with allow_exec it lists none.
+func TestPoolDisablesExec(t *testing.T) {
+	w := platform.Debian12("/srv/p").Web()
+	o := Owner{Username: "alice", UID: 1001, GID: 1001, Home: "/srv/p/home/alice"}
+	conf, err := renderPool(w, o, "8.2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\nphp_admin_value[disable_functions] = exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,putenv\n"
+	if !strings.Contains(string(conf), want) {
+		t.Errorf("default pool lacks %q:\n%s", want, conf)
+	}
+	conf, err = renderPool(w, o, "8.2", &agentpb.PHPPoolLimits{AllowExec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(conf), "disable_functions") {
+		t.Errorf("allow_exec pool disables functions:\n%s", conf)
+	}
+}
+
+// TestCloseOldPools: at the agent's start, pools an older agent wrote
+// (no disable_functions, no allowExec mark) lose the exec functions;
+// pools rendered from a plan keep what the plan said.
+func TestCloseOldPools(t *testing.T) {
+	dir := t.TempDir()
+	w := platform.Debian12("/srv/p").Web()
+	o := Owner{Username: "alice", UID: 1001, GID: 1001, Home: "/srv/p/home/alice"}
+	allowed, err := renderPool(w, o, "8.2", &agentpb.PHPPoolLimits{AllowExec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := renderPool(w, o, "8.2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(allowed, []byte(allowExecMark+"\n"), nil, 1)
+	files := map[string][]byte{
+		"npanel-old.conf": old, "npanel-allowed.conf": allowed, "npanel-closed.conf": closed, "www.conf": old,
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changed, err := closeOldPools(dir)
+	if err != nil || !changed {
+		t.Fatalf("closeOldPools: %v, %v", changed, err)
+	}
+	line := "\nphp_admin_value[disable_functions] = " + strings.Join(ExecFunctions, ",") + "\n"
+	for name, want := range map[string]string{
+		"npanel-old.conf": string(old) + line[1:], "npanel-allowed.conf": string(allowed),
+		"npanel-closed.conf": string(closed), "www.conf": string(old),
+	} {
+		got, _ := os.ReadFile(filepath.Join(dir, name))
+		if string(got) != want {
+			t.Errorf("%s:\n%s\nwant\n%s", name, got, want)
+		}
+	}
+	if changed, err := closeOldPools(dir); err != nil || changed {
+		t.Errorf("second run: %v, %v; want nothing changed", changed, err)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -73,7 +74,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		mode os.FileMode
 	}{
 		{w.VhostDir, 0o755},
-		{w.NginxLogDir, 0o755},
+		{w.NginxLogDir, 0o755}, // MkdirAll gives missing parents this mode too; see below
 		{w.DomainLogDir, 0o750},
 		{w.SocketDir, 0o755},
 		{w.StateDir, 0o755},
@@ -100,6 +101,25 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 			return nil, fmt.Errorf("web setup: %w", err)
 		}
 	}
+	if w.Supervised {
+		// nginx creates its logs 0644 and they tell every account's
+		// visitors and errors: the log directories keep others out
+		// (their root-run masters write them). Chmod repairs the 0755
+		// that MkdirAll or an older agent left.
+		for _, d := range []string{filepath.Dir(w.NginxLogDir), w.NginxLogDir, w.DomainLogDir} {
+			if err := os.Chmod(d, 0o750); err != nil {
+				return nil, fmt.Errorf("web setup: %w", err)
+			}
+		}
+	}
+	closed := map[string]bool{} // versions whose pools closeOldPools changed
+	for _, b := range builds {
+		changed, err := closeOldPools(b.PoolDir)
+		if err != nil {
+			return nil, err
+		}
+		closed[b.Version] = changed
+	}
 	if _, err := writeFile(w.SuspendedDir, "suspended.html", []byte(suspendedPage), 0o644); err != nil {
 		return nil, fmt.Errorf("web setup: %w", err)
 	}
@@ -118,6 +138,8 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 				Unit:    b.Unit,
 				Listen:  []string{w.SocketDir},
 				Version: phpVersionFunc(b.Binary),
+				// A running PHP-FPM must drop the exec functions now.
+				Reconfigured: closed[b.Version],
 			})
 		}
 		return specs, nil
