@@ -128,12 +128,6 @@ func (s *Store) GetTask(ctx context.Context, id string) (*Task, int64, error) {
 	return t, rev, err
 }
 
-// WatchTask returns a channel that yields the task record each time it
-// changes, starting after rev. It is closed when ctx ends.
-func (s *Store) WatchTask(ctx context.Context, id string, rev int64) clientv3.WatchChan {
-	return s.cli.Watch(ctx, taskKey(id), clientv3.WithRev(rev+1))
-}
-
 // PendingTasks returns the node's unacknowledged tasks in creation order and
 // the revision they were read at, from which a watch picks up new ones.
 func (s *Store) PendingTasks(ctx context.Context, node string) ([]*agentpb.Task, int64, error) {
