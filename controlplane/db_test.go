@@ -187,15 +187,18 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		t.Errorf("injected privilege: %v", err)
 	}
 
-	// Sizes and tables live from the node.
-	dbs, err := userA.Databases(ctx, acctA.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := findDB(dbs, dbName); got == nil || !got.Live || got.Tables == nil || *got.Tables != 1 ||
-		got.SizeBytes == nil || *got.SizeBytes <= 0 || !slices.Contains(got.Users, dbUser) {
-		t.Fatalf("databases: %+v", dbs)
-	}
+	// Sizes and tables from the node's report, which the leader refreshes
+	// after each change to the account's databases (the grants above).
+	var dbs []client.Database
+	testenv.WaitFor(t, 60*time.Second, "the node's report of "+dbName, func() bool {
+		dbs, err = userA.Databases(ctx, acctA.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := findDB(dbs, dbName)
+		return got != nil && got.Live && got.Tables != nil && *got.Tables == 1 && got.MeasuredAt != nil &&
+			got.SizeBytes != nil && *got.SizeBytes > 0 && slices.Contains(got.Users, dbUser)
+	})
 	t.Logf("%s: %d bytes in %d tables, users %v", dbName, *dbs[0].SizeBytes, *dbs[0].Tables, dbs[0].Users)
 
 	// Passwords: the caller's own (strength checked), the old one stops working.
@@ -310,13 +313,15 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("as %s: %v", pgUser, err)
 		}
-		dbsB, err := resB.Databases(ctx, acctB.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := findDB(dbsB, pgDB); got == nil || !got.Live || got.Engine != "POSTGRESQL" || got.SizeBytes == nil || *got.SizeBytes <= 0 {
-			t.Fatalf("databases of B: %+v", dbsB)
-		}
+		var dbsB []client.Database
+		testenv.WaitFor(t, 60*time.Second, "the node's report of "+pgDB, func() bool {
+			dbsB, err = resB.Databases(ctx, acctB.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := findDB(dbsB, pgDB)
+			return got != nil && got.Live && got.Engine == "POSTGRESQL" && got.SizeBytes != nil && *got.SizeBytes > 0
+		})
 		t.Logf("%s (postgresql): %d bytes, users %v", pgDB, *findDB(dbsB, pgDB).SizeBytes, findDB(dbsB, pgDB).Users)
 	} else {
 		t.Logf("PostgreSQL is not installed (%s): its part skipped", prof.DB().Postgres)

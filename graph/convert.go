@@ -26,6 +26,7 @@ func nodeModel(v *store.NodeView) *model.Node {
 			MemoryBytes: v.State.Facts.MemoryBytes,
 			DiskBytes:   v.State.Facts.DiskBytes,
 		},
+		StatusReason:    strPtr(v.State.StatusReason),
 		StatusChangedAt: timePtr(v.State.StatusChangedAt),
 		LastSeen:        timePtr(v.State.LastSeen),
 		EnrolledAt:      timePtr(v.State.EnrolledAt),
