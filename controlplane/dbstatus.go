@@ -36,16 +36,26 @@ type dbStatusController struct {
 	mu      sync.Mutex
 	pending map[string]bool
 	order   []string
+	// running accounts are being refreshed; a request for one waits in
+	// again, so that an account has one listing in flight at most.
+	running map[string]bool
+	again   map[string]bool
 	wake    chan struct{}
 }
 
 func newDBStatusController(s *Server) *dbStatusController {
-	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, pending: map[string]bool{},
+		running: map[string]bool{}, again: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // enqueue asks for account's refresh; one already waiting is not doubled.
 func (c *dbStatusController) enqueue(account string) {
 	c.mu.Lock()
+	if c.running[account] {
+		c.again[account] = true
+		c.mu.Unlock()
+		return
+	}
 	if !c.pending[account] {
 		c.pending[account] = true
 		c.order = append(c.order, account)
@@ -66,7 +76,20 @@ func (c *dbStatusController) next() (string, bool) {
 	a := c.order[0]
 	c.order = c.order[1:]
 	delete(c.pending, a)
+	c.running[a] = true
 	return a, true
+}
+
+// done ends account's refresh, and queues it again if asked meanwhile.
+func (c *dbStatusController) done(account string) {
+	c.mu.Lock()
+	delete(c.running, account)
+	again := c.again[account]
+	delete(c.again, account)
+	c.mu.Unlock()
+	if again {
+		c.enqueue(account)
+	}
 }
 
 func (c *dbStatusController) run(ctx context.Context) {
@@ -76,6 +99,7 @@ func (c *dbStatusController) run(ctx context.Context) {
 			for ctx.Err() == nil {
 				if a, ok := c.next(); ok {
 					c.refresh(ctx, a)
+					c.done(a)
 					continue
 				}
 				select {

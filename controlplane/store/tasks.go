@@ -300,3 +300,19 @@ func TaskCreatedAt(id string) (time.Time, bool) {
 	}
 	return ulid.Time(u.Time()), true
 }
+
+// CountTasksBy counts the task records createdBy wrote (tests: what a
+// user's requests wrote).
+func (s *Store) CountTasksBy(ctx context.Context, createdBy string) (int, error) {
+	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		if t, err := decodeJSON[Task](kv.Key, kv.Value); err == nil && t.CreatedBy == createdBy {
+			n++
+		}
+	}
+	return n, nil
+}
