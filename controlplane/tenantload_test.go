@@ -11,8 +11,10 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph"
 	"github.com/npanel/npanel/internal/testenv"
@@ -303,4 +305,49 @@ func TestTenantCannotStallTaskDelivery(t *testing.T) {
 		return now <= goroutinesBefore+slack
 	})
 	t.Logf("goroutines: %d before, %d after", goroutinesBefore, now)
+}
+
+// A task the gateway cannot send (here a queue entry that does not decode,
+// standing for a wedged queue watch) turns its node SUSPECT with the
+// reason once it has waited TaskStallAfter, and READY again once it is
+// gone, while heartbeats and the lease say all is well.
+func TestStalledDeliveryTurnsNodeSuspect(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.TaskStallAfter = time.Second })
+	s.StartAgent(t, "node-a")
+	ctx := testenv.Context(t)
+	st := s.Store()
+	status := func() (store.NodeStatus, string) {
+		v, err := st.GetNode(ctx, "node-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.State.Status, v.State.StatusReason
+	}
+	testenv.WaitFor(t, 20*time.Second, "node-a READY", func() bool { s, _ := status(); return s == store.NodeReady })
+
+	key := store.QueuePrefix("node-a") + ulid.Make().String()
+	if _, err := st.Client().Put(ctx, key, "\xff not a task"); err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	testenv.WaitFor(t, 30*time.Second, "node-a SUSPECT", func() bool {
+		var s store.NodeStatus
+		s, reason = status()
+		return s == store.NodeSuspect
+	})
+	if !strings.Contains(reason, "task delivery stalled") {
+		t.Errorf("reason: %q", reason)
+	}
+	t.Logf("SUSPECT: %s", reason)
+
+	if _, err := st.Client().Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "node-a READY again", func() bool {
+		s, r := status()
+		return s == store.NodeReady && r == ""
+	})
+	if task, err := s.Admin.Ping(ctx, "node-a", "after", 20); err != nil || task.Status != "SUCCEEDED" {
+		t.Fatalf("ping: %+v %v", task, err)
+	}
 }
