@@ -41,7 +41,10 @@ func newAccountHub() *accountHub {
 func (h *accountHub) subscribe(id, user, conn string) (*accountSub, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.perUser[user] >= h.maxPerUser || h.perConn[conn] >= h.maxPerConn {
+	// conn is the websocket's remote address (ip:port, one per socket); a
+	// request without one is held to the user's cap alone, rather than
+	// all such requests sharing one connection's.
+	if h.perUser[user] >= h.maxPerUser || conn != "" && h.perConn[conn] >= h.maxPerConn {
 		return nil, graph.ErrTooManySubscriptions
 	}
 	s := &accountSub{hub: h, id: id, user: user, conn: conn, ch: make(chan *store.Account, h.buffer)}
