@@ -79,6 +79,7 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -count 1 ./pki/ ./validate/
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkTenantSubscriptionLoad' -benchtime 500x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1 ./cmd/npanel/
 	$(GO) test -run '^$$' -bench . -count 1 ./nodeagent/actions/account/ ./nodeagent/services/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/web/

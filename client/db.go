@@ -8,15 +8,17 @@ import (
 
 // Database mirrors the GraphQL Database type.
 type Database struct {
-	Name      string    `json:"name"`
-	Engine    string    `json:"engine"`
-	State     string    `json:"state"`
-	Reason    *string   `json:"reason"`
-	SizeBytes *int64    `json:"sizeBytes"`
-	Tables    *int      `json:"tables"`
-	Users     []string  `json:"users"`
-	Live      bool      `json:"live"`
-	CreatedAt time.Time `json:"createdAt"`
+	Name      string   `json:"name"`
+	Engine    string   `json:"engine"`
+	State     string   `json:"state"`
+	Reason    *string  `json:"reason"`
+	SizeBytes *int64   `json:"sizeBytes"`
+	Tables    *int     `json:"tables"`
+	Users     []string `json:"users"`
+	Live      bool     `json:"live"`
+	// MeasuredAt is when the node reported size, tables and users.
+	MeasuredAt *time.Time `json:"measuredAt"`
+	CreatedAt  time.Time  `json:"createdAt"`
 }
 
 // DatabaseGrant is the privileges a user holds on one database.
@@ -67,7 +69,7 @@ type OptimizedDatabase struct {
 }
 
 const (
-	databaseFields = `name engine state reason sizeBytes tables users live createdAt`
+	databaseFields = `name engine state reason sizeBytes tables users live measuredAt createdAt`
 	dbUserFields   = `name engine state reason grants{database privileges} createdAt`
 )
 
@@ -78,7 +80,7 @@ func optional(s string) any {
 	return s
 }
 
-// Databases lists an account's databases, live from its node when it answers.
+// Databases lists an account's databases with sizes from the node's last report.
 func (c *Client) Databases(ctx context.Context, account string) ([]Database, error) {
 	var out struct{ Databases []Database }
 	err := c.Do(ctx, `query($a:ID!){databases(account:$a){`+databaseFields+`}}`, map[string]any{"a": account}, &out)

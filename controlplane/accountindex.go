@@ -39,6 +39,9 @@ type accountIndex struct {
 	// share a few hundred, and every object the index holds is one more
 	// for the garbage collector to mark.
 	names map[string]string
+
+	// hub serves accountEvents subscriptions from this same watch.
+	hub *accountHub
 }
 
 // fieldKey orders a filter's index: by the field's value, then by id. Its
@@ -66,6 +69,7 @@ func newAccountIndex(s *Server, cli *clientv3.Client) *accountIndex {
 		byNode:   btree.NewG(32, lessFieldKey),
 		byOwner:  btree.NewG(32, lessFieldKey),
 		names:    map[string]string{},
+		hub:      newAccountHub(),
 	}
 	ix.cond = sync.NewCond(ix.mu.RLocker())
 	return ix
@@ -154,6 +158,17 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 	ix.rev = rev
 	ix.mu.Unlock()
 	ix.cond.Broadcast()
+	// Subscribers may have missed changes while the watch was down: give
+	// them each record as it now stands (they drop what they have seen).
+	if subs := ix.hub.subscribed(); len(subs) > 0 {
+		byID := make(map[string]*store.Account, len(all))
+		for _, a := range all {
+			byID[a.ID] = a
+		}
+		for _, id := range subs {
+			ix.hub.publish(id, byID[id])
+		}
+	}
 	return rev, nil
 }
 
@@ -173,6 +188,7 @@ func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
 				heads[i], _ = store.DecodeAccountHead(ev.Kv.Value)
 			}
 		}
+		ix.publish(resp.Events)
 		ix.mu.Lock()
 		for i, ev := range resp.Events {
 			switch {
@@ -187,6 +203,24 @@ func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
 		ix.cond.Broadcast()
 	}
 	return ctx.Err()
+}
+
+// publish hands changed accounts to their subscribers, decoding the full
+// record only for accounts someone follows.
+func (ix *accountIndex) publish(events []*clientv3.Event) {
+	for _, ev := range events {
+		id := strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts)
+		if !ix.hub.wants(id) {
+			continue
+		}
+		if ev.Type == clientv3.EventTypeDelete {
+			ix.hub.publish(id, nil)
+			continue
+		}
+		if a, err := store.DecodeAccount(ev.Kv.Value); err == nil {
+			ix.hub.publish(id, a)
+		}
+	}
 }
 
 // sync waits until the index reflects every write committed before the

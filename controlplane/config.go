@@ -97,8 +97,15 @@ type Config struct {
 	// PruneInterval is how often the leader deletes what outlived its
 	// retention (default ten minutes); tests shorten it.
 	PruneInterval time.Duration
-	Version       string
-	Logger        *slog.Logger
+	// DatabaseStatusInterval is how often the leader refreshes every
+	// account's database sizes from its node (5m); a change to an
+	// account's databases refreshes its status at once.
+	DatabaseStatusInterval time.Duration
+	// TaskStallAfter is how long a queued task may stay unsent on a live
+	// stream before its node turns SUSPECT (30s).
+	TaskStallAfter time.Duration
+	Version        string
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -156,6 +163,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PruneInterval == 0 {
 		c.PruneInterval = 10 * time.Minute
+	}
+	if c.DatabaseStatusInterval == 0 {
+		c.DatabaseStatusInterval = 5 * time.Minute
+	}
+	if c.TaskStallAfter == 0 {
+		c.TaskStallAfter = 30 * time.Second
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -14,6 +14,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -29,17 +30,27 @@ import (
 // gateway serves agents. Its one rule: a node's identity comes from its
 // verified client certificate and nowhere else, and a certificate is honoured
 // only while the node's state in etcd lists its serial.
+//
+// It reaches etcd through a client of its own (cli, store): the API's
+// requests run on another, so that however the API's load wedges its
+// client's streams (etcd issues #18879, #20716 on the in-process client),
+// tasks still reach the agents.
 type gateway struct {
 	agentpb.UnimplementedAgentGatewayServer
-	s   *Server
-	log *slog.Logger
+	s     *Server
+	log   *slog.Logger
+	cli   *clientv3.Client
+	store *store.Store
 
 	mu      sync.Mutex
 	streams map[string]*agentStream // node → its stream on this replica
+
+	delivery *deliveryMetrics
 }
 
-func newGateway(s *Server) *gateway {
-	return &gateway{s: s, log: s.log.With("component", "gateway"), streams: map[string]*agentStream{}}
+func newGateway(s *Server, cli *clientv3.Client) *gateway {
+	return &gateway{s: s, log: s.log.With("component", "gateway"), cli: cli, store: store.New(cli),
+		streams: map[string]*agentStream{}, delivery: newDeliveryMetrics(s.metrics.reg)}
 }
 
 type nodeCtxKey struct{}
@@ -103,7 +114,7 @@ func (g *gateway) authenticate(ctx context.Context) (context.Context, error) {
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, "client certificate is not a node identity")
 	}
-	st, _, err := g.s.store.GetNodeState(ctx, name)
+	st, _, err := g.store.GetNodeState(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", name)
@@ -127,25 +138,25 @@ func (g *gateway) Enroll(ctx context.Context, req *agentpb.EnrollRequest) (*agen
 	var node string
 	chain, claims, err := g.s.ca.Enroll(ctx, req.GetJoinToken(), csr, func(c pki.JoinClaims) error {
 		node = c.Node
-		st, _, err := g.s.store.GetNodeState(ctx, c.Node)
+		st, _, err := g.store.GetNodeState(ctx, c.Node)
 		if err != nil {
 			return err
 		}
 		if !st.EnrolledAt.IsZero() {
 			return errAlreadyEnrolled
 		}
-		return g.s.store.UseJoinToken(ctx, c.ID, c.Node, c.ExpiresAt)
+		return g.store.UseJoinToken(ctx, c.ID, c.Node, c.ExpiresAt)
 	})
 	source := peerAddr(ctx)
 	if err != nil {
 		code, msg := enrollError(err)
 		g.log.Warn("enrolment refused", "node", node, "source", source, "err", err)
-		_ = g.s.store.AppendAudit(ctx, store.NewAuditEvent("node:"+node, source, "enroll", node, msg))
+		_ = g.store.AppendAudit(ctx, store.NewAuditEvent("node:"+node, source, "enroll", node, msg))
 		return nil, status.Error(code, msg)
 	}
 	now := time.Now().UTC()
 	ev := store.NewAuditEvent("node:"+claims.Node, source, "enroll", claims.Node, "ok")
-	err = g.s.store.UpdateNodeState(ctx, claims.Node, func(st *store.NodeState) bool {
+	err = g.store.UpdateNodeState(ctx, claims.Node, func(st *store.NodeState) bool {
 		st.EnrolledAt = now
 		st.CertSerials = []string{serialHex(chain[0])}
 		return true
@@ -192,7 +203,7 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 	}
 	newSerial, oldSerial := serialHex(chain[0]), serialHex(id.cert)
 	ev := store.NewAuditEvent("node:"+id.name, peerAddr(ctx), "renewCertificate", id.name, "ok")
-	err = g.s.store.UpdateNodeState(ctx, id.name, func(st *store.NodeState) bool {
+	err = g.store.UpdateNodeState(ctx, id.name, func(st *store.NodeState) bool {
 		if !st.AcceptsSerial(oldSerial) {
 			return false
 		}
@@ -202,7 +213,7 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 	if err != nil {
 		return nil, status.Error(codes.PermissionDenied, "node is not a member of this cluster")
 	}
-	st, _, err := g.s.store.GetNodeState(ctx, id.name)
+	st, _, err := g.store.GetNodeState(ctx, id.name)
 	if err != nil || !st.AcceptsSerial(newSerial) {
 		return nil, status.Error(codes.PermissionDenied, "certificate was revoked during renewal")
 	}

@@ -120,6 +120,7 @@ func (s *Server) runControllers(ctx context.Context) {
 	wg.Go(func() { s.runLiveness(ctx) })
 	wg.Go(func() { newAccountController(s).run(ctx) })
 	wg.Go(func() { s.runPruner(ctx) })
+	wg.Go(func() { newDBStatusController(s).run(ctx) })
 	wg.Go(func() {
 		zc := newZoneController(s)
 		s.zoneCtl.Store(zc)

@@ -33,8 +33,24 @@ func desiredStatus(enrolled, leaseHeld, gossipDead bool) store.NodeStatus {
 	}
 }
 
+// suspectReason says why a node that desiredStatus finds READY or SUSPECT
+// is SUSPECT, and turns a READY node whose task delivery has stalled
+// SUSPECT: its lease is held and gossip hears it, yet the tasks queued for
+// it are not being sent.
+func suspectReason(want store.NodeStatus, gossipDead bool, stall *store.DeliveryStall) (store.NodeStatus, string) {
+	switch {
+	case want == store.NodeSuspect && gossipDead:
+		return want, "gossip reports the agent unreachable"
+	case (want == store.NodeReady || want == store.NodeSuspect) && stall != nil:
+		return store.NodeSuspect, "task delivery stalled: task " + stall.OldestTask + " queued since " +
+			stall.Since.Format(time.RFC3339) + " has not been sent to the node by replica " + stall.Replica
+	}
+	return want, ""
+}
+
 // runLiveness turns lease and gossip signals into node status, on the leader
-// only.
+// only. It reads through the gateway's etcd client, like the gateway, so
+// that API load cannot delay it.
 func (s *Server) runLiveness(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := s.followLiveness(ctx); err != nil && ctx.Err() == nil {
@@ -53,14 +69,14 @@ func (s *Server) runLiveness(ctx context.Context) {
 // reconnecting after a restart cost a few passes, not a thousand. It
 // returns when a watch breaks (compaction, etcd leader loss).
 func (s *Server) followLiveness(ctx context.Context) error {
-	set, err := s.store.ReadLiveSet(ctx)
+	set, err := s.gateway.store.ReadLiveSet(ctx)
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	events := make(chan clientv3.WatchResponse)
-	for _, w := range s.store.WatchLiveSet(wctx, set.Rev) {
+	for _, w := range s.gateway.store.WatchLiveSet(wctx, set.Rev) {
 		go func() {
 			for resp := range w {
 				select {
@@ -123,27 +139,34 @@ func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 		// A gossip verdict older than the node's latest hello is stale: the
 		// agent has come back on a new stream since.
 		since, dead := s.gossip.deadSince(n.Name)
-		want := desiredStatus(enrolled, n.Alive, dead && since.After(n.State.LastSeen))
+		gossipDead := dead && since.After(n.State.LastSeen)
+		want, reason := suspectReason(desiredStatus(enrolled, n.Alive, gossipDead), gossipDead, n.State.DeliveryStall)
 		counts[want]++
-		if n.State.Status == want {
+		if n.State.Status == want && n.State.StatusReason == reason {
 			continue
 		}
 		from := n.State.Status
 		now := time.Now().UTC()
 		ev := store.NewAuditEvent("system", s.id, "node.status", n.Name, string(want))
-		err := s.store.UpdateNodeState(ctx, n.Name, func(st *store.NodeState) bool {
-			if st.Status == want {
+		if reason != "" {
+			ev.Detail = map[string]string{"reason": reason}
+		}
+		err := s.gateway.store.UpdateNodeState(ctx, n.Name, func(st *store.NodeState) bool {
+			if st.Status == want && st.StatusReason == reason {
 				return false
 			}
-			st.Status, st.StatusChangedAt = want, now
+			if st.Status != want {
+				st.StatusChangedAt = now
+			}
+			st.Status, st.StatusReason = want, reason
 			return true
 		}, store.AuditOp(ev))
 		if err != nil {
 			s.log.Warn("set node status", "node", n.Name, "status", want, "err", err)
 			continue
 		}
-		set.NoteStatus(n.Name, want, now)
-		s.log.Info("node status", "node", n.Name, "from", from, "to", want)
+		set.NoteStatus(n.Name, want, reason, now)
+		s.log.Info("node status", "node", n.Name, "from", from, "to", want, "reason", reason)
 	}
 	for _, st := range []store.NodeStatus{store.NodePending, store.NodeReady, store.NodeSuspect, store.NodeDown} {
 		s.metrics.nodes.WithLabelValues(string(st)).Set(float64(counts[st]))

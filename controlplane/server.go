@@ -157,6 +157,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, func() { indexCli.Close() })
+	// The agent gateway has a client of its own (see gateway): API load
+	// on s.cli cannot hold up task delivery.
+	gatewayCli, err := connect()
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { gatewayCli.Close() })
 	s.store = store.New(s.cli)
 
 	if err := s.bootstrap(ctx); err != nil {
@@ -199,7 +206,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.store.RunMirrors(runCtx, s.log)
 	go s.backfillNameTree(runCtx)
 
-	s.gateway = newGateway(s)
+	s.gateway = newGateway(s, gatewayCli)
+	go s.gateway.checkDelivery(runCtx)
 	grpcSrv := s.gateway.grpcServer()
 	go func() { errc <- grpcSrv.Serve(s.agentLn) }()
 	cleanups = append(cleanups, func() { stopGRPC(grpcSrv, 5*time.Second) })

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,6 +26,11 @@ type agentStream struct {
 
 	hbMu          sync.Mutex
 	lastHeartbeat time.Time
+
+	// For the delivery check (delivery.go).
+	connectedAt time.Time
+	sent        sentTasks
+	stalled     atomic.Bool
 }
 
 func (a *agentStream) send(m *agentpb.ServerMessage) error {
@@ -76,7 +82,7 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be hello")
 	}
-	a := &agentStream{node: id.name, cancel: cancel, srv: srv}
+	a := &agentStream{node: id.name, cancel: cancel, srv: srv, connectedAt: time.Now()}
 	a.heartbeat()
 	if err := g.recordHello(ctx, id.name, id.cert.RawSubjectPublicKeyInfo, hello); err != nil {
 		return err
@@ -84,11 +90,11 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	g.attach(a)
 	defer g.detach(a)
 
-	lease, err := g.s.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+	lease, err := g.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
 	if err != nil {
 		return status.Error(codes.Unavailable, "cluster store unavailable")
 	}
-	if err := g.s.store.MarkAlive(ctx, id.name, g.s.id, lease.ID); err != nil {
+	if err := g.store.MarkAlive(ctx, id.name, g.s.id, lease.ID); err != nil {
 		return status.Error(codes.Unavailable, "cluster store unavailable")
 	}
 	seeds, err := g.gossipSeeds(ctx)
@@ -127,8 +133,9 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	// Best effort: the node is gone from this replica; record when.
 	lctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer c()
-	_ = g.s.store.UpdateNodeState(lctx, id.name, func(st *store.NodeState) bool {
+	_ = g.store.UpdateNodeState(lctx, id.name, func(st *store.NodeState) bool {
 		st.LastSeen = a.lastSeen()
+		g.clearStall(st)
 		return true
 	})
 	cause := context.Cause(ctx)
@@ -181,12 +188,13 @@ func (g *gateway) recordHello(ctx context.Context, node string, pubKey []byte, h
 		Capabilities: f.GetCapabilities(),
 	}
 	now := time.Now().UTC()
-	err := g.s.store.UpdateNodeState(ctx, node, func(st *store.NodeState) bool {
+	err := g.store.UpdateNodeState(ctx, node, func(st *store.NodeState) bool {
 		st.AgentVersion = h.GetAgentVersion()
 		st.Facts = facts
 		st.GossipAddr = h.GetGossipAddress()
 		st.LastSeen = now
 		st.PublicKey = pubKey
+		st.DeliveryStall = nil // a new stream starts afresh
 		return true
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -219,7 +227,7 @@ func (g *gateway) detach(a *agentStream) {
 }
 
 func (g *gateway) gossipSeeds(ctx context.Context) ([]string, error) {
-	reps, err := g.s.store.Replicas(ctx)
+	reps, err := g.store.Replicas(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +256,7 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 	var lost <-chan struct{}
 	start := func() {
 		kctx, cancel := context.WithCancel(ctx)
-		ch, err := g.s.cli.KeepAlive(kctx, lease)
+		ch, err := g.cli.KeepAlive(kctx, lease)
 		if err != nil {
 			cancel()
 			return
@@ -280,11 +288,11 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 		beating := a.sinceHeartbeat() <= 3*interval
 		switch {
 		case beating && stop == nil:
-			l, err := g.s.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+			l, err := g.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
 			if err != nil {
 				continue
 			}
-			if err := g.s.store.MarkAlive(ctx, a.node, g.s.id, l.ID); err != nil {
+			if err := g.store.MarkAlive(ctx, a.node, g.s.id, l.ID); err != nil {
 				continue
 			}
 			lease = l.ID
@@ -300,7 +308,7 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 // longer accepts the certificate the stream was opened with.
 func (g *gateway) watchRemoval(ctx context.Context, a *agentStream) {
 	id := identityFrom(a.srv.Context())
-	for resp := range g.s.store.WatchNodeState(ctx, a.node) {
+	for resp := range g.store.WatchNodeState(ctx, a.node) {
 		if resp.Err() != nil {
 			continue
 		}
@@ -321,7 +329,7 @@ func (g *gateway) watchRemoval(ctx context.Context, a *agentStream) {
 // sendTasks sends the queue snapshot, then follows the queue from the
 // snapshot's revision.
 func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
-	tasks, rev, err := g.s.store.PendingTasks(ctx, a.node)
+	tasks, rev, err := g.store.PendingTasks(ctx, a.node)
 	if err != nil {
 		return err
 	}
@@ -329,8 +337,9 @@ func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
 		if err := a.send(taskMsg(t)); err != nil {
 			return err
 		}
+		a.sent.add(t.GetId())
 	}
-	wch := g.s.cli.Watch(clientv3.WithRequireLeader(ctx), store.QueuePrefix(a.node), clientv3.WithPrefix(),
+	wch := g.cli.Watch(clientv3.WithRequireLeader(ctx), store.QueuePrefix(a.node), clientv3.WithPrefix(),
 		clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
@@ -350,6 +359,7 @@ func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
 			if err := a.send(taskMsg(t)); err != nil {
 				return err
 			}
+			a.sent.add(t.GetId())
 		}
 	}
 	return ctx.Err()
@@ -401,14 +411,14 @@ func (g *gateway) recordServices(ctx context.Context, node string, r *agentpb.Se
 		}
 		rep.Services = append(rep.Services, st)
 	}
-	if err := g.s.store.PutServices(ctx, rep); err != nil {
+	if err := g.store.PutServices(ctx, rep); err != nil {
 		g.log.Warn("store service report", "node", node, "err", err)
 	}
 }
 
 func (g *gateway) complete(ctx context.Context, node, source string, r *agentpb.TaskResult) {
 	ev := store.NewAuditEvent("node:"+node, source, "task", "", "")
-	applied, err := g.s.store.CompleteTask(ctx, node, r, ev)
+	applied, err := g.store.CompleteTask(ctx, node, r, ev)
 	if err != nil {
 		// Not fatal: the task stays queued and is sent again on the next
 		// stream; the agent's journal returns the same result.

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
@@ -415,57 +413,6 @@ func (r *Resolver) resellerModel(ctx context.Context, res *store.Reseller) (*mod
 
 func apiTokenModel(t *store.APIToken) *model.APIToken {
 	return &model.APIToken{ID: t.ID, Name: t.Name, ExpiresAt: timePtr(t.ExpiresAt), CreatedAt: t.CreatedAt}
-}
-
-// followAccount streams an account's transitions: those recorded so far,
-// then each new one as the record changes after the revision it was read at,
-// none twice, and a final DELETED when the record goes away.
-func (r *Resolver) followAccount(ctx context.Context, a *store.Account, rev int64) <-chan *model.AccountEvent {
-	ch := make(chan *model.AccountEvent, 16)
-	var lastSeq int64
-	go func() {
-		defer close(ch)
-		// History first, so a subscriber that arrives late still sees every
-		// transition; then live ones, each exactly once by sequence number.
-		for _, e := range a.Events {
-			lastSeq = e.Seq
-			select {
-			case ch <- eventModel(e):
-			case <-ctx.Done():
-				return
-			}
-		}
-		for resp := range r.Store.WatchAccount(ctx, a.ID, rev) {
-			if resp.Err() != nil {
-				return
-			}
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					select {
-					case ch <- &model.AccountEvent{At: time.Now().UTC(), Status: model.AccountStatusDeleted}:
-					case <-ctx.Done():
-					}
-					return
-				}
-				cur, err := store.DecodeAccount(ev.Kv.Value)
-				if err != nil {
-					continue
-				}
-				for _, e := range cur.Events {
-					if e.Seq <= lastSeq {
-						continue
-					}
-					lastSeq = e.Seq
-					select {
-					case ch <- eventModel(e):
-					case <-ctx.Done():
-						return
-					}
-				}
-			}
-		}
-	}()
-	return ch
 }
 
 // defaultPHP is the PHP line an account's new sites get: the plan's first,

@@ -502,14 +502,7 @@ func (r *subscriptionResolver) AccountEvents(ctx context.Context, id string) (<-
 	if err != nil {
 		return nil, err
 	}
-	a, rev, err := r.Store.GetAccount(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !canSee(p, a) {
-		return nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
-	}
-	return r.followAccount(ctx, a, rev), nil
+	return r.followAccount(ctx, p, id)
 }
 
 // Account returns AccountResolver implementation.

@@ -3,7 +3,6 @@ package graph
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -27,6 +26,7 @@ func nodeModel(v *store.NodeView) *model.Node {
 			MemoryBytes: v.State.Facts.MemoryBytes,
 			DiskBytes:   v.State.Facts.DiskBytes,
 		},
+		StatusReason:    strPtr(v.State.StatusReason),
 		StatusChangedAt: timePtr(v.State.StatusChangedAt),
 		LastSeen:        timePtr(v.State.LastSeen),
 		EnrolledAt:      timePtr(v.State.EnrolledAt),
@@ -88,33 +88,17 @@ func strPtr(s string) *string {
 
 // waitTask returns the task once it has finished, or as it stands when
 // timeout passes: a task that outlives the wait keeps running and can be
-// polled with the task query.
+// polled with the task query. It opens no etcd watch (see store.WaitTask).
 func (r *Resolver) waitTask(ctx context.Context, id string, timeout time.Duration) (*store.Task, error) {
-	t, rev, err := r.Store.GetTask(ctx, id)
-	if err != nil || t.Status != store.TaskPending || timeout <= 0 {
+	if timeout <= 0 {
+		t, _, err := r.Store.GetTask(ctx, id)
 		return t, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for resp := range r.Store.WatchTask(wctx, id, rev) {
-		if err := resp.Err(); err != nil {
-			return nil, fmt.Errorf("watch task %s: %w", id, err)
-		}
-		if len(resp.Events) == 0 {
-			continue
-		}
-		t, _, err = r.Store.GetTask(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if t.Status != store.TaskPending {
-			return t, nil
-		}
+	t, err := r.Store.WaitTask(ctx, id, timeout)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && t != nil {
+		return t, nil // the caller's deadline: answer with the task as it stands
 	}
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return nil, ctx.Err()
-	}
-	return t, nil
+	return t, err
 }
 
 // auditFailure records a refused or failed mutation. Successful mutations

@@ -2,7 +2,6 @@ package graph
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -17,15 +16,8 @@ import (
 	"github.com/npanel/npanel/validate"
 )
 
-// Database mutations wait this long for the node before answering PENDING;
-// the listing waits much less, then falls back to the recorded state.
-const (
-	dbTaskTimeout = 30 * time.Second
-	dbListTimeout = 5 * time.Second
-	// dbListTTL bounds how long an unanswered listing waits in a node's
-	// queue: a node that comes back later has no use for it.
-	dbListTTL = time.Minute
-)
+// Database mutations wait this long for the node before answering PENDING.
+const dbTaskTimeout = 30 * time.Second
 
 // Service names the db module reports for its daemons.
 var engineServices = map[string]string{validate.EngineMariaDB: "mariadb", validate.EnginePostgreSQL: "postgresql"}
@@ -108,87 +100,50 @@ func (c *dbChange) build() *store.DatabaseChange {
 	return out
 }
 
-// settle records the outcome of every finished task that a PENDING or
-// DELETING record waits on: ACTIVE or FAILED with the node's error, and for a
-// finished deletion the record's removal. It updates set in place, so a
-// mutation decides on current states.
+// settle adds to c the outcome of every finished task that a PENDING or
+// DELETING record of set waits on (store.SettleDatabases), updating set in
+// place so that a mutation decides on current states.
 func (r *Resolver) settle(ctx context.Context, set *store.DatabaseSet, c *dbChange) error {
-	outcome := func(st store.DatabaseState, taskID string) (*store.Task, error) {
-		if (st != store.DatabasePending && st != store.DatabaseDeleting) || taskID == "" {
-			return nil, nil
-		}
-		t, _, err := r.Store.GetTask(ctx, taskID)
-		if err != nil {
-			if isNotFound(err) {
-				return nil, nil
-			}
-			return nil, err
-		}
-		if t.Status == store.TaskPending {
-			return nil, nil
-		}
-		return t, nil
+	ch, err := r.Store.SettleDatabases(ctx, set)
+	if err != nil {
+		return err
 	}
-	for name, d := range set.Databases {
-		t, err := outcome(d.State, d.TaskID)
-		if err != nil || t == nil {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		switch {
-		case d.State == store.DatabaseDeleting && t.Status == store.TaskSucceeded:
-			delete(set.Databases, name)
-			delete(c.dbs, name)
-			c.delDBs = append(c.delDBs, name)
-			continue
-		case t.Status == store.TaskSucceeded:
-			d.State, d.Reason = store.DatabaseActive, ""
-		case d.State == store.DatabaseDeleting:
-			d.State, d.Reason = store.DatabaseFailed, "delete failed, nothing dropped: "+t.Error
-		default:
-			d.State, d.Reason = store.DatabaseFailed, t.Error
-		}
-		c.dbs[name] = d
+	for _, d := range ch.Databases {
+		c.dbs[d.Name] = d
 	}
-	for name, u := range set.Users {
-		t, err := outcome(u.State, u.TaskID)
-		if err != nil || t == nil {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		switch {
-		case u.State == store.DatabaseDeleting && t.Status == store.TaskSucceeded:
-			delete(set.Users, name)
-			delete(c.users, name)
-			c.delUsers = append(c.delUsers, name)
-			continue
-		case t.Status == store.TaskSucceeded:
-			u.State, u.Reason = store.DatabaseActive, ""
-		default:
-			u.State, u.Reason = store.DatabaseFailed, t.Error
-		}
-		c.users[name] = u
+	for _, u := range ch.Users {
+		c.users[u.Name] = u
+	}
+	for _, n := range ch.DeleteDatabases {
+		delete(c.dbs, n)
+		c.delDBs = append(c.delDBs, n)
+	}
+	for _, n := range ch.DeleteUsers {
+		delete(c.users, n)
+		c.delUsers = append(c.delUsers, n)
 	}
 	return nil
 }
 
 // settleAccount records finished tasks of an account's databases and users
-// and returns the set as it then stands.
+// and returns the set as it then stands (after a mutation's task).
 func (r *Resolver) settleAccount(ctx context.Context, account string) (*store.DatabaseSet, error) {
-	var out *store.DatabaseSet
-	_, err := r.Store.ChangeDatabases(ctx, account, "", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
-		c := newDBChange()
-		if err := r.settle(ctx, set, c); err != nil {
-			return nil, err
-		}
-		out = set
-		return c.build(), nil
-	}, store.AuditEvent{})
-	return out, err
+	return r.Store.SettleAccountDatabases(ctx, account)
+}
+
+// readDatabases is the read path's view of an account's databases: the
+// records with finished tasks' outcomes applied, in memory only. A read
+// writes nothing; the next mutation, or the leader's status refresh,
+// records the outcomes.
+func (r *Resolver) readDatabases(ctx context.Context, account string) (*store.DatabaseSet, error) {
+	set, err := r.Store.GetDatabases(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Store.SettleDatabases(ctx, set); err != nil {
+		return nil, err
+	}
+	return set, nil
 }
 
 // changeDatabases runs a database mutation for the caller: fn sees the
@@ -327,55 +282,25 @@ func deletionState(t *store.Task) (model.DatabaseState, *string) {
 	return model.DatabaseStateDeleting, nil
 }
 
-// liveDatabases asks the node for an account's databases on one engine,
-// waiting at most dbListTimeout; ok is false when it did not answer.
-func (r *Resolver) liveDatabases(ctx context.Context, p auth.Principal, a *store.Account, engine string) (map[string]agentdb.DatabaseInfo, bool) {
-	spec := &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: a.Username, Engine: agentEngine(engine)}}}
-	t, err := r.Store.EnqueueQueryTask(ctx, a.Node, spec, "listDatabases", p.Name, dbListTTL)
-	if err != nil {
-		r.Log.Warn("list databases: enqueue", "account", a.ID, "err", err)
-		return nil, false
-	}
-	// Answered or not, the query is of no use once this request is done.
-	defer func() {
-		if err := r.Store.ForgetTask(context.WithoutCancel(ctx), t); err != nil {
-			r.Log.Warn("list databases: forget task", "task", t.ID, "err", err)
-		}
-	}()
-	t, err = r.waitTask(ctx, t.ID, dbListTimeout)
-	if err != nil || t == nil || t.Status != store.TaskSucceeded {
-		if t != nil && t.Status == store.TaskFailed {
-			r.Log.Warn("list databases failed on the node", "account", a.ID, "node", a.Node, "err", t.Error)
-		}
-		return nil, false
-	}
-	var res agentdb.ListResult
-	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
-		r.Log.Warn("list databases: decode result", "task", t.ID, "err", err)
-		return nil, false
-	}
-	out := make(map[string]agentdb.DatabaseInfo, len(res.Databases))
-	for _, d := range res.Databases {
-		out[d.Name] = d
-	}
-	return out, true
-}
-
-// databaseModels shows an account's recorded databases, with the node's
-// live size, tables and users where it answered.
-func (r *Resolver) databaseModels(ctx context.Context, p auth.Principal, set *store.DatabaseSet) []*model.Database {
+// databaseModels shows an account's recorded databases with the size,
+// tables and users of its node's last report (store.DatabaseStatus, kept
+// by the leader): live is true and measuredAt says when, for a database
+// that report lists.
+func databaseModels(set *store.DatabaseSet, st *store.DatabaseStatus) []*model.Database {
 	names := make([]string, 0, len(set.Databases))
-	engines := map[string]bool{}
-	for n, d := range set.Databases {
+	for n := range set.Databases {
 		names = append(names, n)
-		engines[d.Engine] = true
 	}
 	sort.Strings(names)
-	live := map[string]map[string]agentdb.DatabaseInfo{}
-	if set.Account.Node != "" {
-		for e := range engines {
-			if m, ok := r.liveDatabases(ctx, p, set.Account, e); ok {
-				live[e] = m
+	type measured struct {
+		store.DatabaseSize
+		at time.Time
+	}
+	live := map[string]measured{} // engine + "/" + name
+	if st != nil && st.Node == set.Account.Node {
+		for e, list := range st.Engines {
+			for _, d := range list.Databases {
+				live[e+"/"+d.Name] = measured{d, list.MeasuredAt}
 			}
 		}
 	}
@@ -383,9 +308,9 @@ func (r *Resolver) databaseModels(ctx context.Context, p auth.Principal, set *st
 	for _, n := range names {
 		d := set.Databases[n]
 		m := dbModel(d)
-		if info, ok := live[d.Engine][n]; ok {
+		if info, ok := live[d.Engine+"/"+n]; ok && d.State != store.DatabasePending {
 			size, tables := info.SizeBytes, int(info.Tables)
-			m.SizeBytes, m.Tables, m.Live = &size, &tables, true
+			m.SizeBytes, m.Tables, m.Live, m.MeasuredAt = &size, &tables, true, timePtr(info.at)
 			m.Users = append(m.Users, info.Users...)
 		} else {
 			for _, u := range set.Users {

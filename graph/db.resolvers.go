@@ -399,15 +399,19 @@ func (r *mutationResolver) OptimizeDatabase(ctx context.Context, account string,
 
 // Databases is the resolver for the databases field.
 func (r *queryResolver) Databases(ctx context.Context, account string) ([]*model.Database, error) {
-	p, a, err := r.webAccount(ctx, account)
+	_, a, err := r.webAccount(ctx, account)
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.settleAccount(ctx, a.ID)
+	set, err := r.readDatabases(ctx, a.ID)
 	if err != nil {
 		return nil, err
 	}
-	return r.databaseModels(ctx, p, set), nil
+	st, err := r.Store.GetDatabaseStatus(ctx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	return databaseModels(set, st), nil
 }
 
 // DatabaseUsers is the resolver for the databaseUsers field.
@@ -416,7 +420,7 @@ func (r *queryResolver) DatabaseUsers(ctx context.Context, account string) ([]*m
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.settleAccount(ctx, a.ID)
+	set, err := r.readDatabases(ctx, a.ID)
 	if err != nil {
 		return nil, err
 	}

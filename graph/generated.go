@@ -132,15 +132,16 @@ type ComplexityRoot struct {
 	}
 
 	Database struct {
-		CreatedAt func(childComplexity int) int
-		Engine    func(childComplexity int) int
-		Live      func(childComplexity int) int
-		Name      func(childComplexity int) int
-		Reason    func(childComplexity int) int
-		SizeBytes func(childComplexity int) int
-		State     func(childComplexity int) int
-		Tables    func(childComplexity int) int
-		Users     func(childComplexity int) int
+		CreatedAt  func(childComplexity int) int
+		Engine     func(childComplexity int) int
+		Live       func(childComplexity int) int
+		MeasuredAt func(childComplexity int) int
+		Name       func(childComplexity int) int
+		Reason     func(childComplexity int) int
+		SizeBytes  func(childComplexity int) int
+		State      func(childComplexity int) int
+		Tables     func(childComplexity int) int
+		Users      func(childComplexity int) int
 	}
 
 	DatabaseGrant struct {
@@ -269,6 +270,7 @@ type ComplexityRoot struct {
 		ServicesReportedAt func(childComplexity int) int
 		Status             func(childComplexity int) int
 		StatusChangedAt    func(childComplexity int) int
+		StatusReason       func(childComplexity int) int
 	}
 
 	OptimizeDatabasePayload struct {
@@ -849,6 +851,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Database.Live(childComplexity), true
+	case "Database.measuredAt":
+		if e.ComplexityRoot.Database.MeasuredAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Database.MeasuredAt(childComplexity), true
 	case "Database.name":
 		if e.ComplexityRoot.Database.Name == nil {
 			break
@@ -1634,6 +1642,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Node.StatusChangedAt(childComplexity), true
+	case "Node.statusReason":
+		if e.ComplexityRoot.Node.StatusReason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Node.StatusReason(childComplexity), true
 
 	case "OptimizeDatabasePayload.name":
 		if e.ComplexityRoot.OptimizeDatabasePayload.Name == nil {
@@ -2606,6 +2620,8 @@ func (ec *executionContext) childFields_Database(ctx context.Context, field grap
 		return ec.fieldContext_Database_users(ctx, field)
 	case "live":
 		return ec.fieldContext_Database_live(ctx, field)
+	case "measuredAt":
+		return ec.fieldContext_Database_measuredAt(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Database_createdAt(ctx, field)
 	}
@@ -2762,6 +2778,8 @@ func (ec *executionContext) childFields_Node(ctx context.Context, field graphql.
 		return ec.fieldContext_Node_labels(ctx, field)
 	case "status":
 		return ec.fieldContext_Node_status(ctx, field)
+	case "statusReason":
+		return ec.fieldContext_Node_statusReason(ctx, field)
 	case "statusChangedAt":
 		return ec.fieldContext_Node_statusChangedAt(ctx, field)
 	case "lastSeen":
@@ -5705,6 +5723,29 @@ func (ec *executionContext) fieldContext_Database_live(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Database", field, false, false, "Boolean")
 }
 
+func (ec *executionContext) _Database_measuredAt(ctx context.Context, field graphql.CollectedField, obj *model.Database) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Database_measuredAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MeasuredAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Database_measuredAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Database", field, false, false, "Time")
+}
+
 func (ec *executionContext) _Database_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Database) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8429,6 +8470,29 @@ func (ec *executionContext) _Node_status(ctx context.Context, field graphql.Coll
 }
 func (ec *executionContext) fieldContext_Node_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Node", field, false, false, "NodeStatus")
+}
+
+func (ec *executionContext) _Node_statusReason(ctx context.Context, field graphql.CollectedField, obj *model.Node) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Node_statusReason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusReason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Node_statusReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Node", field, false, false, "String")
 }
 
 func (ec *executionContext) _Node_statusChangedAt(ctx context.Context, field graphql.CollectedField, obj *model.Node) (ret graphql.Marshaler) {
@@ -13767,6 +13831,11 @@ func (ec *executionContext) _Database(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "measuredAt":
+			out.Values[i] = ec._Database_measuredAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		case "createdAt":
 			out.Values[i] = ec._Database_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -14593,6 +14662,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 		case "status":
 			out.Values[i] = ec._Node_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "statusReason":
+			out.Values[i] = ec._Node_statusReason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "statusChangedAt":

@@ -31,6 +31,10 @@ type Cluster interface {
 	// ZoneTaskQueued says that the zone's write at rev enqueued the task
 	// ZoneTask gave.
 	ZoneTaskQueued(zone string, rev int64)
+	// FollowAccount subscribes user, on connection conn, to account id's
+	// changes from the replica's one watch on accounts; it refuses with
+	// ErrTooManySubscriptions over the caps.
+	FollowAccount(id, user, conn string) (AccountFeed, error)
 }
 
 // Resolver is the root of every resolver; gqlgen regenerates the

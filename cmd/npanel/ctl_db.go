@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,20 +38,23 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 				Users     []client.DatabaseUser `json:"users"`
 			}{dbs, users}
 			return o.print(cmd.OutOrStdout(), v, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "DATABASE\tENGINE\tSTATE\tSIZE\tTABLES\tUSERS\tREASON")
+				fmt.Fprintln(tw, "DATABASE\tENGINE\tSTATE\tSIZE\tTABLES\tMEASURED\tUSERS\tREASON")
 				for _, d := range dbs {
-					size, tables := "?", "?"
+					size, tables, measured := "?", "?", "-"
 					if d.SizeBytes != nil {
 						size = fmt.Sprint(*d.SizeBytes)
 					}
 					if d.Tables != nil {
 						tables = fmt.Sprint(*d.Tables)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, strings.ToLower(d.Engine), d.State, size, tables, dash(strings.Join(d.Users, ",")), dash(deref(d.Reason)))
+					if d.MeasuredAt != nil {
+						measured = time.Since(*d.MeasuredAt).Truncate(time.Second).String() + " ago"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, strings.ToLower(d.Engine), d.State, size, tables, measured, dash(strings.Join(d.Users, ",")), dash(deref(d.Reason)))
 				}
 				for _, d := range dbs {
 					if !d.Live {
-						fmt.Fprintln(tw, "(the node did not answer: sizes and tables unknown, users as recorded)")
+						fmt.Fprintln(tw, "(not reported by the node yet: sizes and tables unknown, users as recorded)")
 						break
 					}
 				}

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,6 +17,7 @@ const (
 	prefixDatabases = prefix + "databases/"
 	prefixDBUsers   = prefix + "dbusers/"
 	prefixDBSeq     = prefix + "dbseq/"
+	prefixDBStatus  = prefix + "dbstatus/"
 )
 
 // DatabaseState is where a database or database user is in its life.
@@ -91,6 +94,7 @@ func databaseKey(account, name string) string { return databasePrefix(account) +
 func dbUserPrefix(account string) string      { return prefixDBUsers + account + "/" }
 func dbUserKey(account, name string) string   { return dbUserPrefix(account) + name }
 func databaseSeqKey(account string) string    { return prefixDBSeq + account }
+func dbStatusKey(account string) string       { return prefixDBStatus + account }
 
 // databaseCleanupOps forget an account's database records; the account's
 // deletion (FinishAccountDeletion) commits them with its own removal.
@@ -105,6 +109,7 @@ func databaseCleanupOps(account string) []clientv3.Op {
 		clientv3.OpDelete(databasePrefix(account), clientv3.WithPrefix()),
 		clientv3.OpDelete(dbUserPrefix(account), clientv3.WithPrefix()),
 		clientv3.OpDelete(databaseSeqKey(account)),
+		clientv3.OpDelete(dbStatusKey(account)),
 	}
 }
 
@@ -318,4 +323,202 @@ func (s *Store) ForgetTask(ctx context.Context, t *Task) error {
 		return fmt.Errorf("forget task %s: %w", t.ID, err)
 	}
 	return nil
+}
+
+// DatabaseStatus is what an account's node last reported of its databases:
+// sizes, tables and users, per engine. The leader keeps it (a periodic
+// listing per account, and one after every change to the account's
+// databases); API reads show it with its age and never ask the node
+// themselves.
+type DatabaseStatus struct {
+	Account string `json:"account"`
+	Node    string `json:"node"`
+	// Engines maps an engine (validate.EngineMariaDB, ...) to its report.
+	Engines map[string]EngineDatabases `json:"engines"`
+}
+
+// EngineDatabases is one engine's listing on the node.
+type EngineDatabases struct {
+	MeasuredAt time.Time      `json:"measuredAt"`
+	Databases  []DatabaseSize `json:"databases"`
+}
+
+// DatabaseSize is one database as the node listed it.
+type DatabaseSize struct {
+	Name      string   `json:"name"`
+	SizeBytes int64    `json:"sizeBytes"`
+	Tables    int64    `json:"tables"`
+	Users     []string `json:"users,omitempty"`
+}
+
+// PutDatabaseStatus records a listing, merged into the account's status
+// engine by engine, unless the account is gone (its deletion removes the
+// status with its other database records).
+func (s *Store) PutDatabaseStatus(ctx context.Context, account, node, engine string, list EngineDatabases) error {
+	for {
+		cur, rev, err := getJSON[DatabaseStatus](ctx, s.cli, dbStatusKey(account))
+		if err != nil && err != ErrNotFound {
+			return err
+		}
+		if cur == nil || cur.Node != node {
+			cur = &DatabaseStatus{Account: account, Node: node}
+		}
+		if cur.Engines == nil {
+			cur.Engines = map[string]EngineDatabases{}
+		}
+		cur.Engines[engine] = list
+		cmp := absent(dbStatusKey(account))
+		if rev != 0 {
+			cmp = unchanged(dbStatusKey(account), rev)
+		}
+		resp, err := s.cli.Txn(ctx).If(present(accountKey(account)), cmp).
+			Then(clientv3.OpPut(dbStatusKey(account), mustJSON(cur))).Commit()
+		if err != nil {
+			return fmt.Errorf("record database status of %s: %w", account, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if _, _, err := s.GetAccount(ctx, account); err != nil {
+			return err // gone: nothing to record
+		}
+	}
+}
+
+// GetDatabaseStatus returns an account's database status, nil when none
+// was recorded yet.
+func (s *Store) GetDatabaseStatus(ctx context.Context, account string) (*DatabaseStatus, error) {
+	st, _, err := getJSON[DatabaseStatus](ctx, s.cli, dbStatusKey(account))
+	if err == ErrNotFound {
+		return nil, nil
+	}
+	return st, err
+}
+
+// DatabaseEngines lists, for every account that has databases, the engines
+// they use.
+func (s *Store) DatabaseEngines(ctx context.Context) (map[string]map[string]bool, error) {
+	out := map[string]map[string]bool{}
+	key, end := prefixDatabases, clientv3.GetPrefixRangeEnd(prefixDatabases)
+	for {
+		resp, err := s.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(1000))
+		if err != nil {
+			return nil, fmt.Errorf("list databases: %w", err)
+		}
+		for _, kv := range resp.Kvs {
+			d, err := decodeJSON[Database](kv.Key, kv.Value)
+			if err != nil {
+				continue
+			}
+			if out[d.Account] == nil {
+				out[d.Account] = map[string]bool{}
+			}
+			out[d.Account][d.Engine] = true
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// WatchDatabaseChanges yields the id of each account whose databases or
+// database users change, for the leader's status refresh. The channel is
+// closed when ctx ends or the watch breaks (the caller starts over).
+func (s *Store) WatchDatabaseChanges(ctx context.Context) <-chan string {
+	out := make(chan string, 64)
+	go func() {
+		defer close(out)
+		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), prefixDBSeq, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithFilterDelete())
+		for resp := range wch {
+			if resp.Err() != nil {
+				return
+			}
+			for _, ev := range resp.Events {
+				select {
+				case out <- strings.TrimPrefix(string(ev.Kv.Key), prefixDBSeq):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// SettleDatabases records in set, and returns as a change, the outcome of
+// every finished task that a PENDING or DELETING record waits on: ACTIVE
+// or FAILED with the node's error, and for a finished deletion the
+// record's removal. It only reads (the tasks); set is updated in place so
+// that a caller decides on current states, and it writes nothing itself.
+func (s *Store) SettleDatabases(ctx context.Context, set *DatabaseSet) (*DatabaseChange, error) {
+	ch := &DatabaseChange{}
+	outcome := func(st DatabaseState, taskID string) (*Task, error) {
+		if (st != DatabasePending && st != DatabaseDeleting) || taskID == "" {
+			return nil, nil
+		}
+		t, _, err := s.GetTask(ctx, taskID)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil || t.Status == TaskPending {
+			return nil, err
+		}
+		return t, nil
+	}
+	for name, d := range set.Databases {
+		t, err := outcome(d.State, d.TaskID)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			continue
+		}
+		switch {
+		case d.State == DatabaseDeleting && t.Status == TaskSucceeded:
+			delete(set.Databases, name)
+			ch.DeleteDatabases = append(ch.DeleteDatabases, name)
+			continue
+		case t.Status == TaskSucceeded:
+			d.State, d.Reason = DatabaseActive, ""
+		case d.State == DatabaseDeleting:
+			d.State, d.Reason = DatabaseFailed, "delete failed, nothing dropped: "+t.Error
+		default:
+			d.State, d.Reason = DatabaseFailed, t.Error
+		}
+		ch.Databases = append(ch.Databases, d)
+	}
+	for name, u := range set.Users {
+		t, err := outcome(u.State, u.TaskID)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			continue
+		}
+		switch {
+		case u.State == DatabaseDeleting && t.Status == TaskSucceeded:
+			delete(set.Users, name)
+			ch.DeleteUsers = append(ch.DeleteUsers, name)
+			continue
+		case t.Status == TaskSucceeded:
+			u.State, u.Reason = DatabaseActive, ""
+		default:
+			u.State, u.Reason = DatabaseFailed, t.Error
+		}
+		ch.Users = append(ch.Users, u)
+	}
+	return ch, nil
+}
+
+// SettleAccountDatabases records the outcome of an account's finished
+// database tasks (SettleDatabases) and returns the set as it then stands.
+// Internal bookkeeping: not audited.
+func (s *Store) SettleAccountDatabases(ctx context.Context, account string) (*DatabaseSet, error) {
+	var out *DatabaseSet
+	_, err := s.ChangeDatabases(ctx, account, "", func(set *DatabaseSet) (*DatabaseChange, error) {
+		out = set
+		return s.SettleDatabases(ctx, set)
+	}, AuditEvent{})
+	return out, err
 }

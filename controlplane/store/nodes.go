@@ -83,6 +83,21 @@ type NodeState struct {
 	LastSeen        time.Time  `json:"lastSeen,omitzero"`
 	Status          NodeStatus `json:"status"`
 	StatusChangedAt time.Time  `json:"statusChangedAt,omitzero"`
+	// StatusReason says why the node is not READY, when the liveness
+	// controller knows (SUSPECT: gossip, or stalled task delivery).
+	StatusReason string `json:"statusReason,omitempty"`
+	// DeliveryStall is set by the gateway holding the node's stream while
+	// a queued task has waited unsent longer than TaskStallAfter; the
+	// liveness controller then turns the node SUSPECT.
+	DeliveryStall *DeliveryStall `json:"deliveryStall,omitempty"`
+}
+
+// DeliveryStall describes a node whose queued tasks are not being sent.
+type DeliveryStall struct {
+	Since   time.Time `json:"since"`
+	Replica string    `json:"replica"`
+	// OldestTask is the oldest task waiting unsent.
+	OldestTask string `json:"oldestTask"`
 }
 
 // Capacity combines the operator's limits with what the agent reported.
@@ -409,9 +424,12 @@ func setOrDelete(m map[string]bool, k string, set bool) {
 }
 
 // NoteStatus records a status just written, ahead of its watch event.
-func (l *LiveSet) NoteStatus(name string, st NodeStatus, at time.Time) {
+func (l *LiveSet) NoteStatus(name string, st NodeStatus, reason string, at time.Time) {
 	if cur, ok := l.states[name]; ok {
-		cur.Status, cur.StatusChangedAt = st, at
+		if cur.Status != st {
+			cur.StatusChangedAt = at
+		}
+		cur.Status, cur.StatusReason = st, reason
 		l.states[name] = cur
 	}
 }

@@ -92,6 +92,8 @@ type Store struct {
 	plans    *mirror[Plan]
 	services *mirror[NodeServices]
 	zones    zoneCache
+	// taskWaits signals WaitTask callers (see taskHub).
+	taskWaits *taskHub
 }
 
 // New wraps an etcd client. The caller owns the client.
@@ -101,15 +103,19 @@ func New(cli *clientv3.Client) *Store {
 		users:    newMirror[User](cli, prefixUsers),
 		plans:    newMirror[Plan](cli, prefixPlans),
 		services: newMirror[NodeServices](cli, prefixServices),
+
+		taskWaits: newTaskHub(cli),
 	}
 }
 
 // RunMirrors keeps users, plans and service reports in memory for
-// CachedUser, CachedPlan and CachedServices until ctx ends.
+// CachedUser, CachedPlan and CachedServices, and runs the one watch on task
+// records that WaitTask listens to, until ctx ends.
 func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.users.run(ctx, log)
 	go s.plans.run(ctx, log)
 	go s.services.run(ctx, log)
+	go s.taskWaits.run(ctx, log)
 }
 
 // Client returns the underlying etcd client, for leases, watches and

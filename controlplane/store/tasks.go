@@ -43,7 +43,10 @@ type Task struct {
 	// moment it succeeds with a new serial: their refresh tasks are
 	// written in the transaction that records the result, so they start
 	// without waiting a commit for the zone controller to read it.
-	Refresh    []string  `json:"refresh,omitempty"`
+	Refresh []string `json:"refresh,omitempty"`
+	// Query marks a read-only task (a listing): its record expires and its
+	// completion is not audited.
+	Query      bool      `json:"query,omitempty"`
 	CreatedBy  string    `json:"createdBy"`
 	CreatedAt  time.Time `json:"createdAt"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
@@ -126,12 +129,6 @@ func (s *Store) GetTask(ctx context.Context, id string) (*Task, int64, error) {
 		return nil, 0, fmt.Errorf("task %q: %w", id, ErrNotFound)
 	}
 	return t, rev, err
-}
-
-// WatchTask returns a channel that yields the task record each time it
-// changes, starting after rev. It is closed when ctx ends.
-func (s *Store) WatchTask(ctx context.Context, id string, rev int64) clientv3.WatchChan {
-	return s.cli.Watch(ctx, taskKey(id), clientv3.WithRev(rev+1))
 }
 
 // PendingTasks returns the node's unacknowledged tasks in creation order and
@@ -217,7 +214,10 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 		audit.Result = "failed: " + t.Error
 	}
 	q := queueKey(node, t.ID)
-	ops := []clientv3.Op{clientv3.OpDelete(q), clientv3.OpPut(taskKey(t.ID), mustJSON(t)), auditPut(audit)}
+	ops := []clientv3.Op{clientv3.OpDelete(q), clientv3.OpPut(taskKey(t.ID), mustJSON(t))}
+	if !t.Query {
+		ops = append(ops, auditPut(audit))
+	}
 	if kind, id, ok := strings.Cut(t.Object, "/"); ok {
 		// The controller that owns the object learns of the result from
 		// this notice, written atomically with the result itself.
@@ -272,4 +272,47 @@ func (s *Store) QueueLen(ctx context.Context, node string) (int64, error) {
 		return 0, err
 	}
 	return resp.Count, nil
+}
+
+// QueuedTaskIDs lists every node's unacknowledged task ids, oldest first,
+// in one keys-only read (the gateway's delivery check).
+func (s *Store) QueuedTaskIDs(ctx context.Context) (map[string][]string, error) {
+	resp, err := s.cli.Get(ctx, PrefixQueue, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("read task queues: %w", err)
+	}
+	out := map[string][]string{}
+	for _, kv := range resp.Kvs {
+		node, id, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), PrefixQueue), "/")
+		if ok {
+			out[node] = append(out[node], id)
+		}
+	}
+	return out, nil
+}
+
+// TaskCreatedAt reads a task's creation time from its id (a ULID); ok is
+// false for an id that is not one.
+func TaskCreatedAt(id string) (time.Time, bool) {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return ulid.Time(u.Time()), true
+}
+
+// CountTasksBy counts the task records createdBy wrote (tests: what a
+// user's requests wrote).
+func (s *Store) CountTasksBy(ctx context.Context, createdBy string) (int, error) {
+	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		if t, err := decodeJSON[Task](kv.Key, kv.Value); err == nil && t.CreatedBy == createdBy {
+			n++
+		}
+	}
+	return n, nil
 }

@@ -163,11 +163,13 @@ type Database struct {
 	SizeBytes *int64 `json:"sizeBytes,omitempty"`
 	// Tables; null when not live.
 	Tables *int `json:"tables,omitempty"`
-	// Users holding any privilege on it (live from the node, else as recorded).
+	// Users holding any privilege on it (from the node's last report, else as recorded).
 	Users []string `json:"users"`
-	// Whether size, tables and users come from the node just now (false: it did not answer; recorded state only).
-	Live      bool      `json:"live"`
-	CreatedAt time.Time `json:"createdAt"`
+	// Whether size, tables and users come from the node's last report (false: not reported yet; recorded state only).
+	Live bool `json:"live"`
+	// When the node reported size, tables and users (null when not live): their staleness.
+	MeasuredAt *time.Time `json:"measuredAt,omitempty"`
+	CreatedAt  time.Time  `json:"createdAt"`
 }
 
 type DatabaseGrant struct {
@@ -255,12 +257,14 @@ type Mutation struct {
 type Node struct {
 	Name string `json:"name"`
 	// No new accounts are placed on a draining node.
-	Draining        bool       `json:"draining"`
-	MaxAccounts     int        `json:"maxAccounts"`
-	Address         string     `json:"address"`
-	Roles           []NodeRole `json:"roles"`
-	Labels          []*Label   `json:"labels"`
-	Status          NodeStatus `json:"status"`
+	Draining    bool       `json:"draining"`
+	MaxAccounts int        `json:"maxAccounts"`
+	Address     string     `json:"address"`
+	Roles       []NodeRole `json:"roles"`
+	Labels      []*Label   `json:"labels"`
+	Status      NodeStatus `json:"status"`
+	// Why the node is SUSPECT, e.g. gossip cannot reach its agent, or task delivery to it has stalled.
+	StatusReason    *string    `json:"statusReason,omitempty"`
 	StatusChangedAt *time.Time `json:"statusChangedAt,omitempty"`
 	LastSeen        *time.Time `json:"lastSeen,omitempty"`
 	EnrolledAt      *time.Time `json:"enrolledAt,omitempty"`

@@ -59,16 +59,18 @@ func WithCertLifetime(d time.Duration) ServerOption {
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := controlplane.Config{
-		DataDir:            dataDir(t),
-		APIListen:          FreeAddr(t),
-		AgentListen:        FreeAddr(t),
-		GossipListen:       "127.0.0.1:0",
-		AdminPassword:      AdminPassword,
-		HeartbeatInterval:  500 * time.Millisecond,
-		LeaseTTL:           3 * time.Second,
-		ElectionTTL:        2 * time.Second,
-		AllowTestUsernames: true,
-		PasswordCost:       bcrypt.MinCost,
+		DataDir:           dataDir(t),
+		APIListen:         FreeAddr(t),
+		AgentListen:       FreeAddr(t),
+		GossipListen:      "127.0.0.1:0",
+		AdminPassword:     AdminPassword,
+		HeartbeatInterval: 500 * time.Millisecond,
+		LeaseTTL:          3 * time.Second,
+		// Database sizes follow within seconds in tests.
+		DatabaseStatusInterval: 5 * time.Second,
+		ElectionTTL:            2 * time.Second,
+		AllowTestUsernames:     true,
+		PasswordCost:           bcrypt.MinCost,
 		// A wiped DNS secondary heals within seconds, not a minute.
 		ZoneSecondaryResync: 2 * time.Second,
 		Version:             "test",

@@ -1,0 +1,131 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/model"
+)
+
+// Subscription limits, per replica. A subscription costs a goroutine and a
+// small buffer here, no etcd watch (see AccountFeed), but without a cap one
+// user could still hold thousands.
+const (
+	// MaxSubscriptionsPerConnection bounds one websocket's live
+	// subscriptions.
+	MaxSubscriptionsPerConnection = 50
+	// MaxSubscriptionsPerUser bounds one user's live subscriptions over
+	// all their connections.
+	MaxSubscriptionsPerUser = 200
+	// SubscriberBuffer is how many changes may wait for one subscriber;
+	// one that falls further behind is dropped (SUBSCRIPTION_DROPPED).
+	SubscriberBuffer = 64
+)
+
+// CodeSubscriptionDropped ends a subscription whose client did not read
+// its events fast enough; it may subscribe again.
+const CodeSubscriptionDropped = "SUBSCRIPTION_DROPPED"
+
+var (
+	// ErrTooManySubscriptions refuses a subscription over a cap.
+	ErrTooManySubscriptions = errors.New("too many subscriptions")
+	// ErrSlowSubscriber ends a feed whose buffer overflowed.
+	ErrSlowSubscriber = errors.New("subscriber too slow")
+)
+
+// AccountFeed is one subscriber's share of the replica's single watch on
+// accounts: the account's record after each change. The watch never waits
+// for a subscriber; one whose buffer is full is dropped instead.
+type AccountFeed interface {
+	// Updates yields the account's record after each change (possibly
+	// one it has seen already), nil once it is deleted. It is closed when
+	// the feed ends.
+	Updates() <-chan *store.Account
+	// Err says why Updates was closed: ErrSlowSubscriber, or nil.
+	Err() error
+	// Close ends the feed and frees its place under the caps.
+	Close()
+}
+
+// followAccount streams an account's transitions: those recorded so far,
+// then each new one, none twice, and a final DELETED when the record goes
+// away. It subscribes to the replica's feed before reading the record, so
+// that no change falls in between (sequence numbers drop duplicates).
+func (r *Resolver) followAccount(ctx context.Context, p auth.Principal, id string) (<-chan *model.AccountEvent, error) {
+	feed, err := r.Cluster.FollowAccount(id, p.Name, source(ctx))
+	if errors.Is(err, ErrTooManySubscriptions) {
+		return nil, errorf(codeQuotaExceeded, "too many live subscriptions: at most "+strconv.Itoa(MaxSubscriptionsPerConnection)+
+			" per connection and "+strconv.Itoa(MaxSubscriptionsPerUser)+" per user; close some first")
+	}
+	if err != nil {
+		return nil, err
+	}
+	a, _, err := r.Store.GetAccount(ctx, id)
+	if err != nil {
+		feed.Close()
+		return nil, err
+	}
+	if !canSee(p, a) {
+		feed.Close()
+		return nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
+	}
+	ch := make(chan *model.AccountEvent, 16)
+	go func() {
+		defer close(ch)
+		defer feed.Close()
+		var lastSeq int64
+		send := func(e *model.AccountEvent) bool {
+			select {
+			case ch <- e:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for _, e := range a.Events {
+			lastSeq = e.Seq
+			if !send(eventModel(e)) {
+				return
+			}
+		}
+		for {
+			var cur *store.Account
+			var ok bool
+			select {
+			case cur, ok = <-feed.Updates():
+			case <-ctx.Done():
+				return
+			}
+			switch {
+			case !ok:
+				if feed.Err() != nil {
+					transport.AddSubscriptionError(ctx, &gqlerror.Error{
+						Message:    "subscription dropped: the client fell more than " + strconv.Itoa(SubscriberBuffer) + " changes behind; subscribe again",
+						Extensions: map[string]any{"code": CodeSubscriptionDropped},
+					})
+				}
+				return
+			case cur == nil:
+				send(&model.AccountEvent{At: time.Now().UTC(), Status: model.AccountStatusDeleted})
+				return
+			}
+			for _, e := range cur.Events {
+				if e.Seq <= lastSeq {
+					continue
+				}
+				lastSeq = e.Seq
+				if !send(eventModel(e)) {
+					return
+				}
+			}
+		}
+	}()
+	return ch, nil
+}
