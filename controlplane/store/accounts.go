@@ -387,8 +387,3 @@ func (s *Store) GetAccounts(ctx context.Context, ids []string) ([]*Account, erro
 	}
 	return out, nil
 }
-
-// WatchAccount follows one account's record from rev.
-func (s *Store) WatchAccount(ctx context.Context, id string, rev int64) clientv3.WatchChan {
-	return s.cli.Watch(clientv3.WithRequireLeader(ctx), accountKey(id), clientv3.WithRev(rev+1))
-}
