@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/npanel/npanel/scheduler"
@@ -81,8 +82,25 @@ type Config struct {
 	// PruneInterval is how often the leader deletes what outlived its
 	// retention (default ten minutes); tests shorten it.
 	PruneInterval time.Duration
-	Version       string
-	Logger        *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for
+	// the client's address (login throttle, audit); from any other peer
+	// the header is ignored.
+	TrustedProxies []netip.Prefix
+	// PublicIntrospection lets anonymous callers introspect the schema;
+	// by default only signed-in callers may.
+	PublicIntrospection bool
+	// MetricsToken, when set, is a bearer token that may scrape /metrics
+	// besides admins' tokens.
+	MetricsToken string
+	// MaxAPIConnections bounds the API listener's open connections
+	// (default 4096), so a flood of API connections cannot take the
+	// descriptors etcd and the agent gateway need; MaxConnectionsPerIP
+	// (default 256) and MaxWebsocketsPerIP (default 64) bound one client.
+	MaxAPIConnections   int
+	MaxConnectionsPerIP int
+	MaxWebsocketsPerIP  int
+	Version             string
+	Logger              *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -140,6 +158,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PruneInterval == 0 {
 		c.PruneInterval = 10 * time.Minute
+	}
+	if c.MaxAPIConnections == 0 {
+		c.MaxAPIConnections = 4096
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = 256
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -167,6 +167,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.agentLn.Close()
 		return fmt.Errorf("api listener: %w", err)
 	}
+	s.apiLn = newAPIListener(s.apiLn, s.cfg.MaxAPIConnections, s.cfg.MaxConnectionsPerIP, s.cfg.TrustedProxies, s.metrics)
 	if err := s.issueGatewayCert(); err != nil {
 		return err
 	}
