@@ -364,7 +364,11 @@ func TestTenantsSeeNodeNameOnly(t *testing.T) {
 		c    *client.Client
 		full bool
 	}{{"admin", tn.admin, true}, {"reseller A", tn.resA, false}, {"account user", tn.userA, false}} {
-		var out struct{ Account struct{ Node *struct{ Name, Address string } } }
+		var out struct {
+			Account struct {
+				Node *struct{ Name, Address string }
+			}
+		}
 		if err := tc.c.Do(ctx, names, map[string]any{"u": "alpha1"}, &out); err != nil || out.Account.Node == nil ||
 			out.Account.Node.Name == "" || out.Account.Node.Address == "" {
 			t.Fatalf("%s: node name and address = %+v, %v", tc.who, out.Account.Node, err)

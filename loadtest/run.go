@@ -47,7 +47,7 @@ type runner struct {
 	// metricsToken is the bearer the server's /metrics wants (the admin's
 	// token); empty when metrics is an etcd's, which must not see it.
 	metricsToken string
-	admin   *client.Client
+	admin        *client.Client
 
 	runID  string // distinguishes this run's names on a shared cluster
 	prefix string // username prefix
