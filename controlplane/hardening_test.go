@@ -502,6 +502,10 @@ func TestAPIExposureLimits(t *testing.T) {
 	if len(r.Errors) == 0 || len(r.Errors) > 21 || r.size > 64<<10 {
 		t.Fatalf("340 KB query: %d errors, %d bytes of response", len(r.Errors), r.size)
 	}
+	// ... refused by the parser's token limit, before validation walks it.
+	if !strings.Contains(r.Errors[0].Message, "token limit") {
+		t.Fatalf("340 KB query: %q, want the parser's token limit", r.Errors[0].Message)
+	}
 	// Under the token limit, a document with thousands of errors.
 	q.Reset()
 	q.WriteString("{")
