@@ -29,6 +29,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/validate"
 )
 
 // Server is one control plane replica. Every replica serves the API and
@@ -285,6 +286,12 @@ func (s *Server) ensureAdmin(ctx context.Context) error {
 			return err
 		}
 		pw = strings.TrimRight(base64URL(b), "=")
+	}
+	if !generated {
+		// The first admin's password meets the rules every other one does.
+		if err := validate.Password(pw); err != nil {
+			return fmt.Errorf("admin password ($NPANEL_ADMIN_PASSWORD): %w", err)
+		}
 	}
 	hash, err := s.auth.HashPassword(pw)
 	if err != nil {
