@@ -181,6 +181,7 @@ func TestSessionsAndPasswords(t *testing.T) {
 	anon := client.New(s.URL(), "")
 	wantAPICode(t, "revokeSessions anonymous", anon.RevokeSessions(ctx, "resb"), "UNAUTHENTICATED")
 	wantAPICode(t, "revokeSessions as reseller", resA.RevokeSessions(ctx, "resb"), "FORBIDDEN")
+	wantAPICode(t, "revokeSessions as reseller B", tn.resB.RevokeSessions(ctx, "resa"), "FORBIDDEN")
 	wantAPICode(t, "revokeSessions as account user", tn.userA.RevokeSessions(ctx, "resb"), "FORBIDDEN")
 	wantAPICode(t, "revokeSessions of nobody", s.Admin.RevokeSessions(ctx, "nobody"), "NOT_FOUND")
 	if err := tn.resB.Do(ctx, `{me{name}}`, nil, nil); err != nil {
@@ -191,9 +192,19 @@ func TestSessionsAndPasswords(t *testing.T) {
 	}
 	wantAPICode(t, "resb after revokeSessions", tn.resB.Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
 	wantAPICode(t, "logout anonymous", anon.Logout(ctx), "UNAUTHENTICATED")
-	if err := tn.userA.Logout(ctx); err != nil {
-		t.Fatalf("account user logout: %v", err)
+	// Every role may log itself out, and only itself.
+	for _, who := range []struct{ user, pw string }{
+		{"admin", testenv.AdminPassword}, {"resa", resellerPassword}, {"resb", resellerPassword}, {"alphauser", resellerPassword},
+	} {
+		c := login(t, s, who.user, who.pw)
+		if err := c.Logout(ctx); err != nil {
+			t.Fatalf("%s logout: %v", who.user, err)
+		}
+		wantAPICode(t, who.user+" after logout", c.Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
 	}
+	wantAPICode(t, "admin's earlier session after its logout", s.Admin.Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
+	admin := login(t, s, "admin", testenv.AdminPassword)
+	resA = login(t, s, "resa", resellerPassword)
 
 	// changePassword: weak or wrong refused (nothing changes), then the old
 	// token and password stop working.
@@ -216,7 +227,7 @@ func TestSessionsAndPasswords(t *testing.T) {
 	wantAPICode(t, "old password", err, "UNAUTHENTICATED")
 	login(t, s, "resa", "a-much-better-pass-42")
 
-	counts := auditCounts(t, s.Admin)
+	counts := auditCounts(t, admin)
 	for _, want := range []string{"logout ok", "revokeSessions ok", "revokeSessions FORBIDDEN", "revokeSessions NOT_FOUND",
 		"changePassword ok", "changePassword INVALID_INPUT", "createReseller INVALID_INPUT"} {
 		if counts[want] == 0 {
