@@ -192,6 +192,45 @@ func TestSessionsAndPasswords(t *testing.T) {
 	}
 	wantAPICode(t, "resb after revokeSessions", tn.resB.Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
 	wantAPICode(t, "logout anonymous", anon.Logout(ctx), "UNAUTHENTICATED")
+	// A websocket signed in before a logout starts no more subscriptions.
+	wsc := login(t, s, "resb", resellerPassword)
+	ws, _, err := dialWS(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if err := wsjson.Write(ctx, ws, map[string]any{"type": "connection_init", "payload": map[string]string{"Authorization": "Bearer " + wsc.Token()}}); err != nil {
+		t.Fatal(err)
+	}
+	var ack struct{ Type string }
+	if err := wsjson.Read(ctx, ws, &ack); err != nil || ack.Type != "connection_ack" {
+		t.Fatalf("signed-in socket: %v %v", ack, err)
+	}
+	if err := wsc.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub := map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{
+		"query": `subscription($id:ID!){accountEvents(id:$id){status}}`, "variables": map[string]any{"id": tn.b1.ID}}}
+	if err := wsjson.Write(ctx, ws, sub); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var msg struct {
+			Type    string
+			Payload json.RawMessage
+		}
+		if err := wsjson.Read(ctx, ws, &msg); err != nil {
+			t.Fatalf("socket after logout: %v", err)
+		}
+		if msg.Type == "ping" || msg.Type == "pong" {
+			continue
+		}
+		if msg.Type == "next" && strings.Contains(string(msg.Payload), "UNAUTHENTICATED") {
+			break
+		}
+		t.Fatalf("subscription on a socket whose session was revoked: %s %s", msg.Type, msg.Payload)
+	}
+
 	// Every role may log itself out, and only itself.
 	for _, who := range []struct{ user, pw string }{
 		{"admin", testenv.AdminPassword}, {"resa", resellerPassword}, {"resb", resellerPassword}, {"alphauser", resellerPassword},
@@ -208,7 +247,7 @@ func TestSessionsAndPasswords(t *testing.T) {
 
 	// changePassword: weak or wrong refused (nothing changes), then the old
 	// token and password stop working.
-	_, _, err := resA.ChangePassword(ctx, resellerPassword, "passwordpassword")
+	_, _, err = resA.ChangePassword(ctx, resellerPassword, "passwordpassword")
 	wantAPICode(t, "change to a weak password", err, "INVALID_INPUT")
 	_, _, err = resA.ChangePassword(ctx, "not-the-password-9", "a-much-better-pass-42")
 	wantAPICode(t, "change with a wrong current password", err, "INVALID_INPUT")

@@ -108,6 +108,14 @@ func Handler(r *Resolver) http.Handler {
 	srv.SetErrorPresenter(r.ErrorPresenter)
 	srv.SetRecoverFunc(r.RecoverFunc)
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		// A websocket signs in once; a session revoked since (logout,
+		// revokeSessions, a new password) starts nothing more on it.
+		if p, ok := auth.FromContext(ctx); ok && !r.Auth.SessionValid(ctx, p) {
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
+				Message:    auth.ErrInvalidToken.Error(),
+				Extensions: map[string]any{"code": CodeUnauthenticated},
+			}}})
+		}
 		return next(withLoaders(ctx))
 	})
 	srv.AroundFields(guardNodeFields)

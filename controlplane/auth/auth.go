@@ -285,6 +285,24 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 	return Principal{Name: u.Name, Role: u.Role, Account: u.Account, Generation: u.Generation}, nil
 }
 
+// SessionValid reports whether p, verified earlier (a websocket's sign-in),
+// still holds: the user exists with its role and, for a login token, its
+// session generation was not raised since. It reads the replica's mirror.
+func (a *Authenticator) SessionValid(ctx context.Context, p Principal) bool {
+	holds := func(u *store.User) bool {
+		return u.Role == p.Role && (p.TokenID != "" || u.Generation == p.Generation)
+	}
+	u, err := a.store.CachedUser(ctx, p.Name)
+	if err == nil && !holds(u) {
+		u, err = a.store.GetUser(ctx, p.Name) // the mirror may lag the login
+	}
+	if err != nil {
+		// Deleted: refused. The store unreachable: the sign-in stands.
+		return !errors.Is(err, store.ErrNotFound)
+	}
+	return holds(u)
+}
+
 // Middleware authenticates requests that carry "Authorization: Bearer". A
 // request without one passes through unauthenticated (login must work); a
 // request with a bad one is refused here with 401, before any resolver runs.

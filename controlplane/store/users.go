@@ -91,8 +91,22 @@ func (s *Store) UpdateUser(ctx context.Context, name string, revoke bool, change
 			return nil, fmt.Errorf("update user %q: %w", name, err)
 		}
 		if resp.Succeeded {
+			s.awaitUserMirror(ctx, name, resp.Header.Revision)
 			return u, nil
 		}
+	}
+}
+
+// awaitUserMirror waits, briefly, until this replica's mirror of users has
+// seen rev, so that a revocation holds on this replica from the caller's
+// next request (other replicas follow within their watch's lag).
+func (s *Store) awaitUserMirror(ctx context.Context, name string, rev int64) {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if _, r, ok := s.users.get(name); !ok || r >= rev {
+			return // not mirrored (read from etcd) or up to date
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
