@@ -259,7 +259,7 @@ func capErrors(ctx context.Context, next graphql.ResponseHandler) *graphql.Respo
 	}
 	for _, e := range resp.Errors {
 		if len(e.Message) > MaxErrorMessage {
-			e.Message = e.Message[:MaxErrorMessage] + "…"
+			e.Message = strings.ToValidUTF8(e.Message[:MaxErrorMessage], "") + "…"
 		}
 	}
 	return resp

@@ -151,7 +151,7 @@ func (a *Authenticator) CheckPassword(ctx context.Context, user, password, sourc
 	}
 	u, err := a.store.GetUser(ctx, user)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		a.throttle.end(user, source, true, a.now()) // not the client's fault: give the token back
+		a.throttle.refund(source) // not the client's fault
 		return nil, err
 	}
 	hash := a.dummy()

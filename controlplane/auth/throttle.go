@@ -101,6 +101,15 @@ func (t *throttle) begin(user, ip string, now time.Time) bool {
 	return true
 }
 
+// refund returns the IP's token of an attempt that could not be checked.
+func (t *throttle) refund(ip string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b := t.ip[ipKey(ip)]; b != nil {
+		b.tokens = min(IPBurst, b.tokens+1)
+	}
+}
+
 // end records the outcome of an attempt begin admitted.
 func (t *throttle) end(user, ip string, ok bool, now time.Time) {
 	t.mu.Lock()
