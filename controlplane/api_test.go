@@ -170,7 +170,9 @@ func TestAPIInputErrors(t *testing.T) {
 func TestHTTPEndpoints(t *testing.T) {
 	s := testenv.StartServer(t)
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok", "/metrics": "npanel_leader 1"} {
-		resp, err := http.Get(s.URL() + path)
+		req, _ := http.NewRequest(http.MethodGet, s.URL()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+s.Admin.Token())
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,7 +45,7 @@ func BenchmarkTenantSubscriptionLoad(b *testing.B) {
 	// Then hold as many as the caps allow, and try 1,000 more.
 	var held []*wsConn
 	for c := range 5 {
-		w := dialWS(b, ctx, l.s, l.token)
+		w := signInWS(b, ctx, l.s, l.token)
 		held = append(held, w)
 		for i := range 200 {
 			w.subscribe(b, ctx, fmt.Sprintf("h%d-%d", c, i), l.account)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -104,8 +105,25 @@ type Config struct {
 	// TaskStallAfter is how long a queued task may stay unsent on a live
 	// stream before its node turns SUSPECT (30s).
 	TaskStallAfter time.Duration
-	Version        string
-	Logger         *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for
+	// the client's address (login throttle, audit); from any other peer
+	// the header is ignored.
+	TrustedProxies []netip.Prefix
+	// PublicIntrospection lets anonymous callers introspect the schema;
+	// by default only signed-in callers may.
+	PublicIntrospection bool
+	// MetricsToken, when set, is a bearer token that may scrape /metrics
+	// besides admins' tokens.
+	MetricsToken string
+	// MaxAPIConnections bounds the API listener's open connections
+	// (default 4096), so a flood of API connections cannot take the
+	// descriptors etcd and the agent gateway need; MaxConnectionsPerIP
+	// (default 256) and MaxWebsocketsPerIP (default 64) bound one client.
+	MaxAPIConnections   int
+	MaxConnectionsPerIP int
+	MaxWebsocketsPerIP  int
+	Version             string
+	Logger              *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -169,6 +187,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.TaskStallAfter == 0 {
 		c.TaskStallAfter = 30 * time.Second
+	}
+	if c.MaxAPIConnections == 0 {
+		c.MaxAPIConnections = 4096
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = 256
 	}
 	if c.Version == "" {
 		c.Version = "dev"

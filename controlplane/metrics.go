@@ -17,6 +17,9 @@ type metrics struct {
 	tasksCompleted   *prometheus.CounterVec
 	duplicateResults prometheus.Counter
 	pruned           *prometheus.CounterVec
+	auditSuppressed  *prometheus.CounterVec
+	apiConns         prometheus.Gauge
+	apiConnsRefused  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -50,6 +53,19 @@ func newMetrics() *metrics {
 			Help: "Audit events and finished tasks deleted after their retention, by kind (audit, task).",
 		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned)
+	m.auditSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "audit_suppressed_total",
+		Help: "Refused requests not written to the audit log because their rate limit was spent, by kind.",
+	}, []string{"kind"})
+	m.apiConns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "npanel", Name: "api_connections",
+		Help: "Open connections to the API listener.",
+	})
+	m.apiConnsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "api_connections_refused_total",
+		Help: "API connections closed on accept because their client IP had too many open.",
+	})
+	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned,
+		m.auditSuppressed, m.apiConns, m.apiConnsRefused)
 	return m
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/validate"
 )
 
 // Server is one control plane replica. Every replica serves the API and
@@ -180,6 +181,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.agentLn.Close()
 		return fmt.Errorf("api listener: %w", err)
 	}
+	s.apiLn = newAPIListener(s.apiLn, s.cfg.MaxAPIConnections, s.cfg.MaxConnectionsPerIP, s.cfg.TrustedProxies, s.metrics)
 	if err := s.issueGatewayCert(); err != nil {
 		return err
 	}
@@ -365,6 +367,12 @@ func (s *Server) ensureAdmin(ctx context.Context) error {
 			return err
 		}
 		pw = strings.TrimRight(base64URL(b), "=")
+	}
+	if !generated {
+		// The first admin's password meets the rules every other one does.
+		if err := validate.Password(pw); err != nil {
+			return fmt.Errorf("admin password ($NPANEL_ADMIN_PASSWORD): %w", err)
+		}
 	}
 	hash, err := s.auth.HashPassword(pw)
 	if err != nil {

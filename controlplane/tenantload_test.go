@@ -32,10 +32,9 @@ type wsMsg struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
-func dialWS(tb testing.TB, ctx context.Context, s *testenv.Server, token string) *wsConn {
+func signInWS(tb testing.TB, ctx context.Context, s *testenv.Server, token string) *wsConn {
 	tb.Helper()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.URL(), "http")+"/graphql",
-		&websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	c, _, err := dialWS(ctx, s)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -169,7 +168,7 @@ func setupTenantLoad(tb testing.TB) *tenantLoad {
 func (l *tenantLoad) churn(tb testing.TB, ctx context.Context, conns, n int) {
 	tb.Helper()
 	for c := range conns {
-		w := dialWS(tb, ctx, l.s, l.token)
+		w := signInWS(tb, ctx, l.s, l.token)
 		for i := range n / conns {
 			id := fmt.Sprintf("c%d-%d", c, i)
 			w.subscribe(tb, ctx, id, l.account)
@@ -245,7 +244,7 @@ func TestTenantCannotStallTaskDelivery(t *testing.T) {
 	// The caps: 50 on one connection, then 200 for the user in all.
 	var socks []*wsConn
 	for c := range 4 {
-		w := dialWS(t, ctx, l.s, l.token)
+		w := signInWS(t, ctx, l.s, l.token)
 		defer w.c.CloseNow()
 		socks = append(socks, w)
 		for i := range graph.MaxSubscriptionsPerConnection {
@@ -263,7 +262,7 @@ func TestTenantCannotStallTaskDelivery(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "the user's subscriptions live", func() bool {
 		return l.s.Subscriptions() == graph.MaxSubscriptionsPerUser
 	})
-	extra := dialWS(t, ctx, l.s, l.token)
+	extra := signInWS(t, ctx, l.s, l.token)
 	extra.subscribe(t, ctx, "over-user", l.account)
 	if code := extra.waitError(t, ctx, "over-user"); code != "QUOTA_EXCEEDED" {
 		t.Errorf("subscription over the user cap: %s", code)

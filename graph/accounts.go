@@ -102,6 +102,7 @@ func (r *Resolver) visibleAccount(ctx context.Context, p auth.Principal, id stri
 		return nil, err
 	}
 	if !canSee(p, a) {
+		r.refusedRead(ctx, "account", id, CodeNotFound)
 		return nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
 	}
 	return a, nil

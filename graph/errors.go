@@ -3,7 +3,6 @@ package graph
 import (
 	"context"
 	"errors"
-	"net/http"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -52,6 +51,12 @@ func (r *Resolver) ErrorPresenter(ctx context.Context, err error) *gqlerror.Erro
 		err = wrapped.Err
 	}
 	code, msg := classify(err)
+	if err.Error() == "introspection disabled" {
+		code, msg = CodeUnauthenticated, "introspection requires signing in (the server's --public-introspection opens it)"
+	}
+	if code == CodeForbidden || code == CodeNotFound {
+		r.refusedRead(ctx, "field", gerr.Path.String(), code)
+	}
 	if code == CodeInternal || code == CodeUnavailable {
 		r.Log.Error("graphql request failed", "path", gerr.Path.String(), "err", err)
 	}
@@ -111,16 +116,6 @@ func requireAdmin(ctx context.Context) (auth.Principal, error) {
 	return p, nil
 }
 
-type sourceKey struct{}
-
-// WithSource records the caller's address for the audit log.
-func WithSource(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), sourceKey{}, req.RemoteAddr)))
-	})
-}
-
-func source(ctx context.Context) string {
-	s, _ := ctx.Value(sourceKey{}).(string)
-	return s
-}
+// source is the caller's address for the audit log and the login
+// throttle: the client IP auth.SourceMiddleware found.
+func source(ctx context.Context) string { return auth.Source(ctx) }

@@ -2,8 +2,12 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -13,8 +17,11 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
 )
 
 // maxComplexity bounds how much work one query may ask for, so a single
@@ -24,12 +31,48 @@ const maxComplexity = 5000
 // queryCacheSize is how many parsed query documents are kept.
 const queryCacheSize = 1000
 
-// Handler serves POST /graphql, and the GraphiQL console to browsers that GET
-// /graphql. Authentication happens in front of it (auth.Middleware).
+// parserTokenLimit bounds the tokens of one document: the CLI's largest
+// query has a few hundred; a megabyte of aliases is refused while parsing,
+// before validation could produce an error per alias.
+const parserTokenLimit = 15_000
+
+// MaxErrors is how many errors one response carries; the rest are counted
+// in a last one. MaxErrorMessage bounds one message (an error may quote
+// the request).
+const (
+	MaxErrors       = 20
+	MaxErrorMessage = 1024
+)
+
+// WebsocketInitTimeout is how long a websocket may stay open without a
+// signed-in connection_init.
+const WebsocketInitTimeout = 5 * time.Second
+
+// DefaultMaxWebsocketsPerIP caps the websockets open from one client IP.
+const DefaultMaxWebsocketsPerIP = 64
+
+// Codes of refusals made before a resolver runs.
+const (
+	CodeTooManyErrors    = "TOO_MANY_ERRORS"
+	CodeMethodNotAllowed = "METHOD_NOT_ALLOWED"
+)
+
+// tenantNodeFields are the Node fields other roles than admin may read: a
+// tenant needs its node's name and the address its DNS points at; the
+// rest (OS, kernel, capacity, services and their ports) is the cluster's
+// inventory, which would help an attacker pick targets.
+var tenantNodeFields = map[string]bool{"name": true, "address": true, "__typename": true}
+
+// Handler serves POST /graphql, websockets, and the GraphiQL console to
+// browsers that GET /graphql. Authentication happens in front of it
+// (auth.SourceMiddleware, then auth.Middleware).
 func Handler(r *Resolver) http.Handler {
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r}))
 	srv.AddTransport(transport.Websocket{
 		KeepAlivePingInterval: 15 * time.Second,
+		// A socket that does not sign in within a few seconds is closed:
+		// idle unauthenticated sockets cost a goroutine and a descriptor.
+		InitTimeout: WebsocketInitTimeout,
 		// Browsers cannot set headers on a websocket, so the token may also
 		// come in the connection_init payload ({"Authorization": "Bearer ..."}).
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
@@ -38,11 +81,16 @@ func Handler(r *Resolver) http.Handler {
 			}
 			tok := strings.TrimSpace(strings.TrimPrefix(p.Authorization(), "Bearer "))
 			if tok == "" {
-				return ctx, nil, nil // resolvers refuse what needs a user
+				r.refuse(ctx, store.RefusedWebsocket, "websocket", "connection_init", CodeUnauthenticated)
+				return ctx, nil, errors.New(`authentication required: send {"Authorization": "Bearer <token>"} in connection_init`)
 			}
 			pr, err := r.Auth.Verify(ctx, tok)
 			if err != nil {
-				return ctx, nil, err
+				if errors.Is(err, auth.ErrInvalidToken) {
+					r.refuse(ctx, store.RefusedToken, "websocket", "connection_init", CodeUnauthenticated)
+					return ctx, nil, err
+				}
+				return ctx, nil, errors.New("authentication backend unavailable")
 			}
 			return auth.WithPrincipal(ctx, pr), nil, nil
 		},
@@ -54,19 +102,165 @@ func Handler(r *Resolver) http.Handler {
 	// the console): parsing and validating each once saves a few percent
 	// of the server's CPU under load.
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](queryCacheSize))
-	srv.Use(extension.Introspection{})
+	srv.SetParserTokenLimit(parserTokenLimit)
+	srv.Use(signedInIntrospection{public: r.PublicIntrospection})
 	srv.Use(extension.FixedComplexityLimit(maxComplexity))
 	srv.SetErrorPresenter(r.ErrorPresenter)
 	srv.SetRecoverFunc(r.RecoverFunc)
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		// A websocket signs in once; a session revoked since (logout,
+		// revokeSessions, a new password) starts nothing more on it.
+		if p, ok := auth.FromContext(ctx); ok && !r.Auth.SessionValid(ctx, p) {
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
+				Message:    auth.ErrInvalidToken.Error(),
+				Extensions: map[string]any{"code": CodeUnauthenticated},
+			}}})
+		}
 		return next(withLoaders(ctx))
 	})
+	srv.AroundFields(guardNodeFields)
+	srv.AroundResponses(capErrors)
+
 	console := playground.Handler("nPanel", "/graphql")
-	return WithSource(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	sockets := &ipCounter{max: r.MaxWebsocketsPerIP, n: map[string]int{}}
+	if sockets.max == 0 {
+		sockets.max = DefaultMaxWebsocketsPerIP
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.Header.Get("Accept"), "text/html") {
 			console.ServeHTTP(w, req)
 			return
 		}
+		if isWebsocket(req) {
+			ip := auth.Source(req.Context())
+			if !sockets.acquire(ip) {
+				r.refuse(req.Context(), store.RefusedWebsocket, "websocket", "upgrade", CodeRateLimited)
+				writeError(w, http.StatusTooManyRequests, CodeRateLimited,
+					fmt.Sprintf("too many websockets from this address (at most %d)", sockets.max))
+				return
+			}
+			defer sockets.release(ip)
+			srv.ServeHTTP(w, req) // returns when the socket closes
+			return
+		}
+		if req.Method == http.MethodGet && !getIsQuery(req) {
+			// A mutation by GET is what a cross-site link or image would send.
+			r.refuse(req.Context(), store.RefusedGET, "getMutation", "GET /graphql", CodeMethodNotAllowed)
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "GET serves queries only; send mutations and subscriptions by POST or websocket")
+			return
+		}
 		srv.ServeHTTP(w, req)
-	}))
+	})
+}
+
+func isWebsocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// getIsQuery reports whether a GET request's document holds queries only.
+// A document that does not parse is left to gqlgen, which explains why.
+func getIsQuery(r *http.Request) bool {
+	q := r.URL.Query().Get("query")
+	if q == "" {
+		return true
+	}
+	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: q}, parserTokenLimit)
+	if err != nil {
+		return true
+	}
+	for _, op := range doc.Operations {
+		if op.Operation != ast.Query {
+			return false
+		}
+	}
+	return true
+}
+
+// writeError answers with one GraphQL error and its code.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []any{map[string]any{
+		"message": msg, "extensions": map[string]string{"code": code},
+	}}})
+}
+
+// WriteError answers with one GraphQL error and its code, for handlers in
+// front of the API (an oversized body).
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	writeError(w, status, code, msg)
+}
+
+// ipCounter counts open websockets per client IP.
+type ipCounter struct {
+	mu  sync.Mutex
+	max int
+	n   map[string]int
+}
+
+func (c *ipCounter) acquire(ip string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip] >= c.max {
+		return false
+	}
+	c.n[ip]++
+	return true
+}
+
+func (c *ipCounter) release(ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip]--; c.n[ip] <= 0 {
+		delete(c.n, ip)
+	}
+}
+
+// signedInIntrospection allows the schema to be introspected by signed-in callers
+// only, unless public: an anonymous scanner learns nothing of the API.
+type signedInIntrospection struct{ public bool }
+
+func (signedInIntrospection) ExtensionName() string                   { return "Introspection" }
+func (signedInIntrospection) Validate(graphql.ExecutableSchema) error { return nil }
+func (i signedInIntrospection) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if _, ok := auth.FromContext(ctx); ok || i.public {
+		oc.DisableIntrospection = false
+	}
+	return nil
+}
+
+// guardNodeFields refuses Node fields other than tenantNodeFields to every
+// role but admin, on every path that reaches a Node (account.node, and any
+// added later).
+func guardNodeFields(ctx context.Context, next graphql.Resolver) (any, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc != nil && fc.Object == "Node" && !tenantNodeFields[fc.Field.Name] {
+		if p, ok := auth.FromContext(ctx); !ok || p.Role != store.RoleAdmin {
+			return nil, errorf(CodeForbidden, "a node's "+fc.Field.Name+" is visible to admins only")
+		}
+	}
+	return next(ctx)
+}
+
+// capErrors keeps a response's error list and messages small whatever the
+// request: a large invalid document must not be answered with ten times
+// its size in errors.
+func capErrors(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	resp := next(ctx)
+	if resp == nil {
+		return resp
+	}
+	if n := len(resp.Errors); n > MaxErrors {
+		resp.Errors = append(resp.Errors[:MaxErrors:MaxErrors], &gqlerror.Error{
+			Message:    fmt.Sprintf("%d more errors not shown", n-MaxErrors),
+			Extensions: map[string]any{"code": CodeTooManyErrors},
+		})
+	}
+	for _, e := range resp.Errors {
+		if len(e.Message) > MaxErrorMessage {
+			e.Message = strings.ToValidUTF8(e.Message[:MaxErrorMessage], "") + "…"
+		}
+	}
+	return resp
 }

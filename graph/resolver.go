@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/validate"
@@ -47,6 +50,13 @@ type Resolver struct {
 	// AllowTestUsernames admits validate.TestUserPrefix names, for servers
 	// started by integration tests only.
 	AllowTestUsernames bool
+	// PublicIntrospection lets anonymous callers introspect the schema.
+	PublicIntrospection bool
+	// MaxWebsocketsPerIP caps the websockets open from one client IP
+	// (0: DefaultMaxWebsocketsPerIP).
+	MaxWebsocketsPerIP int
+	// Refusals audits refused requests under a rate limit; nil: not audited.
+	Refusals *store.RefusalAudit
 }
 
 // validUsername applies the account name rules, admitting test names when
@@ -57,4 +67,35 @@ func (r *Resolver) validUsername(s string) error {
 		return nil
 	}
 	return err
+}
+
+// revokeSessions raises user's session generation: every login token it
+// holds is refused from the next request on.
+func (r *Resolver) revokeSessions(ctx context.Context, p auth.Principal, action, user string) error {
+	_, err := r.Store.UpdateUser(ctx, user, true, func(*store.User) error { return nil },
+		store.NewAuditEvent(p.Name, source(ctx), action, user, "ok"))
+	return err
+}
+
+// refuse audits a request refused before it could change anything, under
+// the refusal rate limit.
+func (r *Resolver) refuse(ctx context.Context, kind, action, target, result string) {
+	if r.Refusals == nil {
+		return
+	}
+	actor := "anonymous"
+	if p, ok := auth.FromContext(ctx); ok {
+		actor = p.Name
+	}
+	r.Refusals.Record(ctx, kind, store.NewAuditEvent(actor, source(ctx), action, target, result))
+}
+
+// refusedRead audits a read refused for another tenant's object. Mutations
+// audit their refusals themselves (auditFailure).
+func (r *Resolver) refusedRead(ctx context.Context, what, target, code string) {
+	if graphql.HasOperationContext(ctx) && graphql.GetOperationContext(ctx).Operation != nil &&
+		graphql.GetOperationContext(ctx).Operation.Operation == ast.Mutation {
+		return
+	}
+	r.refuse(ctx, store.RefusedRead, "read."+what, target, code)
 }

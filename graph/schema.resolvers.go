@@ -7,10 +7,12 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/pki"
@@ -29,6 +31,73 @@ func (r *mutationResolver) Login(ctx context.Context, username string, password 
 		return nil, err
 	}
 	return &model.LoginPayload{Token: tok, ExpiresAt: exp, User: &model.User{Name: p.Name, Role: roleModel(p.Role)}}, nil
+}
+
+// Logout is the resolver for the logout field.
+func (r *mutationResolver) Logout(ctx context.Context) (_ bool, err error) {
+	defer func() { r.auditFailure(ctx, "", "logout", "", err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err = r.revokeSessions(ctx, p, "logout", p.Name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// RevokeSessions is the resolver for the revokeSessions field.
+func (r *mutationResolver) RevokeSessions(ctx context.Context, user string) (_ bool, err error) {
+	defer func() { r.auditFailure(ctx, "", "revokeSessions", user, err) }()
+	p, err := requireAdmin(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err = r.revokeSessions(ctx, p, "revokeSessions", user); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ChangePassword is the resolver for the changePassword field.
+func (r *mutationResolver) ChangePassword(ctx context.Context, currentPassword string, newPassword string) (_ *model.LoginPayload, err error) {
+	defer func() { r.auditFailure(ctx, "", "changePassword", "", err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err = validate.Password(newPassword); err != nil {
+		return nil, err
+	}
+	if newPassword == currentPassword {
+		err = &validate.Error{Field: "newPassword", Reason: "must differ from the current password"}
+		return nil, err
+	}
+	// The current password is checked under the login throttle: a stolen
+	// token must not become a way to guess the password fast.
+	if _, err = r.Auth.CheckPassword(ctx, p.Name, currentPassword, source(ctx)); err != nil {
+		if errors.Is(err, auth.ErrInvalidCredentials) {
+			err = &validate.Error{Field: "currentPassword", Reason: "is not the current password"}
+		}
+		return nil, err
+	}
+	hash, err := r.Auth.HashPassword(newPassword)
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.Store.UpdateUser(ctx, p.Name, false, func(u *store.User) error {
+		u.PasswordHash = hash
+		return nil
+	}, store.NewAuditEvent(p.Name, source(ctx), "changePassword", p.Name, "ok"))
+	if err != nil {
+		return nil, err
+	}
+	np := auth.Principal{Name: u.Name, Role: u.Role, Account: u.Account, Generation: u.Generation}
+	tok, exp, err := r.Auth.Issue(np, auth.TokenTTL)
+	if err != nil {
+		return nil, err
+	}
+	return &model.LoginPayload{Token: tok, ExpiresAt: exp, User: &model.User{Name: u.Name, Role: roleModel(u.Role)}}, nil
 }
 
 // CreateJoinToken is the resolver for the createJoinToken field.

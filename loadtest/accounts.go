@@ -143,7 +143,7 @@ func (r *runner) load(ctx context.Context) error {
 
 	self := os.Getpid()
 	srvStart, genStart, etcdStart := readProc(r.pid), readProc(self), readProc(r.etcdPID())
-	metricsStart, _ := fetchMetrics(ctx, r.metrics)
+	metricsStart, _ := fetchMetrics(ctx, r.metrics, r.metricsToken)
 	var probe *diskprobe.Probe
 	if dir := r.diskProbeDir(); dir != "" {
 		probe = diskprobe.Start(dir)
@@ -167,7 +167,7 @@ func (r *runner) load(ctx context.Context) error {
 	srvEnd, genEnd, etcdEnd := readProc(r.pid), readProc(self), readProc(r.etcdPID())
 	if metricsStart != nil {
 		// The load context may be over; the scrape gets its own bound.
-		if metricsEnd, err := fetchMetrics(context.WithoutCancel(ctx), r.metrics); err == nil {
+		if metricsEnd, err := fetchMetrics(context.WithoutCancel(ctx), r.metrics, r.metricsToken); err == nil {
 			r.etcdLoadFigures(metricsStart, metricsEnd, end.Sub(begin), int(cr.created.Load()))
 		}
 	}
@@ -237,7 +237,7 @@ func (r *runner) watch(ctx context.Context, cr *creator, createDone <-chan struc
 		p.EtcdCPU, p.EtcdRSS = cpuPercent(lastEtcd, etcd, r.rep.Machine.Cores), etcd.rss
 		if len(r.rep.Progress)%5 == 0 {
 			mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if m, err := fetchMetrics(mctx, r.metrics); err == nil {
+			if m, err := fetchMetrics(mctx, r.metrics, r.metricsToken); err == nil {
 				v, _ := m.value("etcd_mvcc_db_total_size_in_bytes")
 				p.EtcdDBSize = int64(v)
 			}

@@ -40,7 +40,7 @@ func (r *runner) measure(ctx context.Context) error {
 // measureCheap reads etcd's size and the processes' memory and CPU: a
 // scrape and two files, quick enough to take even on an interrupted run.
 func (r *runner) measureCheap(ctx context.Context) {
-	if m, err := fetchMetrics(ctx, r.metrics); err != nil {
+	if m, err := fetchMetrics(ctx, r.metrics, r.metricsToken); err != nil {
 		r.logf("metrics: %v", err)
 		for i := len(r.rep.Progress) - 1; i >= 0; i-- {
 			if p := r.rep.Progress[i]; p.EtcdDBSize > 0 {

@@ -39,13 +39,17 @@ func parseMetrics(body io.Reader) metricSet {
 	return m
 }
 
-// fetchMetrics scrapes base/metrics.
-func fetchMetrics(ctx context.Context, base string) (metricSet, error) {
+// fetchMetrics scrapes base/metrics, with token as bearer if given (the
+// server's /metrics wants an admin's token).
+func fetchMetrics(ctx context.Context, base, token string) (metricSet, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

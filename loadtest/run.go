@@ -44,7 +44,10 @@ type runner struct {
 	// server's, which include its embedded member's, or the external
 	// etcd's own.
 	metrics string
-	admin   *client.Client
+	// metricsToken is the bearer the server's /metrics wants (the admin's
+	// token); empty when metrics is an etcd's, which must not see it.
+	metricsToken string
+	admin        *client.Client
 
 	runID  string // distinguishes this run's names on a shared cluster
 	prefix string // username prefix
@@ -230,8 +233,11 @@ func (r *runner) login(ctx context.Context, password string) (*client.Client, er
 	c := client.New(r.api, "")
 	var lastErr error
 	for range 8 {
-		admin, _, err := c.Login(ctx, r.cfg.AdminUser, password)
+		admin, tok, err := c.Login(ctx, r.cfg.AdminUser, password)
 		if err == nil {
+			if r.metrics == r.api {
+				r.metricsToken = tok
+			}
 			return admin, nil
 		}
 		lastErr = err

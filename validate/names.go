@@ -20,7 +20,8 @@ const (
 )
 
 // Password accepts a password of MinPasswordLen to MaxPasswordLen bytes of
-// valid UTF-8 without control characters, that is not one repeated character.
+// valid UTF-8 without control characters, that is not one repeated character
+// nor one of the first a guesser tries (weakPassword).
 // Length is the strength rule that matters for an online-guessing attacker;
 // composition rules mostly annoy.
 func Password(pw string) error {
@@ -44,6 +45,9 @@ func Password(pw string) error {
 	}
 	if same {
 		return fail("password", "must not be one repeated character")
+	}
+	if why := weakPassword(pw); why != "" {
+		return fail("password", "%s; choose a longer, less predictable one", why)
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
-	cmd.AddCommand(loginCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o))
+	cmd.AddCommand(loginCmd(o), logoutCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o))
 	return cmd
 }
 
@@ -91,6 +91,9 @@ func saveToken(server, token string) (string, error) {
 	}
 	creds := loadCredentials()
 	creds[server] = token
+	if token == "" {
+		delete(creds, server)
+	}
 	b, _ := json.MarshalIndent(creds, "", "  ")
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
@@ -148,6 +151,35 @@ func loginCmd(o *ctlOptions) *cobra.Command {
 	cmd.Flags().StringVarP(&user, "username", "u", "admin", "user name")
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from standard input")
 	return cmd
+}
+
+func logoutCmd(o *ctlOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Revoke all your login tokens for --server and forget the saved one",
+		Long: `Revoke every login token of the signed-in user on --server (on every
+machine it signed in from) and remove the token saved by "npanel ctl login".
+API tokens stay valid; revoke those with "npanel ctl token revoke".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.Logout(ctx); err != nil && client.CodeOf(err) != "UNAUTHENTICATED" {
+				return apiError(err)
+			}
+			if o.token == "" {
+				if _, err := saveToken(o.server, ""); err != nil {
+					return fmt.Errorf("forget token: %w", err)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Logged out of %s\n", o.server)
+			return nil
+		},
+	}
 }
 
 func readPassword(in io.Reader, fromStdin bool) (string, error) {

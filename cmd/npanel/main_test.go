@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
@@ -169,6 +170,23 @@ func TestCLIWorkflow(t *testing.T) {
 	}
 	if out, code := run(t, env, "", "ctl", "node", "remove", "web-1"); code != 1 || !strings.Contains(out, "NOT_FOUND") {
 		t.Fatalf("second remove: exit %d: %s", code, out)
+	}
+
+	// logout revokes the token (wherever it was copied to) and forgets it.
+	var creds map[string]string
+	raw, err := os.ReadFile(filepath.Join(strings.TrimPrefix(env[0], "XDG_CONFIG_HOME="), "npanel", "credentials.json"))
+	if err != nil || json.Unmarshal(raw, &creds) != nil || creds["http://"+s.api] == "" {
+		t.Fatalf("saved credentials: %s, %v", raw, err)
+	}
+	if out, code := run(t, env, "", "ctl", "logout"); code != 0 {
+		t.Fatalf("logout: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "list"); code == 0 || !strings.Contains(out, "not logged in") {
+		t.Fatalf("node list after logout: exit %d: %s", code, out)
+	}
+	old := append([]string{"NPANEL_TOKEN=" + creds["http://"+s.api]}, env...)
+	if out, code := run(t, old, "", "ctl", "node", "list"); code != 1 || !strings.Contains(out, "UNAUTHENTICATED") {
+		t.Fatalf("node list with the token from before logout: exit %d: %s", code, out)
 	}
 }
 

@@ -5,18 +5,20 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/scheduler"
 )
 
 func serverCmd() *cobra.Command {
 	var cfg controlplane.Config
-	var endpoints, strategy string
+	var endpoints, strategy, trusted, metricsTokenFile string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane replica",
@@ -42,6 +44,22 @@ starting it.`,
 				return usagef("--scheduler: %v", err)
 			}
 			cfg.SchedulerStrategy = st
+			if cfg.TrustedProxies, err = auth.ParseTrustedProxies(trusted); err != nil {
+				return usagef("--trusted-proxies: %v", err)
+			}
+			// The scrape token comes from the environment or a file, never
+			// argv (which every local user can read in ps).
+			cfg.MetricsToken = os.Getenv("NPANEL_METRICS_TOKEN")
+			if metricsTokenFile != "" {
+				b, err := os.ReadFile(metricsTokenFile)
+				if err != nil {
+					return usagef("--metrics-token-file: %v", err)
+				}
+				cfg.MetricsToken = strings.TrimSpace(string(b))
+			}
+			if cfg.MetricsToken != "" && len(cfg.MetricsToken) < 32 {
+				return usagef("the metrics token must be at least 32 characters")
+			}
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
 			cfg.Version = version
 			cfg.Logger = slog.Default()
@@ -71,6 +89,12 @@ starting it.`,
 	f.StringVar(&strategy, "scheduler", "spread", "placement strategy: spread (least allocated) or binpack")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of node and gateway certificates")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", controlplane.DefaultAuditRetention, "how long audit events are kept (negative: forever)")
+	f.StringVar(&trusted, "trusted-proxies", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For gives the client address")
+	f.BoolVar(&cfg.PublicIntrospection, "public-introspection", false, "let anonymous callers introspect the GraphQL schema (default: signed-in callers only)")
+	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "file holding a bearer token that may scrape /metrics (also $NPANEL_METRICS_TOKEN); admins' tokens always may")
+	f.IntVar(&cfg.MaxAPIConnections, "max-api-connections", 4096, "most connections the API listener holds open")
+	f.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 256, "most API connections open from one client IP (trusted proxies exempt)")
+	f.IntVar(&cfg.MaxWebsocketsPerIP, "max-websockets-per-ip", 64, "most websockets open from one client IP")
 	f.DurationVar(&cfg.TaskRetention, "task-retention", controlplane.DefaultTaskRetention, "how long finished tasks are kept (negative: forever)")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/time/rate"
 
 	"github.com/npanel/npanel/controlplane/store"
 )
@@ -46,6 +46,9 @@ type Principal struct {
 	Account string
 	// TokenID is set when the caller used an API token.
 	TokenID string
+	// Generation is the user's session generation a login token was
+	// issued at (store.User.Generation).
+	Generation int64
 }
 
 type ctxKey struct{}
@@ -93,8 +96,11 @@ type Authenticator struct {
 	dummyOnce sync.Once
 	dummyHash []byte
 
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
+	throttle *throttle
+
+	// OnRefused, when set, is told of each request refused for a bad
+	// token (for the rate-limited audit of refusals).
+	OnRefused func(r *http.Request, reason string)
 }
 
 // New returns an Authenticator signing tokens with key (HMAC-SHA256) and
@@ -104,11 +110,15 @@ func New(st *store.Store, key []byte, cost int) *Authenticator {
 	if cost == 0 {
 		cost = PasswordCost
 	}
-	return &Authenticator{store: st, key: key, cost: cost, now: time.Now, limiters: map[string]*rate.Limiter{}}
+	return &Authenticator{store: st, key: key, cost: cost, now: time.Now, throttle: newThrottle()}
 }
 
 type claims struct {
 	Role store.Role `json:"role"`
+	// Gen is the user's session generation at login: bumping the user's
+	// generation (logout, revokeSessions, a new password or role) voids
+	// every login token issued before.
+	Gen int64 `json:"gen,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -117,43 +127,43 @@ const (
 	audience = "npanel-api"
 )
 
-// Login checks the password and returns a token. Attempts are rate limited
-// per user name and per source address (burst 10, then one every 3 s), so a
-// guesser is slowed on both axes.
+// Login checks the password and returns a token. source is the client's
+// IP (a host:port is reduced to its host); attempts are throttled per IP,
+// per user and IP, and per user (see throttle).
 func (a *Authenticator) Login(ctx context.Context, user, password, source string) (string, time.Time, Principal, error) {
-	if !a.allow("u:"+user) || !a.allow("s:"+source) {
-		return "", time.Time{}, Principal{}, ErrRateLimited
+	u, err := a.CheckPassword(ctx, user, password, source)
+	if err != nil {
+		return "", time.Time{}, Principal{}, err
+	}
+	p := Principal{Name: u.Name, Role: u.Role, Account: u.Account, Generation: u.Generation}
+	tok, exp, err := a.Issue(p, TokenTTL)
+	return tok, exp, p, err
+}
+
+// CheckPassword returns the user when password is its password, under the
+// login throttle.
+func (a *Authenticator) CheckPassword(ctx context.Context, user, password, source string) (*store.User, error) {
+	if host, _, err := net.SplitHostPort(source); err == nil {
+		source = host
+	}
+	if !a.throttle.begin(user, source, a.now()) {
+		return nil, ErrRateLimited
 	}
 	u, err := a.store.GetUser(ctx, user)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return "", time.Time{}, Principal{}, err
+		a.throttle.refund(source) // not the client's fault
+		return nil, err
 	}
 	hash := a.dummy()
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || u == nil {
-		return "", time.Time{}, Principal{}, ErrInvalidCredentials
-	}
-	p := Principal{Name: u.Name, Role: u.Role, Account: u.Account}
-	tok, exp, err := a.Issue(p, TokenTTL)
-	return tok, exp, p, err
-}
-
-func (a *Authenticator) allow(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	l, ok := a.limiters[key]
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && u != nil
+	a.throttle.end(user, source, ok, a.now())
 	if !ok {
-		// Bounded memory: an attacker cycling names must not grow the map
-		// without limit; forgetting all limiters at that size is acceptable.
-		if len(a.limiters) > 100_000 {
-			a.limiters = map[string]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(rate.Every(3*time.Second), 10)
-		a.limiters[key] = l
+		return nil, ErrInvalidCredentials
 	}
-	return l.Allow()
+	return u, nil
 }
 
 // Issue signs a token for p valid for ttl.
@@ -162,6 +172,7 @@ func (a *Authenticator) Issue(p Principal, ttl time.Duration) (string, time.Time
 	exp := now.Add(ttl)
 	c := claims{
 		Role: p.Role,
+		Gen:  p.Generation,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    issuer,
 			Subject:   p.Name,
@@ -255,8 +266,11 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 	// be milliseconds old). Were users ever deleted or given another role,
 	// the old one would keep working for as long as the mirror lags:
 	// milliseconds.
+	// The session generation is checked the same way: a revoked token is
+	// refused without an etcd read once the mirror has the new generation,
+	// and a token newer than the mirror is checked against etcd.
 	u, err := a.store.CachedUser(ctx, c.Subject)
-	if err == nil && subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 {
+	if err == nil && (subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 || u.Generation != c.Gen) {
 		u, err = a.store.GetUser(ctx, c.Subject)
 	}
 	if err != nil {
@@ -265,10 +279,28 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 		}
 		return Principal{}, err
 	}
-	if subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 || u.Generation != c.Gen {
 		return Principal{}, ErrInvalidToken
 	}
-	return Principal{Name: u.Name, Role: u.Role, Account: u.Account}, nil
+	return Principal{Name: u.Name, Role: u.Role, Account: u.Account, Generation: u.Generation}, nil
+}
+
+// SessionValid reports whether p, verified earlier (a websocket's sign-in),
+// still holds: the user exists with its role and, for a login token, its
+// session generation was not raised since. It reads the replica's mirror.
+func (a *Authenticator) SessionValid(ctx context.Context, p Principal) bool {
+	holds := func(u *store.User) bool {
+		return u.Role == p.Role && (p.TokenID != "" || u.Generation == p.Generation)
+	}
+	u, err := a.store.CachedUser(ctx, p.Name)
+	if err == nil && !holds(u) {
+		u, err = a.store.GetUser(ctx, p.Name) // the mirror may lag the login
+	}
+	if err != nil {
+		// Deleted: refused. The store unreachable: the sign-in stands.
+		return !errors.Is(err, store.ErrNotFound)
+	}
+	return holds(u)
 }
 
 // Middleware authenticates requests that carry "Authorization: Bearer". A
@@ -283,12 +315,14 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		}
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
+			a.refused(r, "malformed authorization header")
 			writeUnauthenticated(w, "authorization header must be \"Bearer <token>\"")
 			return
 		}
 		p, err := a.Verify(r.Context(), strings.TrimSpace(tok))
 		if err != nil {
 			if errors.Is(err, ErrInvalidToken) {
+				a.refused(r, "invalid token")
 				writeUnauthenticated(w, err.Error())
 				return
 			}
@@ -297,6 +331,12 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 	})
+}
+
+func (a *Authenticator) refused(r *http.Request, reason string) {
+	if a.OnRefused != nil {
+		a.OnRefused(r, reason)
+	}
 }
 
 func writeUnauthenticated(w http.ResponseWriter, msg string) {

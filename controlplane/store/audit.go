@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 )
 
 // AuditEvent records one mutation or one agent action: who did what to which
@@ -120,3 +122,82 @@ func (zeroEntropy) Read(p []byte) (int, error) {
 // AuditOp returns the operation that writes ev, for callers composing their
 // own transaction.
 func AuditOp(ev AuditEvent) clientv3.Op { return auditPut(ev) }
+
+// Refusal kinds RefusalAudit limits separately.
+const (
+	RefusedRead      = "refusedRead"      // another tenant's object, or an admin-only query
+	RefusedToken     = "badToken"         // a bearer token that does not verify
+	RefusedWebsocket = "refusedWebsocket" // an upgrade over the per-IP cap, or no sign-in in connection_init
+	RefusedGET       = "getMutation"      // a mutation or subscription sent by GET
+)
+
+// RefusalAudit writes audit events for refused requests that change
+// nothing (a probe of another tenant's objects, a bad token) under a token
+// bucket per source and kind and a global one, so that an attack cannot
+// turn into a flood of etcd writes: what the buckets drop is counted
+// (OnSuppressed), not written.
+type RefusalAudit struct {
+	st *Store
+	// OnSuppressed, when set, counts an event not written, by kind.
+	OnSuppressed func(kind string)
+	// Per source and kind: a burst of PerSourceBurst, then one every
+	// PerSourceEvery; over all sources: GlobalBurst, then GlobalPerSecond.
+	PerSourceBurst  int
+	PerSourceEvery  time.Duration
+	GlobalBurst     int
+	GlobalPerSecond float64
+
+	mu     sync.Mutex
+	per    map[string]*rate.Limiter
+	global *rate.Limiter
+}
+
+// NewRefusalAudit returns a limiter writing through st with the defaults:
+// 5 events per source and kind then one a minute, 50 overall then 5 a second.
+func NewRefusalAudit(st *Store, onSuppressed func(kind string)) *RefusalAudit {
+	return &RefusalAudit{st: st, OnSuppressed: onSuppressed, PerSourceBurst: 5, PerSourceEvery: time.Minute,
+		GlobalBurst: 50, GlobalPerSecond: 5, per: map[string]*rate.Limiter{}}
+}
+
+// Record writes ev unless the buckets of (ev.Source, kind) or the global
+// one are empty. It reports whether it wrote.
+func (a *RefusalAudit) Record(ctx context.Context, kind string, ev AuditEvent) bool {
+	if !a.allow(kind, ev.Source) {
+		if a.OnSuppressed != nil {
+			a.OnSuppressed(kind)
+		}
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return a.st.AppendAudit(ctx, ev) == nil
+}
+
+func (a *RefusalAudit) allow(kind, source string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.global == nil {
+		a.global = rate.NewLimiter(rate.Limit(a.GlobalPerSecond), a.GlobalBurst)
+	}
+	key := kind + "\x00" + source
+	l, ok := a.per[key]
+	if !ok {
+		if len(a.per) >= 100_000 {
+			clear(a.per) // wider than the table: forget rather than grow; the global bucket still holds
+		}
+		l = rate.NewLimiter(rate.Every(a.PerSourceEvery), a.PerSourceBurst)
+		a.per[key] = l
+	}
+	// The per-source token is spent only when the global one is there too,
+	// so a source the global cap silenced is not also starved later.
+	r := l.Reserve()
+	if r.Delay() > 0 {
+		r.Cancel()
+		return false
+	}
+	if !a.global.Allow() {
+		r.Cancel()
+		return false
+	}
+	return true
+}

@@ -27,6 +27,10 @@ type User struct {
 	// Account is the account a user-role login may act on.
 	Account   string    `json:"account,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Generation is the user's session generation, carried in its login
+	// tokens: raising it voids every login token issued before (logout,
+	// revokeSessions, a new password or role). See UpdateUser.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // ListUsers returns every user, by name.
@@ -57,6 +61,53 @@ func (s *Store) GetUser(ctx context.Context, name string) (*User, error) {
 		return nil, fmt.Errorf("user %q: %w", name, ErrNotFound)
 	}
 	return u, err
+}
+
+// UpdateUser applies change to the user in a compare-and-swap loop and
+// writes it with audit in one transaction. A change of password or role
+// raises the session generation as well, so no token issued for the old
+// password or role outlives the change; revoke (logout, revokeSessions)
+// raises it on its own.
+func (s *Store) UpdateUser(ctx context.Context, name string, revoke bool, change func(*User) error, audit AuditEvent) (*User, error) {
+	key := userKey(name)
+	for {
+		u, rev, err := getJSON[User](ctx, s.cli, key)
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("user %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		before := *u
+		if err := change(u); err != nil {
+			return nil, err
+		}
+		if revoke || u.PasswordHash != before.PasswordHash || u.Role != before.Role {
+			u.Generation = before.Generation + 1
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, mustJSON(u)), auditPut(audit)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update user %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			s.awaitUserMirror(ctx, name, resp.Header.Revision)
+			return u, nil
+		}
+	}
+}
+
+// awaitUserMirror waits, briefly, until this replica's mirror of users has
+// seen rev, so that a revocation holds on this replica from the caller's
+// next request (other replicas follow within their watch's lag).
+func (s *Store) awaitUserMirror(ctx context.Context, name string, rev int64) {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if _, r, ok := s.users.get(name); !ok || r >= rev {
+			return // not mirrored (read from etcd) or up to date
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // CachedUser is GetUser answered from the replica's mirror of users when
