@@ -301,6 +301,7 @@ func (s *Store) EnqueueQueryTask(ctx context.Context, node string, spec *agentpb
 		return nil, err
 	}
 	t.Action = action
+	t.Query = true
 	ops := []clientv3.Op{
 		clientv3.OpPut(taskKey(t.ID), mustJSON(t), clientv3.WithLease(lease.ID)),
 		clientv3.OpPut(queueKey(node, t.ID), string(t.Spec), clientv3.WithLease(lease.ID)),

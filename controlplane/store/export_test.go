@@ -29,3 +29,6 @@ func (s *Store) NameHolder(ctx context.Context, name string) (string, error) {
 	}
 	return string(resp.Kvs[0].Value), nil
 }
+
+// TaskKey is the key of a task's record.
+func TaskKey(id string) string { return taskKey(id) }

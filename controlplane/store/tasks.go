@@ -214,7 +214,13 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 		audit.Result = "failed: " + t.Error
 	}
 	q := queueKey(node, t.ID)
-	ops := []clientv3.Op{clientv3.OpDelete(q), clientv3.OpPut(taskKey(t.ID), mustJSON(t))}
+	// A query's record keeps the lease it was written with, so that it
+	// expires even when its reader never forgets it.
+	put := clientv3.OpPut(taskKey(t.ID), mustJSON(t))
+	if t.Query {
+		put = clientv3.OpPut(taskKey(t.ID), mustJSON(t), clientv3.WithIgnoreLease())
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(q), put}
 	if !t.Query {
 		ops = append(ops, auditPut(audit))
 	}

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
@@ -168,5 +169,41 @@ func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 				t.Fatalf("primary's queue: %d %v", n, err)
 			}
 		})
+	}
+}
+
+// TestQueryTaskNotAuditedAndExpires: a listing's result writes no audit
+// event (the leader lists every account's databases every few minutes) and
+// its record keeps the lease it was written with.
+func TestQueryTaskNotAuditedAndExpires(t *testing.T) {
+	cli := testenv.EtcdClient(t, testenv.StartEtcd(t))
+	s := store.New(cli)
+	ctx := context.Background()
+	audit := store.NewAuditEvent("system", "test", "enqueue", "n1", "ok")
+	if err := s.CreateNode(ctx, store.Node{Name: "n1"}, audit); err != nil {
+		t.Fatal(err)
+	}
+	task, err := s.EnqueueQueryTask(ctx, "n1", &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: "alice"}}},
+		"listDatabases", "controller", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.CompleteTask(ctx, "n1", &agentpb.TaskResult{TaskId: task.ID, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED},
+		store.NewAuditEvent("node:n1", "node", "", "", "")); !ok || err != nil {
+		t.Fatalf("complete: %v %v", ok, err)
+	}
+	evs, _, _, err := s.ListAudit(ctx, store.AuditFilter{Action: "task.listDatabases"}, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 0 {
+		t.Fatalf("a query's result was audited: %+v", evs)
+	}
+	resp, err := cli.Get(ctx, store.TaskKey(task.ID))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("task record: %v %v", resp, err)
+	}
+	if resp.Kvs[0].Lease == 0 {
+		t.Fatal("the completed query's record lost its lease: it would never expire")
 	}
 }
