@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/validate"
 )
 
 // PasswordCost is the bcrypt cost for API users: ~75 ms per check on this
@@ -145,6 +146,11 @@ func (a *Authenticator) Login(ctx context.Context, user, password, source string
 func (a *Authenticator) CheckPassword(ctx context.Context, user, password, source string) (*store.User, error) {
 	if host, _, err := net.SplitHostPort(source); err == nil {
 		source = host
+	}
+	// No user has a longer name; cutting it keeps a megabyte-long name out
+	// of the throttle's keys while the attempt still counts and fails.
+	if len(user) > validate.UsernameMaxLen {
+		user = user[:validate.UsernameMaxLen+1]
 	}
 	if !a.throttle.begin(user, source, a.now()) {
 		return nil, ErrRateLimited
@@ -270,6 +276,10 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Principal, er
 	// refused without an etcd read once the mirror has the new generation,
 	// and a token newer than the mirror is checked against etcd.
 	u, err := a.store.CachedUser(ctx, c.Subject)
+	if err == nil && u.Generation > c.Gen {
+		// Generations only rise: the mirror has seen this token revoked.
+		return Principal{}, ErrInvalidToken
+	}
 	if err == nil && (subtle.ConstantTimeCompare([]byte(u.Role), []byte(c.Role)) != 1 || u.Generation != c.Gen) {
 		u, err = a.store.GetUser(ctx, c.Subject)
 	}

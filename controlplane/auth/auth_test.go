@@ -6,6 +6,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,9 +71,10 @@ func TestLoginAndVerify(t *testing.T) {
 func TestLoginRefusals(t *testing.T) {
 	a, _ := newAuth(t)
 	ctx := context.Background()
-	for _, tc := range []struct{ user, pw string }{{"alice", "wrong"}, {"nobody", "correct horse"}, {"alice", ""}} {
+	for _, tc := range []struct{ user, pw string }{{"alice", "wrong"}, {"nobody", "correct horse"}, {"alice", ""},
+		{"alice" + strings.Repeat("x", 1<<20), "correct horse"}} {
 		if _, _, _, err := a.Login(ctx, tc.user, tc.pw, "192.0.2.1:1"); !errors.Is(err, auth.ErrInvalidCredentials) {
-			t.Errorf("Login(%q, %q) = %v, want ErrInvalidCredentials", tc.user, tc.pw, err)
+			t.Errorf("Login(%.40q, %q) = %v, want ErrInvalidCredentials", tc.user, tc.pw, err)
 		}
 	}
 	// A guesser from one address is slowed down after a burst, even with
