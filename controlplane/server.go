@@ -206,7 +206,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.accounts = newAccountIndex(s, indexCli)
 	go s.accounts.run(runCtx)
 	s.store.RunMirrors(runCtx, s.log)
-	go s.backfillNameTree(runCtx)
+	// Before the API serves: until every hosted name is in the tree, a
+	// name inside or above one of them would pass the overlap check.
+	if n, err := s.store.BackfillNameTree(ctx); err != nil {
+		return fmt.Errorf("backfill the name tree: %w", err)
+	} else if n > 0 {
+		s.log.Info("name tree backfilled", "names", n)
+	}
 
 	s.gateway = newGateway(s, gatewayCli)
 	go s.gateway.checkDelivery(runCtx)
@@ -438,20 +444,6 @@ func (s *Server) gatewayCertRotation(ctx context.Context) {
 
 // joinReplicas joins the other replicas' gossip so that every replica sees
 // every agent, whichever replica the agent joined through.
-// backfillNameTree gives names hosted before the name tree existed (or
-// written by an older replica during an upgrade) their tree keys, so the
-// overlap check sees them. It runs beside the server: names without a key
-// are the only ones the check can miss, and only until it is done.
-func (s *Server) backfillNameTree(ctx context.Context) {
-	n, err := s.store.BackfillNameTree(ctx)
-	switch {
-	case err != nil && ctx.Err() == nil:
-		s.log.Error("name tree backfill failed; restart to retry", "err", err, "written", n)
-	case n > 0:
-		s.log.Info("name tree backfilled", "names", n)
-	}
-}
-
 func (s *Server) joinReplicas(ctx context.Context) {
 	reps, err := s.store.Replicas(ctx)
 	if err != nil {
