@@ -770,10 +770,14 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 // records its owner added before the controller first filled it in: the API
 // accepts changes from the moment the zone exists, and an accepted record
 // must not vanish. A default gives way to the owner's records at its name
-// and type, and to any CNAME conflict at its name.
+// and type, to any CNAME conflict at its name, and to the zone's record
+// limit (the node would refuse the whole zone).
 func withDefaults(defaults, own []store.ZoneRecord) []store.ZoneRecord {
 	out := make([]store.ZoneRecord, 0, len(defaults)+len(own))
 	for _, d := range defaults {
+		if len(out)+len(own) >= dnszone.MaxZoneRecords {
+			break
+		}
 		if !slices.ContainsFunc(own, func(r store.ZoneRecord) bool {
 			return r.Name == d.Name && (r.Type == d.Type || r.Type == dnszone.TypeCNAME || d.Type == dnszone.TypeCNAME)
 		}) {

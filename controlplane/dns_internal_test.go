@@ -1,10 +1,12 @@
 package controlplane
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -162,5 +164,12 @@ func TestWithDefaults(t *testing.T) {
 	}
 	if n := len(withDefaults(defaults, nil)); n != len(defaults) {
 		t.Errorf("no own records: %d records, want the %d defaults", n, len(defaults))
+	}
+	full := make([]store.ZoneRecord, dnszone.MaxZoneRecords-2)
+	for i := range full {
+		full[i] = store.ZoneRecord{ID: fmt.Sprintf("r%d", i), Name: fmt.Sprintf("h%d.example.com.", i), Type: "A", Content: "192.0.2.1"}
+	}
+	if n := len(withDefaults(defaults, full)); n != dnszone.MaxZoneRecords {
+		t.Errorf("a nearly full zone got %d records with its defaults, want the limit %d", n, dnszone.MaxZoneRecords)
 	}
 }
