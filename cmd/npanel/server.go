@@ -31,8 +31,8 @@ reached over https with a client certificate (--etcd-cacert, --etcd-cert,
 The first start creates the cluster CA and the admin user (password from
 $NPANEL_ADMIN_PASSWORD, else written to DATA-DIR/initial-admin-password), and
 the key-encryption key (--kek-file) that seals the CA's private keys and the
-token key in etcd: back it up, and copy it to every other replica before
-starting it.`,
+token key in etcd: back it up apart from etcd's backups, and copy it to
+every other replica before starting it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
@@ -96,5 +96,7 @@ starting it.`,
 	f.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 256, "most API connections open from one client IP (trusted proxies exempt)")
 	f.IntVar(&cfg.MaxWebsocketsPerIP, "max-websockets-per-ip", 64, "most websockets open from one client IP")
 	f.DurationVar(&cfg.TaskRetention, "task-retention", controlplane.DefaultTaskRetention, "how long finished tasks are kept (negative: forever)")
+	f.DurationVar(&cfg.DatabaseStatusInterval, "database-status-interval", 5*time.Minute, "how often every account's database sizes are refreshed from its node")
+	f.DurationVar(&cfg.TaskStallAfter, "task-stall-after", 30*time.Second, "how long a queued task may stay unsent to a connected node before the node turns SUSPECT")
 	return cmd
 }
