@@ -100,8 +100,8 @@ func joinToken(flag, file string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", usagef("--join-token-file %s: not a regular file", file)
 	}
-	if fi.Mode().Perm()&0o004 != 0 {
-		return "", usagef("--join-token-file %s: mode %04o lets every user read the token; chmod o-r it", file, fi.Mode().Perm())
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", usagef("--join-token-file %s: mode %04o lets other users read the token; chmod 0600 it", file, fi.Mode().Perm())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {

@@ -249,10 +249,11 @@ func nodeAddCmd(o *ctlOptions) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Node %s declared. Its join token (single use, expires %s):\n\n%s\n\n", args[0], tok.ExpiresAt.Local().Format(time.RFC3339), tok.Token)
-			// The file keeps the token off the node's process list (ps).
-			fmt.Fprintf(w, "On the node, save it to a file only root reads and run:\n"+
-				"  install -m 0600 /dev/stdin /root/join-token <<< '%s'\n"+
-				"  npanel agent --server <gateway host:port> --data-dir /var/lib/npanel-agent --join-token-file /root/join-token\n", tok.Token)
+			// A file keeps the token off the node's process list (ps) and
+			// out of its shell history.
+			fmt.Fprint(w, "On the node, paste it into a file only root reads (end with Ctrl-D) and start the agent:\n"+
+				"  install -m 0600 /dev/stdin /root/join-token\n"+
+				"  npanel agent --server <gateway host:port> --data-dir /var/lib/npanel-agent --join-token-file /root/join-token\n")
 			return nil
 		},
 	}
