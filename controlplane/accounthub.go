@@ -41,9 +41,10 @@ func newAccountHub() *accountHub {
 func (h *accountHub) subscribe(id, user, conn string) (*accountSub, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	// conn is the websocket's remote address (ip:port, one per socket); a
-	// request without one is held to the user's cap alone, rather than
-	// all such requests sharing one connection's.
+	// conn is the websocket's id (graph's connID, one per socket, not the
+	// client's address, which all its sockets share); a request without
+	// one is held to the user's cap alone, rather than all such requests
+	// sharing one connection's.
 	if h.perUser[user] >= h.maxPerUser || conn != "" && h.perConn[conn] >= h.maxPerConn {
 		return nil, graph.ErrTooManySubscriptions
 	}
@@ -53,7 +54,9 @@ func (h *accountHub) subscribe(id, user, conn string) (*accountSub, error) {
 	}
 	h.byID[id][s] = struct{}{}
 	h.perUser[user]++
-	h.perConn[conn]++
+	if conn != "" {
+		h.perConn[conn]++
+	}
 	return s, nil
 }
 
@@ -71,8 +74,10 @@ func (h *accountHub) end(s *accountSub, err error) {
 	if h.perUser[s.user]--; h.perUser[s.user] <= 0 {
 		delete(h.perUser, s.user)
 	}
-	if h.perConn[s.conn]--; h.perConn[s.conn] <= 0 {
-		delete(h.perConn, s.conn)
+	if s.conn != "" {
+		if h.perConn[s.conn]--; h.perConn[s.conn] <= 0 {
+			delete(h.perConn, s.conn)
+		}
 	}
 }
 

@@ -4,30 +4,30 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/npanel/npanel/controlplane/clientip"
 )
 
 // apiListener bounds the API's connections, so that a flood of them cannot
 // take the file descriptors etcd and the agent gateway need: at most max
 // open at once (further clients wait in the kernel's accept backlog, which
-// costs this process nothing), and at most perIP from one client address
-// (more are closed as soon as accepted). Trusted proxies carry many clients
-// and are exempt from the per-IP bound.
+// costs this process nothing), and at most perIP from one client (more are
+// closed as soon as accepted), counted by clientip.Key like every per-client
+// limit, so an IPv6 client's whole /64 shares one budget. Trusted proxies
+// carry many clients and are exempt from the per-IP bound.
 type apiListener struct {
 	net.Listener
 	sem     chan struct{}
 	done    chan struct{}
 	close   sync.Once
-	perIP   int
+	perIP   *clientip.Limiter
 	trusted []netip.Prefix
 	m       *metrics
-
-	mu sync.Mutex
-	n  map[netip.Addr]int
 }
 
 func newAPIListener(ln net.Listener, max, perIP int, trusted []netip.Prefix, m *metrics) *apiListener {
 	return &apiListener{Listener: ln, sem: make(chan struct{}, max), done: make(chan struct{}),
-		perIP: perIP, trusted: trusted, m: m, n: map[netip.Addr]int{}}
+		perIP: clientip.NewLimiter(perIP), trusted: trusted, m: m}
 }
 
 func (l *apiListener) Accept() (net.Conn, error) {
@@ -42,15 +42,15 @@ func (l *apiListener) Accept() (net.Conn, error) {
 			<-l.sem
 			return nil, err
 		}
-		ip := remoteIP(c)
-		if !l.acquire(ip) {
+		key := l.key(c)
+		if !l.perIP.Acquire(key) {
 			c.Close()
 			<-l.sem
 			l.m.apiConnsRefused.Inc()
 			continue
 		}
 		l.m.apiConns.Inc()
-		return &apiConn{Conn: c, l: l, ip: ip}, nil
+		return &apiConn{Conn: c, l: l, key: key}, nil
 	}
 }
 
@@ -59,37 +59,23 @@ func (l *apiListener) Close() error {
 	return l.Listener.Close()
 }
 
-func remoteIP(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
+// key is the per-IP key c counts under; "" (not counted) for a trusted
+// proxy or a peer without an IP.
+func (l *apiListener) key(c net.Conn) string {
+	ip, ok := clientip.Peer(c.RemoteAddr().String())
+	if !ok {
+		return ""
 	}
-	return netip.Addr{}
-}
-
-func (l *apiListener) acquire(ip netip.Addr) bool {
 	for _, p := range l.trusted {
 		if p.Contains(ip) {
-			return true
+			return ""
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.n[ip] >= l.perIP {
-		return false
-	}
-	l.n[ip]++
-	return true
+	return clientip.Key(ip)
 }
 
-func (l *apiListener) release(ip netip.Addr) {
-	l.mu.Lock()
-	if _, ok := l.n[ip]; ok {
-		if l.n[ip]--; l.n[ip] <= 0 {
-			delete(l.n, ip)
-		}
-	}
-	l.mu.Unlock()
+func (l *apiListener) release(key string) {
+	l.perIP.Release(key)
 	l.m.apiConns.Dec()
 	<-l.sem
 }
@@ -97,12 +83,12 @@ func (l *apiListener) release(ip netip.Addr) {
 type apiConn struct {
 	net.Conn
 	l    *apiListener
-	ip   netip.Addr
+	key  string
 	once sync.Once
 }
 
 func (c *apiConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.release(c.key) })
 	return err
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/graph"
 	"github.com/npanel/npanel/internal/testenv"
 )
 
@@ -206,9 +207,40 @@ func TestSessionsAndPasswords(t *testing.T) {
 	if err := wsjson.Read(ctx, ws, &ack); err != nil || ack.Type != "connection_ack" {
 		t.Fatalf("signed-in socket: %v %v", ack, err)
 	}
+	// ... and one it started before ends at the next change of its account.
+	live := map[string]any{"id": "live", "type": "subscribe", "payload": map[string]any{
+		"query": `subscription($id:ID!){accountEvents(id:$id){status}}`, "variables": map[string]any{"id": tn.b1.ID}}}
+	if err := wsjson.Write(ctx, ws, live); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the subscription live", func() bool { return s.Subscriptions() == 1 })
 	if err := wsc.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.Admin.AccountAction(ctx, "suspendAccount", tn.b1.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Well before graph.SessionRecheck: the change itself ends it.
+	rctx, cancel := context.WithTimeout(ctx, graph.SessionRecheck/3)
+	defer cancel()
+	for {
+		var msg struct {
+			ID      string
+			Type    string
+			Payload json.RawMessage
+		}
+		if err := wsjson.Read(rctx, ws, &msg); err != nil {
+			t.Fatalf("live subscription after logout and a change of its account: %v", err)
+		}
+		if msg.Type == "ping" || msg.Type == "pong" || msg.Type == "next" && !strings.Contains(string(msg.Payload), "SUSPENDED") {
+			continue // the events recorded before the logout
+		}
+		if msg.Type == "error" && msg.ID == "live" && strings.Contains(string(msg.Payload), "UNAUTHENTICATED") {
+			break
+		}
+		t.Fatalf("live subscription after its session was revoked: %s %s", msg.Type, msg.Payload)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the subscription ended", func() bool { return s.Subscriptions() == 0 })
 	sub := map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{
 		"query": `subscription($id:ID!){accountEvents(id:$id){status}}`, "variables": map[string]any{"id": tn.b1.ID}}}
 	if err := wsjson.Write(ctx, ws, sub); err != nil {
@@ -399,6 +431,46 @@ func TestWebsocketAndConnectionLimits(t *testing.T) {
 	})
 }
 
+// An IPv6 client is one /64 for every per-client limit: addresses of one
+// /64 (here behind a trusted proxy) share the websocket cap and the
+// refusal audit's bucket; another /64 has its own.
+func TestIPv6ClientLimitsByPrefix(t *testing.T) {
+	s := testenv.StartServer(t, withTrustedLoopback, func(c *controlplane.Config) { c.MaxWebsocketsPerIP = 2 })
+	ctx := testenv.Context(t)
+	dialFrom := func(ip string) (*websocket.Conn, *http.Response, error) {
+		return websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.URL(), "http")+"/graphql", &websocket.DialOptions{
+			Subprotocols: []string{"graphql-transport-ws"}, HTTPHeader: http.Header{"X-Forwarded-For": {ip}}})
+	}
+	for i := range 2 {
+		c, _, err := dialFrom(fmt.Sprintf("2001:db8:1:2::%x", i+1))
+		if err != nil {
+			t.Fatalf("socket %d of the /64: %v", i, err)
+		}
+		defer c.CloseNow()
+	}
+	if _, resp, err := dialFrom("2001:db8:1:2:ffff::9"); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third socket from one /64: %v (%v), want HTTP 429", err, resp)
+	}
+	c, _, err := dialFrom("2001:db8:1:3::1")
+	if err != nil {
+		t.Fatalf("socket from another /64: %v", err)
+	}
+	c.CloseNow()
+
+	for i := range 20 {
+		post(t, s.URL(), map[string]string{"Authorization": "Bearer forged-token",
+			"X-Forwarded-For": fmt.Sprintf("2001:db8:1:2::%x", 100+i)}, `{me{name}}`, nil)
+	}
+	var counts map[string]int
+	testenv.WaitFor(t, 20*time.Second, "bad tokens in the audit log", func() bool {
+		counts = auditCounts(t, s.Admin)
+		return counts["badToken invalid token"] > 0
+	})
+	if n := counts["badToken invalid token"]; n > 6 {
+		t.Fatalf("20 bad tokens from one /64 wrote %d audit events, want at most the per-source burst", n)
+	}
+}
+
 // Finding 8: tenants see a node's name and address only, on every path.
 func TestTenantsSeeNodeNameOnly(t *testing.T) {
 	tn := setupTenants(t)
@@ -470,6 +542,11 @@ func TestRefusalsAuditedRateLimited(t *testing.T) {
 	_ = wsjson.Read(ctx, ws, &msg)
 	ws.CloseNow()
 
+	// A genuine NOT_FOUND is no refusal: not audited.
+	if err := tn.resB.Do(ctx, `query{account(id:"no-such-account"){username}}`, nil, &out); err != nil || out.Account != nil {
+		t.Fatalf("read of a missing account: %+v %v", out.Account, err)
+	}
+
 	var counts map[string]int
 	testenv.WaitFor(t, 20*time.Second, "refusals in the audit log", func() bool {
 		counts = auditCounts(t, s.Admin)
@@ -479,26 +556,66 @@ func TestRefusalsAuditedRateLimited(t *testing.T) {
 	if n := counts["badToken invalid token"]; n > 6 {
 		t.Fatalf("40 bad tokens from one IP wrote %d audit events, want at most the per-source burst", n)
 	}
+	// The cross-tenant read once, and the missing account not at all.
+	if counts["read.account NOT_FOUND"] != 1 || counts["read.field NOT_FOUND"] != 0 {
+		t.Fatalf("one refused read and one missing account audited as %v", counts)
+	}
+
+	// One request of 500 aliased mutations of another tenant's account:
+	// a bounded number of audit events, the rest counted as suppressed.
+	evs := auditSince(t, s.Store(), "")
+	last := evs[len(evs)-1].ID
+	var q strings.Builder
+	q.WriteString("mutation($i:ID!){")
+	for i := range 500 {
+		fmt.Fprintf(&q, "s%d:suspendAccount(id:$i){id} ", i)
+	}
+	q.WriteString("}")
+	if r := post(t, s.URL(), map[string]string{"Authorization": "Bearer " + tn.resB.Token()}, q.String(),
+		map[string]any{"i": tn.a1.ID}); r.code() != "NOT_FOUND" {
+		t.Fatalf("500 aliased suspendAccount of another tenant's account: %+v", r.Errors)
+	}
+	if a, err := s.Admin.Account(ctx, tn.a1.ID); err != nil || a.Suspended {
+		t.Fatalf("the refused mutations suspended the account: %+v %v", a, err)
+	}
+	written := 0
+	for _, ev := range auditSince(t, s.Store(), last) {
+		if ev.Action == "suspendAccount" {
+			written++
+		}
+	}
+	if written == 0 || written > 6 {
+		t.Fatalf("500 refused mutations wrote %d audit events, want 1 to the per-source burst", written)
+	}
+	if n := suppressed(t, s, "refusedMutation"); n < float64(500-written) {
+		t.Fatalf("suppressed refusedMutation events = %g, want at least %d", n, 500-written)
+	}
+	// 40 refused, at most 5 written: at least 35 counted.
+	if n := suppressed(t, s, "badToken"); n < 35 {
+		t.Fatalf("suppressed badToken events = %g, want at least 35", n)
+	}
+}
+
+// suppressed reads npanel_audit_suppressed_total for kind from /metrics.
+func suppressed(t *testing.T, s *testenv.Server, kind string) float64 {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, s.URL()+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+s.Admin.Token())
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := readAll(t, resp)
-	if !strings.Contains(body, `npanel_audit_suppressed_total{kind="badToken"} 3`) {
-		// 40 refused, at most 5 written: at least 35 counted.
-		var line string
-		for _, l := range strings.Split(body, "\n") {
-			if strings.HasPrefix(l, `npanel_audit_suppressed_total{kind="badToken"}`) {
-				line = l
+	prefix := `npanel_audit_suppressed_total{kind="` + kind + `"} `
+	for _, l := range strings.Split(readAll(t, resp), "\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			var n float64
+			if _, err := fmt.Sscanf(v, "%g", &n); err != nil {
+				t.Fatalf("metric line %q: %v", l, err)
 			}
-		}
-		var n float64
-		if _, err := fmt.Sscanf(strings.TrimPrefix(line, `npanel_audit_suppressed_total{kind="badToken"}`), "%g", &n); err != nil || n < 35 {
-			t.Fatalf("suppressed badToken events = %q, want at least 35", line)
+			return n
 		}
 	}
+	return 0
 }
 
 // Finding 11: introspection for signed-in callers, /metrics behind a

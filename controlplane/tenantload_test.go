@@ -241,7 +241,9 @@ func TestTenantCannotStallTaskDelivery(t *testing.T) {
 		t.Fatalf("aliased databases answered %d fields: %+v", len(out), out["d0"])
 	}
 
-	// The caps: 50 on one connection, then 200 for the user in all.
+	// The caps: 50 on one socket, then 200 for the user in all. All four
+	// sockets come from 127.0.0.1: each holds its own 50, the cap being
+	// per socket, not per client address.
 	var socks []*wsConn
 	for c := range 4 {
 		w := signInWS(t, ctx, l.s, l.token)
@@ -258,10 +260,14 @@ func TestTenantCannotStallTaskDelivery(t *testing.T) {
 				t.Errorf("subscription over the connection cap: %s", code)
 			}
 		}
+		want := (c + 1) * graph.MaxSubscriptionsPerConnection
+		testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d subscriptions live on %d sockets", want, c+1), func() bool {
+			return l.s.Subscriptions() == want
+		})
 	}
-	testenv.WaitFor(t, 30*time.Second, "the user's subscriptions live", func() bool {
-		return l.s.Subscriptions() == graph.MaxSubscriptionsPerUser
-	})
+	if n := l.s.Subscriptions(); n != graph.MaxSubscriptionsPerUser {
+		t.Fatalf("%d subscriptions live on 4 full sockets, want the user's cap %d", n, graph.MaxSubscriptionsPerUser)
+	}
 	extra := signInWS(t, ctx, l.s, l.token)
 	extra.subscribe(t, ctx, "over-user", l.account)
 	if code := extra.waitError(t, ctx, "over-user"); code != "QUOTA_EXCEEDED" {

@@ -103,6 +103,13 @@ func (r *Resolver) waitTask(ctx context.Context, id string, timeout time.Duratio
 
 // auditFailure records a refused or failed mutation. Successful mutations
 // write their audit event in the same transaction as their change.
+//
+// A failed mutation changed nothing, so when a tenant (or an anonymous
+// caller) was refused, the event goes through the refusal rate limit:
+// otherwise one request of thousands of aliased refused mutations would be
+// thousands of etcd writes. Written each time, as outcomes that matter:
+// an admin's failures (an admin may write at will anyway), a wrong
+// password (the login throttle bounds those), and errors of the server.
 func (r *Resolver) auditFailure(ctx context.Context, actor, action, target string, err error) {
 	if err == nil {
 		return
@@ -111,25 +118,28 @@ func (r *Resolver) auditFailure(ctx context.Context, actor, action, target strin
 	if code == CodeRateLimited {
 		return // bounded by the limiter's log line; auditing each would let a flood write to etcd
 	}
+	p, signedIn := auth.FromContext(ctx)
 	if actor == "" {
-		if p, ok := actorFrom(ctx); ok {
-			actor = p
-		} else {
-			actor = "anonymous"
+		actor = "anonymous"
+		if signedIn {
+			actor = p.Name
 		}
 	}
 	ev := store.NewAuditEvent(actor, source(ctx), action, target, code)
+	matters := signedIn && p.Role == store.RoleAdmin || errors.Is(err, auth.ErrInvalidCredentials) ||
+		code == CodeInternal || code == CodeUnavailable
+	if !matters {
+		if r.Refusals != nil {
+			r.Refusals.Record(ctx, store.RefusedMutation, ev)
+		}
+		return
+	}
 	if aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), ev); aerr != nil {
 		r.Log.Error("write audit event", "action", action, "err", aerr)
 	}
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
-
-func actorFrom(ctx context.Context) (string, bool) {
-	p, ok := auth.FromContext(ctx)
-	return p.Name, ok
-}
 
 // timeoutArg reads an optional timeoutSeconds argument (0..300).
 func timeoutArg(seconds *int, def time.Duration) (time.Duration, error) {

@@ -35,6 +35,11 @@ func (e *codedError) Error() string { return e.msg }
 
 func errorf(code, msg string) error { return &codedError{code: code, msg: msg} }
 
+// errIntrospectionRefused answers __schema and __type for a caller who may
+// not introspect (see guardFields).
+var errIntrospectionRefused = errorf(CodeUnauthenticated,
+	"introspection requires signing in (the server's --public-introspection opens it)")
+
 // ErrorPresenter gives every error a code. Errors the resolvers did not
 // classify are logged with their detail and shown as INTERNAL with a generic
 // message, so that internals (keys, addresses, etcd errors) never leak.
@@ -51,10 +56,9 @@ func (r *Resolver) ErrorPresenter(ctx context.Context, err error) *gqlerror.Erro
 		err = wrapped.Err
 	}
 	code, msg := classify(err)
-	if err.Error() == "introspection disabled" {
-		code, msg = CodeUnauthenticated, "introspection requires signing in (the server's --public-introspection opens it)"
-	}
-	if code == CodeForbidden || code == CodeNotFound {
+	if code == CodeForbidden {
+		// A NOT_FOUND is audited where it is raised, if at all: only there
+		// is another tenant's object told from one that does not exist.
 		r.refusedRead(ctx, "field", gerr.Path.String(), code)
 	}
 	if code == CodeInternal || code == CodeUnavailable {
@@ -116,6 +120,7 @@ func requireAdmin(ctx context.Context) (auth.Principal, error) {
 	return p, nil
 }
 
-// source is the caller's address for the audit log and the login
-// throttle: the client IP auth.SourceMiddleware found.
+// source is the caller's address for the audit log and the per-client
+// limits: the client IP auth.SourceMiddleware found. It names a client, not
+// a connection (see connID).
 func source(ctx context.Context) string { return auth.Source(ctx) }

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -21,6 +22,7 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/clientip"
 	"github.com/npanel/npanel/controlplane/store"
 )
 
@@ -48,7 +50,8 @@ const (
 // signed-in connection_init.
 const WebsocketInitTimeout = 5 * time.Second
 
-// DefaultMaxWebsocketsPerIP caps the websockets open from one client IP.
+// DefaultMaxWebsocketsPerIP caps the websockets open from one client
+// (clientip.Key: an IPv6 client by its /64).
 const DefaultMaxWebsocketsPerIP = 64
 
 // Codes of refusals made before a resolver runs.
@@ -118,29 +121,34 @@ func Handler(r *Resolver) http.Handler {
 		}
 		return next(withLoaders(ctx))
 	})
-	srv.AroundFields(guardNodeFields)
+	srv.AroundFields(guardFields)
 	srv.AroundResponses(capErrors)
 
 	console := playground.Handler("nPanel", "/graphql")
-	sockets := &ipCounter{max: r.MaxWebsocketsPerIP, n: map[string]int{}}
-	if sockets.max == 0 {
-		sockets.max = DefaultMaxWebsocketsPerIP
+	maxSockets := r.MaxWebsocketsPerIP
+	if maxSockets == 0 {
+		maxSockets = DefaultMaxWebsocketsPerIP
 	}
+	sockets := clientip.NewLimiter(maxSockets)
+	var conns atomic.Uint64
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.Header.Get("Accept"), "text/html") {
 			console.ServeHTTP(w, req)
 			return
 		}
 		if isWebsocket(req) {
-			ip := auth.Source(req.Context())
-			if !sockets.acquire(ip) {
+			key := clientip.KeyOf(auth.Source(req.Context()))
+			if !sockets.Acquire(key) {
 				r.refuse(req.Context(), store.RefusedWebsocket, "websocket", "upgrade", CodeRateLimited)
 				writeError(w, http.StatusTooManyRequests, CodeRateLimited,
-					fmt.Sprintf("too many websockets from this address (at most %d)", sockets.max))
+					fmt.Sprintf("too many websockets from this address (at most %d)", sockets.Max()))
 				return
 			}
-			defer sockets.release(ip)
-			srv.ServeHTTP(w, req) // returns when the socket closes
+			defer sockets.Release(key)
+			// One request is one socket: gqlgen runs the socket's operations
+			// in contexts derived from this one.
+			ctx := withConn(req.Context(), strconv.FormatUint(conns.Add(1), 10))
+			srv.ServeHTTP(w, req.WithContext(ctx)) // returns when the socket closes
 			return
 		}
 		if req.Method == http.MethodGet && !getIsQuery(req) {
@@ -192,33 +200,25 @@ func WriteError(w http.ResponseWriter, status int, code, msg string) {
 	writeError(w, status, code, msg)
 }
 
-// ipCounter counts open websockets per client IP.
-type ipCounter struct {
-	mu  sync.Mutex
-	max int
-	n   map[string]int
+type connKey struct{}
+
+// withConn returns ctx carrying the websocket's id, unique in the process.
+func withConn(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, connKey{}, id)
 }
 
-func (c *ipCounter) acquire(ip string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n[ip] >= c.max {
-		return false
-	}
-	c.n[ip]++
-	return true
-}
-
-func (c *ipCounter) release(ip string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n[ip]--; c.n[ip] <= 0 {
-		delete(c.n, ip)
-	}
+// connID names the websocket an operation runs on, for the per-connection
+// subscription cap; "" outside one. auth.Source cannot serve: it names the
+// client, whose sockets all share an IP.
+func connID(ctx context.Context) string {
+	id, _ := ctx.Value(connKey{}).(string)
+	return id
 }
 
 // signedInIntrospection allows the schema to be introspected by signed-in callers
 // only, unless public: an anonymous scanner learns nothing of the API.
+// gqlgen refuses introspection unless an extension allows it; guardFields
+// answers the refused fields with our own error first.
 type signedInIntrospection struct{ public bool }
 
 func (signedInIntrospection) ExtensionName() string                   { return "Introspection" }
@@ -230,14 +230,23 @@ func (i signedInIntrospection) MutateOperationContext(ctx context.Context, oc *g
 	return nil
 }
 
-// guardNodeFields refuses Node fields other than tenantNodeFields to every
+// guardFields refuses Node fields other than tenantNodeFields to every
 // role but admin, on every path that reaches a Node (account.node, and any
-// added later).
-func guardNodeFields(ctx context.Context, next graphql.Resolver) (any, error) {
+// added later), and introspection where signedInIntrospection did not
+// allow it.
+func guardFields(ctx context.Context, next graphql.Resolver) (any, error) {
 	fc := graphql.GetFieldContext(ctx)
-	if fc != nil && fc.Object == "Node" && !tenantNodeFields[fc.Field.Name] {
+	if fc == nil {
+		return next(ctx)
+	}
+	switch {
+	case fc.Object == "Node" && !tenantNodeFields[fc.Field.Name]:
 		if p, ok := auth.FromContext(ctx); !ok || p.Role != store.RoleAdmin {
 			return nil, errorf(CodeForbidden, "a node's "+fc.Field.Name+" is visible to admins only")
+		}
+	case fc.Field.Name == "__schema" || fc.Field.Name == "__type":
+		if graphql.GetOperationContext(ctx).DisableIntrospection {
+			return nil, errIntrospectionRefused
 		}
 	}
 	return next(ctx)

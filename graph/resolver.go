@@ -34,8 +34,9 @@ type Cluster interface {
 	// ZoneTaskQueued says that the zone's write at rev enqueued the task
 	// ZoneTask gave.
 	ZoneTaskQueued(zone string, rev int64)
-	// FollowAccount subscribes user, on connection conn, to account id's
-	// changes from the replica's one watch on accounts; it refuses with
+	// FollowAccount subscribes user, on websocket conn (connID; "": none,
+	// held to the user's cap alone), to account id's changes from the
+	// replica's one watch on accounts; it refuses with
 	// ErrTooManySubscriptions over the caps.
 	FollowAccount(id, user, conn string) (AccountFeed, error)
 }
@@ -90,8 +91,12 @@ func (r *Resolver) refuse(ctx context.Context, kind, action, target, result stri
 	r.Refusals.Record(ctx, kind, store.NewAuditEvent(actor, source(ctx), action, target, result))
 }
 
-// refusedRead audits a read refused for another tenant's object. Mutations
-// audit their refusals themselves (auditFailure).
+// refusedRead audits, under the refusal rate limit, a read refused for
+// another tenant's object or a role's rights. Each refusal is audited
+// once: where a resolver hides another tenant's object as NOT_FOUND (only
+// there is it told from a genuine NOT_FOUND, which is not audited), or by
+// ErrorPresenter for FORBIDDEN. Mutations audit their refusals in
+// auditFailure.
 func (r *Resolver) refusedRead(ctx context.Context, what, target, code string) {
 	if graphql.HasOperationContext(ctx) && graphql.GetOperationContext(ctx).Operation != nil &&
 		graphql.GetOperationContext(ctx).Operation.Operation == ast.Mutation {

@@ -27,6 +27,9 @@ const (
 	// SubscriberBuffer is how many changes may wait for one subscriber;
 	// one that falls further behind is dropped (SUBSCRIPTION_DROPPED).
 	SubscriberBuffer = 64
+	// SessionRecheck is how often a subscription whose account is quiet
+	// checks that its session still stands; each change checks too.
+	SessionRecheck = 30 * time.Second
 )
 
 // CodeSubscriptionDropped ends a subscription whose client did not read
@@ -57,9 +60,12 @@ type AccountFeed interface {
 // followAccount streams an account's transitions: those recorded so far,
 // then each new one, none twice, and a final DELETED when the record goes
 // away. It subscribes to the replica's feed before reading the record, so
-// that no change falls in between (sequence numbers drop duplicates).
+// that no change falls in between (sequence numbers drop duplicates). A
+// session revoked meanwhile (logout, revokeSessions, a new password) ends
+// it with UNAUTHENTICATED before the next change is sent, or within
+// SessionRecheck.
 func (r *Resolver) followAccount(ctx context.Context, p auth.Principal, id string) (<-chan *model.AccountEvent, error) {
-	feed, err := r.Cluster.FollowAccount(id, p.Name, source(ctx))
+	feed, err := r.Cluster.FollowAccount(id, p.Name, connID(ctx))
 	if errors.Is(err, ErrTooManySubscriptions) {
 		return nil, errorf(codeQuotaExceeded, "too many live subscriptions: at most "+strconv.Itoa(MaxSubscriptionsPerConnection)+
 			" per connection and "+strconv.Itoa(MaxSubscriptionsPerUser)+" per user; close some first")
@@ -74,6 +80,7 @@ func (r *Resolver) followAccount(ctx context.Context, p auth.Principal, id strin
 	}
 	if !canSee(p, a) {
 		feed.Close()
+		r.refusedRead(ctx, "account", id, CodeNotFound)
 		return nil, errorf(CodeNotFound, "account "+quote(id)+" not found")
 	}
 	ch := make(chan *model.AccountEvent, 16)
@@ -95,12 +102,25 @@ func (r *Resolver) followAccount(ctx context.Context, p auth.Principal, id strin
 				return
 			}
 		}
+		recheck := time.NewTicker(SessionRecheck)
+		defer recheck.Stop()
 		for {
 			var cur *store.Account
 			var ok bool
 			select {
 			case cur, ok = <-feed.Updates():
+			case <-recheck.C:
+				if !r.Auth.SessionValid(ctx, p) {
+					sessionEnded(ctx)
+					return
+				}
+				continue
 			case <-ctx.Done():
+				return
+			}
+			// The session mirror is local: checking it per change is cheap.
+			if ok && !r.Auth.SessionValid(ctx, p) {
+				sessionEnded(ctx)
 				return
 			}
 			switch {
@@ -128,4 +148,12 @@ func (r *Resolver) followAccount(ctx context.Context, p auth.Principal, id strin
 		}
 	}()
 	return ch, nil
+}
+
+// sessionEnded ends a subscription whose session was revoked.
+func sessionEnded(ctx context.Context) {
+	transport.AddSubscriptionError(ctx, &gqlerror.Error{
+		Message:    "the session was revoked (logout, revokeSessions or a new password); sign in again",
+		Extensions: map[string]any{"code": CodeUnauthenticated},
+	})
 }

@@ -3,16 +3,18 @@ package auth
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/npanel/npanel/controlplane/clientip"
 )
 
 type sourceKey struct{}
 
 // Source returns the client address the request came from (see
-// SourceMiddleware), for rate limits and the audit log.
+// SourceMiddleware), for the audit log and, through clientip.KeyOf, the
+// per-client limits. It names a client, not a connection.
 func Source(ctx context.Context) string {
 	s, _ := ctx.Value(sourceKey{}).(string)
 	return s
@@ -55,26 +57,21 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 // whatever the client wrote, so they are never believed). A peer that is
 // not trusted cannot choose its address by sending the header.
 func ClientIP(r *http.Request, trusted []netip.Prefix) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+	peer, ok := clientip.Peer(r.RemoteAddr)
+	if !ok {
+		return r.RemoteAddr // not IP (a unix socket): its own key
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	peer = peer.Unmap()
 	if !isTrusted(peer, trusted) {
 		return peer.String()
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	client := peer
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		a, ok := clientip.Peer(strings.TrimSpace(hops[i]))
+		if !ok {
 			break // a garbled hop: stop at the last address we could trust
 		}
-		client = a.Unmap()
+		client = a
 		if !isTrusted(client, trusted) {
 			break
 		}

@@ -1,9 +1,10 @@
 package auth
 
 import (
-	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/npanel/npanel/controlplane/clientip"
 )
 
 // Login throttling. Three limits, none of which a stranger can use to lock
@@ -67,20 +68,9 @@ func newThrottle() *throttle {
 	return &throttle{ip: map[string]*bucket{}, user: map[string]*bucket{}, pair: map[string]*backoff{}}
 }
 
-// ipKey is the address a client is limited by: the IP, or for IPv6 its /64,
-// which one subscriber usually holds whole.
-func ipKey(addr string) string {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		return addr
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
-}
+// ipKey is the address a client is limited by, as every per-client limit
+// counts it (an IPv6 client by its /64).
+func ipKey(addr string) string { return clientip.KeyOf(addr) }
 
 // begin admits an attempt of user from ip, or refuses it. An admitted
 // attempt holds one token of the IP's bucket until end returns it (on

@@ -10,6 +10,8 @@ import (
 	"github.com/oklog/ulid/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
+
+	"github.com/npanel/npanel/controlplane/clientip"
 )
 
 // AuditEvent records one mutation or one agent action: who did what to which
@@ -129,19 +131,22 @@ const (
 	RefusedToken     = "badToken"         // a bearer token that does not verify
 	RefusedWebsocket = "refusedWebsocket" // an upgrade over the per-IP cap, or no sign-in in connection_init
 	RefusedGET       = "getMutation"      // a mutation or subscription sent by GET
+	RefusedMutation  = "refusedMutation"  // a tenant's mutation refused before it changed anything
 )
 
 // RefusalAudit writes audit events for refused requests that change
 // nothing (a probe of another tenant's objects, a bad token) under a token
-// bucket per source and kind and a global one, so that an attack cannot
-// turn into a flood of etcd writes: what the buckets drop is counted
-// (OnSuppressed), not written.
+// bucket per client, kind and action and a global one, so that an attack
+// cannot turn into a flood of etcd writes: what the buckets drop is counted
+// (OnSuppressed), not written. The client is clientip.KeyOf(ev.Source), as
+// for every per-client limit; the action is in the key so that a flood of
+// one refusal does not hide a different one from the same client.
 type RefusalAudit struct {
 	st *Store
 	// OnSuppressed, when set, counts an event not written, by kind.
 	OnSuppressed func(kind string)
-	// Per source and kind: a burst of PerSourceBurst, then one every
-	// PerSourceEvery; over all sources: GlobalBurst, then GlobalPerSecond.
+	// Per client, kind and action: a burst of PerSourceBurst, then one
+	// every PerSourceEvery; over all: GlobalBurst, then GlobalPerSecond.
 	PerSourceBurst  int
 	PerSourceEvery  time.Duration
 	GlobalBurst     int
@@ -153,16 +158,17 @@ type RefusalAudit struct {
 }
 
 // NewRefusalAudit returns a limiter writing through st with the defaults:
-// 5 events per source and kind then one a minute, 50 overall then 5 a second.
+// 5 events per client, kind and action then one a minute, 50 overall then
+// 5 a second.
 func NewRefusalAudit(st *Store, onSuppressed func(kind string)) *RefusalAudit {
 	return &RefusalAudit{st: st, OnSuppressed: onSuppressed, PerSourceBurst: 5, PerSourceEvery: time.Minute,
 		GlobalBurst: 50, GlobalPerSecond: 5, per: map[string]*rate.Limiter{}}
 }
 
-// Record writes ev unless the buckets of (ev.Source, kind) or the global
-// one are empty. It reports whether it wrote.
+// Record writes ev unless the bucket of its client, kind and action or the
+// global one is empty. It reports whether it wrote.
 func (a *RefusalAudit) Record(ctx context.Context, kind string, ev AuditEvent) bool {
-	if !a.allow(kind, ev.Source) {
+	if !a.allow(refusalKey(kind, ev)) {
 		if a.OnSuppressed != nil {
 			a.OnSuppressed(kind)
 		}
@@ -173,13 +179,17 @@ func (a *RefusalAudit) Record(ctx context.Context, kind string, ev AuditEvent) b
 	return a.st.AppendAudit(ctx, ev) == nil
 }
 
-func (a *RefusalAudit) allow(kind, source string) bool {
+// refusalKey names ev's bucket: its client, kind and action.
+func refusalKey(kind string, ev AuditEvent) string {
+	return kind + "\x00" + ev.Action + "\x00" + clientip.KeyOf(ev.Source)
+}
+
+func (a *RefusalAudit) allow(key string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.global == nil {
 		a.global = rate.NewLimiter(rate.Limit(a.GlobalPerSecond), a.GlobalBurst)
 	}
-	key := kind + "\x00" + source
 	l, ok := a.per[key]
 	if !ok {
 		if len(a.per) >= 100_000 {
