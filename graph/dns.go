@@ -79,20 +79,18 @@ func (r *Resolver) zoneVisible(ctx context.Context, p auth.Principal, z *store.Z
 	if p.Role == store.RoleAdmin {
 		return nil
 	}
-	if z.Account == "" {
-		return zoneNotFound(z.Name)
-	}
-	a, _, err := r.Store.GetAccount(ctx, z.Account)
-	if err != nil {
-		if isNotFound(err) {
-			return zoneNotFound(z.Name)
+	if z.Account != "" {
+		a, _, err := r.Store.GetAccount(ctx, z.Account)
+		if err != nil && !isNotFound(err) {
+			return err
 		}
-		return err
+		if err == nil && canSee(p, a) {
+			return nil
+		}
 	}
-	if !canSee(p, a) {
-		return zoneNotFound(z.Name)
-	}
-	return nil
+	// The zone exists: a tenant asking for it is refused a cross-tenant read.
+	r.refusedRead(ctx, "zone", z.Name, CodeNotFound)
+	return zoneNotFound(z.Name)
 }
 
 // changeZone applies fn to a zone the caller may change, checks the
