@@ -37,10 +37,16 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 	if err := os.WriteFile(file, []byte(fileTok+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Refused before anything is read or sent: a world-readable file, two
+	// Refused before anything is read or sent: a file others may read, two
 	// sources, an empty file.
-	if out, code := run(t, nil, "", agentArgs("--join-token-file", file)...); code != 2 || !strings.Contains(out, "lets every user read the token") {
+	if out, code := run(t, nil, "", agentArgs("--join-token-file", file)...); code != 2 || !strings.Contains(out, "lets other users read the token") {
 		t.Errorf("world-readable token file: exit %d: %s", code, out)
+	}
+	if err := os.Chmod(file, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(t, nil, "", agentArgs("--join-token-file", file)...); code != 2 || !strings.Contains(out, "lets other users read the token") {
+		t.Errorf("group-readable token file: exit %d: %s", code, out)
 	}
 	if err := os.Chmod(file, 0o600); err != nil {
 		t.Fatal(err)
