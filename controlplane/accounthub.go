@@ -147,6 +147,3 @@ func (s *Server) FollowAccount(id, user, conn string) (graph.AccountFeed, error)
 	}
 	return sub, nil
 }
-
-// Subscriptions counts the replica's live accountEvents subscriptions.
-func (s *Server) Subscriptions() int { return s.accounts.hub.count() }

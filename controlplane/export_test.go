@@ -9,3 +9,6 @@ func (s *Server) SecretsForTest() *store.Secrets { return s.sec }
 // GossipAddrForTest is the memberlist's bound address, one of the few
 // listeners a replica may have.
 func (s *Server) GossipAddrForTest() string { return s.gossip.addr() }
+
+// Subscriptions counts the replica's live accountEvents subscriptions.
+func (s *Server) Subscriptions() int { return s.accounts.hub.count() }

@@ -140,7 +140,7 @@ func Handler(r *Resolver) http.Handler {
 			key := clientip.KeyOf(auth.Source(req.Context()))
 			if !sockets.Acquire(key) {
 				r.refuse(req.Context(), store.RefusedWebsocket, "websocket", "upgrade", CodeRateLimited)
-				writeError(w, http.StatusTooManyRequests, CodeRateLimited,
+				WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
 					fmt.Sprintf("too many websockets from this address (at most %d)", sockets.Max()))
 				return
 			}
@@ -155,7 +155,7 @@ func Handler(r *Resolver) http.Handler {
 			// A mutation by GET is what a cross-site link or image would send.
 			r.refuse(req.Context(), store.RefusedGET, "getMutation", "GET /graphql", CodeMethodNotAllowed)
 			w.Header().Set("Allow", "POST")
-			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "GET serves queries only; send mutations and subscriptions by POST or websocket")
+			WriteError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "GET serves queries only; send mutations and subscriptions by POST or websocket")
 			return
 		}
 		srv.ServeHTTP(w, req)
@@ -185,19 +185,14 @@ func getIsQuery(r *http.Request) bool {
 	return true
 }
 
-// writeError answers with one GraphQL error and its code.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+// WriteError answers with one GraphQL error and its code; handlers in front
+// of the API (an oversized body) use it too.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []any{map[string]any{
 		"message": msg, "extensions": map[string]string{"code": code},
 	}}})
-}
-
-// WriteError answers with one GraphQL error and its code, for handlers in
-// front of the API (an oversized body).
-func WriteError(w http.ResponseWriter, status int, code, msg string) {
-	writeError(w, status, code, msg)
 }
 
 type connKey struct{}
