@@ -71,18 +71,11 @@ func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*pki.
 		if err != nil {
 			return nil, nil, false, err
 		}
-		sm, err := sealJSON(kek, keyCA, m)
+		puts, err := sealBoth(kek, m, sec)
 		if err != nil {
 			return nil, nil, false, err
 		}
-		ss, err := sealJSON(kek, keySecrets, sec)
-		if err != nil {
-			return nil, nil, false, err
-		}
-		_, err = s.cli.Txn(ctx).
-			If(absent(keyCA), absent(keySecrets)).
-			Then(clientv3.OpPut(keyCA, sm), clientv3.OpPut(keySecrets, ss)).
-			Commit()
+		_, err = s.cli.Txn(ctx).If(absent(keyCA), absent(keySecrets)).Then(puts...).Commit()
 		if err != nil {
 			return nil, nil, false, fmt.Errorf("create cluster CA: %w", err)
 		}
@@ -108,17 +101,13 @@ func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*pki.
 		if !mClear && !sClear {
 			return m, sec, migrated, nil
 		}
-		sm, err := sealJSON(kek, keyCA, m)
-		if err != nil {
-			return nil, nil, false, err
-		}
-		ss, err := sealJSON(kek, keySecrets, sec)
+		puts, err := sealBoth(kek, m, sec)
 		if err != nil {
 			return nil, nil, false, err
 		}
 		cr, err := s.cli.Txn(ctx).
 			If(unchanged(keyCA, caKV[0].ModRevision), unchanged(keySecrets, secKV[0].ModRevision)).
-			Then(clientv3.OpPut(keyCA, sm), clientv3.OpPut(keySecrets, ss)).
+			Then(puts...).
 			Commit()
 		if err != nil {
 			return nil, nil, false, fmt.Errorf("seal cluster CA: %w", err)
@@ -142,6 +131,19 @@ func (s *Store) CompactAll(ctx context.Context) error {
 		return fmt.Errorf("compact: %w", err)
 	}
 	return nil
+}
+
+// sealBoth returns the puts of the CA material and the secrets, sealed.
+func sealBoth(kek *pki.KEK, m *pki.Material, sec *Secrets) ([]clientv3.Op, error) {
+	sm, err := sealJSON(kek, keyCA, m)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := sealJSON(kek, keySecrets, sec)
+	if err != nil {
+		return nil, err
+	}
+	return []clientv3.Op{clientv3.OpPut(keyCA, sm), clientv3.OpPut(keySecrets, ss)}, nil
 }
 
 // sealJSON returns v's JSON sealed under kek for the etcd key name.
