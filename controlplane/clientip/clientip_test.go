@@ -74,3 +74,31 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("entries left after every release: %v", l.n)
 	}
 }
+
+// FuzzPeer: any peer text parses without panic into an address whose key
+// is that of its /64 (IPv6) or itself (IPv4), and the key does not depend
+// on the port or the IPv4-mapped form.
+func FuzzPeer(f *testing.F) {
+	for _, s := range []string{"192.0.2.1:443", "[2001:db8::1]:80", "2001:db8::1", "[fe80::1%eth0]:1", "::ffff:192.0.2.1", "x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ip, ok := Peer(s)
+		if !ok {
+			return
+		}
+		if ip.Zone() != "" || ip.Is4In6() {
+			t.Fatalf("Peer(%q) = %v: zone or mapped form kept", s, ip)
+		}
+		k := Key(ip)
+		if k == "" || KeyOf(ip.String()) != k {
+			t.Fatalf("Peer(%q) = %v: key %q, KeyOf %q", s, ip, k, KeyOf(ip.String()))
+		}
+		if ip.Is6() {
+			p, _ := ip.Prefix(64)
+			if Key(p.Addr()) != k {
+				t.Fatalf("%v and its /64 keyed apart", ip)
+			}
+		}
+	})
+}

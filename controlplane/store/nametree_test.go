@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/net/publicsuffix"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/validate"
 )
 
 func TestNameAncestors(t *testing.T) {
@@ -279,4 +281,29 @@ func TestBackfillNameTree(t *testing.T) {
 	if _, err := f.create("evil", "x.addon.example.net"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("child of a backfilled add-on: %v", err)
 	}
+}
+
+// FuzzNameAncestors: for any domain the API accepts, each ancestor is a
+// parent of the one before it, and none is a public suffix (nobody holds
+// co.uk).
+func FuzzNameAncestors(f *testing.F) {
+	for _, s := range []string{"mail.bobb.example.org", "example.co.uk", "a.b.c.github.io", "co.uk", "x", "..", "a..b.com", "example.org."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		name, err := validate.Domain(name)
+		if err != nil {
+			return
+		}
+		prev := strings.TrimSuffix(name, ".")
+		for _, a := range store.NameAncestors(name) {
+			if !strings.HasSuffix(prev, "."+a) {
+				t.Fatalf("NameAncestors(%q): %q is not a parent of %q", name, a, prev)
+			}
+			if ps, _ := publicsuffix.PublicSuffix(a); ps == a {
+				t.Fatalf("NameAncestors(%q) holds the public suffix %q", name, a)
+			}
+			prev = a
+		}
+	})
 }
