@@ -110,7 +110,7 @@ func BenchmarkEnrolment(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		if _, err := enroll(ctx, c, tok.Token, name); err != nil {
+		if _, err := testenv.EnrollNode(ctx, c, tok.Token, name); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))

@@ -3,19 +3,12 @@ package controlplane_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -35,7 +28,7 @@ func gatewayClient(t *testing.T, s *testenv.Server, cert *tls.Certificate) agent
 		}
 		return cert, nil
 	})
-	return dial(t, s.Config.AgentListen, cfg)
+	return testenv.DialGateway(t, s.Config.AgentListen, cfg)
 }
 
 func enrollClient(t *testing.T, s *testenv.Server) agentpb.AgentGatewayClient {
@@ -45,84 +38,7 @@ func enrollClient(t *testing.T, s *testenv.Server) agentpb.AgentGatewayClient {
 func enrollClientB(t testing.TB, s *testenv.Server) agentpb.AgentGatewayClient {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(s.Config.AgentListen)
-	return dial(t, s.Config.AgentListen, pki.EnrollClientTLSConfig(host, s.CA().RootFingerprint(), nil))
-}
-
-func dial(t testing.TB, addr string, cfg *tls.Config) agentpb.AgentGatewayClient {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return agentpb.NewAgentGatewayClient(conn)
-}
-
-// enroll runs the enrolment RPC with a fresh key and returns the resulting
-// client certificate.
-func enroll(ctx context.Context, c agentpb.AgentGatewayClient, token, node string) (*tls.Certificate, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.NewNodeCSR(key, node)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Enroll(ctx, &agentpb.EnrollRequest{JoinToken: token, Csr: csr.Raw})
-	if err != nil {
-		return nil, err
-	}
-	cert := &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key}
-	cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
-	return cert, err
-}
-
-// agentCert loads the certificate an agent keeps in its data dir.
-func agentCert(t *testing.T, a *testenv.Agent) *tls.Certificate {
-	t.Helper()
-	keyPEM, err := os.ReadFile(filepath.Join(a.Config.DataDir, "node.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainPEM, err := os.ReadFile(filepath.Join(a.Config.DataDir, "node.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.ParseKeyPEM(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := pki.ParseCertsPEM(chainPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
-	return c
-}
-
-// openStream connects, says hello and reads the welcome.
-func openStream(ctx context.Context, c agentpb.AgentGatewayClient) (agentpb.AgentGateway_ConnectClient, error) {
-	st, err := c.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	err = st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Hello{Hello: &agentpb.Hello{
-		AgentVersion: "test", Facts: &agentpb.NodeFacts{Cpus: 1}}}})
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	m, err := st.Recv()
-	if err != nil {
-		return nil, err
-	}
-	if m.GetWelcome() == nil {
-		return nil, status.Error(codes.Internal, "expected welcome")
-	}
-	return st, nil
+	return testenv.DialGateway(t, s.Config.AgentListen, pki.EnrollClientTLSConfig(host, s.CA().RootFingerprint(), nil))
 }
 
 func wantCode(t *testing.T, what string, err error, codes ...codes.Code) {
@@ -152,7 +68,7 @@ func TestGatewaySecurity(t *testing.T) {
 
 	t.Run("no client certificate", func(t *testing.T) {
 		c := gatewayClient(t, s, nil)
-		_, err := openStream(ctx, c)
+		_, err := testenv.OpenStream(ctx, c)
 		wantCode(t, "connect", err, codes.Unauthenticated)
 		_, err = c.Renew(ctx, &agentpb.RenewRequest{})
 		wantCode(t, "renew", err, codes.Unauthenticated)
@@ -182,35 +98,35 @@ func TestGatewaySecurity(t *testing.T) {
 		for _, c := range chain {
 			cert.Certificate = append(cert.Certificate, c.Raw)
 		}
-		_, err = openStream(ctx, gatewayClient(t, s, cert))
+		_, err = testenv.OpenStream(ctx, gatewayClient(t, s, cert))
 		wantCode(t, "connect with foreign certificate", err, codes.Unavailable, codes.Unauthenticated)
 		// The foreign CA's token is refused at enrolment too.
-		_, err = enroll(ctx, enrollClient(t, s), tok, "foreign")
+		_, err = testenv.EnrollNode(ctx, enrollClient(t, s), tok, "foreign")
 		wantCode(t, "enrol with forged token", err, codes.Unauthenticated)
 	})
 
 	t.Run("join token is single use", func(t *testing.T) {
 		tok := declare("reuse")
-		if _, err := enroll(ctx, enrollClient(t, s), tok, "reuse"); err != nil {
+		if _, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok, "reuse"); err != nil {
 			t.Fatalf("first use: %v", err)
 		}
-		_, err := enroll(ctx, enrollClient(t, s), tok, "reuse")
+		_, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok, "reuse")
 		wantCode(t, "second use", err, codes.PermissionDenied)
 	})
 
 	t.Run("token for another name", func(t *testing.T) {
 		tok := declare("name-a")
 		declare("name-b")
-		_, err := enroll(ctx, enrollClient(t, s), tok, "name-b")
+		_, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok, "name-b")
 		wantCode(t, "CSR for another node", err, codes.InvalidArgument, codes.Unauthenticated)
 		// The refused attempt did not burn the token.
-		if _, err := enroll(ctx, enrollClient(t, s), tok, "name-a"); err != nil {
+		if _, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok, "name-a"); err != nil {
 			t.Fatalf("rightful use after a refused one: %v", err)
 		}
 	})
 
 	t.Run("garbage token", func(t *testing.T) {
-		_, err := enroll(ctx, enrollClient(t, s), "not-a-token", "x")
+		_, err := testenv.EnrollNode(ctx, enrollClient(t, s), "not-a-token", "x")
 		wantCode(t, "garbage", err, codes.Unauthenticated)
 	})
 
@@ -221,7 +137,7 @@ func TestGatewaySecurity(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(pki.MinJoinTokenTTL + time.Second)
-		_, err = enroll(ctx, enrollClient(t, s), tok, "late")
+		_, err = testenv.EnrollNode(ctx, enrollClient(t, s), tok, "late")
 		wantCode(t, "expired", err, codes.Unauthenticated)
 	})
 
@@ -230,7 +146,7 @@ func TestGatewaySecurity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = enroll(ctx, enrollClient(t, s), tok, "ghost")
+		_, err = testenv.EnrollNode(ctx, enrollClient(t, s), tok, "ghost")
 		wantCode(t, "undeclared", err, codes.PermissionDenied)
 	})
 }
@@ -239,14 +155,14 @@ func TestRemovedNodeIsRefused(t *testing.T) {
 	s := testenv.StartServer(t)
 	a := s.StartAgent(t, "node-a")
 	ctx := testenv.Context(t)
-	cert := agentCert(t, a)
+	cert := testenv.AgentCert(t, a)
 
 	if err := s.Admin.RemoveNode(ctx, "node-a"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 10*time.Second, "agent stream closed", func() bool { return !a.Connected() })
 	c := gatewayClient(t, s, cert)
-	_, err := openStream(ctx, c)
+	_, err := testenv.OpenStream(ctx, c)
 	wantCode(t, "connect after removal", err, codes.PermissionDenied)
 	_, err = c.Renew(ctx, &agentpb.RenewRequest{})
 	wantCode(t, "renew after removal", err, codes.PermissionDenied)
@@ -257,10 +173,10 @@ func TestRemovedNodeIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := enroll(ctx, enrollClient(t, s), tok.Token, "node-a"); err != nil {
+	if _, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok.Token, "node-a"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = openStream(ctx, gatewayClient(t, s, cert))
+	_, err = testenv.OpenStream(ctx, gatewayClient(t, s, cert))
 	wantCode(t, "old certificate after re-add", err, codes.PermissionDenied)
 }
 
@@ -282,7 +198,7 @@ func TestNodeIsolation(t *testing.T) {
 	a.Stop()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := openStream(sctx, gatewayClient(t, s, agentCert(t, a)))
+	st, err := testenv.OpenStream(sctx, gatewayClient(t, s, testenv.AgentCert(t, a)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"fmt"
 	"net"
@@ -19,8 +18,6 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
@@ -164,7 +161,7 @@ func startCluster(t *testing.T) *cluster {
 	// their certificates to speak for them on the gateway.
 	c.nodeBCert = c.enrollNode(t, "node-b")
 	c.nodeCCert = c.enrollNode(t, "node-c")
-	c.nodeACert = agentCert(t, c.node)
+	c.nodeACert = testenv.AgentCert(t, c.node)
 
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: planName, DiskMB: 100, BandwidthMB: 1000, Domains: 3, Mailboxes: 1, Databases: 3, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
@@ -279,7 +276,7 @@ func (c *cluster) enrollNode(t *testing.T, name string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := enroll(ctx, c.enrollClient(t), tok.Token, name)
+	cert, err := testenv.EnrollNode(ctx, c.enrollClient(t), tok.Token, name)
 	if err != nil {
 		t.Fatalf("enrol %s: %v", name, err)
 	}
@@ -297,70 +294,14 @@ func (c *cluster) gatewayClient(t *testing.T, cert *tls.Certificate) agentpb.Age
 		}
 		return cert, nil
 	})
-	return dial(t, c.s.Config.AgentListen, cfg)
+	return testenv.DialGateway(t, c.s.Config.AgentListen, cfg)
 }
 
 // enrollClient dials the gateway as an agent that is not enrolled yet.
 func (c *cluster) enrollClient(t *testing.T) agentpb.AgentGatewayClient {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(c.s.Config.AgentListen)
-	return dial(t, c.s.Config.AgentListen, pki.EnrollClientTLSConfig(host, c.s.CA().RootFingerprint(), nil))
-}
-
-func dial(t *testing.T, addr string, cfg *tls.Config, opts ...grpc.DialOption) agentpb.AgentGatewayClient {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return agentpb.NewAgentGatewayClient(conn)
-}
-
-// enroll runs the enrolment RPC with a fresh key and returns the resulting
-// client certificate.
-func enroll(ctx context.Context, c agentpb.AgentGatewayClient, token, node string) (*tls.Certificate, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.NewNodeCSR(key, node)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Enroll(ctx, &agentpb.EnrollRequest{JoinToken: token, Csr: csr.Raw})
-	if err != nil {
-		return nil, err
-	}
-	cert := &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key}
-	cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
-	return cert, err
-}
-
-// agentCert loads the certificate an agent keeps in its data dir.
-func agentCert(t *testing.T, a *testenv.Agent) *tls.Certificate {
-	t.Helper()
-	keyPEM, err := os.ReadFile(filepath.Join(a.Config.DataDir, "node.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainPEM, err := os.ReadFile(filepath.Join(a.Config.DataDir, "node.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.ParseKeyPEM(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := pki.ParseCertsPEM(chainPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		cert.Certificate = append(cert.Certificate, x.Raw)
-	}
-	return cert
+	return testenv.DialGateway(t, c.s.Config.AgentListen, pki.EnrollClientTLSConfig(host, c.s.CA().RootFingerprint(), nil))
 }
 
 // mysql logs in to node-a's MariaDB over its socket as user and runs stmts

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -36,27 +36,6 @@ func wantRPC(t *testing.T, what string, err error, cs ...codes.Code) {
 		}
 	}
 	t.Fatalf("%s: code %s (%v), want one of %v", what, got, err, cs)
-}
-
-// openStream connects, says hello and reads the welcome.
-func openStream(ctx context.Context, c agentpb.AgentGatewayClient) (agentpb.AgentGateway_ConnectClient, error) {
-	st, err := c.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	err = st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Hello{Hello: &agentpb.Hello{
-		AgentVersion: "test", Facts: &agentpb.NodeFacts{Cpus: 1}}}})
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	m, err := st.Recv()
-	if err != nil {
-		return nil, err
-	}
-	if m.GetWelcome() == nil {
-		return nil, status.Error(codes.Internal, "expected welcome")
-	}
-	return st, nil
 }
 
 // foreignCert is a node certificate for name issued by a CA of its own.
@@ -104,7 +83,7 @@ func connectRefused(name, attempt string, cert func(t *testing.T, c *cluster) *t
 		run: func(t *testing.T, c *cluster) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			_, err := openStream(ctx, c.gatewayClient(t, cert(t, c)))
+			_, err := testenv.OpenStream(ctx, c.gatewayClient(t, cert(t, c)))
 			wantRPC(t, "connect", err, cs...)
 		}}
 }
@@ -117,7 +96,7 @@ func enrollRefused(name, attempt string, token func(t *testing.T, c *cluster) (t
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			tok, node := token(t, c)
-			_, err := enroll(ctx, c.enrollClient(t), tok, node)
+			_, err := testenv.EnrollNode(ctx, c.enrollClient(t), tok, node)
 			wantRPC(t, "enrol", err, cs...)
 		}}
 }
@@ -192,7 +171,7 @@ func gatewayVectors() []vector {
 		enrollRefused("reused join token", "a join token used a second time",
 			func(t *testing.T, c *cluster) (string, string) {
 				tok := c.declare(t, "node-f")
-				if _, err := enroll(ctx, c.enrollClient(t), tok, "node-f"); err != nil {
+				if _, err := testenv.EnrollNode(ctx, c.enrollClient(t), tok, "node-f"); err != nil {
 					t.Fatal(err)
 				}
 				return tok, "node-f"
@@ -258,7 +237,7 @@ func gatewayVectors() []vector {
 				tok := c.declare(t, "node-m")
 				_, err := c.enrollClient(t).Enroll(ctx, &agentpb.EnrollRequest{JoinToken: tok, Csr: []byte("garbage")})
 				wantRPC(t, "enrol", err, codes.InvalidArgument, codes.Unauthenticated)
-				if _, err := enroll(ctx, c.enrollClient(t), tok, "node-m"); err != nil {
+				if _, err := testenv.EnrollNode(ctx, c.enrollClient(t), tok, "node-m"); err != nil {
 					t.Fatalf("rightful enrolment after the refused one: %v", err)
 				}
 			}},
@@ -279,7 +258,7 @@ func gatewayVectors() []vector {
 					AgentVersion: strings.Repeat("x", 8<<20)}}})
 				_, err = st.Recv()
 				wantRPC(t, "recv", err, codes.ResourceExhausted, codes.InvalidArgument)
-				if _, err := openStream(sctx, c.gatewayClient(t, c.nodeBCert)); err != nil {
+				if _, err := testenv.OpenStream(sctx, c.gatewayClient(t, c.nodeBCert)); err != nil {
 					t.Fatalf("gateway after the oversized message: %v", err)
 				}
 			}},
@@ -302,7 +281,7 @@ func gatewayVectors() []vector {
 				forC := c.enqueuePing(t, "node-c", "for c")
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				st, err := openStream(sctx, c.gatewayClient(t, c.nodeBCert))
+				st, err := testenv.OpenStream(sctx, c.gatewayClient(t, c.nodeBCert))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -327,7 +306,7 @@ func gatewayVectors() []vector {
 				forC := c.enqueuePing(t, "node-c", "forge me")
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				st, err := openStream(sctx, c.gatewayClient(t, c.nodeBCert))
+				st, err := testenv.OpenStream(sctx, c.gatewayClient(t, c.nodeBCert))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -360,7 +339,7 @@ func gatewayVectors() []vector {
 			refusal: "ignored; the stream and the gateway keep working", run: func(t *testing.T, c *cluster) {
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				st, err := openStream(sctx, c.gatewayClient(t, c.nodeBCert))
+				st, err := testenv.OpenStream(sctx, c.gatewayClient(t, c.nodeBCert))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -382,7 +361,7 @@ func gatewayVectors() []vector {
 				cl := dialInsecure(t, c.s.Config.AgentListen)
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				if _, err := openStream(sctx, cl); err == nil {
+				if _, err := testenv.OpenStream(sctx, cl); err == nil {
 					t.Fatal("stream opened without TLS")
 				}
 			}},
