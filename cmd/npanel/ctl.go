@@ -36,7 +36,7 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
-	cmd.AddCommand(loginCmd(o), logoutCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o))
+	cmd.AddCommand(loginCmd(o), logoutCmd(o), passwdCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o))
 	return cmd
 }
 
@@ -182,24 +182,81 @@ API tokens stay valid; revoke those with "npanel ctl token revoke".`,
 	}
 }
 
-func readPassword(in io.Reader, fromStdin bool) (string, error) {
-	if !fromStdin {
-		if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			fmt.Fprint(os.Stderr, "Password: ")
-			b, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(os.Stderr)
-			return string(b), err
-		}
+func passwdCmd(o *ctlOptions) *cobra.Command {
+	var fromStdin bool
+	cmd := &cobra.Command{
+		Use:   "passwd [--password-stdin]",
+		Short: "Change your password; your other login tokens are revoked",
+		Long: `Change the signed-in user's password: the current one, then the new one,
+from the terminal or, with --password-stdin, as two lines of standard input.
+Every login token issued before the change stops working; the new token is
+saved in place of the one "npanel ctl login" saved.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pws, err := readPasswords(cmd.InOrStdin(), fromStdin, "Current password", "New password")
+			if err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			_, tok, err := c.ChangePassword(ctx, pws[0], pws[1])
+			if err != nil {
+				return apiError(err)
+			}
+			if o.token == "" {
+				if _, err := saveToken(o.server, tok); err != nil {
+					return fmt.Errorf("save token: %w", err)
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "Password changed; other login tokens are revoked.")
+			return nil
+		},
 	}
-	line, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the current and the new password from standard input, one per line")
+	return cmd
+}
+
+func readPassword(in io.Reader, fromStdin bool) (string, error) {
+	pws, err := readPasswords(in, fromStdin, "Password")
+	if err != nil {
 		return "", err
 	}
-	pw := strings.TrimRight(line, "\r\n")
-	if pw == "" {
-		return "", usagef("no password given")
+	return pws[0], nil
+}
+
+// readPasswords reads one password per prompt: from the terminal without
+// echo, or one per line of in (--password-stdin, or in is no terminal).
+func readPasswords(in io.Reader, fromStdin bool, prompts ...string) ([]string, error) {
+	out := make([]string, 0, len(prompts))
+	if f, ok := in.(*os.File); ok && !fromStdin && term.IsTerminal(int(f.Fd())) {
+		for _, p := range prompts {
+			fmt.Fprint(os.Stderr, p+": ")
+			b, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(os.Stderr)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, string(b))
+		}
+		return out, nil
 	}
-	return pw, nil
+	r := bufio.NewReader(in)
+	for _, p := range prompts {
+		line, err := r.ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return nil, usagef("no %s given", strings.ToLower(p))
+		}
+		out = append(out, pw)
+	}
+	return out, nil
 }
 
 func nodeCmd(o *ctlOptions) *cobra.Command {

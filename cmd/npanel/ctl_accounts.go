@@ -162,7 +162,23 @@ func userCmd(o *ctlOptions) *cobra.Command {
 	}
 	create.Flags().StringVar(&account, "account", "", "account id or username")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input")
-	cmd.AddCommand(create)
+	revoke := &cobra.Command{
+		Use:   "revoke-sessions NAME",
+		Short: "Revoke every login token of a user (admin); its API tokens stay",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := c.RevokeSessions(cmd.Context(), args[0]); err != nil {
+				return apiError(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Login tokens of %s revoked.\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, revoke)
 	return cmd
 }
 

@@ -172,9 +172,41 @@ func TestCLIWorkflow(t *testing.T) {
 		t.Fatalf("second remove: exit %d: %s", code, out)
 	}
 
+	// passwd: a weak new password is refused; a good one revokes the
+	// tokens issued before it and saves the new one.
+	credsFile := filepath.Join(strings.TrimPrefix(env[0], "XDG_CONFIG_HOME="), "npanel", "credentials.json")
+	before, _ := os.ReadFile(credsFile)
+	if out, code := run(t, env, strings.TrimSpace(string(pw))+"\npasswordpassword\n", "ctl", "passwd", "--password-stdin"); code != 2 || !strings.Contains(out, "INVALID_INPUT") {
+		t.Fatalf("passwd to a weak password: exit %d: %s", code, out)
+	}
+	const newPW = "Kx7-ferry-lamp-92"
+	if out, code := run(t, env, strings.TrimSpace(string(pw))+"\n"+newPW+"\n", "ctl", "passwd", "--password-stdin"); code != 0 {
+		t.Fatalf("passwd: exit %d: %s", code, out)
+	}
+	var prev map[string]string
+	if json.Unmarshal(before, &prev) != nil || prev["http://"+s.api] == "" {
+		t.Fatalf("saved credentials before passwd: %s", before)
+	}
+	if out, code := run(t, append([]string{"NPANEL_TOKEN=" + prev["http://"+s.api]}, env...), "", "ctl", "node", "list"); code != 1 || !strings.Contains(out, "UNAUTHENTICATED") {
+		t.Fatalf("node list with the token from before passwd: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "list"); code != 0 {
+		t.Fatalf("node list with the token passwd saved: exit %d: %s", code, out)
+	}
+	// revoke-sessions (admin) ends the admin's own login tokens too.
+	if out, code := run(t, env, "", "ctl", "user", "revoke-sessions", "admin"); code != 0 {
+		t.Fatalf("revoke-sessions: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "list"); code != 1 || !strings.Contains(out, "UNAUTHENTICATED") {
+		t.Fatalf("node list after revoke-sessions: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, newPW+"\n", "ctl", "login", "--password-stdin"); code != 0 {
+		t.Fatalf("login with the new password: exit %d: %s", code, out)
+	}
+
 	// logout revokes the token (wherever it was copied to) and forgets it.
 	var creds map[string]string
-	raw, err := os.ReadFile(filepath.Join(strings.TrimPrefix(env[0], "XDG_CONFIG_HOME="), "npanel", "credentials.json"))
+	raw, err := os.ReadFile(credsFile)
 	if err != nil || json.Unmarshal(raw, &creds) != nil || creds["http://"+s.api] == "" {
 		t.Fatalf("saved credentials: %s, %v", raw, err)
 	}
