@@ -1,70 +1,27 @@
 package controlplane_test
 
 import (
-	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
-	"github.com/npanel/npanel/validate"
 )
 
 // testUsername returns a name under the reserved test prefix and removes
 // that user from the machine at cleanup, whatever happens in the test.
 func testUsername(t *testing.T) string {
 	t.Helper()
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	name := validate.TestUserPrefix + string(b)
-	testUsers.Store(name, true)
-	t.Cleanup(func() {
-		// -f: a test that failed half way may leave the account's PHP pool
-		// running as the user until the agent stops, after this cleanup.
-		if passwdHas(name) {
-			if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
-				t.Errorf("remove test user %s: %v: %s", name, err, out)
-			}
-		}
-	})
+	name := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, name)
 	return name
 }
 
-// testUsers are the users tests asked for. A test that fails while an
-// agent is still creating its account's user can leave it behind its own
-// cleanup (which runs before the agent stops); TestMain removes them all
-// once every agent is gone.
-var testUsers sync.Map
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testUsers.Range(func(k, _ any) bool {
-		if name := k.(string); passwdHas(name) {
-			if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "remove leftover test user %s: %v: %s\n", name, err, out)
-				code = 1
-			}
-		}
-		return true
-	})
-	os.Exit(code)
-}
-
-func passwdHas(user string) bool {
-	b, err := os.ReadFile("/etc/passwd")
-	return err == nil && strings.Contains(string(b), "\n"+user+":")
-}
+func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
 
 func shadowLocked(t *testing.T, user string) bool {
 	t.Helper()
@@ -135,7 +92,7 @@ func TestAccountLifecycle(t *testing.T) {
 	if got := strings.Join(seen, ","); got != "PENDING,SCHEDULED,PROVISIONING,ACTIVE" {
 		t.Errorf("transitions %s", got)
 	}
-	if !passwdHas(user) {
+	if !testenv.HasUser(user) {
 		t.Fatalf("user %s not created", user)
 	}
 	home := filepath.Join(ag.Config.Prefix, "home", user)
@@ -165,7 +122,7 @@ func TestAccountLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus("DELETED")
-	if passwdHas(user) {
+	if testenv.HasUser(user) {
 		t.Error("deleted account's user still exists")
 	}
 	if _, err := os.Stat(home); !os.IsNotExist(err) {

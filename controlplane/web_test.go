@@ -198,7 +198,7 @@ func TestWebHostingEndToEnd(t *testing.T) {
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 30*time.Second, "account deleted", func() bool { return !passwdHas(user) })
+	testenv.WaitFor(t, 30*time.Second, "account deleted", func() bool { return !testenv.HasUser(user) })
 	testenv.WaitFor(t, 10*time.Second, "site gone", func() bool {
 		code, _, _ := get(t, http, domain, "/index.php")
 		return code == 404

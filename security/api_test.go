@@ -172,17 +172,17 @@ func apiVectors() []vector {
 			}},
 		refused("reseller creates account for other reseller", "reseller A creates an account with owner: reseller B",
 			func(t *testing.T, c *cluster) error {
-				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "own-b.example.net", Plan: planName, Owner: "secresb"})
+				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "own-b.example.net", Plan: planName, Owner: "secresb"})
 				return err
 			}, "FORBIDDEN", "NOT_FOUND"),
 		refused("reseller uses other reseller's plan", "reseller A creates an account on reseller B's own plan",
 			func(t *testing.T, c *cluster) error {
-				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "bplan-a.example.net", Plan: "bplan"})
+				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "bplan-a.example.net", Plan: "bplan"})
 				return err
 			}, "NOT_FOUND", "FORBIDDEN", "INVALID_INPUT"),
 		refused("reseller pins account to a node", "reseller A creates an account pinned to node-a (admin only)",
 			func(t *testing.T, c *cluster) error {
-				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "pin-a.example.net", Plan: planName, Node: "node-a"})
+				_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "pin-a.example.net", Plan: planName, Node: "node-a"})
 				return err
 			}, "FORBIDDEN"),
 		vector{name: "reseller revokes other reseller's API token", attempt: "reseller A calls revokeAPIToken with B's token id",
@@ -310,7 +310,7 @@ func apiVectors() []vector {
 			return err
 		}, "FORBIDDEN"),
 		refused("account user creates account", "a1's owner creates an account", func(t *testing.T, c *cluster) error {
-			_, err := c.a1.owner.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "user-made.example.net", Plan: planName})
+			_, err := c.a1.owner.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "user-made.example.net", Plan: planName})
 			return err
 		}, "FORBIDDEN"),
 	)
@@ -339,11 +339,11 @@ func apiVectors() []vector {
 			return err
 		}, "CONFLICT", "INVALID_INPUT"),
 		refused("account with other tenant's domain", "reseller A creates an account on b1's domain", func(t *testing.T, c *cluster) error {
-			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: c.b1.Domain, Plan: planName})
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: c.b1.Domain, Plan: planName})
 			return err
 		}, "CONFLICT"),
 		refused("account with other tenant's domain in capitals", "reseller A creates an account on b1's domain spelt in capitals", func(t *testing.T, c *cluster) error {
-			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: strings.ToUpper(c.b1.Domain), Plan: planName})
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: strings.ToUpper(c.b1.Domain), Plan: planName})
 			return err
 		}, "CONFLICT", "INVALID_INPUT"),
 		refused("account with other tenant's username", "reseller A creates an account with b1's username", func(t *testing.T, c *cluster) error {
@@ -358,7 +358,7 @@ func apiVectors() []vector {
 					return
 				}
 				before := c.accountCount(t)
-				_, err = c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "abig.example.net", Plan: "abig"})
+				_, err = c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "abig.example.net", Plan: "abig"})
 				wantCode(t, "createAccount", err, "QUOTA_EXCEEDED")
 				if after := c.accountCount(t); after != before {
 					t.Fatalf("accounts %d -> %d", before, after)
@@ -833,11 +833,11 @@ func apiInputVectors() []vector {
 			return err
 		}},
 		{"createAccount domain", []string{"INVALID_INPUT"}, func(c *cluster, s string) error {
-			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: s + ".example.net", Plan: planName})
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: s + ".example.net", Plan: planName})
 			return err
 		}},
 		{"createAccount plan", []string{"INVALID_INPUT", "NOT_FOUND"}, func(c *cluster, s string) error {
-			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testUsername(), Domain: "inj-plan.example.net", Plan: s})
+			_, err := c.resA.CreateAccount(ctx, client.CreateAccountInput{Username: testenv.TestUsername(), Domain: "inj-plan.example.net", Plan: s})
 			return err
 		}},
 		{"createAPIToken name", []string{"INVALID_INPUT"}, func(c *cluster, s string) error {

@@ -2,13 +2,10 @@ package security
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"database/sql"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -24,7 +21,6 @@ import (
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
-	"github.com/npanel/npanel/validate"
 )
 
 const (
@@ -80,41 +76,7 @@ type cluster struct {
 	pgA, pgB pgTenant
 }
 
-// testUsers are the Linux users the fixture asked for; TestMain removes any
-// left behind once the agent is gone.
-var testUsers sync.Map
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testUsers.Range(func(k, _ any) bool {
-		if name := k.(string); passwdHas(name) {
-			if out, err := exec.Command("/usr/sbin/userdel", "-f", name).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "remove leftover test user %s: %v: %s\n", name, err, out)
-				code = 1
-			}
-		}
-		return true
-	})
-	os.Exit(code)
-}
-
-func passwdHas(name string) bool {
-	b, err := os.ReadFile("/etc/passwd")
-	return err == nil && strings.Contains(string(b), "\n"+name+":")
-}
-
-// testUsername returns a fresh account name under the reserved test prefix.
-func testUsername() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	name := validate.TestUserPrefix + string(b)
-	testUsers.Store(name, true)
-	return name
-}
+func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
 
 func requireRoot(t *testing.T) {
 	t.Helper()
@@ -233,12 +195,8 @@ func (c *cluster) login(t *testing.T, name string) *client.Client {
 func (c *cluster) newTenant(t *testing.T, reseller *client.Client, login string) *tenant {
 	t.Helper()
 	ctx := context.Background()
-	u := testUsername()
-	t.Cleanup(func() {
-		if passwdHas(u) {
-			_ = exec.Command("/usr/sbin/userdel", "-f", u).Run()
-		}
-	})
+	u := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, u)
 	a, err := reseller.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: planName})
 	if err != nil {
 		t.Fatalf("account %s: %v", u, err)

@@ -522,7 +522,7 @@ func earlyRecordVector() vector {
 	return vector{name: "record added right after the account is kept", attempt: "a new account's owner adds a record at once, before the zone controller fills in the zone's default records",
 		refusal: "the record is kept (today: when the add lands before the zone controller fills in the defaults, plan() replaces the zone's records with them and the record, accepted with an id, is silently lost; seen in 3 of 8 fixture runs)",
 		run: func(t *testing.T, c *cluster) {
-			u := testUsername()
+			u := testenv.TestUsername()
 			a, err := c.resB.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: planName})
 			if err != nil {
 				t.Fatal(err)
