@@ -65,7 +65,6 @@ every other replica before starting it.`,
 			cfg.Logger = slog.Default()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			tuneGC(ctx)
 			srv, err := controlplane.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
