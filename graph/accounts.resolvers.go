@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/validate"
@@ -138,39 +137,6 @@ func (r *mutationResolver) CreateReseller(ctx context.Context, input model.Creat
 	return r.resellerModel(ctx, &res)
 }
 
-// CreateUser is the resolver for the createUser field.
-func (r *mutationResolver) CreateUser(ctx context.Context, input model.CreateUserInput) (*model.User, error) {
-	var err error
-	defer func() { r.auditFailure(ctx, "", "createUser", input.Name, err) }()
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return nil, err
-	}
-	if err = validate.Username(input.Name); err != nil {
-		return nil, err
-	}
-	if err = validate.Password(input.Password); err != nil {
-		return nil, err
-	}
-	id, err := r.resolveAccountRef(ctx, input.Account)
-	if err != nil {
-		return nil, err
-	}
-	a, err := r.visibleAccount(ctx, p, id)
-	if err != nil {
-		return nil, err
-	}
-	hash, err := r.Auth.HashPassword(input.Password)
-	if err != nil {
-		return nil, err
-	}
-	u := store.User{Name: input.Name, Role: store.RoleUser, PasswordHash: hash, Owner: a.Owner, Account: a.ID, CreatedAt: time.Now().UTC()}
-	if err = r.Store.CreateUser(ctx, u, store.NewAuditEvent(p.Name, source(ctx), "createUser", u.Name, "ok")); err != nil {
-		return nil, err
-	}
-	return &model.User{Name: u.Name, Role: model.RoleUser}, nil
-}
-
 // CreateAccount is the resolver for the createAccount field.
 func (r *mutationResolver) CreateAccount(ctx context.Context, input model.CreateAccountInput) (*model.Account, error) {
 	var err error
@@ -211,67 +177,6 @@ func (r *mutationResolver) DeleteAccount(ctx context.Context, id string) (*model
 		a.SetStatus(store.AccountDeleting, "", time.Now().UTC())
 		return true
 	})
-}
-
-// DrainNode is the resolver for the drainNode field.
-func (r *mutationResolver) DrainNode(ctx context.Context, name string) (*model.Node, error) {
-	return r.setDraining(ctx, "drainNode", name, true)
-}
-
-// UndrainNode is the resolver for the undrainNode field.
-func (r *mutationResolver) UndrainNode(ctx context.Context, name string) (*model.Node, error) {
-	return r.setDraining(ctx, "undrainNode", name, false)
-}
-
-// CreateAPIToken is the resolver for the createAPIToken field.
-func (r *mutationResolver) CreateAPIToken(ctx context.Context, name string, expiresAt *time.Time) (*model.CreateAPITokenPayload, error) {
-	var err error
-	defer func() { r.auditFailure(ctx, "", "createAPIToken", name, err) }()
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return nil, err
-	}
-	if err = validate.ObjectName("name", name); err != nil {
-		return nil, err
-	}
-	var exp time.Time
-	if expiresAt != nil {
-		if !expiresAt.After(time.Now()) {
-			err = &validate.Error{Field: "expiresAt", Reason: "must be in the future"}
-			return nil, err
-		}
-		exp = expiresAt.UTC()
-	}
-	secret, t, err := auth.NewAPIToken(p.Name, name, exp)
-	if err != nil {
-		return nil, err
-	}
-	if err = r.Store.CreateAPIToken(ctx, t, store.NewAuditEvent(p.Name, source(ctx), "createAPIToken", t.ID, "ok")); err != nil {
-		return nil, err
-	}
-	return &model.CreateAPITokenPayload{Token: secret, APIToken: apiTokenModel(&t)}, nil
-}
-
-// RevokeAPIToken is the resolver for the revokeAPIToken field.
-func (r *mutationResolver) RevokeAPIToken(ctx context.Context, id string) (bool, error) {
-	var err error
-	defer func() { r.auditFailure(ctx, "", "revokeAPIToken", id, err) }()
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return false, err
-	}
-	t, err := r.Store.GetAPIToken(ctx, id)
-	if err != nil {
-		return false, err
-	}
-	if t.User != p.Name && p.Role != store.RoleAdmin {
-		err = errorf(CodeNotFound, "API token "+quote(id)+" not found")
-		return false, err
-	}
-	if err = r.Store.RevokeAPIToken(ctx, id, store.NewAuditEvent(p.Name, source(ctx), "revokeAPIToken", id, "ok")); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // Plans is the resolver for the plans field.
@@ -350,25 +255,6 @@ func (r *queryResolver) Reseller(ctx context.Context, name string) (*model.Resel
 		return nil, err
 	}
 	return r.resellerModel(ctx, res)
-}
-
-// Users is the resolver for the users field.
-func (r *queryResolver) Users(ctx context.Context) ([]*model.User, error) {
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return nil, err
-	}
-	users, err := r.Store.ListUsers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := []*model.User{}
-	for _, u := range users {
-		if p.Role == store.RoleAdmin || u.Owner == p.Name || u.Name == p.Name {
-			out = append(out, &model.User{Name: u.Name, Role: roleModel(u.Role)})
-		}
-	}
-	return out, nil
 }
 
 // Account is the resolver for the account field.
@@ -458,23 +344,6 @@ func (r *queryResolver) Accounts(ctx context.Context, filter *model.AccountFilte
 		conn.PageInfo.EndCursor = &accts[n-1].ID
 	}
 	return conn, nil
-}
-
-// APITokens is the resolver for the apiTokens field.
-func (r *queryResolver) APITokens(ctx context.Context) ([]*model.APIToken, error) {
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return nil, err
-	}
-	ts, err := r.Store.ListAPITokens(ctx, p.Name)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*model.APIToken, 0, len(ts))
-	for i := range ts {
-		out = append(out, apiTokenModel(&ts[i]))
-	}
-	return out, nil
 }
 
 // AccountCounts is the resolver for the accountCounts field.
