@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/validate"
@@ -39,7 +40,6 @@ type Server struct {
 	log *slog.Logger
 
 	etcd  *embed.Etcd // nil with external etcd
-	cli   *clientv3.Client
 	store *store.Store
 	ca    *pki.CA
 	auth  *auth.Authenticator
@@ -51,7 +51,9 @@ type Server struct {
 	gossip  *gossip
 
 	accounts *accountIndex
-	dnsViews dnsViewCache
+	// controllers run on the controller runtime while this replica leads.
+	controllers *controller.Manager
+	dnsViews    dnsViewCache
 	// zoneCtl is the running zone controller (leader only), told of the
 	// tasks the API queues (ZoneTaskQueued).
 	zoneCtl atomic.Pointer[zoneController]
@@ -149,23 +151,24 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		return newEtcdClient(s.cfg.EtcdEndpoints, etcdTLS)
 	}
-	if s.cli, err = connect(); err != nil {
+	cli, err := connect()
+	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { s.cli.Close() })
+	cleanups = append(cleanups, func() { cli.Close() })
 	indexCli, err := connect()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { indexCli.Close() })
 	// The agent gateway has a client of its own (see gateway): API load
-	// on s.cli cannot hold up task delivery.
+	// on cli cannot hold up task delivery.
 	gatewayCli, err := connect()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { gatewayCli.Close() })
-	s.store = store.New(s.cli)
+	s.store = store.New(cli)
 
 	if err := s.bootstrap(ctx); err != nil {
 		return err
@@ -203,8 +206,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer cancel()
 	errc := make(chan error, 4)
 
-	s.accounts = newAccountIndex(s, indexCli)
+	s.accounts = newAccountIndex(s, store.New(indexCli))
 	go s.accounts.run(runCtx)
+	s.controllers = controller.NewManager()
+	s.controllers.Add(newAccountController(s).ctl)
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.
@@ -214,7 +219,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Info("name tree backfilled", "names", n)
 	}
 
-	s.gateway = newGateway(s, gatewayCli)
+	s.gateway = newGateway(s, store.New(gatewayCli))
 	go s.gateway.checkDelivery(runCtx)
 	grpcSrv := s.gateway.grpcServer()
 	go func() { errc <- grpcSrv.Serve(s.agentLn) }()
