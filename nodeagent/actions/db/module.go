@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -264,13 +263,6 @@ func mkdirPublicParents(prefix string, paths ...string) error {
 		return os.Chmod(prefix, fi.Mode().Perm()|0o055)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	if err := writeSecretFile(path, data); err != nil {
-		return err
-	}
-	return os.Chmod(path, mode)
 }
 
 func lookupIDs(name string) (int, int, error) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
@@ -232,8 +233,8 @@ func clientFor(env *actions.Env) (*Client, error) {
 	return NewClient(env.Profile.DNSAPIListen, k), nil
 }
 
-// writeFile writes name in dir atomically (temp file + rename) with mode
-// 0600: pdns.conf and the drop-in hold the API key.
+// writeFile writes name in dir atomically with mode 0600: pdns.conf and
+// the drop-in hold the API key.
 func writeFile(dir, name string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
@@ -246,20 +247,7 @@ func writeFile(dir, name string, data []byte) error {
 	if old, err := root.ReadFile(name); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	tmp := "." + name + ".tmp"
-	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = root.Remove(tmp)
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	if err := root.Rename(tmp, name); err != nil {
-		_ = root.Remove(tmp)
+	if err := atomicfile.Write(root, name, data, 0o600, nil); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 )
@@ -362,13 +363,11 @@ func applyOps(ops []op) (done []op, err error) {
 		roots[dir] = r
 		return r, nil
 	}
-	temps := make([]string, len(ops))
+	temps := make([]*atomicfile.Pending, len(ops))
 	defer func() {
-		for i, t := range temps {
-			if t != "" {
-				if r, err := rootOf(ops[i].path); err == nil {
-					_ = r.Remove(t)
-				}
+		for _, t := range temps {
+			if t != nil {
+				t.Abort()
 			}
 		}
 	}()
@@ -380,23 +379,34 @@ func applyOps(ops []op) (done []op, err error) {
 		if o.new == nil {
 			continue
 		}
-		if temps[i], err = writeTemp(r, filepath.Base(o.path), o.new, 0o644); err != nil {
+		p, err := atomicfile.Create(r, filepath.Base(o.path), 0o644, nil)
+		if err != nil {
 			return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+		}
+		temps[i] = p
+		if _, err := p.Write(o.new); err != nil {
+			return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+		}
+		if len(ops) > syncFSThreshold {
+			// Synced below by syncfs; closed now so that a batch of a
+			// thousand vhosts does not hold a thousand descriptors.
+			if err := p.Close(); err != nil {
+				return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+			}
 		}
 	}
 	if len(ops) <= syncFSThreshold {
 		for i, t := range temps {
-			if t == "" {
+			if t == nil {
 				continue
 			}
-			r, _ := rootOf(ops[i].path)
-			if err := syncFile(r, t); err != nil {
+			if err := t.Sync(); err != nil {
 				return nil, fmt.Errorf("web: sync %s: %w", ops[i].path, err)
 			}
 		}
 	} else {
 		for _, r := range roots {
-			if err := syncFS(r); err != nil {
+			if err := atomicfile.SyncFS(r); err != nil {
 				return nil, fmt.Errorf("web: sync: %w", err)
 			}
 		}
@@ -409,15 +419,14 @@ func applyOps(ops []op) (done []op, err error) {
 				return done, fmt.Errorf("web: remove %s: %w", o.path, err)
 			}
 		} else {
-			if err := r.Rename(temps[i], name); err != nil {
+			if err := temps[i].Rename(); err != nil {
 				return done, fmt.Errorf("web: write %s: %w", o.path, err)
 			}
-			temps[i] = ""
 		}
 		done = append(done, o)
 	}
 	for dir, r := range roots {
-		if err := syncRoot(r); err != nil {
+		if err := atomicfile.SyncDir(r); err != nil {
 			return done, fmt.Errorf("web: sync %s: %w", dir, err)
 		}
 	}
