@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
@@ -133,6 +134,10 @@ type Agent struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// allow builds the actions of tasks from this agent's modules, which
+	// own the per-node state the actions share.
+	allow *allowlist.List
+
 	// services runs the modules' daemons (nil without modules); modules
 	// lists the names of the modules whose Setup succeeded.
 	services services.Manager
@@ -218,6 +223,7 @@ func New(cfg Config) (*Agent, error) {
 		reg:     cfg.Registry,
 		timing:  defaultTiming,
 		ready:   make(chan struct{}),
+		allow:   allowlist.New(cfg.Modules...),
 	}
 
 	id, err := loadIdentity(cfg.DataDir)

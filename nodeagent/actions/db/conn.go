@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -26,14 +25,7 @@ const (
 	PostgresAdminFile = "postgres-admin.pgpass"
 )
 
-// engines caches one engine (and so one small connection pool) per server
-// and credential file: actions are built per task, the pools outlive them.
-var (
-	enginesMu sync.Mutex
-	engines   = map[string]engine{}
-)
-
-func engineFor(ctx context.Context, env *actions.Env, name string) (engine, error) {
+func (m *Module) engineFor(ctx context.Context, env *actions.Env, name string) (engine, error) {
 	paths := env.Profile.DB()
 	supervised := env.Profile.Prefix != ""
 	var key, cred string
@@ -53,9 +45,9 @@ func engineFor(ctx context.Context, env *actions.Env, name string) (engine, erro
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrEngineUnavailable, name)
 	}
-	enginesMu.Lock()
-	defer enginesMu.Unlock()
-	if e := engines[key]; e != nil {
+	m.enginesMu.Lock()
+	defer m.enginesMu.Unlock()
+	if e := m.engines[key]; e != nil {
 		return e, nil
 	}
 	var e engine
@@ -68,19 +60,19 @@ func engineFor(ctx context.Context, env *actions.Env, name string) (engine, erro
 	if err != nil {
 		return nil, err
 	}
-	engines[key] = e
+	m.engines[key] = e
 	return e, nil
 }
 
 // closeEngines closes every cached pool (tests restart servers).
-func closeEngines() {
-	enginesMu.Lock()
-	defer enginesMu.Unlock()
-	for k, e := range engines {
+func (m *Module) closeEngines() {
+	m.enginesMu.Lock()
+	defer m.enginesMu.Unlock()
+	for k, e := range m.engines {
 		if c, ok := e.(interface{ close() }); ok {
 			c.close()
 		}
-		delete(engines, k)
+		delete(m.engines, k)
 	}
 }
 

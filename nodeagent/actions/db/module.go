@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,18 +36,31 @@ const ModuleName = "db"
 // password kept in a pgpass file in the agent's DataDir. Setup starts
 // nothing: it returns the specs, and the MariaDB spec's Ready creates the
 // agent's own admin account once the server answers.
-type Module struct{}
+//
+// The module owns the state its actions share on one agent: the engines
+// (connection pools) and the locks that serialise actions on one database
+// or user. The agent creates one and builds every database action from it.
+type Module struct {
+	// engines caches one engine (and so one small connection pool) per
+	// server and credential file: actions are built per task, the pools
+	// outlive them.
+	enginesMu sync.Mutex
+	engines   map[string]engine
+
+	// locks serialises actions on one database or user name; see begin.
+	locks actions.KeyedLocks
+}
 
 var _ actions.Module = (*Module)(nil)
 
-// NewModule returns the database module.
-func NewModule() *Module { return &Module{} }
+// NewModule returns the database module of one agent.
+func NewModule() *Module { return &Module{engines: make(map[string]engine)} }
 
 // Name implements actions.Module.
 func (*Module) Name() string { return ModuleName }
 
 // Setup implements actions.Module.
-func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
+func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
 	if env == nil || env.Profile == nil {
 		return nil, errors.New("db: no platform profile")
 	}
@@ -65,7 +79,7 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 		if err := env.Profile.MariaDBData().MakePrivate(); err != nil {
 			return nil, fmt.Errorf("db: %w", err)
 		}
-		specs = append(specs, mariadbSpec(env))
+		specs = append(specs, m.mariadbSpec(env))
 	}
 	if _, err := os.Stat(d.Postgres); err == nil {
 		if supervised {
@@ -79,13 +93,13 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 			return nil, fmt.Errorf("db: %w", err)
 		}
 		if ok, _ := fileExists(postgresCredPath(env, d)); ok {
-			specs = append(specs, postgresSpec(env))
+			specs = append(specs, m.postgresSpec(env))
 		}
 	}
 	return specs, nil
 }
 
-func mariadbSpec(env *actions.Env) services.Spec {
+func (m *Module) mariadbSpec(env *actions.Env) services.Spec {
 	d := env.Profile.DB()
 	s := services.Spec{
 		Name:        "mariadb",
@@ -97,14 +111,14 @@ func mariadbSpec(env *actions.Env) services.Spec {
 		// Ready logs in as the agent's admin, creating the account first on
 		// a fresh supervised server.
 		Ready: func(ctx context.Context) error {
-			e, err := engineFor(ctx, env, validate.EngineMariaDB)
+			e, err := m.engineFor(ctx, env, validate.EngineMariaDB)
 			if err != nil {
 				return err
 			}
 			return e.(*mariadb).db.PingContext(ctx)
 		},
 		Version: func(ctx context.Context) (string, error) {
-			e, err := engineFor(ctx, env, validate.EngineMariaDB)
+			e, err := m.engineFor(ctx, env, validate.EngineMariaDB)
 			if err != nil {
 				return "", err
 			}
@@ -116,7 +130,7 @@ func mariadbSpec(env *actions.Env) services.Spec {
 	return s
 }
 
-func postgresSpec(env *actions.Env) services.Spec {
+func (m *Module) postgresSpec(env *actions.Env) services.Spec {
 	d := env.Profile.DB()
 	return services.Spec{
 		Name:   "postgresql",
@@ -132,14 +146,14 @@ func postgresSpec(env *actions.Env) services.Spec {
 		StopTimeout:  60 * time.Second,
 		Listen:       []string{d.PgSocket()},
 		Ready: func(ctx context.Context) error {
-			e, err := engineFor(ctx, env, validate.EnginePostgreSQL)
+			e, err := m.engineFor(ctx, env, validate.EnginePostgreSQL)
 			if err != nil {
 				return err
 			}
 			return e.(*postgres).pool.Ping(ctx)
 		},
 		Version: func(ctx context.Context) (string, error) {
-			e, err := engineFor(ctx, env, validate.EnginePostgreSQL)
+			e, err := m.engineFor(ctx, env, validate.EnginePostgreSQL)
 			if err != nil {
 				return "", err
 			}

@@ -18,7 +18,7 @@ func TestFlushCache(t *testing.T) {
 	srv := pdns.Start(t, pdns.Options{})
 	env := envFor(t, srv)
 	const zone = "flush.npanel-test.com"
-	apply(t, env, NewEnsureZone(primarySpec(zone)))
+	apply(t, env, testModule.NewEnsureZone(primarySpec(zone)))
 	name := "late." + zone
 	if m := query(t, srv.DNSAddr, name, mdns.TypeA, false); m.Rcode != mdns.RcodeNameError {
 		t.Fatalf("%s before insert: rcode %s", name, mdns.RcodeToString[m.Rcode])

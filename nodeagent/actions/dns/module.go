@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,13 +30,23 @@ const ServiceName = "pdns"
 // returned or put in an error.
 const KeyFile = "pdns-api-key"
 
-// Module is the DNS service area of a node.
-type Module struct{}
+// Module is the DNS service area of a node. It owns what the DNS actions of
+// one agent share: the keep-alive connections to the API (a new TCP
+// connection would cost more than a PATCH) and the zone locks and applied
+// state (zoneState). The agent creates one and builds every DNS action
+// from it.
+type Module struct {
+	transport *http.Transport
+	zones     *zoneState
+}
 
-var _ actions.Module = Module{}
+var _ actions.Module = (*Module)(nil)
+
+// NewModule returns the DNS module of one agent.
+func NewModule() *Module { return &Module{transport: newTransport(), zones: newZoneState()} }
 
 // Name implements actions.Module.
-func (Module) Name() string { return "dns" }
+func (*Module) Name() string { return "dns" }
 
 // Setup implements actions.Module.
 //
@@ -54,7 +65,7 @@ func (Module) Name() string { return "dns" }
 //
 // Without pdns_server it returns no spec and the actions fail with a clear
 // error (the API does not answer).
-func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
+func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
 	p := env.Profile.DNS()
 	if _, err := os.Stat(p.Server); err != nil {
 		env.Logger.Info("pdns_server not installed, DNS disabled", "path", p.Server)
@@ -64,7 +75,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 	if err != nil {
 		return nil, err
 	}
-	client := NewClient(env.Profile.DNSAPIListen, key)
+	client := m.client(env.Profile.DNSAPIListen, key)
 	spec := services.Spec{
 		Name:   ServiceName,
 		Ready:  func(ctx context.Context) error { _, err := client.Version(ctx); return err },
@@ -218,8 +229,12 @@ func readKey(dataDir string) (string, error) {
 	return k, nil
 }
 
+func (m *Module) client(addr, key string) *Client {
+	return newClient(addr, key, m.transport, m.zones)
+}
+
 // clientFor is the client of the node's own PowerDNS.
-func clientFor(env *actions.Env) (*Client, error) {
+func (m *Module) clientFor(env *actions.Env) (*Client, error) {
 	if env.Profile == nil {
 		return nil, errors.New("dns: no platform profile")
 	}
@@ -230,7 +245,7 @@ func clientFor(env *actions.Env) (*Client, error) {
 		}
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	return NewClient(env.Profile.DNSAPIListen, k), nil
+	return m.client(env.Profile.DNSAPIListen, k), nil
 }
 
 // writeFile writes name in dir atomically with mode 0600: pdns.conf and

@@ -41,9 +41,11 @@ const (
 	socketWait    = 10 * time.Second
 )
 
-// host is the committer of one node (keyed by vhost directory, so that
-// tests with several prefixes in one process do not share one).
+// host is the committer of one node. Its Module keeps one per vhost
+// directory, so that a module used with several prefixes (tests) keeps
+// their committers apart.
 type host struct {
+	m       *Module
 	profile *platform.Profile
 	w       platform.WebPaths
 
@@ -58,15 +60,16 @@ type host struct {
 	dirty  map[string]bool            // services whose last reload failed
 }
 
-var hosts sync.Map // vhost dir -> *host
-
-func hostFor(p *platform.Profile) *host {
+func (m *Module) hostFor(p *platform.Profile) *host {
 	w := p.Web()
-	if h, ok := hosts.Load(w.VhostDir); ok {
-		return h.(*host)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.hosts[w.VhostDir]
+	if h == nil {
+		h = &host{m: m, profile: p, w: w}
+		m.hosts[w.VhostDir] = h
 	}
-	h, _ := hosts.LoadOrStore(w.VhostDir, &host{profile: p, w: w})
-	return h.(*host)
+	return h
 }
 
 // change is one account's complete desired set of managed files.
@@ -453,7 +456,7 @@ func (h *host) touched(cs []*change) (nginx bool, php []string) {
 }
 
 func (h *host) versionOfPoolDir(dir string) string {
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		if b.PoolDir == dir {
 			return b.Version
 		}
@@ -462,7 +465,7 @@ func (h *host) versionOfPoolDir(dir string) string {
 }
 
 func (h *host) build(version string) (platform.PHPFPM, bool) {
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		if b.Version == version {
 			return b, true
 		}
@@ -686,7 +689,7 @@ func (h *host) load() error {
 			h.names[n] = user
 		}
 	}
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		ents, err := os.ReadDir(b.PoolDir)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("web: list %s: %w", b.PoolDir, err)
