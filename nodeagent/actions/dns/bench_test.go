@@ -45,7 +45,7 @@ func BenchmarkRecordChange(b *testing.B) {
 	const zone = "bench.npanel-test.com"
 	spec := primarySpec(zone)
 	apply(b, env, testModule.NewEnsureZone(spec))
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	ctx := context.Background()
 	n := 0
 	nextIP := func() string { n++; return fmt.Sprintf("198.51.%d.%d", n/250%250, n%250+1) }
@@ -181,7 +181,7 @@ func BenchmarkCreateZones(b *testing.B) {
 		b.ReportMetric(float64(count), "zones")
 		// One more list of all zones, as sync_secondary_zones would do.
 		t0 := time.Now()
-		zs, err := NewClient(srv.APIAddr, srv.APIKey).zones(context.Background())
+		zs, err := testModule.client(srv.APIAddr, srv.APIKey).zones(context.Background())
 		if err != nil || len(zs) != count {
 			b.Fatalf("list: %d zones, %v", len(zs), err)
 		}

@@ -37,7 +37,7 @@ func check(t *testing.T, env *actions.Env, zones map[string]uint32) *CheckResult
 func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	srv := pdns.Start(t, pdns.Options{IP: "127.0.0.1"})
 	env := envFor(t, srv)
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	ctx := context.Background()
 	wiped, restored, intact := "wiped.npanel-test.com", "restored.npanel-test.com", "intact.npanel-test.com"
 	serials := map[string]uint32{}

@@ -80,7 +80,7 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 	}
 
 	// An rrset added behind the agent's back is removed by the next ensure.
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	if err := c.patchZone(context.Background(), zone+".", []pdnsRRset{{Name: "rogue." + zone + ".", Type: "A", TTL: 60, ChangeType: "REPLACE", Records: []pdnsRecord{{Content: "192.0.2.66"}}}}); err != nil {
 		t.Fatal(err)
 	}

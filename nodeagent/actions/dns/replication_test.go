@@ -69,7 +69,7 @@ func TestReplicationAndHealing(t *testing.T) {
 
 	// Wipe the secondary (and give it a stray Slave zone and a primary zone
 	// of its own); sync heals it and leaves the primary zone alone.
-	sc := NewClient(sec.APIAddr, sec.APIKey)
+	sc := testModule.client(sec.APIAddr, sec.APIKey)
 	ctx := context.Background()
 	for _, z := range zones {
 		if err := sc.deleteZone(ctx, z+"."); err != nil {
@@ -113,7 +113,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	// A change the secondary never heard of (a PATCH sends no NOTIFY, and
 	// no refresh was asked for): it would wait for the SOA refresh, hours.
 	// The sync names the primary's serial and the secondary catches up.
-	pc := NewClient(prim.APIAddr, prim.APIKey)
+	pc := testModule.client(prim.APIAddr, prim.APIKey)
 	z, err := dnszone.ValidateZone(ZoneFromProto(primarySpec(zones[1])))
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestRefreshSecondaryZone(t *testing.T) {
 	// A new serial on the primary, set through its API directly. (PowerDNS
 	// notices it and notifies too, at its next tick; the refresh starts the
 	// transfer before that, and must succeed against the real API.)
-	pc := NewClient(prim.APIAddr, prim.APIKey)
+	pc := testModule.client(prim.APIAddr, prim.APIKey)
 	var soa *mdns.SOA
 	for _, rr := range query(t, prim.DNSAddr, zone, mdns.TypeSOA, false).Answer {
 		soa, _ = rr.(*mdns.SOA)
