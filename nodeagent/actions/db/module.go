@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/validate"
@@ -240,13 +241,11 @@ func setupPostgres(ctx context.Context, env *actions.Env) error {
 	// can read; it lives in the (0700, postgres-owned) socket directory for
 	// the moment initdb runs.
 	pwfile := filepath.Join(d.PgSocketDir, ".initdb-pw")
-	if err := os.WriteFile(pwfile, []byte(pw+"\n"), 0o600); err != nil {
+	// Owned by postgres before the password is in it.
+	if err := atomicfile.WriteFile(pwfile, []byte(pw+"\n"), 0o600, &atomicfile.Owner{UID: uid, GID: gid}); err != nil {
 		return fmt.Errorf("db: %w", err)
 	}
 	defer os.Remove(pwfile)
-	if err := os.Chown(pwfile, uid, gid); err != nil {
-		return fmt.Errorf("db: %w", err)
-	}
 	cmd := exec.CommandContext(ctx, d.Initdb, "-D", d.PgDataDir, "-U", d.PgAdminUser, "--pwfile="+pwfile,
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
