@@ -76,6 +76,8 @@ type Config struct {
 	// their daemons are started and reported, their actions enabled. Nil
 	// runs none, and the agent then manages Unix accounts only, which is
 	// what the in-process test clusters and the load test's agents do.
+	// The agent works with its own instances of the modules named here
+	// (allowlist.OwnModules): their state is the node's.
 	Modules []actions.Module
 	// Services runs the modules' daemons. Nil picks systemd on a production
 	// node (no Prefix, systemd running) and the agent's own supervisor
@@ -203,6 +205,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	// Several agents in one process may be given one module list.
+	cfg.Modules = allowlist.OwnModules(cfg.Modules)
 	if cfg.Facts == nil {
 		dir := cfg.DataDir
 		cfg.Facts = func() (*agentpb.NodeFacts, error) { return platform.Detect(dir) }

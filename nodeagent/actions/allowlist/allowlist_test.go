@@ -137,3 +137,24 @@ func TestModulesAreNew(t *testing.T) {
 		}
 	}
 }
+
+// An agent given a module list another agent got too works with modules of
+// its own.
+func TestOwnModules(t *testing.T) {
+	shared, err := Modules([]string{"web", "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := OwnModules(shared), OwnModules(shared)
+	if len(a) != 2 || a[0].Name() != "web" || a[1].Name() != "db" {
+		t.Fatalf("OwnModules = %v", a)
+	}
+	for i := range a {
+		if a[i] == shared[i] || a[i] == b[i] {
+			t.Errorf("module %s shared", a[i].Name())
+		}
+	}
+	if len(OwnModules(nil)) != 0 {
+		t.Error("OwnModules(nil) made modules")
+	}
+}

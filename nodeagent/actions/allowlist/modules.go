@@ -56,3 +56,22 @@ func Modules(names []string) ([]actions.Module, error) {
 	}
 	return out, nil
 }
+
+// OwnModules returns mods with every module this package knows replaced by
+// a new one of the same name: the modules hold per-node state, and a
+// caller that hands one module list to several agents (npanel dev runs a
+// few in one process) must not make them share it. Modules of other kinds
+// are kept as they are.
+func OwnModules(mods []actions.Module) []actions.Module {
+	out := make([]actions.Module, 0, len(mods))
+	for _, m := range mods {
+		for _, fresh := range moduleTable() {
+			if fresh.Name() == m.Name() {
+				m = fresh
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
