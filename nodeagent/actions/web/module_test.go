@@ -12,13 +12,14 @@ import (
 func TestModulesDoNotShareHosts(t *testing.T) {
 	p := platform.Debian12(t.TempDir())
 	a, b := NewModule(), NewModule()
-	if a.hostFor(p) != a.hostFor(p) {
+	h1, h2 := a.hostFor(p), a.hostFor(p)
+	if h1 != h2 {
 		t.Fatal("one module made two committers for one vhost directory")
 	}
-	if a.hostFor(p) == b.hostFor(p) {
+	if h1 == b.hostFor(p) {
 		t.Fatal("two modules share a committer")
 	}
-	if h := a.hostFor(p); h.m != a {
+	if h1.m != a {
 		t.Fatal("committer does not belong to its module")
 	}
 	if q := platform.Debian12(t.TempDir()); a.hostFor(q) == a.hostFor(p) {
