@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
@@ -75,6 +76,8 @@ type Config struct {
 	// their daemons are started and reported, their actions enabled. Nil
 	// runs none, and the agent then manages Unix accounts only, which is
 	// what the in-process test clusters and the load test's agents do.
+	// The agent works with its own instances of the modules named here
+	// (allowlist.OwnModules): their state is the node's.
 	Modules []actions.Module
 	// Services runs the modules' daemons. Nil picks systemd on a production
 	// node (no Prefix, systemd running) and the agent's own supervisor
@@ -132,6 +135,10 @@ type Agent struct {
 	connected atomic.Bool
 	ready     chan struct{}
 	readyOnce sync.Once
+
+	// allow builds the actions of tasks from this agent's modules, which
+	// own the per-node state the actions share.
+	allow *allowlist.List
 
 	// services runs the modules' daemons (nil without modules); modules
 	// lists the names of the modules whose Setup succeeded.
@@ -198,6 +205,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	// Several agents in one process may be given one module list.
+	cfg.Modules = allowlist.OwnModules(cfg.Modules)
 	if cfg.Facts == nil {
 		dir := cfg.DataDir
 		cfg.Facts = func() (*agentpb.NodeFacts, error) { return platform.Detect(dir) }
@@ -218,6 +227,7 @@ func New(cfg Config) (*Agent, error) {
 		reg:     cfg.Registry,
 		timing:  defaultTiming,
 		ready:   make(chan struct{}),
+		allow:   allowlist.New(cfg.Modules...),
 	}
 
 	id, err := loadIdentity(cfg.DataDir)

@@ -3,10 +3,13 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/npanel/npanel/internal/atomicfile"
 )
 
 const lockFile = "lock"
@@ -30,3 +33,26 @@ func lockDataDir(dir string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// The data directory's files (identity, journal) are root's alone and
+// replaced atomically.
+
+func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
+	return atomicfile.WriteFile(filepath.Join(dir, name), data, perm, nil)
+}
+
+func writeFileAtomicFunc(dir, name string, perm os.FileMode, fill func(io.Writer) error) error {
+	return atomicfile.WriteFileFunc(filepath.Join(dir, name), perm, nil, fill)
+}
+
+func syncDir(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return atomicfile.SyncDir(root)
+}
+
+// removeStaleTemps deletes temporary files a crash left in dir.
+func removeStaleTemps(dir string) error { return atomicfile.RemoveTemps(dir) }

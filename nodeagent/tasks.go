@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
-	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -129,7 +128,7 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 		return res, true
 	}
 
-	act, err := allowlist.FromTask(t)
+	act, err := r.a.allow.FromTask(t)
 	if err != nil {
 		return fail(err.Error())
 	}

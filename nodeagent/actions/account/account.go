@@ -21,11 +21,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
-	dbactions "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -79,6 +77,7 @@ type Ensure struct {
 	// node that runs the web module.
 	Web *agentpb.WebSpec
 
+	m              *Module
 	run            runner // nil: execRunner
 	allowTestNames bool
 }
@@ -88,6 +87,7 @@ type Ensure struct {
 type Delete struct {
 	Username string
 
+	m              *Module
 	run            runner // nil: execRunner
 	allowTestNames bool
 }
@@ -98,13 +98,13 @@ var (
 )
 
 // NewEnsure builds the action from its wire form.
-func NewEnsure(req *agentpb.EnsureAccountAction) *Ensure {
-	return &Ensure{Username: req.GetUsername(), DiskQuotaMB: req.GetDiskQuotaMb(), Suspended: req.GetSuspended(), Web: req.GetWeb()}
+func (m *Module) NewEnsure(req *agentpb.EnsureAccountAction) *Ensure {
+	return &Ensure{m: m, Username: req.GetUsername(), DiskQuotaMB: req.GetDiskQuotaMb(), Suspended: req.GetSuspended(), Web: req.GetWeb()}
 }
 
 // NewDelete builds the action from its wire form.
-func NewDelete(req *agentpb.DeleteAccountAction) *Delete {
-	return &Delete{Username: req.GetUsername()}
+func (m *Module) NewDelete(req *agentpb.DeleteAccountAction) *Delete {
+	return &Delete{m: m, Username: req.GetUsername()}
 }
 
 // Name implements actions.Action.
@@ -149,7 +149,7 @@ func validUsername(name string, allowTest bool) error {
 
 // Apply implements actions.Action.
 func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	p, log, db, unlock, err := begin(ctx, env, a.Username)
+	p, log, db, unlock, err := a.m.begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 		lockCmd = unlockArgv(p, name)
 	}
 	if lockCmd != nil {
-		if err := runDB(ctx, run, lockCmd); err != nil {
+		if err := a.m.runDB(ctx, run, lockCmd); err != nil {
 			return nil, fmt.Errorf("set lock state of %q: %w", name, err)
 		}
 		if db, err = readUserDB(p); err != nil {
@@ -218,7 +218,7 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	if slices.Contains(env.Modules, "web") {
 		// After the user and its home: pools run as the user and document
 		// roots live in the home.
-		if sites, err = web.Ensure(ctx, env, web.Owner{Username: name, UID: u.UID, GID: u.GID, Home: u.Home}, a.Web, a.Suspended); err != nil {
+		if sites, err = a.m.web.Ensure(ctx, env, web.Owner{Username: name, UID: u.UID, GID: u.GID, Home: u.Home}, a.Web, a.Suspended); err != nil {
 			return nil, fmt.Errorf("sites of %q: %w", name, err)
 		}
 	}
@@ -247,7 +247,7 @@ func (a *Ensure) create(ctx context.Context, p *platform.Profile, run runner) er
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("create user %q: %w", a.Username, err)
 	}
-	if err := runDB(ctx, run, useraddArgv(p, a.Username)); err != nil {
+	if err := a.m.runDB(ctx, run, useraddArgv(p, a.Username)); err != nil {
 		return fmt.Errorf("create user %q: %w", a.Username, err)
 	}
 	return nil
@@ -262,7 +262,7 @@ func (a *Ensure) create(ctx context.Context, p *platform.Profile, run runner) er
 // between the last two leaves a home without a user, which the next delete
 // of the name archives and removes (see orphan).
 func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	p, log, db, unlock, err := begin(ctx, env, a.Username)
+	p, log, db, unlock, err := a.m.begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +275,7 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 		// Sites of a user removed by other means would otherwise stay
 		// configured (and their pools failing) forever.
 		if slices.Contains(env.Modules, "web") {
-			if err := web.Remove(ctx, env, name); err != nil {
+			if err := a.m.web.Remove(ctx, env, name); err != nil {
 				return nil, fmt.Errorf("remove sites of %q: %w", name, err)
 			}
 		}
@@ -291,20 +291,20 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	if slices.Contains(env.Modules, "web") {
 		// Pools run as the user: they must be gone before userdel, which
 		// refuses a user with running processes.
-		if err := web.Remove(ctx, env, name); err != nil {
+		if err := a.m.web.Remove(ctx, env, name); err != nil {
 			return nil, fmt.Errorf("remove sites of %q: %w", name, err)
 		}
 	}
 	var dumps []string
 	if slices.Contains(env.Modules, "db") {
 		// Dumped into the backup area first, like the home below.
-		if dumps, err = dbactions.RemoveOwner(ctx, env, name); err != nil {
+		if dumps, err = a.m.db.RemoveOwner(ctx, env, name); err != nil {
 			return nil, fmt.Errorf("remove databases of %q: %w", name, err)
 		}
 	}
 
 	archive, err := archiveAndThen(ctx, p, name, u.UID, u.GID, log, func() error {
-		if err := runDB(ctx, run, userdelArgv(p, name)); err != nil {
+		if err := a.m.runDB(ctx, run, userdelArgv(p, name)); err != nil {
 			return fmt.Errorf("delete user %q: %w", name, err)
 		}
 		return nil
@@ -409,12 +409,12 @@ func checkManaged(p *platform.Profile, u passwdEntry) error {
 // begin is what both actions do first: check the name and profile, take
 // the user's lock (one action per user at a time on this node), and read the
 // user database under it.
-func begin(ctx context.Context, env *actions.Env, name string) (*platform.Profile, *slog.Logger, *userDB, func(), error) {
+func (m *Module) begin(ctx context.Context, env *actions.Env, name string) (*platform.Profile, *slog.Logger, *userDB, func(), error) {
 	p, log, err := setup(env, name)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	unlock, err := userLocks.Lock(ctx, name)
+	unlock, err := m.userLocks.Lock(ctx, name)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -465,20 +465,3 @@ func runnerOr(r runner) runner {
 	}
 	return r
 }
-
-// dbMu serialises this agent's edits of the user database. The tools lock
-// the files themselves, but give up after a while under contention; queuing
-// here costs nothing since each edit takes milliseconds.
-var dbMu sync.Mutex
-
-func runDB(ctx context.Context, run runner, argv []string) error {
-	dbMu.Lock()
-	defer dbMu.Unlock()
-	return run.run(ctx, argv)
-}
-
-// userLocks serialises the actions on one username: each reads the user
-// database, decides and acts, and two of them interleaving (an ensure and a
-// delete of the same account, both re-sent after a reconnect) could act on
-// what the other has just changed. Different accounts proceed in parallel.
-var userLocks actions.KeyedLocks

@@ -5,10 +5,8 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -22,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/npanel/npanel/internal/atomicfile"
 )
 
 // archiveTimeFormat stamps archive names in UTC, sortable as text.
@@ -74,20 +74,12 @@ func archiveHome(ctx context.Context, home *os.Root, backupDir, user string, uid
 	if err != nil {
 		return "", err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "." + final + ".tmp-" + hex.EncodeToString(rnd[:])
 	// 0600: the archive holds the account's files, whatever their modes.
-	f, err := bk.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := atomicfile.Create(bk, final, 0o600, nil)
 	if err != nil {
 		return "", fmt.Errorf("create archive: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = bk.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 
 	a := &archiver{ctx: ctx, home: home, prefix: user, uid: uid, gid: gid, user: user, sum: newArchiveSum(), log: log}
 	bw := bufio.NewWriterSize(f, 256<<10)
@@ -106,20 +98,14 @@ func archiveHome(ctx context.Context, home *os.Root, backupDir, user string, uid
 		return "", fmt.Errorf("archive home: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("archive home: sync: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("archive home: %w", err)
 	}
 
-	if err := verifyArchive(bk, tmp, a.sum); err != nil {
+	if err := verifyArchive(bk, f.TempName(), a.sum); err != nil {
 		return "", fmt.Errorf("verify archive: %w", err)
 	}
-	if err := bk.Rename(tmp, final); err != nil {
+	if err := f.Commit(); err != nil {
 		return "", fmt.Errorf("archive home: %w", err)
-	}
-	if err := syncDir(bk); err != nil {
-		return "", fmt.Errorf("archive home: sync backup area: %w", err)
 	}
 	return filepath.Join(backupDir, final), nil
 }
@@ -141,15 +127,6 @@ func freeArchiveName(bk *os.Root, user string, now time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("archive name: too many archives named %s-*", stamp)
-}
-
-func syncDir(r *os.Root) error {
-	d, err := r.Open(".")
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // archiver walks a home through os.Root and writes it to tw.

@@ -29,17 +29,29 @@ func (c *CountingRunner) Calls() [][]string {
 	return out
 }
 
-// WithRunner makes a (an *Ensure or *Delete) run its commands through r;
-// a nil r leaves the real runner.
+// testModule is the account module of the one agent a test binary of this
+// package plays.
+var testModule = NewModule(nil, nil)
+
+// WithRunner makes a (an *Ensure or *Delete) run its commands through r
+// (a nil r leaves the real runner) and gives it the test binary's module
+// unless it has one.
 func WithRunner[A *Ensure | *Delete](a A, r *CountingRunner) A {
-	if r == nil {
-		return a
-	}
 	switch a := any(a).(type) {
 	case *Ensure:
-		a.run = r
+		if a.m == nil {
+			a.m = testModule
+		}
+		if r != nil {
+			a.run = r
+		}
 	case *Delete:
-		a.run = r
+		if a.m == nil {
+			a.m = testModule
+		}
+		if r != nil {
+			a.run = r
+		}
 	}
 	return a
 }

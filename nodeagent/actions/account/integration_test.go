@@ -671,7 +671,7 @@ func TestEnsureReportsToolError(t *testing.T) {
 	_, env := setup(t)
 	name := newUser(t)
 	run(t, "/usr/sbin/groupadd", name)
-	_, err := (&account.Ensure{Username: name}).Apply(context.Background(), env)
+	_, err := account.WithRunner(&account.Ensure{Username: name}, nil).Apply(context.Background(), env)
 	var ce *account.CommandError
 	if !errors.As(err, &ce) || ce.Argv[0] != "/usr/sbin/useradd" || !strings.Contains(err.Error(), "group "+name+" exists") {
 		t.Fatalf("ensure with a clashing group = %v", err)

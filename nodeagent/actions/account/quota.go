@@ -15,9 +15,9 @@ import (
 	"github.com/npanel/npanel/nodeagent/platform"
 )
 
-// mountinfoPath is read to find the filesystem holding the homes; a variable
-// for tests.
-var mountinfoPath = "/proc/self/mountinfo"
+// mountinfoPath is read to find the filesystem holding the homes (the
+// tests parse a fixture with parseMountinfo instead).
+const mountinfoPath = "/proc/self/mountinfo"
 
 // mount is one line of /proc/self/mountinfo, the parts quota handling needs.
 type mount struct {

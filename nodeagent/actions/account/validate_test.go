@@ -55,14 +55,14 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewFromWire(t *testing.T) {
-	e := NewEnsure(&agentpb.EnsureAccountAction{Username: "bob", DiskQuotaMb: 7, Suspended: true})
+	e := testModule.NewEnsure(&agentpb.EnsureAccountAction{Username: "bob", DiskQuotaMb: 7, Suspended: true})
 	if e.Username != "bob" || e.DiskQuotaMB != 7 || !e.Suspended || e.Name() != "ensure_account" {
 		t.Fatalf("NewEnsure = %+v", e)
 	}
-	if d := NewDelete(&agentpb.DeleteAccountAction{Username: "bob"}); d.Username != "bob" || d.Name() != "delete_account" {
+	if d := testModule.NewDelete(&agentpb.DeleteAccountAction{Username: "bob"}); d.Username != "bob" || d.Name() != "delete_account" {
 		t.Fatalf("NewDelete = %+v", d)
 	}
-	if e := NewEnsure(nil); e.Username != "" {
+	if e := testModule.NewEnsure(nil); e.Username != "" {
 		t.Fatalf("NewEnsure(nil) = %+v", e)
 	}
 }

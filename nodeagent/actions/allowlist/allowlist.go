@@ -1,5 +1,5 @@
 // Package allowlist maps a task to the action it names. It is the only place
-// that does: an action not listed in FromTask cannot run on a node.
+// that does: an action not listed in List.FromTask cannot run on a node.
 //
 // It is a package of its own, rather than part of package actions, because
 // it must import every action package while every action package imports
@@ -16,6 +16,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
+	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -24,41 +25,87 @@ import (
 // retried: resending it to the same agent binary cannot succeed.
 var ErrNoAction = errors.New("no known action")
 
+// List is the allow-list of one agent. It builds every action from the
+// agent's own modules, which hold the per-node state the actions share
+// (locks, caches, the web committer), so that two agents in one process
+// never share any of it.
+type List struct {
+	web     *web.Module
+	dns     *dns.Module
+	db      *db.Module
+	account *account.Module
+}
+
+// New returns the allow-list of an agent that runs mods (the modules the
+// agent sets up). A service whose module is not among them gets a module
+// of its own that is never set up: its actions still exist, and fail as
+// they do on a node without the service's daemon.
+func New(mods ...actions.Module) *List {
+	l := &List{}
+	for _, m := range mods {
+		switch m := m.(type) {
+		case *web.Module:
+			l.web = m
+		case *dns.Module:
+			l.dns = m
+		case *db.Module:
+			l.db = m
+		}
+	}
+	if l.web == nil {
+		l.web = web.NewModule()
+	}
+	if l.dns == nil {
+		l.dns = dns.NewModule()
+	}
+	if l.db == nil {
+		l.db = db.NewModule()
+	}
+	// An account's sites and databases are the web and db modules'.
+	l.account = account.NewModule(l.web, l.db)
+	return l
+}
+
+// FromTask returns the typed action carried by t, built by a List of its
+// own. It is for callers that only inspect or validate actions (tests of
+// the refusals); an agent applies actions from its own List.
+func FromTask(t *agentpb.Task) (actions.Action, error) { return New().FromTask(t) }
+
 // FromTask returns the typed action carried by t.
-func FromTask(t *agentpb.Task) (actions.Action, error) {
+func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 	switch a := t.GetAction().(type) {
 	case *agentpb.Task_Ping:
 		return ping.New(a.Ping), nil
 	case *agentpb.Task_EnsureAccount:
-		return account.NewEnsure(a.EnsureAccount), nil
+		return l.account.NewEnsure(a.EnsureAccount), nil
 	case *agentpb.Task_DeleteAccount:
-		return account.NewDelete(a.DeleteAccount), nil
+		return l.account.NewDelete(a.DeleteAccount), nil
 	case *agentpb.Task_RestartService:
 		return service.NewRestart(a.RestartService), nil
 	case *agentpb.Task_EnsureZone:
-		return dns.NewEnsureZone(a.EnsureZone), nil
+		return l.dns.NewEnsureZone(a.EnsureZone), nil
 	case *agentpb.Task_DeleteZone:
-		return dns.NewDeleteZone(a.DeleteZone), nil
+		return l.dns.NewDeleteZone(a.DeleteZone), nil
 	case *agentpb.Task_SyncSecondaryZones:
-		return dns.NewSyncSecondaryZones(a.SyncSecondaryZones), nil
+		return l.dns.NewSyncSecondaryZones(a.SyncSecondaryZones), nil
 	case *agentpb.Task_RotateZoneKeys:
-		return dns.NewRotateZoneKeys(a.RotateZoneKeys), nil
+		return l.dns.NewRotateZoneKeys(a.RotateZoneKeys), nil
 	case *agentpb.Task_RefreshSecondaryZone:
-		return dns.NewRefreshSecondaryZone(a.RefreshSecondaryZone), nil
+		return l.dns.NewRefreshSecondaryZone(a.RefreshSecondaryZone), nil
 	case *agentpb.Task_CheckPrimaryZones:
-		return dns.NewCheckPrimaryZones(a.CheckPrimaryZones), nil
+		return l.dns.NewCheckPrimaryZones(a.CheckPrimaryZones), nil
 	case *agentpb.Task_EnsureDatabase:
-		return db.NewEnsureDatabase(a.EnsureDatabase), nil
+		return l.db.NewEnsureDatabase(a.EnsureDatabase), nil
 	case *agentpb.Task_DropDatabase:
-		return db.NewDropDatabase(a.DropDatabase), nil
+		return l.db.NewDropDatabase(a.DropDatabase), nil
 	case *agentpb.Task_EnsureDatabaseUser:
-		return db.NewEnsureDatabaseUser(a.EnsureDatabaseUser), nil
+		return l.db.NewEnsureDatabaseUser(a.EnsureDatabaseUser), nil
 	case *agentpb.Task_DropDatabaseUser:
-		return db.NewDropDatabaseUser(a.DropDatabaseUser), nil
+		return l.db.NewDropDatabaseUser(a.DropDatabaseUser), nil
 	case *agentpb.Task_OptimizeDatabase:
-		return db.NewOptimizeDatabase(a.OptimizeDatabase), nil
+		return l.db.NewOptimizeDatabase(a.OptimizeDatabase), nil
 	case *agentpb.Task_ListDatabases:
-		return db.NewListDatabases(a.ListDatabases), nil
+		return l.db.NewListDatabases(a.ListDatabases), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

@@ -9,7 +9,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/db"
+	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
+	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -96,5 +99,62 @@ func TestFromTaskKnowsEveryAction(t *testing.T) {
 		if _, err := FromTask(m.Interface().(*agentpb.Task)); errors.Is(err, ErrNoAction) {
 			t.Errorf("action %s: %v", fd.Name(), err)
 		}
+	}
+}
+
+// Every agent gets a List of its own modules: two agents in one process
+// share no locks, caches or web committer.
+func TestNewUsesTheAgentsModules(t *testing.T) {
+	w, d, b := web.NewModule(), dns.NewModule(), db.NewModule()
+	l := New(w, d, b)
+	if l.web != w || l.dns != d || l.db != b || l.account == nil {
+		t.Fatalf("New did not keep the agent's modules: %+v", l)
+	}
+	// Without a module the List makes one of its own, not a shared one.
+	l1, l2 := New(), New()
+	if l1.web == l2.web || l1.dns == l2.dns || l1.db == l2.db || l1.account == l2.account {
+		t.Fatal("two Lists share a module")
+	}
+	act, err := l.FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureZone{EnsureZone: &agentpb.EnsureZoneAction{}}})
+	if err != nil || act.Name() != dns.EnsureZoneName {
+		t.Fatalf("FromTask(ensure_zone) = %v, %v", act, err)
+	}
+}
+
+// Modules makes new modules on every call: one per agent.
+func TestModulesAreNew(t *testing.T) {
+	a, err := Modules([]string{"all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Modules([]string{"all"})
+	if len(a) != 3 || len(b) != 3 {
+		t.Fatalf("Modules(all) = %d, %d modules", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] == b[i] {
+			t.Errorf("module %s shared between two calls", a[i].Name())
+		}
+	}
+}
+
+// An agent given a module list another agent got too works with modules of
+// its own.
+func TestOwnModules(t *testing.T) {
+	shared, err := Modules([]string{"web", "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := OwnModules(shared), OwnModules(shared)
+	if len(a) != 2 || a[0].Name() != "web" || a[1].Name() != "db" {
+		t.Fatalf("OwnModules = %v", a)
+	}
+	for i := range a {
+		if a[i] == shared[i] || a[i] == b[i] {
+			t.Errorf("module %s shared", a[i].Name())
+		}
+	}
+	if len(OwnModules(nil)) != 0 {
+		t.Error("OwnModules(nil) made modules")
 	}
 }

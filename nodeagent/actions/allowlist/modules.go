@@ -11,9 +11,9 @@ import (
 )
 
 // moduleTable lists every service module in the order the agent sets them
-// up.
+// up. Each call makes new modules: every agent owns its own.
 func moduleTable() []actions.Module {
-	return []actions.Module{web.Module{}, dns.Module{}, db.NewModule()}
+	return []actions.Module{web.NewModule(), dns.NewModule(), db.NewModule()}
 }
 
 // ModuleNames lists the modules an agent can run.
@@ -25,8 +25,9 @@ func ModuleNames() []string {
 	return out
 }
 
-// Modules returns the modules named (each at most once, in setup order);
-// "all" selects every module and "none" or no name none.
+// Modules returns new modules of the names given (each at most once, in
+// setup order), for one agent; "all" selects every module and "none" or no
+// name none.
 func Modules(names []string) ([]actions.Module, error) {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -54,4 +55,23 @@ func Modules(names []string) ([]actions.Module, error) {
 		}
 	}
 	return out, nil
+}
+
+// OwnModules returns mods with every module this package knows replaced by
+// a new one of the same name: the modules hold per-node state, and a
+// caller that hands one module list to several agents (npanel dev runs a
+// few in one process) must not make them share it. Modules of other kinds
+// are kept as they are.
+func OwnModules(mods []actions.Module) []actions.Module {
+	out := make([]actions.Module, 0, len(mods))
+	for _, m := range mods {
+		for _, fresh := range moduleTable() {
+			if fresh.Name() == m.Name() {
+				m = fresh
+				break
+			}
+		}
+		out = append(out, m)
+	}
+	return out
 }

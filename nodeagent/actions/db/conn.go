@@ -4,16 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/validate"
@@ -27,14 +25,7 @@ const (
 	PostgresAdminFile = "postgres-admin.pgpass"
 )
 
-// engines caches one engine (and so one small connection pool) per server
-// and credential file: actions are built per task, the pools outlive them.
-var (
-	enginesMu sync.Mutex
-	engines   = map[string]engine{}
-)
-
-func engineFor(ctx context.Context, env *actions.Env, name string) (engine, error) {
+func (m *Module) engineFor(ctx context.Context, env *actions.Env, name string) (engine, error) {
 	paths := env.Profile.DB()
 	supervised := env.Profile.Prefix != ""
 	var key, cred string
@@ -54,9 +45,9 @@ func engineFor(ctx context.Context, env *actions.Env, name string) (engine, erro
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrEngineUnavailable, name)
 	}
-	enginesMu.Lock()
-	defer enginesMu.Unlock()
-	if e := engines[key]; e != nil {
+	m.enginesMu.Lock()
+	defer m.enginesMu.Unlock()
+	if e := m.engines[key]; e != nil {
 		return e, nil
 	}
 	var e engine
@@ -69,19 +60,19 @@ func engineFor(ctx context.Context, env *actions.Env, name string) (engine, erro
 	if err != nil {
 		return nil, err
 	}
-	engines[key] = e
+	m.engines[key] = e
 	return e, nil
 }
 
 // closeEngines closes every cached pool (tests restart servers).
-func closeEngines() {
-	enginesMu.Lock()
-	defer enginesMu.Unlock()
-	for k, e := range engines {
+func (m *Module) closeEngines() {
+	m.enginesMu.Lock()
+	defer m.enginesMu.Unlock()
+	for k, e := range m.engines {
 		if c, ok := e.(interface{ close() }); ok {
 			c.close()
 		}
-		delete(engines, k)
+		delete(m.engines, k)
 	}
 }
 
@@ -181,31 +172,16 @@ func parsePgpass(b []byte) (user, password string, err error) {
 
 // writeSecretFile writes data to path atomically with mode 0600.
 func writeSecretFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	return writeFileAtomic(path, data, 0o600)
+}
+
+// writeFileAtomic writes data to path atomically with mode, creating a
+// missing directory for root alone.
+func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return atomicfile.WriteFile(path, data, mode, nil)
 }
 
 func fileExists(path string) (bool, error) {

@@ -120,6 +120,8 @@ type target struct {
 	Object string
 	Owner  string
 	Engine string // validate.EngineMariaDB or validate.EnginePostgreSQL
+
+	m *Module // the module the action was built by
 }
 
 func (t target) validateDB() error {
@@ -163,6 +165,8 @@ type DropDatabaseUser struct{ target }
 type ListDatabases struct {
 	Owner  string
 	Engine string
+
+	m *Module
 }
 
 var (
@@ -175,24 +179,24 @@ var (
 )
 
 // NewEnsureDatabase builds the action from its wire form.
-func NewEnsureDatabase(req *agentpb.EnsureDatabaseAction) *EnsureDatabase {
-	return &EnsureDatabase{target: target{req.GetName(), req.GetOwner(), engineName(req.GetEngine())}, Charset: req.GetCharset()}
+func (m *Module) NewEnsureDatabase(req *agentpb.EnsureDatabaseAction) *EnsureDatabase {
+	return &EnsureDatabase{target: target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m}, Charset: req.GetCharset()}
 }
 
 // NewDropDatabase builds the action from its wire form.
-func NewDropDatabase(req *agentpb.DropDatabaseAction) *DropDatabase {
-	return &DropDatabase{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine())}}
+func (m *Module) NewDropDatabase(req *agentpb.DropDatabaseAction) *DropDatabase {
+	return &DropDatabase{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m}}
 }
 
 // NewOptimizeDatabase builds the action from its wire form.
-func NewOptimizeDatabase(req *agentpb.OptimizeDatabaseAction) *OptimizeDatabase {
-	return &OptimizeDatabase{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine())}}
+func (m *Module) NewOptimizeDatabase(req *agentpb.OptimizeDatabaseAction) *OptimizeDatabase {
+	return &OptimizeDatabase{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m}}
 }
 
 // NewEnsureDatabaseUser builds the action from its wire form.
-func NewEnsureDatabaseUser(req *agentpb.EnsureDatabaseUserAction) *EnsureDatabaseUser {
+func (m *Module) NewEnsureDatabaseUser(req *agentpb.EnsureDatabaseUserAction) *EnsureDatabaseUser {
 	a := &EnsureDatabaseUser{
-		target:         target{req.GetName(), req.GetOwner(), engineName(req.GetEngine())},
+		target:         target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m},
 		Password:       req.GetPassword(),
 		SealedPassword: slices.Clone(req.GetSealedPassword()),
 		Hosts:          slices.Clone(req.GetHosts()),
@@ -204,13 +208,13 @@ func NewEnsureDatabaseUser(req *agentpb.EnsureDatabaseUserAction) *EnsureDatabas
 }
 
 // NewDropDatabaseUser builds the action from its wire form.
-func NewDropDatabaseUser(req *agentpb.DropDatabaseUserAction) *DropDatabaseUser {
-	return &DropDatabaseUser{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine())}}
+func (m *Module) NewDropDatabaseUser(req *agentpb.DropDatabaseUserAction) *DropDatabaseUser {
+	return &DropDatabaseUser{target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m}}
 }
 
 // NewListDatabases builds the action from its wire form.
-func NewListDatabases(req *agentpb.ListDatabasesAction) *ListDatabases {
-	return &ListDatabases{Owner: req.GetUsername(), Engine: engineName(req.GetEngine())}
+func (m *Module) NewListDatabases(req *agentpb.ListDatabasesAction) *ListDatabases {
+	return &ListDatabases{Owner: req.GetUsername(), Engine: engineName(req.GetEngine()), m: m}
 }
 
 // Name implements actions.Action.
@@ -361,7 +365,7 @@ func (a *EnsureDatabase) Apply(ctx context.Context, env *actions.Env) (any, erro
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	e, log, unlock, err := begin(ctx, env, a.Engine, a.Object)
+	e, log, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +389,7 @@ func (a *DropDatabase) Apply(ctx context.Context, env *actions.Env) (any, error)
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	e, log, unlock, err := begin(ctx, env, a.Engine, a.Object)
+	e, log, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +419,7 @@ func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (any, er
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	e, _, unlock, err := begin(ctx, env, a.Engine, a.Object)
+	e, _, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +454,7 @@ func (a *EnsureDatabaseUser) Apply(ctx context.Context, env *actions.Env) (any, 
 			return nil, err
 		}
 	}
-	e, log, unlock, err := begin(ctx, env, a.Engine, a.Object)
+	e, log, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -488,7 +492,7 @@ func (a *DropDatabaseUser) Apply(ctx context.Context, env *actions.Env) (any, er
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	e, log, unlock, err := begin(ctx, env, a.Engine, a.Object)
+	e, log, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -508,7 +512,7 @@ func (a *ListDatabases) Apply(ctx context.Context, env *actions.Env) (any, error
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
-	e, _, unlock, err := begin(ctx, env, a.Engine, "")
+	e, _, unlock, err := a.m.begin(ctx, env, a.Engine, "")
 	if err != nil {
 		return nil, err
 	}
@@ -549,7 +553,7 @@ type engine interface {
 // (a database or user name; "" for none). Actions on one name are
 // serialised: a drop racing an ensure of the same database, both re-sent
 // after a reconnect, must not interleave their check and their statement.
-func begin(ctx context.Context, env *actions.Env, engineName, key string) (engine, *slog.Logger, func(), error) {
+func (m *Module) begin(ctx context.Context, env *actions.Env, engineName, key string) (engine, *slog.Logger, func(), error) {
 	if env == nil || env.Profile == nil {
 		return nil, nil, nil, errors.New("no platform profile: the agent must be started with one")
 	}
@@ -557,18 +561,16 @@ func begin(ctx context.Context, env *actions.Env, engineName, key string) (engin
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e, err := engineFor(ctx, env, engineName)
+	e, err := m.engineFor(ctx, env, engineName)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	unlock := func() {}
 	if key != "" {
-		unlock, err = locks.Lock(ctx, engineName+"/"+key)
+		unlock, err = m.locks.Lock(ctx, engineName+"/"+key)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 	}
 	return e, log, unlock, nil
 }
-
-var locks actions.KeyedLocks

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/npanel/npanel/internal/atomicfile"
 )
 
 // dumpTimeFormat stamps dump names in UTC, sortable as text (the account
@@ -86,19 +86,11 @@ func writeDump(ctx context.Context, dir *os.Root, dirPath, name string, cmd dump
 	if err != nil {
 		return "", 0, err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "." + final + ".tmp-" + hex.EncodeToString(rnd[:])
-	f, err := dir.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := atomicfile.Create(dir, final, 0o600, nil)
 	if err != nil {
 		return "", 0, fmt.Errorf("create dump file: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = dir.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 
 	bw := bufio.NewWriterSize(f, 256<<10)
 	gz := gzip.NewWriter(bw)
@@ -126,24 +118,14 @@ func writeDump(ctx context.Context, dir *os.Root, dirPath, name string, cmd dump
 		return "", 0, fmt.Errorf("write dump: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("write dump: sync: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return "", 0, fmt.Errorf("write dump: %w", err)
 	}
-	size, err := verifyDump(dir, tmp, tb, trailer)
+	size, err := verifyDump(dir, f.TempName(), tb, trailer)
 	if err != nil {
 		return "", 0, fmt.Errorf("verify dump: %w", err)
 	}
-	if err := dir.Rename(tmp, final); err != nil {
+	if err := f.Commit(); err != nil {
 		return "", 0, fmt.Errorf("write dump: %w", err)
-	}
-	if d, err := dir.Open("."); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return "", 0, fmt.Errorf("write dump: sync directory: %w", err)
-		}
 	}
 	return filepath.Join(dirPath, final), size, nil
 }

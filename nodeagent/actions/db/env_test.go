@@ -37,6 +37,10 @@ func testPrefix(t testing.TB) *platform.Profile {
 	return platform.Debian12(prefix)
 }
 
+// testModule is the database module of the one agent a test binary of
+// this package plays.
+var testModule = NewModule()
+
 func testLogger() *slog.Logger {
 	if os.Getenv("NPANEL_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -63,7 +67,7 @@ func mariaEnv(t testing.TB) (*actions.Env, *mdbtest.Server) {
 		PIDFile: d.MariaDBPIDFile, TmpDir: d.MariaDBTmpDir,
 	})
 	env := &actions.Env{Node: "test", Logger: testLogger(), Profile: p, DataDir: t.TempDir()}
-	t.Cleanup(closeEngines) // before the server stops (cleanups run last-first)
+	t.Cleanup(testModule.closeEngines) // before the server stops (cleanups run last-first)
 	return env, srv
 }
 
@@ -82,7 +86,7 @@ func pgEnv(t testing.TB) (*actions.Env, *pgtest.Server) {
 	if err := writeSecretFile(filepath.Join(env.DataDir, PostgresAdminFile), []byte(srv.Pgpass())); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(closeEngines)
+	t.Cleanup(testModule.closeEngines)
 	return env, srv
 }
 
@@ -118,11 +122,11 @@ func mustApply(t testing.TB, env *actions.Env, a actions.Action) any {
 }
 
 func ensureDB(engine, name, owner string) *EnsureDatabase {
-	return NewEnsureDatabase(&agentpb.EnsureDatabaseAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
+	return testModule.NewEnsureDatabase(&agentpb.EnsureDatabaseAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
 }
 
 func dropDB(engine, name, owner string) *DropDatabase {
-	return NewDropDatabase(&agentpb.DropDatabaseAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
+	return testModule.NewDropDatabase(&agentpb.DropDatabaseAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
 }
 
 func ensureUser(engine, name, owner, pw string, grants map[string][]string, hosts ...string) *EnsureDatabaseUser {
@@ -135,15 +139,15 @@ func ensureUser(engine, name, owner, pw string, grants map[string][]string, host
 	for _, d := range names {
 		req.Grants = append(req.Grants, &agentpb.DatabaseGrant{Database: d, Privileges: grants[d]})
 	}
-	return NewEnsureDatabaseUser(req)
+	return testModule.NewEnsureDatabaseUser(req)
 }
 
 func dropUser(engine, name, owner string) *DropDatabaseUser {
-	return NewDropDatabaseUser(&agentpb.DropDatabaseUserAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
+	return testModule.NewDropDatabaseUser(&agentpb.DropDatabaseUserAction{Name: name, Owner: owner, Engine: engineEnum(engine)})
 }
 
 func listDBs(engine, owner string) *ListDatabases {
-	return NewListDatabases(&agentpb.ListDatabasesAction{Username: owner, Engine: engineEnum(engine)})
+	return testModule.NewListDatabases(&agentpb.ListDatabasesAction{Username: owner, Engine: engineEnum(engine)})
 }
 
 // mariaState is the set of databases and users on a MariaDB server, the

@@ -167,7 +167,7 @@ func TestMariaDBCrossAccountGrantRefused(t *testing.T) {
 		t.Fatalf("Apply: %v", err)
 	}
 	// And the engine refuses a spec that bypassed normalize.
-	e, err := engineFor(ctxT(t), env, m)
+	e, err := testModule.engineFor(ctxT(t), env, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,11 +338,11 @@ func TestMariaDBListSizesAndOptimize(t *testing.T) {
 		t.Fatalf("nobody: %+v", l)
 	}
 
-	o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("dave_a", "dave", m))).(DatabaseResult)
+	o := mustApply(t, env, testModule.NewOptimizeDatabase(optimizeReq("dave_a", "dave", m))).(DatabaseResult)
 	if o.Tables != 3 {
 		t.Fatalf("optimize %+v", o)
 	}
-	if _, err := apply(t, env, NewOptimizeDatabase(optimizeReq("dave_zzz", "dave", m))); err == nil {
+	if _, err := apply(t, env, testModule.NewOptimizeDatabase(optimizeReq("dave_zzz", "dave", m))); err == nil {
 		t.Fatal("optimize of a missing database succeeded")
 	}
 }
@@ -351,7 +351,7 @@ func TestMariaDBModuleSetupSupervised(t *testing.T) {
 	mdbtest.Require(t)
 	p := testPrefix(t)
 	e := &actions.Env{Node: "test", Logger: testLogger(), Profile: p, DataDir: t.TempDir()}
-	specs, err := NewModule().Setup(ctxT(t), e)
+	specs, err := testModule.Setup(ctxT(t), e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestMariaDBModuleSetupSupervised(t *testing.T) {
 		t.Fatalf("no mariadb spec in %+v", specs)
 	}
 	runSpec(t, *spec)
-	t.Cleanup(closeEngines)
+	t.Cleanup(testModule.closeEngines)
 	if err := waitReady(t, *spec); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestMariaDBModuleSetupSupervised(t *testing.T) {
 	}
 	mustApply(t, e, ensureDB(validate.EngineMariaDB, "erin_x", "erin"))
 	// Setup again on an installed datadir is a no-op that succeeds.
-	if _, err := NewModule().Setup(ctxT(t), e); err != nil {
+	if _, err := testModule.Setup(ctxT(t), e); err != nil {
 		t.Fatal(err)
 	}
 }

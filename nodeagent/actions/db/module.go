@@ -6,15 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/validate"
@@ -36,18 +37,31 @@ const ModuleName = "db"
 // password kept in a pgpass file in the agent's DataDir. Setup starts
 // nothing: it returns the specs, and the MariaDB spec's Ready creates the
 // agent's own admin account once the server answers.
-type Module struct{}
+//
+// The module owns the state its actions share on one agent: the engines
+// (connection pools) and the locks that serialise actions on one database
+// or user. The agent creates one and builds every database action from it.
+type Module struct {
+	// engines caches one engine (and so one small connection pool) per
+	// server and credential file: actions are built per task, the pools
+	// outlive them.
+	enginesMu sync.Mutex
+	engines   map[string]engine
+
+	// locks serialises actions on one database or user name; see begin.
+	locks actions.KeyedLocks
+}
 
 var _ actions.Module = (*Module)(nil)
 
-// NewModule returns the database module.
-func NewModule() *Module { return &Module{} }
+// NewModule returns the database module of one agent.
+func NewModule() *Module { return &Module{engines: make(map[string]engine)} }
 
 // Name implements actions.Module.
 func (*Module) Name() string { return ModuleName }
 
 // Setup implements actions.Module.
-func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
+func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
 	if env == nil || env.Profile == nil {
 		return nil, errors.New("db: no platform profile")
 	}
@@ -66,7 +80,7 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 		if err := env.Profile.MariaDBData().MakePrivate(); err != nil {
 			return nil, fmt.Errorf("db: %w", err)
 		}
-		specs = append(specs, mariadbSpec(env))
+		specs = append(specs, m.mariadbSpec(env))
 	}
 	if _, err := os.Stat(d.Postgres); err == nil {
 		if supervised {
@@ -80,13 +94,13 @@ func (*Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, er
 			return nil, fmt.Errorf("db: %w", err)
 		}
 		if ok, _ := fileExists(postgresCredPath(env, d)); ok {
-			specs = append(specs, postgresSpec(env))
+			specs = append(specs, m.postgresSpec(env))
 		}
 	}
 	return specs, nil
 }
 
-func mariadbSpec(env *actions.Env) services.Spec {
+func (m *Module) mariadbSpec(env *actions.Env) services.Spec {
 	d := env.Profile.DB()
 	s := services.Spec{
 		Name:        "mariadb",
@@ -98,14 +112,14 @@ func mariadbSpec(env *actions.Env) services.Spec {
 		// Ready logs in as the agent's admin, creating the account first on
 		// a fresh supervised server.
 		Ready: func(ctx context.Context) error {
-			e, err := engineFor(ctx, env, validate.EngineMariaDB)
+			e, err := m.engineFor(ctx, env, validate.EngineMariaDB)
 			if err != nil {
 				return err
 			}
 			return e.(*mariadb).db.PingContext(ctx)
 		},
 		Version: func(ctx context.Context) (string, error) {
-			e, err := engineFor(ctx, env, validate.EngineMariaDB)
+			e, err := m.engineFor(ctx, env, validate.EngineMariaDB)
 			if err != nil {
 				return "", err
 			}
@@ -117,7 +131,7 @@ func mariadbSpec(env *actions.Env) services.Spec {
 	return s
 }
 
-func postgresSpec(env *actions.Env) services.Spec {
+func (m *Module) postgresSpec(env *actions.Env) services.Spec {
 	d := env.Profile.DB()
 	return services.Spec{
 		Name:   "postgresql",
@@ -133,14 +147,14 @@ func postgresSpec(env *actions.Env) services.Spec {
 		StopTimeout:  60 * time.Second,
 		Listen:       []string{d.PgSocket()},
 		Ready: func(ctx context.Context) error {
-			e, err := engineFor(ctx, env, validate.EnginePostgreSQL)
+			e, err := m.engineFor(ctx, env, validate.EnginePostgreSQL)
 			if err != nil {
 				return err
 			}
 			return e.(*postgres).pool.Ping(ctx)
 		},
 		Version: func(ctx context.Context) (string, error) {
-			e, err := engineFor(ctx, env, validate.EnginePostgreSQL)
+			e, err := m.engineFor(ctx, env, validate.EnginePostgreSQL)
 			if err != nil {
 				return "", err
 			}
@@ -227,13 +241,11 @@ func setupPostgres(ctx context.Context, env *actions.Env) error {
 	// can read; it lives in the (0700, postgres-owned) socket directory for
 	// the moment initdb runs.
 	pwfile := filepath.Join(d.PgSocketDir, ".initdb-pw")
-	if err := os.WriteFile(pwfile, []byte(pw+"\n"), 0o600); err != nil {
+	// Owned by postgres before the password is in it.
+	if err := atomicfile.WriteFile(pwfile, []byte(pw+"\n"), 0o600, &atomicfile.Owner{UID: uid, GID: gid}); err != nil {
 		return fmt.Errorf("db: %w", err)
 	}
 	defer os.Remove(pwfile)
-	if err := os.Chown(pwfile, uid, gid); err != nil {
-		return fmt.Errorf("db: %w", err)
-	}
 	cmd := exec.CommandContext(ctx, d.Initdb, "-D", d.PgDataDir, "-U", d.PgAdminUser, "--pwfile="+pwfile,
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
@@ -264,13 +276,6 @@ func mkdirPublicParents(prefix string, paths ...string) error {
 		return os.Chmod(prefix, fi.Mode().Perm()|0o055)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	if err := writeSecretFile(path, data); err != nil {
-		return err
-	}
-	return os.Chmod(path, mode)
 }
 
 func lookupIDs(name string) (int, int, error) {

@@ -100,7 +100,7 @@ func TestPostgresLifecycle(t *testing.T) {
 	if shop.Tables != 1 || shop.SizeBytes != size || !slices.Equal(shop.Users, []string{"alice_app"}) {
 		t.Fatalf("alice_shop: %+v (size %d)", shop, size)
 	}
-	if o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("alice_shop", "alice", pg))).(DatabaseResult); o.Tables != 1 {
+	if o := mustApply(t, env, testModule.NewOptimizeDatabase(optimizeReq("alice_shop", "alice", pg))).(DatabaseResult); o.Tables != 1 {
 		t.Fatalf("optimize %+v", o)
 	}
 
@@ -169,7 +169,7 @@ func TestPostgresModuleSetupSupervised(t *testing.T) {
 	pgtest.Require(t)
 	p := testPrefix(t)
 	e := &actions.Env{Node: "test", Logger: testLogger(), Profile: p, DataDir: t.TempDir()}
-	specs, err := NewModule().Setup(ctxT(t), e)
+	specs, err := testModule.Setup(ctxT(t), e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestPostgresModuleSetupSupervised(t *testing.T) {
 		t.Fatalf("no postgresql spec: %+v", specs)
 	}
 	runSpec(t, specs[i])
-	t.Cleanup(closeEngines)
+	t.Cleanup(testModule.closeEngines)
 	if err := waitReady(t, specs[i]); err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,12 @@ import (
 // when the account is deleted, before its Unix user goes: a database user
 // left behind could still log in, and a new account reusing the name would
 // find the old databases. Engines the node does not run are skipped.
-func RemoveOwner(ctx context.Context, env *actions.Env, owner string) (dumps []string, err error) {
+func (m *Module) RemoveOwner(ctx context.Context, env *actions.Env, owner string) (dumps []string, err error) {
 	if owner == "" || strings.ContainsAny(owner, `_%\`) {
 		return nil, fmt.Errorf("remove databases: %q is not an account name", owner)
 	}
 	for _, engineName := range runningEngines(env) {
-		e, _, unlock, err := begin(ctx, env, engineName, "")
+		e, _, unlock, err := m.begin(ctx, env, engineName, "")
 		if err != nil {
 			return dumps, fmt.Errorf("remove databases of %q: %w", owner, err)
 		}
@@ -30,7 +30,7 @@ func RemoveOwner(ctx context.Context, env *actions.Env, owner string) (dumps []s
 			return dumps, err
 		}
 		for _, d := range dbs {
-			res, err := (&DropDatabase{target{d.Name, owner, engineName}}).Apply(ctx, env)
+			res, err := (&DropDatabase{target{d.Name, owner, engineName, m}}).Apply(ctx, env)
 			if err != nil {
 				return dumps, err
 			}
@@ -43,7 +43,7 @@ func RemoveOwner(ctx context.Context, env *actions.Env, owner string) (dumps []s
 			return dumps, err
 		}
 		for _, u := range users {
-			if _, err := (&DropDatabaseUser{target{u, owner, engineName}}).Apply(ctx, env); err != nil {
+			if _, err := (&DropDatabaseUser{target{u, owner, engineName, m}}).Apply(ctx, env); err != nil {
 				return dumps, err
 			}
 		}

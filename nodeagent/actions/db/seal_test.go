@@ -31,7 +31,7 @@ func TestSealedPassword(t *testing.T) {
 		return b
 	}
 	mk := func(sealed []byte, clear string) *EnsureDatabaseUser {
-		return NewEnsureDatabaseUser(&agentpb.EnsureDatabaseUserAction{Name: "alice_app", Owner: "alice", SealedPassword: sealed, Password: clear})
+		return testModule.NewEnsureDatabaseUser(&agentpb.EnsureDatabaseUserAction{Name: "alice_app", Owner: "alice", SealedPassword: sealed, Password: clear})
 	}
 
 	a := mk(seal(&key.PublicKey, "alice_app", pw), "")

@@ -30,39 +30,49 @@ type appliedState struct {
 	at     time.Time
 }
 
-// applied holds the state per PowerDNS server and zone. Entries are read
-// and written only under the zone's lock (lockZone).
-var applied = struct {
-	sync.Mutex
-	m map[string]*appliedState
-}{m: map[string]*appliedState{}}
+// zoneState is what one agent's DNS actions share about the zones of its
+// PowerDNS: a lock per zone and the state each primary zone was last
+// converged to. The Module owns it and hands it to the clients it makes.
+type zoneState struct {
+	// locks serialises actions on one zone: the agent may run tasks
+	// concurrently, and two converges of one zone would race on its
+	// serial.
+	locks actions.KeyedLocks
+
+	// applied holds the state per PowerDNS server and zone. Entries are
+	// read and written only under the zone's lock (lockZone).
+	mu      sync.Mutex
+	applied map[string]*appliedState
+}
+
+func newZoneState() *zoneState { return &zoneState{applied: make(map[string]*appliedState)} }
 
 func appliedKey(c *Client, zone string) string { return c.base + " " + zone }
 
 func recall(c *Client, zone string, now time.Time) *appliedState {
-	applied.Lock()
-	defer applied.Unlock()
-	st := applied.m[appliedKey(c, zone)]
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	st := c.st.applied[appliedKey(c, zone)]
 	if st != nil && now.Sub(st.at) > appliedMaxAge {
-		delete(applied.m, appliedKey(c, zone))
+		delete(c.st.applied, appliedKey(c, zone))
 		return nil
 	}
 	return st
 }
 
 func remember(c *Client, zone string, st *appliedState) {
-	applied.Lock()
-	defer applied.Unlock()
-	applied.m[appliedKey(c, zone)] = st
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	c.st.applied[appliedKey(c, zone)] = st
 }
 
 // forget drops what the agent knew of a zone: after any action that
 // changes it other than a converge (keys rotated, kind changed, deleted)
 // and after any failure.
 func forget(c *Client, zone string) {
-	applied.Lock()
-	defer applied.Unlock()
-	delete(applied.m, appliedKey(c, zone))
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	delete(c.st.applied, appliedKey(c, zone))
 }
 
 // patchApplied applies a change from the remembered state: the rrsets

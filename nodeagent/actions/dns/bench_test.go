@@ -44,8 +44,8 @@ func BenchmarkRecordChange(b *testing.B) {
 	env := envFor(b, srv)
 	const zone = "bench.npanel-test.com"
 	spec := primarySpec(zone)
-	apply(b, env, NewEnsureZone(spec))
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	apply(b, env, testModule.NewEnsureZone(spec))
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	ctx := context.Background()
 	n := 0
 	nextIP := func() string { n++; return fmt.Sprintf("198.51.%d.%d", n/250%250, n%250+1) }
@@ -55,7 +55,7 @@ func BenchmarkRecordChange(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			ip := nextIP()
 			spec.Records[0].Content = ip
-			a := NewEnsureZone(spec)
+			a := testModule.NewEnsureZone(spec)
 			if err := a.Validate(); err != nil {
 				b.Fatal(err)
 			}
@@ -108,8 +108,8 @@ func BenchmarkRecordChangeSecondary(b *testing.B) {
 	const zone = "benchsec.npanel-test.com"
 	spec := primarySpec(zone)
 	spec.Secondaries = []string{sec.DNSAddr}
-	apply(b, penv, NewEnsureZone(spec))
-	apply(b, senv, NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zone, Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
+	apply(b, penv, testModule.NewEnsureZone(spec))
+	apply(b, senv, testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zone, Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
 	waitFor(b, 10*time.Second, "first transfer", func() bool { return serialAt(b, sec.DNSAddr, zone) != 0 })
 	// notify: the secondary acts on the primary's NOTIFY alone; refresh:
 	// refresh_secondary_zone follows the change, as the controller sends it.
@@ -121,10 +121,10 @@ func BenchmarkRecordChangeSecondary(b *testing.B) {
 				ip := fmt.Sprintf("203.0.113.%d", i%250+1)
 				spec.Records[0].Content = ip
 				start := time.Now()
-				res := apply(b, penv, NewEnsureZone(spec))
+				res := apply(b, penv, testModule.NewEnsureZone(spec))
 				applied = append(applied, time.Since(start))
 				if refresh {
-					apply(b, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: res.Serial}))
+					apply(b, senv, testModule.NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: res.Serial}))
 				}
 				waitFor(b, 30*time.Second, "secondary", func() bool { return serialAt(b, sec.DNSAddr, zone) == res.Serial })
 				served = append(served, time.Since(start))
@@ -160,7 +160,7 @@ func BenchmarkCreateZones(b *testing.B) {
 					if k > int64(count) {
 						return
 					}
-					a := NewEnsureZone(primarySpec(fmt.Sprintf("z%d.npanel-test.com", k)))
+					a := testModule.NewEnsureZone(primarySpec(fmt.Sprintf("z%d.npanel-test.com", k)))
 					if err := a.Validate(); err != nil {
 						failed.Store(err)
 						return
@@ -181,7 +181,7 @@ func BenchmarkCreateZones(b *testing.B) {
 		b.ReportMetric(float64(count), "zones")
 		// One more list of all zones, as sync_secondary_zones would do.
 		t0 := time.Now()
-		zs, err := NewClient(srv.APIAddr, srv.APIKey).zones(context.Background())
+		zs, err := testModule.client(srv.APIAddr, srv.APIKey).zones(context.Background())
 		if err != nil || len(zs) != count {
 			b.Fatalf("list: %d zones, %v", len(zs), err)
 		}

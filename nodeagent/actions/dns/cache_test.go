@@ -18,7 +18,7 @@ func TestFlushCache(t *testing.T) {
 	srv := pdns.Start(t, pdns.Options{})
 	env := envFor(t, srv)
 	const zone = "flush.npanel-test.com"
-	apply(t, env, NewEnsureZone(primarySpec(zone)))
+	apply(t, env, testModule.NewEnsureZone(primarySpec(zone)))
 	name := "late." + zone
 	if m := query(t, srv.DNSAddr, name, mdns.TypeA, false); m.Rcode != mdns.RcodeNameError {
 		t.Fatalf("%s before insert: rcode %s", name, mdns.RcodeToString[m.Rcode])
@@ -31,7 +31,7 @@ func TestFlushCache(t *testing.T) {
 	if m := query(t, srv.DNSAddr, name, mdns.TypeA, false); m.Rcode != mdns.RcodeNameError {
 		t.Fatalf("%s: the cached NXDOMAIN is gone before the flush (rcode %s): the test proves nothing", name, mdns.RcodeToString[m.Rcode])
 	}
-	if err := NewClient(srv.APIAddr, srv.APIKey).flushCache(context.Background(), zone+"."); err != nil {
+	if err := testModule.client(srv.APIAddr, srv.APIKey).flushCache(context.Background(), zone+"."); err != nil {
 		t.Fatal(err)
 	}
 	if got := answers(query(t, srv.DNSAddr, name, mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.77" {

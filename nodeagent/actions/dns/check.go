@@ -29,13 +29,14 @@ type Drift struct {
 // converging a drifted zone needs its whole spec, which only the control
 // plane has.
 type CheckPrimaryZones struct {
+	m     *Module
 	req   *agentpb.CheckPrimaryZonesAction
 	zones map[string]uint32 // canonical zone → serial
 }
 
 // NewCheckPrimaryZones builds the action from its wire form.
-func NewCheckPrimaryZones(req *agentpb.CheckPrimaryZonesAction) actions.Action {
-	return &CheckPrimaryZones{req: req}
+func (m *Module) NewCheckPrimaryZones(req *agentpb.CheckPrimaryZonesAction) actions.Action {
+	return &CheckPrimaryZones{m: m, req: req}
 }
 
 // Name implements actions.Action.
@@ -51,7 +52,7 @@ func (a *CheckPrimaryZones) Validate() (err error) {
 
 // Apply implements actions.Action.
 func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	c, _, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "check primary zones")
+	c, _, have, err := a.m.listServerZones(ctx, env, a.zones != nil, a.Validate, "check primary zones")
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +84,7 @@ func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, e
 // behind the agent's back, and the next ensure must read it whole rather
 // than patch a change onto a state the server no longer holds.
 func forgetUnlessApplied(c *Client, name string, cur pdnsZone, exists bool) {
-	unlock := lockZone(name)
+	unlock := c.lockZone(name)
 	defer unlock()
 	if st := recall(c, name, time.Now()); st != nil && exists && cur.Kind == kindMaster && cur.Serial == st.serial {
 		return

@@ -20,7 +20,7 @@ func check(t *testing.T, env *actions.Env, zones map[string]uint32) *CheckResult
 	for z, s := range zones {
 		req.Zones = append(req.Zones, &agentpb.PrimaryZoneSerial{Zone: z, Serial: s})
 	}
-	a := NewCheckPrimaryZones(req)
+	a := testModule.NewCheckPrimaryZones(req)
 	if err := a.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
@@ -37,18 +37,18 @@ func check(t *testing.T, env *actions.Env, zones map[string]uint32) *CheckResult
 func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	srv := pdns.Start(t, pdns.Options{IP: "127.0.0.1"})
 	env := envFor(t, srv)
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	ctx := context.Background()
 	wiped, restored, intact := "wiped.npanel-test.com", "restored.npanel-test.com", "intact.npanel-test.com"
 	serials := map[string]uint32{}
 	for _, z := range []string{wiped, restored, intact} {
-		serials[z+"."] = apply(t, env, NewEnsureZone(primarySpec(z))).Serial
+		serials[z+"."] = apply(t, env, testModule.NewEnsureZone(primarySpec(z))).Serial
 	}
 	// Later changes move the serials the control plane knows.
 	for _, z := range []string{wiped, restored} {
 		spec := primarySpec(z)
 		spec.Records[0].Content = "192.0.2.99"
-		serials[z+"."] = apply(t, env, NewEnsureZone(spec)).Serial
+		serials[z+"."] = apply(t, env, testModule.NewEnsureZone(spec)).Serial
 	}
 
 	if r := check(t, env, serials); len(r.Drifted) != 0 || r.Matching != 3 {
@@ -59,7 +59,7 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	// keeps what it applied, so the next change still costs one PATCH.
 	spec := primarySpec(intact)
 	spec.Records[0].Content = "192.0.2.98"
-	ahead := apply(t, env, NewEnsureZone(spec)).Serial
+	ahead := apply(t, env, testModule.NewEnsureZone(spec)).Serial
 	r := check(t, env, serials)
 	if len(r.Drifted) != 1 || r.Drifted[0] != (Drift{Zone: intact + ".", WantSerial: serials[intact+"."], Serial: ahead, Kind: "Master"}) {
 		t.Fatalf("check with a change since: %+v", r)
@@ -98,7 +98,7 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 		spec.Records[0].Content = "192.0.2.99"
 		spec.Records = append(spec.Records, rec("new."+z, "TXT", "healed", 300, 0))
 		spec.MinSerial = serials[z+"."]
-		res := apply(t, env, NewEnsureZone(spec))
+		res := apply(t, env, testModule.NewEnsureZone(spec))
 		if !res.Changed || !(res.Serial > spec.MinSerial) {
 			t.Errorf("%s healed: %+v, want a serial above %d", z, res, spec.MinSerial)
 		}
@@ -125,12 +125,12 @@ func TestCheckPrimaryZonesValidate(t *testing.T) {
 		{"twice", []*agentpb.PrimaryZoneSerial{{Zone: "a.npanel-test.com", Serial: 1}, {Zone: "A.npanel-test.com.", Serial: 2}}, "listed twice"},
 		{"too many", make([]*agentpb.PrimaryZoneSerial, MaxZonesPerTask+1), "at most"},
 	} {
-		err := NewCheckPrimaryZones(&agentpb.CheckPrimaryZonesAction{Zones: tc.zones}).Validate()
+		err := testModule.NewCheckPrimaryZones(&agentpb.CheckPrimaryZonesAction{Zones: tc.zones}).Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.err)
 		}
 	}
-	if err := NewCheckPrimaryZones(&agentpb.CheckPrimaryZonesAction{}).Validate(); err != nil {
+	if err := testModule.NewCheckPrimaryZones(&agentpb.CheckPrimaryZonesAction{}).Validate(); err != nil {
 		t.Errorf("no zones: %v", err)
 	}
 }

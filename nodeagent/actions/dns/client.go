@@ -19,18 +19,25 @@ type Client struct {
 	base string // http://host:port/api/v1/servers/localhost
 	key  string
 	hc   *http.Client
+	st   *zoneState // the zone locks and applied state of the client's module
 }
 
-// transport is shared so that every action reuses the API's keep-alive
-// connections: a new TCP connection would cost more than a PATCH.
-var transport = &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}
+func newTransport() *http.Transport {
+	return &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}
+}
 
-// NewClient returns a client of the API at addr (host:port) with key.
+// NewClient returns a client of the API at addr (host:port) with key, with
+// connections and zone state of its own (the actions use their module's).
 func NewClient(addr, key string) *Client {
+	return newClient(addr, key, newTransport(), newZoneState())
+}
+
+func newClient(addr, key string, t *http.Transport, st *zoneState) *Client {
 	return &Client{
 		base: "http://" + addr + "/api/v1/servers/localhost",
 		key:  key,
-		hc:   &http.Client{Transport: transport, Timeout: 60 * time.Second},
+		hc:   &http.Client{Transport: t, Timeout: 60 * time.Second},
+		st:   st,
 	}
 }
 

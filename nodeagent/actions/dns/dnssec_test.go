@@ -93,7 +93,7 @@ func TestDNSSECAndRollover(t *testing.T) {
 	const zone = "signed.npanel-test.com"
 	spec := primarySpec(zone)
 	spec.Dnssec = true
-	r := apply(t, env, NewEnsureZone(spec))
+	r := apply(t, env, testModule.NewEnsureZone(spec))
 	if len(r.DS) == 0 || !r.DNSSEC {
 		t.Fatalf("no DS: %+v", r)
 	}
@@ -105,12 +105,12 @@ func TestDNSSECAndRollover(t *testing.T) {
 	if len(v.keys) != 2 {
 		t.Fatalf("DNSKEY set has %d keys, want KSK+ZSK", len(v.keys))
 	}
-	if again := apply(t, env, NewEnsureZone(spec)); again.Changed {
+	if again := apply(t, env, testModule.NewEnsureZone(spec)); again.Changed {
 		t.Fatalf("repeat of a signed zone changed it: %+v", again)
 	}
 
 	rotate := func(step agentpb.RotateZoneKeysAction_Step) (*Result, error) {
-		a := NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: zone, Step: step, MinIntervalSeconds: 3})
+		a := testModule.NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: zone, Step: step, MinIntervalSeconds: 3})
 		if err := a.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -166,13 +166,13 @@ func TestDNSSECAndRollover(t *testing.T) {
 		t.Fatalf("repeated retire: %+v %v", again, err)
 	}
 	// The KSK and so the DS never changed.
-	if r := apply(t, env, NewEnsureZone(spec)); strings.Join(r.DS, ",") != strings.Join(ds, ",") {
+	if r := apply(t, env, testModule.NewEnsureZone(spec)); strings.Join(r.DS, ",") != strings.Join(ds, ",") {
 		t.Fatalf("DS changed: %v → %v", ds, r.DS)
 	}
 
 	// Unsigning removes the keys.
 	spec.Dnssec = false
-	if r := apply(t, env, NewEnsureZone(spec)); !r.Changed {
+	if r := apply(t, env, testModule.NewEnsureZone(spec)); !r.Changed {
 		t.Fatalf("unsign: %+v", r)
 	}
 	waitFor(t, 40*time.Second, "zone unsigned", func() bool { return len(fetchSigned(t, srv.DNSAddr, zone).keys) == 0 })

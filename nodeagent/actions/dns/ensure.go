@@ -66,6 +66,7 @@ type Result struct {
 
 // EnsureZone converges one zone.
 type EnsureZone struct {
+	m   *Module
 	req *agentpb.EnsureZoneAction
 
 	// Set by Validate.
@@ -78,11 +79,11 @@ type EnsureZone struct {
 var _ actions.Action = (*EnsureZone)(nil)
 
 // NewEnsureZone builds the action from its wire form.
-func NewEnsureZone(req *agentpb.EnsureZoneAction) actions.Action {
+func (m *Module) NewEnsureZone(req *agentpb.EnsureZoneAction) actions.Action {
 	if req == nil {
 		req = &agentpb.EnsureZoneAction{}
 	}
-	return &EnsureZone{req: req, now: time.Now}
+	return &EnsureZone{m: m, req: req, now: time.Now}
 }
 
 // Name implements actions.Action.
@@ -192,11 +193,11 @@ func (a *EnsureZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
 			return nil, err
 		}
 	}
-	c, err := clientFor(env)
+	c, err := a.m.clientFor(env)
 	if err != nil {
 		return nil, err
 	}
-	unlock := lockZone(a.zone.Name)
+	unlock := c.lockZone(a.zone.Name)
 	defer unlock()
 	if a.req.GetKind() == agentpb.ZoneKind_ZONE_KIND_SECONDARY {
 		return ensureSecondary(ctx, c, a.zone.Name, a.masters)
@@ -204,28 +205,24 @@ func (a *EnsureZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	return a.ensurePrimary(ctx, c, env)
 }
 
-// zoneLocks serialises actions on one zone: the agent may run tasks
-// concurrently, and two converges of one zone would race on its serial.
-var zoneLocks sync.Map // zone → *sync.Mutex
-
-func lockZone(name string) func() {
-	m, _ := zoneLocks.LoadOrStore(name, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+// lockZone takes the zone's lock (zoneState.locks) and returns its unlock.
+func (c *Client) lockZone(name string) func() {
+	// Without a context the wait cannot fail.
+	unlock, _ := c.st.locks.Lock(context.Background(), name)
+	return unlock
 }
 
 // openZone validates an action on one zone (which sets *zone), then returns
 // the node's PowerDNS client with that zone locked against the node's other
 // actions on it; the caller calls unlock.
-func openZone(env *actions.Env, validate func() error, zone *string) (c *Client, unlock func(), err error) {
+func (m *Module) openZone(env *actions.Env, validate func() error, zone *string) (c *Client, unlock func(), err error) {
 	if err := validate(); err != nil {
 		return nil, nil, err
 	}
-	if c, err = clientFor(env); err != nil {
+	if c, err = m.clientFor(env); err != nil {
 		return nil, nil, err
 	}
-	return c, lockZone(*zone), nil
+	return c, c.lockZone(*zone), nil
 }
 
 // Metadata kinds nPanel owns on primary zones.

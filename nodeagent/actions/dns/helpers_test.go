@@ -17,6 +17,10 @@ import (
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
+// testModule is the DNS module of the one agent a test binary of this
+// package plays.
+var testModule = NewModule()
+
 // envFor is an agent env whose DNS module talks to srv.
 func envFor(t testing.TB, srv *pdns.Server) *actions.Env {
 	t.Helper()

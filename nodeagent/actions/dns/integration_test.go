@@ -16,7 +16,7 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 	const zone = "crud.npanel-test.com"
 	spec := primarySpec(zone)
 
-	r1 := apply(t, env, NewEnsureZone(spec))
+	r1 := apply(t, env, testModule.NewEnsureZone(spec))
 	if !r1.Changed || r1.Existed || r1.Serial == 0 {
 		t.Fatalf("create: %+v", r1)
 	}
@@ -48,7 +48,7 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 	}
 
 	// The same spec again changes nothing, not even the serial.
-	r2 := apply(t, env, NewEnsureZone(spec))
+	r2 := apply(t, env, testModule.NewEnsureZone(spec))
 	if r2.Changed || r2.Serial != r1.Serial || !r2.Existed {
 		t.Fatalf("repeat: %+v (first %+v)", r2, r1)
 	}
@@ -62,7 +62,7 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 	spec.Records[0].Content = "192.0.2.11"
 	spec.Records = append(spec.Records, rec("new."+zone, "A", "192.0.2.12", 300, 0))
 	spec.Records = append(spec.Records[:7], spec.Records[8:]...) // drop TXT
-	r3 := apply(t, env, NewEnsureZone(spec))
+	r3 := apply(t, env, testModule.NewEnsureZone(spec))
 	if !r3.Changed || !(r3.Serial > r1.Serial) {
 		t.Fatalf("update: %+v", r3)
 	}
@@ -80,11 +80,11 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 	}
 
 	// An rrset added behind the agent's back is removed by the next ensure.
-	c := NewClient(srv.APIAddr, srv.APIKey)
+	c := testModule.client(srv.APIAddr, srv.APIKey)
 	if err := c.patchZone(context.Background(), zone+".", []pdnsRRset{{Name: "rogue." + zone + ".", Type: "A", TTL: 60, ChangeType: "REPLACE", Records: []pdnsRecord{{Content: "192.0.2.66"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	r4 := apply(t, env, NewEnsureZone(spec))
+	r4 := apply(t, env, testModule.NewEnsureZone(spec))
 	if !r4.Changed || !(r4.Serial > r3.Serial) {
 		t.Fatalf("drift repair: %+v", r4)
 	}
@@ -99,7 +99,7 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec.Records = append(spec.Records, rec("back."+zone+".", "A", "192.0.2.13", 300, 0))
-	r5 := apply(t, env, NewEnsureZone(spec))
+	r5 := apply(t, env, testModule.NewEnsureZone(spec))
 	if !r5.Changed || r5.Existed {
 		t.Fatalf("ensure after the zone was removed: %+v", r5)
 	}
@@ -107,14 +107,14 @@ func TestPrimaryZoneCRUD(t *testing.T) {
 		t.Errorf("A of recreated zone = %q", got)
 	}
 
-	d1 := apply(t, env, NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
+	d1 := apply(t, env, testModule.NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
 	if !d1.Existed || !d1.Changed {
 		t.Fatalf("delete: %+v", d1)
 	}
 	if m := query(t, srv.DNSAddr, zone, mdns.TypeA, false); m.Rcode != mdns.RcodeRefused {
 		t.Errorf("deleted zone answers rcode %s", mdns.RcodeToString[m.Rcode])
 	}
-	d2 := apply(t, env, NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
+	d2 := apply(t, env, testModule.NewDeleteZone(&agentpb.DeleteZoneAction{Zone: zone}))
 	if d2.Existed || d2.Changed {
 		t.Fatalf("delete again: %+v", d2)
 	}

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
@@ -28,13 +30,23 @@ const ServiceName = "pdns"
 // returned or put in an error.
 const KeyFile = "pdns-api-key"
 
-// Module is the DNS service area of a node.
-type Module struct{}
+// Module is the DNS service area of a node. It owns what the DNS actions of
+// one agent share: the keep-alive connections to the API (a new TCP
+// connection would cost more than a PATCH) and the zone locks and applied
+// state (zoneState). The agent creates one and builds every DNS action
+// from it.
+type Module struct {
+	transport *http.Transport
+	zones     *zoneState
+}
 
-var _ actions.Module = Module{}
+var _ actions.Module = (*Module)(nil)
+
+// NewModule returns the DNS module of one agent.
+func NewModule() *Module { return &Module{transport: newTransport(), zones: newZoneState()} }
 
 // Name implements actions.Module.
-func (Module) Name() string { return "dns" }
+func (*Module) Name() string { return "dns" }
 
 // Setup implements actions.Module.
 //
@@ -53,7 +65,7 @@ func (Module) Name() string { return "dns" }
 //
 // Without pdns_server it returns no spec and the actions fail with a clear
 // error (the API does not answer).
-func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
+func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
 	p := env.Profile.DNS()
 	if _, err := os.Stat(p.Server); err != nil {
 		env.Logger.Info("pdns_server not installed, DNS disabled", "path", p.Server)
@@ -63,7 +75,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 	if err != nil {
 		return nil, err
 	}
-	client := NewClient(env.Profile.DNSAPIListen, key)
+	client := m.client(env.Profile.DNSAPIListen, key)
 	spec := services.Spec{
 		Name:   ServiceName,
 		Ready:  func(ctx context.Context) error { _, err := client.Version(ctx); return err },
@@ -217,8 +229,12 @@ func readKey(dataDir string) (string, error) {
 	return k, nil
 }
 
+func (m *Module) client(addr, key string) *Client {
+	return newClient(addr, key, m.transport, m.zones)
+}
+
 // clientFor is the client of the node's own PowerDNS.
-func clientFor(env *actions.Env) (*Client, error) {
+func (m *Module) clientFor(env *actions.Env) (*Client, error) {
 	if env.Profile == nil {
 		return nil, errors.New("dns: no platform profile")
 	}
@@ -229,11 +245,11 @@ func clientFor(env *actions.Env) (*Client, error) {
 		}
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	return NewClient(env.Profile.DNSAPIListen, k), nil
+	return m.client(env.Profile.DNSAPIListen, k), nil
 }
 
-// writeFile writes name in dir atomically (temp file + rename) with mode
-// 0600: pdns.conf and the drop-in hold the API key.
+// writeFile writes name in dir atomically with mode 0600: pdns.conf and
+// the drop-in hold the API key.
 func writeFile(dir, name string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
@@ -246,20 +262,7 @@ func writeFile(dir, name string, data []byte) error {
 	if old, err := root.ReadFile(name); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	tmp := "." + name + ".tmp"
-	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = root.Remove(tmp)
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	if err := root.Rename(tmp, name); err != nil {
-		_ = root.Remove(tmp)
+	if err := atomicfile.Write(root, name, data, 0o600, nil); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil

@@ -38,7 +38,7 @@ func TestSetupSupervised(t *testing.T) {
 	p.DNSAPIListen = "127.0.0.1:" + strconv.Itoa(freeLoopbackPort(t))
 	env := &actions.Env{Node: "n", Logger: slog.New(slog.DiscardHandler), Profile: p, DataDir: t.TempDir()}
 	ctx := context.Background()
-	specs, err := Module{}.Setup(ctx, env)
+	specs, err := NewModule().Setup(ctx, env)
 	if err != nil || len(specs) != 1 {
 		t.Fatalf("Setup = %v, %v", specs, err)
 	}
@@ -63,7 +63,7 @@ func TestSetupSupervised(t *testing.T) {
 		}
 	}
 	// Setup twice is a no-op and keeps the key.
-	if _, err := (Module{}).Setup(ctx, env); err != nil {
+	if _, err := NewModule().Setup(ctx, env); err != nil {
 		t.Fatal(err)
 	}
 	if key2, _ := os.ReadFile(filepath.Join(env.DataDir, KeyFile)); string(key2) != string(key) {
@@ -90,7 +90,7 @@ func TestSetupSupervised(t *testing.T) {
 	if v, err := spec.Version(ctx); err != nil || v == "" {
 		t.Fatalf("Version = %q, %v", v, err)
 	}
-	r := apply(t, env, NewEnsureZone(primarySpec("setup.npanel-test.com")))
+	r := apply(t, env, testModule.NewEnsureZone(primarySpec("setup.npanel-test.com")))
 	if got := serialAt(t, p.DNSListen, "setup.npanel-test.com"); got != r.Serial {
 		t.Fatalf("served serial %d, want %d", got, r.Serial)
 	}
@@ -119,20 +119,20 @@ func TestValidateActions(t *testing.T) {
 		a    actions.Action
 		want string
 	}{
-		{"primary ok", NewEnsureZone(good), ""},
-		{"no kind", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com"}), "want PRIMARY or SECONDARY"},
-		{"bad record", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Records: []*agentpb.Record{rec("a.com", "MX", "192.0.2.1", 0, 10)}}), "IP address"},
-		{"cname conflict", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Records: []*agentpb.Record{rec("w.a.com", "CNAME", "a.com", 0, 0), rec("w.a.com", "TXT", "x", 0, 0)}}), "coexist"},
-		{"bad secondary ip", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Secondaries: []string{"ns.b.com"}}), "not an IP"},
-		{"secondary with records", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, Records: good.Records}), "takes only masters"},
-		{"secondary no masters", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY}), "at least one master"},
-		{"delete bad name", NewDeleteZone(&agentpb.DeleteZoneAction{Zone: "a..com"}), "empty label"},
-		{"sync dup", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}, {Zone: "A.com.", Masters: []string{"192.0.2.1"}}}}), "twice"},
-		{"sync master port", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1:0"}}}}), "usable"},
-		{"sync no masters", NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com"}}}), "at least one master"},
-		{"secondary with a serial", NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, MinSerial: 5}), "takes only masters"},
-		{"rotate no step", NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com"}), "want PUBLISH"},
-		{"rotate interval", NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com", Step: agentpb.RotateZoneKeysAction_STEP_PUBLISH, MinIntervalSeconds: 1 << 30}), "exceeds"},
+		{"primary ok", testModule.NewEnsureZone(good), ""},
+		{"no kind", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com"}), "want PRIMARY or SECONDARY"},
+		{"bad record", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Records: []*agentpb.Record{rec("a.com", "MX", "192.0.2.1", 0, 10)}}), "IP address"},
+		{"cname conflict", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Records: []*agentpb.Record{rec("w.a.com", "CNAME", "a.com", 0, 0), rec("w.a.com", "TXT", "x", 0, 0)}}), "coexist"},
+		{"bad secondary ip", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_PRIMARY, Nameservers: []string{"ns.b.com"}, Secondaries: []string{"ns.b.com"}}), "not an IP"},
+		{"secondary with records", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, Records: good.Records}), "takes only masters"},
+		{"secondary no masters", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY}), "at least one master"},
+		{"delete bad name", testModule.NewDeleteZone(&agentpb.DeleteZoneAction{Zone: "a..com"}), "empty label"},
+		{"sync dup", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}, {Zone: "A.com.", Masters: []string{"192.0.2.1"}}}}), "twice"},
+		{"sync master port", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1:0"}}}}), "usable"},
+		{"sync no masters", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com"}}}), "at least one master"},
+		{"secondary with a serial", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, MinSerial: 5}), "takes only masters"},
+		{"rotate no step", testModule.NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com"}), "want PUBLISH"},
+		{"rotate interval", testModule.NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com", Step: agentpb.RotateZoneKeysAction_STEP_PUBLISH, MinIntervalSeconds: 1 << 30}), "exceeds"},
 	}
 	for _, tt := range tests {
 		err := tt.a.Validate()

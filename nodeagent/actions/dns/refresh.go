@@ -19,13 +19,14 @@ import (
 // RefreshSecondaryZone starts a secondary's transfer of a zone at once when
 // it holds an older serial than the primary published.
 type RefreshSecondaryZone struct {
+	m    *Module
 	req  *agentpb.RefreshSecondaryZoneAction
 	zone string
 }
 
 // NewRefreshSecondaryZone builds the action from its wire form.
-func NewRefreshSecondaryZone(req *agentpb.RefreshSecondaryZoneAction) actions.Action {
-	return &RefreshSecondaryZone{req: req}
+func (m *Module) NewRefreshSecondaryZone(req *agentpb.RefreshSecondaryZoneAction) actions.Action {
+	return &RefreshSecondaryZone{m: m, req: req}
 }
 
 // Name implements actions.Action.
@@ -71,7 +72,7 @@ const firstAPIRead = 5 * time.Millisecond
 // secondary. A cached answer can only show an older serial, which costs a
 // transfer that was not needed.
 func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	c, unlock, err := openZone(env, a.Validate, &a.zone)
+	c, unlock, err := a.m.openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}

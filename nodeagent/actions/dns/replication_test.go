@@ -27,15 +27,15 @@ func TestReplicationAndHealing(t *testing.T) {
 	for _, z := range zones {
 		spec := primarySpec(z)
 		spec.Secondaries = []string{sec.DNSAddr}
-		apply(t, penv, NewEnsureZone(spec))
+		apply(t, penv, testModule.NewEnsureZone(spec))
 		sync.Zones = append(sync.Zones, &agentpb.SecondaryZone{Zone: z, Masters: []string{prim.DNSAddr}})
 	}
 	// One zone through ensure_zone SECONDARY, the other through sync.
-	r := apply(t, senv, NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zones[0], Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
+	r := apply(t, senv, testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zones[0], Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
 	if !r.Changed || r.Kind != "Slave" {
 		t.Fatalf("ensure secondary: %+v", r)
 	}
-	out, err := NewSyncSecondaryZones(&sync).Apply(context.Background(), senv)
+	out, err := testModule.NewSyncSecondaryZones(&sync).Apply(context.Background(), senv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	spec.Secondaries = []string{sec.DNSAddr}
 	spec.Records[0].Content = "192.0.2.99"
 	start := time.Now()
-	r = apply(t, penv, NewEnsureZone(spec))
+	r = apply(t, penv, testModule.NewEnsureZone(spec))
 	d := waitFor(t, 10*time.Second, "new serial on the secondary", func() bool { return serialAt(t, sec.DNSAddr, zones[0]) == r.Serial })
 	t.Logf("change → secondary serves serial %d after %s (apply %s)", r.Serial, time.Since(start).Round(time.Millisecond), d.Round(time.Millisecond))
 	if got := answers(query(t, sec.DNSAddr, zones[0], mdns.TypeA, false)); len(got) != 1 || got[0] != "192.0.2.99" {
@@ -69,7 +69,7 @@ func TestReplicationAndHealing(t *testing.T) {
 
 	// Wipe the secondary (and give it a stray Slave zone and a primary zone
 	// of its own); sync heals it and leaves the primary zone alone.
-	sc := NewClient(sec.APIAddr, sec.APIKey)
+	sc := testModule.client(sec.APIAddr, sec.APIKey)
 	ctx := context.Background()
 	for _, z := range zones {
 		if err := sc.deleteZone(ctx, z+"."); err != nil {
@@ -80,12 +80,12 @@ func TestReplicationAndHealing(t *testing.T) {
 		t.Fatal(err)
 	}
 	own := primarySpec("own.npanel-test.com")
-	apply(t, senv, NewEnsureZone(own))
+	apply(t, senv, testModule.NewEnsureZone(own))
 	if m := query(t, sec.DNSAddr, zones[0], mdns.TypeSOA, false); m.Rcode != mdns.RcodeRefused {
 		t.Fatalf("wiped secondary still answers: %v", m)
 	}
 	start = time.Now()
-	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	out, err = testModule.NewSyncSecondaryZones(&sync).Apply(ctx, senv)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sec.LogTail())
 	}
@@ -102,7 +102,7 @@ func TestReplicationAndHealing(t *testing.T) {
 		t.Error("sync removed the node's own primary zone")
 	}
 	// Nothing to do the second time.
-	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	out, err = testModule.NewSyncSecondaryZones(&sync).Apply(ctx, senv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	// A change the secondary never heard of (a PATCH sends no NOTIFY, and
 	// no refresh was asked for): it would wait for the SOA refresh, hours.
 	// The sync names the primary's serial and the secondary catches up.
-	pc := NewClient(prim.APIAddr, prim.APIKey)
+	pc := testModule.client(prim.APIAddr, prim.APIKey)
 	z, err := dnszone.ValidateZone(ZoneFromProto(primarySpec(zones[1])))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	if sync.Zones[1].Serial != before+1 || serialAt(t, sec.DNSAddr, zones[1]) != before {
 		t.Fatalf("primary at %d, secondary at %d: want %d and %d", sync.Zones[1].Serial, serialAt(t, sec.DNSAddr, zones[1]), before+1, before)
 	}
-	out, err = NewSyncSecondaryZones(&sync).Apply(ctx, senv)
+	out, err = testModule.NewSyncSecondaryZones(&sync).Apply(ctx, senv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,14 +183,14 @@ func TestRefreshSecondaryZone(t *testing.T) {
 	zone := "refresh.npanel-test.com"
 	spec := primarySpec(zone)
 	spec.Secondaries = []string{sec.DNSAddr}
-	apply(t, penv, NewEnsureZone(spec))
-	apply(t, senv, NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zone, Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
+	apply(t, penv, testModule.NewEnsureZone(spec))
+	apply(t, senv, testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: zone, Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{prim.DNSAddr}}))
 	first := serialAt(t, prim.DNSAddr, zone)
 	waitFor(t, 10*time.Second, "the secondary's first transfer", func() bool { return serialAt(t, sec.DNSAddr, zone) == first })
 
 	// Already at the serial: nothing to do.
 	refresh := func(serial uint32) *Result {
-		return apply(t, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: serial}))
+		return apply(t, senv, testModule.NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: serial}))
 	}
 	if r := refresh(first); r.Changed || !r.Existed || r.Serial != first {
 		t.Fatalf("refresh at the current serial: %+v", r)
@@ -199,7 +199,7 @@ func TestRefreshSecondaryZone(t *testing.T) {
 	// A new serial on the primary, set through its API directly. (PowerDNS
 	// notices it and notifies too, at its next tick; the refresh starts the
 	// transfer before that, and must succeed against the real API.)
-	pc := NewClient(prim.APIAddr, prim.APIKey)
+	pc := testModule.client(prim.APIAddr, prim.APIKey)
 	var soa *mdns.SOA
 	for _, rr := range query(t, prim.DNSAddr, zone, mdns.TypeSOA, false).Answer {
 		soa, _ = rr.(*mdns.SOA)
@@ -224,10 +224,10 @@ func TestRefreshSecondaryZone(t *testing.T) {
 	}
 
 	// The primary's own zone and a zone the secondary does not hold.
-	if r := apply(t, penv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: soa.Serial + 1})); r.Changed || !r.Existed {
+	if r := apply(t, penv, testModule.NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: soa.Serial + 1})); r.Changed || !r.Existed {
 		t.Fatalf("refresh on the primary: %+v", r)
 	}
-	if r := apply(t, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "absent.npanel-test.com", Serial: 5})); r.Changed || r.Existed {
+	if r := apply(t, senv, testModule.NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "absent.npanel-test.com", Serial: 5})); r.Changed || r.Existed {
 		t.Fatalf("refresh of an absent zone: %+v", r)
 	}
 }
@@ -238,11 +238,11 @@ func TestRefreshSecondaryZoneValidate(t *testing.T) {
 		{Zone: "bad..npanel-test.com", Serial: 1},
 		{Zone: "ok.npanel-test.com"},
 	} {
-		if err := NewRefreshSecondaryZone(req).Validate(); err == nil {
+		if err := testModule.NewRefreshSecondaryZone(req).Validate(); err == nil {
 			t.Errorf("%+v: accepted", req)
 		}
 	}
-	if err := NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "ok.npanel-test.com", Serial: 1}).Validate(); err != nil {
+	if err := testModule.NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: "ok.npanel-test.com", Serial: 1}).Validate(); err != nil {
 		t.Error(err)
 	}
 }

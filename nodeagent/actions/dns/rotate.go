@@ -79,14 +79,15 @@ func parseRollover(vals []string) (rollover, bool) {
 
 // RotateZoneKeys runs one step of a pre-publish ZSK rollover.
 type RotateZoneKeys struct {
+	m    *Module
 	req  *agentpb.RotateZoneKeysAction
 	zone string
 	now  func() time.Time
 }
 
 // NewRotateZoneKeys builds the action from its wire form.
-func NewRotateZoneKeys(req *agentpb.RotateZoneKeysAction) actions.Action {
-	return &RotateZoneKeys{req: req, now: time.Now}
+func (m *Module) NewRotateZoneKeys(req *agentpb.RotateZoneKeysAction) actions.Action {
+	return &RotateZoneKeys{m: m, req: req, now: time.Now}
 }
 
 // Name implements actions.Action.
@@ -112,7 +113,7 @@ func (a *RotateZoneKeys) Validate() error {
 
 // Apply implements actions.Action.
 func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	c, unlock, err := openZone(env, a.Validate, &a.zone)
+	c, unlock, err := a.m.openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}

@@ -66,13 +66,14 @@ func ensureSecondary(ctx context.Context, c *Client, zone string, masters []stri
 
 // DeleteZone removes a zone; a missing zone is success.
 type DeleteZone struct {
+	m    *Module
 	req  *agentpb.DeleteZoneAction
 	zone string
 }
 
 // NewDeleteZone builds the action from its wire form.
-func NewDeleteZone(req *agentpb.DeleteZoneAction) actions.Action {
-	return &DeleteZone{req: req}
+func (m *Module) NewDeleteZone(req *agentpb.DeleteZoneAction) actions.Action {
+	return &DeleteZone{m: m, req: req}
 }
 
 // Name implements actions.Action.
@@ -87,7 +88,7 @@ func (a *DeleteZone) Validate() error {
 
 // Apply implements actions.Action.
 func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	c, unlock, err := openZone(env, a.Validate, &a.zone)
+	c, unlock, err := a.m.openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +118,7 @@ type SyncResult struct {
 
 // SyncSecondaryZones converges the node's set of Slave zones.
 type SyncSecondaryZones struct {
+	m     *Module
 	req   *agentpb.SyncSecondaryZonesAction
 	zones map[string]secondaryZone
 }
@@ -129,8 +131,8 @@ type secondaryZone struct {
 }
 
 // NewSyncSecondaryZones builds the action from its wire form.
-func NewSyncSecondaryZones(req *agentpb.SyncSecondaryZonesAction) actions.Action {
-	return &SyncSecondaryZones{req: req}
+func (m *Module) NewSyncSecondaryZones(req *agentpb.SyncSecondaryZonesAction) actions.Action {
+	return &SyncSecondaryZones{m: m, req: req}
 }
 
 // Name implements actions.Action.
@@ -154,13 +156,13 @@ func (a *SyncSecondaryZones) Validate() (err error) {
 // listServerZones validates a zone-list action unless that was done, then
 // reads every zone the node's PowerDNS holds: in the server's order and by
 // name.
-func listServerZones(ctx context.Context, env *actions.Env, validated bool, validate func() error, what string) (*Client, []pdnsZone, map[string]pdnsZone, error) {
+func (m *Module) listServerZones(ctx context.Context, env *actions.Env, validated bool, validate func() error, what string) (*Client, []pdnsZone, map[string]pdnsZone, error) {
 	if !validated {
 		if err := validate(); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	c, err := clientFor(env)
+	c, err := m.clientFor(env)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -201,7 +203,7 @@ func zoneSet[Z interface{ GetZone() string }, V any](zs []Z, each func(name stri
 // Apply implements actions.Action. Zones are independent: one that fails
 // does not stop the others, and the error lists every failure.
 func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
-	c, all, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "sync secondary zones")
+	c, all, have, err := a.m.listServerZones(ctx, env, a.zones != nil, a.Validate, "sync secondary zones")
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +240,7 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 			res.Refreshed = append(res.Refreshed, name)
 			continue
 		}
-		unlock := lockZone(name)
+		unlock := c.lockZone(name)
 		_, err := ensureSecondary(ctx, c, name, want.masters)
 		unlock()
 		if err != nil {
@@ -258,7 +260,7 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, 
 		if _, want := a.zones[z.Name]; want {
 			continue
 		}
-		unlock := lockZone(z.Name)
+		unlock := c.lockZone(z.Name)
 		err := c.deleteZone(ctx, z.Name)
 		unlock()
 		if err != nil && !IsNotFound(err) {

@@ -53,7 +53,7 @@ func BenchmarkCreateToFirst200(b *testing.B) {
 			o := s.fakeOwner(b)
 			d := fmt.Sprintf("npt-c%d.example.com", i)
 			start := time.Now()
-			if _, err := web.Ensure(context.Background(), s.env, o, spec(site(d, "public_html", "")), false); err != nil {
+			if _, err := s.web.Ensure(context.Background(), s.env, o, spec(site(d, "public_html", "")), false); err != nil {
 				b.Fatal(err)
 			}
 			s.waitOK(b, d)
@@ -83,7 +83,7 @@ func BenchmarkBurst1000(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-b%d.example.com", i), "public_html", "")), false)
+				_, errs[i] = s.web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-b%d.example.com", i), "public_html", "")), false)
 			}()
 		}
 		wg.Wait()
@@ -118,7 +118,7 @@ func BenchmarkEnsureOverhead(b *testing.B) {
 		s := startStack(b)
 		for i := range base {
 			o := s.fakeOwner(b)
-			if _, err := web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-o%d.example.com", i), "public_html", "")), false); err != nil {
+			if _, err := s.web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-o%d.example.com", i), "public_html", "")), false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -127,7 +127,7 @@ func BenchmarkEnsureOverhead(b *testing.B) {
 		for i := range rounds {
 			o := s.fakeOwner(b)
 			start := time.Now()
-			if _, err := web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-e%d.example.com", i), "public_html", "")), false); err != nil {
+			if _, err := s.web.Ensure(context.Background(), s.env, o, spec(site(fmt.Sprintf("npt-e%d.example.com", i), "public_html", "")), false); err != nil {
 				b.Fatal(err)
 			}
 			ours = append(ours, time.Since(start))

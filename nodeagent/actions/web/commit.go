@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 )
@@ -40,9 +41,11 @@ const (
 	socketWait    = 10 * time.Second
 )
 
-// host is the committer of one node (keyed by vhost directory, so that
-// tests with several prefixes in one process do not share one).
+// host is the committer of one node. Its Module keeps one per vhost
+// directory, so that a module used with several prefixes (tests) keeps
+// their committers apart.
 type host struct {
+	m       *Module
 	profile *platform.Profile
 	w       platform.WebPaths
 
@@ -57,15 +60,16 @@ type host struct {
 	dirty  map[string]bool            // services whose last reload failed
 }
 
-var hosts sync.Map // vhost dir -> *host
-
-func hostFor(p *platform.Profile) *host {
+func (m *Module) hostFor(p *platform.Profile) *host {
 	w := p.Web()
-	if h, ok := hosts.Load(w.VhostDir); ok {
-		return h.(*host)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.hosts[w.VhostDir]
+	if h == nil {
+		h = &host{m: m, profile: p, w: w}
+		m.hosts[w.VhostDir] = h
 	}
-	h, _ := hosts.LoadOrStore(w.VhostDir, &host{profile: p, w: w})
-	return h.(*host)
+	return h
 }
 
 // change is one account's complete desired set of managed files.
@@ -362,13 +366,11 @@ func applyOps(ops []op) (done []op, err error) {
 		roots[dir] = r
 		return r, nil
 	}
-	temps := make([]string, len(ops))
+	temps := make([]*atomicfile.Pending, len(ops))
 	defer func() {
-		for i, t := range temps {
-			if t != "" {
-				if r, err := rootOf(ops[i].path); err == nil {
-					_ = r.Remove(t)
-				}
+		for _, t := range temps {
+			if t != nil {
+				t.Abort()
 			}
 		}
 	}()
@@ -380,23 +382,34 @@ func applyOps(ops []op) (done []op, err error) {
 		if o.new == nil {
 			continue
 		}
-		if temps[i], err = writeTemp(r, filepath.Base(o.path), o.new, 0o644); err != nil {
+		p, err := atomicfile.Create(r, filepath.Base(o.path), 0o644, nil)
+		if err != nil {
 			return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+		}
+		temps[i] = p
+		if _, err := p.Write(o.new); err != nil {
+			return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+		}
+		if len(ops) > syncFSThreshold {
+			// Synced below by syncfs; closed now so that a batch of a
+			// thousand vhosts does not hold a thousand descriptors.
+			if err := p.Close(); err != nil {
+				return nil, fmt.Errorf("web: write %s: %w", o.path, err)
+			}
 		}
 	}
 	if len(ops) <= syncFSThreshold {
 		for i, t := range temps {
-			if t == "" {
+			if t == nil {
 				continue
 			}
-			r, _ := rootOf(ops[i].path)
-			if err := syncFile(r, t); err != nil {
+			if err := t.Sync(); err != nil {
 				return nil, fmt.Errorf("web: sync %s: %w", ops[i].path, err)
 			}
 		}
 	} else {
 		for _, r := range roots {
-			if err := syncFS(r); err != nil {
+			if err := atomicfile.SyncFS(r); err != nil {
 				return nil, fmt.Errorf("web: sync: %w", err)
 			}
 		}
@@ -409,15 +422,14 @@ func applyOps(ops []op) (done []op, err error) {
 				return done, fmt.Errorf("web: remove %s: %w", o.path, err)
 			}
 		} else {
-			if err := r.Rename(temps[i], name); err != nil {
+			if err := temps[i].Rename(); err != nil {
 				return done, fmt.Errorf("web: write %s: %w", o.path, err)
 			}
-			temps[i] = ""
 		}
 		done = append(done, o)
 	}
 	for dir, r := range roots {
-		if err := syncRoot(r); err != nil {
+		if err := atomicfile.SyncDir(r); err != nil {
 			return done, fmt.Errorf("web: sync %s: %w", dir, err)
 		}
 	}
@@ -444,7 +456,7 @@ func (h *host) touched(cs []*change) (nginx bool, php []string) {
 }
 
 func (h *host) versionOfPoolDir(dir string) string {
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		if b.PoolDir == dir {
 			return b.Version
 		}
@@ -453,7 +465,7 @@ func (h *host) versionOfPoolDir(dir string) string {
 }
 
 func (h *host) build(version string) (platform.PHPFPM, bool) {
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		if b.Version == version {
 			return b, true
 		}
@@ -677,7 +689,7 @@ func (h *host) load() error {
 			h.names[n] = user
 		}
 	}
-	for _, b := range installedBuilds(h.profile) {
+	for _, b := range h.m.installedBuilds(h.profile) {
 		ents, err := os.ReadDir(b.PoolDir)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("web: list %s: %w", b.PoolDir, err)

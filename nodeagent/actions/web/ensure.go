@@ -63,14 +63,6 @@ type SiteResult struct {
 	ErrorLog     string   `json:"errorLog"`
 }
 
-// Test-only hooks, set by export_test.go: extra text in a domain's server
-// block (to make nginx -t fail on purpose) and pools without open_basedir
-// (to show that file modes alone also keep accounts apart).
-var (
-	testHookVhostExtra    func(domain string) string
-	testHookNoOpenBasedir func(user string) bool
-)
-
 // Ensure converges the account's vhosts and PHP-FPM pools to spec: one
 // server block per site, one pool per PHP version its sites use, nothing
 // else. A suspended account's sites answer the suspension page and it has
@@ -78,7 +70,7 @@ var (
 // touched. A nil spec or one without sites removes all its sites.
 //
 // Applying the same spec twice writes no file and reloads nothing.
-func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*Result, error) {
+func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*Result, error) {
 	if err := ValidateSpec(owner.Username, spec); err != nil {
 		return nil, err
 	}
@@ -105,13 +97,13 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 	}
 
 	builds := make(map[string]platform.PHPFPM)
-	for _, b := range installedBuilds(p) {
+	for _, b := range m.installedBuilds(p) {
 		builds[b.Version] = b
 	}
 	for _, s := range sites {
 		if v := s.GetPhpVersion(); v != "" && s.GetRedirectTo() == "" {
 			if _, ok := builds[v]; !ok {
-				have := InstalledPHP(p)
+				have := m.InstalledPHP(p)
 				if len(have) == 0 {
 					have = []string{"none"}
 				}
@@ -135,7 +127,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 	var names []string
 	versions := make(map[string]bool)
 	for _, s := range sites {
-		sr, conf, err := renderSite(w, listen, owner, s, suspended)
+		sr, conf, err := renderSiteExtra(w, listen, owner, s, suspended, m.vhostExtraOf(s.GetDomain()))
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +139,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 		res.Sites = append(res.Sites, sr)
 	}
 	for _, v := range slices.Sorted(mapsKeys(versions)) {
-		conf, err := renderPool(w, owner, v, spec.GetPhp())
+		conf, err := renderPoolWith(w, owner, v, spec.GetPhp(), m.openBasedir(owner.Username))
 		if err != nil {
 			return nil, err
 		}
@@ -156,15 +148,32 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 	}
 
 	c := &change{ctx: ctx, env: env, user: owner.Username, files: files, names: names}
-	if err := hostFor(p).submit(c); err != nil {
+	if err := m.hostFor(p).submit(c); err != nil {
 		return nil, err
 	}
 	res.Changed, res.Reloaded = c.changed, c.reloaded
 	return res, nil
 }
 
+func (m *Module) vhostExtraOf(domain string) string {
+	if m.vhostExtra == nil {
+		return ""
+	}
+	return m.vhostExtra(domain)
+}
+
+func (m *Module) openBasedir(user string) bool {
+	return m.noOpenBasedir == nil || !m.noOpenBasedir(user)
+}
+
 // renderSite renders one validated site's server block.
 func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (SiteResult, []byte, error) {
+	return renderSiteExtra(w, listen, owner, s, suspended, "")
+}
+
+// renderSiteExtra is renderSite with extra text in the server block (a
+// test hook).
+func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool, extra string) (SiteResult, []byte, error) {
 	d := s.GetDomain()
 	sn := append([]string{d}, s.GetAliases()...)
 	sr := SiteResult{
@@ -207,9 +216,7 @@ func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Si
 			data.PHPSocket = poolSocket(w, owner.Username, v)
 		}
 	}
-	if testHookVhostExtra != nil {
-		data.Extra = testHookVhostExtra(d)
-	}
+	data.Extra = extra
 	conf, err := render(vhostTmpl, data)
 	return sr, conf, err
 }
@@ -219,6 +226,11 @@ func poolSocket(w platform.WebPaths, user, version string) string {
 }
 
 func renderPool(w platform.WebPaths, owner Owner, version string, lim *agentpb.PHPPoolLimits) ([]byte, error) {
+	return renderPoolWith(w, owner, version, lim, true)
+}
+
+// renderPoolWith is renderPool with open_basedir switchable (a test hook).
+func renderPoolWith(w platform.WebPaths, owner Owner, version string, lim *agentpb.PHPPoolLimits, openBasedir bool) ([]byte, error) {
 	d := poolData{
 		User:        owner.Username,
 		GID:         owner.GID,
@@ -229,7 +241,7 @@ func renderPool(w platform.WebPaths, owner Owner, version string, lim *agentpb.P
 		MemoryMB:    lim.GetMemoryLimitMb(),
 		Home:        owner.Home,
 		Tmp:         filepath.Join(owner.Home, "tmp"),
-		OpenBasedir: testHookNoOpenBasedir == nil || !testHookNoOpenBasedir(owner.Username),
+		OpenBasedir: openBasedir,
 
 		AllowExecMark: allowExecMark,
 	}
@@ -281,7 +293,7 @@ func closeOldPools(dir string) (changed bool, err error) {
 // Remove removes every vhost and pool of the account and reloads. It
 // returns once PHP-FPM has dropped the account's pools and no PHP-FPM
 // process runs as its user any more, so that userdel can follow.
-func Remove(ctx context.Context, env *actions.Env, username string) error {
+func (m *Module) Remove(ctx context.Context, env *actions.Env, username string) error {
 	if err := checkUsername(username); err != nil {
 		return err
 	}
@@ -289,7 +301,7 @@ func Remove(ctx context.Context, env *actions.Env, username string) error {
 		return nil
 	}
 	c := &change{ctx: ctx, env: env, user: username, files: map[string][]byte{}}
-	if err := hostFor(env.Profile).submit(c); err != nil {
+	if err := m.hostFor(env.Profile).submit(c); err != nil {
 		return err
 	}
 	u, err := user.Lookup(username)

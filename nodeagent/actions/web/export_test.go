@@ -1,17 +1,17 @@
 package web
 
-// SetVhostExtra makes the next renders add extra(domain) to a domain's
+// SetVhostExtra makes m's next renders add extra(domain) to a domain's
 // server block (a directive nginx -t refuses, to test rollback).
-func SetVhostExtra(extra func(domain string) string) func() {
-	testHookVhostExtra = extra
-	return func() { testHookVhostExtra = nil }
+func SetVhostExtra(m *Module, extra func(domain string) string) func() {
+	m.vhostExtra = extra
+	return func() { m.vhostExtra = nil }
 }
 
-// SetNoOpenBasedir renders pools of users for which off returns true
-// without open_basedir.
-func SetNoOpenBasedir(off func(user string) bool) func() {
-	testHookNoOpenBasedir = off
-	return func() { testHookNoOpenBasedir = nil }
+// SetNoOpenBasedir makes m render pools of users for which off returns
+// true without open_basedir.
+func SetNoOpenBasedir(m *Module, off func(user string) bool) func() {
+	m.noOpenBasedir = off
+	return func() { m.noOpenBasedir = nil }
 }
 
 var (

@@ -2,22 +2,20 @@ package web
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
+	"github.com/npanel/npanel/internal/atomicfile"
 )
 
 // Managed configuration files are written through os.Root on their
-// directory, atomically: a temporary file in the same directory, synced,
-// renamed over the target, the directory synced. A crash leaves either the
+// directory, atomically (internal/atomicfile): a crash leaves either the
 // old or the new file, never a mix, and nginx never reads half a server
-// block.
+// block. Temporary names end in .tmp-<random>, never in .conf, so the
+// vhost directory's *.conf scan never sees one.
 
 // writeFile replaces dir/name with data unless it already holds exactly
 // that; changed reports whether it wrote.
@@ -30,7 +28,7 @@ func writeFile(dir, name string, data []byte, perm os.FileMode) (changed bool, e
 	if old, err := root.ReadFile(name); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
-	if err := writeAtomic(root, name, data, perm); err != nil {
+	if err := atomicfile.Write(root, name, data, perm, nil); err != nil {
 		return false, fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
 	}
 	return true, nil
@@ -40,76 +38,6 @@ func writeFile(dir, name string, data []byte, perm os.FileMode) (changed bool, e
 func writePath(path string, data []byte) error {
 	_, err := writeFile(filepath.Dir(path), filepath.Base(path), data, 0o644)
 	return err
-}
-
-func writeAtomic(root *os.Root, name string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(root, name, data, perm)
-	if err != nil {
-		return err
-	}
-	err = syncFile(root, tmp)
-	if err == nil {
-		err = root.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = root.Remove(tmp)
-		return err
-	}
-	return syncRoot(root)
-}
-
-// writeTemp writes data to a new temporary file next to name (not yet
-// synced) and returns the temporary name. The vhost directory is scanned
-// for *.conf, so the temporary name must not end in .conf.
-func writeTemp(root *os.Root, name string, data []byte, perm os.FileMode) (tmp string, err error) {
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp = "." + name + ".tmp-" + hex.EncodeToString(rnd[:])
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = root.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return "", err
-	}
-	if _, err := f.Write(data); err != nil {
-		return "", err
-	}
-	return tmp, f.Close()
-}
-
-func syncFile(root *os.Root, name string) error {
-	f, err := root.Open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-// syncFS flushes the whole filesystem holding root's directory.
-func syncFS(root *os.Root) error {
-	d, err := root.Open(".")
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
-}
-
-func syncRoot(root *os.Root) error {
-	d, err := root.Open(".")
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // readPath returns the content of path, or nil and no error when it does
@@ -145,9 +73,9 @@ func putPath(path string, data []byte) error {
 		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", path, err)
 		}
-		return syncRoot(root)
+		return atomicfile.SyncDir(root)
 	}
-	if err := writeAtomic(root, name, data, 0o644); err != nil {
+	if err := atomicfile.Write(root, name, data, 0o644, nil); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -24,6 +24,7 @@ import (
 
 // stack is a running nginx + PHP-FPM under a temporary prefix.
 type stack struct {
+	web  *web.Module
 	env  *actions.Env
 	m    *webd.Manager
 	addr string
@@ -51,7 +52,8 @@ func startStack(t testing.TB) *stack {
 	m := webd.NewManager(t)
 	env := &actions.Env{Node: "test", Logger: testenv.Logger(), Profile: p, Services: m}
 	ctx := testenv.Context(t)
-	specs, err := web.Module{}.Setup(ctx, env)
+	mod := web.NewModule()
+	specs, err := mod.Setup(ctx, env)
 	if err != nil {
 		t.Fatalf("setup: %v", err)
 	}
@@ -60,7 +62,7 @@ func startStack(t testing.TB) *stack {
 			t.Fatalf("start %s: %v", s.Name, err)
 		}
 	}
-	return &stack{env: env, m: m, addr: p.HTTPListen}
+	return &stack{web: mod, env: env, m: m, addr: p.HTTPListen}
 }
 
 func randomName(t testing.TB) string {
@@ -88,7 +90,7 @@ func (s *stack) newUser(t testing.TB) web.Owner {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := web.Remove(ctx, s.env, name); err != nil {
+		if err := s.web.Remove(ctx, s.env, name); err != nil {
 			t.Errorf("remove web of %s: %v", name, err)
 		}
 		if _, err := user.Lookup(name); err != nil {
@@ -197,7 +199,7 @@ func (s *stack) tryGet(host, path string) (int, http.Header, string, error) {
 
 func (s *stack) ensure(t testing.TB, o web.Owner, spec *agentpb.WebSpec, suspended bool) *web.Result {
 	t.Helper()
-	res, err := web.Ensure(testenv.Context(t), s.env, o, spec, suspended)
+	res, err := s.web.Ensure(testenv.Context(t), s.env, o, spec, suspended)
 	if err != nil {
 		t.Fatalf("ensure %s: %v", o.Username, err)
 	}

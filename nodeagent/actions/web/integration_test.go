@@ -124,7 +124,7 @@ func TestPHPVersionSwitch(t *testing.T) {
 	a := s.newUser(t)
 	writeAs(t, a, "public_html/index.php", phpPage)
 
-	_, err := web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-php.example.com", "public_html", "8.1")), false)
+	_, err := s.web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-php.example.com", "public_html", "8.1")), false)
 	if !errors.Is(err, web.ErrNotInstalled) || !strings.Contains(err.Error(), "PHP 8.1") || !strings.Contains(err.Error(), "installed: 8.2") {
 		t.Fatalf("uninstalled version: %v", err)
 	}
@@ -191,7 +191,7 @@ func TestBrokenConfigRolledBack(t *testing.T) {
 	}
 	reloads := s.m.Reloads("nginx")
 
-	defer web.SetVhostExtra(func(d string) string {
+	defer web.SetVhostExtra(s.web, func(d string) string {
 		if strings.HasPrefix(d, "npt-bad") || d == "npt-good.example.com" {
 			return "bogus_directive on;"
 		}
@@ -199,7 +199,7 @@ func TestBrokenConfigRolledBack(t *testing.T) {
 	})()
 	// A new bad site next to a changed good one: both refused, the good
 	// one's file back byte for byte, the new one gone.
-	_, err = web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-good.example.com", "public_html", "", "www.npt-good.example.com"),
+	_, err = s.web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-good.example.com", "public_html", "", "www.npt-good.example.com"),
 		site("npt-bad.example.com", "public_html", "")), false)
 	if err == nil || !strings.Contains(err.Error(), `unknown directive "bogus_directive"`) {
 		t.Fatalf("want nginx's own message, got %v", err)
@@ -239,7 +239,7 @@ func TestBrokenConfigRolledBack(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = web.Ensure(context.Background(), s.env, o, spec(site(d, "public_html", "")), false)
+			_, errs[i] = s.web.Ensure(context.Background(), s.env, o, spec(site(d, "public_html", "")), false)
 		}()
 	}
 	wg.Wait()
@@ -262,7 +262,7 @@ func TestDocrootTraversalAndSymlinks(t *testing.T) {
 	s := startStack(t)
 	a := s.newUser(t)
 	for _, d := range []string{"../x", "/etc", "public_html/../../etc", "a//b", ".ssh", "public_html/", "a b", "a;b", "$x"} {
-		if _, err := web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-t.example.com", d, "")), false); err == nil {
+		if _, err := s.web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-t.example.com", d, "")), false); err == nil {
 			t.Errorf("docroot %q accepted", d)
 		}
 	}
@@ -274,7 +274,7 @@ func TestDocrootTraversalAndSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []string{"out", "out/nginx", "in", "in/sub"} {
-		_, err := web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-t.example.com", d, "")), false)
+		_, err := s.web.Ensure(testenv.Context(t), s.env, a, spec(site("npt-t.example.com", d, "")), false)
 		if !errors.Is(err, web.ErrSymlink) {
 			t.Errorf("docroot %q: %v, want ErrSymlink", d, err)
 		}
@@ -306,7 +306,7 @@ func TestAccountsIsolated(t *testing.T) {
 	// open_basedir fails with EPERM ("Operation not permitted"), file
 	// modes with EACCES ("Permission denied").
 	// Without open_basedir the file modes still keep B's files from A.
-	defer web.SetNoOpenBasedir(func(u string) bool { return u == a.Username })()
+	defer web.SetNoOpenBasedir(s.web, func(u string) bool { return u == a.Username })()
 	s.ensure(t, a, spec(site("npt-a.example.com", "public_html", "8.2")), false)
 	var body string
 	testenv.WaitFor(t, 10*time.Second, "pool without open_basedir", func() bool {
@@ -328,7 +328,7 @@ func TestDomainOfAnotherAccountRefused(t *testing.T) {
 	s := startStack(t)
 	a, b := s.fakeOwner(t), s.fakeOwner(t)
 	s.ensure(t, a, spec(site("npt-owned.example.com", "public_html", "")), false)
-	_, err := web.Ensure(testenv.Context(t), s.env, b, spec(site("npt-other.example.com", "public_html", "", "npt-owned.example.com")), false)
+	_, err := s.web.Ensure(testenv.Context(t), s.env, b, spec(site("npt-other.example.com", "public_html", "", "npt-owned.example.com")), false)
 	if err == nil || !strings.Contains(err.Error(), "already served by account "+a.Username) {
 		t.Fatalf("want refusal, got %v", err)
 	}
@@ -343,7 +343,7 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("before: %d", code)
 	}
 	sock := web.SocketOfPool(mustRead(t, filepath.Join(s.poolDir("8.2"), "npanel-"+a.Username+".conf")))
-	if err := web.Remove(testenv.Context(t), s.env, a.Username); err != nil {
+	if err := s.web.Remove(testenv.Context(t), s.env, a.Username); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range res.Sites {

@@ -37,20 +37,41 @@ const NginxService = "nginx"
 // PHPService is the service name of the PHP-FPM master of version v.
 func PHPService(v string) string { return "php-fpm" + v }
 
-// Module is the web service area of a node.
-type Module struct{}
+// Module is the web service area of a node. It owns the node's web state,
+// so that two agents in one process (tests, npanel dev) never share it:
+// the committer of each vhost directory (which account serves which server
+// names, reloads still owed) and the release lines of the PHP builds. The
+// agent creates one and hands it to every action that touches websites.
+type Module struct {
+	mu    sync.Mutex
+	hosts map[string]*host // vhost dir -> its committer
 
-var _ actions.Module = Module{}
+	// versions holds the release line of PHP-FPM binaries whose path does
+	// not say it (AlmaLinux's AppStream php-fpm), keyed by path.
+	versions sync.Map
+
+	// Test-only hooks, set by export_test.go: extra text in a domain's
+	// server block (to make nginx -t fail on purpose) and pools without
+	// open_basedir (to show that file modes alone also keep accounts
+	// apart).
+	vhostExtra    func(domain string) string
+	noOpenBasedir func(user string) bool
+}
+
+var _ actions.Module = (*Module)(nil)
+
+// NewModule returns the web module of one agent.
+func NewModule() *Module { return &Module{hosts: make(map[string]*host)} }
 
 // Name implements actions.Module.
-func (Module) Name() string { return "web" }
+func (*Module) Name() string { return "web" }
 
 // Setup implements actions.Module. It creates the directories the web
 // actions write to and, in supervised mode, the main configuration of nginx
 // and of every installed PHP-FPM under the prefix. In production it writes
 // nothing outside its own directories: the distro's nginx.conf already
 // includes conf.d, and its php-fpm.conf its pool directory.
-func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
+func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, error) {
 	p := env.Profile
 	w := p.Web()
 	log := env.Logger
@@ -80,7 +101,7 @@ func (Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, err
 		{w.StateDir, 0o755},
 		{w.SuspendedDir, 0o755},
 	}
-	builds := installedBuilds(p)
+	builds := m.installedBuilds(p)
 	for _, b := range builds {
 		dirs = append(dirs, struct {
 			path string
@@ -273,13 +294,9 @@ func firstLine(b []byte) string {
 	return string(s)
 }
 
-// versionCache holds the release line of binaries whose path does not say
-// it (AlmaLinux's AppStream php-fpm), keyed by path.
-var versionCache sync.Map
-
 // installedBuilds returns the installed PHP-FPM builds with their release
 // line filled in, one per line (the first listed wins), sorted by version.
-func installedBuilds(p *platform.Profile) []platform.PHPFPM {
+func (m *Module) installedBuilds(p *platform.Profile) []platform.PHPFPM {
 	var out []platform.PHPFPM
 	seen := make(map[string]bool)
 	for _, b := range p.Web().PHP {
@@ -287,7 +304,7 @@ func installedBuilds(p *platform.Profile) []platform.PHPFPM {
 			continue
 		}
 		if b.Version == "" {
-			v, ok := versionCache.Load(b.Binary)
+			v, ok := m.versions.Load(b.Binary)
 			if !ok {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				full, err := phpFullVersion(ctx, b.Binary)
@@ -299,7 +316,7 @@ func installedBuilds(p *platform.Profile) []platform.PHPFPM {
 				if len(parts) < 2 {
 					continue
 				}
-				v, _ = versionCache.LoadOrStore(b.Binary, parts[0]+"."+parts[1])
+				v, _ = m.versions.LoadOrStore(b.Binary, parts[0]+"."+parts[1])
 			}
 			b.Version = v.(string)
 		}
@@ -330,9 +347,9 @@ func compareVersions(a, b string) int {
 
 // InstalledPHP lists the PHP versions installed on this node, e.g.
 // ["8.2"], sorted.
-func InstalledPHP(p *platform.Profile) []string {
+func (m *Module) InstalledPHP(p *platform.Profile) []string {
 	var out []string
-	for _, b := range installedBuilds(p) {
+	for _, b := range m.installedBuilds(p) {
 		out = append(out, b.Version)
 	}
 	return out
