@@ -29,39 +29,13 @@ type Owner struct {
 	Home string
 }
 
-// Site states in Result.
+// Site states in agentpb.SiteResult.state.
 const (
 	StateActive    = "active"
 	StateRedirect  = "redirect"
 	StateSuspended = "suspended"
 )
 
-// Result is the web state of one account after Ensure.
-type Result struct {
-	Sites []SiteResult `json:"sites"`
-	// PHPPools lists the PHP versions the account has a pool of.
-	PHPPools []string `json:"phpPools"`
-	// Changed is false when the node already served exactly this spec (no
-	// file was written and nothing reloaded).
-	Changed bool `json:"changed"`
-	// Reloaded names the services reloaded by the commit that carried
-	// this change (possibly with others' changes).
-	Reloaded []string `json:"reloaded,omitempty"`
-}
-
-// SiteResult is one site's state.
-type SiteResult struct {
-	Domain       string   `json:"domain"`
-	ServerNames  []string `json:"serverNames"`
-	State        string   `json:"state"`
-	Docroot      string   `json:"docroot,omitempty"` // absolute
-	PHPVersion   string   `json:"phpVersion,omitempty"`
-	RedirectTo   string   `json:"redirectTo,omitempty"`
-	RedirectCode uint32   `json:"redirectCode,omitempty"`
-	Config       string   `json:"config"`
-	AccessLog    string   `json:"accessLog"`
-	ErrorLog     string   `json:"errorLog"`
-}
 
 // Ensure converges the account's vhosts and PHP-FPM pools to spec: one
 // server block per site, one pool per PHP version its sites use, nothing
@@ -70,7 +44,7 @@ type SiteResult struct {
 // touched. A nil spec or one without sites removes all its sites.
 //
 // Applying the same spec twice writes no file and reloads nothing.
-func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*Result, error) {
+func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*agentpb.WebResult, error) {
 	if err := ValidateSpec(owner.Username, spec); err != nil {
 		return nil, err
 	}
@@ -79,9 +53,9 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	sites := spec.GetSites()
 	if _, err := os.Stat(w.Nginx); err != nil {
 		if len(sites) == 0 {
-			return &Result{Sites: []SiteResult{}, PHPPools: []string{}}, nil
+			return &agentpb.WebResult{}, nil
 		}
-		return nil, fmt.Errorf("web: nginx is not installed on this node (%s)", w.Nginx)
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "web: nginx is not installed on this node (%s)", w.Nginx)
 	}
 	listen, err := listenArgs(p.HTTPListen)
 	if err != nil {
@@ -122,7 +96,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		}
 	}
 
-	res := &Result{Sites: []SiteResult{}, PHPPools: []string{}}
+	res := &agentpb.WebResult{}
 	files := make(map[string][]byte)
 	var names []string
 	versions := make(map[string]bool)
@@ -132,8 +106,8 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 			return nil, err
 		}
 		names = append(names, sr.ServerNames...)
-		if sr.PHPVersion != "" {
-			versions[sr.PHPVersion] = true
+		if sr.PhpVersion != "" {
+			versions[sr.PhpVersion] = true
 		}
 		files[sr.Config] = conf
 		res.Sites = append(res.Sites, sr)
@@ -144,7 +118,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 			return nil, err
 		}
 		files[filepath.Join(builds[v].PoolDir, poolFile(owner.Username))] = conf
-		res.PHPPools = append(res.PHPPools, v)
+		res.PhpPools = append(res.PhpPools, v)
 	}
 
 	c := &change{ctx: ctx, env: env, user: owner.Username, files: files, names: names}
@@ -167,16 +141,16 @@ func (m *Module) openBasedir(user string) bool {
 }
 
 // renderSite renders one validated site's server block.
-func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (SiteResult, []byte, error) {
+func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (*agentpb.SiteResult, []byte, error) {
 	return renderSiteExtra(w, listen, owner, s, suspended, "")
 }
 
 // renderSiteExtra is renderSite with extra text in the server block (a
 // test hook).
-func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool, extra string) (SiteResult, []byte, error) {
+func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool, extra string) (*agentpb.SiteResult, []byte, error) {
 	d := s.GetDomain()
 	sn := append([]string{d}, s.GetAliases()...)
-	sr := SiteResult{
+	sr := &agentpb.SiteResult{
 		Domain:      d,
 		ServerNames: sn,
 		Config:      filepath.Join(w.VhostDir, vhostFile(owner.Username, d)),
@@ -212,7 +186,7 @@ func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agent
 		sr.Docroot = filepath.Join(owner.Home, s.GetDocroot())
 		data.Root = sr.Docroot
 		if v := s.GetPhpVersion(); v != "" {
-			sr.PHPVersion = v
+			sr.PhpVersion = v
 			data.PHPSocket = poolSocket(w, owner.Username, v)
 		}
 	}
