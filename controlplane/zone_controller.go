@@ -2,13 +2,10 @@ package controlplane
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"net"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/controlplane/store"
-	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -26,12 +22,6 @@ const (
 	// zoneWaitRetry is how often zones waiting for something outside the
 	// controller (placement, a DNS server on the node) are looked at again.
 	zoneWaitRetry = 2 * time.Second
-	// secondaryResync is how often every secondary is sent its full zone
-	// set even when nothing changed: the set is what heals a wiped or
-	// drifted secondary, without anyone noticing the drift first.
-	secondaryResync = 60 * time.Second
-	// secondaryDebounce gathers a burst of zone changes into one sync.
-	secondaryDebounce = 500 * time.Millisecond
 	// rotateInterval is the minimum time between the steps of a ZSK
 	// rollover: the zone's TTLs must expire between publishing a key and
 	// signing with it, and between switching and withdrawing the old one.
@@ -40,9 +30,6 @@ const (
 
 // errZoneGone tells process to delete a zone record that no node serves.
 var errZoneGone = errors.New("zone record to delete")
-
-// dnsServiceName is the name the agent's DNS module reports its daemon by.
-const dnsServiceName = "pdns"
 
 // zoneController converges every zone onto its primary node and the full
 // set of zones onto every secondary DNS node. It runs on the leader only
@@ -88,11 +75,6 @@ type zoneController struct {
 
 	// RotateInterval overrides rotateInterval (tests).
 	rotateInterval time.Duration
-}
-
-type sentSync struct {
-	hash [32]byte
-	at   time.Time
 }
 
 func newZoneController(s *Server) *zoneController {
@@ -182,10 +164,6 @@ func (c *zoneController) waitDNS(name string) {
 	c.waitingDNS[name] = true
 	c.mu.Unlock()
 }
-
-// dnsViewMaxAge bounds how stale the controller's list of DNS servers may
-// be; a zone sent to a server that just went away is caught by its task.
-const dnsViewMaxAge = 2 * time.Second
 
 // recheckDNS re-marks the zones waiting for a DNS server when the set of
 // servers changed.
@@ -554,119 +532,6 @@ func (c *zoneController) enqueueRefreshing(b *store.Batch, z *store.Zone, spec *
 	return nil
 }
 
-// dnsServer is a node that runs the agent's DNS module.
-type dnsServer struct {
-	node string
-	host string // the address other nodes reach it on
-	addr string // host:port its DNS server answers on
-}
-
-type dnsView struct {
-	// key identifies the servers (with their addresses) and nameservers.
-	key         string
-	servers     map[string]dnsServer
-	order       []string // server names, sorted
-	nameservers []string // the cluster's NS names; nil: per-zone defaults
-}
-
-// dnsView lists the READY nodes with role dns whose agent reports a DNS
-// server, with the address it answers on: the reported listen address, or
-// the node's declared address where the server listens on all interfaces.
-func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
-	return c.s.dnsViews.get(ctx, c.s.store)
-}
-
-// dnsViewCache is the replica's dnsView, shared by the zone controller and
-// the API (ZoneTask).
-type dnsViewCache struct {
-	mu sync.Mutex
-	v  *dnsView
-	at time.Time
-}
-
-func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, error) {
-	vc.mu.Lock()
-	defer vc.mu.Unlock()
-	if vc.v != nil && time.Since(vc.at) < dnsViewMaxAge {
-		return vc.v, nil
-	}
-	nodes, err := st.ListNodes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v := &dnsView{servers: map[string]dnsServer{}}
-	for _, n := range nodes {
-		if !slices.Contains(n.Roles, "dns") || n.State.Status != store.NodeReady {
-			continue
-		}
-		rep, err := st.CachedServices(ctx, n.Name)
-		if err != nil {
-			return nil, err
-		}
-		for _, svc := range rep.Services {
-			if svc.Name != dnsServiceName || svc.State != "running" || len(svc.Listen) == 0 {
-				continue
-			}
-			host, port, err := net.SplitHostPort(svc.Listen[0])
-			if err != nil {
-				continue
-			}
-			if ip, err := netip.ParseAddr(host); err != nil || ip.IsUnspecified() {
-				host = n.Address
-			}
-			v.servers[n.Name] = dnsServer{node: n.Name, host: host, addr: net.JoinHostPort(host, port)}
-			v.order = append(v.order, n.Name)
-		}
-	}
-	slices.Sort(v.order)
-	if v.nameservers, err = st.GetNameservers(ctx); err != nil {
-		return nil, err
-	}
-	var parts []string
-	for _, n := range v.order {
-		parts = append(parts, n+"="+v.servers[n].addr)
-	}
-	v.key = strings.Join(parts, ",") + ";" + strings.Join(v.nameservers, ",")
-	vc.v, vc.at = v, time.Now()
-	return v, nil
-}
-
-// ZoneTask is the task that converges a zone just changed through the API
-// on its DNS server, for the API to enqueue in the same transaction as the
-// change: an operator's record is then served without waiting for the
-// zone controller's pass. It is nil whenever the controller has more to
-// decide than "send the new records" (no task can go yet, one is under
-// way, the zone is new, failing, being deleted or rolling its keys); the
-// controller then converges the zone as always. Like the controller, it
-// records the servers the spec names and marks the zone PENDING.
-func (s *Server) ZoneTask(ctx context.Context, z *store.Zone) (*store.ZoneTask, error) {
-	if z.Deleted || z.TaskID != "" || z.Node == "" || z.AppliedGeneration == 0 || z.Defaults || z.RotateStep > 0 ||
-		(z.Status == store.ZoneFailed && z.Attempts >= maxTaskAttempts) {
-		return nil, nil
-	}
-	view, err := s.dnsViews.get(ctx, s.store)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := view.servers[z.Node]; !ok {
-		return nil, nil
-	}
-	t, err := ensureTask(z, view)
-	if err != nil {
-		return nil, nil // the controller records why
-	}
-	return t, nil
-}
-
-// ZoneTaskQueued tells the zone controller that the API wrote zone at rev
-// together with the task ZoneTask gave it: the controller has nothing to
-// decide about that write and skips its event.
-func (s *Server) ZoneTaskQueued(zone string, rev int64) {
-	if c := s.zoneCtl.Load(); c != nil {
-		c.handledAt(zone, rev)
-	}
-}
-
 // ensureTask is the task that converges z on its primary as view has the
 // servers; z records those servers and waits, PENDING, for the task.
 //
@@ -737,56 +602,6 @@ func otherThan(names []string, not string) string {
 	return ""
 }
 
-func addrType(ip string) string {
-	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
-		return dnszone.TypeAAAA
-	}
-	return dnszone.TypeA
-}
-
-// defaultRecords are what an account's zone starts with: the site on the
-// node's address at the apex and www, mail on the node, and an SPF policy
-// that allows the node to send.
-func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
-	apex := z.Name + "."
-	if host == "" {
-		return nil
-	}
-	rs := []store.ZoneRecord{
-		{Name: apex, Type: addrType(host), Content: host},
-		{Name: "www." + apex, Type: dnszone.TypeCNAME, Content: apex},
-		{Name: "mail." + apex, Type: addrType(host), Content: host},
-		{Name: apex, Type: dnszone.TypeMX, Content: "mail." + apex, Priority: 10},
-		{Name: apex, Type: dnszone.TypeTXT, Content: `"v=spf1 a mx ~all"`},
-	}
-	for i := range rs {
-		rs[i].ID = z.NewRecordID()
-		rs[i].TTL = dnszone.DefaultTTL
-	}
-	return rs
-}
-
-// withDefaults returns a new zone's default records followed by the
-// records its owner added before the controller first filled it in: the API
-// accepts changes from the moment the zone exists, and an accepted record
-// must not vanish. A default gives way to the owner's records at its name
-// and type, to any CNAME conflict at its name, and to the zone's record
-// limit (the node would refuse the whole zone).
-func withDefaults(defaults, own []store.ZoneRecord) []store.ZoneRecord {
-	out := make([]store.ZoneRecord, 0, len(defaults)+len(own))
-	for _, d := range defaults {
-		if len(out)+len(own) >= dnszone.MaxZoneRecords {
-			break
-		}
-		if !slices.ContainsFunc(own, func(r store.ZoneRecord) bool {
-			return r.Name == d.Name && (r.Type == d.Type || r.Type == dnszone.TypeCNAME || d.Type == dnszone.TypeCNAME)
-		}) {
-			out = append(out, d)
-		}
-	}
-	return append(out, own...)
-}
-
 // resyncZones looks again at every zone still on its way to ACTIVE, whether
 // or not a watch event said so (the account controller's resyncUnsettled
 // explains why), has the primaries check their zones when that is due and
@@ -839,68 +654,6 @@ func unsettledZone(z *store.ZoneState) bool {
 		return false
 	}
 	return z.Deleted || z.TaskID != "" || z.Generation != z.AppliedGeneration || z.Status != store.ZoneActive
-}
-
-// syncSecondaries sends every DNS node the complete set of zones it must
-// serve as a secondary: every zone whose primary is another DNS node. A
-// set equal to the last one sent is sent again only every secondaryResync.
-func (c *zoneController) syncSecondaries(ctx context.Context) error {
-	v, err := c.dnsView(ctx)
-	if err != nil {
-		return err
-	}
-	if len(v.order) < 2 {
-		return nil
-	}
-	zones, _, err := c.s.store.ListZoneStates(ctx)
-	if err != nil {
-		return err
-	}
-	return c.sendSecondaries(ctx, v, zones)
-}
-
-func (c *zoneController) sendSecondaries(ctx context.Context, v *dnsView, zones []store.ZoneState) error {
-	now := time.Now()
-	for _, node := range v.order {
-		spec := &agentpb.SyncSecondaryZonesAction{}
-		for _, z := range zones {
-			p, ok := v.servers[z.Node]
-			if z.Deleted || !ok || z.Node == node || z.AppliedGeneration == 0 {
-				continue
-			}
-			spec.Zones = append(spec.Zones, &agentpb.SecondaryZone{Zone: z.Name, Masters: []string{p.addr}, Serial: z.Serial})
-		}
-		h := syncHash(spec)
-		if last, ok := c.sent[node]; ok && last.hash == h && now.Sub(last.at) < c.resyncEvery() {
-			continue
-		}
-		if _, err := c.s.store.EnqueueTask(ctx, node, &agentpb.Task{Action: &agentpb.Task_SyncSecondaryZones{SyncSecondaryZones: spec}},
-			"controller", store.NewAuditEvent("system", c.s.id, "syncSecondaryZones", node, "ok")); err != nil {
-			return err
-		}
-		c.sent[node] = sentSync{hash: h, at: now}
-	}
-	return nil
-}
-
-// syncHash identifies the zones and masters a sync names, not their
-// serials. A secondary behind a serial is caught up by the periodic sync;
-// every change already sends the secondaries a refresh of its own, and
-// sending each of them its whole zone set after every change would cost
-// far more.
-func syncHash(spec *agentpb.SyncSecondaryZonesAction) [32]byte {
-	h := sha256.New()
-	for _, z := range spec.Zones {
-		h.Write([]byte(z.Zone))
-		for _, m := range z.Masters {
-			h.Write([]byte{0})
-			h.Write([]byte(m))
-		}
-		h.Write([]byte{'\n'})
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
 }
 
 func mustJSON(v any) string {
