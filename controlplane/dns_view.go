@@ -42,7 +42,7 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 }
 
 // dnsViewCache is the replica's dnsView, shared by the zone controller and
-// the API (ZoneTask).
+// the API (zoneWriter).
 type dnsViewCache struct {
 	mu sync.Mutex
 	v  *dnsView

@@ -53,7 +53,7 @@ type Server struct {
 	accounts *accountIndex
 	dnsViews dnsViewCache
 	// zoneCtl is the running zone controller (leader only), told of the
-	// tasks the API queues (ZoneTaskQueued).
+	// tasks the API queues (zoneWriter).
 	zoneCtl atomic.Pointer[zoneController]
 
 	gatewayCert atomic.Pointer[tls.Certificate]

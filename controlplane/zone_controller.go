@@ -46,7 +46,7 @@ type zoneController struct {
 	dirty map[string]int64
 	// handled is, per zone, the revision up to which its record needs
 	// nothing more: the controller's own last write or look at it, or the
-	// API's write that queued the zone's task itself (ZoneTaskQueued).
+	// API's write that queued the zone's task itself (zoneWriter).
 	// The watch event of such a write is skipped rather than read and
 	// decoded again, which for a large zone is most of a change's cost
 	// on the server.
@@ -524,12 +524,23 @@ func (c *zoneController) enqueue(b *store.Batch, z *store.Zone, spec *agentpb.Ta
 }
 
 func (c *zoneController) enqueueRefreshing(b *store.Batch, z *store.Zone, spec *agentpb.Task, secondaries []string) error {
-	t, err := b.EnqueueRefreshing(z.Node, spec, "zone/"+z.Name, "controller", secondaries)
+	t, err := b.EnqueueRefreshing(z.Node, spec, zoneObject(z.Name), "controller", secondaries)
 	if err != nil {
 		return err
 	}
 	z.TaskID = t.ID
 	return nil
+}
+
+// zoneObject names a zone as the object of its tasks, whose done notices
+// come back to the controller under it.
+func zoneObject(name string) string { return "zone/" + name }
+
+// zoneTask is a task converging a zone on its primary, with the
+// secondaries to refresh once it succeeds (store.Task.Refresh).
+type zoneTask struct {
+	Spec    *agentpb.Task
+	Refresh []string
 }
 
 // ensureTask is the task that converges z on its primary as view has the
@@ -541,14 +552,14 @@ func (c *zoneController) enqueueRefreshing(b *store.Batch, z *store.Zone, spec *
 // second later. A zone new to them is not: their sync creates it and
 // transfers at once. Beyond maxRefresh secondaries (the result's
 // transaction must stay within etcd's limit) the rest wait for NOTIFY.
-func ensureTask(z *store.Zone, view *dnsView) (*store.ZoneTask, error) {
+func ensureTask(z *store.Zone, view *dnsView) (*zoneTask, error) {
 	spec, err := ensureSpec(z, view)
 	if err != nil {
 		return nil, err
 	}
 	z.Status, z.Reason = store.ZonePending, ""
 	z.Servers = view.key
-	t := &store.ZoneTask{Spec: &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}}
+	t := &zoneTask{Spec: &agentpb.Task{Generation: z.Generation, Action: &agentpb.Task_EnsureZone{EnsureZone: spec}}}
 	if z.AppliedGeneration > 0 {
 		for _, n := range view.order {
 			if n != z.Node && len(t.Refresh) < maxRefresh {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // ZoneStatus is where a zone is on its primary node.
@@ -166,57 +164,25 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 // meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
 // the write (audit events, consumed notices).
 func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
-	z, _, err := s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
-	return z, err
-}
-
-// ZoneTask is a task converging a zone on its primary, with the
-// secondaries to refresh once it succeeds (Task.Refresh).
-type ZoneTask struct {
-	Spec    *agentpb.Task
-	Refresh []string
-}
-
-// UpdateZoneWithTask is UpdateZone that also asks task, after fn, for a
-// task converging the changed zone: one it returns is enqueued for the
-// zone's node in the same transaction and becomes the task the zone waits
-// on (TaskID), created by createdBy. It returns the revision of the write.
-func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
-	task func(*Zone) (*ZoneTask, error), createdBy string, extra ...clientv3.Op) (*Zone, int64, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if err := fn(z); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		ops := append([]clientv3.Op{{}}, extra...) // [0]: the zone, once final
-		if task != nil {
-			zt, err := task(z)
-			if err != nil {
-				return nil, 0, err
-			}
-			if zt != nil {
-				t, tops, err := taskOps(z.Node, zt.Spec, "zone/"+z.Name, createdBy, zt.Refresh, time.Now().UTC())
-				if err != nil {
-					return nil, 0, err
-				}
-				z.TaskID = t.ID
-				ops = append(ops, tops...)
-			}
-		}
-		ops[0] = clientv3.OpPut(zoneKey(name), mustJSON(z))
+		ops := append([]clientv3.Op{clientv3.OpPut(zoneKey(name), mustJSON(z))}, extra...)
 		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
 		if err != nil {
-			return nil, 0, fmt.Errorf("update zone %s: %w", name, err)
+			return nil, fmt.Errorf("update zone %s: %w", name, err)
 		}
 		if resp.Succeeded {
 			s.zones.put(zoneKey(name), resp.Header.Revision, z)
-			return z, resp.Header.Revision, nil
+			return z, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 }
@@ -374,9 +340,13 @@ func (s *Store) DNSNodeDone(ctx context.Context) ([]Done, error) {
 func (b *Batch) PutZone(z *Zone, rev int64) {
 	b.cmps = append(b.cmps, unchanged(zoneKey(z.Name), rev))
 	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
+	// The cache takes a copy as written (the caller may change z); a zone
+	// too small to cache is recorded too, so that the commit drops what
+	// the cache held for it.
 	if cacheable(z) {
-		b.zones = append(b.zones, z.clone()) // as written: the caller may change z
+		z = z.clone()
 	}
+	b.zones = append(b.zones, z)
 }
 
 // PutNewZone adds a zone created by the account controller at placement to
