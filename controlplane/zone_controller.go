@@ -5,23 +5,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // Zone controller tuning.
 const (
-	// zoneWaitRetry is how often zones waiting for something outside the
-	// controller (placement, a DNS server on the node) are looked at again.
+	// zoneWaitRetry is how often the controller looks for a change of the
+	// DNS servers, and the longest a zone whose pass failed waits for the
+	// next one.
 	zoneWaitRetry = 2 * time.Second
+	// zoneRetryBase is the first backoff of a zone whose pass failed.
+	zoneRetryBase = 200 * time.Millisecond
 	// rotateInterval is the minimum time between the steps of a ZSK
 	// rollover: the zone's TTLs must expire between publishing a key and
 	// signing with it, and between switching and withdrawing the old one.
@@ -31,40 +31,45 @@ const (
 // errZoneGone tells process to delete a zone record that no node serves.
 var errZoneGone = errors.New("zone record to delete")
 
+// Keys of the zone controller's cluster-wide work (its cluster controller):
+// each is about every zone at once, so none is a zone's name.
+const (
+	keySecondaries = "secondaries" // send every secondary its zone set
+	keyResync      = "resync"      // look again at unsettled zones; check the primaries
+	keyServers     = "servers"     // notice a change of the DNS servers
+	keyChecks      = "checks"      // act on answered checks of primary zones
+)
+
 // zoneController converges every zone onto its primary node and the full
-// set of zones onto every secondary DNS node. It runs on the leader only
-// and, like the account controller, is level-triggered: each pass looks at
+// set of zones onto every secondary DNS node. It runs on the leader only,
+// on the controller runtime, as two controllers: zones syncs one zone per
+// key, following zones and their tasks' outcomes; cluster does the work
+// about every zone at once (the keys above), on ticks, after zone changes
+// and as checks are answered. Both are level-triggered: each pass looks at
 // a zone's whole record, so a missed or repeated event costs work, never
 // correctness.
 type zoneController struct {
-	s *Server
+	s              *Server
+	zones, cluster *controller.Controller
 
 	mu sync.Mutex
-	// dirty holds the zones to look at, each with the revision of the
-	// write that marked it, or 0 when it must be looked at whatever its
-	// revision (done notices, retries, a broken watch).
-	dirty map[string]int64
 	// handled is, per zone, the revision up to which its record needs
 	// nothing more: the controller's own last write or look at it, or the
-	// API's write that queued the zone's task itself (zoneWriter).
-	// The watch event of such a write is skipped rather than read and
-	// decoded again, which for a large zone is most of a change's cost
-	// on the server.
+	// API's write that queued the zone's task itself (zoneWriter). The
+	// event of such a write is not queued rather than read and decoded
+	// again, which for a large zone is most of a change's cost on the
+	// server.
 	handled map[string]int64
-	waiting map[string]bool // zones to look at again after zoneWaitRetry
-	// waitDNS holds zones that no DNS server can take yet; they are looked
-	// at again when the set of DNS servers changes, not on a timer, so a
-	// cluster without DNS nodes costs nothing per zone.
+	// waitingDNS holds zones that no DNS server can take yet; they are
+	// looked at again when the set of DNS servers changes, not on a timer,
+	// so a cluster without DNS nodes costs nothing per zone.
 	waitingDNS map[string]bool
+
+	// Only the cluster controller's one worker touches the rest.
 
 	// servers is the set of DNS servers the waiting zones last saw.
 	servers string
-	signal  chan struct{}
-	resync  chan struct{}
-	checks  chan struct{} // a check of primary zones was answered
-
-	// sent remembers the last zone set sent to each secondary (only the
-	// controller's own goroutine touches it).
+	// sent remembers the last zone set sent to each secondary.
 	sent map[string]sentSync
 	// scanned is when resyncZones last listed every zone.
 	scanned time.Time
@@ -78,57 +83,98 @@ type zoneController struct {
 }
 
 func newZoneController(s *Server) *zoneController {
-	return &zoneController{
-		s: s, dirty: map[string]int64{}, handled: map[string]int64{}, waiting: map[string]bool{}, waitingDNS: map[string]bool{},
-		signal: make(chan struct{}, 1), resync: make(chan struct{}, 1), checks: make(chan struct{}, 1),
+	c := &zoneController{
+		s: s, handled: map[string]int64{}, waitingDNS: map[string]bool{},
 		sent: map[string]sentSync{}, checking: map[string]outstandingChecks{}, rotateInterval: s.cfg.ZoneRotateInterval,
 	}
+	var m *controller.Metrics
+	if s.metrics != nil {
+		m = s.metrics.controllers
+	}
+	c.zones = controller.New(controller.Options{
+		Name:  "zone",
+		Store: s.store,
+		Sources: []controller.Source{
+			{Kind: store.KindZones, Handle: c.zoneEvent},
+			{Kind: store.KindZoneOutcomes, Handle: outcomeEvent, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
+		},
+		Sync:      c.syncZone,
+		BaseDelay: zoneRetryBase,
+		MaxDelay:  zoneWaitRetry,
+		Log:       s.log,
+		Metrics:   m,
+	})
+	c.cluster = controller.New(controller.Options{
+		Name:  "zone-cluster",
+		Store: s.store,
+		Sources: []controller.Source{
+			{Kind: store.KindDNSChecks, Handle: func(store.Event) (string, bool, bool) { return keyChecks, true, false },
+				WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
+		},
+		Ticks: []controller.Tick{
+			{Key: keyServers, Every: zoneWaitRetry},
+			{Key: keyResync, Every: c.resyncEvery() / 4},
+		},
+		Sync:      c.syncCluster,
+		BaseDelay: zoneRetryBase,
+		MaxDelay:  zoneWaitRetry,
+		Log:       s.log,
+		Metrics:   m,
+	})
+	return c
 }
+
+// run runs the zone controller until ctx ends (this replica's term as
+// leader); each term starts with a fresh controller and fresh lists.
+func (c *zoneController) run(ctx context.Context) {
+	m := controller.NewManager()
+	m.Add(c.zones, c.cluster)
+	m.Lead(ctx)
+}
+
+// zoneEvent queues a zone whose record changed, unless the write is one
+// the controller already accounted for. No zone is kept for the
+// informer's resync: keyResync looks again at the unsettled ones.
+func (c *zoneController) zoneEvent(ev store.Event) (string, bool, bool) {
+	if ev.Deleted {
+		c.forgetHandled(ev.Name)
+		return ev.Name, false, false
+	}
+	return ev.Name, !c.isHandled(ev.Name, ev.Rev), false
+}
+
+// outcomeEvent queues the zone a finished task was for.
+func outcomeEvent(ev store.Event) (string, bool, bool) { return ev.Name, true, false }
 
 // mark asks for a look at each zone, whatever its revision.
-func (c *zoneController) mark(names ...string) {
-	c.mu.Lock()
-	for _, n := range names {
-		c.dirty[n] = 0
-	}
-	c.mu.Unlock()
-	c.poke()
+func (c *zoneController) mark(names ...string) { c.zones.Enqueue(names...) }
+
+// syncZone converges one zone; the secondaries' sync follows a moment
+// later, gathering a burst of zone changes into one.
+func (c *zoneController) syncZone(ctx context.Context, name string) error {
+	err := c.process(ctx, name)
+	c.cluster.EnqueueAfter(keySecondaries, secondaryDebounce)
+	return err
 }
 
-// markAt asks for a look at a zone because of its write at rev.
-func (c *zoneController) markAt(name string, rev int64) {
-	c.mu.Lock()
-	if r, ok := c.dirty[name]; !ok || (r != 0 && r < rev) {
-		c.dirty[name] = rev
+// syncCluster does one piece of the work about every zone at once.
+func (c *zoneController) syncCluster(ctx context.Context, key string) error {
+	switch key {
+	case keySecondaries:
+		return c.syncSecondaries(ctx)
+	case keyChecks:
+		return c.takeChecks(ctx)
+	case keyServers:
+		return c.recheckDNS(ctx)
+	case keyResync:
+		// Checks answered while no informer was running (before this
+		// leader's) are taken here too.
+		if err := c.takeChecks(ctx); err != nil {
+			return err
+		}
+		return c.resyncZones(ctx)
 	}
-	c.mu.Unlock()
-	c.poke()
-}
-
-func (c *zoneController) poke() {
-	select {
-	case c.signal <- struct{}{}:
-	default:
-	}
-}
-
-// dirtyZone is a zone to look at and the revision that asked for it (0:
-// any).
-type dirtyZone struct {
-	name string
-	rev  int64
-}
-
-func (c *zoneController) take() []dirtyZone {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]dirtyZone, 0, len(c.dirty))
-	for n, rev := range c.dirty {
-		out = append(out, dirtyZone{n, rev})
-	}
-	clear(c.dirty)
-	slices.SortFunc(out, func(a, b dirtyZone) int { return strings.Compare(a.name, b.name) })
-	return out
+	return nil
 }
 
 // handledAt records that the zone's record needs nothing more up to rev.
@@ -153,20 +199,15 @@ func (c *zoneController) forgetHandled(name string) {
 	c.mu.Unlock()
 }
 
-func (c *zoneController) wait(name string) {
-	c.mu.Lock()
-	c.waiting[name] = true
-	c.mu.Unlock()
-}
-
 func (c *zoneController) waitDNS(name string) {
 	c.mu.Lock()
 	c.waitingDNS[name] = true
 	c.mu.Unlock()
 }
 
-// recheckDNS re-marks the zones waiting for a DNS server when the set of
-// servers changed.
+// recheckDNS looks again at every zone when the set of DNS servers
+// changed: every zone names the servers, and zones waiting for one may
+// now have it.
 func (c *zoneController) recheckDNS(ctx context.Context) error {
 	v, err := c.dnsView(ctx)
 	if err != nil {
@@ -183,7 +224,6 @@ func (c *zoneController) recheckDNS(ctx context.Context) error {
 	if first && len(v.order) == 0 {
 		return nil // nothing can be served yet; zones already wait
 	}
-	// Every zone names the servers: look at all of them again.
 	zones, _, err := c.s.store.ListZoneStates(ctx)
 	if err != nil {
 		return err
@@ -194,136 +234,6 @@ func (c *zoneController) recheckDNS(ctx context.Context) error {
 	}
 	c.mark(names...)
 	return nil
-}
-
-func (c *zoneController) run(ctx context.Context) {
-	zones, rev, err := c.s.store.ListZoneStates(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.s.log.Error("zone controller: initial list", "err", err)
-		}
-		return
-	}
-	for _, z := range zones {
-		c.mark(z.Name)
-	}
-	go c.watch(ctx, rev)
-
-	retry := time.NewTicker(zoneWaitRetry)
-	defer retry.Stop()
-	resync := time.NewTicker(c.resyncEvery() / 4)
-	defer resync.Stop()
-	var debounce <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.signal:
-			for _, d := range c.take() {
-				if c.isHandled(d.name, d.rev) {
-					continue
-				}
-				if err := c.process(ctx, d.name); err != nil && ctx.Err() == nil {
-					c.s.log.Warn("zone controller", "zone", d.name, "err", err)
-					c.wait(d.name)
-				}
-			}
-			if debounce == nil {
-				debounce = time.After(secondaryDebounce)
-			}
-		case <-c.resync:
-			if debounce == nil {
-				debounce = time.After(secondaryDebounce)
-			}
-		case <-debounce:
-			debounce = nil
-			if err := c.syncSecondaries(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: sync secondaries", "err", err)
-			}
-		case <-c.checks:
-			if err := c.takeChecks(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: checks of primary zones", "err", err)
-			}
-		case <-resync.C:
-			// Checks answered while no watch was running (before this
-			// leader's) are taken here.
-			if err := c.takeChecks(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: checks of primary zones", "err", err)
-			}
-			if err := c.resyncZones(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: resync", "err", err)
-			}
-		case <-retry.C:
-			if err := c.recheckDNS(ctx); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("zone controller: list DNS servers", "err", err)
-			}
-			c.mu.Lock()
-			names := slices.Collect(maps.Keys(c.waiting))
-			clear(c.waiting)
-			c.mu.Unlock()
-			c.mark(names...)
-		}
-	}
-}
-
-// watch marks zones whose record or done notices change and takes the
-// answers of checks of primary zones.
-func (c *zoneController) watch(ctx context.Context, rev int64) {
-	cli := c.s.store.Client()
-	wctx := clientv3.WithRequireLeader(ctx)
-	zones := cli.Watch(wctx, store.PrefixZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	done := cli.Watch(wctx, store.PrefixDoneZones, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
-	checks := cli.Watch(wctx, store.PrefixDoneDNSNodes, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case resp, ok := <-zones:
-			if !ok || resp.Err() != nil {
-				c.restart(ctx)
-				return
-			}
-			for _, ev := range resp.Events {
-				c.markAt(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixZones), ev.Kv.ModRevision)
-			}
-		case resp, ok := <-done:
-			if !ok || resp.Err() != nil {
-				c.restart(ctx)
-				return
-			}
-			for _, ev := range resp.Events {
-				name, _, _ := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixDoneZones), "/")
-				c.mark(name)
-			}
-		case resp, ok := <-checks:
-			if !ok || resp.Err() != nil {
-				c.restart(ctx)
-				return
-			}
-			select {
-			case c.checks <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// restart re-lists after a broken watch (compaction, leader change of etcd).
-func (c *zoneController) restart(ctx context.Context) {
-	for ctx.Err() == nil {
-		zones, rev, err := c.s.store.ListZoneStates(ctx)
-		if err == nil {
-			for _, z := range zones {
-				c.mark(z.Name)
-			}
-			go c.watch(ctx, rev)
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // zoneResult is the part of the DNS actions' JSON result the controller
@@ -504,7 +414,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 		return c.enqueueRefreshing(b, z, t.Spec, t.Refresh)
 	case z.RotateStep > 0:
 		if now.Before(z.RotateAfter) {
-			c.wait(z.Name)
+			c.zones.EnqueueAfter(z.Name, z.RotateAfter.Sub(now))
 			break
 		}
 		step := agentpb.RotateZoneKeysAction_Step(z.RotateStep)
@@ -524,17 +434,13 @@ func (c *zoneController) enqueue(b *store.Batch, z *store.Zone, spec *agentpb.Ta
 }
 
 func (c *zoneController) enqueueRefreshing(b *store.Batch, z *store.Zone, spec *agentpb.Task, secondaries []string) error {
-	t, err := b.EnqueueRefreshing(z.Node, spec, zoneObject(z.Name), "controller", secondaries)
+	t, err := b.EnqueueRefreshing(z.Node, spec, store.ZoneObject(z.Name), "controller", secondaries)
 	if err != nil {
 		return err
 	}
 	z.TaskID = t.ID
 	return nil
 }
-
-// zoneObject names a zone as the object of its tasks, whose done notices
-// come back to the controller under it.
-func zoneObject(name string) string { return "zone/" + name }
 
 // zoneTask is a task converging a zone on its primary, with the
 // secondaries to refresh once it succeeds (store.Task.Refresh).
@@ -614,8 +520,8 @@ func otherThan(names []string, not string) string {
 }
 
 // resyncZones looks again at every zone still on its way to ACTIVE, whether
-// or not a watch event said so (the account controller's resyncUnsettled
-// explains why), has the primaries check their zones when that is due and
+// or not an event said so (an event lost with a broken connection is
+// caught here), has the primaries check their zones when that is due and
 // syncs the secondaries. Listing every zone is what the secondaries' sync
 // costs anyway; without secondaries the listing is done only every
 // resyncEvery or when a check is due.

@@ -41,7 +41,7 @@ func (w *zoneWriter) ChangeZone(ctx context.Context, name string, audit store.Au
 			return nil, err
 		}
 		if t != nil {
-			task, err := b.EnqueueRefreshing(z.Node, t.Spec, zoneObject(z.Name), audit.Actor, t.Refresh)
+			task, err := b.EnqueueRefreshing(z.Node, t.Spec, store.ZoneObject(z.Name), audit.Actor, t.Refresh)
 			if err != nil {
 				return nil, err
 			}

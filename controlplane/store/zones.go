@@ -160,10 +160,9 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 	return z, kv.ModRevision, nil
 }
 
-// UpdateZone applies fn to the zone and writes it back if it did not change
-// meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
-// the write (audit events, consumed notices).
-func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
+// UpdateZone applies fn to the zone and writes it back, with audit, if it
+// did not change meanwhile, retrying on conflict; fn's error aborts.
+func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, audit AuditEvent) (*Zone, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
@@ -172,8 +171,7 @@ func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) erro
 		if err := fn(z); err != nil {
 			return nil, err
 		}
-		ops := append([]clientv3.Op{clientv3.OpPut(zoneKey(name), mustJSON(z))}, extra...)
-		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
+		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(clientv3.OpPut(zoneKey(name), mustJSON(z)), auditPut(audit)).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update zone %s: %w", name, err)
 		}
@@ -203,7 +201,7 @@ func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...client
 func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(zoneKey(name)),
-		clientv3.OpDelete(PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(PrefixDone+ZoneObject(name)+"/", clientv3.WithPrefix()),
 		auditPut(audit),
 	}
 	// A zone no account owns holds its name itself; an account's zone
@@ -282,7 +280,7 @@ func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) 
 
 // ZoneDone returns the finished tasks the zone controller has not consumed.
 func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
-	resp, err := s.cli.Get(ctx, PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, PrefixDone+ZoneObject(name)+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -326,15 +324,38 @@ const PrefixDoneZones = PrefixDone + "zone/"
 // announced (done/dnsnode/<node>/<task>).
 const PrefixDoneDNSNodes = PrefixDone + "dnsnode/"
 
+// NodeDone is a finished task about a node as a whole (a check of its
+// primary zones), with the node it was for.
+type NodeDone struct {
+	Node string
+	Done
+}
+
 // DNSNodeDone returns the finished checks of primary zones the zone
 // controller has not consumed.
-func (s *Store) DNSNodeDone(ctx context.Context) ([]Done, error) {
+func (s *Store) DNSNodeDone(ctx context.Context) ([]NodeDone, error) {
 	resp, err := s.cli.Get(ctx, PrefixDoneDNSNodes, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
-	return s.readDone(ctx, resp.Kvs)
+	done, err := s.readDone(ctx, resp.Kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeDone, len(done))
+	for i, d := range done {
+		out[i] = NodeDone{Node: KindDNSChecks.nameOf(d.Key), Done: d}
+	}
+	return out, nil
 }
+
+// ZoneObject is the task object of zone name: its tasks' done notices
+// come back as KindZoneOutcomes under the zone's name.
+func ZoneObject(name string) string { return "zone/" + strings.TrimSuffix(name, ".") }
+
+// DNSNodeObject is the task object of the checks of node's primary zones:
+// their done notices come back as KindDNSChecks under the node's name.
+func DNSNodeObject(node string) string { return "dnsnode/" + node }
 
 // PutZone adds zone z to the batch, provided it is still at rev.
 func (b *Batch) PutZone(z *Zone, rev int64) {
