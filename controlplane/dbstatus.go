@@ -2,13 +2,11 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
-	agentdb "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -207,8 +205,8 @@ func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine 
 		}
 		return store.EngineDatabases{}, false
 	}
-	var res agentdb.ListResult
-	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
+	res, err := t.ListDatabasesResult()
+	if err != nil {
 		c.s.log.Warn("database status: decode listing", "task", t.ID, "err", err)
 		return store.EngineDatabases{}, false
 	}

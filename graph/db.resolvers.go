@@ -7,14 +7,12 @@ package graph
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
-	agentdb "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -126,9 +124,12 @@ func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, n
 	}
 	out := &model.DeleteDatabasePayload{Name: name}
 	out.State, out.Reason = deletionState(t)
-	if t.Status == store.TaskSucceeded && t.Result != "" {
-		var res agentdb.DatabaseResult
-		if jerr := json.Unmarshal([]byte(t.Result), &res); jerr == nil && res.Dump != "" {
+	if t.Status == store.TaskSucceeded {
+		var res *agentpb.DatabaseResult
+		if res, err = t.DatabaseResult(); err != nil {
+			return nil, err
+		}
+		if res.Dump != "" {
 			out.Dump, out.DumpBytes = &res.Dump, &res.DumpBytes
 		}
 	}
@@ -389,8 +390,11 @@ func (r *mutationResolver) OptimizeDatabase(ctx context.Context, account string,
 		return nil, err
 	}
 	out := &model.OptimizeDatabasePayload{Name: name, Status: model.TaskStatus(t.Status), Reason: strPtr(t.Error)}
-	var res agentdb.DatabaseResult
-	if t.Status == store.TaskSucceeded && json.Unmarshal([]byte(t.Result), &res) == nil {
+	if t.Status == store.TaskSucceeded {
+		var res *agentpb.DatabaseResult
+		if res, err = t.DatabaseResult(); err != nil {
+			return nil, err
+		}
 		n := int(res.Tables)
 		out.Tables = &n
 	}
