@@ -19,6 +19,8 @@
 //	resellers/<name>           resellers and their limits
 //	usage/<owner>              accounts and disk an owner's accounts consume
 //	accounts/<id>              hosting accounts: spec and lifecycle status
+//	zones/<name>               DNS zones: records (spec, generation) and the primary's status
+//	cluster/nameservers        the cluster's NS names for every zone
 //	names/user/<username>      uniqueness of account user names (→ account id)
 //	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
 //	names/tree/<tld>/<..>/     every hosted name by reversed labels (→ account id, or -cluster), see nametree.go
@@ -26,7 +28,7 @@
 //	databases/<account>/<db>   an account's databases: desired state and last task's outcome
 //	dbusers/<account>/<user>   an account's database users and their grants (never a password)
 //	dbseq/<account>            bumped by every change to the two above (one CAS per account)
-//	done/<kind>/<id>/<task>    a finished task for a controller to consume
+//	done/<kind>/<id>/<task>    a finished task for a controller to consume (kinds: account, zone, dnsnode)
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session
 //	election/                  leader election (etcd concurrency)

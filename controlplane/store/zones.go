@@ -65,7 +65,15 @@ type Zone struct {
 	Deleted bool  `json:"deleted,omitempty"`
 	NextID  int64 `json:"nextId"`
 
-	Generation        int64 `json:"generation"`
+	// Generation counts changes of the desired zone (records, DNSSEC,
+	// deletion): the API bumps it with each, the zone controller when what
+	// the primary must hold changes otherwise (defaults filled in, other
+	// DNS servers, a drifted primary). The fields from AppliedGeneration on
+	// are the observed status, written by the zone controller from its
+	// tasks' typed results.
+	Generation int64 `json:"generation"`
+	// AppliedGeneration is the observed generation: the last one the
+	// primary applied. Status and Reason say where the zone stands.
 	AppliedGeneration int64 `json:"appliedGeneration,omitempty"`
 	// Servers identifies the DNS servers and nameservers the last ensure
 	// was built for: a zone names its secondaries (AXFR, NOTIFY) and, by
@@ -93,12 +101,12 @@ type Nameservers struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// PrefixZones holds every zone; the controller watches it.
-const PrefixZones = prefix + "zones/"
+// prefixZones holds every zone; the zone controller follows it (KindZones).
+const prefixZones = prefix + "zones/"
 
 const keyNameservers = prefix + "cluster/nameservers"
 
-func zoneKey(name string) string { return PrefixZones + strings.TrimSuffix(name, ".") }
+func zoneKey(name string) string { return prefixZones + strings.TrimSuffix(name, ".") }
 
 // ZoneOps are the operations that create zone z if no zone of its name
 // exists, for a caller that adds them to its own transaction.
@@ -225,11 +233,11 @@ func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit Au
 
 // ZonePage lists zones in name order after the given name (exclusive).
 func (s *Store) ZonePage(ctx context.Context, after string, limit int) ([]*Zone, bool, error) {
-	from := PrefixZones
+	from := prefixZones
 	if after != "" {
 		from = zoneKey(after) + "\x00"
 	}
-	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(PrefixZones)), clientv3.WithLimit(int64(limit)))
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixZones)), clientv3.WithLimit(int64(limit)))
 	if err != nil {
 		return nil, false, fmt.Errorf("list zones: %w", err)
 	}
@@ -265,7 +273,7 @@ func (z *Zone) State() ZoneState {
 
 // ListZoneStates returns the state of every zone and the revision read.
 func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixZones, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixZones, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list zones: %w", err)
 	}
@@ -317,12 +325,12 @@ func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditE
 	return err
 }
 
-// PrefixDoneZones is where finished zone tasks are announced.
-const PrefixDoneZones = PrefixDone + "zone/"
+// prefixDoneZones is where finished zone tasks are announced.
+const prefixDoneZones = PrefixDone + "zone/"
 
-// PrefixDoneDNSNodes is where finished checks of a node's primary zones are
+// prefixDoneDNSNodes is where finished checks of a node's primary zones are
 // announced (done/dnsnode/<node>/<task>).
-const PrefixDoneDNSNodes = PrefixDone + "dnsnode/"
+const prefixDoneDNSNodes = PrefixDone + "dnsnode/"
 
 // NodeDone is a finished task about a node as a whole (a check of its
 // primary zones), with the node it was for.
@@ -334,7 +342,7 @@ type NodeDone struct {
 // DNSNodeDone returns the finished checks of primary zones the zone
 // controller has not consumed.
 func (s *Store) DNSNodeDone(ctx context.Context) ([]NodeDone, error) {
-	resp, err := s.cli.Get(ctx, PrefixDoneDNSNodes, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixDoneDNSNodes, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
