@@ -52,13 +52,22 @@ type zoneController struct {
 	zones, cluster *controller.Controller
 
 	mu sync.Mutex
+	// pending holds the queued zones, each with the revision of the write
+	// that queued it, or 0 when it must be looked at whatever its revision
+	// (done notices, a change of DNS servers, a resync).
+	pending map[string]int64
 	// handled is, per zone, the revision up to which its record needs
 	// nothing more: the controller's own last write or look at it, or the
-	// API's write that queued the zone's task itself (zoneWriter). The
-	// event of such a write is not queued rather than read and decoded
+	// API's write that queued the zone's task itself (zoneWriter). A zone
+	// queued by such a write is skipped rather than read and decoded
 	// again, which for a large zone is most of a change's cost on the
 	// server.
 	handled map[string]int64
+	// due holds, per zone waiting for a time (the next step of a key
+	// rollover), when to look at it again. The runtime drops a key's
+	// delayed turn when the key is queued meanwhile; if that turn is then
+	// skipped as handled, the wait is put back from here.
+	due map[string]time.Time
 	// waitingDNS holds zones that no DNS server can take yet; they are
 	// looked at again when the set of DNS servers changes, not on a timer,
 	// so a cluster without DNS nodes costs nothing per zone.
@@ -83,7 +92,7 @@ type zoneController struct {
 
 func newZoneController(s *Server) *zoneController {
 	c := &zoneController{
-		s: s, handled: map[string]int64{}, waitingDNS: map[string]bool{},
+		s: s, pending: map[string]int64{}, handled: map[string]int64{}, due: map[string]time.Time{}, waitingDNS: map[string]bool{},
 		sent: map[string]sentSync{}, checking: map[string]outstandingChecks{}, rotateInterval: s.cfg.ZoneRotateInterval,
 	}
 	var m *controller.Metrics
@@ -95,7 +104,7 @@ func newZoneController(s *Server) *zoneController {
 		Store: s.store,
 		Sources: []controller.Source{
 			{Kind: store.KindZones, Handle: c.zoneEvent},
-			{Kind: store.KindZoneOutcomes, Handle: outcomeEvent, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
+			{Kind: store.KindZoneOutcomes, Handle: c.outcomeEvent, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 		},
 		Sync:      c.syncZone,
 		BaseDelay: zoneRetryBase,
@@ -131,29 +140,98 @@ func (c *zoneController) run(ctx context.Context) {
 	m.Lead(ctx)
 }
 
-// zoneEvent queues a zone whose record changed, unless the write is one
-// the controller already accounted for. No zone is kept for the
-// informer's resync: keyResync looks again at the unsettled ones.
+// zoneEvent queues a zone whose record changed, with the revision of the
+// write. No zone is kept for the informer's resync: keyResync looks again
+// at the unsettled ones.
 func (c *zoneController) zoneEvent(ev store.Event) (string, bool, bool) {
 	if ev.Deleted {
 		c.forgetHandled(ev.Name)
 		return ev.Name, false, false
 	}
-	return ev.Name, !c.isHandled(ev.Name, ev.Rev), false
+	c.markAt(ev.Name, ev.Rev)
+	return ev.Name, true, false
 }
 
-// outcomeEvent queues the zone a finished task was for.
-func outcomeEvent(ev store.Event) (string, bool, bool) { return ev.Name, true, false }
+// outcomeEvent queues the zone a finished task was for, whatever its
+// revision.
+func (c *zoneController) outcomeEvent(ev store.Event) (string, bool, bool) {
+	c.setPending(ev.Name, 0)
+	return ev.Name, true, false
+}
 
 // mark asks for a look at each zone, whatever its revision.
-func (c *zoneController) mark(names ...string) { c.zones.Enqueue(names...) }
+func (c *zoneController) mark(names ...string) {
+	for _, n := range names {
+		c.setPending(n, 0)
+	}
+	c.zones.Enqueue(names...)
+}
 
-// syncZone converges one zone; the secondaries' sync follows a moment
-// later, gathering a burst of zone changes into one.
+// markAt notes that a zone is queued because of its write at rev. An
+// earlier mark without a revision stands.
+func (c *zoneController) markAt(name string, rev int64) {
+	c.mu.Lock()
+	if r, ok := c.pending[name]; !ok || (r != 0 && r < rev) {
+		c.pending[name] = rev
+	}
+	c.mu.Unlock()
+}
+
+func (c *zoneController) setPending(name string, rev int64) {
+	c.mu.Lock()
+	c.pending[name] = rev
+	c.mu.Unlock()
+}
+
+// take returns the revision a queued zone was marked at (0: any) and
+// forgets it; ok is false when it was not marked (a retry after a failed
+// pass, which looks at the zone whatever its revision).
+func (c *zoneController) take(name string) (rev int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rev, ok = c.pending[name]
+	delete(c.pending, name)
+	return rev, ok
+}
+
+// syncZone converges one zone, unless the write that queued it is
+// already accounted for; the secondaries' sync follows a moment later,
+// gathering a burst of zone changes into one.
+//
+// Whether a write is handled is decided here, when the zone's turn comes,
+// not when its event arrives: the API's fast path notes its write just
+// after the commit returns, and the event may be faster.
 func (c *zoneController) syncZone(ctx context.Context, name string) error {
-	err := c.process(ctx, name)
-	c.cluster.EnqueueAfter(keySecondaries, secondaryDebounce)
-	return err
+	defer c.cluster.EnqueueAfter(keySecondaries, secondaryDebounce)
+	if rev, _ := c.take(name); c.isHandled(name, rev) {
+		if at, ok := c.dueAt(name); ok {
+			c.zones.EnqueueAfter(name, time.Until(at))
+		}
+		return nil
+	}
+	c.wakeAt(name, time.Time{}) // the pass decides again
+	return c.process(ctx, name)
+}
+
+// wakeAt has the zone looked at again at t (zero: forget a wait).
+func (c *zoneController) wakeAt(name string, t time.Time) {
+	c.mu.Lock()
+	if t.IsZero() {
+		delete(c.due, name)
+	} else {
+		c.due[name] = t
+	}
+	c.mu.Unlock()
+	if !t.IsZero() {
+		c.zones.EnqueueAfter(name, time.Until(t))
+	}
+}
+
+func (c *zoneController) dueAt(name string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.due[name]
+	return t, ok
 }
 
 // syncCluster does one piece of the work about every zone at once.
@@ -195,6 +273,7 @@ func (c *zoneController) isHandled(name string, rev int64) bool {
 func (c *zoneController) forgetHandled(name string) {
 	c.mu.Lock()
 	delete(c.handled, name)
+	delete(c.due, name)
 	c.mu.Unlock()
 }
 
@@ -407,7 +486,7 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 		return c.enqueueRefreshing(b, z, t.Spec, t.Refresh)
 	case z.RotateStep > 0:
 		if now.Before(z.RotateAfter) {
-			c.zones.EnqueueAfter(z.Name, z.RotateAfter.Sub(now))
+			c.wakeAt(z.Name, z.RotateAfter)
 			break
 		}
 		step := agentpb.RotateZoneKeysAction_Step(z.RotateStep)
