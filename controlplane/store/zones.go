@@ -108,9 +108,9 @@ const keyNameservers = prefix + "cluster/nameservers"
 
 func zoneKey(name string) string { return prefixZones + strings.TrimSuffix(name, ".") }
 
-// ZoneOps are the operations that create zone z if no zone of its name
+// zoneOps are the operations that create zone z if no zone of its name
 // exists, for a caller that adds them to its own transaction.
-func ZoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
+func zoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
 	return absent(zoneKey(z.Name)), clientv3.OpPut(zoneKey(z.Name), mustJSON(z))
 }
 
@@ -127,7 +127,7 @@ func (s *Store) CreateZone(ctx context.Context, z *Zone, audit AuditEvent) error
 		if err != nil {
 			return err
 		}
-		cmp, op := ZoneOps(z)
+		cmp, op := zoneOps(z)
 		resp, err := s.cli.Txn(ctx).If(append(tcmps, cmp)...).Then(append(tops, op, auditPut(audit))...).
 			Else(clientv3.OpGet(zoneKey(z.Name), clientv3.WithCountOnly())).Commit()
 		if err != nil {
@@ -195,9 +195,9 @@ func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) erro
 
 // PutZone writes z if its key is still at rev, with extra ops; false on a
 // conflict.
-func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...clientv3.Op) (bool, error) {
+func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...Op) (bool, error) {
 	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(z.Name), rev)).
-		Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(z.Name), mustJSON(z))}, extra...)...).Commit()
+		Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(z.Name), mustJSON(z))}, rawOps(extra)...)...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("write zone %s: %w", z.Name, err)
 	}
@@ -209,7 +209,7 @@ func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...client
 func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(zoneKey(name)),
-		clientv3.OpDelete(PrefixDone+ZoneObject(name)+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(prefixDone+ZoneObject(name)+"/", clientv3.WithPrefix()),
 		auditPut(audit),
 	}
 	// A zone no account owns holds its name itself; an account's zone
@@ -288,7 +288,7 @@ func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) 
 
 // ZoneDone returns the finished tasks the zone controller has not consumed.
 func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
-	resp, err := s.cli.Get(ctx, PrefixDone+ZoneObject(name)+"/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixDone+ZoneObject(name)+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -326,11 +326,11 @@ func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditE
 }
 
 // prefixDoneZones is where finished zone tasks are announced.
-const prefixDoneZones = PrefixDone + "zone/"
+const prefixDoneZones = prefixDone + "zone/"
 
 // prefixDoneDNSNodes is where finished checks of a node's primary zones are
 // announced (done/dnsnode/<node>/<task>).
-const prefixDoneDNSNodes = PrefixDone + "dnsnode/"
+const prefixDoneDNSNodes = prefixDone + "dnsnode/"
 
 // NodeDone is a finished task about a node as a whole (a check of its
 // primary zones), with the node it was for.
