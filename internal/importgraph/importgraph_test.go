@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"go/parser"
+	"go/token"
 	"io"
+	"maps"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -72,7 +75,7 @@ func goList(t *testing.T, args []string) []byte {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the import graph is read with go list: %v", err)
 	}
 	cmd := exec.Command(goBin, args...)
 	cmd.Dir = filepath.Join("..", "..") // the module root
@@ -128,6 +131,37 @@ func mapShort(ps []string) []string {
 		out[i] = short(p)
 	}
 	return out
+}
+
+// agentFiles are the files of cmd/npanel that run agents (the agent
+// subcommand, and dev's local cluster); the server and ctl code must reach
+// the agent only through the wire.
+var agentFiles = map[string]bool{"agent.go": true, "dev.go": true}
+
+// TestCommandServerCode: cmd/npanel is one package linking both sides, so
+// its server and ctl files are checked by their own imports.
+func TestCommandServerCode(t *testing.T) {
+	dir := filepath.Join("..", "..", "cmd", "npanel")
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s: %v", dir, err)
+	}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		name := filepath.Base(f)
+		if agentFiles[name] || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); under(p, []string{"nodeagent"}) {
+				t.Errorf("cmd/npanel/%s imports %s; only %v may", name, p, slices.Sorted(maps.Keys(agentFiles)))
+			}
+		}
+	}
 }
 
 // TestReach checks the checker: a path through an intermediate package is
