@@ -33,7 +33,8 @@ func (s *Server) httpHandler() http.Handler {
 		refusals.Record(r.Context(), store.RefusedToken,
 			store.NewAuditEvent("anonymous", auth.Source(r.Context()), "badToken", r.Method+" "+r.URL.Path, reason))
 	}
-	resolver := &graph.Resolver{Store: s.store, Auth: s.auth, Cluster: s, Log: s.log.With("component", "graphql"),
+	resolver := &graph.Resolver{Store: s.store, Auth: s.auth, Cluster: s,
+		Zones: &zoneWriter{store: s.store, views: &s.dnsViews, ctl: &s.zoneCtl}, Log: s.log.With("component", "graphql"),
 		AllowTestUsernames: s.cfg.AllowTestUsernames, PublicIntrospection: s.cfg.PublicIntrospection,
 		MaxWebsocketsPerIP: s.cfg.MaxWebsocketsPerIP, Refusals: refusals}
 	api := s.auth.Middleware(graph.Handler(resolver))

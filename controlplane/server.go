@@ -55,7 +55,7 @@ type Server struct {
 	controllers *controller.Manager
 	dnsViews    dnsViewCache
 	// zoneCtl is the running zone controller (leader only), told of the
-	// tasks the API queues (ZoneTaskQueued).
+	// tasks the API queues (zoneWriter).
 	zoneCtl atomic.Pointer[zoneController]
 
 	gatewayCert atomic.Pointer[tls.Certificate]

@@ -95,8 +95,8 @@ func (r *Resolver) zoneVisible(ctx context.Context, p auth.Principal, z *store.Z
 
 // changeZone applies fn to a zone the caller may change, checks the
 // records check selects against the set rules as its DNS server will, and
-// commits with a new generation and the task that serves it. A refused
-// change writes nothing.
+// commits it with a new generation; the zone controller serves it. A
+// refused change writes nothing.
 func (r *Resolver) changeZone(ctx context.Context, action, name string, check recordCheck, fn func(z *store.Zone) error) (*store.Zone, error) {
 	p, err := requireUser(ctx)
 	if err != nil {
@@ -107,16 +107,8 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 		return nil, err
 	}
 	ev := store.NewAuditEvent(p.Name, source(ctx), action, key, "ok")
-	// The change and the task that serves it commit together, so that a
-	// record is served without waiting for the zone controller.
-	queued := false
-	task := func(z *store.Zone) (*store.ZoneTask, error) {
-		t, err := r.Cluster.ZoneTask(ctx, z)
-		queued = t != nil
-		return t, err
-	}
 	found := false
-	z, rev, err := r.Store.UpdateZoneWithTask(ctx, key, func(z *store.Zone) error {
+	z, err := r.Zones.ChangeZone(ctx, key, ev, func(z *store.Zone) error {
 		found = true
 		if err := r.zoneVisible(ctx, p, z); err != nil {
 			return err
@@ -143,12 +135,9 @@ func (r *Resolver) changeZone(ctx context.Context, action, name string, check re
 		}
 		z.UpdatedAt = time.Now().UTC()
 		return nil
-	}, task, p.Name, store.AuditOp(ev))
+	})
 	if !found && isNotFound(err) {
 		return nil, zoneNotFound(key)
-	}
-	if err == nil && queued {
-		r.Cluster.ZoneTaskQueued(key, rev)
 	}
 	return z, err
 }

@@ -252,7 +252,7 @@ func (r *mutationResolver) DeleteReverseZone(ctx context.Context, name string) (
 		}
 		z.Deleted = true
 		return nil
-	}, store.AuditOp(store.NewAuditEvent(p.Name, source(ctx), "deleteReverseZone", key, "ok")))
+	}, store.NewAuditEvent(p.Name, source(ctx), "deleteReverseZone", key, "ok"))
 	if isNotFound(err) {
 		err = errorf(CodeNotFound, "zone "+quote(key)+" not found")
 	}

@@ -28,17 +28,21 @@ type Cluster interface {
 	AccountCounts(ctx context.Context) (map[store.AccountStatus]int, error)
 	// ValidSelector checks a node selector's syntax.
 	ValidSelector(sel string) error
-	// ZoneTask is the task converging a zone just changed, to enqueue
-	// with the change, or nil when the zone controller decides.
-	ZoneTask(ctx context.Context, z *store.Zone) (*store.ZoneTask, error)
-	// ZoneTaskQueued says that the zone's write at rev enqueued the task
-	// ZoneTask gave.
-	ZoneTaskQueued(zone string, rev int64)
 	// FollowAccount subscribes user, on websocket conn (connID; "": none,
 	// held to the user's cap alone), to account id's changes from the
 	// replica's one watch on accounts; it refuses with
 	// ErrTooManySubscriptions over the caps.
 	FollowAccount(id, user, conn string) (AccountFeed, error)
+}
+
+// ZoneWriter commits the API's changes to a zone's desired state; the zone
+// controller behind it may start serving the change in the same
+// transaction.
+type ZoneWriter interface {
+	// ChangeZone applies fn to the zone and commits the result with audit,
+	// again from a fresh read when the zone changed meanwhile; fn's error
+	// aborts and writes nothing.
+	ChangeZone(ctx context.Context, name string, audit store.AuditEvent, fn func(*store.Zone) error) (*store.Zone, error)
 }
 
 // Resolver is the root of every resolver; gqlgen regenerates the
@@ -47,6 +51,7 @@ type Resolver struct {
 	Store   *store.Store
 	Auth    *auth.Authenticator
 	Cluster Cluster
+	Zones   ZoneWriter
 	Log     *slog.Logger
 	// AllowTestUsernames admits validate.TestUserPrefix names, for servers
 	// started by integration tests only.

@@ -30,12 +30,23 @@ type Options struct {
 	BatchSize int
 	Gather    time.Duration
 
+	// Ticks are keys queued at the start of every run and then
+	// periodically: work about a whole kind rather than one object (a
+	// cluster-wide sync, a periodic check), which no single event names.
+	Ticks []Tick
+
 	// BaseDelay and MaxDelay bound the backoff of a failing key
 	// (defaults 100ms and 30s).
 	BaseDelay, MaxDelay time.Duration
 
 	Log     *slog.Logger
 	Metrics *Metrics // optional
+}
+
+// Tick queues Key when a run starts and every Every after.
+type Tick struct {
+	Key   string
+	Every time.Duration
 }
 
 // Controller is a running unit of the runtime; see the package doc.
@@ -112,6 +123,10 @@ func (c *Controller) Run(ctx context.Context) {
 		inf := &informer{src: src, st: c.o.Store, q: q, log: c.o.Log, kept: map[string]struct{}{}}
 		wg.Go(func() { inf.run(ctx) })
 	}
+	for _, t := range c.o.Ticks {
+		q.Add(t.Key)
+		wg.Go(func() { tick(ctx, q, t) })
+	}
 	if c.o.SyncBatch != nil {
 		wg.Go(func() { c.batchWorker(ctx, q) })
 	} else {
@@ -120,6 +135,19 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 	}
 	<-ctx.Done()
+}
+
+func tick(ctx context.Context, q *Queue, t Tick) {
+	tk := time.NewTicker(t.Every)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			q.Add(t.Key)
+		}
+	}
 }
 
 func (c *Controller) worker(ctx context.Context, q *Queue) {

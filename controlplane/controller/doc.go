@@ -11,7 +11,8 @@
 //     Sync(ctx, key) — or, for controllers that commit many objects in one
 //     transaction, SyncBatch(ctx, keys) with up to BatchSize keys gathered
 //     for up to Gather. A failed key comes back after its backoff; a
-//     controller asks for a key again later with EnqueueAfter.
+//     controller asks for a key again later with EnqueueAfter; Ticks queue
+//     keys of its own at the start of a run and periodically.
 //   - Manager: runs the registered controllers while this replica leads
 //     (Lead, called with a context that ends when leadership is lost). Each
 //     run starts with a fresh queue and fresh lists.

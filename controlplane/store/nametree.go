@@ -168,8 +168,8 @@ func (s *Store) BackfillNameTree(ctx context.Context) (int, error) {
 		return written, err
 	}
 	// Zones no account owns; an account's zone has its account's name.
-	err = s.eachKey(ctx, PrefixZones, true, func(key, _ []byte, _ int64) error {
-		name := strings.TrimPrefix(string(key), PrefixZones)
+	err = s.eachKey(ctx, prefixZones, true, func(key, _ []byte, _ int64) error {
+		name := strings.TrimPrefix(string(key), prefixZones)
 		if have[treeKey(name)] {
 			return nil
 		}

@@ -125,10 +125,9 @@ func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 
 // Client returns the underlying etcd client.
 //
-// Transitional, not for new code: only controlplane/dns.go (until branch
-// zones moves it onto KindZones and the controller runtime) and tests
-// that inspect etcd's raw contents still use it. Everything else goes
-// through the store's records, Kinds, leases and sessions.
+// Transitional, not for new code: only tests that inspect etcd's raw
+// contents still use it. Everything else goes through the store's
+// records, Kinds, leases and sessions.
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Ping proves etcd answers: a linearizable read of one key.

@@ -51,11 +51,11 @@ var (
 	// KindAccountOutcomes: finished tasks of accounts, named by account id.
 	KindAccountOutcomes = Kind{label: "account-outcomes", prefix: prefixDone + "account/", name: firstSegment}
 	// KindZones: an event per zone; Value decodes with DecodeZone.
-	KindZones = Kind{label: "zones", prefix: PrefixZones}
+	KindZones = Kind{label: "zones", prefix: prefixZones}
 	// KindZoneOutcomes: finished tasks of zones, named by zone.
-	KindZoneOutcomes = Kind{label: "zone-outcomes", prefix: PrefixDoneZones, name: firstSegment}
+	KindZoneOutcomes = Kind{label: "zone-outcomes", prefix: prefixDoneZones, name: firstSegment}
 	// KindDNSChecks: finished checks of a node's primary zones, named by node.
-	KindDNSChecks = Kind{label: "dns-checks", prefix: PrefixDoneDNSNodes, name: firstSegment}
+	KindDNSChecks = Kind{label: "dns-checks", prefix: prefixDoneDNSNodes, name: firstSegment}
 	// KindNodes: declared nodes, by name.
 	KindNodes = Kind{label: "nodes", prefix: prefixNodes}
 

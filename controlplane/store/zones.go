@@ -9,8 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // ZoneStatus is where a zone is on its primary node.
@@ -67,7 +65,15 @@ type Zone struct {
 	Deleted bool  `json:"deleted,omitempty"`
 	NextID  int64 `json:"nextId"`
 
-	Generation        int64 `json:"generation"`
+	// Generation counts changes of the desired zone (records, DNSSEC,
+	// deletion): the API bumps it with each, the zone controller when what
+	// the primary must hold changes otherwise (defaults filled in, other
+	// DNS servers, a drifted primary). The fields from AppliedGeneration on
+	// are the observed status, written by the zone controller from its
+	// tasks' typed results.
+	Generation int64 `json:"generation"`
+	// AppliedGeneration is the observed generation: the last one the
+	// primary applied. Status and Reason say where the zone stands.
 	AppliedGeneration int64 `json:"appliedGeneration,omitempty"`
 	// Servers identifies the DNS servers and nameservers the last ensure
 	// was built for: a zone names its secondaries (AXFR, NOTIFY) and, by
@@ -95,13 +101,12 @@ type Nameservers struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// PrefixZones holds every zone. Transitional: only controlplane/dns.go uses
-// it until branch zones follows KindZones; nothing else builds keys.
-const PrefixZones = prefix + "zones/"
+// prefixZones holds every zone; the zone controller follows it (KindZones).
+const prefixZones = prefix + "zones/"
 
 const keyNameservers = prefix + "cluster/nameservers"
 
-func zoneKey(name string) string { return PrefixZones + strings.TrimSuffix(name, ".") }
+func zoneKey(name string) string { return prefixZones + strings.TrimSuffix(name, ".") }
 
 // zoneOps are the operations that create zone z if no zone of its name
 // exists, for a caller that adds them to its own transaction.
@@ -163,61 +168,27 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 	return z, kv.ModRevision, nil
 }
 
-// UpdateZone applies fn to the zone and writes it back if it did not change
-// meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
-// the write (audit events, consumed notices).
-func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...Op) (*Zone, error) {
-	z, _, err := s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
-	return z, err
-}
-
-// ZoneTask is a task converging a zone on its primary, with the
-// secondaries to refresh once it succeeds (Task.Refresh).
-type ZoneTask struct {
-	Spec    *agentpb.Task
-	Refresh []string
-}
-
-// UpdateZoneWithTask is UpdateZone that also asks task, after fn, for a
-// task converging the changed zone: one it returns is enqueued for the
-// zone's node in the same transaction and becomes the task the zone waits
-// on (TaskID), created by createdBy. It returns the revision of the write.
-func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
-	task func(*Zone) (*ZoneTask, error), createdBy string, extra ...Op) (*Zone, int64, error) {
+// UpdateZone applies fn to the zone and writes it back, with audit, if it
+// did not change meanwhile, retrying on conflict; fn's error aborts.
+func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, audit AuditEvent) (*Zone, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if err := fn(z); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		ops := append([]clientv3.Op{{}}, rawOps(extra)...) // [0]: the zone, once final
-		if task != nil {
-			zt, err := task(z)
-			if err != nil {
-				return nil, 0, err
-			}
-			if zt != nil {
-				t, tops, err := taskOps(z.Node, zt.Spec, "zone/"+z.Name, createdBy, zt.Refresh, time.Now().UTC())
-				if err != nil {
-					return nil, 0, err
-				}
-				z.TaskID = t.ID
-				ops = append(ops, tops...)
-			}
-		}
-		ops[0] = clientv3.OpPut(zoneKey(name), mustJSON(z))
-		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(ops...).Commit()
+		resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(name), rev)).Then(clientv3.OpPut(zoneKey(name), mustJSON(z)), auditPut(audit)).Commit()
 		if err != nil {
-			return nil, 0, fmt.Errorf("update zone %s: %w", name, err)
+			return nil, fmt.Errorf("update zone %s: %w", name, err)
 		}
 		if resp.Succeeded {
 			s.zones.put(zoneKey(name), resp.Header.Revision, z)
-			return z, resp.Header.Revision, nil
+			return z, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 }
@@ -238,7 +209,7 @@ func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...Op) (b
 func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(zoneKey(name)),
-		clientv3.OpDelete(prefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(prefixDone+ZoneObject(name)+"/", clientv3.WithPrefix()),
 		auditPut(audit),
 	}
 	// A zone no account owns holds its name itself; an account's zone
@@ -262,11 +233,11 @@ func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit Au
 
 // ZonePage lists zones in name order after the given name (exclusive).
 func (s *Store) ZonePage(ctx context.Context, after string, limit int) ([]*Zone, bool, error) {
-	from := PrefixZones
+	from := prefixZones
 	if after != "" {
 		from = zoneKey(after) + "\x00"
 	}
-	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(PrefixZones)), clientv3.WithLimit(int64(limit)))
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixZones)), clientv3.WithLimit(int64(limit)))
 	if err != nil {
 		return nil, false, fmt.Errorf("list zones: %w", err)
 	}
@@ -302,7 +273,7 @@ func (z *Zone) State() ZoneState {
 
 // ListZoneStates returns the state of every zone and the revision read.
 func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) {
-	resp, err := s.cli.Get(ctx, PrefixZones, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixZones, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list zones: %w", err)
 	}
@@ -317,7 +288,7 @@ func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) 
 
 // ZoneDone returns the finished tasks the zone controller has not consumed.
 func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
-	resp, err := s.cli.Get(ctx, prefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixDone+ZoneObject(name)+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -354,32 +325,57 @@ func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditE
 	return err
 }
 
-// PrefixDoneZones is where finished zone tasks are announced.
-// Transitional, like PrefixZones (KindZoneOutcomes replaces it).
-const PrefixDoneZones = prefixDone + "zone/"
+// prefixDoneZones is where finished zone tasks are announced.
+const prefixDoneZones = prefixDone + "zone/"
 
-// PrefixDoneDNSNodes is where finished checks of a node's primary zones are
-// announced (done/dnsnode/<node>/<task>). Transitional, like PrefixZones
-// (KindDNSChecks replaces it).
-const PrefixDoneDNSNodes = prefixDone + "dnsnode/"
+// prefixDoneDNSNodes is where finished checks of a node's primary zones are
+// announced (done/dnsnode/<node>/<task>).
+const prefixDoneDNSNodes = prefixDone + "dnsnode/"
+
+// NodeDone is a finished task about a node as a whole (a check of its
+// primary zones), with the node it was for.
+type NodeDone struct {
+	Node string
+	Done
+}
 
 // DNSNodeDone returns the finished checks of primary zones the zone
 // controller has not consumed.
-func (s *Store) DNSNodeDone(ctx context.Context) ([]Done, error) {
-	resp, err := s.cli.Get(ctx, PrefixDoneDNSNodes, clientv3.WithPrefix())
+func (s *Store) DNSNodeDone(ctx context.Context) ([]NodeDone, error) {
+	resp, err := s.cli.Get(ctx, prefixDoneDNSNodes, clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
-	return s.readDone(ctx, resp.Kvs)
+	done, err := s.readDone(ctx, resp.Kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeDone, len(done))
+	for i, d := range done {
+		out[i] = NodeDone{Node: KindDNSChecks.nameOf(d.Key), Done: d}
+	}
+	return out, nil
 }
+
+// ZoneObject is the task object of zone name: its tasks' done notices
+// come back as KindZoneOutcomes under the zone's name.
+func ZoneObject(name string) string { return "zone/" + strings.TrimSuffix(name, ".") }
+
+// DNSNodeObject is the task object of the checks of node's primary zones:
+// their done notices come back as KindDNSChecks under the node's name.
+func DNSNodeObject(node string) string { return "dnsnode/" + node }
 
 // PutZone adds zone z to the batch, provided it is still at rev.
 func (b *Batch) PutZone(z *Zone, rev int64) {
 	b.cmps = append(b.cmps, unchanged(zoneKey(z.Name), rev))
 	b.ops = append(b.ops, clientv3.OpPut(zoneKey(z.Name), mustJSON(z)))
+	// The cache takes a copy as written (the caller may change z); a zone
+	// too small to cache is recorded too, so that the commit drops what
+	// the cache held for it.
 	if cacheable(z) {
-		b.zones = append(b.zones, z.clone()) // as written: the caller may change z
+		z = z.clone()
 	}
+	b.zones = append(b.zones, z)
 }
 
 // PutNewZone adds a zone created by the account controller at placement to

@@ -124,7 +124,7 @@ func TestAccountZoneReplication(t *testing.T) {
 		z.Records = append(z.Records, store.ZoneRecord{ID: z.NewRecordID(), Name: "txt." + domain + ".", Type: "TXT", Content: `"hello"`, TTL: 300})
 		z.Generation++
 		return nil
-	}); err != nil {
+	}, store.NewAuditEvent("test", "", "updateZone", domain, "ok")); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "secondary serves the change", func() bool {

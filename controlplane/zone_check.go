@@ -71,7 +71,7 @@ func (c *zoneController) checkPrimaries(ctx context.Context, v *dnsView, zones [
 		for chunk := range slices.Chunk(list, primaryCheckChunk) {
 			b := store.NewBatch()
 			spec := &agentpb.Task{Action: &agentpb.Task_CheckPrimaryZones{CheckPrimaryZones: &agentpb.CheckPrimaryZonesAction{Zones: chunk}}}
-			if _, err := b.Enqueue(node, spec, dnsNodeObject(node), "controller"); err != nil {
+			if _, err := b.Enqueue(node, spec, store.DNSNodeObject(node), "controller"); err != nil {
 				return err
 			}
 			b.Audit(store.NewAuditEvent("system", c.s.id, "checkPrimaryZones", node, "ok"))
@@ -103,8 +103,6 @@ func settledZone(z *store.ZoneState) bool {
 		z.Generation == z.AppliedGeneration && z.AppliedGeneration > 0 && z.Serial != 0
 }
 
-func dnsNodeObject(node string) string { return "dnsnode/" + node }
-
 // describeDrift says how a zone drifted, for the audit log.
 func describeDrift(d *agentpb.ZoneDrift) string {
 	switch {
@@ -123,7 +121,7 @@ func (c *zoneController) takeChecks(ctx context.Context) error {
 		return err
 	}
 	for _, d := range done {
-		node, _, _ := strings.Cut(strings.TrimPrefix(d.Key, store.PrefixDoneDNSNodes), "/")
+		node := d.Node
 		c.checkAnswered(node)
 		switch {
 		case d.Task == nil:

@@ -1,0 +1,59 @@
+package controlplane
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
+)
+
+func addrType(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
+		return dnszone.TypeAAAA
+	}
+	return dnszone.TypeA
+}
+
+// defaultRecords are what an account's zone starts with: the site on the
+// node's address at the apex and www, mail on the node, and an SPF policy
+// that allows the node to send.
+func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
+	apex := z.Name + "."
+	if host == "" {
+		return nil
+	}
+	rs := []store.ZoneRecord{
+		{Name: apex, Type: addrType(host), Content: host},
+		{Name: "www." + apex, Type: dnszone.TypeCNAME, Content: apex},
+		{Name: "mail." + apex, Type: addrType(host), Content: host},
+		{Name: apex, Type: dnszone.TypeMX, Content: "mail." + apex, Priority: 10},
+		{Name: apex, Type: dnszone.TypeTXT, Content: `"v=spf1 a mx ~all"`},
+	}
+	for i := range rs {
+		rs[i].ID = z.NewRecordID()
+		rs[i].TTL = dnszone.DefaultTTL
+	}
+	return rs
+}
+
+// withDefaults returns a new zone's default records followed by the
+// records its owner added before the controller first filled it in: the API
+// accepts changes from the moment the zone exists, and an accepted record
+// must not vanish. A default gives way to the owner's records at its name
+// and type, to any CNAME conflict at its name, and to the zone's record
+// limit (the node would refuse the whole zone).
+func withDefaults(defaults, own []store.ZoneRecord) []store.ZoneRecord {
+	out := make([]store.ZoneRecord, 0, len(defaults)+len(own))
+	for _, d := range defaults {
+		if len(out)+len(own) >= dnszone.MaxZoneRecords {
+			break
+		}
+		if !slices.ContainsFunc(own, func(r store.ZoneRecord) bool {
+			return r.Name == d.Name && (r.Type == d.Type || r.Type == dnszone.TypeCNAME || d.Type == dnszone.TypeCNAME)
+		}) {
+			out = append(out, d)
+		}
+	}
+	return append(out, own...)
+}
