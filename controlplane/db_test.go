@@ -437,11 +437,13 @@ func TestDatabaseQuotaRaceAndOfflineNode(t *testing.T) {
 	for i := range tries {
 		go func() {
 			name := fmt.Sprintf("dbquota_d%d", i)
-			_, err := st.ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+			err := st.ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
 				if len(set.Databases)+1 > limit {
 					return nil, store.ErrQuotaExceeded
 				}
-				return &store.DatabaseChange{Databases: []*store.Database{{Name: name, Owner: "dbquota", Engine: "mariadb", State: store.DatabasePending}}}, nil
+				// Generation 0: a record no controller acts on, so the
+				// silent node's queue below holds no task for it.
+				return &store.DatabaseChange{Databases: []*store.Database{{Name: name, Owner: "dbquota", Engine: "mariadb"}}}, nil
 			}, store.NewAuditEvent("test", "", "createDatabase", name, "ok"))
 			errs <- err
 		}()

@@ -2,15 +2,12 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
-	agentdb "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
-	"github.com/npanel/npanel/validate"
 )
 
 // Database status refresh (leader only). The databases query shows sizes,
@@ -32,80 +29,32 @@ const (
 type dbStatusController struct {
 	s        *Server
 	interval time.Duration
-
-	mu      sync.Mutex
-	pending map[string]bool
-	order   []string
-	// running accounts are being refreshed; a request for one waits in
-	// again, so that an account has one listing in flight at most.
-	running map[string]bool
-	again   map[string]bool
-	wake    chan struct{}
+	// q holds accounts to refresh; an account has one listing in flight
+	// at most, however many changes ask for one.
+	q *accountQueue
 }
 
 func newDBStatusController(s *Server) *dbStatusController {
-	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, pending: map[string]bool{},
-		running: map[string]bool{}, again: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, q: newAccountQueue()}
 }
 
-// enqueue asks for account's refresh; one already waiting is not doubled.
-func (c *dbStatusController) enqueue(account string) {
-	c.mu.Lock()
-	if c.running[account] {
-		c.again[account] = true
-		c.mu.Unlock()
-		return
-	}
-	if !c.pending[account] {
-		c.pending[account] = true
-		c.order = append(c.order, account)
-	}
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
+func (c *dbStatusController) enqueue(account string) { c.q.add(account) }
 
-func (c *dbStatusController) next() (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.order) == 0 {
-		return "", false
-	}
-	a := c.order[0]
-	c.order = c.order[1:]
-	delete(c.pending, a)
-	c.running[a] = true
-	return a, true
-}
-
-// done ends account's refresh, and queues it again if asked meanwhile.
-func (c *dbStatusController) done(account string) {
-	c.mu.Lock()
-	delete(c.running, account)
-	again := c.again[account]
-	delete(c.again, account)
-	c.mu.Unlock()
-	if again {
-		c.enqueue(account)
-	}
-}
-
+// run refreshes statuses until ctx ends. It also runs the database
+// controller, which converges the databases themselves: the leader starts
+// both here until controllers register on the shared runtime.
 func (c *dbStatusController) run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Go(func() { newDatabaseController(c.s).run(ctx) })
 	for range dbStatusWorkers {
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				if a, ok := c.next(); ok {
-					c.refresh(ctx, a)
-					c.done(a)
-					continue
+			for {
+				a, ok := c.q.get(ctx)
+				if !ok {
+					return
 				}
-				select {
-				case <-ctx.Done():
-				case <-c.wake:
-				}
+				c.refresh(ctx, a)
+				c.q.done(a)
 			}
 		})
 	}
@@ -124,7 +73,8 @@ func (c *dbStatusController) run(ctx context.Context) {
 }
 
 // followChanges refreshes an account whenever its databases change (a
-// mutation, or the settling of one), so that sizes follow within seconds.
+// mutation, or a task's outcome recorded), so that sizes follow within
+// seconds.
 func (c *dbStatusController) followChanges(ctx context.Context) {
 	for ctx.Err() == nil {
 		for account := range c.s.store.WatchDatabaseChanges(ctx) {
@@ -155,12 +105,11 @@ func (c *dbStatusController) enqueueAll(ctx context.Context) {
 	}
 }
 
-// refresh records the outcome of the account's finished database tasks
-// (which reads no longer do), lists its databases on its node engine by
-// engine, and records the result. A node that is not READY is skipped: its queue would
+// refresh lists the account's databases on its node engine by engine, and
+// records the result. A node that is not READY is skipped: its queue would
 // only collect listings it never answers.
 func (c *dbStatusController) refresh(ctx context.Context, account string) {
-	set, err := c.s.store.SettleAccountDatabases(ctx, account)
+	set, err := c.s.store.GetDatabases(ctx, account)
 	if err != nil || set.Account.Node == "" {
 		return
 	}
@@ -185,11 +134,7 @@ func (c *dbStatusController) refresh(ctx context.Context, account string) {
 }
 
 func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine string) (store.EngineDatabases, bool) {
-	eng := agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB
-	if engine == validate.EnginePostgreSQL {
-		eng = agentpb.DatabaseEngine_DATABASE_ENGINE_POSTGRESQL
-	}
-	spec := &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: a.Username, Engine: eng}}}
+	spec := &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: a.Username, Engine: agentEngine(engine)}}}
 	t, err := c.s.store.EnqueueQueryTask(ctx, a.Node, spec, "listDatabases", "system", dbListTTL)
 	if err != nil {
 		c.s.log.Warn("database status: enqueue listing", "account", a.ID, "err", err)
@@ -207,14 +152,14 @@ func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine 
 		}
 		return store.EngineDatabases{}, false
 	}
-	var res agentdb.ListResult
-	if err := json.Unmarshal([]byte(t.Result), &res); err != nil {
+	res, err := listDatabasesResult(t)
+	if err != nil {
 		c.s.log.Warn("database status: decode listing", "task", t.ID, "err", err)
 		return store.EngineDatabases{}, false
 	}
-	out := store.EngineDatabases{MeasuredAt: t.FinishedAt, Databases: make([]store.DatabaseSize, 0, len(res.Databases))}
-	for _, d := range res.Databases {
-		out.Databases = append(out.Databases, store.DatabaseSize{Name: d.Name, SizeBytes: d.SizeBytes, Tables: int64(d.Tables), Users: d.Users})
+	out := store.EngineDatabases{MeasuredAt: t.FinishedAt, Databases: make([]store.DatabaseSize, 0, len(res.GetDatabases()))}
+	for _, d := range res.GetDatabases() {
+		out.Databases = append(out.Databases, store.DatabaseSize{Name: d.GetName(), SizeBytes: d.GetSizeBytes(), Tables: int64(d.GetTables()), Users: d.GetUsers()})
 	}
 	return out, true
 }

@@ -23,9 +23,11 @@
 //	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
 //	names/tree/<tld>/<..>/     every hosted name by reversed labels (→ account id, or -cluster), see nametree.go
 //	alloc/<node>               what is placed on a node (scheduler's ledger)
-//	databases/<account>/<db>   an account's databases: desired state and last task's outcome
-//	dbusers/<account>/<user>   an account's database users and their grants (never a password)
-//	dbseq/<account>            bumped by every change to the two above (one CAS per account)
+//	databases/<account>/<db>   an account's databases: desired spec with its generation
+//	dbusers/<account>/<user>   an account's database users, grants, password sealed to the node's key
+//	dbstate/<account>/db/<db>  observed status of a database (controller), .../user/<user> of a user
+//	dbseq/<account>            bumped by every change to the three above (one CAS per account)
+//	dbstatus/<account>         sizes, tables and users as the node last listed them
 //	done/<kind>/<id>/<task>    a finished task for a controller to consume
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session
@@ -94,6 +96,8 @@ type Store struct {
 	zones    zoneCache
 	// taskWaits signals WaitTask callers (see taskHub).
 	taskWaits *taskHub
+	// dbWaits signals WaitDatabaseObject callers.
+	dbWaits *taskHub
 }
 
 // New wraps an etcd client. The caller owns the client.
@@ -105,17 +109,20 @@ func New(cli *clientv3.Client) *Store {
 		services: newMirror[NodeServices](cli, prefixServices),
 
 		taskWaits: newTaskHub(cli),
+		dbWaits:   newStatusHub(cli),
 	}
 }
 
 // RunMirrors keeps users, plans and service reports in memory for
 // CachedUser, CachedPlan and CachedServices, and runs the one watch on task
-// records that WaitTask listens to, until ctx ends.
+// records that WaitTask listens to and the one on database statuses that
+// WaitDatabaseObject listens to, until ctx ends.
 func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.users.run(ctx, log)
 	go s.plans.run(ctx, log)
 	go s.services.run(ctx, log)
 	go s.taskWaits.run(ctx, log)
+	go s.dbWaits.run(ctx, log)
 }
 
 // Client returns the underlying etcd client, for leases, watches and
