@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/btree"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/scheduler"
@@ -20,8 +19,8 @@ import (
 // Rows hold only what filtering needs; a page's records are then read from
 // etcd by id.
 type accountIndex struct {
-	s   *Server
-	cli *clientv3.Client // its own connection; see sync
+	s  *Server
+	st *store.Store // on an etcd connection of its own; see sync
 
 	mu   sync.RWMutex
 	cond *sync.Cond
@@ -57,11 +56,11 @@ type accountRow struct {
 	Status                            store.AccountStatus
 }
 
-func newAccountIndex(s *Server, cli *clientv3.Client) *accountIndex {
+func newAccountIndex(s *Server, st *store.Store) *accountIndex {
 	less := func(a, b string) bool { return a < b }
 	ix := &accountIndex{
 		s:        s,
-		cli:      cli,
+		st:       st,
 		rows:     map[string]accountRow{},
 		counts:   map[store.AccountStatus]int{},
 		byID:     btree.NewG(32, less),
@@ -111,38 +110,22 @@ func (ix *accountIndex) remove(id string) {
 
 // run loads the index and follows changes until ctx ends, reloading from
 // scratch if the watch is lost (e.g. compacted past its revision).
+// Progress notices move the index's revision forward while no account
+// changes, so that sync does not stall on unrelated writes.
 func (ix *accountIndex) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		rev, err := ix.load(ctx)
-		if err == nil {
-			err = ix.follow(ctx, rev)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		ix.s.log.Warn("account index: reloading", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	ix.st.Follow(ctx, store.KindAccounts, store.Follower{
+		Replace:   ix.replace,
+		Apply:     ix.apply,
+		Relisting: func(err error) { ix.s.log.Warn("account index: reloading", "err", err) },
+	}, store.WithProgress())
 }
 
-func (ix *accountIndex) load(ctx context.Context) (int64, error) {
-	var all []*store.Account
-	var after string
-	var rev int64
-	for {
-		page, r, more, err := ix.s.store.AccountPage(ctx, after, 2000, rev)
-		if err != nil {
-			return 0, err
+func (ix *accountIndex) replace(evs []store.Event, rev int64) {
+	heads := make([]store.AccountHead, 0, len(evs))
+	for _, ev := range evs {
+		if h, err := store.DecodeAccountHead(ev.Value); err == nil {
+			heads = append(heads, h)
 		}
-		rev = r
-		all = append(all, page...)
-		if !more || len(page) == 0 {
-			break
-		}
-		after = page[len(page)-1].ID
 	}
 	ix.mu.Lock()
 	ix.rows = map[string]accountRow{}
@@ -152,8 +135,8 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 	ix.byStatus.Clear(false)
 	ix.byNode.Clear(false)
 	ix.byOwner.Clear(false)
-	for _, a := range all {
-		ix.put(a.Head())
+	for _, h := range heads {
+		ix.put(h)
 	}
 	ix.rev = rev
 	ix.mu.Unlock()
@@ -161,64 +144,56 @@ func (ix *accountIndex) load(ctx context.Context) (int64, error) {
 	// Subscribers may have missed changes while the watch was down: give
 	// them each record as it now stands (they drop what they have seen).
 	if subs := ix.hub.subscribed(); len(subs) > 0 {
-		byID := make(map[string]*store.Account, len(all))
-		for _, a := range all {
-			byID[a.ID] = a
+		byID := make(map[string][]byte, len(evs))
+		for _, ev := range evs {
+			byID[ev.Name] = ev.Value
 		}
 		for _, id := range subs {
-			ix.hub.publish(id, byID[id])
+			var a *store.Account
+			if v, ok := byID[id]; ok {
+				a, _ = store.DecodeAccount(v)
+			}
+			ix.hub.publish(id, a)
 		}
 	}
-	return rev, nil
 }
 
-func (ix *accountIndex) follow(ctx context.Context, rev int64) error {
-	// Progress notifications move the index's revision forward while no
-	// account changes, so that waitFor does not stall on unrelated writes.
-	wch := ix.cli.Watch(clientv3.WithRequireLeader(ctx), store.PrefixAccounts, clientv3.WithPrefix(),
-		clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
-			return err
+func (ix *accountIndex) apply(b store.WatchBatch) {
+	// Decoded before taking the lock, which list queries wait on.
+	heads := make([]store.AccountHead, len(b.Events))
+	for i, ev := range b.Events {
+		if !ev.Deleted {
+			heads[i], _ = store.DecodeAccountHead(ev.Value)
 		}
-		// Decoded before taking the lock, which list queries wait on.
-		heads := make([]store.AccountHead, len(resp.Events))
-		for i, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypePut {
-				heads[i], _ = store.DecodeAccountHead(ev.Kv.Value)
-			}
-		}
-		ix.publish(resp.Events)
-		ix.mu.Lock()
-		for i, ev := range resp.Events {
-			switch {
-			case ev.Type == clientv3.EventTypeDelete:
-				ix.remove(strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts))
-			case heads[i].ID != "":
-				ix.put(heads[i])
-			}
-		}
-		ix.rev = resp.Header.Revision
-		ix.mu.Unlock()
-		ix.cond.Broadcast()
 	}
-	return ctx.Err()
+	ix.publish(b.Events)
+	ix.mu.Lock()
+	for i, ev := range b.Events {
+		switch {
+		case ev.Deleted:
+			ix.remove(ev.Name)
+		case heads[i].ID != "":
+			ix.put(heads[i])
+		}
+	}
+	ix.rev = max(ix.rev, b.Rev)
+	ix.mu.Unlock()
+	ix.cond.Broadcast()
 }
 
 // publish hands changed accounts to their subscribers, decoding the full
 // record only for accounts someone follows.
-func (ix *accountIndex) publish(events []*clientv3.Event) {
+func (ix *accountIndex) publish(events []store.Event) {
 	for _, ev := range events {
-		id := strings.TrimPrefix(string(ev.Kv.Key), store.PrefixAccounts)
-		if !ix.hub.wants(id) {
+		if !ix.hub.wants(ev.Name) {
 			continue
 		}
-		if ev.Type == clientv3.EventTypeDelete {
-			ix.hub.publish(id, nil)
+		if ev.Deleted {
+			ix.hub.publish(ev.Name, nil)
 			continue
 		}
-		if a, err := store.DecodeAccount(ev.Kv.Value); err == nil {
-			ix.hub.publish(id, a)
+		if a, err := store.DecodeAccount(ev.Value); err == nil {
+			ix.hub.publish(ev.Name, a)
 		}
 	}
 }
@@ -227,11 +202,10 @@ func (ix *accountIndex) publish(events []*clientv3.Event) {
 // call, so that a client listing right after a mutation sees it. It costs
 // one tiny etcd read for the current revision.
 func (ix *accountIndex) sync(ctx context.Context) error {
-	resp, err := ix.s.cli.Get(ctx, store.PrefixAccounts+"\x00", clientv3.WithCountOnly())
+	want, err := ix.s.store.CurrentRev(ctx)
 	if err != nil {
 		return err
 	}
-	want := resp.Header.Revision
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if ix.rev >= want {
@@ -242,7 +216,7 @@ func (ix *accountIndex) sync(ctx context.Context) error {
 	// of its own because a progress request is answered on every watch of
 	// the client's stream: on the shared client that is every node's
 	// stream watches, thousands of them.
-	go func() { _ = ix.cli.RequestProgress(clientv3.WithRequireLeader(ctx)) }()
+	go func() { _ = ix.st.RequestProgress(ctx) }()
 	stop := context.AfterFunc(ctx, ix.cond.Broadcast)
 	defer stop()
 	timer := time.AfterFunc(2*time.Second, ix.cond.Broadcast)
@@ -306,24 +280,6 @@ func (ix *accountIndex) list(f store.AccountFilter, after string, limit int) ([]
 		ix.byID.AscendGreaterOrEqual(after, func(id string) bool { return visit(id) })
 	}
 	return out, more
-}
-
-// unsettled returns the accounts whose status says work is under way or
-// due: everything but ACTIVE, SUSPENDED and FAILED.
-func (ix *accountIndex) unsettled() []string {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	var ids []string
-	for _, st := range []store.AccountStatus{store.AccountPending, store.AccountScheduled, store.AccountProvisioning, store.AccountDeleting} {
-		ix.byStatus.AscendGreaterOrEqual(fieldKey{field: string(st)}, func(k fieldKey) bool {
-			if k.field != string(st) {
-				return false
-			}
-			ids = append(ids, k.id)
-			return true
-		})
-	}
-	return ids
 }
 
 // ListAccounts implements graph.Cluster: a consistent page of accounts.

@@ -118,7 +118,7 @@ func (s *Server) LeaderID(ctx context.Context) (string, error) {
 func (s *Server) runControllers(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runLiveness(ctx) })
-	wg.Go(func() { newAccountController(s).run(ctx) })
+	wg.Go(func() { s.controllers.Lead(ctx) })
 	wg.Go(func() { s.runPruner(ctx) })
 	wg.Go(func() { newDBStatusController(s).run(ctx) })
 	wg.Go(func() {

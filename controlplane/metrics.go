@@ -3,6 +3,8 @@ package controlplane
 import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/npanel/npanel/controlplane/controller"
 )
 
 // metrics live in their own registry: etcd registers its gRPC metrics on the
@@ -20,6 +22,8 @@ type metrics struct {
 	auditSuppressed  *prometheus.CounterVec
 	apiConns         prometheus.Gauge
 	apiConnsRefused  prometheus.Counter
+	// controllers are the controller runtime's, by controller.
+	controllers *controller.Metrics
 }
 
 func newMetrics() *metrics {
@@ -65,6 +69,7 @@ func newMetrics() *metrics {
 		Namespace: "npanel", Name: "api_connections_refused_total",
 		Help: "API connections closed on accept because their client IP had too many open.",
 	})
+	m.controllers = controller.NewMetrics(m.reg)
 	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned,
 		m.auditSuppressed, m.apiConns, m.apiConnsRefused)
 	return m

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/validate"
@@ -51,7 +52,9 @@ type Server struct {
 	gossip  *gossip
 
 	accounts *accountIndex
-	dnsViews dnsViewCache
+	// controllers run on the controller runtime while this replica leads.
+	controllers *controller.Manager
+	dnsViews    dnsViewCache
 	// zoneCtl is the running zone controller (leader only), told of the
 	// tasks the API queues (ZoneTaskQueued).
 	zoneCtl atomic.Pointer[zoneController]
@@ -203,8 +206,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer cancel()
 	errc := make(chan error, 4)
 
-	s.accounts = newAccountIndex(s, indexCli)
+	s.accounts = newAccountIndex(s, store.New(indexCli))
 	go s.accounts.run(runCtx)
+	s.controllers = controller.NewManager()
+	s.controllers.Add(newAccountController(s).ctl)
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.

@@ -102,15 +102,11 @@ type Store struct {
 
 // New wraps an etcd client. The caller owns the client.
 func New(cli *clientv3.Client) *Store {
-	return &Store{
-		cli:      cli,
-		users:    newMirror[User](cli, prefixUsers),
-		plans:    newMirror[Plan](cli, prefixPlans),
-		services: newMirror[NodeServices](cli, prefixServices),
-
-		taskWaits: newTaskHub(cli),
-		dbWaits:   newStatusHub(cli),
-	}
+	s := &Store{cli: cli, taskWaits: newTaskHub(cli), dbWaits: newStatusHub(cli)}
+	s.users = newMirror[User](s, kindUsers)
+	s.plans = newMirror[Plan](s, kindPlans)
+	s.services = newMirror[NodeServices](s, kindServices)
+	return s
 }
 
 // RunMirrors keeps users, plans and service reports in memory for
