@@ -2,10 +2,9 @@ package controlplane
 
 import (
 	"context"
-	"sort"
-	"sync"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -26,84 +25,36 @@ const (
 	dbListTTL = time.Minute
 )
 
+// dbStatusController refreshes the listings on the controller runtime,
+// keyed by account: an account has one listing in flight at most, however
+// many changes ask for one.
 type dbStatusController struct {
-	s        *Server
-	interval time.Duration
-	// q holds accounts to refresh; an account has one listing in flight
-	// at most, however many changes ask for one.
-	q *accountQueue
+	s   *Server
+	ctl *controller.Controller
 }
 
 func newDBStatusController(s *Server) *dbStatusController {
-	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, q: newAccountQueue()}
+	c := &dbStatusController{s: s}
+	c.ctl = controller.New(controller.Options{
+		Name:  "database-status",
+		Store: s.store,
+		// Every change of an account's databases (a mutation, a task's
+		// outcome recorded) refreshes it within seconds; every account
+		// is refreshed each interval.
+		Sources: []controller.Source{{Kind: store.KindDatabaseChanges, Resync: s.cfg.DatabaseStatusInterval}},
+		Sync: func(ctx context.Context, account string) error {
+			c.refresh(ctx, account)
+			return nil
+		},
+		Workers: dbStatusWorkers,
+		Log:     s.log,
+		Metrics: s.metrics.controllers,
+	})
+	return c
 }
 
-func (c *dbStatusController) enqueue(account string) { c.q.add(account) }
-
-// run refreshes statuses until ctx ends. It also runs the database
-// controller, which converges the databases themselves: the leader starts
-// both here until controllers register on the shared runtime.
-func (c *dbStatusController) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Go(func() { newDatabaseController(c.s).run(ctx) })
-	for range dbStatusWorkers {
-		wg.Go(func() {
-			for {
-				a, ok := c.q.get(ctx)
-				if !ok {
-					return
-				}
-				c.refresh(ctx, a)
-				c.q.done(a)
-			}
-		})
-	}
-	wg.Go(func() { c.followChanges(ctx) })
-	tick := time.NewTicker(c.interval)
-	defer tick.Stop()
-	for {
-		c.enqueueAll(ctx)
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// followChanges refreshes an account whenever its databases change (a
-// mutation, or a task's outcome recorded), so that sizes follow within
-// seconds.
-func (c *dbStatusController) followChanges(ctx context.Context) {
-	for ctx.Err() == nil {
-		for account := range c.s.store.WatchDatabaseChanges(ctx) {
-			c.enqueue(account)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (c *dbStatusController) enqueueAll(ctx context.Context) {
-	all, err := c.s.store.DatabaseEngines(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.s.log.Warn("database status: list accounts", "err", err)
-		}
-		return
-	}
-	ids := make([]string, 0, len(all))
-	for id := range all {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		c.enqueue(id)
-	}
-}
+// run refreshes statuses until ctx ends (the leader runs it).
+func (c *dbStatusController) run(ctx context.Context) { c.ctl.Run(ctx) }
 
 // refresh lists the account's databases on its node engine by engine, and
 // records the result. A node that is not READY is skipped: its queue would

@@ -18,6 +18,14 @@ import (
 // rest, in one transaction on the account's sequence key (see
 // ChangeDatabases, which the API writes through).
 
+// The kinds the database controllers follow, named by account: every
+// change of an account's database records bumps its sequence key, and
+// every finished database task leaves a done notice.
+var (
+	KindDatabaseChanges  = Kind{label: "database-changes", prefix: prefixDBSeq}
+	KindDatabaseOutcomes = Kind{label: "database-outcomes", prefix: PrefixDone + dbDoneKind + "/", name: firstSegment}
+)
+
 // tombstoneTTL is how long a dropped object's status (DELETED, with its
 // dump) outlives it: long enough for the mutation waiting on the drop to
 // read it, short enough that deleted names leave nothing behind.
@@ -195,73 +203,6 @@ func containsName(names []string, n string) bool {
 		}
 	}
 	return false
-}
-
-// DatabaseAccounts lists the accounts that have database records (the
-// controller's and the status refresh's resync).
-func (s *Store) DatabaseAccounts(ctx context.Context) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	for _, pfx := range []string{prefixDatabases, prefixDBUsers} {
-		key, end := pfx, clientv3.GetPrefixRangeEnd(pfx)
-		for {
-			resp, err := s.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(1000), clientv3.WithKeysOnly())
-			if err != nil {
-				return nil, fmt.Errorf("list database accounts: %w", err)
-			}
-			for _, kv := range resp.Kvs {
-				id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), pfx), "/")
-				if !seen[id] {
-					seen[id] = true
-					out = append(out, id)
-				}
-			}
-			if !resp.More || len(resp.Kvs) == 0 {
-				break
-			}
-			key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-		}
-	}
-	return out, nil
-}
-
-// WatchDatabaseWork yields the id of each account whose database records
-// change or whose database task finishes, for the database controller. The
-// channel is closed when ctx ends or the watch breaks (the caller lists
-// again and starts over).
-func (s *Store) WatchDatabaseWork(ctx context.Context) <-chan string {
-	out := make(chan string, 64)
-	go func() {
-		defer close(out)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		defer cancel()
-		done := PrefixDone + dbDoneKind + "/"
-		seq := s.cli.Watch(wctx, prefixDBSeq, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithFilterDelete())
-		fin := s.cli.Watch(wctx, done, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithFilterDelete())
-		for {
-			var resp clientv3.WatchResponse
-			var ok bool
-			var pfx string
-			select {
-			case resp, ok = <-seq:
-				pfx = prefixDBSeq
-			case resp, ok = <-fin:
-				pfx = done
-			}
-			if !ok || resp.Err() != nil {
-				return
-			}
-			for _, ev := range resp.Events {
-				id, _, _ := strings.Cut(strings.TrimPrefix(string(ev.Kv.Key), pfx), "/")
-				select {
-				case out <- id:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
 }
 
 // WaitDatabaseObject returns the status of an account's database (or,
