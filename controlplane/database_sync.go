@@ -114,7 +114,7 @@ func recordDatabase(st *store.ObjectStatus, d *store.Database, t *store.Task) (d
 	case store.DBTaskOptimize:
 		st.Optimized, st.OptimizeStatus, st.OptimizeTables, st.OptimizeReason = st.TaskGeneration, t.Status, nil, t.Error
 		if ok {
-			res, err := databaseResult(t)
+			res, err := t.DatabaseResult()
 			if err != nil {
 				st.OptimizeReason = err.Error()
 				return false
@@ -130,7 +130,7 @@ func recordDatabase(st *store.ObjectStatus, d *store.Database, t *store.Task) (d
 			return false
 		}
 		st.State, st.Reason, st.Dump, st.DumpBytes = store.DatabaseDeleted, "", "", 0
-		if res, err := databaseResult(t); err != nil {
+		if res, err := t.DatabaseResult(); err != nil {
 			// Dropped all the same: say why the dump is not shown.
 			st.Reason = err.Error()
 		} else {

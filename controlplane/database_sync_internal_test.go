@@ -3,6 +3,8 @@ package controlplane
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -17,6 +19,15 @@ func dbSet(dbs []*store.Database, users []*store.DatabaseUser) *store.DatabaseSe
 		set.Users[u.Name] = u
 	}
 	return set
+}
+
+// dbResult is a task record's typed result holding res.
+func dbResult(t *testing.T, res *agentpb.DatabaseResult) []byte {
+	b, err := proto.Marshal(&agentpb.TaskResult{Result: &agentpb.TaskResult_Database{Database: res}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func taskAction(t *agentpb.Task) string {
@@ -109,7 +120,7 @@ func TestSyncDatabasesOutcomes(t *testing.T) {
 	}
 
 	// A drop succeeded: the record goes, its tombstone has the dump.
-	drop := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: `{"name":"alice_a","dump":"/b/alice_a.sql.gz","dumpBytes":804}`}
+	drop := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: dbResult(t, &agentpb.DatabaseResult{Name: "alice_a", Dump: "/b/alice_a.sql.gz", DumpBytes: 804})}
 	set = dbSet([]*store.Database{{Name: "alice_a", Generation: 3, Deleted: true, Status: inFlight(store.DBTaskDrop, 3)}}, nil)
 	ch = syncDatabases(set, map[string]*store.Task{"T1": drop})
 	if st := ch.Databases["alice_a"]; len(ch.DroppedDatabases) != 1 || st.State != store.DatabaseDeleted || st.Dump != "/b/alice_a.sql.gz" || st.DumpBytes != 804 {
@@ -123,7 +134,7 @@ func TestSyncDatabasesOutcomes(t *testing.T) {
 	}
 	// A result that does not decode is an error in the status, never a
 	// zero dump.
-	bad := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: `{"dumpBytes":"many"}`}
+	bad := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: []byte("\xff not a result")}
 	set = dbSet([]*store.Database{{Name: "alice_a", Generation: 3, Deleted: true, Status: inFlight(store.DBTaskDrop, 3)}}, nil)
 	ch = syncDatabases(set, map[string]*store.Task{"T1": bad})
 	if st := ch.Databases["alice_a"]; st.Dump != "" || st.Reason == "" {
@@ -131,7 +142,7 @@ func TestSyncDatabasesOutcomes(t *testing.T) {
 	}
 
 	// Optimize: the request is answered with the tables, the state stays.
-	opt := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: `{"name":"alice_a","tables":3}`}
+	opt := &store.Task{ID: "T1", Status: store.TaskSucceeded, Result: dbResult(t, &agentpb.DatabaseResult{Name: "alice_a", Tables: 3})}
 	set = dbSet([]*store.Database{{Name: "alice_a", Generation: 1, Optimize: 1,
 		Status: store.ObjectStatus{ObservedGeneration: 1, State: store.DatabaseActive, TaskID: "T1", TaskAction: store.DBTaskOptimize, TaskGeneration: 1}}}, nil)
 	ch = syncDatabases(set, map[string]*store.Task{"T1": opt})

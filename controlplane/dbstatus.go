@@ -103,7 +103,7 @@ func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine 
 		}
 		return store.EngineDatabases{}, false
 	}
-	res, err := listDatabasesResult(t)
+	res, err := t.ListDatabasesResult()
 	if err != nil {
 		c.s.log.Warn("database status: decode listing", "task", t.ID, "err", err)
 		return store.EngineDatabases{}, false

@@ -348,13 +348,6 @@ func (c *zoneController) restart(ctx context.Context) {
 	}
 }
 
-// zoneResult is the part of the DNS actions' JSON result the controller
-// keeps (field names of agentpb.ZoneResult).
-type zoneResult struct {
-	Serial uint32   `json:"serial"`
-	DS     []string `json:"ds"`
-}
-
 // process converges one zone.
 func (c *zoneController) process(ctx context.Context, name string) error {
 	z, rev, err := c.s.store.GetZone(ctx, name)
@@ -387,16 +380,17 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 			continue
 		}
 		z.TaskID = ""
-		var res zoneResult
-		_ = json.Unmarshal([]byte(t.Result), &res)
-		if t.Status != store.TaskSucceeded {
-			if t.Action == "rotateZoneKeys" && strings.Contains(t.Error, "too early") {
+		// A failed task, or a result that does not decode, is a failed
+		// attempt: a zero result would clear the zone's serial and DS.
+		res, err := t.ZoneResult()
+		if err != nil {
+			if t.Action == "rotateZoneKeys" && t.Reason == agentpb.ErrorReason_ERROR_REASON_TOO_EARLY {
 				z.RotateAfter = now.Add(time.Minute)
 				continue
 			}
 			z.Attempts++
 			if z.Attempts >= maxTaskAttempts {
-				z.Status, z.Reason = store.ZoneFailed, "node "+t.Node+": "+t.Error
+				z.Status, z.Reason = store.ZoneFailed, "node "+t.Node+": "+err.Error()
 			}
 			continue
 		}
@@ -420,7 +414,7 @@ func (c *zoneController) process(ctx context.Context, name string) error {
 			}
 		default:
 			z.AppliedGeneration = t.Generation
-			z.Serial, z.DS = res.Serial, res.DS
+			z.Serial, z.DS = res.Serial, res.Ds
 			z.Reason = ""
 		}
 	}

@@ -97,13 +97,16 @@ func TestSettledZone(t *testing.T) {
 }
 
 func TestZoneDriftString(t *testing.T) {
-	for d, want := range map[zoneDrift]string{
-		{Zone: "a.com.", WantSerial: 5}:                            "missing",
-		{Zone: "a.com.", WantSerial: 5, Serial: 3, Kind: "Master"}: "at serial 3, not 5",
-		{Zone: "a.com.", WantSerial: 5, Serial: 5, Kind: "Slave"}:  "a Slave zone at serial 5, not the primary at 5",
+	for _, tc := range []struct {
+		d    *agentpb.ZoneDrift
+		want string
+	}{
+		{&agentpb.ZoneDrift{Zone: "a.com.", WantSerial: 5}, "missing"},
+		{&agentpb.ZoneDrift{Zone: "a.com.", WantSerial: 5, Serial: 3, Kind: "Master"}, "at serial 3, not 5"},
+		{&agentpb.ZoneDrift{Zone: "a.com.", WantSerial: 5, Serial: 5, Kind: "Slave"}, "a Slave zone at serial 5, not the primary at 5"},
 	} {
-		if got := d.String(); got != want {
-			t.Errorf("%+v: %q, want %q", d, got, want)
+		if got := describeDrift(tc.d); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.d, got, tc.want)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -106,20 +105,8 @@ func settledZone(z *store.ZoneState) bool {
 
 func dnsNodeObject(node string) string { return "dnsnode/" + node }
 
-// checkResult is the part of check_primary_zones' JSON result the
-// controller uses (field names of agentpb.CheckPrimaryZonesResult).
-type checkResult struct {
-	Drifted []zoneDrift `json:"drifted"`
-}
-
-type zoneDrift struct {
-	Zone       string `json:"zone"`
-	WantSerial uint32 `json:"wantSerial"`
-	Serial     uint32 `json:"serial"`
-	Kind       string `json:"kind"`
-}
-
-func (d zoneDrift) String() string {
+// describeDrift says how a zone drifted, for the audit log.
+func describeDrift(d *agentpb.ZoneDrift) string {
 	switch {
 	case d.Kind == "":
 		return "missing"
@@ -144,8 +131,8 @@ func (c *zoneController) takeChecks(ctx context.Context) error {
 		case d.Task.Status != store.TaskSucceeded:
 			c.s.log.Warn("zone controller: check of primary zones failed", "node", node, "err", d.Task.Error)
 		default:
-			var res checkResult
-			if err := json.Unmarshal([]byte(d.Task.Result), &res); err != nil {
+			res, err := d.Task.CheckPrimaryZonesResult()
+			if err != nil {
 				c.s.log.Warn("zone controller: check of primary zones: bad result", "node", node, "err", err)
 				break
 			}
@@ -181,7 +168,7 @@ func (c *zoneController) checkAnswered(node string) {
 // secondaries transfer it too. A zone
 // changed since is left to that change. When a zone changes between the
 // read and the commit, its chunk is left to the next check.
-func (c *zoneController) heal(ctx context.Context, node string, drifts []zoneDrift) error {
+func (c *zoneController) heal(ctx context.Context, node string, drifts []*agentpb.ZoneDrift) error {
 	for chunk := range slices.Chunk(drifts, healChunk) {
 		b := store.NewBatch()
 		var names []string
@@ -199,7 +186,7 @@ func (c *zoneController) heal(ctx context.Context, node string, drifts []zoneDri
 			z.Generation++
 			z.UpdatedAt = b.Now()
 			b.PutZone(z, rev)
-			b.Audit(store.NewAuditEvent("system", c.s.id, "zone.drifted", z.Name, d.String()+" on "+node))
+			b.Audit(store.NewAuditEvent("system", c.s.id, "zone.drifted", z.Name, describeDrift(d)+" on "+node))
 			names = append(names, z.Name)
 		}
 		if len(names) == 0 {

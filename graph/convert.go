@@ -1,7 +1,9 @@
 package graph
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"sort"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/validate"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 func nodeModel(v *store.NodeView) *model.Node {
@@ -62,12 +65,33 @@ func taskModel(t *store.Task) *model.Task {
 		Node:       t.Node,
 		Action:     t.Action,
 		Status:     model.TaskStatus(t.Status),
-		Result:     strPtr(t.Result),
+		Result:     strPtr(taskResultJSON(t)),
 		Error:      strPtr(t.Error),
 		CreatedBy:  t.CreatedBy,
 		CreatedAt:  t.CreatedAt,
 		FinishedAt: timePtr(t.FinishedAt),
 	}
+}
+
+// taskResultJSON renders a task's typed result as JSON for the API. A
+// result that does not decode shows as none: the field is informative, and
+// the code that acts on a result reads it through the typed accessors,
+// which fail on it.
+func taskResultJSON(t *store.Task) string {
+	m, err := t.ResultMessage()
+	if err != nil || m == nil {
+		return ""
+	}
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return ""
+	}
+	// protojson varies its whitespace on purpose; the API's text is compact.
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return string(b)
+	}
+	return buf.String()
 }
 
 func roleModel(r store.Role) model.Role { return model.Role(strings.ToUpper(string(r))) }

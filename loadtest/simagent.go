@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -355,44 +354,27 @@ func (a *simulatedAgent) remember(id string, res *agentpb.TaskResult) {
 // execute builds the result the real action would report.
 func (a *simulatedAgent) execute(t *agentpb.Task) *agentpb.TaskResult {
 	res := &agentpb.TaskResult{TaskId: t.GetId(), Generation: t.GetGeneration(), Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED}
-	var out any
 	switch act := t.GetAction().(type) {
 	case *agentpb.Task_Ping:
-		out = map[string]any{"payload": act.Ping.GetPayload(), "node": a.node, "agentUnixNano": time.Now().UnixNano()}
+		res.Result = &agentpb.TaskResult_Ping{Ping: &agentpb.PingResult{Payload: act.Ping.GetPayload(), Node: a.node, AgentUnixNano: time.Now().UnixNano()}}
 	case *agentpb.Task_EnsureAccount:
 		u := act.EnsureAccount.GetUsername()
 		uid, existed := a.uid(u, true)
-		out = accountResult{Username: u, UID: uid, GID: uid, Home: "/home/" + u, Locked: act.EnsureAccount.GetSuspended(),
-			QuotaNote: "simulated node: no quota", Existed: existed}
+		res.Result = &agentpb.TaskResult_Account{Account: &agentpb.AccountResult{Username: u, Uid: uid, Gid: uid, Home: "/home/" + u, Locked: act.EnsureAccount.GetSuspended(),
+			QuotaNote: "simulated node: no quota", Existed: existed}}
 	case *agentpb.Task_DeleteAccount:
 		u := act.DeleteAccount.GetUsername()
 		uid, existed := a.uid(u, false)
-		out = accountResult{Username: u, UID: uid, GID: uid, Home: "/home/" + u,
-			Archive: "/var/lib/npanel/backups/" + u + ".tar.zst", Existed: existed}
+		res.Result = &agentpb.TaskResult_Account{Account: &agentpb.AccountResult{Username: u, Uid: uid, Gid: uid, Home: "/home/" + u,
+			Archive: "/var/lib/npanel/backups/" + u + ".tar.zst", Existed: existed}}
 	default:
 		a.stats.failed.Add(1)
 		res.Status = agentpb.TaskStatus_TASK_STATUS_FAILED
+		res.Reason = agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED
 		res.Error = fmt.Sprintf("action %T is not in the simulated agent's allow-list", act)
-	}
-	if out != nil {
-		b, _ := json.Marshal(out)
-		res.ResultJson = string(b)
 	}
 	res.FinishedUnixNano = time.Now().UnixNano()
 	return res
-}
-
-// accountResult has the JSON shape of the real account actions' result.
-type accountResult struct {
-	Username     string `json:"username"`
-	UID          uint32 `json:"uid"`
-	GID          uint32 `json:"gid"`
-	Home         string `json:"home"`
-	Locked       bool   `json:"locked"`
-	QuotaApplied bool   `json:"quotaApplied"`
-	QuotaNote    string `json:"quotaNote"`
-	Archive      string `json:"archive,omitempty"`
-	Existed      bool   `json:"existed"`
 }
 
 // uid returns the simulated uid of user, allocating one when create is set,

@@ -472,12 +472,7 @@ func (a *Agent) reportServices() {
 	}
 	rep := &agentpb.ServiceReport{}
 	for _, st := range a.services.Status() {
-		ss := &agentpb.ServiceStatus{Name: st.Name, State: string(st.State), Version: st.Version,
-			Listen: st.Listen, Error: st.Error, Restarts: uint32(st.Restarts)}
-		if !st.Since.IsZero() {
-			ss.SinceUnixNano = st.Since.UnixNano()
-		}
-		rep.Services = append(rep.Services, ss)
+		rep.Services = append(rep.Services, st.Proto())
 	}
 	if err := s.send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Services{Services: rep}}); err != nil {
 		a.log.Debug("send service report", "err", err)

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -107,9 +107,8 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 	if first.GetStatus() != agentpb.TaskStatus_TASK_STATUS_SUCCEEDED || first.GetTaskId() != "t1" || first.GetGeneration() != 3 {
 		t.Fatalf("result %v", first)
 	}
-	var pr agentpb.PingResult
-	if err := protojson.Unmarshal([]byte(first.GetResultJson()), &pr); err != nil || pr.GetPayload() != "hello" || pr.GetNode() != "node-1" {
-		t.Fatalf("result_json %s: %v", first.GetResultJson(), err)
+	if pr := first.GetPing(); pr.GetPayload() != "hello" || pr.GetNode() != "node-1" {
+		t.Fatalf("ping result %v", first)
 	}
 	s.send(pingTask("t1", "hello", 0))
 	second := s.result(t)
@@ -131,16 +130,18 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 	// Bad tasks fail, with the reason, and are journaled like the rest.
 	s.send(pingTask("t3", strings.Repeat("x", 300), 0))
 	r := s.result(t)
-	if r.GetTaskId() != "t3" || r.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || !strings.HasPrefix(r.GetError(), "invalid input: payload is 300 bytes") {
+	if r.GetTaskId() != "t3" || r.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || !strings.HasPrefix(r.GetError(), "invalid input: payload is 300 bytes") ||
+		r.GetReason() != agentpb.ErrorReason_ERROR_REASON_INVALID {
 		t.Fatalf("oversize ping: %v", r)
 	}
 	s.send(&agentpb.Task{Id: "t4"})
 	r = s.result(t)
-	if r.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || !strings.Contains(r.GetError(), "no action") {
+	if r.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || !strings.Contains(r.GetError(), "no action") ||
+		r.GetReason() != agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED {
 		t.Fatalf("empty task: %v", r)
 	}
 	s.send(&agentpb.Task{Id: "t4"})
-	if r := s.result(t); r.GetError() != "no known action: task carries no action" {
+	if r := s.result(t); r.GetError() != "no known action: task carries no action" || r.GetReason() != agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED {
 		t.Fatalf("re-sent empty task: %v", r)
 	}
 	s.noResult(t) // the in-flight duplicate of t2 produced nothing
@@ -508,7 +509,7 @@ type panicAction struct{}
 
 func (panicAction) Name() string    { return "panic" }
 func (panicAction) Validate() error { return nil }
-func (panicAction) Apply(context.Context, *actions.Env) (any, error) {
+func (panicAction) Apply(context.Context, *actions.Env) (proto.Message, error) {
 	panic("boom")
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 const journalFile = "journal"
@@ -37,11 +38,20 @@ const (
 // journalEntry is one line of the journal: the outcome of one task, kept so
 // that a re-sent task is answered with the recorded result instead of being
 // applied again.
+//
+// Lines written before results were typed carry "result_json" instead of
+// "result". That key is no longer read: such an entry still answers its
+// task (status, error, generation), without the payload, which the control
+// plane then treats as a result that does not decode (it retries the object
+// instead of reading zero values from it).
 type journalEntry struct {
-	ID         string `json:"id"`
-	Status     string `json:"status"` // "SUCCEEDED" or "FAILED"
-	Error      string `json:"error,omitempty"`
-	ResultJSON string `json:"result_json,omitempty"`
+	ID     string              `json:"id"`
+	Status string              `json:"status"` // "SUCCEEDED" or "FAILED"
+	Error  string              `json:"error,omitempty"`
+	Reason agentpb.ErrorReason `json:"reason,omitempty"`
+	// Result is an agentpb.TaskResult holding only its oneof result, in
+	// protobuf wire form (base64 in the JSON line).
+	Result     []byte `json:"result,omitempty"`
 	Generation int64  `json:"generation"`
 	Finished   int64  `json:"finished"` // unix nanoseconds
 }
@@ -51,34 +61,44 @@ const (
 	statusFailed    = "FAILED"
 )
 
-func entryFromResult(r *agentpb.TaskResult) journalEntry {
+func entryFromResult(r *agentpb.TaskResult) (journalEntry, error) {
 	st := statusFailed
 	if r.GetStatus() == agentpb.TaskStatus_TASK_STATUS_SUCCEEDED {
 		st = statusSucceeded
 	}
-	return journalEntry{
+	e := journalEntry{
 		ID:         r.GetTaskId(),
 		Status:     st,
 		Error:      r.GetError(),
-		ResultJSON: r.GetResultJson(),
+		Reason:     r.GetReason(),
 		Generation: r.GetGeneration(),
 		Finished:   r.GetFinishedUnixNano(),
 	}
+	if r.GetResult() != nil {
+		b, err := proto.Marshal(&agentpb.TaskResult{Result: r.GetResult()})
+		if err != nil {
+			return journalEntry{}, fmt.Errorf("encode result of %q: %w", e.ID, err)
+		}
+		e.Result = b
+	}
+	return e, nil
 }
 
-func (e journalEntry) result() *agentpb.TaskResult {
+// result rebuilds the recorded TaskResult. The payload was written by
+// entryFromResult; one that no longer decodes is an error, so that the
+// task is applied again rather than answered with an empty result.
+func (e journalEntry) result() (*agentpb.TaskResult, error) {
 	st := agentpb.TaskStatus_TASK_STATUS_FAILED
 	if e.Status == statusSucceeded {
 		st = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
 	}
-	return &agentpb.TaskResult{
-		TaskId:           e.ID,
-		Status:           st,
-		Error:            e.Error,
-		ResultJson:       e.ResultJSON,
-		Generation:       e.Generation,
-		FinishedUnixNano: e.Finished,
+	r := &agentpb.TaskResult{}
+	if err := proto.Unmarshal(e.Result, r); err != nil {
+		return nil, fmt.Errorf("decode journaled result of %q: %w", e.ID, err)
 	}
+	r.TaskId, r.Status, r.Error, r.Reason = e.ID, st, e.Error, e.Reason
+	r.Generation, r.FinishedUnixNano = e.Generation, e.Finished
+	return r, nil
 }
 
 // span locates one line of the journal file.

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -24,7 +26,12 @@ func openTestJournal(t *testing.T, dir string) *journal {
 }
 
 func entry(id string) journalEntry {
-	return journalEntry{ID: id, Status: statusSucceeded, ResultJSON: `{"id":"` + id + `"}`, Generation: 7, Finished: 42}
+	e, err := entryFromResult(&agentpb.TaskResult{TaskId: id, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED,
+		Result: &agentpb.TaskResult_Ping{Ping: &agentpb.PingResult{Payload: id}}, Generation: 7, FinishedUnixNano: 42})
+	if err != nil {
+		panic(err)
+	}
+	return e
 }
 
 func mustLookup(t *testing.T, j *journal, id string) (journalEntry, bool) {
@@ -39,7 +46,7 @@ func mustLookup(t *testing.T, j *journal, id string) (journalEntry, bool) {
 func TestJournalAppendLookupReload(t *testing.T) {
 	dir := t.TempDir()
 	j := openTestJournal(t, dir)
-	failed := journalEntry{ID: "b", Status: statusFailed, Error: "invalid input: nope", Generation: 3, Finished: 9}
+	failed := journalEntry{ID: "b", Status: statusFailed, Error: "invalid input: nope", Reason: agentpb.ErrorReason_ERROR_REASON_INVALID, Generation: 3, Finished: 9}
 	for _, e := range []journalEntry{entry("a"), failed} {
 		if err := j.append(e); err != nil {
 			t.Fatal(err)
@@ -54,15 +61,16 @@ func TestJournalAppendLookupReload(t *testing.T) {
 
 	j2 := openTestJournal(t, dir)
 	got, ok := mustLookup(t, j2, "a")
-	if !ok || got != entry("a") {
+	if !ok || !reflect.DeepEqual(got, entry("a")) {
 		t.Fatalf("after reopen: %+v, %v", got, ok)
 	}
 	got, ok = mustLookup(t, j2, "b")
-	if !ok || got != failed {
+	if !ok || !reflect.DeepEqual(got, failed) {
 		t.Fatalf("after reopen: %+v, %v", got, ok)
 	}
-	res := got.result()
-	if res.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || res.GetError() != failed.Error || res.GetTaskId() != "b" || res.GetGeneration() != 3 {
+	res, err := got.result()
+	if err != nil || res.GetStatus() != agentpb.TaskStatus_TASK_STATUS_FAILED || res.GetError() != failed.Error || res.GetTaskId() != "b" || res.GetGeneration() != 3 ||
+		res.GetReason() != agentpb.ErrorReason_ERROR_REASON_INVALID || res.GetResult() != nil {
 		t.Fatalf("result = %v", res)
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, journalFile)); fi.Mode().Perm() != 0o600 {
@@ -71,10 +79,48 @@ func TestJournalAppendLookupReload(t *testing.T) {
 }
 
 func TestJournalResultRoundTrip(t *testing.T) {
-	in := &agentpb.TaskResult{TaskId: "x", Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, ResultJson: `{"a":1}`, Generation: 5, FinishedUnixNano: 77}
-	out := entryFromResult(in).result()
-	if out.String() != in.String() {
-		t.Fatalf("round trip: %v != %v", out, in)
+	for _, in := range []*agentpb.TaskResult{
+		{TaskId: "x", Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, Generation: 5, FinishedUnixNano: 77,
+			Result: &agentpb.TaskResult_Zone{Zone: &agentpb.ZoneResult{Zone: "example.com", Serial: 2026120501, Ds: []string{"example.com. 3600 IN DS 1 13 2 ab"}}}},
+		{TaskId: "y", Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "rollover step too early", Reason: agentpb.ErrorReason_ERROR_REASON_TOO_EARLY},
+		{TaskId: "z", Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED}, // an action without a result
+	} {
+		e, err := entryFromResult(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Through the JSON line, as the journal stores it.
+		line, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back journalEntry
+		if err := json.Unmarshal(line, &back); err != nil {
+			t.Fatal(err)
+		}
+		out, err := back.result()
+		if err != nil || !proto.Equal(out, in) {
+			t.Fatalf("round trip of %s: %v (%v) != %v", line, out, err, in)
+		}
+	}
+}
+
+// TestJournalLoadsResultJSONLines: a journal written before results were
+// typed still loads and answers its tasks, without their JSON payload.
+func TestJournalLoadsResultJSONLines(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"id":"old","status":"SUCCEEDED","result_json":"{\"zone\":\"example.com\",\"serial\":7}","generation":4,"finished":11}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, journalFile), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j := openTestJournal(t, dir)
+	e, ok := mustLookup(t, j, "old")
+	if !ok {
+		t.Fatal("old line not loaded")
+	}
+	res, err := e.result()
+	if err != nil || res.GetTaskId() != "old" || res.GetStatus() != agentpb.TaskStatus_TASK_STATUS_SUCCEEDED || res.GetGeneration() != 4 || res.GetResult() != nil {
+		t.Fatalf("old line answers %v (%v)", res, err)
 	}
 }
 

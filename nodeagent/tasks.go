@@ -2,7 +2,6 @@ package nodeagent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // runner applies tasks: at most once per task id (journal plus in-flight
@@ -65,15 +65,19 @@ func (r *runner) handle(streamCtx context.Context, t *agentpb.Task) {
 		return
 	}
 	e, done, err := r.journal.lookup(id)
+	var prev *agentpb.TaskResult
+	if done {
+		prev, err = e.result()
+	}
 	if err != nil {
 		// An unreadable entry costs one repeated apply, which is harmless.
 		log.Error("journal lookup; applying the task again", "task", id, "err", err)
 	}
-	if done {
+	if prev != nil {
 		r.mu.Unlock()
 		r.a.metrics.duplicates.Inc()
 		log.Debug("duplicate task already done; resending the journaled result", "task", id)
-		r.a.sendResult(e.result())
+		r.a.sendResult(prev)
 		return
 	}
 	r.inflight[id] = struct{}{}
@@ -98,7 +102,11 @@ func (r *runner) run(t *agentpb.Task) {
 	// stream must not hold a slot and so stall the reading of new tasks.
 	<-r.slots
 	if record {
-		if err := r.journal.append(entryFromResult(res)); err != nil {
+		e, err := entryFromResult(res)
+		if err == nil {
+			err = r.journal.append(e)
+		}
+		if err != nil {
 			// Send anyway: the gateway may as well have the result. The
 			// cost of the missing entry is one repeated apply if a re-send
 			// races the acknowledgement.
@@ -120,25 +128,26 @@ func (r *runner) run(t *agentpb.Task) {
 func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool) {
 	res = &agentpb.TaskResult{TaskId: t.GetId(), Generation: t.GetGeneration()}
 	name := "unknown"
-	fail := func(msg string) (*agentpb.TaskResult, bool) {
+	fail := func(reason agentpb.ErrorReason, msg string) (*agentpb.TaskResult, bool) {
 		res.Status = agentpb.TaskStatus_TASK_STATUS_FAILED
-		res.Error = msg
+		res.Reason, res.Error = reason, msg
+		res.Result = nil
 		res.FinishedUnixNano = time.Now().UnixNano()
 		r.a.metrics.applied.WithLabelValues(name, "failed").Inc()
-		r.a.log.Warn("task failed", "task", t.GetId(), "action", name, "err", msg)
+		r.a.log.Warn("task failed", "task", t.GetId(), "action", name, "reason", reason, "err", msg)
 		return res, true
 	}
 
 	act, err := allowlist.FromTask(t)
 	if err != nil {
-		return fail(err.Error())
+		return fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, err.Error())
 	}
 	name = act.Name()
 	if tn, ok := act.(actions.TestNameAware); ok && r.a.cfg.AllowTestUsernames {
 		tn.AllowTestUsernames()
 	}
 	if err := act.Validate(); err != nil {
-		return fail("invalid input: " + err.Error())
+		return fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "invalid input: "+err.Error())
 	}
 
 	env := r.a.env(r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()))
@@ -150,14 +159,10 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 			r.a.log.Info("task interrupted by shutdown; it will be applied again", "task", t.GetId(), "action", name)
 			return nil, false
 		}
-		return fail(err.Error())
+		return fail(actions.ReasonOf(err), err.Error())
 	}
-	if out != nil {
-		b, err := json.Marshal(out)
-		if err != nil {
-			return fail(fmt.Sprintf("encode %s result: %v", name, err))
-		}
-		res.ResultJson = string(b)
+	if err := setResult(res, out); err != nil {
+		return fail(agentpb.ErrorReason_ERROR_REASON_INTERNAL, fmt.Sprintf("%s: %v", name, err))
 	}
 	res.Status = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
 	res.FinishedUnixNano = time.Now().UnixNano()
@@ -168,7 +173,7 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 
 // apply runs act.Apply and turns a panic into an error: one faulty action
 // must fail its task, not take the agent (and every other task) down.
-func apply(ctx context.Context, act actions.Action, env *actions.Env) (out any, err error) {
+func apply(ctx context.Context, act actions.Action, env *actions.Env) (out proto.Message, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			env.Logger.Error("action panicked", "panic", p, "stack", string(debug.Stack()))
@@ -176,6 +181,38 @@ func apply(ctx context.Context, act actions.Action, env *actions.Env) (out any, 
 		}
 	}()
 	return act.Apply(ctx, env)
+}
+
+// setResult puts an action's typed result into res's oneof. A message that
+// has no case there is an error, so that a new action whose result was not
+// added to TaskResult fails loudly instead of succeeding without it.
+func setResult(res *agentpb.TaskResult, out proto.Message) error {
+	if out == nil || !out.ProtoReflect().IsValid() {
+		return nil // none, or a typed nil
+	}
+	switch m := out.(type) {
+	case *agentpb.PingResult:
+		res.Result = &agentpb.TaskResult_Ping{Ping: m}
+	case *agentpb.AccountResult:
+		res.Result = &agentpb.TaskResult_Account{Account: m}
+	case *agentpb.RestartServiceResult:
+		res.Result = &agentpb.TaskResult_RestartService{RestartService: m}
+	case *agentpb.ZoneResult:
+		res.Result = &agentpb.TaskResult_Zone{Zone: m}
+	case *agentpb.SyncSecondaryZonesResult:
+		res.Result = &agentpb.TaskResult_SyncSecondaryZones{SyncSecondaryZones: m}
+	case *agentpb.CheckPrimaryZonesResult:
+		res.Result = &agentpb.TaskResult_CheckPrimaryZones{CheckPrimaryZones: m}
+	case *agentpb.DatabaseResult:
+		res.Result = &agentpb.TaskResult_Database{Database: m}
+	case *agentpb.DatabaseUserResult:
+		res.Result = &agentpb.TaskResult_DatabaseUser{DatabaseUser: m}
+	case *agentpb.ListDatabasesResult:
+		res.Result = &agentpb.TaskResult_ListDatabases{ListDatabases: m}
+	default:
+		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
+	}
+	return nil
 }
 
 // wait blocks until every started task has finished.

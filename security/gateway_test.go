@@ -311,7 +311,8 @@ func gatewayVectors() []vector {
 					t.Fatal(err)
 				}
 				if err := st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Result{Result: &agentpb.TaskResult{
-					TaskId: forC, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, ResultJson: `{"forged":true}`}}}); err != nil {
+					TaskId: forC, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED,
+					Result: &agentpb.TaskResult_Ping{Ping: &agentpb.PingResult{Payload: "forged", Node: "node-c"}}}}}); err != nil {
 					t.Fatal(err)
 				}
 				// A result of node-b's own task sent after the forgery: once
@@ -327,7 +328,8 @@ func gatewayVectors() []vector {
 					}
 				}
 				if err := st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Result{Result: &agentpb.TaskResult{
-					TaskId: forB, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, ResultJson: `{}`}}}); err != nil {
+					TaskId: forB, Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED,
+					Result: &agentpb.TaskResult_Ping{Ping: &agentpb.PingResult{}}}}}); err != nil {
 					t.Fatal(err)
 				}
 				waitTask(t, c, forB, store.TaskSucceeded)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,7 +33,13 @@ type Task struct {
 	Spec   []byte     `json:"spec"`
 	Status TaskStatus `json:"status"`
 	Error  string     `json:"error,omitempty"`
-	Result string     `json:"result,omitempty"` // JSON from the agent
+	// Reason classifies a failure; UNSPECIFIED when the task succeeded.
+	Reason agentpb.ErrorReason `json:"reason,omitempty"`
+	// Result is the agent's typed result: an agentpb.TaskResult holding
+	// only its oneof result, in protobuf wire form. Read it with the typed
+	// accessors (ZoneResult, ...). Records written before results were
+	// typed kept JSON under "result"; that key is no longer read.
+	Result []byte `json:"resultProto,omitempty"`
 	// Object is the record the task converges ("account/<id>"), if any; its
 	// controller is told when the task finishes.
 	Object     string `json:"object,omitempty"`
@@ -202,7 +207,10 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 		t.Status = TaskFailed
 	}
 	t.Error = r.GetError()
-	t.Result = r.GetResultJson()
+	t.Reason = r.GetReason()
+	if t.Result, err = encodeResult(r); err != nil {
+		return false, false, fmt.Errorf("complete task %s: %w", t.ID, err)
+	}
 	t.FinishedAt = time.Unix(0, r.GetFinishedUnixNano()).UTC()
 	if r.GetFinishedUnixNano() == 0 {
 		t.FinishedAt = time.Now().UTC()
@@ -252,16 +260,16 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 // them.
 func refreshOps(t *Task, now time.Time) ([]clientv3.Op, error) {
 	zone, ok := strings.CutPrefix(t.Object, "zone/")
-	var res struct {
-		Serial  uint32 `json:"serial"`
-		Changed bool   `json:"changed"`
+	if !ok {
+		return nil, nil
 	}
-	if !ok || json.Unmarshal([]byte(t.Result), &res) != nil || !res.Changed || res.Serial == 0 {
+	res, err := t.ZoneResult()
+	if err != nil || !res.GetChanged() || res.GetSerial() == 0 {
 		return nil, nil
 	}
 	var ops []clientv3.Op
 	for _, node := range t.Refresh {
-		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: res.Serial}}}
+		spec := &agentpb.Task{Action: &agentpb.Task_RefreshSecondaryZone{RefreshSecondaryZone: &agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: res.GetSerial()}}}
 		_, add, err := taskOps(node, spec, "", t.CreatedBy, nil, now)
 		if err != nil {
 			return nil, err

@@ -73,7 +73,8 @@ func TestDoneTaskWithoutSpec(t *testing.T) {
 	if ok, err := s.Commit(ctx, b); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	r := &agentpb.TaskResult{TaskId: task.ID, Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "boom", ResultJson: `{"zone":"example.com"}`}
+	r := &agentpb.TaskResult{TaskId: task.ID, Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "boom", Reason: agentpb.ErrorReason_ERROR_REASON_INTERNAL,
+		Result: &agentpb.TaskResult_Zone{Zone: &agentpb.ZoneResult{Zone: "example.com"}}}
 	if ok, err := s.CompleteTask(ctx, "n1", r, audit); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
@@ -98,8 +99,11 @@ func TestDoneTaskWithoutSpec(t *testing.T) {
 // TestCompleteTaskRefreshesSecondaries: a zone change that succeeds with a
 // new serial queues a refresh of that serial for each of its secondaries,
 // in the transaction that records it; one that changed nothing or failed
-// queues none, and a result that does not decode is recorded all the same.
+// queues none, and a result of another kind is recorded all the same.
 func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
+	zoneResult := func(serial uint32, changed bool) *agentpb.TaskResult {
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Zone{Zone: &agentpb.ZoneResult{Zone: "example.com", Serial: serial, Changed: changed}}}
+	}
 	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
 	ctx := context.Background()
 	audit := store.NewAuditEvent("system", "test", "enqueue", "n1", "ok")
@@ -111,13 +115,13 @@ func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		status agentpb.TaskStatus
-		result string
-		want   uint32 // serial refreshed; 0: none
+		result *agentpb.TaskResult // its oneof result only
+		want   uint32              // serial refreshed; 0: none
 	}{
-		{"new serial", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":true}`, 2026112401},
-		{"unchanged", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"zone":"example.com","serial":2026112401,"changed":false}`, 0},
-		{"failed", agentpb.TaskStatus_TASK_STATUS_FAILED, `{"zone":"example.com","serial":2026112402,"changed":true}`, 0},
-		{"undecodable result", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, `{"serial":"2026112403"}`, 0},
+		{"new serial", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, zoneResult(2026112401, true), 2026112401},
+		{"unchanged", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, zoneResult(2026112401, false), 0},
+		{"failed", agentpb.TaskStatus_TASK_STATUS_FAILED, zoneResult(2026112402, true), 0},
+		{"result of another kind", agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, &agentpb.TaskResult{Result: &agentpb.TaskResult_Ping{Ping: &agentpb.PingResult{Payload: "2026112403"}}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := store.NewBatch()
@@ -129,7 +133,7 @@ func TestCompleteTaskRefreshesSecondaries(t *testing.T) {
 			if ok, err := s.Commit(ctx, b); !ok || err != nil {
 				t.Fatal(ok, err)
 			}
-			r := &agentpb.TaskResult{TaskId: task.ID, Status: tc.status, ResultJson: tc.result}
+			r := &agentpb.TaskResult{TaskId: task.ID, Status: tc.status, Result: tc.result.GetResult()}
 			if ok, err := s.CompleteTask(ctx, "n1", r, audit); !ok || err != nil {
 				t.Fatal(ok, err)
 			}

@@ -11,10 +11,15 @@ package actions
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // Action is one allow-listed operation built from a task.
@@ -28,10 +33,12 @@ type Action interface {
 	// Validate rejects bad input before anything is touched. It must not do
 	// I/O: it runs on every received task, including ones never applied.
 	Validate() error
-	// Apply converges the host to the requested state and returns a result
-	// that the agent JSON-encodes into TaskResult.result_json (nil for none).
-	// It must give up promptly when ctx is done.
-	Apply(ctx context.Context, env *Env) (any, error)
+	// Apply converges the host to the requested state and returns its
+	// typed result: one of the messages of agentpb.TaskResult's oneof
+	// result, or nil for none. An error that is not made by Fail or
+	// WithReason is reported as INTERNAL. It must give up promptly when
+	// ctx is done.
+	Apply(ctx context.Context, env *Env) (proto.Message, error)
 }
 
 // Env is what an action may know about the node it runs on.
@@ -75,4 +82,42 @@ type Module interface {
 // test cleanup may delete without risk to a customer's account.
 type TestNameAware interface {
 	AllowTestUsernames()
+}
+
+// Error is an action's failure with the reason the control plane acts on
+// (agentpb.ErrorReason); the message is for people.
+type Error struct {
+	Reason agentpb.ErrorReason
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Fail returns an error with reason; format and args are fmt.Errorf's, %w
+// included.
+func Fail(reason agentpb.ErrorReason, format string, args ...any) error {
+	return &Error{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// WithReason gives err a reason, nil staying nil. A reason err already
+// carries is kept: the innermost failure knows best why it failed.
+func WithReason(reason agentpb.ErrorReason, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &Error{Reason: reason, Err: err}
+}
+
+// ReasonOf returns the reason err carries, INTERNAL when it carries none.
+func ReasonOf(err error) agentpb.ErrorReason {
+	var e *Error
+	if errors.As(err, &e) && e.Reason != agentpb.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		return e.Reason
+	}
+	return agentpb.ErrorReason_ERROR_REASON_INTERNAL
 }

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"syscall"
 	"time"
+
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // State is a daemon's state as reported to the control plane.
@@ -93,6 +95,16 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// Restarts counts restarts after unexpected exits (Supervisor only).
 	Restarts int `json:"restarts,omitempty"`
+}
+
+// Proto is st as the agent reports it to the control plane.
+func (st Status) Proto() *agentpb.ServiceStatus {
+	ss := &agentpb.ServiceStatus{Name: st.Name, State: string(st.State), Version: st.Version,
+		Listen: st.Listen, Error: st.Error, Restarts: uint32(st.Restarts)}
+	if !st.Since.IsZero() {
+		ss.SinceUnixNano = st.Since.UnixNano()
+	}
+	return ss
 }
 
 // ErrUnknown is returned for a service name the manager does not manage.

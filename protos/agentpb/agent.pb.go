@@ -28,6 +28,82 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ErrorReason classifies a failure, as Kubernetes' StatusReason does: the
+// control plane branches on it, never on the text of the error.
+type ErrorReason int32
+
+const (
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// The task's input was rejected by the action's validation; sending it
+	// again cannot succeed.
+	ErrorReason_ERROR_REASON_INVALID ErrorReason = 1
+	// The node holds something that conflicts with the request (e.g. an
+	// object of the same name that nPanel does not manage).
+	ErrorReason_ERROR_REASON_CONFLICT ErrorReason = 2
+	// What the action needs on the node is not there.
+	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 3
+	// The step may not run yet (a key rollover step before its interval);
+	// the same task succeeds later.
+	ErrorReason_ERROR_REASON_TOO_EARLY ErrorReason = 4
+	// A daemon the action needs is not running or not installed.
+	ErrorReason_ERROR_REASON_UNAVAILABLE ErrorReason = 5
+	// The agent does not know the action (not on its allow-list).
+	ErrorReason_ERROR_REASON_UNSUPPORTED ErrorReason = 6
+	// Anything else: a bug, or a failure of the host.
+	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 7
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0: "ERROR_REASON_UNSPECIFIED",
+		1: "ERROR_REASON_INVALID",
+		2: "ERROR_REASON_CONFLICT",
+		3: "ERROR_REASON_NOT_FOUND",
+		4: "ERROR_REASON_TOO_EARLY",
+		5: "ERROR_REASON_UNAVAILABLE",
+		6: "ERROR_REASON_UNSUPPORTED",
+		7: "ERROR_REASON_INTERNAL",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED": 0,
+		"ERROR_REASON_INVALID":     1,
+		"ERROR_REASON_CONFLICT":    2,
+		"ERROR_REASON_NOT_FOUND":   3,
+		"ERROR_REASON_TOO_EARLY":   4,
+		"ERROR_REASON_UNAVAILABLE": 5,
+		"ERROR_REASON_UNSUPPORTED": 6,
+		"ERROR_REASON_INTERNAL":    7,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 type TaskStatus int32
 
 const (
@@ -61,11 +137,11 @@ func (x TaskStatus) String() string {
 }
 
 func (TaskStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (TaskStatus) Type() protoreflect.EnumType {
-	return &file_agent_v1_agent_proto_enumTypes[0]
+	return &file_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x TaskStatus) Number() protoreflect.EnumNumber {
@@ -74,7 +150,7 @@ func (x TaskStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskStatus.Descriptor instead.
 func (TaskStatus) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type EnrollRequest struct {
@@ -1513,18 +1589,22 @@ func (x *DeleteAccountAction) GetUsername() string {
 	return ""
 }
 
-// AccountResult is the JSON result of both account actions.
+// AccountResult is the result of both account actions.
 type AccountResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
-	Home          string                 `protobuf:"bytes,4,opt,name=home,proto3" json:"home,omitempty"`
-	Locked        bool                   `protobuf:"varint,5,opt,name=locked,proto3" json:"locked,omitempty"`
-	QuotaApplied  bool                   `protobuf:"varint,6,opt,name=quota_applied,json=quotaApplied,proto3" json:"quota_applied,omitempty"`
-	QuotaNote     string                 `protobuf:"bytes,7,opt,name=quota_note,json=quotaNote,proto3" json:"quota_note,omitempty"` // why no quota was applied, when it was not
-	Archive       string                 `protobuf:"bytes,8,opt,name=archive,proto3" json:"archive,omitempty"`                      // path of the home archive (delete only)
-	Existed       bool                   `protobuf:"varint,9,opt,name=existed,proto3" json:"existed,omitempty"`                     // ensure: the user was already there; delete: it was there to delete
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Username     string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Uid          uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid          uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Home         string                 `protobuf:"bytes,4,opt,name=home,proto3" json:"home,omitempty"`
+	Locked       bool                   `protobuf:"varint,5,opt,name=locked,proto3" json:"locked,omitempty"`
+	QuotaApplied bool                   `protobuf:"varint,6,opt,name=quota_applied,json=quotaApplied,proto3" json:"quota_applied,omitempty"`
+	QuotaNote    string                 `protobuf:"bytes,7,opt,name=quota_note,json=quotaNote,proto3" json:"quota_note,omitempty"` // why no quota was applied, when it was not
+	Archive      string                 `protobuf:"bytes,8,opt,name=archive,proto3" json:"archive,omitempty"`                      // path of the home archive (delete only)
+	Existed      bool                   `protobuf:"varint,9,opt,name=existed,proto3" json:"existed,omitempty"`                     // ensure: the user was already there; delete: it was there to delete
+	// ensure on a web node: the state of the account's sites.
+	Web *WebResult `protobuf:"bytes,10,opt,name=web,proto3" json:"web,omitempty"`
+	// delete: the verified dumps of the databases the delete dropped.
+	DatabaseDumps []string `protobuf:"bytes,11,rep,name=database_dumps,json=databaseDumps,proto3" json:"database_dumps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1622,6 +1702,210 @@ func (x *AccountResult) GetExisted() bool {
 	return false
 }
 
+func (x *AccountResult) GetWeb() *WebResult {
+	if x != nil {
+		return x.Web
+	}
+	return nil
+}
+
+func (x *AccountResult) GetDatabaseDumps() []string {
+	if x != nil {
+		return x.DatabaseDumps
+	}
+	return nil
+}
+
+// WebResult is the web state of one account after its ensure.
+type WebResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sites    []*SiteResult          `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	PhpPools []string               `protobuf:"bytes,2,rep,name=php_pools,json=phpPools,proto3" json:"php_pools,omitempty"` // PHP versions the account has a pool of
+	// False when the node already served exactly this spec (no file was
+	// written and nothing reloaded).
+	Changed bool `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	// The services reloaded by the commit that carried this change (possibly
+	// with other accounts' changes).
+	Reloaded      []string `protobuf:"bytes,4,rep,name=reloaded,proto3" json:"reloaded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebResult) Reset() {
+	*x = WebResult{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebResult) ProtoMessage() {}
+
+func (x *WebResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebResult.ProtoReflect.Descriptor instead.
+func (*WebResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WebResult) GetSites() []*SiteResult {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+func (x *WebResult) GetPhpPools() []string {
+	if x != nil {
+		return x.PhpPools
+	}
+	return nil
+}
+
+func (x *WebResult) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *WebResult) GetReloaded() []string {
+	if x != nil {
+		return x.Reloaded
+	}
+	return nil
+}
+
+// SiteResult is one site's state on the node.
+type SiteResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Domain        string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	ServerNames   []string               `protobuf:"bytes,2,rep,name=server_names,json=serverNames,proto3" json:"server_names,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`     // active, redirect, suspended
+	Docroot       string                 `protobuf:"bytes,4,opt,name=docroot,proto3" json:"docroot,omitempty"` // absolute
+	PhpVersion    string                 `protobuf:"bytes,5,opt,name=php_version,json=phpVersion,proto3" json:"php_version,omitempty"`
+	RedirectTo    string                 `protobuf:"bytes,6,opt,name=redirect_to,json=redirectTo,proto3" json:"redirect_to,omitempty"`
+	RedirectCode  uint32                 `protobuf:"varint,7,opt,name=redirect_code,json=redirectCode,proto3" json:"redirect_code,omitempty"`
+	Config        string                 `protobuf:"bytes,8,opt,name=config,proto3" json:"config,omitempty"` // path of its nginx server block
+	AccessLog     string                 `protobuf:"bytes,9,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	ErrorLog      string                 `protobuf:"bytes,10,opt,name=error_log,json=errorLog,proto3" json:"error_log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteResult) Reset() {
+	*x = SiteResult{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteResult) ProtoMessage() {}
+
+func (x *SiteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteResult.ProtoReflect.Descriptor instead.
+func (*SiteResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SiteResult) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *SiteResult) GetServerNames() []string {
+	if x != nil {
+		return x.ServerNames
+	}
+	return nil
+}
+
+func (x *SiteResult) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *SiteResult) GetDocroot() string {
+	if x != nil {
+		return x.Docroot
+	}
+	return ""
+}
+
+func (x *SiteResult) GetPhpVersion() string {
+	if x != nil {
+		return x.PhpVersion
+	}
+	return ""
+}
+
+func (x *SiteResult) GetRedirectTo() string {
+	if x != nil {
+		return x.RedirectTo
+	}
+	return ""
+}
+
+func (x *SiteResult) GetRedirectCode() uint32 {
+	if x != nil {
+		return x.RedirectCode
+	}
+	return 0
+}
+
+func (x *SiteResult) GetConfig() string {
+	if x != nil {
+		return x.Config
+	}
+	return ""
+}
+
+func (x *SiteResult) GetAccessLog() string {
+	if x != nil {
+		return x.AccessLog
+	}
+	return ""
+}
+
+func (x *SiteResult) GetErrorLog() string {
+	if x != nil {
+		return x.ErrorLog
+	}
+	return ""
+}
+
 // RestartServiceAction restarts one daemon the agent manages (by the name it
 // reports in ServiceReport).
 type RestartServiceAction struct {
@@ -1633,7 +1917,7 @@ type RestartServiceAction struct {
 
 func (x *RestartServiceAction) Reset() {
 	*x = RestartServiceAction{}
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1929,7 @@ func (x *RestartServiceAction) String() string {
 func (*RestartServiceAction) ProtoMessage() {}
 
 func (x *RestartServiceAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1942,7 @@ func (x *RestartServiceAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartServiceAction.ProtoReflect.Descriptor instead.
 func (*RestartServiceAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RestartServiceAction) GetName() string {
@@ -1666,6 +1950,51 @@ func (x *RestartServiceAction) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+// RestartServiceResult is the daemon's state after the restart.
+type RestartServiceResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       *ServiceStatus         `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartServiceResult) Reset() {
+	*x = RestartServiceResult{}
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartServiceResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartServiceResult) ProtoMessage() {}
+
+func (x *RestartServiceResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartServiceResult.ProtoReflect.Descriptor instead.
+func (*RestartServiceResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RestartServiceResult) GetService() *ServiceStatus {
+	if x != nil {
+		return x.Service
+	}
+	return nil
 }
 
 // ServiceReport lists the daemons the agent manages. It is sent after the
@@ -1679,7 +2008,7 @@ type ServiceReport struct {
 
 func (x *ServiceReport) Reset() {
 	*x = ServiceReport{}
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2020,7 @@ func (x *ServiceReport) String() string {
 func (*ServiceReport) ProtoMessage() {}
 
 func (x *ServiceReport) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2033,7 @@ func (x *ServiceReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceReport.ProtoReflect.Descriptor instead.
 func (*ServiceReport) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ServiceReport) GetServices() []*ServiceStatus {
@@ -1729,7 +2058,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2070,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2083,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServiceStatus) GetName() string {
@@ -1812,18 +2141,33 @@ type TaskResult struct {
 	Status TaskStatus             `protobuf:"varint,2,opt,name=status,proto3,enum=npanel.agent.v1.TaskStatus" json:"status,omitempty"`
 	// Human-readable error when status is FAILED. Never contains secrets.
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// Action-specific result, JSON-encoded so that the control plane can store
-	// and show it without knowing every action's result type.
-	ResultJson       string `protobuf:"bytes,4,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
-	Generation       int64  `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
-	FinishedUnixNano int64  `protobuf:"varint,6,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Why the task failed, for the control plane to act on; error is for
+	// people. UNSPECIFIED when the task succeeded.
+	Reason           ErrorReason `protobuf:"varint,7,opt,name=reason,proto3,enum=npanel.agent.v1.ErrorReason" json:"reason,omitempty"`
+	Generation       int64       `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	FinishedUnixNano int64       `protobuf:"varint,6,opt,name=finished_unix_nano,json=finishedUnixNano,proto3" json:"finished_unix_nano,omitempty"`
+	// The action's result when it succeeded, one message per kind of action
+	// (field numbers follow Task.action). Unset for an action without one.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*TaskResult_Ping
+	//	*TaskResult_Account
+	//	*TaskResult_RestartService
+	//	*TaskResult_Zone
+	//	*TaskResult_SyncSecondaryZones
+	//	*TaskResult_CheckPrimaryZones
+	//	*TaskResult_Database
+	//	*TaskResult_DatabaseUser
+	//	*TaskResult_ListDatabases
+	Result        isTaskResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2179,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2192,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1872,11 +2216,11 @@ func (x *TaskResult) GetError() string {
 	return ""
 }
 
-func (x *TaskResult) GetResultJson() string {
+func (x *TaskResult) GetReason() ErrorReason {
 	if x != nil {
-		return x.ResultJson
+		return x.Reason
 	}
-	return ""
+	return ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
 func (x *TaskResult) GetGeneration() int64 {
@@ -1892,6 +2236,154 @@ func (x *TaskResult) GetFinishedUnixNano() int64 {
 	}
 	return 0
 }
+
+func (x *TaskResult) GetResult() isTaskResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TaskResult) GetPing() *PingResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Ping); ok {
+			return x.Ping
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetAccount() *AccountResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Account); ok {
+			return x.Account
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetRestartService() *RestartServiceResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_RestartService); ok {
+			return x.RestartService
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetZone() *ZoneResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Zone); ok {
+			return x.Zone
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetSyncSecondaryZones() *SyncSecondaryZonesResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_SyncSecondaryZones); ok {
+			return x.SyncSecondaryZones
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetCheckPrimaryZones() *CheckPrimaryZonesResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_CheckPrimaryZones); ok {
+			return x.CheckPrimaryZones
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetDatabase() *DatabaseResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Database); ok {
+			return x.Database
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetDatabaseUser() *DatabaseUserResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_DatabaseUser); ok {
+			return x.DatabaseUser
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetListDatabases() *ListDatabasesResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ListDatabases); ok {
+			return x.ListDatabases
+		}
+	}
+	return nil
+}
+
+type isTaskResult_Result interface {
+	isTaskResult_Result()
+}
+
+type TaskResult_Ping struct {
+	Ping *PingResult `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
+}
+
+type TaskResult_Account struct {
+	Account *AccountResult `protobuf:"bytes,11,opt,name=account,proto3,oneof"` // ensure_account, delete_account
+}
+
+type TaskResult_RestartService struct {
+	RestartService *RestartServiceResult `protobuf:"bytes,13,opt,name=restart_service,json=restartService,proto3,oneof"`
+}
+
+type TaskResult_Zone struct {
+	// ensure_zone, delete_zone, rotate_zone_keys, refresh_secondary_zone
+	Zone *ZoneResult `protobuf:"bytes,20,opt,name=zone,proto3,oneof"`
+}
+
+type TaskResult_SyncSecondaryZones struct {
+	SyncSecondaryZones *SyncSecondaryZonesResult `protobuf:"bytes,22,opt,name=sync_secondary_zones,json=syncSecondaryZones,proto3,oneof"`
+}
+
+type TaskResult_CheckPrimaryZones struct {
+	CheckPrimaryZones *CheckPrimaryZonesResult `protobuf:"bytes,25,opt,name=check_primary_zones,json=checkPrimaryZones,proto3,oneof"`
+}
+
+type TaskResult_Database struct {
+	// ensure_database, drop_database, optimize_database
+	Database *DatabaseResult `protobuf:"bytes,30,opt,name=database,proto3,oneof"`
+}
+
+type TaskResult_DatabaseUser struct {
+	DatabaseUser *DatabaseUserResult `protobuf:"bytes,32,opt,name=database_user,json=databaseUser,proto3,oneof"` // ensure_database_user, drop_database_user
+}
+
+type TaskResult_ListDatabases struct {
+	ListDatabases *ListDatabasesResult `protobuf:"bytes,35,opt,name=list_databases,json=listDatabases,proto3,oneof"`
+}
+
+func (*TaskResult_Ping) isTaskResult_Result() {}
+
+func (*TaskResult_Account) isTaskResult_Result() {}
+
+func (*TaskResult_RestartService) isTaskResult_Result() {}
+
+func (*TaskResult_Zone) isTaskResult_Result() {}
+
+func (*TaskResult_SyncSecondaryZones) isTaskResult_Result() {}
+
+func (*TaskResult_CheckPrimaryZones) isTaskResult_Result() {}
+
+func (*TaskResult_Database) isTaskResult_Result() {}
+
+func (*TaskResult_DatabaseUser) isTaskResult_Result() {}
+
+func (*TaskResult_ListDatabases) isTaskResult_Result() {}
 
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
@@ -1997,7 +2489,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"allow_exec\x18\x03 \x01(\bR\tallowExec\"1\n" +
 	"\x13DeleteAccountAction\x12\x1a\n" +
-	"\busername\x18\x01 \x01(\tR\busername\"\xf3\x01\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\xc8\x02\n" +
 	"\rAccountResult\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -2008,9 +2500,35 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"quota_note\x18\a \x01(\tR\tquotaNote\x12\x18\n" +
 	"\aarchive\x18\b \x01(\tR\aarchive\x12\x18\n" +
-	"\aexisted\x18\t \x01(\bR\aexisted\"*\n" +
+	"\aexisted\x18\t \x01(\bR\aexisted\x12,\n" +
+	"\x03web\x18\n" +
+	" \x01(\v2\x1a.npanel.agent.v1.WebResultR\x03web\x12%\n" +
+	"\x0edatabase_dumps\x18\v \x03(\tR\rdatabaseDumps\"\x91\x01\n" +
+	"\tWebResult\x121\n" +
+	"\x05sites\x18\x01 \x03(\v2\x1b.npanel.agent.v1.SiteResultR\x05sites\x12\x1b\n" +
+	"\tphp_pools\x18\x02 \x03(\tR\bphpPools\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\x12\x1a\n" +
+	"\breloaded\x18\x04 \x03(\tR\breloaded\"\xb2\x02\n" +
+	"\n" +
+	"SiteResult\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12!\n" +
+	"\fserver_names\x18\x02 \x03(\tR\vserverNames\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x18\n" +
+	"\adocroot\x18\x04 \x01(\tR\adocroot\x12\x1f\n" +
+	"\vphp_version\x18\x05 \x01(\tR\n" +
+	"phpVersion\x12\x1f\n" +
+	"\vredirect_to\x18\x06 \x01(\tR\n" +
+	"redirectTo\x12#\n" +
+	"\rredirect_code\x18\a \x01(\rR\fredirectCode\x12\x16\n" +
+	"\x06config\x18\b \x01(\tR\x06config\x12\x1d\n" +
+	"\n" +
+	"access_log\x18\t \x01(\tR\taccessLog\x12\x1b\n" +
+	"\terror_log\x18\n" +
+	" \x01(\tR\berrorLog\"*\n" +
 	"\x14RestartServiceAction\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"K\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"P\n" +
+	"\x14RestartServiceResult\x128\n" +
+	"\aservice\x18\x01 \x01(\v2\x1e.npanel.agent.v1.ServiceStatusR\aservice\"K\n" +
 	"\rServiceReport\x12:\n" +
 	"\bservices\x18\x01 \x03(\v2\x1e.npanel.agent.v1.ServiceStatusR\bservices\"\xc5\x01\n" +
 	"\rServiceStatus\x12\x12\n" +
@@ -2020,18 +2538,37 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xdf\x01\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\x9a\a\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.npanel.agent.v1.TaskStatusR\x06status\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1f\n" +
-	"\vresult_json\x18\x04 \x01(\tR\n" +
-	"resultJson\x12\x1e\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x124\n" +
+	"\x06reason\x18\a \x01(\x0e2\x1c.npanel.agent.v1.ErrorReasonR\x06reason\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x05 \x01(\x03R\n" +
 	"generation\x12,\n" +
-	"\x12finished_unix_nano\x18\x06 \x01(\x03R\x10finishedUnixNano*\\\n" +
+	"\x12finished_unix_nano\x18\x06 \x01(\x03R\x10finishedUnixNano\x121\n" +
+	"\x04ping\x18\n" +
+	" \x01(\v2\x1b.npanel.agent.v1.PingResultH\x00R\x04ping\x12:\n" +
+	"\aaccount\x18\v \x01(\v2\x1e.npanel.agent.v1.AccountResultH\x00R\aaccount\x12P\n" +
+	"\x0frestart_service\x18\r \x01(\v2%.npanel.agent.v1.RestartServiceResultH\x00R\x0erestartService\x121\n" +
+	"\x04zone\x18\x14 \x01(\v2\x1b.npanel.agent.v1.ZoneResultH\x00R\x04zone\x12]\n" +
+	"\x14sync_secondary_zones\x18\x16 \x01(\v2).npanel.agent.v1.SyncSecondaryZonesResultH\x00R\x12syncSecondaryZones\x12Z\n" +
+	"\x13check_primary_zones\x18\x19 \x01(\v2(.npanel.agent.v1.CheckPrimaryZonesResultH\x00R\x11checkPrimaryZones\x12=\n" +
+	"\bdatabase\x18\x1e \x01(\v2\x1f.npanel.agent.v1.DatabaseResultH\x00R\bdatabase\x12J\n" +
+	"\rdatabase_user\x18  \x01(\v2#.npanel.agent.v1.DatabaseUserResultH\x00R\fdatabaseUser\x12M\n" +
+	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesResultH\x00R\rlistDatabasesB\b\n" +
+	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*\xef\x01\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ERROR_REASON_INVALID\x10\x01\x12\x19\n" +
+	"\x15ERROR_REASON_CONFLICT\x10\x02\x12\x1a\n" +
+	"\x16ERROR_REASON_NOT_FOUND\x10\x03\x12\x1a\n" +
+	"\x16ERROR_REASON_TOO_EARLY\x10\x04\x12\x1c\n" +
+	"\x18ERROR_REASON_UNAVAILABLE\x10\x05\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSUPPORTED\x10\x06\x12\x19\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\a*\\\n" +
 	"\n" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2054,86 +2591,109 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_v1_agent_proto_rawDescData
 }
 
-var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(TaskStatus)(0),                    // 0: npanel.agent.v1.TaskStatus
-	(*EnrollRequest)(nil),              // 1: npanel.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),             // 2: npanel.agent.v1.EnrollResponse
-	(*RenewRequest)(nil),               // 3: npanel.agent.v1.RenewRequest
-	(*RenewResponse)(nil),              // 4: npanel.agent.v1.RenewResponse
-	(*AgentMessage)(nil),               // 5: npanel.agent.v1.AgentMessage
-	(*ServerMessage)(nil),              // 6: npanel.agent.v1.ServerMessage
-	(*Hello)(nil),                      // 7: npanel.agent.v1.Hello
-	(*NodeFacts)(nil),                  // 8: npanel.agent.v1.NodeFacts
-	(*Welcome)(nil),                    // 9: npanel.agent.v1.Welcome
-	(*Heartbeat)(nil),                  // 10: npanel.agent.v1.Heartbeat
-	(*Task)(nil),                       // 11: npanel.agent.v1.Task
-	(*PingAction)(nil),                 // 12: npanel.agent.v1.PingAction
-	(*PingResult)(nil),                 // 13: npanel.agent.v1.PingResult
-	(*EnsureAccountAction)(nil),        // 14: npanel.agent.v1.EnsureAccountAction
-	(*WebSpec)(nil),                    // 15: npanel.agent.v1.WebSpec
-	(*Site)(nil),                       // 16: npanel.agent.v1.Site
-	(*PHPPoolLimits)(nil),              // 17: npanel.agent.v1.PHPPoolLimits
-	(*DeleteAccountAction)(nil),        // 18: npanel.agent.v1.DeleteAccountAction
-	(*AccountResult)(nil),              // 19: npanel.agent.v1.AccountResult
-	(*RestartServiceAction)(nil),       // 20: npanel.agent.v1.RestartServiceAction
-	(*ServiceReport)(nil),              // 21: npanel.agent.v1.ServiceReport
-	(*ServiceStatus)(nil),              // 22: npanel.agent.v1.ServiceStatus
-	(*TaskResult)(nil),                 // 23: npanel.agent.v1.TaskResult
-	(*EnsureZoneAction)(nil),           // 24: npanel.agent.v1.EnsureZoneAction
-	(*DeleteZoneAction)(nil),           // 25: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil),   // 26: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),       // 27: npanel.agent.v1.RotateZoneKeysAction
-	(*RefreshSecondaryZoneAction)(nil), // 28: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*CheckPrimaryZonesAction)(nil),    // 29: npanel.agent.v1.CheckPrimaryZonesAction
-	(*EnsureDatabaseAction)(nil),       // 30: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),         // 31: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil),   // 32: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),     // 33: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),     // 34: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),        // 35: npanel.agent.v1.ListDatabasesAction
+	(ErrorReason)(0),                   // 0: npanel.agent.v1.ErrorReason
+	(TaskStatus)(0),                    // 1: npanel.agent.v1.TaskStatus
+	(*EnrollRequest)(nil),              // 2: npanel.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 3: npanel.agent.v1.EnrollResponse
+	(*RenewRequest)(nil),               // 4: npanel.agent.v1.RenewRequest
+	(*RenewResponse)(nil),              // 5: npanel.agent.v1.RenewResponse
+	(*AgentMessage)(nil),               // 6: npanel.agent.v1.AgentMessage
+	(*ServerMessage)(nil),              // 7: npanel.agent.v1.ServerMessage
+	(*Hello)(nil),                      // 8: npanel.agent.v1.Hello
+	(*NodeFacts)(nil),                  // 9: npanel.agent.v1.NodeFacts
+	(*Welcome)(nil),                    // 10: npanel.agent.v1.Welcome
+	(*Heartbeat)(nil),                  // 11: npanel.agent.v1.Heartbeat
+	(*Task)(nil),                       // 12: npanel.agent.v1.Task
+	(*PingAction)(nil),                 // 13: npanel.agent.v1.PingAction
+	(*PingResult)(nil),                 // 14: npanel.agent.v1.PingResult
+	(*EnsureAccountAction)(nil),        // 15: npanel.agent.v1.EnsureAccountAction
+	(*WebSpec)(nil),                    // 16: npanel.agent.v1.WebSpec
+	(*Site)(nil),                       // 17: npanel.agent.v1.Site
+	(*PHPPoolLimits)(nil),              // 18: npanel.agent.v1.PHPPoolLimits
+	(*DeleteAccountAction)(nil),        // 19: npanel.agent.v1.DeleteAccountAction
+	(*AccountResult)(nil),              // 20: npanel.agent.v1.AccountResult
+	(*WebResult)(nil),                  // 21: npanel.agent.v1.WebResult
+	(*SiteResult)(nil),                 // 22: npanel.agent.v1.SiteResult
+	(*RestartServiceAction)(nil),       // 23: npanel.agent.v1.RestartServiceAction
+	(*RestartServiceResult)(nil),       // 24: npanel.agent.v1.RestartServiceResult
+	(*ServiceReport)(nil),              // 25: npanel.agent.v1.ServiceReport
+	(*ServiceStatus)(nil),              // 26: npanel.agent.v1.ServiceStatus
+	(*TaskResult)(nil),                 // 27: npanel.agent.v1.TaskResult
+	(*EnsureZoneAction)(nil),           // 28: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),           // 29: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil),   // 30: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 31: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 32: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*CheckPrimaryZonesAction)(nil),    // 33: npanel.agent.v1.CheckPrimaryZonesAction
+	(*EnsureDatabaseAction)(nil),       // 34: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 35: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 36: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 37: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 38: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 39: npanel.agent.v1.ListDatabasesAction
+	(*ZoneResult)(nil),                 // 40: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 41: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 42: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 43: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 44: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 45: npanel.agent.v1.ListDatabasesResult
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	7,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
-	10, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
-	23, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
-	21, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
-	9,  // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
-	11, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
-	8,  // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
-	12, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	14, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
-	18, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
-	20, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
-	24, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
-	25, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
-	26, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
-	27, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	28, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	29, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
-	30, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	31, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	32, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	33, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	34, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	35, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	15, // 23: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	16, // 24: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	17, // 25: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	22, // 26: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	0,  // 27: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 28: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	3,  // 29: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	5,  // 30: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	2,  // 31: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	4,  // 32: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	6,  // 33: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	31, // [31:34] is the sub-list for method output_type
-	28, // [28:31] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	8,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
+	11, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
+	27, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
+	25, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
+	10, // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
+	12, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
+	9,  // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
+	13, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
+	15, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	19, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	23, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
+	28, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
+	29, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
+	30, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
+	31, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
+	32, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	33, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	34, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	35, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	36, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	37, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	38, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	39, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	16, // 23: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	17, // 24: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	18, // 25: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	21, // 26: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	22, // 27: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	26, // 28: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	26, // 29: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	1,  // 30: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	0,  // 31: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	14, // 32: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	20, // 33: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	24, // 34: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	40, // 35: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	41, // 36: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	42, // 37: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	43, // 38: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	44, // 39: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	45, // 40: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	2,  // 41: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	4,  // 42: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	6,  // 43: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	3,  // 44: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	5,  // 45: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	7,  // 46: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	44, // [44:47] is the sub-list for method output_type
+	41, // [41:44] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2171,13 +2731,24 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_OptimizeDatabase)(nil),
 		(*Task_ListDatabases)(nil),
 	}
+	file_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
+		(*TaskResult_Ping)(nil),
+		(*TaskResult_Account)(nil),
+		(*TaskResult_RestartService)(nil),
+		(*TaskResult_Zone)(nil),
+		(*TaskResult_SyncSecondaryZones)(nil),
+		(*TaskResult_CheckPrimaryZones)(nil),
+		(*TaskResult_Database)(nil),
+		(*TaskResult_DatabaseUser)(nil),
+		(*TaskResult_ListDatabases)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   23,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -552,7 +552,7 @@ func (x *ListDatabasesAction) GetEngine() DatabaseEngine {
 	return DatabaseEngine_DATABASE_ENGINE_UNSPECIFIED
 }
 
-// DatabaseResult is the JSON result of ensure, drop and optimize database.
+// DatabaseResult is the result of ensure, drop and optimize database.
 type DatabaseResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -637,7 +637,7 @@ func (x *DatabaseResult) GetTables() int32 {
 	return 0
 }
 
-// DatabaseUserResult is the JSON result of ensure and drop database user.
+// DatabaseUserResult is the result of ensure and drop database user.
 // It never carries the password.
 type DatabaseUserResult struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -800,7 +800,7 @@ func (x *DatabaseInfo) GetUsers() []string {
 	return nil
 }
 
-// ListDatabasesResult is the JSON result of ListDatabasesAction.
+// ListDatabasesResult is the result of ListDatabasesAction.
 type ListDatabasesResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Databases     []*DatabaseInfo        `protobuf:"bytes,1,rep,name=databases,proto3" json:"databases,omitempty"`

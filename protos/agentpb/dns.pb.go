@@ -432,8 +432,8 @@ func (x *EnsureZoneAction) GetMinSerial() uint32 {
 	return 0
 }
 
-// ZoneResult is the JSON result of ensure_zone, delete_zone and
-// rotate_zone_keys.
+// ZoneResult is the result of ensure_zone, delete_zone, rotate_zone_keys and
+// refresh_secondary_zone.
 type ZoneResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Zone    string                 `protobuf:"bytes,1,opt,name=zone,proto3" json:"zone,omitempty"`

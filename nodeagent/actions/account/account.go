@@ -30,6 +30,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
+	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.
@@ -49,24 +50,6 @@ const (
 // ErrNotManaged is returned for a user that exists but was not created by
 // nPanel; nothing about it is changed.
 var ErrNotManaged = errors.New("not managed by npanel")
-
-// Result is the JSON form of agentpb.AccountResult, with protojson's field
-// names (as ping's result has), so the control plane may decode it either way.
-type Result struct {
-	Username     string `json:"username"`
-	UID          uint32 `json:"uid"`
-	GID          uint32 `json:"gid"`
-	Home         string `json:"home"`
-	Locked       bool   `json:"locked"`
-	QuotaApplied bool   `json:"quotaApplied"`
-	QuotaNote    string `json:"quotaNote"`
-	Archive      string `json:"archive"`
-	Existed      bool   `json:"existed"`
-	// Web is the state of the account's sites (ensure on a web node only).
-	Web *web.Result `json:"web,omitempty"`
-	// DatabaseDumps are the dumps of the databases a delete dropped.
-	DatabaseDumps []string `json:"databaseDumps,omitempty"`
-}
 
 // Ensure converges one account's user: it exists with its home and
 // skeleton, carries DiskQuotaMB where the filesystem supports quotas, and is
@@ -148,7 +131,7 @@ func validUsername(name string, allowTest bool) error {
 }
 
 // Apply implements actions.Action.
-func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	p, log, db, unlock, err := begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
@@ -214,7 +197,7 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", name, err)
 	}
-	var sites *web.Result
+	var sites *agentpb.WebResult
 	if slices.Contains(env.Modules, "web") {
 		// After the user and its home: pools run as the user and document
 		// roots live in the home.
@@ -222,11 +205,11 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (any, error) {
 			return nil, fmt.Errorf("sites of %q: %w", name, err)
 		}
 	}
-	return Result{
+	return &agentpb.AccountResult{
 		Web:          sites,
 		Username:     name,
-		UID:          u.UID,
-		GID:          u.GID,
+		Uid:          u.UID,
+		Gid:          u.GID,
 		Home:         u.Home,
 		Locked:       sh.locked(now),
 		QuotaApplied: applied,
@@ -261,7 +244,7 @@ func (a *Ensure) create(ctx context.Context, p *platform.Profile, run runner) er
 // refusing there leaves the account whole; the home goes last. A crash
 // between the last two leaves a home without a user, which the next delete
 // of the name archives and removes (see orphan).
-func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *Delete) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	p, log, db, unlock, err := begin(ctx, env, a.Username)
 	if err != nil {
 		return nil, err
@@ -283,7 +266,7 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return Result{Username: name, Archive: archive}, nil
+		return &agentpb.AccountResult{Username: name, Archive: archive}, nil
 	}
 	if err := checkManaged(p, u); err != nil {
 		return nil, err
@@ -313,7 +296,7 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (any, error) {
 		return nil, err
 	}
 	log.Info("account deleted", "user", name, "uid", u.UID, "archive", archive, "databaseDumps", len(dumps))
-	return Result{Username: name, UID: u.UID, GID: u.GID, Home: u.Home, Archive: archive, DatabaseDumps: dumps, Existed: true}, nil
+	return &agentpb.AccountResult{Username: name, Uid: u.UID, Gid: u.GID, Home: u.Home, Archive: archive, DatabaseDumps: dumps, Existed: true}, nil
 }
 
 // orphan handles a delete whose user is gone: a home still standing under

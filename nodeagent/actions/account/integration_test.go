@@ -13,7 +13,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,14 +28,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
+	"google.golang.org/protobuf/proto"
 )
 
 var userFiles = []string{"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"}
@@ -164,22 +162,22 @@ func setup(t testing.TB) (*platform.Profile, *actions.Env) {
 	return p, &actions.Env{Node: "node-test", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Profile: p}
 }
 
-func ensure(t testing.TB, env *actions.Env, a *account.Ensure, r *account.CountingRunner) account.Result {
+func ensure(t testing.TB, env *actions.Env, a *account.Ensure, r *account.CountingRunner) *agentpb.AccountResult {
 	t.Helper()
 	out, err := account.WithRunner(a, r).Apply(context.Background(), env)
 	if err != nil {
 		t.Fatalf("ensure %+v: %v", a, err)
 	}
-	return out.(account.Result)
+	return out.(*agentpb.AccountResult)
 }
 
-func remove(t testing.TB, env *actions.Env, name string, r *account.CountingRunner) account.Result {
+func remove(t testing.TB, env *actions.Env, name string, r *account.CountingRunner) *agentpb.AccountResult {
 	t.Helper()
 	out, err := account.WithRunner(&account.Delete{Username: name}, r).Apply(context.Background(), env)
 	if err != nil {
 		t.Fatalf("delete %s: %v", name, err)
 	}
-	return out.(account.Result)
+	return out.(*agentpb.AccountResult)
 }
 
 // dbLine returns name's line of a user database file split into fields, or
@@ -231,38 +229,39 @@ func TestEnsureCreatesUser(t *testing.T) {
 
 	home := filepath.Join(p.HomeBase, name)
 	wantCalls(t, r, []string{"/usr/sbin/useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", "-U", "-c", "npanel account", "-p", "*", name})
-	if res.Username != name || res.Existed || res.Locked || res.UID < p.MinUID || res.Home != home || res.Archive != "" {
+	if res.Username != name || res.Existed || res.Locked || res.Uid < p.MinUID || res.Home != home || res.Archive != "" {
 		t.Fatalf("result %+v", res)
 	}
 	pw := dbLine(t, "/etc/passwd", name)
-	if pw == nil || pw[2] != fmt.Sprint(res.UID) || pw[3] != fmt.Sprint(res.GID) || pw[4] != account.GECOSMarker || pw[5] != home || pw[6] != p.Nologin {
+	if pw == nil || pw[2] != fmt.Sprint(res.Uid) || pw[3] != fmt.Sprint(res.Gid) || pw[4] != account.GECOSMarker || pw[5] != home || pw[6] != p.Nologin {
 		t.Fatalf("passwd line %q", pw)
 	}
-	if gr := dbLine(t, "/etc/group", name); gr == nil || gr[2] != fmt.Sprint(res.GID) {
+	if gr := dbLine(t, "/etc/group", name); gr == nil || gr[2] != fmt.Sprint(res.Gid) {
 		t.Fatalf("group line %q", gr)
 	}
 	if sh := dbLine(t, "/etc/shadow", name); sh == nil || sh[1] != "*" || sh[7] != "" {
 		t.Fatalf("shadow line %q", sh)
 	}
-	wantDir(t, home, 0o711, res.UID, res.GID)
-	wantDir(t, filepath.Join(home, "public_html"), 0o755, res.UID, res.GID)
-	wantDir(t, filepath.Join(home, "logs"), 0o750, res.UID, res.GID)
-	wantDir(t, filepath.Join(home, "tmp"), 0o700, res.UID, res.GID)
+	wantDir(t, home, 0o711, res.Uid, res.Gid)
+	wantDir(t, filepath.Join(home, "public_html"), 0o755, res.Uid, res.Gid)
+	wantDir(t, filepath.Join(home, "logs"), 0o750, res.Uid, res.Gid)
+	wantDir(t, filepath.Join(home, "tmp"), 0o700, res.Uid, res.Gid)
 	if ents, _ := os.ReadDir(home); len(ents) != 3 {
 		t.Fatalf("home holds %v, want the skeleton only", ents)
 	}
 
-	// The control plane may decode the result as the protobuf message.
-	raw, err := json.Marshal(res)
+	// The control plane reads the result as the protobuf message it is
+	// sent as.
+	raw, err := proto.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var msg agentpb.AccountResult
-	if err := protojson.Unmarshal(raw, &msg); err != nil {
-		t.Fatalf("decode %s: %v", raw, err)
+	if err := proto.Unmarshal(raw, &msg); err != nil {
+		t.Fatalf("decode %x: %v", raw, err)
 	}
-	if msg.GetUsername() != name || msg.GetUid() != res.UID || msg.GetHome() != home || msg.GetQuotaNote() != res.QuotaNote {
-		t.Fatalf("decoded %v from %s", &msg, raw)
+	if msg.GetUsername() != name || msg.GetUid() != res.Uid || msg.GetHome() != home || msg.GetQuotaNote() != res.QuotaNote {
+		t.Fatalf("decoded %v from %v", &msg, res)
 	}
 }
 
@@ -297,9 +296,9 @@ func TestEnsureIdempotent(t *testing.T) {
 	}
 	ensure(t, env, &account.Ensure{Username: name, DiskQuotaMB: 100}, r)
 	wantCalls(t, r)
-	wantDir(t, home, 0o711, first.UID, first.GID)
-	wantDir(t, filepath.Join(home, "tmp"), 0o700, first.UID, first.GID)
-	wantDir(t, filepath.Join(home, "public_html"), 0o750, first.UID, first.GID)
+	wantDir(t, home, 0o711, first.Uid, first.Gid)
+	wantDir(t, filepath.Join(home, "tmp"), 0o700, first.Uid, first.Gid)
+	wantDir(t, filepath.Join(home, "public_html"), 0o750, first.Uid, first.Gid)
 }
 
 // Two ensures of one new account at once create it once.
@@ -440,26 +439,26 @@ func TestDeleteArchivesThenRemoves(t *testing.T) {
 	if err := os.Chmod(index, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(index, int(made.UID), int(made.GID)); err != nil {
+	if err := os.Chown(index, int(made.Uid), int(made.Gid)); err != nil {
 		t.Fatal(err)
 	}
 
 	r := &account.CountingRunner{}
 	res := remove(t, env, name, r)
 	wantCalls(t, r, []string{"/usr/sbin/userdel", name})
-	if !res.Existed || res.UID != made.UID || res.Home != home || filepath.Dir(res.Archive) != p.BackupDir ||
+	if !res.Existed || res.Uid != made.Uid || res.Home != home || filepath.Dir(res.Archive) != p.BackupDir ||
 		!strings.HasPrefix(filepath.Base(res.Archive), name+"-") || !strings.HasSuffix(res.Archive, ".tar.gz") {
 		t.Fatalf("result %+v", res)
 	}
 
 	ents := readArchive(t, res.Archive)
 	for _, n := range []string{name + "/", name + "/public_html/", name + "/logs/", name + "/tmp/"} {
-		if e, ok := ents[n]; !ok || e.hdr.Typeflag != tar.TypeDir || e.hdr.Uid != int(made.UID) {
+		if e, ok := ents[n]; !ok || e.hdr.Typeflag != tar.TypeDir || e.hdr.Uid != int(made.Uid) {
 			t.Errorf("archive entry %s: %+v", n, e.hdr)
 		}
 	}
 	e, ok := ents[name+"/public_html/index.html"]
-	if !ok || e.data != "<h1>hello</h1>" || e.hdr.Mode != 0o640 || e.hdr.Uid != int(made.UID) || e.hdr.Gid != int(made.GID) || e.hdr.Uname != name {
+	if !ok || e.data != "<h1>hello</h1>" || e.hdr.Mode != 0o640 || e.hdr.Uid != int(made.Uid) || e.hdr.Gid != int(made.Gid) || e.hdr.Uname != name {
 		t.Fatalf("index.html in archive: %+v %q", e.hdr, e.data)
 	}
 	if ents[name+"/"].hdr.Mode != 0o711 {
@@ -539,7 +538,7 @@ func TestDeleteSymlinkToEtc(t *testing.T) {
 		if err := os.Symlink(target, filepath.Join(home, l)); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Lchown(filepath.Join(home, l), int(made.UID), int(made.GID)); err != nil {
+		if err := os.Lchown(filepath.Join(home, l), int(made.Uid), int(made.Gid)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -625,7 +624,7 @@ func TestDeleteArchiveFailure(t *testing.T) {
 	if dbLine(t, "/etc/passwd", name) == nil {
 		t.Fatal("user deleted")
 	}
-	wantDir(t, filepath.Join(p.HomeBase, name, "public_html"), 0o755, made.UID, made.GID)
+	wantDir(t, filepath.Join(p.HomeBase, name, "public_html"), 0o755, made.Uid, made.Gid)
 }
 
 func BenchmarkEnsureNoop(b *testing.B) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mdbtest "github.com/npanel/npanel/internal/testenv/mariadb"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -116,7 +117,7 @@ func BenchmarkListDatabases1000(b *testing.B) {
 			var d []time.Duration
 			for b.Loop() {
 				t0 := time.Now()
-				r := mustApply(b, env, listDBs(validate.EngineMariaDB, tc.owner)).(ListResult)
+				r := mustApply(b, env, listDBs(validate.EngineMariaDB, tc.owner)).(*agentpb.ListDatabasesResult)
 				d = append(d, time.Since(t0))
 				if len(r.Databases) != tc.n {
 					b.Fatalf("%d databases, want %d", len(r.Databases), tc.n)

@@ -26,6 +26,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
+	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.
@@ -62,47 +63,6 @@ func PasswordSealContext(user string) string { return PasswordSealPrefix + user 
 // ErrForeignDatabase is returned for a grant on a database of another
 // account.
 var ErrForeignDatabase = errors.New("database belongs to another account")
-
-// DatabaseResult is the JSON form of agentpb.DatabaseResult.
-type DatabaseResult struct {
-	Name      string `json:"name"`
-	Engine    string `json:"engine"`
-	Existed   bool   `json:"existed"`
-	Dump      string `json:"dump,omitempty"`
-	DumpBytes int64  `json:"dumpBytes,omitempty"`
-	Tables    int32  `json:"tables,omitempty"`
-}
-
-// Grant is the JSON form of agentpb.DatabaseGrant.
-type Grant struct {
-	Database   string   `json:"database"`
-	Privileges []string `json:"privileges"`
-}
-
-// UserResult is the JSON form of agentpb.DatabaseUserResult. It has no
-// password field on purpose.
-type UserResult struct {
-	Name            string   `json:"name"`
-	Engine          string   `json:"engine"`
-	Existed         bool     `json:"existed"`
-	PasswordChanged bool     `json:"passwordChanged"`
-	Hosts           []string `json:"hosts,omitempty"`
-	Grants          []Grant  `json:"grants,omitempty"`
-}
-
-// DatabaseInfo is the JSON form of agentpb.DatabaseInfo.
-type DatabaseInfo struct {
-	Name      string   `json:"name"`
-	Engine    string   `json:"engine"`
-	SizeBytes int64    `json:"sizeBytes"`
-	Tables    int32    `json:"tables"`
-	Users     []string `json:"users"`
-}
-
-// ListResult is the JSON form of agentpb.ListDatabasesResult.
-type ListResult struct {
-	Databases []DatabaseInfo `json:"databases"`
-}
 
 func engineName(e agentpb.DatabaseEngine) string {
 	switch e {
@@ -153,7 +113,7 @@ type EnsureDatabaseUser struct {
 	// it as Password.
 	SealedPassword []byte
 	Hosts          []string
-	Grants         []Grant
+	Grants         []*agentpb.DatabaseGrant
 }
 
 // DropDatabaseUser removes a database user.
@@ -198,7 +158,7 @@ func NewEnsureDatabaseUser(req *agentpb.EnsureDatabaseUserAction) *EnsureDatabas
 		Hosts:          slices.Clone(req.GetHosts()),
 	}
 	for _, g := range req.GetGrants() {
-		a.Grants = append(a.Grants, Grant{Database: g.GetDatabase(), Privileges: slices.Clone(g.GetPrivileges())})
+		a.Grants = append(a.Grants, &agentpb.DatabaseGrant{Database: g.GetDatabase(), Privileges: slices.Clone(g.GetPrivileges())})
 	}
 	return a
 }
@@ -280,7 +240,7 @@ func (a *EnsureDatabaseUser) Validate() error {
 // normalize validates the action and returns its hosts (localhost first,
 // canonical, without repeats) and grants (canonical privileges, sorted by
 // database).
-func (a *EnsureDatabaseUser) normalize() ([]string, []Grant, error) {
+func (a *EnsureDatabaseUser) normalize() ([]string, []*agentpb.DatabaseGrant, error) {
 	if err := validate.Engine(a.Engine); err != nil {
 		return nil, nil, err
 	}
@@ -314,7 +274,7 @@ func (a *EnsureDatabaseUser) normalize() ([]string, []Grant, error) {
 	if len(a.Grants) > MaxGrants {
 		return nil, nil, fmt.Errorf("grants: %d given; at most %d", len(a.Grants), MaxGrants)
 	}
-	grants := make([]Grant, 0, len(a.Grants))
+	grants := make([]*agentpb.DatabaseGrant, 0, len(a.Grants))
 	seen := map[string]bool{}
 	for _, g := range a.Grants {
 		if err := checkGrantDB(g.Database, a.Owner); err != nil {
@@ -328,9 +288,9 @@ func (a *EnsureDatabaseUser) normalize() ([]string, []Grant, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("grant on %q: %w", g.Database, err)
 		}
-		grants = append(grants, Grant{Database: g.Database, Privileges: privs})
+		grants = append(grants, &agentpb.DatabaseGrant{Database: g.Database, Privileges: privs})
 	}
-	slices.SortFunc(grants, func(x, y Grant) int { return compareStrings(x.Database, y.Database) })
+	slices.SortFunc(grants, func(x, y *agentpb.DatabaseGrant) int { return compareStrings(x.Database, y.Database) })
 	return hosts, grants, nil
 }
 
@@ -357,7 +317,7 @@ func compareStrings(a, b string) int {
 }
 
 // Apply implements actions.Action.
-func (a *EnsureDatabase) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *EnsureDatabase) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
@@ -377,11 +337,11 @@ func (a *EnsureDatabase) Apply(ctx context.Context, env *actions.Env) (any, erro
 	if !existed {
 		log.Info("database created", "database", a.Object, "engine", a.Engine)
 	}
-	return DatabaseResult{Name: a.Object, Engine: a.Engine, Existed: existed}, nil
+	return &agentpb.DatabaseResult{Name: a.Object, Engine: a.Engine, Existed: existed}, nil
 }
 
 // Apply implements actions.Action.
-func (a *DropDatabase) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *DropDatabase) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
@@ -390,7 +350,7 @@ func (a *DropDatabase) Apply(ctx context.Context, env *actions.Env) (any, error)
 		return nil, err
 	}
 	defer unlock()
-	res := DatabaseResult{Name: a.Object, Engine: a.Engine}
+	res := &agentpb.DatabaseResult{Name: a.Object, Engine: a.Engine}
 	res.Existed, err = e.databaseExists(ctx, a.Object)
 	if err != nil || !res.Existed {
 		return res, err
@@ -411,7 +371,7 @@ func (a *DropDatabase) Apply(ctx context.Context, env *actions.Env) (any, error)
 }
 
 // Apply implements actions.Action.
-func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
@@ -420,7 +380,7 @@ func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (any, er
 		return nil, err
 	}
 	defer unlock()
-	res := DatabaseResult{Name: a.Object, Engine: a.Engine}
+	res := &agentpb.DatabaseResult{Name: a.Object, Engine: a.Engine}
 	res.Existed, err = e.databaseExists(ctx, a.Object)
 	if err != nil {
 		return nil, err
@@ -437,7 +397,7 @@ func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (any, er
 }
 
 // Apply implements actions.Action.
-func (a *EnsureDatabaseUser) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *EnsureDatabaseUser) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	// normalize repeats Validate's checks, the owner check of every grant
 	// included: this is the last point before statements are built.
 	hosts, grants, err := a.normalize()
@@ -484,7 +444,7 @@ func (a *EnsureDatabaseUser) unseal(env *actions.Env) (string, error) {
 }
 
 // Apply implements actions.Action.
-func (a *DropDatabaseUser) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *DropDatabaseUser) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
@@ -500,11 +460,11 @@ func (a *DropDatabaseUser) Apply(ctx context.Context, env *actions.Env) (any, er
 	if existed {
 		log.Info("database user dropped", "user", a.Object, "engine", a.Engine)
 	}
-	return UserResult{Name: a.Object, Engine: a.Engine, Existed: existed}, nil
+	return &agentpb.DatabaseUserResult{Name: a.Object, Engine: a.Engine, Existed: existed}, nil
 }
 
 // Apply implements actions.Action.
-func (a *ListDatabases) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *ListDatabases) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
 		return nil, err
 	}
@@ -517,10 +477,7 @@ func (a *ListDatabases) Apply(ctx context.Context, env *actions.Env) (any, error
 	if err != nil {
 		return nil, err
 	}
-	if dbs == nil {
-		dbs = []DatabaseInfo{}
-	}
-	return ListResult{Databases: dbs}, nil
+	return &agentpb.ListDatabasesResult{Databases: dbs}, nil
 }
 
 // userSpec is a validated, canonical EnsureDatabaseUser.
@@ -528,7 +485,7 @@ type userSpec struct {
 	name, owner string
 	password    string
 	hosts       []string
-	grants      []Grant
+	grants      []*agentpb.DatabaseGrant
 }
 
 // engine is one database server as the actions use it.
@@ -539,9 +496,9 @@ type engine interface {
 	dumpCommand(name string) dumpCmd
 	dumpTrailer() string
 	optimize(ctx context.Context, name string) (tables int, err error)
-	ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (UserResult, error)
+	ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (*agentpb.DatabaseUserResult, error)
 	dropUser(ctx context.Context, name, owner string) (existed bool, err error)
-	list(ctx context.Context, owner string) ([]DatabaseInfo, error)
+	list(ctx context.Context, owner string) ([]*agentpb.DatabaseInfo, error)
 	users(ctx context.Context, owner string) ([]string, error)
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -162,7 +163,7 @@ func injectionTest(t *testing.T, env *actions.Env, engine string, state func() [
 		if err := loginAs(t, env, engine, name, pw); err != nil {
 			t.Errorf("password %d: login: %v", i, err)
 		}
-		if r := mustApply(t, env, ensureUser(engine, name, owner, pw, map[string][]string{"alice_keep": {priv}})).(UserResult); r.PasswordChanged {
+		if r := mustApply(t, env, ensureUser(engine, name, owner, pw, map[string][]string{"alice_keep": {priv}})).(*agentpb.DatabaseUserResult); r.PasswordChanged {
 			t.Errorf("password %d: repeat changed it", i)
 		}
 		mustApply(t, env, dropUser(engine, name, owner))

@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -337,7 +338,8 @@ func account(user, host string) string { return mysqlIdent(user) + "@" + mysqlId
 // fails, so a failed first ensure leaves no half-made user behind; an
 // earlier user's changed password or grants are not rolled back (the
 // control plane re-sends the whole spec until it applies).
-func (m *mariadb) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (res UserResult, err error) {
+func (m *mariadb) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (res *agentpb.DatabaseUserResult, err error) {
+	res = &agentpb.DatabaseUserResult{}
 	have, err := m.accounts(ctx, u.name)
 	if err != nil {
 		return res, err
@@ -544,16 +546,16 @@ func (m *mariadb) users(ctx context.Context, owner string) ([]string, error) {
 // accounting (data_length + index_length, which counts allocated pages and
 // lags behind writes until statistics are refreshed), the figure MariaDB
 // tools show.
-func (m *mariadb) list(ctx context.Context, owner string) ([]DatabaseInfo, error) {
+func (m *mariadb) list(ctx context.Context, owner string) ([]*agentpb.DatabaseInfo, error) {
 	like := owner + `\_%`
 	rows, err := m.db.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? ORDER BY SCHEMA_NAME", like)
 	if err != nil {
 		return nil, fmt.Errorf("list databases of %q: %w", owner, err)
 	}
-	var out []DatabaseInfo
+	var out []*agentpb.DatabaseInfo
 	idx := map[string]int{}
 	for rows.Next() {
-		d := DatabaseInfo{Engine: validate.EngineMariaDB, Users: []string{}}
+		d := &agentpb.DatabaseInfo{Engine: validate.EngineMariaDB, Users: []string{}}
 		if err := rows.Scan(&d.Name); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list databases of %q: %w", owner, err)

@@ -16,6 +16,7 @@ import (
 	mdbtest "github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/services"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -29,11 +30,11 @@ func TestMariaDBDatabaseUserLifecycle(t *testing.T) {
 	root := srv.MustRoot(t)
 	const m = validate.EngineMariaDB
 
-	r := mustApply(t, env, ensureDB(m, "alice_shop", "alice")).(DatabaseResult)
+	r := mustApply(t, env, ensureDB(m, "alice_shop", "alice")).(*agentpb.DatabaseResult)
 	if r.Existed {
 		t.Fatal("new database reported as existing")
 	}
-	if r = mustApply(t, env, ensureDB(m, "alice_shop", "alice")).(DatabaseResult); !r.Existed {
+	if r = mustApply(t, env, ensureDB(m, "alice_shop", "alice")).(*agentpb.DatabaseResult); !r.Existed {
 		t.Fatal("second ensure did not see the database")
 	}
 	var cs string
@@ -45,7 +46,7 @@ func TestMariaDBDatabaseUserLifecycle(t *testing.T) {
 		t.Fatalf("admin credentials file: %v %v", fi, err)
 	}
 
-	u := mustApply(t, env, ensureUser(m, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(UserResult)
+	u := mustApply(t, env, ensureUser(m, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult)
 	if u.Existed || u.PasswordChanged {
 		t.Fatalf("first ensure: %+v", u)
 	}
@@ -70,18 +71,18 @@ func TestMariaDBDatabaseUserLifecycle(t *testing.T) {
 	}
 
 	// Idempotent: same spec, same password: nothing changes.
-	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(UserResult)
+	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult)
 	if !u.Existed || u.PasswordChanged {
 		t.Fatalf("repeat ensure: %+v", u)
 	}
 	// Without a password: kept.
 	mustApply(t, env, ensureUser(m, "alice_app", "alice", "", map[string][]string{"alice_shop": {"ALL"}}))
 	// New password: the old one stops working.
-	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"all privileges"}})).(UserResult)
+	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"all privileges"}})).(*agentpb.DatabaseUserResult)
 	if !u.PasswordChanged {
 		t.Fatal("password change not reported")
 	}
-	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"ALL"}})).(UserResult)
+	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult)
 	if u.PasswordChanged {
 		t.Fatal("same password twice reported a change")
 	}
@@ -108,7 +109,7 @@ func TestMariaDBDatabaseUserLifecycle(t *testing.T) {
 		t.Fatalf("%d mysql.db rows, want 1", grants)
 	}
 	// An extra host, then none; then no grants at all.
-	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", "", map[string][]string{"alice_shop": {"SELECT"}}, "10.1.2.0/24", "192.0.2.7")).(UserResult)
+	u = mustApply(t, env, ensureUser(m, "alice_app", "alice", "", map[string][]string{"alice_shop": {"SELECT"}}, "10.1.2.0/24", "192.0.2.7")).(*agentpb.DatabaseUserResult)
 	if !slices.Equal(u.Hosts, []string{"localhost", "10.1.2.0/255.255.255.0", "192.0.2.7"}) {
 		t.Fatalf("hosts %v", u.Hosts)
 	}
@@ -132,10 +133,10 @@ func TestMariaDBDatabaseUserLifecycle(t *testing.T) {
 		t.Fatalf("user without password: %v", err)
 	}
 
-	if r := mustApply(t, env, dropUser(m, "alice_app", "alice")).(UserResult); !r.Existed {
+	if r := mustApply(t, env, dropUser(m, "alice_app", "alice")).(*agentpb.DatabaseUserResult); !r.Existed {
 		t.Fatal("drop did not find the user")
 	}
-	if r := mustApply(t, env, dropUser(m, "alice_app", "alice")).(UserResult); r.Existed {
+	if r := mustApply(t, env, dropUser(m, "alice_app", "alice")).(*agentpb.DatabaseUserResult); r.Existed {
 		t.Fatal("second drop found the user")
 	}
 	if err := ping(srv, "alice_app", pw2); err == nil {
@@ -172,7 +173,7 @@ func TestMariaDBCrossAccountGrantRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.ensureUser(ctxT(t), userSpec{name: "alice_app", owner: "alice", password: pw1, hosts: []string{"localhost"},
-		grants: []Grant{{Database: "bob_data", Privileges: []string{"SELECT"}}}}, testLogger())
+		grants: []*agentpb.DatabaseGrant{{Database: "bob_data", Privileges: []string{"SELECT"}}}}, testLogger())
 	if !errors.Is(err, ErrForeignDatabase) {
 		t.Fatalf("engine: %v", err)
 	}
@@ -200,7 +201,7 @@ func TestMariaDBGrantWildcardEscaped(t *testing.T) {
 	if _, err := db.Exec("CREATE TABLE alicexa_b.t (i INT)"); err == nil {
 		t.Fatal("grant on alice_a_b reached alicexa_b")
 	}
-	l := mustApply(t, env, listDBs(m, "alice")).(ListResult)
+	l := mustApply(t, env, listDBs(m, "alice")).(*agentpb.ListDatabasesResult)
 	if len(l.Databases) != 1 || l.Databases[0].Name != "alice_a_b" || !slices.Equal(l.Databases[0].Users, []string{"alice_u"}) {
 		t.Fatalf("list: %+v", l)
 	}
@@ -221,7 +222,7 @@ func TestMariaDBDropDumpsAndRestores(t *testing.T) {
 	}
 	want := mariaRows(t, root, "carol_blog")
 
-	r := mustApply(t, env, dropDB(m, "carol_blog", "carol")).(DatabaseResult)
+	r := mustApply(t, env, dropDB(m, "carol_blog", "carol")).(*agentpb.DatabaseResult)
 	if !r.Existed || r.Dump == "" || r.DumpBytes == 0 {
 		t.Fatalf("drop result %+v", r)
 	}
@@ -237,7 +238,7 @@ func TestMariaDBDropDumpsAndRestores(t *testing.T) {
 		t.Fatal("database still there")
 	}
 	// Absent: success, no dump.
-	if r := mustApply(t, env, dropDB(m, "carol_blog", "carol")).(DatabaseResult); r.Existed || r.Dump != "" {
+	if r := mustApply(t, env, dropDB(m, "carol_blog", "carol")).(*agentpb.DatabaseResult); r.Existed || r.Dump != "" {
 		t.Fatalf("second drop %+v", r)
 	}
 
@@ -316,7 +317,7 @@ func TestMariaDBListSizesAndOptimize(t *testing.T) {
 	mustApply(t, env, ensureUser(m, "dave_rw", "dave", pw1, map[string][]string{"dave_a": {"ALL"}, "dave_b": {"SELECT"}}))
 	mustApply(t, env, ensureUser(m, "dave_ro", "dave", pw2, map[string][]string{"dave_a": {"SELECT"}}))
 
-	l := mustApply(t, env, listDBs(m, "dave")).(ListResult)
+	l := mustApply(t, env, listDBs(m, "dave")).(*agentpb.ListDatabasesResult)
 	if len(l.Databases) != 2 || l.Databases[0].Name != "dave_a" || l.Databases[1].Name != "dave_b" {
 		t.Fatalf("list %+v", l)
 	}
@@ -334,11 +335,11 @@ func TestMariaDBListSizesAndOptimize(t *testing.T) {
 	if !slices.Equal(a.Users, []string{"dave_ro", "dave_rw"}) || !slices.Equal(b.Users, []string{"dave_rw"}) {
 		t.Fatalf("users: %v %v", a.Users, b.Users)
 	}
-	if l := mustApply(t, env, listDBs(m, "nobody")).(ListResult); len(l.Databases) != 0 {
+	if l := mustApply(t, env, listDBs(m, "nobody")).(*agentpb.ListDatabasesResult); len(l.Databases) != 0 {
 		t.Fatalf("nobody: %+v", l)
 	}
 
-	o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("dave_a", "dave", m))).(DatabaseResult)
+	o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("dave_a", "dave", m))).(*agentpb.DatabaseResult)
 	if o.Tables != 3 {
 		t.Fatalf("optimize %+v", o)
 	}

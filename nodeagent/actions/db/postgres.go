@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -249,7 +250,8 @@ func pgTableCount(ctx context.Context, c *pgx.Conn) (int, error) {
 	return n, err
 }
 
-func (p *postgres) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (res UserResult, err error) {
+func (p *postgres) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) (res *agentpb.DatabaseUserResult, err error) {
+	res = &agentpb.DatabaseUserResult{}
 	var verifier *string
 	err = p.pool.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", u.name).Scan(&verifier)
 	switch {
@@ -463,7 +465,7 @@ func (p *postgres) users(ctx context.Context, owner string) ([]string, error) {
 	return out, nil
 }
 
-func (p *postgres) list(ctx context.Context, owner string) ([]DatabaseInfo, error) {
+func (p *postgres) list(ctx context.Context, owner string) ([]*agentpb.DatabaseInfo, error) {
 	rows, err := p.pool.Query(ctx, `SELECT d.datname, pg_database_size(d.oid),
 		COALESCE((SELECT array_agg(DISTINCT r.rolname ORDER BY r.rolname) FROM aclexplode(d.datacl) a
 		          JOIN pg_roles r ON r.oid = a.grantee WHERE r.oid <> d.datdba), '{}')
@@ -471,9 +473,9 @@ func (p *postgres) list(ctx context.Context, owner string) ([]DatabaseInfo, erro
 	if err != nil {
 		return nil, fmt.Errorf("list databases of %q: %w", owner, err)
 	}
-	var out []DatabaseInfo
+	var out []*agentpb.DatabaseInfo
 	for rows.Next() {
-		d := DatabaseInfo{Engine: validate.EnginePostgreSQL}
+		d := &agentpb.DatabaseInfo{Engine: validate.EnginePostgreSQL}
 		if err := rows.Scan(&d.Name, &d.SizeBytes, &d.Users); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list databases of %q: %w", owner, err)

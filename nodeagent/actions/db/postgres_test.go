@@ -16,6 +16,7 @@ import (
 	pgtest "github.com/npanel/npanel/internal/testenv/postgres"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/services"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -29,14 +30,14 @@ func pgUserConn(t testing.TB, env *actions.Env, user, pw, db string) (*pgx.Conn,
 func TestPostgresLifecycle(t *testing.T) {
 	env, srv := pgEnv(t)
 	ctx := ctxT(t)
-	if r := mustApply(t, env, ensureDB(pg, "alice_shop", "alice")).(DatabaseResult); r.Existed {
+	if r := mustApply(t, env, ensureDB(pg, "alice_shop", "alice")).(*agentpb.DatabaseResult); r.Existed {
 		t.Fatal("new database reported existing")
 	}
-	if r := mustApply(t, env, ensureDB(pg, "alice_shop", "alice")).(DatabaseResult); !r.Existed {
+	if r := mustApply(t, env, ensureDB(pg, "alice_shop", "alice")).(*agentpb.DatabaseResult); !r.Existed {
 		t.Fatal("repeat ensure")
 	}
 	mustApply(t, env, ensureDB(pg, "alice_other", "alice"))
-	u := mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(UserResult)
+	u := mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult)
 	if u.Existed {
 		t.Fatal("new user existed")
 	}
@@ -56,11 +57,11 @@ func TestPostgresLifecycle(t *testing.T) {
 		t.Fatal("user connected to a database it has no grant on")
 	}
 	// Idempotent; password kept; password changed.
-	if u = mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(UserResult); u.PasswordChanged || !u.Existed {
+	if u = mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw1, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult); u.PasswordChanged || !u.Existed {
 		t.Fatalf("repeat: %+v", u)
 	}
 	mustApply(t, env, ensureUser(pg, "alice_app", "alice", "", map[string][]string{"alice_shop": {"ALL"}}))
-	if u = mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"ALL"}})).(UserResult); !u.PasswordChanged {
+	if u = mustApply(t, env, ensureUser(pg, "alice_app", "alice", pw2, map[string][]string{"alice_shop": {"ALL"}})).(*agentpb.DatabaseUserResult); !u.PasswordChanged {
 		t.Fatal("password change not reported")
 	}
 	if err := loginAs(t, env, pg, "alice_app", pw1); err == nil {
@@ -89,7 +90,7 @@ func TestPostgresLifecycle(t *testing.T) {
 	}
 
 	// List: size, tables, users.
-	l := mustApply(t, env, listDBs(pg, "alice")).(ListResult)
+	l := mustApply(t, env, listDBs(pg, "alice")).(*agentpb.ListDatabasesResult)
 	if len(l.Databases) != 2 || l.Databases[1].Name != "alice_shop" {
 		t.Fatalf("list %+v", l)
 	}
@@ -100,32 +101,32 @@ func TestPostgresLifecycle(t *testing.T) {
 	if shop.Tables != 1 || shop.SizeBytes != size || !slices.Equal(shop.Users, []string{"alice_app"}) {
 		t.Fatalf("alice_shop: %+v (size %d)", shop, size)
 	}
-	if o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("alice_shop", "alice", pg))).(DatabaseResult); o.Tables != 1 {
+	if o := mustApply(t, env, NewOptimizeDatabase(optimizeReq("alice_shop", "alice", pg))).(*agentpb.DatabaseResult); o.Tables != 1 {
 		t.Fatalf("optimize %+v", o)
 	}
 
 	// Drop the user: its table is kept (reassigned to the admin).
-	if r := mustApply(t, env, dropUser(pg, "alice_app", "alice")).(UserResult); !r.Existed {
+	if r := mustApply(t, env, dropUser(pg, "alice_app", "alice")).(*agentpb.DatabaseUserResult); !r.Existed {
 		t.Fatal("drop user: not found")
 	}
 	var n int
 	if err := admin.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("table after user drop: %d %v", n, err)
 	}
-	if r := mustApply(t, env, dropUser(pg, "alice_app", "alice")).(UserResult); r.Existed {
+	if r := mustApply(t, env, dropUser(pg, "alice_app", "alice")).(*agentpb.DatabaseUserResult); r.Existed {
 		t.Fatal("second drop found the user")
 	}
 	admin.Close(ctx)
 
 	// Drop the database: dump first, then restore it with psql.
-	r := mustApply(t, env, dropDB(pg, "alice_shop", "alice")).(DatabaseResult)
+	r := mustApply(t, env, dropDB(pg, "alice_shop", "alice")).(*agentpb.DatabaseResult)
 	if !r.Existed || filepath.Dir(r.Dump) != filepath.Join(env.Profile.BackupDir, "alice", "db") {
 		t.Fatalf("drop %+v", r)
 	}
 	if fi, err := os.Stat(r.Dump); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("dump %v %v", fi, err)
 	}
-	if r := mustApply(t, env, dropDB(pg, "alice_shop", "alice")).(DatabaseResult); r.Existed {
+	if r := mustApply(t, env, dropDB(pg, "alice_shop", "alice")).(*agentpb.DatabaseResult); r.Existed {
 		t.Fatal("second drop existed")
 	}
 	mustApply(t, env, ensureDB(pg, "alice_restored", "alice"))

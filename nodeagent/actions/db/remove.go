@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -34,7 +35,7 @@ func RemoveOwner(ctx context.Context, env *actions.Env, owner string) (dumps []s
 			if err != nil {
 				return dumps, err
 			}
-			if r, ok := res.(DatabaseResult); ok && r.Dump != "" {
+			if r, ok := res.(*agentpb.DatabaseResult); ok && r.Dump != "" {
 				dumps = append(dumps, r.Dump)
 			}
 		}

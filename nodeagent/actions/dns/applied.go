@@ -10,6 +10,7 @@ import (
 
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // appliedMaxAge bounds how long the agent trusts what it last wrote to a
@@ -72,7 +73,7 @@ func forget(c *Client, zone string) {
 // refused (the zone is gone or was changed behind the agent's back): the
 // caller then converges from what the server holds. An error after the
 // PATCH went through is returned as such.
-func (a *EnsureZone) patchApplied(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string) (res *Result, ok bool, err error) {
+func (a *EnsureZone) patchApplied(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string) (res *agentpb.ZoneResult, ok bool, err error) {
 	z := a.zone
 	now := a.now()
 	st := recall(c, z.Name, now)
@@ -85,7 +86,7 @@ func (a *EnsureZone) patchApplied(ctx context.Context, c *Client, env *actions.E
 		// repaired, and nobody waits on it, so it reads the zone.
 		return nil, false, nil
 	}
-	res = &Result{Zone: z.Name, Kind: kindMaster, DNSSEC: st.dnssec, Existed: true, DS: st.ds}
+	res = &agentpb.ZoneResult{Zone: z.Name, Kind: kindMaster, Dnssec: st.dnssec, Existed: true, Ds: st.ds}
 	res.Serial = dnszone.NextSerial(st.serial, now)
 	patch = append(patch, soaSet(z, res.Serial))
 	if err := c.patchZone(ctx, z.Name, patch); err != nil {

@@ -7,21 +7,8 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
-
-// CheckResult is the JSON form of agentpb.CheckPrimaryZonesResult.
-type CheckResult struct {
-	Drifted  []Drift `json:"drifted"`
-	Matching uint32  `json:"matching"`
-}
-
-// Drift is the JSON form of agentpb.ZoneDrift.
-type Drift struct {
-	Zone       string `json:"zone"`
-	WantSerial uint32 `json:"wantSerial"`
-	Serial     uint32 `json:"serial,omitempty"`
-	Kind       string `json:"kind,omitempty"`
-}
 
 // CheckPrimaryZones reports which of the node's primary zones PowerDNS no
 // longer holds as the control plane last saw them applied. It reads one
@@ -50,12 +37,12 @@ func (a *CheckPrimaryZones) Validate() (err error) {
 }
 
 // Apply implements actions.Action.
-func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	c, _, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "check primary zones")
 	if err != nil {
 		return nil, err
 	}
-	res := &CheckResult{Drifted: []Drift{}}
+	res := &agentpb.CheckPrimaryZonesResult{}
 	for name, want := range a.zones {
 		cur, ok := have[name]
 		switch {
@@ -63,9 +50,9 @@ func (a *CheckPrimaryZones) Apply(ctx context.Context, env *actions.Env) (any, e
 			res.Matching++
 			continue
 		case ok:
-			res.Drifted = append(res.Drifted, Drift{Zone: name, WantSerial: want, Serial: cur.Serial, Kind: cur.Kind})
+			res.Drifted = append(res.Drifted, &agentpb.ZoneDrift{Zone: name, WantSerial: want, Serial: cur.Serial, Kind: cur.Kind})
 		default:
-			res.Drifted = append(res.Drifted, Drift{Zone: name, WantSerial: want})
+			res.Drifted = append(res.Drifted, &agentpb.ZoneDrift{Zone: name, WantSerial: want})
 		}
 		forgetUnlessApplied(c, name, cur, ok)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/internal/testenv/pdns"
@@ -14,7 +15,7 @@ import (
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
-func check(t *testing.T, env *actions.Env, zones map[string]uint32) *CheckResult {
+func check(t *testing.T, env *actions.Env, zones map[string]uint32) *agentpb.CheckPrimaryZonesResult {
 	t.Helper()
 	req := &agentpb.CheckPrimaryZonesAction{}
 	for z, s := range zones {
@@ -28,7 +29,7 @@ func check(t *testing.T, env *actions.Env, zones map[string]uint32) *CheckResult
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	return out.(*CheckResult)
+	return out.(*agentpb.CheckPrimaryZonesResult)
 }
 
 // A primary zone wiped from PowerDNS, restored below its serial or turned
@@ -61,7 +62,7 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 	spec.Records[0].Content = "192.0.2.98"
 	ahead := apply(t, env, NewEnsureZone(spec)).Serial
 	r := check(t, env, serials)
-	if len(r.Drifted) != 1 || r.Drifted[0] != (Drift{Zone: intact + ".", WantSerial: serials[intact+"."], Serial: ahead, Kind: "Master"}) {
+	if len(r.Drifted) != 1 || !proto.Equal(r.Drifted[0], &agentpb.ZoneDrift{Zone: intact + ".", WantSerial: serials[intact+"."], Serial: ahead, Kind: "Master"}) {
 		t.Fatalf("check with a change since: %+v", r)
 	}
 	if recall(c, intact+".", time.Now()) == nil {
@@ -83,11 +84,11 @@ func TestCheckPrimaryZonesAndHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = check(t, env, serials)
-	want := []Drift{
+	want := []*agentpb.ZoneDrift{
 		{Zone: restored + ".", WantSerial: serials[restored+"."], Serial: old, Kind: "Master"},
 		{Zone: wiped + ".", WantSerial: serials[wiped+"."]},
 	}
-	if r.Matching != 1 || len(r.Drifted) != 2 || r.Drifted[0] != want[0] || r.Drifted[1] != want[1] {
+	if r.Matching != 1 || len(r.Drifted) != 2 || !proto.Equal(r.Drifted[0], want[0]) || !proto.Equal(r.Drifted[1], want[1]) {
 		t.Fatalf("check after wipe and restore: %+v, want drifted %+v", r, want)
 	}
 

@@ -94,10 +94,10 @@ func TestDNSSECAndRollover(t *testing.T) {
 	spec := primarySpec(zone)
 	spec.Dnssec = true
 	r := apply(t, env, NewEnsureZone(spec))
-	if len(r.DS) == 0 || !r.DNSSEC {
+	if len(r.Ds) == 0 || !r.Dnssec {
 		t.Fatalf("no DS: %+v", r)
 	}
-	ds := r.DS
+	ds := r.Ds
 	v := fetchSigned(t, srv.DNSAddr, zone)
 	if err := v.validate(ds, v.aSig); err != nil {
 		t.Fatalf("signed zone does not validate: %v", err)
@@ -109,7 +109,7 @@ func TestDNSSECAndRollover(t *testing.T) {
 		t.Fatalf("repeat of a signed zone changed it: %+v", again)
 	}
 
-	rotate := func(step agentpb.RotateZoneKeysAction_Step) (*Result, error) {
+	rotate := func(step agentpb.RotateZoneKeysAction_Step) (*agentpb.ZoneResult, error) {
 		a := NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: zone, Step: step, MinIntervalSeconds: 3})
 		if err := a.Validate(); err != nil {
 			t.Fatal(err)
@@ -118,7 +118,7 @@ func TestDNSSECAndRollover(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return out.(*Result), nil
+		return out.(*agentpb.ZoneResult), nil
 	}
 	oldSig := v.aSig
 	res, err := rotate(agentpb.RotateZoneKeysAction_STEP_PUBLISH)
@@ -166,8 +166,8 @@ func TestDNSSECAndRollover(t *testing.T) {
 		t.Fatalf("repeated retire: %+v %v", again, err)
 	}
 	// The KSK and so the DS never changed.
-	if r := apply(t, env, NewEnsureZone(spec)); strings.Join(r.DS, ",") != strings.Join(ds, ",") {
-		t.Fatalf("DS changed: %v → %v", ds, r.DS)
+	if r := apply(t, env, NewEnsureZone(spec)); strings.Join(r.Ds, ",") != strings.Join(ds, ",") {
+		t.Fatalf("DS changed: %v → %v", ds, r.Ds)
 	}
 
 	// Unsigning removes the keys.

@@ -26,6 +26,7 @@ import (
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.
@@ -50,19 +51,6 @@ const MaxServers = 32
 // MaxZonesPerTask bounds the zones one sync_secondary_zones or
 // check_primary_zones task lists.
 const MaxZonesPerTask = 100000
-
-// Result is the JSON form of agentpb.ZoneResult (protojson field names).
-type Result struct {
-	Zone                  string   `json:"zone"`
-	Kind                  string   `json:"kind,omitempty"`
-	Serial                uint32   `json:"serial,omitempty"`
-	Changed               bool     `json:"changed"`
-	Existed               bool     `json:"existed"`
-	DS                    []string `json:"ds,omitempty"`
-	DNSSEC                bool     `json:"dnssec"`
-	RotationPhase         string   `json:"rotationPhase,omitempty"`
-	NextStepNotBeforeUnix int64    `json:"nextStepNotBeforeUnix,omitempty,string"`
-}
 
 // EnsureZone converges one zone.
 type EnsureZone struct {
@@ -186,7 +174,7 @@ func bound(s string) string {
 }
 
 // Apply implements actions.Action.
-func (a *EnsureZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *EnsureZone) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if a.zone.Name == "" {
 		if err := a.Validate(); err != nil {
 			return nil, err
@@ -324,7 +312,7 @@ func parseSOA(content string) (dnszone.SOA, uint32, bool) {
 	return dnszone.SOA{MName: strings.ToLower(f[0]), RName: strings.ToLower(f[1]), Refresh: n[1], Retry: n[2], Expire: n[3], Minimum: n[4]}, n[0], true
 }
 
-func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.Env) (any, error) {
+func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.Env) (*agentpb.ZoneResult, error) {
 	z := a.zone
 	want := desiredSets(z)
 	wantMeta := map[string][]string{}
@@ -344,15 +332,15 @@ func (a *EnsureZone) ensurePrimary(ctx context.Context, c *Client, env *actions.
 		forget(c, z.Name)
 		return nil, err
 	}
-	remember(c, z.Name, &appliedState{sets: want, meta: wantMeta, soa: z.SOA, serial: res.Serial, dnssec: res.DNSSEC, ds: res.DS, at: a.now()})
+	remember(c, z.Name, &appliedState{sets: want, meta: wantMeta, soa: z.SOA, serial: res.Serial, dnssec: res.Dnssec, ds: res.Ds, at: a.now()})
 	return res, nil
 }
 
 // convergePrimary reads the zone as the server holds it and converges it
 // to the spec, creating it when missing.
-func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string) (*Result, error) {
+func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string) (*agentpb.ZoneResult, error) {
 	z := a.zone
-	res := &Result{Zone: z.Name, Kind: kindMaster, DNSSEC: a.req.GetDnssec()}
+	res := &agentpb.ZoneResult{Zone: z.Name, Kind: kindMaster, Dnssec: a.req.GetDnssec()}
 
 	// The three reads are independent; issued together they cost one
 	// round trip, which keeps a record change close to a bare PATCH.
@@ -443,7 +431,7 @@ func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *action
 		}
 	}
 	if a.req.GetDnssec() {
-		if res.DS, err = dsOf(ctx, c, z.Name); err != nil {
+		if res.Ds, err = dsOf(ctx, c, z.Name); err != nil {
 			return nil, fmt.Errorf("ensure zone %s: %w", z.Name, err)
 		}
 	}
@@ -453,7 +441,7 @@ func (a *EnsureZone) convergePrimary(ctx context.Context, c *Client, env *action
 // createPrimary creates the zone with all its rrsets in one request; if a
 // later step fails the zone is deleted again, so a failed create leaves
 // nothing behind.
-func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string, res *Result) (*Result, error) {
+func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.Env, want map[setKey]rrset, wantMeta map[string][]string, res *agentpb.ZoneResult) (*agentpb.ZoneResult, error) {
 	z := a.zone
 	res.Serial = dnszone.NextSerial(a.req.GetMinSerial(), a.now())
 	body := &pdnsZone{Name: z.Name, Kind: kindMaster, Masters: []string{}, SOAEditAPI: ptr(""), APIRectify: ptr(true)}
@@ -473,7 +461,7 @@ func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.
 	if err := c.createZone(ctx, body); err != nil {
 		return nil, fmt.Errorf("create zone %s: %w", z.Name, err)
 	}
-	rollback := func(err error) (*Result, error) {
+	rollback := func(err error) (*agentpb.ZoneResult, error) {
 		// A fresh context: the task's may be what failed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -493,7 +481,7 @@ func (a *EnsureZone) createPrimary(ctx context.Context, c *Client, env *actions.
 		if err != nil {
 			return rollback(err)
 		}
-		res.DS = ds
+		res.Ds = ds
 	}
 	// Answers given while the zone did not exist here (REFUSED, or an
 	// NXDOMAIN from a zone of the same name deleted before) may be cached.

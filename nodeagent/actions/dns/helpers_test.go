@@ -29,7 +29,7 @@ func envFor(t testing.TB, srv *pdns.Server) *actions.Env {
 	return &actions.Env{Node: "test", Logger: slog.New(slog.DiscardHandler), Profile: p, DataDir: dir}
 }
 
-func apply(t testing.TB, env *actions.Env, a actions.Action) *Result {
+func apply(t testing.TB, env *actions.Env, a actions.Action) *agentpb.ZoneResult {
 	t.Helper()
 	if err := a.Validate(); err != nil {
 		t.Fatalf("%s: Validate: %v", a.Name(), err)
@@ -40,7 +40,7 @@ func apply(t testing.TB, env *actions.Env, a actions.Action) *Result {
 	if err != nil {
 		t.Fatalf("%s: Apply: %v", a.Name(), err)
 	}
-	r, _ := out.(*Result)
+	r, _ := out.(*agentpb.ZoneResult)
 	return r
 }
 

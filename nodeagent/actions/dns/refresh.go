@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -70,14 +71,14 @@ const firstAPIRead = 5 * time.Millisecond
 // as the transfer request itself, and this runs for every change on every
 // secondary. A cached answer can only show an older serial, which costs a
 // transfer that was not needed.
-func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *RefreshSecondaryZone) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	want := a.req.GetSerial()
-	res := &Result{Zone: a.zone}
+	res := &agentpb.ZoneResult{Zone: a.zone}
 	if serial, ok := servedSerial(ctx, env.Profile.DNSListen, a.zone); ok {
 		res.Existed, res.Serial = true, serial
 		if !serialOlder(serial, want) {

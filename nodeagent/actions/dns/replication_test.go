@@ -39,7 +39,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sr := out.(*SyncResult); len(sr.Added) != 1 || sr.Unchanged != 1 {
+	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Added) != 1 || sr.Unchanged != 1 {
 		t.Fatalf("sync: %+v", sr)
 	}
 	for _, z := range zones {
@@ -89,7 +89,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sec.LogTail())
 	}
-	sr := out.(*SyncResult)
+	sr := out.(*agentpb.SyncSecondaryZonesResult)
 	if len(sr.Added) != 2 || len(sr.Removed) != 1 || sr.Removed[0] != "stray.npanel-test.com." {
 		t.Fatalf("heal: %+v", sr)
 	}
@@ -106,7 +106,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sr := out.(*SyncResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated)+len(sr.Refreshed) != 0 || sr.Unchanged != 2 {
+	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated)+len(sr.Refreshed) != 0 || sr.Unchanged != 2 {
 		t.Fatalf("repeat sync: %+v", sr)
 	}
 
@@ -136,7 +136,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sr := out.(*SyncResult); len(sr.Refreshed) != 1 || sr.Refreshed[0] != zones[1]+"." || sr.Unchanged != 1 {
+	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Refreshed) != 1 || sr.Refreshed[0] != zones[1]+"." || sr.Unchanged != 1 {
 		t.Fatalf("sync with serials: %+v", sr)
 	}
 	waitFor(t, 10*time.Second, "secondary caught up", func() bool { return serialAt(t, sec.DNSAddr, zones[1]) == before+1 })
@@ -189,7 +189,7 @@ func TestRefreshSecondaryZone(t *testing.T) {
 	waitFor(t, 10*time.Second, "the secondary's first transfer", func() bool { return serialAt(t, sec.DNSAddr, zone) == first })
 
 	// Already at the serial: nothing to do.
-	refresh := func(serial uint32) *Result {
+	refresh := func(serial uint32) *agentpb.ZoneResult {
 		return apply(t, senv, NewRefreshSecondaryZone(&agentpb.RefreshSecondaryZoneAction{Zone: zone, Serial: serial}))
 	}
 	if r := refresh(first); r.Changed || !r.Existed || r.Serial != first {

@@ -11,6 +11,7 @@ import (
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // metaRollover records a ZSK rollover in progress as zone metadata (the
@@ -111,7 +112,7 @@ func (a *RotateZoneKeys) Validate() error {
 }
 
 // Apply implements actions.Action.
-func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
@@ -128,7 +129,7 @@ func (a *RotateZoneKeys) Apply(ctx context.Context, env *actions.Env) (any, erro
 	return res, nil
 }
 
-func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*Result, error) {
+func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*agentpb.ZoneResult, error) {
 	z, err := c.zoneMeta(ctx, a.zone)
 	if err != nil {
 		return nil, err
@@ -161,8 +162,8 @@ func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*Result, error) {
 	}
 	now := a.now()
 	interval := time.Duration(a.req.GetMinIntervalSeconds()) * time.Second
-	res := &Result{Zone: a.zone, Kind: kindMaster, DNSSEC: z.DNSSEC, Existed: true, Serial: z.Serial}
-	done := func(phase string, r rollover) *Result {
+	res := &agentpb.ZoneResult{Zone: a.zone, Kind: kindMaster, Dnssec: z.DNSSEC, Existed: true, Serial: z.Serial}
+	done := func(phase string, r rollover) *agentpb.ZoneResult {
 		res.RotationPhase = phase
 		if phase != PhaseDone {
 			res.NextStepNotBeforeUnix = r.at.Add(r.interval).Unix()
@@ -171,7 +172,7 @@ func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*Result, error) {
 	}
 	tooEarly := func(r rollover) error {
 		if wait := r.at.Add(r.interval).Sub(now); wait > 0 {
-			return fmt.Errorf("%w: phase %s began %s ago, wait %s more", ErrTooEarly, r.phase, now.Sub(r.at).Round(time.Second), wait.Round(time.Second))
+			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_TOO_EARLY, "%w: phase %s began %s ago, wait %s more", ErrTooEarly, r.phase, now.Sub(r.at).Round(time.Second), wait.Round(time.Second))
 		}
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // canonMasters makes the masters PowerDNS reports comparable with a spec's
@@ -33,9 +34,9 @@ func canonMasters(ms []string) []string {
 
 // ensureSecondary makes zone a Slave of masters and, when that changed
 // anything, transfers it at once rather than at the next refresh.
-func ensureSecondary(ctx context.Context, c *Client, zone string, masters []string) (*Result, error) {
+func ensureSecondary(ctx context.Context, c *Client, zone string, masters []string) (*agentpb.ZoneResult, error) {
 	forget(c, zone) // no longer a primary here
-	res := &Result{Zone: zone, Kind: kindSlave}
+	res := &agentpb.ZoneResult{Zone: zone, Kind: kindSlave}
 	cur, err := c.zoneMeta(ctx, zone)
 	switch {
 	case IsNotFound(err):
@@ -46,7 +47,7 @@ func ensureSecondary(ctx context.Context, c *Client, zone string, masters []stri
 	case err != nil:
 		return nil, fmt.Errorf("ensure secondary zone %s: %w", zone, err)
 	default:
-		res.Existed, res.Serial, res.DNSSEC = true, cur.Serial, cur.DNSSEC
+		res.Existed, res.Serial, res.Dnssec = true, cur.Serial, cur.DNSSEC
 		if cur.Kind != kindSlave || !slices.Equal(canonMasters(cur.Masters), masters) {
 			if err := c.putZone(ctx, zone, &pdnsZone{Name: zone, Kind: kindSlave, Masters: masters}); err != nil {
 				return nil, fmt.Errorf("ensure secondary zone %s: set masters: %w", zone, err)
@@ -86,14 +87,14 @@ func (a *DeleteZone) Validate() error {
 }
 
 // Apply implements actions.Action.
-func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	c, unlock, err := openZone(env, a.Validate, &a.zone)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	forget(c, a.zone)
-	res := &Result{Zone: a.zone}
+	res := &agentpb.ZoneResult{Zone: a.zone}
 	err = c.deleteZone(ctx, a.zone)
 	switch {
 	case IsNotFound(err):
@@ -104,15 +105,6 @@ func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (any, error) {
 	res.Existed, res.Changed = true, true
 	env.Logger.Info("zone deleted", "zone", a.zone)
 	return res, nil
-}
-
-// SyncResult is the JSON form of agentpb.SyncSecondaryZonesResult.
-type SyncResult struct {
-	Added     []string `json:"added"`
-	Removed   []string `json:"removed"`
-	Updated   []string `json:"updated"`
-	Unchanged uint32   `json:"unchanged"`
-	Refreshed []string `json:"refreshed"`
 }
 
 // SyncSecondaryZones converges the node's set of Slave zones.
@@ -200,12 +192,12 @@ func zoneSet[Z interface{ GetZone() string }, V any](zs []Z, each func(name stri
 
 // Apply implements actions.Action. Zones are independent: one that fails
 // does not stop the others, and the error lists every failure.
-func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	c, all, have, err := listServerZones(ctx, env, a.zones != nil, a.Validate, "sync secondary zones")
 	if err != nil {
 		return nil, err
 	}
-	res := &SyncResult{Added: []string{}, Removed: []string{}, Updated: []string{}, Refreshed: []string{}}
+	res := &agentpb.SyncSecondaryZonesResult{}
 	var errs []error
 	names := make([]string, 0, len(a.zones))
 	for n := range a.zones {

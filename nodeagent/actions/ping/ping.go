@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -36,15 +38,6 @@ func New(req *agentpb.PingAction) *Action {
 	return &Action{Payload: req.GetPayload(), DelayMs: req.GetDelayMs()}
 }
 
-// Result is the JSON form of agentpb.PingResult (same field names as
-// protojson, so the control plane may decode it with either encoding/json or
-// protojson).
-type Result struct {
-	Payload       string `json:"payload"`
-	Node          string `json:"node"`
-	AgentUnixNano int64  `json:"agentUnixNano"`
-}
-
 // Name implements actions.Action.
 func (a *Action) Name() string { return Name }
 
@@ -66,7 +59,7 @@ func (a *Action) Validate() error {
 }
 
 // Apply implements actions.Action.
-func (a *Action) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *Action) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if a.DelayMs > 0 {
 		t := time.NewTimer(time.Duration(a.DelayMs) * time.Millisecond)
 		defer t.Stop()
@@ -76,5 +69,5 @@ func (a *Action) Apply(ctx context.Context, env *actions.Env) (any, error) {
 			return nil, fmt.Errorf("ping delay interrupted: %w", ctx.Err())
 		}
 	}
-	return Result{Payload: a.Payload, Node: env.Node, AgentUnixNano: time.Now().UnixNano()}, nil
+	return &agentpb.PingResult{Payload: a.Payload, Node: env.Node, AgentUnixNano: time.Now().UnixNano()}, nil
 }

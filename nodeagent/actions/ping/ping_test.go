@@ -2,15 +2,12 @@ package ping
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
-
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -70,17 +67,13 @@ func TestApply(t *testing.T) {
 	if time.Since(before) < 20*time.Millisecond {
 		t.Error("Apply returned before the delay")
 	}
-	raw, err := json.Marshal(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The control plane may decode the result as the protobuf message.
-	var got agentpb.PingResult
-	if err := protojson.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("decode %s as PingResult: %v", raw, err)
+	// The result is the protobuf message the control plane reads.
+	got, ok := out.(*agentpb.PingResult)
+	if !ok {
+		t.Fatalf("result is %T, want *agentpb.PingResult", out)
 	}
 	if got.GetPayload() != "héllo" || got.GetNode() != "node-1" || got.GetAgentUnixNano() < before.UnixNano() {
-		t.Fatalf("result %s", raw)
+		t.Fatalf("result %v", got)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
+	"google.golang.org/protobuf/proto"
 )
 
 // RestartName is the action name in metrics and logs.
@@ -33,27 +34,22 @@ func (a *Restart) Name() string { return RestartName }
 // Validate implements actions.Action.
 func (a *Restart) Validate() error { return validate.ObjectName("name", a.name) }
 
-// Result is the daemon's state after the restart.
-type Result struct {
-	Service services.Status `json:"service"`
-}
-
 // Apply implements actions.Action. Only daemons the agent itself manages
 // can be named: the name is looked up in the manager, never used to build a
 // unit name or a path.
-func (a *Restart) Apply(ctx context.Context, env *actions.Env) (any, error) {
+func (a *Restart) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if env.Services == nil {
-		return nil, errors.New("this agent manages no services (it runs no web, DNS or database module)")
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "this agent manages no services (it runs no web, DNS or database module)")
 	}
 	if err := env.Services.Restart(ctx, a.name); err != nil {
 		if errors.Is(err, services.ErrUnknown) {
-			return nil, fmt.Errorf("no service %q on this node (%s)", a.name, names(env.Services))
+			return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no service %q on this node (%s)", a.name, names(env.Services))
 		}
 		return nil, fmt.Errorf("restart %s: %w", a.name, err)
 	}
 	for _, st := range env.Services.Status() {
 		if st.Name == a.name {
-			return &Result{Service: st}, nil
+			return &agentpb.RestartServiceResult{Service: st.Proto()}, nil
 		}
 	}
 	return nil, fmt.Errorf("service %q vanished during its restart", a.name)

@@ -29,39 +29,12 @@ type Owner struct {
 	Home string
 }
 
-// Site states in Result.
+// Site states in agentpb.SiteResult.state.
 const (
 	StateActive    = "active"
 	StateRedirect  = "redirect"
 	StateSuspended = "suspended"
 )
-
-// Result is the web state of one account after Ensure.
-type Result struct {
-	Sites []SiteResult `json:"sites"`
-	// PHPPools lists the PHP versions the account has a pool of.
-	PHPPools []string `json:"phpPools"`
-	// Changed is false when the node already served exactly this spec (no
-	// file was written and nothing reloaded).
-	Changed bool `json:"changed"`
-	// Reloaded names the services reloaded by the commit that carried
-	// this change (possibly with others' changes).
-	Reloaded []string `json:"reloaded,omitempty"`
-}
-
-// SiteResult is one site's state.
-type SiteResult struct {
-	Domain       string   `json:"domain"`
-	ServerNames  []string `json:"serverNames"`
-	State        string   `json:"state"`
-	Docroot      string   `json:"docroot,omitempty"` // absolute
-	PHPVersion   string   `json:"phpVersion,omitempty"`
-	RedirectTo   string   `json:"redirectTo,omitempty"`
-	RedirectCode uint32   `json:"redirectCode,omitempty"`
-	Config       string   `json:"config"`
-	AccessLog    string   `json:"accessLog"`
-	ErrorLog     string   `json:"errorLog"`
-}
 
 // Test-only hooks, set by export_test.go: extra text in a domain's server
 // block (to make nginx -t fail on purpose) and pools without open_basedir
@@ -78,7 +51,7 @@ var (
 // touched. A nil spec or one without sites removes all its sites.
 //
 // Applying the same spec twice writes no file and reloads nothing.
-func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*Result, error) {
+func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.WebSpec, suspended bool) (*agentpb.WebResult, error) {
 	if err := ValidateSpec(owner.Username, spec); err != nil {
 		return nil, err
 	}
@@ -87,7 +60,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 	sites := spec.GetSites()
 	if _, err := os.Stat(w.Nginx); err != nil {
 		if len(sites) == 0 {
-			return &Result{Sites: []SiteResult{}, PHPPools: []string{}}, nil
+			return &agentpb.WebResult{}, nil
 		}
 		return nil, fmt.Errorf("web: nginx is not installed on this node (%s)", w.Nginx)
 	}
@@ -130,7 +103,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 		}
 	}
 
-	res := &Result{Sites: []SiteResult{}, PHPPools: []string{}}
+	res := &agentpb.WebResult{}
 	files := make(map[string][]byte)
 	var names []string
 	versions := make(map[string]bool)
@@ -140,8 +113,8 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 			return nil, err
 		}
 		names = append(names, sr.ServerNames...)
-		if sr.PHPVersion != "" {
-			versions[sr.PHPVersion] = true
+		if sr.PhpVersion != "" {
+			versions[sr.PhpVersion] = true
 		}
 		files[sr.Config] = conf
 		res.Sites = append(res.Sites, sr)
@@ -152,7 +125,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 			return nil, err
 		}
 		files[filepath.Join(builds[v].PoolDir, poolFile(owner.Username))] = conf
-		res.PHPPools = append(res.PHPPools, v)
+		res.PhpPools = append(res.PhpPools, v)
 	}
 
 	c := &change{ctx: ctx, env: env, user: owner.Username, files: files, names: names}
@@ -164,10 +137,10 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 }
 
 // renderSite renders one validated site's server block.
-func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (SiteResult, []byte, error) {
+func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (*agentpb.SiteResult, []byte, error) {
 	d := s.GetDomain()
 	sn := append([]string{d}, s.GetAliases()...)
-	sr := SiteResult{
+	sr := &agentpb.SiteResult{
 		Domain:      d,
 		ServerNames: sn,
 		Config:      filepath.Join(w.VhostDir, vhostFile(owner.Username, d)),
@@ -203,7 +176,7 @@ func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Si
 		sr.Docroot = filepath.Join(owner.Home, s.GetDocroot())
 		data.Root = sr.Docroot
 		if v := s.GetPhpVersion(); v != "" {
-			sr.PHPVersion = v
+			sr.PhpVersion = v
 			data.PHPSocket = poolSocket(w, owner.Username, v)
 		}
 	}

@@ -195,7 +195,7 @@ func (s *stack) tryGet(host, path string) (int, http.Header, string, error) {
 	return resp.StatusCode, resp.Header, string(b), err
 }
 
-func (s *stack) ensure(t testing.TB, o web.Owner, spec *agentpb.WebSpec, suspended bool) *web.Result {
+func (s *stack) ensure(t testing.TB, o web.Owner, spec *agentpb.WebSpec, suspended bool) *agentpb.WebResult {
 	t.Helper()
 	res, err := web.Ensure(testenv.Context(t), s.env, o, spec, suspended)
 	if err != nil {

@@ -26,7 +26,7 @@ func TestSitePHPAndIdempotency(t *testing.T) {
 
 	sp := spec(site("npt-site.example.com", "public_html", "8.2", "www.npt-site.example.com"))
 	res := s.ensure(t, a, sp, false)
-	if !res.Changed || len(res.Sites) != 1 || res.Sites[0].State != web.StateActive || fmt.Sprint(res.PHPPools) != "[8.2]" {
+	if !res.Changed || len(res.Sites) != 1 || res.Sites[0].State != web.StateActive || fmt.Sprint(res.PhpPools) != "[8.2]" {
 		t.Fatalf("result %+v", res)
 	}
 
@@ -163,7 +163,7 @@ func TestSuspendUnsuspend(t *testing.T) {
 		t.Fatalf("before: %d", code)
 	}
 	res := s.ensure(t, a, sp, true)
-	if res.Sites[0].State != web.StateSuspended || len(res.PHPPools) != 0 {
+	if res.Sites[0].State != web.StateSuspended || len(res.PhpPools) != 0 {
 		t.Errorf("result %+v", res)
 	}
 	code, _, body := s.get(t, "npt-susp.example.com", "/index.php")
