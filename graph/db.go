@@ -11,8 +11,8 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
-	agentdb "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -213,7 +213,7 @@ func (r *Resolver) sealPassword(ctx context.Context, a *store.Account, user, pas
 	if st == nil || len(st.PublicKey) == 0 {
 		return nil, errorf(CodeConflict, "node "+a.Node+" has not connected yet, so a password cannot be sealed to it; try again when it is READY")
 	}
-	return pki.SealDER(st.PublicKey, []byte(password), agentdb.PasswordSealContext(user))
+	return pki.SealDER(st.PublicKey, []byte(password), agentpb.DatabasePasswordSealContext(user))
 }
 
 // userPassword validates a caller's password or generates one; generated

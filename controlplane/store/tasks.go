@@ -254,8 +254,8 @@ func (s *Store) completeTask(ctx context.Context, node string, r *agentpb.TaskRe
 // refreshOps enqueues a refresh of t's zone on each of t.Refresh when t
 // published a new serial. The tasks name no object: a secondary that
 // misses one still gets the primary's NOTIFY, and so does one whose
-// primary sent a result that does not decode (the result is recorded
-// all the same). Their ids take the control plane's clock, not the
+// primary sent no zone result (the result is recorded all the same, and
+// the zone controller treats it as a failed attempt). Their ids take the control plane's clock, not the
 // agent's (t.FinishedAt), so that they sort after the tasks queued before
 // them.
 func refreshOps(t *Task, now time.Time) ([]clientv3.Op, error) {

@@ -2,14 +2,17 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestCompleteTaskFirstResultWins: the first result is recorded and
@@ -209,5 +212,72 @@ func TestQueryTaskNotAuditedAndExpires(t *testing.T) {
 	}
 	if resp.Kvs[0].Lease == 0 {
 		t.Fatal("the completed query's record lost its lease: it would never expire")
+	}
+}
+
+// TestTaskTypedResult: the agent's typed result and reason are recorded
+// with the task, and the accessors return them, or an error, never a zero
+// value, for a failed task, a task without a result or one of another kind.
+func TestTaskTypedResult(t *testing.T) {
+	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
+	ctx := context.Background()
+	audit := store.NewAuditEvent("system", "test", "enqueue", "n1", "ok")
+	if err := s.CreateNode(ctx, store.Node{Name: "n1"}, audit); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(r *agentpb.TaskResult) *store.Task {
+		t.Helper()
+		task, err := s.EnqueueTask(ctx, "n1", &agentpb.Task{Action: &agentpb.Task_EnsureZone{EnsureZone: &agentpb.EnsureZoneAction{Zone: "example.com"}}}, "test", audit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.TaskId = task.ID
+		if ok, err := s.CompleteTask(ctx, "n1", r, audit); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		got, _, err := s.GetTask(ctx, task.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	want := &agentpb.ZoneResult{Zone: "example.com", Serial: 2026120501, Ds: []string{"example.com. IN DS 1 13 2 ab"}, Changed: true}
+	ok := complete(&agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, Result: &agentpb.TaskResult_Zone{Zone: want}})
+	if got, err := ok.ZoneResult(); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("ZoneResult = %v, %v; want %v", got, err, want)
+	}
+	if m, err := ok.ResultMessage(); err != nil || !proto.Equal(m, want) {
+		t.Fatalf("ResultMessage = %v, %v", m, err)
+	}
+	if ok.Err() != nil {
+		t.Fatalf("Err of a succeeded task: %v", ok.Err())
+	}
+	if got, err := ok.PingResult(); err == nil || got != nil || !strings.Contains(err.Error(), "result is zone, want PingResult") {
+		t.Fatalf("PingResult of a zone result = %v, %v", got, err)
+	}
+
+	failed := complete(&agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "rollover step too early", Reason: agentpb.ErrorReason_ERROR_REASON_TOO_EARLY})
+	var te *store.TaskError
+	if got, err := failed.ZoneResult(); got != nil || !errors.As(err, &te) || te.Reason != agentpb.ErrorReason_ERROR_REASON_TOO_EARLY || err.Error() != "rollover step too early" {
+		t.Fatalf("ZoneResult of a failed task = %v, %v", got, err)
+	}
+	if failed.Reason != agentpb.ErrorReason_ERROR_REASON_TOO_EARLY {
+		t.Fatalf("reason %v", failed.Reason)
+	}
+
+	none := complete(&agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED})
+	if got, err := none.ZoneResult(); err == nil || got != nil {
+		t.Fatalf("ZoneResult without a result = %v, %v", got, err)
+	}
+	if m, err := none.ResultMessage(); m != nil || err != nil {
+		t.Fatalf("ResultMessage without a result = %v, %v", m, err)
+	}
+
+	// A record whose result bytes are damaged is an error too.
+	bad := *ok
+	bad.Result = []byte{0xff}
+	if got, err := bad.ZoneResult(); err == nil || got != nil {
+		t.Fatalf("ZoneResult of damaged bytes = %v, %v", got, err)
 	}
 }

@@ -49,7 +49,7 @@ const (
 
 // ErrNotManaged is returned for a user that exists but was not created by
 // nPanel; nothing about it is changed.
-var ErrNotManaged = errors.New("not managed by npanel")
+var ErrNotManaged = actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "not managed by npanel")
 
 // Ensure converges one account's user: it exists with its home and
 // skeleton, carries DiskQuotaMB where the filesystem supports quotas, and is
@@ -226,7 +226,7 @@ func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 func (a *Ensure) create(ctx context.Context, p *platform.Profile, run runner) error {
 	home := filepath.Join(p.HomeBase, a.Username)
 	if _, err := os.Lstat(home); err == nil {
-		return fmt.Errorf("create user %q: %s already exists without its user (left by an interrupted delete?); delete the account to archive and remove it first", a.Username, home)
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "create user %q: %s already exists without its user (left by an interrupted delete?); delete the account to archive and remove it first", a.Username, home)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("create user %q: %w", a.Username, err)
 	}
@@ -384,7 +384,7 @@ func checkManaged(p *platform.Profile, u passwdEntry) error {
 		return fmt.Errorf("user %q exists and is %w", u.Name, ErrNotManaged)
 	}
 	if want := filepath.Join(p.HomeBase, u.Name); u.Home != want {
-		return fmt.Errorf("user %q has home %s, not %s; refusing to touch it", u.Name, u.Home, want)
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "user %q has home %s, not %s; refusing to touch it", u.Name, u.Home, want)
 	}
 	return nil
 }

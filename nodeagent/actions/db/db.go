@@ -50,15 +50,7 @@ var mariadbCharsets = []string{"utf8mb4", "utf8mb3", "utf8", "latin1", "ascii", 
 
 // ErrEngineUnavailable is returned for an action on an engine this node
 // does not run.
-var ErrEngineUnavailable = errors.New("database engine not available on this node")
-
-// PasswordSealPrefix starts the context a database user's password is
-// sealed with (pki.Seal): the full context is PasswordSealContext(user), so
-// a password sealed for one user cannot be replayed onto another.
-const PasswordSealPrefix = "npanel/db-password/"
-
-// PasswordSealContext is the seal context of user's password.
-func PasswordSealContext(user string) string { return PasswordSealPrefix + user }
+var ErrEngineUnavailable = actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "database engine not available on this node")
 
 // ErrForeignDatabase is returned for a grant on a database of another
 // account.
@@ -386,7 +378,7 @@ func (a *OptimizeDatabase) Apply(ctx context.Context, env *actions.Env) (proto.M
 		return nil, err
 	}
 	if !res.Existed {
-		return nil, fmt.Errorf("optimize database %q: no such database", a.Object)
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "optimize database %q: no such database", a.Object)
 	}
 	n, err := e.optimize(ctx, a.Object)
 	if err != nil {
@@ -429,7 +421,7 @@ func (a *EnsureDatabaseUser) unseal(env *actions.Env) (string, error) {
 	if env == nil || env.Unseal == nil {
 		return "", fmt.Errorf("database user %q: a sealed password needs the node's key, which this agent cannot use", a.Object)
 	}
-	pt, err := env.Unseal(a.SealedPassword, PasswordSealContext(a.Object))
+	pt, err := env.Unseal(a.SealedPassword, agentpb.DatabasePasswordSealContext(a.Object))
 	if err != nil {
 		return "", fmt.Errorf("database user %q: sealed password: %w", a.Object, err)
 	}
@@ -516,7 +508,8 @@ func begin(ctx context.Context, env *actions.Env, engineName, key string) (engin
 	}
 	e, err := engineFor(ctx, env, engineName)
 	if err != nil {
-		return nil, nil, nil, err
+		// The engine is not installed, or its server does not answer.
+		return nil, nil, nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 	}
 	unlock := func() {}
 	if key != "" {

@@ -24,7 +24,7 @@ func TestSealedPassword(t *testing.T) {
 	env := &actions.Env{Unseal: func(sealed []byte, context string) ([]byte, error) { return pki.Unseal(key, sealed, context) }}
 	const pw = "Correct-Horse-42"
 	seal := func(pub *ecdsa.PublicKey, user, secret string) []byte {
-		b, err := pki.Seal(pub, []byte(secret), PasswordSealContext(user))
+		b, err := pki.Seal(pub, []byte(secret), agentpb.DatabasePasswordSealContext(user))
 		if err != nil {
 			t.Fatal(err)
 		}

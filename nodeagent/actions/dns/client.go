@@ -11,6 +11,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // Client talks to one PowerDNS server's HTTP API (/api/v1/servers/localhost).
@@ -104,7 +107,7 @@ func (c *Client) once(ctx context.Context, method, path string, in []byte, out a
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		// url.Error names the URL, which holds no secret.
-		return fmt.Errorf("powerdns %s %s: %w", method, path, err)
+		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("powerdns %s %s: %w", method, path, err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))

@@ -18,6 +18,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // ServiceName is the managed daemon's name in service reports.
@@ -225,7 +226,7 @@ func clientFor(env *actions.Env) (*Client, error) {
 	k, err := readKey(env.DataDir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errors.New("dns: no PowerDNS API key: the dns module is not set up on this node (is pdns_server installed?)")
+			return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "dns: no PowerDNS API key: the dns module is not set up on this node (is pdns_server installed?)")
 		}
 		return nil, fmt.Errorf("dns: %w", err)
 	}

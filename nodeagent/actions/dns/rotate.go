@@ -33,7 +33,7 @@ const MaxRotateInterval = 30 * 24 * 3600
 
 // ErrTooEarly is returned for a rollover step sent before the previous
 // step's interval has passed; nothing is changed.
-var ErrTooEarly = errors.New("rollover step too early")
+var ErrTooEarly = actions.Fail(agentpb.ErrorReason_ERROR_REASON_TOO_EARLY, "rollover step too early")
 
 type rollover struct {
 	phase    string
@@ -172,7 +172,7 @@ func (a *RotateZoneKeys) step(ctx context.Context, c *Client) (*agentpb.ZoneResu
 	}
 	tooEarly := func(r rollover) error {
 		if wait := r.at.Add(r.interval).Sub(now); wait > 0 {
-			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_TOO_EARLY, "%w: phase %s began %s ago, wait %s more", ErrTooEarly, r.phase, now.Sub(r.at).Round(time.Second), wait.Round(time.Second))
+			return fmt.Errorf("%w: phase %s began %s ago, wait %s more", ErrTooEarly, r.phase, now.Sub(r.at).Round(time.Second), wait.Round(time.Second))
 		}
 		return nil
 	}

@@ -62,7 +62,7 @@ func Ensure(ctx context.Context, env *actions.Env, owner Owner, spec *agentpb.We
 		if len(sites) == 0 {
 			return &agentpb.WebResult{}, nil
 		}
-		return nil, fmt.Errorf("web: nginx is not installed on this node (%s)", w.Nginx)
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "web: nginx is not installed on this node (%s)", w.Nginx)
 	}
 	listen, err := listenArgs(p.HTTPListen)
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // NginxService is the service name of nginx; PHP-FPM's are
@@ -340,7 +341,7 @@ func InstalledPHP(p *platform.Profile) []string {
 
 // ErrNotInstalled is returned for a site asking for a PHP version this node
 // does not have.
-var ErrNotInstalled = errors.New("not installed on this node")
+var ErrNotInstalled = actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "not installed on this node")
 
 // awaitNginxReload waits, after a HUP to the nginx master pid, until the
 // new configuration serves: the master has started new workers and every

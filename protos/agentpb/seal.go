@@ -1,0 +1,11 @@
+package agentpb
+
+// DatabasePasswordSealPrefix starts the context a database user's password
+// is sealed with (pki.Seal) in EnsureDatabaseUserAction.sealed_password: the
+// full context is DatabasePasswordSealContext(user), so that a password
+// sealed for one user cannot be replayed onto another. It is part of the
+// protocol: the control plane seals with it and the agent opens with it.
+const DatabasePasswordSealPrefix = "npanel/db-password/"
+
+// DatabasePasswordSealContext is the seal context of user's password.
+func DatabasePasswordSealContext(user string) string { return DatabasePasswordSealPrefix + user }
