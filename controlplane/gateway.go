@@ -14,7 +14,6 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -31,7 +30,7 @@ import (
 // verified client certificate and nowhere else, and a certificate is honoured
 // only while the node's state in etcd lists its serial.
 //
-// It reaches etcd through a client of its own (cli, store): the API's
+// It reaches etcd through a client of its own (store): the API's
 // requests run on another, so that however the API's load wedges its
 // client's streams (etcd issues #18879, #20716 on the in-process client),
 // tasks still reach the agents.
@@ -39,7 +38,6 @@ type gateway struct {
 	agentpb.UnimplementedAgentGatewayServer
 	s     *Server
 	log   *slog.Logger
-	cli   *clientv3.Client
 	store *store.Store
 
 	mu      sync.Mutex
@@ -48,8 +46,8 @@ type gateway struct {
 	delivery *deliveryMetrics
 }
 
-func newGateway(s *Server, cli *clientv3.Client) *gateway {
-	return &gateway{s: s, log: s.log.With("component", "gateway"), cli: cli, store: store.New(cli),
+func newGateway(s *Server, st *store.Store) *gateway {
+	return &gateway{s: s, log: s.log.With("component", "gateway"), store: st,
 		streams: map[string]*agentStream{}, delivery: newDeliveryMetrics(s.metrics.reg)}
 }
 

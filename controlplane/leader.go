@@ -2,12 +2,8 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/npanel/npanel/controlplane/store"
 )
@@ -17,23 +13,23 @@ import (
 // that dies disappears from both within ElectionTTL.
 type election struct {
 	s    *Server
-	sess *concurrency.Session
+	sess *store.Session
 }
 
-func (s *Server) newSession(ctx context.Context) (*concurrency.Session, error) {
-	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(s.cfg.ElectionTTL/time.Second)), concurrency.WithContext(ctx))
+func (s *Server) newSession(ctx context.Context) (*store.Session, error) {
+	sess, err := s.store.NewSession(ctx, s.cfg.ElectionTTL)
 	if err != nil {
-		return nil, fmt.Errorf("etcd session: %w", err)
+		return nil, err
 	}
 	rep := store.Replica{ID: s.id, APIAddr: s.apiLn.Addr().String(), AgentAddr: s.cfg.Advertise, GossipAddr: s.gossip.addr()}
-	if err := s.store.RegisterReplica(ctx, rep, sess.Lease()); err != nil {
+	if err := s.store.RegisterReplica(ctx, rep, sess); err != nil {
 		sess.Close()
 		return nil, err
 	}
 	return sess, nil
 }
 
-func newElection(s *Server, sess *concurrency.Session) *election {
+func newElection(s *Server, sess *store.Session) *election {
 	return &election{s: s, sess: sess}
 }
 
@@ -69,8 +65,8 @@ func (e *election) run(ctx context.Context) error {
 }
 
 func (e *election) lead(ctx context.Context) error {
-	el := concurrency.NewElection(e.sess, store.PrefixElection)
-	if err := el.Campaign(ctx, e.s.id); err != nil {
+	resign, err := e.sess.Campaign(ctx, e.s.id)
+	if err != nil {
 		return err
 	}
 	leadCtx, cancel := context.WithCancel(ctx)
@@ -90,7 +86,7 @@ func (e *election) lead(ctx context.Context) error {
 		e.s.metrics.leader.Set(0)
 		rctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer c()
-		_ = el.Resign(rctx)
+		_ = resign(rctx)
 	}()
 	e.s.runControllers(leadCtx)
 	return leadCtx.Err()
@@ -104,14 +100,7 @@ func (e *election) close() {
 
 // LeaderID returns the id of the replica that currently leads, or "" if none.
 func (s *Server) LeaderID(ctx context.Context) (string, error) {
-	resp, err := s.cli.Get(ctx, store.PrefixElection, clientv3.WithFirstCreate()...)
-	if err != nil {
-		return "", err
-	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
-	}
-	return string(resp.Kvs[0].Value), nil
+	return s.store.LeaderID(ctx)
 }
 
 // runControllers runs every leader-only loop until ctx ends.

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/npanel/npanel/controlplane/store"
 )
 
@@ -73,24 +71,9 @@ func (s *Server) followLiveness(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan clientv3.WatchResponse)
-	for _, w := range s.gateway.store.WatchLiveSet(wctx, set.Rev) {
-		go func() {
-			for resp := range w {
-				select {
-				case events <- resp:
-				case <-wctx.Done():
-					return
-				}
-			}
-			select {
-			case events <- clientv3.WatchResponse{Canceled: true}:
-			case <-wctx.Done():
-			}
-		}()
-	}
+	events := s.gateway.store.WatchLiveSet(wctx, set.Rev)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	due, last := true, time.Time{}
@@ -110,16 +93,16 @@ func (s *Server) followLiveness(ctx context.Context) error {
 		case <-tick.C:
 			due = true
 		case <-soon:
-		case resp := <-events:
-			if resp.Canceled || resp.Err() != nil {
-				return fmt.Errorf("watch node liveness: %v", resp.Err())
+		case b, ok := <-events:
+			if !ok || b.Err != nil {
+				return fmt.Errorf("watch node liveness: %v", b.Err)
 			}
-			for _, ev := range resp.Events {
+			for _, ev := range b.Events {
 				if err := set.Apply(ev); err != nil {
 					return err
 				}
 			}
-			due = due || len(resp.Events) > 0
+			due = due || len(b.Events) > 0
 		}
 	}
 }

@@ -40,7 +40,6 @@ type Server struct {
 	log *slog.Logger
 
 	etcd  *embed.Etcd // nil with external etcd
-	cli   *clientv3.Client
 	store *store.Store
 	ca    *pki.CA
 	auth  *auth.Authenticator
@@ -152,23 +151,24 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		return newEtcdClient(s.cfg.EtcdEndpoints, etcdTLS)
 	}
-	if s.cli, err = connect(); err != nil {
+	cli, err := connect()
+	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { s.cli.Close() })
+	cleanups = append(cleanups, func() { cli.Close() })
 	indexCli, err := connect()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { indexCli.Close() })
 	// The agent gateway has a client of its own (see gateway): API load
-	// on s.cli cannot hold up task delivery.
+	// on cli cannot hold up task delivery.
 	gatewayCli, err := connect()
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { gatewayCli.Close() })
-	s.store = store.New(s.cli)
+	s.store = store.New(cli)
 
 	if err := s.bootstrap(ctx); err != nil {
 		return err
@@ -219,7 +219,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Info("name tree backfilled", "names", n)
 	}
 
-	s.gateway = newGateway(s, gatewayCli)
+	s.gateway = newGateway(s, store.New(gatewayCli))
 	go s.gateway.checkDelivery(runCtx)
 	grpcSrv := s.gateway.grpcServer()
 	go func() { errc <- grpcSrv.Serve(s.agentLn) }()

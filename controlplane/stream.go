@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -90,11 +89,11 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	g.attach(a)
 	defer g.detach(a)
 
-	lease, err := g.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+	lease, err := g.store.GrantLease(ctx, g.s.cfg.LeaseTTL)
 	if err != nil {
 		return status.Error(codes.Unavailable, "cluster store unavailable")
 	}
-	if err := g.store.MarkAlive(ctx, id.name, g.s.id, lease.ID); err != nil {
+	if err := g.store.MarkAlive(ctx, id.name, g.s.id, lease); err != nil {
 		return status.Error(codes.Unavailable, "cluster store unavailable")
 	}
 	seeds, err := g.gossipSeeds(ctx)
@@ -114,7 +113,7 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	defer g.s.metrics.streams.Dec()
 	log.Info("agent connected", "source", peerAddr(srv.Context()), "version", hello.GetAgentVersion())
 
-	go g.keepAlive(ctx, a, lease.ID)
+	go g.keepAlive(ctx, a, lease)
 	go g.watchRemoval(ctx, a)
 	go func() {
 		if err := g.sendTasks(ctx, a); err != nil && ctx.Err() == nil {
@@ -248,7 +247,7 @@ func (g *gateway) gossipSeeds(ctx context.Context) ([]string, error) {
 // keepalive is cancelled and the lease runs out LeaseTTL later: the node
 // turns DOWN. When they resume, or the lease was lost meanwhile (an etcd
 // leader change, a long pause), a fresh lease is bound.
-func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.LeaseID) {
+func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease store.LeaseID) {
 	interval := g.s.cfg.HeartbeatInterval
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -256,17 +255,11 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 	var lost <-chan struct{}
 	start := func() {
 		kctx, cancel := context.WithCancel(ctx)
-		ch, err := g.cli.KeepAlive(kctx, lease)
+		done, err := g.store.KeepAlive(kctx, lease)
 		if err != nil {
 			cancel()
 			return
 		}
-		done := make(chan struct{})
-		go func() {
-			for range ch { // drain: the client blocks if responses pile up
-			}
-			close(done)
-		}()
 		stop, lost = cancel, done
 	}
 	start()
@@ -288,14 +281,14 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 		beating := a.sinceHeartbeat() <= 3*interval
 		switch {
 		case beating && stop == nil:
-			l, err := g.cli.Grant(ctx, int64(g.s.cfg.LeaseTTL/time.Second))
+			l, err := g.store.GrantLease(ctx, g.s.cfg.LeaseTTL)
 			if err != nil {
 				continue
 			}
-			if err := g.store.MarkAlive(ctx, a.node, g.s.id, l.ID); err != nil {
+			if err := g.store.MarkAlive(ctx, a.node, g.s.id, l); err != nil {
 				continue
 			}
-			lease = l.ID
+			lease = l
 			start()
 		case !beating && stop != nil:
 			stop()
@@ -308,16 +301,13 @@ func (g *gateway) keepAlive(ctx context.Context, a *agentStream, lease clientv3.
 // longer accepts the certificate the stream was opened with.
 func (g *gateway) watchRemoval(ctx context.Context, a *agentStream) {
 	id := identityFrom(a.srv.Context())
-	for resp := range g.store.WatchNodeState(ctx, a.node) {
-		if resp.Err() != nil {
-			continue
-		}
-		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypeDelete {
+	for b := range g.store.Watch(ctx, store.KindNodeState(a.node), 0) {
+		for _, ev := range b.Events {
+			if ev.Deleted {
 				a.cancel(errRemoved)
 				return
 			}
-			st, err := store.DecodeNodeState(ev.Kv.Value)
+			st, err := store.DecodeNodeState(ev.Value)
 			if err == nil && !st.AcceptsSerial(serialHex(id.cert)) {
 				a.cancel(errRemoved)
 				return
@@ -339,21 +329,19 @@ func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
 		}
 		a.sent.add(t.GetId())
 	}
-	wch := g.cli.Watch(clientv3.WithRequireLeader(ctx), store.QueuePrefix(a.node), clientv3.WithPrefix(),
-		clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
+	for b := range g.store.Watch(ctx, store.KindNodeQueue(a.node), rev, store.WithoutDeletes()) {
+		if b.Err != nil {
 			// Compacted past our revision or lost the etcd leader: end the
 			// stream; the agent reconnects and gets a fresh snapshot.
-			return err
+			return b.Err
 		}
-		for _, ev := range resp.Events {
-			if ev.Kv.Version != 1 {
+		for _, ev := range b.Events {
+			if !ev.Created {
 				continue // rewritten entry, already sent
 			}
-			t, err := store.DecodeQueued(ev.Kv.Value)
+			t, err := store.DecodeQueued(ev.Value)
 			if err != nil {
-				g.log.Error("undecodable queue entry", "key", string(ev.Kv.Key), "err", err)
+				g.log.Error("undecodable queue entry", "node", a.node, "task", ev.Name, "err", err)
 				continue
 			}
 			if err := a.send(taskMsg(t)); err != nil {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
@@ -87,8 +86,7 @@ func classify(err error) (code, msg string) {
 		return CodeUnauthenticated, err.Error()
 	case errors.Is(err, auth.ErrRateLimited):
 		return CodeRateLimited, err.Error()
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpctypes.ErrGRPCNoLeader),
-		errors.Is(err, rpctypes.ErrTimeout):
+	case store.IsUnavailable(err):
 		return CodeUnavailable, "the cluster store is unavailable; try again"
 	}
 	return CodeInternal, "internal error"

@@ -18,6 +18,21 @@
 //   - Metrics: per controller (label "controller"): queue depth, sync
 //     duration, retries.
 //
+// A controller in a few lines (the zone controller's shape):
+//
+//	c := controller.New(controller.Options{
+//		Name:  "zone",
+//		Store: st, // *store.Store
+//		Sources: []controller.Source{
+//			{Kind: store.KindZones, Resync: time.Minute},
+//			{Kind: store.KindZoneOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
+//		},
+//		Sync:    zc.sync, // func(ctx, zoneName) error
+//		Log:     log,
+//		Metrics: metrics, // controller.NewMetrics(registry), once per registry
+//	})
+//	manager.Add(c) // runs while this replica leads
+//
 // A sync is level-triggered: it reads the object as it now stands and
 // converges it, so a repeated or missed event costs work, never
 // correctness; the resync catches what a watch missed.

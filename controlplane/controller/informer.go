@@ -63,7 +63,7 @@ func (i *informer) run(ctx context.Context) {
 				if queue {
 					keys = append(keys, k)
 				}
-				if keep {
+				if keep && i.src.Resync > 0 {
 					kept[k] = struct{}{}
 				}
 			}
@@ -79,6 +79,9 @@ func (i *informer) run(ctx context.Context) {
 				k, queue, keep := i.handle(ev)
 				if queue {
 					keys = append(keys, k)
+				}
+				if i.src.Resync == 0 {
+					continue // nothing to keep keys for
 				}
 				if keep {
 					i.kept[k] = struct{}{}

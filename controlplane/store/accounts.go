@@ -96,11 +96,11 @@ func (a *Account) SetStatus(st AccountStatus, reason string, now time.Time) {
 	}
 }
 
-func accountKey(id string) string          { return PrefixAccounts + id }
+func accountKey(id string) string          { return prefixAccounts + id }
 func userNameKey(username string) string   { return prefixNames + "user/" + username }
 func domainNameKey(domain string) string   { return prefixNames + "domain/" + domain }
 func allocKey(node string) string          { return prefixAlloc + node }
-func doneKey(kind, id, task string) string { return PrefixDone + kind + "/" + id + "/" + task }
+func doneKey(kind, id, task string) string { return prefixDone + kind + "/" + id + "/" + task }
 
 // NewAccountID returns a time-ordered unique id.
 func NewAccountID(now time.Time) string {
@@ -232,7 +232,7 @@ func (s *Store) AccountIDByUsername(ctx context.Context, username string) (strin
 // UpdateAccount applies fn to the account and writes it back if it did not
 // change meanwhile, retrying on conflict. fn returning an error aborts with
 // that error and writes nothing.
-func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*Account) error, extra ...clientv3.Op) (*Account, error) {
+func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*Account) error, extra ...Op) (*Account, error) {
 	for {
 		a, rev, err := s.GetAccount(ctx, id)
 		if err != nil {
@@ -242,7 +242,7 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*Account) 
 			return nil, err
 		}
 		resp, err := s.cli.Txn(ctx).If(unchanged(accountKey(id), rev)).
-			Then(append([]clientv3.Op{clientv3.OpPut(accountKey(id), mustJSON(a))}, extra...)...).Commit()
+			Then(append([]clientv3.Op{clientv3.OpPut(accountKey(id), mustJSON(a))}, rawOps(extra)...)...).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update account %s: %w", id, err)
 		}
@@ -299,11 +299,11 @@ func DecodeAccount(b []byte) (*Account, error) {
 
 // AccountPage lists accounts in id order from a revision, for building caches.
 func (s *Store) AccountPage(ctx context.Context, after string, limit int, rev int64) ([]*Account, int64, bool, error) {
-	start := PrefixAccounts
+	start := prefixAccounts
 	if after != "" {
 		start = accountKey(after) + "\x00"
 	}
-	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(PrefixAccounts)), clientv3.WithLimit(int64(limit))}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixAccounts)), clientv3.WithLimit(int64(limit))}
 	if rev > 0 {
 		opts = append(opts, clientv3.WithRev(rev))
 	}

@@ -121,9 +121,20 @@ func (zeroEntropy) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// AuditOp returns the operation that writes ev, for callers composing their
-// own transaction.
-func AuditOp(ev AuditEvent) clientv3.Op { return auditPut(ev) }
+// Op is a write committed with a store update (UpdateAccount,
+// UpdateNodeState, UpdateZone ...) in its transaction.
+type Op struct{ op clientv3.Op }
+
+// AuditOp writes ev with the update that it records.
+func AuditOp(ev AuditEvent) Op { return Op{auditPut(ev)} }
+
+func rawOps(extra []Op) []clientv3.Op {
+	out := make([]clientv3.Op, len(extra))
+	for i, o := range extra {
+		out[i] = o.op
+	}
+	return out
+}
 
 // Refusal kinds RefusalAudit limits separately.
 const (

@@ -143,7 +143,7 @@ func (*skipJSON) UnmarshalJSON([]byte) error { return nil }
 func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Account, map[string]int64, map[string][]Done, error) {
 	ops := make([]clientv3.Op, 0, 2*len(ids))
 	for _, id := range ids {
-		ops = append(ops, clientv3.OpGet(accountKey(id)), clientv3.OpGet(PrefixDone+"account/"+id+"/", clientv3.WithPrefix()))
+		ops = append(ops, clientv3.OpGet(accountKey(id)), clientv3.OpGet(prefixDone+"account/"+id+"/", clientv3.WithPrefix()))
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -166,7 +166,7 @@ func (s *Store) ReadAccounts(ctx context.Context, ids []string) (map[string]*Acc
 		return nil, nil, nil, err
 	}
 	for _, d := range ds {
-		id := AccountOfDoneKey(d.Key)
+		id := accountOfDoneKey(d.Key)
 		done[id] = append(done[id], d)
 	}
 	return accts, revs, done, nil
@@ -199,10 +199,10 @@ func (s *Store) readDone(ctx context.Context, notices []*mvccpb.KeyValue) ([]Don
 	return out, nil
 }
 
-// AccountOfDoneKey extracts the account id from a done notice key
+// accountOfDoneKey extracts the account id from a done notice key
 // (done/account/<id>/<task>).
-func AccountOfDoneKey(key string) string {
-	id, _, _ := strings.Cut(strings.TrimPrefix(key, PrefixDone+"account/"), "/")
+func accountOfDoneKey(key string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(key, prefixDone+"account/"), "/")
 	return id
 }
 

@@ -190,18 +190,9 @@ type Replica struct {
 	GossipAddr string `json:"gossipAddr,omitempty"`
 }
 
-// RegisterReplica records r under lease.
-func (s *Store) RegisterReplica(ctx context.Context, r Replica, lease clientv3.LeaseID) error {
-	_, err := s.cli.Put(ctx, PrefixReplicas+r.ID, mustJSON(r), clientv3.WithLease(lease))
-	if err != nil {
-		return fmt.Errorf("register replica %s: %w", r.ID, err)
-	}
-	return nil
-}
-
 // Replicas lists the live server replicas.
 func (s *Store) Replicas(ctx context.Context) ([]Replica, error) {
-	out, _, err := listJSON[Replica](ctx, s.cli, PrefixReplicas)
+	out, _, err := listJSON[Replica](ctx, s.cli, prefixReplicas)
 	return out, err
 }
 

@@ -23,7 +23,7 @@ import (
 // every finished database task leaves a done notice.
 var (
 	KindDatabaseChanges  = Kind{label: "database-changes", prefix: prefixDBSeq}
-	KindDatabaseOutcomes = Kind{label: "database-outcomes", prefix: PrefixDone + dbDoneKind + "/", name: firstSegment}
+	KindDatabaseOutcomes = Kind{label: "database-outcomes", prefix: prefixDone + dbDoneKind + "/", name: firstSegment}
 )
 
 // tombstoneTTL is how long a dropped object's status (DELETED, with its

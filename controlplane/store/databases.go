@@ -200,7 +200,7 @@ func dbUserStateKey(account, name string) string   { return dbStatePrefix(accoun
 // (done/database/<account>/<task>): the controller's key is the account.
 const dbDoneKind = "database"
 
-func dbDonePrefix(account string) string { return PrefixDone + dbDoneKind + "/" + account + "/" }
+func dbDonePrefix(account string) string { return prefixDone + dbDoneKind + "/" + account + "/" }
 
 // databaseCleanupOps forget an account's database records; the account's
 // deletion (FinishAccountDeletion) commits them with its own removal.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -127,7 +128,7 @@ type NodeView struct {
 
 func nodeKey(name string) string  { return prefixNodes + name }
 func stateKey(name string) string { return prefixState + name }
-func aliveKey(name string) string { return PrefixAlive + name }
+func aliveKey(name string) string { return prefixAlive + name }
 
 // CreateNode declares a node (PENDING). It is a conflict when a node with that
 // name exists and has enrolled; a pending node is replaced, so that an
@@ -213,7 +214,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]NodeView, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(prefixNodes, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixState, clientv3.WithPrefix()),
-		clientv3.OpGet(PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(prefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -257,7 +258,7 @@ func (s *Store) GetNodeState(ctx context.Context, name string) (*NodeState, int6
 // state did not change meanwhile, retrying on conflict. fn returning false
 // means "nothing to write". A missing node is ErrNotFound: a removed node is
 // never resurrected by a late report.
-func (s *Store) UpdateNodeState(ctx context.Context, name string, fn func(*NodeState) bool, extra ...clientv3.Op) error {
+func (s *Store) UpdateNodeState(ctx context.Context, name string, fn func(*NodeState) bool, extra ...Op) error {
 	for {
 		st, rev, err := s.GetNodeState(ctx, name)
 		if err != nil {
@@ -268,7 +269,7 @@ func (s *Store) UpdateNodeState(ctx context.Context, name string, fn func(*NodeS
 		}
 		resp, err := s.cli.Txn(ctx).
 			If(unchanged(stateKey(name), rev), present(nodeKey(name))).
-			Then(append([]clientv3.Op{clientv3.OpPut(stateKey(name), mustJSON(st))}, extra...)...).
+			Then(append([]clientv3.Op{clientv3.OpPut(stateKey(name), mustJSON(st))}, rawOps(extra)...)...).
 			Commit()
 		if err != nil {
 			return fmt.Errorf("update node state %q: %w", name, err)
@@ -284,9 +285,9 @@ func (s *Store) UpdateNodeState(ctx context.Context, name string, fn func(*NodeS
 
 // MarkAlive binds the node's liveness key to lease. value says which replica
 // holds the node's stream.
-func (s *Store) MarkAlive(ctx context.Context, name, replica string, lease clientv3.LeaseID) error {
+func (s *Store) MarkAlive(ctx context.Context, name, replica string, lease LeaseID) error {
 	_, err := s.cli.Txn(ctx).If(present(nodeKey(name))).
-		Then(clientv3.OpPut(aliveKey(name), replica, clientv3.WithLease(lease))).Commit()
+		Then(clientv3.OpPut(aliveKey(name), replica, clientv3.WithLease(clientv3.LeaseID(lease)))).Commit()
 	if err != nil {
 		return fmt.Errorf("mark node %q alive: %w", name, err)
 	}
@@ -321,12 +322,7 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) erro
 	}
 }
 
-// WatchNodeState follows one node's state key.
-func (s *Store) WatchNodeState(ctx context.Context, name string) clientv3.WatchChan {
-	return s.cli.Watch(clientv3.WithRequireLeader(ctx), stateKey(name))
-}
-
-// DecodeNodeState decodes a state record from a watch event.
+// DecodeNodeState decodes a state record (KindNodeState).
 func DecodeNodeState(b []byte) (*NodeState, error) {
 	var st NodeState
 	if err := json.Unmarshal(b, &st); err != nil {
@@ -359,7 +355,7 @@ func (s *Store) ReadLiveSet(ctx context.Context) (*LiveSet, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(prefixNodes, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(prefixState, clientv3.WithPrefix()),
-		clientv3.OpGet(PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(prefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("list node states: %w", err)
@@ -381,24 +377,45 @@ func (s *Store) ReadLiveSet(ctx context.Context) (*LiveSet, error) {
 	return l, nil
 }
 
-// WatchLiveSet watches what a LiveSet holds, from the revision after rev.
-func (s *Store) WatchLiveSet(ctx context.Context, rev int64) []clientv3.WatchChan {
-	return []clientv3.WatchChan{
-		s.cli.Watch(ctx, prefixNodes, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev+1)),
-		s.cli.Watch(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1)),
-		s.cli.Watch(ctx, PrefixAlive, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev+1)),
+// WatchLiveSet follows what a LiveSet holds from the revision after rev,
+// for Apply: declared nodes, their states and liveness keys, on one
+// channel. It closes after a batch with Err (see Watch), or when ctx ends.
+func (s *Store) WatchLiveSet(ctx context.Context, rev int64) <-chan WatchBatch {
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan WatchBatch)
+	var wg sync.WaitGroup
+	for _, k := range []Kind{KindNodes, kindStates, kindAlive} {
+		wg.Go(func() {
+			for b := range s.Watch(ctx, k, rev) {
+				select {
+				case out <- b:
+				case <-ctx.Done():
+					return
+				}
+				if b.Err != nil {
+					cancel() // one lost watch ends them all: the caller reads afresh
+					return
+				}
+			}
+		})
 	}
+	go func() {
+		wg.Wait()
+		cancel()
+		close(out)
+	}()
+	return out
 }
 
 // Apply brings the set up to date with one event of WatchLiveSet.
-func (l *LiveSet) Apply(ev *clientv3.Event) error {
-	key := string(ev.Kv.Key)
+func (l *LiveSet) Apply(ev Event) error {
+	key := ev.key
 	name := lastSegment(key)
-	put := ev.Type == clientv3.EventTypePut
+	put := !ev.Deleted
 	switch {
 	case strings.HasPrefix(key, prefixNodes):
 		setOrDelete(l.declared, name, put)
-	case strings.HasPrefix(key, PrefixAlive):
+	case strings.HasPrefix(key, prefixAlive):
 		setOrDelete(l.alive, name, put)
 	case strings.HasPrefix(key, prefixState):
 		if !put {
@@ -406,12 +423,12 @@ func (l *LiveSet) Apply(ev *clientv3.Event) error {
 			break
 		}
 		var st NodeState
-		if err := json.Unmarshal(ev.Kv.Value, &st); err != nil {
+		if err := json.Unmarshal(ev.Value, &st); err != nil {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
 		l.states[name] = st
 	}
-	l.Rev = max(l.Rev, ev.Kv.ModRevision)
+	l.Rev = max(l.Rev, ev.Rev)
 	return nil
 }
 

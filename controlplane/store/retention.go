@@ -124,7 +124,7 @@ func (s *Store) deleteUnchanged(ctx context.Context, cmps []clientv3.Cmp, ops []
 // status in flight waits on.
 func (s *Store) waitedTasks(ctx context.Context) (map[string]bool, error) {
 	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(PrefixDone, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixDone, clientv3.WithPrefix()),
 		clientv3.OpGet(prefixDBState, clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {

@@ -2,36 +2,44 @@
 // in nPanel builds an etcd key: callers speak in records (Node, Task, User,
 // AuditEvent) and the store turns them into keys, values and transactions.
 //
+// Callers follow records by Kind (List, Watch, Follow: watch.go), each
+// event already named by the object's name; they never see a key.
+//
 // Layout (all under /npanel/):
 //
 //	cluster/ca                 CA key material (pki.Material), created once
 //	cluster/secrets            token signing and gossip keys, created once
-//	nodes/<name>               operator's node spec (address, roles, labels)
-//	nodestate/<name>           agent-reported facts, accepted certs, status
-//	alive/<name>               bound to the node's liveness lease
+//	cluster/nameservers        the cluster's nameserver names (zones' NS records)
+//	nodes/<name>               operator's node spec (address, roles, labels)        KindNodes
+//	nodestate/<name>           agent-reported facts, accepted certs, status           KindNodeState(name)
+//	alive/<name>               bound to the node's liveness lease (value: replica)
 //	services/<name>            the daemons the node's agent manages, as it last reported them
 //	tasks/<id>                 task record: spec, status, result
-//	queue/<node>/<id>          tasks not yet acknowledged, in id (time) order
+//	queue/<node>/<id>          tasks not yet acknowledged, in id (time) order          KindNodeQueue(node)
 //	jointokens/<jti>           used join tokens (single use across replicas)
 //	users/<name>               users (admin, reseller, account owner) and password hashes
 //	apitokens/<id>             API tokens (hashed secrets) for automation
 //	plans/<name>               hosting plans
 //	resellers/<name>           resellers and their limits
 //	usage/<owner>              accounts and disk an owner's accounts consume
-//	accounts/<id>              hosting accounts: spec and lifecycle status
+//	accounts/<id>              hosting accounts: spec and lifecycle status            KindAccounts
 //	names/user/<username>      uniqueness of account user names (→ account id)
 //	names/domain/<domain>      uniqueness of domains cluster-wide (→ account id)
 //	names/tree/<tld>/<..>/     every hosted name by reversed labels (→ account id, or -cluster), see nametree.go
 //	alloc/<node>               what is placed on a node (scheduler's ledger)
+//	zones/<name>               DNS zones: records, primary node, secondaries, status   KindZones
 //	databases/<account>/<db>   an account's databases: desired spec with its generation
 //	dbusers/<account>/<user>   an account's database users, grants, password sealed to the node's key
 //	dbstate/<account>/db/<db>  observed status of a database (controller), .../user/<user> of a user
-//	dbseq/<account>            bumped by every change to the three above (one CAS per account)
-//	dbstatus/<account>         sizes, tables and users as the node last listed them
-//	done/<kind>/<id>/<task>    a finished task for a controller to consume
+//	dbseq/<account>            bumped by every change to the three above (one CAS per account) KindDatabaseChanges
+//	dbstatus/<account>         the account's databases as its node last reported them
+//	done/account/<id>/<task>   a finished account task for the controller (→ task id) KindAccountOutcomes
+//	done/zone/<zone>/<task>    a finished zone task                                   KindZoneOutcomes
+//	done/dnsnode/<node>/<task> a finished check of a node's primary zones             KindDNSChecks
+//	done/database/<account>/<task> a finished database task                           KindDatabaseOutcomes
 //	audit/<id>                 audit events, in id (time) order
-//	replicas/<id>              live server replicas, bound to their session
-//	election/                  leader election (etcd concurrency)
+//	replicas/<id>              live server replicas, bound to their session (Session)
+//	election/                  leader election (etcd concurrency; Session.Campaign, LeaderID)
 package store
 
 import (
@@ -48,28 +56,28 @@ import (
 
 const prefix = "/npanel/"
 
-// Key prefixes. Exported where another package must watch or campaign on them.
+// Key prefixes; the layout is in the package doc.
 const (
 	keyCA           = prefix + "cluster/ca"
 	keySecrets      = prefix + "cluster/secrets"
 	prefixNodes     = prefix + "nodes/"
 	prefixState     = prefix + "nodestate/"
-	PrefixAlive     = prefix + "alive/"
+	prefixAlive     = prefix + "alive/"
 	prefixTasks     = prefix + "tasks/"
-	PrefixQueue     = prefix + "queue/"
+	prefixQueue     = prefix + "queue/"
 	prefixTokens    = prefix + "jointokens/"
 	prefixUsers     = prefix + "users/"
 	prefixTokensAPI = prefix + "apitokens/"
 	prefixPlans     = prefix + "plans/"
 	prefixResellers = prefix + "resellers/"
 	prefixUsage     = prefix + "usage/"
-	PrefixAccounts  = prefix + "accounts/"
+	prefixAccounts  = prefix + "accounts/"
 	prefixNames     = prefix + "names/"
 	prefixAlloc     = prefix + "alloc/"
-	PrefixDone      = prefix + "done/"
+	prefixDone      = prefix + "done/"
 	prefixAudit     = prefix + "audit/"
-	PrefixReplicas  = prefix + "replicas/"
-	PrefixElection  = prefix + "election/"
+	prefixReplicas  = prefix + "replicas/"
+	prefixElection  = prefix + "election/"
 	prefixServices  = prefix + "services/"
 )
 
@@ -121,8 +129,12 @@ func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.dbWaits.run(ctx, log)
 }
 
-// Client returns the underlying etcd client, for leases, watches and
-// elections that the store does not wrap.
+// Client returns the underlying etcd client.
+//
+// Transitional, not for new code: only controlplane/dns.go (until branch
+// zones moves it onto KindZones and the controller runtime) and tests
+// that inspect etcd's raw contents still use it. Everything else goes
+// through the store's records, Kinds, leases and sessions.
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Ping proves etcd answers: a linearizable read of one key.

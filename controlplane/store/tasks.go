@@ -58,12 +58,8 @@ type Task struct {
 }
 
 func taskKey(id string) string        { return prefixTasks + id }
-func queuePrefix(node string) string  { return PrefixQueue + node + "/" }
+func queuePrefix(node string) string  { return prefixQueue + node + "/" }
 func queueKey(node, id string) string { return queuePrefix(node) + id }
-
-// QueuePrefix is the key prefix of a node's unacknowledged tasks, for the
-// gateway's watch.
-func QueuePrefix(node string) string { return queuePrefix(node) }
 
 // newTaskID returns a ULID: unique, and sorting by key sorts by creation
 // time, so a node's queue is read back in the order tasks were written.
@@ -291,13 +287,13 @@ func (s *Store) QueueLen(ctx context.Context, node string) (int64, error) {
 // QueuedTaskIDs lists every node's unacknowledged task ids, oldest first,
 // in one keys-only read (the gateway's delivery check).
 func (s *Store) QueuedTaskIDs(ctx context.Context) (map[string][]string, error) {
-	resp, err := s.cli.Get(ctx, PrefixQueue, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.cli.Get(ctx, prefixQueue, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, fmt.Errorf("read task queues: %w", err)
 	}
 	out := map[string][]string{}
 	for _, kv := range resp.Kvs {
-		node, id, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), PrefixQueue), "/")
+		node, id, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), prefixQueue), "/")
 		if ok {
 			out[node] = append(out[node], id)
 		}

@@ -47,9 +47,9 @@ func firstSegment(rest string) string {
 var (
 	// KindAccounts: an event per account; Value decodes with DecodeAccount
 	// or DecodeAccountHead.
-	KindAccounts = Kind{label: "accounts", prefix: PrefixAccounts}
+	KindAccounts = Kind{label: "accounts", prefix: prefixAccounts}
 	// KindAccountOutcomes: finished tasks of accounts, named by account id.
-	KindAccountOutcomes = Kind{label: "account-outcomes", prefix: PrefixDone + "account/", name: firstSegment}
+	KindAccountOutcomes = Kind{label: "account-outcomes", prefix: prefixDone + "account/", name: firstSegment}
 	// KindZones: an event per zone; Value decodes with DecodeZone.
 	KindZones = Kind{label: "zones", prefix: PrefixZones}
 	// KindZoneOutcomes: finished tasks of zones, named by zone.
@@ -63,7 +63,7 @@ var (
 	kindPlans    = Kind{label: "plans", prefix: prefixPlans}
 	kindServices = Kind{label: "services", prefix: prefixServices}
 	kindStates   = Kind{label: "node-states", prefix: prefixState}
-	kindAlive    = Kind{label: "alive", prefix: PrefixAlive}
+	kindAlive    = Kind{label: "alive", prefix: prefixAlive}
 )
 
 // KindNodeQueue is the tasks queued for node, named by task id; Value
@@ -185,15 +185,18 @@ func (k Kind) events(kvs []*mvccpb.KeyValue) []Event {
 	return out
 }
 
-// Watch follows k from the revision after afterRev. The channel closes
-// when ctx ends, or after a batch with Err. It fails rather than hangs
-// when this member loses its etcd leader.
+// Watch follows k from the revision after afterRev (0: from now). The
+// channel closes when ctx ends, or after a batch with Err. It fails rather
+// than hangs when this member loses its etcd leader.
 func (s *Store) Watch(ctx context.Context, k Kind, afterRev int64, opts ...WatchOption) <-chan WatchBatch {
 	var o watchOpts
 	for _, opt := range opts {
 		opt(&o)
 	}
-	eopts := []clientv3.OpOption{clientv3.WithRev(afterRev + 1)}
+	var eopts []clientv3.OpOption
+	if afterRev > 0 {
+		eopts = append(eopts, clientv3.WithRev(afterRev+1))
+	}
 	if !k.exact {
 		eopts = append(eopts, clientv3.WithPrefix())
 	}

@@ -95,16 +95,17 @@ type Nameservers struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// PrefixZones holds every zone; the controller watches it.
+// PrefixZones holds every zone. Transitional: only controlplane/dns.go uses
+// it until branch zones follows KindZones; nothing else builds keys.
 const PrefixZones = prefix + "zones/"
 
 const keyNameservers = prefix + "cluster/nameservers"
 
 func zoneKey(name string) string { return PrefixZones + strings.TrimSuffix(name, ".") }
 
-// ZoneOps are the operations that create zone z if no zone of its name
+// zoneOps are the operations that create zone z if no zone of its name
 // exists, for a caller that adds them to its own transaction.
-func ZoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
+func zoneOps(z *Zone) (clientv3.Cmp, clientv3.Op) {
 	return absent(zoneKey(z.Name)), clientv3.OpPut(zoneKey(z.Name), mustJSON(z))
 }
 
@@ -121,7 +122,7 @@ func (s *Store) CreateZone(ctx context.Context, z *Zone, audit AuditEvent) error
 		if err != nil {
 			return err
 		}
-		cmp, op := ZoneOps(z)
+		cmp, op := zoneOps(z)
 		resp, err := s.cli.Txn(ctx).If(append(tcmps, cmp)...).Then(append(tops, op, auditPut(audit))...).
 			Else(clientv3.OpGet(zoneKey(z.Name), clientv3.WithCountOnly())).Commit()
 		if err != nil {
@@ -165,7 +166,7 @@ func (s *Store) GetZone(ctx context.Context, name string) (*Zone, int64, error) 
 // UpdateZone applies fn to the zone and writes it back if it did not change
 // meanwhile, retrying on conflict; fn's error aborts. extra ops commit with
 // the write (audit events, consumed notices).
-func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...clientv3.Op) (*Zone, error) {
+func (s *Store) UpdateZone(ctx context.Context, name string, fn func(*Zone) error, extra ...Op) (*Zone, error) {
 	z, _, err := s.UpdateZoneWithTask(ctx, name, fn, nil, "", extra...)
 	return z, err
 }
@@ -182,7 +183,7 @@ type ZoneTask struct {
 // zone's node in the same transaction and becomes the task the zone waits
 // on (TaskID), created by createdBy. It returns the revision of the write.
 func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zone) error,
-	task func(*Zone) (*ZoneTask, error), createdBy string, extra ...clientv3.Op) (*Zone, int64, error) {
+	task func(*Zone) (*ZoneTask, error), createdBy string, extra ...Op) (*Zone, int64, error) {
 	for {
 		z, rev, err := s.GetZone(ctx, name)
 		if err != nil {
@@ -191,7 +192,7 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 		if err := fn(z); err != nil {
 			return nil, 0, err
 		}
-		ops := append([]clientv3.Op{{}}, extra...) // [0]: the zone, once final
+		ops := append([]clientv3.Op{{}}, rawOps(extra)...) // [0]: the zone, once final
 		if task != nil {
 			zt, err := task(z)
 			if err != nil {
@@ -223,9 +224,9 @@ func (s *Store) UpdateZoneWithTask(ctx context.Context, name string, fn func(*Zo
 
 // PutZone writes z if its key is still at rev, with extra ops; false on a
 // conflict.
-func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...clientv3.Op) (bool, error) {
+func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...Op) (bool, error) {
 	resp, err := s.cli.Txn(ctx).If(unchanged(zoneKey(z.Name), rev)).
-		Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(z.Name), mustJSON(z))}, extra...)...).Commit()
+		Then(append([]clientv3.Op{clientv3.OpPut(zoneKey(z.Name), mustJSON(z))}, rawOps(extra)...)...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("write zone %s: %w", z.Name, err)
 	}
@@ -237,7 +238,7 @@ func (s *Store) PutZone(ctx context.Context, z *Zone, rev int64, extra ...client
 func (s *Store) DeleteZone(ctx context.Context, name string, rev int64, audit AuditEvent) (bool, error) {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(zoneKey(name)),
-		clientv3.OpDelete(PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(prefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix()),
 		auditPut(audit),
 	}
 	// A zone no account owns holds its name itself; an account's zone
@@ -316,7 +317,7 @@ func (s *Store) ListZoneStates(ctx context.Context) ([]ZoneState, int64, error) 
 
 // ZoneDone returns the finished tasks the zone controller has not consumed.
 func (s *Store) ZoneDone(ctx context.Context, name string) ([]Done, error) {
-	resp, err := s.cli.Get(ctx, PrefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, prefixDone+"zone/"+strings.TrimSuffix(name, ".")+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -354,11 +355,13 @@ func (s *Store) SetNameservers(ctx context.Context, names []string, audit AuditE
 }
 
 // PrefixDoneZones is where finished zone tasks are announced.
-const PrefixDoneZones = PrefixDone + "zone/"
+// Transitional, like PrefixZones (KindZoneOutcomes replaces it).
+const PrefixDoneZones = prefixDone + "zone/"
 
 // PrefixDoneDNSNodes is where finished checks of a node's primary zones are
-// announced (done/dnsnode/<node>/<task>).
-const PrefixDoneDNSNodes = PrefixDone + "dnsnode/"
+// announced (done/dnsnode/<node>/<task>). Transitional, like PrefixZones
+// (KindDNSChecks replaces it).
+const PrefixDoneDNSNodes = prefixDone + "dnsnode/"
 
 // DNSNodeDone returns the finished checks of primary zones the zone
 // controller has not consumed.

@@ -37,11 +37,11 @@ func (s *Server) FakeNode(t testing.TB, name string, labels map[string]string, m
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, err := st.Client().Grant(ctx, 3600)
+	lease, err := st.GrantLease(ctx, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.MarkAlive(ctx, name, "test", lease.ID); err != nil {
+	if err := st.MarkAlive(ctx, name, "test", lease); err != nil {
 		t.Fatal(err)
 	}
 	WaitFor(t, 10*time.Second, name+" READY", func() bool {
