@@ -229,8 +229,9 @@ func userPassword(password *string, user string) (pw string, generated bool, err
 }
 
 // userBusy refuses a change to a user whose previous change the node has not
-// applied yet: tasks for one node run concurrently, so two ensures of one
-// user in flight could land in either order.
+// applied yet. The controller would queue it safely (one task per object
+// in flight), but the mutation answers with the node's answer to its own
+// change, and the API has always said CONFLICT here.
 func userBusy(u *store.DatabaseUser) error {
 	switch state, _ := u.State(); state {
 	case store.DatabasePending:
@@ -241,6 +242,7 @@ func userBusy(u *store.DatabaseUser) error {
 	return nil
 }
 
+// state is d's state without its reason.
 func state(d *store.Database) store.DatabaseState {
 	st, _ := d.State()
 	return st
