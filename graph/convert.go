@@ -9,11 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/validate"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 func nodeModel(v *store.NodeView) *model.Node {

@@ -12,8 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/npanel/npanel/protos/agentpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 const journalFile = "journal"

@@ -9,8 +9,9 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/npanel/npanel/protos/agentpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

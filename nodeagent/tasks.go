@@ -7,10 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/protos/agentpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // runner applies tasks: at most once per task id (journal plus in-flight

@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // TestCompleteTaskFirstResultWins: the first result is recorded and

@@ -24,13 +24,14 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	dbactions "github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
-	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.

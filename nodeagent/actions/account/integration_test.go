@@ -28,13 +28,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
-	"google.golang.org/protobuf/proto"
 )
 
 var userFiles = []string{"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"}

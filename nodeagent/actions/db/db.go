@@ -23,10 +23,11 @@ import (
 	"log/slog"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
-	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.

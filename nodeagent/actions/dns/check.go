@@ -5,9 +5,10 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // CheckPrimaryZones reports which of the node's primary zones PowerDNS no

@@ -23,10 +23,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // Action names, as in metrics and logs.

@@ -8,10 +8,11 @@ import (
 	"slices"
 	"sort"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // canonMasters makes the masters PowerDNS reports comparable with a spec's
