@@ -71,11 +71,17 @@ var TaskLost = &Task{Status: TaskFailed, Error: "task record lost"}
 // notices of the account's finished tasks are consumed in the same
 // transaction: fn saw every finished task. A concurrent change (the API's
 // or another sync's) makes fn run again on the new state. An account that
-// is gone is not an error: there is nothing left to converge.
+// is gone is not an error: there is nothing left to converge, and its
+// late notices are deleted.
 func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*DatabaseSet, map[string]*Task) (*DatabaseSync, error)) error {
 	for {
 		r, err := s.readDatabases(ctx, account)
 		if errors.Is(err, ErrNotFound) {
+			// A task that finished after the account's deletion left a
+			// notice nothing else would consume.
+			if _, err := s.cli.Delete(ctx, dbDonePrefix(account), clientv3.WithPrefix()); err != nil {
+				return fmt.Errorf("forget database outcomes of %s: %w", account, err)
+			}
 			return nil
 		}
 		if err != nil {
