@@ -37,13 +37,21 @@ func syncAccountDatabases(ctx context.Context, st databaseStore, account string)
 	})
 }
 
+// databaseChange queues an account whose specs changed. The controller's
+// own writes are not news to it: it saw everything up to them (its commit
+// compares the sequence key), and answers come as done notices.
+func databaseChange(ev store.Event) (account string, queue, keep bool) {
+	change := store.DatabaseChangeOf(ev)
+	return ev.Name, change == store.DBChangedSpec, change != ""
+}
+
 // newDatabaseController builds the database controller on the runtime.
 func newDatabaseController(s *Server) *controller.Controller {
 	return controller.New(controller.Options{
 		Name:  "database",
 		Store: s.store,
 		Sources: []controller.Source{
-			{Kind: store.KindDatabaseChanges, Resync: dbResync},
+			{Kind: store.KindDatabaseChanges, Handle: databaseChange, Resync: dbResync},
 			{Kind: store.KindDatabaseOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 		},
 		Sync:    func(ctx context.Context, account string) error { return syncAccountDatabases(ctx, s.store, account) },

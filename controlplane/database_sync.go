@@ -37,6 +37,7 @@ func syncDatabases(set *store.DatabaseSet, finished map[string]*store.Task) *sto
 			}
 			changed = true
 			if t != store.TaskLost {
+				ch.Answered = true
 				if recordDatabase(&st, d, t) {
 					ch.Databases[name] = &st
 					ch.DroppedDatabases = append(ch.DroppedDatabases, name)
@@ -55,7 +56,7 @@ func syncDatabases(set *store.DatabaseSet, finished map[string]*store.Task) *sto
 				state, _ := objectState(d, &st)
 				st.Optimized, st.OptimizeStatus, st.OptimizeTables = d.Optimize, store.TaskFailed, nil
 				st.OptimizeReason = "database " + d.Name + " is " + string(state)
-				changed = true
+				changed, ch.Answered = true, true
 			}
 		}
 		if changed {
@@ -74,6 +75,7 @@ func syncDatabases(set *store.DatabaseSet, finished map[string]*store.Task) *sto
 			}
 			changed = true
 			if t != store.TaskLost {
+				ch.Answered = true
 				if recordUser(&st, u, t) {
 					ch.Users[name] = &st
 					ch.DroppedUsers = append(ch.DroppedUsers, name)

@@ -38,10 +38,10 @@ func newDBStatusController(s *Server) *dbStatusController {
 	c.ctl = controller.New(controller.Options{
 		Name:  "database-status",
 		Store: s.store,
-		// Every change of an account's databases (a mutation, a task's
-		// outcome recorded) refreshes it within seconds; every account
-		// is refreshed each interval.
-		Sources: []controller.Source{{Kind: store.KindDatabaseChanges, Resync: s.cfg.DatabaseStatusInterval}},
+		// An account is refreshed within seconds of its node answering
+		// a change (a mutation alone has changed nothing on the node
+		// yet), and every account each interval.
+		Sources: []controller.Source{{Kind: store.KindDatabaseChanges, Handle: answeredChange, Resync: s.cfg.DatabaseStatusInterval}},
 		Sync: func(ctx context.Context, account string) error {
 			c.refresh(ctx, account)
 			return nil
@@ -51,6 +51,11 @@ func newDBStatusController(s *Server) *dbStatusController {
 		Metrics: s.metrics.controllers,
 	})
 	return c
+}
+
+func answeredChange(ev store.Event) (account string, queue, keep bool) {
+	change := store.DatabaseChangeOf(ev)
+	return ev.Name, change == store.DBChangedStatus, change != ""
 }
 
 // run refreshes statuses until ctx ends (the leader runs it).

@@ -26,6 +26,37 @@ var (
 	KindDatabaseOutcomes = Kind{label: "database-outcomes", prefix: prefixDone + dbDoneKind + "/", name: firstSegment}
 )
 
+// What bumped an account's database sequence key, as its value says: the
+// followers of KindDatabaseChanges queue only what concerns them (the
+// controller skips its own writes, the status refresh waits for the
+// node's answers).
+const (
+	DBChangedSpec   = "spec"   // the API changed a spec
+	DBChangedTasks  = "tasks"  // the controller wrote tasks only
+	DBChangedStatus = "status" // the controller recorded a node's answer
+)
+
+func seqPut(account, change string, now time.Time) clientv3.Op {
+	return clientv3.OpPut(databaseSeqKey(account), change+" "+now.Format(time.RFC3339Nano))
+}
+
+// DatabaseChangeOf says what a KindDatabaseChanges event changed: one of
+// the DBChanged* constants, "" for a deletion. A value without one (written
+// before they existed) counts as a spec change.
+func DatabaseChangeOf(ev Event) string {
+	if ev.Deleted {
+		return ""
+	}
+	change, _, ok := strings.Cut(string(ev.Value), " ")
+	switch {
+	case !ok:
+		return DBChangedSpec
+	case change == DBChangedTasks || change == DBChangedStatus:
+		return change
+	}
+	return DBChangedSpec
+}
+
 // tombstoneTTL is how long a dropped object's status (DELETED, with its
 // dump) outlives it: long enough for the mutation waiting on the drop to
 // read it, short enough that deleted names leave nothing behind.
@@ -50,6 +81,10 @@ type DatabaseSync struct {
 	DroppedDatabases []string
 	DroppedUsers     []string
 	Tasks            []DatabaseTask
+	// Answered: the sync recorded at least one node's answer (an outcome,
+	// a drop), which the status refresh follows; a sync that only wrote
+	// tasks is followed by nobody.
+	Answered bool
 }
 
 // NewDatabaseSync returns an empty DatabaseSync.
@@ -199,7 +234,11 @@ func (s *Store) syncOps(ctx context.Context, account string, set *DatabaseSet, c
 	for _, name := range ch.DroppedUsers {
 		ops = append(ops, clientv3.OpDelete(dbUserKey(account, name)))
 	}
-	return append(ops, clientv3.OpPut(databaseSeqKey(account), now.Format(time.RFC3339Nano))), nil
+	change := DBChangedTasks
+	if ch.Answered {
+		change = DBChangedStatus
+	}
+	return append(ops, seqPut(account, change, now)), nil
 }
 
 func containsName(names []string, n string) bool {

@@ -17,3 +17,20 @@ func TestDatabaseKindNames(t *testing.T) {
 		}
 	}
 }
+
+// A sequence key's value says who bumped it; an old value is a spec change.
+func TestDatabaseChangeOf(t *testing.T) {
+	for value, want := range map[string]string{
+		"spec 2026-12-05T17:00:00Z":   DBChangedSpec,
+		"tasks 2026-12-05T17:00:00Z":  DBChangedTasks,
+		"status 2026-12-05T17:00:00Z": DBChangedStatus,
+		"2026-12-05T17:00:00Z":        DBChangedSpec,
+	} {
+		if got := DatabaseChangeOf(Event{Value: []byte(value)}); got != want {
+			t.Errorf("%q: %q, want %q", value, got, want)
+		}
+	}
+	if got := DatabaseChangeOf(Event{Deleted: true}); got != "" {
+		t.Errorf("deletion: %q", got)
+	}
+}

@@ -375,7 +375,7 @@ func (s *Store) ChangeDatabases(ctx context.Context, account, createdBy string, 
 			}
 			ops = append(ops, clientv3.OpPut(dbUserKey(account, u.Name), mustJSON(u)))
 		}
-		ops = append(ops, clientv3.OpPut(databaseSeqKey(account), now.Format(time.RFC3339Nano)))
+		ops = append(ops, seqPut(account, DBChangedSpec, now))
 		if audit.Action != "" {
 			ops = append(ops, auditPut(audit))
 		}
