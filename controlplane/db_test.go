@@ -437,11 +437,13 @@ func TestDatabaseQuotaRaceAndOfflineNode(t *testing.T) {
 	for i := range tries {
 		go func() {
 			name := fmt.Sprintf("dbquota_d%d", i)
-			_, err := st.ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+			err := st.ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
 				if len(set.Databases)+1 > limit {
 					return nil, store.ErrQuotaExceeded
 				}
-				return &store.DatabaseChange{Databases: []*store.Database{{Name: name, Owner: "dbquota", Engine: "mariadb", State: store.DatabasePending}}}, nil
+				// Generation 0: a record no controller acts on, so the
+				// silent node's queue below holds no task for it.
+				return &store.DatabaseChange{Databases: []*store.Database{{Name: name, Owner: "dbquota", Engine: "mariadb"}}}, nil
 			}, store.NewAuditEvent("test", "", "createDatabase", name, "ok"))
 			errs <- err
 		}()
@@ -516,4 +518,115 @@ func actionName(t *agentpb.Task) string {
 		return fd.JSONName()
 	}
 	return ""
+}
+
+// The database controller on a node that answers only when the test says
+// so: a mutation writes the spec and, with wait, answers PENDING when the
+// node is silent; the controller writes the node's task and records its
+// answer in the status, which the next read shows; a drop's tombstone
+// carries the dump to the waiting deletion.
+func TestDatabaseControllerAndWait(t *testing.T) {
+	s := testenv.StartServer(t)
+	s.FakeNode(t, "fake-dbw", nil, 10, 10_000)
+	ctx := testenv.Context(t)
+	mustPlan(t, s.Admin, "dbwait", 5)
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "dbwait", Domain: "dbwait.example.com", Plan: "dbwait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "account placed", func() bool {
+		a, err := s.Admin.Account(ctx, acct.ID)
+		return err == nil && a != nil && a.Node != nil
+	})
+	st := s.Store()
+
+	// wait: PT0S answers at once, PENDING; the controller queues the ensure.
+	var created struct{ CreateDatabase client.Database }
+	start := time.Now()
+	if err := s.Admin.Do(ctx, `mutation($a:ID!){createDatabase(account:$a,name:"shop",wait:"PT0S"){name state}}`, map[string]any{"a": acct.ID}, &created); err != nil {
+		t.Fatal(err)
+	}
+	if created.CreateDatabase.State != "PENDING" || time.Since(start) > 5*time.Second {
+		t.Fatalf("createDatabase(wait: PT0S) after %s: %+v", time.Since(start), created.CreateDatabase)
+	}
+	ensure := nodeTask(t, st, "fake-dbw", "ensureDatabase")
+	if ensure.GetGeneration() != 1 || ensure.GetEnsureDatabase().GetName() != "dbwait_shop" {
+		t.Fatalf("ensure task: %v", ensure)
+	}
+	if err := s.Admin.Do(ctx, `mutation($a:ID!){optimizeDatabase(account:$a,name:"dbwait_shop"){status}}`, map[string]any{"a": acct.ID}, nil); client.CodeOf(err) != "CONFLICT" {
+		t.Fatalf("optimizeDatabase of a PENDING database: %v", err)
+	}
+
+	// The node answers: the controller records ACTIVE.
+	answer(t, st, "fake-dbw", ensure, &agentpb.DatabaseResult{Name: "dbwait_shop", Engine: "mariadb"})
+	testenv.WaitFor(t, 10*time.Second, "database ACTIVE", func() bool {
+		dbs, err := s.Admin.Databases(ctx, acct.ID)
+		return err == nil && len(dbs) == 1 && dbs[0].State == "ACTIVE"
+	})
+
+	// A wait bounds the mutation on a silent node; the answer comes later.
+	var opt struct{ OptimizeDatabase struct{ Status string } }
+	start = time.Now()
+	if err := s.Admin.Do(ctx, `mutation($a:ID!){optimizeDatabase(account:$a,name:"dbwait_shop",wait:"PT1S"){status}}`, map[string]any{"a": acct.ID}, &opt); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); opt.OptimizeDatabase.Status != "PENDING" || took < time.Second || took > 5*time.Second {
+		t.Fatalf("optimizeDatabase(wait: PT1S) after %s: %+v", took, opt)
+	}
+	answer(t, st, "fake-dbw", nodeTask(t, st, "fake-dbw", "optimizeDatabase"), &agentpb.DatabaseResult{Name: "dbwait_shop", Tables: 3})
+
+	// A deletion waits on the status; the node answers while it waits.
+	type deleted struct{ DeleteDatabase client.DeletedDatabase }
+	done := make(chan deleted, 1)
+	go func() {
+		var out deleted
+		if err := s.Admin.Do(ctx, `mutation($a:ID!){deleteDatabase(account:$a,name:"dbwait_shop",wait:"PT20S"){name state reason dump dumpBytes}}`, map[string]any{"a": acct.ID}, &out); err != nil {
+			t.Error(err)
+		}
+		done <- out
+	}()
+	drop := nodeTask(t, st, "fake-dbw", "dropDatabase")
+	answer(t, st, "fake-dbw", drop, &agentpb.DatabaseResult{Name: "dbwait_shop", Dump: "/backups/dbwait_shop.sql.gz", DumpBytes: 804})
+	select {
+	case out := <-done:
+		d := out.DeleteDatabase
+		if d.State != "DELETED" || d.Dump == nil || *d.Dump != "/backups/dbwait_shop.sql.gz" || d.DumpBytes == nil || *d.DumpBytes != 804 {
+			t.Fatalf("deleteDatabase: %+v", d)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("deleteDatabase did not answer")
+	}
+	if dbs, err := s.Admin.Databases(ctx, acct.ID); err != nil || len(dbs) != 0 {
+		t.Fatalf("databases after the drop: %+v %v", dbs, err)
+	}
+}
+
+// nodeTask waits for the one queued task of action on node and returns it.
+func nodeTask(t *testing.T, st *store.Store, node, action string) *agentpb.Task {
+	t.Helper()
+	var found *agentpb.Task
+	testenv.WaitFor(t, 10*time.Second, action+" queued", func() bool {
+		tasks, _, err := st.PendingTasks(context.Background(), node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			if actionName(task) == action {
+				found = task
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// answer completes task on node with a database result, as its agent would.
+func answer(t *testing.T, st *store.Store, node string, task *agentpb.Task, res *agentpb.DatabaseResult) {
+	t.Helper()
+	r := &agentpb.TaskResult{TaskId: task.GetId(), Status: agentpb.TaskStatus_TASK_STATUS_SUCCEEDED, Generation: task.GetGeneration(),
+		FinishedUnixNano: time.Now().UnixNano(), Result: &agentpb.TaskResult_Database{Database: res}}
+	if ok, err := st.CompleteTask(context.Background(), node, r, store.NewAuditEvent("agent", "", "", "", "ok")); !ok || err != nil {
+		t.Fatalf("complete %s: %v %v", task.GetId(), ok, err)
+	}
 }

@@ -2,13 +2,11 @@ package controlplane
 
 import (
 	"context"
-	"sort"
-	"sync"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
-	"github.com/npanel/npanel/validate"
 )
 
 // Database status refresh (leader only). The databases query shows sizes,
@@ -27,138 +25,47 @@ const (
 	dbListTTL = time.Minute
 )
 
+// dbStatusController refreshes the listings on the controller runtime,
+// keyed by account: an account has one listing in flight at most, however
+// many changes ask for one.
 type dbStatusController struct {
-	s        *Server
-	interval time.Duration
-
-	mu      sync.Mutex
-	pending map[string]bool
-	order   []string
-	// running accounts are being refreshed; a request for one waits in
-	// again, so that an account has one listing in flight at most.
-	running map[string]bool
-	again   map[string]bool
-	wake    chan struct{}
+	s   *Server
+	ctl *controller.Controller
 }
 
 func newDBStatusController(s *Server) *dbStatusController {
-	return &dbStatusController{s: s, interval: s.cfg.DatabaseStatusInterval, pending: map[string]bool{},
-		running: map[string]bool{}, again: map[string]bool{}, wake: make(chan struct{}, 1)}
+	c := &dbStatusController{s: s}
+	c.ctl = controller.New(controller.Options{
+		Name:  "database-status",
+		Store: s.store,
+		// An account is refreshed within seconds of its node answering
+		// a change (a mutation alone has changed nothing on the node
+		// yet), and every account each interval.
+		Sources: []controller.Source{{Kind: store.KindDatabaseChanges, Handle: answeredChange, Resync: s.cfg.DatabaseStatusInterval}},
+		Sync: func(ctx context.Context, account string) error {
+			c.refresh(ctx, account)
+			return nil
+		},
+		Workers: dbStatusWorkers,
+		Log:     s.log,
+		Metrics: s.metrics.controllers,
+	})
+	return c
 }
 
-// enqueue asks for account's refresh; one already waiting is not doubled.
-func (c *dbStatusController) enqueue(account string) {
-	c.mu.Lock()
-	if c.running[account] {
-		c.again[account] = true
-		c.mu.Unlock()
-		return
-	}
-	if !c.pending[account] {
-		c.pending[account] = true
-		c.order = append(c.order, account)
-	}
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+func answeredChange(ev store.Event) (account string, queue, keep bool) {
+	change := store.DatabaseChangeOf(ev)
+	return ev.Name, change == store.DBChangedStatus, change != ""
 }
 
-func (c *dbStatusController) next() (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.order) == 0 {
-		return "", false
-	}
-	a := c.order[0]
-	c.order = c.order[1:]
-	delete(c.pending, a)
-	c.running[a] = true
-	return a, true
-}
+// run refreshes statuses until ctx ends (the leader runs it).
+func (c *dbStatusController) run(ctx context.Context) { c.ctl.Run(ctx) }
 
-// done ends account's refresh, and queues it again if asked meanwhile.
-func (c *dbStatusController) done(account string) {
-	c.mu.Lock()
-	delete(c.running, account)
-	again := c.again[account]
-	delete(c.again, account)
-	c.mu.Unlock()
-	if again {
-		c.enqueue(account)
-	}
-}
-
-func (c *dbStatusController) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for range dbStatusWorkers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				if a, ok := c.next(); ok {
-					c.refresh(ctx, a)
-					c.done(a)
-					continue
-				}
-				select {
-				case <-ctx.Done():
-				case <-c.wake:
-				}
-			}
-		})
-	}
-	wg.Go(func() { c.followChanges(ctx) })
-	tick := time.NewTicker(c.interval)
-	defer tick.Stop()
-	for {
-		c.enqueueAll(ctx)
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// followChanges refreshes an account whenever its databases change (a
-// mutation, or the settling of one), so that sizes follow within seconds.
-func (c *dbStatusController) followChanges(ctx context.Context) {
-	for ctx.Err() == nil {
-		for account := range c.s.store.WatchDatabaseChanges(ctx) {
-			c.enqueue(account)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (c *dbStatusController) enqueueAll(ctx context.Context) {
-	all, err := c.s.store.DatabaseEngines(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.s.log.Warn("database status: list accounts", "err", err)
-		}
-		return
-	}
-	ids := make([]string, 0, len(all))
-	for id := range all {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		c.enqueue(id)
-	}
-}
-
-// refresh records the outcome of the account's finished database tasks
-// (which reads no longer do), lists its databases on its node engine by
-// engine, and records the result. A node that is not READY is skipped: its queue would
+// refresh lists the account's databases on its node engine by engine, and
+// records the result. A node that is not READY is skipped: its queue would
 // only collect listings it never answers.
 func (c *dbStatusController) refresh(ctx context.Context, account string) {
-	set, err := c.s.store.SettleAccountDatabases(ctx, account)
+	set, err := c.s.store.GetDatabases(ctx, account)
 	if err != nil || set.Account.Node == "" {
 		return
 	}
@@ -183,11 +90,7 @@ func (c *dbStatusController) refresh(ctx context.Context, account string) {
 }
 
 func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine string) (store.EngineDatabases, bool) {
-	eng := agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB
-	if engine == validate.EnginePostgreSQL {
-		eng = agentpb.DatabaseEngine_DATABASE_ENGINE_POSTGRESQL
-	}
-	spec := &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: a.Username, Engine: eng}}}
+	spec := &agentpb.Task{Action: &agentpb.Task_ListDatabases{ListDatabases: &agentpb.ListDatabasesAction{Username: a.Username, Engine: agentEngine(engine)}}}
 	t, err := c.s.store.EnqueueQueryTask(ctx, a.Node, spec, "listDatabases", "system", dbListTTL)
 	if err != nil {
 		c.s.log.Warn("database status: enqueue listing", "account", a.ID, "err", err)
@@ -210,9 +113,9 @@ func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine 
 		c.s.log.Warn("database status: decode listing", "task", t.ID, "err", err)
 		return store.EngineDatabases{}, false
 	}
-	out := store.EngineDatabases{MeasuredAt: t.FinishedAt, Databases: make([]store.DatabaseSize, 0, len(res.Databases))}
-	for _, d := range res.Databases {
-		out.Databases = append(out.Databases, store.DatabaseSize{Name: d.Name, SizeBytes: d.SizeBytes, Tables: int64(d.Tables), Users: d.Users})
+	out := store.EngineDatabases{MeasuredAt: t.FinishedAt, Databases: make([]store.DatabaseSize, 0, len(res.GetDatabases()))}
+	for _, d := range res.GetDatabases() {
+		out.Databases = append(out.Databases, store.DatabaseSize{Name: d.GetName(), SizeBytes: d.GetSizeBytes(), Tables: int64(d.GetTables()), Users: d.GetUsers()})
 	}
 	return out, true
 }

@@ -209,7 +209,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.accounts = newAccountIndex(s, store.New(indexCli))
 	go s.accounts.run(runCtx)
 	s.controllers = controller.NewManager()
-	s.controllers.Add(newAccountController(s).ctl)
+	s.controllers.Add(newAccountController(s).ctl, newDatabaseController(s))
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.

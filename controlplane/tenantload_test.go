@@ -146,8 +146,8 @@ func setupTenantLoad(tb testing.TB) *tenantLoad {
 		return err == nil && a != nil && a.Node != nil
 	})
 	// A database record, so that a databases() read has something to size.
-	_, err = s.Store().ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
-		return &store.DatabaseChange{Databases: []*store.Database{{Name: "tload_shop", Owner: "tload", Engine: "mariadb", State: store.DatabaseActive}}}, nil
+	err = s.Store().ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+		return &store.DatabaseChange{Databases: []*store.Database{{Name: "tload_shop", Owner: "tload", Engine: "mariadb"}}}, nil
 	}, store.AuditEvent{})
 	if err != nil {
 		tb.Fatal(err)

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -35,36 +36,65 @@ func engineModel(e string) model.DatabaseEngine {
 	return model.DatabaseEngineMariadb
 }
 
-func agentEngine(e string) agentpb.DatabaseEngine {
-	if e == validate.EnginePostgreSQL {
-		return agentpb.DatabaseEngine_DATABASE_ENGINE_POSTGRESQL
-	}
-	return agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB
-}
-
 func dbModel(d *store.Database) *model.Database {
-	m := &model.Database{Name: d.Name, Engine: engineModel(d.Engine), State: model.DatabaseState(d.State),
-		Reason: strPtr(d.Reason), Users: []string{}, CreatedAt: d.CreatedAt}
-	return m
+	state, reason := d.State()
+	return &model.Database{Name: d.Name, Engine: engineModel(d.Engine), State: model.DatabaseState(state),
+		Reason: strPtr(reason), Users: []string{}, CreatedAt: d.CreatedAt}
 }
 
 func dbUserModel(u *store.DatabaseUser) *model.DatabaseUser {
-	m := &model.DatabaseUser{Name: u.Name, Engine: engineModel(u.Engine), State: model.DatabaseState(u.State),
-		Reason: strPtr(u.Reason), Grants: make([]*model.DatabaseGrant, 0, len(u.Grants)), CreatedAt: u.CreatedAt}
+	state, reason := u.State()
+	m := &model.DatabaseUser{Name: u.Name, Engine: engineModel(u.Engine), State: model.DatabaseState(state),
+		Reason: strPtr(reason), Grants: make([]*model.DatabaseGrant, 0, len(u.Grants)), CreatedAt: u.CreatedAt}
 	for _, g := range u.Grants {
 		m.Grants = append(m.Grants, &model.DatabaseGrant{Database: g.Database, Privileges: slices.Clone(g.Privileges)})
 	}
 	return m
 }
 
-// dbChange collects a database mutation's writes, keyed by name so that the
-// bookkeeping (settle) and the mutation itself can both touch a record.
+// dbChange collects a database mutation's specs, keyed by name. Every
+// spec written gets the next generation: the database controller turns it
+// into the node's tasks.
 type dbChange struct {
-	dbs      map[string]*store.Database
-	users    map[string]*store.DatabaseUser
-	delDBs   []string
-	delUsers []string
-	tasks    []store.DatabaseTask
+	dbs   map[string]*store.Database
+	users map[string]*store.DatabaseUser
+}
+
+func newDBChange() *dbChange {
+	return &dbChange{dbs: map[string]*store.Database{}, users: map[string]*store.DatabaseUser{}}
+}
+
+// putDatabase writes d's spec as its next generation.
+func (c *dbChange) putDatabase(d *store.Database) {
+	if _, ok := c.dbs[d.Name]; !ok {
+		d.Generation++
+	}
+	c.dbs[d.Name] = d
+}
+
+// putUser writes u's spec as its next generation.
+func (c *dbChange) putUser(u *store.DatabaseUser) {
+	if _, ok := c.users[u.Name]; !ok {
+		u.Generation++
+	}
+	c.users[u.Name] = u
+}
+
+// setPassword makes sealed u's password from its next generation on.
+func (c *dbChange) setPassword(u *store.DatabaseUser, sealed []byte) {
+	c.putUser(u)
+	u.SealedPassword, u.PasswordGeneration = sealed, u.Generation
+}
+
+func (c *dbChange) build() *store.DatabaseChange {
+	out := &store.DatabaseChange{}
+	for _, d := range c.dbs {
+		out.Databases = append(out.Databases, d)
+	}
+	for _, u := range c.users {
+		out.Users = append(out.Users, u)
+	}
+	return out
 }
 
 // stillOn refuses a change planned for a's node when the account has
@@ -76,79 +106,11 @@ func stillOn(set *store.DatabaseSet, a *store.Account) error {
 	return nil
 }
 
-// ensureUser marks u pending and adds the task that converges it on its
-// node (sealed: its new password, nil to keep the one it has).
-func (c *dbChange) ensureUser(u *store.DatabaseUser, sealed []byte) {
-	u.State, u.Reason = store.DatabasePending, ""
-	c.users[u.Name] = u
-	c.tasks = append(c.tasks, userEnsureTask(u, sealed))
-}
-
-func newDBChange() *dbChange {
-	return &dbChange{dbs: map[string]*store.Database{}, users: map[string]*store.DatabaseUser{}}
-}
-
-func (c *dbChange) build() *store.DatabaseChange {
-	out := &store.DatabaseChange{DeleteDatabases: c.delDBs, DeleteUsers: c.delUsers, Tasks: c.tasks}
-	for _, d := range c.dbs {
-		out.Databases = append(out.Databases, d)
-	}
-	for _, u := range c.users {
-		out.Users = append(out.Users, u)
-	}
-	return out
-}
-
-// settle adds to c the outcome of every finished task that a PENDING or
-// DELETING record of set waits on (store.SettleDatabases), updating set in
-// place so that a mutation decides on current states.
-func (r *Resolver) settle(ctx context.Context, set *store.DatabaseSet, c *dbChange) error {
-	ch, err := r.Store.SettleDatabases(ctx, set)
-	if err != nil {
-		return err
-	}
-	for _, d := range ch.Databases {
-		c.dbs[d.Name] = d
-	}
-	for _, u := range ch.Users {
-		c.users[u.Name] = u
-	}
-	for _, n := range ch.DeleteDatabases {
-		delete(c.dbs, n)
-		c.delDBs = append(c.delDBs, n)
-	}
-	for _, n := range ch.DeleteUsers {
-		delete(c.users, n)
-		c.delUsers = append(c.delUsers, n)
-	}
-	return nil
-}
-
-// settleAccount records finished tasks of an account's databases and users
-// and returns the set as it then stands (after a mutation's task).
-func (r *Resolver) settleAccount(ctx context.Context, account string) (*store.DatabaseSet, error) {
-	return r.Store.SettleAccountDatabases(ctx, account)
-}
-
-// readDatabases is the read path's view of an account's databases: the
-// records with finished tasks' outcomes applied, in memory only. A read
-// writes nothing; the next mutation, or the leader's status refresh,
-// records the outcomes.
-func (r *Resolver) readDatabases(ctx context.Context, account string) (*store.DatabaseSet, error) {
-	set, err := r.Store.GetDatabases(ctx, account)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.Store.SettleDatabases(ctx, set); err != nil {
-		return nil, err
-	}
-	return set, nil
-}
-
 // changeDatabases runs a database mutation for the caller: fn sees the
-// account's settled databases and users and adds its writes to c. It
-// returns the tasks written (in the order fn added them).
-func (r *Resolver) changeDatabases(ctx context.Context, p auth.Principal, a *store.Account, action, target string, detail map[string]string, fn func(set *store.DatabaseSet, c *dbChange) error) ([]*store.Task, error) {
+// account's databases and users (specs with their statuses) and adds the
+// specs it changes to c, which are written with the audit event in one
+// transaction (store.ChangeDatabases). Nothing waits for the node here.
+func (r *Resolver) changeDatabases(ctx context.Context, p auth.Principal, a *store.Account, action, target string, detail map[string]string, fn func(set *store.DatabaseSet, c *dbChange) error) error {
 	ev := store.NewAuditEvent(p.Name, source(ctx), action, a.Username+"/"+target, "ok")
 	ev.Detail = map[string]string{"id": a.ID}
 	for k, v := range detail {
@@ -159,28 +121,60 @@ func (r *Resolver) changeDatabases(ctx context.Context, p auth.Principal, a *sto
 			return nil, fmt.Errorf("account %s is being deleted: %w", set.Account.Username, store.ErrConflict)
 		}
 		c := newDBChange()
-		if err := r.settle(ctx, set, c); err != nil {
-			return nil, err
-		}
 		if err := fn(set, c); err != nil {
 			return nil, err
 		}
-		if len(c.tasks) > 0 && set.Account.Node == "" {
+		ch := c.build()
+		if len(ch.Databases)+len(ch.Users) > 0 && set.Account.Node == "" {
 			return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, store.ErrConflict)
 		}
-		return c.build(), nil
+		return ch, nil
 	}, ev)
 }
 
-// finish waits for a mutation's task, records its outcome and returns the
-// task as it stands and the settled set.
-func (r *Resolver) finish(ctx context.Context, account string, t *store.Task) (*store.Task, *store.DatabaseSet, error) {
-	t, err := r.waitTask(ctx, t.ID, dbTaskTimeout)
-	if err != nil {
-		return nil, nil, err
+// waitTimeout is how long a mutation waits for the node: the caller's
+// wait, at most dbTaskTimeout, which is also the default.
+func waitTimeout(wait *time.Duration) (time.Duration, error) {
+	if wait == nil {
+		return dbTaskTimeout, nil
 	}
-	set, err := r.settleAccount(context.WithoutCancel(ctx), account)
-	return t, set, err
+	if *wait < 0 {
+		return 0, &validate.Error{Field: "wait", Reason: "must not be negative"}
+	}
+	return min(*wait, dbTaskTimeout), nil
+}
+
+// waitObject waits until the controller has recorded, in the status of an
+// account's database (or user), what done asks for, or timeout passes, and
+// returns that status (nil: none yet). It watches the status (the store's
+// one watch per replica signals it) and writes nothing. A caller whose own
+// deadline passes gets the status as it stands, as a timeout would.
+func (r *Resolver) waitObject(ctx context.Context, account, name string, user bool, timeout time.Duration, done func(*store.ObjectStatus) bool) (*store.ObjectStatus, error) {
+	st, err := r.Store.WaitDatabaseObject(ctx, account, name, user, timeout, func(st *store.ObjectStatus) bool {
+		return timeout <= 0 || done(st)
+	})
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return st, nil
+	}
+	return st, err
+}
+
+// observed reports whether a status holds the node's answer to generation
+// gen or a later one (the controller records an answer and clears the
+// task in one write).
+func observed(gen int64) func(*store.ObjectStatus) bool {
+	return func(st *store.ObjectStatus) bool {
+		return st != nil && st.State != "" && st.ObservedGeneration >= gen
+	}
+}
+
+// waitDatabases waits as waitObject does and returns the account's set as
+// it then stands, for the payload.
+func (r *Resolver) waitDatabases(ctx context.Context, account, name string, user bool, timeout time.Duration, done func(*store.ObjectStatus) bool) (*store.DatabaseSet, error) {
+	if _, err := r.waitObject(ctx, account, name, user, timeout, done); err != nil {
+		return nil, err
+	}
+	return r.Store.GetDatabases(context.WithoutCancel(ctx), account)
 }
 
 // checkEngine refuses an engine the account's node does not run, as far as
@@ -234,23 +228,12 @@ func userPassword(password *string, user string) (pw string, generated bool, err
 	return *password, false, nil
 }
 
-// userEnsureTask converges u on the node: its hosts and exactly its grants,
-// and the password when sealed is set.
-func userEnsureTask(u *store.DatabaseUser, sealed []byte) store.DatabaseTask {
-	act := &agentpb.EnsureDatabaseUserAction{Name: u.Name, Owner: u.Owner, Engine: agentEngine(u.Engine),
-		Hosts: slices.Clone(u.Hosts), SealedPassword: sealed}
-	for _, g := range u.Grants {
-		act.Grants = append(act.Grants, &agentpb.DatabaseGrant{Database: g.Database, Privileges: slices.Clone(g.Privileges)})
-	}
-	return store.DatabaseTask{Spec: &agentpb.Task{Action: &agentpb.Task_EnsureDatabaseUser{EnsureDatabaseUser: act}},
-		Action: "ensureDatabaseUser", User: u.Name}
-}
-
 // userBusy refuses a change to a user whose previous change the node has not
-// applied yet: tasks for one node run concurrently, so two ensures of one
-// user in flight could land in either order.
+// applied yet. The controller would queue it safely (one task per object
+// in flight), but the mutation answers with the node's answer to its own
+// change, and the API has always said CONFLICT here.
 func userBusy(u *store.DatabaseUser) error {
-	switch u.State {
+	switch state, _ := u.State(); state {
 	case store.DatabasePending:
 		return fmt.Errorf("database user %s: the previous change is still being applied; try again shortly: %w", u.Name, store.ErrConflict)
 	case store.DatabaseDeleting:
@@ -259,9 +242,16 @@ func userBusy(u *store.DatabaseUser) error {
 	return nil
 }
 
+// state is d's state without its reason.
+func state(d *store.Database) store.DatabaseState {
+	st, _ := d.State()
+	return st
+}
+
 func cloneUser(u *store.DatabaseUser) *store.DatabaseUser {
 	c := *u
 	c.Hosts = slices.Clone(u.Hosts)
+	c.SealedPassword = slices.Clone(u.SealedPassword)
 	c.Grants = make([]store.DatabaseGrant, len(u.Grants))
 	for i, g := range u.Grants {
 		c.Grants[i] = store.DatabaseGrant{Database: g.Database, Privileges: slices.Clone(g.Privileges)}
@@ -269,14 +259,17 @@ func cloneUser(u *store.DatabaseUser) *store.DatabaseUser {
 	return &c
 }
 
-// taskStatePayload maps a finished (or not) task onto a record's state for
-// the payloads of deletions.
-func deletionState(t *store.Task) (model.DatabaseState, *string) {
-	switch t.Status {
-	case store.TaskSucceeded:
+// deletionState maps a deleted object's status onto the payload of its
+// deletion: DELETED once dropped, FAILED with the node's reason, else
+// DELETING (still running).
+func deletionState(st *store.ObjectStatus, gen int64) (model.DatabaseState, *string) {
+	switch {
+	case st == nil || st.ObservedGeneration < gen:
+		return model.DatabaseStateDeleting, nil
+	case st.State == store.DatabaseDeleted:
 		return model.DatabaseStateDeleted, nil
-	case store.TaskFailed:
-		return model.DatabaseStateFailed, strPtr(t.Error)
+	case st.State == store.DatabaseFailed:
+		return model.DatabaseStateFailed, strPtr(st.Reason)
 	}
 	return model.DatabaseStateDeleting, nil
 }
@@ -307,7 +300,7 @@ func databaseModels(set *store.DatabaseSet, st *store.DatabaseStatus) []*model.D
 	for _, n := range names {
 		d := set.Databases[n]
 		m := dbModel(d)
-		if info, ok := live[d.Engine+"/"+n]; ok && d.State != store.DatabasePending {
+		if info, ok := live[d.Engine+"/"+n]; ok && state(d) != store.DatabasePending {
 			size, tables := info.SizeBytes, int(info.Tables)
 			m.SizeBytes, m.Tables, m.Live, m.MeasuredAt = &size, &tables, true, timePtr(info.at)
 			m.Users = append(m.Users, info.Users...)

@@ -10,15 +10,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
-	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
 // CreateDatabase is the resolver for the createDatabase field.
-func (r *mutationResolver) CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine) (*model.Database, error) {
+func (r *mutationResolver) CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) (*model.Database, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "createDatabase", name, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -30,6 +30,10 @@ func (r *mutationResolver) CreateDatabase(ctx context.Context, account string, n
 	if err = validate.DatabaseName(full, a.Username); err != nil {
 		return nil, err
 	}
+	timeout, err := waitTimeout(wait)
+	if err != nil {
+		return nil, err
+	}
 	if err = r.checkEngine(ctx, a, eng); err != nil {
 		return nil, err
 	}
@@ -37,30 +41,29 @@ func (r *mutationResolver) CreateDatabase(ctx context.Context, account string, n
 	if err != nil {
 		return nil, err
 	}
-	tasks, err := r.changeDatabases(ctx, p, a, "createDatabase", full, map[string]string{"engine": eng}, func(set *store.DatabaseSet, c *dbChange) error {
+	var gen int64
+	err = r.changeDatabases(ctx, p, a, "createDatabase", full, map[string]string{"engine": eng}, func(set *store.DatabaseSet, c *dbChange) error {
 		d := &store.Database{Name: full, Owner: set.Account.Username, Engine: eng, Node: set.Account.Node}
 		count := len(set.Databases)
 		if old, ok := set.Databases[full]; ok {
 			// A database whose creation failed may be created again.
-			if old.State != store.DatabaseFailed || old.Engine != eng {
-				return fmt.Errorf("database %s exists already (%s): %w", full, old.State, store.ErrConflict)
+			if st, _ := old.State(); st != store.DatabaseFailed || old.Engine != eng {
+				return fmt.Errorf("database %s exists already (%s): %w", full, st, store.ErrConflict)
 			}
-			d.CreatedAt = old.CreatedAt
+			d.CreatedAt, d.Generation, d.Optimize = old.CreatedAt, old.Generation, old.Optimize
 			count--
 		}
 		if count+1 > plan.Databases {
 			return fmt.Errorf("%w: plan %s allows %d databases", store.ErrQuotaExceeded, plan.Name, plan.Databases)
 		}
-		d.State = store.DatabasePending
-		c.dbs[full] = d
-		c.tasks = append(c.tasks, store.DatabaseTask{Action: "ensureDatabase", Database: full, Spec: &agentpb.Task{
-			Action: &agentpb.Task_EnsureDatabase{EnsureDatabase: &agentpb.EnsureDatabaseAction{Name: full, Owner: d.Owner, Engine: agentEngine(eng)}}}})
+		c.putDatabase(d)
+		gen = d.Generation
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, set, err := r.finish(ctx, a.ID, tasks[0])
+	set, err := r.waitDatabases(ctx, a.ID, full, false, timeout, observed(gen))
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +75,7 @@ func (r *mutationResolver) CreateDatabase(ctx context.Context, account string, n
 }
 
 // DeleteDatabase is the resolver for the deleteDatabase field.
-func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, name string) (*model.DeleteDatabasePayload, error) {
+func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabasePayload, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "deleteDatabase", name, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -82,62 +85,57 @@ func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, n
 	if err = validate.DatabaseName(name, a.Username); err != nil {
 		return nil, err
 	}
-	var running string // a deletion already under way
-	tasks, err := r.changeDatabases(ctx, p, a, "deleteDatabase", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
+	timeout, err := waitTimeout(wait)
+	if err != nil {
+		return nil, err
+	}
+	var gen int64
+	err = r.changeDatabases(ctx, p, a, "deleteDatabase", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
 		d, ok := set.Databases[name]
-		switch {
-		case !ok:
+		if !ok {
 			return errorf(CodeNotFound, "account "+set.Account.Username+" has no database "+quote(name))
-		case d.State == store.DatabasePending:
+		}
+		switch st, _ := d.State(); st {
+		case store.DatabasePending:
 			return fmt.Errorf("database %s is still being created; try again shortly: %w", name, store.ErrConflict)
-		case d.State == store.DatabaseDeleting:
-			running = d.TaskID
+		case store.DatabaseDeleting:
+			gen = d.Generation // a deletion under way: wait for it
 			return nil
 		}
-		d.State, d.Reason = store.DatabaseDeleting, ""
-		c.dbs[name] = d
-		c.tasks = append(c.tasks, store.DatabaseTask{Action: "dropDatabase", Database: name, Spec: &agentpb.Task{
-			Action: &agentpb.Task_DropDatabase{DropDatabase: &agentpb.DropDatabaseAction{Name: name, Owner: d.Owner, Engine: agentEngine(d.Engine)}}}})
+		d.Deleted = true
+		c.putDatabase(d)
+		gen = d.Generation
 		// Dropping a database leaves its grants behind on the server
 		// (MariaDB keeps them in mysql.db): revoke them in the same change,
 		// so that a database created later under the name starts clean.
 		for _, u := range set.Users {
 			i := u.GrantIndex(name)
-			if i < 0 || u.State == store.DatabaseDeleting {
+			if i < 0 || u.Deleted {
 				continue
 			}
 			u = cloneUser(u)
 			u.Grants = slices.Delete(u.Grants, i, i+1)
-			c.ensureUser(u, nil)
+			c.putUser(u)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	t := &store.Task{ID: running}
-	if running == "" {
-		t = tasks[0]
-	}
-	if t, _, err = r.finish(ctx, a.ID, t); err != nil {
+	st, err := r.waitObject(ctx, a.ID, name, false, timeout, observed(gen))
+	if err != nil {
 		return nil, err
 	}
 	out := &model.DeleteDatabasePayload{Name: name}
-	out.State, out.Reason = deletionState(t)
-	if t.Status == store.TaskSucceeded {
-		var res *agentpb.DatabaseResult
-		if res, err = t.DatabaseResult(); err != nil {
-			return nil, err
-		}
-		if res.Dump != "" {
-			out.Dump, out.DumpBytes = &res.Dump, &res.DumpBytes
-		}
+	out.State, out.Reason = deletionState(st, gen)
+	if out.State == model.DatabaseStateDeleted && st.Dump != "" {
+		out.Dump, out.DumpBytes = &st.Dump, &st.DumpBytes
 	}
 	return out, nil
 }
 
 // CreateDatabaseUser is the resolver for the createDatabaseUser field.
-func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine) (*model.DatabaseUserPayload, error) {
+func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) (*model.DatabaseUserPayload, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "createDatabaseUser", name, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -147,6 +145,10 @@ func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account strin
 	eng := engineOf(engine)
 	full := a.Username + "_" + name
 	if err = validate.DatabaseUser(full, a.Username); err != nil {
+		return nil, err
+	}
+	timeout, err := waitTimeout(wait)
+	if err != nil {
 		return nil, err
 	}
 	if err = r.checkEngine(ctx, a, eng); err != nil {
@@ -160,28 +162,31 @@ func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account strin
 	if err != nil {
 		return nil, err
 	}
-	tasks, err := r.changeDatabases(ctx, p, a, "createDatabaseUser", full, map[string]string{"engine": eng}, func(set *store.DatabaseSet, c *dbChange) error {
+	var gen int64
+	err = r.changeDatabases(ctx, p, a, "createDatabaseUser", full, map[string]string{"engine": eng}, func(set *store.DatabaseSet, c *dbChange) error {
 		if err := stillOn(set, a); err != nil {
 			return err
 		}
 		u := &store.DatabaseUser{Name: full, Owner: set.Account.Username, Engine: eng, Node: set.Account.Node}
 		if old, ok := set.Users[full]; ok {
 			// A user whose creation failed may be created again.
-			if old.State != store.DatabaseFailed || old.Engine != eng {
-				return fmt.Errorf("database user %s exists already (%s): %w", full, old.State, store.ErrConflict)
+			if st, _ := old.State(); st != store.DatabaseFailed || old.Engine != eng {
+				return fmt.Errorf("database user %s exists already (%s): %w", full, st, store.ErrConflict)
 			}
 			u = cloneUser(old)
+			u.Deleted = false
 		}
 		if len(set.Users) >= maxDatabaseUsers && set.Users[full] == nil {
 			return fmt.Errorf("%w: an account may have at most %d database users", store.ErrQuotaExceeded, maxDatabaseUsers)
 		}
-		c.ensureUser(u, sealed)
+		c.setPassword(u, sealed)
+		gen = u.Generation
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, set, err := r.finish(ctx, a.ID, tasks[0])
+	set, err := r.waitDatabases(ctx, a.ID, full, true, timeout, observed(gen))
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +194,7 @@ func (r *mutationResolver) CreateDatabaseUser(ctx context.Context, account strin
 }
 
 // DeleteDatabaseUser is the resolver for the deleteDatabaseUser field.
-func (r *mutationResolver) DeleteDatabaseUser(ctx context.Context, account string, name string) (*model.DeleteDatabaseUserPayload, error) {
+func (r *mutationResolver) DeleteDatabaseUser(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabaseUserPayload, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "deleteDatabaseUser", name, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -199,41 +204,42 @@ func (r *mutationResolver) DeleteDatabaseUser(ctx context.Context, account strin
 	if err = validate.DatabaseUser(name, a.Username); err != nil {
 		return nil, err
 	}
-	var running string
-	tasks, err := r.changeDatabases(ctx, p, a, "deleteDatabaseUser", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
+	timeout, err := waitTimeout(wait)
+	if err != nil {
+		return nil, err
+	}
+	var gen int64
+	err = r.changeDatabases(ctx, p, a, "deleteDatabaseUser", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
 		u, ok := set.Users[name]
-		switch {
-		case !ok:
+		if !ok {
 			return errorf(CodeNotFound, "account "+set.Account.Username+" has no database user "+quote(name))
-		case u.State == store.DatabaseDeleting:
-			running = u.TaskID
+		}
+		switch st, _ := u.State(); st {
+		case store.DatabaseDeleting:
+			gen = u.Generation
 			return nil
-		case u.State == store.DatabasePending:
+		case store.DatabasePending:
 			return userBusy(u)
 		}
-		u.State, u.Reason = store.DatabaseDeleting, ""
-		c.users[name] = u
-		c.tasks = append(c.tasks, store.DatabaseTask{Action: "dropDatabaseUser", User: name, Spec: &agentpb.Task{
-			Action: &agentpb.Task_DropDatabaseUser{DropDatabaseUser: &agentpb.DropDatabaseUserAction{Name: name, Owner: u.Owner, Engine: agentEngine(u.Engine)}}}})
+		u.Deleted = true
+		c.putUser(u)
+		gen = u.Generation
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	t := &store.Task{ID: running}
-	if running == "" {
-		t = tasks[0]
-	}
-	if t, _, err = r.finish(ctx, a.ID, t); err != nil {
+	st, err := r.waitObject(ctx, a.ID, name, true, timeout, observed(gen))
+	if err != nil {
 		return nil, err
 	}
 	out := &model.DeleteDatabaseUserPayload{Name: name}
-	out.State, out.Reason = deletionState(t)
+	out.State, out.Reason = deletionState(st, gen)
 	return out, nil
 }
 
 // SetDatabasePrivileges is the resolver for the setDatabasePrivileges field.
-func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account string, database string, user string, privileges []string) (*model.DatabaseUser, error) {
+func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account string, database string, user string, privileges []string, wait *time.Duration) (*model.DatabaseUser, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "setDatabasePrivileges", user+"@"+database, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -251,13 +257,19 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 	if err = checkPrivileges(privileges); err != nil {
 		return nil, err
 	}
+	timeout, err := waitTimeout(wait)
+	if err != nil {
+		return nil, err
+	}
 	detail := map[string]string{"database": database, "privileges": strings.Join(privileges, ",")}
-	tasks, err := r.changeDatabases(ctx, p, a, "setDatabasePrivileges", user, detail, func(set *store.DatabaseSet, c *dbChange) error {
+	var gen int64 // 0: nothing to change
+	err = r.changeDatabases(ctx, p, a, "setDatabasePrivileges", user, detail, func(set *store.DatabaseSet, c *dbChange) error {
+		gen = 0
 		d, ok := set.Databases[database]
 		if !ok {
 			return errorf(CodeNotFound, "account "+set.Account.Username+" has no database "+quote(database))
 		}
-		if d.State == store.DatabaseDeleting {
+		if st, _ := d.State(); st == store.DatabaseDeleting {
 			return fmt.Errorf("database %s is being deleted: %w", database, store.ErrConflict)
 		}
 		u, ok := set.Users[user]
@@ -270,10 +282,14 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 		if u.Engine != d.Engine {
 			return &validate.Error{Field: "user", Reason: user + " is a " + u.Engine + " user and " + database + " a " + d.Engine + " database"}
 		}
+		active := false
+		if st, _ := u.State(); st == store.DatabaseActive {
+			active = true
+		}
 		u = cloneUser(u)
 		i := u.GrantIndex(database)
 		if len(privileges) == 0 {
-			if i < 0 && u.State == store.DatabaseActive {
+			if i < 0 && active {
 				return nil
 			}
 			if i >= 0 {
@@ -284,7 +300,7 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 			if err != nil {
 				return err
 			}
-			if i >= 0 && slices.Equal(u.Grants[i].Privileges, privs) && u.State == store.DatabaseActive {
+			if i >= 0 && slices.Equal(u.Grants[i].Privileges, privs) && active {
 				return nil
 			}
 			if i >= 0 {
@@ -294,17 +310,18 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 				slices.SortFunc(u.Grants, func(x, y store.DatabaseGrant) int { return strings.Compare(x.Database, y.Database) })
 			}
 		}
-		c.ensureUser(u, nil)
+		c.putUser(u)
+		gen = u.Generation
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	var set *store.DatabaseSet
-	if len(tasks) == 0 { // nothing to change
+	if gen == 0 { // nothing to change
 		set, err = r.Store.GetDatabases(ctx, a.ID)
 	} else {
-		_, set, err = r.finish(ctx, a.ID, tasks[0])
+		set, err = r.waitDatabases(ctx, a.ID, user, true, timeout, observed(gen))
 	}
 	if err != nil {
 		return nil, err
@@ -317,7 +334,7 @@ func (r *mutationResolver) SetDatabasePrivileges(ctx context.Context, account st
 }
 
 // ChangeDatabaseUserPassword is the resolver for the changeDatabaseUserPassword field.
-func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, account string, user string, password *string) (*model.DatabaseUserPayload, error) {
+func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, account string, user string, password *string, wait *time.Duration) (*model.DatabaseUserPayload, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "changeDatabaseUserPassword", user, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -325,6 +342,10 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 		return nil, err
 	}
 	if err = validate.DatabaseUser(user, a.Username); err != nil {
+		return nil, err
+	}
+	timeout, err := waitTimeout(wait)
+	if err != nil {
 		return nil, err
 	}
 	pw, generated, err := userPassword(password, user)
@@ -335,7 +356,8 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 	if err != nil {
 		return nil, err
 	}
-	tasks, err := r.changeDatabases(ctx, p, a, "changeDatabaseUserPassword", user, nil, func(set *store.DatabaseSet, c *dbChange) error {
+	var gen int64
+	err = r.changeDatabases(ctx, p, a, "changeDatabaseUserPassword", user, nil, func(set *store.DatabaseSet, c *dbChange) error {
 		if err := stillOn(set, a); err != nil {
 			return err
 		}
@@ -346,13 +368,14 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 		if err := userBusy(u); err != nil {
 			return err
 		}
-		c.ensureUser(u, sealed)
+		c.setPassword(u, sealed)
+		gen = u.Generation
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, set, err := r.finish(ctx, a.ID, tasks[0])
+	set, err := r.waitDatabases(ctx, a.ID, user, true, timeout, observed(gen))
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +383,7 @@ func (r *mutationResolver) ChangeDatabaseUserPassword(ctx context.Context, accou
 }
 
 // OptimizeDatabase is the resolver for the optimizeDatabase field.
-func (r *mutationResolver) OptimizeDatabase(ctx context.Context, account string, name string) (*model.OptimizeDatabasePayload, error) {
+func (r *mutationResolver) OptimizeDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.OptimizeDatabasePayload, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "optimizeDatabase", name, err) }()
 	p, a, err := r.webAccount(ctx, account)
@@ -370,33 +393,40 @@ func (r *mutationResolver) OptimizeDatabase(ctx context.Context, account string,
 	if err = validate.DatabaseName(name, a.Username); err != nil {
 		return nil, err
 	}
-	tasks, err := r.changeDatabases(ctx, p, a, "optimizeDatabase", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
+	timeout, err := waitTimeout(wait)
+	if err != nil {
+		return nil, err
+	}
+	var req int64
+	err = r.changeDatabases(ctx, p, a, "optimizeDatabase", name, nil, func(set *store.DatabaseSet, c *dbChange) error {
 		d, ok := set.Databases[name]
 		if !ok {
 			return errorf(CodeNotFound, "account "+set.Account.Username+" has no database "+quote(name))
 		}
-		if d.State != store.DatabaseActive {
-			return fmt.Errorf("database %s is %s: %w", name, d.State, store.ErrConflict)
+		if st, _ := d.State(); st != store.DatabaseActive {
+			return fmt.Errorf("database %s is %s: %w", name, st, store.ErrConflict)
 		}
-		c.tasks = append(c.tasks, store.DatabaseTask{Action: "optimizeDatabase", Spec: &agentpb.Task{
-			Action: &agentpb.Task_OptimizeDatabase{OptimizeDatabase: &agentpb.OptimizeDatabaseAction{Name: name, Owner: d.Owner, Engine: agentEngine(d.Engine)}}}})
+		// A request, not a change of the spec: the generation, and so
+		// the database's state, stay as they are.
+		d.Optimize++
+		c.dbs[name] = d
+		req = d.Optimize
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	t, err := r.waitTask(ctx, tasks[0].ID, dbTaskTimeout)
+	st, err := r.waitObject(ctx, a.ID, name, false, timeout, func(st *store.ObjectStatus) bool { return st != nil && st.Optimized >= req })
 	if err != nil {
 		return nil, err
 	}
-	out := &model.OptimizeDatabasePayload{Name: name, Status: model.TaskStatus(t.Status), Reason: strPtr(t.Error)}
-	if t.Status == store.TaskSucceeded {
-		var res *agentpb.DatabaseResult
-		if res, err = t.DatabaseResult(); err != nil {
-			return nil, err
+	out := &model.OptimizeDatabasePayload{Name: name, Status: model.TaskStatusPending}
+	if st != nil && st.Optimized >= req {
+		out.Status, out.Reason = model.TaskStatus(st.OptimizeStatus), strPtr(st.OptimizeReason)
+		if st.OptimizeTables != nil {
+			n := int(*st.OptimizeTables)
+			out.Tables = &n
 		}
-		n := int(res.Tables)
-		out.Tables = &n
 	}
 	return out, nil
 }
@@ -407,7 +437,7 @@ func (r *queryResolver) Databases(ctx context.Context, account string) ([]*model
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.readDatabases(ctx, a.ID)
+	set, err := r.Store.GetDatabases(ctx, a.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +454,7 @@ func (r *queryResolver) DatabaseUsers(ctx context.Context, account string) ([]*m
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.readDatabases(ctx, a.ID)
+	set, err := r.Store.GetDatabases(ctx, a.ID)
 	if err != nil {
 		return nil, err
 	}

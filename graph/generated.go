@@ -215,19 +215,19 @@ type ComplexityRoot struct {
 		AddDomain                  func(childComplexity int, account string, domain string, docroot *string) int
 		AddRecord                  func(childComplexity int, zone string, record model.RecordInput) int
 		AddReverseZone             func(childComplexity int, cidr string) int
-		ChangeDatabaseUserPassword func(childComplexity int, account string, user string, password *string) int
+		ChangeDatabaseUserPassword func(childComplexity int, account string, user string, password *string, wait *time.Duration) int
 		ChangePassword             func(childComplexity int, currentPassword string, newPassword string) int
 		CreateAPIToken             func(childComplexity int, name string, expiresAt *time.Time) int
 		CreateAccount              func(childComplexity int, input model.CreateAccountInput) int
-		CreateDatabase             func(childComplexity int, account string, name string, engine *model.DatabaseEngine) int
-		CreateDatabaseUser         func(childComplexity int, account string, name string, password *string, engine *model.DatabaseEngine) int
+		CreateDatabase             func(childComplexity int, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) int
+		CreateDatabaseUser         func(childComplexity int, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) int
 		CreateJoinToken            func(childComplexity int, input model.CreateJoinTokenInput) int
 		CreatePlan                 func(childComplexity int, input model.CreatePlanInput) int
 		CreateReseller             func(childComplexity int, input model.CreateResellerInput) int
 		CreateUser                 func(childComplexity int, input model.CreateUserInput) int
 		DeleteAccount              func(childComplexity int, id string) int
-		DeleteDatabase             func(childComplexity int, account string, name string) int
-		DeleteDatabaseUser         func(childComplexity int, account string, name string) int
+		DeleteDatabase             func(childComplexity int, account string, name string, wait *time.Duration) int
+		DeleteDatabaseUser         func(childComplexity int, account string, name string, wait *time.Duration) int
 		DeleteRecord               func(childComplexity int, zone string, id string) int
 		DeleteReverseZone          func(childComplexity int, name string) int
 		DisableDNSSec              func(childComplexity int, zone string) int
@@ -236,7 +236,7 @@ type ComplexityRoot struct {
 		ImportZone                 func(childComplexity int, zone string, bindText string) int
 		Login                      func(childComplexity int, username string, password string) int
 		Logout                     func(childComplexity int) int
-		OptimizeDatabase           func(childComplexity int, account string, name string) int
+		OptimizeDatabase           func(childComplexity int, account string, name string, wait *time.Duration) int
 		RemoveDomain               func(childComplexity int, account string, domain string) int
 		RemoveNode                 func(childComplexity int, name string) int
 		RestartService             func(childComplexity int, node string, name string, timeoutSeconds *int) int
@@ -244,7 +244,7 @@ type ComplexityRoot struct {
 		RevokeSessions             func(childComplexity int, user string) int
 		RotateDNSSECKeys           func(childComplexity int, zone string) int
 		RunNodeAction              func(childComplexity int, node string, action model.NodeAction, payload *string, timeoutSeconds *int) int
-		SetDatabasePrivileges      func(childComplexity int, account string, database string, user string, privileges []string) int
+		SetDatabasePrivileges      func(childComplexity int, account string, database string, user string, privileges []string, wait *time.Duration) int
 		SetNameservers             func(childComplexity int, names []string) int
 		SetPHPVersion              func(childComplexity int, account string, domain string, version *string) int
 		SetRedirect                func(childComplexity int, domain string, to *string, code *int) int
@@ -439,13 +439,13 @@ type MutationResolver interface {
 	SuspendAccount(ctx context.Context, id string) (*model.Account, error)
 	UnsuspendAccount(ctx context.Context, id string) (*model.Account, error)
 	DeleteAccount(ctx context.Context, id string) (*model.Account, error)
-	CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine) (*model.Database, error)
-	DeleteDatabase(ctx context.Context, account string, name string) (*model.DeleteDatabasePayload, error)
-	CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine) (*model.DatabaseUserPayload, error)
-	DeleteDatabaseUser(ctx context.Context, account string, name string) (*model.DeleteDatabaseUserPayload, error)
-	SetDatabasePrivileges(ctx context.Context, account string, database string, user string, privileges []string) (*model.DatabaseUser, error)
-	ChangeDatabaseUserPassword(ctx context.Context, account string, user string, password *string) (*model.DatabaseUserPayload, error)
-	OptimizeDatabase(ctx context.Context, account string, name string) (*model.OptimizeDatabasePayload, error)
+	CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) (*model.Database, error)
+	DeleteDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabasePayload, error)
+	CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) (*model.DatabaseUserPayload, error)
+	DeleteDatabaseUser(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabaseUserPayload, error)
+	SetDatabasePrivileges(ctx context.Context, account string, database string, user string, privileges []string, wait *time.Duration) (*model.DatabaseUser, error)
+	ChangeDatabaseUserPassword(ctx context.Context, account string, user string, password *string, wait *time.Duration) (*model.DatabaseUserPayload, error)
+	OptimizeDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.OptimizeDatabasePayload, error)
 	AddRecord(ctx context.Context, zone string, record model.RecordInput) (*model.DNSRecord, error)
 	UpdateRecord(ctx context.Context, zone string, id string, record model.RecordInput) (*model.DNSRecord, error)
 	DeleteRecord(ctx context.Context, zone string, id string) (bool, error)
@@ -1175,7 +1175,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.ChangeDatabaseUserPassword(childComplexity, args["account"].(string), args["user"].(string), args["password"].(*string)), true
+		return e.ComplexityRoot.Mutation.ChangeDatabaseUserPassword(childComplexity, args["account"].(string), args["user"].(string), args["password"].(*string), args["wait"].(*time.Duration)), true
 	case "Mutation.changePassword":
 		if e.ComplexityRoot.Mutation.ChangePassword == nil {
 			break
@@ -1219,7 +1219,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.CreateDatabase(childComplexity, args["account"].(string), args["name"].(string), args["engine"].(*model.DatabaseEngine)), true
+		return e.ComplexityRoot.Mutation.CreateDatabase(childComplexity, args["account"].(string), args["name"].(string), args["engine"].(*model.DatabaseEngine), args["wait"].(*time.Duration)), true
 	case "Mutation.createDatabaseUser":
 		if e.ComplexityRoot.Mutation.CreateDatabaseUser == nil {
 			break
@@ -1230,7 +1230,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.CreateDatabaseUser(childComplexity, args["account"].(string), args["name"].(string), args["password"].(*string), args["engine"].(*model.DatabaseEngine)), true
+		return e.ComplexityRoot.Mutation.CreateDatabaseUser(childComplexity, args["account"].(string), args["name"].(string), args["password"].(*string), args["engine"].(*model.DatabaseEngine), args["wait"].(*time.Duration)), true
 	case "Mutation.createJoinToken":
 		if e.ComplexityRoot.Mutation.CreateJoinToken == nil {
 			break
@@ -1296,7 +1296,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.DeleteDatabase(childComplexity, args["account"].(string), args["name"].(string)), true
+		return e.ComplexityRoot.Mutation.DeleteDatabase(childComplexity, args["account"].(string), args["name"].(string), args["wait"].(*time.Duration)), true
 	case "Mutation.deleteDatabaseUser":
 		if e.ComplexityRoot.Mutation.DeleteDatabaseUser == nil {
 			break
@@ -1307,7 +1307,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.DeleteDatabaseUser(childComplexity, args["account"].(string), args["name"].(string)), true
+		return e.ComplexityRoot.Mutation.DeleteDatabaseUser(childComplexity, args["account"].(string), args["name"].(string), args["wait"].(*time.Duration)), true
 	case "Mutation.deleteRecord":
 		if e.ComplexityRoot.Mutation.DeleteRecord == nil {
 			break
@@ -1401,7 +1401,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.OptimizeDatabase(childComplexity, args["account"].(string), args["name"].(string)), true
+		return e.ComplexityRoot.Mutation.OptimizeDatabase(childComplexity, args["account"].(string), args["name"].(string), args["wait"].(*time.Duration)), true
 	case "Mutation.removeDomain":
 		if e.ComplexityRoot.Mutation.RemoveDomain == nil {
 			break
@@ -1489,7 +1489,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.SetDatabasePrivileges(childComplexity, args["account"].(string), args["database"].(string), args["user"].(string), args["privileges"].([]string)), true
+		return e.ComplexityRoot.Mutation.SetDatabasePrivileges(childComplexity, args["account"].(string), args["database"].(string), args["user"].(string), args["privileges"].([]string), args["wait"].(*time.Duration)), true
 	case "Mutation.setNameservers":
 		if e.ComplexityRoot.Mutation.SetNameservers == nil {
 			break
@@ -3280,6 +3280,14 @@ func (ec *executionContext) field_Mutation_changeDatabaseUserPassword_args(ctx c
 		return nil, err
 	}
 	args["password"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg3
 	return args, nil
 }
 
@@ -3376,6 +3384,14 @@ func (ec *executionContext) field_Mutation_createDatabaseUser_args(ctx context.C
 		return nil, err
 	}
 	args["engine"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg4
 	return args, nil
 }
 
@@ -3406,6 +3422,14 @@ func (ec *executionContext) field_Mutation_createDatabase_args(ctx context.Conte
 		return nil, err
 	}
 	args["engine"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg3
 	return args, nil
 }
 
@@ -3498,6 +3522,14 @@ func (ec *executionContext) field_Mutation_deleteDatabaseUser_args(ctx context.C
 		return nil, err
 	}
 	args["name"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg2
 	return args, nil
 }
 
@@ -3520,6 +3552,14 @@ func (ec *executionContext) field_Mutation_deleteDatabase_args(ctx context.Conte
 		return nil, err
 	}
 	args["name"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg2
 	return args, nil
 }
 
@@ -3672,6 +3712,14 @@ func (ec *executionContext) field_Mutation_optimizeDatabase_args(ctx context.Con
 		return nil, err
 	}
 	args["name"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg2
 	return args, nil
 }
 
@@ -3856,6 +3904,14 @@ func (ec *executionContext) field_Mutation_setDatabasePrivileges_args(ctx contex
 		return nil, err
 	}
 	args["privileges"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "wait",
+		func(ctx context.Context, v any) (*time.Duration, error) {
+			return ec.unmarshalODuration2ᚖtimeᚐDuration(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["wait"] = arg4
 	return args, nil
 }
 
@@ -7065,7 +7121,7 @@ func (ec *executionContext) _Mutation_createDatabase(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["engine"].(*model.DatabaseEngine))
+			return ec.Resolvers.Mutation().CreateDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["engine"].(*model.DatabaseEngine), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Database) graphql.Marshaler {
@@ -7109,7 +7165,7 @@ func (ec *executionContext) _Mutation_deleteDatabase(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().DeleteDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string))
+			return ec.Resolvers.Mutation().DeleteDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.DeleteDatabasePayload) graphql.Marshaler {
@@ -7153,7 +7209,7 @@ func (ec *executionContext) _Mutation_createDatabaseUser(ctx context.Context, fi
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateDatabaseUser(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["password"].(*string), fc.Args["engine"].(*model.DatabaseEngine))
+			return ec.Resolvers.Mutation().CreateDatabaseUser(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["password"].(*string), fc.Args["engine"].(*model.DatabaseEngine), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.DatabaseUserPayload) graphql.Marshaler {
@@ -7197,7 +7253,7 @@ func (ec *executionContext) _Mutation_deleteDatabaseUser(ctx context.Context, fi
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().DeleteDatabaseUser(ctx, fc.Args["account"].(string), fc.Args["name"].(string))
+			return ec.Resolvers.Mutation().DeleteDatabaseUser(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.DeleteDatabaseUserPayload) graphql.Marshaler {
@@ -7241,7 +7297,7 @@ func (ec *executionContext) _Mutation_setDatabasePrivileges(ctx context.Context,
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().SetDatabasePrivileges(ctx, fc.Args["account"].(string), fc.Args["database"].(string), fc.Args["user"].(string), fc.Args["privileges"].([]string))
+			return ec.Resolvers.Mutation().SetDatabasePrivileges(ctx, fc.Args["account"].(string), fc.Args["database"].(string), fc.Args["user"].(string), fc.Args["privileges"].([]string), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.DatabaseUser) graphql.Marshaler {
@@ -7285,7 +7341,7 @@ func (ec *executionContext) _Mutation_changeDatabaseUserPassword(ctx context.Con
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ChangeDatabaseUserPassword(ctx, fc.Args["account"].(string), fc.Args["user"].(string), fc.Args["password"].(*string))
+			return ec.Resolvers.Mutation().ChangeDatabaseUserPassword(ctx, fc.Args["account"].(string), fc.Args["user"].(string), fc.Args["password"].(*string), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.DatabaseUserPayload) graphql.Marshaler {
@@ -7329,7 +7385,7 @@ func (ec *executionContext) _Mutation_optimizeDatabase(ctx context.Context, fiel
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().OptimizeDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string))
+			return ec.Resolvers.Mutation().OptimizeDatabase(ctx, fc.Args["account"].(string), fc.Args["name"].(string), fc.Args["wait"].(*time.Duration))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.OptimizeDatabasePayload) graphql.Marshaler {
@@ -17440,6 +17496,24 @@ func (ec *executionContext) marshalODatabaseEngine2ᚖgithubᚗcomᚋnpanelᚋnp
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalODuration2ᚖtimeᚐDuration(ctx context.Context, v any) (*time.Duration, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalDuration(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalODuration2ᚖtimeᚐDuration(ctx context.Context, sel ast.SelectionSet, v *time.Duration) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalDuration(*v)
+	return res
 }
 
 func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,26 +17,92 @@ const (
 	prefixDBUsers   = prefix + "dbusers/"
 	prefixDBSeq     = prefix + "dbseq/"
 	prefixDBStatus  = prefix + "dbstatus/"
+	prefixDBState   = prefix + "dbstate/"
 )
 
-// DatabaseState is where a database or database user is in its life.
+// DatabaseState is where a database or database user is in its life. It is
+// derived from the spec and the observed status (Database.State), never
+// written by the API.
 type DatabaseState string
 
 const (
 	// DatabasePending: the node has not applied the latest change yet.
 	DatabasePending DatabaseState = "PENDING"
 	DatabaseActive  DatabaseState = "ACTIVE"
-	// DatabaseDeleting: the drop task is queued or running; the record goes
-	// away when it succeeds.
+	// DatabaseDeleting: the drop is wanted and not done yet; the record
+	// goes away when it succeeds.
 	DatabaseDeleting DatabaseState = "DELETING"
+	// DatabaseDeleted: a dropped object's status (a tombstone that expires,
+	// see tombstoneTTL), for the mutation waiting on it.
+	DatabaseDeleted DatabaseState = "DELETED"
 	// DatabaseFailed: the node could not apply the latest change; Reason
 	// has its error.
 	DatabaseFailed DatabaseState = "FAILED"
 )
 
+// Task actions a database or user status names as in flight.
+const (
+	DBTaskEnsure   = "ensure"
+	DBTaskDrop     = "drop"
+	DBTaskOptimize = "optimize"
+)
+
+// ObjectStatus is what the database controller last observed of one
+// database or database user on its node. It lives under its own key
+// (dbstate/), written by the controller only; the API writes the spec.
+type ObjectStatus struct {
+	// ObservedGeneration is the spec generation the node last answered
+	// for; State and Reason are that answer (ACTIVE or FAILED, or DELETED
+	// for a dropped object's tombstone).
+	ObservedGeneration int64         `json:"observedGeneration"`
+	State              DatabaseState `json:"state,omitempty"`
+	Reason             string        `json:"reason,omitempty"`
+
+	// The one task in flight for the object, if any. One at a time: tasks
+	// for one node run concurrently, so two changes of one object in
+	// flight could land in either order.
+	TaskID         string `json:"taskId,omitempty"`
+	TaskAction     string `json:"taskAction,omitempty"` // DBTaskEnsure, DBTaskDrop, DBTaskOptimize
+	TaskGeneration int64  `json:"taskGeneration,omitempty"`
+	// TaskPassword is the password generation the task in flight carries
+	// (users; 0: none).
+	TaskPassword int64 `json:"taskPassword,omitempty"`
+
+	// PasswordGeneration is the user's password generation the node
+	// applied: a newer one in the spec travels in the next ensure.
+	PasswordGeneration int64 `json:"passwordGeneration,omitempty"`
+
+	// Dump and DumpBytes: the verified dump a drop wrote (databases).
+	Dump      string `json:"dump,omitempty"`
+	DumpBytes int64  `json:"dumpBytes,omitempty"`
+
+	// Optimized is the last optimize request carried out (Database.Optimize)
+	// and the rest its outcome.
+	Optimized      int64      `json:"optimized,omitempty"`
+	OptimizeStatus TaskStatus `json:"optimizeStatus,omitempty"`
+	OptimizeTables *int32     `json:"optimizeTables,omitempty"`
+	OptimizeReason string     `json:"optimizeReason,omitempty"`
+
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+}
+
+// objectState derives an object's state from its spec and status.
+func objectState(generation int64, deleted bool, st *ObjectStatus) (DatabaseState, string) {
+	observed := st.State != "" && st.ObservedGeneration == generation
+	switch {
+	case deleted && observed && st.State == DatabaseFailed:
+		return DatabaseFailed, st.Reason
+	case deleted:
+		return DatabaseDeleting, ""
+	case observed:
+		return st.State, st.Reason
+	}
+	return DatabasePending, ""
+}
+
 // Database is one database of an account on the account's node: the
-// desired state the API writes before any work starts, and the outcome of
-// the task that last changed it.
+// desired spec the API writes (with the quota and uniqueness checks in the
+// same transaction), and in Status what the controller observed.
 type Database struct {
 	Account string `json:"account"`
 	// Name is the full name, "<username>_<suffix>".
@@ -46,11 +111,28 @@ type Database struct {
 	Engine string `json:"engine"` // validate.EngineMariaDB or EnginePostgreSQL
 	Node   string `json:"node"`
 
-	State     DatabaseState `json:"state"`
-	Reason    string        `json:"reason,omitempty"`
-	TaskID    string        `json:"taskId,omitempty"`
-	CreatedAt time.Time     `json:"createdAt"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	// Generation counts the API's changes to the spec; the controller
+	// converges the node to the newest one. 0: a record no controller acts
+	// on (written by hand or by a test).
+	Generation int64 `json:"generation,omitempty"`
+	// Deleted: dump and drop the database; the record goes once the drop
+	// succeeded.
+	Deleted bool `json:"deleted,omitempty"`
+	// Optimize counts optimizeDatabase requests. A one-shot operation, not
+	// a change of the spec: it leaves Generation, and so the state, alone.
+	Optimize int64 `json:"optimize,omitempty"`
+
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+
+	// Status is read along with the spec from its own key; writing a
+	// spec never writes it.
+	Status ObjectStatus `json:"-"`
+}
+
+// State is the database's state and its reason (FAILED).
+func (d *Database) State() (DatabaseState, string) {
+	return objectState(d.Generation, d.Deleted, &d.Status)
 }
 
 // DatabaseGrant is the exact set of privileges a user holds on one database
@@ -60,9 +142,10 @@ type DatabaseGrant struct {
 	Privileges []string `json:"privileges"`
 }
 
-// DatabaseUser is one database user of an account with its grants. Its
-// password is never stored: it travels once, sealed to the node's key, in
-// the task that sets it.
+// DatabaseUser is one database user of an account with its grants: the
+// desired spec, and in Status what the controller observed. Its password
+// is never kept in the clear: the spec holds it sealed to the node's key
+// (pki.SealDER), which only the node can open.
 type DatabaseUser struct {
 	Account string          `json:"account"`
 	Name    string          `json:"name"`
@@ -72,11 +155,23 @@ type DatabaseUser struct {
 	Hosts   []string        `json:"hosts,omitempty"` // besides localhost
 	Grants  []DatabaseGrant `json:"grants,omitempty"`
 
-	State     DatabaseState `json:"state"`
-	Reason    string        `json:"reason,omitempty"`
-	TaskID    string        `json:"taskId,omitempty"`
-	CreatedAt time.Time     `json:"createdAt"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	Generation int64 `json:"generation,omitempty"`
+	Deleted    bool  `json:"deleted,omitempty"`
+	// SealedPassword is the password last set, sealed to Node's key, and
+	// PasswordGeneration the generation that set it: the controller sends
+	// it with the next ensure until the node has applied it.
+	SealedPassword     []byte `json:"sealedPassword,omitempty"`
+	PasswordGeneration int64  `json:"passwordGeneration,omitempty"`
+
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+
+	Status ObjectStatus `json:"-"`
+}
+
+// State is the user's state and its reason (FAILED).
+func (u *DatabaseUser) State() (DatabaseState, string) {
+	return objectState(u.Generation, u.Deleted, &u.Status)
 }
 
 // GrantIndex returns the index of the user's grant on database, or -1.
@@ -95,6 +190,17 @@ func dbUserPrefix(account string) string      { return prefixDBUsers + account +
 func dbUserKey(account, name string) string   { return dbUserPrefix(account) + name }
 func databaseSeqKey(account string) string    { return prefixDBSeq + account }
 func dbStatusKey(account string) string       { return prefixDBStatus + account }
+func dbStatePrefix(account string) string     { return prefixDBState + account + "/" }
+
+// Observed statuses: dbstate/<account>/db/<name> and .../user/<name>.
+func databaseStateKey(account, name string) string { return dbStatePrefix(account) + "db/" + name }
+func dbUserStateKey(account, name string) string   { return dbStatePrefix(account) + "user/" + name }
+
+// dbDoneKind is the kind of the done notices of database tasks
+// (done/database/<account>/<task>): the controller's key is the account.
+const dbDoneKind = "database"
+
+func dbDonePrefix(account string) string { return prefixDone + dbDoneKind + "/" + account + "/" }
 
 // databaseCleanupOps forget an account's database records; the account's
 // deletion (FinishAccountDeletion) commits them with its own removal.
@@ -110,140 +216,149 @@ func databaseCleanupOps(account string) []clientv3.Op {
 		clientv3.OpDelete(dbUserPrefix(account), clientv3.WithPrefix()),
 		clientv3.OpDelete(databaseSeqKey(account)),
 		clientv3.OpDelete(dbStatusKey(account)),
+		clientv3.OpDelete(dbStatePrefix(account), clientv3.WithPrefix()),
+		clientv3.OpDelete(dbDonePrefix(account), clientv3.WithPrefix()),
 	}
 }
 
-// DatabaseSet is an account's databases and database users as read at one
-// revision, for a ChangeDatabases callback to decide on.
+// DatabaseSet is an account's databases and database users, specs with
+// their observed statuses, as read at one revision.
 type DatabaseSet struct {
 	Account   *Account
 	Databases map[string]*Database
 	Users     map[string]*DatabaseUser
 }
 
-// DatabaseTask is a task a ChangeDatabases callback enqueues for the
-// account's node.
-type DatabaseTask struct {
-	Spec *agentpb.Task
-	// Action names the task in its record ("ensureDatabase", ...).
-	Action string
-	// Database or User names the record in the change whose TaskID is set
-	// to this task's id ("" for none).
-	Database, User string
-}
-
-// DatabaseChange is what a ChangeDatabases callback writes.
+// DatabaseChange is the specs a ChangeDatabases callback writes. The API
+// never writes a status or a task: the database controller turns the
+// specs into tasks and records their outcomes.
 type DatabaseChange struct {
-	Databases       []*Database
-	Users           []*DatabaseUser
-	DeleteDatabases []string
-	DeleteUsers     []string
-	Tasks           []DatabaseTask
+	Databases []*Database
+	Users     []*DatabaseUser
 }
 
 func (c *DatabaseChange) empty() bool {
-	return c == nil || len(c.Databases)+len(c.Users)+len(c.DeleteDatabases)+len(c.DeleteUsers)+len(c.Tasks) == 0
+	return c == nil || len(c.Databases)+len(c.Users) == 0
 }
 
 // GetDatabases reads an account's databases and users at one revision.
 func (s *Store) GetDatabases(ctx context.Context, account string) (*DatabaseSet, error) {
-	set, _, _, err := s.readDatabases(ctx, account)
-	return set, err
+	r, err := s.readDatabases(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	return r.set, nil
 }
 
-// readDatabases reads the account, its databases and users, and the
-// revisions of the account and of its database sequence key (0: none).
-func (s *Store) readDatabases(ctx context.Context, account string) (*DatabaseSet, int64, int64, error) {
+// databasesRead is an account's database records at one revision: the
+// set, the revisions of the account and of its sequence key (0: none), and
+// the done notices of its finished tasks.
+type databasesRead struct {
+	set          *DatabaseSet
+	arev, seqRev int64
+	done         []string // keys
+}
+
+// readDatabases reads the account, its databases and users with their
+// statuses, and its done notices, in one transaction.
+func (s *Store) readDatabases(ctx context.Context, account string) (*databasesRead, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(accountKey(account)),
 		clientv3.OpGet(databaseSeqKey(account)),
 		clientv3.OpGet(databasePrefix(account), clientv3.WithPrefix()),
 		clientv3.OpGet(dbUserPrefix(account), clientv3.WithPrefix()),
+		clientv3.OpGet(dbStatePrefix(account), clientv3.WithPrefix()),
+		clientv3.OpGet(dbDonePrefix(account), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("read databases of %s: %w", account, err)
+		return nil, fmt.Errorf("read databases of %s: %w", account, err)
 	}
 	akvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(akvs) == 0 {
-		return nil, 0, 0, fmt.Errorf("account %q: %w", account, ErrNotFound)
+		return nil, fmt.Errorf("account %q: %w", account, ErrNotFound)
 	}
 	a, err := DecodeAccount(akvs[0].Value)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("decode account %s: %w", account, err)
+		return nil, fmt.Errorf("decode account %s: %w", account, err)
 	}
-	var seqRev int64
+	r := &databasesRead{arev: akvs[0].ModRevision}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		seqRev = kvs[0].ModRevision
+		r.seqRev = kvs[0].ModRevision
 	}
 	set := &DatabaseSet{Account: a, Databases: map[string]*Database{}, Users: map[string]*DatabaseUser{}}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		d, err := decodeJSON[Database](kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, err
 		}
 		set.Databases[d.Name] = d
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
 		u, err := decodeJSON[DatabaseUser](kv.Key, kv.Value)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, err
 		}
 		set.Users[u.Name] = u
 	}
-	return set, akvs[0].ModRevision, seqRev, nil
+	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {
+		st, err := decodeJSON[ObjectStatus](kv.Key, kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		kind, name, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), dbStatePrefix(account)), "/")
+		switch kind {
+		case "db":
+			if d := set.Databases[name]; d != nil {
+				d.Status = *st
+			}
+		case "user":
+			if u := set.Users[name]; u != nil {
+				u.Status = *st
+			}
+		}
+	}
+	for _, kv := range resp.Responses[5].GetResponseRange().Kvs {
+		r.done = append(r.done, string(kv.Key))
+	}
+	r.set = set
+	return r, nil
 }
 
 // ChangeDatabases applies fn to an account's databases and users and
-// commits what it returns — records, deletions and the tasks that carry
-// them out — in one transaction with audit. Every change to an account's
-// databases bumps one per-account sequence key, and the transaction
-// compares it and the account record: fn decides on a consistent picture
-// (the plan's database count, whether a database a grant names exists, no
-// task of a user still running), and a concurrent change on any replica
-// makes the commit fail and fn run again on the new state. So a quota is
-// never over-spent, and on refusal (fn's error) nothing is written. fn
-// returning an empty change writes nothing. audit with an empty Action is
-// not written (internal bookkeeping).
-func (s *Store) ChangeDatabases(ctx context.Context, account, createdBy string, fn func(*DatabaseSet) (*DatabaseChange, error), audit AuditEvent) ([]*Task, error) {
+// commits the specs it returns in one transaction with audit. Every change
+// to an account's databases — the API's specs and the controller's
+// statuses and tasks — bumps one per-account sequence key, and the
+// transaction compares it and the account record: fn decides on a
+// consistent picture (the plan's database count, whether a database a
+// grant names exists, whether a user's change is still being applied),
+// and a concurrent change on any replica makes the commit fail and fn run
+// again on the new state. So a quota is never over-spent, and on refusal
+// (fn's error) nothing is written. fn returning an empty change writes
+// nothing. audit with an empty Action is not written.
+//
+// A spec whose name was not in the set is a new object: its old status
+// (a tombstone of a dropped namesake) is removed in the same transaction,
+// so that it never passes for the new object's.
+func (s *Store) ChangeDatabases(ctx context.Context, account, createdBy string, fn func(*DatabaseSet) (*DatabaseChange, error), audit AuditEvent) error {
 	for {
-		set, arev, seqRev, err := s.readDatabases(ctx, account)
+		r, err := s.readDatabases(ctx, account)
 		if err != nil {
-			return nil, err
+			return err
 		}
+		set := r.set
 		ch, err := fn(set)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if ch.empty() {
-			return nil, nil
+			return nil
 		}
 		now := time.Now().UTC()
 		var ops []clientv3.Op
-		tasks := make([]*Task, 0, len(ch.Tasks))
-		for _, dt := range ch.Tasks {
-			if set.Account.Node == "" {
-				return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrConflict)
-			}
-			t, tops, err := taskOps(set.Account.Node, dt.Spec, "", createdBy, nil, now)
-			if err != nil {
-				return nil, err
-			}
-			t.Action = dt.Action
-			tops[0] = clientv3.OpPut(taskKey(t.ID), mustJSON(t))
-			ops = append(ops, tops...)
-			tasks = append(tasks, t)
-			for _, d := range ch.Databases {
-				if dt.Database != "" && d.Name == dt.Database {
-					d.TaskID = t.ID
-				}
-			}
-			for _, u := range ch.Users {
-				if dt.User != "" && u.Name == dt.User {
-					u.TaskID = t.ID
-				}
-			}
-		}
 		for _, d := range ch.Databases {
+			if _, ok := set.Databases[d.Name]; !ok {
+				ops = append(ops, clientv3.OpDelete(databaseStateKey(account, d.Name)))
+			}
 			d.Account, d.UpdatedAt = account, now
 			if d.CreatedAt.IsZero() {
 				d.CreatedAt = now
@@ -251,40 +366,47 @@ func (s *Store) ChangeDatabases(ctx context.Context, account, createdBy string, 
 			ops = append(ops, clientv3.OpPut(databaseKey(account, d.Name), mustJSON(d)))
 		}
 		for _, u := range ch.Users {
+			if _, ok := set.Users[u.Name]; !ok {
+				ops = append(ops, clientv3.OpDelete(dbUserStateKey(account, u.Name)))
+			}
 			u.Account, u.UpdatedAt = account, now
 			if u.CreatedAt.IsZero() {
 				u.CreatedAt = now
 			}
 			ops = append(ops, clientv3.OpPut(dbUserKey(account, u.Name), mustJSON(u)))
 		}
-		for _, n := range ch.DeleteDatabases {
-			ops = append(ops, clientv3.OpDelete(databaseKey(account, n)))
-		}
-		for _, n := range ch.DeleteUsers {
-			ops = append(ops, clientv3.OpDelete(dbUserKey(account, n)))
-		}
-		ops = append(ops, clientv3.OpPut(databaseSeqKey(account), now.Format(time.RFC3339Nano)))
+		ops = append(ops, seqPut(account, DBChangedSpec, now))
 		if audit.Action != "" {
 			ops = append(ops, auditPut(audit))
 		}
 		if len(ops) > MaxTxnOps {
-			return nil, fmt.Errorf("change to the databases of %s needs %d operations; at most %d fit in one transaction", set.Account.Username, len(ops), MaxTxnOps)
+			return fmt.Errorf("change to the databases of %s needs %d operations; at most %d fit in one transaction", set.Account.Username, len(ops), MaxTxnOps)
 		}
-		seqCmp := absent(databaseSeqKey(account))
-		if seqRev != 0 {
-			seqCmp = unchanged(databaseSeqKey(account), seqRev)
-		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(accountKey(account), arev), seqCmp).Then(ops...).Commit()
+		ok, err := s.commitDatabases(ctx, account, r, ops)
 		if err != nil {
-			return nil, fmt.Errorf("change databases of %s: %w", set.Account.Username, err)
+			return fmt.Errorf("change databases of %s: %w", set.Account.Username, err)
 		}
-		if resp.Succeeded {
-			return tasks, nil
+		if ok {
+			return nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 	}
+}
+
+// commitDatabases commits ops if neither the account nor its database
+// sequence key changed since r was read.
+func (s *Store) commitDatabases(ctx context.Context, account string, r *databasesRead, ops []clientv3.Op) (bool, error) {
+	seqCmp := absent(databaseSeqKey(account))
+	if r.seqRev != 0 {
+		seqCmp = unchanged(databaseSeqKey(account), r.seqRev)
+	}
+	resp, err := s.cli.Txn(ctx).If(unchanged(accountKey(account), r.arev), seqCmp).Then(ops...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
 }
 
 // EnqueueQueryTask writes a read-only task (a listing) for node whose
@@ -394,132 +516,4 @@ func (s *Store) GetDatabaseStatus(ctx context.Context, account string) (*Databas
 		return nil, nil
 	}
 	return st, err
-}
-
-// DatabaseEngines lists, for every account that has databases, the engines
-// they use.
-func (s *Store) DatabaseEngines(ctx context.Context) (map[string]map[string]bool, error) {
-	out := map[string]map[string]bool{}
-	key, end := prefixDatabases, clientv3.GetPrefixRangeEnd(prefixDatabases)
-	for {
-		resp, err := s.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(1000))
-		if err != nil {
-			return nil, fmt.Errorf("list databases: %w", err)
-		}
-		for _, kv := range resp.Kvs {
-			d, err := decodeJSON[Database](kv.Key, kv.Value)
-			if err != nil {
-				continue
-			}
-			if out[d.Account] == nil {
-				out[d.Account] = map[string]bool{}
-			}
-			out[d.Account][d.Engine] = true
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return out, nil
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-	}
-}
-
-// WatchDatabaseChanges yields the id of each account whose databases or
-// database users change, for the leader's status refresh. The channel is
-// closed when ctx ends or the watch breaks (the caller starts over).
-func (s *Store) WatchDatabaseChanges(ctx context.Context) <-chan string {
-	out := make(chan string, 64)
-	go func() {
-		defer close(out)
-		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), prefixDBSeq, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithFilterDelete())
-		for resp := range wch {
-			if resp.Err() != nil {
-				return
-			}
-			for _, ev := range resp.Events {
-				select {
-				case out <- strings.TrimPrefix(string(ev.Kv.Key), prefixDBSeq):
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
-// SettleDatabases records in set, and returns as a change, the outcome of
-// every finished task that a PENDING or DELETING record waits on: ACTIVE
-// or FAILED with the node's error, and for a finished deletion the
-// record's removal. It only reads (the tasks); set is updated in place so
-// that a caller decides on current states, and it writes nothing itself.
-func (s *Store) SettleDatabases(ctx context.Context, set *DatabaseSet) (*DatabaseChange, error) {
-	ch := &DatabaseChange{}
-	outcome := func(st DatabaseState, taskID string) (*Task, error) {
-		if (st != DatabasePending && st != DatabaseDeleting) || taskID == "" {
-			return nil, nil
-		}
-		t, _, err := s.GetTask(ctx, taskID)
-		if errors.Is(err, ErrNotFound) {
-			return nil, nil
-		}
-		if err != nil || t.Status == TaskPending {
-			return nil, err
-		}
-		return t, nil
-	}
-	for name, d := range set.Databases {
-		t, err := outcome(d.State, d.TaskID)
-		if err != nil {
-			return nil, err
-		}
-		if t == nil {
-			continue
-		}
-		switch {
-		case d.State == DatabaseDeleting && t.Status == TaskSucceeded:
-			delete(set.Databases, name)
-			ch.DeleteDatabases = append(ch.DeleteDatabases, name)
-			continue
-		case t.Status == TaskSucceeded:
-			d.State, d.Reason = DatabaseActive, ""
-		case d.State == DatabaseDeleting:
-			d.State, d.Reason = DatabaseFailed, "delete failed, nothing dropped: "+t.Error
-		default:
-			d.State, d.Reason = DatabaseFailed, t.Error
-		}
-		ch.Databases = append(ch.Databases, d)
-	}
-	for name, u := range set.Users {
-		t, err := outcome(u.State, u.TaskID)
-		if err != nil {
-			return nil, err
-		}
-		if t == nil {
-			continue
-		}
-		switch {
-		case u.State == DatabaseDeleting && t.Status == TaskSucceeded:
-			delete(set.Users, name)
-			ch.DeleteUsers = append(ch.DeleteUsers, name)
-			continue
-		case t.Status == TaskSucceeded:
-			u.State, u.Reason = DatabaseActive, ""
-		default:
-			u.State, u.Reason = DatabaseFailed, t.Error
-		}
-		ch.Users = append(ch.Users, u)
-	}
-	return ch, nil
-}
-
-// SettleAccountDatabases records the outcome of an account's finished
-// database tasks (SettleDatabases) and returns the set as it then stands.
-// Internal bookkeeping: not audited.
-func (s *Store) SettleAccountDatabases(ctx context.Context, account string) (*DatabaseSet, error) {
-	var out *DatabaseSet
-	_, err := s.ChangeDatabases(ctx, account, "", func(set *DatabaseSet) (*DatabaseChange, error) {
-		out = set
-		return s.SettleDatabases(ctx, set)
-	}, AuditEvent{})
-	return out, err
 }

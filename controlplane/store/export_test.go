@@ -8,8 +8,8 @@ func (s *Store) MirroredPlan(name string, rev int64) bool {
 	return ok && r == rev
 }
 
-// DatabaseKey is the key of an account's database record.
-func DatabaseKey(account, name string) string { return databaseKey(account, name) }
+// DatabaseStateKey is the key of an account's database status.
+func DatabaseStateKey(account, name string) string { return databaseStateKey(account, name) }
 
 // MirroredServices returns the node's service report the replica's mirror
 // holds, or nil.

@@ -121,12 +121,11 @@ func (s *Store) deleteUnchanged(ctx context.Context, cmps []clientv3.Cmp, ops []
 }
 
 // waitedTasks is the set of task ids a done notice names or a database
-// record in flight waits on.
+// status in flight waits on.
 func (s *Store) waitedTasks(ctx context.Context) (map[string]bool, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(prefixDone, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixDatabases, clientv3.WithPrefix()),
-		clientv3.OpGet(prefixDBUsers, clientv3.WithPrefix()),
+		clientv3.OpGet(prefixDBState, clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read tasks in use: %w", err)
@@ -135,18 +134,15 @@ func (s *Store) waitedTasks(ctx context.Context) (map[string]bool, error) {
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		out[string(kv.Value)] = true
 	}
-	for _, r := range resp.Responses[1:] {
-		for _, kv := range r.GetResponseRange().Kvs {
-			var rec struct {
-				State  DatabaseState `json:"state"`
-				TaskID string        `json:"taskId"`
-			}
-			if err := json.Unmarshal(kv.Value, &rec); err != nil {
-				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-			}
-			if rec.TaskID != "" && (rec.State == DatabasePending || rec.State == DatabaseDeleting) {
-				out[rec.TaskID] = true
-			}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var rec struct {
+			TaskID string `json:"taskId"`
+		}
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if rec.TaskID != "" {
+			out[rec.TaskID] = true
 		}
 	}
 	return out, nil

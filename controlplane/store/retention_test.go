@@ -51,7 +51,7 @@ func TestPruneTasks(t *testing.T) {
 	finish(noticed)
 	dbTask := enqueue("")
 	finish(dbTask)
-	if _, err := cli.Put(ctx, store.DatabaseKey("a1", "shop"), `{"name":"shop","state":"PENDING","taskId":"`+dbTask.ID+`"}`); err != nil {
+	if _, err := cli.Put(ctx, store.DatabaseStateKey("a1", "shop"), `{"observedGeneration":0,"taskId":"`+dbTask.ID+`"}`); err != nil {
 		t.Fatal(err)
 	}
 	cutoff := time.Now().Add(time.Millisecond)
@@ -72,7 +72,7 @@ func TestPruneTasks(t *testing.T) {
 		}
 	}
 	// Once the database settled, its task goes too.
-	if _, err := cli.Put(ctx, store.DatabaseKey("a1", "shop"), `{"name":"shop","state":"ACTIVE","taskId":"`+dbTask.ID+`"}`); err != nil {
+	if _, err := cli.Put(ctx, store.DatabaseStateKey("a1", "shop"), `{"observedGeneration":1,"state":"ACTIVE"}`); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.PruneTasks(ctx, cutoff, 100); err != nil || n != 1 {

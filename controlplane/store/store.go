@@ -28,13 +28,15 @@
 //	names/tree/<tld>/<..>/     every hosted name by reversed labels (→ account id, or -cluster), see nametree.go
 //	alloc/<node>               what is placed on a node (scheduler's ledger)
 //	zones/<name>               DNS zones: records, primary node, secondaries, status   KindZones
-//	databases/<account>/<db>   an account's databases: desired state and last task's outcome
-//	dbusers/<account>/<user>   an account's database users and their grants (never a password)
-//	dbseq/<account>            bumped by every change to the two above (one CAS per account)
+//	databases/<account>/<db>   an account's databases: desired spec with its generation
+//	dbusers/<account>/<user>   an account's database users, grants, password sealed to the node's key
+//	dbstate/<account>/db/<db>  observed status of a database (controller), .../user/<user> of a user
+//	dbseq/<account>            bumped by every change to the three above (one CAS per account) KindDatabaseChanges
 //	dbstatus/<account>         the account's databases as its node last reported them
 //	done/account/<id>/<task>   a finished account task for the controller (→ task id) KindAccountOutcomes
 //	done/zone/<zone>/<task>    a finished zone task                                   KindZoneOutcomes
 //	done/dnsnode/<node>/<task> a finished check of a node's primary zones             KindDNSChecks
+//	done/database/<account>/<task> a finished database task                           KindDatabaseOutcomes
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session (Session)
 //	election/                  leader election (etcd concurrency; Session.Campaign, LeaderID)
@@ -102,11 +104,13 @@ type Store struct {
 	zones    zoneCache
 	// taskWaits signals WaitTask callers (see taskHub).
 	taskWaits *taskHub
+	// dbWaits signals WaitDatabaseObject callers.
+	dbWaits *taskHub
 }
 
 // New wraps an etcd client. The caller owns the client.
 func New(cli *clientv3.Client) *Store {
-	s := &Store{cli: cli, taskWaits: newTaskHub(cli)}
+	s := &Store{cli: cli, taskWaits: newTaskHub(cli), dbWaits: newStatusHub(cli)}
 	s.users = newMirror[User](s, kindUsers)
 	s.plans = newMirror[Plan](s, kindPlans)
 	s.services = newMirror[NodeServices](s, kindServices)
@@ -115,12 +119,14 @@ func New(cli *clientv3.Client) *Store {
 
 // RunMirrors keeps users, plans and service reports in memory for
 // CachedUser, CachedPlan and CachedServices, and runs the one watch on task
-// records that WaitTask listens to, until ctx ends.
+// records that WaitTask listens to and the one on database statuses that
+// WaitDatabaseObject listens to, until ctx ends.
 func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.users.run(ctx, log)
 	go s.plans.run(ctx, log)
 	go s.services.run(ctx, log)
 	go s.taskWaits.run(ctx, log)
+	go s.dbWaits.run(ctx, log)
 }
 
 // Client returns the underlying etcd client.

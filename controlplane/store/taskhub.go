@@ -22,6 +22,10 @@ import (
 // hold up the watch. It reads the record itself when signalled.
 type taskHub struct {
 	cli *clientv3.Client
+	// prefix is what the hub watches; a waiter's id is the key without it.
+	prefix string
+	// filterDelete drops deletions: a task record's deletion is not news.
+	filterDelete bool
 
 	mu      sync.Mutex
 	running bool
@@ -31,7 +35,13 @@ type taskHub struct {
 type taskWaiter struct{ ch chan struct{} }
 
 func newTaskHub(cli *clientv3.Client) *taskHub {
-	return &taskHub{cli: cli, waiters: map[string]map[*taskWaiter]struct{}{}}
+	return &taskHub{cli: cli, prefix: prefixTasks, filterDelete: true, waiters: map[string]map[*taskWaiter]struct{}{}}
+}
+
+// newStatusHub signals waiters on the database statuses (dbstate/), the
+// way taskHub does on tasks (see WaitDatabaseObject).
+func newStatusHub(cli *clientv3.Client) *taskHub {
+	return &taskHub{cli: cli, prefix: prefixDBState, waiters: map[string]map[*taskWaiter]struct{}{}}
 }
 
 func (h *taskHub) notify(w *taskWaiter) {
@@ -82,13 +92,17 @@ func (h *taskHub) follow(ctx context.Context) error {
 	defer cancel()
 	// From now: a waiter reads the record after subscribing, so changes
 	// before that are in what it reads.
-	for wr := range h.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithFilterDelete()) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if h.filterDelete {
+		opts = append(opts, clientv3.WithFilterDelete())
+	}
+	for wr := range h.cli.Watch(wctx, h.prefix, opts...) {
 		if err := wr.Err(); err != nil {
 			return err
 		}
 		h.mu.Lock()
 		for _, ev := range wr.Events {
-			for w := range h.waiters[strings.TrimPrefix(string(ev.Kv.Key), prefixTasks)] {
+			for w := range h.waiters[strings.TrimPrefix(string(ev.Kv.Key), h.prefix)] {
 				h.notify(w)
 			}
 		}
