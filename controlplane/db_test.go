@@ -367,7 +367,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 	}
 
 	// No password was ever written to etcd in the clear.
-	resp, err := s.Store().Client().Get(ctx, "/", clientv3.WithPrefix())
+	resp, err := s.RawEtcd(t).Get(ctx, "/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		t.Errorf("dump of the deleted account's database: %v", dumps)
 	}
 	for _, pfx := range []string{"/npanel/databases/" + acctA.ID + "/", "/npanel/dbusers/" + acctA.ID + "/", "/npanel/dbseq/" + acctA.ID} {
-		if r, err := s.Store().Client().Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
+		if r, err := s.RawEtcd(t).Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || r.Count != 0 {
 			t.Errorf("%s after account deletion: %v %v", pfx, r.Count, err)
 		}
 	}

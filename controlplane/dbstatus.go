@@ -58,9 +58,6 @@ func answeredChange(ev store.Event) (account string, queue, keep bool) {
 	return ev.Name, change == store.DBChangedStatus, change != ""
 }
 
-// run refreshes statuses until ctx ends (the leader runs it).
-func (c *dbStatusController) run(ctx context.Context) { c.ctl.Run(ctx) }
-
 // refresh lists the account's databases on its node engine by engine, and
 // records the result. A node that is not READY is skipped: its queue would
 // only collect listings it never answers.

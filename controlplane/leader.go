@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -104,17 +103,4 @@ func (s *Server) LeaderID(ctx context.Context) (string, error) {
 }
 
 // runControllers runs every leader-only loop until ctx ends.
-func (s *Server) runControllers(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Go(func() { s.runLiveness(ctx) })
-	wg.Go(func() { s.controllers.Lead(ctx) })
-	wg.Go(func() { s.runPruner(ctx) })
-	wg.Go(func() { newDBStatusController(s).run(ctx) })
-	wg.Go(func() {
-		zc := newZoneController(s)
-		s.zoneCtl.Store(zc)
-		defer s.zoneCtl.CompareAndSwap(zc, nil)
-		zc.run(ctx)
-	})
-	wg.Wait()
-}
+func (s *Server) runControllers(ctx context.Context) { s.controllers.Lead(ctx) }

@@ -209,7 +209,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.accounts = newAccountIndex(s, store.New(indexCli))
 	go s.accounts.run(runCtx)
 	s.controllers = controller.NewManager()
-	s.controllers.Add(newAccountController(s).ctl, newDatabaseController(s))
+	s.controllers.Add(
+		newAccountController(s).ctl,
+		controller.RunFunc(s.runZoneControllers),
+		newDatabaseController(s),
+		newDBStatusController(s).ctl,
+		controller.RunFunc(s.runLiveness),
+		controller.RunFunc(s.runPruner),
+	)
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.

@@ -332,7 +332,7 @@ func TestStalledDeliveryTurnsNodeSuspect(t *testing.T) {
 
 	// Written raw: the store itself never writes what it cannot decode.
 	key := "/npanel/queue/node-a/" + ulid.Make().String()
-	if _, err := st.Client().Put(ctx, key, "\xff not a task"); err != nil {
+	if _, err := s.RawEtcd(t).Put(ctx, key, "\xff not a task"); err != nil {
 		t.Fatal(err)
 	}
 	var reason string
@@ -346,7 +346,7 @@ func TestStalledDeliveryTurnsNodeSuspect(t *testing.T) {
 	}
 	t.Logf("SUSPECT: %s", reason)
 
-	if _, err := st.Client().Delete(ctx, key); err != nil {
+	if _, err := s.RawEtcd(t).Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "node-a READY again", func() bool {

@@ -132,12 +132,17 @@ func newZoneController(s *Server) *zoneController {
 	return c
 }
 
-// run runs the zone controller until ctx ends (this replica's term as
-// leader); each term starts with a fresh controller and fresh lists.
-func (c *zoneController) run(ctx context.Context) {
-	m := controller.NewManager()
-	m.Add(c.zones, c.cluster)
-	m.Lead(ctx)
+// runZoneControllers runs a zone controller until ctx ends (this
+// replica's term as leader). Each term starts with a fresh one: what it
+// remembers (handled writes, sent sets, checks) holds for one term only.
+func (s *Server) runZoneControllers(ctx context.Context) {
+	c := newZoneController(s)
+	s.zoneCtl.Store(c)
+	defer s.zoneCtl.CompareAndSwap(c, nil)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.zones.Run(ctx) })
+	wg.Go(func() { c.cluster.Run(ctx) })
+	wg.Wait()
 }
 
 // zoneEvent queues a zone whose record changed, with the revision of the

@@ -6,10 +6,23 @@ import (
 	"sync/atomic"
 )
 
+// Runner is what a Manager runs while this replica leads: a Controller,
+// or a leader-only loop that is not keyed by object (a pruner, liveness).
+// Run returns once ctx ends.
+type Runner interface {
+	Run(ctx context.Context)
+}
+
+// RunFunc adapts a function to Runner.
+type RunFunc func(ctx context.Context)
+
+// Run calls f(ctx).
+func (f RunFunc) Run(ctx context.Context) { f(ctx) }
+
 // Manager runs a set of controllers while this replica leads.
 type Manager struct {
 	mu      sync.Mutex
-	ctrls   []*Controller
+	ctrls   []Runner
 	leading atomic.Bool
 }
 
@@ -17,7 +30,7 @@ type Manager struct {
 func NewManager() *Manager { return &Manager{} }
 
 // Add registers controllers; they run from the next Lead on.
-func (m *Manager) Add(cs ...*Controller) {
+func (m *Manager) Add(cs ...Runner) {
 	m.mu.Lock()
 	m.ctrls = append(m.ctrls, cs...)
 	m.mu.Unlock()
@@ -28,7 +41,7 @@ func (m *Manager) Add(cs ...*Controller) {
 // no controller of an old term writes beside the next leader's.
 func (m *Manager) Lead(ctx context.Context) {
 	m.mu.Lock()
-	ctrls := append([]*Controller(nil), m.ctrls...)
+	ctrls := append([]Runner(nil), m.ctrls...)
 	m.mu.Unlock()
 	m.leading.Store(true)
 	defer m.leading.Store(false)

@@ -129,13 +129,6 @@ func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.dbWaits.run(ctx, log)
 }
 
-// Client returns the underlying etcd client.
-//
-// Transitional, not for new code: only tests that inspect etcd's raw
-// contents still use it. Everything else goes through the store's
-// records, Kinds, leases and sessions.
-func (s *Store) Client() *clientv3.Client { return s.cli }
-
 // Ping proves etcd answers: a linearizable read of one key.
 func (s *Store) Ping(ctx context.Context) error {
 	_, err := s.cli.Get(ctx, keySecrets, clientv3.WithCountOnly())

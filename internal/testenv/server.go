@@ -233,3 +233,20 @@ func EtcdClient(t testing.TB, e *Etcd) *clientv3.Client {
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }
+
+// RawEtcd returns a client of the server's embedded etcd over its socket,
+// closed at cleanup, for tests that read or write what the store never
+// would (every key, an entry that does not decode).
+func (s *Server) RawEtcd(t testing.TB) *clientv3.Client {
+	t.Helper()
+	if len(s.Config.EtcdEndpoints) > 0 {
+		t.Fatal("RawEtcd: the server runs on an external etcd; use EtcdClient")
+	}
+	sock := filepath.Join(s.Config.DataDir, controlplane.EtcdClientSocket)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
