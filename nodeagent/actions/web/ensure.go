@@ -36,7 +36,6 @@ const (
 	StateSuspended = "suspended"
 )
 
-
 // Ensure converges the account's vhosts and PHP-FPM pools to spec: one
 // server block per site, one pool per PHP version its sites use, nothing
 // else. A suspended account's sites answer the suspension page and it has
