@@ -1,12 +1,13 @@
 package controlplane_test
 
 import (
-	"golang.org/x/crypto/bcrypt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane/auth"
@@ -190,6 +191,31 @@ func TestHTTPEndpoints(t *testing.T) {
 	if body := readAll(t, resp); !strings.Contains(strings.ToLower(body), "graphiql") {
 		t.Fatalf("console page does not load GraphiQL")
 	}
+}
+
+// The controllers' runtime reports per controller on /metrics: the zone
+// cluster controller syncs at the start of every term, with no zone yet.
+func TestControllerMetrics(t *testing.T) {
+	s := testenv.StartServer(t)
+	want := []string{
+		`npanel_controller_sync_duration_seconds_count{controller="zone-cluster"}`,
+		`npanel_controller_queue_depth{controller="zone-cluster"}`,
+	}
+	testenv.WaitFor(t, 30*time.Second, "controller metrics", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, s.URL()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+s.Admin.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func readAll(t *testing.T, resp *http.Response) string {

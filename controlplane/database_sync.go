@@ -1,8 +1,8 @@
 package controlplane
 
 import (
+	"maps"
 	"slices"
-	"sort"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -26,7 +26,7 @@ func syncDatabases(set *store.DatabaseSet, finished map[string]*store.Task) *sto
 	// has on the node) or not placed yet; outcomes are still recorded.
 	send := !set.Account.Deleted && set.Account.Node != ""
 
-	for _, name := range sortedKeys(set.Databases) {
+	for _, name := range slices.Sorted(maps.Keys(set.Databases)) {
 		d := set.Databases[name]
 		st := d.Status
 		changed := false
@@ -64,7 +64,7 @@ func syncDatabases(set *store.DatabaseSet, finished map[string]*store.Task) *sto
 		}
 	}
 
-	for _, name := range sortedKeys(set.Users) {
+	for _, name := range slices.Sorted(maps.Keys(set.Users)) {
 		u := set.Users[name]
 		st := u.Status
 		changed := false
@@ -254,13 +254,4 @@ func agentEngine(e string) agentpb.DatabaseEngine {
 		return agentpb.DatabaseEngine_DATABASE_ENGINE_POSTGRESQL
 	}
 	return agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

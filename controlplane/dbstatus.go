@@ -93,9 +93,10 @@ func (c *dbStatusController) list(ctx context.Context, a *store.Account, engine 
 		c.s.log.Warn("database status: enqueue listing", "account", a.ID, "err", err)
 		return store.EngineDatabases{}, false
 	}
+	queued := t // WaitTask gives nil when the wait fails
 	defer func() {
-		if err := c.s.store.ForgetTask(context.WithoutCancel(ctx), t); err != nil {
-			c.s.log.Warn("database status: forget listing", "task", t.ID, "err", err)
+		if err := c.s.store.ForgetTask(context.WithoutCancel(ctx), queued); err != nil {
+			c.s.log.Warn("database status: forget listing", "task", queued.ID, "err", err)
 		}
 	}()
 	t, err = c.s.store.WaitTask(ctx, t.ID, dbListWait)

@@ -80,11 +80,9 @@ func (g *gateway) grpcServer() *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Every node holds a connection open and is idle on it most of the
 		// time; gRPC's default 32 KiB buffers per connection add up across
-		// thousands of them. The write buffer returns to a pool after each
-		// flush.
+		// thousands of them.
 		grpc.ReadBufferSize(gatewayConnBuffer),
 		grpc.WriteBufferSize(gatewayConnBuffer),
-		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(
 			g.s.metrics.grpc.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(interceptorLogger(g.log), logOpts...),

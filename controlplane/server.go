@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/validate"
 )
@@ -384,7 +386,7 @@ func (s *Server) ensureAdmin(ctx context.Context) error {
 		if _, err := rand.Read(b); err != nil {
 			return err
 		}
-		pw = strings.TrimRight(base64URL(b), "=")
+		pw = base64.RawURLEncoding.EncodeToString(b)
 	}
 	if !generated {
 		// The first admin's password meets the rules every other one does.
@@ -406,7 +408,7 @@ func (s *Server) ensureAdmin(ctx context.Context) error {
 	}
 	if generated {
 		path := filepath.Join(s.cfg.DataDir, "initial-admin-password")
-		if err := writeFileAtomic(path, []byte(pw+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(path, []byte(pw+"\n"), 0o600, nil); err != nil {
 			return fmt.Errorf("write initial admin password: %w", err)
 		}
 		s.log.Info("created admin user; its password is in the file", "path", path)
@@ -484,7 +486,7 @@ func loadOrCreateID(path string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(raw)
-	if err := writeFileAtomic(path, []byte(id+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o600, nil); err != nil {
 		return "", fmt.Errorf("write replica id: %w", err)
 	}
 	return id, nil

@@ -86,7 +86,7 @@ type zoneController struct {
 	checkedAt time.Time
 	checking  map[string]outstandingChecks
 
-	// RotateInterval overrides rotateInterval (tests).
+	// rotateInterval is Config.ZoneRotateInterval (tests shorten it).
 	rotateInterval time.Duration
 }
 

@@ -83,7 +83,7 @@ func taskResultJSON(t *store.Task) string {
 	if err != nil || m == nil {
 		return ""
 	}
-	b, err := protojson.Marshal(m)
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
 		return ""
 	}

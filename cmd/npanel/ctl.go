@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/atomicfile"
 )
 
 // ctlOptions are shared by every ctl subcommand.
@@ -95,11 +96,7 @@ func saveToken(server, token string) (string, error) {
 		delete(creds, server)
 	}
 	b, _ := json.MarshalIndent(creds, "", "  ")
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return "", err
-	}
-	return p, os.Rename(tmp, p)
+	return p, atomicfile.WriteFile(p, b, 0o600, nil)
 }
 
 func (o *ctlOptions) client() (*client.Client, error) {

@@ -158,6 +158,17 @@ func (q *Queue) Get(ctx context.Context) (key string, ok bool) {
 // up to gather for more, and hands out up to size keys in the order they
 // were queued. It returns nil once the queue is shut down or ctx ends.
 func (q *Queue) GetBatch(ctx context.Context, size int, gather time.Duration) []string {
+	for {
+		if keys := q.getBatch(ctx, size, gather); keys == nil || len(keys) > 0 {
+			return keys
+		}
+		// Another worker woken by the same Add took the keys: wait again.
+	}
+}
+
+// getBatch is one attempt of GetBatch: empty (not nil) when the keys it
+// woke for were taken by another worker meanwhile.
+func (q *Queue) getBatch(ctx context.Context, size int, gather time.Duration) []string {
 	if !q.wait(ctx) {
 		return nil
 	}
@@ -172,10 +183,13 @@ func (q *Queue) GetBatch(ctx context.Context, size int, gather time.Duration) []
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.shutdown {
+	if q.shutdown || ctx.Err() != nil {
 		return nil
 	}
 	n := min(size, len(q.ready))
+	if n == 0 {
+		return []string{}
+	}
 	keys := make([]string, n)
 	copy(keys, q.ready)
 	clear(q.ready[:n]) // let the strings go

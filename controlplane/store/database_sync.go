@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -223,10 +224,10 @@ func (s *Store) syncOps(ctx context.Context, account string, set *DatabaseSet, c
 		ops = append(ops, clientv3.OpPut(key, mustJSON(st)))
 	}
 	for name, st := range ch.Databases {
-		put(databaseStateKey(account, name), st, containsName(ch.DroppedDatabases, name))
+		put(databaseStateKey(account, name), st, slices.Contains(ch.DroppedDatabases, name))
 	}
 	for name, st := range ch.Users {
-		put(dbUserStateKey(account, name), st, containsName(ch.DroppedUsers, name))
+		put(dbUserStateKey(account, name), st, slices.Contains(ch.DroppedUsers, name))
 	}
 	for _, name := range ch.DroppedDatabases {
 		ops = append(ops, clientv3.OpDelete(databaseKey(account, name)))
@@ -239,15 +240,6 @@ func (s *Store) syncOps(ctx context.Context, account string, set *DatabaseSet, c
 		change = DBChangedStatus
 	}
 	return append(ops, seqPut(account, change, now)), nil
-}
-
-func containsName(names []string, n string) bool {
-	for _, x := range names {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // WaitDatabaseObject returns the status of an account's database (or,

@@ -100,6 +100,32 @@ func objectState(generation int64, deleted bool, st *ObjectStatus) (DatabaseStat
 	return DatabasePending, ""
 }
 
+// legacy is the state a database or user record held in itself before
+// they had a controller (spec and status in one record, no generation).
+// Such a record is read as spec generation 1 with what it said as the
+// status (adopt); the next write of the spec drops these fields.
+type legacy struct {
+	LegacyState  DatabaseState `json:"state,omitempty"`
+	LegacyReason string        `json:"reason,omitempty"`
+}
+
+// adopt turns a record written before generations into generation 1 and
+// its status; a record written since is left alone.
+func (l *legacy) adopt(gen *int64, deleted *bool, st *ObjectStatus) {
+	if *gen != 0 || l.LegacyState == "" {
+		return
+	}
+	*gen = 1
+	switch l.LegacyState {
+	case DatabaseActive, DatabaseFailed:
+		*st = ObjectStatus{ObservedGeneration: 1, State: l.LegacyState, Reason: l.LegacyReason}
+	case DatabaseDeleting:
+		*deleted = true // dropped by the controller, as it was about to be
+	}
+	// PENDING: unobserved, so the controller sends the ensure again.
+	*l = legacy{}
+}
+
 // Database is one database of an account on the account's node: the
 // desired spec the API writes (with the quota and uniqueness checks in the
 // same transaction), and in Status what the controller observed.
@@ -128,6 +154,8 @@ type Database struct {
 	// Status is read along with the spec from its own key; writing a
 	// spec never writes it.
 	Status ObjectStatus `json:"-"`
+
+	legacy
 }
 
 // State is the database's state and its reason (FAILED).
@@ -167,6 +195,8 @@ type DatabaseUser struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 
 	Status ObjectStatus `json:"-"`
+
+	legacy
 }
 
 // State is the user's state and its reason (FAILED).
@@ -291,6 +321,7 @@ func (s *Store) readDatabases(ctx context.Context, account string) (*databasesRe
 		if err != nil {
 			return nil, err
 		}
+		d.adopt(&d.Generation, &d.Deleted, &d.Status)
 		set.Databases[d.Name] = d
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
@@ -298,6 +329,7 @@ func (s *Store) readDatabases(ctx context.Context, account string) (*databasesRe
 		if err != nil {
 			return nil, err
 		}
+		u.adopt(&u.Generation, &u.Deleted, &u.Status)
 		set.Users[u.Name] = u
 	}
 	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {

@@ -165,7 +165,12 @@ func (s *Store) ListFunc(ctx context.Context, k Kind, fn func([]Event) error) (i
 			}
 			return 0, fmt.Errorf("list %s: %w", k, err)
 		}
-		rev = resp.Header.Revision
+		// Every later page is read at the first page's revision: a read at
+		// an older revision still carries the current one in its header,
+		// and a watch from that would miss what changed while listing.
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
 		if err := fn(k.events(resp.Kvs)); err != nil {
 			return 0, err
 		}

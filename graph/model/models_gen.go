@@ -364,7 +364,7 @@ type Task struct {
 	Node   string     `json:"node"`
 	Action string     `json:"action"`
 	Status TaskStatus `json:"status"`
-	// The action's result as JSON, once it succeeded.
+	// The action's result as JSON, once it succeeded: its protobuf message (agent.proto) in the protobuf JSON mapping, every field present, 64-bit integers as strings.
 	Result     *string    `json:"result,omitempty"`
 	Error      *string    `json:"error,omitempty"`
 	CreatedBy  string     `json:"createdBy"`

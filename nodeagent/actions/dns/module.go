@@ -289,13 +289,32 @@ func ensureDatabase(ctx context.Context, p platform.DNSPaths) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("dns setup: create %s: %w: %s", p.Database, err, bytes.TrimSpace(out))
 	}
-	// sqlite3 creates it 0644 (umask); private before it takes its name.
+	// sqlite3 creates it 0644 (umask); private before it takes its name,
+	// and on disk before the name says it is whole.
 	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("dns setup: %w", err)
+	}
+	if err := syncFile(tmp); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("dns setup: %w", err)
 	}
 	if err := os.Rename(tmp, p.Database); err != nil {
 		return fmt.Errorf("dns setup: %w", err)
 	}
-	return nil
+	root, err := os.OpenRoot(filepath.Dir(p.Database))
+	if err != nil {
+		return fmt.Errorf("dns setup: %w", err)
+	}
+	defer root.Close()
+	return atomicfile.SyncDir(root)
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
