@@ -56,6 +56,12 @@ func startEmbeddedEtcd(dir string, log *slog.Logger) (*embed.Etcd, error) {
 	cfg.QuotaBackendBytes = 8 << 30
 	// Room for the account controller's batches (embeddedAccountBatch).
 	cfg.MaxTxnOps = 4096
+	// The raft log stays in memory between snapshots, plus the entries a
+	// slow follower could still need after one. A single member has no
+	// follower, and every entry kept is heap the collector marks again on
+	// each cycle of a busy server.
+	cfg.SnapshotCount = 2000
+	cfg.SnapshotCatchUpEntries = 500
 	cfg.MaxRequestBytes = 8 << 20
 	// Tracing off: with no collector, Close waits ~20 s for the exporter.
 	cfg.EnableDistributedTracing = false
