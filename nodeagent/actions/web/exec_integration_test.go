@@ -58,12 +58,14 @@ func TestPHPExecDisabledByDefault(t *testing.T) {
 	// change, with the new pool (want); the first pool has no predecessor.
 	run := func(want string) string {
 		t.Helper()
-		for _, n := range execTries {
-			_ = os.Remove(filepath.Join(tmp, "marker-"+n))
-		}
 		var body string
-		// Requests that meet PHP-FPM's reload answer 502; wait for PHP.
+		// Requests that meet PHP-FPM's reload answer 502, and one may still
+		// reach the old pool; wait for the new one. The markers are cleared
+		// before each request, so those left are the answering request's.
 		testenv.WaitFor(t, 20*time.Second, "PHP answers "+strconv.Quote(want), func() bool {
+			for _, n := range execTries {
+				_ = os.Remove(filepath.Join(tmp, "marker-"+n))
+			}
 			_, _, body, _ = s.tryGet(host, "/x.php?d="+tmp)
 			return strings.HasSuffix(body, "done\n") && strings.Contains(body, want)
 		})
