@@ -252,32 +252,12 @@ func (s *Store) WaitDatabaseObject(ctx context.Context, account, name string, us
 	if user {
 		key = dbUserStateKey(account, name)
 	}
-	id := strings.TrimPrefix(key, prefixDBState)
-	w, running := s.dbWaits.add(id)
-	defer s.dbWaits.remove(id, w)
-	poll := taskPoll
-	if !running {
-		poll = 100 * time.Millisecond
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(poll)
-	defer tick.Stop()
-	for {
-		st, _, err := getJSON[ObjectStatus](ctx, s.cli, key)
-		if errors.Is(err, ErrNotFound) {
-			st, err = nil, nil
-		}
-		if err != nil || done(st) {
+	return waitOn(ctx, s.dbWaits, strings.TrimPrefix(key, prefixDBState), timeout,
+		func() (*ObjectStatus, error) {
+			st, _, err := getJSON[ObjectStatus](ctx, s.cli, key)
+			if errors.Is(err, ErrNotFound) {
+				return nil, nil
+			}
 			return st, err
-		}
-		select {
-		case <-w.ch:
-		case <-tick.C:
-		case <-deadline.C:
-			return st, nil
-		case <-ctx.Done():
-			return st, ctx.Err()
-		}
-	}
+		}, done)
 }

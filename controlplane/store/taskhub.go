@@ -140,8 +140,20 @@ const taskPoll = time.Second
 // timeout passes or ctx ends. It opens no watch: the replica's one watch on
 // task records (RunMirrors) signals it, and without that it polls.
 func (s *Store) WaitTask(ctx context.Context, id string, timeout time.Duration) (*Task, error) {
-	w, running := s.taskWaits.add(id)
-	defer s.taskWaits.remove(id, w)
+	return waitOn(ctx, s.taskWaits, id, timeout,
+		func() (*Task, error) {
+			t, _, err := s.GetTask(ctx, id)
+			return t, err
+		},
+		func(t *Task) bool { return t.Status != TaskPending })
+}
+
+// waitOn reads a record until done says it is what the caller waits for,
+// when hub signals a change of id and every taskPoll besides, and returns
+// it then, or as it stands when timeout passes or ctx ends.
+func waitOn[T any](ctx context.Context, hub *taskHub, id string, timeout time.Duration, read func() (T, error), done func(T) bool) (T, error) {
+	w, running := hub.add(id)
+	defer hub.remove(id, w)
 	poll := taskPoll
 	if !running {
 		poll = 100 * time.Millisecond
@@ -151,17 +163,17 @@ func (s *Store) WaitTask(ctx context.Context, id string, timeout time.Duration) 
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		t, _, err := s.GetTask(ctx, id)
-		if err != nil || t.Status != TaskPending {
-			return t, err
+		v, err := read()
+		if err != nil || done(v) {
+			return v, err
 		}
 		select {
 		case <-w.ch:
 		case <-tick.C:
 		case <-deadline.C:
-			return t, nil
+			return v, nil
 		case <-ctx.Done():
-			return t, ctx.Err()
+			return v, ctx.Err()
 		}
 	}
 }
