@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,37 +13,16 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
 )
-
-// queryAs logs in to the node's MariaDB over its socket as an account's
-// database user and runs stmts in database db, returning the first error.
-func queryAs(socket, user, password, db string, stmts ...string) error {
-	conn, err := sql.Open("mysql", user+":"+password+"@unix("+socket+")/"+db+"?timeout=5s")
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := conn.PingContext(ctx); err != nil {
-		return err
-	}
-	for _, s := range stmts {
-		if _, err := conn.ExecContext(ctx, s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 func waitAccountActive(t *testing.T, c *client.Client, id string) {
 	t.Helper()
@@ -153,7 +131,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 	if _, err := userA.CreateDatabaseUser(ctx, acctA.ID, "web", "", ""); client.CodeOf(err) != "CONFLICT" {
 		t.Errorf("second createDatabaseUser of one name: %v", err)
 	}
-	if err := queryAs(socket, dbUser, password, dbName, "SELECT 1"); err == nil {
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName, "SELECT 1"); err == nil {
 		t.Fatal("a user without grants could use the database")
 	}
 
@@ -165,23 +143,23 @@ func TestDatabasesEndToEnd(t *testing.T) {
 	if u.State != "ACTIVE" || len(u.Grants) != 1 || u.Grants[0].Database != dbName || !slices.Contains(u.Grants[0].Privileges, "SELECT") {
 		t.Fatalf("grant ALL: %+v", u)
 	}
-	if err := queryAs(socket, dbUser, password, dbName,
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName,
 		"CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'one'), (2, 'two')", "SELECT COUNT(*) FROM t"); err != nil {
 		t.Fatalf("as %s: %v", dbUser, err)
 	}
 	if _, err := userA.SetDatabasePrivileges(ctx, acctA.ID, dbName, dbUser, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := queryAs(socket, dbUser, password, dbName, "SELECT * FROM t"); err == nil {
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName, "SELECT * FROM t"); err == nil {
 		t.Fatal("revoked user still reads the database")
 	}
 	if u, err = userA.SetDatabasePrivileges(ctx, acctA.ID, dbName, dbUser, []string{"select", "INSERT"}); err != nil || !slices.Equal(u.Grants[0].Privileges, []string{"INSERT", "SELECT"}) {
 		t.Fatalf("grant SELECT,INSERT: %+v %v", u, err)
 	}
-	if err := queryAs(socket, dbUser, password, dbName, "INSERT INTO t VALUES (3, 'three')"); err != nil {
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName, "INSERT INTO t VALUES (3, 'three')"); err != nil {
 		t.Fatal(err)
 	}
-	if err := queryAs(socket, dbUser, password, dbName, "DROP TABLE t"); err == nil {
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName, "DROP TABLE t"); err == nil {
 		t.Fatal("DROP allowed with SELECT,INSERT only")
 	}
 	if _, err := userA.SetDatabasePrivileges(ctx, acctA.ID, dbName, dbUser, []string{"SELECT; DROP DATABASE x"}); client.CodeOf(err) != "INVALID_INPUT" {
@@ -211,10 +189,10 @@ func TestDatabasesEndToEnd(t *testing.T) {
 	if p, err := userA.ChangeDatabaseUserPassword(ctx, acctA.ID, dbUser, chosen); err != nil || p.Password != nil || p.User.State != "ACTIVE" {
 		t.Fatalf("changeDatabaseUserPassword: %+v %v", p, err)
 	}
-	if err := queryAs(socket, dbUser, chosen, dbName, "SELECT 1"); err != nil {
+	if err := mariadb.QueryAs(socket, dbUser, chosen, dbName, "SELECT 1"); err != nil {
 		t.Fatalf("new password: %v", err)
 	}
-	if err := queryAs(socket, dbUser, password, dbName, "SELECT 1"); err == nil {
+	if err := mariadb.QueryAs(socket, dbUser, password, dbName, "SELECT 1"); err == nil {
 		t.Fatal("old password still accepted")
 	}
 
@@ -340,7 +318,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		t.Fatalf("dump %s: %v %v", *del.Dump, fi, err)
 	}
 	t.Logf("dumped to %s (%d bytes)", *del.Dump, *del.DumpBytes)
-	if err := queryAs(socket, dbUser, chosen, dbName, "SELECT 1"); err == nil || !strings.Contains(err.Error(), "denied") && !strings.Contains(err.Error(), "Unknown database") {
+	if err := mariadb.QueryAs(socket, dbUser, chosen, dbName, "SELECT 1"); err == nil || !strings.Contains(err.Error(), "denied") && !strings.Contains(err.Error(), "Unknown database") {
 		t.Fatalf("dropped database still reachable: %v", err)
 	}
 	dbs, err = userA.Databases(ctx, acctA.ID)
@@ -362,7 +340,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 	if du, err := userA.DeleteDatabaseUser(ctx, acctA.ID, dbUser); err != nil || du.State != "DELETED" {
 		t.Fatalf("deleteDatabaseUser: %+v %v", du, err)
 	}
-	if err := queryAs(socket, dbUser, chosen, "", "SELECT 1"); err == nil {
+	if err := mariadb.QueryAs(socket, dbUser, chosen, "", "SELECT 1"); err == nil {
 		t.Fatal("dropped user can still log in")
 	}
 
@@ -392,7 +370,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 10*time.Second, "last user can log in", func() bool {
-		return queryAs(socket, ua+"_last", *lastUser.Password, ua+"_last", "SELECT 1") == nil
+		return mariadb.QueryAs(socket, ua+"_last", *lastUser.Password, ua+"_last", "SELECT 1") == nil
 	})
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acctA.ID); err != nil {
 		t.Fatal(err)
@@ -401,7 +379,7 @@ func TestDatabasesEndToEnd(t *testing.T) {
 		a, err := s.Admin.Account(ctx, acctA.ID)
 		return err == nil && a == nil
 	})
-	if err := queryAs(socket, ua+"_last", *lastUser.Password, "", "SELECT 1"); err == nil {
+	if err := mariadb.QueryAs(socket, ua+"_last", *lastUser.Password, "", "SELECT 1"); err == nil {
 		t.Error("a deleted account's database user can still log in")
 	}
 	if dumps, _ := filepath.Glob(filepath.Join(prof.BackupDir, ua, "db", ua+"_last-*")); len(dumps) != 1 {

@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
-
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -265,22 +264,7 @@ func (c *cluster) enrollClient(t *testing.T) agentpb.AgentGatewayClient {
 // mysql logs in to node-a's MariaDB over its socket as user and runs stmts
 // in database db ("" for none), returning the first error.
 func (c *cluster) mysql(user, password, db string, stmts ...string) error {
-	conn, err := sql.Open("mysql", user+":"+password+"@unix("+c.prof.DB().MariaDBSocket+")/"+db+"?timeout=5s")
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := conn.PingContext(ctx); err != nil {
-		return err
-	}
-	for _, s := range stmts {
-		if _, err := conn.ExecContext(ctx, s); err != nil {
-			return err
-		}
-	}
-	return nil
+	return mariadb.QueryAs(c.prof.DB().MariaDBSocket, user, password, db, stmts...)
 }
 
 // mysqlQuery runs one query as user and returns the first column of every

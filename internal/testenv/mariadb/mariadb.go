@@ -232,3 +232,25 @@ func tail(b []byte) string {
 	}
 	return string(b)
 }
+
+// QueryAs logs in to the MariaDB listening on socket as user and runs
+// stmts in database db ("" for none), returning the first error: what an
+// account's application would do with its credentials.
+func QueryAs(socket, user, password, db string, stmts ...string) error {
+	conn, err := sql.Open("mysql", user+":"+password+"@unix("+socket+")/"+db+"?timeout=5s")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := conn.PingContext(ctx); err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := conn.ExecContext(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
