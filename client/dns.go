@@ -53,6 +53,7 @@ type ZoneImport struct {
 	Zone     Zone         `json:"zone"`
 	Imported []ImportLine `json:"imported"`
 	Refused  []ImportLine `json:"refused"`
+	Skipped  []ImportLine `json:"skipped"`
 }
 
 const recordFields = `id name type content ttl priority`
@@ -122,7 +123,7 @@ func (c *Client) DeleteRecord(ctx context.Context, zone, id string) error {
 // ImportZone imports a BIND zone file into a zone.
 func (c *Client) ImportZone(ctx context.Context, zone, text string) (*ZoneImport, error) {
 	var out struct{ ImportZone ZoneImport }
-	err := c.Do(ctx, `mutation($z:String!,$t:String!){importZone(zone:$z,bindText:$t){zone{`+zoneFields+`} imported{line text reason record{`+recordFields+`}} refused{line text reason}}}`,
+	err := c.Do(ctx, `mutation($z:String!,$t:String!){importZone(zone:$z,bindText:$t){zone{`+zoneFields+`} imported{line text reason record{`+recordFields+`}} refused{line text reason} skipped{line text reason}}}`,
 		map[string]any{"z": zone, "t": text}, &out)
 	return &out.ImportZone, err
 }

@@ -8,6 +8,7 @@ import (
 // Node mirrors the GraphQL Node type.
 type Node struct {
 	Name            string     `json:"name"`
+	Draining        bool       `json:"draining"`
 	Address         string     `json:"address"`
 	Roles           []string   `json:"roles"`
 	Labels          []Label    `json:"labels"`
@@ -49,7 +50,7 @@ type JoinToken struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 }
 
-const nodeFields = `name address roles labels{key value} status statusChangedAt lastSeen enrolledAt agentVersion capabilities os capacity{cpus memoryBytes diskBytes}`
+const nodeFields = `name draining address roles labels{key value} status statusChangedAt lastSeen enrolledAt agentVersion capabilities os capacity{cpus memoryBytes diskBytes}`
 
 // Nodes lists the cluster's nodes.
 func (c *Client) Nodes(ctx context.Context) ([]Node, error) {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -89,8 +90,11 @@ func (c *Client) Services(ctx context.Context, node string) ([]Service, *time.Ti
 		}
 	}
 	err := c.Do(ctx, `query($n:String!){node(name:$n){services{name state version listen since error restarts} servicesReportedAt}}`, map[string]any{"n": node}, &out)
-	if err != nil || out.Node == nil {
+	if err != nil {
 		return nil, nil, err
+	}
+	if out.Node == nil {
+		return nil, nil, &Error{Code: "NOT_FOUND", Message: fmt.Sprintf("node %q not found", node)}
 	}
 	return out.Node.Services, out.Node.ServicesReportedAt, nil
 }

@@ -105,9 +105,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 		err = &validate.Error{Field: "bindText", Reason: err.Error()}
 		return nil, err
 	}
-	out := &model.ZoneImport{Imported: []*model.ImportLine{}, Refused: []*model.ImportLine{}}
+	out := &model.ZoneImport{}
 	z, err := r.changeZone(ctx, "importZone", key, checkAll, func(z *store.Zone) (err error) {
-		out.Imported, out.Refused, err = importRecords(z, imp)
+		out.Imported, out.Refused, out.Skipped, err = importRecords(z, imp)
 		return err
 	})
 	if err != nil {
@@ -118,6 +118,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 	}
 	if out.Refused == nil {
 		out.Refused = []*model.ImportLine{}
+	}
+	if out.Skipped == nil {
+		out.Skipped = []*model.ImportLine{}
 	}
 	out.Zone = zoneModel(z)
 	return out, nil

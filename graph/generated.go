@@ -411,6 +411,7 @@ type ComplexityRoot struct {
 	ZoneImport struct {
 		Imported func(childComplexity int) int
 		Refused  func(childComplexity int) int
+		Skipped  func(childComplexity int) int
 		Zone     func(childComplexity int) int
 	}
 
@@ -2303,6 +2304,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ZoneImport.Refused(childComplexity), true
+	case "ZoneImport.skipped":
+		if e.ComplexityRoot.ZoneImport.Skipped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ZoneImport.Skipped(childComplexity), true
 	case "ZoneImport.zone":
 		if e.ComplexityRoot.ZoneImport.Zone == nil {
 			break
@@ -3057,6 +3064,8 @@ func (ec *executionContext) childFields_ZoneImport(ctx context.Context, field gr
 		return ec.fieldContext_ZoneImport_imported(ctx, field)
 	case "refused":
 		return ec.fieldContext_ZoneImport_refused(ctx, field)
+	case "skipped":
+		return ec.fieldContext_ZoneImport_skipped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ZoneImport", field.Name)
 }
@@ -11599,6 +11608,38 @@ func (ec *executionContext) fieldContext_ZoneImport_refused(_ context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _ZoneImport_skipped(ctx context.Context, field graphql.CollectedField, obj *model.ZoneImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ZoneImport_skipped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Skipped, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ImportLine) graphql.Marshaler {
+			return ec.marshalNImportLine2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportLineᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ZoneImport_skipped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ZoneImport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ImportLine(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _ZoneValidation_valid(ctx context.Context, field graphql.CollectedField, obj *model.ZoneValidation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15914,6 +15955,11 @@ func (ec *executionContext) _ZoneImport(ctx context.Context, sel ast.SelectionSe
 			}
 		case "refused":
 			out.Values[i] = ec._ZoneImport_refused(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "skipped":
+			out.Values[i] = ec._ZoneImport_skipped(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -68,7 +69,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	var rec client.RecordInput
 	var ttl, prio int
 	recordFlags := func(c *cobra.Command) {
-		c.Flags().IntVar(&ttl, "ttl", 0, "TTL in seconds (default 3600)")
+		c.Flags().IntVar(&ttl, "ttl", 0, "TTL in seconds (default: 3600 for a new record, unchanged on update)")
 		c.Flags().IntVar(&prio, "priority", -1, "priority (MX, SRV)")
 	}
 	fill := func(args []string) {
@@ -97,13 +98,43 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	recordFlags(add)
 	update := &cobra.Command{
-		Use: "update ZONE ID NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Replace a record", Args: cobra.ExactArgs(5),
+		Use:   "update ZONE ID [NAME TYPE CONTENT] [--ttl N] [--priority N]",
+		Short: "Change a record; what is not given keeps its value",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 && len(args) != 5 {
+				return usagef("want ZONE ID, optionally followed by NAME TYPE CONTENT")
+			}
+			return nil
+		},
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			fill(args[2:])
+			z, err := c.Zone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if z == nil {
+				return fmt.Errorf("NOT_FOUND: zone %q not found", args[0])
+			}
+			i := slices.IndexFunc(z.Records, func(r client.DNSRecord) bool { return r.ID == args[1] })
+			if i < 0 {
+				return fmt.Errorf("NOT_FOUND: zone %s has no record %q", args[0], args[1])
+			}
+			old := z.Records[i]
+			if len(args) == 5 {
+				fill(args[2:])
+			} else {
+				fill([]string{absolute(old.Name), old.Type, old.Content})
+			}
+			if rec.TTL == nil {
+				rec.TTL = &old.TTL
+			}
+			if rec.Priority == nil && strings.EqualFold(rec.Type, old.Type) {
+				rec.Priority = old.Priority
+			}
 			r, err := c.UpdateRecord(cmd.Context(), args[0], args[1], rec)
 			if err != nil {
 				return apiError(err)
@@ -148,9 +179,12 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 				return apiError(err)
 			}
 			return o.print(cmd.OutOrStdout(), res, func(tw *tabwriter.Writer) {
-				fmt.Fprintf(tw, "Imported %d records, refused %d entries.\n", len(res.Imported), len(res.Refused))
+				fmt.Fprintf(tw, "Imported %d records, refused %d entries, skipped %d.\n", len(res.Imported), len(res.Refused), len(res.Skipped))
 				for _, l := range res.Refused {
-					fmt.Fprintf(tw, "  line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
+					fmt.Fprintf(tw, "  refused line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
+				}
+				for _, l := range res.Skipped {
+					fmt.Fprintf(tw, "  skipped line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
 				}
 			})
 		},
@@ -228,6 +262,14 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse)
 	return cmd
+}
+
+// absolute makes a record's owner name absolute, as the API takes it.
+func absolute(name string) string {
+	if strings.HasSuffix(name, ".") {
+		return name
+	}
+	return name + "."
 }
 
 func zoneMutationCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {

@@ -137,6 +137,7 @@ func (o *ctlOptions) printDomain(cmd *cobra.Command, d *client.Domain) error {
 func nodeServicesCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
 		Use: "services NODE", Short: "Show the daemons a node's agent manages", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {

@@ -403,6 +403,10 @@ type ZoneImport struct {
 	Zone     *Zone         `json:"zone"`
 	Imported []*ImportLine `json:"imported"`
 	Refused  []*ImportLine `json:"refused"`
+	// Valid lines the import did not take, and why: the SOA (the server writes
+	// its own, with its serial) and apex NS records (every zone names the
+	// cluster's nameservers; see setNameservers).
+	Skipped []*ImportLine `json:"skipped"`
 }
 
 type ZoneValidation struct {
