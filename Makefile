@@ -24,7 +24,8 @@ help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/npanel
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
+	@echo "building $(BIN): the first build downloads the modules and compiles every package it names (a few minutes)"
+	$(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
 
 dev: build ## run a local cluster: server with embedded etcd + 2 agents
 	$(BIN) dev --data-dir .dev
