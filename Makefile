@@ -105,5 +105,8 @@ fuzz: ## run every fuzz target for FUZZTIME and keep new corpus entries
 	  done; \
 	done
 
-clean: ## remove build outputs and the dev cluster's state
+clean: ## remove build outputs and the dev cluster's state (its accounts' Linux users too)
+	@for u in $$(awk -F: -v p="$(CURDIR)/.dev/nodes/" 'index($$6, p) == 1 {print $$1}' /etc/passwd); do \
+	  echo "userdel $$u"; userdel -f $$u; \
+	done
 	rm -rf bin .dev
