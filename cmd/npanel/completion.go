@@ -98,3 +98,11 @@ func (o *ctlOptions) completeAccountThenDatabase(cmd *cobra.Command, args []stri
 		return names, err
 	})(cmd, args, prefix)
 }
+
+// completeZonesThenFile completes ZONE, then a file name.
+func (o *ctlOptions) completeZonesThenFile(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 0 {
+		return o.completeZones(cmd, args, prefix)
+	}
+	return nil, cobra.ShellCompDirectiveDefault
+}

@@ -259,6 +259,7 @@ func accountCmd(o *ctlOptions) *cobra.Command {
 
 	show := &cobra.Command{
 		Use: "show ACCOUNT", Short: "Show an account (id or username) with its events", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -435,11 +436,15 @@ func tokenCmd(o *ctlOptions) *cobra.Command {
 			})
 		},
 	}
+	var revokeYes *bool
 	revoke := &cobra.Command{
 		Use: "revoke ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *revokeYes, "revoke API token "+args[0]+" (automation using it stops working)"); err != nil {
 				return err
 			}
 			if err := c.RevokeAPIToken(cmd.Context(), args[0]); err != nil {
@@ -449,6 +454,7 @@ func tokenCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+	revokeYes = yesFlag(revoke)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

@@ -73,6 +73,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 	var engine string
 	create := &cobra.Command{
 		Use: "create ACCOUNT NAME [--engine mariadb|postgresql]", Short: "Create the database <username>_NAME", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -125,6 +126,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 	var userEngine string
 	userCreate := &cobra.Command{
 		Use: "user-create ACCOUNT NAME [--password-stdin] [--engine mariadb|postgresql]", Short: "Create the database user <username>_NAME", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -197,6 +199,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 	var passwdStdin bool
 	passwd := &cobra.Command{
 		Use: "passwd ACCOUNT USER [--password-stdin]", Short: "Change a database user's password (default: generate one)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -217,6 +220,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 
 	optimize := &cobra.Command{
 		Use: "optimize ACCOUNT DATABASE", Short: "Optimize a database's tables", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccountThenDatabase,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {

@@ -50,6 +50,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 
 	show := &cobra.Command{
 		Use: "show ZONE", Short: "Show a zone and its records", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -83,6 +84,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	add := &cobra.Command{
 		Use: "add ZONE NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Add a record (NAME: @, relative, or absolute with a dot)", Args: cobra.ExactArgs(4),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -143,11 +145,16 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	recordFlags(update)
+	var delYes *bool
 	del := &cobra.Command{
 		Use: "delete ZONE ID", Short: "Delete a record", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *delYes, fmt.Sprintf("delete record %s of zone %s", args[1], args[0])); err != nil {
 				return err
 			}
 			if err := c.DeleteRecord(cmd.Context(), args[0], args[1]); err != nil {
@@ -157,8 +164,10 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+	delYes = yesFlag(del)
 	imp := &cobra.Command{
 		Use: "import ZONE FILE", Short: "Import a BIND zone file (- for stdin)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZonesThenFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var text []byte
 			var err error
@@ -191,6 +200,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	validateCmd := &cobra.Command{
 		Use: "validate ZONE", Short: "Check a zone's records as a whole", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -210,6 +220,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	dnssec := group(&cobra.Command{Use: "dnssec", Short: "Sign zones and roll their keys"})
 	dnssec.AddCommand(&cobra.Command{
 		Use: "enable ZONE", Short: "Sign a zone; prints the DS records for the registrar", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -275,6 +286,7 @@ func absolute(name string) string {
 func zoneMutationCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {
 	return &cobra.Command{
 		Use: use + " ZONE", Short: short, Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
