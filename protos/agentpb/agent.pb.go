@@ -544,6 +544,9 @@ type Hello struct {
 	Facts        *NodeFacts             `protobuf:"bytes,2,opt,name=facts,proto3" json:"facts,omitempty"`
 	// host:port of the agent's memberlist listener, empty when gossip is off.
 	GossipAddress string `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// The wire protocol revision the agent speaks (agentpb.Protocol); 0 from
+	// agents that predate it. The server refuses one older than it can read.
+	Protocol      uint32 `protobuf:"varint,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +600,13 @@ func (x *Hello) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *Hello) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
 }
 
 type NodeFacts struct {
@@ -2409,11 +2419,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.npanel.agent.v1.WelcomeH\x00R\awelcome\x12+\n" +
 	"\x04task\x18\x02 \x01(\v2\x15.npanel.agent.v1.TaskH\x00R\x04taskB\x05\n" +
-	"\x03msg\"\x85\x01\n" +
+	"\x03msg\"\xa1\x01\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x120\n" +
 	"\x05facts\x18\x02 \x01(\v2\x1a.npanel.agent.v1.NodeFactsR\x05facts\x12%\n" +
-	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\"\xc1\x01\n" +
+	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\rR\bprotocol\"\xc1\x01\n" +
 	"\tNodeFacts\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
