@@ -66,11 +66,6 @@ func New(mods ...actions.Module) *List {
 	return l
 }
 
-// FromTask returns the typed action carried by t, built by a List of its
-// own. It is for callers that only inspect or validate actions (tests of
-// the refusals); an agent applies actions from its own List.
-func FromTask(t *agentpb.Task) (actions.Action, error) { return New().FromTask(t) }
-
 // FromTask returns the typed action carried by t.
 func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 	switch a := t.GetAction().(type) {
