@@ -93,7 +93,7 @@ func TestPage(t *testing.T) {
 	if regexp.MustCompile(`(?i)<style|\sstyle=|\son[a-z]+=`).MatchString(page) {
 		t.Errorf("page has an inline style or event handler")
 	}
-	refs := regexp.MustCompile(`(?:src|href)="([^"]+)"`).FindAllStringSubmatch(page, -1)
+	refs := regexp.MustCompile(`(?:src|href)="(console/[^"]+)"`).FindAllStringSubmatch(page, -1)
 	if len(refs) != 6 {
 		t.Fatalf("page references %d assets, want 6: %v", len(refs), refs)
 	}

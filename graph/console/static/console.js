@@ -93,7 +93,7 @@
     $('app').hidden = false;
     $('whoami').textContent = 'Signed in as ' + session.user.name + ' (' + session.user.role + ')';
     var auth = { Authorization: 'Bearer ' + session.token };
-    var fetcher = GraphiQL.createFetcher({
+    var send = GraphiQL.createFetcher({
       url: endpoint,
       subscriptionUrl: wsURL,
       headers: auth,
@@ -101,6 +101,18 @@
       // The server answers plain JSON; no multipart incremental delivery.
       enableIncrementalDelivery: false
     });
+    // The fetcher sends a subscription by websocket when the document it is
+    // given holds one. GraphiQL hands it the editor's last parse, which lags
+    // the text by a debounce: run right after typing, a subscription went
+    // out by POST (and the server answered its first event only). Parse
+    // what is sent instead.
+    var fetcher = function (params, opts) {
+      opts = Object.assign({}, opts);
+      try {
+        opts.documentAST = GraphiQL.GraphQL.parse(params.query);
+      } catch (e) { /* the server explains the syntax error */ }
+      return send(params, opts);
+    };
     root = ReactDOM.createRoot($('graphiql'));
     root.render(React.createElement(GraphiQL, {
       fetcher: fetcher,

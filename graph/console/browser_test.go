@@ -1,0 +1,379 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+// chromiumPath is the browser the tests drive: Debian's chromium, which
+// make deps installs; NPANEL_CHROMIUM names another.
+func chromiumPath() string {
+	if p := os.Getenv("NPANEL_CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}
+
+// browser is one headless Chromium tab that records every request its page
+// makes and lets through only those to the origin under test: the console
+// must work where nothing else answers.
+type browser struct {
+	ctx    context.Context
+	origin *url.URL
+
+	mu        sync.Mutex
+	requests  []string                     // every URL the page asked for, in order
+	foreign   []string                     // those not same-origin; blocked
+	urls      map[network.RequestID]string // for the byte counts
+	received  map[string]float64           // encoded bytes (headers and body, as sent) by URL
+	sockets   []string                     // websocket URLs
+	thrown    []string                     // uncaught exceptions
+	sentBytes float64                      // sum of received since the last takeBytes
+}
+
+// cspRecorder runs before the page's own scripts (and is not subject to its
+// policy) and keeps every Content-Security-Policy violation for the test.
+const cspRecorder = `window.__csp = [];
+document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
+
+func newBrowser(t *testing.T, origin string) *browser {
+	t.Helper()
+	testenv.RequireDaemon(t, chromiumPath())
+	o, err := url.Parse(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath()),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		// Whatever the page asks for beyond loopback (which Chromium never
+		// proxies) goes to a proxy that is not there, websockets included:
+		// the Fetch interception below blocks the rest.
+		chromedp.ProxyServer("http://"+testenv.FreeAddr(t)),
+	)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	b := &browser{ctx: ctx, origin: o, urls: map[network.RequestID]string{}, received: map[string]float64{}}
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start %s: %v", chromiumPath(), err)
+	}
+	err = chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *fetch.EventRequestPaused:
+			// Commands may not run in the listener.
+			go b.decide(ev)
+		case *network.EventRequestWillBeSent:
+			b.record(string(ev.RequestID), ev.Request.URL, false)
+		case *network.EventWebSocketCreated:
+			b.record(string(ev.RequestID), ev.URL, true)
+		case *network.EventLoadingFinished:
+			b.mu.Lock()
+			b.received[b.urls[ev.RequestID]] += ev.EncodedDataLength
+			b.sentBytes += ev.EncodedDataLength
+			b.mu.Unlock()
+		case *runtime.EventExceptionThrown:
+			b.mu.Lock()
+			b.thrown = append(b.thrown, ev.ExceptionDetails.Text+" "+fmt.Sprint(ev.ExceptionDetails.Exception))
+			b.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.call(t, "network", func() error {
+		_, err := chromedp.Call(ctx, network.Enable, network.EnableParams{})
+		return err
+	})
+	b.call(t, "fetch", func() error {
+		_, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*"}}})
+		return err
+	})
+	b.call(t, "csp recorder", func() error {
+		_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspRecorder})
+		return err
+	})
+	t.Cleanup(func() { b.check(t) })
+	return b
+}
+
+func (b *browser) call(t *testing.T, what string, f func() error) {
+	t.Helper()
+	if err := f(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// sameOrigin reports whether u is the origin under test (ws for http, wss
+// for https). data: URLs (GraphiQL's fonts, inside its stylesheet) are
+// no requests.
+func (b *browser) sameOrigin(raw string) bool {
+	if strings.HasPrefix(raw, "data:") {
+		return true
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	scheme := map[string]string{"http": "http", "ws": "http", "https": "https", "wss": "https"}[u.Scheme]
+	return scheme == b.origin.Scheme && u.Host == b.origin.Host
+}
+
+func (b *browser) record(id, raw string, socket bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.requests = append(b.requests, raw)
+	b.urls[network.RequestID(id)] = raw
+	if socket {
+		b.sockets = append(b.sockets, raw)
+	}
+	if !b.sameOrigin(raw) {
+		b.foreign = append(b.foreign, raw)
+	}
+}
+
+func (b *browser) decide(ev *fetch.EventRequestPaused) {
+	var err error
+	if b.sameOrigin(ev.Request.URL) {
+		_, err = chromedp.Call(b.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+	} else {
+		_, err = chromedp.Call(b.ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonBlockedByClient})
+	}
+	_ = err // the tab may be closing
+}
+
+// check fails the test for a request that left the origin, an uncaught
+// exception or a policy violation.
+func (b *browser) check(t *testing.T) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.requests) == 0 {
+		return
+	}
+	if len(b.foreign) > 0 {
+		t.Errorf("the page asked for URLs outside %s (blocked): %v", b.origin, b.foreign)
+	}
+	if len(b.thrown) > 0 {
+		t.Errorf("uncaught exceptions: %v", b.thrown)
+	}
+}
+
+func (b *browser) violations(t *testing.T) []string {
+	t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`window.__csp || []`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// takeBytes returns the encoded bytes received since the last call.
+func (b *browser) takeBytes() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.sentBytes
+	b.sentBytes = 0
+	return n
+}
+
+// waitJS evaluates expr, a JavaScript expression of a string, until it is
+// not empty, and returns it. (chromedp.Poll would build a function with
+// new Function inside the page, which the console's policy refuses.)
+func (b *browser) waitJS(t *testing.T, what, expr string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// An error is retried: during a navigation there may be no
+		// document to evaluate in.
+		s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](expr))
+		if err == nil && s != "" {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (last error: %v)", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *browser) do(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+const (
+	jsFormReady = `(b => b && !b.disabled ? 'ready' : '')(document.getElementById('login-submit'))`
+	jsLoginErr  = `(e => e.hidden ? '' : e.textContent)(document.getElementById('login-error'))`
+	// The editors are CodeMirror 5 instances, reachable from their wrappers.
+	jsResult = `(cm => cm && cm.CodeMirror ? cm.CodeMirror.getValue() : '')(document.querySelector('.result-window .CodeMirror'))`
+	jsQuery  = `(cm => cm && cm.CodeMirror ? cm.CodeMirror.getValue() : '')(document.querySelector('.graphiql-query-editor .CodeMirror'))`
+)
+
+func (b *browser) open(t *testing.T) {
+	t.Helper()
+	b.do(t, "navigate", chromedp.Navigate(b.origin.String()+"/graphql"))
+	b.waitJS(t, "the sign-in form", jsFormReady)
+}
+
+func (b *browser) signIn(t *testing.T, user, password string) {
+	t.Helper()
+	b.do(t, "sign in",
+		chromedp.SendKeys(chromedp.CSS("#username"), user),
+		chromedp.SendKeys(chromedp.CSS("#password"), password),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+	)
+}
+
+// run types the document into GraphiQL's query editor, presses its run
+// button and returns what the result pane shows once it holds want.
+func (b *browser) run(t *testing.T, doc, want string) string {
+	t.Helper()
+	b.do(t, "type the query",
+		chromedp.Click(chromedp.CSS(".graphiql-query-editor .CodeMirror-lines")),
+		chromedp.KeyEvent("a", chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		// Typed as text input, as a paste would be: key by key, the
+		// editor would add closing brackets of its own.
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, input.InsertText, input.InsertTextParams{Text: doc})
+			return err
+		}),
+	)
+	if got := b.waitJS(t, "the query editor", jsQuery); got != doc {
+		t.Fatalf("query editor holds %q, want %q", got, doc)
+	}
+	b.do(t, "run", chromedp.Click(chromedp.CSS(".graphiql-execute-button")))
+	return b.waitJS(t, "a result holding "+want,
+		`(r => r.includes(`+jsString(want)+`) ? r : '')(`+jsResult+`)`)
+}
+
+func jsString(s string) string { return fmt.Sprintf("%q", s) }
+
+// The console loads from the server alone, signs in through its form, runs
+// a query with GraphiQL's editor and run button, and follows a
+// subscription over a same-origin websocket.
+func TestConsoleInBrowser(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := testenv.Context(t)
+	s.FakeNode(t, "console-node", nil, 10, 10_000)
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "basic", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "consoleacct", Domain: "console.example.com", Plan: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, s.URL())
+
+	start := time.Now()
+	b.open(t)
+	formReady := time.Since(start)
+	firstLoad := b.takeBytes()
+
+	b.signIn(t, "admin", testenv.AdminPassword)
+	b.waitJS(t, "GraphiQL", `document.querySelector('.graphiql-execute-button') ? 'up' : ''`)
+	signedIn := time.Since(start)
+	result := b.run(t, "{ nodes { name } }", `"console-node"`)
+	answered := time.Since(start)
+	if !strings.Contains(result, `"nodes"`) {
+		t.Fatalf("result pane: %s", result)
+	}
+	queryBytes := b.takeBytes()
+
+	// The token is in this tab's session only.
+	token := b.waitJS(t, "the session", `(JSON.parse(sessionStorage.getItem('npanel.console.session') || '{}').token) || ''`)
+	local, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`JSON.stringify(Object.assign({}, localStorage))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(local, token) {
+		t.Fatalf("the token is in localStorage: %s", local)
+	}
+
+	// A subscription replays the account's events so far: the first
+	// arrives in the result pane over a websocket signed in with the token.
+	sub := fmt.Sprintf(`subscription { accountEvents(id: %q) { status } }`, acct.ID)
+	if result := b.run(t, sub, `"status"`); !strings.Contains(result, `"accountEvents"`) {
+		t.Fatalf("subscription result: %s", result)
+	}
+	b.mu.Lock()
+	sockets := slices.Clone(b.sockets)
+	b.mu.Unlock()
+	wantWS := "ws://" + b.origin.Host + "/graphql"
+	if len(sockets) == 0 || sockets[0] != wantWS {
+		t.Fatalf("websockets %v, want %s", sockets, wantWS)
+	}
+
+	if v := b.violations(t); len(v) > 0 {
+		t.Fatalf("Content-Security-Policy violations: %v", v)
+	}
+
+	// A reload in the same tab keeps the session and takes the assets
+	// from the cache.
+	b.takeBytes()
+	reload := time.Now()
+	b.do(t, "reload", chromedp.Reload())
+	b.waitJS(t, "GraphiQL after reload", `document.querySelector('.graphiql-execute-button') ? 'up' : ''`)
+	reloaded, reloadBytes := time.Since(reload), b.takeBytes()
+
+	// Signing out forgets the token and shows the form again.
+	b.do(t, "sign out", chromedp.Click(chromedp.CSS("#signout")))
+	b.waitJS(t, "the form after signing out", jsFormReady)
+	if left, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`sessionStorage.getItem('npanel.console.session') || ''`)); left != "" {
+		t.Fatalf("session left after signing out: %s", left)
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.Logf("first load (fresh profile, to the sign-in form): %.0f bytes transferred, %d requests, %s", firstLoad, len(b.urls), formReady.Round(time.Millisecond))
+	for _, u := range b.requests {
+		if strings.Contains(u, "/console/") || strings.HasSuffix(u, "/graphql") && b.received[u] > 5000 {
+			t.Logf("  %8.0f  %s", b.received[u], strings.TrimPrefix(u, s.URL()))
+		}
+	}
+	t.Logf("navigation to signed in: %s; to the query result: %s (query %.0f bytes)", signedIn.Round(time.Millisecond), answered.Round(time.Millisecond), queryBytes)
+	t.Logf("reload, signed in, assets cached: %.0f bytes, %s to GraphiQL", reloadBytes, reloaded.Round(time.Millisecond))
+}
+
+// A wrong password leaves the form up with the error on it.
+func TestConsoleWrongPassword(t *testing.T) {
+	s := testenv.StartServer(t)
+	b := newBrowser(t, s.URL())
+	b.open(t)
+	b.signIn(t, "admin", "not-the-password")
+	if msg := b.waitJS(t, "the error", jsLoginErr); !strings.Contains(msg, "Wrong username or password") {
+		t.Fatalf("error shown: %q", msg)
+	}
+	if up, _ := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`!document.getElementById('app').hidden`)); up {
+		t.Fatal("the console is shown after a failed sign-in")
+	}
+	if v := b.violations(t); len(v) > 0 {
+		t.Fatalf("Content-Security-Policy violations: %v", v)
+	}
+}
