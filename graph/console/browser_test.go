@@ -60,9 +60,20 @@ type loaded struct {
 const cspRecorder = `window.__csp = [];
 document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`
 
+// requireChromium skips the test when Chromium is missing, or fails it
+// under CI=true, and skips it under -short (unit tests only): call it
+// before starting anything.
+func requireChromium(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test; not with -short")
+	}
+	testenv.RequireDaemon(t, chromiumPath())
+}
+
 func newBrowser(t *testing.T, origin string) *browser {
 	t.Helper()
-	testenv.RequireDaemon(t, chromiumPath())
+	requireChromium(t)
 	o, err := url.Parse(origin)
 	if err != nil {
 		t.Fatal(err)
@@ -290,6 +301,7 @@ func jsString(s string) string { return fmt.Sprintf("%q", s) }
 // a query with GraphiQL's editor and run button, and follows a
 // subscription over a same-origin websocket.
 func TestConsoleInBrowser(t *testing.T) {
+	requireChromium(t)
 	s := testenv.StartServer(t)
 	ctx := testenv.Context(t)
 	s.FakeNode(t, "console-node", nil, 10, 10_000)
@@ -346,12 +358,28 @@ func TestConsoleInBrowser(t *testing.T) {
 	if left, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`sessionStorage.getItem('npanel.console.session') || ''`)); left != "" {
 		t.Fatalf("session left after signing out: %s", left)
 	}
+
+	// Signing out everywhere revokes the token on the server too (and every
+	// other login token of the user: this is the test's last use of admin).
+	b.signIn(t, "admin", testenv.AdminPassword)
+	b.waitJS(t, "GraphiQL", jsGraphiQL)
+	token = b.waitJS(t, "the session", `(JSON.parse(sessionStorage.getItem('npanel.console.session') || '{}').token) || ''`)
+	b.do(t, "sign out everywhere", chromedp.Click(chromedp.CSS("#signout-all")))
+	if msg := b.waitJS(t, "the form after signing out everywhere", jsLoginErr); !strings.Contains(msg, "revoked") {
+		t.Fatalf("message after signing out everywhere: %q", msg)
+	}
+	var me struct{ Me struct{ Name string } }
+	err = client.New(s.URL(), token).Do(ctx, `{me{name}}`, nil, &me)
+	if code := client.CodeOf(err); code != "UNAUTHENTICATED" {
+		t.Fatalf("the console's token after signing out everywhere: %v (code %q)", err, code)
+	}
 }
 
 // TestConsoleLoadFigures logs what the console costs on loopback: the bytes
 // of a first load in a fresh profile, and the time from navigation to a
 // query's result, in steps. It asserts no timing.
 func TestConsoleLoadFigures(t *testing.T) {
+	requireChromium(t)
 	s := testenv.StartServer(t)
 	b := newBrowser(t, s.URL())
 	b.do(t, "blank", chromedp.Navigate("about:blank")) // the renderer is up, as in a browser in use
@@ -404,6 +432,7 @@ func TestConsoleLoadFigures(t *testing.T) {
 
 // A wrong password leaves the form up with the error on it.
 func TestConsoleWrongPassword(t *testing.T) {
+	requireChromium(t)
 	s := testenv.StartServer(t)
 	b := newBrowser(t, s.URL())
 	b.open(t)
@@ -413,6 +442,19 @@ func TestConsoleWrongPassword(t *testing.T) {
 	}
 	if up, _ := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`!document.getElementById('app').hidden`)); up {
 		t.Fatal("the console is shown after a failed sign-in")
+	}
+	// A few more failures from this address and the server throttles it:
+	// the form says so, rather than "wrong password" again.
+	for i := 0; ; i++ {
+		b.do(t, "sign in again", chromedp.SendKeys(chromedp.CSS("#password"), "not-the-password"), chromedp.Click(chromedp.CSS("#login-submit")))
+		msg := b.waitJS(t, "the error", jsLoginErr)
+		if strings.Contains(msg, "Too many failed sign-ins") {
+			t.Logf("attempt %d: %s", i+2, msg)
+			break
+		}
+		if i == 10 {
+			t.Fatalf("no throttling after %d failures: %q", i+2, msg)
+		}
 	}
 	if v := b.violations(t); len(v) > 0 {
 		t.Fatalf("Content-Security-Policy violations: %v", v)

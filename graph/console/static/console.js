@@ -67,7 +67,7 @@
       case 'UNAUTHENTICATED':
         return 'Wrong username or password.';
       case 'RATE_LIMITED':
-        return 'Too many sign-in attempts: wait a minute, then try again. (' + err.message + ')';
+        return 'Too many failed sign-ins from here: wait, then try again; each further failure makes the wait longer. (' + err.message + ')';
       default:
         return err.message || String(err);
     }
