@@ -3,6 +3,8 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
@@ -46,6 +48,9 @@ type browser struct {
 	finished []loaded                     // responses since the last takeBytes
 	sockets  []string                     // websocket URLs
 	thrown   []string                     // uncaught exceptions
+	// selfTest is set by the test of the guard itself, which makes foreign
+	// requests on purpose.
+	selfTest bool
 }
 
 // loaded is one response: its URL and the bytes it took on the wire
@@ -189,7 +194,7 @@ func (b *browser) check(t *testing.T) {
 	if len(b.requests) == 0 {
 		return
 	}
-	if len(b.foreign) > 0 {
+	if len(b.foreign) > 0 && !b.selfTest {
 		t.Errorf("the page asked for URLs outside %s (blocked): %v", b.origin, b.foreign)
 	}
 	if len(b.thrown) > 0 {
@@ -458,5 +463,41 @@ func TestConsoleWrongPassword(t *testing.T) {
 	}
 	if v := b.violations(t); len(v) > 0 {
 		t.Fatalf("Content-Security-Policy violations: %v", v)
+	}
+}
+
+// The guard works: a page's requests to another origin are recorded and
+// fail, whether on loopback (blocked by interception) or beyond it (sent to
+// the dead proxy).
+func TestBrowserBlocksOtherOrigins(t *testing.T) {
+	requireChromium(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<!DOCTYPE html><title>no policy</title>"))
+	}))
+	t.Cleanup(srv.Close)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		t.Errorf("a blocked request reached another loopback origin")
+	}))
+	t.Cleanup(other.Close)
+	b := newBrowser(t, srv.URL)
+	b.selfTest = true
+	b.do(t, "navigate", chromedp.Navigate(srv.URL))
+	for _, u := range []string{other.URL + "/x", "http://example.com/x"} {
+		got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
+			`fetch(`+jsString(u)+`, {mode: 'no-cors'}).then(() => 'loaded', e => 'failed: ' + e.message)`,
+			chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(got, "failed") {
+			t.Errorf("fetch %s: %s", u, got)
+		}
+		b.mu.Lock()
+		recorded := slices.Contains(b.foreign, u)
+		b.mu.Unlock()
+		if !recorded {
+			t.Errorf("fetch %s not recorded as foreign", u)
+		}
 	}
 }

@@ -160,15 +160,6 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.page.serve(w, r)
 }
 
-// URLs lists the assets' paths, for tests.
-func (c *Console) URLs() []string {
-	out := make([]string, 0, len(c.assets))
-	for p := range c.assets {
-		out = append(out, p)
-	}
-	return out
-}
-
 func (f *file) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", f.contentType)
