@@ -355,7 +355,8 @@ func lookupGroup(name string) (uint32, error) {
 
 // ensureDocroots resolves every site's document root inside the home
 // through os.Root, refusing symlinks anywhere on the way, and creates what
-// is missing as the account's.
+// is missing as the account's. An empty document root gets the placeholder
+// page (placeholder.go), so a new site answers 200 rather than 403.
 func ensureDocroots(owner Owner, webGID uint32, sites []*agentpb.Site) error {
 	home, err := os.OpenRoot(owner.Home)
 	if err != nil {
@@ -368,6 +369,9 @@ func ensureDocroots(owner Owner, webGID uint32, sites []*agentpb.Site) error {
 		}
 		if err := ensureDocroot(home, s.GetDocroot(), owner, webGID); err != nil {
 			return fmt.Errorf("web: site %s: docroot %q: %w", s.GetDomain(), s.GetDocroot(), err)
+		}
+		if _, err := writePlaceholder(home, s.GetDocroot(), s.GetDomain(), owner); err != nil {
+			return fmt.Errorf("web: site %s: placeholder page: %w", s.GetDomain(), err)
 		}
 	}
 	return nil
