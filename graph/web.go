@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 
@@ -15,7 +16,7 @@ import (
 // PENDING until the node applied the generation that last changed the site.
 func domainModel(sites []store.Site, i int, a *model.Account) *model.Domain {
 	s := sites[i]
-	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion)}
+	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion), AliasOf: strPtr(s.AliasOf)}
 	if s.RedirectTo != "" {
 		d.Redirect = &model.Redirect{To: s.RedirectTo, Code: s.RedirectCode}
 	}
@@ -77,6 +78,29 @@ func newSiteDomain(d string) (string, error) {
 		return "", &validate.Error{Field: "domain", Reason: c + " is served with " + base + " (every site answers for its www. name); use " + base}
 	}
 	return c, nil
+}
+
+// maxAliasesPerSite bounds the alias domains of one site: each adds two
+// names (DOMAIN and www.DOMAIN) to the target's server block, whose names
+// the agent caps at web.MaxAliases (32) beside the target's own.
+const maxAliasesPerSite = 15
+
+// aliasTarget validates the aliasOf argument.
+func aliasTarget(d string) (string, error) {
+	c, err := validate.Domain(d)
+	if ve := (*validate.Error)(nil); errors.As(err, &ve) {
+		return "", &validate.Error{Field: "aliasOf", Reason: ve.Reason}
+	}
+	return c, err
+}
+
+// notAlias refuses a per-site setting on an alias domain, which serves
+// its target's site as it is.
+func notAlias(s store.Site) error {
+	if s.AliasOf == "" {
+		return nil
+	}
+	return &validate.Error{Field: "domain", Reason: s.Domain + " is an alias of " + s.AliasOf + " and serves its site; change " + s.AliasOf}
 }
 
 // changeSites runs a site change for the caller and returns the account as

@@ -21,6 +21,10 @@ type Site struct {
 	PHPVersion   string `json:"phpVersion,omitempty"`
 	RedirectTo   string `json:"redirectTo,omitempty"`
 	RedirectCode int    `json:"redirectCode,omitempty"`
+	// AliasOf makes the site a parked (alias) domain of another site of
+	// the account: its name is served by that site's server block (same
+	// document root, PHP and redirect); Docroot repeats the target's.
+	AliasOf string `json:"aliasOf,omitempty"`
 	// Generation is the account generation that last changed this site: the
 	// site is live on the node once the account's applied generation
 	// reaches it.
@@ -39,6 +43,17 @@ func (a *Account) AllSites() []Site {
 // SiteIndex returns the index of domain in AllSites, or -1.
 func (a *Account) SiteIndex(domain string) int {
 	return slices.IndexFunc(a.AllSites(), func(s Site) bool { return s.Domain == domain })
+}
+
+// AliasesOf returns the domains of the account that are aliases of domain.
+func (a *Account) AliasesOf(domain string) []string {
+	var out []string
+	for _, s := range a.AllSites() {
+		if s.AliasOf == domain {
+			out = append(out, s.Domain)
+		}
+	}
+	return out
 }
 
 // SiteChange is what a ChangeSites callback did to an account's sites.
