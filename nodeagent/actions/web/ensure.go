@@ -95,6 +95,12 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		}
 	}
 
+	if len(sites) > 0 {
+		if err := ensureLogs(w, owner, sites); err != nil {
+			return nil, err
+		}
+	}
+
 	res := &agentpb.WebResult{}
 	files := make(map[string][]byte)
 	var names []string
@@ -153,8 +159,8 @@ func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agent
 		Domain:      d,
 		ServerNames: sn,
 		Config:      filepath.Join(w.VhostDir, vhostFile(owner.Username, d)),
-		AccessLog:   filepath.Join(w.DomainLogDir, d+".access.log"),
-		ErrorLog:    filepath.Join(w.DomainLogDir, d+".error.log"),
+		AccessLog:   filepath.Join(userLogDir(w, owner.Username), logFileName(d, "access")),
+		ErrorLog:    filepath.Join(userLogDir(w, owner.Username), logFileName(d, "error")),
 	}
 	data := vhostData{
 		User:          owner.Username,
@@ -275,6 +281,9 @@ func (m *Module) Remove(ctx context.Context, env *actions.Env, username string) 
 	}
 	c := &change{ctx: ctx, env: env, user: username, files: map[string][]byte{}}
 	if err := m.hostFor(env.Profile).submit(c); err != nil {
+		return err
+	}
+	if err := removeLogs(env.Profile.Web(), username); err != nil {
 		return err
 	}
 	u, err := user.Lookup(username)
