@@ -493,7 +493,8 @@ func signed(t *testing.T, addr, name string) bool {
 // lifecycle: the default records on the account's node, served by the
 // primary DNS node and replicated to the secondary; removing the domain
 // removes the zone from both, and a domain removed a moment ago cannot be
-// added back while its zone is still being removed.
+// added back while its zone is still being removed. deleteZone removes a
+// zone while its domain stays; the rest go with the account.
 func TestAddonDomainZone(t *testing.T) {
 	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
 	if os.Geteuid() != 0 {
@@ -569,12 +570,29 @@ func TestAddonDomainZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitZone(t, s, addon2, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	testenv.WaitFor(t, 20*time.Second, "secondary serves "+addon2, func() bool { return serial(t, secondary, addon2) != "" })
+	// deleteZone: DNS hosted elsewhere; the zone goes, the domain stays.
+	if err := s.Admin.DeleteZone(ctx, addon2); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "deleted zone gone from both servers and the store", func() bool {
+		_, _, err := s.Store().GetZone(ctx, addon2)
+		return err != nil && serial(t, primary, addon2) == "" && serial(t, secondary, addon2) == ""
+	})
+	if ds, err := s.Admin.Domains(ctx, acct.ID); err != nil || len(ds) != 2 || ds[1].Name != addon2 {
+		t.Errorf("domains after deleteZone: %+v %v", ds, err)
+	}
+	addon3 := "wiki-" + user + ".example.org"
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon3, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitZone(t, s, addon3, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "zones removed with the account", func() bool {
-		_, _, err1 := s.Store().GetZone(ctx, addon2)
+		_, _, err1 := s.Store().GetZone(ctx, addon3)
 		_, _, err2 := s.Store().GetZone(ctx, domain)
-		return err1 != nil && err2 != nil
+		return err1 != nil && err2 != nil && serial(t, primary, addon3) == "" && serial(t, secondary, addon3) == ""
 	})
 }

@@ -272,5 +272,50 @@ func (r *queryResolver) Domains(ctx context.Context, account string) ([]*model.D
 
 // DomainLogs is the resolver for the domainLogs field.
 func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int) ([]string, error) {
-	return nil, errorf(CodeUnavailable, "domainLogs is not implemented yet")
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d, n, k, err := domainLogArgs(domain, kind, lines)
+	if err != nil {
+		return nil, err
+	}
+	a, site, err := r.logSite(ctx, p, d)
+	if err != nil {
+		return nil, err
+	}
+	// An alias domain's requests are logged with its target's.
+	target := site.Domain
+	if site.AliasOf != "" {
+		target = site.AliasOf
+	}
+	if a.Node == "" {
+		return nil, fmt.Errorf("account %s is not on a node yet: %w", a.Username, store.ErrConflict)
+	}
+	spec := &agentpb.Task{Action: &agentpb.Task_ReadDomainLog{ReadDomainLog: &agentpb.ReadDomainLogAction{
+		Username: a.Username, Domain: target, Kind: k, Lines: uint32(n)}}}
+	t, err := r.Store.EnqueueQueryTask(ctx, a.Node, spec, "domainLogs", p.Name, domainLogTTL)
+	if err != nil {
+		return nil, err
+	}
+	queued := t
+	defer func() { _ = r.Store.ForgetTask(context.WithoutCancel(ctx), queued) }()
+	t, err = r.Store.WaitTask(ctx, t.ID, domainLogWait)
+	if err != nil || t == nil || (t.Status != store.TaskSucceeded && t.Status != store.TaskFailed) {
+		return nil, errorf(CodeUnavailable, "node "+a.Node+" did not answer within "+domainLogWait.String())
+	}
+	res, err := t.DomainLogResult()
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "node "+a.Node+": "+err.Error())
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), "domainLogs", d, "ok")
+	ev.Detail = map[string]string{"account": a.ID, "kind": string(kind)}
+	if err := r.Store.AppendAudit(ctx, ev); err != nil {
+		return nil, err
+	}
+	out := res.GetLines()
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
 }
