@@ -349,6 +349,10 @@ func TestDomainAliasesAndLogs(t *testing.T) {
 	}
 	_, err = s.Admin.DomainLogs(ctx, "nobody-"+user+".example.com", "ACCESS", 10)
 	wantAPICode(t, "logs of a domain nobody serves", err, "NOT_FOUND")
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "domainLogs", Target: alias}, "", 10)
+	if err != nil || len(evs) == 0 || evs[0].Result != "ok" || evs[0].Detail["account"] != acct.ID {
+		t.Errorf("domainLogs audit: %+v %v", evs, err)
+	}
 	home := filepath.Join(ag.Config.Prefix, "home", user)
 	if b, err := os.ReadFile(filepath.Join(home, "logs", domain+".access.log")); err != nil || !strings.Contains(string(b), "/from-the-domain") {
 		t.Errorf("~/logs/%s.access.log: %v %q", domain, err, b)
