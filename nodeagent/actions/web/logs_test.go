@@ -88,3 +88,31 @@ func FuzzValidateReadDomainLog(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateReadDomainLog(t *testing.T) {
+	access := agentpb.DomainLogKind_DOMAIN_LOG_KIND_ACCESS
+	if err := ValidateReadDomainLog("alice", "example.com", access, 100); err != nil {
+		t.Fatalf("valid read refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		user, domain string
+		kind         agentpb.DomainLogKind
+		lines        uint32
+	}{
+		"traversal domain":  {"alice", "../../etc/shadow", access, 10},
+		"slash in domain":   {"alice", "a.com/b", access, 10},
+		"not canonical":     {"alice", "Example.COM", access, 10},
+		"trailing dot":      {"alice", "example.com.", access, 10},
+		"traversal user":    {"../root", "example.com", access, 10},
+		"empty user":        {"", "example.com", access, 10},
+		"no kind":           {"alice", "example.com", agentpb.DomainLogKind_DOMAIN_LOG_KIND_UNSPECIFIED, 10},
+		"unknown kind":      {"alice", "example.com", agentpb.DomainLogKind(7), 10},
+		"no lines":          {"alice", "example.com", access, 0},
+		"too many lines":    {"alice", "example.com", access, MaxLogLines + 1},
+		"newline in domain": {"alice", "example.com\n", access, 10},
+	} {
+		if err := ValidateReadDomainLog(tc.user, tc.domain, tc.kind, tc.lines); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
