@@ -173,3 +173,13 @@ func (c *Client) AddReverseZone(ctx context.Context, cidr string) ([]Zone, error
 	err := c.Do(ctx, `mutation($c:String!){addReverseZone(cidr:$c){`+zoneFields+`}}`, map[string]any{"c": cidr}, &out)
 	return out.AddReverseZone, err
 }
+
+// DeleteZone stops serving an account domain's zone; the site stays.
+func (c *Client) DeleteZone(ctx context.Context, name string) error {
+	return c.Do(ctx, `mutation($n:String!){deleteZone(name:$n)}`, map[string]any{"n": name}, nil)
+}
+
+// DeleteReverseZone removes a reverse zone.
+func (c *Client) DeleteReverseZone(ctx context.Context, name string) error {
+	return c.Do(ctx, `mutation($n:String!){deleteReverseZone(name:$n)}`, map[string]any{"n": name}, nil)
+}

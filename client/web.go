@@ -13,6 +13,7 @@ type Domain struct {
 	Docroot    string    `json:"docroot"`
 	PHPVersion *string   `json:"phpVersion"`
 	Redirect   *Redirect `json:"redirect"`
+	AliasOf    *string   `json:"aliasOf"`
 	State      string    `json:"state"`
 	Reason     *string   `json:"reason"`
 }
@@ -34,7 +35,7 @@ type Service struct {
 	Restarts int        `json:"restarts"`
 }
 
-const domainFields = `name primary docroot phpVersion redirect{to code} state reason`
+const domainFields = `name primary docroot phpVersion redirect{to code} aliasOf state reason`
 
 // Domains lists the domains an account serves, primary first.
 func (c *Client) Domains(ctx context.Context, account string) ([]Domain, error) {
@@ -52,6 +53,26 @@ func (c *Client) AddDomain(ctx context.Context, account, domain, docroot string)
 	var out struct{ AddDomain Domain }
 	err := c.Do(ctx, `mutation($a:ID!,$d:String!,$r:String){addDomain(account:$a,domain:$d,docroot:$r){`+domainFields+`}}`, vars, &out)
 	return &out.AddDomain, err
+}
+
+// AddAliasDomain adds a parked (alias) domain serving the site of target.
+func (c *Client) AddAliasDomain(ctx context.Context, account, domain, target string) (*Domain, error) {
+	var out struct{ AddDomain Domain }
+	err := c.Do(ctx, `mutation($a:ID!,$d:String!,$t:String){addDomain(account:$a,domain:$d,aliasOf:$t){`+domainFields+`}}`,
+		map[string]any{"a": account, "d": domain, "t": target}, &out)
+	return &out.AddDomain, err
+}
+
+// DomainLogs returns the last lines of a domain's log; kind is "ACCESS" or
+// "ERROR", lines 0 takes the server's default.
+func (c *Client) DomainLogs(ctx context.Context, domain, kind string, lines int) ([]string, error) {
+	vars := map[string]any{"d": domain, "k": kind, "n": nil}
+	if lines > 0 {
+		vars["n"] = lines
+	}
+	var out struct{ DomainLogs []string }
+	err := c.Do(ctx, `query($d:String!,$k:LogKind!,$n:Int){domainLogs(domain:$d,kind:$k,lines:$n)}`, vars, &out)
+	return out.DomainLogs, err
 }
 
 // RemoveDomain stops serving an add-on domain.

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,6 +72,10 @@ func (r *Resolver) visibleZone(ctx context.Context, p auth.Principal, name strin
 	}
 	return z, nil
 }
+
+// errZoneDeleting aborts a deleteZone of a zone already being removed:
+// nothing is written, and the caller is told it succeeded.
+var errZoneDeleting = errors.New("zone is being deleted already")
 
 func zoneNotFound(name string) error { return errorf(CodeNotFound, "zone "+quote(name)+" not found") }
 

@@ -254,24 +254,80 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
-	reverse := &cobra.Command{
-		Use: "reverse CIDR", Short: "Create the reverse zones of a node network (admin)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			zs, err := c.AddReverseZone(cmd.Context(), args[0])
-			if err != nil {
-				return apiError(err)
-			}
-			for _, z := range zs {
-				fmt.Fprintf(cmd.OutOrStdout(), "Zone %s created.\n", z.Name)
-			}
-			return nil
-		},
+	addReverse := func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		zs, err := c.AddReverseZone(cmd.Context(), args[0])
+		if err != nil {
+			return apiError(err)
+		}
+		for _, z := range zs {
+			fmt.Fprintf(cmd.OutOrStdout(), "Zone %s created.\n", z.Name)
+		}
+		return nil
 	}
-	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse)
+	// "reverse CIDR" stays as it was; "reverse add" and "reverse delete"
+	// name the two directions.
+	reverse := &cobra.Command{
+		Use: "reverse CIDR | reverse add CIDR | reverse delete NAME", Short: "Create or remove the reverse zones of node networks (admin)",
+		Args: cobra.ExactArgs(1), RunE: addReverse,
+	}
+	reverse.AddCommand(&cobra.Command{
+		Use: "add CIDR", Short: "Create the reverse zones of a node network, e.g. 192.0.2.0/24 (admin)", Args: cobra.ExactArgs(1), RunE: addReverse,
+	})
+	reverseDelete := &cobra.Command{
+		Use: "delete NAME", Short: "Remove a reverse zone, e.g. 2.0.192.in-addr.arpa (admin)", Args: cobra.ExactArgs(1),
+	}
+	reverseYes := yesFlag(reverseDelete)
+	reverseDelete.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := confirm(cmd, *reverseYes, "Remove reverse zone "+args[0]+" from every DNS server"); err != nil {
+			return err
+		}
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		if err := c.DeleteReverseZone(cmd.Context(), args[0]); err != nil {
+			return apiError(err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Reverse zone %s is being removed.\n", args[0])
+		return nil
+	}
+	reverse.AddCommand(reverseDelete)
+
+	zone := group(&cobra.Command{Use: "zone", Short: "Whole zones"})
+	zoneDelete := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Stop serving a domain's DNS zone on the cluster; the site stays",
+		Long: `Stop serving the DNS zone of one of an account's domains (primary, add-on or
+alias) on the cluster's DNS servers, for a domain whose DNS is hosted
+elsewhere: the zone and all its records are removed from every DNS server.
+The domain's website keeps being served, and the domain stays the account's.
+
+This does not remove the domain: "npanel ctl domain remove ACCOUNT DOMAIN"
+does (and removes its zone with it). Reverse zones are removed with
+"npanel ctl dns reverse delete NAME". Admins and resellers only.`,
+		Args: cobra.ExactArgs(1),
+	}
+	zoneYes := yesFlag(zoneDelete)
+	zoneDelete.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := confirm(cmd, *zoneYes, "Remove zone "+args[0]+" and all its records from every DNS server"); err != nil {
+			return err
+		}
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		if err := c.DeleteZone(cmd.Context(), args[0]); err != nil {
+			return apiError(err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Zone %s is being removed; its site stays.\n", args[0])
+		return nil
+	}
+	zone.AddCommand(zoneDelete)
+	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse, zone)
 	return cmd
 }
 

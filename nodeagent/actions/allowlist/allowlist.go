@@ -101,6 +101,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.db.NewOptimizeDatabase(a.OptimizeDatabase), nil
 	case *agentpb.Task_ListDatabases:
 		return l.db.NewListDatabases(a.ListDatabases), nil
+	case *agentpb.Task_ReadDomainLog:
+		return l.web.NewReadDomainLog(a.ReadDomainLog), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.
