@@ -435,11 +435,12 @@ func TestDomainsRBAC(t *testing.T) {
 		t.Errorf("a1's domains after deleteZone: %+v %v", ds, err)
 	}
 	evs, _, _, err := tn.s.Store().ListAudit(ctx, store.AuditFilter{Action: "deleteZone", Target: a1}, "", 10)
-	results := map[string]string{} // actor -> result
+	results := map[string]string{} // actor+result
 	for _, ev := range evs {
-		results[ev.Actor] = ev.Result
+		results[ev.Actor+" "+ev.Result] = ev.Result
 	}
-	if err != nil || results["resa"] != "ok" || results["alphauser"] != "FORBIDDEN" || results["resb"] != "NOT_FOUND" {
+	// resa's second delete may be audited as NOT_FOUND too.
+	if err != nil || results["resa ok"] == "" || results["alphauser FORBIDDEN"] == "" || results["resb NOT_FOUND"] == "" {
 		t.Errorf("deleteZone audit (success and refusals): %v %v", results, err)
 	}
 }

@@ -387,9 +387,9 @@ func TestZoneAPI(t *testing.T) {
 	if !refusedMX {
 		t.Errorf("MX to an IP not refused on line 10: %+v", imp.Refused)
 	}
-	if len(imp.Skipped) != 2 || imp.Skipped[0].Line != 3 || imp.Skipped[1].Line != 5 ||
+	if len(imp.Skipped) != 2 || imp.Skipped[0].Line != 3 || imp.Skipped[1].Line != 6 ||
 		!strings.Contains(deref(imp.Skipped[0].Reason), "SOA") || !strings.Contains(deref(imp.Skipped[1].Reason), "nameservers") {
-		t.Errorf("the SOA (line 3) and apex NS (line 5) not reported as skipped: %+v", imp.Skipped)
+		t.Errorf("the SOA (line 3) and apex NS (line 6) not reported as skipped: %+v", imp.Skipped)
 	}
 	waitApplied()
 	if got := query(t, srv, "ftp."+domain, dns.TypeCNAME); len(got) != 1 || got[0] != "blog."+domain+"." {
