@@ -272,8 +272,14 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 }
 
 func (c *accountController) enqueueEnsure(ctx context.Context, b *store.Batch, a *store.Account) error {
-	// Plans never change after creation, so the mirror's copy is current.
+	// The mirror's copy of the plan may lag a change the account was
+	// rebuilt for (updatePlan, changeAccountPlan write the plan's
+	// generation into the account): then etcd has the plan the spec must
+	// be built from.
 	plan, _, err := c.s.store.CachedPlan(ctx, a.Plan)
+	if err == nil && plan.Generation < a.PlanGeneration {
+		plan, _, err = c.s.store.GetPlanRev(ctx, a.Plan)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}

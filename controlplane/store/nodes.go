@@ -322,6 +322,46 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) erro
 	}
 }
 
+// UpdateNodeChecked is UpdateNode for a change checked against what is
+// placed on the node: fn sees the node's allocation, and the allocation's
+// revision is compared in the transaction, so a placement made meanwhile
+// makes fn check again.
+func (s *Store) UpdateNodeChecked(ctx context.Context, name string, fn func(*Node, Alloc) error, audit AuditEvent) (*Node, error) {
+	for {
+		n, rev, err := getJSON[Node](ctx, s.cli, nodeKey(name))
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		al, arev, err := getJSON[Alloc](ctx, s.cli, allocKey(name))
+		if err == ErrNotFound {
+			al, arev = &Alloc{}, 0
+		} else if err != nil {
+			return nil, err
+		}
+		if err := fn(n, *al); err != nil {
+			return nil, err
+		}
+		allocCmp := absent(allocKey(name))
+		if arev != 0 {
+			allocCmp = unchanged(allocKey(name), arev)
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(nodeKey(name), rev), allocCmp).
+			Then(clientv3.OpPut(nodeKey(name), mustJSON(n)), auditPut(audit)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update node %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			return n, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // DecodeNodeState decodes a state record (KindNodeState).
 func DecodeNodeState(b []byte) (*NodeState, error) {
 	var st NodeState
