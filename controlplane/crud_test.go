@@ -363,8 +363,7 @@ func TestPlanChangesReachNodes(t *testing.T) {
 	if after := stateOf(t, tn); after != before {
 		t.Fatalf("refused changes wrote:\nbefore %s\nafter  %s", before, after)
 	}
-	// Down past the reseller-free disk: basic's 100 MB is fine for an admin
-	// account, but a plan without PHP 8.2 is not while a site uses it.
+	// A plan without the PHP line its sites use is refused.
 	if _, err := tn.admin.CreatePlan(ctx, client.Plan{Name: "php83", DiskMB: 100, BandwidthMB: 10, Domains: 5, Databases: 5, PHPVersions: []string{"8.3"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +375,9 @@ func TestPlanChangesReachNodes(t *testing.T) {
 	}
 	_, err = tn.admin.UpdatePlan(ctx, "exec", client.PlanUpdate{PHPVersions: []string{"8.3"}})
 	wantAPICode(t, "drop the PHP in use from the plan", err, "QUOTA_EXCEEDED")
+	if after := stateOf(t, tn); after != before {
+		t.Fatalf("refused changes wrote:\nbefore %s\nafter  %s", before, after)
+	}
 	// A reseller's account: its disk quota is the reseller's.
 	if _, err := tn.admin.UpdateReseller(ctx, "resb", client.ResellerUpdate{Plans: []string{"basic", "premium", "exec"}}); err != nil {
 		t.Fatal(err)
