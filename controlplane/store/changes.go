@@ -92,9 +92,27 @@ func (t *txnBuilder) guardRev(key string, rev int64) {
 	}
 }
 
+// SetTxnLimits tells the store how large a transaction the etcd cluster
+// takes (--max-txn-ops, --max-request-bytes), for the operator changes
+// that rebuild many accounts at once; MaxTxnOps and 1.5 MiB (etcd's
+// defaults) unless set.
+func (s *Store) SetTxnLimits(ops, bytes int) {
+	s.txnOps, s.txnBytes = ops, bytes
+}
+
 func (s *Store) commitChange(ctx context.Context, what string, t *txnBuilder) (bool, error) {
-	if n := len(t.cmps) + len(t.ops); n > MaxTxnOps {
-		return false, fmt.Errorf("%s needs %d operations, more than the %d that fit in one transaction: %w", what, n, MaxTxnOps, ErrConflict)
+	maxOps, maxBytes := MaxTxnOps, 3<<19
+	if s.txnOps > 0 {
+		maxOps, maxBytes = s.txnOps, s.txnBytes
+	}
+	size := 0
+	for _, op := range t.ops {
+		size += len(op.KeyBytes()) + len(op.ValueBytes())
+	}
+	// A change is one transaction or nothing: a plan whose accounts do not
+	// fit in one is refused rather than applied to some of them.
+	if n := len(t.cmps) + len(t.ops); n > maxOps || size > maxBytes*3/4 {
+		return false, fmt.Errorf("%s needs %d operations (%d bytes), more than fit in one transaction (%d): %w", what, n, size, maxOps, ErrConflict)
 	}
 	resp, err := s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
 	if err != nil {
