@@ -470,6 +470,16 @@ func TestUpdateNode(t *testing.T) {
 	if after := stateOf(t, tn); after != before {
 		t.Fatalf("refused updateNode wrote:\nbefore %s\nafter  %s", before, after)
 	}
+	// A zone served by n-us keeps its dns role.
+	z := &store.Zone{Name: "2.0.192.in-addr.arpa", Node: "n-us", Reverse: true, Generation: 1}
+	if err := tn.s.Store().CreateZone(ctx, z, store.NewAuditEvent("test", "", "createZone", z.Name, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tn.admin.UpdateNode(ctx, "n-us", client.NodeUpdate{Roles: []string{"WEB", "MAIL", "DB"}})
+	wantAPICode(t, "remove dns from a node serving a zone", err, "CONFLICT")
+	if !strings.Contains(err.Error(), z.Name) {
+		t.Errorf("refusal does not name the zone: %v", err)
+	}
 	// Roles nothing needs can go.
 	n, err := tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"WEB", "DB", "DNS"}})
 	if err != nil || len(n.Roles) != 3 {
