@@ -480,6 +480,30 @@ func TestUpdateNode(t *testing.T) {
 	if !strings.Contains(err.Error(), z.Name) {
 		t.Errorf("refusal does not name the zone: %v", err)
 	}
+	// A database of alpha1 keeps n-eu's db role, and alpha1 off a plan
+	// without databases.
+	// wait: PT0S, as n-eu is a fake node that never answers.
+	if err := tn.admin.Do(ctx, `mutation($a:ID!){createDatabase(account:$a,name:"shop",wait:"PT0S"){name}}`, map[string]any{"a": tn.a1.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"WEB", "DNS", "MAIL"}})
+	wantAPICode(t, "remove db from a node with databases", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "alpha1_shop") {
+		t.Errorf("refusal does not name the database: %v", err)
+	}
+	if _, err := tn.admin.CreatePlan(ctx, client.Plan{Name: "nodb", DiskMB: 10, Domains: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tn.admin.ChangeAccountPlan(ctx, "alpha1", "nodb")
+	wantAPICode(t, "move to a plan resa may not sell", err, "FORBIDDEN")
+	if _, err := tn.admin.UpdateReseller(ctx, "resa", client.ResellerUpdate{Plans: []string{"basic", "nodb"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tn.resA.ChangeAccountPlan(ctx, "alpha1", "nodb")
+	wantAPICode(t, "move to a plan without databases", err, "QUOTA_EXCEEDED")
+	if !strings.Contains(err.Error(), "databases") {
+		t.Errorf("refusal does not name the limit: %v", err)
+	}
 	// Roles nothing needs can go.
 	n, err := tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"WEB", "DB", "DNS"}})
 	if err != nil || len(n.Roles) != 3 {
