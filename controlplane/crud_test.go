@@ -38,7 +38,7 @@ func stateOf(t *testing.T, tn *tenants) string {
 		t.Fatal(err)
 	}
 	for i := range accts {
-		accts[i].Events, accts[i].Status = nil, "" // the controller moves these
+		accts[i].Events, accts[i].Status, accts[i].Reason = nil, "", nil // the controller moves these
 	}
 	nodes, err := tn.admin.Nodes(ctx)
 	if err != nil {
@@ -53,6 +53,17 @@ func stateOf(t *testing.T, tn *tenants) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// waitPlaced waits until setupTenants' accounts are placed: placement
+// changes what stateOf reads.
+func waitPlaced(t *testing.T, tn *tenants) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, "alpha1 and bravo1 placed", func() bool {
+		a, errA := tn.admin.Account(context.Background(), "alpha1")
+		b, errB := tn.admin.Account(context.Background(), "bravo1")
+		return errA == nil && errB == nil && a.NodeName() != "" && b.NodeName() != ""
+	})
 }
 
 // wantAudited fails unless the audit log holds a successful action on target.
@@ -307,6 +318,7 @@ func completeEnsure(t *testing.T, tn *tenants, node, username string) *agentpb.E
 func TestPlanChangesReachNodes(t *testing.T) {
 	tn := setupTenants(t)
 	ctx := context.Background()
+	waitPlaced(t, tn)
 	if _, err := tn.admin.CreatePlan(ctx, client.Plan{Name: "exec", DiskMB: 150, BandwidthMB: 10, Domains: 2, Databases: 2,
 		PHPVersions: []string{"8.2"}, AllowExec: true}); err != nil {
 		t.Fatal(err)
@@ -455,9 +467,10 @@ func TestDeleteInUse(t *testing.T) {
 func TestUpdateNode(t *testing.T) {
 	tn := setupTenants(t)
 	ctx := context.Background()
-	testenv.WaitFor(t, 10*time.Second, "alpha1 placed", func() bool {
-		a, err := tn.admin.Account(ctx, "alpha1")
-		return err == nil && a.NodeName() == "n-eu"
+	testenv.WaitFor(t, 10*time.Second, "alpha1 and bravo1 placed", func() bool {
+		a, errA := tn.admin.Account(ctx, "alpha1")
+		b, errB := tn.admin.Account(ctx, "bravo1")
+		return errA == nil && errB == nil && a.NodeName() == "n-eu" && b.NodeName() != ""
 	})
 	before := stateOf(t, tn)
 	_, err := tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"DNS", "MAIL", "DB"}})
