@@ -251,6 +251,12 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 		t.op(clientv3.OpPut(planKey(name), mustJSON(p)), auditPut(audit))
 		counters := newCounterChange()
 		now := time.Now().UTC()
+		// Only what the nodes apply makes the accounts' specs change:
+		// bandwidth and the domain, mailbox and database counts are
+		// enforced by the API, so a change of those alone rebuilds none.
+		if p.DiskMB == old.DiskMB && p.AllowExec == old.AllowExec && slices.Equal(p.PHPVersions, old.PHPVersions) {
+			accts = nil
+		}
 		for i, a := range accts {
 			d := p.DiskMB - a.DiskMB
 			counters.owner(a.Owner, 0, d)
@@ -380,15 +386,42 @@ func (s *Store) DeleteReseller(ctx context.Context, name string, audit AuditEven
 		if err != nil {
 			return err
 		}
+		plans, err := s.cli.Get(ctx, prefixPlans, clientv3.WithPrefix())
+		if err != nil {
+			return fmt.Errorf("list plans: %w", err)
+		}
+		own := map[string]bool{}
+		for _, kv := range plans.Kvs {
+			p, err := decodeJSON[Plan](kv.Key, kv.Value)
+			if err != nil {
+				return err
+			}
+			if p.Owner == name {
+				own[p.Name] = true
+			}
+		}
 		// The usage counter is exact for metered owners; the scan also
 		// finds accounts given to the reseller by changeAccountOwner or
-		// created while it had no limits.
-		accts, _, at, err := s.scanAccounts(ctx, func(a *Account) bool { return a.Owner == name })
+		// created while it had no limits, and accounts of other owners
+		// (an admin's) on the plans it created, which go with it.
+		var owned, onPlans int
+		_, _, at, err := s.scanAccounts(ctx, func(a *Account) bool {
+			switch {
+			case a.Owner == name:
+				owned++
+			case own[a.Plan]:
+				onPlans++
+			}
+			return false
+		})
 		if err != nil {
 			return err
 		}
-		if n := len(accts); n > 0 {
-			return fmt.Errorf("reseller %q owns %d account(s); delete them or give them to another owner first: %w", name, n, ErrConflict)
+		if owned > 0 {
+			return fmt.Errorf("reseller %q owns %d account(s); delete them or give them to another owner first: %w", name, owned, ErrConflict)
+		}
+		if onPlans > 0 {
+			return fmt.Errorf("%d account(s) of other owners use plans of reseller %q; move them to other plans first: %w", onPlans, name, ErrConflict)
 		}
 		t := &txnBuilder{}
 		t.cmp(unchanged(resellerKey(name), rrev), accountsCreatedBefore(at))
@@ -408,16 +441,8 @@ func (s *Store) DeleteReseller(ctx context.Context, name string, audit AuditEven
 				t.op(clientv3.OpDelete(string(kv.Key)))
 			}
 		}
-		plans, err := s.cli.Get(ctx, prefixPlans, clientv3.WithPrefix())
-		if err != nil {
-			return fmt.Errorf("list plans: %w", err)
-		}
 		for _, kv := range plans.Kvs {
-			p, err := decodeJSON[Plan](kv.Key, kv.Value)
-			if err != nil {
-				return err
-			}
-			if p.Owner == name {
+			if own[lastSegment(string(kv.Key))] {
 				t.cmp(unchanged(string(kv.Key), kv.ModRevision))
 				t.op(clientv3.OpDelete(string(kv.Key)))
 			}
