@@ -529,9 +529,6 @@ func TestUpdateNode(t *testing.T) {
 	if _, err := tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Labels: map[string]string{"zone": "old"}}); err != nil {
 		t.Fatal(err)
 	}
-	// The account controller re-reads the node list at most nodesMaxAge
-	// (3 s) after a change; placements made before see the old labels.
-	time.Sleep(3500 * time.Millisecond)
 	a2, err := tn.resA.CreateAccount(ctx, client.CreateAccountInput{Username: "alpha2", Domain: "alpha2.example.com", Plan: "basic"})
 	if err != nil {
 		t.Fatal(err)

@@ -124,6 +124,10 @@ type NodeView struct {
 	State NodeState
 	// Alive: the liveness lease is currently held.
 	Alive bool
+	// SpecRev is the revision of the node's spec as read (ListNodes), for
+	// a placement that must not stand if the spec changed since
+	// (Batch.GuardNode).
+	SpecRev int64 `json:"-"`
 }
 
 func nodeKey(name string) string  { return prefixNodes + name }
@@ -240,6 +244,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]NodeView, error) {
 		}
 		v.State = states[v.Name]
 		v.Alive = alive[v.Name]
+		v.SpecRev = kv.ModRevision
 		out = append(out, v)
 	}
 	return out, nil
