@@ -254,15 +254,18 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 		// Only what the nodes apply makes the accounts' specs change:
 		// bandwidth and the domain, mailbox and database counts are
 		// enforced by the API, so a change of those alone rebuilds none.
-		if p.DiskMB == old.DiskMB && p.AllowExec == old.AllowExec && slices.Equal(p.PHPVersions, old.PHPVersions) {
-			accts = nil
-		}
+		// Every account is compared all the same: change checked what
+		// each uses (an add-on domain added meanwhile must be seen).
+		rebuild := p.DiskMB != old.DiskMB || p.AllowExec != old.AllowExec || !slices.Equal(p.PHPVersions, old.PHPVersions)
 		for i, a := range accts {
+			t.cmp(unchanged(accountKey(a.ID), revs[i]))
+			if !rebuild {
+				continue
+			}
 			d := p.DiskMB - a.DiskMB
 			counters.owner(a.Owner, 0, d)
 			counters.node(a.Node, d)
 			rebuildFromPlan(a, p, now)
-			t.cmp(unchanged(accountKey(a.ID), revs[i]))
 			t.op(clientv3.OpPut(accountKey(a.ID), mustJSON(a)))
 		}
 		if err := s.applyCounters(ctx, counters, t); err != nil {
@@ -273,6 +276,9 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 			return nil, 0, err
 		}
 		if ok {
+			if !rebuild {
+				return p, 0, nil
+			}
 			return p, len(accts), nil
 		}
 		if err := ctx.Err(); err != nil {
