@@ -213,6 +213,18 @@ func TestCRUDRBAC(t *testing.T) {
 		t.Errorf("admin, account alpha1: %v", got)
 	}
 
+	// resetPassword ends the target's sessions; the new password signs in.
+	if err := tn.resA.CreateUser(ctx, "alphauser2", resellerPassword, "alpha1"); err != nil {
+		t.Fatal(err)
+	}
+	u2 := login(t, tn.s, "alphauser2", resellerPassword)
+	if _, err := tn.admin.ResetPassword(ctx, "alphauser2", "fresh-password-789"); err != nil {
+		t.Fatal(err)
+	}
+	wantAPICode(t, "token from before resetPassword", u2.Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
+	login(t, tn.s, "alphauser2", "fresh-password-789")
+	wantAudited(t, tn, "resetPassword", "alphauser2")
+
 	// What each role may do, audited.
 	successes := []struct {
 		c            *client.Client
