@@ -465,6 +465,10 @@ func (r *Resolver) changeAccountPlan(ctx context.Context, ref, planName string) 
 		case !isNotFound(err):
 			return err
 		}
+		if p.Role == store.RoleReseller && plan.Owner != "" && plan.Owner != p.Name {
+			// Another reseller's own plan: not there, as far as this one knows.
+			return errorf(CodeNotFound, "plan "+quote(plan.Name)+" not found")
+		}
 		if !planUsable(owner, res, plan) || (p.Role == store.RoleReseller && !planUsable(p, res, plan)) {
 			return errorf(CodeForbidden, "plan "+quote(plan.Name)+" is not available to "+a.Owner)
 		}
