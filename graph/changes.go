@@ -116,7 +116,7 @@ func (r *Resolver) planFits(ctx context.Context, a *store.Account, p *store.Plan
 	return nil
 }
 
-// planVisible loads a plan the caller may change: an admin any, a reseller
+// planForChange checks that the caller may change a plan: an admin any, a reseller
 // its own. Another reseller's plan is NOT_FOUND (existence is not leaked).
 func (r *Resolver) planForChange(ctx context.Context, p auth.Principal, name string) error {
 	plan, err := r.Store.GetPlan(ctx, name)
