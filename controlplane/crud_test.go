@@ -559,4 +559,24 @@ func TestUpdateNode(t *testing.T) {
 		a, err := tn.admin.Account(ctx, a2.ID)
 		return err == nil && a.NodeName() == "n-us"
 	})
+
+	// A new node selector applies to accounts still waiting for a node.
+	if _, err := tn.admin.UpdateNode(ctx, "n-us", client.NodeUpdate{Labels: map[string]string{"zone": "us"}}); err != nil {
+		t.Fatal(err)
+	}
+	a3, err := tn.resA.CreateAccount(ctx, client.CreateAccountInput{Username: "alpha3", Domain: "alpha3.example.com", Plan: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "alpha3 pending for want of a node", func() bool {
+		a, err := tn.admin.Account(ctx, a3.ID)
+		return err == nil && a.Status == "PENDING" && a.Reason != nil && *a.Reason != ""
+	})
+	if _, err := tn.admin.UpdateReseller(ctx, "resa", client.ResellerUpdate{NodeSelector: ptr("zone=us")}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "alpha3 placed by resa's new selector", func() bool {
+		a, err := tn.admin.Account(ctx, a3.ID)
+		return err == nil && a.NodeName() == "n-us"
+	})
 }

@@ -355,6 +355,7 @@ func (s *Store) UpdateReseller(ctx context.Context, name string, change func(*Re
 		if err != nil {
 			return nil, err
 		}
+		oldSelector := r.NodeSelector
 		if err := change(r, u); err != nil {
 			return nil, err
 		}
@@ -362,6 +363,19 @@ func (s *Store) UpdateReseller(ctx context.Context, name string, change func(*Re
 		t.cmp(unchanged(resellerKey(name), rrev))
 		t.guardRev(usageKey(name), urev)
 		t.op(clientv3.OpPut(resellerKey(name), mustJSON(r)), auditPut(audit))
+		if r.NodeSelector != oldSelector {
+			// Accounts still waiting for a node are placed by the new
+			// selector; placed ones stay where they are.
+			waiting, revs, _, err := s.scanAccounts(ctx, func(a *Account) bool { return a.Owner == name && a.Node == "" && !a.Deleted })
+			if err != nil {
+				return nil, err
+			}
+			for i, a := range waiting {
+				a.Selector = r.NodeSelector
+				t.cmp(unchanged(accountKey(a.ID), revs[i]))
+				t.op(clientv3.OpPut(accountKey(a.ID), mustJSON(a)))
+			}
+		}
 		ok, err := s.commitChange(ctx, fmt.Sprintf("update reseller %q", name), t)
 		if err != nil {
 			return nil, err
