@@ -22,7 +22,7 @@ type UserFilter struct {
 // Me returns the caller.
 func (c *Client) Me(ctx context.Context) (*User, error) {
 	var out struct{ Me User }
-	err := c.Do(ctx, `{me{name role}}`, nil, &out)
+	err := c.Do(ctx, `{me{name role account}}`, nil, &out)
 	return &out.Me, err
 }
 

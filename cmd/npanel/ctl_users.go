@@ -144,7 +144,7 @@ func whoamiCmd(o *ctlOptions) *cobra.Command {
 				return apiError(err)
 			}
 			return o.print(cmd.OutOrStdout(), u, func(tw *tabwriter.Writer) {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, o.server)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, u.Role, dash(deref(u.Account)), o.server)
 			})
 		},
 	}
