@@ -8,23 +8,26 @@ BIN := bin/npanel
 
 # Debian packages the build and tests need; `make deps` installs the missing
 # ones (as root). protoc regenerates the gRPC code for the generated-code check;
-# the rest are the real daemons the integration tests and `make dev` run.
+# chromium runs the GraphQL console's browser tests; the rest are the real
+# daemons the integration tests and `make dev` run.
 DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
   nginx php-fpm php-cli \
   pdns-server pdns-backend-sqlite3 \
   mariadb-server mariadb-client \
-  postgresql
+  postgresql \
+  chromium
 
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate generate-proto check-generated lint test test-short bench loadtest fuzz clean
+.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-short bench loadtest fuzz clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/npanel
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
+	@echo "building $(BIN): the first build downloads the modules and compiles every package it names (a few minutes)"
+	$(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
 
 dev: build ## run a local cluster: server with embedded etcd + 2 agents
 	$(BIN) dev --data-dir .dev
@@ -62,6 +65,11 @@ check-generated: ## fail if generated code differs from what make generate produ
 	if [ "$$before" != "$$after" ]; then \
 	  echo "generated code was out of date; make generate rewrote:"; git status --porcelain -- protos graph; exit 1; \
 	fi
+
+# Needs npm, curl and network access to the npm registry; the build does not:
+# the assets are committed.
+console-assets: ## re-vendor GraphiQL, React and ReactDOM into graph/console/assets
+	graph/console/vendor-assets.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -104,5 +112,8 @@ fuzz: ## run every fuzz target for FUZZTIME and keep new corpus entries
 	  done; \
 	done
 
-clean: ## remove build outputs and the dev cluster's state
+clean: ## remove build outputs and the dev cluster's state (its accounts' Linux users too)
+	@for u in $$(awk -F: -v p="$(CURDIR)/.dev/nodes/" 'index($$6, p) == 1 {print $$1}' /etc/passwd); do \
+	  echo "userdel $$u"; userdel -f $$u; \
+	done
 	rm -rf bin .dev

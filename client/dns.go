@@ -53,6 +53,7 @@ type ZoneImport struct {
 	Zone     Zone         `json:"zone"`
 	Imported []ImportLine `json:"imported"`
 	Refused  []ImportLine `json:"refused"`
+	Skipped  []ImportLine `json:"skipped"`
 }
 
 const recordFields = `id name type content ttl priority`
@@ -122,7 +123,7 @@ func (c *Client) DeleteRecord(ctx context.Context, zone, id string) error {
 // ImportZone imports a BIND zone file into a zone.
 func (c *Client) ImportZone(ctx context.Context, zone, text string) (*ZoneImport, error) {
 	var out struct{ ImportZone ZoneImport }
-	err := c.Do(ctx, `mutation($z:String!,$t:String!){importZone(zone:$z,bindText:$t){zone{`+zoneFields+`} imported{line text reason record{`+recordFields+`}} refused{line text reason}}}`,
+	err := c.Do(ctx, `mutation($z:String!,$t:String!){importZone(zone:$z,bindText:$t){zone{`+zoneFields+`} imported{line text reason record{`+recordFields+`}} refused{line text reason} skipped{line text reason}}}`,
 		map[string]any{"z": zone, "t": text}, &out)
 	return &out.ImportZone, err
 }
@@ -171,4 +172,14 @@ func (c *Client) AddReverseZone(ctx context.Context, cidr string) ([]Zone, error
 	var out struct{ AddReverseZone []Zone }
 	err := c.Do(ctx, `mutation($c:String!){addReverseZone(cidr:$c){`+zoneFields+`}}`, map[string]any{"c": cidr}, &out)
 	return out.AddReverseZone, err
+}
+
+// DeleteZone stops serving an account domain's zone; the site stays.
+func (c *Client) DeleteZone(ctx context.Context, name string) error {
+	return c.Do(ctx, `mutation($n:String!){deleteZone(name:$n)}`, map[string]any{"n": name}, nil)
+}
+
+// DeleteReverseZone removes a reverse zone.
+func (c *Client) DeleteReverseZone(ctx context.Context, name string) error {
+	return c.Do(ctx, `mutation($n:String!){deleteReverseZone(name:$n)}`, map[string]any{"n": name}, nil)
 }

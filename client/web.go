@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -12,6 +13,7 @@ type Domain struct {
 	Docroot    string    `json:"docroot"`
 	PHPVersion *string   `json:"phpVersion"`
 	Redirect   *Redirect `json:"redirect"`
+	AliasOf    *string   `json:"aliasOf"`
 	State      string    `json:"state"`
 	Reason     *string   `json:"reason"`
 }
@@ -33,7 +35,7 @@ type Service struct {
 	Restarts int        `json:"restarts"`
 }
 
-const domainFields = `name primary docroot phpVersion redirect{to code} state reason`
+const domainFields = `name primary docroot phpVersion redirect{to code} aliasOf state reason`
 
 // Domains lists the domains an account serves, primary first.
 func (c *Client) Domains(ctx context.Context, account string) ([]Domain, error) {
@@ -51,6 +53,26 @@ func (c *Client) AddDomain(ctx context.Context, account, domain, docroot string)
 	var out struct{ AddDomain Domain }
 	err := c.Do(ctx, `mutation($a:ID!,$d:String!,$r:String){addDomain(account:$a,domain:$d,docroot:$r){`+domainFields+`}}`, vars, &out)
 	return &out.AddDomain, err
+}
+
+// AddAliasDomain adds a parked (alias) domain serving the site of target.
+func (c *Client) AddAliasDomain(ctx context.Context, account, domain, target string) (*Domain, error) {
+	var out struct{ AddDomain Domain }
+	err := c.Do(ctx, `mutation($a:ID!,$d:String!,$t:String){addDomain(account:$a,domain:$d,aliasOf:$t){`+domainFields+`}}`,
+		map[string]any{"a": account, "d": domain, "t": target}, &out)
+	return &out.AddDomain, err
+}
+
+// DomainLogs returns the last lines of a domain's log; kind is "ACCESS" or
+// "ERROR", lines 0 takes the server's default.
+func (c *Client) DomainLogs(ctx context.Context, domain, kind string, lines int) ([]string, error) {
+	vars := map[string]any{"d": domain, "k": kind, "n": nil}
+	if lines > 0 {
+		vars["n"] = lines
+	}
+	var out struct{ DomainLogs []string }
+	err := c.Do(ctx, `query($d:String!,$k:LogKind!,$n:Int){domainLogs(domain:$d,kind:$k,lines:$n)}`, vars, &out)
+	return out.DomainLogs, err
 }
 
 // RemoveDomain stops serving an add-on domain.
@@ -89,8 +111,11 @@ func (c *Client) Services(ctx context.Context, node string) ([]Service, *time.Ti
 		}
 	}
 	err := c.Do(ctx, `query($n:String!){node(name:$n){services{name state version listen since error restarts} servicesReportedAt}}`, map[string]any{"n": node}, &out)
-	if err != nil || out.Node == nil {
+	if err != nil {
 		return nil, nil, err
+	}
+	if out.Node == nil {
+		return nil, nil, &Error{Code: "NOT_FOUND", Message: fmt.Sprintf("node %q not found", node)}
 	}
 	return out.Node.Services, out.Node.ServicesReportedAt, nil
 }

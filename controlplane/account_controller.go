@@ -293,6 +293,8 @@ func (c *accountController) enqueueEnsure(ctx context.Context, b *store.Batch, a
 
 // webSpec is the whole web state of an account for its node: every site,
 // with www.DOMAIN served beside each domain that is not itself a www name,
+// and each alias (parked) domain with its www name among the server names
+// of the site it aliases,
 // and the PHP limits of its plan (nil: a plan that is gone, which allows
 // nothing).
 func webSpec(a *store.Account, plan *store.Plan) *agentpb.WebSpec {
@@ -300,10 +302,22 @@ func webSpec(a *store.Account, plan *store.Plan) *agentpb.WebSpec {
 	spec := &agentpb.WebSpec{Sites: make([]*agentpb.Site, 0, len(sites)),
 		Php: &agentpb.PHPPoolLimits{AllowExec: plan != nil && plan.AllowExec}}
 	for _, s := range sites {
+		if s.AliasOf != "" {
+			continue // served by its target's server block, below
+		}
 		site := &agentpb.Site{Domain: s.Domain, Docroot: s.Docroot, PhpVersion: s.PHPVersion,
 			RedirectTo: s.RedirectTo, RedirectCode: uint32(s.RedirectCode)}
 		if !strings.HasPrefix(s.Domain, "www.") {
 			site.Aliases = []string{"www." + s.Domain}
+		}
+		for _, al := range sites {
+			if al.AliasOf != s.Domain {
+				continue
+			}
+			site.Aliases = append(site.Aliases, al.Domain)
+			if !strings.HasPrefix(al.Domain, "www.") {
+				site.Aliases = append(site.Aliases, "www."+al.Domain)
+			}
 		}
 		spec.Sites = append(spec.Sites, site)
 	}

@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -182,14 +183,30 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Fatalf("GET %s = %d, body lacks %q", path, resp.StatusCode, want)
 		}
 	}
+	// The console: its page at /graphql, and every script and stylesheet
+	// it names served by this server (graph/console tests it in a browser).
 	req, _ := http.NewRequest(http.MethodGet, s.URL()+"/graphql", nil)
 	req.Header.Set("Accept", "text/html")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := readAll(t, resp); !strings.Contains(strings.ToLower(body), "graphiql") {
-		t.Fatalf("console page does not load GraphiQL")
+	body := readAll(t, resp)
+	if !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("console page CSP %q", resp.Header.Get("Content-Security-Policy"))
+	}
+	assets := regexp.MustCompile(`(?:src|href)="(console/[^"]+)"`).FindAllStringSubmatch(body, -1)
+	if len(assets) == 0 || !strings.Contains(body, "graphiql.min.js") {
+		t.Fatalf("console page does not load GraphiQL: %s", body)
+	}
+	for _, m := range assets {
+		resp, err := http.Get(s.URL() + "/" + m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := readAll(t, resp); resp.StatusCode != 200 || len(b) == 0 {
+			t.Fatalf("GET /%s = %d", m[1], resp.StatusCode)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph"
+	"github.com/npanel/npanel/graph/console"
 )
 
 // maxRequestBody bounds a GraphQL request; queries are small, and a bound
@@ -41,6 +42,8 @@ func (s *Server) httpHandler() http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", limitBody(api, maxRequestBody))
+	// The console's scripts and styles; its page is GET /graphql.
+	mux.Handle("GET "+console.AssetPrefix, console.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

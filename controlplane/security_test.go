@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +239,33 @@ func TestNodeIsolation(t *testing.T) {
 	got, _, _ = s.Store().GetTask(ctx, task.ID)
 	if res, err := got.PingResult(); err != nil || res.GetNode() != "node-b" || res.GetPayload() == "forged" {
 		t.Fatalf("result %v (%v), want B's own", res, err)
+	}
+}
+
+// An agent older than the typed-result protocol is refused at Hello with a
+// message saying to upgrade it, and never receives a task whose result it
+// would send in a form the server cannot read.
+func TestOldAgentProtocolRefused(t *testing.T) {
+	s := testenv.StartServer(t)
+	a := s.StartAgent(t, "node-a")
+	ctx := testenv.Context(t)
+	cert := testenv.AgentCert(t, a)
+	a.Stop()
+
+	st, err := gatewayClient(t, s, cert).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Hello{Hello: &agentpb.Hello{
+		AgentVersion: "0.9.0", Facts: &agentpb.NodeFacts{Cpus: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	wantCode(t, "hello without a protocol", err, codes.FailedPrecondition)
+	if !strings.Contains(err.Error(), "upgrade") {
+		t.Errorf("refusal does not say what to do: %v", err)
+	}
+	if _, err := testenv.OpenStream(ctx, gatewayClient(t, s, cert)); err != nil {
+		t.Fatalf("a current agent after the refusal: %v", err)
 	}
 }

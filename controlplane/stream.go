@@ -81,6 +81,10 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be hello")
 	}
+	if p := hello.GetProtocol(); p < agentpb.MinProtocol {
+		log.Error("agent refused: its protocol is too old; upgrade npanel on the node", "protocol", p, "min", agentpb.MinProtocol, "version", hello.GetAgentVersion())
+		return status.Errorf(codes.FailedPrecondition, "agent protocol %d (version %q) is older than this server reads (%d): upgrade npanel on the node", p, hello.GetAgentVersion(), agentpb.MinProtocol)
+	}
 	a := &agentStream{node: id.name, cancel: cancel, srv: srv, connectedAt: time.Now()}
 	a.heartbeat()
 	if err := g.recordHello(ctx, id.name, id.cert.RawSubjectPublicKeyInfo, hello); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 )
 
@@ -226,4 +227,219 @@ func chownUser(path, name string) error {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return os.Lchown(path, uid, gid)
+}
+
+// Parked (alias) domains and domain logs end to end on real nginx: a new
+// site answers with its placeholder page, an alias serves its target's
+// site (and gets a zone of its own), per-site settings and chains are
+// refused on aliases, a domain with aliases cannot be removed, and the
+// account's requests are readable through domainLogs and in ~/logs.
+func TestDomainAliasesAndLogs(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/nginx")
+	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
+	if os.Geteuid() != 0 {
+		t.Skip("creating Linux users needs root")
+	}
+	s := testenv.StartServer(t)
+	ag := s.StartAgent(t, "web-1", testenv.WithModules(t, "web"))
+	ctx := testenv.Context(t)
+	http := ag.Config.HTTPListen
+	testenv.WaitFor(t, 10*time.Second, "web-1 READY", func() bool { return nodeStatus(t, s, "web-1") == "READY" })
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "park", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testUsername(t)
+	domain := user + ".example.com"
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "park"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDomainState(t, s.Admin, acct.ID, domain, "ACTIVE")
+	// The new site answers at once with its placeholder page.
+	if code, body, _ := get(t, http, domain, "/"); code != 200 || !strings.Contains(body, domain) || !strings.Contains(body, "hosted on nPanel") {
+		t.Fatalf("new site: %d %q", code, body)
+	}
+
+	alias := "park-" + user + ".example.net"
+	d, err := s.Admin.AddAliasDomain(ctx, acct.ID, alias, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.AliasOf == nil || *d.AliasOf != domain || d.Docroot != "public_html" {
+		t.Errorf("alias domain: %+v", d)
+	}
+	waitDomainState(t, s.Admin, acct.ID, alias, "ACTIVE")
+	for _, host := range []string{alias, "www." + alias} {
+		if code, body, _ := get(t, http, host, "/"); code != 200 || !strings.Contains(body, domain) {
+			t.Errorf("alias %s: %d %q, want the site of %s", host, code, body, domain)
+		}
+	}
+	if z, _, err := s.Store().GetZone(ctx, alias); err != nil || z.Account != acct.ID {
+		t.Errorf("alias zone: %+v %v", z, err)
+	}
+
+	// Refusals write nothing.
+	before, _ := s.Admin.Domains(ctx, acct.ID)
+	_, err = s.Admin.AddAliasDomain(ctx, acct.ID, "chain-"+user+".example.net", alias)
+	wantAPICode(t, "alias of an alias", err, "INVALID_INPUT")
+	_, err = s.Admin.AddAliasDomain(ctx, acct.ID, "nowhere-"+user+".example.net", "unknown-"+user+".example.org")
+	wantAPICode(t, "alias of a domain the account does not serve", err, "NOT_FOUND")
+	_, err = s.Admin.AddAliasDomain(ctx, acct.ID, "bad-"+user+".example.net", "not a domain")
+	wantAPICode(t, "alias of a bad name", err, "INVALID_INPUT")
+	err = s.Admin.Do(ctx, `mutation($a:ID!){addDomain(account:$a,domain:"both-`+user+`.example.net",docroot:"x",aliasOf:"`+domain+`"){name}}`, map[string]any{"a": acct.ID}, nil)
+	wantAPICode(t, "alias with a docroot", err, "INVALID_INPUT")
+	_, err = s.Admin.SetPHPVersion(ctx, acct.ID, alias, "8.2")
+	wantAPICode(t, "PHP version of an alias", err, "INVALID_INPUT")
+	_, err = s.Admin.SetRedirect(ctx, alias, "https://example.org", 301)
+	wantAPICode(t, "redirect of an alias", err, "INVALID_INPUT")
+	if after, _ := s.Admin.Domains(ctx, acct.ID); len(after) != len(before) {
+		t.Errorf("refused alias changes wrote domains: %d -> %d", len(before), len(after))
+	}
+
+	// A domain that aliases point to is not removed: CONFLICT naming them.
+	addon := "shop-" + user + ".example.org"
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	alias2 := "shop-park-" + user + ".example.org"
+	if _, err := s.Admin.AddAliasDomain(ctx, acct.ID, alias2, addon); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Admin.RemoveDomain(ctx, acct.ID, addon)
+	wantAPICode(t, "remove a domain with aliases", err, "CONFLICT")
+	if !strings.Contains(err.Error(), alias2) {
+		t.Errorf("conflict does not name the alias: %v", err)
+	}
+	if err := s.Admin.RemoveDomain(ctx, acct.ID, alias2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Admin.RemoveDomain(ctx, acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "removed alias no longer served", func() bool {
+		code, _, _ := get(t, http, alias2, "/")
+		return code == 404
+	})
+
+	// Logs: requests to the domain and to its alias, in the domain's log.
+	get(t, http, domain, "/from-the-domain")
+	get(t, http, alias, "/from-the-alias")
+	var lines []string
+	testenv.WaitFor(t, 10*time.Second, "requests in domainLogs", func() bool {
+		lines, err = s.Admin.DomainLogs(ctx, alias, "ACCESS", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.Join(lines, "\n")
+		return strings.Contains(text, "/from-the-domain") && strings.Contains(text, "/from-the-alias")
+	})
+	if len(lines) > 10 {
+		t.Errorf("%d lines, asked for 10", len(lines))
+	}
+	if _, err := s.Admin.DomainLogs(ctx, domain, "ERROR", 0); err != nil {
+		t.Errorf("error log with the default line count: %v", err)
+	}
+	for _, n := range []int{-1, 1001} {
+		_, err := s.Admin.DomainLogs(ctx, domain, "ACCESS", n)
+		if n > 0 {
+			wantAPICode(t, "1001 lines", err, "INVALID_INPUT")
+		} else if err != nil { // -1: the client sends the default
+			t.Errorf("default lines: %v", err)
+		}
+	}
+	_, err = s.Admin.DomainLogs(ctx, "nobody-"+user+".example.com", "ACCESS", 10)
+	wantAPICode(t, "logs of a domain nobody serves", err, "NOT_FOUND")
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "domainLogs", Target: alias}, "", 10)
+	if err != nil || len(evs) == 0 || evs[0].Result != "ok" || evs[0].Detail["account"] != acct.ID {
+		t.Errorf("domainLogs audit: %+v %v", evs, err)
+	}
+	home := filepath.Join(ag.Config.Prefix, "home", user)
+	if b, err := os.ReadFile(filepath.Join(home, "logs", domain+".access.log")); err != nil || !strings.Contains(string(b), "/from-the-domain") {
+		t.Errorf("~/logs/%s.access.log: %v %q", domain, err, b)
+	}
+}
+
+// Who may read a domain's logs, park a domain and stop serving a zone.
+func TestDomainsRBAC(t *testing.T) {
+	tn := setupTenants(t)
+	ctx := context.Background()
+	a1, b1 := "alpha1.example.com", "bravo1.example.com"
+	testenv.WaitFor(t, 20*time.Second, "zones written", func() bool {
+		_, _, err1 := tn.s.Store().GetZone(ctx, a1)
+		_, _, err2 := tn.s.Store().GetZone(ctx, b1)
+		return err1 == nil && err2 == nil
+	})
+
+	// domainLogs: the fake nodes never answer, so an allowed read ends in
+	// UNAVAILABLE (or the caller's deadline); a refused one at once.
+	allowed := func(c *client.Client, d string) error {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := c.DomainLogs(cctx, d, "ACCESS", 10)
+		return err
+	}
+	for name, tc := range map[string]struct {
+		c      *client.Client
+		domain string
+	}{
+		"admin reads a1": {tn.admin, a1}, "resa reads a1": {tn.resA, a1}, "resb reads b1": {tn.resB, b1}, "user reads a1": {tn.userA, a1},
+	} {
+		if code := client.CodeOf(allowed(tc.c, tc.domain)); code == "NOT_FOUND" || code == "FORBIDDEN" || code == "INVALID_INPUT" {
+			t.Errorf("%s: refused with %s", name, code)
+		}
+	}
+	for name, tc := range map[string]struct {
+		c      *client.Client
+		domain string
+	}{
+		"resa reads b1": {tn.resA, b1}, "resb reads a1": {tn.resB, a1}, "user reads b1": {tn.userA, b1},
+	} {
+		_, err := tc.c.DomainLogs(ctx, tc.domain, "ACCESS", 10)
+		wantAPICode(t, name, err, "NOT_FOUND")
+	}
+	_, err := tn.userA.DomainLogs(ctx, "not a domain", "ACCESS", 10)
+	wantAPICode(t, "user reads a bad name", err, "INVALID_INPUT")
+
+	// addDomain aliasOf: on another tenant's account NOT_FOUND; the plans
+	// here allow one domain, so an allowed caller meets the quota.
+	_, err = tn.resB.AddAliasDomain(ctx, tn.a1.ID, "p1.example.net", a1)
+	wantAPICode(t, "resb parks on a1", err, "NOT_FOUND")
+	_, err = tn.userA.AddAliasDomain(ctx, tn.b1.ID, "p2.example.net", b1)
+	wantAPICode(t, "user parks on b1", err, "NOT_FOUND")
+	_, err = tn.userA.AddAliasDomain(ctx, tn.a1.ID, "p3.example.net", a1)
+	wantAPICode(t, "user parks on its own account beyond its plan", err, "QUOTA_EXCEEDED")
+	_, err = tn.resA.AddAliasDomain(ctx, tn.a1.ID, "p4.example.net", a1)
+	wantAPICode(t, "resa parks on a1 beyond its plan", err, "QUOTA_EXCEEDED")
+
+	// deleteZone: never the account user's; another tenant's is NOT_FOUND;
+	// refusals leave the zone as it was.
+	wantAPICode(t, "user deletes its zone", tn.userA.DeleteZone(ctx, a1), "FORBIDDEN")
+	wantAPICode(t, "resb deletes a1's zone", tn.resB.DeleteZone(ctx, a1), "NOT_FOUND")
+	wantAPICode(t, "resa deletes b1's zone", tn.resA.DeleteZone(ctx, b1), "NOT_FOUND")
+	wantAPICode(t, "resa deletes a bad name", tn.resA.DeleteZone(ctx, "-bad-"), "INVALID_INPUT")
+	wantAPICode(t, "admin deletes a zone that does not exist", tn.admin.DeleteZone(ctx, "nothing.example.org"), "NOT_FOUND")
+	if z, _, err := tn.s.Store().GetZone(ctx, a1); err != nil || z.Deleted {
+		t.Fatalf("refused deleteZone changed the zone: %+v %v", z, err)
+	}
+	if err := tn.resA.DeleteZone(ctx, a1); err != nil {
+		t.Fatalf("resa deletes a1's zone: %v", err)
+	}
+	if err := tn.resA.DeleteZone(ctx, a1); err != nil && client.CodeOf(err) != "NOT_FOUND" {
+		t.Errorf("deleting twice: %v", err)
+	}
+	if err := tn.admin.DeleteZone(ctx, b1); err != nil {
+		t.Fatalf("admin deletes b1's zone: %v", err)
+	}
+	// The sites stay.
+	if ds, err := tn.admin.Domains(ctx, tn.a1.ID); err != nil || len(ds) != 1 || ds[0].Name != a1 {
+		t.Errorf("a1's domains after deleteZone: %+v %v", ds, err)
+	}
+	evs, _, _, err := tn.s.Store().ListAudit(ctx, store.AuditFilter{Action: "deleteZone", Target: a1}, "", 10)
+	results := map[string]string{} // actor -> result
+	for _, ev := range evs {
+		results[ev.Actor] = ev.Result
+	}
+	if err != nil || results["resa"] != "ok" || results["alphauser"] != "FORBIDDEN" || results["resb"] != "NOT_FOUND" {
+		t.Errorf("deleteZone audit (success and refusals): %v %v", results, err)
+	}
 }

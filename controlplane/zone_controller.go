@@ -454,6 +454,15 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 		}
 		return c.enqueue(b, z, &agentpb.Task{Action: &agentpb.Task_DeleteZone{DeleteZone: &agentpb.DeleteZoneAction{Zone: z.Name}}})
 	}
+	if z.Defaults && z.Address == "" && z.Account != "" {
+		// An add-on domain's zone written before its account was placed:
+		// it lives with the account, and starts with records pointing at
+		// the account's node.
+		wait, err := c.placeWithAccount(ctx, z)
+		if err != nil || wait {
+			return err
+		}
+	}
 	if _, ok := view.servers[z.Node]; !ok {
 		// The zone lives on its account's node when that node serves DNS,
 		// else on the first DNS server; it stays there once served.
@@ -500,6 +509,33 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 	}
 	c.setStatus(z, store.ZoneActive, "")
 	return nil
+}
+
+// placeWithAccount gives an account's zone without an address the
+// account's node and that node's address; wait is true while the account
+// has no node yet (the zone stays PENDING; resyncs look at it again).
+func (c *zoneController) placeWithAccount(ctx context.Context, z *store.Zone) (wait bool, err error) {
+	a, _, err := c.s.store.GetAccount(ctx, z.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // the account is gone; its deletion removes the zone
+	}
+	if err != nil {
+		return false, err
+	}
+	if a.Node == "" {
+		return true, nil
+	}
+	n, err := c.s.store.GetNode(ctx, a.Node)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if z.Node == "" {
+		z.Node = a.Node
+	}
+	if n != nil {
+		z.Address = n.Address
+	}
+	return false, nil
 }
 
 func (c *zoneController) setStatus(z *store.Zone, st store.ZoneStatus, reason string) {

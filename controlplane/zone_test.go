@@ -387,6 +387,10 @@ func TestZoneAPI(t *testing.T) {
 	if !refusedMX {
 		t.Errorf("MX to an IP not refused on line 10: %+v", imp.Refused)
 	}
+	if len(imp.Skipped) != 2 || imp.Skipped[0].Line != 3 || imp.Skipped[1].Line != 5 ||
+		!strings.Contains(deref(imp.Skipped[0].Reason), "SOA") || !strings.Contains(deref(imp.Skipped[1].Reason), "nameservers") {
+		t.Errorf("the SOA (line 3) and apex NS (line 5) not reported as skipped: %+v", imp.Skipped)
+	}
 	waitApplied()
 	if got := query(t, srv, "ftp."+domain, dns.TypeCNAME); len(got) != 1 || got[0] != "blog."+domain+"." {
 		t.Fatalf("imported CNAME: %v", got)
@@ -487,4 +491,112 @@ func signed(t *testing.T, addr, name string) bool {
 		}
 	}
 	return false
+}
+
+// An add-on domain gets its own zone, through the primary domain's
+// lifecycle: the default records on the account's node, served by the
+// primary DNS node and replicated to the secondary; removing the domain
+// removes the zone from both, and a domain removed a moment ago cannot be
+// added back while its zone is still being removed. deleteZone removes a
+// zone while its domain stays; the rest go with the account.
+func TestAddonDomainZone(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
+	if os.Geteuid() != 0 {
+		t.Skip("creating Linux users needs root")
+	}
+	s := testenv.StartServer(t)
+	ag1 := s.StartAgent(t, "dns-1", testenv.WithModules(t, "dns"))
+	ag2 := s.StartAgent(t, "dns-2", testenv.WithModules(t, "dns"))
+	ctx := testenv.Context(t)
+	for _, n := range []string{"dns-1", "dns-2"} {
+		testenv.WaitFor(t, 20*time.Second, n+" READY", func() bool { return nodeStatus(t, s, n) == "READY" })
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "addon", DiskMB: 100, BandwidthMB: 1000, Domains: 3, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testUsername(t)
+	domain := user + ".example.com"
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "addon", Node: "dns-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitZone(t, s, domain, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	addon := "shop-" + user + ".example.net"
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	z := waitZone(t, s, addon, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	if z.Node != "dns-1" || z.Account != acct.ID || len(z.Records) == 0 {
+		t.Fatalf("add-on zone: %+v", z)
+	}
+	primary, secondary := ag1.Config.DNSListen, ag2.Config.DNSListen
+	if got := query(t, primary, addon, dns.TypeA); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("A %s on the primary: %v", addon, got)
+	}
+	if got := query(t, primary, addon, dns.TypeMX); len(got) != 1 || got[0] != "10 mail."+addon+"." {
+		t.Fatalf("MX %s on the primary: %v", addon, got)
+	}
+	testenv.WaitFor(t, 20*time.Second, "secondary serves the add-on zone", func() bool {
+		return serial(t, secondary, addon) != "" && serial(t, secondary, addon) == serial(t, primary, addon)
+	})
+	// The account's owner sees it among its zones (same RBAC as the primary's).
+	zs, err := s.Admin.Zone(ctx, addon)
+	if err != nil || zs == nil {
+		t.Fatalf("zone query: %+v %v", zs, err)
+	}
+
+	if err := s.Admin.RemoveDomain(ctx, acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	// Removed a moment ago: refused while the zone is still on its servers
+	// (or accepted once it is gone; either way nothing is half-written).
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon, ""); err == nil {
+		if err := s.Admin.RemoveDomain(ctx, acct.ID, addon); err != nil {
+			t.Fatal(err)
+		}
+	} else if client.CodeOf(err) != "CONFLICT" {
+		t.Fatalf("re-adding a domain whose zone is being removed: %v", err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "add-on zone record removed", func() bool {
+		_, _, err := s.Store().GetZone(ctx, addon)
+		return err != nil
+	})
+	testenv.WaitFor(t, 20*time.Second, "add-on zone gone from both servers", func() bool {
+		return serial(t, primary, addon) == "" && serial(t, secondary, addon) == ""
+	})
+	if z, _, err := s.Store().GetZone(ctx, domain); err != nil || z.Deleted || serial(t, primary, domain) == "" {
+		t.Errorf("the primary domain's zone went with the add-on's: %+v %v", z, err)
+	}
+
+	// An add-on zone goes with its account too.
+	addon2 := "blog-" + user + ".example.org"
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon2, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitZone(t, s, addon2, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	testenv.WaitFor(t, 20*time.Second, "secondary serves "+addon2, func() bool { return serial(t, secondary, addon2) != "" })
+	// deleteZone: DNS hosted elsewhere; the zone goes, the domain stays.
+	if err := s.Admin.DeleteZone(ctx, addon2); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "deleted zone gone from both servers and the store", func() bool {
+		_, _, err := s.Store().GetZone(ctx, addon2)
+		return err != nil && serial(t, primary, addon2) == "" && serial(t, secondary, addon2) == ""
+	})
+	if ds, err := s.Admin.Domains(ctx, acct.ID); err != nil || len(ds) != 2 || ds[1].Name != addon2 {
+		t.Errorf("domains after deleteZone: %+v %v", ds, err)
+	}
+	addon3 := "wiki-" + user + ".example.org"
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon3, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitZone(t, s, addon3, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "zones removed with the account", func() bool {
+		_, _, err1 := s.Store().GetZone(ctx, addon3)
+		_, _, err2 := s.Store().GetZone(ctx, domain)
+		return err1 != nil && err2 != nil && serial(t, primary, addon3) == "" && serial(t, secondary, addon3) == ""
+	})
 }

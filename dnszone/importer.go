@@ -168,7 +168,7 @@ func ParseZone(zone, text string) (*Import, error) {
 				}
 				im.SOA = &v
 				out.Imported = true
-				out.Reason = "SOA fields imported; the serial is assigned by the server"
+				out.Reason = "SOA: parsed into Import.SOA"
 				im.Lines = append(im.Lines, out)
 			}
 			continue
@@ -189,7 +189,7 @@ func ParseZone(zone, text string) (*Import, error) {
 				im.Nameservers = append(im.Nameservers, c.Content)
 			}
 			out.Imported, out.Record = true, &c
-			out.Reason = "apex NS: imported as a nameserver of the zone"
+			out.Reason = "apex NS: parsed into Import.Nameservers"
 			im.Lines = append(im.Lines, out)
 			continue
 		}

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,7 +18,7 @@ import (
 func zoneModel(z *store.Zone) *model.Zone {
 	m := &model.Zone{
 		Name: z.Name, Node: strPtr(z.Node), Status: model.ZoneStatus(z.Status), Reason: strPtr(z.Reason),
-		Reverse: z.Reverse, Dnssec: z.DNSSEC, Ds: z.DS, CreatedAt: z.CreatedAt, UpdatedAt: z.UpdatedAt,
+		Reverse: z.Reverse, Dnssec: z.DNSSEC, Ds: dnszone.PublishableDS(z.DS), CreatedAt: z.CreatedAt, UpdatedAt: z.UpdatedAt,
 		AccountID: z.Account, Records: make([]*model.DNSRecord, 0, len(z.Records)),
 	}
 	if m.Ds == nil {
@@ -71,6 +72,10 @@ func (r *Resolver) visibleZone(ctx context.Context, p auth.Principal, name strin
 	}
 	return z, nil
 }
+
+// errZoneDeleting aborts a deleteZone of a zone already being removed:
+// nothing is written, and the caller is told it succeeded.
+var errZoneDeleting = errors.New("zone is being deleted already")
 
 func zoneNotFound(name string) error { return errorf(CodeNotFound, "zone "+quote(name)+" not found") }
 
@@ -247,13 +252,24 @@ func recordIndex(z *store.Zone, id string) int {
 // reported and left out. A file that would take the zone past the record
 // limit is refused whole (QUOTA_EXCEEDED): which records to leave out is
 // the user's choice, not ours.
-func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*model.ImportLine, err error) {
+// Why an import skips the lines the server owns.
+const (
+	skipSOA    = "not imported: the server writes the zone's SOA (serial, timers and primary nameserver are the cluster's)"
+	skipApexNS = "not imported: every zone's NS records are the cluster's nameservers (setNameservers)"
+)
+
+func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused, skipped []*model.ImportLine, err error) {
 	lineOf := map[dnszone.Record]*dnszone.ImportLine{}
 	for i := range imp.Lines {
 		l := &imp.Lines[i]
-		if !l.Imported {
+		switch {
+		case !l.Imported:
 			refused = append(refused, &model.ImportLine{Line: l.Line, Text: l.Text, Reason: strPtr(l.Reason)})
-		} else if l.Record != nil {
+		case l.Record == nil:
+			skipped = append(skipped, &model.ImportLine{Line: l.Line, Text: l.Text, Reason: strPtr(skipSOA)})
+		case l.Record.Type == dnszone.TypeNS && l.Record.Name == imp.Zone:
+			skipped = append(skipped, &model.ImportLine{Line: l.Line, Text: l.Text, Reason: strPtr(skipApexNS)})
+		default:
 			lineOf[*l.Record] = l
 		}
 	}
@@ -266,7 +282,7 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 	candidates := slices.Clone(imp.Records)
 	if n := len(kept) + len(candidates); n > len(z.Records) {
 		if err := checkRecordCount(z.Name, n); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for {
@@ -289,7 +305,7 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 				for _, rec := range candidates {
 					refused = append(refused, importLine(lineOf, rec, "conflicts with the zone's existing records"))
 				}
-				return imported, refused, nil
+				return imported, refused, skipped, nil
 			}
 			break
 		}
@@ -316,7 +332,7 @@ func importRecords(z *store.Zone, imp *dnszone.Import) (imported, refused []*mod
 		imported = append(imported, l)
 	}
 	slices.SortFunc(refused, func(a, b *model.ImportLine) int { return a.Line - b.Line })
-	return imported, refused, nil
+	return imported, refused, skipped, nil
 }
 
 func importLine(lineOf map[dnszone.Record]*dnszone.ImportLine, rec dnszone.Record, reason string) *model.ImportLine {

@@ -105,9 +105,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 		err = &validate.Error{Field: "bindText", Reason: err.Error()}
 		return nil, err
 	}
-	out := &model.ZoneImport{Imported: []*model.ImportLine{}, Refused: []*model.ImportLine{}}
+	out := &model.ZoneImport{}
 	z, err := r.changeZone(ctx, "importZone", key, checkAll, func(z *store.Zone) (err error) {
-		out.Imported, out.Refused, err = importRecords(z, imp)
+		out.Imported, out.Refused, out.Skipped, err = importRecords(z, imp)
 		return err
 	})
 	if err != nil {
@@ -118,6 +118,9 @@ func (r *mutationResolver) ImportZone(ctx context.Context, zone string, bindText
 	}
 	if out.Refused == nil {
 		out.Refused = []*model.ImportLine{}
+	}
+	if out.Skipped == nil {
+		out.Skipped = []*model.ImportLine{}
 	}
 	out.Zone = zoneModel(z)
 	return out, nil
@@ -255,6 +258,48 @@ func (r *mutationResolver) DeleteReverseZone(ctx context.Context, name string) (
 	}, store.NewAuditEvent(p.Name, source(ctx), "deleteReverseZone", key, "ok"))
 	if isNotFound(err) {
 		err = errorf(CodeNotFound, "zone "+quote(key)+" not found")
+	}
+	return err == nil, err
+}
+
+// DeleteZone is the resolver for the deleteZone field.
+func (r *mutationResolver) DeleteZone(ctx context.Context, name string) (bool, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deleteZone", name, err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return false, err
+	}
+	key, err := zoneKeyName(name)
+	if err != nil {
+		return false, err
+	}
+	found, gone := false, false
+	_, err = r.Store.UpdateZone(ctx, key, func(z *store.Zone) error {
+		found = true
+		if err := r.zoneVisible(ctx, p, z); err != nil {
+			return err
+		}
+		if p.Role == store.RoleUser {
+			return errorf(CodeForbidden, "only the account's reseller or an admin can stop serving its DNS")
+		}
+		if z.Reverse || z.Account == "" {
+			return &validate.Error{Field: "name", Reason: key + " is a reverse zone; remove it with deleteReverseZone"}
+		}
+		if z.Deleted {
+			gone = true
+			return errZoneDeleting
+		}
+		z.Deleted = true
+		z.Generation++
+		z.UpdatedAt = time.Now().UTC()
+		return nil
+	}, store.NewAuditEvent(p.Name, source(ctx), "deleteZone", key, "ok"))
+	switch {
+	case gone:
+		err = nil // asked twice: already on its way out
+	case !found && isNotFound(err):
+		err = zoneNotFound(key)
 	}
 	return err == nil, err
 }

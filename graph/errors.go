@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -77,11 +78,11 @@ func classify(err error) (code, msg string) {
 	case errors.As(err, &ve):
 		return CodeInvalidInput, ve.Error()
 	case errors.Is(err, store.ErrNotFound):
-		return CodeNotFound, err.Error()
+		return CodeNotFound, detail(err, store.ErrNotFound)
 	case errors.Is(err, store.ErrQuotaExceeded):
-		return codeQuotaExceeded, err.Error()
+		return codeQuotaExceeded, detail(err, store.ErrQuotaExceeded)
 	case errors.Is(err, store.ErrConflict):
-		return CodeConflict, err.Error()
+		return CodeConflict, detail(err, store.ErrConflict)
 	case errors.Is(err, auth.ErrInvalidCredentials), errors.Is(err, auth.ErrInvalidToken):
 		return CodeUnauthenticated, err.Error()
 	case errors.Is(err, auth.ErrRateLimited):
@@ -90,6 +91,16 @@ func classify(err error) (code, msg string) {
 		return CodeUnavailable, "the cluster store is unavailable; try again"
 	}
 	return CodeInternal, "internal error"
+}
+
+// detail drops the sentinel the store wraps its message around ("plan
+// \"basic\" exists: conflict"), which the code already says.
+func detail(err, sentinel error) string {
+	msg := strings.TrimSuffix(err.Error(), ": "+sentinel.Error())
+	if msg == "" {
+		return err.Error()
+	}
+	return msg
 }
 
 // RecoverFunc turns a resolver panic into INTERNAL instead of killing the

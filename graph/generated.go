@@ -178,6 +178,7 @@ type ComplexityRoot struct {
 	}
 
 	Domain struct {
+		AliasOf    func(childComplexity int) int
 		Docroot    func(childComplexity int) int
 		Name       func(childComplexity int) int
 		PhpVersion func(childComplexity int) int
@@ -212,7 +213,7 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		AddDomain                  func(childComplexity int, account string, domain string, docroot *string) int
+		AddDomain                  func(childComplexity int, account string, domain string, docroot *string, aliasOf *string) int
 		AddRecord                  func(childComplexity int, zone string, record model.RecordInput) int
 		AddReverseZone             func(childComplexity int, cidr string) int
 		ChangeAccountOwner         func(childComplexity int, account string, owner string) int
@@ -235,6 +236,7 @@ type ComplexityRoot struct {
 		DeleteReseller             func(childComplexity int, name string) int
 		DeleteReverseZone          func(childComplexity int, name string) int
 		DeleteUser                 func(childComplexity int, name string) int
+		DeleteZone                 func(childComplexity int, name string) int
 		DisableDNSSec              func(childComplexity int, zone string) int
 		DrainNode                  func(childComplexity int, name string) int
 		EnableDNSSec               func(childComplexity int, zone string, timeoutSeconds *int) int
@@ -319,6 +321,7 @@ type ComplexityRoot struct {
 		AuditEvents   func(childComplexity int, filter *model.AuditFilter, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
 		Databases     func(childComplexity int, account string) int
+		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
 		Domains       func(childComplexity int, account string) int
 		Me            func(childComplexity int) int
 		Nameservers   func(childComplexity int) int
@@ -424,6 +427,7 @@ type ComplexityRoot struct {
 	ZoneImport struct {
 		Imported func(childComplexity int) int
 		Refused  func(childComplexity int) int
+		Skipped  func(childComplexity int) int
 		Zone     func(childComplexity int) int
 	}
 
@@ -475,6 +479,7 @@ type MutationResolver interface {
 	SetNameservers(ctx context.Context, names []string) ([]string, error)
 	AddReverseZone(ctx context.Context, cidr string) ([]*model.Zone, error)
 	DeleteReverseZone(ctx context.Context, name string) (bool, error)
+	DeleteZone(ctx context.Context, name string) (bool, error)
 	CreateJoinToken(ctx context.Context, input model.CreateJoinTokenInput) (*model.JoinToken, error)
 	RemoveNode(ctx context.Context, name string) (bool, error)
 	DrainNode(ctx context.Context, name string) (*model.Node, error)
@@ -490,7 +495,7 @@ type MutationResolver interface {
 	UpdateUser(ctx context.Context, name string, input model.UpdateUserInput) (*model.User, error)
 	DeleteUser(ctx context.Context, name string) (bool, error)
 	ResetPassword(ctx context.Context, name string, password string) (*model.User, error)
-	AddDomain(ctx context.Context, account string, domain string, docroot *string) (*model.Domain, error)
+	AddDomain(ctx context.Context, account string, domain string, docroot *string, aliasOf *string) (*model.Domain, error)
 	RemoveDomain(ctx context.Context, account string, domain string) (bool, error)
 	SetPHPVersion(ctx context.Context, account string, domain string, version *string) (*model.Domain, error)
 	SetRedirect(ctx context.Context, domain string, to *string, code *int) (*model.Domain, error)
@@ -523,6 +528,7 @@ type QueryResolver interface {
 	Users(ctx context.Context, filter *model.UserFilter) ([]*model.User, error)
 	APITokens(ctx context.Context) ([]*model.APIToken, error)
 	Domains(ctx context.Context, account string) ([]*model.Domain, error)
+	DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int) ([]string, error)
 }
 type SubscriptionResolver interface {
 	AccountEvents(ctx context.Context, id string) (<-chan *model.AccountEvent, error)
@@ -1036,6 +1042,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DeleteDatabaseUserPayload.State(childComplexity), true
 
+	case "Domain.aliasOf":
+		if e.ComplexityRoot.Domain.AliasOf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.AliasOf(childComplexity), true
 	case "Domain.docroot":
 		if e.ComplexityRoot.Domain.Docroot == nil {
 			break
@@ -1165,7 +1177,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.AddDomain(childComplexity, args["account"].(string), args["domain"].(string), args["docroot"].(*string)), true
+		return e.ComplexityRoot.Mutation.AddDomain(childComplexity, args["account"].(string), args["domain"].(string), args["docroot"].(*string), args["aliasOf"].(*string)), true
 	case "Mutation.addRecord":
 		if e.ComplexityRoot.Mutation.AddRecord == nil {
 			break
@@ -1408,6 +1420,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteUser(childComplexity, args["name"].(string)), true
+	case "Mutation.deleteZone":
+		if e.ComplexityRoot.Mutation.DeleteZone == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteZone_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteZone(childComplexity, args["name"].(string)), true
 	case "Mutation.disableDNSSEC":
 		if e.ComplexityRoot.Mutation.DisableDNSSec == nil {
 			break
@@ -1982,6 +2005,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Databases(childComplexity, args["account"].(string)), true
+	case "Query.domainLogs":
+		if e.ComplexityRoot.Query.DomainLogs == nil {
+			break
+		}
+
+		args, err := ec.field_Query_domainLogs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.DomainLogs(childComplexity, args["domain"].(string), args["kind"].(model.LogKind), args["lines"].(*int)), true
 	case "Query.domains":
 		if e.ComplexityRoot.Query.Domains == nil {
 			break
@@ -2459,6 +2493,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ZoneImport.Refused(childComplexity), true
+	case "ZoneImport.skipped":
+		if e.ComplexityRoot.ZoneImport.Skipped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ZoneImport.Skipped(childComplexity), true
 	case "ZoneImport.zone":
 		if e.ComplexityRoot.ZoneImport.Zone == nil {
 			break
@@ -2901,6 +2941,8 @@ func (ec *executionContext) childFields_Domain(ctx context.Context, field graphq
 		return ec.fieldContext_Domain_primary(ctx, field)
 	case "docroot":
 		return ec.fieldContext_Domain_docroot(ctx, field)
+	case "aliasOf":
+		return ec.fieldContext_Domain_aliasOf(ctx, field)
 	case "phpVersion":
 		return ec.fieldContext_Domain_phpVersion(ctx, field)
 	case "redirect":
@@ -3225,6 +3267,8 @@ func (ec *executionContext) childFields_ZoneImport(ctx context.Context, field gr
 		return ec.fieldContext_ZoneImport_imported(ctx, field)
 	case "refused":
 		return ec.fieldContext_ZoneImport_refused(ctx, field)
+	case "skipped":
+		return ec.fieldContext_ZoneImport_skipped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ZoneImport", field.Name)
 }
@@ -3382,6 +3426,14 @@ func (ec *executionContext) field_Mutation_addDomain_args(ctx context.Context, r
 		return nil, err
 	}
 	args["docroot"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "aliasOf",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["aliasOf"] = arg3
 	return args, nil
 }
 
@@ -3840,6 +3892,20 @@ func (ec *executionContext) field_Mutation_deleteReverseZone_args(ctx context.Co
 }
 
 func (ec *executionContext) field_Mutation_deleteUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteZone_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
@@ -4546,6 +4612,36 @@ func (ec *executionContext) field_Query_databases_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["account"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_domainLogs_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "kind",
+		func(ctx context.Context, v any) (model.LogKind, error) {
+			return ec.unmarshalNLogKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐLogKind(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["kind"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "lines",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["lines"] = arg2
 	return args, nil
 }
 
@@ -6777,6 +6873,29 @@ func (ec *executionContext) fieldContext_Domain_docroot(_ context.Context, field
 	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
 }
 
+func (ec *executionContext) _Domain_aliasOf(ctx context.Context, field graphql.CollectedField, obj *model.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_aliasOf(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AliasOf, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_aliasOf(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
+}
+
 func (ec *executionContext) _Domain_phpVersion(ctx context.Context, field graphql.CollectedField, obj *model.Domain) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8501,6 +8620,50 @@ func (ec *executionContext) fieldContext_Mutation_deleteReverseZone(ctx context.
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_deleteZone(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteZone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteZone(ctx, fc.Args["name"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteZone(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteZone_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createJoinToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -9150,7 +9313,7 @@ func (ec *executionContext) _Mutation_addDomain(ctx context.Context, field graph
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().AddDomain(ctx, fc.Args["account"].(string), fc.Args["domain"].(string), fc.Args["docroot"].(*string))
+			return ec.Resolvers.Mutation().AddDomain(ctx, fc.Args["account"].(string), fc.Args["domain"].(string), fc.Args["docroot"].(*string), fc.Args["aliasOf"].(*string))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Domain) graphql.Marshaler {
@@ -11055,6 +11218,50 @@ func (ec *executionContext) fieldContext_Query_domains(ctx context.Context, fiel
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_domainLogs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_domainLogs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().DomainLogs(ctx, fc.Args["domain"].(string), fc.Args["kind"].(model.LogKind), fc.Args["lines"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_domainLogs(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type String does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_domainLogs_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12486,6 +12693,38 @@ func (ec *executionContext) _ZoneImport_refused(ctx context.Context, field graph
 	)
 }
 func (ec *executionContext) fieldContext_ZoneImport_refused(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ZoneImport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ImportLine(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ZoneImport_skipped(ctx context.Context, field graphql.CollectedField, obj *model.ZoneImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ZoneImport_skipped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Skipped, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ImportLine) graphql.Marshaler {
+			return ec.marshalNImportLine2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportLineᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ZoneImport_skipped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
 		Object:     "ZoneImport",
 		Field:      field,
@@ -15603,6 +15842,11 @@ func (ec *executionContext) _Domain(ctx context.Context, sel ast.SelectionSet, o
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "aliasOf":
+			out.Values[i] = ec._Domain_aliasOf(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		case "phpVersion":
 			out.Values[i] = ec._Domain_phpVersion(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -16037,6 +16281,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "deleteReverseZone":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_deleteReverseZone(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteZone":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteZone(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -16637,6 +16888,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_domains(ctx, field)
+				})
+		case "domainLogs":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_domainLogs(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -17248,6 +17505,11 @@ func (ec *executionContext) _ZoneImport(ctx context.Context, sel ast.SelectionSe
 			}
 		case "refused":
 			out.Values[i] = ec._ZoneImport_refused(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "skipped":
+			out.Values[i] = ec._ZoneImport_skipped(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -18158,6 +18420,16 @@ func (ec *executionContext) marshalNLabel2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgr
 func (ec *executionContext) unmarshalNLabelInput2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐLabelInput(ctx context.Context, v any) (*model.LabelInput, error) {
 	res, err := ec.unmarshalInputLabelInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNLogKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐLogKind(ctx context.Context, v any) (model.LogKind, error) {
+	var res model.LogKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLogKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐLogKind(ctx context.Context, sel ast.SelectionSet, v model.LogKind) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNLoginPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐLoginPayload(ctx context.Context, sel ast.SelectionSet, v *model.LoginPayload) graphql.Marshaler {

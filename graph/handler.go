@@ -16,7 +16,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -24,6 +23,7 @@ import (
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/clientip"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/console"
 )
 
 // maxComplexity bounds how much work one query may ask for, so a single
@@ -66,8 +66,9 @@ const (
 // inventory, which would help an attacker pick targets.
 var tenantNodeFields = map[string]bool{"name": true, "address": true, "__typename": true}
 
-// Handler serves POST /graphql, websockets, and the GraphiQL console to
-// browsers that GET /graphql. Authentication happens in front of it
+// Handler serves POST /graphql, websockets, and the GraphiQL console's page
+// to browsers that GET /graphql (its assets are served under
+// console.AssetPrefix). Authentication happens in front of it
 // (auth.SourceMiddleware, then auth.Middleware).
 func Handler(r *Resolver) http.Handler {
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r}))
@@ -124,7 +125,7 @@ func Handler(r *Resolver) http.Handler {
 	srv.AroundFields(guardFields)
 	srv.AroundResponses(capErrors)
 
-	console := playground.Handler("nPanel", "/graphql")
+	consolePage := console.Handler()
 	maxSockets := r.MaxWebsocketsPerIP
 	if maxSockets == 0 {
 		maxSockets = DefaultMaxWebsocketsPerIP
@@ -133,7 +134,7 @@ func Handler(r *Resolver) http.Handler {
 	var conns atomic.Uint64
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.Header.Get("Accept"), "text/html") {
-			console.ServeHTTP(w, req)
+			consolePage.ServeHTTP(w, req)
 			return
 		}
 		if isWebsocket(req) {

@@ -2,12 +2,16 @@ package graph
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -15,7 +19,7 @@ import (
 // PENDING until the node applied the generation that last changed the site.
 func domainModel(sites []store.Site, i int, a *model.Account) *model.Domain {
 	s := sites[i]
-	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion)}
+	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion), AliasOf: strPtr(s.AliasOf)}
 	if s.RedirectTo != "" {
 		d.Redirect = &model.Redirect{To: s.RedirectTo, Code: s.RedirectCode}
 	}
@@ -77,6 +81,93 @@ func newSiteDomain(d string) (string, error) {
 		return "", &validate.Error{Field: "domain", Reason: c + " is served with " + base + " (every site answers for its www. name); use " + base}
 	}
 	return c, nil
+}
+
+// maxAliasesPerSite bounds the alias domains of one site: each adds two
+// names (DOMAIN and www.DOMAIN) to the target's server block, whose names
+// the agent caps at web.MaxAliases (32) beside the target's own.
+const maxAliasesPerSite = 15
+
+// aliasTarget validates the aliasOf argument.
+func aliasTarget(d string) (string, error) {
+	c, err := validate.Domain(d)
+	if ve := (*validate.Error)(nil); errors.As(err, &ve) {
+		return "", &validate.Error{Field: "aliasOf", Reason: ve.Reason}
+	}
+	return c, err
+}
+
+// notAlias refuses a per-site setting on an alias domain, which serves
+// its target's site as it is.
+func notAlias(s store.Site) error {
+	if s.AliasOf == "" {
+		return nil
+	}
+	return &validate.Error{Field: "domain", Reason: s.Domain + " is an alias of " + s.AliasOf + " and serves its site; change " + s.AliasOf}
+}
+
+// Reading a domain's log.
+const (
+	// maxLogLines is the most lines domainLogs returns (the agent's
+	// bound too).
+	maxLogLines = 1000
+	// domainLogWait bounds the wait for the node; domainLogTTL is the
+	// query task's lease, after which a node that never took it drops it.
+	domainLogWait = 15 * time.Second
+	domainLogTTL  = time.Minute
+)
+
+// domainLogArgs validates domainLogs' arguments: the canonical domain, the
+// number of lines (default 100, 1..maxLogLines) and the agent's log kind.
+func domainLogArgs(domain string, kind model.LogKind, lines *int) (string, int, agentpb.DomainLogKind, error) {
+	d, err := canonicalDomain(domain)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	n := 100
+	if lines != nil {
+		n = *lines
+	}
+	if n < 1 || n > maxLogLines {
+		return "", 0, 0, &validate.Error{Field: "lines", Reason: fmt.Sprintf("%d: give 1 to %d", n, maxLogLines)}
+	}
+	switch kind {
+	case model.LogKindAccess:
+		return d, n, agentpb.DomainLogKind_DOMAIN_LOG_KIND_ACCESS, nil
+	case model.LogKindError:
+		return d, n, agentpb.DomainLogKind_DOMAIN_LOG_KIND_ERROR, nil
+	}
+	return "", 0, 0, &validate.Error{Field: "kind", Reason: "want ACCESS or ERROR"}
+}
+
+// logSite finds the account serving domain and the site, for a caller who
+// may see the account; any other caller is told, as for a domain nobody
+// serves, NOT_FOUND (and the refusal is recorded).
+func (r *Resolver) logSite(ctx context.Context, p auth.Principal, d string) (*store.Account, store.Site, error) {
+	notFound := errorf(CodeNotFound, "no account serves "+quote(d))
+	id, err := r.Store.AccountIDByDomain(ctx, d)
+	if isNotFound(err) {
+		return nil, store.Site{}, notFound
+	}
+	if err != nil {
+		return nil, store.Site{}, err
+	}
+	a, _, err := r.Store.GetAccount(ctx, id)
+	if isNotFound(err) {
+		return nil, store.Site{}, notFound
+	}
+	if err != nil {
+		return nil, store.Site{}, err
+	}
+	if !canSee(p, a) {
+		r.refusedRead(ctx, "domainLogs", d, CodeNotFound)
+		return nil, store.Site{}, notFound
+	}
+	i := a.SiteIndex(d)
+	if i < 0 {
+		return nil, store.Site{}, notFound
+	}
+	return a, a.AllSites()[i], nil
 }
 
 // changeSites runs a site change for the caller and returns the account as

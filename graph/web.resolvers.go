@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -23,7 +24,7 @@ func (r *accountResolver) Domains(ctx context.Context, obj *model.Account) ([]*m
 }
 
 // AddDomain is the resolver for the addDomain field.
-func (r *mutationResolver) AddDomain(ctx context.Context, account string, domain string, docroot *string) (*model.Domain, error) {
+func (r *mutationResolver) AddDomain(ctx context.Context, account string, domain string, docroot *string, aliasOf *string) (*model.Domain, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "addDomain", domain, err) }()
 	d, err := newSiteDomain(domain)
@@ -34,12 +35,42 @@ func (r *mutationResolver) AddDomain(ctx context.Context, account string, domain
 	if docroot != nil {
 		root = *docroot
 	}
-	if err = validate.Docroot(root); err != nil {
+	target := ""
+	if aliasOf != nil {
+		if docroot != nil {
+			err = &validate.Error{Field: "docroot", Reason: "an alias domain serves the document root of the domain it aliases; give docroot or aliasOf, not both"}
+			return nil, err
+		}
+		if target, err = aliasTarget(*aliasOf); err != nil {
+			return nil, err
+		}
+		if target == d {
+			err = &validate.Error{Field: "aliasOf", Reason: d + " cannot be an alias of itself"}
+			return nil, err
+		}
+	} else if err = validate.Docroot(root); err != nil {
 		return nil, err
 	}
 	a, err := r.changeSites(ctx, "addDomain", account, d, func(a *store.Account) (store.SiteChange, error) {
 		if a.SiteIndex(d) >= 0 {
 			return store.SiteChange{}, fmt.Errorf("account %s serves %s already: %w", a.Username, d, store.ErrConflict)
+		}
+		site := store.Site{Domain: d, Docroot: root, PHPVersion: a.PHPVersion}
+		if target != "" {
+			ti := a.SiteIndex(target)
+			if ti < 0 {
+				return store.SiteChange{}, errorf(CodeNotFound, "account "+a.Username+" does not serve "+quote(target))
+			}
+			if t := a.Sites[ti]; t.AliasOf != "" {
+				return store.SiteChange{}, &validate.Error{Field: "aliasOf", Reason: target + " is itself an alias of " + t.AliasOf + "; alias " + t.AliasOf}
+			}
+			if n := len(a.AliasesOf(target)); n >= maxAliasesPerSite {
+				return store.SiteChange{}, fmt.Errorf("%w: %s has %d alias domains; at most %d", store.ErrQuotaExceeded, target, n, maxAliasesPerSite)
+			}
+			site = store.Site{Domain: d, Docroot: a.Sites[ti].Docroot, AliasOf: target}
+			// The target's server block gains the name: it is rendered
+			// again, and the alias is live once that generation is.
+			store.MarkSiteChanged(a, ti)
 		}
 		plan, err := r.Store.GetPlan(ctx, a.Plan)
 		if err != nil {
@@ -48,7 +79,7 @@ func (r *mutationResolver) AddDomain(ctx context.Context, account string, domain
 		if len(a.Sites)+1 > plan.Domains {
 			return store.SiteChange{}, fmt.Errorf("%w: plan %s allows %d domains", store.ErrQuotaExceeded, plan.Name, plan.Domains)
 		}
-		a.Sites = append(a.Sites, store.Site{Domain: d, Docroot: root, PHPVersion: a.PHPVersion})
+		a.Sites = append(a.Sites, site)
 		return store.SiteChange{Added: []string{d}}, nil
 	})
 	if err != nil {
@@ -74,6 +105,16 @@ func (r *mutationResolver) RemoveDomain(ctx context.Context, account string, dom
 		case i == 0:
 			return store.SiteChange{}, &validate.Error{Field: "domain", Reason: d + " is the account's primary domain; delete the account instead"}
 		}
+		// Refused rather than taking the aliases along: removing a domain
+		// someone parked others on would silently stop serving those too.
+		if al := a.AliasesOf(d); len(al) > 0 {
+			return store.SiteChange{}, fmt.Errorf("%s is served for its alias domains %s; remove them first: %w", d, strings.Join(al, ", "), store.ErrConflict)
+		}
+		if t := a.Sites[i].AliasOf; t != "" {
+			if ti := a.SiteIndex(t); ti >= 0 {
+				store.MarkSiteChanged(a, ti) // its server block loses the name
+			}
+		}
 		a.Sites = slices.Delete(a.Sites, i, i+1)
 		return store.SiteChange{Removed: []string{d}}, nil
 	})
@@ -92,6 +133,9 @@ func (r *mutationResolver) SetPHPVersion(ctx context.Context, account string, do
 		i := a.SiteIndex(d)
 		if i < 0 {
 			return store.SiteChange{}, errorf(CodeNotFound, "account "+a.Username+" does not serve "+quote(d))
+		}
+		if err := notAlias(a.Sites[i]); err != nil {
+			return store.SiteChange{}, err
 		}
 		v := ""
 		if version != nil {
@@ -145,6 +189,9 @@ func (r *mutationResolver) SetRedirect(ctx context.Context, domain string, to *s
 		i := a.SiteIndex(d)
 		if i < 0 {
 			return store.SiteChange{}, errorf(CodeNotFound, "no account serves "+quote(d))
+		}
+		if err := notAlias(a.Sites[i]); err != nil {
+			return store.SiteChange{}, err
 		}
 		if a.Sites[i].RedirectTo != target || a.Sites[i].RedirectCode != status {
 			a.Sites[i].RedirectTo, a.Sites[i].RedirectCode = target, status
@@ -221,4 +268,54 @@ func (r *queryResolver) Domains(ctx context.Context, account string) ([]*model.D
 		return nil, err
 	}
 	return domainModels(accountModel(a)), nil
+}
+
+// DomainLogs is the resolver for the domainLogs field.
+func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int) ([]string, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d, n, k, err := domainLogArgs(domain, kind, lines)
+	if err != nil {
+		return nil, err
+	}
+	a, site, err := r.logSite(ctx, p, d)
+	if err != nil {
+		return nil, err
+	}
+	// An alias domain's requests are logged with its target's.
+	target := site.Domain
+	if site.AliasOf != "" {
+		target = site.AliasOf
+	}
+	if a.Node == "" {
+		return nil, fmt.Errorf("account %s is not on a node yet: %w", a.Username, store.ErrConflict)
+	}
+	spec := &agentpb.Task{Action: &agentpb.Task_ReadDomainLog{ReadDomainLog: &agentpb.ReadDomainLogAction{
+		Username: a.Username, Domain: target, Kind: k, Lines: uint32(n)}}}
+	t, err := r.Store.EnqueueQueryTask(ctx, a.Node, spec, "domainLogs", p.Name, domainLogTTL)
+	if err != nil {
+		return nil, err
+	}
+	queued := t
+	defer func() { _ = r.Store.ForgetTask(context.WithoutCancel(ctx), queued) }()
+	t, err = r.Store.WaitTask(ctx, t.ID, domainLogWait)
+	if err != nil || t == nil || (t.Status != store.TaskSucceeded && t.Status != store.TaskFailed) {
+		return nil, errorf(CodeUnavailable, "node "+a.Node+" did not answer within "+domainLogWait.String())
+	}
+	res, err := t.DomainLogResult()
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "node "+a.Node+": "+err.Error())
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), "domainLogs", d, "ok")
+	ev.Detail = map[string]string{"account": a.ID, "kind": string(kind)}
+	if err := r.Store.AppendAudit(ctx, ev); err != nil {
+		return nil, err
+	}
+	out := res.GetLines()
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
 }

@@ -224,7 +224,7 @@ func (a *simulatedAgent) session(ctx context.Context, welcomed func()) (bool, er
 	if err != nil {
 		return false, err
 	}
-	hello := &agentpb.Hello{AgentVersion: "loadtest-simulated", Facts: simFacts()}
+	hello := &agentpb.Hello{AgentVersion: "loadtest-simulated", Facts: simFacts(), Protocol: agentpb.Protocol}
 	if err := stream.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Hello{Hello: hello}}); err != nil {
 		return false, err
 	}

@@ -436,6 +436,11 @@ func (a *Agent) startModules(ctx context.Context) (stop func()) {
 	return func() {
 		close(done)
 		wg.Wait()
+		for _, m := range a.cfg.Modules {
+			if c, ok := m.(actions.Closer); ok {
+				c.Close()
+			}
+		}
 		if owned {
 			if err := mgr.Close(); err != nil {
 				a.log.Warn("stop services", "err", err)

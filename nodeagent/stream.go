@@ -155,7 +155,7 @@ func (a *Agent) session(ctx context.Context, server string, r *runner, g *gossip
 		return false, fmt.Errorf("connect to %s: %w", server, err)
 	}
 
-	hello := &agentpb.Hello{AgentVersion: a.cfg.Version, Facts: a.facts()}
+	hello := &agentpb.Hello{AgentVersion: a.cfg.Version, Facts: a.facts(), Protocol: agentpb.Protocol}
 	if g != nil {
 		hello.GossipAddress = g.address()
 	}

@@ -209,6 +209,8 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_DatabaseUser{DatabaseUser: m}
 	case *agentpb.ListDatabasesResult:
 		res.Result = &agentpb.TaskResult_ListDatabases{ListDatabases: m}
+	case *agentpb.DomainLogResult:
+		res.Result = &agentpb.TaskResult_DomainLog{DomainLog: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

@@ -45,7 +45,7 @@ func Example() {
 	// alice -> web-1 (score 0.700)
 	// bob -> web-1 (score 0.400)
 	// carol -> web-2 (score 0.350)
-	// no node fits account "dave": 1 not ready, 2 accounts exhausted (3 considered)
+	// no node fits account "dave" (3 nodes considered): 1 node not READY; 2 nodes with no account slots left
 	// commit web-1: 2 accounts, 2000 MB
 	// commit web-2: 2 accounts, 3000 MB
 }

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -12,8 +13,8 @@ import (
 // rejected it, as Nomad's AllocMetric does, so PlacementError's counts add
 // up to the number of nodes considered.
 
-// Reasons are stable strings: the control plane shows them to operators and
-// keeps them in an account's status, and tests and alerts may match them.
+// Reasons are the stable keys of PlacementError.Filtered; its message puts
+// them in words.
 const (
 	ReasonNotPinned         = "not the pinned node"
 	ReasonNotReady          = "not ready"
@@ -22,9 +23,6 @@ const (
 	ReasonSelector          = "selector"
 	ReasonAccountsExhausted = "accounts exhausted"
 	ReasonDiskExhausted     = "disk exhausted"
-	// ReasonNoNodes is what PlacementError says when the snapshot has no
-	// nodes at all; it never appears in Filtered, which counts nodes.
-	ReasonNoNodes = "no nodes"
 )
 
 type reason uint8
@@ -131,6 +129,7 @@ func (s *Snapshot) explain(q *query, pinned int) *PlacementError {
 	e := &PlacementError{
 		Account:    q.req.Account,
 		Pinned:     q.req.Node,
+		Selector:   q.req.Selector.String(),
 		Considered: len(s.slots),
 		Filtered:   make(map[string]int),
 	}
@@ -147,6 +146,10 @@ func (s *Snapshot) explain(q *query, pinned int) *PlacementError {
 			key = ReasonMissingRolePrefix + s.missingRole(i, q.req.Roles)
 		case selectorMismatch:
 			key = ReasonSelector
+			if e.Labels == nil {
+				e.Labels = make(map[string]int)
+			}
+			e.Labels[labelText(s.nodes[i].Labels)]++
 		case accountsExhausted:
 			key = ReasonAccountsExhausted
 		case diskExhausted:
@@ -164,6 +167,15 @@ func (s *Snapshot) explain(q *query, pinned int) *PlacementError {
 	return e
 }
 
+// labelText is a node's labels as an operator writes them: "env=dev,zone=eu-1".
+func labelText(labels map[string]string) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
 // PlacementError says why no node fits a request, in the manner of Nomad's
 // AllocMetric: how many nodes were considered and how many each filter
 // removed. Every considered node is counted exactly once, under the first
@@ -171,6 +183,8 @@ func (s *Snapshot) explain(q *query, pinned int) *PlacementError {
 type PlacementError struct {
 	Account string
 	Pinned  string // the request's pinned node, if any
+	// Selector is the request's node selector in canonical form.
+	Selector string
 	// Considered is every node in the snapshot, for a pinned request too:
 	// the others are counted as "not the pinned node", so a pin to a node
 	// that does not exist reads as every node filtered for that reason.
@@ -178,21 +192,28 @@ type PlacementError struct {
 	// Filtered maps a reason (the Reason constants; "missing role X" names
 	// the first missing role in the request's order) to a count of nodes.
 	Filtered map[string]int
+	// Labels counts the label sets of the nodes the selector rejected, so
+	// the message can show what the pool looks like.
+	Labels map[string]int
 }
 
-// Error lists the reasons in filter order, so that equal errors read alike
-// and a controller can compare messages to skip rewriting an unchanged
-// status.
+// maxLabelSets bounds how many distinct label sets a message shows.
+const maxLabelSets = 3
+
+// Error says in words why nothing fits, reasons in filter order, so equal
+// errors read alike and a controller can compare messages to skip
+// rewriting an unchanged status.
 func (e *PlacementError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "no node fits account %q", e.Account)
 	if e.Pinned != "" {
 		fmt.Fprintf(&b, " pinned to %q", e.Pinned)
 	}
-	b.WriteString(": ")
 	if e.Considered == 0 {
-		b.WriteString(ReasonNoNodes)
+		b.WriteString(": the cluster has no nodes")
+		return b.String()
 	}
+	fmt.Fprintf(&b, " (%s considered): ", nodes(e.Considered))
 	reasons := make([]string, 0, len(e.Filtered))
 	for k, n := range e.Filtered {
 		if n > 0 {
@@ -202,14 +223,69 @@ func (e *PlacementError) Error() string {
 	slices.SortFunc(reasons, func(a, b string) int {
 		return cmp.Or(cmp.Compare(reasonRank(a), reasonRank(b)), cmp.Compare(a, b))
 	})
-	for i, k := range reasons {
-		if i > 0 {
-			b.WriteString(", ")
+	phrases := make([]string, 0, len(reasons))
+	for _, k := range reasons {
+		if p := e.phrase(k, e.Filtered[k]); p != "" {
+			phrases = append(phrases, p)
 		}
-		fmt.Fprintf(&b, "%d %s", e.Filtered[k], k)
 	}
-	fmt.Fprintf(&b, " (%d considered)", e.Considered)
+	b.WriteString(strings.Join(phrases, "; "))
 	return b.String()
+}
+
+func (e *PlacementError) phrase(reason string, n int) string {
+	switch {
+	case reason == ReasonNotPinned:
+		if n == e.Considered {
+			return fmt.Sprintf("no node is named %q", e.Pinned)
+		}
+		return "" // the other nodes are not news
+	case reason == ReasonNotReady:
+		return nodes(n) + " not READY"
+	case reason == ReasonDraining:
+		return nodes(n) + " draining"
+	case strings.HasPrefix(reason, ReasonMissingRolePrefix):
+		return fmt.Sprintf("%s without the %s role", nodes(n), strings.TrimPrefix(reason, ReasonMissingRolePrefix))
+	case reason == ReasonSelector:
+		return fmt.Sprintf("%s outside the reseller's node selector %s (%s)", nodes(n), e.Selector, e.labelSummary())
+	case reason == ReasonAccountsExhausted:
+		return nodes(n) + " with no account slots left"
+	case reason == ReasonDiskExhausted:
+		return nodes(n) + " without the disk the plan needs"
+	}
+	return fmt.Sprintf("%s %s", nodes(n), reason)
+}
+
+// labelSummary reads "2 have env=dev, 1 has no labels", most common first.
+func (e *PlacementError) labelSummary() string {
+	sets := slices.Collect(maps.Keys(e.Labels))
+	slices.SortFunc(sets, func(a, b string) int {
+		return cmp.Or(cmp.Compare(e.Labels[b], e.Labels[a]), cmp.Compare(a, b))
+	})
+	parts := make([]string, 0, maxLabelSets+1)
+	for i, set := range sets {
+		if i == maxLabelSets {
+			parts = append(parts, fmt.Sprintf("%d more label sets", len(sets)-i))
+			break
+		}
+		verb := "have"
+		if e.Labels[set] == 1 {
+			verb = "has"
+		}
+		if set == "" {
+			parts = append(parts, fmt.Sprintf("%d %s no labels", e.Labels[set], verb))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%d %s %s", e.Labels[set], verb, set))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func nodes(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return fmt.Sprintf("%d nodes", n)
 }
 
 func reasonRank(r string) int {

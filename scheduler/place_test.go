@@ -255,7 +255,7 @@ func TestPlacementErrorMessage(t *testing.T) {
 	s := NewSnapshot(nodes, Spread)
 	req := Request{Account: "alice", Roles: []string{"web"}, Need: Resources{1, 100}}
 	_, err := s.Place(req)
-	if got, want := fmt.Sprint(err), `no node fits account "alice": 3 not ready, 2 disk exhausted (5 considered)`; got != want {
+	if got, want := fmt.Sprint(err), `no node fits account "alice" (5 nodes considered): 3 nodes not READY; 2 nodes without the disk the plan needs`; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 
@@ -269,7 +269,7 @@ func TestPlacementErrorMessage(t *testing.T) {
 	req.Roles = []string{"web", "mail"}
 	req.Selector = mustParse(t, "zone")
 	_, err = s.Place(req)
-	want := `no node fits account "alice": 3 not ready, 1 draining, 1 missing role mail, 2 missing role web, 4 selector, 1 accounts exhausted, 2 disk exhausted (14 considered)`
+	want := `no node fits account "alice" (14 nodes considered): 3 nodes not READY; 1 node draining; 1 node without the mail role; 2 nodes without the web role; 4 nodes outside the reseller's node selector zone (4 have no labels); 1 node with no account slots left; 2 nodes without the disk the plan needs`
 	for range 20 { // map iteration order must not leak into the message
 		if _, err2 := s.Place(req); fmt.Sprint(err2) != want || fmt.Sprint(err) != want {
 			t.Fatalf("got  %s\nwant %s", err2, want)
@@ -278,7 +278,24 @@ func TestPlacementErrorMessage(t *testing.T) {
 
 	req.Node = "n05"
 	_, err = s.Place(req)
-	if got, want := fmt.Sprint(err), `no node fits account "alice" pinned to "n05": 13 not the pinned node, 1 draining (14 considered)`; got != want {
+	if got, want := fmt.Sprint(err), `no node fits account "alice" pinned to "n05" (14 nodes considered): 1 node draining`; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+
+	req.Node = "nope"
+	_, err = s.Place(req)
+	if got, want := fmt.Sprint(err), `no node fits account "alice" pinned to "nope" (14 nodes considered): no node is named "nope"`; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+
+	// The selector's misses show the labels the pool has, most common first.
+	dev := NewSnapshot([]Node{
+		with(readyNode("a", 10, 1000), func(n *Node) { n.Labels = map[string]string{"env": "dev"} }),
+		with(readyNode("b", 10, 1000), func(n *Node) { n.Labels = map[string]string{"env": "dev"} }),
+		with(readyNode("c", 10, 1000), func(n *Node) { n.Labels = map[string]string{"zone": "us-1", "env": "prod"} }),
+	}, Spread)
+	_, err = dev.Place(Request{Account: "carol", Need: Resources{1, 1}, Selector: mustParse(t, "zone=eu-1")})
+	if got, want := fmt.Sprint(err), `no node fits account "carol" (3 nodes considered): 3 nodes outside the reseller's node selector zone=eu-1 (2 have env=dev, 1 has env=prod,zone=us-1)`; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 
@@ -287,7 +304,7 @@ func TestPlacementErrorMessage(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Considered != 0 || len(pe.Filtered) != 0 {
 		t.Errorf("empty snapshot: %#v", err)
 	}
-	if got, want := fmt.Sprint(err), `no node fits account "bob": no nodes (0 considered)`; got != want {
+	if got, want := fmt.Sprint(err), `no node fits account "bob": the cluster has no nodes`; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }

@@ -549,7 +549,7 @@ func validatorVectors() []vector {
 	vs := []vector{
 		{name: "task without an action", attempt: "a task whose action oneof is empty", refusal: "allowlist.ErrNoAction",
 			run: func(t *testing.T, c *cluster) {
-				if _, err := allowlist.FromTask(&agentpb.Task{Id: "x"}); !errors.Is(err, allowlist.ErrNoAction) {
+				if _, err := allowlist.New().FromTask(&agentpb.Task{Id: "x"}); !errors.Is(err, allowlist.ErrNoAction) {
 					t.Fatalf("got %v", err)
 				}
 			}},
@@ -558,7 +558,7 @@ func validatorVectors() []vector {
 				task := &agentpb.Task{Id: "x"}
 				// Field 999, varint 1: an action from a newer protocol.
 				task.ProtoReflect().SetUnknown([]byte{0xb8, 0x3e, 0x01})
-				if _, err := allowlist.FromTask(task); !errors.Is(err, allowlist.ErrNoAction) {
+				if _, err := allowlist.New().FromTask(task); !errors.Is(err, allowlist.ErrNoAction) {
 					t.Fatalf("got %v", err)
 				}
 			}},
@@ -567,7 +567,7 @@ func validatorVectors() []vector {
 			run: func(t *testing.T, c *cluster) {
 				for _, task := range []*agentpb.Task{account(func(*agentpb.EnsureAccountAction) {}), zone(func(*agentpb.EnsureZoneAction) {}),
 					dbUser(func(*agentpb.EnsureDatabaseUserAction) {}), ensureDB("alice_app", "alice")} {
-					a, err := allowlist.FromTask(task)
+					a, err := allowlist.New().FromTask(task)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -580,7 +580,7 @@ func validatorVectors() []vector {
 	for _, k := range cases {
 		vs = append(vs, vector{name: "validate " + k.name, attempt: "a task whose typed request has " + k.name,
 			refusal: "the action's Validate refuses it", run: func(t *testing.T, c *cluster) {
-				a, err := allowlist.FromTask(k.task)
+				a, err := allowlist.New().FromTask(k.task)
 				if err != nil {
 					return // not even an action
 				}

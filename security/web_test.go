@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -554,6 +555,20 @@ func tenantDenied(name, attempt string, argv func(c *cluster) []string) vector {
 		}}
 }
 
+// tenantDeniedFile is tenantDenied for a cat of a file that must exist
+// (checked as root first): refusing a path that is not there proves nothing.
+func tenantDeniedFile(name, attempt string, path func(c *cluster) string) vector {
+	v := tenantDenied(name, attempt, func(c *cluster) []string { return []string{"/bin/cat", path(c)} })
+	deny := v.run
+	v.run = func(t *testing.T, c *cluster) {
+		if _, err := os.Stat(path(c)); err != nil {
+			t.Fatalf("the file this vector targets is missing, so its refusal would prove nothing: %v", err)
+		}
+		deny(t, c)
+	}
+	return v
+}
+
 func tenantVectors() []vector {
 	b1 := func(rel string) func(c *cluster) []string {
 		return func(c *cluster) []string { return []string{"/bin/cat", filepath.Join(c.b1.home, rel)} }
@@ -590,10 +605,12 @@ func tenantVectors() []vector {
 		}),
 		tenantDenied("reads other tenant's site source", "a1's process (cron, SSH, or PHP with exec allowed) cats b1's public_html/b.php (a site's config holds its database password)",
 			b1("public_html/b.php")),
-		tenantDenied("reads other tenant's access log", "a1's process reads the nginx access log of b1's domain (visitors, URLs with tokens)",
-			func(c *cluster) []string {
-				return []string{"/bin/cat", filepath.Join(c.prof.Web().DomainLogDir, c.b1.Domain+".access.log")}
+		tenantDeniedFile("reads other tenant's access log", "a1's process reads the nginx access log of b1's domain where nginx writes it (visitors, URLs with tokens)",
+			func(c *cluster) string {
+				return filepath.Join(c.prof.Web().DomainLogDir, c.b1.Username, c.b1.Domain+".access.log")
 			}),
+		tenantDeniedFile("reads other tenant's access log in its home", "a1's process reads b1's ~/logs/DOMAIN.access.log (the link the agent makes for b1)",
+			func(c *cluster) string { return filepath.Join(c.b1.home, "logs", c.b1.Domain+".access.log") }),
 	}
 }
 

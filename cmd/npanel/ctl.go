@@ -354,7 +354,11 @@ func nodeListCmd(o *ctlOptions) *cobra.Command {
 				if n.AgentVersion != nil {
 					ver = *n.AgentVersion
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Status,
+				status := n.Status
+				if n.Draining {
+					status += ",DRAINING"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Address, status,
 					strings.ToLower(strings.Join(n.Roles, ",")), seen, ver, strings.Join(n.Capabilities, ","))
 			}
 			return tw.Flush()
@@ -363,13 +367,18 @@ func nodeListCmd(o *ctlOptions) *cobra.Command {
 }
 
 func nodeRemoveCmd(o *ctlOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "remove NAME",
-		Short: "Remove a node; its certificate is refused from now on",
-		Args:  cobra.ExactArgs(1),
+	var yes *bool
+	cmd := &cobra.Command{
+		Use:               "remove NAME",
+		Short:             "Remove a node; its certificate is refused from now on",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *yes, "remove node "+args[0]); err != nil {
 				return err
 			}
 			if err := c.RemoveNode(cmd.Context(), args[0]); err != nil {
@@ -379,15 +388,18 @@ func nodeRemoveCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+	yes = yesFlag(cmd)
+	return cmd
 }
 
 func nodePingCmd(o *ctlOptions) *cobra.Command {
 	var payload string
 	var timeout int
 	cmd := &cobra.Command{
-		Use:   "ping NAME",
-		Short: "Send a PING task through the task path and wait for the answer",
-		Args:  cobra.ExactArgs(1),
+		Use:               "ping NAME",
+		Short:             "Send a PING task through the task path and wait for the answer",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -424,6 +436,7 @@ func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
 	}
 	return &cobra.Command{
 		Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -432,7 +445,21 @@ func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
 			if err := c.SetDraining(cmd.Context(), args[0], drain); err != nil {
 				return apiError(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Node %s %sed.\n", args[0], use)
+			n, err := c.Node(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if n == nil {
+				return fmt.Errorf("NOT_FOUND: node %q not found", args[0])
+			}
+			if o.output == "json" {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(n)
+			}
+			if n.Draining {
+				fmt.Fprintf(cmd.OutOrStdout(), "Node %s is %s,DRAINING: no new accounts are placed on it; its accounts stay.\n", n.Name, n.Status)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "Node %s is %s and takes new accounts.\n", n.Name, n.Status)
+			}
 			return nil
 		},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -258,6 +259,7 @@ func accountCmd(o *ctlOptions) *cobra.Command {
 
 	show := &cobra.Command{
 		Use: "show ACCOUNT", Short: "Show an account (id or username) with its events", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -274,31 +276,58 @@ func accountCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, list, show,
-		accountActionCmd(o, "suspend", "suspendAccount", "Suspend an account (its user is locked)"),
-		accountActionCmd(o, "unsuspend", "unsuspendAccount", "Lift a suspension"),
-		accountActionCmd(o, "delete", "deleteAccount", "Delete an account (its home is archived first)"))
+		accountActionCmd(o, "suspend", "suspendAccount", "Suspend an account (its user is locked)",
+			func(a *client.Account) bool { return a.Status == "SUSPENDED" }),
+		accountActionCmd(o, "unsuspend", "unsuspendAccount", "Lift a suspension",
+			func(a *client.Account) bool { return a.Status == "ACTIVE" }),
+		accountActionCmd(o, "delete", "deleteAccount", "Delete an account (its home is archived first)",
+			func(a *client.Account) bool { return a.Status == "DELETED" }))
 	return cmd
 }
 
-func accountActionCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {
-	return &cobra.Command{
+// accountActionCmd runs suspend, unsuspend or delete and, unless --wait is
+// 0, waits for the node to apply it, so what it prints is the state after
+// the change.
+func accountActionCmd(o *ctlOptions, use, mutation, short string, settled func(*client.Account) bool) *cobra.Command {
+	var wait time.Duration
+	var yes *bool
+	cmd := &cobra.Command{
 		Use: use + " ACCOUNT", Short: short, Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			id := args[0]
-			if a, err := c.Account(cmd.Context(), id); err == nil && a != nil {
-				id = a.ID
-			}
-			a, err := c.AccountAction(cmd.Context(), mutation, id)
+			a, err := c.Account(cmd.Context(), args[0])
 			if err != nil {
 				return apiError(err)
+			}
+			if a == nil {
+				return fmt.Errorf("NOT_FOUND: account %q not found", args[0])
+			}
+			if yes != nil {
+				if err := confirm(cmd, *yes, fmt.Sprintf("%s account %s (%s)", use, a.Username, a.Domain)); err != nil {
+					return err
+				}
+			}
+			a, err = c.AccountAction(cmd.Context(), mutation, a.ID)
+			if err != nil {
+				return apiError(err)
+			}
+			if wait > 0 && !settled(a) {
+				if a, err = waitAccount(cmd, c, a, wait, settled); err != nil {
+					return err
+				}
 			}
 			return o.printAccount(cmd.OutOrStdout(), a)
 		},
 	}
+	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "wait up to this long for the node to apply the change (0: do not wait)")
+	if mutation == "deleteAccount" {
+		yes = yesFlag(cmd)
+	}
+	return cmd
 }
 
 func (o *ctlOptions) printAccount(w io.Writer, a *client.Account) error {
@@ -318,23 +347,42 @@ func (o *ctlOptions) printAccount(w io.Writer, a *client.Account) error {
 	})
 }
 
+// waitSettled waits for a new account to become ACTIVE.
 func waitSettled(cmd *cobra.Command, c *client.Client, id string, d time.Duration) (*client.Account, error) {
+	a, err := c.Account(cmd.Context(), id)
+	if err != nil {
+		return nil, apiError(err)
+	}
+	return waitAccount(cmd, c, a, d, func(a *client.Account) bool { return a.Status == "ACTIVE" || a.Status == "SUSPENDED" })
+}
+
+// waitAccount polls until settled(a), the account FAILED, or d passes; a
+// timeout says what the account is waiting for.
+func waitAccount(cmd *cobra.Command, c *client.Client, a *client.Account, d time.Duration, settled func(*client.Account) bool) (*client.Account, error) {
 	deadline := time.Now().Add(d)
 	for {
-		a, err := c.Account(cmd.Context(), id)
+		switch {
+		case settled(a):
+			return a, nil
+		case a.Status == "FAILED":
+			return a, fmt.Errorf("account %s FAILED: %s", a.Username, deref(a.Reason))
+		case time.Now().After(deadline):
+			msg := fmt.Sprintf("account %s still %s after %s", a.Username, a.Status, d)
+			if a.Reason != nil && *a.Reason != "" {
+				msg += ": " + *a.Reason
+			}
+			return a, errors.New(msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+		next, err := c.Account(cmd.Context(), a.ID)
 		if err != nil {
 			return nil, apiError(err)
 		}
-		switch a.Status {
-		case "ACTIVE", "SUSPENDED":
+		if next == nil { // deleted and gone
+			a.Status = "DELETED"
 			return a, nil
-		case "FAILED":
-			return a, fmt.Errorf("account %s FAILED: %s", a.Username, deref(a.Reason))
 		}
-		if time.Now().After(deadline) {
-			return a, fmt.Errorf("account %s still %s after %s", a.Username, a.Status, d)
-		}
-		time.Sleep(200 * time.Millisecond)
+		a = next
 	}
 }
 
@@ -388,11 +436,15 @@ func tokenCmd(o *ctlOptions) *cobra.Command {
 			})
 		},
 	}
+	var revokeYes *bool
 	revoke := &cobra.Command{
 		Use: "revoke ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *revokeYes, "revoke API token "+args[0]+" (automation using it stops working)"); err != nil {
 				return err
 			}
 			if err := c.RevokeAPIToken(cmd.Context(), args[0]); err != nil {
@@ -402,6 +454,7 @@ func tokenCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+	revokeYes = yesFlag(revoke)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

@@ -17,9 +17,11 @@ import (
 // one and it is printed this once.
 func dbCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "db", Short: "Databases and database users of an account"})
+	var delYes, userDelYes *bool // set with the commands below
 
 	list := &cobra.Command{
 		Use: "list ACCOUNT", Short: "List an account's databases (size and tables live from the node) and users", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -42,7 +44,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 				for _, d := range dbs {
 					size, tables, measured := "?", "?", "-"
 					if d.SizeBytes != nil {
-						size = fmt.Sprint(*d.SizeBytes)
+						size = humanBytes(*d.SizeBytes)
 					}
 					if d.Tables != nil {
 						tables = fmt.Sprint(*d.Tables)
@@ -71,6 +73,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 	var engine string
 	create := &cobra.Command{
 		Use: "create ACCOUNT NAME [--engine mariadb|postgresql]", Short: "Create the database <username>_NAME", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -92,9 +95,13 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 
 	del := &cobra.Command{
 		Use: "delete ACCOUNT DATABASE", Short: "Dump a database into the account's backups, then drop it", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccountThenDatabase,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *delYes, fmt.Sprintf("delete database %s of %s (a dump is kept in its backups)", args[1], args[0])); err != nil {
 				return err
 			}
 			d, err := c.DeleteDatabase(cmd.Context(), id, args[1])
@@ -104,7 +111,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 			if err := o.print(cmd.OutOrStdout(), d, func(tw *tabwriter.Writer) {
 				fmt.Fprintf(tw, "Database:\t%s\nState:\t%s\n", d.Name, d.State)
 				if d.Dump != nil {
-					fmt.Fprintf(tw, "Dump:\t%s (%d bytes)\n", *d.Dump, deref64(d.DumpBytes))
+					fmt.Fprintf(tw, "Dump:\t%s (%s)\n", *d.Dump, humanBytes(deref64(d.DumpBytes)))
 				}
 			}); err != nil {
 				return err
@@ -113,10 +120,13 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 
+	delYes = yesFlag(del)
+
 	var pwStdin bool
 	var userEngine string
 	userCreate := &cobra.Command{
 		Use: "user-create ACCOUNT NAME [--password-stdin] [--engine mariadb|postgresql]", Short: "Create the database user <username>_NAME", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -143,6 +153,9 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := confirm(cmd, *userDelYes, fmt.Sprintf("drop database user %s of %s", args[1], args[0])); err != nil {
+				return err
+			}
 			u, err := c.DeleteDatabaseUser(cmd.Context(), id, args[1])
 			if err != nil {
 				return apiError(err)
@@ -155,6 +168,8 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 			return stateError("delete database user "+u.Name, u.State, u.Reason)
 		},
 	}
+
+	userDelYes = yesFlag(userDelete)
 
 	grant := &cobra.Command{
 		Use:   "grant ACCOUNT DATABASE USER [PRIVILEGE,...|ALL|none]",
@@ -184,6 +199,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 	var passwdStdin bool
 	passwd := &cobra.Command{
 		Use: "passwd ACCOUNT USER [--password-stdin]", Short: "Change a database user's password (default: generate one)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -204,6 +220,7 @@ func dbCmd(o *ctlOptions) *cobra.Command {
 
 	optimize := &cobra.Command{
 		Use: "optimize ACCOUNT DATABASE", Short: "Optimize a database's tables", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccountThenDatabase,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -297,4 +314,18 @@ func (o *ctlOptions) printUserPayload(cmd *cobra.Command, p *client.DatabaseUser
 		return err
 	}
 	return stateError("database user "+p.User.Name, p.User.State, p.User.Reason)
+}
+
+// humanBytes prints a size in binary units ("1.5 MiB"); -o json keeps bytes.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

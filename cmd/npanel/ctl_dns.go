@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -49,6 +50,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 
 	show := &cobra.Command{
 		Use: "show ZONE", Short: "Show a zone and its records", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -68,7 +70,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	var rec client.RecordInput
 	var ttl, prio int
 	recordFlags := func(c *cobra.Command) {
-		c.Flags().IntVar(&ttl, "ttl", 0, "TTL in seconds (default 3600)")
+		c.Flags().IntVar(&ttl, "ttl", 0, "TTL in seconds (default: 3600 for a new record, unchanged on update)")
 		c.Flags().IntVar(&prio, "priority", -1, "priority (MX, SRV)")
 	}
 	fill := func(args []string) {
@@ -82,6 +84,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	add := &cobra.Command{
 		Use: "add ZONE NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Add a record (NAME: @, relative, or absolute with a dot)", Args: cobra.ExactArgs(4),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -97,13 +100,43 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	}
 	recordFlags(add)
 	update := &cobra.Command{
-		Use: "update ZONE ID NAME TYPE CONTENT [--ttl N] [--priority N]", Short: "Replace a record", Args: cobra.ExactArgs(5),
+		Use:   "update ZONE ID [NAME TYPE CONTENT] [--ttl N] [--priority N]",
+		Short: "Change a record; what is not given keeps its value",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 && len(args) != 5 {
+				return usagef("want ZONE ID, optionally followed by NAME TYPE CONTENT")
+			}
+			return nil
+		},
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			fill(args[2:])
+			z, err := c.Zone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			if z == nil {
+				return fmt.Errorf("NOT_FOUND: zone %q not found", args[0])
+			}
+			i := slices.IndexFunc(z.Records, func(r client.DNSRecord) bool { return r.ID == args[1] })
+			if i < 0 {
+				return fmt.Errorf("NOT_FOUND: zone %s has no record %q", args[0], args[1])
+			}
+			old := z.Records[i]
+			if len(args) == 5 {
+				fill(args[2:])
+			} else {
+				fill([]string{absolute(old.Name), old.Type, old.Content})
+			}
+			if rec.TTL == nil {
+				rec.TTL = &old.TTL
+			}
+			if rec.Priority == nil && strings.EqualFold(rec.Type, old.Type) {
+				rec.Priority = old.Priority
+			}
 			r, err := c.UpdateRecord(cmd.Context(), args[0], args[1], rec)
 			if err != nil {
 				return apiError(err)
@@ -112,11 +145,16 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	recordFlags(update)
+	var delYes *bool
 	del := &cobra.Command{
 		Use: "delete ZONE ID", Short: "Delete a record", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if err := confirm(cmd, *delYes, fmt.Sprintf("delete record %s of zone %s", args[1], args[0])); err != nil {
 				return err
 			}
 			if err := c.DeleteRecord(cmd.Context(), args[0], args[1]); err != nil {
@@ -126,8 +164,10 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+	delYes = yesFlag(del)
 	imp := &cobra.Command{
 		Use: "import ZONE FILE", Short: "Import a BIND zone file (- for stdin)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZonesThenFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var text []byte
 			var err error
@@ -148,15 +188,19 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 				return apiError(err)
 			}
 			return o.print(cmd.OutOrStdout(), res, func(tw *tabwriter.Writer) {
-				fmt.Fprintf(tw, "Imported %d records, refused %d entries.\n", len(res.Imported), len(res.Refused))
+				fmt.Fprintf(tw, "Imported %d records, refused %d entries, skipped %d.\n", len(res.Imported), len(res.Refused), len(res.Skipped))
 				for _, l := range res.Refused {
-					fmt.Fprintf(tw, "  line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
+					fmt.Fprintf(tw, "  refused line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
+				}
+				for _, l := range res.Skipped {
+					fmt.Fprintf(tw, "  skipped line %d\t%s\t%s\n", l.Line, l.Text, deref(l.Reason))
 				}
 			})
 		},
 	}
 	validateCmd := &cobra.Command{
 		Use: "validate ZONE", Short: "Check a zone's records as a whole", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -176,6 +220,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 	dnssec := group(&cobra.Command{Use: "dnssec", Short: "Sign zones and roll their keys"})
 	dnssec.AddCommand(&cobra.Command{
 		Use: "enable ZONE", Short: "Sign a zone; prints the DS records for the registrar", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -209,30 +254,95 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
-	reverse := &cobra.Command{
-		Use: "reverse CIDR", Short: "Create the reverse zones of a node network (admin)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			zs, err := c.AddReverseZone(cmd.Context(), args[0])
-			if err != nil {
-				return apiError(err)
-			}
-			for _, z := range zs {
-				fmt.Fprintf(cmd.OutOrStdout(), "Zone %s created.\n", z.Name)
-			}
-			return nil
-		},
+	addReverse := func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		zs, err := c.AddReverseZone(cmd.Context(), args[0])
+		if err != nil {
+			return apiError(err)
+		}
+		for _, z := range zs {
+			fmt.Fprintf(cmd.OutOrStdout(), "Zone %s created.\n", z.Name)
+		}
+		return nil
 	}
-	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse)
+	// "reverse CIDR" stays as it was; "reverse add" and "reverse delete"
+	// name the two directions.
+	reverse := &cobra.Command{
+		Use: "reverse CIDR | reverse add CIDR | reverse delete NAME", Short: "Create or remove the reverse zones of node networks (admin)",
+		Args: cobra.ExactArgs(1), RunE: addReverse,
+	}
+	reverse.AddCommand(&cobra.Command{
+		Use: "add CIDR", Short: "Create the reverse zones of a node network, e.g. 192.0.2.0/24 (admin)", Args: cobra.ExactArgs(1), RunE: addReverse,
+	})
+	reverseDelete := &cobra.Command{
+		Use: "delete NAME", Short: "Remove a reverse zone, e.g. 2.0.192.in-addr.arpa (admin)", Args: cobra.ExactArgs(1),
+	}
+	reverseYes := yesFlag(reverseDelete)
+	reverseDelete.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := confirm(cmd, *reverseYes, "Remove reverse zone "+args[0]+" from every DNS server"); err != nil {
+			return err
+		}
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		if err := c.DeleteReverseZone(cmd.Context(), args[0]); err != nil {
+			return apiError(err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Reverse zone %s is being removed.\n", args[0])
+		return nil
+	}
+	reverse.AddCommand(reverseDelete)
+
+	zone := group(&cobra.Command{Use: "zone", Short: "Whole zones"})
+	zoneDelete := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Stop serving a domain's DNS zone on the cluster; the site stays",
+		Long: `Stop serving the DNS zone of one of an account's domains (primary, add-on or
+alias) on the cluster's DNS servers, for a domain whose DNS is hosted
+elsewhere: the zone and all its records are removed from every DNS server.
+The domain's website keeps being served, and the domain stays the account's.
+
+This does not remove the domain: "npanel ctl domain remove ACCOUNT DOMAIN"
+does (and removes its zone with it). Reverse zones are removed with
+"npanel ctl dns reverse delete NAME". Admins and resellers only.`,
+		Args: cobra.ExactArgs(1),
+	}
+	zoneYes := yesFlag(zoneDelete)
+	zoneDelete.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := confirm(cmd, *zoneYes, "Remove zone "+args[0]+" and all its records from every DNS server"); err != nil {
+			return err
+		}
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		if err := c.DeleteZone(cmd.Context(), args[0]); err != nil {
+			return apiError(err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Zone %s is being removed; its site stays.\n", args[0])
+		return nil
+	}
+	zone.AddCommand(zoneDelete)
+	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse, zone)
 	return cmd
+}
+
+// absolute makes a record's owner name absolute, as the API takes it.
+func absolute(name string) string {
+	if strings.HasSuffix(name, ".") {
+		return name
+	}
+	return name + "."
 }
 
 func zoneMutationCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {
 	return &cobra.Command{
 		Use: use + " ZONE", Short: short, Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {

@@ -37,15 +37,29 @@ func domainCmd(o *ctlOptions) *cobra.Command {
 			})
 		},
 	}
-	var docroot string
+	var docroot, aliasOf string
 	add := &cobra.Command{
-		Use: "add ACCOUNT DOMAIN [--docroot DIR]", Short: "Serve an add-on domain", Args: cobra.ExactArgs(2),
+		Use: "add ACCOUNT DOMAIN [--docroot DIR | --alias-of DOMAIN]", Short: "Serve an add-on domain, or a parked (alias) domain of another",
+		Long: `Serve an add-on domain from its own document root, with a DNS zone of its own.
+
+With --alias-of, DOMAIN is parked on a domain the account serves: it answers
+with that domain's site (same document root, PHP, redirect) and gets its own
+DNS zone. A domain with aliases cannot be removed until its aliases are.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if docroot != "" && aliasOf != "" {
+				return usagef("--docroot and --alias-of exclude each other: an alias serves its target's document root")
+			}
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			d, err := c.AddDomain(cmd.Context(), id, args[1], docroot)
+			var d *client.Domain
+			if aliasOf != "" {
+				d, err = c.AddAliasDomain(cmd.Context(), id, args[1], aliasOf)
+			} else {
+				d, err = c.AddDomain(cmd.Context(), id, args[1], docroot)
+			}
 			if err != nil {
 				return apiError(err)
 			}
@@ -53,20 +67,61 @@ func domainCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&docroot, "docroot", "", "document root relative to the home (default DOMAIN/public_html)")
+	add.Flags().StringVar(&aliasOf, "alias-of", "", "park DOMAIN on this domain of the account (serve the same site)")
 	remove := &cobra.Command{
-		Use: "remove ACCOUNT DOMAIN", Short: "Stop serving an add-on domain (its files stay)", Args: cobra.ExactArgs(2),
+		Use: "remove ACCOUNT DOMAIN", Short: "Stop serving an add-on or alias domain and remove its DNS zone (its files stay)", Args: cobra.ExactArgs(2),
+	}
+	removeYes := yesFlag(remove)
+	remove.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := confirm(cmd, *removeYes, "Stop serving "+args[1]+" and remove its DNS zone"); err != nil {
+			return err
+		}
+		c, id, err := o.accountRef(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if err := c.RemoveDomain(cmd.Context(), id, args[1]); err != nil {
+			return apiError(err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Domain %s removed.\n", args[1])
+		return nil
+	}
+	var errorLog bool
+	var lines int
+	logs := &cobra.Command{
+		Use: "logs DOMAIN [--error] [-n 100]", Short: "Show the last lines of a domain's access log (or error log)",
+		Long: `Show the last lines (at most 1000) of a domain's access log, or with --error its
+error log, read on the account's node. An alias domain's requests are in the
+log of the domain it aliases. The account's owner finds the same files as
+~/logs/DOMAIN.access.log and ~/logs/DOMAIN.error.log.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, id, err := o.accountRef(cmd.Context(), args[0])
+			if lines < 1 || lines > 1000 {
+				return usagef("-n %d: give 1 to 1000 lines", lines)
+			}
+			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			if err := c.RemoveDomain(cmd.Context(), id, args[1]); err != nil {
+			kind := "ACCESS"
+			if errorLog {
+				kind = "ERROR"
+			}
+			ls, err := c.DomainLogs(cmd.Context(), args[0], kind, lines)
+			if err != nil {
 				return apiError(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Domain %s removed.\n", args[1])
+			if o.output == "json" {
+				return o.print(cmd.OutOrStdout(), ls, nil)
+			}
+			for _, l := range ls {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
 			return nil
 		},
 	}
+	logs.Flags().BoolVar(&errorLog, "error", false, "the error log instead of the access log")
+	logs.Flags().IntVarP(&lines, "lines", "n", 100, "number of lines (1..1000)")
 	php := &cobra.Command{
 		Use: "php ACCOUNT DOMAIN VERSION|none", Short: "Set a domain's PHP version (none: static files only)", Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -105,7 +160,7 @@ func domainCmd(o *ctlOptions) *cobra.Command {
 		},
 	}
 	redirect.Flags().IntVar(&code, "code", 301, "301, 302, 307 or 308")
-	cmd.AddCommand(list, add, remove, php, redirect)
+	cmd.AddCommand(list, add, remove, php, redirect, logs)
 	return cmd
 }
 
@@ -128,6 +183,9 @@ func (o *ctlOptions) accountRef(ctx context.Context, ref string) (*client.Client
 func (o *ctlOptions) printDomain(cmd *cobra.Command, d *client.Domain) error {
 	return o.print(cmd.OutOrStdout(), d, func(tw *tabwriter.Writer) {
 		fmt.Fprintf(tw, "Domain:\t%s\nDocroot:\t%s\nPHP:\t%s\nState:\t%s\n", d.Name, d.Docroot, dash(deref(d.PHPVersion)), d.State)
+		if d.AliasOf != nil {
+			fmt.Fprintf(tw, "Alias of:\t%s\n", *d.AliasOf)
+		}
 		if d.Redirect != nil {
 			fmt.Fprintf(tw, "Redirect:\t%d %s\n", d.Redirect.Code, d.Redirect.To)
 		}
@@ -137,6 +195,7 @@ func (o *ctlOptions) printDomain(cmd *cobra.Command, d *client.Domain) error {
 func nodeServicesCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
 		Use: "services NODE", Short: "Show the daemons a node's agent manages", Args: cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {

@@ -106,7 +106,8 @@ func runDev(ctx context.Context, dir, apiListen, agentListen string, agents int,
 		}
 		g.Go(func() error { return a.Run(gctx) })
 	}
-	fmt.Printf(`
+	if waitAgentsReady(gctx, c, agents, log) == nil {
+		fmt.Printf(`
 nPanel dev cluster is up.
 
   Console:   %s/graphql
@@ -115,16 +116,55 @@ nPanel dev cluster is up.
   Agents:    %d (dev-1 ... dev-%d), gateway %s
   Sites:     dev-N serves HTTP on 127.0.0.1:%d+N (curl -H 'Host: DOMAIN' ...)
 
-  npanel ctl --server %s login
-  npanel ctl --server %s node list
+  bin/npanel ctl --server %s login
+  bin/npanel ctl --server %s node list
 
 Ctrl-C stops everything; state stays in %s.
 `, base, password, agents, agents, srv.AgentAddr(), devHTTPBase, base, base, dir)
+	} // else the cluster is stopping: g.Wait says why
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// waitAgentsReady waits until the dev agents report READY, so that the
+// banner is only printed once the cluster takes work.
+func waitAgentsReady(ctx context.Context, c *client.Client, agents int, log *slog.Logger) error {
+	if agents == 0 {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "Waiting for %d agents to enrol and report READY...\n", agents)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastLog := time.Now()
+	for {
+		nodes, err := c.Nodes(ctx)
+		ready, waiting := 0, []string{}
+		for _, n := range nodes {
+			if !strings.HasPrefix(n.Name, "dev-") {
+				continue
+			}
+			if n.Status == "READY" {
+				ready++
+			} else {
+				waiting = append(waiting, n.Name+" "+n.Status)
+			}
+		}
+		if err == nil && ready >= agents {
+			return nil
+		}
+		if time.Since(lastLog) > 15*time.Second {
+			log.Info("still waiting for the dev agents", "ready", ready, "waiting", strings.Join(waiting, ", "), "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // Dev agent N serves sites on 127.0.0.1:8080+N, DNS on 127.0.0.1:5300+N and

@@ -146,6 +146,27 @@ func TestCLIWorkflow(t *testing.T) {
 		t.Fatalf("node ping: exit %d: %s", code, out)
 	}
 
+	// A drained node says so; an unknown one is NOT_FOUND with exit 1.
+	if out, code := run(t, env, "", "ctl", "node", "drain", "web-1"); code != 0 || !strings.Contains(out, "DRAINING") {
+		t.Fatalf("node drain: exit %d: %s", code, out)
+	}
+	if out, _ := run(t, env, "", "ctl", "node", "list"); !strings.Contains(out, "READY,DRAINING") {
+		t.Errorf("node list does not show the drained node: %s", out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "undrain", "web-1"); code != 0 || strings.Contains(out, "DRAINING") {
+		t.Fatalf("node undrain: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "ctl", "node", "services", "no-such-node"); code != 1 || !strings.Contains(out, "NOT_FOUND") {
+		t.Errorf("services of an unknown node: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "version"); code != 0 || !strings.HasPrefix(out, "npanel ") {
+		t.Errorf("version: exit %d: %s", code, out)
+	}
+	// Completion asks the server for names.
+	if out, code := run(t, env, "", "__complete", "ctl", "node", "ping", "we"); code != 0 || !strings.Contains(out, "web-1") {
+		t.Errorf("node name completion: exit %d: %s", code, out)
+	}
+
 	// Bad input: exit 2 with a message, and nothing changes.
 	for _, args := range [][]string{
 		{"ctl", "node", "add", "Bad_Name", "--address", "127.0.0.1", "--roles", "web"},

@@ -234,7 +234,7 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)), releaseName(site.Domain))
 		}
 		ops = append(ops, databaseCleanupOps(id)...)
-		zc, zo, err := s.zoneDeletion(ctx, a.Domain)
+		zc, zo, err := s.accountZoneDeletions(ctx, a)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -110,6 +112,7 @@ var TaskLost = &Task{Status: TaskFailed, Error: "task record lost"}
 // is gone is not an error: there is nothing left to converge, and its
 // late notices are deleted.
 func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*DatabaseSet, map[string]*Task) (*DatabaseSync, error)) error {
+	lastRound := math.MaxInt // operations left when a part was last committed
 	for {
 		r, err := s.readDatabases(ctx, account)
 		if errors.Is(err, ErrNotFound) {
@@ -153,11 +156,23 @@ func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*Data
 		if err != nil {
 			return err
 		}
+		// A sync too large for one transaction (many objects changed while
+		// no leader ran) commits a part and goes round again: fn, run on
+		// what the part wrote, returns the rest.
+		done, partial := r.done, false
+		if n := ch.opCount() + len(done); n > MaxTxnOps {
+			if n >= lastRound {
+				return fmt.Errorf("sync of the databases of %s makes no progress: %d operations left", account, n)
+			}
+			lastRound = n
+			ch, done = ch.firstPart(r.set, done, MaxTxnOps)
+			partial = true
+		}
 		ops, err := s.syncOps(ctx, account, r.set, ch)
 		if err != nil {
 			return err
 		}
-		for _, k := range r.done {
+		for _, k := range done {
 			ops = append(ops, clientv3.OpDelete(k))
 		}
 		if len(ops) == 0 {
@@ -170,13 +185,121 @@ func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*Data
 		if err != nil {
 			return fmt.Errorf("sync databases of %s: %w", account, err)
 		}
-		if ok {
+		if ok && !partial {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
+}
+
+// opCount is how many etcd operations syncOps makes of c.
+func (c *DatabaseSync) opCount() int {
+	if c == nil || c.empty() {
+		return 0
+	}
+	// A status each, a task record and queue entry per task, a delete per
+	// drop, and the sequence key.
+	return len(c.Databases) + len(c.Users) + 2*len(c.Tasks) + len(c.DroppedDatabases) + len(c.DroppedUsers) + 1
+}
+
+// firstPart returns the part of c that fits in budget operations with the
+// done notices it consumes: whole objects (status, tasks, drop) in name
+// order, each with the notice of the task its status recorded, and the
+// notices no object waits on. What is left out stays as it was, notices
+// included, for the next round.
+func (c *DatabaseSync) firstPart(set *DatabaseSet, done []string, budget int) (*DatabaseSync, []string) {
+	noticeOf := map[string]string{} // task id -> notice key
+	for _, k := range done {
+		noticeOf[k[strings.LastIndexByte(k, '/')+1:]] = k
+	}
+	waitedOn := func(user bool, name string) string {
+		if user {
+			if u := set.Users[name]; u != nil {
+				return u.Status.TaskID
+			}
+		} else if d := set.Databases[name]; d != nil {
+			return d.Status.TaskID
+		}
+		return ""
+	}
+	var orphans []string
+	waited := map[string]bool{}
+	for _, d := range set.Databases {
+		waited[d.Status.TaskID] = true
+	}
+	for _, u := range set.Users {
+		waited[u.Status.TaskID] = true
+	}
+	for id, k := range noticeOf {
+		if !waited[id] {
+			orphans = append(orphans, k)
+		}
+	}
+	slices.Sort(orphans)
+	budget-- // the sequence key
+	part := NewDatabaseSync()
+	part.Answered = c.Answered
+	var notices []string
+	for _, k := range orphans {
+		if len(notices) >= budget/2 {
+			break
+		}
+		notices = append(notices, k)
+	}
+	budget -= len(notices)
+	take := func(user bool, name string, st *ObjectStatus) bool {
+		var tasks []DatabaseTask
+		for _, dt := range c.Tasks {
+			if (user && dt.User == name) || (!user && dt.Database == name) {
+				tasks = append(tasks, dt)
+			}
+		}
+		dropped := slices.Contains(c.DroppedDatabases, name)
+		if user {
+			dropped = slices.Contains(c.DroppedUsers, name)
+		}
+		notice, hasNotice := noticeOf[waitedOn(user, name)]
+		cost := 1 + 2*len(tasks)
+		if dropped {
+			cost++
+		}
+		if hasNotice {
+			cost++
+		}
+		if cost > budget {
+			return false
+		}
+		budget -= cost
+		part.Tasks = append(part.Tasks, tasks...)
+		if hasNotice {
+			notices = append(notices, notice)
+		}
+		if user {
+			part.Users[name] = st
+			if dropped {
+				part.DroppedUsers = append(part.DroppedUsers, name)
+			}
+		} else {
+			part.Databases[name] = st
+			if dropped {
+				part.DroppedDatabases = append(part.DroppedDatabases, name)
+			}
+		}
+		return true
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Databases)) {
+		if !take(false, name, c.Databases[name]) {
+			return part, notices
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Users)) {
+		if !take(true, name, c.Users[name]) {
+			return part, notices
+		}
+	}
+	return part, notices
 }
 
 // syncOps turns a DatabaseSync into writes; none for an empty one.

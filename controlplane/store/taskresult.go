@@ -133,6 +133,10 @@ func (t *Task) DatabaseUserResult() (*agentpb.DatabaseUserResult, error) {
 	return typedResult(t, (*agentpb.TaskResult).GetDatabaseUser)
 }
 
+func (t *Task) DomainLogResult() (*agentpb.DomainLogResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetDomainLog)
+}
+
 func (t *Task) ListDatabasesResult() (*agentpb.ListDatabasesResult, error) {
 	return typedResult(t, (*agentpb.TaskResult).GetListDatabases)
 }

@@ -401,3 +401,19 @@ func (s *Store) zoneDeletion(ctx context.Context, domain string) ([]clientv3.Cmp
 	z.UpdatedAt = time.Now().UTC()
 	return []clientv3.Cmp{unchanged(zoneKey(domain), rev)}, []clientv3.Op{clientv3.OpPut(zoneKey(domain), mustJSON(z))}, nil
 }
+
+// accountZoneDeletions marks the zones of every domain of the account (its
+// primary domain's and its add-on and alias domains') for removal, for the
+// transaction that deletes the account.
+func (s *Store) accountZoneDeletions(ctx context.Context, a *Account) ([]clientv3.Cmp, []clientv3.Op, error) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, site := range a.AllSites() {
+		c, o, err := s.zoneDeletion(ctx, site.Domain)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmps, ops = append(cmps, c...), append(ops, o...)
+	}
+	return cmps, ops, nil
+}

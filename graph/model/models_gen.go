@@ -213,8 +213,10 @@ type Domain struct {
 	Name string `json:"name"`
 	// The account's primary domain (created with the account, removed with it).
 	Primary bool `json:"primary"`
-	// Document root relative to the account's home.
+	// Document root relative to the account's home (an alias domain's is its target's).
 	Docroot string `json:"docroot"`
+	// The domain whose site this alias (parked) domain serves; null for a site of its own.
+	AliasOf *string `json:"aliasOf,omitempty"`
 	// PHP version serving the site; null: static files only.
 	PhpVersion *string    `json:"phpVersion,omitempty"`
 	Redirect   *Redirect  `json:"redirect,omitempty"`
@@ -457,6 +459,10 @@ type ZoneImport struct {
 	Zone     *Zone         `json:"zone"`
 	Imported []*ImportLine `json:"imported"`
 	Refused  []*ImportLine `json:"refused"`
+	// Valid lines the import did not take, and why: the SOA (the server writes
+	// its own, with its serial) and apex NS records (every zone names the
+	// cluster's nameservers; see setNameservers).
+	Skipped []*ImportLine `json:"skipped"`
 }
 
 type ZoneValidation struct {
@@ -646,6 +652,62 @@ func (e *DatabaseState) UnmarshalJSON(b []byte) error {
 }
 
 func (e DatabaseState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Which of a domain's logs.
+type LogKind string
+
+const (
+	LogKindAccess LogKind = "ACCESS"
+	LogKindError  LogKind = "ERROR"
+)
+
+var AllLogKind = []LogKind{
+	LogKindAccess,
+	LogKindError,
+}
+
+func (e LogKind) IsValid() bool {
+	switch e {
+	case LogKindAccess, LogKindError:
+		return true
+	}
+	return false
+}
+
+func (e LogKind) String() string {
+	return string(e)
+}
+
+func (e *LogKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = LogKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid LogKind", str)
+	}
+	return nil
+}
+
+func (e LogKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *LogKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e LogKind) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

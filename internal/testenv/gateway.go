@@ -85,7 +85,7 @@ func OpenStream(ctx context.Context, c agentpb.AgentGatewayClient) (agentpb.Agen
 		return nil, err
 	}
 	err = st.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Hello{Hello: &agentpb.Hello{
-		AgentVersion: "test", Facts: &agentpb.NodeFacts{Cpus: 1}}}})
+		AgentVersion: "test", Facts: &agentpb.NodeFacts{Cpus: 1}, Protocol: agentpb.Protocol}}})
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}

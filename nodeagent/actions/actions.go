@@ -76,6 +76,12 @@ type Module interface {
 	Setup(ctx context.Context, env *Env) ([]services.Spec, error)
 }
 
+// Closer is implemented by modules that hold resources (connection pools)
+// to release when the agent stops, before it stops their daemons.
+type Closer interface {
+	Close()
+}
+
 // TestNameAware is implemented by actions that take an account user name.
 // An agent started for integration tests (and only such an agent) calls it,
 // so that the real action path accepts validate.TestUserPrefix names, which

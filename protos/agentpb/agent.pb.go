@@ -28,6 +28,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DomainLogKind int32
+
+const (
+	DomainLogKind_DOMAIN_LOG_KIND_UNSPECIFIED DomainLogKind = 0
+	DomainLogKind_DOMAIN_LOG_KIND_ACCESS      DomainLogKind = 1
+	DomainLogKind_DOMAIN_LOG_KIND_ERROR       DomainLogKind = 2
+)
+
+// Enum value maps for DomainLogKind.
+var (
+	DomainLogKind_name = map[int32]string{
+		0: "DOMAIN_LOG_KIND_UNSPECIFIED",
+		1: "DOMAIN_LOG_KIND_ACCESS",
+		2: "DOMAIN_LOG_KIND_ERROR",
+	}
+	DomainLogKind_value = map[string]int32{
+		"DOMAIN_LOG_KIND_UNSPECIFIED": 0,
+		"DOMAIN_LOG_KIND_ACCESS":      1,
+		"DOMAIN_LOG_KIND_ERROR":       2,
+	}
+)
+
+func (x DomainLogKind) Enum() *DomainLogKind {
+	p := new(DomainLogKind)
+	*p = x
+	return p
+}
+
+func (x DomainLogKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DomainLogKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (DomainLogKind) Type() protoreflect.EnumType {
+	return &file_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x DomainLogKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DomainLogKind.Descriptor instead.
+func (DomainLogKind) EnumDescriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // ErrorReason classifies a failure, as Kubernetes' StatusReason does: the
 // control plane branches on it, never on the text of the error.
 type ErrorReason int32
@@ -88,11 +137,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_agent_v1_agent_proto_enumTypes[0]
+	return &file_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -101,7 +150,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type TaskStatus int32
@@ -137,11 +186,11 @@ func (x TaskStatus) String() string {
 }
 
 func (TaskStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (TaskStatus) Type() protoreflect.EnumType {
-	return &file_agent_v1_agent_proto_enumTypes[1]
+	return &file_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x TaskStatus) Number() protoreflect.EnumNumber {
@@ -150,7 +199,7 @@ func (x TaskStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskStatus.Descriptor instead.
 func (TaskStatus) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 type EnrollRequest struct {
@@ -544,6 +593,9 @@ type Hello struct {
 	Facts        *NodeFacts             `protobuf:"bytes,2,opt,name=facts,proto3" json:"facts,omitempty"`
 	// host:port of the agent's memberlist listener, empty when gossip is off.
 	GossipAddress string `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// The wire protocol revision the agent speaks (agentpb.Protocol); 0 from
+	// agents that predate it. The server refuses one older than it can read.
+	Protocol      uint32 `protobuf:"varint,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +649,13 @@ func (x *Hello) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *Hello) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
 }
 
 type NodeFacts struct {
@@ -833,6 +892,7 @@ type Task struct {
 	//	*Task_DropDatabaseUser
 	//	*Task_OptimizeDatabase
 	//	*Task_ListDatabases
+	//	*Task_ReadDomainLog
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1040,6 +1100,15 @@ func (x *Task) GetListDatabases() *ListDatabasesAction {
 	return nil
 }
 
+func (x *Task) GetReadDomainLog() *ReadDomainLogAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ReadDomainLog); ok {
+			return x.ReadDomainLog
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1110,6 +1179,11 @@ type Task_ListDatabases struct {
 	ListDatabases *ListDatabasesAction `protobuf:"bytes,35,opt,name=list_databases,json=listDatabases,proto3,oneof"`
 }
 
+type Task_ReadDomainLog struct {
+	// 40-49: web.
+	ReadDomainLog *ReadDomainLogAction `protobuf:"bytes,40,opt,name=read_domain_log,json=readDomainLog,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1141,6 +1215,8 @@ func (*Task_DropDatabaseUser) isTask_Action() {}
 func (*Task_OptimizeDatabase) isTask_Action() {}
 
 func (*Task_ListDatabases) isTask_Action() {}
+
+func (*Task_ReadDomainLog) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -1717,6 +1793,132 @@ func (x *AccountResult) GetDatabaseDumps() []string {
 }
 
 // WebResult is the web state of one account after its ensure.
+// ReadDomainLogAction reads the last lines of one domain's access or error
+// log from the account's log directory on the node. It changes nothing.
+type ReadDomainLogAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"` // the account whose site logs it
+	Domain        string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`     // canonical domain, a site of the account (not an alias)
+	Kind          DomainLogKind          `protobuf:"varint,3,opt,name=kind,proto3,enum=npanel.agent.v1.DomainLogKind" json:"kind,omitempty"`
+	Lines         uint32                 `protobuf:"varint,4,opt,name=lines,proto3" json:"lines,omitempty"` // 1..1000
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadDomainLogAction) Reset() {
+	*x = ReadDomainLogAction{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadDomainLogAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadDomainLogAction) ProtoMessage() {}
+
+func (x *ReadDomainLogAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadDomainLogAction.ProtoReflect.Descriptor instead.
+func (*ReadDomainLogAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReadDomainLogAction) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ReadDomainLogAction) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ReadDomainLogAction) GetKind() DomainLogKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DomainLogKind_DOMAIN_LOG_KIND_UNSPECIFIED
+}
+
+func (x *ReadDomainLogAction) GetLines() uint32 {
+	if x != nil {
+		return x.Lines
+	}
+	return 0
+}
+
+// DomainLogResult is the result of ReadDomainLogAction: at most the lines
+// asked for, oldest first, each cut at 4 KiB and all together at 512 KiB
+// (the task result is stored in etcd).
+type DomainLogResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lines []string               `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// True when lines were left out or cut by the size bounds.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DomainLogResult) Reset() {
+	*x = DomainLogResult{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DomainLogResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DomainLogResult) ProtoMessage() {}
+
+func (x *DomainLogResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DomainLogResult.ProtoReflect.Descriptor instead.
+func (*DomainLogResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DomainLogResult) GetLines() []string {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *DomainLogResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 type WebResult struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Sites    []*SiteResult          `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
@@ -1733,7 +1935,7 @@ type WebResult struct {
 
 func (x *WebResult) Reset() {
 	*x = WebResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1947,7 @@ func (x *WebResult) String() string {
 func (*WebResult) ProtoMessage() {}
 
 func (x *WebResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1960,7 @@ func (x *WebResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebResult.ProtoReflect.Descriptor instead.
 func (*WebResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WebResult) GetSites() []*SiteResult {
@@ -1808,7 +2010,7 @@ type SiteResult struct {
 
 func (x *SiteResult) Reset() {
 	*x = SiteResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +2022,7 @@ func (x *SiteResult) String() string {
 func (*SiteResult) ProtoMessage() {}
 
 func (x *SiteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2035,7 @@ func (x *SiteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteResult.ProtoReflect.Descriptor instead.
 func (*SiteResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SiteResult) GetDomain() string {
@@ -1917,7 +2119,7 @@ type RestartServiceAction struct {
 
 func (x *RestartServiceAction) Reset() {
 	*x = RestartServiceAction{}
-	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2131,7 @@ func (x *RestartServiceAction) String() string {
 func (*RestartServiceAction) ProtoMessage() {}
 
 func (x *RestartServiceAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2144,7 @@ func (x *RestartServiceAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartServiceAction.ProtoReflect.Descriptor instead.
 func (*RestartServiceAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RestartServiceAction) GetName() string {
@@ -1962,7 +2164,7 @@ type RestartServiceResult struct {
 
 func (x *RestartServiceResult) Reset() {
 	*x = RestartServiceResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2176,7 @@ func (x *RestartServiceResult) String() string {
 func (*RestartServiceResult) ProtoMessage() {}
 
 func (x *RestartServiceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2189,7 @@ func (x *RestartServiceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartServiceResult.ProtoReflect.Descriptor instead.
 func (*RestartServiceResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RestartServiceResult) GetService() *ServiceStatus {
@@ -2008,7 +2210,7 @@ type ServiceReport struct {
 
 func (x *ServiceReport) Reset() {
 	*x = ServiceReport{}
-	mi := &file_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2222,7 @@ func (x *ServiceReport) String() string {
 func (*ServiceReport) ProtoMessage() {}
 
 func (x *ServiceReport) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2235,7 @@ func (x *ServiceReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceReport.ProtoReflect.Descriptor instead.
 func (*ServiceReport) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ServiceReport) GetServices() []*ServiceStatus {
@@ -2058,7 +2260,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2272,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2285,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ServiceStatus) GetName() string {
@@ -2160,6 +2362,7 @@ type TaskResult struct {
 	//	*TaskResult_Database
 	//	*TaskResult_DatabaseUser
 	//	*TaskResult_ListDatabases
+	//	*TaskResult_DomainLog
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2167,7 +2370,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2382,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2395,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -2325,6 +2528,15 @@ func (x *TaskResult) GetListDatabases() *ListDatabasesResult {
 	return nil
 }
 
+func (x *TaskResult) GetDomainLog() *DomainLogResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_DomainLog); ok {
+			return x.DomainLog
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -2367,6 +2579,10 @@ type TaskResult_ListDatabases struct {
 	ListDatabases *ListDatabasesResult `protobuf:"bytes,35,opt,name=list_databases,json=listDatabases,proto3,oneof"`
 }
 
+type TaskResult_DomainLog struct {
+	DomainLog *DomainLogResult `protobuf:"bytes,40,opt,name=domain_log,json=domainLog,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -2384,6 +2600,8 @@ func (*TaskResult_Database) isTaskResult_Result() {}
 func (*TaskResult_DatabaseUser) isTaskResult_Result() {}
 
 func (*TaskResult_ListDatabases) isTaskResult_Result() {}
+
+func (*TaskResult_DomainLog) isTaskResult_Result() {}
 
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
@@ -2409,11 +2627,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.npanel.agent.v1.WelcomeH\x00R\awelcome\x12+\n" +
 	"\x04task\x18\x02 \x01(\v2\x15.npanel.agent.v1.TaskH\x00R\x04taskB\x05\n" +
-	"\x03msg\"\x85\x01\n" +
+	"\x03msg\"\xa1\x01\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x120\n" +
 	"\x05facts\x18\x02 \x01(\v2\x1a.npanel.agent.v1.NodeFactsR\x05facts\x12%\n" +
-	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\"\xc1\x01\n" +
+	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\rR\bprotocol\"\xc1\x01\n" +
 	"\tNodeFacts\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -2430,7 +2649,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\x8b\v\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdb\v\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -2455,7 +2674,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x14ensure_database_user\x18  \x01(\v2).npanel.agent.v1.EnsureDatabaseUserActionH\x00R\x12ensureDatabaseUser\x12W\n" +
 	"\x12drop_database_user\x18! \x01(\v2'.npanel.agent.v1.DropDatabaseUserActionH\x00R\x10dropDatabaseUser\x12V\n" +
 	"\x11optimize_database\x18\" \x01(\v2'.npanel.agent.v1.OptimizeDatabaseActionH\x00R\x10optimizeDatabase\x12M\n" +
-	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesActionH\x00R\rlistDatabasesB\b\n" +
+	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesActionH\x00R\rlistDatabases\x12N\n" +
+	"\x0fread_domain_log\x18( \x01(\v2$.npanel.agent.v1.ReadDomainLogActionH\x00R\rreadDomainLogB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -2503,7 +2723,15 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\aexisted\x18\t \x01(\bR\aexisted\x12,\n" +
 	"\x03web\x18\n" +
 	" \x01(\v2\x1a.npanel.agent.v1.WebResultR\x03web\x12%\n" +
-	"\x0edatabase_dumps\x18\v \x03(\tR\rdatabaseDumps\"\x91\x01\n" +
+	"\x0edatabase_dumps\x18\v \x03(\tR\rdatabaseDumps\"\x93\x01\n" +
+	"\x13ReadDomainLogAction\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x122\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1e.npanel.agent.v1.DomainLogKindR\x04kind\x12\x14\n" +
+	"\x05lines\x18\x04 \x01(\rR\x05lines\"E\n" +
+	"\x0fDomainLogResult\x12\x14\n" +
+	"\x05lines\x18\x01 \x03(\tR\x05lines\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x91\x01\n" +
 	"\tWebResult\x121\n" +
 	"\x05sites\x18\x01 \x03(\v2\x1b.npanel.agent.v1.SiteResultR\x05sites\x12\x1b\n" +
 	"\tphp_pools\x18\x02 \x03(\tR\bphpPools\x12\x18\n" +
@@ -2538,7 +2766,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\x9a\a\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xdd\a\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -2558,8 +2786,14 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x13check_primary_zones\x18\x19 \x01(\v2(.npanel.agent.v1.CheckPrimaryZonesResultH\x00R\x11checkPrimaryZones\x12=\n" +
 	"\bdatabase\x18\x1e \x01(\v2\x1f.npanel.agent.v1.DatabaseResultH\x00R\bdatabase\x12J\n" +
 	"\rdatabase_user\x18  \x01(\v2#.npanel.agent.v1.DatabaseUserResultH\x00R\fdatabaseUser\x12M\n" +
-	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesResultH\x00R\rlistDatabasesB\b\n" +
-	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*\xef\x01\n" +
+	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesResultH\x00R\rlistDatabases\x12A\n" +
+	"\n" +
+	"domain_log\x18( \x01(\v2 .npanel.agent.v1.DomainLogResultH\x00R\tdomainLogB\b\n" +
+	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
+	"\rDomainLogKind\x12\x1f\n" +
+	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DOMAIN_LOG_KIND_ACCESS\x10\x01\x12\x19\n" +
+	"\x15DOMAIN_LOG_KIND_ERROR\x10\x02*\xef\x01\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_REASON_INVALID\x10\x01\x12\x19\n" +
@@ -2591,109 +2825,115 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_v1_agent_proto_rawDescData
 }
 
-var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(ErrorReason)(0),                   // 0: npanel.agent.v1.ErrorReason
-	(TaskStatus)(0),                    // 1: npanel.agent.v1.TaskStatus
-	(*EnrollRequest)(nil),              // 2: npanel.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),             // 3: npanel.agent.v1.EnrollResponse
-	(*RenewRequest)(nil),               // 4: npanel.agent.v1.RenewRequest
-	(*RenewResponse)(nil),              // 5: npanel.agent.v1.RenewResponse
-	(*AgentMessage)(nil),               // 6: npanel.agent.v1.AgentMessage
-	(*ServerMessage)(nil),              // 7: npanel.agent.v1.ServerMessage
-	(*Hello)(nil),                      // 8: npanel.agent.v1.Hello
-	(*NodeFacts)(nil),                  // 9: npanel.agent.v1.NodeFacts
-	(*Welcome)(nil),                    // 10: npanel.agent.v1.Welcome
-	(*Heartbeat)(nil),                  // 11: npanel.agent.v1.Heartbeat
-	(*Task)(nil),                       // 12: npanel.agent.v1.Task
-	(*PingAction)(nil),                 // 13: npanel.agent.v1.PingAction
-	(*PingResult)(nil),                 // 14: npanel.agent.v1.PingResult
-	(*EnsureAccountAction)(nil),        // 15: npanel.agent.v1.EnsureAccountAction
-	(*WebSpec)(nil),                    // 16: npanel.agent.v1.WebSpec
-	(*Site)(nil),                       // 17: npanel.agent.v1.Site
-	(*PHPPoolLimits)(nil),              // 18: npanel.agent.v1.PHPPoolLimits
-	(*DeleteAccountAction)(nil),        // 19: npanel.agent.v1.DeleteAccountAction
-	(*AccountResult)(nil),              // 20: npanel.agent.v1.AccountResult
-	(*WebResult)(nil),                  // 21: npanel.agent.v1.WebResult
-	(*SiteResult)(nil),                 // 22: npanel.agent.v1.SiteResult
-	(*RestartServiceAction)(nil),       // 23: npanel.agent.v1.RestartServiceAction
-	(*RestartServiceResult)(nil),       // 24: npanel.agent.v1.RestartServiceResult
-	(*ServiceReport)(nil),              // 25: npanel.agent.v1.ServiceReport
-	(*ServiceStatus)(nil),              // 26: npanel.agent.v1.ServiceStatus
-	(*TaskResult)(nil),                 // 27: npanel.agent.v1.TaskResult
-	(*EnsureZoneAction)(nil),           // 28: npanel.agent.v1.EnsureZoneAction
-	(*DeleteZoneAction)(nil),           // 29: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil),   // 30: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),       // 31: npanel.agent.v1.RotateZoneKeysAction
-	(*RefreshSecondaryZoneAction)(nil), // 32: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*CheckPrimaryZonesAction)(nil),    // 33: npanel.agent.v1.CheckPrimaryZonesAction
-	(*EnsureDatabaseAction)(nil),       // 34: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),         // 35: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil),   // 36: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),     // 37: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),     // 38: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),        // 39: npanel.agent.v1.ListDatabasesAction
-	(*ZoneResult)(nil),                 // 40: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 41: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 42: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 43: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 44: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 45: npanel.agent.v1.ListDatabasesResult
+	(DomainLogKind)(0),                 // 0: npanel.agent.v1.DomainLogKind
+	(ErrorReason)(0),                   // 1: npanel.agent.v1.ErrorReason
+	(TaskStatus)(0),                    // 2: npanel.agent.v1.TaskStatus
+	(*EnrollRequest)(nil),              // 3: npanel.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 4: npanel.agent.v1.EnrollResponse
+	(*RenewRequest)(nil),               // 5: npanel.agent.v1.RenewRequest
+	(*RenewResponse)(nil),              // 6: npanel.agent.v1.RenewResponse
+	(*AgentMessage)(nil),               // 7: npanel.agent.v1.AgentMessage
+	(*ServerMessage)(nil),              // 8: npanel.agent.v1.ServerMessage
+	(*Hello)(nil),                      // 9: npanel.agent.v1.Hello
+	(*NodeFacts)(nil),                  // 10: npanel.agent.v1.NodeFacts
+	(*Welcome)(nil),                    // 11: npanel.agent.v1.Welcome
+	(*Heartbeat)(nil),                  // 12: npanel.agent.v1.Heartbeat
+	(*Task)(nil),                       // 13: npanel.agent.v1.Task
+	(*PingAction)(nil),                 // 14: npanel.agent.v1.PingAction
+	(*PingResult)(nil),                 // 15: npanel.agent.v1.PingResult
+	(*EnsureAccountAction)(nil),        // 16: npanel.agent.v1.EnsureAccountAction
+	(*WebSpec)(nil),                    // 17: npanel.agent.v1.WebSpec
+	(*Site)(nil),                       // 18: npanel.agent.v1.Site
+	(*PHPPoolLimits)(nil),              // 19: npanel.agent.v1.PHPPoolLimits
+	(*DeleteAccountAction)(nil),        // 20: npanel.agent.v1.DeleteAccountAction
+	(*AccountResult)(nil),              // 21: npanel.agent.v1.AccountResult
+	(*ReadDomainLogAction)(nil),        // 22: npanel.agent.v1.ReadDomainLogAction
+	(*DomainLogResult)(nil),            // 23: npanel.agent.v1.DomainLogResult
+	(*WebResult)(nil),                  // 24: npanel.agent.v1.WebResult
+	(*SiteResult)(nil),                 // 25: npanel.agent.v1.SiteResult
+	(*RestartServiceAction)(nil),       // 26: npanel.agent.v1.RestartServiceAction
+	(*RestartServiceResult)(nil),       // 27: npanel.agent.v1.RestartServiceResult
+	(*ServiceReport)(nil),              // 28: npanel.agent.v1.ServiceReport
+	(*ServiceStatus)(nil),              // 29: npanel.agent.v1.ServiceStatus
+	(*TaskResult)(nil),                 // 30: npanel.agent.v1.TaskResult
+	(*EnsureZoneAction)(nil),           // 31: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),           // 32: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil),   // 33: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 34: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 35: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*CheckPrimaryZonesAction)(nil),    // 36: npanel.agent.v1.CheckPrimaryZonesAction
+	(*EnsureDatabaseAction)(nil),       // 37: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 38: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 39: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 40: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 41: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 42: npanel.agent.v1.ListDatabasesAction
+	(*ZoneResult)(nil),                 // 43: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 44: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 45: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 46: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 47: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 48: npanel.agent.v1.ListDatabasesResult
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	8,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
-	11, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
-	27, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
-	25, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
-	10, // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
-	12, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
-	9,  // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
-	13, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	15, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
-	19, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
-	23, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
-	28, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
-	29, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
-	30, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
-	31, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	32, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	33, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
-	34, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	35, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	36, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	37, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	38, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	39, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	16, // 23: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	17, // 24: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	18, // 25: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	21, // 26: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	22, // 27: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	26, // 28: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	26, // 29: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	1,  // 30: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	0,  // 31: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	14, // 32: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	20, // 33: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	24, // 34: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	40, // 35: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	41, // 36: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	42, // 37: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	43, // 38: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	44, // 39: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	45, // 40: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	2,  // 41: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	4,  // 42: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	6,  // 43: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	3,  // 44: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	5,  // 45: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	7,  // 46: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	44, // [44:47] is the sub-list for method output_type
-	41, // [41:44] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
+	12, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
+	30, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
+	28, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
+	11, // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
+	13, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
+	10, // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
+	14, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
+	16, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	20, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	26, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
+	31, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
+	32, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
+	33, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
+	34, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
+	35, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	36, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	37, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	38, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	39, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	40, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	41, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	42, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	22, // 23: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
+	17, // 24: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18, // 25: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19, // 26: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24, // 27: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,  // 28: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25, // 29: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29, // 30: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29, // 31: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,  // 32: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 33: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15, // 34: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21, // 35: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27, // 36: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	43, // 37: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	44, // 38: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	45, // 39: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	46, // 40: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	47, // 41: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	48, // 42: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23, // 43: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	3,  // 44: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,  // 45: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,  // 46: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	4,  // 47: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,  // 48: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,  // 49: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	47, // [47:50] is the sub-list for method output_type
+	44, // [44:47] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2730,8 +2970,9 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_DropDatabaseUser)(nil),
 		(*Task_OptimizeDatabase)(nil),
 		(*Task_ListDatabases)(nil),
+		(*Task_ReadDomainLog)(nil),
 	}
-	file_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
+	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
 		(*TaskResult_Account)(nil),
 		(*TaskResult_RestartService)(nil),
@@ -2741,14 +2982,15 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_Database)(nil),
 		(*TaskResult_DatabaseUser)(nil),
 		(*TaskResult_ListDatabases)(nil),
+		(*TaskResult_DomainLog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   26,
+			NumEnums:      3,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

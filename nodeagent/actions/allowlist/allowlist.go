@@ -66,11 +66,6 @@ func New(mods ...actions.Module) *List {
 	return l
 }
 
-// FromTask returns the typed action carried by t, built by a List of its
-// own. It is for callers that only inspect or validate actions (tests of
-// the refusals); an agent applies actions from its own List.
-func FromTask(t *agentpb.Task) (actions.Action, error) { return New().FromTask(t) }
-
 // FromTask returns the typed action carried by t.
 func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 	switch a := t.GetAction().(type) {
@@ -106,6 +101,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.db.NewOptimizeDatabase(a.OptimizeDatabase), nil
 	case *agentpb.Task_ListDatabases:
 		return l.db.NewListDatabases(a.ListDatabases), nil
+	case *agentpb.Task_ReadDomainLog:
+		return l.web.NewReadDomainLog(a.ReadDomainLog), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

@@ -17,7 +17,7 @@ import (
 )
 
 func TestFromTaskPing(t *testing.T) {
-	act, err := FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_Ping{Ping: &agentpb.PingAction{Payload: "x", DelayMs: 3}}})
+	act, err := New().FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_Ping{Ping: &agentpb.PingAction{Payload: "x", DelayMs: 3}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,9 +28,9 @@ func TestFromTaskPing(t *testing.T) {
 }
 
 func TestFromTaskNoAction(t *testing.T) {
-	_, err := FromTask(&agentpb.Task{Id: "t1"})
+	_, err := New().FromTask(&agentpb.Task{Id: "t1"})
 	if !errors.Is(err, ErrNoAction) || !strings.Contains(err.Error(), "no action") {
-		t.Fatalf("FromTask(empty) = %v", err)
+		t.Fatalf("New().FromTask(empty) = %v", err)
 	}
 }
 
@@ -47,38 +47,38 @@ func TestFromTaskUnknownAction(t *testing.T) {
 	if err := proto.Unmarshal(wire, &task); err != nil {
 		t.Fatal(err)
 	}
-	_, err = FromTask(&task)
+	_, err = New().FromTask(&task)
 	if !errors.Is(err, ErrNoAction) || !strings.Contains(err.Error(), "unknown to this agent version") {
-		t.Fatalf("FromTask(unknown) = %v", err)
+		t.Fatalf("New().FromTask(unknown) = %v", err)
 	}
 }
 
 func TestFromTaskNil(t *testing.T) {
-	if _, err := FromTask(nil); !errors.Is(err, ErrNoAction) {
-		t.Fatalf("FromTask(nil) = %v", err)
+	if _, err := New().FromTask(nil); !errors.Is(err, ErrNoAction) {
+		t.Fatalf("New().FromTask(nil) = %v", err)
 	}
 }
 
 func TestFromTaskAccount(t *testing.T) {
-	act, err := FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{Username: "alice", DiskQuotaMb: 512, Suspended: true}}})
+	act, err := New().FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{Username: "alice", DiskQuotaMb: 512, Suspended: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e, ok := act.(*account.Ensure)
 	if !ok || e.Username != "alice" || e.DiskQuotaMB != 512 || !e.Suspended || e.Name() != account.EnsureName {
-		t.Fatalf("FromTask(ensure) = %#v", act)
+		t.Fatalf("New().FromTask(ensure) = %#v", act)
 	}
-	act, err = FromTask(&agentpb.Task{Id: "t2", Action: &agentpb.Task_DeleteAccount{DeleteAccount: &agentpb.DeleteAccountAction{Username: "alice"}}})
+	act, err = New().FromTask(&agentpb.Task{Id: "t2", Action: &agentpb.Task_DeleteAccount{DeleteAccount: &agentpb.DeleteAccountAction{Username: "alice"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d, ok := act.(*account.Delete)
 	if !ok || d.Username != "alice" || d.Name() != account.DeleteName {
-		t.Fatalf("FromTask(delete) = %#v", act)
+		t.Fatalf("New().FromTask(delete) = %#v", act)
 	}
 	// A oneof member set to nil still names the action; its Validate refuses
 	// the empty username.
-	act, err = FromTask(&agentpb.Task{Id: "t3", Action: &agentpb.Task_DeleteAccount{}})
+	act, err = New().FromTask(&agentpb.Task{Id: "t3", Action: &agentpb.Task_DeleteAccount{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestFromTaskKnowsEveryAction(t *testing.T) {
 		fd := fields.Get(i)
 		m := task.New()
 		m.Set(fd, m.NewField(fd))
-		if _, err := FromTask(m.Interface().(*agentpb.Task)); errors.Is(err, ErrNoAction) {
+		if _, err := New().FromTask(m.Interface().(*agentpb.Task)); errors.Is(err, ErrNoAction) {
 			t.Errorf("action %s: %v", fd.Name(), err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestNewUsesTheAgentsModules(t *testing.T) {
 	}
 	act, err := l.FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureZone{EnsureZone: &agentpb.EnsureZoneAction{}}})
 	if err != nil || act.Name() != dns.EnsureZoneName {
-		t.Fatalf("FromTask(ensure_zone) = %v, %v", act, err)
+		t.Fatalf("New().FromTask(ensure_zone) = %v, %v", act, err)
 	}
 }
 

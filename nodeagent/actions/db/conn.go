@@ -64,8 +64,9 @@ func (m *Module) engineFor(ctx context.Context, env *actions.Env, name string) (
 	return e, nil
 }
 
-// closeEngines closes every cached pool (tests restart servers).
-func (m *Module) closeEngines() {
+// Close closes every cached pool: at agent shutdown, and in tests that
+// restart the servers.
+func (m *Module) Close() {
 	m.enginesMu.Lock()
 	defer m.enginesMu.Unlock()
 	for k, e := range m.engines {

@@ -67,7 +67,7 @@ func mariaEnv(t testing.TB) (*actions.Env, *mdbtest.Server) {
 		PIDFile: d.MariaDBPIDFile, TmpDir: d.MariaDBTmpDir,
 	})
 	env := &actions.Env{Node: "test", Logger: testLogger(), Profile: p, DataDir: t.TempDir()}
-	t.Cleanup(testModule.closeEngines) // before the server stops (cleanups run last-first)
+	t.Cleanup(testModule.Close) // before the server stops (cleanups run last-first)
 	return env, srv
 }
 
@@ -86,7 +86,7 @@ func pgEnv(t testing.TB) (*actions.Env, *pgtest.Server) {
 	if err := writeSecretFile(filepath.Join(env.DataDir, PostgresAdminFile), []byte(srv.Pgpass())); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(testModule.closeEngines)
+	t.Cleanup(testModule.Close)
 	return env, srv
 }
 

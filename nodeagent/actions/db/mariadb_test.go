@@ -366,7 +366,7 @@ func TestMariaDBModuleSetupSupervised(t *testing.T) {
 		t.Fatalf("no mariadb spec in %+v", specs)
 	}
 	runSpec(t, *spec)
-	t.Cleanup(testModule.closeEngines)
+	t.Cleanup(testModule.Close)
 	if err := waitReady(t, *spec); err != nil {
 		t.Fatal(err)
 	}

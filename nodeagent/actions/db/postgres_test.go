@@ -179,7 +179,7 @@ func TestPostgresModuleSetupSupervised(t *testing.T) {
 		t.Fatalf("no postgresql spec: %+v", specs)
 	}
 	runSpec(t, specs[i])
-	t.Cleanup(testModule.closeEngines)
+	t.Cleanup(testModule.Close)
 	if err := waitReady(t, specs[i]); err != nil {
 		t.Fatal(err)
 	}

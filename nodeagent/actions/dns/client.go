@@ -29,12 +29,6 @@ func newTransport() *http.Transport {
 	return &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}
 }
 
-// NewClient returns a client of the API at addr (host:port) with key, with
-// connections and zone state of its own (the actions use their module's).
-func NewClient(addr, key string) *Client {
-	return newClient(addr, key, newTransport(), newZoneState())
-}
-
 func newClient(addr, key string, t *http.Transport, st *zoneState) *Client {
 	return &Client{
 		base: "http://" + addr + "/api/v1/servers/localhost",

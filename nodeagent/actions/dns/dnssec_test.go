@@ -97,6 +97,11 @@ func TestDNSSECAndRollover(t *testing.T) {
 	if len(r.Ds) == 0 || !r.Dnssec {
 		t.Fatalf("no DS: %+v", r)
 	}
+	for _, d := range r.Ds {
+		if rr, err := mdns.NewRR(d); err != nil || rr.(*mdns.DS).DigestType == mdns.SHA1 {
+			t.Errorf("DS %q: SHA-1 must not be published (RFC 8624) (%v)", d, err)
+		}
+	}
 	ds := r.Ds
 	v := fetchSigned(t, srv.DNSAddr, zone)
 	if err := v.validate(ds, v.aSig); err != nil {

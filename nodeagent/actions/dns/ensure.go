@@ -607,7 +607,8 @@ func ensureKeys(ctx context.Context, c *Client, zone string, want bool, keys []p
 	return len(ks) > 0, nil
 }
 
-// dsOf returns the DS records of the zone's active KSKs (and CSKs).
+// dsOf returns the DS records of the zone's active KSKs (and CSKs) that a
+// registrar should publish.
 func dsOf(ctx context.Context, c *Client, zone string) ([]string, error) {
 	ks, err := c.keys(ctx, zone)
 	if err != nil {
@@ -621,5 +622,5 @@ func dsOf(ctx context.Context, c *Client, zone string) ([]string, error) {
 			}
 		}
 	}
-	return ds, nil
+	return dnszone.PublishableDS(ds), nil
 }

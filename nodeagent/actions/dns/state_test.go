@@ -41,7 +41,7 @@ func TestModulesDoNotShareZoneState(t *testing.T) {
 	if st := recall(cb, "example.com.", now); st != nil {
 		t.Fatalf("another module recalled %+v", st)
 	}
-	if NewClient("127.0.0.1:1", "k").st == ca.st {
-		t.Fatal("NewClient shares a module's state")
+	if newClient("127.0.0.1:1", "k", newTransport(), newZoneState()).st == ca.st {
+		t.Fatal("a client of its own shares a module's state")
 	}
 }

@@ -95,6 +95,12 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		}
 	}
 
+	if len(sites) > 0 {
+		if err := ensureLogs(w, owner, sites); err != nil {
+			return nil, err
+		}
+	}
+
 	res := &agentpb.WebResult{}
 	files := make(map[string][]byte)
 	var names []string
@@ -153,8 +159,8 @@ func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agent
 		Domain:      d,
 		ServerNames: sn,
 		Config:      filepath.Join(w.VhostDir, vhostFile(owner.Username, d)),
-		AccessLog:   filepath.Join(w.DomainLogDir, d+".access.log"),
-		ErrorLog:    filepath.Join(w.DomainLogDir, d+".error.log"),
+		AccessLog:   filepath.Join(userLogDir(w, owner.Username), logFileName(d, "access")),
+		ErrorLog:    filepath.Join(userLogDir(w, owner.Username), logFileName(d, "error")),
 	}
 	data := vhostData{
 		User:          owner.Username,
@@ -277,6 +283,9 @@ func (m *Module) Remove(ctx context.Context, env *actions.Env, username string) 
 	if err := m.hostFor(env.Profile).submit(c); err != nil {
 		return err
 	}
+	if err := removeLogs(env.Profile.Web(), username); err != nil {
+		return err
+	}
 	u, err := user.Lookup(username)
 	if err != nil {
 		return nil // no such user: no process can run as it
@@ -355,7 +364,8 @@ func lookupGroup(name string) (uint32, error) {
 
 // ensureDocroots resolves every site's document root inside the home
 // through os.Root, refusing symlinks anywhere on the way, and creates what
-// is missing as the account's.
+// is missing as the account's. An empty document root gets the placeholder
+// page (placeholder.go), so a new site answers 200 rather than 403.
 func ensureDocroots(owner Owner, webGID uint32, sites []*agentpb.Site) error {
 	home, err := os.OpenRoot(owner.Home)
 	if err != nil {
@@ -368,6 +378,9 @@ func ensureDocroots(owner Owner, webGID uint32, sites []*agentpb.Site) error {
 		}
 		if err := ensureDocroot(home, s.GetDocroot(), owner, webGID); err != nil {
 			return fmt.Errorf("web: site %s: docroot %q: %w", s.GetDomain(), s.GetDocroot(), err)
+		}
+		if _, err := writePlaceholder(home, s.GetDocroot(), s.GetDomain(), owner); err != nil {
+			return fmt.Errorf("web: site %s: placeholder page: %w", s.GetDomain(), err)
 		}
 	}
 	return nil

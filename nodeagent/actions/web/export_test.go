@@ -1,5 +1,11 @@
 package web
 
+import (
+	"context"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+)
+
 // SetVhostExtra makes m's next renders add extra(domain) to a domain's
 // server block (a directive nginx -t refuses, to test rollback).
 func SetVhostExtra(m *Module, extra func(domain string) string) func() {
@@ -20,3 +26,10 @@ var (
 )
 
 type vhostDataForTest = vhostData
+
+// RotateLogs runs one rotation pass with the given size limit.
+func RotateLogs(ctx context.Context, m *Module, env *actions.Env, limit int64) ([]string, error) {
+	return m.rotateLogs(ctx, env, limit)
+}
+
+var Tail = tail

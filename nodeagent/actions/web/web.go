@@ -57,6 +57,9 @@ type Module struct {
 	// apart).
 	vhostExtra    func(domain string) string
 	noOpenBasedir func(user string) bool
+
+	// logRotateSize overrides DefaultLogRotateSize (tests).
+	logRotateSize int64
 }
 
 var _ actions.Module = (*Module)(nil)
@@ -145,6 +148,8 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if _, err := writeFile(w.SuspendedDir, "suspended.html", []byte(suspendedPage), 0o644); err != nil {
 		return nil, fmt.Errorf("web setup: %w", err)
 	}
+	// Domain logs are rotated by the agent for as long as it runs.
+	go m.rotateLoop(ctx, env)
 
 	nginxSpec := services.Spec{
 		Name:    NginxService,

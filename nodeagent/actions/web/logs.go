@@ -1,0 +1,428 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// Per-domain logs.
+//
+// nginx's master runs as root and opens every access_log and error_log
+// path itself, creating what is missing. A path an account can change
+// (anything under its home: it may rename ~/logs away and put a symlink to
+// /etc in its place) would let it have root create or append to files
+// anywhere. So nginx only ever opens logs in DomainLogDir/<user>/, a
+// directory root owns (root:<account group>, 0750) inside the node's
+// root-only log tree, and the files there are root's, 0640 to the
+// account's group (the agent creates them before nginx does).
+//
+// The account reads them in ~/logs/DOMAIN.access.log and
+// ~/logs/DOMAIN.error.log: hard links to those files, made by the agent
+// through descriptors (the home is opened with os.Root, ~/logs without
+// following symlinks), so nothing the account does to ~/logs can send the
+// agent elsewhere. A hard link needs no way through the log tree, which
+// stays closed to every other user. The account can remove or rename its
+// links; it cannot write the files (0640, not its own). Where the home and
+// the log tree are on different filesystems no link can be made, and the
+// logs are read through the domainLogs API only.
+//
+// Rotation is the agent's (rotateLogs): a log above the size limit becomes
+// .1 (the older ones .2 and .3, the oldest dropped), a new empty file takes
+// its place, nginx reloads (which reopens every log from the root master;
+// see rotateLogs for why not nginx -s reopen), and the link in ~/logs is
+// moved to the new file.
+
+// Log limits.
+const (
+	// MaxLogLines is the most lines one read returns.
+	MaxLogLines = 1000
+	// maxLogLine cuts a longer line; maxLogRead bounds one read in all
+	// (the result is stored with the task in etcd).
+	maxLogLine = 4 << 10
+	maxLogRead = 512 << 10
+	// DefaultLogRotateSize is the size above which a log is rotated.
+	DefaultLogRotateSize = 64 << 20
+	// logKeep is how many rotated generations stay (.1 .. .3).
+	logKeep = 3
+	// logRotateEvery is how often the agent looks at the sizes.
+	logRotateEvery = 5 * time.Minute
+
+	logDirMode  os.FileMode = 0o750
+	logFileMode os.FileMode = 0o640
+)
+
+// logKinds are the suffixes of a domain's two logs.
+var logKinds = []string{"access", "error"}
+
+func logFileName(domain, kind string) string { return domain + "." + kind + ".log" }
+
+func userLogDir(w platform.WebPaths, user string) string { return filepath.Join(w.DomainLogDir, user) }
+
+// ensureLogs creates the account's log directory and its sites' log files
+// with their owner and mode, then links each into ~/logs.
+func ensureLogs(w platform.WebPaths, o Owner, sites []*agentpb.Site) error {
+	ud, err := openUserLogDir(w, o.Username, o.GID, true)
+	if err != nil {
+		return err
+	}
+	defer ud.Close()
+	var names []string
+	for _, s := range sites {
+		for _, k := range logKinds {
+			name := logFileName(s.GetDomain(), k)
+			if err := ensureLogFile(ud, name, o.GID); err != nil {
+				return fmt.Errorf("web: log %s: %w", name, err)
+			}
+			names = append(names, name)
+		}
+	}
+	linkLogs(ud, o, names)
+	return nil
+}
+
+// openUserLogDir opens DomainLogDir/<user>, creating it (create) and
+// setting root:gid 0750 on it.
+func openUserLogDir(w platform.WebPaths, user string, gid uint32, create bool) (*os.Root, error) {
+	base, err := os.OpenRoot(w.DomainLogDir)
+	if err != nil {
+		return nil, fmt.Errorf("web: log directory: %w", err)
+	}
+	defer base.Close()
+	if create {
+		if err := base.Mkdir(user, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("web: log directory of %s: %w", user, err)
+		}
+		// The directory is in root's log tree: nobody else can have put
+		// anything in its place, and O_NOFOLLOW says so again.
+		f, err := base.OpenFile(user, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil, fmt.Errorf("web: log directory of %s: %w", user, err)
+		}
+		err = f.Chown(0, int(gid))
+		if err == nil {
+			err = f.Chmod(logDirMode)
+		}
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("web: log directory of %s: %w", user, err)
+		}
+	}
+	return base.OpenRoot(user)
+}
+
+// ensureLogFile creates name in dir without truncating it, and gives it
+// the account's group and mode 0640; its owner stays root.
+func ensureLogFile(dir *os.Root, name string, gid uint32) error {
+	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, logFileMode)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", name)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Gid != gid {
+		if err := f.Chown(-1, int(gid)); err != nil {
+			return err
+		}
+	}
+	if fi.Mode().Perm() != logFileMode {
+		return f.Chmod(logFileMode)
+	}
+	return nil
+}
+
+// linkLogs links each named log of dir into the home's logs directory,
+// replacing a link of an older generation of the file. Best effort: the
+// home is the account's, and whatever it made of ~/logs (removed it, put a
+// symlink or a file there) only costs it the links. A file of that name
+// the account owns is its own and left alone.
+func linkLogs(dir *os.Root, o Owner, names []string) {
+	home, err := os.OpenRoot(o.Home)
+	if err != nil {
+		return
+	}
+	defer home.Close()
+	logs, err := home.OpenFile("logs", os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	defer logs.Close()
+	src, err := dir.Open(".")
+	if err != nil {
+		return
+	}
+	defer src.Close()
+	lfd, sfd := int(logs.Fd()), int(src.Fd())
+	for _, name := range names {
+		var want, have unix.Stat_t
+		if unix.Fstatat(sfd, name, &want, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue
+		}
+		switch err := unix.Fstatat(lfd, name, &have, unix.AT_SYMLINK_NOFOLLOW); {
+		case err == nil && have.Dev == want.Dev && have.Ino == want.Ino:
+			continue // linked already
+		case err == nil && have.Mode&unix.S_IFMT == unix.S_IFREG && have.Uid != o.UID:
+			// An older generation of the log (root's, never the
+			// account's: it cannot link files it does not own).
+			if unix.Unlinkat(lfd, name, 0) != nil {
+				continue
+			}
+		case err == nil:
+			continue // the account's own file, directory or symlink
+		}
+		// Flags 0: the source is not followed if it were a symlink; the
+		// new name is created in the directory opened above, or fails.
+		_ = unix.Linkat(sfd, name, lfd, name, 0)
+	}
+}
+
+// removeLogs removes the account's log directory (its account is gone).
+func removeLogs(w platform.WebPaths, user string) error {
+	base, err := os.OpenRoot(w.DomainLogDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	if err := base.RemoveAll(user); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("web: remove logs of %s: %w", user, err)
+	}
+	return nil
+}
+
+// readLogTail returns the last n lines of name in the account's log
+// directory, oldest first, cut to the size bounds. A log that does not
+// exist yet (a site without requests) has no lines.
+func readLogTail(w platform.WebPaths, user, name string, n int) (lines []string, truncated bool, err error) {
+	base, err := os.OpenRoot(w.DomainLogDir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer base.Close()
+	ud, err := base.OpenRoot(user)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer ud.Close()
+	f, err := ud.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	return tail(f, n, maxLogRead)
+}
+
+// tail reads backwards from the end of f in blocks until it holds n
+// complete lines or limit bytes.
+func tail(f io.ReaderAt, n, limit int) ([]string, bool, error) {
+	size, err := sizeOf(f)
+	if err != nil {
+		return nil, false, err
+	}
+	const block = 32 << 10
+	var buf []byte
+	off := size
+	truncated := false
+	for off > 0 && bytes.Count(buf, []byte("\n")) <= n {
+		if len(buf) >= limit {
+			truncated = true
+			break
+		}
+		step := int64(min(block, limit-len(buf)))
+		step = min(step, off)
+		off -= step
+		chunk := make([]byte, step)
+		if _, err := f.ReadAt(chunk, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, false, err
+		}
+		buf = append(chunk, buf...)
+	}
+	text := strings.TrimSuffix(string(buf), "\n")
+	if text == "" {
+		return nil, truncated, nil
+	}
+	all := strings.Split(text, "\n")
+	if off > 0 || truncated {
+		all = all[1:] // the first is a part of a line
+	}
+	if len(all) > n {
+		all, truncated = all[len(all)-n:], true
+	}
+	for i, l := range all {
+		if len(l) > maxLogLine {
+			all[i], truncated = strings.ToValidUTF8(l[:maxLogLine], ""), true
+		} else {
+			all[i] = strings.ToValidUTF8(l, "\uFFFD")
+		}
+	}
+	return all, truncated, nil
+}
+
+func sizeOf(f io.ReaderAt) (int64, error) {
+	if s, ok := f.(interface{ Stat() (os.FileInfo, error) }); ok {
+		fi, err := s.Stat()
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	if s, ok := f.(interface{ Size() int64 }); ok {
+		return s.Size(), nil
+	}
+	return 0, errors.New("size of log unknown")
+}
+
+// rotateLoop rotates the node's domain logs every logRotateEvery until ctx
+// ends.
+func (m *Module) rotateLoop(ctx context.Context, env *actions.Env) {
+	t := time.NewTicker(logRotateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := m.rotateLogs(ctx, env, m.rotateSize()); err != nil && env.Logger != nil {
+				env.Logger.Warn("rotate domain logs", "err", err)
+			}
+		}
+	}
+}
+
+func (m *Module) rotateSize() int64 {
+	if m.logRotateSize > 0 {
+		return m.logRotateSize
+	}
+	return DefaultLogRotateSize
+}
+
+// rotateLogs rotates every domain log above limit bytes and has nginx
+// reopen its logs when it did; it returns the logs it rotated.
+func (m *Module) rotateLogs(ctx context.Context, env *actions.Env, limit int64) ([]string, error) {
+	p := env.Profile
+	w := p.Web()
+	users, err := os.ReadDir(w.DomainLogDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	type relink struct {
+		owner Owner
+		names []string
+	}
+	var rotated []string
+	var links []relink
+	for _, u := range users {
+		if !u.IsDir() || checkUsername(u.Name()) != nil {
+			continue
+		}
+		ud, err := openUserLogDir(w, u.Name(), 0, false)
+		if err != nil {
+			continue
+		}
+		fi, err := ud.Stat(".")
+		if err != nil {
+			ud.Close()
+			continue
+		}
+		gid := fi.Sys().(*syscall.Stat_t).Gid
+		ents, _ := fs.ReadDir(ud.FS(), ".")
+		var names []string
+		for _, e := range ents {
+			name := e.Name()
+			if !e.Type().IsRegular() || !(strings.HasSuffix(name, ".access.log") || strings.HasSuffix(name, ".error.log")) {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil || info.Size() <= limit {
+				continue
+			}
+			if err := rotateOne(ud, name, gid); err != nil {
+				continue
+			}
+			rotated = append(rotated, filepath.Join(u.Name(), name))
+			names = append(names, name)
+		}
+		ud.Close()
+		if len(names) > 0 {
+			links = append(links, relink{owner: ownerOf(p, u.Name()), names: names})
+		}
+	}
+	if len(rotated) == 0 {
+		return nil, nil
+	}
+	// A reload, not a reopen (SIGUSR1, nginx -s reopen): on a reopen the
+	// workers open the logs again too, as nginx's unprivileged user, and
+	// the log tree is root's alone; on a reload the root master opens
+	// them and the new workers inherit the descriptors.
+	err = env.Services.Reload(ctx, NginxService)
+	for _, l := range links {
+		if l.owner.Home == "" {
+			continue
+		}
+		if ud, err := openUserLogDir(w, l.owner.Username, 0, false); err == nil {
+			linkLogs(ud, l.owner, l.names)
+			ud.Close()
+		}
+	}
+	return rotated, err
+}
+
+// rotateOne shifts name's generations and puts a new empty file in place.
+func rotateOne(dir *os.Root, name string, gid uint32) error {
+	_ = dir.Remove(name + "." + strconv.Itoa(logKeep))
+	for i := logKeep - 1; i >= 1; i-- {
+		_ = dir.Rename(name+"."+strconv.Itoa(i), name+"."+strconv.Itoa(i+1))
+	}
+	if err := dir.Rename(name, name+".1"); err != nil {
+		return err
+	}
+	return ensureLogFile(dir, name, gid)
+}
+
+// ownerOf looks up an account by its user name; a zero Home when there is
+// no such user.
+func ownerOf(p *platform.Profile, name string) Owner {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return Owner{}
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return Owner{}
+	}
+	return Owner{Username: name, UID: uint32(uid), GID: uint32(gid), Home: filepath.Join(p.HomeBase, name)}
+}
