@@ -84,6 +84,13 @@ func TestCLICRUD(t *testing.T) {
 		t.Errorf("reseller after update: %+v", res)
 	}
 
+	// Names complete: plans, then an account and a plan.
+	if out, code := run(t, env, "", "__complete", "ctl", "plan", "update", "b"); code != 0 || !strings.Contains(out, "basic") || !strings.Contains(out, "big") {
+		t.Errorf("plan name completion: exit %d: %s", code, out)
+	}
+	if out, code := run(t, env, "", "__complete", "ctl", "account", "change-plan", "acct1", "bi"); code != 0 || !strings.Contains(out, "big") || strings.Contains(out, "basic") {
+		t.Errorf("account change-plan completion: exit %d: %s", code, out)
+	}
 	if out := ok("", "account", "change-plan", "acct1", "big"); !strings.Contains(out, "big") {
 		t.Errorf("change-plan does not print the account on its new plan: %s", out)
 	}

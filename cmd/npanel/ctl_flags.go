@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -100,4 +102,49 @@ func formatLabelMap(m map[string]string) string {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, m[k]))
 	}
 	return strings.Join(parts, ",")
+}
+
+// planNames, resellerNames and userNames list what the caller may name,
+// for completion.
+func planNames(ctx context.Context, c *client.Client, _ []string, _ string) ([]string, error) {
+	plans, err := c.Plans(ctx)
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		names[i] = p.Name
+	}
+	return names, err
+}
+
+func resellerNames(ctx context.Context, c *client.Client, _ []string, _ string) ([]string, error) {
+	rs, err := c.Resellers(ctx)
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.Name
+	}
+	return names, err
+}
+
+func userNames(ctx context.Context, c *client.Client, _ []string, prefix string) ([]string, error) {
+	us, err := c.Users(ctx, client.UserFilter{Search: prefix})
+	names := make([]string, len(us))
+	for i, u := range us {
+		names[i] = u.Name
+	}
+	return names, err
+}
+
+// completeAccountThenPlan completes an account, then a plan.
+func (o *ctlOptions) completeAccountThenPlan(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 1 {
+		return o.completeNames(1, planNames)(cmd, args, prefix)
+	}
+	return o.completeAccounts(cmd, args, prefix)
+}
+
+// completeAccountThenOwner completes an account, then a reseller.
+func (o *ctlOptions) completeAccountThenOwner(cmd *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 1 {
+		return o.completeNames(1, resellerNames)(cmd, args, prefix)
+	}
+	return o.completeAccounts(cmd, args, prefix)
 }

@@ -16,9 +16,10 @@ func nodeUpdateCmd(o *ctlOptions) *cobra.Command {
 	var maxAccounts int
 	var diskMB int64
 	cmd := &cobra.Command{
-		Use:   "update NAME [--label k=v]... [--remove-label k]... [--roles web,dns] [--max-accounts N] [--disk-mb N]",
-		Short: "Change a node's labels, roles or capacity (a role its accounts, zones or databases need stays)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "update NAME [--label k=v]... [--remove-label k]... [--roles web,dns] [--max-accounts N] [--disk-mb N]",
+		Short:             "Change a node's labels, roles or capacity (a role its accounts, zones or databases need stays)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !anyChanged(cmd, "label", "remove-label", "roles", "max-accounts", "disk-mb") {
 				return usagef("nothing to change: give --label, --remove-label, --roles, --max-accounts or --disk-mb")

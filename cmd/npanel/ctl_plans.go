@@ -17,9 +17,10 @@ func planUpdateCmd(o *ctlOptions) *cobra.Command {
 	var php string
 	var allowExec bool
 	cmd := &cobra.Command{
-		Use:   "update NAME [--disk-mb N] [--bandwidth-mb N] [--domains N] [--mailboxes N] [--databases N] [--php 8.2,8.3] [--allow-exec=true|false]",
-		Short: "Change a plan; the accounts on it follow (refused if they use more than it would allow)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "update NAME [--disk-mb N] [--bandwidth-mb N] [--domains N] [--mailboxes N] [--databases N] [--php 8.2,8.3] [--allow-exec=true|false]",
+		Short:             "Change a plan; the accounts on it follow (refused if they use more than it would allow)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, planNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			if !anyChanged(cmd, "disk-mb", "bandwidth-mb", "domains", "mailboxes", "databases", "php", "allow-exec") {
@@ -81,9 +82,10 @@ func (o *ctlOptions) printPlan(cmd *cobra.Command, p *client.Plan) error {
 
 func planDeleteCmd(o *ctlOptions) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "delete NAME [--yes]",
-		Short: "Delete a plan no account uses",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME [--yes]",
+		Short:             "Delete a plan no account uses",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, planNames),
 	}
 	yes := yesFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -110,9 +112,10 @@ func resellerUpdateCmd(o *ctlOptions) *cobra.Command {
 	var maxDisk int64
 	var plans, selector string
 	cmd := &cobra.Command{
-		Use:   "update NAME [--max-accounts N] [--max-disk-mb N] [--plans a,b] [--node-selector SEL]",
-		Short: "Change a reseller's limits (not below its usage), plans or node selector",
-		Args:  cobra.ExactArgs(1),
+		Use:               "update NAME [--max-accounts N] [--max-disk-mb N] [--plans a,b] [--node-selector SEL]",
+		Short:             "Change a reseller's limits (not below its usage), plans or node selector",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, resellerNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			if !anyChanged(cmd, "max-accounts", "max-disk-mb", "plans", "node-selector") {
@@ -162,9 +165,10 @@ func nonNilList(s []string) []string {
 
 func resellerDeleteCmd(o *ctlOptions) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "delete NAME [--yes]",
-		Short: "Delete a reseller that owns no accounts, with its login and own plans",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME [--yes]",
+		Short:             "Delete a reseller that owns no accounts, with its login and own plans",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, resellerNames),
 	}
 	yes := yesFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -187,9 +191,10 @@ func resellerDeleteCmd(o *ctlOptions) *cobra.Command {
 
 func accountChangePlanCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "change-plan ACCOUNT PLAN",
-		Short: "Move an account (id or username) to another plan; its node applies it",
-		Args:  cobra.ExactArgs(2),
+		Use:               "change-plan ACCOUNT PLAN",
+		Short:             "Move an account (id or username) to another plan; its node applies it",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccountThenPlan,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
@@ -206,9 +211,10 @@ func accountChangePlanCmd(o *ctlOptions) *cobra.Command {
 
 func accountChangeOwnerCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "change-owner ACCOUNT OWNER",
-		Short: "Give an account (id or username) to another reseller or admin (admin)",
-		Args:  cobra.ExactArgs(2),
+		Use:               "change-owner ACCOUNT OWNER",
+		Short:             "Give an account (id or username) to another reseller or admin (admin)",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeAccountThenOwner,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {

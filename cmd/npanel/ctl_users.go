@@ -52,9 +52,10 @@ func userListCmd(o *ctlOptions) *cobra.Command {
 func userUpdateCmd(o *ctlOptions) *cobra.Command {
 	var account string
 	cmd := &cobra.Command{
-		Use:   "update NAME --account ACCOUNT",
-		Short: "Bind a user's login to another account (its sessions end)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "update NAME --account ACCOUNT",
+		Short:             "Bind a user's login to another account (its sessions end)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, userNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if account == "" {
 				return usagef("nothing to change: give --account")
@@ -76,9 +77,10 @@ func userUpdateCmd(o *ctlOptions) *cobra.Command {
 
 func userDeleteCmd(o *ctlOptions) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "delete NAME [--yes]",
-		Short: "Delete a login and its API tokens",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME [--yes]",
+		Short:             "Delete a login and its API tokens",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, userNames),
 	}
 	yes := yesFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -102,9 +104,10 @@ func userDeleteCmd(o *ctlOptions) *cobra.Command {
 func userResetPasswordCmd(o *ctlOptions) *cobra.Command {
 	var pwStdin bool
 	cmd := &cobra.Command{
-		Use:   "reset-password NAME [--password-stdin]",
-		Short: "Set a user's password (from the terminal or standard input); its sessions end",
-		Args:  cobra.ExactArgs(1),
+		Use:               "reset-password NAME [--password-stdin]",
+		Short:             "Set a user's password (from the terminal or standard input); its sessions end",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeNames(0, userNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
