@@ -74,6 +74,33 @@ func (s *Store) AccountsWhere(ctx context.Context, match func(*Account) bool) ([
 	return out, err
 }
 
+// dbSeqRevs reads the revisions of the accounts' database sequence keys
+// (0: none), which every change to an account's databases rewrites. A
+// change that checked the accounts' databases after this read compares
+// them, so a database created meanwhile makes it check again.
+func (s *Store) dbSeqRevs(ctx context.Context, accts []*Account) ([]int64, error) {
+	revs := make([]int64, len(accts))
+	for len(accts) > 0 {
+		chunk := accts[:min(len(accts), 100)]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, a := range chunk {
+			ops[i] = clientv3.OpGet(databaseSeqKey(a.ID), clientv3.WithKeysOnly())
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read database sequences: %w", err)
+		}
+		done := len(revs) - len(accts)
+		for i, r := range resp.Responses {
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				revs[done+i] = kvs[0].ModRevision
+			}
+		}
+		accts = accts[len(chunk):]
+	}
+	return revs, nil
+}
+
 // txnBuilder gathers the compares and operations of one change.
 type txnBuilder struct {
 	cmps []clientv3.Cmp
@@ -241,6 +268,10 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 		if err != nil {
 			return nil, 0, err
 		}
+		seqs, err := s.dbSeqRevs(ctx, accts)
+		if err != nil {
+			return nil, 0, err
+		}
 		old := *p
 		if err := change(p, accts); err != nil {
 			return nil, 0, err
@@ -259,6 +290,9 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 		rebuild := p.DiskMB != old.DiskMB || p.AllowExec != old.AllowExec || !slices.Equal(p.PHPVersions, old.PHPVersions)
 		for i, a := range accts {
 			t.cmp(unchanged(accountKey(a.ID), revs[i]))
+			if p.Databases < old.Databases {
+				t.guardRev(databaseSeqKey(a.ID), seqs[i])
+			}
 			if !rebuild {
 				continue
 			}
@@ -541,6 +575,10 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		if err != nil {
 			return nil, err
 		}
+		seqs, err := s.dbSeqRevs(ctx, []*Account{a})
+		if err != nil {
+			return nil, err
+		}
 		if err := check(a, p); err != nil {
 			return nil, err
 		}
@@ -549,6 +587,7 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		}
 		t := &txnBuilder{}
 		t.cmp(unchanged(accountKey(id), arev), unchanged(planKey(planName), prev))
+		t.guardRev(databaseSeqKey(id), seqs[0])
 		counters := newCounterChange()
 		d := p.DiskMB - a.DiskMB
 		counters.owner(a.Owner, 0, d)
