@@ -8,8 +8,10 @@ import (
 // Node mirrors the GraphQL Node type.
 type Node struct {
 	Name            string     `json:"name"`
-	Draining        bool       `json:"draining"`
 	Address         string     `json:"address"`
+	Draining        bool       `json:"draining"`
+	MaxAccounts     int        `json:"maxAccounts"`
+	DiskMB          int64      `json:"diskMB"`
 	Roles           []string   `json:"roles"`
 	Labels          []Label    `json:"labels"`
 	Status          string     `json:"status"`
@@ -50,7 +52,7 @@ type JoinToken struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 }
 
-const nodeFields = `name draining address roles labels{key value} status statusChangedAt lastSeen enrolledAt agentVersion capabilities os capacity{cpus memoryBytes diskBytes}`
+const nodeFields = `name address draining maxAccounts diskMB roles labels{key value} status statusChangedAt lastSeen enrolledAt agentVersion capabilities os capacity{cpus memoryBytes diskBytes}`
 
 // Nodes lists the cluster's nodes.
 func (c *Client) Nodes(ctx context.Context) ([]Node, error) {

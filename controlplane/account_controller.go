@@ -49,8 +49,10 @@ type accountController struct {
 	// nodes is the node list the last snapshot used (see nodesMaxAge).
 	nodes   []store.NodeView
 	nodesAt time.Time
-	// addresses is each listed node's address, by name.
+	// addresses is each listed node's address, by name; specRevs the
+	// revision of its spec, which placements on it compare.
 	addresses map[string]string
+	specRevs  map[string]int64
 
 	// allocs are the nodes' allocations with the revisions they were
 	// written at, as read or as this controller last committed them; nil
@@ -250,7 +252,9 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 	built := c.building
 	c.building = nil
 	if err != nil || !ok {
-		c.allocs = nil
+		// A lost compare may be a node's spec that changed (GuardNode):
+		// the retry reads nodes as well as allocations afresh.
+		c.allocs, c.nodes = nil, nil
 		return ok, err
 	}
 	if c.allocs != nil && built != nil {
@@ -272,8 +276,14 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 }
 
 func (c *accountController) enqueueEnsure(ctx context.Context, b *store.Batch, a *store.Account) error {
-	// Plans never change after creation, so the mirror's copy is current.
+	// The mirror's copy of the plan may lag a change the account was
+	// rebuilt for (updatePlan, changeAccountPlan write the plan's
+	// generation into the account): then etcd has the plan the spec must
+	// be built from.
 	plan, _, err := c.s.store.CachedPlan(ctx, a.Plan)
+	if err == nil && plan.Generation < a.PlanGeneration {
+		plan, _, err = c.s.store.GetPlanRev(ctx, a.Plan)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}

@@ -58,6 +58,10 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 	}
 	for _, node := range snap.Touched() {
 		b.PutAlloc(node, allocOf(snap, node), allocRevs[node])
+		// The node list may be up to nodesMaxAge old: an operator's
+		// change to the node since (updateNode, drain) fails the batch,
+		// which then places again from a fresh list.
+		b.GuardNode(node, c.specRevs[node])
 	}
 	return nil
 }
@@ -90,8 +94,10 @@ func (c *accountController) snapshot(ctx context.Context) (*scheduler.Snapshot, 
 		}
 		c.nodes, c.nodesAt = nodes, time.Now()
 		c.addresses = make(map[string]string, len(nodes))
+		c.specRevs = make(map[string]int64, len(nodes))
 		for _, n := range nodes {
 			c.addresses[n.Name] = n.Address
+			c.specRevs[n.Name] = n.SpecRev
 		}
 		fresh = false
 	}

@@ -25,6 +25,13 @@ const (
 	maxSocketPath = 107
 )
 
+// The embedded member's transaction limits, which the store is told of
+// (store.SetTxnLimits) for changes that rebuild many accounts at once.
+const (
+	embeddedMaxTxnOps       = 4096
+	embeddedMaxRequestBytes = 8 << 20
+)
+
 // startEmbeddedEtcd runs a single-member etcd in dir. It is the default for
 // one-replica installs and `npanel dev`; production runs three replicas
 // against an external cluster instead.
@@ -55,14 +62,14 @@ func startEmbeddedEtcd(dir string, log *slog.Logger) (*embed.Etcd, error) {
 	cfg.AutoCompactionRetention = "10m"
 	cfg.QuotaBackendBytes = 8 << 30
 	// Room for the account controller's batches (embeddedAccountBatch).
-	cfg.MaxTxnOps = 4096
+	cfg.MaxTxnOps = embeddedMaxTxnOps
 	// The raft log stays in memory between snapshots, plus the entries a
 	// slow follower could still need after one. A single member has no
 	// follower, and every entry kept is heap the collector marks again on
 	// each cycle of a busy server.
 	cfg.SnapshotCount = 2000
 	cfg.SnapshotCatchUpEntries = 500
-	cfg.MaxRequestBytes = 8 << 20
+	cfg.MaxRequestBytes = embeddedMaxRequestBytes
 	// Tracing off: with no collector, Close waits ~20 s for the exporter.
 	cfg.EnableDistributedTracing = false
 

@@ -171,6 +171,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, func() { gatewayCli.Close() })
 	s.store = store.New(cli)
+	if len(s.cfg.EtcdEndpoints) == 0 {
+		s.store.SetTxnLimits(embeddedMaxTxnOps, embeddedMaxRequestBytes)
+	}
 
 	if err := s.bootstrap(ctx); err != nil {
 		return err

@@ -316,10 +316,13 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 			DiskMB:     plan.DiskMB,
 			Roles:      []string{"web"},
 			PHPVersion: defaultPHP(plan),
-			Selector:   selector,
-			PinnedNode: pinned,
-			Generation: 1,
-			CreatedAt:  now,
+			// The controller builds the node's spec from this generation
+			// of the plan or a newer one, never a mirror that lags it.
+			PlanGeneration: plan.Generation,
+			Selector:       selector,
+			PinnedNode:     pinned,
+			Generation:     1,
+			CreatedAt:      now,
 		}
 		a.Sites = []store.Site{{Domain: domain, Docroot: store.DefaultDocroot, PHPVersion: a.PHPVersion, Generation: 1}}
 		a.SetStatus(store.AccountPending, "", now)

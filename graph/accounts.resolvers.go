@@ -179,6 +179,58 @@ func (r *mutationResolver) DeleteAccount(ctx context.Context, id string) (*model
 	})
 }
 
+// UpdatePlan is the resolver for the updatePlan field.
+func (r *mutationResolver) UpdatePlan(ctx context.Context, name string, input model.UpdatePlanInput) (*model.Plan, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "updatePlan", name, err) }()
+	m, err := r.updatePlan(ctx, name, input)
+	return m, err
+}
+
+// DeletePlan is the resolver for the deletePlan field.
+func (r *mutationResolver) DeletePlan(ctx context.Context, name string) (bool, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deletePlan", name, err) }()
+	if err = r.deletePlan(ctx, name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// UpdateReseller is the resolver for the updateReseller field.
+func (r *mutationResolver) UpdateReseller(ctx context.Context, name string, input model.UpdateResellerInput) (*model.Reseller, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "updateReseller", name, err) }()
+	m, err := r.updateReseller(ctx, name, input)
+	return m, err
+}
+
+// DeleteReseller is the resolver for the deleteReseller field.
+func (r *mutationResolver) DeleteReseller(ctx context.Context, name string) (bool, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deleteReseller", name, err) }()
+	if err = r.deleteReseller(ctx, name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ChangeAccountPlan is the resolver for the changeAccountPlan field.
+func (r *mutationResolver) ChangeAccountPlan(ctx context.Context, account string, plan string) (*model.Account, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "changeAccountPlan", account, err) }()
+	m, err := r.changeAccountPlan(ctx, account, plan)
+	return m, err
+}
+
+// ChangeAccountOwner is the resolver for the changeAccountOwner field.
+func (r *mutationResolver) ChangeAccountOwner(ctx context.Context, account string, owner string) (*model.Account, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "changeAccountOwner", account, err) }()
+	m, err := r.changeAccountOwner(ctx, account, owner)
+	return m, err
+}
+
 // Plans is the resolver for the plans field.
 func (r *queryResolver) Plans(ctx context.Context) ([]*model.Plan, error) {
 	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)

@@ -23,6 +23,7 @@ func nodeModel(v *store.NodeView) *model.Node {
 		Address:      v.Address,
 		Draining:     v.Draining,
 		MaxAccounts:  v.Capacity().Accounts,
+		DiskMb:       v.DiskMB,
 		Status:       model.NodeStatus(v.State.Status),
 		Capabilities: v.State.Facts.Capabilities,
 		Capacity: &model.Capacity{

@@ -93,6 +93,14 @@ func (r *mutationResolver) UndrainNode(ctx context.Context, name string) (*model
 	return r.setDraining(ctx, "undrainNode", name, false)
 }
 
+// UpdateNode is the resolver for the updateNode field.
+func (r *mutationResolver) UpdateNode(ctx context.Context, name string, input model.UpdateNodeInput) (*model.Node, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "updateNode", name, err) }()
+	m, err := r.updateNode(ctx, name, input)
+	return m, err
+}
+
 // RunNodeAction is the resolver for the runNodeAction field.
 func (r *mutationResolver) RunNodeAction(ctx context.Context, node string, action model.NodeAction, payload *string, timeoutSeconds *int) (_ *model.Task, err error) {
 	defer func() { r.auditFailure(ctx, "", "runNodeAction", node, err) }()

@@ -31,7 +31,7 @@ func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &model.User{Name: p.Name, Role: roleModel(p.Role)}, nil
+	return &model.User{Name: p.Name, Role: roleModel(p.Role), Account: strPtr(p.Account)}, nil
 }
 
 // Mutation returns MutationResolver implementation.

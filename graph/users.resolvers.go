@@ -167,23 +167,35 @@ func (r *mutationResolver) RevokeAPIToken(ctx context.Context, id string) (bool,
 	return true, nil
 }
 
+// UpdateUser is the resolver for the updateUser field.
+func (r *mutationResolver) UpdateUser(ctx context.Context, name string, input model.UpdateUserInput) (*model.User, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "updateUser", name, err) }()
+	m, err := r.updateUser(ctx, name, input)
+	return m, err
+}
+
+// DeleteUser is the resolver for the deleteUser field.
+func (r *mutationResolver) DeleteUser(ctx context.Context, name string) (bool, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deleteUser", name, err) }()
+	if err = r.deleteUser(ctx, name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ResetPassword is the resolver for the resetPassword field.
+func (r *mutationResolver) ResetPassword(ctx context.Context, name string, password string) (*model.User, error) {
+	var err error
+	defer func() { r.auditFailure(ctx, "", "resetPassword", name, err) }()
+	m, err := r.resetPassword(ctx, name, password)
+	return m, err
+}
+
 // Users is the resolver for the users field.
-func (r *queryResolver) Users(ctx context.Context) ([]*model.User, error) {
-	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
-	if err != nil {
-		return nil, err
-	}
-	users, err := r.Store.ListUsers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := []*model.User{}
-	for _, u := range users {
-		if p.Role == store.RoleAdmin || u.Owner == p.Name || u.Name == p.Name {
-			out = append(out, &model.User{Name: u.Name, Role: roleModel(u.Role)})
-		}
-	}
-	return out, nil
+func (r *queryResolver) Users(ctx context.Context, filter *model.UserFilter) ([]*model.User, error) {
+	return r.users(ctx, filter)
 }
 
 // APITokens is the resolver for the apiTokens field.

@@ -382,6 +382,8 @@ func apiVectors() []vector {
 	vs = append(vs, transportVectors()...)
 	// --- hostile input in every string argument of the account mutations --
 	vs = append(vs, apiInputVectors()...)
+	// --- updates and deletes of what operators create ---------------------
+	vs = append(vs, crudVectors()...)
 
 	// Regression vectors of issue 23's findings are added here after their
 	// fixes merge (they fail on the code this suite was written against):

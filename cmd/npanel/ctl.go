@@ -37,7 +37,13 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
-	cmd.AddCommand(loginCmd(o), logoutCmd(o), passwdCmd(o), nodeCmd(o), planCmd(o), resellerCmd(o), userCmd(o), accountCmd(o), domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o))
+	cmd.AddCommand(loginCmd(o), logoutCmd(o), passwdCmd(o), whoamiCmd(o),
+		withCommands(nodeCmd(o), nodeUpdateCmd(o)),
+		withCommands(planCmd(o), planUpdateCmd(o), planDeleteCmd(o)),
+		withCommands(resellerCmd(o), resellerUpdateCmd(o), resellerDeleteCmd(o)),
+		withCommands(userCmd(o), userListCmd(o), userUpdateCmd(o), userDeleteCmd(o), userResetPasswordCmd(o)),
+		withCommands(accountCmd(o), accountChangePlanCmd(o), accountChangeOwnerCmd(o)),
+		domainCmd(o), dnsCmd(o), dbCmd(o), tokenCmd(o), auditCmd(o))
 	return cmd
 }
 

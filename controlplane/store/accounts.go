@@ -65,6 +65,10 @@ type Account struct {
 	Suspended  bool  `json:"suspended,omitempty"`
 	Deleted    bool  `json:"deleted,omitempty"`
 	Generation int64 `json:"generation"`
+	// PlanGeneration is the plan's generation the spec was last built
+	// from (UpdatePlan, ChangeAccountPlan); 0 for an account created before
+	// plans changed.
+	PlanGeneration int64 `json:"planGeneration,omitempty"`
 	// PHPVersion is the PHP line new sites get: the plan's first.
 	PHPVersion string `json:"phpVersion,omitempty"`
 	// Sites are the domains the account serves, primary first.
@@ -154,6 +158,15 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, li
 			auditPut(audit),
 		}, tops...)
 		if metered {
+			// The reseller's limits are read and compared here, in the
+			// loop, so that updateReseller lowering them cannot race a
+			// creation checked against the old ones.
+			if res, rrev, err := getJSON[Reseller](ctx, s.cli, resellerKey(a.Owner)); err == nil {
+				lim = Limits{MaxAccounts: res.MaxAccounts, MaxDiskMB: res.MaxDiskMB}
+				cmps = append(cmps, unchanged(resellerKey(a.Owner), rrev))
+			} else if err != ErrNotFound {
+				return err
+			}
 			usage, rev, err := s.GetUsage(ctx, a.Owner)
 			if err != nil {
 				return err

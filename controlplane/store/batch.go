@@ -50,6 +50,15 @@ func (b *Batch) PutAccount(a *Account, rev int64) {
 	b.ops = append(b.ops, clientv3.OpPut(accountKey(a.ID), mustJSON(a)))
 }
 
+// GuardNode makes the batch fail if node's spec (roles, labels, capacity,
+// draining) changed since it was read at rev: a placement decided on an
+// older spec must be decided again.
+func (b *Batch) GuardNode(node string, rev int64) {
+	if rev > 0 {
+		b.cmps = append(b.cmps, unchanged(nodeKey(node), rev))
+	}
+}
+
 // PutAlloc writes a node's allocation, provided it is still at rev (0: the
 // node had none). Two schedulers that placed on the same node from the same
 // snapshot cannot both commit: the second fails this compare and re-plans.

@@ -124,6 +124,10 @@ type NodeView struct {
 	State NodeState
 	// Alive: the liveness lease is currently held.
 	Alive bool
+	// SpecRev is the revision of the node's spec as read (ListNodes), for
+	// a placement that must not stand if the spec changed since
+	// (Batch.GuardNode).
+	SpecRev int64 `json:"-"`
 }
 
 func nodeKey(name string) string  { return prefixNodes + name }
@@ -240,6 +244,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]NodeView, error) {
 		}
 		v.State = states[v.Name]
 		v.Alive = alive[v.Name]
+		v.SpecRev = kv.ModRevision
 		out = append(out, v)
 	}
 	return out, nil
@@ -309,6 +314,46 @@ func (s *Store) UpdateNode(ctx context.Context, name string, fn func(*Node) erro
 			return nil, err
 		}
 		resp, err := s.cli.Txn(ctx).If(unchanged(nodeKey(name), rev)).
+			Then(clientv3.OpPut(nodeKey(name), mustJSON(n)), auditPut(audit)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update node %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			return n, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// UpdateNodeChecked is UpdateNode for a change checked against what is
+// placed on the node: fn sees the node's allocation, and the allocation's
+// revision is compared in the transaction, so a placement made meanwhile
+// makes fn check again.
+func (s *Store) UpdateNodeChecked(ctx context.Context, name string, fn func(*Node, Alloc) error, audit AuditEvent) (*Node, error) {
+	for {
+		n, rev, err := getJSON[Node](ctx, s.cli, nodeKey(name))
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		al, arev, err := getJSON[Alloc](ctx, s.cli, allocKey(name))
+		if err == ErrNotFound {
+			al, arev = &Alloc{}, 0
+		} else if err != nil {
+			return nil, err
+		}
+		if err := fn(n, *al); err != nil {
+			return nil, err
+		}
+		allocCmp := absent(allocKey(name))
+		if arev != 0 {
+			allocCmp = unchanged(allocKey(name), arev)
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(nodeKey(name), rev), allocCmp).
 			Then(clientv3.OpPut(nodeKey(name), mustJSON(n)), auditPut(audit)).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update node %q: %w", name, err)

@@ -18,9 +18,13 @@ type Plan struct {
 	Databases   int      `json:"databases"`
 	PHPVersions []string `json:"phpVersions"`
 	// AllowExec lets the accounts' PHP start processes; without it their
-	// pools disable exec, system, proc_open and the like. Plans never
-	// change, so the account controller reads it when it builds a task.
+	// pools disable exec, system, proc_open and the like. The account
+	// controller reads it when it builds a task.
 	AllowExec bool `json:"allowExec,omitempty"`
+	// Generation counts changes (UpdatePlan). An account records the
+	// generation its spec was built from (Account.PlanGeneration), so the
+	// controller can tell a mirrored copy of the plan that is behind it.
+	Generation int64 `json:"generation,omitempty"`
 	// Owner is the reseller who created the plan, or "" for an admin plan
 	// that any reseller may be allowed to use.
 	Owner     string    `json:"owner,omitempty"`

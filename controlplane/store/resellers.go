@@ -35,6 +35,7 @@ func usageKey(owner string) string   { return prefixUsage + owner }
 
 // CreateReseller writes the reseller and its login user in one transaction.
 func (s *Store) CreateReseller(ctx context.Context, r Reseller, u User, audit AuditEvent) error {
+	u.Generation = firstGeneration(u.Generation)
 	resp, err := s.cli.Txn(ctx).If(absent(resellerKey(r.Name)), absent(userKey(u.Name))).Then(
 		clientv3.OpPut(resellerKey(r.Name), mustJSON(r)),
 		clientv3.OpPut(userKey(u.Name), mustJSON(u)),

@@ -106,6 +106,9 @@ type Store struct {
 	taskWaits *taskHub
 	// dbWaits signals WaitDatabaseObject callers.
 	dbWaits *taskHub
+	// txnOps and txnBytes bound one transaction (SetTxnLimits); 0: etcd's
+	// defaults.
+	txnOps, txnBytes int
 }
 
 // New wraps an etcd client. The caller owns the client.

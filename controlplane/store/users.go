@@ -43,6 +43,7 @@ func userKey(name string) string { return prefixUsers + name }
 
 // CreateUser writes u if no user of that name exists.
 func (s *Store) CreateUser(ctx context.Context, u User, audit AuditEvent) error {
+	u.Generation = firstGeneration(u.Generation)
 	resp, err := s.cli.Txn(ctx).If(absent(userKey(u.Name))).
 		Then(clientv3.OpPut(userKey(u.Name), mustJSON(u)), auditPut(audit)).Commit()
 	if err != nil {
@@ -52,6 +53,16 @@ func (s *Store) CreateUser(ctx context.Context, u User, audit AuditEvent) error 
 		return fmt.Errorf("user %q exists: %w", u.Name, ErrConflict)
 	}
 	return nil
+}
+
+// firstGeneration starts a new user's session generation at the clock, not
+// at 0: a login token of a deleted user of the same name carries a smaller
+// generation and is refused, not taken for the new user's.
+func firstGeneration(g int64) int64 {
+	if g != 0 {
+		return g
+	}
+	return time.Now().UnixNano()
 }
 
 // GetUser returns a user.

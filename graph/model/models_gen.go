@@ -259,12 +259,14 @@ type Mutation struct {
 type Node struct {
 	Name string `json:"name"`
 	// No new accounts are placed on a draining node.
-	Draining    bool       `json:"draining"`
-	MaxAccounts int        `json:"maxAccounts"`
-	Address     string     `json:"address"`
-	Roles       []NodeRole `json:"roles"`
-	Labels      []*Label   `json:"labels"`
-	Status      NodeStatus `json:"status"`
+	Draining    bool `json:"draining"`
+	MaxAccounts int  `json:"maxAccounts"`
+	// The operator's disk limit in MB; 0: what the agent reports.
+	DiskMb  int64      `json:"diskMB"`
+	Address string     `json:"address"`
+	Roles   []NodeRole `json:"roles"`
+	Labels  []*Label   `json:"labels"`
+	Status  NodeStatus `json:"status"`
 	// Why the node is SUSPECT, e.g. gossip cannot reach its agent, or task delivery to it has stalled.
 	StatusReason    *string    `json:"statusReason,omitempty"`
 	StatusChangedAt *time.Time `json:"statusChangedAt,omitempty"`
@@ -280,6 +282,13 @@ type Node struct {
 	Services     []*Service `json:"services"`
 	// When the agent last reported its services.
 	ServicesReportedAt *time.Time `json:"servicesReportedAt,omitempty"`
+}
+
+type NodeCapacityInput struct {
+	// Accounts the scheduler may place (0: the default, 1000).
+	MaxAccounts *int `json:"maxAccounts,omitempty"`
+	// Disk the scheduler may allocate in MB (0: what the agent reports).
+	DiskMb *int64 `json:"diskMB,omitempty"`
 }
 
 type OptimizeDatabasePayload struct {
@@ -374,6 +383,39 @@ type Task struct {
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
+type UpdateNodeInput struct {
+	// Replaces every label.
+	Labels []*LabelInput `json:"labels,omitempty"`
+	// Replaces the roles.
+	Roles    []NodeRole         `json:"roles,omitempty"`
+	Capacity *NodeCapacityInput `json:"capacity,omitempty"`
+}
+
+type UpdatePlanInput struct {
+	DiskMb      *int64 `json:"diskMB,omitempty"`
+	BandwidthMb *int64 `json:"bandwidthMB,omitempty"`
+	Domains     *int   `json:"domains,omitempty"`
+	Mailboxes   *int   `json:"mailboxes,omitempty"`
+	Databases   *int   `json:"databases,omitempty"`
+	// Replaces the list; the first is what new sites get.
+	PhpVersions []string `json:"phpVersions,omitempty"`
+	// Admins only.
+	AllowExec *bool `json:"allowExec,omitempty"`
+}
+
+type UpdateResellerInput struct {
+	MaxAccounts *int   `json:"maxAccounts,omitempty"`
+	MaxDiskMb   *int64 `json:"maxDiskMB,omitempty"`
+	// Replaces the list of admin plans it may sell.
+	Plans        []string `json:"plans,omitempty"`
+	NodeSelector *string  `json:"nodeSelector,omitempty"`
+}
+
+type UpdateUserInput struct {
+	// Bind a USER login to another account (id or username) of the same owner.
+	Account *string `json:"account,omitempty"`
+}
+
 type Usage struct {
 	Accounts int   `json:"accounts"`
 	DiskMb   int64 `json:"diskMB"`
@@ -382,6 +424,18 @@ type Usage struct {
 type User struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+	// The account id a USER login manages.
+	Account *string `json:"account,omitempty"`
+	// Who manages this user.
+	Owner *string `json:"owner,omitempty"`
+}
+
+type UserFilter struct {
+	Role *Role `json:"role,omitempty"`
+	// Substring of the name.
+	Search *string `json:"search,omitempty"`
+	// Account id or username: the users bound to it.
+	Account *string `json:"account,omitempty"`
 }
 
 type ZoneConnection struct {
