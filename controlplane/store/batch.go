@@ -224,21 +224,16 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 		if err != nil {
 			return err
 		}
+		if err := s.releaseDomains(ctx, a); err != nil {
+			return err
+		}
 		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev)}
 		ops := []clientv3.Op{
 			clientv3.OpDelete(accountKey(id)),
 			clientv3.OpDelete(userNameKey(a.Username)),
 			auditPut(audit),
 		}
-		for _, site := range a.AllSites() {
-			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)), releaseName(site.Domain))
-		}
 		ops = append(ops, databaseCleanupOps(id)...)
-		zc, zo, err := s.accountZoneDeletions(ctx, a)
-		if err != nil {
-			return err
-		}
-		cmps, ops = append(cmps, zc...), append(ops, zo...)
 		// Only metered owners (resellers) keep a usage record.
 		usage, urev, err := s.GetUsage(ctx, a.Owner)
 		if err != nil {

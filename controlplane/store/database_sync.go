@@ -159,14 +159,13 @@ func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*Data
 		// A sync too large for one transaction (many objects changed while
 		// no leader ran) commits a part and goes round again: fn, run on
 		// what the part wrote, returns the rest.
-		done, partial := r.done, false
+		done, partial := r.done, 0 // partial: operations left when committing a part
 		if n := ch.opCount() + len(done); n > MaxTxnOps {
 			if n >= lastRound {
 				return fmt.Errorf("sync of the databases of %s makes no progress: %d operations left", account, n)
 			}
-			lastRound = n
+			partial = n
 			ch, done = ch.firstPart(r.set, done, MaxTxnOps)
-			partial = true
 		}
 		ops, err := s.syncOps(ctx, account, r.set, ch)
 		if err != nil {
@@ -185,8 +184,11 @@ func (s *Store) SyncDatabases(ctx context.Context, account string, fn func(*Data
 		if err != nil {
 			return fmt.Errorf("sync databases of %s: %w", account, err)
 		}
-		if ok && !partial {
+		switch {
+		case ok && partial == 0:
 			return nil
+		case ok:
+			lastRound = partial
 		}
 		if err := ctx.Err(); err != nil {
 			return err

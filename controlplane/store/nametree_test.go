@@ -307,3 +307,38 @@ func FuzzNameAncestors(f *testing.F) {
 		}
 	})
 }
+
+// An account with more domains than one etcd transaction holds is deleted
+// all the same: its names are released in parts, and its names are free
+// for another account afterwards.
+func TestFinishDeletionOfManyDomains(t *testing.T) {
+	f := newTreeFixture(t)
+	ctx := context.Background()
+	a, err := f.create("many", "many.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 80 {
+		if err := f.addSite(a.ID, fmt.Sprintf("addon%02d.example.org", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.s.FinishAccountDeletion(ctx, a.ID, nil, store.NewAuditEvent("t", "t", "deleteAccount", "many", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.s.GetAccount(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("account after deletion: %v", err)
+	}
+	b, err := f.create("next", "addon79.example.org")
+	if err != nil {
+		t.Fatalf("a released name is not free: %v", err)
+	}
+	// Finishing the first deletion again (a retry) leaves the new holder's
+	// name alone.
+	if err := f.s.FinishAccountDeletion(ctx, a.ID, nil, store.NewAuditEvent("t", "t", "deleteAccount", "many", "ok")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second finish: %v", err)
+	}
+	if _, err := f.create("third", "addon79.example.org"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("the new holder %s lost its name: %v", b.Username, err)
+	}
+}

@@ -402,18 +402,49 @@ func (s *Store) zoneDeletion(ctx context.Context, domain string) ([]clientv3.Cmp
 	return []clientv3.Cmp{unchanged(zoneKey(domain), rev)}, []clientv3.Op{clientv3.OpPut(zoneKey(domain), mustJSON(z))}, nil
 }
 
-// accountZoneDeletions marks the zones of every domain of the account (its
-// primary domain's and its add-on and alias domains') for removal, for the
-// transaction that deletes the account.
-func (s *Store) accountZoneDeletions(ctx context.Context, a *Account) ([]clientv3.Cmp, []clientv3.Op, error) {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
-	for _, site := range a.AllSites() {
-		c, o, err := s.zoneDeletion(ctx, site.Domain)
-		if err != nil {
-			return nil, nil, err
+// releaseDomains frees the names of a deleted account's domains (its
+// primary, add-on and alias domains) and marks their zones for removal, in
+// as many transactions as etcd's operation limit needs: an account may
+// hold more domains than one transaction fits. Each name is released only
+// while it still names this account, so a retry after the names were
+// taken by another account touches nothing of the new holder's; running
+// it again writes nothing.
+func (s *Store) releaseDomains(ctx context.Context, a *Account) error {
+	const perTxn = MaxTxnOps / 3 // name, tree key and zone of each domain
+	sites := a.AllSites()
+	for len(sites) > 0 {
+		chunk := sites[:min(len(sites), perTxn)]
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, site := range chunk {
+			held, err := s.cli.Get(ctx, domainNameKey(site.Domain))
+			if err != nil {
+				return fmt.Errorf("read domain %s: %w", site.Domain, err)
+			}
+			if len(held.Kvs) == 0 || string(held.Kvs[0].Value) != a.ID {
+				continue // released already (and perhaps taken since)
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(domainNameKey(site.Domain)), "=", a.ID))
+			ops = append(ops, clientv3.OpDelete(domainNameKey(site.Domain)), releaseName(site.Domain))
+			c, o, err := s.zoneDeletion(ctx, site.Domain)
+			if err != nil {
+				return err
+			}
+			cmps, ops = append(cmps, c...), append(ops, o...)
 		}
-		cmps, ops = append(cmps, c...), append(ops, o...)
+		if len(ops) > 0 {
+			resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+			if err != nil {
+				return fmt.Errorf("release domains of account %s: %w", a.Username, err)
+			}
+			if !resp.Succeeded {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				continue // a zone changed meanwhile: read the chunk again
+			}
+		}
+		sites = sites[len(chunk):]
 	}
-	return cmps, ops, nil
+	return nil
 }
