@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -37,8 +38,13 @@ func (c *accountController) place(ctx context.Context, b *store.Batch, accts []*
 			// capacity frees up.
 			c.ctl.EnqueueAfter(a.ID, unplacedRetry)
 			c.nodes, c.allocs = nil, nil // the retry looks at fresh status and allocations
-			if a.Reason != err.Error() {
+			detail := ""
+			if pe := (*scheduler.PlacementError)(nil); errors.As(err, &pe) && pe.Detail() != err.Error() {
+				detail = pe.Detail()
+			}
+			if a.Reason != err.Error() || a.ReasonDetail != detail {
 				a.SetStatus(store.AccountPending, err.Error(), now)
+				a.ReasonDetail = detail
 				b.PutAccount(a, revs[a.ID])
 			}
 			continue

@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,6 +198,25 @@ func TestRBAC(t *testing.T) {
 	})
 	if a, _ := tn.admin.Account(ctx, tn.a1.ID); a.NodeName() != "n-eu" {
 		t.Errorf("resa's account placed on %s, selector allows n-eu only", a.NodeName())
+	}
+
+	// A reseller whose pool has no node: the account waits with the reason
+	// in words; the labels of the other nodes are for admins only.
+	if _, err := tn.admin.CreateReseller(ctx, "resc", resellerPassword, 3, 1000, []string{"basic"}, "zone=mars"); err != nil {
+		t.Fatal(err)
+	}
+	resC := login(t, tn.s, "resc", resellerPassword)
+	c1, err := resC.CreateAccount(ctx, client.CreateAccountInput{Username: "charlie1", Domain: "charlie1.example.org", Plan: "basic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "charlie1's placement reason", func() bool {
+		a, err := tn.admin.Account(ctx, c1.ID)
+		return err == nil && a.Reason != nil && strings.Contains(*a.Reason, "node selector zone=mars (")
+	})
+	if a, err := resC.Account(ctx, c1.ID); err != nil || a.Reason == nil ||
+		!strings.Contains(*a.Reason, "outside the reseller's node selector zone=mars") || strings.Contains(*a.Reason, "zone=eu") || strings.Contains(*a.Reason, " have ") || strings.Contains(*a.Reason, " has ") {
+		t.Errorf("the reseller's view of the reason: %q %v", deref(a.Reason), err)
 	}
 
 	// API tokens authenticate as their owner and stop working when revoked.

@@ -12,10 +12,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/validate"
 )
+
+// Reason is the resolver for the reason field.
+func (r *accountResolver) Reason(ctx context.Context, obj *model.Account) (*string, error) {
+	if p, ok := auth.FromContext(ctx); ok && p.Role == store.RoleAdmin && obj.ReasonDetail != "" {
+		return &obj.ReasonDetail, nil
+	}
+	return obj.Reason, nil
+}
 
 // Node is the resolver for the node field.
 func (r *accountResolver) Node(ctx context.Context, obj *model.Account) (*model.Node, error) {

@@ -442,6 +442,7 @@ type ComplexityRoot struct {
 // region    ************************** generated!.gotpl **************************
 
 type AccountResolver interface {
+	Reason(ctx context.Context, obj *model.Account) (*string, error)
 	Node(ctx context.Context, obj *model.Account) (*model.Node, error)
 	Plan(ctx context.Context, obj *model.Account) (*model.Plan, error)
 	Owner(ctx context.Context, obj *model.Account) (*model.User, error)
@@ -5068,7 +5069,7 @@ func (ec *executionContext) _Account_reason(ctx context.Context, field graphql.C
 			return ec.fieldContext_Account_reason(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Reason, nil
+			return ec.Resolvers.Account().Reason(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
@@ -5079,7 +5080,7 @@ func (ec *executionContext) _Account_reason(ctx context.Context, field graphql.C
 	)
 }
 func (ec *executionContext) fieldContext_Account_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Account", field, false, false, "String")
+	return graphql.NewScalarFieldContext("Account", field, true, true, "String")
 }
 
 func (ec *executionContext) _Account_node(ctx context.Context, field graphql.CollectedField, obj *model.Account) (ret graphql.Marshaler) {
@@ -14970,10 +14971,11 @@ func (ec *executionContext) _Account(ctx context.Context, sel ast.SelectionSet, 
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "reason":
-			out.Values[i] = ec._Account_reason(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Account_reason(ctx, field, obj)
+				})
 		case "node":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, false,

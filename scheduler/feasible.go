@@ -202,8 +202,16 @@ const maxLabelSets = 3
 
 // Error says in words why nothing fits, reasons in filter order, so equal
 // errors read alike and a controller can compare messages to skip
-// rewriting an unchanged status.
-func (e *PlacementError) Error() string {
+// rewriting an unchanged status. It names counts only: the labels of nodes
+// outside a reseller's pool are other customers' business (see Detail).
+func (e *PlacementError) Error() string { return e.message(false) }
+
+// Detail is Error with the label sets of the nodes the selector rejected,
+// for operators: "3 nodes outside the reseller's node selector zone=eu-1
+// (2 have env=dev, 1 has zone=us-1)".
+func (e *PlacementError) Detail() string { return e.message(true) }
+
+func (e *PlacementError) message(labels bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "no node fits account %q", e.Account)
 	if e.Pinned != "" {
@@ -225,7 +233,7 @@ func (e *PlacementError) Error() string {
 	})
 	phrases := make([]string, 0, len(reasons))
 	for _, k := range reasons {
-		if p := e.phrase(k, e.Filtered[k]); p != "" {
+		if p := e.phrase(k, e.Filtered[k], labels); p != "" {
 			phrases = append(phrases, p)
 		}
 	}
@@ -233,7 +241,7 @@ func (e *PlacementError) Error() string {
 	return b.String()
 }
 
-func (e *PlacementError) phrase(reason string, n int) string {
+func (e *PlacementError) phrase(reason string, n int, labels bool) string {
 	switch {
 	case reason == ReasonNotPinned:
 		if n == e.Considered {
@@ -246,8 +254,10 @@ func (e *PlacementError) phrase(reason string, n int) string {
 		return nodes(n) + " draining"
 	case strings.HasPrefix(reason, ReasonMissingRolePrefix):
 		return fmt.Sprintf("%s without the %s role", nodes(n), strings.TrimPrefix(reason, ReasonMissingRolePrefix))
-	case reason == ReasonSelector:
+	case reason == ReasonSelector && labels:
 		return fmt.Sprintf("%s outside the reseller's node selector %s (%s)", nodes(n), e.Selector, e.labelSummary())
+	case reason == ReasonSelector:
+		return fmt.Sprintf("%s outside the reseller's node selector %s", nodes(n), e.Selector)
 	case reason == ReasonAccountsExhausted:
 		return nodes(n) + " with no account slots left"
 	case reason == ReasonDiskExhausted:

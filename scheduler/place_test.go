@@ -269,7 +269,7 @@ func TestPlacementErrorMessage(t *testing.T) {
 	req.Roles = []string{"web", "mail"}
 	req.Selector = mustParse(t, "zone")
 	_, err = s.Place(req)
-	want := `no node fits account "alice" (14 nodes considered): 3 nodes not READY; 1 node draining; 1 node without the mail role; 2 nodes without the web role; 4 nodes outside the reseller's node selector zone (4 have no labels); 1 node with no account slots left; 2 nodes without the disk the plan needs`
+	want := `no node fits account "alice" (14 nodes considered): 3 nodes not READY; 1 node draining; 1 node without the mail role; 2 nodes without the web role; 4 nodes outside the reseller's node selector zone; 1 node with no account slots left; 2 nodes without the disk the plan needs`
 	for range 20 { // map iteration order must not leak into the message
 		if _, err2 := s.Place(req); fmt.Sprint(err2) != want || fmt.Sprint(err) != want {
 			t.Fatalf("got  %s\nwant %s", err2, want)
@@ -295,7 +295,12 @@ func TestPlacementErrorMessage(t *testing.T) {
 		with(readyNode("c", 10, 1000), func(n *Node) { n.Labels = map[string]string{"zone": "us-1", "env": "prod"} }),
 	}, Spread)
 	_, err = dev.Place(Request{Account: "carol", Need: Resources{1, 1}, Selector: mustParse(t, "zone=eu-1")})
-	if got, want := fmt.Sprint(err), `no node fits account "carol" (3 nodes considered): 3 nodes outside the reseller's node selector zone=eu-1 (2 have env=dev, 1 has env=prod,zone=us-1)`; got != want {
+	if got, want := fmt.Sprint(err), `no node fits account "carol" (3 nodes considered): 3 nodes outside the reseller's node selector zone=eu-1`; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if pe := (*PlacementError)(nil); !errors.As(err, &pe) {
+		t.Fatal(err)
+	} else if got, want := pe.Detail(), `no node fits account "carol" (3 nodes considered): 3 nodes outside the reseller's node selector zone=eu-1 (2 have env=dev, 1 has env=prod,zone=us-1)`; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 

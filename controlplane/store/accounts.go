@@ -75,9 +75,12 @@ type Account struct {
 	Sites []Site `json:"sites,omitempty"`
 
 	// Observed state.
-	Node              string         `json:"node,omitempty"`
-	Status            AccountStatus  `json:"status"`
-	Reason            string         `json:"reason,omitempty"`
+	Node   string        `json:"node,omitempty"`
+	Status AccountStatus `json:"status"`
+	Reason string        `json:"reason,omitempty"`
+	// ReasonDetail is Reason with what only operators may see (the labels
+	// of nodes outside the owner's pool); empty when it says no more.
+	ReasonDetail      string         `json:"reasonDetail,omitempty"`
 	AppliedGeneration int64          `json:"appliedGeneration,omitempty"`
 	TaskID            string         `json:"taskId,omitempty"`
 	Attempts          int            `json:"attempts,omitempty"`
@@ -92,7 +95,7 @@ func (a *Account) SetStatus(st AccountStatus, reason string, now time.Time) {
 	if a.Status == st && a.Reason == reason {
 		return
 	}
-	a.Status, a.Reason, a.UpdatedAt = st, reason, now
+	a.Status, a.Reason, a.ReasonDetail, a.UpdatedAt = st, reason, "", now
 	a.EventSeq++
 	a.Events = append(a.Events, AccountEvent{Seq: a.EventSeq, At: now, Status: st, Reason: reason})
 	if n := len(a.Events); n > maxEvents {

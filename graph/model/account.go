@@ -19,9 +19,11 @@ type Account struct {
 	CreatedAt time.Time       `json:"createdAt"`
 	UpdatedAt time.Time       `json:"updatedAt"`
 
-	NodeName  string `json:"-"`
-	PlanName  string `json:"-"`
-	OwnerName string `json:"-"`
+	// ReasonDetail is what Reason says to admins (see store.Account).
+	ReasonDetail string `json:"-"`
+	NodeName     string `json:"-"`
+	PlanName     string `json:"-"`
+	OwnerName    string `json:"-"`
 	// Sites and the generations decide the domains field without a read.
 	Sites             []store.Site `json:"-"`
 	Generation        int64        `json:"-"`
