@@ -71,3 +71,17 @@ func TestCLIDomainsAndZones(t *testing.T) {
 		t.Errorf("zone delete of a missing zone: exit %d: %s", code, out)
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"GET / HTTP/1.1\t200":    "GET / HTTP/1.1\t200",
+		"\x1b]52;c;cHduZWQ=\x07": `\x1b]52;c;cHduZWQ=\x07`,
+		"caf\u00e9 \u2603":       "caf\u00e9 \u2603",
+		"bad \xff utf8":          `bad \xff utf8`,
+		"\u009b31m C1 CSI":       `\xc2\x9b31m C1 CSI`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

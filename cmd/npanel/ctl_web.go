@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -115,7 +117,7 @@ log of the domain it aliases. The account's owner finds the same files as
 				return o.print(cmd.OutOrStdout(), ls, nil)
 			}
 			for _, l := range ls {
-				fmt.Fprintln(cmd.OutOrStdout(), l)
+				fmt.Fprintln(cmd.OutOrStdout(), printable(l))
 			}
 			return nil
 		},
@@ -238,4 +240,25 @@ func nodeRestartServiceCmd(o *ctlOptions) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// printable escapes control characters (tab aside) and invalid UTF-8 as
+// \xHH: a tenant writes its own error log (PHP's error_log copies through
+// nginx verbatim), and escape sequences in it must not drive the operator's
+// terminal.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1, r != '\t' && (unicode.IsControl(r) || r == 0x7f):
+			for _, c := range []byte(s[i : i+n]) {
+				fmt.Fprintf(&b, `\x%02x`, c)
+			}
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
