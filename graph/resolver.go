@@ -63,6 +63,8 @@ type Resolver struct {
 	MaxWebsocketsPerIP int
 	// Refusals audits refused requests under a rate limit; nil: not audited.
 	Refusals *store.RefusalAudit
+
+	logReads logReadGate
 }
 
 // validUsername applies the account name rules, admitting test names when

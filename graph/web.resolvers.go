@@ -292,6 +292,11 @@ func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind mode
 	if a.Node == "" {
 		return nil, fmt.Errorf("account %s is not on a node yet: %w", a.Username, store.ErrConflict)
 	}
+	done, err := r.logReads.start(p.Name, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_ReadDomainLog{ReadDomainLog: &agentpb.ReadDomainLogAction{
 		Username: a.Username, Domain: target, Kind: k, Lines: uint32(n)}}}
 	t, err := r.Store.EnqueueQueryTask(ctx, a.Node, spec, "domainLogs", p.Name, domainLogTTL)

@@ -56,7 +56,7 @@ const (
 	// maxLogLine cuts a longer line; maxLogRead bounds one read in all
 	// (the result is stored with the task in etcd).
 	maxLogLine = 4 << 10
-	maxLogRead = 512 << 10
+	maxLogRead = 128 << 10
 	// DefaultLogRotateSize is the size above which a log is rotated.
 	DefaultLogRotateSize = 64 << 20
 	// logKeep is how many rotated generations stay (.1 .. .3).
