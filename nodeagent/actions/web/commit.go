@@ -79,6 +79,9 @@ type change struct {
 	user  string
 	files map[string][]byte // path -> content
 	names []string
+	// reload, set on a change of no account, asks the committer for a
+	// reload of this service between commits (log rotation).
+	reload string
 
 	ops   []op
 	taken bool // in a batch; guarded by host.mu
@@ -179,6 +182,14 @@ func (h *host) commit(batch []*change) (deferred []*change) {
 	inBatch := make(map[string]bool)
 	claimed := make(map[string]string)
 	for _, c := range batch {
+		if c.reload != "" {
+			if h.dirty == nil {
+				h.dirty = make(map[string]bool)
+			}
+			h.dirty[c.reload] = true // reload owes it, and keeps owing it until it succeeds
+			noop = append(noop, c)
+			continue
+		}
 		if inBatch[c.user] {
 			deferred = append(deferred, c)
 			continue
@@ -543,6 +554,13 @@ func (h *host) accept(c *change) {
 		paths[p] = true
 	}
 	h.accts[c.user] = paths
+}
+
+// requestReload has the committer reload service between commits, so that
+// the reload never loads a batch's files before their test passed or
+// after it was refused, and waits for it.
+func (h *host) requestReload(ctx context.Context, env *actions.Env, service string) error {
+	return h.submit(&change{ctx: ctx, env: env, reload: service})
 }
 
 // reload reloads what the committed changes touched and whatever an earlier

@@ -96,7 +96,9 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	}
 
 	if len(sites) > 0 {
-		if err := ensureLogs(w, owner, sites); err != nil {
+		// A suspended account's home is not touched: its ~/logs links
+		// follow when it is lifted.
+		if err := ensureLogs(w, owner, sites, !suspended); err != nil {
 			return nil, err
 		}
 	}

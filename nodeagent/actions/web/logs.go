@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,8 +77,9 @@ func logFileName(domain, kind string) string { return domain + "." + kind + ".lo
 func userLogDir(w platform.WebPaths, user string) string { return filepath.Join(w.DomainLogDir, user) }
 
 // ensureLogs creates the account's log directory and its sites' log files
-// with their owner and mode, then links each into ~/logs.
-func ensureLogs(w platform.WebPaths, o Owner, sites []*agentpb.Site) error {
+// with their owner and mode, removes the logs of domains it no longer
+// serves, and (link) links each log into ~/logs.
+func ensureLogs(w platform.WebPaths, o Owner, sites []*agentpb.Site, link bool) error {
 	ud, err := openUserLogDir(w, o.Username, o.GID, true)
 	if err != nil {
 		return err
@@ -93,8 +95,64 @@ func ensureLogs(w platform.WebPaths, o Owner, sites []*agentpb.Site) error {
 			names = append(names, name)
 		}
 	}
-	linkLogs(ud, o, names)
+	gone := pruneLogs(ud, names)
+	if link {
+		unlinkLogs(o, gone)
+		linkLogs(ud, o, names)
+	}
 	return nil
+}
+
+// pruneLogs removes from dir the logs, rotated generations included, that
+// are not named in keep (the logs of a domain the account no longer
+// serves), and returns the names of the current logs it removed.
+func pruneLogs(dir *os.Root, keep []string) (gone []string) {
+	ents, err := fs.ReadDir(dir.FS(), ".")
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		name := e.Name()
+		base := name
+		if i := strings.LastIndexByte(name, '.'); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				base = name[:i] // a rotated generation
+			}
+		}
+		if !(strings.HasSuffix(base, ".access.log") || strings.HasSuffix(base, ".error.log")) || slices.Contains(keep, base) {
+			continue
+		}
+		if dir.Remove(name) == nil && base == name {
+			gone = append(gone, name)
+		}
+	}
+	return gone
+}
+
+// unlinkLogs removes from ~/logs the links of logs that are gone: regular
+// files of these names that are not the account's own (they were root's
+// log files).
+func unlinkLogs(o Owner, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	home, err := os.OpenRoot(o.Home)
+	if err != nil {
+		return
+	}
+	defer home.Close()
+	logs, err := home.OpenFile("logs", os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	defer logs.Close()
+	lfd := int(logs.Fd())
+	for _, name := range names {
+		var have unix.Stat_t
+		if unix.Fstatat(lfd, name, &have, unix.AT_SYMLINK_NOFOLLOW) == nil && have.Mode&unix.S_IFMT == unix.S_IFREG && have.Uid != o.UID {
+			_ = unix.Unlinkat(lfd, name, 0)
+		}
+	}
 }
 
 // openUserLogDir opens DomainLogDir/<user>, creating it (create) and
@@ -128,7 +186,7 @@ func openUserLogDir(w platform.WebPaths, user string, gid uint32, create bool) (
 }
 
 // ensureLogFile creates name in dir without truncating it, and gives it
-// the account's group and mode 0640; its owner stays root.
+// root as its owner, the account's group and mode 0640.
 func ensureLogFile(dir *os.Root, name string, gid uint32) error {
 	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, logFileMode)
 	if err != nil {
@@ -142,8 +200,10 @@ func ensureLogFile(dir *os.Root, name string, gid uint32) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", name)
 	}
-	if st := fi.Sys().(*syscall.Stat_t); st.Gid != gid {
-		if err := f.Chown(-1, int(gid)); err != nil {
+	// Root's again if nginx gave it to its worker user: a reopen (USR1,
+	// as the distribution's logrotate sends daily) chowns every log.
+	if st := fi.Sys().(*syscall.Stat_t); st.Gid != gid || st.Uid != 0 {
+		if err := f.Chown(0, int(gid)); err != nil {
 			return err
 		}
 	}
@@ -307,12 +367,18 @@ func sizeOf(f io.ReaderAt) (int64, error) {
 func (m *Module) rotateLoop(ctx context.Context, env *actions.Env) {
 	t := time.NewTicker(logRotateEvery)
 	defer t.Stop()
+	owed := false // a rotation's reload failed: nginx still writes the .1 files
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := m.rotateLogs(ctx, env, m.rotateSize()); err != nil && env.Logger != nil {
+			rotated, err := m.rotateLogs(ctx, env, m.rotateSize())
+			if err == nil && len(rotated) == 0 && owed {
+				err = m.hostFor(env.Profile).requestReload(ctx, env, NginxService)
+			}
+			owed = err != nil
+			if err != nil && env.Logger != nil {
 				env.Logger.Warn("rotate domain logs", "err", err)
 			}
 		}
@@ -387,7 +453,7 @@ func (m *Module) rotateLogs(ctx context.Context, env *actions.Env, limit int64) 
 	// workers open the logs again too, as nginx's unprivileged user, and
 	// the log tree is root's alone; on a reload the root master opens
 	// them and the new workers inherit the descriptors.
-	err = env.Services.Reload(ctx, NginxService)
+	err = m.hostFor(p).requestReload(ctx, env, NginxService)
 	for _, l := range links {
 		if l.owner.Home == "" {
 			continue

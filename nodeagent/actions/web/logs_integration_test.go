@@ -1,6 +1,8 @@
 package web_test
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +114,18 @@ func TestDomainLogs(t *testing.T) {
 	}
 	if fi, err := os.Stat(sr.AccessLog); err != nil || fi.Mode().Perm() != 0o640 || fi.Sys().(*syscall.Stat_t).Gid != a.GID {
 		t.Errorf("new log after rotation: %v %v", fi.Mode(), err)
+	}
+
+	// A domain the account no longer serves takes its logs with it: the
+	// rotated generations and the links in ~/logs too.
+	s.ensure(t, a, spec(site("npt-logs2.example.com", "public_html", "")), false)
+	for _, p := range []string{sr.AccessLog, sr.AccessLog + ".1", sr.ErrorLog, home, filepath.Join(a.Home, "logs", domain+".error.log")} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after its domain was removed: %v", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(a.Home, "logs", "npt-logs2.example.com.access.log")); err != nil {
+		t.Errorf("the remaining domain's log is not linked: %v", err)
 	}
 }
 
