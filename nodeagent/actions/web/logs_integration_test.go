@@ -71,9 +71,10 @@ func TestDomainLogs(t *testing.T) {
 	s.get(t, domain, "/first-request")
 	s.get(t, domain, "/missing-page")
 	home := filepath.Join(a.Home, "logs", domain+".access.log")
-	testenv.WaitFor(t, 5*time.Second, "request logged", func() bool {
+	// nginx logs a request after its response: wait for both lines.
+	testenv.WaitFor(t, 5*time.Second, "requests logged", func() bool {
 		out, err := catAs(a, home)
-		return err == nil && strings.Contains(out, "/first-request")
+		return err == nil && strings.Contains(out, "/first-request") && strings.Contains(out, "/missing-page")
 	})
 	if _, err := catAs(b, home); err == nil {
 		t.Errorf("another account reads the log through a's link")
