@@ -126,6 +126,14 @@ func TestCRUDRBAC(t *testing.T) {
 			_, err := c.ResetPassword(ctx, "alphauser", "another-password-456")
 			return err
 		},
+		"resetPassword admin": func(c *client.Client) error {
+			_, err := c.ResetPassword(ctx, "admin", "another-password-456")
+			return err
+		},
+		"resetPassword resa": func(c *client.Client) error {
+			_, err := c.ResetPassword(ctx, "resa", "another-password-456")
+			return err
+		},
 		"deleteUser alphauser": func(c *client.Client) error { return c.DeleteUser(ctx, "alphauser") },
 		"changeAccountPlan alpha1": func(c *client.Client) error {
 			_, err := c.ChangeAccountPlan(ctx, "alpha1", "resa-own")
@@ -166,6 +174,8 @@ func TestCRUDRBAC(t *testing.T) {
 		{"user", tn.userA, "updateUser alphauser", "FORBIDDEN"},
 		{"resb", tn.resB, "resetPassword alphauser", "NOT_FOUND"},
 		{"user", tn.userA, "resetPassword alphauser", "FORBIDDEN"},
+		{"admin", tn.admin, "resetPassword admin", "FORBIDDEN"}, // its own: changePassword asks for the current one
+		{"resa", tn.resA, "resetPassword resa", "FORBIDDEN"},
 		{"resb", tn.resB, "deleteUser alphauser", "NOT_FOUND"},
 		{"user", tn.userA, "deleteUser alphauser", "FORBIDDEN"},
 		{"resb", tn.resB, "changeAccountPlan alpha1", "NOT_FOUND"},

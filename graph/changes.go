@@ -397,6 +397,11 @@ func (r *Resolver) resetPassword(ctx context.Context, name, password string) (*m
 	if err != nil {
 		return nil, err
 	}
+	if name == p.Name {
+		// changePassword asks for the current password under the login
+		// throttle: a stolen token must not set a password of its own.
+		return nil, errorf(CodeForbidden, "reset another user's password; change your own with changePassword (it asks for the current one)")
+	}
 	if err := validate.Password(password); err != nil {
 		return nil, err
 	}

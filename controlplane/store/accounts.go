@@ -155,21 +155,26 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, li
 		}
 		cmps := append([]clientv3.Cmp{absent(userNameKey(a.Username)), absent(domainNameKey(a.Domain)), unchanged(planKey(a.Plan), planRev)}, tcmps...)
 		ops := append([]clientv3.Op{
-			clientv3.OpPut(accountKey(a.ID), mustJSON(a)),
 			clientv3.OpPut(userNameKey(a.Username), a.ID),
 			clientv3.OpPut(domainNameKey(a.Domain), a.ID),
 			auditPut(audit),
 		}, tops...)
 		if metered {
-			// The reseller's limits are read and compared here, in the
-			// loop, so that updateReseller lowering them cannot race a
-			// creation checked against the old ones.
-			if res, rrev, err := getJSON[Reseller](ctx, s.cli, resellerKey(a.Owner)); err == nil {
-				lim = Limits{MaxAccounts: res.MaxAccounts, MaxDiskMB: res.MaxDiskMB}
-				cmps = append(cmps, unchanged(resellerKey(a.Owner), rrev))
-			} else if err != ErrNotFound {
+			// The reseller's limits and selector are read and compared
+			// here, in the loop, so that updateReseller cannot race a
+			// creation checked against the old ones; and a reseller
+			// deleted meanwhile gets no account: it would be nobody's,
+			// and whoever takes the name next would manage it.
+			res, rrev, err := getJSON[Reseller](ctx, s.cli, resellerKey(a.Owner))
+			if err == ErrNotFound {
+				return fmt.Errorf("reseller %q: %w", a.Owner, ErrNotFound)
+			}
+			if err != nil {
 				return err
 			}
+			lim = Limits{MaxAccounts: res.MaxAccounts, MaxDiskMB: res.MaxDiskMB}
+			a.Selector = res.NodeSelector
+			cmps = append(cmps, unchanged(resellerKey(a.Owner), rrev))
 			usage, rev, err := s.GetUsage(ctx, a.Owner)
 			if err != nil {
 				return err
@@ -189,6 +194,7 @@ func (s *Store) CreateAccount(ctx context.Context, a *Account, planRev int64, li
 			}
 			ops = append(ops, clientv3.OpPut(usageKey(a.Owner), mustJSON(next)))
 		}
+		ops = append(ops, clientv3.OpPut(accountKey(a.ID), mustJSON(a)))
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(
 			clientv3.OpGet(userNameKey(a.Username), clientv3.WithCountOnly()),
 			clientv3.OpGet(domainNameKey(a.Domain), clientv3.WithCountOnly()),

@@ -596,7 +596,10 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 			return nil, err
 		}
 		rebuildFromPlan(a, p, time.Now().UTC())
-		t.op(clientv3.OpPut(accountKey(id), mustJSON(a)), auditPut(audit))
+		// The plan is written back unchanged: its new revision makes an
+		// updatePlan or deletePlan that scanned the plan's accounts before
+		// this one joined them fail its compare and scan again.
+		t.op(clientv3.OpPut(accountKey(id), mustJSON(a)), clientv3.OpPut(planKey(planName), mustJSON(p)), auditPut(audit))
 		ok, err := s.commitChange(ctx, fmt.Sprintf("change the plan of %s", a.Username), t)
 		if err != nil {
 			return nil, err
@@ -634,6 +637,29 @@ func (s *Store) ChangeAccountOwner(ctx context.Context, id, owner, selector stri
 		}
 		t := &txnBuilder{}
 		t.cmp(unchanged(accountKey(id), arev))
+		// The new owner is read here, in the loop, and compared: one
+		// deleted meanwhile must not receive the account (a reseller
+		// without a record would count as an unmetered admin), and its
+		// selector is the one it has now.
+		ou, ourev, err := getJSON[User](ctx, s.cli, userKey(owner))
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("owner %q: %w", owner, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		t.cmp(unchanged(userKey(owner), ourev))
+		if ou.Role == RoleReseller {
+			res, rrev, err := getJSON[Reseller](ctx, s.cli, resellerKey(owner))
+			if err == ErrNotFound {
+				return nil, fmt.Errorf("reseller %q: %w", owner, ErrNotFound)
+			}
+			if err != nil {
+				return nil, err
+			}
+			t.cmp(unchanged(resellerKey(owner), rrev))
+			selector = res.NodeSelector
+		}
 		counters := newCounterChange()
 		counters.owner(old, -1, -a.DiskMB)
 		counters.owner(owner, 1, a.DiskMB)

@@ -342,3 +342,38 @@ func TestFinishDeletionOfManyDomains(t *testing.T) {
 		t.Fatalf("the new holder %s lost its name: %v", b.Username, err)
 	}
 }
+
+// Races with a reseller's or a plan's change are caught by the
+// transaction: an account is never created for a reseller deleted after
+// the caller read it, and moving an account onto a plan changes the plan's
+// revision, so an updatePlan that scanned the plan's accounts before
+// scans again.
+func TestAccountChangesCompareWhatTheyRead(t *testing.T) {
+	f := newTreeFixture(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	ghost := &store.Account{ID: store.NewAccountID(now), Username: "ghost1", Domain: "ghost1.example.com", Plan: "basic", Owner: "deletedreseller",
+		Status: store.AccountPending, Generation: 1, CreatedAt: now, UpdatedAt: now}
+	err := f.s.CreateAccount(ctx, ghost, f.planRev, store.Limits{MaxAccounts: 5, MaxDiskMB: 100}, store.NewAuditEvent("t", "t", "createAccount", "ghost1", "ok"))
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("account for a reseller with no record: %v", err)
+	}
+
+	if err := f.s.CreatePlan(ctx, store.Plan{Name: "big", DiskMB: 10, Domains: 3}, store.NewAuditEvent("t", "t", "createPlan", "big", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.create("mover", "mover.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, before, err := f.s.GetPlanRev(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.ChangeAccountPlan(ctx, a.ID, "big", func(*store.Account, *store.Plan) error { return nil }, store.NewAuditEvent("t", "t", "changeAccountPlan", "mover", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, after, err := f.s.GetPlanRev(ctx, "big"); err != nil || after == before {
+		t.Fatalf("the target plan's revision did not move (%d -> %d, %v)", before, after, err)
+	}
+}
