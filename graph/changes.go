@@ -355,15 +355,22 @@ func (r *Resolver) updateUser(ctx context.Context, name string, in model.UpdateU
 	if target != nil {
 		ev.Detail = map[string]string{"account": target.ID}
 	}
-	// A new account for a login is a change of what its tokens may do:
-	// its sessions end.
-	nu, err := r.Store.UpdateUser(ctx, name, target != nil && target.ID != u.Account, func(cur *store.User) error {
+	if target == nil { // nothing to change; audited all the same
+		nu, err := r.Store.UpdateUser(ctx, name, false, func(cur *store.User) error { return mayManageUser(p, cur) }, ev)
+		if err != nil {
+			return nil, err
+		}
+		return userModel(nu), nil
+	}
+	nu, err := r.Store.BindUser(ctx, name, target.ID, func(cur *store.User, a *store.Account) error {
 		if err := mayManageUser(p, cur); err != nil {
 			return err
 		}
-		if target != nil {
-			cur.Account = target.ID
-			cur.Owner = target.Owner
+		if cur.Role != store.RoleUser {
+			return &validate.Error{Field: "account", Reason: "only a USER login is bound to an account"}
+		}
+		if p.Role == store.RoleReseller && a.Owner != p.Name {
+			return fmt.Errorf("account %q: %w", a.ID, store.ErrNotFound) // given to another owner meanwhile
 		}
 		return nil
 	}, ev)

@@ -108,6 +108,47 @@ func (s *Store) UpdateUser(ctx context.Context, name string, revoke bool, change
 	}
 }
 
+// BindUser binds the USER login name to the account id, with the account's
+// owner as the login's owner. The account is read in the same loop and
+// compared: an account given to another owner meanwhile is seen by check
+// (which may refuse) and never leaves the login with the old owner. The
+// login's sessions end: what its tokens may do changed.
+func (s *Store) BindUser(ctx context.Context, name, id string, check func(*User, *Account) error, audit AuditEvent) (*User, error) {
+	key := userKey(name)
+	for {
+		u, rev, err := getJSON[User](ctx, s.cli, key)
+		if err == ErrNotFound {
+			return nil, fmt.Errorf("user %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		a, arev, err := s.GetAccount(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(u, a); err != nil {
+			return nil, err
+		}
+		if u.Account != a.ID {
+			u.Generation++
+		}
+		u.Account, u.Owner = a.ID, a.Owner
+		resp, err := s.cli.Txn(ctx).If(unchanged(key, rev), unchanged(accountKey(id), arev)).
+			Then(clientv3.OpPut(key, mustJSON(u)), auditPut(audit)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update user %q: %w", name, err)
+		}
+		if resp.Succeeded {
+			s.awaitUserMirror(ctx, name, resp.Header.Revision)
+			return u, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // awaitUserMirror waits, briefly, until this replica's mirror of users has
 // seen rev, so that a revocation holds on this replica from the caller's
 // next request (other replicas follow within their watch's lag).
