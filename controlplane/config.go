@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/scheduler"
 )
 
@@ -43,6 +44,10 @@ type Config struct {
 	// EtcdInsecure admits endpoints without TLS (http://, unix://). Without
 	// it they are refused: whoever reaches such an etcd reads the cluster.
 	EtcdInsecure bool
+	// EtcdMaxTxnOps is the external etcd's --max-txn-ops (0: etcd's
+	// default, 128). It bounds the changes made in one transaction, such
+	// as an updatePlan rebuilding every account on the plan.
+	EtcdMaxTxnOps int
 	// KEKFile holds the key-encryption key (32 bytes, mode 0600) that seals
 	// the CA's private keys and the cluster secrets in etcd. Every replica
 	// of a cluster needs a copy of the same file. Default DataDir/kek,
@@ -207,10 +212,13 @@ func (c *Config) setDefaults() error {
 // said so, and TLS files given where they do not apply.
 func (c *Config) checkEtcd() error {
 	if len(c.EtcdEndpoints) == 0 {
-		if c.EtcdCACert != "" || c.EtcdCert != "" || c.EtcdKey != "" || c.EtcdInsecure {
-			return errors.New("--etcd-cacert, --etcd-cert, --etcd-key and --etcd-insecure apply to an external etcd (--etcd-endpoints) only")
+		if c.EtcdCACert != "" || c.EtcdCert != "" || c.EtcdKey != "" || c.EtcdInsecure || c.EtcdMaxTxnOps != 0 {
+			return errors.New("--etcd-cacert, --etcd-cert, --etcd-key, --etcd-insecure and --etcd-max-txn-ops apply to an external etcd (--etcd-endpoints) only")
 		}
 		return nil
+	}
+	if c.EtcdMaxTxnOps != 0 && (c.EtcdMaxTxnOps < store.MaxTxnOps || c.EtcdMaxTxnOps > 1<<16) {
+		return fmt.Errorf("--etcd-max-txn-ops %d: give the external etcd's --max-txn-ops, %d (its default) or more", c.EtcdMaxTxnOps, store.MaxTxnOps)
 	}
 	if (c.EtcdCert == "") != (c.EtcdKey == "") {
 		return errors.New("--etcd-cert and --etcd-key go together")

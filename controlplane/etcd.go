@@ -30,6 +30,8 @@ const (
 const (
 	embeddedMaxTxnOps       = 4096
 	embeddedMaxRequestBytes = 8 << 20
+	// externalMaxRequestBytes is etcd's default --max-request-bytes.
+	externalMaxRequestBytes = 3 << 19
 )
 
 // startEmbeddedEtcd runs a single-member etcd in dir. It is the default for

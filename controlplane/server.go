@@ -171,8 +171,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, func() { gatewayCli.Close() })
 	s.store = store.New(cli)
-	if len(s.cfg.EtcdEndpoints) == 0 {
+	switch {
+	case len(s.cfg.EtcdEndpoints) == 0:
 		s.store.SetTxnLimits(embeddedMaxTxnOps, embeddedMaxRequestBytes)
+	case s.cfg.EtcdMaxTxnOps > 0:
+		s.store.SetTxnLimits(s.cfg.EtcdMaxTxnOps, externalMaxRequestBytes)
 	}
 
 	if err := s.bootstrap(ctx); err != nil {

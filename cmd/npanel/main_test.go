@@ -273,3 +273,16 @@ func between(s, from, to string) string {
 	v, _, _ := strings.Cut(rest, to)
 	return v
 }
+
+// --etcd-max-txn-ops is the external etcd's own setting: below etcd's
+// default, or without an external etcd, it is a usage error.
+func TestServerEtcdMaxTxnOps(t *testing.T) {
+	for _, args := range [][]string{
+		{"server", "--data-dir", t.TempDir(), "--etcd-max-txn-ops", "1024"},
+		{"server", "--data-dir", t.TempDir(), "--etcd-endpoints", "https://127.0.0.1:1", "--etcd-insecure", "--etcd-max-txn-ops", "50"},
+	} {
+		if out, code := run(t, nil, "", args...); code != 2 || !strings.Contains(out, "--etcd-max-txn-ops") {
+			t.Errorf("%v: exit %d: %s", args, code, out)
+		}
+	}
+}

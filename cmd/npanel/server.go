@@ -82,6 +82,7 @@ every other replica before starting it.`,
 	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "PEM file of the CA that signed the external etcd's certificates (default: system roots)")
 	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "PEM client certificate for the external etcd")
 	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "PEM private key of --etcd-cert")
+	f.IntVar(&cfg.EtcdMaxTxnOps, "etcd-max-txn-ops", 0, "the external etcd's --max-txn-ops, when raised from its default 128: bounds what one change may rebuild (updatePlan)")
 	f.BoolVar(&cfg.EtcdInsecure, "etcd-insecure", false, "accept external etcd endpoints without TLS or client certificate (anyone who reaches them reads the cluster)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key sealing the CA and token keys in etcd; the same file on every replica (default: DATA-DIR/kek)")
 	f.StringVar(&cfg.DebugListen, "debug-listen", "", "serve /debug/pprof on this address (off by default; keep it on loopback)")

@@ -138,7 +138,8 @@ func (s *Store) commitChange(ctx context.Context, what string, t *txnBuilder) (b
 	}
 	// A change is one transaction or nothing: a plan whose accounts do not
 	// fit in one is refused rather than applied to some of them.
-	if n := len(t.cmps) + len(t.ops); n > maxOps || size > maxBytes*3/4 {
+	// etcd bounds a transaction's compares and its operations each.
+	if n := max(len(t.cmps), len(t.ops)); n > maxOps || size > maxBytes*3/4 {
 		return false, fmt.Errorf("%s needs %d operations (%d bytes), more than fit in one transaction (%d): %w", what, n, size, maxOps, ErrConflict)
 	}
 	resp, err := s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
