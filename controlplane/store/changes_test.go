@@ -73,7 +73,7 @@ func TestUpdatePlanAllOrNothing(t *testing.T) {
 		t.Fatalf("plan over the reseller's disk: %v", err)
 	}
 	unchanged()
-	s.SetTxnLimits(40, 1<<20)
+	s.SetTxnLimits(20, 1<<20) // 30 accounts need 30 puts and 30 compares
 	if _, _, err := s.UpdatePlan(ctx, "p", grow(12), audit); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("plan change larger than a transaction: %v", err)
 	}
