@@ -590,3 +590,35 @@ func TestUpdateNode(t *testing.T) {
 		return err == nil && a.NodeName() == "n-us"
 	})
 }
+
+// An API token outlives nothing of its user: one left behind (here put
+// back after its user was deleted, as a token created while the user was
+// being deleted would be) never signs in a new user of the same name.
+func TestAPITokenBoundToItsUser(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := testenv.Context(t)
+	if _, err := s.Admin.CreateReseller(ctx, "tokr", resellerPassword, 3, 1000, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	r := login(t, s, "tokr", resellerPassword)
+	tok, rec, err := r.CreateAPIToken(ctx, "ci", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := s.RawEtcd(t)
+	key := "/npanel/apitokens/" + rec.ID
+	kept, err := raw.Get(ctx, key)
+	if err != nil || len(kept.Kvs) != 1 {
+		t.Fatalf("token record: %v %v", kept, err)
+	}
+	if err := s.Admin.DeleteReseller(ctx, "tokr"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, key, string(kept.Kvs[0].Value)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.CreateReseller(ctx, "tokr", resellerPassword, 3, 1000, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantAPICode(t, "the old user's token", client.New(s.URL(), tok).Do(ctx, `{me{name}}`, nil, nil), "UNAUTHENTICATED")
+}

@@ -248,6 +248,9 @@ func (a *Authenticator) verifyAPIToken(ctx context.Context, token string) (Princ
 		}
 		return Principal{}, err
 	}
+	if !t.UserCreatedAt.IsZero() && !t.UserCreatedAt.Equal(u.CreatedAt) {
+		return Principal{}, ErrInvalidToken // its user was deleted; this is another of the name
+	}
 	return Principal{Name: u.Name, Role: u.Role, Account: u.Account, TokenID: t.ID}, nil
 }
 

@@ -17,13 +17,25 @@ type APIToken struct {
 	SecretHash []byte    `json:"secretHash"` // SHA-256 of the secret
 	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
 	CreatedAt  time.Time `json:"createdAt"`
+	// UserCreatedAt is when the token's user was created: a token left
+	// behind by a deleted user never signs in a new user of the same name.
+	// Zero in tokens from before it was recorded.
+	UserCreatedAt time.Time `json:"userCreatedAt,omitzero"`
 }
 
 func apiTokenKey(id string) string { return prefixTokensAPI + id }
 
-// CreateAPIToken stores t.
+// CreateAPIToken stores t, bound to its user as it is now.
 func (s *Store) CreateAPIToken(ctx context.Context, t APIToken, audit AuditEvent) error {
-	resp, err := s.cli.Txn(ctx).If(absent(apiTokenKey(t.ID)), present(userKey(t.User))).
+	u, rev, err := getJSON[User](ctx, s.cli, userKey(t.User))
+	if err == ErrNotFound {
+		return fmt.Errorf("create API token: user %q: %w", t.User, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	t.UserCreatedAt = u.CreatedAt
+	resp, err := s.cli.Txn(ctx).If(absent(apiTokenKey(t.ID)), unchanged(userKey(t.User), rev)).
 		Then(clientv3.OpPut(apiTokenKey(t.ID), mustJSON(t)), auditPut(audit)).Commit()
 	if err != nil {
 		return fmt.Errorf("create API token: %w", err)
