@@ -216,6 +216,15 @@ func (s *Store) applyCounters(ctx context.Context, c *counterChange, t *txnBuild
 		}
 		next := Alloc{Accounts: al.Accounts, DiskMB: max(al.DiskMB+d, 0)}
 		if d > 0 {
+			// The node's record is compared: an updateNode lowering its
+			// capacity meanwhile makes this change check again.
+			rec, err := s.cli.Get(ctx, nodeKey(node))
+			if err != nil {
+				return fmt.Errorf("read node %s: %w", node, err)
+			}
+			if len(rec.Kvs) > 0 {
+				t.cmp(unchanged(nodeKey(node), rec.Kvs[0].ModRevision))
+			}
 			v, err := s.GetNode(ctx, node)
 			if err != nil && !isNotFoundErr(err) {
 				return err
