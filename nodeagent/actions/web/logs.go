@@ -129,6 +129,17 @@ func pruneLogs(dir *os.Root, keep []string) (gone []string) {
 	return gone
 }
 
+// openHomeLogs opens the account's ~/logs directory inside its home, never
+// through a symlink the account put in its place.
+func openHomeLogs(o Owner) (*os.File, error) {
+	home, err := os.OpenRoot(o.Home)
+	if err != nil {
+		return nil, err
+	}
+	defer home.Close()
+	return home.OpenFile("logs", os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+}
+
 // unlinkLogs removes from ~/logs the links of logs that are gone: regular
 // files of these names that are not the account's own (they were root's
 // log files).
@@ -136,12 +147,7 @@ func unlinkLogs(o Owner, names []string) {
 	if len(names) == 0 {
 		return
 	}
-	home, err := os.OpenRoot(o.Home)
-	if err != nil {
-		return
-	}
-	defer home.Close()
-	logs, err := home.OpenFile("logs", os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	logs, err := openHomeLogs(o)
 	if err != nil {
 		return
 	}
@@ -219,12 +225,7 @@ func ensureLogFile(dir *os.Root, name string, gid uint32) error {
 // symlink or a file there) only costs it the links. A file of that name
 // the account owns is its own and left alone.
 func linkLogs(dir *os.Root, o Owner, names []string) {
-	home, err := os.OpenRoot(o.Home)
-	if err != nil {
-		return
-	}
-	defer home.Close()
-	logs, err := home.OpenFile("logs", os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	logs, err := openHomeLogs(o)
 	if err != nil {
 		return
 	}
