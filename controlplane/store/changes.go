@@ -511,12 +511,8 @@ func (s *Store) DeleteReseller(ctx context.Context, name string, audit AuditEven
 				t.op(clientv3.OpDelete(string(kv.Key)))
 			}
 		}
-		tokens, err := s.ListAPITokens(ctx, name)
-		if err != nil {
+		if err := s.deleteAPITokens(ctx, name, t); err != nil {
 			return err
-		}
-		for _, tok := range tokens {
-			t.op(clientv3.OpDelete(apiTokenKey(tok.ID)))
 		}
 		ok, err := s.commitChange(ctx, fmt.Sprintf("delete reseller %q", name), t)
 		if err != nil {
@@ -530,6 +526,18 @@ func (s *Store) DeleteReseller(ctx context.Context, name string, audit AuditEven
 		}
 	}
 	return fmt.Errorf("delete reseller %q: kept conflicting with other changes: %w", name, ErrConflict)
+}
+
+// deleteAPITokens adds the deletion of user's API tokens to t.
+func (s *Store) deleteAPITokens(ctx context.Context, user string, t *txnBuilder) error {
+	tokens, err := s.ListAPITokens(ctx, user)
+	if err != nil {
+		return err
+	}
+	for _, tok := range tokens {
+		t.op(clientv3.OpDelete(apiTokenKey(tok.ID)))
+	}
+	return nil
 }
 
 // DeleteUser deletes a login and its API tokens after check approves it.
@@ -548,12 +556,8 @@ func (s *Store) DeleteUser(ctx context.Context, name string, check func(*User) e
 		t := &txnBuilder{}
 		t.cmp(unchanged(userKey(name), rev))
 		t.op(clientv3.OpDelete(userKey(name)), auditPut(audit))
-		tokens, err := s.ListAPITokens(ctx, name)
-		if err != nil {
+		if err := s.deleteAPITokens(ctx, name, t); err != nil {
 			return err
-		}
-		for _, tok := range tokens {
-			t.op(clientv3.OpDelete(apiTokenKey(tok.ID)))
 		}
 		ok, err := s.commitChange(ctx, fmt.Sprintf("delete user %q", name), t)
 		if err != nil {
