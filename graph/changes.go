@@ -158,6 +158,11 @@ func (r *Resolver) updatePlan(ctx context.Context, name string, in model.UpdateP
 		}
 		for _, a := range accts {
 			if err := r.planFits(ctx, a, plan); err != nil {
+				if p.Role != store.RoleAdmin && a.Owner != p.Name {
+					// Another owner's account on this reseller's plan is
+					// not the reseller's to know by name.
+					return fmt.Errorf("%w: an account of another owner uses more than plan %s would allow", store.ErrQuotaExceeded, plan.Name)
+				}
 				return err
 			}
 		}
