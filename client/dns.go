@@ -183,3 +183,13 @@ func (c *Client) DeleteZone(ctx context.Context, name string) error {
 func (c *Client) DeleteReverseZone(ctx context.Context, name string) error {
 	return c.Do(ctx, `mutation($n:String!){deleteReverseZone(name:$n)}`, map[string]any{"n": name}, nil)
 }
+
+// CreateZone serves an account domain's zone again after DeleteZone.
+func (c *Client) CreateZone(ctx context.Context, name string) (*Zone, error) {
+	var out struct{ CreateZone Zone }
+	err := c.Do(ctx, `mutation($n:String!){createZone(name:$n){`+zoneFields+`}}`, map[string]any{"n": name}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out.CreateZone, nil
+}

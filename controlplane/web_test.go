@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -429,6 +430,24 @@ func TestDomainsRBAC(t *testing.T) {
 	}
 	if err := tn.admin.DeleteZone(ctx, b1); err != nil {
 		t.Fatalf("admin deletes b1's zone: %v", err)
+	}
+	// createZone: the same rights; refusals write nothing.
+	testenv.WaitFor(t, 30*time.Second, "a1's zone removed", func() bool {
+		_, _, err := tn.s.Store().GetZone(ctx, a1)
+		return err != nil
+	})
+	_, err = tn.userA.CreateZone(ctx, a1)
+	wantAPICode(t, "user creates its zone", err, "FORBIDDEN")
+	_, err = tn.resB.CreateZone(ctx, a1)
+	wantAPICode(t, "resb creates a1's zone", err, "NOT_FOUND")
+	if _, _, err := tn.s.Store().GetZone(ctx, a1); err == nil {
+		t.Fatal("a refused createZone wrote the zone")
+	}
+	if _, err := tn.resA.CreateZone(ctx, a1); err != nil {
+		t.Fatalf("resa creates a1's zone again: %v", err)
+	}
+	if evs, _, _, err := tn.s.Store().ListAudit(ctx, store.AuditFilter{Action: "createZone", Target: a1}, "", 10); err != nil || !slices.ContainsFunc(evs, func(ev store.AuditEvent) bool { return ev.Actor == "resa" && ev.Result == "ok" }) {
+		t.Errorf("createZone not audited: %+v %v", evs, err)
 	}
 	// The sites stay.
 	if ds, err := tn.admin.Domains(ctx, tn.a1.ID); err != nil || len(ds) != 1 || ds[0].Name != a1 {

@@ -586,6 +586,18 @@ func TestAddonDomainZone(t *testing.T) {
 	if ds, err := s.Admin.Domains(ctx, acct.ID); err != nil || len(ds) != 2 || ds[1].Name != addon2 {
 		t.Errorf("domains after deleteZone: %+v %v", ds, err)
 	}
+	// createZone serves it again, with the default records, on both.
+	if _, err := s.Admin.CreateZone(ctx, addon2); err != nil {
+		t.Fatal(err)
+	}
+	waitZone(t, s, addon2, func(z *store.Zone) bool { return z.Status == store.ZoneActive })
+	testenv.WaitFor(t, 20*time.Second, "secondary serves "+addon2+" again", func() bool { return serial(t, secondary, addon2) != "" })
+	if _, err := s.Admin.CreateZone(ctx, addon2); client.CodeOf(err) != "CONFLICT" {
+		t.Errorf("createZone of a domain with a zone: %v", err)
+	}
+	if _, err := s.Admin.CreateZone(ctx, "nobody-"+user+".example.org"); client.CodeOf(err) != "NOT_FOUND" {
+		t.Errorf("createZone of a domain no account serves: %v", err)
+	}
 	addon3 := "wiki-" + user + ".example.org"
 	if _, err := s.Admin.AddDomain(ctx, acct.ID, addon3, ""); err != nil {
 		t.Fatal(err)

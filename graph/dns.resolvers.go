@@ -304,6 +304,48 @@ func (r *mutationResolver) DeleteZone(ctx context.Context, name string) (bool, e
 	return err == nil, err
 }
 
+// CreateZone is the resolver for the createZone field.
+func (r *mutationResolver) CreateZone(ctx context.Context, name string) (_ *model.Zone, err error) {
+	defer func() { r.auditFailure(ctx, "", "createZone", name, err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := zoneKeyName(name)
+	if err != nil {
+		return nil, err
+	}
+	a, _, err := r.siteOf(ctx, p, "createZone", key)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role == store.RoleUser {
+		return nil, errorf(CodeForbidden, "only the account's reseller or an admin can serve its DNS again")
+	}
+	switch z, _, err := r.Store.GetZone(ctx, key); {
+	case err == nil && z.Deleted:
+		return nil, fmt.Errorf("the DNS zone of %s is still being removed from its servers; create it again in a moment: %w", key, store.ErrConflict)
+	case err == nil:
+		return nil, fmt.Errorf("%s has a DNS zone: %w", key, store.ErrConflict)
+	case !isNotFound(err):
+		return nil, err
+	}
+	now := time.Now().UTC()
+	z := &store.Zone{Name: key, Account: a.ID, Owner: a.Owner, Node: a.Node,
+		Defaults: true, Generation: 1, Status: store.ZonePending, CreatedAt: now, UpdatedAt: now}
+	if a.Node != "" {
+		n, err := r.Store.GetNode(ctx, a.Node)
+		if err != nil {
+			return nil, err
+		}
+		z.Address = n.Address
+	}
+	if err := r.Store.CreateZone(ctx, z, store.NewAuditEvent(p.Name, source(ctx), "createZone", key, "ok")); err != nil {
+		return nil, err
+	}
+	return zoneModel(z), nil
+}
+
 // Zone is the resolver for the zone field.
 func (r *queryResolver) Zone(ctx context.Context, name string) (*model.Zone, error) {
 	p, err := requireUser(ctx)

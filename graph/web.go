@@ -140,10 +140,10 @@ func domainLogArgs(domain string, kind model.LogKind, lines *int) (string, int, 
 	return "", 0, 0, &validate.Error{Field: "kind", Reason: "want ACCESS or ERROR"}
 }
 
-// logSite finds the account serving domain and the site, for a caller who
+// siteOf finds the account serving domain and the site, for a caller who
 // may see the account; any other caller is told, as for a domain nobody
-// serves, NOT_FOUND (and the refusal is recorded).
-func (r *Resolver) logSite(ctx context.Context, p auth.Principal, d string) (*store.Account, store.Site, error) {
+// serves, NOT_FOUND (and the refusal is recorded under action).
+func (r *Resolver) siteOf(ctx context.Context, p auth.Principal, action, d string) (*store.Account, store.Site, error) {
 	notFound := errorf(CodeNotFound, "no account serves "+quote(d))
 	id, err := r.Store.AccountIDByDomain(ctx, d)
 	if isNotFound(err) {
@@ -160,7 +160,7 @@ func (r *Resolver) logSite(ctx context.Context, p auth.Principal, d string) (*st
 		return nil, store.Site{}, err
 	}
 	if !canSee(p, a) {
-		r.refusedRead(ctx, "domainLogs", d, CodeNotFound)
+		r.refusedRead(ctx, action, d, CodeNotFound)
 		return nil, store.Site{}, notFound
 	}
 	i := a.SiteIndex(d)

@@ -280,7 +280,7 @@ func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind mode
 	if err != nil {
 		return nil, err
 	}
-	a, site, err := r.logSite(ctx, p, d)
+	a, site, err := r.siteOf(ctx, p, "domainLogs", d)
 	if err != nil {
 		return nil, err
 	}

@@ -326,7 +326,29 @@ does (and removes its zone with it). Reverse zones are removed with
 		fmt.Fprintf(cmd.OutOrStdout(), "Zone %s is being removed; its site stays.\n", args[0])
 		return nil
 	}
-	zone.AddCommand(zoneDelete)
+	zoneCreate := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Serve a domain's DNS zone again after \"zone delete\" (default records)",
+		Long: `Serve the DNS zone of one of an account's domains again, after "npanel ctl
+dns zone delete": a new zone with the default records (the node's address at
+the apex and www, mail with its MX, an SPF policy) on the account's node and
+its secondaries. Admins and resellers only.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			z, err := c.CreateZone(cmd.Context(), args[0])
+			if err != nil {
+				return apiError(err)
+			}
+			return o.print(cmd.OutOrStdout(), z, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "Zone %s created (%s); its node serves it once applied.\n", z.Name, z.Status)
+			})
+		},
+	}
+	zone.AddCommand(zoneDelete, zoneCreate)
 	cmd.AddCommand(list, show, add, update, del, imp, validateCmd, dnssec, nameservers, reverse, zone)
 	return cmd
 }
