@@ -28,6 +28,12 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		if err != nil {
 			return nil, err
 		}
+		// check decides on the owner's plan list: an updateReseller
+		// changing it meanwhile makes the change decide again.
+		owner, err := s.cli.Get(ctx, resellerKey(a.Owner))
+		if err != nil {
+			return nil, fmt.Errorf("read reseller %s: %w", a.Owner, err)
+		}
 		if err := check(a, p); err != nil {
 			return nil, err
 		}
@@ -37,6 +43,11 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		t := &txnBuilder{}
 		t.cmp(unchanged(accountKey(id), arev), unchanged(planKey(planName), prev))
 		t.guardRev(databaseSeqKey(id), seqs[0])
+		if len(owner.Kvs) > 0 {
+			t.cmp(unchanged(resellerKey(a.Owner), owner.Kvs[0].ModRevision))
+		} else {
+			t.cmp(absent(resellerKey(a.Owner)))
+		}
 		counters := newCounterChange()
 		d := p.DiskMB - a.DiskMB
 		counters.owner(a.Owner, 0, d)
