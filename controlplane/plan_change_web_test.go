@@ -1,7 +1,6 @@
 package controlplane_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,16 +14,8 @@ import (
 // allowExec, and then taking allowExec off that plan, reach the account's
 // PHP-FPM pool on a real node: PHP sees exec allowed, then disabled again.
 func TestPlanChangeReachesPHPPool(t *testing.T) {
-	testenv.RequireDaemon(t, "/usr/sbin/nginx")
-	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
-	if os.Geteuid() != 0 {
-		t.Skip("creating Linux users needs root")
-	}
-	s := testenv.StartServer(t)
-	ag := s.StartAgent(t, "web-1", testenv.WithModules(t, "web"))
+	s, ag, addr := startWebNode(t)
 	ctx := testenv.Context(t)
-	addr := ag.Config.HTTPListen
-	testenv.WaitFor(t, 10*time.Second, "web-1 READY", func() bool { return nodeStatus(t, s, "web-1") == "READY" })
 	for _, p := range []client.Plan{
 		{Name: "noexec", DiskMB: 100, BandwidthMB: 100, Domains: 1, PHPVersions: []string{"8.2"}},
 		{Name: "withexec", DiskMB: 100, BandwidthMB: 100, Domains: 1, PHPVersions: []string{"8.2"}, AllowExec: true},

@@ -65,10 +65,11 @@ func deref(s *string) string {
 	return *s
 }
 
-// An account's sites served for real: the agent runs nginx and PHP-FPM
-// under its prefix, the API drives add-on domains, PHP, redirects and
-// suspension, and every change is visible over HTTP on the node.
-func TestWebHostingEndToEnd(t *testing.T) {
+// startWebNode starts a server and a READY node web-1 running the real
+// nginx and PHP-FPM, and returns the server, the node's agent and its HTTP
+// address; it skips where those daemons or root are missing.
+func startWebNode(t *testing.T) (*testenv.Server, *testenv.Agent, string) {
+	t.Helper()
 	testenv.RequireDaemon(t, "/usr/sbin/nginx")
 	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
 	if os.Geteuid() != 0 {
@@ -76,9 +77,16 @@ func TestWebHostingEndToEnd(t *testing.T) {
 	}
 	s := testenv.StartServer(t)
 	ag := s.StartAgent(t, "web-1", testenv.WithModules(t, "web"))
-	ctx := testenv.Context(t)
-	http := ag.Config.HTTPListen
 	testenv.WaitFor(t, 10*time.Second, "web-1 READY", func() bool { return nodeStatus(t, s, "web-1") == "READY" })
+	return s, ag, ag.Config.HTTPListen
+}
+
+// An account's sites served for real: the agent runs nginx and PHP-FPM
+// under its prefix, the API drives add-on domains, PHP, redirects and
+// suspension, and every change is visible over HTTP on the node.
+func TestWebHostingEndToEnd(t *testing.T) {
+	s, ag, http := startWebNode(t)
+	ctx := testenv.Context(t)
 
 	// The node reports the daemons it runs.
 	testenv.WaitFor(t, 10*time.Second, "services reported", func() bool {
@@ -236,16 +244,8 @@ func chownUser(path, name string) error {
 // refused on aliases, a domain with aliases cannot be removed, and the
 // account's requests are readable through domainLogs and in ~/logs.
 func TestDomainAliasesAndLogs(t *testing.T) {
-	testenv.RequireDaemon(t, "/usr/sbin/nginx")
-	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
-	if os.Geteuid() != 0 {
-		t.Skip("creating Linux users needs root")
-	}
-	s := testenv.StartServer(t)
-	ag := s.StartAgent(t, "web-1", testenv.WithModules(t, "web"))
+	s, ag, http := startWebNode(t)
 	ctx := testenv.Context(t)
-	http := ag.Config.HTTPListen
-	testenv.WaitFor(t, 10*time.Second, "web-1 READY", func() bool { return nodeStatus(t, s, "web-1") == "READY" })
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "park", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -464,3 +464,21 @@ func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
 		},
 	}
 }
+
+// allPages reads a Relay-style connection page by page, up to limit items.
+func allPages[T any](limit int, page func(first int, after string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	after := ""
+	for len(all) < limit {
+		items, next, err := page(min(limit-len(all), 500), after)
+		if err != nil {
+			return nil, apiError(err)
+		}
+		all = append(all, items...)
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	return all, nil
+}

@@ -229,18 +229,11 @@ func accountCmd(o *ctlOptions) *cobra.Command {
 				return err
 			}
 			filter.Status = strings.ToUpper(filter.Status)
-			var all []client.Account
-			after := ""
-			for {
-				page, next, err := c.Accounts(cmd.Context(), filter, min(limit-len(all), 500), after)
-				if err != nil {
-					return apiError(err)
-				}
-				all = append(all, page...)
-				if next == "" || len(all) >= limit {
-					break
-				}
-				after = next
+			all, err := allPages(limit, func(first int, after string) ([]client.Account, string, error) {
+				return c.Accounts(cmd.Context(), filter, first, after)
+			})
+			if err != nil {
+				return err
 			}
 			return o.print(cmd.OutOrStdout(), all, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "ID\tUSERNAME\tDOMAIN\tSTATUS\tNODE\tPLAN\tOWNER")

@@ -55,18 +55,11 @@ func auditListCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var all []client.AuditEvent
-			after := ""
-			for len(all) < limit {
-				page, next, err := c.AuditEvents(cmd.Context(), f, min(limit-len(all), 500), after)
-				if err != nil {
-					return apiError(err)
-				}
-				all = append(all, page...)
-				if next == "" {
-					break
-				}
-				after = next
+			all, err := allPages(limit, func(first int, after string) ([]client.AuditEvent, string, error) {
+				return c.AuditEvents(cmd.Context(), f, first, after)
+			})
+			if err != nil {
+				return err
 			}
 			if all == nil {
 				all = []client.AuditEvent{}

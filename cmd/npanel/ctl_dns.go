@@ -24,18 +24,11 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var all []client.Zone
-			after := ""
-			for len(all) < limit {
-				page, next, err := c.Zones(cmd.Context(), search, min(limit-len(all), 500), after)
-				if err != nil {
-					return apiError(err)
-				}
-				all = append(all, page...)
-				if next == "" {
-					break
-				}
-				after = next
+			all, err := allPages(limit, func(first int, after string) ([]client.Zone, string, error) {
+				return c.Zones(cmd.Context(), search, first, after)
+			})
+			if err != nil {
+				return err
 			}
 			return o.print(cmd.OutOrStdout(), all, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "ZONE\tSTATUS\tNODE\tSERIAL\tDNSSEC\tRECORDS")
