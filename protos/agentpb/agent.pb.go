@@ -893,6 +893,16 @@ type Task struct {
 	//	*Task_OptimizeDatabase
 	//	*Task_ListDatabases
 	//	*Task_ReadDomainLog
+	//	*Task_EnsureMailDomain
+	//	*Task_DeleteMailDomain
+	//	*Task_EnsureMailbox
+	//	*Task_DeleteMailbox
+	//	*Task_MailUsage
+	//	*Task_ReadMailLog
+	//	*Task_ScanMailbox
+	//	*Task_MailQueue
+	//	*Task_FlushMailQueue
+	//	*Task_TrainMail
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1109,6 +1119,96 @@ func (x *Task) GetReadDomainLog() *ReadDomainLogAction {
 	return nil
 }
 
+func (x *Task) GetEnsureMailDomain() *EnsureMailDomainAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureMailDomain); ok {
+			return x.EnsureMailDomain
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDeleteMailDomain() *DeleteMailDomainAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DeleteMailDomain); ok {
+			return x.DeleteMailDomain
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetEnsureMailbox() *EnsureMailboxAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureMailbox); ok {
+			return x.EnsureMailbox
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetDeleteMailbox() *DeleteMailboxAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_DeleteMailbox); ok {
+			return x.DeleteMailbox
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetMailUsage() *MailUsageAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_MailUsage); ok {
+			return x.MailUsage
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetReadMailLog() *ReadMailLogAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ReadMailLog); ok {
+			return x.ReadMailLog
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetScanMailbox() *ScanMailboxAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ScanMailbox); ok {
+			return x.ScanMailbox
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetMailQueue() *MailQueueAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_MailQueue); ok {
+			return x.MailQueue
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetFlushMailQueue() *FlushMailQueueAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_FlushMailQueue); ok {
+			return x.FlushMailQueue
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetTrainMail() *TrainMailAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_TrainMail); ok {
+			return x.TrainMail
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1184,6 +1284,47 @@ type Task_ReadDomainLog struct {
 	ReadDomainLog *ReadDomainLogAction `protobuf:"bytes,40,opt,name=read_domain_log,json=readDomainLog,proto3,oneof"`
 }
 
+type Task_EnsureMailDomain struct {
+	// 50-69: mail, messages in mail.proto.
+	EnsureMailDomain *EnsureMailDomainAction `protobuf:"bytes,50,opt,name=ensure_mail_domain,json=ensureMailDomain,proto3,oneof"`
+}
+
+type Task_DeleteMailDomain struct {
+	DeleteMailDomain *DeleteMailDomainAction `protobuf:"bytes,51,opt,name=delete_mail_domain,json=deleteMailDomain,proto3,oneof"`
+}
+
+type Task_EnsureMailbox struct {
+	EnsureMailbox *EnsureMailboxAction `protobuf:"bytes,52,opt,name=ensure_mailbox,json=ensureMailbox,proto3,oneof"`
+}
+
+type Task_DeleteMailbox struct {
+	DeleteMailbox *DeleteMailboxAction `protobuf:"bytes,53,opt,name=delete_mailbox,json=deleteMailbox,proto3,oneof"`
+}
+
+type Task_MailUsage struct {
+	MailUsage *MailUsageAction `protobuf:"bytes,54,opt,name=mail_usage,json=mailUsage,proto3,oneof"`
+}
+
+type Task_ReadMailLog struct {
+	ReadMailLog *ReadMailLogAction `protobuf:"bytes,55,opt,name=read_mail_log,json=readMailLog,proto3,oneof"`
+}
+
+type Task_ScanMailbox struct {
+	ScanMailbox *ScanMailboxAction `protobuf:"bytes,56,opt,name=scan_mailbox,json=scanMailbox,proto3,oneof"`
+}
+
+type Task_MailQueue struct {
+	MailQueue *MailQueueAction `protobuf:"bytes,57,opt,name=mail_queue,json=mailQueue,proto3,oneof"`
+}
+
+type Task_FlushMailQueue struct {
+	FlushMailQueue *FlushMailQueueAction `protobuf:"bytes,58,opt,name=flush_mail_queue,json=flushMailQueue,proto3,oneof"`
+}
+
+type Task_TrainMail struct {
+	TrainMail *TrainMailAction `protobuf:"bytes,59,opt,name=train_mail,json=trainMail,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1217,6 +1358,26 @@ func (*Task_OptimizeDatabase) isTask_Action() {}
 func (*Task_ListDatabases) isTask_Action() {}
 
 func (*Task_ReadDomainLog) isTask_Action() {}
+
+func (*Task_EnsureMailDomain) isTask_Action() {}
+
+func (*Task_DeleteMailDomain) isTask_Action() {}
+
+func (*Task_EnsureMailbox) isTask_Action() {}
+
+func (*Task_DeleteMailbox) isTask_Action() {}
+
+func (*Task_MailUsage) isTask_Action() {}
+
+func (*Task_ReadMailLog) isTask_Action() {}
+
+func (*Task_ScanMailbox) isTask_Action() {}
+
+func (*Task_MailQueue) isTask_Action() {}
+
+func (*Task_FlushMailQueue) isTask_Action() {}
+
+func (*Task_TrainMail) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -2363,6 +2524,13 @@ type TaskResult struct {
 	//	*TaskResult_DatabaseUser
 	//	*TaskResult_ListDatabases
 	//	*TaskResult_DomainLog
+	//	*TaskResult_MailDomain
+	//	*TaskResult_Mailbox
+	//	*TaskResult_MailUsage
+	//	*TaskResult_MailLog
+	//	*TaskResult_ScanMailbox
+	//	*TaskResult_MailQueue
+	//	*TaskResult_TrainMail
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2537,6 +2705,69 @@ func (x *TaskResult) GetDomainLog() *DomainLogResult {
 	return nil
 }
 
+func (x *TaskResult) GetMailDomain() *MailDomainResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_MailDomain); ok {
+			return x.MailDomain
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetMailbox() *MailboxResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Mailbox); ok {
+			return x.Mailbox
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetMailUsage() *MailUsageResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_MailUsage); ok {
+			return x.MailUsage
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetMailLog() *MailLogResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_MailLog); ok {
+			return x.MailLog
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetScanMailbox() *ScanMailboxResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ScanMailbox); ok {
+			return x.ScanMailbox
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetMailQueue() *MailQueueResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_MailQueue); ok {
+			return x.MailQueue
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetTrainMail() *TrainMailResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_TrainMail); ok {
+			return x.TrainMail
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -2583,6 +2814,34 @@ type TaskResult_DomainLog struct {
 	DomainLog *DomainLogResult `protobuf:"bytes,40,opt,name=domain_log,json=domainLog,proto3,oneof"`
 }
 
+type TaskResult_MailDomain struct {
+	MailDomain *MailDomainResult `protobuf:"bytes,50,opt,name=mail_domain,json=mailDomain,proto3,oneof"` // ensure_mail_domain, delete_mail_domain
+}
+
+type TaskResult_Mailbox struct {
+	Mailbox *MailboxResult `protobuf:"bytes,52,opt,name=mailbox,proto3,oneof"` // ensure_mailbox, delete_mailbox
+}
+
+type TaskResult_MailUsage struct {
+	MailUsage *MailUsageResult `protobuf:"bytes,54,opt,name=mail_usage,json=mailUsage,proto3,oneof"`
+}
+
+type TaskResult_MailLog struct {
+	MailLog *MailLogResult `protobuf:"bytes,55,opt,name=mail_log,json=mailLog,proto3,oneof"`
+}
+
+type TaskResult_ScanMailbox struct {
+	ScanMailbox *ScanMailboxResult `protobuf:"bytes,56,opt,name=scan_mailbox,json=scanMailbox,proto3,oneof"`
+}
+
+type TaskResult_MailQueue struct {
+	MailQueue *MailQueueResult `protobuf:"bytes,57,opt,name=mail_queue,json=mailQueue,proto3,oneof"` // mail_queue, flush_mail_queue
+}
+
+type TaskResult_TrainMail struct {
+	TrainMail *TrainMailResult `protobuf:"bytes,59,opt,name=train_mail,json=trainMail,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -2603,11 +2862,25 @@ func (*TaskResult_ListDatabases) isTaskResult_Result() {}
 
 func (*TaskResult_DomainLog) isTaskResult_Result() {}
 
+func (*TaskResult_MailDomain) isTaskResult_Result() {}
+
+func (*TaskResult_Mailbox) isTaskResult_Result() {}
+
+func (*TaskResult_MailUsage) isTaskResult_Result() {}
+
+func (*TaskResult_MailLog) isTaskResult_Result() {}
+
+func (*TaskResult_ScanMailbox) isTaskResult_Result() {}
+
+func (*TaskResult_MailQueue) isTaskResult_Result() {}
+
+func (*TaskResult_TrainMail) isTaskResult_Result() {}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -2649,7 +2922,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdb\v\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xda\x11\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -2675,7 +2948,20 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x12drop_database_user\x18! \x01(\v2'.npanel.agent.v1.DropDatabaseUserActionH\x00R\x10dropDatabaseUser\x12V\n" +
 	"\x11optimize_database\x18\" \x01(\v2'.npanel.agent.v1.OptimizeDatabaseActionH\x00R\x10optimizeDatabase\x12M\n" +
 	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesActionH\x00R\rlistDatabases\x12N\n" +
-	"\x0fread_domain_log\x18( \x01(\v2$.npanel.agent.v1.ReadDomainLogActionH\x00R\rreadDomainLogB\b\n" +
+	"\x0fread_domain_log\x18( \x01(\v2$.npanel.agent.v1.ReadDomainLogActionH\x00R\rreadDomainLog\x12W\n" +
+	"\x12ensure_mail_domain\x182 \x01(\v2'.npanel.agent.v1.EnsureMailDomainActionH\x00R\x10ensureMailDomain\x12W\n" +
+	"\x12delete_mail_domain\x183 \x01(\v2'.npanel.agent.v1.DeleteMailDomainActionH\x00R\x10deleteMailDomain\x12M\n" +
+	"\x0eensure_mailbox\x184 \x01(\v2$.npanel.agent.v1.EnsureMailboxActionH\x00R\rensureMailbox\x12M\n" +
+	"\x0edelete_mailbox\x185 \x01(\v2$.npanel.agent.v1.DeleteMailboxActionH\x00R\rdeleteMailbox\x12A\n" +
+	"\n" +
+	"mail_usage\x186 \x01(\v2 .npanel.agent.v1.MailUsageActionH\x00R\tmailUsage\x12H\n" +
+	"\rread_mail_log\x187 \x01(\v2\".npanel.agent.v1.ReadMailLogActionH\x00R\vreadMailLog\x12G\n" +
+	"\fscan_mailbox\x188 \x01(\v2\".npanel.agent.v1.ScanMailboxActionH\x00R\vscanMailbox\x12A\n" +
+	"\n" +
+	"mail_queue\x189 \x01(\v2 .npanel.agent.v1.MailQueueActionH\x00R\tmailQueue\x12Q\n" +
+	"\x10flush_mail_queue\x18: \x01(\v2%.npanel.agent.v1.FlushMailQueueActionH\x00R\x0eflushMailQueue\x12A\n" +
+	"\n" +
+	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailActionH\x00R\ttrainMailB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -2766,7 +3052,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xdd\a\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xae\v\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -2788,7 +3074,18 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\rdatabase_user\x18  \x01(\v2#.npanel.agent.v1.DatabaseUserResultH\x00R\fdatabaseUser\x12M\n" +
 	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesResultH\x00R\rlistDatabases\x12A\n" +
 	"\n" +
-	"domain_log\x18( \x01(\v2 .npanel.agent.v1.DomainLogResultH\x00R\tdomainLogB\b\n" +
+	"domain_log\x18( \x01(\v2 .npanel.agent.v1.DomainLogResultH\x00R\tdomainLog\x12D\n" +
+	"\vmail_domain\x182 \x01(\v2!.npanel.agent.v1.MailDomainResultH\x00R\n" +
+	"mailDomain\x12:\n" +
+	"\amailbox\x184 \x01(\v2\x1e.npanel.agent.v1.MailboxResultH\x00R\amailbox\x12A\n" +
+	"\n" +
+	"mail_usage\x186 \x01(\v2 .npanel.agent.v1.MailUsageResultH\x00R\tmailUsage\x12;\n" +
+	"\bmail_log\x187 \x01(\v2\x1e.npanel.agent.v1.MailLogResultH\x00R\amailLog\x12G\n" +
+	"\fscan_mailbox\x188 \x01(\v2\".npanel.agent.v1.ScanMailboxResultH\x00R\vscanMailbox\x12A\n" +
+	"\n" +
+	"mail_queue\x189 \x01(\v2 .npanel.agent.v1.MailQueueResultH\x00R\tmailQueue\x12A\n" +
+	"\n" +
+	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailResultH\x00R\ttrainMailB\b\n" +
 	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
 	"\rDomainLogKind\x12\x1f\n" +
 	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -2871,12 +3168,29 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*DropDatabaseUserAction)(nil),     // 40: npanel.agent.v1.DropDatabaseUserAction
 	(*OptimizeDatabaseAction)(nil),     // 41: npanel.agent.v1.OptimizeDatabaseAction
 	(*ListDatabasesAction)(nil),        // 42: npanel.agent.v1.ListDatabasesAction
-	(*ZoneResult)(nil),                 // 43: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 44: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 45: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 46: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 47: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 48: npanel.agent.v1.ListDatabasesResult
+	(*EnsureMailDomainAction)(nil),     // 43: npanel.agent.v1.EnsureMailDomainAction
+	(*DeleteMailDomainAction)(nil),     // 44: npanel.agent.v1.DeleteMailDomainAction
+	(*EnsureMailboxAction)(nil),        // 45: npanel.agent.v1.EnsureMailboxAction
+	(*DeleteMailboxAction)(nil),        // 46: npanel.agent.v1.DeleteMailboxAction
+	(*MailUsageAction)(nil),            // 47: npanel.agent.v1.MailUsageAction
+	(*ReadMailLogAction)(nil),          // 48: npanel.agent.v1.ReadMailLogAction
+	(*ScanMailboxAction)(nil),          // 49: npanel.agent.v1.ScanMailboxAction
+	(*MailQueueAction)(nil),            // 50: npanel.agent.v1.MailQueueAction
+	(*FlushMailQueueAction)(nil),       // 51: npanel.agent.v1.FlushMailQueueAction
+	(*TrainMailAction)(nil),            // 52: npanel.agent.v1.TrainMailAction
+	(*ZoneResult)(nil),                 // 53: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 54: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 55: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 56: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 57: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 58: npanel.agent.v1.ListDatabasesResult
+	(*MailDomainResult)(nil),           // 59: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 60: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 61: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 62: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 63: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 64: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 65: npanel.agent.v1.TrainMailResult
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -2903,37 +3217,54 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	41, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
 	42, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
 	22, // 23: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
-	17, // 24: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18, // 25: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19, // 26: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24, // 27: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,  // 28: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25, // 29: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29, // 30: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29, // 31: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,  // 32: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 33: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15, // 34: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21, // 35: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27, // 36: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	43, // 37: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	44, // 38: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	45, // 39: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	46, // 40: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	47, // 41: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	48, // 42: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23, // 43: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	3,  // 44: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,  // 45: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,  // 46: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	4,  // 47: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,  // 48: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,  // 49: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	47, // [47:50] is the sub-list for method output_type
-	44, // [44:47] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	43, // 24: npanel.agent.v1.Task.ensure_mail_domain:type_name -> npanel.agent.v1.EnsureMailDomainAction
+	44, // 25: npanel.agent.v1.Task.delete_mail_domain:type_name -> npanel.agent.v1.DeleteMailDomainAction
+	45, // 26: npanel.agent.v1.Task.ensure_mailbox:type_name -> npanel.agent.v1.EnsureMailboxAction
+	46, // 27: npanel.agent.v1.Task.delete_mailbox:type_name -> npanel.agent.v1.DeleteMailboxAction
+	47, // 28: npanel.agent.v1.Task.mail_usage:type_name -> npanel.agent.v1.MailUsageAction
+	48, // 29: npanel.agent.v1.Task.read_mail_log:type_name -> npanel.agent.v1.ReadMailLogAction
+	49, // 30: npanel.agent.v1.Task.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxAction
+	50, // 31: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
+	51, // 32: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
+	52, // 33: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
+	17, // 34: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18, // 35: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19, // 36: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24, // 37: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,  // 38: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25, // 39: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29, // 40: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29, // 41: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,  // 42: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 43: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15, // 44: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21, // 45: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27, // 46: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	53, // 47: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	54, // 48: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	55, // 49: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	56, // 50: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	57, // 51: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	58, // 52: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23, // 53: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	59, // 54: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	60, // 55: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	61, // 56: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	62, // 57: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	63, // 58: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	64, // 59: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	65, // 60: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	3,  // 61: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,  // 62: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,  // 63: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	4,  // 64: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,  // 65: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,  // 66: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	64, // [64:67] is the sub-list for method output_type
+	61, // [61:64] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -2943,6 +3274,7 @@ func file_agent_v1_agent_proto_init() {
 	}
 	file_agent_v1_dns_proto_init()
 	file_agent_v1_db_proto_init()
+	file_agent_v1_mail_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
@@ -2971,6 +3303,16 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_OptimizeDatabase)(nil),
 		(*Task_ListDatabases)(nil),
 		(*Task_ReadDomainLog)(nil),
+		(*Task_EnsureMailDomain)(nil),
+		(*Task_DeleteMailDomain)(nil),
+		(*Task_EnsureMailbox)(nil),
+		(*Task_DeleteMailbox)(nil),
+		(*Task_MailUsage)(nil),
+		(*Task_ReadMailLog)(nil),
+		(*Task_ScanMailbox)(nil),
+		(*Task_MailQueue)(nil),
+		(*Task_FlushMailQueue)(nil),
+		(*Task_TrainMail)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
@@ -2983,6 +3325,13 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_DatabaseUser)(nil),
 		(*TaskResult_ListDatabases)(nil),
 		(*TaskResult_DomainLog)(nil),
+		(*TaskResult_MailDomain)(nil),
+		(*TaskResult_Mailbox)(nil),
+		(*TaskResult_MailUsage)(nil),
+		(*TaskResult_MailLog)(nil),
+		(*TaskResult_ScanMailbox)(nil),
+		(*TaskResult_MailQueue)(nil),
+		(*TaskResult_TrainMail)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

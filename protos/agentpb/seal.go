@@ -9,3 +9,12 @@ const DatabasePasswordSealPrefix = "npanel/db-password/"
 
 // DatabasePasswordSealContext is the seal context of user's password.
 func DatabasePasswordSealContext(user string) string { return DatabasePasswordSealPrefix + user }
+
+// MailPasswordSealPrefix starts the context a mailbox password is sealed
+// with in EnsureMailboxAction.sealed_password; the full context is
+// MailPasswordSealContext(address), so a password sealed for one mailbox
+// cannot be replayed onto another.
+const MailPasswordSealPrefix = "npanel/mail-password/"
+
+// MailPasswordSealContext is the seal context of address's password.
+func MailPasswordSealContext(address string) string { return MailPasswordSealPrefix + address }
