@@ -502,7 +502,9 @@ type EnsureMailboxAction struct {
 	// SECRET: the password sealed to this node's key (pki.Seal) with the
 	// context MailPasswordSealContext(address). The agent hashes it
 	// (BLF-CRYPT) and keeps the hash; a repeated ensure carrying the same
-	// sealed bytes does not hash again.
+	// sealed bytes does not hash again. Empty keeps the existing hash (the
+	// control plane sends it only while the password is not yet applied);
+	// required when the mailbox does not exist yet.
 	SealedPassword []byte `protobuf:"bytes,3,opt,name=sealed_password,json=sealedPassword,proto3" json:"sealed_password,omitempty"`
 	QuotaMb        uint32 `protobuf:"varint,4,opt,name=quota_mb,json=quotaMb,proto3" json:"quota_mb,omitempty"`
 	// Logins refused (IMAP, POP3, SMTP AUTH); mail is still delivered.
