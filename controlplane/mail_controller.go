@@ -148,7 +148,9 @@ func newMailController(s *Server) *controller.Controller {
 			{Kind: store.KindMailOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 			{Kind: store.KindAccounts, Handle: sw.handle},
 		},
-		Sync:    func(ctx context.Context, account string) error { return syncAccountMail(ctx, s.store, zones, s.log, account) },
+		Sync: func(ctx context.Context, account string) error {
+			return syncAccountMail(ctx, s.store, zones, s.log, account)
+		},
 		Workers: mailSyncWorkers,
 		Log:     s.log,
 		Metrics: s.metrics.controllers,

@@ -189,7 +189,9 @@ type MailDomain struct {
 }
 
 // State is the domain's state and its reason.
-func (d *MailDomain) State() (MailState, string) { return mailState(d.Generation, d.Deleted, &d.Status) }
+func (d *MailDomain) State() (MailState, string) {
+	return mailState(d.Generation, d.Deleted, &d.Status)
+}
 
 // MailSet is an account's mail domains and mailboxes at one revision.
 type MailSet struct {
@@ -206,11 +208,13 @@ type MailChange struct {
 
 func (c *MailChange) empty() bool { return c == nil || len(c.Domains)+len(c.Mailboxes) == 0 }
 
-func mailPrefix(account string) string             { return prefixMail + account + "/" }
-func mailboxKey(account, address string) string    { return mailPrefix(account) + "box/" + address }
-func mailDomainKey(account, domain string) string  { return mailPrefix(account) + "domain/" + domain }
-func mailStatePrefix(account string) string        { return prefixMailState + account + "/" }
-func mailboxStateKey(account, address string) string { return mailStatePrefix(account) + "box/" + address }
+func mailPrefix(account string) string            { return prefixMail + account + "/" }
+func mailboxKey(account, address string) string   { return mailPrefix(account) + "box/" + address }
+func mailDomainKey(account, domain string) string { return mailPrefix(account) + "domain/" + domain }
+func mailStatePrefix(account string) string       { return prefixMailState + account + "/" }
+func mailboxStateKey(account, address string) string {
+	return mailStatePrefix(account) + "box/" + address
+}
 func mailDomainStateKey(account, domain string) string {
 	return mailStatePrefix(account) + "domain/" + domain
 }
