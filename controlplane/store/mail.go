@@ -174,11 +174,7 @@ type MailDomain struct {
 	CatchAll string              `json:"catchAll,omitempty"`
 	Spam     MailSpam            `json:"spam"`
 	DKIM     []MailDKIM          `json:"dkim,omitempty"`
-	// SPF and DMARC are the records last set through the API (published
-	// in the account's zone), for showing.
-	SPF     string `json:"spf,omitempty"`
-	DMARC   string `json:"dmarc,omitempty"`
-	Webmail bool   `json:"webmail,omitempty"`
+	Webmail  bool                `json:"webmail,omitempty"`
 
 	Generation int64     `json:"generation,omitempty"`
 	Deleted    bool      `json:"deleted,omitempty"`
