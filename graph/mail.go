@@ -500,3 +500,126 @@ func taskFailure(node string, t *store.Task) error {
 	}
 	return nil
 }
+
+// mailboxMutation changes one mailbox: fn edits m (a copy of its spec at
+// its next generation).
+func (r *Resolver) mailboxMutation(ctx context.Context, action, address string, fn func(set *store.MailSet, c *mailChange, m *store.Mailbox) error) (out *model.Mailbox, err error) {
+	defer func() { r.auditFailure(ctx, "", action, address, err) }()
+	p, a, addr, err := r.mailboxOf(ctx, action, address)
+	if err != nil {
+		return nil, err
+	}
+	set, err := r.changeMail(ctx, p, a, action, addr, func(set *store.MailSet, c *mailChange) error {
+		m, err := c.mailbox(set, addr)
+		if err != nil {
+			return err
+		}
+		return fn(set, c, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	m, ok := set.Mailboxes[addr]
+	if !ok {
+		return nil, errorf(CodeNotFound, "mailbox "+quote(addr)+" was deleted meanwhile")
+	}
+	return mailboxModel(m), nil
+}
+
+// domainMutation changes one mail domain of an account: fn edits d (its
+// spec at its next generation; a new one when the domain has no mail yet).
+func (r *Resolver) domainMutation(ctx context.Context, action, domain string, fn func(set *store.MailSet, c *mailChange, d *store.MailDomain) error) (out *model.MailDomain, err error) {
+	defer func() { r.auditFailure(ctx, "", action, domain, err) }()
+	p, a, d, err := r.mailDomainOf(ctx, action, domain)
+	if err != nil {
+		return nil, err
+	}
+	if err = r.checkMailNode(ctx, a); err != nil {
+		return nil, err
+	}
+	set, err := r.changeMail(ctx, p, a, action, d, func(set *store.MailSet, c *mailChange) error {
+		return fn(set, c, c.domain(set, d))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.mailDomainPayload(ctx, set, d)
+}
+
+func (r *Resolver) mailDomainPayload(ctx context.Context, set *store.MailSet, domain string) (*model.MailDomain, error) {
+	md, ok := set.Domains[domain]
+	if !ok {
+		return nil, errorf(CodeNotFound, "mail domain "+quote(domain)+" not found")
+	}
+	z, err := r.zoneOfDomain(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	return mailDomainModel(md, z), nil
+}
+
+// yet shows the defaults.
+func (r *Resolver) domainView(ctx context.Context, a *store.Account, domain string) (*model.MailDomain, error) {
+	set, err := r.Store.GetMail(ctx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	z, err := r.zoneOfDomain(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := set.Domains[domain]
+	if !ok {
+		d = &store.MailDomain{Domain: domain, Spam: store.MailSpam{ScoreTenths: defaultSpamScoreTenths, Action: string(model.SpamActionTag)}}
+	}
+	return mailDomainModel(d, z), nil
+}
+
+// trainMail feeds one message to the spam filter as spam or ham.
+func (r *Resolver) trainMail(ctx context.Context, action, address string, uid int, spam bool) (out *model.TrainMailPayload, err error) {
+	defer func() { r.auditFailure(ctx, "", action, address, err) }()
+	if uid <= 0 || uid > 1<<32-1 {
+		err = &validate.Error{Field: "messageUid", Reason: "must be an IMAP UID (1 to 4294967295)"}
+		return nil, err
+	}
+	p, a, addr, err := r.mailboxOf(ctx, action, address)
+	if err != nil {
+		return nil, err
+	}
+	if err = r.knownMailbox(ctx, a, addr); err != nil {
+		return nil, err
+	}
+	spec := &agentpb.Task{Action: &agentpb.Task_TrainMail{TrainMail: &agentpb.TrainMailAction{Username: a.Username, Address: addr, Uid: uint32(uid), Spam: spam}}}
+	t, err := r.mailQuery(ctx, p, a.Node, spec, action, mailQueryWait)
+	if err != nil {
+		return nil, err
+	}
+	if err = taskFailure(a.Node, t); err != nil {
+		return nil, err
+	}
+	res, err := t.TrainMailResult()
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "node "+a.Node+": "+err.Error())
+	}
+	if err = r.auditMail(ctx, p, action, a.Username+"/"+addr, map[string]string{"id": a.ID, "uid": fmt.Sprint(uid)}); err != nil {
+		return nil, err
+	}
+	return &model.TrainMailPayload{Learned: res.GetLearned()}, nil
+}
+
+// knownMailbox refuses a one-shot request for a mailbox the account does
+// not have (or that is not on its node yet).
+func (r *Resolver) knownMailbox(ctx context.Context, a *store.Account, addr string) error {
+	set, err := r.Store.GetMail(ctx, a.ID)
+	if err != nil {
+		return err
+	}
+	m, ok := set.Mailboxes[addr]
+	if !ok || m.Deleted {
+		return errorf(CodeNotFound, "mailbox "+quote(addr)+" not found")
+	}
+	if a.Node == "" {
+		return fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+	}
+	return nil
+}
