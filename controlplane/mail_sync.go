@@ -55,6 +55,17 @@ func dkimRecords(set *store.MailSet, now time.Time) []dkimRecord {
 	return out
 }
 
+// unpublished reports whether st holds the TXT of a selector of d not
+// published yet.
+func unpublished(d *store.MailDomain, st *store.MailStatus) bool {
+	for _, k := range d.DKIM {
+		if k.PublishedAt.IsZero() && k.RetireAt.IsZero() && reportedTXT(st, k.Selector) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 func reportedTXT(st *store.MailStatus, selector string) string {
 	for _, k := range st.DKIM {
 		if k.Selector == selector {
@@ -113,6 +124,12 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 					ch.DroppedDomains = append(ch.DroppedDomains, name)
 					budget -= costDrop
 					continue
+				}
+				if unpublished(d, &st) {
+					// The node reported a new key: the next round
+					// publishes its record (dkimRecords reads the
+					// statuses this round writes).
+					ch.More = true
 				}
 			}
 			clearMailTask(&st)

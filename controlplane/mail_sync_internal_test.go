@@ -119,7 +119,7 @@ func TestSyncMailOutcomes(t *testing.T) {
 		return store.MailStatus{TaskID: id, TaskAction: action, TaskGeneration: gen, TaskPassword: pw}
 	}
 	set := mailSet(false,
-		[]*store.MailDomain{{Domain: testDomain, Generation: 1, Status: inFlight("TD", 1, 0, store.MailTaskEnsure)}},
+		[]*store.MailDomain{{Domain: testDomain, Generation: 1, DKIM: []store.MailDKIM{{Selector: "np1"}}, Status: inFlight("TD", 1, 0, store.MailTaskEnsure)}},
 		[]*store.Mailbox{box(1, inFlight("TB", 1, 1, store.MailTaskEnsure))})
 	gone := box(3, inFlight("TG", 3, 0, store.MailTaskDelete))
 	gone.Address, gone.Deleted = "gone@"+testDomain, true
@@ -164,6 +164,9 @@ func TestSyncMailOutcomes(t *testing.T) {
 	}
 	if !ch.Answered {
 		t.Error("outcomes recorded without Answered")
+	}
+	if !ch.More {
+		t.Error("a new DKIM key was reported and no round follows to publish it")
 	}
 }
 

@@ -34,13 +34,6 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 		err = &validate.Error{Field: "address", Reason: domain + " is not one of the domains of account " + a.Username}
 		return nil, err
 	}
-	quota := defaultMailQuotaMB
-	if input.QuotaMb != nil {
-		quota = *input.QuotaMb
-	}
-	if err = validate.MailQuotaMB(quota); err != nil {
-		return nil, err
-	}
 	pw, generated, err := mailPassword(input.Password, addr)
 	if err != nil {
 		return nil, err
@@ -48,6 +41,13 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 	plan, err := r.Store.GetPlan(ctx, a.Plan)
 	if err != nil {
 		return nil, err
+	}
+	quota := defaultMailQuotaMB
+	if plan.DiskMB > 0 && plan.DiskMB < int64(quota) {
+		quota = max(int(plan.DiskMB), validate.MinMailQuotaMB)
+	}
+	if input.QuotaMb != nil {
+		quota = *input.QuotaMb
 	}
 	if err = checkMailQuota(quota, plan); err != nil {
 		return nil, err
