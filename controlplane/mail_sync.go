@@ -310,24 +310,41 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 	return &nd
 }
 
+// nextMailTask is the step both kinds of mail object take: nothing for
+// an unversioned record or one the node is not behind on; else the delete
+// or the ensure (built by the caller), marked in flight in st.
+func nextMailTask(gen int64, deleted bool, st *store.MailStatus, suspended bool, del, ensure func() *agentpb.Task) *agentpb.Task {
+	if gen == 0 {
+		return nil
+	}
+	if deleted {
+		if st.ObservedGeneration >= gen && st.State != "" {
+			return nil
+		}
+		st.TaskAction, st.TaskGeneration = store.MailTaskDelete, gen
+		t := del()
+		t.Generation = gen
+		return t
+	}
+	if !behind(gen, st, suspended) {
+		return nil
+	}
+	st.TaskAction, st.TaskGeneration, st.TaskSuspended = store.MailTaskEnsure, gen, suspended
+	t := ensure()
+	t.Generation = gen
+	return t
+}
+
 // nextMailDomainTask returns the task that converges d and marks it in
 // flight in st; nil when nothing is to do.
 func nextMailDomainTask(a *store.Account, d *store.MailDomain, st *store.MailStatus) *agentpb.Task {
-	if d.Generation == 0 {
-		return nil
-	}
-	if d.Deleted {
-		if st.ObservedGeneration >= d.Generation && st.State != "" {
-			return nil
-		}
-		st.TaskAction, st.TaskGeneration = store.MailTaskDelete, d.Generation
-		return &agentpb.Task{Generation: d.Generation, Action: &agentpb.Task_DeleteMailDomain{DeleteMailDomain: &agentpb.DeleteMailDomainAction{Username: a.Username, Domain: d.Domain}}}
-	}
-	if !behind(d.Generation, st, a.Suspended) {
-		return nil
-	}
-	st.TaskAction, st.TaskGeneration, st.TaskSuspended = store.MailTaskEnsure, d.Generation, a.Suspended
-	return &agentpb.Task{Generation: d.Generation, Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d)}}
+	return nextMailTask(d.Generation, d.Deleted, st, a.Suspended,
+		func() *agentpb.Task {
+			return &agentpb.Task{Action: &agentpb.Task_DeleteMailDomain{DeleteMailDomain: &agentpb.DeleteMailDomainAction{Username: a.Username, Domain: d.Domain}}}
+		},
+		func() *agentpb.Task {
+			return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d)}}
+		})
 }
 
 func mailDomainAction(a *store.Account, d *store.MailDomain) *agentpb.EnsureMailDomainAction {
@@ -366,20 +383,16 @@ func spamAction(s string) agentpb.MailSpamAction {
 // in st: an ensure carries the sealed password only while the node has
 // not applied its generation.
 func nextMailboxTask(a *store.Account, m *store.Mailbox, st *store.MailStatus) *agentpb.Task {
-	if m.Generation == 0 {
-		return nil
-	}
-	if m.Deleted {
-		if st.ObservedGeneration >= m.Generation && st.State != "" {
-			return nil
-		}
-		st.TaskAction, st.TaskGeneration = store.MailTaskDelete, m.Generation
-		return &agentpb.Task{Generation: m.Generation, Action: &agentpb.Task_DeleteMailbox{DeleteMailbox: &agentpb.DeleteMailboxAction{Username: a.Username, Address: m.Address}}}
-	}
-	if !behind(m.Generation, st, a.Suspended) {
-		return nil
-	}
-	st.TaskAction, st.TaskGeneration, st.TaskSuspended = store.MailTaskEnsure, m.Generation, a.Suspended
+	return nextMailTask(m.Generation, m.Deleted, st, a.Suspended,
+		func() *agentpb.Task {
+			return &agentpb.Task{Action: &agentpb.Task_DeleteMailbox{DeleteMailbox: &agentpb.DeleteMailboxAction{Username: a.Username, Address: m.Address}}}
+		},
+		func() *agentpb.Task {
+			return &agentpb.Task{Action: &agentpb.Task_EnsureMailbox{EnsureMailbox: mailboxAction(a, m, st)}}
+		})
+}
+
+func mailboxAction(a *store.Account, m *store.Mailbox, st *store.MailStatus) *agentpb.EnsureMailboxAction {
 	act := &agentpb.EnsureMailboxAction{
 		Username:  a.Username,
 		Address:   m.Address,
@@ -397,5 +410,5 @@ func nextMailboxTask(a *store.Account, m *store.Mailbox, st *store.MailStatus) *
 			act.Autoresponder.UntilUnix = r.Until.Unix()
 		}
 	}
-	return &agentpb.Task{Generation: m.Generation, Action: &agentpb.Task_EnsureMailbox{EnsureMailbox: act}}
+	return act
 }

@@ -623,3 +623,21 @@ func (r *Resolver) knownMailbox(ctx context.Context, a *store.Account, addr stri
 	}
 	return nil
 }
+
+// setMailTXT validates a mail TXT record of a domain (SPF, DMARC) with
+// check and replaces the one at name(domain) whose text starts with prefix
+// ("": any) in the zone holding the domain.
+func (r *Resolver) setMailTXT(ctx context.Context, action, domain, record string, check func(string) error, name func(string) string, prefix string) (out *model.MailDomain, err error) {
+	defer func() { r.auditFailure(ctx, "", action, domain, err) }()
+	_, a, d, err := r.mailDomainOf(ctx, action, domain)
+	if err != nil {
+		return nil, err
+	}
+	if err = check(record); err != nil {
+		return nil, err
+	}
+	if err = r.setDomainTXT(ctx, action, d, name(d), prefix, record); err != nil {
+		return nil, err
+	}
+	return r.domainView(ctx, a, d)
+}

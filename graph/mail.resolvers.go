@@ -357,38 +357,15 @@ func (r *mutationResolver) RotateDkim(ctx context.Context, domain string) (*mode
 }
 
 // SetSpf is the resolver for the setSPF field.
-func (r *mutationResolver) SetSpf(ctx context.Context, domain string, record string) (out *model.MailDomain, err error) {
-	defer func() { r.auditFailure(ctx, "", "setSPF", domain, err) }()
-	_, a, d, err := r.mailDomainOf(ctx, "setSPF", domain)
-	if err != nil {
-		return nil, err
-	}
-	if err = validate.SPF(record); err != nil {
-		return nil, err
-	}
-	if err = r.setDomainTXT(ctx, "setSPF", d, d+".", "v=spf1", record); err != nil {
-		return nil, err
-	}
-	return r.domainView(ctx, a, d)
+func (r *mutationResolver) SetSpf(ctx context.Context, domain string, record string) (*model.MailDomain, error) {
+	return r.setMailTXT(ctx, "setSPF", domain, record, validate.SPF, func(d string) string { return d + "." }, "v=spf1")
 }
 
 // SetDmarc is the resolver for the setDMARC field.
-func (r *mutationResolver) SetDmarc(ctx context.Context, domain string, policy string) (out *model.MailDomain, err error) {
-	defer func() { r.auditFailure(ctx, "", "setDMARC", domain, err) }()
-	_, a, d, err := r.mailDomainOf(ctx, "setDMARC", domain)
-	if err != nil {
-		return nil, err
-	}
-	if err = validate.DMARC(policy); err != nil {
-		return nil, err
-	}
-	if err = r.setDomainTXT(ctx, "setDMARC", d, "_dmarc."+d+".", "", policy); err != nil {
-		return nil, err
-	}
-	return r.domainView(ctx, a, d)
+func (r *mutationResolver) SetDmarc(ctx context.Context, domain string, policy string) (*model.MailDomain, error) {
+	return r.setMailTXT(ctx, "setDMARC", domain, policy, validate.DMARC, func(d string) string { return "_dmarc." + d + "." }, "")
 }
 
-// domainView shows a domain's mail as it stands; one without mail records
 // EnableWebmail is the resolver for the enableWebmail field.
 func (r *mutationResolver) EnableWebmail(ctx context.Context, domain string) (*model.MailDomain, error) {
 	return r.domainMutation(ctx, "enableWebmail", domain, func(_ *store.MailSet, _ *mailChange, d *store.MailDomain) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -184,41 +185,34 @@ func (s *Store) mailSyncOps(set *MailSet, account string, ch *MailSync, notice m
 		}
 		st.TaskID = t.ID
 	}
-	consumed := func(old *MailStatus, st *MailStatus) {
-		if k, ok := notice[old.TaskID]; ok && st.TaskID != old.TaskID {
-			ops = append(ops, clientv3.OpDelete(k))
-		}
-	}
-	dropped := func(list []string, name string) bool {
-		for _, n := range list {
-			if n == name {
-				return true
+	// put writes the statuses of one kind, consuming the done notice of
+	// each outcome recorded; a dropped object's status goes with it.
+	put := func(statuses map[string]*MailStatus, old func(string) *MailStatus, dropped []string, key func(string) string) {
+		for name, st := range statuses {
+			if o := old(name); o != nil {
+				if k, ok := notice[o.TaskID]; ok && st.TaskID != o.TaskID {
+					ops = append(ops, clientv3.OpDelete(k))
+				}
 			}
+			if slices.Contains(dropped, name) {
+				continue
+			}
+			st.UpdatedAt = now
+			ops = append(ops, clientv3.OpPut(key(name), mustJSON(st)))
 		}
-		return false
 	}
-	for addr, st := range ch.Mailboxes {
-		m := set.Mailboxes[addr]
-		if m != nil {
-			consumed(&m.Status, st)
+	put(ch.Mailboxes, func(addr string) *MailStatus {
+		if m := set.Mailboxes[addr]; m != nil {
+			return &m.Status
 		}
-		if dropped(ch.DroppedMailboxes, addr) {
-			continue
+		return nil
+	}, ch.DroppedMailboxes, func(addr string) string { return mailboxStateKey(account, addr) })
+	put(ch.Domains, func(name string) *MailStatus {
+		if d := set.Domains[name]; d != nil {
+			return &d.Status
 		}
-		st.UpdatedAt = now
-		ops = append(ops, clientv3.OpPut(mailboxStateKey(account, addr), mustJSON(st)))
-	}
-	for name, st := range ch.Domains {
-		d := set.Domains[name]
-		if d != nil {
-			consumed(&d.Status, st)
-		}
-		if dropped(ch.DroppedDomains, name) {
-			continue
-		}
-		st.UpdatedAt = now
-		ops = append(ops, clientv3.OpPut(mailDomainStateKey(account, name), mustJSON(st)))
-	}
+		return nil
+	}, ch.DroppedDomains, func(name string) string { return mailDomainStateKey(account, name) })
 	for _, addr := range ch.DroppedMailboxes {
 		ops = append(ops, clientv3.OpDelete(mailboxKey(account, addr)), clientv3.OpDelete(mailboxStateKey(account, addr)))
 	}
