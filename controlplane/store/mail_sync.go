@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -80,33 +81,17 @@ func (s *Store) SyncMail(ctx context.Context, account string, fn func(set *MailS
 		if err != nil {
 			return err
 		}
-		finished := map[string]*Task{}
 		waitedBy := map[string]bool{} // task id -> some status waits on it
-		waiting := func(st *MailStatus) error {
-			if st.TaskID == "" {
-				return nil
-			}
-			waitedBy[st.TaskID] = true
-			t, _, err := s.GetTask(ctx, st.TaskID)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				finished[st.TaskID] = TaskLost
-			case err != nil:
-				return err
-			case t.Status != TaskPending:
-				finished[st.TaskID] = t
-			}
-			return nil
-		}
 		for _, m := range r.set.Mailboxes {
-			if err := waiting(&m.Status); err != nil {
-				return err
-			}
+			waitedBy[m.Status.TaskID] = m.Status.TaskID != ""
 		}
 		for _, d := range r.set.Domains {
-			if err := waiting(&d.Status); err != nil {
-				return err
-			}
+			waitedBy[d.Status.TaskID] = d.Status.TaskID != ""
+		}
+		delete(waitedBy, "")
+		finished, err := s.finishedTasks(ctx, waitedBy)
+		if err != nil {
+			return err
 		}
 		notice := map[string]string{} // task id -> notice key
 		var orphans []string
@@ -153,6 +138,42 @@ func (s *Store) SyncMail(ctx context.Context, account string, fn func(set *MailS
 			return err
 		}
 	}
+}
+
+// finishedTasks reads the tasks of ids (a set) in transactions of at most
+// MaxTxnOps reads and returns those that are no longer pending, by id, with
+// TaskLost for a record that is gone: a controller's statuses wait on
+// them.
+func (s *Store) finishedTasks(ctx context.Context, ids map[string]bool) (map[string]*Task, error) {
+	all := slices.Sorted(maps.Keys(ids))
+	finished := map[string]*Task{}
+	for len(all) > 0 {
+		part := all[:min(len(all), MaxTxnOps)]
+		all = all[len(part):]
+		ops := make([]clientv3.Op, len(part))
+		for i, id := range part {
+			ops[i] = clientv3.OpGet(taskKey(id))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read tasks: %w", err)
+		}
+		for i, id := range part {
+			kvs := resp.Responses[i].GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				finished[id] = TaskLost
+				continue
+			}
+			t, err := decodeJSON[Task](kvs[0].Key, kvs[0].Value)
+			if err != nil {
+				return nil, err
+			}
+			if t.Status != TaskPending {
+				finished[id] = t
+			}
+		}
+	}
+	return finished, nil
 }
 
 // mailSyncOps turns a MailSync into writes, with the deletion of the done
