@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 // It returns the node's key, which opens the sealed passwords.
 type fakeMailAgent struct {
 	key  *ecdsa.PrivateKey
+	stop context.CancelFunc // the node stops answering
 	mu   sync.Mutex
 	seen []*agentpb.Task
 }
@@ -49,7 +51,7 @@ func startFakeMailAgent(t *testing.T, s *testenv.Server, node string) *fakeMailA
 	if err := st.UpdateNodeState(ctx, node, func(ns *store.NodeState) bool { ns.PublicKey = der; return true }); err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeMailAgent{key: key}
+	f := &fakeMailAgent{key: key, stop: cancel}
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
@@ -435,6 +437,26 @@ func TestMailboxLifecycle(t *testing.T) {
 	_, err = tn.userA.CreateMailbox(ctx, a1, "four@alpha1.example.com", "", 0)
 	wantAPICode(t, "fourth mailbox on a plan of 3", err, "QUOTA_EXCEEDED")
 
+	// A node without the mail role takes no mailbox.
+	st := tn.s.Store()
+	if _, err := st.UpdateNode(ctx, node.NodeName(), func(n *store.Node) error {
+		n.Roles = slices.DeleteFunc(n.Roles, func(r string) bool { return r == "mail" })
+		return nil
+	}, store.NewAuditEvent("test", "", "updateNode", node.NodeName(), "ok")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tn.userA.CreateMailbox(ctx, a1, "x@alpha1.example.com", "", 0)
+	wantAPICode(t, "node without the mail role", err, "INVALID_INPUT")
+	if !strings.Contains(err.Error(), "mail role") {
+		t.Errorf("refusal does not name the role: %v", err)
+	}
+	if _, err := st.UpdateNode(ctx, node.NodeName(), func(n *store.Node) error {
+		n.Roles = append(n.Roles, "mail")
+		return nil
+	}, store.NewAuditEvent("test", "", "updateNode", node.NodeName(), "ok")); err != nil {
+		t.Fatal(err)
+	}
+
 	// Suspending the account ensures its mail again with suspended set.
 	if _, err := tn.admin.AccountAction(ctx, "suspendAccount", a1); err != nil {
 		t.Fatal(err)
@@ -450,6 +472,23 @@ func TestMailboxLifecycle(t *testing.T) {
 		}
 		return false
 	})
+
+	// A node that does not answer: the listing shows the last usage the
+	// node reported (its last ensure), without an error, within seconds.
+	ag.stop()
+	start := time.Now()
+	list, _, err := tn.userA.Mailboxes(ctx, a1, 50, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("listing took %v with the node silent", d)
+	}
+	for _, m := range list {
+		if m.Address == "info@alpha1.example.com" && (m.UsedBytes == nil || *m.UsedBytes != 1000) {
+			t.Errorf("last known usage not shown: %+v", m)
+		}
+	}
 }
 
 // TestMailDKIMPublished: enableDKIM has the node create a key, the

@@ -212,3 +212,30 @@ func TestZoneSetTXT(t *testing.T) {
 		t.Fatal("a control character was accepted")
 	}
 }
+
+// An account's deletion removes its mail records with it: specs, statuses,
+// the sequence key and late done notices.
+func TestMailGoesWithTheAccount(t *testing.T) {
+	f := newTreeFixture(t)
+	ctx := context.Background()
+	a := placedMailAccount(t, f, "carol")
+	err := f.s.ChangeMail(ctx, a.ID, func(*store.MailSet) (*store.MailChange, error) {
+		return &store.MailChange{Domains: []*store.MailDomain{{Domain: "carol.example.com", Generation: 1}},
+			Mailboxes: []*store.Mailbox{{Address: "x@carol.example.com", Domain: "carol.example.com", Generation: 1}}}, nil
+	}, store.AuditEvent{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cli.Put(ctx, "/npanel/done/mail/"+a.ID+"/t1", "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.FinishAccountDeletion(ctx, a.ID, nil, store.NewAuditEvent("t", "t", "deleteAccount", "carol", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/npanel/mail/", "/npanel/mailstate/", "/npanel/mailseq/", "/npanel/done/mail/"} {
+		resp, err := f.cli.Get(ctx, p+a.ID, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil || resp.Count != 0 {
+			t.Errorf("%s%s: %d keys left (%v)", p, a.ID, resp.Count, err)
+		}
+	}
+}
