@@ -327,6 +327,23 @@ func TestMailRBAC(t *testing.T) {
 			t.Fatalf("admin: %s: %v", name, err)
 		}
 	}
+
+	// Every mutation that succeeded left an audit event.
+	for _, action := range []string{"createMailbox", "deleteMailbox", "setMailboxPassword", "setMailboxQuota", "disableMailbox",
+		"enableMailbox", "createForwarder", "deleteForwarder", "setCatchAll", "setAutoresponder", "deleteAutoresponder", "enableDKIM",
+		"setSPF", "setDMARC", "enableWebmail", "setSpamFilter", "trainSpam", "trainHam", "scanMailbox", "flushMailQueue"} {
+		evs, _, err := tn.admin.AuditEvents(ctx, client.AuditFilter{Action: action}, 50, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := false
+		for _, ev := range evs {
+			ok = ok || ev.Result == "ok"
+		}
+		if !ok {
+			t.Errorf("no audit event of %s: %+v", action, evs)
+		}
+	}
 }
 
 // mailState is an account's mail as its specs stand (statuses aside).
