@@ -76,6 +76,9 @@ func setTXT(ctx context.Context, zones mailZones, domain, name, content string, 
 		_, err = zones.ChangeZone(ctx, zoneName, ev, func(z *store.Zone) error {
 			return replaceTXT(z, name, content, nil)
 		})
+		if errors.Is(err, errTXTUnchanged) {
+			return nil // already as wanted: nothing written
+		}
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -87,14 +90,21 @@ func setTXT(ctx context.Context, zones mailZones, domain, name, content string, 
 	}
 }
 
-// replaceTXT is z.SetTXT as a new generation of the zone.
+// errTXTUnchanged aborts a zone change that would write nothing new.
+var errTXTUnchanged = errors.New("TXT record unchanged")
+
+// replaceTXT is z.SetTXT as a new generation of the zone;
+// errTXTUnchanged when the records are as wanted already.
 func replaceTXT(z *store.Zone, name, content string, match func(string) bool) error {
 	if z.Deleted {
 		return fmt.Errorf("zone %s is being deleted: %w", z.Name, store.ErrConflict)
 	}
 	changed, err := z.SetTXT(name, content, match)
-	if err != nil || !changed {
+	if err != nil {
 		return err
+	}
+	if !changed {
+		return errTXTUnchanged
 	}
 	z.Generation++
 	z.Attempts = 0

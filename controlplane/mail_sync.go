@@ -38,8 +38,8 @@ func dkimRecords(set *store.MailSet, now time.Time) []dkimRecord {
 	var out []dkimRecord
 	for _, name := range slices.Sorted(maps.Keys(set.Domains)) {
 		d := set.Domains[name]
-		if d.Deleted {
-			continue
+		if d.Deleted || d.Status.TaskID != "" {
+			continue // a task in flight may report keys: after it
 		}
 		for _, k := range d.DKIM {
 			switch {

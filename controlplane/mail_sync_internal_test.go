@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -185,6 +186,11 @@ func TestSyncMailDKIM(t *testing.T) {
 	if len(recs) != 1 || recs[0].Selector != "np1" || recs[0].TXT == "" || recs[0].Remove {
 		t.Fatalf("records to publish %+v", recs)
 	}
+	busy := *d
+	busy.Status.TaskID = "T9"
+	if recs := dkimRecords(mailSet(false, []*store.MailDomain{&busy}, nil), now); len(recs) != 0 {
+		t.Fatalf("published while a task is in flight: %+v", recs)
+	}
 	// Not published (the zone write failed): nothing advances.
 	if ch := syncMail(set, nil, nil, 1000, now); len(ch.DomainSpecs)+len(ch.Tasks) != 0 {
 		t.Fatalf("advanced without publication: %+v", ch)
@@ -285,5 +291,20 @@ func TestDefaultMailRecords(t *testing.T) {
 		if !has("_dmarc.example.com.", `"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"`) {
 			t.Errorf("%s: no DMARC in %+v", c.host, rs)
 		}
+	}
+}
+
+// replaceTXT bumps the zone's generation for a change only.
+func TestReplaceTXT(t *testing.T) {
+	z := &store.Zone{Name: "example.com", Generation: 3}
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "v=DKIM1; k=rsa; p=AB", nil); err != nil || z.Generation != 4 || len(z.Records) != 1 {
+		t.Fatalf("publish: %v, generation %d, %+v", err, z.Generation, z.Records)
+	}
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "v=DKIM1; k=rsa; p=AB", nil); !errors.Is(err, errTXTUnchanged) || z.Generation != 4 {
+		t.Fatalf("again: %v, generation %d", err, z.Generation)
+	}
+	z.Deleted = true
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "", nil); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("deleted zone: %v", err)
 	}
 }
