@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/auth"
@@ -446,6 +447,11 @@ func (r *Resolver) mailQuery(ctx context.Context, p auth.Principal, node string,
 	return t, nil
 }
 
+// usageGates holds each Resolver's gate of live usage reads (one per
+// account at a time, a few per user per second). It lives beside the
+// Resolver, gqlgen's root, whose zero value must serve.
+var usageGates sync.Map // *Resolver -> *logReadGate
+
 // liveUsage asks the account's node for the usage of a page of mailboxes
 // in one task; nil (no error) when it cannot answer in time, so the page
 // shows the last known values instead.
@@ -456,6 +462,16 @@ func (r *Resolver) liveUsage(ctx context.Context, p auth.Principal, a *store.Acc
 	if st, _, err := r.Store.GetNodeState(ctx, a.Node); err != nil || st.Status != store.NodeReady {
 		return nil
 	}
+	// Each read is a task through etcd and the node's queue: a client
+	// looping on the listing must not flood them (issue 23's lesson), so
+	// reads are gated as log reads are, and a read the gate refuses shows
+	// the last known values.
+	g, _ := usageGates.LoadOrStore(r, &logReadGate{})
+	done, err := g.(*logReadGate).start(p.Name, a.ID)
+	if err != nil {
+		return nil
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_MailUsage{MailUsage: &agentpb.MailUsageAction{Username: a.Username, Addresses: addrs}}}
 	t, err := r.mailQuery(ctx, p, a.Node, spec, "mailUsage", mailUsageWait)
 	if err != nil {
