@@ -268,6 +268,27 @@ func TestMailRBAC(t *testing.T) {
 	if after := mailState(t, tn, a1); after != before {
 		t.Fatalf("refused calls changed the mail of alpha1:\nbefore %s\nafter  %s", before, after)
 	}
+	// Nor may alpha1's owner or reseller touch bravo1's mail.
+	b1 := tn.b1.ID
+	bBefore := mailState(t, tn, b1)
+	for _, c := range []*client.Client{tn.userA, tn.resA} {
+		for what, err := range map[string]error{
+			"mailboxes":     func() error { _, _, err := c.Mailboxes(ctx, b1, 10, ""); return err }(),
+			"forwarders":    func() error { _, err := c.Forwarders(ctx, b1); return err }(),
+			"createMailbox": func() error { _, err := c.CreateMailbox(ctx, b1, "x@bravo1.example.com", "", 0); return err }(),
+			"createForwarder": func() error {
+				_, err := c.CreateForwarder(ctx, "x@bravo1.example.com", []string{"y@example.org"})
+				return err
+			}(),
+			"enableDKIM": func() error { _, err := c.EnableDKIM(ctx, "bravo1.example.com"); return err }(),
+			"setSPF":     func() error { _, err := c.SetSPF(ctx, "bravo1.example.com", "v=spf1 -all"); return err }(),
+		} {
+			wantAPICode(t, "bravo1's "+what, err, "NOT_FOUND")
+		}
+	}
+	if after := mailState(t, tn, b1); after != bBefore {
+		t.Fatalf("refused calls changed the mail of bravo1: %s -> %s", bBefore, after)
+	}
 
 	// The owner, its reseller and the admin may each do all the rest (in
 	// an order where each call has what it needs).
