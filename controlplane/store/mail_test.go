@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -237,5 +238,65 @@ func TestMailGoesWithTheAccount(t *testing.T) {
 		if err != nil || resp.Count != 0 {
 			t.Errorf("%s%s: %d keys left (%v)", p, a.ID, resp.Count, err)
 		}
+	}
+}
+
+// A mail sync larger than one transaction commits in rounds, each within
+// its budget, until fn has nothing more to do.
+func TestSyncMailInRounds(t *testing.T) {
+	f := newTreeFixture(t)
+	ctx := context.Background()
+	a := placedMailAccount(t, f, "dave")
+	const n = 150
+	for batch := 0; batch < n; batch += 50 {
+		err := f.s.ChangeMail(ctx, a.ID, func(*store.MailSet) (*store.MailChange, error) {
+			ch := &store.MailChange{}
+			for i := batch; i < batch+50; i++ {
+				addr := fmt.Sprintf("u%03d@dave.example.com", i)
+				ch.Mailboxes = append(ch.Mailboxes, &store.Mailbox{Address: addr, Domain: "dave.example.com", Generation: 1})
+			}
+			return ch, nil
+		}, store.AuditEvent{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rounds := 0
+	err := f.s.SyncMail(ctx, a.ID, func(set *store.MailSet, _ map[string]*store.Task, budget int) (*store.MailSync, error) {
+		rounds++
+		ch := store.NewMailSync()
+		for addr, m := range set.Mailboxes {
+			if m.Status.TaskID != "" {
+				continue
+			}
+			if budget < 3 {
+				ch.More = true
+				break
+			}
+			budget -= 3
+			ch.Mailboxes[addr] = &store.MailStatus{TaskAction: store.MailTaskEnsure, TaskGeneration: 1}
+			ch.Tasks = append(ch.Tasks, store.MailTask{Mailbox: addr, Spec: &agentpb.Task{Generation: 1,
+				Action: &agentpb.Task_EnsureMailbox{EnsureMailbox: &agentpb.EnsureMailboxAction{Username: "dave", Address: addr}}}})
+		}
+		return ch, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := f.s.GetMail(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, m := range set.Mailboxes {
+		if m.Status.TaskID == "" {
+			t.Fatalf("%s has no task after the sync", addr)
+		}
+	}
+	if rounds < 4 {
+		t.Fatalf("%d mailboxes in %d rounds", n, rounds)
+	}
+	tasks, _, err := f.s.PendingTasks(ctx, "n1")
+	if err != nil || len(tasks) != n {
+		t.Fatalf("%d tasks queued (%v), want %d", len(tasks), err, n)
 	}
 }
