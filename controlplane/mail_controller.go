@@ -122,15 +122,21 @@ func mailChange(ev store.Event) (account string, queue, keep bool) {
 	return ev.Name, change == store.MailChangedSpec, change != ""
 }
 
-// suspensionWatch queues an account whose suspension changed: every mail
-// object's ensure carries it. The first event of an account queues it
-// only when it is suspended (the mail sources list the rest).
-type suspensionWatch struct {
+// placementWatch queues an account whose suspension or node changed:
+// every mail object's ensure carries the suspension, and a new node must be
+// given all of them. The first event of an account queues it only when it
+// is suspended (the mail sources list the rest).
+type placementWatch struct {
 	mu   sync.Mutex
-	seen map[string]bool
+	seen map[string]accountPlacement
 }
 
-func (w *suspensionWatch) handle(ev store.Event) (string, bool, bool) {
+type accountPlacement struct {
+	suspended bool
+	node      string
+}
+
+func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ev.Deleted {
@@ -141,15 +147,16 @@ func (w *suspensionWatch) handle(ev store.Event) (string, bool, bool) {
 	if err != nil {
 		return ev.Name, false, false
 	}
+	now := accountPlacement{suspended: h.Suspended, node: h.Node}
 	prev, ok := w.seen[ev.Name]
-	w.seen[ev.Name] = h.Suspended
-	return ev.Name, ok && prev != h.Suspended || !ok && h.Suspended, false
+	w.seen[ev.Name] = now
+	return ev.Name, ok && prev != now || !ok && h.Suspended, false
 }
 
 // newMailController builds the mail controller on the runtime.
 func newMailController(s *Server) *controller.Controller {
 	zones := &zoneWriter{store: s.store, views: &s.dnsViews, ctl: &s.zoneCtl}
-	sw := &suspensionWatch{seen: map[string]bool{}}
+	sw := &placementWatch{seen: map[string]accountPlacement{}}
 	return controller.New(controller.Options{
 		Name:  "mail",
 		Store: s.store,

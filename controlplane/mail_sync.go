@@ -110,7 +110,7 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 		if st.TaskID != "" {
 			t, ok := finished[st.TaskID]
 			if !ok {
-				domainServed[name] = st.Served
+				domainServed[name] = st.Served && st.Node == a.Node
 				continue // still running
 			}
 			if !spend(costStatus) {
@@ -138,7 +138,7 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 			ch.DomainSpecs = append(ch.DomainSpecs, nd)
 			d = nd
 		}
-		domainServed[name] = st.Served && !d.Deleted
+		domainServed[name] = st.Served && st.Node == a.Node && !d.Deleted
 		if send && st.TaskID == "" && !(d.Deleted && hasMailboxes(set, name)) {
 			if spec := nextMailDomainTask(a, d, &st); spec != nil {
 				if spend(costTask + costStatus) {
@@ -209,9 +209,10 @@ func clearMailTask(st *store.MailStatus) {
 }
 
 // behind reports whether the node has not answered for the spec's
-// generation or for the account's suspension.
-func behind(gen int64, st *store.MailStatus, suspended bool) bool {
-	return st.ObservedGeneration < gen || st.State == "" || st.Suspended != suspended
+// generation or for the account's suspension, or the account has moved
+// to another node since it did.
+func behind(gen int64, st *store.MailStatus, a *store.Account) bool {
+	return st.ObservedGeneration < gen || st.State == "" || st.Suspended != a.Suspended || st.Node != "" && st.Node != a.Node
 }
 
 // recordMailDomain writes a finished task's outcome into st; it reports
@@ -227,7 +228,7 @@ func recordMailDomain(st *store.MailStatus, d *store.MailDomain, t *store.Task) 
 		st.State, st.Reason = store.MailDeleted, ""
 		return d.Deleted && st.TaskGeneration == d.Generation
 	}
-	st.State, st.Reason, st.Suspended, st.Served = store.MailActive, "", st.TaskSuspended, true
+	st.State, st.Reason, st.Suspended, st.Served, st.Node = store.MailActive, "", st.TaskSuspended, true, t.Node
 	res, err := t.MailDomainResult()
 	if err != nil {
 		st.Reason = err.Error()
@@ -254,7 +255,13 @@ func recordMailbox(st *store.MailStatus, m *store.Mailbox, t *store.Task) (dropp
 		return m.Deleted && st.TaskGeneration == m.Generation
 	}
 	st.State, st.Reason, st.Suspended = store.MailActive, "", st.TaskSuspended
-	st.PasswordGeneration = max(st.PasswordGeneration, st.TaskPassword)
+	if st.Node != t.Node {
+		// A new node holds only the password this task carried.
+		st.PasswordGeneration = st.TaskPassword
+	} else {
+		st.PasswordGeneration = max(st.PasswordGeneration, st.TaskPassword)
+	}
+	st.Node = t.Node
 	if res, err := t.MailboxResult(); err == nil {
 		st.UsedBytes, st.Messages, st.MeasuredAt = res.GetUsedBytes(), res.GetMessages(), t.FinishedAt
 	}
@@ -313,7 +320,7 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 // nextMailTask is the step both kinds of mail object take: nothing for
 // an unversioned record or one the node is not behind on; else the delete
 // or the ensure (built by the caller), marked in flight in st.
-func nextMailTask(gen int64, deleted bool, st *store.MailStatus, suspended bool, del, ensure func() *agentpb.Task) *agentpb.Task {
+func nextMailTask(gen int64, deleted bool, st *store.MailStatus, a *store.Account, del, ensure func() *agentpb.Task) *agentpb.Task {
 	if gen == 0 {
 		return nil
 	}
@@ -326,10 +333,10 @@ func nextMailTask(gen int64, deleted bool, st *store.MailStatus, suspended bool,
 		t.Generation = gen
 		return t
 	}
-	if !behind(gen, st, suspended) {
+	if !behind(gen, st, a) {
 		return nil
 	}
-	st.TaskAction, st.TaskGeneration, st.TaskSuspended = store.MailTaskEnsure, gen, suspended
+	st.TaskAction, st.TaskGeneration, st.TaskSuspended = store.MailTaskEnsure, gen, a.Suspended
 	t := ensure()
 	t.Generation = gen
 	return t
@@ -338,7 +345,7 @@ func nextMailTask(gen int64, deleted bool, st *store.MailStatus, suspended bool,
 // nextMailDomainTask returns the task that converges d and marks it in
 // flight in st; nil when nothing is to do.
 func nextMailDomainTask(a *store.Account, d *store.MailDomain, st *store.MailStatus) *agentpb.Task {
-	return nextMailTask(d.Generation, d.Deleted, st, a.Suspended,
+	return nextMailTask(d.Generation, d.Deleted, st, a,
 		func() *agentpb.Task {
 			return &agentpb.Task{Action: &agentpb.Task_DeleteMailDomain{DeleteMailDomain: &agentpb.DeleteMailDomainAction{Username: a.Username, Domain: d.Domain}}}
 		},
@@ -383,7 +390,7 @@ func spamAction(s string) agentpb.MailSpamAction {
 // in st: an ensure carries the sealed password only while the node has
 // not applied its generation.
 func nextMailboxTask(a *store.Account, m *store.Mailbox, st *store.MailStatus) *agentpb.Task {
-	return nextMailTask(m.Generation, m.Deleted, st, a.Suspended,
+	return nextMailTask(m.Generation, m.Deleted, st, a,
 		func() *agentpb.Task {
 			return &agentpb.Task{Action: &agentpb.Task_DeleteMailbox{DeleteMailbox: &agentpb.DeleteMailboxAction{Username: a.Username, Address: m.Address}}}
 		},
@@ -400,7 +407,11 @@ func mailboxAction(a *store.Account, m *store.Mailbox, st *store.MailStatus) *ag
 		Disabled:  m.Disabled,
 		Suspended: a.Suspended,
 	}
-	if m.PasswordGeneration > st.PasswordGeneration && len(m.SealedPassword) > 0 && m.Node == a.Node {
+	applied := st.PasswordGeneration
+	if st.Node != a.Node {
+		applied = 0 // a node that has not applied the mailbox holds no password
+	}
+	if m.PasswordGeneration > applied && len(m.SealedPassword) > 0 && m.Node == a.Node {
 		act.SealedPassword = slices.Clone(m.SealedPassword)
 		st.TaskPassword = m.PasswordGeneration
 	}

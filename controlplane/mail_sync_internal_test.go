@@ -29,7 +29,7 @@ func mailSet(suspended bool, domains []*store.MailDomain, boxes []*store.Mailbox
 }
 
 func served(gen int64) store.MailStatus {
-	return store.MailStatus{ObservedGeneration: gen, State: store.MailActive, Served: true}
+	return store.MailStatus{ObservedGeneration: gen, State: store.MailActive, Served: true, Node: "n1"}
 }
 
 func box(gen int64, st store.MailStatus) *store.Mailbox {
@@ -54,7 +54,8 @@ func TestSyncMailTasks(t *testing.T) {
 	dom := func(gen int64, st store.MailStatus) *store.MailDomain {
 		return &store.MailDomain{Domain: testDomain, Generation: gen, Status: st}
 	}
-	applied := store.MailStatus{ObservedGeneration: 1, State: store.MailActive, PasswordGeneration: 1}
+	applied := store.MailStatus{ObservedGeneration: 1, State: store.MailActive, PasswordGeneration: 1, Node: "n1"}
+	onN0 := func(st store.MailStatus) store.MailStatus { st.Node = "n0"; return st }
 	cases := []struct {
 		name      string
 		set       *store.MailSet
@@ -74,6 +75,8 @@ func TestSyncMailTasks(t *testing.T) {
 		{"not placed", mailSet(false, []*store.MailDomain{dom(1, store.MailStatus{})}, nil), false, nil, false, false},
 		{"deleted mailbox", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{func() *store.Mailbox { m := box(2, applied); m.Deleted = true; return m }()}), true, []string{"delete_mailbox"}, false, false},
 		{"deleted domain waits for its mailboxes", mailSet(false, []*store.MailDomain{func() *store.MailDomain { d := dom(2, served(1)); d.Deleted = true; return d }()}, []*store.Mailbox{box(1, applied)}), true, nil, false, false},
+		{"account moved: the domain first", mailSet(false, []*store.MailDomain{dom(1, onN0(served(1)))}, []*store.Mailbox{box(1, onN0(applied))}), true, []string{"ensure_mail_domain"}, false, false},
+		{"account moved: mailboxes with the password", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(1, onN0(applied))}), true, []string{"ensure_mailbox"}, true, false},
 		{"deleted domain", mailSet(false, []*store.MailDomain{func() *store.MailDomain { d := dom(2, served(1)); d.Deleted = true; return d }()}, nil), true, []string{"delete_mail_domain"}, false, false},
 	}
 	for _, c := range cases {
@@ -133,12 +136,12 @@ func TestSyncMailOutcomes(t *testing.T) {
 	set.Mailboxes[lost.Address] = lost
 
 	finished := map[string]*store.Task{
-		"TD": {ID: "TD", Status: store.TaskSucceeded, Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_MailDomain{MailDomain: &agentpb.MailDomainResult{
+		"TD": {ID: "TD", Node: "n1", Status: store.TaskSucceeded, Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_MailDomain{MailDomain: &agentpb.MailDomainResult{
 			Domain: testDomain, DkimKeys: []*agentpb.MailDKIMKey{{Selector: "np1", Txt: "v=DKIM1; k=rsa; p=AB"}}}}})},
-		"TB": {ID: "TB", Status: store.TaskSucceeded, FinishedAt: time.Now(), Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_Mailbox{Mailbox: &agentpb.MailboxResult{
+		"TB": {ID: "TB", Node: "n1", Status: store.TaskSucceeded, FinishedAt: time.Now(), Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_Mailbox{Mailbox: &agentpb.MailboxResult{
 			Address: "bob@" + testDomain, UsedBytes: 4096, Messages: 3, PasswordChanged: true}}})},
-		"TG": {ID: "TG", Status: store.TaskSucceeded},
-		"TF": {ID: "TF", Status: store.TaskFailed, Error: "quota out of range"},
+		"TG": {ID: "TG", Node: "n1", Status: store.TaskSucceeded},
+		"TF": {ID: "TF", Node: "n1", Status: store.TaskFailed, Error: "quota out of range"},
 		"TL": store.TaskLost,
 	}
 	ch := syncMail(set, finished, nil, 1000, time.Now())

@@ -57,6 +57,9 @@ type MailStatus struct {
 	// it (a later failure leaves the earlier generation in place) and its
 	// mailboxes may be sent.
 	Served bool `json:"served,omitempty"`
+	// Node is the node that applied the object: after the account moved,
+	// the new node is behind whatever the generations say.
+	Node string `json:"node,omitempty"`
 
 	// The one task in flight for the object, if any: an object has one at
 	// most, so two changes never race on the node.
