@@ -89,65 +89,40 @@ func reportedTXT(st *store.MailStatus, selector string) string {
 // failed change is not retried at the same generation; a change of the
 // account's suspension is sent again to every object.
 func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[string]bool, budget int, now time.Time) *store.MailSync {
-	ch := store.NewMailSync()
+	sy := &mailSyncer{ch: store.NewMailSync(), finished: finished, budget: budget}
+	ch := sy.ch
 	a := set.Account
 	send := !a.Deleted && a.Node != ""
-	spend := func(n int) bool {
-		if budget < n {
-			ch.More = true
-			return false
-		}
-		budget -= n
-		return true
-	}
 
-	// domainServed: the node holds the domain (an ensure succeeded once).
+	// domainServed: the node holds the domain (an ensure succeeded there).
 	domainServed := map[string]bool{}
 	for _, name := range slices.Sorted(maps.Keys(set.Domains)) {
 		d := set.Domains[name]
 		st := d.Status
-		changed := false
-		if st.TaskID != "" {
-			t, ok := finished[st.TaskID]
-			if !ok {
-				domainServed[name] = st.Served && st.Node == a.Node
-				continue // still running
+		skip, changed := sy.settle(&st, func(t *store.Task) bool {
+			dropped := recordMailDomain(&st, d, t)
+			if !dropped && unpublished(d, &st) {
+				// The node reported a new key: the next round publishes
+				// its record (dkimRecords reads the statuses this round
+				// writes).
+				ch.More = true
 			}
-			if !spend(costStatus) {
-				continue
-			}
-			changed = true
-			if t != store.TaskLost {
-				ch.Answered = true
-				if recordMailDomain(&st, d, t) {
-					ch.Domains[name] = &st
-					ch.DroppedDomains = append(ch.DroppedDomains, name)
-					budget -= costDrop
-					continue
-				}
-				if unpublished(d, &st) {
-					// The node reported a new key: the next round
-					// publishes its record (dkimRecords reads the
-					// statuses this round writes).
-					ch.More = true
-				}
-			}
-			clearMailTask(&st)
+			return dropped
+		}, func() {
+			ch.Domains[name] = &st
+			ch.DroppedDomains = append(ch.DroppedDomains, name)
+		})
+		if skip {
+			domainServed[name] = st.TaskID != "" && st.Served && st.Node == a.Node
+			continue
 		}
-		if nd := advanceDKIM(d, done, now); nd != nil && spend(costSpec) {
+		if nd := advanceDKIM(d, done, now); nd != nil && sy.spend(costSpec) {
 			ch.DomainSpecs = append(ch.DomainSpecs, nd)
 			d = nd
 		}
 		domainServed[name] = st.Served && st.Node == a.Node && !d.Deleted
-		if send && st.TaskID == "" && !(d.Deleted && hasMailboxes(set, name)) {
-			if spec := nextMailDomainTask(a, d, &st); spec != nil {
-				if spend(costTask + costStatus) {
-					ch.Tasks = append(ch.Tasks, store.MailTask{Spec: spec, Domain: name})
-					changed = true
-				} else {
-					clearMailTask(&st)
-				}
-			}
+		if send && !(d.Deleted && hasMailboxes(set, name)) && sy.send(&st, nextMailDomainTask(a, d, &st), store.MailTask{Domain: name}) {
+			changed = true
 		}
 		if changed {
 			ch.Domains[name] = &st
@@ -157,42 +132,84 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 	for _, addr := range slices.Sorted(maps.Keys(set.Mailboxes)) {
 		m := set.Mailboxes[addr]
 		st := m.Status
-		changed := false
-		if st.TaskID != "" {
-			t, ok := finished[st.TaskID]
-			if !ok {
-				continue
-			}
-			if !spend(costStatus) {
-				continue
-			}
-			changed = true
-			if t != store.TaskLost {
-				ch.Answered = true
-				if recordMailbox(&st, m, t) {
-					ch.Mailboxes[addr] = &st
-					ch.DroppedMailboxes = append(ch.DroppedMailboxes, addr)
-					budget -= costDrop
-					continue
-				}
-			}
-			clearMailTask(&st)
+		skip, changed := sy.settle(&st, func(t *store.Task) bool { return recordMailbox(&st, m, t) }, func() {
+			ch.Mailboxes[addr] = &st
+			ch.DroppedMailboxes = append(ch.DroppedMailboxes, addr)
+		})
+		if skip {
+			continue
 		}
-		if send && st.TaskID == "" && (m.Deleted || domainServed[m.Domain]) {
-			if spec := nextMailboxTask(a, m, &st); spec != nil {
-				if spend(costTask + costStatus) {
-					ch.Tasks = append(ch.Tasks, store.MailTask{Spec: spec, Mailbox: addr})
-					changed = true
-				} else {
-					clearMailTask(&st)
-				}
-			}
+		if send && (m.Deleted || domainServed[m.Domain]) && sy.send(&st, nextMailboxTask(a, m, &st), store.MailTask{Mailbox: addr}) {
+			changed = true
 		}
 		if changed {
 			ch.Mailboxes[addr] = &st
 		}
 	}
 	return ch
+}
+
+// mailSyncer is one sync's writes and what is left of its budget.
+type mailSyncer struct {
+	ch       *store.MailSync
+	finished map[string]*store.Task
+	budget   int
+}
+
+// spend takes n operations from the budget; false (and More) when they
+// are not left.
+func (sy *mailSyncer) spend(n int) bool {
+	if sy.budget < n {
+		sy.ch.More = true
+		return false
+	}
+	sy.budget -= n
+	return true
+}
+
+// settle records the outcome of the task st waits on once it finished
+// (record writes it into st and reports a drop, which drop then writes).
+// skip: nothing more for the object in this sync (its task runs, the
+// budget is spent, or it was dropped); changed: st holds news to write.
+func (sy *mailSyncer) settle(st *store.MailStatus, record func(*store.Task) bool, drop func()) (skip, changed bool) {
+	if st.TaskID == "" {
+		return false, false
+	}
+	t, ok := sy.finished[st.TaskID]
+	if !ok {
+		return true, false // still running
+	}
+	// The drop's writes are reserved with the status's, and given back
+	// when the object stays.
+	if !sy.spend(costStatus + costDrop) {
+		return true, false
+	}
+	if t != store.TaskLost {
+		sy.ch.Answered = true
+		if record(t) {
+			drop()
+			return true, true
+		}
+	}
+	sy.budget += costDrop
+	clearMailTask(st)
+	return false, true
+}
+
+// send adds spec (nil: none), the task that converges the object whose
+// status is st, when no task is in flight and the budget allows; it
+// reports whether it did. mt names the object.
+func (sy *mailSyncer) send(st *store.MailStatus, spec *agentpb.Task, mt store.MailTask) bool {
+	if spec == nil {
+		return false
+	}
+	if !sy.spend(costTask + costStatus) {
+		clearMailTask(st)
+		return false
+	}
+	mt.Spec = spec
+	sy.ch.Tasks = append(sy.ch.Tasks, mt)
+	return true
 }
 
 func hasMailboxes(set *store.MailSet, domain string) bool {

@@ -268,6 +268,21 @@ func TestSyncMailBudget(t *testing.T) {
 	if len(ch.Mailboxes) != len(ch.Tasks) {
 		t.Fatalf("%d statuses for %d tasks", len(ch.Mailboxes), len(ch.Tasks))
 	}
+
+	// Outcomes that drop their object stay within the budget too.
+	set = mailSet(false, []*store.MailDomain{{Domain: testDomain, Generation: 1, Status: served(1)}}, nil)
+	finished := map[string]*store.Task{}
+	for i := range 100 {
+		m := box(2, store.MailStatus{TaskID: fmt.Sprintf("T%d", i), TaskAction: store.MailTaskDelete, TaskGeneration: 2})
+		m.Address, m.Deleted = fmt.Sprintf("u%03d@%s", i, testDomain), true
+		set.Mailboxes[m.Address] = m
+		finished[m.Status.TaskID] = &store.Task{ID: m.Status.TaskID, Node: "n1", Status: store.TaskSucceeded}
+	}
+	ch = syncMail(set, finished, nil, 41, time.Now())
+	cost := len(ch.Mailboxes)*costStatus + len(ch.DroppedMailboxes)*costDrop + len(ch.Tasks)*costTask
+	if !ch.More || len(ch.DroppedMailboxes) == 0 || cost > 41 {
+		t.Fatalf("drops: %d dropped, cost %d of 41, more %v", len(ch.DroppedMailboxes), cost, ch.More)
+	}
 }
 
 // The default records of an account's zone publish SPF with the node's
