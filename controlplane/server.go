@@ -222,6 +222,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		controller.RunFunc(s.runZoneControllers),
 		newDatabaseController(s),
 		newDBStatusController(s).ctl,
+		newMailController(s),
 		controller.RunFunc(s.runLiveness),
 		controller.RunFunc(s.runPruner),
 	)

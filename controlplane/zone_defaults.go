@@ -16,8 +16,9 @@ func addrType(ip string) string {
 }
 
 // defaultRecords are what an account's zone starts with: the site on the
-// node's address at the apex and www, mail on the node, and an SPF policy
-// that allows the node to send.
+// node's address at the apex and www, mail on the node, an SPF policy that
+// allows the node to send, and a DMARC policy that quarantines what fails
+// it with reports to the domain's postmaster.
 func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 	apex := z.Name + "."
 	if host == "" {
@@ -28,7 +29,8 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 		{Name: "www." + apex, Type: dnszone.TypeCNAME, Content: apex},
 		{Name: "mail." + apex, Type: addrType(host), Content: host},
 		{Name: apex, Type: dnszone.TypeMX, Content: "mail." + apex, Priority: 10},
-		{Name: apex, Type: dnszone.TypeTXT, Content: `"v=spf1 a mx ~all"`},
+		{Name: apex, Type: dnszone.TypeTXT, Content: `"` + defaultSPF(host) + `"`},
+		{Name: "_dmarc." + apex, Type: dnszone.TypeTXT, Content: `"` + defaultDMARC(z.Name) + `"`},
 	}
 	for i := range rs {
 		rs[i].ID = z.NewRecordID()
@@ -56,4 +58,19 @@ func withDefaults(defaults, own []store.ZoneRecord) []store.ZoneRecord {
 		}
 	}
 	return append(out, own...)
+}
+
+// defaultSPF is a domain's SPF policy at account creation: its MX and A
+// hosts and the node's address may send; anything else soft-fails.
+func defaultSPF(host string) string {
+	mech := "ip4:"
+	if addrType(host) == dnszone.TypeAAAA {
+		mech = "ip6:"
+	}
+	return "v=spf1 mx a " + mech + host + " ~all"
+}
+
+// defaultDMARC is a domain's DMARC policy at account creation.
+func defaultDMARC(domain string) string {
+	return "v=DMARC1; p=quarantine; rua=mailto:postmaster@" + domain
 }

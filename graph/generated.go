@@ -106,6 +106,13 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	Autoresponder struct {
+		Body    func(childComplexity int) int
+		From    func(childComplexity int) int
+		Subject func(childComplexity int) int
+		Until   func(childComplexity int) int
+	}
+
 	Capacity struct {
 		Cpus        func(childComplexity int) int
 		DiskBytes   func(childComplexity int) int
@@ -115,6 +122,14 @@ type ComplexityRoot struct {
 	CreateAPITokenPayload struct {
 		APIToken func(childComplexity int) int
 		Token    func(childComplexity int) int
+	}
+
+	DKIMSelector struct {
+		PublishedAt func(childComplexity int) int
+		RetireAt    func(childComplexity int) int
+		Selector    func(childComplexity int) int
+		Signing     func(childComplexity int) int
+		Txt         func(childComplexity int) int
 	}
 
 	DNSRecord struct {
@@ -188,6 +203,11 @@ type ComplexityRoot struct {
 		State      func(childComplexity int) int
 	}
 
+	Forwarder struct {
+		From func(childComplexity int) int
+		To   func(childComplexity int) int
+	}
+
 	ImportLine struct {
 		Line   func(childComplexity int) int
 		Reason func(childComplexity int) int
@@ -212,6 +232,70 @@ type ComplexityRoot struct {
 		User      func(childComplexity int) int
 	}
 
+	MailDomain struct {
+		CatchAll   func(childComplexity int) int
+		Dkim       func(childComplexity int) int
+		Dmarc      func(childComplexity int) int
+		Domain     func(childComplexity int) int
+		Reason     func(childComplexity int) int
+		SpamFilter func(childComplexity int) int
+		Spf        func(childComplexity int) int
+		Status     func(childComplexity int) int
+		Webmail    func(childComplexity int) int
+	}
+
+	MailInfection struct {
+		Message   func(childComplexity int) int
+		Signature func(childComplexity int) int
+	}
+
+	MailLogs struct {
+		Lines     func(childComplexity int) int
+		Truncated func(childComplexity int) int
+	}
+
+	MailQueue struct {
+		Messages func(childComplexity int) int
+		Node     func(childComplexity int) int
+		Total    func(childComplexity int) int
+	}
+
+	MailQueueEntry struct {
+		AgeSeconds func(childComplexity int) int
+		Frozen     func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Recipients func(childComplexity int) int
+		Sender     func(childComplexity int) int
+		SizeBytes  func(childComplexity int) int
+	}
+
+	Mailbox struct {
+		Address       func(childComplexity int) int
+		Autoresponder func(childComplexity int) int
+		CreatedAt     func(childComplexity int) int
+		Domain        func(childComplexity int) int
+		Messages      func(childComplexity int) int
+		QuotaMb       func(childComplexity int) int
+		Reason        func(childComplexity int) int
+		Status        func(childComplexity int) int
+		UsedBytes     func(childComplexity int) int
+	}
+
+	MailboxConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	MailboxEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	MailboxPayload struct {
+		Mailbox  func(childComplexity int) int
+		Password func(childComplexity int) int
+	}
+
 	Mutation struct {
 		AddDomain                  func(childComplexity int, account string, domain string, docroot *string, aliasOf *string) int
 		AddRecord                  func(childComplexity int, zone string, record model.RecordInput) int
@@ -224,14 +308,19 @@ type ComplexityRoot struct {
 		CreateAccount              func(childComplexity int, input model.CreateAccountInput) int
 		CreateDatabase             func(childComplexity int, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) int
 		CreateDatabaseUser         func(childComplexity int, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) int
+		CreateForwarder            func(childComplexity int, from string, to []string) int
 		CreateJoinToken            func(childComplexity int, input model.CreateJoinTokenInput) int
+		CreateMailbox              func(childComplexity int, input model.CreateMailboxInput) int
 		CreatePlan                 func(childComplexity int, input model.CreatePlanInput) int
 		CreateReseller             func(childComplexity int, input model.CreateResellerInput) int
 		CreateUser                 func(childComplexity int, input model.CreateUserInput) int
 		CreateZone                 func(childComplexity int, name string) int
 		DeleteAccount              func(childComplexity int, id string) int
+		DeleteAutoresponder        func(childComplexity int, address string) int
 		DeleteDatabase             func(childComplexity int, account string, name string, wait *time.Duration) int
 		DeleteDatabaseUser         func(childComplexity int, account string, name string, wait *time.Duration) int
+		DeleteForwarder            func(childComplexity int, from string) int
+		DeleteMailbox              func(childComplexity int, address string) int
 		DeletePlan                 func(childComplexity int, name string) int
 		DeleteRecord               func(childComplexity int, zone string, id string) int
 		DeleteReseller             func(childComplexity int, name string) int
@@ -239,8 +328,13 @@ type ComplexityRoot struct {
 		DeleteUser                 func(childComplexity int, name string) int
 		DeleteZone                 func(childComplexity int, name string) int
 		DisableDNSSec              func(childComplexity int, zone string) int
+		DisableMailbox             func(childComplexity int, address string) int
 		DrainNode                  func(childComplexity int, name string) int
 		EnableDNSSec               func(childComplexity int, zone string, timeoutSeconds *int) int
+		EnableDkim                 func(childComplexity int, domain string) int
+		EnableMailbox              func(childComplexity int, address string) int
+		EnableWebmail              func(childComplexity int, domain string) int
+		FlushMailQueue             func(childComplexity int, node string) int
 		ImportZone                 func(childComplexity int, zone string, bindText string) int
 		Login                      func(childComplexity int, username string, password string) int
 		Logout                     func(childComplexity int) int
@@ -252,12 +346,23 @@ type ComplexityRoot struct {
 		RevokeAPIToken             func(childComplexity int, id string) int
 		RevokeSessions             func(childComplexity int, user string) int
 		RotateDNSSECKeys           func(childComplexity int, zone string) int
+		RotateDkim                 func(childComplexity int, domain string) int
 		RunNodeAction              func(childComplexity int, node string, action model.NodeAction, payload *string, timeoutSeconds *int) int
+		ScanMailbox                func(childComplexity int, address string) int
+		SetAutoresponder           func(childComplexity int, address string, autoresponder model.AutoresponderInput) int
+		SetCatchAll                func(childComplexity int, domain string, target string) int
 		SetDatabasePrivileges      func(childComplexity int, account string, database string, user string, privileges []string, wait *time.Duration) int
+		SetDmarc                   func(childComplexity int, domain string, policy string) int
+		SetMailboxPassword         func(childComplexity int, address string, password *string) int
+		SetMailboxQuota            func(childComplexity int, address string, quotaMb int) int
 		SetNameservers             func(childComplexity int, names []string) int
 		SetPHPVersion              func(childComplexity int, account string, domain string, version *string) int
 		SetRedirect                func(childComplexity int, domain string, to *string, code *int) int
+		SetSpamFilter              func(childComplexity int, domain string, filter model.SpamFilterInput) int
+		SetSpf                     func(childComplexity int, domain string, record string) int
 		SuspendAccount             func(childComplexity int, id string) int
+		TrainHam                   func(childComplexity int, address string, messageUID int) int
+		TrainSpam                  func(childComplexity int, address string, messageUID int) int
 		UndrainNode                func(childComplexity int, name string) int
 		UnsuspendAccount           func(childComplexity int, id string) int
 		UpdateNode                 func(childComplexity int, name string, input model.UpdateNodeInput) int
@@ -324,6 +429,11 @@ type ComplexityRoot struct {
 		Databases     func(childComplexity int, account string) int
 		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
 		Domains       func(childComplexity int, account string) int
+		Forwarders    func(childComplexity int, account string) int
+		MailDomains   func(childComplexity int, account string) int
+		MailLogs      func(childComplexity int, address string, hours *int) int
+		MailQueue     func(childComplexity int, node string, limit *int) int
+		Mailboxes     func(childComplexity int, account string, first *int, after *string) int
 		Me            func(childComplexity int) int
 		Nameservers   func(childComplexity int) int
 		Node          func(childComplexity int, name string) int
@@ -361,6 +471,11 @@ type ComplexityRoot struct {
 		Usage        func(childComplexity int) int
 	}
 
+	ScanMailboxPayload struct {
+		Infected func(childComplexity int) int
+		Scanned  func(childComplexity int) int
+	}
+
 	Service struct {
 		Error    func(childComplexity int) int
 		Listen   func(childComplexity int) int
@@ -369,6 +484,12 @@ type ComplexityRoot struct {
 		Since    func(childComplexity int) int
 		State    func(childComplexity int) int
 		Version  func(childComplexity int) int
+	}
+
+	SpamFilter struct {
+		Action  func(childComplexity int) int
+		Enabled func(childComplexity int) int
+		Score   func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -385,6 +506,10 @@ type ComplexityRoot struct {
 		Node       func(childComplexity int) int
 		Result     func(childComplexity int) int
 		Status     func(childComplexity int) int
+	}
+
+	TrainMailPayload struct {
+		Learned func(childComplexity int) int
 	}
 
 	Usage struct {
@@ -483,6 +608,27 @@ type MutationResolver interface {
 	DeleteReverseZone(ctx context.Context, name string) (bool, error)
 	DeleteZone(ctx context.Context, name string) (bool, error)
 	CreateZone(ctx context.Context, name string) (*model.Zone, error)
+	CreateMailbox(ctx context.Context, input model.CreateMailboxInput) (*model.MailboxPayload, error)
+	DeleteMailbox(ctx context.Context, address string) (*model.Mailbox, error)
+	SetMailboxPassword(ctx context.Context, address string, password *string) (*model.MailboxPayload, error)
+	SetMailboxQuota(ctx context.Context, address string, quotaMb int) (*model.Mailbox, error)
+	DisableMailbox(ctx context.Context, address string) (*model.Mailbox, error)
+	EnableMailbox(ctx context.Context, address string) (*model.Mailbox, error)
+	CreateForwarder(ctx context.Context, from string, to []string) (*model.Forwarder, error)
+	DeleteForwarder(ctx context.Context, from string) (*model.Forwarder, error)
+	SetCatchAll(ctx context.Context, domain string, target string) (*model.MailDomain, error)
+	SetAutoresponder(ctx context.Context, address string, autoresponder model.AutoresponderInput) (*model.Mailbox, error)
+	DeleteAutoresponder(ctx context.Context, address string) (*model.Mailbox, error)
+	EnableDkim(ctx context.Context, domain string) (*model.MailDomain, error)
+	RotateDkim(ctx context.Context, domain string) (*model.MailDomain, error)
+	SetSpf(ctx context.Context, domain string, record string) (*model.MailDomain, error)
+	SetDmarc(ctx context.Context, domain string, policy string) (*model.MailDomain, error)
+	EnableWebmail(ctx context.Context, domain string) (*model.MailDomain, error)
+	SetSpamFilter(ctx context.Context, domain string, filter model.SpamFilterInput) (*model.MailDomain, error)
+	TrainSpam(ctx context.Context, address string, messageUID int) (*model.TrainMailPayload, error)
+	TrainHam(ctx context.Context, address string, messageUID int) (*model.TrainMailPayload, error)
+	ScanMailbox(ctx context.Context, address string) (*model.ScanMailboxPayload, error)
+	FlushMailQueue(ctx context.Context, node string) (bool, error)
 	CreateJoinToken(ctx context.Context, input model.CreateJoinTokenInput) (*model.JoinToken, error)
 	RemoveNode(ctx context.Context, name string) (bool, error)
 	DrainNode(ctx context.Context, name string) (*model.Node, error)
@@ -524,6 +670,11 @@ type QueryResolver interface {
 	Zones(ctx context.Context, filter *model.ZoneFilter, first *int, after *string) (*model.ZoneConnection, error)
 	ValidateZone(ctx context.Context, zone string) (*model.ZoneValidation, error)
 	Nameservers(ctx context.Context) ([]string, error)
+	Mailboxes(ctx context.Context, account string, first *int, after *string) (*model.MailboxConnection, error)
+	Forwarders(ctx context.Context, account string) ([]*model.Forwarder, error)
+	MailDomains(ctx context.Context, account string) ([]*model.MailDomain, error)
+	MailLogs(ctx context.Context, address string, hours *int) (*model.MailLogs, error)
+	MailQueue(ctx context.Context, node string, limit *int) (*model.MailQueue, error)
 	Nodes(ctx context.Context) ([]*model.Node, error)
 	Node(ctx context.Context, name string) (*model.Node, error)
 	Task(ctx context.Context, id string) (*model.Task, error)
@@ -789,6 +940,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
 
+	case "Autoresponder.body":
+		if e.ComplexityRoot.Autoresponder.Body == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Autoresponder.Body(childComplexity), true
+	case "Autoresponder.from":
+		if e.ComplexityRoot.Autoresponder.From == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Autoresponder.From(childComplexity), true
+	case "Autoresponder.subject":
+		if e.ComplexityRoot.Autoresponder.Subject == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Autoresponder.Subject(childComplexity), true
+	case "Autoresponder.until":
+		if e.ComplexityRoot.Autoresponder.Until == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Autoresponder.Until(childComplexity), true
+
 	case "Capacity.cpus":
 		if e.ComplexityRoot.Capacity.Cpus == nil {
 			break
@@ -820,6 +996,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreateAPITokenPayload.Token(childComplexity), true
+
+	case "DKIMSelector.publishedAt":
+		if e.ComplexityRoot.DKIMSelector.PublishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DKIMSelector.PublishedAt(childComplexity), true
+	case "DKIMSelector.retireAt":
+		if e.ComplexityRoot.DKIMSelector.RetireAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DKIMSelector.RetireAt(childComplexity), true
+	case "DKIMSelector.selector":
+		if e.ComplexityRoot.DKIMSelector.Selector == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DKIMSelector.Selector(childComplexity), true
+	case "DKIMSelector.signing":
+		if e.ComplexityRoot.DKIMSelector.Signing == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DKIMSelector.Signing(childComplexity), true
+	case "DKIMSelector.txt":
+		if e.ComplexityRoot.DKIMSelector.Txt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DKIMSelector.Txt(childComplexity), true
 
 	case "DNSRecord.content":
 		if e.ComplexityRoot.DNSRecord.Content == nil {
@@ -1094,6 +1301,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Domain.State(childComplexity), true
 
+	case "Forwarder.from":
+		if e.ComplexityRoot.Forwarder.From == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forwarder.From(childComplexity), true
+	case "Forwarder.to":
+		if e.ComplexityRoot.Forwarder.To == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Forwarder.To(childComplexity), true
+
 	case "ImportLine.line":
 		if e.ComplexityRoot.ImportLine.Line == nil {
 			break
@@ -1169,6 +1389,237 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.LoginPayload.User(childComplexity), true
+
+	case "MailDomain.catchAll":
+		if e.ComplexityRoot.MailDomain.CatchAll == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.CatchAll(childComplexity), true
+	case "MailDomain.dkim":
+		if e.ComplexityRoot.MailDomain.Dkim == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Dkim(childComplexity), true
+	case "MailDomain.dmarc":
+		if e.ComplexityRoot.MailDomain.Dmarc == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Dmarc(childComplexity), true
+	case "MailDomain.domain":
+		if e.ComplexityRoot.MailDomain.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Domain(childComplexity), true
+	case "MailDomain.reason":
+		if e.ComplexityRoot.MailDomain.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Reason(childComplexity), true
+	case "MailDomain.spamFilter":
+		if e.ComplexityRoot.MailDomain.SpamFilter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.SpamFilter(childComplexity), true
+	case "MailDomain.spf":
+		if e.ComplexityRoot.MailDomain.Spf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Spf(childComplexity), true
+	case "MailDomain.status":
+		if e.ComplexityRoot.MailDomain.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Status(childComplexity), true
+	case "MailDomain.webmail":
+		if e.ComplexityRoot.MailDomain.Webmail == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailDomain.Webmail(childComplexity), true
+
+	case "MailInfection.message":
+		if e.ComplexityRoot.MailInfection.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailInfection.Message(childComplexity), true
+	case "MailInfection.signature":
+		if e.ComplexityRoot.MailInfection.Signature == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailInfection.Signature(childComplexity), true
+
+	case "MailLogs.lines":
+		if e.ComplexityRoot.MailLogs.Lines == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailLogs.Lines(childComplexity), true
+	case "MailLogs.truncated":
+		if e.ComplexityRoot.MailLogs.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailLogs.Truncated(childComplexity), true
+
+	case "MailQueue.messages":
+		if e.ComplexityRoot.MailQueue.Messages == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueue.Messages(childComplexity), true
+	case "MailQueue.node":
+		if e.ComplexityRoot.MailQueue.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueue.Node(childComplexity), true
+	case "MailQueue.total":
+		if e.ComplexityRoot.MailQueue.Total == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueue.Total(childComplexity), true
+
+	case "MailQueueEntry.ageSeconds":
+		if e.ComplexityRoot.MailQueueEntry.AgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.AgeSeconds(childComplexity), true
+	case "MailQueueEntry.frozen":
+		if e.ComplexityRoot.MailQueueEntry.Frozen == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.Frozen(childComplexity), true
+	case "MailQueueEntry.id":
+		if e.ComplexityRoot.MailQueueEntry.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.ID(childComplexity), true
+	case "MailQueueEntry.recipients":
+		if e.ComplexityRoot.MailQueueEntry.Recipients == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.Recipients(childComplexity), true
+	case "MailQueueEntry.sender":
+		if e.ComplexityRoot.MailQueueEntry.Sender == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.Sender(childComplexity), true
+	case "MailQueueEntry.sizeBytes":
+		if e.ComplexityRoot.MailQueueEntry.SizeBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailQueueEntry.SizeBytes(childComplexity), true
+
+	case "Mailbox.address":
+		if e.ComplexityRoot.Mailbox.Address == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Address(childComplexity), true
+	case "Mailbox.autoresponder":
+		if e.ComplexityRoot.Mailbox.Autoresponder == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Autoresponder(childComplexity), true
+	case "Mailbox.createdAt":
+		if e.ComplexityRoot.Mailbox.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.CreatedAt(childComplexity), true
+	case "Mailbox.domain":
+		if e.ComplexityRoot.Mailbox.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Domain(childComplexity), true
+	case "Mailbox.messages":
+		if e.ComplexityRoot.Mailbox.Messages == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Messages(childComplexity), true
+	case "Mailbox.quotaMB":
+		if e.ComplexityRoot.Mailbox.QuotaMb == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.QuotaMb(childComplexity), true
+	case "Mailbox.reason":
+		if e.ComplexityRoot.Mailbox.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Reason(childComplexity), true
+	case "Mailbox.status":
+		if e.ComplexityRoot.Mailbox.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.Status(childComplexity), true
+	case "Mailbox.usedBytes":
+		if e.ComplexityRoot.Mailbox.UsedBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mailbox.UsedBytes(childComplexity), true
+
+	case "MailboxConnection.edges":
+		if e.ComplexityRoot.MailboxConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxConnection.Edges(childComplexity), true
+	case "MailboxConnection.pageInfo":
+		if e.ComplexityRoot.MailboxConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxConnection.PageInfo(childComplexity), true
+
+	case "MailboxEdge.cursor":
+		if e.ComplexityRoot.MailboxEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxEdge.Cursor(childComplexity), true
+	case "MailboxEdge.node":
+		if e.ComplexityRoot.MailboxEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxEdge.Node(childComplexity), true
+
+	case "MailboxPayload.mailbox":
+		if e.ComplexityRoot.MailboxPayload.Mailbox == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxPayload.Mailbox(childComplexity), true
+	case "MailboxPayload.password":
+		if e.ComplexityRoot.MailboxPayload.Password == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MailboxPayload.Password(childComplexity), true
 
 	case "Mutation.addDomain":
 		if e.ComplexityRoot.Mutation.AddDomain == nil {
@@ -1291,6 +1742,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateDatabaseUser(childComplexity, args["account"].(string), args["name"].(string), args["password"].(*string), args["engine"].(*model.DatabaseEngine), args["wait"].(*time.Duration)), true
+	case "Mutation.createForwarder":
+		if e.ComplexityRoot.Mutation.CreateForwarder == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createForwarder_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateForwarder(childComplexity, args["from"].(string), args["to"].([]string)), true
 	case "Mutation.createJoinToken":
 		if e.ComplexityRoot.Mutation.CreateJoinToken == nil {
 			break
@@ -1302,6 +1764,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateJoinToken(childComplexity, args["input"].(model.CreateJoinTokenInput)), true
+	case "Mutation.createMailbox":
+		if e.ComplexityRoot.Mutation.CreateMailbox == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createMailbox_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateMailbox(childComplexity, args["input"].(model.CreateMailboxInput)), true
 	case "Mutation.createPlan":
 		if e.ComplexityRoot.Mutation.CreatePlan == nil {
 			break
@@ -1357,6 +1830,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteAccount(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteAutoresponder":
+		if e.ComplexityRoot.Mutation.DeleteAutoresponder == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteAutoresponder_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteAutoresponder(childComplexity, args["address"].(string)), true
 	case "Mutation.deleteDatabase":
 		if e.ComplexityRoot.Mutation.DeleteDatabase == nil {
 			break
@@ -1379,6 +1863,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteDatabaseUser(childComplexity, args["account"].(string), args["name"].(string), args["wait"].(*time.Duration)), true
+	case "Mutation.deleteForwarder":
+		if e.ComplexityRoot.Mutation.DeleteForwarder == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteForwarder_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteForwarder(childComplexity, args["from"].(string)), true
+	case "Mutation.deleteMailbox":
+		if e.ComplexityRoot.Mutation.DeleteMailbox == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteMailbox_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteMailbox(childComplexity, args["address"].(string)), true
 	case "Mutation.deletePlan":
 		if e.ComplexityRoot.Mutation.DeletePlan == nil {
 			break
@@ -1456,6 +1962,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DisableDNSSec(childComplexity, args["zone"].(string)), true
+	case "Mutation.disableMailbox":
+		if e.ComplexityRoot.Mutation.DisableMailbox == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_disableMailbox_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DisableMailbox(childComplexity, args["address"].(string)), true
 	case "Mutation.drainNode":
 		if e.ComplexityRoot.Mutation.DrainNode == nil {
 			break
@@ -1478,6 +1995,50 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.EnableDNSSec(childComplexity, args["zone"].(string), args["timeoutSeconds"].(*int)), true
+	case "Mutation.enableDKIM":
+		if e.ComplexityRoot.Mutation.EnableDkim == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_enableDKIM_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EnableDkim(childComplexity, args["domain"].(string)), true
+	case "Mutation.enableMailbox":
+		if e.ComplexityRoot.Mutation.EnableMailbox == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_enableMailbox_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EnableMailbox(childComplexity, args["address"].(string)), true
+	case "Mutation.enableWebmail":
+		if e.ComplexityRoot.Mutation.EnableWebmail == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_enableWebmail_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EnableWebmail(childComplexity, args["domain"].(string)), true
+	case "Mutation.flushMailQueue":
+		if e.ComplexityRoot.Mutation.FlushMailQueue == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_flushMailQueue_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FlushMailQueue(childComplexity, args["node"].(string)), true
 	case "Mutation.importZone":
 		if e.ComplexityRoot.Mutation.ImportZone == nil {
 			break
@@ -1594,6 +2155,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateDNSSECKeys(childComplexity, args["zone"].(string)), true
+	case "Mutation.rotateDKIM":
+		if e.ComplexityRoot.Mutation.RotateDkim == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateDKIM_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateDkim(childComplexity, args["domain"].(string)), true
 	case "Mutation.runNodeAction":
 		if e.ComplexityRoot.Mutation.RunNodeAction == nil {
 			break
@@ -1605,6 +2177,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RunNodeAction(childComplexity, args["node"].(string), args["action"].(model.NodeAction), args["payload"].(*string), args["timeoutSeconds"].(*int)), true
+	case "Mutation.scanMailbox":
+		if e.ComplexityRoot.Mutation.ScanMailbox == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_scanMailbox_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ScanMailbox(childComplexity, args["address"].(string)), true
+	case "Mutation.setAutoresponder":
+		if e.ComplexityRoot.Mutation.SetAutoresponder == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setAutoresponder_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetAutoresponder(childComplexity, args["address"].(string), args["autoresponder"].(model.AutoresponderInput)), true
+	case "Mutation.setCatchAll":
+		if e.ComplexityRoot.Mutation.SetCatchAll == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setCatchAll_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetCatchAll(childComplexity, args["domain"].(string), args["target"].(string)), true
 	case "Mutation.setDatabasePrivileges":
 		if e.ComplexityRoot.Mutation.SetDatabasePrivileges == nil {
 			break
@@ -1616,6 +2221,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetDatabasePrivileges(childComplexity, args["account"].(string), args["database"].(string), args["user"].(string), args["privileges"].([]string), args["wait"].(*time.Duration)), true
+	case "Mutation.setDMARC":
+		if e.ComplexityRoot.Mutation.SetDmarc == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setDMARC_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetDmarc(childComplexity, args["domain"].(string), args["policy"].(string)), true
+	case "Mutation.setMailboxPassword":
+		if e.ComplexityRoot.Mutation.SetMailboxPassword == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setMailboxPassword_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetMailboxPassword(childComplexity, args["address"].(string), args["password"].(*string)), true
+	case "Mutation.setMailboxQuota":
+		if e.ComplexityRoot.Mutation.SetMailboxQuota == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setMailboxQuota_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetMailboxQuota(childComplexity, args["address"].(string), args["quotaMB"].(int)), true
 	case "Mutation.setNameservers":
 		if e.ComplexityRoot.Mutation.SetNameservers == nil {
 			break
@@ -1649,6 +2287,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetRedirect(childComplexity, args["domain"].(string), args["to"].(*string), args["code"].(*int)), true
+	case "Mutation.setSpamFilter":
+		if e.ComplexityRoot.Mutation.SetSpamFilter == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setSpamFilter_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetSpamFilter(childComplexity, args["domain"].(string), args["filter"].(model.SpamFilterInput)), true
+	case "Mutation.setSPF":
+		if e.ComplexityRoot.Mutation.SetSpf == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setSPF_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetSpf(childComplexity, args["domain"].(string), args["record"].(string)), true
 	case "Mutation.suspendAccount":
 		if e.ComplexityRoot.Mutation.SuspendAccount == nil {
 			break
@@ -1660,6 +2320,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SuspendAccount(childComplexity, args["id"].(string)), true
+	case "Mutation.trainHam":
+		if e.ComplexityRoot.Mutation.TrainHam == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_trainHam_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.TrainHam(childComplexity, args["address"].(string), args["messageUid"].(int)), true
+	case "Mutation.trainSpam":
+		if e.ComplexityRoot.Mutation.TrainSpam == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_trainSpam_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.TrainSpam(childComplexity, args["address"].(string), args["messageUid"].(int)), true
 	case "Mutation.undrainNode":
 		if e.ComplexityRoot.Mutation.UndrainNode == nil {
 			break
@@ -2041,7 +2723,62 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Domains(childComplexity, args["account"].(string)), true
+	case "Query.forwarders":
+		if e.ComplexityRoot.Query.Forwarders == nil {
+			break
+		}
 
+		args, err := ec.field_Query_forwarders_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Forwarders(childComplexity, args["account"].(string)), true
+
+	case "Query.mailDomains":
+		if e.ComplexityRoot.Query.MailDomains == nil {
+			break
+		}
+
+		args, err := ec.field_Query_mailDomains_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.MailDomains(childComplexity, args["account"].(string)), true
+	case "Query.mailLogs":
+		if e.ComplexityRoot.Query.MailLogs == nil {
+			break
+		}
+
+		args, err := ec.field_Query_mailLogs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.MailLogs(childComplexity, args["address"].(string), args["hours"].(*int)), true
+	case "Query.mailQueue":
+		if e.ComplexityRoot.Query.MailQueue == nil {
+			break
+		}
+
+		args, err := ec.field_Query_mailQueue_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.MailQueue(childComplexity, args["node"].(string), args["limit"].(*int)), true
+	case "Query.mailboxes":
+		if e.ComplexityRoot.Query.Mailboxes == nil {
+			break
+		}
+
+		args, err := ec.field_Query_mailboxes_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Mailboxes(childComplexity, args["account"].(string), args["first"].(*int), args["after"].(*string)), true
 	case "Query.me":
 		if e.ComplexityRoot.Query.Me == nil {
 			break
@@ -2242,6 +2979,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Reseller.Usage(childComplexity), true
 
+	case "ScanMailboxPayload.infected":
+		if e.ComplexityRoot.ScanMailboxPayload.Infected == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScanMailboxPayload.Infected(childComplexity), true
+	case "ScanMailboxPayload.scanned":
+		if e.ComplexityRoot.ScanMailboxPayload.Scanned == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScanMailboxPayload.Scanned(childComplexity), true
+
 	case "Service.error":
 		if e.ComplexityRoot.Service.Error == nil {
 			break
@@ -2284,6 +3034,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Service.Version(childComplexity), true
+
+	case "SpamFilter.action":
+		if e.ComplexityRoot.SpamFilter.Action == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpamFilter.Action(childComplexity), true
+	case "SpamFilter.enabled":
+		if e.ComplexityRoot.SpamFilter.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpamFilter.Enabled(childComplexity), true
+	case "SpamFilter.score":
+		if e.ComplexityRoot.SpamFilter.Score == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpamFilter.Score(childComplexity), true
 
 	case "Subscription.accountEvents":
 		if e.ComplexityRoot.Subscription.AccountEvents == nil {
@@ -2351,6 +3120,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Task.Status(childComplexity), true
+
+	case "TrainMailPayload.learned":
+		if e.ComplexityRoot.TrainMailPayload.Learned == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TrainMailPayload.Learned(childComplexity), true
 
 	case "Usage.accounts":
 		if e.ComplexityRoot.Usage.Accounts == nil {
@@ -2544,14 +3320,17 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("AccountFilter", ec.unmarshalInputAccountFilter),
 			graphql.NewInputUnmarshaler("AuditFilter", ec.unmarshalInputAuditFilter),
+			graphql.NewInputUnmarshaler("AutoresponderInput", ec.unmarshalInputAutoresponderInput),
 			graphql.NewInputUnmarshaler("CreateAccountInput", ec.unmarshalInputCreateAccountInput),
 			graphql.NewInputUnmarshaler("CreateJoinTokenInput", ec.unmarshalInputCreateJoinTokenInput),
+			graphql.NewInputUnmarshaler("CreateMailboxInput", ec.unmarshalInputCreateMailboxInput),
 			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
 			graphql.NewInputUnmarshaler("CreateResellerInput", ec.unmarshalInputCreateResellerInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
 			graphql.NewInputUnmarshaler("NodeCapacityInput", ec.unmarshalInputNodeCapacityInput),
 			graphql.NewInputUnmarshaler("RecordInput", ec.unmarshalInputRecordInput),
+			graphql.NewInputUnmarshaler("SpamFilterInput", ec.unmarshalInputSpamFilterInput),
 			graphql.NewInputUnmarshaler("UpdateNodeInput", ec.unmarshalInputUpdateNodeInput),
 			graphql.NewInputUnmarshaler("UpdatePlanInput", ec.unmarshalInputUpdatePlanInput),
 			graphql.NewInputUnmarshaler("UpdateResellerInput", ec.unmarshalInputUpdateResellerInput),
@@ -2650,7 +3429,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "db.graphqls" "dns.graphqls" "nodes.graphqls" "schema.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -2666,6 +3445,7 @@ var sources = []*ast.Source{
 	{Name: "audit.graphqls", Input: sourceData("audit.graphqls"), BuiltIn: false},
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
+	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
 	{Name: "nodes.graphqls", Input: sourceData("nodes.graphqls"), BuiltIn: false},
 	{Name: "schema.graphqls", Input: sourceData("schema.graphqls"), BuiltIn: false},
 	{Name: "users.graphqls", Input: sourceData("users.graphqls"), BuiltIn: false},
@@ -2805,6 +3585,20 @@ func (ec *executionContext) childFields_AuditEventEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type AuditEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_Autoresponder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "subject":
+		return ec.fieldContext_Autoresponder_subject(ctx, field)
+	case "body":
+		return ec.fieldContext_Autoresponder_body(ctx, field)
+	case "from":
+		return ec.fieldContext_Autoresponder_from(ctx, field)
+	case "until":
+		return ec.fieldContext_Autoresponder_until(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Autoresponder", field.Name)
+}
+
 func (ec *executionContext) childFields_Capacity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "cpus":
@@ -2825,6 +3619,22 @@ func (ec *executionContext) childFields_CreateAPITokenPayload(ctx context.Contex
 		return ec.fieldContext_CreateAPITokenPayload_apiToken(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreateAPITokenPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_DKIMSelector(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "selector":
+		return ec.fieldContext_DKIMSelector_selector(ctx, field)
+	case "signing":
+		return ec.fieldContext_DKIMSelector_signing(ctx, field)
+	case "publishedAt":
+		return ec.fieldContext_DKIMSelector_publishedAt(ctx, field)
+	case "retireAt":
+		return ec.fieldContext_DKIMSelector_retireAt(ctx, field)
+	case "txt":
+		return ec.fieldContext_DKIMSelector_txt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DKIMSelector", field.Name)
 }
 
 func (ec *executionContext) childFields_DNSRecord(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2969,6 +3779,16 @@ func (ec *executionContext) childFields_Domain(ctx context.Context, field graphq
 	return nil, fmt.Errorf("no field named %q was found under type Domain", field.Name)
 }
 
+func (ec *executionContext) childFields_Forwarder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "from":
+		return ec.fieldContext_Forwarder_from(ctx, field)
+	case "to":
+		return ec.fieldContext_Forwarder_to(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Forwarder", field.Name)
+}
+
 func (ec *executionContext) childFields_ImportLine(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "line":
@@ -3015,6 +3835,134 @@ func (ec *executionContext) childFields_LoginPayload(ctx context.Context, field 
 		return ec.fieldContext_LoginPayload_user(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type LoginPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_MailDomain(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "domain":
+		return ec.fieldContext_MailDomain_domain(ctx, field)
+	case "status":
+		return ec.fieldContext_MailDomain_status(ctx, field)
+	case "reason":
+		return ec.fieldContext_MailDomain_reason(ctx, field)
+	case "catchAll":
+		return ec.fieldContext_MailDomain_catchAll(ctx, field)
+	case "spamFilter":
+		return ec.fieldContext_MailDomain_spamFilter(ctx, field)
+	case "dkim":
+		return ec.fieldContext_MailDomain_dkim(ctx, field)
+	case "spf":
+		return ec.fieldContext_MailDomain_spf(ctx, field)
+	case "dmarc":
+		return ec.fieldContext_MailDomain_dmarc(ctx, field)
+	case "webmail":
+		return ec.fieldContext_MailDomain_webmail(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailDomain", field.Name)
+}
+
+func (ec *executionContext) childFields_MailInfection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "message":
+		return ec.fieldContext_MailInfection_message(ctx, field)
+	case "signature":
+		return ec.fieldContext_MailInfection_signature(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailInfection", field.Name)
+}
+
+func (ec *executionContext) childFields_MailLogs(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "lines":
+		return ec.fieldContext_MailLogs_lines(ctx, field)
+	case "truncated":
+		return ec.fieldContext_MailLogs_truncated(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailLogs", field.Name)
+}
+
+func (ec *executionContext) childFields_MailQueue(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_MailQueue_node(ctx, field)
+	case "total":
+		return ec.fieldContext_MailQueue_total(ctx, field)
+	case "messages":
+		return ec.fieldContext_MailQueue_messages(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailQueue", field.Name)
+}
+
+func (ec *executionContext) childFields_MailQueueEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_MailQueueEntry_id(ctx, field)
+	case "ageSeconds":
+		return ec.fieldContext_MailQueueEntry_ageSeconds(ctx, field)
+	case "sizeBytes":
+		return ec.fieldContext_MailQueueEntry_sizeBytes(ctx, field)
+	case "sender":
+		return ec.fieldContext_MailQueueEntry_sender(ctx, field)
+	case "recipients":
+		return ec.fieldContext_MailQueueEntry_recipients(ctx, field)
+	case "frozen":
+		return ec.fieldContext_MailQueueEntry_frozen(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailQueueEntry", field.Name)
+}
+
+func (ec *executionContext) childFields_Mailbox(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "address":
+		return ec.fieldContext_Mailbox_address(ctx, field)
+	case "domain":
+		return ec.fieldContext_Mailbox_domain(ctx, field)
+	case "quotaMB":
+		return ec.fieldContext_Mailbox_quotaMB(ctx, field)
+	case "usedBytes":
+		return ec.fieldContext_Mailbox_usedBytes(ctx, field)
+	case "messages":
+		return ec.fieldContext_Mailbox_messages(ctx, field)
+	case "status":
+		return ec.fieldContext_Mailbox_status(ctx, field)
+	case "reason":
+		return ec.fieldContext_Mailbox_reason(ctx, field)
+	case "autoresponder":
+		return ec.fieldContext_Mailbox_autoresponder(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Mailbox_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Mailbox", field.Name)
+}
+
+func (ec *executionContext) childFields_MailboxConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_MailboxConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_MailboxConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailboxConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_MailboxEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_MailboxEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_MailboxEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailboxEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_MailboxPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "mailbox":
+		return ec.fieldContext_MailboxPayload_mailbox(ctx, field)
+	case "password":
+		return ec.fieldContext_MailboxPayload_password(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MailboxPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_Node(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3153,6 +4101,16 @@ func (ec *executionContext) childFields_Reseller(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type Reseller", field.Name)
 }
 
+func (ec *executionContext) childFields_ScanMailboxPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "scanned":
+		return ec.fieldContext_ScanMailboxPayload_scanned(ctx, field)
+	case "infected":
+		return ec.fieldContext_ScanMailboxPayload_infected(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ScanMailboxPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_Service(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -3171,6 +4129,18 @@ func (ec *executionContext) childFields_Service(ctx context.Context, field graph
 		return ec.fieldContext_Service_restarts(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Service", field.Name)
+}
+
+func (ec *executionContext) childFields_SpamFilter(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "enabled":
+		return ec.fieldContext_SpamFilter_enabled(ctx, field)
+	case "score":
+		return ec.fieldContext_SpamFilter_score(ctx, field)
+	case "action":
+		return ec.fieldContext_SpamFilter_action(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SpamFilter", field.Name)
 }
 
 func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3195,6 +4165,14 @@ func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.
 		return ec.fieldContext_Task_finishedAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Task", field.Name)
+}
+
+func (ec *executionContext) childFields_TrainMailPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "learned":
+		return ec.fieldContext_TrainMailPayload_learned(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TrainMailPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_Usage(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3711,12 +4689,48 @@ func (ec *executionContext) field_Mutation_createDatabase_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createForwarder_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalNString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createJoinToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateJoinTokenInput, error) {
 			return ec.unmarshalNCreateJoinTokenInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateJoinTokenInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createMailbox_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateMailboxInput, error) {
+			return ec.unmarshalNCreateMailboxInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateMailboxInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -3795,6 +4809,20 @@ func (ec *executionContext) field_Mutation_deleteAccount_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteAutoresponder_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_deleteDatabaseUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -3852,6 +4880,34 @@ func (ec *executionContext) field_Mutation_deleteDatabase_args(ctx context.Conte
 		return nil, err
 	}
 	args["wait"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteForwarder_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteMailbox_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
 	return args, nil
 }
 
@@ -3961,6 +5017,20 @@ func (ec *executionContext) field_Mutation_disableDNSSEC_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_disableMailbox_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_drainNode_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -3972,6 +5042,20 @@ func (ec *executionContext) field_Mutation_drainNode_args(ctx context.Context, r
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_enableDKIM_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
 	return args, nil
 }
 
@@ -3994,6 +5078,48 @@ func (ec *executionContext) field_Mutation_enableDNSSEC_args(ctx context.Context
 		return nil, err
 	}
 	args["timeoutSeconds"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_enableMailbox_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_enableWebmail_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_flushMailQueue_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg0
 	return args, nil
 }
 
@@ -4187,6 +5313,20 @@ func (ec *executionContext) field_Mutation_revokeSessions_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_rotateDKIM_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_rotateDNSSECKeys_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -4239,6 +5379,86 @@ func (ec *executionContext) field_Mutation_runNodeAction_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_scanMailbox_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setAutoresponder_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "autoresponder",
+		func(ctx context.Context, v any) (model.AutoresponderInput, error) {
+			return ec.unmarshalNAutoresponderInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAutoresponderInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["autoresponder"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setCatchAll_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "target",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["target"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setDMARC_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "policy",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["policy"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setDatabasePrivileges_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -4282,6 +5502,50 @@ func (ec *executionContext) field_Mutation_setDatabasePrivileges_args(ctx contex
 		return nil, err
 	}
 	args["wait"] = arg4
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setMailboxPassword_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "password",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["password"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setMailboxQuota_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "quotaMB",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["quotaMB"] = arg1
 	return args, nil
 }
 
@@ -4359,6 +5623,50 @@ func (ec *executionContext) field_Mutation_setRedirect_args(ctx context.Context,
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_setSPF_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "record",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["record"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setSpamFilter_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (model.SpamFilterInput, error) {
+			return ec.unmarshalNSpamFilterInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamFilterInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_suspendAccount_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -4370,6 +5678,50 @@ func (ec *executionContext) field_Mutation_suspendAccount_args(ctx context.Conte
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_trainHam_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "messageUid",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["messageUid"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_trainSpam_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "messageUid",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["messageUid"] = arg1
 	return args, nil
 }
 
@@ -4684,6 +6036,108 @@ func (ec *executionContext) field_Query_domains_args(ctx context.Context, rawArg
 		return nil, err
 	}
 	args["account"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_forwarders_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_mailDomains_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_mailLogs_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "address",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["address"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "hours",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["hours"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_mailQueue_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "limit",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["limit"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_mailboxes_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
 	return args, nil
 }
 
@@ -5853,6 +7307,98 @@ func (ec *executionContext) fieldContext_AuditEventEdge_node(_ context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Autoresponder_subject(ctx context.Context, field graphql.CollectedField, obj *model.Autoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Autoresponder_subject(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subject, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Autoresponder_subject(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Autoresponder", field, false, false, "String")
+}
+
+func (ec *executionContext) _Autoresponder_body(ctx context.Context, field graphql.CollectedField, obj *model.Autoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Autoresponder_body(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Body, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Autoresponder_body(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Autoresponder", field, false, false, "String")
+}
+
+func (ec *executionContext) _Autoresponder_from(ctx context.Context, field graphql.CollectedField, obj *model.Autoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Autoresponder_from(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.From, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Autoresponder_from(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Autoresponder", field, false, false, "String")
+}
+
+func (ec *executionContext) _Autoresponder_until(ctx context.Context, field graphql.CollectedField, obj *model.Autoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Autoresponder_until(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Until, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Autoresponder_until(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Autoresponder", field, false, false, "Time")
+}
+
 func (ec *executionContext) _Capacity_cpus(ctx context.Context, field graphql.CollectedField, obj *model.Capacity) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5975,6 +7521,121 @@ func (ec *executionContext) fieldContext_CreateAPITokenPayload_apiToken(_ contex
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _DKIMSelector_selector(ctx context.Context, field graphql.CollectedField, obj *model.DKIMSelector) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DKIMSelector_selector(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Selector, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DKIMSelector_selector(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DKIMSelector", field, false, false, "String")
+}
+
+func (ec *executionContext) _DKIMSelector_signing(ctx context.Context, field graphql.CollectedField, obj *model.DKIMSelector) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DKIMSelector_signing(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Signing, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DKIMSelector_signing(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DKIMSelector", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _DKIMSelector_publishedAt(ctx context.Context, field graphql.CollectedField, obj *model.DKIMSelector) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DKIMSelector_publishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PublishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DKIMSelector_publishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DKIMSelector", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DKIMSelector_retireAt(ctx context.Context, field graphql.CollectedField, obj *model.DKIMSelector) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DKIMSelector_retireAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RetireAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DKIMSelector_retireAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DKIMSelector", field, false, false, "Time")
+}
+
+func (ec *executionContext) _DKIMSelector_txt(ctx context.Context, field graphql.CollectedField, obj *model.DKIMSelector) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DKIMSelector_txt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Txt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DKIMSelector_txt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DKIMSelector", field, false, false, "String")
 }
 
 func (ec *executionContext) _DNSRecord_id(ctx context.Context, field graphql.CollectedField, obj *model.DNSRecord) (ret graphql.Marshaler) {
@@ -7025,6 +8686,52 @@ func (ec *executionContext) fieldContext_Domain_reason(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
 }
 
+func (ec *executionContext) _Forwarder_from(ctx context.Context, field graphql.CollectedField, obj *model.Forwarder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forwarder_from(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.From, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forwarder_from(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forwarder", field, false, false, "String")
+}
+
+func (ec *executionContext) _Forwarder_to(ctx context.Context, field graphql.CollectedField, obj *model.Forwarder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Forwarder_to(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.To, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Forwarder_to(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Forwarder", field, false, false, "String")
+}
+
 func (ec *executionContext) _ImportLine_line(ctx context.Context, field graphql.CollectedField, obj *model.ImportLine) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -7326,6 +9033,929 @@ func (ec *executionContext) fieldContext_LoginPayload_user(_ context.Context, fi
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _MailDomain_domain(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailDomain_status(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.MailboxStatus) graphql.Marshaler {
+			return ec.marshalNMailboxStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "MailboxStatus")
+}
+
+func (ec *executionContext) _MailDomain_reason(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailDomain_catchAll(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_catchAll(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CatchAll, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_catchAll(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailDomain_spamFilter(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_spamFilter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SpamFilter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SpamFilter) graphql.Marshaler {
+			return ec.marshalNSpamFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamFilter(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_spamFilter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailDomain",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SpamFilter(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailDomain_dkim(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_dkim(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Dkim, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.DKIMSelector) graphql.Marshaler {
+			return ec.marshalNDKIMSelector2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDKIMSelectorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_dkim(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailDomain",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DKIMSelector(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailDomain_spf(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_spf(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Spf, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_spf(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailDomain_dmarc(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_dmarc(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Dmarc, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_dmarc(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailDomain_webmail(ctx context.Context, field graphql.CollectedField, obj *model.MailDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailDomain_webmail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Webmail, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailDomain_webmail(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailDomain", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _MailInfection_message(ctx context.Context, field graphql.CollectedField, obj *model.MailInfection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailInfection_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailInfection_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailInfection", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailInfection_signature(ctx context.Context, field graphql.CollectedField, obj *model.MailInfection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailInfection_signature(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Signature, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailInfection_signature(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailInfection", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailLogs_lines(ctx context.Context, field graphql.CollectedField, obj *model.MailLogs) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailLogs_lines(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Lines, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailLogs_lines(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailLogs", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailLogs_truncated(ctx context.Context, field graphql.CollectedField, obj *model.MailLogs) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailLogs_truncated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Truncated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailLogs_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailLogs", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _MailQueue_node(ctx context.Context, field graphql.CollectedField, obj *model.MailQueue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueue_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueue_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueue", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailQueue_total(ctx context.Context, field graphql.CollectedField, obj *model.MailQueue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueue_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Total, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueue_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueue", field, false, false, "Int")
+}
+
+func (ec *executionContext) _MailQueue_messages(ctx context.Context, field graphql.CollectedField, obj *model.MailQueue) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueue_messages(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Messages, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MailQueueEntry) graphql.Marshaler {
+			return ec.marshalNMailQueueEntry2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueueEntryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueue_messages(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailQueue",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailQueueEntry(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailQueueEntry_id(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailQueueEntry_ageSeconds(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_ageSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AgeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_ageSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _MailQueueEntry_sizeBytes(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_sizeBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SizeBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_sizeBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _MailQueueEntry_sender(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_sender(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sender, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_sender(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailQueueEntry_recipients(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_recipients(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Recipients, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_recipients(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailQueueEntry_frozen(ctx context.Context, field graphql.CollectedField, obj *model.MailQueueEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailQueueEntry_frozen(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Frozen, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailQueueEntry_frozen(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailQueueEntry", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Mailbox_address(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_address(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Address, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_address(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "String")
+}
+
+func (ec *executionContext) _Mailbox_domain(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "String")
+}
+
+func (ec *executionContext) _Mailbox_quotaMB(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_quotaMB(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuotaMb, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_quotaMB(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Mailbox_usedBytes(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_usedBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UsedBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt642ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_usedBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Mailbox_messages(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_messages(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Messages, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt642ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_messages(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Mailbox_status(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.MailboxStatus) graphql.Marshaler {
+			return ec.marshalNMailboxStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "MailboxStatus")
+}
+
+func (ec *executionContext) _Mailbox_reason(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "String")
+}
+
+func (ec *executionContext) _Mailbox_autoresponder(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_autoresponder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Autoresponder, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Autoresponder) graphql.Marshaler {
+			return ec.marshalOAutoresponder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAutoresponder(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_autoresponder(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mailbox",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Autoresponder(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mailbox_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Mailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mailbox_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mailbox_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mailbox", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MailboxConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.MailboxConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MailboxEdge) graphql.Marshaler {
+			return ec.marshalNMailboxEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailboxConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailboxEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailboxConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.MailboxConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailboxConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailboxEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.MailboxEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailboxEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _MailboxEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.MailboxEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailboxEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailboxPayload_mailbox(ctx context.Context, field graphql.CollectedField, obj *model.MailboxPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxPayload_mailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mailbox, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxPayload_mailbox(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MailboxPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MailboxPayload_password(ctx context.Context, field graphql.CollectedField, obj *model.MailboxPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MailboxPayload_password(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Password, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MailboxPayload_password(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MailboxPayload", field, false, false, "String")
 }
 
 func (ec *executionContext) _Mutation_login(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -8730,6 +11360,930 @@ func (ec *executionContext) fieldContext_Mutation_createZone(ctx context.Context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_createZone_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createMailbox(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createMailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateMailbox(ctx, fc.Args["input"].(model.CreateMailboxInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailboxPayload) graphql.Marshaler {
+			return ec.marshalNMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createMailbox(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailboxPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createMailbox_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteMailbox(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteMailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteMailbox(ctx, fc.Args["address"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteMailbox(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteMailbox_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setMailboxPassword(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setMailboxPassword(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetMailboxPassword(ctx, fc.Args["address"].(string), fc.Args["password"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailboxPayload) graphql.Marshaler {
+			return ec.marshalNMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setMailboxPassword(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailboxPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setMailboxPassword_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setMailboxQuota(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setMailboxQuota(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetMailboxQuota(ctx, fc.Args["address"].(string), fc.Args["quotaMB"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setMailboxQuota(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setMailboxQuota_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_disableMailbox(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_disableMailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DisableMailbox(ctx, fc.Args["address"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_disableMailbox(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_disableMailbox_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_enableMailbox(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enableMailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EnableMailbox(ctx, fc.Args["address"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enableMailbox(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_enableMailbox_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createForwarder(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createForwarder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateForwarder(ctx, fc.Args["from"].(string), fc.Args["to"].([]string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Forwarder) graphql.Marshaler {
+			return ec.marshalNForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarder(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createForwarder(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Forwarder(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createForwarder_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteForwarder(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteForwarder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteForwarder(ctx, fc.Args["from"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Forwarder) graphql.Marshaler {
+			return ec.marshalNForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarder(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteForwarder(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Forwarder(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteForwarder_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setCatchAll(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setCatchAll(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetCatchAll(ctx, fc.Args["domain"].(string), fc.Args["target"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setCatchAll(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setCatchAll_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setAutoresponder(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setAutoresponder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetAutoresponder(ctx, fc.Args["address"].(string), fc.Args["autoresponder"].(model.AutoresponderInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setAutoresponder(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setAutoresponder_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteAutoresponder(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteAutoresponder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteAutoresponder(ctx, fc.Args["address"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+			return ec.marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteAutoresponder(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Mailbox(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteAutoresponder_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_enableDKIM(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enableDKIM(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EnableDkim(ctx, fc.Args["domain"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enableDKIM(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_enableDKIM_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rotateDKIM(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rotateDKIM(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RotateDkim(ctx, fc.Args["domain"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rotateDKIM(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rotateDKIM_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setSPF(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setSPF(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetSpf(ctx, fc.Args["domain"].(string), fc.Args["record"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setSPF(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setSPF_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setDMARC(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setDMARC(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetDmarc(ctx, fc.Args["domain"].(string), fc.Args["policy"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setDMARC(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setDMARC_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_enableWebmail(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enableWebmail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().EnableWebmail(ctx, fc.Args["domain"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enableWebmail(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_enableWebmail_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setSpamFilter(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setSpamFilter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetSpamFilter(ctx, fc.Args["domain"].(string), fc.Args["filter"].(model.SpamFilterInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setSpamFilter(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setSpamFilter_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_trainSpam(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_trainSpam(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().TrainSpam(ctx, fc.Args["address"].(string), fc.Args["messageUid"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TrainMailPayload) graphql.Marshaler {
+			return ec.marshalNTrainMailPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrainMailPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_trainSpam(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TrainMailPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_trainSpam_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_trainHam(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_trainHam(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().TrainHam(ctx, fc.Args["address"].(string), fc.Args["messageUid"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TrainMailPayload) graphql.Marshaler {
+			return ec.marshalNTrainMailPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrainMailPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_trainHam(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TrainMailPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_trainHam_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_scanMailbox(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_scanMailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ScanMailbox(ctx, fc.Args["address"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ScanMailboxPayload) graphql.Marshaler {
+			return ec.marshalNScanMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScanMailboxPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_scanMailbox(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ScanMailboxPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_scanMailbox_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_flushMailQueue(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_flushMailQueue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FlushMailQueue(ctx, fc.Args["node"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_flushMailQueue(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_flushMailQueue_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -11018,6 +14572,226 @@ func (ec *executionContext) fieldContext_Query_nameservers(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Query", field, true, true, "String")
 }
 
+func (ec *executionContext) _Query_mailboxes(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_mailboxes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Mailboxes(ctx, fc.Args["account"].(string), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailboxConnection) graphql.Marshaler {
+			return ec.marshalNMailboxConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_mailboxes(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailboxConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_mailboxes_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_forwarders(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_forwarders(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Forwarders(ctx, fc.Args["account"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Forwarder) graphql.Marshaler {
+			return ec.marshalNForwarder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarderᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_forwarders(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Forwarder(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_forwarders_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_mailDomains(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_mailDomains(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().MailDomains(ctx, fc.Args["account"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MailDomain) graphql.Marshaler {
+			return ec.marshalNMailDomain2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomainᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_mailDomains(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailDomain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_mailDomains_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_mailLogs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_mailLogs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().MailLogs(ctx, fc.Args["address"].(string), fc.Args["hours"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailLogs) graphql.Marshaler {
+			return ec.marshalNMailLogs2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailLogs(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_mailLogs(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailLogs(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_mailLogs_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_mailQueue(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_mailQueue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().MailQueue(ctx, fc.Args["node"].(string), fc.Args["limit"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MailQueue) graphql.Marshaler {
+			return ec.marshalNMailQueue2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueue(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_mailQueue(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailQueue(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_mailQueue_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_nodes(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -11695,6 +15469,61 @@ func (ec *executionContext) fieldContext_Reseller_usage(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _ScanMailboxPayload_scanned(ctx context.Context, field graphql.CollectedField, obj *model.ScanMailboxPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScanMailboxPayload_scanned(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scanned, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScanMailboxPayload_scanned(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScanMailboxPayload", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _ScanMailboxPayload_infected(ctx context.Context, field graphql.CollectedField, obj *model.ScanMailboxPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScanMailboxPayload_infected(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Infected, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MailInfection) graphql.Marshaler {
+			return ec.marshalNMailInfection2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailInfectionᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScanMailboxPayload_infected(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ScanMailboxPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MailInfection(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Service_name(ctx context.Context, field graphql.CollectedField, obj *model.Service) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -11854,6 +15683,75 @@ func (ec *executionContext) _Service_restarts(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_Service_restarts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Service", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SpamFilter_enabled(ctx context.Context, field graphql.CollectedField, obj *model.SpamFilter) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpamFilter_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpamFilter_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SpamFilter", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _SpamFilter_score(ctx context.Context, field graphql.CollectedField, obj *model.SpamFilter) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpamFilter_score(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Score, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpamFilter_score(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SpamFilter", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SpamFilter_action(ctx context.Context, field graphql.CollectedField, obj *model.SpamFilter) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpamFilter_action(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Action, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SpamAction) graphql.Marshaler {
+			return ec.marshalNSpamAction2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpamFilter_action(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SpamFilter", field, false, false, "SpamAction")
 }
 
 func (ec *executionContext) _Subscription_accountEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
@@ -12105,6 +16003,29 @@ func (ec *executionContext) _Task_finishedAt(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Task_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Task", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TrainMailPayload_learned(ctx context.Context, field graphql.CollectedField, obj *model.TrainMailPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TrainMailPayload_learned(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Learned, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TrainMailPayload_learned(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TrainMailPayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _Usage_accounts(ctx context.Context, field graphql.CollectedField, obj *model.Usage) (ret graphql.Marshaler) {
@@ -14061,6 +17982,69 @@ func UnmarshalAuditFilter(ctx context.Context, raw any) (model.AuditFilter, erro
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputAutoresponderInput(ctx context.Context, obj any) (model.AutoresponderInput, error) {
+	var it model.AutoresponderInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"subject", "body", "from", "until"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "subject":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subject"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Subject = data
+		case "body":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("body"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Body = data
+		case "from":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("from"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.From = data
+		case "until":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("until"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Until = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalAutoresponderInput unmarshals raw into the AutoresponderInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalAutoresponderInput(ctx context.Context, raw any) (model.AutoresponderInput, error) {
+	var out model.AutoresponderInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "AutoresponderInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateAccountInput(ctx context.Context, obj any) (model.CreateAccountInput, error) {
 	var it model.CreateAccountInput
 	if obj == nil {
@@ -14198,6 +18182,69 @@ func (ec *executionContext) unmarshalInputCreateJoinTokenInput(ctx context.Conte
 func UnmarshalCreateJoinTokenInput(ctx context.Context, raw any) (model.CreateJoinTokenInput, error) {
 	var out model.CreateJoinTokenInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateJoinTokenInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateMailboxInput(ctx context.Context, obj any) (model.CreateMailboxInput, error) {
+	var it model.CreateMailboxInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"account", "address", "password", "quotaMB"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "account":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("account"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Account = data
+		case "address":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("address"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Address = data
+		case "password":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("password"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Password = data
+		case "quotaMB":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("quotaMB"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QuotaMb = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateMailboxInput unmarshals raw into the CreateMailboxInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateMailboxInput(ctx context.Context, raw any) (model.CreateMailboxInput, error) {
+	var out model.CreateMailboxInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateMailboxInput", raw, &out)
 	return out, err
 }
 
@@ -14594,6 +18641,62 @@ func (ec *executionContext) unmarshalInputRecordInput(ctx context.Context, obj a
 func UnmarshalRecordInput(ctx context.Context, raw any) (model.RecordInput, error) {
 	var out model.RecordInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RecordInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSpamFilterInput(ctx context.Context, obj any) (model.SpamFilterInput, error) {
+	var it model.SpamFilterInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"enabled", "score", "action"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalNBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		case "score":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("score"))
+			data, err := ec.unmarshalOFloat2ᚖfloat64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Score = data
+		case "action":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("action"))
+			data, err := ec.unmarshalOSpamAction2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Action = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSpamFilterInput unmarshals raw into the SpamFilterInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSpamFilterInput(ctx context.Context, raw any) (model.SpamFilterInput, error) {
+	var out model.SpamFilterInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SpamFilterInput", raw, &out)
 	return out, err
 }
 
@@ -15404,6 +19507,54 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var autoresponderImplementors = []string{"Autoresponder"}
+
+func (ec *executionContext) _Autoresponder(ctx context.Context, sel ast.SelectionSet, obj *model.Autoresponder) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, autoresponderImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Autoresponder")
+		case "subject":
+			out.Values[i] = ec._Autoresponder_subject(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "body":
+			out.Values[i] = ec._Autoresponder_body(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "from":
+			out.Values[i] = ec._Autoresponder_from(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "until":
+			out.Values[i] = ec._Autoresponder_until(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var capacityImplementors = []string{"Capacity"}
 
 func (ec *executionContext) _Capacity(ctx context.Context, sel ast.SelectionSet, obj *model.Capacity) graphql.Marshaler {
@@ -15466,6 +19617,59 @@ func (ec *executionContext) _CreateAPITokenPayload(ctx context.Context, sel ast.
 		case "apiToken":
 			out.Values[i] = ec._CreateAPITokenPayload_apiToken(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var dKIMSelectorImplementors = []string{"DKIMSelector"}
+
+func (ec *executionContext) _DKIMSelector(ctx context.Context, sel ast.SelectionSet, obj *model.DKIMSelector) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, dKIMSelectorImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DKIMSelector")
+		case "selector":
+			out.Values[i] = ec._DKIMSelector_selector(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "signing":
+			out.Values[i] = ec._DKIMSelector_signing(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "publishedAt":
+			out.Values[i] = ec._DKIMSelector_publishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "retireAt":
+			out.Values[i] = ec._DKIMSelector_retireAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "txt":
+			out.Values[i] = ec._DKIMSelector_txt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -15957,6 +20161,44 @@ func (ec *executionContext) _Domain(ctx context.Context, sel ast.SelectionSet, o
 	return out
 }
 
+var forwarderImplementors = []string{"Forwarder"}
+
+func (ec *executionContext) _Forwarder(ctx context.Context, sel ast.SelectionSet, obj *model.Forwarder) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, forwarderImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Forwarder")
+		case "from":
+			out.Values[i] = ec._Forwarder_from(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "to":
+			out.Values[i] = ec._Forwarder_to(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var importLineImplementors = []string{"ImportLine"}
 
 func (ec *executionContext) _ImportLine(ctx context.Context, sel ast.SelectionSet, obj *model.ImportLine) graphql.Marshaler {
@@ -16110,6 +20352,443 @@ func (ec *executionContext) _LoginPayload(ctx context.Context, sel ast.Selection
 		case "user":
 			out.Values[i] = ec._LoginPayload_user(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailDomainImplementors = []string{"MailDomain"}
+
+func (ec *executionContext) _MailDomain(ctx context.Context, sel ast.SelectionSet, obj *model.MailDomain) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailDomainImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailDomain")
+		case "domain":
+			out.Values[i] = ec._MailDomain_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._MailDomain_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._MailDomain_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "catchAll":
+			out.Values[i] = ec._MailDomain_catchAll(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "spamFilter":
+			out.Values[i] = ec._MailDomain_spamFilter(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "dkim":
+			out.Values[i] = ec._MailDomain_dkim(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "spf":
+			out.Values[i] = ec._MailDomain_spf(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "dmarc":
+			out.Values[i] = ec._MailDomain_dmarc(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "webmail":
+			out.Values[i] = ec._MailDomain_webmail(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailInfectionImplementors = []string{"MailInfection"}
+
+func (ec *executionContext) _MailInfection(ctx context.Context, sel ast.SelectionSet, obj *model.MailInfection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailInfectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailInfection")
+		case "message":
+			out.Values[i] = ec._MailInfection_message(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "signature":
+			out.Values[i] = ec._MailInfection_signature(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailLogsImplementors = []string{"MailLogs"}
+
+func (ec *executionContext) _MailLogs(ctx context.Context, sel ast.SelectionSet, obj *model.MailLogs) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailLogsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailLogs")
+		case "lines":
+			out.Values[i] = ec._MailLogs_lines(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "truncated":
+			out.Values[i] = ec._MailLogs_truncated(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailQueueImplementors = []string{"MailQueue"}
+
+func (ec *executionContext) _MailQueue(ctx context.Context, sel ast.SelectionSet, obj *model.MailQueue) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailQueueImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailQueue")
+		case "node":
+			out.Values[i] = ec._MailQueue_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "total":
+			out.Values[i] = ec._MailQueue_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "messages":
+			out.Values[i] = ec._MailQueue_messages(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailQueueEntryImplementors = []string{"MailQueueEntry"}
+
+func (ec *executionContext) _MailQueueEntry(ctx context.Context, sel ast.SelectionSet, obj *model.MailQueueEntry) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailQueueEntryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailQueueEntry")
+		case "id":
+			out.Values[i] = ec._MailQueueEntry_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "ageSeconds":
+			out.Values[i] = ec._MailQueueEntry_ageSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sizeBytes":
+			out.Values[i] = ec._MailQueueEntry_sizeBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sender":
+			out.Values[i] = ec._MailQueueEntry_sender(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "recipients":
+			out.Values[i] = ec._MailQueueEntry_recipients(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "frozen":
+			out.Values[i] = ec._MailQueueEntry_frozen(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailboxImplementors = []string{"Mailbox"}
+
+func (ec *executionContext) _Mailbox(ctx context.Context, sel ast.SelectionSet, obj *model.Mailbox) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailboxImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Mailbox")
+		case "address":
+			out.Values[i] = ec._Mailbox_address(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "domain":
+			out.Values[i] = ec._Mailbox_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "quotaMB":
+			out.Values[i] = ec._Mailbox_quotaMB(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "usedBytes":
+			out.Values[i] = ec._Mailbox_usedBytes(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "messages":
+			out.Values[i] = ec._Mailbox_messages(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Mailbox_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._Mailbox_reason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "autoresponder":
+			out.Values[i] = ec._Mailbox_autoresponder(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Mailbox_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailboxConnectionImplementors = []string{"MailboxConnection"}
+
+func (ec *executionContext) _MailboxConnection(ctx context.Context, sel ast.SelectionSet, obj *model.MailboxConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailboxConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailboxConnection")
+		case "edges":
+			out.Values[i] = ec._MailboxConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._MailboxConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailboxEdgeImplementors = []string{"MailboxEdge"}
+
+func (ec *executionContext) _MailboxEdge(ctx context.Context, sel ast.SelectionSet, obj *model.MailboxEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailboxEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailboxEdge")
+		case "cursor":
+			out.Values[i] = ec._MailboxEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._MailboxEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mailboxPayloadImplementors = []string{"MailboxPayload"}
+
+func (ec *executionContext) _MailboxPayload(ctx context.Context, sel ast.SelectionSet, obj *model.MailboxPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mailboxPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MailboxPayload")
+		case "mailbox":
+			out.Values[i] = ec._MailboxPayload_mailbox(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "password":
+			out.Values[i] = ec._MailboxPayload_password(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -16368,6 +21047,153 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "createZone":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createZone(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createMailbox":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createMailbox(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteMailbox":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteMailbox(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setMailboxPassword":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setMailboxPassword(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setMailboxQuota":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setMailboxQuota(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "disableMailbox":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_disableMailbox(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enableMailbox":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enableMailbox(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createForwarder":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createForwarder(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteForwarder":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteForwarder(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setCatchAll":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setCatchAll(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setAutoresponder":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setAutoresponder(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteAutoresponder":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteAutoresponder(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enableDKIM":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enableDKIM(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rotateDKIM":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rotateDKIM(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setSPF":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setSPF(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setDMARC":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setDMARC(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enableWebmail":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enableWebmail(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setSpamFilter":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setSpamFilter(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "trainSpam":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_trainSpam(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "trainHam":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_trainHam(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scanMailbox":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_scanMailbox(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "flushMailQueue":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_flushMailQueue(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -16927,6 +21753,36 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_nameservers(ctx, field)
 				})
+		case "mailboxes":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_mailboxes(ctx, field)
+				})
+		case "forwarders":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_forwarders(ctx, field)
+				})
+		case "mailDomains":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_mailDomains(ctx, field)
+				})
+		case "mailLogs":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_mailLogs(ctx, field)
+				})
+		case "mailQueue":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_mailQueue(ctx, field)
+				})
 		case "nodes":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -17150,6 +22006,44 @@ func (ec *executionContext) _Reseller(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var scanMailboxPayloadImplementors = []string{"ScanMailboxPayload"}
+
+func (ec *executionContext) _ScanMailboxPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ScanMailboxPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, scanMailboxPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ScanMailboxPayload")
+		case "scanned":
+			out.Values[i] = ec._ScanMailboxPayload_scanned(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "infected":
+			out.Values[i] = ec._ScanMailboxPayload_infected(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var serviceImplementors = []string{"Service"}
 
 func (ec *executionContext) _Service(ctx context.Context, sel ast.SelectionSet, obj *model.Service) graphql.Marshaler {
@@ -17193,6 +22087,49 @@ func (ec *executionContext) _Service(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "restarts":
 			out.Values[i] = ec._Service_restarts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var spamFilterImplementors = []string{"SpamFilter"}
+
+func (ec *executionContext) _SpamFilter(ctx context.Context, sel ast.SelectionSet, obj *model.SpamFilter) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, spamFilterImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SpamFilter")
+		case "enabled":
+			out.Values[i] = ec._SpamFilter_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "score":
+			out.Values[i] = ec._SpamFilter_score(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "action":
+			out.Values[i] = ec._SpamFilter_action(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -17287,6 +22224,39 @@ func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj
 		case "finishedAt":
 			out.Values[i] = ec._Task_finishedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var trainMailPayloadImplementors = []string{"TrainMailPayload"}
+
+func (ec *executionContext) _TrainMailPayload(ctx context.Context, sel ast.SelectionSet, obj *model.TrainMailPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, trainMailPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TrainMailPayload")
+		case "learned":
+			out.Values[i] = ec._TrainMailPayload_learned(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -18172,6 +23142,11 @@ func (ec *executionContext) marshalNAuditEventEdge2ᚖgithubᚗcomᚋnpanelᚋnp
 	return ec._AuditEventEdge(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNAutoresponderInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAutoresponderInput(ctx context.Context, v any) (model.AutoresponderInput, error) {
+	res, err := ec.unmarshalInputAutoresponderInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -18212,6 +23187,11 @@ func (ec *executionContext) unmarshalNCreateJoinTokenInput2githubᚗcomᚋnpanel
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateMailboxInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateMailboxInput(ctx context.Context, v any) (model.CreateMailboxInput, error) {
+	res, err := ec.unmarshalInputCreateMailboxInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNCreatePlanInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreatePlanInput(ctx context.Context, v any) (model.CreatePlanInput, error) {
 	res, err := ec.unmarshalInputCreatePlanInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -18225,6 +23205,30 @@ func (ec *executionContext) unmarshalNCreateResellerInput2githubᚗcomᚋnpanel�
 func (ec *executionContext) unmarshalNCreateUserInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateUserInput(ctx context.Context, v any) (model.CreateUserInput, error) {
 	res, err := ec.unmarshalInputCreateUserInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNDKIMSelector2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDKIMSelectorᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.DKIMSelector) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDKIMSelector2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDKIMSelector(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDKIMSelector2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDKIMSelector(ctx context.Context, sel ast.SelectionSet, v *model.DKIMSelector) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DKIMSelector!")
+		return graphql.Null
+	}
+	return ec._DKIMSelector(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNDNSRecord2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDNSRecordᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.DNSRecord) graphql.Marshaler {
@@ -18399,6 +23403,44 @@ func (ec *executionContext) marshalNDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋg
 	return ec._Domain(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.SelectionSet, v float64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalFloatContext(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Float!")
+	}
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
+func (ec *executionContext) marshalNForwarder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Forwarder) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarder(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐForwarder(ctx context.Context, sel ast.SelectionSet, v *model.Forwarder) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Forwarder!")
+		return graphql.Null
+	}
+	return ec._Forwarder(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalID(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -18518,6 +23560,152 @@ func (ec *executionContext) marshalNLoginPayload2ᚖgithubᚗcomᚋnpanelᚋnpan
 		return graphql.Null
 	}
 	return ec._LoginPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailDomain2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomainᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MailDomain) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMailDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailDomain(ctx context.Context, sel ast.SelectionSet, v *model.MailDomain) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailDomain!")
+		return graphql.Null
+	}
+	return ec._MailDomain(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailInfection2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailInfectionᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MailInfection) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMailInfection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailInfection(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMailInfection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailInfection(ctx context.Context, sel ast.SelectionSet, v *model.MailInfection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailInfection!")
+		return graphql.Null
+	}
+	return ec._MailInfection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailLogs2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailLogs(ctx context.Context, sel ast.SelectionSet, v *model.MailLogs) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailLogs!")
+		return graphql.Null
+	}
+	return ec._MailLogs(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailQueue2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueue(ctx context.Context, sel ast.SelectionSet, v *model.MailQueue) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailQueue!")
+		return graphql.Null
+	}
+	return ec._MailQueue(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailQueueEntry2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueueEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MailQueueEntry) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMailQueueEntry2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueueEntry(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMailQueueEntry2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailQueueEntry(ctx context.Context, sel ast.SelectionSet, v *model.MailQueueEntry) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailQueueEntry!")
+		return graphql.Null
+	}
+	return ec._MailQueueEntry(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailbox(ctx context.Context, sel ast.SelectionSet, v *model.Mailbox) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Mailbox!")
+		return graphql.Null
+	}
+	return ec._Mailbox(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailboxConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxConnection(ctx context.Context, sel ast.SelectionSet, v *model.MailboxConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailboxConnection!")
+		return graphql.Null
+	}
+	return ec._MailboxConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailboxEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MailboxEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMailboxEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMailboxEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxEdge(ctx context.Context, sel ast.SelectionSet, v *model.MailboxEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailboxEdge!")
+		return graphql.Null
+	}
+	return ec._MailboxEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxPayload(ctx context.Context, sel ast.SelectionSet, v *model.MailboxPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MailboxPayload!")
+		return graphql.Null
+	}
+	return ec._MailboxPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNMailboxStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxStatus(ctx context.Context, v any) (model.MailboxStatus, error) {
+	var res model.MailboxStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMailboxStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMailboxStatus(ctx context.Context, sel ast.SelectionSet, v model.MailboxStatus) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNNode2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNodeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Node) graphql.Marshaler {
@@ -18717,6 +23905,14 @@ func (ec *executionContext) marshalNRole2githubᚗcomᚋnpanelᚋnpanelᚋgraph�
 	return v
 }
 
+func (ec *executionContext) marshalNScanMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScanMailboxPayload(ctx context.Context, sel ast.SelectionSet, v *model.ScanMailboxPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ScanMailboxPayload!")
+		return graphql.Null
+	}
+	return ec._ScanMailboxPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNService2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Service) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -18749,6 +23945,29 @@ func (ec *executionContext) unmarshalNServiceState2githubᚗcomᚋnpanelᚋnpane
 
 func (ec *executionContext) marshalNServiceState2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceState(ctx context.Context, sel ast.SelectionSet, v model.ServiceState) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) unmarshalNSpamAction2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, v any) (model.SpamAction, error) {
+	var res model.SpamAction
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSpamAction2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, sel ast.SelectionSet, v model.SpamAction) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNSpamFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamFilter(ctx context.Context, sel ast.SelectionSet, v *model.SpamFilter) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SpamFilter!")
+		return graphql.Null
+	}
+	return ec._SpamFilter(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSpamFilterInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamFilterInput(ctx context.Context, v any) (model.SpamFilterInput, error) {
+	res, err := ec.unmarshalInputSpamFilterInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
@@ -18824,6 +24043,14 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNTrainMailPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrainMailPayload(ctx context.Context, sel ast.SelectionSet, v *model.TrainMailPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TrainMailPayload!")
+		return graphql.Null
+	}
+	return ec._TrainMailPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNUpdateNodeInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐUpdateNodeInput(ctx context.Context, v any) (model.UpdateNodeInput, error) {
@@ -19151,6 +24378,13 @@ func (ec *executionContext) unmarshalOAuditFilter2ᚖgithubᚗcomᚋnpanelᚋnpa
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalOAutoresponder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAutoresponder(ctx context.Context, sel ast.SelectionSet, v *model.Autoresponder) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Autoresponder(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -19220,6 +24454,23 @@ func (ec *executionContext) marshalODuration2ᚖtimeᚐDuration(ctx context.Cont
 	_ = ctx
 	res := graphql.MarshalDuration(*v)
 	return res
+}
+
+func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel ast.SelectionSet, v *float64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	res := graphql.MarshalFloatContext(*v)
+	return graphql.WrapContextMarshaler(ctx, res)
 }
 
 func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {
@@ -19375,6 +24626,22 @@ func (ec *executionContext) unmarshalORole2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋg
 }
 
 func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v *model.Role) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOSpamAction2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, v any) (*model.SpamAction, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.SpamAction)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSpamAction2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, sel ast.SelectionSet, v *model.SpamAction) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}

@@ -175,3 +175,17 @@ func FuzzSPFDMARC(f *testing.F) {
 		}
 	})
 }
+
+func TestGenerateMailPassword(t *testing.T) {
+	seen := map[string]bool{}
+	for range 50 {
+		pw := GenerateMailPassword("alice@example.com")
+		if err := MailPassword(pw, "alice@example.com"); err != nil {
+			t.Fatalf("generated %q refused: %v", pw, err)
+		}
+		if seen[pw] {
+			t.Fatalf("generated %q twice", pw)
+		}
+		seen[pw] = true
+	}
+}

@@ -234,6 +234,7 @@ func (s *Store) FinishAccountDeletion(ctx context.Context, id string, consume []
 			auditPut(audit),
 		}
 		ops = append(ops, databaseCleanupOps(id)...)
+		ops = append(ops, mailCleanupOps(id)...)
 		// Only metered owners (resellers) keep a usage record.
 		usage, urev, err := s.GetUsage(ctx, a.Owner)
 		if err != nil {

@@ -33,10 +33,15 @@
 //	dbstate/<account>/db/<db>  observed status of a database (controller), .../user/<user> of a user
 //	dbseq/<account>            bumped by every change to the three above (one CAS per account) KindDatabaseChanges
 //	dbstatus/<account>         the account's databases as its node last reported them
+//	mail/<account>/box/<address>  an account's mailboxes: spec, password sealed to the node's key
+//	mail/<account>/domain/<domain> an account's mail domains: forwarders, catch-all, spam, DKIM selectors, webmail
+//	mailstate/<account>/box/<address> observed status of a mailbox (controller), .../domain/<domain> of a domain
+//	mailseq/<account>          bumped by every change to the two above (one CAS per account) KindMailChanges
 //	done/account/<id>/<task>   a finished account task for the controller (→ task id) KindAccountOutcomes
 //	done/zone/<zone>/<task>    a finished zone task                                   KindZoneOutcomes
 //	done/dnsnode/<node>/<task> a finished check of a node's primary zones             KindDNSChecks
 //	done/database/<account>/<task> a finished database task                           KindDatabaseOutcomes
+//	done/mail/<account>/<task> a finished mail task                                  KindMailOutcomes
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session (Session)
 //	election/                  leader election (etcd concurrency; Session.Campaign, LeaderID)

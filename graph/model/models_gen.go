@@ -77,6 +77,22 @@ type AuditFilter struct {
 	Since      *time.Time `json:"since,omitempty"`
 }
 
+type Autoresponder struct {
+	Subject string     `json:"subject"`
+	Body    string     `json:"body"`
+	From    *string    `json:"from,omitempty"`
+	Until   *time.Time `json:"until,omitempty"`
+}
+
+type AutoresponderInput struct {
+	Subject string `json:"subject"`
+	Body    string `json:"body"`
+	// From address of the replies; the mailbox's own by default.
+	From *string `json:"from,omitempty"`
+	// No replies after this time; none: until deleted.
+	Until *time.Time `json:"until,omitempty"`
+}
+
 type Capacity struct {
 	Cpus        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memoryBytes"`
@@ -108,6 +124,13 @@ type CreateJoinTokenInput struct {
 	TTLSeconds *int `json:"ttlSeconds,omitempty"`
 }
 
+type CreateMailboxInput struct {
+	Account  string  `json:"account"`
+	Address  string  `json:"address"`
+	Password *string `json:"password,omitempty"`
+	QuotaMb  *int    `json:"quotaMB,omitempty"`
+}
+
 type CreatePlanInput struct {
 	Name        string   `json:"name"`
 	DiskMb      int64    `json:"diskMB"`
@@ -135,6 +158,18 @@ type CreateUserInput struct {
 	Password string `json:"password"`
 	// Account id or username the user may manage.
 	Account string `json:"account"`
+}
+
+type DKIMSelector struct {
+	Selector string `json:"selector"`
+	// This key signs outgoing mail.
+	Signing bool `json:"signing"`
+	// When its TXT record was published (null: not yet).
+	PublishedAt *time.Time `json:"publishedAt,omitempty"`
+	// A rotated-out key: removed with its record at this time.
+	RetireAt *time.Time `json:"retireAt,omitempty"`
+	// The TXT value the node reported for SELECTOR._domainkey.DOMAIN.
+	Txt *string `json:"txt,omitempty"`
 }
 
 type DNSRecord struct {
@@ -224,6 +259,12 @@ type Domain struct {
 	Reason     *string    `json:"reason,omitempty"`
 }
 
+type Forwarder struct {
+	// local@domain
+	From string   `json:"from"`
+	To   []string `json:"to"`
+}
+
 type ImportLine struct {
 	Line   int        `json:"line"`
 	Text   string     `json:"text"`
@@ -251,6 +292,73 @@ type LoginPayload struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expiresAt"`
 	User      *User     `json:"user"`
+}
+
+type MailDomain struct {
+	Domain string        `json:"domain"`
+	Status MailboxStatus `json:"status"`
+	Reason *string       `json:"reason,omitempty"`
+	// local@domain, :fail:, :blackhole:, or null (none).
+	CatchAll   *string         `json:"catchAll,omitempty"`
+	SpamFilter *SpamFilter     `json:"spamFilter"`
+	Dkim       []*DKIMSelector `json:"dkim"`
+	Spf        *string         `json:"spf,omitempty"`
+	Dmarc      *string         `json:"dmarc,omitempty"`
+	Webmail    bool            `json:"webmail"`
+}
+
+type MailInfection struct {
+	Message   string `json:"message"`
+	Signature string `json:"signature"`
+}
+
+type MailLogs struct {
+	Lines     []string `json:"lines"`
+	Truncated bool     `json:"truncated"`
+}
+
+type MailQueue struct {
+	Node     string            `json:"node"`
+	Total    int               `json:"total"`
+	Messages []*MailQueueEntry `json:"messages"`
+}
+
+type MailQueueEntry struct {
+	ID         string   `json:"id"`
+	AgeSeconds int64    `json:"ageSeconds"`
+	SizeBytes  int64    `json:"sizeBytes"`
+	Sender     string   `json:"sender"`
+	Recipients []string `json:"recipients"`
+	Frozen     bool     `json:"frozen"`
+}
+
+type Mailbox struct {
+	Address string `json:"address"`
+	Domain  string `json:"domain"`
+	QuotaMb int    `json:"quotaMB"`
+	// Bytes in the maildir: live from the node, else the last known value (null: none yet).
+	UsedBytes     *int64         `json:"usedBytes,omitempty"`
+	Messages      *int64         `json:"messages,omitempty"`
+	Status        MailboxStatus  `json:"status"`
+	Reason        *string        `json:"reason,omitempty"`
+	Autoresponder *Autoresponder `json:"autoresponder,omitempty"`
+	CreatedAt     time.Time      `json:"createdAt"`
+}
+
+type MailboxConnection struct {
+	Edges    []*MailboxEdge `json:"edges"`
+	PageInfo *PageInfo      `json:"pageInfo"`
+}
+
+type MailboxEdge struct {
+	Cursor string   `json:"cursor"`
+	Node   *Mailbox `json:"node"`
+}
+
+type MailboxPayload struct {
+	Mailbox *Mailbox `json:"mailbox"`
+	// The generated password, shown this once (null when the caller gave one).
+	Password *string `json:"password,omitempty"`
 }
 
 type Mutation struct {
@@ -353,6 +461,11 @@ type Reseller struct {
 	Usage        *Usage   `json:"usage"`
 }
 
+type ScanMailboxPayload struct {
+	Scanned  int64            `json:"scanned"`
+	Infected []*MailInfection `json:"infected"`
+}
+
 // A daemon a node's agent manages, as the agent last reported it.
 type Service struct {
 	Name    string       `json:"name"`
@@ -365,6 +478,19 @@ type Service struct {
 	Error *string `json:"error,omitempty"`
 	// Restarts after unexpected exits.
 	Restarts int `json:"restarts"`
+}
+
+type SpamFilter struct {
+	Enabled bool       `json:"enabled"`
+	Score   float64    `json:"score"`
+	Action  SpamAction `json:"action"`
+}
+
+type SpamFilterInput struct {
+	Enabled bool `json:"enabled"`
+	// Threshold in points, 1.0..20.0 (default 5.0).
+	Score  *float64    `json:"score,omitempty"`
+	Action *SpamAction `json:"action,omitempty"`
 }
 
 type Subscription struct {
@@ -381,6 +507,11 @@ type Task struct {
 	CreatedBy  string     `json:"createdBy"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+type TrainMailPayload struct {
+	// false: the filter had already learned this message.
+	Learned bool `json:"learned"`
 }
 
 type UpdateNodeInput struct {
@@ -708,6 +839,71 @@ func (e *LogKind) UnmarshalJSON(b []byte) error {
 }
 
 func (e LogKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type MailboxStatus string
+
+const (
+	// The node has not applied the latest change yet.
+	MailboxStatusPending MailboxStatus = "PENDING"
+	MailboxStatusActive  MailboxStatus = "ACTIVE"
+	// Logins refused; mail is delivered.
+	MailboxStatusDisabled MailboxStatus = "DISABLED"
+	// Being archived and removed.
+	MailboxStatusDeleting MailboxStatus = "DELETING"
+	// The node could not apply the latest change; see reason.
+	MailboxStatusFailed MailboxStatus = "FAILED"
+)
+
+var AllMailboxStatus = []MailboxStatus{
+	MailboxStatusPending,
+	MailboxStatusActive,
+	MailboxStatusDisabled,
+	MailboxStatusDeleting,
+	MailboxStatusFailed,
+}
+
+func (e MailboxStatus) IsValid() bool {
+	switch e {
+	case MailboxStatusPending, MailboxStatusActive, MailboxStatusDisabled, MailboxStatusDeleting, MailboxStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e MailboxStatus) String() string {
+	return string(e)
+}
+
+func (e *MailboxStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = MailboxStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid MailboxStatus", str)
+	}
+	return nil
+}
+
+func (e MailboxStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *MailboxStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e MailboxStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -1064,6 +1260,66 @@ func (e *ServiceState) UnmarshalJSON(b []byte) error {
 }
 
 func (e ServiceState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type SpamAction string
+
+const (
+	// X-Spam headers; delivered to INBOX.
+	SpamActionTag SpamAction = "TAG"
+	// Tagged and filed into Junk.
+	SpamActionJunkFolder SpamAction = "JUNK_FOLDER"
+	// Refused at DATA.
+	SpamActionReject SpamAction = "REJECT"
+)
+
+var AllSpamAction = []SpamAction{
+	SpamActionTag,
+	SpamActionJunkFolder,
+	SpamActionReject,
+}
+
+func (e SpamAction) IsValid() bool {
+	switch e {
+	case SpamActionTag, SpamActionJunkFolder, SpamActionReject:
+		return true
+	}
+	return false
+}
+
+func (e SpamAction) String() string {
+	return string(e)
+}
+
+func (e *SpamAction) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = SpamAction(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid SpamAction", str)
+	}
+	return nil
+}
+
+func (e SpamAction) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *SpamAction) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e SpamAction) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -1,0 +1,328 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
+)
+
+const testDomain = "alice.example.com"
+
+func mailSet(suspended bool, domains []*store.MailDomain, boxes []*store.Mailbox) *store.MailSet {
+	set := &store.MailSet{Account: &store.Account{ID: "a1", Username: "alice", Node: "n1", Suspended: suspended},
+		Domains: map[string]*store.MailDomain{}, Mailboxes: map[string]*store.Mailbox{}}
+	for _, d := range domains {
+		set.Domains[d.Domain] = d
+	}
+	for _, m := range boxes {
+		set.Mailboxes[m.Address] = m
+	}
+	return set
+}
+
+func served(gen int64) store.MailStatus {
+	return store.MailStatus{ObservedGeneration: gen, State: store.MailActive, Served: true, Node: "n1"}
+}
+
+func box(gen int64, st store.MailStatus) *store.Mailbox {
+	return &store.Mailbox{Address: "bob@" + testDomain, Domain: testDomain, QuotaMB: 100, Node: "n1", Generation: gen,
+		SealedPassword: []byte("sealed"), PasswordGeneration: 1, Status: st}
+}
+
+func mailResult(t *testing.T, r *agentpb.TaskResult) []byte {
+	t.Helper()
+	b, err := proto.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestSyncMailTasks: a task for every object behind its spec or the
+// account's suspension, a mailbox only once its domain is served, a
+// domain's deletion only once its mailboxes are gone, the sealed password
+// only while not applied.
+func TestSyncMailTasks(t *testing.T) {
+	dom := func(gen int64, st store.MailStatus) *store.MailDomain {
+		return &store.MailDomain{Domain: testDomain, Generation: gen, Status: st}
+	}
+	applied := store.MailStatus{ObservedGeneration: 1, State: store.MailActive, PasswordGeneration: 1, Node: "n1"}
+	onN0 := func(st store.MailStatus) store.MailStatus { st.Node = "n0"; return st }
+	cases := []struct {
+		name      string
+		set       *store.MailSet
+		placed    bool
+		want      []string
+		password  bool // the mailbox ensure carries the sealed password
+		suspended bool
+	}{
+		{"new domain and mailbox: the domain first", mailSet(false, []*store.MailDomain{dom(1, store.MailStatus{})}, []*store.Mailbox{box(1, store.MailStatus{})}), true, []string{"ensure_mail_domain"}, false, false},
+		{"served domain, new mailbox", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(1, store.MailStatus{})}), true, []string{"ensure_mailbox"}, true, false},
+		{"domain changed, served before", mailSet(false, []*store.MailDomain{dom(2, served(1))}, []*store.Mailbox{box(1, store.MailStatus{})}), true, []string{"ensure_mail_domain", "ensure_mailbox"}, true, false},
+		{"converged", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(1, applied)}), true, nil, false, false},
+		{"quota changed, password applied", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(2, applied)}), true, []string{"ensure_mailbox"}, false, false},
+		{"account suspended", mailSet(true, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(1, applied)}), true, []string{"ensure_mail_domain", "ensure_mailbox"}, false, true},
+		{"failed stays failed", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(2, store.MailStatus{ObservedGeneration: 2, State: store.MailFailed})}), true, nil, false, false},
+		{"in flight", mailSet(false, []*store.MailDomain{dom(2, store.MailStatus{TaskID: "T1", TaskAction: store.MailTaskEnsure, Served: true})}, nil), true, nil, false, false},
+		{"not placed", mailSet(false, []*store.MailDomain{dom(1, store.MailStatus{})}, nil), false, nil, false, false},
+		{"deleted mailbox", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{func() *store.Mailbox { m := box(2, applied); m.Deleted = true; return m }()}), true, []string{"delete_mailbox"}, false, false},
+		{"deleted domain waits for its mailboxes", mailSet(false, []*store.MailDomain{func() *store.MailDomain { d := dom(2, served(1)); d.Deleted = true; return d }()}, []*store.Mailbox{box(1, applied)}), true, nil, false, false},
+		{"account moved: the domain first", mailSet(false, []*store.MailDomain{dom(1, onN0(served(1)))}, []*store.Mailbox{box(1, onN0(applied))}), true, []string{"ensure_mail_domain"}, false, false},
+		{"account moved: mailboxes with the password", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(1, onN0(applied))}), true, []string{"ensure_mailbox"}, true, false},
+		{"deleted domain", mailSet(false, []*store.MailDomain{func() *store.MailDomain { d := dom(2, served(1)); d.Deleted = true; return d }()}, nil), true, []string{"delete_mail_domain"}, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !c.placed {
+				c.set.Account.Node = ""
+			}
+			ch := syncMail(c.set, nil, nil, 1000, time.Now())
+			var got []string
+			for _, mt := range ch.Tasks {
+				got = append(got, taskAction(mt.Spec))
+				if e := mt.Spec.GetEnsureMailbox(); e != nil {
+					if (len(e.GetSealedPassword()) > 0) != c.password {
+						t.Errorf("sealed password sent: %v, want %v", len(e.GetSealedPassword()) > 0, c.password)
+					}
+					if e.GetSuspended() != c.suspended || e.GetUsername() != "alice" || e.GetQuotaMb() != 100 {
+						t.Errorf("ensure_mailbox %v", e)
+					}
+				}
+				if e := mt.Spec.GetEnsureMailDomain(); e != nil && e.GetSuspended() != c.suspended {
+					t.Errorf("ensure_mail_domain suspended %v, want %v", e.GetSuspended(), c.suspended)
+				}
+				st := ch.Mailboxes[mt.Mailbox]
+				if mt.Domain != "" {
+					st = ch.Domains[mt.Domain]
+				}
+				if st == nil || st.TaskAction == "" || st.TaskGeneration != mt.Spec.GetGeneration() {
+					t.Errorf("task %s: status %+v", taskAction(mt.Spec), st)
+				}
+			}
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("tasks %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestSyncMailOutcomes: finished tasks go into the statuses: ACTIVE with
+// the DKIM keys the node reported, FAILED with its reason, the password
+// generation applied and the usage of a mailbox, a successful delete drops
+// the object; a lost task is sent again.
+func TestSyncMailOutcomes(t *testing.T) {
+	inFlight := func(id string, gen, pw int64, action string) store.MailStatus {
+		return store.MailStatus{TaskID: id, TaskAction: action, TaskGeneration: gen, TaskPassword: pw}
+	}
+	set := mailSet(false,
+		[]*store.MailDomain{{Domain: testDomain, Generation: 1, DKIM: []store.MailDKIM{{Selector: "np1"}}, Status: inFlight("TD", 1, 0, store.MailTaskEnsure)}},
+		[]*store.Mailbox{box(1, inFlight("TB", 1, 1, store.MailTaskEnsure))})
+	gone := box(3, inFlight("TG", 3, 0, store.MailTaskDelete))
+	gone.Address, gone.Deleted = "gone@"+testDomain, true
+	set.Mailboxes[gone.Address] = gone
+	failed := box(1, inFlight("TF", 1, 1, store.MailTaskEnsure))
+	failed.Address = "fail@" + testDomain
+	set.Mailboxes[failed.Address] = failed
+	lost := box(1, inFlight("TL", 1, 1, store.MailTaskEnsure))
+	lost.Address = "lost@" + testDomain
+	set.Mailboxes[lost.Address] = lost
+
+	finished := map[string]*store.Task{
+		"TD": {ID: "TD", Node: "n1", Status: store.TaskSucceeded, Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_MailDomain{MailDomain: &agentpb.MailDomainResult{
+			Domain: testDomain, DkimKeys: []*agentpb.MailDKIMKey{{Selector: "np1", Txt: "v=DKIM1; k=rsa; p=AB"}}}}})},
+		"TB": {ID: "TB", Node: "n1", Status: store.TaskSucceeded, FinishedAt: time.Now(), Result: mailResult(t, &agentpb.TaskResult{Result: &agentpb.TaskResult_Mailbox{Mailbox: &agentpb.MailboxResult{
+			Address: "bob@" + testDomain, UsedBytes: 4096, Messages: 3, PasswordChanged: true}}})},
+		"TG": {ID: "TG", Node: "n1", Status: store.TaskSucceeded},
+		"TF": {ID: "TF", Node: "n1", Status: store.TaskFailed, Error: "quota out of range"},
+		"TL": store.TaskLost,
+	}
+	ch := syncMail(set, finished, nil, 1000, time.Now())
+	if d := ch.Domains[testDomain]; d == nil || d.State != store.MailActive || !d.Served || len(d.DKIM) != 1 || d.DKIM[0].TXT == "" || d.TaskID != "" {
+		t.Errorf("domain status %+v", d)
+	}
+	if b := ch.Mailboxes["bob@"+testDomain]; b == nil || b.State != store.MailActive || b.PasswordGeneration != 1 || b.UsedBytes != 4096 || b.Messages != 3 {
+		t.Errorf("mailbox status %+v", b)
+	}
+	if f := ch.Mailboxes[failed.Address]; f == nil || f.State != store.MailFailed || f.Reason != "quota out of range" || f.ObservedGeneration != 1 {
+		t.Errorf("failed mailbox status %+v", f)
+	}
+	if !slices.Equal(ch.DroppedMailboxes, []string{gone.Address}) {
+		t.Errorf("dropped %v", ch.DroppedMailboxes)
+	}
+	// The lost task's mailbox is sent again (the domain is served now: the
+	// same sync recorded it).
+	var again []string
+	for _, mt := range ch.Tasks {
+		again = append(again, mt.Mailbox)
+	}
+	if !slices.Equal(again, []string{lost.Address}) {
+		t.Errorf("tasks written for %v, want the lost one's", again)
+	}
+	if !ch.Answered {
+		t.Error("outcomes recorded without Answered")
+	}
+	if !ch.More {
+		t.Error("a new DKIM key was reported and no round follows to publish it")
+	}
+}
+
+// TestSyncMailDKIM walks a selector through enable, publication and
+// rotation: the node creates the key and reports its TXT, the record is
+// published, then the selector signs in a new generation; a rotation's new
+// selector signs only once published, and the old one stops signing and
+// goes with its record after the grace period.
+func TestSyncMailDKIM(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	d := &store.MailDomain{Domain: testDomain, Generation: 2, DKIM: []store.MailDKIM{{Selector: "np1"}},
+		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Served: true,
+			DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB"}}}}
+	set := mailSet(false, []*store.MailDomain{d}, nil)
+	recs := dkimRecords(set, now)
+	if len(recs) != 1 || recs[0].Selector != "np1" || recs[0].TXT == "" || recs[0].Remove {
+		t.Fatalf("records to publish %+v", recs)
+	}
+	busy := *d
+	busy.Status.TaskID = "T9"
+	if recs := dkimRecords(mailSet(false, []*store.MailDomain{&busy}, nil), now); len(recs) != 0 {
+		t.Fatalf("published while a task is in flight: %+v", recs)
+	}
+	// Not published (the zone write failed): nothing advances.
+	if ch := syncMail(set, nil, nil, 1000, now); len(ch.DomainSpecs)+len(ch.Tasks) != 0 {
+		t.Fatalf("advanced without publication: %+v", ch)
+	}
+	ch := syncMail(set, nil, map[string]bool{testDomain + "/np1": true}, 1000, now)
+	if len(ch.DomainSpecs) != 1 || len(ch.Tasks) != 1 {
+		t.Fatalf("after publication: specs %d tasks %d", len(ch.DomainSpecs), len(ch.Tasks))
+	}
+	nd := ch.DomainSpecs[0]
+	if nd.Generation != 3 || !nd.DKIM[0].Signing || !nd.DKIM[0].PublishedAt.Equal(now) {
+		t.Fatalf("spec after publication %+v", nd)
+	}
+	sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors()
+	if len(sel) != 1 || !sel[0].GetSigning() || ch.Tasks[0].Spec.GetGeneration() != 3 {
+		t.Fatalf("ensure after publication %v", ch.Tasks[0].Spec)
+	}
+
+	// Rotation: np2 added; the node reported its key.
+	nd.DKIM = append(nd.DKIM, store.MailDKIM{Selector: "np2"})
+	nd.Generation = 4
+	nd.Status = store.MailStatus{ObservedGeneration: 4, State: store.MailActive, Served: true, DKIM: []store.MailDKIMKey{
+		{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB", Signing: true}, {Selector: "np2", TXT: "v=DKIM1; k=rsa; p=CD"}}}
+	set = mailSet(false, []*store.MailDomain{nd}, nil)
+	if recs := dkimRecords(set, now); len(recs) != 1 || recs[0].Selector != "np2" {
+		t.Fatalf("rotation publishes %+v", recs)
+	}
+	later := now.Add(time.Hour)
+	ch = syncMail(set, nil, map[string]bool{testDomain + "/np2": true}, 1000, later)
+	rd := ch.DomainSpecs[0]
+	if rd.DKIM[0].Signing || !rd.DKIM[0].RetireAt.Equal(later.Add(dkimGrace)) || !rd.DKIM[1].Signing {
+		t.Fatalf("after the rotation's publication %+v", rd.DKIM)
+	}
+	if signing := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); signing[0].GetSigning() || !signing[1].GetSigning() {
+		t.Fatalf("rotation ensure %v", signing)
+	}
+
+	// Within the grace period nothing is withdrawn; after it, np1 is.
+	rd.Status = store.MailStatus{ObservedGeneration: rd.Generation, State: store.MailActive, Served: true}
+	set = mailSet(false, []*store.MailDomain{rd}, nil)
+	if recs := dkimRecords(set, later.Add(time.Hour)); len(recs) != 0 {
+		t.Fatalf("withdrawn within the grace period: %+v", recs)
+	}
+	end := later.Add(dkimGrace)
+	recs = dkimRecords(set, end)
+	if len(recs) != 1 || !recs[0].Remove || recs[0].Selector != "np1" {
+		t.Fatalf("after the grace period %+v", recs)
+	}
+	ch = syncMail(set, nil, map[string]bool{testDomain + "/np1": true}, 1000, end)
+	if fd := ch.DomainSpecs[0]; len(fd.DKIM) != 1 || fd.DKIM[0].Selector != "np2" || !fd.DKIM[0].Signing {
+		t.Fatalf("after withdrawal %+v", fd.DKIM)
+	}
+}
+
+// TestSyncMailBudget: a sync larger than its budget writes a part and says
+// there is more.
+func TestSyncMailBudget(t *testing.T) {
+	set := mailSet(false, []*store.MailDomain{{Domain: testDomain, Generation: 1, Status: served(1)}}, nil)
+	for i := range 100 {
+		m := box(1, store.MailStatus{})
+		m.Address = fmt.Sprintf("u%03d@%s", i, testDomain)
+		set.Mailboxes[m.Address] = m
+	}
+	ch := syncMail(set, nil, nil, 40, time.Now())
+	if !ch.More || len(ch.Tasks) == 0 || len(ch.Tasks)*(costTask+costStatus) > 40 {
+		t.Fatalf("budget 40: %d tasks, more %v", len(ch.Tasks), ch.More)
+	}
+	for _, mt := range ch.Tasks {
+		if ch.Mailboxes[mt.Mailbox] == nil {
+			t.Fatalf("task for %s without its status", mt.Mailbox)
+		}
+	}
+	if len(ch.Mailboxes) != len(ch.Tasks) {
+		t.Fatalf("%d statuses for %d tasks", len(ch.Mailboxes), len(ch.Tasks))
+	}
+
+	// Outcomes that drop their object stay within the budget too.
+	set = mailSet(false, []*store.MailDomain{{Domain: testDomain, Generation: 1, Status: served(1)}}, nil)
+	finished := map[string]*store.Task{}
+	for i := range 100 {
+		m := box(2, store.MailStatus{TaskID: fmt.Sprintf("T%d", i), TaskAction: store.MailTaskDelete, TaskGeneration: 2})
+		m.Address, m.Deleted = fmt.Sprintf("u%03d@%s", i, testDomain), true
+		set.Mailboxes[m.Address] = m
+		finished[m.Status.TaskID] = &store.Task{ID: m.Status.TaskID, Node: "n1", Status: store.TaskSucceeded}
+	}
+	ch = syncMail(set, finished, nil, 41, time.Now())
+	cost := len(ch.Mailboxes)*costStatus + len(ch.DroppedMailboxes)*costDrop + len(ch.Tasks)*costTask
+	if !ch.More || len(ch.DroppedMailboxes) == 0 || cost > 41 {
+		t.Fatalf("drops: %d dropped, cost %d of 41, more %v", len(ch.DroppedMailboxes), cost, ch.More)
+	}
+}
+
+// The default records of an account's zone publish SPF with the node's
+// address (ip4: or ip6:) and a DMARC policy.
+func TestDefaultMailRecords(t *testing.T) {
+	for _, c := range []struct{ host, spf string }{
+		{"192.0.2.10", `"v=spf1 mx a ip4:192.0.2.10 ~all"`},
+		{"2001:db8::10", `"v=spf1 mx a ip6:2001:db8::10 ~all"`},
+	} {
+		if err := validate.SPF(defaultSPF(c.host)); err != nil {
+			t.Errorf("default SPF refused by setSPF's check: %v", err)
+		}
+		if err := validate.DMARC(defaultDMARC("example.com")); err != nil {
+			t.Errorf("default DMARC refused by setDMARC's check: %v", err)
+		}
+		z := &store.Zone{Name: "example.com"}
+		rs := defaultRecords(z, c.host)
+		has := func(name, content string) bool {
+			return slices.ContainsFunc(rs, func(r store.ZoneRecord) bool { return r.Name == name && r.Type == "TXT" && r.Content == content })
+		}
+		if !has("example.com.", c.spf) {
+			t.Errorf("%s: no SPF %s in %+v", c.host, c.spf, rs)
+		}
+		if !has("_dmarc.example.com.", `"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"`) {
+			t.Errorf("%s: no DMARC in %+v", c.host, rs)
+		}
+	}
+}
+
+// replaceTXT bumps the zone's generation for a change only.
+func TestReplaceTXT(t *testing.T) {
+	z := &store.Zone{Name: "example.com", Generation: 3}
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "v=DKIM1; k=rsa; p=AB", nil); err != nil || z.Generation != 4 || len(z.Records) != 1 {
+		t.Fatalf("publish: %v, generation %d, %+v", err, z.Generation, z.Records)
+	}
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "v=DKIM1; k=rsa; p=AB", nil); !errors.Is(err, errTXTUnchanged) || z.Generation != 4 {
+		t.Fatalf("again: %v, generation %d", err, z.Generation)
+	}
+	z.Deleted = true
+	if err := replaceTXT(z, "np1._domainkey.example.com.", "", nil); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("deleted zone: %v", err)
+	}
+}
