@@ -364,9 +364,13 @@ func ensureUsersFile(usersDir, domain string, dovecotGID int) error {
 	if err := ur.Chown(domain, 0, dovecotGID); err != nil {
 		return err
 	}
-	name := filepath.Join(domain, "passwd")
-	if _, err := ur.Stat(name); errors.Is(err, fs.ErrNotExist) {
-		return atomicfile.Write(ur, name, nil, 0o640, &atomicfile.Owner{UID: 0, GID: dovecotGID})
+	dr, err := ur.OpenRoot(domain)
+	if err != nil {
+		return err
+	}
+	defer dr.Close()
+	if _, err := dr.Stat("passwd"); errors.Is(err, fs.ErrNotExist) {
+		return atomicfile.Write(dr, "passwd", nil, 0o640, &atomicfile.Owner{UID: 0, GID: dovecotGID})
 	}
 	return nil
 }

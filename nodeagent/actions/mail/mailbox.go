@@ -132,12 +132,12 @@ func writeUsers(env *actions.Env, domain string, users map[string]userLine) erro
 		pw.WriteString(users[l].String() + "\n")
 		list.WriteString(l + "\n")
 	}
-	ur, err := os.OpenRoot(mp.UsersDir)
+	ur, err := os.OpenRoot(filepath.Join(mp.UsersDir, domain))
 	if err != nil {
 		return err
 	}
 	defer ur.Close()
-	if err := atomicfile.Write(ur, path.Join(domain, "passwd"), []byte(pw.String()), 0o640, &atomicfile.Owner{UID: 0, GID: dgid}); err != nil {
+	if err := atomicfile.Write(ur, "passwd", []byte(pw.String()), 0o640, &atomicfile.Owner{UID: 0, GID: dgid}); err != nil {
 		return err
 	}
 	dr, err := domainRoot(env, domain, false)
@@ -462,7 +462,12 @@ func writeSieve(acct account, domain, local, address string, ar *agentpb.MailAut
 		return err
 	}
 	defer root.Close()
-	name := path.Join(mailHomeRel(domain, local), ".dovecot.sieve")
+	root, err = root.OpenRoot(mailHomeRel(domain, local))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	const name = ".dovecot.sieve"
 	if ar == nil {
 		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
