@@ -17,6 +17,7 @@ type MailPaths struct {
 	Dovecot   string
 	Doveconf  string
 	Doveadm   string
+	Sievec    string // Pigeonhole's compiler for global scripts
 	Spamd     string
 	Spamc     string
 	SaLearn   string
@@ -78,6 +79,7 @@ func (p *Profile) Mail() MailPaths {
 		Dovecot:         "/usr/sbin/dovecot",
 		Doveconf:        "/usr/bin/doveconf",
 		Doveadm:         "/usr/bin/doveadm",
+		Sievec:          "/usr/bin/sievec",
 		Spamd:           "/usr/sbin/spamd",
 		Spamc:           "/usr/bin/spamc",
 		SaLearn:         "/usr/bin/sa-learn",

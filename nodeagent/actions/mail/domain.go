@@ -45,6 +45,7 @@ const (
 	suspendedFile = "suspended" // exists while the account is suspended
 	dkimFile      = "dkim"      // lsearch "selector: NAME" of the signing key
 	spamFile      = "spam"      // the spam settings (score, action)
+	nologinFile   = "nologin"   // lsearch keys: mailboxes whose logins are off
 )
 
 // EnsureMailDomain converges one mail domain.

@@ -87,6 +87,17 @@ func startStack(t testing.TB) *stack {
 	if err := os.MkdirAll(p.HomeBase, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("NPANEL_TEST_MAILLOG") != "" {
+			for _, f := range []string{p.Mail().EximMainLog, p.Mail().DovecotLog, p.Mail().LogDir + "/exim_paniclog"} {
+				b, _ := os.ReadFile(f)
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("%s:\n%s", f, b)
+			}
+		}
+	})
 	return &stack{mod: mod, env: env, m: m, p: p, key: key, relay: r}
 }
 
@@ -245,7 +256,9 @@ func (s *stack) imapLogin(user, pw string) (*imapConn, error) {
 	return ic, nil
 }
 
-func imapQuote(s string) string { return `"` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`) + `"` }
+func imapQuote(s string) string {
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`) + `"`
+}
 
 // cmd runs one command and returns everything before the tagged reply,
 // literals included; a tagged NO or BAD is an error.

@@ -320,11 +320,14 @@ func TestMailFlow(t *testing.T) {
 		}
 		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB})
 		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctB, Address: carol, QuotaMb: 50})
-		ic, err := s.imapLogin(carol, pwCarol)
-		if err != nil {
-			t.Fatalf("after unsuspend: %v", err)
-		}
-		ic.close()
+		// Dovecot sees a passwd-file change within a second.
+		testenv.WaitFor(t, 5*time.Second, "carol to log in after the account is unsuspended", func() bool {
+			ic, err := s.imapLogin(carol, pwCarol)
+			if err == nil {
+				ic.close()
+			}
+			return err == nil
+		})
 	})
 
 	t.Run("DeleteMailboxArchives", func(t *testing.T) {

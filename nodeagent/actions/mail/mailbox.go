@@ -127,10 +127,13 @@ func writeUsers(env *actions.Env, domain string, users map[string]userLine) erro
 		locals = append(locals, l)
 	}
 	slices.Sort(locals)
-	var pw, list strings.Builder
+	var pw, list, nologin strings.Builder
 	for _, l := range locals {
 		pw.WriteString(users[l].String() + "\n")
 		list.WriteString(l + "\n")
+		if users[l].nologin != "" {
+			nologin.WriteString(l + "\n")
+		}
 	}
 	ur, err := os.OpenRoot(filepath.Join(mp.UsersDir, domain))
 	if err != nil {
@@ -145,6 +148,9 @@ func writeUsers(env *actions.Env, domain string, users map[string]userLine) erro
 		return err
 	}
 	defer dr.Close()
+	if err := atomicfile.Write(dr, nologinFile, []byte(nologin.String()), 0o640, &atomicfile.Owner{UID: 0, GID: egid}); err != nil {
+		return err
+	}
 	return atomicfile.Write(dr, mailboxesFile, []byte(list.String()), 0o640, &atomicfile.Owner{UID: 0, GID: egid})
 }
 

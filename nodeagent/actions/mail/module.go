@@ -66,6 +66,9 @@ type Module struct {
 
 	flushMu   sync.Mutex
 	flushedAt time.Time // start of the last successful auth-cache flush
+	// lateFlush is set while a second flush is scheduled; see
+	// flushAuthCache.
+	lateFlush bool
 }
 
 var _ actions.Module = (*Module)(nil)
@@ -158,8 +161,14 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if err := ensureCert(mp.TLSDir, mailname(env), eximGID); err != nil {
 		return nil, fmt.Errorf("mail: tls: %w", err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(mp.SieveDir, "junk.sieve"), []byte(junkSieve), 0o644, nil); err != nil {
+	// Global scripts are compiled here: Dovecot's LMTP runs as the
+	// accounts' users and may not write their binaries.
+	junk := filepath.Join(mp.SieveDir, "junk.sieve")
+	if err := atomicfile.WriteFile(junk, []byte(junkSieve), 0o644, nil); err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, mp.Sievec, junk).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mail: sievec: %w: %s", err, tail(out))
 	}
 	in := configInput{Node: env.Node, Paths: mp, Listen: l, Relay: p.MailRelay, Mailname: mailname(env)}
 	exim, err := renderExim(in)
@@ -342,6 +351,23 @@ func (m *Module) flushAuthCache(ctx context.Context, env *actions.Env) error {
 		return fmt.Errorf("doveadm auth cache flush: %w: %s", err, tail(out))
 	}
 	m.flushedAt = start
+	// Dovecot looks at a passwd-file's mtime at most once a second, so a
+	// login in the same second as the change may still read the old line
+	// and cache it for auth_cache_ttl. A second flush a little over a
+	// second later drops such an entry; one is enough for every change
+	// made before it is scheduled.
+	if !m.lateFlush {
+		m.lateFlush = true
+		cfg := mp.DovecotConfig
+		time.AfterFunc(1100*time.Millisecond, func() {
+			m.flushMu.Lock()
+			m.lateFlush = false
+			m.flushMu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = exec.CommandContext(ctx, mp.Doveadm, "-c", cfg, "auth", "cache", "flush").Run()
+		})
+	}
 	return nil
 }
 

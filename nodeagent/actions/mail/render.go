@@ -138,7 +138,7 @@ func renderExim(in configInput) (string, error) {
   transport = remote_smtp
   no_more
 `
-		relayTransport = fmt.Sprintf("  hosts = %s\n  hosts_override\n  port = %s\n", h, port)
+		relayTransport = fmt.Sprintf("  hosts = %s\n  hosts_override\n  port = %s\n  allow_localhost\n", h, port)
 	}
 	domains := m.DomainsDir
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
@@ -184,12 +184,21 @@ acl_check_rcpt:
   accept  authenticated = *
           domains = ! +local_domains
           control = submission/sender_retain
+  # Dovecot's own messages (Sieve vacation replies) come from loopback
+  # with a null sender; DATA then requires them to say Auto-Submitted.
+  accept  hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          domains = ! +local_domains
+          set acl_m_autoreply = 1
   require message = relay not permitted
           domains = +local_domains
   require verify = recipient
   accept
 
 acl_check_data:
+  deny    condition = ${if eq{$acl_m_autoreply}{1}}
+          !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
+          message = relay not permitted
   accept
 
 begin routers
@@ -237,13 +246,17 @@ begin retry
 
 begin authenticators
 
-# AUTH only over TLS and never on the MX port.
+# AUTH only over TLS and never on the MX port. Dovecot checks the
+# password; a mailbox whose logins are off (listed in its domain's nologin
+# file) or a suspended account's domain is refused here too, since
+# Dovecot's auth-client protocol reports nologin as a success.
 dovecot_plain:
   driver = dovecot
   public_name = PLAIN
   server_socket = %[15]s/auth-exim
   server_set_id = $auth1
   server_advertise_condition = ${if and{{def:tls_in_cipher}{!={$received_port}{%[16]d}}}}
+  server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
 
 dovecot_login:
   driver = dovecot
@@ -251,6 +264,7 @@ dovecot_login:
   server_socket = %[15]s/auth-exim
   server_set_id = $auth1
   server_advertise_condition = ${if and{{def:tls_in_cipher}{!={$received_port}{%[16]d}}}}
+  server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
 `, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
 		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
 		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port), nil
@@ -317,6 +331,9 @@ plugin {
   sieve_before = %[4]s/junk.sieve
   sieve_vacation_dont_check_recipient = yes
 }
+# Replies Sieve sends go through this node's Exim, never a sendmail
+# binary (that would be the host's own MTA).
+submission_host = %[15]s
 protocol lmtp {
   mail_plugins = $mail_plugins sieve
   postmaster_address = postmaster@%[11]s
@@ -381,7 +398,7 @@ service auth {
   }
 }
 `, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
-		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup)
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial())
 }
 
 // junkSieve files messages Exim marked for the Junk folder (the domain's
