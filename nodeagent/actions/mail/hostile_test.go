@@ -70,18 +70,26 @@ func TestHostileInputsRefused(t *testing.T) {
 		"alias twice": dom(func(r *agentpb.EnsureMailDomainAction) {
 			r.Aliases = []*agentpb.MailAlias{{LocalPart: "a", Targets: []string{"x@example.org"}}, {LocalPart: "a", Targets: []string{"y@example.org"}}}
 		}),
-		"catch-all other domain":  dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "x@evil.com" }),
-		"catch-all pipe":          dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "|/bin/sh" }),
-		"catch-all newline":       dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "a\nb" }),
-		"catch-all include":       dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = ":include:/etc/passwd" }),
-		"dkim selector traversal": dom(func(r *agentpb.EnsureMailDomainAction) { r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: "../x"}} }),
-		"dkim selector dot":       dom(func(r *agentpb.EnsureMailDomainAction) { r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: "a.b"}} }),
-		"dkim selector empty":     dom(func(r *agentpb.EnsureMailDomainAction) { r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: ""}} }),
+		"catch-all other domain": dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "x@evil.com" }),
+		"catch-all pipe":         dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "|/bin/sh" }),
+		"catch-all newline":      dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = "a\nb" }),
+		"catch-all include":      dom(func(r *agentpb.EnsureMailDomainAction) { r.CatchAll = ":include:/etc/passwd" }),
+		"dkim selector traversal": dom(func(r *agentpb.EnsureMailDomainAction) {
+			r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: "../x"}}
+		}),
+		"dkim selector dot": dom(func(r *agentpb.EnsureMailDomainAction) {
+			r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: "a.b"}}
+		}),
+		"dkim selector empty": dom(func(r *agentpb.EnsureMailDomainAction) { r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: ""}} }),
 		"dkim two signing": dom(func(r *agentpb.EnsureMailDomainAction) {
 			r.DkimSelectors = []*agentpb.MailDKIMSelector{{Selector: "a", Signing: true}, {Selector: "b", Signing: true}}
 		}),
-		"spam score too low":  dom(func(r *agentpb.EnsureMailDomainAction) { r.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 1} }),
-		"spam score too high": dom(func(r *agentpb.EnsureMailDomainAction) { r.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 100000} }),
+		"spam score too low": dom(func(r *agentpb.EnsureMailDomainAction) {
+			r.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 1}
+		}),
+		"spam score too high": dom(func(r *agentpb.EnsureMailDomainAction) {
+			r.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 100000}
+		}),
 		"spam unknown action": dom(func(r *agentpb.EnsureMailDomainAction) {
 			r.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 50, Action: 99}
 		}),
