@@ -65,6 +65,14 @@ type MailPaths struct {
 	// DovecotInstance names the Dovecot instance (doveadm -i).
 	DovecotInstance string
 
+	// SpamdSocket is spamd's unix socket (Exim's group may open it);
+	// SpamdDir holds its pid file, log and helper home (supervised).
+	SpamdSocket string
+	SpamdDir    string
+	// SpamdUser runs spamd's children.
+	SpamdUser  string
+	SpamdGroup string
+
 	EximUnit    string
 	DovecotUnit string
 	SpamdUnit   string
@@ -137,6 +145,15 @@ func (p *Profile) Mail() MailPaths {
 		m.DovecotInstance = "npanel-" + filepath.Base(p.Prefix)
 		state = under("var/lib/npanel/mail")
 	}
+	m.SpamdUser, m.SpamdGroup = "nobody", "nogroup"
+	if p.Name == NameAlma9 {
+		m.SpamdGroup = "nobody"
+	}
+	m.SpamdDir = "/run/spamd"
+	if p.Prefix != "" {
+		m.SpamdDir = under("run/spamd")
+	}
+	m.SpamdSocket = filepath.Join(m.SpamdDir, "spamd.sock")
 	m.DomainsDir = filepath.Join(state, "domains")
 	m.UsersDir = filepath.Join(state, "users")
 	m.DKIMDir = filepath.Join(state, "dkim")

@@ -232,10 +232,13 @@ func TestMailFlow(t *testing.T) {
 
 	t.Run("DisabledMailboxReceivesButCannotLogIn", func(t *testing.T) {
 		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctA, Address: bob, QuotaMb: 50, Disabled: true})
-		if ic, err := s.imapLogin(bob, pwBob); err == nil {
-			ic.close()
-			t.Fatal("a disabled mailbox logged in")
-		}
+		testenv.WaitFor(t, 5*time.Second, "bob's logins to be refused", func() bool {
+			ic, err := s.imapLogin(bob, pwBob)
+			if err == nil {
+				ic.close()
+			}
+			return err != nil
+		})
 		if err := s.submit(bob, pwBob, []string{alice}, message(bob, alice, "x", "y")); smtpCode(err) != 535 {
 			t.Fatalf("SMTP AUTH of a disabled mailbox: %v, want 535", err)
 		}
@@ -307,13 +310,54 @@ func TestMailFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("SpamGTUBE", func(t *testing.T) {
+		if _, err := os.Stat(s.p.Mail().Spamd); err != nil {
+			t.Skip("spamd is not installed")
+		}
+		const gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+		spam := func(action agentpb.MailSpamAction) {
+			s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB,
+				Spam: &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 50, Action: action}})
+		}
+		spam(agentpb.MailSpamAction_MAIL_SPAM_ACTION_TAG)
+		if err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "gtube tag", gtube)); err != nil {
+			t.Fatal(err)
+		}
+		msgs := s.waitMessages(t, carol, pwCarol, "INBOX", 1)
+		if !strings.Contains(msgs[len(msgs)-1], "X-Spam-Flag: YES") {
+			t.Fatalf("GTUBE not tagged:\n%q", msgs)
+		}
+		spam(agentpb.MailSpamAction_MAIL_SPAM_ACTION_JUNK_FOLDER)
+		if err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "gtube junk", gtube)); err != nil {
+			t.Fatal(err)
+		}
+		junk := s.waitMessages(t, carol, pwCarol, "Junk", 1)
+		if !strings.Contains(junk[0], "gtube junk") {
+			t.Fatalf("Junk holds %q", junk[0])
+		}
+		spam(agentpb.MailSpamAction_MAIL_SPAM_ACTION_REJECT)
+		err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "gtube reject", gtube))
+		if c := smtpCode(err); c != 550 {
+			t.Fatalf("GTUBE with REJECT: %v, want 550", err)
+		}
+		// Ham still passes.
+		if err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "ham", "an ordinary note")); err != nil {
+			t.Fatal(err)
+		}
+		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB})
+	})
+
 	t.Run("SuspendedAccount", func(t *testing.T) {
 		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB, Suspended: true})
 		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctB, Address: carol, QuotaMb: 50, Suspended: true})
-		if ic, err := s.imapLogin(carol, pwCarol); err == nil {
-			ic.close()
-			t.Fatal("a suspended account's mailbox logged in")
-		}
+		// Dovecot sees a passwd-file change within a second.
+		testenv.WaitFor(t, 5*time.Second, "carol's logins to be refused", func() bool {
+			ic, err := s.imapLogin(carol, pwCarol)
+			if err == nil {
+				ic.close()
+			}
+			return err != nil
+		})
 		err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "x", "y"))
 		if c := smtpCode(err); c < 400 || c >= 500 {
 			t.Fatalf("inbound to a suspended account: %v, want 4xx", err)

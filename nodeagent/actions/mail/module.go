@@ -53,6 +53,7 @@ const ModuleName = "mail"
 const (
 	EximService    = "exim"
 	DovecotService = "dovecot"
+	SpamdService   = "spamd"
 )
 
 // Module is the mail service area of one agent. It holds the state the
@@ -191,7 +192,69 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	es.Reconfigured = changedE
 	ds := m.dovecotSpec(env, l)
 	ds.Reconfigured = changedD
-	return []services.Spec{ds, es}, nil
+	specs := []services.Spec{ds, es}
+	if _, err := os.Stat(mp.Spamd); err == nil {
+		spamd, err := m.spamdSpec(env)
+		if err != nil {
+			return nil, fmt.Errorf("mail: spamd: %w", err)
+		}
+		specs = append(specs, spamd)
+	}
+	return specs, nil
+}
+
+// spamdSpec runs spamd on a unix socket Exim's group may open, without
+// network tests (-L: no DNS blocklists, no Razor/Pyzor) and without user
+// configurations (-x).
+func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
+	mp := env.Profile.Mail()
+	uid, gid, err := lookupIDs(mp.SpamdUser)
+	if err != nil {
+		return services.Spec{}, err
+	}
+	if err := os.MkdirAll(mp.SpamdDir, 0o755); err != nil {
+		return services.Spec{}, err
+	}
+	home := filepath.Join(mp.SpamdDir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return services.Spec{}, err
+	}
+	if err := os.Chown(home, uid, gid); err != nil {
+		return services.Spec{}, err
+	}
+	return services.Spec{
+		Name:   SpamdService,
+		Unit:   mp.SpamdUnit,
+		Binary: mp.Spamd,
+		Args: []string{"--socketpath=" + mp.SpamdSocket, "--socketowner=root", "--socketgroup=" + mp.EximGroup,
+			"--socketmode=0660", "-u", mp.SpamdUser, "-g", mp.SpamdGroup, "-x", "-L",
+			"--max-children=4", "--min-children=1", "--pidfile=" + filepath.Join(mp.SpamdDir, "spamd.pid"),
+			"-s", filepath.Join(mp.SpamdDir, "spamd.log"), "-H", home},
+		ReloadSignal: syscall.SIGHUP,
+		StopTimeout:  15 * time.Second,
+		ReadyTimeout: 60 * time.Second,
+		Listen:       []string{mp.SpamdSocket},
+		Ready: func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "unix", mp.SpamdSocket)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		},
+		Version: func(ctx context.Context) (string, error) {
+			out, err := exec.CommandContext(ctx, mp.Spamd, "--version").Output()
+			if err != nil {
+				return "", err
+			}
+			for _, f := range strings.Fields(string(out)) {
+				if len(f) > 0 && f[0] >= '0' && f[0] <= '9' && strings.Contains(f, ".") {
+					return f, nil
+				}
+			}
+			return "", errors.New("spamd --version: no version")
+		},
+	}, nil
 }
 
 // mailname is the node's mail host name (HELO, certificate).

@@ -157,6 +157,7 @@ tls_advertise_hosts = *
 tls_certificate = %[10]s/cert.pem
 tls_privatekey = %[10]s/key.pem
 domainlist local_domains = dsearch,ret=full,filter=dir;%[11]s
+spamd_address = %[17]s
 acl_smtp_rcpt = acl_check_rcpt
 acl_smtp_data = acl_check_data
 host_lookup =
@@ -190,8 +191,11 @@ acl_check_rcpt:
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
+  # DATA applies the spam settings of the (last) local recipient's
+  # domain; $domain_data is taken before verification resets it.
   require message = relay not permitted
           domains = +local_domains
+          set acl_m_dom = $domain_data
   require verify = recipient
   accept
 
@@ -199,6 +203,19 @@ acl_check_data:
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
           !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
           message = relay not permitted
+  accept  condition = ${if !def:acl_m_dom}
+  accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
+  # spamd scores the message; ":true" lets mail through when spamd is
+  # down or not installed. $spam_score_int is in tenths, as the settings.
+  accept  !spam = nobody:true
+  accept  condition = ${if <{$spam_score_int}{${lookup{score}lsearch{$acl_m_dom/spam}{$value}{50}}}}
+  deny    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{reject}}
+          message = message rejected as spam (score $spam_score)
+  warn    add_header = X-Spam-Flag: YES
+          add_header = X-Spam-Score: $spam_score
+          add_header = X-Spam-Report: $spam_bar
+  warn    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{junk_folder}}
+          add_header = X-NPanel-Spam-Folder: Junk
   accept
 
 begin routers
@@ -267,7 +284,7 @@ dovecot_login:
   server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
 `, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
 		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
-		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port), nil
+		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket), nil
 }
 
 func dedupe(s []string) []string {
