@@ -100,6 +100,10 @@ type Config struct {
 	POP3Listen       string
 	POP3SListen      string
 	MailRelay        string
+	// NoMailAntivirus turns ClamAV off on this node (--mail-antivirus=false).
+	NoMailAntivirus bool
+	// ClamdListen moves clamd's loopback TCP port (default 127.0.0.1:3310).
+	ClamdListen string
 }
 
 const defaultConcurrency = 8
@@ -202,7 +206,7 @@ func New(cfg Config) (*Agent, error) {
 	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen},
 		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
 		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
-		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}} {
+		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen}} {
 		if l.addr == "" {
 			continue
 		}
@@ -221,6 +225,8 @@ func New(cfg Config) (*Agent, error) {
 	profile.POP3Listen = cmp.Or(cfg.POP3Listen, profile.POP3Listen)
 	profile.POP3SListen = cmp.Or(cfg.POP3SListen, profile.POP3SListen)
 	profile.MailRelay = cfg.MailRelay
+	profile.MailAntivirus = !cfg.NoMailAntivirus
+	profile.ClamdListen = cmp.Or(cfg.ClamdListen, profile.ClamdListen)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

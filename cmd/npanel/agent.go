@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -75,6 +76,12 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.POP3Listen, "pop3-listen", "", `address Dovecot serves POP3 on (default ":110")`)
 	f.StringVar(&cfg.POP3SListen, "pop3s-listen", "", `address Dovecot serves POP3S on (default ":995")`)
 	f.StringVar(&cfg.MailRelay, "mail-relay", "", `smarthost host:port for mail to remote domains (default: none, MX lookups)`)
+	f.BoolFunc("mail-antivirus", "scan mail with ClamAV where clamd and signatures are installed (default true; clamd needs over 1 GB of memory with full signatures)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		cfg.NoMailAntivirus = !on
+		return err
+	})
+	f.StringVar(&cfg.ClamdListen, "clamd-listen", "", `loopback address of clamd's TCP socket Exim streams mail to (default "127.0.0.1:3310")`)
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return cmd
 }

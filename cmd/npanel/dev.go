@@ -187,6 +187,7 @@ const (
 	devIMAPSBase      = 9930
 	devPOP3Base       = 1100
 	devPOP3SBase      = 9950
+	devClamdBase      = 3310
 )
 
 // devAgent returns agent number i, declaring the node and issuing a join
@@ -237,6 +238,7 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		IMAPSListen:      fmt.Sprintf("127.0.0.1:%d", devIMAPSBase+i),
 		POP3Listen:       fmt.Sprintf("127.0.0.1:%d", devPOP3Base+i),
 		POP3SListen:      fmt.Sprintf("127.0.0.1:%d", devPOP3SBase+i),
+		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
 		Version:          version,
 		Logger:           log.With("component", "agent", "node", name),
 	})

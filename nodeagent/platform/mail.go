@@ -73,6 +73,14 @@ type MailPaths struct {
 	SpamdUser  string
 	SpamdGroup string
 
+	// ClamdConfig is clamd's configuration (written by the agent in
+	// supervised mode); ClamdSocket its local socket, in a directory only
+	// Exim's group (and root) may enter; ClamdDBDir its signatures.
+	ClamdConfig string
+	ClamdSocket string
+	ClamdDBDir  string
+	ClamdUser   string
+
 	EximUnit    string
 	DovecotUnit string
 	SpamdUnit   string
@@ -154,6 +162,20 @@ func (p *Profile) Mail() MailPaths {
 		m.SpamdDir = under("run/spamd")
 	}
 	m.SpamdSocket = filepath.Join(m.SpamdDir, "spamd.sock")
+	m.ClamdUser = "clamav"
+	m.ClamdConfig = "/etc/clamav/clamd.conf"
+	m.ClamdSocket = "/run/clamav/clamd.ctl"
+	m.ClamdDBDir = "/var/lib/clamav"
+	if p.Name == NameAlma9 {
+		m.ClamdUser = "clamscan"
+		m.ClamdConfig = "/etc/clamd.d/scan.conf"
+		m.ClamdSocket = "/run/clamd.scan/clamd.sock"
+	}
+	if p.Prefix != "" {
+		m.ClamdConfig = under("etc/mail/clamd.conf")
+		m.ClamdSocket = under("run/clamd/clamd.sock")
+		m.ClamdDBDir = under("var/lib/clamav")
+	}
 	m.DomainsDir = filepath.Join(state, "domains")
 	m.UsersDir = filepath.Join(state, "users")
 	m.DKIMDir = filepath.Join(state, "dkim")

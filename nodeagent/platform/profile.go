@@ -56,6 +56,14 @@ type Profile struct {
 	// MailRelay, when set (host:port), is the smarthost Exim hands every
 	// message for a remote domain to instead of looking up its MX.
 	MailRelay string
+	// MailAntivirus runs ClamAV (clamd, over 1 GB of memory with the full
+	// signature set) where it is installed and has signatures; off, mail
+	// is not scanned for malware.
+	MailAntivirus bool
+	// ClamdListen is clamd's loopback TCP address, which Exim streams
+	// messages to (clamd's user cannot read Exim's spool, and Exim's
+	// clamd scanner streams only over TCP).
+	ClamdListen string
 
 	// Useradd, Usermod and Userdel edit the user database.
 	Useradd string
@@ -108,6 +116,8 @@ func base(name, prefix string) *Profile {
 		IMAPSListen:      ":993",
 		POP3Listen:       ":110",
 		POP3SListen:      ":995",
+		MailAntivirus:    true,
+		ClamdListen:      "127.0.0.1:3310",
 	}
 }
 

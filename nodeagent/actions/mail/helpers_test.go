@@ -61,6 +61,7 @@ func startStack(t testing.TB) *stack {
 	p := platform.Debian12(prefix)
 	p.SMTPListen, p.SubmissionListen, p.SMTPSListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	p.ClamdListen = testenv.FreeAddr(t)
 	r := startRelay(t)
 	p.MailRelay = r.addr
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -347,6 +347,27 @@ func TestMailFlow(t *testing.T) {
 		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB})
 	})
 
+	t.Run("EICARRejectedAndScanned", func(t *testing.T) {
+		if _, err := os.Stat(s.p.Mail().ClamdSocket); err != nil {
+			t.Skip("clamd does not run (not installed)")
+		}
+		const eicar = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+		err := s.deliver("x@elsewhere.example.org", []string{carol}, message("x@elsewhere.example.org", carol, "eicar", eicar))
+		if c := smtpCode(err); c != 550 {
+			t.Fatalf("EICAR: %v, want 550", err)
+		}
+		// A message that was already in the maildir is found by a scan.
+		md := filepath.Join(s.p.HomeBase, acctB, "mail", domB, "carol", "Maildir")
+		if err := os.WriteFile(filepath.Join(md, "new", "1.eicar.test"), []byte("Subject: x\r\n\r\n"+eicar+"\r\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := s.must(t, s.mod.NewScanMailbox(&agentpb.ScanMailboxAction{Username: acctB, Address: carol})).(*agentpb.ScanMailboxResult)
+		if r.Scanned < 2 || len(r.Infected) != 1 || r.Infected[0].Message != "1.eicar.test" || !strings.Contains(r.Infected[0].Signature, "Eicar") {
+			t.Fatalf("scan: %v", r)
+		}
+		_ = os.Remove(filepath.Join(md, "new", "1.eicar.test"))
+	})
+
 	t.Run("SuspendedAccount", func(t *testing.T) {
 		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB, Suspended: true})
 		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctB, Address: carol, QuotaMb: 50, Suspended: true})

@@ -54,6 +54,7 @@ const (
 	EximService    = "exim"
 	DovecotService = "dovecot"
 	SpamdService   = "spamd"
+	ClamdService   = "clamd"
 )
 
 // Module is the mail service area of one agent. It holds the state the
@@ -171,7 +172,11 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if out, err := exec.CommandContext(ctx, mp.Sievec, junk).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("mail: sievec: %w: %s", err, tail(out))
 	}
-	in := configInput{Node: env.Node, Paths: mp, Listen: l, Relay: p.MailRelay, Mailname: mailname(env)}
+	av, err := setupClamd(env)
+	if err != nil {
+		return nil, fmt.Errorf("mail: clamd: %w", err)
+	}
+	in := configInput{Node: env.Node, Paths: mp, Listen: l, Relay: p.MailRelay, Mailname: mailname(env), Antivirus: av, ClamdListen: p.ClamdListen}
 	exim, err := renderExim(in)
 	if err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
@@ -200,7 +205,140 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		}
 		specs = append(specs, spamd)
 	}
+	if av {
+		specs = append(specs, m.clamdSpec(env))
+	}
 	return specs, nil
+}
+
+// eicarSignature is the one signature of the test database a supervised
+// node's clamd gets when it has none (tests, npanel dev: signatures cannot
+// be downloaded there): the EICAR test string anywhere in a file.
+const eicarSignature = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+
+// setupClamd reports whether this node scans mail with ClamAV: the
+// profile wants it, clamd is installed and has signatures. Supervised, it
+// writes clamd's configuration and, when the database directory holds no
+// signatures, the EICAR test database.
+func setupClamd(env *actions.Env) (bool, error) {
+	p := env.Profile
+	mp := p.Mail()
+	if !p.MailAntivirus {
+		return false, nil
+	}
+	host, port, err := net.SplitHostPort(p.ClamdListen)
+	if err != nil {
+		return false, fmt.Errorf("clamd listen %q: %w", p.ClamdListen, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return false, fmt.Errorf("clamd listen %q: must be a loopback IP address", p.ClamdListen)
+	}
+	if _, err := os.Stat(mp.Clamd); err != nil {
+		return false, nil
+	}
+	uid, gid, err := lookupIDs(mp.ClamdUser)
+	if err != nil {
+		return false, nil
+	}
+	if mp.Supervised {
+		_, eximGID, err := lookupIDs(mp.EximGroup)
+		if err != nil {
+			return false, err
+		}
+		sockDir := filepath.Dir(mp.ClamdSocket)
+		for _, d := range []struct {
+			path string
+			mode os.FileMode
+			gid  int
+		}{{mp.ClamdDBDir, 0o755, gid}, {sockDir, 0o750, eximGID}} {
+			if err := mkdirPublicParents(p.Prefix, d.path); err != nil {
+				return false, err
+			}
+			if err := os.MkdirAll(d.path, d.mode); err != nil {
+				return false, err
+			}
+			if err := os.Chown(d.path, uid, d.gid); err != nil {
+				return false, err
+			}
+			if err := os.Chmod(d.path, d.mode); err != nil {
+				return false, err
+			}
+		}
+		if !hasSignatures(mp.ClamdDBDir) {
+			sig := fmt.Sprintf("Eicar-Test-Signature:0:*:%x\n", eicarSignature)
+			if err := atomicfile.WriteFile(filepath.Join(mp.ClamdDBDir, "npanel-test.ndb"), []byte(sig), 0o644, nil); err != nil {
+				return false, err
+			}
+		}
+		// The socket is 0666 in a directory only clamd's user and Exim's
+		// group may enter: clamd gives up root before it makes the
+		// socket, so it cannot give it to Exim's group itself.
+		conf := fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
+LocalSocket %s
+LocalSocketMode 666
+TCPSocket %s
+TCPAddr %s
+DatabaseDirectory %s
+Foreground yes
+User %s
+LogSyslog no
+TemporaryDirectory %s
+MaxThreads 4
+`, mp.ClamdSocket, port, host, mp.ClamdDBDir, mp.ClamdUser, sockDir)
+		if err := atomicfile.WriteFile(mp.ClamdConfig, []byte(conf), 0o644, nil); err != nil {
+			return false, err
+		}
+	}
+	return hasSignatures(mp.ClamdDBDir), nil
+}
+
+func hasSignatures(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		switch filepath.Ext(e.Name()) {
+		case ".cvd", ".cld", ".ndb", ".hdb", ".hsb", ".ldb":
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Module) clamdSpec(env *actions.Env) services.Spec {
+	mp := env.Profile.Mail()
+	return services.Spec{
+		Name:         ClamdService,
+		Unit:         mp.ClamdUnit,
+		Binary:       mp.Clamd,
+		Args:         []string{"-c", mp.ClamdConfig},
+		ReloadSignal: syscall.SIGUSR2, // reload the signature database
+		StopTimeout:  15 * time.Second,
+		ReadyTimeout: 5 * time.Minute, // a full signature set takes minutes to load
+		Listen:       []string{mp.ClamdSocket},
+		Ready: func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "unix", mp.ClamdSocket)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		},
+		Version: func(ctx context.Context) (string, error) {
+			out, err := exec.CommandContext(ctx, mp.Clamd, "--version").Output()
+			if err != nil {
+				return "", err
+			}
+			// "ClamAV 1.4.6/..." or "ClamAV 1.4.6"
+			f := strings.Fields(string(out))
+			if len(f) < 2 {
+				return "", errors.New("clamd --version: no version")
+			}
+			v, _, _ := strings.Cut(f[1], "/")
+			return v, nil
+		},
+	}
 }
 
 // spamdSpec runs spamd on a unix socket Exim's group may open, without

@@ -352,10 +352,8 @@ func (a *FlushMailQueue) Apply(ctx context.Context, env *actions.Env) (proto.Mes
 	return nil, nil
 }
 
-// clamdSocket is where a supervised clamd listens.
-func clamdSocket(env *actions.Env) string {
-	return filepath.Join(env.Profile.Mail().DovecotBaseDir, "..", "clamd", "clamd.sock")
-}
+// clamdSocket is where clamd listens.
+func clamdSocket(env *actions.Env) string { return env.Profile.Mail().ClamdSocket }
 
 // Apply implements actions.Action: every message file of the maildir is
 // streamed to clamd (INSTREAM); no file name reaches clamd.
