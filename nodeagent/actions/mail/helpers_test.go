@@ -28,6 +28,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -43,6 +44,7 @@ type stack struct {
 	p     *platform.Profile
 	key   *ecdsa.PrivateKey
 	relay *relay
+	specs []services.Spec
 }
 
 func startStack(t testing.TB) *stack {
@@ -99,7 +101,7 @@ func startStack(t testing.TB) *stack {
 			}
 		}
 	})
-	return &stack{mod: mod, env: env, m: m, p: p, key: key, relay: r}
+	return &stack{mod: mod, env: env, m: m, p: p, key: key, relay: r, specs: specs}
 }
 
 // newAccount creates a Linux user named npt... with a 0711 home.

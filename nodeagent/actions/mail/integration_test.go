@@ -2,6 +2,7 @@ package mail_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -280,6 +281,33 @@ func TestMailFlow(t *testing.T) {
 			if u := lookupName(sys.Uid); u != acctA {
 				t.Errorf("%s: owner %s, want %s", d, u, acctA)
 			}
+		}
+	})
+
+	t.Run("TrainMail", func(t *testing.T) {
+		if _, err := os.Stat(s.p.Mail().SaLearn); err != nil {
+			t.Skip("sa-learn is not installed")
+		}
+		r := s.must(t, s.mod.NewTrainMail(&agentpb.TrainMailAction{Username: acctA, Address: alice, Uid: 1, Spam: true})).(*agentpb.TrainMailResult)
+		if !r.Learned {
+			t.Fatal("sa-learn learned nothing")
+		}
+		r = s.must(t, s.mod.NewTrainMail(&agentpb.TrainMailAction{Username: acctA, Address: alice, Uid: 1, Spam: true})).(*agentpb.TrainMailResult)
+		if r.Learned {
+			t.Fatal("sa-learn learned the same message twice")
+		}
+		if _, err := s.apply(t, s.mod.NewTrainMail(&agentpb.TrainMailAction{Username: acctA, Address: alice, Uid: 999999, Spam: true})); actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_NOT_FOUND {
+			t.Fatalf("unknown uid: %v", err)
+		}
+	})
+
+	t.Run("ServiceVersions", func(t *testing.T) {
+		for _, sp := range s.specs {
+			v, err := sp.Version(context.Background())
+			if err != nil || v == "" {
+				t.Errorf("%s version: %q, %v", sp.Name, v, err)
+			}
+			t.Logf("%s %s listen %v", sp.Name, v, sp.Listen)
 		}
 	})
 

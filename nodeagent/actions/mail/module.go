@@ -316,7 +316,7 @@ func (m *Module) clamdSpec(env *actions.Env) services.Spec {
 		ReloadSignal: syscall.SIGUSR2, // reload the signature database
 		StopTimeout:  15 * time.Second,
 		ReadyTimeout: 5 * time.Minute, // a full signature set takes minutes to load
-		Listen:       []string{mp.ClamdSocket},
+		Listen:       []string{env.Profile.ClamdListen, mp.ClamdSocket},
 		Ready: func(ctx context.Context) error {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "unix", mp.ClamdSocket)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -483,13 +484,23 @@ func (a *TrainMail) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 		return nil, err
 	}
 	defer f.Close()
-	cmd := exec.CommandContext(ctx, mp.SaLearn, mode, "--no-sync")
+	// sa-learn runs as spamd's user on spamd's Bayes database (in its
+	// helper home), never as root on root's.
+	uid, gid, err := lookupIDs(mp.SpamdUser)
+	if err != nil {
+		return nil, err
+	}
+	home := filepath.Join(mp.SpamdDir, "home")
+	cmd := exec.CommandContext(ctx, mp.SaLearn, mode, "--dbpath", filepath.Join(home, ".spamassassin"))
 	cmd.Stdin = f
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home}
+	cmd.Dir = home
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("sa-learn: %w: %s", err, tail(out))
 	}
-	return &agentpb.TrainMailResult{Learned: !strings.Contains(string(out), "0 message(s) examined") && strings.Contains(string(out), "Learned tokens from 1")}, nil
+	return &agentpb.TrainMailResult{Learned: strings.Contains(string(out), "Learned tokens from 1 message")}, nil
 }
 
 // messageByUID finds the file of the message with uid in a maildir's
