@@ -101,12 +101,22 @@ func BenchmarkIMAPLogin(b *testing.B) {
 
 // BenchmarkDelivery sends b.N messages from 100 concurrent SMTP clients to
 // the MX port and waits until Dovecot has stored them all (Exim -> LMTP
-// -> Dovecot), without spamd or clamd in the path.
+// -> Dovecot), without and with spamd and clamd in the path.
 func BenchmarkDelivery(b *testing.B) {
-	s := startStack(b)
+	for _, filters := range []bool{false, true} {
+		b.Run(fmt.Sprintf("spamd+clamd=%v", filters), func(b *testing.B) { benchDelivery(b, filters) })
+	}
+}
+
+func benchDelivery(b *testing.B, filters bool) {
+	s := startStackWith(b, filters)
 	acct := s.newAccount(b)
 	dom := randomDomain(b)
-	s.ensureDomain(b, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom})
+	req := &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom}
+	if filters {
+		req.Spam = &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 50, Action: agentpb.MailSpamAction_MAIL_SPAM_ACTION_TAG}
+	}
+	s.ensureDomain(b, req)
 	to := "sink@" + dom
 	s.ensureMailbox(b, &agentpb.EnsureMailboxAction{Username: acct, Address: to, SealedPassword: s.seal(b, to, "Quartz-Lantern-481"), QuotaMb: 10240})
 	newDir := filepath.Join(s.p.HomeBase, acct, "mail", dom, "sink", "Maildir", "new")
@@ -116,6 +126,7 @@ func BenchmarkDelivery(b *testing.B) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Int64
+	var firstErr atomic.Value
 	for w := 0; w < 100; w++ {
 		wg.Add(1)
 		go func() {
@@ -123,6 +134,7 @@ func BenchmarkDelivery(b *testing.B) {
 			for next.Add(1) <= int64(b.N) {
 				if err := s.deliver("x@elsewhere.example.org", []string{to}, msg); err != nil {
 					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()
@@ -142,7 +154,7 @@ func BenchmarkDelivery(b *testing.B) {
 	}
 	b.StopTimer()
 	if failed.Load() > 0 {
-		b.Fatalf("%d sends failed", failed.Load())
+		b.Fatalf("%d sends failed, the first: %v", failed.Load(), firstErr.Load())
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }

@@ -110,6 +110,11 @@ func (a *EnsureMailDomain) Validate() error {
 	if err := canonDomain(r.Domain); err != nil {
 		return err
 	}
+	if r.Webmail {
+		// Roundcube is not served by this agent version: say so rather
+		// than report a webmail that is not there.
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "webmail (Roundcube) is not supported by this agent version")
+	}
 	if len(r.Aliases) > 10000 {
 		return fmt.Errorf("%d aliases; at most 10000", len(r.Aliases))
 	}

@@ -47,7 +47,10 @@ type stack struct {
 	specs []services.Spec
 }
 
-func startStack(t testing.TB) *stack {
+func startStack(t testing.TB) *stack { return startStackWith(t, true) }
+
+// startStackWith starts the stack with or without ClamAV.
+func startStackWith(t testing.TB, antivirus bool) *stack {
 	t.Helper()
 	testenv.RequireDaemon(t, "/usr/sbin/exim4")
 	testenv.RequireDaemon(t, "/usr/sbin/dovecot")
@@ -64,6 +67,7 @@ func startStack(t testing.TB) *stack {
 	p.SMTPListen, p.SubmissionListen, p.SMTPSListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.ClamdListen = testenv.FreeAddr(t)
+	p.MailAntivirus = antivirus
 	r := startRelay(t)
 	p.MailRelay = r.addr
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -28,6 +28,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -372,13 +373,28 @@ func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
 		StopTimeout:  15 * time.Second,
 		ReadyTimeout: 60 * time.Second,
 		Listen:       []string{mp.SpamdSocket},
+		// Ready once a child answers PING: spamd makes its socket before
+		// its children have loaded the rules, and a spamd stopped while
+		// they load ignores SIGTERM until they are done.
 		Ready: func(ctx context.Context) error {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "unix", mp.SpamdSocket)
 			if err != nil {
 				return err
 			}
-			return c.Close()
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte("PING SPAMC/1.5\r\n\r\n")); err != nil {
+				return err
+			}
+			b, err := io.ReadAll(c)
+			if err != nil && len(b) == 0 {
+				return err
+			}
+			if !strings.Contains(string(b), "PONG") {
+				return fmt.Errorf("spamd answered %q", b)
+			}
+			return nil
 		},
 		Version: func(ctx context.Context) (string, error) {
 			out, err := exec.CommandContext(ctx, mp.Spamd, "--version").Output()

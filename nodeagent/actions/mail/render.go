@@ -183,6 +183,7 @@ ignore_bounce_errors_after = 2d
 timeout_frozen_after = 7d
 queue_run_max = 5
 smtp_accept_max = 200
+smtp_connect_backlog = 256
 smtp_accept_queue_per_connection = 0
 
 begin acl
