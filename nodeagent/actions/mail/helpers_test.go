@@ -469,3 +469,20 @@ func pop3Login(addr, user, pw string) error {
 	}
 	return nil
 }
+
+// smtpSubmitAs logs in as user and tries MAIL FROM:<from> RCPT TO:<to>;
+// it returns the first error.
+func smtpSubmitAs(s *stack, user, pw, from, to string) (string, error) {
+	c, err := smtp.DialStartTLS(s.p.SubmissionListen, insecureTLS)
+	if err != nil {
+		return "dial", err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", user, pw)); err != nil {
+		return "auth", err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return "mail", err
+	}
+	return "rcpt", c.Rcpt(to, nil)
+}

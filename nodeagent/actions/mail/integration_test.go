@@ -148,6 +148,17 @@ func TestMailFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("NoSendingAsAnother", func(t *testing.T) {
+		err := s.submit(alice, pwAlice, []string{"friend@remote.example.net"}, message(carol, "friend@remote.example.net", "forged", "x"))
+		if err != nil {
+			t.Fatalf("header From is not checked, only the envelope: %v", err)
+		}
+		c, err := smtpSubmitAs(s, alice, pwAlice, carol, "friend@remote.example.net")
+		if code := smtpCode(err); code != 550 {
+			t.Fatalf("envelope sender of another account: %v (code %d, %v), want 550", err, code, c)
+		}
+	})
+
 	t.Run("Alias", func(t *testing.T) {
 		if err := s.deliver("x@elsewhere.example.org", []string{"team@" + dom}, message("x@elsewhere.example.org", "team@"+dom, "to the team", "hi team")); err != nil {
 			t.Fatal(err)

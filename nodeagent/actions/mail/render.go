@@ -195,6 +195,11 @@ acl_check_rcpt:
   defer   domains = +local_domains
           condition = ${if exists{$domain_data/suspended}}
           message = mailbox temporarily unavailable
+  # An authenticated user sends as itself only: DKIM signs by the
+  # envelope sender's domain, so another account's domain is refused.
+  deny    authenticated = *
+          condition = ${if !eqi{$sender_address}{$authenticated_id}}
+          message = sender address must be the address you logged in as
   deny    authenticated = *
           ratelimit = 300 / 1h / per_rcpt / strict / $authenticated_id
           message = sending rate limit exceeded for $authenticated_id
