@@ -347,6 +347,9 @@ auth_username_format = %%Lu
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
 auth_cache_negative_ttl = 0
+# A cached login still verifies the password against the cached bcrypt
+# hash; workers do it in parallel instead of the single auth process.
+auth_cache_verify_password_with_worker = yes
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 first_valid_uid = 1000
