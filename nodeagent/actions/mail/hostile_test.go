@@ -3,6 +3,7 @@ package mail
 import (
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -177,4 +178,31 @@ func TestParseQueue(t *testing.T) {
 		len(q[1].Recipients) != 1 || q[1].Recipients[0] != "dave@example.org" {
 		t.Fatalf("parse: %v", q)
 	}
+}
+
+// parseQueue reads exim's output; whatever it gets, it must not panic.
+func FuzzParseQueue(f *testing.F) {
+	f.Add(" 0m   1.5K 1xZxGA-0002qd-1I <> *** frozen ***\n          alice@example.com\n\n")
+	f.Add("25h 12M x <a@b>\n  D c@d\n  e@f\n")
+	f.Fuzz(func(t *testing.T, s string) { _ = parseQueue(s) })
+}
+
+// A passwd-file line the agent wrote reads back as it was written.
+func FuzzUserLineRoundTrip(f *testing.F) {
+	f.Add("bob", "$2a$10$abc", "digest", uint32(50), "mailbox-disabled")
+	f.Fuzz(func(t *testing.T, local, hash, digest string, quota uint32, nologin string) {
+		for _, s := range []string{local, hash, digest, nologin} {
+			if strings.ContainsRune(s, ':') || strings.ContainsFunc(s, unicode.IsSpace) || s == "" {
+				return // fields the agent writes never hold these
+			}
+		}
+		if strings.HasPrefix(hash, "{") || strings.HasPrefix(nologin, "reason=") {
+			return
+		}
+		u := userLine{local: local, hash: hash, uid: 1000, gid: 1001, digest: digest, home: "/h", quotaMB: quota, nologin: nologin}
+		back, err := parseUserLine(u.String())
+		if err != nil || back != u {
+			t.Fatalf("%q: %v %+v", u.String(), err, back)
+		}
+	})
 }
