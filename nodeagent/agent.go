@@ -89,6 +89,21 @@ type Config struct {
 	HTTPListen   string
 	DNSListen    string
 	DNSAPIListen string
+	// Mail listeners (defaults ":25", ":587", ":465", ":143", ":993",
+	// ":110", ":995") and the optional smarthost (host:port) Exim hands
+	// mail for remote domains to instead of looking up MX records.
+	SMTPListen       string
+	SubmissionListen string
+	SMTPSListen      string
+	IMAPListen       string
+	IMAPSListen      string
+	POP3Listen       string
+	POP3SListen      string
+	MailRelay        string
+	// NoMailAntivirus turns ClamAV off on this node (--mail-antivirus=false).
+	NoMailAntivirus bool
+	// ClamdListen moves clamd's loopback TCP port (default 127.0.0.1:3310).
+	ClamdListen string
 }
 
 const defaultConcurrency = 8
@@ -188,7 +203,10 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
-	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen}} {
+	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen},
+		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
+		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
+		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen}} {
 		if l.addr == "" {
 			continue
 		}
@@ -199,6 +217,16 @@ func New(cfg Config) (*Agent, error) {
 	profile.HTTPListen = cmp.Or(cfg.HTTPListen, profile.HTTPListen)
 	profile.DNSListen = cmp.Or(cfg.DNSListen, profile.DNSListen)
 	profile.DNSAPIListen = cmp.Or(cfg.DNSAPIListen, profile.DNSAPIListen)
+	profile.SMTPListen = cmp.Or(cfg.SMTPListen, profile.SMTPListen)
+	profile.SubmissionListen = cmp.Or(cfg.SubmissionListen, profile.SubmissionListen)
+	profile.SMTPSListen = cmp.Or(cfg.SMTPSListen, profile.SMTPSListen)
+	profile.IMAPListen = cmp.Or(cfg.IMAPListen, profile.IMAPListen)
+	profile.IMAPSListen = cmp.Or(cfg.IMAPSListen, profile.IMAPSListen)
+	profile.POP3Listen = cmp.Or(cfg.POP3Listen, profile.POP3Listen)
+	profile.POP3SListen = cmp.Or(cfg.POP3SListen, profile.POP3SListen)
+	profile.MailRelay = cfg.MailRelay
+	profile.MailAntivirus = !cfg.NoMailAntivirus
+	profile.ClamdListen = cmp.Or(cfg.ClamdListen, profile.ClamdListen)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -211,6 +211,20 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_ListDatabases{ListDatabases: m}
 	case *agentpb.DomainLogResult:
 		res.Result = &agentpb.TaskResult_DomainLog{DomainLog: m}
+	case *agentpb.MailDomainResult:
+		res.Result = &agentpb.TaskResult_MailDomain{MailDomain: m}
+	case *agentpb.MailboxResult:
+		res.Result = &agentpb.TaskResult_Mailbox{Mailbox: m}
+	case *agentpb.MailUsageResult:
+		res.Result = &agentpb.TaskResult_MailUsage{MailUsage: m}
+	case *agentpb.MailLogResult:
+		res.Result = &agentpb.TaskResult_MailLog{MailLog: m}
+	case *agentpb.ScanMailboxResult:
+		res.Result = &agentpb.TaskResult_ScanMailbox{ScanMailbox: m}
+	case *agentpb.MailQueueResult:
+		res.Result = &agentpb.TaskResult_MailQueue{MailQueue: m}
+	case *agentpb.TrainMailResult:
+		res.Result = &agentpb.TaskResult_TrainMail{TrainMail: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -67,6 +68,20 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.HTTPListen, "http-listen", "", `address nginx serves sites on (default ":80")`)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", `address PowerDNS answers on (default "0.0.0.0:53")`)
 	f.StringVar(&cfg.DNSAPIListen, "dns-api-listen", "", `loopback address of PowerDNS's HTTP API (default "127.0.0.1:8081")`)
+	f.StringVar(&cfg.SMTPListen, "smtp-listen", "", `address Exim receives mail on (default ":25")`)
+	f.StringVar(&cfg.SubmissionListen, "submission-listen", "", `address of Exim's submission service, STARTTLS + AUTH (default ":587")`)
+	f.StringVar(&cfg.SMTPSListen, "smtps-listen", "", `address of Exim's implicit-TLS submission (default ":465")`)
+	f.StringVar(&cfg.IMAPListen, "imap-listen", "", `address Dovecot serves IMAP on (default ":143")`)
+	f.StringVar(&cfg.IMAPSListen, "imaps-listen", "", `address Dovecot serves IMAPS on (default ":993")`)
+	f.StringVar(&cfg.POP3Listen, "pop3-listen", "", `address Dovecot serves POP3 on (default ":110")`)
+	f.StringVar(&cfg.POP3SListen, "pop3s-listen", "", `address Dovecot serves POP3S on (default ":995")`)
+	f.StringVar(&cfg.MailRelay, "mail-relay", "", `smarthost host:port for mail to remote domains (default: none, MX lookups)`)
+	f.BoolFunc("mail-antivirus", "scan mail with ClamAV where clamd and signatures are installed (default true; clamd needs over 1 GB of memory with full signatures)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		cfg.NoMailAntivirus = !on
+		return err
+	})
+	f.StringVar(&cfg.ClamdListen, "clamd-listen", "", `loopback address of clamd's TCP socket Exim streams mail to (default "127.0.0.1:3310")`)
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return cmd
 }

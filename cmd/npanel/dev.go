@@ -115,12 +115,17 @@ nPanel dev cluster is up.
   Password:  %s
   Agents:    %d (dev-1 ... dev-%d), gateway %s
   Sites:     dev-N serves HTTP on 127.0.0.1:%d+N (curl -H 'Host: DOMAIN' ...)
+  Mail:      dev-N on 127.0.0.1: SMTP %d+N, submission %d+N, SMTPS %d+N,
+             IMAP %d+N, IMAPS %d+N, POP3 %d+N, POP3S %d+N
+             (swaks --server 127.0.0.1:%d --tls --auth-user ADDRESS ...)
 
   bin/npanel ctl --server %s login
   bin/npanel ctl --server %s node list
 
 Ctrl-C stops everything; state stays in %s.
-`, base, password, agents, agents, srv.AgentAddr(), devHTTPBase, base, base, dir)
+`, base, password, agents, agents, srv.AgentAddr(), devHTTPBase,
+			devSMTPBase, devSubmissionBase, devSMTPSBase, devIMAPBase, devIMAPSBase, devPOP3Base, devPOP3SBase,
+			devSubmissionBase+1, base, base, dir)
 	} // else the cluster is stopping: g.Wait says why
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -173,6 +178,16 @@ const (
 	devHTTPBase   = 8080
 	devDNSBase    = 5300
 	devDNSAPIBase = 8180
+
+	// Mail: dev-N's Exim and Dovecot listen on these bases + N.
+	devSMTPBase       = 2520
+	devSubmissionBase = 5870
+	devSMTPSBase      = 4650
+	devIMAPBase       = 1430
+	devIMAPSBase      = 9930
+	devPOP3Base       = 1100
+	devPOP3SBase      = 9950
+	devClamdBase      = 3310
 )
 
 // devAgent returns agent number i, declaring the node and issuing a join
@@ -215,7 +230,16 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		HTTPListen:   fmt.Sprintf("127.0.0.1:%d", devHTTPBase+i),
 		DNSListen:    fmt.Sprintf("127.0.0.1:%d", devDNSBase+i),
 		DNSAPIListen: fmt.Sprintf("127.0.0.1:%d", devDNSAPIBase+i),
-		Version:      version,
-		Logger:       log.With("component", "agent", "node", name),
+
+		SMTPListen:       fmt.Sprintf("127.0.0.1:%d", devSMTPBase+i),
+		SubmissionListen: fmt.Sprintf("127.0.0.1:%d", devSubmissionBase+i),
+		SMTPSListen:      fmt.Sprintf("127.0.0.1:%d", devSMTPSBase+i),
+		IMAPListen:       fmt.Sprintf("127.0.0.1:%d", devIMAPBase+i),
+		IMAPSListen:      fmt.Sprintf("127.0.0.1:%d", devIMAPSBase+i),
+		POP3Listen:       fmt.Sprintf("127.0.0.1:%d", devPOP3Base+i),
+		POP3SListen:      fmt.Sprintf("127.0.0.1:%d", devPOP3SBase+i),
+		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
+		Version:          version,
+		Logger:           log.With("component", "agent", "node", name),
 	})
 }

@@ -146,5 +146,9 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.HTTPListen = FreeAddr(t)
 		c.DNSListen = FreeAddr(t)
 		c.DNSAPIListen = FreeAddr(t)
+		c.SMTPListen, c.SubmissionListen, c.SMTPSListen = FreeAddr(t), FreeAddr(t), FreeAddr(t)
+		c.IMAPListen, c.IMAPSListen = FreeAddr(t), FreeAddr(t)
+		c.POP3Listen, c.POP3SListen = FreeAddr(t), FreeAddr(t)
+		c.ClamdListen = FreeAddr(t)
 	}
 }

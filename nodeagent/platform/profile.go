@@ -43,6 +43,27 @@ type Profile struct {
 	DNSListen string
 	// DNSAPIListen is PowerDNS's HTTP API (always loopback).
 	DNSAPIListen string
+	// Mail listeners (ip:port or :port): Exim's SMTP (MX), submission
+	// (587, STARTTLS) and SMTPS (465, implicit TLS); Dovecot's IMAP, IMAPS,
+	// POP3 and POP3S.
+	SMTPListen       string
+	SubmissionListen string
+	SMTPSListen      string
+	IMAPListen       string
+	IMAPSListen      string
+	POP3Listen       string
+	POP3SListen      string
+	// MailRelay, when set (host:port), is the smarthost Exim hands every
+	// message for a remote domain to instead of looking up its MX.
+	MailRelay string
+	// MailAntivirus runs ClamAV (clamd, over 1 GB of memory with the full
+	// signature set) where it is installed and has signatures; off, mail
+	// is not scanned for malware.
+	MailAntivirus bool
+	// ClamdListen is clamd's loopback TCP address, which Exim streams
+	// messages to (clamd's user cannot read Exim's spool, and Exim's
+	// clamd scanner streams only over TCP).
+	ClamdListen string
 
 	// Useradd, Usermod and Userdel edit the user database.
 	Useradd string
@@ -87,6 +108,16 @@ func base(name, prefix string) *Profile {
 		HTTPListen:   ":80",
 		DNSListen:    "0.0.0.0:53",
 		DNSAPIListen: "127.0.0.1:8081",
+
+		SMTPListen:       ":25",
+		SubmissionListen: ":587",
+		SMTPSListen:      ":465",
+		IMAPListen:       ":143",
+		IMAPSListen:      ":993",
+		POP3Listen:       ":110",
+		POP3SListen:      ":995",
+		MailAntivirus:    true,
+		ClamdListen:      "127.0.0.1:3310",
 	}
 }
 

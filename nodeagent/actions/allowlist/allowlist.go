@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
+	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/nodeagent/actions/web"
@@ -33,6 +34,7 @@ type List struct {
 	web     *web.Module
 	dns     *dns.Module
 	db      *db.Module
+	mail    *mail.Module
 	account *account.Module
 }
 
@@ -50,6 +52,8 @@ func New(mods ...actions.Module) *List {
 			l.dns = m
 		case *db.Module:
 			l.db = m
+		case *mail.Module:
+			l.mail = m
 		}
 	}
 	if l.web == nil {
@@ -60,6 +64,9 @@ func New(mods ...actions.Module) *List {
 	}
 	if l.db == nil {
 		l.db = db.NewModule()
+	}
+	if l.mail == nil {
+		l.mail = mail.NewModule()
 	}
 	// An account's sites and databases are the web and db modules'.
 	l.account = account.NewModule(l.web, l.db)
@@ -103,6 +110,26 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.db.NewListDatabases(a.ListDatabases), nil
 	case *agentpb.Task_ReadDomainLog:
 		return l.web.NewReadDomainLog(a.ReadDomainLog), nil
+	case *agentpb.Task_EnsureMailDomain:
+		return l.mail.NewEnsureMailDomain(a.EnsureMailDomain), nil
+	case *agentpb.Task_DeleteMailDomain:
+		return l.mail.NewDeleteMailDomain(a.DeleteMailDomain), nil
+	case *agentpb.Task_EnsureMailbox:
+		return l.mail.NewEnsureMailbox(a.EnsureMailbox), nil
+	case *agentpb.Task_DeleteMailbox:
+		return l.mail.NewDeleteMailbox(a.DeleteMailbox), nil
+	case *agentpb.Task_MailUsage:
+		return l.mail.NewMailUsage(a.MailUsage), nil
+	case *agentpb.Task_ReadMailLog:
+		return l.mail.NewReadMailLog(a.ReadMailLog), nil
+	case *agentpb.Task_ScanMailbox:
+		return l.mail.NewScanMailbox(a.ScanMailbox), nil
+	case *agentpb.Task_MailQueue:
+		return l.mail.NewMailQueue(a.MailQueue), nil
+	case *agentpb.Task_FlushMailQueue:
+		return l.mail.NewFlushMailQueue(a.FlushMailQueue), nil
+	case *agentpb.Task_TrainMail:
+		return l.mail.NewTrainMail(a.TrainMail), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

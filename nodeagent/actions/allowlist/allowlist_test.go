@@ -128,7 +128,7 @@ func TestModulesAreNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := Modules([]string{"all"})
-	if len(a) != 3 || len(b) != 3 {
+	if len(a) != 4 || len(b) != 4 {
 		t.Fatalf("Modules(all) = %d, %d modules", len(a), len(b))
 	}
 	for i := range a {

@@ -7,13 +7,14 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
+	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 )
 
 // moduleTable lists every service module in the order the agent sets them
 // up. Each call makes new modules: every agent owns its own.
 func moduleTable() []actions.Module {
-	return []actions.Module{web.NewModule(), dns.NewModule(), db.NewModule()}
+	return []actions.Module{web.NewModule(), dns.NewModule(), db.NewModule(), mail.NewModule()}
 }
 
 // ModuleNames lists the modules an agent can run.

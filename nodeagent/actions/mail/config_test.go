@@ -1,0 +1,65 @@
+package mail
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// A configuration the daemon refuses is not installed: the old file stays
+// (the rollback) and no candidate is left behind.
+func TestReplaceConfigRollsBack(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "exim.conf")
+	if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	changed, err := replaceConfig(ctx, path, []byte("bad\n"), func(string) *exec.Cmd { return exec.Command("/bin/false") })
+	if err == nil || changed {
+		t.Fatalf("refused config: changed=%v err=%v", changed, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old\n" {
+		t.Fatalf("old config replaced: %q", b)
+	}
+	if _, err := os.Stat(path + ".candidate"); !os.IsNotExist(err) {
+		t.Fatalf("candidate left behind: %v", err)
+	}
+	changed, err = replaceConfig(ctx, path, []byte("good\n"), func(string) *exec.Cmd { return exec.Command("/bin/true") })
+	if err != nil || !changed {
+		t.Fatalf("accepted config: changed=%v err=%v", changed, err)
+	}
+	changed, err = replaceConfig(ctx, path, []byte("good\n"), func(string) *exec.Cmd { return exec.Command("/bin/false") })
+	if err != nil || changed {
+		t.Fatalf("unchanged config is not checked again: changed=%v err=%v", changed, err)
+	}
+}
+
+// The renderers take odd but valid listeners (all addresses, IPv6
+// loopback) and refuse node settings that would add configuration lines.
+// Setup runs the daemons' own checks on the result (integration test).
+func TestRenderListenersAndInjection(t *testing.T) {
+	for _, relay := range []string{"", "127.0.0.1:2525"} {
+		in := configInput{Node: "n1.example.com", Mailname: "n1.example.com", Relay: relay, Antivirus: true, ClamdListen: "127.0.0.1:3310"}
+		in.Listen.smtp, _ = parseListen("smtp", ":25")
+		in.Listen.submission, _ = parseListen("submission", "[::1]:587")
+		in.Listen.smtps, _ = parseListen("smtps", "127.0.0.1:465")
+		for _, l := range []*listenAddr{&in.Listen.imap, &in.Listen.imaps, &in.Listen.pop3, &in.Listen.pop3s} {
+			*l, _ = parseListen("x", ":143")
+		}
+		if _, err := renderExim(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := renderExim(configInput{Relay: "bad relay"}); err == nil {
+		t.Fatal("a relay that is not host:port was rendered")
+	}
+	if _, err := renderExim(configInput{Mailname: "x\nspool_directory = /"}); err == nil {
+		t.Fatal("a mail name with a newline was rendered")
+	}
+	if _, err := parseListen("smtp", "example.com:25"); err == nil {
+		t.Fatal("a host name listener was accepted")
+	}
+}

@@ -1,0 +1,452 @@
+package mail
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/npanel/npanel/nodeagent/platform"
+)
+
+// listenAddr is one parsed listener: host "" means every address.
+type listenAddr struct {
+	host string
+	port int
+}
+
+// parseListen reads a profile listen address (ip:port or :port).
+func parseListen(what, s string) (listenAddr, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return listenAddr{}, fmt.Errorf("%s listen %q: %w", what, s, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return listenAddr{}, fmt.Errorf("%s listen %q: bad port", what, s)
+	}
+	if h != "" {
+		if ip := net.ParseIP(h); ip == nil {
+			return listenAddr{}, fmt.Errorf("%s listen %q: the host must be an IP address", what, s)
+		}
+	}
+	return listenAddr{host: h, port: port}, nil
+}
+
+// dial is where a probe or a local client connects to l.
+func (l listenAddr) dial() string {
+	h := l.host
+	if h == "" || h == "0.0.0.0" {
+		h = "127.0.0.1"
+	} else if h == "::" {
+		h = "::1"
+	}
+	return net.JoinHostPort(h, strconv.Itoa(l.port))
+}
+
+// exim renders "[ip]:port" entries for local_interfaces.
+func (l listenAddr) exim() []string {
+	if l.host == "" {
+		return []string{fmt.Sprintf("[0.0.0.0]:%d", l.port), fmt.Sprintf("[::]:%d", l.port)}
+	}
+	return []string{fmt.Sprintf("[%s]:%d", l.host, l.port)}
+}
+
+// dovecot renders an inet_listener address value.
+func (l listenAddr) dovecot() string {
+	if l.host == "" {
+		return "*, ::"
+	}
+	return l.host
+}
+
+// listeners are the node's parsed mail listen addresses.
+type listeners struct {
+	smtp, submission, smtps, imap, imaps, pop3, pop3s listenAddr
+}
+
+func parseListeners(p *platform.Profile) (listeners, error) {
+	var l listeners
+	var err error
+	for _, x := range []struct {
+		what string
+		s    string
+		to   *listenAddr
+	}{
+		{"smtp", p.SMTPListen, &l.smtp}, {"submission", p.SubmissionListen, &l.submission},
+		{"smtps", p.SMTPSListen, &l.smtps}, {"imap", p.IMAPListen, &l.imap},
+		{"imaps", p.IMAPSListen, &l.imaps}, {"pop3", p.POP3Listen, &l.pop3},
+		{"pop3s", p.POP3SListen, &l.pop3s},
+	} {
+		if *x.to, err = parseListen(x.what, x.s); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+// configInput is everything the main configurations depend on.
+type configInput struct {
+	Node     string
+	Paths    platform.MailPaths
+	Listen   listeners
+	Relay    string // host:port or ""
+	Mailname string
+	// Antivirus: clamd scans every message at DATA.
+	Antivirus bool
+	// ClamdListen is clamd's loopback TCP address.
+	ClamdListen string
+}
+
+// renderExim renders Exim's main configuration. Everything an action
+// changes lives in lookup files that Exim reads per lookup, so the main
+// configuration changes only with the node's settings (listeners, relay):
+// mailbox and domain changes need no reload.
+//
+// Exim's taint rules: file names are built only from lookup results
+// ($domain_data from the dsearch of DomainsDir, dsearch results for DKIM),
+// never from $domain or $local_part themselves.
+func renderExim(in configInput) (string, error) {
+	m := in.Paths
+	var ifaces []string
+	var ports []string
+	for _, l := range []listenAddr{in.Listen.smtp, in.Listen.submission, in.Listen.smtps} {
+		ifaces = append(ifaces, l.exim()...)
+		ports = append(ports, strconv.Itoa(l.port))
+	}
+	for _, s := range []string{in.Node, in.Mailname} {
+		if strings.ContainsAny(s, "\n\r$\\{}") {
+			return "", fmt.Errorf("exim: %q cannot be written to the configuration", s)
+		}
+	}
+	remote := `remote:
+  driver = dnslookup
+  domains = ! +local_domains
+  transport = remote_smtp
+  ignore_target_hosts = 0.0.0.0 : 127.0.0.0/8
+  no_more
+`
+	relayTransport := ""
+	if in.Relay != "" {
+		h, port, err := net.SplitHostPort(in.Relay)
+		if err != nil || net.ParseIP(h) == nil && strings.ContainsAny(h, " :;\n$\\{}") {
+			return "", fmt.Errorf("exim: mail relay %q: want host:port", in.Relay)
+		}
+		if _, err := strconv.Atoi(port); err != nil {
+			return "", fmt.Errorf("exim: mail relay %q: bad port", in.Relay)
+		}
+		remote = `remote:
+  driver = accept
+  domains = ! +local_domains
+  transport = remote_smtp
+  no_more
+`
+		relayTransport = fmt.Sprintf("  hosts = %s\n  hosts_override\n  port = %s\n  allow_localhost\n", h, port)
+	}
+	domains := m.DomainsDir
+	avACL, avScanner := "", ""
+	if in.Antivirus {
+		h, port, err := net.SplitHostPort(in.ClamdListen)
+		if err != nil || net.ParseIP(h) == nil {
+			return "", fmt.Errorf("exim: clamd listen %q: want ip:port", in.ClamdListen)
+		}
+		// Over TCP Exim streams the message (zINSTREAM): clamd's user
+		// cannot read Exim's spool, which a socket scan would need.
+		avScanner = fmt.Sprintf("av_scanner = clamd:%s %s\n", h, port)
+		avACL = "  deny    malware = */defer_ok\n          message = message rejected: it contains malware ($malware_name)\n"
+	}
+	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
+primary_hostname = %[1]s
+spool_directory = %[2]s
+log_file_path = %[3]s
+pid_file_path = %[4]s/exim.pid
+exim_user = %[5]s
+exim_group = %[6]s
+never_users = root
+keep_environment =
+daemon_smtp_ports = %[7]s
+local_interfaces = <; %[8]s
+tls_on_connect_ports = %[9]d
+tls_advertise_hosts = *
+tls_certificate = %[10]s/cert.pem
+tls_privatekey = %[10]s/key.pem
+domainlist local_domains = dsearch,ret=full,filter=dir;%[11]s
+spamd_address = %[17]s
+%[19]sacl_smtp_rcpt = acl_check_rcpt
+acl_smtp_data = acl_check_data
+host_lookup =
+rfc1413_hosts =
+deliver_drop_privilege = true
+message_size_limit = 50M
+ignore_bounce_errors_after = 2d
+timeout_frozen_after = 7d
+queue_run_max = 5
+smtp_accept_max = 200
+smtp_connect_backlog = 256
+smtp_accept_queue_per_connection = 0
+
+begin acl
+
+acl_check_rcpt:
+  deny    local_parts = ^.*[@%%!/|] : ^\\.
+          message = restricted characters in address
+  # A suspended account's domains: inbound mail waits, it is not bounced.
+  defer   domains = +local_domains
+          condition = ${if exists{$domain_data/suspended}}
+          message = mailbox temporarily unavailable
+  # An authenticated user sends as itself only: DKIM signs by the
+  # envelope sender's domain, so another account's domain is refused.
+  deny    authenticated = *
+          condition = ${if !eqi{$sender_address}{$authenticated_id}}
+          message = sender address must be the address you logged in as
+  deny    authenticated = *
+          ratelimit = 300 / 1h / per_rcpt / strict / $authenticated_id
+          message = sending rate limit exceeded for $authenticated_id
+  accept  authenticated = *
+          domains = ! +local_domains
+          control = submission/sender_retain
+  # Dovecot's own messages (Sieve vacation replies) come from loopback
+  # with a null sender; DATA then requires them to say Auto-Submitted.
+  accept  hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          domains = ! +local_domains
+          set acl_m_autoreply = 1
+  # DATA applies the spam settings of the (last) local recipient's
+  # domain; $domain_data is taken before verification resets it.
+  require message = relay not permitted
+          domains = +local_domains
+          set acl_m_dom = $domain_data
+  require verify = recipient
+  accept
+
+acl_check_data:
+  deny    condition = ${if eq{$acl_m_autoreply}{1}}
+          !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
+          message = relay not permitted
+%[18]s  accept  condition = ${if !def:acl_m_dom}
+  accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
+  # spamd scores the message; ":true" lets mail through when spamd is
+  # down or not installed. $spam_score_int is in tenths, as the settings.
+  accept  !spam = nobody:true
+  accept  condition = ${if <{$spam_score_int}{${lookup{score}lsearch{$acl_m_dom/spam}{$value}{50}}}}
+  deny    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{reject}}
+          message = message rejected as spam (score $spam_score)
+  warn    add_header = X-Spam-Flag: YES
+          add_header = X-Spam-Score: $spam_score
+          add_header = X-Spam-Report: $spam_bar
+  warn    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{junk_folder}}
+          add_header = X-NPanel-Spam-Folder: Junk
+  accept
+
+begin routers
+
+mailbox:
+  driver = accept
+  domains = +local_domains
+  local_parts = lsearch;$domain_data/mailboxes
+  transport = dovecot_lmtp
+
+alias:
+  driver = redirect
+  domains = +local_domains
+  data = ${lookup{$local_part}lsearch{$domain_data/aliases}}
+  allow_fail
+  allow_defer
+
+catchall:
+  driver = redirect
+  domains = +local_domains
+  data = ${lookup{*}lsearch{$domain_data/aliases}}
+  allow_fail
+  allow_defer
+  no_more
+
+%[12]s
+begin transports
+
+remote_smtp:
+  driver = smtp
+%[13]s  dkim_domain = ${lookup{$sender_address_domain}dsearch,filter=dir{%[11]s}{${if exists{%[11]s/$value/dkim}{$value}}}}
+  dkim_selector = ${lookup{selector}lsearch{%[11]s/$dkim_domain/dkim}}
+  dkim_private_key = %[14]s/$dkim_domain.$dkim_selector.key
+  dkim_canon = relaxed
+
+dovecot_lmtp:
+  driver = lmtp
+  socket = %[15]s/lmtp-exim
+  batch_max = 200
+  user = %[5]s
+
+begin retry
+
+*   *   F,2h,15m; G,16h,1h,1.5; F,4d,6h
+
+begin authenticators
+
+# AUTH only over TLS and never on the MX port. Dovecot checks the
+# password; a mailbox whose logins are off (listed in its domain's nologin
+# file) or a suspended account's domain is refused here too, since
+# Dovecot's auth-client protocol reports nologin as a success.
+dovecot_plain:
+  driver = dovecot
+  public_name = PLAIN
+  server_socket = %[15]s/auth-exim
+  server_set_id = $auth1
+  server_advertise_condition = ${if and{{def:tls_in_cipher}{!={$received_port}{%[16]d}}}}
+  server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
+
+dovecot_login:
+  driver = dovecot
+  public_name = LOGIN
+  server_socket = %[15]s/auth-exim
+  server_set_id = $auth1
+  server_advertise_condition = ${if and{{def:tls_in_cipher}{!={$received_port}{%[16]d}}}}
+  server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
+`, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
+		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
+		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner), nil
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// renderDovecot renders Dovecot's main configuration. Users come from one
+// passwd-file per domain (UsersDir/DOMAIN/passwd); the file names hold %d,
+// which Dovecot fills from the login name only after
+// auth_username_chars refused '/' in it.
+func renderDovecot(in configInput) string {
+	m := in.Paths
+	l := in.Listen
+	paths := ""
+	if m.Supervised {
+		paths = fmt.Sprintf("base_dir = %s\ninstance_name = %s\nlog_path = %s\nstate_dir = %s\n",
+			m.DovecotBaseDir, m.DovecotInstance, m.DovecotLog, m.DovecotStateDir)
+	}
+	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
+%[1]sprotocols = imap pop3 lmtp
+listen = *
+ssl = yes
+ssl_cert = <%[2]s/cert.pem
+ssl_key = <%[2]s/key.pem
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+auth_username_chars = abcdefghijklmnopqrstuvwxyz01234567890.-_@
+auth_username_format = %%Lu
+auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0
+# A cached login still verifies the password against the cached bcrypt
+# hash; workers do it in parallel instead of the single auth process.
+auth_cache_verify_password_with_worker = yes
+auth_failure_delay = 0
+mail_location = maildir:~/Maildir
+first_valid_uid = 1000
+mail_plugins = quota
+lmtp_rcpt_check_quota = yes
+recipient_delimiter =
+passdb {
+  driver = passwd-file
+  args = scheme=BLF-CRYPT username_format=%%n %[3]s/%%d/passwd
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%%n %[3]s/%%d/passwd
+}
+plugin {
+  quota = maildir:User quota
+  quota_rule = *:storage=0
+  quota_status_overquota = 552 5.2.2 Mailbox is full
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_before = %[4]s/junk.sieve
+  sieve_vacation_dont_check_recipient = yes
+}
+# Replies Sieve sends go through this node's Exim, never a sendmail
+# binary (that would be the host's own MTA).
+submission_host = %[15]s
+protocol lmtp {
+  mail_plugins = $mail_plugins sieve
+  postmaster_address = postmaster@%[11]s
+}
+protocol imap {
+  mail_plugins = $mail_plugins imap_quota
+}
+namespace inbox {
+  inbox = yes
+  mailbox Junk {
+    auto = subscribe
+    special_use = \Junk
+  }
+  mailbox Sent {
+    auto = subscribe
+    special_use = \Sent
+  }
+  mailbox Trash {
+    auto = subscribe
+    special_use = \Trash
+  }
+  mailbox Drafts {
+    auto = subscribe
+    special_use = \Drafts
+  }
+}
+service imap-login {
+  inet_listener imap {
+    address = %[5]s
+    port = %[6]d
+  }
+  inet_listener imaps {
+    address = %[7]s
+    port = %[8]d
+    ssl = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = %[9]s
+    port = %[10]d
+  }
+  inet_listener pop3s {
+    address = %[12]s
+    port = %[13]d
+    ssl = yes
+  }
+}
+service lmtp {
+  unix_listener lmtp {
+    mode = 0600
+  }
+  unix_listener lmtp-exim {
+    mode = 0660
+    group = %[14]s
+  }
+}
+service auth {
+  unix_listener auth-exim {
+    mode = 0660
+    group = %[14]s
+  }
+}
+`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial())
+}
+
+// junkSieve files messages Exim marked for the Junk folder (the domain's
+// spam action JUNK_FOLDER) there.
+const junkSieve = `require ["fileinto"];
+if header :is "X-NPanel-Spam-Folder" "Junk" {
+  fileinto "Junk";
+  stop;
+}
+`
