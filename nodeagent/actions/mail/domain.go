@@ -254,7 +254,7 @@ func (a *EnsureMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	}
 	// Dovecot's passwd-file first: Exim accepts mail for the domain only
 	// once its directory (below) exists.
-	if err := ensureUsersFile(mp.UsersDir, r.Domain, dovecotGID); err != nil {
+	if err := ensureUsersDir(mp.UsersDir, r.Domain, dovecotGID); err != nil {
 		return nil, err
 	}
 	root, err := domainRoot(env, r.Domain, true)
@@ -357,8 +357,8 @@ func renderSpam(s *agentpb.MailSpamSettings) string {
 	return fmt.Sprintf("enabled: yes\nscore: %d\naction: %s\n", s.ScoreTenths, strings.ToLower(strings.TrimPrefix(s.Action.String(), "MAIL_SPAM_ACTION_")))
 }
 
-// ensureUsersFile creates the domain's (empty) passwd-file directory.
-func ensureUsersFile(usersDir, domain string, dovecotGID int) error {
+// ensureUsersDir creates the directory of the domain's passwd-files.
+func ensureUsersDir(usersDir, domain string, dovecotGID int) error {
 	ur, err := os.OpenRoot(usersDir)
 	if err != nil {
 		return err
@@ -367,18 +367,7 @@ func ensureUsersFile(usersDir, domain string, dovecotGID int) error {
 	if err := ur.Mkdir(domain, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := ur.Chown(domain, 0, dovecotGID); err != nil {
-		return err
-	}
-	dr, err := ur.OpenRoot(domain)
-	if err != nil {
-		return err
-	}
-	defer dr.Close()
-	if _, err := dr.Stat("passwd"); errors.Is(err, fs.ErrNotExist) {
-		return atomicfile.Write(dr, "passwd", nil, 0o640, &atomicfile.Owner{UID: 0, GID: dovecotGID})
-	}
-	return nil
+	return ur.Chown(domain, 0, dovecotGID)
 }
 
 // ensureDKIM makes a 2048-bit RSA key for every selector that has none,
@@ -482,12 +471,12 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 		return res, nil
 	}
 	mp := env.Profile.Mail()
-	users, err := readUsers(mp.UsersDir, r.Domain)
+	n, err := countUsers(mp.UsersDir, r.Domain)
 	if err != nil {
 		return nil, err
 	}
-	if len(users) > 0 {
-		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "mail domain %s still has %d mailboxes: delete them first", r.Domain, len(users))
+	if n > 0 {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "mail domain %s still has %d mailboxes: delete them first", r.Domain, n)
 	}
 	// Exim first: once the directory is gone the domain is not local.
 	dr, err := os.OpenRoot(mp.DomainsDir)

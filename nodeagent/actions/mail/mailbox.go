@@ -2,7 +2,6 @@ package mail
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -85,34 +84,43 @@ func parseUserLine(s string) (userLine, error) {
 	return u, nil
 }
 
-// readUsers reads a domain's passwd-file; a missing file is no users.
-func readUsers(usersDir, domain string) (map[string]userLine, error) {
-	b, err := os.ReadFile(filepath.Join(usersDir, domain, "passwd"))
+// readUser reads one mailbox's passwd-file (UsersDir/DOMAIN/LOCAL); ok is
+// false when the mailbox has none.
+//
+// One file per mailbox, not per domain: Dovecot re-reads a passwd-file at
+// most once a second, so a mailbox added to a shared file in the second of
+// another's login would stay unknown for up to a second; a new file is read
+// at its first login.
+func readUser(usersDir, domain, local string) (u userLine, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(usersDir, domain, local))
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]userLine{}, nil
+		return userLine{}, false, nil
 	}
 	if err != nil {
-		return nil, err
+		return userLine{}, false, err
 	}
-	out := map[string]userLine{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
-	for sc.Scan() {
-		if sc.Text() == "" {
-			continue
-		}
-		u, err := parseUserLine(sc.Text())
-		if err != nil {
-			return nil, fmt.Errorf("%s/passwd: %w", domain, err)
-		}
-		out[u.local] = u
+	if u, err = parseUserLine(strings.TrimSuffix(string(b), "\n")); err != nil {
+		return userLine{}, false, fmt.Errorf("%s/%s: %w", domain, local, err)
 	}
-	return out, sc.Err()
+	if u.local != local {
+		return userLine{}, false, fmt.Errorf("%s/%s holds the line of %q", domain, local, u.local)
+	}
+	return u, true, nil
 }
 
-// writeUsers replaces a domain's passwd-file and Exim's list of its
-// mailboxes.
-func writeUsers(env *actions.Env, domain string, users map[string]userLine) error {
+// countUsers counts a domain's mailboxes (its passwd-files).
+func countUsers(usersDir, domain string) (int, error) {
+	ents, err := os.ReadDir(filepath.Join(usersDir, domain))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	return len(ents), err
+}
+
+// writeUser replaces (u set) or removes (u nil) one mailbox's passwd-file,
+// then updates Exim's lists of the domain's mailboxes and of those whose
+// logins are off. Callers hold the domain's lock.
+func writeUser(env *actions.Env, domain, local string, u *userLine) error {
 	mp := env.Profile.Mail()
 	_, dgid, err := lookupIDs(mp.DovecotUser)
 	if err != nil {
@@ -122,25 +130,17 @@ func writeUsers(env *actions.Env, domain string, users map[string]userLine) erro
 	if err != nil {
 		return err
 	}
-	locals := make([]string, 0, len(users))
-	for l := range users {
-		locals = append(locals, l)
-	}
-	slices.Sort(locals)
-	var pw, list, nologin strings.Builder
-	for _, l := range locals {
-		pw.WriteString(users[l].String() + "\n")
-		list.WriteString(l + "\n")
-		if users[l].nologin != "" {
-			nologin.WriteString(l + "\n")
-		}
-	}
 	ur, err := os.OpenRoot(filepath.Join(mp.UsersDir, domain))
 	if err != nil {
 		return err
 	}
 	defer ur.Close()
-	if err := atomicfile.Write(ur, "passwd", []byte(pw.String()), 0o640, &atomicfile.Owner{UID: 0, GID: dgid}); err != nil {
+	if u != nil {
+		err = atomicfile.Write(ur, local, []byte(u.String()+"\n"), 0o640, &atomicfile.Owner{UID: 0, GID: dgid})
+	} else if err = ur.Remove(local); errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
 		return err
 	}
 	dr, err := domainRoot(env, domain, false)
@@ -148,10 +148,35 @@ func writeUsers(env *actions.Env, domain string, users map[string]userLine) erro
 		return err
 	}
 	defer dr.Close()
-	if err := atomicfile.Write(dr, nologinFile, []byte(nologin.String()), 0o640, &atomicfile.Owner{UID: 0, GID: egid}); err != nil {
+	owner := &atomicfile.Owner{UID: 0, GID: egid}
+	if err := setListed(dr, nologinFile, local, u != nil && u.nologin != "", owner); err != nil {
 		return err
 	}
-	return atomicfile.Write(dr, mailboxesFile, []byte(list.String()), 0o640, &atomicfile.Owner{UID: 0, GID: egid})
+	return setListed(dr, mailboxesFile, local, u != nil, owner)
+}
+
+// setListed adds local to or removes it from a sorted one-key-per-line
+// lookup file, rewriting the file only when it changes.
+func setListed(root *os.Root, name, local string, listed bool, owner *atomicfile.Owner) error {
+	b, err := root.ReadFile(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	keys := strings.Fields(string(b))
+	i, found := slices.BinarySearch(keys, local)
+	switch {
+	case listed && !found:
+		keys = slices.Insert(keys, i, local)
+	case !listed && found:
+		keys = slices.Delete(keys, i, i+1)
+	case err == nil:
+		return nil
+	}
+	var out strings.Builder
+	for _, k := range keys {
+		out.WriteString(k + "\n")
+	}
+	return atomicfile.Write(root, name, []byte(out.String()), 0o640, owner)
 }
 
 // EnsureMailbox converges one mailbox.
@@ -336,11 +361,10 @@ func (a *EnsureMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		return nil, err
 	}
 	mp := env.Profile.Mail()
-	users, err := readUsers(mp.UsersDir, a.domain)
+	old, existed, err := readUser(mp.UsersDir, a.domain, a.local)
 	if err != nil {
 		return nil, err
 	}
-	old, existed := users[a.local]
 	u := old
 	u.local, u.uid, u.gid, u.quotaMB = a.local, acct.uid, acct.gid, r.QuotaMb
 	u.home = filepath.Join(acct.home, mailHomeRel(a.domain, a.local))
@@ -380,8 +404,7 @@ func (a *EnsureMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		return nil, err
 	}
 	if !existed || u != old {
-		users[a.local] = u
-		if err := writeUsers(env, a.domain, users); err != nil {
+		if err := writeUser(env, a.domain, a.local, &u); err != nil {
 			return nil, err
 		}
 	}
@@ -559,15 +582,12 @@ func (a *DeleteMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		return res, err
 	}
 	mp := env.Profile.Mail()
-	users, err := readUsers(mp.UsersDir, a.domain)
-	if err != nil {
+	if _, res.Existed, err = readUser(mp.UsersDir, a.domain, a.local); err != nil {
 		return nil, err
 	}
-	_, res.Existed = users[a.local]
 	// Stop accepting mail for it and logins first, then archive.
 	if res.Existed {
-		delete(users, a.local)
-		if err := writeUsers(env, a.domain, users); err != nil {
+		if err := writeUser(env, a.domain, a.local, nil); err != nil {
 			return nil, err
 		}
 		if err := a.m.flushAuthCache(ctx, env); err != nil {

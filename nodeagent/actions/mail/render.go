@@ -322,7 +322,7 @@ func dedupe(s []string) []string {
 }
 
 // renderDovecot renders Dovecot's main configuration. Users come from one
-// passwd-file per domain (UsersDir/DOMAIN/passwd); the file names hold %d,
+// passwd-file per mailbox (UsersDir/DOMAIN/LOCAL); the file names hold %d and %n,
 // which Dovecot fills from the login name only after
 // auth_username_chars refused '/' in it.
 func renderDovecot(in configInput) string {
@@ -358,11 +358,11 @@ lmtp_rcpt_check_quota = yes
 recipient_delimiter =
 passdb {
   driver = passwd-file
-  args = scheme=BLF-CRYPT username_format=%%n %[3]s/%%d/passwd
+  args = scheme=BLF-CRYPT username_format=%%n %[3]s/%%d/%%n
 }
 userdb {
   driver = passwd-file
-  args = username_format=%%n %[3]s/%%d/passwd
+  args = username_format=%%n %[3]s/%%d/%%n
 }
 plugin {
   quota = maildir:User quota
