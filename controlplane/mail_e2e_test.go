@@ -351,7 +351,6 @@ func BenchmarkCreateMailboxToLogin(b *testing.B) {
 	reportPercentiles(b, lat)
 }
 
-
 // mailboxActive reports whether address, the first of the account's
 // mailboxes in address order, is listed ACTIVE.
 func mailboxActive(t testing.TB, c *client.Client, account, address string) bool {
