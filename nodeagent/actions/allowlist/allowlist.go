@@ -68,7 +68,9 @@ func New(mods ...actions.Module) *List {
 	if l.mail == nil {
 		l.mail = mail.NewModule()
 	}
-	// An account's sites and databases are the web and db modules'.
+	// Webmail is served by the node's nginx, through the web module.
+	l.mail.UseWeb(l.web)
+		// An account's sites and databases are the web and db modules'.
 	l.account = account.NewModule(l.web, l.db)
 	return l
 }
