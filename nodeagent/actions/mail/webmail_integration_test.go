@@ -36,9 +36,14 @@ func startWebmail(t *testing.T, s *stack) {
 		t.Skip("sqlite3 is not installed")
 	}
 	if _, err := user.Lookup(mp.WebmailUser); err != nil {
-		// Registered first, so it runs after the daemons (stopped by
-		// the manager's cleanup) have let go of the user.
+		// The pool's PHP-FPM is stopped first: no process may run as
+		// the user userdel removes.
 		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := s.m.Stop(ctx, web.PHPService("8.2")); err != nil {
+				t.Errorf("stop php-fpm: %v", err)
+			}
 			if out, err := exec.Command("/usr/sbin/userdel", mp.WebmailUser).CombinedOutput(); err != nil {
 				t.Errorf("userdel %s: %v: %s", mp.WebmailUser, err, out)
 			}
