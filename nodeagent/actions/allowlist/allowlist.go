@@ -70,7 +70,7 @@ func New(mods ...actions.Module) *List {
 	}
 	// Webmail is served by the node's nginx, through the web module.
 	l.mail.UseWeb(l.web)
-		// An account's sites and databases are the web and db modules'.
+	// An account's sites and databases are the web and db modules'.
 	l.account = account.NewModule(l.web, l.db)
 	return l
 }

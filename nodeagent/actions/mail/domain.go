@@ -495,7 +495,7 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	if _, err := a.m.ensureWebmail(ctx, env, r.Domain, false); err != nil {
 		return nil, err
 	}
-		// Exim first: once the directory is gone the domain is not local.
+	// Exim first: once the directory is gone the domain is not local.
 	dr, err := os.OpenRoot(mp.DomainsDir)
 	if err != nil {
 		return nil, err
