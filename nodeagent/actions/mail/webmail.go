@@ -127,7 +127,7 @@ func (m *Module) setupWebmail(ctx context.Context, env *actions.Env) error {
 		}
 	}
 	db := filepath.Join(state, "db", "roundcube.db")
-	conf := renderRoundcube(roundcubeInput{
+	conf, err := renderRoundcube(roundcubeInput{
 		DB:      db,
 		IMAP:    l.imap.dial(),
 		SMTP:    l.submission.dial(),
@@ -135,6 +135,9 @@ func (m *Module) setupWebmail(ctx context.Context, env *actions.Env) error {
 		TempDir: filepath.Join(state, "temp"),
 		LogDir:  filepath.Join(state, "logs"),
 	})
+	if err != nil {
+		return fmt.Errorf("webmail: %w", err)
+	}
 	if err := writeIfChanged(cr, "config.inc.php", []byte(conf), 0o640, &atomicfile.Owner{UID: 0, GID: gid}); err != nil {
 		return fmt.Errorf("webmail: %w", err)
 	}
@@ -240,9 +243,14 @@ type roundcubeInput struct {
 
 // renderRoundcube renders config.inc.php. Every value is a profile path,
 // a loopback address or the generated key, none of which holds a quote
-// or a backslash; phpString refuses them anyway.
-func renderRoundcube(in roundcubeInput) string {
-	q := phpString
+// or a backslash; one that does is refused.
+func renderRoundcube(in roundcubeInput) (string, error) {
+	for _, v := range []string{in.DB, in.IMAP, in.SMTP, in.DesKey, in.TempDir, in.LogDir} {
+		if strings.ContainsAny(v, "'\\\n\r\x00") {
+			return "", errors.New("a configuration value holds a quote, backslash or control byte")
+		}
+	}
+	q := func(s string) string { return "'" + s + "'" }
 	return `<?php
 // Written by the npanel agent; changes are overwritten.
 $config = [];
@@ -270,16 +278,7 @@ $config['login_autocomplete'] = 0;
 $config['auto_create_user'] = true;
 $config['username_domain'] = '';
 $config['mail_domain'] = '%d';
-`
-}
-
-// phpString quotes s for a single-quoted PHP string; the values given are
-// checked to need no escaping.
-func phpString(s string) string {
-	if strings.ContainsAny(s, "'\\\n\r\x00") {
-		panic("webmail: unexpected byte in a configuration value")
-	}
-	return "'" + s + "'"
+`, nil
 }
 
 // ensureWebmail serves (on) or stops serving the domain's webmail.
