@@ -95,7 +95,10 @@ func webmailClient(t *testing.T, s *stack) *http.Client {
 	}
 }
 
-var tokenRE = regexp.MustCompile(`name="_token" value="([^"]+)"`)
+var (
+	tokenRE = regexp.MustCompile(`name="_token" value="([^"]+)"`)
+	assetRE = regexp.MustCompile(`(?:href|src)="([^"]+\.(?:css|js)(?:\?[^"]*)?)"`)
+)
 
 func getPage(t *testing.T, c *http.Client, u string) (*http.Response, string) {
 	t.Helper()
@@ -158,6 +161,28 @@ func TestWebmailRoundcube(t *testing.T) {
 			resp, _ := getPage(t, c, base+p)
 			if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusNotFound {
 				t.Errorf("GET %s: %d, want 403 or 404", p, resp.StatusCode)
+			}
+		}
+	})
+	t.Run("Assets", func(t *testing.T) {
+		c := webmailClient(t, s)
+		_, body := getPage(t, c, base+"/")
+		refs := assetRE.FindAllStringSubmatch(body, -1)
+		if len(refs) == 0 {
+			t.Fatalf("login page references no stylesheet or script:\n%.2000s", body)
+		}
+		for _, m := range refs {
+			ref := strings.ReplaceAll(m[1], "&amp;", "&")
+			u, err := url.Parse(base + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := u.Parse(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ := getPage(t, c, r.String()); resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s: %d", r, resp.StatusCode)
 			}
 		}
 	})
