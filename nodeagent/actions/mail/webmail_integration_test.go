@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ import (
 // startWebmail adds the web module (nginx + PHP-FPM under the stack's
 // prefix) to a mail stack and lets the mail module serve webmail through
 // it. The webmail system user is removed at cleanup when the test made it.
-func startWebmail(t *testing.T, s *stack) {
+func startWebmail(t *testing.T, s *stack) *web.Module {
 	t.Helper()
 	testenv.RequireDaemon(t, "/usr/sbin/nginx")
 	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
@@ -75,6 +76,7 @@ func startWebmail(t *testing.T, s *stack) {
 			}
 		}
 	})
+	return wmod
 }
 
 // webmailClient talks to the stack's nginx whatever host a URL names, with
@@ -138,7 +140,7 @@ func webmailLogin(t *testing.T, c *http.Client, base, address, pw string) (*http
 // node's nginx and logs in through its form against Dovecot.
 func TestWebmailRoundcube(t *testing.T) {
 	s := startStackWith(t, false)
-	startWebmail(t, s)
+	wmod := startWebmail(t, s)
 	acct := s.newAccount(t)
 	dom := randomDomain(t)
 	alice := "alice@" + dom
@@ -184,6 +186,25 @@ func TestWebmailRoundcube(t *testing.T) {
 			if resp, _ := getPage(t, c, r.String()); resp.StatusCode != http.StatusOK {
 				t.Errorf("GET %s: %d", r, resp.StatusCode)
 			}
+		}
+	})
+	t.Run("AccountCannotTakeTheName", func(t *testing.T) {
+		u, err := user.Lookup(acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		owner := web.Owner{Username: acct, UID: uint32(uid), GID: uint32(gid), Home: filepath.Join(s.p.HomeBase, acct)}
+		ctx := testenv.Context(t)
+		t.Cleanup(func() {
+			if err := wmod.Remove(context.Background(), s.env, acct); err != nil {
+				t.Errorf("web remove: %v", err)
+			}
+		})
+		_, err = wmod.Ensure(ctx, s.env, owner, &agentpb.WebSpec{Sites: []*agentpb.Site{{Domain: "webmail." + dom, RedirectTo: "https://example.net"}}}, false)
+		if err == nil || !strings.Contains(err.Error(), "already served") {
+			t.Fatalf("an account's site named webmail.%s: %v", dom, err)
 		}
 	})
 	t.Run("Login", func(t *testing.T) {
