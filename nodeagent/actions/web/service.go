@@ -2,7 +2,9 @@ package web
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,7 +115,13 @@ func (m *Module) RemoveServiceSite(ctx context.Context, env *actions.Env, servic
 	if err := canonicalDomain("service site", domain); err != nil {
 		return false, err
 	}
-	if _, err := os.Stat(env.Profile.Web().Nginx); err != nil {
+	w := env.Profile.Web()
+	if _, err := os.Stat(w.Nginx); err != nil {
+		return false, nil
+	}
+	// Nothing served: no change for the committer, which would report a
+	// reload some other change still owes as this call's failure.
+	if _, err := os.Lstat(filepath.Join(w.VhostDir, serviceFile(service, domain))); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	c := &change{ctx: ctx, env: env, user: "@" + service + "/" + domain, files: map[string][]byte{}}
