@@ -23,8 +23,27 @@ type MailPaths struct {
 	SaLearn   string
 	Clamd     string
 	Clamdscan string
-	// RoundcubeDir is Roundcube's document root (roundcube-core).
+	// RoundcubeDir is Roundcube's document root (roundcube-core): on
+	// Debian its public_html, whose index.php sets INSTALL_PATH to the
+	// directory above it.
 	RoundcubeDir string
+	// RoundcubeDefaults is the distribution's directory holding
+	// Roundcube's defaults.inc.php and mimetypes.php; the agent copies
+	// both into WebmailConfigDir and never changes the distribution's
+	// configuration.
+	RoundcubeDefaults string
+	// RoundcubeSQL is Roundcube's schema for a new SQLite database.
+	RoundcubeSQL string
+	// Sqlite3 is the sqlite3 shell, which creates that database.
+	Sqlite3 string
+	// WebmailUser runs Roundcube's PHP-FPM pool: a system user of its own,
+	// no account's and not the web server's.
+	WebmailUser string
+	// WebmailConfigDir is the configuration directory the webmail pool
+	// points Roundcube at (ROUNDCUBE_CONFIG_DIR); WebmailStateDir holds
+	// its SQLite database, temporary files and logs.
+	WebmailConfigDir string
+	WebmailStateDir  string
 
 	// EximUser and EximGroup are the user Exim runs as (it gives up root
 	// when started with -C on a file not in TRUSTED_CONFIG_LIST, so every
@@ -114,7 +133,9 @@ func (p *Profile) Mail() MailPaths {
 		m.EximUnit = "exim.service"
 		m.SpamdUnit = "spamassassin.service"
 		m.ClamdUnit = "clamd@scan.service"
-		m.RoundcubeDir = "/usr/share/roundcubemail"
+		m.RoundcubeDir = "/usr/share/roundcubemail/public_html"
+		m.RoundcubeDefaults = "/usr/share/roundcubemail/config"
+		m.RoundcubeSQL = "/usr/share/roundcubemail/SQL/sqlite.initial.sql"
 		m.SpoolDir = "/var/spool/exim"
 		m.LogDir = "/var/log/exim"
 		m.EximLogPat = "/var/log/exim/%s.log"
@@ -126,7 +147,9 @@ func (p *Profile) Mail() MailPaths {
 		m.EximUnit = "exim4.service"
 		m.SpamdUnit = "spamd.service"
 		m.ClamdUnit = "clamav-daemon.service"
-		m.RoundcubeDir = "/usr/share/roundcube"
+		m.RoundcubeDir = "/var/lib/roundcube/public_html"
+		m.RoundcubeDefaults = "/etc/roundcube"
+		m.RoundcubeSQL = "/usr/share/roundcube/SQL/sqlite.initial.sql"
 		m.SpoolDir = "/var/spool/exim4"
 		m.LogDir = "/var/log/exim4"
 		m.EximLogPat = "/var/log/exim4/%slog"
@@ -138,6 +161,9 @@ func (p *Profile) Mail() MailPaths {
 	m.DovecotStateDir = "/var/lib/dovecot"
 	m.RunDir = "/run/exim"
 	state := "/var/lib/npanel/mail"
+	m.Sqlite3 = "/usr/bin/sqlite3"
+	m.WebmailUser = "npanel-webmail"
+	m.WebmailConfigDir = "/etc/npanel/webmail"
 	if p.Prefix != "" {
 		m.EximConfig = under("etc/mail/exim.conf")
 		m.DovecotConfig = under("etc/mail/dovecot.conf")
@@ -152,6 +178,7 @@ func (p *Profile) Mail() MailPaths {
 		// A name of its own per prefix: several dev agents share a host.
 		m.DovecotInstance = "npanel-" + filepath.Base(p.Prefix)
 		state = under("var/lib/npanel/mail")
+		m.WebmailConfigDir = under("etc/mail/webmail")
 	}
 	m.SpamdUser, m.SpamdGroup = "nobody", "nogroup"
 	if p.Name == NameAlma9 {
@@ -181,5 +208,6 @@ func (p *Profile) Mail() MailPaths {
 	m.DKIMDir = filepath.Join(state, "dkim")
 	m.TLSDir = filepath.Join(state, "tls")
 	m.SieveDir = filepath.Join(state, "sieve")
+	m.WebmailStateDir = filepath.Join(state, "webmail")
 	return m
 }

@@ -56,6 +56,7 @@ func New(mods ...actions.Module) *List {
 			l.mail = m
 		}
 	}
+	webRuns := l.web != nil
 	if l.web == nil {
 		l.web = web.NewModule()
 	}
@@ -67,6 +68,11 @@ func New(mods ...actions.Module) *List {
 	}
 	if l.mail == nil {
 		l.mail = mail.NewModule()
+	}
+	// Webmail is served by the node's nginx, through the web module: only
+	// on a node that runs it (elsewhere webmail is UNSUPPORTED).
+	if webRuns {
+		l.mail.UseWeb(l.web)
 	}
 	// An account's sites and databases are the web and db modules'.
 	l.account = account.NewModule(l.web, l.db)

@@ -110,11 +110,6 @@ func (a *EnsureMailDomain) Validate() error {
 	if err := canonDomain(r.Domain); err != nil {
 		return err
 	}
-	if r.Webmail {
-		// Roundcube is not served by this agent version: say so rather
-		// than report a webmail that is not there.
-		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "webmail (Roundcube) is not supported by this agent version")
-	}
 	if len(r.Aliases) > 10000 {
 		return fmt.Errorf("%d aliases; at most 10000", len(r.Aliases))
 	}
@@ -321,6 +316,12 @@ func (a *EnsureMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	} else if err := write(dkimFile, signing); err != nil {
 		return nil, err
 	}
+	// Roundcube at webmail.DOMAIN, through the node's nginx (webmail.go).
+	changed, err = a.m.ensureWebmail(ctx, env, r.Domain, r.Webmail)
+	if err != nil {
+		return nil, err
+	}
+	res.Changed = res.Changed || changed
 	return res, nil
 }
 
@@ -477,6 +478,11 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	}
 	if n > 0 {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "mail domain %s still has %d mailboxes: delete them first", r.Domain, n)
+	}
+	// Webmail first: a retry after a later failure finds the domain
+	// gone and would not come back to it.
+	if _, err := a.m.ensureWebmail(ctx, env, r.Domain, false); err != nil {
+		return nil, err
 	}
 	// Exim first: once the directory is gone the domain is not local.
 	dr, err := os.OpenRoot(mp.DomainsDir)

@@ -72,6 +72,8 @@ type Module struct {
 	// lateFlush is set while a second flush is scheduled; see
 	// flushAuthCache.
 	lateFlush bool
+
+	webmail webmailState // webmail.go
 }
 
 var _ actions.Module = (*Module)(nil)

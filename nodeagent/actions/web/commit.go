@@ -691,7 +691,12 @@ func (h *host) load() error {
 	for _, e := range ents {
 		user, domain, ok := parseVhostName(e.Name())
 		if !ok {
-			continue
+			// A service's server block (service.go): its owner is
+			// "@SERVICE/DOMAIN".
+			if user, ok = parseServiceFile(e.Name()); !ok || !strings.Contains(user, "/") {
+				continue
+			}
+			_, domain, _ = strings.Cut(user, "/")
 		}
 		path := filepath.Join(h.w.VhostDir, e.Name())
 		data, err := readPath(path)
@@ -715,6 +720,8 @@ func (h *host) load() error {
 		for _, e := range ents {
 			if user, ok := parsePoolName(e.Name()); ok {
 				add(user, filepath.Join(b.PoolDir, e.Name()))
+			} else if owner, ok := parseServiceFile(e.Name()); ok && !strings.Contains(owner, "/") {
+				add(owner, filepath.Join(b.PoolDir, e.Name()))
 			}
 		}
 	}
