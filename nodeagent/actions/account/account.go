@@ -263,6 +263,11 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 				return nil, fmt.Errorf("remove sites of %q: %w", name, err)
 			}
 		}
+		if slices.Contains(env.Modules, "mail") {
+			if err := a.m.mail.RemoveOwner(ctx, env, name); err != nil {
+				return nil, fmt.Errorf("remove mail of %q: %w", name, err)
+			}
+		}
 		archive, err := a.orphan(ctx, p, db, log)
 		if err != nil {
 			return nil, err
@@ -278,6 +283,19 @@ func (a *Delete) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 		if err := a.m.web.Remove(ctx, env, name); err != nil {
 			return nil, fmt.Errorf("remove sites of %q: %w", name, err)
 		}
+	}
+	if slices.Contains(env.Modules, "mail") {
+		// Exim stops accepting for its domains and Dovecot its logins
+		// before the maildirs are archived with the home.
+		if err := a.m.mail.RemoveOwner(ctx, env, name); err != nil {
+			return nil, fmt.Errorf("remove mail of %q: %w", name, err)
+		}
+	}
+	// Whatever still runs as the user (a mail session, a script started
+	// by a cron job or left behind by PHP) would make userdel refuse and
+	// could write into the home while it is archived.
+	if err := killUserProcesses(ctx, u.UID); err != nil {
+		return nil, fmt.Errorf("stop processes of %q: %w", name, err)
 	}
 	var dumps []string
 	if slices.Contains(env.Modules, "db") {

@@ -31,7 +31,7 @@ func (c *CountingRunner) Calls() [][]string {
 
 // testModule is the account module of the one agent a test binary of this
 // package plays.
-var testModule = NewModule(nil, nil)
+var testModule = NewModule(nil, nil, nil)
 
 // WithRunner makes a (an *Ensure or *Delete) run its commands through r
 // (a nil r leaves the real runner) and gives it the test binary's module

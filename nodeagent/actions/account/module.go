@@ -6,17 +6,19 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	dbactions "github.com/npanel/npanel/nodeagent/actions/db"
+	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 )
 
 // Module holds what the account actions of one agent share: the locks
-// that serialise them and the web and database modules an account's sites
-// and databases live in. It has no daemons and no Setup (the user database
+// that serialise them and the web, database and mail modules an account's
+// sites, databases and mail live in. It has no daemons and no Setup (the user database
 // is the host's), so it is not an actions.Module; the agent's allow-list
 // creates one.
 type Module struct {
-	web *web.Module
-	db  *dbactions.Module
+	web  *web.Module
+	db   *dbactions.Module
+	mail *mail.Module
 
 	// userLocks serialises the actions on one username: each reads the
 	// user database, decides and acts, and two of them interleaving (an
@@ -33,17 +35,20 @@ type Module struct {
 }
 
 // NewModule returns the account module of one agent, whose actions put
-// sites through w and remove databases through d. A nil w or d gets a
-// module of its own (one not set up: its actions are used only where
-// Env.Modules names it).
-func NewModule(w *web.Module, d *dbactions.Module) *Module {
+// sites through w and remove databases through d and mail through ml. A
+// nil module gets one of its own (one not set up: its actions are used
+// only where Env.Modules names it).
+func NewModule(w *web.Module, d *dbactions.Module, ml *mail.Module) *Module {
 	if w == nil {
 		w = web.NewModule()
 	}
 	if d == nil {
 		d = dbactions.NewModule()
 	}
-	return &Module{web: w, db: d}
+	if ml == nil {
+		ml = mail.NewModule()
+	}
+	return &Module{web: w, db: d, mail: ml}
 }
 
 func (m *Module) runDB(ctx context.Context, run runner, argv []string) error {

@@ -74,8 +74,9 @@ func New(mods ...actions.Module) *List {
 	if webRuns {
 		l.mail.UseWeb(l.web)
 	}
-	// An account's sites and databases are the web and db modules'.
-	l.account = account.NewModule(l.web, l.db)
+	// An account's sites, databases and mail are the web, db and mail
+	// modules'.
+	l.account = account.NewModule(l.web, l.db, l.mail)
 	return l
 }
 

@@ -471,39 +471,86 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	if !served {
 		return res, nil
 	}
-	mp := env.Profile.Mail()
-	n, err := countUsers(mp.UsersDir, r.Domain)
+	n, err := countUsers(env.Profile.Mail().UsersDir, r.Domain)
 	if err != nil {
 		return nil, err
 	}
 	if n > 0 {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "mail domain %s still has %d mailboxes: delete them first", r.Domain, n)
 	}
-	// Webmail first: a retry after a later failure finds the domain
-	// gone and would not come back to it.
-	if _, err := a.m.ensureWebmail(ctx, env, r.Domain, false); err != nil {
-		return nil, err
-	}
-	// Exim first: once the directory is gone the domain is not local.
-	dr, err := os.OpenRoot(mp.DomainsDir)
-	if err != nil {
-		return nil, err
-	}
-	defer dr.Close()
-	if err := dr.RemoveAll(r.Domain); err != nil {
-		return nil, err
-	}
-	if _, _, err := ensureDKIM(mp.DKIMDir, r.Domain, nil, 0); err != nil {
-		return nil, err
-	}
-	ur, err := os.OpenRoot(mp.UsersDir)
-	if err != nil {
-		return nil, err
-	}
-	defer ur.Close()
-	if err := ur.RemoveAll(r.Domain); err != nil {
+	if err := a.m.removeDomain(ctx, env, r.Domain); err != nil {
 		return nil, err
 	}
 	res.Changed = true
 	return res, nil
+}
+
+// removeDomain stops serving domain: webmail, Exim's entries, DKIM keys and
+// the Dovecot users (their maildirs stay in the account's home). Callers
+// hold the domain's lock.
+func (m *Module) removeDomain(ctx context.Context, env *actions.Env, domain string) error {
+	mp := env.Profile.Mail()
+	// Webmail first: a retry after a later failure finds the domain gone
+	// and would not come back to it.
+	if _, err := m.ensureWebmail(ctx, env, domain, false); err != nil {
+		return err
+	}
+	// Exim next: once the directory is gone the domain is not local.
+	dr, err := os.OpenRoot(mp.DomainsDir)
+	if err != nil {
+		return err
+	}
+	defer dr.Close()
+	if err := dr.RemoveAll(domain); err != nil {
+		return err
+	}
+	if _, _, err := ensureDKIM(mp.DKIMDir, domain, nil, 0); err != nil {
+		return err
+	}
+	ur, err := os.OpenRoot(mp.UsersDir)
+	if err != nil {
+		return err
+	}
+	defer ur.Close()
+	return ur.RemoveAll(domain)
+}
+
+// RemoveOwner stops serving every mail domain of username, for the
+// deletion of the account (its maildirs are archived with its home). A
+// node without mail has nothing to remove.
+func (m *Module) RemoveOwner(ctx context.Context, env *actions.Env, username string) error {
+	mp := env.Profile.Mail()
+	ents, err := os.ReadDir(mp.DomainsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		domain := e.Name()
+		unlock, err := m.locks.Lock(ctx, "domain:"+domain)
+		if err != nil {
+			return err
+		}
+		served, err := checkOwner(env, domain, username)
+		if err == nil && served {
+			err = m.removeDomain(ctx, env, domain)
+			removed = true
+		} else if actions.ReasonOf(err) == agentpb.ErrorReason_ERROR_REASON_CONFLICT {
+			err = nil // another account's domain
+		}
+		unlock()
+		if err != nil {
+			return fmt.Errorf("mail domain %s: %w", domain, err)
+		}
+	}
+	if !removed {
+		return nil
+	}
+	return m.flushAuthCache(ctx, env)
 }

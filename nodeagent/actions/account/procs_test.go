@@ -1,0 +1,50 @@
+package account
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"slices"
+	"syscall"
+	"testing"
+)
+
+// A process running as the user, one that ignores SIGTERM among them, is
+// gone after killUserProcesses; others are left alone.
+func TestKillUserProcesses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run processes as another uid")
+	}
+	const uid = 64999 // no user: a uid nothing else runs as
+	start := func(argv ...string) *exec.Cmd {
+		c := exec.Command(argv[0], argv[1:]...)
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		return c
+	}
+	plain := start("/usr/bin/sleep", "60")
+	stubborn := start("/usr/bin/perl", "-e", `$SIG{TERM}="IGNORE"; sleep 60`)
+	mine := exec.Command("/usr/bin/sleep", "60")
+	if err := mine.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mine.Process.Kill(); _ = mine.Wait() })
+	go func() { _ = plain.Wait() }()
+	go func() { _ = stubborn.Wait() }()
+
+	if err := killUserProcesses(context.Background(), uid); err != nil {
+		t.Fatal(err)
+	}
+	if pids, _ := processesOf(uid); len(pids) != 0 {
+		t.Fatalf("left running: %v", pids)
+	}
+	if pids, _ := processesOf(uint32(os.Getuid())); !slices.Contains(pids, mine.Process.Pid) {
+		t.Fatal("a process of another user was signalled")
+	}
+	if killUserProcesses(context.Background(), 0) == nil {
+		t.Fatal("uid 0 accepted")
+	}
+}
