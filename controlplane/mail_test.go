@@ -634,3 +634,54 @@ func TestMailDKIMPublished(t *testing.T) {
 		t.Fatalf("DMARC %q", got)
 	}
 }
+
+// TestMailDomainRemoval: removeDomain is refused while the domain has
+// live mailboxes or forwarders; once they are deleted it marks the mail
+// domain deleted (the node is told to remove it), and another account
+// cannot add the domain while that mail is still being removed.
+func TestMailDomainRemoval(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	for _, p := range []string{"basic", "premium"} {
+		if _, err := tn.admin.UpdatePlan(ctx, p, client.PlanUpdate{Domains: ptr(3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a1 := tn.a1.ID
+	const extra = "extra1.example.com"
+	if _, err := tn.userA.AddDomain(ctx, a1, extra, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "x@"+extra, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.userA.CreateForwarder(ctx, "f@"+extra, []string{"x@" + extra}); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, "x@"+extra, "ACTIVE")
+	err := tn.userA.RemoveDomain(ctx, a1, extra)
+	wantAPICode(t, "remove a domain with mail", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "1 mailboxes and 1 forwarders") {
+		t.Errorf("refusal does not count the mail: %v", err)
+	}
+	if _, err := tn.userA.DeleteForwarder(ctx, "f@"+extra); err != nil {
+		t.Fatal(err)
+	}
+	// The node stops answering: the mail stays until it is removed there.
+	ag0(t, tn, agents).stop()
+	if _, err := tn.userA.DeleteMailbox(ctx, "x@"+extra); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.userA.RemoveDomain(ctx, a1, extra); err != nil {
+		t.Fatal(err)
+	}
+	set, err := tn.s.Store().GetMail(ctx, a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := set.Domains[extra]; d == nil || !d.Deleted {
+		t.Fatalf("mail domain of the removed domain: %+v", d)
+	}
+	_, err = tn.resB.AddDomain(ctx, tn.b1.ID, extra, "")
+	wantAPICode(t, "add a domain whose mail another account still has", err, "CONFLICT")
+}

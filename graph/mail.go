@@ -145,6 +145,19 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 		if err := fn(set, c); err != nil {
 			return nil, err
 		}
+		// The domain may have been removed from the account since the
+		// caller resolved it: the account's revision is compared, so this
+		// check holds at the commit.
+		for _, d := range c.domains {
+			if err := stillSite(set.Account, d.Domain, d.Deleted); err != nil {
+				return nil, err
+			}
+		}
+		for _, m := range c.boxes {
+			if err := stillSite(set.Account, m.Domain, m.Deleted); err != nil {
+				return nil, err
+			}
+		}
 		out := &store.MailChange{}
 		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
 			out.Domains = append(out.Domains, c.domains[name])
@@ -158,6 +171,15 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 		return nil, err
 	}
 	return r.Store.GetMail(context.WithoutCancel(ctx), a.ID)
+}
+
+// stillSite refuses mail for a domain the account no longer serves (a
+// deletion excepted).
+func stillSite(a *store.Account, domain string, deleted bool) error {
+	if deleted || a.SiteIndex(domain) >= 0 {
+		return nil
+	}
+	return fmt.Errorf("%s is no longer one of the domains of account %s: %w", domain, a.Username, store.ErrConflict)
 }
 
 // checkMailNode refuses mail on an account whose node lacks the mail role.

@@ -94,3 +94,18 @@ func FuzzJoinTXT(f *testing.F) {
 		}
 	})
 }
+
+// A mail change for a domain the account no longer serves is refused
+// (the check runs inside changeMail's transaction); a deletion is not.
+func TestStillSite(t *testing.T) {
+	a := &store.Account{Username: "alice", Sites: []store.Site{{Domain: "a.example"}}}
+	if err := stillSite(a, "a.example", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := stillSite(a, "gone.example", false); err == nil {
+		t.Fatal("a removed domain took mail")
+	}
+	if err := stillSite(a, "gone.example", true); err != nil {
+		t.Fatal(err)
+	}
+}
