@@ -232,13 +232,31 @@ func behind(gen int64, st *store.MailStatus, a *store.Account) bool {
 	return st.ObservedGeneration < gen || st.State == "" || st.Suspended != a.Suspended || st.Node != "" && st.Node != a.Node
 }
 
+// recordMailFailure records a failed task as FAILED with what it attempted
+// (the suspension it carried, the node it ran on), so that behind() is
+// false until the next change: a failed object is retried only when its
+// spec changes (a new generation: any mutation of it, or a retry the API
+// offers by bumping it) or the account's suspension or node changes, never
+// in a loop at the same generation (the resync does not retry it either).
+// A node other than the one that applied the object holds nothing of it:
+// the domain is not served there, the mailbox has no password there.
+func recordMailFailure(st *store.MailStatus, t *store.Task) {
+	st.State, st.Reason = store.MailFailed, t.Error
+	if st.TaskAction == store.MailTaskEnsure {
+		st.Suspended = st.TaskSuspended
+	}
+	if t.Node != "" && st.Node != t.Node {
+		st.Served, st.PasswordGeneration, st.Node = false, 0, t.Node
+	}
+}
+
 // recordMailDomain writes a finished task's outcome into st; it reports
 // whether the domain is gone (a successful delete of a deleted spec).
 func recordMailDomain(st *store.MailStatus, d *store.MailDomain, t *store.Task) (dropped bool) {
 	defer clearMailTask(st)
 	st.ObservedGeneration = st.TaskGeneration
 	if t.Status != store.TaskSucceeded {
-		st.State, st.Reason = store.MailFailed, t.Error
+		recordMailFailure(st, t)
 		return false
 	}
 	if st.TaskAction == store.MailTaskDelete {
@@ -264,7 +282,7 @@ func recordMailbox(st *store.MailStatus, m *store.Mailbox, t *store.Task) (dropp
 	defer clearMailTask(st)
 	st.ObservedGeneration = st.TaskGeneration
 	if t.Status != store.TaskSucceeded {
-		st.State, st.Reason = store.MailFailed, t.Error
+		recordMailFailure(st, t)
 		return false
 	}
 	if st.TaskAction == store.MailTaskDelete {

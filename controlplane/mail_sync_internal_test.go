@@ -326,3 +326,67 @@ func TestReplaceTXT(t *testing.T) {
 		t.Fatalf("deleted zone: %v", err)
 	}
 }
+
+// TestSyncMailFailureSettles: an ensure that fails on a suspended or moved
+// account is recorded with what it attempted, so the next syncs send
+// nothing new until the object changes (no retry loop); a new generation
+// is sent again.
+func TestSyncMailFailureSettles(t *testing.T) {
+	inFlight := func(node string, suspended bool) store.MailStatus {
+		return store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Served: true, Node: node, PasswordGeneration: 1,
+			TaskID: "TF", TaskAction: store.MailTaskEnsure, TaskGeneration: 2, TaskSuspended: suspended}
+	}
+	failed := map[string]*store.Task{"TF": {ID: "TF", Node: "n1", Status: store.TaskFailed, Error: "disk full"}}
+	cases := []struct {
+		name      string
+		suspended bool
+		node      string // where the object was applied before
+		domain    bool   // the domain fails (else the mailbox)
+	}{
+		{"suspended account, domain", true, "n1", true},
+		{"suspended account, mailbox", true, "n1", false},
+		{"moved account, domain", false, "n0", true},
+		{"moved account, mailbox", false, "n0", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := &store.MailDomain{Domain: testDomain, Generation: 1, Status: store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Served: true, Node: "n1", Suspended: c.suspended}}
+			m := box(1, store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Node: "n1", PasswordGeneration: 1, Suspended: c.suspended})
+			if c.domain {
+				d.Generation, d.Status = 2, inFlight(c.node, c.suspended)
+			} else {
+				m.Generation, m.Status = 2, inFlight(c.node, c.suspended)
+			}
+			set := mailSet(c.suspended, []*store.MailDomain{d}, []*store.Mailbox{m})
+			ch := syncMail(set, failed, nil, 1000, time.Now())
+			for _, mt := range ch.Tasks {
+				t.Errorf("task %s sent with the failure recorded", taskAction(mt.Spec))
+			}
+			for name, st := range ch.Domains {
+				set.Domains[name].Status = *st
+			}
+			for addr, st := range ch.Mailboxes {
+				set.Mailboxes[addr].Status = *st
+			}
+			for i := range 3 {
+				if ch := syncMail(set, nil, nil, 1000, time.Now()); len(ch.Tasks) > 0 {
+					t.Fatalf("sync %d after the failure sent %s", i, taskAction(ch.Tasks[0].Spec))
+				}
+			}
+			var st store.MailState
+			if c.domain {
+				st, _ = set.Domains[testDomain].State()
+				set.Domains[testDomain].Generation = 3
+			} else {
+				st, _ = set.Mailboxes[m.Address].State()
+				set.Mailboxes[m.Address].Generation = 3
+			}
+			if st != store.MailFailed {
+				t.Errorf("state %s, want FAILED", st)
+			}
+			if ch := syncMail(set, nil, nil, 1000, time.Now()); len(ch.Tasks) != 1 {
+				t.Fatalf("a new generation sent %d tasks, want 1", len(ch.Tasks))
+			}
+		})
+	}
+}
