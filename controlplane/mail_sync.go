@@ -116,7 +116,11 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 			domainServed[name] = st.TaskID != "" && st.Served && st.Node == a.Node
 			continue
 		}
-		if nd := advanceDKIM(d, done, now); nd != nil && sy.spend(costSpec) {
+		nd := advanceDKIM(d, done, now)
+		if nd == nil {
+			nd = dkimDrift(a, d, &st)
+		}
+		if nd != nil && sy.spend(costSpec) {
 			ch.DomainSpecs = append(ch.DomainSpecs, nd)
 			d = nd
 		}
@@ -329,7 +333,7 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 				nd.DKIM[i].Signing, nd.DKIM[i].RetireAt = false, now.Add(dkimGrace)
 			}
 		}
-		k.PublishedAt, k.Signing = now, true
+		k.PublishedAt, k.Signing, k.TXT = now, true, reportedTXT(&d.Status, k.Selector)
 		nd.DKIM = append(nd.DKIM, k)
 	}
 	if !changed {
@@ -347,6 +351,39 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 		if nd.DKIM[i].Signing && i != last {
 			nd.DKIM[i].Signing, nd.DKIM[i].RetireAt = false, now.Add(dkimGrace)
 		}
+	}
+	nd.Generation++
+	return &nd
+}
+
+// dkimDrift returns d's spec with every published selector whose key the
+// node does not hold as published unpublished and not signing, nil when
+// there is none: the node reported another TXT for it (the account moved
+// to a node with other keys, the node lost its key) or does not sign with
+// it (it was sent non-signing before it reported the key). The next ensure
+// sends the selector non-signing, its reported TXT is published again, and
+// it signs from then on (advanceDKIM). Only a status of the current spec
+// on the account's node is compared.
+func dkimDrift(a *store.Account, d *store.MailDomain, st *store.MailStatus) *store.MailDomain {
+	if d.Deleted || st.TaskID != "" || st.State != store.MailActive || st.ObservedGeneration != d.Generation || st.Node != a.Node {
+		return nil
+	}
+	nd := *d
+	nd.DKIM = slices.Clone(d.DKIM)
+	changed := false
+	for i, k := range nd.DKIM {
+		if k.PublishedAt.IsZero() || !k.RetireAt.IsZero() {
+			continue
+		}
+		for _, rk := range st.DKIM {
+			if rk.Selector == k.Selector && rk.TXT != "" && (rk.TXT != k.TXT || k.Signing && !rk.Signing) {
+				nd.DKIM[i].PublishedAt, nd.DKIM[i].Signing, nd.DKIM[i].TXT = time.Time{}, false, ""
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return nil
 	}
 	nd.Generation++
 	return &nd
@@ -385,11 +422,14 @@ func nextMailDomainTask(a *store.Account, d *store.MailDomain, st *store.MailSta
 			return &agentpb.Task{Action: &agentpb.Task_DeleteMailDomain{DeleteMailDomain: &agentpb.DeleteMailDomainAction{Username: a.Username, Domain: d.Domain}}}
 		},
 		func() *agentpb.Task {
-			return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d)}}
+			return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d, st)}}
 		})
 }
 
-func mailDomainAction(a *store.Account, d *store.MailDomain) *agentpb.EnsureMailDomainAction {
+// mailDomainAction is d's ensure. A selector signs only on a node that
+// reported the key published for it (st): a node that has not (a new node
+// after a move) is sent it non-signing, and dkimDrift sees to the rest.
+func mailDomainAction(a *store.Account, d *store.MailDomain, st *store.MailStatus) *agentpb.EnsureMailDomainAction {
 	act := &agentpb.EnsureMailDomainAction{
 		Username:  a.Username,
 		Domain:    d.Domain,
@@ -406,7 +446,8 @@ func mailDomainAction(a *store.Account, d *store.MailDomain) *agentpb.EnsureMail
 		act.Aliases = append(act.Aliases, &agentpb.MailAlias{LocalPart: local, Targets: slices.Clone(d.Aliases[local])})
 	}
 	for _, k := range d.DKIM {
-		act.DkimSelectors = append(act.DkimSelectors, &agentpb.MailDKIMSelector{Selector: k.Selector, Signing: k.Signing})
+		held := st.Node == a.Node && k.TXT != "" && reportedTXT(st, k.Selector) == k.TXT
+		act.DkimSelectors = append(act.DkimSelectors, &agentpb.MailDKIMSelector{Selector: k.Selector, Signing: k.Signing && held})
 	}
 	return act
 }

@@ -182,7 +182,7 @@ func TestSyncMailOutcomes(t *testing.T) {
 func TestSyncMailDKIM(t *testing.T) {
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	d := &store.MailDomain{Domain: testDomain, Generation: 2, DKIM: []store.MailDKIM{{Selector: "np1"}},
-		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Served: true,
+		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Served: true, Node: "n1",
 			DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB"}}}}
 	set := mailSet(false, []*store.MailDomain{d}, nil)
 	recs := dkimRecords(set, now)
@@ -214,7 +214,7 @@ func TestSyncMailDKIM(t *testing.T) {
 	// Rotation: np2 added; the node reported its key.
 	nd.DKIM = append(nd.DKIM, store.MailDKIM{Selector: "np2"})
 	nd.Generation = 4
-	nd.Status = store.MailStatus{ObservedGeneration: 4, State: store.MailActive, Served: true, DKIM: []store.MailDKIMKey{
+	nd.Status = store.MailStatus{ObservedGeneration: 4, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{
 		{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB", Signing: true}, {Selector: "np2", TXT: "v=DKIM1; k=rsa; p=CD"}}}
 	set = mailSet(false, []*store.MailDomain{nd}, nil)
 	if recs := dkimRecords(set, now); len(recs) != 1 || recs[0].Selector != "np2" {
@@ -231,7 +231,7 @@ func TestSyncMailDKIM(t *testing.T) {
 	}
 
 	// Within the grace period nothing is withdrawn; after it, np1 is.
-	rd.Status = store.MailStatus{ObservedGeneration: rd.Generation, State: store.MailActive, Served: true}
+	rd.Status = store.MailStatus{ObservedGeneration: rd.Generation, State: store.MailActive, Served: true, Node: "n1"}
 	set = mailSet(false, []*store.MailDomain{rd}, nil)
 	if recs := dkimRecords(set, later.Add(time.Hour)); len(recs) != 0 {
 		t.Fatalf("withdrawn within the grace period: %+v", recs)
@@ -388,5 +388,57 @@ func TestSyncMailFailureSettles(t *testing.T) {
 				t.Fatalf("a new generation sent %d tasks, want 1", len(ch.Tasks))
 			}
 		})
+	}
+}
+
+// TestSyncMailDKIMDrift: a published selector whose key the node reports
+// differently (the account moved, the node lost its key) stops signing,
+// its new TXT is published again, and it signs again; a node that has not
+// reported a selector's key is sent it non-signing.
+func TestSyncMailDKIMDrift(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	const oldTXT, newTXT = "v=DKIM1; k=rsa; p=OLD", "v=DKIM1; k=rsa; p=NEW"
+	d := &store.MailDomain{Domain: testDomain, Generation: 5, DKIM: []store.MailDKIM{{Selector: "np1", Signing: true, PublishedAt: now.Add(-time.Hour), TXT: oldTXT}},
+		Status: store.MailStatus{ObservedGeneration: 5, State: store.MailActive, Served: true, Node: "n0", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: oldTXT, Signing: true}}}}
+	set := mailSet(false, []*store.MailDomain{d}, nil)
+	// Moved to n1: the ensure sends np1 non-signing.
+	ch := syncMail(set, nil, nil, 1000, now)
+	if len(ch.Tasks) != 1 {
+		t.Fatalf("tasks %d", len(ch.Tasks))
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); len(sel) != 1 || sel[0].GetSigning() {
+		t.Fatalf("a node that has not reported the key is told to sign: %v", sel)
+	}
+	// n1 reports another key: the selector is unpublished and not signing.
+	d.Status = store.MailStatus{ObservedGeneration: 5, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT}}}
+	ch = syncMail(set, nil, nil, 1000, now)
+	if len(ch.DomainSpecs) != 1 {
+		t.Fatalf("no spec change on a new key: %+v", ch)
+	}
+	nd := ch.DomainSpecs[0]
+	if k := nd.DKIM[0]; k.Signing || !k.PublishedAt.IsZero() || nd.Generation != 6 {
+		t.Fatalf("after the drift %+v gen %d", k, nd.Generation)
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); sel[0].GetSigning() {
+		t.Fatalf("drifted selector sent signing: %v", sel)
+	}
+	// The new TXT is published, then it signs.
+	nd.Status = store.MailStatus{ObservedGeneration: 6, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT}}}
+	set = mailSet(false, []*store.MailDomain{nd}, nil)
+	if recs := dkimRecords(set, now); len(recs) != 1 || recs[0].TXT != newTXT {
+		t.Fatalf("republish %+v", recs)
+	}
+	ch = syncMail(set, nil, map[string]bool{testDomain + "/np1": true}, 1000, now)
+	if len(ch.DomainSpecs) != 1 || !ch.DomainSpecs[0].DKIM[0].Signing || ch.DomainSpecs[0].DKIM[0].TXT != newTXT {
+		t.Fatalf("after republication %+v", ch.DomainSpecs)
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); !sel[0].GetSigning() {
+		t.Fatalf("republished selector not signing: %v", sel)
+	}
+	// Converged: the node signs with the published key; nothing more.
+	sd := ch.DomainSpecs[0]
+	sd.Status = store.MailStatus{ObservedGeneration: sd.Generation, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT, Signing: true}}}
+	if ch := syncMail(mailSet(false, []*store.MailDomain{sd}, nil), nil, nil, 1000, now); len(ch.DomainSpecs)+len(ch.Tasks) != 0 {
+		t.Fatalf("converged domain changed: %+v", ch)
 	}
 }

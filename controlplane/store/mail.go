@@ -163,6 +163,10 @@ type MailDKIM struct {
 	Selector    string    `json:"selector"`
 	Signing     bool      `json:"signing,omitempty"`
 	PublishedAt time.Time `json:"publishedAt,omitzero"`
+	// TXT is the record published for the selector: a node that reports
+	// another key for it (the account moved, the node lost its key) makes
+	// the controller stop signing with it until the new key is published.
+	TXT string `json:"txt,omitempty"`
 	// RetireAt: a selector replaced by a rotation stops signing at once
 	// and its key and TXT record go at RetireAt, so that messages signed
 	// just before still verify.
