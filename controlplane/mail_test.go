@@ -33,6 +33,25 @@ type fakeMailAgent struct {
 	stop context.CancelFunc // the node stops answering
 	mu   sync.Mutex
 	seen []*agentpb.Task
+	// fail: task actions (as tasks() names them) the node fails.
+	fail map[string]bool
+}
+
+// failing makes the node fail (or, false, apply again) the tasks of action.
+func (f *fakeMailAgent) failing(action string, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail == nil {
+		f.fail = map[string]bool{}
+	}
+	f.fail[action] = on
+}
+
+func (f *fakeMailAgent) fails(task *agentpb.Task) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := task.ProtoReflect()
+	return f.fail[string(m.WhichOneof(m.Descriptor().Oneofs().ByName("action")).Name())]
 }
 
 func startFakeMailAgent(t *testing.T, s *testenv.Server, node string) *fakeMailAgent {
@@ -71,6 +90,9 @@ func startFakeMailAgent(t *testing.T, s *testenv.Server, node string) *fakeMailA
 					continue
 				}
 				res.TaskId, res.Status = task.GetId(), agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
+				if f.fails(task) {
+					res = &agentpb.TaskResult{TaskId: task.GetId(), Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "node refused"}
+				}
 				_, _ = st.CompleteTask(ctx, node, res, store.NewAuditEvent("node:"+node, "test", "", "", ""))
 			}
 		}
@@ -684,4 +706,41 @@ func TestMailDomainRemoval(t *testing.T) {
 	}
 	_, err = tn.resB.AddDomain(ctx, tn.b1.ID, extra, "")
 	wantAPICode(t, "add a domain whose mail another account still has", err, "CONFLICT")
+}
+
+// TestMailboxDeleteRetry: a mailbox whose deletion failed shows FAILED;
+// createMailbox says to run deleteMailbox again, and deleteMailbox sends
+// the deletion again (a new generation) until it succeeds.
+func TestMailboxDeleteRetry(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	const addr = "gone@alpha1.example.com"
+	if _, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, addr, "ACTIVE")
+	ag := ag0(t, tn, agents)
+	ag.failing("delete_mailbox", true)
+	if _, err := tn.userA.DeleteMailbox(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, addr, "FAILED")
+	_, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 0)
+	wantAPICode(t, "create over a failed deletion", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "deleteMailbox") {
+		t.Errorf("the refusal does not say how to retry: %v", err)
+	}
+	ag.failing("delete_mailbox", false)
+	if _, err := tn.userA.DeleteMailbox(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "mailbox dropped", func() bool {
+		set, err := tn.s.Store().GetMail(ctx, a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := set.Mailboxes[addr]
+		return !ok
+	})
 }

@@ -94,8 +94,10 @@ func (c *mailChange) domain(set *store.MailSet, name string) *store.MailDomain {
 }
 
 // mailbox returns the spec of a mailbox of the set to change (a copy),
-// NOT_FOUND when it has none (or it is being deleted).
-func (c *mailChange) mailbox(set *store.MailSet, address string) (*store.Mailbox, error) {
+// NOT_FOUND when it has none, CONFLICT when it is being deleted, except for
+// retryDelete (deleteMailbox) when its deletion failed: the copy is the
+// deleted spec at its next generation, which sends the deletion again.
+func (c *mailChange) mailbox(set *store.MailSet, address string, retryDelete bool) (*store.Mailbox, error) {
 	if m, ok := c.boxes[address]; ok {
 		return m, nil
 	}
@@ -103,7 +105,7 @@ func (c *mailChange) mailbox(set *store.MailSet, address string) (*store.Mailbox
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(address)+" not found")
 	}
-	if old.Deleted {
+	if st, _ := old.State(); old.Deleted && !(retryDelete && st == store.MailFailed) {
 		return nil, fmt.Errorf("mailbox %s is being deleted: %w", address, store.ErrConflict)
 	}
 	m := *old
@@ -548,7 +550,7 @@ func (r *Resolver) mailboxMutation(ctx context.Context, action, address string, 
 		return nil, err
 	}
 	set, err := r.changeMail(ctx, p, a, action, addr, func(set *store.MailSet, c *mailChange) error {
-		m, err := c.mailbox(set, addr)
+		m, err := c.mailbox(set, addr, action == "deleteMailbox")
 		if err != nil {
 			return err
 		}

@@ -70,6 +70,9 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 		m := &store.Mailbox{Address: addr, Domain: domain, QuotaMB: quota}
 		if old, ok := set.Mailboxes[addr]; ok {
 			if old.Deleted {
+				if st, reason := old.State(); st == store.MailFailed {
+					return fmt.Errorf("the deletion of mailbox %s failed (%s); run deleteMailbox %s again to retry it, then create it: %w", addr, reason, addr, store.ErrConflict)
+				}
 				return fmt.Errorf("mailbox %s is still being deleted; try again shortly: %w", addr, store.ErrConflict)
 			}
 			return fmt.Errorf("mailbox %s exists already: %w", addr, store.ErrConflict)
@@ -112,6 +115,9 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 // DeleteMailbox is the resolver for the deleteMailbox field.
 func (r *mutationResolver) DeleteMailbox(ctx context.Context, address string) (*model.Mailbox, error) {
 	return r.mailboxMutation(ctx, "deleteMailbox", address, func(set *store.MailSet, c *mailChange, m *store.Mailbox) error {
+		if m.Deleted {
+			return nil // a failed deletion sent again (c.mailbox)
+		}
 		m.Deleted = true
 		m.SealedPassword = nil
 		// A catch-all naming the mailbox would point at nothing.
