@@ -744,3 +744,35 @@ func TestMailboxDeleteRetry(t *testing.T) {
 		return !ok
 	})
 }
+
+// TestMailPlanLimits: a plan change cannot bypass the mailbox limits:
+// updatePlan lowering mailboxes below what an account has, or disk below a
+// mailbox's quota, and changeAccountPlan to a plan with fewer mailboxes
+// are refused with QUOTA_EXCEEDED.
+func TestMailPlanLimits(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	for _, addr := range []string{"one@alpha1.example.com", "two@alpha1.example.com"} {
+		if _, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Mailboxes: ptr(1)})
+	wantAPICode(t, "lower mailboxes below use", err, "QUOTA_EXCEEDED")
+	_, err = tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{DiskMB: ptr(int64(80))})
+	wantAPICode(t, "lower disk below a mailbox quota", err, "QUOTA_EXCEEDED")
+	if !strings.Contains(err.Error(), "mailbox") {
+		t.Errorf("refusal does not name the mailbox: %v", err)
+	}
+	if _, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Mailboxes: ptr(2)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"one@bravo1.example.com", "two@bravo1.example.com", "three@bravo1.example.com"} {
+		if _, err := tn.resB.CreateMailbox(ctx, tn.b1.ID, addr, "", 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = tn.admin.ChangeAccountPlan(ctx, "bravo1", "basic")
+	wantAPICode(t, "move to a plan with fewer mailboxes", err, "QUOTA_EXCEEDED")
+}
