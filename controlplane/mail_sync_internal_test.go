@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -440,5 +441,68 @@ func TestSyncMailDKIMDrift(t *testing.T) {
 	sd.Status = store.MailStatus{ObservedGeneration: sd.Generation, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT, Signing: true}}}
 	if ch := syncMail(mailSet(false, []*store.MailDomain{sd}, nil), nil, nil, 1000, now); len(ch.DomainSpecs)+len(ch.Tasks) != 0 {
 		t.Fatalf("converged domain changed: %+v", ch)
+	}
+}
+
+// fakeZones is a mailZones over zones in memory.
+type fakeZones struct{ zones map[string]*store.Zone }
+
+func (f *fakeZones) ChangeZone(_ context.Context, name string, _ store.AuditEvent, fn func(*store.Zone) error) (*store.Zone, error) {
+	z, ok := f.zones[name]
+	if !ok {
+		return nil, fmt.Errorf("zone %s: %w", name, store.ErrNotFound)
+	}
+	c := *z
+	c.Records = slices.Clone(z.Records)
+	if err := fn(&c); err != nil {
+		return nil, err
+	}
+	f.zones[name] = &c
+	return &c, nil
+}
+
+// TestPublishDKIMServed: a DKIM record counts as published only once the
+// zone that holds it is served at a generation that has it (not FAILED);
+// the zone's record checks refuse a TXT record beside a CNAME; a parent
+// zone of another account is never written.
+func TestPublishDKIMServed(t *testing.T) {
+	ctx := context.Background()
+	a := &store.Account{ID: "a1", Username: "alice"}
+	zones := &fakeZones{zones: map[string]*store.Zone{"example.com": {Name: "example.com", Account: "a1", Generation: 3, AppliedGeneration: 3}}}
+	rec := dkimRecord{Domain: "example.com", Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB"}
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || served {
+		t.Fatalf("first write: served %v, %v", served, err)
+	}
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || served {
+		t.Fatalf("written, not applied: served %v, %v", served, err)
+	}
+	zones.zones["example.com"].AppliedGeneration = 4
+	zones.zones["example.com"].Status = store.ZoneFailed
+	if served, _ := publishDKIM(ctx, zones, a, rec); served {
+		t.Fatal("a FAILED zone serves the record")
+	}
+	zones.zones["example.com"].Status = store.ZoneActive
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || !served {
+		t.Fatalf("applied: served %v, %v", served, err)
+	}
+
+	// A CNAME at the selector's name: refused, the zone is left alone.
+	z := zones.zones["example.com"]
+	z.Records = append(z.Records, store.ZoneRecord{ID: "9", Name: "np2._domainkey.example.com.", Type: "CNAME", Content: "elsewhere.example.net.", TTL: 3600})
+	gen := z.Generation
+	if _, err := publishDKIM(ctx, zones, a, dkimRecord{Domain: "example.com", Selector: "np2", TXT: "v=DKIM1; k=rsa; p=CD"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("TXT beside a CNAME: %v", err)
+	}
+	if zones.zones["example.com"].Generation != gen {
+		t.Fatal("the refused record was written")
+	}
+
+	// sub.example.com has no zone; its parent is another account's.
+	other := &store.Account{ID: "a2", Username: "bob"}
+	if _, err := publishDKIM(ctx, zones, other, dkimRecord{Domain: "sub.example.com", Selector: "np1", TXT: "v=DKIM1; k=rsa; p=EF"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("another account's parent zone: %v", err)
+	}
+	if zones.zones["example.com"].Generation != gen {
+		t.Fatal("another account's zone was written")
 	}
 }

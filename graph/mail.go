@@ -274,6 +274,9 @@ func mailStatusModel(st store.MailState) model.MailboxStatus {
 // its zone (z; nil: none found).
 func mailDomainModel(d *store.MailDomain, z *store.Zone) *model.MailDomain {
 	st, reason := d.State()
+	if reason == "" {
+		reason = d.Status.DKIMReason
+	}
 	out := &model.MailDomain{Domain: d.Domain, Status: mailStatusModel(st), Reason: strPtr(reason),
 		Webmail: d.Webmail, Dkim: []*model.DKIMSelector{},
 		SpamFilter: &model.SpamFilter{Enabled: d.Spam.Enabled, Score: float64(d.Spam.ScoreTenths) / 10, Action: model.SpamAction(d.Spam.Action)}}

@@ -83,6 +83,9 @@ type MailStatus struct {
 	// DKIM is a domain's keys as the node last reported them, with the TXT
 	// values to publish.
 	DKIM []MailDKIMKey `json:"dkim,omitempty"`
+	// DKIMReason: why a domain's DKIM record could not be published (the
+	// zone refused it); its selector does not sign meanwhile.
+	DKIMReason string `json:"dkimReason,omitempty"`
 
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
