@@ -805,3 +805,30 @@ func TestMailPlanLimits(t *testing.T) {
 	_, err = tn.admin.ChangeAccountPlan(ctx, "bravo1", "basic")
 	wantAPICode(t, "move to a plan with fewer mailboxes", err, "QUOTA_EXCEEDED")
 }
+
+// TestMailboxBehindFailedDomain: a mailbox waiting for a domain that
+// failed on the node shows the domain's reason; the next createMailbox
+// sends the domain again, and both mailboxes come up.
+func TestMailboxBehindFailedDomain(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	ag := ag0(t, tn, agents)
+	ag.failing("ensure_mail_domain", true)
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "one@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the domain's failure on the mailbox", func() bool {
+		list, _, err := tn.userA.Mailboxes(ctx, a1, 50, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list) == 1 && list[0].Reason != nil && strings.Contains(*list[0].Reason, "domain alpha1.example.com failed: node refused")
+	})
+	ag.failing("ensure_mail_domain", false)
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "two@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, "one@alpha1.example.com", "ACTIVE")
+	waitMailbox(t, tn.userA, a1, "two@alpha1.example.com", "ACTIVE")
+}

@@ -242,8 +242,15 @@ func checkMailQuota(mb int, plan *store.Plan) error {
 	return nil
 }
 
-func mailboxModel(m *store.Mailbox) *model.Mailbox {
+// mailboxModel shows m of set: a mailbox waiting for its domain, which
+// failed on the node, shows the domain's reason.
+func mailboxModel(set *store.MailSet, m *store.Mailbox) *model.Mailbox {
 	st, reason := m.State()
+	if d, ok := set.Domains[m.Domain]; ok && st == store.MailPending && reason == "" {
+		if dst, dreason := d.State(); dst == store.MailFailed {
+			reason = "domain " + m.Domain + " failed: " + dreason
+		}
+	}
 	out := &model.Mailbox{Address: m.Address, Domain: m.Domain, QuotaMb: m.QuotaMB, Status: mailStatusModel(st),
 		Reason: strPtr(reason), CreatedAt: m.CreatedAt}
 	if !m.Status.MeasuredAt.IsZero() {
@@ -566,7 +573,7 @@ func (r *Resolver) mailboxMutation(ctx context.Context, action, address string, 
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(addr)+" was deleted meanwhile")
 	}
-	return mailboxModel(m), nil
+	return mailboxModel(set, m), nil
 }
 
 // domainMutation changes one mail domain of an account: fn edits d (its

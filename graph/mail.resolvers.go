@@ -90,7 +90,11 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 		if count+1 > plan.Mailboxes {
 			return fmt.Errorf("%w: plan %s allows %d mailboxes", store.ErrQuotaExceeded, plan.Name, plan.Mailboxes)
 		}
+		// A new domain is ensured first; a failed one is sent again (its
+		// next generation), since the mailbox waits for it.
 		if d, ok := set.Domains[domain]; !ok || d.Deleted {
+			c.domain(set, domain)
+		} else if st, _ := d.State(); st == store.MailFailed {
 			c.domain(set, domain)
 		}
 		m.Generation = 1
@@ -105,7 +109,7 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(addr)+" was deleted meanwhile")
 	}
-	out := &model.MailboxPayload{Mailbox: mailboxModel(m)}
+	out := &model.MailboxPayload{Mailbox: mailboxModel(set, m)}
 	if generated {
 		out.Password = &pw
 	}
@@ -492,7 +496,7 @@ func (r *queryResolver) Mailboxes(ctx context.Context, account string, first *in
 	}
 	live := r.liveUsage(ctx, p, a, addrs)
 	for _, addr := range addrs {
-		m := mailboxModel(set.Mailboxes[addr])
+		m := mailboxModel(set, set.Mailboxes[addr])
 		if u, ok := live[addr]; ok {
 			used, msgs := int64(u.GetUsedBytes()), int64(u.GetMessages())
 			m.UsedBytes, m.Messages = &used, &msgs
