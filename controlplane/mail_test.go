@@ -832,3 +832,29 @@ func TestMailboxBehindFailedDomain(t *testing.T) {
 	waitMailbox(t, tn.userA, a1, "one@alpha1.example.com", "ACTIVE")
 	waitMailbox(t, tn.userA, a1, "two@alpha1.example.com", "ACTIVE")
 }
+
+// TestMailRequestsRateLimited: scans and trainings are tasks through etcd
+// and the node: a user looping on them is refused RATE_LIMITED after a
+// short burst, as log reads are.
+func TestMailRequestsRateLimited(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	const addr = "info@alpha1.example.com"
+	if _, err := tn.userA.CreateMailbox(ctx, tn.a1.ID, addr, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, tn.a1.ID, addr, "ACTIVE")
+	var limited error
+	for i := 0; i < 12 && limited == nil; i++ {
+		var err error
+		if i%2 == 0 {
+			_, err = tn.userA.ScanMailbox(ctx, addr)
+		} else {
+			_, err = tn.userA.TrainMail(ctx, addr, 1, true)
+		}
+		if err != nil {
+			limited = err
+		}
+	}
+	wantAPICode(t, "a loop of scans and trainings", limited, "RATE_LIMITED")
+}

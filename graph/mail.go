@@ -486,6 +486,19 @@ func (r *Resolver) mailQuery(ctx context.Context, p auth.Principal, node string,
 // Resolver, gqlgen's root, whose zero value must serve.
 var usageGates sync.Map // *Resolver -> *logReadGate
 
+// mailRequestGates holds each Resolver's gate of one-shot mailbox requests
+// (scans, spam and ham training): each is a task through etcd and the
+// node's queue, so they are gated as log reads are (one per account at a
+// time, a few per user per second).
+var mailRequestGates sync.Map // *Resolver -> *logReadGate
+
+// startMailRequest admits a one-shot mailbox request of user on account,
+// or refuses it RATE_LIMITED; done ends an admitted one.
+func (r *Resolver) startMailRequest(user, account string) (done func(), err error) {
+	g, _ := mailRequestGates.LoadOrStore(r, &logReadGate{what: "mailbox scan or training"})
+	return g.(*logReadGate).start(user, account)
+}
+
 // liveUsage asks the account's node for the usage of a page of mailboxes
 // in one task; nil (no error) when it cannot answer in time, so the page
 // shows the last known values instead.
@@ -639,6 +652,11 @@ func (r *Resolver) trainMail(ctx context.Context, action, address string, uid in
 	if err = r.knownMailbox(ctx, a, addr); err != nil {
 		return nil, err
 	}
+	done, err := r.startMailRequest(p.Name, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_TrainMail{TrainMail: &agentpb.TrainMailAction{Username: a.Username, Address: addr, Uid: uint32(uid), Spam: spam}}}
 	t, err := r.mailQuery(ctx, p, a.Node, spec, action, mailQueryWait)
 	if err != nil {

@@ -420,6 +420,11 @@ func (r *mutationResolver) ScanMailbox(ctx context.Context, address string) (out
 	if err = r.knownMailbox(ctx, a, addr); err != nil {
 		return nil, err
 	}
+	done, err := r.startMailRequest(p.Name, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_ScanMailbox{ScanMailbox: &agentpb.ScanMailboxAction{Username: a.Username, Address: addr}}}
 	t, err := r.mailQuery(ctx, p, a.Node, spec, "scanMailbox", mailQueryWait)
 	if err != nil {
