@@ -858,3 +858,34 @@ func TestMailRequestsRateLimited(t *testing.T) {
 	}
 	wantAPICode(t, "a loop of scans and trainings", limited, "RATE_LIMITED")
 }
+
+// TestMailRoleNeeded: the mail role cannot be taken off a node whose
+// accounts have mail domains or mailboxes (CONFLICT), as web, db and dns
+// cannot.
+func TestMailRoleNeeded(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.userA.CreateMailbox(ctx, tn.a1.ID, "info@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := tn.admin.Account(ctx, tn.a1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := acc.NodeName()
+	n, err := tn.s.Store().GetNode(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for _, r := range n.Roles {
+		if r != "mail" {
+			roles = append(roles, strings.ToUpper(r))
+		}
+	}
+	_, err = tn.admin.UpdateNode(ctx, node, client.NodeUpdate{Roles: roles})
+	wantAPICode(t, "take the mail role off a node with mail", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "info@alpha1.example.com") {
+		t.Errorf("refusal does not name the mail: %v", err)
+	}
+}
