@@ -142,9 +142,15 @@ type Mailbox struct {
 }
 
 // State is the mailbox's state and its reason (FAILED).
-// An applied mailbox whose logins are switched off is DISABLED.
+// An applied mailbox whose logins are switched off is DISABLED. A mailbox
+// the node of a moved account applied without its password (sealed to the
+// old node, which alone can open it) is FAILED until the password is set
+// again.
 func (m *Mailbox) State() (MailState, string) {
 	st, reason := mailState(m.Generation, m.Deleted, &m.Status)
+	if (st == MailActive || st == MailDisabled) && m.Status.Node != "" && m.Status.Node != m.Node && m.Status.PasswordGeneration == 0 {
+		return MailFailed, "password must be set again after the move to " + m.Status.Node + " (setMailboxPassword)"
+	}
 	if st == MailActive && m.Disabled {
 		st = MailDisabled
 	}
