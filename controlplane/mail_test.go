@@ -889,3 +889,22 @@ func TestMailRoleNeeded(t *testing.T) {
 		t.Errorf("refusal does not name the mail: %v", err)
 	}
 }
+
+// TestForwarderLoopAcrossAccounts: a forwarder that would loop through
+// another account's forwarders (A x@a → y@b, B y@b → x@a) is refused with
+// the same generic error as a loop within the account.
+func TestForwarderLoopAcrossAccounts(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.userA.CreateForwarder(ctx, "x@alpha1.example.com", []string{"y@bravo1.example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tn.resB.CreateForwarder(ctx, "y@bravo1.example.com", []string{"x@alpha1.example.com"})
+	wantAPICode(t, "a loop across accounts", err, "INVALID_INPUT")
+	if !strings.Contains(err.Error(), "makes a loop") || strings.Contains(err.Error(), "alpha1") {
+		t.Errorf("refusal is not the generic one or tells the other account's data: %v", err)
+	}
+	if _, err := tn.resB.CreateForwarder(ctx, "z@bravo1.example.com", []string{"x@alpha1.example.com"}); err != nil {
+		t.Fatalf("a chain that does not come back: %v", err)
+	}
+}

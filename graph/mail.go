@@ -381,9 +381,8 @@ func (r *Resolver) setDomainTXT(ctx context.Context, action, domain, name, prefi
 }
 
 // forwarderLoop reports whether mail to from, forwarded to targets, comes
-// back to from through the account's own forwarders (aliases: address →
-// targets, every domain of the account).
-func forwarderLoop(aliases map[string][]string, from string, targets []string) bool {
+// back to from through the forwarders next gives (address → targets).
+func forwarderLoop(next func(string) []string, from string, targets []string) bool {
 	seen := map[string]bool{}
 	stack := slices.Clone(targets)
 	for len(stack) > 0 {
@@ -396,9 +395,59 @@ func forwarderLoop(aliases map[string][]string, from string, targets []string) b
 			continue
 		}
 		seen[t] = true
-		stack = append(stack, aliases[t]...)
+		stack = append(stack, next(t)...)
 	}
 	return false
+}
+
+// maxForeignAccounts bounds the other accounts a forwarder loop check
+// reads.
+const maxForeignAccounts = 16
+
+// forwardsOf returns the forwarders a loop check walks for account a: its
+// own (own, the change's view) and, for a target whose domain another
+// account of the cluster hosts, that account's, read once each (at most
+// maxForeignAccounts; best effort: one that cannot be read counts as
+// none). Nothing of them is shown to the caller.
+func (r *Resolver) forwardsOf(ctx context.Context, a *store.Account, own map[string][]string) func(string) []string {
+	byDomain := map[string]map[string][]string{}
+	read := 0
+	return func(addr string) []string {
+		if ts, ok := own[addr]; ok {
+			return ts
+		}
+		_, domain, ok := strings.Cut(addr, "@")
+		if !ok || a.SiteIndex(domain) >= 0 {
+			return nil
+		}
+		if m, ok := byDomain[domain]; ok {
+			return m[addr]
+		}
+		byDomain[domain] = nil
+		if read >= maxForeignAccounts {
+			return nil
+		}
+		id, err := r.Store.AccountIDByDomain(ctx, domain)
+		if err != nil || id == a.ID {
+			return nil
+		}
+		read++
+		set, err := r.Store.GetMail(ctx, id)
+		if err != nil {
+			return nil
+		}
+		for name, d := range set.Domains {
+			if d.Deleted {
+				continue
+			}
+			m := map[string][]string{}
+			for local, ts := range d.Aliases {
+				m[local+"@"+name] = ts
+			}
+			byDomain[name] = m
+		}
+		return byDomain[domain][addr]
+	}
 }
 
 // accountAliases flattens an account's forwarders to address → targets.

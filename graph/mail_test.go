@@ -30,7 +30,7 @@ func TestForwarderLoop(t *testing.T) {
 		{"d2@x.example", []string{"d@x.example"}, true},
 		{"z@x.example", []string{"z2@x.example"}, false},
 	} {
-		if got := forwarderLoop(aliases, c.from, c.targets); got != c.loop {
+		if got := forwarderLoop(func(a string) []string { return aliases[a] }, c.from, c.targets); got != c.loop {
 			t.Errorf("%s -> %v: loop %v, want %v", c.from, c.targets, got, c.loop)
 		}
 	}
