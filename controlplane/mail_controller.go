@@ -52,7 +52,13 @@ func syncAccountMail(ctx context.Context, st *store.Store, zones mailZones, log 
 			}
 			done[rec.Domain+"/"+rec.Selector] = served || rec.Remove
 		}
-		ch := syncMail(set, finished, done, budget, now)
+		// The refusals' status writes are reserved from the budget.
+		for name, d := range set.Domains {
+			if d.Status.DKIMReason != refused[name] {
+				budget -= costStatus
+			}
+		}
+		ch := syncMail(set, finished, done, max(budget, 0), now)
 		noteDKIMRefusals(set, ch, refused)
 		return ch, nil
 	})
