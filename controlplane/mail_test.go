@@ -908,3 +908,47 @@ func TestForwarderLoopAcrossAccounts(t *testing.T) {
 		t.Fatalf("a chain that does not come back: %v", err)
 	}
 }
+
+// TestMailDomainRemovalRace: createMailbox racing removeDomain never
+// leaves a live mailbox on a domain the account no longer serves: either
+// the mailbox is created and the removal refused, or the removal wins and
+// the creation is refused (re-checked inside the mail transaction).
+func TestMailDomainRemovalRace(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Domains: ptr(3)}); err != nil {
+		t.Fatal(err)
+	}
+	a1 := tn.a1.ID
+	for i := range 15 {
+		dom := fmt.Sprintf("race%d.example.com", i)
+		if _, err := tn.userA.AddDomain(ctx, a1, dom, ""); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var createErr, removeErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); _, createErr = tn.userA.CreateMailbox(ctx, a1, "x@"+dom, "", 0) }()
+		go func() { defer wg.Done(); removeErr = tn.userA.RemoveDomain(ctx, a1, dom) }()
+		wg.Wait()
+		a, err := tn.s.Store().GetMail(ctx, a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := a.Mailboxes["x@"+dom]
+		served := a.Account.SiteIndex(dom) >= 0
+		if m != nil && !m.Deleted && !served {
+			t.Fatalf("round %d: live mailbox on removed domain %s (create %v, remove %v)", i, dom, createErr, removeErr)
+		}
+		if createErr == nil {
+			if _, err := tn.userA.DeleteMailbox(ctx, "x@"+dom); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if served {
+			if err := tn.userA.RemoveDomain(ctx, a1, dom); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
