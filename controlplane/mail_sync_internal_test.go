@@ -506,3 +506,25 @@ func TestPublishDKIMServed(t *testing.T) {
 		t.Fatal("another account's zone was written")
 	}
 }
+
+// TestNoteDKIMRefusals: a refused DKIM record's reason is written on the
+// domain's status, and cleared once the record is published.
+func TestNoteDKIMRefusals(t *testing.T) {
+	d := &store.MailDomain{Domain: testDomain, Generation: 1, Status: served(1)}
+	set := mailSet(false, []*store.MailDomain{d}, nil)
+	ch := store.NewMailSync()
+	noteDKIMRefusals(set, ch, map[string]string{testDomain: "CNAME at the name"})
+	if st := ch.Domains[testDomain]; st == nil || st.DKIMReason != "CNAME at the name" || st.ObservedGeneration != 1 {
+		t.Fatalf("refusal not noted: %+v", st)
+	}
+	d.Status.DKIMReason = "CNAME at the name"
+	ch = store.NewMailSync()
+	noteDKIMRefusals(set, ch, map[string]string{testDomain: "CNAME at the name"})
+	if len(ch.Domains) != 0 {
+		t.Fatal("an unchanged refusal written again")
+	}
+	noteDKIMRefusals(set, ch, nil)
+	if st := ch.Domains[testDomain]; st == nil || st.DKIMReason != "" {
+		t.Fatalf("refusal not cleared: %+v", st)
+	}
+}
