@@ -11,6 +11,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
 )
 
 // The mail controller (leader only) converges every account's mail domains
@@ -33,20 +34,52 @@ type mailZones interface {
 	ChangeZone(ctx context.Context, name string, audit store.AuditEvent, fn func(*store.Zone) error) (*store.Zone, error)
 }
 
-// syncAccountMail converges one account's mail.
+// syncAccountMail converges one account's mail. A DKIM record counts as
+// published (its selector may sign) once the zone that holds it is served
+// at a generation that has it; a record the zone refuses is not written,
+// and the reason is shown on the mail domain.
 func syncAccountMail(ctx context.Context, st *store.Store, zones mailZones, log *slog.Logger, account string) error {
 	return st.SyncMail(ctx, account, func(set *store.MailSet, finished map[string]*store.Task, budget int) (*store.MailSync, error) {
 		now := time.Now().UTC()
 		done := map[string]bool{}
+		refused := map[string]string{}
 		for _, rec := range dkimRecords(set, now) {
-			if err := publishDKIM(ctx, zones, set.Account, rec); err != nil {
+			served, err := publishDKIM(ctx, zones, set.Account, rec)
+			if err != nil {
 				log.Warn("publish DKIM record", "account", set.Account.Username, "domain", rec.Domain, "selector", rec.Selector, "err", err)
+				refused[rec.Domain] = "DKIM record of selector " + rec.Selector + " not published: " + err.Error()
 				continue
 			}
-			done[rec.Domain+"/"+rec.Selector] = true
+			done[rec.Domain+"/"+rec.Selector] = served || rec.Remove
 		}
-		return syncMail(set, finished, done, budget, now), nil
+		// The refusals' status writes are reserved from the budget.
+		for name, d := range set.Domains {
+			if d.Status.DKIMReason != refused[name] {
+				budget -= costStatus
+			}
+		}
+		ch := syncMail(set, finished, done, max(budget, 0), now)
+		noteDKIMRefusals(set, ch, refused)
+		return ch, nil
 	})
+}
+
+// noteDKIMRefusals records on each domain's status why its DKIM record
+// could not be published ("" once it could); a status written by ch
+// anyway carries it.
+func noteDKIMRefusals(set *store.MailSet, ch *store.MailSync, refused map[string]string) {
+	for name, d := range set.Domains {
+		st, ok := ch.Domains[name]
+		if !ok {
+			if d.Status.DKIMReason == refused[name] || d.Status.TaskID != "" {
+				continue
+			}
+			c := d.Status
+			st = &c
+			ch.Domains[name] = st
+		}
+		st.DKIMReason = refused[name]
+	}
 }
 
 // dkimName is the owner name of a selector's TXT record.
@@ -54,37 +87,45 @@ func dkimName(selector, domain string) string { return selector + "._domainkey."
 
 // publishDKIM writes (or withdraws) a selector's TXT record in the zone
 // that holds its domain, replacing any record at its name: running it
-// again does nothing new, so a sync retried after a conflict may.
-func publishDKIM(ctx context.Context, zones mailZones, a *store.Account, rec dkimRecord) error {
+// again does nothing new, so a sync retried after a conflict may. served:
+// the record was in the zone already and the zone's DNS server applied
+// its current generation.
+func publishDKIM(ctx context.Context, zones mailZones, a *store.Account, rec dkimRecord) (served bool, err error) {
 	name := dkimName(rec.Selector, rec.Domain)
 	action := "mail.publishDKIM"
 	if rec.Remove {
 		action = "mail.withdrawDKIM"
 	}
 	ev := store.NewAuditEvent("system", "mail-controller", action, a.Username+"/"+strings.TrimSuffix(name, "."), "ok")
-	return setTXT(ctx, zones, rec.Domain, name, rec.TXT, ev)
+	return setTXT(ctx, zones, a.ID, rec.Domain, name, rec.TXT, ev)
 }
 
 // setTXT replaces the TXT records at name in the zone of domain (the zone
-// of that name, or of a parent the account holds) with one of content, or
-// removes them when content is empty. Content longer than 255 bytes is
-// split into quoted strings (dnszone.ValidateRecord).
-func setTXT(ctx context.Context, zones mailZones, domain, name, content string, ev store.AuditEvent) error {
+// of that name, or of a parent) with one of content, or removes them when
+// content is empty. The zone must belong to account: a parent zone of
+// another tenant is never written. Content longer than 255 bytes is split
+// into quoted strings (dnszone.ValidateRecord). served: nothing needed
+// writing and the zone is served at its current generation.
+func setTXT(ctx context.Context, zones mailZones, account, domain, name, content string, ev store.AuditEvent) (served bool, err error) {
 	zoneName := domain
-	var err error
 	for {
 		_, err = zones.ChangeZone(ctx, zoneName, ev, func(z *store.Zone) error {
-			return replaceTXT(z, name, content, nil)
+			if z.Account != account {
+				return fmt.Errorf("zone %s, which holds %s, belongs to another account: %w", z.Name, domain, store.ErrConflict)
+			}
+			err := replaceTXT(z, name, content, nil)
+			served = errors.Is(err, errTXTUnchanged) && z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed
+			return err
 		})
 		if errors.Is(err, errTXTUnchanged) {
-			return nil // already as wanted: nothing written
+			return served, nil // already as wanted: nothing written
 		}
 		if !errors.Is(err, store.ErrNotFound) {
-			return err
+			return false, err
 		}
 		_, parent, ok := strings.Cut(zoneName, ".")
 		if !ok || !strings.Contains(parent, ".") {
-			return fmt.Errorf("no zone holds %s: %w", domain, store.ErrNotFound)
+			return false, fmt.Errorf("no zone holds %s: %w", domain, store.ErrNotFound)
 		}
 		zoneName = parent
 	}
@@ -99,12 +140,27 @@ func replaceTXT(z *store.Zone, name, content string, match func(string) bool) er
 	if z.Deleted {
 		return fmt.Errorf("zone %s is being deleted: %w", z.Name, store.ErrConflict)
 	}
+	before := len(z.Records)
 	changed, err := z.SetTXT(name, content, match)
 	if err != nil {
 		return err
 	}
 	if !changed {
 		return errTXTUnchanged
+	}
+	// The checks the zone API runs on a change: the record count and the
+	// set rules at the name (a CNAME there refuses the TXT record).
+	if n := len(z.Records); n > before && n > dnszone.MaxZoneRecords {
+		return fmt.Errorf("%w: zone %s holds at most %d records", store.ErrQuotaExceeded, z.Name, dnszone.MaxZoneRecords)
+	}
+	var at []dnszone.Record
+	for _, r := range z.Records {
+		if strings.EqualFold(r.Name, name) {
+			at = append(at, dnszone.Record{Name: r.Name, Type: r.Type, Content: r.Content, TTL: r.TTL, Priority: r.Priority})
+		}
+	}
+	if _, errs := dnszone.CheckRecords(z.Name+".", at, dnszone.DefaultTTL); len(errs) > 0 {
+		return fmt.Errorf("zone %s refuses the TXT record at %s: %v: %w", z.Name, name, errs[0], store.ErrConflict)
 	}
 	z.Generation++
 	z.Attempts = 0
@@ -153,6 +209,19 @@ func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
 	return ev.Name, ok && prev != now || !ok && h.Suspended, false
 }
 
+// zoneServed queues the account of a zone its DNS server serves as
+// written: a DKIM record published there lets its selector sign.
+func zoneServed(ev store.Event) (string, bool, bool) {
+	if ev.Deleted {
+		return "", false, false
+	}
+	z, err := store.DecodeZone(ev.Value)
+	if err != nil || z.Account == "" || z.Deleted {
+		return "", false, false
+	}
+	return z.Account, z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed, false
+}
+
 // newMailController builds the mail controller on the runtime.
 func newMailController(s *Server) *controller.Controller {
 	zones := &zoneWriter{store: s.store, views: &s.dnsViews, ctl: &s.zoneCtl}
@@ -164,6 +233,7 @@ func newMailController(s *Server) *controller.Controller {
 			{Kind: store.KindMailChanges, Handle: mailChange, Resync: mailResync},
 			{Kind: store.KindMailOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 			{Kind: store.KindAccounts, Handle: sw.handle},
+			{Kind: store.KindZones, Handle: zoneServed},
 		},
 		Sync: func(ctx context.Context, account string) error {
 			return syncAccountMail(ctx, s.store, zones, s.log, account)

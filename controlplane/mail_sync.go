@@ -116,7 +116,11 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 			domainServed[name] = st.TaskID != "" && st.Served && st.Node == a.Node
 			continue
 		}
-		if nd := advanceDKIM(d, done, now); nd != nil && sy.spend(costSpec) {
+		nd := advanceDKIM(d, done, now)
+		if nd == nil {
+			nd = dkimDrift(a, d, &st)
+		}
+		if nd != nil && sy.spend(costSpec) {
 			ch.DomainSpecs = append(ch.DomainSpecs, nd)
 			d = nd
 		}
@@ -232,13 +236,31 @@ func behind(gen int64, st *store.MailStatus, a *store.Account) bool {
 	return st.ObservedGeneration < gen || st.State == "" || st.Suspended != a.Suspended || st.Node != "" && st.Node != a.Node
 }
 
+// recordMailFailure records a failed task as FAILED with what it attempted
+// (the suspension it carried, the node it ran on), so that behind() is
+// false until the next change: a failed object is retried only when its
+// spec changes (a new generation: any mutation of it, or a retry the API
+// offers by bumping it) or the account's suspension or node changes, never
+// in a loop at the same generation (the resync does not retry it either).
+// A node other than the one that applied the object holds nothing of it:
+// the domain is not served there, the mailbox has no password there.
+func recordMailFailure(st *store.MailStatus, t *store.Task) {
+	st.State, st.Reason = store.MailFailed, t.Error
+	if st.TaskAction == store.MailTaskEnsure {
+		st.Suspended = st.TaskSuspended
+	}
+	if t.Node != "" && st.Node != t.Node {
+		st.Served, st.PasswordGeneration, st.Node = false, 0, t.Node
+	}
+}
+
 // recordMailDomain writes a finished task's outcome into st; it reports
 // whether the domain is gone (a successful delete of a deleted spec).
 func recordMailDomain(st *store.MailStatus, d *store.MailDomain, t *store.Task) (dropped bool) {
 	defer clearMailTask(st)
 	st.ObservedGeneration = st.TaskGeneration
 	if t.Status != store.TaskSucceeded {
-		st.State, st.Reason = store.MailFailed, t.Error
+		recordMailFailure(st, t)
 		return false
 	}
 	if st.TaskAction == store.MailTaskDelete {
@@ -264,7 +286,7 @@ func recordMailbox(st *store.MailStatus, m *store.Mailbox, t *store.Task) (dropp
 	defer clearMailTask(st)
 	st.ObservedGeneration = st.TaskGeneration
 	if t.Status != store.TaskSucceeded {
-		st.State, st.Reason = store.MailFailed, t.Error
+		recordMailFailure(st, t)
 		return false
 	}
 	if st.TaskAction == store.MailTaskDelete {
@@ -311,7 +333,7 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 				nd.DKIM[i].Signing, nd.DKIM[i].RetireAt = false, now.Add(dkimGrace)
 			}
 		}
-		k.PublishedAt, k.Signing = now, true
+		k.PublishedAt, k.Signing, k.TXT = now, true, reportedTXT(&d.Status, k.Selector)
 		nd.DKIM = append(nd.DKIM, k)
 	}
 	if !changed {
@@ -329,6 +351,39 @@ func advanceDKIM(d *store.MailDomain, done map[string]bool, now time.Time) *stor
 		if nd.DKIM[i].Signing && i != last {
 			nd.DKIM[i].Signing, nd.DKIM[i].RetireAt = false, now.Add(dkimGrace)
 		}
+	}
+	nd.Generation++
+	return &nd
+}
+
+// dkimDrift returns d's spec with every published selector whose key the
+// node does not hold as published unpublished and not signing, nil when
+// there is none: the node reported another TXT for it (the account moved
+// to a node with other keys, the node lost its key) or does not sign with
+// it (it was sent non-signing before it reported the key). The next ensure
+// sends the selector non-signing, its reported TXT is published again, and
+// it signs from then on (advanceDKIM). Only a status of the current spec
+// on the account's node is compared.
+func dkimDrift(a *store.Account, d *store.MailDomain, st *store.MailStatus) *store.MailDomain {
+	if d.Deleted || st.TaskID != "" || st.State != store.MailActive || st.ObservedGeneration != d.Generation || st.Node != a.Node {
+		return nil
+	}
+	nd := *d
+	nd.DKIM = slices.Clone(d.DKIM)
+	changed := false
+	for i, k := range nd.DKIM {
+		if k.PublishedAt.IsZero() || !k.RetireAt.IsZero() {
+			continue
+		}
+		for _, rk := range st.DKIM {
+			if rk.Selector == k.Selector && rk.TXT != "" && (rk.TXT != k.TXT || k.Signing && !rk.Signing) {
+				nd.DKIM[i].PublishedAt, nd.DKIM[i].Signing, nd.DKIM[i].TXT = time.Time{}, false, ""
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return nil
 	}
 	nd.Generation++
 	return &nd
@@ -367,11 +422,14 @@ func nextMailDomainTask(a *store.Account, d *store.MailDomain, st *store.MailSta
 			return &agentpb.Task{Action: &agentpb.Task_DeleteMailDomain{DeleteMailDomain: &agentpb.DeleteMailDomainAction{Username: a.Username, Domain: d.Domain}}}
 		},
 		func() *agentpb.Task {
-			return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d)}}
+			return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(a, d, st)}}
 		})
 }
 
-func mailDomainAction(a *store.Account, d *store.MailDomain) *agentpb.EnsureMailDomainAction {
+// mailDomainAction is d's ensure. A selector signs only on a node that
+// reported the key published for it (st): a node that has not (a new node
+// after a move) is sent it non-signing, and dkimDrift sees to the rest.
+func mailDomainAction(a *store.Account, d *store.MailDomain, st *store.MailStatus) *agentpb.EnsureMailDomainAction {
 	act := &agentpb.EnsureMailDomainAction{
 		Username:  a.Username,
 		Domain:    d.Domain,
@@ -388,7 +446,8 @@ func mailDomainAction(a *store.Account, d *store.MailDomain) *agentpb.EnsureMail
 		act.Aliases = append(act.Aliases, &agentpb.MailAlias{LocalPart: local, Targets: slices.Clone(d.Aliases[local])})
 	}
 	for _, k := range d.DKIM {
-		act.DkimSelectors = append(act.DkimSelectors, &agentpb.MailDKIMSelector{Selector: k.Selector, Signing: k.Signing})
+		held := st.Node == a.Node && k.TXT != "" && reportedTXT(st, k.Selector) == k.TXT
+		act.DkimSelectors = append(act.DkimSelectors, &agentpb.MailDKIMSelector{Selector: k.Selector, Signing: k.Signing && held})
 	}
 	return act
 }

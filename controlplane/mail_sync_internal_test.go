@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -182,7 +183,7 @@ func TestSyncMailOutcomes(t *testing.T) {
 func TestSyncMailDKIM(t *testing.T) {
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	d := &store.MailDomain{Domain: testDomain, Generation: 2, DKIM: []store.MailDKIM{{Selector: "np1"}},
-		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Served: true,
+		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Served: true, Node: "n1",
 			DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB"}}}}
 	set := mailSet(false, []*store.MailDomain{d}, nil)
 	recs := dkimRecords(set, now)
@@ -214,7 +215,7 @@ func TestSyncMailDKIM(t *testing.T) {
 	// Rotation: np2 added; the node reported its key.
 	nd.DKIM = append(nd.DKIM, store.MailDKIM{Selector: "np2"})
 	nd.Generation = 4
-	nd.Status = store.MailStatus{ObservedGeneration: 4, State: store.MailActive, Served: true, DKIM: []store.MailDKIMKey{
+	nd.Status = store.MailStatus{ObservedGeneration: 4, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{
 		{Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB", Signing: true}, {Selector: "np2", TXT: "v=DKIM1; k=rsa; p=CD"}}}
 	set = mailSet(false, []*store.MailDomain{nd}, nil)
 	if recs := dkimRecords(set, now); len(recs) != 1 || recs[0].Selector != "np2" {
@@ -231,7 +232,7 @@ func TestSyncMailDKIM(t *testing.T) {
 	}
 
 	// Within the grace period nothing is withdrawn; after it, np1 is.
-	rd.Status = store.MailStatus{ObservedGeneration: rd.Generation, State: store.MailActive, Served: true}
+	rd.Status = store.MailStatus{ObservedGeneration: rd.Generation, State: store.MailActive, Served: true, Node: "n1"}
 	set = mailSet(false, []*store.MailDomain{rd}, nil)
 	if recs := dkimRecords(set, later.Add(time.Hour)); len(recs) != 0 {
 		t.Fatalf("withdrawn within the grace period: %+v", recs)
@@ -324,5 +325,206 @@ func TestReplaceTXT(t *testing.T) {
 	z.Deleted = true
 	if err := replaceTXT(z, "np1._domainkey.example.com.", "", nil); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("deleted zone: %v", err)
+	}
+}
+
+// TestSyncMailFailureSettles: an ensure that fails on a suspended or moved
+// account is recorded with what it attempted, so the next syncs send
+// nothing new until the object changes (no retry loop); a new generation
+// is sent again.
+func TestSyncMailFailureSettles(t *testing.T) {
+	inFlight := func(node string, suspended bool) store.MailStatus {
+		return store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Served: true, Node: node, PasswordGeneration: 1,
+			TaskID: "TF", TaskAction: store.MailTaskEnsure, TaskGeneration: 2, TaskSuspended: suspended}
+	}
+	failed := map[string]*store.Task{"TF": {ID: "TF", Node: "n1", Status: store.TaskFailed, Error: "disk full"}}
+	cases := []struct {
+		name      string
+		suspended bool
+		node      string // where the object was applied before
+		domain    bool   // the domain fails (else the mailbox)
+	}{
+		{"suspended account, domain", true, "n1", true},
+		{"suspended account, mailbox", true, "n1", false},
+		{"moved account, domain", false, "n0", true},
+		{"moved account, mailbox", false, "n0", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := &store.MailDomain{Domain: testDomain, Generation: 1, Status: store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Served: true, Node: "n1", Suspended: c.suspended}}
+			m := box(1, store.MailStatus{ObservedGeneration: 1, State: store.MailActive, Node: "n1", PasswordGeneration: 1, Suspended: c.suspended})
+			if c.domain {
+				d.Generation, d.Status = 2, inFlight(c.node, c.suspended)
+			} else {
+				m.Generation, m.Status = 2, inFlight(c.node, c.suspended)
+			}
+			set := mailSet(c.suspended, []*store.MailDomain{d}, []*store.Mailbox{m})
+			ch := syncMail(set, failed, nil, 1000, time.Now())
+			for _, mt := range ch.Tasks {
+				t.Errorf("task %s sent with the failure recorded", taskAction(mt.Spec))
+			}
+			for name, st := range ch.Domains {
+				set.Domains[name].Status = *st
+			}
+			for addr, st := range ch.Mailboxes {
+				set.Mailboxes[addr].Status = *st
+			}
+			for i := range 3 {
+				if ch := syncMail(set, nil, nil, 1000, time.Now()); len(ch.Tasks) > 0 {
+					t.Fatalf("sync %d after the failure sent %s", i, taskAction(ch.Tasks[0].Spec))
+				}
+			}
+			var st store.MailState
+			if c.domain {
+				st, _ = set.Domains[testDomain].State()
+				set.Domains[testDomain].Generation = 3
+			} else {
+				st, _ = set.Mailboxes[m.Address].State()
+				set.Mailboxes[m.Address].Generation = 3
+			}
+			if st != store.MailFailed {
+				t.Errorf("state %s, want FAILED", st)
+			}
+			if ch := syncMail(set, nil, nil, 1000, time.Now()); len(ch.Tasks) != 1 {
+				t.Fatalf("a new generation sent %d tasks, want 1", len(ch.Tasks))
+			}
+		})
+	}
+}
+
+// TestSyncMailDKIMDrift: a published selector whose key the node reports
+// differently (the account moved, the node lost its key) stops signing,
+// its new TXT is published again, and it signs again; a node that has not
+// reported a selector's key is sent it non-signing.
+func TestSyncMailDKIMDrift(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	const oldTXT, newTXT = "v=DKIM1; k=rsa; p=OLD", "v=DKIM1; k=rsa; p=NEW"
+	d := &store.MailDomain{Domain: testDomain, Generation: 5, DKIM: []store.MailDKIM{{Selector: "np1", Signing: true, PublishedAt: now.Add(-time.Hour), TXT: oldTXT}},
+		Status: store.MailStatus{ObservedGeneration: 5, State: store.MailActive, Served: true, Node: "n0", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: oldTXT, Signing: true}}}}
+	set := mailSet(false, []*store.MailDomain{d}, nil)
+	// Moved to n1: the ensure sends np1 non-signing.
+	ch := syncMail(set, nil, nil, 1000, now)
+	if len(ch.Tasks) != 1 {
+		t.Fatalf("tasks %d", len(ch.Tasks))
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); len(sel) != 1 || sel[0].GetSigning() {
+		t.Fatalf("a node that has not reported the key is told to sign: %v", sel)
+	}
+	// n1 reports another key: the selector is unpublished and not signing.
+	d.Status = store.MailStatus{ObservedGeneration: 5, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT}}}
+	ch = syncMail(set, nil, nil, 1000, now)
+	if len(ch.DomainSpecs) != 1 {
+		t.Fatalf("no spec change on a new key: %+v", ch)
+	}
+	nd := ch.DomainSpecs[0]
+	if k := nd.DKIM[0]; k.Signing || !k.PublishedAt.IsZero() || nd.Generation != 6 {
+		t.Fatalf("after the drift %+v gen %d", k, nd.Generation)
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); sel[0].GetSigning() {
+		t.Fatalf("drifted selector sent signing: %v", sel)
+	}
+	// The new TXT is published, then it signs.
+	nd.Status = store.MailStatus{ObservedGeneration: 6, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT}}}
+	set = mailSet(false, []*store.MailDomain{nd}, nil)
+	if recs := dkimRecords(set, now); len(recs) != 1 || recs[0].TXT != newTXT {
+		t.Fatalf("republish %+v", recs)
+	}
+	ch = syncMail(set, nil, map[string]bool{testDomain + "/np1": true}, 1000, now)
+	if len(ch.DomainSpecs) != 1 || !ch.DomainSpecs[0].DKIM[0].Signing || ch.DomainSpecs[0].DKIM[0].TXT != newTXT {
+		t.Fatalf("after republication %+v", ch.DomainSpecs)
+	}
+	if sel := ch.Tasks[0].Spec.GetEnsureMailDomain().GetDkimSelectors(); !sel[0].GetSigning() {
+		t.Fatalf("republished selector not signing: %v", sel)
+	}
+	// Converged: the node signs with the published key; nothing more.
+	sd := ch.DomainSpecs[0]
+	sd.Status = store.MailStatus{ObservedGeneration: sd.Generation, State: store.MailActive, Served: true, Node: "n1", DKIM: []store.MailDKIMKey{{Selector: "np1", TXT: newTXT, Signing: true}}}
+	if ch := syncMail(mailSet(false, []*store.MailDomain{sd}, nil), nil, nil, 1000, now); len(ch.DomainSpecs)+len(ch.Tasks) != 0 {
+		t.Fatalf("converged domain changed: %+v", ch)
+	}
+}
+
+// fakeZones is a mailZones over zones in memory.
+type fakeZones struct{ zones map[string]*store.Zone }
+
+func (f *fakeZones) ChangeZone(_ context.Context, name string, _ store.AuditEvent, fn func(*store.Zone) error) (*store.Zone, error) {
+	z, ok := f.zones[name]
+	if !ok {
+		return nil, fmt.Errorf("zone %s: %w", name, store.ErrNotFound)
+	}
+	c := *z
+	c.Records = slices.Clone(z.Records)
+	if err := fn(&c); err != nil {
+		return nil, err
+	}
+	f.zones[name] = &c
+	return &c, nil
+}
+
+// TestPublishDKIMServed: a DKIM record counts as published only once the
+// zone that holds it is served at a generation that has it (not FAILED);
+// the zone's record checks refuse a TXT record beside a CNAME; a parent
+// zone of another account is never written.
+func TestPublishDKIMServed(t *testing.T) {
+	ctx := context.Background()
+	a := &store.Account{ID: "a1", Username: "alice"}
+	zones := &fakeZones{zones: map[string]*store.Zone{"example.com": {Name: "example.com", Account: "a1", Generation: 3, AppliedGeneration: 3}}}
+	rec := dkimRecord{Domain: "example.com", Selector: "np1", TXT: "v=DKIM1; k=rsa; p=AB"}
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || served {
+		t.Fatalf("first write: served %v, %v", served, err)
+	}
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || served {
+		t.Fatalf("written, not applied: served %v, %v", served, err)
+	}
+	zones.zones["example.com"].AppliedGeneration = 4
+	zones.zones["example.com"].Status = store.ZoneFailed
+	if served, _ := publishDKIM(ctx, zones, a, rec); served {
+		t.Fatal("a FAILED zone serves the record")
+	}
+	zones.zones["example.com"].Status = store.ZoneActive
+	if served, err := publishDKIM(ctx, zones, a, rec); err != nil || !served {
+		t.Fatalf("applied: served %v, %v", served, err)
+	}
+
+	// A CNAME at the selector's name: refused, the zone is left alone.
+	z := zones.zones["example.com"]
+	z.Records = append(z.Records, store.ZoneRecord{ID: "9", Name: "np2._domainkey.example.com.", Type: "CNAME", Content: "elsewhere.example.net.", TTL: 3600})
+	gen := z.Generation
+	if _, err := publishDKIM(ctx, zones, a, dkimRecord{Domain: "example.com", Selector: "np2", TXT: "v=DKIM1; k=rsa; p=CD"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("TXT beside a CNAME: %v", err)
+	}
+	if zones.zones["example.com"].Generation != gen {
+		t.Fatal("the refused record was written")
+	}
+
+	// sub.example.com has no zone; its parent is another account's.
+	other := &store.Account{ID: "a2", Username: "bob"}
+	if _, err := publishDKIM(ctx, zones, other, dkimRecord{Domain: "sub.example.com", Selector: "np1", TXT: "v=DKIM1; k=rsa; p=EF"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("another account's parent zone: %v", err)
+	}
+	if zones.zones["example.com"].Generation != gen {
+		t.Fatal("another account's zone was written")
+	}
+}
+
+// TestNoteDKIMRefusals: a refused DKIM record's reason is written on the
+// domain's status, and cleared once the record is published.
+func TestNoteDKIMRefusals(t *testing.T) {
+	d := &store.MailDomain{Domain: testDomain, Generation: 1, Status: served(1)}
+	set := mailSet(false, []*store.MailDomain{d}, nil)
+	ch := store.NewMailSync()
+	noteDKIMRefusals(set, ch, map[string]string{testDomain: "CNAME at the name"})
+	if st := ch.Domains[testDomain]; st == nil || st.DKIMReason != "CNAME at the name" || st.ObservedGeneration != 1 {
+		t.Fatalf("refusal not noted: %+v", st)
+	}
+	d.Status.DKIMReason = "CNAME at the name"
+	ch = store.NewMailSync()
+	noteDKIMRefusals(set, ch, map[string]string{testDomain: "CNAME at the name"})
+	if len(ch.Domains) != 0 {
+		t.Fatal("an unchanged refusal written again")
+	}
+	noteDKIMRefusals(set, ch, nil)
+	if st := ch.Domains[testDomain]; st == nil || st.DKIMReason != "" {
+		t.Fatalf("refusal not cleared: %+v", st)
 	}
 }

@@ -33,6 +33,25 @@ type fakeMailAgent struct {
 	stop context.CancelFunc // the node stops answering
 	mu   sync.Mutex
 	seen []*agentpb.Task
+	// fail: task actions (as tasks() names them) the node fails.
+	fail map[string]bool
+}
+
+// failing makes the node fail (or, false, apply again) the tasks of action.
+func (f *fakeMailAgent) failing(action string, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail == nil {
+		f.fail = map[string]bool{}
+	}
+	f.fail[action] = on
+}
+
+func (f *fakeMailAgent) fails(task *agentpb.Task) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := task.ProtoReflect()
+	return f.fail[string(m.WhichOneof(m.Descriptor().Oneofs().ByName("action")).Name())]
 }
 
 func startFakeMailAgent(t *testing.T, s *testenv.Server, node string) *fakeMailAgent {
@@ -71,6 +90,9 @@ func startFakeMailAgent(t *testing.T, s *testenv.Server, node string) *fakeMailA
 					continue
 				}
 				res.TaskId, res.Status = task.GetId(), agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
+				if f.fails(task) {
+					res = &agentpb.TaskResult{TaskId: task.GetId(), Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "node refused"}
+				}
 				_, _ = st.CompleteTask(ctx, node, res, store.NewAuditEvent("node:"+node, "test", "", "", ""))
 			}
 		}
@@ -586,7 +608,36 @@ func TestMailDKIMPublished(t *testing.T) {
 		}
 		return false
 	}
-	testenv.WaitFor(t, 15*time.Second, sel+" signing", func() bool { return signing(sel) })
+	// No DNS server runs here: serve stands for one applying the zone as
+	// written. A selector signs only once its record is served.
+	serve := func() {
+		if _, err := tn.s.Store().UpdateZone(ctx, dom, func(z *store.Zone) error {
+			z.AppliedGeneration, z.Status = z.Generation, store.ZoneActive
+			return nil
+		}, store.NewAuditEvent("test", "", "serveZone", dom, "ok")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 15*time.Second, sel+" published", func() bool {
+		d, err := tn.userA.MailDomains(ctx, a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, _, err := tn.s.Store().GetZone(ctx, dom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range z.Records {
+			if r.Name == sel+"._domainkey."+dom+"." {
+				if signing(sel) || len(d) != 1 || d[0].DKIM[0].Signing {
+					t.Fatal("signing before the zone is served")
+				}
+				return true
+			}
+		}
+		return false
+	})
+	testenv.WaitFor(t, 15*time.Second, sel+" signing", func() bool { serve(); return signing(sel) })
 	zoneTXT := func(name string) string {
 		z, _, err := tn.s.Store().GetZone(ctx, dom)
 		if err != nil {
@@ -612,7 +663,7 @@ func TestMailDKIMPublished(t *testing.T) {
 	if next == sel {
 		t.Fatalf("rotation reused %s", sel)
 	}
-	testenv.WaitFor(t, 15*time.Second, next+" signing", func() bool { return signing(next) })
+	testenv.WaitFor(t, 15*time.Second, next+" signing", func() bool { serve(); return signing(next) })
 	if signing(sel) || zoneTXT(sel+"._domainkey."+dom+".") == "" || zoneTXT(next+"._domainkey."+dom+".") == "" {
 		t.Fatal("after rotation: the old selector signs or a record is missing")
 	}
@@ -632,5 +683,272 @@ func TestMailDKIMPublished(t *testing.T) {
 	}
 	if got := zoneTXT("_dmarc." + dom + "."); got != `"v=DMARC1; p=reject"` {
 		t.Fatalf("DMARC %q", got)
+	}
+}
+
+// TestMailDomainRemoval: removeDomain is refused while the domain has
+// live mailboxes or forwarders; once they are deleted it marks the mail
+// domain deleted (the node is told to remove it), and another account
+// cannot add the domain while that mail is still being removed.
+func TestMailDomainRemoval(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	for _, p := range []string{"basic", "premium"} {
+		if _, err := tn.admin.UpdatePlan(ctx, p, client.PlanUpdate{Domains: ptr(3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a1 := tn.a1.ID
+	const extra = "extra1.example.com"
+	if _, err := tn.userA.AddDomain(ctx, a1, extra, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "x@"+extra, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.userA.CreateForwarder(ctx, "f@"+extra, []string{"x@" + extra}); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, "x@"+extra, "ACTIVE")
+	err := tn.userA.RemoveDomain(ctx, a1, extra)
+	wantAPICode(t, "remove a domain with mail", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "1 mailboxes and 1 forwarders") {
+		t.Errorf("refusal does not count the mail: %v", err)
+	}
+	if _, err := tn.userA.DeleteForwarder(ctx, "f@"+extra); err != nil {
+		t.Fatal(err)
+	}
+	// The node stops answering: the mail stays until it is removed there.
+	ag0(t, tn, agents).stop()
+	if _, err := tn.userA.DeleteMailbox(ctx, "x@"+extra); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.userA.RemoveDomain(ctx, a1, extra); err != nil {
+		t.Fatal(err)
+	}
+	set, err := tn.s.Store().GetMail(ctx, a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := set.Domains[extra]; d == nil || !d.Deleted {
+		t.Fatalf("mail domain of the removed domain: %+v", d)
+	}
+	_, err = tn.resB.AddDomain(ctx, tn.b1.ID, extra, "")
+	wantAPICode(t, "add a domain whose mail another account still has", err, "CONFLICT")
+}
+
+// TestMailboxDeleteRetry: a mailbox whose deletion failed shows FAILED;
+// createMailbox says to run deleteMailbox again, and deleteMailbox sends
+// the deletion again (a new generation) until it succeeds.
+func TestMailboxDeleteRetry(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	const addr = "gone@alpha1.example.com"
+	if _, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, addr, "ACTIVE")
+	ag := ag0(t, tn, agents)
+	ag.failing("delete_mailbox", true)
+	if _, err := tn.userA.DeleteMailbox(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, addr, "FAILED")
+	_, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 0)
+	wantAPICode(t, "create over a failed deletion", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "deleteMailbox") {
+		t.Errorf("the refusal does not say how to retry: %v", err)
+	}
+	ag.failing("delete_mailbox", false)
+	if _, err := tn.userA.DeleteMailbox(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "mailbox dropped", func() bool {
+		set, err := tn.s.Store().GetMail(ctx, a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := set.Mailboxes[addr]
+		return !ok
+	})
+}
+
+// TestMailPlanLimits: a plan change cannot bypass the mailbox limits:
+// updatePlan lowering mailboxes below what an account has, or disk below a
+// mailbox's quota, and changeAccountPlan to a plan with fewer mailboxes
+// are refused with QUOTA_EXCEEDED.
+func TestMailPlanLimits(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	for _, addr := range []string{"one@alpha1.example.com", "two@alpha1.example.com"} {
+		if _, err := tn.userA.CreateMailbox(ctx, a1, addr, "", 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Mailboxes: ptr(1)})
+	wantAPICode(t, "lower mailboxes below use", err, "QUOTA_EXCEEDED")
+	_, err = tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{DiskMB: ptr(int64(80))})
+	wantAPICode(t, "lower disk below a mailbox quota", err, "QUOTA_EXCEEDED")
+	if !strings.Contains(err.Error(), "mailbox") {
+		t.Errorf("refusal does not name the mailbox: %v", err)
+	}
+	if _, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Mailboxes: ptr(2)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"one@bravo1.example.com", "two@bravo1.example.com", "three@bravo1.example.com"} {
+		if _, err := tn.resB.CreateMailbox(ctx, tn.b1.ID, addr, "", 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = tn.admin.ChangeAccountPlan(ctx, "bravo1", "basic")
+	wantAPICode(t, "move to a plan with fewer mailboxes", err, "QUOTA_EXCEEDED")
+}
+
+// TestMailboxBehindFailedDomain: a mailbox waiting for a domain that
+// failed on the node shows the domain's reason; the next createMailbox
+// sends the domain again, and both mailboxes come up.
+func TestMailboxBehindFailedDomain(t *testing.T) {
+	tn, agents := mailTenants(t)
+	ctx := context.Background()
+	a1 := tn.a1.ID
+	ag := ag0(t, tn, agents)
+	ag.failing("ensure_mail_domain", true)
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "one@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the domain's failure on the mailbox", func() bool {
+		list, _, err := tn.userA.Mailboxes(ctx, a1, 50, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list) == 1 && list[0].Reason != nil && strings.Contains(*list[0].Reason, "domain alpha1.example.com failed: node refused")
+	})
+	ag.failing("ensure_mail_domain", false)
+	if _, err := tn.userA.CreateMailbox(ctx, a1, "two@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, a1, "one@alpha1.example.com", "ACTIVE")
+	waitMailbox(t, tn.userA, a1, "two@alpha1.example.com", "ACTIVE")
+}
+
+// TestMailRequestsRateLimited: scans and trainings are tasks through etcd
+// and the node: a user looping on them is refused RATE_LIMITED after a
+// short burst, as log reads are.
+func TestMailRequestsRateLimited(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	const addr = "info@alpha1.example.com"
+	if _, err := tn.userA.CreateMailbox(ctx, tn.a1.ID, addr, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMailbox(t, tn.userA, tn.a1.ID, addr, "ACTIVE")
+	var limited error
+	for i := 0; i < 12 && limited == nil; i++ {
+		var err error
+		if i%2 == 0 {
+			_, err = tn.userA.ScanMailbox(ctx, addr)
+		} else {
+			_, err = tn.userA.TrainMail(ctx, addr, 1, true)
+		}
+		if err != nil {
+			limited = err
+		}
+	}
+	wantAPICode(t, "a loop of scans and trainings", limited, "RATE_LIMITED")
+}
+
+// TestMailRoleNeeded: the mail role cannot be taken off a node whose
+// accounts have mail domains or mailboxes (CONFLICT), as web, db and dns
+// cannot.
+func TestMailRoleNeeded(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.userA.CreateMailbox(ctx, tn.a1.ID, "info@alpha1.example.com", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := tn.admin.Account(ctx, tn.a1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := acc.NodeName()
+	n, err := tn.s.Store().GetNode(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for _, r := range n.Roles {
+		if r != "mail" {
+			roles = append(roles, strings.ToUpper(r))
+		}
+	}
+	_, err = tn.admin.UpdateNode(ctx, node, client.NodeUpdate{Roles: roles})
+	wantAPICode(t, "take the mail role off a node with mail", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "info@alpha1.example.com") {
+		t.Errorf("refusal does not name the mail: %v", err)
+	}
+}
+
+// TestForwarderLoopAcrossAccounts: a forwarder that would loop through
+// another account's forwarders (A x@a → y@b, B y@b → x@a) is refused with
+// the same generic error as a loop within the account.
+func TestForwarderLoopAcrossAccounts(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.userA.CreateForwarder(ctx, "x@alpha1.example.com", []string{"y@bravo1.example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tn.resB.CreateForwarder(ctx, "y@bravo1.example.com", []string{"x@alpha1.example.com"})
+	wantAPICode(t, "a loop across accounts", err, "INVALID_INPUT")
+	if !strings.Contains(err.Error(), "makes a loop") || strings.Contains(err.Error(), "alpha1") {
+		t.Errorf("refusal is not the generic one or tells the other account's data: %v", err)
+	}
+	if _, err := tn.resB.CreateForwarder(ctx, "z@bravo1.example.com", []string{"x@alpha1.example.com"}); err != nil {
+		t.Fatalf("a chain that does not come back: %v", err)
+	}
+}
+
+// TestMailDomainRemovalRace: createMailbox racing removeDomain never
+// leaves a live mailbox on a domain the account no longer serves: either
+// the mailbox is created and the removal refused, or the removal wins and
+// the creation is refused (re-checked inside the mail transaction).
+func TestMailDomainRemovalRace(t *testing.T) {
+	tn, _ := mailTenants(t)
+	ctx := context.Background()
+	if _, err := tn.admin.UpdatePlan(ctx, "basic", client.PlanUpdate{Domains: ptr(3)}); err != nil {
+		t.Fatal(err)
+	}
+	a1 := tn.a1.ID
+	for i := range 15 {
+		dom := fmt.Sprintf("race%d.example.com", i)
+		if _, err := tn.userA.AddDomain(ctx, a1, dom, ""); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var createErr, removeErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); _, createErr = tn.userA.CreateMailbox(ctx, a1, "x@"+dom, "", 0) }()
+		go func() { defer wg.Done(); removeErr = tn.userA.RemoveDomain(ctx, a1, dom) }()
+		wg.Wait()
+		a, err := tn.s.Store().GetMail(ctx, a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := a.Mailboxes["x@"+dom]
+		served := a.Account.SiteIndex(dom) >= 0
+		if m != nil && !m.Deleted && !served {
+			t.Fatalf("round %d: live mailbox on removed domain %s (create %v, remove %v)", i, dom, createErr, removeErr)
+		}
+		if createErr == nil {
+			if _, err := tn.userA.DeleteMailbox(ctx, "x@"+dom); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if served {
+			if err := tn.userA.RemoveDomain(ctx, a1, dom); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }

@@ -19,6 +19,8 @@ const (
 )
 
 type logReadGate struct {
+	// what names the requests in refusals ("" : log reads).
+	what     string
 	mu       sync.Mutex
 	inFlight map[string]bool
 	users    map[string]*rate.Limiter
@@ -33,7 +35,7 @@ func (g *logReadGate) start(user, account string) (done func(), err error) {
 		g.inFlight, g.users = map[string]bool{}, map[string]*rate.Limiter{}
 	}
 	if g.inFlight[account] {
-		return nil, errorf(CodeRateLimited, "a log read of this account is already running; try again when it ends")
+		return nil, errorf(CodeRateLimited, "a "+g.name()+" of this account is already running; try again when it ends")
 	}
 	l := g.users[user]
 	if l == nil {
@@ -41,7 +43,7 @@ func (g *logReadGate) start(user, account string) (done func(), err error) {
 		g.users[user] = l
 	}
 	if !l.Allow() {
-		return nil, errorf(CodeRateLimited, "too many log reads; at most one a second")
+		return nil, errorf(CodeRateLimited, "too many "+g.name()+"s; at most one a second")
 	}
 	g.inFlight[account] = true
 	return func() {
@@ -49,4 +51,11 @@ func (g *logReadGate) start(user, account string) (done func(), err error) {
 		defer g.mu.Unlock()
 		delete(g.inFlight, account)
 	}, nil
+}
+
+func (g *logReadGate) name() string {
+	if g.what == "" {
+		return "log read"
+	}
+	return g.what
 }

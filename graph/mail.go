@@ -94,8 +94,10 @@ func (c *mailChange) domain(set *store.MailSet, name string) *store.MailDomain {
 }
 
 // mailbox returns the spec of a mailbox of the set to change (a copy),
-// NOT_FOUND when it has none (or it is being deleted).
-func (c *mailChange) mailbox(set *store.MailSet, address string) (*store.Mailbox, error) {
+// NOT_FOUND when it has none, CONFLICT when it is being deleted, except for
+// retryDelete (deleteMailbox) when its deletion failed: the copy is the
+// deleted spec at its next generation, which sends the deletion again.
+func (c *mailChange) mailbox(set *store.MailSet, address string, retryDelete bool) (*store.Mailbox, error) {
 	if m, ok := c.boxes[address]; ok {
 		return m, nil
 	}
@@ -103,7 +105,7 @@ func (c *mailChange) mailbox(set *store.MailSet, address string) (*store.Mailbox
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(address)+" not found")
 	}
-	if old.Deleted {
+	if st, _ := old.State(); old.Deleted && !(retryDelete && st == store.MailFailed) {
 		return nil, fmt.Errorf("mailbox %s is being deleted: %w", address, store.ErrConflict)
 	}
 	m := *old
@@ -145,6 +147,19 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 		if err := fn(set, c); err != nil {
 			return nil, err
 		}
+		// The domain may have been removed from the account since the
+		// caller resolved it: the account's revision is compared, so this
+		// check holds at the commit.
+		for _, d := range c.domains {
+			if err := stillSite(set.Account, d.Domain, d.Deleted); err != nil {
+				return nil, err
+			}
+		}
+		for _, m := range c.boxes {
+			if err := stillSite(set.Account, m.Domain, m.Deleted); err != nil {
+				return nil, err
+			}
+		}
 		out := &store.MailChange{}
 		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
 			out.Domains = append(out.Domains, c.domains[name])
@@ -158,6 +173,15 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 		return nil, err
 	}
 	return r.Store.GetMail(context.WithoutCancel(ctx), a.ID)
+}
+
+// stillSite refuses mail for a domain the account no longer serves (a
+// deletion excepted).
+func stillSite(a *store.Account, domain string, deleted bool) error {
+	if deleted || a.SiteIndex(domain) >= 0 {
+		return nil
+	}
+	return fmt.Errorf("%s is no longer one of the domains of account %s: %w", domain, a.Username, store.ErrConflict)
 }
 
 // checkMailNode refuses mail on an account whose node lacks the mail role.
@@ -218,8 +242,15 @@ func checkMailQuota(mb int, plan *store.Plan) error {
 	return nil
 }
 
-func mailboxModel(m *store.Mailbox) *model.Mailbox {
+// mailboxModel shows m of set: a mailbox waiting for its domain, which
+// failed on the node, shows the domain's reason.
+func mailboxModel(set *store.MailSet, m *store.Mailbox) *model.Mailbox {
 	st, reason := m.State()
+	if d, ok := set.Domains[m.Domain]; ok && st == store.MailPending && reason == "" {
+		if dst, dreason := d.State(); dst == store.MailFailed {
+			reason = "domain " + m.Domain + " failed: " + dreason
+		}
+	}
 	out := &model.Mailbox{Address: m.Address, Domain: m.Domain, QuotaMb: m.QuotaMB, Status: mailStatusModel(st),
 		Reason: strPtr(reason), CreatedAt: m.CreatedAt}
 	if !m.Status.MeasuredAt.IsZero() {
@@ -250,6 +281,9 @@ func mailStatusModel(st store.MailState) model.MailboxStatus {
 // its zone (z; nil: none found).
 func mailDomainModel(d *store.MailDomain, z *store.Zone) *model.MailDomain {
 	st, reason := d.State()
+	if reason == "" {
+		reason = d.Status.DKIMReason
+	}
 	out := &model.MailDomain{Domain: d.Domain, Status: mailStatusModel(st), Reason: strPtr(reason),
 		Webmail: d.Webmail, Dkim: []*model.DKIMSelector{},
 		SpamFilter: &model.SpamFilter{Enabled: d.Spam.Enabled, Score: float64(d.Spam.ScoreTenths) / 10, Action: model.SpamAction(d.Spam.Action)}}
@@ -347,9 +381,8 @@ func (r *Resolver) setDomainTXT(ctx context.Context, action, domain, name, prefi
 }
 
 // forwarderLoop reports whether mail to from, forwarded to targets, comes
-// back to from through the account's own forwarders (aliases: address →
-// targets, every domain of the account).
-func forwarderLoop(aliases map[string][]string, from string, targets []string) bool {
+// back to from through the forwarders next gives (address → targets).
+func forwarderLoop(next func(string) []string, from string, targets []string) bool {
 	seen := map[string]bool{}
 	stack := slices.Clone(targets)
 	for len(stack) > 0 {
@@ -362,9 +395,59 @@ func forwarderLoop(aliases map[string][]string, from string, targets []string) b
 			continue
 		}
 		seen[t] = true
-		stack = append(stack, aliases[t]...)
+		stack = append(stack, next(t)...)
 	}
 	return false
+}
+
+// maxForeignAccounts bounds the other accounts a forwarder loop check
+// reads.
+const maxForeignAccounts = 16
+
+// forwardsOf returns the forwarders a loop check walks for account a: its
+// own (own, the change's view) and, for a target whose domain another
+// account of the cluster hosts, that account's, read once each (at most
+// maxForeignAccounts; best effort: one that cannot be read counts as
+// none). Nothing of them is shown to the caller.
+func (r *Resolver) forwardsOf(ctx context.Context, a *store.Account, own map[string][]string) func(string) []string {
+	byDomain := map[string]map[string][]string{}
+	read := 0
+	return func(addr string) []string {
+		if ts, ok := own[addr]; ok {
+			return ts
+		}
+		_, domain, ok := strings.Cut(addr, "@")
+		if !ok || a.SiteIndex(domain) >= 0 {
+			return nil
+		}
+		if m, ok := byDomain[domain]; ok {
+			return m[addr]
+		}
+		byDomain[domain] = nil
+		if read >= maxForeignAccounts {
+			return nil
+		}
+		id, err := r.Store.AccountIDByDomain(ctx, domain)
+		if err != nil || id == a.ID {
+			return nil
+		}
+		read++
+		set, err := r.Store.GetMail(ctx, id)
+		if err != nil {
+			return nil
+		}
+		for name, d := range set.Domains {
+			if d.Deleted {
+				continue
+			}
+			m := map[string][]string{}
+			for local, ts := range d.Aliases {
+				m[local+"@"+name] = ts
+			}
+			byDomain[name] = m
+		}
+		return byDomain[domain][addr]
+	}
 }
 
 // accountAliases flattens an account's forwarders to address → targets.
@@ -452,6 +535,19 @@ func (r *Resolver) mailQuery(ctx context.Context, p auth.Principal, node string,
 // Resolver, gqlgen's root, whose zero value must serve.
 var usageGates sync.Map // *Resolver -> *logReadGate
 
+// mailRequestGates holds each Resolver's gate of one-shot mailbox requests
+// (scans, spam and ham training): each is a task through etcd and the
+// node's queue, so they are gated as log reads are (one per account at a
+// time, a few per user per second).
+var mailRequestGates sync.Map // *Resolver -> *logReadGate
+
+// startMailRequest admits a one-shot mailbox request of user on account,
+// or refuses it RATE_LIMITED; done ends an admitted one.
+func (r *Resolver) startMailRequest(user, account string) (done func(), err error) {
+	g, _ := mailRequestGates.LoadOrStore(r, &logReadGate{what: "mailbox scan or training"})
+	return g.(*logReadGate).start(user, account)
+}
+
 // liveUsage asks the account's node for the usage of a page of mailboxes
 // in one task; nil (no error) when it cannot answer in time, so the page
 // shows the last known values instead.
@@ -526,7 +622,7 @@ func (r *Resolver) mailboxMutation(ctx context.Context, action, address string, 
 		return nil, err
 	}
 	set, err := r.changeMail(ctx, p, a, action, addr, func(set *store.MailSet, c *mailChange) error {
-		m, err := c.mailbox(set, addr)
+		m, err := c.mailbox(set, addr, action == "deleteMailbox")
 		if err != nil {
 			return err
 		}
@@ -539,7 +635,7 @@ func (r *Resolver) mailboxMutation(ctx context.Context, action, address string, 
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(addr)+" was deleted meanwhile")
 	}
-	return mailboxModel(m), nil
+	return mailboxModel(set, m), nil
 }
 
 // domainMutation changes one mail domain of an account: fn edits d (its
@@ -605,6 +701,11 @@ func (r *Resolver) trainMail(ctx context.Context, action, address string, uid in
 	if err = r.knownMailbox(ctx, a, addr); err != nil {
 		return nil, err
 	}
+	done, err := r.startMailRequest(p.Name, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_TrainMail{TrainMail: &agentpb.TrainMailAction{Username: a.Username, Address: addr, Uid: uint32(uid), Spam: spam}}}
 	t, err := r.mailQuery(ctx, p, a.Node, spec, action, mailQueryWait)
 	if err != nil {

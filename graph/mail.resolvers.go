@@ -70,6 +70,9 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 		m := &store.Mailbox{Address: addr, Domain: domain, QuotaMB: quota}
 		if old, ok := set.Mailboxes[addr]; ok {
 			if old.Deleted {
+				if st, reason := old.State(); st == store.MailFailed {
+					return fmt.Errorf("the deletion of mailbox %s failed (%s); run deleteMailbox %s again to retry it, then create it: %w", addr, reason, addr, store.ErrConflict)
+				}
 				return fmt.Errorf("mailbox %s is still being deleted; try again shortly: %w", addr, store.ErrConflict)
 			}
 			return fmt.Errorf("mailbox %s exists already: %w", addr, store.ErrConflict)
@@ -87,7 +90,11 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 		if count+1 > plan.Mailboxes {
 			return fmt.Errorf("%w: plan %s allows %d mailboxes", store.ErrQuotaExceeded, plan.Name, plan.Mailboxes)
 		}
+		// A new domain is ensured first; a failed one is sent again (its
+		// next generation), since the mailbox waits for it.
 		if d, ok := set.Domains[domain]; !ok || d.Deleted {
+			c.domain(set, domain)
+		} else if st, _ := d.State(); st == store.MailFailed {
 			c.domain(set, domain)
 		}
 		m.Generation = 1
@@ -102,7 +109,7 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 	if !ok {
 		return nil, errorf(CodeNotFound, "mailbox "+quote(addr)+" was deleted meanwhile")
 	}
-	out := &model.MailboxPayload{Mailbox: mailboxModel(m)}
+	out := &model.MailboxPayload{Mailbox: mailboxModel(set, m)}
 	if generated {
 		out.Password = &pw
 	}
@@ -112,6 +119,9 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 // DeleteMailbox is the resolver for the deleteMailbox field.
 func (r *mutationResolver) DeleteMailbox(ctx context.Context, address string) (*model.Mailbox, error) {
 	return r.mailboxMutation(ctx, "deleteMailbox", address, func(set *store.MailSet, c *mailChange, m *store.Mailbox) error {
+		if m.Deleted {
+			return nil // a failed deletion sent again (c.mailbox)
+		}
 		m.Deleted = true
 		m.SealedPassword = nil
 		// A catch-all naming the mailbox would point at nothing.
@@ -233,8 +243,8 @@ func (r *mutationResolver) CreateForwarder(ctx context.Context, from string, to 
 		if len(merged) > validate.MaxAliasTargets {
 			return &validate.Error{Field: "to", Reason: fmt.Sprintf("%s would forward to %d targets; at most %d", addr, len(merged), validate.MaxAliasTargets)}
 		}
-		if forwarderLoop(accountAliases(set, c), addr, merged) {
-			return &validate.Error{Field: "to", Reason: "forwarding " + addr + " there makes a loop: the account's forwarders lead back to " + addr}
+		if forwarderLoop(r.forwardsOf(ctx, set.Account, accountAliases(set, c)), addr, merged) {
+			return &validate.Error{Field: "to", Reason: "forwarding " + addr + " there makes a loop: forwarders lead back to " + addr}
 		}
 		d.Aliases[local] = merged
 		return nil
@@ -410,6 +420,11 @@ func (r *mutationResolver) ScanMailbox(ctx context.Context, address string) (out
 	if err = r.knownMailbox(ctx, a, addr); err != nil {
 		return nil, err
 	}
+	done, err := r.startMailRequest(p.Name, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_ScanMailbox{ScanMailbox: &agentpb.ScanMailboxAction{Username: a.Username, Address: addr}}}
 	t, err := r.mailQuery(ctx, p, a.Node, spec, "scanMailbox", mailQueryWait)
 	if err != nil {
@@ -486,7 +501,7 @@ func (r *queryResolver) Mailboxes(ctx context.Context, account string, first *in
 	}
 	live := r.liveUsage(ctx, p, a, addrs)
 	for _, addr := range addrs {
-		m := mailboxModel(set.Mailboxes[addr])
+		m := mailboxModel(set, set.Mailboxes[addr])
 		if u, ok := live[addr]; ok {
 			used, msgs := int64(u.GetUsedBytes()), int64(u.GetMessages())
 			m.UsedBytes, m.Messages = &used, &msgs

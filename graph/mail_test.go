@@ -30,7 +30,7 @@ func TestForwarderLoop(t *testing.T) {
 		{"d2@x.example", []string{"d@x.example"}, true},
 		{"z@x.example", []string{"z2@x.example"}, false},
 	} {
-		if got := forwarderLoop(aliases, c.from, c.targets); got != c.loop {
+		if got := forwarderLoop(func(a string) []string { return aliases[a] }, c.from, c.targets); got != c.loop {
 			t.Errorf("%s -> %v: loop %v, want %v", c.from, c.targets, got, c.loop)
 		}
 	}
@@ -93,4 +93,19 @@ func FuzzJoinTXT(f *testing.F) {
 			t.Fatalf("joinTXT(%q) = %q, want %q", r.Content, got, s)
 		}
 	})
+}
+
+// A mail change for a domain the account no longer serves is refused
+// (the check runs inside changeMail's transaction); a deletion is not.
+func TestStillSite(t *testing.T) {
+	a := &store.Account{Username: "alice", Sites: []store.Site{{Domain: "a.example"}}}
+	if err := stillSite(a, "a.example", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := stillSite(a, "gone.example", false); err == nil {
+		t.Fatal("a removed domain took mail")
+	}
+	if err := stillSite(a, "gone.example", true); err != nil {
+		t.Fatal(err)
+	}
 }

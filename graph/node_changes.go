@@ -119,10 +119,11 @@ func formatLabels(labels map[string]string) string {
 
 // roleNeeded refuses taking role off node while something there needs
 // it: web the accounts placed there, dns the zones it serves as primary,
-// db the databases of its accounts.
+// db the databases of its accounts, mail the mail domains and mailboxes of
+// its accounts.
 func (r *Resolver) roleNeeded(ctx context.Context, node, role string) error {
 	var accts []*store.Account
-	if role == "web" || role == "db" {
+	if role == "web" || role == "db" || role == mailRole {
 		var err error
 		if accts, err = r.Store.AccountsWhere(ctx, func(a *store.Account) bool { return a.Node == node }); err != nil {
 			return err
@@ -157,6 +158,31 @@ func (r *Resolver) roleNeeded(ctx context.Context, node, role string) error {
 		if len(need) > 0 {
 			slices.Sort(need)
 			return errorf(CodeConflict, fmt.Sprintf("role db of node %s is needed by %d database(s) there (%s)", node, len(need), firstFew(need)))
+		}
+	case mailRole:
+		var need []string
+		for _, a := range accts {
+			set, err := r.Store.GetMail(ctx, a.ID)
+			if err != nil && !isNotFound(err) {
+				return err
+			}
+			if set == nil {
+				continue
+			}
+			for n, d := range set.Domains {
+				if !d.Deleted {
+					need = append(need, n)
+				}
+			}
+			for n, m := range set.Mailboxes {
+				if !m.Deleted {
+					need = append(need, n)
+				}
+			}
+		}
+		if len(need) > 0 {
+			slices.Sort(need)
+			return errorf(CodeConflict, fmt.Sprintf("role mail of node %s is needed by %d mail domain(s) and mailbox(es) there (%s)", node, len(need), firstFew(need)))
 		}
 	case "dns":
 		states, _, err := r.Store.ListZoneStates(ctx)

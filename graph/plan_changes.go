@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,9 +80,10 @@ func applyPlanInput(p *store.Plan, in model.UpdatePlanInput) error {
 }
 
 // planFits refuses plan p for account a when a already uses more than p
-// allows: domains, databases, a PHP version p does not offer. Disk is
-// checked against the owner's and the node's limits by the store.
-// Mailboxes are not counted: no account has any yet (no mail API).
+// allows: domains, databases, mailboxes, a mailbox quota above its disk,
+// a PHP version p does not offer. Disk is checked against the owner's and
+// the node's limits by the store, which compares the database and mail
+// sequence keys read before this check.
 func (r *Resolver) planFits(ctx context.Context, a *store.Account, p *store.Plan) error {
 	sites := a.AllSites()
 	if len(sites) > p.Domains {
@@ -108,6 +110,28 @@ func (r *Resolver) planFits(ctx context.Context, a *store.Account, p *store.Plan
 		if n > p.Databases {
 			return fmt.Errorf("%w: databases: account %s has %d databases, plan %s allows %d",
 				store.ErrQuotaExceeded, a.Username, n, p.Name, p.Databases)
+		}
+	}
+	mail, err := r.Store.GetMail(ctx, a.ID)
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	if mail != nil {
+		n := 0
+		for _, addr := range slices.Sorted(maps.Keys(mail.Mailboxes)) {
+			m := mail.Mailboxes[addr]
+			if m.Deleted {
+				continue
+			}
+			n++
+			if p.DiskMB > 0 && int64(m.QuotaMB) > p.DiskMB {
+				return fmt.Errorf("%w: diskMB: mailbox %s of account %s has a quota of %d MB, above the %d MB of disk plan %s allows; lower it first",
+					store.ErrQuotaExceeded, m.Address, a.Username, m.QuotaMB, p.DiskMB, p.Name)
+			}
+		}
+		if n > p.Mailboxes {
+			return fmt.Errorf("%w: mailboxes: account %s has %d mailboxes, plan %s allows %d",
+				store.ErrQuotaExceeded, a.Username, n, p.Name, p.Mailboxes)
 		}
 	}
 	return nil

@@ -28,6 +28,10 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		if err != nil {
 			return nil, err
 		}
+		mseqs, err := s.mailSeqRevs(ctx, []*Account{a})
+		if err != nil {
+			return nil, err
+		}
 		// check decides on the owner's plan list: an updateReseller
 		// changing it meanwhile makes the change decide again.
 		owner, err := s.cli.Get(ctx, resellerKey(a.Owner))
@@ -43,6 +47,7 @@ func (s *Store) ChangeAccountPlan(ctx context.Context, id, planName string, chec
 		t := &txnBuilder{}
 		t.cmp(unchanged(accountKey(id), arev), unchanged(planKey(planName), prev))
 		t.guardRev(databaseSeqKey(id), seqs[0])
+		t.guardRev(mailSeqKey(id), mseqs[0])
 		if len(owner.Kvs) > 0 {
 			t.cmp(unchanged(resellerKey(a.Owner), owner.Kvs[0].ModRevision))
 		} else {

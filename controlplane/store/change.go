@@ -78,16 +78,26 @@ func (s *Store) AccountsWhere(ctx context.Context, match func(*Account) bool) ([
 // change that checked the accounts' databases after this read compares
 // them, so a database created meanwhile makes it check again.
 func (s *Store) dbSeqRevs(ctx context.Context, accts []*Account) ([]int64, error) {
+	return s.seqRevs(ctx, databaseSeqKey, accts)
+}
+
+// mailSeqRevs is dbSeqRevs for the accounts' mail sequence keys, which
+// every change to an account's mailboxes rewrites.
+func (s *Store) mailSeqRevs(ctx context.Context, accts []*Account) ([]int64, error) {
+	return s.seqRevs(ctx, mailSeqKey, accts)
+}
+
+func (s *Store) seqRevs(ctx context.Context, seqKey func(string) string, accts []*Account) ([]int64, error) {
 	revs := make([]int64, len(accts))
 	for len(accts) > 0 {
 		chunk := accts[:min(len(accts), 100)]
 		ops := make([]clientv3.Op, len(chunk))
 		for i, a := range chunk {
-			ops[i] = clientv3.OpGet(databaseSeqKey(a.ID), clientv3.WithKeysOnly())
+			ops[i] = clientv3.OpGet(seqKey(a.ID), clientv3.WithKeysOnly())
 		}
 		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("read database sequences: %w", err)
+			return nil, fmt.Errorf("read sequences: %w", err)
 		}
 		done := len(revs) - len(accts)
 		for i, r := range resp.Responses {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,6 +83,9 @@ type MailStatus struct {
 	// DKIM is a domain's keys as the node last reported them, with the TXT
 	// values to publish.
 	DKIM []MailDKIMKey `json:"dkim,omitempty"`
+	// DKIMReason: why a domain's DKIM record could not be published (the
+	// zone refused it); its selector does not sign meanwhile.
+	DKIMReason string `json:"dkimReason,omitempty"`
 
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
@@ -138,9 +142,15 @@ type Mailbox struct {
 }
 
 // State is the mailbox's state and its reason (FAILED).
-// An applied mailbox whose logins are switched off is DISABLED.
+// An applied mailbox whose logins are switched off is DISABLED. A mailbox
+// the node of a moved account applied without its password (sealed to the
+// old node, which alone can open it) is FAILED until the password is set
+// again.
 func (m *Mailbox) State() (MailState, string) {
 	st, reason := mailState(m.Generation, m.Deleted, &m.Status)
+	if (st == MailActive || st == MailDisabled) && m.Status.Node != "" && m.Status.Node != m.Node && m.Status.PasswordGeneration == 0 {
+		return MailFailed, "password must be set again after the move to " + m.Status.Node + " (setMailboxPassword)"
+	}
 	if st == MailActive && m.Disabled {
 		st = MailDisabled
 	}
@@ -162,6 +172,10 @@ type MailDKIM struct {
 	Selector    string    `json:"selector"`
 	Signing     bool      `json:"signing,omitempty"`
 	PublishedAt time.Time `json:"publishedAt,omitzero"`
+	// TXT is the record published for the selector: a node that reports
+	// another key for it (the account moved, the node lost its key) makes
+	// the controller stop signing with it until the new key is published.
+	TXT string `json:"txt,omitempty"`
 	// RetireAt: a selector replaced by a rotation stops signing at once
 	// and its key and TXT record go at RetireAt, so that messages signed
 	// just before still verify.
@@ -426,4 +440,75 @@ func mailSpecOps(account string, set *MailSet, ch *MailChange, now time.Time) []
 		ops = append(ops, clientv3.OpPut(mailboxKey(account, m.Address), mustJSON(m)))
 	}
 	return ops
+}
+
+// removedMailOps are the mail writes of removing domains from account a
+// (ChangeSites): a domain that still has live mailboxes or forwarders is
+// refused (CONFLICT), else its mail domain is marked deleted so the mail
+// controller removes it from the node. The compare on the account's mail
+// sequence key keeps a concurrent mail change (a createMailbox) from
+// slipping in between.
+func (s *Store) removedMailOps(ctx context.Context, a *Account, removed []string, now time.Time) ([]clientv3.Cmp, []clientv3.Op, error) {
+	if len(removed) == 0 {
+		return nil, nil, nil
+	}
+	r, err := s.readMail(ctx, a.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmp := absent(mailSeqKey(a.ID))
+	if r.seqRev != 0 {
+		cmp = unchanged(mailSeqKey(a.ID), r.seqRev)
+	}
+	var ops []clientv3.Op
+	for _, name := range removed {
+		boxes, fwds := 0, 0
+		for _, m := range r.set.Mailboxes {
+			if m.Domain == name && !m.Deleted {
+				boxes++
+			}
+		}
+		d, ok := r.set.Domains[name]
+		if !ok || d.Deleted {
+			if boxes > 0 {
+				return nil, nil, fmt.Errorf("domain %s still has %d mailboxes; delete them first: %w", name, boxes, ErrConflict)
+			}
+			continue
+		}
+		fwds = len(d.Aliases)
+		if boxes+fwds > 0 {
+			return nil, nil, fmt.Errorf("domain %s still has %d mailboxes and %d forwarders; delete them first: %w", name, boxes, fwds, ErrConflict)
+		}
+		nd := *d
+		nd.Aliases, nd.CatchAll, nd.Deleted, nd.UpdatedAt = nil, "", true, now
+		nd.DKIM = slices.Clone(d.DKIM)
+		nd.Generation++
+		ops = append(ops, clientv3.OpPut(mailDomainKey(a.ID, name), mustJSON(&nd)))
+	}
+	if len(ops) > 0 {
+		ops = append(ops, mailSeqPut(a.ID, MailChangedSpec, now))
+	}
+	return []clientv3.Cmp{cmp}, ops, nil
+}
+
+// mailDomainsFree refuses (CONFLICT) adding a domain to account while
+// another account still has a mail domain of that name that the mail
+// controller has not dropped yet: the node would hold two. It reads the
+// keys of every account's mail domains (keys only).
+func (s *Store) mailDomainsFree(ctx context.Context, account string, added []string) error {
+	if len(added) == 0 {
+		return nil
+	}
+	resp, err := s.cli.Get(ctx, prefixMail, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("read mail domains: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		owner, rest, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), prefixMail), "/")
+		name, ok := strings.CutPrefix(rest, "domain/")
+		if ok && owner != account && slices.Contains(added, name) {
+			return fmt.Errorf("the mail of %s on another account is still being removed; try again shortly: %w", name, ErrConflict)
+		}
+	}
+	return nil
 }

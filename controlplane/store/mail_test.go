@@ -300,3 +300,20 @@ func TestSyncMailInRounds(t *testing.T) {
 		t.Fatalf("%d tasks queued (%v), want %d", len(tasks), err, n)
 	}
 }
+
+// TestMailboxStateAfterMove: a mailbox a moved account's new node applied
+// without its password (sealed to the old node) is FAILED with a reason
+// saying to set it again; once set for the new node it is not.
+func TestMailboxStateAfterMove(t *testing.T) {
+	m := &store.Mailbox{Address: "bob@example.com", Node: "n0", Generation: 2, PasswordGeneration: 1,
+		Status: store.MailStatus{ObservedGeneration: 2, State: store.MailActive, Node: "n1"}}
+	st, reason := m.State()
+	if st != store.MailFailed || !strings.Contains(reason, "password must be set again after the move to n1") {
+		t.Fatalf("moved without its password: %s %q", st, reason)
+	}
+	m.Node, m.Generation, m.PasswordGeneration = "n1", 3, 3
+	m.Status.ObservedGeneration, m.Status.PasswordGeneration = 3, 3
+	if st, reason := m.State(); st != store.MailActive || reason != "" {
+		t.Fatalf("password set again: %s %q", st, reason)
+	}
+}

@@ -47,6 +47,10 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 		if err != nil {
 			return nil, 0, err
 		}
+		mseqs, err := s.mailSeqRevs(ctx, accts)
+		if err != nil {
+			return nil, 0, err
+		}
 		old := *p
 		if err := change(p, accts); err != nil {
 			return nil, 0, err
@@ -67,6 +71,11 @@ func (s *Store) UpdatePlan(ctx context.Context, name string, change func(p *Plan
 			t.cmp(unchanged(accountKey(a.ID), revs[i]))
 			if p.Databases < old.Databases {
 				t.guardRev(databaseSeqKey(a.ID), seqs[i])
+			}
+			// change counted the mailboxes and their quotas against the
+			// disk: a mailbox created meanwhile makes it count again.
+			if p.Mailboxes < old.Mailboxes || p.DiskMB < old.DiskMB {
+				t.guardRev(mailSeqKey(a.ID), mseqs[i])
 			}
 			if !rebuild {
 				continue

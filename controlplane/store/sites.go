@@ -109,8 +109,16 @@ func (s *Store) ChangeSites(ctx context.Context, id string, fn func(a *Account) 
 		if err != nil {
 			return nil, err
 		}
+		if err := s.mailDomainsFree(ctx, id, ch.Added); err != nil {
+			return nil, err
+		}
+		mcmps, mops, err := s.removedMailOps(ctx, a, ch.Removed, now)
+		if err != nil {
+			return nil, err
+		}
 		cmps := append([]clientv3.Cmp{unchanged(accountKey(id), rev)}, tcmps...)
-		ops := tops
+		cmps = append(cmps, mcmps...)
+		ops := append(tops, mops...)
 		var elseOps []clientv3.Op
 		for _, d := range ch.Added {
 			cmps = append(cmps, absent(domainNameKey(d)))
