@@ -33,7 +33,12 @@ import (
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
-func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(spfChildEnv) != "" {
+		os.Exit(spfChild())
+	}
+	testenv.MainRemovingTestUsers(m)
+}
 
 // stack is a running Exim + Dovecot under a temporary prefix, with a relay
 // (a go-smtp server) that captures outbound mail.

@@ -212,6 +212,22 @@ acl_check_rcpt:
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
+  # SPF for mail from other servers to our domains: a sender domain whose
+  # policy says this host may not send for it (-all) is refused; pass,
+  # softfail and neutral add a Received-SPF header at DATA. Loopback
+  # clients are this node's own programs and are not checked. A DNS
+  # failure (temperror) or no policy lets the message through.
+  deny    !authenticated = *
+          domains = +local_domains
+          !hosts = <; 127.0.0.0/8 ; ::1
+          spf = fail
+          message = SPF check failed: $sender_host_address is not allowed to send mail from ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}}
+          log_message = SPF fail for ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}} from $sender_host_address
+  warn    !authenticated = *
+          domains = +local_domains
+          !hosts = <; 127.0.0.0/8 ; ::1
+          spf = pass:softfail:neutral
+          set acl_m_spf = $spf_received
   # DATA applies the spam settings of the (last) local recipient's
   # domain; $domain_data is taken before verification resets it.
   require message = relay not permitted
@@ -221,6 +237,8 @@ acl_check_rcpt:
   accept
 
 acl_check_data:
+  warn    condition = ${if def:acl_m_spf}
+          add_header = $acl_m_spf
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
           !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
           message = relay not permitted
