@@ -34,6 +34,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Dovecot's quota-warning service runs this test binary (the
+	// module's Program defaults to os.Executable) as it runs npanel.
+	if len(os.Args) > 1 && os.Args[1] == mail.QuotaWarningCommand {
+		os.Exit(mail.QuotaWarningMain(os.Args[2:], os.Stderr))
+	}
 	if os.Getenv(spfChildEnv) != "" {
 		os.Exit(spfChild())
 	}

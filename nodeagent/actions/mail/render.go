@@ -97,6 +97,10 @@ type configInput struct {
 	Antivirus bool
 	// ClamdListen is clamd's loopback TCP address.
 	ClamdListen string
+	// QuotaWarning is the program and fixed arguments Dovecot's
+	// quota-warning service runs at 90% (the agent's own binary, see
+	// QuotaWarningMain); none when empty.
+	QuotaWarning []string
 }
 
 // renderExim renders Exim's main configuration. Everything an action
@@ -343,9 +347,32 @@ func dedupe(s []string) []string {
 // passwd-file per domain (UsersDir/DOMAIN/passwd); the file names hold %d,
 // which Dovecot fills from the login name only after
 // auth_username_chars refused '/' in it.
-func renderDovecot(in configInput) string {
+func renderDovecot(in configInput) (string, error) {
 	m := in.Paths
 	l := in.Listen
+	warn, warnService := "", ""
+	if len(in.QuotaWarning) > 0 {
+		for _, a := range in.QuotaWarning {
+			if a == "" || strings.ContainsAny(a, " \t\r\n\"'\\{}$%#") {
+				return "", fmt.Errorf("dovecot: quota warning argument %q cannot be written to the configuration", a)
+			}
+		}
+		// Dovecot's script helper runs the program (no shell) with
+		// "90 USER" appended. The socket is opened by the mail processes,
+		// which run as every account's user: the program trusts none of
+		// its arguments and re-checks the quota itself.
+		warn = "  quota_warning = storage=90%% quota-warning 90 %u\n"
+		warnService = fmt.Sprintf(`service quota-warning {
+  executable = script %s
+  # A Go program reserves more address space than the default 256M
+  # limit allows before it starts; its real use is a few MB.
+  vsz_limit = 0
+  unix_listener quota-warning {
+    mode = 0666
+  }
+}
+`, strings.Join(in.QuotaWarning, " "))
+	}
 	paths := ""
 	if m.Supervised {
 		paths = fmt.Sprintf("base_dir = %s\ninstance_name = %s\nlog_path = %s\nstate_dir = %s\n",
@@ -386,7 +413,7 @@ plugin {
   quota = maildir:User quota
   quota_rule = *:storage=0
   quota_status_overquota = 552 5.2.2 Mailbox is full
-  sieve = file:~/sieve;active=~/.dovecot.sieve
+%[16]s  sieve = file:~/sieve;active=~/.dovecot.sieve
   sieve_before = %[4]s/junk.sieve
   sieve_vacation_dont_check_recipient = yes
 }
@@ -456,8 +483,8 @@ service auth {
     group = %[14]s
   }
 }
-`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
-		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial())
+%[17]s`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
 }
 
 // junkSieve files messages Exim marked for the Junk folder (the domain's
