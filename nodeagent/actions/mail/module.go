@@ -193,7 +193,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if err != nil {
 		return nil, fmt.Errorf("mail: exim configuration: %w", err)
 	}
-	if in.QuotaWarning, err = m.quotaWarningCommand(mp, in.Mailname); err != nil {
+	if in.QuotaWarning, err = m.quotaWarningCommand(env.Logger, mp, in.Mailname); err != nil {
 		return nil, fmt.Errorf("mail: quota warning: %w", err)
 	}
 	dovecot, err := renderDovecot(in)

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"regexp"
@@ -30,7 +31,7 @@ var senderRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._+-]*@[a-z0-9]([a-z0-9.-]*[a
 
 // quotaWarningCommand is the program and fixed arguments of Dovecot's
 // quota-warning service, or none when dovecot-lda is not installed.
-func (m *Module) quotaWarningCommand(mp platform.MailPaths, mailname string) ([]string, error) {
+func (m *Module) quotaWarningCommand(logger *slog.Logger, mp platform.MailPaths, mailname string) ([]string, error) {
 	if _, err := os.Stat(mp.DovecotLDA); err != nil {
 		return nil, nil
 	}
@@ -41,6 +42,13 @@ func (m *Module) quotaWarningCommand(mp platform.MailPaths, mailname string) ([]
 			return nil, err
 		}
 		prog = exe
+	}
+	if !dovecotSafeArg(prog) {
+		// Mail works without the warning; say why it is off.
+		if logger != nil {
+			logger.Warn("mail: no quota warnings: the agent's binary path cannot be written to Dovecot's configuration", "path", prog)
+		}
+		return nil, nil
 	}
 	return append([]string{prog}, quotaWarningArgs(mp.DovecotLDA, mp.Doveadm, mp.DovecotConfig, "postmaster@"+mailname)...), nil
 }

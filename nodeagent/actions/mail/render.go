@@ -353,7 +353,7 @@ func renderDovecot(in configInput) (string, error) {
 	warn, warnService := "", ""
 	if len(in.QuotaWarning) > 0 {
 		for _, a := range in.QuotaWarning {
-			if a == "" || strings.ContainsAny(a, " \t\r\n\"'\\{}$%#") {
+			if !dovecotSafeArg(a) {
 				return "", fmt.Errorf("dovecot: quota warning argument %q cannot be written to the configuration", a)
 			}
 		}
@@ -485,6 +485,12 @@ service auth {
 }
 %[17]s`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
 		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
+}
+
+// dovecotSafeArg reports whether a can be one word of a Dovecot setting
+// value: nothing that splits it, ends the line or the block, or expands.
+func dovecotSafeArg(a string) bool {
+	return a != "" && !strings.ContainsAny(a, " \t\r\n\"'\\{}$%#")
 }
 
 // junkSieve files messages Exim marked for the Junk folder (the domain's
