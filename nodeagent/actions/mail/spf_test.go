@@ -62,6 +62,11 @@ func spfChild() int {
 		found := false
 		for _, q := range r.Question {
 			name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
+			if strings.HasPrefix(name, "servfail.") {
+				m.Rcode = dns.RcodeServerFailure
+				found = true
+				continue
+			}
 			txt, ok := zone[name]
 			if !ok {
 				continue
@@ -208,6 +213,13 @@ func TestSPFInbound(t *testing.T) {
 	}
 	t.Run("NoPolicyAccepted", func(t *testing.T) {
 		out, errb := s.eximBH(t, zone, client, dialogue("mx.nowhere.spf.test", "someone@nowhere.spf.test", false))
+		if r := rcptReply(out); !strings.HasPrefix(r, "250") {
+			t.Fatalf("RCPT reply %q, want 250\n%s\n%s", r, out, errb)
+		}
+	})
+	t.Run("DNSFailureAccepted", func(t *testing.T) {
+		// temperror is not fail: a broken DNS server does not lose mail.
+		out, errb := s.eximBH(t, zone, client, dialogue("mx.servfail.spf.test", "someone@servfail.spf.test", false))
 		if r := rcptReply(out); !strings.HasPrefix(r, "250") {
 			t.Fatalf("RCPT reply %q, want 250\n%s\n%s", r, out, errb)
 		}
