@@ -34,7 +34,7 @@ func main() {
 	var logLevel, logFormat string
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "text or json")
-	root.AddCommand(serverCmd(), agentCmd(), devCmd(), ctlCmd(), versionCmd())
+	root.AddCommand(serverCmd(), agentCmd(), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 	cobra.OnInitialize(func() {
 		var lvl slog.Level

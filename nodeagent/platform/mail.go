@@ -13,16 +13,18 @@ type MailPaths struct {
 	// prefix.
 	Supervised bool
 
-	Exim      string // exim4 (Debian) or exim (EPEL)
-	Dovecot   string
-	Doveconf  string
-	Doveadm   string
-	Sievec    string // Pigeonhole's compiler for global scripts
-	Spamd     string
-	Spamc     string
-	SaLearn   string
-	Clamd     string
-	Clamdscan string
+	Exim     string // exim4 (Debian) or exim (EPEL)
+	Dovecot  string
+	Doveconf string
+	Doveadm  string
+	Sievec   string // Pigeonhole's compiler for global scripts
+	// DovecotLDA delivers one message from stdin (quota warnings).
+	DovecotLDA string
+	Spamd      string
+	Spamc      string
+	SaLearn    string
+	Clamd      string
+	Clamdscan  string
 	// RoundcubeDir is Roundcube's document root (roundcube-core): on
 	// Debian its public_html, whose index.php sets INSTALL_PATH to the
 	// directory above it.
@@ -128,6 +130,7 @@ func (p *Profile) Mail() MailPaths {
 	case NameAlma9:
 		// EPEL's exim and the distro's dovecot, spamassassin and clamd.
 		m.Exim = "/usr/sbin/exim"
+		m.DovecotLDA = "/usr/libexec/dovecot/dovecot-lda"
 		m.EximUser, m.EximGroup = "exim", "exim"
 		m.EximConfig = "/etc/exim/exim.conf"
 		m.EximUnit = "exim.service"
@@ -142,6 +145,7 @@ func (p *Profile) Mail() MailPaths {
 		m.EximMainLog = "/var/log/exim/main.log"
 	default:
 		m.Exim = "/usr/sbin/exim4"
+		m.DovecotLDA = "/usr/lib/dovecot/dovecot-lda"
 		m.EximUser, m.EximGroup = "Debian-exim", "Debian-exim"
 		m.EximConfig = "/etc/exim4/exim4.conf"
 		m.EximUnit = "exim4.service"

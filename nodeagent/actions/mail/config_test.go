@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -61,5 +62,40 @@ func TestRenderListenersAndInjection(t *testing.T) {
 	}
 	if _, err := parseListen("smtp", "example.com:25"); err == nil {
 		t.Fatal("a host name listener was accepted")
+	}
+}
+
+// The quota-warning command line is written into Dovecot's configuration
+// only when no argument could split or extend it; the 90% warning and the
+// SPF ACL are in the rendered configurations.
+func TestRenderQuotaWarningAndSPF(t *testing.T) {
+	in := configInput{Node: "n1.example.com", Mailname: "n1.example.com"}
+	for _, l := range []*listenAddr{&in.Listen.smtp, &in.Listen.submission, &in.Listen.smtps, &in.Listen.imap, &in.Listen.imaps, &in.Listen.pop3, &in.Listen.pop3s} {
+		*l, _ = parseListen("x", ":143")
+	}
+	in.QuotaWarning = []string{"/usr/bin/npanel", QuotaWarningCommand, "--from", "postmaster@n1.example.com"}
+	conf, err := renderDovecot(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"quota_warning = storage=90%% quota-warning 90 %u\n", "executable = script /usr/bin/npanel mail-quota-warning --from postmaster@n1.example.com\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("dovecot config lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"/opt/my npanel", "/x\n}\nservice", "/x{y}", "", "/x$y", "/x%u"} {
+		in.QuotaWarning = []string{bad, QuotaWarningCommand}
+		if _, err := renderDovecot(in); err == nil {
+			t.Errorf("program %q was rendered", bad)
+		}
+	}
+	exim, err := renderExim(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"spf = fail\n", "set acl_m_spf = $spf_received\n", "add_header = $acl_m_spf\n"} {
+		if !strings.Contains(exim, want) {
+			t.Errorf("exim config lacks %q", want)
+		}
 	}
 }

@@ -33,7 +33,17 @@ import (
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
-func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
+func TestMain(m *testing.M) {
+	// Dovecot's quota-warning service runs this test binary (the
+	// module's Program defaults to os.Executable) as it runs npanel.
+	if len(os.Args) > 1 && os.Args[1] == mail.QuotaWarningCommand {
+		os.Exit(mail.QuotaWarningMain(os.Args[2:], os.Stderr))
+	}
+	if os.Getenv(spfChildEnv) != "" {
+		os.Exit(spfChild())
+	}
+	testenv.MainRemovingTestUsers(m)
+}
 
 // stack is a running Exim + Dovecot under a temporary prefix, with a relay
 // (a go-smtp server) that captures outbound mail.

@@ -66,6 +66,9 @@ type Module struct {
 
 	// BcryptCost is the cost of new mailbox password hashes.
 	BcryptCost int
+	// Program is the npanel binary Dovecot runs for quota warnings
+	// (QuotaWarningMain); os.Executable() when empty.
+	Program string
 
 	flushMu   sync.Mutex
 	flushedAt time.Time // start of the last successful auth-cache flush
@@ -192,7 +195,14 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if err != nil {
 		return nil, fmt.Errorf("mail: exim configuration: %w", err)
 	}
-	changedD, err := replaceConfig(ctx, mp.DovecotConfig, []byte(renderDovecot(in)), func(path string) *exec.Cmd {
+	if in.QuotaWarning, err = m.quotaWarningCommand(env.Logger, mp, in.Mailname); err != nil {
+		return nil, fmt.Errorf("mail: quota warning: %w", err)
+	}
+	dovecot, err := renderDovecot(in)
+	if err != nil {
+		return nil, fmt.Errorf("mail: %w", err)
+	}
+	changedD, err := replaceConfig(ctx, mp.DovecotConfig, []byte(dovecot), func(path string) *exec.Cmd {
 		return exec.CommandContext(ctx, mp.Doveconf, "-n", "-c", path)
 	})
 	if err != nil {

@@ -97,6 +97,10 @@ type configInput struct {
 	Antivirus bool
 	// ClamdListen is clamd's loopback TCP address.
 	ClamdListen string
+	// QuotaWarning is the program and fixed arguments Dovecot's
+	// quota-warning service runs at 90% (the agent's own binary, see
+	// QuotaWarningMain); none when empty.
+	QuotaWarning []string
 }
 
 // renderExim renders Exim's main configuration. Everything an action
@@ -212,6 +216,22 @@ acl_check_rcpt:
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
+  # SPF for mail from other servers to our domains: a sender domain whose
+  # policy says this host may not send for it (-all) is refused; pass,
+  # softfail and neutral add a Received-SPF header at DATA. Loopback
+  # clients are this node's own programs and are not checked. A DNS
+  # failure (temperror) or no policy lets the message through.
+  deny    !authenticated = *
+          domains = +local_domains
+          !hosts = <; 127.0.0.0/8 ; ::1
+          spf = fail
+          message = SPF check failed: $sender_host_address is not allowed to send mail from ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}}
+          log_message = SPF fail for ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}} from $sender_host_address
+  warn    !authenticated = *
+          domains = +local_domains
+          !hosts = <; 127.0.0.0/8 ; ::1
+          spf = pass:softfail:neutral
+          set acl_m_spf = $spf_received
   # DATA applies the spam settings of the (last) local recipient's
   # domain; $domain_data is taken before verification resets it.
   require message = relay not permitted
@@ -221,6 +241,8 @@ acl_check_rcpt:
   accept
 
 acl_check_data:
+  warn    condition = ${if def:acl_m_spf}
+          add_header = $acl_m_spf
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
           !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
           message = relay not permitted
@@ -325,9 +347,32 @@ func dedupe(s []string) []string {
 // passwd-file per mailbox (UsersDir/DOMAIN/LOCAL); the file names hold %d and %n,
 // which Dovecot fills from the login name only after
 // auth_username_chars refused '/' in it.
-func renderDovecot(in configInput) string {
+func renderDovecot(in configInput) (string, error) {
 	m := in.Paths
 	l := in.Listen
+	warn, warnService := "", ""
+	if len(in.QuotaWarning) > 0 {
+		for _, a := range in.QuotaWarning {
+			if !dovecotSafeArg(a) {
+				return "", fmt.Errorf("dovecot: quota warning argument %q cannot be written to the configuration", a)
+			}
+		}
+		// Dovecot's script helper runs the program (no shell) with
+		// "90 USER" appended. The socket is opened by the mail processes,
+		// which run as every account's user: the program trusts none of
+		// its arguments and re-checks the quota itself.
+		warn = "  quota_warning = storage=90%% quota-warning 90 %u\n"
+		warnService = fmt.Sprintf(`service quota-warning {
+  executable = script %s
+  # A Go program reserves more address space than the default 256M
+  # limit allows before it starts; its real use is a few MB.
+  vsz_limit = 0
+  unix_listener quota-warning {
+    mode = 0666
+  }
+}
+`, strings.Join(in.QuotaWarning, " "))
+	}
 	paths := ""
 	if m.Supervised {
 		paths = fmt.Sprintf("base_dir = %s\ninstance_name = %s\nlog_path = %s\nstate_dir = %s\n",
@@ -368,7 +413,7 @@ plugin {
   quota = maildir:User quota
   quota_rule = *:storage=0
   quota_status_overquota = 552 5.2.2 Mailbox is full
-  sieve = file:~/sieve;active=~/.dovecot.sieve
+%[16]s  sieve = file:~/sieve;active=~/.dovecot.sieve
   sieve_before = %[4]s/junk.sieve
   sieve_vacation_dont_check_recipient = yes
 }
@@ -438,8 +483,14 @@ service auth {
     group = %[14]s
   }
 }
-`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
-		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial())
+%[17]s`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
+}
+
+// dovecotSafeArg reports whether a can be one word of a Dovecot setting
+// value: nothing that splits it, ends the line or the block, or expands.
+func dovecotSafeArg(a string) bool {
+	return a != "" && !strings.ContainsAny(a, " \t\r\n\"'\\{}$%#")
 }
 
 // junkSieve files messages Exim marked for the Junk folder (the domain's
