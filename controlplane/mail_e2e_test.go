@@ -365,3 +365,4 @@ func mailboxActive(t testing.TB, c *client.Client, account, address string) bool
 	}
 	return false
 }
+
