@@ -365,4 +365,3 @@ func mailboxActive(t testing.TB, c *client.Client, account, address string) bool
 	}
 	return false
 }
-
