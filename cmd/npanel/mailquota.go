@@ -13,7 +13,7 @@ import (
 // parsed there, not by cobra.
 func mailQuotaWarningCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                mail.QuotaWarningCommand + " --lda LDA --doveadm DOVEADM --config CONF --from ADDR PERCENT USER",
+		Use:                mail.QuotaWarningCommand + " --lda LDA --doveadm DOVEADM --config CONF --from ADDR -- PERCENT USER",
 		Short:              "Deliver a mailbox quota warning (run by Dovecot)",
 		Hidden:             true,
 		DisableFlagParsing: true,

@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// killUserProcesses ends every process running as uid (by real,
-// effective, saved or filesystem id): SIGTERM, then SIGKILL for what is
-// left after a grace period. It fails if any survives.
+// killUserProcesses ends every process whose real user id is uid and that
+// holds no root id: SIGTERM, then SIGKILL for what is left after a grace
+// period. It fails if any survives. Root daemons that take uid as their
+// effective id for a moment (Dovecot's LMTP delivering a message) serve
+// other accounts too and are left alone.
 func killUserProcesses(ctx context.Context, uid uint32) error {
 	if uid == 0 {
 		return errors.New("refusing to signal the processes of uid 0")
@@ -46,7 +49,8 @@ func killUserProcesses(ctx context.Context, uid uint32) error {
 	}
 }
 
-// processesOf lists the processes any of whose user ids is uid.
+// processesOf lists the processes whose real user id is uid and none of
+// whose ids is root.
 func processesOf(uid uint32) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -65,11 +69,9 @@ func processesOf(uid uint32) ([]int, error) {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if ids, ok := strings.CutPrefix(line, "Uid:"); ok {
-				for _, id := range strings.Fields(ids) {
-					if id == want {
-						pids = append(pids, pid)
-						break
-					}
+				f := strings.Fields(ids) // real, effective, saved, filesystem
+				if len(f) == 4 && f[0] == want && !slices.Contains(f, "0") {
+					pids = append(pids, pid)
 				}
 				break
 			}

@@ -16,7 +16,7 @@ func TestKillUserProcesses(t *testing.T) {
 		t.Skip("needs root to run processes as another uid")
 	}
 	const uid = 64999 // no user: a uid nothing else runs as
-	start := func(argv ...string) *exec.Cmd {
+	start := func(uid uint32, argv ...string) *exec.Cmd {
 		c := exec.Command(argv[0], argv[1:]...)
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 		if err := c.Start(); err != nil {
@@ -25,13 +25,9 @@ func TestKillUserProcesses(t *testing.T) {
 		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
 		return c
 	}
-	plain := start("/usr/bin/sleep", "60")
-	stubborn := start("/usr/bin/perl", "-e", `$SIG{TERM}="IGNORE"; sleep 60`)
-	mine := exec.Command("/usr/bin/sleep", "60")
-	if err := mine.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mine.Process.Kill(); _ = mine.Wait() })
+	plain := start(uid, "/usr/bin/sleep", "60")
+	stubborn := start(uid, "/usr/bin/perl", "-e", `$SIG{TERM}="IGNORE"; sleep 60`)
+	other := start(uid-1, "/usr/bin/sleep", "60")
 	go func() { _ = plain.Wait() }()
 	go func() { _ = stubborn.Wait() }()
 
@@ -41,7 +37,7 @@ func TestKillUserProcesses(t *testing.T) {
 	if pids, _ := processesOf(uid); len(pids) != 0 {
 		t.Fatalf("left running: %v", pids)
 	}
-	if pids, _ := processesOf(uint32(os.Getuid())); !slices.Contains(pids, mine.Process.Pid) {
+	if pids, _ := processesOf(uid - 1); !slices.Contains(pids, other.Process.Pid) {
 		t.Fatal("a process of another user was signalled")
 	}
 	if killUserProcesses(context.Background(), 0) == nil {

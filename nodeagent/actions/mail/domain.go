@@ -485,34 +485,34 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 	return res, nil
 }
 
-// removeDomain stops serving domain: webmail, Exim's entries, DKIM keys and
-// the Dovecot users (their maildirs stay in the account's home). Callers
-// hold the domain's lock.
+// removeDomain stops serving domain: its Dovecot users first (so a
+// removal cut short never leaves logins of a domain no longer listed),
+// then webmail, Exim's entries and the DKIM keys. The maildirs stay in the
+// account's home. Callers hold the domain's lock.
 func (m *Module) removeDomain(ctx context.Context, env *actions.Env, domain string) error {
 	mp := env.Profile.Mail()
-	// Webmail first: a retry after a later failure finds the domain gone
-	// and would not come back to it.
-	if _, err := m.ensureWebmail(ctx, env, domain, false); err != nil {
-		return err
-	}
-	// Exim next: once the directory is gone the domain is not local.
-	dr, err := os.OpenRoot(mp.DomainsDir)
-	if err != nil {
-		return err
-	}
-	defer dr.Close()
-	if err := dr.RemoveAll(domain); err != nil {
-		return err
-	}
-	if _, _, err := ensureDKIM(mp.DKIMDir, domain, nil, 0); err != nil {
-		return err
-	}
 	ur, err := os.OpenRoot(mp.UsersDir)
 	if err != nil {
 		return err
 	}
 	defer ur.Close()
-	return ur.RemoveAll(domain)
+	if err := ur.RemoveAll(domain); err != nil {
+		return err
+	}
+	if _, err := m.ensureWebmail(ctx, env, domain, false); err != nil {
+		return err
+	}
+	// Exim last: once the directory is gone the domain is not local, and
+	// RemoveOwner finds its domains there when it is retried.
+	if _, _, err := ensureDKIM(mp.DKIMDir, domain, nil, 0); err != nil {
+		return err
+	}
+	dr, err := os.OpenRoot(mp.DomainsDir)
+	if err != nil {
+		return err
+	}
+	defer dr.Close()
+	return dr.RemoveAll(domain)
 }
 
 // RemoveOwner stops serving every mail domain of username, for the

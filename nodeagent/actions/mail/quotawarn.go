@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,9 +55,11 @@ func (m *Module) quotaWarningCommand(logger *slog.Logger, mp platform.MailPaths,
 }
 
 // quotaWarningArgs is the fixed part of the service's command line, after
-// the program; Dovecot appends PERCENT and USER (from quota_warning).
+// the program; Dovecot appends PERCENT and USER (from quota_warning). Its
+// script helper appends whatever a client of the socket sends, so the
+// fixed part ends the flags: anything appended is positional.
 func quotaWarningArgs(lda, doveadm, conf, from string) []string {
-	return []string{QuotaWarningCommand, "--lda", lda, "--doveadm", doveadm, "--config", conf, "--from", from}
+	return []string{QuotaWarningCommand, "--lda", lda, "--doveadm", doveadm, "--config", conf, "--from", from, "--"}
 }
 
 // QuotaWarningMain is `npanel mail-quota-warning`: it delivers a short
@@ -73,6 +76,10 @@ func QuotaWarningMain(args []string, stderr io.Writer) int {
 	doveadm := fs.String("doveadm", "", "doveadm binary")
 	conf := fs.String("config", "", "Dovecot configuration")
 	from := fs.String("from", "", "sender address of the warning")
+	if !slices.Contains(args, "--") {
+		fmt.Fprintf(stderr, "npanel %s: the flags must end with --\n", QuotaWarningCommand)
+		return 2
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -57,14 +57,14 @@ func TestQuotaWarning(t *testing.T) {
 		// The program re-checks the quota: a caller of the open socket
 		// cannot send a warning to a mailbox that is not that full.
 		args := []string{"--lda", s.p.Mail().DovecotLDA, "--doveadm", s.p.Mail().Doveadm, "--config", s.p.Mail().DovecotConfig,
-			"--from", "postmaster@" + dom, "90", other}
+			"--from", "postmaster@" + dom, "--", "90", other}
 		var stderr bytes.Buffer
 		if code := mail.QuotaWarningMain(args, &stderr); code == 0 || !strings.Contains(stderr.String(), "no warning") {
 			t.Fatalf("warning for a mailbox below 90%%: exit %d: %s", code, stderr.String())
 		}
 	})
 	t.Run("HostileArgumentsRefused", func(t *testing.T) {
-		base := []string{"--lda", s.p.Mail().DovecotLDA, "--doveadm", s.p.Mail().Doveadm, "--config", s.p.Mail().DovecotConfig, "--from", "postmaster@" + dom}
+		base := []string{"--lda", s.p.Mail().DovecotLDA, "--doveadm", s.p.Mail().Doveadm, "--config", s.p.Mail().DovecotConfig, "--from", "postmaster@" + dom, "--"}
 		for _, tail := range [][]string{
 			{"90", user + "\r\nBcc: victim@example.net"},
 			{"90", "../../etc@" + dom},
@@ -74,11 +74,20 @@ func TestQuotaWarning(t *testing.T) {
 			{"90"},
 			{"90", user, "extra"},
 			{"--from", "x@y.example\r\nBcc: victim@example.net", "90", user},
+			// What a client of the socket appends comes after the fixed
+			// flags' "--": a flag there is an argument, not a new path.
+			{"--doveadm", "/tmp/evil", "90", user},
+			{"-", "--doveadm", "/tmp/evil", "90", user},
 		} {
 			var stderr bytes.Buffer
 			if code := mail.QuotaWarningMain(append(append([]string(nil), base...), tail...), &stderr); code == 0 {
 				t.Errorf("accepted %q", tail)
 			}
+		}
+		// Without the fixed part's "--", nothing runs.
+		var stderr bytes.Buffer
+		if code := mail.QuotaWarningMain(append(base[:len(base)-1:len(base)-1], "90", user), &stderr); code != 2 {
+			t.Errorf("flags without -- accepted: exit %d", code)
 		}
 	})
 

@@ -156,9 +156,11 @@ func renderExim(in configInput) (string, error) {
 			return "", fmt.Errorf("exim: clamd listen %q: want ip:port", in.ClamdListen)
 		}
 		// Over TCP Exim streams the message (zINSTREAM): clamd's user
-		// cannot read Exim's spool, which a socket scan would need.
+		// cannot read Exim's spool, which a socket scan would need. Any
+		// local user can reach that port and stop clamd, so a failed scan
+		// defers the message (no defer_ok) rather than passing it.
 		avScanner = fmt.Sprintf("av_scanner = clamd:%s %s\n", h, port)
-		avACL = "  deny    malware = */defer_ok\n          message = message rejected: it contains malware ($malware_name)\n"
+		avACL = "  deny    malware = *\n          message = message rejected: it contains malware ($malware_name)\n"
 	}
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
 primary_hostname = %[1]s
@@ -211,7 +213,19 @@ acl_check_rcpt:
           domains = ! +local_domains
           control = submission/sender_retain
   # Dovecot's own messages (Sieve vacation replies) come from loopback
-  # with a null sender; DATA then requires them to say Auto-Submitted.
+  # with a null sender. Every account's programs can reach loopback too,
+  # so the path is narrow: one recipient per message, a node-wide rate,
+  # and DATA requires an automatic reply's headers and size.
+  deny    hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          domains = ! +local_domains
+          condition = ${if >{$rcpt_count}{1}}
+          message = an automatic reply has one recipient
+  deny    hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          domains = ! +local_domains
+          ratelimit = 600 / 1h / strict / per_rcpt / loopback-automatic-replies
+          message = automatic reply rate exceeded
   accept  hosts = <; 127.0.0.1 ; ::1
           senders = :
           domains = ! +local_domains
@@ -244,7 +258,7 @@ acl_check_data:
   warn    condition = ${if def:acl_m_spf}
           add_header = $acl_m_spf
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
-          !condition = ${if match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}
+          condition = ${if or{{!match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}{!def:h_In-Reply-To:}{>{$message_size}{65536}}}}
           message = relay not permitted
 %[18]s  accept  condition = ${if !def:acl_m_dom}
   accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
@@ -289,7 +303,10 @@ begin transports
 
 remote_smtp:
   driver = smtp
-%[13]s  dkim_domain = ${lookup{$sender_address_domain}dsearch,filter=dir{%[11]s}{${if exists{%[11]s/$value/dkim}{$value}}}}
+%[13]s  # Only what a mailbox submitted itself is signed, as its own domain:
+  # forwarded mail keeps its original sender, which may name any domain
+  # hosted here.
+  dkim_domain = ${if and{{def:authenticated_id}{eqi{$sender_address}{$authenticated_id}}}{${lookup{$sender_address_domain}dsearch,filter=dir{%[11]s}{${if exists{%[11]s/$value/dkim}{$value}}}}}}
   dkim_selector = ${lookup{selector}lsearch{%[11]s/$dkim_domain/dkim}}
   dkim_private_key = %[14]s/$dkim_domain.$dkim_selector.key
   dkim_canon = relaxed
@@ -395,7 +412,6 @@ auth_cache_negative_ttl = 0
 # A cached login still verifies the password against the cached bcrypt
 # hash; workers do it in parallel instead of the single auth process.
 auth_cache_verify_password_with_worker = yes
-auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 first_valid_uid = 1000
 mail_plugins = quota
@@ -469,6 +485,10 @@ service pop3-login {
   }
 }
 service lmtp {
+  # LMTP runs as root and takes each recipient's uid as its effective id,
+  # keeping the last one while idle: a process per connection leaves no
+  # process holding a deleted account's uid.
+  service_count = 1
   unix_listener lmtp {
     mode = 0600
   }
