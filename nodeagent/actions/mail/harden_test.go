@@ -1,10 +1,15 @@
 package mail
 
 import (
+	"bufio"
+	"encoding/binary"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -279,5 +284,102 @@ func symlink(t *testing.T, target, name string) {
 	t.Helper()
 	if err := os.Symlink(target, name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeClamd answers INSTREAM: FOUND when the stream holds "VIRUS". It
+// records every stream it was sent.
+func fakeClamd(t *testing.T) (sock string, streams func() []string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "clamd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock = filepath.Join(dir, "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	var seen []string
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			if cmd, err := br.ReadString(0); err != nil || cmd != "zINSTREAM\x00" {
+				c.Close()
+				continue
+			}
+			var body []byte
+			for {
+				var hdr [4]byte
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					break
+				}
+				n := binary.BigEndian.Uint32(hdr[:])
+				if n == 0 {
+					break
+				}
+				chunk := make([]byte, n)
+				if _, err := io.ReadFull(br, chunk); err != nil {
+					break
+				}
+				body = append(body, chunk...)
+			}
+			mu.Lock()
+			seen = append(seen, string(body))
+			mu.Unlock()
+			reply := "stream: OK\x00"
+			if strings.Contains(string(body), "VIRUS") {
+				reply = "stream: Test.Sig FOUND\x00"
+			}
+			_, _ = c.Write([]byte(reply))
+			c.Close()
+		}
+	}()
+	return sock, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(seen) }
+}
+
+// ScanMailbox's walk reads regular message files of the maildir only:
+// no symlinked message or folder, no FIFO.
+func TestScanMaildirStaysInside(t *testing.T) {
+	home, md := newHome(t)
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "secret"), "OUTSIDE VIRUS")
+	if err := os.MkdirAll(filepath.Join(outside, "cur"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(outside, "cur", "theirs:2,S"), "OUTSIDE folder mail")
+
+	writeFile(t, filepath.Join(md, "cur", "m1:2,S"), "clean")
+	writeFile(t, filepath.Join(md, "new", "m2"), "a VIRUS")
+	symlink(t, filepath.Join(outside, "secret"), filepath.Join(md, "cur", "link:2,S"))
+	symlink(t, outside, filepath.Join(md, ".Folder"))
+	if err := syscall.Mkfifo(filepath.Join(md, "new", "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock, streams := fakeClamd(t)
+	r, err := openAccountMaildir(home, "example.com", "bob", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var res *agentpb.ScanMailboxResult
+	within(t, 10*time.Second, func() { res, err = scanMaildir(t.Context(), r, sock) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Scanned != 2 || len(res.Infected) != 1 || res.Infected[0].Message != "m2" {
+		t.Errorf("result %v, want 2 scanned, m2 infected", res)
+	}
+	for _, s := range streams() {
+		if strings.Contains(s, "OUTSIDE") {
+			t.Errorf("clamd was sent a file outside the maildir: %q", s)
+		}
 	}
 }

@@ -409,8 +409,15 @@ func (a *ScanMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Messag
 	if _, err := os.Stat(sock); err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "ClamAV (clamd) does not run on this node")
 	}
+	return scanMaildir(ctx, md, sock)
+}
+
+// scanMaildir streams every message file of the maildir md to clamd at
+// sock. Only regular files are read (no symlink, FIFO or device), each at
+// most maxMessage bytes; the walk never leaves md.
+func scanMaildir(ctx context.Context, md *os.Root, sock string) (*agentpb.ScanMailboxResult, error) {
 	res := &agentpb.ScanMailboxResult{}
-	err = fs.WalkDir(md.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(md.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -418,8 +425,6 @@ func (a *ScanMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Messag
 		if err != nil || !isMessage(p, fi) {
 			return err
 		}
-		// No symlink, FIFO or device: a regular file, at most as large as
-		// Exim accepts.
 		f, fi, err := openRegular(md, p)
 		if err != nil {
 			return nil
