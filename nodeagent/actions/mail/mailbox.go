@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -413,7 +414,7 @@ func (a *EnsureMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 			return nil, err
 		}
 	}
-	us := usageOf(res.Maildir)
+	us := usageOf(acct.home, mailHomeRel(a.domain, a.local))
 	res.UsedBytes, res.Messages = us.UsedBytes, us.Messages
 	return res, nil
 }
@@ -510,15 +511,117 @@ func writeSieve(acct account, domain, local, address string, ar *agentpb.MailAut
 	return atomicfile.Write(root, name, data, 0o600, &atomicfile.Owner{UID: acct.uid, GID: acct.gid})
 }
 
-// usageOf reads a maildir's usage from its maildirsize file (Maildir++
-// quota: a header line, then "bytes count" lines to add up), with no exec.
-func usageOf(maildir string) *agentpb.MailboxUsage {
+// Bounds on what the agent reads from files an account controls.
+const (
+	// maxMaildirsize: Dovecot recalculates maildirsize once it grows past
+	// 5120 bytes.
+	maxMaildirsize = 64 << 10
+	// maxUIDList bounds dovecot-uidlist.
+	maxUIDList = 64 << 20
+	// maxMessage is Exim's message_size_limit.
+	maxMessage = 50 << 20
+)
+
+// openMaildir opens, as a root, the Maildir of a mailbox (rel is its home
+// relative to the account's home) through a root on the account's home:
+// every level must be a real directory, not a symlink, so an account can
+// point the agent neither outside its home nor at another of its
+// mailboxes.
+func openMaildir(home, rel string) (*os.Root, error) {
+	r, err := os.OpenRoot(home)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range append(strings.Split(rel, "/"), "Maildir") {
+		next, err := openSubdir(r, name)
+		r.Close()
+		if err != nil {
+			return nil, err
+		}
+		r = next
+	}
+	return r, nil
+}
+
+// openSubdir opens the directory name (one path element) of r as a root,
+// refusing a symlink or anything but a directory. The directory opened
+// must be the one Lstat saw, so swapping in a symlink meanwhile fails.
+func openSubdir(r *os.Root, name string) (*os.Root, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return nil, fmt.Errorf("invalid path element %q", name)
+	}
+	before, err := r.Lstat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !before.IsDir() {
+		return nil, fmt.Errorf("%s: %w", name, errNotDir)
+	}
+	sub, err := r.OpenRoot(name)
+	if err != nil {
+		return nil, err
+	}
+	after, err := sub.Stat(".")
+	if err != nil || !os.SameFile(before, after) {
+		sub.Close()
+		return nil, fmt.Errorf("%s: %w", name, errNotDir)
+	}
+	return sub, nil
+}
+
+var errNotDir = errors.New("not a directory (or a symlink) in the account's home")
+
+// openRegular opens name in r for reading without following a symlink or
+// blocking on a FIFO, and refuses anything but a regular file.
+func openRegular(r *os.Root, name string) (*os.File, fs.FileInfo, error) {
+	f, err := r.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	return f, fi, nil
+}
+
+// readBounded reads the regular file name in r, failing when it holds
+// more than limit bytes.
+func readBounded(r *os.Root, name string, limit int64) ([]byte, error) {
+	f, _, err := openRegular(r, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return b, nil
+}
+
+// usageOf reads the usage of the mailbox whose home is rel in the
+// account's home from its maildirsize file (Maildir++ quota: a header
+// line, then "bytes count" lines to add up), with no exec. Everything is
+// read through a root on the home: a symlink, FIFO, device or oversized
+// file reads as no usage known (zero).
+func usageOf(home, rel string) *agentpb.MailboxUsage {
 	u := &agentpb.MailboxUsage{}
-	if _, err := os.Stat(maildir); err != nil {
+	md, err := openMaildir(home, rel)
+	if err != nil {
 		return u
 	}
+	defer md.Close()
 	u.Exists = true
-	b, err := os.ReadFile(filepath.Join(maildir, "maildirsize"))
+	b, err := readBounded(md, "maildirsize", maxMaildirsize)
 	if err != nil {
 		return u
 	}
@@ -554,7 +657,7 @@ func (a *MailUsage) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 		local, domain, _ := canonAddress(ad)
 		u := &agentpb.MailboxUsage{}
 		if owned, err := checkOwner(env, domain, a.req.Username); err == nil && owned {
-			u = usageOf(filepath.Join(acct.home, mailHomeRel(domain, local), "Maildir"))
+			u = usageOf(acct.home, mailHomeRel(domain, local))
 		}
 		u.Address = ad
 		res.Mailboxes = append(res.Mailboxes, u)
@@ -607,7 +710,7 @@ func (a *DeleteMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	if _, err := root.Lstat(rel); errors.Is(err, fs.ErrNotExist) {
 		return res, nil
 	}
-	us := usageOf(filepath.Join(acct.home, rel, "Maildir"))
+	us := usageOf(acct.home, rel)
 	res.UsedBytes = us.UsedBytes
 	name, n, err := archiveMailbox(root, rel, env.Profile.BackupDir, r.Username, r.Address, time.Now())
 	if err != nil {

@@ -122,27 +122,36 @@ func validUserAddress(username, address string, allowTest bool, more ...error) e
 	return errors.Join(more...)
 }
 
-// maildirOf returns the maildir of an account's mailbox, refusing a
-// domain of another account.
-func maildirOf(env *actions.Env, username, address string) (string, error) {
+// maildirOf opens, as a root, the maildir of an account's mailbox,
+// refusing a domain of another account and a maildir that is not a real
+// directory in the account's home (a symlink cannot point the agent at
+// another account's mail or the rest of the system).
+func maildirOf(env *actions.Env, username, address string) (*os.Root, error) {
 	local, domain, err := canonAddress(address)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	owned, err := checkOwner(env, domain, username)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if !owned {
-		return "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "mail domain %s is not served on this node", domain)
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "mail domain %s is not served on this node", domain)
 	}
 	acct, err := lookupAccount(env, username)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	md := filepath.Join(acct.home, mailHomeRel(domain, local), "Maildir")
-	if _, err := os.Stat(md); err != nil {
-		return "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "mailbox %s has no maildir", address)
+	return openAccountMaildir(acct.home, domain, local, address)
+}
+
+// openAccountMaildir opens the mailbox's Maildir through a root on the
+// account's home, failing NOT_FOUND when it is missing or not a real
+// directory.
+func openAccountMaildir(home, domain, local, address string) (*os.Root, error) {
+	md, err := openMaildir(home, mailHomeRel(domain, local))
+	if err != nil {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "mailbox %s has no maildir: %v", address, err)
 	}
 	return md, nil
 }
@@ -156,10 +165,13 @@ func (a *ReadMailLog) Apply(ctx context.Context, env *actions.Env) (proto.Messag
 	if _, _, err := canonAddress(a.req.Address); err != nil {
 		return nil, err
 	}
-	if _, domain, _ := canonAddress(a.req.Address); true {
-		if _, err := checkOwner(env, domain, a.req.Username); err != nil {
-			return nil, err
-		}
+	_, domain, _ := canonAddress(a.req.Address)
+	owned, err := checkOwner(env, domain, a.req.Username)
+	if err != nil {
+		return nil, err
+	}
+	if !owned {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "mail domain %s is not served on this node", domain)
 	}
 	mp := env.Profile.Mail()
 	since := time.Now().Add(-time.Duration(a.req.Hours) * time.Hour)
@@ -245,7 +257,7 @@ func grepLog(ctx context.Context, file, address string, since time.Time) ([]logL
 			return nil, ctx.Err()
 		}
 		l := sc.Text()
-		if !strings.Contains(strings.ToLower(l), needle) {
+		if !mentionsAddress(strings.ToLower(l), needle) {
 			continue
 		}
 		t, ok := logTime(l, now)
@@ -258,6 +270,32 @@ func grepLog(ctx context.Context, file, address string, since time.Time) ([]logL
 		}
 	}
 	return out, sc.Err()
+}
+
+// mentionsAddress reports whether the lower-cased line names the
+// lower-cased address as a whole token: delimited on both sides by the
+// line's start or end or one of the characters Exim and Dovecot put around
+// an address (<a>, for a, F=<a>, user=<a>, lmtp(a), "a", a:), so a@b.co
+// does not match a@b.com or xa@b.co.
+func mentionsAddress(line, addr string) bool {
+	if addr == "" {
+		return false
+	}
+	for i := 0; ; {
+		j := strings.Index(line[i:], addr)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(addr)
+		if (start == 0 || isAddrDelim(line[start-1])) && (end == len(line) || isAddrDelim(line[end])) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+func isAddrDelim(c byte) bool {
+	return strings.IndexByte("<>()=, :\"\t", c) >= 0
 }
 
 // Apply implements actions.Action: `exim -bp`, parsed.
@@ -366,17 +404,20 @@ func (a *ScanMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Messag
 	if err != nil {
 		return nil, err
 	}
+	defer md.Close()
 	sock := clamdSocket(env)
 	if _, err := os.Stat(sock); err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "ClamAV (clamd) does not run on this node")
 	}
-	root, err := os.OpenRoot(md)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	return scanMaildir(ctx, md, sock)
+}
+
+// scanMaildir streams every message file of the maildir md to clamd at
+// sock. Only regular files are read (no symlink, FIFO or device), each at
+// most maxMessage bytes; the walk never leaves md.
+func scanMaildir(ctx context.Context, md *os.Root, sock string) (*agentpb.ScanMailboxResult, error) {
 	res := &agentpb.ScanMailboxResult{}
-	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(md.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -384,12 +425,15 @@ func (a *ScanMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Messag
 		if err != nil || !isMessage(p, fi) {
 			return err
 		}
-		f, err := root.Open(p)
+		f, fi, err := openRegular(md, p)
 		if err != nil {
-			return err
+			return nil
 		}
 		defer f.Close()
-		sig, err := clamdInstream(ctx, sock, f)
+		if fi.Size() > maxMessage {
+			return nil
+		}
+		sig, err := clamdInstream(ctx, sock, io.LimitReader(f, maxMessage))
 		if err != nil {
 			return err
 		}
@@ -470,20 +514,16 @@ func (a *TrainMail) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 	if err != nil {
 		return nil, err
 	}
-	file, err := messageByUID(md, a.req.Uid)
-	if err != nil {
-		return nil, err
-	}
-	mode := "--ham"
-	if a.req.Spam {
-		mode = "--spam"
-	}
-	// The message goes on stdin: sa-learn is given no path.
-	f, err := os.Open(file)
+	defer md.Close()
+	f, err := messageByUID(md, a.req.Uid)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	mode := "--ham"
+	if a.req.Spam {
+		mode = "--spam"
+	}
 	// sa-learn runs as spamd's user on spamd's Bayes database (in its
 	// helper home), never as root on root's.
 	uid, gid, err := lookupIDs(mp.SpamdUser)
@@ -492,7 +532,8 @@ func (a *TrainMail) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 	}
 	home := filepath.Join(mp.SpamdDir, "home")
 	cmd := exec.CommandContext(ctx, mp.SaLearn, mode, "--dbpath", filepath.Join(home, ".spamassassin"))
-	cmd.Stdin = f
+	// The message goes on stdin, bounded: sa-learn is given no path.
+	cmd.Stdin = io.LimitReader(f, maxMessage)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home}
 	cmd.Dir = home
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
@@ -503,12 +544,15 @@ func (a *TrainMail) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 	return &agentpb.TrainMailResult{Learned: strings.Contains(string(out), "Learned tokens from 1 message")}, nil
 }
 
-// messageByUID finds the file of the message with uid in a maildir's
-// INBOX through dovecot-uidlist ("UID [K...] :BASENAME" lines).
-func messageByUID(md string, uid uint32) (string, error) {
-	b, err := os.ReadFile(filepath.Join(md, "dovecot-uidlist"))
+// messageByUID opens the file of the message with uid in a maildir's
+// INBOX through dovecot-uidlist ("UID [K...] :BASENAME" lines). Both are
+// read through the maildir's root, as regular files only, never through
+// a symlink, and bounded in size.
+func messageByUID(md *os.Root, uid uint32) (*os.File, error) {
+	notFound := actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no message with uid %d", uid)
+	b, err := readBounded(md, "dovecot-uidlist", maxUIDList)
 	if err != nil {
-		return "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no message with uid %d", uid)
+		return nil, notFound
 	}
 	want := strconv.FormatUint(uint64(uid), 10)
 	for _, l := range strings.Split(string(b), "\n")[1:] {
@@ -524,13 +568,28 @@ func messageByUID(md string, uid uint32) (string, error) {
 			break
 		}
 		for _, d := range []string{"cur", "new"} {
-			ents, _ := os.ReadDir(filepath.Join(md, d))
-			for _, e := range ents {
-				if e.Name() == base || strings.HasPrefix(e.Name(), base+":") {
-					return filepath.Join(md, d, e.Name()), nil
-				}
+			dir, err := openSubdir(md, d)
+			if err != nil {
+				continue
 			}
+			ents, _ := fs.ReadDir(dir.FS(), ".")
+			for _, e := range ents {
+				if e.Name() != base && !strings.HasPrefix(e.Name(), base+":") {
+					continue
+				}
+				f, fi, err := openRegular(dir, e.Name())
+				if err != nil || fi.Size() > maxMessage {
+					if f != nil {
+						f.Close()
+					}
+					dir.Close()
+					return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "message with uid %d is not a regular file of at most %d bytes", uid, maxMessage)
+				}
+				dir.Close()
+				return f, nil
+			}
+			dir.Close()
 		}
 	}
-	return "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no message with uid %d", uid)
+	return nil, notFound
 }
