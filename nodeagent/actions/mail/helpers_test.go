@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,7 +52,7 @@ type stack struct {
 	m     *webd.Manager
 	p     *platform.Profile
 	key   *ecdsa.PrivateKey
-	relay *relay
+	relay *testenv.SMTPSink
 	specs []services.Spec
 }
 
@@ -78,8 +77,8 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.ClamdListen = testenv.FreeAddr(t)
 	p.MailAntivirus = antivirus
-	r := startRelay(t)
-	p.MailRelay = r.addr
+	r := testenv.StartSMTPSink(t)
+	p.MailRelay = r.Addr
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -357,70 +356,6 @@ func (s *stack) waitMessages(t testing.TB, user, pw, mailbox string, n int) []st
 		return err == nil && len(msgs) >= n
 	})
 	return msgs
-}
-
-// relay is a go-smtp server standing in for the smarthost: it keeps every
-// message it receives.
-type relay struct {
-	addr string
-	mu   sync.Mutex
-	msgs []relayed
-}
-
-type relayed struct {
-	from string
-	to   []string
-	data []byte
-}
-
-func startRelay(t testing.TB) *relay {
-	r := &relay{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = l.Addr().String()
-	srv := smtp.NewServer(r)
-	srv.Domain = "relay.test"
-	srv.ReadTimeout, srv.WriteTimeout = 30*time.Second, 30*time.Second
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return r
-}
-
-func (r *relay) NewSession(*smtp.Conn) (smtp.Session, error) { return &relaySession{r: r}, nil }
-
-func (r *relay) messages() []relayed {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]relayed(nil), r.msgs...)
-}
-
-type relaySession struct {
-	r   *relay
-	cur relayed
-}
-
-func (s *relaySession) Reset()        { s.cur = relayed{} }
-func (s *relaySession) Logout() error { return nil }
-func (s *relaySession) Mail(from string, _ *smtp.MailOptions) error {
-	s.cur.from = from
-	return nil
-}
-func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.cur.to = append(s.cur.to, to)
-	return nil
-}
-func (s *relaySession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.cur.data = b
-	s.r.mu.Lock()
-	s.r.msgs = append(s.r.msgs, s.cur)
-	s.r.mu.Unlock()
-	return nil
 }
 
 func lookupName(uid uint32) string {

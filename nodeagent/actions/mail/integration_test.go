@@ -123,28 +123,28 @@ func TestMailFlow(t *testing.T) {
 	})
 
 	t.Run("DKIMSigned", func(t *testing.T) {
-		before := len(s.relay.messages())
+		before := len(s.relay.Messages())
 		msg := message(alice, "friend@remote.example.net", "signed", "dkim body")
 		if err := s.submit(alice, pwAlice, []string{"friend@remote.example.net"}, msg); err != nil {
 			t.Fatal(err)
 		}
-		var got relayed
+		var got testenv.SinkMessage
 		testenv.WaitFor(t, 20*time.Second, "the relay to receive the message", func() bool {
-			ms := s.relay.messages()
+			ms := s.relay.Messages()
 			if len(ms) > before {
 				got = ms[len(ms)-1]
 				return true
 			}
 			return false
 		})
-		vs, err := dkim.VerifyWithOptions(bytes.NewReader(got.data), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(got.Data), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
 			if name == "s1._domainkey."+dom {
 				return []string{dres.DkimKeys[0].Txt}, nil
 			}
 			return nil, errors.New("no such record")
 		}})
 		if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != dom {
-			t.Fatalf("dkim: %v %+v\n%s", err, vs, got.data)
+			t.Fatalf("dkim: %v %+v\n%s", err, vs, got.Data)
 		}
 	})
 
@@ -221,18 +221,18 @@ func TestMailFlow(t *testing.T) {
 	t.Run("Autoresponder", func(t *testing.T) {
 		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctA, Address: alice, QuotaMb: 100,
 			Autoresponder: &agentpb.MailAutoresponder{Subject: "Away", Body: "I am away.\nBack soon."}})
-		before := len(s.relay.messages())
+		before := len(s.relay.Messages())
 		for i := 0; i < 2; i++ {
 			if err := s.deliver("writer@remote.example.net", []string{alice}, message("writer@remote.example.net", alice, fmt.Sprintf("question %d", i), "?")); err != nil {
 				t.Fatal(err)
 			}
 		}
 		s.waitMessages(t, alice, pwAlice, "INBOX", 5)
-		testenv.WaitFor(t, 20*time.Second, "the vacation reply", func() bool { return len(s.relay.messages()) > before })
+		testenv.WaitFor(t, 20*time.Second, "the vacation reply", func() bool { return len(s.relay.Messages()) > before })
 		time.Sleep(2 * time.Second) // a second reply would come as fast as the first
 		n := 0
-		for _, m := range s.relay.messages()[before:] {
-			if len(m.to) == 1 && m.to[0] == "writer@remote.example.net" {
+		for _, m := range s.relay.Messages()[before:] {
+			if len(m.To) == 1 && m.To[0] == "writer@remote.example.net" {
 				n++
 			}
 		}
