@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -364,4 +366,146 @@ func mailboxActive(t testing.TB, c *client.Client, account, address string) bool
 		}
 	}
 	return false
+}
+
+// BenchmarkMailboxesOnOneNode fills one node with b.N mailboxes through the
+// API (20 accounts, 8 clients at once) and reports the rate until all are
+// ACTIVE, the p50/p99 of mailboxes(first: 50), and the resident memory of
+// the node's Exim and Dovecot with them in place and idle.
+func BenchmarkMailboxesOnOneNode(b *testing.B) {
+	const accounts, clients = 20, 8
+	n := startMailNode(b)
+	ctx := context.Background()
+	perAccount := (b.N + accounts - 1) / accounts
+	type acct struct{ id, domain string }
+	accts := make([]acct, accounts)
+	base := fmt.Sprintf("mn%d", time.Now().UnixNano()%1e5)
+	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: base, DiskMB: 1000, BandwidthMB: 1000, Domains: 1, Mailboxes: perAccount, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range accts {
+		user := fmt.Sprintf("%sa%d", base, i)
+		a, err := n.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: base})
+		if err != nil {
+			b.Fatal(err)
+		}
+		accts[i] = acct{a.ID, user + ".example.com"}
+	}
+	for _, a := range accts {
+		testenv.WaitFor(b, 120*time.Second, a.domain+" ACTIVE", func() bool {
+			got, err := n.s.Admin.Account(ctx, a.id)
+			if err == nil && got.Status == "FAILED" {
+				b.Fatalf("%s FAILED: %s", a.domain, deref(got.Reason))
+			}
+			return err == nil && got.Status == "ACTIVE"
+		})
+	}
+	b.ResetTimer()
+	start := time.Now()
+	work := make(chan int)
+	errs := make(chan error, clients)
+	for w := 0; w < clients; w++ {
+		go func() {
+			for i := range work {
+				a := accts[i%accounts]
+				if _, err := n.s.Admin.CreateMailbox(ctx, a.id, fmt.Sprintf("m%06d@%s", i, a.domain), "", 50); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		work <- i
+	}
+	close(work)
+	for w := 0; w < clients; w++ {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	accepted := time.Since(start)
+	for i, a := range accts {
+		want := b.N / accounts
+		if i < b.N%accounts {
+			want++
+		}
+		testenv.WaitFor(b, 30*time.Minute, a.domain+" mailboxes ACTIVE", func() bool {
+			list, _, err := n.s.Admin.Mailboxes(ctx, a.id, perAccount, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			active := 0
+			for _, m := range list {
+				if m.Status == "ACTIVE" {
+					active++
+				}
+			}
+			return active == want
+		})
+	}
+	active := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
+	b.ReportMetric(float64(b.N)/active.Seconds(), "active/s")
+	lat := make([]time.Duration, 0, 200)
+	for i := 0; i < 200; i++ {
+		t0 := time.Now()
+		if _, _, err := n.s.Admin.Mailboxes(ctx, accts[i%accounts].id, 50, ""); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	reportNamed(b, "list50_", lat)
+	time.Sleep(5 * time.Second) // idle
+	b.ReportMetric(daemonRSSMB(b, "/usr/sbin/exim4", n.ag.Config.Prefix), "exim_rss_MB")
+	b.ReportMetric(daemonRSSMB(b, "/usr/sbin/dovecot", n.ag.Config.Prefix), "dovecot_rss_MB")
+}
+
+// daemonRSSMB sums the resident memory (VmRSS) of the processes whose
+// command line runs binary with an argument under prefix, and of all
+// their descendants.
+func daemonRSSMB(b *testing.B, binary, prefix string) float64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	parent := map[int]int{}
+	rss := map[int]float64{}
+	var roots []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		status, err1 := os.ReadFile("/proc/" + e.Name() + "/status")
+		cmd, err2 := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 2 && f[0] == "PPid:":
+				parent[pid], _ = strconv.Atoi(f[1])
+			case len(f) >= 2 && f[0] == "VmRSS:":
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				rss[pid] = kb / 1024
+			}
+		}
+		if args := strings.Split(string(cmd), "\x00"); args[0] == binary && strings.Contains(string(cmd), prefix) {
+			roots = append(roots, pid)
+		}
+	}
+	var total float64
+	for pid := range rss {
+		for p := pid; p > 1; p = parent[p] {
+			if slices.Contains(roots, p) {
+				total += rss[pid]
+				break
+			}
+		}
+	}
+	return total
 }

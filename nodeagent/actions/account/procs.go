@@ -67,10 +67,16 @@ func processesOf(uid uint32) ([]int, error) {
 		if err != nil {
 			continue // exited
 		}
+		zombie := false
 		for _, line := range strings.Split(string(b), "\n") {
+			if st, ok := strings.CutPrefix(line, "State:"); ok {
+				// A zombie holds nothing and cannot be signalled; its
+				// parent reaps it.
+				zombie = strings.HasPrefix(strings.TrimSpace(st), "Z")
+			}
 			if ids, ok := strings.CutPrefix(line, "Uid:"); ok {
 				f := strings.Fields(ids) // real, effective, saved, filesystem
-				if len(f) == 4 && f[0] == want && !slices.Contains(f, "0") {
+				if !zombie && len(f) == 4 && f[0] == want && !slices.Contains(f, "0") {
 					pids = append(pids, pid)
 				}
 				break

@@ -22,14 +22,16 @@ func TestKillUserProcesses(t *testing.T) {
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		// Reaped as soon as it exits, so a killed process leaves no
+		// zombie that would still list as the user's.
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		t.Cleanup(func() { _ = c.Process.Kill(); <-done })
 		return c
 	}
-	plain := start(uid, "/usr/bin/sleep", "60")
-	stubborn := start(uid, "/usr/bin/perl", "-e", `$SIG{TERM}="IGNORE"; sleep 60`)
+	start(uid, "/usr/bin/sleep", "60")
+	start(uid, "/usr/bin/perl", "-e", `$SIG{TERM}="IGNORE"; sleep 60`)
 	other := start(uid-1, "/usr/bin/sleep", "60")
-	go func() { _ = plain.Wait() }()
-	go func() { _ = stubborn.Wait() }()
 
 	if err := killUserProcesses(context.Background(), uid); err != nil {
 		t.Fatal(err)
