@@ -41,16 +41,12 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 			e.stop()
 		}
 	}()
-	if e.client, err = freeAddr(); err != nil {
-		return nil, err
-	}
-	if e.metrics, err = freeAddr(); err != nil {
-		return nil, err
-	}
-	peer, err := freeAddr()
+	addrs, err := freeAddrs(3)
 	if err != nil {
 		return nil, err
 	}
+	e.client, e.metrics = addrs[0], addrs[1]
+	peer := addrs[2]
 	if e.tls, err = etcdtls.Write(e.dir); err != nil {
 		return nil, err
 	}

@@ -192,11 +192,9 @@ func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, de
 		}
 	}()
 
-	addrs := make([]string, 2)
-	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
-			return nil, err
-		}
+	addrs, err := freeAddrs(2)
+	if err != nil {
+		return nil, err
 	}
 	s.api, s.gateway = addrs[0], addrs[1]
 	s.password = "lt-" + randomHex(12)
@@ -254,13 +252,20 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freeAddrs returns n distinct free loopback addresses. The listeners
+// stay open until all are picked: closed one at a time, the kernel may
+// hand the same port out twice.
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs, nil
 }
 
 func randomHex(n int) string {

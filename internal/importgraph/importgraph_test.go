@@ -133,10 +133,11 @@ func mapShort(ps []string) []string {
 	return out
 }
 
-// agentFiles are the files of cmd/npanel that run agents (the agent
-// subcommand, and dev's local cluster); the server and ctl code must reach
-// the agent only through the wire.
-var agentFiles = map[string]bool{"agent.go": true, "dev.go": true}
+// agentFiles are the files of cmd/npanel that run agents or their helpers
+// (the agent subcommand, dev's local cluster, the mail quota warning a
+// node's Dovecot runs); the server and ctl code must reach the agent only
+// through the wire.
+var agentFiles = map[string]bool{"agent.go": true, "dev.go": true, "mailquota.go": true}
 
 // TestCommandServerCode: cmd/npanel is one package linking both sides, so
 // its server and ctl files are checked by their own imports.
