@@ -216,9 +216,11 @@ func renderServicePool(s ServiceSite, version, sock, webGroup string) ([]byte, e
 		}
 		fmt.Fprintf(&b, "env[%s] = %s\n", k, v)
 	}
-	// A service's PHP starts no process; putenv stays (Roundcube calls it
-	// and mail() is not used: it sends over SMTP).
-	admin := map[string]string{"allow_url_include": "0", "disable_functions": "exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec"}
+	// A service's PHP starts no process; putenv stays (Roundcube calls
+	// it). mail() goes too: it runs sendmail through /bin/sh, where an
+	// LD_PRELOAD set with putenv would run any code; Roundcube sends over
+	// SMTP.
+	admin := map[string]string{"allow_url_include": "0", "disable_functions": "exec,passthru,shell_exec,system,proc_open,popen,pcntl_exec,mail"}
 	for k, v := range s.Pool.AdminValues {
 		admin[k] = v
 	}
