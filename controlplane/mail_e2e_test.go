@@ -321,7 +321,8 @@ func TestMailEndToEnd(t *testing.T) {
 func BenchmarkCreateMailboxToLogin(b *testing.B) {
 	n := startMailNode(b)
 	ctx := context.Background()
-	user := fmt.Sprintf("mb%d", time.Now().UnixNano()%1e6)
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(b, user)
 	acct, domain := n.account(b, user, b.N+1)
 	cfg := n.ag.Config
 	lat := make([]time.Duration, 0, b.N)
@@ -379,12 +380,13 @@ func BenchmarkMailboxesOnOneNode(b *testing.B) {
 	perAccount := (b.N + accounts - 1) / accounts
 	type acct struct{ id, domain string }
 	accts := make([]acct, accounts)
-	base := fmt.Sprintf("mn%d", time.Now().UnixNano()%1e5)
+	base := "mn" + testenv.TestUsername()
 	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: base, DiskMB: 1000, BandwidthMB: 1000, Domains: 1, Mailboxes: perAccount, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		b.Fatal(err)
 	}
 	for i := range accts {
-		user := fmt.Sprintf("%sa%d", base, i)
+		user := testenv.TestUsername()
+		testenv.RemoveUserAtCleanup(b, user)
 		a, err := n.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: base})
 		if err != nil {
 			b.Fatal(err)
