@@ -758,3 +758,17 @@ func (r *Resolver) setMailTXT(ctx context.Context, action, domain, record string
 	}
 	return r.domainView(ctx, a, d)
 }
+
+// autoresponderFrom accepts the From address of a mailbox's vacation
+// replies: an address of one of the account's domains, so that replies
+// never speak for another tenant's name.
+func autoresponderFrom(set *store.MailSet, f string) (string, error) {
+	from, err := validate.MailTarget(f)
+	if err != nil {
+		return "", &validate.Error{Field: "from", Reason: err.(*validate.Error).Reason}
+	}
+	if set.Account.SiteIndex(from[strings.LastIndexByte(from, '@')+1:]) < 0 {
+		return "", &validate.Error{Field: "from", Reason: quote(from) + " is not an address of one of the account's domains"}
+	}
+	return from, nil
+}

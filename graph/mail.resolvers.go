@@ -301,15 +301,15 @@ func (r *mutationResolver) SetCatchAll(ctx context.Context, domain string, targe
 
 // SetAutoresponder is the resolver for the setAutoresponder field.
 func (r *mutationResolver) SetAutoresponder(ctx context.Context, address string, autoresponder model.AutoresponderInput) (*model.Mailbox, error) {
-	return r.mailboxMutation(ctx, "setAutoresponder", address, func(_ *store.MailSet, _ *mailChange, m *store.Mailbox) error {
+	return r.mailboxMutation(ctx, "setAutoresponder", address, func(set *store.MailSet, _ *mailChange, m *store.Mailbox) error {
 		if err := validate.Autoresponder(autoresponder.Subject, autoresponder.Body); err != nil {
 			return err
 		}
 		ar := &store.MailAutoresponder{Subject: autoresponder.Subject, Body: autoresponder.Body}
 		if f := autoresponder.From; f != nil && *f != "" {
-			from, err := validate.MailTarget(*f)
+			from, err := autoresponderFrom(set, *f)
 			if err != nil {
-				return &validate.Error{Field: "from", Reason: err.(*validate.Error).Reason}
+				return err
 			}
 			ar.From = from
 		}

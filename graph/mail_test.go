@@ -109,3 +109,19 @@ func TestStillSite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A vacation reply's From must be an address of one of the account's
+// domains: another tenant's name is refused, as is a malformed address.
+func TestAutoresponderFrom(t *testing.T) {
+	set := &store.MailSet{Account: &store.Account{Domain: "shop.example.com", Sites: []store.Site{{Domain: "shop.example.com"}, {Domain: "blog.example.org"}}}}
+	for _, ok := range []string{"info@shop.example.com", "Team@Blog.Example.org"} {
+		if _, err := autoresponderFrom(set, ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"ceo@other.example.net", "info@shop.example.com.evil.example", "no-at-sign", "a@b@shop.example.com", "x\r\n@shop.example.com"} {
+		if _, err := autoresponderFrom(set, bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
