@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -76,6 +77,15 @@ func TestREADMEWalkthrough(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { removeUsersUnder(t, dir) })
+	// Webmail's pool user is a system user the dev agents create on first
+	// use; one the test made goes with it.
+	if _, err := user.Lookup(webmailUser); err != nil {
+		t.Cleanup(func() {
+			if out, err := exec.Command("/usr/sbin/userdel", webmailUser).CombinedOutput(); err != nil {
+				t.Errorf("userdel %s: %v: %s", webmailUser, err, out)
+			}
+		})
+	}
 	home := filepath.Join(dir, "home")
 	if err := os.Mkdir(home, 0o700); err != nil {
 		t.Fatal(err)
@@ -130,6 +140,9 @@ func TestREADMEWalkthrough(t *testing.T) {
 
 // removeUsersUnder removes the Linux users whose home is below dir: the dev
 // cluster's accounts, when the walk-through failed before deleting them.
+// webmailUser is the system user Roundcube's PHP-FPM pool runs as.
+const webmailUser = "npanel-webmail"
+
 func removeUsersUnder(t *testing.T, dir string) {
 	b, err := os.ReadFile("/etc/passwd")
 	if err != nil {
