@@ -17,7 +17,30 @@ import (
 // escaped; the validators guarantee there is nothing to escape, and the fuzz
 // target holds them to it.
 
-var vhostTmpl = template.Must(template.New("vhost").Parse(`# Managed by nPanel for account {{.User}}; edits are overwritten.
+// fastcgiParams are the FastCGI parameters every PHP location passes on
+// besides SCRIPT_FILENAME and DOCUMENT_ROOT (sites' and services' alike).
+const fastcgiParams = `        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+        fastcgi_param QUERY_STRING $query_string;
+        fastcgi_param REQUEST_METHOD $request_method;
+        fastcgi_param CONTENT_TYPE $content_type;
+        fastcgi_param CONTENT_LENGTH $content_length;
+        fastcgi_param REQUEST_URI $request_uri;
+        fastcgi_param DOCUMENT_URI $document_uri;
+        fastcgi_param SERVER_PROTOCOL $server_protocol;
+        fastcgi_param REQUEST_SCHEME $scheme;
+        fastcgi_param HTTPS $https if_not_empty;
+        fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+        fastcgi_param SERVER_SOFTWARE nginx;
+        fastcgi_param REMOTE_ADDR $remote_addr;
+        fastcgi_param REMOTE_PORT $remote_port;
+        fastcgi_param SERVER_ADDR $server_addr;
+        fastcgi_param SERVER_PORT $server_port;
+        fastcgi_param SERVER_NAME $host;
+        fastcgi_param REDIRECT_STATUS 200;
+        # httpoxy: never pass a client's Proxy header on as HTTP_PROXY.
+        fastcgi_param HTTP_PROXY "";`
+
+var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fastcgiParams": func() string { return fastcgiParams }}).Parse(`# Managed by nPanel for account {{.User}}; edits are overwritten.
 server {
 {{- range .Listen}}
     listen {{.}};
@@ -66,26 +89,7 @@ server {
         fastcgi_index index.php;
         fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;
         fastcgi_param DOCUMENT_ROOT $realpath_root;
-        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
-        fastcgi_param QUERY_STRING $query_string;
-        fastcgi_param REQUEST_METHOD $request_method;
-        fastcgi_param CONTENT_TYPE $content_type;
-        fastcgi_param CONTENT_LENGTH $content_length;
-        fastcgi_param REQUEST_URI $request_uri;
-        fastcgi_param DOCUMENT_URI $document_uri;
-        fastcgi_param SERVER_PROTOCOL $server_protocol;
-        fastcgi_param REQUEST_SCHEME $scheme;
-        fastcgi_param HTTPS $https if_not_empty;
-        fastcgi_param GATEWAY_INTERFACE CGI/1.1;
-        fastcgi_param SERVER_SOFTWARE nginx;
-        fastcgi_param REMOTE_ADDR $remote_addr;
-        fastcgi_param REMOTE_PORT $remote_port;
-        fastcgi_param SERVER_ADDR $server_addr;
-        fastcgi_param SERVER_PORT $server_port;
-        fastcgi_param SERVER_NAME $host;
-        fastcgi_param REDIRECT_STATUS 200;
-        # httpoxy: never pass a client's Proxy header on as HTTP_PROXY.
-        fastcgi_param HTTP_PROXY "";
+{{fastcgiParams}}
     }
 {{- end}}
 {{- end}}
