@@ -129,6 +129,8 @@ type Config struct {
 	MaxWebsocketsPerIP  int
 	Version             string
 	Logger              *slog.Logger
+	// ACME is where site and mail certificates are ordered.
+	ACME ACMEConfig
 }
 
 func (c *Config) setDefaults() error {

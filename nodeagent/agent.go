@@ -498,6 +498,7 @@ func (a *Agent) env(log *slog.Logger) *actions.Env {
 		Unseal: func(sealed []byte, context string) ([]byte, error) {
 			return pki.Unseal(a.id.key, sealed, context)
 		},
+		PublishChallenge: a.publishChallenge,
 	}
 }
 

@@ -58,6 +58,7 @@ func (a *Agent) getCert() (*tls.Certificate, error) { return a.id.cert.Load(), n
 // session is one welcomed stream.
 type session struct {
 	server string
+	conn   *grpc.ClientConn
 	stream grpc.BidiStreamingClient[agentpb.AgentMessage, agentpb.ServerMessage]
 	mu     sync.Mutex // gRPC allows one concurrent sender per stream
 }
@@ -177,7 +178,7 @@ func (a *Agent) session(ctx context.Context, server string, r *runner, g *gossip
 		return false, fmt.Errorf("gateway %s answered Hello with %T instead of a Welcome", server, msg.GetMsg())
 	}
 
-	s := &session{server: server, stream: stream}
+	s := &session{server: server, conn: conn, stream: stream}
 	a.setSession(s)
 	defer a.clearSession(s)
 	onWelcome(server)
@@ -271,6 +272,19 @@ func (a *Agent) setSession(s *session) {
 	a.connected.Store(true)
 	a.metrics.connected.Set(1)
 	a.readyOnce.Do(func() { close(a.ready) })
+}
+
+// publishChallenge calls the gateway's PublishChallenge on the connection
+// of the current session.
+func (a *Agent) publishChallenge(ctx context.Context, req *agentpb.PublishChallengeRequest) error {
+	a.mu.Lock()
+	s := a.cur
+	a.mu.Unlock()
+	if s == nil {
+		return errors.New("not connected to a gateway")
+	}
+	_, err := agentpb.NewAgentGatewayClient(s.conn).PublishChallenge(ctx, req)
+	return err
 }
 
 func (a *Agent) clearSession(s *session) {

@@ -61,6 +61,9 @@ type Env struct {
 	// Modules names the modules running on this node ("web", "dns", "db").
 	// An account action skips the web part on a node without "web".
 	Modules []string
+	// PublishChallenge asks the control plane to publish or withdraw a
+	// DNS-01 challenge record (the gateway's PublishChallenge RPC).
+	PublishChallenge func(ctx context.Context, req *agentpb.PublishChallengeRequest) error
 }
 
 // Module is one service area of a node (web, DNS, databases). The agent

@@ -53,6 +53,10 @@ type WebPaths struct {
 	StateDir string
 	// RunDir holds pid files of supervised daemons.
 	RunDir string
+	// CertDir holds the sites' certificate chains and keys (root's, 0700).
+	CertDir string
+	// ACMEChallengeDir holds HTTP-01 tokens that every vhost serves.
+	ACMEChallengeDir string
 
 	// PHP lists the PHP-FPM builds this distro may have, installed or
 	// not, preferred first; see PHPFPM.Installed.

@@ -903,6 +903,10 @@ type Task struct {
 	//	*Task_MailQueue
 	//	*Task_FlushMailQueue
 	//	*Task_TrainMail
+	//	*Task_IssueCertificate
+	//	*Task_InstallCertificate
+	//	*Task_RevokeCertificate
+	//	*Task_RemoveCertificate
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1209,6 +1213,42 @@ func (x *Task) GetTrainMail() *TrainMailAction {
 	return nil
 }
 
+func (x *Task) GetIssueCertificate() *IssueCertificateAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_IssueCertificate); ok {
+			return x.IssueCertificate
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetInstallCertificate() *InstallCertificateAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_InstallCertificate); ok {
+			return x.InstallCertificate
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetRevokeCertificate() *RevokeCertificateAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RevokeCertificate); ok {
+			return x.RevokeCertificate
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetRemoveCertificate() *RemoveCertificateAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RemoveCertificate); ok {
+			return x.RemoveCertificate
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1325,6 +1365,23 @@ type Task_TrainMail struct {
 	TrainMail *TrainMailAction `protobuf:"bytes,59,opt,name=train_mail,json=trainMail,proto3,oneof"`
 }
 
+type Task_IssueCertificate struct {
+	// 70-79: TLS certificates, messages in tls.proto.
+	IssueCertificate *IssueCertificateAction `protobuf:"bytes,70,opt,name=issue_certificate,json=issueCertificate,proto3,oneof"`
+}
+
+type Task_InstallCertificate struct {
+	InstallCertificate *InstallCertificateAction `protobuf:"bytes,71,opt,name=install_certificate,json=installCertificate,proto3,oneof"`
+}
+
+type Task_RevokeCertificate struct {
+	RevokeCertificate *RevokeCertificateAction `protobuf:"bytes,72,opt,name=revoke_certificate,json=revokeCertificate,proto3,oneof"`
+}
+
+type Task_RemoveCertificate struct {
+	RemoveCertificate *RemoveCertificateAction `protobuf:"bytes,73,opt,name=remove_certificate,json=removeCertificate,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1378,6 +1435,14 @@ func (*Task_MailQueue) isTask_Action() {}
 func (*Task_FlushMailQueue) isTask_Action() {}
 
 func (*Task_TrainMail) isTask_Action() {}
+
+func (*Task_IssueCertificate) isTask_Action() {}
+
+func (*Task_InstallCertificate) isTask_Action() {}
+
+func (*Task_RevokeCertificate) isTask_Action() {}
+
+func (*Task_RemoveCertificate) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -1636,8 +1701,12 @@ type Site struct {
 	// When set, the site answers every request with a redirect to this
 	// absolute http(s) URL (the request path appended) and code 301, 302,
 	// 307 or 308.
-	RedirectTo    string `protobuf:"bytes,5,opt,name=redirect_to,json=redirectTo,proto3" json:"redirect_to,omitempty"`
-	RedirectCode  uint32 `protobuf:"varint,6,opt,name=redirect_code,json=redirectCode,proto3" json:"redirect_code,omitempty"`
+	RedirectTo   string `protobuf:"bytes,5,opt,name=redirect_to,json=redirectTo,proto3" json:"redirect_to,omitempty"`
+	RedirectCode uint32 `protobuf:"varint,6,opt,name=redirect_code,json=redirectCode,proto3" json:"redirect_code,omitempty"`
+	// Answer plain HTTP with a 301 to HTTPS (the ACME challenge path exempt).
+	HttpsRedirect bool `protobuf:"varint,7,opt,name=https_redirect,json=httpsRedirect,proto3" json:"https_redirect,omitempty"`
+	// Send Strict-Transport-Security with this max-age over HTTPS; 0: none.
+	HstsMaxAge    uint32 `protobuf:"varint,8,opt,name=hsts_max_age,json=hstsMaxAge,proto3" json:"hsts_max_age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1710,6 +1779,20 @@ func (x *Site) GetRedirectTo() string {
 func (x *Site) GetRedirectCode() uint32 {
 	if x != nil {
 		return x.RedirectCode
+	}
+	return 0
+}
+
+func (x *Site) GetHttpsRedirect() bool {
+	if x != nil {
+		return x.HttpsRedirect
+	}
+	return false
+}
+
+func (x *Site) GetHstsMaxAge() uint32 {
+	if x != nil {
+		return x.HstsMaxAge
 	}
 	return 0
 }
@@ -2531,6 +2614,7 @@ type TaskResult struct {
 	//	*TaskResult_ScanMailbox
 	//	*TaskResult_MailQueue
 	//	*TaskResult_TrainMail
+	//	*TaskResult_Certificate
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2768,6 +2852,15 @@ func (x *TaskResult) GetTrainMail() *TrainMailResult {
 	return nil
 }
 
+func (x *TaskResult) GetCertificate() *CertificateResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -2842,6 +2935,11 @@ type TaskResult_TrainMail struct {
 	TrainMail *TrainMailResult `protobuf:"bytes,59,opt,name=train_mail,json=trainMail,proto3,oneof"`
 }
 
+type TaskResult_Certificate struct {
+	// issue_certificate, install_certificate, revoke_certificate, remove_certificate
+	Certificate *CertificateResult `protobuf:"bytes,70,opt,name=certificate,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -2876,11 +2974,13 @@ func (*TaskResult_MailQueue) isTaskResult_Result() {}
 
 func (*TaskResult_TrainMail) isTaskResult_Result() {}
 
+func (*TaskResult_Certificate) isTaskResult_Result() {}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -2922,7 +3022,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xda\x11\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xc6\x14\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -2961,7 +3061,11 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"mail_queue\x189 \x01(\v2 .npanel.agent.v1.MailQueueActionH\x00R\tmailQueue\x12Q\n" +
 	"\x10flush_mail_queue\x18: \x01(\v2%.npanel.agent.v1.FlushMailQueueActionH\x00R\x0eflushMailQueue\x12A\n" +
 	"\n" +
-	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailActionH\x00R\ttrainMailB\b\n" +
+	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailActionH\x00R\ttrainMail\x12V\n" +
+	"\x11issue_certificate\x18F \x01(\v2'.npanel.agent.v1.IssueCertificateActionH\x00R\x10issueCertificate\x12\\\n" +
+	"\x13install_certificate\x18G \x01(\v2).npanel.agent.v1.InstallCertificateActionH\x00R\x12installCertificate\x12Y\n" +
+	"\x12revoke_certificate\x18H \x01(\v2(.npanel.agent.v1.RevokeCertificateActionH\x00R\x11revokeCertificate\x12Y\n" +
+	"\x12remove_certificate\x18I \x01(\v2(.npanel.agent.v1.RemoveCertificateActionH\x00R\x11removeCertificateB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -2979,7 +3083,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"h\n" +
 	"\aWebSpec\x12+\n" +
 	"\x05sites\x18\x01 \x03(\v2\x15.npanel.agent.v1.SiteR\x05sites\x120\n" +
-	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\"\xb9\x01\n" +
+	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\"\x82\x02\n" +
 	"\x04Site\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x18\n" +
@@ -2988,7 +3092,10 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"phpVersion\x12\x1f\n" +
 	"\vredirect_to\x18\x05 \x01(\tR\n" +
 	"redirectTo\x12#\n" +
-	"\rredirect_code\x18\x06 \x01(\rR\fredirectCode\"y\n" +
+	"\rredirect_code\x18\x06 \x01(\rR\fredirectCode\x12%\n" +
+	"\x0ehttps_redirect\x18\a \x01(\bR\rhttpsRedirect\x12 \n" +
+	"\fhsts_max_age\x18\b \x01(\rR\n" +
+	"hstsMaxAge\"y\n" +
 	"\rPHPPoolLimits\x12!\n" +
 	"\fmax_children\x18\x01 \x01(\rR\vmaxChildren\x12&\n" +
 	"\x0fmemory_limit_mb\x18\x02 \x01(\rR\rmemoryLimitMb\x12\x1d\n" +
@@ -3052,7 +3159,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xae\v\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xf6\v\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -3085,7 +3192,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"mail_queue\x189 \x01(\v2 .npanel.agent.v1.MailQueueResultH\x00R\tmailQueue\x12A\n" +
 	"\n" +
-	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailResultH\x00R\ttrainMailB\b\n" +
+	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailResultH\x00R\ttrainMail\x12F\n" +
+	"\vcertificate\x18F \x01(\v2\".npanel.agent.v1.CertificateResultH\x00R\vcertificateB\b\n" +
 	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
 	"\rDomainLogKind\x12\x1f\n" +
 	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3104,11 +3212,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x01\x12\x16\n" +
-	"\x12TASK_STATUS_FAILED\x10\x022\xef\x01\n" +
+	"\x12TASK_STATUS_FAILED\x10\x022\xd8\x02\n" +
 	"\fAgentGateway\x12I\n" +
 	"\x06Enroll\x12\x1e.npanel.agent.v1.EnrollRequest\x1a\x1f.npanel.agent.v1.EnrollResponse\x12F\n" +
 	"\x05Renew\x12\x1d.npanel.agent.v1.RenewRequest\x1a\x1e.npanel.agent.v1.RenewResponse\x12L\n" +
-	"\aConnect\x12\x1d.npanel.agent.v1.AgentMessage\x1a\x1e.npanel.agent.v1.ServerMessage(\x010\x01B)Z'github.com/npanel/npanel/protos/agentpbb\x06proto3"
+	"\aConnect\x12\x1d.npanel.agent.v1.AgentMessage\x1a\x1e.npanel.agent.v1.ServerMessage(\x010\x01\x12g\n" +
+	"\x10PublishChallenge\x12(.npanel.agent.v1.PublishChallengeRequest\x1a).npanel.agent.v1.PublishChallengeResponseB)Z'github.com/npanel/npanel/protos/agentpbb\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -3178,19 +3287,26 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*MailQueueAction)(nil),            // 50: npanel.agent.v1.MailQueueAction
 	(*FlushMailQueueAction)(nil),       // 51: npanel.agent.v1.FlushMailQueueAction
 	(*TrainMailAction)(nil),            // 52: npanel.agent.v1.TrainMailAction
-	(*ZoneResult)(nil),                 // 53: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 54: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 55: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 56: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 57: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 58: npanel.agent.v1.ListDatabasesResult
-	(*MailDomainResult)(nil),           // 59: npanel.agent.v1.MailDomainResult
-	(*MailboxResult)(nil),              // 60: npanel.agent.v1.MailboxResult
-	(*MailUsageResult)(nil),            // 61: npanel.agent.v1.MailUsageResult
-	(*MailLogResult)(nil),              // 62: npanel.agent.v1.MailLogResult
-	(*ScanMailboxResult)(nil),          // 63: npanel.agent.v1.ScanMailboxResult
-	(*MailQueueResult)(nil),            // 64: npanel.agent.v1.MailQueueResult
-	(*TrainMailResult)(nil),            // 65: npanel.agent.v1.TrainMailResult
+	(*IssueCertificateAction)(nil),     // 53: npanel.agent.v1.IssueCertificateAction
+	(*InstallCertificateAction)(nil),   // 54: npanel.agent.v1.InstallCertificateAction
+	(*RevokeCertificateAction)(nil),    // 55: npanel.agent.v1.RevokeCertificateAction
+	(*RemoveCertificateAction)(nil),    // 56: npanel.agent.v1.RemoveCertificateAction
+	(*ZoneResult)(nil),                 // 57: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 58: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 59: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 60: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 61: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 62: npanel.agent.v1.ListDatabasesResult
+	(*MailDomainResult)(nil),           // 63: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 64: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 65: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 66: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 67: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 68: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 69: npanel.agent.v1.TrainMailResult
+	(*CertificateResult)(nil),          // 70: npanel.agent.v1.CertificateResult
+	(*PublishChallengeRequest)(nil),    // 71: npanel.agent.v1.PublishChallengeRequest
+	(*PublishChallengeResponse)(nil),   // 72: npanel.agent.v1.PublishChallengeResponse
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -3227,44 +3343,51 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	50, // 31: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
 	51, // 32: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
 	52, // 33: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
-	17, // 34: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18, // 35: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19, // 36: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24, // 37: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,  // 38: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25, // 39: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29, // 40: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29, // 41: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,  // 42: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 43: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15, // 44: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21, // 45: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27, // 46: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	53, // 47: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	54, // 48: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	55, // 49: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	56, // 50: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	57, // 51: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	58, // 52: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23, // 53: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	59, // 54: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
-	60, // 55: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
-	61, // 56: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
-	62, // 57: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
-	63, // 58: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
-	64, // 59: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
-	65, // 60: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
-	3,  // 61: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,  // 62: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,  // 63: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	4,  // 64: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,  // 65: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,  // 66: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	64, // [64:67] is the sub-list for method output_type
-	61, // [61:64] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	53, // 34: npanel.agent.v1.Task.issue_certificate:type_name -> npanel.agent.v1.IssueCertificateAction
+	54, // 35: npanel.agent.v1.Task.install_certificate:type_name -> npanel.agent.v1.InstallCertificateAction
+	55, // 36: npanel.agent.v1.Task.revoke_certificate:type_name -> npanel.agent.v1.RevokeCertificateAction
+	56, // 37: npanel.agent.v1.Task.remove_certificate:type_name -> npanel.agent.v1.RemoveCertificateAction
+	17, // 38: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18, // 39: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19, // 40: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24, // 41: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,  // 42: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25, // 43: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29, // 44: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29, // 45: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,  // 46: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 47: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15, // 48: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21, // 49: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27, // 50: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	57, // 51: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	58, // 52: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	59, // 53: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	60, // 54: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	61, // 55: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	62, // 56: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23, // 57: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	63, // 58: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	64, // 59: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	65, // 60: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	66, // 61: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	67, // 62: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	68, // 63: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	69, // 64: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	70, // 65: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
+	3,  // 66: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,  // 67: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,  // 68: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	71, // 69: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
+	4,  // 70: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,  // 71: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,  // 72: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	72, // 73: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
+	70, // [70:74] is the sub-list for method output_type
+	66, // [66:70] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -3275,6 +3398,7 @@ func file_agent_v1_agent_proto_init() {
 	file_agent_v1_dns_proto_init()
 	file_agent_v1_db_proto_init()
 	file_agent_v1_mail_proto_init()
+	file_agent_v1_tls_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
@@ -3313,6 +3437,10 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_MailQueue)(nil),
 		(*Task_FlushMailQueue)(nil),
 		(*Task_TrainMail)(nil),
+		(*Task_IssueCertificate)(nil),
+		(*Task_InstallCertificate)(nil),
+		(*Task_RevokeCertificate)(nil),
+		(*Task_RemoveCertificate)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
@@ -3332,6 +3460,7 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_ScanMailbox)(nil),
 		(*TaskResult_MailQueue)(nil),
 		(*TaskResult_TrainMail)(nil),
+		(*TaskResult_Certificate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

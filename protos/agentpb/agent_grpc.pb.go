@@ -26,9 +26,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentGateway_Enroll_FullMethodName  = "/npanel.agent.v1.AgentGateway/Enroll"
-	AgentGateway_Renew_FullMethodName   = "/npanel.agent.v1.AgentGateway/Renew"
-	AgentGateway_Connect_FullMethodName = "/npanel.agent.v1.AgentGateway/Connect"
+	AgentGateway_Enroll_FullMethodName           = "/npanel.agent.v1.AgentGateway/Enroll"
+	AgentGateway_Renew_FullMethodName            = "/npanel.agent.v1.AgentGateway/Renew"
+	AgentGateway_Connect_FullMethodName          = "/npanel.agent.v1.AgentGateway/Connect"
+	AgentGateway_PublishChallenge_FullMethodName = "/npanel.agent.v1.AgentGateway/PublishChallenge"
 )
 
 // AgentGatewayClient is the client API for AgentGateway service.
@@ -43,6 +44,9 @@ type AgentGatewayClient interface {
 	// Connect is the node's task stream. The agent's first message must be a
 	// Hello; the server answers with a Welcome and then sends tasks.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ServerMessage], error)
+	// PublishChallenge publishes or withdraws a DNS-01 challenge record for
+	// a certificate the caller's node is ordering (tls.proto).
+	PublishChallenge(ctx context.Context, in *PublishChallengeRequest, opts ...grpc.CallOption) (*PublishChallengeResponse, error)
 }
 
 type agentGatewayClient struct {
@@ -86,6 +90,16 @@ func (c *agentGatewayClient) Connect(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentGateway_ConnectClient = grpc.BidiStreamingClient[AgentMessage, ServerMessage]
 
+func (c *agentGatewayClient) PublishChallenge(ctx context.Context, in *PublishChallengeRequest, opts ...grpc.CallOption) (*PublishChallengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishChallengeResponse)
+	err := c.cc.Invoke(ctx, AgentGateway_PublishChallenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentGatewayServer is the server API for AgentGateway service.
 // All implementations must embed UnimplementedAgentGatewayServer
 // for forward compatibility.
@@ -98,6 +112,9 @@ type AgentGatewayServer interface {
 	// Connect is the node's task stream. The agent's first message must be a
 	// Hello; the server answers with a Welcome and then sends tasks.
 	Connect(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error
+	// PublishChallenge publishes or withdraws a DNS-01 challenge record for
+	// a certificate the caller's node is ordering (tls.proto).
+	PublishChallenge(context.Context, *PublishChallengeRequest) (*PublishChallengeResponse, error)
 	mustEmbedUnimplementedAgentGatewayServer()
 }
 
@@ -116,6 +133,9 @@ func (UnimplementedAgentGatewayServer) Renew(context.Context, *RenewRequest) (*R
 }
 func (UnimplementedAgentGatewayServer) Connect(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error {
 	return status.Errorf(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedAgentGatewayServer) PublishChallenge(context.Context, *PublishChallengeRequest) (*PublishChallengeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PublishChallenge not implemented")
 }
 func (UnimplementedAgentGatewayServer) mustEmbedUnimplementedAgentGatewayServer() {}
 func (UnimplementedAgentGatewayServer) testEmbeddedByValue()                      {}
@@ -181,6 +201,24 @@ func _AgentGateway_Connect_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentGateway_ConnectServer = grpc.BidiStreamingServer[AgentMessage, ServerMessage]
 
+func _AgentGateway_PublishChallenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishChallengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentGatewayServer).PublishChallenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentGateway_PublishChallenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentGatewayServer).PublishChallenge(ctx, req.(*PublishChallengeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentGateway_ServiceDesc is the grpc.ServiceDesc for AgentGateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -195,6 +233,10 @@ var AgentGateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Renew",
 			Handler:    _AgentGateway_Renew_Handler,
+		},
+		{
+			MethodName: "PublishChallenge",
+			Handler:    _AgentGateway_PublishChallenge_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

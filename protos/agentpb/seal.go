@@ -18,3 +18,11 @@ const MailPasswordSealPrefix = "npanel/mail-password/"
 
 // MailPasswordSealContext is the seal context of address's password.
 func MailPasswordSealContext(address string) string { return MailPasswordSealPrefix + address }
+
+// CertificateKeySealContext is the seal context of an installed
+// certificate's private key (InstallCertificateAction.sealed_private_key).
+func CertificateKeySealContext(id string) string { return "npanel/certificate-key/" + id }
+
+// AcmeEABSealContext is the seal context of the ACME External Account
+// Binding HMAC key (AcmeServer.sealed_eab_hmac).
+func AcmeEABSealContext(kid string) string { return "npanel/acme-eab/" + kid }
