@@ -25,6 +25,13 @@ type Site struct {
 	// the account: its name is served by that site's server block (same
 	// document root, PHP and redirect); Docroot repeats the target's.
 	AliasOf string `json:"aliasOf,omitempty"`
+	// HTTPSRedirect answers plain HTTP with a redirect to HTTPS;
+	// HSTSMaxAge > 0 sends Strict-Transport-Security over HTTPS.
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
+	HSTSMaxAge    int  `json:"hstsMaxAge,omitempty"`
+	// NoAutoCertificate: the control plane does not order a certificate
+	// for the site by itself (its certificate was deleted by a user).
+	NoAutoCertificate bool `json:"noAutoCertificate,omitempty"`
 	// Generation is the account generation that last changed this site: the
 	// site is live on the node once the account's applied generation
 	// reaches it.

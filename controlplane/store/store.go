@@ -37,11 +37,13 @@
 //	mail/<account>/domain/<domain> an account's mail domains: forwarders, catch-all, spam, DKIM selectors, webmail
 //	mailstate/<account>/box/<address> observed status of a mailbox (controller), .../domain/<domain> of a domain
 //	mailseq/<account>          bumped by every change to the two above (one CAS per account) KindMailChanges
+//	certificates/<site>        a site's TLS certificate: spec and status (public chain only) KindCertificates
 //	done/account/<id>/<task>   a finished account task for the controller (→ task id) KindAccountOutcomes
 //	done/zone/<zone>/<task>    a finished zone task                                   KindZoneOutcomes
 //	done/dnsnode/<node>/<task> a finished check of a node's primary zones             KindDNSChecks
 //	done/database/<account>/<task> a finished database task                           KindDatabaseOutcomes
 //	done/mail/<account>/<task> a finished mail task                                  KindMailOutcomes
+//	done/certificate/<site>/<task> a finished certificate task                       KindCertificateOutcomes
 //	audit/<id>                 audit events, in id (time) order
 //	replicas/<id>              live server replicas, bound to their session (Session)
 //	election/                  leader election (etcd concurrency; Session.Campaign, LeaderID)

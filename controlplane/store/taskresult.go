@@ -140,3 +140,8 @@ func (t *Task) DomainLogResult() (*agentpb.DomainLogResult, error) {
 func (t *Task) ListDatabasesResult() (*agentpb.ListDatabasesResult, error) {
 	return typedResult(t, (*agentpb.TaskResult).GetListDatabases)
 }
+
+// CertificateResult is the result of the four certificate actions.
+func (t *Task) CertificateResult() (*agentpb.CertificateResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetCertificate)
+}

@@ -1,0 +1,280 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// Certificates: one per site (its id is the site's domain), spec and
+// observed status in one record. The API writes the spec and bumps
+// Generation for every "order (again)"; the certificate controller writes
+// the status. Both go through UpdateCertificate, a compare-and-swap on the
+// record, so neither loses the other's write. The private key is never
+// here: an ordered key is made on the node, an installed one is sealed to
+// the node (SealedKey) until the node has it.
+const (
+	prefixCerts     = prefix + "certificates/"
+	certDoneKind    = "certificate"
+	prefixDoneCerts = prefixDone + certDoneKind + "/"
+	// maxCertEvents bounds the events a certificate keeps (newest last).
+	maxCertEvents = 50
+)
+
+var (
+	// KindCertificates: an event per certificate; Value decodes with
+	// DecodeCertificate.
+	KindCertificates = Kind{label: "certificates", prefix: prefixCerts}
+	// KindCertificateOutcomes: finished tasks of certificates, named by
+	// certificate id.
+	KindCertificateOutcomes = Kind{label: "certificate-outcomes", prefix: prefixDoneCerts, name: firstSegment}
+)
+
+// CertState is a certificate's state (GraphQL CertificateStatus).
+type CertState string
+
+const (
+	CertPending  CertState = "PENDING"  // no certificate issued yet; ordering
+	CertIssued   CertState = "ISSUED"   // served
+	CertRenewing CertState = "RENEWING" // the served one stays while a new one is ordered
+	CertFailed   CertState = "FAILED"   // none issued and the last attempt failed
+	CertRevoked  CertState = "REVOKED"
+	CertExpired  CertState = "EXPIRED" // the served one expired without a renewal
+)
+
+// CertChallenge is how names are validated.
+type CertChallenge string
+
+const (
+	ChallengeHTTP01 CertChallenge = "HTTP01"
+	ChallengeDNS01  CertChallenge = "DNS01"
+)
+
+// CertEvent is one step of a certificate's history (certificateEvents).
+type CertEvent struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"` // requested, ordering, issued, failed, renewing, revoked, installed, skipped, ...
+	Message string    `json:"message,omitempty"`
+}
+
+// Certificate is one site's certificate.
+type Certificate struct {
+	ID      string `json:"id"` // the site's domain
+	Account string `json:"account"`
+	Node    string `json:"node"` // the node serving the site, which holds the key
+	// Domains are the names wanted, the site's first.
+	Domains   []string      `json:"domains"`
+	Challenge CertChallenge `json:"challenge"`
+	AutoRenew bool          `json:"autoRenew"`
+	// Auto: requested by the control plane when the site was added (its
+	// names follow the site's); false once a user requested or installed
+	// one.
+	Auto bool `json:"auto,omitempty"`
+	Mail bool `json:"mail,omitempty"` // also served by Exim and Dovecot as mail.DOMAIN
+
+	// Installed (not ordered) certificates: the chain, and the key sealed
+	// to Node (agentpb.CertificateKeySealContext(ID)), dropped once the
+	// node has installed it.
+	Custom         bool   `json:"custom,omitempty"`
+	CustomChainPEM string `json:"customChainPEM,omitempty"`
+	SealedKey      []byte `json:"sealedKey,omitempty"`
+	AllowUntrusted bool   `json:"allowUntrusted,omitempty"`
+
+	// Revoke asks for revocation with RevokeReason (RFC 5280).
+	Revoke       bool `json:"revoke,omitempty"`
+	RevokeReason int  `json:"revokeReason,omitempty"`
+
+	Generation int64     `json:"generation"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+
+	Status CertStatus `json:"status"`
+}
+
+// CertStatus is what the certificate controller observed; written by it
+// only.
+type CertStatus struct {
+	State              CertState `json:"state,omitempty"`
+	ObservedGeneration int64     `json:"observedGeneration,omitempty"`
+
+	// The certificate being served (public).
+	ChainPEM  string    `json:"chainPEM,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Serial    string    `json:"serial,omitempty"`
+	NotBefore time.Time `json:"notBefore,omitzero"`
+	NotAfter  time.Time `json:"notAfter,omitzero"`
+	// IssuedDomains are the names the served certificate covers.
+	IssuedDomains []string `json:"issuedDomains,omitempty"`
+	// RenewAt is when the controller orders a renewal (a third of the
+	// lifetime left, jittered, or the ACME server's renewal window).
+	RenewAt time.Time `json:"renewAt,omitzero"`
+
+	LastError string `json:"lastError,omitempty"`
+	// Failures counts consecutive failed attempts; NextAttempt is the
+	// backoff's next try.
+	Failures    int       `json:"failures,omitempty"`
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
+
+	// The task in flight, if any (one at most).
+	TaskID         string `json:"taskId,omitempty"`
+	TaskGeneration int64  `json:"taskGeneration,omitempty"`
+
+	Events []CertEvent `json:"events,omitempty"`
+}
+
+// AddEvent appends an event, keeping the newest maxCertEvents.
+func (c *Certificate) AddEvent(at time.Time, kind, msg string) {
+	c.Status.Events = append(c.Status.Events, CertEvent{At: at.UTC(), Kind: kind, Message: msg})
+	if n := len(c.Status.Events) - maxCertEvents; n > 0 {
+		c.Status.Events = slices.Delete(c.Status.Events, 0, n)
+	}
+}
+
+func certKey(id string) string { return prefixCerts + id }
+
+// CertificateObject is the task object of certificate id's tasks.
+func CertificateObject(id string) string { return certDoneKind + "/" + id }
+
+// DecodeCertificate decodes an event of KindCertificates.
+func DecodeCertificate(ev Event) (*Certificate, error) {
+	return decodeJSON[Certificate]([]byte(ev.Name), ev.Value)
+}
+
+// GetCertificate reads one certificate.
+func (s *Store) GetCertificate(ctx context.Context, id string) (*Certificate, error) {
+	c, _, err := getJSON[Certificate](ctx, s.cli, certKey(id))
+	return c, err
+}
+
+// ListCertificates reads every certificate, in id order.
+func (s *Store) ListCertificates(ctx context.Context) ([]Certificate, error) {
+	cs, _, err := listJSON[Certificate](ctx, s.cli, prefixCerts)
+	return cs, err
+}
+
+// CreateCertificate writes a new certificate; ErrConflict when the site
+// has one.
+func (s *Store) CreateCertificate(ctx context.Context, c *Certificate, audit AuditEvent) error {
+	now := time.Now().UTC()
+	c.CreatedAt, c.UpdatedAt = now, now
+	if c.Generation == 0 {
+		c.Generation = 1
+	}
+	ops := []clientv3.Op{clientv3.OpPut(certKey(c.ID), mustJSON(c))}
+	if audit.Action != "" {
+		ops = append(ops, auditPut(audit))
+	}
+	resp, err := s.cli.Txn(ctx).If(absent(certKey(c.ID))).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("create certificate %s: %w", c.ID, err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+// ErrUnchanged, returned by an UpdateCertificate fn, leaves the record as
+// it is (UpdateCertificate then returns the record and no error).
+var ErrUnchanged = errors.New("unchanged")
+
+// UpdateCertificate applies fn to the current record and writes it back if
+// nobody wrote it meanwhile, retrying otherwise. fn may enqueue tasks for
+// the certificate through the returned ops (TaskOps) so that they are
+// written in the same transaction. An audit event with an Action is
+// written with it.
+func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Certificate) (tasks []*CertTask, err error), audit AuditEvent) (*Certificate, error) {
+	for {
+		c, rev, err := getJSON[Certificate](ctx, s.cli, certKey(id))
+		if err != nil {
+			return nil, err
+		}
+		tasks, err := fn(c)
+		if errors.Is(err, ErrUnchanged) {
+			return c, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now().UTC()
+		c.UpdatedAt = now
+		var ops []clientv3.Op
+		for _, t := range tasks {
+			rec, tops, err := taskOps(t.Node, t.Spec, CertificateObject(id), t.CreatedBy, nil, now)
+			if err != nil {
+				return nil, err
+			}
+			t.ID = rec.ID
+			if t.Track {
+				c.Status.TaskID, c.Status.TaskGeneration = rec.ID, t.Spec.GetGeneration()
+			}
+			ops = append(ops, tops...)
+		}
+		ops = append(ops, clientv3.OpPut(certKey(id), mustJSON(c)))
+		if audit.Action != "" {
+			ops = append(ops, auditPut(audit))
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update certificate %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return c, nil
+		}
+	}
+}
+
+// CertTask is a task UpdateCertificate writes with the certificate. With
+// Track, the certificate's status names it as the task in flight.
+type CertTask struct {
+	Node      string
+	Spec      *agentpb.Task
+	CreatedBy string
+	Track     bool
+	ID        string // set once written
+}
+
+// DeleteCertificate removes the certificate and its done notices.
+func (s *Store) DeleteCertificate(ctx context.Context, id string, audit AuditEvent) error {
+	ops := []clientv3.Op{
+		clientv3.OpDelete(certKey(id)),
+		clientv3.OpDelete(prefixDoneCerts+id+"/", clientv3.WithPrefix()),
+	}
+	if audit.Action != "" {
+		ops = append(ops, auditPut(audit))
+	}
+	resp, err := s.cli.Txn(ctx).If(present(certKey(id))).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("delete certificate %s: %w", id, err)
+	}
+	if !resp.Succeeded {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// CertificateOutcomes returns the ids of certificate id's finished tasks
+// the controller has not consumed yet.
+func (s *Store) CertificateOutcomes(ctx context.Context, id string) ([]string, error) {
+	resp, err := s.cli.Get(ctx, prefixDoneCerts+id+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s outcomes: %w", id, err)
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Value))
+	}
+	return out, nil
+}
+
+// ForgetCertificateOutcome removes one done notice once consumed.
+func (s *Store) ForgetCertificateOutcome(ctx context.Context, id, task string) error {
+	_, err := s.cli.Delete(ctx, doneKey(certDoneKind, id, task))
+	return err
+}
