@@ -49,6 +49,11 @@ type Options struct {
 	// AlwaysValid skips validation entirely (PEBBLE_VA_ALWAYS_VALID): only
 	// for tests that do not test the challenges.
 	AlwaysValid bool
+	// AuthzReuse is the percentage of orders in which Pebble reuses an
+	// account's valid authorizations (PEBBLE_AUTHZREUSE). Pebble's own
+	// default is 50; here it is 0, so that every order is validated and
+	// timings do not depend on chance.
+	AuthzReuse int
 	// EABKeys requires External Account Binding with these key ids and
 	// base64url HMAC keys.
 	EABKeys map[string]string
@@ -143,7 +148,8 @@ func Start(t testing.TB, opts Options) *Server {
 	s.cmd = exec.Command(Binary, args...)
 	s.cmd.Dir = s.Dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}
+	s.cmd.Env = []string{"PATH=/usr/bin:/bin", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0",
+		fmt.Sprintf("PEBBLE_AUTHZREUSE=%d", opts.AuthzReuse)}
 	if opts.AlwaysValid {
 		s.cmd.Env = append(s.cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
 	}
