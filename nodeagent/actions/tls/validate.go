@@ -48,6 +48,9 @@ func canonDomain(d string) error {
 // single leftmost "*" label when wildcards are allowed.
 func certName(n string, wildcardOK bool) error {
 	if rest, ok := strings.CutPrefix(n, "*."); ok {
+		if strings.Contains(rest, "*") {
+			return fmt.Errorf("name %q: a wildcard is allowed only as the whole leftmost label", n)
+		}
 		if !wildcardOK {
 			return fmt.Errorf("wildcard name %q needs the DNS-01 challenge", n)
 		}
