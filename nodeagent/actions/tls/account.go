@@ -48,7 +48,7 @@ type account struct {
 	reg   *acme.ExtendedAccount
 }
 
-func (a *account) GetEmail() string                        { return a.email }
+func (a *account) GetEmail() string                       { return a.email }
 func (a *account) GetRegistration() *acme.ExtendedAccount { return a.reg }
 func (a *account) GetPrivateKey() crypto.Signer           { return a.key }
 

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-		"time"
+	"time"
 
 	"github.com/go-acme/lego/v5/challenge/dns01"
 	"github.com/miekg/dns"

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	legolog "github.com/go-acme/lego/v5/log"
+
 	"github.com/npanel/npanel/internal/testenv/pdns"
 	"github.com/npanel/npanel/internal/testenv/pebble"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -63,6 +65,13 @@ func (r *recorder) last(t testing.TB) installed {
 		t.Fatal("nothing installed")
 	}
 	return r.installs[len(r.installs)-1]
+}
+
+// TestMain silences lego's logger, which is process-wide, unless
+// NPANEL_TEST_LOG is set.
+func TestMain(m *testing.M) {
+	legolog.SetDefault(testLogger())
+	os.Exit(m.Run())
 }
 
 func testLogger() *slog.Logger {

@@ -34,12 +34,21 @@ func TestValidateIssue(t *testing.T) {
 			r.Site = "shop.example.com"
 			r.Domains = []string{"*.example.com"}
 		}, ""},
-		{"mail covered", func(r *agentpb.IssueCertificateAction) { r.Mail = true; r.Domains = append(r.Domains, "mail.example.com") }, ""},
+		{"mail covered", func(r *agentpb.IssueCertificateAction) {
+			r.Mail = true
+			r.Domains = append(r.Domains, "mail.example.com")
+		}, ""},
 		{"mail not covered", func(r *agentpb.IssueCertificateAction) { r.Mail = true }, "mail.example.com"},
 		{"wildcard on http-01", func(r *agentpb.IssueCertificateAction) { r.Domains = []string{"example.com", "*.example.com"} }, "needs the DNS-01"},
-		{"wildcard not leftmost", func(r *agentpb.IssueCertificateAction) { dns(r); r.Domains = []string{"example.com", "a.*.example.com"} }, "leftmost"},
+		{"wildcard not leftmost", func(r *agentpb.IssueCertificateAction) {
+			dns(r)
+			r.Domains = []string{"example.com", "a.*.example.com"}
+		}, "leftmost"},
 		{"partial wildcard", func(r *agentpb.IssueCertificateAction) { dns(r); r.Domains = []string{"example.com", "w*.example.com"} }, "leftmost"},
-		{"double wildcard", func(r *agentpb.IssueCertificateAction) { dns(r); r.Domains = []string{"example.com", "*.*.example.com"} }, "leftmost"},
+		{"double wildcard", func(r *agentpb.IssueCertificateAction) {
+			dns(r)
+			r.Domains = []string{"example.com", "*.*.example.com"}
+		}, "leftmost"},
 		{"site not covered", func(r *agentpb.IssueCertificateAction) { r.Domains = []string{"www.example.com"} }, "do not cover the site"},
 		{"not canonical", func(r *agentpb.IssueCertificateAction) { r.Domains = []string{"example.com", "WWW.example.com"} }, "canonical"},
 		{"reserved tld", func(r *agentpb.IssueCertificateAction) { r.Domains = []string{"example.com", "x.localhost"} }, "RFC 6761"},
