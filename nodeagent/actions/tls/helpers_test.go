@@ -74,6 +74,30 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+func logOut() io.Writer {
+	if os.Getenv("NPANEL_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func testLogger() *slog.Logger {
 	if os.Getenv("NPANEL_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -94,6 +118,8 @@ type acmeEnv struct {
 	mail    *recorder
 	chalDir string
 	zone    string
+
+	log lockedBuffer // everything the actions logged
 
 	mu        sync.Mutex
 	published map[string][]string // fqdn -> TXT values
@@ -116,6 +142,12 @@ func requireRoot(t testing.TB) {
 // resolve to 127.0.0.1.
 func newACMEEnv(t testing.TB, aRecords ...string) *acmeEnv {
 	t.Helper()
+	return newACMEEnvWith(t, nil, aRecords...)
+}
+
+// newACMEEnvWith is newACMEEnv with Pebble's options changed by tune.
+func newACMEEnvWith(t testing.TB, tune func(*pebble.Options), aRecords ...string) *acmeEnv {
+	t.Helper()
 	requireRoot(t)
 	pebble.Require(t)
 	e := &acmeEnv{zone: testZone, published: map[string][]string{}}
@@ -133,17 +165,21 @@ func newACMEEnv(t testing.TB, aRecords ...string) *acmeEnv {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
-	e.pebble = pebble.Start(t, pebble.Options{
+	popts := pebble.Options{
 		HTTPPort:  ln.Addr().(*net.TCPAddr).Port,
 		TLSPort:   pebble.FreePort(t),
 		DNSServer: e.dns.DNSAddr,
-	})
+	}
+	if tune != nil {
+		tune(&popts)
+	}
+	e.pebble = pebble.Start(t, popts)
 	e.web, e.mail = &recorder{}, &recorder{}
 	e.m = NewModule(e.web, e.mail)
 	e.m.ChallengeDir = e.chalDir
 	e.env = &actions.Env{
 		Node:    "test",
-		Logger:  testLogger(),
+		Logger:  slog.New(slog.NewTextHandler(io.MultiWriter(&e.log, logOut()), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Profile: platform.Debian12(t.TempDir()),
 		DataDir: t.TempDir(),
 		Unseal: func(sealed []byte, context string) ([]byte, error) {

@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/npanel/npanel/internal/testenv/pebble"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -87,6 +89,10 @@ func checkIssued(t *testing.T, e *acmeEnv, res *agentpb.CertificateResult, names
 	}
 	if slices.Contains([]string{string(res.ChainPem)}, string(got.key)) || containsPrivateKey(res.ChainPem) {
 		t.Error("a private key is in the result")
+	}
+	// No private key in the result or anything logged.
+	if strings.Contains(e.log.String(), "PRIVATE KEY") || strings.Contains(e.log.String(), string(got.key)) {
+		t.Error("a private key was logged")
 	}
 	if !slices.Equal(res.Reloaded, []string{"nginx"}) {
 		t.Errorf("reloaded %v", res.Reloaded)
@@ -253,5 +259,26 @@ func TestIssueUnreachable(t *testing.T) {
 	}
 	if errors.Is(err, context.Canceled) || len(e.web.installs) != 0 {
 		t.Fatal("installed")
+	}
+}
+
+// External Account Binding: Pebble requires it; the HMAC arrives sealed.
+func TestIssueEAB(t *testing.T) {
+	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	e := newACMEEnvWith(t, func(o *pebble.Options) { o.EABKeys = map[string]string{kid: hmac} }, "example.com")
+	req := issueReq(e, agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01, "example.com")
+	// Without the binding the CA refuses the account.
+	if _, err := applyIssue(t, e, req); actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_INVALID {
+		t.Fatalf("without EAB: %v (%s), want INVALID", err, actions.ReasonOf(err))
+	}
+	req.Acme.EabKid = kid
+	req.Acme.SealedEabHmac = seal(agentpb.AcmeEABSealContext(kid), []byte(hmac))
+	res, err := applyIssue(t, e, req)
+	if err != nil {
+		t.Fatalf("issue with EAB: %v", err)
+	}
+	checkIssued(t, e, res, "example.com")
+	if strings.Contains(e.log.String(), hmac) {
+		t.Error("the HMAC key was logged")
 	}
 }

@@ -232,7 +232,7 @@ func classify(err error) error {
 			return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 		case pd.Type == acme.RejectedIdentifierErrorType, pd.Type == acme.MalformedErrorType,
 			pd.Type == acme.UnsupportedIdentifierErrorType, pd.Type == "urn:ietf:params:acme:error:caa",
-			pd.Type == acme.BadRevocationReasonErrorType:
+			pd.Type == acme.BadRevocationReasonErrorType, pd.Type == acme.ExternalAccountRequiredErrorType:
 			return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INVALID, err)
 		}
 		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INTERNAL, err)
