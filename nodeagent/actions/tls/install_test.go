@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,5 +166,54 @@ func TestRemove(t *testing.T) {
 	}
 	if !slices.Equal(web.removes, []string{"example.com"}) || !slices.Equal(mail.removes, []string{"mail.example.com"}) {
 		t.Errorf("removed %v %v", web.removes, mail.removes)
+	}
+}
+
+// overlapRecorder notices two installs for one host at once.
+type overlapRecorder struct {
+	recorder
+	mu      sync.Mutex
+	active  map[string]int
+	overlap bool
+}
+
+func (o *overlapRecorder) InstallCertificate(ctx context.Context, env *actions.Env, host string, chainPEM, keyPEM []byte) ([]string, error) {
+	o.mu.Lock()
+	o.active[host]++
+	if o.active[host] > 1 {
+		o.overlap = true
+	}
+	o.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	o.mu.Lock()
+	o.active[host]--
+	o.mu.Unlock()
+	return o.recorder.InstallCertificate(ctx, env, host, chainPEM, keyPEM)
+}
+
+// Actions on one site are serialised: the later cannot install under the
+// earlier.
+func TestSiteLock(t *testing.T) {
+	ca := newTestCA(t)
+	now := time.Now()
+	chain, key := ca.leaf(t, []string{"example.com"}, now.Add(-time.Hour), now.Add(time.Hour))
+	_, _, _, env := installEnv(t)
+	web := &overlapRecorder{active: map[string]int{}}
+	m := NewModule(web, nil)
+	var wg sync.WaitGroup
+	for i := 0; i < 5; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := m.NewInstall(&agentpb.InstallCertificateAction{Id: "cert-1", Username: "alice", Site: "example.com",
+				ChainPem: chain, SealedPrivateKey: []byte(agentpb.CertificateKeySealContext("cert-1") + "\x00" + string(key)), AllowUntrusted: true})
+			if _, err := a.Apply(context.Background(), env); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if web.overlap || len(web.installs) != 5 {
+		t.Fatalf("overlap %v, %d installs", web.overlap, len(web.installs))
 	}
 }

@@ -211,11 +211,17 @@ func TestIssueDNS01Wildcard(t *testing.T) {
 }
 
 func TestRevoke(t *testing.T) {
-	e := newACMEEnv(t, "example.com")
+	// Short-lived, as renewal tests will need: Pebble's
+	// certificateValidityPeriod.
+	e := newACMEEnvWith(t, func(o *pebble.Options) { o.CertificateValidity = time.Hour }, "example.com")
 	res, err := applyIssue(t, e, issueReq(e, agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01, "example.com"))
 	if err != nil {
 		t.Fatalf("issue: %v", err)
 	}
+	if life := time.Duration(res.NotAfterUnix-res.NotBeforeUnix) * time.Second; life < 59*time.Minute || life > 61*time.Minute {
+		t.Errorf("lifetime %s, want 1h", life)
+	}
+	t.Logf("renew after (ARI): %d (0: none offered), not after %d", res.RenewAfterUnix, res.NotAfterUnix)
 	ctx := context.Background()
 	a := e.m.NewRevoke(&agentpb.RevokeCertificateAction{Id: "cert-1", Username: "alice", Site: "example.com", ChainPem: res.ChainPem, Reason: 4, Acme: e.acme()})
 	if err := a.Validate(); err != nil {
