@@ -148,6 +148,41 @@ func (m *Module) client(ctx context.Context, env *actions.Env, srv *agentpb.Acme
 	return cl, acct, nil
 }
 
+// withAccount runs fn with a client for srv. When the CA no longer knows
+// the stored account (its database was reset: staging, or a Pebble
+// restarted under npanel dev), the record is dropped and fn runs once more
+// with the account registered again, same key.
+func (m *Module) withAccount(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer, fn func(*lego.Client) error) error {
+	for try := 0; ; try++ {
+		cl, _, err := m.client(ctx, env, srv)
+		if err != nil {
+			return err
+		}
+		err = fn(cl)
+		var pd *acme.ProblemDetails
+		if try > 0 || !errors.As(err, &pd) || pd.Type != acme.AccountDoesNotExistErrorType {
+			return err
+		}
+		env.Logger.Warn("the ACME server does not know this node's account any more; registering again", "directory", srv.DirectoryUrl)
+		if err := m.forgetRegistration(ctx, env, srv); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *Module) forgetRegistration(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer) error {
+	dir := accountDir(env.DataDir, srv)
+	unlock, err := m.accounts.Lock(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.Remove(filepath.Join(dir, accountRegFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("ACME account: %w", err)
+	}
+	return nil
+}
+
 // loadAccount reads the account in dir, generating its key when there is
 // none yet. The key is written before the account is registered, so a
 // crash between the two leaves a key that registers (or finds its account

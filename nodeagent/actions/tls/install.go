@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/lego"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -229,12 +230,11 @@ func (a *Revoke) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 	}
 	defer unlock()
-	cl, _, err := a.m.client(ctx, env, r.Acme)
-	if err != nil {
-		return nil, err
-	}
 	reason := uint(r.Reason)
-	if err := cl.Certificate.RevokeWithReason(ctx, r.ChainPem, &reason); err != nil {
+	err = a.m.withAccount(ctx, env, r.Acme, func(cl *lego.Client) error {
+		return cl.Certificate.RevokeWithReason(ctx, r.ChainPem, &reason)
+	})
+	if err != nil {
 		// A repeated task: the CA has revoked it already.
 		var pd *acme.ProblemDetails
 		if !errors.As(err, &pd) || pd.Type != acme.AlreadyRevokedErrorType {

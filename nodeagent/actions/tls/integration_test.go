@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/pem"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -148,7 +149,23 @@ func TestIssueHTTP01(t *testing.T) {
 	if fi, err := os.Stat(e.chalDir); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("challenge dir: %v %v", fi.Mode(), err)
 	}
-	// A second order reuses the account.
+	// A second order reuses the account. Its record is made stale first,
+	// as a CA whose database was reset would see it: the action registers
+	// the same key again and goes on.
+	regFile := filepath.Join(accountDir(e.env.DataDir, e.acme()), accountRegFile)
+	reg, err := os.ReadFile(regFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acct map[string]any
+	if err := json.Unmarshal(reg, &acct); err != nil || acct["accountURL"] == nil {
+		t.Fatalf("account record %s: %v", reg, err)
+	}
+	acct["accountURL"] = strings.TrimSuffix(acct["accountURL"].(string), "/") + "0000"
+	reg, _ = json.Marshal(acct)
+	if err := os.WriteFile(regFile, reg, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	key1, _ := os.ReadFile(filepath.Join(accountDir(e.env.DataDir, e.acme()), accountKeyFile))
 	res2, err := applyIssue(t, e, issueReq(e, agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01, "example.com"))
 	if err != nil {
@@ -157,6 +174,9 @@ func TestIssueHTTP01(t *testing.T) {
 	key2, _ := os.ReadFile(filepath.Join(accountDir(e.env.DataDir, e.acme()), accountKeyFile))
 	if string(key1) != string(key2) || res2.Serial == res.Serial {
 		t.Error("second issue: new account key or same certificate")
+	}
+	if !strings.Contains(e.log.String(), "registering again") {
+		t.Error("the stale account was not registered again")
 	}
 }
 

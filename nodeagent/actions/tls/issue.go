@@ -62,28 +62,30 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	}
 	defer unlock()
 
-	cl, _, err := a.m.client(ctx, env, r.Acme)
-	if err != nil {
-		return nil, err
-	}
-	switch r.Challenge {
-	case agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01:
-		err = cl.Challenge.SetHTTP01Provider(&httpProvider{dir: a.m.challengeDir(env)})
-	case agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01:
-		p := &dnsProvider{env: env, id: r.Id, nameservers: r.Nameservers,
-			timeout: dnsPropagationTimeout, interval: dnsPropagationInterval}
-		err = cl.Challenge.SetDNS01Provider(p, dns01.WrapPreCheck(p.served))
-	}
-	if err != nil {
-		return nil, err
-	}
-
 	// The certificate's key: made here, handed only to the installers.
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	res, failed, err := obtain(ctx, cl, r.Site, r.Domains, key)
+	var res *certificate.Resource
+	var failed []*agentpb.FailedName
+	var client *lego.Client // the one that got the certificate
+	err = a.m.withAccount(ctx, env, r.Acme, func(cl *lego.Client) error {
+		switch r.Challenge {
+		case agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01:
+			err = cl.Challenge.SetHTTP01Provider(&httpProvider{dir: a.m.challengeDir(env)})
+		case agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01:
+			p := &dnsProvider{env: env, id: r.Id, nameservers: r.Nameservers,
+				timeout: dnsPropagationTimeout, interval: dnsPropagationInterval}
+			err = cl.Challenge.SetDNS01Provider(p, dns01.WrapPreCheck(p.served))
+		}
+		if err != nil {
+			return err
+		}
+		res, failed, err = obtain(ctx, cl, r.Site, r.Domains, key)
+		client = cl
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +95,7 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	}
 	out := result(res.Certificate, chain[0])
 	out.Failed = failed
-	out.RenewAfterUnix = renewAfter(ctx, cl, chain[0])
+	out.RenewAfterUnix = renewAfter(ctx, client, chain[0])
 
 	kp, err := keyPEM(key)
 	if err != nil {
