@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/go-acme/lego/v5/certcrypto"
 	"github.com/go-acme/lego/v5/certificate"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 
+	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -105,3 +107,41 @@ func benchBare(b *testing.B, ch agentpb.AcmeChallenge) {
 
 func BenchmarkBareLegoHTTP01(b *testing.B) { benchBare(b, agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01) }
 func BenchmarkBareLegoDNS01(b *testing.B)  { benchBare(b, agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01) }
+
+// BenchmarkIssueLocalWork is what the action adds around the ACME round
+// trip on the node, without the network: the account read from disk,
+// the certificate key, its PEM, parsing the chain, the result and the
+// installer call.
+func BenchmarkIssueLocalWork(b *testing.B) {
+	ca := newTestCA(b)
+	now := time.Now()
+	chain, _ := ca.leaf(b, []string{"example.com", "www.example.com"}, now.Add(-time.Hour), now.Add(time.Hour))
+	dir := b.TempDir()
+	if _, err := loadAccount(dir, "admin@example.com"); err != nil {
+		b.Fatal(err)
+	}
+	web := &recorder{}
+	m := NewModule(web, nil)
+	env := &actions.Env{Logger: testLogger()}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := loadAccount(dir, "admin@example.com"); err != nil {
+			b.Fatal(err)
+		}
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		kp, err := keyPEM(key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		certs, err := validChain(chain)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = result(chain, certs[0])
+		if _, err := m.install(ctx, env, "example.com", false, chain, kp, certs[0]); err != nil {
+			b.Fatal(err)
+		}
+		web.installs = web.installs[:0]
+	}
+}
