@@ -137,13 +137,21 @@ func (p *dnsProvider) Timeout() (timeout, interval time.Duration) {
 // value before the CA is asked to look, or a CA that happens to query a
 // lagging secondary fails the name.
 func (p *dnsProvider) served(ctx context.Context, domain, _, value string, _ dns01.PreCheckFunc) (bool, error) {
+	// lego's wait loop knows no context: stopping it is the only way to
+	// give up promptly when the task is cancelled.
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
 	fqdn := dns.Fqdn(challengeFQDN(domain))
 	for _, ns := range p.nameservers {
+		// Not yet, or a server restarting or a zone still transferring:
+		// what the wait is for. The last reason is in the timeout's error.
 		ok, err := hasTXT(ctx, ns, fqdn, value)
-		if err != nil || !ok {
-			// Not yet: a server restarting or a zone still transferring is
-			// what the wait is for. The last error is in the timeout's.
-			return false, nil
+		if err != nil {
+			return false, fmt.Errorf("nameserver %s: %w", ns, err)
+		}
+		if !ok {
+			return false, fmt.Errorf("nameserver %s does not serve the record yet", ns)
 		}
 	}
 	return true, nil

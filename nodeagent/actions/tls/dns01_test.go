@@ -2,6 +2,7 @@ package tls
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,4 +47,48 @@ func TestDNSPreCheckEveryNameserver(t *testing.T) {
 	if ok, _ := p.served(ctx, "example.com", "", value, nil); ok {
 		t.Fatal("ready with a dead nameserver")
 	}
+	// A cancelled task stops the wait at once, with its error.
+	cancel()
+	if stop, err := p.served(ctx, "example.com", "", value, nil); !stop || err == nil {
+		t.Fatalf("cancelled: stop %v, err %v", stop, err)
+	}
+}
+
+// A task cancelled while the nameservers do not serve the record gives up
+// promptly and withdraws what it published.
+func TestIssueDNS01Cancelled(t *testing.T) {
+	e := newACMEEnv(t)
+	var mu sync.Mutex
+	var calls []*agentpb.PublishChallengeRequest
+	e.env.PublishChallenge = func(_ context.Context, req *agentpb.PublishChallengeRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, req) // recorded, never served
+		return nil
+	}
+	req := issueReq(e, agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01, "example.com")
+	a := e.m.NewIssue(req)
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := a.Apply(ctx, e.env)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("issued without the record")
+	}
+	if took > 10*time.Second {
+		t.Errorf("gave up after %s", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || calls[0].Remove || !calls[1].Remove || calls[1].Value != calls[0].Value || calls[0].CertificateId != req.Id {
+		t.Errorf("publish calls %v", calls)
+	}
+	if len(e.web.installs) != 0 {
+		t.Error("installed")
+	}
+	t.Logf("gave up after %s: %v", took, err)
 }
