@@ -2,6 +2,9 @@ package tls
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,4 +94,29 @@ func TestIssueDNS01Cancelled(t *testing.T) {
 		t.Error("installed")
 	}
 	t.Logf("gave up after %s: %v", took, err)
+}
+
+// A name in a zone the control plane does not serve fails alone.
+func TestIssueDNS01OneNameFails(t *testing.T) {
+	e := newACMEEnv(t)
+	publish := e.env.PublishChallenge
+	e.env.PublishChallenge = func(ctx context.Context, req *agentpb.PublishChallengeRequest) error {
+		if req.Fqdn != "_acme-challenge.example.com" {
+			return errors.New("not a zone of this cluster")
+		}
+		return publish(ctx, req)
+	}
+	res, err := applyIssue(t, e, issueReq(e, agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01, "*.example.com", "example.com", "example.net"))
+	if err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(res.Domains)), []string{"*.example.com", "example.com"}) {
+		t.Errorf("domains %v", res.Domains)
+	}
+	if len(res.Failed) != 1 || res.Failed[0].Name != "example.net" || !strings.Contains(res.Failed[0].Error, "not a zone of this cluster") {
+		t.Fatalf("failed %v", res.Failed)
+	}
+	if got := e.txt(t, "_acme-challenge.example.com"); len(got) != 0 {
+		t.Errorf("challenge record left: %v", got)
+	}
 }
