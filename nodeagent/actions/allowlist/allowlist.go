@@ -17,6 +17,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
+	"github.com/npanel/npanel/nodeagent/actions/tls"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -36,6 +37,7 @@ type List struct {
 	db      *db.Module
 	mail    *mail.Module
 	account *account.Module
+	tls     *tls.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -77,6 +79,13 @@ func New(mods ...actions.Module) *List {
 	// An account's sites, databases and mail are the web, db and mail
 	// modules'.
 	l.account = account.NewModule(l.web, l.db, l.mail)
+	// Certificates are served by the web module and, for mail hosts, by
+	// the mail module once it can install them.
+	var mailCerts tls.Installer
+	if mi, ok := any(l.mail).(tls.Installer); ok {
+		mailCerts = mi
+	}
+	l.tls = tls.NewModule(l.web, mailCerts)
 	return l
 }
 
@@ -137,6 +146,14 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.mail.NewFlushMailQueue(a.FlushMailQueue), nil
 	case *agentpb.Task_TrainMail:
 		return l.mail.NewTrainMail(a.TrainMail), nil
+	case *agentpb.Task_IssueCertificate:
+		return l.tls.NewIssue(a.IssueCertificate), nil
+	case *agentpb.Task_InstallCertificate:
+		return l.tls.NewInstall(a.InstallCertificate), nil
+	case *agentpb.Task_RevokeCertificate:
+		return l.tls.NewRevoke(a.RevokeCertificate), nil
+	case *agentpb.Task_RemoveCertificate:
+		return l.tls.NewRemove(a.RemoveCertificate), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

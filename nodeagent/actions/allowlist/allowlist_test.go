@@ -12,6 +12,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
+	"github.com/npanel/npanel/nodeagent/actions/tls"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -156,5 +157,20 @@ func TestOwnModules(t *testing.T) {
 	}
 	if len(OwnModules(nil)) != 0 {
 		t.Error("OwnModules(nil) made modules")
+	}
+}
+
+func TestFromTaskCertificates(t *testing.T) {
+	l := New()
+	for task, want := range map[*agentpb.Task]string{
+		{Action: &agentpb.Task_IssueCertificate{IssueCertificate: &agentpb.IssueCertificateAction{}}}:       tls.IssueName,
+		{Action: &agentpb.Task_InstallCertificate{InstallCertificate: &agentpb.InstallCertificateAction{}}}: tls.InstallName,
+		{Action: &agentpb.Task_RevokeCertificate{RevokeCertificate: &agentpb.RevokeCertificateAction{}}}:    tls.RevokeName,
+		{Action: &agentpb.Task_RemoveCertificate{RemoveCertificate: &agentpb.RemoveCertificateAction{}}}:    tls.RemoveName,
+	} {
+		act, err := l.FromTask(task)
+		if err != nil || act.Name() != want {
+			t.Errorf("FromTask(%T) = %v, %v; want %s", task.GetAction(), act, err, want)
+		}
 	}
 }

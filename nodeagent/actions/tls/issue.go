@@ -1,0 +1,248 @@
+package tls
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/challenge/dns01"
+	"github.com/go-acme/lego/v5/lego"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// Issue orders a certificate over ACME and serves it.
+type Issue struct {
+	m              *Module
+	req            *agentpb.IssueCertificateAction
+	allowTestNames bool
+}
+
+// NewIssue builds the action from its wire form.
+func (m *Module) NewIssue(req *agentpb.IssueCertificateAction) *Issue {
+	return &Issue{m: m, req: req}
+}
+
+func (a *Issue) Name() string        { return IssueName }
+func (a *Issue) AllowTestUsernames() { a.allowTestNames = true }
+
+// DNS-01 propagation: how long every nameserver may take to serve a value,
+// and how often they are asked. Our nameservers get the record by NOTIFY
+// and AXFR in well under a second; a minute covers a restart.
+const (
+	dnsPropagationTimeout  = 60 * time.Second
+	dnsPropagationInterval = 250 * time.Millisecond
+)
+
+// maxReorders bounds the orders one action makes when names fail: each
+// round drops at least one name, and a CA counts failed validations.
+const maxReorders = 3
+
+// Apply implements actions.Action.
+func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
+	r := a.req
+	unlock, err := a.m.sites.Lock(ctx, r.Site)
+	if err != nil {
+		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
+	}
+	defer unlock()
+
+	// The certificate's key: made here, handed only to the installers.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	var res *certificate.Resource
+	var failed []*agentpb.FailedName
+	var client *lego.Client // the one that got the certificate
+	err = a.m.withAccount(ctx, env, r.Acme, func(cl *lego.Client) error {
+		switch r.Challenge {
+		case agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01:
+			err = cl.Challenge.SetHTTP01Provider(&httpProvider{dir: a.m.challengeDir(env)})
+		case agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01:
+			p := &dnsProvider{env: env, id: r.Id, nameservers: r.Nameservers,
+				timeout: dnsPropagationTimeout, interval: dnsPropagationInterval}
+			err = cl.Challenge.SetDNS01Provider(p, dns01.WrapPreCheck(p.served))
+		}
+		if err != nil {
+			return err
+		}
+		res, failed, err = obtain(ctx, cl, r.Site, r.Domains, key)
+		client = cl
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	chain, err := validChain(res.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("the CA returned an unusable chain: %w", err)
+	}
+	out := result(res.Certificate, chain[0])
+	out.Failed = failed
+	out.RenewAfterUnix = renewAfter(ctx, client, chain[0])
+
+	kp, err := keyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	reloaded, err := a.m.install(ctx, env, r.Site, r.Mail, res.Certificate, kp, chain[0])
+	if err != nil {
+		return nil, err
+	}
+	out.Reloaded = reloaded
+	env.Logger.Info("certificate issued", "site", r.Site, "serial", out.Serial,
+		"domains", out.Domains, "failed", len(out.Failed), "not_after", chain[0].NotAfter)
+	return out, nil
+}
+
+// obtain orders a certificate for names. A name whose validation fails is
+// dropped and the rest ordered again, up to maxReorders times; the site
+// itself must validate. It returns the names it dropped with their errors.
+func obtain(ctx context.Context, cl *lego.Client, site string, names []string, key crypto.Signer) (*certificate.Resource, []*agentpb.FailedName, error) {
+	var failed []*agentpb.FailedName
+	for round := 0; ; round++ {
+		res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{
+			Domains:    names,
+			PrivateKey: key,
+			Bundle:     true,
+		})
+		if err == nil && res != nil {
+			return res, failed, nil
+		}
+		if err == nil {
+			err = errors.New("the CA returned no certificate")
+		}
+		bad := failedNames(err, names)
+		switch {
+		case len(bad) == 0 || len(bad) == len(names):
+			return nil, failed, classify(fmt.Errorf("order certificate for %s: %w", strings.Join(names, ", "), err))
+		case bad[site] != "" || (names[0] != site && !coveredBy(remove(names, bad), site)):
+			return nil, failed, classify(fmt.Errorf("order certificate: the site's name %s failed: %s", site, bad[site]))
+		case round+1 >= maxReorders:
+			return nil, failed, classify(fmt.Errorf("order certificate: names still failing after %d orders: %w", maxReorders, err))
+		}
+		for _, n := range names {
+			if e, ok := bad[n]; ok {
+				failed = append(failed, &agentpb.FailedName{Name: n, Error: e})
+			}
+		}
+		names = remove(names, bad)
+	}
+}
+
+func remove(names []string, bad map[string]string) []string {
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := bad[n]; return ok })
+}
+
+// failedNames finds which of names a lego error blames. lego reports the
+// names that failed in one error whose type is internal to it, as
+// "...: [name: error] [name: error]" sorted by name; a name here is a
+// validated domain, so "[name: " cannot occur inside another name. An
+// error that blames no name (the CA unreachable, say) gives none.
+func failedNames(err error, names []string) map[string]string {
+	msg := err.Error()
+	type hit struct {
+		name string
+		at   int
+	}
+	var hits []hit
+	for _, n := range names {
+		if i := strings.Index(msg, "["+n+": "); i >= 0 {
+			hits = append(hits, hit{n, i})
+		}
+	}
+	slices.SortFunc(hits, func(a, b hit) int { return a.at - b.at })
+	out := map[string]string{}
+	for i, h := range hits {
+		end := len(msg)
+		if i+1 < len(hits) {
+			end = hits[i+1].at
+		}
+		e := strings.TrimSpace(msg[h.at+len(h.name)+3 : end])
+		e = strings.TrimSuffix(e, "]")
+		if len(e) > 500 {
+			e = e[:500] + "…"
+		}
+		out[h.name] = e
+	}
+	return out
+}
+
+// result describes the chain the node serves.
+func result(chainPEM []byte, leaf *x509.Certificate) *agentpb.CertificateResult {
+	names := slices.Clone(leaf.DNSNames)
+	return &agentpb.CertificateResult{
+		ChainPem:      chainPEM,
+		Serial:        leaf.SerialNumber.Text(16),
+		Issuer:        leaf.Issuer.CommonName,
+		NotBeforeUnix: leaf.NotBefore.Unix(),
+		NotAfterUnix:  leaf.NotAfter.Unix(),
+		Domains:       names,
+	}
+}
+
+// renewAfter asks the CA's renewal information (ARI, RFC 9773) when to
+// renew: a random time in its suggested window, as §4.2 asks, so that the
+// CA's certificates do not all come back at once. 0 when the CA offers
+// none; an ARI failure never fails the issue.
+func renewAfter(ctx context.Context, cl *lego.Client, leaf *x509.Certificate) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := cl.Certificate.GetRenewalInfo(ctx, leaf)
+	if err != nil || info == nil {
+		return 0
+	}
+	start, end := info.SuggestedWindow.Start, info.SuggestedWindow.End
+	if start.IsZero() || !end.After(start) {
+		return start.Unix()
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(end.Sub(start)/time.Second)+1))
+	if err != nil {
+		return start.Unix()
+	}
+	return start.Add(time.Duration(n.Int64()) * time.Second).Unix()
+}
+
+// classify gives an ACME error its reason: UNAVAILABLE when the CA could
+// not be reached or answered with a server error or a rate limit (the same
+// task may succeed later), INVALID when the CA refused the request's
+// content, INTERNAL otherwise.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pd *acme.ProblemDetails
+	if errors.As(err, &pd) {
+		switch {
+		case pd.HTTPStatus >= 500, pd.Type == acme.RateLimitedErrorType:
+			return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
+		case pd.Type == acme.RejectedIdentifierErrorType, pd.Type == acme.MalformedErrorType,
+			pd.Type == acme.UnsupportedIdentifierErrorType, pd.Type == "urn:ietf:params:acme:error:caa",
+			pd.Type == acme.BadRevocationReasonErrorType, pd.Type == acme.ExternalAccountRequiredErrorType:
+			return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INVALID, err)
+		}
+		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INTERNAL, err)
+	}
+	var ne net.Error
+	var ue *url.Error
+	if errors.As(err, &ne) || errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) {
+		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
+	}
+	return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INTERNAL, err)
+}
