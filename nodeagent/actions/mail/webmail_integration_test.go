@@ -51,6 +51,7 @@ func startWebmail(t *testing.T, s *stack) *web.Module {
 		})
 	}
 	s.p.HTTPListen = testenv.FreeAddr(t)
+	s.p.HTTPSListen = testenv.FreeAddr(t)
 	wmod := web.NewModule()
 	ctx := testenv.Context(t)
 	specs, err := wmod.Setup(ctx, s.env)
