@@ -201,7 +201,9 @@ func leafOf(chain []byte) *x509.Certificate {
 // isOurs reports whether leaf is a certificate we self-signed.
 func isOurs(leaf *x509.Certificate) bool {
 	return leaf != nil && slices.Equal(leaf.Subject.Organization, []string{selfSignedOrg}) &&
-		bytes.Equal(leaf.RawIssuer, leaf.RawSubject) && leaf.CheckSignatureFrom(leaf) == nil
+		bytes.Equal(leaf.RawIssuer, leaf.RawSubject) &&
+		// CheckSignatureFrom would refuse a parent that is not a CA.
+		leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil
 }
 
 // replaceable reports whether a self-signed pair may be written over the
