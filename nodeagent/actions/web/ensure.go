@@ -60,7 +60,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	if err != nil {
 		return nil, err
 	}
-	tl, err := siteTLS(p, "x")
+	tl, err := httpsSide(p)
 	if err != nil {
 		return nil, err
 	}

@@ -424,8 +424,9 @@ func listenArgsOf(what, addr string) ([]string, error) {
 	return []string{net.JoinHostPort(ip.String(), port)}, nil
 }
 
-// siteTLS returns the HTTPS side of site's server block for profile p.
-func siteTLS(p *platform.Profile, site string) (vhostTLS, error) {
+// httpsSide returns the HTTPS side of server blocks for profile p, without
+// the site's certificate files (Cert, Key), which the renderer sets.
+func httpsSide(p *platform.Profile) (vhostTLS, error) {
 	w := p.Web()
 	listen, err := listenArgsOf("https", p.HTTPSListen)
 	if err != nil {
@@ -435,8 +436,8 @@ func siteTLS(p *platform.Profile, site string) (vhostTLS, error) {
 	if _, port, _ := net.SplitHostPort(p.HTTPSListen); port != "443" {
 		t.Port = ":" + port
 	}
-	t.Cert, t.Key = CertFiles(w, site)
-	for _, path := range []string{t.Cert, t.Key, t.Params, t.Challenge} {
+	// Certificate files are CertDir/<canonical domain>.{crt,key}.
+	for _, path := range []string{w.CertDir, t.Params, t.Challenge} {
 		if err := safePath(path); err != nil {
 			return vhostTLS{}, fmt.Errorf("web: %w", err)
 		}

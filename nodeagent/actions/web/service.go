@@ -88,10 +88,11 @@ func (m *Module) EnsureServiceSite(ctx context.Context, env *actions.Env, s Serv
 	if err != nil {
 		return false, err
 	}
-	tl, err := siteTLS(p, s.Domain)
+	tl, err := httpsSide(p)
 	if err != nil {
 		return false, err
 	}
+	tl.Cert, tl.Key = CertFiles(w, s.Domain)
 	vhost, err := renderServiceVhost(s, listen, tl, sock)
 	if err != nil {
 		return false, err

@@ -372,10 +372,22 @@ func TestTLSInstallBurst(t *testing.T) {
 	s := startStack(t)
 	ca := newTestCA(t)
 	names := make([]string, n)
+	owners := make([]web.Owner, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("npt-burst%d.example.com", i)
-		s.ensure(t, s.fakeOwner(t), spec(site(names[i], "public_html", "")), false)
+		owners[i] = s.fakeOwner(t)
 	}
+	var setup sync.WaitGroup
+	for i := range names {
+		setup.Add(1)
+		go func() {
+			defer setup.Done()
+			if _, err := s.web.Ensure(context.Background(), s.env, owners[i], spec(site(names[i], "public_html", "")), false); err != nil {
+				t.Errorf("ensure %s: %v", names[i], err)
+			}
+		}()
+	}
+	setup.Wait()
 	pairs := make([][2][]byte, n)
 	for i, d := range names {
 		c, k, _ := ca.issue(t, d)
