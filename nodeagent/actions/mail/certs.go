@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -37,10 +38,10 @@ import (
 //   - sni-dovecot.conf, one local_name block per host, included by
 //     Dovecot's configuration.
 //
-// A change is checked with doveconf and rolled back when refused, then
-// Dovecot and Exim are reloaded (overlapping reloads are coalesced by the
-// service manager). Exim reads the files per connection, so its reload
-// only makes sure no long-lived process keeps old credentials.
+// Changes are group-committed (replaceCert): checked with doveconf, rolled
+// back when refused, then Dovecot and Exim are reloaded once per batch.
+// Exim reads the files per connection, so its reload only makes sure no
+// long-lived process keeps old credentials.
 
 func sniDir(mp platform.MailPaths) string     { return filepath.Join(mp.TLSDir, "sni") }
 func sniMapFile(mp platform.MailPaths) string { return filepath.Join(mp.TLSDir, "sni.map") }
@@ -92,84 +93,112 @@ func normalizePair(chainPEM, keyPEM []byte) (chain, key []byte, err error) {
 }
 
 // replaceCert writes (chain, key) for host, or removes host's pair when
-// both are nil, rebuilds the indexes, checks Dovecot's configuration and
-// reloads both daemons.
+// both are nil, and has Exim and Dovecot serve the result.
+//
+// Changes are group-committed: callers queue their change, and one
+// goroutine writes everything queued, rebuilds the indexes, checks
+// Dovecot's configuration and reloads both daemons once for the whole
+// batch, so a burst of a thousand installations costs a handful of
+// reloads. A batch Dovecot refuses is rolled back and its changes retried
+// one at a time, so a bad pair fails alone.
 func (m *Module) replaceCert(ctx context.Context, env *actions.Env, host string, chain, key []byte) ([]string, error) {
 	if !installed(env) {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "mail: Exim and Dovecot are not installed on this node")
 	}
-	mp := env.Profile.Mail()
-	_, eximGID, err := lookupIDs(mp.EximGroup)
-	if err != nil {
-		return nil, fmt.Errorf("mail: exim group: %w", err)
-	}
-	m.sniMu.Lock()
-	defer m.sniMu.Unlock()
-	if err := ensureSNIDir(mp, eximGID); err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(sniDir(mp))
-	if err != nil {
-		return nil, fmt.Errorf("mail: %w", err)
-	}
-	defer root.Close()
-	keyOwner := &atomicfile.Owner{UID: 0, GID: eximGID}
-	files := []struct {
-		name string
-		data []byte
-		perm os.FileMode
-		own  *atomicfile.Owner
-	}{{host + ".key", key, 0o640, keyOwner}, {host + ".crt", chain, 0o644, nil}} // key first
-	old := make([][]byte, len(files))
-	for i, f := range files {
-		b, err := root.ReadFile(f.name)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("mail: read %s: %w", f.name, err)
-		}
-		old[i] = b
-	}
-	put := func(name string, data []byte, perm os.FileMode, own *atomicfile.Owner) error {
-		if data == nil {
-			if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-			return atomicfile.SyncDir(root)
-		}
-		return atomicfile.Write(root, name, data, perm, own)
-	}
-	rollback := func(cause error) error {
-		errs := []error{cause}
-		for i := len(files) - 1; i >= 0; i-- {
-			if err := put(files[i].name, old[i], files[i].perm, files[i].own); err != nil {
-				errs = append(errs, fmt.Errorf("mail: restoring %s: %w", files[i].name, err))
-			}
-		}
-		if err := writeSNIIndex(mp); err != nil {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	}
-	changed := false
-	for i, f := range files {
-		if bytes.Equal(old[i], f.data) && (old[i] == nil) == (f.data == nil) {
-			continue
-		}
-		changed = true
-		if err := put(f.name, f.data, f.perm, f.own); err != nil {
-			return nil, rollback(fmt.Errorf("mail: write %s: %w", f.name, err))
-		}
-	}
-	if err := writeSNIIndex(mp); err != nil {
-		return nil, rollback(err)
-	}
-	if !changed {
-		return nil, nil
-	}
-	if out, err := exec.CommandContext(ctx, mp.Doveconf, "-n", "-c", mp.DovecotConfig).CombinedOutput(); err != nil {
-		return nil, rollback(fmt.Errorf("mail: doveconf refused the certificate of %s (%v): %s", host, err, tail(out)))
-	}
 	if env.Services == nil {
 		return nil, errors.New("mail: no service manager to reload Exim and Dovecot with")
+	}
+	j := &sniJob{env: env, host: host, chain: chain, key: key, done: make(chan struct{})}
+	m.sniMu.Lock()
+	m.sniPending = append(m.sniPending, j)
+	if !m.sniRunning {
+		m.sniRunning = true
+		go m.sniLoop()
+	}
+	m.sniMu.Unlock()
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		// The change may still be committed; the caller retries.
+		return nil, ctx.Err()
+	}
+	return j.reloaded, j.err
+}
+
+// sniJob is one queued certificate change.
+type sniJob struct {
+	env        *actions.Env
+	host       string
+	chain, key []byte // nil: remove
+
+	done     chan struct{}
+	err      error
+	changed  bool
+	reloaded []string
+}
+
+func (m *Module) sniLoop() {
+	for {
+		m.sniMu.Lock()
+		batch := m.sniPending
+		m.sniPending = nil
+		if len(batch) == 0 {
+			m.sniRunning = false
+			m.sniMu.Unlock()
+			return
+		}
+		m.sniMu.Unlock()
+		// One change per host and one node's paths per batch; the rest
+		// waits for the next.
+		var now, later []*sniJob
+		seen := make(map[string]bool)
+		dir := batch[0].env.Profile.Mail().TLSDir
+		for _, j := range batch {
+			if seen[j.host] || j.env.Profile.Mail().TLSDir != dir {
+				later = append(later, j)
+				continue
+			}
+			seen[j.host] = true
+			now = append(now, j)
+		}
+		if len(later) > 0 {
+			m.sniMu.Lock()
+			m.sniPending = append(later, m.sniPending...)
+			m.sniMu.Unlock()
+		}
+		m.sniCommit(now)
+	}
+}
+
+func (m *Module) sniCommit(batch []*sniJob) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env := batch[0].env
+	mp := env.Profile.Mail()
+	finish := func(js []*sniJob, err error) {
+		for _, j := range js {
+			if j.err == nil {
+				j.err = err
+			}
+			close(j.done)
+		}
+	}
+	err := sniApply(ctx, mp, batch)
+	if err != nil && len(batch) > 1 {
+		for _, j := range batch {
+			j.err = sniApply(ctx, mp, []*sniJob{j})
+		}
+		err = nil
+	} else if err != nil {
+		batch[0].err = err
+	}
+	reload := false
+	for _, j := range batch {
+		reload = reload || j.err == nil && j.changed
+	}
+	if !reload {
+		finish(batch, err)
+		return
 	}
 	var reloaded []string
 	var errs []error
@@ -180,7 +209,89 @@ func (m *Module) replaceCert(ctx context.Context, env *actions.Env, host string,
 		}
 		reloaded = append(reloaded, svc)
 	}
-	return reloaded, errors.Join(errs...)
+	for _, j := range batch {
+		if j.err == nil && j.changed {
+			j.reloaded = reloaded
+			j.err = errors.Join(errs...)
+		}
+	}
+	finish(batch, nil)
+}
+
+// sniApply writes the jobs' pairs (key first), rebuilds the indexes and
+// has doveconf check the result; on any failure every file is put back.
+func sniApply(ctx context.Context, mp platform.MailPaths, jobs []*sniJob) error {
+	_, eximGID, err := lookupIDs(mp.EximGroup)
+	if err != nil {
+		return fmt.Errorf("mail: exim group: %w", err)
+	}
+	if err := ensureSNIDir(mp, eximGID); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(sniDir(mp))
+	if err != nil {
+		return fmt.Errorf("mail: %w", err)
+	}
+	defer root.Close()
+	type file struct {
+		name      string
+		old, data []byte
+		perm      os.FileMode
+		own       *atomicfile.Owner
+	}
+	put := func(name string, data []byte, perm os.FileMode, own *atomicfile.Owner) error {
+		if data == nil {
+			if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return atomicfile.SyncDir(root)
+		}
+		return atomicfile.Write(root, name, data, perm, own)
+	}
+	var done []file
+	rollback := func(cause error) error {
+		errs := []error{cause}
+		for i := len(done) - 1; i >= 0; i-- {
+			f := done[i]
+			if err := put(f.name, f.old, f.perm, f.own); err != nil {
+				errs = append(errs, fmt.Errorf("mail: restoring %s: %w", f.name, err))
+			}
+		}
+		if err := writeSNIIndex(mp); err != nil {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	changed := false
+	keyOwner := &atomicfile.Owner{UID: 0, GID: eximGID}
+	for _, j := range jobs {
+		j.changed = false
+		for _, f := range []file{{name: j.host + ".key", data: j.key, perm: 0o640, own: keyOwner}, {name: j.host + ".crt", data: j.chain, perm: 0o644}} { // key first
+			old, err := root.ReadFile(f.name)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return rollback(fmt.Errorf("mail: read %s: %w", f.name, err))
+			}
+			if bytes.Equal(old, f.data) && (old == nil) == (f.data == nil) {
+				continue
+			}
+			f.old = old
+			if err := put(f.name, f.data, f.perm, f.own); err != nil {
+				return rollback(fmt.Errorf("mail: write %s: %w", f.name, err))
+			}
+			done = append(done, f)
+			j.changed, changed = true, true
+		}
+	}
+	if err := writeSNIIndex(mp); err != nil {
+		return rollback(err)
+	}
+	if !changed {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, mp.Doveconf, "-n", "-c", mp.DovecotConfig).CombinedOutput(); err != nil {
+		return rollback(fmt.Errorf("mail: doveconf refused the certificates (%v): %s", err, tail(out)))
+	}
+	return nil
 }
 
 // ensureSNIDir creates TLSDir/sni, root's and Exim's group's (0750).

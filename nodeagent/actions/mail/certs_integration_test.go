@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,5 +151,50 @@ func TestMailSNICertificate(t *testing.T) {
 	}
 	if got := s.submissionLeaf(t, host); got.SerialNumber.Cmp(node.SerialNumber) != 0 {
 		t.Errorf("submission after remove: served %v, want the node's", got.Subject)
+	}
+}
+
+// TestMailSNIBurst: certificates installed at once share reloads, and
+// every host is served its own afterwards.
+func TestMailSNIBurst(t *testing.T) {
+	const n = 20
+	s := startStackWith(t, false)
+	ctx := testenv.Context(t)
+	hosts := make([]string, n)
+	pairs := make([][2][]byte, n)
+	leaves := make([]*x509.Certificate, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("mail.npt-burst%d.example.com", i)
+		c, k, l := issueTestCert(t, hosts[i])
+		pairs[i], leaves[i] = [2][]byte{c, k}, l
+	}
+	before := s.m.Reloads("dovecot") + s.m.Reloads("exim")
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.mod.InstallCertificate(ctx, s.env, hosts[i], pairs[i][0], pairs[i][1])
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("install %s: %v", hosts[i], err)
+		}
+	}
+	reloads := s.m.Reloads("dovecot") + s.m.Reloads("exim") - before
+	t.Logf("%d installs: %d reloads (Dovecot and Exim together)", n, reloads)
+	if reloads >= 2*n {
+		t.Errorf("%d reloads for %d installs: not coalesced", reloads, n)
+	}
+	for _, i := range []int{0, n - 1} {
+		if got := s.imapsLeaf(t, hosts[i]); got.SerialNumber.Cmp(leaves[i].SerialNumber) != 0 {
+			t.Errorf("IMAPS %s: served %v", hosts[i], got.Subject)
+		}
+		if got := s.submissionLeaf(t, hosts[i]); got.SerialNumber.Cmp(leaves[i].SerialNumber) != 0 {
+			t.Errorf("submission %s: served %v", hosts[i], got.Subject)
+		}
 	}
 }

@@ -70,8 +70,11 @@ type Module struct {
 	// (QuotaWarningMain); os.Executable() when empty.
 	Program string
 
-	// sniMu serializes changes of the hosts' certificates (certs.go).
-	sniMu sync.Mutex
+	// Group commit of the hosts' certificates (certs.go): sniMu guards
+	// the queue and whether its committer runs.
+	sniMu      sync.Mutex
+	sniPending []*sniJob
+	sniRunning bool
 
 	flushMu   sync.Mutex
 	flushedAt time.Time // start of the last successful auth-cache flush
