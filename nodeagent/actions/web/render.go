@@ -216,6 +216,12 @@ var defaultTLSTmpl = template.Must(template.New("default-tls").Parse(`
         ssl_reject_handshake on;
 `))
 
+// productionDefaultTLS is the file of the default HTTPS server in
+// production, from the rendered defaultTLSTmpl.
+func productionDefaultTLS(body []byte) []byte {
+	return []byte("# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(body) + "\n}\n")
+}
+
 // defaultTLSFile is the production default HTTPS server's file: not a
 // vhost's name (parseVhostName wants '_'), sorted before them.
 const defaultTLSFile = "npanel-00-default-tls.conf"

@@ -178,8 +178,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if !w.Supervised {
 		// The distro's nginx.conf includes the vhost directory at http
 		// level: the default HTTPS server goes there.
-		conf := "# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(defaultTLS) + "\n}\n"
-		if _, err := writeFile(w.VhostDir, defaultTLSFile, []byte(conf), 0o644); err != nil {
+		if _, err := writeFile(w.VhostDir, defaultTLSFile, productionDefaultTLS(defaultTLS), 0o644); err != nil {
 			return nil, fmt.Errorf("web setup: %w", err)
 		}
 		nginxSpec.Unit = w.NginxUnit
