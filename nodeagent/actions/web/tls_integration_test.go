@@ -269,9 +269,9 @@ func TestTLSInstallCertificate(t *testing.T) {
 	}
 }
 
-// TestTLSInstallRollback: a pair nginx refuses (here: an RSA key nginx can
-// load but a chain whose leaf nginx cannot use is hard to make, so the
-// vhost's own test hook breaks the test) leaves the previous files.
+// TestTLSInstallRollback: when nginx -t refuses the configuration with the
+// new pair (here made to fail by a broken file beside the vhosts), the
+// previous chain and key are put back, the key still 0600.
 func TestTLSInstallRollback(t *testing.T) {
 	s := startStack(t)
 	o := s.fakeOwner(t)
