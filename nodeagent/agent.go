@@ -83,10 +83,12 @@ type Config struct {
 	// node (no Prefix, systemd running) and the agent's own supervisor
 	// otherwise, which then stops the daemons when Run returns.
 	Services services.Manager
-	// HTTPListen, DNSListen and DNSAPIListen move the node's public services
-	// off the profile's defaults (":80", "0.0.0.0:53", "127.0.0.1:8081");
-	// `npanel dev` and tests give every agent its own loopback ports.
+	// HTTPListen, HTTPSListen, DNSListen and DNSAPIListen move the node's
+	// public services off the profile's defaults (":80", ":443",
+	// "0.0.0.0:53", "127.0.0.1:8081"); `npanel dev` and tests give every
+	// agent its own loopback ports.
 	HTTPListen   string
+	HTTPSListen  string
 	DNSListen    string
 	DNSAPIListen string
 	// Mail listeners (defaults ":25", ":587", ":465", ":143", ":993",
@@ -203,7 +205,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
-	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen},
+	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"https listen", cfg.HTTPSListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen},
 		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
 		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
 		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen}} {
@@ -215,6 +217,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	profile.HTTPListen = cmp.Or(cfg.HTTPListen, profile.HTTPListen)
+	profile.HTTPSListen = cmp.Or(cfg.HTTPSListen, profile.HTTPSListen)
 	profile.DNSListen = cmp.Or(cfg.DNSListen, profile.DNSListen)
 	profile.DNSAPIListen = cmp.Or(cfg.DNSAPIListen, profile.DNSAPIListen)
 	profile.SMTPListen = cmp.Or(cfg.SMTPListen, profile.SMTPListen)

@@ -66,6 +66,7 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.Platform, "platform", "", "distro profile: alma9 or debian12 (default: detected from /etc/os-release)")
 	f.StringVar(&modules, "modules", "all", "service modules to run, comma-separated ("+strings.Join(allowlist.ModuleNames(), ", ")+"), all or none")
 	f.StringVar(&cfg.HTTPListen, "http-listen", "", `address nginx serves sites on (default ":80")`)
+	f.StringVar(&cfg.HTTPSListen, "https-listen", "", `address nginx serves sites on over TLS, HTTP/2 (default ":443")`)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", `address PowerDNS answers on (default "0.0.0.0:53")`)
 	f.StringVar(&cfg.DNSAPIListen, "dns-api-listen", "", `loopback address of PowerDNS's HTTP API (default "127.0.0.1:8081")`)
 	f.StringVar(&cfg.SMTPListen, "smtp-listen", "", `address Exim receives mail on (default ":25")`)

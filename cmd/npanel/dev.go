@@ -115,6 +115,7 @@ nPanel dev cluster is up.
   Password:  %s
   Agents:    %d (dev-1 ... dev-%d), gateway %s
   Sites:     dev-N serves HTTP on 127.0.0.1:%d+N (curl -H 'Host: DOMAIN' ...)
+             and HTTPS on 127.0.0.1:%d+N (curl -k --resolve DOMAIN:PORT:127.0.0.1 ...)
   Mail:      dev-N on 127.0.0.1: SMTP %d+N, submission %d+N, SMTPS %d+N,
              IMAP %d+N, IMAPS %d+N, POP3 %d+N, POP3S %d+N
              (swaks --server 127.0.0.1:%d --tls --auth-user ADDRESS ...)
@@ -123,7 +124,7 @@ nPanel dev cluster is up.
   bin/npanel ctl --server %s node list
 
 Ctrl-C stops everything; state stays in %s.
-`, base, password, agents, agents, srv.AgentAddr(), devHTTPBase,
+`, base, password, agents, agents, srv.AgentAddr(), devHTTPBase, devHTTPSBase,
 			devSMTPBase, devSubmissionBase, devSMTPSBase, devIMAPBase, devIMAPSBase, devPOP3Base, devPOP3SBase,
 			devSubmissionBase+1, base, base, dir)
 	} // else the cluster is stopping: g.Wait says why
@@ -172,10 +173,11 @@ func waitAgentsReady(ctx context.Context, c *client.Client, agents int, log *slo
 	}
 }
 
-// Dev agent N serves sites on 127.0.0.1:8080+N, DNS on 127.0.0.1:5300+N and
+// Dev agent N serves sites on 127.0.0.1:8080+N (HTTPS on 8440+N), DNS on 127.0.0.1:5300+N and
 // its PowerDNS API on 127.0.0.1:8180+N.
 const (
 	devHTTPBase   = 8080
+	devHTTPSBase  = 8440
 	devDNSBase    = 5300
 	devDNSAPIBase = 8180
 
@@ -228,6 +230,7 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		Prefix:       prefix,
 		Modules:      mods,
 		HTTPListen:   fmt.Sprintf("127.0.0.1:%d", devHTTPBase+i),
+		HTTPSListen:  fmt.Sprintf("127.0.0.1:%d", devHTTPSBase+i),
 		DNSListen:    fmt.Sprintf("127.0.0.1:%d", devDNSBase+i),
 		DNSAPIListen: fmt.Sprintf("127.0.0.1:%d", devDNSAPIBase+i),
 

@@ -144,6 +144,7 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.Modules = mods
 		c.Prefix = prefix
 		c.HTTPListen = FreeAddr(t)
+		c.HTTPSListen = FreeAddr(t)
 		c.DNSListen = FreeAddr(t)
 		c.DNSAPIListen = FreeAddr(t)
 		c.SMTPListen, c.SubmissionListen, c.SMTPSListen = FreeAddr(t), FreeAddr(t), FreeAddr(t)

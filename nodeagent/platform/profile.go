@@ -39,6 +39,8 @@ type Profile struct {
 	//
 	// HTTPListen is where nginx serves sites (ip:port or :port).
 	HTTPListen string
+	// HTTPSListen is where nginx serves sites over TLS (ip:port or :port).
+	HTTPSListen string
 	// DNSListen is where PowerDNS answers queries (ip:port).
 	DNSListen string
 	// DNSAPIListen is PowerDNS's HTTP API (always loopback).
@@ -106,6 +108,7 @@ func base(name, prefix string) *Profile {
 		MinUID:    1000,
 
 		HTTPListen:   ":80",
+		HTTPSListen:  ":443",
 		DNSListen:    "0.0.0.0:53",
 		DNSAPIListen: "127.0.0.1:8081",
 

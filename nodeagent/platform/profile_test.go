@@ -30,6 +30,12 @@ func TestProfiles(t *testing.T) {
 			if p.Passwd != "/etc/passwd" || p.Shadow != "/etc/shadow" || p.MinUID != 1000 {
 				t.Fatalf("profile = %+v", p)
 			}
+			// Certificates and ACME tokens move with the prefix; sites
+			// listen on HTTPS by default.
+			w := p.Web()
+			if w.CertDir != filepath.Join("/", tt.prefix, "var/lib/npanel/certs") || w.ACMEChallengeDir != filepath.Join("/", tt.prefix, "var/lib/npanel/acme-challenge") || p.HTTPSListen != ":443" {
+				t.Errorf("cert dir %q, challenge dir %q, https listen %q", w.CertDir, w.ACMEChallengeDir, p.HTTPSListen)
+			}
 			for _, bin := range []string{p.Useradd, p.Usermod, p.Userdel, p.Setquota, p.Nologin} {
 				if !filepath.IsAbs(bin) || filepath.Clean(bin) != bin {
 					t.Errorf("binary path %q is not fixed and absolute", bin)

@@ -110,6 +110,10 @@ func (p *Profile) Web() WebPaths {
 		StateDir:     root("var/lib/npanel/web"),
 		RunDir:       root("run"),
 		NginxPID:     root("run/nginx.pid"),
+		// Keys are root's (nginx's master reads them before dropping
+		// privileges); tokens must be readable by the workers.
+		CertDir:          root("var/lib/npanel/certs"),
+		ACMEChallengeDir: root("var/lib/npanel/acme-challenge"),
 	}
 	if w.Supervised {
 		w.NginxPrefix = root("etc/nginx") + "/"

@@ -70,6 +70,12 @@ type Module struct {
 	// (QuotaWarningMain); os.Executable() when empty.
 	Program string
 
+	// Group commit of the hosts' certificates (certs.go): sniMu guards
+	// the queue and whether its committer runs.
+	sniMu      sync.Mutex
+	sniPending []*sniJob
+	sniRunning bool
+
 	flushMu   sync.Mutex
 	flushedAt time.Time // start of the last successful auth-cache flush
 	// lateFlush is set while a second flush is scheduled; see
@@ -170,6 +176,13 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	if err := ensureCert(mp.TLSDir, mailname(env), eximGID); err != nil {
 		return nil, fmt.Errorf("mail: tls: %w", err)
+	}
+	// The SNI indexes exist before the configurations that read them.
+	if err := ensureSNIDir(mp, eximGID); err != nil {
+		return nil, err
+	}
+	if err := writeSNIIndex(mp); err != nil {
+		return nil, err
 	}
 	// Global scripts are compiled here: Dovecot's LMTP runs as the
 	// accounts' users and may not write their binaries.

@@ -175,8 +175,10 @@ daemon_smtp_ports = %[7]s
 local_interfaces = <; %[8]s
 tls_on_connect_ports = %[9]d
 tls_advertise_hosts = *
-tls_certificate = %[10]s/cert.pem
-tls_privatekey = %[10]s/key.pem
+# By SNI: the host's own pair when sni.map lists it (the path is the
+# map's, the client's name only its key), else the node's.
+tls_certificate = ${if def:tls_in_sni{${lookup{${lc:$tls_in_sni}}lsearch{%[10]s/sni.map}{$value.crt}{%[10]s/cert.pem}}}{%[10]s/cert.pem}}
+tls_privatekey = ${if def:tls_in_sni{${lookup{${lc:$tls_in_sni}}lsearch{%[10]s/sni.map}{$value.key}{%[10]s/key.pem}}}{%[10]s/key.pem}}
 domainlist local_domains = dsearch,ret=full,filter=dir;%[11]s
 spamd_address = %[17]s
 %[19]sacl_smtp_rcpt = acl_check_rcpt
@@ -503,7 +505,10 @@ service auth {
     group = %[14]s
   }
 }
-%[17]s`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
+%[17]s
+# Hosts' own certificates by SNI (local_name blocks).
+!include_try %[2]s/sni-dovecot.conf
+`, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
 		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
 }
 

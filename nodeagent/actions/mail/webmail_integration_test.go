@@ -2,6 +2,8 @@ package mail_test
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,6 +53,7 @@ func startWebmail(t *testing.T, s *stack) *web.Module {
 		})
 	}
 	s.p.HTTPListen = testenv.FreeAddr(t)
+	s.p.HTTPSListen = testenv.FreeAddr(t)
 	wmod := web.NewModule()
 	ctx := testenv.Context(t)
 	specs, err := wmod.Setup(ctx, s.env)
@@ -155,6 +158,41 @@ func TestWebmailRoundcube(t *testing.T) {
 		r := s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom, Webmail: true})
 		if r.Changed {
 			t.Fatalf("second ensure changed: %v", r)
+		}
+	})
+	t.Run("HTTPS", func(t *testing.T) {
+		host := "webmail." + dom
+		get := func() (*http.Response, string) {
+			tr := &http.Transport{
+				TLSClientConfig:   &tls.Config{ServerName: host, InsecureSkipVerify: true},
+				ForceAttemptHTTP2: true,
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, network, s.p.HTTPSListen)
+				},
+			}
+			defer tr.CloseIdleConnections()
+			return getPage(t, &http.Client{Transport: tr, Timeout: 30 * time.Second}, "https://"+host+"/")
+		}
+		resp, body := get()
+		leaf := resp.TLS.PeerCertificates[0]
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="_user"`) || resp.Proto != "HTTP/2.0" {
+			t.Fatalf("GET https://%s/: %d %s", host, resp.StatusCode, resp.Proto)
+		}
+		if leaf.VerifyHostname(host) != nil || fmt.Sprint(leaf.Subject.Organization) != "[nPanel self-signed]" {
+			t.Errorf("served %v %v, want our self-signed certificate for %s", leaf.Subject, leaf.DNSNames, host)
+		}
+		chain, key, issued := issueTestCert(t, host)
+		if _, err := wmod.InstallCertificate(testenv.Context(t), s.env, host, chain, key); err != nil {
+			t.Fatalf("install: %v", err)
+		}
+		if resp, _ := get(); resp.TLS.PeerCertificates[0].SerialNumber.Cmp(issued.SerialNumber) != 0 {
+			t.Errorf("after install: served %v, want the installed leaf", resp.TLS.PeerCertificates[0].Subject)
+		}
+		// The next ensure keeps it.
+		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom, Webmail: true})
+		if resp, _ := get(); resp.TLS.PeerCertificates[0].SerialNumber.Cmp(issued.SerialNumber) != 0 {
+			t.Errorf("after ensure: served %v, want the installed leaf", resp.TLS.PeerCertificates[0].Subject)
 		}
 	})
 	t.Run("ConfigNotServed", func(t *testing.T) {

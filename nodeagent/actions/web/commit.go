@@ -82,6 +82,9 @@ type change struct {
 	// reload, set on a change of no account, asks the committer for a
 	// reload of this service between commits (log rotation).
 	reload string
+	// certs are sites' certificate pairs to write with the change's files
+	// (certs.go); they are not files of the account.
+	certs []certWrite
 
 	ops   []op
 	taken bool // in a batch; guarded by host.mu
@@ -97,6 +100,14 @@ type change struct {
 type op struct {
 	path     string
 	old, new []byte
+	perm     os.FileMode // of new and, on undo, of old; 0 means 0644
+}
+
+func (o op) mode() os.FileMode {
+	if o.perm == 0 {
+		return 0o644
+	}
+	return o.perm
 }
 
 // submit queues c and waits until it is committed or failed. A change still
@@ -181,6 +192,7 @@ func (h *host) commit(batch []*change) (deferred []*change) {
 	var work, noop []*change
 	inBatch := make(map[string]bool)
 	claimed := make(map[string]string)
+	certClaimed := make(map[string]bool) // sites whose certificate a member writes
 	for _, c := range batch {
 		if c.reload != "" {
 			if h.dirty == nil {
@@ -195,6 +207,9 @@ func (h *host) commit(batch []*change) (deferred []*change) {
 			continue
 		}
 		err, later := h.conflict(c, claimed)
+		for _, cw := range c.certs {
+			later = later || certClaimed[cw.site]
+		}
 		if later {
 			deferred = append(deferred, c)
 			continue
@@ -208,6 +223,17 @@ func (h *host) commit(batch []*change) (deferred []*change) {
 			finish(c, err)
 			continue
 		}
+		certs, err := h.certOps(c)
+		if err != nil {
+			finish(c, err)
+			continue
+		}
+		for _, cw := range c.certs {
+			certClaimed[cw.site] = true
+		}
+		// Certificates first: the vhost that names them is tested with
+		// them in place.
+		c.ops = append(certs, c.ops...)
 		if len(c.ops) == 0 {
 			noop = append(noop, c)
 			continue
@@ -328,7 +354,7 @@ func (h *host) tryApply(ctx context.Context, cs []*change) error {
 	restore := func() error {
 		var errs []error
 		for i := len(done) - 1; i >= 0; i-- {
-			if err := putPath(done[i].path, done[i].old); err != nil {
+			if err := putPathMode(done[i].path, done[i].old, done[i].mode()); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -393,7 +419,7 @@ func applyOps(ops []op) (done []op, err error) {
 		if o.new == nil {
 			continue
 		}
-		p, err := atomicfile.Create(r, filepath.Base(o.path), 0o644, nil)
+		p, err := atomicfile.Create(r, filepath.Base(o.path), o.mode(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("web: write %s: %w", o.path, err)
 		}
@@ -453,7 +479,7 @@ func (h *host) touched(cs []*change) (nginx bool, php []string) {
 	for _, c := range cs {
 		for _, o := range c.ops {
 			dir := filepath.Dir(o.path)
-			if dir == h.w.VhostDir {
+			if dir == h.w.VhostDir || dir == h.w.CertDir {
 				nginx = true
 				continue
 			}

@@ -60,6 +60,10 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	if err != nil {
 		return nil, err
 	}
+	tl, err := httpsSide(p)
+	if err != nil {
+		return nil, err
+	}
 	if err := safePath(owner.Home); err != nil {
 		return nil, fmt.Errorf("web: home: %w", err)
 	}
@@ -103,15 +107,29 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		}
 	}
 
+	if len(sites) > 0 {
+		if err := ensureCertDir(w); err != nil {
+			return nil, err
+		}
+	}
 	res := &agentpb.WebResult{}
 	files := make(map[string][]byte)
 	var names []string
+	var certs []certWrite
 	versions := make(map[string]bool)
 	for _, s := range sites {
-		sr, conf, err := renderSiteExtra(w, listen, owner, s, suspended, m.vhostExtraOf(s.GetDomain()))
+		sr, conf, err := renderSiteExtra(w, listen, tl, owner, s, suspended, m.vhostExtraOf(s.GetDomain()))
 		if err != nil {
 			return nil, err
 		}
+		// Every vhost serves HTTPS: a site without a certificate gets a
+		// self-signed one in the same commit, so nginx -t passes and
+		// HTTPS answers at once.
+		cw, err := selfSignedFor(w, sr.Domain, sr.ServerNames)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, cw...)
 		names = append(names, sr.ServerNames...)
 		if sr.PhpVersion != "" {
 			versions[sr.PhpVersion] = true
@@ -128,7 +146,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		res.PhpPools = append(res.PhpPools, v)
 	}
 
-	c := &change{ctx: ctx, env: env, user: owner.Username, files: files, names: names}
+	c := &change{ctx: ctx, env: env, user: owner.Username, files: files, names: names, certs: certs}
 	if err := m.hostFor(p).submit(c); err != nil {
 		return nil, err
 	}
@@ -147,15 +165,17 @@ func (m *Module) openBasedir(user string) bool {
 	return m.noOpenBasedir == nil || !m.noOpenBasedir(user)
 }
 
-// renderSite renders one validated site's server block.
+// renderSite renders one validated site's server block, with HTTPS on 443.
 func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (*agentpb.SiteResult, []byte, error) {
-	return renderSiteExtra(w, listen, owner, s, suspended, "")
+	tl := vhostTLS{Listen: []string{"443"}, Params: tlsParamsFile(w), Challenge: ChallengeDir(w)}
+	return renderSiteExtra(w, listen, tl, owner, s, suspended, "")
 }
 
-// renderSiteExtra is renderSite with extra text in the server block (a
-// test hook).
-func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool, extra string) (*agentpb.SiteResult, []byte, error) {
+// renderSiteExtra is renderSite with the HTTPS listeners and extra text
+// in the server block (a test hook). tl's Cert and Key are set here.
+func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Owner, s *agentpb.Site, suspended bool, extra string) (*agentpb.SiteResult, []byte, error) {
 	d := s.GetDomain()
+	tl.Cert, tl.Key = CertFiles(w, d)
 	sn := append([]string{d}, s.GetAliases()...)
 	sr := &agentpb.SiteResult{
 		Domain:      d,
@@ -171,6 +191,9 @@ func renderSiteExtra(w platform.WebPaths, listen []string, owner Owner, s *agent
 		AccessLog:     sr.AccessLog,
 		ErrorLog:      sr.ErrorLog,
 		SuspendedRoot: w.SuspendedDir,
+		TLS:           tl,
+		HTTPSRedirect: s.GetHttpsRedirect(),
+		HSTS:          s.GetHstsMaxAge(),
 	}
 	switch {
 	case suspended:

@@ -61,8 +61,9 @@ func readPath(path string) ([]byte, error) {
 	return data, err
 }
 
-// putPath writes data to path, or removes path when data is nil.
-func putPath(path string, data []byte) error {
+// putPathMode writes data to path with mode perm, or removes path when
+// data is nil.
+func putPathMode(path string, data []byte, perm os.FileMode) error {
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -75,7 +76,7 @@ func putPath(path string, data []byte) error {
 		}
 		return atomicfile.SyncDir(root)
 	}
-	if err := atomicfile.Write(root, name, data, 0o644, nil); err != nil {
+	if err := atomicfile.Write(root, name, data, perm, nil); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -28,6 +28,8 @@ type stack struct {
 	env  *actions.Env
 	m    *webd.Manager
 	addr string
+	// tlsAddr is nginx's HTTPS listener.
+	tlsAddr string
 }
 
 // startStack runs Setup under a fresh prefix and starts its daemons by
@@ -49,6 +51,7 @@ func startStack(t testing.TB) *stack {
 	}
 	p := platform.Debian12(prefix)
 	p.HTTPListen = testenv.FreeAddr(t)
+	p.HTTPSListen = testenv.FreeAddr(t)
 	m := webd.NewManager(t)
 	env := &actions.Env{Node: "test", Logger: testenv.Logger(), Profile: p, Services: m}
 	ctx := testenv.Context(t)
@@ -62,7 +65,7 @@ func startStack(t testing.TB) *stack {
 			t.Fatalf("start %s: %v", s.Name, err)
 		}
 	}
-	return &stack{web: mod, env: env, m: m, addr: p.HTTPListen}
+	return &stack{web: mod, env: env, m: m, addr: p.HTTPListen, tlsAddr: p.HTTPSListen}
 }
 
 func randomName(t testing.TB) string {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/npanel/npanel/nodeagent/platform"
 )
 
 // Configuration is rendered from templates whose every input is either
@@ -40,11 +42,12 @@ const fastcgiParams = `        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
         # httpoxy: never pass a client's Proxy header on as HTTP_PROXY.
         fastcgi_param HTTP_PROXY "";`
 
-var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fastcgiParams": func() string { return fastcgiParams }}).Parse(`# Managed by nPanel for account {{.User}}; edits are overwritten.
-server {
-{{- range .Listen}}
-    listen {{.}};
-{{- end}}
+// A site's vhost serves HTTP and HTTPS (HTTP/2) from one server block, or
+// from two when the plain-HTTP side differs: it redirects to HTTPS, or
+// HSTS is sent (on HTTPS only). Every block answers ACME HTTP-01 tokens
+// before anything else, suspended and redirected sites included.
+var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fastcgiParams": func() string { return fastcgiParams }}).Parse(`
+{{- define "head"}}
     server_name {{.ServerNames}};
     access_log {{.AccessLog}};
     error_log {{.ErrorLog}};
@@ -52,6 +55,19 @@ server {
     add_header X-Content-Type-Options "nosniff" always;
     add_header X-Frame-Options "SAMEORIGIN" always;
     add_header Referrer-Policy "strict-origin-when-cross-origin" always;
+{{- end}}
+{{- define "tls"}}
+    ssl_certificate {{.TLS.Cert}};
+    ssl_certificate_key {{.TLS.Key}};
+    include {{.TLS.Params}};
+{{- end}}
+{{- define "challenge"}}
+    location ^~ /.well-known/acme-challenge/ {
+        alias {{.TLS.Challenge}}/;
+        default_type text/plain;
+    }
+{{- end}}
+{{- define "body"}}
 {{- if .Suspended}}
     root {{.SuspendedRoot}};
     error_page 503 /suspended.html;
@@ -96,7 +112,49 @@ server {
 {{- if .Extra}}
     {{.Extra}}
 {{- end}}
+{{- end -}}
+# Managed by nPanel for account {{.User}}; edits are overwritten.
+{{- if or .HTTPSRedirect .HSTS}}
+server {
+{{- range .Listen}}
+    listen {{.}};
+{{- end}}
+{{- template "head" .}}
+{{- template "challenge" .}}
+{{- if .HTTPSRedirect}}
+    location / {
+        return 301 https://$host{{.TLS.Port}}$request_uri;
+    }
+{{- else}}
+{{- template "body" .}}
+{{- end}}
 }
+server {
+{{- range .TLS.Listen}}
+    listen {{.}} ssl http2;
+{{- end}}
+{{- template "head" .}}
+{{- template "tls" .}}
+{{- if .HSTS}}
+    add_header Strict-Transport-Security "max-age={{.HSTS}}" always;
+{{- end}}
+{{- template "challenge" .}}
+{{- template "body" .}}
+}
+{{- else}}
+server {
+{{- range .Listen}}
+    listen {{.}};
+{{- end}}
+{{- range .TLS.Listen}}
+    listen {{.}} ssl http2;
+{{- end}}
+{{- template "head" .}}
+{{- template "tls" .}}
+{{- template "challenge" .}}
+{{- template "body" .}}
+}
+{{- end}}
 `))
 
 type vhostData struct {
@@ -111,8 +169,62 @@ type vhostData struct {
 	RedirectCode  uint32
 	Root          string
 	PHPSocket     string
+	TLS           vhostTLS
+	HTTPSRedirect bool
+	HSTS          uint32
 	Extra         string // test hook only
 }
+
+// vhostTLS is the HTTPS side of a server block.
+type vhostTLS struct {
+	// Listen are nginx listen arguments for HTTPS; Port is ":PORT" for a
+	// redirect to HTTPS when that is not 443, else "".
+	Listen []string
+	Port   string
+	// Cert and Key are the site's files (CertFiles), Params the shared
+	// TLS settings (tlsParamsFile), Challenge the ACME token directory.
+	Cert, Key, Params, Challenge string
+}
+
+// tlsParams are the TLS settings of every HTTPS server block: Mozilla's
+// "intermediate" profile (TLS 1.2 and 1.3, AEAD ciphers with forward
+// secrecy; no DHE, for which nginx would need dhparams), one session cache
+// shared by all (a zone named and sized alike in every server is one zone).
+const tlsParams = `# Written by the nPanel agent at start; edits are overwritten.
+ssl_protocols TLSv1.2 TLSv1.3;
+ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+ssl_prefer_server_ciphers off;
+ssl_session_cache shared:npanel_tls:10m;
+ssl_session_timeout 1d;
+ssl_session_tickets off;
+`
+
+// tlsParamsFile is where Setup writes tlsParams; vhosts include it. It is
+// outside the vhost directory, whose *.conf nginx includes at http level.
+func tlsParamsFile(w platform.WebPaths) string { return filepath.Join(w.StateDir, "nginx-tls.conf") }
+
+// defaultTLSServer answers HTTPS for names this node does not serve by
+// refusing the handshake (nginx >= 1.19.4), so no site's certificate is
+// shown for another name. In production it is a file of the vhost
+// directory; supervised, part of the main configuration.
+var defaultTLSTmpl = template.Must(template.New("default-tls").Parse(`
+{{- range .}}
+        listen {{.}} ssl http2 default_server;
+{{- end}}
+        server_name _;
+        access_log off;
+        ssl_reject_handshake on;
+`))
+
+// productionDefaultTLS is the file of the default HTTPS server in
+// production, from the rendered defaultTLSTmpl.
+func productionDefaultTLS(body []byte) []byte {
+	return []byte("# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(body) + "\n}\n")
+}
+
+// defaultTLSFile is the production default HTTPS server's file: not a
+// vhost's name (parseVhostName wants '_'), sorted before them.
+const defaultTLSFile = "npanel-00-default-tls.conf"
 
 var poolTmpl = template.Must(template.New("pool").Parse(`; Managed by nPanel for account {{.User}} (PHP {{.Version}}); edits are overwritten.
 [{{.User}}]
@@ -205,6 +317,8 @@ http {
     uwsgi_temp_path {{.Temp}}/uwsgi;
     scgi_temp_path {{.Temp}}/scgi;
 
+    include {{.TLSParams}};
+
     # Hosts this node does not serve.
     server {
 {{- range .Listen}}
@@ -213,6 +327,9 @@ http {
         server_name _;
         access_log off;
         return 404;
+    }
+    server {
+{{- .DefaultTLS}}
     }
 
     include {{.VhostDir}}/*.conf;
@@ -228,6 +345,8 @@ type nginxMainData struct {
 	Temp        string
 	Listen      []string
 	VhostDir    string
+	TLSParams   string
+	DefaultTLS  string
 }
 
 var fpmMainTmpl = template.Must(template.New("php-fpm.conf").Parse(`; Written by the nPanel agent at start; edits are overwritten.
@@ -291,22 +410,45 @@ func safePath(p string) error {
 
 // listenArgs turns the profile's HTTPListen into nginx listen arguments:
 // ":80" listens on every address, "127.0.0.1:8080" on that one.
-func listenArgs(addr string) ([]string, error) {
+func listenArgs(addr string) ([]string, error) { return listenArgsOf("http", addr) }
+
+func listenArgsOf(what, addr string) ([]string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("http listen address %q: %w", addr, err)
+		return nil, fmt.Errorf("%s listen address %q: %w", what, addr, err)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return nil, fmt.Errorf("http listen address %q: bad port", addr)
+		return nil, fmt.Errorf("%s listen address %q: bad port", what, addr)
 	}
 	if host == "" {
 		return []string{port}, nil
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil || ip.Zone() != "" {
-		return nil, fmt.Errorf("http listen address %q: host must be an IP address", addr)
+		return nil, fmt.Errorf("%s listen address %q: host must be an IP address", what, addr)
 	}
 	return []string{net.JoinHostPort(ip.String(), port)}, nil
+}
+
+// httpsSide returns the HTTPS side of server blocks for profile p, without
+// the site's certificate files (Cert, Key), which the renderer sets.
+func httpsSide(p *platform.Profile) (vhostTLS, error) {
+	w := p.Web()
+	listen, err := listenArgsOf("https", p.HTTPSListen)
+	if err != nil {
+		return vhostTLS{}, err
+	}
+	t := vhostTLS{Listen: listen, Params: tlsParamsFile(w), Challenge: ChallengeDir(w)}
+	if _, port, _ := net.SplitHostPort(p.HTTPSListen); port != "443" {
+		t.Port = ":" + port
+	}
+	// Certificate files are CertDir/<canonical domain>.{crt,key}.
+	for _, path := range []string{w.CertDir, t.Params, t.Challenge} {
+		if err := safePath(path); err != nil {
+			return vhostTLS{}, fmt.Errorf("web: %w", err)
+		}
+	}
+	return t, nil
 }
 
 // dialAddr is where a readiness probe connects for HTTPListen.

@@ -88,7 +88,20 @@ func (m *Module) EnsureServiceSite(ctx context.Context, env *actions.Env, s Serv
 	if err != nil {
 		return false, err
 	}
-	vhost, err := renderServiceVhost(s, listen, sock)
+	tl, err := httpsSide(p)
+	if err != nil {
+		return false, err
+	}
+	tl.Cert, tl.Key = CertFiles(w, s.Domain)
+	vhost, err := renderServiceVhost(s, listen, tl, sock)
+	if err != nil {
+		return false, err
+	}
+	if err := ensureCertDir(w); err != nil {
+		return false, err
+	}
+	// Its own self-signed certificate until one is installed for the name.
+	certs, err := selfSignedFor(w, s.Domain, []string{s.Domain})
 	if err != nil {
 		return false, err
 	}
@@ -99,7 +112,7 @@ func (m *Module) EnsureServiceSite(ctx context.Context, env *actions.Env, s Serv
 		return false, err
 	}
 	vc := &change{ctx: ctx, env: env, user: "@" + s.Service + "/" + s.Domain, names: []string{s.Domain},
-		files: map[string][]byte{filepath.Join(w.VhostDir, serviceFile(s.Service, s.Domain)): vhost}}
+		files: map[string][]byte{filepath.Join(w.VhostDir, serviceFile(s.Service, s.Domain)): vhost}, certs: certs}
 	if err := h.submit(vc); err != nil {
 		return pc.changed, err
 	}
@@ -251,7 +264,10 @@ func errorsJoin(errs ...error) error {
 	return nil
 }
 
-func renderServiceVhost(s ServiceSite, listen []string, sock string) ([]byte, error) {
+// renderServiceVhost renders the one server block of a service's site: HTTP
+// and HTTPS (tl; its certificate is the domain's, CertFiles), the ACME
+// challenge location first.
+func renderServiceVhost(s ServiceSite, listen []string, tl vhostTLS, sock string) ([]byte, error) {
 	if err := safePath(s.Root); err != nil {
 		return nil, fmt.Errorf("web: service %s: root: %w", s.Service, err)
 	}
@@ -260,7 +276,12 @@ func renderServiceVhost(s ServiceSite, listen []string, sock string) ([]byte, er
 	for _, l := range listen {
 		fmt.Fprintf(&b, "    listen %s;\n", l)
 	}
+	for _, l := range tl.Listen {
+		fmt.Fprintf(&b, "    listen %s ssl http2;\n", l)
+	}
 	fmt.Fprintf(&b, "    server_name %s;\n", s.Domain)
+	fmt.Fprintf(&b, "    ssl_certificate %s;\n    ssl_certificate_key %s;\n    include %s;\n", tl.Cert, tl.Key, tl.Params)
+	fmt.Fprintf(&b, "    location ^~ /.well-known/acme-challenge/ {\n        alias %s/;\n        default_type text/plain;\n    }\n", tl.Challenge)
 	b.WriteString(`    server_tokens off;
     add_header X-Content-Type-Options "nosniff" always;
     add_header X-Frame-Options "SAMEORIGIN" always;

@@ -69,7 +69,7 @@ func TestRenderServicePool(t *testing.T) {
 }
 
 func TestRenderServiceVhost(t *testing.T) {
-	b, err := renderServiceVhost(testServiceSite(), []string{"127.0.0.1:8080"}, "/run/php/npanel@webmail.sock")
+	b, err := renderServiceVhost(testServiceSite(), []string{"127.0.0.1:8080"}, testTLS, "/run/php/npanel@webmail.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestRenderServiceVhost(t *testing.T) {
 	} {
 		s := testServiceSite()
 		mod(&s)
-		if _, err := renderServiceVhost(s, []string{"80"}, "/run/php/x.sock"); err == nil {
+		if _, err := renderServiceVhost(s, []string{"80"}, testTLS, "/run/php/x.sock"); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -98,3 +98,5 @@ func TestRenderServiceVhost(t *testing.T) {
 		t.Error("checkService")
 	}
 }
+
+var testTLS = vhostTLS{Listen: []string{"443"}, Cert: "/c/x.crt", Key: "/c/x.key", Params: "/s/tls.conf", Challenge: "/a"}

@@ -20,6 +20,9 @@ const (
 	MaxRedirectURLLen = 1024
 	MaxChildren       = 200
 	MaxMemoryLimitMB  = 16384
+	// MaxHSTSMaxAge is two years, the longest max-age HSTS preload
+	// lists ask for.
+	MaxHSTSMaxAge = 2 * 365 * 24 * 60 * 60
 
 	// DefaultMaxChildren and DefaultMemoryLimitMB size a pool whose plan
 	// says 0.
@@ -144,6 +147,9 @@ func checkSite(s *agentpb.Site) error {
 		}
 	case s.GetRedirectCode() != 0:
 		return errors.New("redirect_code is set but redirect_to is empty")
+	}
+	if s.GetHstsMaxAge() > MaxHSTSMaxAge {
+		return fmt.Errorf("hsts_max_age %d: at most %d (two years)", s.GetHstsMaxAge(), MaxHSTSMaxAge)
 	}
 	return nil
 }

@@ -89,7 +89,11 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{w.VhostDir, w.DomainLogDir, w.SocketDir, w.SuspendedDir, w.StateDir} {
+	httpsListen, err := listenArgsOf("https", p.HTTPSListen)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{w.VhostDir, w.DomainLogDir, w.SocketDir, w.SuspendedDir, w.StateDir, w.CertDir, w.ACMEChallengeDir} {
 		if err := safePath(d); err != nil {
 			return nil, err
 		}
@@ -104,6 +108,8 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		{w.SocketDir, 0o755},
 		{w.StateDir, 0o755},
 		{w.SuspendedDir, 0o755},
+		// HTTP-01 tokens are root's files that nginx's workers serve.
+		{w.ACMEChallengeDir, 0o755},
 	}
 	builds := m.installedBuilds(p)
 	for _, b := range builds {
@@ -125,6 +131,19 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return nil, fmt.Errorf("web setup: %w", err)
 		}
+	}
+	if err := ensureCertDir(w); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(w.ACMEChallengeDir, 0o755); err != nil {
+		return nil, fmt.Errorf("web setup: %w", err)
+	}
+	if _, err := writeFile(w.StateDir, filepath.Base(tlsParamsFile(w)), []byte(tlsParams), 0o644); err != nil {
+		return nil, fmt.Errorf("web setup: %w", err)
+	}
+	defaultTLS, err := render(defaultTLSTmpl, httpsListen)
+	if err != nil {
+		return nil, err
 	}
 	if w.Supervised {
 		// nginx creates its logs 0644 and they tell every account's
@@ -153,10 +172,15 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 
 	nginxSpec := services.Spec{
 		Name:    NginxService,
-		Listen:  []string{p.HTTPListen},
+		Listen:  []string{p.HTTPListen, p.HTTPSListen},
 		Version: func(ctx context.Context) (string, error) { return nginxVersion(ctx, w.Nginx) },
 	}
 	if !w.Supervised {
+		// The distro's nginx.conf includes the vhost directory at http
+		// level: the default HTTPS server goes there.
+		if _, err := writeFile(w.VhostDir, defaultTLSFile, productionDefaultTLS(defaultTLS), 0o644); err != nil {
+			return nil, fmt.Errorf("web setup: %w", err)
+		}
 		nginxSpec.Unit = w.NginxUnit
 		specs := []services.Spec{nginxSpec}
 		for _, b := range builds {
@@ -180,13 +204,15 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	mainConf, err := render(nginxMainTmpl, nginxMainData{
 		User: w.WebUser, Group: w.WebGroup,
-		PID:       w.NginxPID,
-		ErrorLog:  w.NginxLogDir + "/error.log",
-		AccessLog: w.NginxLogDir + "/access.log",
-		MimeTypes: w.MimeTypes,
-		Temp:      w.NginxTempDir,
-		Listen:    listen,
-		VhostDir:  w.VhostDir,
+		PID:        w.NginxPID,
+		ErrorLog:   w.NginxLogDir + "/error.log",
+		AccessLog:  w.NginxLogDir + "/access.log",
+		MimeTypes:  w.MimeTypes,
+		Temp:       w.NginxTempDir,
+		Listen:     listen,
+		VhostDir:   w.VhostDir,
+		TLSParams:  tlsParamsFile(w),
+		DefaultTLS: string(defaultTLS),
 	})
 	if err != nil {
 		return nil, err
