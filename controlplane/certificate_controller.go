@@ -69,10 +69,10 @@ type certEntry struct {
 	failures      int
 	inFlight      bool
 	// pending: a generation not yet applied, a deletion or a revocation.
-	pending             bool
-	autoRenew, custom   bool
-	waitingNames        bool // pending, its names not resolving yet
-	deleting, auto      bool
+	pending           bool
+	autoRenew, custom bool
+	waitingNames      bool // pending, its names not resolving yet
+	deleting, auto    bool
 }
 
 func entryOf(c *store.Certificate) *certEntry {
