@@ -472,8 +472,8 @@ func TestCertPublishChallenge(t *testing.T) {
 		c.Domains = []string{id, "*." + id}
 	})
 	c := e.waitCert(t, id, "ordering", func(c *store.Certificate) bool { return c.Status.TaskID != "" && c.Generation == 2 })
-	orders := e.node.tasks("issue_certificate")
-	o := orders[len(orders)-1].GetIssueCertificate()
+	testenv.WaitFor(t, 10*time.Second, "the node sees the DNS-01 order", func() bool { return len(e.node.tasks("issue_certificate")) == 2 })
+	o := e.node.tasks("issue_certificate")[1].GetIssueCertificate()
 	if o.GetChallenge() != agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01 || !slices.Equal(o.GetNameservers(), []string{"127.0.0.1:5300"}) ||
 		!slices.Equal(o.GetDomains(), []string{id, "*." + id}) {
 		t.Fatalf("DNS-01 order: %v", o)
