@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -279,6 +280,18 @@ func TestCertAutomaticIssue(t *testing.T) {
 	if !hasEvent(c, "issued", c.Status.Serial) {
 		t.Fatalf("no issued event: %+v", c.Status.Events)
 	}
+	// The expiry gauge, computed at scrape time, and the attempts counter.
+	testenv.WaitFor(t, 10*time.Second, "certificate metrics", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, e.s.URL()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+e.s.Admin.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		return strings.Contains(body, `npanel_certificate_expiry_seconds{certificate="certa.example.com"} 7.7`) &&
+			strings.Contains(body, `npanel_certificate_attempts_total{action="issue",result="ok"} 1`)
+	})
 	orders := e.node.tasks("issue_certificate")
 	if len(orders) != 1 {
 		t.Fatalf("%d orders, want 1", len(orders))
