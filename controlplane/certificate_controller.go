@@ -62,6 +62,7 @@ const (
 type certEntry struct {
 	account, node string
 	domains       []string
+	generation    int64
 	state         store.CertState
 	notAfter      time.Time
 	renewAt       time.Time
@@ -78,7 +79,7 @@ type certEntry struct {
 func entryOf(c *store.Certificate) *certEntry {
 	st := &c.Status
 	e := &certEntry{
-		account: c.Account, node: c.Node, domains: c.Domains, state: st.State,
+		account: c.Account, node: c.Node, domains: c.Domains, generation: c.Generation, state: st.State,
 		notAfter: st.NotAfter, renewAt: st.RenewAt, nextAttempt: st.NextAttempt, failures: st.Failures,
 		inFlight: st.TaskID != "", autoRenew: c.AutoRenew, custom: c.Custom, deleting: c.Deleting, auto: c.Auto,
 		pending: c.Generation > st.ObservedGeneration || c.Deleting || (c.Revoke && st.State != store.CertRevoked),
@@ -271,7 +272,16 @@ func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
 		return ev.Name, false, false
 	}
 	e := entryOf(c)
-	cc.index.put(ev.Name, e)
+	cc.index.mu.Lock()
+	prev := cc.index.m[ev.Name]
+	cc.index.m[ev.Name] = e
+	cc.index.mu.Unlock()
+	// A new generation (a renewal asked for, new names) is looked at at
+	// once, even while the certificate waits for its names; its backoff
+	// still holds (nextCertStep).
+	if prev != nil && e.generation > prev.generation && !e.inFlight {
+		return ev.Name, true, false
+	}
 	at := e.dueAt()
 	return ev.Name, !at.IsZero() && !time.Now().Before(at), false
 }
@@ -397,10 +407,13 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			return nil, errForget
 		}
 		if c.Node != a.Node && a.Node != "" && !c.Custom && c.Status.TaskID == "" && !c.Deleting {
-			// The site moved: its certificate is ordered on its new node.
+			// The site was placed or moved: its certificate is ordered
+			// on the node that serves it now.
+			if c.Node != "" {
+				c.Generation++
+			}
 			c.Node = a.Node
-			c.Generation++
-			c.AddEvent(now, "moved", "the site is served by "+a.Node+"; ordering its certificate there")
+			c.AddEvent(now, "placed", "the site is served by "+a.Node)
 		}
 		plan = nextCertStep(c, now)
 		if plan.expired && c.Status.State != store.CertExpired {
@@ -445,7 +458,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			cc.ctl.EnqueueAfter(id, max(d, 0)+10*time.Millisecond)
 		}
 	}
-	if e := entryOf(updated); e.waitingNames && e.nextAttempt.Sub(time.Now()) < cc.sweep {
+	if e := entryOf(updated); e.waitingNames && time.Until(e.nextAttempt) < cc.sweep {
 		cc.ctl.EnqueueAfter(id, time.Until(e.nextAttempt))
 	}
 	return nil

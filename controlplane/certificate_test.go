@@ -418,14 +418,14 @@ func TestCertRevokeAndDelete(t *testing.T) {
 	e := startCertEnv(t, "certd", "certd.example.com")
 	ctx := context.Background()
 	const id = "certd.example.com"
-	c := e.waitCert(t, id, "issued", issuedState)
+	issued := e.waitCert(t, id, "issued", issuedState)
 	e.change(t, id, func(c *store.Certificate) { c.Revoke, c.RevokeReason = true, 4 })
-	c = e.waitCert(t, id, "revoked", func(c *store.Certificate) bool { return c.Status.State == store.CertRevoked })
-	if c.AutoRenew || !hasEvent(c, "revoked", c.Status.Serial) {
+	c := e.waitCert(t, id, "revoked", func(c *store.Certificate) bool { return c.Status.State == store.CertRevoked })
+	if c.AutoRenew || !hasEvent(c, "revoked", issued.Status.Serial) {
 		t.Fatalf("revoked: autoRenew %t events %+v", c.AutoRenew, c.Status.Events)
 	}
 	rv := e.node.tasks("revoke_certificate")
-	if len(rv) != 1 || rv[0].GetRevokeCertificate().GetReason() != 4 || !strings.Contains(string(rv[0].GetRevokeCertificate().GetChainPem()), "BEGIN CERTIFICATE") {
+	if len(rv) != 1 || rv[0].GetRevokeCertificate().GetReason() != 4 || string(rv[0].GetRevokeCertificate().GetChainPem()) != issued.Status.ChainPEM {
 		t.Fatalf("revoke tasks: %v", rv)
 	}
 
