@@ -54,6 +54,17 @@ func startFakeCertNode(t *testing.T, s *testenv.Server, node string) *fakeCertNo
 		Services: []store.ServiceStatus{{Name: "pdns", State: "running", Listen: []string{"127.0.0.1:5300"}}}}); err != nil {
 		t.Fatal(err)
 	}
+	nodeKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&nodeKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UpdateNodeState(ctx, node, func(ns *store.NodeState) bool { ns.PublicKey = pub; return true }); err != nil {
+		t.Fatal(err)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -454,6 +465,41 @@ func TestCertRevokeAndDelete(t *testing.T) {
 	})
 	if len(e.node.tasks("remove_certificate")) != 2 {
 		t.Fatal("the removed site's certificate was not removed from the node")
+	}
+
+	// Deleting the account deletes its certificates' records.
+	e.waitCert(t, id, "the site's automatic certificate back", issuedState)
+	if _, err := e.s.Admin.AccountAction(ctx, "deleteAccount", e.acct.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the deleted account's certificate gone", func() bool {
+		_, err := e.st.GetCertificate(ctx, id)
+		return err != nil
+	})
+}
+
+// TestCertMailNames: once the account has mail on the site's domain, its
+// automatic certificate adds mail. and webmail. and is served by the mail
+// daemons too; webmail., which no record points at us, is left out.
+func TestCertMailNames(t *testing.T) {
+	e := startCertEnv(t, "certm", "certm.example.com")
+	ctx := context.Background()
+	const id = "certm.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	if _, err := e.s.Admin.CreateMailbox(ctx, e.acct.ID, "info@"+id, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, id, "reissued with mail", func(c *store.Certificate) bool { return c.Mail && issuedState(c) })
+	want := []string{id, "www." + id, "mail." + id, "webmail." + id}
+	if !slices.Equal(c.Domains, want) {
+		t.Fatalf("names %v, want %v", c.Domains, want)
+	}
+	if !slices.Equal(c.Status.IssuedDomains, want[:3]) || !hasEvent(c, "skipped", "webmail."+id) {
+		t.Fatalf("issued for %v; events %+v", c.Status.IssuedDomains, c.Status.Events)
+	}
+	orders := e.node.tasks("issue_certificate")
+	if o := orders[len(orders)-1].GetIssueCertificate(); !o.GetMail() {
+		t.Fatalf("the order does not serve mail: %v", o)
 	}
 }
 
