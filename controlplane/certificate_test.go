@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -593,4 +595,53 @@ func TestCertPublishChallenge(t *testing.T) {
 		z, _, err := e.st.GetZone(ctx, id)
 		return err == nil && z.AppliedGeneration == z.Generation
 	})
+}
+
+// TestCertInstallCustom: an installed certificate's key travels sealed to
+// the node, is dropped from the record once the node has it, and no
+// private key is anywhere in etcd in clear; a custom certificate is never
+// renewed by ACME.
+func TestCertInstallCustom(t *testing.T) {
+	e := startCertEnv(t, "certi", "certi.example.com")
+	ctx := context.Background()
+	const id = "certi.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	leaf := e.node.issue(t, []string{id, "www." + id})
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, _, err := e.st.GetNodeState(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := pki.SealDER(ns.PublicKey, der, agentpb.CertificateKeySealContext(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.change(t, id, func(c *store.Certificate) {
+		c.Auto, c.AutoRenew, c.Custom = false, false, true
+		c.CustomChainPEM, c.SealedKey = string(leaf.GetChainPem()), sealed
+	})
+	c := e.waitCert(t, id, "installed", func(c *store.Certificate) bool { return issuedState(c) && c.Generation == 2 })
+	if len(c.SealedKey) != 0 || c.Status.Serial != leaf.GetSerial() || !hasEvent(c, "installed", leaf.GetSerial()) {
+		t.Fatalf("installed: sealed key kept %t, serial %s, events %+v", len(c.SealedKey) != 0, c.Status.Serial, c.Status.Events)
+	}
+	inst := e.node.tasks("install_certificate")
+	if len(inst) != 1 || string(inst[0].GetInstallCertificate().GetSealedPrivateKey()) != string(sealed) {
+		t.Fatalf("install tasks: %d", len(inst))
+	}
+	resp, err := e.s.RawEtcd(t).Get(ctx, "", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if strings.Contains(string(kv.Value), "PRIVATE KEY") {
+			t.Fatalf("a PEM private key in etcd under %s", kv.Key)
+		}
+	}
 }
