@@ -401,7 +401,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	var plan certPlan
 	updated, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
 		before := mustJSON(c)
-		nEvents := len(c.Status.Events)
+		old := c.Status.Events
 		now := time.Now().UTC()
 		if cc.record(c, finished, now) {
 			return nil, errForget
@@ -424,7 +424,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 		if err != nil {
 			return nil, err
 		}
-		events = slices.Clone(c.Status.Events[min(nEvents, len(c.Status.Events)):])
+		events = newEvents(old, c.Status.Events)
 		if task == nil && mustJSON(c) == before {
 			return nil, store.ErrUnchanged
 		}
@@ -462,6 +462,21 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 		cc.ctl.EnqueueAfter(id, time.Until(e.nextAttempt))
 	}
 	return nil
+}
+
+// newEvents returns the events of after that before did not have: those
+// past before's last one (AddEvent appends, dropping the oldest).
+func newEvents(before, after []store.CertEvent) []store.CertEvent {
+	if len(before) == 0 {
+		return slices.Clone(after)
+	}
+	last := before[len(before)-1]
+	for i := len(after) - 1; i >= 0; i-- {
+		if after[i] == last {
+			return slices.Clone(after[i+1:])
+		}
+	}
+	return slices.Clone(after)
 }
 
 func auditResult(ev store.CertEvent) string {

@@ -247,3 +247,21 @@ func BenchmarkRenewalSweep10k(b *testing.B) {
 	b.ReportMetric(float64(time.Since(t0).Microseconds())/passes, "sweep_pass_us")
 	b.ReportMetric(float64(due), "due_in_pass")
 }
+
+func TestCertNewEvents(t *testing.T) {
+	at := time.Unix(1, 0)
+	c := &store.Certificate{}
+	for i := range 60 {
+		c.AddEvent(at.Add(time.Duration(i)), "e", fmt.Sprint(i))
+	}
+	before := slices.Clone(c.Status.Events)
+	c.AddEvent(at.Add(100), "new", "a")
+	c.AddEvent(at.Add(101), "new", "b")
+	got := newEvents(before, c.Status.Events)
+	if len(got) != 2 || got[0].Message != "a" || got[1].Message != "b" {
+		t.Fatalf("new events: %+v", got)
+	}
+	if got := newEvents(nil, c.Status.Events[:1]); len(got) != 1 {
+		t.Fatalf("from none: %+v", got)
+	}
+}
