@@ -415,6 +415,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			c.Node = a.Node
 			c.AddEvent(now, "placed", "the site is served by "+a.Node)
 		}
+		takeRequest(c)
 		plan = nextCertStep(c, now)
 		if plan.expired && c.Status.State != store.CertExpired {
 			c.Status.State = store.CertExpired

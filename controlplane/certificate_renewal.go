@@ -152,6 +152,21 @@ func nextCertStep(c *store.Certificate, now time.Time) certPlan {
 	return wait(stepIssue)
 }
 
+// takeRequest starts a deletion or revocation the API just asked for
+// (Generation past ObservedGeneration, no task in flight): the backoff of
+// earlier failed orders does not hold it up, as it would a user waiting
+// a day for a certificate to go. Failures of the removal or revocation
+// itself back off as any. It reports whether c changed.
+func takeRequest(c *store.Certificate) bool {
+	st := &c.Status
+	if !(c.Deleting || c.Revoke) || c.Generation <= st.ObservedGeneration || st.TaskID != "" {
+		return false
+	}
+	st.ObservedGeneration = c.Generation
+	st.Failures, st.NextAttempt = 0, time.Time{}
+	return true
+}
+
 // certDueAt is when a certificate with the index entry e next needs the
 // controller without any event (zero: never): the sweep queues those whose
 // time has come.

@@ -265,3 +265,33 @@ func TestCertNewEvents(t *testing.T) {
 		t.Fatalf("from none: %+v", got)
 	}
 }
+
+func TestCertTakeRequest(t *testing.T) {
+	now := time.Now()
+	failed := func(mut func(c *store.Certificate)) *store.Certificate {
+		c := &store.Certificate{Generation: 2, Status: store.CertStatus{State: store.CertFailed, ObservedGeneration: 0,
+			Failures: 6, NextAttempt: now.Add(5 * time.Hour)}}
+		mut(c)
+		return c
+	}
+	// A deletion of a certificate whose orders kept failing goes at once.
+	c := failed(func(c *store.Certificate) { c.Deleting = true })
+	if !takeRequest(c) || c.Status.Failures != 0 || nextCertStep(c, now).step != stepRemove {
+		t.Fatalf("deletion held up by the order's backoff: %+v", c.Status)
+	}
+	// Taken once: a failing removal then backs off.
+	c.Status.Failures, c.Status.NextAttempt = 1, now.Add(time.Minute)
+	if takeRequest(c) || nextCertStep(c, now).step != stepWait {
+		t.Fatalf("a failed removal does not back off: %+v", c.Status)
+	}
+	// A renewal asked for keeps the backoff.
+	c = failed(func(*store.Certificate) {})
+	if takeRequest(c) || nextCertStep(c, now).step != stepWait {
+		t.Fatalf("a renewal skipped the backoff: %+v", c.Status)
+	}
+	// Not while a task is in flight.
+	c = failed(func(c *store.Certificate) { c.Revoke, c.Status.TaskID = true, "T" })
+	if takeRequest(c) {
+		t.Fatal("took a revocation while a task is in flight")
+	}
+}
