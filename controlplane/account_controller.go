@@ -306,7 +306,8 @@ func webSpec(a *store.Account, plan *store.Plan) *agentpb.WebSpec {
 			continue // served by its target's server block, below
 		}
 		site := &agentpb.Site{Domain: s.Domain, Docroot: s.Docroot, PhpVersion: s.PHPVersion,
-			RedirectTo: s.RedirectTo, RedirectCode: uint32(s.RedirectCode)}
+			RedirectTo: s.RedirectTo, RedirectCode: uint32(s.RedirectCode),
+			HttpsRedirect: s.HTTPSRedirect, HstsMaxAge: uint32(max(s.HSTSMaxAge, 0))}
 		if !strings.HasPrefix(s.Domain, "www.") {
 			site.Aliases = []string{"www." + s.Domain}
 		}

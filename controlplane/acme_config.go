@@ -1,5 +1,7 @@
 package controlplane
 
+import "time"
+
 // ACMEConfig is the ACME server every node orders site and mail
 // certificates from (--acme-*).
 type ACMEConfig struct {
@@ -12,6 +14,16 @@ type ACMEConfig struct {
 	// EABKID and EABHMACFile are the optional External Account Binding.
 	EABKID      string
 	EABHMACFile string
+
+	// The certificate controller's timing; zero takes the default. Tests
+	// shorten them.
+	//
+	// RenewSweep is how often certificates whose renewal or retry is due
+	// are looked for (one minute); RetryBase and RetryMax bound the
+	// backoff of failed attempts (5m·2^n up to 24h).
+	RenewSweep time.Duration
+	RetryBase  time.Duration
+	RetryMax   time.Duration
 }
 
 // LetsEncryptDirectory is the default ACME directory.

@@ -22,6 +22,10 @@ type metrics struct {
 	auditSuppressed  *prometheus.CounterVec
 	apiConns         prometheus.Gauge
 	apiConnsRefused  prometheus.Counter
+	// certAttempts counts certificate tasks by action and result;
+	// certExpiry is npanel_certificate_expiry_seconds.
+	certAttempts *prometheus.CounterVec
+	certExpiry   *certExpiry
 	// controllers are the controller runtime's, by controller.
 	controllers *controller.Metrics
 }
@@ -69,8 +73,13 @@ func newMetrics() *metrics {
 		Namespace: "npanel", Name: "api_connections_refused_total",
 		Help: "API connections closed on accept because their client IP had too many open.",
 	})
+	m.certAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "certificate_attempts_total",
+		Help: "Certificate tasks answered by nodes, by action (issue, install, revoke, remove) and result (ok, failed).",
+	}, []string{"action", "result"})
+	m.certExpiry = newCertExpiry()
 	m.controllers = controller.NewMetrics(m.reg)
 	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned,
-		m.auditSuppressed, m.apiConns, m.apiConnsRefused)
+		m.auditSuppressed, m.apiConns, m.apiConnsRefused, m.certAttempts, m.certExpiry)
 	return m
 }

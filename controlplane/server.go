@@ -216,6 +216,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 
 	s.accounts = newAccountIndex(s, store.New(indexCli))
 	go s.accounts.run(runCtx)
+	certs, err := newCertController(s)
+	if err != nil {
+		return err
+	}
 	s.controllers = controller.NewManager()
 	s.controllers.Add(
 		newAccountController(s).ctl,
@@ -223,6 +227,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		newDatabaseController(s),
 		newDBStatusController(s).ctl,
 		newMailController(s),
+		certs,
 		controller.RunFunc(s.runLiveness),
 		controller.RunFunc(s.runPruner),
 	)

@@ -1,0 +1,1052 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/npanel/npanel/controlplane/controller"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
+	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// The certificate controller (leader only) turns each certificate's spec
+// into tasks for the node that serves it, one in flight at a time, and
+// records their typed results in the certificate's status (store
+// certificates.go: spec and status in one record under compare-and-swap,
+// the next task written in the transaction that records the last one).
+//
+// Keys are certificate ids (the site's domain), plus two kinds of its
+// own: certAccountKey(id), the automatic certificates of one account's
+// sites, and keyCertSweep, the periodic look for renewals and retries
+// that are due. An in-memory index of every certificate, fed by the
+// certificates' informer, answers the sweep, maps a zone to the
+// certificates waiting for its names and an account to its certificates,
+// and serves the expiry metric at scrape time: 10,000 certificates cost a
+// map walk a minute, not a listing.
+//
+// The rule that matters most: a working certificate is never dropped for
+// a failed attempt. A failed renewal leaves the served chain and ISSUED
+// with lastError, failures and a backoff; FAILED is only for a
+// certificate never issued.
+const (
+	certWorkers    = 4
+	keyCertSweep   = "#sweep"
+	certAccountPfx = "acct:"
+	// maxCNAMEHops bounds a name's CNAME chain in our zone data.
+	maxCNAMEHops = 8
+)
+
+func certAccountKey(id string) string { return certAccountPfx + id }
+
+// Task actions of certificates (Task.Action, the oneof's JSON name).
+const (
+	actionIssueCert   = "issueCertificate"
+	actionInstallCert = "installCertificate"
+	actionRevokeCert  = "revokeCertificate"
+	actionRemoveCert  = "removeCertificate"
+)
+
+// certEntry is what the index keeps of a certificate.
+type certEntry struct {
+	account, node string
+	domains       []string
+	generation    int64
+	state         store.CertState
+	notAfter      time.Time
+	renewAt       time.Time
+	nextAttempt   time.Time
+	failures      int
+	inFlight      bool
+	// pending: a generation not yet applied, a deletion or a revocation.
+	pending           bool
+	autoRenew, custom bool
+	waitingNames      bool // pending, its names not resolving yet
+	deleting, auto    bool
+}
+
+func entryOf(c *store.Certificate) *certEntry {
+	st := &c.Status
+	e := &certEntry{
+		account: c.Account, node: c.Node, domains: c.Domains, generation: c.Generation, state: st.State,
+		notAfter: st.NotAfter, renewAt: st.RenewAt, nextAttempt: st.NextAttempt, failures: st.Failures,
+		inFlight: st.TaskID != "", autoRenew: c.AutoRenew, custom: c.Custom, deleting: c.Deleting, auto: c.Auto,
+		pending: c.Generation > st.ObservedGeneration || c.Deleting || (c.Revoke && st.State != store.CertRevoked),
+	}
+	e.waitingNames = e.pending && !e.inFlight && st.Failures == 0 && !st.NextAttempt.IsZero()
+	return e
+}
+
+// certIndex is the controller's view of every certificate.
+type certIndex struct {
+	mu sync.RWMutex
+	m  map[string]*certEntry
+}
+
+func (x *certIndex) put(id string, e *certEntry) {
+	x.mu.Lock()
+	x.m[id] = e
+	x.mu.Unlock()
+}
+
+func (x *certIndex) drop(id string) {
+	x.mu.Lock()
+	delete(x.m, id)
+	x.mu.Unlock()
+}
+
+func (x *certIndex) reset() {
+	x.mu.Lock()
+	x.m = map[string]*certEntry{}
+	x.mu.Unlock()
+}
+
+// due returns the certificates whose time has come at now.
+func (x *certIndex) due(now time.Time) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if at := e.dueAt(); !at.IsZero() && !now.Before(at) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// ofAccount returns the ids of account's certificates.
+func (x *certIndex) ofAccount(account string) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if e.account == account {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitingIn returns the certificates waiting for a name inside zone.
+func (x *certIndex) waitingIn(zone string) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if !e.waitingNames {
+			continue
+		}
+		for _, d := range e.domains {
+			d = strings.TrimPrefix(d, "*.")
+			if d == zone || strings.HasSuffix(d, "."+zone) {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// certController is the certificate controller; see the top of the file.
+type certController struct {
+	s     *Server
+	st    *store.Store
+	ctl   *controller.Controller
+	index *certIndex
+
+	// acme is the ACME server as configured, without the sealed EAB key
+	// (sealed per node); eabHMAC is the EAB key itself, read at start and
+	// never logged.
+	acme    *agentpb.AcmeServer
+	eabHMAC []byte
+
+	sweep, retryBase, retryMax time.Duration
+
+	// accounts remembers, per account, the fingerprint of what its
+	// automatic certificates depend on, so that the account controller's
+	// many status writes do not each queue the account.
+	accMu    sync.Mutex
+	accounts map[string]uint64
+}
+
+// newCertController reads the ACME configuration's files and builds the
+// controller; it runs while this replica leads.
+func newCertController(s *Server) (*certController, error) {
+	cfg := s.cfg.ACME
+	cc := &certController{s: s, st: s.store, index: &certIndex{m: map[string]*certEntry{}}, accounts: map[string]uint64{},
+		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax}
+	if cc.sweep <= 0 {
+		cc.sweep = defaultRenewSweep
+	}
+	if cc.retryBase <= 0 {
+		cc.retryBase = defaultRetryBase
+	}
+	if cc.retryMax <= 0 {
+		cc.retryMax = defaultRetryMax
+	}
+	dir := cfg.DirectoryURL
+	if dir == "" {
+		dir = LetsEncryptDirectory
+	}
+	cc.acme = &agentpb.AcmeServer{DirectoryUrl: dir, Email: cfg.Email, EabKid: cfg.EABKID}
+	if cfg.RootCAFile != "" {
+		b, err := os.ReadFile(cfg.RootCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--acme-root-ca: %w", err)
+		}
+		if _, err := pki.ParseCertsPEM(b); err != nil {
+			return nil, fmt.Errorf("--acme-root-ca %s: %w", cfg.RootCAFile, err)
+		}
+		cc.acme.RootCasPem = b
+	}
+	if (cfg.EABKID == "") != (cfg.EABHMACFile == "") {
+		return nil, errors.New("--acme-eab-kid and --acme-eab-hmac-file go together")
+	}
+	if cfg.EABHMACFile != "" {
+		b, err := os.ReadFile(cfg.EABHMACFile)
+		if err != nil {
+			// The path only: the error never carries the file's content.
+			return nil, fmt.Errorf("--acme-eab-hmac-file %s: cannot read it", cfg.EABHMACFile)
+		}
+		cc.eabHMAC = []byte(strings.TrimSpace(string(b)))
+		if len(cc.eabHMAC) == 0 {
+			return nil, fmt.Errorf("--acme-eab-hmac-file %s is empty", cfg.EABHMACFile)
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.certExpiry.set(cc.index)
+	}
+	cc.ctl = controller.New(controller.Options{
+		Name:  "certificate",
+		Store: s.store,
+		Sources: []controller.Source{
+			{Kind: store.KindCertificates, Handle: cc.certEvent},
+			{Kind: store.KindCertificateOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
+			{Kind: store.KindAccounts, Handle: cc.accountEvent},
+			{Kind: store.KindMailChanges, Handle: certMailChange},
+			{Kind: store.KindZones, Handle: cc.zoneEvent},
+		},
+		Ticks:   []controller.Tick{{Key: keyCertSweep, Every: cc.sweep}},
+		Sync:    cc.sync,
+		Workers: certWorkers,
+		Log:     s.log,
+		Metrics: s.metrics.controllers,
+	})
+	return cc, nil
+}
+
+// Run runs the controller for one term as leader, with a fresh index
+// (the informer's listing fills it).
+func (cc *certController) Run(ctx context.Context) {
+	cc.index.reset()
+	cc.accMu.Lock()
+	clear(cc.accounts)
+	cc.accMu.Unlock()
+	defer cc.index.reset()
+	cc.ctl.Run(ctx)
+}
+
+// certEvent indexes a certificate and queues it when it has work now: a
+// new generation, a deletion, a revocation. The controller's own writes
+// (a task sent, a result recorded) queue nothing: the done notice or the
+// sweep brings the certificate back.
+func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
+	if ev.Deleted {
+		cc.index.drop(ev.Name)
+		return ev.Name, false, false
+	}
+	c, err := store.DecodeCertificate(ev)
+	if err != nil {
+		return ev.Name, false, false
+	}
+	e := entryOf(c)
+	cc.index.mu.Lock()
+	prev := cc.index.m[ev.Name]
+	cc.index.m[ev.Name] = e
+	cc.index.mu.Unlock()
+	// A new generation (a renewal asked for, new names) is looked at at
+	// once, even while the certificate waits for its names; its backoff
+	// still holds (nextCertStep).
+	if prev != nil && e.generation > prev.generation && !e.inFlight {
+		return ev.Name, true, false
+	}
+	at := e.dueAt()
+	return ev.Name, !at.IsZero() && !time.Now().Before(at), false
+}
+
+// accountEvent queues an account's automatic certificates when what they
+// depend on changed: its sites, node, state or applied generation.
+func (cc *certController) accountEvent(ev store.Event) (string, bool, bool) {
+	key := certAccountKey(ev.Name)
+	cc.accMu.Lock()
+	defer cc.accMu.Unlock()
+	if ev.Deleted {
+		delete(cc.accounts, ev.Name)
+		return key, true, false
+	}
+	a, err := store.DecodeAccount(ev.Value)
+	if err != nil {
+		return key, false, false
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%s|%t|%d|", a.Node, a.Status, a.Deleted, a.AppliedGeneration)
+	for _, s := range a.AllSites() {
+		fmt.Fprintf(h, "%s,%s,%t,%d;", s.Domain, s.AliasOf, s.NoAutoCertificate, s.Generation)
+	}
+	sum := h.Sum64()
+	prev, ok := cc.accounts[ev.Name]
+	cc.accounts[ev.Name] = sum
+	return key, !ok || prev != sum, false
+}
+
+// certMailChange queues an account whose mail domains may have changed:
+// mail. and webmail. follow them.
+func certMailChange(ev store.Event) (string, bool, bool) {
+	return certAccountKey(ev.Name), store.MailChangeOf(ev) == store.MailChangedSpec, false
+}
+
+// zoneEvent queues the certificates waiting for a name in a zone that is
+// now served as written.
+func (cc *certController) zoneEvent(ev store.Event) (string, bool, bool) {
+	if ev.Deleted {
+		return "", false, false
+	}
+	z, err := store.DecodeZone(ev.Value)
+	if err != nil || !zoneApplied(z) {
+		return "", false, false
+	}
+	for _, id := range cc.index.waitingIn(z.Name) {
+		cc.ctl.Enqueue(id)
+	}
+	return "", false, false
+}
+
+func zoneApplied(z *store.Zone) bool {
+	return !z.Deleted && z.AppliedGeneration > 0 && z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed
+}
+
+func (cc *certController) sync(ctx context.Context, key string) error {
+	switch {
+	case key == "":
+		return nil
+	case key == keyCertSweep:
+		for _, id := range cc.index.due(time.Now()) {
+			cc.ctl.Enqueue(id)
+		}
+		return nil
+	case strings.HasPrefix(key, certAccountPfx):
+		return cc.syncAccount(ctx, strings.TrimPrefix(key, certAccountPfx))
+	}
+	return cc.syncCert(ctx, key)
+}
+
+// errForget, from an UpdateCertificate callback, deletes the record
+// instead: the certificate is off its node, or has no node left.
+var errForget = errors.New("forget the certificate")
+
+// lostTask stands for a finished task whose record is gone.
+func lostTask(id string) *store.Task {
+	return &store.Task{ID: id, Status: store.TaskFailed, Error: "task record lost"}
+}
+
+// syncCert converges one certificate: records the task it waited on,
+// then sends the next one, in one compare-and-swap.
+func (cc *certController) syncCert(ctx context.Context, id string) error {
+	c, err := cc.st.GetCertificate(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		cc.index.drop(id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	outcomes, err := cc.st.CertificateOutcomes(ctx, id)
+	if err != nil {
+		return err
+	}
+	finished := map[string]*store.Task{}
+	for _, tid := range outcomes {
+		t, _, err := cc.st.GetTask(ctx, tid)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			finished[tid] = lostTask(tid)
+		case err != nil:
+			return err
+		default:
+			finished[tid] = t
+		}
+	}
+	a, _, err := cc.st.GetAccount(ctx, c.Account)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if a == nil || a.Deleted {
+		// The account's deletion takes its sites off the node: only the
+		// record is left to remove.
+		return cc.forget(ctx, id, "the account was deleted")
+	}
+	var events []store.CertEvent
+	var plan certPlan
+	updated, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		before := mustJSON(c)
+		old := c.Status.Events
+		now := time.Now().UTC()
+		if cc.record(c, finished, now) {
+			return nil, errForget
+		}
+		if c.Node != a.Node && a.Node != "" && !c.Custom && c.Status.TaskID == "" && !c.Deleting {
+			// The site was placed or moved: its certificate is ordered
+			// on the node that serves it now.
+			if c.Node != "" {
+				c.Generation++
+			}
+			c.Node = a.Node
+			c.AddEvent(now, "placed", "the site is served by "+a.Node)
+		}
+		takeRequest(c)
+		plan = nextCertStep(c, now)
+		if plan.expired && c.Status.State != store.CertExpired {
+			c.Status.State = store.CertExpired
+			c.AddEvent(now, "expired", "the certificate expired on "+c.Status.NotAfter.Format(time.RFC3339)+" without a renewal")
+		}
+		task, err := cc.step(ctx, c, a, plan, now)
+		if err != nil {
+			return nil, err
+		}
+		events = newEvents(old, c.Status.Events)
+		if task == nil && mustJSON(c) == before {
+			return nil, store.ErrUnchanged
+		}
+		if task == nil {
+			return nil, nil
+		}
+		return []*store.CertTask{{Node: c.Node, Spec: task, CreatedBy: "controller", Track: true}}, nil
+	}, store.AuditEvent{})
+	if errors.Is(err, errForget) {
+		return cc.forget(ctx, id, "removed from node "+c.Node)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		cc.index.drop(id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, tid := range outcomes {
+		if err := cc.st.ForgetCertificateOutcome(ctx, id, tid); err != nil {
+			return err
+		}
+	}
+	cc.index.put(id, entryOf(updated))
+	for _, ev := range events {
+		// The certificate's events land in the audit log.
+		_ = cc.st.AppendAudit(ctx, store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
+	}
+	if plan.step == stepWait && !plan.at.IsZero() {
+		if d := time.Until(plan.at); d < cc.sweep {
+			cc.ctl.EnqueueAfter(id, max(d, 0)+10*time.Millisecond)
+		}
+	}
+	if e := entryOf(updated); e.waitingNames && time.Until(e.nextAttempt) < cc.sweep {
+		cc.ctl.EnqueueAfter(id, time.Until(e.nextAttempt))
+	}
+	return nil
+}
+
+// newEvents returns the events of after that before did not have: those
+// past before's last one (AddEvent appends, dropping the oldest).
+func newEvents(before, after []store.CertEvent) []store.CertEvent {
+	if len(before) == 0 {
+		return slices.Clone(after)
+	}
+	last := before[len(before)-1]
+	for i := len(after) - 1; i >= 0; i-- {
+		if after[i] == last {
+			return slices.Clone(after[i+1:])
+		}
+	}
+	return slices.Clone(after)
+}
+
+func auditResult(ev store.CertEvent) string {
+	if ev.Kind == "failed" {
+		return "failed: " + ev.Message
+	}
+	if ev.Message == "" {
+		return "ok"
+	}
+	return "ok: " + ev.Message
+}
+
+// forget deletes a certificate's record.
+func (cc *certController) forget(ctx context.Context, id, why string) error {
+	err := cc.st.DeleteCertificate(ctx, id, store.NewAuditEvent("system", cc.s.id, "certificate.deleted", id, "ok: "+why))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	cc.index.drop(id)
+	return nil
+}
+
+// record writes the result of the task c waits on, if it finished, into
+// c's status. forget: the certificate was removed from its node.
+func (cc *certController) record(c *store.Certificate, finished map[string]*store.Task, now time.Time) (forget bool) {
+	st := &c.Status
+	t, ok := finished[st.TaskID]
+	if st.TaskID == "" || !ok {
+		return false
+	}
+	gen := st.TaskGeneration
+	st.TaskID, st.TaskGeneration = "", 0
+	var res *agentpb.CertificateResult
+	err := t.Err()
+	if err == nil && (t.Action == actionIssueCert || t.Action == actionInstallCert) {
+		res, err = t.CertificateResult()
+	}
+	cc.countAttempt(t.Action, err)
+	if err != nil {
+		st.Failures++
+		st.NextAttempt = now.Add(retryDelay(st.Failures, cc.retryBase, cc.retryMax))
+		node := t.Node
+		if node == "" {
+			node = c.Node
+		}
+		st.LastError = "node " + node + ": " + err.Error()
+		c.AddEvent(now, "failed", fmt.Sprintf("%s (attempt %d; next at %s)", st.LastError, st.Failures, st.NextAttempt.Format(time.RFC3339)))
+		if t.Action == actionIssueCert || t.Action == actionInstallCert || t.Action == "" {
+			switch {
+			case st.ChainPEM == "":
+				st.State = store.CertFailed
+			case !st.NotAfter.IsZero() && !now.Before(st.NotAfter):
+				st.State = store.CertExpired
+			default:
+				// A failed renewal: the served certificate stays.
+				st.State = store.CertIssued
+			}
+		}
+		return false
+	}
+	switch t.Action {
+	case actionRemoveCert:
+		return true
+	case actionRevokeCert:
+		st.State = store.CertRevoked
+		st.ObservedGeneration = max(st.ObservedGeneration, gen)
+		st.RenewAt, st.NextAttempt, st.Failures, st.LastError = time.Time{}, time.Time{}, 0, ""
+		c.AutoRenew = false
+		c.AddEvent(now, "revoked", "serial "+st.Serial+" revoked; the site serves a self-signed certificate")
+		return false
+	}
+	st.ChainPEM = string(res.GetChainPem())
+	st.Serial, st.Issuer = res.GetSerial(), res.GetIssuer()
+	st.NotBefore = time.Unix(res.GetNotBeforeUnix(), 0).UTC()
+	st.NotAfter = time.Unix(res.GetNotAfterUnix(), 0).UTC()
+	st.IssuedDomains = slices.Clone(res.GetDomains())
+	var ari time.Time
+	if r := res.GetRenewAfterUnix(); r > 0 {
+		ari = time.Unix(r, 0)
+	}
+	st.RenewAt = renewTime(c.ID, st.NotBefore, st.NotAfter, ari)
+	st.State = store.CertIssued
+	st.ObservedGeneration = max(st.ObservedGeneration, gen)
+	st.Failures, st.NextAttempt, st.LastError = 0, time.Time{}, ""
+	kind := "issued"
+	if t.Action == actionInstallCert {
+		kind = "installed"
+		if c.Generation == gen {
+			c.SealedKey = nil // the node has the key now
+		}
+	}
+	c.AddEvent(now, kind, fmt.Sprintf("serial %s by %s for %s, valid until %s; renewal from %s",
+		st.Serial, st.Issuer, strings.Join(st.IssuedDomains, ", "), st.NotAfter.Format(time.RFC3339), st.RenewAt.Format(time.RFC3339)))
+	for _, f := range res.GetFailed() {
+		c.AddEvent(now, "skipped", f.GetName()+": validation failed: "+f.GetError())
+	}
+	if len(res.GetReloaded()) > 0 {
+		c.AddEvent(now, "served", "reloaded "+strings.Join(res.GetReloaded(), ", "))
+	}
+	return false
+}
+
+func (cc *certController) countAttempt(action string, err error) {
+	if cc.s.metrics == nil || action == "" {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	cc.s.metrics.certAttempts.WithLabelValues(strings.TrimSuffix(action, "Certificate"), result).Inc()
+}
+
+// step carries out plan on c: the task to send (nil: none, c may have
+// changed all the same).
+func (cc *certController) step(ctx context.Context, c *store.Certificate, a *store.Account, plan certPlan, now time.Time) (*agentpb.Task, error) {
+	st := &c.Status
+	switch plan.step {
+	case stepRemove:
+		if c.Node == "" {
+			return nil, errForget
+		}
+		return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_RemoveCertificate{RemoveCertificate: &agentpb.RemoveCertificateAction{
+			Id: c.ID, Username: a.Username, Site: c.ID, Mail: c.Mail}}}, nil
+	case stepRevoke:
+		c.AutoRenew = false
+		if st.ChainPEM == "" || c.Custom {
+			// Nothing we ordered to revoke: it only stops being served.
+			st.State = store.CertRevoked
+			st.ObservedGeneration = c.Generation
+			c.AddEvent(now, "revoked", "no certificate ordered from the ACME server to revoke")
+			return nil, nil
+		}
+		acme, err := cc.acmeFor(ctx, c.Node)
+		if err != nil {
+			return nil, err
+		}
+		c.AddEvent(now, "revoking", fmt.Sprintf("serial %s, reason %d", st.Serial, c.RevokeReason))
+		return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_RevokeCertificate{RevokeCertificate: &agentpb.RevokeCertificateAction{
+			Id: c.ID, Username: a.Username, Site: c.ID, ChainPem: []byte(st.ChainPEM), Reason: uint32(c.RevokeReason), Acme: acme, Mail: c.Mail}}}, nil
+	case stepInstall:
+		if len(c.SealedKey) == 0 {
+			// Installed already at an earlier generation: the key is
+			// on the node and nothing is left to send.
+			st.ObservedGeneration = c.Generation
+			c.AddEvent(now, "skipped", "a custom certificate is renewed by installing a new one")
+			return nil, nil
+		}
+		c.AddEvent(now, "installing", "on node "+c.Node)
+		return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_InstallCertificate{InstallCertificate: &agentpb.InstallCertificateAction{
+			Id: c.ID, Username: a.Username, Site: c.ID, ChainPem: []byte(c.CustomChainPEM), SealedPrivateKey: c.SealedKey,
+			Mail: c.Mail, AllowUntrusted: c.AllowUntrusted}}}, nil
+	case stepIssue:
+		return cc.issueTask(ctx, c, a, now)
+	}
+	return nil, nil
+}
+
+// waitFor leaves c waiting (no task) with why as its last error, looked at
+// again on a zone change or after waitRecheck.
+func waitFor(c *store.Certificate, why string, now time.Time) {
+	st := &c.Status
+	if st.ChainPEM == "" && st.State != store.CertFailed {
+		st.State = store.CertPending
+	}
+	if st.LastError != why {
+		c.AddEvent(now, "waiting", why)
+	}
+	st.LastError = why
+	if st.Failures == 0 {
+		st.NextAttempt = now.Add(waitRecheck)
+	}
+}
+
+// issueTask builds the order of c's names that can validate, or leaves c
+// waiting when its site's own name cannot.
+func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a *store.Account, now time.Time) (*agentpb.Task, error) {
+	st := &c.Status
+	i := a.SiteIndex(c.ID)
+	switch {
+	case a.Node == "" || c.Node != a.Node:
+		waitFor(c, "waiting for the account to be placed on a node", now)
+		return nil, nil
+	case i < 0:
+		waitFor(c, c.ID+" is not a site of the account", now)
+		return nil, nil
+	case a.AllSites()[i].Generation > a.AppliedGeneration:
+		waitFor(c, "waiting for node "+c.Node+" to serve the site "+c.ID, now)
+		return nil, nil
+	}
+	node, err := cc.st.GetNode(ctx, c.Node)
+	if err != nil {
+		return nil, err
+	}
+	addr, _ := netip.ParseAddr(node.Address)
+	names, skipped, zones, err := cc.orderable(ctx, c, addr)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(names, c.Domains[0]) {
+		why := c.Domains[0] + ": does not resolve to " + c.Node + " on our nameservers"
+		for _, s := range skipped {
+			if s.name == c.Domains[0] {
+				why = s.name + ": " + s.why
+			}
+		}
+		waitFor(c, why, now)
+		return nil, nil
+	}
+	action := &agentpb.IssueCertificateAction{Id: c.ID, Username: a.Username, Site: c.ID, Domains: names}
+	switch c.Challenge {
+	case store.ChallengeDNS01:
+		action.Challenge = agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01
+		if action.Nameservers, err = cc.nameservers(ctx, zones); err != nil {
+			return nil, err
+		}
+		if len(action.Nameservers) == 0 {
+			waitFor(c, "no nameserver of ours serves the zone of "+c.Domains[0], now)
+			return nil, nil
+		}
+	default:
+		action.Challenge = agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01
+	}
+	mail, err := cc.st.MailDomainNames(ctx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	action.Mail = c.Mail || mail[c.ID]
+	if action.Acme, err = cc.acmeFor(ctx, c.Node); err != nil {
+		return nil, err
+	}
+	kind := "ordering"
+	if st.ChainPEM != "" && st.State != store.CertExpired {
+		st.State = store.CertRenewing
+		kind = "renewing"
+	} else if st.ChainPEM == "" {
+		st.State = store.CertPending
+	}
+	if st.Failures == 0 {
+		st.LastError, st.NextAttempt = "", time.Time{}
+	}
+	c.AddEvent(now, kind, fmt.Sprintf("%s by %s from %s", strings.Join(names, ", "), c.Challenge, cc.acme.GetDirectoryUrl()))
+	for _, s := range skipped {
+		c.AddEvent(now, "skipped", "skipped "+s.name+": "+s.why)
+	}
+	return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_IssueCertificate{IssueCertificate: action}}, nil
+}
+
+// acmeFor is the ACME server for node, its EAB key sealed to the node.
+func (cc *certController) acmeFor(ctx context.Context, node string) (*agentpb.AcmeServer, error) {
+	out := &agentpb.AcmeServer{DirectoryUrl: cc.acme.DirectoryUrl, Email: cc.acme.Email, RootCasPem: cc.acme.RootCasPem, EabKid: cc.acme.EabKid}
+	if len(cc.eabHMAC) == 0 {
+		return out, nil
+	}
+	ns, _, err := cc.st.GetNodeState(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	if len(ns.PublicKey) == 0 {
+		return nil, fmt.Errorf("node %s has not connected yet: the ACME account key cannot be sealed to it", node)
+	}
+	if out.SealedEabHmac, err = pki.SealDER(ns.PublicKey, cc.eabHMAC, agentpb.AcmeEABSealContext(cc.acme.EabKid)); err != nil {
+		return nil, fmt.Errorf("seal the ACME account key to node %s: %w", node, err)
+	}
+	return out, nil
+}
+
+// skippedName is a name left out of an order, and why.
+type skippedName struct{ name, why string }
+
+// orderable splits c's names into those that can validate now and those
+// left out: by HTTP-01, a name must resolve, in our served zone data, to
+// the node's address; by DNS-01, its zone must be the account's and
+// served. zones are the zones that hold the names ordered.
+func (cc *certController) orderable(ctx context.Context, c *store.Certificate, addr netip.Addr) (names []string, skipped []skippedName, zones []*store.Zone, err error) {
+	seen := map[string]bool{}
+	for _, d := range c.Domains {
+		wildcard := strings.HasPrefix(d, "*.")
+		base := strings.TrimPrefix(d, "*.")
+		z, err := cc.zoneOf(ctx, base)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		switch {
+		case z == nil || z.Account != c.Account:
+			skipped = append(skipped, skippedName{d, "not in a DNS zone of the account on our nameservers"})
+			continue
+		case !zoneApplied(z):
+			skipped = append(skipped, skippedName{d, "zone " + z.Name + " is not served as written yet"})
+			continue
+		case wildcard && c.Challenge != store.ChallengeDNS01:
+			skipped = append(skipped, skippedName{d, "a wildcard name needs the DNS01 challenge"})
+			continue
+		}
+		if c.Challenge != store.ChallengeDNS01 {
+			ok, err := cc.resolvesTo(ctx, base, addr)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if !ok {
+				skipped = append(skipped, skippedName{d, "does not resolve to " + c.Node + " on our nameservers"})
+				continue
+			}
+		}
+		names = append(names, d)
+		if !seen[z.Name] {
+			seen[z.Name] = true
+			zones = append(zones, z)
+		}
+	}
+	return names, skipped, zones, nil
+}
+
+// zoneOf returns the zone that holds name (its longest suffix we have), or
+// nil.
+func (cc *certController) zoneOf(ctx context.Context, name string) (*store.Zone, error) {
+	for cand := name; strings.Contains(cand, "."); {
+		z, _, err := cc.st.GetZone(ctx, cand)
+		if err == nil && !z.Deleted {
+			return z, nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		_, cand, _ = strings.Cut(cand, ".")
+	}
+	return nil, nil
+}
+
+// resolvesTo follows name's A/AAAA and CNAME records through our served
+// zones and reports whether it reaches addr.
+func (cc *certController) resolvesTo(ctx context.Context, name string, addr netip.Addr) (bool, error) {
+	for range maxCNAMEHops {
+		z, err := cc.zoneOf(ctx, name)
+		if err != nil || z == nil || !zoneApplied(z) {
+			return false, err
+		}
+		var cname string
+		found := false
+		for _, r := range z.Records {
+			if !strings.EqualFold(strings.TrimSuffix(r.Name, "."), name) {
+				continue
+			}
+			switch r.Type {
+			case dnszone.TypeA, dnszone.TypeAAAA:
+				found = true
+				if ip, err := netip.ParseAddr(r.Content); err == nil && ip.Unmap() == addr.Unmap() {
+					return true, nil
+				}
+			case dnszone.TypeCNAME:
+				cname = strings.ToLower(strings.TrimSuffix(r.Content, "."))
+			}
+		}
+		if found || cname == "" {
+			return false, nil
+		}
+		name = cname
+	}
+	return false, nil
+}
+
+// nameservers lists host:port of every DNS server of ours that serves
+// zones: each zone's primary first, then every other DNS server (each
+// serves every zone as a secondary).
+func (cc *certController) nameservers(ctx context.Context, zones []*store.Zone) ([]string, error) {
+	v, err := cc.s.dnsViews.get(ctx, cc.st)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	add := func(a string) {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	for _, z := range zones {
+		p, ok := v.servers[z.Node]
+		if !ok {
+			return nil, nil // its primary is not serving: nothing can validate
+		}
+		add(p.addr)
+	}
+	for _, n := range v.order {
+		add(v.servers[n].addr)
+	}
+	return out, nil
+}
+
+// syncAccount converges the automatic certificates of one account: one per
+// site (not alias) of an active account on a web node, named after the
+// site, its www name, its aliases and, with mail, mail. and webmail.; a
+// certificate of a site that is gone is removed from the node, then the
+// record.
+func (cc *certController) syncAccount(ctx context.Context, id string) error {
+	a, _, err := cc.st.GetAccount(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	have := cc.index.ofAccount(id)
+	if a == nil || a.Deleted {
+		// syncCert deletes the records of an account that is gone.
+		cc.ctl.Enqueue(have...)
+		return nil
+	}
+	sites := map[string]store.Site{}
+	for _, s := range a.AllSites() {
+		if s.AliasOf == "" {
+			sites[s.Domain] = s
+		}
+	}
+	for _, cid := range have {
+		if _, ok := sites[cid]; ok {
+			continue
+		}
+		if err := cc.markDeleting(ctx, cid, "the site "+cid+" was removed"); err != nil {
+			return err
+		}
+	}
+	if a.Node == "" || (a.Status != store.AccountActive && a.Status != store.AccountSuspended) {
+		return nil
+	}
+	node, err := cc.st.GetNode(ctx, a.Node)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if !slices.Contains(node.Roles, "web") {
+		return nil
+	}
+	mail, err := cc.st.MailDomainNames(ctx, a.ID)
+	if err != nil {
+		return err
+	}
+	for _, s := range a.AllSites() {
+		if s.AliasOf != "" || s.Generation > a.AppliedGeneration {
+			continue // served by its target's certificate; not on the node yet
+		}
+		want := autoDomains(a, s, mail[s.Domain])
+		if err := cc.ensureAuto(ctx, a, s, want, mail[s.Domain]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// autoDomains are the names of a site's automatic certificate.
+func autoDomains(a *store.Account, s store.Site, mail bool) []string {
+	var out []string
+	add := func(n string) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	withWWW := func(d string) {
+		add(d)
+		if !strings.HasPrefix(d, "www.") {
+			add("www." + d)
+		}
+	}
+	withWWW(s.Domain)
+	for _, al := range a.AliasesOf(s.Domain) {
+		withWWW(al)
+	}
+	if mail {
+		add("mail." + s.Domain)
+		add("webmail." + s.Domain)
+	}
+	return out
+}
+
+// ensureAuto creates a site's automatic certificate, or makes an existing
+// one's names follow the site's.
+func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s store.Site, want []string, mail bool) error {
+	now := time.Now().UTC()
+	c, err := cc.st.GetCertificate(ctx, s.Domain)
+	if errors.Is(err, store.ErrNotFound) {
+		if s.NoAutoCertificate {
+			return nil
+		}
+		c = &store.Certificate{ID: s.Domain, Account: a.ID, Node: a.Node, Domains: want, Challenge: store.ChallengeHTTP01,
+			AutoRenew: true, Auto: true, Mail: mail, Status: store.CertStatus{State: store.CertPending}}
+		c.AddEvent(now, "requested", "automatic certificate of the site "+s.Domain)
+		err := cc.st.CreateCertificate(ctx, c, store.NewAuditEvent("system", cc.s.id, "certificate.requested", s.Domain, "ok: automatic"))
+		if errors.Is(err, store.ErrConflict) {
+			return nil // created meanwhile
+		}
+		if err == nil {
+			cc.index.put(c.ID, entryOf(c))
+			cc.ctl.Enqueue(c.ID)
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if c.Account != a.ID || !c.Auto || c.Deleting || c.Revoke || (slices.Equal(c.Domains, want) && c.Mail == mail) {
+		return nil
+	}
+	_, err = cc.st.UpdateCertificate(ctx, c.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if !c.Auto || c.Deleting || (slices.Equal(c.Domains, want) && c.Mail == mail) {
+			return nil, store.ErrUnchanged
+		}
+		c.AddEvent(now, "names", "the site's names changed to "+strings.Join(want, ", "))
+		c.Domains, c.Mail = slices.Clone(want), mail
+		c.Generation++
+		return nil, nil
+	}, store.NewAuditEvent("system", cc.s.id, "certificate.names", c.ID, "ok: "+strings.Join(want, ", ")))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// markDeleting asks for a certificate's removal from its node.
+func (cc *certController) markDeleting(ctx context.Context, id, why string) error {
+	_, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if c.Deleting {
+			return nil, store.ErrUnchanged
+		}
+		c.Deleting = true
+		c.Generation++
+		c.AddEvent(time.Now(), "deleting", why)
+		return nil, nil
+	}, store.NewAuditEvent("system", cc.s.id, "certificate.deleting", id, "ok: "+why))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// certExpiry is the npanel_certificate_expiry_seconds collector: the
+// seconds until each indexed certificate's NotAfter, computed when
+// scraped. It reports nothing on a replica that does not lead.
+type certExpiry struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	idx  *certIndex
+}
+
+func newCertExpiry() *certExpiry {
+	return &certExpiry{desc: prometheus.NewDesc("npanel_certificate_expiry_seconds",
+		"Seconds until the certificate served for a site expires (negative: expired), per certificate id; on the leader.",
+		[]string{"certificate"}, nil)}
+}
+
+func (x *certExpiry) set(idx *certIndex) {
+	x.mu.Lock()
+	x.idx = idx
+	x.mu.Unlock()
+}
+
+func (x *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- x.desc }
+
+func (x *certExpiry) Collect(ch chan<- prometheus.Metric) {
+	x.mu.Lock()
+	idx := x.idx
+	x.mu.Unlock()
+	if idx == nil {
+		return
+	}
+	now := time.Now()
+	idx.mu.RLock()
+	defer idx.mu.RUnlock()
+	for id, e := range idx.m {
+		if e.notAfter.IsZero() || e.state == store.CertRevoked {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(x.desc, prometheus.GaugeValue, e.notAfter.Sub(now).Seconds(), id)
+	}
+}

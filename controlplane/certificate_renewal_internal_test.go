@@ -1,0 +1,297 @@
+package controlplane
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
+
+const day = 24 * time.Hour
+
+func TestCertRenewTime(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		lifetime time.Duration
+		ari      time.Time
+	}{
+		{"90 days", 90 * day, time.Time{}},
+		{"6 days", 6 * day, time.Time{}},
+		{"one hour", time.Hour, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			na := nb.Add(tc.lifetime)
+			for i := range 200 {
+				id := fmt.Sprintf("site%d.example.com", i)
+				at := renewTime(id, nb, na, tc.ari)
+				latest := na.Add(-tc.lifetime / 3)
+				earliest := latest.Add(-time.Duration(float64(tc.lifetime) * renewJitterFraction))
+				if at.After(latest) || at.Before(earliest) {
+					t.Fatalf("%s renews at %s, want within [%s, %s]", id, at, earliest, latest)
+				}
+				if again := renewTime(id, nb, na, tc.ari); !again.Equal(at) {
+					t.Fatalf("jitter not deterministic: %s then %s", at, again)
+				}
+			}
+		})
+	}
+	na := nb.Add(90 * day)
+	if at := renewTime("a.example", nb, na, nb.Add(50*day)); !at.Equal(nb.Add(50 * day)) {
+		t.Fatalf("ARI ignored: %s", at)
+	}
+	if at := renewTime("a.example", nb, na, na.Add(day)); at.After(na) {
+		t.Fatalf("ARI past NotAfter taken: %s", at)
+	}
+	if !renewTime("a.example", time.Time{}, time.Time{}, time.Time{}).IsZero() {
+		t.Fatal("a certificate without NotAfter has a renewal time")
+	}
+}
+
+func TestCertJitterSpreads(t *testing.T) {
+	// 1,000 certificates of one lifetime land in at least 9 of 10 equal
+	// slices of the jitter window.
+	lifetime := 90 * day
+	window := time.Duration(float64(lifetime) * renewJitterFraction)
+	slots := map[int]bool{}
+	for i := range 1000 {
+		slots[int(certJitter(fmt.Sprintf("c%d.example", i), lifetime)*10/window)] = true
+	}
+	if len(slots) < 9 {
+		t.Fatalf("jitter uses %d of 10 slices", len(slots))
+	}
+}
+
+func TestCertRetryDelay(t *testing.T) {
+	base, max := 5*time.Minute, 24*time.Hour
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{0, 5 * time.Minute}, {1, 5 * time.Minute}, {2, 10 * time.Minute}, {3, 20 * time.Minute},
+		{9, 1280 * time.Minute}, {10, 24 * time.Hour}, {100, 24 * time.Hour},
+	} {
+		if got := retryDelay(tc.n, base, max); got != tc.want {
+			t.Errorf("retryDelay(%d) = %s, want %s", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestCertNextStep(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	issued := func(mut func(c *store.Certificate)) *store.Certificate {
+		c := &store.Certificate{ID: "a.example", Domains: []string{"a.example"}, AutoRenew: true, Generation: 1,
+			Status: store.CertStatus{State: store.CertIssued, ObservedGeneration: 1, ChainPEM: "chain",
+				NotBefore: now.Add(-30 * day), NotAfter: now.Add(60 * day), RenewAt: now.Add(20 * day)}}
+		if mut != nil {
+			mut(c)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name    string
+		c       *store.Certificate
+		want    certStep
+		at      time.Time
+		expired bool
+	}{
+		{"new", &store.Certificate{Generation: 1, Status: store.CertStatus{State: store.CertPending}}, stepIssue, time.Time{}, false},
+		{"task in flight", issued(func(c *store.Certificate) { c.Generation = 2; c.Status.TaskID = "T" }), stepNone, time.Time{}, false},
+		{"settled", issued(nil), stepWait, now.Add(20 * day), false},
+		{"renewal due", issued(func(c *store.Certificate) { c.Status.RenewAt = now.Add(-time.Minute) }), stepIssue, time.Time{}, false},
+		{"renewal backing off", issued(func(c *store.Certificate) {
+			c.Status.RenewAt, c.Status.Failures, c.Status.NextAttempt = now.Add(-time.Hour), 2, now.Add(time.Hour)
+		}), stepWait, now.Add(time.Hour), false},
+		{"retry due", issued(func(c *store.Certificate) {
+			c.Status.RenewAt, c.Status.Failures, c.Status.NextAttempt = now.Add(-time.Hour), 2, now.Add(-time.Second)
+		}), stepIssue, time.Time{}, false},
+		{"no auto-renew", issued(func(c *store.Certificate) { c.AutoRenew = false; c.Status.RenewAt = now.Add(-time.Hour) }), stepWait, now.Add(60 * day), false},
+		{"expired", issued(func(c *store.Certificate) {
+			c.AutoRenew = false
+			c.Status.NotAfter = now.Add(-time.Second)
+		}), stepNone, time.Time{}, true},
+		{"expired, renewing", issued(func(c *store.Certificate) {
+			c.Status.NotAfter, c.Status.RenewAt = now.Add(-time.Second), now.Add(-day)
+		}), stepIssue, time.Time{}, true},
+		{"renew asked", issued(func(c *store.Certificate) { c.Generation = 2 }), stepIssue, time.Time{}, false},
+		{"custom", issued(func(c *store.Certificate) { c.Custom, c.Generation = true, 2 }), stepInstall, time.Time{}, false},
+		{"custom never auto-renews", issued(func(c *store.Certificate) { c.Custom, c.Status.RenewAt = true, now.Add(-day) }), stepWait, now.Add(60 * day), false},
+		{"revoke", issued(func(c *store.Certificate) { c.Revoke, c.Generation = true, 2 }), stepRevoke, time.Time{}, false},
+		{"revoked", issued(func(c *store.Certificate) { c.Revoke, c.Status.State = true, store.CertRevoked }), stepNone, time.Time{}, false},
+		{"deleting", issued(func(c *store.Certificate) { c.Deleting, c.Generation = true, 2 }), stepRemove, time.Time{}, false},
+		{"waiting for names", &store.Certificate{Generation: 1, Status: store.CertStatus{State: store.CertPending, LastError: "x", NextAttempt: now.Add(time.Hour)}}, stepIssue, time.Time{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := nextCertStep(tc.c, now)
+			if got.step != tc.want || !got.at.Equal(tc.at) || got.expired != tc.expired {
+				t.Fatalf("got %s at %s expired %t, want %s at %s expired %t", got.step, got.at, got.expired, tc.want, tc.at, tc.expired)
+			}
+		})
+	}
+}
+
+func TestCertEntryDue(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		e    certEntry
+		due  bool
+	}{
+		{"pending", certEntry{pending: true}, true},
+		{"in flight", certEntry{pending: true, inFlight: true}, false},
+		{"backing off", certEntry{pending: true, nextAttempt: now.Add(time.Hour)}, false},
+		{"renewal due", certEntry{state: store.CertIssued, autoRenew: true, renewAt: now.Add(-time.Second), notAfter: now.Add(day)}, true},
+		{"renewal later", certEntry{state: store.CertIssued, autoRenew: true, renewAt: now.Add(time.Hour), notAfter: now.Add(day)}, false},
+		{"expiring without renewal", certEntry{state: store.CertIssued, notAfter: now.Add(-time.Second)}, true},
+		{"revoked", certEntry{state: store.CertRevoked, notAfter: now.Add(-time.Second)}, false},
+	} {
+		at := tc.e.dueAt()
+		if got := !at.IsZero() && !now.Before(at); got != tc.due {
+			t.Errorf("%s: due %t (at %s), want %t", tc.name, got, at, tc.due)
+		}
+	}
+}
+
+// renewHeap orders simulated certificates by renewal time.
+type simCert struct {
+	id                  string
+	notBefore, notAfter time.Time
+	renewAt             time.Time
+}
+
+type renewHeap []*simCert
+
+func (h renewHeap) Len() int           { return len(h) }
+func (h renewHeap) Less(i, j int) bool { return h[i].renewAt.Before(h[j].renewAt) }
+func (h renewHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *renewHeap) Push(x any)        { *h = append(*h, x.(*simCert)) }
+func (h *renewHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// BenchmarkRenewalSweep10k simulates 90 days of the renewal sweep over
+// 10,000 90-day certificates, in minute steps, with renewTime deciding
+// each renewal: half were issued at random over the last 50 days, half in
+// one minute (a bulk migration, the case jitter is for). Every renewal
+// succeeds at once. Reported: ACME orders sent, the most in any one
+// minute, the p50/p99 lead time of renewals before expiry (days), and the
+// wall time of one sweep pass over the 10,000 index entries (the
+// controller's minute tick: certIndex.due).
+func BenchmarkRenewalSweep10k(b *testing.B) {
+	const n = 10000
+	const lifetime = 90 * day
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var orders, maxPerMinute int
+	var leads []time.Duration
+	for b.Loop() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		h := make(renewHeap, 0, n)
+		for i := range n {
+			// Issued within the last 50 days: none is overdue when the
+			// simulation starts (renewals begin 51 days in at the earliest).
+			issued := start.Add(-time.Duration(rng.Int64N(int64(50 * day))))
+			if i%2 == 1 {
+				issued = start.Add(-10 * day) // the bulk
+			}
+			c := &simCert{id: fmt.Sprintf("site%05d.example.com", i), notBefore: issued, notAfter: issued.Add(lifetime)}
+			c.renewAt = renewTime(c.id, c.notBefore, c.notAfter, time.Time{})
+			h = append(h, c)
+		}
+		heap.Init(&h)
+		orders, maxPerMinute, leads = 0, 0, leads[:0]
+		end := start.Add(90 * day)
+		for now := start; now.Before(end); now = now.Add(time.Minute) {
+			inMinute := 0
+			for h.Len() > 0 && !h[0].renewAt.After(now) {
+				c := h[0]
+				orders++
+				inMinute++
+				leads = append(leads, c.notAfter.Sub(now))
+				c.notBefore, c.notAfter = now, now.Add(lifetime)
+				c.renewAt = renewTime(c.id, c.notBefore, c.notAfter, time.Time{})
+				heap.Fix(&h, 0)
+			}
+			maxPerMinute = max(maxPerMinute, inMinute)
+		}
+	}
+	slices.Sort(leads)
+	b.ReportMetric(float64(orders), "acme_orders")
+	b.ReportMetric(float64(maxPerMinute), "max_orders/minute")
+	b.ReportMetric(leads[len(leads)/2].Hours()/24, "p50_lead_days")
+	b.ReportMetric(leads[len(leads)*99/100].Hours()/24, "p99_lead_days")
+	b.ReportMetric(leads[len(leads)/100].Hours()/24, "p1_lead_days")
+
+	// One sweep pass over an index of 10,000 certificates.
+	idx := &certIndex{m: map[string]*certEntry{}}
+	now := time.Now()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range n {
+		na := now.Add(time.Duration(rng.Int64N(int64(lifetime))))
+		id := fmt.Sprintf("site%05d.example.com", i)
+		idx.m[id] = &certEntry{state: store.CertIssued, autoRenew: true,
+			notAfter: na, renewAt: renewTime(id, na.Add(-lifetime), na, time.Time{})}
+	}
+	const passes = 50
+	t0 := time.Now()
+	due := 0
+	for range passes {
+		due = len(idx.due(now))
+	}
+	b.ReportMetric(float64(time.Since(t0).Microseconds())/passes, "sweep_pass_us")
+	b.ReportMetric(float64(due), "due_in_pass")
+}
+
+func TestCertNewEvents(t *testing.T) {
+	at := time.Unix(1, 0)
+	c := &store.Certificate{}
+	for i := range 60 {
+		c.AddEvent(at.Add(time.Duration(i)), "e", fmt.Sprint(i))
+	}
+	before := slices.Clone(c.Status.Events)
+	c.AddEvent(at.Add(100), "new", "a")
+	c.AddEvent(at.Add(101), "new", "b")
+	got := newEvents(before, c.Status.Events)
+	if len(got) != 2 || got[0].Message != "a" || got[1].Message != "b" {
+		t.Fatalf("new events: %+v", got)
+	}
+	if got := newEvents(nil, c.Status.Events[:1]); len(got) != 1 {
+		t.Fatalf("from none: %+v", got)
+	}
+}
+
+func TestCertTakeRequest(t *testing.T) {
+	now := time.Now()
+	failed := func(mut func(c *store.Certificate)) *store.Certificate {
+		c := &store.Certificate{Generation: 2, Status: store.CertStatus{State: store.CertFailed, ObservedGeneration: 0,
+			Failures: 6, NextAttempt: now.Add(5 * time.Hour)}}
+		mut(c)
+		return c
+	}
+	// A deletion of a certificate whose orders kept failing goes at once.
+	c := failed(func(c *store.Certificate) { c.Deleting = true })
+	if !takeRequest(c) || c.Status.Failures != 0 || nextCertStep(c, now).step != stepRemove {
+		t.Fatalf("deletion held up by the order's backoff: %+v", c.Status)
+	}
+	// Taken once: a failing removal then backs off.
+	c.Status.Failures, c.Status.NextAttempt = 1, now.Add(time.Minute)
+	if takeRequest(c) || nextCertStep(c, now).step != stepWait {
+		t.Fatalf("a failed removal does not back off: %+v", c.Status)
+	}
+	// A renewal asked for keeps the backoff.
+	c = failed(func(*store.Certificate) {})
+	if takeRequest(c) || nextCertStep(c, now).step != stepWait {
+		t.Fatalf("a renewal skipped the backoff: %+v", c.Status)
+	}
+	// Not while a task is in flight.
+	c = failed(func(c *store.Certificate) { c.Revoke, c.Status.TaskID = true, "T" })
+	if takeRequest(c) {
+		t.Fatal("took a revocation while a task is in flight")
+	}
+}
