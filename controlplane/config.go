@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,8 +24,20 @@ type Config struct {
 	// key-encryption key, the replica id and the initial admin password
 	// file. With external etcd it holds no etcd.
 	DataDir string
-	// APIListen serves GraphQL, /healthz, /readyz and /metrics.
+	// APIListen serves GraphQL, /healthz, /readyz and /metrics, over HTTPS
+	// unless APIInsecureHTTP. Its certificate comes from APICertFile and
+	// APIKeyFile, or by default from the cluster's own CA (see apitls.go).
 	APIListen string
+	// APICertFile and APIKeyFile are PEM files of the API's certificate
+	// (with its chain) and key, read again when they change.
+	APICertFile, APIKeyFile string
+	// APIInsecureHTTP serves the API in plain HTTP: for a loopback
+	// development cluster or behind a TLS-terminating proxy only.
+	APIInsecureHTTP bool
+	// Notice receives the first start's message to the operator (the
+	// cluster CA's fingerprint and how to log in pinned); nil is standard
+	// error.
+	Notice io.Writer
 	// AgentListen serves the agent gateway (gRPC over mTLS).
 	AgentListen string
 	// Advertise is the host:port agents dial to reach AgentListen; it is also
@@ -159,6 +172,9 @@ func (c *Config) setDefaults() error {
 	if err := c.checkEtcd(); err != nil {
 		return err
 	}
+	if err := c.checkAPITLS(); err != nil {
+		return err
+	}
 	if c.KEKFile == "" {
 		c.KEKFile = filepath.Join(c.DataDir, "kek")
 	}
@@ -280,4 +296,21 @@ func (c *Config) etcdTLS() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// checkAPITLS admits one source of the API's certificate at most.
+func (c *Config) checkAPITLS() error {
+	if (c.APICertFile == "") != (c.APIKeyFile == "") {
+		return errors.New("--api-cert and --api-key go together")
+	}
+	n := 0
+	for _, set := range []bool{c.APICertFile != "", c.APIInsecureHTTP} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("--api-cert/--api-key and --api-insecure-http exclude each other: give one way to serve the API, or neither for a certificate from the cluster's CA")
+	}
+	return nil
 }
