@@ -23,6 +23,7 @@ import (
 //     gateway's. Clients pin the CA's root fingerprint (`npanel ctl login`)
 //     as agents do through their join token; the chain served ends in the
 //     root for that reason.
+//   - ACME for Config.APIDomain (apiacme.go).
 //   - Config.APICertFile and APIKeyFile, read again when either file changes
 //     (checked every apiCertPoll) or on ReloadAPICertificate (SIGHUP). A
 //     file that does not load keeps the certificate in service: a renewal
@@ -36,6 +37,8 @@ type apiTLS struct {
 
 	mu    sync.Mutex // serialises reloads of the files
 	stamp [2]fileStamp
+
+	acme *apiACME // nil unless APIDomain
 }
 
 // apiCertPoll is how often the certificate files are checked for a change.
@@ -83,21 +86,34 @@ func (s *Server) setupAPITLS() (*tls.Config, error) {
 		if time.Now().After(leaf.NotAfter) {
 			s.log.Warn("the API's certificate from --api-cert has expired; clients will refuse it", "not_after", leaf.NotAfter.UTC())
 		}
+	case s.cfg.APIDomain != "":
+		if err := s.setupAPIACME(); err != nil {
+			return nil, err
+		}
 	default:
 		if err := s.issueAPICert(); err != nil {
 			return nil, err
 		}
 	}
+	protos := []string{"h2", "http/1.1"}
+	if s.apiTLS.acme != nil {
+		protos = append(protos, acmeTLSALPNProto)
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if a := s.apiTLS.acme; a != nil {
+				if cert, ok := a.challengeCert(hello); ok {
+					return cert, nil
+				}
+			}
 			cert := s.apiTLS.cert.Load()
 			if cert == nil {
 				return nil, errors.New("the API has no certificate yet")
 			}
 			return cert, nil
 		},
-		NextProtos: []string{"h2", "http/1.1"},
+		NextProtos: protos,
 	}, nil
 }
 
@@ -105,7 +121,7 @@ func (s *Server) setupAPITLS() (*tls.Config, error) {
 // certificate, the root fingerprint clients pin; the first start of a
 // replica also writes that to Config.Notice for the operator.
 func (s *Server) announceAPI(firstStart bool) {
-	if s.cfg.APIInsecureHTTP || s.cfg.APICertFile != "" {
+	if s.cfg.APIInsecureHTTP || s.cfg.APICertFile != "" || s.cfg.APIDomain != "" {
 		return
 	}
 	fp := s.ca.RootFingerprint()
@@ -229,6 +245,8 @@ func (s *Server) ReloadAPICertificate() error {
 func (s *Server) runAPICertRenewal(ctx context.Context) {
 	switch {
 	case s.cfg.APIInsecureHTTP:
+	case s.cfg.APIDomain != "":
+		s.apiTLS.acme.run(ctx)
 	case s.cfg.APICertFile != "":
 		t := time.NewTicker(apiCertPoll)
 		defer t.Stop()

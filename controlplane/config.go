@@ -16,6 +16,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/scheduler"
+	"github.com/npanel/npanel/validate"
 )
 
 // Config configures one server replica.
@@ -26,11 +27,15 @@ type Config struct {
 	DataDir string
 	// APIListen serves GraphQL, /healthz, /readyz and /metrics, over HTTPS
 	// unless APIInsecureHTTP. Its certificate comes from APICertFile and
-	// APIKeyFile, or by default from the cluster's own CA (see apitls.go).
+	// APIKeyFile, or from ACME for APIDomain, or by default from the
+	// cluster's own CA (see apitls.go).
 	APIListen string
 	// APICertFile and APIKeyFile are PEM files of the API's certificate
 	// (with its chain) and key, read again when they change.
 	APICertFile, APIKeyFile string
+	// APIDomain has the API's certificate ordered from the ACME server of
+	// ACME for this name, answering TLS-ALPN-01 on the API listener.
+	APIDomain string
 	// APIInsecureHTTP serves the API in plain HTTP: for a loopback
 	// development cluster or behind a TLS-terminating proxy only.
 	APIInsecureHTTP bool
@@ -304,13 +309,20 @@ func (c *Config) checkAPITLS() error {
 		return errors.New("--api-cert and --api-key go together")
 	}
 	n := 0
-	for _, set := range []bool{c.APICertFile != "", c.APIInsecureHTTP} {
+	for _, set := range []bool{c.APICertFile != "", c.APIDomain != "", c.APIInsecureHTTP} {
 		if set {
 			n++
 		}
 	}
 	if n > 1 {
-		return errors.New("--api-cert/--api-key and --api-insecure-http exclude each other: give one way to serve the API, or neither for a certificate from the cluster's CA")
+		return errors.New("--api-cert/--api-key, --api-domain and --api-insecure-http exclude each other: give one way to serve the API, or none for a certificate from the cluster's CA")
+	}
+	if c.APIDomain != "" {
+		d, err := validate.Domain(c.APIDomain)
+		if err != nil {
+			return fmt.Errorf("--api-domain: %w", err)
+		}
+		c.APIDomain = d
 	}
 	return nil
 }

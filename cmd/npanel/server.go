@@ -92,6 +92,7 @@ every other replica before starting it.`,
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8080", "GraphQL API, console, health and metrics listener (HTTPS)")
 	f.StringVar(&cfg.APICertFile, "api-cert", "", "PEM certificate (with its chain) the API serves, re-read when it changes or on SIGHUP (default: one from the cluster CA)")
 	f.StringVar(&cfg.APIKeyFile, "api-key", "", "PEM private key of --api-cert")
+	f.StringVar(&cfg.APIDomain, "api-domain", "", "order the API's certificate for this name from the ACME server (--acme-*), validated by TLS-ALPN-01 on --api-listen (which must be its port 443 as the ACME server sees it)")
 	f.BoolVar(&cfg.APIInsecureHTTP, "api-insecure-http", false, "serve the API in plain HTTP (a loopback dev cluster, or behind a TLS-terminating proxy)")
 	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener (gRPC, mTLS)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port agents use to reach the gateway (default: --agent-listen)")
