@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,25 +52,7 @@ func TestAPIDomainACME(t *testing.T) {
 		GossipListen: "127.0.0.1:0", AdminPassword: testenv.AdminPassword, APIDomain: domain,
 		ACME:   controlplane.ACMEConfig{DirectoryURL: dir.url, RootCAFile: dir.caFile},
 		Logger: testenv.Logger()}
-	srv, err := controlplane.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
-
+	stop := runServer(t, cfg)
 	// Pebble's issuing root changes at every start: fetched from its
 	// management port.
 	roots := x509.NewCertPool()
@@ -103,6 +86,46 @@ func TestAPIDomainACME(t *testing.T) {
 			t.Errorf("%s: %v, %v; want mode 0600", name, fi, err)
 		}
 	}
+
+	// A restart serves the stored certificate from its first handshake:
+	// no new order.
+	stop()
+	runServer(t, cfg)
+	c, err := tls.Dial("tcp", apiAddr, &tls.Config{ServerName: domain, RootCAs: roots})
+	if err != nil {
+		t.Fatalf("handshake right after the restart: %v", err)
+	}
+	c.Close()
+}
+
+// runServer runs a replica of cfg until the returned stop (or the test's
+// end), once it is ready.
+func runServer(t *testing.T, cfg controlplane.Config) (stop func()) {
+	t.Helper()
+	srv, err := controlplane.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		once.Do(cancel)
+		t.Fatalf("server did not start: %v", err)
+	}
+	return stop
 }
 
 // startTestDNS answers A queries for domain with 127.0.0.1 and everything
