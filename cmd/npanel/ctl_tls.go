@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -216,6 +217,15 @@ func trustError(err error) error {
 		return &exitError{code: exitTrust, msg: fmt.Sprintf("%v\nthe server's certificate is not valid for the name in --server", err)}
 	}
 	return nil
+}
+
+// plainToHTTPS adds the way out to the error of a plain-HTTP call that
+// reached an HTTPS API (the default --server is the dev cluster's http URL).
+func plainToHTTPS(err error) error {
+	if err != nil && strings.Contains(err.Error(), "HTTP request to an HTTPS server") {
+		return fmt.Errorf("%w\nthe server serves HTTPS: give --server https://HOST:PORT ($NPANEL_SERVER)", err)
+	}
+	return err
 }
 
 // exitError is an error with its own exit status.

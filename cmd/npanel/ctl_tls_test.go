@@ -129,6 +129,12 @@ func TestCtlPinsAPICA(t *testing.T) {
 	if code != exitTrust || !strings.Contains(out, "does not chain to the CA pinned") {
 		t.Fatalf("node list against another CA: exit %d: %s", code, out)
 	}
+	t.Logf("node list against another CA: exit %d: %s", code, out)
+	// Plain HTTP to the HTTPS API says what to do.
+	plain := append([]string{"NPANEL_SERVER=http://" + api, "NPANEL_TOKEN=x"}, env[0])
+	if out, code := run(t, plain, "", "ctl", "node", "list"); code != 1 || !strings.Contains(out, "--server https://") {
+		t.Fatalf("node list in plain HTTP to the HTTPS API: exit %d: %s", code, out)
+	}
 	if out, code := run(t, env, b.password(t), "ctl", "login", "--password-stdin"); code != exitTrust || !strings.Contains(out, "pinned") {
 		t.Fatalf("a new login keeps the pin: exit %d: %s", code, out)
 	}

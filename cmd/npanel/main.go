@@ -52,6 +52,7 @@ func main() {
 		if te := trustError(err); te != nil {
 			err = te
 		}
+		err = plainToHTTPS(err)
 		fmt.Fprintln(os.Stderr, "npanel:", err)
 		var xe *exitError
 		if errors.As(err, &xe) {
