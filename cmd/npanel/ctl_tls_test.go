@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"os/exec"
@@ -227,4 +229,77 @@ func TestServerAPICertKeyMismatch(t *testing.T) {
 	if out, code := run(t, nil, "", "server", "--data-dir", t.TempDir(), "--api-cert", a.ServerCert); code != 2 || !strings.Contains(out, "--api-key") {
 		t.Fatalf("--api-cert without --api-key: exit %d: %s", code, out)
 	}
+}
+
+// --api-cert/--api-key are read again on SIGHUP: the next handshake has the
+// new certificate.
+func TestServerAPICertReloadOnSIGHUP(t *testing.T) {
+	a, err := etcdtls.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := etcdtls.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "api.pem"), filepath.Join(dir, "api-key.pem")
+	install := func(f etcdtls.Files) {
+		t.Helper()
+		for from, to := range map[string]string{f.ServerCert: certFile, f.ServerKey: keyFile} {
+			data, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(a)
+	api := testenv.FreeAddr(t)
+	p := start(t, nil, "server", "--data-dir", t.TempDir(), "--api-listen", api, "--api-cert", certFile, "--api-key", keyFile,
+		"--agent-listen", testenv.FreeAddr(t), "--gossip-listen", "127.0.0.1:0")
+	testenv.WaitFor(t, 60*time.Second, "the files' certificate", func() bool {
+		c, err := tls.Dial("tcp", api, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	if got, want := pki.Fingerprint(servedLeaf(t, api)), fingerprintPEM(t, a.ServerCert); got != want {
+		t.Fatalf("served certificate %s, want the files' %s", got, want)
+	}
+	install(b)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// (Served by the same process: SIGHUP's default would have ended it.)
+	testenv.WaitFor(t, 5*time.Second, "the new certificate after SIGHUP", func() bool {
+		return pki.Fingerprint(servedLeaf(t, api)) == fingerprintPEM(t, b.ServerCert)
+	})
+}
+
+func servedLeaf(t *testing.T, addr string) *x509.Certificate {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
+}
+
+func fingerprintPEM(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.ParseCertsPEM(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki.Fingerprint(certs[0])
 }
