@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
@@ -84,6 +86,23 @@ func TestAPIDomainACME(t *testing.T) {
 		fi, err := os.Stat(filepath.Join(dataDir, "api-acme", name))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, %v; want mode 0600", name, fi, err)
+		}
+	}
+
+	// No private key in clear in etcd.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + filepath.Join(dataDir, controlplane.EtcdClientSocket)},
+		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	all, err := cli.Get(ctx, "", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range all.Kvs {
+		if strings.Contains(string(kv.Value), "PRIVATE KEY") {
+			t.Errorf("etcd key %s holds a PEM private key", kv.Key)
 		}
 	}
 
