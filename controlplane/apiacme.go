@@ -19,6 +19,7 @@ import (
 	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/challenge/tlsalpn01"
 	"github.com/go-acme/lego/v5/lego"
+	legolog "github.com/go-acme/lego/v5/log"
 	"github.com/go-acme/lego/v5/registration"
 
 	"github.com/npanel/npanel/internal/atomicfile"
@@ -62,6 +63,9 @@ func (s *Server) setupAPIACME() error {
 		return fmt.Errorf("api acme dir: %w", err)
 	}
 	s.apiTLS.acme = a
+	// lego logs through a logger of its own, to standard output unless
+	// told otherwise; it is process-wide, so the last one set wins.
+	legolog.SetDefault(s.log.With("component", "acme"))
 	cert, err := tls.LoadX509KeyPair(a.path("crt"), a.path("key"))
 	switch {
 	case err == nil && cert.Leaf != nil && slices.Contains(cert.Leaf.DNSNames, a.domain):
