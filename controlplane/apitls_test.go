@@ -244,3 +244,26 @@ func fingerprintFile(t *testing.T, path string) string {
 	}
 	return pki.Fingerprint(certs[0])
 }
+
+// The cluster CA's certificate for the API is re-issued before it expires:
+// new handshakes get the new one, and the pinned client never notices.
+func TestAPIClusterCertRenewed(t *testing.T) {
+	s := testenv.StartServer(t, testenv.WithAPITLS(), testenv.WithCertLifetime(6*time.Second))
+	leaf := func() *x509.Certificate {
+		t.Helper()
+		c, err := tls.Dial("tcp", s.APIAddr(), s.ClientTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0]
+	}
+	first := leaf()
+	testenv.WaitFor(t, 10*time.Second, "a renewed API certificate", func() bool {
+		l := leaf()
+		return l.SerialNumber.Cmp(first.SerialNumber) != 0 && time.Now().Before(first.NotAfter)
+	})
+	if _, err := s.Admin.Nodes(testenv.Context(t)); err != nil {
+		t.Fatal(err)
+	}
+}
