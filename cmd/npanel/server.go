@@ -32,7 +32,13 @@ The first start creates the cluster CA and the admin user (password from
 $NPANEL_ADMIN_PASSWORD, else written to DATA-DIR/initial-admin-password), and
 the key-encryption key (--kek-file) that seals the CA's private keys and the
 token key in etcd: back it up apart from etcd's backups, and copy it to
-every other replica before starting it.`,
+every other replica before starting it.
+
+The API serves HTTPS: with --api-cert/--api-key, with a certificate ordered
+from ACME for --api-domain, or by default with one from the cluster CA, whose
+root fingerprint the first start prints (with the "npanel ctl login
+--ca-fingerprint" line that pins it) and every start logs. SIGHUP re-reads
+--api-cert/--api-key. --api-insecure-http serves plain HTTP instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
