@@ -5,6 +5,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,16 +19,43 @@ type Client struct {
 	url   string
 	token string
 	http  *http.Client
+	// ws dials subscriptions: the same transport as http, without its
+	// overall timeout, which a long subscription would outlive.
+	ws *http.Client
 }
 
-// New returns a client for the server at base (e.g. http://127.0.0.1:8080).
-func New(base, token string) *Client {
+// Option configures a Client.
+type Option func(*http.Transport)
+
+// WithTLS makes the client verify an https server with cfg: typically
+// pki.PinnedTLSConfig for a server whose certificate the cluster's own CA
+// issued, or a config with RootCAs for a private CA. Without it an https
+// server is verified against the system roots.
+func WithTLS(cfg *tls.Config) Option {
+	return func(t *http.Transport) {
+		t.TLSClientConfig = cfg.Clone()
+		// A custom TLS config turns HTTP/2 off unless asked for.
+		t.ForceAttemptHTTP2 = true
+	}
+}
+
+// New returns a client for the server at base (e.g. https://127.0.0.1:8080).
+func New(base, token string, opts ...Option) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	for _, o := range opts {
+		o(tr)
+	}
 	return &Client{
 		url:   strings.TrimRight(base, "/") + "/graphql",
 		token: token,
-		http:  &http.Client{Timeout: 5 * time.Minute},
+		http:  &http.Client{Timeout: 5 * time.Minute, Transport: tr},
+		ws:    &http.Client{Transport: tr},
 	}
 }
+
+// HTTPClient is the client's HTTP client, with its TLS configuration, for
+// the server's other endpoints (/healthz, /metrics).
+func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // WithToken returns a copy that authenticates with token.
 func (c *Client) WithToken(token string) *Client {

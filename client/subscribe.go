@@ -20,6 +20,7 @@ func (c *Client) Subscribe(ctx context.Context, query string, vars map[string]an
 	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		Subprotocols: []string{"graphql-transport-ws"},
 		HTTPHeader:   http.Header{},
+		HTTPClient:   c.ws,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", u, err)

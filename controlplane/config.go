@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/scheduler"
+	"github.com/npanel/npanel/validate"
 )
 
 // Config configures one server replica.
@@ -23,8 +25,24 @@ type Config struct {
 	// key-encryption key, the replica id and the initial admin password
 	// file. With external etcd it holds no etcd.
 	DataDir string
-	// APIListen serves GraphQL, /healthz, /readyz and /metrics.
+	// APIListen serves GraphQL, /healthz, /readyz and /metrics, over HTTPS
+	// unless APIInsecureHTTP. Its certificate comes from APICertFile and
+	// APIKeyFile, or from ACME for APIDomain, or by default from the
+	// cluster's own CA (see apitls.go).
 	APIListen string
+	// APICertFile and APIKeyFile are PEM files of the API's certificate
+	// (with its chain) and key, read again when they change.
+	APICertFile, APIKeyFile string
+	// APIDomain has the API's certificate ordered from the ACME server of
+	// ACME for this name, answering TLS-ALPN-01 on the API listener.
+	APIDomain string
+	// APIInsecureHTTP serves the API in plain HTTP: for a loopback
+	// development cluster or behind a TLS-terminating proxy only.
+	APIInsecureHTTP bool
+	// Notice receives the first start's message to the operator (the
+	// cluster CA's fingerprint and how to log in pinned); nil is standard
+	// error.
+	Notice io.Writer
 	// AgentListen serves the agent gateway (gRPC over mTLS).
 	AgentListen string
 	// Advertise is the host:port agents dial to reach AgentListen; it is also
@@ -159,6 +177,9 @@ func (c *Config) setDefaults() error {
 	if err := c.checkEtcd(); err != nil {
 		return err
 	}
+	if err := c.checkAPITLS(); err != nil {
+		return err
+	}
 	if c.KEKFile == "" {
 		c.KEKFile = filepath.Join(c.DataDir, "kek")
 	}
@@ -280,4 +301,28 @@ func (c *Config) etcdTLS() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// checkAPITLS admits one source of the API's certificate at most.
+func (c *Config) checkAPITLS() error {
+	if (c.APICertFile == "") != (c.APIKeyFile == "") {
+		return errors.New("--api-cert and --api-key go together")
+	}
+	n := 0
+	for _, set := range []bool{c.APICertFile != "", c.APIDomain != "", c.APIInsecureHTTP} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("--api-cert/--api-key, --api-domain and --api-insecure-http exclude each other: give one way to serve the API, or none for a certificate from the cluster's CA")
+	}
+	if c.APIDomain != "" {
+		d, err := validate.Domain(c.APIDomain)
+		if err != nil {
+			return fmt.Errorf("--api-domain: %w", err)
+		}
+		c.APIDomain = d
+	}
+	return nil
 }

@@ -61,6 +61,7 @@ type Server struct {
 	zoneCtl atomic.Pointer[zoneController]
 
 	gatewayCert atomic.Pointer[tls.Certificate]
+	apiTLS      apiTLS
 	leader      atomic.Bool
 	election    *election
 
@@ -125,7 +126,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if s.id, err = loadOrCreateID(filepath.Join(s.cfg.DataDir, "replica-id")); err != nil {
+	idPath := filepath.Join(s.cfg.DataDir, "replica-id")
+	_, statErr := os.Stat(idPath)
+	firstStart := errors.Is(statErr, os.ErrNotExist)
+	if s.id, err = loadOrCreateID(idPath); err != nil {
 		return err
 	}
 	s.log = s.log.With("replica", s.id)
@@ -193,7 +197,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("api listener: %w", err)
 	}
 	s.apiLn = newAPIListener(s.apiLn, s.cfg.MaxAPIConnections, s.cfg.MaxConnectionsPerIP, s.cfg.TrustedProxies, s.metrics)
+	// Closed by the servers that serve them, or here when Run fails
+	// before they do (closing twice is harmless).
+	cleanups = append(cleanups, func() { s.apiLn.Close(); s.agentLn.Close() })
 	if err := s.issueGatewayCert(); err != nil {
+		return err
+	}
+	apiTLSConfig, err := s.setupAPITLS()
+	if err != nil {
 		return err
 	}
 
@@ -252,7 +263,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	go func() { errc <- httpSrv.Serve(s.apiLn) }()
+	if apiTLSConfig != nil {
+		httpSrv.TLSConfig = apiTLSConfig
+		go func() { errc <- httpSrv.ServeTLS(s.apiLn, "", "") }()
+	} else {
+		go func() { errc <- httpSrv.Serve(s.apiLn) }()
+	}
 	cleanups = append(cleanups, func() {
 		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		defer c()
@@ -268,11 +284,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}()
 		cleanups = append(cleanups, func() { _ = dbg.Close() })
 	}
-	go s.gatewayCertRotation(runCtx)
+	go s.rotateCert(runCtx, "gateway", &s.gatewayCert, s.issueGatewayCert)
+	go s.runAPICertRenewal(runCtx)
 	go func() { errc <- s.election.run(runCtx) }()
 
 	s.readyOnce.Do(func() { close(s.ready) })
-	s.log.Info("npanel server ready", "api", "http://"+s.APIAddr()+"/graphql", "agents", s.AgentAddr(),
+	s.announceAPI(firstStart)
+	s.log.Info("npanel server ready", "api", s.APIURL()+"/graphql", "agents", s.AgentAddr(),
 		"advertise", s.cfg.Advertise, "gossip", s.gossip.addr(), "ca_fingerprint", s.ca.RootFingerprint())
 
 	select {
@@ -451,19 +469,20 @@ func (s *Server) issueGatewayCert() error {
 	return nil
 }
 
-// gatewayCertRotation re-issues the gateway certificate at two-thirds of its
-// life; new handshakes pick it up through GetCertificate.
-func (s *Server) gatewayCertRotation(ctx context.Context) {
+// rotateCert re-issues a certificate of the cluster CA (the gateway's, the
+// API's) at two-thirds of its life, retrying every second while issuing
+// fails; new handshakes pick it up through GetCertificate.
+func (s *Server) rotateCert(ctx context.Context, what string, cert *atomic.Pointer[tls.Certificate], issue func() error) {
 	for {
-		leaf := s.gatewayCert.Load().Leaf
+		leaf := cert.Load().Leaf
 		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(max(wait, time.Second)):
 		}
-		if err := s.issueGatewayCert(); err != nil {
-			s.log.Error("rotate gateway certificate", "err", err)
+		if err := issue(); err != nil {
+			s.log.Error("rotate certificate", "of", what, "err", err)
 		}
 	}
 }

@@ -203,7 +203,7 @@ func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, de
 	}
 	dataDir := filepath.Join(s.dir, "data")
 	argv := []string{binary, "server", "--data-dir", dataDir,
-		"--api-listen", s.api, "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
+		"--api-listen", s.api, "--api-insecure-http", "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
 	if etcd != nil {
 		argv = append(argv, "--etcd-endpoints", "https://"+etcd.client, "--etcd-cacert", etcd.tls.CA,
 			"--etcd-cert", etcd.tls.ClientCert, "--etcd-key", etcd.tls.ClientKey)

@@ -328,3 +328,10 @@ func normalizeHost(h string) (string, error) {
 	}
 	return name, nil
 }
+
+// CheckHost reports whether h is a name IssueServerCertificate accepts: an
+// IP address or a DNS name, without port.
+func CheckHost(h string) error {
+	_, err := normalizeHost(h)
+	return err
+}

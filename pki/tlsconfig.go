@@ -44,6 +44,61 @@ func EnrollClientTLSConfig(serverName, rootFingerprint string, onRoot func(*x509
 }
 
 func verifyPinned(certs []*x509.Certificate, serverName, fingerprint string) (*x509.Certificate, error) {
+	root, err := VerifyPinnedChain(certs, serverName, fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ServerID(certs[0]); err != nil {
+		return nil, fmt.Errorf("not a control-plane server: %w", err)
+	}
+	return root, nil
+}
+
+// PinnedTLSConfig is a client config that trusts one root, known only by
+// its fingerprint: what `npanel ctl` uses for an API whose root it pinned
+// at login. Go's verification is replaced (InsecureSkipVerify) by
+// VerifyPinnedChain in VerifyConnection, so a chain that does not verify
+// to a root presented by the server with exactly that fingerprint fails the
+// handshake with ErrPinMismatch (wrapped); there is no fallback to the
+// system roots.
+func PinnedTLSConfig(serverName, rootFingerprint string) *tls.Config {
+	want := NormalizeFingerprint(rootFingerprint)
+	return &tls.Config{
+		ServerName: serverName,
+		MinVersion: tls.VersionTLS12,
+		// Verification is not skipped: VerifyConnection does it, against
+		// the pinned root instead of the system pool.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if _, err := VerifyPinnedChain(cs.PeerCertificates, serverName, want); err != nil {
+				return fmt.Errorf("server %q: %w", serverName, err)
+			}
+			return nil
+		},
+	}
+}
+
+// ErrPinMismatch is wrapped by the errors of VerifyPinnedChain: the server's
+// certificate does not chain to the pinned root.
+var ErrPinMismatch = errors.New("certificate does not match the pinned CA")
+
+// NormalizeFingerprint lowercases a hex fingerprint and drops the colons and
+// spaces some tools print between the bytes.
+func NormalizeFingerprint(fp string) string {
+	fp = strings.ToLower(strings.TrimSpace(fp))
+	return strings.NewReplacer(":", "", " ", "").Replace(fp)
+}
+
+// ValidFingerprint reports whether fp is a SHA-256 fingerprint as
+// Fingerprint returns it (64 lowercase hex digits).
+func ValidFingerprint(fp string) bool { return validFingerprint(fp) }
+
+// VerifyPinnedChain checks a presented chain against a pinned root: among
+// certs[1:] the one whose SHA-256 fingerprint is fingerprint, and which is a
+// self-signed CA, becomes the root; certs[0] must chain to it (the other
+// certificates serving as intermediates) and be valid for serverName and
+// server authentication. It returns the root.
+func VerifyPinnedChain(certs []*x509.Certificate, serverName, fingerprint string) (*x509.Certificate, error) {
 	if !validFingerprint(fingerprint) {
 		return nil, fmt.Errorf("pinned root fingerprint %q is not 64 hex digits", fingerprint)
 	}
@@ -60,15 +115,15 @@ func verifyPinned(certs []*x509.Certificate, serverName, fingerprint string) (*x
 		inters.AddCert(c)
 	}
 	if root == nil {
-		return nil, fmt.Errorf("presented no certificate with the pinned fingerprint %s", fingerprint)
+		return nil, fmt.Errorf("%w: presented no certificate with the pinned fingerprint %s", ErrPinMismatch, fingerprint)
 	}
 	// A fingerprint match alone could be a leaf; only a self-signed CA can
 	// anchor the chain.
 	if !root.IsCA || !root.BasicConstraintsValid || !bytes.Equal(root.RawIssuer, root.RawSubject) {
-		return nil, errors.New("certificate with the pinned fingerprint is not a self-signed CA")
+		return nil, fmt.Errorf("%w: the certificate with the pinned fingerprint is not a self-signed CA", ErrPinMismatch)
 	}
 	if err := root.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("certificate with the pinned fingerprint is not self-signed: %w", err)
+		return nil, fmt.Errorf("%w: the certificate with the pinned fingerprint is not self-signed: %w", ErrPinMismatch, err)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(root)
@@ -79,10 +134,7 @@ func verifyPinned(certs []*x509.Certificate, serverName, fingerprint string) (*x
 		Intermediates: inters,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}); err != nil {
-		return nil, fmt.Errorf("verify against the pinned root: %w", err)
-	}
-	if _, err := ServerID(leaf); err != nil {
-		return nil, fmt.Errorf("not a control-plane server: %w", err)
+		return nil, fmt.Errorf("%w: verify against the pinned root: %w", ErrPinMismatch, err)
 	}
 	return root, nil
 }

@@ -23,7 +23,7 @@ func confirm(cmd *cobra.Command, yes bool, what string) error {
 		return nil
 	}
 	f, ok := cmd.InOrStdin().(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !ok || !isTerminal(f) {
 		return nil
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "%s? [y/N] ", what)
@@ -34,3 +34,6 @@ func confirm(cmd *cobra.Command, yes bool, what string) error {
 	}
 	return usagef("not confirmed: nothing was changed")
 }
+
+// isTerminal reports whether f is a terminal a person answers at.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -18,13 +18,15 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/atomicfile"
+	"github.com/npanel/npanel/pki"
 )
 
 // ctlOptions are shared by every ctl subcommand.
 type ctlOptions struct {
-	server string
-	token  string
-	output string
+	server        string
+	token         string
+	output        string
+	caFingerprint string
 }
 
 func ctlCmd() *cobra.Command {
@@ -36,6 +38,7 @@ func ctlCmd() *cobra.Command {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.server, "server", envOr("NPANEL_SERVER", "http://127.0.0.1:8080"), "API base URL ($NPANEL_SERVER)")
 	pf.StringVar(&o.token, "token", os.Getenv("NPANEL_TOKEN"), "bearer token ($NPANEL_TOKEN; default: the one saved by login)")
+	pf.StringVar(&o.caFingerprint, "ca-fingerprint", os.Getenv("NPANEL_CA_FINGERPRINT"), "SHA-256 fingerprint of the CA root an https server's certificate must chain to ($NPANEL_CA_FINGERPRINT; default: the one pinned at login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
 	cmd.AddCommand(loginCmd(o), logoutCmd(o), passwdCmd(o), whoamiCmd(o),
 		withCommands(nodeCmd(o), nodeUpdateCmd(o)),
@@ -113,7 +116,11 @@ func (o *ctlOptions) client() (*client.Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("not logged in to %s: run \"npanel ctl login\" or set NPANEL_TOKEN", o.server)
 	}
-	return client.New(o.server, tok), nil
+	opts, err := o.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(o.server, tok, opts...), nil
 }
 
 // apiError maps an API error to the CLI's exit status: bad input is exit 2.
@@ -127,21 +134,42 @@ func apiError(err error) error {
 
 func loginCmd(o *ctlOptions) *cobra.Command {
 	var user string
-	var fromStdin bool
+	var fromStdin, systemRoots bool
 	cmd := &cobra.Command{
 		Use:   "login",
-		Short: "Sign in and save a token for --server",
-		Args:  cobra.NoArgs,
+		Short: "Sign in and save a token for --server, pinning an https server's CA",
+		Long: `Sign in and save a token for --server. An https server's certificate is
+trusted by pinning its CA's root: pass the SHA-256 fingerprint the server
+printed at its first start with --ca-fingerprint (what scripts do), or, on a
+terminal, compare the fingerprint shown with it and confirm. The pin is saved
+with the login; every later call refuses a server whose certificate does not
+chain to that root (exit 3). A server logged in to before keeps its pin.
+--system-roots trusts a certificate from a public CA instead.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			trust, err := o.loginTrust(cmd, ctx, systemRoots)
+			if err != nil {
+				return err
+			}
 			pw, err := readPassword(cmd.InOrStdin(), fromStdin)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			_, tok, err := client.New(o.server, "").Login(ctx, user, pw)
+			var opts []client.Option
+			if trust.CAFingerprint != "" {
+				u, _ := o.serverURL()
+				opts = append(opts, client.WithTLS(pki.PinnedTLSConfig(u.Hostname(), trust.CAFingerprint)))
+			}
+			_, tok, err := client.New(o.server, "", opts...).Login(ctx, user, pw)
 			if err != nil {
 				return apiError(err)
+			}
+			if trust != (serverTrust{}) {
+				if err := saveTrust(o.server, trust); err != nil {
+					return fmt.Errorf("save the server's pin: %w", err)
+				}
 			}
 			p, err := saveToken(o.server, tok)
 			if err != nil {
@@ -153,6 +181,7 @@ func loginCmd(o *ctlOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&user, "username", "u", "admin", "user name")
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from standard input")
+	cmd.Flags().BoolVar(&systemRoots, "system-roots", false, "trust an https server whose certificate a public CA issued (the system's roots) instead of pinning a CA")
 	return cmd
 }
 

@@ -67,13 +67,16 @@ func runDev(ctx context.Context, dir, apiListen, agentListen string, agents int,
 	}
 	serverDir := filepath.Join(dir, "server")
 	srv, err := controlplane.New(controlplane.Config{
-		DataDir:       serverDir,
-		APIListen:     apiListen,
-		AgentListen:   agentListen,
-		GossipListen:  "127.0.0.1:0",
-		AdminPassword: os.Getenv("NPANEL_ADMIN_PASSWORD"),
-		Version:       version,
-		Logger:        log.With("component", "server"),
+		DataDir:   serverDir,
+		APIListen: apiListen,
+		// On loopback, for the developer's browser and CLI; a
+		// production server serves HTTPS.
+		APIInsecureHTTP: true,
+		AgentListen:     agentListen,
+		GossipListen:    "127.0.0.1:0",
+		AdminPassword:   os.Getenv("NPANEL_ADMIN_PASSWORD"),
+		Version:         version,
+		Logger:          log.With("component", "server"),
 	})
 	if err != nil {
 		return err
@@ -94,7 +97,7 @@ func runDev(ctx context.Context, dir, apiListen, agentListen string, agents int,
 		}
 		password = strings.TrimSpace(string(b))
 	}
-	base := "http://" + srv.APIAddr()
+	base := srv.APIURL()
 	c, _, err := client.New(base, "").Login(gctx, "admin", password)
 	if err != nil {
 		return fmt.Errorf("log in as admin: %w", err)

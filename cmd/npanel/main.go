@@ -49,7 +49,15 @@ func main() {
 		slog.SetDefault(slog.New(h))
 	})
 	if err := root.Execute(); err != nil {
+		if te := trustError(err); te != nil {
+			err = te
+		}
+		err = plainToHTTPS(err)
 		fmt.Fprintln(os.Stderr, "npanel:", err)
+		var xe *exitError
+		if errors.As(err, &xe) {
+			os.Exit(xe.code)
+		}
 		var ue *usageError
 		if errors.As(err, &ue) || isCobraUsageError(err) {
 			os.Exit(2)

@@ -94,11 +94,14 @@ type testServer struct {
 	proc         *proc
 }
 
+// startServer starts a server whose API speaks plain HTTP on loopback, as
+// the CLI tests' commands are the subject, not the transport (the HTTPS
+// API and ctl's pinning have tests of their own in ctl_tls_test.go).
 func startServer(t testing.TB) *testServer {
 	t.Helper()
 	s := &testServer{api: testenv.FreeAddr(t), gateway: testenv.FreeAddr(t), dataDir: t.TempDir()}
-	s.proc = start(t, nil, "server", "--data-dir", s.dataDir, "--api-listen", s.api, "--agent-listen", s.gateway,
-		"--gossip-listen", "127.0.0.1:0")
+	s.proc = start(t, nil, "server", "--data-dir", s.dataDir, "--api-listen", s.api, "--api-insecure-http",
+		"--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0")
 	testenv.WaitFor(t, 60*time.Second, "server /readyz", func() bool {
 		resp, err := http.Get("http://" + s.api + "/readyz")
 		if err != nil {

@@ -32,7 +32,13 @@ The first start creates the cluster CA and the admin user (password from
 $NPANEL_ADMIN_PASSWORD, else written to DATA-DIR/initial-admin-password), and
 the key-encryption key (--kek-file) that seals the CA's private keys and the
 token key in etcd: back it up apart from etcd's backups, and copy it to
-every other replica before starting it.`,
+every other replica before starting it.
+
+The API serves HTTPS: with --api-cert/--api-key, with a certificate ordered
+from ACME for --api-domain, or by default with one from the cluster CA, whose
+root fingerprint the first start prints (with the "npanel ctl login
+--ca-fingerprint" line that pins it) and every start logs. SIGHUP re-reads
+--api-cert/--api-key. --api-insecure-http serves plain HTTP instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
@@ -69,12 +75,31 @@ every other replica before starting it.`,
 			if err != nil {
 				return usagef("%v", err)
 			}
+			// SIGHUP re-reads --api-cert/--api-key (they are also
+			// checked for changes every few seconds).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_ = srv.ReloadAPICertificate()
+					}
+				}
+			}()
 			return srv.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd and local state (required)")
-	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8080", "GraphQL API, console, health and metrics listener")
+	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:8080", "GraphQL API, console, health and metrics listener (HTTPS)")
+	f.StringVar(&cfg.APICertFile, "api-cert", "", "PEM certificate (with its chain) the API serves, re-read when it changes or on SIGHUP (default: one from the cluster CA)")
+	f.StringVar(&cfg.APIKeyFile, "api-key", "", "PEM private key of --api-cert")
+	f.StringVar(&cfg.APIDomain, "api-domain", "", "order the API's certificate for this name from the ACME server (--acme-*), validated by TLS-ALPN-01 on --api-listen (which must be its port 443 as the ACME server sees it)")
+	f.BoolVar(&cfg.APIInsecureHTTP, "api-insecure-http", false, "serve the API in plain HTTP (a loopback dev cluster, or behind a TLS-terminating proxy)")
 	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7443", "agent gateway listener (gRPC, mTLS)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "host:port agents use to reach the gateway (default: --agent-listen)")
 	f.StringVar(&cfg.GossipListen, "gossip-listen", "", "memberlist listener (default: the --agent-listen host, port 7946)")

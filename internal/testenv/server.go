@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"context"
-	"golang.org/x/crypto/bcrypt"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,10 +17,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/internal/etcdtls"
+	"github.com/npanel/npanel/pki"
 )
 
 // AdminPassword is the admin password of every test server.
@@ -29,6 +34,12 @@ type Server struct {
 	Config controlplane.Config
 	// Admin is an API client logged in as admin.
 	Admin *client.Client
+	// ClientTLS is how clients verify the API when it serves HTTPS
+	// (WithAPITLS): the cluster CA's root pinned by its fingerprint, or
+	// the roots given to WithAPICertFiles. Nil for plain HTTP.
+	ClientTLS *tls.Config
+
+	apiRoots *x509.CertPool
 
 	t       testing.TB
 	cancel  context.CancelFunc
@@ -49,6 +60,23 @@ func WithEtcd(e *Etcd) ServerOption {
 	}
 }
 
+// WithAPITLS serves the API over HTTPS with a certificate from the cluster
+// CA, as a production server does by default; test servers serve plain
+// HTTP otherwise. Clients trust it through ClientTLS (and Client).
+func WithAPITLS() ServerOption {
+	return func(c *controlplane.Config) { c.APIInsecureHTTP = false }
+}
+
+// WithAPICertFiles serves the API over HTTPS with the certificate and key in
+// these PEM files; roots (set on the server by StartServer) is what clients
+// verify it with.
+func WithAPICertFiles(certFile, keyFile string) ServerOption {
+	return func(c *controlplane.Config) {
+		c.APIInsecureHTTP = false
+		c.APICertFile, c.APIKeyFile = certFile, keyFile
+	}
+}
+
 // WithCertLifetime shortens node certificates, to exercise renewal.
 func WithCertLifetime(d time.Duration) ServerOption {
 	return func(c *controlplane.Config) { c.CertLifetime = d }
@@ -57,6 +85,11 @@ func WithCertLifetime(d time.Duration) ServerOption {
 // StartServer starts a replica with its own data dir and fixed loopback
 // ports, waits until it is ready and logs in as admin.
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
+	t.Helper()
+	return startServer(t, nil, opts...)
+}
+
+func startServer(t testing.TB, roots *x509.CertPool, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := controlplane.Config{
 		DataDir:           dataDir(t),
@@ -75,11 +108,15 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		ZoneSecondaryResync: 2 * time.Second,
 		Version:             "test",
 		Logger:              Logger(),
+		// Tests talk plain HTTP to the API unless they ask for HTTPS
+		// (WithAPITLS, WithAPICertFiles).
+		APIInsecureHTTP: true,
+		Notice:          io.Discard,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Server{Config: cfg, t: t}
+	s := &Server{Config: cfg, t: t, apiRoots: roots}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -131,7 +168,16 @@ func (s *Server) start() {
 	}
 	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer lcancel()
-	admin, _, err := client.New(s.URL(), "").Login(lctx, "admin", AdminPassword)
+	s.ClientTLS = nil
+	if !s.Config.APIInsecureHTTP {
+		if s.Config.APICertFile != "" {
+			s.ClientTLS = &tls.Config{RootCAs: s.apiRoots, MinVersion: tls.VersionTLS12}
+		} else {
+			host, _, _ := net.SplitHostPort(srv.APIAddr())
+			s.ClientTLS = pki.PinnedTLSConfig(host, srv.CA().RootFingerprint())
+		}
+	}
+	admin, _, err := s.Client("").Login(lctx, "admin", AdminPassword)
 	if err != nil {
 		s.t.Fatalf("admin login: %v", err)
 	}
@@ -139,7 +185,23 @@ func (s *Server) start() {
 }
 
 // URL is the API base URL.
-func (s *Server) URL() string { return "http://" + s.APIAddr() }
+func (s *Server) URL() string { return s.APIURL() }
+
+// Client is an API client with token that verifies the API with ClientTLS.
+func (s *Server) Client(token string) *client.Client {
+	if s.ClientTLS == nil {
+		return client.New(s.URL(), token)
+	}
+	return client.New(s.URL(), token, client.WithTLS(s.ClientTLS))
+}
+
+// StartServerWithRoots is StartServer for a server that serves the API with
+// a certificate of another CA (WithAPICertFiles): roots are what its
+// clients verify it with.
+func StartServerWithRoots(t testing.TB, roots *x509.CertPool, opts ...ServerOption) *Server {
+	t.Helper()
+	return startServer(t, roots, opts...)
+}
 
 // Stop stops the replica and waits for it to release everything. It is safe
 // to call more than once.
