@@ -89,6 +89,7 @@ type Certificate struct {
 	// Revoke asks for revocation with RevokeReason (RFC 5280).
 	Revoke       bool `json:"revoke,omitempty"`
 	RevokeReason int  `json:"revokeReason,omitempty"`
+	Deleting     bool `json:"deleting,omitempty"`
 
 	Generation int64     `json:"generation"`
 	CreatedAt  time.Time `json:"createdAt"`
