@@ -44,10 +44,10 @@ const (
 // few KiB; these only keep a request from making the parser work for
 // nothing.
 const (
-	maxCertPEMBytes  = 64 << 10
-	maxKeyPEMBytes   = 16 << 10
-	maxChainCerts    = 10
-	minRSAKeyBits    = 2048
+	maxCertPEMBytes = 64 << 10
+	maxKeyPEMBytes  = 16 << 10
+	maxChainCerts   = 10
+	minRSAKeyBits   = 2048
 )
 
 // Each order costs the ACME CA's rate limits (Let's Encrypt: 5 failed
@@ -58,12 +58,32 @@ const (
 // certOrderEvery; a certificate may be ordered again once every
 // certOrderEvery too.
 const (
-	certOrderEvery = 20 * time.Second
-	certOrderBurst = 5
+	certOrderEvery        = 20 * time.Second
+	certOrderBurst        = 5
+	certOrderBurstPerCert = 2
 	// certOrderKeys bounds the limiter map; past it the map starts over,
 	// which at worst grants a burst early.
 	certOrderKeys = 10000
 )
+
+// tlsHooks holds what tests replace: the roots installed chains verify
+// to, and the order rate.
+var tlsHooks = struct {
+	sync.Mutex
+	roots     func() (*x509.CertPool, error)
+	every     time.Duration
+	burst     int
+	burstCert int
+}{roots: x509.SystemCertPool, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert}
+
+// certRoots returns the roots an installed certificate's chain must
+// verify to: the system's.
+func certRoots() (*x509.CertPool, error) {
+	tlsHooks.Lock()
+	f := tlsHooks.roots
+	tlsHooks.Unlock()
+	return f()
+}
 
 // certOrderGate rate-limits certificate orders per user and per
 // certificate.
@@ -79,21 +99,24 @@ func (g *certOrderGate) allow(user, cert string) error {
 	if g.users == nil || len(g.users)+len(g.certs) > certOrderKeys {
 		g.users, g.certs = map[string]*rate.Limiter{}, map[string]*rate.Limiter{}
 	}
+	tlsHooks.Lock()
+	every, burst, burstCert := tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert
+	tlsHooks.Unlock()
 	u := g.users[user]
 	if u == nil {
-		u = rate.NewLimiter(rate.Every(certOrderEvery), certOrderBurst)
+		u = rate.NewLimiter(rate.Every(every), burst)
 		g.users[user] = u
 	}
 	c := g.certs[cert]
 	if c == nil {
-		c = rate.NewLimiter(rate.Every(certOrderEvery), 2)
+		c = rate.NewLimiter(rate.Every(every), burstCert)
 		g.certs[cert] = c
 	}
 	if !c.Allow() {
-		return errorf(CodeRateLimited, "certificate "+cert+" was ordered moments ago; try again in "+certOrderEvery.String())
+		return errorf(CodeRateLimited, "certificate "+cert+" was ordered moments ago; try again in "+every.String())
 	}
 	if !u.Allow() {
-		return errorf(CodeRateLimited, "too many certificate orders; at most one every "+certOrderEvery.String()+" after a burst of "+strconv.Itoa(certOrderBurst))
+		return errorf(CodeRateLimited, "too many certificate orders; at most one every "+every.String()+" after a burst of "+strconv.Itoa(burst))
 	}
 	return nil
 }
@@ -324,7 +347,7 @@ func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string,
 			if err != nil {
 				return nil, err
 			}
-			if z == nil || z.Account != a.ID {
+			if z == nil || z.Account != a.ID || z.Deleted {
 				return nil, &validate.Error{Field: "challenge", Reason: "DNS01 needs a DNS zone of account " + a.Username + " served here holding " + base + "; none does"}
 			}
 		}
@@ -390,10 +413,6 @@ func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id 
 	}
 	return pki.SealDER(st.PublicKey, pkcs8, agentpb.CertificateKeySealContext(id))
 }
-
-// certRoots returns the roots an installed certificate's chain must
-// verify to. Tests replace it.
-var certRoots = x509.SystemCertPool
 
 // InstalledCertificate is what CheckInstalledCertificate took from
 // installCertificate's input: the chain re-encoded from what parsed (leaf
@@ -489,7 +508,7 @@ func pemCertificates(field, s string) ([]*x509.Certificate, error) {
 		}
 		if b.Type != "CERTIFICATE" {
 			reason := "a PEM block of type " + quote(b.Type) + "; want CERTIFICATE blocks only"
-			if strings.Contains(b.Type, "PRIVATE KEY") {
+			if strings.Contains(strings.ToUpper(b.Type), "KEY") {
 				reason = "a private key; give it in privateKeyPEM"
 			}
 			return nil, &validate.Error{Field: field, Reason: reason}
@@ -515,7 +534,7 @@ func pemPrivateKey(s string) (crypto.Signer, error) {
 	bad := func(reason string) error { return &validate.Error{Field: "privateKeyPEM", Reason: reason} }
 	b, rest := pem.Decode([]byte(s))
 	if b == nil {
-		return nil, bad("not a PEM private key (-----BEGIN PRIVATE KEY----- ...)")
+		return nil, bad("not a PEM private key (a -----BEGIN ... KEY----- block)")
 	}
 	if next, _ := pem.Decode(rest); next != nil {
 		return nil, bad("more than one PEM block; give the certificate's private key only")
@@ -525,18 +544,22 @@ func pemPrivateKey(s string) (crypto.Signer, error) {
 	}
 	var key any
 	var err error
+	var format string
 	switch b.Type {
 	case "RSA PRIVATE KEY":
+		format = "PKCS#1"
 		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
 	case "EC PRIVATE KEY":
+		format = "SEC 1"
 		key, err = x509.ParseECPrivateKey(b.Bytes)
 	case "PRIVATE KEY":
+		format = "PKCS#8"
 		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
 	default:
-		return nil, bad("a PEM block of type " + quote(b.Type) + "; want PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY")
+		return nil, bad("an unsupported PEM block type; want a PKCS#8, PKCS#1 (RSA) or SEC 1 (EC) private key")
 	}
 	if err != nil {
-		return nil, bad("the " + b.Type + " does not parse")
+		return nil, bad("the key does not parse as " + format)
 	}
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
