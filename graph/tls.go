@@ -539,7 +539,8 @@ func pemPrivateKey(s string) (crypto.Signer, error) {
 	if next, _ := pem.Decode(rest); next != nil {
 		return nil, bad("more than one PEM block; give the certificate's private key only")
 	}
-	if x509.IsEncryptedPEMBlock(b) || b.Type == "ENCRYPTED PRIVATE KEY" { //nolint:staticcheck // detecting, not decrypting, legacy encryption
+	// Legacy (RFC 1423) encryption shows in the headers, PKCS#8's in the type.
+	if strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") || b.Type == "ENCRYPTED PRIVATE KEY" {
 		return nil, bad("the key is encrypted; give it decrypted")
 	}
 	var key any

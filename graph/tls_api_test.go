@@ -33,17 +33,15 @@ const tenantPassword = "tenant-password-0123456789"
 // certTenants: two resellers with an account each, each account with an
 // owner, on two nodes whose (fake) agents have keys to seal to.
 type certTenants struct {
-	s                    *testenv.Server
-	admin                *client.Client
-	resA, resB           *client.Client
-	userA, userB         *client.Client
-	a1, b1               *client.Account
-	caRoot               *x509.Certificate
-	caKey                crypto.Signer
-	rootsRestore         func()
-	nodeKeys             map[string]*ecdsa.PrivateKey
-	a1Domain, b1Domain   string
-	a1Account, b1Account string
+	s                  *testenv.Server
+	admin              *client.Client
+	resA, resB         *client.Client
+	userA, userB       *client.Client
+	a1, b1             *client.Account
+	caRoot             *x509.Certificate
+	caKey              crypto.Signer
+	nodeKeys           map[string]*ecdsa.PrivateKey
+	a1Domain, b1Domain string
 }
 
 func loginAs(t *testing.T, s *testenv.Server, user, pw string) *client.Client {
