@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 	"golang.org/x/time/rate"
 
 	"github.com/npanel/npanel/controlplane/auth"
@@ -234,6 +236,14 @@ func (r *Resolver) certOf(ctx context.Context, action, id string) (auth.Principa
 		return p, nil, nil, notFound
 	}
 	return p, a, c, nil
+}
+
+// accountLive refuses a certificate change for an account being deleted.
+func accountLive(a *store.Account) error {
+	if a.Deleted {
+		return fmt.Errorf("account %s is being deleted: %w", a.Username, store.ErrConflict)
+	}
+	return nil
 }
 
 // certAudit is the audit event of a certificate mutation.
@@ -612,6 +622,12 @@ func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *s
 			select {
 			case b, ok := <-watch:
 				if !ok || b.Err != nil {
+					if ctx.Err() == nil {
+						transport.AddSubscriptionError(ctx, &gqlerror.Error{
+							Message:    "subscription dropped: the server lost its watch of the certificate; subscribe again",
+							Extensions: map[string]any{"code": CodeSubscriptionDropped},
+						})
+					}
 					return
 				}
 				if !r.Auth.SessionValid(ctx, p) {

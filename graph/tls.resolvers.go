@@ -58,6 +58,9 @@ func (r *mutationResolver) RequestCertificate(ctx context.Context, input model.R
 	if err = notAlias(site); err != nil {
 		return nil, err
 	}
+	if err = accountLive(a); err != nil {
+		return nil, err
+	}
 	names, err := r.certNames(ctx, a, d, input.Sans, challenge)
 	if err != nil {
 		return nil, err
@@ -227,6 +230,9 @@ func (r *mutationResolver) InstallCertificate(ctx context.Context, input model.I
 		return nil, err
 	}
 	if err = notAlias(site); err != nil {
+		return nil, err
+	}
+	if err = accountLive(a); err != nil {
 		return nil, err
 	}
 	roots, err := certRoots()

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +221,34 @@ func TestCertNames(t *testing.T) {
 	}
 	if !withinAny("mail.shop.example.com", []string{"shop.example.com"}) || withinAny("evilshop.example.com", []string{"shop.example.com"}) {
 		t.Error("withinAny")
+	}
+}
+
+// Orders are limited per certificate (a couple at once) and per user (a
+// burst, then one every certOrderEvery), each refusal RATE_LIMITED.
+func TestCertOrderGate(t *testing.T) {
+	var g certOrderGate
+	if g.allow("u", "a.example") != nil || g.allow("u", "a.example") != nil {
+		t.Fatal("the first two orders of a certificate refused")
+	}
+	if err := g.allow("u", "a.example"); err == nil {
+		t.Fatal("a third order of the same certificate at once admitted")
+	} else if code, _ := classify(err); code != CodeRateLimited {
+		t.Fatalf("code %s", code)
+	}
+	// The per-certificate refusal did not spend the user's burst; the
+	// user's burst is certOrderBurst orders in all.
+	spent := 2
+	for i := 0; spent < certOrderBurst; i++ {
+		if err := g.allow("u", "c"+strconv.Itoa(i)+".example"); err != nil {
+			t.Fatalf("order %d refused: %v", spent+1, err)
+		}
+		spent++
+	}
+	if err := g.allow("u", "z.example"); err == nil {
+		t.Fatal("an order past the user's burst admitted")
+	}
+	if err := g.allow("other", "y.example"); err != nil {
+		t.Fatalf("another user refused: %v", err)
 	}
 }
