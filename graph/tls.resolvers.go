@@ -32,6 +32,13 @@ func (r *domainResolver) Certificate(ctx context.Context, obj *model.Domain) (*m
 	if err != nil {
 		return nil, err
 	}
+	// A record left from the domain's previous account is not this one's.
+	if owner, err := r.Store.AccountIDByDomain(ctx, id); err != nil || owner != c.Account {
+		if err != nil && !isNotFound(err) {
+			return nil, err
+		}
+		return nil, nil
+	}
 	return certModel(c), nil
 }
 

@@ -482,6 +482,22 @@ func TestCertRequestValidation(t *testing.T) {
 	if s := siteOf(t, tn, d); !s.HTTPSRedirect || s.HSTSMaxAge != 31536000 {
 		t.Fatalf("site: %+v", s)
 	}
+	var doms struct {
+		Domains []struct {
+			Name          string
+			HTTPSRedirect bool
+			HSTSMaxAge    int
+			Certificate   *struct{ ID, Status string }
+		}
+	}
+	if err := tn.userA.Do(ctx, `query($a:ID!){domains(account:$a){name httpsRedirect hstsMaxAge certificate{id status}}}`,
+		map[string]any{"a": tn.a1.ID}, &doms); err != nil {
+		t.Fatal(err)
+	}
+	if len(doms.Domains) != 1 || !doms.Domains[0].HTTPSRedirect || doms.Domains[0].HSTSMaxAge != 31536000 ||
+		doms.Domains[0].Certificate == nil || doms.Domains[0].Certificate.ID != d {
+		t.Fatalf("domains: %+v", doms)
+	}
 	// Filters.
 	days := 30
 	for name, f := range map[string]client.CertificateFilter{
