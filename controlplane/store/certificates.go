@@ -89,7 +89,11 @@ type Certificate struct {
 	// Revoke asks for revocation with RevokeReason (RFC 5280).
 	Revoke       bool `json:"revoke,omitempty"`
 	RevokeReason int  `json:"revokeReason,omitempty"`
-	Deleting     bool `json:"deleting,omitempty"`
+
+	// Deleting asks the controller to stop serving the certificate on
+	// Node (RemoveCertificateAction), then to delete the record. The API
+	// sets it and bumps Generation (deleteCertificate).
+	Deleting bool `json:"deleting,omitempty"`
 
 	Generation int64     `json:"generation"`
 	CreatedAt  time.Time `json:"createdAt"`
