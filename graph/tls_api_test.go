@@ -13,14 +13,17 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph"
 	"github.com/npanel/npanel/internal/testenv"
@@ -53,10 +56,10 @@ func loginAs(t *testing.T, s *testenv.Server, user, pw string) *client.Client {
 	return c
 }
 
-func setupCertTenants(t *testing.T) *certTenants {
+func setupCertTenants(t *testing.T, opts ...testenv.ServerOption) *certTenants {
 	t.Helper()
 	ctx := context.Background()
-	s := testenv.StartServer(t)
+	s := testenv.StartServer(t, opts...)
 	tn := &certTenants{s: s, admin: s.Admin, nodeKeys: map[string]*ecdsa.PrivateKey{},
 		a1Domain: "alpha1.example.com", b1Domain: "bravo1.example.com"}
 	for _, n := range []string{"n-eu", "n-us"} {
@@ -325,7 +328,10 @@ func TestCertRBAC(t *testing.T) {
 // that node's key only), and neither etcd nor the API response holds the
 // key in clear.
 func TestCertInstall(t *testing.T) {
-	tn := setupCertTenants(t)
+	var logs lockedBuffer
+	tn := setupCertTenants(t, func(c *controlplane.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	ctx := context.Background()
 	d := tn.a1Domain
 	now := time.Now()
@@ -399,6 +405,13 @@ func TestCertInstall(t *testing.T) {
 		if bytes.Contains(kv.Value, []byte("PRIVATE KEY")) || bytes.Contains(kv.Value, goodDER) || bytes.Contains(kv.Value, []byte(b64[20:80])) {
 			t.Errorf("etcd key %s holds a private key in clear", kv.Key)
 		}
+	}
+	// Nor does any line the server logged.
+	if logs.String() == "" {
+		t.Error("no server log captured to scan")
+	}
+	if l := logs.String(); strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, b64[20:80]) || strings.Contains(l, goodKey[30:90]) {
+		t.Errorf("the server logged a private key:\n%s", l)
 	}
 }
 
@@ -621,4 +634,22 @@ func hasCert(list []client.Certificate, id string) bool {
 		}
 	}
 	return false
+}
+
+// lockedBuffer is a log sink the server's goroutines share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
