@@ -46,6 +46,8 @@ func sslRequestCmd(o *ctlOptions) *cobra.Command {
 		Use:   "request DOMAIN [--san NAME]... [--challenge http01|dns01] [--wait]",
 		Short: "Order a certificate for a site from the ACME CA",
 		Args:  cobra.ExactArgs(1),
+		// Every site has a DNS zone of its name: the zones complete sites.
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ch := strings.ToUpper(challenge)
 			if ch != "HTTP01" && ch != "DNS01" {
@@ -396,9 +398,10 @@ func sslInstallCmd(o *ctlOptions) *cobra.Command {
 	var certFile, keyFile, chainFile string
 	var untrusted bool
 	cmd := &cobra.Command{
-		Use:   "install DOMAIN --cert FILE --key FILE [--chain FILE] [--allow-untrusted]",
-		Short: "Install a certificate bought elsewhere (the key is sealed to the site's node)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "install DOMAIN --cert FILE --key FILE [--chain FILE] [--allow-untrusted]",
+		Short:             "Install a certificate bought elsewhere (the key is sealed to the site's node)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if certFile == "" || keyFile == "" {
 				return usagef("--cert and --key are required")
@@ -452,6 +455,7 @@ func (o *ctlOptions) printTLSDomain(cmd *cobra.Command, d *client.TLSDomain) err
 func sslRedirectCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
 		Use: "redirect DOMAIN on|off", Short: "Redirect a domain's plain HTTP to HTTPS (ACME challenges excepted)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			on, err := onOff(args[1])
 			if err != nil {
@@ -495,6 +499,7 @@ func hstsMaxAge(s string) (int, error) {
 func sslHSTSCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
 		Use: "hsts DOMAIN MAXAGE", Short: "Send Strict-Transport-Security with max-age MAXAGE seconds (0 or off: not sent)", Args: cobra.ExactArgs(2),
+		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := hstsMaxAge(args[1])
 			if err != nil {

@@ -148,8 +148,10 @@ func TestSSLCLI(t *testing.T) {
 		t.Errorf("expiring --days 1: exit %d: %s", code, out)
 	}
 	// Completion of ids.
-	if out, code := run(t, env, "", "__complete", "ctl", "ssl", "show", "cli"); code != 0 || !strings.Contains(out, d) {
-		t.Errorf("completion: exit %d: %s", code, out)
+	for _, sub := range []string{"show", "renew", "delete", "request", "hsts"} {
+		if out, code := run(t, env, "", "__complete", "ctl", "ssl", sub, "cli"); code != 0 || !strings.Contains(out, d) {
+			t.Errorf("completion of %s: exit %d: %s", sub, code, out)
+		}
 	}
 }
 
