@@ -342,12 +342,12 @@ func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string,
 		if !withinAny(base, domains) {
 			return nil, &validate.Error{Field: "sans", Reason: n + " is not within the domains of account " + a.Username + " (" + strings.Join(domains, ", ") + ")"}
 		}
-		// A subdomain may be another account's site (an add-on domain):
-		// its certificate is that account's to order.
-		if owner, err := r.Store.AccountIDByDomain(ctx, base); err == nil && owner != a.ID {
-			return nil, &validate.Error{Field: "sans", Reason: n + " is served by another account"}
-		} else if err != nil && !isNotFound(err) {
+		// A subdomain may be another account's site (an add-on domain),
+		// or a name within one: its certificate is that account's to order.
+		if owner, err := r.nearestSiteOwner(ctx, base); err != nil {
 			return nil, err
+		} else if owner != a.ID {
+			return nil, &validate.Error{Field: "sans", Reason: n + " is served by another account"}
 		}
 		if wildcard && challenge != store.ChallengeDNS01 {
 			return nil, &validate.Error{Field: "challenge", Reason: "the wildcard " + n + " needs the DNS01 challenge"}
@@ -363,6 +363,21 @@ func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string,
 		}
 	}
 	return names, nil
+}
+
+// nearestSiteOwner returns the account whose site is name or the nearest
+// parent of name that is a site ("" when none is).
+func (r *Resolver) nearestSiteOwner(ctx context.Context, name string) (string, error) {
+	for ; strings.Contains(name, "."); _, name, _ = strings.Cut(name, ".") {
+		owner, err := r.Store.AccountIDByDomain(ctx, name)
+		if err == nil {
+			return owner, nil
+		}
+		if !isNotFound(err) {
+			return "", err
+		}
+	}
+	return "", nil
 }
 
 // certName validates one name of a certificate: a domain, or *.domain.

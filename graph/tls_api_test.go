@@ -445,6 +445,12 @@ func TestCertRequestValidation(t *testing.T) {
 		_, err := tn.userA.RequestCertificate(ctx, d, sans, "HTTP01")
 		wantCode(t, name, err, "INVALID_INPUT")
 	}
+	// A name within another account's site inside ours, where the
+	// cluster lets one be added.
+	if _, err := tn.resB.AddDomain(ctx, tn.b1.ID, "shop."+d, ""); err == nil {
+		_, err := tn.userA.RequestCertificate(ctx, d, []string{"www.shop." + d}, "")
+		wantCode(t, "a name within another account's site", err, "INVALID_INPUT")
+	}
 	_, err := tn.userA.RequestCertificate(ctx, "nosuch.example.com", nil, "")
 	wantCode(t, "no such site", err, "NOT_FOUND")
 	_, err = tn.userA.SetHSTS(ctx, d, 3*365*24*3600)
