@@ -31,6 +31,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Account() AccountResolver
+	Domain() DomainResolver
 	Mutation() MutationResolver
 	Node() NodeResolver
 	Query() QueryResolver
@@ -119,6 +120,49 @@ type ComplexityRoot struct {
 		MemoryBytes func(childComplexity int) int
 	}
 
+	Certificate struct {
+		Account            func(childComplexity int) int
+		Auto               func(childComplexity int) int
+		AutoRenew          func(childComplexity int) int
+		ChainPem           func(childComplexity int) int
+		Challenge          func(childComplexity int) int
+		CreatedAt          func(childComplexity int) int
+		Custom             func(childComplexity int) int
+		Deleting           func(childComplexity int) int
+		Domains            func(childComplexity int) int
+		Events             func(childComplexity int) int
+		Failures           func(childComplexity int) int
+		Generation         func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		IssuedDomains      func(childComplexity int) int
+		Issuer             func(childComplexity int) int
+		LastError          func(childComplexity int) int
+		Node               func(childComplexity int) int
+		NotAfter           func(childComplexity int) int
+		NotBefore          func(childComplexity int) int
+		ObservedGeneration func(childComplexity int) int
+		RenewAt            func(childComplexity int) int
+		Serial             func(childComplexity int) int
+		Status             func(childComplexity int) int
+		UpdatedAt          func(childComplexity int) int
+	}
+
+	CertificateConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	CertificateEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	CertificateEvent struct {
+		At      func(childComplexity int) int
+		Kind    func(childComplexity int) int
+		Message func(childComplexity int) int
+	}
+
 	CreateAPITokenPayload struct {
 		APIToken func(childComplexity int) int
 		Token    func(childComplexity int) int
@@ -193,14 +237,17 @@ type ComplexityRoot struct {
 	}
 
 	Domain struct {
-		AliasOf    func(childComplexity int) int
-		Docroot    func(childComplexity int) int
-		Name       func(childComplexity int) int
-		PhpVersion func(childComplexity int) int
-		Primary    func(childComplexity int) int
-		Reason     func(childComplexity int) int
-		Redirect   func(childComplexity int) int
-		State      func(childComplexity int) int
+		AliasOf       func(childComplexity int) int
+		Certificate   func(childComplexity int) int
+		Docroot       func(childComplexity int) int
+		HTTPSRedirect func(childComplexity int) int
+		HstsMaxAge    func(childComplexity int) int
+		Name          func(childComplexity int) int
+		PhpVersion    func(childComplexity int) int
+		Primary       func(childComplexity int) int
+		Reason        func(childComplexity int) int
+		Redirect      func(childComplexity int) int
+		State         func(childComplexity int) int
 	}
 
 	Forwarder struct {
@@ -317,6 +364,7 @@ type ComplexityRoot struct {
 		CreateZone                 func(childComplexity int, name string) int
 		DeleteAccount              func(childComplexity int, id string) int
 		DeleteAutoresponder        func(childComplexity int, address string) int
+		DeleteCertificate          func(childComplexity int, id string) int
 		DeleteDatabase             func(childComplexity int, account string, name string, wait *time.Duration) int
 		DeleteDatabaseUser         func(childComplexity int, account string, name string, wait *time.Duration) int
 		DeleteForwarder            func(childComplexity int, from string) int
@@ -336,23 +384,30 @@ type ComplexityRoot struct {
 		EnableWebmail              func(childComplexity int, domain string) int
 		FlushMailQueue             func(childComplexity int, node string) int
 		ImportZone                 func(childComplexity int, zone string, bindText string) int
+		InstallCertificate         func(childComplexity int, input model.InstallCertificateInput) int
 		Login                      func(childComplexity int, username string, password string) int
 		Logout                     func(childComplexity int) int
 		OptimizeDatabase           func(childComplexity int, account string, name string, wait *time.Duration) int
 		RemoveDomain               func(childComplexity int, account string, domain string) int
 		RemoveNode                 func(childComplexity int, name string) int
+		RenewCertificate           func(childComplexity int, id string) int
+		RequestCertificate         func(childComplexity int, input model.RequestCertificateInput) int
 		ResetPassword              func(childComplexity int, name string, password string) int
 		RestartService             func(childComplexity int, node string, name string, timeoutSeconds *int) int
 		RevokeAPIToken             func(childComplexity int, id string) int
+		RevokeCertificate          func(childComplexity int, id string, reason *model.RevocationReason) int
 		RevokeSessions             func(childComplexity int, user string) int
 		RotateDNSSECKeys           func(childComplexity int, zone string) int
 		RotateDkim                 func(childComplexity int, domain string) int
 		RunNodeAction              func(childComplexity int, node string, action model.NodeAction, payload *string, timeoutSeconds *int) int
 		ScanMailbox                func(childComplexity int, address string) int
+		SetAutoRenew               func(childComplexity int, id string, on bool) int
 		SetAutoresponder           func(childComplexity int, address string, autoresponder model.AutoresponderInput) int
 		SetCatchAll                func(childComplexity int, domain string, target string) int
 		SetDatabasePrivileges      func(childComplexity int, account string, database string, user string, privileges []string, wait *time.Duration) int
 		SetDmarc                   func(childComplexity int, domain string, policy string) int
+		SetHTTPSRedirect           func(childComplexity int, domain string, on bool) int
+		SetHsts                    func(childComplexity int, domain string, maxAge int) int
 		SetMailboxPassword         func(childComplexity int, address string, password *string) int
 		SetMailboxQuota            func(childComplexity int, address string, quotaMb int) int
 		SetNameservers             func(childComplexity int, names []string) int
@@ -425,6 +480,8 @@ type ComplexityRoot struct {
 		AccountCounts func(childComplexity int) int
 		Accounts      func(childComplexity int, filter *model.AccountFilter, first *int, after *string) int
 		AuditEvents   func(childComplexity int, filter *model.AuditFilter, first *int, after *string) int
+		Certificate   func(childComplexity int, id string) int
+		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
 		Databases     func(childComplexity int, account string) int
 		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
@@ -493,7 +550,8 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		AccountEvents func(childComplexity int, id string) int
+		AccountEvents     func(childComplexity int, id string) int
+		CertificateEvents func(childComplexity int, id string) int
 	}
 
 	Task struct {
@@ -575,6 +633,9 @@ type AccountResolver interface {
 
 	Domains(ctx context.Context, obj *model.Account) ([]*model.Domain, error)
 }
+type DomainResolver interface {
+	Certificate(ctx context.Context, obj *model.Domain) (*model.Certificate, error)
+}
 type MutationResolver interface {
 	Login(ctx context.Context, username string, password string) (*model.LoginPayload, error)
 	CreatePlan(ctx context.Context, input model.CreatePlanInput) (*model.Plan, error)
@@ -635,6 +696,14 @@ type MutationResolver interface {
 	UndrainNode(ctx context.Context, name string) (*model.Node, error)
 	UpdateNode(ctx context.Context, name string, input model.UpdateNodeInput) (*model.Node, error)
 	RunNodeAction(ctx context.Context, node string, action model.NodeAction, payload *string, timeoutSeconds *int) (*model.Task, error)
+	RequestCertificate(ctx context.Context, input model.RequestCertificateInput) (*model.Certificate, error)
+	RenewCertificate(ctx context.Context, id string) (*model.Certificate, error)
+	RevokeCertificate(ctx context.Context, id string, reason *model.RevocationReason) (*model.Certificate, error)
+	DeleteCertificate(ctx context.Context, id string) (*model.Certificate, error)
+	SetAutoRenew(ctx context.Context, id string, on bool) (*model.Certificate, error)
+	InstallCertificate(ctx context.Context, input model.InstallCertificateInput) (*model.Certificate, error)
+	SetHTTPSRedirect(ctx context.Context, domain string, on bool) (*model.Domain, error)
+	SetHsts(ctx context.Context, domain string, maxAge int) (*model.Domain, error)
 	Logout(ctx context.Context) (bool, error)
 	RevokeSessions(ctx context.Context, user string) (bool, error)
 	ChangePassword(ctx context.Context, currentPassword string, newPassword string) (*model.LoginPayload, error)
@@ -679,6 +748,8 @@ type QueryResolver interface {
 	Node(ctx context.Context, name string) (*model.Node, error)
 	Task(ctx context.Context, id string) (*model.Task, error)
 	Replicas(ctx context.Context) ([]*model.Replica, error)
+	Certificate(ctx context.Context, id string) (*model.Certificate, error)
+	Certificates(ctx context.Context, filter *model.CertificateFilter, first *int, after *string) (*model.CertificateConnection, error)
 	Users(ctx context.Context, filter *model.UserFilter) ([]*model.User, error)
 	APITokens(ctx context.Context) ([]*model.APIToken, error)
 	Domains(ctx context.Context, account string) ([]*model.Domain, error)
@@ -686,6 +757,7 @@ type QueryResolver interface {
 }
 type SubscriptionResolver interface {
 	AccountEvents(ctx context.Context, id string) (<-chan *model.AccountEvent, error)
+	CertificateEvents(ctx context.Context, id string) (<-chan *model.CertificateEvent, error)
 }
 type ZoneResolver interface {
 	Account(ctx context.Context, obj *model.Zone) (*model.Account, error)
@@ -984,6 +1056,196 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Capacity.MemoryBytes(childComplexity), true
 
+	case "Certificate.account":
+		if e.ComplexityRoot.Certificate.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Account(childComplexity), true
+	case "Certificate.auto":
+		if e.ComplexityRoot.Certificate.Auto == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Auto(childComplexity), true
+	case "Certificate.autoRenew":
+		if e.ComplexityRoot.Certificate.AutoRenew == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.AutoRenew(childComplexity), true
+	case "Certificate.chainPEM":
+		if e.ComplexityRoot.Certificate.ChainPem == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.ChainPem(childComplexity), true
+	case "Certificate.challenge":
+		if e.ComplexityRoot.Certificate.Challenge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Challenge(childComplexity), true
+	case "Certificate.createdAt":
+		if e.ComplexityRoot.Certificate.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.CreatedAt(childComplexity), true
+	case "Certificate.custom":
+		if e.ComplexityRoot.Certificate.Custom == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Custom(childComplexity), true
+	case "Certificate.deleting":
+		if e.ComplexityRoot.Certificate.Deleting == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Deleting(childComplexity), true
+	case "Certificate.domains":
+		if e.ComplexityRoot.Certificate.Domains == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Domains(childComplexity), true
+	case "Certificate.events":
+		if e.ComplexityRoot.Certificate.Events == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Events(childComplexity), true
+	case "Certificate.failures":
+		if e.ComplexityRoot.Certificate.Failures == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Failures(childComplexity), true
+	case "Certificate.generation":
+		if e.ComplexityRoot.Certificate.Generation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Generation(childComplexity), true
+	case "Certificate.id":
+		if e.ComplexityRoot.Certificate.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.ID(childComplexity), true
+	case "Certificate.issuedDomains":
+		if e.ComplexityRoot.Certificate.IssuedDomains == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.IssuedDomains(childComplexity), true
+	case "Certificate.issuer":
+		if e.ComplexityRoot.Certificate.Issuer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Issuer(childComplexity), true
+	case "Certificate.lastError":
+		if e.ComplexityRoot.Certificate.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.LastError(childComplexity), true
+	case "Certificate.node":
+		if e.ComplexityRoot.Certificate.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Node(childComplexity), true
+	case "Certificate.notAfter":
+		if e.ComplexityRoot.Certificate.NotAfter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.NotAfter(childComplexity), true
+	case "Certificate.notBefore":
+		if e.ComplexityRoot.Certificate.NotBefore == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.NotBefore(childComplexity), true
+	case "Certificate.observedGeneration":
+		if e.ComplexityRoot.Certificate.ObservedGeneration == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.ObservedGeneration(childComplexity), true
+	case "Certificate.renewAt":
+		if e.ComplexityRoot.Certificate.RenewAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.RenewAt(childComplexity), true
+	case "Certificate.serial":
+		if e.ComplexityRoot.Certificate.Serial == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Serial(childComplexity), true
+	case "Certificate.status":
+		if e.ComplexityRoot.Certificate.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.Status(childComplexity), true
+	case "Certificate.updatedAt":
+		if e.ComplexityRoot.Certificate.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Certificate.UpdatedAt(childComplexity), true
+
+	case "CertificateConnection.edges":
+		if e.ComplexityRoot.CertificateConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateConnection.Edges(childComplexity), true
+	case "CertificateConnection.pageInfo":
+		if e.ComplexityRoot.CertificateConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateConnection.PageInfo(childComplexity), true
+
+	case "CertificateEdge.cursor":
+		if e.ComplexityRoot.CertificateEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateEdge.Cursor(childComplexity), true
+	case "CertificateEdge.node":
+		if e.ComplexityRoot.CertificateEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateEdge.Node(childComplexity), true
+
+	case "CertificateEvent.at":
+		if e.ComplexityRoot.CertificateEvent.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateEvent.At(childComplexity), true
+	case "CertificateEvent.kind":
+		if e.ComplexityRoot.CertificateEvent.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateEvent.Kind(childComplexity), true
+	case "CertificateEvent.message":
+		if e.ComplexityRoot.CertificateEvent.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CertificateEvent.Message(childComplexity), true
+
 	case "CreateAPITokenPayload.apiToken":
 		if e.ComplexityRoot.CreateAPITokenPayload.APIToken == nil {
 			break
@@ -1258,12 +1520,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Domain.AliasOf(childComplexity), true
+	case "Domain.certificate":
+		if e.ComplexityRoot.Domain.Certificate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.Certificate(childComplexity), true
 	case "Domain.docroot":
 		if e.ComplexityRoot.Domain.Docroot == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Domain.Docroot(childComplexity), true
+	case "Domain.httpsRedirect":
+		if e.ComplexityRoot.Domain.HTTPSRedirect == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.HTTPSRedirect(childComplexity), true
+	case "Domain.hstsMaxAge":
+		if e.ComplexityRoot.Domain.HstsMaxAge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Domain.HstsMaxAge(childComplexity), true
 	case "Domain.name":
 		if e.ComplexityRoot.Domain.Name == nil {
 			break
@@ -1841,6 +2121,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteAutoresponder(childComplexity, args["address"].(string)), true
+	case "Mutation.deleteCertificate":
+		if e.ComplexityRoot.Mutation.DeleteCertificate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteCertificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteCertificate(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteDatabase":
 		if e.ComplexityRoot.Mutation.DeleteDatabase == nil {
 			break
@@ -2050,6 +2341,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ImportZone(childComplexity, args["zone"].(string), args["bindText"].(string)), true
+	case "Mutation.installCertificate":
+		if e.ComplexityRoot.Mutation.InstallCertificate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_installCertificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.InstallCertificate(childComplexity, args["input"].(model.InstallCertificateInput)), true
 	case "Mutation.login":
 		if e.ComplexityRoot.Mutation.Login == nil {
 			break
@@ -2100,6 +2402,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RemoveNode(childComplexity, args["name"].(string)), true
+	case "Mutation.renewCertificate":
+		if e.ComplexityRoot.Mutation.RenewCertificate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_renewCertificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RenewCertificate(childComplexity, args["id"].(string)), true
+	case "Mutation.requestCertificate":
+		if e.ComplexityRoot.Mutation.RequestCertificate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_requestCertificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RequestCertificate(childComplexity, args["input"].(model.RequestCertificateInput)), true
 	case "Mutation.resetPassword":
 		if e.ComplexityRoot.Mutation.ResetPassword == nil {
 			break
@@ -2133,6 +2457,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RevokeAPIToken(childComplexity, args["id"].(string)), true
+	case "Mutation.revokeCertificate":
+		if e.ComplexityRoot.Mutation.RevokeCertificate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeCertificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeCertificate(childComplexity, args["id"].(string), args["reason"].(*model.RevocationReason)), true
 	case "Mutation.revokeSessions":
 		if e.ComplexityRoot.Mutation.RevokeSessions == nil {
 			break
@@ -2188,6 +2523,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ScanMailbox(childComplexity, args["address"].(string)), true
+	case "Mutation.setAutoRenew":
+		if e.ComplexityRoot.Mutation.SetAutoRenew == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setAutoRenew_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetAutoRenew(childComplexity, args["id"].(string), args["on"].(bool)), true
 	case "Mutation.setAutoresponder":
 		if e.ComplexityRoot.Mutation.SetAutoresponder == nil {
 			break
@@ -2232,6 +2578,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetDmarc(childComplexity, args["domain"].(string), args["policy"].(string)), true
+	case "Mutation.setHTTPSRedirect":
+		if e.ComplexityRoot.Mutation.SetHTTPSRedirect == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setHTTPSRedirect_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetHTTPSRedirect(childComplexity, args["domain"].(string), args["on"].(bool)), true
+	case "Mutation.setHSTS":
+		if e.ComplexityRoot.Mutation.SetHsts == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setHSTS_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetHsts(childComplexity, args["domain"].(string), args["maxAge"].(int)), true
 	case "Mutation.setMailboxPassword":
 		if e.ComplexityRoot.Mutation.SetMailboxPassword == nil {
 			break
@@ -2679,6 +3047,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditEvents(childComplexity, args["filter"].(*model.AuditFilter), args["first"].(*int), args["after"].(*string)), true
+	case "Query.certificate":
+		if e.ComplexityRoot.Query.Certificate == nil {
+			break
+		}
+
+		args, err := ec.field_Query_certificate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Certificate(childComplexity, args["id"].(string)), true
+	case "Query.certificates":
+		if e.ComplexityRoot.Query.Certificates == nil {
+			break
+		}
+
+		args, err := ec.field_Query_certificates_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Certificates(childComplexity, args["filter"].(*model.CertificateFilter), args["first"].(*int), args["after"].(*string)), true
 	case "Query.databaseUsers":
 		if e.ComplexityRoot.Query.DatabaseUsers == nil {
 			break
@@ -3065,6 +3455,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.AccountEvents(childComplexity, args["id"].(string)), true
+	case "Subscription.certificateEvents":
+		if e.ComplexityRoot.Subscription.CertificateEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_certificateEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.CertificateEvents(childComplexity, args["id"].(string)), true
 
 	case "Task.action":
 		if e.ComplexityRoot.Task.Action == nil {
@@ -3321,15 +3722,18 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AccountFilter", ec.unmarshalInputAccountFilter),
 			graphql.NewInputUnmarshaler("AuditFilter", ec.unmarshalInputAuditFilter),
 			graphql.NewInputUnmarshaler("AutoresponderInput", ec.unmarshalInputAutoresponderInput),
+			graphql.NewInputUnmarshaler("CertificateFilter", ec.unmarshalInputCertificateFilter),
 			graphql.NewInputUnmarshaler("CreateAccountInput", ec.unmarshalInputCreateAccountInput),
 			graphql.NewInputUnmarshaler("CreateJoinTokenInput", ec.unmarshalInputCreateJoinTokenInput),
 			graphql.NewInputUnmarshaler("CreateMailboxInput", ec.unmarshalInputCreateMailboxInput),
 			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
 			graphql.NewInputUnmarshaler("CreateResellerInput", ec.unmarshalInputCreateResellerInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
+			graphql.NewInputUnmarshaler("InstallCertificateInput", ec.unmarshalInputInstallCertificateInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
 			graphql.NewInputUnmarshaler("NodeCapacityInput", ec.unmarshalInputNodeCapacityInput),
 			graphql.NewInputUnmarshaler("RecordInput", ec.unmarshalInputRecordInput),
+			graphql.NewInputUnmarshaler("RequestCertificateInput", ec.unmarshalInputRequestCertificateInput),
 			graphql.NewInputUnmarshaler("SpamFilterInput", ec.unmarshalInputSpamFilterInput),
 			graphql.NewInputUnmarshaler("UpdateNodeInput", ec.unmarshalInputUpdateNodeInput),
 			graphql.NewInputUnmarshaler("UpdatePlanInput", ec.unmarshalInputUpdatePlanInput),
@@ -3429,7 +3833,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -3448,6 +3852,7 @@ var sources = []*ast.Source{
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
 	{Name: "nodes.graphqls", Input: sourceData("nodes.graphqls"), BuiltIn: false},
 	{Name: "schema.graphqls", Input: sourceData("schema.graphqls"), BuiltIn: false},
+	{Name: "tls.graphqls", Input: sourceData("tls.graphqls"), BuiltIn: false},
 	{Name: "users.graphqls", Input: sourceData("users.graphqls"), BuiltIn: false},
 	{Name: "web.graphqls", Input: sourceData("web.graphqls"), BuiltIn: false},
 }
@@ -3609,6 +4014,92 @@ func (ec *executionContext) childFields_Capacity(ctx context.Context, field grap
 		return ec.fieldContext_Capacity_diskBytes(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Capacity", field.Name)
+}
+
+func (ec *executionContext) childFields_Certificate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Certificate_id(ctx, field)
+	case "domains":
+		return ec.fieldContext_Certificate_domains(ctx, field)
+	case "status":
+		return ec.fieldContext_Certificate_status(ctx, field)
+	case "issuer":
+		return ec.fieldContext_Certificate_issuer(ctx, field)
+	case "serial":
+		return ec.fieldContext_Certificate_serial(ctx, field)
+	case "notBefore":
+		return ec.fieldContext_Certificate_notBefore(ctx, field)
+	case "notAfter":
+		return ec.fieldContext_Certificate_notAfter(ctx, field)
+	case "autoRenew":
+		return ec.fieldContext_Certificate_autoRenew(ctx, field)
+	case "lastError":
+		return ec.fieldContext_Certificate_lastError(ctx, field)
+	case "events":
+		return ec.fieldContext_Certificate_events(ctx, field)
+	case "account":
+		return ec.fieldContext_Certificate_account(ctx, field)
+	case "node":
+		return ec.fieldContext_Certificate_node(ctx, field)
+	case "challenge":
+		return ec.fieldContext_Certificate_challenge(ctx, field)
+	case "custom":
+		return ec.fieldContext_Certificate_custom(ctx, field)
+	case "auto":
+		return ec.fieldContext_Certificate_auto(ctx, field)
+	case "deleting":
+		return ec.fieldContext_Certificate_deleting(ctx, field)
+	case "chainPEM":
+		return ec.fieldContext_Certificate_chainPEM(ctx, field)
+	case "issuedDomains":
+		return ec.fieldContext_Certificate_issuedDomains(ctx, field)
+	case "renewAt":
+		return ec.fieldContext_Certificate_renewAt(ctx, field)
+	case "failures":
+		return ec.fieldContext_Certificate_failures(ctx, field)
+	case "generation":
+		return ec.fieldContext_Certificate_generation(ctx, field)
+	case "observedGeneration":
+		return ec.fieldContext_Certificate_observedGeneration(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Certificate_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Certificate_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Certificate", field.Name)
+}
+
+func (ec *executionContext) childFields_CertificateConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_CertificateConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_CertificateConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CertificateConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CertificateEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_CertificateEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_CertificateEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CertificateEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CertificateEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_CertificateEvent_at(ctx, field)
+	case "kind":
+		return ec.fieldContext_CertificateEvent_kind(ctx, field)
+	case "message":
+		return ec.fieldContext_CertificateEvent_message(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CertificateEvent", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateAPITokenPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3775,6 +4266,12 @@ func (ec *executionContext) childFields_Domain(ctx context.Context, field graphq
 		return ec.fieldContext_Domain_state(ctx, field)
 	case "reason":
 		return ec.fieldContext_Domain_reason(ctx, field)
+	case "httpsRedirect":
+		return ec.fieldContext_Domain_httpsRedirect(ctx, field)
+	case "hstsMaxAge":
+		return ec.fieldContext_Domain_hstsMaxAge(ctx, field)
+	case "certificate":
+		return ec.fieldContext_Domain_certificate(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Domain", field.Name)
 }
@@ -4823,6 +5320,20 @@ func (ec *executionContext) field_Mutation_deleteAutoresponder_args(ctx context.
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteCertificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_deleteDatabaseUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -5145,6 +5656,20 @@ func (ec *executionContext) field_Mutation_importZone_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_installCertificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.InstallCertificateInput, error) {
+			return ec.unmarshalNInstallCertificateInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐInstallCertificateInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_login_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -5233,6 +5758,34 @@ func (ec *executionContext) field_Mutation_removeNode_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_renewCertificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_requestCertificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RequestCertificateInput, error) {
+			return ec.unmarshalNRequestCertificateInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRequestCertificateInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_resetPassword_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -5296,6 +5849,28 @@ func (ec *executionContext) field_Mutation_revokeAPIToken_args(ctx context.Conte
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_revokeCertificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "reason",
+		func(ctx context.Context, v any) (*model.RevocationReason, error) {
+			return ec.unmarshalORevocationReason2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRevocationReason(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["reason"] = arg1
 	return args, nil
 }
 
@@ -5390,6 +5965,28 @@ func (ec *executionContext) field_Mutation_scanMailbox_args(ctx context.Context,
 		return nil, err
 	}
 	args["address"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setAutoRenew_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "on",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["on"] = arg1
 	return args, nil
 }
 
@@ -5502,6 +6099,50 @@ func (ec *executionContext) field_Mutation_setDatabasePrivileges_args(ctx contex
 		return nil, err
 	}
 	args["wait"] = arg4
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setHSTS_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "maxAge",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNInt2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["maxAge"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setHTTPSRedirect_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "on",
+		func(ctx context.Context, v any) (bool, error) {
+			return ec.unmarshalNBoolean2bool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["on"] = arg1
 	return args, nil
 }
 
@@ -5967,6 +6608,50 @@ func (ec *executionContext) field_Query_auditEvents_args(ctx context.Context, ra
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_certificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_certificates_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.CertificateFilter, error) {
+			return ec.unmarshalOCertificateFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_databaseUsers_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6270,6 +6955,20 @@ func (ec *executionContext) field_Query_zones_args(ctx context.Context, rawArgs 
 }
 
 func (ec *executionContext) field_Subscription_accountEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_certificateEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -7466,6 +8165,755 @@ func (ec *executionContext) _Capacity_diskBytes(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_Capacity_diskBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Capacity", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Certificate_id(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Certificate_domains(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_domains(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domains, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_domains(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_status(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.CertificateStatus) graphql.Marshaler {
+			return ec.marshalNCertificateStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "CertificateStatus")
+}
+
+func (ec *executionContext) _Certificate_issuer(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_issuer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Issuer, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_issuer(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_serial(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_serial(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Serial, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_serial(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_notBefore(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_notBefore(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NotBefore, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_notBefore(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Certificate_notAfter(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_notAfter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NotAfter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_notAfter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Certificate_autoRenew(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_autoRenew(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AutoRenew, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_autoRenew(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Certificate_lastError(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_events(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_events(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Events, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CertificateEvent) graphql.Marshaler {
+			return ec.marshalNCertificateEvent2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEventᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_events(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Certificate",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CertificateEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Certificate_account(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Certificate_node(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_challenge(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_challenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Challenge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ChallengeType) graphql.Marshaler {
+			return ec.marshalNChallengeType2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_challenge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "ChallengeType")
+}
+
+func (ec *executionContext) _Certificate_custom(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_custom(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Custom, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_custom(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Certificate_auto(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_auto(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Auto, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_auto(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Certificate_deleting(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_deleting(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Deleting, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_deleting(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Certificate_chainPEM(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_chainPEM(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChainPem, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_chainPEM(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_issuedDomains(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_issuedDomains(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.IssuedDomains, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_issuedDomains(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _Certificate_renewAt(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_renewAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RenewAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_renewAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Certificate_failures(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_failures(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failures, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_failures(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Certificate_generation(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_generation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Generation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_generation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Certificate_observedGeneration(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_observedGeneration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ObservedGeneration, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_observedGeneration(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Certificate_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Certificate_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.Certificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Certificate_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Certificate_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Certificate", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CertificateConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.CertificateConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CertificateEdge) graphql.Marshaler {
+			return ec.marshalNCertificateEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CertificateConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CertificateEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CertificateConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.CertificateConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CertificateConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CertificateEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.CertificateEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CertificateEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _CertificateEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.CertificateEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CertificateEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CertificateEvent_at(ctx context.Context, field graphql.CollectedField, obj *model.CertificateEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateEvent_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateEvent_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CertificateEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CertificateEvent_kind(ctx context.Context, field graphql.CollectedField, obj *model.CertificateEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateEvent_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateEvent_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CertificateEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _CertificateEvent_message(ctx context.Context, field graphql.CollectedField, obj *model.CertificateEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CertificateEvent_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CertificateEvent_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CertificateEvent", field, false, false, "String")
 }
 
 func (ec *executionContext) _CreateAPITokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.CreateAPITokenPayload) (ret graphql.Marshaler) {
@@ -8684,6 +10132,84 @@ func (ec *executionContext) _Domain_reason(ctx context.Context, field graphql.Co
 }
 func (ec *executionContext) fieldContext_Domain_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Domain", field, false, false, "String")
+}
+
+func (ec *executionContext) _Domain_httpsRedirect(ctx context.Context, field graphql.CollectedField, obj *model.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_httpsRedirect(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HTTPSRedirect, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_httpsRedirect(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Domain_hstsMaxAge(ctx context.Context, field graphql.CollectedField, obj *model.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_hstsMaxAge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HstsMaxAge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_hstsMaxAge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Domain", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Domain_certificate(ctx context.Context, field graphql.CollectedField, obj *model.Domain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Domain_certificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Domain().Certificate(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalOCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Domain_certificate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Domain",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Forwarder_from(ctx context.Context, field graphql.CollectedField, obj *model.Forwarder) (ret graphql.Marshaler) {
@@ -12554,6 +14080,358 @@ func (ec *executionContext) fieldContext_Mutation_runNodeAction(ctx context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_requestCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_requestCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RequestCertificate(ctx, fc.Args["input"].(model.RequestCertificateInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_requestCertificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_requestCertificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_renewCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_renewCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RenewCertificate(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_renewCertificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_renewCertificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_revokeCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_revokeCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RevokeCertificate(ctx, fc.Args["id"].(string), fc.Args["reason"].(*model.RevocationReason))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_revokeCertificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_revokeCertificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteCertificate(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteCertificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteCertificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setAutoRenew(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setAutoRenew(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetAutoRenew(ctx, fc.Args["id"].(string), fc.Args["on"].(bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setAutoRenew(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setAutoRenew_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_installCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_installCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().InstallCertificate(ctx, fc.Args["input"].(model.InstallCertificateInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_installCertificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_installCertificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setHTTPSRedirect(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setHTTPSRedirect(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetHTTPSRedirect(ctx, fc.Args["domain"].(string), fc.Args["on"].(bool))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Domain) graphql.Marshaler {
+			return ec.marshalNDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setHTTPSRedirect(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Domain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setHTTPSRedirect_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setHSTS(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setHSTS(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetHsts(ctx, fc.Args["domain"].(string), fc.Args["maxAge"].(int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Domain) graphql.Marshaler {
+			return ec.marshalNDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDomain(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setHSTS(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Domain(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setHSTS_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_logout(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -14944,6 +16822,94 @@ func (ec *executionContext) fieldContext_Query_replicas(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_certificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_certificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Certificate(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+			return ec.marshalOCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_certificate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_certificate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_certificates(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_certificates(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Certificates(ctx, fc.Args["filter"].(*model.CertificateFilter), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CertificateConnection) graphql.Marshaler {
+			return ec.marshalNCertificateConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_certificates(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CertificateConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_certificates_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_users(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15792,6 +17758,50 @@ func (ec *executionContext) fieldContext_Subscription_accountEvents(ctx context.
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_accountEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_certificateEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_certificateEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().CertificateEvents(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CertificateEvent) graphql.Marshaler {
+			return ec.marshalNCertificateEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_certificateEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CertificateEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_certificateEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -18045,6 +20055,69 @@ func UnmarshalAutoresponderInput(ctx context.Context, raw any) (model.Autorespon
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCertificateFilter(ctx context.Context, obj any) (model.CertificateFilter, error) {
+	var it model.CertificateFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"account", "domain", "status", "expiringWithinDays"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "account":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("account"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Account = data
+		case "domain":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("domain"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Domain = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOCertificateStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "expiringWithinDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiringWithinDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiringWithinDays = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCertificateFilter unmarshals raw into the CertificateFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCertificateFilter(ctx context.Context, raw any) (model.CertificateFilter, error) {
+	var out model.CertificateFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CertificateFilter", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateAccountInput(ctx context.Context, obj any) (model.CreateAccountInput, error) {
 	var it model.CreateAccountInput
 	if obj == nil {
@@ -18476,6 +20549,80 @@ func UnmarshalCreateUserInput(ctx context.Context, raw any) (model.CreateUserInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputInstallCertificateInput(ctx context.Context, obj any) (model.InstallCertificateInput, error) {
+	var it model.InstallCertificateInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["allowUntrusted"]; !present {
+		asMap["allowUntrusted"] = false
+	}
+
+	fieldsInOrder := [...]string{"domain", "certificatePEM", "privateKeyPEM", "chainPEM", "allowUntrusted"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "domain":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("domain"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Domain = data
+		case "certificatePEM":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("certificatePEM"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CertificatePem = data
+		case "privateKeyPEM":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("privateKeyPEM"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PrivateKeyPem = data
+		case "chainPEM":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("chainPEM"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ChainPem = data
+		case "allowUntrusted":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("allowUntrusted"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AllowUntrusted = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalInstallCertificateInput unmarshals raw into the InstallCertificateInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalInstallCertificateInput(ctx context.Context, raw any) (model.InstallCertificateInput, error) {
+	var out model.InstallCertificateInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "InstallCertificateInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputLabelInput(ctx context.Context, obj any) (model.LabelInput, error) {
 	var it model.LabelInput
 	if obj == nil {
@@ -18641,6 +20788,66 @@ func (ec *executionContext) unmarshalInputRecordInput(ctx context.Context, obj a
 func UnmarshalRecordInput(ctx context.Context, raw any) (model.RecordInput, error) {
 	var out model.RecordInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RecordInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRequestCertificateInput(ctx context.Context, obj any) (model.RequestCertificateInput, error) {
+	var it model.RequestCertificateInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["challenge"]; !present {
+		asMap["challenge"] = "HTTP01"
+	}
+
+	fieldsInOrder := [...]string{"domain", "sans", "challenge"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "domain":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("domain"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Domain = data
+		case "sans":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sans"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Sans = data
+		case "challenge":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("challenge"))
+			data, err := ec.unmarshalOChallengeType2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Challenge = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRequestCertificateInput unmarshals raw into the RequestCertificateInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRequestCertificateInput(ctx context.Context, raw any) (model.RequestCertificateInput, error) {
+	var out model.RequestCertificateInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RequestCertificateInput", raw, &out)
 	return out, err
 }
 
@@ -19598,6 +21805,273 @@ func (ec *executionContext) _Capacity(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var certificateImplementors = []string{"Certificate"}
+
+func (ec *executionContext) _Certificate(ctx context.Context, sel ast.SelectionSet, obj *model.Certificate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, certificateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Certificate")
+		case "id":
+			out.Values[i] = ec._Certificate_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "domains":
+			out.Values[i] = ec._Certificate_domains(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Certificate_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "issuer":
+			out.Values[i] = ec._Certificate_issuer(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "serial":
+			out.Values[i] = ec._Certificate_serial(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "notBefore":
+			out.Values[i] = ec._Certificate_notBefore(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "notAfter":
+			out.Values[i] = ec._Certificate_notAfter(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "autoRenew":
+			out.Values[i] = ec._Certificate_autoRenew(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastError":
+			out.Values[i] = ec._Certificate_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "events":
+			out.Values[i] = ec._Certificate_events(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._Certificate_account(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._Certificate_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "challenge":
+			out.Values[i] = ec._Certificate_challenge(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "custom":
+			out.Values[i] = ec._Certificate_custom(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "auto":
+			out.Values[i] = ec._Certificate_auto(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleting":
+			out.Values[i] = ec._Certificate_deleting(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "chainPEM":
+			out.Values[i] = ec._Certificate_chainPEM(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "issuedDomains":
+			out.Values[i] = ec._Certificate_issuedDomains(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "renewAt":
+			out.Values[i] = ec._Certificate_renewAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "failures":
+			out.Values[i] = ec._Certificate_failures(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "generation":
+			out.Values[i] = ec._Certificate_generation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "observedGeneration":
+			out.Values[i] = ec._Certificate_observedGeneration(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Certificate_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Certificate_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var certificateConnectionImplementors = []string{"CertificateConnection"}
+
+func (ec *executionContext) _CertificateConnection(ctx context.Context, sel ast.SelectionSet, obj *model.CertificateConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, certificateConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CertificateConnection")
+		case "edges":
+			out.Values[i] = ec._CertificateConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CertificateConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var certificateEdgeImplementors = []string{"CertificateEdge"}
+
+func (ec *executionContext) _CertificateEdge(ctx context.Context, sel ast.SelectionSet, obj *model.CertificateEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, certificateEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CertificateEdge")
+		case "cursor":
+			out.Values[i] = ec._CertificateEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CertificateEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var certificateEventImplementors = []string{"CertificateEvent"}
+
+func (ec *executionContext) _CertificateEvent(ctx context.Context, sel ast.SelectionSet, obj *model.CertificateEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, certificateEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CertificateEvent")
+		case "at":
+			out.Values[i] = ec._CertificateEvent_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._CertificateEvent_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._CertificateEvent_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var createAPITokenPayloadImplementors = []string{"CreateAPITokenPayload"}
 
 func (ec *executionContext) _CreateAPITokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateAPITokenPayload) graphql.Marshaler {
@@ -20107,43 +22581,59 @@ func (ec *executionContext) _Domain(ctx context.Context, sel ast.SelectionSet, o
 		case "name":
 			out.Values[i] = ec._Domain_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "primary":
 			out.Values[i] = ec._Domain_primary(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "docroot":
 			out.Values[i] = ec._Domain_docroot(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "aliasOf":
 			out.Values[i] = ec._Domain_aliasOf(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "phpVersion":
 			out.Values[i] = ec._Domain_phpVersion(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "redirect":
 			out.Values[i] = ec._Domain_redirect(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "state":
 			out.Values[i] = ec._Domain_state(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "reason":
 			out.Values[i] = ec._Domain_reason(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "httpsRedirect":
+			out.Values[i] = ec._Domain_httpsRedirect(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "hstsMaxAge":
+			out.Values[i] = ec._Domain_hstsMaxAge(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "certificate":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Domain_certificate(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -21240,6 +23730,62 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "requestCertificate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_requestCertificate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "renewCertificate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_renewCertificate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokeCertificate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_revokeCertificate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteCertificate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteCertificate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setAutoRenew":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setAutoRenew(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "installCertificate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_installCertificate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setHTTPSRedirect":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setHTTPSRedirect(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setHSTS":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setHSTS(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "logout":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_logout(ctx, field)
@@ -21807,6 +24353,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_replicas(ctx, field)
 				})
+		case "certificate":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_certificate(ctx, field)
+				})
+		case "certificates":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_certificates(ctx, field)
+				})
 		case "users":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -22165,6 +24723,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "accountEvents":
 		return ec._Subscription_accountEvents(ctx, fields[0])
+	case "certificateEvents":
+		return ec._Subscription_certificateEvents(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
@@ -23169,6 +25729,90 @@ func (ec *executionContext) marshalNCapacity2ᚖgithubᚗcomᚋnpanelᚋnpanel�
 	return ec._Capacity(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx context.Context, sel ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Certificate!")
+		return graphql.Null
+	}
+	return ec._Certificate(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCertificateConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateConnection(ctx context.Context, sel ast.SelectionSet, v *model.CertificateConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CertificateConnection!")
+		return graphql.Null
+	}
+	return ec._CertificateConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCertificateEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CertificateEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCertificateEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCertificateEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEdge(ctx context.Context, sel ast.SelectionSet, v *model.CertificateEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CertificateEdge!")
+		return graphql.Null
+	}
+	return ec._CertificateEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCertificateEvent2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEventᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CertificateEvent) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCertificateEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEvent(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCertificateEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateEvent(ctx context.Context, sel ast.SelectionSet, v *model.CertificateEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CertificateEvent!")
+		return graphql.Null
+	}
+	return ec._CertificateEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCertificateStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx context.Context, v any) (model.CertificateStatus, error) {
+	var res model.CertificateStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCertificateStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx context.Context, sel ast.SelectionSet, v model.CertificateStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNChallengeType2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx context.Context, v any) (model.ChallengeType, error) {
+	var res model.ChallengeType
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNChallengeType2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx context.Context, sel ast.SelectionSet, v model.ChallengeType) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNCreateAPITokenPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateAPITokenPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateAPITokenPayload) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "CreateAPITokenPayload!")
@@ -23477,6 +26121,11 @@ func (ec *executionContext) marshalNImportLine2ᚖgithubᚗcomᚋnpanelᚋnpanel
 		return graphql.Null
 	}
 	return ec._ImportLine(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNInstallCertificateInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐInstallCertificateInput(ctx context.Context, v any) (model.InstallCertificateInput, error) {
+	res, err := ec.unmarshalInputInstallCertificateInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
@@ -23869,6 +26518,11 @@ func (ec *executionContext) marshalNReplica2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋ
 		return graphql.Null
 	}
 	return ec._Replica(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRequestCertificateInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRequestCertificateInput(ctx context.Context, v any) (model.RequestCertificateInput, error) {
+	res, err := ec.unmarshalInputRequestCertificateInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNReseller2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐResellerᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Reseller) graphql.Marshaler {
@@ -24415,6 +27069,53 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	return res
 }
 
+func (ec *executionContext) marshalOCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificate(ctx context.Context, sel ast.SelectionSet, v *model.Certificate) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Certificate(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOCertificateFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateFilter(ctx context.Context, v any) (*model.CertificateFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputCertificateFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOCertificateStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx context.Context, v any) (*model.CertificateStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.CertificateStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCertificateStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCertificateStatus(ctx context.Context, sel ast.SelectionSet, v *model.CertificateStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOChallengeType2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx context.Context, v any) (*model.ChallengeType, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.ChallengeType)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOChallengeType2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐChallengeType(ctx context.Context, sel ast.SelectionSet, v *model.ChallengeType) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
 func (ec *executionContext) marshalODNSRecord2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDNSRecord(ctx context.Context, sel ast.SelectionSet, v *model.DNSRecord) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -24614,6 +27315,22 @@ func (ec *executionContext) marshalOReseller2ᚖgithubᚗcomᚋnpanelᚋnpanel�
 		return graphql.Null
 	}
 	return ec._Reseller(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalORevocationReason2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRevocationReason(ctx context.Context, v any) (*model.RevocationReason, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.RevocationReason)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORevocationReason2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRevocationReason(ctx context.Context, sel ast.SelectionSet, v *model.RevocationReason) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalORole2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (*model.Role, error) {

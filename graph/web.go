@@ -19,7 +19,8 @@ import (
 // PENDING until the node applied the generation that last changed the site.
 func domainModel(sites []store.Site, i int, a *model.Account) *model.Domain {
 	s := sites[i]
-	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion), AliasOf: strPtr(s.AliasOf)}
+	d := &model.Domain{Name: s.Domain, Primary: i == 0, Docroot: s.Docroot, PhpVersion: strPtr(s.PHPVersion), AliasOf: strPtr(s.AliasOf),
+		HTTPSRedirect: s.HTTPSRedirect, HstsMaxAge: s.HSTSMaxAge}
 	if s.RedirectTo != "" {
 		d.Redirect = &model.Redirect{To: s.RedirectTo, Code: s.RedirectCode}
 	}

@@ -324,3 +324,8 @@ func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind mode
 	}
 	return out, nil
 }
+
+// Domain returns DomainResolver implementation.
+func (r *Resolver) Domain() DomainResolver { return &domainResolver{r} }
+
+type domainResolver struct{ *Resolver }

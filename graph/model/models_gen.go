@@ -99,6 +99,72 @@ type Capacity struct {
 	DiskBytes   int64 `json:"diskBytes"`
 }
 
+type Certificate struct {
+	// The site's domain.
+	ID string `json:"id"`
+	// The names wanted, the site's first.
+	Domains []string          `json:"domains"`
+	Status  CertificateStatus `json:"status"`
+	// Subject of the CA that issued the served certificate.
+	Issuer *string `json:"issuer,omitempty"`
+	// Serial number of the served certificate (hex).
+	Serial    *string             `json:"serial,omitempty"`
+	NotBefore *time.Time          `json:"notBefore,omitempty"`
+	NotAfter  *time.Time          `json:"notAfter,omitempty"`
+	AutoRenew bool                `json:"autoRenew"`
+	LastError *string             `json:"lastError,omitempty"`
+	Events    []*CertificateEvent `json:"events"`
+	// The account id.
+	Account   string        `json:"account"`
+	Node      *string       `json:"node,omitempty"`
+	Challenge ChallengeType `json:"challenge"`
+	// Installed by a user, not ordered.
+	Custom bool `json:"custom"`
+	// Ordered by the control plane for the site on its own.
+	Auto bool `json:"auto"`
+	// Being removed.
+	Deleting bool `json:"deleting"`
+	// The served chain (public), leaf first.
+	ChainPem *string `json:"chainPEM,omitempty"`
+	// The names the served certificate covers.
+	IssuedDomains []string `json:"issuedDomains"`
+	// When the next renewal is ordered.
+	RenewAt *time.Time `json:"renewAt,omitempty"`
+	// Consecutive failed attempts.
+	Failures int `json:"failures"`
+	// Specification generation, and the one the controller has acted on.
+	Generation         int64     `json:"generation"`
+	ObservedGeneration int64     `json:"observedGeneration"`
+	CreatedAt          time.Time `json:"createdAt"`
+	UpdatedAt          time.Time `json:"updatedAt"`
+}
+
+type CertificateConnection struct {
+	Edges    []*CertificateEdge `json:"edges"`
+	PageInfo *PageInfo          `json:"pageInfo"`
+}
+
+type CertificateEdge struct {
+	Cursor string       `json:"cursor"`
+	Node   *Certificate `json:"node"`
+}
+
+type CertificateEvent struct {
+	At time.Time `json:"at"`
+	// requested, ordering, issued, failed, renewing, revoked, installed, ...
+	Kind    string  `json:"kind"`
+	Message *string `json:"message,omitempty"`
+}
+
+type CertificateFilter struct {
+	// Account id or username.
+	Account *string            `json:"account,omitempty"`
+	Domain  *string            `json:"domain,omitempty"`
+	Status  *CertificateStatus `json:"status,omitempty"`
+	// Only certificates whose served certificate expires within this many days (expired ones included).
+	ExpiringWithinDays *int `json:"expiringWithinDays,omitempty"`
+}
+
 type CreateAPITokenPayload struct {
 	// The bearer token. Shown only here, never again.
 	Token    string    `json:"token"`
@@ -257,6 +323,12 @@ type Domain struct {
 	Redirect   *Redirect  `json:"redirect,omitempty"`
 	State      VhostState `json:"state"`
 	Reason     *string    `json:"reason,omitempty"`
+	// Plain HTTP is redirected to HTTPS.
+	HTTPSRedirect bool `json:"httpsRedirect"`
+	// Strict-Transport-Security max-age in seconds; 0: not sent.
+	HstsMaxAge int `json:"hstsMaxAge"`
+	// The site's certificate (an alias domain's is its target's); null: none.
+	Certificate *Certificate `json:"certificate,omitempty"`
 }
 
 type Forwarder struct {
@@ -270,6 +342,18 @@ type ImportLine struct {
 	Text   string     `json:"text"`
 	Record *DNSRecord `json:"record,omitempty"`
 	Reason *string    `json:"reason,omitempty"`
+}
+
+type InstallCertificateInput struct {
+	Domain string `json:"domain"`
+	// The leaf certificate (PEM); further certificates after it are taken as the chain.
+	CertificatePem string `json:"certificatePEM"`
+	// The private key (PEM: PKCS#1, PKCS#8 or SEC 1 EC). Sealed to the node; never stored in clear or shown.
+	PrivateKeyPem string `json:"privateKeyPEM"`
+	// Intermediate certificates (PEM), leaf's issuer first.
+	ChainPem *string `json:"chainPEM,omitempty"`
+	// Accept a chain that does not verify to a trusted root (admins).
+	AllowUntrusted *bool `json:"allowUntrusted,omitempty"`
 }
 
 type JoinToken struct {
@@ -450,6 +534,14 @@ type Replica struct {
 	APIAddress   string `json:"apiAddress"`
 	AgentAddress string `json:"agentAddress"`
 	Leader       bool   `json:"leader"`
+}
+
+type RequestCertificateInput struct {
+	// The site (one of the account's domains); the certificate's id.
+	Domain string `json:"domain"`
+	// More names: www.DOMAIN, mail.DOMAIN, other names of the account, *.DOMAIN with DNS01.
+	Sans      []string       `json:"sans,omitempty"`
+	Challenge *ChallengeType `json:"challenge,omitempty"`
 }
 
 type Reseller struct {
@@ -663,6 +755,131 @@ func (e *AccountStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e AccountStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type CertificateStatus string
+
+const (
+	// No certificate issued yet: ordering.
+	CertificateStatusPending CertificateStatus = "PENDING"
+	// Issued (or installed) and served.
+	CertificateStatusIssued CertificateStatus = "ISSUED"
+	// The served certificate stays while a new one is ordered.
+	CertificateStatusRenewing CertificateStatus = "RENEWING"
+	// None issued and the last attempt failed; see lastError.
+	CertificateStatusFailed  CertificateStatus = "FAILED"
+	CertificateStatusRevoked CertificateStatus = "REVOKED"
+	// The served certificate expired without a renewal.
+	CertificateStatusExpired CertificateStatus = "EXPIRED"
+)
+
+var AllCertificateStatus = []CertificateStatus{
+	CertificateStatusPending,
+	CertificateStatusIssued,
+	CertificateStatusRenewing,
+	CertificateStatusFailed,
+	CertificateStatusRevoked,
+	CertificateStatusExpired,
+}
+
+func (e CertificateStatus) IsValid() bool {
+	switch e {
+	case CertificateStatusPending, CertificateStatusIssued, CertificateStatusRenewing, CertificateStatusFailed, CertificateStatusRevoked, CertificateStatusExpired:
+		return true
+	}
+	return false
+}
+
+func (e CertificateStatus) String() string {
+	return string(e)
+}
+
+func (e *CertificateStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = CertificateStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid CertificateStatus", str)
+	}
+	return nil
+}
+
+func (e CertificateStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *CertificateStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e CertificateStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ChallengeType string
+
+const (
+	// A file under /.well-known/acme-challenge/ on the site.
+	ChallengeTypeHTTP01 ChallengeType = "HTTP01"
+	// A _acme-challenge TXT record in the account's zone (wildcards need it).
+	ChallengeTypeDNS01 ChallengeType = "DNS01"
+)
+
+var AllChallengeType = []ChallengeType{
+	ChallengeTypeHTTP01,
+	ChallengeTypeDNS01,
+}
+
+func (e ChallengeType) IsValid() bool {
+	switch e {
+	case ChallengeTypeHTTP01, ChallengeTypeDNS01:
+		return true
+	}
+	return false
+}
+
+func (e ChallengeType) String() string {
+	return string(e)
+}
+
+func (e *ChallengeType) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ChallengeType(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ChallengeType", str)
+	}
+	return nil
+}
+
+func (e ChallengeType) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ChallengeType) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ChallengeType) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -1146,6 +1363,68 @@ func (e *RecordType) UnmarshalJSON(b []byte) error {
 }
 
 func (e RecordType) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// RFC 5280 CRLReason codes a subscriber may give.
+type RevocationReason string
+
+const (
+	RevocationReasonUnspecified          RevocationReason = "UNSPECIFIED"
+	RevocationReasonKeyCompromise        RevocationReason = "KEY_COMPROMISE"
+	RevocationReasonAffiliationChanged   RevocationReason = "AFFILIATION_CHANGED"
+	RevocationReasonSuperseded           RevocationReason = "SUPERSEDED"
+	RevocationReasonCessationOfOperation RevocationReason = "CESSATION_OF_OPERATION"
+)
+
+var AllRevocationReason = []RevocationReason{
+	RevocationReasonUnspecified,
+	RevocationReasonKeyCompromise,
+	RevocationReasonAffiliationChanged,
+	RevocationReasonSuperseded,
+	RevocationReasonCessationOfOperation,
+}
+
+func (e RevocationReason) IsValid() bool {
+	switch e {
+	case RevocationReasonUnspecified, RevocationReasonKeyCompromise, RevocationReasonAffiliationChanged, RevocationReasonSuperseded, RevocationReasonCessationOfOperation:
+		return true
+	}
+	return false
+}
+
+func (e RevocationReason) String() string {
+	return string(e)
+}
+
+func (e *RevocationReason) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RevocationReason(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RevocationReason", str)
+	}
+	return nil
+}
+
+func (e RevocationReason) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RevocationReason) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RevocationReason) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -1,0 +1,35 @@
+package graph
+
+import (
+	"crypto/x509"
+	"time"
+)
+
+// SetCertificateRoots makes installCertificate verify chains to pool
+// instead of the system's roots, until the returned func restores them.
+func SetCertificateRoots(pool *x509.CertPool) (restore func()) {
+	tlsHooks.Lock()
+	defer tlsHooks.Unlock()
+	old := tlsHooks.roots
+	tlsHooks.roots = func() (*x509.CertPool, error) { return pool, nil }
+	return func() {
+		tlsHooks.Lock()
+		defer tlsHooks.Unlock()
+		tlsHooks.roots = old
+	}
+}
+
+// SetCertificateOrderRate sets the order rate limit of gates made from
+// now on (every, burst per user and per certificate), until the returned
+// func restores it.
+func SetCertificateOrderRate(every time.Duration, burst, burstPerCert int) (restore func()) {
+	tlsHooks.Lock()
+	defer tlsHooks.Unlock()
+	e, b, bc := tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert
+	tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert = every, burst, burstPerCert
+	return func() {
+		tlsHooks.Lock()
+		defer tlsHooks.Unlock()
+		tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert = e, b, bc
+	}
+}

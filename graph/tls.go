@@ -1,0 +1,815 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"golang.org/x/time/rate"
+
+	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
+)
+
+const (
+	// maxCertNames bounds the names of one certificate (Let's Encrypt
+	// allows 100; a site needs a handful).
+	maxCertNames = 50
+	// maxCertificatePage bounds a certificates page.
+	maxCertificatePage = 1000
+	// MaxHSTSMaxAge is the longest Strict-Transport-Security max-age
+	// setHSTS takes: two years, what the HSTS preload list asks for.
+	MaxHSTSMaxAge = 2 * 365 * 24 * 3600
+	// maxExpiringDays bounds the expiringWithinDays filter.
+	maxExpiringDays = 3650
+)
+
+// Limits of installCertificate's input. A chain of a commercial CA is a
+// few KiB; these only keep a request from making the parser work for
+// nothing.
+const (
+	maxCertPEMBytes = 64 << 10
+	maxKeyPEMBytes  = 16 << 10
+	maxChainCerts   = 10
+	minRSAKeyBits   = 2048
+)
+
+// Each order costs the ACME CA's rate limits (Let's Encrypt: 5 failed
+// validations per hostname an hour, 300 new orders per account in 3
+// hours), which every site of the cluster shares: a tenant looping on
+// requestCertificate or renewCertificate would exhaust them for all. A
+// user may order a few certificates at once and then one every
+// certOrderEvery; a certificate may be ordered again once every
+// certOrderEvery too.
+const (
+	certOrderEvery        = 20 * time.Second
+	certOrderBurst        = 5
+	certOrderBurstPerCert = 2
+	// certOrderKeys bounds the limiter map; past it the map starts over,
+	// which at worst grants a burst early.
+	certOrderKeys = 10000
+)
+
+// tlsHooks holds what tests replace: the roots installed chains verify
+// to, and the order rate.
+var tlsHooks = struct {
+	sync.Mutex
+	roots     func() (*x509.CertPool, error)
+	every     time.Duration
+	burst     int
+	burstCert int
+}{roots: x509.SystemCertPool, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert}
+
+// certRoots returns the roots an installed certificate's chain must
+// verify to: the system's.
+func certRoots() (*x509.CertPool, error) {
+	tlsHooks.Lock()
+	f := tlsHooks.roots
+	tlsHooks.Unlock()
+	return f()
+}
+
+// certOrderGate rate-limits certificate orders per user and per
+// certificate.
+type certOrderGate struct {
+	mu    sync.Mutex
+	users map[string]*rate.Limiter
+	certs map[string]*rate.Limiter
+}
+
+func (g *certOrderGate) allow(user, cert string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.users == nil || len(g.users)+len(g.certs) > certOrderKeys {
+		g.users, g.certs = map[string]*rate.Limiter{}, map[string]*rate.Limiter{}
+	}
+	tlsHooks.Lock()
+	every, burst, burstCert := tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert
+	tlsHooks.Unlock()
+	u := g.users[user]
+	if u == nil {
+		u = rate.NewLimiter(rate.Every(every), burst)
+		g.users[user] = u
+	}
+	c := g.certs[cert]
+	if c == nil {
+		c = rate.NewLimiter(rate.Every(every), burstCert)
+		g.certs[cert] = c
+	}
+	if !c.Allow() {
+		return errorf(CodeRateLimited, "certificate "+cert+" was ordered moments ago; try again in "+every.String())
+	}
+	if !u.Allow() {
+		return errorf(CodeRateLimited, "too many certificate orders; at most one every "+every.String()+" after a burst of "+strconv.Itoa(burst))
+	}
+	return nil
+}
+
+// certOrderGates holds each Resolver's gate (the Resolver struct is
+// regenerated around, so the gate lives beside it, as mail's do).
+var certOrderGates sync.Map // *Resolver -> *certOrderGate
+
+func (r *Resolver) allowCertOrder(user, cert string) error {
+	g, _ := certOrderGates.LoadOrStore(r, &certOrderGate{})
+	return g.(*certOrderGate).allow(user, cert)
+}
+
+// certSubscriptions counts each user's live certificateEvents
+// subscriptions: each holds an etcd watch of its own.
+var certSubscriptions = struct {
+	sync.Mutex
+	n map[string]int
+}{n: map[string]int{}}
+
+func holdCertSubscription(user string) (release func(), err error) {
+	certSubscriptions.Lock()
+	defer certSubscriptions.Unlock()
+	if certSubscriptions.n[user] >= MaxSubscriptionsPerUser {
+		return nil, errorf(codeQuotaExceeded, "too many live certificate subscriptions: at most "+strconv.Itoa(MaxSubscriptionsPerUser)+" per user; close some first")
+	}
+	certSubscriptions.n[user]++
+	return func() {
+		certSubscriptions.Lock()
+		defer certSubscriptions.Unlock()
+		if certSubscriptions.n[user]--; certSubscriptions.n[user] <= 0 {
+			delete(certSubscriptions.n, user)
+		}
+	}, nil
+}
+
+// revocationCodes maps the API's reasons to RFC 5280 CRLReason codes.
+var revocationCodes = map[model.RevocationReason]int{
+	model.RevocationReasonUnspecified:          0,
+	model.RevocationReasonKeyCompromise:        1,
+	model.RevocationReasonAffiliationChanged:   3,
+	model.RevocationReasonSuperseded:           4,
+	model.RevocationReasonCessationOfOperation: 5,
+}
+
+func certModel(c *store.Certificate) *model.Certificate {
+	st := c.Status
+	state := model.CertificateStatus(st.State)
+	if !state.IsValid() {
+		state = model.CertificateStatusPending
+	}
+	ch := model.ChallengeType(c.Challenge)
+	if !ch.IsValid() {
+		ch = model.ChallengeTypeHTTP01
+	}
+	m := &model.Certificate{
+		ID: c.ID, Domains: nonNil(c.Domains), Status: state, Issuer: strPtr(st.Issuer), Serial: strPtr(st.Serial),
+		NotBefore: timePtr(st.NotBefore), NotAfter: timePtr(st.NotAfter), AutoRenew: c.AutoRenew,
+		LastError: strPtr(st.LastError), Events: certEventModels(st.Events), Account: c.Account, Node: strPtr(c.Node),
+		Challenge: ch, Custom: c.Custom, Auto: c.Auto, Deleting: c.Deleting, ChainPem: strPtr(st.ChainPEM),
+		IssuedDomains: nonNil(st.IssuedDomains), RenewAt: timePtr(st.RenewAt), Failures: st.Failures,
+		Generation: c.Generation, ObservedGeneration: st.ObservedGeneration, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+	}
+	return m
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func certEventModels(evs []store.CertEvent) []*model.CertificateEvent {
+	out := make([]*model.CertificateEvent, len(evs))
+	for i, e := range evs {
+		out[i] = certEventModel(e)
+	}
+	return out
+}
+
+func certEventModel(e store.CertEvent) *model.CertificateEvent {
+	return &model.CertificateEvent{At: e.At, Kind: e.Kind, Message: strPtr(e.Message)}
+}
+
+// certOf finds a certificate and its account for a caller who may see the
+// account; for any other caller it is NOT_FOUND, as one that does not
+// exist (the refusal recorded under action).
+func (r *Resolver) certOf(ctx context.Context, action, id string) (auth.Principal, *store.Account, *store.Certificate, error) {
+	p, err := requireUser(ctx)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	d, err := canonicalDomain(id)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	notFound := errorf(CodeNotFound, "certificate "+quote(d)+" not found")
+	c, err := r.Store.GetCertificate(ctx, d)
+	if isNotFound(err) {
+		return p, nil, nil, notFound
+	}
+	if err != nil {
+		return p, nil, nil, err
+	}
+	a, _, err := r.Store.GetAccount(ctx, c.Account)
+	if isNotFound(err) {
+		return p, nil, nil, notFound
+	}
+	if err != nil {
+		return p, nil, nil, err
+	}
+	if !canSee(p, a) {
+		r.refusedRead(ctx, action, d, CodeNotFound)
+		return p, nil, nil, notFound
+	}
+	return p, a, c, nil
+}
+
+// accountLive refuses a certificate change for an account being deleted.
+func accountLive(a *store.Account) error {
+	if a.Deleted {
+		return fmt.Errorf("account %s is being deleted: %w", a.Username, store.ErrConflict)
+	}
+	return nil
+}
+
+// certAudit is the audit event of a certificate mutation.
+func certAudit(ctx context.Context, p auth.Principal, a *store.Account, action, id string, detail map[string]string) store.AuditEvent {
+	ev := store.NewAuditEvent(p.Name, source(ctx), action, a.Username+"/"+id, "ok")
+	ev.Detail = map[string]string{"id": a.ID, "certificate": id}
+	for k, v := range detail {
+		ev.Detail[k] = v
+	}
+	return ev
+}
+
+// changeCert applies fn to certificate id of account a under
+// compare-and-swap, refusing a certificate that is being deleted or that
+// belongs to another account by now.
+func (r *Resolver) changeCert(ctx context.Context, a *store.Account, id string, audit store.AuditEvent, fn func(c *store.Certificate) error) (*store.Certificate, error) {
+	return r.Store.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if c.Account != a.ID {
+			return nil, fmt.Errorf("certificate %s belongs to another account now: %w", id, store.ErrConflict)
+		}
+		if c.Deleting {
+			return nil, fmt.Errorf("certificate %s is being deleted: %w", id, store.ErrConflict)
+		}
+		return nil, fn(c)
+	}, audit)
+}
+
+// putCert creates certificate id for site of account a with fn applied
+// to a new record, or applies fn to the site's existing one (bumping its
+// generation): the certificate of a site is one record whichever way it
+// was made. A certificate created meanwhile (the controller's automatic
+// one) is updated instead.
+func (r *Resolver) putCert(ctx context.Context, a *store.Account, id string, audit store.AuditEvent, fn func(c *store.Certificate)) (*store.Certificate, error) {
+	for {
+		if _, err := r.Store.GetCertificate(ctx, id); err == nil {
+			return r.changeCert(ctx, a, id, audit, func(c *store.Certificate) error {
+				fn(c)
+				c.Generation++
+				return nil
+			})
+		} else if !isNotFound(err) {
+			return nil, err
+		}
+		c := &store.Certificate{ID: id, Account: a.ID, Node: a.Node, Generation: 1}
+		c.Status.State = store.CertPending
+		fn(c)
+		err := r.Store.CreateCertificate(ctx, c, audit)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return c, err
+	}
+}
+
+// setNoAutoCertificate sets or clears the site's NoAutoCertificate,
+// which stops the controller ordering a certificate for it by itself.
+// A site the account no longer has is left alone.
+func (r *Resolver) setNoAutoCertificate(ctx context.Context, p auth.Principal, a *store.Account, action, domain string, on bool) error {
+	ev := store.NewAuditEvent(p.Name, source(ctx), action, a.Username, "ok")
+	ev.Detail = map[string]string{"id": a.ID, "domain": domain, "noAutoCertificate": strconv.FormatBool(on)}
+	_, err := r.Store.ChangeSites(ctx, a.ID, func(a *store.Account) (store.SiteChange, error) {
+		if i := a.SiteIndex(domain); i >= 0 {
+			a.Sites[i].NoAutoCertificate = on
+		}
+		return store.SiteChange{}, nil
+	}, ev)
+	return err
+}
+
+// certNames validates the names of a certificate for site of account a:
+// the site first, then sans, each the site or a name within one of the
+// account's domains that no other account serves. A wildcard (*.NAME)
+// needs DNS01 and a zone of the account holding NAME; with DNS01 every
+// name must be in one of the account's zones, where the challenge record
+// is written.
+func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string, sans []string, challenge store.CertChallenge) ([]string, error) {
+	names := []string{site}
+	for _, s := range sans {
+		n, err := certName(s)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	if len(names) > maxCertNames {
+		return nil, &validate.Error{Field: "sans", Reason: fmt.Sprintf("%d names: at most %d", len(names), maxCertNames)}
+	}
+	domains := make([]string, 0, len(a.AllSites()))
+	for _, s := range a.AllSites() {
+		domains = append(domains, s.Domain)
+	}
+	for _, n := range names {
+		base, wildcard := strings.CutPrefix(n, "*.")
+		if !withinAny(base, domains) {
+			return nil, &validate.Error{Field: "sans", Reason: n + " is not within the domains of account " + a.Username + " (" + strings.Join(domains, ", ") + ")"}
+		}
+		// A subdomain may be another account's site (an add-on domain),
+		// or a name within one: its certificate is that account's to order.
+		if owner, err := r.nearestSiteOwner(ctx, base); err != nil {
+			return nil, err
+		} else if owner != a.ID {
+			return nil, &validate.Error{Field: "sans", Reason: n + " is served by another account"}
+		}
+		if wildcard && challenge != store.ChallengeDNS01 {
+			return nil, &validate.Error{Field: "challenge", Reason: "the wildcard " + n + " needs the DNS01 challenge"}
+		}
+		if challenge == store.ChallengeDNS01 {
+			z, err := r.zoneOfDomain(ctx, base)
+			if err != nil {
+				return nil, err
+			}
+			if z == nil || z.Account != a.ID || z.Deleted {
+				return nil, &validate.Error{Field: "challenge", Reason: "DNS01 needs a DNS zone of account " + a.Username + " served here holding " + base + "; none does"}
+			}
+		}
+	}
+	return names, nil
+}
+
+// nearestSiteOwner returns the account whose site is name or the nearest
+// parent of name that is a site ("" when none is).
+func (r *Resolver) nearestSiteOwner(ctx context.Context, name string) (string, error) {
+	for ; strings.Contains(name, "."); _, name, _ = strings.Cut(name, ".") {
+		owner, err := r.Store.AccountIDByDomain(ctx, name)
+		if err == nil {
+			return owner, nil
+		}
+		if !isNotFound(err) {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// certName validates one name of a certificate: a domain, or *.domain.
+func certName(s string) (string, error) {
+	base, wildcard := strings.CutPrefix(strings.TrimSpace(s), "*.")
+	d, err := validate.Domain(base)
+	if err != nil {
+		var ve *validate.Error
+		if errors.As(err, &ve) {
+			return "", &validate.Error{Field: "sans", Reason: ve.Reason}
+		}
+		return "", err
+	}
+	if strings.Contains(d, "*") {
+		return "", &validate.Error{Field: "sans", Reason: "a wildcard is only allowed as the first label (*.DOMAIN)"}
+	}
+	if wildcard {
+		return "*." + d, nil
+	}
+	return d, nil
+}
+
+// withinAny reports whether name is one of domains or a subdomain of one.
+func withinAny(name string, domains []string) bool {
+	for _, d := range domains {
+		if name == d || strings.HasSuffix(name, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+func challengeOf(c *model.ChallengeType) (store.CertChallenge, error) {
+	if c == nil {
+		return store.ChallengeHTTP01, nil
+	}
+	switch *c {
+	case model.ChallengeTypeHTTP01:
+		return store.ChallengeHTTP01, nil
+	case model.ChallengeTypeDNS01:
+		return store.ChallengeDNS01, nil
+	}
+	return "", &validate.Error{Field: "challenge", Reason: "want HTTP01 or DNS01"}
+}
+
+// sealCertificateKey seals an installed certificate's PKCS#8 key to the
+// account's node: it is stored and sent only sealed.
+func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id string, pkcs8 []byte) ([]byte, error) {
+	if a.Node == "" {
+		return nil, fmt.Errorf("account %s is not placed on a node yet, so its key cannot be sealed to one: %w", a.Username, store.ErrConflict)
+	}
+	st, _, err := r.Store.GetNodeState(ctx, a.Node)
+	if err != nil && !isNotFound(err) {
+		return nil, err
+	}
+	if st == nil || len(st.PublicKey) == 0 {
+		return nil, errorf(CodeConflict, "node "+a.Node+" has not connected yet, so a key cannot be sealed to it; try again when it is READY")
+	}
+	return pki.SealDER(st.PublicKey, pkcs8, agentpb.CertificateKeySealContext(id))
+}
+
+// InstalledCertificate is what CheckInstalledCertificate took from
+// installCertificate's input: the chain re-encoded from what parsed (leaf
+// first; nothing else of the input survives) and the key as PKCS#8 DER,
+// which the caller seals at once.
+type InstalledCertificate struct {
+	Leaf     *x509.Certificate
+	ChainPEM string
+	KeyPKCS8 []byte
+	// Trusted: the chain verified to roots.
+	Trusted bool
+}
+
+// CheckInstalledCertificate validates a certificate bought elsewhere: the
+// PEM parses (certificates in certPEM and chainPEM, one private key in
+// keyPEM: PKCS#1, PKCS#8 or SEC 1), the key matches the leaf, the leaf
+// covers domain and is valid at now, and the chain verifies to roots with
+// the given intermediates unless allowUntrusted. Its errors name the
+// check that failed and never quote the key.
+func CheckInstalledCertificate(domain, certPEM, keyPEM, chainPEM string, allowUntrusted bool, roots *x509.CertPool, now time.Time) (*InstalledCertificate, error) {
+	if len(certPEM) > maxCertPEMBytes || len(chainPEM) > maxCertPEMBytes {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: fmt.Sprintf("more than %d KiB of PEM", maxCertPEMBytes>>10)}
+	}
+	if len(keyPEM) > maxKeyPEMBytes {
+		return nil, &validate.Error{Field: "privateKeyPEM", Reason: fmt.Sprintf("more than %d KiB of PEM", maxKeyPEMBytes>>10)}
+	}
+	certs, err := pemCertificates("certificatePEM", certPEM)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) == 0 {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: "no CERTIFICATE PEM block"}
+	}
+	more, err := pemCertificates("chainPEM", chainPEM)
+	if err != nil {
+		return nil, err
+	}
+	leaf, chain := certs[0], append(certs[1:], more...)
+	if len(chain) > maxChainCerts {
+		return nil, &validate.Error{Field: "chainPEM", Reason: fmt.Sprintf("%d intermediates: at most %d", len(chain), maxChainCerts)}
+	}
+	key, err := pemPrivateKey(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(leaf.PublicKey) {
+		return nil, &validate.Error{Field: "privateKeyPEM", Reason: "the private key does not match the certificate"}
+	}
+	if leaf.IsCA {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: "the first certificate is a CA certificate; give the server's certificate first"}
+	}
+	if now.Before(leaf.NotBefore) {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate is not valid before " + leaf.NotBefore.UTC().Format(time.RFC3339)}
+	}
+	if now.After(leaf.NotAfter) {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate expired at " + leaf.NotAfter.UTC().Format(time.RFC3339)}
+	}
+	if err := leaf.VerifyHostname(domain); err != nil {
+		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate does not cover " + domain + " (it names " + listOrNone(leaf.DNSNames) + ")"}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain {
+		inter.AddCert(c)
+	}
+	_, verr := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: domain, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if verr != nil && !allowUntrusted {
+		return nil, &validate.Error{Field: "chainPEM", Reason: "the chain does not verify to a trusted root: " + verr.Error()}
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, &validate.Error{Field: "privateKeyPEM", Reason: "unsupported key type"}
+	}
+	var b bytes.Buffer
+	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return &InstalledCertificate{Leaf: leaf, ChainPEM: b.String(), KeyPKCS8: der, Trusted: verr == nil}, nil
+}
+
+// pemCertificates parses every PEM block of s, each of which must be a
+// CERTIFICATE: a key pasted into the wrong field is refused without being
+// quoted.
+func pemCertificates(field, s string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(s)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			reason := "a PEM block of type " + quote(b.Type) + "; want CERTIFICATE blocks only"
+			if strings.Contains(strings.ToUpper(b.Type), "KEY") {
+				reason = "a private key; give it in privateKeyPEM"
+			}
+			return nil, &validate.Error{Field: field, Reason: reason}
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, &validate.Error{Field: field, Reason: "a certificate does not parse: " + err.Error()}
+		}
+		out = append(out, c)
+		if len(out) > maxChainCerts+1 {
+			return nil, &validate.Error{Field: field, Reason: fmt.Sprintf("more than %d certificates", maxChainCerts+1)}
+		}
+	}
+	if strings.TrimSpace(string(rest)) != "" && len(out) == 0 && strings.TrimSpace(s) != "" {
+		return nil, &validate.Error{Field: field, Reason: "not PEM (-----BEGIN CERTIFICATE----- ...)"}
+	}
+	return out, nil
+}
+
+// pemPrivateKey parses the one private key of s. Parse errors are
+// reported by kind only: the parser's messages may quote key bytes.
+func pemPrivateKey(s string) (crypto.Signer, error) {
+	bad := func(reason string) error { return &validate.Error{Field: "privateKeyPEM", Reason: reason} }
+	b, rest := pem.Decode([]byte(s))
+	if b == nil {
+		return nil, bad("not a PEM private key (a -----BEGIN ... KEY----- block)")
+	}
+	if next, _ := pem.Decode(rest); next != nil {
+		return nil, bad("more than one PEM block; give the certificate's private key only")
+	}
+	// Legacy (RFC 1423) encryption shows in the headers, PKCS#8's in the type.
+	if strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") || b.Type == "ENCRYPTED PRIVATE KEY" {
+		return nil, bad("the key is encrypted; give it decrypted")
+	}
+	var key any
+	var err error
+	var format string
+	switch b.Type {
+	case "RSA PRIVATE KEY":
+		format = "PKCS#1"
+		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case "EC PRIVATE KEY":
+		format = "SEC 1"
+		key, err = x509.ParseECPrivateKey(b.Bytes)
+	case "PRIVATE KEY":
+		format = "PKCS#8"
+		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	default:
+		return nil, bad("an unsupported PEM block type; want a PKCS#8, PKCS#1 (RSA) or SEC 1 (EC) private key")
+	}
+	if err != nil {
+		return nil, bad("the key does not parse as " + format)
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < minRSAKeyBits {
+			return nil, bad(fmt.Sprintf("a %d-bit RSA key; at least %d bits", k.N.BitLen(), minRSAKeyBits))
+		}
+		return k, nil
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, bad("unsupported key type")
+}
+
+// followCertificate streams certificate id's events: those recorded so
+// far, then each new one as the record is written. Events are told apart
+// by time and kind (a record keeps its newest maxCertEvents), so none is
+// sent twice. It ends when the record is deleted, or the watch is lost
+// (the client subscribes again).
+func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *store.Certificate, rev int64) (<-chan *model.CertificateEvent, error) {
+	release, err := holdCertSubscription(p.Name)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *model.CertificateEvent, 16)
+	go func() {
+		defer close(ch)
+		defer release()
+		var last store.CertEvent
+		send := func(evs []store.CertEvent) bool {
+			for _, e := range evs {
+				last = e
+				select {
+				case ch <- certEventModel(e):
+				case <-ctx.Done():
+					return false
+				}
+			}
+			return true
+		}
+		if !send(c.Status.Events) {
+			return
+		}
+		recheck := time.NewTicker(SessionRecheck)
+		defer recheck.Stop()
+		watch := r.Store.WatchCertificate(ctx, c.ID, rev)
+		for {
+			select {
+			case b, ok := <-watch:
+				if !ok || b.Err != nil {
+					if ctx.Err() == nil {
+						transport.AddSubscriptionError(ctx, &gqlerror.Error{
+							Message:    "subscription dropped: the server lost its watch of the certificate; subscribe again",
+							Extensions: map[string]any{"code": CodeSubscriptionDropped},
+						})
+					}
+					return
+				}
+				if !r.Auth.SessionValid(ctx, p) {
+					sessionEnded(ctx)
+					return
+				}
+				for _, ev := range b.Events {
+					if ev.Deleted {
+						send([]store.CertEvent{{At: time.Now().UTC(), Kind: "deleted"}})
+						return
+					}
+					cur, err := store.DecodeCertificate(ev)
+					if err != nil {
+						r.Log.Error("decode certificate", "certificate", c.ID, "err", err)
+						return
+					}
+					if !send(newCertEvents(cur.Status.Events, last)) {
+						return
+					}
+				}
+			case <-recheck.C:
+				if !r.Auth.SessionValid(ctx, p) {
+					sessionEnded(ctx)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// newCertEvents returns the events after last (the newest one sent): those
+// following it in evs, or, when it has dropped out of the bounded list,
+// those later than it.
+func newCertEvents(evs []store.CertEvent, last store.CertEvent) []store.CertEvent {
+	if last.At.IsZero() {
+		return evs
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i] == last {
+			return evs[i+1:]
+		}
+	}
+	var out []store.CertEvent
+	for _, e := range evs {
+		if e.At.After(last.At) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// renewable refuses renewCertificate for a certificate that is not
+// ordered here or is on its way out.
+func renewable(c *store.Certificate) error {
+	switch {
+	case c.Custom:
+		return &validate.Error{Field: "id", Reason: "an installed certificate is renewed by installing its successor (installCertificate), or replaced by an ordered one (requestCertificate)"}
+	case c.Deleting:
+		return fmt.Errorf("certificate %s is being deleted: %w", c.ID, store.ErrConflict)
+	case c.Revoke:
+		return fmt.Errorf("certificate %s is revoked; requestCertificate orders a new one: %w", c.ID, store.ErrConflict)
+	}
+	return nil
+}
+
+// changeSite applies fn to the site of domain d for the caller (the
+// account's owner, its reseller, admins) and returns the domain as
+// written; the site's server block is rendered again when fn changed it.
+func (r *Resolver) changeSite(ctx context.Context, action, d string, fn func(s *store.Site)) (*model.Domain, error) {
+	notFound := errorf(CodeNotFound, "no account serves "+quote(d))
+	id, err := r.Store.AccountIDByDomain(ctx, d)
+	if isNotFound(err) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	a, err := r.changeSites(ctx, action, id, d, func(a *store.Account) (store.SiteChange, error) {
+		i := a.SiteIndex(d)
+		if i < 0 {
+			return store.SiteChange{}, notFound
+		}
+		if err := notAlias(a.Sites[i]); err != nil {
+			return store.SiteChange{}, err
+		}
+		before := a.Sites[i]
+		fn(&a.Sites[i])
+		if a.Sites[i] != before {
+			store.MarkSiteChanged(a, i)
+		}
+		return store.SiteChange{}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := accountModel(a)
+	return domainModel(m.Sites, a.SiteIndex(d), m), nil
+}
+
+// certFilter returns the test of the certificates filter for the caller:
+// only certificates of accounts it may see pass, whatever it asks for.
+func (r *Resolver) certFilter(ctx context.Context, p auth.Principal, f *model.CertificateFilter) (func(*store.Certificate) (bool, error), error) {
+	if f == nil {
+		f = &model.CertificateFilter{}
+	}
+	var account, domain string
+	var err error
+	if f.Account != nil && *f.Account != "" {
+		if account, err = r.resolveAccountRef(ctx, *f.Account); err != nil {
+			if !isNotFound(err) {
+				return nil, err
+			}
+			account = "\x00none" // matches nothing: an unknown account has no certificates
+		}
+	}
+	if f.Domain != nil && *f.Domain != "" {
+		if domain, err = canonicalDomain(*f.Domain); err != nil {
+			return nil, err
+		}
+	}
+	if f.Status != nil && !f.Status.IsValid() {
+		return nil, &validate.Error{Field: "status", Reason: "unknown status"}
+	}
+	var expiring time.Time
+	if f.ExpiringWithinDays != nil {
+		n := *f.ExpiringWithinDays
+		if n < 0 || n > maxExpiringDays {
+			return nil, &validate.Error{Field: "expiringWithinDays", Reason: fmt.Sprintf("%d: give 0 to %d", n, maxExpiringDays)}
+		}
+		expiring = time.Now().Add(time.Duration(n) * 24 * time.Hour)
+	}
+	visible := map[string]bool{}
+	return func(c *store.Certificate) (bool, error) {
+		if account != "" && c.Account != account {
+			return false, nil
+		}
+		if domain != "" && c.ID != domain && !slices.Contains(c.Domains, domain) {
+			return false, nil
+		}
+		if f.Status != nil {
+			st := model.CertificateStatus(c.Status.State)
+			if !st.IsValid() {
+				st = model.CertificateStatusPending
+			}
+			if st != *f.Status {
+				return false, nil
+			}
+		}
+		if !expiring.IsZero() && (c.Status.NotAfter.IsZero() || c.Status.NotAfter.After(expiring)) {
+			return false, nil
+		}
+		ok, seen := visible[c.Account]
+		if !seen {
+			if p.Role == store.RoleAdmin {
+				ok = true
+			} else {
+				a, _, err := r.Store.GetAccount(ctx, c.Account)
+				if err != nil && !isNotFound(err) {
+					return false, err
+				}
+				ok = err == nil && canSee(p, a)
+			}
+			visible[c.Account] = ok
+		}
+		return ok, nil
+	}, nil
+}
