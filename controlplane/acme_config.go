@@ -5,7 +5,9 @@ import "time"
 // ACMEConfig is the ACME server every node orders site and mail
 // certificates from (--acme-*).
 type ACMEConfig struct {
-	// DirectoryURL defaults to Let's Encrypt's production directory.
+	// DirectoryURL is the ACME directory; empty turns ordering off (sites
+	// keep self-signed certificates, installed ones are served). The
+	// server's flag defaults to Let's Encrypt's production directory.
 	DirectoryURL string
 	Email        string
 	// RootCAFile holds extra PEM roots to trust for the directory's HTTPS

@@ -87,6 +87,9 @@ func (s *Server) setupAPITLS() (*tls.Config, error) {
 			s.log.Warn("the API's certificate from --api-cert has expired; clients will refuse it", "not_after", leaf.NotAfter.UTC())
 		}
 	case s.cfg.APIDomain != "":
+		if s.cfg.ACME.DirectoryURL == "" {
+			return nil, errors.New("--api-domain needs an ACME server (--acme-directory is off)")
+		}
 		if err := s.setupAPIACME(); err != nil {
 			return nil, err
 		}

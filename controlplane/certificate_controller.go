@@ -196,33 +196,11 @@ func newCertController(s *Server) (*certController, error) {
 	if cc.retryMax <= 0 {
 		cc.retryMax = defaultRetryMax
 	}
-	dir := cfg.DirectoryURL
-	if dir == "" {
-		dir = LetsEncryptDirectory
-	}
-	cc.acme = &agentpb.AcmeServer{DirectoryUrl: dir, Email: cfg.Email, EabKid: cfg.EABKID}
-	if cfg.RootCAFile != "" {
-		b, err := os.ReadFile(cfg.RootCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--acme-root-ca: %w", err)
-		}
-		if _, err := pki.ParseCertsPEM(b); err != nil {
-			return nil, fmt.Errorf("--acme-root-ca %s: %w", cfg.RootCAFile, err)
-		}
-		cc.acme.RootCasPem = b
-	}
-	if (cfg.EABKID == "") != (cfg.EABHMACFile == "") {
-		return nil, errors.New("--acme-eab-kid and --acme-eab-hmac-file go together")
-	}
-	if cfg.EABHMACFile != "" {
-		b, err := os.ReadFile(cfg.EABHMACFile)
-		if err != nil {
-			// The path only: the error never carries the file's content.
-			return nil, fmt.Errorf("--acme-eab-hmac-file %s: cannot read it", cfg.EABHMACFile)
-		}
-		cc.eabHMAC = []byte(strings.TrimSpace(string(b)))
-		if len(cc.eabHMAC) == 0 {
-			return nil, fmt.Errorf("--acme-eab-hmac-file %s is empty", cfg.EABHMACFile)
+	// No ACME server: sites keep their self-signed certificates and only
+	// installed ones are served.
+	if cfg.DirectoryURL != "" {
+		if err := cc.readACME(cfg); err != nil {
+			return nil, err
 		}
 	}
 	if s.metrics != nil {
@@ -611,6 +589,9 @@ func (cc *certController) step(ctx context.Context, c *store.Certificate, a *sto
 			c.AddEvent(now, "revoked", "no certificate ordered from the ACME server to revoke")
 			return nil, nil
 		}
+		if cc.acme == nil {
+			return nil, errors.New("revoke: no ACME server is configured (--acme-directory)")
+		}
 		acme, err := cc.acmeFor(ctx, c.Node)
 		if err != nil {
 			return nil, err
@@ -666,6 +647,10 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		return nil, nil
 	case a.AllSites()[i].Generation > a.AppliedGeneration:
 		waitFor(c, "waiting for node "+c.Node+" to serve the site "+c.ID, now)
+		return nil, nil
+	}
+	if cc.acme == nil {
+		waitFor(c, "no ACME server is configured (--acme-directory): the site serves a self-signed certificate", now)
 		return nil, nil
 	}
 	node, err := cc.st.GetNode(ctx, c.Node)
@@ -724,6 +709,36 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		c.AddEvent(now, "skipped", "skipped "+s.name+": "+s.why)
 	}
 	return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_IssueCertificate{IssueCertificate: action}}, nil
+}
+
+// readACME reads the ACME configuration's files.
+func (cc *certController) readACME(cfg ACMEConfig) error {
+	cc.acme = &agentpb.AcmeServer{DirectoryUrl: cfg.DirectoryURL, Email: cfg.Email, EabKid: cfg.EABKID}
+	if cfg.RootCAFile != "" {
+		b, err := os.ReadFile(cfg.RootCAFile)
+		if err != nil {
+			return fmt.Errorf("--acme-root-ca: %w", err)
+		}
+		if _, err := pki.ParseCertsPEM(b); err != nil {
+			return fmt.Errorf("--acme-root-ca %s: %w", cfg.RootCAFile, err)
+		}
+		cc.acme.RootCasPem = b
+	}
+	if (cfg.EABKID == "") != (cfg.EABHMACFile == "") {
+		return errors.New("--acme-eab-kid and --acme-eab-hmac-file go together")
+	}
+	if cfg.EABHMACFile != "" {
+		b, err := os.ReadFile(cfg.EABHMACFile)
+		if err != nil {
+			// The path only: the error never carries the file's content.
+			return fmt.Errorf("--acme-eab-hmac-file %s: cannot read it", cfg.EABHMACFile)
+		}
+		cc.eabHMAC = []byte(strings.TrimSpace(string(b)))
+		if len(cc.eabHMAC) == 0 {
+			return fmt.Errorf("--acme-eab-hmac-file %s is empty", cfg.EABHMACFile)
+		}
+	}
+	return nil
 }
 
 // acmeFor is the ACME server for node, its EAB key sealed to the node.

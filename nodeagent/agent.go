@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	legolog "github.com/go-acme/lego/v5/log"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -233,6 +235,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// lego logs through one process-wide logger: the agent's.
+	legolog.SetDefault(cfg.Logger.With("component", "acme"))
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}

@@ -1,0 +1,346 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/internal/testenv/pebble"
+	"github.com/npanel/npanel/nodeagent"
+)
+
+// lockedBuffer collects the logs of a test's server and agent, to be
+// searched for private keys.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gql posts one GraphQL request as token and keeps the raw response, to
+// be searched for private keys.
+func (n *tlsNode) gql(t *testing.T, token, query string, vars map[string]any, out any) error {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, _ := http.NewRequest(http.MethodPost, n.s.URL()+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.logs.Write(raw)
+	var r struct {
+		Data   json.RawMessage `json:"data"`
+		Errors []struct {
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("%s", r.Errors[0].Message)
+	}
+	if out != nil {
+		return json.Unmarshal(r.Data, out)
+	}
+	return nil
+}
+
+// tlsNode is a cluster of one web+DNS node ordering from a real Pebble
+// that validates through the node's PowerDNS and nginx.
+type tlsNode struct {
+	s      *testenv.Server
+	ag     *testenv.Agent
+	pebble *pebble.Server
+	logs   *lockedBuffer
+	https  string // the node's HTTPS listener
+	dns    string // the node's PowerDNS
+}
+
+func startTLSNode(t *testing.T, validity time.Duration) *tlsNode {
+	t.Helper()
+	for _, d := range []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/pdns_server", "/usr/bin/pebble"} {
+		testenv.RequireDaemon(t, d)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("creating Linux users needs root")
+	}
+	n := &tlsNode{logs: &lockedBuffer{}}
+	httpAddr, httpsAddr, dnsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(httpAddr)
+	httpPort, _ := strconv.Atoi(port)
+	n.https, n.dns = httpsAddr, dnsAddr
+	n.pebble = testenv.StartPebble(t, pebble.Options{HTTPPort: httpPort, DNSServer: dnsAddr, CertificateValidity: validity})
+	caFile := filepath.Join(t.TempDir(), "pebble-ca.pem")
+	if err := os.WriteFile(caFile, n.pebble.CAPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n.s = testenv.StartServer(t, func(c *controlplane.Config) {
+		c.Logger = log
+		c.ACME = controlplane.ACMEConfig{DirectoryURL: n.pebble.DirectoryURL, Email: "hostmaster@example.com", RootCAFile: caFile,
+			RenewSweep: time.Second, RetryBase: 2 * time.Second, RetryMax: 10 * time.Second}
+	})
+	n.ag = n.s.StartAgent(t, "web-1", testenv.WithModules(t, "web", "dns"), func(c *nodeagent.Config) {
+		c.HTTPListen, c.HTTPSListen, c.DNSListen = httpAddr, httpsAddr, dnsAddr
+		c.Logger = log
+	})
+	ctx := context.Background()
+	testenv.WaitFor(t, 20*time.Second, "web-1 READY", func() bool {
+		svcs, _, err := n.s.Admin.Services(ctx, "web-1")
+		running := map[string]bool{}
+		for _, sv := range svcs {
+			running[sv.Name] = sv.State == "RUNNING"
+		}
+		return err == nil && running["nginx"] && running["pdns"]
+	})
+	if _, err := n.s.Admin.UpdateNode(ctx, "web-1", client.NodeUpdate{Roles: []string{"WEB", "DNS"}}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *tlsNode) account(t *testing.T, user string) string {
+	t.Helper()
+	ctx := context.Background()
+	plan := "tls-" + user
+	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: 3, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	domain := user + ".example.com"
+	acct, err := n.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: plan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 60*time.Second, user+" ACTIVE", func() bool {
+		a, err := n.s.Admin.Account(ctx, acct.ID)
+		return err == nil && a.Status == "ACTIVE"
+	})
+	return domain
+}
+
+type certView struct {
+	ID        string   `json:"id"`
+	Domains   []string `json:"domains"`
+	Status    string   `json:"status"`
+	Issuer    string   `json:"issuer"`
+	Serial    string   `json:"serial"`
+	NotAfter  string   `json:"notAfter"`
+	LastError *string  `json:"lastError"`
+	Events    []struct {
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+	} `json:"events"`
+}
+
+const certFields = `id domains status issuer serial notAfter lastError events { kind message }`
+
+func (n *tlsNode) certificate(t *testing.T, token, domain string) *certView {
+	t.Helper()
+	var out struct {
+		Certificates struct {
+			Edges []struct{ Node certView } `json:"edges"`
+		} `json:"certificates"`
+	}
+	q := `query($d: String) { certificates(filter: {domain: $d}) { edges { node { ` + certFields + ` } } } }`
+	if err := n.gql(t, token, q, map[string]any{"d": domain}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range out.Certificates.Edges {
+		if e.Node.ID == domain {
+			return &e.Node
+		}
+	}
+	return nil
+}
+
+func (n *tlsNode) waitCert(t *testing.T, token, domain string, timeout time.Duration, ok func(*certView) bool) *certView {
+	t.Helper()
+	var last *certView
+	testenv.WaitFor(t, timeout, "certificate of "+domain, func() bool {
+		last = n.certificate(t, token, domain)
+		return last != nil && ok(last)
+	})
+	return last
+}
+
+// served returns the leaf the node's nginx serves for name, verified
+// against Pebble's roots (nil roots: not verified), and the HTTP status
+// and protocol of a GET over it.
+func (n *tlsNode) served(t *testing.T, name string, roots *x509.CertPool) (*x509.Certificate, int, string, error) {
+	t.Helper()
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{ServerName: name, RootCAs: roots, InsecureSkipVerify: roots == nil},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, n.https)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := hc.Get("https://" + name + "/")
+	if err != nil {
+		return nil, 0, "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.TLS.PeerCertificates[0], resp.StatusCode, resp.Proto, nil
+}
+
+func txt(t *testing.T, server, name string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		t.Fatalf("TXT %s @%s: %v", name, server, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if tx, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(tx.Txt, ""))
+		}
+	}
+	return out
+}
+
+// noPrivateKeys fails when any etcd value, log line or API response the
+// test produced holds a PEM private key.
+func (n *tlsNode) noPrivateKeys(t *testing.T) {
+	t.Helper()
+	resp, err := n.s.RawEtcd(t).Get(context.Background(), "/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if bytes.Contains(kv.Value, []byte("PRIVATE KEY")) {
+			t.Errorf("etcd %s holds a private key", kv.Key)
+		}
+	}
+	if strings.Contains(n.logs.String(), "PRIVATE KEY") {
+		t.Error("a log line or API response holds a private key")
+	}
+}
+
+// TestTLSEndToEnd: a new account's site gets a certificate from Pebble
+// through HTTP-01 without anyone asking and serves it over HTTPS with
+// HTTP/2; a wildcard through DNS-01 in our own PowerDNS; a failed
+// challenge leaves the working certificate in place; revocation.
+func TestTLSEndToEnd(t *testing.T) {
+	n := startTLSNode(t, 0)
+	ctx := context.Background()
+	admin := n.s.Admin.Token()
+	user := testUsername(t)
+	domain := n.account(t, user)
+
+	// HTTPS answers at once with a self-signed certificate.
+	testenv.WaitFor(t, 30*time.Second, "HTTPS on "+domain, func() bool {
+		_, code, _, err := n.served(t, domain, nil)
+		return err == nil && code == 200
+	})
+
+	start := time.Now()
+	c := n.waitCert(t, admin, domain, 60*time.Second, func(c *certView) bool { return c.Status == "ISSUED" })
+	t.Logf("automatic HTTP-01 certificate issued %s after the account was ACTIVE: %v", c.Serial, time.Since(start))
+	roots := x509.NewCertPool()
+	root, err := n.pebble.Root(ctx)
+	if err != nil || !roots.AppendCertsFromPEM(root) {
+		t.Fatalf("Pebble's root: %v", err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "issued certificate served", func() bool {
+		leaf, code, proto, err := n.served(t, domain, roots)
+		return err == nil && code == 200 && proto == "HTTP/2.0" && leaf.VerifyHostname("www."+domain) == nil
+	})
+
+	// A failed challenge (nginx's workers can no longer reach the tokens)
+	// keeps the working certificate and reports the failure.
+	chall := filepath.Join(n.ag.Config.Prefix, "var/lib/npanel")
+	if err := os.Chmod(chall, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.gql(t, admin, `mutation($id: ID!) { renewCertificate(id: $id) { id } }`, map[string]any{"id": domain}, nil); err != nil {
+		t.Fatal(err)
+	}
+	failed := n.waitCert(t, admin, domain, 60*time.Second, func(c *certView) bool { return c.LastError != nil && *c.LastError != "" })
+	if failed.Status != "ISSUED" || failed.Serial != c.Serial {
+		t.Fatalf("after a failed renewal: status %s serial %s, want ISSUED %s", failed.Status, failed.Serial, c.Serial)
+	}
+	if leaf, _, _, err := n.served(t, domain, roots); err != nil || fmt.Sprintf("%x", leaf.SerialNumber) != strings.ToLower(c.Serial) {
+		t.Fatalf("after a failed renewal the node serves %v (err %v), want serial %s", leaf.SerialNumber, err, c.Serial)
+	}
+	if err := os.Chmod(chall, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// DNS-01 with a wildcard, through our PowerDNS.
+	start = time.Now()
+	q := `mutation($d: String!) { requestCertificate(input: {domain: $d, sans: ["*.` + domain + `"], challenge: DNS01}) { id status } }`
+	if err := n.gql(t, admin, q, map[string]any{"d": domain}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := n.waitCert(t, admin, domain, 90*time.Second, func(v *certView) bool { return v.Status == "ISSUED" && v.Serial != c.Serial && v.Serial != failed.Serial })
+	t.Logf("DNS-01 wildcard certificate issued in %v", time.Since(start))
+	testenv.WaitFor(t, 10*time.Second, "wildcard served", func() bool {
+		leaf, _, _, err := n.served(t, domain, roots)
+		return err == nil && leaf.VerifyHostname("anything."+domain) == nil
+	})
+	testenv.WaitFor(t, 20*time.Second, "challenge record removed", func() bool {
+		return len(txt(t, n.dns, "_acme-challenge."+domain)) == 0
+	})
+
+	// Revocation: Pebble knows it revoked, and the site goes back to a
+	// self-signed certificate.
+	if err := n.gql(t, admin, `mutation($id: ID!) { revokeCertificate(id: $id, reason: SUPERSEDED) { id } }`, map[string]any{"id": domain}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n.waitCert(t, admin, domain, 30*time.Second, func(v *certView) bool { return v.Status == "REVOKED" })
+	if st, err := n.pebble.CertStatus(ctx, w.Serial); err != nil || st.Status != "Revoked" {
+		t.Errorf("Pebble's status of %s: %+v, %v; want Revoked", w.Serial, st, err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "self-signed back", func() bool {
+		_, _, _, err := n.served(t, domain, roots)
+		return err != nil
+	})
+
+	n.noPrivateKeys(t)
+}
+
