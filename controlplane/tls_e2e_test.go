@@ -317,7 +317,9 @@ func TestTLSEndToEnd(t *testing.T) {
 	if err := n.gql(t, admin, q, map[string]any{"d": domain}, nil); err != nil {
 		t.Fatal(err)
 	}
-	w := n.waitCert(t, admin, domain, 90*time.Second, func(v *certView) bool { return v.Status == "ISSUED" && v.Serial != c.Serial && v.Serial != failed.Serial })
+	w := n.waitCert(t, admin, domain, 90*time.Second, func(v *certView) bool {
+		return v.Status == "ISSUED" && v.Serial != c.Serial && v.Serial != failed.Serial
+	})
 	t.Logf("DNS-01 wildcard certificate issued in %v", time.Since(start))
 	testenv.WaitFor(t, 10*time.Second, "wildcard served", func() bool {
 		leaf, _, _, err := n.served(t, domain, roots)
@@ -343,4 +345,3 @@ func TestTLSEndToEnd(t *testing.T) {
 
 	n.noPrivateKeys(t)
 }
-
