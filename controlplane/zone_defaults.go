@@ -16,7 +16,8 @@ func addrType(ip string) string {
 }
 
 // defaultRecords are what an account's zone starts with: the site on the
-// node's address at the apex and www, mail on the node, an SPF policy that
+// node's address at the apex and www, mail and webmail on the node (so that
+// their certificates validate), an SPF policy that
 // allows the node to send, and a DMARC policy that quarantines what fails
 // it with reports to the domain's postmaster.
 func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
@@ -28,6 +29,7 @@ func defaultRecords(z *store.Zone, host string) []store.ZoneRecord {
 		{Name: apex, Type: addrType(host), Content: host},
 		{Name: "www." + apex, Type: dnszone.TypeCNAME, Content: apex},
 		{Name: "mail." + apex, Type: addrType(host), Content: host},
+		{Name: "webmail." + apex, Type: dnszone.TypeCNAME, Content: apex},
 		{Name: apex, Type: dnszone.TypeMX, Content: "mail." + apex, Priority: 10},
 		{Name: apex, Type: dnszone.TypeTXT, Content: `"` + defaultSPF(host) + `"`},
 		{Name: "_dmarc." + apex, Type: dnszone.TypeTXT, Content: `"` + defaultDMARC(z.Name) + `"`},

@@ -186,6 +186,14 @@ func (m *Module) install(ctx context.Context, env *actions.Env, site string, mai
 		}
 		reloaded = appendNew(reloaded, more...)
 	}
+	// The webmail vhost serves its own name's files.
+	if mail && leaf.VerifyHostname(webmailHost(site)) == nil {
+		more, err := m.web.InstallCertificate(ctx, env, webmailHost(site), chainPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("serve certificate for %s: %w", webmailHost(site), err)
+		}
+		reloaded = appendNew(reloaded, more...)
+	}
 	return reloaded, nil
 }
 
@@ -203,6 +211,9 @@ func (m *Module) uninstall(ctx context.Context, env *actions.Env, site string, m
 		}
 		if _, err := m.mail.RemoveCertificate(ctx, env, mailHost(site)); err != nil {
 			return fmt.Errorf("remove certificate of %s: %w", mailHost(site), err)
+		}
+		if _, err := m.web.RemoveCertificate(ctx, env, webmailHost(site)); err != nil {
+			return fmt.Errorf("remove certificate of %s: %w", webmailHost(site), err)
 		}
 	}
 	return nil

@@ -164,7 +164,7 @@ func TestRemove(t *testing.T) {
 	if _, err := a.Apply(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(web.removes, []string{"example.com"}) || !slices.Equal(mail.removes, []string{"mail.example.com"}) {
+	if !slices.Equal(web.removes, []string{"example.com", "webmail.example.com"}) || !slices.Equal(mail.removes, []string{"mail.example.com"}) {
 		t.Errorf("removed %v %v", web.removes, mail.removes)
 	}
 }

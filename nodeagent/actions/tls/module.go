@@ -71,3 +71,6 @@ func (m *Module) challengeDir(env *actions.Env) string {
 
 // mailHost is the host name the mail daemons serve for site.
 func mailHost(site string) string { return "mail." + site }
+
+// webmailHost is the name of the site's webmail vhost.
+func webmailHost(site string) string { return "webmail." + site }
