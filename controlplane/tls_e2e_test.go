@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,9 +96,15 @@ type tlsNode struct {
 	dns    string // the node's PowerDNS
 }
 
-func startTLSNode(t *testing.T, validity time.Duration) *tlsNode {
+func startTLSNode(t *testing.T, validity time.Duration, mail bool) *tlsNode {
 	t.Helper()
-	for _, d := range []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/pdns_server", "/usr/bin/pebble"} {
+	daemons := []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/pdns_server", "/usr/bin/pebble"}
+	modules, roles := []string{"web", "dns"}, []string{"WEB", "DNS"}
+	if mail {
+		daemons = append(daemons, "/usr/sbin/exim4", "/usr/sbin/dovecot")
+		modules, roles = append(modules, "mail"), append(roles, "MAIL")
+	}
+	for _, d := range daemons {
 		testenv.RequireDaemon(t, d)
 	}
 	if os.Geteuid() != 0 {
@@ -119,8 +126,9 @@ func startTLSNode(t *testing.T, validity time.Duration) *tlsNode {
 		c.ACME = controlplane.ACMEConfig{DirectoryURL: n.pebble.DirectoryURL, Email: "hostmaster@example.com", RootCAFile: caFile,
 			RenewSweep: time.Second, RetryBase: 2 * time.Second, RetryMax: 10 * time.Second}
 	})
-	n.ag = n.s.StartAgent(t, "web-1", testenv.WithModules(t, "web", "dns"), func(c *nodeagent.Config) {
+	n.ag = n.s.StartAgent(t, "web-1", testenv.WithModules(t, modules...), func(c *nodeagent.Config) {
 		c.HTTPListen, c.HTTPSListen, c.DNSListen = httpAddr, httpsAddr, dnsAddr
+		c.NoMailAntivirus = true
 		c.Logger = log
 	})
 	ctx := context.Background()
@@ -130,22 +138,22 @@ func startTLSNode(t *testing.T, validity time.Duration) *tlsNode {
 		for _, sv := range svcs {
 			running[sv.Name] = sv.State == "RUNNING"
 		}
-		return err == nil && running["nginx"] && running["pdns"]
+		return err == nil && running["nginx"] && running["pdns"] && (!mail || running["exim"] && running["dovecot"])
 	})
-	if _, err := n.s.Admin.UpdateNode(ctx, "web-1", client.NodeUpdate{Roles: []string{"WEB", "DNS"}}); err != nil {
+	if _, err := n.s.Admin.UpdateNode(ctx, "web-1", client.NodeUpdate{Roles: roles}); err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-func (n *tlsNode) account(t *testing.T, user string) string {
+func (n *tlsNode) account(t *testing.T, user string) (id, domain string) {
 	t.Helper()
 	ctx := context.Background()
 	plan := "tls-" + user
-	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: 3, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: 3, Mailboxes: 2, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
 	}
-	domain := user + ".example.com"
+	domain = user + ".example.com"
 	acct, err := n.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: plan})
 	if err != nil {
 		t.Fatal(err)
@@ -154,12 +162,13 @@ func (n *tlsNode) account(t *testing.T, user string) string {
 		a, err := n.s.Admin.Account(ctx, acct.ID)
 		return err == nil && a.Status == "ACTIVE"
 	})
-	return domain
+	return acct.ID, domain
 }
 
 type certView struct {
 	ID        string   `json:"id"`
 	Domains   []string `json:"domains"`
+	Issued    []string `json:"issuedDomains"`
 	Status    string   `json:"status"`
 	Issuer    string   `json:"issuer"`
 	Serial    string   `json:"serial"`
@@ -171,7 +180,7 @@ type certView struct {
 	} `json:"events"`
 }
 
-const certFields = `id domains status issuer serial notAfter lastError events { kind message }`
+const certFields = `id domains issuedDomains status issuer serial notAfter lastError events { kind message }`
 
 func (n *tlsNode) certificate(t *testing.T, token, domain string) *certView {
 	t.Helper()
@@ -225,6 +234,17 @@ func (n *tlsNode) served(t *testing.T, name string, roots *x509.CertPool) (*x509
 	return resp.TLS.PeerCertificates[0], resp.StatusCode, resp.Proto, nil
 }
 
+// leafAt returns the serial (hex) of the leaf addr serves for name, with
+// implicit TLS.
+func leafAt(addr, name string) (string, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return fmt.Sprintf("%x", c.ConnectionState().PeerCertificates[0].SerialNumber), nil
+}
+
 func txt(t *testing.T, server, name string) []string {
 	t.Helper()
 	m := new(dns.Msg)
@@ -266,11 +286,11 @@ func (n *tlsNode) noPrivateKeys(t *testing.T) {
 // HTTP/2; a wildcard through DNS-01 in our own PowerDNS; a failed
 // challenge leaves the working certificate in place; revocation.
 func TestTLSEndToEnd(t *testing.T) {
-	n := startTLSNode(t, 0)
+	n := startTLSNode(t, 0, false)
 	ctx := context.Background()
 	admin := n.s.Admin.Token()
 	user := testUsername(t)
-	domain := n.account(t, user)
+	_, domain := n.account(t, user)
 
 	// HTTPS answers at once with a self-signed certificate.
 	testenv.WaitFor(t, 30*time.Second, "HTTPS on "+domain, func() bool {
@@ -343,5 +363,74 @@ func TestTLSEndToEnd(t *testing.T) {
 		return err != nil
 	})
 
+	n.noPrivateKeys(t)
+}
+
+// TestTLSRenewalReachesEveryDaemon: with short-lived certificates, the
+// automatic certificate of a site with mail covers mail. and webmail.,
+// is served by nginx (site and webmail vhost), Exim and Dovecot, is
+// renewed on schedule and the renewed one reaches all of them, and the
+// site never serves an expired or missing certificate meanwhile.
+func TestTLSRenewalReachesEveryDaemon(t *testing.T) {
+	n := startTLSNode(t, 2*time.Minute, true)
+	ctx := context.Background()
+	admin := n.s.Admin.Token()
+	user := testUsername(t)
+	acct, domain := n.account(t, user)
+	if _, err := n.s.Admin.CreateMailbox(ctx, acct, "info@"+domain, "correct horse battery staple", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.s.Admin.EnableWebmail(ctx, domain); err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	root, err := n.pebble.Root(ctx)
+	if err != nil || !roots.AppendCertsFromPEM(root) {
+		t.Fatalf("Pebble's root: %v", err)
+	}
+	covered := func(v *certView) bool {
+		return v.Status == "ISSUED" && slices.Contains(v.Issued, "mail."+domain) && slices.Contains(v.Issued, "webmail."+domain)
+	}
+	first := n.waitCert(t, admin, domain, 2*time.Minute, covered)
+	serial := strings.ToLower(first.Serial)
+	var lag string
+	everywhere := func(want string) func() bool {
+		return func() bool {
+			for _, at := range []struct{ what, addr, name string }{
+				{"nginx", n.https, domain}, {"webmail vhost", n.https, "webmail." + domain},
+				{"Dovecot", n.ag.Config.IMAPSListen, "mail." + domain}, {"Exim", n.ag.Config.SMTPSListen, "mail." + domain},
+			} {
+				if got, err := leafAt(at.addr, at.name); err != nil || got != want {
+					lag = fmt.Sprintf("%s serves %s (%v), want %s", at.what, got, err, want)
+					return false
+				}
+			}
+			return true
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			t.Log(lag)
+		}
+	}()
+	testenv.WaitFor(t, 20*time.Second, "the first certificate served by nginx, the webmail vhost, Dovecot and Exim", everywhere(serial))
+
+	// Until the renewal lands, every request verifies against Pebble's
+	// roots at the time it is made: never an expired or missing one.
+	deadline := time.Now().Add(2 * time.Minute)
+	var renewed *certView
+	for renewed == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no renewal within two minutes of a two-minute certificate")
+		}
+		if _, code, _, err := n.served(t, domain, roots); err != nil || code != 200 {
+			t.Fatalf("HTTPS while waiting for the renewal: %d, %v", code, err)
+		}
+		if v := n.certificate(t, admin, domain); v != nil && v.Status == "ISSUED" && strings.ToLower(v.Serial) != serial {
+			renewed = v
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the renewed certificate served everywhere", everywhere(strings.ToLower(renewed.Serial)))
 	n.noPrivateKeys(t)
 }

@@ -42,7 +42,11 @@ func TestProductionTLSConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(filepath.Join(w.VhostDir, defaultTLSFile), productionDefaultTLS(body))
+	mailChallenge, err := render(mailChallengeTmpl, mailChallengeData{Listen: []string{freeAddr(t)}, Dir: w.ACMEChallengeDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(w.VhostDir, defaultTLSFile), productionDefaults(body, mailChallenge))
 	write(tlsParamsFile(w), []byte(tlsParams))
 	tl := vhostTLS{Listen: []string{freeAddr(t)}, Params: tlsParamsFile(w), Challenge: ChallengeDir(w)}
 	o := Owner{Username: "alice", UID: 1000, GID: 1000, Home: filepath.Join(dir, "home/alice")}

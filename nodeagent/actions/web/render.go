@@ -216,10 +216,36 @@ var defaultTLSTmpl = template.Must(template.New("default-tls").Parse(`
         ssl_reject_handshake on;
 `))
 
-// productionDefaultTLS is the file of the default HTTPS server in
-// production, from the rendered defaultTLSTmpl.
-func productionDefaultTLS(body []byte) []byte {
-	return []byte("# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(body) + "\n}\n")
+// mailChallengeTmpl answers HTTP-01 for the mail. names of the node's
+// domains: no site serves them (Exim and Dovecot do, by SNI), yet they are
+// in the sites' certificates.
+var mailChallengeTmpl = template.Must(template.New("mail-challenge").Parse(`
+    server {
+{{- range .Listen}}
+        listen {{.}};
+{{- end}}
+        server_name ~^mail\.;
+        access_log off;
+        location ^~ /.well-known/acme-challenge/ {
+            alias {{.Dir}}/;
+            default_type text/plain;
+        }
+        location / {
+            return 404;
+        }
+    }
+`))
+
+type mailChallengeData struct {
+	Listen []string
+	Dir    string
+}
+
+// productionDefaults is the file of the default HTTPS server and the mail
+// names' challenge server in production, from the rendered defaultTLSTmpl
+// and mailChallengeTmpl.
+func productionDefaults(defaultTLS, mailChallenge []byte) []byte {
+	return []byte("# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(defaultTLS) + "\n}\n" + string(mailChallenge))
 }
 
 // defaultTLSFile is the production default HTTPS server's file: not a
@@ -331,6 +357,7 @@ http {
     server {
 {{- .DefaultTLS}}
     }
+{{- .MailChallenge}}
 
     include {{.VhostDir}}/*.conf;
 }
@@ -347,6 +374,8 @@ type nginxMainData struct {
 	VhostDir    string
 	TLSParams   string
 	DefaultTLS  string
+	// MailChallenge is the rendered mailChallengeTmpl.
+	MailChallenge string
 }
 
 var fpmMainTmpl = template.Must(template.New("php-fpm.conf").Parse(`; Written by the nPanel agent at start; edits are overwritten.

@@ -145,6 +145,10 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if err != nil {
 		return nil, err
 	}
+	mailChallenge, err := render(mailChallengeTmpl, mailChallengeData{Listen: listen, Dir: w.ACMEChallengeDir})
+	if err != nil {
+		return nil, err
+	}
 	if w.Supervised {
 		// nginx creates its logs 0644 and they tell every account's
 		// visitors and errors: the log directories keep others out
@@ -178,7 +182,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if !w.Supervised {
 		// The distro's nginx.conf includes the vhost directory at http
 		// level: the default HTTPS server goes there.
-		if _, err := writeFile(w.VhostDir, defaultTLSFile, productionDefaultTLS(defaultTLS), 0o644); err != nil {
+		if _, err := writeFile(w.VhostDir, defaultTLSFile, productionDefaults(defaultTLS, mailChallenge), 0o644); err != nil {
 			return nil, fmt.Errorf("web setup: %w", err)
 		}
 		nginxSpec.Unit = w.NginxUnit
@@ -204,15 +208,16 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	mainConf, err := render(nginxMainTmpl, nginxMainData{
 		User: w.WebUser, Group: w.WebGroup,
-		PID:        w.NginxPID,
-		ErrorLog:   w.NginxLogDir + "/error.log",
-		AccessLog:  w.NginxLogDir + "/access.log",
-		MimeTypes:  w.MimeTypes,
-		Temp:       w.NginxTempDir,
-		Listen:     listen,
-		VhostDir:   w.VhostDir,
-		TLSParams:  tlsParamsFile(w),
-		DefaultTLS: string(defaultTLS),
+		PID:           w.NginxPID,
+		ErrorLog:      w.NginxLogDir + "/error.log",
+		AccessLog:     w.NginxLogDir + "/access.log",
+		MimeTypes:     w.MimeTypes,
+		Temp:          w.NginxTempDir,
+		Listen:        listen,
+		VhostDir:      w.VhostDir,
+		TLSParams:     tlsParamsFile(w),
+		DefaultTLS:    string(defaultTLS),
+		MailChallenge: string(mailChallenge),
 	})
 	if err != nil {
 		return nil, err
