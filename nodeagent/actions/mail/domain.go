@@ -487,8 +487,8 @@ func (a *DeleteMailDomain) Apply(ctx context.Context, env *actions.Env) (proto.M
 
 // removeDomain stops serving domain: its Dovecot users first (so a
 // removal cut short never leaves logins of a domain no longer listed),
-// then webmail, Exim's entries and the DKIM keys. The maildirs stay in the
-// account's home. Callers hold the domain's lock.
+// then webmail, the mail. certificate, Exim's entries and the DKIM keys.
+// The maildirs stay in the account's home. Callers hold the domain's lock.
 func (m *Module) removeDomain(ctx context.Context, env *actions.Env, domain string) error {
 	mp := env.Profile.Mail()
 	ur, err := os.OpenRoot(mp.UsersDir)
@@ -500,6 +500,11 @@ func (m *Module) removeDomain(ctx context.Context, env *actions.Env, domain stri
 		return err
 	}
 	if _, err := m.ensureWebmail(ctx, env, domain, false); err != nil {
+		return err
+	}
+	// Whoever serves mail for the domain next must not get this owner's
+	// certificate and key.
+	if _, err := m.RemoveCertificate(ctx, env, "mail."+domain); err != nil {
 		return err
 	}
 	// Exim last: once the directory is gone the domain is not local, and

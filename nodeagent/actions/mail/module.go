@@ -31,10 +31,12 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -482,6 +484,7 @@ func (m *Module) eximSpec(env *actions.Env, l listeners) services.Spec {
 		StopTimeout:  15 * time.Second,
 		Listen:       []string{env.Profile.SMTPListen, env.Profile.SubmissionListen, env.Profile.SMTPSListen},
 		Ready:        func(ctx context.Context) error { return dialOK(ctx, l.smtp.dial()) },
+		AwaitReload:  awaitEximReload(l.smtp.dial()),
 		Version: func(ctx context.Context) (string, error) {
 			out, err := exec.CommandContext(ctx, mp.Exim, "-C", mp.EximConfig, "-bV").Output()
 			if err != nil {
@@ -525,6 +528,63 @@ func (m *Module) dovecotSpec(env *actions.Env, l listeners) services.Spec {
 			return f[0], nil
 		},
 	}
+}
+
+// awaitEximReload waits out Exim's reload: it executes itself again on
+// SIGHUP and opens new listeners, refusing connections meanwhile. It is
+// done once another socket listens on addr than before the signal.
+func awaitEximReload(addr string) func(pid int) func(ctx context.Context) error {
+	return func(int) func(ctx context.Context) error {
+		before := listenInode(addr)
+		return func(ctx context.Context) error {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if now := listenInode(addr); now != "" && now != before && dialOK(ctx, addr) == nil {
+					return nil
+				}
+				if time.Now().After(deadline) {
+					return errors.New("exim: not listening again 10 s after its reload")
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+// listenInode returns the inodes of the sockets listening on addr's port
+// at its address or every address (IPv4 or IPv6), "" when none does.
+func listenInode(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return ""
+	}
+	ip := ap.Addr().As4()
+	port := fmt.Sprintf(":%04X", ap.Port())
+	// /proc/net/tcp writes an IPv4 address as a little-endian word.
+	match := map[string]bool{
+		fmt.Sprintf("%02X%02X%02X%02X", ip[3], ip[2], ip[1], ip[0]) + port: true,
+		"00000000" + port:              true,
+		strings.Repeat("0", 32) + port: true,
+	}
+	var inodes []string
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 && match[f[1]] && f[3] == "0A" {
+				inodes = append(inodes, f[9])
+			}
+		}
+	}
+	slices.Sort(inodes)
+	return strings.Join(inodes, ",")
 }
 
 func dialOK(ctx context.Context, addr string) error {

@@ -317,3 +317,50 @@ func (h *host) certOps(c *change) ([]op, error) {
 	}
 	return ops, nil
 }
+
+// removedSites returns the domains whose vhost (a site's or a service's)
+// ops remove: their certificates go with them, so that whoever serves the
+// name next never gets the previous owner's certificate and key.
+func removedSites(ops []op) []string {
+	var out []string
+	for _, o := range ops {
+		if o.new != nil {
+			continue
+		}
+		name := filepath.Base(o.path)
+		if _, d, ok := parseVhostName(name); ok {
+			out = append(out, d)
+			continue
+		}
+		if s, ok := strings.CutPrefix(name, "npanel@"); ok {
+			if _, d, ok := strings.Cut(strings.TrimSuffix(s, ".conf"), "_"); ok && d != "" {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// certRemovals are the ops removing the certificates of sites.
+func (h *host) certRemovals(sites []string) ([]op, error) {
+	var ops []op
+	for _, site := range sites {
+		if canonicalDomain("certificate site", site) != nil {
+			continue
+		}
+		chainPath, keyPath := CertFiles(h.w, site)
+		for _, f := range []struct {
+			path string
+			perm os.FileMode
+		}{{chainPath, 0o644}, {keyPath, 0o600}} {
+			old, err := readPath(f.path)
+			if err != nil {
+				return nil, fmt.Errorf("web: read %s: %w", f.path, err)
+			}
+			if old != nil {
+				ops = append(ops, op{path: f.path, old: old, perm: f.perm})
+			}
+		}
+	}
+	return ops, nil
+}

@@ -223,13 +223,27 @@ func (h *host) commit(batch []*change) (deferred []*change) {
 			finish(c, err)
 			continue
 		}
+		gone := removedSites(c.ops)
+		if slices.ContainsFunc(gone, func(d string) bool { return certClaimed[d] }) {
+			deferred = append(deferred, c)
+			continue
+		}
 		certs, err := h.certOps(c)
 		if err != nil {
 			finish(c, err)
 			continue
 		}
+		removals, err := h.certRemovals(gone)
+		if err != nil {
+			finish(c, err)
+			continue
+		}
+		c.ops = append(c.ops, removals...)
 		for _, cw := range c.certs {
 			certClaimed[cw.site] = true
+		}
+		for _, d := range gone {
+			certClaimed[d] = true
 		}
 		// Certificates first: the vhost that names them is tested with
 		// them in place.
