@@ -369,10 +369,12 @@ func (r *queryResolver) Certificates(ctx context.Context, filter *model.Certific
 			return nil, err
 		}
 		// Every certificate is the admin's to see: read the keys from the
-		// cursor a page at a time until the page is full.
+		// cursor a batch at a time until the page is full (a batch of at
+		// least 100, so that a filter matching few does not cost a round
+		// trip per record).
 	pages:
 		for {
-			page, more, err := r.Store.ListCertificatesAfter(ctx, cursor, limit+1)
+			page, more, err := r.Store.ListCertificatesAfter(ctx, cursor, max(limit+1, 100))
 			if err != nil {
 				return nil, err
 			}
