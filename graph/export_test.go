@@ -33,3 +33,32 @@ func SetCertificateOrderRate(every time.Duration, burst, burstPerCert int) (rest
 		tlsHooks.every, tlsHooks.burst, tlsHooks.burstCert = e, b, bc
 	}
 }
+
+// SetCertificateOrdersPerWeek sets how many times a user may order one
+// certificate a week, until the returned func restores it.
+func SetCertificateOrdersPerWeek(n int) (restore func()) {
+	tlsHooks.Lock()
+	defer tlsHooks.Unlock()
+	old := tlsHooks.perWeek
+	tlsHooks.perWeek = n
+	return func() {
+		tlsHooks.Lock()
+		defer tlsHooks.Unlock()
+		tlsHooks.perWeek = old
+	}
+}
+
+// SetCertificateSubscriptionRecheck sets how often certificateEvents
+// subscriptions made from now on recheck their caller, until the returned
+// func restores it.
+func SetCertificateSubscriptionRecheck(every time.Duration) (restore func()) {
+	tlsHooks.Lock()
+	defer tlsHooks.Unlock()
+	old := tlsHooks.recheck
+	tlsHooks.recheck = every
+	return func() {
+		tlsHooks.Lock()
+		defer tlsHooks.Unlock()
+		tlsHooks.recheck = old
+	}
+}

@@ -68,6 +68,22 @@ const (
 	certOrderKeys = 10000
 )
 
+// The gates above are in memory and short-term; the CA's tightest limit is
+// not: Let's Encrypt issues at most 5 certificates for an identical set of
+// names a week, and a renewal is such a duplicate. So, per certificate and
+// counted in its record (Certificate.OrderRequests, which survives a
+// restart or another API server): a user may order it at most
+// certOrdersPerWeek times in certOrderWindow, leaving the controller's
+// own renewals room under the CA's 5, and may not renew one served for
+// less than certMinRenewAge. Admins are exempt (their orders are counted).
+const (
+	certOrdersPerWeek = 3
+	certOrderWindow   = 7 * 24 * time.Hour
+	certMinRenewAge   = 24 * time.Hour
+	// maxOrderRequests bounds Certificate.OrderRequests.
+	maxOrderRequests = 20
+)
+
 // tlsHooks holds what tests replace: the roots installed chains verify
 // to, and the order rate.
 var tlsHooks = struct {
@@ -76,7 +92,44 @@ var tlsHooks = struct {
 	every     time.Duration
 	burst     int
 	burstCert int
-}{roots: x509.SystemCertPool, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert}
+	perWeek   int
+	// recheck is how often a certificateEvents subscription checks its
+	// session and that its caller may still see the certificate.
+	recheck time.Duration
+}{roots: x509.SystemCertPool, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert,
+	perWeek: certOrdersPerWeek, recheck: SessionRecheck}
+
+// countCertOrder records an order of certificate c by p at now, refusing
+// it (RATE_LIMITED) for a caller other than an admin when c was ordered
+// the weekly number of times already or, for a renewal, when the
+// certificate it serves was issued less than certMinRenewAge ago. It runs
+// inside the record's compare-and-swap, so concurrent orders are counted
+// each.
+func countCertOrder(p auth.Principal, c *store.Certificate, now time.Time, renew bool) error {
+	tlsHooks.Lock()
+	perWeek := tlsHooks.perWeek
+	tlsHooks.Unlock()
+	recent := slices.DeleteFunc(slices.Clone(c.OrderRequests), func(t time.Time) bool { return !t.After(now.Add(-certOrderWindow)) })
+	if p.Role != store.RoleAdmin {
+		if nb := c.Status.NotBefore; renew && !nb.IsZero() && now.Sub(nb) < certMinRenewAge {
+			return errorf(CodeRateLimited, "certificate "+c.ID+" was issued at "+nb.UTC().Format(time.RFC3339)+
+				", less than 24 hours ago; it can be renewed from "+nb.Add(certMinRenewAge).UTC().Format(time.RFC3339)+
+				" (the CA issues only a few identical certificates a week, and renewals are automatic)")
+		}
+		if len(recent) >= perWeek {
+			return errorf(CodeRateLimited, "certificate "+c.ID+" was ordered "+strconv.Itoa(len(recent))+" times in the last 7 days, the most a user may"+
+				" (the CA issues only 5 identical certificates a week); the next order is possible from "+
+				recent[len(recent)-max(perWeek, 1)].Add(certOrderWindow).UTC().Format(time.RFC3339))
+		}
+	}
+	// An admin's orders are bounded by the short-term gates only; the
+	// record keeps what the weekly count needs.
+	c.OrderRequests = append(recent, now.UTC())
+	if n := len(c.OrderRequests) - maxOrderRequests; n > 0 {
+		c.OrderRequests = slices.Delete(c.OrderRequests, 0, n)
+	}
+	return nil
+}
 
 // certRoots returns the roots an installed certificate's chain must
 // verify to: the system's.
@@ -276,11 +329,13 @@ func (r *Resolver) changeCert(ctx context.Context, a *store.Account, id string, 
 // generation): the certificate of a site is one record whichever way it
 // was made. A certificate created meanwhile (the controller's automatic
 // one) is updated instead.
-func (r *Resolver) putCert(ctx context.Context, a *store.Account, id string, audit store.AuditEvent, fn func(c *store.Certificate)) (*store.Certificate, error) {
+func (r *Resolver) putCert(ctx context.Context, a *store.Account, id string, audit store.AuditEvent, fn func(c *store.Certificate) error) (*store.Certificate, error) {
 	for {
 		if _, err := r.Store.GetCertificate(ctx, id); err == nil {
 			return r.changeCert(ctx, a, id, audit, func(c *store.Certificate) error {
-				fn(c)
+				if err := fn(c); err != nil {
+					return err
+				}
 				c.Generation++
 				return nil
 			})
@@ -289,7 +344,9 @@ func (r *Resolver) putCert(ctx context.Context, a *store.Account, id string, aud
 		}
 		c := &store.Certificate{ID: id, Account: a.ID, Node: a.Node, Generation: 1}
 		c.Status.State = store.CertPending
-		fn(c)
+		if err := fn(c); err != nil {
+			return nil, err
+		}
 		err := r.Store.CreateCertificate(ctx, c, audit)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -315,10 +372,10 @@ func (r *Resolver) setNoAutoCertificate(ctx context.Context, p auth.Principal, a
 
 // certNames validates the names of a certificate for site of account a:
 // the site first, then sans, each the site or a name within one of the
-// account's domains that no other account serves. A wildcard (*.NAME)
-// needs DNS01 and a zone of the account holding NAME; with DNS01 every
-// name must be in one of the account's zones, where the challenge record
-// is written.
+// account's domains that no other account serves, and each in one of the
+// account's zones (DNS01 writes the challenge record there; HTTP01 waits
+// for the name to resolve to the node on our nameservers). A wildcard
+// (*.NAME) needs DNS01.
 func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string, sans []string, challenge store.CertChallenge) ([]string, error) {
 	names := []string{site}
 	for _, s := range sans {
@@ -352,14 +409,24 @@ func (r *Resolver) certNames(ctx context.Context, a *store.Account, site string,
 		if wildcard && challenge != store.ChallengeDNS01 {
 			return nil, &validate.Error{Field: "challenge", Reason: "the wildcard " + n + " needs the DNS01 challenge"}
 		}
-		if challenge == store.ChallengeDNS01 {
-			z, err := r.zoneOfDomain(ctx, base)
-			if err != nil {
-				return nil, err
+		z, err := r.zoneOfDomain(ctx, base)
+		if err != nil {
+			return nil, err
+		}
+		ours := z != nil && z.Account == a.ID && !z.Deleted
+		switch {
+		case challenge == store.ChallengeDNS01 && !ours:
+			return nil, &validate.Error{Field: "challenge", Reason: "DNS01 needs a DNS zone of account " + a.Username + " served here holding " + base + "; none does"}
+		case !ours:
+			// The controller orders an HTTP-01 certificate once every
+			// name resolves to the node on our nameservers; a name in
+			// nobody's zone here never does, and the order would wait
+			// for ever.
+			field := "sans"
+			if n == site {
+				field = "domain"
 			}
-			if z == nil || z.Account != a.ID || z.Deleted {
-				return nil, &validate.Error{Field: "challenge", Reason: "DNS01 needs a DNS zone of account " + a.Username + " served here holding " + base + "; none does"}
-			}
+			return nil, &validate.Error{Field: field, Reason: n + " is not served by our nameservers; HTTP-01 certificates are ordered only for names in the account's zones"}
 		}
 	}
 	return names, nil
@@ -605,7 +672,9 @@ func pemPrivateKey(s string) (crypto.Signer, error) {
 // far, then each new one as the record is written. Events are told apart
 // by time and kind (a record keeps its newest maxCertEvents), so none is
 // sent twice. It ends when the record is deleted, or the watch is lost
-// (the client subscribes again).
+// (the client subscribes again), or, checked at each change and every
+// SessionRecheck, when the session ended or the caller may no longer see
+// the certificate's account.
 func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *store.Certificate, rev int64) (<-chan *model.CertificateEvent, error) {
 	release, err := holdCertSubscription(p.Name)
 	if err != nil {
@@ -630,7 +699,33 @@ func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *s
 		if !send(c.Status.Events) {
 			return
 		}
-		recheck := time.NewTicker(SessionRecheck)
+		// account is the certificate's account as last seen: an account
+		// handed to another reseller, or a site moved to another
+		// account, ends the stream for a caller who may no longer see
+		// it, as certOf would refuse it now.
+		account := c.Account
+		stillVisible := func() bool {
+			a, _, err := r.Store.GetAccount(ctx, account)
+			if err != nil && !isNotFound(err) {
+				if ctx.Err() == nil {
+					r.Log.Error("recheck certificate subscription", "certificate", c.ID, "account", account, "err", err)
+				}
+				return true // a transient read error is not a refusal; the next recheck decides
+			}
+			if err == nil && canSee(p, a) {
+				return true
+			}
+			r.refusedRead(ctx, "certificateEvents", c.ID, CodeNotFound)
+			transport.AddSubscriptionError(ctx, &gqlerror.Error{
+				Message:    "certificate " + quote(c.ID) + " not found: its account is no longer one you may see",
+				Extensions: map[string]any{"code": CodeNotFound},
+			})
+			return false
+		}
+		tlsHooks.Lock()
+		every := tlsHooks.recheck
+		tlsHooks.Unlock()
+		recheck := time.NewTicker(every)
 		defer recheck.Stop()
 		watch := r.Store.WatchCertificate(ctx, c.ID, rev)
 		for {
@@ -659,6 +754,11 @@ func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *s
 						r.Log.Error("decode certificate", "certificate", c.ID, "err", err)
 						return
 					}
+					if cur.Account != account {
+						if account = cur.Account; !stillVisible() {
+							return
+						}
+					}
 					if !send(newCertEvents(cur.Status.Events, last)) {
 						return
 					}
@@ -666,6 +766,9 @@ func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *s
 			case <-recheck.C:
 				if !r.Auth.SessionValid(ctx, p) {
 					sessionEnded(ctx)
+					return
+				}
+				if !stillVisible() {
 					return
 				}
 			case <-ctx.Done():
@@ -745,9 +848,53 @@ func (r *Resolver) changeSite(ctx context.Context, action, d string, fn func(s *
 	return domainModel(m.Sites, a.SiteIndex(d), m), nil
 }
 
+// visibleSites returns the sites (their domains, which are the ids of
+// their certificates) of the accounts a user or reseller may see, each
+// with its account's id: a user's one account, a reseller's own. Alias
+// domains have no certificate of their own and are left out.
+func (r *Resolver) visibleSites(ctx context.Context, p auth.Principal) (map[string]string, error) {
+	var accts []*store.Account
+	switch p.Role {
+	case store.RoleUser:
+		a, _, err := r.Store.GetAccount(ctx, p.Account)
+		if err != nil && !isNotFound(err) {
+			return nil, err
+		}
+		if err == nil && canSee(p, a) {
+			accts = append(accts, a)
+		}
+	case store.RoleReseller:
+		for cursor := ""; ; {
+			page, more, err := r.Cluster.ListAccounts(ctx, store.AccountFilter{Owner: p.Name}, cursor, 500)
+			if err != nil {
+				return nil, err
+			}
+			accts = append(accts, page...)
+			if !more || len(page) == 0 {
+				break
+			}
+			cursor = page[len(page)-1].ID
+		}
+	}
+	sites := map[string]string{}
+	for _, a := range accts {
+		if !canSee(p, a) {
+			continue
+		}
+		for _, s := range a.AllSites() {
+			if s.AliasOf == "" {
+				sites[s.Domain] = a.ID
+			}
+		}
+	}
+	return sites, nil
+}
+
 // certFilter returns the test of the certificates filter for the caller:
 // only certificates of accounts it may see pass, whatever it asks for.
-func (r *Resolver) certFilter(ctx context.Context, p auth.Principal, f *model.CertificateFilter) (func(*store.Certificate) (bool, error), error) {
+// visible holds accounts already known to be visible to the caller (nil:
+// none); any other account is read to decide.
+func (r *Resolver) certFilter(ctx context.Context, p auth.Principal, f *model.CertificateFilter, visible map[string]bool) (func(*store.Certificate) (bool, error), error) {
 	if f == nil {
 		f = &model.CertificateFilter{}
 	}
@@ -777,7 +924,9 @@ func (r *Resolver) certFilter(ctx context.Context, p auth.Principal, f *model.Ce
 		}
 		expiring = time.Now().Add(time.Duration(n) * 24 * time.Hour)
 	}
-	visible := map[string]bool{}
+	if visible == nil {
+		visible = map[string]bool{}
+	}
 	return func(c *store.Certificate) (bool, error) {
 		if account != "" && c.Account != account {
 			return false, nil

@@ -76,12 +76,16 @@ func (r *mutationResolver) RequestCertificate(ctx context.Context, input model.R
 		return nil, err
 	}
 	ev := certAudit(ctx, p, a, "requestCertificate", d, map[string]string{"domains": strings.Join(names, ","), "challenge": string(challenge)})
-	c, err := r.putCert(ctx, a, d, ev, func(c *store.Certificate) {
+	c, err := r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
+		if err := countCertOrder(p, c, time.Now(), false); err != nil {
+			return err
+		}
 		c.Domains, c.Challenge, c.Node = names, challenge, a.Node
 		c.Auto, c.AutoRenew = false, true
 		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = false, "", nil, false
 		c.Revoke, c.RevokeReason = false, 0
 		c.AddEvent(time.Now(), "requested", "by "+p.Name+": "+strings.Join(names, ", ")+" ("+string(challenge)+")")
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -112,6 +116,9 @@ func (r *mutationResolver) RenewCertificate(ctx context.Context, id string) (*mo
 	}
 	c, err = r.changeCert(ctx, a, c.ID, certAudit(ctx, p, a, "renewCertificate", c.ID, nil), func(c *store.Certificate) error {
 		if err := renewable(c); err != nil {
+			return err
+		}
+		if err := countCertOrder(p, c, time.Now(), true); err != nil {
 			return err
 		}
 		c.Generation++
@@ -265,7 +272,7 @@ func (r *mutationResolver) InstallCertificate(ctx context.Context, input model.I
 	}
 	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
 		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
-	c, err := r.putCert(ctx, a, d, ev, func(c *store.Certificate) {
+	c, err := r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
 		c.Domains, c.Node = names, a.Node
 		c.Auto, c.AutoRenew = false, false
 		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
@@ -274,6 +281,7 @@ func (r *mutationResolver) InstallCertificate(ctx context.Context, input model.I
 			c.Challenge = store.ChallengeHTTP01
 		}
 		c.AddEvent(time.Now(), "install-requested", "by "+p.Name+": serial "+inst.Leaf.SerialNumber.Text(16)+" issued by "+inst.Leaf.Issuer.String())
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -336,32 +344,94 @@ func (r *queryResolver) Certificates(ctx context.Context, filter *model.Certific
 	if limit < 1 || limit > maxCertificatePage {
 		return nil, &validate.Error{Field: "first", Reason: fmt.Sprintf("must be 1 to %d", maxCertificatePage)}
 	}
-	match, err := r.certFilter(ctx, p, filter)
-	if err != nil {
-		return nil, err
-	}
-	all, err := r.Store.ListCertificates(ctx)
-	if err != nil {
-		return nil, err
+	cursor := ""
+	if after != nil {
+		cursor = *after
 	}
 	conn := &model.CertificateConnection{Edges: []*model.CertificateEdge{}, PageInfo: &model.PageInfo{}}
-	for i := range all {
-		c := &all[i]
-		if after != nil && c.ID <= *after {
-			continue
-		}
+	// add takes c into the page if it passes the filter, and reports
+	// whether the page is complete (one more matched than it holds).
+	var match func(*store.Certificate) (bool, error)
+	add := func(c *store.Certificate) (bool, error) {
 		ok, err := match(c)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
+		if err != nil || !ok {
+			return false, err
 		}
 		if len(conn.Edges) == limit {
 			conn.PageInfo.HasNextPage = true
-			break
+			return true, nil
 		}
 		conn.Edges = append(conn.Edges, &model.CertificateEdge{Cursor: c.ID, Node: certModel(c)})
+		return false, nil
+	}
+	if p.Role == store.RoleAdmin {
+		if match, err = r.certFilter(ctx, p, filter, nil); err != nil {
+			return nil, err
+		}
+		// Every certificate is the admin's to see: read the keys from the
+		// cursor a batch at a time until the page is full (a batch of at
+		// least 100, so that a filter matching few does not cost a round
+		// trip per record).
+	pages:
+		for {
+			page, more, err := r.Store.ListCertificatesAfter(ctx, cursor, max(limit+1, 100))
+			if err != nil {
+				return nil, err
+			}
+			for i := range page {
+				if full, err := add(&page[i]); err != nil {
+					return nil, err
+				} else if full {
+					break pages
+				}
+				cursor = page[i].ID
+			}
+			if !more || len(page) == 0 {
+				break
+			}
+		}
+	} else {
+		// Anyone else reads only the certificates of the sites of the
+		// accounts it may see, never a listing of the cluster's.
+		sites, err := r.visibleSites(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		visible := map[string]bool{}
+		for _, account := range sites {
+			visible[account] = true
+		}
+		if match, err = r.certFilter(ctx, p, filter, visible); err != nil {
+			return nil, err
+		}
+		var ids []string
+		for id := range sites {
+			if id > cursor {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+	chunks:
+		for len(ids) > 0 {
+			chunk := ids[:min(len(ids), limit+1)]
+			ids = ids[len(chunk):]
+			certs, err := r.Store.GetCertificates(ctx, chunk)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range certs {
+				// A record left from the site's previous account is not
+				// this one's.
+				if c.Account != sites[c.ID] {
+					continue
+				}
+				if full, err := add(c); err != nil {
+					return nil, err
+				} else if full {
+					break chunks
+				}
+			}
+		}
 	}
 	if n := len(conn.Edges); n > 0 {
 		conn.PageInfo.EndCursor = &conn.Edges[n-1].Cursor

@@ -117,6 +117,7 @@ func setupCertTenants(t *testing.T, opts ...testenv.ServerOption) *certTenants {
 	pool.AddCert(tn.caRoot)
 	t.Cleanup(graph.SetCertificateRoots(pool))
 	t.Cleanup(graph.SetCertificateOrderRate(time.Millisecond, 1000, 1000))
+	t.Cleanup(graph.SetCertificateOrdersPerWeek(1000))
 	return tn
 }
 

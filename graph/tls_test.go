@@ -10,11 +10,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
 )
 
@@ -252,5 +254,58 @@ func TestCertOrderGate(t *testing.T) {
 	}
 	if err := g.allow("other", "y.example"); err != nil {
 		t.Fatalf("another user refused: %v", err)
+	}
+}
+
+// countCertOrder: a user's orders of one certificate are counted over a
+// sliding week (older ones dropped from the record), the fourth refused;
+// a renewal of a certificate served for less than a day is refused; an
+// admin is refused neither, and its orders are counted, the list bounded.
+func TestCertOrderCount(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	user := auth.Principal{Name: "u", Role: store.RoleUser, Account: "a"}
+	admin := auth.Principal{Name: "root", Role: store.RoleAdmin}
+	days := func(d ...float64) []time.Time {
+		var out []time.Time
+		for _, x := range d {
+			out = append(out, now.Add(-time.Duration(x*24*float64(time.Hour))))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name      string
+		who       auth.Principal
+		orders    []time.Time
+		notBefore time.Time
+		renew     bool
+		refused   string
+		kept      int
+	}{
+		{name: "first", who: user, kept: 1},
+		{name: "third", who: user, orders: days(6, 1), kept: 3},
+		{name: "fourth", who: user, orders: days(6, 3, 1), refused: "3 times in the last 7 days"},
+		{name: "old ones drop out", who: user, orders: days(9, 8, 7, 1), kept: 2},
+		{name: "admin over the limit", who: admin, orders: days(3, 2, 1), kept: 4},
+		{name: "admin list bounded", who: admin, orders: days(6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5), kept: maxOrderRequests},
+		{name: "renew a fresh one", who: user, notBefore: now.Add(-23 * time.Hour), renew: true, refused: "less than 24 hours ago"},
+		{name: "request over a fresh one", who: user, notBefore: now.Add(-time.Hour), kept: 1},
+		{name: "renew a day-old one", who: user, notBefore: now.Add(-25 * time.Hour), renew: true, kept: 1},
+		{name: "admin renews a fresh one", who: admin, notBefore: now.Add(-time.Hour), renew: true, kept: 1},
+	} {
+		c := &store.Certificate{ID: "a.example", OrderRequests: slices.Clone(tc.orders)}
+		c.Status.NotBefore = tc.notBefore
+		err := countCertOrder(tc.who, c, now, tc.renew)
+		if tc.refused != "" {
+			if code, _ := classify(err); code != CodeRateLimited || !strings.Contains(err.Error(), tc.refused) {
+				t.Errorf("%s: %v, want RATE_LIMITED (%s)", tc.name, err, tc.refused)
+			}
+			if !slices.Equal(c.OrderRequests, tc.orders) {
+				t.Errorf("%s: a refusal changed the orders: %v", tc.name, c.OrderRequests)
+			}
+			continue
+		}
+		if err != nil || len(c.OrderRequests) != tc.kept || !c.OrderRequests[len(c.OrderRequests)-1].Equal(now) {
+			t.Errorf("%s: %v, orders %v; want %d ending now", tc.name, err, c.OrderRequests, tc.kept)
+		}
 	}
 }

@@ -88,7 +88,9 @@ func loadCredentials() map[string]string {
 	if b, err := os.ReadFile(p); err == nil {
 		_ = json.Unmarshal(b, &creds)
 	}
-	return creds
+	// Keyed like the pins, so that a token and its server's pin are found
+	// by the same spellings of --server.
+	return normalizeKeys(creds)
 }
 
 func saveToken(server, token string) (string, error) {
@@ -100,9 +102,9 @@ func saveToken(server, token string) (string, error) {
 		return "", err
 	}
 	creds := loadCredentials()
-	creds[server] = token
+	creds[serverKey(server)] = token
 	if token == "" {
-		delete(creds, server)
+		delete(creds, serverKey(server))
 	}
 	b, _ := json.MarshalIndent(creds, "", "  ")
 	return p, atomicfile.WriteFile(p, b, 0o600, nil)
@@ -111,7 +113,7 @@ func saveToken(server, token string) (string, error) {
 func (o *ctlOptions) client() (*client.Client, error) {
 	tok := o.token
 	if tok == "" {
-		tok = loadCredentials()[o.server]
+		tok = loadCredentials()[serverKey(o.server)]
 	}
 	if tok == "" {
 		return nil, fmt.Errorf("not logged in to %s: run \"npanel ctl login\" or set NPANEL_TOKEN", o.server)

@@ -53,6 +53,53 @@ func trustPath() (string, error) {
 	return filepath.Join(filepath.Dir(p), "servers.json"), nil
 }
 
+// serverKey is the key of --server in the saved pins and tokens: the URL
+// with scheme and host lower-cased, the scheme's default port dropped and
+// no trailing slash, so that https://cp:8080/ and HTTPS://CP:8080 are one
+// server. Keyed by the raw string, a spelling login did not use would find
+// no pin and fall back to the system roots without a word. A string that
+// does not parse as a URL with a host is its own key (serverURL refuses
+// it before any call).
+func serverKey(server string) string {
+	u, err := url.Parse(strings.TrimSpace(server))
+	if err != nil || u.Host == "" {
+		return server
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	switch {
+	case port != "":
+		host = net.JoinHostPort(host, port)
+	case strings.Contains(host, ":"):
+		host = "[" + host + "]" // an IPv6 literal
+	}
+	return scheme + "://" + host + strings.TrimRight(u.Path, "/")
+}
+
+// normalizeKeys re-keys a map of saved servers by serverKey. Entries saved
+// under spellings that now meet and disagree are dropped both: which one
+// login meant cannot be told, and a missing pin refuses rather than
+// guesses.
+func normalizeKeys[V comparable](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	clash := map[string]bool{}
+	for k, v := range m {
+		n := serverKey(k)
+		if old, ok := out[n]; ok && old != v {
+			clash[n] = true
+		}
+		out[n] = v
+	}
+	for n := range clash {
+		delete(out, n)
+	}
+	return out
+}
+
+// loadTrust reads the saved pins, keyed by serverKey.
 func loadTrust() map[string]serverTrust {
 	m := map[string]serverTrust{}
 	p, err := trustPath()
@@ -62,7 +109,13 @@ func loadTrust() map[string]serverTrust {
 	if b, err := os.ReadFile(p); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
-	return m
+	return normalizeKeys(m)
+}
+
+// savedTrust is what login saved about server, however it is spelled.
+func savedTrust(server string) (serverTrust, bool) {
+	tr, ok := loadTrust()[serverKey(server)]
+	return tr, ok
 }
 
 func saveTrust(server string, tr serverTrust) error {
@@ -74,7 +127,7 @@ func saveTrust(server string, tr serverTrust) error {
 		return err
 	}
 	m := loadTrust()
-	m[server] = tr
+	m[serverKey(server)] = tr
 	b, _ := json.MarshalIndent(m, "", "  ")
 	return atomicfile.WriteFile(p, b, 0o600, nil)
 }
@@ -100,8 +153,12 @@ func (o *ctlOptions) flagFingerprint() (string, error) {
 	return fp, nil
 }
 
-// clientOptions are the TLS options for --server: its pin (--ca-fingerprint,
-// else the one login saved) or, without one, the system roots.
+// clientOptions are the TLS options of a call with a token to --server:
+// its pin (--ca-fingerprint, else the one login saved), or the system
+// roots when login saved --system-roots for it. An https server with
+// neither is refused (exitTrust): a token must not go to a server whose
+// certificate nobody decided to trust, and the system roots would trust
+// any public CA's certificate for its name.
 func (o *ctlOptions) clientOptions() ([]client.Option, error) {
 	u, err := o.serverURL()
 	if err != nil {
@@ -115,10 +172,14 @@ func (o *ctlOptions) clientOptions() ([]client.Option, error) {
 		return nil, err
 	}
 	if fp == "" {
-		fp = loadTrust()[o.server].CAFingerprint
+		tr, _ := savedTrust(o.server)
+		if tr.SystemRoots {
+			return nil, nil
+		}
+		fp = tr.CAFingerprint
 	}
 	if fp == "" {
-		return nil, nil
+		return nil, &exitError{code: exitTrust, msg: fmt.Sprintf("no CA is pinned for %s, nor are the system roots trusted for it: log in again to pin (npanel ctl login --server %s --ca-fingerprint FINGERPRINT, or --system-roots when a public CA issued its certificate)", o.server, serverKey(o.server))}
 	}
 	return []client.Option{client.WithTLS(pki.PinnedTLSConfig(u.Hostname(), fp))}, nil
 }
@@ -150,8 +211,8 @@ func (o *ctlOptions) loginTrust(cmd *cobra.Command, ctx context.Context, systemR
 	}
 	// A server logged in to before keeps its pin: a changed certificate
 	// must fail, not be offered for confirmation again.
-	if saved := loadTrust()[o.server].CAFingerprint; saved != "" {
-		return serverTrust{CAFingerprint: saved}, nil
+	if saved, _ := savedTrust(o.server); saved.CAFingerprint != "" {
+		return serverTrust{CAFingerprint: saved.CAFingerprint}, nil
 	}
 	f, ok := cmd.InOrStdin().(*os.File)
 	if !ok || !isTerminal(f) {

@@ -95,6 +95,13 @@ type Certificate struct {
 	// sets it and bumps Generation (deleteCertificate).
 	Deleting bool `json:"deleting,omitempty"`
 
+	// OrderRequests are when the API ordered this certificate
+	// (requestCertificate, renewCertificate) within the last week, oldest
+	// first: the API refuses a user's order past a few a week, which keeps
+	// the CA's duplicate-certificate limit (Let's Encrypt: 5 identical
+	// name sets a week) out of a tenant's reach.
+	OrderRequests []time.Time `json:"orderRequests,omitempty"`
+
 	Generation int64     `json:"generation"`
 	CreatedAt  time.Time `json:"createdAt"`
 	UpdatedAt  time.Time `json:"updatedAt"`
