@@ -235,8 +235,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	// lego logs through one process-wide logger: the agent's.
+	// lego logs through one process-wide logger: the agent's. Its DNS-01
+	// CNAME lookup would go through the system resolver; our challenge
+	// records are never behind a CNAME and our own check asks our
+	// nameservers.
 	legolog.SetDefault(cfg.Logger.With("component", "acme"))
+	_ = os.Setenv("LEGO_DISABLE_CNAME_SUPPORT", "true")
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}

@@ -1,17 +1,21 @@
 package tls
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -61,6 +66,14 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 	}
 	defer unlock()
+	// Nothing is ordered that could not be served: a certificate the node
+	// cannot install would be ordered again, and the CA counts duplicates.
+	if a.m.web == nil {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "this agent does not serve web sites")
+	}
+	if r.Mail && a.m.mail == nil {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "this agent does not serve mail")
+	}
 
 	// The certificate's key: made here, handed only to the installers.
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -82,7 +95,7 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 		if err != nil {
 			return err
 		}
-		res, failed, err = obtain(ctx, cl, r.Site, r.Domains, key)
+		res, failed, err = obtain(ctx, cl, r.Site, r.Domains, key, servedNames(env, r.Site))
 		client = cl
 		return err
 	})
@@ -114,7 +127,11 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 // obtain orders a certificate for names. A name whose validation fails is
 // dropped and the rest ordered again, up to maxReorders times; the site
 // itself must validate. It returns the names it dropped with their errors.
-func obtain(ctx context.Context, cl *lego.Client, site string, names []string, key crypto.Signer) (*certificate.Resource, []*agentpb.FailedName, error) {
+//
+// A name the served certificate covers (keep) is never dropped: a renewal
+// without it would take it off a working certificate, so the renewal fails
+// instead and the served certificate stays until the name validates.
+func obtain(ctx context.Context, cl *lego.Client, site string, names []string, key crypto.Signer, keep func(string) bool) (*certificate.Resource, []*agentpb.FailedName, error) {
 	var failed []*agentpb.FailedName
 	for round := 0; ; round++ {
 		res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{
@@ -133,7 +150,9 @@ func obtain(ctx context.Context, cl *lego.Client, site string, names []string, k
 		case len(bad) == 0 || len(bad) == len(names):
 			return nil, failed, classify(fmt.Errorf("order certificate for %s: %w", strings.Join(names, ", "), err))
 		case bad[site] != "" || (names[0] != site && !coveredBy(remove(names, bad), site)):
-			return nil, failed, classify(fmt.Errorf("order certificate: the site's name %s failed: %s", site, bad[site]))
+			return nil, failed, classify(fmt.Errorf("order certificate: the site's name %s failed: %w", site, err))
+		case slices.ContainsFunc(slices.Collect(maps.Keys(bad)), keep):
+			return nil, failed, classify(fmt.Errorf("order certificate: a name the served certificate covers failed, so it stays served: %w", err))
 		case round+1 >= maxReorders:
 			return nil, failed, classify(fmt.Errorf("order certificate: names still failing after %d orders: %w", maxReorders, err))
 		}
@@ -245,4 +264,24 @@ func classify(err error) error {
 		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 	}
 	return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INTERNAL, err)
+}
+
+// servedNames reports whether the certificate the site serves now, when
+// one was issued or installed (not self-signed) and is still valid,
+// covers a name.
+func servedNames(env *actions.Env, site string) func(string) bool {
+	chainPath, _ := web.CertFiles(env.Profile.Web(), site)
+	b, err := os.ReadFile(chainPath)
+	if err != nil {
+		return func(string) bool { return false }
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return func(string) bool { return false }
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil || bytes.Equal(leaf.RawIssuer, leaf.RawSubject) || time.Now().After(leaf.NotAfter) {
+		return func(string) bool { return false }
+	}
+	return func(name string) bool { return leaf.VerifyHostname(name) == nil }
 }
