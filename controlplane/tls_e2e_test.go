@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -310,6 +311,17 @@ func TestTLSEndToEnd(t *testing.T) {
 		leaf, code, proto, err := n.served(t, domain, roots)
 		return err == nil && code == 200 && proto == "HTTP/2.0" && leaf.VerifyHostname("www."+domain) == nil
 	})
+	// curl, trusting only Pebble's root, with SNI.
+	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
+	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(n.https)
+	out, err := exec.Command("/usr/bin/curl", "-sS", "--http2", "--cacert", rootFile, "--resolve", "www."+domain+":"+port+":127.0.0.1",
+		"-o", "/dev/null", "-w", "%{http_code} %{http_version}", "https://www."+domain+":"+port+"/").CombinedOutput()
+	if err != nil || string(out) != "200 2" {
+		t.Fatalf("curl --cacert pebble-root https://www.%s: %s, %v", domain, out, err)
+	}
 
 	// A failed challenge (nginx's workers can no longer reach the tokens)
 	// keeps the working certificate and reports the failure.
