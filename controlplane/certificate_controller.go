@@ -139,6 +139,19 @@ func (x *certIndex) ofAccount(account string) []string {
 	return out
 }
 
+// onNode returns the ids of the certificates on node.
+func (x *certIndex) onNode(node string) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if e.node == node {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // waitingIn returns the certificates waiting for a name inside zone.
 func (x *certIndex) waitingIn(zone string) []string {
 	x.mu.RLock()
@@ -215,6 +228,7 @@ func newCertController(s *Server) (*certController, error) {
 			{Kind: store.KindAccounts, Handle: cc.accountEvent},
 			{Kind: store.KindMailChanges, Handle: certMailChange},
 			{Kind: store.KindZones, Handle: cc.zoneEvent},
+			{Kind: store.KindNodes, Handle: cc.nodeEvent},
 		},
 		Ticks:   []controller.Tick{{Key: keyCertSweep, Every: cc.sweep}},
 		Sync:    cc.sync,
@@ -311,6 +325,16 @@ func (cc *certController) zoneEvent(ev store.Event) (string, bool, bool) {
 	return "", false, false
 }
 
+// nodeEvent queues the certificates of a removed node: their tasks in
+// flight went with its queue, and a deletion has nothing left to remove.
+func (cc *certController) nodeEvent(ev store.Event) (string, bool, bool) {
+	if !ev.Deleted {
+		return "", false, false
+	}
+	cc.ctl.Enqueue(cc.index.onNode(ev.Name)...)
+	return "", false, false
+}
+
 func zoneApplied(z *store.Zone) bool {
 	return !z.Deleted && z.AppliedGeneration > 0 && z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed
 }
@@ -366,6 +390,29 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			finished[tid] = t
 		}
 	}
+	// A removed node takes its queue with it: a task still PENDING there
+	// is never answered and has no done notice, so it is taken for lost
+	// here (failed, retried by the backoff) instead of holding the
+	// certificate in flight for ever.
+	nodeGone := false
+	if c.Node != "" {
+		if _, err := cc.st.GetNode(ctx, c.Node); errors.Is(err, store.ErrNotFound) {
+			nodeGone = true
+		} else if err != nil {
+			return err
+		}
+	}
+	if tid := c.Status.TaskID; tid != "" && finished[tid] == nil {
+		lost := nodeGone
+		if !lost {
+			if lost, err = cc.st.TaskLost(ctx, tid); err != nil {
+				return err
+			}
+		}
+		if lost {
+			finished[tid] = lostTask(tid)
+		}
+	}
 	a, _, err := cc.st.GetAccount(ctx, c.Account)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -393,6 +440,18 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			c.Node = a.Node
 			c.AddEvent(now, "placed", "the site is served by "+a.Node)
 		}
+		if nodeGone && c.Deleting {
+			return nil, errForget // nothing is left on a removed node to take off
+		}
+		if nodeGone && c.Node == a.Node {
+			waitFor(c, "node "+c.Node+" was removed", now)
+			plan = certPlan{step: stepWait, at: c.Status.NextAttempt}
+			events = newEvents(old, c.Status.Events)
+			if mustJSON(c) == before {
+				return nil, store.ErrUnchanged
+			}
+			return nil, nil
+		}
 		takeRequest(c)
 		plan = nextCertStep(c, now)
 		if plan.expired && c.Status.State != store.CertExpired {
@@ -414,6 +473,12 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	}, store.AuditEvent{})
 	if errors.Is(err, errForget) {
 		return cc.forget(ctx, id, "removed from node "+c.Node)
+	}
+	if errors.Is(err, store.ErrNoNode) {
+		// The node went between the look above and the write: the next
+		// sync sees it gone (waits, or forgets a deletion).
+		cc.ctl.EnqueueAfter(id, time.Second)
+		return nil
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		cc.index.drop(id)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"slices"
@@ -644,4 +645,41 @@ func TestCertInstallCustom(t *testing.T) {
 			t.Fatalf("a PEM private key in etcd under %s", kv.Key)
 		}
 	}
+}
+
+// TestCertNodeRemovedLosesTask: a node removed while an order is in
+// flight takes its queue with it; the certificate does not wait for that
+// task for ever (it is recorded as lost), no task is written for the
+// missing node, and a deletion is forgotten at once.
+func TestCertNodeRemovedLosesTask(t *testing.T) {
+	e := startCertEnv(t, "certn", "certn.example.com")
+	ctx := context.Background()
+	const id = "certn.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	e.node.setHold(id, true)
+	e.change(t, id, func(c *store.Certificate) {})
+	e.waitCert(t, id, "renewal in flight", func(c *store.Certificate) bool { return c.Status.TaskID != "" })
+	if err := e.st.RemoveNode(ctx, "n1", store.NewAuditEvent("test", "test", "node.remove", "n1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, id, "task lost", func(c *store.Certificate) bool {
+		return c.Status.TaskID == "" && hasEvent(c, "failed", "task record lost")
+	})
+	if c.Status.ChainPEM == "" || c.Status.State != store.CertIssued {
+		t.Fatalf("the served certificate was dropped: %+v", c.Status)
+	}
+	e.waitCert(t, id, "waiting for the node", func(c *store.Certificate) bool {
+		return c.Status.TaskID == "" && strings.Contains(c.Status.LastError, "was removed")
+	})
+	_, err := e.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		return []*store.CertTask{{Node: "n1", Spec: &agentpb.Task{Action: &agentpb.Task_RemoveCertificate{RemoveCertificate: &agentpb.RemoveCertificateAction{Id: id}}}}}, nil
+	}, store.AuditEvent{})
+	if !errors.Is(err, store.ErrNoNode) {
+		t.Fatalf("task for a removed node: err %v, want ErrNoNode", err)
+	}
+	e.change(t, id, func(c *store.Certificate) { c.Deleting = true })
+	testenv.WaitFor(t, 20*time.Second, "record forgotten", func() bool {
+		_, err := e.st.GetCertificate(ctx, id)
+		return err != nil
+	})
 }

@@ -225,14 +225,58 @@ func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Cer
 		if audit.Action != "" {
 			ops = append(ops, auditPut(audit))
 		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(ops...).Commit()
+		// A task for a node that was removed meanwhile would stay PENDING
+		// for ever (RemoveNode deletes its queue, nobody completes it):
+		// the nodes must exist when the tasks are written, compared in
+		// a nested transaction so that a missing node is told apart from
+		// a concurrent write of the record.
+		var nodes []clientv3.Cmp
+		for _, t := range tasks {
+			nodes = append(nodes, present(nodeKey(t.Node)))
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(clientv3.OpTxn(nodes, ops, nil)).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update certificate %s: %w", id, err)
 		}
-		if resp.Succeeded {
-			return c, nil
+		if !resp.Succeeded {
+			continue
 		}
+		if !resp.Responses[0].GetResponseTxn().GetSucceeded() {
+			return nil, fmt.Errorf("update certificate %s: %w", id, ErrNoNode)
+		}
+		return c, nil
 	}
+}
+
+// ErrNoNode: UpdateCertificate was asked to write a task for a node that
+// does not exist (removed); nothing was written.
+var ErrNoNode = errors.New("the certificate's node does not exist")
+
+// TaskLost reports whether task id will never finish: its record is gone,
+// or it is still PENDING but no longer queued (its node was removed with
+// its queue). Both are read at one revision, so a task completed between
+// them is not taken for lost.
+func (s *Store) TaskLost(ctx context.Context, id string) (bool, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(taskKey(id))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("task %s: %w", id, err)
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return true, nil
+	}
+	t, err := decodeJSON[Task]([]byte(id), kvs[0].Value)
+	if err != nil {
+		return false, err
+	}
+	if t.Status != TaskPending {
+		return false, nil // finished: its done notice brings the result
+	}
+	q, err := s.cli.Get(ctx, queueKey(t.Node, id), clientv3.WithCountOnly(), clientv3.WithRev(resp.Header.Revision))
+	if err != nil {
+		return false, fmt.Errorf("task %s: %w", id, err)
+	}
+	return q.Count == 0, nil
 }
 
 // CertTask is a task UpdateCertificate writes with the certificate. With
