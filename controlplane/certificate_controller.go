@@ -256,8 +256,10 @@ func (cc *certController) Run(ctx context.Context) {
 // sweep brings the certificate back.
 func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
 	if ev.Deleted {
+		// syncCert finds it gone and queues the domain's owner, whose
+		// automatic certificate may have waited for this one to go.
 		cc.index.drop(ev.Name)
-		return ev.Name, false, false
+		return ev.Name, true, false
 	}
 	c, err := store.DecodeCertificate(ev)
 	if err != nil {
@@ -368,8 +370,7 @@ func lostTask(id string) *store.Task {
 func (cc *certController) syncCert(ctx context.Context, id string) error {
 	c, err := cc.st.GetCertificate(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		cc.index.drop(id)
-		return nil
+		return cc.gone(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -481,8 +482,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 		return nil
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		cc.index.drop(id)
-		return nil
+		return cc.gone(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -539,7 +539,23 @@ func (cc *certController) forget(ctx context.Context, id, why string) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	return cc.gone(ctx, id)
+}
+
+// gone drops a certificate whose record is deleted and queues the account
+// that owns its domain now: a site re-added (to the same or another
+// account) while the old record was being removed gets its automatic
+// certificate only once that record is gone.
+func (cc *certController) gone(ctx context.Context, id string) error {
 	cc.index.drop(id)
+	owner, err := cc.st.AccountIDByDomain(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cc.ctl.Enqueue(certAccountKey(owner))
 	return nil
 }
 
@@ -583,7 +599,17 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 	}
 	switch t.Action {
 	case actionRemoveCert:
-		return true
+		if c.Deleting {
+			return true
+		}
+		// The deletion was cancelled (the site came back) after the
+		// removal was sent: the node serves nothing now, and the bumped
+		// generation orders it again.
+		if st.ChainPEM != "" {
+			c.AddEvent(now, "unserved", "serial "+st.Serial+" was removed from node "+t.Node+" before the deletion was cancelled")
+		}
+		clearServed(c)
+		return false
 	case actionRevokeCert:
 		st.State = store.CertRevoked
 		st.ObservedGeneration = max(st.ObservedGeneration, gen)
@@ -621,6 +647,19 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		c.AddEvent(now, "served", "reloaded "+strings.Join(res.GetReloaded(), ", "))
 	}
 	return false
+}
+
+// clearServed forgets the served certificate of c: it was revoked or is
+// no longer on the node that serves the site. A later failed order then
+// leaves c PENDING or FAILED, never ISSUED with a chain nobody serves.
+func clearServed(c *store.Certificate) {
+	st := &c.Status
+	st.ChainPEM, st.Serial, st.Issuer = "", "", ""
+	st.NotBefore, st.NotAfter, st.RenewAt = time.Time{}, time.Time{}, time.Time{}
+	st.IssuedDomains = nil
+	if st.State == store.CertIssued || st.State == store.CertRenewing || st.State == store.CertExpired {
+		st.State = store.CertPending
+	}
 }
 
 func (cc *certController) countAttempt(action string, err error) {
@@ -1055,6 +1094,13 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 	if err != nil {
 		return err
 	}
+	if c.Deleting && c.Auto && !s.NoAutoCertificate && c.Account == a.ID && c.Node == a.Node {
+		// The site was removed and added again: cancel the removal
+		// rather than let it take the new site's certificate off the
+		// node. A certificate of another account (or node) is forgotten
+		// once its removal is done, which queues this account again.
+		return cc.undelete(ctx, c.ID, want, mail)
+	}
 	if c.Account != a.ID || !c.Auto || c.Deleting || c.Revoke || (slices.Equal(c.Domains, want) && c.Mail == mail) {
 		return nil
 	}
@@ -1069,6 +1115,28 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 	}, store.NewAuditEvent("system", cc.s.id, "certificate.names", c.ID, "ok: "+strings.Join(want, ", ")))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
+	}
+	return err
+}
+
+// undelete cancels the deletion of an automatic certificate whose site is
+// back.
+func (cc *certController) undelete(ctx context.Context, id string, want []string, mail bool) error {
+	_, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if !c.Deleting {
+			return nil, store.ErrUnchanged
+		}
+		c.Deleting = false
+		c.Domains, c.Mail = slices.Clone(want), mail
+		c.Generation++
+		c.AddEvent(time.Now(), "restored", "the site "+id+" is back: deletion cancelled")
+		return nil, nil
+	}, store.NewAuditEvent("system", cc.s.id, "certificate.restored", id, "ok"))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err == nil {
+		cc.ctl.Enqueue(id)
 	}
 	return err
 }

@@ -683,3 +683,44 @@ func TestCertNodeRemovedLosesTask(t *testing.T) {
 		return err != nil
 	})
 }
+
+// TestCertSiteReAdded: a domain removed and added again gets its automatic
+// certificate back, whether the old one was still being removed (same
+// account: the deletion is cancelled) or belonged to another account (it
+// is forgotten once removed, then the new owner's is created).
+func TestCertSiteReAdded(t *testing.T) {
+	e := startCertEnv(t, "certr", "certr.example.com")
+	ctx := context.Background()
+	const addon = "addon-certr.example.org"
+	readd := func(acct string) {
+		t.Helper()
+		testenv.WaitFor(t, 20*time.Second, "domain added again", func() bool {
+			_, err := e.s.Admin.AddDomain(ctx, acct, addon, "")
+			return err == nil
+		})
+	}
+	if _, err := e.s.Admin.AddDomain(ctx, e.acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCert(t, addon, "issued", issuedState)
+	if err := e.s.Admin.RemoveDomain(ctx, e.acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	readd(e.acct.ID)
+	e.waitCert(t, addon, "issued again for the same account", func(c *store.Certificate) bool {
+		return issuedState(c) && !c.Deleting && c.Account == e.acct.ID
+	})
+
+	other, err := e.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "certr2", Domain: "certr2.example.com", Plan: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCert(t, "certr2.example.com", "the other account's own", issuedState)
+	if err := e.s.Admin.RemoveDomain(ctx, e.acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	readd(other.ID)
+	e.waitCert(t, addon, "issued for the new owner", func(c *store.Certificate) bool {
+		return issuedState(c) && !c.Deleting && c.Account == other.ID
+	})
+}
