@@ -438,6 +438,12 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			if c.Node != "" {
 				c.Generation++
 			}
+			if st := &c.Status; st.ChainPEM != "" {
+				// The key and chain stay on the old node: the new one
+				// serves a self-signed certificate until it orders.
+				c.AddEvent(now, "unserved", "serial "+st.Serial+" stays on node "+c.Node)
+				clearServed(c)
+			}
 			c.Node = a.Node
 			c.AddEvent(now, "placed", "the site is served by "+a.Node)
 		}
@@ -614,8 +620,15 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		st.State = store.CertRevoked
 		st.ObservedGeneration = max(st.ObservedGeneration, gen)
 		st.RenewAt, st.NextAttempt, st.Failures, st.LastError = time.Time{}, time.Time{}, 0, ""
-		c.AutoRenew = false
+		if c.Revoke && gen == c.Generation {
+			// Not when the certificate was asked for again meanwhile.
+			c.AutoRenew = false
+		}
 		c.AddEvent(now, "revoked", "serial "+st.Serial+" revoked; the site serves a self-signed certificate")
+		// The revoked chain is not served any more: a later failed order
+		// must not bring it back as ISSUED.
+		clearServed(c)
+		st.State = store.CertRevoked
 		return false
 	}
 	st.ChainPEM = string(res.GetChainPem())

@@ -295,3 +295,45 @@ func TestCertTakeRequest(t *testing.T) {
 		t.Fatal("took a revocation while a task is in flight")
 	}
 }
+
+// TestCertRecordRevoked: a revocation clears the served chain, so a later
+// failed order leaves the certificate FAILED, not ISSUED with the revoked
+// chain; a revoke result that arrives after the certificate was asked for
+// again does not switch its automatic renewal off.
+func TestCertRecordRevoked(t *testing.T) {
+	now := time.Now().UTC()
+	cc := &certController{s: &Server{}, retryBase: time.Minute, retryMax: time.Hour}
+	served := func() *store.Certificate {
+		return &store.Certificate{ID: "a.example", Node: "n1", AutoRenew: true, Revoke: true, Generation: 2,
+			Status: store.CertStatus{State: store.CertIssued, ChainPEM: "PEM", Serial: "ab", NotBefore: now.Add(-day), NotAfter: now.Add(80 * day),
+				IssuedDomains: []string{"a.example"}, TaskID: "R", TaskGeneration: 2}}
+	}
+	revoked := map[string]*store.Task{"R": {ID: "R", Action: actionRevokeCert, Status: store.TaskSucceeded}}
+
+	c := served()
+	cc.record(c, revoked, now)
+	st := c.Status
+	if st.State != store.CertRevoked || st.ChainPEM != "" || st.Serial != "" || !st.NotAfter.IsZero() || st.IssuedDomains != nil || c.AutoRenew {
+		t.Fatalf("revoked: autoRenew %t status %+v", c.AutoRenew, st)
+	}
+	if !slices.ContainsFunc(st.Events, func(ev store.CertEvent) bool { return ev.Kind == "revoked" && ev.Message != "" && ev.Message[:9] == "serial ab" }) {
+		t.Fatalf("the revoked serial is not in an event: %+v", st.Events)
+	}
+	// Ordered again, and that order fails.
+	c.Revoke, c.AutoRenew = false, true
+	c.Generation++
+	c.Status.TaskID, c.Status.TaskGeneration = "I", c.Generation
+	cc.record(c, map[string]*store.Task{"I": {ID: "I", Action: actionIssueCert, Status: store.TaskFailed, Error: "boom"}}, now)
+	if c.Status.State != store.CertFailed {
+		t.Fatalf("a failed order after a revocation: %s, want FAILED", c.Status.State)
+	}
+
+	// A late revoke result: the certificate was asked for again meanwhile.
+	c = served()
+	c.Revoke = false
+	c.Generation = 3
+	cc.record(c, revoked, now)
+	if !c.AutoRenew {
+		t.Fatal("a late revoke result switched automatic renewal off")
+	}
+}
