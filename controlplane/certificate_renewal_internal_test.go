@@ -316,7 +316,9 @@ func TestCertRecordRevoked(t *testing.T) {
 	if st.State != store.CertRevoked || st.ChainPEM != "" || st.Serial != "" || !st.NotAfter.IsZero() || st.IssuedDomains != nil || c.AutoRenew {
 		t.Fatalf("revoked: autoRenew %t status %+v", c.AutoRenew, st)
 	}
-	if !slices.ContainsFunc(st.Events, func(ev store.CertEvent) bool { return ev.Kind == "revoked" && ev.Message != "" && ev.Message[:9] == "serial ab" }) {
+	if !slices.ContainsFunc(st.Events, func(ev store.CertEvent) bool {
+		return ev.Kind == "revoked" && ev.Message != "" && ev.Message[:9] == "serial ab"
+	}) {
 		t.Fatalf("the revoked serial is not in an event: %+v", st.Events)
 	}
 	// Ordered again, and that order fails.
