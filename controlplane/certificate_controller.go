@@ -414,6 +414,13 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			finished[tid] = lostTask(tid)
 		}
 	}
+	if len(c.Status.Challenges) > 0 && (c.Status.TaskID == "" || finished[c.Status.TaskID] != nil) {
+		// The order is over: what its agent published and did not
+		// withdraw (it died mid-order, or the order was lost) goes now.
+		if err := cc.withdrawChallenges(ctx, c); err != nil {
+			return err
+		}
+	}
 	a, _, err := cc.st.GetAccount(ctx, c.Account)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -539,9 +546,19 @@ func auditResult(ev store.CertEvent) string {
 	return "ok: " + ev.Message
 }
 
-// forget deletes a certificate's record.
+// forget deletes a certificate's record, after withdrawing its challenge
+// records.
 func (cc *certController) forget(ctx context.Context, id, why string) error {
-	err := cc.st.DeleteCertificate(ctx, id, store.NewAuditEvent("system", cc.s.id, "certificate.deleted", id, "ok: "+why))
+	c, err := cc.st.GetCertificate(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if c != nil && len(c.Status.Challenges) > 0 {
+		if err := cc.withdrawChallenges(ctx, c); err != nil {
+			return err
+		}
+	}
+	err = cc.st.DeleteCertificate(ctx, id, store.NewAuditEvent("system", cc.s.id, "certificate.deleted", id, "ok: "+why))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -660,6 +677,54 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		c.AddEvent(now, "served", "reloaded "+strings.Join(res.GetReloaded(), ", "))
 	}
 	return false
+}
+
+// withdrawChallenges removes every DNS-01 value c's status still records
+// from its zone, and from the status in the same transaction. A value
+// whose zone is gone (or another account's now) only leaves the status.
+func (cc *certController) withdrawChallenges(ctx context.Context, c *store.Certificate) error {
+	zones := &zoneWriter{store: cc.st, views: &cc.s.dnsViews, ctl: &cc.s.zoneCtl}
+	for _, ch := range c.Status.Challenges {
+		forgetIt := func(b *store.Batch) error {
+			cur, rev, err := cc.st.GetCertificateRev(ctx, c.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Status.SetChallenge(ch.FQDN, ch.Value, true) {
+				b.PutCertificate(cur, rev)
+			}
+			return nil
+		}
+		ev := store.NewAuditEvent("system", cc.s.id, "certificate.withdrawChallenge", c.ID+"/"+ch.FQDN, "ok: left by the order")
+		z, err := cc.zoneOf(ctx, strings.TrimPrefix(ch.FQDN, acmeChallengeLabel))
+		if err != nil {
+			return err
+		}
+		if z != nil && z.Account == c.Account {
+			rec, verr := dnszone.ValidateRecord(z.Name, dnszone.Record{Name: ch.FQDN + ".", Type: dnszone.TypeTXT, Content: ch.Value}, dnszone.DefaultTTL)
+			if verr == nil {
+				_, err = zones.ChangeZoneWith(ctx, z.Name, ev, func(z *store.Zone) error {
+					return replaceTXT(z, ch.FQDN+".", "", func(cur string) bool { return cur == rec.Content })
+				}, forgetIt)
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, errTXTUnchanged) && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+					return fmt.Errorf("withdraw %s: %w", ch.FQDN, err)
+				}
+			}
+		}
+		// Not in the zone (any more): only the status keeps it.
+		if _, err := cc.st.UpdateCertificate(ctx, c.ID, func(cur *store.Certificate) ([]*store.CertTask, error) {
+			if !cur.Status.SetChallenge(ch.FQDN, ch.Value, true) {
+				return nil, store.ErrUnchanged
+			}
+			return nil, nil
+		}, store.AuditEvent{}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // clearServed forgets the served certificate of c: it was revoked or is

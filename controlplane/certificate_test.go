@@ -525,7 +525,8 @@ func TestCertPublishChallenge(t *testing.T) {
 			t.Fatalf("%s: %v, want %s", what, err, code)
 		}
 	}
-	wantCode("no order in flight", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "v1", false)), codes.PermissionDenied)
+	v1 := strings.Repeat("v", 43)
+	wantCode("no order in flight", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1, false)), codes.PermissionDenied)
 
 	// Order a wildcard by DNS-01; the node holds the order open.
 	e.node.setHold(id, true)
@@ -544,11 +545,14 @@ func TestCertPublishChallenge(t *testing.T) {
 		t.Fatalf("state while reordering: %s", c.Status.State)
 	}
 
-	wantCode("missing certificate", e.s.PublishChallengeForTest(ctx, "n1", req("nosuch.example.com", fqdn, "v1", false)), codes.NotFound)
-	wantCode("another node", e.s.PublishChallengeForTest(ctx, "n2", req(id, fqdn, "v1", false)), codes.PermissionDenied)
-	wantCode("a name not in the certificate", e.s.PublishChallengeForTest(ctx, "n1", req(id, "_acme-challenge.other.certp.example.com", "v1", false)), codes.PermissionDenied)
-	wantCode("not a challenge name", e.s.PublishChallengeForTest(ctx, "n1", req(id, "certp.example.com", "v1", false)), codes.InvalidArgument)
+	wantCode("missing certificate", e.s.PublishChallengeForTest(ctx, "n1", req("nosuch.example.com", fqdn, v1, false)), codes.NotFound)
+	wantCode("another node", e.s.PublishChallengeForTest(ctx, "n2", req(id, fqdn, v1, false)), codes.PermissionDenied)
+	wantCode("a name not in the certificate", e.s.PublishChallengeForTest(ctx, "n1", req(id, "_acme-challenge.other.certp.example.com", v1, false)), codes.PermissionDenied)
+	wantCode("not a challenge name", e.s.PublishChallengeForTest(ctx, "n1", req(id, "certp.example.com", v1, false)), codes.InvalidArgument)
 	wantCode("a value that is not one", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, `"x" y`, false)), codes.InvalidArgument)
+	wantCode("not a digest", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "apex-value", false)), codes.InvalidArgument)
+	wantCode("a digest too long", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1+"v", false)), codes.InvalidArgument)
+	apex, wild := strings.Repeat("a", 43), strings.Repeat("w", 43)
 
 	txt := func() []string {
 		z, _, err := e.st.GetZone(ctx, id)
@@ -565,32 +569,43 @@ func TestCertPublishChallenge(t *testing.T) {
 		return out
 	}
 	z0, _, _ := e.st.GetZone(ctx, id)
-	for _, v := range []string{"apex-value", "wildcard-value", "apex-value"} {
+	for _, v := range []string{apex, wild, apex} {
 		if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn+".", v, false)); err != nil {
 			t.Fatalf("publish %s: %v", v, err)
 		}
 	}
-	if got := txt(); !slices.Equal(got, []string{"apex-value", "wildcard-value"}) {
+	if got := txt(); !slices.Equal(got, []string{apex, wild}) {
 		t.Fatalf("TXT after publishing: %v", got)
+	}
+	wantCode("a third value at the name", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1, false)), codes.FailedPrecondition)
+	if c, _ := e.st.GetCertificate(ctx, id); len(c.Status.Challenges) != 2 {
+		t.Fatalf("published values not recorded in the status: %+v", c.Status.Challenges)
 	}
 	z1, _, _ := e.st.GetZone(ctx, id)
 	if z1.Generation != z0.Generation+2 {
 		t.Fatalf("zone generation %d -> %d, want two changes", z0.Generation, z1.Generation)
 	}
-	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "apex-value", true)); err != nil {
+	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, apex, true)); err != nil {
 		t.Fatal(err)
 	}
-	if got := txt(); !slices.Equal(got, []string{"wildcard-value"}) {
+	if got := txt(); !slices.Equal(got, []string{wild}) {
 		t.Fatalf("TXT after withdrawing one: %v", got)
 	}
-	// The order completes; the node withdraws the other value after.
-	e.node.setHold(id, false)
-	e.waitCert(t, id, "issued by DNS-01", func(c *store.Certificate) bool { return issuedState(c) && c.Generation == 2 })
-	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "wildcard-value", true)); err != nil {
-		t.Fatal(err)
+	if c, _ := e.st.GetCertificate(ctx, id); len(c.Status.Challenges) != 1 || c.Status.Challenges[0].Value != wild {
+		t.Fatalf("withdrawn value still recorded: %+v", c.Status.Challenges)
 	}
+	// The order completes without the node withdrawing the other value
+	// (as if it died): the controller withdraws it; the node's late
+	// withdrawal is still accepted.
+	e.node.setHold(id, false)
+	e.waitCert(t, id, "issued by DNS-01, challenges withdrawn", func(c *store.Certificate) bool {
+		return issuedState(c) && c.Generation == 2 && len(c.Status.Challenges) == 0
+	})
 	if got := txt(); len(got) != 0 {
 		t.Fatalf("TXT left behind: %v", got)
+	}
+	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, wild, true)); err != nil {
+		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "zone served without the record", func() bool {
 		z, _, err := e.st.GetZone(ctx, id)

@@ -126,11 +126,47 @@ type CertStatus struct {
 	Failures    int       `json:"failures,omitempty"`
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 
+	// Challenges are the DNS-01 challenge records published for this
+	// certificate and not withdrawn yet (PublishChallenge writes them in
+	// the zone's transaction). The controller withdraws what is left when
+	// the order's task finishes or the record goes: the agent may have
+	// died mid-order.
+	Challenges []CertChallengeRecord `json:"challenges,omitempty"`
+
 	// The task in flight, if any (one at most).
 	TaskID         string `json:"taskId,omitempty"`
 	TaskGeneration int64  `json:"taskGeneration,omitempty"`
 
 	Events []CertEvent `json:"events,omitempty"`
+}
+
+// CertChallengeRecord is one published DNS-01 TXT value.
+type CertChallengeRecord struct {
+	FQDN  string `json:"fqdn"` // _acme-challenge.NAME, no trailing dot
+	Value string `json:"value"`
+}
+
+// SetChallenge records (or, with remove, forgets) a published value; it
+// reports whether the status changed.
+func (st *CertStatus) SetChallenge(fqdn, value string, remove bool) bool {
+	rec := CertChallengeRecord{FQDN: fqdn, Value: value}
+	i := slices.Index(st.Challenges, rec)
+	switch {
+	case remove && i >= 0:
+		st.Challenges = slices.Delete(st.Challenges, i, i+1)
+		return true
+	case !remove && i < 0:
+		st.Challenges = append(st.Challenges, rec)
+		return true
+	}
+	return false
+}
+
+// PutCertificate adds c to the batch, provided it is still at rev.
+func (b *Batch) PutCertificate(c *Certificate, rev int64) {
+	c.UpdatedAt = b.now
+	b.cmps = append(b.cmps, unchanged(certKey(c.ID), rev))
+	b.ops = append(b.ops, clientv3.OpPut(certKey(c.ID), mustJSON(c)))
 }
 
 // AddEvent appends an event, keeping the newest maxCertEvents.
