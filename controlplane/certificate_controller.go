@@ -810,9 +810,9 @@ func waitFor(c *store.Certificate, why string, now time.Time) {
 		c.AddEvent(now, "waiting", why)
 	}
 	st.LastError = why
-	if st.Failures == 0 {
-		st.NextAttempt = now.Add(waitRecheck)
-	}
+	// Always, failures or not: a backoff's NextAttempt that passed
+	// would make the certificate due on every sweep while it waits.
+	st.NextAttempt = maxTime(st.NextAttempt, now.Add(waitRecheck))
 }
 
 // issueTask builds the order of c's names that can validate, or leaves c

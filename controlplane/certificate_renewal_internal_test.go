@@ -339,3 +339,25 @@ func TestCertRecordRevoked(t *testing.T) {
 		t.Fatal("a late revoke result switched automatic renewal off")
 	}
 }
+
+// TestCertWaitForAfterFailure: a certificate that waits after a failed
+// attempt is not due again before waitRecheck (its passed backoff does
+// not make it due on every sweep).
+func TestCertWaitForAfterFailure(t *testing.T) {
+	now := time.Now().UTC()
+	c := &store.Certificate{ID: "a.example", Generation: 2, Status: store.CertStatus{State: store.CertFailed, ObservedGeneration: 1,
+		Failures: 2, NextAttempt: now.Add(-time.Hour)}}
+	waitFor(c, "a.example: does not resolve", now)
+	if c.Status.NextAttempt.Before(now.Add(waitRecheck)) {
+		t.Fatalf("NextAttempt %s, want at least %s", c.Status.NextAttempt, now.Add(waitRecheck))
+	}
+	if at := entryOf(c).dueAt(); at.Before(now.Add(waitRecheck)) {
+		t.Fatalf("due at %s while waiting", at)
+	}
+	// A later backoff is kept.
+	c.Status.NextAttempt = now.Add(5 * time.Hour)
+	waitFor(c, "a.example: does not resolve", now)
+	if !c.Status.NextAttempt.Equal(now.Add(5 * time.Hour)) {
+		t.Fatalf("backoff shortened to %s", c.Status.NextAttempt)
+	}
+}
