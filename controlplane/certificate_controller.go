@@ -772,7 +772,9 @@ func (cc *certController) step(ctx context.Context, c *store.Certificate, a *sto
 			return nil, nil
 		}
 		if cc.acme == nil {
-			return nil, errors.New("revoke: no ACME server is configured (--acme-directory)")
+			// Visible and patient, not an error retried at once.
+			waitFor(c, "cannot revoke: no ACME server is configured (--acme-directory)", now)
+			return nil, nil
 		}
 		acme, err := cc.acmeFor(ctx, c.Node)
 		if err != nil {

@@ -361,3 +361,19 @@ func TestCertWaitForAfterFailure(t *testing.T) {
 		t.Fatalf("backoff shortened to %s", c.Status.NextAttempt)
 	}
 }
+
+// TestCertRevokeWithoutACME: with ordering off, a revocation waits with
+// its reason in lastError and an event instead of failing the sync.
+func TestCertRevokeWithoutACME(t *testing.T) {
+	now := time.Now().UTC()
+	cc := &certController{s: &Server{}}
+	c := &store.Certificate{ID: "a.example", Node: "n1", Revoke: true, Generation: 2,
+		Status: store.CertStatus{State: store.CertIssued, ChainPEM: "PEM", Serial: "ab", ObservedGeneration: 2}}
+	task, err := cc.step(t.Context(), c, &store.Account{}, certPlan{step: stepRevoke}, now)
+	if err != nil || task != nil {
+		t.Fatalf("step: task %v err %v", task, err)
+	}
+	if c.Status.LastError == "" || c.Status.NextAttempt.IsZero() || c.Status.Events[len(c.Status.Events)-1].Kind != "waiting" {
+		t.Fatalf("not visible: %+v", c.Status)
+	}
+}
