@@ -187,6 +187,12 @@ type certController struct {
 
 	sweep, retryBase, retryMax time.Duration
 
+	// orders paces ACME orders per node (orderBucket).
+	ordersMu   sync.Mutex
+	orders     map[string]*orderBucket
+	orderBurst int
+	orderEvery time.Duration
+
 	// accounts remembers, per account, the fingerprint of what its
 	// automatic certificates depend on, so that the account controller's
 	// many status writes do not each queue the account.
@@ -199,7 +205,14 @@ type certController struct {
 func newCertController(s *Server) (*certController, error) {
 	cfg := s.cfg.ACME
 	cc := &certController{s: s, st: s.store, index: &certIndex{m: map[string]*certEntry{}}, accounts: map[string]uint64{},
-		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax}
+		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
+		orders: map[string]*orderBucket{}, orderBurst: cfg.OrderBurst, orderEvery: cfg.OrderEvery}
+	if cc.orderBurst <= 0 {
+		cc.orderBurst = defaultOrderBurst
+	}
+	if cc.orderEvery <= 0 {
+		cc.orderEvery = defaultOrderEvery
+	}
 	if cc.sweep <= 0 {
 		cc.sweep = defaultRenewSweep
 	}
@@ -878,6 +891,15 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 	if action.Acme, err = cc.acmeFor(ctx, c.Node); err != nil {
 		return nil, err
 	}
+	if ok, at := cc.takeOrder(c.Node, now); !ok {
+		// Over the node's order budget: deferred, not failed.
+		st.NextAttempt = maxTime(st.NextAttempt, at)
+		msg := "deferred: order rate of node " + c.Node
+		if ev := st.Events; len(ev) == 0 || ev[len(ev)-1].Kind != "deferred" {
+			c.AddEvent(now, "deferred", msg+" (next at "+at.Format(time.RFC3339)+")")
+		}
+		return nil, nil
+	}
 	kind := "ordering"
 	if st.ChainPEM != "" && st.State != store.CertExpired {
 		st.State = store.CertRenewing
@@ -893,6 +915,19 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		c.AddEvent(now, "skipped", "skipped "+s.name+": "+s.why)
 	}
 	return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_IssueCertificate{IssueCertificate: action}}, nil
+}
+
+// takeOrder spends one of node's order tokens at now, or reports when the
+// next one is there.
+func (cc *certController) takeOrder(node string, now time.Time) (bool, time.Time) {
+	cc.ordersMu.Lock()
+	defer cc.ordersMu.Unlock()
+	b := cc.orders[node]
+	if b == nil {
+		b = &orderBucket{}
+		cc.orders[node] = b
+	}
+	return b.take(now, cc.orderBurst, cc.orderEvery)
 }
 
 // readACME reads the ACME configuration's files.

@@ -24,6 +24,8 @@ const (
 	defaultRenewSweep = time.Minute
 	defaultRetryBase  = 5 * time.Minute
 	defaultRetryMax   = 24 * time.Hour
+	defaultOrderBurst = 10
+	defaultOrderEvery = 30 * time.Second
 	// waitRecheck is how often a certificate whose names do not resolve
 	// yet is looked at again without a zone event saying so.
 	waitRecheck = 10 * time.Minute
@@ -206,4 +208,28 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// orderBucket paces one node's ACME orders: up to burst at once, then one
+// per every.
+type orderBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take spends a token at now if there is one; otherwise it reports when
+// the next one is there.
+func (b *orderBucket) take(now time.Time, burst int, every time.Duration) (bool, time.Time) {
+	if b.last.IsZero() {
+		b.tokens, b.last = float64(burst), now
+	}
+	if now.After(b.last) {
+		b.tokens = min(float64(burst), b.tokens+float64(now.Sub(b.last))/float64(every))
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, time.Time{}
+	}
+	return false, b.last.Add(time.Duration((1 - b.tokens) * float64(every)))
 }

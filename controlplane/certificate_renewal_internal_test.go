@@ -377,3 +377,26 @@ func TestCertRevokeWithoutACME(t *testing.T) {
 		t.Fatalf("not visible: %+v", c.Status)
 	}
 }
+
+func TestCertOrderBucket(t *testing.T) {
+	now := time.Now()
+	var b orderBucket
+	for i := range 3 {
+		if ok, _ := b.take(now, 3, 30*time.Second); !ok {
+			t.Fatalf("order %d of the burst refused", i)
+		}
+	}
+	ok, at := b.take(now, 3, 30*time.Second)
+	if ok || !at.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("over the burst: ok %t next %s", ok, at.Sub(now))
+	}
+	if ok, _ := b.take(now.Add(29*time.Second), 3, 30*time.Second); ok {
+		t.Fatal("a token before its time")
+	}
+	if ok, _ := b.take(now.Add(30*time.Second), 3, 30*time.Second); !ok {
+		t.Fatal("no token after 30s")
+	}
+	if ok, _ := b.take(now.Add(31*time.Second), 3, 30*time.Second); ok {
+		t.Fatal("two tokens after 30s")
+	}
+}

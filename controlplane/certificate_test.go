@@ -212,9 +212,19 @@ type certEnv struct {
 
 func startCertEnv(t *testing.T, username, domain string) *certEnv {
 	t.Helper()
+	return startCertEnvWith(t, username, domain, nil)
+}
+
+// startCertEnvWith is startCertEnv with the ACME configuration changed by
+// cfg.
+func startCertEnvWith(t *testing.T, username, domain string, cfg func(*controlplane.ACMEConfig)) *certEnv {
+	t.Helper()
 	s := testenv.StartServer(t, func(c *controlplane.Config) {
 		c.ACME = controlplane.ACMEConfig{DirectoryURL: "https://acme.test/dir", Email: "ops@example.net",
 			RenewSweep: 100 * time.Millisecond, RetryBase: 500 * time.Millisecond, RetryMax: 2 * time.Second}
+		if cfg != nil {
+			cfg(&c.ACME)
+		}
 	})
 	s.FakeNode(t, "n1", nil, 100, 100_000)
 	e := &certEnv{s: s, st: s.Store(), node: startFakeCertNode(t, s, "n1")}
@@ -738,4 +748,22 @@ func TestCertSiteReAdded(t *testing.T) {
 	e.waitCert(t, addon, "issued for the new owner", func(c *store.Certificate) bool {
 		return issuedState(c) && !c.Deleting && c.Account == other.ID
 	})
+}
+
+// TestCertOrderPacing: orders over a node's budget are deferred with an
+// event, then sent when the bucket has a token again.
+func TestCertOrderPacing(t *testing.T) {
+	e := startCertEnvWith(t, "certq", "certq.example.com", func(c *controlplane.ACMEConfig) {
+		c.OrderBurst, c.OrderEvery = 1, 2*time.Second
+	})
+	ctx := context.Background()
+	e.waitCert(t, "certq.example.com", "issued", issuedState)
+	const addon = "addon-certq.example.org"
+	if _, err := e.s.Admin.AddDomain(ctx, e.acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, addon, "issued after a deferral", issuedState)
+	if !hasEvent(c, "deferred", "order rate of node n1") {
+		t.Fatalf("no deferral: %+v", c.Status.Events)
+	}
 }
