@@ -1209,7 +1209,7 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 	if err != nil {
 		return err
 	}
-	if c.Deleting && c.Auto && !s.NoAutoCertificate && c.Account == a.ID && c.Node == a.Node {
+	if c.Deleting && c.SiteRemoved && c.Auto && !s.NoAutoCertificate && c.Account == a.ID && c.Node == a.Node {
 		// The site was removed and added again: cancel the removal
 		// rather than let it take the new site's certificate off the
 		// node. A certificate of another account (or node) is forgotten
@@ -1238,10 +1238,10 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 // back.
 func (cc *certController) undelete(ctx context.Context, id string, want []string, mail bool) error {
 	_, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
-		if !c.Deleting {
+		if !c.Deleting || !c.SiteRemoved {
 			return nil, store.ErrUnchanged
 		}
-		c.Deleting = false
+		c.Deleting, c.SiteRemoved = false, false
 		c.Domains, c.Mail = slices.Clone(want), mail
 		c.Generation++
 		c.AddEvent(time.Now(), "restored", "the site "+id+" is back: deletion cancelled")
@@ -1262,7 +1262,7 @@ func (cc *certController) markDeleting(ctx context.Context, id, why string) erro
 		if c.Deleting {
 			return nil, store.ErrUnchanged
 		}
-		c.Deleting = true
+		c.Deleting, c.SiteRemoved = true, true
 		c.Generation++
 		c.AddEvent(time.Now(), "deleting", why)
 		return nil, nil

@@ -94,6 +94,10 @@ type Certificate struct {
 	// Node (RemoveCertificateAction), then to delete the record. The API
 	// sets it and bumps Generation (deleteCertificate).
 	Deleting bool `json:"deleting,omitempty"`
+	// SiteRemoved: the deletion is the controller's, because the site
+	// was removed; it is cancelled if the site comes back before the
+	// record is gone. A deletion asked for by a user never is.
+	SiteRemoved bool `json:"siteRemoved,omitempty"`
 
 	Generation int64     `json:"generation"`
 	CreatedAt  time.Time `json:"createdAt"`
