@@ -73,7 +73,11 @@ type certEntry struct {
 	pending           bool
 	autoRenew, custom bool
 	waitingNames      bool // pending, its names not resolving yet
-	deleting, auto    bool
+	// partial: the served certificate leaves out names (missingNames),
+	// ordered again from partialRetryAt or on a zone event.
+	partial        bool
+	partialRetryAt time.Time
+	deleting, auto bool
 }
 
 func entryOf(c *store.Certificate) *certEntry {
@@ -85,6 +89,7 @@ func entryOf(c *store.Certificate) *certEntry {
 		pending: c.Generation > st.ObservedGeneration || c.Deleting || (c.Revoke && st.State != store.CertRevoked),
 	}
 	e.waitingNames = e.pending && !e.inFlight && st.Failures == 0 && !st.NextAttempt.IsZero()
+	e.partial, e.partialRetryAt = missingNames(c), st.PartialRetryAt
 	return e
 }
 
@@ -158,7 +163,7 @@ func (x *certIndex) waitingIn(zone string) []string {
 	defer x.mu.RUnlock()
 	var out []string
 	for id, e := range x.m {
-		if !e.waitingNames {
+		if !e.waitingNames && !(e.partial && !e.inFlight) {
 			continue
 		}
 		for _, d := range e.domains {
@@ -604,6 +609,7 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		return false
 	}
 	gen := st.TaskGeneration
+	partial := st.PartialOrders
 	st.TaskID, st.TaskGeneration = "", 0
 	var res *agentpb.CertificateResult
 	err := t.Err()
@@ -674,6 +680,13 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 	st.State = store.CertIssued
 	st.ObservedGeneration = max(st.ObservedGeneration, gen)
 	st.Failures, st.NextAttempt, st.LastError = 0, time.Time{}, ""
+	st.PartialOrders, st.PartialRetryAt = 0, time.Time{}
+	if t.Action == actionIssueCert && missingNames(c) {
+		// Names left out: ordered again later, backing off so that a
+		// name that keeps failing validation does not loop.
+		st.PartialOrders = partial + 1
+		st.PartialRetryAt = now.Add(retryDelay(st.PartialOrders, cc.retryBase, cc.retryMax))
+	}
 	kind := "issued"
 	if t.Action == actionInstallCert {
 		kind = "installed"
@@ -867,6 +880,14 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 			}
 		}
 		waitFor(c, why, now)
+		return nil, nil
+	}
+	if c.Generation <= st.ObservedGeneration && missingNames(c) && (st.RenewAt.IsZero() || now.Before(st.RenewAt)) &&
+		!slices.ContainsFunc(names, func(n string) bool { return !slices.Contains(st.IssuedDomains, n) }) {
+		// A re-order for missing names, none of which can validate
+		// yet: the served certificate stays; looked at again on a zone
+		// event or after waitRecheck.
+		st.NextAttempt = maxTime(st.NextAttempt, now.Add(waitRecheck))
 		return nil, nil
 	}
 	action := &agentpb.IssueCertificateAction{Id: c.ID, Username: a.Username, Site: c.ID, Domains: names}

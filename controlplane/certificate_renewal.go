@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -139,6 +140,19 @@ func nextCertStep(c *store.Certificate, now time.Time) certPlan {
 		}
 		return wait(stepIssue)
 	}
+	if missingNames(c) && !expired && (st.RenewAt.IsZero() || now.Before(st.RenewAt)) {
+		// Names left out of the served certificate: ordered again once
+		// the partial backoff (and any failure's) has passed; issueTask
+		// sends nothing unless a missing name can validate now.
+		at := st.PartialRetryAt
+		if st.Failures > 0 {
+			at = maxTime(at, st.NextAttempt)
+		}
+		if now.Before(at) {
+			return certPlan{step: stepWait, at: at}
+		}
+		return certPlan{step: stepIssue}
+	}
 	if c.Custom || !c.AutoRenew || st.RenewAt.IsZero() || st.ChainPEM == "" {
 		if expired {
 			return certPlan{step: stepNone, expired: true}
@@ -197,6 +211,9 @@ func (e *certEntry) dueAt() time.Time {
 	if e.autoRenew && !e.custom {
 		earliest(maxTime(e.renewAt, e.nextAttempt))
 	}
+	if e.partial {
+		earliest(maxTime(e.partialRetryAt, e.nextAttempt))
+	}
 	if e.state == store.CertIssued || e.state == store.CertRenewing {
 		earliest(e.notAfter)
 	}
@@ -232,4 +249,19 @@ func (b *orderBucket) take(now time.Time, burst int, every time.Duration) (bool,
 		return true, time.Time{}
 	}
 	return false, b.last.Add(time.Duration((1 - b.tokens) * float64(every)))
+}
+
+// missingNames reports whether c's served, ordered certificate leaves out
+// some of the names wanted.
+func missingNames(c *store.Certificate) bool {
+	st := &c.Status
+	if c.Custom || c.Revoke || c.Deleting || st.ChainPEM == "" || len(st.IssuedDomains) == 0 || (st.State != store.CertIssued && st.State != store.CertRenewing) {
+		return false
+	}
+	for _, d := range c.Domains {
+		if !slices.Contains(st.IssuedDomains, d) {
+			return true
+		}
+	}
+	return false
 }

@@ -123,6 +123,18 @@ func TestCertNextStep(t *testing.T) {
 		{"revoke", issued(func(c *store.Certificate) { c.Revoke, c.Generation = true, 2 }), stepRevoke, time.Time{}, false},
 		{"revoked", issued(func(c *store.Certificate) { c.Revoke, c.Status.State = true, store.CertRevoked }), stepNone, time.Time{}, false},
 		{"deleting", issued(func(c *store.Certificate) { c.Deleting, c.Generation = true, 2 }), stepRemove, time.Time{}, false},
+		{"names missing, backing off", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(time.Hour)
+		}), stepWait, now.Add(time.Hour), false},
+		{"names missing, due", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(-time.Minute)
+			c.Status.NextAttempt = now.Add(5 * time.Minute) // a recheck only: a zone event may wake it
+		}), stepIssue, time.Time{}, false},
+		{"names missing, failed re-order backs off", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(-time.Minute)
+			c.Status.Failures, c.Status.NextAttempt = 1, now.Add(2*time.Hour)
+		}), stepWait, now.Add(2 * time.Hour), false},
+		{"names covered", issued(func(c *store.Certificate) { c.Status.IssuedDomains = []string{"a.example"} }), stepWait, now.Add(20 * day), false},
 		{"waiting for names", &store.Certificate{Generation: 1, Status: store.CertStatus{State: store.CertPending, LastError: "x", NextAttempt: now.Add(time.Hour)}}, stepIssue, time.Time{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -769,3 +769,44 @@ func TestCertOrderPacing(t *testing.T) {
 		t.Fatalf("no deferral: %+v", c.Status.Events)
 	}
 }
+
+// TestCertMissingNameRetried: a name left out of an order (it did not
+// resolve) is ordered again, without a new generation, once its zone
+// serves it; the served certificate stays until that order succeeds.
+func TestCertMissingNameRetried(t *testing.T) {
+	e := startCertEnv(t, "certl", "certl.example.com")
+	ctx := context.Background()
+	const id = "certl.example.com"
+	const later = "later.certl.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	e.change(t, id, func(c *store.Certificate) {
+		c.Auto = false
+		c.Domains = append(c.Domains, later)
+	})
+	c := e.waitCert(t, id, "issued without the name", func(c *store.Certificate) bool {
+		return issuedState(c) && c.Generation == 2 && hasEvent(c, "skipped", later)
+	})
+	if slices.Contains(c.Status.IssuedDomains, later) || c.Status.PartialOrders != 1 {
+		t.Fatalf("partial issue: %+v", c.Status)
+	}
+	// Past the partial backoff (RetryBase), nothing new resolves: no
+	// order, the served certificate stays.
+	orders := len(e.node.tasks("issue_certificate"))
+	time.Sleep(2 * time.Second)
+	if n := len(e.node.tasks("issue_certificate")); n != orders {
+		t.Fatalf("%d orders while no missing name resolves, want %d", n, orders)
+	}
+	if _, err := e.st.UpdateZone(ctx, id, func(z *store.Zone) error {
+		z.Records = append(z.Records, store.ZoneRecord{Name: later + ".", Type: "A", Content: "127.0.0.1", TTL: 300})
+		z.Generation++
+		return nil
+	}, store.NewAuditEvent("test", "", "zone", id, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	c = e.waitCert(t, id, "re-ordered with the name", func(c *store.Certificate) bool {
+		return issuedState(c) && slices.Contains(c.Status.IssuedDomains, later)
+	})
+	if c.Generation != 2 || c.Status.PartialOrders != 0 || len(e.node.tasks("issue_certificate")) != orders+1 {
+		t.Fatalf("re-order: generation %d partial %d, %d orders (had %d)", c.Generation, c.Status.PartialOrders, len(e.node.tasks("issue_certificate")), orders)
+	}
+}

@@ -137,6 +137,13 @@ type CertStatus struct {
 	// died mid-order.
 	Challenges []CertChallengeRecord `json:"challenges,omitempty"`
 
+	// PartialOrders counts the orders in a row that issued without some
+	// of Domains (left out, or failed validation); the missing names are
+	// ordered again from PartialRetryAt (a backoff), when one of them can
+	// validate. Zero once the served certificate covers every name.
+	PartialOrders  int       `json:"partialOrders,omitempty"`
+	PartialRetryAt time.Time `json:"partialRetryAt,omitzero"`
+
 	// The task in flight, if any (one at most).
 	TaskID         string `json:"taskId,omitempty"`
 	TaskGeneration int64  `json:"taskGeneration,omitempty"`
