@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,9 @@ const (
 	certWorkers    = 4
 	keyCertSweep   = "#sweep"
 	certAccountPfx = "acct:"
+	// inFlightSweeps: every so many sweeps the certificates with a task
+	// in flight are looked at as well (a lost task).
+	inFlightSweeps = 10
 	// maxCNAMEHops bounds a name's CNAME chain in our zone data.
 	maxCNAMEHops = 8
 )
@@ -144,6 +148,19 @@ func (x *certIndex) ofAccount(account string) []string {
 	return out
 }
 
+// inFlight returns the ids of the certificates with a task in flight.
+func (x *certIndex) inFlight() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if e.inFlight {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // onNode returns the ids of the certificates on node.
 func (x *certIndex) onNode(node string) []string {
 	x.mu.RLock()
@@ -191,6 +208,8 @@ type certController struct {
 	eabHMAC []byte
 
 	sweep, retryBase, retryMax time.Duration
+
+	sweeps atomic.Int64
 
 	// orders paces ACME orders per node (orderBucket).
 	ordersMu   sync.Mutex
@@ -366,6 +385,12 @@ func (cc *certController) sync(ctx context.Context, key string) error {
 	case key == keyCertSweep:
 		for _, id := range cc.index.due(time.Now()) {
 			cc.ctl.Enqueue(id)
+		}
+		// Now and then, the certificates with a task in flight too: a
+		// node removed while no replica led sent no event, and syncCert
+		// finds such a task lost.
+		if cc.sweeps.Add(1)%inFlightSweeps == 0 {
+			cc.ctl.Enqueue(cc.index.inFlight()...)
 		}
 		return nil
 	case strings.HasPrefix(key, certAccountPfx):
