@@ -26,6 +26,12 @@ type ACMEConfig struct {
 	RenewSweep time.Duration
 	RetryBase  time.Duration
 	RetryMax   time.Duration
+	// OrderBurst and OrderEvery pace the orders sent to each node (a
+	// token bucket: OrderBurst at once, then one per OrderEvery; 10 and
+	// 30s), so that a bulk import or a renewal wave stays under the CA's
+	// rate limits; an order over the budget is deferred.
+	OrderBurst int
+	OrderEvery time.Duration
 }
 
 // LetsEncryptDirectory is the default ACME directory.

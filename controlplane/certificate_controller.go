@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,9 @@ const (
 	certWorkers    = 4
 	keyCertSweep   = "#sweep"
 	certAccountPfx = "acct:"
+	// inFlightSweeps: every so many sweeps the certificates with a task
+	// in flight are looked at as well (a lost task).
+	inFlightSweeps = 10
 	// maxCNAMEHops bounds a name's CNAME chain in our zone data.
 	maxCNAMEHops = 8
 )
@@ -73,7 +77,11 @@ type certEntry struct {
 	pending           bool
 	autoRenew, custom bool
 	waitingNames      bool // pending, its names not resolving yet
-	deleting, auto    bool
+	// partial: the served certificate leaves out names (missingNames),
+	// ordered again from partialRetryAt or on a zone event.
+	partial        bool
+	partialRetryAt time.Time
+	deleting, auto bool
 }
 
 func entryOf(c *store.Certificate) *certEntry {
@@ -85,6 +93,7 @@ func entryOf(c *store.Certificate) *certEntry {
 		pending: c.Generation > st.ObservedGeneration || c.Deleting || (c.Revoke && st.State != store.CertRevoked),
 	}
 	e.waitingNames = e.pending && !e.inFlight && st.Failures == 0 && !st.NextAttempt.IsZero()
+	e.partial, e.partialRetryAt = missingNames(c), st.PartialRetryAt
 	return e
 }
 
@@ -139,13 +148,39 @@ func (x *certIndex) ofAccount(account string) []string {
 	return out
 }
 
+// inFlight returns the ids of the certificates with a task in flight.
+func (x *certIndex) inFlight() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if e.inFlight {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// onNode returns the ids of the certificates on node.
+func (x *certIndex) onNode(node string) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.m {
+		if e.node == node {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // waitingIn returns the certificates waiting for a name inside zone.
 func (x *certIndex) waitingIn(zone string) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var out []string
 	for id, e := range x.m {
-		if !e.waitingNames {
+		if !e.waitingNames && !(e.partial && !e.inFlight) {
 			continue
 		}
 		for _, d := range e.domains {
@@ -174,6 +209,14 @@ type certController struct {
 
 	sweep, retryBase, retryMax time.Duration
 
+	sweeps atomic.Int64
+
+	// orders paces ACME orders per node (orderBucket).
+	ordersMu   sync.Mutex
+	orders     map[string]*orderBucket
+	orderBurst int
+	orderEvery time.Duration
+
 	// accounts remembers, per account, the fingerprint of what its
 	// automatic certificates depend on, so that the account controller's
 	// many status writes do not each queue the account.
@@ -186,7 +229,14 @@ type certController struct {
 func newCertController(s *Server) (*certController, error) {
 	cfg := s.cfg.ACME
 	cc := &certController{s: s, st: s.store, index: &certIndex{m: map[string]*certEntry{}}, accounts: map[string]uint64{},
-		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax}
+		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
+		orders: map[string]*orderBucket{}, orderBurst: cfg.OrderBurst, orderEvery: cfg.OrderEvery}
+	if cc.orderBurst <= 0 {
+		cc.orderBurst = defaultOrderBurst
+	}
+	if cc.orderEvery <= 0 {
+		cc.orderEvery = defaultOrderEvery
+	}
 	if cc.sweep <= 0 {
 		cc.sweep = defaultRenewSweep
 	}
@@ -215,6 +265,7 @@ func newCertController(s *Server) (*certController, error) {
 			{Kind: store.KindAccounts, Handle: cc.accountEvent},
 			{Kind: store.KindMailChanges, Handle: certMailChange},
 			{Kind: store.KindZones, Handle: cc.zoneEvent},
+			{Kind: store.KindNodes, Handle: cc.nodeEvent},
 		},
 		Ticks:   []controller.Tick{{Key: keyCertSweep, Every: cc.sweep}},
 		Sync:    cc.sync,
@@ -242,8 +293,10 @@ func (cc *certController) Run(ctx context.Context) {
 // sweep brings the certificate back.
 func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
 	if ev.Deleted {
+		// syncCert finds it gone and queues the domain's owner, whose
+		// automatic certificate may have waited for this one to go.
 		cc.index.drop(ev.Name)
-		return ev.Name, false, false
+		return ev.Name, true, false
 	}
 	c, err := store.DecodeCertificate(ev)
 	if err != nil {
@@ -311,6 +364,16 @@ func (cc *certController) zoneEvent(ev store.Event) (string, bool, bool) {
 	return "", false, false
 }
 
+// nodeEvent queues the certificates of a removed node: their tasks in
+// flight went with its queue, and a deletion has nothing left to remove.
+func (cc *certController) nodeEvent(ev store.Event) (string, bool, bool) {
+	if !ev.Deleted {
+		return "", false, false
+	}
+	cc.ctl.Enqueue(cc.index.onNode(ev.Name)...)
+	return "", false, false
+}
+
 func zoneApplied(z *store.Zone) bool {
 	return !z.Deleted && z.AppliedGeneration > 0 && z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed
 }
@@ -322,6 +385,12 @@ func (cc *certController) sync(ctx context.Context, key string) error {
 	case key == keyCertSweep:
 		for _, id := range cc.index.due(time.Now()) {
 			cc.ctl.Enqueue(id)
+		}
+		// Now and then, the certificates with a task in flight too: a
+		// node removed while no replica led sent no event, and syncCert
+		// finds such a task lost.
+		if cc.sweeps.Add(1)%inFlightSweeps == 0 {
+			cc.ctl.Enqueue(cc.index.inFlight()...)
 		}
 		return nil
 	case strings.HasPrefix(key, certAccountPfx):
@@ -344,8 +413,7 @@ func lostTask(id string) *store.Task {
 func (cc *certController) syncCert(ctx context.Context, id string) error {
 	c, err := cc.st.GetCertificate(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		cc.index.drop(id)
-		return nil
+		return cc.gone(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -364,6 +432,36 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			return err
 		default:
 			finished[tid] = t
+		}
+	}
+	// A removed node takes its queue with it: a task still PENDING there
+	// is never answered and has no done notice, so it is taken for lost
+	// here (failed, retried by the backoff) instead of holding the
+	// certificate in flight for ever.
+	nodeGone := false
+	if c.Node != "" {
+		if _, err := cc.st.GetNode(ctx, c.Node); errors.Is(err, store.ErrNotFound) {
+			nodeGone = true
+		} else if err != nil {
+			return err
+		}
+	}
+	if tid := c.Status.TaskID; tid != "" && finished[tid] == nil {
+		lost := nodeGone
+		if !lost {
+			if lost, err = cc.st.TaskLost(ctx, tid); err != nil {
+				return err
+			}
+		}
+		if lost {
+			finished[tid] = lostTask(tid)
+		}
+	}
+	if len(c.Status.Challenges) > 0 && (c.Status.TaskID == "" || finished[c.Status.TaskID] != nil) {
+		// The order is over: what its agent published and did not
+		// withdraw (it died mid-order, or the order was lost) goes now.
+		if err := cc.withdrawChallenges(ctx, c); err != nil {
+			return err
 		}
 	}
 	a, _, err := cc.st.GetAccount(ctx, c.Account)
@@ -390,8 +488,26 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			if c.Node != "" {
 				c.Generation++
 			}
+			if st := &c.Status; st.ChainPEM != "" {
+				// The key and chain stay on the old node: the new one
+				// serves a self-signed certificate until it orders.
+				c.AddEvent(now, "unserved", "serial "+st.Serial+" stays on node "+c.Node)
+				clearServed(c)
+			}
 			c.Node = a.Node
 			c.AddEvent(now, "placed", "the site is served by "+a.Node)
+		}
+		if nodeGone && c.Deleting {
+			return nil, errForget // nothing is left on a removed node to take off
+		}
+		if nodeGone && c.Node == a.Node {
+			waitFor(c, "node "+c.Node+" was removed", now)
+			plan = certPlan{step: stepWait, at: c.Status.NextAttempt}
+			events = newEvents(old, c.Status.Events)
+			if mustJSON(c) == before {
+				return nil, store.ErrUnchanged
+			}
+			return nil, nil
 		}
 		takeRequest(c)
 		plan = nextCertStep(c, now)
@@ -415,9 +531,14 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	if errors.Is(err, errForget) {
 		return cc.forget(ctx, id, "removed from node "+c.Node)
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		cc.index.drop(id)
+	if errors.Is(err, store.ErrNoNode) {
+		// The node went between the look above and the write: the next
+		// sync sees it gone (waits, or forgets a deletion).
+		cc.ctl.EnqueueAfter(id, time.Second)
 		return nil
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return cc.gone(ctx, id)
 	}
 	if err != nil {
 		return err
@@ -468,13 +589,39 @@ func auditResult(ev store.CertEvent) string {
 	return "ok: " + ev.Message
 }
 
-// forget deletes a certificate's record.
+// forget deletes a certificate's record, after withdrawing its challenge
+// records.
 func (cc *certController) forget(ctx context.Context, id, why string) error {
-	err := cc.st.DeleteCertificate(ctx, id, store.NewAuditEvent("system", cc.s.id, "certificate.deleted", id, "ok: "+why))
+	c, err := cc.st.GetCertificate(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	if c != nil && len(c.Status.Challenges) > 0 {
+		if err := cc.withdrawChallenges(ctx, c); err != nil {
+			return err
+		}
+	}
+	err = cc.st.DeleteCertificate(ctx, id, store.NewAuditEvent("system", cc.s.id, "certificate.deleted", id, "ok: "+why))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return cc.gone(ctx, id)
+}
+
+// gone drops a certificate whose record is deleted and queues the account
+// that owns its domain now: a site re-added (to the same or another
+// account) while the old record was being removed gets its automatic
+// certificate only once that record is gone.
+func (cc *certController) gone(ctx context.Context, id string) error {
 	cc.index.drop(id)
+	owner, err := cc.st.AccountIDByDomain(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cc.ctl.Enqueue(certAccountKey(owner))
 	return nil
 }
 
@@ -487,6 +634,7 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		return false
 	}
 	gen := st.TaskGeneration
+	partial := st.PartialOrders
 	st.TaskID, st.TaskGeneration = "", 0
 	var res *agentpb.CertificateResult
 	err := t.Err()
@@ -518,13 +666,30 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 	}
 	switch t.Action {
 	case actionRemoveCert:
-		return true
+		if c.Deleting {
+			return true
+		}
+		// The deletion was cancelled (the site came back) after the
+		// removal was sent: the node serves nothing now, and the bumped
+		// generation orders it again.
+		if st.ChainPEM != "" {
+			c.AddEvent(now, "unserved", "serial "+st.Serial+" was removed from node "+t.Node+" before the deletion was cancelled")
+		}
+		clearServed(c)
+		return false
 	case actionRevokeCert:
 		st.State = store.CertRevoked
 		st.ObservedGeneration = max(st.ObservedGeneration, gen)
 		st.RenewAt, st.NextAttempt, st.Failures, st.LastError = time.Time{}, time.Time{}, 0, ""
-		c.AutoRenew = false
+		if c.Revoke && gen == c.Generation {
+			// Not when the certificate was asked for again meanwhile.
+			c.AutoRenew = false
+		}
 		c.AddEvent(now, "revoked", "serial "+st.Serial+" revoked; the site serves a self-signed certificate")
+		// The revoked chain is not served any more: a later failed order
+		// must not bring it back as ISSUED.
+		clearServed(c)
+		st.State = store.CertRevoked
 		return false
 	}
 	st.ChainPEM = string(res.GetChainPem())
@@ -540,6 +705,13 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 	st.State = store.CertIssued
 	st.ObservedGeneration = max(st.ObservedGeneration, gen)
 	st.Failures, st.NextAttempt, st.LastError = 0, time.Time{}, ""
+	st.PartialOrders, st.PartialRetryAt = 0, time.Time{}
+	if t.Action == actionIssueCert && missingNames(c) {
+		// Names left out: ordered again later, backing off so that a
+		// name that keeps failing validation does not loop.
+		st.PartialOrders = partial + 1
+		st.PartialRetryAt = now.Add(retryDelay(st.PartialOrders, cc.retryBase, cc.retryMax))
+	}
 	kind := "issued"
 	if t.Action == actionInstallCert {
 		kind = "installed"
@@ -556,6 +728,67 @@ func (cc *certController) record(c *store.Certificate, finished map[string]*stor
 		c.AddEvent(now, "served", "reloaded "+strings.Join(res.GetReloaded(), ", "))
 	}
 	return false
+}
+
+// withdrawChallenges removes every DNS-01 value c's status still records
+// from its zone, and from the status in the same transaction. A value
+// whose zone is gone (or another account's now) only leaves the status.
+func (cc *certController) withdrawChallenges(ctx context.Context, c *store.Certificate) error {
+	zones := &zoneWriter{store: cc.st, views: &cc.s.dnsViews, ctl: &cc.s.zoneCtl}
+	for _, ch := range c.Status.Challenges {
+		forgetIt := func(b *store.Batch) error {
+			cur, rev, err := cc.st.GetCertificateRev(ctx, c.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Status.SetChallenge(ch.FQDN, ch.Value, true) {
+				b.PutCertificate(cur, rev)
+			}
+			return nil
+		}
+		ev := store.NewAuditEvent("system", cc.s.id, "certificate.withdrawChallenge", c.ID+"/"+ch.FQDN, "ok: left by the order")
+		z, err := cc.zoneOf(ctx, strings.TrimPrefix(ch.FQDN, acmeChallengeLabel))
+		if err != nil {
+			return err
+		}
+		if z != nil && z.Account == c.Account {
+			rec, verr := dnszone.ValidateRecord(z.Name, dnszone.Record{Name: ch.FQDN + ".", Type: dnszone.TypeTXT, Content: ch.Value}, dnszone.DefaultTTL)
+			if verr == nil {
+				_, err = zones.ChangeZoneWith(ctx, z.Name, ev, func(z *store.Zone) error {
+					return replaceTXT(z, ch.FQDN+".", "", func(cur string) bool { return cur == rec.Content })
+				}, forgetIt)
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, errTXTUnchanged) && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+					return fmt.Errorf("withdraw %s: %w", ch.FQDN, err)
+				}
+			}
+		}
+		// Not in the zone (any more): only the status keeps it.
+		if _, err := cc.st.UpdateCertificate(ctx, c.ID, func(cur *store.Certificate) ([]*store.CertTask, error) {
+			if !cur.Status.SetChallenge(ch.FQDN, ch.Value, true) {
+				return nil, store.ErrUnchanged
+			}
+			return nil, nil
+		}, store.AuditEvent{}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// clearServed forgets the served certificate of c: it was revoked or is
+// no longer on the node that serves the site. A later failed order then
+// leaves c PENDING or FAILED, never ISSUED with a chain nobody serves.
+func clearServed(c *store.Certificate) {
+	st := &c.Status
+	st.ChainPEM, st.Serial, st.Issuer = "", "", ""
+	st.NotBefore, st.NotAfter, st.RenewAt = time.Time{}, time.Time{}, time.Time{}
+	st.IssuedDomains = nil
+	if st.State == store.CertIssued || st.State == store.CertRenewing || st.State == store.CertExpired {
+		st.State = store.CertPending
+	}
 }
 
 func (cc *certController) countAttempt(action string, err error) {
@@ -590,7 +823,9 @@ func (cc *certController) step(ctx context.Context, c *store.Certificate, a *sto
 			return nil, nil
 		}
 		if cc.acme == nil {
-			return nil, errors.New("revoke: no ACME server is configured (--acme-directory)")
+			// Visible and patient, not an error retried at once.
+			waitFor(c, "cannot revoke: no ACME server is configured (--acme-directory)", now)
+			return nil, nil
 		}
 		acme, err := cc.acmeFor(ctx, c.Node)
 		if err != nil {
@@ -628,9 +863,9 @@ func waitFor(c *store.Certificate, why string, now time.Time) {
 		c.AddEvent(now, "waiting", why)
 	}
 	st.LastError = why
-	if st.Failures == 0 {
-		st.NextAttempt = now.Add(waitRecheck)
-	}
+	// Always, failures or not: a backoff's NextAttempt that passed
+	// would make the certificate due on every sweep while it waits.
+	st.NextAttempt = maxTime(st.NextAttempt, now.Add(waitRecheck))
 }
 
 // issueTask builds the order of c's names that can validate, or leaves c
@@ -672,6 +907,14 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		waitFor(c, why, now)
 		return nil, nil
 	}
+	if c.Generation <= st.ObservedGeneration && missingNames(c) && (st.RenewAt.IsZero() || now.Before(st.RenewAt)) &&
+		!slices.ContainsFunc(names, func(n string) bool { return !slices.Contains(st.IssuedDomains, n) }) {
+		// A re-order for missing names, none of which can validate
+		// yet: the served certificate stays; looked at again on a zone
+		// event or after waitRecheck.
+		st.NextAttempt = maxTime(st.NextAttempt, now.Add(waitRecheck))
+		return nil, nil
+	}
 	action := &agentpb.IssueCertificateAction{Id: c.ID, Username: a.Username, Site: c.ID, Domains: names}
 	switch c.Challenge {
 	case store.ChallengeDNS01:
@@ -694,6 +937,15 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 	if action.Acme, err = cc.acmeFor(ctx, c.Node); err != nil {
 		return nil, err
 	}
+	if ok, at := cc.takeOrder(c.Node, now); !ok {
+		// Over the node's order budget: deferred, not failed.
+		st.NextAttempt = maxTime(st.NextAttempt, at)
+		msg := "deferred: order rate of node " + c.Node
+		if ev := st.Events; len(ev) == 0 || ev[len(ev)-1].Kind != "deferred" {
+			c.AddEvent(now, "deferred", msg+" (next at "+at.Format(time.RFC3339)+")")
+		}
+		return nil, nil
+	}
 	kind := "ordering"
 	if st.ChainPEM != "" && st.State != store.CertExpired {
 		st.State = store.CertRenewing
@@ -709,6 +961,19 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		c.AddEvent(now, "skipped", "skipped "+s.name+": "+s.why)
 	}
 	return &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_IssueCertificate{IssueCertificate: action}}, nil
+}
+
+// takeOrder spends one of node's order tokens at now, or reports when the
+// next one is there.
+func (cc *certController) takeOrder(node string, now time.Time) (bool, time.Time) {
+	cc.ordersMu.Lock()
+	defer cc.ordersMu.Unlock()
+	b := cc.orders[node]
+	if b == nil {
+		b = &orderBucket{}
+		cc.orders[node] = b
+	}
+	return b.take(now, cc.orderBurst, cc.orderEvery)
 }
 
 // readACME reads the ACME configuration's files.
@@ -990,6 +1255,13 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 	if err != nil {
 		return err
 	}
+	if c.Deleting && c.SiteRemoved && c.Auto && !s.NoAutoCertificate && c.Account == a.ID && c.Node == a.Node {
+		// The site was removed and added again: cancel the removal
+		// rather than let it take the new site's certificate off the
+		// node. A certificate of another account (or node) is forgotten
+		// once its removal is done, which queues this account again.
+		return cc.undelete(ctx, c.ID, want, mail)
+	}
 	if c.Account != a.ID || !c.Auto || c.Deleting || c.Revoke || (slices.Equal(c.Domains, want) && c.Mail == mail) {
 		return nil
 	}
@@ -1008,13 +1280,35 @@ func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s st
 	return err
 }
 
+// undelete cancels the deletion of an automatic certificate whose site is
+// back.
+func (cc *certController) undelete(ctx context.Context, id string, want []string, mail bool) error {
+	_, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if !c.Deleting || !c.SiteRemoved {
+			return nil, store.ErrUnchanged
+		}
+		c.Deleting, c.SiteRemoved = false, false
+		c.Domains, c.Mail = slices.Clone(want), mail
+		c.Generation++
+		c.AddEvent(time.Now(), "restored", "the site "+id+" is back: deletion cancelled")
+		return nil, nil
+	}, store.NewAuditEvent("system", cc.s.id, "certificate.restored", id, "ok"))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err == nil {
+		cc.ctl.Enqueue(id)
+	}
+	return err
+}
+
 // markDeleting asks for a certificate's removal from its node.
 func (cc *certController) markDeleting(ctx context.Context, id, why string) error {
 	_, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
 		if c.Deleting {
 			return nil, store.ErrUnchanged
 		}
-		c.Deleting = true
+		c.Deleting, c.SiteRemoved = true, true
 		c.Generation++
 		c.AddEvent(time.Now(), "deleting", why)
 		return nil, nil

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -24,6 +25,8 @@ const (
 	defaultRenewSweep = time.Minute
 	defaultRetryBase  = 5 * time.Minute
 	defaultRetryMax   = 24 * time.Hour
+	defaultOrderBurst = 10
+	defaultOrderEvery = 30 * time.Second
 	// waitRecheck is how often a certificate whose names do not resolve
 	// yet is looked at again without a zone event saying so.
 	waitRecheck = 10 * time.Minute
@@ -137,6 +140,19 @@ func nextCertStep(c *store.Certificate, now time.Time) certPlan {
 		}
 		return wait(stepIssue)
 	}
+	if missingNames(c) && !expired && (st.RenewAt.IsZero() || now.Before(st.RenewAt)) {
+		// Names left out of the served certificate: ordered again once
+		// the partial backoff (and any failure's) has passed; issueTask
+		// sends nothing unless a missing name can validate now.
+		at := st.PartialRetryAt
+		if st.Failures > 0 {
+			at = maxTime(at, st.NextAttempt)
+		}
+		if now.Before(at) {
+			return certPlan{step: stepWait, at: at}
+		}
+		return certPlan{step: stepIssue}
+	}
 	if c.Custom || !c.AutoRenew || st.RenewAt.IsZero() || st.ChainPEM == "" {
 		if expired {
 			return certPlan{step: stepNone, expired: true}
@@ -195,6 +211,9 @@ func (e *certEntry) dueAt() time.Time {
 	if e.autoRenew && !e.custom {
 		earliest(maxTime(e.renewAt, e.nextAttempt))
 	}
+	if e.partial {
+		earliest(maxTime(e.partialRetryAt, e.nextAttempt))
+	}
 	if e.state == store.CertIssued || e.state == store.CertRenewing {
 		earliest(e.notAfter)
 	}
@@ -206,4 +225,43 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// orderBucket paces one node's ACME orders: up to burst at once, then one
+// per every.
+type orderBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take spends a token at now if there is one; otherwise it reports when
+// the next one is there.
+func (b *orderBucket) take(now time.Time, burst int, every time.Duration) (bool, time.Time) {
+	if b.last.IsZero() {
+		b.tokens, b.last = float64(burst), now
+	}
+	if now.After(b.last) {
+		b.tokens = min(float64(burst), b.tokens+float64(now.Sub(b.last))/float64(every))
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, time.Time{}
+	}
+	return false, b.last.Add(time.Duration((1 - b.tokens) * float64(every)))
+}
+
+// missingNames reports whether c's served, ordered certificate leaves out
+// some of the names wanted.
+func missingNames(c *store.Certificate) bool {
+	st := &c.Status
+	if c.Custom || c.Revoke || c.Deleting || st.ChainPEM == "" || len(st.IssuedDomains) == 0 || (st.State != store.CertIssued && st.State != store.CertRenewing) {
+		return false
+	}
+	for _, d := range c.Domains {
+		if !slices.Contains(st.IssuedDomains, d) {
+			return true
+		}
+	}
+	return false
 }

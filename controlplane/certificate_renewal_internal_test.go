@@ -123,6 +123,18 @@ func TestCertNextStep(t *testing.T) {
 		{"revoke", issued(func(c *store.Certificate) { c.Revoke, c.Generation = true, 2 }), stepRevoke, time.Time{}, false},
 		{"revoked", issued(func(c *store.Certificate) { c.Revoke, c.Status.State = true, store.CertRevoked }), stepNone, time.Time{}, false},
 		{"deleting", issued(func(c *store.Certificate) { c.Deleting, c.Generation = true, 2 }), stepRemove, time.Time{}, false},
+		{"names missing, backing off", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(time.Hour)
+		}), stepWait, now.Add(time.Hour), false},
+		{"names missing, due", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(-time.Minute)
+			c.Status.NextAttempt = now.Add(5 * time.Minute) // a recheck only: a zone event may wake it
+		}), stepIssue, time.Time{}, false},
+		{"names missing, failed re-order backs off", issued(func(c *store.Certificate) {
+			c.Domains, c.Status.IssuedDomains, c.Status.PartialRetryAt = []string{"a.example", "www.a.example"}, []string{"a.example"}, now.Add(-time.Minute)
+			c.Status.Failures, c.Status.NextAttempt = 1, now.Add(2*time.Hour)
+		}), stepWait, now.Add(2 * time.Hour), false},
+		{"names covered", issued(func(c *store.Certificate) { c.Status.IssuedDomains = []string{"a.example"} }), stepWait, now.Add(20 * day), false},
 		{"waiting for names", &store.Certificate{Generation: 1, Status: store.CertStatus{State: store.CertPending, LastError: "x", NextAttempt: now.Add(time.Hour)}}, stepIssue, time.Time{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,5 +305,110 @@ func TestCertTakeRequest(t *testing.T) {
 	c = failed(func(c *store.Certificate) { c.Revoke, c.Status.TaskID = true, "T" })
 	if takeRequest(c) {
 		t.Fatal("took a revocation while a task is in flight")
+	}
+}
+
+// TestCertRecordRevoked: a revocation clears the served chain, so a later
+// failed order leaves the certificate FAILED, not ISSUED with the revoked
+// chain; a revoke result that arrives after the certificate was asked for
+// again does not switch its automatic renewal off.
+func TestCertRecordRevoked(t *testing.T) {
+	now := time.Now().UTC()
+	cc := &certController{s: &Server{}, retryBase: time.Minute, retryMax: time.Hour}
+	served := func() *store.Certificate {
+		return &store.Certificate{ID: "a.example", Node: "n1", AutoRenew: true, Revoke: true, Generation: 2,
+			Status: store.CertStatus{State: store.CertIssued, ChainPEM: "PEM", Serial: "ab", NotBefore: now.Add(-day), NotAfter: now.Add(80 * day),
+				IssuedDomains: []string{"a.example"}, TaskID: "R", TaskGeneration: 2}}
+	}
+	revoked := map[string]*store.Task{"R": {ID: "R", Action: actionRevokeCert, Status: store.TaskSucceeded}}
+
+	c := served()
+	cc.record(c, revoked, now)
+	st := c.Status
+	if st.State != store.CertRevoked || st.ChainPEM != "" || st.Serial != "" || !st.NotAfter.IsZero() || st.IssuedDomains != nil || c.AutoRenew {
+		t.Fatalf("revoked: autoRenew %t status %+v", c.AutoRenew, st)
+	}
+	if !slices.ContainsFunc(st.Events, func(ev store.CertEvent) bool {
+		return ev.Kind == "revoked" && ev.Message != "" && ev.Message[:9] == "serial ab"
+	}) {
+		t.Fatalf("the revoked serial is not in an event: %+v", st.Events)
+	}
+	// Ordered again, and that order fails.
+	c.Revoke, c.AutoRenew = false, true
+	c.Generation++
+	c.Status.TaskID, c.Status.TaskGeneration = "I", c.Generation
+	cc.record(c, map[string]*store.Task{"I": {ID: "I", Action: actionIssueCert, Status: store.TaskFailed, Error: "boom"}}, now)
+	if c.Status.State != store.CertFailed {
+		t.Fatalf("a failed order after a revocation: %s, want FAILED", c.Status.State)
+	}
+
+	// A late revoke result: the certificate was asked for again meanwhile.
+	c = served()
+	c.Revoke = false
+	c.Generation = 3
+	cc.record(c, revoked, now)
+	if !c.AutoRenew {
+		t.Fatal("a late revoke result switched automatic renewal off")
+	}
+}
+
+// TestCertWaitForAfterFailure: a certificate that waits after a failed
+// attempt is not due again before waitRecheck (its passed backoff does
+// not make it due on every sweep).
+func TestCertWaitForAfterFailure(t *testing.T) {
+	now := time.Now().UTC()
+	c := &store.Certificate{ID: "a.example", Generation: 2, Status: store.CertStatus{State: store.CertFailed, ObservedGeneration: 1,
+		Failures: 2, NextAttempt: now.Add(-time.Hour)}}
+	waitFor(c, "a.example: does not resolve", now)
+	if c.Status.NextAttempt.Before(now.Add(waitRecheck)) {
+		t.Fatalf("NextAttempt %s, want at least %s", c.Status.NextAttempt, now.Add(waitRecheck))
+	}
+	if at := entryOf(c).dueAt(); at.Before(now.Add(waitRecheck)) {
+		t.Fatalf("due at %s while waiting", at)
+	}
+	// A later backoff is kept.
+	c.Status.NextAttempt = now.Add(5 * time.Hour)
+	waitFor(c, "a.example: does not resolve", now)
+	if !c.Status.NextAttempt.Equal(now.Add(5 * time.Hour)) {
+		t.Fatalf("backoff shortened to %s", c.Status.NextAttempt)
+	}
+}
+
+// TestCertRevokeWithoutACME: with ordering off, a revocation waits with
+// its reason in lastError and an event instead of failing the sync.
+func TestCertRevokeWithoutACME(t *testing.T) {
+	now := time.Now().UTC()
+	cc := &certController{s: &Server{}}
+	c := &store.Certificate{ID: "a.example", Node: "n1", Revoke: true, Generation: 2,
+		Status: store.CertStatus{State: store.CertIssued, ChainPEM: "PEM", Serial: "ab", ObservedGeneration: 2}}
+	task, err := cc.step(t.Context(), c, &store.Account{}, certPlan{step: stepRevoke}, now)
+	if err != nil || task != nil {
+		t.Fatalf("step: task %v err %v", task, err)
+	}
+	if c.Status.LastError == "" || c.Status.NextAttempt.IsZero() || c.Status.Events[len(c.Status.Events)-1].Kind != "waiting" {
+		t.Fatalf("not visible: %+v", c.Status)
+	}
+}
+
+func TestCertOrderBucket(t *testing.T) {
+	now := time.Now()
+	var b orderBucket
+	for i := range 3 {
+		if ok, _ := b.take(now, 3, 30*time.Second); !ok {
+			t.Fatalf("order %d of the burst refused", i)
+		}
+	}
+	ok, at := b.take(now, 3, 30*time.Second)
+	if ok || !at.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("over the burst: ok %t next %s", ok, at.Sub(now))
+	}
+	if ok, _ := b.take(now.Add(29*time.Second), 3, 30*time.Second); ok {
+		t.Fatal("a token before its time")
+	}
+	if ok, _ := b.take(now.Add(30*time.Second), 3, 30*time.Second); !ok {
+		t.Fatal("no token after 30s")
+	}
+	if ok, _ := b.take(now.Add(31*time.Second), 3, 30*time.Second); ok {
+		t.Fatal("two tokens after 30s")
 	}
 }

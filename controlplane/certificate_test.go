@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"slices"
@@ -211,9 +212,19 @@ type certEnv struct {
 
 func startCertEnv(t *testing.T, username, domain string) *certEnv {
 	t.Helper()
+	return startCertEnvWith(t, username, domain, nil)
+}
+
+// startCertEnvWith is startCertEnv with the ACME configuration changed by
+// cfg.
+func startCertEnvWith(t *testing.T, username, domain string, cfg func(*controlplane.ACMEConfig)) *certEnv {
+	t.Helper()
 	s := testenv.StartServer(t, func(c *controlplane.Config) {
 		c.ACME = controlplane.ACMEConfig{DirectoryURL: "https://acme.test/dir", Email: "ops@example.net",
 			RenewSweep: 100 * time.Millisecond, RetryBase: 500 * time.Millisecond, RetryMax: 2 * time.Second}
+		if cfg != nil {
+			cfg(&c.ACME)
+		}
 	})
 	s.FakeNode(t, "n1", nil, 100, 100_000)
 	e := &certEnv{s: s, st: s.Store(), node: startFakeCertNode(t, s, "n1")}
@@ -443,9 +454,11 @@ func TestCertRevokeAndDelete(t *testing.T) {
 	}
 
 	e.change(t, id, func(c *store.Certificate) { c.Deleting = true })
+	// Deleted; the site (still without NoAutoCertificate, which the API
+	// would set) may get a new automatic one at once.
 	testenv.WaitFor(t, 20*time.Second, "record deleted", func() bool {
-		_, err := e.st.GetCertificate(ctx, id)
-		return err != nil
+		c, err := e.st.GetCertificate(ctx, id)
+		return err != nil || c.CreatedAt.After(issued.CreatedAt)
 	})
 	if len(e.node.tasks("remove_certificate")) != 1 {
 		t.Fatal("not removed from the node before the record went")
@@ -482,7 +495,7 @@ func TestCertRevokeAndDelete(t *testing.T) {
 
 // TestCertMailNames: once the account has mail on the site's domain, its
 // automatic certificate adds mail. and webmail. and is served by the mail
-// daemons too; webmail., which no record points at us, is left out.
+// daemons too; webmail. validates as well (zones get a webmail name).
 func TestCertMailNames(t *testing.T) {
 	e := startCertEnv(t, "certm", "certm.example.com")
 	ctx := context.Background()
@@ -496,7 +509,7 @@ func TestCertMailNames(t *testing.T) {
 	if !slices.Equal(c.Domains, want) {
 		t.Fatalf("names %v, want %v", c.Domains, want)
 	}
-	if !slices.Equal(c.Status.IssuedDomains, want[:3]) || !hasEvent(c, "skipped", "webmail."+id) {
+	if !slices.Equal(c.Status.IssuedDomains, want) || hasEvent(c, "skipped", "webmail."+id) {
 		t.Fatalf("issued for %v; events %+v", c.Status.IssuedDomains, c.Status.Events)
 	}
 	orders := e.node.tasks("issue_certificate")
@@ -524,7 +537,8 @@ func TestCertPublishChallenge(t *testing.T) {
 			t.Fatalf("%s: %v, want %s", what, err, code)
 		}
 	}
-	wantCode("no order in flight", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "v1", false)), codes.PermissionDenied)
+	v1 := strings.Repeat("v", 43)
+	wantCode("no order in flight", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1, false)), codes.PermissionDenied)
 
 	// Order a wildcard by DNS-01; the node holds the order open.
 	e.node.setHold(id, true)
@@ -543,11 +557,14 @@ func TestCertPublishChallenge(t *testing.T) {
 		t.Fatalf("state while reordering: %s", c.Status.State)
 	}
 
-	wantCode("missing certificate", e.s.PublishChallengeForTest(ctx, "n1", req("nosuch.example.com", fqdn, "v1", false)), codes.NotFound)
-	wantCode("another node", e.s.PublishChallengeForTest(ctx, "n2", req(id, fqdn, "v1", false)), codes.PermissionDenied)
-	wantCode("a name not in the certificate", e.s.PublishChallengeForTest(ctx, "n1", req(id, "_acme-challenge.other.certp.example.com", "v1", false)), codes.PermissionDenied)
-	wantCode("not a challenge name", e.s.PublishChallengeForTest(ctx, "n1", req(id, "certp.example.com", "v1", false)), codes.InvalidArgument)
+	wantCode("missing certificate", e.s.PublishChallengeForTest(ctx, "n1", req("nosuch.example.com", fqdn, v1, false)), codes.NotFound)
+	wantCode("another node", e.s.PublishChallengeForTest(ctx, "n2", req(id, fqdn, v1, false)), codes.PermissionDenied)
+	wantCode("a name not in the certificate", e.s.PublishChallengeForTest(ctx, "n1", req(id, "_acme-challenge.other.certp.example.com", v1, false)), codes.PermissionDenied)
+	wantCode("not a challenge name", e.s.PublishChallengeForTest(ctx, "n1", req(id, "certp.example.com", v1, false)), codes.InvalidArgument)
 	wantCode("a value that is not one", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, `"x" y`, false)), codes.InvalidArgument)
+	wantCode("not a digest", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "apex-value", false)), codes.InvalidArgument)
+	wantCode("a digest too long", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1+"v", false)), codes.InvalidArgument)
+	apex, wild := strings.Repeat("a", 43), strings.Repeat("w", 43)
 
 	txt := func() []string {
 		z, _, err := e.st.GetZone(ctx, id)
@@ -564,32 +581,43 @@ func TestCertPublishChallenge(t *testing.T) {
 		return out
 	}
 	z0, _, _ := e.st.GetZone(ctx, id)
-	for _, v := range []string{"apex-value", "wildcard-value", "apex-value"} {
+	for _, v := range []string{apex, wild, apex} {
 		if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn+".", v, false)); err != nil {
 			t.Fatalf("publish %s: %v", v, err)
 		}
 	}
-	if got := txt(); !slices.Equal(got, []string{"apex-value", "wildcard-value"}) {
+	if got := txt(); !slices.Equal(got, []string{apex, wild}) {
 		t.Fatalf("TXT after publishing: %v", got)
+	}
+	wantCode("a third value at the name", e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, v1, false)), codes.FailedPrecondition)
+	if c, _ := e.st.GetCertificate(ctx, id); len(c.Status.Challenges) != 2 {
+		t.Fatalf("published values not recorded in the status: %+v", c.Status.Challenges)
 	}
 	z1, _, _ := e.st.GetZone(ctx, id)
 	if z1.Generation != z0.Generation+2 {
 		t.Fatalf("zone generation %d -> %d, want two changes", z0.Generation, z1.Generation)
 	}
-	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "apex-value", true)); err != nil {
+	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, apex, true)); err != nil {
 		t.Fatal(err)
 	}
-	if got := txt(); !slices.Equal(got, []string{"wildcard-value"}) {
+	if got := txt(); !slices.Equal(got, []string{wild}) {
 		t.Fatalf("TXT after withdrawing one: %v", got)
 	}
-	// The order completes; the node withdraws the other value after.
-	e.node.setHold(id, false)
-	e.waitCert(t, id, "issued by DNS-01", func(c *store.Certificate) bool { return issuedState(c) && c.Generation == 2 })
-	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, "wildcard-value", true)); err != nil {
-		t.Fatal(err)
+	if c, _ := e.st.GetCertificate(ctx, id); len(c.Status.Challenges) != 1 || c.Status.Challenges[0].Value != wild {
+		t.Fatalf("withdrawn value still recorded: %+v", c.Status.Challenges)
 	}
+	// The order completes without the node withdrawing the other value
+	// (as if it died): the controller withdraws it; the node's late
+	// withdrawal is still accepted.
+	e.node.setHold(id, false)
+	e.waitCert(t, id, "issued by DNS-01, challenges withdrawn", func(c *store.Certificate) bool {
+		return issuedState(c) && c.Generation == 2 && len(c.Status.Challenges) == 0
+	})
 	if got := txt(); len(got) != 0 {
 		t.Fatalf("TXT left behind: %v", got)
+	}
+	if err := e.s.PublishChallengeForTest(ctx, "n1", req(id, fqdn, wild, true)); err != nil {
+		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "zone served without the record", func() bool {
 		z, _, err := e.st.GetZone(ctx, id)
@@ -643,5 +671,142 @@ func TestCertInstallCustom(t *testing.T) {
 		if strings.Contains(string(kv.Value), "PRIVATE KEY") {
 			t.Fatalf("a PEM private key in etcd under %s", kv.Key)
 		}
+	}
+}
+
+// TestCertNodeRemovedLosesTask: a node removed while an order is in
+// flight takes its queue with it; the certificate does not wait for that
+// task for ever (it is recorded as lost), no task is written for the
+// missing node, and a deletion is forgotten at once.
+func TestCertNodeRemovedLosesTask(t *testing.T) {
+	e := startCertEnv(t, "certn", "certn.example.com")
+	ctx := context.Background()
+	const id = "certn.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	e.node.setHold(id, true)
+	e.change(t, id, func(c *store.Certificate) {})
+	e.waitCert(t, id, "renewal in flight", func(c *store.Certificate) bool { return c.Status.TaskID != "" })
+	if err := e.st.RemoveNode(ctx, "n1", store.NewAuditEvent("test", "test", "node.remove", "n1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, id, "task lost", func(c *store.Certificate) bool {
+		return c.Status.TaskID == "" && hasEvent(c, "failed", "task record lost")
+	})
+	if c.Status.ChainPEM == "" || c.Status.State != store.CertIssued {
+		t.Fatalf("the served certificate was dropped: %+v", c.Status)
+	}
+	e.waitCert(t, id, "waiting for the node", func(c *store.Certificate) bool {
+		return c.Status.TaskID == "" && strings.Contains(c.Status.LastError, "was removed")
+	})
+	_, err := e.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		return []*store.CertTask{{Node: "n1", Spec: &agentpb.Task{Action: &agentpb.Task_RemoveCertificate{RemoveCertificate: &agentpb.RemoveCertificateAction{Id: id}}}}}, nil
+	}, store.AuditEvent{})
+	if !errors.Is(err, store.ErrNoNode) {
+		t.Fatalf("task for a removed node: err %v, want ErrNoNode", err)
+	}
+	e.change(t, id, func(c *store.Certificate) { c.Deleting = true })
+	testenv.WaitFor(t, 20*time.Second, "record forgotten", func() bool {
+		_, err := e.st.GetCertificate(ctx, id)
+		return err != nil
+	})
+}
+
+// TestCertSiteReAdded: a domain removed and added again gets its automatic
+// certificate back, whether the old one was still being removed (same
+// account: the deletion is cancelled) or belonged to another account (it
+// is forgotten once removed, then the new owner's is created).
+func TestCertSiteReAdded(t *testing.T) {
+	e := startCertEnv(t, "certr", "certr.example.com")
+	ctx := context.Background()
+	const addon = "addon-certr.example.org"
+	readd := func(acct string) {
+		t.Helper()
+		testenv.WaitFor(t, 20*time.Second, "domain added again", func() bool {
+			_, err := e.s.Admin.AddDomain(ctx, acct, addon, "")
+			return err == nil
+		})
+	}
+	if _, err := e.s.Admin.AddDomain(ctx, e.acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCert(t, addon, "issued", issuedState)
+	if err := e.s.Admin.RemoveDomain(ctx, e.acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	readd(e.acct.ID)
+	e.waitCert(t, addon, "issued again for the same account", func(c *store.Certificate) bool {
+		return issuedState(c) && !c.Deleting && c.Account == e.acct.ID
+	})
+
+	other, err := e.s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "certr2", Domain: "certr2.example.com", Plan: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCert(t, "certr2.example.com", "the other account's own", issuedState)
+	if err := e.s.Admin.RemoveDomain(ctx, e.acct.ID, addon); err != nil {
+		t.Fatal(err)
+	}
+	readd(other.ID)
+	e.waitCert(t, addon, "issued for the new owner", func(c *store.Certificate) bool {
+		return issuedState(c) && !c.Deleting && c.Account == other.ID
+	})
+}
+
+// TestCertOrderPacing: orders over a node's budget are deferred with an
+// event, then sent when the bucket has a token again.
+func TestCertOrderPacing(t *testing.T) {
+	e := startCertEnvWith(t, "certq", "certq.example.com", func(c *controlplane.ACMEConfig) {
+		c.OrderBurst, c.OrderEvery = 1, 2*time.Second
+	})
+	ctx := context.Background()
+	e.waitCert(t, "certq.example.com", "issued", issuedState)
+	const addon = "addon-certq.example.org"
+	if _, err := e.s.Admin.AddDomain(ctx, e.acct.ID, addon, ""); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, addon, "issued after a deferral", issuedState)
+	if !hasEvent(c, "deferred", "order rate of node n1") {
+		t.Fatalf("no deferral: %+v", c.Status.Events)
+	}
+}
+
+// TestCertMissingNameRetried: a name left out of an order (it did not
+// resolve) is ordered again, without a new generation, once its zone
+// serves it; the served certificate stays until that order succeeds.
+func TestCertMissingNameRetried(t *testing.T) {
+	e := startCertEnv(t, "certl", "certl.example.com")
+	ctx := context.Background()
+	const id = "certl.example.com"
+	const later = "later.certl.example.com"
+	e.waitCert(t, id, "issued", issuedState)
+	e.change(t, id, func(c *store.Certificate) {
+		c.Auto = false
+		c.Domains = append(c.Domains, later)
+	})
+	c := e.waitCert(t, id, "issued without the name", func(c *store.Certificate) bool {
+		return issuedState(c) && c.Generation == 2 && hasEvent(c, "skipped", later)
+	})
+	if slices.Contains(c.Status.IssuedDomains, later) || c.Status.PartialOrders != 1 {
+		t.Fatalf("partial issue: %+v", c.Status)
+	}
+	// Past the partial backoff (RetryBase), nothing new resolves: no
+	// order, the served certificate stays.
+	orders := len(e.node.tasks("issue_certificate"))
+	time.Sleep(2 * time.Second)
+	if n := len(e.node.tasks("issue_certificate")); n != orders {
+		t.Fatalf("%d orders while no missing name resolves, want %d", n, orders)
+	}
+	if _, err := e.st.UpdateZone(ctx, id, func(z *store.Zone) error {
+		z.Records = append(z.Records, store.ZoneRecord{Name: later + ".", Type: "A", Content: "127.0.0.1", TTL: 300})
+		z.Generation++
+		return nil
+	}, store.NewAuditEvent("test", "", "zone", id, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	c = e.waitCert(t, id, "re-ordered with the name", func(c *store.Certificate) bool {
+		return issuedState(c) && slices.Contains(c.Status.IssuedDomains, later)
+	})
+	if c.Generation != 2 || c.Status.PartialOrders != 0 || len(e.node.tasks("issue_certificate")) != orders+1 {
+		t.Fatalf("re-order: generation %d partial %d, %d orders (had %d)", c.Generation, c.Status.PartialOrders, len(e.node.tasks("issue_certificate")), orders)
 	}
 }

@@ -3,6 +3,8 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -16,9 +18,13 @@ import (
 // acmeChallengeLabel starts the owner name of a DNS-01 challenge record.
 const acmeChallengeLabel = "_acme-challenge."
 
-// maxChallengeValue bounds a challenge value: ACME's is the 43-character
-// base64url of a SHA-256 digest.
-const maxChallengeValue = 128
+// A DNS-01 challenge value is the base64url (unpadded) SHA-256 digest of
+// the key authorization (RFC 8555 §8.4): 43 characters, nothing else. At
+// most maxChallengeValues sit at one name: a wildcard and its apex share
+// it, and a node cannot fill a zone with TXT records.
+var challengeValueRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
+
+const maxChallengeValues = 2
 
 // PublishChallenge publishes (or withdraws) a DNS-01 challenge record for
 // a certificate the calling node is ordering. The caller is the node its
@@ -44,7 +50,7 @@ func (g *gateway) PublishChallenge(ctx context.Context, req *agentpb.PublishChal
 	case !strings.HasPrefix(fqdn, acmeChallengeLabel):
 		return nil, status.Errorf(codes.InvalidArgument, "fqdn %q is not an %sNAME record", bound(req.GetFqdn()), acmeChallengeLabel)
 	case !challengeValueOK(value):
-		return nil, status.Error(codes.InvalidArgument, "value must be 1 to 128 printable ASCII characters without quotes, backslashes or spaces")
+		return nil, status.Error(codes.InvalidArgument, "value must be an ACME DNS-01 digest: 43 base64url characters")
 	}
 	base := strings.TrimPrefix(fqdn, acmeChallengeLabel)
 	c, err := g.store.GetCertificate(ctx, req.GetCertificateId())
@@ -85,16 +91,42 @@ func (g *gateway) PublishChallenge(ctx context.Context, req *agentpb.PublishChal
 		content = ""
 	}
 	zones := &zoneWriter{store: g.store, views: &g.s.dnsViews, ctl: &g.s.zoneCtl}
-	_, err = zones.ChangeZone(ctx, z.Name, ev, func(z *store.Zone) error {
+	// The certificate's status records the value in the zone's
+	// transaction, so that the controller can withdraw what the agent
+	// leaves behind.
+	remember := func(b *store.Batch) error {
+		cur, rev, err := g.store.GetCertificateRev(ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status.SetChallenge(fqdn, value, req.GetRemove()) {
+			b.PutCertificate(cur, rev)
+		}
+		return nil
+	}
+	_, err = zones.ChangeZoneWith(ctx, z.Name, ev, func(z *store.Zone) error {
 		if z.Account != c.Account {
 			return store.ErrConflict
 		}
+		if !req.GetRemove() && challengeValuesAt(z, fqdn+".", rec.Content) >= maxChallengeValues {
+			return fmt.Errorf("%w: %s has %d challenge values already", store.ErrQuotaExceeded, fqdn, maxChallengeValues)
+		}
 		return replaceTXT(z, fqdn+".", content, func(cur string) bool { return cur == rec.Content })
-	})
+	}, remember)
+	if errors.Is(err, errTXTUnchanged) {
+		// As asked already (a retry): no zone change to write; the status
+		// still follows, and it is audited.
+		_, err = g.store.UpdateCertificate(ctx, c.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+			if !c.Status.SetChallenge(fqdn, value, req.GetRemove()) {
+				return nil, store.ErrUnchanged
+			}
+			return nil, nil
+		}, store.AuditEvent{})
+		if err == nil {
+			_ = g.store.AppendAudit(ctx, ev)
+		}
+	}
 	switch {
-	case errors.Is(err, errTXTUnchanged):
-		// As asked already (a retry): no change to write, still audited.
-		_ = g.store.AppendAudit(ctx, ev)
 	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Errorf(codes.NotFound, "no DNS zone of the account holds %s", base)
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrQuotaExceeded):
@@ -157,16 +189,17 @@ func certHasName(domains []string, name string) bool {
 	return false
 }
 
-func challengeValueOK(v string) bool {
-	if v == "" || len(v) > maxChallengeValue {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if b := v[i]; b <= ' ' || b >= 0x7f || b == '"' || b == '\\' {
-			return false
+func challengeValueOK(v string) bool { return challengeValueRE.MatchString(v) }
+
+// challengeValuesAt counts the TXT values at name other than content.
+func challengeValuesAt(z *store.Zone, name, content string) int {
+	n := 0
+	for _, r := range z.Records {
+		if r.Type == dnszone.TypeTXT && strings.EqualFold(r.Name, name) && r.Content != content {
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // bound shortens what a caller sent for an error message.

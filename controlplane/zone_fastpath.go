@@ -27,6 +27,13 @@ type zoneWriter struct {
 // again from a fresh read when the zone changed meanwhile; fn's error
 // aborts and writes nothing.
 func (w *zoneWriter) ChangeZone(ctx context.Context, name string, audit store.AuditEvent, fn func(*store.Zone) error) (*store.Zone, error) {
+	return w.ChangeZoneWith(ctx, name, audit, fn, nil)
+}
+
+// ChangeZoneWith is ChangeZone with more writes in the same transaction:
+// with, called on every attempt, adds them to the batch (guarded by their
+// own compares); its error aborts too.
+func (w *zoneWriter) ChangeZoneWith(ctx context.Context, name string, audit store.AuditEvent, fn func(*store.Zone) error, with func(*store.Batch) error) (*store.Zone, error) {
 	for {
 		z, rev, err := w.store.GetZone(ctx, name)
 		if err != nil {
@@ -49,6 +56,11 @@ func (w *zoneWriter) ChangeZone(ctx context.Context, name string, audit store.Au
 		}
 		b.PutZone(z, rev)
 		b.Audit(audit)
+		if with != nil {
+			if err := with(b); err != nil {
+				return nil, err
+			}
+		}
 		ok, crev, err := w.store.CommitRev(ctx, b)
 		if err != nil {
 			return nil, fmt.Errorf("update zone %s: %w", name, err)

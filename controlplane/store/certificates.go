@@ -94,6 +94,10 @@ type Certificate struct {
 	// Node (RemoveCertificateAction), then to delete the record. The API
 	// sets it and bumps Generation (deleteCertificate).
 	Deleting bool `json:"deleting,omitempty"`
+	// SiteRemoved: the deletion is the controller's, because the site
+	// was removed; it is cancelled if the site comes back before the
+	// record is gone. A deletion asked for by a user never is.
+	SiteRemoved bool `json:"siteRemoved,omitempty"`
 
 	// OrderRequests are when the API ordered this certificate
 	// (requestCertificate, renewCertificate) within the last week, oldest
@@ -133,11 +137,54 @@ type CertStatus struct {
 	Failures    int       `json:"failures,omitempty"`
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 
+	// Challenges are the DNS-01 challenge records published for this
+	// certificate and not withdrawn yet (PublishChallenge writes them in
+	// the zone's transaction). The controller withdraws what is left when
+	// the order's task finishes or the record goes: the agent may have
+	// died mid-order.
+	Challenges []CertChallengeRecord `json:"challenges,omitempty"`
+
+	// PartialOrders counts the orders in a row that issued without some
+	// of Domains (left out, or failed validation); the missing names are
+	// ordered again from PartialRetryAt (a backoff), when one of them can
+	// validate. Zero once the served certificate covers every name.
+	PartialOrders  int       `json:"partialOrders,omitempty"`
+	PartialRetryAt time.Time `json:"partialRetryAt,omitzero"`
+
 	// The task in flight, if any (one at most).
 	TaskID         string `json:"taskId,omitempty"`
 	TaskGeneration int64  `json:"taskGeneration,omitempty"`
 
 	Events []CertEvent `json:"events,omitempty"`
+}
+
+// CertChallengeRecord is one published DNS-01 TXT value.
+type CertChallengeRecord struct {
+	FQDN  string `json:"fqdn"` // _acme-challenge.NAME, no trailing dot
+	Value string `json:"value"`
+}
+
+// SetChallenge records (or, with remove, forgets) a published value; it
+// reports whether the status changed.
+func (st *CertStatus) SetChallenge(fqdn, value string, remove bool) bool {
+	rec := CertChallengeRecord{FQDN: fqdn, Value: value}
+	i := slices.Index(st.Challenges, rec)
+	switch {
+	case remove && i >= 0:
+		st.Challenges = slices.Delete(st.Challenges, i, i+1)
+		return true
+	case !remove && i < 0:
+		st.Challenges = append(st.Challenges, rec)
+		return true
+	}
+	return false
+}
+
+// PutCertificate adds c to the batch, provided it is still at rev.
+func (b *Batch) PutCertificate(c *Certificate, rev int64) {
+	c.UpdatedAt = b.now
+	b.cmps = append(b.cmps, unchanged(certKey(c.ID), rev))
+	b.ops = append(b.ops, clientv3.OpPut(certKey(c.ID), mustJSON(c)))
 }
 
 // AddEvent appends an event, keeping the newest maxCertEvents.
@@ -232,14 +279,58 @@ func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Cer
 		if audit.Action != "" {
 			ops = append(ops, auditPut(audit))
 		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(ops...).Commit()
+		// A task for a node that was removed meanwhile would stay PENDING
+		// for ever (RemoveNode deletes its queue, nobody completes it):
+		// the nodes must exist when the tasks are written, compared in
+		// a nested transaction so that a missing node is told apart from
+		// a concurrent write of the record.
+		var nodes []clientv3.Cmp
+		for _, t := range tasks {
+			nodes = append(nodes, present(nodeKey(t.Node)))
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(clientv3.OpTxn(nodes, ops, nil)).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update certificate %s: %w", id, err)
 		}
-		if resp.Succeeded {
-			return c, nil
+		if !resp.Succeeded {
+			continue
 		}
+		if !resp.Responses[0].GetResponseTxn().GetSucceeded() {
+			return nil, fmt.Errorf("update certificate %s: %w", id, ErrNoNode)
+		}
+		return c, nil
 	}
+}
+
+// ErrNoNode: UpdateCertificate was asked to write a task for a node that
+// does not exist (removed); nothing was written.
+var ErrNoNode = errors.New("the certificate's node does not exist")
+
+// TaskLost reports whether task id will never finish: its record is gone,
+// or it is still PENDING but no longer queued (its node was removed with
+// its queue). Both are read at one revision, so a task completed between
+// them is not taken for lost.
+func (s *Store) TaskLost(ctx context.Context, id string) (bool, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(taskKey(id))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("task %s: %w", id, err)
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return true, nil
+	}
+	t, err := decodeJSON[Task]([]byte(id), kvs[0].Value)
+	if err != nil {
+		return false, err
+	}
+	if t.Status != TaskPending {
+		return false, nil // finished: its done notice brings the result
+	}
+	q, err := s.cli.Get(ctx, queueKey(t.Node, id), clientv3.WithCountOnly(), clientv3.WithRev(resp.Header.Revision))
+	if err != nil {
+		return false, fmt.Errorf("task %s: %w", id, err)
+	}
+	return q.Count == 0, nil
 }
 
 // CertTask is a task UpdateCertificate writes with the certificate. With
