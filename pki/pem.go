@@ -3,6 +3,7 @@ package pki
 import (
 	"bytes"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -96,4 +97,25 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("parse private key: %T cannot sign", key)
 	}
 	return signer, nil
+}
+
+// NormalizeKeyPair checks that keyPEM matches the leaf of chainPEM and
+// re-encodes both, so that only CERTIFICATE blocks and one PKCS#8 key
+// reach a daemon's files. Errors never quote the input.
+func NormalizeKeyPair(chainPEM, keyPEM []byte) (chain, key []byte, err error) {
+	pair, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, der := range pair.Certificate {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return nil, nil, fmt.Errorf("chain: %w", err)
+		}
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
+	if err != nil {
+		return nil, nil, errors.New("private key: unsupported type")
+	}
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"unicode"
@@ -461,4 +462,17 @@ func digitZero(r rune) rune {
 		start--
 	}
 	return start + (r-start)/10*10
+}
+
+// CanonicalDomain accepts a domain already in the form Domain returns: an
+// agent never rewrites a name it then uses in a file name or hands on.
+func CanonicalDomain(s string) error {
+	c, err := Domain(s)
+	if err != nil {
+		return err
+	}
+	if c != s {
+		return fmt.Errorf("domain %q is not in canonical form; send %q", s, c)
+	}
+	return nil
 }

@@ -100,7 +100,7 @@ func (a *Delete) Name() string { return DeleteName }
 // Validate implements actions.Action. The API validated the same fields;
 // the agent checks again because it is the boundary that runs the tools.
 func (a *Ensure) Validate() error {
-	if err := validUsername(a.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(a.Username, a.allowTestNames); err != nil {
 		return err
 	}
 	if a.DiskQuotaMB > MaxDiskQuotaMB {
@@ -114,7 +114,7 @@ func (a *Ensure) Validate() error {
 
 // Validate implements actions.Action.
 func (a *Delete) Validate() error {
-	return validUsername(a.Username, a.allowTestNames)
+	return validate.UsernameOrTest(a.Username, a.allowTestNames)
 }
 
 // AllowTestUsernames implements actions.TestNameAware.
@@ -122,14 +122,6 @@ func (a *Ensure) AllowTestUsernames() { a.allowTestNames = true }
 
 // AllowTestUsernames implements actions.TestNameAware.
 func (a *Delete) AllowTestUsernames() { a.allowTestNames = true }
-
-func validUsername(name string, allowTest bool) error {
-	err := validate.Username(name)
-	if err != nil && allowTest && validate.TestUsername(name) == nil {
-		return nil
-	}
-	return err
-}
 
 // Apply implements actions.Action.
 func (a *Ensure) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {

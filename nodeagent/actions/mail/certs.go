@@ -3,9 +3,6 @@ package mail
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,7 +16,9 @@ import (
 	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // Certificates of mail hosts, chosen by SNI.
@@ -52,10 +51,10 @@ func sniDovecotFile(mp platform.MailPaths) string {
 // InstallCertificate makes Exim and Dovecot serve chainPEM (leaf first) and
 // keyPEM for clients that ask for host (mail.DOMAIN) by SNI.
 func (m *Module) InstallCertificate(ctx context.Context, env *actions.Env, host string, chainPEM, keyPEM []byte) (reloaded []string, err error) {
-	if err := canonDomain(host); err != nil {
+	if err := validate.CanonicalDomain(host); err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "mail: certificate host: %v", err)
 	}
-	chain, key, err := normalizePair(chainPEM, keyPEM)
+	chain, key, err := pki.NormalizeKeyPair(chainPEM, keyPEM)
 	if err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "mail: certificate of %s: %v", host, err)
 	}
@@ -65,31 +64,10 @@ func (m *Module) InstallCertificate(ctx context.Context, env *actions.Env, host 
 // RemoveCertificate stops serving host's own certificate: its clients get
 // the node's again.
 func (m *Module) RemoveCertificate(ctx context.Context, env *actions.Env, host string) (reloaded []string, err error) {
-	if err := canonDomain(host); err != nil {
+	if err := validate.CanonicalDomain(host); err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "mail: certificate host: %v", err)
 	}
 	return m.replaceCert(ctx, env, host, nil, nil)
-}
-
-// normalizePair checks that key matches the chain's leaf and re-encodes
-// both, so only CERTIFICATE blocks and one PKCS#8 key reach the disk.
-// Errors never quote the input.
-func normalizePair(chainPEM, keyPEM []byte) (chain, key []byte, err error) {
-	pair, err := tls.X509KeyPair(chainPEM, keyPEM)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, der := range pair.Certificate {
-		if _, err := x509.ParseCertificate(der); err != nil {
-			return nil, nil, fmt.Errorf("chain: %w", err)
-		}
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
-	if err != nil {
-		return nil, nil, errors.New("private key: unsupported type")
-	}
-	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // replaceCert writes (chain, key) for host, or removes host's pair when
@@ -324,7 +302,7 @@ func writeSNIIndex(mp platform.MailPaths) error {
 	var hosts []string
 	for _, e := range ents {
 		h, ok := strings.CutSuffix(e.Name(), ".crt")
-		if !ok || !have[e.Name()] || !have[h+".key"] || canonDomain(h) != nil {
+		if !ok || !have[e.Name()] || !have[h+".key"] || validate.CanonicalDomain(h) != nil {
 			continue
 		}
 		hosts = append(hosts, h)

@@ -77,37 +77,16 @@ func (a *DeleteMailDomain) Name() string        { return DeleteDomainName }
 func (a *EnsureMailDomain) AllowTestUsernames() { a.allowTestNames = true }
 func (a *DeleteMailDomain) AllowTestUsernames() { a.allowTestNames = true }
 
-func validUsername(name string, allowTest bool) error {
-	err := validate.Username(name)
-	if err != nil && allowTest && validate.TestUsername(name) == nil {
-		return nil
-	}
-	return err
-}
-
-// canonDomain accepts a domain that is already canonical (ASCII, lower
-// case): the agent never rewrites a name it then uses as a file name.
-func canonDomain(d string) error {
-	c, err := validate.Domain(d)
-	if err != nil {
-		return err
-	}
-	if c != d {
-		return fmt.Errorf("domain %q is not canonical (want %q)", d, c)
-	}
-	return nil
-}
-
 // Validate implements actions.Action.
 func (a *EnsureMailDomain) Validate() error {
 	r := a.req
 	if r == nil {
 		return errors.New("no request")
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	if err := canonDomain(r.Domain); err != nil {
+	if err := validate.CanonicalDomain(r.Domain); err != nil {
 		return err
 	}
 	if len(r.Aliases) > 10000 {
@@ -178,10 +157,10 @@ func (a *DeleteMailDomain) Validate() error {
 	if a.req == nil {
 		return errors.New("no request")
 	}
-	if err := validUsername(a.req.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(a.req.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	return canonDomain(a.req.Domain)
+	return validate.CanonicalDomain(a.req.Domain)
 }
 
 // domainRoot opens the module's lookup directory of the domain, creating it

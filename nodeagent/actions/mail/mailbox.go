@@ -243,7 +243,7 @@ func (a *EnsureMailbox) Validate() error {
 	if r == nil {
 		return errors.New("no request")
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
 	var err error
@@ -277,7 +277,7 @@ func (a *DeleteMailbox) Validate() error {
 	if a.req == nil {
 		return errors.New("no request")
 	}
-	if err := validUsername(a.req.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(a.req.Username, a.allowTestNames); err != nil {
 		return err
 	}
 	var err error
@@ -290,7 +290,7 @@ func (a *MailUsage) Validate() error {
 	if a.req == nil {
 		return errors.New("no request")
 	}
-	if err := validUsername(a.req.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(a.req.Username, a.allowTestNames); err != nil {
 		return err
 	}
 	if len(a.req.Addresses) > 1000 {

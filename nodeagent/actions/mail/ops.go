@@ -22,6 +22,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // ReadMailLog returns the log lines naming one mailbox.
@@ -113,7 +114,7 @@ func boundErr(field string, v, lo, hi uint32) error {
 }
 
 func validUserAddress(username, address string, allowTest bool, more ...error) error {
-	if err := validUsername(username, allowTest); err != nil {
+	if err := validate.UsernameOrTest(username, allowTest); err != nil {
 		return err
 	}
 	if _, _, err := canonAddress(address); err != nil {

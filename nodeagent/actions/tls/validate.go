@@ -23,27 +23,6 @@ const (
 	maxIDLen       = 128
 )
 
-func validUsername(name string, allowTest bool) error {
-	err := validate.Username(name)
-	if err != nil && allowTest && validate.TestUsername(name) == nil {
-		return nil
-	}
-	return err
-}
-
-// canonDomain accepts a domain that is already canonical: the agent never
-// rewrites a name it then uses in a file name or hands to the CA.
-func canonDomain(d string) error {
-	c, err := validate.Domain(d)
-	if err != nil {
-		return err
-	}
-	if c != d {
-		return fmt.Errorf("domain %q is not canonical (want %q)", d, c)
-	}
-	return nil
-}
-
 // certName validates one name to order: a canonical domain, or one with a
 // single leftmost "*" label when wildcards are allowed.
 func certName(n string, wildcardOK bool) error {
@@ -54,12 +33,12 @@ func certName(n string, wildcardOK bool) error {
 		if !wildcardOK {
 			return fmt.Errorf("wildcard name %q needs the DNS-01 challenge", n)
 		}
-		return canonDomain(rest)
+		return validate.CanonicalDomain(rest)
 	}
 	if strings.Contains(n, "*") {
 		return fmt.Errorf("name %q: a wildcard is allowed only as the whole leftmost label", n)
 	}
-	return canonDomain(n)
+	return validate.CanonicalDomain(n)
 }
 
 // covers reports whether name (a canonical domain or wildcard) covers
@@ -199,10 +178,10 @@ func (a *Issue) Validate() error {
 	if err := validID(r.Id); err != nil {
 		return err
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	if err := canonDomain(r.Site); err != nil {
+	if err := validate.CanonicalDomain(r.Site); err != nil {
 		return err
 	}
 	var wildcardOK bool
@@ -255,10 +234,10 @@ func (a *Install) Validate() error {
 	if err := validID(r.Id); err != nil {
 		return err
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	if err := canonDomain(r.Site); err != nil {
+	if err := validate.CanonicalDomain(r.Site); err != nil {
 		return err
 	}
 	if _, err := validChain(r.ChainPem); err != nil {
@@ -279,10 +258,10 @@ func (a *Revoke) Validate() error {
 	if err := validID(r.Id); err != nil {
 		return err
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	if err := canonDomain(r.Site); err != nil {
+	if err := validate.CanonicalDomain(r.Site); err != nil {
 		return err
 	}
 	if _, err := validChain(r.ChainPem); err != nil {
@@ -305,8 +284,8 @@ func (a *Remove) Validate() error {
 	if err := validID(r.Id); err != nil {
 		return err
 	}
-	if err := validUsername(r.Username, a.allowTestNames); err != nil {
+	if err := validate.UsernameOrTest(r.Username, a.allowTestNames); err != nil {
 		return err
 	}
-	return canonDomain(r.Site)
+	return validate.CanonicalDomain(r.Site)
 }

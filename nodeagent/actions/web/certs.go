@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -81,7 +81,7 @@ func (m *Module) InstallCertificate(ctx context.Context, env *actions.Env, site 
 	if err := canonicalDomain("certificate site", site); err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "%v", err)
 	}
-	chain, key, err := normalizePair(chainPEM, keyPEM)
+	chain, key, err := pki.NormalizeKeyPair(chainPEM, keyPEM)
 	if err != nil {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "web: certificate of %s: %v", site, err)
 	}
@@ -120,27 +120,6 @@ func (m *Module) writeCert(ctx context.Context, env *actions.Env, cw certWrite) 
 // no account or service can have, so that two changes of one site's
 // certificate never share a batch.
 func certOwner(site string) string { return "#cert/" + site }
-
-// normalizePair checks that key matches the chain's leaf and re-encodes
-// both: only CERTIFICATE blocks and one PKCS#8 key reach the disk. Errors
-// never quote the input.
-func normalizePair(chainPEM, keyPEM []byte) (chain, key []byte, err error) {
-	pair, err := tls.X509KeyPair(chainPEM, keyPEM)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, der := range pair.Certificate {
-		if _, err := x509.ParseCertificate(der); err != nil {
-			return nil, nil, fmt.Errorf("chain: %w", err)
-		}
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
-	if err != nil {
-		return nil, nil, errors.New("private key: unsupported type")
-	}
-	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
 
 // selfSigned makes a P-256 certificate for names (the first is the
 // subject), marked as ours, valid for selfSignedLifetime.

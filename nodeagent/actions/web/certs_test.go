@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -23,7 +24,7 @@ func TestSelfSignedIsOurs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := normalizePair(chain, key); err != nil {
+	if _, _, err := pki.NormalizeKeyPair(chain, key); err != nil {
 		t.Fatalf("self-signed pair does not match: %v", err)
 	}
 	leaf := leafOf(chain)

@@ -113,12 +113,8 @@ func checkUsername(name string) error {
 // canonicalDomain requires the canonical spelling, because file names are
 // derived from it: two spellings of one name must not become two files.
 func canonicalDomain(what, s string) error {
-	c, err := validate.Domain(s)
-	if err != nil {
+	if err := validate.CanonicalDomain(s); err != nil {
 		return fmt.Errorf("web: %s: %w", what, err)
-	}
-	if c != s {
-		return fmt.Errorf("web: %s %q is not in canonical form; send %q", what, s, c)
 	}
 	return nil
 }
