@@ -170,7 +170,9 @@ func (m *Module) sniCommit(batch []*sniJob) {
 	} else if err != nil {
 		batch[0].err = err
 	}
-	reload := false
+	// A reload that failed is owed until one succeeds: the retried change
+	// finds its files in place and would otherwise report them served.
+	reload := m.sniOwed
 	for _, j := range batch {
 		reload = reload || j.err == nil && j.changed
 	}
@@ -187,8 +189,9 @@ func (m *Module) sniCommit(batch []*sniJob) {
 		}
 		reloaded = append(reloaded, svc)
 	}
+	m.sniOwed = len(errs) > 0
 	for _, j := range batch {
-		if j.err == nil && j.changed {
+		if j.err == nil {
 			j.reloaded = reloaded
 			j.err = errors.Join(errs...)
 		}

@@ -77,6 +77,9 @@ type Module struct {
 	sniMu      sync.Mutex
 	sniPending []*sniJob
 	sniRunning bool
+	// sniOwed: the last reload after a certificate change failed (the
+	// committing loop's only).
+	sniOwed bool
 
 	flushMu   sync.Mutex
 	flushedAt time.Time // start of the last successful auth-cache flush
