@@ -104,6 +104,10 @@ func startTLSNode(t *testing.T, validity time.Duration, mail bool) *tlsNode {
 	if mail {
 		daemons = append(daemons, "/usr/sbin/exim4", "/usr/sbin/dovecot")
 		modules, roles = append(modules, "mail"), append(roles, "MAIL")
+		// The agent creates the system user Roundcube's pool runs as.
+		if !testenv.HasUser("npanel-webmail") {
+			testenv.RemoveUserAtCleanup(t, "npanel-webmail")
+		}
 	}
 	for _, d := range daemons {
 		testenv.RequireDaemon(t, d)
