@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/internal/testenv/daemon"
 )
 
 // Fixed binaries and schema of the Debian 12 packages.
@@ -166,27 +168,12 @@ func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(s.PID, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(s.PID, syscall.SIGKILL)
-		<-s.done
-	}
+	daemon.Stop(s.PID, s.done)
 }
 
 // LogTail returns the end of the server's log, for failure messages.
 func (s *Server) LogTail() string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir, "pdns.log"))
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
+	return daemon.LogTail(filepath.Join(s.Dir, "pdns.log"), 4000)
 }
 
 func (s *Server) waitReady(limit time.Duration) error {

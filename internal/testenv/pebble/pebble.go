@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/internal/testenv/daemon"
 )
 
 // Binary is where Debian's pebble package puts the server.
@@ -185,27 +187,12 @@ func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(s.PID, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(s.PID, syscall.SIGKILL)
-		<-s.done
-	}
+	daemon.Stop(s.PID, s.done)
 }
 
 // LogTail returns the end of Pebble's log, for failure messages.
 func (s *Server) LogTail() string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir, "pebble.log"))
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
+	return daemon.LogTail(filepath.Join(s.Dir, "pebble.log"), 6000)
 }
 
 // Root returns the PEM of the root that issues this run's certificates
