@@ -367,6 +367,10 @@ func (s *Supervisor) awaitReady(p *proc, in *instance, spec Spec) {
 	default:
 		in.readyAt = time.Now()
 		s.setStateLocked(p, Running, "")
+		// A restart may start the new process before watch has seen the
+		// old one exit, so the state never left Running: this process's
+		// run still begins now.
+		p.since = in.readyAt
 	}
 	s.mu.Unlock()
 

@@ -178,6 +178,7 @@ func TestSupervisorRestartGivesNewPID(t *testing.T) {
 	}
 	old := mustQuery(t, addr).PID
 	killOnCleanup(t, old)
+	before := statusOf(t, s, "helper").Since
 	if err := s.Restart(ctxT(t), "helper"); err != nil {
 		t.Fatalf("Restart: %v", err)
 	}
@@ -185,6 +186,9 @@ func TestSupervisorRestartGivesNewPID(t *testing.T) {
 	killOnCleanup(t, st.PID)
 	if st.PID == old || st.State != Running || st.Restarts != 0 {
 		t.Errorf("after Restart: %+v (old PID %d)", st, old)
+	}
+	if !st.Since.After(before) {
+		t.Errorf("Since %v not after the old process's %v", st.Since, before)
 	}
 	if r := mustQuery(t, addr); r.PID != st.PID {
 		t.Errorf("serving PID %d, status says %d", r.PID, st.PID)
