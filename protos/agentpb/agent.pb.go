@@ -398,6 +398,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Result
 	//	*AgentMessage_Services
+	//	*AgentMessage_BackupProgress
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -476,6 +477,15 @@ func (x *AgentMessage) GetServices() *ServiceReport {
 	return nil
 }
 
+func (x *AgentMessage) GetBackupProgress() *BackupProgress {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_BackupProgress); ok {
+			return x.BackupProgress
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -496,6 +506,11 @@ type AgentMessage_Services struct {
 	Services *ServiceReport `protobuf:"bytes,4,opt,name=services,proto3,oneof"`
 }
 
+type AgentMessage_BackupProgress struct {
+	// While a backup, restore or verify runs (backup.proto).
+	BackupProgress *BackupProgress `protobuf:"bytes,5,opt,name=backup_progress,json=backupProgress,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -503,6 +518,8 @@ func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 func (*AgentMessage_Result) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Services) isAgentMessage_Msg() {}
+
+func (*AgentMessage_BackupProgress) isAgentMessage_Msg() {}
 
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -668,9 +685,12 @@ type NodeFacts struct {
 	DiskBytes   uint64                 `protobuf:"varint,6,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"` // size of the filesystem holding the agent's data dir
 	// Services the agent found installed: nginx, php-fpm, pdns_server,
 	// mariadbd, exim, dovecot, rsync.
-	Capabilities  []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Capabilities []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// The node's SSH public key for reaching backup nodes over SFTP
+	// ("ssh-ed25519 AAAA..."); its private key never leaves the node.
+	BackupSshPublicKey string `protobuf:"bytes,8,opt,name=backup_ssh_public_key,json=backupSshPublicKey,proto3" json:"backup_ssh_public_key,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *NodeFacts) Reset() {
@@ -750,6 +770,13 @@ func (x *NodeFacts) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *NodeFacts) GetBackupSshPublicKey() string {
+	if x != nil {
+		return x.BackupSshPublicKey
+	}
+	return ""
 }
 
 type Welcome struct {
@@ -907,6 +934,11 @@ type Task struct {
 	//	*Task_InstallCertificate
 	//	*Task_RevokeCertificate
 	//	*Task_RemoveCertificate
+	//	*Task_BackupAccount
+	//	*Task_RestoreBackup
+	//	*Task_VerifyBackup
+	//	*Task_ForgetBackup
+	//	*Task_EnsureBackupAccess
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1249,6 +1281,51 @@ func (x *Task) GetRemoveCertificate() *RemoveCertificateAction {
 	return nil
 }
 
+func (x *Task) GetBackupAccount() *BackupAccountAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_BackupAccount); ok {
+			return x.BackupAccount
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetRestoreBackup() *RestoreBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RestoreBackup); ok {
+			return x.RestoreBackup
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetVerifyBackup() *VerifyBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_VerifyBackup); ok {
+			return x.VerifyBackup
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetForgetBackup() *ForgetBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ForgetBackup); ok {
+			return x.ForgetBackup
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetEnsureBackupAccess() *EnsureBackupAccessAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_EnsureBackupAccess); ok {
+			return x.EnsureBackupAccess
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1382,6 +1459,27 @@ type Task_RemoveCertificate struct {
 	RemoveCertificate *RemoveCertificateAction `protobuf:"bytes,73,opt,name=remove_certificate,json=removeCertificate,proto3,oneof"`
 }
 
+type Task_BackupAccount struct {
+	// 80-89: backups, messages in backup.proto.
+	BackupAccount *BackupAccountAction `protobuf:"bytes,80,opt,name=backup_account,json=backupAccount,proto3,oneof"`
+}
+
+type Task_RestoreBackup struct {
+	RestoreBackup *RestoreBackupAction `protobuf:"bytes,81,opt,name=restore_backup,json=restoreBackup,proto3,oneof"`
+}
+
+type Task_VerifyBackup struct {
+	VerifyBackup *VerifyBackupAction `protobuf:"bytes,82,opt,name=verify_backup,json=verifyBackup,proto3,oneof"`
+}
+
+type Task_ForgetBackup struct {
+	ForgetBackup *ForgetBackupAction `protobuf:"bytes,83,opt,name=forget_backup,json=forgetBackup,proto3,oneof"`
+}
+
+type Task_EnsureBackupAccess struct {
+	EnsureBackupAccess *EnsureBackupAccessAction `protobuf:"bytes,84,opt,name=ensure_backup_access,json=ensureBackupAccess,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1443,6 +1541,16 @@ func (*Task_InstallCertificate) isTask_Action() {}
 func (*Task_RevokeCertificate) isTask_Action() {}
 
 func (*Task_RemoveCertificate) isTask_Action() {}
+
+func (*Task_BackupAccount) isTask_Action() {}
+
+func (*Task_RestoreBackup) isTask_Action() {}
+
+func (*Task_VerifyBackup) isTask_Action() {}
+
+func (*Task_ForgetBackup) isTask_Action() {}
+
+func (*Task_EnsureBackupAccess) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -2615,6 +2723,11 @@ type TaskResult struct {
 	//	*TaskResult_MailQueue
 	//	*TaskResult_TrainMail
 	//	*TaskResult_Certificate
+	//	*TaskResult_Backup
+	//	*TaskResult_Restore
+	//	*TaskResult_Verify
+	//	*TaskResult_Forget
+	//	*TaskResult_BackupAccess
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2861,6 +2974,51 @@ func (x *TaskResult) GetCertificate() *CertificateResult {
 	return nil
 }
 
+func (x *TaskResult) GetBackup() *BackupResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Backup); ok {
+			return x.Backup
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetRestore() *RestoreResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Restore); ok {
+			return x.Restore
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetVerify() *VerifyResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Verify); ok {
+			return x.Verify
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetForget() *ForgetResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Forget); ok {
+			return x.Forget
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetBackupAccess() *BackupAccessResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_BackupAccess); ok {
+			return x.BackupAccess
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -2940,6 +3098,26 @@ type TaskResult_Certificate struct {
 	Certificate *CertificateResult `protobuf:"bytes,70,opt,name=certificate,proto3,oneof"`
 }
 
+type TaskResult_Backup struct {
+	Backup *BackupResult `protobuf:"bytes,80,opt,name=backup,proto3,oneof"`
+}
+
+type TaskResult_Restore struct {
+	Restore *RestoreResult `protobuf:"bytes,81,opt,name=restore,proto3,oneof"`
+}
+
+type TaskResult_Verify struct {
+	Verify *VerifyResult `protobuf:"bytes,82,opt,name=verify,proto3,oneof"`
+}
+
+type TaskResult_Forget struct {
+	Forget *ForgetResult `protobuf:"bytes,83,opt,name=forget,proto3,oneof"`
+}
+
+type TaskResult_BackupAccess struct {
+	BackupAccess *BackupAccessResult `protobuf:"bytes,84,opt,name=backup_access,json=backupAccess,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -2976,11 +3154,21 @@ func (*TaskResult_TrainMail) isTaskResult_Result() {}
 
 func (*TaskResult_Certificate) isTaskResult_Result() {}
 
+func (*TaskResult_Backup) isTaskResult_Result() {}
+
+func (*TaskResult_Restore) isTaskResult_Result() {}
+
+func (*TaskResult_Verify) isTaskResult_Result() {}
+
+func (*TaskResult_Forget) isTaskResult_Result() {}
+
+func (*TaskResult_BackupAccess) isTaskResult_Result() {}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\x1a\x15agent/v1/backup.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -2990,12 +3178,13 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x04root\x18\x02 \x01(\fR\x04root\"\x0e\n" +
 	"\fRenewRequest\"<\n" +
 	"\rRenewResponse\x12+\n" +
-	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\"\xf6\x01\n" +
+	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\"\xc2\x02\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.npanel.agent.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.npanel.agent.v1.HeartbeatH\x00R\theartbeat\x125\n" +
 	"\x06result\x18\x03 \x01(\v2\x1b.npanel.agent.v1.TaskResultH\x00R\x06result\x12<\n" +
-	"\bservices\x18\x04 \x01(\v2\x1e.npanel.agent.v1.ServiceReportH\x00R\bservicesB\x05\n" +
+	"\bservices\x18\x04 \x01(\v2\x1e.npanel.agent.v1.ServiceReportH\x00R\bservices\x12J\n" +
+	"\x0fbackup_progress\x18\x05 \x01(\v2\x1f.npanel.agent.v1.BackupProgressH\x00R\x0ebackupProgressB\x05\n" +
 	"\x03msg\"y\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.npanel.agent.v1.WelcomeH\x00R\awelcome\x12+\n" +
@@ -3005,7 +3194,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x120\n" +
 	"\x05facts\x18\x02 \x01(\v2\x1a.npanel.agent.v1.NodeFactsR\x05facts\x12%\n" +
 	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x1a\n" +
-	"\bprotocol\x18\x04 \x01(\rR\bprotocol\"\xc1\x01\n" +
+	"\bprotocol\x18\x04 \x01(\rR\bprotocol\"\xf4\x01\n" +
 	"\tNodeFacts\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -3014,7 +3203,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x05 \x01(\x04R\vmemoryBytes\x12\x1d\n" +
 	"\n" +
 	"disk_bytes\x18\x06 \x01(\x04R\tdiskBytes\x12\"\n" +
-	"\fcapabilities\x18\a \x03(\tR\fcapabilities\"\x9c\x01\n" +
+	"\fcapabilities\x18\a \x03(\tR\fcapabilities\x121\n" +
+	"\x15backup_ssh_public_key\x18\b \x01(\tR\x12backupSshPublicKey\"\x9c\x01\n" +
 	"\aWelcome\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x12!\n" +
@@ -3022,7 +3212,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xc6\x14\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdb\x17\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -3065,7 +3255,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x11issue_certificate\x18F \x01(\v2'.npanel.agent.v1.IssueCertificateActionH\x00R\x10issueCertificate\x12\\\n" +
 	"\x13install_certificate\x18G \x01(\v2).npanel.agent.v1.InstallCertificateActionH\x00R\x12installCertificate\x12Y\n" +
 	"\x12revoke_certificate\x18H \x01(\v2(.npanel.agent.v1.RevokeCertificateActionH\x00R\x11revokeCertificate\x12Y\n" +
-	"\x12remove_certificate\x18I \x01(\v2(.npanel.agent.v1.RemoveCertificateActionH\x00R\x11removeCertificateB\b\n" +
+	"\x12remove_certificate\x18I \x01(\v2(.npanel.agent.v1.RemoveCertificateActionH\x00R\x11removeCertificate\x12M\n" +
+	"\x0ebackup_account\x18P \x01(\v2$.npanel.agent.v1.BackupAccountActionH\x00R\rbackupAccount\x12M\n" +
+	"\x0erestore_backup\x18Q \x01(\v2$.npanel.agent.v1.RestoreBackupActionH\x00R\rrestoreBackup\x12J\n" +
+	"\rverify_backup\x18R \x01(\v2#.npanel.agent.v1.VerifyBackupActionH\x00R\fverifyBackup\x12J\n" +
+	"\rforget_backup\x18S \x01(\v2#.npanel.agent.v1.ForgetBackupActionH\x00R\fforgetBackup\x12]\n" +
+	"\x14ensure_backup_access\x18T \x01(\v2).npanel.agent.v1.EnsureBackupAccessActionH\x00R\x12ensureBackupAccessB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -3159,7 +3354,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xf6\v\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xa9\x0e\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -3193,7 +3388,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"mail_queue\x189 \x01(\v2 .npanel.agent.v1.MailQueueResultH\x00R\tmailQueue\x12A\n" +
 	"\n" +
 	"train_mail\x18; \x01(\v2 .npanel.agent.v1.TrainMailResultH\x00R\ttrainMail\x12F\n" +
-	"\vcertificate\x18F \x01(\v2\".npanel.agent.v1.CertificateResultH\x00R\vcertificateB\b\n" +
+	"\vcertificate\x18F \x01(\v2\".npanel.agent.v1.CertificateResultH\x00R\vcertificate\x127\n" +
+	"\x06backup\x18P \x01(\v2\x1d.npanel.agent.v1.BackupResultH\x00R\x06backup\x12:\n" +
+	"\arestore\x18Q \x01(\v2\x1e.npanel.agent.v1.RestoreResultH\x00R\arestore\x127\n" +
+	"\x06verify\x18R \x01(\v2\x1d.npanel.agent.v1.VerifyResultH\x00R\x06verify\x127\n" +
+	"\x06forget\x18S \x01(\v2\x1d.npanel.agent.v1.ForgetResultH\x00R\x06forget\x12J\n" +
+	"\rbackup_access\x18T \x01(\v2#.npanel.agent.v1.BackupAccessResultH\x00R\fbackupAccessB\b\n" +
 	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
 	"\rDomainLogKind\x12\x1f\n" +
 	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3265,129 +3465,151 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*ServiceReport)(nil),              // 28: npanel.agent.v1.ServiceReport
 	(*ServiceStatus)(nil),              // 29: npanel.agent.v1.ServiceStatus
 	(*TaskResult)(nil),                 // 30: npanel.agent.v1.TaskResult
-	(*EnsureZoneAction)(nil),           // 31: npanel.agent.v1.EnsureZoneAction
-	(*DeleteZoneAction)(nil),           // 32: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil),   // 33: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),       // 34: npanel.agent.v1.RotateZoneKeysAction
-	(*RefreshSecondaryZoneAction)(nil), // 35: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*CheckPrimaryZonesAction)(nil),    // 36: npanel.agent.v1.CheckPrimaryZonesAction
-	(*EnsureDatabaseAction)(nil),       // 37: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),         // 38: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil),   // 39: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),     // 40: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),     // 41: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),        // 42: npanel.agent.v1.ListDatabasesAction
-	(*EnsureMailDomainAction)(nil),     // 43: npanel.agent.v1.EnsureMailDomainAction
-	(*DeleteMailDomainAction)(nil),     // 44: npanel.agent.v1.DeleteMailDomainAction
-	(*EnsureMailboxAction)(nil),        // 45: npanel.agent.v1.EnsureMailboxAction
-	(*DeleteMailboxAction)(nil),        // 46: npanel.agent.v1.DeleteMailboxAction
-	(*MailUsageAction)(nil),            // 47: npanel.agent.v1.MailUsageAction
-	(*ReadMailLogAction)(nil),          // 48: npanel.agent.v1.ReadMailLogAction
-	(*ScanMailboxAction)(nil),          // 49: npanel.agent.v1.ScanMailboxAction
-	(*MailQueueAction)(nil),            // 50: npanel.agent.v1.MailQueueAction
-	(*FlushMailQueueAction)(nil),       // 51: npanel.agent.v1.FlushMailQueueAction
-	(*TrainMailAction)(nil),            // 52: npanel.agent.v1.TrainMailAction
-	(*IssueCertificateAction)(nil),     // 53: npanel.agent.v1.IssueCertificateAction
-	(*InstallCertificateAction)(nil),   // 54: npanel.agent.v1.InstallCertificateAction
-	(*RevokeCertificateAction)(nil),    // 55: npanel.agent.v1.RevokeCertificateAction
-	(*RemoveCertificateAction)(nil),    // 56: npanel.agent.v1.RemoveCertificateAction
-	(*ZoneResult)(nil),                 // 57: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 58: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 59: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 60: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 61: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 62: npanel.agent.v1.ListDatabasesResult
-	(*MailDomainResult)(nil),           // 63: npanel.agent.v1.MailDomainResult
-	(*MailboxResult)(nil),              // 64: npanel.agent.v1.MailboxResult
-	(*MailUsageResult)(nil),            // 65: npanel.agent.v1.MailUsageResult
-	(*MailLogResult)(nil),              // 66: npanel.agent.v1.MailLogResult
-	(*ScanMailboxResult)(nil),          // 67: npanel.agent.v1.ScanMailboxResult
-	(*MailQueueResult)(nil),            // 68: npanel.agent.v1.MailQueueResult
-	(*TrainMailResult)(nil),            // 69: npanel.agent.v1.TrainMailResult
-	(*CertificateResult)(nil),          // 70: npanel.agent.v1.CertificateResult
-	(*PublishChallengeRequest)(nil),    // 71: npanel.agent.v1.PublishChallengeRequest
-	(*PublishChallengeResponse)(nil),   // 72: npanel.agent.v1.PublishChallengeResponse
+	(*BackupProgress)(nil),             // 31: npanel.agent.v1.BackupProgress
+	(*EnsureZoneAction)(nil),           // 32: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),           // 33: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil),   // 34: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 35: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 36: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*CheckPrimaryZonesAction)(nil),    // 37: npanel.agent.v1.CheckPrimaryZonesAction
+	(*EnsureDatabaseAction)(nil),       // 38: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 39: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 40: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 41: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 42: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 43: npanel.agent.v1.ListDatabasesAction
+	(*EnsureMailDomainAction)(nil),     // 44: npanel.agent.v1.EnsureMailDomainAction
+	(*DeleteMailDomainAction)(nil),     // 45: npanel.agent.v1.DeleteMailDomainAction
+	(*EnsureMailboxAction)(nil),        // 46: npanel.agent.v1.EnsureMailboxAction
+	(*DeleteMailboxAction)(nil),        // 47: npanel.agent.v1.DeleteMailboxAction
+	(*MailUsageAction)(nil),            // 48: npanel.agent.v1.MailUsageAction
+	(*ReadMailLogAction)(nil),          // 49: npanel.agent.v1.ReadMailLogAction
+	(*ScanMailboxAction)(nil),          // 50: npanel.agent.v1.ScanMailboxAction
+	(*MailQueueAction)(nil),            // 51: npanel.agent.v1.MailQueueAction
+	(*FlushMailQueueAction)(nil),       // 52: npanel.agent.v1.FlushMailQueueAction
+	(*TrainMailAction)(nil),            // 53: npanel.agent.v1.TrainMailAction
+	(*IssueCertificateAction)(nil),     // 54: npanel.agent.v1.IssueCertificateAction
+	(*InstallCertificateAction)(nil),   // 55: npanel.agent.v1.InstallCertificateAction
+	(*RevokeCertificateAction)(nil),    // 56: npanel.agent.v1.RevokeCertificateAction
+	(*RemoveCertificateAction)(nil),    // 57: npanel.agent.v1.RemoveCertificateAction
+	(*BackupAccountAction)(nil),        // 58: npanel.agent.v1.BackupAccountAction
+	(*RestoreBackupAction)(nil),        // 59: npanel.agent.v1.RestoreBackupAction
+	(*VerifyBackupAction)(nil),         // 60: npanel.agent.v1.VerifyBackupAction
+	(*ForgetBackupAction)(nil),         // 61: npanel.agent.v1.ForgetBackupAction
+	(*EnsureBackupAccessAction)(nil),   // 62: npanel.agent.v1.EnsureBackupAccessAction
+	(*ZoneResult)(nil),                 // 63: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 64: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 65: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 66: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 67: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 68: npanel.agent.v1.ListDatabasesResult
+	(*MailDomainResult)(nil),           // 69: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 70: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 71: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 72: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 73: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 74: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 75: npanel.agent.v1.TrainMailResult
+	(*CertificateResult)(nil),          // 76: npanel.agent.v1.CertificateResult
+	(*BackupResult)(nil),               // 77: npanel.agent.v1.BackupResult
+	(*RestoreResult)(nil),              // 78: npanel.agent.v1.RestoreResult
+	(*VerifyResult)(nil),               // 79: npanel.agent.v1.VerifyResult
+	(*ForgetResult)(nil),               // 80: npanel.agent.v1.ForgetResult
+	(*BackupAccessResult)(nil),         // 81: npanel.agent.v1.BackupAccessResult
+	(*PublishChallengeRequest)(nil),    // 82: npanel.agent.v1.PublishChallengeRequest
+	(*PublishChallengeResponse)(nil),   // 83: npanel.agent.v1.PublishChallengeResponse
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
 	12, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
 	30, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
 	28, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
-	11, // 4: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
-	13, // 5: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
-	10, // 6: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
-	14, // 7: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	16, // 8: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
-	20, // 9: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
-	26, // 10: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
-	31, // 11: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
-	32, // 12: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
-	33, // 13: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
-	34, // 14: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	35, // 15: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	36, // 16: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
-	37, // 17: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	38, // 18: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	39, // 19: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	40, // 20: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	41, // 21: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	42, // 22: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	22, // 23: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
-	43, // 24: npanel.agent.v1.Task.ensure_mail_domain:type_name -> npanel.agent.v1.EnsureMailDomainAction
-	44, // 25: npanel.agent.v1.Task.delete_mail_domain:type_name -> npanel.agent.v1.DeleteMailDomainAction
-	45, // 26: npanel.agent.v1.Task.ensure_mailbox:type_name -> npanel.agent.v1.EnsureMailboxAction
-	46, // 27: npanel.agent.v1.Task.delete_mailbox:type_name -> npanel.agent.v1.DeleteMailboxAction
-	47, // 28: npanel.agent.v1.Task.mail_usage:type_name -> npanel.agent.v1.MailUsageAction
-	48, // 29: npanel.agent.v1.Task.read_mail_log:type_name -> npanel.agent.v1.ReadMailLogAction
-	49, // 30: npanel.agent.v1.Task.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxAction
-	50, // 31: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
-	51, // 32: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
-	52, // 33: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
-	53, // 34: npanel.agent.v1.Task.issue_certificate:type_name -> npanel.agent.v1.IssueCertificateAction
-	54, // 35: npanel.agent.v1.Task.install_certificate:type_name -> npanel.agent.v1.InstallCertificateAction
-	55, // 36: npanel.agent.v1.Task.revoke_certificate:type_name -> npanel.agent.v1.RevokeCertificateAction
-	56, // 37: npanel.agent.v1.Task.remove_certificate:type_name -> npanel.agent.v1.RemoveCertificateAction
-	17, // 38: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18, // 39: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19, // 40: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24, // 41: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,  // 42: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25, // 43: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29, // 44: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29, // 45: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,  // 46: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 47: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15, // 48: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21, // 49: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27, // 50: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	57, // 51: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	58, // 52: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	59, // 53: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	60, // 54: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	61, // 55: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	62, // 56: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23, // 57: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	63, // 58: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
-	64, // 59: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
-	65, // 60: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
-	66, // 61: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
-	67, // 62: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
-	68, // 63: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
-	69, // 64: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
-	70, // 65: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
-	3,  // 66: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,  // 67: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,  // 68: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	71, // 69: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
-	4,  // 70: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,  // 71: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,  // 72: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	72, // 73: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
-	70, // [70:74] is the sub-list for method output_type
-	66, // [66:70] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	31, // 4: npanel.agent.v1.AgentMessage.backup_progress:type_name -> npanel.agent.v1.BackupProgress
+	11, // 5: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
+	13, // 6: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
+	10, // 7: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
+	14, // 8: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
+	16, // 9: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	20, // 10: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	26, // 11: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
+	32, // 12: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
+	33, // 13: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
+	34, // 14: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
+	35, // 15: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
+	36, // 16: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	37, // 17: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	38, // 18: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	39, // 19: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	40, // 20: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	41, // 21: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	42, // 22: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	43, // 23: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	22, // 24: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
+	44, // 25: npanel.agent.v1.Task.ensure_mail_domain:type_name -> npanel.agent.v1.EnsureMailDomainAction
+	45, // 26: npanel.agent.v1.Task.delete_mail_domain:type_name -> npanel.agent.v1.DeleteMailDomainAction
+	46, // 27: npanel.agent.v1.Task.ensure_mailbox:type_name -> npanel.agent.v1.EnsureMailboxAction
+	47, // 28: npanel.agent.v1.Task.delete_mailbox:type_name -> npanel.agent.v1.DeleteMailboxAction
+	48, // 29: npanel.agent.v1.Task.mail_usage:type_name -> npanel.agent.v1.MailUsageAction
+	49, // 30: npanel.agent.v1.Task.read_mail_log:type_name -> npanel.agent.v1.ReadMailLogAction
+	50, // 31: npanel.agent.v1.Task.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxAction
+	51, // 32: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
+	52, // 33: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
+	53, // 34: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
+	54, // 35: npanel.agent.v1.Task.issue_certificate:type_name -> npanel.agent.v1.IssueCertificateAction
+	55, // 36: npanel.agent.v1.Task.install_certificate:type_name -> npanel.agent.v1.InstallCertificateAction
+	56, // 37: npanel.agent.v1.Task.revoke_certificate:type_name -> npanel.agent.v1.RevokeCertificateAction
+	57, // 38: npanel.agent.v1.Task.remove_certificate:type_name -> npanel.agent.v1.RemoveCertificateAction
+	58, // 39: npanel.agent.v1.Task.backup_account:type_name -> npanel.agent.v1.BackupAccountAction
+	59, // 40: npanel.agent.v1.Task.restore_backup:type_name -> npanel.agent.v1.RestoreBackupAction
+	60, // 41: npanel.agent.v1.Task.verify_backup:type_name -> npanel.agent.v1.VerifyBackupAction
+	61, // 42: npanel.agent.v1.Task.forget_backup:type_name -> npanel.agent.v1.ForgetBackupAction
+	62, // 43: npanel.agent.v1.Task.ensure_backup_access:type_name -> npanel.agent.v1.EnsureBackupAccessAction
+	17, // 44: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18, // 45: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19, // 46: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24, // 47: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,  // 48: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25, // 49: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29, // 50: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29, // 51: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,  // 52: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 53: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15, // 54: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21, // 55: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27, // 56: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	63, // 57: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	64, // 58: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	65, // 59: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	66, // 60: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	67, // 61: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	68, // 62: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23, // 63: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	69, // 64: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	70, // 65: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	71, // 66: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	72, // 67: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	73, // 68: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	74, // 69: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	75, // 70: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	76, // 71: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
+	77, // 72: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
+	78, // 73: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
+	79, // 74: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
+	80, // 75: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
+	81, // 76: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
+	3,  // 77: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,  // 78: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,  // 79: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	82, // 80: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
+	4,  // 81: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,  // 82: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,  // 83: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	83, // 84: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
+	81, // [81:85] is the sub-list for method output_type
+	77, // [77:81] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -3399,11 +3621,13 @@ func file_agent_v1_agent_proto_init() {
 	file_agent_v1_db_proto_init()
 	file_agent_v1_mail_proto_init()
 	file_agent_v1_tls_proto_init()
+	file_agent_v1_backup_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Result)(nil),
 		(*AgentMessage_Services)(nil),
+		(*AgentMessage_BackupProgress)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
@@ -3441,6 +3665,11 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_InstallCertificate)(nil),
 		(*Task_RevokeCertificate)(nil),
 		(*Task_RemoveCertificate)(nil),
+		(*Task_BackupAccount)(nil),
+		(*Task_RestoreBackup)(nil),
+		(*Task_VerifyBackup)(nil),
+		(*Task_ForgetBackup)(nil),
+		(*Task_EnsureBackupAccess)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
@@ -3461,6 +3690,11 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_MailQueue)(nil),
 		(*TaskResult_TrainMail)(nil),
 		(*TaskResult_Certificate)(nil),
+		(*TaskResult_Backup)(nil),
+		(*TaskResult_Restore)(nil),
+		(*TaskResult_Verify)(nil),
+		(*TaskResult_Forget)(nil),
+		(*TaskResult_BackupAccess)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -26,3 +26,11 @@ func CertificateKeySealContext(id string) string { return "npanel/certificate-ke
 // AcmeEABSealContext is the seal context of the ACME External Account
 // Binding HMAC key (AcmeServer.sealed_eab_hmac).
 func AcmeEABSealContext(kid string) string { return "npanel/acme-eab/" + kid }
+
+// BackupPasswordSealContext is the seal context of the restic repository
+// password of username's backups.
+func BackupPasswordSealContext(username string) string { return "npanel/backup-password/" + username }
+
+// BackupS3SecretSealContext is the seal context of an S3 backup target's
+// secret access key.
+func BackupS3SecretSealContext(target string) string { return "npanel/backup-s3-secret/" + target }
