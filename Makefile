@@ -16,7 +16,8 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
   mariadb-server mariadb-client \
   postgresql \
   exim4-daemon-heavy dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve spamd spamassassin clamav-daemon roundcube-core roundcube-sqlite3 swaks \
-  chromium pebble
+  chromium pebble \
+  restic openssh-server openssh-sftp-server openssh-client
 
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
