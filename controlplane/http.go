@@ -37,7 +37,7 @@ func (s *Server) httpHandler() http.Handler {
 	resolver := &graph.Resolver{Store: s.store, Auth: s.auth, Cluster: s,
 		Zones: &zoneWriter{store: s.store, views: &s.dnsViews, ctl: &s.zoneCtl}, Log: s.log.With("component", "graphql"),
 		AllowTestUsernames: s.cfg.AllowTestUsernames, PublicIntrospection: s.cfg.PublicIntrospection,
-		MaxWebsocketsPerIP: s.cfg.MaxWebsocketsPerIP, Refusals: refusals}
+		MaxWebsocketsPerIP: s.cfg.MaxWebsocketsPerIP, Refusals: refusals, KEK: s.kek}
 	api := s.auth.Middleware(graph.Handler(resolver))
 
 	mux := http.NewServeMux()

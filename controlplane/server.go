@@ -46,6 +46,9 @@ type Server struct {
 	ca    *pki.CA
 	auth  *auth.Authenticator
 	sec   *store.Secrets
+	// kek seals what the control plane keeps of secrets it must read
+	// again (backup repository passwords, S3 keys).
+	kek *pki.KEK
 	id    string
 
 	metrics *metrics
@@ -324,7 +327,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if migrated {
 		s.log.Info("sealed the cluster CA and secrets in etcd under the key-encryption key", "kek", kek.ID(), "path", s.cfg.KEKFile)
 	}
-	s.sec = sec
+	s.sec, s.kek = sec, kek
 	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
 		return fmt.Errorf("start CA: %w", err)
 	}

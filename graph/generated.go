@@ -114,6 +114,85 @@ type ComplexityRoot struct {
 		Until   func(childComplexity int) int
 	}
 
+	Backup struct {
+		Account        func(childComplexity int) int
+		AccountID      func(childComplexity int) int
+		AddedBytes     func(childComplexity int) int
+		Contents       func(childComplexity int) int
+		CreatedAt      func(childComplexity int) int
+		Error          func(childComplexity int) int
+		Events         func(childComplexity int) int
+		Failed         func(childComplexity int) int
+		FileCount      func(childComplexity int) int
+		FinishedAt     func(childComplexity int) int
+		ID             func(childComplexity int) int
+		Node           func(childComplexity int) int
+		Progress       func(childComplexity int) int
+		Scheduled      func(childComplexity int) int
+		SizeBytes      func(childComplexity int) int
+		StartedAt      func(childComplexity int) int
+		Status         func(childComplexity int) int
+		Target         func(childComplexity int) int
+		Verified       func(childComplexity int) int
+		VerifiedAt     func(childComplexity int) int
+		VerifyProblems func(childComplexity int) int
+	}
+
+	BackupConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	BackupContents struct {
+		Databases func(childComplexity int) int
+		Files     func(childComplexity int) int
+		Mailboxes func(childComplexity int) int
+		Zones     func(childComplexity int) int
+	}
+
+	BackupEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	BackupEvent struct {
+		At      func(childComplexity int) int
+		Kind    func(childComplexity int) int
+		Message func(childComplexity int) int
+	}
+
+	BackupItemFailure struct {
+		Error func(childComplexity int) int
+		Item  func(childComplexity int) int
+	}
+
+	BackupProgress struct {
+		BytesDone  func(childComplexity int) int
+		FilesDone  func(childComplexity int) int
+		TotalBytes func(childComplexity int) int
+		TotalFiles func(childComplexity int) int
+	}
+
+	BackupProgressEvent struct {
+		Backup func(childComplexity int) int
+		Event  func(childComplexity int) int
+	}
+
+	BackupTarget struct {
+		AccessError func(childComplexity int) int
+		AccessKeyID func(childComplexity int) int
+		Bucket      func(childComplexity int) int
+		CreatedAt   func(childComplexity int) int
+		Endpoint    func(childComplexity int) int
+		HostKey     func(childComplexity int) int
+		Kind        func(childComplexity int) int
+		Name        func(childComplexity int) int
+		Node        func(childComplexity int) int
+		Prefix      func(childComplexity int) int
+		Region      func(childComplexity int) int
+		SftpAddress func(childComplexity int) int
+	}
+
 	Capacity struct {
 		Cpus        func(childComplexity int) int
 		DiskBytes   func(childComplexity int) int
@@ -353,6 +432,8 @@ type ComplexityRoot struct {
 		ChangePassword             func(childComplexity int, currentPassword string, newPassword string) int
 		CreateAPIToken             func(childComplexity int, name string, expiresAt *time.Time) int
 		CreateAccount              func(childComplexity int, input model.CreateAccountInput) int
+		CreateBackup               func(childComplexity int, account string, target *string) int
+		CreateBackupTarget         func(childComplexity int, input model.CreateBackupTargetInput) int
 		CreateDatabase             func(childComplexity int, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) int
 		CreateDatabaseUser         func(childComplexity int, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) int
 		CreateForwarder            func(childComplexity int, from string, to []string) int
@@ -364,6 +445,8 @@ type ComplexityRoot struct {
 		CreateZone                 func(childComplexity int, name string) int
 		DeleteAccount              func(childComplexity int, id string) int
 		DeleteAutoresponder        func(childComplexity int, address string) int
+		DeleteBackup               func(childComplexity int, id string) int
+		DeleteBackupTarget         func(childComplexity int, name string) int
 		DeleteCertificate          func(childComplexity int, id string) int
 		DeleteDatabase             func(childComplexity int, account string, name string, wait *time.Duration) int
 		DeleteDatabaseUser         func(childComplexity int, account string, name string, wait *time.Duration) int
@@ -394,6 +477,8 @@ type ComplexityRoot struct {
 		RequestCertificate         func(childComplexity int, input model.RequestCertificateInput) int
 		ResetPassword              func(childComplexity int, name string, password string) int
 		RestartService             func(childComplexity int, node string, name string, timeoutSeconds *int) int
+		RestoreAccount             func(childComplexity int, backup string, node *string) int
+		RestoreBackup              func(childComplexity int, input model.RestoreBackupInput) int
 		RevokeAPIToken             func(childComplexity int, id string) int
 		RevokeCertificate          func(childComplexity int, id string, reason *model.RevocationReason) int
 		RevokeSessions             func(childComplexity int, user string) int
@@ -412,6 +497,7 @@ type ComplexityRoot struct {
 		SetMailboxQuota            func(childComplexity int, address string, quotaMb int) int
 		SetNameservers             func(childComplexity int, names []string) int
 		SetPHPVersion              func(childComplexity int, account string, domain string, version *string) int
+		SetPlanBackup              func(childComplexity int, plan string, input *model.PlanBackupInput) int
 		SetRedirect                func(childComplexity int, domain string, to *string, code *int) int
 		SetSpamFilter              func(childComplexity int, domain string, filter model.SpamFilterInput) int
 		SetSpf                     func(childComplexity int, domain string, record string) int
@@ -425,6 +511,7 @@ type ComplexityRoot struct {
 		UpdateRecord               func(childComplexity int, zone string, id string, record model.RecordInput) int
 		UpdateReseller             func(childComplexity int, name string, input model.UpdateResellerInput) int
 		UpdateUser                 func(childComplexity int, name string, input model.UpdateUserInput) int
+		VerifyBackup               func(childComplexity int, id string) int
 	}
 
 	Node struct {
@@ -464,6 +551,7 @@ type ComplexityRoot struct {
 
 	Plan struct {
 		AllowExec   func(childComplexity int) int
+		Backup      func(childComplexity int) int
 		BandwidthMb func(childComplexity int) int
 		Databases   func(childComplexity int) int
 		DiskMb      func(childComplexity int) int
@@ -474,12 +562,24 @@ type ComplexityRoot struct {
 		PhpVersions func(childComplexity int) int
 	}
 
+	PlanBackup struct {
+		Enabled     func(childComplexity int) int
+		Hour        func(childComplexity int) int
+		KeepDaily   func(childComplexity int) int
+		KeepMonthly func(childComplexity int) int
+		KeepWeekly  func(childComplexity int) int
+		Target      func(childComplexity int) int
+	}
+
 	Query struct {
 		APITokens     func(childComplexity int) int
 		Account       func(childComplexity int, id *string, username *string) int
 		AccountCounts func(childComplexity int) int
 		Accounts      func(childComplexity int, filter *model.AccountFilter, first *int, after *string) int
 		AuditEvents   func(childComplexity int, filter *model.AuditFilter, first *int, after *string) int
+		Backup        func(childComplexity int, id string) int
+		BackupTargets func(childComplexity int) int
+		Backups       func(childComplexity int, account string, first *int, after *string) int
 		Certificate   func(childComplexity int, id string) int
 		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
@@ -500,6 +600,8 @@ type ComplexityRoot struct {
 		Replicas      func(childComplexity int) int
 		Reseller      func(childComplexity int, name string) int
 		Resellers     func(childComplexity int) int
+		Restore       func(childComplexity int, id string) int
+		Restores      func(childComplexity int, account string) int
 		Task          func(childComplexity int, id string) int
 		Users         func(childComplexity int, filter *model.UserFilter) int
 		ValidateZone  func(childComplexity int, zone string) int
@@ -528,6 +630,28 @@ type ComplexityRoot struct {
 		Usage        func(childComplexity int) int
 	}
 
+	Restore struct {
+		Account      func(childComplexity int) int
+		Backup       func(childComplexity int) int
+		CreatedAt    func(childComplexity int) int
+		Database     func(childComplexity int) int
+		DatabaseInto func(childComplexity int) int
+		Error        func(childComplexity int) int
+		Events       func(childComplexity int) int
+		Failed       func(childComplexity int) int
+		FinishedAt   func(childComplexity int) int
+		ID           func(childComplexity int) int
+		Into         func(childComplexity int) int
+		Mailbox      func(childComplexity int) int
+		Node         func(childComplexity int) int
+		Path         func(childComplexity int) int
+		Restored     func(childComplexity int) int
+		StartedAt    func(childComplexity int) int
+		Status       func(childComplexity int) int
+		Step         func(childComplexity int) int
+		What         func(childComplexity int) int
+	}
+
 	ScanMailboxPayload struct {
 		Infected func(childComplexity int) int
 		Scanned  func(childComplexity int) int
@@ -551,6 +675,7 @@ type ComplexityRoot struct {
 
 	Subscription struct {
 		AccountEvents     func(childComplexity int, id string) int
+		BackupEvents      func(childComplexity int, id string) int
 		CertificateEvents func(childComplexity int, id string) int
 	}
 
@@ -650,6 +775,14 @@ type MutationResolver interface {
 	DeleteReseller(ctx context.Context, name string) (bool, error)
 	ChangeAccountPlan(ctx context.Context, account string, plan string) (*model.Account, error)
 	ChangeAccountOwner(ctx context.Context, account string, owner string) (*model.Account, error)
+	CreateBackup(ctx context.Context, account string, target *string) (*model.Backup, error)
+	RestoreBackup(ctx context.Context, input model.RestoreBackupInput) (*model.Restore, error)
+	RestoreAccount(ctx context.Context, backup string, node *string) (*model.Restore, error)
+	VerifyBackup(ctx context.Context, id string) (*model.Backup, error)
+	DeleteBackup(ctx context.Context, id string) (*model.Backup, error)
+	CreateBackupTarget(ctx context.Context, input model.CreateBackupTargetInput) (*model.BackupTarget, error)
+	DeleteBackupTarget(ctx context.Context, name string) (*model.BackupTarget, error)
+	SetPlanBackup(ctx context.Context, plan string, input *model.PlanBackupInput) (*model.Plan, error)
 	CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) (*model.Database, error)
 	DeleteDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabasePayload, error)
 	CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) (*model.DatabaseUserPayload, error)
@@ -733,6 +866,11 @@ type QueryResolver interface {
 	Accounts(ctx context.Context, filter *model.AccountFilter, first *int, after *string) (*model.AccountConnection, error)
 	AccountCounts(ctx context.Context) ([]*model.AccountStatusCount, error)
 	AuditEvents(ctx context.Context, filter *model.AuditFilter, first *int, after *string) (*model.AuditEventConnection, error)
+	Backup(ctx context.Context, id string) (*model.Backup, error)
+	Backups(ctx context.Context, account string, first *int, after *string) (*model.BackupConnection, error)
+	Restore(ctx context.Context, id string) (*model.Restore, error)
+	Restores(ctx context.Context, account string) ([]*model.Restore, error)
+	BackupTargets(ctx context.Context) ([]*model.BackupTarget, error)
 	Databases(ctx context.Context, account string) ([]*model.Database, error)
 	DatabaseUsers(ctx context.Context, account string) ([]*model.DatabaseUser, error)
 	Zone(ctx context.Context, name string) (*model.Zone, error)
@@ -757,6 +895,7 @@ type QueryResolver interface {
 }
 type SubscriptionResolver interface {
 	AccountEvents(ctx context.Context, id string) (<-chan *model.AccountEvent, error)
+	BackupEvents(ctx context.Context, id string) (<-chan *model.BackupProgressEvent, error)
 	CertificateEvents(ctx context.Context, id string) (<-chan *model.CertificateEvent, error)
 }
 type ZoneResolver interface {
@@ -1036,6 +1175,327 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Autoresponder.Until(childComplexity), true
+
+	case "Backup.account":
+		if e.ComplexityRoot.Backup.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Account(childComplexity), true
+	case "Backup.accountId":
+		if e.ComplexityRoot.Backup.AccountID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.AccountID(childComplexity), true
+	case "Backup.addedBytes":
+		if e.ComplexityRoot.Backup.AddedBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.AddedBytes(childComplexity), true
+	case "Backup.contents":
+		if e.ComplexityRoot.Backup.Contents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Contents(childComplexity), true
+	case "Backup.createdAt":
+		if e.ComplexityRoot.Backup.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.CreatedAt(childComplexity), true
+	case "Backup.error":
+		if e.ComplexityRoot.Backup.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Error(childComplexity), true
+	case "Backup.events":
+		if e.ComplexityRoot.Backup.Events == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Events(childComplexity), true
+	case "Backup.failed":
+		if e.ComplexityRoot.Backup.Failed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Failed(childComplexity), true
+	case "Backup.fileCount":
+		if e.ComplexityRoot.Backup.FileCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.FileCount(childComplexity), true
+	case "Backup.finishedAt":
+		if e.ComplexityRoot.Backup.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.FinishedAt(childComplexity), true
+	case "Backup.id":
+		if e.ComplexityRoot.Backup.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.ID(childComplexity), true
+	case "Backup.node":
+		if e.ComplexityRoot.Backup.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Node(childComplexity), true
+	case "Backup.progress":
+		if e.ComplexityRoot.Backup.Progress == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Progress(childComplexity), true
+	case "Backup.scheduled":
+		if e.ComplexityRoot.Backup.Scheduled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Scheduled(childComplexity), true
+	case "Backup.sizeBytes":
+		if e.ComplexityRoot.Backup.SizeBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.SizeBytes(childComplexity), true
+	case "Backup.startedAt":
+		if e.ComplexityRoot.Backup.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.StartedAt(childComplexity), true
+	case "Backup.status":
+		if e.ComplexityRoot.Backup.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Status(childComplexity), true
+	case "Backup.target":
+		if e.ComplexityRoot.Backup.Target == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Target(childComplexity), true
+	case "Backup.verified":
+		if e.ComplexityRoot.Backup.Verified == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.Verified(childComplexity), true
+	case "Backup.verifiedAt":
+		if e.ComplexityRoot.Backup.VerifiedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.VerifiedAt(childComplexity), true
+	case "Backup.verifyProblems":
+		if e.ComplexityRoot.Backup.VerifyProblems == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Backup.VerifyProblems(childComplexity), true
+
+	case "BackupConnection.edges":
+		if e.ComplexityRoot.BackupConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupConnection.Edges(childComplexity), true
+	case "BackupConnection.pageInfo":
+		if e.ComplexityRoot.BackupConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupConnection.PageInfo(childComplexity), true
+
+	case "BackupContents.databases":
+		if e.ComplexityRoot.BackupContents.Databases == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupContents.Databases(childComplexity), true
+	case "BackupContents.files":
+		if e.ComplexityRoot.BackupContents.Files == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupContents.Files(childComplexity), true
+	case "BackupContents.mailboxes":
+		if e.ComplexityRoot.BackupContents.Mailboxes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupContents.Mailboxes(childComplexity), true
+	case "BackupContents.zones":
+		if e.ComplexityRoot.BackupContents.Zones == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupContents.Zones(childComplexity), true
+
+	case "BackupEdge.cursor":
+		if e.ComplexityRoot.BackupEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupEdge.Cursor(childComplexity), true
+	case "BackupEdge.node":
+		if e.ComplexityRoot.BackupEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupEdge.Node(childComplexity), true
+
+	case "BackupEvent.at":
+		if e.ComplexityRoot.BackupEvent.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupEvent.At(childComplexity), true
+	case "BackupEvent.kind":
+		if e.ComplexityRoot.BackupEvent.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupEvent.Kind(childComplexity), true
+	case "BackupEvent.message":
+		if e.ComplexityRoot.BackupEvent.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupEvent.Message(childComplexity), true
+
+	case "BackupItemFailure.error":
+		if e.ComplexityRoot.BackupItemFailure.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupItemFailure.Error(childComplexity), true
+	case "BackupItemFailure.item":
+		if e.ComplexityRoot.BackupItemFailure.Item == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupItemFailure.Item(childComplexity), true
+
+	case "BackupProgress.bytesDone":
+		if e.ComplexityRoot.BackupProgress.BytesDone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgress.BytesDone(childComplexity), true
+	case "BackupProgress.filesDone":
+		if e.ComplexityRoot.BackupProgress.FilesDone == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgress.FilesDone(childComplexity), true
+	case "BackupProgress.totalBytes":
+		if e.ComplexityRoot.BackupProgress.TotalBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgress.TotalBytes(childComplexity), true
+	case "BackupProgress.totalFiles":
+		if e.ComplexityRoot.BackupProgress.TotalFiles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgress.TotalFiles(childComplexity), true
+
+	case "BackupProgressEvent.backup":
+		if e.ComplexityRoot.BackupProgressEvent.Backup == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgressEvent.Backup(childComplexity), true
+	case "BackupProgressEvent.event":
+		if e.ComplexityRoot.BackupProgressEvent.Event == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupProgressEvent.Event(childComplexity), true
+
+	case "BackupTarget.accessError":
+		if e.ComplexityRoot.BackupTarget.AccessError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.AccessError(childComplexity), true
+	case "BackupTarget.accessKeyId":
+		if e.ComplexityRoot.BackupTarget.AccessKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.AccessKeyID(childComplexity), true
+	case "BackupTarget.bucket":
+		if e.ComplexityRoot.BackupTarget.Bucket == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Bucket(childComplexity), true
+	case "BackupTarget.createdAt":
+		if e.ComplexityRoot.BackupTarget.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.CreatedAt(childComplexity), true
+	case "BackupTarget.endpoint":
+		if e.ComplexityRoot.BackupTarget.Endpoint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Endpoint(childComplexity), true
+	case "BackupTarget.hostKey":
+		if e.ComplexityRoot.BackupTarget.HostKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.HostKey(childComplexity), true
+	case "BackupTarget.kind":
+		if e.ComplexityRoot.BackupTarget.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Kind(childComplexity), true
+	case "BackupTarget.name":
+		if e.ComplexityRoot.BackupTarget.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Name(childComplexity), true
+	case "BackupTarget.node":
+		if e.ComplexityRoot.BackupTarget.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Node(childComplexity), true
+	case "BackupTarget.prefix":
+		if e.ComplexityRoot.BackupTarget.Prefix == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Prefix(childComplexity), true
+	case "BackupTarget.region":
+		if e.ComplexityRoot.BackupTarget.Region == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.Region(childComplexity), true
+	case "BackupTarget.sftpAddress":
+		if e.ComplexityRoot.BackupTarget.SftpAddress == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackupTarget.SftpAddress(childComplexity), true
 
 	case "Capacity.cpus":
 		if e.ComplexityRoot.Capacity.Cpus == nil {
@@ -2000,6 +2460,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateAccount(childComplexity, args["input"].(model.CreateAccountInput)), true
+	case "Mutation.createBackup":
+		if e.ComplexityRoot.Mutation.CreateBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateBackup(childComplexity, args["account"].(string), args["target"].(*string)), true
+	case "Mutation.createBackupTarget":
+		if e.ComplexityRoot.Mutation.CreateBackupTarget == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createBackupTarget_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateBackupTarget(childComplexity, args["input"].(model.CreateBackupTargetInput)), true
 	case "Mutation.createDatabase":
 		if e.ComplexityRoot.Mutation.CreateDatabase == nil {
 			break
@@ -2121,6 +2603,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteAutoresponder(childComplexity, args["address"].(string)), true
+	case "Mutation.deleteBackup":
+		if e.ComplexityRoot.Mutation.DeleteBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteBackup(childComplexity, args["id"].(string)), true
+	case "Mutation.deleteBackupTarget":
+		if e.ComplexityRoot.Mutation.DeleteBackupTarget == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteBackupTarget_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteBackupTarget(childComplexity, args["name"].(string)), true
 	case "Mutation.deleteCertificate":
 		if e.ComplexityRoot.Mutation.DeleteCertificate == nil {
 			break
@@ -2446,6 +2950,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RestartService(childComplexity, args["node"].(string), args["name"].(string), args["timeoutSeconds"].(*int)), true
+	case "Mutation.restoreAccount":
+		if e.ComplexityRoot.Mutation.RestoreAccount == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_restoreAccount_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RestoreAccount(childComplexity, args["backup"].(string), args["node"].(*string)), true
+	case "Mutation.restoreBackup":
+		if e.ComplexityRoot.Mutation.RestoreBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_restoreBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RestoreBackup(childComplexity, args["input"].(model.RestoreBackupInput)), true
 	case "Mutation.revokeAPIToken":
 		if e.ComplexityRoot.Mutation.RevokeAPIToken == nil {
 			break
@@ -2644,6 +3170,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetPHPVersion(childComplexity, args["account"].(string), args["domain"].(string), args["version"].(*string)), true
+	case "Mutation.setPlanBackup":
+		if e.ComplexityRoot.Mutation.SetPlanBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setPlanBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetPlanBackup(childComplexity, args["plan"].(string), args["input"].(*model.PlanBackupInput)), true
 	case "Mutation.setRedirect":
 		if e.ComplexityRoot.Mutation.SetRedirect == nil {
 			break
@@ -2787,6 +3324,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateUser(childComplexity, args["name"].(string), args["input"].(model.UpdateUserInput)), true
+	case "Mutation.verifyBackup":
+		if e.ComplexityRoot.Mutation.VerifyBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyBackup(childComplexity, args["id"].(string)), true
 
 	case "Node.address":
 		if e.ComplexityRoot.Node.Address == nil {
@@ -2953,6 +3501,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Plan.AllowExec(childComplexity), true
+	case "Plan.backup":
+		if e.ComplexityRoot.Plan.Backup == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Plan.Backup(childComplexity), true
 	case "Plan.bandwidthMB":
 		if e.ComplexityRoot.Plan.BandwidthMb == nil {
 			break
@@ -3002,6 +3556,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Plan.PhpVersions(childComplexity), true
 
+	case "PlanBackup.enabled":
+		if e.ComplexityRoot.PlanBackup.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.Enabled(childComplexity), true
+	case "PlanBackup.hour":
+		if e.ComplexityRoot.PlanBackup.Hour == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.Hour(childComplexity), true
+	case "PlanBackup.keepDaily":
+		if e.ComplexityRoot.PlanBackup.KeepDaily == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.KeepDaily(childComplexity), true
+	case "PlanBackup.keepMonthly":
+		if e.ComplexityRoot.PlanBackup.KeepMonthly == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.KeepMonthly(childComplexity), true
+	case "PlanBackup.keepWeekly":
+		if e.ComplexityRoot.PlanBackup.KeepWeekly == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.KeepWeekly(childComplexity), true
+	case "PlanBackup.target":
+		if e.ComplexityRoot.PlanBackup.Target == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PlanBackup.Target(childComplexity), true
+
 	case "Query.apiTokens":
 		if e.ComplexityRoot.Query.APITokens == nil {
 			break
@@ -3047,6 +3638,34 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditEvents(childComplexity, args["filter"].(*model.AuditFilter), args["first"].(*int), args["after"].(*string)), true
+	case "Query.backup":
+		if e.ComplexityRoot.Query.Backup == nil {
+			break
+		}
+
+		args, err := ec.field_Query_backup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Backup(childComplexity, args["id"].(string)), true
+	case "Query.backupTargets":
+		if e.ComplexityRoot.Query.BackupTargets == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.BackupTargets(childComplexity), true
+	case "Query.backups":
+		if e.ComplexityRoot.Query.Backups == nil {
+			break
+		}
+
+		args, err := ec.field_Query_backups_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Backups(childComplexity, args["account"].(string), args["first"].(*int), args["after"].(*string)), true
 	case "Query.certificate":
 		if e.ComplexityRoot.Query.Certificate == nil {
 			break
@@ -3238,6 +3857,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Resellers(childComplexity), true
+	case "Query.restore":
+		if e.ComplexityRoot.Query.Restore == nil {
+			break
+		}
+
+		args, err := ec.field_Query_restore_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Restore(childComplexity, args["id"].(string)), true
+	case "Query.restores":
+		if e.ComplexityRoot.Query.Restores == nil {
+			break
+		}
+
+		args, err := ec.field_Query_restores_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Restores(childComplexity, args["account"].(string)), true
 	case "Query.task":
 		if e.ComplexityRoot.Query.Task == nil {
 			break
@@ -3369,6 +4010,121 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Reseller.Usage(childComplexity), true
 
+	case "Restore.account":
+		if e.ComplexityRoot.Restore.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Account(childComplexity), true
+	case "Restore.backup":
+		if e.ComplexityRoot.Restore.Backup == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Backup(childComplexity), true
+	case "Restore.createdAt":
+		if e.ComplexityRoot.Restore.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.CreatedAt(childComplexity), true
+	case "Restore.database":
+		if e.ComplexityRoot.Restore.Database == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Database(childComplexity), true
+	case "Restore.databaseInto":
+		if e.ComplexityRoot.Restore.DatabaseInto == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.DatabaseInto(childComplexity), true
+	case "Restore.error":
+		if e.ComplexityRoot.Restore.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Error(childComplexity), true
+	case "Restore.events":
+		if e.ComplexityRoot.Restore.Events == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Events(childComplexity), true
+	case "Restore.failed":
+		if e.ComplexityRoot.Restore.Failed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Failed(childComplexity), true
+	case "Restore.finishedAt":
+		if e.ComplexityRoot.Restore.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.FinishedAt(childComplexity), true
+	case "Restore.id":
+		if e.ComplexityRoot.Restore.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.ID(childComplexity), true
+	case "Restore.into":
+		if e.ComplexityRoot.Restore.Into == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Into(childComplexity), true
+	case "Restore.mailbox":
+		if e.ComplexityRoot.Restore.Mailbox == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Mailbox(childComplexity), true
+	case "Restore.node":
+		if e.ComplexityRoot.Restore.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Node(childComplexity), true
+	case "Restore.path":
+		if e.ComplexityRoot.Restore.Path == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Path(childComplexity), true
+	case "Restore.restored":
+		if e.ComplexityRoot.Restore.Restored == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Restored(childComplexity), true
+	case "Restore.startedAt":
+		if e.ComplexityRoot.Restore.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.StartedAt(childComplexity), true
+	case "Restore.status":
+		if e.ComplexityRoot.Restore.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Status(childComplexity), true
+	case "Restore.step":
+		if e.ComplexityRoot.Restore.Step == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.Step(childComplexity), true
+	case "Restore.what":
+		if e.ComplexityRoot.Restore.What == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Restore.What(childComplexity), true
+
 	case "ScanMailboxPayload.infected":
 		if e.ComplexityRoot.ScanMailboxPayload.Infected == nil {
 			break
@@ -3455,6 +4211,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.AccountEvents(childComplexity, args["id"].(string)), true
+	case "Subscription.backupEvents":
+		if e.ComplexityRoot.Subscription.BackupEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_backupEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.BackupEvents(childComplexity, args["id"].(string)), true
 	case "Subscription.certificateEvents":
 		if e.ComplexityRoot.Subscription.CertificateEvents == nil {
 			break
@@ -3724,6 +4491,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AutoresponderInput", ec.unmarshalInputAutoresponderInput),
 			graphql.NewInputUnmarshaler("CertificateFilter", ec.unmarshalInputCertificateFilter),
 			graphql.NewInputUnmarshaler("CreateAccountInput", ec.unmarshalInputCreateAccountInput),
+			graphql.NewInputUnmarshaler("CreateBackupTargetInput", ec.unmarshalInputCreateBackupTargetInput),
 			graphql.NewInputUnmarshaler("CreateJoinTokenInput", ec.unmarshalInputCreateJoinTokenInput),
 			graphql.NewInputUnmarshaler("CreateMailboxInput", ec.unmarshalInputCreateMailboxInput),
 			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
@@ -3732,8 +4500,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("InstallCertificateInput", ec.unmarshalInputInstallCertificateInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
 			graphql.NewInputUnmarshaler("NodeCapacityInput", ec.unmarshalInputNodeCapacityInput),
+			graphql.NewInputUnmarshaler("PlanBackupInput", ec.unmarshalInputPlanBackupInput),
 			graphql.NewInputUnmarshaler("RecordInput", ec.unmarshalInputRecordInput),
 			graphql.NewInputUnmarshaler("RequestCertificateInput", ec.unmarshalInputRequestCertificateInput),
+			graphql.NewInputUnmarshaler("RestoreBackupInput", ec.unmarshalInputRestoreBackupInput),
 			graphql.NewInputUnmarshaler("SpamFilterInput", ec.unmarshalInputSpamFilterInput),
 			graphql.NewInputUnmarshaler("UpdateNodeInput", ec.unmarshalInputUpdateNodeInput),
 			graphql.NewInputUnmarshaler("UpdatePlanInput", ec.unmarshalInputUpdatePlanInput),
@@ -3833,7 +4603,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -3847,6 +4617,7 @@ func sourceData(filename string) string {
 var sources = []*ast.Source{
 	{Name: "accounts.graphqls", Input: sourceData("accounts.graphqls"), BuiltIn: false},
 	{Name: "audit.graphqls", Input: sourceData("audit.graphqls"), BuiltIn: false},
+	{Name: "backup.graphqls", Input: sourceData("backup.graphqls"), BuiltIn: false},
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
@@ -4002,6 +4773,164 @@ func (ec *executionContext) childFields_Autoresponder(ctx context.Context, field
 		return ec.fieldContext_Autoresponder_until(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Autoresponder", field.Name)
+}
+
+func (ec *executionContext) childFields_Backup(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Backup_id(ctx, field)
+	case "account":
+		return ec.fieldContext_Backup_account(ctx, field)
+	case "accountId":
+		return ec.fieldContext_Backup_accountId(ctx, field)
+	case "target":
+		return ec.fieldContext_Backup_target(ctx, field)
+	case "node":
+		return ec.fieldContext_Backup_node(ctx, field)
+	case "status":
+		return ec.fieldContext_Backup_status(ctx, field)
+	case "scheduled":
+		return ec.fieldContext_Backup_scheduled(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Backup_createdAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_Backup_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_Backup_finishedAt(ctx, field)
+	case "sizeBytes":
+		return ec.fieldContext_Backup_sizeBytes(ctx, field)
+	case "addedBytes":
+		return ec.fieldContext_Backup_addedBytes(ctx, field)
+	case "fileCount":
+		return ec.fieldContext_Backup_fileCount(ctx, field)
+	case "contents":
+		return ec.fieldContext_Backup_contents(ctx, field)
+	case "failed":
+		return ec.fieldContext_Backup_failed(ctx, field)
+	case "verifiedAt":
+		return ec.fieldContext_Backup_verifiedAt(ctx, field)
+	case "verified":
+		return ec.fieldContext_Backup_verified(ctx, field)
+	case "verifyProblems":
+		return ec.fieldContext_Backup_verifyProblems(ctx, field)
+	case "error":
+		return ec.fieldContext_Backup_error(ctx, field)
+	case "progress":
+		return ec.fieldContext_Backup_progress(ctx, field)
+	case "events":
+		return ec.fieldContext_Backup_events(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Backup", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_BackupConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_BackupConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupContents(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "files":
+		return ec.fieldContext_BackupContents_files(ctx, field)
+	case "databases":
+		return ec.fieldContext_BackupContents_databases(ctx, field)
+	case "mailboxes":
+		return ec.fieldContext_BackupContents_mailboxes(ctx, field)
+	case "zones":
+		return ec.fieldContext_BackupContents_zones(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupContents", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_BackupEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_BackupEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "at":
+		return ec.fieldContext_BackupEvent_at(ctx, field)
+	case "kind":
+		return ec.fieldContext_BackupEvent_kind(ctx, field)
+	case "message":
+		return ec.fieldContext_BackupEvent_message(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupItemFailure(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "item":
+		return ec.fieldContext_BackupItemFailure_item(ctx, field)
+	case "error":
+		return ec.fieldContext_BackupItemFailure_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupItemFailure", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupProgress(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "filesDone":
+		return ec.fieldContext_BackupProgress_filesDone(ctx, field)
+	case "bytesDone":
+		return ec.fieldContext_BackupProgress_bytesDone(ctx, field)
+	case "totalFiles":
+		return ec.fieldContext_BackupProgress_totalFiles(ctx, field)
+	case "totalBytes":
+		return ec.fieldContext_BackupProgress_totalBytes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupProgress", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupProgressEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "backup":
+		return ec.fieldContext_BackupProgressEvent_backup(ctx, field)
+	case "event":
+		return ec.fieldContext_BackupProgressEvent_event(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupProgressEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_BackupTarget(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_BackupTarget_name(ctx, field)
+	case "kind":
+		return ec.fieldContext_BackupTarget_kind(ctx, field)
+	case "node":
+		return ec.fieldContext_BackupTarget_node(ctx, field)
+	case "sftpAddress":
+		return ec.fieldContext_BackupTarget_sftpAddress(ctx, field)
+	case "hostKey":
+		return ec.fieldContext_BackupTarget_hostKey(ctx, field)
+	case "accessError":
+		return ec.fieldContext_BackupTarget_accessError(ctx, field)
+	case "endpoint":
+		return ec.fieldContext_BackupTarget_endpoint(ctx, field)
+	case "bucket":
+		return ec.fieldContext_BackupTarget_bucket(ctx, field)
+	case "prefix":
+		return ec.fieldContext_BackupTarget_prefix(ctx, field)
+	case "region":
+		return ec.fieldContext_BackupTarget_region(ctx, field)
+	case "accessKeyId":
+		return ec.fieldContext_BackupTarget_accessKeyId(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_BackupTarget_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackupTarget", field.Name)
 }
 
 func (ec *executionContext) childFields_Capacity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -4552,8 +5481,28 @@ func (ec *executionContext) childFields_Plan(ctx context.Context, field graphql.
 		return ec.fieldContext_Plan_allowExec(ctx, field)
 	case "owner":
 		return ec.fieldContext_Plan_owner(ctx, field)
+	case "backup":
+		return ec.fieldContext_Plan_backup(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Plan", field.Name)
+}
+
+func (ec *executionContext) childFields_PlanBackup(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "target":
+		return ec.fieldContext_PlanBackup_target(ctx, field)
+	case "hour":
+		return ec.fieldContext_PlanBackup_hour(ctx, field)
+	case "keepDaily":
+		return ec.fieldContext_PlanBackup_keepDaily(ctx, field)
+	case "keepWeekly":
+		return ec.fieldContext_PlanBackup_keepWeekly(ctx, field)
+	case "keepMonthly":
+		return ec.fieldContext_PlanBackup_keepMonthly(ctx, field)
+	case "enabled":
+		return ec.fieldContext_PlanBackup_enabled(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PlanBackup", field.Name)
 }
 
 func (ec *executionContext) childFields_Redirect(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -4596,6 +5545,50 @@ func (ec *executionContext) childFields_Reseller(ctx context.Context, field grap
 		return ec.fieldContext_Reseller_usage(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Reseller", field.Name)
+}
+
+func (ec *executionContext) childFields_Restore(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Restore_id(ctx, field)
+	case "backup":
+		return ec.fieldContext_Restore_backup(ctx, field)
+	case "account":
+		return ec.fieldContext_Restore_account(ctx, field)
+	case "what":
+		return ec.fieldContext_Restore_what(ctx, field)
+	case "into":
+		return ec.fieldContext_Restore_into(ctx, field)
+	case "path":
+		return ec.fieldContext_Restore_path(ctx, field)
+	case "database":
+		return ec.fieldContext_Restore_database(ctx, field)
+	case "databaseInto":
+		return ec.fieldContext_Restore_databaseInto(ctx, field)
+	case "mailbox":
+		return ec.fieldContext_Restore_mailbox(ctx, field)
+	case "node":
+		return ec.fieldContext_Restore_node(ctx, field)
+	case "status":
+		return ec.fieldContext_Restore_status(ctx, field)
+	case "restored":
+		return ec.fieldContext_Restore_restored(ctx, field)
+	case "failed":
+		return ec.fieldContext_Restore_failed(ctx, field)
+	case "error":
+		return ec.fieldContext_Restore_error(ctx, field)
+	case "step":
+		return ec.fieldContext_Restore_step(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Restore_createdAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_Restore_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_Restore_finishedAt(ctx, field)
+	case "events":
+		return ec.fieldContext_Restore_events(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Restore", field.Name)
 }
 
 func (ec *executionContext) childFields_ScanMailboxPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -5102,6 +6095,42 @@ func (ec *executionContext) field_Mutation_createAccount_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createBackupTarget_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateBackupTargetInput, error) {
+			return ec.unmarshalNCreateBackupTargetInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateBackupTargetInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "target",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["target"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createDatabaseUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -5317,6 +6346,34 @@ func (ec *executionContext) field_Mutation_deleteAutoresponder_args(ctx context.
 		return nil, err
 	}
 	args["address"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteBackupTarget_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -5838,6 +6895,42 @@ func (ec *executionContext) field_Mutation_restartService_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_restoreAccount_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "backup",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["backup"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_restoreBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RestoreBackupInput, error) {
+			return ec.unmarshalNRestoreBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreBackupInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_revokeAPIToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6234,6 +7327,28 @@ func (ec *executionContext) field_Mutation_setPHPVersion_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_setPlanBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "plan",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["plan"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (*model.PlanBackupInput, error) {
+			return ec.unmarshalOPlanBackupInput2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPlanBackupInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setRedirect_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6512,6 +7627,20 @@ func (ec *executionContext) field_Mutation_updateUser_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_verifyBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6589,6 +7718,50 @@ func (ec *executionContext) field_Query_auditEvents_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["filter"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_backup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_backups_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
 	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
 		func(ctx context.Context, v any) (*int, error) {
 			return ec.unmarshalOInt2ᚖint(ctx, v)
@@ -6868,6 +8041,34 @@ func (ec *executionContext) field_Query_reseller_args(ctx context.Context, rawAr
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_restore_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_restores_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_task_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6955,6 +8156,20 @@ func (ec *executionContext) field_Query_zones_args(ctx context.Context, rawArgs 
 }
 
 func (ec *executionContext) field_Subscription_accountEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_backupEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -8096,6 +9311,1283 @@ func (ec *executionContext) _Autoresponder_until(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_Autoresponder_until(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Autoresponder", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Backup_id(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Backup_account(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "String")
+}
+
+func (ec *executionContext) _Backup_accountId(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_accountId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AccountID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_accountId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Backup_target(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_target(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Target, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_target(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "String")
+}
+
+func (ec *executionContext) _Backup_node(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "String")
+}
+
+func (ec *executionContext) _Backup_status(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.BackupStatus) graphql.Marshaler {
+			return ec.marshalNBackupStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "BackupStatus")
+}
+
+func (ec *executionContext) _Backup_scheduled(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_scheduled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scheduled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_scheduled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Backup_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Backup_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Backup_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Backup_sizeBytes(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_sizeBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SizeBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_sizeBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Backup_addedBytes(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_addedBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AddedBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_addedBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Backup_fileCount(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_fileCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FileCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_fileCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Backup_contents(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_contents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Contents, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupContents) graphql.Marshaler {
+			return ec.marshalNBackupContents2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupContents(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_contents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Backup",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupContents(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Backup_failed(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_failed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupItemFailure) graphql.Marshaler {
+			return ec.marshalNBackupItemFailure2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupItemFailureᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_failed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Backup",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupItemFailure(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Backup_verifiedAt(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_verifiedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VerifiedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_verifiedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Backup_verified(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_verified(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Verified, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_verified(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Backup_verifyProblems(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_verifyProblems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.VerifyProblems, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_verifyProblems(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "String")
+}
+
+func (ec *executionContext) _Backup_error(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Backup", field, false, false, "String")
+}
+
+func (ec *executionContext) _Backup_progress(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_progress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Progress, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupProgress) graphql.Marshaler {
+			return ec.marshalOBackupProgress2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupProgress(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_progress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Backup",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupProgress(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Backup_events(ctx context.Context, field graphql.CollectedField, obj *model.Backup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Backup_events(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Events, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupEvent) graphql.Marshaler {
+			return ec.marshalNBackupEvent2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEventᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Backup_events(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Backup",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.BackupConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupEdge) graphql.Marshaler {
+			return ec.marshalNBackupEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BackupConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.BackupConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BackupConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupContents_files(ctx context.Context, field graphql.CollectedField, obj *model.BackupContents) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupContents_files(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Files, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupContents_files(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupContents", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _BackupContents_databases(ctx context.Context, field graphql.CollectedField, obj *model.BackupContents) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupContents_databases(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Databases, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupContents_databases(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupContents", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupContents_mailboxes(ctx context.Context, field graphql.CollectedField, obj *model.BackupContents) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupContents_mailboxes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mailboxes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupContents_mailboxes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupContents", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupContents_zones(ctx context.Context, field graphql.CollectedField, obj *model.BackupContents) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupContents_zones(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Zones, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupContents_zones(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupContents", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.BackupEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.BackupEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BackupEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupEvent_at(ctx context.Context, field graphql.CollectedField, obj *model.BackupEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupEvent_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupEvent_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BackupEvent_kind(ctx context.Context, field graphql.CollectedField, obj *model.BackupEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupEvent_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupEvent_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupEvent_message(ctx context.Context, field graphql.CollectedField, obj *model.BackupEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupEvent_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupEvent_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupItemFailure_item(ctx context.Context, field graphql.CollectedField, obj *model.BackupItemFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupItemFailure_item(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Item, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupItemFailure_item(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupItemFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupItemFailure_error(ctx context.Context, field graphql.CollectedField, obj *model.BackupItemFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupItemFailure_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupItemFailure_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupItemFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupProgress_filesDone(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgress_filesDone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FilesDone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgress_filesDone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupProgress", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _BackupProgress_bytesDone(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgress_bytesDone(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BytesDone, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgress_bytesDone(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupProgress", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _BackupProgress_totalFiles(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgress_totalFiles(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalFiles, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgress_totalFiles(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupProgress", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _BackupProgress_totalBytes(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgress) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgress_totalBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgress_totalBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupProgress", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _BackupProgressEvent_backup(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgressEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgressEvent_backup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Backup, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgressEvent_backup(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BackupProgressEvent",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupProgressEvent_event(ctx context.Context, field graphql.CollectedField, obj *model.BackupProgressEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupProgressEvent_event(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Event, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupEvent) graphql.Marshaler {
+			return ec.marshalOBackupEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEvent(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupProgressEvent_event(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "BackupProgressEvent",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _BackupTarget_name(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_kind(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.BackupTargetKind) graphql.Marshaler {
+			return ec.marshalNBackupTargetKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "BackupTargetKind")
+}
+
+func (ec *executionContext) _BackupTarget_node(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_sftpAddress(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_sftpAddress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SftpAddress, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_sftpAddress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_hostKey(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_hostKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HostKey, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_hostKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_accessError(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_accessError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AccessError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_accessError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_endpoint(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_endpoint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Endpoint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_endpoint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_bucket(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_bucket(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bucket, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_bucket(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_prefix(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_prefix(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Prefix, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_prefix(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_region(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_region(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Region, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_region(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_accessKeyId(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_accessKeyId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AccessKeyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_accessKeyId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackupTarget_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.BackupTarget) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackupTarget_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackupTarget_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Capacity_cpus(ctx context.Context, field graphql.CollectedField, obj *model.Capacity) (ret graphql.Marshaler) {
@@ -12056,6 +14548,358 @@ func (ec *executionContext) fieldContext_Mutation_changeAccountOwner(ctx context
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateBackup(ctx, fc.Args["account"].(string), fc.Args["target"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_restoreBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_restoreBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RestoreBackup(ctx, fc.Args["input"].(model.RestoreBackupInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Restore) graphql.Marshaler {
+			return ec.marshalNRestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_restoreBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Restore(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_restoreBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_restoreAccount(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_restoreAccount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RestoreAccount(ctx, fc.Args["backup"].(string), fc.Args["node"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Restore) graphql.Marshaler {
+			return ec.marshalNRestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_restoreAccount(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Restore(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_restoreAccount_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_verifyBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_verifyBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().VerifyBackup(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_verifyBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_verifyBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteBackup(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createBackupTarget(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createBackupTarget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateBackupTarget(ctx, fc.Args["input"].(model.CreateBackupTargetInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupTarget) graphql.Marshaler {
+			return ec.marshalNBackupTarget2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTarget(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createBackupTarget(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupTarget(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createBackupTarget_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteBackupTarget(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteBackupTarget(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteBackupTarget(ctx, fc.Args["name"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupTarget) graphql.Marshaler {
+			return ec.marshalNBackupTarget2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTarget(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteBackupTarget(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupTarget(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteBackupTarget_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setPlanBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setPlanBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetPlanBackup(ctx, fc.Args["plan"].(string), fc.Args["input"].(*model.PlanBackupInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Plan) graphql.Marshaler {
+			return ec.marshalNPlan2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setPlanBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Plan(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setPlanBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createDatabase(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15859,6 +18703,176 @@ func (ec *executionContext) fieldContext_Plan_owner(_ context.Context, field gra
 	return graphql.NewScalarFieldContext("Plan", field, false, false, "String")
 }
 
+func (ec *executionContext) _Plan_backup(ctx context.Context, field graphql.CollectedField, obj *model.Plan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Plan_backup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Backup, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PlanBackup) graphql.Marshaler {
+			return ec.marshalOPlanBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPlanBackup(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Plan_backup(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Plan",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PlanBackup(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _PlanBackup_target(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_target(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Target, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_target(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "String")
+}
+
+func (ec *executionContext) _PlanBackup_hour(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_hour(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Hour, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_hour(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PlanBackup_keepDaily(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_keepDaily(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.KeepDaily, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_keepDaily(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PlanBackup_keepWeekly(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_keepWeekly(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.KeepWeekly, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_keepWeekly(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PlanBackup_keepMonthly(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_keepMonthly(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.KeepMonthly, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_keepMonthly(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PlanBackup_enabled(ctx context.Context, field graphql.CollectedField, obj *model.PlanBackup) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PlanBackup_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PlanBackup_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PlanBackup", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _Query_me(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -16203,6 +19217,214 @@ func (ec *executionContext) fieldContext_Query_auditEvents(ctx context.Context, 
 	if fc.Args, err = ec.field_Query_auditEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_backup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_backup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Backup(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+			return ec.marshalOBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_backup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Backup(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_backup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_backups(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_backups(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Backups(ctx, fc.Args["account"].(string), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupConnection) graphql.Marshaler {
+			return ec.marshalNBackupConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_backups(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_backups_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_restore(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_restore(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Restore(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Restore) graphql.Marshaler {
+			return ec.marshalORestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_restore(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Restore(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_restore_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_restores(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_restores(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Restores(ctx, fc.Args["account"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Restore) graphql.Marshaler {
+			return ec.marshalNRestore2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_restores(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Restore(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_restores_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_backupTargets(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_backupTargets(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().BackupTargets(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupTarget) graphql.Marshaler {
+			return ec.marshalNBackupTarget2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_backupTargets(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupTarget(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -17435,6 +20657,461 @@ func (ec *executionContext) fieldContext_Reseller_usage(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _Restore_id(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Restore_backup(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_backup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Backup, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_backup(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Restore_account(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_what(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_what(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.What, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.RestoreWhat) graphql.Marshaler {
+			return ec.marshalNRestoreWhat2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreWhat(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_what(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "RestoreWhat")
+}
+
+func (ec *executionContext) _Restore_into(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_into(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Into, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.RestoreInto) graphql.Marshaler {
+			return ec.marshalNRestoreInto2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_into(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "RestoreInto")
+}
+
+func (ec *executionContext) _Restore_path(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_path(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Path, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_path(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_database(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_database(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Database, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_database(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_databaseInto(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_databaseInto(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DatabaseInto, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_databaseInto(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_mailbox(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_mailbox(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mailbox, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_mailbox(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_node(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_status(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.BackupStatus) graphql.Marshaler {
+			return ec.marshalNBackupStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "BackupStatus")
+}
+
+func (ec *executionContext) _Restore_restored(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_restored(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Restored, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_restored(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_failed(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_failed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupItemFailure) graphql.Marshaler {
+			return ec.marshalNBackupItemFailure2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupItemFailureᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_failed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Restore",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupItemFailure(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Restore_error(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_step(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_step(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Step, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_step(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "String")
+}
+
+func (ec *executionContext) _Restore_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Restore_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Restore_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Restore", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Restore_events(ctx context.Context, field graphql.CollectedField, obj *model.Restore) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Restore_events(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Events, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.BackupEvent) graphql.Marshaler {
+			return ec.marshalNBackupEvent2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEventᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Restore_events(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Restore",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _ScanMailboxPayload_scanned(ctx context.Context, field graphql.CollectedField, obj *model.ScanMailboxPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -17758,6 +21435,50 @@ func (ec *executionContext) fieldContext_Subscription_accountEvents(ctx context.
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_accountEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_backupEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_backupEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().BackupEvents(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.BackupProgressEvent) graphql.Marshaler {
+			return ec.marshalNBackupProgressEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupProgressEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_backupEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackupProgressEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_backupEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -20188,6 +23909,104 @@ func UnmarshalCreateAccountInput(ctx context.Context, raw any) (model.CreateAcco
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateBackupTargetInput(ctx context.Context, obj any) (model.CreateBackupTargetInput, error) {
+	var it model.CreateBackupTargetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "kind", "node", "endpoint", "bucket", "prefix", "region", "accessKeyId", "secretAccessKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "kind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kind"))
+			data, err := ec.unmarshalNBackupTargetKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Kind = data
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "endpoint":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("endpoint"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Endpoint = data
+		case "bucket":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("bucket"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Bucket = data
+		case "prefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("prefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Prefix = data
+		case "region":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("region"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Region = data
+		case "accessKeyId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("accessKeyId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AccessKeyID = data
+		case "secretAccessKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("secretAccessKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SecretAccessKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateBackupTargetInput unmarshals raw into the CreateBackupTargetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateBackupTargetInput(ctx context.Context, raw any) (model.CreateBackupTargetInput, error) {
+	var out model.CreateBackupTargetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateBackupTargetInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateJoinTokenInput(ctx context.Context, obj any) (model.CreateJoinTokenInput, error) {
 	var it model.CreateJoinTokenInput
 	if obj == nil {
@@ -20721,6 +24540,96 @@ func UnmarshalNodeCapacityInput(ctx context.Context, raw any) (model.NodeCapacit
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputPlanBackupInput(ctx context.Context, obj any) (model.PlanBackupInput, error) {
+	var it model.PlanBackupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["keepDaily"]; !present {
+		asMap["keepDaily"] = 7
+	}
+	if _, present := asMap["keepWeekly"]; !present {
+		asMap["keepWeekly"] = 4
+	}
+	if _, present := asMap["keepMonthly"]; !present {
+		asMap["keepMonthly"] = 3
+	}
+	if _, present := asMap["enabled"]; !present {
+		asMap["enabled"] = true
+	}
+
+	fieldsInOrder := [...]string{"target", "hour", "keepDaily", "keepWeekly", "keepMonthly", "enabled"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "target":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("target"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Target = data
+		case "hour":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hour"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Hour = data
+		case "keepDaily":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keepDaily"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeepDaily = data
+		case "keepWeekly":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keepWeekly"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeepWeekly = data
+		case "keepMonthly":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("keepMonthly"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KeepMonthly = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalPlanBackupInput unmarshals raw into the PlanBackupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalPlanBackupInput(ctx context.Context, raw any) (model.PlanBackupInput, error) {
+	var out model.PlanBackupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "PlanBackupInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputRecordInput(ctx context.Context, obj any) (model.RecordInput, error) {
 	var it model.RecordInput
 	if obj == nil {
@@ -20848,6 +24757,101 @@ func (ec *executionContext) unmarshalInputRequestCertificateInput(ctx context.Co
 func UnmarshalRequestCertificateInput(ctx context.Context, raw any) (model.RequestCertificateInput, error) {
 	var out model.RequestCertificateInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RequestCertificateInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRestoreBackupInput(ctx context.Context, obj any) (model.RestoreBackupInput, error) {
+	var it model.RestoreBackupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["into"]; !present {
+		asMap["into"] = "SIDE_BY_SIDE"
+	}
+
+	fieldsInOrder := [...]string{"backup", "what", "path", "database", "databaseInto", "mailbox", "into", "node"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "backup":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("backup"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Backup = data
+		case "what":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("what"))
+			data, err := ec.unmarshalNRestoreWhat2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreWhat(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.What = data
+		case "path":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("path"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Path = data
+		case "database":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("database"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Database = data
+		case "databaseInto":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("databaseInto"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DatabaseInto = data
+		case "mailbox":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("mailbox"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Mailbox = data
+		case "into":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("into"))
+			data, err := ec.unmarshalORestoreInto2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Into = data
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRestoreBackupInput unmarshals raw into the RestoreBackupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRestoreBackupInput(ctx context.Context, raw any) (model.RestoreBackupInput, error) {
+	var out model.RestoreBackupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RestoreBackupInput", raw, &out)
 	return out, err
 }
 
@@ -21743,6 +25747,518 @@ func (ec *executionContext) _Autoresponder(ctx context.Context, sel ast.Selectio
 		case "until":
 			out.Values[i] = ec._Autoresponder_until(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupImplementors = []string{"Backup"}
+
+func (ec *executionContext) _Backup(ctx context.Context, sel ast.SelectionSet, obj *model.Backup) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Backup")
+		case "id":
+			out.Values[i] = ec._Backup_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._Backup_account(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "accountId":
+			out.Values[i] = ec._Backup_accountId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "target":
+			out.Values[i] = ec._Backup_target(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._Backup_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Backup_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scheduled":
+			out.Values[i] = ec._Backup_scheduled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Backup_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._Backup_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._Backup_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sizeBytes":
+			out.Values[i] = ec._Backup_sizeBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "addedBytes":
+			out.Values[i] = ec._Backup_addedBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fileCount":
+			out.Values[i] = ec._Backup_fileCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "contents":
+			out.Values[i] = ec._Backup_contents(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failed":
+			out.Values[i] = ec._Backup_failed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifiedAt":
+			out.Values[i] = ec._Backup_verifiedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "verified":
+			out.Values[i] = ec._Backup_verified(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifyProblems":
+			out.Values[i] = ec._Backup_verifyProblems(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._Backup_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "progress":
+			out.Values[i] = ec._Backup_progress(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "events":
+			out.Values[i] = ec._Backup_events(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupConnectionImplementors = []string{"BackupConnection"}
+
+func (ec *executionContext) _BackupConnection(ctx context.Context, sel ast.SelectionSet, obj *model.BackupConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupConnection")
+		case "edges":
+			out.Values[i] = ec._BackupConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._BackupConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupContentsImplementors = []string{"BackupContents"}
+
+func (ec *executionContext) _BackupContents(ctx context.Context, sel ast.SelectionSet, obj *model.BackupContents) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupContentsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupContents")
+		case "files":
+			out.Values[i] = ec._BackupContents_files(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "databases":
+			out.Values[i] = ec._BackupContents_databases(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mailboxes":
+			out.Values[i] = ec._BackupContents_mailboxes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "zones":
+			out.Values[i] = ec._BackupContents_zones(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupEdgeImplementors = []string{"BackupEdge"}
+
+func (ec *executionContext) _BackupEdge(ctx context.Context, sel ast.SelectionSet, obj *model.BackupEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupEdge")
+		case "cursor":
+			out.Values[i] = ec._BackupEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._BackupEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupEventImplementors = []string{"BackupEvent"}
+
+func (ec *executionContext) _BackupEvent(ctx context.Context, sel ast.SelectionSet, obj *model.BackupEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupEvent")
+		case "at":
+			out.Values[i] = ec._BackupEvent_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._BackupEvent_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._BackupEvent_message(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupItemFailureImplementors = []string{"BackupItemFailure"}
+
+func (ec *executionContext) _BackupItemFailure(ctx context.Context, sel ast.SelectionSet, obj *model.BackupItemFailure) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupItemFailureImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupItemFailure")
+		case "item":
+			out.Values[i] = ec._BackupItemFailure_item(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._BackupItemFailure_error(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupProgressImplementors = []string{"BackupProgress"}
+
+func (ec *executionContext) _BackupProgress(ctx context.Context, sel ast.SelectionSet, obj *model.BackupProgress) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupProgressImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupProgress")
+		case "filesDone":
+			out.Values[i] = ec._BackupProgress_filesDone(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytesDone":
+			out.Values[i] = ec._BackupProgress_bytesDone(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalFiles":
+			out.Values[i] = ec._BackupProgress_totalFiles(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalBytes":
+			out.Values[i] = ec._BackupProgress_totalBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupProgressEventImplementors = []string{"BackupProgressEvent"}
+
+func (ec *executionContext) _BackupProgressEvent(ctx context.Context, sel ast.SelectionSet, obj *model.BackupProgressEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupProgressEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupProgressEvent")
+		case "backup":
+			out.Values[i] = ec._BackupProgressEvent_backup(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "event":
+			out.Values[i] = ec._BackupProgressEvent_event(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var backupTargetImplementors = []string{"BackupTarget"}
+
+func (ec *executionContext) _BackupTarget(ctx context.Context, sel ast.SelectionSet, obj *model.BackupTarget) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backupTargetImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackupTarget")
+		case "name":
+			out.Values[i] = ec._BackupTarget_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._BackupTarget_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._BackupTarget_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "sftpAddress":
+			out.Values[i] = ec._BackupTarget_sftpAddress(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "hostKey":
+			out.Values[i] = ec._BackupTarget_hostKey(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "accessError":
+			out.Values[i] = ec._BackupTarget_accessError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "endpoint":
+			out.Values[i] = ec._BackupTarget_endpoint(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "bucket":
+			out.Values[i] = ec._BackupTarget_bucket(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "prefix":
+			out.Values[i] = ec._BackupTarget_prefix(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "region":
+			out.Values[i] = ec._BackupTarget_region(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "accessKeyId":
+			out.Values[i] = ec._BackupTarget_accessKeyId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._BackupTarget_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -23408,6 +27924,62 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "restoreBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_restoreBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "restoreAccount":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_restoreAccount(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifyBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_verifyBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createBackupTarget":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createBackupTarget(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteBackupTarget":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteBackupTarget(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "setPlanBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setPlanBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createDatabase":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createDatabase(ctx, field)
@@ -24173,6 +28745,69 @@ func (ec *executionContext) _Plan(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "backup":
+			out.Values[i] = ec._Plan_backup(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var planBackupImplementors = []string{"PlanBackup"}
+
+func (ec *executionContext) _PlanBackup(ctx context.Context, sel ast.SelectionSet, obj *model.PlanBackup) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, planBackupImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PlanBackup")
+		case "target":
+			out.Values[i] = ec._PlanBackup_target(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "hour":
+			out.Values[i] = ec._PlanBackup_hour(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "keepDaily":
+			out.Values[i] = ec._PlanBackup_keepDaily(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "keepWeekly":
+			out.Values[i] = ec._PlanBackup_keepWeekly(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "keepMonthly":
+			out.Values[i] = ec._PlanBackup_keepMonthly(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "enabled":
+			out.Values[i] = ec._PlanBackup_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -24262,6 +28897,36 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_auditEvents(ctx, field)
+				})
+		case "backup":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_backup(ctx, field)
+				})
+		case "backups":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_backups(ctx, field)
+				})
+		case "restore":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_restore(ctx, field)
+				})
+		case "restores":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_restores(ctx, field)
+				})
+		case "backupTargets":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_backupTargets(ctx, field)
 				})
 		case "databases":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -24564,6 +29229,129 @@ func (ec *executionContext) _Reseller(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var restoreImplementors = []string{"Restore"}
+
+func (ec *executionContext) _Restore(ctx context.Context, sel ast.SelectionSet, obj *model.Restore) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, restoreImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Restore")
+		case "id":
+			out.Values[i] = ec._Restore_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "backup":
+			out.Values[i] = ec._Restore_backup(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._Restore_account(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "what":
+			out.Values[i] = ec._Restore_what(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "into":
+			out.Values[i] = ec._Restore_into(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "path":
+			out.Values[i] = ec._Restore_path(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "database":
+			out.Values[i] = ec._Restore_database(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "databaseInto":
+			out.Values[i] = ec._Restore_databaseInto(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "mailbox":
+			out.Values[i] = ec._Restore_mailbox(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._Restore_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Restore_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "restored":
+			out.Values[i] = ec._Restore_restored(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failed":
+			out.Values[i] = ec._Restore_failed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._Restore_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "step":
+			out.Values[i] = ec._Restore_step(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Restore_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._Restore_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._Restore_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "events":
+			out.Values[i] = ec._Restore_events(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var scanMailboxPayloadImplementors = []string{"ScanMailboxPayload"}
 
 func (ec *executionContext) _ScanMailboxPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ScanMailboxPayload) graphql.Marshaler {
@@ -24723,6 +29511,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "accountEvents":
 		return ec._Subscription_accountEvents(ctx, fields[0])
+	case "backupEvents":
+		return ec._Subscription_backupEvents(ctx, fields[0])
 	case "certificateEvents":
 		return ec._Subscription_certificateEvents(ctx, fields[0])
 	default:
@@ -25707,6 +30497,154 @@ func (ec *executionContext) unmarshalNAutoresponderInput2githubᚗcomᚋnpanel�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx context.Context, sel ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Backup!")
+		return graphql.Null
+	}
+	return ec._Backup(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupConnection(ctx context.Context, sel ast.SelectionSet, v *model.BackupConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupConnection!")
+		return graphql.Null
+	}
+	return ec._BackupConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupContents2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupContents(ctx context.Context, sel ast.SelectionSet, v *model.BackupContents) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupContents!")
+		return graphql.Null
+	}
+	return ec._BackupContents(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.BackupEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBackupEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBackupEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEdge(ctx context.Context, sel ast.SelectionSet, v *model.BackupEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupEdge!")
+		return graphql.Null
+	}
+	return ec._BackupEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupEvent2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEventᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.BackupEvent) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBackupEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEvent(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBackupEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEvent(ctx context.Context, sel ast.SelectionSet, v *model.BackupEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupEvent!")
+		return graphql.Null
+	}
+	return ec._BackupEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupItemFailure2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupItemFailureᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.BackupItemFailure) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBackupItemFailure2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupItemFailure(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBackupItemFailure2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupItemFailure(ctx context.Context, sel ast.SelectionSet, v *model.BackupItemFailure) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupItemFailure!")
+		return graphql.Null
+	}
+	return ec._BackupItemFailure(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNBackupProgressEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupProgressEvent(ctx context.Context, sel ast.SelectionSet, v *model.BackupProgressEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupProgressEvent!")
+		return graphql.Null
+	}
+	return ec._BackupProgressEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNBackupStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupStatus(ctx context.Context, v any) (model.BackupStatus, error) {
+	var res model.BackupStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBackupStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupStatus(ctx context.Context, sel ast.SelectionSet, v model.BackupStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNBackupTarget2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.BackupTarget) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBackupTarget2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTarget(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBackupTarget2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTarget(ctx context.Context, sel ast.SelectionSet, v *model.BackupTarget) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackupTarget!")
+		return graphql.Null
+	}
+	return ec._BackupTarget(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNBackupTargetKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetKind(ctx context.Context, v any) (model.BackupTargetKind, error) {
+	var res model.BackupTargetKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBackupTargetKind2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupTargetKind(ctx context.Context, sel ast.SelectionSet, v model.BackupTargetKind) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -25823,6 +30761,11 @@ func (ec *executionContext) marshalNCreateAPITokenPayload2ᚖgithubᚗcomᚋnpan
 
 func (ec *executionContext) unmarshalNCreateAccountInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateAccountInput(ctx context.Context, v any) (model.CreateAccountInput, error) {
 	res, err := ec.unmarshalInputCreateAccountInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNCreateBackupTargetInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateBackupTargetInput(ctx context.Context, v any) (model.CreateBackupTargetInput, error) {
+	res, err := ec.unmarshalInputCreateBackupTargetInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -26549,6 +31492,55 @@ func (ec *executionContext) marshalNReseller2ᚖgithubᚗcomᚋnpanelᚋnpanel�
 	return ec._Reseller(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNRestore2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Restore) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNRestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx context.Context, sel ast.SelectionSet, v *model.Restore) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Restore!")
+		return graphql.Null
+	}
+	return ec._Restore(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRestoreBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreBackupInput(ctx context.Context, v any) (model.RestoreBackupInput, error) {
+	res, err := ec.unmarshalInputRestoreBackupInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNRestoreInto2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx context.Context, v any) (model.RestoreInto, error) {
+	var res model.RestoreInto
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRestoreInto2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx context.Context, sel ast.SelectionSet, v model.RestoreInto) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNRestoreWhat2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreWhat(ctx context.Context, v any) (model.RestoreWhat, error) {
+	var res model.RestoreWhat
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRestoreWhat2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreWhat(ctx context.Context, sel ast.SelectionSet, v model.RestoreWhat) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
 	var res model.Role
 	err := res.UnmarshalGQL(v)
@@ -27039,6 +32031,27 @@ func (ec *executionContext) marshalOAutoresponder2ᚖgithubᚗcomᚋnpanelᚋnpa
 	return ec._Autoresponder(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackup(ctx context.Context, sel ast.SelectionSet, v *model.Backup) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Backup(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOBackupEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupEvent(ctx context.Context, sel ast.SelectionSet, v *model.BackupEvent) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BackupEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOBackupProgress2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBackupProgress(ctx context.Context, sel ast.SelectionSet, v *model.BackupProgress) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._BackupProgress(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -27303,6 +32316,21 @@ func (ec *executionContext) marshalOPlan2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgra
 	return ec._Plan(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOPlanBackup2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPlanBackup(ctx context.Context, sel ast.SelectionSet, v *model.PlanBackup) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._PlanBackup(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOPlanBackupInput2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPlanBackupInput(ctx context.Context, v any) (*model.PlanBackupInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputPlanBackupInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalORedirect2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRedirect(ctx context.Context, sel ast.SelectionSet, v *model.Redirect) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -27315,6 +32343,29 @@ func (ec *executionContext) marshalOReseller2ᚖgithubᚗcomᚋnpanelᚋnpanel�
 		return graphql.Null
 	}
 	return ec._Reseller(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalORestore2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestore(ctx context.Context, sel ast.SelectionSet, v *model.Restore) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Restore(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalORestoreInto2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx context.Context, v any) (*model.RestoreInto, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.RestoreInto)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalORestoreInto2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRestoreInto(ctx context.Context, sel ast.SelectionSet, v *model.RestoreInto) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalORevocationReason2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRevocationReason(ctx context.Context, v any) (*model.RevocationReason, error) {

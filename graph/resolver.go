@@ -12,6 +12,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/auth"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -53,6 +54,8 @@ type Resolver struct {
 	Cluster Cluster
 	Zones   ZoneWriter
 	Log     *slog.Logger
+	// KEK seals secrets the API stores (backup targets' S3 keys).
+	KEK *pki.KEK
 	// AllowTestUsernames admits validate.TestUserPrefix names, for servers
 	// started by integration tests only.
 	AllowTestUsernames bool

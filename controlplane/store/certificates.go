@@ -2,14 +2,11 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // Certificates: one per site (its id is the site's domain), spec and
@@ -239,72 +236,19 @@ func (s *Store) CreateCertificate(ctx context.Context, c *Certificate, audit Aud
 	return nil
 }
 
-// ErrUnchanged, returned by an UpdateCertificate fn, leaves the record as
-// it is (UpdateCertificate then returns the record and no error).
-var ErrUnchanged = errors.New("unchanged")
-
 // UpdateCertificate applies fn to the current record and writes it back if
-// nobody wrote it meanwhile, retrying otherwise. fn may enqueue tasks for
-// the certificate through the returned ops (TaskOps) so that they are
-// written in the same transaction. An audit event with an Action is
-// written with it.
+// nobody wrote it meanwhile, retrying otherwise. fn may return tasks for
+// the certificate, written in the same transaction. An audit event with an
+// Action is written with it.
 func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Certificate) (tasks []*CertTask, err error), audit AuditEvent) (*Certificate, error) {
-	for {
-		c, rev, err := getJSON[Certificate](ctx, s.cli, certKey(id))
-		if err != nil {
-			return nil, err
-		}
-		tasks, err := fn(c)
-		if errors.Is(err, ErrUnchanged) {
-			return c, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		now := time.Now().UTC()
-		c.UpdatedAt = now
-		var ops []clientv3.Op
-		for _, t := range tasks {
-			rec, tops, err := taskOps(t.Node, t.Spec, CertificateObject(id), t.CreatedBy, nil, now)
-			if err != nil {
-				return nil, err
-			}
-			t.ID = rec.ID
-			if t.Track {
-				c.Status.TaskID, c.Status.TaskGeneration = rec.ID, t.Spec.GetGeneration()
-			}
-			ops = append(ops, tops...)
-		}
-		ops = append(ops, clientv3.OpPut(certKey(id), mustJSON(c)))
-		if audit.Action != "" {
-			ops = append(ops, auditPut(audit))
-		}
-		// A task for a node that was removed meanwhile would stay PENDING
-		// for ever (RemoveNode deletes its queue, nobody completes it):
-		// the nodes must exist when the tasks are written, compared in
-		// a nested transaction so that a missing node is told apart from
-		// a concurrent write of the record.
-		var nodes []clientv3.Cmp
-		for _, t := range tasks {
-			nodes = append(nodes, present(nodeKey(t.Node)))
-		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(certKey(id), rev)).Then(clientv3.OpTxn(nodes, ops, nil)).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("update certificate %s: %w", id, err)
-		}
-		if !resp.Succeeded {
-			continue
-		}
-		if !resp.Responses[0].GetResponseTxn().GetSucceeded() {
-			return nil, fmt.Errorf("update certificate %s: %w", id, ErrNoNode)
-		}
-		return c, nil
-	}
+	return updateRecord(ctx, s, certKey(id), CertificateObject(id),
+		func(c *Certificate) ([]*ObjectTask, error) {
+			c.UpdatedAt = time.Now().UTC()
+			return fn(c)
+		},
+		func(c *Certificate, task string, gen int64) { c.Status.TaskID, c.Status.TaskGeneration = task, gen },
+		audit)
 }
-
-// ErrNoNode: UpdateCertificate was asked to write a task for a node that
-// does not exist (removed); nothing was written.
-var ErrNoNode = errors.New("the certificate's node does not exist")
 
 // TaskLost reports whether task id will never finish: its record is gone,
 // or it is still PENDING but no longer queued (its node was removed with
@@ -333,15 +277,8 @@ func (s *Store) TaskLost(ctx context.Context, id string) (bool, error) {
 	return q.Count == 0, nil
 }
 
-// CertTask is a task UpdateCertificate writes with the certificate. With
-// Track, the certificate's status names it as the task in flight.
-type CertTask struct {
-	Node      string
-	Spec      *agentpb.Task
-	CreatedBy string
-	Track     bool
-	ID        string // set once written
-}
+// CertTask is a task UpdateCertificate writes with the certificate.
+type CertTask = ObjectTask
 
 // DeleteCertificate removes the certificate and its done notices.
 func (s *Store) DeleteCertificate(ctx context.Context, id string, audit AuditEvent) error {

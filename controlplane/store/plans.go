@@ -21,6 +21,9 @@ type Plan struct {
 	// pools disable exec, system, proc_open and the like. The account
 	// controller reads it when it builds a task.
 	AllowExec bool `json:"allowExec,omitempty"`
+	// Backup: the target, schedule and retention of the accounts'
+	// backups; nil: no scheduled backups.
+	Backup *BackupPolicy `json:"backup,omitempty"`
 	// Generation counts changes (UpdatePlan). An account records the
 	// generation its spec was built from (Account.PlanGeneration), so the
 	// controller can tell a mirrored copy of the plan that is behind it.

@@ -93,6 +93,95 @@ type AutoresponderInput struct {
 	Until *time.Time `json:"until,omitempty"`
 }
 
+type Backup struct {
+	ID string `json:"id"`
+	// The account's username.
+	Account    string       `json:"account"`
+	AccountID  string       `json:"accountId"`
+	Target     string       `json:"target"`
+	Node       string       `json:"node"`
+	Status     BackupStatus `json:"status"`
+	Scheduled  bool         `json:"scheduled"`
+	CreatedAt  time.Time    `json:"createdAt"`
+	StartedAt  *time.Time   `json:"startedAt,omitempty"`
+	FinishedAt *time.Time   `json:"finishedAt,omitempty"`
+	// Bytes the snapshots hold.
+	SizeBytes int64 `json:"sizeBytes"`
+	// Bytes this backup added to the repository (deduplicated, before compression).
+	AddedBytes int64           `json:"addedBytes"`
+	FileCount  int64           `json:"fileCount"`
+	Contents   *BackupContents `json:"contents"`
+	// Items that could not be backed up.
+	Failed     []*BackupItemFailure `json:"failed"`
+	VerifiedAt *time.Time           `json:"verifiedAt,omitempty"`
+	// Whether the last verification found the backup intact.
+	Verified       bool            `json:"verified"`
+	VerifyProblems []string        `json:"verifyProblems"`
+	Error          *string         `json:"error,omitempty"`
+	Progress       *BackupProgress `json:"progress,omitempty"`
+	Events         []*BackupEvent  `json:"events"`
+}
+
+type BackupConnection struct {
+	Edges    []*BackupEdge `json:"edges"`
+	PageInfo *PageInfo     `json:"pageInfo"`
+}
+
+type BackupContents struct {
+	Files     bool     `json:"files"`
+	Databases []string `json:"databases"`
+	Mailboxes []string `json:"mailboxes"`
+	Zones     []string `json:"zones"`
+}
+
+type BackupEdge struct {
+	Cursor string  `json:"cursor"`
+	Node   *Backup `json:"node"`
+}
+
+type BackupEvent struct {
+	At time.Time `json:"at"`
+	// queued, started, progress, succeeded, partial, failed, verified, deleting, ...
+	Kind    string  `json:"kind"`
+	Message *string `json:"message,omitempty"`
+}
+
+type BackupItemFailure struct {
+	// files, database:NAME, mailbox:ADDRESS, zone:NAME or state.
+	Item  string `json:"item"`
+	Error string `json:"error"`
+}
+
+type BackupProgress struct {
+	FilesDone  int64 `json:"filesDone"`
+	BytesDone  int64 `json:"bytesDone"`
+	TotalFiles int64 `json:"totalFiles"`
+	TotalBytes int64 `json:"totalBytes"`
+}
+
+type BackupProgressEvent struct {
+	Backup *Backup `json:"backup"`
+	// The newest event.
+	Event *BackupEvent `json:"event,omitempty"`
+}
+
+type BackupTarget struct {
+	Name string           `json:"name"`
+	Kind BackupTargetKind `json:"kind"`
+	// NODE: the backup node, and the SFTP endpoint and host key it reported.
+	Node        *string `json:"node,omitempty"`
+	SftpAddress *string `json:"sftpAddress,omitempty"`
+	HostKey     *string `json:"hostKey,omitempty"`
+	AccessError *string `json:"accessError,omitempty"`
+	// S3.
+	Endpoint    *string   `json:"endpoint,omitempty"`
+	Bucket      *string   `json:"bucket,omitempty"`
+	Prefix      *string   `json:"prefix,omitempty"`
+	Region      *string   `json:"region,omitempty"`
+	AccessKeyID *string   `json:"accessKeyId,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+}
+
 type Capacity struct {
 	Cpus        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memoryBytes"`
@@ -179,6 +268,20 @@ type CreateAccountInput struct {
 	Owner *string `json:"owner,omitempty"`
 	// Pin to a node (admin only).
 	Node *string `json:"node,omitempty"`
+}
+
+type CreateBackupTargetInput struct {
+	Name string           `json:"name"`
+	Kind BackupTargetKind `json:"kind"`
+	// NODE: a node with role backup.
+	Node *string `json:"node,omitempty"`
+	// S3: endpoint URL (https://host[:port]), bucket, key prefix, region, credentials. The secret key is sealed and never shown again.
+	Endpoint        *string `json:"endpoint,omitempty"`
+	Bucket          *string `json:"bucket,omitempty"`
+	Prefix          *string `json:"prefix,omitempty"`
+	Region          *string `json:"region,omitempty"`
+	AccessKeyID     *string `json:"accessKeyId,omitempty"`
+	SecretAccessKey *string `json:"secretAccessKey,omitempty"`
 }
 
 type CreateJoinTokenInput struct {
@@ -508,6 +611,27 @@ type Plan struct {
 	AllowExec bool `json:"allowExec"`
 	// The reseller that created it; null for an admin plan.
 	Owner *string `json:"owner,omitempty"`
+	// Scheduled backups of the plan's accounts; null: none.
+	Backup *PlanBackup `json:"backup,omitempty"`
+}
+
+type PlanBackup struct {
+	Target string `json:"target"`
+	// UTC hour the daily window starts; null: the default window, each account at a time of its own.
+	Hour        *int `json:"hour,omitempty"`
+	KeepDaily   int  `json:"keepDaily"`
+	KeepWeekly  int  `json:"keepWeekly"`
+	KeepMonthly int  `json:"keepMonthly"`
+	Enabled     bool `json:"enabled"`
+}
+
+type PlanBackupInput struct {
+	Target      string `json:"target"`
+	Hour        *int   `json:"hour,omitempty"`
+	KeepDaily   *int   `json:"keepDaily,omitempty"`
+	KeepWeekly  *int   `json:"keepWeekly,omitempty"`
+	KeepMonthly *int   `json:"keepMonthly,omitempty"`
+	Enabled     *bool  `json:"enabled,omitempty"`
 }
 
 type Query struct {
@@ -551,6 +675,46 @@ type Reseller struct {
 	Plans        []string `json:"plans"`
 	NodeSelector string   `json:"nodeSelector"`
 	Usage        *Usage   `json:"usage"`
+}
+
+type Restore struct {
+	ID           string       `json:"id"`
+	Backup       string       `json:"backup"`
+	Account      string       `json:"account"`
+	What         RestoreWhat  `json:"what"`
+	Into         RestoreInto  `json:"into"`
+	Path         *string      `json:"path,omitempty"`
+	Database     *string      `json:"database,omitempty"`
+	DatabaseInto *string      `json:"databaseInto,omitempty"`
+	Mailbox      *string      `json:"mailbox,omitempty"`
+	Node         string       `json:"node"`
+	Status       BackupStatus `json:"status"`
+	// Items restored.
+	Restored []string `json:"restored"`
+	// Items that could not be restored, and why.
+	Failed     []*BackupItemFailure `json:"failed"`
+	Error      *string              `json:"error,omitempty"`
+	Step       *string              `json:"step,omitempty"`
+	CreatedAt  time.Time            `json:"createdAt"`
+	StartedAt  *time.Time           `json:"startedAt,omitempty"`
+	FinishedAt *time.Time           `json:"finishedAt,omitempty"`
+	Events     []*BackupEvent       `json:"events"`
+}
+
+type RestoreBackupInput struct {
+	Backup string      `json:"backup"`
+	What   RestoreWhat `json:"what"`
+	// FILES: a file or folder relative to the home (empty: all of it).
+	Path *string `json:"path,omitempty"`
+	// DATABASE: the database as backed up.
+	Database *string `json:"database,omitempty"`
+	// DATABASE, SIDE_BY_SIDE: the new database to restore it as.
+	DatabaseInto *string `json:"databaseInto,omitempty"`
+	// MAILBOX: its address.
+	Mailbox *string      `json:"mailbox,omitempty"`
+	Into    *RestoreInto `json:"into,omitempty"`
+	// ALL: the node to restore onto when the account's node is gone (admins).
+	Node *string `json:"node,omitempty"`
 }
 
 type ScanMailboxPayload struct {
@@ -755,6 +919,130 @@ func (e *AccountStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e AccountStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type BackupStatus string
+
+const (
+	BackupStatusPending   BackupStatus = "PENDING"
+	BackupStatusRunning   BackupStatus = "RUNNING"
+	BackupStatusSucceeded BackupStatus = "SUCCEEDED"
+	// Some items failed (see failed); the rest was backed up (or restored).
+	BackupStatusPartial  BackupStatus = "PARTIAL"
+	BackupStatusFailed   BackupStatus = "FAILED"
+	BackupStatusDeleting BackupStatus = "DELETING"
+)
+
+var AllBackupStatus = []BackupStatus{
+	BackupStatusPending,
+	BackupStatusRunning,
+	BackupStatusSucceeded,
+	BackupStatusPartial,
+	BackupStatusFailed,
+	BackupStatusDeleting,
+}
+
+func (e BackupStatus) IsValid() bool {
+	switch e {
+	case BackupStatusPending, BackupStatusRunning, BackupStatusSucceeded, BackupStatusPartial, BackupStatusFailed, BackupStatusDeleting:
+		return true
+	}
+	return false
+}
+
+func (e BackupStatus) String() string {
+	return string(e)
+}
+
+func (e *BackupStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = BackupStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid BackupStatus", str)
+	}
+	return nil
+}
+
+func (e BackupStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *BackupStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e BackupStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type BackupTargetKind string
+
+const (
+	// The node's own backup area.
+	BackupTargetKindLocal BackupTargetKind = "LOCAL"
+	// A node with role backup, over SFTP.
+	BackupTargetKindNode BackupTargetKind = "NODE"
+	// An S3-compatible bucket.
+	BackupTargetKindS3 BackupTargetKind = "S3"
+)
+
+var AllBackupTargetKind = []BackupTargetKind{
+	BackupTargetKindLocal,
+	BackupTargetKindNode,
+	BackupTargetKindS3,
+}
+
+func (e BackupTargetKind) IsValid() bool {
+	switch e {
+	case BackupTargetKindLocal, BackupTargetKindNode, BackupTargetKindS3:
+		return true
+	}
+	return false
+}
+
+func (e BackupTargetKind) String() string {
+	return string(e)
+}
+
+func (e *BackupTargetKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = BackupTargetKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid BackupTargetKind", str)
+	}
+	return nil
+}
+
+func (e BackupTargetKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *BackupTargetKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e BackupTargetKind) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
@@ -1363,6 +1651,124 @@ func (e *RecordType) UnmarshalJSON(b []byte) error {
 }
 
 func (e RecordType) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type RestoreInto string
+
+const (
+	// Replace what exists.
+	RestoreIntoInPlace RestoreInto = "IN_PLACE"
+	// Restore beside it, replacing nothing.
+	RestoreIntoSideBySide RestoreInto = "SIDE_BY_SIDE"
+)
+
+var AllRestoreInto = []RestoreInto{
+	RestoreIntoInPlace,
+	RestoreIntoSideBySide,
+}
+
+func (e RestoreInto) IsValid() bool {
+	switch e {
+	case RestoreIntoInPlace, RestoreIntoSideBySide:
+		return true
+	}
+	return false
+}
+
+func (e RestoreInto) String() string {
+	return string(e)
+}
+
+func (e *RestoreInto) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RestoreInto(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RestoreInto", str)
+	}
+	return nil
+}
+
+func (e RestoreInto) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RestoreInto) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RestoreInto) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type RestoreWhat string
+
+const (
+	RestoreWhatAll      RestoreWhat = "ALL"
+	RestoreWhatFiles    RestoreWhat = "FILES"
+	RestoreWhatDatabase RestoreWhat = "DATABASE"
+	RestoreWhatMailbox  RestoreWhat = "MAILBOX"
+	RestoreWhatZone     RestoreWhat = "ZONE"
+)
+
+var AllRestoreWhat = []RestoreWhat{
+	RestoreWhatAll,
+	RestoreWhatFiles,
+	RestoreWhatDatabase,
+	RestoreWhatMailbox,
+	RestoreWhatZone,
+}
+
+func (e RestoreWhat) IsValid() bool {
+	switch e {
+	case RestoreWhatAll, RestoreWhatFiles, RestoreWhatDatabase, RestoreWhatMailbox, RestoreWhatZone:
+		return true
+	}
+	return false
+}
+
+func (e RestoreWhat) String() string {
+	return string(e)
+}
+
+func (e *RestoreWhat) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = RestoreWhat(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid RestoreWhat", str)
+	}
+	return nil
+}
+
+func (e RestoreWhat) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *RestoreWhat) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e RestoreWhat) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
