@@ -49,7 +49,7 @@ type Server struct {
 	// kek seals what the control plane keeps of secrets it must read
 	// again (backup repository passwords, S3 keys).
 	kek *pki.KEK
-	id    string
+	id  string
 
 	metrics *metrics
 	gateway *gateway
