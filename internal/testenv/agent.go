@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -124,7 +125,9 @@ func metricValue(m *dto.Metric) float64 {
 
 // WithModules runs the named service modules ("web", "dns", "db") in the
 // agent, with their daemons supervised under the agent's prefix and every
-// public listener on its own free loopback port. The prefix is made
+// public listener on its own free loopback port. With "backup" the prefix
+// is under /var/lib (sshd's ownership rules) and the backup user is a
+// test user, removed at cleanup. The prefix is made
 // traversable by others, as nginx's workers and the accounts' PHP need.
 func WithModules(t testing.TB, names ...string) AgentOption {
 	t.Helper()
@@ -132,7 +135,16 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix, err := os.MkdirTemp("", "npanel-node-")
+	base, backupUser := "", ""
+	if slices.Contains(names, "backup") {
+		// sshd refuses a chroot or authorized_keys below a directory
+		// others may write, as /tmp is: the backup node's prefix goes
+		// where only root writes. Its user is the test's own.
+		base = "/var/lib"
+		backupUser = TestUsername()
+		RemoveUserAtCleanup(t, backupUser)
+	}
+	prefix, err := os.MkdirTemp(base, "npanel-node-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,5 +163,7 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.IMAPListen, c.IMAPSListen = FreeAddr(t), FreeAddr(t)
 		c.POP3Listen, c.POP3SListen = FreeAddr(t), FreeAddr(t)
 		c.ClamdListen = FreeAddr(t)
+		c.SFTPListen = FreeAddr(t)
+		c.BackupUser = backupUser
 	}
 }
