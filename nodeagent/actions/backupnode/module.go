@@ -90,6 +90,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if _, _, err := ensureSystemUser(ctx, env.Profile.Useradd, env.Profile.Nologin, p.User); err != nil {
 		return nil, fmt.Errorf("backup setup: %w", err)
 	}
+	if err := unlockUser(ctx, env.Profile, p.User); err != nil {
+		return nil, fmt.Errorf("backup setup: %w", err)
+	}
 	// sshd refuses a chroot or an authorized_keys file below a directory
 	// that someone other than root may write: say so here, where the
 	// operator sees which directory, rather than in every failed login.
@@ -319,12 +322,35 @@ func ensureSystemUser(ctx context.Context, useradd, nologin, name string) (int, 
 	}
 	// Home "/": after the chroot sshd changes into the user's home, and
 	// "/" is the backup area itself, so no warning reaches the client.
+	// Password "*": no password matches it, and unlike useradd's default
+	// "!" sshd (without PAM) does not take it for a locked account.
 	out, err := exec.CommandContext(ctx, useradd, "--system", "--no-create-home", "--home-dir", "/",
-		"--shell", nologin, "--user-group", name).CombinedOutput()
+		"--shell", nologin, "--password", "*", "--user-group", name).CombinedOutput()
 	if err != nil {
 		return 0, 0, fmt.Errorf("useradd %s: %w: %s", name, err, bytes.TrimSpace(out))
 	}
 	return lookupIDs(name)
+}
+
+// unlockUser replaces a locked password ("!...") of name by "*": sshd
+// without PAM refuses every login, keys included, to a locked account,
+// and a user made by hand or by an older useradd call may be locked.
+func unlockUser(ctx context.Context, prof *platform.Profile, name string) error {
+	b, err := os.ReadFile(prof.Shadow)
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 2 || f[0] != name || !strings.HasPrefix(f[1], "!") {
+			continue
+		}
+		out, err := exec.CommandContext(ctx, prof.Usermod, "--password", "*", name).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("usermod %s: %w: %s", name, err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
 }
 
 func lookupIDs(name string) (int, int, error) {
