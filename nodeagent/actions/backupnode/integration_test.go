@@ -29,7 +29,7 @@ import (
 func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
 
 const (
-	sshPath   = "/usr/bin/ssh"
+	sshPath    = "/usr/bin/ssh"
 	resticPath = "/usr/bin/restic"
 	sftpPath   = "/usr/bin/sftp"
 )
@@ -130,9 +130,9 @@ func (n *backupNode) log() string {
 	return string(b)
 }
 
-// client is one source node: its key and the known_hosts pinning the
+// sourceNode is one source node: its key and the known_hosts pinning the
 // backup node's host key, as the backup agent's sftp.command uses them.
-type client struct {
+type sourceNode struct {
 	node       string
 	keyFile    string
 	knownHosts string
@@ -140,7 +140,7 @@ type client struct {
 	pub        string
 }
 
-func newClient(t *testing.T, node string) *client {
+func newClient(t *testing.T, node string) *sourceNode {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -151,7 +151,7 @@ func newClient(t *testing.T, node string) *client {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	c := &client{node: node, keyFile: filepath.Join(dir, "id_ed25519"), knownHosts: filepath.Join(dir, "known_hosts")}
+	c := &sourceNode{node: node, keyFile: filepath.Join(dir, "id_ed25519"), knownHosts: filepath.Join(dir, "known_hosts")}
 	if err := os.WriteFile(c.keyFile, pem.EncodeToMemory(blk), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +162,12 @@ func newClient(t *testing.T, node string) *client {
 	return c
 }
 
-func (c *client) key() *agentpb.BackupAccessKey {
+func (c *sourceNode) key() *agentpb.BackupAccessKey {
 	return &agentpb.BackupAccessKey{Node: c.node, PublicKey: c.pub}
 }
 
 // pin writes the known_hosts line the agent derives from the result.
-func (c *client) pin(t *testing.T, res *agentpb.BackupAccessResult) {
+func (c *sourceNode) pin(t *testing.T, res *agentpb.BackupAccessResult) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(res.SftpAddress)
 	if err != nil {
@@ -179,15 +179,15 @@ func (c *client) pin(t *testing.T, res *agentpb.BackupAccessResult) {
 	}
 }
 
-func (c *client) sshOpts(n *backupNode) []string {
+func (c *sourceNode) sshOpts(n *backupNode) []string {
 	return []string{"-i", c.keyFile, "-p", n.port, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + c.knownHosts}
 }
 
-// restic runs restic against the account repository acct of the client's
+// restic runs restic against the account repository acct of the source node's
 // node on n, exactly as the backup agent does: sftp.command and the
 // password on fd 3.
-func (c *client) restic(t *testing.T, n *backupNode, acct string, args ...string) (string, error) {
+func (c *sourceNode) restic(t *testing.T, n *backupNode, acct string, args ...string) (string, error) {
 	t.Helper()
 	sftpCmd := strings.Join(append(append([]string{sshPath}, c.sshOpts(n)...), n.user+"@127.0.0.1", "-s", "sftp"), " ")
 	argv := append([]string{"-r", "sftp:" + n.user + "@127.0.0.1:/" + c.node + "/" + acct,
@@ -212,7 +212,7 @@ func (c *client) restic(t *testing.T, n *backupNode, acct string, args ...string
 
 // sftpBatch runs /usr/bin/sftp with commands as its batch, each line's
 // failure tolerated ("-" prefix) so the output shows every answer.
-func (c *client) sftpBatch(t *testing.T, n *backupNode, commands ...string) string {
+func (c *sourceNode) sftpBatch(t *testing.T, n *backupNode, commands ...string) string {
 	t.Helper()
 	batch := filepath.Join(t.TempDir(), "batch")
 	if err := os.WriteFile(batch, []byte(strings.Join(commands, "\n")+"\n"), 0o600); err != nil {
@@ -265,7 +265,7 @@ func TestResticOverSFTP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, c := range []*client{a, b} {
+	for _, c := range []*sourceNode{a, b} {
 		if out, err := c.restic(t, n, "acct1", "init"); err != nil {
 			t.Fatalf("%s: restic init: %v\n%s\nsshd: %s", c.node, err, out, n.log())
 		}
@@ -283,7 +283,7 @@ func TestResticOverSFTP(t *testing.T) {
 	}
 	// The repositories are where the nodes' directories are, owned by the
 	// backup user, and nowhere else.
-	for _, c := range []*client{a, b} {
+	for _, c := range []*sourceNode{a, b} {
 		fi, err := os.Stat(filepath.Join(n.prefix, "var/lib/npanel/backup-node", c.node, "acct1", "config"))
 		if err != nil {
 			t.Fatalf("%s: repository config: %v", c.node, err)
@@ -300,7 +300,7 @@ func TestAccessIsSFTPOnlyAndByListedKeys(t *testing.T) {
 	n := startBackupNode(t)
 	a, b, stranger := newClient(t, "web1"), newClient(t, "web2"), newClient(t, "web3")
 	res := n.ensure(t, a.key(), b.key())
-	for _, c := range []*client{a, b, stranger} {
+	for _, c := range []*sourceNode{a, b, stranger} {
 		c.pin(t, res)
 	}
 	if err := login(n, res.HostKey, ssh.PublicKeys(a.signer)); err != nil {

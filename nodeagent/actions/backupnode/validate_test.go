@@ -104,7 +104,7 @@ func TestValidateAccess(t *testing.T) {
 		"node with quote": {Keys: []*agentpb.BackupAccessKey{key(`a"b`, a)}},
 		"node uppercase":  {Keys: []*agentpb.BackupAccessKey{key("Web1", a)}},
 		"node twice":      {Keys: []*agentpb.BackupAccessKey{key("web1", a), key("web1", b)}},
-		"key shared":      {Keys: []*agentpb.BackupAccessKey{key("web1", a), key("web2", a + " other comment")}},
+		"key shared":      {Keys: []*agentpb.BackupAccessKey{key("web1", a), key("web2", a+" other comment")}},
 		"bad key":         {Keys: []*agentpb.BackupAccessKey{key("web1", "ssh-ed25519 AAAA")}},
 	}
 	for name, req := range bad {
