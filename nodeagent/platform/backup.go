@@ -36,10 +36,10 @@ type BackupNodePaths struct {
 	HostKeyFile string
 	// User is the Linux user the source nodes log in as.
 	User string
-	// Unit is the systemd unit that runs the sshd on production nodes
-	// (ExecStart=/usr/sbin/sshd -D -e -f /etc/npanel/backup/sshd_config),
-	// installed with the agent.
-	Unit string
+	// Unit is the systemd unit that runs the sshd on production nodes;
+	// the agent writes it to UnitFile.
+	Unit     string
+	UnitFile string
 }
 
 // BackupNode returns the backup node's paths of p.
@@ -54,6 +54,7 @@ func (p *Profile) BackupNode() BackupNodePaths {
 		HostKeyFile: "backup-sftpd-host-ed25519-key",
 		User:        p.BackupUser,
 		Unit:        "npanel-backup-sftpd.service",
+		UnitFile:    "/etc/systemd/system/npanel-backup-sftpd.service",
 	}
 	if p.Name == NameAlma9 {
 		// RHEL's OpenSSH is built with /usr/share/empty.sshd.

@@ -104,10 +104,14 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			return nil, fmt.Errorf("backup setup: %w", err)
 		}
 	}
-	for _, d := range []string{p.ConfigDir, p.Area} {
-		if err := checkRootChain(d); err != nil {
-			return nil, fmt.Errorf("backup setup: %w", err)
-		}
+	// sshd opens authorized_keys as the backup user: the user must be
+	// able to pass through every directory above it. The chroot is made
+	// by root.
+	if err := checkRootChain(p.ConfigDir, true); err != nil {
+		return nil, fmt.Errorf("backup setup: %w", err)
+	}
+	if err := checkRootChain(p.Area, false); err != nil {
+		return nil, fmt.Errorf("backup setup: %w", err)
 	}
 	// OpenSSH's unprivileged pre-auth children chroot here; a systemd
 	// unit would make it (RuntimeDirectory), a supervised sshd needs it
@@ -138,14 +142,67 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		Version:      func(ctx context.Context) (string, error) { return sshdVersion(ctx, p.Sshd) },
 		Reconfigured: changed,
 	}
-	if env.Profile.Prefix == "" {
-		spec.Unit = p.Unit
-		return []services.Spec{spec}, nil
-	}
+	// Both ways to run it: the manager the agent picked uses one.
 	spec.Binary = p.Sshd
 	spec.Args = []string{"-D", "-e", "-f", p.Config}
+	if env.Profile.Prefix == "" && services.SystemdAvailable() {
+		spec.Unit = p.Unit
+		unitChanged, err := writeUnit(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("backup setup: %w", err)
+		}
+		spec.Reconfigured = spec.Reconfigured || unitChanged
+	}
 	return []services.Spec{spec}, nil
 }
+
+// renderUnit is the systemd unit of the backup sshd. It is not enabled:
+// the agent starts it after Setup made what it needs (the privilege
+// separation directory in /run). No RuntimeDirectory: /run/sshd is the
+// system sshd's too, and systemd would remove it when this unit stops.
+// KillMode=process lets running SFTP sessions finish across a restart,
+// as the distribution's sshd unit does.
+func renderUnit(p platform.BackupNodePaths) string {
+	return `# Written by the npanel agent; changes are overwritten.
+[Unit]
+Description=npanel backup node: SFTP for other nodes' backups
+After=network.target
+
+[Service]
+ExecStartPre=` + p.Sshd + ` -t -f ` + p.Config + `
+ExecStart=` + p.Sshd + ` -D -e -f ` + p.Config + `
+ExecReload=` + p.Sshd + ` -t -f ` + p.Config + `
+ExecReload=/bin/kill -HUP $MAINPID
+KillMode=process
+Restart=on-failure
+RestartSec=2s
+`
+}
+
+// writeUnit installs the unit when it differs and has systemd read it.
+func writeUnit(ctx context.Context, p platform.BackupNodePaths) (bool, error) {
+	root, err := os.OpenRoot(filepath.Dir(p.UnitFile))
+	if err != nil {
+		return false, err
+	}
+	defer root.Close()
+	name, unit := filepath.Base(p.UnitFile), []byte(renderUnit(p))
+	if old, err := root.ReadFile(name); err == nil && bytes.Equal(old, unit) {
+		return false, nil
+	}
+	if err := atomicfile.Write(root, name, unit, 0o644, nil); err != nil {
+		return false, err
+	}
+	cmd := exec.CommandContext(ctx, systemctl, "daemon-reload")
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return false, fmt.Errorf("systemctl daemon-reload: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return true, nil
+}
+
+// systemctl is at this path on both distros.
+const systemctl = "/usr/bin/systemctl"
 
 // renderConfig is the whole sshd_config of the backup sshd.
 func renderConfig(p platform.BackupNodePaths, listen, hostKey string) (string, error) {
@@ -290,8 +347,9 @@ func rootDir(dir string, mode os.FileMode) error {
 
 // checkRootChain checks what sshd checks of a ChrootDirectory and of the
 // directories above authorized_keys: dir and every directory above it are
-// root's and writable by no one else.
-func checkRootChain(dir string) error {
+// root's and writable by no one else; with search, others may pass
+// through them too.
+func checkRootChain(dir string, search bool) error {
 	for d := dir; ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err != nil {
@@ -304,6 +362,10 @@ func checkRootChain(dir string) error {
 		if st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("sshd refuses %s: %s must be owned by root and writable by root only (owner uid %d, mode %04o); use a prefix outside world-writable directories such as /tmp",
 				dir, d, st.Uid, fi.Mode().Perm())
+		}
+		if search && fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("sshd cannot read %s as the backup user: %s is not searchable by others (mode %04o)",
+				dir, d, fi.Mode().Perm())
 		}
 		if d == "/" {
 			return nil

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -219,4 +221,41 @@ func FuzzValidateKey(f *testing.F) {
 			t.Fatalf("%q has options %q", out, opts)
 		}
 	})
+}
+
+func TestRenderUnit(t *testing.T) {
+	u := renderUnit(platform.Alma9("").BackupNode())
+	for _, want := range []string{
+		"ExecStart=/usr/sbin/sshd -D -e -f /etc/npanel/backup/sshd_config\n",
+		"ExecStartPre=/usr/sbin/sshd -t -f /etc/npanel/backup/sshd_config\n",
+		"KillMode=process\n", "Restart=on-failure\n",
+	} {
+		if !strings.Contains(u, want) {
+			t.Errorf("unit lacks %q:\n%s", want, u)
+		}
+	}
+	if strings.Contains(u, "RuntimeDirectory") {
+		t.Error("unit would remove the system sshd's /run/sshd when it stops")
+	}
+}
+
+// Setup refuses, with the directory to blame, what sshd would refuse at
+// every login.
+func TestCheckRootChain(t *testing.T) {
+	if err := checkRootChain("/usr/lib", true); err != nil {
+		t.Fatalf("/usr/lib: %v", err)
+	}
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRootChain(filepath.Join(d), false); err == nil || !strings.Contains(err.Error(), d) {
+		t.Fatalf("world-writable %s: %v", d, err)
+	}
+	if err := os.Chmod(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRootChain(d, true); err == nil {
+		t.Fatalf("%s not searchable by others accepted", d)
+	}
 }
