@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -322,11 +324,9 @@ func TestAccessIsSFTPOnlyAndByListedKeys(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "sftp connections only") {
 		t.Fatalf("ssh true: %v\n%s", err, out)
 	}
-	// So is a pty, a forwarding and any subsystem but sftp.
-	out, err = exec.CommandContext(ctx, sshPath, append(a.sshOpts(n), "-N", "-o", "ExitOnForwardFailure=yes",
-		"-L", "127.0.0.1:0:127.0.0.1:"+n.port, n.user+"@127.0.0.1")...).CombinedOutput()
-	if err == nil {
-		t.Fatalf("port forwarding accepted:\n%s", out)
+	// So are a pty, a shell, a TCP forwarding and any subsystem but sftp.
+	if err := refusedSession(n, res.HostKey, a.signer); err != nil {
+		t.Fatal(err)
 	}
 
 	// Remove b: its next login fails, a's still works.
@@ -446,6 +446,45 @@ func TestServiceSupervised(t *testing.T) {
 	if err := login(n, res.HostKey, ssh.PublicKeys(a.signer)); err != nil {
 		t.Fatalf("login after restart: %v", err)
 	}
+}
+
+// refusedSession logs in with key and checks that everything but the
+// sftp subsystem is refused.
+func refusedSession(n *backupNode, hostKey string, key ssh.Signer) error {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hostKey))
+	if err != nil {
+		return err
+	}
+	c, err := ssh.Dial("tcp", "127.0.0.1:"+n.port, &ssh.ClientConfig{User: n.user, Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: ssh.FixedHostKey(pk), Timeout: 10 * time.Second})
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
+	defer c.Close()
+	if fc, err := c.Dial("tcp", "127.0.0.1:"+n.port); err == nil {
+		fc.Close()
+		return errors.New("a TCP forwarding was accepted")
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	defer s.Close()
+	if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{}); err == nil {
+		return errors.New("a pty was granted")
+	}
+	if err := s.RequestSubsystem("netconf"); err == nil {
+		return errors.New("a subsystem other than sftp was started")
+	}
+	s2, err := c.NewSession()
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	defer s2.Close()
+	if out, err := s2.CombinedOutput("cat /etc/passwd"); err == nil || strings.Contains(string(out), "root:") {
+		return fmt.Errorf("a command ran: %v: %s", err, out)
+	}
+	return nil
 }
 
 func status(n *backupNode, name string) *services.Status {
