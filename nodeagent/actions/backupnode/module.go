@@ -7,15 +7,26 @@
 // the system's sshd and /etc/ssh, which operators log in through, are never
 // touched.
 //
+// The module is opt-in (`--modules backup`; "all" leaves it out). Its sshd
+// listens on --sftp-listen, default ":2222" so that 22 stays the system
+// sshd's, and lets in only --backup-user (default "npanel-backup", a
+// system user without password or shell that the module creates), only by
+// the keys EnsureBackupAccess lists, only for SFTP. A source node's
+// repositories live in <area>/<node>/<account>, which is the path restic
+// is given: sftp:<user>@<host>:/<node>/<account>.
+//
 // Confinement. Every source node logs in as one Linux user (the protocol
 // names one sftp_user per backup node), and sshd can neither chroot nor
 // Match by key: ChrootDirectory and internal-sftp's -d expand only user
 // tokens, and Match has no key criterion. So the chroot (the backup area)
 // keeps every node away from the rest of the host, and each key's forced
-// command starts its SFTP session in the node's own directory; a node that
+// command starts its SFTP session in the node's own directory. The chroot's
+// root is 0711, so no node can list the others' names, but a node that
 // knows another node's name can still reach that node's directory. The
 // repositories are encrypted with per-account passwords no other node has,
-// so a node can damage but not read another node's backups.
+// so a node can damage but not read another node's backups. True per-node
+// confinement needs a Linux user per source node (ChrootDirectory
+// <area>/%u), which needs a sftp_user per key in BackupAccessResult.
 package backupnode
 
 import (
