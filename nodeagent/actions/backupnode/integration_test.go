@@ -337,6 +337,26 @@ func TestAccessIsSFTPOnlyAndByListedKeys(t *testing.T) {
 	if err := login(n, res.HostKey, ssh.PublicKeys(a.signer)); err != nil {
 		t.Fatalf("remaining key refused: %v", err)
 	}
+	// Its directory, with whatever backups it holds, stays.
+	if _, err := os.Stat(filepath.Join(n.prefix, "var/lib/npanel/backup-node", b.node)); err != nil {
+		t.Fatalf("removed node's directory: %v", err)
+	}
+}
+
+// On a node where the module is not running the action fails as
+// UNAVAILABLE, before touching anything.
+func TestEnsureWithoutModule(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/sshd")
+	p := platform.Debian12(t.TempDir())
+	env := &actions.Env{Node: "web1", Logger: testenv.Logger(), Profile: p, DataDir: t.TempDir()}
+	a := backupnode.NewModule().NewEnsureAccess(&agentpb.EnsureBackupAccessAction{Keys: []*agentpb.BackupAccessKey{newClient(t, "web2").key()}})
+	_, err := a.Apply(context.Background(), env)
+	if actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE {
+		t.Fatalf("Apply = %v, want UNAVAILABLE", err)
+	}
+	if _, err := os.Stat(p.BackupNode().AuthorizedKeys); err == nil {
+		t.Fatal("authorized_keys written without the module")
+	}
 }
 
 // What a node's key reaches: its session starts in its own directory,
@@ -408,8 +428,16 @@ func TestIdempotentAndHostKeyKept(t *testing.T) {
 	if out, err := a.restic(t, n, "acct1", "init"); err != nil {
 		t.Fatalf("restic init: %v\n%s", err, out)
 	}
+	conf := filepath.Join(n.prefix, "etc/npanel/backup/sshd_config")
+	before, err := os.Stat(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n.stop(t)
 	n.start(t)
+	if after, err := os.Stat(conf); err != nil || !after.ModTime().Equal(before.ModTime()) || !os.SameFile(before, after) {
+		t.Errorf("setting up again rewrote sshd_config (%v)", err)
+	}
 	res3 := n.ensure(t, a.key(), b.key())
 	if res3.HostKey != res1.HostKey {
 		t.Fatalf("host key changed across a restart: %s, then %s", res1.HostKey, res3.HostKey)
