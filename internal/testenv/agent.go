@@ -125,10 +125,11 @@ func metricValue(m *dto.Metric) float64 {
 
 // WithModules runs the named service modules ("web", "dns", "db") in the
 // agent, with their daemons supervised under the agent's prefix and every
-// public listener on its own free loopback port. With "backup" the prefix
-// is under /var/lib (sshd's ownership rules) and the backup user is a
-// test user, removed at cleanup. The prefix is made
+// public listener on its own free loopback port. The prefix is made
 // traversable by others, as nginx's workers and the accounts' PHP need.
+// With "backup" the prefix is under /var/lib (sshd refuses a chroot below
+// the world-writable /tmp) and the backup user is a test user, removed
+// after the agent stopped.
 func WithModules(t testing.TB, names ...string) AgentOption {
 	t.Helper()
 	mods, err := allowlist.Modules(names)
