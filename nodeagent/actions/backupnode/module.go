@@ -525,7 +525,7 @@ func banner(ctx context.Context, addr string) error {
 }
 
 // sshdVersion is the first word `sshd -V` prints (on stderr, with a
-// non-zero exit on older versions): "OpenSSH_9.2p1".
+// non-zero exit on older versions): "OpenSSH_9.2p1 Debian-2+deb12u3".
 func sshdVersion(ctx context.Context, sshd string) (string, error) {
 	cmd := exec.CommandContext(ctx, sshd, "-V")
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
