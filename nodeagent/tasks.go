@@ -227,6 +227,8 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_TrainMail{TrainMail: m}
 	case *agentpb.CertificateResult:
 		res.Result = &agentpb.TaskResult_Certificate{Certificate: m}
+	case *agentpb.BackupAccessResult:
+		res.Result = &agentpb.TaskResult_BackupAccess{BackupAccess: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

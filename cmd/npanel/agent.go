@@ -64,7 +64,7 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the node's key, certificate and task journal (required)")
 	f.StringVar(&cfg.GossipListen, "gossip-listen", "0.0.0.0:7946", `memberlist listener; "" disables gossip`)
 	f.StringVar(&cfg.Platform, "platform", "", "distro profile: alma9 or debian12 (default: detected from /etc/os-release)")
-	f.StringVar(&modules, "modules", "all", "service modules to run, comma-separated ("+strings.Join(allowlist.ModuleNames(), ", ")+"), all or none")
+	f.StringVar(&modules, "modules", "all", "service modules to run, comma-separated ("+strings.Join(allowlist.ModuleNames(), ", ")+"), all (every one but backup, which is named alone) or none")
 	f.StringVar(&cfg.HTTPListen, "http-listen", "", `address nginx serves sites on (default ":80")`)
 	f.StringVar(&cfg.HTTPSListen, "https-listen", "", `address nginx serves sites on over TLS, HTTP/2 (default ":443")`)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", `address PowerDNS answers on (default "0.0.0.0:53")`)
@@ -83,6 +83,8 @@ where every user of the machine sees it (ps, /proc).`,
 		return err
 	})
 	f.StringVar(&cfg.ClamdListen, "clamd-listen", "", `loopback address of clamd's TCP socket Exim streams mail to (default "127.0.0.1:3310")`)
+	f.StringVar(&cfg.SFTPListen, "sftp-listen", "", `address the backup module's own sshd serves SFTP on, for other nodes' backups (default ":2222"; 22 stays the system sshd's)`)
+	f.StringVar(&cfg.BackupUser, "backup-user", "", `Linux user other nodes log in as over SFTP on a backup node (default "npanel-backup")`)
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return cmd
 }

@@ -193,6 +193,10 @@ const (
 	devPOP3Base       = 1100
 	devPOP3SBase      = 9950
 	devClamdBase      = 3310
+
+	// Backup node (--modules backup): dev-N's SFTP sshd. Its chroot
+	// needs a dev directory that only root can write (not under /tmp).
+	devSFTPBase = 2320
 )
 
 // devAgent returns agent number i, declaring the node and issuing a join
@@ -245,6 +249,7 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		POP3Listen:       fmt.Sprintf("127.0.0.1:%d", devPOP3Base+i),
 		POP3SListen:      fmt.Sprintf("127.0.0.1:%d", devPOP3SBase+i),
 		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
+		SFTPListen:       fmt.Sprintf("127.0.0.1:%d", devSFTPBase+i),
 		Version:          version,
 		Logger:           log.With("component", "agent", "node", name),
 	})

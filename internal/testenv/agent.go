@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,13 +127,25 @@ func metricValue(m *dto.Metric) float64 {
 // agent, with their daemons supervised under the agent's prefix and every
 // public listener on its own free loopback port. The prefix is made
 // traversable by others, as nginx's workers and the accounts' PHP need.
+// With "backup" the prefix is under /var/lib (sshd refuses a chroot below
+// the world-writable /tmp) and the backup user is a test user, removed
+// after the agent stopped.
 func WithModules(t testing.TB, names ...string) AgentOption {
 	t.Helper()
 	mods, err := allowlist.Modules(names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix, err := os.MkdirTemp("", "npanel-node-")
+	base, backupUser := "", ""
+	if slices.Contains(names, "backup") {
+		// sshd refuses a chroot or authorized_keys below a directory
+		// others may write, as /tmp is: the backup node's prefix goes
+		// where only root writes. Its user is the test's own.
+		base = "/var/lib"
+		backupUser = TestUsername()
+		RemoveUserAtCleanup(t, backupUser)
+	}
+	prefix, err := os.MkdirTemp(base, "npanel-node-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,5 +164,7 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.IMAPListen, c.IMAPSListen = FreeAddr(t), FreeAddr(t)
 		c.POP3Listen, c.POP3SListen = FreeAddr(t), FreeAddr(t)
 		c.ClamdListen = FreeAddr(t)
+		c.SFTPListen = FreeAddr(t)
+		c.BackupUser = backupUser
 	}
 }

@@ -66,6 +66,12 @@ type Profile struct {
 	// messages to (clamd's user cannot read Exim's spool, and Exim's
 	// clamd scanner streams only over TCP).
 	ClamdListen string
+	// SFTPListen is where a backup node's own sshd serves SFTP (ip:port or
+	// :port, default DefaultSFTPListen).
+	SFTPListen string
+	// BackupUser is the Linux user source nodes log in as on a backup node
+	// (default DefaultBackupUser; tests use a user of their own).
+	BackupUser string
 
 	// Useradd, Usermod and Userdel edit the user database.
 	Useradd string
@@ -121,6 +127,9 @@ func base(name, prefix string) *Profile {
 		POP3SListen:      ":995",
 		MailAntivirus:    true,
 		ClamdListen:      "127.0.0.1:3310",
+
+		SFTPListen: DefaultSFTPListen,
+		BackupUser: DefaultBackupUser,
 	}
 }
 

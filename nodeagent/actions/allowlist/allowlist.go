@@ -12,6 +12,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -38,6 +39,7 @@ type List struct {
 	mail    *mail.Module
 	account *account.Module
 	tls     *tls.Module
+	backup  *backupnode.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -56,6 +58,8 @@ func New(mods ...actions.Module) *List {
 			l.db = m
 		case *mail.Module:
 			l.mail = m
+		case *backupnode.Module:
+			l.backup = m
 		}
 	}
 	webRuns := l.web != nil
@@ -70,6 +74,9 @@ func New(mods ...actions.Module) *List {
 	}
 	if l.mail == nil {
 		l.mail = mail.NewModule()
+	}
+	if l.backup == nil {
+		l.backup = backupnode.NewModule()
 	}
 	// Webmail is served by the node's nginx, through the web module: only
 	// on a node that runs it (elsewhere webmail is UNSUPPORTED).
@@ -154,6 +161,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.tls.NewRevoke(a.RevokeCertificate), nil
 	case *agentpb.Task_RemoveCertificate:
 		return l.tls.NewRemove(a.RemoveCertificate), nil
+	case *agentpb.Task_EnsureBackupAccess:
+		return l.backup.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
@@ -172,5 +173,28 @@ func TestFromTaskCertificates(t *testing.T) {
 		if err != nil || act.Name() != want {
 			t.Errorf("FromTask(%T) = %v, %v; want %s", task.GetAction(), act, err, want)
 		}
+	}
+}
+
+// The backup node is opt-in: "all" leaves it out (its sshd opens a port
+// to the other nodes), naming it runs it, and its action is allow-listed
+// whether or not the module runs.
+func TestBackupModuleIsOptIn(t *testing.T) {
+	all, err := Modules([]string{"all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Name() == "backup" {
+			t.Fatal(`"all" runs the backup module`)
+		}
+	}
+	mods, err := Modules([]string{"backup", "all"})
+	if err != nil || len(mods) != len(all)+1 || mods[len(mods)-1].Name() != "backup" {
+		t.Fatalf("Modules(backup, all) = %v, %v", mods, err)
+	}
+	act, err := New().FromTask(&agentpb.Task{Id: "t1", Action: &agentpb.Task_EnsureBackupAccess{EnsureBackupAccess: &agentpb.EnsureBackupAccessAction{}}})
+	if err != nil || act.Name() != backupnode.EnsureAccessName {
+		t.Fatalf("FromTask(ensure_backup_access) = %v, %v", act, err)
 	}
 }

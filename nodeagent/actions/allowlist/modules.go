@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -14,8 +15,13 @@ import (
 // moduleTable lists every service module in the order the agent sets them
 // up. Each call makes new modules: every agent owns its own.
 func moduleTable() []actions.Module {
-	return []actions.Module{web.NewModule(), dns.NewModule(), db.NewModule(), mail.NewModule()}
+	return []actions.Module{web.NewModule(), dns.NewModule(), db.NewModule(), mail.NewModule(), backupnode.NewModule()}
 }
+
+// optIn names the modules "all" leaves out: a backup node is a role of
+// its own, and its sshd (a second SSH port open to the other nodes)
+// should run only where an operator asked for it.
+var optIn = map[string]bool{"backup": true}
 
 // ModuleNames lists the modules an agent can run.
 func ModuleNames() []string {
@@ -27,8 +33,8 @@ func ModuleNames() []string {
 }
 
 // Modules returns new modules of the names given (each at most once, in
-// setup order), for one agent; "all" selects every module and "none" or no
-// name none.
+// setup order), for one agent; "all" selects every module but the opt-in
+// ones (backup), which are named alone, and "none" or no name none.
 func Modules(names []string) ([]actions.Module, error) {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -36,7 +42,7 @@ func Modules(names []string) ([]actions.Module, error) {
 		case "", "none":
 		case "all":
 			for _, m := range moduleTable() {
-				want[m.Name()] = true
+				want[m.Name()] = want[m.Name()] || !optIn[m.Name()]
 			}
 		default:
 			known := false
