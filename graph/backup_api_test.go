@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +13,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph"
+	"github.com/npanel/npanel/pki"
 )
 
 // backupTenants is certTenants with a LOCAL target named "default", so
@@ -587,7 +591,10 @@ func s3In(name, endpoint string) client.BackupTargetInput {
 // even in a refusal that quotes the rest of the input; and it opens
 // again with the KEK.
 func TestBackupTargetSecret(t *testing.T) {
-	tn := setupCertTenants(t)
+	var logs lockedBuffer
+	tn := setupCertTenants(t, func(c *controlplane.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	ctx := context.Background()
 	var raw [][]byte
 	do := func(query string, vars map[string]any) {
@@ -649,6 +656,23 @@ func TestBackupTargetSecret(t *testing.T) {
 	tg, err := tn.s.Store().GetBackupTarget(ctx, "s3b")
 	if err != nil || tg.SecretKey == nil {
 		t.Fatalf("stored target: %+v, %v", tg, err)
+	}
+	kekFile := tn.s.Config.KEKFile
+	if kekFile == "" {
+		kekFile = filepath.Join(tn.s.Config.DataDir, "kek")
+	}
+	kek, err := pki.LoadKEK(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.OpenBackupTargetSecret(kek, tg); err != nil || string(got) != s3Secret {
+		t.Errorf("the sealed secret does not open to the one given: %v", err)
+	}
+	if logs.String() == "" {
+		t.Error("no server log captured to scan")
+	}
+	if strings.Contains(logs.String(), s3Secret[10:30]) {
+		t.Errorf("the server logged the secret key:\n%s", logs.String())
 	}
 }
 
