@@ -505,11 +505,27 @@ func TestBackupValidation(t *testing.T) {
 		{"S3 ftp", s3In("s1", "ftp://s3.example.com"), "INVALID_INPUT"},
 		{"S3 with a path", s3In("s1", "https://s3.example.com/bucket"), "INVALID_INPUT"},
 		{"S3 with user info", s3In("s1", "https://u:p@s3.example.com"), "INVALID_INPUT"},
-		{"S3 bad bucket", func() client.BackupTargetInput { in := s3In("s1", "https://s3.example.com"); in.Bucket = "Bad_Bucket"; return in }(), "INVALID_INPUT"},
-		{"S3 bad prefix", func() client.BackupTargetInput { in := s3In("s1", "https://s3.example.com"); in.Prefix = "../x"; return in }(), "INVALID_INPUT"},
+		{"S3 bad bucket", func() client.BackupTargetInput {
+			in := s3In("s1", "https://s3.example.com")
+			in.Bucket = "Bad_Bucket"
+			return in
+		}(), "INVALID_INPUT"},
+		{"S3 bad prefix", func() client.BackupTargetInput {
+			in := s3In("s1", "https://s3.example.com")
+			in.Prefix = "../x"
+			return in
+		}(), "INVALID_INPUT"},
 		{"S3 no region", func() client.BackupTargetInput { in := s3In("s1", "https://s3.example.com"); in.Region = ""; return in }(), "INVALID_INPUT"},
-		{"S3 no secret", func() client.BackupTargetInput { in := s3In("s1", "https://s3.example.com"); in.SecretAccessKey = ""; return in }(), "INVALID_INPUT"},
-		{"S3 with a node", func() client.BackupTargetInput { in := s3In("s1", "https://s3.example.com"); in.Node = "bk1"; return in }(), "INVALID_INPUT"},
+		{"S3 no secret", func() client.BackupTargetInput {
+			in := s3In("s1", "https://s3.example.com")
+			in.SecretAccessKey = ""
+			return in
+		}(), "INVALID_INPUT"},
+		{"S3 with a node", func() client.BackupTargetInput {
+			in := s3In("s1", "https://s3.example.com")
+			in.Node = "bk1"
+			return in
+		}(), "INVALID_INPUT"},
 	} {
 		_, err := tn.admin.CreateBackupTarget(ctx, c.in)
 		want(t, c.name, err, c.code)
