@@ -1025,11 +1025,10 @@ func (r *Resolver) followBackup(ctx context.Context, p auth.Principal, b *store.
 					}
 					return
 				}
+				// Access is checked every recheck period, not at each
+				// write: a running backup's progress is written often.
 				if !r.Auth.SessionValid(ctx, p) {
 					sessionEnded(ctx)
-					return
-				}
-				if !stillVisible() {
 					return
 				}
 				for _, ev := range batch.Events {

@@ -424,7 +424,6 @@ func TestBackupValidation(t *testing.T) {
 	want(t, "delete a running backup", err, "CONFLICT")
 	setBackup(t, tn, b.ID, store.BackupPartial, nil)
 
-	into := func(s string) string { return s }
 	for _, c := range []struct {
 		name string
 		in   client.RestoreInput
@@ -438,7 +437,7 @@ func TestBackupValidation(t *testing.T) {
 		{"no database", client.RestoreInput{What: "DATABASE", DatabaseInto: "alpha1_x"}, tn.userA, "INVALID_INPUT"},
 		{"database not in the backup", client.RestoreInput{What: "DATABASE", Database: "alpha1_other", DatabaseInto: "alpha1_x"}, tn.userA, "INVALID_INPUT"},
 		{"side by side without databaseInto", client.RestoreInput{What: "DATABASE", Database: "alpha1_shop"}, tn.userA, "INVALID_INPUT"},
-		{"databaseInto of another account", client.RestoreInput{What: "DATABASE", Database: "alpha1_shop", DatabaseInto: into("bravo1_x")}, tn.userA, "INVALID_INPUT"},
+		{"databaseInto of another account", client.RestoreInput{What: "DATABASE", Database: "alpha1_shop", DatabaseInto: "bravo1_x"}, tn.userA, "INVALID_INPUT"},
 		{"databaseInto uppercase", client.RestoreInput{What: "DATABASE", Database: "alpha1_shop", DatabaseInto: "alpha1_X"}, tn.userA, "INVALID_INPUT"},
 		{"in place into another name", client.RestoreInput{What: "DATABASE", Database: "alpha1_shop", DatabaseInto: "alpha1_x", Into: "IN_PLACE"}, tn.userA, "INVALID_INPUT"},
 		{"mailbox not in the backup", client.RestoreInput{What: "MAILBOX", Mailbox: "nobody@" + tn.a1Domain}, tn.userA, "INVALID_INPUT"},
@@ -763,5 +762,38 @@ func TestBackupEvents(t *testing.T) {
 	if _, ok := <-evs; ok {
 		t.Fatal("the stream goes on after the deletion")
 	}
-	_ = graph.DefaultBackupTarget
+}
+
+// TestBackupEventsAccessLost: a reseller following a backup of an
+// account handed to another reseller is cut off at the next recheck.
+func TestBackupEventsAccessLost(t *testing.T) {
+	t.Cleanup(graph.SetBackupSubscriptionRecheck(100 * time.Millisecond))
+	tn := setupBackupTenants(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := tn.userA.CreateBackup(ctx, "alpha1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := tn.resA.BackupEvents(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := <-evs; e.Backup.ID != b.ID {
+		t.Fatalf("first event: %+v", e)
+	}
+	if _, err := tn.admin.ChangeAccountOwner(ctx, "alpha1", "resb"); err != nil {
+		t.Fatal(err)
+	}
+	for range evs {
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the stream outlived the caller's access")
+	}
+	if got, err := tn.resA.Backup(ctx, b.ID); err != nil || got != nil {
+		t.Errorf("the former reseller still sees the backup: %+v, %v", got, err)
+	}
+	if got, err := tn.resB.Backup(ctx, b.ID); err != nil || got == nil {
+		t.Errorf("the new reseller does not see the backup: %+v, %v", got, err)
+	}
 }
