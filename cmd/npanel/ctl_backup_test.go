@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,14 +119,14 @@ func TestBackupCLI(t *testing.T) {
 	finish := func(state store.BackupState, fn func(b *store.Backup)) {
 		go func() {
 			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				// The pending one: ids order by the second they were made
+				// in, then at random.
 				bs, _, err := s.Store().ListBackups(ctx, "clibk", "", 0)
-				if err != nil || len(bs) == 0 {
+				i := slices.IndexFunc(bs, func(b store.Backup) bool { return b.Status.State == store.BackupPending })
+				if err != nil || i < 0 {
 					continue
 				}
-				b := bs[len(bs)-1]
-				if fn == nil && b.Status.State != store.BackupPending {
-					continue
-				}
+				b := bs[i]
 				_, _ = s.Store().UpdateBackup(ctx, b.ID, func(b *store.Backup) ([]*store.ObjectTask, error) {
 					b.Status.State = state
 					b.Status.Contents = store.BackupContents{Files: true, Databases: []string{"clibk_shop"}, Zones: []string{"clibk.example.com"}}
@@ -158,7 +159,7 @@ func TestBackupCLI(t *testing.T) {
 	finish(store.BackupFailed, func(b *store.Backup) { b.Status.Error = "disk full" })
 	testenv.WaitFor(t, 10*time.Second, "pending backup failed", func() bool {
 		bs, _, _ := s.Store().ListBackups(ctx, "clibk", "", 0)
-		return len(bs) == 2 && bs[1].Status.State == store.BackupFailed
+		return len(bs) == 2 && slices.ContainsFunc(bs, func(b store.Backup) bool { return b.Status.State == store.BackupFailed })
 	})
 
 	// verify --wait follows the verification.
@@ -182,10 +183,11 @@ func TestBackupCLI(t *testing.T) {
 		go func() {
 			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 				rs, err := s.Store().ListRestores(ctx, "clibk")
-				if err != nil || len(rs) == 0 || rs[len(rs)-1].Status.State != store.BackupPending {
+				i := slices.IndexFunc(rs, func(r store.Restore) bool { return r.Status.State == store.BackupPending })
+				if err != nil || i < 0 {
 					continue
 				}
-				_, _ = s.Store().UpdateRestore(ctx, rs[len(rs)-1].ID, func(r *store.Restore) ([]*store.ObjectTask, error) {
+				_, _ = s.Store().UpdateRestore(ctx, rs[i].ID, func(r *store.Restore) ([]*store.ObjectTask, error) {
 					r.Status.State = state
 					r.Status.Restored = []string{"files"}
 					if state == store.BackupPartial {
