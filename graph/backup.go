@@ -940,6 +940,50 @@ func (r *Resolver) checkRestoreNode(ctx context.Context, node string) error {
 	return nil
 }
 
+// followOwner gives the account's backup and restore records its new
+// owner, so that once the account is deleted its backups are its new
+// reseller's, not the one it had when they were made. Best effort after
+// the owner changed: while the account exists access follows the
+// account anyway, and a record missed here is logged.
+func (r *Resolver) followOwner(ctx context.Context, a *store.Account) {
+	ctx = context.WithoutCancel(ctx)
+	fail := func(id string, err error) {
+		if err != nil && !isNotFound(err) {
+			r.Log.Error("give a backup record the account's new owner", "account", a.Username, "record", id, "err", err)
+		}
+	}
+	bs, _, err := r.Store.ListBackups(ctx, a.Username, "", 0)
+	fail("backups", err)
+	for _, b := range bs {
+		if b.AccountID != a.ID || b.Owner == a.Owner {
+			continue
+		}
+		_, err := r.Store.UpdateBackup(ctx, b.ID, func(b *store.Backup) ([]*store.ObjectTask, error) {
+			if b.Owner == a.Owner {
+				return nil, store.ErrUnchanged
+			}
+			b.Owner = a.Owner
+			return nil, nil
+		}, store.AuditEvent{})
+		fail(b.ID, err)
+	}
+	rs, err := r.Store.ListRestores(ctx, a.Username)
+	fail("restores", err)
+	for _, x := range rs {
+		if x.AccountID != a.ID || x.Owner == a.Owner {
+			continue
+		}
+		_, err := r.Store.UpdateRestore(ctx, x.ID, func(x *store.Restore) ([]*store.ObjectTask, error) {
+			if x.Owner == a.Owner {
+				return nil, store.ErrUnchanged
+			}
+			x.Owner = a.Owner
+			return nil, nil
+		}, store.AuditEvent{})
+		fail(x.ID, err)
+	}
+}
+
 // --- backupEvents ---
 
 // backupFinished reports whether a backup has nothing more to report:

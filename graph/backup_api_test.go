@@ -796,4 +796,8 @@ func TestBackupEventsAccessLost(t *testing.T) {
 	if got, err := tn.resB.Backup(ctx, b.ID); err != nil || got == nil {
 		t.Errorf("the new reseller does not see the backup: %+v, %v", got, err)
 	}
+	// The record follows the owner, for when the account is gone.
+	if got, err := tn.s.Store().GetBackup(ctx, b.ID); err != nil || got.Owner != "resb" {
+		t.Errorf("the record's owner after changeAccountOwner: %+v, %v", got, err)
+	}
 }
