@@ -16,6 +16,9 @@ type Plan struct {
 	PHPVersions []string `json:"phpVersions"`
 	AllowExec   bool     `json:"allowExec"`
 	Owner       *string  `json:"owner"`
+	// Backup is filled by the calls that ask for it (SetPlanBackup,
+	// PlanBackup).
+	Backup *PlanBackup `json:"backup,omitempty"`
 }
 
 // Reseller mirrors the GraphQL Reseller type.

@@ -125,5 +125,6 @@ func (r *Resolver) changeAccountOwner(ctx context.Context, ref, owner string) (*
 	if err != nil {
 		return nil, err
 	}
+	r.followOwner(ctx, na)
 	return accountModel(na), nil
 }

@@ -50,6 +50,7 @@ func planModel(p *store.Plan) *model.Plan {
 	m := &model.Plan{
 		Name: p.Name, DiskMb: p.DiskMB, BandwidthMb: p.BandwidthMB, Domains: p.Domains,
 		Mailboxes: p.Mailboxes, Databases: p.Databases, PhpVersions: p.PHPVersions, AllowExec: p.AllowExec, Owner: strPtr(p.Owner),
+		Backup: planBackupModel(p.Backup),
 	}
 	if m.PhpVersions == nil {
 		m.PhpVersions = []string{}

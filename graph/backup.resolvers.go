@@ -8,76 +8,500 @@ package graph
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
+	"github.com/npanel/npanel/validate"
 )
 
 // CreateBackup is the resolver for the createBackup field.
 func (r *mutationResolver) CreateBackup(ctx context.Context, account string, target *string) (*model.Backup, error) {
-	panic(fmt.Errorf("not implemented: CreateBackup - createBackup"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "createBackup", account, err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, err := r.liveBackupAccount(ctx, p, account)
+	if err != nil {
+		return nil, err
+	}
+	if a.Node == "" {
+		err = fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		return nil, err
+	}
+	var name string
+	var policy *store.BackupPolicy
+	if target != nil && *target != "" {
+		if p.Role != store.RoleAdmin {
+			err = errorf(CodeForbidden, "only an admin may choose a backup's target; leave target out to use the plan's")
+			return nil, err
+		}
+		if err = ValidateBackupTargetName(*target); err != nil {
+			return nil, err
+		}
+		if _, err = r.Store.GetBackupTarget(ctx, *target); err != nil {
+			if isNotFound(err) {
+				err = &validate.Error{Field: "target", Reason: "no backup target named " + quote(*target)}
+			}
+			return nil, err
+		}
+		name = *target
+		if plan, perr := r.Store.GetPlan(ctx, a.Plan); perr == nil && plan.Backup != nil {
+			c := *plan.Backup
+			policy = &c
+		}
+	} else if name, policy, err = r.defaultTarget(ctx, a); err != nil {
+		return nil, err
+	}
+	active, err := r.activeBackup(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if active != nil {
+		err = errorf(CodeRateLimited, "backup "+active.ID+" of account "+a.Username+" is "+
+			string(backupStatusModel(active.Status.State))+"; start another once it has finished")
+		return nil, err
+	}
+	b := &store.Backup{ID: store.NewBackupID(a.Username, time.Now()), Account: a.Username, AccountID: a.ID, Owner: a.Owner,
+		Node: a.Node, Target: name, Requester: p.Name, Retention: policy}
+	ev := backupAudit(ctx, p, "createBackup", a.Username, b.ID, map[string]string{"id": a.ID, "backup": b.ID, "target": name, "node": a.Node})
+	if err = r.Store.CreateBackup(ctx, b, ev); err != nil {
+		return nil, err
+	}
+	return backupModel(b), nil
 }
 
 // RestoreBackup is the resolver for the restoreBackup field.
 func (r *mutationResolver) RestoreBackup(ctx context.Context, input model.RestoreBackupInput) (*model.Restore, error) {
-	panic(fmt.Errorf("not implemented: RestoreBackup - restoreBackup"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "restoreBackup", input.Backup, err) }()
+	p, b, _, err := r.backupOf(ctx, "restoreBackup", input.Backup)
+	if err != nil {
+		return nil, err
+	}
+	if err = restorable(b); err != nil {
+		return nil, err
+	}
+	a, _, err := r.Store.GetAccount(ctx, b.AccountID)
+	if isNotFound(err) {
+		err = fmt.Errorf("account %s was deleted; restoreAccount brings it back from this backup: %w", b.Account, store.ErrConflict)
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err = accountLive(a); err != nil {
+		return nil, err
+	}
+	rs, err := r.restoreSpec(ctx, p, a, b, input)
+	if err != nil {
+		return nil, err
+	}
+	active, err := r.activeRestore(ctx, a.Username, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	if active != nil {
+		err = errorf(CodeRateLimited, "restore "+active.ID+" of account "+a.Username+" is "+
+			string(backupStatusModel(active.Status.State))+"; start another once it has finished")
+		return nil, err
+	}
+	rs.ID = store.NewRestoreID(a.Username, time.Now())
+	rs.Backup, rs.Account, rs.AccountID, rs.Owner, rs.Requester = b.ID, a.Username, a.ID, a.Owner, p.Name
+	ev := backupAudit(ctx, p, "restoreBackup", a.Username, rs.ID, map[string]string{"id": a.ID, "backup": b.ID, "restore": rs.ID,
+		"what": string(rs.What), "inPlace": strconv.FormatBool(rs.InPlace), "path": rs.Path, "database": rs.Database,
+		"databaseInto": rs.DatabaseInto, "mailbox": rs.Mailbox, "node": rs.Node})
+	if err = r.Store.CreateRestore(ctx, rs, ev); err != nil {
+		return nil, err
+	}
+	return restoreModel(rs), nil
 }
 
 // RestoreAccount is the resolver for the restoreAccount field.
 func (r *mutationResolver) RestoreAccount(ctx context.Context, backup string, node *string) (*model.Restore, error) {
-	panic(fmt.Errorf("not implemented: RestoreAccount - restoreAccount"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "restoreAccount", backup, err) }()
+	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
+	if err != nil {
+		return nil, err
+	}
+	_, b, _, err := r.backupOf(ctx, "restoreAccount", backup)
+	if err != nil {
+		return nil, err
+	}
+	onto := ""
+	if node != nil && *node != "" {
+		if p.Role != store.RoleAdmin {
+			err = errorf(CodeForbidden, "only an admin may choose the node an account is restored onto")
+			return nil, err
+		}
+		if err = r.checkRestoreNode(ctx, *node); err != nil {
+			return nil, err
+		}
+		onto = *node
+	}
+	if err = restorable(b); err != nil {
+		return nil, err
+	}
+	if _, _, gerr := r.Store.GetAccount(ctx, b.AccountID); gerr == nil {
+		err = fmt.Errorf("account %s exists; restoreBackup restores into it: %w", b.Account, store.ErrConflict)
+		return nil, err
+	} else if !isNotFound(gerr) {
+		err = gerr
+		return nil, err
+	}
+	if _, uerr := r.Store.AccountIDByUsername(ctx, b.Account); uerr == nil {
+		err = fmt.Errorf("the username %s is taken by another account now: %w", b.Account, store.ErrConflict)
+		return nil, err
+	} else if !isNotFound(uerr) {
+		err = uerr
+		return nil, err
+	}
+	active, err := r.activeRestore(ctx, b.Account, b.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	if active != nil {
+		err = errorf(CodeRateLimited, "restore "+active.ID+" of account "+b.Account+" is "+
+			string(backupStatusModel(active.Status.State))+"; wait for it to finish")
+		return nil, err
+	}
+	rs := &store.Restore{ID: store.NewRestoreID(b.Account, time.Now()), Backup: b.ID, Account: b.Account, AccountID: b.AccountID,
+		Owner: b.Owner, What: store.RestoreAll, InPlace: true, Node: onto, Requester: p.Name}
+	ev := backupAudit(ctx, p, "restoreAccount", b.Account, rs.ID, map[string]string{"id": b.AccountID, "backup": b.ID, "restore": rs.ID, "node": onto})
+	if err = r.Store.CreateRestore(ctx, rs, ev); err != nil {
+		return nil, err
+	}
+	return restoreModel(rs), nil
 }
 
 // VerifyBackup is the resolver for the verifyBackup field.
 func (r *mutationResolver) VerifyBackup(ctx context.Context, id string) (*model.Backup, error) {
-	panic(fmt.Errorf("not implemented: VerifyBackup - verifyBackup"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "verifyBackup", id, err) }()
+	p, b, _, err := r.backupOf(ctx, "verifyBackup", id)
+	if err != nil {
+		return nil, err
+	}
+	if err = restorable(b); err != nil {
+		return nil, err
+	}
+	if b.VerifyRequested > b.Status.VerifiedGeneration {
+		return backupModel(b), nil // one is asked for already
+	}
+	ev := backupAudit(ctx, p, "verifyBackup", b.Account, b.ID, map[string]string{"id": b.AccountID, "backup": b.ID})
+	b, err = r.Store.UpdateBackup(ctx, b.ID, func(b *store.Backup) ([]*store.ObjectTask, error) {
+		if err := restorable(b); err != nil {
+			return nil, err
+		}
+		if b.VerifyRequested > b.Status.VerifiedGeneration {
+			return nil, store.ErrUnchanged
+		}
+		b.VerifyRequested = max(b.VerifyRequested, b.Status.VerifiedGeneration) + 1
+		b.Status.AddEvent(time.Now(), "verify-requested", "by "+p.Name)
+		return nil, nil
+	}, ev)
+	if isNotFound(err) {
+		err = errorf(CodeNotFound, "backup "+quote(id)+" not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return backupModel(b), nil
 }
 
 // DeleteBackup is the resolver for the deleteBackup field.
 func (r *mutationResolver) DeleteBackup(ctx context.Context, id string) (*model.Backup, error) {
-	panic(fmt.Errorf("not implemented: DeleteBackup - deleteBackup"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deleteBackup", id, err) }()
+	p, b, _, err := r.backupOf(ctx, "deleteBackup", id)
+	if err != nil {
+		return nil, err
+	}
+	if b.Deleting {
+		return backupModel(b), nil
+	}
+	running := func(b *store.Backup) error {
+		if b.Status.State == store.BackupRunning {
+			return fmt.Errorf("backup %s is running; delete it once it has finished: %w", b.ID, store.ErrConflict)
+		}
+		return nil
+	}
+	if err = running(b); err != nil {
+		return nil, err
+	}
+	ev := backupAudit(ctx, p, "deleteBackup", b.Account, b.ID, map[string]string{"id": b.AccountID, "backup": b.ID, "target": b.Target})
+	b, err = r.Store.UpdateBackup(ctx, b.ID, func(b *store.Backup) ([]*store.ObjectTask, error) {
+		if b.Deleting {
+			return nil, store.ErrUnchanged
+		}
+		if err := running(b); err != nil {
+			return nil, err
+		}
+		b.Deleting = true
+		b.Status.State = store.BackupDeleting
+		b.Status.AddEvent(time.Now(), "deleting", "by "+p.Name)
+		return nil, nil
+	}, ev)
+	if isNotFound(err) {
+		err = errorf(CodeNotFound, "backup "+quote(id)+" not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return backupModel(b), nil
 }
 
 // CreateBackupTarget is the resolver for the createBackupTarget field.
 func (r *mutationResolver) CreateBackupTarget(ctx context.Context, input model.CreateBackupTargetInput) (*model.BackupTarget, error) {
-	panic(fmt.Errorf("not implemented: CreateBackupTarget - createBackupTarget"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "createBackupTarget", input.Name, err) }()
+	p, err := requireAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, secret, err := r.backupTargetFromInput(ctx, input)
+	if err != nil {
+		return nil, err
+	}
+	if secret != nil {
+		if r.KEK == nil {
+			err = errorf(CodeUnavailable, "this server has no key-encryption key to seal the secret key with")
+			return nil, err
+		}
+		t.SecretKey, err = store.SealBackupTargetSecret(r.KEK, t.Name, secret)
+		clear(secret)
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The detail names where the repositories go, never the credentials.
+	ev := store.NewAuditEvent(p.Name, source(ctx), "createBackupTarget", t.Name, "ok")
+	ev.Detail = map[string]string{"kind": string(t.Kind)}
+	for k, v := range map[string]string{"node": t.Node, "endpoint": t.Endpoint, "bucket": t.Bucket, "prefix": t.Prefix, "region": t.Region} {
+		if v != "" {
+			ev.Detail[k] = v
+		}
+	}
+	if err = r.Store.CreateBackupTarget(ctx, t, ev); err != nil {
+		return nil, err
+	}
+	return backupTargetModel(t), nil
 }
 
 // DeleteBackupTarget is the resolver for the deleteBackupTarget field.
 func (r *mutationResolver) DeleteBackupTarget(ctx context.Context, name string) (*model.BackupTarget, error) {
-	panic(fmt.Errorf("not implemented: DeleteBackupTarget - deleteBackupTarget"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "deleteBackupTarget", name, err) }()
+	p, err := requireAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := r.Store.GetBackupTarget(ctx, name)
+	if isNotFound(err) {
+		err = errorf(CodeNotFound, "backup target "+quote(name)+" not found")
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	user, err := r.targetInUse(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if user != "" {
+		err = fmt.Errorf("backup target %s is in use by %s: %w", name, user, store.ErrConflict)
+		return nil, err
+	}
+	ev := store.NewAuditEvent(p.Name, source(ctx), "deleteBackupTarget", name, "ok")
+	ev.Detail = map[string]string{"kind": string(t.Kind)}
+	if err = r.Store.DeleteBackupTarget(ctx, name, ev); err != nil {
+		if isNotFound(err) {
+			err = errorf(CodeNotFound, "backup target "+quote(name)+" not found")
+		}
+		return nil, err
+	}
+	return backupTargetModel(t), nil
 }
 
 // SetPlanBackup is the resolver for the setPlanBackup field.
 func (r *mutationResolver) SetPlanBackup(ctx context.Context, plan string, input *model.PlanBackupInput) (*model.Plan, error) {
-	panic(fmt.Errorf("not implemented: SetPlanBackup - setPlanBackup"))
+	var err error
+	defer func() { r.auditFailure(ctx, "", "setPlanBackup", plan, err) }()
+	p, err := requireRole(ctx, store.RoleAdmin, store.RoleReseller)
+	if err != nil {
+		return nil, err
+	}
+	if err = r.planForChange(ctx, p, plan); err != nil {
+		if isNotFound(err) {
+			err = errorf(CodeNotFound, "plan "+quote(plan)+" not found")
+		}
+		return nil, err
+	}
+	var pol *store.BackupPolicy
+	ev := store.NewAuditEvent(p.Name, source(ctx), "setPlanBackup", plan, "ok")
+	ev.Detail = map[string]string{"backup": "off"}
+	if input != nil {
+		if pol, err = planBackupPolicy(input); err != nil {
+			return nil, err
+		}
+		if _, err = r.Store.GetBackupTarget(ctx, pol.Target); err != nil {
+			if isNotFound(err) {
+				err = &validate.Error{Field: "target", Reason: "no backup target named " + quote(pol.Target)}
+			}
+			return nil, err
+		}
+		ev.Detail = map[string]string{"target": pol.Target, "hour": strconv.Itoa(pol.Hour), "keepDaily": strconv.Itoa(pol.KeepDaily),
+			"keepWeekly": strconv.Itoa(pol.KeepWeekly), "keepMonthly": strconv.Itoa(pol.KeepMonthly), "enabled": strconv.FormatBool(!pol.Disabled)}
+	}
+	updated, _, err := r.Store.UpdatePlan(ctx, plan, func(pl *store.Plan, _ []*store.Account) error {
+		if err := mayChangePlan(p, pl); err != nil {
+			return err
+		}
+		pl.Backup = pol
+		return nil
+	}, ev)
+	if err != nil {
+		return nil, err
+	}
+	return planModel(updated), nil
 }
 
 // Backup is the resolver for the backup field.
 func (r *queryResolver) Backup(ctx context.Context, id string) (*model.Backup, error) {
-	panic(fmt.Errorf("not implemented: Backup - backup"))
+	_, b, _, err := r.backupOf(ctx, "backup", id)
+	if err != nil {
+		if code, _ := classify(err); code == CodeNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return backupModel(b), nil
 }
 
 // Backups is the resolver for the backups field.
 func (r *queryResolver) Backups(ctx context.Context, account string, first *int, after *string) (*model.BackupConnection, error) {
-	panic(fmt.Errorf("not implemented: Backups - backups"))
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	limit := 50
+	if first != nil {
+		limit = *first
+	}
+	if limit < 1 || limit > maxBackupPage {
+		return nil, &validate.Error{Field: "first", Reason: fmt.Sprintf("must be 1 to %d", maxBackupPage)}
+	}
+	cursor := ""
+	if after != nil {
+		cursor = *after
+	}
+	username, err := r.backupAccountName(ctx, p, "backups", account)
+	if err != nil {
+		return nil, err
+	}
+	conn := &model.BackupConnection{Edges: []*model.BackupEdge{}, PageInfo: &model.PageInfo{}}
+	access := accessCache{}
+pages:
+	for {
+		page, more, err := r.Store.ListBackups(ctx, username, cursor, max(limit+1, 100))
+		if err != nil {
+			return nil, err
+		}
+		for i := range page {
+			b := &page[i]
+			cursor = b.ID
+			ok, err := r.cachedAccess(ctx, access, p, b.AccountID, b.Owner)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			if len(conn.Edges) == limit {
+				conn.PageInfo.HasNextPage = true
+				break pages
+			}
+			conn.Edges = append(conn.Edges, &model.BackupEdge{Cursor: b.ID, Node: backupModel(b)})
+		}
+		if !more || len(page) == 0 {
+			break
+		}
+	}
+	if n := len(conn.Edges); n > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[n-1].Cursor
+	}
+	return conn, nil
 }
 
 // Restore is the resolver for the restore field.
 func (r *queryResolver) Restore(ctx context.Context, id string) (*model.Restore, error) {
-	panic(fmt.Errorf("not implemented: Restore - restore"))
+	_, rs, err := r.restoreOf(ctx, "restore", id)
+	if err != nil {
+		if code, _ := classify(err); code == CodeNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return restoreModel(rs), nil
 }
 
 // Restores is the resolver for the restores field.
 func (r *queryResolver) Restores(ctx context.Context, account string) ([]*model.Restore, error) {
-	panic(fmt.Errorf("not implemented: Restores - restores"))
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	username, err := r.backupAccountName(ctx, p, "restores", account)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := r.Store.ListRestores(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	access := accessCache{}
+	out := []*model.Restore{}
+	for i := range rs {
+		ok, err := r.cachedAccess(ctx, access, p, rs[i].AccountID, rs[i].Owner)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, restoreModel(&rs[i]))
+		}
+	}
+	return out, nil
 }
 
 // BackupTargets is the resolver for the backupTargets field.
 func (r *queryResolver) BackupTargets(ctx context.Context) ([]*model.BackupTarget, error) {
-	panic(fmt.Errorf("not implemented: BackupTargets - backupTargets"))
+	if _, err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	ts, err := r.Store.ListBackupTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.BackupTarget, len(ts))
+	for i := range ts {
+		out[i] = backupTargetModel(&ts[i])
+	}
+	return out, nil
 }
 
 // BackupEvents is the resolver for the backupEvents field.
 func (r *subscriptionResolver) BackupEvents(ctx context.Context, id string) (<-chan *model.BackupProgressEvent, error) {
-	panic(fmt.Errorf("not implemented: BackupEvents - backupEvents"))
+	p, err := requireUser(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, b, rev, err := r.backupOf(ctx, "backupEvents", id)
+	if err != nil {
+		return nil, err
+	}
+	return r.followBackup(ctx, p, b, rev)
 }

@@ -62,3 +62,18 @@ func SetCertificateSubscriptionRecheck(every time.Duration) (restore func()) {
 		tlsHooks.recheck = old
 	}
 }
+
+// SetBackupSubscriptionRecheck sets how often backupEvents subscriptions
+// made from now on recheck their caller, until the returned func
+// restores it.
+func SetBackupSubscriptionRecheck(every time.Duration) (restore func()) {
+	backupHooks.Lock()
+	defer backupHooks.Unlock()
+	old := backupHooks.recheck
+	backupHooks.recheck = every
+	return func() {
+		backupHooks.Lock()
+		defer backupHooks.Unlock()
+		backupHooks.recheck = old
+	}
+}
