@@ -114,6 +114,9 @@ func (a *VerifyBackup) verifySnapshot(ctx context.Context, env *actions.Env, rr 
 	}
 }
 
+// resticEntries are what restic init makes in a local repository.
+var resticEntries = []string{"config", "data", "index", "keys", "locks", "snapshots"}
+
 // Apply implements actions.Action.
 func (a *ForgetBackup) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
 	if err := a.Validate(); err != nil {
@@ -136,8 +139,12 @@ func (a *ForgetBackup) Apply(ctx context.Context, env *actions.Env) (proto.Messa
 				}
 			}
 		}
-		if err := os.RemoveAll(repo.localDir); err != nil {
-			return nil, err
+		// Only restic's own entries: the directory is shared with the
+		// dumps DropDatabase keeps (BackupDir/<owner>/db).
+		for _, e := range resticEntries {
+			if err := os.RemoveAll(filepath.Join(repo.localDir, e)); err != nil {
+				return nil, err
+			}
 		}
 		a.m.mu.Lock()
 		delete(a.m.inited, repo.location)
