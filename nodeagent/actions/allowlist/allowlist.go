@@ -12,6 +12,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -38,6 +39,9 @@ type List struct {
 	mail    *mail.Module
 	account *account.Module
 	tls     *tls.Module
+
+	// Backups (issue 28).
+	backup *backup.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -86,8 +90,16 @@ func New(mods ...actions.Module) *List {
 		mailCerts = mi
 	}
 	l.tls = tls.NewModule(l.web, mailCerts)
+
+	// Backups: on every node that hosts accounts; databases and mailbox
+	// hashes through the db and mail modules.
+	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
 	return l
 }
+
+// Backup returns the agent's backup module (the agent wires its Progress
+// hook into its stream).
+func (l *List) Backup() *backup.Module { return l.backup }
 
 // FromTask returns the typed action carried by t.
 func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
@@ -154,6 +166,17 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.tls.NewRevoke(a.RevokeCertificate), nil
 	case *agentpb.Task_RemoveCertificate:
 		return l.tls.NewRemove(a.RemoveCertificate), nil
+
+	// Backups (issue 28).
+	case *agentpb.Task_BackupAccount:
+		return l.backup.NewBackupAccount(a.BackupAccount), nil
+	case *agentpb.Task_RestoreBackup:
+		return l.backup.NewRestoreBackup(a.RestoreBackup), nil
+	case *agentpb.Task_VerifyBackup:
+		return l.backup.NewVerifyBackup(a.VerifyBackup), nil
+	case *agentpb.Task_ForgetBackup:
+		return l.backup.NewForgetBackup(a.ForgetBackup), nil
+
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

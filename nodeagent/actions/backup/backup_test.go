@@ -56,9 +56,9 @@ func TestBackupAndRestore(t *testing.T) {
 	n := newNode(t, nodeOpts{maria: true, pg: true})
 	ctx := ctxT(t)
 	files := map[string][]byte{
-		"public_html/index.html":                        []byte("<h1>hello</h1>\n"),
-		"public_html/img/logo.bin":                      randBytes(300 << 10),
-		"docs/a.txt":                                    []byte("a\n"),
+		"public_html/index.html":                       []byte("<h1>hello</h1>\n"),
+		"public_html/img/logo.bin":                     randBytes(300 << 10),
+		"docs/a.txt":                                   []byte("a\n"),
 		"mail/example.com/info/Maildir/cur/1.host:2,S": []byte("Subject: hi\n\nbody\n"),
 	}
 	for rel, b := range files {

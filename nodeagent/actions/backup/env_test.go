@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/npanel/npanel/internal/testenv"
 	mdbtest "github.com/npanel/npanel/internal/testenv/mariadb"
 	pgtest "github.com/npanel/npanel/internal/testenv/postgres"
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -22,6 +21,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // testUID owns the test accounts' homes: the actions take the account's
@@ -115,7 +115,7 @@ func newNode(t testing.TB, o nodeOpts) *node {
 		t.Fatal(err)
 	}
 	p := platform.Debian12(prefix)
-	n := &node{log: &syncBuf{}, user: testenv.TestUsername()}
+	n := &node{log: &syncBuf{}, user: validate.TestUserPrefix + hex.EncodeToString(randBytes(4))}
 	n.env = &actions.Env{
 		Node:    "node1",
 		Logger:  slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -237,4 +237,16 @@ func (n *node) restore(t testing.TB, r *agentpb.RestoreBackupAction) (*agentpb.R
 		return nil, err
 	}
 	return res.(*agentpb.RestoreResult), nil
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -108,7 +107,7 @@ func TestStaleLockRecovered(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Kill(b.c.Process.Pid, syscall.SIGKILL) })
 	_, _ = pw.Write(randBytes(1 << 20))
 	locks := filepath.Join(n.env.Profile.BackupDir, n.user, "locks")
-	testenv.WaitFor(t, 20*time.Second, "restic's lock", func() bool {
+	waitFor(t, 20*time.Second, "restic's lock", func() bool {
 		ents, _ := os.ReadDir(locks)
 		return len(ents) > 0
 	})
