@@ -250,3 +250,8 @@ func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// envFor is an Env for unit tests that run no service.
+func envFor(dataDir string) *actions.Env {
+	return &actions.Env{Node: "web1", Profile: platform.Debian12(dataDir), DataDir: dataDir, Unseal: unseal}
+}
