@@ -272,3 +272,56 @@ func assertOwned(t *testing.T, home string) {
 		return nil
 	})
 }
+
+// TestFailedDumpLeavesNoSnapshot: mariadb-dump fails half way (a view on
+// a dropped table) after writing part of the dump; the database is
+// reported failed, no snapshot of it stays in the repository, and the
+// rest of the backup is kept (partial).
+func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
+	n := newNode(t, nodeOpts{maria: true})
+	ctx := ctxT(t)
+	n.writeFile(t, "a.txt", []byte("a"))
+	good, broken := n.user+"_good", n.user+"_broken"
+	for _, d := range []string{good, broken} {
+		if err := n.dbm.RecreateDatabase(ctx, n.env, validate.EngineMariaDB, d, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := n.maria.MustRoot(t)
+	for _, q := range []string{
+		"CREATE TABLE " + good + ".t (id INT PRIMARY KEY)",
+		"CREATE TABLE " + broken + ".a (id INT PRIMARY KEY)",
+		"INSERT INTO " + broken + ".a VALUES (1),(2)",
+		"CREATE TABLE " + broken + ".gone (id INT)",
+		"CREATE VIEW " + broken + ".v AS SELECT id FROM " + broken + ".gone",
+		"DROP TABLE " + broken + ".gone",
+	} {
+		if _, err := root.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res := n.backup(t, "b1", []*agentpb.BackupDatabase{mariaDB(broken), mariaDB(good)}, &agentpb.BackupRetention{Daily: 1})
+	if len(res.Failed) != 1 || res.Failed[0].Item != "database:"+broken {
+		t.Fatalf("failed %v", res.Failed)
+	}
+	if !slices.Equal(res.Contents.Databases, []string{good}) || !res.Contents.Files || len(res.SnapshotIds) != 3 {
+		t.Fatalf("contents %+v", res)
+	}
+	s, err := n.m.open(ctx, n.env, n.repo(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	snaps, err := s.rr.snapshots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range snaps {
+		if sn.tag(tagDB) == "mariadb/"+broken {
+			t.Fatalf("a snapshot of the failed dump is in the repository: %+v", sn)
+		}
+	}
+	if len(snaps) != 3 {
+		t.Fatalf("%d snapshots, want 3", len(snaps))
+	}
+}
