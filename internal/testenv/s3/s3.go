@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,15 +48,13 @@ type Server struct {
 	PID       int
 }
 
-// goTool is the go command of the toolchain running the tests.
+// goTool is the go command: the one go test put first in PATH (it sets
+// GOROOT/bin there), else the usual install location.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return "go"
+	return "/usr/local/go/bin/go"
 }
 
 func fileExists(p string) bool {
