@@ -1,12 +1,14 @@
 package backup
 
 import (
+	"context"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -226,5 +228,61 @@ func TestS3Location(t *testing.T) {
 	}
 	if !slices.Equal(repo.env, []string{"AWS_ACCESS_KEY_ID=AKID", "AWS_SECRET_ACCESS_KEY=s3secret"}) {
 		t.Fatalf("env %q", repo.env)
+	}
+}
+
+// TestProgressRateLimited: restic's status lines reach the hook at most
+// about once a second.
+func TestProgressRateLimited(t *testing.T) {
+	m := NewModule(nil, nil, 0)
+	var got []*agentpb.BackupProgress
+	m.Progress = func(p *agentpb.BackupProgress) { got = append(got, p) }
+	f := m.progress("b1")
+	for i := range 100 {
+		f(backupStatus{FilesDone: uint64(i), TotalFiles: 100})
+	}
+	if len(got) != 1 || got[0].TaskId != "b1" || got[0].TotalFiles != 100 {
+		t.Fatalf("%v", got)
+	}
+	if NewModule(nil, nil, 0).progress("x") != nil {
+		t.Fatal("a status callback without a hook")
+	}
+}
+
+// TestConcurrencyLimit: a module admits at most its limit at once.
+func TestConcurrencyLimit(t *testing.T) {
+	m := NewModule(nil, nil, 1)
+	rel, err := m.acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := m.acquire(ctx); err == nil {
+		t.Fatal("second slot granted over the limit")
+	}
+	rel()
+	rel2, err := m.acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel2()
+}
+
+func TestKeepBackups(t *testing.T) {
+	day := func(d, h int) time.Time { return time.Date(2026, 12, d, h, 0, 0, 0, time.UTC) }
+	bs := []backupAt{{id: "e", at: day(5, 1)}, {id: "d2", at: day(4, 2)}, {id: "d1", at: day(4, 1)}, {id: "c", at: day(3, 1)}, {id: "a", at: day(1, 1)}}
+	keep := keepBackups(bs, &agentpb.BackupRetention{Daily: 3}, "e")
+	var ids []string
+	for _, b := range bs {
+		if keep[b.id] {
+			ids = append(ids, b.id)
+		}
+	}
+	if !slices.Equal(ids, []string{"e", "d2", "c"}) {
+		t.Fatalf("kept %v", ids)
+	}
+	if k := keepBackups(bs, &agentpb.BackupRetention{}, "e"); len(k) != len(bs) {
+		t.Fatalf("all-zero policy kept %v", k)
 	}
 }
