@@ -32,7 +32,7 @@ func BenchmarkBackupAccount(b *testing.B) {
 	root := n.maria.MustRoot(b)
 	for _, q := range []string{
 		"CREATE TABLE " + dbName + ".t (id INT PRIMARY KEY, v VARBINARY(1024))",
-		"INSERT INTO " + dbName + ".t SELECT seq, RANDOM_BYTES(1024) FROM seq_1_to_51200",
+		"INSERT INTO " + dbName + ".t SELECT seq, RANDOM_BYTES(1024) FROM " + dbName + ".seq_1_to_51200",
 	} {
 		if _, err := root.Exec(q); err != nil {
 			b.Fatalf("%s: %v", q, err)
