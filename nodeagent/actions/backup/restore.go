@@ -290,11 +290,12 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 	derr := dump.Run()
 	pw.Close()
 	cerr := client.Wait()
-	if derr != nil {
-		return fmt.Errorf("read dump: %w", rr.fail([]string{"dump"}, derr, dumpErr.b))
-	}
+	// The client's failure first: it makes restic's writes fail too.
 	if cerr != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), cerr, bytes.TrimSpace(cliOut.b))
+	}
+	if derr != nil {
+		return fmt.Errorf("read dump: %w", rr.fail([]string{"dump"}, derr, dumpErr.b))
 	}
 	return nil
 }
