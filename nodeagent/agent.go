@@ -276,6 +276,7 @@ func New(cfg Config) (*Agent, error) {
 		ready:   make(chan struct{}),
 		allow:   allowlist.New(cfg.Modules...),
 	}
+	a.allow.Backup().Progress = a.sendBackupProgress
 
 	id, err := loadIdentity(cfg.DataDir)
 	if err != nil {

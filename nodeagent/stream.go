@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -262,7 +263,26 @@ func (a *Agent) facts() *agentpb.NodeFacts {
 		// ones as unknown.
 		a.log.Warn("detect node facts", "err", err)
 	}
+	// The key backup nodes let this node in with (made once).
+	if f != nil && f.BackupSshPublicKey == "" {
+		if pub, _, err := backup.EnsureSSHKey(a.cfg.DataDir); err != nil {
+			a.log.Warn("backup ssh key", "err", err)
+		} else {
+			f.BackupSshPublicKey = pub
+		}
+	}
 	return f
+}
+
+// sendBackupProgress forwards a running backup's progress (the backup
+// module rate-limits it); it is dropped while disconnected.
+func (a *Agent) sendBackupProgress(p *agentpb.BackupProgress) {
+	a.mu.Lock()
+	s := a.cur
+	a.mu.Unlock()
+	if s != nil {
+		_ = s.send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_BackupProgress{BackupProgress: p}})
+	}
 }
 
 func (a *Agent) setSession(s *session) {

@@ -227,6 +227,14 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_TrainMail{TrainMail: m}
 	case *agentpb.CertificateResult:
 		res.Result = &agentpb.TaskResult_Certificate{Certificate: m}
+	case *agentpb.BackupResult:
+		res.Result = &agentpb.TaskResult_Backup{Backup: m}
+	case *agentpb.RestoreResult:
+		res.Result = &agentpb.TaskResult_Restore{Restore: m}
+	case *agentpb.VerifyResult:
+		res.Result = &agentpb.TaskResult_Verify{Verify: m}
+	case *agentpb.ForgetResult:
+		res.Result = &agentpb.TaskResult_Forget{Forget: m}
 	case *agentpb.BackupAccessResult:
 		res.Result = &agentpb.TaskResult_BackupAccess{BackupAccess: m}
 	default:

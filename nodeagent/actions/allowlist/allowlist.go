@@ -12,6 +12,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/account"
+	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
@@ -39,7 +40,9 @@ type List struct {
 	mail    *mail.Module
 	account *account.Module
 	tls     *tls.Module
-	backup  *backupnode.Module
+	backup  *backup.Module
+	// backupNode serves other nodes' repositories (role backup).
+	backupNode *backupnode.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -59,7 +62,7 @@ func New(mods ...actions.Module) *List {
 		case *mail.Module:
 			l.mail = m
 		case *backupnode.Module:
-			l.backup = m
+			l.backupNode = m
 		}
 	}
 	webRuns := l.web != nil
@@ -75,8 +78,8 @@ func New(mods ...actions.Module) *List {
 	if l.mail == nil {
 		l.mail = mail.NewModule()
 	}
-	if l.backup == nil {
-		l.backup = backupnode.NewModule()
+	if l.backupNode == nil {
+		l.backupNode = backupnode.NewModule()
 	}
 	// Webmail is served by the node's nginx, through the web module: only
 	// on a node that runs it (elsewhere webmail is UNSUPPORTED).
@@ -93,8 +96,15 @@ func New(mods ...actions.Module) *List {
 		mailCerts = mi
 	}
 	l.tls = tls.NewModule(l.web, mailCerts)
+	// Backups: on every node that hosts accounts; databases and mailbox
+	// hashes through the db and mail modules.
+	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
 	return l
 }
+
+// Backup returns the agent's backup module (the agent wires its Progress
+// hook into its stream).
+func (l *List) Backup() *backup.Module { return l.backup }
 
 // FromTask returns the typed action carried by t.
 func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
@@ -161,8 +171,16 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.tls.NewRevoke(a.RevokeCertificate), nil
 	case *agentpb.Task_RemoveCertificate:
 		return l.tls.NewRemove(a.RemoveCertificate), nil
+	case *agentpb.Task_BackupAccount:
+		return l.backup.NewBackupAccount(a.BackupAccount), nil
+	case *agentpb.Task_RestoreBackup:
+		return l.backup.NewRestoreBackup(a.RestoreBackup), nil
+	case *agentpb.Task_VerifyBackup:
+		return l.backup.NewVerifyBackup(a.VerifyBackup), nil
+	case *agentpb.Task_ForgetBackup:
+		return l.backup.NewForgetBackup(a.ForgetBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
-		return l.backup.NewEnsureAccess(a.EnsureBackupAccess), nil
+		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

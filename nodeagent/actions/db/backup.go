@@ -1,0 +1,231 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
+)
+
+// This file is the db module's small surface for the backup module, which
+// streams dumps into restic and restores them: it reuses the module's
+// connection conventions (admin credentials, sockets) instead of
+// repeating them. Callers validate names (validate.DatabaseName) first.
+
+// Command is a database tool run as an argument vector with a complete
+// environment. Credentials reach it through a 0600 file named in Argv or
+// Env (never the password itself).
+type Command struct {
+	Argv []string
+	Env  []string
+	// Trailer is the line a complete dump ends with (dumps only).
+	Trailer string
+}
+
+// DumpCommand returns the dump tool for database name of engine:
+// mariadb-dump --single-transaction --routines --triggers --events, or
+// pg_dump --format=plain.
+func (m *Module) DumpCommand(ctx context.Context, env *actions.Env, engine, name string) (Command, error) {
+	e, err := m.engineFor(ctx, env, engine)
+	if err != nil {
+		return Command{}, err
+	}
+	c := e.dumpCommand(name)
+	if c.env == nil {
+		c.env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
+	return Command{Argv: c.argv, Env: c.env, Trailer: e.dumpTrailer()}, nil
+}
+
+// RestoreCommand returns the client that reads a plain SQL dump on its
+// stdin into database name, stopping at the first error.
+func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, name string) (Command, error) {
+	e, err := m.engineFor(ctx, env, engine)
+	if err != nil {
+		return Command{}, err
+	}
+	switch e := e.(type) {
+	case *mariadb:
+		return Command{Argv: []string{e.paths.MariadbClient,
+			// Must come first; keeps the password off the command line.
+			"--defaults-extra-file=" + e.cred,
+			"--socket=" + e.socket,
+			"--default-character-set=utf8mb4",
+			"--batch",
+			"--database=" + name,
+		}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+	case *postgres:
+		return Command{Argv: []string{e.paths.Psql,
+			"--host=" + e.paths.PgSocketDir,
+			"--port=" + strconv.Itoa(e.paths.PgPort),
+			"--username=" + e.user,
+			"--no-password", "--quiet", "--no-psqlrc",
+			"--set=ON_ERROR_STOP=1", "--single-transaction",
+			"--dbname=" + name,
+		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}}, nil
+	}
+	return Command{}, fmt.Errorf("%w: %q", ErrEngineUnavailable, engine)
+}
+
+// DatabaseExists says whether database name exists on engine's server.
+func (m *Module) DatabaseExists(ctx context.Context, env *actions.Env, engine, name string) (bool, error) {
+	e, err := m.engineFor(ctx, env, engine)
+	if err != nil {
+		return false, err
+	}
+	return e.databaseExists(ctx, name)
+}
+
+// RecreateDatabase creates database name empty, dropping it first when
+// drop is set (an in-place restore); without drop an existing database is
+// an error, so that nothing is overwritten unasked. It holds the module's
+// lock of the database, as the database actions do.
+func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine, name string, drop bool) error {
+	e, _, unlock, err := m.begin(ctx, env, engine, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if drop {
+		if err := e.dropDatabase(ctx, name); err != nil {
+			return err
+		}
+	}
+	existed, err := e.ensureDatabase(ctx, name, DefaultCharset)
+	if err != nil {
+		return err
+	}
+	if existed {
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists", name)
+	}
+	return nil
+}
+
+// UserHash is one database user's stored credential: enough to recreate
+// the same password without knowing it.
+type UserHash struct {
+	Engine string `json:"engine"`
+	User   string `json:"user"`
+	Host   string `json:"host,omitempty"`   // MariaDB only
+	Plugin string `json:"plugin,omitempty"` // MariaDB only
+	Hash   string `json:"hash"`
+}
+
+// UserHashes lists the password hashes of owner's database users on
+// engine: MariaDB's mysql.global_priv (plugin, authentication_string),
+// PostgreSQL's pg_authid.rolpassword.
+func (m *Module) UserHashes(ctx context.Context, env *actions.Env, engine, owner string) ([]UserHash, error) {
+	e, err := m.engineFor(ctx, env, engine)
+	if err != nil {
+		return nil, err
+	}
+	var out []UserHash
+	switch e := e.(type) {
+	case *mariadb:
+		rows, err := e.db.QueryContext(ctx, `SELECT User, Host,
+			COALESCE(JSON_VALUE(Priv, '$.plugin'), ''), COALESCE(JSON_VALUE(Priv, '$.authentication_string'), '')
+			FROM mysql.global_priv WHERE User LIKE ? ORDER BY User, Host`, owner+`\_%`)
+		if err != nil {
+			return nil, fmt.Errorf("read password hashes of %q: %w", owner, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			h := UserHash{Engine: engine}
+			if err := rows.Scan(&h.User, &h.Host, &h.Plugin, &h.Hash); err != nil {
+				return nil, fmt.Errorf("read password hashes of %q: %w", owner, err)
+			}
+			if validate.DatabaseUser(h.User, owner) == nil {
+				out = append(out, h)
+			}
+		}
+		return out, rows.Err()
+	case *postgres:
+		rows, err := e.pool.Query(ctx, `SELECT rolname, COALESCE(rolpassword, '') FROM pg_authid WHERE rolname LIKE $1 ORDER BY rolname`, owner+`\_%`)
+		if err != nil {
+			return nil, fmt.Errorf("read password hashes of %q: %w", owner, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			h := UserHash{Engine: engine}
+			if err := rows.Scan(&h.User, &h.Hash); err != nil {
+				return nil, fmt.Errorf("read password hashes of %q: %w", owner, err)
+			}
+			if validate.DatabaseUser(h.User, owner) == nil {
+				out = append(out, h)
+			}
+		}
+		return out, rows.Err()
+	}
+	return nil, errors.New("unknown engine")
+}
+
+// RestoreUserHash sets an existing user's stored password back to h (a
+// user that does not exist is left to the control plane, which recreates
+// it with its grants). It reports whether the user existed.
+func (m *Module) RestoreUserHash(ctx context.Context, env *actions.Env, owner string, h UserHash) (bool, error) {
+	if err := validate.DatabaseUser(h.User, owner); err != nil {
+		return false, err
+	}
+	e, _, unlock, err := m.begin(ctx, env, h.Engine, h.User)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	switch e := e.(type) {
+	case *mariadb:
+		var n int
+		if err := e.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = ? AND Host = ?", h.User, h.Host).Scan(&n); err != nil || n == 0 {
+			return false, err
+		}
+		// The hash is bound (interpolated and escaped by the driver), the
+		// plugin name only chosen from the two the module creates.
+		switch h.Plugin {
+		case "mysql_native_password", "":
+			_, err = e.db.ExecContext(ctx, "ALTER USER "+account(h.User, h.Host)+" IDENTIFIED VIA mysql_native_password USING ?", h.Hash)
+		case "ed25519":
+			_, err = e.db.ExecContext(ctx, "ALTER USER "+account(h.User, h.Host)+" IDENTIFIED VIA ed25519 USING ?", h.Hash)
+		default:
+			return true, fmt.Errorf("user %q: authentication plugin %q is not restored", h.User, h.Plugin)
+		}
+		if err != nil {
+			return true, fmt.Errorf("restore password of %q: %w", h.User, err)
+		}
+		return true, nil
+	case *postgres:
+		var ok bool
+		if err := e.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", h.User).Scan(&ok); err != nil || !ok {
+			return false, err
+		}
+		if h.Hash == "" {
+			return true, nil
+		}
+		// PostgreSQL stores a SCRAM or md5 verifier given as the password
+		// as it is; a literal cannot be bound in ALTER ROLE, so it is
+		// quoted (the verifier is base64, '$', ':' and '*' only).
+		if _, err := e.pool.Exec(ctx, "ALTER ROLE "+pgIdent(h.User)+" PASSWORD "+pgLiteral(h.Hash)); err != nil {
+			return true, fmt.Errorf("restore password of %q: %w", h.User, err)
+		}
+		return true, nil
+	}
+	return false, errors.New("unknown engine")
+}
+
+// pgLiteral quotes s as a string literal (standard_conforming_strings is
+// on by default since 9.1: only ' needs doubling); NUL is refused.
+func pgLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			continue
+		}
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
