@@ -22,7 +22,7 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-short bench loadtest fuzz clean
+.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-servers test-short bench loadtest fuzz clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,8 +78,14 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-test: deps lint check-generated ## everything: lint, generated code, all tests incl. integration
+test: deps lint check-generated test-servers ## everything: lint, generated code, all tests incl. integration
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Builds (once, into GOCACHE) the servers tests start that Debian lacks —
+# SeaweedFS for S3 — before the tests run, so its long first build does not
+# compete with them.
+test-servers:
+	$(GO) test -count=1 -timeout 45m -run '^TestStart$$' ./internal/testenv/s3
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
