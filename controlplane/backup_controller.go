@@ -496,7 +496,9 @@ func (e *setupError) Is(t error) bool {
 	return t == errBackupSetup
 }
 
-func setupErr(format string, args ...any) error { return &setupError{msg: fmt.Sprintf(format, args...)} }
+func setupErr(format string, args ...any) error {
+	return &setupError{msg: fmt.Sprintf(format, args...)}
+}
 
 // repositoryNode is the node a task on b's repository runs on: b's node
 // while it exists; else, for a target every node reaches (NODE, S3), the
