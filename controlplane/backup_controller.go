@@ -311,7 +311,19 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 			gen := b.Status.TaskGeneration
 			b.Status.TaskID, b.Status.TaskGeneration = "", 0
 			changed = true
-			switch t.Action {
+			action := t.Action
+			if action == "" {
+				// A lost task: which one it was follows from the record.
+				switch {
+				case b.Deleting:
+					action = actionForgetBackup
+				case b.Status.State == store.BackupRunning:
+					action = actionBackupAccount
+				default:
+					action = actionVerifyBackup
+				}
+			}
+			switch action {
 			case actionVerifyBackup:
 				applyVerifyResult(b, t, gen, now)
 			case actionForgetBackup:
