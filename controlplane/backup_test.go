@@ -1,0 +1,468 @@
+package controlplane_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// The backup controller against a real server, with the test playing the
+// node: it answers the tasks queued for a fake node with results it
+// builds. This proves the control plane's side alone (the agent's
+// actions are tested with real restic in the e2e test).
+
+// backupNode answers a fake node's tasks: backup tasks through answer
+// (nil: not yet), everything else as succeeded.
+type backupNode struct {
+	name string
+	key  *ecdsa.PrivateKey
+
+	mu     sync.Mutex
+	answer func(t *agentpb.Task) *agentpb.TaskResult
+	seen   []*agentpb.Task
+}
+
+func startBackupNode(t *testing.T, s *testenv.Server, name string) *backupNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s.FakeNode(t, name, nil, 100, 100_000)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	st := s.Store()
+	if err := st.UpdateNodeState(ctx, name, func(ns *store.NodeState) bool { ns.PublicKey = pub; return true }); err != nil {
+		t.Fatal(err)
+	}
+	n := &backupNode{name: name, key: key}
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tasks, _, err := st.PendingTasks(ctx, name)
+			if err != nil {
+				continue
+			}
+			for _, task := range tasks {
+				res := n.respond(task)
+				if res == nil {
+					continue
+				}
+				res.TaskId = task.GetId()
+				if res.Status == agentpb.TaskStatus_TASK_STATUS_UNSPECIFIED {
+					res.Status = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
+				}
+				_, _ = st.CompleteTask(ctx, name, res, store.NewAuditEvent("node:"+name, "test", "", "", ""))
+			}
+		}
+	}()
+	return n
+}
+
+func (n *backupNode) setAnswer(f func(t *agentpb.Task) *agentpb.TaskResult) {
+	n.mu.Lock()
+	n.answer = f
+	n.mu.Unlock()
+}
+
+func (n *backupNode) respond(task *agentpb.Task) *agentpb.TaskResult {
+	n.mu.Lock()
+	if !slices.ContainsFunc(n.seen, func(s *agentpb.Task) bool { return s.GetId() == task.GetId() }) {
+		n.seen = append(n.seen, task)
+	}
+	answer := n.answer
+	n.mu.Unlock()
+	switch a := task.GetAction().(type) {
+	case *agentpb.Task_BackupAccount, *agentpb.Task_RestoreBackup, *agentpb.Task_VerifyBackup, *agentpb.Task_ForgetBackup, *agentpb.Task_EnsureBackupAccess:
+		if answer == nil {
+			return nil
+		}
+		return answer(task)
+	case *agentpb.Task_EnsureZone:
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Zone{Zone: &agentpb.ZoneResult{Zone: a.EnsureZone.GetZone(), Kind: "Master", Serial: 1, Changed: true}}}
+	}
+	return &agentpb.TaskResult{}
+}
+
+// tasksOf returns the backup tasks the node saw, of one action.
+func (n *backupNode) tasksOf(match func(*agentpb.Task) bool) []*agentpb.Task {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []*agentpb.Task
+	for _, t := range n.seen {
+		if match(t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+type backupEnv struct {
+	s    *testenv.Server
+	st   *store.Store
+	node *backupNode
+	acct *client.Account
+}
+
+func newBackupEnv(t *testing.T, opts ...testenv.ServerOption) *backupEnv {
+	t.Helper()
+	opts = append([]testenv.ServerOption{func(c *controlplane.Config) {
+		c.Backup.SchedulePass = 200 * time.Millisecond
+		c.Backup.Sweep = 500 * time.Millisecond
+	}}, opts...)
+	s := testenv.StartServer(t, opts...)
+	e := &backupEnv{s: s, st: s.Store(), node: startBackupNode(t, s, "web-1")}
+	ctx := context.Background()
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "local", Kind: store.TargetLocal}, store.NewAuditEvent("test", "", "createBackupTarget", "local", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "bkalice", Domain: "bkalice.example.com", Plan: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.acct = a
+	testenv.WaitFor(t, 10*time.Second, "account placed", func() bool {
+		a, _, err := e.st.GetAccount(ctx, a.ID)
+		return err == nil && a.Node == "web-1"
+	})
+	return e
+}
+
+func (e *backupEnv) setPolicy(t *testing.T, pol *store.BackupPolicy) {
+	t.Helper()
+	if _, _, err := e.st.UpdatePlan(context.Background(), "web", func(p *store.Plan, _ []*store.Account) error {
+		p.Backup = pol
+		return nil
+	}, store.NewAuditEvent("test", "", "setPlanBackup", "web", "ok")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createBackup writes a backup as createBackup does.
+func (e *backupEnv) createBackup(t *testing.T, retention *store.BackupPolicy) string {
+	t.Helper()
+	b := &store.Backup{ID: store.NewBackupID("bkalice", time.Now()), Account: "bkalice", AccountID: e.acct.ID, Owner: "admin",
+		Node: "web-1", Target: "local", Requester: "admin", Retention: retention}
+	if err := e.st.CreateBackup(context.Background(), b, store.NewAuditEvent("admin", "test", "createBackup", b.ID, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	return b.ID
+}
+
+func (e *backupEnv) waitBackup(t *testing.T, id, what string, cond func(b *store.Backup) bool) *store.Backup {
+	t.Helper()
+	var got *store.Backup
+	testenv.WaitFor(t, 15*time.Second, id+": "+what, func() bool {
+		b, err := e.st.GetBackup(context.Background(), id)
+		if err != nil {
+			return false
+		}
+		got = b
+		return cond(b)
+	})
+	return got
+}
+
+func backupResult(r *agentpb.BackupResult) *agentpb.TaskResult {
+	return &agentpb.TaskResult{Result: &agentpb.TaskResult_Backup{Backup: r}}
+}
+
+func TestBackupControllerBackupVerifyDelete(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if a := task.GetBackupAccount(); a != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"snap-" + a.GetBackupId()}, SizeBytes: 4096, AddedBytes: 4096, FileCount: 3,
+				Contents: &agentpb.BackupContents{Files: true, Zones: []string{"bkalice.example.com"}}})
+		}
+		return nil
+	})
+	id := e.createBackup(t, &store.BackupPolicy{Target: "local", KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 3})
+	b := e.waitBackup(t, id, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
+	if b.Status.SizeBytes != 4096 || b.Status.FileCount != 3 || !b.Status.Contents.Files || b.Status.SnapshotIDs[0] != "snap-"+id ||
+		b.Status.StartedAt.IsZero() || b.Status.FinishedAt.IsZero() || b.Status.TaskID != "" {
+		t.Fatalf("status %+v", b.Status)
+	}
+	kinds := []string{}
+	for _, ev := range b.Status.Events {
+		kinds = append(kinds, ev.Kind)
+	}
+	if strings.Join(kinds, ",") != "queued,started,succeeded" {
+		t.Fatalf("events %v", kinds)
+	}
+
+	// The task: the account's repository on the LOCAL target, the
+	// password sealed to the node (and only there), the state without
+	// secrets, the plan's retention.
+	tasks := e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })
+	if len(tasks) != 1 {
+		t.Fatalf("%d backup tasks, want 1", len(tasks))
+	}
+	act := tasks[0].GetBackupAccount()
+	repo := act.GetRepository()
+	if repo.GetKind() != agentpb.BackupTargetKind_BACKUP_TARGET_KIND_LOCAL || repo.GetUsername() != "bkalice" || repo.GetTarget() != "local" {
+		t.Fatalf("repository %v", repo)
+	}
+	pw, err := pki.Unseal(e.node.key, repo.GetSealedPassword(), agentpb.BackupPasswordSealContext("bkalice"))
+	if err != nil {
+		t.Fatalf("the node cannot open the password: %v", err)
+	}
+	if len(pw) < 32 {
+		t.Fatalf("password of %d bytes", len(pw))
+	}
+	if r := act.GetRetention(); r.GetDaily() != 7 || r.GetWeekly() != 4 || r.GetMonthly() != 3 {
+		t.Fatalf("retention %v", r)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(act.GetStateJson(), &state); err != nil || state["version"] != float64(1) {
+		t.Fatalf("state %s: %v", act.GetStateJson(), err)
+	}
+	if acct := state["account"].(map[string]any); acct["username"] != "bkalice" || acct["domain"] != "bkalice.example.com" {
+		t.Fatalf("state account %v", acct)
+	}
+	// The password is nowhere in etcd in the clear.
+	resp, err := e.s.RawEtcd(t).Get(ctx, "", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if strings.Contains(string(kv.Value), string(pw)) {
+			t.Fatalf("the repository password is in clear at %s", kv.Key)
+		}
+	}
+
+	// A second backup's retention forgets the first: its record goes.
+	// One item failed: PARTIAL, not success.
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if a := task.GetBackupAccount(); a != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s2"}, SizeBytes: 5000, AddedBytes: 10,
+				Failed:             []*agentpb.BackupItemFailure{{Item: "database:bkalice_pg", Error: "postgresql is not running"}},
+				ForgottenBackupIds: []string{id}})
+		}
+		if v := task.GetVerifyBackup(); v != nil {
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Verify{Verify: &agentpb.VerifyResult{Ok: true, FilesChecked: 3, BytesChecked: 4096}}}
+		}
+		if task.GetForgetBackup() != nil {
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Forget{Forget: &agentpb.ForgetResult{RemovedSnapshotIds: []string{"s2"}}}}
+		}
+		return nil
+	})
+	id2 := e.createBackup(t, nil)
+	b2 := e.waitBackup(t, id2, "PARTIAL", func(b *store.Backup) bool { return b.Status.State == store.BackupPartial })
+	if len(b2.Status.Failed) != 1 || b2.Status.Failed[0].Item != "database:bkalice_pg" {
+		t.Fatalf("failed %v", b2.Status.Failed)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the forgotten backup's record removed", func() bool {
+		_, err := e.st.GetBackup(ctx, id)
+		return err != nil
+	})
+
+	// verifyBackup.
+	if _, err := e.st.UpdateBackup(ctx, id2, func(b *store.Backup) ([]*store.ObjectTask, error) {
+		b.VerifyRequested++
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	b2 = e.waitBackup(t, id2, "verified", func(b *store.Backup) bool { return b.Status.VerifiedGeneration == 1 })
+	if !b2.Status.VerifyOK || b2.Status.VerifiedAt.IsZero() || b2.Status.State != store.BackupPartial {
+		t.Fatalf("after verify: %+v", b2.Status)
+	}
+
+	// deleteBackup: forget, then the record goes.
+	if _, err := e.st.UpdateBackup(ctx, id2, func(b *store.Backup) ([]*store.ObjectTask, error) {
+		b.Deleting = true
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "deleted backup's record removed", func() bool {
+		_, err := e.st.GetBackup(ctx, id2)
+		return err != nil
+	})
+	if n := len(e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetForgetBackup().GetBackupId() == id2 })); n != 1 {
+		t.Fatalf("%d forget tasks", n)
+	}
+	// Every step is in the audit log.
+	events, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{}, "", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range events {
+		if strings.HasPrefix(ev.Action, "backup.") {
+			actions = append(actions, ev.Action)
+		}
+	}
+	for _, want := range []string{"backup.started", "backup.succeeded", "backup.partial", "backup.expired", "backup.verified", "backup.deleting", "backup.deleted"} {
+		if !slices.Contains(actions, want) {
+			t.Errorf("no %s audit event in %v", want, actions)
+		}
+	}
+}
+
+func TestBackupControllerFailsClearly(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	// A target that does not exist.
+	b := &store.Backup{ID: store.NewBackupID("bkalice", time.Now()), Account: "bkalice", AccountID: e.acct.ID, Node: "web-1", Target: "nowhere"}
+	if err := e.st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	got := e.waitBackup(t, b.ID, "FAILED", func(b *store.Backup) bool { return b.Status.State == store.BackupFailed })
+	if !strings.Contains(got.Status.Error, `backup target "nowhere" does not exist`) {
+		t.Fatalf("error %q", got.Status.Error)
+	}
+	// A NODE target whose backup node has not reported its access.
+	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "bn", Kind: store.TargetNode, Node: "web-1"}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	b = &store.Backup{ID: store.NewBackupID("bkalice", time.Now()), Account: "bkalice", AccountID: e.acct.ID, Node: "web-1", Target: "bn"}
+	if err := e.st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	got = e.waitBackup(t, b.ID, "FAILED", func(b *store.Backup) bool { return b.Status.State == store.BackupFailed })
+	if !strings.Contains(got.Status.Error, "has not reported its SFTP access") {
+		t.Fatalf("error %q", got.Status.Error)
+	}
+}
+
+// A backup whose node is removed while it runs fails with the reason.
+func TestBackupControllerLostTask(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	id := e.createBackup(t, nil) // the node never answers
+	e.waitBackup(t, id, "RUNNING", func(b *store.Backup) bool { return b.Status.State == store.BackupRunning && b.Status.TaskID != "" })
+	if err := e.st.RemoveNode(ctx, "web-1", store.NewAuditEvent("test", "", "removeNode", "web-1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	b := e.waitBackup(t, id, "FAILED", func(b *store.Backup) bool { return b.Status.State == store.BackupFailed })
+	if !strings.Contains(b.Status.Error, "lost") {
+		t.Fatalf("error %q", b.Status.Error)
+	}
+}
+
+func TestBackupScheduleCreatesTheDailyBackup(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if task.GetBackupAccount() != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		}
+		return nil
+	})
+	// The slot of the day is always at or before now: an account never
+	// backed up is due at once.
+	e.setPolicy(t, &store.BackupPolicy{Target: "local", Hour: -1, KeepDaily: 3})
+	var got []store.Backup
+	testenv.WaitFor(t, 15*time.Second, "a scheduled backup succeeded", func() bool {
+		bs, _, err := e.st.ListBackups(ctx, "bkalice", "", 10)
+		got = bs
+		return err == nil && len(bs) > 0 && bs[0].Status.State == store.BackupSucceeded
+	})
+	if !got[0].Scheduled || got[0].Retention == nil || got[0].Retention.KeepDaily != 3 || got[0].Target != "local" {
+		t.Fatalf("scheduled backup %+v", got[0])
+	}
+	// Done for the day: the next passes make no other.
+	time.Sleep(time.Second)
+	if bs, _, _ := e.st.ListBackups(ctx, "bkalice", "", 10); len(bs) != 1 {
+		t.Fatalf("%d backups after the day's one succeeded", len(bs))
+	}
+}
+
+func TestBackupControllerRestoreZone(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if a := task.GetBackupAccount(); a != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1,
+				Contents: &agentpb.BackupContents{Zones: []string{"bkalice.example.com"}}})
+		}
+		return nil
+	})
+	// A record the backup keeps.
+	zones := e.st
+	if _, err := zones.UpdateZone(ctx, "bkalice.example.com", func(z *store.Zone) error {
+		z.Records = append(z.Records, store.ZoneRecord{ID: z.NewRecordID(), Name: "keep.bkalice.example.com.", Type: "TXT", Content: "\"kept\"", TTL: 300})
+		z.Generation++
+		return nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	id := e.createBackup(t, nil)
+	e.waitBackup(t, id, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
+	stateJSON := e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
+	if !strings.Contains(string(stateJSON), "keep.bkalice.example.com.") {
+		t.Fatalf("the state lacks the zone's record: %s", stateJSON)
+	}
+	// The record is deleted, then the zone restored from the backup:
+	// the node answers with the state the backup holds.
+	if _, err := zones.UpdateZone(ctx, "bkalice.example.com", func(z *store.Zone) error {
+		z.Records = slices.DeleteFunc(z.Records, func(r store.ZoneRecord) bool { return r.Name == "keep.bkalice.example.com." })
+		z.Generation++
+		return nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if r := task.GetRestoreBackup(); r != nil && r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ZONE {
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: &agentpb.RestoreResult{StateJson: stateJSON}}}
+		}
+		return nil
+	})
+	r := &store.Restore{ID: store.NewRestoreID("bkalice", time.Now()), Backup: id, Account: "bkalice", AccountID: e.acct.ID,
+		Owner: "admin", What: store.RestoreZone, InPlace: true, Node: "web-1", Requester: "admin"}
+	if err := e.st.CreateRestore(ctx, r, store.NewAuditEvent("admin", "test", "restoreBackup", r.ID, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	var got *store.Restore
+	testenv.WaitFor(t, 15*time.Second, "restore finished", func() bool {
+		rr, _, err := e.st.GetRestoreRev(ctx, r.ID)
+		got = rr
+		return err == nil && (rr.Status.State == store.BackupSucceeded || rr.Status.State == store.BackupFailed || rr.Status.State == store.BackupPartial)
+	})
+	if got.Status.State != store.BackupSucceeded || !slices.Contains(got.Status.Restored, "zone:bkalice.example.com") {
+		t.Fatalf("restore %+v", got.Status)
+	}
+	z, _, err := e.st.GetZone(ctx, "bkalice.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(z.Records, func(r store.ZoneRecord) bool { return r.Name == "keep.bkalice.example.com." && r.Content == "\"kept\"" }) {
+		t.Fatalf("the record is not back: %+v", z.Records)
+	}
+	// The completion is audited just after the record is written.
+	testenv.WaitFor(t, 5*time.Second, "backup.restore audit event", func() bool {
+		events, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{}, "", 1000)
+		return err == nil && slices.ContainsFunc(events, func(ev store.AuditEvent) bool {
+			return ev.Action == "backup.restore" && ev.Target == r.ID && strings.HasPrefix(ev.Result, "ok")
+		})
+	})
+}
