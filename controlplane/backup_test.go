@@ -466,3 +466,105 @@ func TestBackupControllerRestoreZone(t *testing.T) {
 		})
 	})
 }
+
+// Disaster recovery: the account's node is removed, and the whole account
+// is restored onto another node: the account is placed there through the
+// normal lifecycle, its zone follows it, then the node restores the data.
+func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Backup.Sweep = 500 * time.Millisecond })
+	st := s.Store()
+	ctx := context.Background()
+	n1, n2 := startBackupNode(t, s, "web-1"), startBackupNode(t, s, "web-2")
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9", Bucket: "b"}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "bkdr", Domain: "bkdr.example.com", Plan: "web", Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "account active on web-1", func() bool {
+		a, _, err := st.GetAccount(ctx, acct.ID)
+		return err == nil && a.Node == "web-1" && a.Status == store.AccountActive
+	})
+	if _, err := st.UpdateZone(ctx, "bkdr.example.com", func(z *store.Zone) error {
+		z.Records = append(z.Records, store.ZoneRecord{ID: z.NewRecordID(), Name: "keep.bkdr.example.com.", Type: "TXT", Content: "\"dr\"", TTL: 300})
+		z.Generation++
+		return nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	var stateJSON []byte
+	n1.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if a := task.GetBackupAccount(); a != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		}
+		return nil
+	})
+	b := &store.Backup{ID: store.NewBackupID("bkdr", time.Now()), Account: "bkdr", AccountID: acct.ID, Owner: "admin", Node: "web-1", Target: "s3"}
+	if err := st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "backup succeeded", func() bool {
+		got, err := st.GetBackup(ctx, b.ID)
+		return err == nil && got.Status.State == store.BackupSucceeded
+	})
+	stateJSON = n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
+
+	// web-1 is gone.
+	if err := st.RemoveNode(ctx, "web-1", store.NewAuditEvent("test", "", "removeNode", "web-1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if r := task.GetRestoreBackup(); r != nil {
+			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
+				if !r.GetInPlace() {
+					return &agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "ALL must be in place"}
+				}
+				res.Restored = []string{"files", "state"}
+			}
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: res}}
+		}
+		return nil
+	})
+	r := &store.Restore{ID: store.NewRestoreID("bkdr", time.Now()), Backup: b.ID, Account: "bkdr", AccountID: acct.ID, Owner: "admin",
+		What: store.RestoreAll, InPlace: true, Node: "web-2", Requester: "admin"}
+	if err := st.CreateRestore(ctx, r, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *store.Restore
+	testenv.WaitFor(t, 30*time.Second, "restore finished", func() bool {
+		rr, _, err := st.GetRestoreRev(ctx, r.ID)
+		got = rr
+		return err == nil && restoreDone(rr.Status.State)
+	})
+	if got.Status.State != store.BackupSucceeded || got.Status.Step != "restore" {
+		t.Fatalf("restore: %+v", got.Status)
+	}
+	a, _, err := st.GetAccount(ctx, acct.ID)
+	if err != nil || a.Node != "web-2" || a.PinnedNode != "web-2" {
+		t.Fatalf("account after the restore: %+v %v", a, err)
+	}
+	z, _, err := st.GetZone(ctx, "bkdr.example.com")
+	if err != nil || z.Node != "web-2" {
+		t.Fatalf("zone: %+v %v", z, err)
+	}
+	if !slices.ContainsFunc(z.Records, func(r store.ZoneRecord) bool { return r.Name == "keep.bkdr.example.com." }) {
+		t.Fatalf("the zone's records did not come back: %+v", z.Records)
+	}
+	// The node saw the state read first, then the whole restore in place.
+	var whats []string
+	for _, task := range n2.tasksOf(func(t *agentpb.Task) bool { return t.GetRestoreBackup() != nil }) {
+		whats = append(whats, task.GetRestoreBackup().GetWhat().String())
+	}
+	if strings.Join(whats, ",") != "RESTORE_WHAT_ZONE,RESTORE_WHAT_ALL" {
+		t.Fatalf("restore tasks on web-2: %v", whats)
+	}
+}
+
+func restoreDone(s store.BackupState) bool {
+	return s == store.BackupSucceeded || s == store.BackupFailed || s == store.BackupPartial
+}
