@@ -568,3 +568,57 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 func restoreDone(s store.BackupState) bool {
 	return s == store.BackupSucceeded || s == store.BackupFailed || s == store.BackupPartial
 }
+
+// A deleted account's backups stay (with the repository password) until
+// the retention they were made with has passed; then their snapshots are
+// forgotten, their records removed, and with the last the password.
+func TestBackupDeletedAccountExpires(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		switch {
+		case task.GetBackupAccount() != nil:
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		case task.GetForgetBackup() != nil:
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Forget{Forget: &agentpb.ForgetResult{}}}
+		}
+		return nil
+	})
+	keep := e.createBackup(t, &store.BackupPolicy{Target: "local", KeepDaily: 7})
+	e.waitBackup(t, keep, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
+	if _, err := e.s.Admin.AccountAction(ctx, "deleteAccount", e.acct.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "account deleted", func() bool {
+		_, _, err := e.st.GetAccount(ctx, e.acct.ID)
+		return err != nil
+	})
+	// Within its retention: kept, with its password.
+	time.Sleep(1500 * time.Millisecond) // three sweeps
+	if _, err := e.st.GetBackup(ctx, keep); err != nil {
+		t.Fatalf("a backup within its retention went with the account: %v", err)
+	}
+	keyKey := "/npanel/backup-keys/bkalice"
+	if resp, err := e.s.RawEtcd(t).Get(ctx, keyKey); err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("the repository password went with the account: %v", err)
+	}
+	// Past it (made with a retention of 0 days): forgotten, then gone,
+	// and the password with the last one.
+	if _, err := e.st.UpdateBackup(ctx, keep, func(b *store.Backup) ([]*store.ObjectTask, error) {
+		b.Retention.KeepDaily = 0
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "expired backup removed", func() bool {
+		_, err := e.st.GetBackup(ctx, keep)
+		return err != nil
+	})
+	if len(e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetForgetBackup().GetBackupId() == keep })) != 1 {
+		t.Fatal("the snapshots were not forgotten first")
+	}
+	testenv.WaitFor(t, 5*time.Second, "password removed", func() bool {
+		resp, err := e.s.RawEtcd(t).Get(ctx, keyKey)
+		return err == nil && len(resp.Kvs) == 0
+	})
+}
