@@ -52,7 +52,9 @@ func (l *progressLimiter) allow(key string, now time.Time) bool {
 // be node's and the one its backup or restore has in flight; anything
 // else is dropped. A failure only loses one report.
 func (g *gateway) recordBackupProgress(ctx context.Context, node string, p *agentpb.BackupProgress) {
-	if p.GetTaskId() == "" || !g.progress.allow(p.GetTaskId(), time.Now()) {
+	// Paced per node and task: another node naming the task spends its
+	// own allowance, not the running node's.
+	if p.GetTaskId() == "" || !g.progress.allow(node+"/"+p.GetTaskId(), time.Now()) {
 		return
 	}
 	t, _, err := g.store.GetTask(ctx, p.GetTaskId())

@@ -622,3 +622,89 @@ func TestBackupDeletedAccountExpires(t *testing.T) {
 		return err == nil && len(resp.Kvs) == 0
 	})
 }
+
+// Progress reports from the node running a backup reach its record, at
+// most one a second; a report naming another node's task is dropped.
+func TestBackupProgressFromTheAgent(t *testing.T) {
+	s := testenv.StartServer(t)
+	st := s.Store()
+	ctx := testenv.Context(t)
+	stream := func(name string) agentpb.AgentGateway_ConnectClient {
+		tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := testenv.EnrollNode(ctx, enrollClient(t, s), tok.Token, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := testenv.OpenStream(ctx, gatewayClient(t, s, cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The stream's hello reports no disk: give the scheduler some.
+		if _, err := st.UpdateNode(ctx, name, func(n *store.Node) error { n.DiskMB = 100_000; return nil }, store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	runner, other := stream("prog-1"), stream("prog-2")
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "local", Kind: store.TargetLocal}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "bkprog", Domain: "bkprog.example.com", Plan: "web", Node: "prog-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "account placed", func() bool {
+		a, _, err := st.GetAccount(ctx, acct.ID)
+		return err == nil && a.Node == "prog-1"
+	})
+	b := &store.Backup{ID: store.NewBackupID("bkprog", time.Now()), Account: "bkprog", AccountID: acct.ID, Node: "prog-1", Target: "local"}
+	if err := st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	var taskID string
+	for taskID == "" {
+		m, err := runner.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := m.GetTask().GetBackupAccount(); a != nil && a.GetBackupId() == b.ID {
+			taskID = m.GetTask().GetId()
+		}
+	}
+	send := func(c agentpb.AgentGateway_ConnectClient, files uint64) {
+		t.Helper()
+		if err := c.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_BackupProgress{BackupProgress: &agentpb.BackupProgress{
+			TaskId: taskID, FilesDone: files, BytesDone: files * 100, TotalFiles: 100, TotalBytes: 10_000}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	progress := func() uint64 {
+		got, err := st.GetBackup(ctx, b.ID)
+		if err != nil || got.Status.Progress == nil {
+			return 0
+		}
+		return got.Status.Progress.FilesDone
+	}
+	send(runner, 5)
+	testenv.WaitFor(t, 10*time.Second, "progress 5", func() bool { return progress() == 5 })
+	send(runner, 6) // within the second: dropped
+	send(other, 99) // not its task: dropped
+	time.Sleep(300 * time.Millisecond)
+	if p := progress(); p != 5 {
+		t.Fatalf("progress %d, want 5 (one write a second, only from the running node)", p)
+	}
+	time.Sleep(time.Second)
+	send(other, 98)
+	send(runner, 7)
+	testenv.WaitFor(t, 10*time.Second, "progress 7", func() bool { return progress() == 7 })
+	got, _ := st.GetBackup(ctx, b.ID)
+	if pr := got.Status.Progress; pr.TotalFiles != 100 || pr.BytesDone != 700 || pr.At.IsZero() {
+		t.Fatalf("progress %+v", pr)
+	}
+}
