@@ -300,3 +300,42 @@ func mailDomainOf(address string) string {
 	}
 	return ""
 }
+
+// recreatedSettled reports whether the node has answered for every
+// database, database user and mailbox of the account: applied (with the
+// newest password) or failed. The node's ALL restore must come after
+// them, or a late ensure would replace the password hashes it puts back
+// with the random passwords set here. A failed object (a service the node
+// lacks) settles too: the restore reports it, it does not wait for ever.
+func (bc *backupController) recreatedSettled(ctx context.Context, accountID string) (bool, error) {
+	dbs, err := bc.st.GetDatabases(ctx, accountID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if dbs != nil {
+		for _, d := range dbs.Databases {
+			if st, _ := d.State(); st == store.DatabasePending {
+				return false, nil
+			}
+		}
+		for _, u := range dbs.Users {
+			st, _ := u.State()
+			if st == store.DatabasePending || (st == store.DatabaseActive && u.Status.PasswordGeneration < u.PasswordGeneration) {
+				return false, nil
+			}
+		}
+	}
+	mail, err := bc.st.GetMail(ctx, accountID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if mail != nil {
+		for _, m := range mail.Mailboxes {
+			st, _ := m.State()
+			if st == store.MailPending || ((st == store.MailActive || st == store.MailDisabled) && m.Status.PasswordGeneration < m.PasswordGeneration) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}

@@ -417,11 +417,15 @@ func (bc *backupController) waitForAccount(ctx context.Context, r *store.Restore
 		return fail("the account went away while it was being restored")
 	case a.Status == store.AccountFailed:
 		return fail("the account could not be set up on node " + r.Node + ": " + a.Reason)
-	case a.Node == r.Node && a.AppliedGeneration > 0 && a.AppliedGeneration >= a.Generation:
-		r.Status.Step = restoreStepRestore
-		return send(r.Node, store.RestoreAll, true)
 	case now.Sub(r.Status.StartedAt) > restoreWaitMax:
 		return fail("the account was not ready on node " + r.Node + " within " + restoreWaitMax.String())
+	case a.Node == r.Node && a.AppliedGeneration > 0 && a.AppliedGeneration >= a.Generation:
+		settled, err := bc.recreatedSettled(ctx, a.ID)
+		if err != nil || !settled {
+			return nil, "", err == nil, err
+		}
+		r.Status.Step = restoreStepRestore
+		return send(r.Node, store.RestoreAll, true)
 	}
 	return nil, "", true, nil
 }

@@ -496,6 +496,17 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 	}, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
+	// A database and its user (generation 0: no controller acts on them
+	// on web-1, which never answers for databases here).
+	if err := st.ChangeDatabases(ctx, acct.ID, "test", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+		return &store.DatabaseChange{
+			Databases: []*store.Database{{Account: acct.ID, Name: "bkdr_shop", Owner: "bkdr", Engine: "mariadb", Node: "web-1"}},
+			Users: []*store.DatabaseUser{{Account: acct.ID, Name: "bkdr_app", Owner: "bkdr", Engine: "mariadb", Node: "web-1",
+				Grants: []store.DatabaseGrant{{Database: "bkdr_shop", Privileges: []string{"SELECT"}}}}},
+		}, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
 	var stateJSON []byte
 	n1.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if a := task.GetBackupAccount(); a != nil {
@@ -554,6 +565,19 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 	}
 	if !slices.ContainsFunc(z.Records, func(r store.ZoneRecord) bool { return r.Name == "keep.bkdr.example.com." }) {
 		t.Fatalf("the zone's records did not come back: %+v", z.Records)
+	}
+	// The database and user are back on web-2, the user with a password
+	// only web-2 can open (the node's restore puts the original hash back).
+	dbs, err := st.GetDatabases(ctx, acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, u := dbs.Databases["bkdr_shop"], dbs.Users["bkdr_app"]
+	if d == nil || d.Node != "web-2" || u == nil || u.Node != "web-2" || u.Grants[0].Database != "bkdr_shop" {
+		t.Fatalf("databases after the restore: %+v %+v", d, u)
+	}
+	if _, err := pki.Unseal(n2.key, u.SealedPassword, agentpb.DatabasePasswordSealContext("bkdr_app")); err != nil {
+		t.Fatalf("web-2 cannot open the user's new password: %v", err)
 	}
 	// The node saw the state read first, then the whole restore in place.
 	var whats []string
