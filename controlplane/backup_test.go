@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -730,5 +731,61 @@ func TestBackupProgressFromTheAgent(t *testing.T) {
 	got, _ := st.GetBackup(ctx, b.ID)
 	if pr := got.Status.Progress; pr.TotalFiles != 100 || pr.BytesDone != 700 || pr.At.IsZero() {
 		t.Fatalf("progress %+v", pr)
+	}
+}
+
+// An S3 target's secret key reaches the node only sealed to it, and is in
+// etcd only sealed under the KEK.
+func TestBackupS3SecretSealedToTheNode(t *testing.T) {
+	e := newBackupEnv(t)
+	ctx := context.Background()
+	kekFile := e.s.Config.KEKFile
+	if kekFile == "" {
+		kekFile = filepath.Join(e.s.Config.DataDir, "kek")
+	}
+	kek, err := pki.LoadKEK(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "s3-secret-0123456789-abcdefghij"
+	sealed, err := store.SealBackupTargetSecret(kek, "s3", []byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9000",
+		Bucket: "backups", Prefix: "np", Region: "us-east-1", AccessKeyID: "AKIDTEST", SecretKey: sealed}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if task.GetBackupAccount() != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		}
+		return nil
+	})
+	b := &store.Backup{ID: store.NewBackupID("bkalice", time.Now()), Account: "bkalice", AccountID: e.acct.ID, Node: "web-1", Target: "s3"}
+	if err := e.st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBackup(t, b.ID, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
+	repo := e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetRepository()
+	if repo.GetKind() != agentpb.BackupTargetKind_BACKUP_TARGET_KIND_S3 || repo.GetS3Endpoint() != "http://127.0.0.1:9000" || repo.GetS3Bucket() != "backups" ||
+		repo.GetS3Prefix() != "np" || repo.GetS3Region() != "us-east-1" || repo.GetS3AccessKeyId() != "AKIDTEST" {
+		t.Fatalf("repository %v", repo)
+	}
+	got, err := pki.Unseal(e.node.key, repo.GetSealedS3SecretKey(), agentpb.BackupS3SecretSealContext("s3"))
+	if err != nil || string(got) != secret {
+		t.Fatalf("the node opens %q, %v", got, err)
+	}
+	if strings.Contains(repo.String(), secret) {
+		t.Fatal("the secret travels in clear")
+	}
+	resp, err := e.s.RawEtcd(t).Get(ctx, "", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if strings.Contains(string(kv.Value), secret) {
+			t.Fatalf("the S3 secret is in clear at %s", kv.Key)
+		}
 	}
 }
