@@ -72,6 +72,8 @@ type backupController struct {
 	// missed remembers the accounts already reported as missing their
 	// day, so each is logged once until it succeeds again.
 	missed map[string]bool
+	// labels are the accounts the last-success metric has a series of.
+	labels map[string]bool
 	// targetRetries: target name → when a failed access task may be
 	// sent again.
 	targetRetries sync.Map
@@ -487,6 +489,14 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON)}
 	for _, d := range state.Databases {
 		action.Databases = append(action.Databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
+	}
+	if b.Retention == nil {
+		// A backup a user asked for keeps the plan's retention, like the
+		// schedule's: restic forget then keeps the policy's backups.
+		if plan, _, err := bc.st.CachedPlan(ctx, a.Plan); err == nil && plan.Backup != nil {
+			pol := *plan.Backup
+			b.Retention = &pol
+		}
 	}
 	if p := b.Retention; p != nil && p.KeepDaily+p.KeepWeekly+p.KeepMonthly > 0 {
 		action.Retention = &agentpb.BackupRetention{Daily: uint32(max(p.KeepDaily, 0)), Weekly: uint32(max(p.KeepWeekly, 0)), Monthly: uint32(max(p.KeepMonthly, 0))}

@@ -252,7 +252,19 @@ func (x *backupIndex) schedulePlan(now time.Time, policy func(plan string) *stor
 	lastSuccess = map[string]time.Time{}
 	var attempts []slotAttempt
 	for _, a := range x.accounts {
-		if a.deleted || a.node == "" {
+		if a.deleted {
+			continue
+		}
+		var ok time.Time
+		for _, e := range x.byAccount[a.username] {
+			if e.accountID == a.id && finishedOK(e.state) && e.finishedAt.After(ok) {
+				ok = e.finishedAt
+			}
+		}
+		if !ok.IsZero() {
+			lastSuccess[a.username] = ok
+		}
+		if a.node == "" {
 			continue
 		}
 		p := policy(a.plan)
@@ -261,20 +273,13 @@ func (x *backupIndex) schedulePlan(now time.Time, policy func(plan string) *stor
 		}
 		slot := scheduleSlot(now, a.username, p.Hour)
 		attempts = attempts[:0]
-		var ok time.Time
 		for _, e := range x.byAccount[a.username] {
 			if e.accountID != a.id {
 				continue // an earlier account of the same name
 			}
-			if finishedOK(e.state) && e.finishedAt.After(ok) {
-				ok = e.finishedAt
-			}
 			if !e.createdAt.Before(slot) || e.inFlight() {
 				attempts = append(attempts, slotAttempt{scheduled: e.scheduled, state: e.state, inFlight: e.inFlight(), finishedAt: e.finishedAt})
 			}
-		}
-		if !ok.IsZero() {
-			lastSuccess[a.username] = ok
 		}
 		if now.Sub(a.createdAt) > missedAfter && now.Sub(ok) > missedAfter {
 			missed = append(missed, a.username)
@@ -364,6 +369,16 @@ func (bc *backupController) reportMissed(ctx context.Context, missed []string, l
 		m.backupsMissed.Set(float64(len(missed)))
 		for acct, at := range last {
 			m.backupLastSuccess.WithLabelValues(acct).Set(float64(at.Unix()))
+		}
+		// Accounts gone (or no longer scheduled) leave the metric.
+		for acct := range bc.labels {
+			if _, ok := last[acct]; !ok {
+				m.backupLastSuccess.DeleteLabelValues(acct)
+			}
+		}
+		bc.labels = map[string]bool{}
+		for acct := range last {
+			bc.labels[acct] = true
 		}
 	}
 	now := map[string]bool{}
