@@ -339,3 +339,45 @@ func (bc *backupController) recreatedSettled(ctx context.Context, accountID stri
 	}
 	return true, nil
 }
+
+// kickRecreated writes the account's databases, users, mail domains and
+// mailboxes again as they are, once the account is placed on its new
+// node: their controllers send nothing for an account without a node, and
+// the specs written at the place step landed while it had none.
+func (bc *backupController) kickRecreated(ctx context.Context, accountID string) error {
+	err := bc.st.ChangeDatabases(ctx, accountID, "controller", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+		ch := &store.DatabaseChange{}
+		for _, d := range set.Databases {
+			if !d.Deleted {
+				ch.Databases = append(ch.Databases, d)
+			}
+		}
+		for _, u := range set.Users {
+			if !u.Deleted {
+				ch.Users = append(ch.Users, u)
+			}
+		}
+		return ch, nil
+	}, store.AuditEvent{})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	err = bc.st.ChangeMail(ctx, accountID, func(set *store.MailSet) (*store.MailChange, error) {
+		ch := &store.MailChange{}
+		for _, d := range set.Domains {
+			if !d.Deleted {
+				ch.Domains = append(ch.Domains, d)
+			}
+		}
+		for _, m := range set.Mailboxes {
+			if !m.Deleted {
+				ch.Mailboxes = append(ch.Mailboxes, m)
+			}
+		}
+		return ch, nil
+	}, store.AuditEvent{})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}

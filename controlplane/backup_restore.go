@@ -420,6 +420,13 @@ func (bc *backupController) waitForAccount(ctx context.Context, r *store.Restore
 	case now.Sub(r.Status.StartedAt) > restoreWaitMax:
 		return fail("the account was not ready on node " + r.Node + " within " + restoreWaitMax.String())
 	case a.Node == r.Node && a.AppliedGeneration > 0 && a.AppliedGeneration >= a.Generation:
+		if !slices.ContainsFunc(r.Status.Events, func(ev store.BackupEvent) bool { return ev.Kind == "recreated" }) {
+			if err := bc.kickRecreated(ctx, a.ID); err != nil {
+				return nil, "", false, err
+			}
+			r.Status.AddEvent(now, "recreated", "the account is on node "+r.Node+"; its databases and mail are being set up there")
+			return nil, "", true, nil
+		}
 		settled, err := bc.recreatedSettled(ctx, a.ID)
 		if err != nil || !settled {
 			return nil, "", err == nil, err

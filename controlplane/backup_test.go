@@ -548,11 +548,31 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got *store.Restore
-	testenv.WaitFor(t, 30*time.Second, "restore finished", func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		rr, _, err := st.GetRestoreRev(ctx, r.ID)
-		got = rr
-		return err == nil && restoreDone(rr.Status.State)
-	})
+		if err == nil && restoreDone(rr.Status.State) {
+			got = rr
+			break
+		}
+		if time.Now().After(deadline) {
+			a, _, _ := st.GetAccount(ctx, acct.ID)
+			dbs, _ := st.GetDatabases(ctx, acct.ID)
+			var objs []string
+			if dbs != nil {
+				for _, d := range dbs.Databases {
+					s, why := d.State()
+					objs = append(objs, d.Name+"="+string(s)+":"+why)
+				}
+				for _, u := range dbs.Users {
+					s, why := u.State()
+					objs = append(objs, u.Name+"="+string(s)+":"+why)
+				}
+			}
+			t.Fatalf("restore not finished: %+v\naccount %s %s gen %d/%d\ndatabases %v", rr.Status, a.Node, a.Status, a.AppliedGeneration, a.Generation, objs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if got.Status.State != store.BackupSucceeded || got.Status.Step != "restore" {
 		t.Fatalf("restore: %+v", got.Status)
 	}
