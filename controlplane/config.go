@@ -149,6 +149,8 @@ type Config struct {
 	Logger              *slog.Logger
 	// ACME is where site and mail certificates are ordered.
 	ACME ACMEConfig
+	// Backup tunes the backup schedule and controller.
+	Backup BackupConfig
 }
 
 func (c *Config) setDefaults() error {

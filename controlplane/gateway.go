@@ -44,11 +44,14 @@ type gateway struct {
 	streams map[string]*agentStream // node → its stream on this replica
 
 	delivery *deliveryMetrics
+	// progress paces the writes of backup progress reports.
+	progress *progressLimiter
 }
 
 func newGateway(s *Server, st *store.Store) *gateway {
 	return &gateway{s: s, log: s.log.With("component", "gateway"), store: st,
-		streams: map[string]*agentStream{}, delivery: newDeliveryMetrics(s.metrics.reg)}
+		streams: map[string]*agentStream{}, delivery: newDeliveryMetrics(s.metrics.reg),
+		progress: newProgressLimiter(progressEvery)}
 }
 
 type nodeCtxKey struct{}

@@ -26,6 +26,13 @@ type metrics struct {
 	// certExpiry is npanel_certificate_expiry_seconds.
 	certAttempts *prometheus.CounterVec
 	certExpiry   *certExpiry
+	// Backups: finished backups by result (succeeded, partial, failed),
+	// their duration, each account's last success and the accounts whose
+	// last success is older than a day and a bit (missed).
+	backupsTotal      *prometheus.CounterVec
+	backupDuration    prometheus.Histogram
+	backupLastSuccess *prometheus.GaugeVec
+	backupsMissed     prometheus.Gauge
 	// controllers are the controller runtime's, by controller.
 	controllers *controller.Metrics
 }
@@ -78,8 +85,26 @@ func newMetrics() *metrics {
 		Help: "Certificate tasks answered by nodes, by action (issue, install, revoke, remove) and result (ok, failed).",
 	}, []string{"action", "result"})
 	m.certExpiry = newCertExpiry()
+	m.backupsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "backups_total",
+		Help: "Finished backups, by result (succeeded, partial, failed).",
+	}, []string{"result"})
+	m.backupDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "npanel", Name: "backup_duration_seconds",
+		Help:    "Time from a backup's start to its result.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 16), // 1 s .. 9 h
+	})
+	m.backupLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "npanel", Name: "backup_last_success_timestamp_seconds",
+		Help: "When each account's last successful (or partial) backup finished.",
+	}, []string{"account"})
+	m.backupsMissed = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "npanel", Name: "backups_missed",
+		Help: "Accounts with scheduled backups whose last success is older than 26 hours.",
+	})
 	m.controllers = controller.NewMetrics(m.reg)
 	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned,
-		m.auditSuppressed, m.apiConns, m.apiConnsRefused, m.certAttempts, m.certExpiry)
+		m.auditSuppressed, m.apiConns, m.apiConnsRefused, m.certAttempts, m.certExpiry,
+		m.backupsTotal, m.backupDuration, m.backupLastSuccess, m.backupsMissed)
 	return m
 }

@@ -242,6 +242,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		newDBStatusController(s).ctl,
 		newMailController(s),
 		certs,
+		newBackupController(s),
 		controller.RunFunc(s.runLiveness),
 		controller.RunFunc(s.runPruner),
 	)

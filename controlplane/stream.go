@@ -189,6 +189,8 @@ func (g *gateway) recordHello(ctx context.Context, node string, pubKey []byte, h
 		MemoryBytes:  int64(f.GetMemoryBytes()),
 		DiskBytes:    int64(f.GetDiskBytes()),
 		Capabilities: f.GetCapabilities(),
+
+		BackupSSHPublicKey: f.GetBackupSshPublicKey(),
 	}
 	now := time.Now().UTC()
 	err := g.store.UpdateNodeState(ctx, node, func(st *store.NodeState) bool {
@@ -376,6 +378,8 @@ func (g *gateway) receive(ctx context.Context, a *agentStream) error {
 			g.complete(ctx, a.node, source, msg.Result)
 		case *agentpb.AgentMessage_Services:
 			g.recordServices(ctx, a.node, msg.Services)
+		case *agentpb.AgentMessage_BackupProgress:
+			g.recordBackupProgress(ctx, a.node, msg.BackupProgress)
 		case *agentpb.AgentMessage_Hello:
 			// A second hello refreshes the facts (services installed since).
 			if err := g.recordHello(ctx, a.node, identityFrom(a.srv.Context()).cert.RawSubjectPublicKeyInfo, msg.Hello); err != nil {

@@ -69,6 +69,9 @@ type BackupTarget struct {
 	// (node → public key), so the controller knows when to send it again.
 	AccessKeys map[string]string `json:"accessKeys,omitempty"`
 	AccessErr  string            `json:"accessError,omitempty"`
+	// AccessTaskID is the EnsureBackupAccessAction in flight, if any
+	// (UpdateBackupTargetAccess).
+	AccessTaskID string `json:"accessTaskId,omitempty"`
 	// S3: the secret key is sealed under the KEK (SealBackupTargetSecret).
 	Endpoint    string      `json:"endpoint,omitempty"`
 	Bucket      string      `json:"bucket,omitempty"`

@@ -62,6 +62,9 @@ type NodeFacts struct {
 	MemoryBytes  int64    `json:"memoryBytes,omitempty"`
 	DiskBytes    int64    `json:"diskBytes,omitempty"`
 	Capabilities []string `json:"capabilities,omitempty"`
+	// BackupSSHPublicKey is the key the node logs in to backup nodes
+	// with over SFTP ("ssh-ed25519 AAAA...").
+	BackupSSHPublicKey string `json:"backupSshPublicKey,omitempty"`
 }
 
 // NodeState is everything about a node that the cluster learns rather than
