@@ -502,6 +502,12 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 		action.Retention = &agentpb.BackupRetention{Daily: uint32(max(p.KeepDaily, 0)), Weekly: uint32(max(p.KeepWeekly, 0)), Monthly: uint32(max(p.KeepMonthly, 0))}
 	}
 	st.State, st.StartedAt, st.Error = store.BackupRunning, now, ""
+	// The zones travel in the state snapshot, which the node does not
+	// read: they are in the backup once that snapshot is.
+	st.Contents.Zones = st.Contents.Zones[:0]
+	for _, z := range state.Zones {
+		st.Contents.Zones = append(st.Contents.Zones, z.Name)
+	}
 	st.AddEvent(now, "started", fmt.Sprintf("on node %s to target %s", a.Node, b.Target))
 	return &agentpb.Task{Generation: b.Generation, Action: &agentpb.Task_BackupAccount{BackupAccount: action}}, a.Node, nil
 }
@@ -640,9 +646,13 @@ func applyBackupResult(b *store.Backup, t *store.Task, now time.Time) (forgotten
 	st.SnapshotIDs = slices.Clone(res.GetSnapshotIds())
 	st.SizeBytes, st.AddedBytes, st.FileCount = res.GetSizeBytes(), res.GetAddedBytes(), res.GetFileCount()
 	c := res.GetContents()
-	st.Contents = store.BackupContents{Files: c.GetFiles(), Databases: slices.Clone(c.GetDatabases()),
-		Mailboxes: slices.Clone(c.GetMailboxes()), Zones: slices.Clone(c.GetZones())}
+	zones := st.Contents.Zones
 	st.Failed = itemFailures(res.GetFailed())
+	if slices.ContainsFunc(st.Failed, func(f store.BackupItemFailure) bool { return f.Item == "state" }) {
+		zones = nil
+	}
+	st.Contents = store.BackupContents{Files: c.GetFiles(), Databases: slices.Clone(c.GetDatabases()),
+		Mailboxes: slices.Clone(c.GetMailboxes()), Zones: zones}
 	st.Error = ""
 	if res.GetUnlockedStale() {
 		st.AddEvent(now, "unlocked", "a stale repository lock of a killed run was removed")

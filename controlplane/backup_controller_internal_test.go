@@ -53,8 +53,10 @@ func TestApplyBackupResult(t *testing.T) {
 		{"wrong result kind", doneTask(t, actionBackupAccount, &agentpb.TaskResult{Result: &agentpb.TaskResult_Verify{Verify: &agentpb.VerifyResult{Ok: true}}}, ""), store.BackupFailed, nil, "want BackupResult"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The zones are recorded when the backup starts (they travel in
+			// the state snapshot).
 			b := &store.Backup{ID: "alice-this", Account: "alice", Status: store.BackupStatus{State: store.BackupRunning, StartedAt: now.Add(-time.Minute),
-				Progress: &store.BackupProgress{FilesDone: 3}}}
+				Progress: &store.BackupProgress{FilesDone: 3}, Contents: store.BackupContents{Zones: []string{"alice.test"}}}}
 			got := applyBackupResult(b, tc.task, now)
 			st := b.Status
 			if st.State != tc.state {
