@@ -187,6 +187,27 @@ func TestBackupE2E(t *testing.T) {
 	if got := dbRows(t, socket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id"); !slices.Equal(got, wantRows) {
 		t.Fatalf("rows after the restore: %v, want %v", got, wantRows)
 	}
+	// Side by side into a new database, which becomes the account's.
+	copyName := db.Name + "copy"
+	restore(map[string]any{"what": "DATABASE", "database": db.Name, "databaseInto": copyName})
+	testenv.WaitFor(t, 30*time.Second, "the restored copy listed ACTIVE", func() bool {
+		dbs, err := s.Admin.Databases(ctx, acct.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(dbs, func(d client.Database) bool { return d.Name == copyName && d.State == "ACTIVE" })
+	})
+	if _, err := s.Admin.SetDatabasePrivileges(ctx, acct.ID, copyName, dbUser, []string{"ALL"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the copy's rows readable", func() bool {
+		// The grant reaches the node asynchronously: until then the
+		// query is refused.
+		if mariadb.QueryAs(socket, dbUser, password, copyName, "SELECT 1 FROM orders LIMIT 1") != nil {
+			return false
+		}
+		return slices.Equal(dbRows(t, socket, dbUser, password, copyName, "SELECT id, item, qty FROM orders ORDER BY id"), wantRows)
+	})
 	restore(map[string]any{"what": "ZONE", "into": "IN_PLACE"})
 	testenv.WaitFor(t, 20*time.Second, "the record back", func() bool { return zoneHas(t, s, domain, "\"kept by the backup\"") })
 

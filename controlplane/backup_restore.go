@@ -186,6 +186,11 @@ func (bc *backupController) syncRestore(ctx context.Context, id string) error {
 				}
 			}
 		}
+		if plan.res != nil && r.What == store.RestoreDatabase && !r.InPlace && len(plan.res.GetFailed()) == 0 {
+			if err := bc.adoptRestoredDatabase(ctx, r, a, engine); err != nil {
+				return err
+			}
+		}
 		if plan.state != nil {
 			switch r.Status.Step {
 			case restoreStepState:
@@ -495,4 +500,26 @@ func restoredRecords(zs BackupStateZone, address string) []store.ZoneRecord {
 		}
 	}
 	return out
+}
+
+// adoptRestoredDatabase records the database a side-by-side restore
+// created on the node, so that it is the account's like any other (listed,
+// counted against the plan, dumped and dropped with it). Its controller
+// then finds it existing on the node. Idempotent.
+func (bc *backupController) adoptRestoredDatabase(ctx context.Context, r *store.Restore, a *store.Account, engine string) error {
+	if a == nil || a.Node == "" || r.DatabaseInto == "" {
+		return nil
+	}
+	err := bc.st.ChangeDatabases(ctx, a.ID, "controller", func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+		if d := set.Databases[r.DatabaseInto]; d != nil && !d.Deleted {
+			return nil, nil
+		}
+		now := time.Now().UTC()
+		return &store.DatabaseChange{Databases: []*store.Database{{Account: a.ID, Name: r.DatabaseInto, Owner: a.Username,
+			Engine: engine, Node: a.Node, Generation: 1, CreatedAt: now, UpdatedAt: now}}}, nil
+	}, store.NewAuditEvent("system", bc.s.id, "backup.restoreDatabase", r.DatabaseInto, "ok: restored from "+r.Backup))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
 }
