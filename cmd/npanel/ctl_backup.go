@@ -302,10 +302,13 @@ func (o *ctlOptions) printRestore(cmd *cobra.Command, r *client.Restore) error {
 
 func backupShowCmd(o *ctlOptions) *cobra.Command {
 	return &cobra.Command{
-		Use: "show ID", Short: "Show a backup (or, given a restore's id, the restore) and its events", Args: cobra.ExactArgs(1),
+		Use: "show ID|ACCOUNT@latest", Short: "Show a backup (or, given a restore's id, the restore) and its events", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if args[0], err = backupID(cmd, c, args[0]); err != nil {
 				return err
 			}
 			b, err := c.Backup(cmd.Context(), args[0])
@@ -371,7 +374,7 @@ func backupRestoreCmd(o *ctlOptions) *cobra.Command {
 	var inPlace, wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "restore ID --what files|database|mailbox|zone|all [--path P] [--database D] [--into-database D2] [--mailbox M] [--in-place] [--node N] [--wait]",
+		Use:   "restore ID|ACCOUNT@latest --what files|database|mailbox|zone|all [--path P] [--database D] [--into-database D2] [--mailbox M] [--in-place] [--node N] [--wait]",
 		Short: "Restore part or all of a backup (nothing existing is replaced without --in-place)",
 		Args:  cobra.ExactArgs(1),
 	}
@@ -386,6 +389,9 @@ func backupRestoreCmd(o *ctlOptions) *cobra.Command {
 		}
 		c, err := o.client()
 		if err != nil {
+			return err
+		}
+		if in.Backup, err = backupID(cmd, c, args[0]); err != nil {
 			return err
 		}
 		if inPlace {
@@ -456,13 +462,16 @@ func backupVerifyCmd(o *ctlOptions) *cobra.Command {
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use: "verify ID [--wait]", Short: "Read a backup back on its node and check it against its checksums", Args: cobra.ExactArgs(1),
+		Use: "verify ID|ACCOUNT@latest [--wait]", Short: "Read a backup back on its node and check it against its checksums", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if args[0], err = backupID(cmd, c, args[0]); err != nil {
 				return err
 			}
 			before, err := c.Backup(cmd.Context(), args[0])
@@ -763,4 +772,30 @@ func backupTargetsDeleteCmd(o *ctlOptions) *cobra.Command {
 		return o.printTargets(cmd, t, []client.BackupTarget{*t})
 	}
 	return cmd
+}
+
+// latestSuffix names an account's newest usable backup in place of an id
+// ("alice@latest"), so scripts need not parse a listing.
+const latestSuffix = "@latest"
+
+// backupID resolves ACCOUNT@latest to the id of the account's newest
+// SUCCEEDED or PARTIAL backup; any other argument is an id.
+func backupID(cmd *cobra.Command, c *client.Client, arg string) (string, error) {
+	account, ok := strings.CutSuffix(arg, latestSuffix)
+	if !ok {
+		return arg, nil
+	}
+	if account == "" {
+		return "", usagef("%s: want ACCOUNT%s", arg, latestSuffix)
+	}
+	all, err := c.AllBackups(cmd.Context(), account)
+	if err != nil {
+		return "", apiError(err)
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Status == "SUCCEEDED" || all[i].Status == "PARTIAL" {
+			return all[i].ID, nil
+		}
+	}
+	return "", fmt.Errorf("NOT_FOUND: %s has no finished backup", account)
 }
