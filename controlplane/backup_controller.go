@@ -61,6 +61,10 @@ type BackupConfig struct {
 	// (default 1m); Sweep how often lost tasks and expired backups of
 	// deleted accounts are looked for (default 5m).
 	SchedulePass, Sweep time.Duration
+	// Paused runs no backup, restore or schedule: the records wait (a
+	// cluster under maintenance; tests of the API that play the
+	// controller).
+	Paused bool
 }
 
 type backupController struct {

@@ -95,12 +95,18 @@ func (bc *backupController) moveAccount(ctx context.Context, r *store.Restore, a
 // addSite adds them (names reserved, zones created).
 func (bc *backupController) recreateAccount(ctx context.Context, r *store.Restore, state *BackupState) (*store.Account, error) {
 	sa := state.Account
+	// The restore's owner, not the backup's: the account may have changed
+	// hands (changeAccountOwner moves its backups' records along).
+	owner := r.Owner
+	if owner == "" {
+		owner = sa.Owner
+	}
 	if id, err := bc.st.AccountIDByUsername(ctx, sa.Username); err == nil {
 		a, err := bc.accountOf(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if a != nil && a.PinnedNode == r.Node && a.Domain == sa.Domain && a.Owner == sa.Owner {
+		if a != nil && a.PinnedNode == r.Node && a.Domain == sa.Domain && a.Owner == owner {
 			return a, bc.addSites(ctx, a, sa.Sites) // created by an earlier try of this step
 		}
 		return nil, fmt.Errorf("username %s is taken: %w", sa.Username, store.ErrConflict)
@@ -112,7 +118,7 @@ func (bc *backupController) recreateAccount(ctx context.Context, r *store.Restor
 		return nil, fmt.Errorf("plan %s: %w", sa.Plan, err)
 	}
 	lim := store.Limits{}
-	if _, err := bc.st.GetReseller(ctx, sa.Owner); err == nil {
+	if _, err := bc.st.GetReseller(ctx, owner); err == nil {
 		// A reseller's account counts against its limits, which
 		// CreateAccount reads itself once it meters.
 		lim = store.Limits{MaxAccounts: 1}
@@ -125,7 +131,7 @@ func (bc *backupController) recreateAccount(ctx context.Context, r *store.Restor
 		roles = []string{"web"}
 	}
 	a := &store.Account{
-		ID: store.NewAccountID(now), Username: sa.Username, Domain: sa.Domain, Plan: plan.Name, Owner: sa.Owner,
+		ID: store.NewAccountID(now), Username: sa.Username, Domain: sa.Domain, Plan: plan.Name, Owner: owner,
 		DiskMB: plan.DiskMB, Roles: roles, PHPVersion: sa.PHPVersion, PlanGeneration: plan.Generation,
 		Selector: sa.Selector, PinnedNode: r.Node, Suspended: sa.Suspended, Generation: 1, CreatedAt: now,
 	}
@@ -257,7 +263,15 @@ func (bc *backupController) recreateMail(ctx context.Context, r *store.Restore, 
 	return bc.st.ChangeMail(ctx, a.ID, func(set *store.MailSet) (*store.MailChange, error) {
 		now := time.Now().UTC()
 		ch := &store.MailChange{}
+		// Only domains the account still serves: one it gave up since
+		// the backup may be another tenant's now.
+		served := func(domain string) bool {
+			return set.Account != nil && slices.ContainsFunc(set.Account.Sites, func(s store.Site) bool { return s.Domain == domain })
+		}
 		for _, d := range state.MailDomains {
+			if !served(d.Domain) {
+				continue
+			}
 			cur := set.Domains[d.Domain]
 			if cur != nil && !cur.Deleted {
 				continue
@@ -270,6 +284,9 @@ func (bc *backupController) recreateMail(ctx context.Context, r *store.Restore, 
 			ch.Domains = append(ch.Domains, nd)
 		}
 		for _, m := range state.Mailboxes {
+			if !served(mailDomainOf(m.Address)) {
+				continue
+			}
 			cur := set.Mailboxes[m.Address]
 			if cur != nil && cur.Node == nv.Name && !cur.Deleted {
 				continue

@@ -242,10 +242,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		newDBStatusController(s).ctl,
 		newMailController(s),
 		certs,
-		newBackupController(s),
 		controller.RunFunc(s.runLiveness),
 		controller.RunFunc(s.runPruner),
 	)
+	if !s.cfg.Backup.Paused {
+		s.controllers.Add(newBackupController(s))
+	}
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.

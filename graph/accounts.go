@@ -303,6 +303,15 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 		}
 		pinned = *in.Node
 	}
+	// A deleted account's backups keep its name until they expire: its
+	// repository and restoreAccount are found by it.
+	if held, _, err := r.Store.ListBackups(ctx, in.Username, "", 1); err != nil {
+		return nil, err
+	} else if len(held) > 0 {
+		if _, err := r.Store.AccountIDByUsername(ctx, in.Username); errors.Is(err, store.ErrNotFound) {
+			return nil, errorf(CodeConflict, "username "+quote(in.Username)+" is held by the backups of a deleted account until the plan's retention removes them (restoreAccount brings it back; deleteBackup frees the name)")
+		}
+	}
 	var a *store.Account
 	for {
 		if !planUsable(owner, res, plan) {

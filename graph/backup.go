@@ -877,9 +877,15 @@ func (r *Resolver) restoreSpec(ctx context.Context, p auth.Principal, a *store.A
 		if len(c.Zones) == 0 {
 			return nil, &validate.Error{Field: "what", Reason: "backup " + b.ID + " holds no zone"}
 		}
+		if !rs.InPlace {
+			return nil, &validate.Error{Field: "into", Reason: "a ZONE restore replaces the zones' records: give IN_PLACE"}
+		}
 	case model.RestoreWhatAll:
 		if err := only("ALL", "node"); err != nil {
 			return nil, err
+		}
+		if !rs.InPlace {
+			return nil, &validate.Error{Field: "into", Reason: "an ALL restore replaces the account's files, databases and zones: give IN_PLACE (or restore FILES or a DATABASE side by side)"}
 		}
 		if node != "" {
 			if p.Role != store.RoleAdmin {

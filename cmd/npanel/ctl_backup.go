@@ -365,6 +365,10 @@ func restoreInput(id, what, pth, db, intoDB, mailbox, node string, inPlace bool)
 		if mailbox == "" {
 			return in, usagef("--what mailbox needs --mailbox ADDRESS")
 		}
+	case "ALL", "ZONE":
+		if !inPlace {
+			return in, usagef("--what %s replaces what exists: give --in-place", strings.ToLower(what))
+		}
 	}
 	return in, nil
 }

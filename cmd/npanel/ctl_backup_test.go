@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 )
@@ -23,7 +24,8 @@ import (
 // INVALID_INPUT), exit 1 with the code for refusals, and an S3 secret
 // read from a file or standard input that no output shows.
 func TestBackupCLI(t *testing.T) {
-	s := testenv.StartServer(t)
+	// The test plays the backup controller.
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Backup.Paused = true })
 	ctx := context.Background()
 	s.FakeNode(t, "n1", nil, 100, 100_000)
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "bk", DiskMB: 100, BandwidthMB: 100, Domains: 2, Mailboxes: 1, Databases: 2, PHPVersions: []string{"8.2"}}); err != nil {
@@ -75,6 +77,7 @@ func TestBackupCLI(t *testing.T) {
 		{"ctl", "backup", "restore", "clibk-x", "--what", "database", "--database", "clibk_db", "--into-database", "clibk_x", "--in-place"},
 		{"ctl", "backup", "restore", "clibk-x", "--what", "mailbox"},
 		{"ctl", "backup", "restore", "clibk-x", "--what", "zone", "--node", "n1"},
+		{"ctl", "backup", "restore", "clibk-x", "--what", "all"},
 		{"ctl", "backup", "schedule", "bk"},
 		{"ctl", "backup", "schedule", "bk", "--target", "default", "--hour", "24"},
 		{"ctl", "backup", "schedule", "bk", "--target", "default", "--keep-daily", "-1"},
@@ -202,7 +205,7 @@ func TestBackupCLI(t *testing.T) {
 	restoreDone(store.BackupSucceeded)
 	ok("", "public_html", "ctl", "backup", "restore", b.ID, "--what", "files", "--path", "public_html", "--wait", "--timeout", "30s")
 	restoreDone(store.BackupPartial)
-	out, code := run(t, env, "", "ctl", "backup", "restore", b.ID, "--what", "all", "--wait", "--timeout", "30s")
+	out, code := run(t, env, "", "ctl", "backup", "restore", b.ID, "--what", "all", "--in-place", "--yes", "--wait", "--timeout", "30s")
 	if code != 1 || !strings.Contains(out, "PARTIAL") || !strings.Contains(out, "database:clibk_shop") {
 		t.Errorf("partial restore: exit %d: %s", code, out)
 	}
