@@ -114,7 +114,11 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	// Neither the S3 secret key nor the repository password is in etcd
 	// in clear (the password is read through the cluster's key-encryption
 	// key, as the controller does).
-	kek, err := pki.LoadKEK(s.Config.KEKFile)
+	kekFile := s.Config.KEKFile
+	if kekFile == "" {
+		kekFile = filepath.Join(s.Config.DataDir, "kek") // the server's default
+	}
+	kek, err := pki.LoadKEK(kekFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +170,11 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	if n := accountNode(t, s, acct.ID); n != "web-2" {
 		t.Fatalf("account on %q after the restore, want web-2", n)
 	}
+	waitAccountActive(t, s.Admin, acct.ID)
 	home2 := filepath.Join(prof2.HomeBase, username)
+	if home2 == home1 || prof2.DB().MariaDBSocket == socket1 {
+		t.Fatalf("web-1 and web-2 share a home (%s) or a MariaDB (%s): the test proves nothing", home2, socket1)
+	}
 	owner, err := user.Lookup(username)
 	if err != nil {
 		t.Fatalf("the Linux user after the restore: %v", err)
@@ -192,6 +200,30 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "web-2's PowerDNS serves the record", func() bool {
 		return slices.Contains(txtAt(ag2.Config.DNSListen, "dr."+domain+"."), "survives web-1")
 	})
+	dbs, err := s.Admin.Databases(ctx, acct.ID)
+	if err != nil || len(dbs) != 1 || dbs[0].Name != db.Name || !slices.Contains(dbs[0].Users, dbUser) {
+		t.Fatalf("databases after the restore: %+v %v", dbs, err)
+	}
+
+	// The account's next backup, from web-2, goes to the same repository:
+	// the plan's retention (the newest backup of each day) forgets the
+	// first one, which only happens in the repository that holds it.
+	gql(`mutation($a:String!){createBackup(account:$a){id}}`, map[string]any{"a": username}, &created)
+	b = waitBackupGQL(t, s, created.CreateBackup.ID)
+	if b.Status != "SUCCEEDED" {
+		t.Fatalf("backup from web-2: %s (%v, error %v)", b.Status, b.Failed, b.Error)
+	}
+	var bl struct {
+		Backups struct {
+			Edges []struct {
+				Node struct{ ID, Node, Status string }
+			}
+		}
+	}
+	gql(`query($a:String!){backups(account:$a){edges{node{id node status}}}}`, map[string]any{"a": username}, &bl)
+	if len(bl.Backups.Edges) != 1 || bl.Backups.Edges[0].Node.ID != created.CreateBackup.ID || bl.Backups.Edges[0].Node.Node != "web-2" {
+		t.Fatalf("backups after the recovery: %+v (want only the new one, of web-2: keepDaily keeps the newest of the day)", bl.Backups.Edges)
+	}
 }
 
 // Backups to a backup node over SFTP: bk-1 runs the backup module (its
