@@ -347,6 +347,40 @@ func TestBackupToBackupNodeOverSFTP(t *testing.T) {
 			t.Fatalf("%s after the restore: %d bytes, %v (want %d bytes, byte for byte)", rel, len(got), err, len(want))
 		}
 	}
+
+	// verifyBackup reads it back over SFTP; deleteBackup removes its
+	// snapshots from bk-1, then the record.
+	gql(`mutation($id:ID!){verifyBackup(id:$id){id}}`, map[string]any{"id": id}, nil)
+	testenv.WaitFor(t, 120*time.Second, "backup verified", func() bool {
+		var out struct{ Backup backupGQL }
+		gql(`query($id:ID!){backup(id:$id){`+backupFields+`}}`, map[string]any{"id": id}, &out)
+		if len(out.Backup.VerifyProblems) > 0 {
+			t.Fatalf("verify problems: %v", out.Backup.VerifyProblems)
+		}
+		return out.Backup.Verified && out.Backup.VerifiedAt != nil
+	})
+	snaps := func() int {
+		ents, err := os.ReadDir(filepath.Join(repo, "snapshots"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	if n := snaps(); n == 0 {
+		t.Fatal("no snapshot in the repository")
+	}
+	gql(`mutation($id:ID!){deleteBackup(id:$id){id}}`, map[string]any{"id": id}, nil)
+	testenv.WaitFor(t, 120*time.Second, "backup deleted", func() bool {
+		var out struct{ Backup *backupGQL }
+		gql(`query($id:ID!){backup(id:$id){id status error}}`, map[string]any{"id": id}, &out)
+		if out.Backup != nil && out.Backup.Status == "FAILED" {
+			t.Fatalf("deleteBackup: %+v", out.Backup)
+		}
+		return out.Backup == nil
+	})
+	if n := snaps(); n != 0 {
+		t.Fatalf("%d snapshots left on bk-1 after deleteBackup", n)
+	}
 }
 
 func gqlOf(t *testing.T, s *testenv.Server) func(query string, vars map[string]any, out any) {
