@@ -200,6 +200,15 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "web-2's PowerDNS serves the record", func() bool {
 		return slices.Contains(txtAt(ag2.Config.DNSListen, "dr."+domain+"."), "survives web-1")
 	})
+	// Nor does any file the agents keep (data dirs: journals, task
+	// records; prefixes: configs, homes, backup areas) hold them in clear.
+	for _, ag := range []*testenv.Agent{ag1, ag2} {
+		for _, dir := range []string{ag.Config.DataDir, ag.Config.Prefix} {
+			for _, p := range filesHolding(t, dir, []byte(s3srv.SecretKey), repoPW) {
+				t.Errorf("%s: %s holds the S3 secret key or the repository password in clear", ag.Name, p)
+			}
+		}
+	}
 	dbs, err := s.Admin.Databases(ctx, acct.ID)
 	if err != nil || len(dbs) != 1 || dbs[0].Name != db.Name || !slices.Contains(dbs[0].Users, dbUser) {
 		t.Fatalf("databases after the restore: %+v %v", dbs, err)
@@ -464,6 +473,39 @@ func txtAt(server, name string) []string {
 		if txt, ok := rr.(*dns.TXT); ok {
 			out = append(out, txt.Txt...)
 		}
+	}
+	return out
+}
+
+// filesHolding returns the regular files under dir that contain any of
+// needles.
+func filesHolding(t *testing.T, dir string, needles ...[]byte) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) || os.IsPermission(err) {
+				return nil
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil // a socket's neighbour vanished, a file being rotated
+		}
+		for _, n := range needles {
+			if bytes.Contains(data, n) {
+				out = append(out, p)
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
