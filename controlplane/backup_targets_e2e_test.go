@@ -357,6 +357,21 @@ func TestBackupToBackupNodeOverSFTP(t *testing.T) {
 		}
 	}
 
+	// A second backup into the existing repository (restic's SFTP
+	// backend opens it, does not init it again); the plan keeps the
+	// newest of the day, so the first is forgotten.
+	gql(`mutation($a:String!){createBackup(account:$a){id}}`, map[string]any{"a": username}, &created)
+	b = waitBackupGQL(t, s, created.CreateBackup.ID)
+	if b.Status != "SUCCEEDED" {
+		t.Fatalf("second backup: %s (%v, error %v)", b.Status, b.Failed, b.Error)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the first backup forgotten", func() bool {
+		var out struct{ Backup *backupGQL }
+		gql(`query($id:ID!){backup(id:$id){id}}`, map[string]any{"id": id}, &out)
+		return out.Backup == nil
+	})
+	id = created.CreateBackup.ID
+
 	// verifyBackup reads it back over SFTP; deleteBackup removes its
 	// snapshots from bk-1, then the record.
 	gql(`mutation($id:ID!){verifyBackup(id:$id){id}}`, map[string]any{"id": id}, nil)
