@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -237,7 +238,8 @@ func (a *RestoreBackup) readState(ctx context.Context, rr *resticRun, bs *backup
 
 // restoreDatabase streams a database's dump from its snapshot into
 // database into (the account's, validated), created empty first: side by
-// side it must not exist, in place it is dropped and created again.
+// side it must not exist; in place it is replaced, and put back as it was
+// if the import fails.
 func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, rr *resticRun, bs *backupSnaps, engine, name, into string, inPlace bool) error {
 	snap, ok := bs.dbs[engine+"/"+name]
 	if !ok {
@@ -260,10 +262,20 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists; restore side by side into a new name, or in place", into)
 		}
 	}
-	if err := a.m.db.RecreateDatabase(ctx, env, engine, into, inPlace); err != nil {
+	load := func() error { return importDump(ctx, rr, snap.ID, dbPath(engine, name), cc) }
+	if inPlace {
+		// The live database is dumped first and put back if the load fails.
+		return a.m.db.ReplaceDatabase(ctx, env, engine, a.req.GetRepository().GetUsername(), into, load)
+	}
+	if err := a.m.db.RecreateDatabase(ctx, env, engine, into, false); err != nil {
 		return err
 	}
-	dump, done, err := rr.cmd(ctx, "dump", "--no-lock", snap.ID, "/"+dbPath(engine, name))
+	return load()
+}
+
+// importDump streams file p of snapshot id into the client cc.
+func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command) error {
+	dump, done, err := rr.cmd(ctx, "dump", "--no-lock", id, "/"+p)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,18 @@
 package db
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -48,6 +56,10 @@ func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, n
 	if err != nil {
 		return Command{}, err
 	}
+	return restoreCommand(e, name)
+}
+
+func restoreCommand(e engine, name string) (Command, error) {
 	switch e := e.(type) {
 	case *mariadb:
 		return Command{Argv: []string{e.paths.MariadbClient,
@@ -68,7 +80,7 @@ func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, n
 			"--dbname=" + name,
 		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}}, nil
 	}
-	return Command{}, fmt.Errorf("%w: %q", ErrEngineUnavailable, engine)
+	return Command{}, fmt.Errorf("%w: %T", ErrEngineUnavailable, e)
 }
 
 // DatabaseExists says whether database name exists on engine's server.
@@ -90,6 +102,65 @@ func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine,
 		return err
 	}
 	defer unlock()
+	return recreate(ctx, e, name, drop)
+}
+
+// ReplaceDatabase replaces database name (owner's) with what load
+// imports into it, for an in-place restore. An existing database is
+// first dumped (verified, 0600 in owner's root-only backup area, as
+// DropDatabase does) so that a failed load can be undone: the database is
+// then dropped, created again and loaded from that dump. The dump is
+// removed once the database is replaced or put back; only when putting it
+// back fails is it kept, and the error names it.
+func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, owner, name string, load func() error) error {
+	e, log, unlock, err := m.begin(ctx, env, engine, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	existed, err := e.databaseExists(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !existed {
+		if err := recreate(ctx, e, name, false); err != nil {
+			return err
+		}
+		return load()
+	}
+	dir, dirPath, err := dumpDir(env.Profile.BackupDir, owner)
+	if err != nil {
+		return err
+	}
+	safety, _, err := writeDump(ctx, dir, dirPath, name+"-before-restore", e.dumpCommand(name), e.dumpTrailer())
+	if err != nil {
+		return fmt.Errorf("dump of %q before the restore: nothing changed: %w", name, err)
+	}
+	lerr := recreate(ctx, e, name, true)
+	if lerr == nil {
+		lerr = load()
+	}
+	if lerr == nil {
+		_ = os.Remove(safety)
+		return nil
+	}
+	// Put back even when the restore was cancelled.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+	defer cancel()
+	berr := recreate(bctx, e, name, true)
+	if berr == nil {
+		berr = loadDump(bctx, e, name, safety)
+	}
+	if berr != nil {
+		log.Error("database restore failed and putting it back failed", "database", name, "engine", engine, "dump", safety, "err", berr)
+		return fmt.Errorf("restore failed: %w; putting the database back also failed (%v): its dump is %s", lerr, berr, safety)
+	}
+	_ = os.Remove(safety)
+	return fmt.Errorf("restore failed; the database was put back as it was: %w", lerr)
+}
+
+// recreate creates database name empty, dropping it first with drop.
+func recreate(ctx context.Context, e engine, name string, drop bool) error {
 	if drop {
 		if err := e.dropDatabase(ctx, name); err != nil {
 			return err
@@ -101,6 +172,34 @@ func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine,
 	}
 	if existed {
 		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists", name)
+	}
+	return nil
+}
+
+// loadDump imports the gzipped dump at p (one writeDump wrote) into name.
+func loadDump(ctx context.Context, e engine, name, p string) error {
+	cc, err := restoreCommand(e, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+	if err != nil {
+		return err
+	}
+	c := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
+	c.Env = cc.Env
+	c.Stdin = zr
+	var out limitedBuf
+	c.Stdout, c.Stderr = &out, &out
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = 5 * time.Second
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
 	}
 	return nil
 }
