@@ -147,6 +147,10 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 	if !v.Ok || v.FilesChecked != 3 || v.BytesChecked < 200<<10 {
 		t.Fatalf("verify of a good backup: %+v", v)
 	}
+	// Staged on the homes' filesystem and removed after.
+	if ents, err := os.ReadDir(filepath.Join(n.env.Profile.HomeBase, scratchDir)); err != nil || len(ents) != 0 {
+		t.Fatalf("scratch area after verify: %v %v", ents, err)
+	}
 	corruptPacks(t, n)
 	v = verify()
 	if v.Ok || len(v.Problems) == 0 {
@@ -268,5 +272,24 @@ func corruptPacks(t *testing.T, n *node) {
 	})
 	if n2 == 0 {
 		t.Fatal("no pack files")
+	}
+}
+
+// TestVerifyNeedsSpace: without room for the snapshot plus the margin on
+// the homes' filesystem, verify fails and says so before restoring.
+func TestVerifyNeedsSpace(t *testing.T) {
+	n := newNode(t, nodeOpts{})
+	n.writeFile(t, "a.bin", randBytes(64<<10))
+	n.backup(t, "b1", nil, nil)
+	old := verifyMargin
+	verifyMargin = 1 << 62
+	t.Cleanup(func() { verifyMargin = old })
+	_, err := apply(t, n.env, n.m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1", Repository: n.repo()}))
+	if actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE || !strings.Contains(err.Error(), "not enough space to verify") {
+		t.Fatalf("verify without space: %v", err)
+	}
+	t.Logf("error: %v", err)
+	if ents, _ := os.ReadDir(filepath.Join(n.env.Profile.HomeBase, scratchDir)); len(ents) != 0 {
+		t.Fatalf("scratch area: %v", ents)
 	}
 }
