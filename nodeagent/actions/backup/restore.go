@@ -1,11 +1,13 @@
 package backup
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -273,9 +275,16 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 	return load()
 }
 
-// importDump streams file p of snapshot id into the client cc.
+// importDump streams file p of snapshot id into the client cc. The
+// dump's first lines are checked for the guard that keeps the client from
+// running client commands (the SQL is the account's, the client runs as
+// root with the superuser) before anything reaches the client; only
+// those lines are held in memory.
 func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command) error {
-	dump, done, err := rr.cmd(ctx, "dump", "--no-lock", id, "/"+p)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	args := []string{"dump", "--no-lock", id, "/" + p}
+	dump, done, err := rr.cmd(ctx, args...)
 	if err != nil {
 		return err
 	}
@@ -284,30 +293,46 @@ func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command)
 	if err != nil {
 		return err
 	}
+	defer pr.Close()
 	var dumpErr limitedBuf
 	dump.Stdout, dump.Stderr = pw, &dumpErr
+	err = dump.Start()
+	pw.Close()
+	if err != nil {
+		return rr.fail(args, err, nil)
+	}
+	br := bufio.NewReaderSize(pr, 64<<10)
+	if _, err := br.Peek(1); err != nil {
+		// Nothing came: restic's failure says why.
+		if derr := dump.Wait(); derr != nil {
+			return fmt.Errorf("read dump: %w", rr.fail(args, derr, dumpErr.b))
+		}
+		return errors.New("read dump: the dump is empty")
+	}
+	head, herr := cc.ReadHeader(br)
+	if herr != nil {
+		cancel()
+		pr.Close()
+		_ = dump.Wait()
+		return herr
+	}
 	client := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
 	client.Env = cc.Env
-	client.Stdin = pr
+	client.Stdin = io.MultiReader(bytes.NewReader(head), br)
 	var cliOut limitedBuf
 	client.Stdout, client.Stderr = &cliOut, &cliOut
 	client.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	client.WaitDelay = 5 * time.Second
-	if err := client.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return err
-	}
+	cerr := client.Run()
+	// A client that stopped early leaves restic blocked on the pipe.
 	pr.Close()
-	derr := dump.Run()
-	pw.Close()
-	cerr := client.Wait()
+	derr := dump.Wait()
 	// The client's failure first: it makes restic's writes fail too.
 	if cerr != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), cerr, bytes.TrimSpace(cliOut.b))
 	}
 	if derr != nil {
-		return fmt.Errorf("read dump: %w", rr.fail([]string{"dump"}, derr, dumpErr.b))
+		return fmt.Errorf("read dump: %w", rr.fail(args, derr, dumpErr.b))
 	}
 	return nil
 }

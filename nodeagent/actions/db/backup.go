@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +34,59 @@ type Command struct {
 	Env  []string
 	// Trailer is the line a complete dump ends with (dumps only).
 	Trailer string
+	// Guard is how the line that locks the client down starts (restore
+	// clients only); see ReadHeader.
+	Guard string
+}
+
+// The lines the dump tools write so that their client refuses client
+// commands (\! runs a shell as root) in the rest of the dump: MariaDB's
+// sandbox mode (mariadb-dump 10.11.8 and later, as its first line) and
+// PostgreSQL's \restrict <key> (pg_dump 15.14 and later, after a comment
+// header), which the dump ends with \unrestrict <key>.
+const (
+	mariadbGuard  = `/*M!999999\- enable the sandbox mode */`
+	postgresGuard = `\restrict `
+)
+
+// maxHeaderLines bounds how far into a dump its guard is looked for.
+const maxHeaderLines = 16
+
+// ReadHeader reads the start of a dump from br up to and including its
+// guard line and returns what it read, to be fed to the client before the
+// rest of br. The MariaDB guard must be the first line (as mariadb-dump
+// writes it); only blank and comment (--) lines may come before
+// PostgreSQL's. A dump without it could run client commands as root, so
+// it is refused before anything reaches the client.
+func (c Command) ReadHeader(br *bufio.Reader) ([]byte, error) {
+	var head []byte
+	for range maxHeaderLines {
+		line, err := br.ReadSlice('\n')
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+		head = append(head, line...)
+		t := strings.TrimRight(string(line), " \r\n")
+		if err == nil && guardLine(c.Guard, t) {
+			return head, nil
+		}
+		if err != nil || c.Guard == mariadbGuard || (t != "" && !strings.HasPrefix(t, "--")) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("refusing to import a dump that does not start with %q (its client would run client commands in it as root; mariadb-dump before 10.11.8 and pg_dump before 15.14 do not write it)", c.Guard)
+}
+
+// guardLine says whether line (trailing blanks trimmed) is guard's line:
+// MariaDB's exactly, PostgreSQL's with its key.
+func guardLine(guard, line string) bool {
+	switch guard {
+	case mariadbGuard:
+		return line == guard
+	case postgresGuard:
+		return len(line) > len(guard) && strings.HasPrefix(line, guard) && !strings.ContainsAny(line[len(guard):], " \t")
+	}
+	return false
 }
 
 // DumpCommand returns the dump tool for database name of engine:
@@ -69,7 +124,7 @@ func restoreCommand(e engine, name string) (Command, error) {
 			"--default-character-set=utf8mb4",
 			"--batch",
 			"--database=" + name,
-		}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+		}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Guard: mariadbGuard}, nil
 	case *postgres:
 		return Command{Argv: []string{e.paths.Psql,
 			"--host=" + e.paths.PgSocketDir,
@@ -78,7 +133,7 @@ func restoreCommand(e engine, name string) (Command, error) {
 			"--no-password", "--quiet", "--no-psqlrc",
 			"--set=ON_ERROR_STOP=1", "--single-transaction",
 			"--dbname=" + name,
-		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}}, nil
+		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}, Guard: postgresGuard}, nil
 	}
 	return Command{}, fmt.Errorf("%w: %T", ErrEngineUnavailable, e)
 }
@@ -191,9 +246,14 @@ func loadDump(ctx context.Context, e engine, name, p string) error {
 	if err != nil {
 		return err
 	}
+	br := bufio.NewReaderSize(zr, 64<<10)
+	head, err := cc.ReadHeader(br)
+	if err != nil {
+		return err
+	}
 	c := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
 	c.Env = cc.Env
-	c.Stdin = zr
+	c.Stdin = io.MultiReader(bytes.NewReader(head), br)
 	var out limitedBuf
 	c.Stdout, c.Stderr = &out, &out
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
