@@ -76,6 +76,21 @@ func TestRestoreRefusesUnguardedDump(t *testing.T) {
 		t.Fatalf("restore of an unguarded PostgreSQL dump: %v", err)
 	}
 	t.Logf("postgresql: %v", err)
+	// In place: the PostgreSQL database is put back from its safety dump
+	// (which carries \restrict, so psql loads it).
+	pc := n.pg.MustConnect(t, pdb)
+	if _, err := pc.Exec(ctx, "CREATE TABLE posts (id int PRIMARY KEY, title text); INSERT INTO posts VALUES (1, 'first')"); err != nil {
+		t.Fatal(err)
+	}
+	pc.Close(ctx)
+	_, err = n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: pgDB(pdb), InPlace: true})
+	if err == nil || !strings.Contains(err.Error(), "the database was put back as it was") {
+		t.Fatalf("in-place restore of an unguarded PostgreSQL dump: %v", err)
+	}
+	var title string
+	if err := n.pg.MustConnect(t, pdb).QueryRow(ctx, "SELECT title FROM posts WHERE id = 1").Scan(&title); err != nil || title != "first" {
+		t.Fatalf("postgres after the refused restore: %q %v", title, err)
+	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatalf("the dump's \\! ran: %v", err)
 	}
