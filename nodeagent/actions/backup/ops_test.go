@@ -147,29 +147,11 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 	if !v.Ok || v.FilesChecked != 3 || v.BytesChecked < 200<<10 {
 		t.Fatalf("verify of a good backup: %+v", v)
 	}
-	n2 := 0
-	_ = filepath.Walk(filepath.Join(n.env.Profile.BackupDir, n.user, "data"), func(p string, fi os.FileInfo, err error) error {
-		if err != nil || !fi.Mode().IsRegular() {
-			return err
-		}
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		buf := make([]byte, 16)
-		off := fi.Size() / 2
-		_, _ = f.ReadAt(buf, off)
-		for i := range buf {
-			buf[i] ^= 0xff
-		}
-		_, err = f.WriteAt(buf, off)
-		n2++
-		return err
-	})
-	if n2 == 0 {
-		t.Fatal("no pack files")
+	// Staged on the homes' filesystem and removed after.
+	if ents, err := os.ReadDir(filepath.Join(n.env.Profile.HomeBase, scratchDir)); err != nil || len(ents) != 0 {
+		t.Fatalf("scratch area after verify: %v %v", ents, err)
 	}
+	corruptPacks(t, n)
 	v = verify()
 	if v.Ok || len(v.Problems) == 0 {
 		t.Fatalf("verify of a corrupted repository: %+v", v)
@@ -262,4 +244,52 @@ func TestForget(t *testing.T) {
 	}
 	// A new backup starts a new repository.
 	n.backup(t, "b3", nil, nil)
+}
+
+// corruptPacks flips 16 bytes in the middle of each of the repository's
+// pack files.
+func corruptPacks(t *testing.T, n *node) {
+	t.Helper()
+	n2 := 0
+	_ = filepath.Walk(filepath.Join(n.env.Profile.BackupDir, n.user, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		buf := make([]byte, 16)
+		off := fi.Size() / 2
+		_, _ = f.ReadAt(buf, off)
+		for i := range buf {
+			buf[i] ^= 0xff
+		}
+		_, err = f.WriteAt(buf, off)
+		n2++
+		return err
+	})
+	if n2 == 0 {
+		t.Fatal("no pack files")
+	}
+}
+
+// TestVerifyNeedsSpace: without room for the snapshot plus the margin on
+// the homes' filesystem, verify fails and says so before restoring.
+func TestVerifyNeedsSpace(t *testing.T) {
+	n := newNode(t, nodeOpts{})
+	n.writeFile(t, "a.bin", randBytes(64<<10))
+	n.backup(t, "b1", nil, nil)
+	old := verifyMargin
+	verifyMargin = 1 << 62
+	t.Cleanup(func() { verifyMargin = old })
+	_, err := apply(t, n.env, n.m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1", Repository: n.repo()}))
+	if actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE || !strings.Contains(err.Error(), "not enough space to verify") {
+		t.Fatalf("verify without space: %v", err)
+	}
+	t.Logf("error: %v", err)
+	if ents, _ := os.ReadDir(filepath.Join(n.env.Profile.HomeBase, scratchDir)); len(ents) != 0 {
+		t.Fatalf("scratch area: %v", ents)
+	}
 }

@@ -1,11 +1,13 @@
 package backup
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -237,7 +240,8 @@ func (a *RestoreBackup) readState(ctx context.Context, rr *resticRun, bs *backup
 
 // restoreDatabase streams a database's dump from its snapshot into
 // database into (the account's, validated), created empty first: side by
-// side it must not exist, in place it is dropped and created again.
+// side it must not exist; in place it is replaced, and put back as it was
+// if the import fails.
 func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, rr *resticRun, bs *backupSnaps, engine, name, into string, inPlace bool) error {
 	snap, ok := bs.dbs[engine+"/"+name]
 	if !ok {
@@ -260,10 +264,27 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists; restore side by side into a new name, or in place", into)
 		}
 	}
-	if err := a.m.db.RecreateDatabase(ctx, env, engine, into, inPlace); err != nil {
+	load := func() error { return importDump(ctx, rr, snap.ID, dbPath(engine, name), cc) }
+	if inPlace {
+		// The live database is dumped first and put back if the load fails.
+		return a.m.db.ReplaceDatabase(ctx, env, engine, a.req.GetRepository().GetUsername(), into, load)
+	}
+	if err := a.m.db.RecreateDatabase(ctx, env, engine, into, false); err != nil {
 		return err
 	}
-	dump, done, err := rr.cmd(ctx, "dump", "--no-lock", snap.ID, "/"+dbPath(engine, name))
+	return load()
+}
+
+// importDump streams file p of snapshot id into the client cc. The
+// dump's first lines are checked for the guard that keeps the client from
+// running client commands (the SQL is the account's, the client runs as
+// root with the superuser) before anything reaches the client; only
+// those lines are held in memory.
+func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	args := []string{"dump", "--no-lock", id, "/" + p}
+	dump, done, err := rr.cmd(ctx, args...)
 	if err != nil {
 		return err
 	}
@@ -272,30 +293,46 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 	if err != nil {
 		return err
 	}
+	defer pr.Close()
 	var dumpErr limitedBuf
 	dump.Stdout, dump.Stderr = pw, &dumpErr
+	err = dump.Start()
+	pw.Close()
+	if err != nil {
+		return rr.fail(args, err, nil)
+	}
+	br := bufio.NewReaderSize(pr, 64<<10)
+	if _, err := br.Peek(1); err != nil {
+		// Nothing came: restic's failure says why.
+		if derr := dump.Wait(); derr != nil {
+			return fmt.Errorf("read dump: %w", rr.fail(args, derr, dumpErr.b))
+		}
+		return errors.New("read dump: the dump is empty")
+	}
+	head, herr := cc.ReadHeader(br)
+	if herr != nil {
+		cancel()
+		pr.Close()
+		_ = dump.Wait()
+		return herr
+	}
 	client := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
 	client.Env = cc.Env
-	client.Stdin = pr
+	client.Stdin = io.MultiReader(bytes.NewReader(head), br)
 	var cliOut limitedBuf
 	client.Stdout, client.Stderr = &cliOut, &cliOut
 	client.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	client.WaitDelay = 5 * time.Second
-	if err := client.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return err
-	}
+	cerr := client.Run()
+	// A client that stopped early leaves restic blocked on the pipe.
 	pr.Close()
-	derr := dump.Run()
-	pw.Close()
-	cerr := client.Wait()
+	derr := dump.Wait()
 	// The client's failure first: it makes restic's writes fail too.
 	if cerr != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), cerr, bytes.TrimSpace(cliOut.b))
 	}
 	if derr != nil {
-		return fmt.Errorf("read dump: %w", rr.fail([]string{"dump"}, derr, dumpErr.b))
+		return fmt.Errorf("read dump: %w", rr.fail(args, derr, dumpErr.b))
 	}
 	return nil
 }

@@ -2,15 +2,16 @@ package backup
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -18,6 +19,11 @@ import (
 )
 
 const maxProblems = 50
+
+// verifyMargin is free space verify leaves on the homes' filesystem
+// beyond the snapshot's size, so that a verify does not fill it for the
+// sites (a variable for tests).
+var verifyMargin uint64 = 1 << 30
 
 // lsNode is one line of restic ls --json.
 type lsNode struct {
@@ -67,33 +73,85 @@ func (a *VerifyBackup) Apply(ctx context.Context, env *actions.Env) (proto.Messa
 	}); err != nil {
 		problem("repository check: %v", err)
 	}
-	if err := os.MkdirAll(a.m.dir(env), 0o700); err != nil {
+	scratchBase := filepath.Join(env.Profile.HomeBase, scratchDir)
+	if err := os.MkdirAll(scratchBase, 0o700); err != nil {
 		return nil, err
 	}
 	for _, sn := range snaps {
-		a.verifySnapshot(ctx, env, rr, sn, res, problem)
+		if err := a.verifySnapshot(ctx, rr, scratchBase, sn, res, problem); err != nil {
+			return nil, err
+		}
 	}
 	res.Ok = len(res.Problems) == 0
 	return res, nil
 }
 
-func (a *VerifyBackup) verifySnapshot(ctx context.Context, env *actions.Env, rr *resticRun, sn snapshot, res *agentpb.VerifyResult, problem func(string, ...any)) {
-	scratch, err := os.MkdirTemp(a.m.dir(env), "verify-")
+// verifySnapshot restores sn into a scratch directory under scratchBase
+// (the homes' filesystem, root's, as restores use) and checks it. Not
+// enough free space there is an error, not a problem of the backup.
+func (a *VerifyBackup) verifySnapshot(ctx context.Context, rr *resticRun, scratchBase string, sn snapshot, res *agentpb.VerifyResult, problem func(string, ...any)) error {
+	size, err := restoreSize(ctx, rr, sn.ID)
 	if err != nil {
-		problem("snapshot %s: scratch area: %v", sn.ShortID, err)
-		return
+		problem("snapshot %s: size: %v", sn.ShortID, err)
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(scratchBase, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", scratchBase, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < size+verifyMargin {
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "not enough space to verify snapshot %s: it needs %d bytes plus %d spare in %s, %d are free", sn.ShortID, size, verifyMargin, scratchBase, free)
+	}
+	scratch, err := os.MkdirTemp(scratchBase, "verify-"+a.req.GetBackupId()+"-")
+	if err != nil {
+		return fmt.Errorf("scratch area: %w", err)
 	}
 	defer os.RemoveAll(scratch)
 	if _, err := rr.run(ctx, nil, "restore", "--no-lock", "--verify", sn.ID, "--target", scratch); err != nil {
 		problem("snapshot %s: restore: %v", sn.ShortID, err)
-		return
+		return nil
 	}
-	out, err := rr.run(ctx, nil, "ls", "--json", "--no-lock", sn.ID)
-	if err != nil {
+	if err := checkListing(ctx, rr, sn, scratch, res, problem); err != nil {
 		problem("snapshot %s: list: %v", sn.ShortID, err)
-		return
 	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
+	return nil
+}
+
+// restoreSize is the bytes restoring snapshot id writes.
+func restoreSize(ctx context.Context, rr *resticRun, id string) (uint64, error) {
+	out, err := rr.run(ctx, nil, "stats", "--no-lock", "--json", "--mode", "restore-size", id)
+	if err != nil {
+		return 0, err
+	}
+	var st struct {
+		TotalSize uint64 `json:"total_size"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return 0, fmt.Errorf("restic stats: %w", err)
+	}
+	return st.TotalSize, nil
+}
+
+// checkListing streams restic ls --json (one line per node: a snapshot
+// of millions of files is never held in memory) and checks each file's
+// restored size under scratch.
+func checkListing(ctx context.Context, rr *resticRun, sn snapshot, scratch string, res *agentpb.VerifyResult, problem func(string, ...any)) error {
+	args := []string{"ls", "--json", "--no-lock", sn.ID}
+	c, done, err := rr.cmd(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer done()
+	var stderr limitedBuf
+	c.Stderr = &stderr
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := c.Start(); err != nil {
+		return rr.fail(args, err, nil)
+	}
+	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var n lsNode
@@ -112,6 +170,13 @@ func (a *VerifyBackup) verifySnapshot(ctx context.Context, env *actions.Env, rr 
 			res.BytesChecked += n.Size
 		}
 	}
+	serr := sc.Err()
+	// Drained so that restic is not blocked writing when a line was too long.
+	_, _ = io.Copy(io.Discard, out)
+	if err := c.Wait(); err != nil {
+		return rr.fail(args, err, stderr.b)
+	}
+	return serr
 }
 
 // resticEntries are what restic init makes in a local repository.

@@ -1,10 +1,20 @@
 package db
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -24,6 +34,59 @@ type Command struct {
 	Env  []string
 	// Trailer is the line a complete dump ends with (dumps only).
 	Trailer string
+	// Guard is how the line that locks the client down starts (restore
+	// clients only); see ReadHeader.
+	Guard string
+}
+
+// The lines the dump tools write so that their client refuses client
+// commands (\! runs a shell as root) in the rest of the dump: MariaDB's
+// sandbox mode (mariadb-dump 10.11.8 and later, as its first line) and
+// PostgreSQL's \restrict <key> (pg_dump 15.14 and later, after a comment
+// header), which the dump ends with \unrestrict <key>.
+const (
+	mariadbGuard  = `/*M!999999\- enable the sandbox mode */`
+	postgresGuard = `\restrict `
+)
+
+// maxHeaderLines bounds how far into a dump its guard is looked for.
+const maxHeaderLines = 16
+
+// ReadHeader reads the start of a dump from br up to and including its
+// guard line and returns what it read, to be fed to the client before the
+// rest of br. The MariaDB guard must be the first line (as mariadb-dump
+// writes it); only blank and comment (--) lines may come before
+// PostgreSQL's. A dump without it could run client commands as root, so
+// it is refused before anything reaches the client.
+func (c Command) ReadHeader(br *bufio.Reader) ([]byte, error) {
+	var head []byte
+	for range maxHeaderLines {
+		line, err := br.ReadSlice('\n')
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+		head = append(head, line...)
+		t := strings.TrimRight(string(line), " \r\n")
+		if err == nil && guardLine(c.Guard, t) {
+			return head, nil
+		}
+		if err != nil || c.Guard == mariadbGuard || (t != "" && !strings.HasPrefix(t, "--")) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("refusing to import a dump that does not start with %q (its client would run client commands in it as root; mariadb-dump before 10.11.8 and pg_dump before 15.14 do not write it)", c.Guard)
+}
+
+// guardLine says whether line (trailing blanks trimmed) is guard's line:
+// MariaDB's exactly, PostgreSQL's with its key.
+func guardLine(guard, line string) bool {
+	switch guard {
+	case mariadbGuard:
+		return line == guard
+	case postgresGuard:
+		return len(line) > len(guard) && strings.HasPrefix(line, guard) && !strings.ContainsAny(line[len(guard):], " \t")
+	}
+	return false
 }
 
 // DumpCommand returns the dump tool for database name of engine:
@@ -48,6 +111,10 @@ func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, n
 	if err != nil {
 		return Command{}, err
 	}
+	return restoreCommand(e, name)
+}
+
+func restoreCommand(e engine, name string) (Command, error) {
 	switch e := e.(type) {
 	case *mariadb:
 		return Command{Argv: []string{e.paths.MariadbClient,
@@ -57,7 +124,7 @@ func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, n
 			"--default-character-set=utf8mb4",
 			"--batch",
 			"--database=" + name,
-		}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+		}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Guard: mariadbGuard}, nil
 	case *postgres:
 		return Command{Argv: []string{e.paths.Psql,
 			"--host=" + e.paths.PgSocketDir,
@@ -66,9 +133,9 @@ func (m *Module) RestoreCommand(ctx context.Context, env *actions.Env, engine, n
 			"--no-password", "--quiet", "--no-psqlrc",
 			"--set=ON_ERROR_STOP=1", "--single-transaction",
 			"--dbname=" + name,
-		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}}, nil
+		}, Env: []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + e.cred, "PGCONNECT_TIMEOUT=10"}, Guard: postgresGuard}, nil
 	}
-	return Command{}, fmt.Errorf("%w: %q", ErrEngineUnavailable, engine)
+	return Command{}, fmt.Errorf("%w: %T", ErrEngineUnavailable, e)
 }
 
 // DatabaseExists says whether database name exists on engine's server.
@@ -90,6 +157,65 @@ func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine,
 		return err
 	}
 	defer unlock()
+	return recreate(ctx, e, name, drop)
+}
+
+// ReplaceDatabase replaces database name (owner's) with what load
+// imports into it, for an in-place restore. An existing database is
+// first dumped (verified, 0600 in owner's root-only backup area, as
+// DropDatabase does) so that a failed load can be undone: the database is
+// then dropped, created again and loaded from that dump. The dump is
+// removed once the database is replaced or put back; only when putting it
+// back fails is it kept, and the error names it.
+func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, owner, name string, load func() error) error {
+	e, log, unlock, err := m.begin(ctx, env, engine, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	existed, err := e.databaseExists(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !existed {
+		if err := recreate(ctx, e, name, false); err != nil {
+			return err
+		}
+		return load()
+	}
+	dir, dirPath, err := dumpDir(env.Profile.BackupDir, owner)
+	if err != nil {
+		return err
+	}
+	safety, _, err := writeDump(ctx, dir, dirPath, name+"-before-restore", e.dumpCommand(name), e.dumpTrailer())
+	if err != nil {
+		return fmt.Errorf("dump of %q before the restore: nothing changed: %w", name, err)
+	}
+	lerr := recreate(ctx, e, name, true)
+	if lerr == nil {
+		lerr = load()
+	}
+	if lerr == nil {
+		_ = os.Remove(safety)
+		return nil
+	}
+	// Put back even when the restore was cancelled.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+	defer cancel()
+	berr := recreate(bctx, e, name, true)
+	if berr == nil {
+		berr = loadDump(bctx, e, name, safety)
+	}
+	if berr != nil {
+		log.Error("database restore failed and putting it back failed", "database", name, "engine", engine, "dump", safety, "err", berr)
+		return fmt.Errorf("restore failed: %w; putting the database back also failed (%v): its dump is %s", lerr, berr, safety)
+	}
+	_ = os.Remove(safety)
+	return fmt.Errorf("restore failed; the database was put back as it was: %w", lerr)
+}
+
+// recreate creates database name empty, dropping it first with drop.
+func recreate(ctx context.Context, e engine, name string, drop bool) error {
 	if drop {
 		if err := e.dropDatabase(ctx, name); err != nil {
 			return err
@@ -101,6 +227,39 @@ func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine,
 	}
 	if existed {
 		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists", name)
+	}
+	return nil
+}
+
+// loadDump imports the gzipped dump at p (one writeDump wrote) into name.
+func loadDump(ctx context.Context, e engine, name, p string) error {
+	cc, err := restoreCommand(e, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+	if err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(zr, 64<<10)
+	head, err := cc.ReadHeader(br)
+	if err != nil {
+		return err
+	}
+	c := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
+	c.Env = cc.Env
+	c.Stdin = io.MultiReader(bytes.NewReader(head), br)
+	var out limitedBuf
+	c.Stdout, c.Stderr = &out, &out
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = 5 * time.Second
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
 	}
 	return nil
 }
