@@ -380,7 +380,7 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 		}
 	}
 	bc.index.putBackup(updated)
-	bc.auditEvents(ctx, "backup", id, newBackupEvents(before, after))
+	bc.auditEvents(ctx, "backup", id, newEvents(before, after))
 	if result != "" {
 		bc.countResult(updated)
 	}
@@ -740,21 +740,6 @@ func firstN(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
-}
-
-// newBackupEvents returns the events after added to before (AddEvent
-// appends, dropping the oldest).
-func newBackupEvents(before, after []store.BackupEvent) []store.BackupEvent {
-	if len(before) == 0 {
-		return slices.Clone(after)
-	}
-	last := before[len(before)-1]
-	for i := len(after) - 1; i >= 0; i-- {
-		if after[i] == last {
-			return slices.Clone(after[i+1:])
-		}
-	}
-	return slices.Clone(after)
 }
 
 // auditEvents writes a backup's or restore's new events to the audit log

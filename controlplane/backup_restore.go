@@ -247,7 +247,7 @@ func (bc *backupController) syncRestore(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	bc.auditEvents(ctx, "restore", id, newBackupEvents(before, after))
+	bc.auditEvents(ctx, "restore", id, newEvents(before, after))
 	if restoreFinished(updated.Status.State) && !restoreFinished(r.Status.State) {
 		res := "ok: " + strings.ToLower(string(updated.Status.State))
 		if updated.Status.State != store.BackupSucceeded {

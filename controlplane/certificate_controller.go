@@ -565,8 +565,9 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 }
 
 // newEvents returns the events of after that before did not have: those
-// past before's last one (AddEvent appends, dropping the oldest).
-func newEvents(before, after []store.CertEvent) []store.CertEvent {
+// past before's last one (a record's AddEvent appends, dropping the
+// oldest). Certificates, backups and restores keep their events so.
+func newEvents[E comparable](before, after []E) []E {
 	if len(before) == 0 {
 		return slices.Clone(after)
 	}
