@@ -110,6 +110,7 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -benchtime 6x -count 1 ./nodeagent/actions/tls/
 	$(GO) test -run '^$$' -bench 'BenchmarkRenewalSweep10k' -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupAccount' -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/backup/
+	$(GO) test -run '^$$' -bench 'BenchmarkBackupWindow' -benchtime 1x -count 1 -timeout 60m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupSchedulePass10k' -count 1 ./controlplane/
 
 LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
