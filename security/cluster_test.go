@@ -106,7 +106,9 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	c.prof = prof
-	testenv.WaitFor(t, 120*time.Second, "node-a's daemons running", func() bool {
+	// A first MariaDB start initialises its data directory: minutes when
+	// the other test binaries load both cores.
+	testenv.WaitFor(t, 300*time.Second, "node-a's daemons running", func() bool {
 		svcs, _, err := s.Admin.Services(ctx, "node-a")
 		if err != nil {
 			t.Fatal(err)
