@@ -17,7 +17,8 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
   postgresql \
   exim4-daemon-heavy dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve spamd spamassassin clamav-daemon roundcube-core roundcube-sqlite3 swaks \
   chromium pebble \
-  restic openssh-server openssh-sftp-server openssh-client
+  restic openssh-server openssh-sftp-server openssh-client \
+  mmdebstrap ansible ansible-lint rpm
 
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
@@ -73,13 +74,16 @@ check-generated: ## fail if generated code differs from what make generate produ
 console-assets: ## re-vendor GraphiQL, React and ReactDOM into graph/console/assets
 	graph/console/vendor-assets.sh
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go vet, staticcheck (both modules)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	$(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+	cd deploy && $(GO) vet ./... && ../bin/staticcheck ./...
 
 test: deps lint check-generated test-servers ## everything: lint, generated code, all tests incl. integration
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd deploy && $(GO) test -count=1 -timeout 30m ./...
 
 # Builds (once, into GOCACHE) the servers tests start that Debian lacks —
 # SeaweedFS for S3 — before the tests run, so its long first build does not
