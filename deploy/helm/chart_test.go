@@ -263,9 +263,9 @@ func TestStrictDecoding(t *testing.T) {
 	}
 
 	for name, doc := range map[string]string{
-		"misspelt": "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  prots:\n    - port: 1\n",
-		"wrong type": "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: x\nspec:\n  replicas: three\n",
-		"duplicate":  "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n  name: y\n",
+		"misspelt":     "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  prots:\n    - port: 1\n",
+		"wrong type":   "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: x\nspec:\n  replicas: three\n",
+		"duplicate":    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n  name: y\n",
 		"unknown kind": "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: x\n",
 	} {
 		if _, err := decodeManifest(doc); err == nil {
