@@ -127,6 +127,15 @@ func TestDefaultValues(t *testing.T) {
 		if _, err := member.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			t.Errorf("etcd member certificate for %s: %v", host, err)
 		}
+		// etcd resolves a peer's certificate names to match the
+		// connecting address; a wildcard would need a PTR record.
+		if !slices.Contains(member.DNSNames, host) {
+			t.Errorf("etcd member certificate does not name %s itself: %v", host, member.DNSNames)
+		}
+	}
+	// Members present the same certificate to each other as clients.
+	if _, err := member.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("etcd member certificate as a peer client: %v", err)
 	}
 	client := parseCert(t, o.secret(t, etcd+"-client-tls").Data["tls.crt"])
 	if _, err := client.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
@@ -230,6 +239,9 @@ func TestPerReplicaAgentServices(t *testing.T) {
 		if got, want := s.Spec.Selector["statefulset.kubernetes.io/pod-name"], fmt.Sprintf("%s-%d", server, i); got != want {
 			t.Errorf("Service %s selects pod %q, want %q", name, got, want)
 		}
+	}
+	if ports := o.services[agentSvc].Spec.Ports; len(ports) != 2 || ports[1].TargetPort.String() != "api" || ports[1].Port != 443 {
+		t.Errorf("agent Service with includeAPI: ports %+v, want the API on 443 too", ports)
 	}
 	args := o.serverArgs(t)
 	if got := args["--advertise"]; got != "$(POD_NAME).agents.npanel.example.net:7443" {
@@ -340,11 +352,20 @@ func checkCommon(t *testing.T, o *objects) {
 	if !ok {
 		t.Fatalf("no agent Service %s", agentSvc)
 	}
-	if len(as.Spec.Ports) != 1 || as.Spec.Ports[0].Protocol != corev1.ProtocolTCP || resolvePort(t, c, as.Spec.Ports[0].TargetPort) != agentPort {
-		t.Errorf("agent Service ports %+v: want one TCP port to the gateway's %d", as.Spec.Ports, agentPort)
+	var ap *corev1.ServicePort
+	for i, p := range as.Spec.Ports {
+		if p.Protocol != corev1.ProtocolTCP {
+			t.Errorf("agent Service port %s is %s, want TCP", p.Name, p.Protocol)
+		}
+		if resolvePort(t, c, p.TargetPort) == agentPort {
+			ap = &as.Spec.Ports[i]
+		}
 	}
-	if _, port, err := net.SplitHostPort(args["--advertise"]); err != nil || port != strconv.Itoa(int(as.Spec.Ports[0].Port)) {
-		t.Errorf("--advertise %q: want the agent Service's port %d", args["--advertise"], as.Spec.Ports[0].Port)
+	if ap == nil {
+		t.Fatalf("agent Service ports %+v: none to the gateway's %d", as.Spec.Ports, agentPort)
+	}
+	if _, port, err := net.SplitHostPort(args["--advertise"]); err != nil || port != strconv.Itoa(int(ap.Port)) {
+		t.Errorf("--advertise %q: want the agent Service's port %d", args["--advertise"], ap.Port)
 	}
 	api, ok := o.services[server]
 	if !ok || len(api.Spec.Ports) != 1 || resolvePort(t, c, api.Spec.Ports[0].TargetPort) != apiPort {
