@@ -22,7 +22,9 @@ import (
 
 // clusterSecrets answers the chart's lookup calls from a fake cluster that
 // holds the given Secrets, as an upgrade's render sees the installed ones.
-type clusterSecrets struct{ client *dynamicfake.FakeDynamicClient }
+type clusterSecrets struct {
+	client *dynamicfake.FakeDynamicClient
+}
 
 func (c clusterSecrets) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableResourceInterface, bool, error) {
 	if apiVersion != "v1" || kind != "Secret" {
