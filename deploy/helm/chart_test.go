@@ -286,12 +286,30 @@ func TestStrictDecoding(t *testing.T) {
 	}
 }
 
+// TestMisspeltValueRefused: values.schema.json knows every key, so a
+// misspelt one fails lint and install instead of being ignored.
+func TestMisspeltValueRefused(t *testing.T) {
+	vals := readValues(t, filepath.Join("testdata", "misspelt-key-values.yaml"))
+	l := action.NewLint()
+	l.Strict = true
+	l.Namespace = namespace
+	res := l.Run([]string{chartDir}, vals)
+	if len(res.Errors) == 0 || !strings.Contains(fmt.Sprint(res.Errors), "advertize") {
+		t.Errorf("helm lint passed a misspelt value: %v", res.Errors)
+	}
+	if _, err := renderManifest(t, vals); err == nil || !strings.Contains(err.Error(), "advertize") {
+		t.Errorf("render with a misspelt value: err = %v, want the schema to name advertize", err)
+	}
+}
+
 // TestValuesRefused: values the chart cannot run with fail at render.
 func TestValuesRefused(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
 		"external etcd without endpoints": {"etcd": map[string]any{"enabled": false}},
 		"even etcd members":               {"etcd": map[string]any{"replicas": 2}},
 		"half the etcd certificates":      {"etcd": map[string]any{"tls": map[string]any{"existingSecret": "mine"}}},
+		"plain http external etcd":        {"etcd": map[string]any{"enabled": false, "external": map[string]any{"endpoints": []any{"http://etcd:2379"}}}},
+		"unknown scheduler":               {"server": map[string]any{"scheduler": "random"}},
 	} {
 		if _, err := renderManifest(t, vals); err == nil {
 			t.Errorf("%s: rendered without error", name)
