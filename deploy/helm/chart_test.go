@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -475,10 +477,39 @@ func checkCommon(t *testing.T, o *objects) {
 		t.Errorf("NPANEL_ADMIN_PASSWORD must come from a Secret: %+v", e)
 	}
 
+	// Every flag the chart passes exists in the binary.
+	flags := serverFlags(t)
+	for f := range args {
+		if !flags[strings.TrimPrefix(f, "--")] {
+			t.Errorf("the chart passes %s, which npanel server does not define", f)
+		}
+	}
+
 	checkNoSecretLeaks(t, o)
 	for name, st := range o.statefulSets {
 		checkPodHardening(t, name, &st.Spec.Template.Spec)
 	}
+}
+
+// serverFlags are the flags `npanel server` defines, read from its source
+// (cmd/npanel is another module's main package, so it cannot be imported).
+func serverFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	flags := map[string]bool{}
+	def := regexp.MustCompile(`f\.\w+\(&[^,]+, "([a-z0-9-]+)"`)
+	for _, f := range []string{"server.go", "server_acme.go"} {
+		src, err := os.ReadFile(filepath.Join("..", "..", "cmd", "npanel", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range def.FindAllSubmatch(src, -1) {
+			flags[string(m[1])] = true
+		}
+	}
+	if !flags["data-dir"] || !flags["acme-directory"] {
+		t.Fatalf("found no flag definitions in cmd/npanel (have %v): has the source moved?", keys(flags))
+	}
+	return flags
 }
 
 // checkNoSecretLeaks: no value of a rendered Secret appears in a ConfigMap,
