@@ -492,13 +492,21 @@ func checkCommon(t *testing.T, o *objects) {
 }
 
 // serverFlags are the flags `npanel server` defines, read from its source
-// (cmd/npanel is another module's main package, so it cannot be imported).
+// files cmd/npanel/server*.go (a main package of another module cannot be
+// imported).
 func serverFlags(t *testing.T) map[string]bool {
 	t.Helper()
 	flags := map[string]bool{}
 	def := regexp.MustCompile(`f\.\w+\(&[^,]+, "([a-z0-9-]+)"`)
-	for _, f := range []string{"server.go", "server_acme.go"} {
-		src, err := os.ReadFile(filepath.Join("..", "..", "cmd", "npanel", f))
+	files, err := filepath.Glob(filepath.Join("..", "..", "cmd", "npanel", "server*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
