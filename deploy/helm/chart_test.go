@@ -312,6 +312,7 @@ func TestValuesRefused(t *testing.T) {
 		"half the etcd certificates":      {"etcd": map[string]any{"tls": map[string]any{"existingSecret": "mine"}}},
 		"plain http external etcd":        {"etcd": map[string]any{"enabled": false, "external": map[string]any{"endpoints": []any{"http://etcd:2379"}}}},
 		"unknown scheduler":               {"server": map[string]any{"scheduler": "random"}},
+		"undrainable":                     {"server": map[string]any{"replicas": 1}},
 	} {
 		if _, err := renderManifest(t, vals); err == nil {
 			t.Errorf("%s: rendered without error", name)
@@ -469,6 +470,15 @@ func checkCommon(t *testing.T, o *objects) {
 			if m.Name == vct.Name && strings.HasPrefix(kekDir, m.MountPath) {
 				t.Errorf("the KEK lives under the per-pod volume %s", vct.Name)
 			}
+		}
+	}
+
+	// GOMEMLIMIT below the memory limit, or the collector never works
+	// harder before the kernel kills the pod.
+	if e := envNamed(c, "GOMEMLIMIT"); e != nil {
+		limit := c.Resources.Limits.Memory().Value()
+		if soft := parseGoMemLimit(t, e.Value); limit == 0 || soft >= limit || soft < limit/2 {
+			t.Errorf("GOMEMLIMIT %s (%d bytes) against a memory limit of %d bytes: want between half and all of it", e.Value, soft, limit)
 		}
 	}
 
@@ -727,6 +737,24 @@ func parseCert(t *testing.T, b []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// parseGoMemLimit reads a GOMEMLIMIT value: bytes with an optional B,
+// KiB, MiB, GiB or TiB suffix.
+func parseGoMemLimit(t *testing.T, v string) int64 {
+	t.Helper()
+	mult := int64(1)
+	for i, suf := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if strings.HasSuffix(v, suf) {
+			v, mult = strings.TrimSuffix(v, suf), int64(1)<<(10*(i+1))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(v, "B"), 10, 64)
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT %q: %v", v, err)
+	}
+	return n * mult
 }
 
 func deref(p *int32) int32 {
