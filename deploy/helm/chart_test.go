@@ -249,6 +249,10 @@ func TestPerReplicaAgentServices(t *testing.T) {
 	if got := args["--advertise"]; got != "$(POD_NAME).agents.npanel.example.net:7443" {
 		t.Errorf("--advertise = %q", got)
 	}
+	eargs := flagMap(containerNamed(t, &o.statefulSet(t, etcd).Spec.Template.Spec, "etcd").Args)
+	if got := eargs["--listen-client-urls"]; got != "https://[::]:2379" {
+		t.Errorf("etcd --listen-client-urls = %q, want https://[::]:2379", got)
+	}
 	if got := args["--api-listen"]; got != "[::]:8080" {
 		t.Errorf("--api-listen = %q, want [::]:8080", got)
 	}
