@@ -183,6 +183,10 @@ func TestRPM(t *testing.T) {
 			t.Errorf("scripts lack %q:\n%s", s, scripts)
 		}
 	}
+	// Reads the whole payload: the zstd archive is intact.
+	if out := run(t, "/usr/bin/rpm", "--checksig", "--nosignature", pkgs.RPM); !strings.Contains(out, "digests OK") {
+		t.Errorf("rpm --checksig: %s", out)
+	}
 	if req := run(t, "/usr/bin/rpm", "-qp", "--requires", pkgs.RPM); !strings.Contains(req, "shadow-utils") {
 		t.Errorf("requires: %s", req)
 	}
