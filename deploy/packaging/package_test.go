@@ -192,6 +192,19 @@ func TestRPM(t *testing.T) {
 	}
 }
 
+// make package's default version is one both dpkg and rpm accept.
+func TestMakePackageVersion(t *testing.T) {
+	out := run(t, "/usr/bin/make", "-C", "../..", "-n", "--no-print-directory", "package")
+	_, rest, ok := strings.Cut(out, "--version '")
+	version, _, _ := strings.Cut(rest, "'")
+	if !ok || !versionRE.MatchString(version) || !strings.HasPrefix(version, "0.1.0~git") {
+		t.Fatalf("make -n package: version %q:\n%s", version, out)
+	}
+	if !strings.Contains(out, "-trimpath -ldflags '-s -w -X main.version="+version+"'") || !strings.Contains(out, "CGO_ENABLED=0") {
+		t.Errorf("make -n package builds the binary otherwise than this test does:\n%s", out)
+	}
+}
+
 // unitKeys parses a systemd unit into section.key -> values.
 func unitKeys(t *testing.T, path string) map[string][]string {
 	t.Helper()
@@ -255,10 +268,11 @@ func TestUnits(t *testing.T) {
 			"Service.CapabilityBoundingSet":   "",
 		}, nil},
 		{"npanel-agent.service", map[string]string{
-			"Service.ExecStart":       "/usr/bin/npanel agent --config /etc/npanel/agent.yaml",
-			"Service.EnvironmentFile": "-/etc/npanel/agent.env",
-			"Service.User":            "root",
-			"Service.KillMode":        "control-group",
+			"Service.ExecStart":          "/usr/bin/npanel agent --config /etc/npanel/agent.yaml",
+			"Service.EnvironmentFile":    "-/etc/npanel/agent.env",
+			"Service.User":               "root",
+			"Service.KillMode":           "control-group",
+			"Service.RestrictNamespaces": "yes",
 		}, []string{"Service.ProtectSystem", "Service.NoNewPrivileges", "Service.ProtectHome"}},
 	} {
 		keys := unitKeys(t, filepath.Join(units, tt.unit))
