@@ -24,7 +24,6 @@ func manCmd() *cobra.Command {
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
 			return doc.GenManTree(root, &doc.GenManHeader{
-				Title:   "NPANEL",
 				Section: "1",
 				Source:  "npanel " + version,
 				Manual:  "nPanel Manual",
