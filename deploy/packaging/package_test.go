@@ -395,9 +395,18 @@ func TestDebInstall(t *testing.T) {
 	if err := os.WriteFile(conf, edited, 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// And a conffile the operator deleted stays deleted, without failing
+	// the maintainer scripts.
+	agentConf := filepath.Join(root, "etc/npanel/agent.yaml")
+	if err := os.Remove(agentConf); err != nil {
+		t.Fatal(err)
+	}
 	in("/usr/bin/dpkg", "-i", deb)
 	if got, _ := os.ReadFile(conf); string(got) != string(edited) {
 		t.Errorf("server.yaml after reinstall lost the edit:\n%s", got)
+	}
+	if _, err := os.Stat(agentConf); !os.IsNotExist(err) {
+		t.Errorf("deleted agent.yaml after reinstall: %v", err)
 	}
 
 	// Removal keeps the cluster's data and the configuration.

@@ -11,10 +11,15 @@ install -d -m 0700 -o npanel -g npanel /var/lib/npanel/server
 install -d -m 0700 -o root -g root /var/lib/npanel/agent /var/lib/npanel/backups /var/lib/npanel/import
 install -d -m 0750 -o root -g npanel /etc/npanel
 # The server reads its configuration as npanel; the agent's stays root's.
-chown root:npanel /etc/npanel/server.yaml
-chmod 0640 /etc/npanel/server.yaml
-chown root:root /etc/npanel/agent.yaml
-chmod 0600 /etc/npanel/agent.yaml
+# An operator may have deleted one (dpkg does not bring a conffile back).
+if [ -f /etc/npanel/server.yaml ]; then
+	chown root:npanel /etc/npanel/server.yaml
+	chmod 0640 /etc/npanel/server.yaml
+fi
+if [ -f /etc/npanel/agent.yaml ]; then
+	chown root:root /etc/npanel/agent.yaml
+	chmod 0600 /etc/npanel/agent.yaml
+fi
 
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null || true
