@@ -1,0 +1,559 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+// The agents create a Linux user per account; every name the stream used is
+// a test name, removed after the run whatever happened.
+func TestMain(m *testing.M) { testenv.MainRemovingTestUsers(m) }
+
+// full reports whether the long run was asked for (make chaos).
+func full() bool { return os.Getenv("NPANEL_CHAOS") == "full" }
+
+// fault is one injected failure and what it cost.
+type fault struct {
+	kind   string
+	target string
+	at     time.Time
+	// readGap: kill to the first answered read; writeGap: kill to the
+	// first successful write started after it.
+	readGap, writeGap time.Duration
+	// Leader kills: kill to a new leader named, and kill to a new
+	// account ACTIVE.
+	newLeader, failover time.Duration
+}
+
+// TestChaos runs the control plane as production does — 3 replicas of the
+// real binary on a 3-member etcd cluster of real etcd processes, 5 real
+// agents with their daemons — under a steady stream of account creations,
+// DNS changes and database creations through the API, while it kills -9
+// the leader, a non-leader, an etcd member and an agent, partitions an
+// agent from the servers, and upgrades the replicas one at a time. Then:
+// every request answered with success is in the final state exactly once,
+// no task ran twice on a node, no account is on two nodes, the cluster
+// converged. Failover and unavailability figures are logged per fault.
+//
+// In make test it injects each fault once; NPANEL_CHAOS=full (make chaos)
+// kills the leader 10 times.
+func TestChaos(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agents create Linux users and run nginx, PowerDNS and MariaDB: needs root")
+	}
+	for _, d := range []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/pdns_server", "/usr/sbin/mariadbd"} {
+		testenv.RequireDaemon(t, d)
+	}
+	began := time.Now()
+	ctx := testenv.Context(t)
+	c := newCluster(t)
+
+	// The binaries: etcd at the version go.mod pins, and npanel twice, the
+	// second as the version the rolling upgrade moves to.
+	bin := filepath.Join(c.dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	etcdBin, v1, v2 := filepath.Join(bin, "etcd"), filepath.Join(bin, "npanel-1"), filepath.Join(bin, "npanel-2")
+	build(t, etcdBin, "./chaos/internal/etcdbin")
+	build(t, v1, "./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-1")
+	build(t, v2, "./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-2")
+	c.npanel = v1
+
+	c.startEtcd(etcdBin)
+	for i := range 3 {
+		c.addReplica(i + 1)
+	}
+	// The first start creates the CA and the key-encryption key the
+	// others then share.
+	c.startReplica(c.replicas[0])
+	c.startReplica(c.replicas[1])
+	c.startReplica(c.replicas[2])
+	_, token, err := client.New(c.replicas[0].url(), "").Login(ctx, "admin", adminPassword)
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	c.api = &api{c: c, token: token}
+	c.waitLeader(ctx, 30*time.Second)
+	t.Logf("control plane up after %s", time.Since(began).Round(time.Millisecond))
+
+	if err := c.api.do(ctx, "plan", func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.CreatePlan(ctx, client.Plan{Name: "chaos", DiskMB: 50, BandwidthMB: 1000, Domains: 2, Mailboxes: 1, Databases: 200, PHPVersions: []string{"8.2"}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every node serves sites; two serve DNS (a primary and a secondary
+	// for each zone), one databases. node-4 is the one killed, node-5
+	// the one partitioned (through proxies).
+	mods := [][]string{{"web", "dns"}, {"web", "dns"}, {"web", "db"}, {"web"}, {"web"}}
+	for i, m := range mods {
+		c.addNode(i+1, m, i == 4)
+	}
+	for _, n := range c.nodes {
+		c.enrol(ctx, n)
+	}
+	waitUntil(t, 3*time.Minute, "nodes READY", func() (bool, string) { return c.nodesReady(ctx) })
+	waitUntil(t, 3*time.Minute, "pdns and mariadb running", func() (bool, string) {
+		ok := c.servicesRunning(ctx, "node-1", "pdns") && c.servicesRunning(ctx, "node-2", "pdns") &&
+			c.servicesRunning(ctx, "node-3", "mariadb")
+		return ok, "services"
+	})
+	t.Logf("cluster up (3 etcd, 3 replicas, 5 nodes) after %s", time.Since(began).Round(time.Millisecond))
+
+	l := &ledger{}
+	st := &stream{api: c.api, l: l, dbNode: "node-3"}
+	pauseBetween := 300 * time.Millisecond
+	st.start(ctx, pauseBetween)
+	probe := startProber(ctx, c.api)
+	streaming := true
+	defer func() {
+		if streaming {
+			probe.halt()
+			st.halt()
+		}
+	}()
+	time.Sleep(5 * time.Second)
+
+	var faults []*fault
+	measure := func(f *fault) {
+		// Unavailability: from the kill to the first answer.
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
+			r, rok := probe.firstOKAfter(f.at)
+			w, wok := l.firstWriteAfter(f.at)
+			if rok && wok {
+				f.readGap, f.writeGap = r.Sub(f.at), w.Sub(f.at)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("%s %s: the API did not answer within 2 minutes", f.kind, f.target)
+	}
+
+	leaderKills := 1
+	if full() {
+		leaderKills = 10
+	}
+	for i := range leaderKills {
+		f := c.killLeader(ctx, t, i)
+		measure(f)
+		faults = append(faults, f)
+	}
+
+	// A non-leader replica.
+	{
+		var victim *replica
+		lead := c.waitLeader(ctx, time.Minute)
+		for _, r := range c.replicas {
+			if r != lead {
+				victim = r
+				break
+			}
+		}
+		f := &fault{kind: "kill -9 follower", target: victim.name, at: time.Now()}
+		victim.kill9()
+		measure(f)
+		time.Sleep(2 * time.Second)
+		c.startReplica(victim)
+		faults = append(faults, f)
+	}
+
+	// An etcd member.
+	{
+		m := c.etcd[1]
+		f := &fault{kind: "kill -9 etcd member", target: m.name, at: time.Now()}
+		m.kill9()
+		measure(f)
+		time.Sleep(3 * time.Second)
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+		c.waitHTTP(m.proc, m.client+"/health", time.Minute)
+		faults = append(faults, f)
+	}
+
+	// An agent, with the daemons it supervises (as its unit's cgroup).
+	{
+		n := c.nodeByName("node-4")
+		f := &fault{kind: "kill -9 agent", target: n.name, at: time.Now()}
+		n.killTree()
+		measure(f)
+		time.Sleep(6 * time.Second) // past its lease: DOWN, its tasks wait
+		c.restartNode(n)
+		faults = append(faults, f)
+	}
+
+	// A partition between an agent and every replica, longer than its
+	// lease.
+	{
+		n := c.nodeByName("node-5")
+		f := &fault{kind: "partition agent", target: n.name, at: time.Now()}
+		for _, p := range n.proxies {
+			p.Cut()
+		}
+		measure(f)
+		waitUntil(t, time.Minute, "node-5 not READY while cut off", func() (bool, string) {
+			var nd *client.Node
+			err := c.api.do(ctx, "node", func(ctx context.Context, cl *client.Client) error {
+				var err error
+				nd, err = cl.Node(ctx, "node-5")
+				return err
+			})
+			return err == nil && nd != nil && nd.Status != "READY", "still READY"
+		})
+		time.Sleep(3 * time.Second)
+		for _, p := range n.proxies {
+			p.Heal()
+		}
+		faults = append(faults, f)
+	}
+
+	// Rolling upgrade: each replica stopped with SIGTERM and started on
+	// the next version, one at a time, the stream running.
+	var upgrades []*fault
+	c.npanel = v2
+	for _, r := range c.replicas {
+		waitUntil(t, 2*time.Minute, "nodes READY before the next replica", func() (bool, string) { return c.nodesReady(ctx) })
+		f := &fault{kind: "upgrade (SIGTERM, restart)", target: r.name, at: time.Now()}
+		r.stop(syscall.SIGTERM, 30*time.Second)
+		r.argv[0] = v2
+		c.startReplica(r)
+		f.newLeader = time.Since(f.at) // here: the replica's own restart
+		measure(f)
+		upgrades = append(upgrades, f)
+	}
+	upgradeEnd := time.Now()
+
+	time.Sleep(5 * time.Second)
+	probe.halt()
+	st.halt()
+	streaming = false
+	stopped := time.Now()
+
+	// Converged: every node READY on the new version, every account ACTIVE.
+	waitUntil(t, 3*time.Minute, "nodes READY", func() (bool, string) { return c.nodesReady(ctx) })
+	accts := c.waitAccountsActive(ctx, t, 3*time.Minute)
+	converged := time.Since(stopped)
+
+	c.checkLedger(ctx, t, l, accts)
+	c.checkPlacement(t, accts)
+	c.checkTasks(t)
+
+	// Figures.
+	var failovers, newLeaders []time.Duration
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-28s %-10s %12s %12s %12s %12s\n", "fault", "target", "read gap", "write gap", "new leader", "acct ACTIVE")
+	for _, f := range append(faults, upgrades...) {
+		nl, fo := "", ""
+		if f.failover > 0 {
+			failovers = append(failovers, f.failover)
+			newLeaders = append(newLeaders, f.newLeader)
+			nl, fo = fmtDur(f.newLeader), fmtDur(f.failover)
+		}
+		if strings.HasPrefix(f.kind, "upgrade") {
+			nl = fmtDur(f.newLeader) + "*"
+		}
+		fmt.Fprintf(&b, "%-28s %-10s %12s %12s %12s %12s\n", f.kind, f.target, fmtDur(f.readGap), fmtDur(f.writeGap), nl, fo)
+	}
+	p50, pmax := summarize(failovers)
+	l50, lmax := summarize(newLeaders)
+	fmt.Fprintf(&b, "(* upgrade rows: the replica's restart, SIGTERM to /readyz)\n")
+	fmt.Fprintf(&b, "failover over %d leader kills (kill -> new account ACTIVE): p50 %s, max %s; kill -> new leader: p50 %s, max %s\n",
+		len(failovers), fmtDur(p50), fmtDur(pmax), fmtDur(l50), fmtDur(lmax))
+	fmt.Fprintf(&b, "longest gap between answered reads during the rolling upgrade: %s\n",
+		fmtDur(probe.longestGap(upgrades[0].at, upgradeEnd)))
+	l.mu.Lock()
+	var okA, okR, okD, unk int
+	for _, a := range l.accounts {
+		okA += b2i(a.out == ok)
+		unk += b2i(a.out == unknown)
+	}
+	for _, r := range l.records {
+		okR += b2i(r.out == ok)
+		unk += b2i(r.out == unknown)
+	}
+	for _, d := range l.dbs {
+		okD += b2i(d.out == ok)
+		unk += b2i(d.out == unknown)
+	}
+	fmt.Fprintf(&b, "stream: %d accounts, %d DNS records, %d databases answered ok; %d writes of unknown outcome; %d retried on another replica\n",
+		okA, okR, okD, unk, l.retried)
+	for _, e := range l.errs {
+		fmt.Fprintf(&b, "  stream: %s\n", e)
+	}
+	l.mu.Unlock()
+	fmt.Fprintf(&b, "converged (all nodes READY, %d accounts ACTIVE) %s after the stream stopped; whole run %s\n",
+		len(accts), fmtDur(converged), fmtDur(time.Since(began)))
+	t.Log(b.String())
+	for _, fo := range failovers {
+		if fo > 30*time.Second {
+			t.Errorf("a failover took %s (goal < 10 s)", fo)
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// killLeader kills the leader with SIGKILL and measures the failover: a new
+// leader named, and an account created after the kill ACTIVE (which needs
+// the new leader's controllers to place it and its node to apply it). The
+// killed replica is started again after.
+func (c *cluster) killLeader(ctx context.Context, t *testing.T, i int) *fault {
+	t.Helper()
+	waitUntil(t, 2*time.Minute, "nodes READY before a leader kill", func() (bool, string) { return c.nodesReady(ctx) })
+	lead := c.waitLeader(ctx, time.Minute)
+	f := &fault{kind: fmt.Sprintf("kill -9 leader #%d", i+1), target: lead.name, at: time.Now()}
+	lead.kill9()
+	u := testenv.TestUsername()
+	created := make(chan string, 1)
+	go func() {
+		var id string
+		_ = c.api.do(ctx, "failover account", func(ctx context.Context, cl *client.Client) error {
+			a, err := cl.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: "chaos"})
+			if client.CodeOf(err) == "CONFLICT" {
+				a, err = cl.Account(ctx, u)
+			}
+			if err == nil && a != nil {
+				id = a.ID
+			}
+			return err
+		})
+		created <- id
+	}()
+	waitUntil(t, time.Minute, "a new leader", func() (bool, string) {
+		l := c.leader(ctx)
+		if l != nil && l != lead {
+			f.newLeader = time.Since(f.at)
+			return true, ""
+		}
+		return false, "none"
+	})
+	id := <-created
+	if id == "" {
+		t.Fatalf("account %s not created after the leader kill", u)
+	}
+	waitUntil(t, time.Minute, "the failover account ACTIVE", func() (bool, string) {
+		var a *client.Account
+		err := c.api.do(ctx, "account", func(ctx context.Context, cl *client.Client) error {
+			var err error
+			a, err = cl.Account(ctx, id)
+			return err
+		})
+		if err == nil && a != nil && a.Status == "ACTIVE" {
+			f.failover = time.Since(f.at)
+			return true, ""
+		}
+		if a != nil {
+			return false, a.Status
+		}
+		return false, fmt.Sprint(err)
+	})
+	c.startReplica(lead)
+	return f
+}
+
+// waitAccountsActive waits until every account is ACTIVE on a node and
+// returns them.
+func (c *cluster) waitAccountsActive(ctx context.Context, t *testing.T, timeout time.Duration) []client.Account {
+	t.Helper()
+	var accts []client.Account
+	waitUntil(t, timeout, "every account ACTIVE", func() (bool, string) {
+		var err error
+		accts, err = c.allAccounts(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, a := range accts {
+			if a.Status != "ACTIVE" || a.NodeName() == "" {
+				return false, a.Username + " " + a.Status
+			}
+		}
+		return true, ""
+	})
+	return accts
+}
+
+func (c *cluster) allAccounts(ctx context.Context) ([]client.Account, error) {
+	var all []client.Account
+	after := ""
+	for {
+		var page []client.Account
+		var next string
+		err := c.api.do(ctx, "accounts", func(ctx context.Context, cl *client.Client) error {
+			var err error
+			page, next, err = cl.Accounts(ctx, client.AccountFilter{}, 200, after)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		after = next
+	}
+}
+
+// checkLedger: what was answered with success is there exactly once; what
+// was refused is not there; what went unanswered is there at most once.
+func (c *cluster) checkLedger(ctx context.Context, t *testing.T, l *ledger, accts []client.Account) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	byName := map[string]int{}
+	byID := map[string]client.Account{}
+	for _, a := range accts {
+		byName[a.Username]++
+		byID[a.ID] = a
+	}
+	want := func(what string, out outcome, n int) {
+		switch {
+		case out == ok && n != 1:
+			t.Errorf("%s: answered ok, found %d times", what, n)
+		case out == refused && n != 0:
+			t.Errorf("%s: refused, found %d times", what, n)
+		case out == unknown && n > 1:
+			t.Errorf("%s: unanswered, found %d times", what, n)
+		}
+	}
+	for _, a := range l.accounts {
+		want("account "+a.username, a.out, byName[a.username])
+	}
+	zones := map[string]*client.Zone{}
+	for _, r := range l.records {
+		z, seen := zones[r.zone]
+		if !seen {
+			if err := c.api.do(ctx, "zone", func(ctx context.Context, cl *client.Client) error {
+				var err error
+				z, err = cl.Zone(ctx, r.zone)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			zones[r.zone] = z
+		}
+		n := 0
+		if z != nil {
+			n = countRecords(z, r.content)
+		}
+		want("record "+r.name+" "+r.content, r.out, n)
+	}
+	dbsOf := map[string][]client.Database{}
+	for _, d := range l.dbs {
+		dbs, seen := dbsOf[d.account]
+		if !seen {
+			if err := c.api.do(ctx, "databases", func(ctx context.Context, cl *client.Client) error {
+				var err error
+				dbs, err = cl.Databases(ctx, d.account)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			dbsOf[d.account] = dbs
+		}
+		n := 0
+		for _, x := range dbs {
+			if x.Name == d.name {
+				n++
+				if x.State != "ACTIVE" {
+					t.Errorf("database %s: %s", d.name, x.State)
+				}
+			}
+		}
+		want("database "+d.name, d.out, n)
+	}
+}
+
+// checkPlacement: each account's home and vhosts are on its node and on no
+// other (the user database is the machine's, shared by the nodes; homes and
+// nginx configs are per node, under its prefix).
+func (c *cluster) checkPlacement(t *testing.T, accts []client.Account) {
+	t.Helper()
+	where := map[string][]string{}
+	for _, n := range c.nodes {
+		ents, err := os.ReadDir(filepath.Join(n.prefix, "home"))
+		if err != nil {
+			t.Errorf("%s homes: %v", n.name, err)
+			continue
+		}
+		for _, e := range ents {
+			where[e.Name()] = append(where[e.Name()], n.name)
+		}
+		vhosts := map[string]bool{}
+		_ = filepath.WalkDir(filepath.Join(n.prefix, "etc", "nginx"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasSuffix(p, ".conf") {
+				if u, _, ok := strings.Cut(d.Name(), "_"); ok {
+					vhosts[u] = true
+				}
+			}
+			return nil
+		})
+		for u := range vhosts {
+			where["vhost:"+u] = append(where["vhost:"+u], n.name)
+		}
+	}
+	for _, a := range accts {
+		if got := where[a.Username]; len(got) != 1 || got[0] != a.NodeName() {
+			t.Errorf("account %s placed on %s: home on %v", a.Username, a.NodeName(), got)
+		}
+		if got := where["vhost:"+a.Username]; len(got) != 1 || got[0] != a.NodeName() {
+			t.Errorf("account %s placed on %s: vhost on %v", a.Username, a.NodeName(), got)
+		}
+	}
+}
+
+// checkTasks: no task ran twice on a node. The journal (one line per task
+// applied and recorded) holds each id once; within one agent lifetime the
+// log shows each task applied once. (A task applied by an agent killed
+// before it journaled the result is applied again after the restart, by
+// design: tasks are ensures of a whole object, and the result was never
+// sent.)
+func (c *cluster) checkTasks(t *testing.T) {
+	t.Helper()
+	total := 0
+	for _, n := range c.nodes {
+		ids, err := journalIDs(filepath.Join(c.dir, n.name+"-data", "journal"))
+		if err != nil {
+			t.Errorf("%s: %v", n.name, err)
+			continue
+		}
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if seen[id] {
+				t.Errorf("%s journaled task %s twice", n.name, id)
+			}
+			seen[id] = true
+		}
+		total += len(ids)
+		for _, lf := range n.logs() {
+			applied, err := appliedTasks(lf)
+			if err != nil {
+				t.Errorf("%s: %v", lf, err)
+				continue
+			}
+			for id, k := range applied {
+				if k > 1 {
+					t.Errorf("%s applied task %s %d times (%s)", n.name, id, k, lf)
+				}
+			}
+		}
+	}
+	t.Logf("%d tasks journaled over %d nodes, none twice", total, len(c.nodes))
+}
