@@ -195,9 +195,12 @@ func (s *stream) start(ctx context.Context, pause time.Duration) {
 			}
 		})
 	}
-	loop(pause, s.createAccount)
+	// Paced for 2 busy cores: an account is a Linux user, a PHP-FPM
+	// pool and an nginx vhost (a reload of both) on its node, plus its
+	// zone on both DNS nodes.
+	loop(2*pause, s.createAccount)
 	loop(pause, s.addRecord)
-	loop(2*pause, s.createDatabase)
+	loop(3*pause, s.createDatabase)
 }
 
 func (s *stream) halt() {

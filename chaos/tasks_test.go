@@ -6,24 +6,29 @@ import (
 	"os"
 )
 
-// journalIDs reads the task ids of an agent's journal (JSON lines, one per
-// task applied and recorded).
-func journalIDs(path string) ([]string, error) {
+type journaled struct {
+	ID       string
+	Finished int64 // unix nanoseconds
+}
+
+// journalEntries reads an agent's journal (JSON lines, one per task
+// applied and recorded).
+func journalEntries(path string) ([]journaled, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var ids []string
+	var out []journaled
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
-		var e struct{ ID string }
+		var e journaled
 		if json.Unmarshal(sc.Bytes(), &e) == nil && e.ID != "" {
-			ids = append(ids, e.ID)
+			out = append(out, e)
 		}
 	}
-	return ids, sc.Err()
+	return out, sc.Err()
 }
 
 // appliedTasks counts, per task id, the applies one agent lifetime logged
