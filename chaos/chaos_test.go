@@ -51,6 +51,9 @@ type fault struct {
 // In make test it injects each fault once; NPANEL_CHAOS=full (make chaos)
 // kills the leader 10 times.
 func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("minutes of real processes: not a unit test")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the agents create Linux users and run nginx, PowerDNS and MariaDB: needs root")
 	}
