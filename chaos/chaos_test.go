@@ -32,6 +32,9 @@ type fault struct {
 	// Leader kills: kill to a new leader named, and kill to a new
 	// account ACTIVE.
 	newLeader, failover time.Duration
+	// Where a failover's time went: the account created, placed on a
+	// node (SCHEDULED), its task sent (PROVISIONING).
+	created, scheduled, provisioning time.Duration
 	// Upgrades: SIGTERM to the new version's /readyz, and the tasks the
 	// nodes finished meanwhile.
 	restart time.Duration
@@ -71,9 +74,24 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	etcdBin, v1, v2 := filepath.Join(bin, "etcd"), filepath.Join(bin, "npanel-1"), filepath.Join(bin, "npanel-2")
-	build(t, etcdBin, "./chaos/internal/etcdbin")
-	build(t, v1, "./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-1")
-	build(t, v2, "./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-2")
+	first := buildAll(t, map[string][]string{
+		etcdBin: {"./chaos/internal/etcdbin"},
+		v1:      {"./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-1"},
+	})
+	for range 2 {
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The upgrade's version builds while the cluster starts.
+	second := buildAll(t, map[string][]string{
+		v2: {"./cmd/npanel", "-tags", "npanel_testnames", "-ldflags", "-X main.version=chaos-2"},
+	})
+	defer func() {
+		if second != nil {
+			<-second
+		}
+	}()
 	c.npanel = v1
 
 	c.startEtcd(etcdBin)
@@ -229,6 +247,10 @@ func TestChaos(t *testing.T) {
 	// Rolling upgrade: each replica stopped with SIGTERM and started on
 	// the next version, one at a time, the stream running.
 	var upgrades []*fault
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	second = nil
 	c.npanel = v2
 	for _, r := range c.replicas {
 		waitUntil(t, 2*time.Minute, "nodes READY before the next replica", func() (bool, string) { return c.nodesReady(ctx) })
@@ -273,6 +295,12 @@ func TestChaos(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "%-26s %-9s %9s %9s %10s %11s %9s %8s\n", f.kind, f.target, fmtDur(f.readGap), fmtDur(f.writeGap),
 			fmtDur(f.newLeader), fmtDur(f.failover), fmtDur(f.restart), tasks)
+	}
+	for _, f := range faults {
+		if f.failover > 0 {
+			fmt.Fprintf(&b, "%s: account created +%s, SCHEDULED +%s, PROVISIONING +%s, ACTIVE +%s after the kill\n",
+				f.kind, fmtDur(f.created), fmtDur(f.scheduled), fmtDur(f.provisioning), fmtDur(f.failover))
+		}
 	}
 	fmt.Fprintf(&b, "read gap / write gap: fault to the first answered read / successful write started after it (API unavailability)\n")
 	fmt.Fprintf(&b, "acct ACTIVE: leader kill to an account created after it ACTIVE (failover); restart: SIGTERM to the new version ready; tasks: tasks the nodes finished meanwhile\n")
@@ -377,6 +405,15 @@ func (c *cluster) killLeader(ctx context.Context, t *testing.T, i int) *fault {
 		})
 		if err == nil && a != nil && a.Status == "ACTIVE" {
 			f.failover = time.Since(f.at)
+			f.created = a.CreatedAt.Sub(f.at)
+			for _, ev := range a.Events {
+				switch ev.Status {
+				case "SCHEDULED":
+					f.scheduled = ev.At.Sub(f.at)
+				case "PROVISIONING":
+					f.provisioning = ev.At.Sub(f.at)
+				}
+			}
 			return true, ""
 		}
 		if a != nil {

@@ -33,17 +33,34 @@ func repoRoot(t testing.TB) string {
 const goBin = "/usr/local/go/bin/go"
 
 // build compiles pkg into out.
-func build(t testing.TB, out, pkg string, args ...string) {
-	t.Helper()
+func build(root, out, pkg string, args ...string) error {
 	argv := append([]string{"build"}, args...)
 	argv = append(argv, "-o", out, pkg)
 	cmd := exec.Command(goBin, argv...)
-	cmd.Dir = repoRoot(t)
-	start := time.Now()
+	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
-	t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// buildAll compiles the binaries side by side and returns a channel that
+// yields the result of each as it ends.
+func buildAll(t testing.TB, jobs map[string][]string) <-chan error {
+	t.Helper()
+	root := repoRoot(t)
+	done := make(chan error, len(jobs))
+	for out, args := range jobs {
+		go func() {
+			start := time.Now()
+			err := build(root, out, args[0], args[1:]...)
+			if err == nil {
+				t.Logf("built %s in %s", filepath.Base(out), time.Since(start).Round(time.Millisecond))
+			}
+			done <- err
+		}()
+	}
+	return done
 }
 
 type etcdMember struct {
