@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -80,6 +81,7 @@ type node struct {
 	name    string
 	prefix  string
 	modules []string
+	dnsAddr string // where its PowerDNS answers (dns nodes)
 	// proxies stand between a partitionable node and every replica.
 	proxies []*blackhole
 }
@@ -179,6 +181,56 @@ func (c *cluster) startEtcd(etcdBin string) {
 	}
 }
 
+// etcdLeader asks the members which of them leads the etcd cluster.
+func (c *cluster) etcdLeader() *etcdMember {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for _, m := range c.etcd {
+		if !m.running() {
+			continue
+		}
+		// etcd's JSON gateway; uint64 ids come as strings.
+		resp, err := hc.Post(m.client+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			}
+			Leader string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || st.Leader == "" {
+			continue
+		}
+		if st.Leader == st.Header.MemberID {
+			return m
+		}
+		for _, o := range c.etcd {
+			if o != m && o.id(hc) == st.Leader {
+				return o
+			}
+		}
+	}
+	return nil
+}
+
+func (m *etcdMember) id(hc *http.Client) string {
+	resp, err := hc.Post(m.client+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Header struct {
+			MemberID string `json:"member_id"`
+		}
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Header.MemberID
+}
+
 func (c *cluster) endpoints() string {
 	var eps []string
 	for _, m := range c.etcd {
@@ -261,11 +313,12 @@ func (c *cluster) addNode(i int, modules []string, partitionable bool) *node {
 		// lives: the partition cuts the node off whole.
 		gossip = ""
 	}
+	n.dnsAddr = testenv.FreeAddr(t)
 	n.proc = &proc{name: n.name, logDir: c.logDir, argv: []string{c.npanel, "agent",
 		"--server", strings.Join(servers, ","), "--data-dir", filepath.Join(c.dir, n.name+"-data"),
 		"--prefix", n.prefix, "--modules", strings.Join(modules, ","), "--gossip-listen", gossip,
 		"--http-listen", testenv.FreeAddr(t), "--https-listen", testenv.FreeAddr(t),
-		"--dns-listen", testenv.FreeAddr(t), "--dns-api-listen", testenv.FreeAddr(t),
+		"--dns-listen", n.dnsAddr, "--dns-api-listen", testenv.FreeAddr(t),
 		"--log-level", "debug", "--log-format", "json"}}
 	c.nodes = append(c.nodes, n)
 	return n

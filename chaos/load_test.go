@@ -38,16 +38,10 @@ func (a *api) clientFor(r *replica) *client.Client {
 	return cl
 }
 
-// pick returns the next running replica in turn.
+// pick returns the next replica in turn, up or not: the client knows the
+// three addresses, not which is down, and moves on when one fails.
 func (a *api) pick() *replica {
-	n := len(a.c.replicas)
-	for range n {
-		r := a.c.replicas[int(a.next.Add(1))%n]
-		if r.running() {
-			return r
-		}
-	}
-	return a.c.replicas[int(a.next.Add(1))%n]
+	return a.c.replicas[int(a.next.Add(1))%len(a.c.replicas)]
 }
 
 // retryable is an error after which the request's outcome is unknown and
@@ -151,6 +145,20 @@ func (l *ledger) errorf(format string, args ...any) {
 	if len(l.errs) < 50 {
 		l.errs = append(l.errs, fmt.Sprintf(format, args...))
 	}
+}
+
+// slowestWrite is the longest a write took (start to final answer, over
+// its retries) among those started in [from, to].
+func (l *ledger) slowestWrite(from, to time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var d time.Duration
+	for _, w := range l.writes {
+		if !w.start.Before(from) && !w.start.After(to) {
+			d = max(d, w.end.Sub(w.start))
+		}
+	}
+	return d
 }
 
 // firstWriteAfter is when the first write started at or after t succeeded.
