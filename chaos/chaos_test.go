@@ -196,10 +196,11 @@ func TestChaos(t *testing.T) {
 
 	// The etcd member that leads etcd's raft.
 	{
-		m := c.etcdLeader()
-		if m == nil {
-			t.Fatal("no etcd leader")
-		}
+		var m *etcdMember
+		waitUntil(t, time.Minute, "etcd's leader", func() (bool, string) {
+			m = c.etcdLeader()
+			return m != nil, "none"
+		})
 		f := &fault{kind: "kill -9 etcd leader", target: m.name, at: time.Now()}
 		m.kill9()
 		measure(f)

@@ -3,5 +3,16 @@
 // daemons) under a steady API load while replicas, etcd members and agents
 // are killed, an agent is partitioned and the replicas are upgraded one at
 // a time; then it checks that nothing answered was lost or duplicated.
-// The tests are in chaos_test.go; `make chaos` runs the long form.
+//
+// TestChaos builds what it runs: etcd at the version go.mod pins
+// (internal/etcdbin) and bin/npanel twice (two -X main.version values, for
+// the rolling upgrade), with -tags npanel_testnames so that the server and
+// agents take the reserved test account names, which the suite removes
+// from the machine afterwards. etcd speaks plain http on loopback (the
+// replicas run with --etcd-insecure); everything listens on 127.0.0.1.
+//
+// In go test ./... it injects each fault once (about 2 minutes on 2
+// cores); NPANEL_CHAOS=full (make chaos) kills the leader 10 times.
+// NPANEL_CHAOS_KEEP=1 keeps a failed run's directory (logs of every
+// process lifetime, data dirs) for a post-mortem.
 package chaos
