@@ -347,6 +347,19 @@ func TestChaos(t *testing.T) {
 		fmt.Fprintf(&b, "  stream: %s\n", e)
 	}
 	l.mu.Unlock()
+	var applies []time.Duration
+	for _, n := range c.nodes {
+		for _, lf := range n.logs() {
+			ds, err := applyTimes(lf, "ensure_account")
+			if err != nil {
+				t.Error(err)
+			}
+			applies = append(applies, ds...)
+		}
+	}
+	a50, amax := summarize(applies)
+	fmt.Fprintf(&b, "ensure_account apply on the nodes (user, quota, PHP-FPM pool, vhost, reloads): p50 %s, max %s over %d applies\n",
+		fmtDur(a50), fmtDur(amax), len(applies))
 	fmt.Fprintf(&b, "converged (all nodes READY, %d accounts ACTIVE) %s after the stream stopped; whole run %s\n",
 		len(accts), fmtDur(converged), fmtDur(time.Since(began)))
 	t.Log(b.String())
