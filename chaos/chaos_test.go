@@ -134,7 +134,7 @@ func TestChaos(t *testing.T) {
 			c.servicesRunning(ctx, "node-3", "mariadb")
 		return ok, "services"
 	})
-	t.Logf("cluster up (3 etcd, 3 replicas, 5 nodes) after %s", time.Since(began).Round(time.Millisecond))
+	t.Logf("cluster up (3 etcd, 3 replicas, 5 nodes) after %s; %s", time.Since(began).Round(time.Millisecond), c.memory())
 
 	l := &ledger{}
 	st := &stream{api: c.api, l: l, dbNode: "node-3"}
@@ -270,6 +270,7 @@ func TestChaos(t *testing.T) {
 	upgradeEnd := time.Now()
 
 	time.Sleep(5 * time.Second)
+	underLoad := c.memory()
 	probe.halt()
 	st.halt()
 	streaming = false
@@ -360,6 +361,7 @@ func TestChaos(t *testing.T) {
 	a50, amax := summarize(applies)
 	fmt.Fprintf(&b, "ensure_account apply on the nodes (user, quota, PHP-FPM pool, vhost, reloads): p50 %s, max %s over %d applies\n",
 		fmtDur(a50), fmtDur(amax), len(applies))
+	fmt.Fprintf(&b, "at the end of the stream, %s\n", underLoad)
 	fmt.Fprintf(&b, "converged (all nodes READY, %d accounts ACTIVE) %s after the stream stopped; whole run %s\n",
 		len(accts), fmtDur(converged), fmtDur(time.Since(began)))
 	t.Log(b.String())

@@ -478,3 +478,26 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() (bo
 	}
 	t.Fatalf("timed out after %s waiting for %s (last: %s)", timeout, what, last)
 }
+
+// memory sums the resident memory of the cluster's processes by kind: what
+// the machine bears.
+func (c *cluster) memory() string {
+	var etcd, servers, agents, daemons int64
+	for _, m := range c.etcd {
+		etcd += rss(m.pid())
+	}
+	for _, r := range c.replicas {
+		servers += rss(r.pid())
+	}
+	for _, n := range c.nodes {
+		if pid := n.pid(); pid != 0 {
+			agents += rss(pid)
+			for _, k := range descendants(pid) {
+				daemons += rss(k)
+			}
+		}
+	}
+	mb := func(b int64) string { return fmt.Sprintf("%d MB", b>>20) }
+	return fmt.Sprintf("RSS: etcd x3 %s, servers x3 %s, agents x5 %s, their daemons (nginx, PHP-FPM, PowerDNS, MariaDB) %s",
+		mb(etcd), mb(servers), mb(agents), mb(daemons))
+}

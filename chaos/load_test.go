@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -58,6 +60,13 @@ func retryable(err error) bool {
 		return true // no GraphQL answer: transport error or a 5xx page
 	}
 	return false
+}
+
+// notSent tells a request that never reached a replica (the dial failed)
+// from one whose fate is unknown.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // attempt runs f once against one replica with a short deadline.
@@ -238,10 +247,20 @@ func (s *stream) write(ctx context.Context, what string, f func(context.Context,
 			s.l.errorf("%s: refused after an unanswered attempt: %v", what, err)
 			return unknown
 		}
-		uncertain = true
 		s.l.mu.Lock()
 		s.l.retried++
 		s.l.mu.Unlock()
+		if notSent(err) && !uncertain {
+			// Refused connection: the request never left; just retry.
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				s.l.note(start, false)
+				s.l.errorf("%s: no replica took it for 2 minutes: %v", what, err)
+				return refused
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		uncertain = true
 		for {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				s.l.note(start, false)
