@@ -48,6 +48,7 @@ where every user of the machine sees it (ps, /proc).`,
 				return usagef("--modules: %v", err)
 			}
 			cfg.Modules = mods
+			cfg.AllowTestUsernames = allowTestUsernames
 			cfg.Version = version
 			cfg.Logger = slog.Default()
 			a, err := nodeagent.New(cfg)
