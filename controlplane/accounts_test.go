@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,10 +155,20 @@ func TestRBAC(t *testing.T) {
 			_, err := c.Ping(ctx, "n-eu", "", 1)
 			return err
 		},
+		"cluster":         func(c *client.Client) error { _, err := c.ClusterStatus(ctx); return err },
+		"clusterSnapshot": func(c *client.Client) error { _, _, err := c.ClusterSnapshot(ctx, io.Discard); return err },
 	}
 	for name, call := range forbidden {
 		wantAPICode(t, "resa: "+name, call(tn.resA), "FORBIDDEN")
 		wantAPICode(t, "user: "+name, call(tn.userA), "FORBIDDEN")
+	}
+	anon := tn.s.Client("")
+	for _, name := range []string{"cluster", "clusterSnapshot"} {
+		wantAPICode(t, "resb: "+name, forbidden[name](tn.resB), "FORBIDDEN")
+		wantAPICode(t, "anonymous: "+name, forbidden[name](anon), "UNAUTHENTICATED")
+		if err := forbidden[name](tn.admin); err != nil {
+			t.Errorf("admin: %s: %v", name, err)
+		}
 	}
 	for name, call := range map[string]func(*client.Client) error{
 		"createAccount": func(c *client.Client) error {

@@ -34,6 +34,20 @@ const (
 	externalMaxRequestBytes = 3 << 19
 )
 
+// embeddedEtcdName is the embedded member's name; a restored data dir
+// (RestoreEmbeddedEtcd) must carry the same.
+const embeddedEtcdName = "npanel"
+
+// embeddedEtcdURLs are the embedded member's client URL and its peer URL as
+// listened on and as advertised, for the data dir dir. The client listener
+// resolves Host+Path; the peer listener only Host, and the advertised
+// (initial-cluster) form must parse back as a URL, which an escaped Host
+// does not: hence two spellings of the peer path.
+func embeddedEtcdURLs(dir string) (client, listenPeer, advertisePeer url.URL) {
+	clientPath, peerPath := filepath.Join(dir, EtcdClientSocket), filepath.Join(dir, EtcdPeerSocket)
+	return url.URL{Scheme: "unix", Path: clientPath}, url.URL{Scheme: "unix", Host: peerPath}, url.URL{Scheme: "unix", Path: peerPath}
+}
+
 // startEmbeddedEtcd runs a single-member etcd in dir. It is the default for
 // one-replica installs and `npanel dev`; production runs three replicas
 // against an external cluster instead.
@@ -45,16 +59,13 @@ func startEmbeddedEtcd(dir string, log *slog.Logger) (*embed.Etcd, error) {
 		}
 	}
 	cfg := embed.NewConfig()
-	cfg.Name = "npanel"
+	cfg.Name = embeddedEtcdName
 	cfg.Dir = filepath.Join(dir, "etcd")
-	// The client listener resolves Host+Path; the peer listener only Host,
-	// and the advertised (initial-cluster) form must parse back as a URL,
-	// which an escaped Host does not: hence two spellings of the peer path.
-	clientURL := url.URL{Scheme: "unix", Path: clientPath}
+	clientURL, listenPeer, advertisePeer := embeddedEtcdURLs(dir)
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	cfg.ListenPeerUrls = []url.URL{{Scheme: "unix", Host: peerPath}}
-	cfg.AdvertisePeerUrls = []url.URL{{Scheme: "unix", Path: peerPath}}
+	cfg.ListenPeerUrls = []url.URL{listenPeer}
+	cfg.AdvertisePeerUrls = []url.URL{advertisePeer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "warn"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapToSlog(log.With("component", "etcd"), zapcore.WarnLevel))

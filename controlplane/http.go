@@ -42,6 +42,7 @@ func (s *Server) httpHandler() http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", limitBody(api, maxRequestBody))
+	mux.Handle("GET "+SnapshotPath, s.auth.Middleware(s.snapshotHandler(refusals)))
 	// The console's scripts and styles; its page is GET /graphql.
 	mux.Handle("GET "+console.AssetPrefix, console.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

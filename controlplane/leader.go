@@ -20,7 +20,7 @@ func (s *Server) newSession(ctx context.Context) (*store.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := store.Replica{ID: s.id, APIAddr: s.apiLn.Addr().String(), AgentAddr: s.cfg.Advertise, GossipAddr: s.gossip.addr()}
+	rep := store.Replica{ID: s.id, APIAddr: s.apiLn.Addr().String(), AgentAddr: s.cfg.Advertise, GossipAddr: s.gossip.addr(), Version: s.cfg.Version}
 	if err := s.store.RegisterReplica(ctx, rep, sess); err != nil {
 		sess.Close()
 		return nil, err

@@ -393,7 +393,7 @@ func (r *queryResolver) Accounts(ctx context.Context, filter *model.AccountFilte
 	if after != nil {
 		cursor = *after
 	}
-	accts, more, err := r.Cluster.ListAccounts(ctx, f, cursor, limit)
+	accts, more, err := r.Resolver.Cluster.ListAccounts(ctx, f, cursor, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -412,7 +412,7 @@ func (r *queryResolver) AccountCounts(ctx context.Context) ([]*model.AccountStat
 	if _, err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	counts, err := r.Cluster.AccountCounts(ctx)
+	counts, err := r.Resolver.Cluster.AccountCounts(ctx)
 	if err != nil {
 		return nil, err
 	}

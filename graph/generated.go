@@ -242,6 +242,12 @@ type ComplexityRoot struct {
 		Message func(childComplexity int) int
 	}
 
+	Cluster struct {
+		Etcd     func(childComplexity int) int
+		Leader   func(childComplexity int) int
+		Replicas func(childComplexity int) int
+	}
+
 	CreateAPITokenPayload struct {
 		APIToken func(childComplexity int) int
 		Token    func(childComplexity int) int
@@ -327,6 +333,24 @@ type ComplexityRoot struct {
 		Reason        func(childComplexity int) int
 		Redirect      func(childComplexity int) int
 		State         func(childComplexity int) int
+	}
+
+	EtcdMember struct {
+		ClientURLs  func(childComplexity int) int
+		DbSizeBytes func(childComplexity int) int
+		Error       func(childComplexity int) int
+		Healthy     func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Leader      func(childComplexity int) int
+		Learner     func(childComplexity int) int
+		Name        func(childComplexity int) int
+		PeerURLs    func(childComplexity int) int
+		Version     func(childComplexity int) int
+	}
+
+	EtcdStatus struct {
+		Embedded func(childComplexity int) int
+		Members  func(childComplexity int) int
 	}
 
 	Forwarder struct {
@@ -582,6 +606,7 @@ type ComplexityRoot struct {
 		Backups       func(childComplexity int, account string, first *int, after *string) int
 		Certificate   func(childComplexity int, id string) int
 		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
+		Cluster       func(childComplexity int) int
 		DatabaseUsers func(childComplexity int, account string) int
 		Databases     func(childComplexity int, account string) int
 		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
@@ -619,6 +644,7 @@ type ComplexityRoot struct {
 		AgentAddress func(childComplexity int) int
 		ID           func(childComplexity int) int
 		Leader       func(childComplexity int) int
+		Version      func(childComplexity int) int
 	}
 
 	Reseller struct {
@@ -871,6 +897,7 @@ type QueryResolver interface {
 	Restore(ctx context.Context, id string) (*model.Restore, error)
 	Restores(ctx context.Context, account string) ([]*model.Restore, error)
 	BackupTargets(ctx context.Context) ([]*model.BackupTarget, error)
+	Cluster(ctx context.Context) (*model.Cluster, error)
 	Databases(ctx context.Context, account string) ([]*model.Database, error)
 	DatabaseUsers(ctx context.Context, account string) ([]*model.DatabaseUser, error)
 	Zone(ctx context.Context, name string) (*model.Zone, error)
@@ -1706,6 +1733,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CertificateEvent.Message(childComplexity), true
 
+	case "Cluster.etcd":
+		if e.ComplexityRoot.Cluster.Etcd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Cluster.Etcd(childComplexity), true
+	case "Cluster.leader":
+		if e.ComplexityRoot.Cluster.Leader == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Cluster.Leader(childComplexity), true
+	case "Cluster.replicas":
+		if e.ComplexityRoot.Cluster.Replicas == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Cluster.Replicas(childComplexity), true
+
 	case "CreateAPITokenPayload.apiToken":
 		if e.ComplexityRoot.CreateAPITokenPayload.APIToken == nil {
 			break
@@ -2040,6 +2086,80 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Domain.State(childComplexity), true
+
+	case "EtcdMember.clientURLs":
+		if e.ComplexityRoot.EtcdMember.ClientURLs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.ClientURLs(childComplexity), true
+	case "EtcdMember.dbSizeBytes":
+		if e.ComplexityRoot.EtcdMember.DbSizeBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.DbSizeBytes(childComplexity), true
+	case "EtcdMember.error":
+		if e.ComplexityRoot.EtcdMember.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Error(childComplexity), true
+	case "EtcdMember.healthy":
+		if e.ComplexityRoot.EtcdMember.Healthy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Healthy(childComplexity), true
+	case "EtcdMember.id":
+		if e.ComplexityRoot.EtcdMember.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.ID(childComplexity), true
+	case "EtcdMember.leader":
+		if e.ComplexityRoot.EtcdMember.Leader == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Leader(childComplexity), true
+	case "EtcdMember.learner":
+		if e.ComplexityRoot.EtcdMember.Learner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Learner(childComplexity), true
+	case "EtcdMember.name":
+		if e.ComplexityRoot.EtcdMember.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Name(childComplexity), true
+	case "EtcdMember.peerURLs":
+		if e.ComplexityRoot.EtcdMember.PeerURLs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.PeerURLs(childComplexity), true
+	case "EtcdMember.version":
+		if e.ComplexityRoot.EtcdMember.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdMember.Version(childComplexity), true
+
+	case "EtcdStatus.embedded":
+		if e.ComplexityRoot.EtcdStatus.Embedded == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdStatus.Embedded(childComplexity), true
+	case "EtcdStatus.members":
+		if e.ComplexityRoot.EtcdStatus.Members == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EtcdStatus.Members(childComplexity), true
 
 	case "Forwarder.from":
 		if e.ComplexityRoot.Forwarder.From == nil {
@@ -3688,6 +3808,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Certificates(childComplexity, args["filter"].(*model.CertificateFilter), args["first"].(*int), args["after"].(*string)), true
+	case "Query.cluster":
+		if e.ComplexityRoot.Query.Cluster == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Cluster(childComplexity), true
 	case "Query.databaseUsers":
 		if e.ComplexityRoot.Query.DatabaseUsers == nil {
 			break
@@ -3972,6 +4098,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Replica.Leader(childComplexity), true
+	case "Replica.version":
+		if e.ComplexityRoot.Replica.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Replica.Version(childComplexity), true
 
 	case "Reseller.maxAccounts":
 		if e.ComplexityRoot.Reseller.MaxAccounts == nil {
@@ -4603,7 +4735,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -4618,6 +4750,7 @@ var sources = []*ast.Source{
 	{Name: "accounts.graphqls", Input: sourceData("accounts.graphqls"), BuiltIn: false},
 	{Name: "audit.graphqls", Input: sourceData("audit.graphqls"), BuiltIn: false},
 	{Name: "backup.graphqls", Input: sourceData("backup.graphqls"), BuiltIn: false},
+	{Name: "cluster.graphqls", Input: sourceData("cluster.graphqls"), BuiltIn: false},
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
@@ -5031,6 +5164,18 @@ func (ec *executionContext) childFields_CertificateEvent(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type CertificateEvent", field.Name)
 }
 
+func (ec *executionContext) childFields_Cluster(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "replicas":
+		return ec.fieldContext_Cluster_replicas(ctx, field)
+	case "leader":
+		return ec.fieldContext_Cluster_leader(ctx, field)
+	case "etcd":
+		return ec.fieldContext_Cluster_etcd(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Cluster", field.Name)
+}
+
 func (ec *executionContext) childFields_CreateAPITokenPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "token":
@@ -5203,6 +5348,42 @@ func (ec *executionContext) childFields_Domain(ctx context.Context, field graphq
 		return ec.fieldContext_Domain_certificate(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Domain", field.Name)
+}
+
+func (ec *executionContext) childFields_EtcdMember(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_EtcdMember_id(ctx, field)
+	case "name":
+		return ec.fieldContext_EtcdMember_name(ctx, field)
+	case "peerURLs":
+		return ec.fieldContext_EtcdMember_peerURLs(ctx, field)
+	case "clientURLs":
+		return ec.fieldContext_EtcdMember_clientURLs(ctx, field)
+	case "learner":
+		return ec.fieldContext_EtcdMember_learner(ctx, field)
+	case "healthy":
+		return ec.fieldContext_EtcdMember_healthy(ctx, field)
+	case "leader":
+		return ec.fieldContext_EtcdMember_leader(ctx, field)
+	case "dbSizeBytes":
+		return ec.fieldContext_EtcdMember_dbSizeBytes(ctx, field)
+	case "version":
+		return ec.fieldContext_EtcdMember_version(ctx, field)
+	case "error":
+		return ec.fieldContext_EtcdMember_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EtcdMember", field.Name)
+}
+
+func (ec *executionContext) childFields_EtcdStatus(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "embedded":
+		return ec.fieldContext_EtcdStatus_embedded(ctx, field)
+	case "members":
+		return ec.fieldContext_EtcdStatus_members(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EtcdStatus", field.Name)
 }
 
 func (ec *executionContext) childFields_Forwarder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -5525,6 +5706,8 @@ func (ec *executionContext) childFields_Replica(ctx context.Context, field graph
 		return ec.fieldContext_Replica_agentAddress(ctx, field)
 	case "leader":
 		return ec.fieldContext_Replica_leader(ctx, field)
+	case "version":
+		return ec.fieldContext_Replica_version(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Replica", field.Name)
 }
@@ -11408,6 +11591,93 @@ func (ec *executionContext) fieldContext_CertificateEvent_message(_ context.Cont
 	return graphql.NewScalarFieldContext("CertificateEvent", field, false, false, "String")
 }
 
+func (ec *executionContext) _Cluster_replicas(ctx context.Context, field graphql.CollectedField, obj *model.Cluster) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Cluster_replicas(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replicas, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Replica) graphql.Marshaler {
+			return ec.marshalNReplica2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐReplicaᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Cluster_replicas(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Cluster",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Replica(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Cluster_leader(ctx context.Context, field graphql.CollectedField, obj *model.Cluster) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Cluster_leader(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Leader, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Cluster_leader(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Cluster", field, false, false, "String")
+}
+
+func (ec *executionContext) _Cluster_etcd(ctx context.Context, field graphql.CollectedField, obj *model.Cluster) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Cluster_etcd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Etcd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.EtcdStatus) graphql.Marshaler {
+			return ec.marshalNEtcdStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Cluster_etcd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Cluster",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EtcdStatus(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _CreateAPITokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.CreateAPITokenPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12699,6 +12969,291 @@ func (ec *executionContext) fieldContext_Domain_certificate(_ context.Context, f
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Certificate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EtcdMember_id(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdMember_name(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdMember_peerURLs(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_peerURLs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PeerURLs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_peerURLs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdMember_clientURLs(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_clientURLs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClientURLs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_clientURLs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdMember_learner(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_learner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Learner, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_learner(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EtcdMember_healthy(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_healthy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Healthy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_healthy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EtcdMember_leader(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_leader(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Leader, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_leader(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EtcdMember_dbSizeBytes(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_dbSizeBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DbSizeBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt642ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_dbSizeBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _EtcdMember_version(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdMember_error(ctx context.Context, field graphql.CollectedField, obj *model.EtcdMember) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdMember_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdMember_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdMember", field, false, false, "String")
+}
+
+func (ec *executionContext) _EtcdStatus_embedded(ctx context.Context, field graphql.CollectedField, obj *model.EtcdStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdStatus_embedded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Embedded, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdStatus_embedded(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EtcdStatus", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _EtcdStatus_members(ctx context.Context, field graphql.CollectedField, obj *model.EtcdStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EtcdStatus_members(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Members, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.EtcdMember) graphql.Marshaler {
+			return ec.marshalNEtcdMember2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdMemberᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EtcdStatus_members(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EtcdStatus",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EtcdMember(ctx, field)
 		},
 	}
 	return fc, nil
@@ -19429,6 +19984,38 @@ func (ec *executionContext) fieldContext_Query_backupTargets(_ context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_cluster(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_cluster(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Cluster(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Cluster) graphql.Marshaler {
+			return ec.marshalNCluster2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCluster(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_cluster(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Cluster(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_databases(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20508,6 +21095,29 @@ func (ec *executionContext) _Replica_leader(ctx context.Context, field graphql.C
 }
 func (ec *executionContext) fieldContext_Replica_leader(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Replica", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Replica_version(ctx context.Context, field graphql.CollectedField, obj *model.Replica) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Replica_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Replica_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Replica", field, false, false, "String")
 }
 
 func (ec *executionContext) _Reseller_name(ctx context.Context, field graphql.CollectedField, obj *model.Reseller) (ret graphql.Marshaler) {
@@ -26588,6 +27198,49 @@ func (ec *executionContext) _CertificateEvent(ctx context.Context, sel ast.Selec
 	return out
 }
 
+var clusterImplementors = []string{"Cluster"}
+
+func (ec *executionContext) _Cluster(ctx context.Context, sel ast.SelectionSet, obj *model.Cluster) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, clusterImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Cluster")
+		case "replicas":
+			out.Values[i] = ec._Cluster_replicas(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "leader":
+			out.Values[i] = ec._Cluster_leader(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "etcd":
+			out.Values[i] = ec._Cluster_etcd(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var createAPITokenPayloadImplementors = []string{"CreateAPITokenPayload"}
 
 func (ec *executionContext) _CreateAPITokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateAPITokenPayload) graphql.Marshaler {
@@ -27150,6 +27803,122 @@ func (ec *executionContext) _Domain(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Domain_certificate(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var etcdMemberImplementors = []string{"EtcdMember"}
+
+func (ec *executionContext) _EtcdMember(ctx context.Context, sel ast.SelectionSet, obj *model.EtcdMember) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, etcdMemberImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EtcdMember")
+		case "id":
+			out.Values[i] = ec._EtcdMember_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._EtcdMember_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "peerURLs":
+			out.Values[i] = ec._EtcdMember_peerURLs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "clientURLs":
+			out.Values[i] = ec._EtcdMember_clientURLs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "learner":
+			out.Values[i] = ec._EtcdMember_learner(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "healthy":
+			out.Values[i] = ec._EtcdMember_healthy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "leader":
+			out.Values[i] = ec._EtcdMember_leader(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "dbSizeBytes":
+			out.Values[i] = ec._EtcdMember_dbSizeBytes(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "version":
+			out.Values[i] = ec._EtcdMember_version(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._EtcdMember_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var etcdStatusImplementors = []string{"EtcdStatus"}
+
+func (ec *executionContext) _EtcdStatus(ctx context.Context, sel ast.SelectionSet, obj *model.EtcdStatus) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, etcdStatusImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EtcdStatus")
+		case "embedded":
+			out.Values[i] = ec._EtcdStatus_embedded(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "members":
+			out.Values[i] = ec._EtcdStatus_members(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -28928,6 +29697,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_backupTargets(ctx, field)
 				})
+		case "cluster":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_cluster(ctx, field)
+				})
 		case "databases":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -29152,6 +29927,11 @@ func (ec *executionContext) _Replica(ctx context.Context, sel ast.SelectionSet, 
 		case "leader":
 			out.Values[i] = ec._Replica_leader(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "version":
+			out.Values[i] = ec._Replica_version(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -30751,6 +31531,14 @@ func (ec *executionContext) marshalNChallengeType2githubᚗcomᚋnpanelᚋnpanel
 	return v
 }
 
+func (ec *executionContext) marshalNCluster2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCluster(ctx context.Context, sel ast.SelectionSet, v *model.Cluster) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Cluster!")
+		return graphql.Null
+	}
+	return ec._Cluster(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNCreateAPITokenPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateAPITokenPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateAPITokenPayload) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "CreateAPITokenPayload!")
@@ -30988,6 +31776,38 @@ func (ec *executionContext) marshalNDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋg
 		return graphql.Null
 	}
 	return ec._Domain(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEtcdMember2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdMemberᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.EtcdMember) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEtcdMember2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdMember(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEtcdMember2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdMember(ctx context.Context, sel ast.SelectionSet, v *model.EtcdMember) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EtcdMember!")
+		return graphql.Null
+	}
+	return ec._EtcdMember(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNEtcdStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐEtcdStatus(ctx context.Context, sel ast.SelectionSet, v *model.EtcdStatus) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EtcdStatus!")
+		return graphql.Null
+	}
+	return ec._EtcdStatus(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {

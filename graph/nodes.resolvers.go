@@ -188,19 +188,8 @@ func (r *queryResolver) Replicas(ctx context.Context) ([]*model.Replica, error) 
 	if _, err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	reps, err := r.Store.Replicas(ctx)
-	if err != nil {
-		return nil, err
-	}
-	leader, err := r.Cluster.LeaderID(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*model.Replica, 0, len(reps))
-	for _, rep := range reps {
-		out = append(out, &model.Replica{ID: rep.ID, APIAddress: rep.APIAddr, AgentAddress: rep.AgentAddr, Leader: rep.ID == leader})
-	}
-	return out, nil
+	reps, _, err := r.replicas(ctx)
+	return reps, err
 }
 
 // Node returns NodeResolver implementation.

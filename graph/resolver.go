@@ -23,6 +23,8 @@ type Cluster interface {
 	// ReplicaID names this replica; LeaderID the one running controllers.
 	ReplicaID() string
 	LeaderID(ctx context.Context) (string, error)
+	// EmbeddedEtcd reports whether etcd runs inside this replica.
+	EmbeddedEtcd() bool
 	// ListAccounts returns a consistent page of accounts in id order.
 	ListAccounts(ctx context.Context, f store.AccountFilter, after string, limit int) ([]*store.Account, bool, error)
 	// AccountCounts counts accounts by status.

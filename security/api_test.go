@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -275,6 +276,8 @@ func apiVectors() []vector {
 		{"drainNode", func(cl *client.Client) error { return cl.SetDraining(ctx, "node-a", true) }},
 		{"auditEvents", func(cl *client.Client) error { return cl.Do(ctx, `{auditEvents(first:5){edges{node{id}}}}`, nil, nil) }},
 		{"replicas", func(cl *client.Client) error { return cl.Do(ctx, `{replicas{id}}`, nil, nil) }},
+		{"cluster", func(cl *client.Client) error { _, err := cl.ClusterStatus(ctx); return err }},
+		{"clusterSnapshot", func(cl *client.Client) error { _, _, err := cl.ClusterSnapshot(ctx, io.Discard); return err }},
 		{"task", func(cl *client.Client) error { return cl.Do(ctx, `{task(id:"x"){id}}`, nil, nil) }},
 		{"accountCounts", func(cl *client.Client) error { return cl.Do(ctx, `{accountCounts{count}}`, nil, nil) }},
 		{"resellers", func(cl *client.Client) error { _, err := cl.Resellers(ctx); return err }},

@@ -188,6 +188,8 @@ type Replica struct {
 	APIAddr    string `json:"apiAddr"`
 	AgentAddr  string `json:"agentAddr"`
 	GossipAddr string `json:"gossipAddr,omitempty"`
+	// Version is the replica's build; empty for replicas older than it.
+	Version string `json:"version,omitempty"`
 }
 
 // Replicas lists the live server replicas.

@@ -254,6 +254,14 @@ type CertificateFilter struct {
 	ExpiringWithinDays *int `json:"expiringWithinDays,omitempty"`
 }
 
+type Cluster struct {
+	// The replicas registered now, as the replicas query lists them.
+	Replicas []*Replica `json:"replicas"`
+	// The id of the replica running the controllers; null while none is elected.
+	Leader *string     `json:"leader,omitempty"`
+	Etcd   *EtcdStatus `json:"etcd"`
+}
+
 type CreateAPITokenPayload struct {
 	// The bearer token. Shown only here, never again.
 	Token    string    `json:"token"`
@@ -432,6 +440,32 @@ type Domain struct {
 	HstsMaxAge int `json:"hstsMaxAge"`
 	// The site's certificate (an alias domain's is its target's); null: none.
 	Certificate *Certificate `json:"certificate,omitempty"`
+}
+
+type EtcdMember struct {
+	// The member id in hex, as etcdctl prints it.
+	ID string `json:"id"`
+	// Empty for a member added but not started yet.
+	Name       string   `json:"name"`
+	PeerURLs   []string `json:"peerURLs"`
+	ClientURLs []string `json:"clientURLs"`
+	Learner    bool     `json:"learner"`
+	// It answered a status request within a few seconds and reported no errors.
+	Healthy bool `json:"healthy"`
+	// It is the raft leader (as it answered).
+	Leader bool `json:"leader"`
+	// Size of its database file; null when it did not answer.
+	DbSizeBytes *int64 `json:"dbSizeBytes,omitempty"`
+	// Its etcd version; null when it did not answer.
+	Version *string `json:"version,omitempty"`
+	// Why it is not healthy.
+	Error *string `json:"error,omitempty"`
+}
+
+type EtcdStatus struct {
+	// The single member runs inside the server process (no --etcd-endpoints).
+	Embedded bool          `json:"embedded"`
+	Members  []*EtcdMember `json:"members"`
 }
 
 type Forwarder struct {
@@ -658,6 +692,8 @@ type Replica struct {
 	APIAddress   string `json:"apiAddress"`
 	AgentAddress string `json:"agentAddress"`
 	Leader       bool   `json:"leader"`
+	// The replica's build version; null for a replica that does not register it.
+	Version *string `json:"version,omitempty"`
 }
 
 type RequestCertificateInput struct {

@@ -82,6 +82,17 @@ func WithCertLifetime(d time.Duration) ServerOption {
 	return func(c *controlplane.Config) { c.CertLifetime = d }
 }
 
+// WithDataDir runs the server on dir, e.g. one restored from a snapshot.
+func WithDataDir(dir string) ServerOption {
+	return func(c *controlplane.Config) { c.DataDir = dir }
+}
+
+// WithAgentListen serves agents on addr: a replacement server on the
+// address the agents already know.
+func WithAgentListen(addr string) ServerOption {
+	return func(c *controlplane.Config) { c.AgentListen = addr }
+}
+
 // StartServer starts a replica with its own data dir and fixed loopback
 // ports, waits until it is ready and logs in as admin.
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
@@ -120,6 +131,13 @@ func startServer(t testing.TB, roots *x509.CertPool, opts ...ServerOption) *Serv
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// DataDir is a fresh directory usable as a server's data dir, removed at
+// cleanup.
+func DataDir(t testing.TB) string {
+	t.Helper()
+	return dataDir(t)
 }
 
 // dataDir is a fresh data dir short enough for the embedded etcd's unix
