@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -341,15 +342,15 @@ func TestNodeRoleDebian(t *testing.T) {
 		t.Fatalf("agent.yaml: %v\n%s", err, raw)
 	}
 	wantCfg := map[string]any{
-		"server":          cp.gateway,
+		"server":          []any{cp.gateway},
 		"data-dir":        "/var/lib/npanel/agent",
 		"join-token-file": "/etc/npanel/join-token",
 		"platform":        "debian12",
-		"modules":         "web,dns",
+		"modules":         []any{"web", "dns"},
 		"gossip-listen":   "0.0.0.0:7946",
 	}
 	for k, v := range wantCfg {
-		if cfg[k] != v {
+		if !reflect.DeepEqual(cfg[k], v) {
 			t.Errorf("agent.yaml %s = %v, want %v", k, cfg[k], v)
 		}
 	}
@@ -391,15 +392,68 @@ func TestNodeRoleDebian(t *testing.T) {
 		t.Errorf("nft --check: %v\n%s", err, out)
 	}
 
+	// The token the role wrote enrols the agent as configured.
+	enrol(t, root, cp, nodeName)
+	if _, err := os.Stat(filepath.Join(root, "var/lib/npanel/agent/identity.json")); err != nil {
+		t.Fatalf("the agent enrolled but left no identity: %v", err)
+	}
+
+	// An enrolled node is not joined again: nothing changes.
 	second, secondTook := play(2)
 	if second.changed != 0 {
 		t.Errorf("second run changed %d things, want 0 (idempotent)", second.changed)
 	}
-	if after := cp.node(t, nodeName); after == nil || after.Status != "PENDING" {
-		t.Errorf("node after the second run: %+v", after)
-	}
 	t.Logf("ansible npanel_node [web, dns] on a fresh Debian 12 root: first run %v (%d changed), second run %v (%d changed)",
 		firstTook.Round(time.Second), first.changed, secondTook.Round(time.Second), second.changed)
+}
+
+// enrol runs the installed agent in the root with agent.yaml's settings
+// until the control plane has it READY, then stops it. Its modules stay
+// off: their daemons would listen in the host's network namespace.
+func enrol(t *testing.T, root string, cp *controlPlane, name string) {
+	t.Helper()
+	cmd := exec.Command("/usr/sbin/chroot", root, "/usr/bin/npanel", "agent",
+		"--server", cp.gateway, "--data-dir", "/var/lib/npanel/agent", "--join-token-file", "/etc/npanel/join-token",
+		"--platform", "debian12", "--modules", "none", "--gossip-listen", "")
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
+	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	agentLog := func() string { b, _ := os.ReadFile(logf.Name()); return tail(string(b), 30) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	defer stop()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("the agent exited: %v\n%s", err, agentLog())
+		default:
+		}
+		if n := cp.node(t, name); n != nil && n.Status == "READY" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not READY 3 minutes after its agent started:\n%s", name, agentLog())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // npanelDeb returns the npanel .deb `make package` builds, or the one
@@ -526,6 +580,7 @@ func tail(s string, lines int) string {
 type controlPlane struct {
 	api, gateway string
 	password     string
+	admin        string // a login token of admin
 }
 
 func freePort(t *testing.T) string {
@@ -588,6 +643,7 @@ func startServer(t *testing.T, bin, dir string) *controlPlane {
 		err := cp.graphql("", `mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`,
 			map[string]any{"u": "admin", "p": cp.password}, &d)
 		if err == nil && d.Login.Token != "" {
+			cp.admin = d.Login.Token
 			return cp
 		}
 		if time.Now().After(deadline) {
@@ -627,21 +683,14 @@ func (cp *controlPlane) graphql(token, query string, vars map[string]any, out an
 	return json.Unmarshal(r.Data, out)
 }
 
-// apiToken signs in as admin and creates the API token Ansible uses, as an
+// apiToken creates the admin API token Ansible uses, as an
 // operator does once and keeps in the vault.
 func (cp *controlPlane) apiToken(t *testing.T) string {
 	t.Helper()
-	var l struct {
-		Login struct{ Token string } `json:"login"`
-	}
-	if err := cp.graphql("", `mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`,
-		map[string]any{"u": "admin", "p": cp.password}, &l); err != nil {
-		t.Fatal(err)
-	}
 	var c struct {
 		CreateAPIToken struct{ Token string } `json:"createAPIToken"`
 	}
-	if err := cp.graphql(l.Login.Token, `mutation { createAPIToken(name: "ansible") { token } }`, nil, &c); err != nil {
+	if err := cp.graphql(cp.admin, `mutation { createAPIToken(name: "ansible") { token } }`, nil, &c); err != nil {
 		t.Fatal(err)
 	}
 	if c.CreateAPIToken.Token == "" {
@@ -660,15 +709,8 @@ type node struct {
 
 func (cp *controlPlane) node(t *testing.T, name string) *node {
 	t.Helper()
-	var l struct {
-		Login struct{ Token string } `json:"login"`
-	}
-	if err := cp.graphql("", `mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`,
-		map[string]any{"u": "admin", "p": cp.password}, &l); err != nil {
-		t.Fatal(err)
-	}
 	var d struct{ Nodes []node }
-	if err := cp.graphql(l.Login.Token, `{ nodes { name address roles status labels { key value } } }`, nil, &d); err != nil {
+	if err := cp.graphql(cp.admin, `{ nodes { name address roles status labels { key value } } }`, nil, &d); err != nil {
 		t.Fatal(err)
 	}
 	for i := range d.Nodes {
