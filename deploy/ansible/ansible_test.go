@@ -57,6 +57,8 @@ func ansibleEnv(t testing.TB) []string {
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_FORCE_COLOR=0",
 		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		// Per-task times at the end of the output, for the run-time figures.
+		"ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks",
 	}
 }
 
@@ -307,6 +309,9 @@ func TestNodeRoleDebian(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("run %d: ansible-playbook: %v\n%s", n, err, tail(out, 60))
+		}
+		if _, profile, ok := strings.Cut(out, "PLAY RECAP"); ok {
+			t.Logf("run %d took %v; slowest tasks:%s", n, took.Round(time.Second), head(profile, 14))
 		}
 		r, ok := parseRecap(out)["node1"]
 		if !ok {
@@ -566,6 +571,14 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 	if fi.Mode().Perm() != want || st.Uid != 0 || st.Gid != 0 {
 		t.Errorf("%s: mode %04o uid %d gid %d, want %04o root:root", path, fi.Mode().Perm(), st.Uid, st.Gid, want)
 	}
+}
+
+func head(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[:lines]
+	}
+	return strings.Join(l, "\n")
 }
 
 func tail(s string, lines int) string {
