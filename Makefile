@@ -23,7 +23,7 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-servers test-short bench loadtest fuzz clean
+.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-servers test-short bench loadtest fuzz package clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -116,6 +116,16 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupAccount' -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupWindow' -benchtime 1x -count 1 -timeout 60m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupSchedulePass10k' -count 1 ./controlplane/
+
+# Package version: 0.1.0~git<commits>.<sha> on an untagged tree (the commit
+# count keeps it increasing), .dirty appended with uncommitted changes; valid
+# for dpkg and rpm alike.
+PKG_VERSION ?= 0.1.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo .dirty)
+PKG_BIN := bin/npanel-release
+package: ## build dist/npanel_PKG_VERSION_amd64.deb and dist/npanel-PKG_VERSION.x86_64.rpm
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(PKG_BIN) ./cmd/npanel
+	cd deploy && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(GO) run ./cmd/npanel-package \
+	  --binary ../$(PKG_BIN) --version '$(PKG_VERSION)' --out ../dist --packaging ../packaging
 
 LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
 loadtest: ## load test: a server, simulated agents, accounts at a rate (LOADTEST_FLAGS)

@@ -86,7 +86,7 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.SFTPListen, "sftp-listen", "", `address the backup module's own sshd serves SFTP on, for other nodes' backups (default ":2222"; 22 stays the system sshd's)`)
 	f.StringVar(&cfg.BackupUser, "backup-user", "", `Linux user other nodes log in as over SFTP on a backup node (default "npanel-backup")`)
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
-	return cmd
+	return withConfigFile(cmd)
 }
 
 // joinToken picks the join token from at most one of --join-token and

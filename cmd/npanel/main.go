@@ -34,20 +34,9 @@ func main() {
 	var logLevel, logFormat string
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "text or json")
-	root.AddCommand(serverCmd(), agentCmd(), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd())
+	root.AddCommand(serverCmd(), agentCmd(), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd(), manCmd())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
-	cobra.OnInitialize(func() {
-		var lvl slog.Level
-		if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-			lvl = slog.LevelInfo
-		}
-		opts := &slog.HandlerOptions{Level: lvl}
-		var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-		if logFormat == "json" {
-			h = slog.NewJSONHandler(os.Stderr, opts)
-		}
-		slog.SetDefault(slog.New(h))
-	})
+	cobra.OnInitialize(func() { setLogger(logLevel, logFormat) })
 	if err := root.Execute(); err != nil {
 		if te := trustError(err); te != nil {
 			err = te
@@ -64,6 +53,20 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// setLogger makes the default logger from --log-level and --log-format.
+func setLogger(level, format string) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	slog.SetDefault(slog.New(h))
 }
 
 func versionCmd() *cobra.Command {

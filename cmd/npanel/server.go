@@ -125,5 +125,5 @@ root fingerprint the first start prints (with the "npanel ctl login
 	f.DurationVar(&cfg.DatabaseStatusInterval, "database-status-interval", 5*time.Minute, "how often every account's database sizes are refreshed from its node")
 	f.DurationVar(&cfg.TaskStallAfter, "task-stall-after", 30*time.Second, "how long a queued task may stay unsent to a connected node before the node turns SUSPECT")
 	addACMEFlags(f, &cfg.ACME)
-	return cmd
+	return withConfigFile(cmd)
 }
