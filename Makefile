@@ -23,7 +23,7 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 
-.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-servers test-short bench loadtest fuzz package clean
+.PHONY: help build dev deps generate generate-proto check-generated console-assets lint test test-servers test-short chaos bench loadtest fuzz package clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -93,6 +93,10 @@ test-servers:
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
+
+# make test runs the chaos suite once per fault kind; this is the long run.
+chaos: ## chaos suite, long run: real etcd, 3 replicas, 5 agents, 10 leader kills; failover and unavailability figures (root)
+	NPANEL_CHAOS=full $(GO) test -count=1 -timeout 45m -run '^TestChaos$$' -v ./chaos/
 
 bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -cpu 1 -count 1 ./scheduler/

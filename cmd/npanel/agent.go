@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -46,6 +48,7 @@ where every user of the machine sees it (ps, /proc).`,
 				return usagef("--modules: %v", err)
 			}
 			cfg.Modules = mods
+			cfg.AllowTestUsernames = allowTestUsernames
 			cfg.Version = version
 			cfg.Logger = slog.Default()
 			a, err := nodeagent.New(cfg)
@@ -107,6 +110,11 @@ func joinToken(flag, file string) (string, error) {
 		return strings.TrimSpace(env), nil
 	}
 	f, err := os.Open(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A spent token may be deleted: an enrolled node needs none, and
+		// one that is not enrolled says so when it starts.
+		return "", nil
+	}
 	if err != nil {
 		return "", usagef("--join-token-file: %v", err)
 	}

@@ -62,6 +62,12 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 		t.Errorf("empty token file: exit %d: %s", code, out)
 	}
 
+	// A deleted (spent) token file is no token: an unenrolled node says so.
+	gone := filepath.Join(t.TempDir(), "gone")
+	if out, code := run(t, nil, "", agentArgs("--join-token-file", gone)...); code != 2 || !strings.Contains(out, "no join token was given") {
+		t.Errorf("missing token file, not enrolled: exit %d: %s", code, out)
+	}
+
 	envTok := token("tok-env")
 	procs := []*proc{
 		start(t, nil, agentArgs("--join-token-file", file)...),

@@ -343,8 +343,9 @@ func nodeAddCmd(o *ctlOptions) *cobra.Command {
 			// A file keeps the token off the node's process list (ps) and
 			// out of its shell history.
 			fmt.Fprint(w, "On the node, paste it into a file only root reads (end with Ctrl-D) and start the agent:\n"+
-				"  install -m 0600 /dev/stdin /root/join-token\n"+
-				"  npanel agent --server <gateway host:port> --data-dir /var/lib/npanel-agent --join-token-file /root/join-token\n")
+				"  install -m 0600 /dev/stdin /etc/npanel/join-token\n"+
+				"  npanel agent --server <gateway host:port> --data-dir /var/lib/npanel/agent --join-token-file /etc/npanel/join-token\n"+
+				"(installed from the package: set server in /etc/npanel/agent.yaml and systemctl enable --now npanel-agent)\n")
 			return nil
 		},
 	}

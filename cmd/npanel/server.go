@@ -67,6 +67,7 @@ root fingerprint the first start prints (with the "npanel ctl login
 				return usagef("the metrics token must be at least 32 characters")
 			}
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
+			cfg.AllowTestUsernames = allowTestUsernames
 			acmeDirectory(&cfg.ACME)
 			cfg.Version = version
 			cfg.Logger = slog.Default()
