@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -252,6 +253,7 @@ func TestOSVars(t *testing.T) {
 // root through the chroot connection, joined to a real control plane, then
 // applies it again and expects no change.
 func TestNodeRoleDebian(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat(ansiblePlaybook); err != nil {
 		t.Fatalf("%s is missing: run make deps", ansiblePlaybook)
 	}
@@ -461,29 +463,43 @@ func enrol(t *testing.T, root string, cp *controlPlane, name string) {
 	}
 }
 
-// npanelDeb returns the npanel .deb `make package` builds, or the one
-// $NPANEL_DEB names (CI builds the packages once for every test).
+// npanelDeb returns the npanel .deb `make package` builds, once for all the
+// tests of this package, or the one $NPANEL_DEB names (CI builds the
+// packages once for every test).
 func npanelDeb(t *testing.T) string {
 	t.Helper()
+	deb.Do(func() { deb.path, deb.err = buildDeb(repoRoot(t)) })
+	if deb.err != nil {
+		t.Fatal(deb.err)
+	}
+	return deb.path
+}
+
+var deb struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func buildDeb(repo string) (string, error) {
 	if p := os.Getenv("NPANEL_DEB"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("NPANEL_DEB: %v", err)
+			return "", fmt.Errorf("NPANEL_DEB: %w", err)
 		}
-		return p
+		return p, nil
 	}
-	repo := repoRoot(t)
 	cmd := exec.Command("/usr/bin/make", "-C", repo, "package")
 	cmd.Env = append(os.Environ(), "MAKEFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make package: %v\n%s", err, tail(string(out), 40))
+		return "", fmt.Errorf("make package: %v\n%s", err, tail(string(out), 40))
 	}
 	debs, err := filepath.Glob(filepath.Join(repo, "dist", "npanel_*_amd64.deb"))
 	if err != nil || len(debs) == 0 {
-		t.Fatalf("make package left no dist/npanel_*_amd64.deb (%v)", err)
+		return "", fmt.Errorf("make package left no dist/npanel_*_amd64.deb (%v)", err)
 	}
 	// The newest, should older versions linger in dist/.
 	slices.SortFunc(debs, func(a, b string) int { return modTime(b).Compare(modTime(a)) })
-	return debs[0]
+	return debs[0], nil
 }
 
 func modTime(p string) time.Time {

@@ -21,56 +21,17 @@ import (
 // site.yml does, once, delegated to localhost) for three members and two
 // servers, twice, and checks the result works for etcd's mutual TLS.
 func TestEtcdPKI(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	pki := filepath.Join(dir, "pki")
-	inv := filepath.Join(dir, "inventory.ini")
-	if err := os.WriteFile(inv, []byte(`[etcd]
-e1 npanel_etcd_address=127.0.0.1
-e2 npanel_etcd_address=192.0.2.2
-e3 npanel_etcd_address=192.0.2.3
-[control_plane]
-c1
-c2
-[all:vars]
-ansible_connection=local
-ansible_python_interpreter=/usr/bin/python3
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	play := filepath.Join(dir, "pki.yml")
-	if err := os.WriteFile(play, []byte(`---
-- name: Etcd PKI
-  hosts: etcd
-  gather_facts: false
-  tasks:
-    - name: Certificates
-      ansible.builtin.include_role:
-        name: npanel_etcd
-        tasks_from: pki.yml
-        apply:
-          run_once: true
-          delegate_to: localhost
-      vars:
-        npanel_etcd_pki_dir: `+pki+`
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(ansibleEnv(t), "ANSIBLE_ROLES_PATH="+filepath.Join(playbookDir(t), "roles"))
-	for n, wantChanged := range []bool{true, false} {
-		out, err := run(t, dir, env, ansiblePlaybook, "-i", inv, play)
-		if err != nil {
-			t.Fatalf("run %d: %v\n%s", n+1, err, tail(out, 40))
-		}
-		r, ok := parseRecap(out)["e1"]
-		if !ok || r.failed != 0 || (r.changed > 0) != wantChanged {
-			t.Fatalf("run %d: recap %+v, want changed>0 %v\n%s", n+1, r, wantChanged, tail(out, 40))
-		}
-	}
+	pki := makePKI(t, dir, "e1 npanel_etcd_address=127.0.0.1\ne2 npanel_etcd_address=192.0.2.2\ne3 npanel_etcd_address=192.0.2.3\n", "c1\nc2\n")
 
 	for _, name := range []string{"ca", "etcd-e1", "etcd-e2", "etcd-e3", "npanel-server-c1", "npanel-server-c2"} {
 		fi, err := os.Stat(filepath.Join(pki, name+".key"))
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s.key: %v %v, want mode 0600", name, fi.Mode(), err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s.key: mode %04o, want 0600", name, fi.Mode().Perm())
 		}
 	}
 	pool := x509.NewCertPool()
@@ -137,6 +98,50 @@ ansible_python_interpreter=/usr/bin/python3
 	if err := mutual("etcd-e1", "stranger"); err == nil {
 		t.Errorf("a client certificate from another CA was let in")
 	}
+}
+
+// makePKI runs npanel_etcd's certificate tasks for these etcd members and
+// control plane servers (inventory lines) twice and returns the directory:
+// the first run makes everything, the second must change nothing.
+func makePKI(t *testing.T, dir, members, servers string) string {
+	t.Helper()
+	pki := filepath.Join(dir, "pki")
+	inv := filepath.Join(dir, "pki-inventory.ini")
+	if err := os.WriteFile(inv, []byte("[etcd]\n"+members+"[control_plane]\n"+servers+
+		"[all:vars]\nansible_connection=local\nansible_python_interpreter=/usr/bin/python3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	play := filepath.Join(dir, "pki.yml")
+	if err := os.WriteFile(play, []byte(`---
+- name: Etcd PKI
+  hosts: etcd
+  gather_facts: false
+  tasks:
+    - name: Certificates
+      ansible.builtin.include_role:
+        name: npanel_etcd
+        tasks_from: pki.yml
+        apply:
+          run_once: true
+          delegate_to: localhost
+      vars:
+        npanel_etcd_pki_dir: `+pki+`
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(ansibleEnv(t), "ANSIBLE_ROLES_PATH="+filepath.Join(playbookDir(t), "roles"))
+	for n, wantChanged := range []bool{true, false} {
+		out, err := run(t, dir, env, ansiblePlaybook, "-i", inv, play)
+		if err != nil {
+			t.Fatalf("PKI run %d: %v\n%s", n+1, err, tail(out, 40))
+		}
+		// The tasks run once, on the first member.
+		r, ok := parseRecap(out)["e1"]
+		if !ok || r.failed != 0 || (r.changed > 0) != wantChanged {
+			t.Fatalf("PKI run %d: recap %+v, want changed>0 %v\n%s", n+1, r, wantChanged, tail(out, 40))
+		}
+	}
+	return pki
 }
 
 // writeStranger writes a self-signed client certificate, from no CA of
