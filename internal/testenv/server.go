@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,24 +272,35 @@ func StartEtcd(t testing.TB) *Etcd {
 	if err != nil {
 		t.Fatalf("etcd certificates: %v", err)
 	}
-	cfg := embed.NewConfig()
-	cfg.Name = "test-etcd"
-	cfg.Dir = t.TempDir()
-	cu := url.URL{Scheme: "https", Host: FreeAddr(t)}
-	pu := url.URL{Scheme: "http", Host: FreeAddr(t)}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.ClientTLSInfo = transport.TLSInfo{
-		CertFile:       files.ServerCert,
-		KeyFile:        files.ServerKey,
-		TrustedCAFile:  files.CA,
-		ClientCertAuth: true,
-	}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
+	// FreeAddr's port may be taken (by another test's outgoing connection)
+	// before etcd binds it: try again on fresh ports.
+	var e *embed.Etcd
+	var cu url.URL
+	for attempt := 1; ; attempt++ {
+		cfg := embed.NewConfig()
+		cfg.Name = "test-etcd"
+		cfg.Dir = t.TempDir()
+		cu = url.URL{Scheme: "https", Host: FreeAddr(t)}
+		pu := url.URL{Scheme: "http", Host: FreeAddr(t)}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       files.ServerCert,
+			KeyFile:        files.ServerKey,
+			TrustedCAFile:  files.CA,
+			ClientCertAuth: true,
+		}
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		var err error
+		e, err = embed.StartEtcd(cfg)
+		if err == nil {
+			break
+		}
+		inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+		if !inUse || attempt == 5 {
+			t.Fatalf("start etcd: %v", err)
+		}
 	}
 	t.Cleanup(func() { e.Close(); <-e.Server.StopNotify() })
 	select {
