@@ -41,6 +41,9 @@ type fault struct {
 	tasks   int
 }
 
+// maxUnavailable bounds the API's unavailability after any one fault.
+const maxUnavailable = 30 * time.Second
+
 // TestChaos runs the control plane as production does — 3 replicas of the
 // real binary on a 3-member etcd cluster of real etcd processes, 5 real
 // agents with their daemons — under a steady stream of account creations,
@@ -159,6 +162,11 @@ func TestChaos(t *testing.T) {
 			w, wok := l.firstWriteAfter(f.at)
 			if rok && wok {
 				f.readGap, f.writeGap = r.Sub(f.at), w.Sub(f.at)
+				// The bound on unavailability per failover, with
+				// room for a loaded CI machine (goal: under 10 s).
+				if gap := max(f.readGap, f.writeGap); gap > maxUnavailable {
+					t.Errorf("%s %s: the API was unavailable for %s (bound %s)", f.kind, f.target, gap.Round(10*time.Millisecond), maxUnavailable)
+				}
 				return
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -670,17 +678,22 @@ func (c *cluster) checkTasks(t *testing.T) {
 			seen[e.ID] = true
 		}
 		total += len(ents)
+		applies := 0
 		for _, lf := range n.logs() {
 			applied, err := appliedTasks(lf)
 			if err != nil {
 				t.Errorf("%s: %v", lf, err)
 				continue
 			}
+			applies += len(applied)
 			for id, k := range applied {
 				if k > 1 {
 					t.Errorf("%s applied task %s %d times (%s)", n.name, id, k, lf)
 				}
 			}
+		}
+		if len(ents) > 0 && applies == 0 {
+			t.Errorf("%s journaled %d tasks but its logs show none applied: the twice-applied check saw nothing", n.name, len(ents))
 		}
 	}
 	t.Logf("%d tasks journaled over %d nodes, none twice", total, len(c.nodes))

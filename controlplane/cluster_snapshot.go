@@ -50,9 +50,15 @@ func (s *Server) snapshotHandler(refusals *store.RefusalAudit) http.Handler {
 			graph.WriteError(w, http.StatusConflict, graph.CodeConflict, "another snapshot is being taken on this replica; try again when it is done")
 			return
 		}
+		// Recorded before a byte leaves: a download cut short by a crash
+		// of this replica is still on the record.
+		if err := s.auditSnapshot(r, p.Name, "started", 0, nil); err != nil {
+			graph.WriteError(w, http.StatusServiceUnavailable, graph.CodeUnavailable, "the audit log cannot record the snapshot: "+err.Error())
+			return
+		}
 		rc, err := s.store.Snapshot(ctx)
 		if err != nil {
-			s.auditSnapshot(r, p.Name, "error: "+err.Error(), 0, nil)
+			_ = s.auditSnapshot(r, p.Name, "error: "+err.Error(), 0, nil)
 			graph.WriteError(w, http.StatusServiceUnavailable, graph.CodeUnavailable, err.Error())
 			return
 		}
@@ -64,18 +70,18 @@ func (s *Server) snapshotHandler(refusals *store.RefusalAudit) http.Handler {
 		start := time.Now()
 		n, err := io.Copy(io.MultiWriter(w, h), rc)
 		if err != nil {
-			s.auditSnapshot(r, p.Name, "error: "+err.Error(), n, nil)
+			_ = s.auditSnapshot(r, p.Name, "error: "+err.Error(), n, nil)
 			s.log.Warn("cluster snapshot cut short", "actor", p.Name, "bytes", n, "err", err)
 			// Headers are gone: only an aborted response tells the
 			// client that what it got is not a whole snapshot.
 			panic(http.ErrAbortHandler)
 		}
-		s.auditSnapshot(r, p.Name, "ok", n, h)
+		_ = s.auditSnapshot(r, p.Name, "ok", n, h)
 		s.log.Info("cluster snapshot taken", "actor", p.Name, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 	})
 }
 
-func (s *Server) auditSnapshot(r *http.Request, actor, result string, n int64, h hash.Hash) {
+func (s *Server) auditSnapshot(r *http.Request, actor, result string, n int64, h hash.Hash) error {
 	ev := store.NewAuditEvent(actor, auth.Source(r.Context()), "clusterSnapshot", "etcd", result)
 	ev.Detail = map[string]string{"bytes": strconv.FormatInt(n, 10), "replica": s.id}
 	if h != nil {
@@ -85,7 +91,9 @@ func (s *Server) auditSnapshot(r *http.Request, actor, result string, n int64, h
 	// audit event is written regardless.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
-	if err := s.store.AppendAudit(ctx, ev); err != nil {
+	err := s.store.AppendAudit(ctx, ev)
+	if err != nil {
 		s.log.Error("audit cluster snapshot", "err", err)
 	}
+	return err
 }

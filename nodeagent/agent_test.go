@@ -75,7 +75,7 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 	}
 
 	// The identity is on disk, for root alone (issue 23, finding 6).
-	for name, mode := range map[string]os.FileMode{keyFile: 0o600, certFile: 0o600, rootFile: 0o600, identityFile: 0o600} {
+	for name, mode := range map[string]os.FileMode{keyFile: 0o600, certFile: 0o600, rootFile: 0o600, IdentityFile: 0o600} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +84,7 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 			t.Errorf("%s mode %v, want %v", name, fi.Mode().Perm(), mode)
 		}
 	}
-	raw, _ := os.ReadFile(filepath.Join(dir, identityFile))
+	raw, _ := os.ReadFile(filepath.Join(dir, IdentityFile))
 	var idf identityFileContent
 	if err := json.Unmarshal(raw, &idf); err != nil || idf.Node != "node-1" {
 		t.Fatalf("identity.json = %s, %v", raw, err)
@@ -290,7 +290,7 @@ func TestEnrolRefusedIsFatal(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run kept going after the token was refused")
 	}
-	if _, err := os.Stat(filepath.Join(dir, identityFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, IdentityFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("identity written after a refused enrolment: %v", err)
 	}
 }

@@ -28,11 +28,14 @@ import (
 // is what marks the identity as complete: a crash in the middle of writing
 // the others leaves no identity.json, and the agent enrols again.
 const (
-	keyFile      = "node.key"
-	certFile     = "node.crt"
-	rootFile     = "root.crt"
-	identityFile = "identity.json"
+	keyFile  = "node.key"
+	certFile = "node.crt"
+	rootFile = "root.crt"
 )
+
+// IdentityFile, in the data dir, holds an enrolled node's identity: with
+// it the agent needs no join token.
+const IdentityFile = "identity.json"
 
 // ErrCertificateExpired means the node's certificate expired before it could
 // be renewed. Only a new join token can give the node an identity again.
@@ -58,7 +61,7 @@ type identity struct {
 // loadIdentity reads the identity in dir. It returns (nil, nil) when there is
 // none yet.
 func loadIdentity(dir string) (*identity, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, identityFile))
+	raw, err := os.ReadFile(filepath.Join(dir, IdentityFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -67,10 +70,10 @@ func loadIdentity(dir string) (*identity, error) {
 	}
 	var content identityFileContent
 	if err := json.Unmarshal(raw, &content); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", identityFile, err)
+		return nil, fmt.Errorf("decode %s: %w", IdentityFile, err)
 	}
 	if content.Node == "" {
-		return nil, fmt.Errorf("%s names no node", identityFile)
+		return nil, fmt.Errorf("%s names no node", IdentityFile)
 	}
 
 	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
@@ -167,7 +170,7 @@ func (id *identity) persist(dir string) error {
 	}
 	// When an expired identity is replaced, its marker goes first: a crash
 	// halfway must not leave the old marker over a mix of old and new files.
-	if err := os.Remove(filepath.Join(dir, identityFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(dir, IdentityFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove old identity: %w", err)
 	}
 	if err := syncDir(dir); err != nil {
@@ -186,7 +189,7 @@ func (id *identity) persist(dir string) error {
 	if err != nil {
 		return fmt.Errorf("encode identity: %w", err)
 	}
-	return writeFileAtomic(dir, identityFile, content, 0o600)
+	return writeFileAtomic(dir, IdentityFile, content, 0o600)
 }
 
 func (id *identity) persistChain(dir string) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,7 @@ where every user of the machine sees it (ps, /proc).`,
 			if cfg.DataDir == "" {
 				return usagef("--data-dir is required")
 			}
-			tok, err := joinToken(cfg.JoinToken, tokenFile)
+			tok, err := joinToken(cfg.JoinToken, tokenFile, cfg.DataDir)
 			if err != nil {
 				return err
 			}
@@ -96,7 +97,7 @@ where every user of the machine sees it (ps, /proc).`,
 // --join-token-file, else from $NPANEL_JOIN_TOKEN; "" when there is none
 // (an enrolled node needs none). A token file others may read is refused:
 // it would leak the token as the command line does.
-func joinToken(flag, file string) (string, error) {
+func joinToken(flag, file, dataDir string) (string, error) {
 	env := os.Getenv("NPANEL_JOIN_TOKEN")
 	// The daemons the agent starts get their own environment, but nothing
 	// else needs the token once it is read.
@@ -110,9 +111,8 @@ func joinToken(flag, file string) (string, error) {
 		return strings.TrimSpace(env), nil
 	}
 	f, err := os.Open(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		// A spent token may be deleted: an enrolled node needs none, and
-		// one that is not enrolled says so when it starts.
+	if errors.Is(err, fs.ErrNotExist) && enrolled(dataDir) {
+		// A spent token may be deleted once the node holds its identity.
 		return "", nil
 	}
 	if err != nil {
@@ -138,4 +138,10 @@ func joinToken(flag, file string) (string, error) {
 		return "", usagef("--join-token-file %s is empty", file)
 	}
 	return tok, nil
+}
+
+// enrolled reports whether the data dir holds a node identity.
+func enrolled(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, nodeagent.IdentityFile))
+	return err == nil
 }

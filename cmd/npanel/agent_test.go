@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/nodeagent"
 )
 
 // The join token reaches the agent from a file or the environment, never
@@ -62,9 +63,10 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 		t.Errorf("empty token file: exit %d: %s", code, out)
 	}
 
-	// A deleted (spent) token file is no token: an unenrolled node says so.
+	// A missing token file is a mistake until the node is enrolled; then
+	// the spent token may be deleted (below).
 	gone := filepath.Join(t.TempDir(), "gone")
-	if out, code := run(t, nil, "", agentArgs("--join-token-file", gone)...); code != 2 || !strings.Contains(out, "no join token was given") {
+	if out, code := run(t, nil, "", agentArgs("--join-token-file", gone)...); code != 2 || !strings.Contains(out, "--join-token-file") {
 		t.Errorf("missing token file, not enrolled: exit %d: %s", code, out)
 	}
 
@@ -85,5 +87,21 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 		if strings.Contains(string(cmdline), fileTok) || strings.Contains(string(cmdline), envTok) {
 			t.Errorf("join token in the agent's command line: %q", cmdline)
 		}
+	}
+}
+
+// A spent token file may be deleted once the node is enrolled; before,
+// a missing file is a mistake to report.
+func TestJoinTokenFileMissing(t *testing.T) {
+	dir := t.TempDir()
+	gone := filepath.Join(dir, "join-token")
+	if _, err := joinToken("", gone, dir); err == nil {
+		t.Fatal("missing token file accepted for a node that is not enrolled")
+	}
+	if err := os.WriteFile(filepath.Join(dir, nodeagent.IdentityFile), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := joinToken("", gone, dir); err != nil || tok != "" {
+		t.Fatalf("enrolled node, token file deleted: %q, %v", tok, err)
 	}
 }

@@ -95,9 +95,9 @@ func clusterSnapshotCmd(o *ctlOptions) *cobra.Command {
 		Use:   "snapshot FILE",
 		Short: "Save a snapshot of the control plane's etcd to FILE (admin)",
 		Long: `Save a snapshot of the control plane's etcd, taken by the replica --server
-names, to FILE (mode 0600): written to FILE.tmp, checked against the
-checksum etcd appends, synced and renamed, so FILE is either a whole
-snapshot or not there. Prints its size and SHA-256.
+names, to FILE (mode 0600): written to a new temporary file beside it,
+checked against the checksum etcd appends, synced and renamed, so FILE is
+either a whole snapshot or not there. Prints its size and SHA-256.
 
 The snapshot holds every record of the cluster, the CA's keys sealed with
 the key-encryption key (the KEK file, which is not in it: keep a copy apart
@@ -117,11 +117,13 @@ snapshot restore" (external etcd); see the README.`,
 			if err != nil {
 				return err
 			}
-			tmp := path + ".tmp"
-			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			// A new file of its own (0600, O_EXCL): never one a symlink
+			// planted beside FILE points to.
+			f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 			if err != nil {
 				return err
 			}
+			tmp := f.Name()
 			n, sum, err := c.ClusterSnapshot(cmd.Context(), f)
 			if err == nil {
 				err = f.Sync()

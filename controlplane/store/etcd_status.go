@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // EtcdMember is one member of the etcd cluster and what it answered about
@@ -34,7 +36,9 @@ type EtcdMember struct {
 func (s *Store) EtcdMembers(ctx context.Context, timeout time.Duration) ([]EtcdMember, error) {
 	lctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := s.cli.MemberList(lctx)
+	// Serializable: a cluster that lost quorum still lists its members,
+	// which is when an operator needs to see which are down.
+	resp, err := s.cli.MemberList(lctx, clientv3.WithSerializable())
 	if err != nil {
 		return nil, fmt.Errorf("etcd member list: %w", err)
 	}
@@ -70,6 +74,11 @@ func (s *Store) EtcdMembers(ctx context.Context, timeout time.Duration) ([]EtcdM
 			e.Leader = st.Leader == id
 			if len(st.Errors) > 0 {
 				e.Error = strings.Join(st.Errors, "; ")
+				return
+			}
+			if st.Leader == 0 {
+				// Answers, but cut off from a quorum: it serves no writes.
+				e.Error = "no raft leader"
 				return
 			}
 			e.Healthy = true

@@ -142,7 +142,7 @@ cp1 ansible_connection=community.general.chroot ansible_host=`+root+` ansible_py
 		"data-dir":       "/var/lib/npanel/server",
 		"api-listen":     "0.0.0.0:8080",
 		"agent-listen":   "0.0.0.0:7443",
-		"advertise":      "127.0.0.1:7443",
+		"advertise":      "cp1:7443",
 		"gossip-listen":  "127.0.0.1:7946",
 		"etcd-endpoints": []any{"https://127.0.0.1:2379", "https://127.0.0.2:2379", "https://127.0.0.3:2379"},
 		"etcd-cacert":    "/etc/npanel/etcd/ca.crt",
