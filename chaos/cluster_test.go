@@ -4,20 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
 )
 
 const adminPassword = "chaos-admin-password-0123"
@@ -101,50 +99,6 @@ type cluster struct {
 	api      *api
 	// probes are the accounts the failover measurements created.
 	probes []string
-	// ports handed out, never twice.
-	ports map[int]bool
-}
-
-// freeAddr returns a loopback address whose port is free for TCP and UDP,
-// below the kernel's ephemeral range: the cluster's processes hold
-// hundreds of outgoing connections, and one of those could take a port
-// picked from that range between the pick and the listener's start (which,
-// for a restart, is long after).
-func (c *cluster) freeAddr() string {
-	c.t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	if c.ports == nil {
-		c.ports = map[int]bool{}
-	}
-	for range 1000 {
-		// Above the fixed ports of npanel dev (8080+N, 8440+N, ...).
-		port := 20000 + rand.IntN(max(lo-20000, 1000))
-		if c.ports[port] {
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		tl, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ul, err := net.ListenPacket("udp", addr)
-		tl.Close()
-		if err != nil {
-			continue
-		}
-		ul.Close()
-		c.ports[port] = true
-		return addr
-	}
-	c.t.Fatal("no free port below the ephemeral range")
-	return ""
 }
 
 func newCluster(t testing.TB) *cluster {
@@ -203,7 +157,7 @@ func (c *cluster) startEtcd(etcdBin string) {
 	var ps []ports
 	var initial []string
 	for i := range 3 {
-		p := ports{c.freeAddr(), c.freeAddr()}
+		p := ports{testenv.FreeAddr(c.t), testenv.FreeAddr(c.t)}
 		ps = append(ps, p)
 		initial = append(initial, fmt.Sprintf("e%d=http://%s", i+1, p.peer))
 	}
@@ -306,11 +260,11 @@ func (c *cluster) waitHTTP(p *proc, url string, timeout time.Duration) {
 }
 
 func (c *cluster) addReplica(i int) *replica {
-	r := &replica{api: c.freeAddr(), agentAddr: c.freeAddr()}
+	r := &replica{api: testenv.FreeAddr(c.t), agentAddr: testenv.FreeAddr(c.t)}
 	r.proc = &proc{name: fmt.Sprintf("server-%d", i), logDir: c.logDir,
 		env: []string{"NPANEL_ADMIN_PASSWORD=" + adminPassword}}
 	c.replicas = append(c.replicas, r)
-	c.setReplicaArgv(r, filepath.Join(c.dir, fmt.Sprintf("server-%d", i)), c.freeAddr())
+	c.setReplicaArgv(r, filepath.Join(c.dir, fmt.Sprintf("server-%d", i)), testenv.FreeAddr(c.t))
 	return r
 }
 
@@ -352,18 +306,18 @@ func (c *cluster) addNode(i int, modules []string, partitionable bool) *node {
 			servers = append(servers, r.agentAddr)
 		}
 	}
-	gossip := c.freeAddr()
+	gossip := testenv.FreeAddr(c.t)
 	if partitionable {
 		// Gossip would bypass the proxies and tell the servers the node
 		// lives: the partition cuts the node off whole.
 		gossip = ""
 	}
-	n.dnsAddr = c.freeAddr()
+	n.dnsAddr = testenv.FreeAddr(c.t)
 	n.proc = &proc{name: n.name, logDir: c.logDir, argv: []string{c.npanel, "agent",
 		"--server", strings.Join(servers, ","), "--data-dir", filepath.Join(c.dir, n.name+"-data"),
 		"--prefix", n.prefix, "--modules", strings.Join(modules, ","), "--gossip-listen", gossip,
-		"--http-listen", c.freeAddr(), "--https-listen", c.freeAddr(),
-		"--dns-listen", n.dnsAddr, "--dns-api-listen", c.freeAddr(),
+		"--http-listen", testenv.FreeAddr(c.t), "--https-listen", testenv.FreeAddr(c.t),
+		"--dns-listen", n.dnsAddr, "--dns-api-listen", testenv.FreeAddr(c.t),
 		"--log-level", "debug", "--log-format", "json"}}
 	c.nodes = append(c.nodes, n)
 	return n
