@@ -1061,56 +1061,24 @@ func (r *Resolver) followBackup(ctx context.Context, p auth.Principal, b *store.
 		backupHooks.Lock()
 		every := backupHooks.recheck
 		backupHooks.Unlock()
-		recheck := time.NewTicker(every)
-		defer recheck.Stop()
-		for {
-			select {
-			case batch, ok := <-watch:
-				if !ok || batch.Err != nil {
-					if ctx.Err() == nil {
-						transport.AddSubscriptionError(ctx, &gqlerror.Error{
-							Message:    "subscription dropped: the server lost its watch of the backup; subscribe again",
-							Extensions: map[string]any{"code": CodeSubscriptionDropped},
-						})
-					}
-					return
-				}
-				// Access is checked every recheck period, not at each
-				// write: a running backup's progress is written often.
-				if !r.Auth.SessionValid(ctx, p) {
-					sessionEnded(ctx)
-					return
-				}
-				for _, ev := range batch.Events {
-					if ev.Deleted {
-						gone := *b
-						gone.Status.State = store.BackupDeleting
-						gone.Status.AddEvent(time.Now(), "deleted", "")
-						send(progressEvent(&gone))
-						return
-					}
-					cur, err := store.DecodeBackup(ev)
-					if err != nil {
-						r.Log.Error("decode backup", "backup", b.ID, "err", err)
-						return
-					}
-					b = cur
-					if !send(progressEvent(cur)) || backupFinished(cur) {
-						return
-					}
-				}
-			case <-recheck.C:
-				if !r.Auth.SessionValid(ctx, p) {
-					sessionEnded(ctx)
-					return
-				}
-				if !stillVisible() {
-					return
-				}
-			case <-ctx.Done():
-				return
+		// Access is checked every recheck period, not at each write: a
+		// running backup's progress is written often.
+		r.followRecord(ctx, p, "backup", watch, every, stillVisible, func(ev store.Event) bool {
+			if ev.Deleted {
+				gone := *b
+				gone.Status.State = store.BackupDeleting
+				gone.Status.AddEvent(time.Now(), "deleted", "")
+				send(progressEvent(&gone))
+				return false
 			}
-		}
+			cur, err := store.DecodeBackup(ev)
+			if err != nil {
+				r.Log.Error("decode backup", "backup", b.ID, "err", err)
+				return false
+			}
+			b = cur
+			return send(progressEvent(cur)) && !backupFinished(cur)
+		})
 	}()
 	return ch, nil
 }

@@ -157,3 +157,46 @@ func sessionEnded(ctx context.Context) {
 		Extensions: map[string]any{"code": CodeUnauthenticated},
 	})
 }
+
+// followRecord runs the loop of a subscription to one record: each write
+// the watch reports goes to onEvent (false ends the stream), the caller's
+// session is checked at each batch and every period, and stillVisible
+// (which reports its own refusal) decides every period whether the caller
+// may still see the record. noun names the record when the watch is lost.
+func (r *Resolver) followRecord(ctx context.Context, p auth.Principal, noun string, watch <-chan store.WatchBatch, every time.Duration, stillVisible func() bool, onEvent func(store.Event) bool) {
+	recheck := time.NewTicker(every)
+	defer recheck.Stop()
+	for {
+		select {
+		case batch, ok := <-watch:
+			if !ok || batch.Err != nil {
+				if ctx.Err() == nil {
+					transport.AddSubscriptionError(ctx, &gqlerror.Error{
+						Message:    "subscription dropped: the server lost its watch of the " + noun + "; subscribe again",
+						Extensions: map[string]any{"code": CodeSubscriptionDropped},
+					})
+				}
+				return
+			}
+			if !r.Auth.SessionValid(ctx, p) {
+				sessionEnded(ctx)
+				return
+			}
+			for _, ev := range batch.Events {
+				if !onEvent(ev) {
+					return
+				}
+			}
+		case <-recheck.C:
+			if !r.Auth.SessionValid(ctx, p) {
+				sessionEnded(ctx)
+				return
+			}
+			if !stillVisible() {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}

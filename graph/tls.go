@@ -725,56 +725,24 @@ func (r *Resolver) followCertificate(ctx context.Context, p auth.Principal, c *s
 		tlsHooks.Lock()
 		every := tlsHooks.recheck
 		tlsHooks.Unlock()
-		recheck := time.NewTicker(every)
-		defer recheck.Stop()
 		watch := r.Store.WatchCertificate(ctx, c.ID, rev)
-		for {
-			select {
-			case b, ok := <-watch:
-				if !ok || b.Err != nil {
-					if ctx.Err() == nil {
-						transport.AddSubscriptionError(ctx, &gqlerror.Error{
-							Message:    "subscription dropped: the server lost its watch of the certificate; subscribe again",
-							Extensions: map[string]any{"code": CodeSubscriptionDropped},
-						})
-					}
-					return
-				}
-				if !r.Auth.SessionValid(ctx, p) {
-					sessionEnded(ctx)
-					return
-				}
-				for _, ev := range b.Events {
-					if ev.Deleted {
-						send([]store.CertEvent{{At: time.Now().UTC(), Kind: "deleted"}})
-						return
-					}
-					cur, err := store.DecodeCertificate(ev)
-					if err != nil {
-						r.Log.Error("decode certificate", "certificate", c.ID, "err", err)
-						return
-					}
-					if cur.Account != account {
-						if account = cur.Account; !stillVisible() {
-							return
-						}
-					}
-					if !send(newCertEvents(cur.Status.Events, last)) {
-						return
-					}
-				}
-			case <-recheck.C:
-				if !r.Auth.SessionValid(ctx, p) {
-					sessionEnded(ctx)
-					return
-				}
-				if !stillVisible() {
-					return
-				}
-			case <-ctx.Done():
-				return
+		r.followRecord(ctx, p, "certificate", watch, every, stillVisible, func(ev store.Event) bool {
+			if ev.Deleted {
+				send([]store.CertEvent{{At: time.Now().UTC(), Kind: "deleted"}})
+				return false
 			}
-		}
+			cur, err := store.DecodeCertificate(ev)
+			if err != nil {
+				r.Log.Error("decode certificate", "certificate", c.ID, "err", err)
+				return false
+			}
+			if cur.Account != account {
+				if account = cur.Account; !stillVisible() {
+					return false
+				}
+			}
+			return send(newCertEvents(cur.Status.Events, last))
+		})
 	}()
 	return ch, nil
 }
