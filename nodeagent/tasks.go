@@ -237,6 +237,20 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_Forget{Forget: m}
 	case *agentpb.BackupAccessResult:
 		res.Result = &agentpb.TaskResult_BackupAccess{BackupAccess: m}
+	case *agentpb.MigrationKeyResult:
+		res.Result = &agentpb.TaskResult_MigrationKey{MigrationKey: m}
+	case *agentpb.AuthorizeMigrationResult:
+		res.Result = &agentpb.TaskResult_AuthorizeMigration{AuthorizeMigration: m}
+	case *agentpb.SyncMigrationResult:
+		res.Result = &agentpb.TaskResult_SyncMigration{SyncMigration: m}
+	case *agentpb.RevokeMigrationResult:
+		res.Result = &agentpb.TaskResult_RevokeMigration{RevokeMigration: m}
+	case *agentpb.ExportCredentialsResult:
+		res.Result = &agentpb.TaskResult_ExportCredentials{ExportCredentials: m}
+	case *agentpb.AnalyzeCpanelBackupResult:
+		res.Result = &agentpb.TaskResult_AnalyzeCpanelBackup{AnalyzeCpanelBackup: m}
+	case *agentpb.ImportCpanelBackupResult:
+		res.Result = &agentpb.TaskResult_ImportCpanelBackup{ImportCpanelBackup: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

@@ -939,6 +939,13 @@ type Task struct {
 	//	*Task_VerifyBackup
 	//	*Task_ForgetBackup
 	//	*Task_EnsureBackupAccess
+	//	*Task_MigrationKey
+	//	*Task_AuthorizeMigration
+	//	*Task_SyncMigration
+	//	*Task_RevokeMigration
+	//	*Task_ExportCredentials
+	//	*Task_AnalyzeCpanelBackup
+	//	*Task_ImportCpanelBackup
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1326,6 +1333,69 @@ func (x *Task) GetEnsureBackupAccess() *EnsureBackupAccessAction {
 	return nil
 }
 
+func (x *Task) GetMigrationKey() *MigrationKeyAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_MigrationKey); ok {
+			return x.MigrationKey
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetAuthorizeMigration() *AuthorizeMigrationAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_AuthorizeMigration); ok {
+			return x.AuthorizeMigration
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetSyncMigration() *SyncMigrationAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_SyncMigration); ok {
+			return x.SyncMigration
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetRevokeMigration() *RevokeMigrationAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_RevokeMigration); ok {
+			return x.RevokeMigration
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetExportCredentials() *ExportCredentialsAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ExportCredentials); ok {
+			return x.ExportCredentials
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetAnalyzeCpanelBackup() *AnalyzeCpanelBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_AnalyzeCpanelBackup); ok {
+			return x.AnalyzeCpanelBackup
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetImportCpanelBackup() *ImportCpanelBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ImportCpanelBackup); ok {
+			return x.ImportCpanelBackup
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1480,6 +1550,36 @@ type Task_EnsureBackupAccess struct {
 	EnsureBackupAccess *EnsureBackupAccessAction `protobuf:"bytes,84,opt,name=ensure_backup_access,json=ensureBackupAccess,proto3,oneof"`
 }
 
+type Task_MigrationKey struct {
+	// 90-99: migration, messages in migrate.proto.
+	MigrationKey *MigrationKeyAction `protobuf:"bytes,90,opt,name=migration_key,json=migrationKey,proto3,oneof"`
+}
+
+type Task_AuthorizeMigration struct {
+	AuthorizeMigration *AuthorizeMigrationAction `protobuf:"bytes,91,opt,name=authorize_migration,json=authorizeMigration,proto3,oneof"`
+}
+
+type Task_SyncMigration struct {
+	SyncMigration *SyncMigrationAction `protobuf:"bytes,92,opt,name=sync_migration,json=syncMigration,proto3,oneof"`
+}
+
+type Task_RevokeMigration struct {
+	RevokeMigration *RevokeMigrationAction `protobuf:"bytes,93,opt,name=revoke_migration,json=revokeMigration,proto3,oneof"`
+}
+
+type Task_ExportCredentials struct {
+	ExportCredentials *ExportCredentialsAction `protobuf:"bytes,94,opt,name=export_credentials,json=exportCredentials,proto3,oneof"`
+}
+
+type Task_AnalyzeCpanelBackup struct {
+	// 100-109: cPanel import, messages in cpanel.proto.
+	AnalyzeCpanelBackup *AnalyzeCpanelBackupAction `protobuf:"bytes,100,opt,name=analyze_cpanel_backup,json=analyzeCpanelBackup,proto3,oneof"`
+}
+
+type Task_ImportCpanelBackup struct {
+	ImportCpanelBackup *ImportCpanelBackupAction `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1551,6 +1651,20 @@ func (*Task_VerifyBackup) isTask_Action() {}
 func (*Task_ForgetBackup) isTask_Action() {}
 
 func (*Task_EnsureBackupAccess) isTask_Action() {}
+
+func (*Task_MigrationKey) isTask_Action() {}
+
+func (*Task_AuthorizeMigration) isTask_Action() {}
+
+func (*Task_SyncMigration) isTask_Action() {}
+
+func (*Task_RevokeMigration) isTask_Action() {}
+
+func (*Task_ExportCredentials) isTask_Action() {}
+
+func (*Task_AnalyzeCpanelBackup) isTask_Action() {}
+
+func (*Task_ImportCpanelBackup) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -1744,9 +1858,13 @@ func (x *EnsureAccountAction) GetWeb() *WebSpec {
 // agent converges the node's vhosts and pools of this account to exactly
 // this set; a suspended account's sites all answer the suspension page.
 type WebSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sites         []*Site                `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
-	Php           *PHPPoolLimits         `protobuf:"bytes,2,opt,name=php,proto3" json:"php,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sites []*Site                `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	Php   *PHPPoolLimits         `protobuf:"bytes,2,opt,name=php,proto3" json:"php,omitempty"`
+	// An account that moved to another node: every site is proxied to this
+	// host:port (the new node's HTTP address, Host header kept) until DNS
+	// caches have expired. Set only on the node it moved from.
+	ProxyTo       string `protobuf:"bytes,3,opt,name=proxy_to,json=proxyTo,proto3" json:"proxy_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1793,6 +1911,13 @@ func (x *WebSpec) GetPhp() *PHPPoolLimits {
 		return x.Php
 	}
 	return nil
+}
+
+func (x *WebSpec) GetProxyTo() string {
+	if x != nil {
+		return x.ProxyTo
+	}
+	return ""
 }
 
 // Site is one nginx server block.
@@ -2728,6 +2853,13 @@ type TaskResult struct {
 	//	*TaskResult_Verify
 	//	*TaskResult_Forget
 	//	*TaskResult_BackupAccess
+	//	*TaskResult_MigrationKey
+	//	*TaskResult_AuthorizeMigration
+	//	*TaskResult_SyncMigration
+	//	*TaskResult_RevokeMigration
+	//	*TaskResult_ExportCredentials
+	//	*TaskResult_AnalyzeCpanelBackup
+	//	*TaskResult_ImportCpanelBackup
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3019,6 +3151,69 @@ func (x *TaskResult) GetBackupAccess() *BackupAccessResult {
 	return nil
 }
 
+func (x *TaskResult) GetMigrationKey() *MigrationKeyResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_MigrationKey); ok {
+			return x.MigrationKey
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetAuthorizeMigration() *AuthorizeMigrationResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_AuthorizeMigration); ok {
+			return x.AuthorizeMigration
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetSyncMigration() *SyncMigrationResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_SyncMigration); ok {
+			return x.SyncMigration
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetRevokeMigration() *RevokeMigrationResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_RevokeMigration); ok {
+			return x.RevokeMigration
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetExportCredentials() *ExportCredentialsResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ExportCredentials); ok {
+			return x.ExportCredentials
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetAnalyzeCpanelBackup() *AnalyzeCpanelBackupResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_AnalyzeCpanelBackup); ok {
+			return x.AnalyzeCpanelBackup
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetImportCpanelBackup() *ImportCpanelBackupResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ImportCpanelBackup); ok {
+			return x.ImportCpanelBackup
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -3118,6 +3313,34 @@ type TaskResult_BackupAccess struct {
 	BackupAccess *BackupAccessResult `protobuf:"bytes,84,opt,name=backup_access,json=backupAccess,proto3,oneof"`
 }
 
+type TaskResult_MigrationKey struct {
+	MigrationKey *MigrationKeyResult `protobuf:"bytes,90,opt,name=migration_key,json=migrationKey,proto3,oneof"`
+}
+
+type TaskResult_AuthorizeMigration struct {
+	AuthorizeMigration *AuthorizeMigrationResult `protobuf:"bytes,91,opt,name=authorize_migration,json=authorizeMigration,proto3,oneof"`
+}
+
+type TaskResult_SyncMigration struct {
+	SyncMigration *SyncMigrationResult `protobuf:"bytes,92,opt,name=sync_migration,json=syncMigration,proto3,oneof"`
+}
+
+type TaskResult_RevokeMigration struct {
+	RevokeMigration *RevokeMigrationResult `protobuf:"bytes,93,opt,name=revoke_migration,json=revokeMigration,proto3,oneof"`
+}
+
+type TaskResult_ExportCredentials struct {
+	ExportCredentials *ExportCredentialsResult `protobuf:"bytes,94,opt,name=export_credentials,json=exportCredentials,proto3,oneof"`
+}
+
+type TaskResult_AnalyzeCpanelBackup struct {
+	AnalyzeCpanelBackup *AnalyzeCpanelBackupResult `protobuf:"bytes,100,opt,name=analyze_cpanel_backup,json=analyzeCpanelBackup,proto3,oneof"`
+}
+
+type TaskResult_ImportCpanelBackup struct {
+	ImportCpanelBackup *ImportCpanelBackupResult `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -3164,11 +3387,25 @@ func (*TaskResult_Forget) isTaskResult_Result() {}
 
 func (*TaskResult_BackupAccess) isTaskResult_Result() {}
 
+func (*TaskResult_MigrationKey) isTaskResult_Result() {}
+
+func (*TaskResult_AuthorizeMigration) isTaskResult_Result() {}
+
+func (*TaskResult_SyncMigration) isTaskResult_Result() {}
+
+func (*TaskResult_RevokeMigration) isTaskResult_Result() {}
+
+func (*TaskResult_ExportCredentials) isTaskResult_Result() {}
+
+func (*TaskResult_AnalyzeCpanelBackup) isTaskResult_Result() {}
+
+func (*TaskResult_ImportCpanelBackup) isTaskResult_Result() {}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\x1a\x15agent/v1/backup.proto\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\x1a\x15agent/v1/backup.proto\x1a\x16agent/v1/migrate.proto\x1a\x15agent/v1/cpanel.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -3212,7 +3449,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdb\x17\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xc5\x1c\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -3260,7 +3497,14 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x0erestore_backup\x18Q \x01(\v2$.npanel.agent.v1.RestoreBackupActionH\x00R\rrestoreBackup\x12J\n" +
 	"\rverify_backup\x18R \x01(\v2#.npanel.agent.v1.VerifyBackupActionH\x00R\fverifyBackup\x12J\n" +
 	"\rforget_backup\x18S \x01(\v2#.npanel.agent.v1.ForgetBackupActionH\x00R\fforgetBackup\x12]\n" +
-	"\x14ensure_backup_access\x18T \x01(\v2).npanel.agent.v1.EnsureBackupAccessActionH\x00R\x12ensureBackupAccessB\b\n" +
+	"\x14ensure_backup_access\x18T \x01(\v2).npanel.agent.v1.EnsureBackupAccessActionH\x00R\x12ensureBackupAccess\x12J\n" +
+	"\rmigration_key\x18Z \x01(\v2#.npanel.agent.v1.MigrationKeyActionH\x00R\fmigrationKey\x12\\\n" +
+	"\x13authorize_migration\x18[ \x01(\v2).npanel.agent.v1.AuthorizeMigrationActionH\x00R\x12authorizeMigration\x12M\n" +
+	"\x0esync_migration\x18\\ \x01(\v2$.npanel.agent.v1.SyncMigrationActionH\x00R\rsyncMigration\x12S\n" +
+	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationActionH\x00R\x0frevokeMigration\x12Y\n" +
+	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsActionH\x00R\x11exportCredentials\x12`\n" +
+	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupActionH\x00R\x13analyzeCpanelBackup\x12]\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupActionH\x00R\x12importCpanelBackupB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -3275,10 +3519,11 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\"\n" +
 	"\rdisk_quota_mb\x18\x02 \x01(\x04R\vdiskQuotaMb\x12\x1c\n" +
 	"\tsuspended\x18\x03 \x01(\bR\tsuspended\x12*\n" +
-	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"h\n" +
+	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"\x83\x01\n" +
 	"\aWebSpec\x12+\n" +
 	"\x05sites\x18\x01 \x03(\v2\x15.npanel.agent.v1.SiteR\x05sites\x120\n" +
-	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\"\x82\x02\n" +
+	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\x12\x19\n" +
+	"\bproxy_to\x18\x03 \x01(\tR\aproxyTo\"\x82\x02\n" +
 	"\x04Site\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x18\n" +
@@ -3354,7 +3599,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xa9\x0e\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\x93\x13\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -3393,7 +3638,14 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\arestore\x18Q \x01(\v2\x1e.npanel.agent.v1.RestoreResultH\x00R\arestore\x127\n" +
 	"\x06verify\x18R \x01(\v2\x1d.npanel.agent.v1.VerifyResultH\x00R\x06verify\x127\n" +
 	"\x06forget\x18S \x01(\v2\x1d.npanel.agent.v1.ForgetResultH\x00R\x06forget\x12J\n" +
-	"\rbackup_access\x18T \x01(\v2#.npanel.agent.v1.BackupAccessResultH\x00R\fbackupAccessB\b\n" +
+	"\rbackup_access\x18T \x01(\v2#.npanel.agent.v1.BackupAccessResultH\x00R\fbackupAccess\x12J\n" +
+	"\rmigration_key\x18Z \x01(\v2#.npanel.agent.v1.MigrationKeyResultH\x00R\fmigrationKey\x12\\\n" +
+	"\x13authorize_migration\x18[ \x01(\v2).npanel.agent.v1.AuthorizeMigrationResultH\x00R\x12authorizeMigration\x12M\n" +
+	"\x0esync_migration\x18\\ \x01(\v2$.npanel.agent.v1.SyncMigrationResultH\x00R\rsyncMigration\x12S\n" +
+	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationResultH\x00R\x0frevokeMigration\x12Y\n" +
+	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsResultH\x00R\x11exportCredentials\x12`\n" +
+	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupResultH\x00R\x13analyzeCpanelBackup\x12]\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupResultH\x00R\x12importCpanelBackupB\b\n" +
 	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
 	"\rDomainLogKind\x12\x1f\n" +
 	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3497,27 +3749,41 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*VerifyBackupAction)(nil),         // 60: npanel.agent.v1.VerifyBackupAction
 	(*ForgetBackupAction)(nil),         // 61: npanel.agent.v1.ForgetBackupAction
 	(*EnsureBackupAccessAction)(nil),   // 62: npanel.agent.v1.EnsureBackupAccessAction
-	(*ZoneResult)(nil),                 // 63: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 64: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 65: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 66: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 67: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 68: npanel.agent.v1.ListDatabasesResult
-	(*MailDomainResult)(nil),           // 69: npanel.agent.v1.MailDomainResult
-	(*MailboxResult)(nil),              // 70: npanel.agent.v1.MailboxResult
-	(*MailUsageResult)(nil),            // 71: npanel.agent.v1.MailUsageResult
-	(*MailLogResult)(nil),              // 72: npanel.agent.v1.MailLogResult
-	(*ScanMailboxResult)(nil),          // 73: npanel.agent.v1.ScanMailboxResult
-	(*MailQueueResult)(nil),            // 74: npanel.agent.v1.MailQueueResult
-	(*TrainMailResult)(nil),            // 75: npanel.agent.v1.TrainMailResult
-	(*CertificateResult)(nil),          // 76: npanel.agent.v1.CertificateResult
-	(*BackupResult)(nil),               // 77: npanel.agent.v1.BackupResult
-	(*RestoreResult)(nil),              // 78: npanel.agent.v1.RestoreResult
-	(*VerifyResult)(nil),               // 79: npanel.agent.v1.VerifyResult
-	(*ForgetResult)(nil),               // 80: npanel.agent.v1.ForgetResult
-	(*BackupAccessResult)(nil),         // 81: npanel.agent.v1.BackupAccessResult
-	(*PublishChallengeRequest)(nil),    // 82: npanel.agent.v1.PublishChallengeRequest
-	(*PublishChallengeResponse)(nil),   // 83: npanel.agent.v1.PublishChallengeResponse
+	(*MigrationKeyAction)(nil),         // 63: npanel.agent.v1.MigrationKeyAction
+	(*AuthorizeMigrationAction)(nil),   // 64: npanel.agent.v1.AuthorizeMigrationAction
+	(*SyncMigrationAction)(nil),        // 65: npanel.agent.v1.SyncMigrationAction
+	(*RevokeMigrationAction)(nil),      // 66: npanel.agent.v1.RevokeMigrationAction
+	(*ExportCredentialsAction)(nil),    // 67: npanel.agent.v1.ExportCredentialsAction
+	(*AnalyzeCpanelBackupAction)(nil),  // 68: npanel.agent.v1.AnalyzeCpanelBackupAction
+	(*ImportCpanelBackupAction)(nil),   // 69: npanel.agent.v1.ImportCpanelBackupAction
+	(*ZoneResult)(nil),                 // 70: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 71: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 72: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 73: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 74: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 75: npanel.agent.v1.ListDatabasesResult
+	(*MailDomainResult)(nil),           // 76: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 77: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 78: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 79: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 80: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 81: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 82: npanel.agent.v1.TrainMailResult
+	(*CertificateResult)(nil),          // 83: npanel.agent.v1.CertificateResult
+	(*BackupResult)(nil),               // 84: npanel.agent.v1.BackupResult
+	(*RestoreResult)(nil),              // 85: npanel.agent.v1.RestoreResult
+	(*VerifyResult)(nil),               // 86: npanel.agent.v1.VerifyResult
+	(*ForgetResult)(nil),               // 87: npanel.agent.v1.ForgetResult
+	(*BackupAccessResult)(nil),         // 88: npanel.agent.v1.BackupAccessResult
+	(*MigrationKeyResult)(nil),         // 89: npanel.agent.v1.MigrationKeyResult
+	(*AuthorizeMigrationResult)(nil),   // 90: npanel.agent.v1.AuthorizeMigrationResult
+	(*SyncMigrationResult)(nil),        // 91: npanel.agent.v1.SyncMigrationResult
+	(*RevokeMigrationResult)(nil),      // 92: npanel.agent.v1.RevokeMigrationResult
+	(*ExportCredentialsResult)(nil),    // 93: npanel.agent.v1.ExportCredentialsResult
+	(*AnalyzeCpanelBackupResult)(nil),  // 94: npanel.agent.v1.AnalyzeCpanelBackupResult
+	(*ImportCpanelBackupResult)(nil),   // 95: npanel.agent.v1.ImportCpanelBackupResult
+	(*PublishChallengeRequest)(nil),    // 96: npanel.agent.v1.PublishChallengeRequest
+	(*PublishChallengeResponse)(nil),   // 97: npanel.agent.v1.PublishChallengeResponse
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -3564,52 +3830,66 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	60, // 41: npanel.agent.v1.Task.verify_backup:type_name -> npanel.agent.v1.VerifyBackupAction
 	61, // 42: npanel.agent.v1.Task.forget_backup:type_name -> npanel.agent.v1.ForgetBackupAction
 	62, // 43: npanel.agent.v1.Task.ensure_backup_access:type_name -> npanel.agent.v1.EnsureBackupAccessAction
-	17, // 44: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18, // 45: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19, // 46: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24, // 47: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,  // 48: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25, // 49: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29, // 50: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29, // 51: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,  // 52: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 53: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15, // 54: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21, // 55: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27, // 56: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	63, // 57: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	64, // 58: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	65, // 59: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	66, // 60: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	67, // 61: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	68, // 62: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23, // 63: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	69, // 64: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
-	70, // 65: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
-	71, // 66: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
-	72, // 67: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
-	73, // 68: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
-	74, // 69: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
-	75, // 70: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
-	76, // 71: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
-	77, // 72: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
-	78, // 73: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
-	79, // 74: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
-	80, // 75: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
-	81, // 76: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
-	3,  // 77: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,  // 78: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,  // 79: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	82, // 80: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
-	4,  // 81: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,  // 82: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,  // 83: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	83, // 84: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
-	81, // [81:85] is the sub-list for method output_type
-	77, // [77:81] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	63, // 44: npanel.agent.v1.Task.migration_key:type_name -> npanel.agent.v1.MigrationKeyAction
+	64, // 45: npanel.agent.v1.Task.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationAction
+	65, // 46: npanel.agent.v1.Task.sync_migration:type_name -> npanel.agent.v1.SyncMigrationAction
+	66, // 47: npanel.agent.v1.Task.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationAction
+	67, // 48: npanel.agent.v1.Task.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsAction
+	68, // 49: npanel.agent.v1.Task.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupAction
+	69, // 50: npanel.agent.v1.Task.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupAction
+	17, // 51: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18, // 52: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19, // 53: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24, // 54: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,  // 55: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25, // 56: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29, // 57: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29, // 58: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,  // 59: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,  // 60: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15, // 61: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21, // 62: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27, // 63: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	70, // 64: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	71, // 65: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	72, // 66: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	73, // 67: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	74, // 68: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	75, // 69: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23, // 70: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	76, // 71: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	77, // 72: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	78, // 73: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	79, // 74: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	80, // 75: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	81, // 76: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	82, // 77: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	83, // 78: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
+	84, // 79: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
+	85, // 80: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
+	86, // 81: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
+	87, // 82: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
+	88, // 83: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
+	89, // 84: npanel.agent.v1.TaskResult.migration_key:type_name -> npanel.agent.v1.MigrationKeyResult
+	90, // 85: npanel.agent.v1.TaskResult.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationResult
+	91, // 86: npanel.agent.v1.TaskResult.sync_migration:type_name -> npanel.agent.v1.SyncMigrationResult
+	92, // 87: npanel.agent.v1.TaskResult.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationResult
+	93, // 88: npanel.agent.v1.TaskResult.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsResult
+	94, // 89: npanel.agent.v1.TaskResult.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupResult
+	95, // 90: npanel.agent.v1.TaskResult.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupResult
+	3,  // 91: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,  // 92: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,  // 93: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	96, // 94: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
+	4,  // 95: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,  // 96: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,  // 97: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	97, // 98: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
+	95, // [95:99] is the sub-list for method output_type
+	91, // [91:95] is the sub-list for method input_type
+	91, // [91:91] is the sub-list for extension type_name
+	91, // [91:91] is the sub-list for extension extendee
+	0,  // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -3622,6 +3902,8 @@ func file_agent_v1_agent_proto_init() {
 	file_agent_v1_mail_proto_init()
 	file_agent_v1_tls_proto_init()
 	file_agent_v1_backup_proto_init()
+	file_agent_v1_migrate_proto_init()
+	file_agent_v1_cpanel_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
@@ -3670,6 +3952,13 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_VerifyBackup)(nil),
 		(*Task_ForgetBackup)(nil),
 		(*Task_EnsureBackupAccess)(nil),
+		(*Task_MigrationKey)(nil),
+		(*Task_AuthorizeMigration)(nil),
+		(*Task_SyncMigration)(nil),
+		(*Task_RevokeMigration)(nil),
+		(*Task_ExportCredentials)(nil),
+		(*Task_AnalyzeCpanelBackup)(nil),
+		(*Task_ImportCpanelBackup)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
@@ -3695,6 +3984,13 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_Verify)(nil),
 		(*TaskResult_Forget)(nil),
 		(*TaskResult_BackupAccess)(nil),
+		(*TaskResult_MigrationKey)(nil),
+		(*TaskResult_AuthorizeMigration)(nil),
+		(*TaskResult_SyncMigration)(nil),
+		(*TaskResult_RevokeMigration)(nil),
+		(*TaskResult_ExportCredentials)(nil),
+		(*TaskResult_AnalyzeCpanelBackup)(nil),
+		(*TaskResult_ImportCpanelBackup)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -292,8 +292,15 @@ type EnsureDatabaseUserAction struct {
 	// task records and queue entries are kept in etcd. At most one of
 	// password and sealed_password may be set.
 	SealedPassword []byte `protobuf:"bytes,7,opt,name=sealed_password,json=sealedPassword,proto3" json:"sealed_password,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// SECRET: a password hash made elsewhere (a node the user moved from, a
+	// cPanel import), sealed to this node with
+	// DatabasePasswordHashSealContext(name): MariaDB "*HEX"
+	// (mysql_native_password), PostgreSQL "SCRAM-SHA-256$..." or "md5...".
+	// Installed as it is; at most one of password, sealed_password and
+	// sealed_password_hash.
+	SealedPasswordHash []byte `protobuf:"bytes,8,opt,name=sealed_password_hash,json=sealedPasswordHash,proto3" json:"sealed_password_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *EnsureDatabaseUserAction) Reset() {
@@ -371,6 +378,13 @@ func (x *EnsureDatabaseUserAction) GetGrants() []*DatabaseGrant {
 func (x *EnsureDatabaseUserAction) GetSealedPassword() []byte {
 	if x != nil {
 		return x.SealedPassword
+	}
+	return nil
+}
+
+func (x *EnsureDatabaseUserAction) GetSealedPasswordHash() []byte {
+	if x != nil {
+		return x.SealedPasswordHash
 	}
 	return nil
 }
@@ -863,7 +877,7 @@ const file_agent_v1_db_proto_rawDesc = "" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x1e\n" +
 	"\n" +
 	"privileges\x18\x02 \x03(\tR\n" +
-	"privileges\"\x90\x02\n" +
+	"privileges\"\xc2\x02\n" +
 	"\x18EnsureDatabaseUserAction\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x127\n" +
@@ -871,7 +885,8 @@ const file_agent_v1_db_proto_rawDesc = "" +
 	"\bpassword\x18\x04 \x01(\tR\bpassword\x12\x14\n" +
 	"\x05hosts\x18\x05 \x03(\tR\x05hosts\x126\n" +
 	"\x06grants\x18\x06 \x03(\v2\x1e.npanel.agent.v1.DatabaseGrantR\x06grants\x12'\n" +
-	"\x0fsealed_password\x18\a \x01(\fR\x0esealedPassword\"{\n" +
+	"\x0fsealed_password\x18\a \x01(\fR\x0esealedPassword\x120\n" +
+	"\x14sealed_password_hash\x18\b \x01(\fR\x12sealedPasswordHash\"{\n" +
 	"\x16DropDatabaseUserAction\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x127\n" +

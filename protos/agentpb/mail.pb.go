@@ -511,8 +511,13 @@ type EnsureMailboxAction struct {
 	Disabled      bool               `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	Suspended     bool               `protobuf:"varint,6,opt,name=suspended,proto3" json:"suspended,omitempty"`        // the account is suspended: logins refused
 	Autoresponder *MailAutoresponder `protobuf:"bytes,7,opt,name=autoresponder,proto3" json:"autoresponder,omitempty"` // unset: none
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// SECRET: a password hash made elsewhere (a node the mailbox moved from,
+	// a cPanel import: "{SHA512-CRYPT}$6$...", "{BLF-CRYPT}$2y$..."), sealed
+	// to this node with MailPasswordHashSealContext(address). Installed as
+	// it is; at most one of sealed_password and sealed_password_hash.
+	SealedPasswordHash []byte `protobuf:"bytes,8,opt,name=sealed_password_hash,json=sealedPasswordHash,proto3" json:"sealed_password_hash,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *EnsureMailboxAction) Reset() {
@@ -590,6 +595,13 @@ func (x *EnsureMailboxAction) GetSuspended() bool {
 func (x *EnsureMailboxAction) GetAutoresponder() *MailAutoresponder {
 	if x != nil {
 		return x.Autoresponder
+	}
+	return nil
+}
+
+func (x *EnsureMailboxAction) GetSealedPasswordHash() []byte {
+	if x != nil {
+		return x.SealedPasswordHash
 	}
 	return nil
 }
@@ -1679,7 +1691,7 @@ const file_agent_v1_mail_proto_rawDesc = "" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12\x1d\n" +
 	"\n" +
-	"until_unix\x18\x04 \x01(\x03R\tuntilUnix\"\x93\x02\n" +
+	"until_unix\x18\x04 \x01(\x03R\tuntilUnix\"\xc5\x02\n" +
 	"\x13EnsureMailboxAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12'\n" +
@@ -1687,7 +1699,8 @@ const file_agent_v1_mail_proto_rawDesc = "" +
 	"\bquota_mb\x18\x04 \x01(\rR\aquotaMb\x12\x1a\n" +
 	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12\x1c\n" +
 	"\tsuspended\x18\x06 \x01(\bR\tsuspended\x12H\n" +
-	"\rautoresponder\x18\a \x01(\v2\".npanel.agent.v1.MailAutoresponderR\rautoresponder\"K\n" +
+	"\rautoresponder\x18\a \x01(\v2\".npanel.agent.v1.MailAutoresponderR\rautoresponder\x120\n" +
+	"\x14sealed_password_hash\x18\b \x01(\fR\x12sealedPasswordHash\"K\n" +
 	"\x13DeleteMailboxAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"K\n" +

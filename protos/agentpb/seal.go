@@ -34,3 +34,18 @@ func BackupPasswordSealContext(username string) string { return "npanel/backup-p
 // BackupS3SecretSealContext is the seal context of an S3 backup target's
 // secret access key.
 func BackupS3SecretSealContext(target string) string { return "npanel/backup-s3-secret/" + target }
+
+// MailPasswordHashSealContext is the seal context of a mailbox's password
+// hash carried between nodes (EnsureMailboxAction.sealed_password_hash).
+func MailPasswordHashSealContext(address string) string { return "npanel/mail-password-hash/" + address }
+
+// DatabasePasswordHashSealContext is the seal context of a database
+// user's password hash carried between nodes
+// (EnsureDatabaseUserAction.sealed_password_hash).
+func DatabasePasswordHashSealContext(user string) string { return "npanel/db-password-hash/" + user }
+
+// ImportedCertificateKeySealContext is the seal context of a private key
+// found in a cPanel archive (CpanelCertificate.sealed_private_key).
+func ImportedCertificateKeySealContext(domain string) string {
+	return "npanel/imported-certificate-key/" + domain
+}
