@@ -214,9 +214,15 @@ func nextUserTask(u *store.DatabaseUser, st *store.ObjectStatus) *agentpb.Task {
 	}
 	st.TaskAction = store.DBTaskEnsure
 	act := &agentpb.EnsureDatabaseUserAction{Name: u.Name, Owner: u.Owner, Engine: agentEngine(u.Engine), Hosts: slices.Clone(u.Hosts)}
-	if u.PasswordGeneration > st.PasswordGeneration && len(u.SealedPassword) > 0 {
-		act.SealedPassword = slices.Clone(u.SealedPassword)
-		st.TaskPassword = u.PasswordGeneration
+	if u.PasswordGeneration > st.PasswordGeneration {
+		switch {
+		case len(u.SealedPassword) > 0:
+			act.SealedPassword = slices.Clone(u.SealedPassword)
+			st.TaskPassword = u.PasswordGeneration
+		case len(u.SealedPasswordHash) > 0:
+			act.SealedPasswordHash = slices.Clone(u.SealedPasswordHash)
+			st.TaskPassword = u.PasswordGeneration
+		}
 	}
 	for _, g := range u.Grants {
 		act.Grants = append(act.Grants, &agentpb.DatabaseGrant{Database: g.Database, Privileges: slices.Clone(g.Privileges)})

@@ -487,9 +487,15 @@ func mailboxAction(a *store.Account, m *store.Mailbox, st *store.MailStatus) *ag
 	if st.Node != a.Node {
 		applied = 0 // a node that has not applied the mailbox holds no password
 	}
-	if m.PasswordGeneration > applied && len(m.SealedPassword) > 0 && m.Node == a.Node {
-		act.SealedPassword = slices.Clone(m.SealedPassword)
-		st.TaskPassword = m.PasswordGeneration
+	if m.PasswordGeneration > applied && m.Node == a.Node {
+		switch {
+		case len(m.SealedPassword) > 0:
+			act.SealedPassword = slices.Clone(m.SealedPassword)
+			st.TaskPassword = m.PasswordGeneration
+		case len(m.SealedPasswordHash) > 0:
+			act.SealedPasswordHash = slices.Clone(m.SealedPasswordHash)
+			st.TaskPassword = m.PasswordGeneration
+		}
 	}
 	if r := m.Autoresponder; r != nil {
 		act.Autoresponder = &agentpb.MailAutoresponder{Subject: r.Subject, Body: r.Body, From: r.From}

@@ -83,7 +83,7 @@ func (c *dbChange) putUser(u *store.DatabaseUser) {
 // setPassword makes sealed u's password from its next generation on.
 func (c *dbChange) setPassword(u *store.DatabaseUser, sealed []byte) {
 	c.putUser(u)
-	u.SealedPassword, u.PasswordGeneration = sealed, u.Generation
+	u.SealedPassword, u.SealedPasswordHash, u.PasswordGeneration = sealed, nil, u.Generation
 }
 
 func (c *dbChange) build() *store.DatabaseChange {
@@ -252,6 +252,7 @@ func cloneUser(u *store.DatabaseUser) *store.DatabaseUser {
 	c := *u
 	c.Hosts = slices.Clone(u.Hosts)
 	c.SealedPassword = slices.Clone(u.SealedPassword)
+	c.SealedPasswordHash = slices.Clone(u.SealedPasswordHash)
 	c.Grants = make([]store.DatabaseGrant, len(u.Grants))
 	for i, g := range u.Grants {
 		c.Grants[i] = store.DatabaseGrant{Database: g.Database, Privileges: slices.Clone(g.Privileges)}

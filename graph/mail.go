@@ -110,6 +110,7 @@ func (c *mailChange) mailbox(set *store.MailSet, address string, retryDelete boo
 	}
 	m := *old
 	m.SealedPassword = slices.Clone(old.SealedPassword)
+	m.SealedPasswordHash = slices.Clone(old.SealedPasswordHash)
 	if old.Autoresponder != nil {
 		ar := *old.Autoresponder
 		m.Autoresponder = &ar
@@ -228,7 +229,7 @@ func mailPassword(password *string, address string) (pw string, generated bool, 
 // setPassword seals pw into m as its password from m's generation on; the
 // controller sends it until the node has applied that generation.
 func setPassword(m *store.Mailbox, sealed []byte, node string) {
-	m.SealedPassword, m.PasswordGeneration, m.Node = sealed, m.Generation, node
+	m.SealedPassword, m.SealedPasswordHash, m.PasswordGeneration, m.Node = sealed, nil, m.Generation, node
 }
 
 // checkMailQuota refuses a mailbox quota out of range or above the plan's disk.

@@ -123,7 +123,7 @@ func (r *mutationResolver) DeleteMailbox(ctx context.Context, address string) (*
 			return nil // a failed deletion sent again (c.mailbox)
 		}
 		m.Deleted = true
-		m.SealedPassword = nil
+		m.SealedPassword, m.SealedPasswordHash = nil, nil
 		// A catch-all naming the mailbox would point at nothing.
 		local := m.Address[:len(m.Address)-len(m.Domain)-1]
 		if d, ok := set.Domains[m.Domain]; ok && !d.Deleted && d.CatchAll == local {

@@ -188,7 +188,12 @@ type DatabaseUser struct {
 	// SealedPassword is the password last set, sealed to Node's key, and
 	// PasswordGeneration the generation that set it: the controller sends
 	// it with the next ensure until the node has applied it.
-	SealedPassword     []byte `json:"sealedPassword,omitempty"`
+	SealedPassword []byte `json:"sealedPassword,omitempty"`
+	// SealedPasswordHash is a hash made elsewhere (the node the user moved
+	// from, a cPanel archive), sealed to Node's key with
+	// agentpb.DatabasePasswordHashSealContext; it stands for
+	// SealedPassword (at most one is set) and is installed as it is.
+	SealedPasswordHash []byte `json:"sealedPasswordHash,omitempty"`
 	PasswordGeneration int64  `json:"passwordGeneration,omitempty"`
 
 	CreatedAt time.Time `json:"createdAt"`

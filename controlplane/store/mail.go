@@ -129,7 +129,12 @@ type Mailbox struct {
 	Disabled bool   `json:"disabled,omitempty"`
 	Node     string `json:"node"` // the node SealedPassword is sealed to
 
-	SealedPassword     []byte             `json:"sealedPassword,omitempty"`
+	SealedPassword []byte `json:"sealedPassword,omitempty"`
+	// SealedPasswordHash is a hash made elsewhere (the node the mailbox
+	// moved from, a cPanel archive), sealed to Node's key with
+	// agentpb.MailPasswordHashSealContext; it stands for SealedPassword
+	// (at most one is set) and is installed as it is.
+	SealedPasswordHash []byte             `json:"sealedPasswordHash,omitempty"`
 	PasswordGeneration int64              `json:"passwordGeneration,omitempty"`
 	Autoresponder      *MailAutoresponder `json:"autoresponder,omitempty"`
 
