@@ -38,6 +38,7 @@ type IsolatedAgent struct {
 	Log string
 
 	t    testing.TB
+	s    *Server
 	bin  string
 	work string
 	mu   sync.Mutex
@@ -78,8 +79,14 @@ func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOpti
 	for _, o := range opts {
 		o(&cfg)
 	}
-	dir := t.TempDir()
-	a := &IsolatedAgent{Name: name, Config: cfg, t: t, bin: bin,
+	// Not t.TempDir: its name comes from the test's, and a ',' there
+	// would split the overlay's options.
+	dir, err := os.MkdirTemp("", "npanel-own-etc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	a := &IsolatedAgent{Name: name, Config: cfg, t: t, s: s, bin: bin,
 		Etc: filepath.Join(dir, "etc"), work: filepath.Join(dir, "etc-work"), Log: filepath.Join(dir, name+".log")}
 	for _, d := range []string{a.Etc, a.work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -93,22 +100,29 @@ func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOpti
 	}
 	a.Start()
 	t.Cleanup(a.Stop)
-	WaitFor(t, 30*time.Second, name+" READY", func() bool {
+	a.WaitReady()
+	return a
+}
+
+// WaitReady waits until the control plane lists the node READY, failing
+// with the agent's log if the process exits first.
+func (a *IsolatedAgent) WaitReady() {
+	a.t.Helper()
+	WaitFor(a.t, 30*time.Second, a.Name+" READY", func() bool {
 		if !a.Running() {
-			t.Fatalf("agent %s exited:\n%s", name, a.tail())
+			a.t.Fatalf("agent %s exited:\n%s", a.Name, a.tail())
 		}
-		nodes, err := s.Admin.Nodes(context.Background())
+		nodes, err := a.s.Admin.Nodes(context.Background())
 		if err != nil {
 			return false
 		}
 		for _, n := range nodes {
-			if n.Name == name && n.Status == "READY" {
+			if n.Name == a.Name && n.Status == "READY" {
 				return true
 			}
 		}
 		return false
 	})
-	return a
 }
 
 // Start (re)starts the agent process on its data dir and /etc. After the
@@ -358,7 +372,11 @@ const goBin = "/usr/local/go/bin/go"
 // test with the reason instead of failing it.
 func probeOwnEtc(t testing.TB, bin string) {
 	t.Helper()
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "npanel-own-etc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
 	upper, work := filepath.Join(dir, "etc"), filepath.Join(dir, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {

@@ -77,6 +77,14 @@ func TestIsolatedAgentHasOwnUsers(t *testing.T) {
 		t.Errorf("host user's home changed to %q", h)
 	}
 
+	// A restarted agent keeps its own /etc.
+	own.Stop()
+	own.Start()
+	own.WaitReady()
+	if h, ok := own.User(user); !ok || h != ownHome {
+		t.Errorf("after a restart the isolated user's home is %q (present %v), want %s", h, ok, ownHome)
+	}
+
 	// Deleting the account runs userdel in the isolated agent: the host's
 	// user of the same name stays.
 	if _, err := s.Admin.AccountAction(ctx, "deleteAccount", acct.ID); err != nil {
