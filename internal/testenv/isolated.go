@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,13 +17,14 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/nodeagent"
+	"github.com/npanel/npanel/validate"
 )
 
 // IsolatedAgent is a node agent running as a process of the test build of
 // npanel, with a user database of its own: its /etc is an overlay whose
 // upper layer (Etc) starts with copies of the host's passwd, shadow,
-// group and gshadow (so www-data, mysql, Debian-exim, dovecot exist) and
-// takes every change. The users its accounts create, and those its
+// group and gshadow (so www-data, mysql, Debian-exim, dovecot exist; test
+// users left out) and takes every change. The users its accounts create, and those its
 // deletes remove, are in Etc only: an in-process agent and an isolated
 // one can each hold an account user of the same name with a different
 // home, as two machines would.
@@ -394,29 +394,30 @@ func probeOwnEtc(t testing.TB, bin string) {
 }
 
 // copyEtcFile copies a host user database file with its mode and owner
-// (shadow is root:shadow 0640); one the host lacks is left out.
+// (shadow is root:shadow 0640), without the entries of test users (names
+// under validate.TestUserPrefix): the isolated agent starts as a machine
+// of its own, with the system users (www-data, mysql, Debian-exim,
+// dovecot) but not the accounts other agents of the test made. A file the
+// host lacks is left out.
 func copyEtcFile(src, dst string) error {
-	in, err := os.Open(src)
+	b, err := os.ReadFile(src)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	fi, err := in.Stat()
+	fi, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
-	if err != nil {
-		return err
+	var kept bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if !strings.HasPrefix(line, validate.TestUserPrefix) {
+			kept.WriteString(line)
+		}
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if err := os.WriteFile(dst, kept.Bytes(), fi.Mode().Perm()); err != nil {
 		return err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {

@@ -27,34 +27,49 @@ func TestIsolatedAgentHasOwnUsers(t *testing.T) {
 	}
 	s := testenv.StartServer(t)
 	host := s.StartAgent(t, "host-node")
-	own := s.StartIsolatedAgent(t, "own-node")
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-
-	user := testenv.TestUsername()
-	testenv.RemoveUserAtCleanup(t, user)
-
-	// The host's user first, by the account action as the in-process agent
-	// runs it: the isolated agent must not see it (it would refuse a user
-	// whose home is not under its own prefix).
 	prof, err := platform.DetectProfile(host.Config.Prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensure := account.NewModule(nil, nil, nil).NewEnsure(&agentpb.EnsureAccountAction{Username: user})
-	ensure.AllowTestUsernames()
-	if err := ensure.Validate(); err != nil {
-		t.Fatal(err)
+	// hostUser makes a user in the host's database by the account action,
+	// as the in-process agent runs it.
+	hostUser := func(name string) string {
+		t.Helper()
+		testenv.RemoveUserAtCleanup(t, name)
+		ensure := account.NewModule(nil, nil, nil).NewEnsure(&agentpb.EnsureAccountAction{Username: name})
+		ensure.AllowTestUsernames()
+		if err := ensure.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ensure.Apply(testenv.Context(t), &actions.Env{Node: host.Name, Profile: prof, DataDir: host.Config.DataDir, Logger: testenv.Logger()}); err != nil {
+			t.Fatalf("host user %s: %v", name, err)
+		}
+		home, ok := testenv.HostUser(name)
+		if !ok || !strings.HasPrefix(home, host.Config.Prefix+"/") {
+			t.Fatalf("host user %s: home %q, present %v; want under %s", name, home, ok, host.Config.Prefix)
+		}
+		return home
 	}
-	if _, err := ensure.Apply(ctx, &actions.Env{Node: host.Name, Profile: prof, DataDir: host.Config.DataDir, Logger: testenv.Logger()}); err != nil {
-		t.Fatalf("host user: %v", err)
+
+	// The host holds the user before the isolated agent starts, as a
+	// migration's source does before its target: the isolated agent must
+	// not see it (it would refuse a user whose home is not under its own
+	// prefix), nor a user the host gains later.
+	user := testenv.TestUsername()
+	hostHome := hostUser(user)
+	own := s.StartIsolatedAgent(t, "own-node")
+	// After the start, which may build the npanel binary first.
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	later := testenv.TestUsername()
+	hostUser(later)
+	for _, name := range []string{user, later} {
+		if _, ok := own.User(name); ok {
+			t.Fatalf("the isolated agent sees the host's %s", name)
+		}
 	}
-	hostHome, ok := testenv.HostUser(user)
-	if !ok || !strings.HasPrefix(hostHome, host.Config.Prefix+"/") {
-		t.Fatalf("host user %s: home %q, present %v; want under %s", user, hostHome, ok, host.Config.Prefix)
-	}
-	if _, ok := own.User(user); ok {
-		t.Fatalf("the isolated agent sees the host's %s", user)
+	if _, ok := own.User("www-data"); !ok {
+		t.Error("the isolated agent lacks the host's system user www-data")
 	}
 
 	// The same name on the isolated node, through the control plane.
