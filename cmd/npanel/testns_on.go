@@ -9,28 +9,28 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 )
 
 // ownEtcCommand runs the rest of the command line (normally "agent ...")
-// with a private /etc, so that several agents on one test machine each
-// have their own user database: an account user of one name can exist on
-// two nodes with different homes, and one node's userdel cannot remove
-// another's user. Only a test build has it (internal/testenv starts it).
+// with an /etc of its own, so that several agents on one test machine
+// each have their own user database: an account user of one name can
+// exist on two nodes with different homes, and one node's userdel cannot
+// remove another's user. Only a test build has it (internal/testenv
+// starts it).
 //
-//	npanel test-own-etc --upper DIR --work DIR -- agent FLAGS...
+//	npanel test-own-etc --etc DIR -- agent FLAGS...
 //
-// The process enters a new mount namespace and mounts an overlay on /etc:
-// the host's /etc below, DIR above. Every write to /etc (useradd's new
-// passwd, its lock and backup files) lands in DIR, so the host's /etc
-// never changes. Binding single files over /etc/passwd would not do:
-// shadow's tools replace the file by renaming passwd+ onto it (EBUSY on a
-// mount point) and write their lock and backup files next to it, in the
-// host's /etc. Files the caller put in DIR (copies of passwd, shadow,
-// group, gshadow) hide the host's from the start, so users the host gains
-// later do not show through. Then it execs itself: the namespace outlives
-// exec, and every daemon the agent starts inherits it.
+// The process enters a new mount namespace, binds DIR (a copy of the
+// host's /etc the caller made) over /etc and execs itself: the namespace
+// outlives exec, and every daemon the agent starts inherits it. Every
+// write to /etc (useradd's new passwd, its lock and backup files) lands in
+// DIR, and the host's lock files never show: a whole directory, because
+// binding single files over /etc/passwd would not do (shadow's tools
+// replace the file by renaming passwd+ onto it, EBUSY on a mount point,
+// and write their lock and backup files next to it, in the host's /etc),
+// and not an overlay on the host's /etc, through which the host's
+// transient passwd.lock shows and makes the agent's userdel fail.
 const ownEtcCommand = "test-own-etc"
 
 // It runs from init, before cobra: the namespace must be entered on a
@@ -48,8 +48,7 @@ func init() {
 // ownEtc returns only on failure.
 func ownEtc(args []string) error {
 	fs := flag.NewFlagSet(ownEtcCommand, flag.ContinueOnError)
-	upper := fs.String("upper", "", "directory whose files replace the host's in /etc (required)")
-	work := fs.String("work", "", "empty overlay work directory on the same filesystem as --upper (required)")
+	etc := fs.String("etc", "", "directory bound over /etc: a copy of the host's (required)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,17 +56,13 @@ func ownEtc(args []string) error {
 	if len(rest) == 0 {
 		return errors.New("no command after --")
 	}
-	for name, dir := range map[string]string{"--upper": *upper, "--work": *work} {
-		if !filepath.IsAbs(dir) {
-			return fmt.Errorf("%s must be an absolute directory", name)
-		}
-		// Commas and colons separate overlay options and lower layers.
-		if strings.ContainsAny(dir, ",:\\") {
-			return fmt.Errorf("%s %q: overlay options cannot carry ',', ':' or '\\'", name, dir)
-		}
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("%s %q is not a directory", name, dir)
-		}
+	if !filepath.IsAbs(*etc) {
+		return errors.New("--etc must be an absolute directory")
+	}
+	// A copy without passwd would leave the agent without www-data and
+	// the other system users; say so rather than fail later.
+	if _, err := os.Stat(filepath.Join(*etc, "passwd")); err != nil {
+		return fmt.Errorf("--etc %q is not a copy of /etc: %w", *etc, err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -84,9 +79,8 @@ func ownEtc(args []string) error {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
-	opts := "lowerdir=/etc,upperdir=" + *upper + ",workdir=" + *work
-	if err := syscall.Mount("overlay", "/etc", "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay on /etc: %w", err)
+	if err := syscall.Mount(*etc, "/etc", "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s over /etc: %w", *etc, err)
 	}
 	argv := append([]string{os.Args[0]}, rest...)
 	return fmt.Errorf("exec %s: %w", self, syscall.Exec(self, argv, os.Environ()))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,18 +22,18 @@ import (
 )
 
 // IsolatedAgent is a node agent running as a process of the test build of
-// npanel, with a user database of its own: its /etc is an overlay whose
-// upper layer (Etc) starts with copies of the host's passwd, shadow,
-// group and gshadow (so www-data, mysql, Debian-exim, dovecot exist; test
-// users left out) and takes every change. The users its accounts create, and those its
-// deletes remove, are in Etc only: an in-process agent and an isolated
-// one can each hold an account user of the same name with a different
-// home, as two machines would.
+// npanel, with a user database of its own: its /etc (Etc) is a copy of
+// the host's made at start, bound over /etc in a private mount namespace,
+// with the system users (www-data, mysql, Debian-exim, dovecot) but not
+// the test users. The users its accounts create, and those its deletes
+// remove, are in Etc only: an in-process agent and an isolated one can
+// each hold an account user of the same name with a different home, as
+// two machines would.
 type IsolatedAgent struct {
 	Name string
 	// Config is what its command line was made from.
 	Config nodeagent.Config
-	// Etc is the upper layer of its /etc: Etc/passwd is its user list.
+	// Etc is its /etc: Etc/passwd is its user list.
 	Etc string
 	// Log is the agent's log file (stdout and stderr), of every start.
 	Log string
@@ -40,25 +41,28 @@ type IsolatedAgent struct {
 	t    testing.TB
 	s    *Server
 	bin  string
-	work string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// connects is how many stream connections the log held at the
+	// last start: a restarted node is READY in the API before its new
+	// process has connected.
+	connects int
 }
 
-// ownUserFiles are what the agent's /etc starts with, copied from the
-// host: the user and group databases useradd, usermod and userdel change.
-var ownUserFiles = []string{"passwd", "shadow", "group", "gshadow", "subuid", "subgid"}
+// userDBFiles are the user and group databases useradd, usermod and
+// userdel change; their test users are left out of the copy.
+var userDBFiles = map[string]bool{"passwd": true, "shadow": true, "group": true, "gshadow": true, "subuid": true, "subgid": true}
 
 // StartIsolatedAgent is StartAgent for an agent with its own user database
 // (see IsolatedAgent), run as a subprocess in a private mount namespace.
 // It takes the same options; each must set only config fields the agent's
 // command line carries. It skips the test when not root or when the
-// machine does not allow mount namespaces or overlay mounts.
+// machine does not allow mount namespaces.
 func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOption) *IsolatedAgent {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("an isolated agent needs root (mount namespace, overlay on /etc, useradd)")
+		t.Skip("an isolated agent needs root (mount namespace, a bind over /etc, useradd)")
 	}
 	bin := testBinary(t)
 	probeOwnEtc(t, bin)
@@ -79,38 +83,27 @@ func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOpti
 	for _, o := range opts {
 		o(&cfg)
 	}
-	// Not t.TempDir: its name comes from the test's, and a ',' there
-	// would split the overlay's options.
-	dir, err := os.MkdirTemp("", "npanel-own-etc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	dir := t.TempDir()
 	a := &IsolatedAgent{Name: name, Config: cfg, t: t, s: s, bin: bin,
-		Etc: filepath.Join(dir, "etc"), work: filepath.Join(dir, "etc-work"), Log: filepath.Join(dir, name+".log")}
-	for _, d := range []string{a.Etc, a.work} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range ownUserFiles {
-		if err := copyEtcFile(filepath.Join("/etc", f), filepath.Join(a.Etc, f)); err != nil {
-			t.Fatal(err)
-		}
-	}
+		Etc: filepath.Join(dir, "etc"), Log: filepath.Join(dir, name+".log")}
+	copyEtc(t, a.Etc)
 	a.Start()
 	t.Cleanup(a.Stop)
 	a.WaitReady()
 	return a
 }
 
-// WaitReady waits until the control plane lists the node READY, failing
-// with the agent's log if the process exits first.
+// WaitReady waits until the process of the last start has connected and
+// the control plane lists the node READY, failing with the agent's log if
+// the process exits first.
 func (a *IsolatedAgent) WaitReady() {
 	a.t.Helper()
 	WaitFor(a.t, 30*time.Second, a.Name+" READY", func() bool {
 		if !a.Running() {
 			a.t.Fatalf("agent %s exited:\n%s", a.Name, a.tail())
+		}
+		if a.connected() <= a.connects {
+			return false
 		}
 		nodes, err := a.s.Admin.Nodes(context.Background())
 		if err != nil {
@@ -138,7 +131,8 @@ func (a *IsolatedAgent) Start() {
 	if err != nil {
 		a.t.Fatalf("agent %s: %v", a.Name, err)
 	}
-	argv := append([]string{ownEtcCommand, "--upper", a.Etc, "--work", a.work, "--", "agent"}, args...)
+	a.connects = a.connected()
+	argv := append([]string{ownEtcCommand, "--etc", a.Etc, "--", "agent"}, args...)
 	f, err := os.OpenFile(a.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		a.t.Fatal(err)
@@ -248,6 +242,13 @@ func passwdHome(path, name string) (string, bool) {
 	return "", false
 }
 
+// connected counts the agent's "connected" log lines (one per stream
+// connection, nodeagent's Run).
+func (a *IsolatedAgent) connected() int {
+	b, _ := os.ReadFile(a.Log)
+	return bytes.Count(b, []byte(" msg=connected "))
+}
+
 func (a *IsolatedAgent) tail() string {
 	b, _ := os.ReadFile(a.Log)
 	if len(b) > 4000 {
@@ -297,7 +298,7 @@ func agentArgs(cfg nodeagent.Config) ([]string, error) {
 		"--gossip-listen", cfg.GossipListen,
 		"--modules", strings.Join(mods, ","),
 		"--mail-antivirus=" + strconv.FormatBool(!cfg.NoMailAntivirus),
-		"--log-level", "debug",
+		"--log-level", "debug", "--log-format", "text",
 	}
 	// Set by StartIsolatedAgent itself or meaningless across a process
 	// boundary (the binary allows test names; it has its own logger).
@@ -368,64 +369,96 @@ func testBinary(t testing.TB) string {
 const goBin = "/usr/local/go/bin/go"
 
 // probeOwnEtc runs "version" the isolated way once: a machine (or
-// container) that forbids mount namespaces or overlay mounts skips the
-// test with the reason instead of failing it.
+// container) that forbids mount namespaces skips the test with the reason
+// instead of failing it.
 func probeOwnEtc(t testing.TB, bin string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "npanel-own-etc-")
-	if err != nil {
+	etc := filepath.Join(t.TempDir(), "etc")
+	if err := os.Mkdir(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	upper, work := filepath.Join(dir, "etc"), filepath.Join(dir, "work")
-	for _, d := range []string{upper, work} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(etc, "passwd"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	out, err := exec.Command(bin, ownEtcCommand, "--upper", upper, "--work", work, "--", "version").CombinedOutput()
+	out, err := exec.Command(bin, ownEtcCommand, "--etc", etc, "--", "version").CombinedOutput()
 	if err == nil {
 		return
 	}
-	if bytes.Contains(out, []byte("operation not permitted")) || bytes.Contains(out, []byte("no such device")) {
-		t.Skipf("an isolated agent needs a private mount namespace with an overlay on /etc, which this machine refuses: %s", bytes.TrimSpace(out))
+	if bytes.Contains(out, []byte("operation not permitted")) {
+		t.Skipf("an isolated agent needs a private mount namespace, which this machine refuses: %s", bytes.TrimSpace(out))
 	}
 	t.Fatalf("%s %s: %v\n%s", bin, ownEtcCommand, err, out)
 }
 
-// copyEtcFile copies a host user database file with its mode and owner
-// (shadow is root:shadow 0640), without the entries of test users (names
-// under validate.TestUserPrefix): the isolated agent starts as a machine
-// of its own, with the system users (www-data, mysql, Debian-exim,
-// dovecot) but not the accounts other agents of the test made. A file the
-// host lacks is left out.
-func copyEtcFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fi, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	var kept bytes.Buffer
-	for _, line := range strings.SplitAfter(string(b), "\n") {
-		if !strings.HasPrefix(line, validate.TestUserPrefix) {
-			kept.WriteString(line)
-		}
-	}
-	if err := os.WriteFile(dst, kept.Bytes(), fi.Mode().Perm()); err != nil {
-		return err
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		if err := os.Chown(dst, int(st.Uid), int(st.Gid)); err != nil {
+// copyEtc copies the host's /etc to dst with modes, owners and symlinks
+// (shadow stays root:shadow 0640), leaving out the entries of test users
+// (names under validate.TestUserPrefix) from the user databases, the
+// shadow tools' lock files (a host useradd running now would otherwise
+// lock the copy too) and what is neither file, directory nor symlink.
+func copyEtc(t testing.TB, dst string) {
+	t.Helper()
+	err := filepath.WalkDir("/etc", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
 			return err
 		}
+		rel, _ := filepath.Rel("/etc", path)
+		to := filepath.Join(dst, rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, to); err != nil {
+				return err
+			}
+			return os.Lchown(to, int(st.Uid), int(st.Gid))
+		case d.IsDir():
+			if err := os.Mkdir(to, 0o700); err != nil {
+				return err
+			}
+		case d.Type().IsRegular():
+			if filepath.Dir(rel) == "." && (strings.HasSuffix(rel, ".lock") && rel != ".pwd.lock" || strings.HasSuffix(rel, "+")) {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if userDBFiles[rel] {
+				b = withoutTestUsers(b)
+			}
+			if err := os.WriteFile(to, b, 0o600); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		// Owner first: chown clears the set-id bits.
+		if err := os.Chown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		return os.Chmod(to, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	})
+	if err != nil {
+		t.Fatalf("copy /etc: %v", err)
 	}
-	return os.Chmod(dst, fi.Mode().Perm())
+}
+
+// withoutTestUsers drops the lines of names under the test prefix.
+func withoutTestUsers(b []byte) []byte {
+	var kept bytes.Buffer
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte(validate.TestUserPrefix)) {
+			kept.Write(line)
+		}
+	}
+	return kept.Bytes()
 }
 
 // descendants lists the processes below pid, by their parent links.
