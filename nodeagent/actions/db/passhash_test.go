@@ -5,11 +5,13 @@ import (
 	"crypto/elliptic"
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"strings"
 	"testing"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
@@ -190,5 +192,46 @@ func TestPostgresUserFromPasswordHash(t *testing.T) {
 	mustApply(t, env, ensureUserFromHash(validate.EnginePostgreSQL, "alice_md5", "alice", seal("alice_md5", h)))
 	if got, _, err := testModule.UserPasswordHash(ctxT(t), env, validate.EnginePostgreSQL, "alice", "alice_md5"); err != nil || got != h {
 		t.Fatalf("md5 hash stored as %q, %v", got, err)
+	}
+}
+
+// A migration's credentials step: export_credentials on the node the
+// user leaves, sealed to the new node's key; the new node creates the
+// user from it and the password logs in. (One server plays both nodes:
+// the user is dropped in between.)
+func TestExportCredentialsRoundTrip(t *testing.T) {
+	for _, engine := range []string{validate.EngineMariaDB, validate.EnginePostgreSQL} {
+		t.Run(engine, func(t *testing.T) {
+			var env *actions.Env
+			if engine == validate.EngineMariaDB {
+				env, _ = mariaEnv(t)
+			} else {
+				env, _ = pgEnv(t)
+			}
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env.Unseal = func(sealed []byte, context string) ([]byte, error) { return pki.Unseal(key, sealed, context) }
+			der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const pw = "Harbor-Lichen-6620"
+			mustApply(t, env, ensureUser(engine, "alice_app", "alice", pw, nil))
+			out := mustApply(t, env, credentials.NewModule(nil, testModule).NewExport(&agentpb.ExportCredentialsAction{
+				Username:      "alice",
+				DatabaseUsers: []*agentpb.ExportDatabaseUser{{Name: "alice_app", Engine: engineEnum(engine)}, {Name: "alice_gone", Engine: engineEnum(engine)}},
+				SealTo:        der,
+			})).(*agentpb.ExportCredentialsResult)
+			if len(out.DatabaseUsers) != 1 || len(out.Failed) != 1 || out.Failed[0].Item != "database_user:alice_gone" {
+				t.Fatalf("export: %v", out)
+			}
+			mustApply(t, env, dropUser(engine, "alice_app", "alice"))
+			mustApply(t, env, ensureUserFromHash(engine, "alice_app", "alice", out.DatabaseUsers[0].SealedHash))
+			if err := loginAs(t, env, engine, "alice_app", pw); err != nil {
+				t.Fatalf("login after the move: %v", err)
+			}
+		})
 	}
 }

@@ -2,12 +2,14 @@ package mail_test
 
 import (
 	"bytes"
+	"crypto/x509"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -100,4 +102,39 @@ func TestMailboxFromPasswordHash(t *testing.T) {
 	if err := s.mod.NewEnsureMailbox(&agentpb.EnsureMailboxAction{Username: "alice", Address: addr, SealedPassword: s.seal(t, addr, pw), SealedPasswordHash: s.sealHash(t, addr, sha512)}).Validate(); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Fatalf("password and hash together: %v", err)
 	}
+}
+
+// A migration's credentials step: export_credentials on the node the
+// mailbox leaves, sealed to the new node's key; the new node creates the
+// mailbox from it and the password logs in over IMAP. (One stack plays
+// both nodes: the mailbox is deleted in between.)
+func TestExportCredentialsRoundTrip(t *testing.T) {
+	s := startStack(t)
+	acct := s.newAccount(t)
+	dom := randomDomain(t)
+	addr := "move@" + dom
+	s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom})
+	const pw = "Saffron-Kettle-3187"
+	s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acct, Address: addr, SealedPassword: s.seal(t, addr, pw), QuotaMb: 50})
+	der, err := x509.MarshalPKIXPublicKey(&s.key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := s.must(t, credentials.NewModule(s.mod, nil).NewExport(&agentpb.ExportCredentialsAction{
+		Username: acct, Mailboxes: []string{addr, "gone@" + dom}, SealTo: der,
+	})).(*agentpb.ExportCredentialsResult)
+	if len(out.Mailboxes) != 1 || len(out.Failed) != 1 || out.Failed[0].Item != "mailbox:gone@"+dom {
+		t.Fatalf("export: %v", out)
+	}
+	s.must(t, s.mod.NewDeleteMailbox(&agentpb.DeleteMailboxAction{Username: acct, Address: addr}))
+	if ic, err := s.imapLogin(addr, pw); err == nil {
+		ic.close()
+		t.Fatal("deleted mailbox logs in")
+	}
+	s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acct, Address: addr, SealedPasswordHash: out.Mailboxes[0].SealedHash, QuotaMb: 50})
+	ic, err := s.imapLogin(addr, pw)
+	if err != nil {
+		t.Fatalf("IMAP login after the move: %v", err)
+	}
+	ic.close()
 }
