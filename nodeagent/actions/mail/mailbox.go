@@ -35,10 +35,11 @@ import (
 const maxSealed = 4096
 
 // userLine is one line of a domain's passwd-file:
-// local:{BLF-CRYPT}hash:uid:gid:digest:home::extra fields.
-// The gecos field holds a digest of the sealed password bytes the hash was
-// made from, so a repeated ensure with the same sealed bytes does not hash
-// again.
+// local:{BLF-CRYPT}hash:uid:gid:digest:home::extra fields (or
+// {SHA512-CRYPT} and the like for a hash installed from elsewhere, which
+// hash keeps with its prefix). The gecos field holds a digest of the
+// sealed bytes the hash was made or unsealed from, so a repeated ensure
+// with the same sealed bytes does not hash again.
 type userLine struct {
 	local, hash  string
 	uid, gid     int

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/x509"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -86,6 +88,20 @@ func TestMailboxFromPasswordHash(t *testing.T) {
 		if _, ok, err := s.mod.MailboxPasswordHash(s.env, acct+"x", addr); ok || err != nil {
 			t.Fatalf("%s: another account's export: %v, %v", addr, ok, err)
 		}
+	}
+
+	// Backups keep such hashes with their scheme and restore them; a
+	// restored hash of a scheme not given here is refused.
+	home := filepath.Join(s.p.HomeBase, acct)
+	hs, err := s.mod.MailboxHashes(s.env, home)
+	if err != nil || hs["cpanel@"+dom] != "{SHA512-CRYPT}"+sha512 {
+		t.Fatalf("backup hashes: %v, %v", hs, err)
+	}
+	if ok, err := s.mod.RestoreMailboxHash(testenv.Context(t), s.env, home, "cpanel@"+dom, hs["cpanel@"+dom]); !ok || err != nil {
+		t.Fatalf("restore: %v, %v", ok, err)
+	}
+	if _, err := s.mod.RestoreMailboxHash(testenv.Context(t), s.env, home, "cpanel@"+dom, "{PLAIN}"+pw); err == nil {
+		t.Fatal("restore of a {PLAIN} hash accepted")
 	}
 
 	// A hash of another scheme is refused before anything changes, and
