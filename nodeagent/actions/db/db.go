@@ -251,6 +251,9 @@ func (a *EnsureDatabaseUser) normalize() ([]string, []*agentpb.DatabaseGrant, er
 	if a.Password != "" && len(a.SealedPassword) > 0 {
 		return nil, nil, errors.New("password: give either password or sealed_password, not both")
 	}
+	if len(a.SealedPasswordHash) > maxSealedHash {
+		return nil, nil, fmt.Errorf("sealed_password_hash: %d bytes; at most %d", len(a.SealedPasswordHash), maxSealedHash)
+	}
 	if len(a.SealedPasswordHash) > 0 && (a.Password != "" || len(a.SealedPassword) > 0) {
 		return nil, nil, errors.New("password: give one of password, sealed_password and sealed_password_hash")
 	}

@@ -28,6 +28,10 @@ var ErrNotPasswordHash = errors.New("not a password hash of the engine (MariaDB:
 // under it.
 const maxDBHashLen = 512
 
+// maxSealedHash bounds a sealed hash (a sealed box of at most
+// maxDBHashLen bytes and its overhead).
+const maxSealedHash = 4096
+
 // NormalizePasswordHash checks h strictly for engine and returns it in
 // the form the server stores: MariaDB "*" and 40 hex digits (upper case),
 // PostgreSQL "SCRAM-SHA-256$iter:salt$storedkey:serverkey" (base64 parts
