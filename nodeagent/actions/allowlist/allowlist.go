@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
+	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -43,6 +44,8 @@ type List struct {
 	backup  *backup.Module
 	// backupNode serves other nodes' repositories (role backup).
 	backupNode *backupnode.Module
+	// credentials exports mailbox and database user hashes (migrations).
+	credentials *credentials.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -99,6 +102,7 @@ func New(mods ...actions.Module) *List {
 	// Backups: on every node that hosts accounts; databases and mailbox
 	// hashes through the db and mail modules.
 	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
+	l.credentials = credentials.NewModule(l.mail, l.db)
 	return l
 }
 
@@ -181,6 +185,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.backup.NewForgetBackup(a.ForgetBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
+	case *agentpb.Task_ExportCredentials:
+		return l.credentials.NewExport(a.ExportCredentials), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.
