@@ -55,6 +55,10 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 		return "", fmt.Errorf("migration endpoint (--migration-listen): %w", err)
 	}
 	m.env, m.hostKey, m.listen, m.addr = env, hk, listen, ln.Addr().String()
+	if _, port, _ := net.SplitHostPort(listen); port == "0" {
+		// Port picked by the kernel (tests): report the real one.
+		m.listen = m.addr
+	}
 	m.status = services.Status{Name: ServiceName, State: services.Running, Listen: []string{listen},
 		Since: time.Now(), Version: "npanel"}
 	cfg := &ssh.ServerConfig{
