@@ -258,9 +258,18 @@ type pairOpts struct {
 
 func newPair(t testing.TB, o pairOpts) *pair {
 	t.Helper()
+	return newPairWith(t, o, nil)
+}
+
+// newPairWith is newPair with the databases made from the account's name.
+func newPairWith(t testing.TB, o pairOpts, dbs func(user string) []*agentpb.BackupDatabase) *pair {
+	t.Helper()
 	requireTools(t)
 	p := &pair{id: "mig-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	p.user, p.uid, p.gid = testUser(t)
+	if dbs != nil {
+		o.dbs = dbs(p.user)
+	}
 	p.src = newNode(t, "src", p.user, p.uid, p.gid, nodeOpts{maria: o.maria})
 	p.dst = newNode(t, "dst", p.user, p.uid, p.gid, nodeOpts{endpoint: true, maria: o.maria})
 	key := mustApply(t, p.src.env, p.src.m.NewMigrationKey(&agentpb.MigrationKeyAction{MigrationId: p.id, Username: p.user})).(*agentpb.MigrationKeyResult)
