@@ -59,7 +59,7 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 		// Port picked by the kernel (tests): report the real one.
 		m.listen = m.addr
 	}
-	m.status = services.Status{Name: ServiceName, State: services.Running, Listen: []string{listen},
+	m.status = services.Status{Name: ServiceName, State: services.Running, Listen: []string{m.listen},
 		Since: time.Now(), Version: "npanel"}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: m.authenticate,
