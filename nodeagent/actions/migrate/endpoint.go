@@ -29,6 +29,14 @@ import (
 // handshakeTimeout bounds a connection's unauthenticated phase.
 const handshakeTimeout = 30 * time.Second
 
+// Bounds on what the endpoint serves at once: connections (most of them
+// unauthenticated probes: the port is open to the Internet) and sessions
+// per connection (a sync runs one rsync and one database at a time).
+const (
+	maxConns           = 64
+	maxSessionsPerConn = 4
+)
+
 // permMigration is the key of Permissions.Extensions that carries the
 // migration id a connection authenticated for.
 const permMigration = "npanel-migration"
@@ -76,6 +84,7 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 	go func() {
 		var wg sync.WaitGroup
 		defer wg.Wait()
+		slots := make(chan struct{}, maxConns)
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
@@ -87,7 +96,17 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 				}
 				return
 			}
-			wg.Go(func() { m.serveConn(ctx, log, nc, cfg) })
+			select {
+			case slots <- struct{}{}:
+			default:
+				log.Warn("too many connections; refused", "remote", nc.RemoteAddr().String())
+				nc.Close()
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				m.serveConn(ctx, log, nc, cfg)
+			})
 		}
 	}()
 	return m.addr, nil
@@ -233,17 +252,28 @@ func (m *Module) serveConn(ctx context.Context, log *slog.Logger, nc net.Conn, c
 	go ssh.DiscardRequests(reqs)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	slots := make(chan struct{}, maxSessionsPerConn)
 	for nch := range chans {
 		if nch.ChannelType() != "session" {
 			log.Warn("channel refused", "type", nch.ChannelType())
 			_ = nch.Reject(ssh.Prohibited, "only sessions")
 			continue
 		}
-		ch, creqs, err := nch.Accept()
-		if err != nil {
+		select {
+		case slots <- struct{}{}:
+		default:
+			_ = nch.Reject(ssh.ResourceShortage, "too many sessions")
 			continue
 		}
-		wg.Go(func() { m.session(ctx, log, id, ch, creqs) })
+		ch, creqs, err := nch.Accept()
+		if err != nil {
+			<-slots
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			m.session(ctx, log, id, ch, creqs)
+		})
 	}
 }
 

@@ -70,7 +70,9 @@ func TestSyncFiles(t *testing.T) {
 	if err := os.Remove(filepath.Join(s, "gone.txt")); err != nil {
 		t.Fatal(err)
 	}
-	r = p.sync(t, true, false)
+	if r = p.sync(t, true, false); len(r.GetFailed()) > 0 {
+		t.Fatal(r.GetFailed())
+	}
 	if _, err := os.Lstat(filepath.Join(p.dst.home, "gone.txt")); err != nil {
 		t.Error("a non-final pass deleted on the target")
 	}
