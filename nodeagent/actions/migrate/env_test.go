@@ -353,7 +353,7 @@ func tree(t testing.TB, root string) map[string]entry {
 	return out
 }
 
-// xattrs lists p's user.* attributes and values, sorted.
+// xattrs lists p's user.* attributes and ACLs with values, sorted.
 func xattrs(p string) string {
 	buf := make([]byte, 4096)
 	n, err := unix.Llistxattr(p, buf)
@@ -362,7 +362,7 @@ func xattrs(p string) string {
 	}
 	var names []string
 	for _, a := range strings.Split(string(buf[:n]), "\x00") {
-		if strings.HasPrefix(a, "user.") {
+		if strings.HasPrefix(a, "user.") || a == "system.posix_acl_access" || a == "system.posix_acl_default" {
 			names = append(names, a)
 		}
 	}
@@ -412,4 +412,25 @@ func writeFile(t testing.TB, p string, data []byte, uid, gid uint32) {
 // netDialer dials from local (an address of this machine).
 func netDialer(local string) *net.Dialer {
 	return &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+}
+
+// posixACL is a system.posix_acl_access value (version 2): owner rw,
+// named user uid r, group r, mask r, other none.
+func posixACL(uid uint32) []byte {
+	var b []byte
+	le := func(v uint32, n int) {
+		for i := range n {
+			b = append(b, byte(v>>(8*i)))
+		}
+	}
+	le(2, 4)
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{{0x01, 6, 0xffffffff}, {0x02, 4, uid}, {0x04, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 0, 0xffffffff}} {
+		le(uint32(e.tag), 2)
+		le(uint32(e.perm), 2)
+		le(e.id, 4)
+	}
+	return b
 }

@@ -42,6 +42,10 @@ func TestSyncFiles(t *testing.T) {
 	if xattr != nil {
 		t.Logf("no user xattrs on this filesystem (%v): not checked", xattr)
 	}
+	acl := unix.Lsetxattr(filepath.Join(s, "Maildir/cur/1.mail"), "system.posix_acl_access", posixACL(33), 0)
+	if acl != nil {
+		t.Logf("no POSIX ACLs on this filesystem (%v): not checked", acl)
+	}
 	// A file owned by another id (the web server's group) keeps it.
 	writeFile(t, filepath.Join(s, "public_html/web.txt"), []byte("w"), p.uid, 33)
 
@@ -55,6 +59,9 @@ func TestSyncFiles(t *testing.T) {
 	compareTrees(t, s, p.dst.home)
 	if xattr == nil && xattrs(filepath.Join(p.dst.home, "public_html/big.bin")) == "" {
 		t.Error("xattr lost")
+	}
+	if acl == nil && !strings.Contains(xattrs(filepath.Join(p.dst.home, "Maildir/cur/1.mail")), "posix_acl_access") {
+		t.Error("ACL lost")
 	}
 	first := r.GetFileBytes()
 
