@@ -77,3 +77,42 @@ func TestSyncDatabaseMariaDB(t *testing.T) {
 		t.Error("unauthorized database created on the target")
 	}
 }
+
+// The same stream into PostgreSQL (pg_dump into psql).
+func TestSyncDatabasePostgres(t *testing.T) {
+	var dbName string
+	var dbs []*agentpb.BackupDatabase
+	p := newPairWith(t, pairOpts{pg: true}, func(user string) []*agentpb.BackupDatabase {
+		dbName = user + "_app"
+		dbs = []*agentpb.BackupDatabase{{Engine: "postgresql", Name: dbName}}
+		return dbs
+	})
+	ctx := ctxT(t)
+	admin := p.src.pg.MustConnect(t, "postgres")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+dbName); err != nil {
+		t.Fatal(err)
+	}
+	src := p.src.pg.MustConnect(t, dbName)
+	for _, q := range []string{
+		"CREATE TABLE items (id INT PRIMARY KEY, name TEXT)",
+		"INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 500) g",
+	} {
+		if _, err := src.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := p.sync(t, false, false, dbs...)
+	if len(r.GetFailed()) > 0 || len(r.GetDatabases()) != 1 {
+		t.Fatalf("result %v\nsource log: %s\ntarget log: %s", r, p.src.log, p.dst.log)
+	}
+	dst := p.dst.pg.MustConnect(t, dbName)
+	var n int
+	var sum string
+	if err := dst.QueryRow(ctx, "SELECT COUNT(*), md5(string_agg(name, ',' ORDER BY id)) FROM items").Scan(&n, &sum); err != nil || n != 500 {
+		t.Fatalf("target rows %d, %v", n, err)
+	}
+	var want string
+	if err := src.QueryRow(ctx, "SELECT md5(string_agg(name, ',' ORDER BY id)) FROM items").Scan(&want); err != nil || want != sum {
+		t.Fatalf("rows differ: %s vs %s (%v)", want, sum, err)
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	mdbtest "github.com/npanel/npanel/internal/testenv/mariadb"
+	pgtest "github.com/npanel/npanel/internal/testenv/postgres"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/platform"
@@ -100,6 +101,7 @@ type node struct {
 	home  string
 	addr  string // the endpoint's, once started
 	maria *mdbtest.Server
+	pg    *pgtest.Server
 }
 
 func requireTools(t testing.TB) {
@@ -141,6 +143,7 @@ func testUser(t testing.TB) (string, uint32, uint32) {
 type nodeOpts struct {
 	endpoint bool
 	maria    bool
+	pg       bool
 }
 
 // newNode makes a node with the account's home (owned by uid:gid).
@@ -176,6 +179,15 @@ func newNode(t testing.TB, name, username string, uid, gid uint32, o nodeOpts) *
 			DataDir: d.MariaDBDataDir, RunDir: d.MariaDBRunDir, Socket: d.MariaDBSocket,
 			PIDFile: d.MariaDBPIDFile, TmpDir: d.MariaDBTmpDir,
 		})
+	}
+	if o.pg {
+		pgtest.Require(t)
+		d := p.DB()
+		mkdirPublic(t, prefix, d.PgDataDir, d.PgSocketDir)
+		n.pg = pgtest.StartWith(t, pgtest.Layout{DataDir: d.PgDataDir, SocketDir: d.PgSocketDir})
+		if err := os.WriteFile(filepath.Join(n.env.DataDir, db.PostgresAdminFile), []byte(n.pg.Pgpass()), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	n.home = filepath.Join(p.HomeBase, username)
 	if err := os.MkdirAll(n.home, 0o711); err != nil {
@@ -252,6 +264,7 @@ type pair struct {
 
 type pairOpts struct {
 	maria bool
+	pg    bool
 	from  []string // default 127.0.0.1
 	dbs   []*agentpb.BackupDatabase
 }
@@ -270,8 +283,8 @@ func newPairWith(t testing.TB, o pairOpts, dbs func(user string) []*agentpb.Back
 	if dbs != nil {
 		o.dbs = dbs(p.user)
 	}
-	p.src = newNode(t, "src", p.user, p.uid, p.gid, nodeOpts{maria: o.maria})
-	p.dst = newNode(t, "dst", p.user, p.uid, p.gid, nodeOpts{endpoint: true, maria: o.maria})
+	p.src = newNode(t, "src", p.user, p.uid, p.gid, nodeOpts{maria: o.maria, pg: o.pg})
+	p.dst = newNode(t, "dst", p.user, p.uid, p.gid, nodeOpts{endpoint: true, maria: o.maria, pg: o.pg})
 	key := mustApply(t, p.src.env, p.src.m.NewMigrationKey(&agentpb.MigrationKeyAction{MigrationId: p.id, Username: p.user})).(*agentpb.MigrationKeyResult)
 	p.pub = key.GetPublicKey()
 	from := o.from
