@@ -224,6 +224,9 @@ func (a *AuthorizeMigration) Apply(_ context.Context, env *actions.Env) (proto.M
 	if err := a.m.saveAuthorization(env.DataDir, az); err != nil {
 		return nil, fmt.Errorf("store authorization: %w", err)
 	}
+	if err := a.m.pruneExpired(env.DataDir, time.Now()); err != nil {
+		env.Logger.Warn("prune expired migration authorizations", "err", err)
+	}
 	return &agentpb.AuthorizeMigrationResult{
 		HostKey:  strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hk.PublicKey()))),
 		Endpoint: listen,

@@ -57,6 +57,9 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 		m.status.Error = err.Error()
 		return "", fmt.Errorf("migration endpoint: host key: %w", err)
 	}
+	if err := m.pruneExpired(env.DataDir, time.Now()); err != nil {
+		env.Logger.Warn("migration endpoint: prune expired authorizations", "err", err)
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", listen)
 	if err != nil {
 		m.status.Error = err.Error()

@@ -284,6 +284,15 @@ func TestEndpointRefusesAddressAndExpiry(t *testing.T) {
 	if !strings.Contains(p.dst.log.String(), "authorization expired") {
 		t.Error("expiry refusal not logged")
 	}
+	// The next start of the endpoint removes it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := NewModule(nil).Listen(ctx, p.dst.env, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if auths, err := authorizations(p.dst.env.DataDir); err != nil || len(auths) != 0 {
+		t.Errorf("expired authorization kept: %v %v", auths, err)
+	}
 }
 
 // Revoke closes open sessions and keeps the key out; it is idempotent on

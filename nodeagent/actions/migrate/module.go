@@ -14,6 +14,16 @@
 // (host key pinned, the key given by file), and each database as a dump
 // streamed through a session of a Go SSH client into restore-database.
 //
+// Trust. The target's rsync runs as root (it must set the owners) with the
+// account's home as its destination. What it receives comes from the
+// source agent's rsync, which reads a home the account controls but sends
+// only what it finds there (symlinks as links, never followed); rsync's
+// receiver itself refuses names from a sender that are absolute or hold
+// "..". The target's copy of the account is suspended until the cutover,
+// so no process of the account's there races the transfer with symlinks
+// of its own. A compromised source node is trusted with this home and
+// these databases only, and only until the authorization is revoked.
+//
 // State lives in the agent's data dir, under migrate/ (0700): the
 // endpoint's host key, one private key per migration the node is the
 // source of, one authorization per migration it is the target of. All
@@ -224,6 +234,31 @@ func authorizations(dataDir string) ([]*authorization, error) {
 		out = append(out, &a)
 	}
 	return out, nil
+}
+
+// pruneExpired removes the authorizations that have expired: they let
+// nobody in, and a migration that was never revoked (the control plane
+// gave up on it) would otherwise leave them for good.
+func (m *Module) pruneExpired(dataDir string, now time.Time) error {
+	auths, err := authorizations(dataDir)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	root, err := openState(dataDir, authDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, a := range auths {
+		if a.expired(now) {
+			if err := root.Remove(a.MigrationID + ".json"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // removeState removes what migration id left here: its key pair (source)
