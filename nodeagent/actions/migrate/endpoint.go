@@ -402,7 +402,7 @@ func runRsync(ctx context.Context, log *slog.Logger, argv []string, ch ssh.Chann
 	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	c.Dir = "/"
 	c.Stdout, c.Stderr = ch, ch.Stderr()
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	groupKill(c)
 	c.WaitDelay = 5 * time.Second
 	stdin, err := c.StdinPipe()
 	if err != nil {
@@ -460,7 +460,7 @@ func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name str
 	c.Stdin = io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)
 	var out tailWriter
 	c.Stdout, c.Stderr = &out, &out
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	groupKill(c)
 	c.WaitDelay = 5 * time.Second
 	if err := c.Run(); err != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
@@ -488,4 +488,17 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 
 func unavailable(format string, args ...any) error {
 	return actions.Fail(agentpbUnavailable, format, args...)
+}
+
+// groupKill runs c in a process group of its own and, when its context
+// ends, kills the whole group: rsync's ssh child (source) or rsync's
+// receiver child (target) would otherwise outlive it.
+func groupKill(c *exec.Cmd) {
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error {
+		if c.Process == nil {
+			return nil
+		}
+		return syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+	}
 }

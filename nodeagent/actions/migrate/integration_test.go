@@ -360,3 +360,23 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Errorf("private key file: %v %v", fi, err)
 	}
 }
+
+// A source that pins another host key sends nothing and reports the
+// files as failed (partial), not an error of the whole action.
+func TestSyncRefusesWrongHostKey(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	writeFile(t, filepath.Join(p.src.home, "a.txt"), []byte("a"), p.uid, p.gid)
+	other, err := p.src.m.migrationKey(p.src.env.DataDir, "other", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.hostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(other.PublicKey())))
+	r := p.sync(t, true, false)
+	if len(r.GetFailed()) != 1 || r.GetFailed()[0].GetItem() != "files" ||
+		!strings.Contains(r.GetFailed()[0].GetError(), "Host key verification failed") {
+		t.Fatalf("result %v", r)
+	}
+	if _, err := os.Lstat(filepath.Join(p.dst.home, "a.txt")); err == nil {
+		t.Error("file sent to an unpinned host")
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -117,7 +116,7 @@ func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, h
 	var errOut tailWriter
 	stdout := &capWriter{max: 64 << 10}
 	c.Stdout, c.Stderr = stdout, &errOut
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	groupKill(c)
 	c.WaitDelay = 5 * time.Second
 	err = c.Run()
 	st := parseStats(stdout.b)
@@ -271,7 +270,7 @@ func (a *SyncMigration) pushDatabase(ctx context.Context, env *actions.Env, conn
 	}
 	var dumpErr tailWriter
 	dump.Stderr = &dumpErr
-	dump.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	groupKill(dump)
 	dump.WaitDelay = 5 * time.Second
 	if err := dump.Start(); err != nil {
 		return 0, err
