@@ -380,3 +380,29 @@ func TestSyncRefusesWrongHostKey(t *testing.T) {
 		t.Error("file sent to an unpinned host")
 	}
 }
+
+// An IPv6 endpoint: rsync is given user@[::1]:. and the address check
+// takes the v6 source.
+func TestSyncIPv6(t *testing.T) {
+	requireTools(t)
+	p := &pair{id: "mig-v6"}
+	p.user, p.uid, p.gid = testUser(t)
+	p.src = newNode(t, "src", p.user, p.uid, p.gid, nodeOpts{})
+	p.dst = newNode(t, "dst", p.user, p.uid, p.gid, nodeOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := p.dst.m.Listen(ctx, p.dst.env, "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	key := mustApply(t, p.src.env, p.src.m.NewMigrationKey(&agentpb.MigrationKeyAction{MigrationId: p.id, Username: p.user})).(*agentpb.MigrationKeyResult)
+	az := mustApply(t, p.dst.env, p.dst.m.NewAuthorizeMigration(&agentpb.AuthorizeMigrationAction{
+		MigrationId: p.id, Username: p.user, PublicKey: key.GetPublicKey(), FromAddresses: []string{"::1"},
+		ExpiresUnix: time.Now().Add(time.Hour).Unix(), SourceUid: p.uid, SourceGid: p.gid,
+	})).(*agentpb.AuthorizeMigrationResult)
+	p.hostKey, p.endpoint = az.GetHostKey(), az.GetEndpoint()
+	writeFile(t, filepath.Join(p.src.home, "v6.txt"), []byte("six"), p.uid, p.gid)
+	if r := p.sync(t, true, false); len(r.GetFailed()) > 0 {
+		t.Fatalf("%v\n%s", r.GetFailed(), p.dst.log)
+	}
+	compareTrees(t, p.src.home, p.dst.home)
+}
