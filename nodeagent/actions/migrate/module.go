@@ -266,7 +266,8 @@ func (m *Module) pruneExpired(dataDir string, now time.Time) error {
 func (m *Module) removeState(dataDir, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, f := range []struct{ dir, name string }{{keysDir, id}, {authDir, id + ".json"}} {
+	// The known_hosts of a sync that crashed goes too.
+	for _, f := range []struct{ dir, name string }{{keysDir, id}, {keysDir, id + ".known_hosts"}, {authDir, id + ".json"}} {
 		root, err := openState(dataDir, f.dir)
 		if err != nil {
 			return err
