@@ -420,6 +420,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.log.Error("migration endpoint did not start", "err", err)
 		} else {
 			a.log.Info("migration endpoint ready", "addr", addr)
+			// A restarted agent binds the same address again.
+			defer func() {
+				cancel()
+				<-a.allow.Migrate().Stopped()
+			}()
 		}
 	}
 

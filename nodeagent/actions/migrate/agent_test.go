@@ -105,6 +105,11 @@ func TestMigrationThroughControlPlane(t *testing.T) {
 	if az.GetEndpoint() != dst.Config.MigrationListen || az.GetHostKey() == "" {
 		t.Fatalf("authorize result %v", az)
 	}
+	// The target's agent restarts between authorize and sync: it binds
+	// the same address again, with the same host key and authorization.
+	dst.Stop()
+	dst.Start()
+	testenv.WaitFor(t, 20*time.Second, "mig-dst reconnected", dst.Connected)
 	sr := run("mig-src", &agentpb.Task{Action: &agentpb.Task_SyncMigration{SyncMigration: &agentpb.SyncMigrationAction{
 		MigrationId: id, Username: user, TargetEndpoint: az.GetEndpoint(), TargetHostKey: az.GetHostKey(),
 		Files: true, Final: true}}}).GetSyncMigration()

@@ -85,6 +85,7 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 		ln.Close()
 	}()
 	go func() {
+		defer close(m.stopped)
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		slots := make(chan struct{}, maxConns)
@@ -114,6 +115,10 @@ func (m *Module) Listen(ctx context.Context, env *actions.Env, listen string) (s
 	}()
 	return m.addr, nil
 }
+
+// Stopped is closed once a started endpoint has stopped (its context
+// ended): the port is free again and no command it ran is left.
+func (m *Module) Stopped() <-chan struct{} { return m.stopped }
 
 // Status is the endpoint as a service of the node's report; ok is false
 // when it was never started.

@@ -80,6 +80,7 @@ type Module struct {
 	hostKey ssh.Signer
 	conns   map[string]map[*ssh.ServerConn]bool // migration id -> open connections
 	status  services.Status
+	stopped chan struct{} // closed once the endpoint stopped serving
 }
 
 var _ actions.Module = (*Module)(nil)
@@ -87,7 +88,7 @@ var _ actions.Module = (*Module)(nil)
 // NewModule returns the migration module of one agent; dbm restores the
 // databases that arrive (nil: none can).
 func NewModule(dbm *db.Module) *Module {
-	return &Module{db: dbm, conns: map[string]map[*ssh.ServerConn]bool{}}
+	return &Module{db: dbm, conns: map[string]map[*ssh.ServerConn]bool{}, stopped: make(chan struct{})}
 }
 
 // Name implements actions.Module.
