@@ -121,7 +121,7 @@ func Hostile(t testing.TB, dir, kind string) (archivePath, entry string) {
 		must(tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "cpmove-evil/homedir.tar", Mode: 0o600, Size: int64(len(b)), ModTime: mt}))
 		_, err = tw.Write(b)
 		must(err)
-		entry = "homedir.tar:public_html/../../escaped.txt"
+		entry = "cpmove-evil/homedir.tar:public_html/../../escaped.txt"
 	default:
 		t.Fatalf("unknown hostile kind %q", kind)
 	}
