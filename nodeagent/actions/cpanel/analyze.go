@@ -677,10 +677,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// Analyze reads the archive r (size bytes) and reports what it holds and
+// AnalyzeArchive reads the archive r (size bytes) and reports what it holds and
 // what an import would do with each item. Secrets are only in the report
 // sealed with seal.
-func Analyze(r io.Reader, size int64, lim Limits, seal Sealer) (*agentpb.CpanelReport, error) {
+func AnalyzeArchive(r io.Reader, size int64, lim Limits, seal Sealer) (*agentpb.CpanelReport, error) {
 	c := newCollector()
 	info, err := Walk(r, size, lim, c.visit)
 	if err != nil {
