@@ -61,7 +61,7 @@ type extractor struct {
 	home   *os.Root
 	cpUser string
 
-	mailboxes map[string]bool    // requested
+	mailboxes map[string]bool     // requested
 	maildirs  map[string]*os.Root // opened, by address
 	mailStats map[string]*mailStat
 	mailErr   map[string]error
