@@ -92,6 +92,9 @@ type Options struct {
 	BigFileBytes int64
 	// Extra top-level archive entries (path -> content) nPanel does not know.
 	Extra map[string]string
+	// SetuidFile, in the home, has mode 04755 and setgid 02000 in the
+	// archive: an import must drop both bits.
+	SetuidFile string
 }
 
 // Default returns Options for an archive with one of everything.
@@ -122,7 +125,8 @@ func Default(layout string) Options {
 			"RewriteRule ^old/(.*)$ /new/$1 [R=301,L]",
 			"php_value upload_max_filesize 64M",
 		},
-		Extra: map[string]string{"bandwidth/example.com": "1 2 3\n", "logs/example.com-ssl_log": "log line\n"},
+		Extra:      map[string]string{"bandwidth/example.com": "1 2 3\n", "logs/example.com-ssl_log": "log line\n"},
+		SetuidFile: "public_html/cgi-bin/tool.cgi",
 	}
 }
 
@@ -431,6 +435,16 @@ func writeHome(a *archive, o Options) error {
 			mode = 0o640
 		}
 		if err := a.file(k, mode, []byte(files[k])); err != nil {
+			return err
+		}
+	}
+	if o.SetuidFile != "" {
+		for _, d := range a.parents(o.SetuidFile) {
+			if err := a.dir(d); err != nil {
+				return err
+			}
+		}
+		if err := a.file(o.SetuidFile, 0o6755, []byte("#!/bin/sh\necho hi\n")); err != nil {
 			return err
 		}
 	}

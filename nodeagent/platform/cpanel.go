@@ -14,7 +14,8 @@ type CpanelPaths struct {
 	// cronie: USER, the user's, 0600).
 	CronSpoolDir string
 	// CronGroup owns the crontabs on Debian ("crontab"); empty on Alma,
-	// where a crontab has the user's own group.
+	// where a crontab has the user's own group, and under a prefix, where
+	// no cron daemon reads the spool and the host may have no such group.
 	CronGroup string
 }
 
@@ -26,7 +27,9 @@ func (p *Profile) Cpanel() CpanelPaths {
 		c.CronSpoolDir = under("var/spool/cron")
 	} else {
 		c.CronSpoolDir = under("var/spool/cron/crontabs")
-		c.CronGroup = "crontab"
+		if p.Prefix == "" {
+			c.CronGroup = "crontab"
+		}
 	}
 	return c
 }
