@@ -379,9 +379,10 @@ func ParseCron(b []byte) (lines []CronLine, bad []int) {
 			lines = append(lines, CronLine{Line: i + 1, Text: t, Env: true})
 			continue
 		}
-		f := strings.Fields(t)
+		// cron splits on blanks and tabs only.
+		f := strings.FieldsFunc(t, func(r rune) bool { return r == ' ' || r == '\t' })
 		if len(f) >= 2 && slices.Contains(cronKeywords, f[0]) {
-			lines = append(lines, CronLine{Line: i + 1, Text: t, Schedule: f[0], Command: strings.TrimSpace(strings.TrimPrefix(t, f[0]))})
+			lines = append(lines, CronLine{Line: i + 1, Text: t, Schedule: f[0], Command: afterFields(t, 1)})
 			continue
 		}
 		if len(f) >= 6 {
@@ -390,18 +391,27 @@ func ParseCron(b []byte) (lines []CronLine, bad []int) {
 				ok = ok && cronFieldRe.MatchString(x)
 			}
 			if ok {
-				rest := t
-				for range 5 {
-					rest = strings.TrimLeft(rest, " \t")
-					rest = rest[strings.IndexAny(rest, " \t"):]
-				}
-				lines = append(lines, CronLine{Line: i + 1, Text: t, Schedule: strings.Join(f[:5], " "), Command: strings.TrimSpace(rest)})
+				lines = append(lines, CronLine{Line: i + 1, Text: t, Schedule: strings.Join(f[:5], " "), Command: afterFields(t, 5)})
 				continue
 			}
 		}
 		bad = append(bad, i+1)
 	}
 	return lines, bad
+}
+
+// afterFields returns t after its first n blank- or tab-separated fields.
+func afterFields(t string, n int) string {
+	rest := t
+	for range n {
+		rest = strings.TrimLeft(rest, " \t")
+		i := strings.IndexAny(rest, " \t")
+		if i < 0 {
+			return ""
+		}
+		rest = rest[i:]
+	}
+	return strings.TrimLeft(rest, " \t")
 }
 
 // ParseProftpd returns the login names of proftpdpasswd.
