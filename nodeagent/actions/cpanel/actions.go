@@ -61,6 +61,9 @@ type Module struct {
 	// PublicKey returns the key secrets found in an archive are sealed
 	// to: this node's own (from its certificate in the data dir).
 	PublicKey func(env *actions.Env) (crypto.PublicKey, error)
+	// locks serialises imports into one account: two would race on its
+	// files and databases.
+	locks actions.KeyedLocks
 }
 
 // NewModule returns the cPanel import of one agent.

@@ -94,6 +94,11 @@ func (a *Import) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 	if env == nil || env.Profile == nil {
 		return nil, errors.New("no platform profile: the agent must be started with one")
 	}
+	unlock, err := a.m.locks.Lock(ctx, a.req.GetUsername())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	ac, err := lookupAccount(env, a.req.GetUsername())
 	if err != nil {
 		return nil, err

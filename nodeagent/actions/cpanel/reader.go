@@ -145,7 +145,6 @@ func Walk(r io.Reader, size int64, lim Limits, fn func(*Entry) error) (*Info, er
 	if err != nil {
 		return nil, fmt.Errorf("not a gzip archive: %w", err)
 	}
-	zr.Multistream(false)
 	w.count = &countingReader{r: zr, bound: w.bound, w: w}
 	tr := tar.NewReader(w.count)
 	for {
