@@ -602,12 +602,12 @@ func (c *collector) databases(r *agentpb.CpanelReport) {
 			c.item("database", name, dSkip, "not a valid database name: "+err.Error(), d.entry, d.bytes)
 			continue
 		}
-		r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
-		note := ""
-		if d.engine == agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB {
-			note = "the dump's sandbox line is replaced by the restore's own"
+		if d.engine != agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB {
+			c.item("database", name, dSkip, "PostgreSQL dumps are not imported yet: restore it by hand with psql", d.entry, d.bytes)
+			continue
 		}
-		c.item("database", name, dImport, note, d.entry, d.bytes)
+		r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
+		c.item("database", name, dImport, "restored by a user limited to the database, the client in sandbox mode", d.entry, d.bytes)
 	}
 }
 

@@ -52,6 +52,9 @@ func TestAnalyzeLayouts(t *testing.T) {
 	for _, layout := range []string{cpaneltest.LayoutCpmove, cpaneltest.LayoutBackup} {
 		t.Run(layout, func(t *testing.T) {
 			o := cpaneltest.Default(layout)
+			o.Extra["psql/cpuser_pg.tar"] = "tar"
+			o.Extra["pgsql/cpuser_pg2.sql"] = "SELECT 1;\n"
+			o.Extra["nonsense/thing"] = "?"
 			p := cpaneltest.Build(t, t.TempDir(), o)
 			r, err := analyzeFile(t, p, Limits{})
 			if err != nil {
@@ -89,6 +92,9 @@ func TestAnalyzeLayouts(t *testing.T) {
 				{"other", "bandwidth", dSkip},
 				{"other", "logs", dSkip},
 				{"other", "version", dSkip},
+				{"other", "nonsense", dSkip},
+				{"database", "cpuser_pg", dSkip},
+				{"database", "cpuser_pg2", dSkip},
 			}
 			for _, w := range want {
 				it := findItem(r, w.kind, w.name)
