@@ -237,7 +237,7 @@ func openArchive(env *actions.Env, p string) (*os.File, int64, error) {
 // refused gives an archive's refusal its reason.
 func refused(err error) error {
 	var ee *EntryError
-	if errors.As(err, &ee) {
+	if errors.As(err, &ee) || errors.Is(err, ErrCorrupt) {
 		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INVALID, err)
 	}
 	return err

@@ -64,6 +64,10 @@ func (e *EntryError) Error() string {
 	return fmt.Sprintf("archive refused: entry %q: %s", e.Entry, e.Reason)
 }
 
+// ErrCorrupt wraps what makes an archive unreadable (not gzip, a broken
+// tar header, a truncated stream).
+var ErrCorrupt = errors.New("corrupt archive")
+
 // Layouts (CpanelReport.layout).
 const (
 	LayoutCpmove = "cpmove" // the home as a nested homedir.tar
@@ -143,7 +147,7 @@ func Walk(r io.Reader, size int64, lim Limits, fn func(*Entry) error) (*Info, er
 	w.bound = max(lim.MinUncompressed, lim.MaxRatio*size)
 	zr, err := gzip.NewReader(bufio.NewReaderSize(r, 256<<10))
 	if err != nil {
-		return nil, fmt.Errorf("not a gzip archive: %w", err)
+		return nil, fmt.Errorf("%w: not a gzip archive: %v", ErrCorrupt, err)
 	}
 	w.count = &countingReader{r: zr, bound: w.bound, w: w}
 	tr := tar.NewReader(w.count)
@@ -157,7 +161,7 @@ func Walk(r io.Reader, size int64, lim Limits, fn func(*Entry) error) (*Info, er
 			if errors.As(err, &ee) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("read archive after entry %q: %w", w.curRaw, err)
+			return nil, fmt.Errorf("%w: after entry %q: %v", ErrCorrupt, w.curRaw, err)
 		}
 		w.curRaw = h.Name
 		if err := w.entry(h, tr, ""); err != nil {
@@ -165,7 +169,7 @@ func Walk(r io.Reader, size int64, lim Limits, fn func(*Entry) error) (*Info, er
 		}
 	}
 	if w.info.Top == "" {
-		return nil, errors.New("not a cPanel archive: it is empty")
+		return nil, fmt.Errorf("%w: not a cPanel archive: it is empty", ErrCorrupt)
 	}
 	if w.info.Layout == "" {
 		w.info.Layout = LayoutBackup
@@ -327,7 +331,7 @@ func (w *walker) nested(h *tar.Header, r io.Reader, raw string) error {
 			if errors.As(err, &ee) {
 				return err
 			}
-			return fmt.Errorf("read %s after entry %q: %w", raw, w.curRaw, err)
+			return fmt.Errorf("%w: %s after entry %q: %v", ErrCorrupt, raw, w.curRaw, err)
 		}
 		w.curRaw = raw + ":" + ih.Name
 		if err := w.entry(ih, tr, raw); err != nil {

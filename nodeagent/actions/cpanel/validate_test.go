@@ -120,6 +120,17 @@ func TestAnalyzeAction(t *testing.T) {
 	if _, err := m.NewAnalyze(&agentpb.AnalyzeCpanelBackupAction{Path: "missing.tar.gz"}).Apply(context.Background(), env); actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_NOT_FOUND {
 		t.Errorf("missing archive: %v", err)
 	}
+	// Not an archive, or a truncated one: INVALID.
+	raw, _ := os.ReadFile(arch)
+	for name, data := range map[string][]byte{"junk.tar.gz": []byte("not gzip"), "cut.tar.gz": raw[:len(raw)/2]} {
+		if err := os.WriteFile(filepath.Join(area, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := m.NewAnalyze(&agentpb.AnalyzeCpanelBackupAction{Path: name}).Apply(context.Background(), env)
+		if actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_INVALID {
+			t.Errorf("%s: %v (%v)", name, err, actions.ReasonOf(err))
+		}
+	}
 }
 
 func pemBlockOf(t testing.TB, der []byte) []byte {
