@@ -425,3 +425,44 @@ func TestImportDatabaseHostileDump(t *testing.T) {
 		t.Errorf("global_priv rows: %d %v", n, err)
 	}
 }
+
+// What cannot be imported is reported in failed; the rest is imported.
+func TestImportPartial(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mod = cpanel.NewModule(nil, mail.NewModule()) // no database module
+	p := cpaneltest.Build(t, f.p.Cpanel().ImportDir, cpaneltest.Default(cpaneltest.LayoutBackup))
+	f.addMailbox(t, "info@example.com")
+	res, err := f.importArchive(t, &agentpb.ImportCpanelBackupAction{Path: filepath.Base(p), Username: f.user, Files: true,
+		Mailboxes: []string{"info@example.com", "sales@addon.org", "ghost@example.com"},
+		Databases: map[string]string{"cpuser_wp": f.user + "_wp", "cpuser_gone": f.user + "_gone"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := map[string]string{}
+	for _, fl := range res.Failed {
+		failed[fl.Item] = fl.Error
+	}
+	for _, item := range []string{"mailbox:sales@addon.org", "database:cpuser_wp", "database:cpuser_gone"} {
+		if failed[item] == "" {
+			t.Errorf("no failure for %s in %v", item, failed)
+		}
+	}
+	if len(failed) != 3 {
+		t.Errorf("failed %v", failed)
+	}
+	if _, err := os.Stat(filepath.Join(f.home, "public_html/index.php")); err != nil {
+		t.Errorf("files not imported: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.home, "mail/example.com/info/Maildir/cur")); len(ents) != 3 {
+		t.Errorf("info@: %d messages", len(ents))
+	}
+	// Nothing was created for the mailbox that does not exist here.
+	if _, err := os.Lstat(filepath.Join(f.home, "mail/addon.org")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("mail/addon.org: %v", err)
+	}
+	for _, it := range res.Items {
+		if it.Kind == "mailbox" && it.Name == "ghost@example.com" && it.Disposition != agentpb.ImportDisposition_IMPORT_DISPOSITION_SKIP {
+			t.Errorf("ghost: %v", it)
+		}
+	}
+}
