@@ -88,8 +88,10 @@ type Options struct {
 	// HtaccessExtra lines follow the WordPress block in public_html/.htaccess.
 	HtaccessExtra []string
 	// BigFileBytes adds homedir/public_html/big.bin of pseudo-random
-	// (incompressible) bytes, for benchmarks.
+	// (incompressible) bytes, for benchmarks; with BigFileText, of
+	// pseudo-random text gzip shrinks about 2×.
 	BigFileBytes int64
+	BigFileText  bool
 	// Extra top-level archive entries (path -> content) nPanel does not know.
 	Extra map[string]string
 	// SetuidFile, in the home, has mode 04755 and setgid 02000 in the
@@ -455,7 +457,11 @@ func writeHome(a *archive, o Options) error {
 		if err := a.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path.Join(a.top, "public_html/big.bin"), Mode: 0o644, Size: o.BigFileBytes, ModTime: a.mt}); err != nil {
 			return err
 		}
-		if _, err := io.CopyN(a.tw, newNoise(), o.BigFileBytes); err != nil {
+		var src io.Reader = newNoise()
+		if o.BigFileText {
+			src = textOf{newNoise()}
+		}
+		if _, err := io.CopyN(a.tw, src, o.BigFileBytes); err != nil {
 			return err
 		}
 	}
@@ -487,6 +493,18 @@ type noise struct{ r *mrand.ChaCha8 }
 func newNoise() *noise { return &noise{r: mrand.NewChaCha8([32]byte{1, 2, 3})} }
 
 func (n *noise) Read(p []byte) (int, error) { return n.r.Read(p) }
+
+// textOf maps noise onto a small alphabet with blanks and newlines.
+type textOf struct{ r io.Reader }
+
+func (t textOf) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	const alphabet = "etaoinshrdlu \n.,"
+	for i := range p[:n] {
+		p[i] = alphabet[int(p[i])%len(alphabet)]
+	}
+	return n, err
+}
 
 func prefixAll(pfx string, s []string) []string {
 	out := make([]string, len(s))
