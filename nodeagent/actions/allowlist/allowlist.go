@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
+	"github.com/npanel/npanel/nodeagent/actions/cpanel"
 	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
@@ -49,6 +50,7 @@ type List struct {
 	credentials *credentials.Module
 	// migrate is both ends of live migrations (the endpoint and the keys).
 	migrate *migrate.Module
+	cpanel  *cpanel.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -108,6 +110,8 @@ func New(mods ...actions.Module) *List {
 	l.credentials = credentials.NewModule(l.mail, l.db)
 	// Migrations: on every node; databases through the db module.
 	l.migrate = migrate.NewModule(l.db)
+	// cPanel imports: dumps through the db module, maildirs the mail module's.
+	l.cpanel = cpanel.NewModule(l.db, l.mail)
 	return l
 }
 
@@ -192,6 +196,10 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.backup.NewVerifyBackup(a.VerifyBackup), nil
 	case *agentpb.Task_ForgetBackup:
 		return l.backup.NewForgetBackup(a.ForgetBackup), nil
+	case *agentpb.Task_AnalyzeCpanelBackup:
+		return l.cpanel.NewAnalyze(a.AnalyzeCpanelBackup), nil
+	case *agentpb.Task_ImportCpanelBackup:
+		return l.cpanel.NewImport(a.ImportCpanelBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case *agentpb.Task_ExportCredentials:
