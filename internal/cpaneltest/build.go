@@ -385,6 +385,7 @@ func writeHome(a *archive, o Options) error {
 		"public_html/index.php":     "<?php echo 'hello from " + o.MainDomain + "';\n",
 		"public_html/cron.php":      "<?php // cron\n",
 		".bashrc":                   "# .bashrc\n",
+		".ssh/authorized_keys":      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldServerKeyOldServerKeyOldServerKeyOld old-server\n",
 		"public_html/wp-config.php": "<?php define('DB_NAME', 'x');\n",
 	}
 	ht := "# BEGIN WordPress\n<IfModule mod_rewrite.c>\nRewriteEngine On\nRewriteBase /\nRewriteRule ^index\\.php$ - [L]\nRewriteCond %{REQUEST_FILENAME} !-f\nRewriteCond %{REQUEST_FILENAME} !-d\nRewriteRule . /index.php [L]\n</IfModule>\n# END WordPress\n"

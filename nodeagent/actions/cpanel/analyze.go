@@ -306,6 +306,13 @@ func (c *collector) home(e *Entry, rel string) error {
 	case e.Path == AccessLogsLink:
 		c.item("other", "access-logs", dSkip, "link to the old server's web logs: nPanel keeps its own", e.Raw, 0)
 		return nil
+	case first == ".ssh":
+		// Keys that let people into the old server must not open the new
+		// one unasked: the account adds its keys again.
+		if h.Typeflag == tar.TypeReg {
+			c.item("other", rel, dSkip, "SSH keys of the old server are not carried over", e.Raw, size)
+		}
+		return nil
 	case first == "etc" && h.Typeflag == tar.TypeReg:
 		dom, file, ok := strings.Cut(rest, "/")
 		if !ok || strings.Contains(file, "/") || validate.CanonicalDomain(dom) != nil {

@@ -89,6 +89,7 @@ func TestAnalyzeLayouts(t *testing.T) {
 				{"files", "public_html/.htaccess:11", dAdapt},
 				{"files", "public_html/.htaccess:12", dAdapt},
 				{"files", "public_html/.htaccess:13", dAdapt},
+				{"other", ".ssh/authorized_keys", dSkip},
 				{"other", "bandwidth", dSkip},
 				{"other", "logs", dSkip},
 				{"other", "version", dSkip},

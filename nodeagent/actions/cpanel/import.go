@@ -259,9 +259,10 @@ func (x *extractor) homeEntry(e *Entry, rel string) {
 				st.messages++
 			}
 		}
-	case first == "etc", e.Path == AccessLogsLink:
+	case first == "etc", first == ".ssh", e.Path == AccessLogsLink:
 		// Mail accounts' passwd/shadow/quota went to the report; the link
-		// to the old server's logs would dangle.
+		// to the old server's logs would dangle; the old server's SSH keys
+		// are not carried over (see the report).
 	default:
 		if !x.a.req.GetFiles() {
 			return

@@ -190,6 +190,9 @@ func TestImportFilesMaildirsCron(t *testing.T) {
 			if len(res.Failed) > 0 {
 				t.Fatalf("failed: %v", res.Failed)
 			}
+			if _, err := os.Lstat(filepath.Join(f.home, ".ssh/authorized_keys")); !os.IsNotExist(err) {
+				t.Fatalf("the old server's authorized_keys was imported (%v)", err)
+			}
 			// Files, owned by the account, modes kept but never set-id.
 			b, err := os.ReadFile(filepath.Join(f.home, "public_html/index.php"))
 			if err != nil || !strings.Contains(string(b), "hello from example.com") {
