@@ -17,7 +17,7 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
   postgresql \
   exim4-daemon-heavy dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve spamd spamassassin clamav-daemon roundcube-core roundcube-sqlite3 swaks \
   chromium pebble \
-  restic openssh-server openssh-sftp-server openssh-client \
+  restic rsync openssl openssh-server openssh-sftp-server openssh-client \
   mmdebstrap ansible ansible-lint rpm
 
 PROTO_FILES := $(shell find protos -name '*.proto')
