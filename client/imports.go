@@ -153,18 +153,23 @@ func (c *Client) CpanelImport(ctx context.Context, id string) (*CpanelImport, er
 	return out.CpanelImport, err
 }
 
-// AccountImport reads the import that created an account; nil when none did.
-func (c *Client) AccountImport(ctx context.Context, account string) (*CpanelImport, error) {
-	var out struct {
-		Account *struct {
-			ImportReport *CpanelImport
-		}
-	}
-	err := c.Do(ctx, `query($id:ID!){account(id:$id){importReport{`+cpanelImportFields+`}}}`, map[string]any{"id": account}, &out)
-	if err != nil || out.Account == nil {
+// AccountImport reads the import that created an account (by id or
+// username); nil when none did or the account is not visible.
+func (c *Client) AccountImport(ctx context.Context, ref string) (*CpanelImport, error) {
+	type acct struct{ ImportReport *CpanelImport }
+	var out struct{ ByID, ByName *acct }
+	err := c.Do(ctx, `query($r:ID!,$n:String!){byID:account(id:$r){importReport{`+cpanelImportFields+`}} byName:account(username:$n){importReport{`+cpanelImportFields+`}}}`,
+		map[string]any{"r": ref, "n": ref}, &out)
+	if err != nil {
 		return nil, err
 	}
-	return out.Account.ImportReport, nil
+	if out.ByID != nil {
+		return out.ByID.ImportReport, nil
+	}
+	if out.ByName != nil {
+		return out.ByName.ImportReport, nil
+	}
+	return nil, nil
 }
 
 // CpanelImports lists a page of imports, oldest first, and the cursor of
