@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
+	"github.com/npanel/npanel/nodeagent/actions/cpanel"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -43,6 +44,7 @@ type List struct {
 	backup  *backup.Module
 	// backupNode serves other nodes' repositories (role backup).
 	backupNode *backupnode.Module
+	cpanel     *cpanel.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -99,6 +101,8 @@ func New(mods ...actions.Module) *List {
 	// Backups: on every node that hosts accounts; databases and mailbox
 	// hashes through the db and mail modules.
 	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
+	// cPanel imports: dumps through the db module, maildirs the mail module's.
+	l.cpanel = cpanel.NewModule(l.db, l.mail)
 	return l
 }
 
@@ -179,6 +183,10 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.backup.NewVerifyBackup(a.VerifyBackup), nil
 	case *agentpb.Task_ForgetBackup:
 		return l.backup.NewForgetBackup(a.ForgetBackup), nil
+	case *agentpb.Task_AnalyzeCpanelBackup:
+		return l.cpanel.NewAnalyze(a.AnalyzeCpanelBackup), nil
+	case *agentpb.Task_ImportCpanelBackup:
+		return l.cpanel.NewImport(a.ImportCpanelBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case nil:
