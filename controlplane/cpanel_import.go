@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/graph"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
@@ -375,14 +377,25 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 			return false, err
 		}
 	}
-	// 3. Zones, into the account's zones by the zone importer.
+	// 3. Zones, into the account's zones by the zone importer, the old
+	// server's address replaced by the node's.
+	nodeAddr := ""
+	if nv, err := c.st.GetNode(ctx, im.Node); err == nil {
+		nodeAddr = nv.Address
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
 	for _, z := range rep.GetZones() {
 		err := c.step(ctx, im, "zone:"+z.GetName(), store.ImportItem{Kind: "zone", Name: z.GetName()}, func() (string, error) {
-			refused, err := c.api.ImportZone(ctx, actor, im.ID, z.GetName(), z.GetText())
-			if err != nil || len(refused) == 0 {
+			text, note := rehomeZoneText(z.GetName(), z.GetText(), nodeAddr)
+			refused, err := c.api.ImportZone(ctx, actor, im.ID, z.GetName(), text)
+			if err != nil {
 				return "", err
 			}
-			return "records not taken: " + strings.Join(firstN(refused, 10), "; "), nil
+			if len(refused) > 0 {
+				note = strings.TrimPrefix(note+"; records not taken: "+strings.Join(firstN(refused, 10), "; "), "; ")
+			}
+			return note, nil
 		})
 		if err != nil {
 			return false, err
@@ -702,4 +715,60 @@ func finalItems(im *store.Import, res *agentpb.ImportCpanelBackupResult) []store
 		put(store.ImportItem{Kind: kind, Name: name, Disposition: "FAILED", Note: f.GetError()})
 	}
 	return out
+}
+
+// rehomeZoneText points the zone's A (or AAAA) records that name the old
+// cPanel server, the address of the zone's apex, at the node's address
+// instead: imported as they are, the site and mail would go on resolving
+// to the server being left. Other addresses (a CDN, another host) stay.
+func rehomeZoneText(zone, text, nodeAddr string) (string, string) {
+	ip, err := netip.ParseAddr(nodeAddr)
+	if err != nil {
+		return text, ""
+	}
+	typ := "A"
+	if ip.Is6() && !ip.Is4In6() {
+		typ = "AAAA"
+	}
+	imp, err := dnszone.ParseZone(zone, text)
+	if err != nil {
+		return text, ""
+	}
+	apex := ""
+	for _, r := range imp.Records {
+		if r.Type == typ && strings.TrimSuffix(r.Name, ".") == strings.TrimSuffix(imp.Zone, ".") {
+			apex = r.Content
+			break
+		}
+	}
+	if apex == "" || apex == ip.String() {
+		return text, ""
+	}
+	lines := strings.Split(text, "\n")
+	n := 0
+	for i, line := range lines {
+		body, comment, _ := strings.Cut(line, ";")
+		f := strings.Fields(body)
+		for j := 0; j+1 < len(f); j++ {
+			if strings.EqualFold(f[j], typ) && f[j+1] == apex {
+				f[j+1] = ip.String()
+				// An owner left out (the previous record's) is kept so:
+				// the line starts with blank space then.
+				lead := ""
+				if line != "" && (line[0] == ' ' || line[0] == '\t') {
+					lead = "\t"
+				}
+				lines[i] = lead + strings.Join(f, "\t")
+				if comment != "" {
+					lines[i] += " ;" + comment
+				}
+				n++
+				break
+			}
+		}
+	}
+	if n == 0 {
+		return text, ""
+	}
+	return strings.Join(lines, "\n"), fmt.Sprintf("%d %s records to the cPanel server's %s point at the node's %s", n, typ, apex, ip)
 }

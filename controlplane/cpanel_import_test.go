@@ -295,6 +295,7 @@ func TestCpanelImportController(t *testing.T) {
 		{"ftp_account", "ftpjoe", "SKIP", "FTP"},
 		{"mailbox", "info@joe.example.com", "IMPORT", ""},
 		{"parked_domain", "joealias.example.org", "IMPORT", ""},
+		{"zone", "joe.example.com", "ADAPT", "point at the node's 127.0.0.1"},
 	} {
 		it := itemOf(got.Items, w.kind, w.name)
 		if it == nil || it.Disposition != w.disp || !strings.Contains(it.Note, w.note) {
