@@ -309,7 +309,7 @@ func SplitPEM(b []byte) (*PEMParts, error) {
 	if p.Key != nil {
 		if pub := keyPublic(p.Key); pub != nil {
 			for i, c := range certs {
-				if e, ok := c.PublicKey.(interface{ Equal(any) bool }); ok && e.Equal(pub) {
+				if e, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && e.Equal(pub) {
 					leaf = i
 					break
 				}
