@@ -15,6 +15,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/cpanel"
+	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -45,6 +46,8 @@ type List struct {
 	// backupNode serves other nodes' repositories (role backup).
 	backupNode *backupnode.Module
 	cpanel     *cpanel.Module
+	// credentials exports mailbox and database user hashes (migrations).
+	credentials *credentials.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -103,6 +106,7 @@ func New(mods ...actions.Module) *List {
 	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
 	// cPanel imports: dumps through the db module, maildirs the mail module's.
 	l.cpanel = cpanel.NewModule(l.db, l.mail)
+	l.credentials = credentials.NewModule(l.mail, l.db)
 	return l
 }
 
@@ -189,6 +193,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.cpanel.NewImport(a.ImportCpanelBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
+	case *agentpb.Task_ExportCredentials:
+		return l.credentials.NewExport(a.ExportCredentials), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.
