@@ -55,6 +55,9 @@ func TestCpanelImportE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, layout := range []string{cpaneltest.LayoutCpmove, cpaneltest.LayoutBackup} {
+		// Made by the parent: its Linux user outlives the subtest, as
+		// the account does (the node's PHP pools name every account's).
+		username := testUsername(t)
 		t.Run(layout, func(t *testing.T) {
 			o := cpanelOptions(layout)
 			rel := filepath.Base(cpaneltest.Build(t, area, o))
@@ -65,7 +68,6 @@ func TestCpanelImportE2E(t *testing.T) {
 			if rep.Username != o.User || rep.MainDomain != o.MainDomain || rep.Layout != layout || rep.FidelityPercent == 0 {
 				t.Fatalf("analysis: %+v", rep)
 			}
-			username := testUsername(t)
 			im, err := s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: rel, Owner: "admin", Plan: "cp", Username: &username})
 			if err != nil {
 				t.Fatal(err)
