@@ -43,9 +43,6 @@ const (
 	// importResync queues every unfinished import again, a safety net for
 	// a lost done notice.
 	importResync = 30 * time.Second
-
-	actionAnalyzeCpanel = "analyzeCpanelBackup"
-	actionImportCpanel  = "importCpanelBackup"
 )
 
 // cpanelAPI is what the controller needs of the API: its mutations, run as
