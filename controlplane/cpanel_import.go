@@ -286,6 +286,14 @@ func dbSuffix(name, cpUser string) (suffix, adapt string) {
 	return s, "without the cPanel prefix " + cpUser + "_; named after it whole"
 }
 
+// renamedNote says what became of a renamed database or user.
+func renamedNote(note, old, nu string) string {
+	if old != nu {
+		note = strings.TrimPrefix(note+"; imported as "+nu, "; ")
+	}
+	return note
+}
+
 // dbNames maps the report's database names to the account's.
 func dbNames(rep *agentpb.CpanelReport, username string) map[string]string {
 	out := map[string]string{}
@@ -443,7 +451,7 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 	for _, d := range rep.GetDatabases() {
 		suffix, note := dbSuffix(d.GetName(), rep.GetUsername())
 		err := c.step(ctx, im, "database:"+d.GetName(), store.ImportItem{Kind: "database", Name: d.GetName(), Bytes: d.GetBytes()}, func() (string, error) {
-			return strings.TrimPrefix(note+"; imported as "+names[d.GetName()], "; "), c.api.CreateDatabase(ctx, actor, im.ID, a.ID, suffix, d.GetEngine())
+			return renamedNote(note, d.GetName(), names[d.GetName()]), c.api.CreateDatabase(ctx, actor, im.ID, a.ID, suffix, d.GetEngine())
 		})
 		if err != nil {
 			return false, err
@@ -451,9 +459,20 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 	}
 	for _, u := range rep.GetDatabaseUsers() {
 		suffix, note := dbSuffix(u.GetName(), rep.GetUsername())
+		full := a.Username + "_" + suffix
 		err := c.step(ctx, im, "dbuser:"+u.GetName(), store.ImportItem{Kind: "database_user", Name: u.GetName()}, func() (string, error) {
-			return strings.TrimPrefix(note+"; imported as "+a.Username+"_"+suffix, "; "),
-				c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), u.GetSealedPasswordHash())
+			hash := u.GetSealedPasswordHash()
+			if full == u.GetName() || len(hash) == 0 {
+				return renamedNote(note, u.GetName(), full), c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), hash)
+			}
+			// The node opens a user's sealed hash only under the name it
+			// was sealed for (the cPanel one): a renamed user is made
+			// with a password nobody knows, and the operator sets one.
+			if err := c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), nil); err != nil {
+				return "", err
+			}
+			return "", &validate.Error{Field: "databaseUser", Reason: "imported as " + full + " without its cPanel password: the hash is sealed to the name " +
+				u.GetName() + " (import under the cPanel username to keep it); set one with changeDatabaseUserPassword"}
 		})
 		if err != nil {
 			return false, err

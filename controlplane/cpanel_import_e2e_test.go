@@ -61,7 +61,9 @@ func TestCpanelImportE2E(t *testing.T) {
 		// the account does (the node's PHP pools name every account's).
 		username := testUsername(t)
 		t.Run(layout, func(t *testing.T) {
-			o := cpanelOptions(layout)
+			// The archive's cPanel user is the account's (a test name):
+			// a database user keeps its password only under its own name.
+			o := cpanelOptions(layout, username)
 			rel := filepath.Base(cpaneltest.Build(t, area, o))
 			rep, err := s.Admin.AnalyzeCpanelBackup(ctx, "web-1", rel)
 			if err != nil {
@@ -70,7 +72,7 @@ func TestCpanelImportE2E(t *testing.T) {
 			if rep.Username != o.User || rep.MainDomain != o.MainDomain || rep.Layout != layout || rep.FidelityPercent == 0 {
 				t.Fatalf("analysis: %+v", rep)
 			}
-			im, err := s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: rel, Owner: "admin", Plan: "cp", Username: &username})
+			im, err := s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: rel, Owner: "admin", Plan: "cp"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,10 +170,16 @@ func TestCpanelImportE2E(t *testing.T) {
 	}
 }
 
-// cpanelOptions is cpaneltest's archive with one of everything, its
-// domains named after the layout so that both imports coexist.
-func cpanelOptions(layout string) cpaneltest.Options {
+// cpanelOptions is cpaneltest's archive with one of everything for the
+// cPanel user user, its domains named after the layout so that both
+// imports coexist.
+func cpanelOptions(layout, user string) cpaneltest.Options {
 	o := cpaneltest.Default(layout)
+	for i := range o.Databases {
+		o.Databases[i].Name = user + strings.TrimPrefix(o.Databases[i].Name, o.User)
+		o.Databases[i].User = user + strings.TrimPrefix(o.Databases[i].User, o.User)
+	}
+	o.User = user
 	o.Certificate = true
 	main := layout + "-cp.example.com"
 	rename := func(s string) string {

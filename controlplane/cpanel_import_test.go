@@ -224,7 +224,7 @@ func itemOf(items []store.ImportItem, kind, name string) *store.ImportItem {
 func TestCpanelImportController(t *testing.T) {
 	e := newCpanelEnv(t)
 	ctx := context.Background()
-	im, err := e.s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: "cpmove-cpjoe.tar.gz", Owner: "admin", Plan: "web", Username: new("joe1")})
+	im, err := e.s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: "cpmove-cpjoe.tar.gz", Owner: "admin", Plan: "web"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestCpanelImportController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Username != "joe1" || a.Domain != "joe.example.com" || a.Owner != "admin" || a.Plan != "web" || a.PinnedNode != "web-1" || a.Node != "web-1" {
+	if a.Username != "cpjoe" || a.Domain != "joe.example.com" || a.Owner != "admin" || a.Plan != "web" || a.PinnedNode != "web-1" || a.Node != "web-1" {
 		t.Fatalf("account: %+v", a)
 	}
 	if i := a.SiteIndex("shop-joe.example.org"); i < 0 || a.Sites[i].Docroot != "public_html/shop" || a.Sites[i].AliasOf != "" {
@@ -268,12 +268,12 @@ func TestCpanelImportController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := dbs.Databases["joe1_wp"]; d == nil {
-		t.Errorf("database joe1_wp missing: %v", dbs.Databases)
+	if d := dbs.Databases["cpjoe_wp"]; d == nil {
+		t.Errorf("database cpjoe_wp missing: %v", dbs.Databases)
 	}
-	u := dbs.Users["joe1_wpuser"]
+	u := dbs.Users["cpjoe_wpuser"]
 	if u == nil || !bytes.Equal(u.SealedPasswordHash, e.node.report.DatabaseUsers[0].SealedPasswordHash) || u.SealedPassword != nil ||
-		u.GrantIndex("joe1_wp") < 0 {
+		u.GrantIndex("cpjoe_wp") < 0 {
 		t.Errorf("database user: %+v", u)
 	}
 	e.node.mu.Lock()
@@ -283,14 +283,15 @@ func TestCpanelImportController(t *testing.T) {
 		t.Fatalf("%d import tasks, want 1", len(fills))
 	}
 	f := fills[0]
-	if f.GetUsername() != "joe1" || f.GetPath() != "cpmove-cpjoe.tar.gz" || !f.GetFiles() || !f.GetCron() ||
-		!slices.Equal(f.GetMailboxes(), []string{"info@joe.example.com"}) || f.GetDatabases()["cpjoe_wp"] != "joe1_wp" {
+	if f.GetUsername() != "cpjoe" || f.GetPath() != "cpmove-cpjoe.tar.gz" || !f.GetFiles() || !f.GetCron() ||
+		!slices.Equal(f.GetMailboxes(), []string{"info@joe.example.com"}) || f.GetDatabases()["cpjoe_wp"] != "cpjoe_wp" {
 		t.Errorf("import task: %v", f)
 	}
 	// The report: the analysis with what the import did.
 	for _, w := range []struct{ kind, name, disp, note string }{
 		{"certificate", "joe.example.com", "SKIP", "installCertificate"},
-		{"database", "cpjoe_wp", "ADAPT", "joe1_wp"},
+		{"database", "cpjoe_wp", "IMPORT", ""},
+		{"database_user", "cpjoe_wpuser", "IMPORT", ""},
 		{"files", "homedir", "ADAPT", "RewriteCond"},
 		{"ftp_account", "ftpjoe", "SKIP", "FTP"},
 		{"mailbox", "info@joe.example.com", "IMPORT", ""},
@@ -319,7 +320,7 @@ func TestCpanelImportController(t *testing.T) {
 		t.Errorf("importCpanelBackup audit: %d %v", len(evs), err)
 	}
 	evs, _, _, err = e.st.ListAudit(ctx, store.AuditFilter{Action: "createAccount"}, "", 10)
-	if err != nil || len(evs) != 1 || evs[0].Actor != "admin" || evs[0].Target != "joe1" {
+	if err != nil || len(evs) != 1 || evs[0].Actor != "admin" || evs[0].Target != "cpjoe" {
 		t.Errorf("createAccount audit: %+v %v", evs, err)
 	}
 }
@@ -369,7 +370,9 @@ func TestCpanelImportPartial(t *testing.T) {
 	ctx := context.Background()
 	e.node.report.Forwarders = append(e.node.report.Forwarders, &agentpb.CpanelForwarder{Source: "bad@joe.example.com", Destinations: []string{"not an address"}})
 	e.node.result.Failed = []*agentpb.BackupItemFailure{{Item: "mailbox:info@joe.example.com", Error: "maildir: short read"}}
-	im, err := e.s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: "cpmove-cpjoe.tar.gz", Owner: "admin", Plan: "web"})
+	// Renamed: the databases follow the new name, the user's password
+	// cannot (its hash is sealed to the cPanel name).
+	im, err := e.s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: "cpmove-cpjoe.tar.gz", Owner: "admin", Plan: "web", Username: new("joe1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,6 +385,25 @@ func TestCpanelImportPartial(t *testing.T) {
 	}
 	if it := itemOf(got.Items, "mailbox", "info@joe.example.com"); it == nil || it.Disposition != "FAILED" || !strings.Contains(it.Note, "short read") {
 		t.Errorf("failed mailbox: %+v", it)
+	}
+	if it := itemOf(got.Items, "database", "cpjoe_wp"); it == nil || it.Disposition != "ADAPT" || !strings.Contains(it.Note, "imported as joe1_wp") {
+		t.Errorf("renamed database: %+v", it)
+	}
+	if it := itemOf(got.Items, "database_user", "cpjoe_wpuser"); it == nil || it.Disposition != "FAILED" || !strings.Contains(it.Note, "changeDatabaseUserPassword") {
+		t.Errorf("renamed database user: %+v", it)
+	}
+	dbs, err := e.st.GetDatabases(ctx, got.Account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := dbs.Users["joe1_wpuser"]; u == nil || u.SealedPasswordHash != nil || u.GrantIndex("joe1_wp") < 0 {
+		t.Errorf("renamed user: %+v", u)
+	}
+	e.node.mu.Lock()
+	fill := e.node.imports[len(e.node.imports)-1]
+	e.node.mu.Unlock()
+	if fill.GetDatabases()["cpjoe_wp"] != "joe1_wp" || fill.GetUsername() != "joe1" {
+		t.Errorf("fill of the renamed account: %v", fill)
 	}
 	ci, err := e.s.Admin.CpanelImport(ctx, im.ID)
 	if err != nil || ci.Status != "PARTIAL" {
