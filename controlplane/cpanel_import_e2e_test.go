@@ -149,7 +149,7 @@ func TestCpanelImportE2E(t *testing.T) {
 			db := o.Databases[0]
 			newDB := username + strings.TrimPrefix(db.Name, o.User)
 			newUser := username + strings.TrimPrefix(db.User, o.User)
-			rows := dbRows(t, prof.DB().MariaDBSocket, newUser, db.Password, newDB, "SELECT id, v FROM items ORDER BY id")
+			rows := dbRows(t, prof.DB().MariaDBSocket, newUser, db.Password, newDB, "SELECT id, v, 0 FROM items ORDER BY id")
 			if len(rows) != db.Rows {
 				t.Errorf("%s as %s: %v, want %d rows", newDB, newUser, rows, db.Rows)
 			}
