@@ -26,3 +26,26 @@ func TestRehomeZoneText(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRehomeZoneText: the rewrite never adds or drops a line, and only
+// ever changes lines to name the node's address.
+func FuzzRehomeZoneText(f *testing.F) {
+	f.Add("ex.com.\tIN\tA\t192.0.2.10\nmail\tIN\tA\t192.0.2.10 ; c\n\tIN\tA\t192.0.2.10\n")
+	f.Add("$ORIGIN ex.com.\n@ 300 IN A 10.0.0.1\nwww IN CNAME @\n")
+	f.Add("@ IN AAAA 2001:db8::1\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		got, note := rehomeZoneText("ex.com", text, "203.0.113.5")
+		if note == "" && got != text {
+			t.Fatalf("changed without a note: %q -> %q", text, got)
+		}
+		in, out := strings.Split(text, "\n"), strings.Split(got, "\n")
+		if len(in) != len(out) {
+			t.Fatalf("%d lines became %d", len(in), len(out))
+		}
+		for i := range in {
+			if in[i] != out[i] && !strings.Contains(out[i], "203.0.113.5") {
+				t.Fatalf("line %q became %q", in[i], out[i])
+			}
+		}
+	})
+}

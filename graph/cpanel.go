@@ -247,8 +247,8 @@ func cpanelImportModel(im *store.Import) *model.CpanelImport {
 		if out.Username == nil && rep.GetUsername() != "" {
 			out.Username = new(rep.GetUsername())
 		}
-		if len(im.Items) == 0 {
-			out.Items = out.Report.Items
+		if !im.Status.Finished() {
+			out.Items = append(out.Items, out.Report.Items...)
 		}
 	}
 	for _, it := range im.Items {
