@@ -408,11 +408,18 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 	}
 	// 4. Mail: mailboxes with their cPanel hash, forwarders, catch-alls,
 	// autoresponders.
+	plan, err := c.st.GetPlan(ctx, a.Plan)
+	if err != nil {
+		return false, err
+	}
 	boxes := map[string]bool{}
 	for _, m := range rep.GetMailboxes() {
 		boxes[m.GetAddress()] = true
 		err := c.step(ctx, im, "mailbox:"+m.GetAddress(), store.ImportItem{Kind: "mailbox", Name: m.GetAddress(), Bytes: m.GetBytes()}, func() (string, error) {
 			quota, note := mailQuotaMB(m.GetQuotaBytes())
+			if plan.DiskMB > 0 && int64(quota) > plan.DiskMB {
+				quota, note = 0, fmt.Sprintf("quota of %d MB above the plan's %d MB of disk; the plan's default quota applies", quota, plan.DiskMB)
+			}
 			if len(m.GetSealedPasswordHash()) == 0 {
 				note = strings.TrimPrefix(note+"; no password hash in the archive: set one with setMailboxPassword", "; ")
 			}
