@@ -106,7 +106,7 @@ func importEvent(ev store.Event) (string, bool, bool) {
 	return ev.Name, busy, busy
 }
 
-func (c *cpanelImportController) sync(ctx context.Context, id string) error {
+func (c *cpanelImportController) sync(ctx context.Context, id string) (err error) {
 	im, err := c.st.GetImport(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -118,7 +118,12 @@ func (c *cpanelImportController) sync(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// A done notice goes once its task's result is recorded: until then
+	// it keeps the task's record from the pruner.
 	defer func() {
+		if err != nil {
+			return
+		}
 		for _, t := range outcomes {
 			_ = c.st.ForgetImportOutcome(context.WithoutCancel(ctx), id, t)
 		}
