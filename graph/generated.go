@@ -51,19 +51,20 @@ type ComplexityRoot struct {
 	}
 
 	Account struct {
-		CreatedAt func(childComplexity int) int
-		Domain    func(childComplexity int) int
-		Domains   func(childComplexity int) int
-		Events    func(childComplexity int) int
-		ID        func(childComplexity int) int
-		Node      func(childComplexity int) int
-		Owner     func(childComplexity int) int
-		Plan      func(childComplexity int) int
-		Reason    func(childComplexity int) int
-		Status    func(childComplexity int) int
-		Suspended func(childComplexity int) int
-		UpdatedAt func(childComplexity int) int
-		Username  func(childComplexity int) int
+		CreatedAt    func(childComplexity int) int
+		Domain       func(childComplexity int) int
+		Domains      func(childComplexity int) int
+		Events       func(childComplexity int) int
+		ID           func(childComplexity int) int
+		ImportReport func(childComplexity int) int
+		Node         func(childComplexity int) int
+		Owner        func(childComplexity int) int
+		Plan         func(childComplexity int) int
+		Reason       func(childComplexity int) int
+		Status       func(childComplexity int) int
+		Suspended    func(childComplexity int) int
+		UpdatedAt    func(childComplexity int) int
+		Username     func(childComplexity int) int
 	}
 
 	AccountConnection struct {
@@ -246,6 +247,118 @@ type ComplexityRoot struct {
 		Etcd     func(childComplexity int) int
 		Leader   func(childComplexity int) int
 		Replicas func(childComplexity int) int
+	}
+
+	CpanelAutoresponder struct {
+		Address func(childComplexity int) int
+		Subject func(childComplexity int) int
+	}
+
+	CpanelCertificate struct {
+		Domain func(childComplexity int) int
+	}
+
+	CpanelCron struct {
+		Command  func(childComplexity int) int
+		Schedule func(childComplexity int) int
+	}
+
+	CpanelDatabase struct {
+		Bytes  func(childComplexity int) int
+		Engine func(childComplexity int) int
+		Name   func(childComplexity int) int
+	}
+
+	CpanelDatabaseUser struct {
+		Engine func(childComplexity int) int
+		Grants func(childComplexity int) int
+		Name   func(childComplexity int) int
+	}
+
+	CpanelDomain struct {
+		AliasOf func(childComplexity int) int
+		Docroot func(childComplexity int) int
+		Domain  func(childComplexity int) int
+		Kind    func(childComplexity int) int
+	}
+
+	CpanelForwarder struct {
+		Destinations func(childComplexity int) int
+		Source       func(childComplexity int) int
+	}
+
+	CpanelGrant struct {
+		Database   func(childComplexity int) int
+		Privileges func(childComplexity int) int
+	}
+
+	CpanelImport struct {
+		Account    func(childComplexity int) int
+		CreatedAt  func(childComplexity int) int
+		CreatedBy  func(childComplexity int) int
+		Error      func(childComplexity int) int
+		FinishedAt func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Items      func(childComplexity int) int
+		Node       func(childComplexity int) int
+		Owner      func(childComplexity int) int
+		Path       func(childComplexity int) int
+		Plan       func(childComplexity int) int
+		Report     func(childComplexity int) int
+		Status     func(childComplexity int) int
+		UpdatedAt  func(childComplexity int) int
+		Username   func(childComplexity int) int
+	}
+
+	CpanelImportConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	CpanelImportEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	CpanelItem struct {
+		Bytes       func(childComplexity int) int
+		Disposition func(childComplexity int) int
+		Entry       func(childComplexity int) int
+		Kind        func(childComplexity int) int
+		Name        func(childComplexity int) int
+		Note        func(childComplexity int) int
+	}
+
+	CpanelMailbox struct {
+		Address    func(childComplexity int) int
+		Bytes      func(childComplexity int) int
+		Messages   func(childComplexity int) int
+		QuotaBytes func(childComplexity int) int
+	}
+
+	CpanelReport struct {
+		ArchiveBytes    func(childComplexity int) int
+		Autoresponders  func(childComplexity int) int
+		Certificates    func(childComplexity int) int
+		Crons           func(childComplexity int) int
+		DatabaseUsers   func(childComplexity int) int
+		Databases       func(childComplexity int) int
+		Domains         func(childComplexity int) int
+		FidelityPercent func(childComplexity int) int
+		Forwarders      func(childComplexity int) int
+		HomeBytes       func(childComplexity int) int
+		HomeFiles       func(childComplexity int) int
+		Items           func(childComplexity int) int
+		Layout          func(childComplexity int) int
+		Mailboxes       func(childComplexity int) int
+		MainDomain      func(childComplexity int) int
+		Plan            func(childComplexity int) int
+		Username        func(childComplexity int) int
+		Zones           func(childComplexity int) int
+	}
+
+	CpanelZone struct {
+		Name func(childComplexity int) int
 	}
 
 	CreateAPITokenPayload struct {
@@ -450,6 +563,7 @@ type ComplexityRoot struct {
 		AddDomain                  func(childComplexity int, account string, domain string, docroot *string, aliasOf *string) int
 		AddRecord                  func(childComplexity int, zone string, record model.RecordInput) int
 		AddReverseZone             func(childComplexity int, cidr string) int
+		AnalyzeCpanelBackup        func(childComplexity int, input model.AnalyzeCpanelBackupInput) int
 		ChangeAccountOwner         func(childComplexity int, account string, owner string) int
 		ChangeAccountPlan          func(childComplexity int, account string, plan string) int
 		ChangeDatabaseUserPassword func(childComplexity int, account string, user string, password *string, wait *time.Duration) int
@@ -490,6 +604,7 @@ type ComplexityRoot struct {
 		EnableMailbox              func(childComplexity int, address string) int
 		EnableWebmail              func(childComplexity int, domain string) int
 		FlushMailQueue             func(childComplexity int, node string) int
+		ImportCpanelBackup         func(childComplexity int, input model.ImportCpanelBackupInput) int
 		ImportZone                 func(childComplexity int, zone string, bindText string) int
 		InstallCertificate         func(childComplexity int, input model.InstallCertificateInput) int
 		Login                      func(childComplexity int, username string, password string) int
@@ -607,6 +722,8 @@ type ComplexityRoot struct {
 		Certificate   func(childComplexity int, id string) int
 		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
 		Cluster       func(childComplexity int) int
+		CpanelImport  func(childComplexity int, id string) int
+		CpanelImports func(childComplexity int, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
 		Databases     func(childComplexity int, account string) int
 		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
@@ -782,6 +899,7 @@ type AccountResolver interface {
 	Plan(ctx context.Context, obj *model.Account) (*model.Plan, error)
 	Owner(ctx context.Context, obj *model.Account) (*model.User, error)
 
+	ImportReport(ctx context.Context, obj *model.Account) (*model.CpanelImport, error)
 	Domains(ctx context.Context, obj *model.Account) ([]*model.Domain, error)
 }
 type DomainResolver interface {
@@ -809,6 +927,8 @@ type MutationResolver interface {
 	CreateBackupTarget(ctx context.Context, input model.CreateBackupTargetInput) (*model.BackupTarget, error)
 	DeleteBackupTarget(ctx context.Context, name string) (*model.BackupTarget, error)
 	SetPlanBackup(ctx context.Context, plan string, input *model.PlanBackupInput) (*model.Plan, error)
+	AnalyzeCpanelBackup(ctx context.Context, input model.AnalyzeCpanelBackupInput) (*model.CpanelReport, error)
+	ImportCpanelBackup(ctx context.Context, input model.ImportCpanelBackupInput) (*model.CpanelImport, error)
 	CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) (*model.Database, error)
 	DeleteDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabasePayload, error)
 	CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) (*model.DatabaseUserPayload, error)
@@ -898,6 +1018,8 @@ type QueryResolver interface {
 	Restores(ctx context.Context, account string) ([]*model.Restore, error)
 	BackupTargets(ctx context.Context) ([]*model.BackupTarget, error)
 	Cluster(ctx context.Context) (*model.Cluster, error)
+	CpanelImport(ctx context.Context, id string) (*model.CpanelImport, error)
+	CpanelImports(ctx context.Context, first *int, after *string) (*model.CpanelImportConnection, error)
 	Databases(ctx context.Context, account string) ([]*model.Database, error)
 	DatabaseUsers(ctx context.Context, account string) ([]*model.DatabaseUser, error)
 	Zone(ctx context.Context, name string) (*model.Zone, error)
@@ -1002,6 +1124,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Account.ID(childComplexity), true
+	case "Account.importReport":
+		if e.ComplexityRoot.Account.ImportReport == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Account.ImportReport(childComplexity), true
 	case "Account.node":
 		if e.ComplexityRoot.Account.Node == nil {
 			break
@@ -1751,6 +1879,423 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Cluster.Replicas(childComplexity), true
+
+	case "CpanelAutoresponder.address":
+		if e.ComplexityRoot.CpanelAutoresponder.Address == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelAutoresponder.Address(childComplexity), true
+	case "CpanelAutoresponder.subject":
+		if e.ComplexityRoot.CpanelAutoresponder.Subject == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelAutoresponder.Subject(childComplexity), true
+
+	case "CpanelCertificate.domain":
+		if e.ComplexityRoot.CpanelCertificate.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelCertificate.Domain(childComplexity), true
+
+	case "CpanelCron.command":
+		if e.ComplexityRoot.CpanelCron.Command == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelCron.Command(childComplexity), true
+	case "CpanelCron.schedule":
+		if e.ComplexityRoot.CpanelCron.Schedule == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelCron.Schedule(childComplexity), true
+
+	case "CpanelDatabase.bytes":
+		if e.ComplexityRoot.CpanelDatabase.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabase.Bytes(childComplexity), true
+	case "CpanelDatabase.engine":
+		if e.ComplexityRoot.CpanelDatabase.Engine == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabase.Engine(childComplexity), true
+	case "CpanelDatabase.name":
+		if e.ComplexityRoot.CpanelDatabase.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabase.Name(childComplexity), true
+
+	case "CpanelDatabaseUser.engine":
+		if e.ComplexityRoot.CpanelDatabaseUser.Engine == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabaseUser.Engine(childComplexity), true
+	case "CpanelDatabaseUser.grants":
+		if e.ComplexityRoot.CpanelDatabaseUser.Grants == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabaseUser.Grants(childComplexity), true
+	case "CpanelDatabaseUser.name":
+		if e.ComplexityRoot.CpanelDatabaseUser.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDatabaseUser.Name(childComplexity), true
+
+	case "CpanelDomain.aliasOf":
+		if e.ComplexityRoot.CpanelDomain.AliasOf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDomain.AliasOf(childComplexity), true
+	case "CpanelDomain.docroot":
+		if e.ComplexityRoot.CpanelDomain.Docroot == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDomain.Docroot(childComplexity), true
+	case "CpanelDomain.domain":
+		if e.ComplexityRoot.CpanelDomain.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDomain.Domain(childComplexity), true
+	case "CpanelDomain.kind":
+		if e.ComplexityRoot.CpanelDomain.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelDomain.Kind(childComplexity), true
+
+	case "CpanelForwarder.destinations":
+		if e.ComplexityRoot.CpanelForwarder.Destinations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelForwarder.Destinations(childComplexity), true
+	case "CpanelForwarder.source":
+		if e.ComplexityRoot.CpanelForwarder.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelForwarder.Source(childComplexity), true
+
+	case "CpanelGrant.database":
+		if e.ComplexityRoot.CpanelGrant.Database == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelGrant.Database(childComplexity), true
+	case "CpanelGrant.privileges":
+		if e.ComplexityRoot.CpanelGrant.Privileges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelGrant.Privileges(childComplexity), true
+
+	case "CpanelImport.account":
+		if e.ComplexityRoot.CpanelImport.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Account(childComplexity), true
+	case "CpanelImport.createdAt":
+		if e.ComplexityRoot.CpanelImport.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.CreatedAt(childComplexity), true
+	case "CpanelImport.createdBy":
+		if e.ComplexityRoot.CpanelImport.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.CreatedBy(childComplexity), true
+	case "CpanelImport.error":
+		if e.ComplexityRoot.CpanelImport.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Error(childComplexity), true
+	case "CpanelImport.finishedAt":
+		if e.ComplexityRoot.CpanelImport.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.FinishedAt(childComplexity), true
+	case "CpanelImport.id":
+		if e.ComplexityRoot.CpanelImport.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.ID(childComplexity), true
+	case "CpanelImport.items":
+		if e.ComplexityRoot.CpanelImport.Items == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Items(childComplexity), true
+	case "CpanelImport.node":
+		if e.ComplexityRoot.CpanelImport.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Node(childComplexity), true
+	case "CpanelImport.owner":
+		if e.ComplexityRoot.CpanelImport.Owner == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Owner(childComplexity), true
+	case "CpanelImport.path":
+		if e.ComplexityRoot.CpanelImport.Path == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Path(childComplexity), true
+	case "CpanelImport.plan":
+		if e.ComplexityRoot.CpanelImport.Plan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Plan(childComplexity), true
+	case "CpanelImport.report":
+		if e.ComplexityRoot.CpanelImport.Report == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Report(childComplexity), true
+	case "CpanelImport.status":
+		if e.ComplexityRoot.CpanelImport.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Status(childComplexity), true
+	case "CpanelImport.updatedAt":
+		if e.ComplexityRoot.CpanelImport.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.UpdatedAt(childComplexity), true
+	case "CpanelImport.username":
+		if e.ComplexityRoot.CpanelImport.Username == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImport.Username(childComplexity), true
+
+	case "CpanelImportConnection.edges":
+		if e.ComplexityRoot.CpanelImportConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImportConnection.Edges(childComplexity), true
+	case "CpanelImportConnection.pageInfo":
+		if e.ComplexityRoot.CpanelImportConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImportConnection.PageInfo(childComplexity), true
+
+	case "CpanelImportEdge.cursor":
+		if e.ComplexityRoot.CpanelImportEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImportEdge.Cursor(childComplexity), true
+	case "CpanelImportEdge.node":
+		if e.ComplexityRoot.CpanelImportEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelImportEdge.Node(childComplexity), true
+
+	case "CpanelItem.bytes":
+		if e.ComplexityRoot.CpanelItem.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Bytes(childComplexity), true
+	case "CpanelItem.disposition":
+		if e.ComplexityRoot.CpanelItem.Disposition == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Disposition(childComplexity), true
+	case "CpanelItem.entry":
+		if e.ComplexityRoot.CpanelItem.Entry == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Entry(childComplexity), true
+	case "CpanelItem.kind":
+		if e.ComplexityRoot.CpanelItem.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Kind(childComplexity), true
+	case "CpanelItem.name":
+		if e.ComplexityRoot.CpanelItem.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Name(childComplexity), true
+	case "CpanelItem.note":
+		if e.ComplexityRoot.CpanelItem.Note == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelItem.Note(childComplexity), true
+
+	case "CpanelMailbox.address":
+		if e.ComplexityRoot.CpanelMailbox.Address == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelMailbox.Address(childComplexity), true
+	case "CpanelMailbox.bytes":
+		if e.ComplexityRoot.CpanelMailbox.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelMailbox.Bytes(childComplexity), true
+	case "CpanelMailbox.messages":
+		if e.ComplexityRoot.CpanelMailbox.Messages == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelMailbox.Messages(childComplexity), true
+	case "CpanelMailbox.quotaBytes":
+		if e.ComplexityRoot.CpanelMailbox.QuotaBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelMailbox.QuotaBytes(childComplexity), true
+
+	case "CpanelReport.archiveBytes":
+		if e.ComplexityRoot.CpanelReport.ArchiveBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.ArchiveBytes(childComplexity), true
+	case "CpanelReport.autoresponders":
+		if e.ComplexityRoot.CpanelReport.Autoresponders == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Autoresponders(childComplexity), true
+	case "CpanelReport.certificates":
+		if e.ComplexityRoot.CpanelReport.Certificates == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Certificates(childComplexity), true
+	case "CpanelReport.crons":
+		if e.ComplexityRoot.CpanelReport.Crons == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Crons(childComplexity), true
+	case "CpanelReport.databaseUsers":
+		if e.ComplexityRoot.CpanelReport.DatabaseUsers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.DatabaseUsers(childComplexity), true
+	case "CpanelReport.databases":
+		if e.ComplexityRoot.CpanelReport.Databases == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Databases(childComplexity), true
+	case "CpanelReport.domains":
+		if e.ComplexityRoot.CpanelReport.Domains == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Domains(childComplexity), true
+	case "CpanelReport.fidelityPercent":
+		if e.ComplexityRoot.CpanelReport.FidelityPercent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.FidelityPercent(childComplexity), true
+	case "CpanelReport.forwarders":
+		if e.ComplexityRoot.CpanelReport.Forwarders == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Forwarders(childComplexity), true
+	case "CpanelReport.homeBytes":
+		if e.ComplexityRoot.CpanelReport.HomeBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.HomeBytes(childComplexity), true
+	case "CpanelReport.homeFiles":
+		if e.ComplexityRoot.CpanelReport.HomeFiles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.HomeFiles(childComplexity), true
+	case "CpanelReport.items":
+		if e.ComplexityRoot.CpanelReport.Items == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Items(childComplexity), true
+	case "CpanelReport.layout":
+		if e.ComplexityRoot.CpanelReport.Layout == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Layout(childComplexity), true
+	case "CpanelReport.mailboxes":
+		if e.ComplexityRoot.CpanelReport.Mailboxes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Mailboxes(childComplexity), true
+	case "CpanelReport.mainDomain":
+		if e.ComplexityRoot.CpanelReport.MainDomain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.MainDomain(childComplexity), true
+	case "CpanelReport.plan":
+		if e.ComplexityRoot.CpanelReport.Plan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Plan(childComplexity), true
+	case "CpanelReport.username":
+		if e.ComplexityRoot.CpanelReport.Username == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Username(childComplexity), true
+	case "CpanelReport.zones":
+		if e.ComplexityRoot.CpanelReport.Zones == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelReport.Zones(childComplexity), true
+
+	case "CpanelZone.name":
+		if e.ComplexityRoot.CpanelZone.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelZone.Name(childComplexity), true
 
 	case "CreateAPITokenPayload.apiToken":
 		if e.ComplexityRoot.CreateAPITokenPayload.APIToken == nil {
@@ -2514,6 +3059,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.AddReverseZone(childComplexity, args["cidr"].(string)), true
+	case "Mutation.analyzeCpanelBackup":
+		if e.ComplexityRoot.Mutation.AnalyzeCpanelBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_analyzeCpanelBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AnalyzeCpanelBackup(childComplexity, args["input"].(model.AnalyzeCpanelBackupInput)), true
 	case "Mutation.changeAccountOwner":
 		if e.ComplexityRoot.Mutation.ChangeAccountOwner == nil {
 			break
@@ -2954,6 +3510,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.FlushMailQueue(childComplexity, args["node"].(string)), true
+	case "Mutation.importCpanelBackup":
+		if e.ComplexityRoot.Mutation.ImportCpanelBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_importCpanelBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ImportCpanelBackup(childComplexity, args["input"].(model.ImportCpanelBackupInput)), true
 	case "Mutation.importZone":
 		if e.ComplexityRoot.Mutation.ImportZone == nil {
 			break
@@ -3814,6 +4381,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Cluster(childComplexity), true
+	case "Query.cpanelImport":
+		if e.ComplexityRoot.Query.CpanelImport == nil {
+			break
+		}
+
+		args, err := ec.field_Query_cpanelImport_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CpanelImport(childComplexity, args["id"].(string)), true
+	case "Query.cpanelImports":
+		if e.ComplexityRoot.Query.CpanelImports == nil {
+			break
+		}
+
+		args, err := ec.field_Query_cpanelImports_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CpanelImports(childComplexity, args["first"].(*int), args["after"].(*string)), true
 	case "Query.databaseUsers":
 		if e.ComplexityRoot.Query.DatabaseUsers == nil {
 			break
@@ -4619,6 +5208,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("AccountFilter", ec.unmarshalInputAccountFilter),
+			graphql.NewInputUnmarshaler("AnalyzeCpanelBackupInput", ec.unmarshalInputAnalyzeCpanelBackupInput),
 			graphql.NewInputUnmarshaler("AuditFilter", ec.unmarshalInputAuditFilter),
 			graphql.NewInputUnmarshaler("AutoresponderInput", ec.unmarshalInputAutoresponderInput),
 			graphql.NewInputUnmarshaler("CertificateFilter", ec.unmarshalInputCertificateFilter),
@@ -4629,6 +5219,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
 			graphql.NewInputUnmarshaler("CreateResellerInput", ec.unmarshalInputCreateResellerInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
+			graphql.NewInputUnmarshaler("ImportCpanelBackupInput", ec.unmarshalInputImportCpanelBackupInput),
 			graphql.NewInputUnmarshaler("InstallCertificateInput", ec.unmarshalInputInstallCertificateInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
 			graphql.NewInputUnmarshaler("NodeCapacityInput", ec.unmarshalInputNodeCapacityInput),
@@ -4735,7 +5326,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -4751,6 +5342,7 @@ var sources = []*ast.Source{
 	{Name: "audit.graphqls", Input: sourceData("audit.graphqls"), BuiltIn: false},
 	{Name: "backup.graphqls", Input: sourceData("backup.graphqls"), BuiltIn: false},
 	{Name: "cluster.graphqls", Input: sourceData("cluster.graphqls"), BuiltIn: false},
+	{Name: "cpanel.graphqls", Input: sourceData("cpanel.graphqls"), BuiltIn: false},
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
@@ -4806,6 +5398,8 @@ func (ec *executionContext) childFields_Account(ctx context.Context, field graph
 		return ec.fieldContext_Account_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Account_updatedAt(ctx, field)
+	case "importReport":
+		return ec.fieldContext_Account_importReport(ctx, field)
 	case "domains":
 		return ec.fieldContext_Account_domains(ctx, field)
 	}
@@ -5174,6 +5768,230 @@ func (ec *executionContext) childFields_Cluster(ctx context.Context, field graph
 		return ec.fieldContext_Cluster_etcd(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Cluster", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelAutoresponder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "address":
+		return ec.fieldContext_CpanelAutoresponder_address(ctx, field)
+	case "subject":
+		return ec.fieldContext_CpanelAutoresponder_subject(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelAutoresponder", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelCertificate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "domain":
+		return ec.fieldContext_CpanelCertificate_domain(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelCertificate", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelCron(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "schedule":
+		return ec.fieldContext_CpanelCron_schedule(ctx, field)
+	case "command":
+		return ec.fieldContext_CpanelCron_command(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelCron", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelDatabase(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_CpanelDatabase_name(ctx, field)
+	case "engine":
+		return ec.fieldContext_CpanelDatabase_engine(ctx, field)
+	case "bytes":
+		return ec.fieldContext_CpanelDatabase_bytes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelDatabase", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelDatabaseUser(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_CpanelDatabaseUser_name(ctx, field)
+	case "engine":
+		return ec.fieldContext_CpanelDatabaseUser_engine(ctx, field)
+	case "grants":
+		return ec.fieldContext_CpanelDatabaseUser_grants(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelDatabaseUser", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelDomain(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "domain":
+		return ec.fieldContext_CpanelDomain_domain(ctx, field)
+	case "kind":
+		return ec.fieldContext_CpanelDomain_kind(ctx, field)
+	case "docroot":
+		return ec.fieldContext_CpanelDomain_docroot(ctx, field)
+	case "aliasOf":
+		return ec.fieldContext_CpanelDomain_aliasOf(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelDomain", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelForwarder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "source":
+		return ec.fieldContext_CpanelForwarder_source(ctx, field)
+	case "destinations":
+		return ec.fieldContext_CpanelForwarder_destinations(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelForwarder", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelGrant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "database":
+		return ec.fieldContext_CpanelGrant_database(ctx, field)
+	case "privileges":
+		return ec.fieldContext_CpanelGrant_privileges(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelGrant", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelImport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_CpanelImport_id(ctx, field)
+	case "node":
+		return ec.fieldContext_CpanelImport_node(ctx, field)
+	case "path":
+		return ec.fieldContext_CpanelImport_path(ctx, field)
+	case "owner":
+		return ec.fieldContext_CpanelImport_owner(ctx, field)
+	case "plan":
+		return ec.fieldContext_CpanelImport_plan(ctx, field)
+	case "account":
+		return ec.fieldContext_CpanelImport_account(ctx, field)
+	case "username":
+		return ec.fieldContext_CpanelImport_username(ctx, field)
+	case "status":
+		return ec.fieldContext_CpanelImport_status(ctx, field)
+	case "report":
+		return ec.fieldContext_CpanelImport_report(ctx, field)
+	case "items":
+		return ec.fieldContext_CpanelImport_items(ctx, field)
+	case "error":
+		return ec.fieldContext_CpanelImport_error(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_CpanelImport_createdBy(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_CpanelImport_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_CpanelImport_updatedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_CpanelImport_finishedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelImport", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelImportConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_CpanelImportConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_CpanelImportConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelImportConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelImportEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_CpanelImportEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_CpanelImportEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelImportEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "kind":
+		return ec.fieldContext_CpanelItem_kind(ctx, field)
+	case "name":
+		return ec.fieldContext_CpanelItem_name(ctx, field)
+	case "disposition":
+		return ec.fieldContext_CpanelItem_disposition(ctx, field)
+	case "note":
+		return ec.fieldContext_CpanelItem_note(ctx, field)
+	case "entry":
+		return ec.fieldContext_CpanelItem_entry(ctx, field)
+	case "bytes":
+		return ec.fieldContext_CpanelItem_bytes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelItem", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelMailbox(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "address":
+		return ec.fieldContext_CpanelMailbox_address(ctx, field)
+	case "quotaBytes":
+		return ec.fieldContext_CpanelMailbox_quotaBytes(ctx, field)
+	case "bytes":
+		return ec.fieldContext_CpanelMailbox_bytes(ctx, field)
+	case "messages":
+		return ec.fieldContext_CpanelMailbox_messages(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelMailbox", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelReport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "username":
+		return ec.fieldContext_CpanelReport_username(ctx, field)
+	case "layout":
+		return ec.fieldContext_CpanelReport_layout(ctx, field)
+	case "mainDomain":
+		return ec.fieldContext_CpanelReport_mainDomain(ctx, field)
+	case "plan":
+		return ec.fieldContext_CpanelReport_plan(ctx, field)
+	case "fidelityPercent":
+		return ec.fieldContext_CpanelReport_fidelityPercent(ctx, field)
+	case "archiveBytes":
+		return ec.fieldContext_CpanelReport_archiveBytes(ctx, field)
+	case "homeFiles":
+		return ec.fieldContext_CpanelReport_homeFiles(ctx, field)
+	case "homeBytes":
+		return ec.fieldContext_CpanelReport_homeBytes(ctx, field)
+	case "items":
+		return ec.fieldContext_CpanelReport_items(ctx, field)
+	case "domains":
+		return ec.fieldContext_CpanelReport_domains(ctx, field)
+	case "mailboxes":
+		return ec.fieldContext_CpanelReport_mailboxes(ctx, field)
+	case "databases":
+		return ec.fieldContext_CpanelReport_databases(ctx, field)
+	case "databaseUsers":
+		return ec.fieldContext_CpanelReport_databaseUsers(ctx, field)
+	case "certificates":
+		return ec.fieldContext_CpanelReport_certificates(ctx, field)
+	case "crons":
+		return ec.fieldContext_CpanelReport_crons(ctx, field)
+	case "forwarders":
+		return ec.fieldContext_CpanelReport_forwarders(ctx, field)
+	case "autoresponders":
+		return ec.fieldContext_CpanelReport_autoresponders(ctx, field)
+	case "zones":
+		return ec.fieldContext_CpanelReport_zones(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelReport", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelZone(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_CpanelZone_name(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelZone", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateAPITokenPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -6138,6 +6956,20 @@ func (ec *executionContext) field_Mutation_addReverseZone_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_analyzeCpanelBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.AnalyzeCpanelBackupInput, error) {
+			return ec.unmarshalNAnalyzeCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAnalyzeCpanelBackupInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_changeAccountOwner_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6871,6 +7703,20 @@ func (ec *executionContext) field_Mutation_flushMailQueue_args(ctx context.Conte
 		return nil, err
 	}
 	args["node"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_importCpanelBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ImportCpanelBackupInput, error) {
+			return ec.unmarshalNImportCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportCpanelBackupInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -8008,6 +8854,42 @@ func (ec *executionContext) field_Query_certificates_args(ctx context.Context, r
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_cpanelImport_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_cpanelImports_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_databaseUsers_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -8856,6 +9738,38 @@ func (ec *executionContext) _Account_updatedAt(ctx context.Context, field graphq
 }
 func (ec *executionContext) fieldContext_Account_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Account", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Account_importReport(ctx context.Context, field graphql.CollectedField, obj *model.Account) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Account_importReport(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Account().ImportReport(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+			return ec.marshalOCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Account_importReport(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Account",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImport(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Account_domains(ctx context.Context, field graphql.CollectedField, obj *model.Account) (ret graphql.Marshaler) {
@@ -11676,6 +12590,1691 @@ func (ec *executionContext) fieldContext_Cluster_etcd(_ context.Context, field g
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _CpanelAutoresponder_address(ctx context.Context, field graphql.CollectedField, obj *model.CpanelAutoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelAutoresponder_address(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Address, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelAutoresponder_address(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelAutoresponder", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelAutoresponder_subject(ctx context.Context, field graphql.CollectedField, obj *model.CpanelAutoresponder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelAutoresponder_subject(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subject, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelAutoresponder_subject(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelAutoresponder", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelCertificate_domain(ctx context.Context, field graphql.CollectedField, obj *model.CpanelCertificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelCertificate_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelCertificate_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelCertificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelCron_schedule(ctx context.Context, field graphql.CollectedField, obj *model.CpanelCron) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelCron_schedule(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Schedule, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelCron_schedule(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelCron", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelCron_command(ctx context.Context, field graphql.CollectedField, obj *model.CpanelCron) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelCron_command(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Command, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelCron_command(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelCron", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDatabase_name(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabase_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabase_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDatabase", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDatabase_engine(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabase_engine(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Engine, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.DatabaseEngine) graphql.Marshaler {
+			return ec.marshalNDatabaseEngine2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDatabaseEngine(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabase_engine(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDatabase", field, false, false, "DatabaseEngine")
+}
+
+func (ec *executionContext) _CpanelDatabase_bytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabase) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabase_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabase_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDatabase", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelDatabaseUser_name(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabaseUser) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabaseUser_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabaseUser_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDatabaseUser", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDatabaseUser_engine(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabaseUser) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabaseUser_engine(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Engine, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.DatabaseEngine) graphql.Marshaler {
+			return ec.marshalNDatabaseEngine2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDatabaseEngine(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabaseUser_engine(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDatabaseUser", field, false, false, "DatabaseEngine")
+}
+
+func (ec *executionContext) _CpanelDatabaseUser_grants(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDatabaseUser) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDatabaseUser_grants(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Grants, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelGrant) graphql.Marshaler {
+			return ec.marshalNCpanelGrant2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelGrantᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDatabaseUser_grants(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelDatabaseUser",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelGrant(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelDomain_domain(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDomain_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDomain_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDomain_kind(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDomain_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDomain_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDomain_docroot(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDomain_docroot(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Docroot, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDomain_docroot(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelDomain_aliasOf(ctx context.Context, field graphql.CollectedField, obj *model.CpanelDomain) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelDomain_aliasOf(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AliasOf, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelDomain_aliasOf(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelDomain", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelForwarder_source(ctx context.Context, field graphql.CollectedField, obj *model.CpanelForwarder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelForwarder_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelForwarder_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelForwarder", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelForwarder_destinations(ctx context.Context, field graphql.CollectedField, obj *model.CpanelForwarder) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelForwarder_destinations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Destinations, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelForwarder_destinations(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelForwarder", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelGrant_database(ctx context.Context, field graphql.CollectedField, obj *model.CpanelGrant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelGrant_database(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Database, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelGrant_database(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelGrant", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelGrant_privileges(ctx context.Context, field graphql.CollectedField, obj *model.CpanelGrant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelGrant_privileges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Privileges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelGrant_privileges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelGrant", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_id(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CpanelImport_node(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_path(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_path(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Path, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_path(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_owner(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_owner(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Owner, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_owner(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_plan(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_plan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Plan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_plan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_account(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CpanelImport_username(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_username(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Username, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_username(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_status(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.CpanelImportStatus) graphql.Marshaler {
+			return ec.marshalNCpanelImportStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "CpanelImportStatus")
+}
+
+func (ec *executionContext) _CpanelImport_report(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_report(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Report, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelReport) graphql.Marshaler {
+			return ec.marshalOCpanelReport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelReport(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_report(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelImport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelReport(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelImport_items(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Items, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelItem) graphql.Marshaler {
+			return ec.marshalNCpanelItem2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelItemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_items(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelImport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelItem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelImport_error(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_createdBy(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImport_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CpanelImport_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CpanelImport_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImport_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImport_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImport", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CpanelImportConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImportConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImportConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelImportEdge) graphql.Marshaler {
+			return ec.marshalNCpanelImportEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImportConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelImportConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImportEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelImportConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImportConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImportConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImportConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelImportConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelImportEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImportEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImportEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImportEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelImportEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelImportEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.CpanelImportEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelImportEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+			return ec.marshalNCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelImportEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelImportEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImport(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelItem_kind(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelItem_name(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelItem_disposition(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_disposition(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Disposition, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ImportDisposition) graphql.Marshaler {
+			return ec.marshalNImportDisposition2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportDisposition(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_disposition(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "ImportDisposition")
+}
+
+func (ec *executionContext) _CpanelItem_note(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_note(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Note, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_note(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelItem_entry(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_entry(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Entry, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_entry(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelItem_bytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelItem_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelItem_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelItem", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelMailbox_address(ctx context.Context, field graphql.CollectedField, obj *model.CpanelMailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelMailbox_address(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Address, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelMailbox_address(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelMailbox", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelMailbox_quotaBytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelMailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelMailbox_quotaBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QuotaBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelMailbox_quotaBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelMailbox", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelMailbox_bytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelMailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelMailbox_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelMailbox_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelMailbox", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelMailbox_messages(ctx context.Context, field graphql.CollectedField, obj *model.CpanelMailbox) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelMailbox_messages(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Messages, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelMailbox_messages(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelMailbox", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelReport_username(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_username(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Username, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_username(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelReport_layout(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_layout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Layout, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_layout(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelReport_mainDomain(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_mainDomain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MainDomain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_mainDomain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelReport_plan(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_plan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Plan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_plan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelReport_fidelityPercent(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_fidelityPercent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FidelityPercent, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_fidelityPercent(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CpanelReport_archiveBytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_archiveBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ArchiveBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_archiveBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelReport_homeFiles(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_homeFiles(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HomeFiles, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_homeFiles(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelReport_homeBytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_homeBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HomeBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_homeBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelReport", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelReport_items(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Items, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelItem) graphql.Marshaler {
+			return ec.marshalNCpanelItem2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelItemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_items(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelItem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_domains(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_domains(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domains, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelDomain) graphql.Marshaler {
+			return ec.marshalNCpanelDomain2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDomainᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_domains(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelDomain(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_mailboxes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_mailboxes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mailboxes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelMailbox) graphql.Marshaler {
+			return ec.marshalNCpanelMailbox2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelMailboxᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_mailboxes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelMailbox(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_databases(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_databases(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Databases, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelDatabase) graphql.Marshaler {
+			return ec.marshalNCpanelDatabase2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_databases(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelDatabase(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_databaseUsers(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_databaseUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DatabaseUsers, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelDatabaseUser) graphql.Marshaler {
+			return ec.marshalNCpanelDatabaseUser2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseUserᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_databaseUsers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelDatabaseUser(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_certificates(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_certificates(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Certificates, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelCertificate) graphql.Marshaler {
+			return ec.marshalNCpanelCertificate2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCertificateᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_certificates(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelCertificate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_crons(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_crons(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Crons, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelCron) graphql.Marshaler {
+			return ec.marshalNCpanelCron2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCronᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_crons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelCron(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_forwarders(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_forwarders(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Forwarders, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelForwarder) graphql.Marshaler {
+			return ec.marshalNCpanelForwarder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelForwarderᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_forwarders(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelForwarder(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_autoresponders(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_autoresponders(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Autoresponders, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelAutoresponder) graphql.Marshaler {
+			return ec.marshalNCpanelAutoresponder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelAutoresponderᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_autoresponders(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelAutoresponder(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelReport_zones(ctx context.Context, field graphql.CollectedField, obj *model.CpanelReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelReport_zones(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Zones, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelZone) graphql.Marshaler {
+			return ec.marshalNCpanelZone2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelZoneᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelReport_zones(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelZone(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelZone_name(ctx context.Context, field graphql.CollectedField, obj *model.CpanelZone) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelZone_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelZone_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelZone", field, false, false, "String")
 }
 
 func (ec *executionContext) _CreateAPITokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.CreateAPITokenPayload) (ret graphql.Marshaler) {
@@ -15449,6 +18048,94 @@ func (ec *executionContext) fieldContext_Mutation_setPlanBackup(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_setPlanBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_analyzeCpanelBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_analyzeCpanelBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AnalyzeCpanelBackup(ctx, fc.Args["input"].(model.AnalyzeCpanelBackupInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelReport) graphql.Marshaler {
+			return ec.marshalNCpanelReport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelReport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_analyzeCpanelBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelReport(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_analyzeCpanelBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_importCpanelBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_importCpanelBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ImportCpanelBackup(ctx, fc.Args["input"].(model.ImportCpanelBackupInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+			return ec.marshalNCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_importCpanelBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImport(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_importCpanelBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -20016,6 +22703,94 @@ func (ec *executionContext) fieldContext_Query_cluster(_ context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_cpanelImport(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_cpanelImport(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CpanelImport(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+			return ec.marshalOCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_cpanelImport(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImport(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_cpanelImport_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_cpanelImports(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_cpanelImports(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CpanelImports(ctx, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelImportConnection) graphql.Marshaler {
+			return ec.marshalNCpanelImportConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_cpanelImports(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelImportConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_cpanelImports_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_databases(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -24253,6 +27028,55 @@ func UnmarshalAccountFilter(ctx context.Context, raw any) (model.AccountFilter, 
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputAnalyzeCpanelBackupInput(ctx context.Context, obj any) (model.AnalyzeCpanelBackupInput, error) {
+	var it model.AnalyzeCpanelBackupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"node", "path"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "path":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("path"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Path = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalAnalyzeCpanelBackupInput unmarshals raw into the AnalyzeCpanelBackupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalAnalyzeCpanelBackupInput(ctx context.Context, raw any) (model.AnalyzeCpanelBackupInput, error) {
+	var out model.AnalyzeCpanelBackupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "AnalyzeCpanelBackupInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputAuditFilter(ctx context.Context, obj any) (model.AuditFilter, error) {
 	var it model.AuditFilter
 	if obj == nil {
@@ -24975,6 +27799,76 @@ func (ec *executionContext) unmarshalInputCreateUserInput(ctx context.Context, o
 func UnmarshalCreateUserInput(ctx context.Context, raw any) (model.CreateUserInput, error) {
 	var out model.CreateUserInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateUserInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputImportCpanelBackupInput(ctx context.Context, obj any) (model.ImportCpanelBackupInput, error) {
+	var it model.ImportCpanelBackupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"node", "path", "owner", "plan", "username"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "path":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("path"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Path = data
+		case "owner":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("owner"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Owner = data
+		case "plan":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("plan"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Plan = data
+		case "username":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("username"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Username = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalImportCpanelBackupInput unmarshals raw into the ImportCpanelBackupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalImportCpanelBackupInput(ctx context.Context, raw any) (model.ImportCpanelBackupInput, error) {
+	var out model.ImportCpanelBackupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ImportCpanelBackupInput", raw, &out)
 	return out, err
 }
 
@@ -26009,6 +28903,12 @@ func (ec *executionContext) _Account(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "importReport":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Account_importReport(ctx, field, obj)
+				})
 		case "domains":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -27221,6 +30121,761 @@ func (ec *executionContext) _Cluster(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "etcd":
 			out.Values[i] = ec._Cluster_etcd(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelAutoresponderImplementors = []string{"CpanelAutoresponder"}
+
+func (ec *executionContext) _CpanelAutoresponder(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelAutoresponder) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelAutoresponderImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelAutoresponder")
+		case "address":
+			out.Values[i] = ec._CpanelAutoresponder_address(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "subject":
+			out.Values[i] = ec._CpanelAutoresponder_subject(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelCertificateImplementors = []string{"CpanelCertificate"}
+
+func (ec *executionContext) _CpanelCertificate(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelCertificate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelCertificateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelCertificate")
+		case "domain":
+			out.Values[i] = ec._CpanelCertificate_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelCronImplementors = []string{"CpanelCron"}
+
+func (ec *executionContext) _CpanelCron(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelCron) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelCronImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelCron")
+		case "schedule":
+			out.Values[i] = ec._CpanelCron_schedule(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "command":
+			out.Values[i] = ec._CpanelCron_command(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelDatabaseImplementors = []string{"CpanelDatabase"}
+
+func (ec *executionContext) _CpanelDatabase(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelDatabase) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelDatabaseImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelDatabase")
+		case "name":
+			out.Values[i] = ec._CpanelDatabase_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "engine":
+			out.Values[i] = ec._CpanelDatabase_engine(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._CpanelDatabase_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelDatabaseUserImplementors = []string{"CpanelDatabaseUser"}
+
+func (ec *executionContext) _CpanelDatabaseUser(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelDatabaseUser) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelDatabaseUserImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelDatabaseUser")
+		case "name":
+			out.Values[i] = ec._CpanelDatabaseUser_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "engine":
+			out.Values[i] = ec._CpanelDatabaseUser_engine(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "grants":
+			out.Values[i] = ec._CpanelDatabaseUser_grants(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelDomainImplementors = []string{"CpanelDomain"}
+
+func (ec *executionContext) _CpanelDomain(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelDomain) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelDomainImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelDomain")
+		case "domain":
+			out.Values[i] = ec._CpanelDomain_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._CpanelDomain_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "docroot":
+			out.Values[i] = ec._CpanelDomain_docroot(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "aliasOf":
+			out.Values[i] = ec._CpanelDomain_aliasOf(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelForwarderImplementors = []string{"CpanelForwarder"}
+
+func (ec *executionContext) _CpanelForwarder(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelForwarder) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelForwarderImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelForwarder")
+		case "source":
+			out.Values[i] = ec._CpanelForwarder_source(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "destinations":
+			out.Values[i] = ec._CpanelForwarder_destinations(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelGrantImplementors = []string{"CpanelGrant"}
+
+func (ec *executionContext) _CpanelGrant(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelGrant) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelGrantImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelGrant")
+		case "database":
+			out.Values[i] = ec._CpanelGrant_database(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "privileges":
+			out.Values[i] = ec._CpanelGrant_privileges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelImportImplementors = []string{"CpanelImport"}
+
+func (ec *executionContext) _CpanelImport(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelImport) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelImportImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelImport")
+		case "id":
+			out.Values[i] = ec._CpanelImport_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CpanelImport_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "path":
+			out.Values[i] = ec._CpanelImport_path(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "owner":
+			out.Values[i] = ec._CpanelImport_owner(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "plan":
+			out.Values[i] = ec._CpanelImport_plan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._CpanelImport_account(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "username":
+			out.Values[i] = ec._CpanelImport_username(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._CpanelImport_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "report":
+			out.Values[i] = ec._CpanelImport_report(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "items":
+			out.Values[i] = ec._CpanelImport_items(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._CpanelImport_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdBy":
+			out.Values[i] = ec._CpanelImport_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._CpanelImport_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._CpanelImport_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._CpanelImport_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelImportConnectionImplementors = []string{"CpanelImportConnection"}
+
+func (ec *executionContext) _CpanelImportConnection(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelImportConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelImportConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelImportConnection")
+		case "edges":
+			out.Values[i] = ec._CpanelImportConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CpanelImportConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelImportEdgeImplementors = []string{"CpanelImportEdge"}
+
+func (ec *executionContext) _CpanelImportEdge(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelImportEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelImportEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelImportEdge")
+		case "cursor":
+			out.Values[i] = ec._CpanelImportEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CpanelImportEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelItemImplementors = []string{"CpanelItem"}
+
+func (ec *executionContext) _CpanelItem(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelItem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelItemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelItem")
+		case "kind":
+			out.Values[i] = ec._CpanelItem_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._CpanelItem_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "disposition":
+			out.Values[i] = ec._CpanelItem_disposition(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "note":
+			out.Values[i] = ec._CpanelItem_note(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "entry":
+			out.Values[i] = ec._CpanelItem_entry(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._CpanelItem_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelMailboxImplementors = []string{"CpanelMailbox"}
+
+func (ec *executionContext) _CpanelMailbox(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelMailbox) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelMailboxImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelMailbox")
+		case "address":
+			out.Values[i] = ec._CpanelMailbox_address(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "quotaBytes":
+			out.Values[i] = ec._CpanelMailbox_quotaBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._CpanelMailbox_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "messages":
+			out.Values[i] = ec._CpanelMailbox_messages(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelReportImplementors = []string{"CpanelReport"}
+
+func (ec *executionContext) _CpanelReport(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelReport) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelReportImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelReport")
+		case "username":
+			out.Values[i] = ec._CpanelReport_username(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "layout":
+			out.Values[i] = ec._CpanelReport_layout(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mainDomain":
+			out.Values[i] = ec._CpanelReport_mainDomain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "plan":
+			out.Values[i] = ec._CpanelReport_plan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fidelityPercent":
+			out.Values[i] = ec._CpanelReport_fidelityPercent(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "archiveBytes":
+			out.Values[i] = ec._CpanelReport_archiveBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "homeFiles":
+			out.Values[i] = ec._CpanelReport_homeFiles(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "homeBytes":
+			out.Values[i] = ec._CpanelReport_homeBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "items":
+			out.Values[i] = ec._CpanelReport_items(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "domains":
+			out.Values[i] = ec._CpanelReport_domains(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mailboxes":
+			out.Values[i] = ec._CpanelReport_mailboxes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "databases":
+			out.Values[i] = ec._CpanelReport_databases(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "databaseUsers":
+			out.Values[i] = ec._CpanelReport_databaseUsers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "certificates":
+			out.Values[i] = ec._CpanelReport_certificates(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "crons":
+			out.Values[i] = ec._CpanelReport_crons(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "forwarders":
+			out.Values[i] = ec._CpanelReport_forwarders(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "autoresponders":
+			out.Values[i] = ec._CpanelReport_autoresponders(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "zones":
+			out.Values[i] = ec._CpanelReport_zones(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelZoneImplementors = []string{"CpanelZone"}
+
+func (ec *executionContext) _CpanelZone(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelZone) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelZoneImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelZone")
+		case "name":
+			out.Values[i] = ec._CpanelZone_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -28749,6 +32404,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "analyzeCpanelBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_analyzeCpanelBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "importCpanelBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_importCpanelBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createDatabase":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createDatabase(ctx, field)
@@ -29702,6 +33371,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_cluster(ctx, field)
+				})
+		case "cpanelImport":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_cpanelImport(ctx, field)
+				})
+		case "cpanelImports":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_cpanelImports(ctx, field)
 				})
 		case "databases":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -31232,6 +34913,11 @@ func (ec *executionContext) marshalNAccountStatusCount2ᚖgithubᚗcomᚋnpanel�
 	return ec._AccountStatusCount(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNAnalyzeCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAnalyzeCpanelBackupInput(ctx context.Context, v any) (model.AnalyzeCpanelBackupInput, error) {
+	res, err := ec.unmarshalInputAnalyzeCpanelBackupInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNAuditEvent2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐAuditEvent(ctx context.Context, sel ast.SelectionSet, v *model.AuditEvent) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "AuditEvent!")
@@ -31537,6 +35223,328 @@ func (ec *executionContext) marshalNCluster2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋ
 		return graphql.Null
 	}
 	return ec._Cluster(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelAutoresponder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelAutoresponderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelAutoresponder) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelAutoresponder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelAutoresponder(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelAutoresponder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelAutoresponder(ctx context.Context, sel ast.SelectionSet, v *model.CpanelAutoresponder) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelAutoresponder!")
+		return graphql.Null
+	}
+	return ec._CpanelAutoresponder(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelCertificate2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCertificateᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelCertificate) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCertificate(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelCertificate2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCertificate(ctx context.Context, sel ast.SelectionSet, v *model.CpanelCertificate) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelCertificate!")
+		return graphql.Null
+	}
+	return ec._CpanelCertificate(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelCron2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCronᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelCron) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelCron2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCron(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelCron2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelCron(ctx context.Context, sel ast.SelectionSet, v *model.CpanelCron) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelCron!")
+		return graphql.Null
+	}
+	return ec._CpanelCron(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelDatabase2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelDatabase) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelDatabase2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabase(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelDatabase2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabase(ctx context.Context, sel ast.SelectionSet, v *model.CpanelDatabase) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelDatabase!")
+		return graphql.Null
+	}
+	return ec._CpanelDatabase(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelDatabaseUser2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseUserᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelDatabaseUser) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelDatabaseUser2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseUser(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelDatabaseUser2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDatabaseUser(ctx context.Context, sel ast.SelectionSet, v *model.CpanelDatabaseUser) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelDatabaseUser!")
+		return graphql.Null
+	}
+	return ec._CpanelDatabaseUser(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelDomain2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDomainᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelDomain) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDomain(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelDomain2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelDomain(ctx context.Context, sel ast.SelectionSet, v *model.CpanelDomain) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelDomain!")
+		return graphql.Null
+	}
+	return ec._CpanelDomain(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelForwarder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelForwarderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelForwarder) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelForwarder(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelForwarder2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelForwarder(ctx context.Context, sel ast.SelectionSet, v *model.CpanelForwarder) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelForwarder!")
+		return graphql.Null
+	}
+	return ec._CpanelForwarder(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelGrant2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelGrantᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelGrant) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelGrant2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelGrant(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelGrant2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelGrant(ctx context.Context, sel ast.SelectionSet, v *model.CpanelGrant) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelGrant!")
+		return graphql.Null
+	}
+	return ec._CpanelGrant(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx context.Context, sel ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelImport!")
+		return graphql.Null
+	}
+	return ec._CpanelImport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelImportConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportConnection(ctx context.Context, sel ast.SelectionSet, v *model.CpanelImportConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelImportConnection!")
+		return graphql.Null
+	}
+	return ec._CpanelImportConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelImportEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelImportEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelImportEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelImportEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportEdge(ctx context.Context, sel ast.SelectionSet, v *model.CpanelImportEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelImportEdge!")
+		return graphql.Null
+	}
+	return ec._CpanelImportEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCpanelImportStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportStatus(ctx context.Context, v any) (model.CpanelImportStatus, error) {
+	var res model.CpanelImportStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCpanelImportStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImportStatus(ctx context.Context, sel ast.SelectionSet, v model.CpanelImportStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNCpanelItem2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelItemᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelItem) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelItem2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelItem(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelItem2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelItem(ctx context.Context, sel ast.SelectionSet, v *model.CpanelItem) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelItem!")
+		return graphql.Null
+	}
+	return ec._CpanelItem(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelMailbox2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelMailboxᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelMailbox) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelMailbox(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelMailbox2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelMailbox(ctx context.Context, sel ast.SelectionSet, v *model.CpanelMailbox) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelMailbox!")
+		return graphql.Null
+	}
+	return ec._CpanelMailbox(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelReport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelReport(ctx context.Context, sel ast.SelectionSet, v *model.CpanelReport) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelReport!")
+		return graphql.Null
+	}
+	return ec._CpanelReport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelZone2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelZoneᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelZone) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelZone2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelZone(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelZone2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelZone(ctx context.Context, sel ast.SelectionSet, v *model.CpanelZone) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelZone!")
+		return graphql.Null
+	}
+	return ec._CpanelZone(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNCreateAPITokenPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCreateAPITokenPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateAPITokenPayload) graphql.Marshaler {
@@ -31860,6 +35868,21 @@ func (ec *executionContext) marshalNID2string(ctx context.Context, sel ast.Selec
 		graphql.AddInvalidNullFromMarshaler(ctx, "ID!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNImportCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportCpanelBackupInput(ctx context.Context, v any) (model.ImportCpanelBackupInput, error) {
+	res, err := ec.unmarshalInputImportCpanelBackupInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNImportDisposition2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportDisposition(ctx context.Context, v any) (model.ImportDisposition, error) {
+	var res model.ImportDisposition
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNImportDisposition2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportDisposition(ctx context.Context, sel ast.SelectionSet, v model.ImportDisposition) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNImportLine2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐImportLineᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ImportLine) graphql.Marshaler {
@@ -32947,6 +36970,20 @@ func (ec *executionContext) marshalOChallengeType2ᚖgithubᚗcomᚋnpanelᚋnpa
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) marshalOCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx context.Context, sel ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CpanelImport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOCpanelReport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelReport(ctx context.Context, sel ast.SelectionSet, v *model.CpanelReport) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CpanelReport(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalODNSRecord2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐDNSRecord(ctx context.Context, sel ast.SelectionSet, v *model.DNSRecord) graphql.Marshaler {

@@ -46,7 +46,7 @@ func ctlCmd() *cobra.Command {
 		withCommands(resellerCmd(o), resellerUpdateCmd(o), resellerDeleteCmd(o)),
 		withCommands(userCmd(o), userListCmd(o), userUpdateCmd(o), userDeleteCmd(o), userResetPasswordCmd(o)),
 		withCommands(accountCmd(o), accountChangePlanCmd(o), accountChangeOwnerCmd(o)),
-		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o))
+		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), importCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o))
 	return cmd
 }
 

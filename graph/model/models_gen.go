@@ -46,6 +46,12 @@ type AccountStatusCount struct {
 	Count  int           `json:"count"`
 }
 
+type AnalyzeCpanelBackupInput struct {
+	Node string `json:"node"`
+	// Relative to the node's import area; ends in .tar.gz or .tgz.
+	Path string `json:"path"`
+}
+
 type AuditEvent struct {
 	ID     string    `json:"id"`
 	Time   time.Time `json:"time"`
@@ -262,6 +268,128 @@ type Cluster struct {
 	Etcd   *EtcdStatus `json:"etcd"`
 }
 
+type CpanelAutoresponder struct {
+	Address string `json:"address"`
+	Subject string `json:"subject"`
+}
+
+type CpanelCertificate struct {
+	Domain string `json:"domain"`
+}
+
+type CpanelCron struct {
+	Schedule string `json:"schedule"`
+	Command  string `json:"command"`
+}
+
+type CpanelDatabase struct {
+	Name   string         `json:"name"`
+	Engine DatabaseEngine `json:"engine"`
+	Bytes  int64          `json:"bytes"`
+}
+
+type CpanelDatabaseUser struct {
+	Name   string         `json:"name"`
+	Engine DatabaseEngine `json:"engine"`
+	Grants []*CpanelGrant `json:"grants"`
+}
+
+type CpanelDomain struct {
+	Domain string `json:"domain"`
+	// main, addon, parked or sub
+	Kind    string  `json:"kind"`
+	Docroot string  `json:"docroot"`
+	AliasOf *string `json:"aliasOf,omitempty"`
+}
+
+type CpanelForwarder struct {
+	Source       string   `json:"source"`
+	Destinations []string `json:"destinations"`
+}
+
+type CpanelGrant struct {
+	Database   string   `json:"database"`
+	Privileges []string `json:"privileges"`
+}
+
+type CpanelImport struct {
+	ID    string `json:"id"`
+	Node  string `json:"node"`
+	Path  string `json:"path"`
+	Owner string `json:"owner"`
+	Plan  string `json:"plan"`
+	// The account's id once created.
+	Account  *string            `json:"account,omitempty"`
+	Username *string            `json:"username,omitempty"`
+	Status   CpanelImportStatus `json:"status"`
+	// The analysis; null until the node has answered.
+	Report *CpanelReport `json:"report,omitempty"`
+	// What the import did, item by item (the analysis' items until it has finished).
+	Items      []*CpanelItem `json:"items"`
+	Error      *string       `json:"error,omitempty"`
+	CreatedBy  string        `json:"createdBy"`
+	CreatedAt  time.Time     `json:"createdAt"`
+	UpdatedAt  time.Time     `json:"updatedAt"`
+	FinishedAt *time.Time    `json:"finishedAt,omitempty"`
+}
+
+type CpanelImportConnection struct {
+	Edges    []*CpanelImportEdge `json:"edges"`
+	PageInfo *PageInfo           `json:"pageInfo"`
+}
+
+type CpanelImportEdge struct {
+	Cursor string        `json:"cursor"`
+	Node   *CpanelImport `json:"node"`
+}
+
+type CpanelItem struct {
+	// domain, addon_domain, parked_domain, sub_domain, zone, mailbox, forwarder, autoresponder, database, database_user, certificate, cron, files, ftp_account, other
+	Kind        string            `json:"kind"`
+	Name        string            `json:"name"`
+	Disposition ImportDisposition `json:"disposition"`
+	Note        string            `json:"note"`
+	// The archive entry it comes from.
+	Entry string `json:"entry"`
+	Bytes int64  `json:"bytes"`
+}
+
+type CpanelMailbox struct {
+	Address string `json:"address"`
+	// 0: unlimited in cPanel.
+	QuotaBytes int64 `json:"quotaBytes"`
+	Bytes      int64 `json:"bytes"`
+	Messages   int64 `json:"messages"`
+}
+
+type CpanelReport struct {
+	Username string `json:"username"`
+	// cpmove (homedir.tar) or backup (homedir/)
+	Layout     string `json:"layout"`
+	MainDomain string `json:"mainDomain"`
+	// The cPanel package name.
+	Plan string `json:"plan"`
+	// Share of the items imported or adapted rather than skipped, 0-100.
+	FidelityPercent int                    `json:"fidelityPercent"`
+	ArchiveBytes    int64                  `json:"archiveBytes"`
+	HomeFiles       int64                  `json:"homeFiles"`
+	HomeBytes       int64                  `json:"homeBytes"`
+	Items           []*CpanelItem          `json:"items"`
+	Domains         []*CpanelDomain        `json:"domains"`
+	Mailboxes       []*CpanelMailbox       `json:"mailboxes"`
+	Databases       []*CpanelDatabase      `json:"databases"`
+	DatabaseUsers   []*CpanelDatabaseUser  `json:"databaseUsers"`
+	Certificates    []*CpanelCertificate   `json:"certificates"`
+	Crons           []*CpanelCron          `json:"crons"`
+	Forwarders      []*CpanelForwarder     `json:"forwarders"`
+	Autoresponders  []*CpanelAutoresponder `json:"autoresponders"`
+	Zones           []*CpanelZone          `json:"zones"`
+}
+
+type CpanelZone struct {
+	Name string `json:"name"`
+}
+
 type CreateAPITokenPayload struct {
 	// The bearer token. Shown only here, never again.
 	Token    string    `json:"token"`
@@ -472,6 +600,15 @@ type Forwarder struct {
 	// local@domain
 	From string   `json:"from"`
 	To   []string `json:"to"`
+}
+
+type ImportCpanelBackupInput struct {
+	Node  string `json:"node"`
+	Path  string `json:"path"`
+	Owner string `json:"owner"`
+	Plan  string `json:"plan"`
+	// The account's username; the cPanel user's when omitted.
+	Username *string `json:"username,omitempty"`
 }
 
 type ImportLine struct {
@@ -1209,6 +1346,71 @@ func (e ChallengeType) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+type CpanelImportStatus string
+
+const (
+	CpanelImportStatusPending   CpanelImportStatus = "PENDING"
+	CpanelImportStatusAnalyzing CpanelImportStatus = "ANALYZING"
+	CpanelImportStatusCreating  CpanelImportStatus = "CREATING"
+	CpanelImportStatusFilling   CpanelImportStatus = "FILLING"
+	CpanelImportStatusDone      CpanelImportStatus = "DONE"
+	CpanelImportStatusPartial   CpanelImportStatus = "PARTIAL"
+	CpanelImportStatusFailed    CpanelImportStatus = "FAILED"
+)
+
+var AllCpanelImportStatus = []CpanelImportStatus{
+	CpanelImportStatusPending,
+	CpanelImportStatusAnalyzing,
+	CpanelImportStatusCreating,
+	CpanelImportStatusFilling,
+	CpanelImportStatusDone,
+	CpanelImportStatusPartial,
+	CpanelImportStatusFailed,
+}
+
+func (e CpanelImportStatus) IsValid() bool {
+	switch e {
+	case CpanelImportStatusPending, CpanelImportStatusAnalyzing, CpanelImportStatusCreating, CpanelImportStatusFilling, CpanelImportStatusDone, CpanelImportStatusPartial, CpanelImportStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e CpanelImportStatus) String() string {
+	return string(e)
+}
+
+func (e *CpanelImportStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = CpanelImportStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid CpanelImportStatus", str)
+	}
+	return nil
+}
+
+func (e CpanelImportStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *CpanelImportStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e CpanelImportStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 type DatabaseEngine string
 
 const (
@@ -1324,6 +1526,69 @@ func (e *DatabaseState) UnmarshalJSON(b []byte) error {
 }
 
 func (e DatabaseState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ImportDisposition string
+
+const (
+	// Taken as it is.
+	ImportDispositionImport ImportDisposition = "IMPORT"
+	// Taken with a change, said in the note.
+	ImportDispositionAdapt ImportDisposition = "ADAPT"
+	// Not taken; why in the note.
+	ImportDispositionSkip ImportDisposition = "SKIP"
+	// The import tried and failed; why in the note.
+	ImportDispositionFailed ImportDisposition = "FAILED"
+)
+
+var AllImportDisposition = []ImportDisposition{
+	ImportDispositionImport,
+	ImportDispositionAdapt,
+	ImportDispositionSkip,
+	ImportDispositionFailed,
+}
+
+func (e ImportDisposition) IsValid() bool {
+	switch e {
+	case ImportDispositionImport, ImportDispositionAdapt, ImportDispositionSkip, ImportDispositionFailed:
+		return true
+	}
+	return false
+}
+
+func (e ImportDisposition) String() string {
+	return string(e)
+}
+
+func (e *ImportDisposition) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ImportDisposition(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ImportDisposition", str)
+	}
+	return nil
+}
+
+func (e ImportDisposition) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ImportDisposition) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ImportDisposition) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
