@@ -185,7 +185,7 @@ func (c *cpanelImportController) analyze(ctx context.Context, im *store.Import) 
 			return nil, store.ErrUnchanged
 		}
 		r.Status = store.ImportAnalyzing
-		spec := &agentpb.Task{Action: &agentpb.Task_AnalyzeCpanelBackup{AnalyzeCpanelBackup: &agentpb.AnalyzeCpanelBackupAction{Path: r.Path}}}
+		spec := &agentpb.Task{Action: &agentpb.Task_AnalyzeCpanelBackup{AnalyzeCpanelBackup: &agentpb.AnalyzeCpanelBackupAction{Path: r.Path, Username: r.Username}}}
 		return []*store.ObjectTask{{Node: r.Node, Spec: spec, CreatedBy: "controller", Track: true}}, nil
 	}, c.audit(ctx, im, "cpanelImport.analyze", "ok"))
 }
@@ -284,11 +284,11 @@ func (c *cpanelImportController) step(ctx context.Context, im *store.Import, key
 // dbSuffix is the part of a cPanel database (or user) name after the
 // cPanel user's prefix: the import names it <username>_<suffix>.
 func dbSuffix(name, cpUser string) (suffix, adapt string) {
-	if s, ok := strings.CutPrefix(name, cpUser+"_"); ok && s != "" {
-		return s, ""
+	s, _, whole := validate.CpanelDatabaseName(name, cpUser, "")
+	if whole {
+		adapt = "without the cPanel prefix " + cpUser + "_; named after it whole"
 	}
-	s := strings.ToLower(strings.NewReplacer("-", "_", ".", "_").Replace(name))
-	return s, "without the cPanel prefix " + cpUser + "_; named after it whole"
+	return s, adapt
 }
 
 // renamedNote says what became of a renamed database or user.
@@ -473,18 +473,9 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 		suffix, note := dbSuffix(u.GetName(), rep.GetUsername())
 		full := a.Username + "_" + suffix
 		err := c.step(ctx, im, "dbuser:"+u.GetName(), store.ImportItem{Kind: "database_user", Name: u.GetName()}, func() (string, error) {
-			hash := u.GetSealedPasswordHash()
-			if full == u.GetName() || len(hash) == 0 {
-				return renamedNote(note, u.GetName(), full), c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), hash)
-			}
-			// The node opens a user's sealed hash only under the name it
-			// was sealed for (the cPanel one): a renamed user is made
-			// with a password nobody knows, and the operator sets one.
-			if err := c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), nil); err != nil {
-				return "", err
-			}
-			return "", &validate.Error{Field: "databaseUser", Reason: "imported as " + full + " without its cPanel password: the hash is sealed to the name " +
-				u.GetName() + " (import under the cPanel username to keep it); set one with changeDatabaseUserPassword"}
+			// The node sealed the hash under the name the user takes
+			// here (the analysis task names the account).
+			return renamedNote(note, u.GetName(), full), c.api.CreateDatabaseUser(ctx, actor, im.ID, a.ID, suffix, u.GetEngine(), u.GetSealedPasswordHash())
 		})
 		if err != nil {
 			return false, err

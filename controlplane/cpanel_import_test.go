@@ -370,8 +370,8 @@ func TestCpanelImportPartial(t *testing.T) {
 	ctx := context.Background()
 	e.node.report.Forwarders = append(e.node.report.Forwarders, &agentpb.CpanelForwarder{Source: "bad@joe.example.com", Destinations: []string{"not an address"}})
 	e.node.result.Failed = []*agentpb.BackupItemFailure{{Item: "mailbox:info@joe.example.com", Error: "maildir: short read"}}
-	// Renamed: the databases follow the new name, the user's password
-	// cannot (its hash is sealed to the cPanel name).
+	// Renamed: the databases and users follow the new name, the user with
+	// its hash (the analysis sealed it under that name).
 	im, err := e.s.Admin.ImportCpanelBackup(ctx, client.ImportCpanelInput{Node: "web-1", Path: "cpmove-cpjoe.tar.gz", Owner: "admin", Plan: "web", Username: new("joe1")})
 	if err != nil {
 		t.Fatal(err)
@@ -389,14 +389,14 @@ func TestCpanelImportPartial(t *testing.T) {
 	if it := itemOf(got.Items, "database", "cpjoe_wp"); it == nil || it.Disposition != "ADAPT" || !strings.Contains(it.Note, "imported as joe1_wp") {
 		t.Errorf("renamed database: %+v", it)
 	}
-	if it := itemOf(got.Items, "database_user", "cpjoe_wpuser"); it == nil || it.Disposition != "FAILED" || !strings.Contains(it.Note, "changeDatabaseUserPassword") {
+	if it := itemOf(got.Items, "database_user", "cpjoe_wpuser"); it == nil || it.Disposition != "ADAPT" || !strings.Contains(it.Note, "imported as joe1_wpuser") {
 		t.Errorf("renamed database user: %+v", it)
 	}
 	dbs, err := e.st.GetDatabases(ctx, got.Account)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := dbs.Users["joe1_wpuser"]; u == nil || u.SealedPasswordHash != nil || u.GrantIndex("joe1_wp") < 0 {
+	if u := dbs.Users["joe1_wpuser"]; u == nil || u.SealedPasswordHash == nil || u.GrantIndex("joe1_wp") < 0 {
 		t.Errorf("renamed user: %+v", u)
 	}
 	e.node.mu.Lock()

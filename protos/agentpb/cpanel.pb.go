@@ -87,8 +87,12 @@ func (ImportDisposition) EnumDescriptor() ([]byte, []int) {
 // AnalyzeCpanelBackupAction reports what an archive holds and what an
 // import would do with each item. It writes nothing.
 type AnalyzeCpanelBackupAction struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The account an import will create ("": the cPanel user's name): each
+	// database user's hash is sealed under the name it takes there
+	// (validate.CpanelDatabaseName), the only name the node opens it for.
+	Username      string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +130,13 @@ func (*AnalyzeCpanelBackupAction) Descriptor() ([]byte, []int) {
 func (x *AnalyzeCpanelBackupAction) GetPath() string {
 	if x != nil {
 		return x.Path
+	}
+	return ""
+}
+
+func (x *AnalyzeCpanelBackupAction) GetUsername() string {
+	if x != nil {
+		return x.Username
 	}
 	return ""
 }
@@ -1220,9 +1231,10 @@ var File_agent_v1_cpanel_proto protoreflect.FileDescriptor
 
 const file_agent_v1_cpanel_proto_rawDesc = "" +
 	"\n" +
-	"\x15agent/v1/cpanel.proto\x12\x0fnpanel.agent.v1\x1a\x15agent/v1/backup.proto\x1a\x11agent/v1/db.proto\"/\n" +
+	"\x15agent/v1/cpanel.proto\x12\x0fnpanel.agent.v1\x1a\x15agent/v1/backup.proto\x1a\x11agent/v1/db.proto\"K\n" +
 	"\x19AnalyzeCpanelBackupAction\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\"R\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\"R\n" +
 	"\x19AnalyzeCpanelBackupResult\x125\n" +
 	"\x06report\x18\x01 \x01(\v2\x1d.npanel.agent.v1.CpanelReportR\x06report\"\xba\x01\n" +
 	"\n" +

@@ -93,8 +93,9 @@ func nodePublicKey(env *actions.Env) (crypto.PublicKey, error) {
 
 // Analyze is analyze_cpanel_backup.
 type Analyze struct {
-	m   *Module
-	req *agentpb.AnalyzeCpanelBackupAction
+	m         *Module
+	req       *agentpb.AnalyzeCpanelBackupAction
+	allowTest bool
 }
 
 // Import is import_cpanel_backup.
@@ -123,6 +124,9 @@ func (*Import) Name() string { return ImportName }
 // AllowTestUsernames implements actions.TestNameAware.
 func (a *Import) AllowTestUsernames() { a.allowTest = true }
 
+// AllowTestUsernames implements actions.TestNameAware.
+func (a *Analyze) AllowTestUsernames() { a.allowTest = true }
+
 // ArchivePath checks an archive's path in the import area: relative,
 // clean, printable, ending .tar.gz or .tgz.
 func ArchivePath(p string) error {
@@ -150,6 +154,11 @@ func ArchivePath(p string) error {
 func (a *Analyze) Validate() error {
 	if a.req == nil {
 		return errors.New("empty request")
+	}
+	if u := a.req.GetUsername(); u != "" {
+		if err := validate.UsernameOrTest(u, a.allowTest); err != nil {
+			return err
+		}
 	}
 	return ArchivePath(a.req.GetPath())
 }
@@ -255,7 +264,7 @@ func (a *Analyze) Apply(ctx context.Context, env *actions.Env) (proto.Message, e
 		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, err)
 	}
 	seal := func(plain []byte, context string) ([]byte, error) { return pki.Seal(pub, plain, context) }
-	rep, err := AnalyzeArchive(ctxReader{ctx, f}, size, a.m.Limits, seal)
+	rep, err := AnalyzeArchive(ctxReader{ctx, f}, size, a.m.Limits, seal, a.req.GetUsername())
 	if err != nil {
 		return nil, refused(err)
 	}

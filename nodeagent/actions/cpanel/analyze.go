@@ -51,6 +51,9 @@ type certInfo struct {
 
 // collector builds a report from a walk.
 type collector struct {
+	// username is the account an import creates ("": the cPanel user's),
+	// under whose names database users' hashes are sealed.
+	username string
 	rep      *agentpb.CpanelReport
 	items    []*agentpb.CpanelItem // in the order met; sorted at the end
 	cp       map[string]string
@@ -629,7 +632,12 @@ func (c *collector) dbUsers(r *agentpb.CpanelReport, seal Sealer) error {
 			c.item("database_user", g.User, dSkip, "no mysql_native_password hash (old or other plugin): set a new password", "mysql.sql", 0)
 			continue
 		}
-		sealed, err := seal([]byte(g.Hash), agentpb.DatabasePasswordHashSealContext(g.User))
+		to := c.username
+		if to == "" {
+			to = user
+		}
+		_, name, _ := validate.CpanelDatabaseName(g.User, user, to)
+		sealed, err := seal([]byte(g.Hash), agentpb.DatabasePasswordHashSealContext(name))
 		if err != nil {
 			return fmt.Errorf("seal the hash of %s: %w", g.User, err)
 		}
@@ -685,10 +693,11 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // AnalyzeArchive reads the archive r (size bytes) and reports what it holds and
-// what an import would do with each item. Secrets are only in the report
-// sealed with seal.
-func AnalyzeArchive(r io.Reader, size int64, lim Limits, seal Sealer) (*agentpb.CpanelReport, error) {
+// what an import into the account username ("": the cPanel user's) would do
+// with each item. Secrets are only in the report sealed with seal.
+func AnalyzeArchive(r io.Reader, size int64, lim Limits, seal Sealer, username string) (*agentpb.CpanelReport, error) {
 	c := newCollector()
+	c.username = username
 	info, err := Walk(r, size, lim, c.visit)
 	if err != nil {
 		return nil, err

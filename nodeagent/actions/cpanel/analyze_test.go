@@ -36,7 +36,7 @@ func analyzeFile(t testing.TB, p string, lim Limits) (*agentpb.CpanelReport, err
 	}
 	defer f.Close()
 	st, _ := f.Stat()
-	return AnalyzeArchive(f, st.Size(), lim, testSeal)
+	return AnalyzeArchive(f, st.Size(), lim, testSeal, "")
 }
 
 func findItem(r *agentpb.CpanelReport, kind, name string) *agentpb.CpanelItem {

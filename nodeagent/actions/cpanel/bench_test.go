@@ -78,7 +78,7 @@ func BenchmarkAnalyze(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := cpanel.AnalyzeArchive(f, size, cpanel.Limits{}, seal); err != nil {
+				if _, err := cpanel.AnalyzeArchive(f, size, cpanel.Limits{}, seal, ""); err != nil {
 					b.Fatal(err)
 				}
 				f.Close()
