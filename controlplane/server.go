@@ -248,6 +248,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if !s.cfg.Backup.Paused {
 		s.controllers.Add(newBackupController(s))
 	}
+	if !s.cfg.Migration.Paused {
+		s.controllers.Add(newMigrationController(s))
+	}
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.
