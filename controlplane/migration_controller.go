@@ -240,7 +240,9 @@ func (mc *migrationController) advance(ctx context.Context, m *store.Migration) 
 	switch {
 	case m.Status == store.MigrationPending && len(m.Steps) == 0:
 		return mc.start(ctx, m, now)
-	case m.Status == store.MigrationDone:
+	case nextStep(m) < 0 && !flowEnded(m):
+		return true, mc.endFlow(ctx, m.ID, now)
+	case m.Status == store.MigrationDone && nextStep(m) < 0:
 		if !m.FinalizeAfter.IsZero() && !now.Before(m.FinalizeAfter) {
 			_, err := mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
 				if m.FinalizeRequested {
@@ -255,7 +257,7 @@ func (mc *migrationController) advance(ctx context.Context, m *store.Migration) 
 			mc.ctl.EnqueueAfter(m.ID, min(m.FinalizeAfter.Sub(now), mc.cfg.Sweep))
 		}
 		return false, nil
-	case m.Status == store.MigrationFailed:
+	case m.Status == store.MigrationFailed && nextStep(m) < 0:
 		return false, nil // until an operator rolls it back
 	}
 	i := nextStep(m)
@@ -263,6 +265,21 @@ func (mc *migrationController) advance(ctx context.Context, m *store.Migration) 
 		return true, mc.endFlow(ctx, m.ID, now)
 	}
 	return mc.runStep(ctx, m, i, now)
+}
+
+// flowEnded: the end of the current flow is recorded.
+func flowEnded(m *store.Migration) bool {
+	switch currentFlow(m) {
+	case flowMigrate:
+		return m.Status == store.MigrationDone || m.Status == store.MigrationFailed
+	case flowCancel:
+		return m.Status == store.MigrationCancelled || m.Status == store.MigrationFailed
+	case flowRollback:
+		return m.Status == store.MigrationRolledBack || m.Status == store.MigrationFailed
+	case flowFinalize:
+		return !m.FinalizedAt.IsZero() || m.Status == store.MigrationFailed
+	}
+	return true
 }
 
 // runningStep is the index of the step running, -1 when none is.

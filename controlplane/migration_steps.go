@@ -370,11 +370,10 @@ func (mc *migrationController) collect(ctx context.Context, m *store.Migration, 
 		if st == nil || st.TaskID != tid || st.Status != store.StepRunning {
 			return nil, store.ErrUnchanged
 		}
-		st.TaskID = ""
 		if err := applyStepResult(m, st, t, now); err != nil {
 			st.Error = err.Error()
 			if st.Attempts < maxMigrationTries {
-				st.Status = store.StepPending
+				st.Status, st.TaskID = store.StepPending, ""
 				retry = true
 				return nil, nil
 			}
@@ -603,21 +602,43 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 		return err
 	}
 	zones := &zoneWriter{store: mc.st, views: &mc.s.dnsViews, ctl: &mc.s.zoneCtl}
-	for _, s := range e.a.AllSites() {
-		z, _, err := mc.st.GetZone(ctx, s.Domain)
+	view, err := mc.s.dnsViews.get(ctx, mc.st)
+	if err != nil {
+		return err
+	}
+	fv, err := mc.st.GetNode(ctx, from)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	for _, site := range e.a.AllSites() {
+		z, _, err := mc.st.GetZone(ctx, site.Domain)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		if z.Account != m.Account || z.Deleted || z.Node == to {
-			continue
+		_, toServes := view.servers[to]
+		if z.Account != m.Account || z.Deleted || z.Address == tv.Address && !(toServes && z.Node == from) {
+			continue // moved already, or nothing to move
 		}
 		_, err = zones.ChangeZone(ctx, z.Name, ev, func(z *store.Zone) error {
-			z.Node, z.Address = tv.Name, tv.Address
-			z.AppliedGeneration, z.TaskID, z.Attempts = 0, "", 0
-			z.Status, z.Reason = store.ZonePending, "migrating onto node "+tv.Name
+			// The zone follows the account when the new node serves DNS
+			// and the zone lived on the old one; its records that
+			// pointed at the old node's address point at the new one.
+			if _, ok := view.servers[to]; ok && z.Node == from {
+				z.Node = to
+				z.AppliedGeneration, z.TaskID, z.Attempts = 0, "", 0
+				z.Status, z.Reason = store.ZonePending, "migrating onto node "+to
+			}
+			if fv != nil && fv.Address != tv.Address {
+				for i := range z.Records {
+					if r := &z.Records[i]; (r.Type == "A" || r.Type == "AAAA") && r.Content == fv.Address {
+						r.Content = tv.Address
+					}
+				}
+			}
+			z.Address = tv.Address
 			z.Generation++
 			return nil
 		})
@@ -725,11 +746,16 @@ func (mc *migrationController) activeOn(ctx context.Context, node string, e *ste
 	return true, nil
 }
 
-// zonesOn: every zone of the account is served by node, with its
-// address, at the newest generation.
+// zonesOn: every zone of the account has the node's address, and is
+// served at its newest generation wherever it lives (a zone never served,
+// in a cluster without DNS servers, has nothing to wait for).
 func (mc *migrationController) zonesOn(ctx context.Context, e *stepEnv, nv *store.NodeView) (bool, error) {
 	if nv == nil {
 		return false, permanentErr{"the target node is gone"}
+	}
+	view, err := mc.s.dnsViews.get(ctx, mc.st)
+	if err != nil {
+		return false, err
 	}
 	for _, s := range e.a.AllSites() {
 		z, _, err := mc.st.GetZone(ctx, s.Domain)
@@ -742,7 +768,10 @@ func (mc *migrationController) zonesOn(ctx context.Context, e *stepEnv, nv *stor
 		if z.Account != e.a.ID || z.Deleted {
 			continue
 		}
-		if z.Node != nv.Name || z.Address != nv.Address || z.AppliedGeneration != z.Generation {
+		if z.Address != nv.Address {
+			return false, nil
+		}
+		if _, served := view.servers[z.Node]; served && (z.AppliedGeneration != z.Generation || z.Status != store.ZoneActive) {
 			return false, nil
 		}
 	}
