@@ -114,7 +114,6 @@ type stepEnv struct {
 	databases    []*agentpb.BackupDatabase
 	mailboxes    []string
 	dbUsers      []*agentpb.ExportDatabaseUser
-	sourceOfMail string
 }
 
 func (mc *migrationController) env(ctx context.Context, m *store.Migration) (*stepEnv, error) {
@@ -273,11 +272,6 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 			return nil, "", nil
 		}
 		return revoke, m.ToNode, nil
-	case name == stepCancelSource:
-		if m.SuspendedAt.IsZero() {
-			return nil, "", nil
-		}
-		return e.ensureAccount(e.a.Suspended, ""), m.FromNode, nil
 	case name == stepCancelRemove, name == stepRollbackRemove:
 		if m.ToNode == "" {
 			return nil, "", nil
@@ -295,7 +289,7 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 // isStoreStep: a step the control plane does in the store or waits on.
 func isStoreStep(name string) bool {
 	switch name {
-	case stepSwitch, stepActivate, stepVerify, stepBackup, stepRestore, stepRollbackSwitch, stepRollbackActivate:
+	case stepSwitch, stepActivate, stepVerify, stepBackup, stepRestore, stepRollbackSwitch, stepRollbackActivate, stepCancelSource:
 		return true
 	}
 	return false
@@ -310,6 +304,13 @@ func (mc *migrationController) runStep(ctx context.Context, m *store.Migration, 
 	}
 	if isStoreStep(name) {
 		return mc.storeStep(ctx, m, i, e, now)
+	}
+	if name == stepSuspend {
+		// Held before the suspension is sent: from then on only the
+		// migration speaks to the source about the account.
+		if err := mc.holdAccount(ctx, m, true); err != nil {
+			return false, err
+		}
 	}
 	task, node, err := mc.stepTask(ctx, m, e, name)
 	if err != nil {
@@ -520,6 +521,9 @@ func (mc *migrationController) storeStep(ctx context.Context, m *store.Migration
 		}
 	case stepRollbackActivate:
 		done, err = mc.activeOn(ctx, m.FromNode, e)
+	case stepCancelSource:
+		err = mc.holdAccount(ctx, m, false)
+		done = err == nil
 	case stepVerify:
 		done, err = mc.zonesOn(ctx, e, e.to)
 	case stepBackup:
@@ -562,6 +566,28 @@ func (mc *migrationController) storeStep(ctx context.Context, m *store.Migration
 	return err == nil, err
 }
 
+// holdAccount makes the account controller leave the account alone
+// during the cutover (hold), or gives it back; given back after the
+// source was suspended, it is ensured there again as its spec says.
+func (mc *migrationController) holdAccount(ctx context.Context, m *store.Migration, hold bool) error {
+	_, err := mc.st.UpdateAccount(ctx, m.Account, func(a *store.Account) error {
+		switch {
+		case hold && a.Migrating == m.ID, !hold && a.Migrating != m.ID:
+			return store.ErrUnchanged
+		case hold:
+			a.Migrating = m.ID
+		default:
+			a.Migrating, a.TaskID = "", ""
+			a.Generation++
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrUnchanged) || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 // permanentErr fails a store step instead of retrying it.
 type permanentErr struct{ msg string }
 
@@ -581,13 +607,18 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 	}
 	forward := to == m.ToNode
 	ev := store.NewAuditEvent("system", mc.s.id, "migration.switch", m.Username, "ok: onto node "+to+" (migration "+m.ID+")")
-	_, err = mc.st.UpdateAccount(ctx, m.Account, func(a *store.Account) error {
+	_, err = mc.st.MoveAccount(ctx, m.Account, func(a *store.Account) error {
 		if a.Deleted {
 			return permanentErr{"the account is being deleted"}
 		}
 		if a.Node == to {
+			if a.Migrating == m.ID {
+				a.Migrating = ""
+				return nil
+			}
 			return store.ErrUnchanged
 		}
+		a.Migrating = ""
 		now := mc.now()
 		a.Node = to
 		if a.PinnedNode == from {
@@ -597,7 +628,7 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 		a.Generation++
 		a.SetStatus(store.AccountProvisioning, "migration "+m.ID+" onto node "+to, now)
 		return nil
-	})
+	}, ev)
 	if err != nil && !errors.Is(err, store.ErrUnchanged) {
 		return err
 	}

@@ -337,6 +337,11 @@ func TestMigrationHappyPath(t *testing.T) {
 			t.Errorf("record %+v still points at the source", r)
 		}
 	}
+	// The allocation moved with the account.
+	allocs, _, err := e.st.Allocs(ctx)
+	if err != nil || allocs["web-1"].Accounts != 0 || allocs["web-2"].Accounts != 1 {
+		t.Errorf("allocations %+v (%v), want the account on web-2", allocs, err)
+	}
 	// The target was prepared suspended, with the source's uid; the
 	// source keeps its copy, proxying to the target.
 	prep := e.n2.tasks("ensureAccount")
@@ -649,5 +654,40 @@ func TestMigrationSourceDownRestoresBackup(t *testing.T) {
 	}
 	if len(e.n1.tasks("syncMigration")) != 0 {
 		t.Fatal("rsync from a down node")
+	}
+}
+
+func TestMigrationCutoverHoldsTheAccount(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "presync done", func(m *store.Migration) bool {
+		s := m.Step("presync")
+		return s != nil && s.Status == store.StepDone
+	})
+	e.n1.setHold("syncMigration", true) // the final sync waits
+	e.wait(t, id, "final sync sent", func(m *store.Migration) bool {
+		s := m.Step("final-sync")
+		return s != nil && s.TaskID != ""
+	})
+	got, _, err := e.st.GetAccount(ctx, a.ID)
+	if err != nil || got.Migrating != id {
+		t.Fatalf("account during the cutover: migrating %q (%v)", got.Migrating, err)
+	}
+	// A spec change meanwhile is not sent to the suspended source.
+	before := len(e.n1.tasks("ensureAccount"))
+	if _, err := e.st.UpdateAccount(ctx, a.ID, func(a *store.Account) error { a.Generation++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.n1.tasks("ensureAccount")); n != before {
+		t.Fatalf("the account controller sent %d ensures to the source during the cutover", n-before)
+	}
+	e.n1.setHold("syncMigration", false)
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	got, _, _ = e.st.GetAccount(ctx, a.ID)
+	if got.Migrating != "" || got.Node != "web-2" || got.AppliedGeneration != got.Generation {
+		t.Fatalf("account after: %+v", got)
 	}
 }

@@ -327,3 +327,56 @@ func (s *Store) ForgetMigrationOutcome(ctx context.Context, id, task string) err
 	_, err := s.cli.Delete(ctx, doneKey(migrationDoneKind, id, task))
 	return err
 }
+
+// MoveAccount applies fn to account id and, when fn changed its node,
+// moves the account's allocation (one account and its disk) from the old
+// node to the new one, in one transaction guarded by the revisions read:
+// a placement on either node meanwhile makes it read again. fn returning
+// ErrUnchanged writes nothing.
+func (s *Store) MoveAccount(ctx context.Context, id string, fn func(*Account) error, audit AuditEvent) (*Account, error) {
+	for {
+		a, rev, err := s.GetAccount(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		from := a.Node
+		if err := fn(a); err != nil {
+			return nil, err
+		}
+		cmps := []clientv3.Cmp{unchanged(accountKey(id), rev)}
+		ops := []clientv3.Op{clientv3.OpPut(accountKey(id), mustJSON(a))}
+		if from != "" && a.Node != "" && from != a.Node {
+			for _, n := range []struct {
+				node  string
+				delta int
+			}{{from, -1}, {a.Node, 1}} {
+				al, arev, err := getJSON[Alloc](ctx, s.cli, allocKey(n.node))
+				switch {
+				case err == ErrNotFound:
+					al = &Alloc{}
+					cmps = append(cmps, absent(allocKey(n.node)))
+				case err != nil:
+					return nil, err
+				default:
+					cmps = append(cmps, unchanged(allocKey(n.node), arev))
+				}
+				al.Accounts = max(al.Accounts+n.delta, 0)
+				al.DiskMB = max(al.DiskMB+int64(n.delta)*a.DiskMB, 0)
+				ops = append(ops, clientv3.OpPut(allocKey(n.node), mustJSON(al)))
+			}
+		}
+		if audit.Action != "" {
+			ops = append(ops, auditPut(audit))
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("move account %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return a, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
