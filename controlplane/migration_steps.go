@@ -106,14 +106,14 @@ func phaseOf(name string) store.MigrationStatus {
 // stepEnv is what the steps read from elsewhere, read before the
 // compare-and-swap that records them.
 type stepEnv struct {
-	a            *store.Account
-	plan         *store.Plan
-	from, to     *store.NodeView
-	dbs          *store.DatabaseSet
-	mail         *store.MailSet
-	databases    []*agentpb.BackupDatabase
-	mailboxes    []string
-	dbUsers      []*agentpb.ExportDatabaseUser
+	a         *store.Account
+	plan      *store.Plan
+	from, to  *store.NodeView
+	dbs       *store.DatabaseSet
+	mail      *store.MailSet
+	databases []*agentpb.BackupDatabase
+	mailboxes []string
+	dbUsers   []*agentpb.ExportDatabaseUser
 }
 
 func (mc *migrationController) env(ctx context.Context, m *store.Migration) (*stepEnv, error) {
