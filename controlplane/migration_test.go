@@ -572,13 +572,16 @@ func TestMigrationDrainParallel(t *testing.T) {
 	e, accts := newMigEnv(t, 20)
 	ctx := context.Background()
 	e.startMigNode3(t)
-	var ids []string
-	for _, a := range accts {
-		m := &store.Migration{ID: store.NewMigrationID(a.Username, time.Now()), Account: a.ID, Username: a.Username, Owner: "admin",
-			FromNode: "web-1", Drain: "web-1", DrainParallel: 4}
-		if err := e.st.CreateMigration(ctx, m, store.AuditEvent{}); err != nil {
-			t.Fatal(err)
-		}
+	// Through the API, as npanel ctl node drain web-1 --migrate --parallel 4.
+	if err := e.s.Admin.DrainNodeMigrate(ctx, "web-1", 4); err != nil {
+		t.Fatal(err)
+	}
+	ms, _, err := e.s.Admin.Migrations(ctx, client.MigrationFilter{Drain: "web-1"}, 100, "")
+	if err != nil || len(ms) != len(accts) {
+		t.Fatalf("%d migrations for the drain (%v), want %d", len(ms), err, len(accts))
+	}
+	ids := make([]string, 0, len(ms))
+	for _, m := range ms {
 		ids = append(ids, m.ID)
 	}
 	peak := 0
@@ -610,8 +613,13 @@ func TestMigrationDrainParallel(t *testing.T) {
 		}
 		on[got.Node]++
 	}
-	if on["web-1"] != 0 || on["web-2"]+on["web-3"] != 20 {
+	// The scheduler spread them (spread strategy, allocations moved
+	// with each account).
+	if on["web-1"] != 0 || on["web-2"]+on["web-3"] != 20 || on["web-2"] == 0 || on["web-3"] == 0 {
 		t.Fatalf("accounts per node %v", on)
+	}
+	if n, err := e.st.GetNode(ctx, "web-1"); err != nil || !n.Draining {
+		t.Fatalf("web-1 not draining: %v", err)
 	}
 }
 
