@@ -113,6 +113,12 @@ type Config struct {
 	// in as (default "npanel-backup").
 	SFTPListen string
 	BackupUser string
+	// MigrationListen is where the migration endpoint (an SSH server
+	// inside the agent that receives accounts moved here) listens; ""
+	// runs none. The command's flag defaults to ":2222"
+	// (platform.DefaultMigrationListen); `npanel dev` and tests give each
+	// agent its own loopback port.
+	MigrationListen string
 }
 
 const defaultConcurrency = 8
@@ -216,7 +222,7 @@ func New(cfg Config) (*Agent, error) {
 		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
 		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
 		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen},
-		{"sftp listen", cfg.SFTPListen}} {
+		{"sftp listen", cfg.SFTPListen}, {"migration listen", cfg.MigrationListen}} {
 		if l.addr == "" {
 			continue
 		}
@@ -240,6 +246,11 @@ func New(cfg Config) (*Agent, error) {
 	profile.ClamdListen = cmp.Or(cfg.ClamdListen, profile.ClamdListen)
 	profile.SFTPListen = cmp.Or(cfg.SFTPListen, profile.SFTPListen)
 	profile.BackupUser = cmp.Or(cfg.BackupUser, profile.BackupUser)
+	if cfg.MigrationListen != "" && slices.ContainsFunc(cfg.Modules, func(m actions.Module) bool { return m.Name() == "backup" }) &&
+		sameListener(cfg.MigrationListen, profile.SFTPListen) {
+		return nil, fmt.Errorf("nodeagent: --migration-listen %q and --sftp-listen %q (the backup module's sshd) would listen on the same port; move one of them",
+			cfg.MigrationListen, profile.SFTPListen)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -402,6 +413,21 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		defer stop()
 	}
 
+	if a.cfg.MigrationListen != "" {
+		// Not fatal, like a module's daemon: the node serves its sites
+		// regardless, and the failure shows in nodes { services }.
+		if addr, err := a.allow.Migrate().Listen(ctx, a.env(a.log), a.cfg.MigrationListen); err != nil {
+			a.log.Error("migration endpoint did not start", "err", err)
+		} else {
+			a.log.Info("migration endpoint ready", "addr", addr)
+			// A restarted agent binds the same address again.
+			defer func() {
+				cancel()
+				<-a.allow.Migrate().Stopped()
+			}()
+		}
+	}
+
 	r := newRunner(ctx, a, jr)
 	a.mu.Lock()
 	a.run = r
@@ -525,7 +551,16 @@ func (a *Agent) env(log *slog.Logger) *actions.Env {
 // reportServices sends the daemons' state on the current stream, if any.
 // A report lost to a dropped stream is repeated after the next Welcome.
 func (a *Agent) reportServices() {
-	if a.services == nil {
+	var sts []services.Status
+	if a.services != nil {
+		sts = a.services.Status()
+	}
+	// The migration endpoint runs inside the agent, not under the
+	// service manager.
+	if st, ok := a.allow.Migrate().Status(); ok {
+		sts = append(sts, st)
+	}
+	if len(sts) == 0 {
 		return
 	}
 	a.mu.Lock()
@@ -535,10 +570,22 @@ func (a *Agent) reportServices() {
 		return
 	}
 	rep := &agentpb.ServiceReport{}
-	for _, st := range a.services.Status() {
+	for _, st := range sts {
 		rep.Services = append(rep.Services, st.Proto())
 	}
 	if err := s.send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Services{Services: rep}}); err != nil {
 		a.log.Debug("send service report", "err", err)
 	}
+}
+
+// sameListener says whether listeners a and b (host:port) would take the
+// same port: same port and the same host, or either a wildcard.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	wild := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return wild(ha) || wild(hb) || ha == hb
 }

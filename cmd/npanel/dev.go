@@ -197,6 +197,10 @@ const (
 	// Backup node (--modules backup): dev-N's SFTP sshd. Its chroot
 	// needs a dev directory that only root can write (not under /tmp).
 	devSFTPBase = 2320
+	// Migration endpoint: dev-N's on 127.0.0.1:2420+N (fixed, not picked
+	// at random: a migration in flight keeps the address it was given
+	// across a restart of npanel dev).
+	devMigrationBase = 2420
 )
 
 // devAgent returns agent number i, declaring the node and issuing a join
@@ -250,6 +254,7 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		POP3SListen:      fmt.Sprintf("127.0.0.1:%d", devPOP3SBase+i),
 		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
 		SFTPListen:       fmt.Sprintf("127.0.0.1:%d", devSFTPBase+i),
+		MigrationListen:  fmt.Sprintf("127.0.0.1:%d", devMigrationBase+i),
 		Version:          version,
 		Logger:           log.With("component", "agent", "node", name),
 	})

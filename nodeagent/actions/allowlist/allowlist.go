@@ -17,6 +17,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
+	"github.com/npanel/npanel/nodeagent/actions/migrate"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/nodeagent/actions/tls"
@@ -43,6 +44,8 @@ type List struct {
 	backup  *backup.Module
 	// backupNode serves other nodes' repositories (role backup).
 	backupNode *backupnode.Module
+	// migrate is both ends of live migrations (the endpoint and the keys).
+	migrate *migrate.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -99,12 +102,18 @@ func New(mods ...actions.Module) *List {
 	// Backups: on every node that hosts accounts; databases and mailbox
 	// hashes through the db and mail modules.
 	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
+	// Migrations: on every node; databases through the db module.
+	l.migrate = migrate.NewModule(l.db)
 	return l
 }
 
 // Backup returns the agent's backup module (the agent wires its Progress
 // hook into its stream).
 func (l *List) Backup() *backup.Module { return l.backup }
+
+// Migrate returns the agent's migration module (the agent runs its
+// endpoint).
+func (l *List) Migrate() *migrate.Module { return l.migrate }
 
 // FromTask returns the typed action carried by t.
 func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
@@ -181,6 +190,14 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.backup.NewForgetBackup(a.ForgetBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
+	case *agentpb.Task_MigrationKey:
+		return l.migrate.NewMigrationKey(a.MigrationKey), nil
+	case *agentpb.Task_AuthorizeMigration:
+		return l.migrate.NewAuthorizeMigration(a.AuthorizeMigration), nil
+	case *agentpb.Task_SyncMigration:
+		return l.migrate.NewSyncMigration(a.SyncMigration), nil
+	case *agentpb.Task_RevokeMigration:
+		return l.migrate.NewRevokeMigration(a.RevokeMigration), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

@@ -1,0 +1,136 @@
+package migrate
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// What rsync 3.x clients send for the options the source uses.
+var goodRsync = []string{
+	"rsync --server -lHogDtpAXre.iLsfxCIvu --delete --stats --partial --numeric-ids . .",
+	"rsync --server -lHogDtpAXre.iLsfxCIvu --stats --partial --numeric-ids . .",
+	"rsync --server -logDtpre.iLsfxCIvu --numeric-ids . .",
+	"rsync --server -lHogDtpAXr --numeric-ids . .",
+}
+
+func TestParseCommandAccepts(t *testing.T) {
+	for _, s := range goodRsync {
+		c, err := ParseCommand(s)
+		if err != nil || c.Kind != Rsync {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	c, err := ParseCommand("restore-database mariadb alice_shop")
+	if err != nil || c.Kind != RestoreDatabase || c.Engine != "mariadb" || c.Database != "alice_shop" {
+		t.Errorf("restore: %+v %v", c, err)
+	}
+	if _, err := ParseCommand("restore-database postgresql alice_shop"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestParseCommandRefuses(t *testing.T) {
+	for _, s := range []string{
+		"", "sh", "bash -c id", "/usr/bin/rsync --server -lr --numeric-ids . .",
+		"rsync", "rsync --server", "rsync --daemon --server -lr --numeric-ids . .",
+		"rsync --server --sender -lHogDtpAXre.iLsfxCIvu --numeric-ids . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --rsync-path=sh . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids -e ssh . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . /etc",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . ../x",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . x",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids .. .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu . .",                             // no --numeric-ids
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --numeric-ids . .", // repeated
+		"rsync --server -lHogDtpAXre.iLsfxCIvu -lr --numeric-ids . .",           // two clusters
+		"rsync --server -lHogDtpAXvre.iLsfxCIvu --numeric-ids . .",              // -v
+		"rsync --server -lHogDtpAXzre.iLsfxCIvu --numeric-ids . .",              // -z
+		"rsync --server -llr --numeric-ids . .",                                 // repeated letter
+		"rsync --server -lHogDtpAX --numeric-ids . .",                           // no -r
+		"rsync --server -lHogDtpAXre --numeric-ids . .",                         // empty caps
+		"rsync --server -lHogDtpAXre.i.L --numeric-ids . .",                     // malformed caps
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --temp-dir=x . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --log-file=x . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --files-from=x . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --usermap=0:0 . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --link-dest=/ . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --remove-source-files . .",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . . ; sh",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . .\nsh",
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . . $(id)",
+		"rsync  --server -lr --numeric-ids . .", " rsync --server -lr --numeric-ids . .",
+		"rsync --server -lr --numeric-ids . . ",
+		"rsync --server -lr --numeric-ids . \\.",
+		"rsync --server -lr --numeric-ids '.' .",
+		"restore-database", "restore-database mariadb", "restore-database mysql x",
+		"restore-database mariadb a b", "restore-database mariadb ../x",
+		"restore-database mariadb `id`", "restore-database mariadb " + strings.Repeat("a", 65),
+		strings.Repeat("a", maxCommand+1),
+	} {
+		if c, err := ParseCommand(s); err == nil {
+			t.Errorf("%q accepted: %+v", s, c)
+		} else if !errors.Is(err, ErrCommand) {
+			t.Errorf("%q: error %v is not ErrCommand", s, err)
+		}
+	}
+}
+
+func TestRsyncArgv(t *testing.T) {
+	c, err := ParseCommand(goodRsync[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.rsyncArgv("/usr/bin/rsync", "/p/home/alice", Idmap{SrcUID: 1001, SrcGID: 1002, UID: 2001, GID: 2002})
+	want := []string{"/usr/bin/rsync", "--server", "-lHogDtpAXre.iLsfxCIvu", "--delete", "--stats", "--partial", "--numeric-ids",
+		"--usermap=1001:2001", "--groupmap=1002:2002", ".", "/p/home/alice/"}
+	if !slices.Equal(got, want) {
+		t.Errorf("argv %q\nwant %q", got, want)
+	}
+	got = c.rsyncArgv("/usr/bin/rsync", "/p/home/alice", Idmap{SrcUID: 5, SrcGID: 6, UID: 5, GID: 6})
+	if slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "map=") }) {
+		t.Errorf("identity map given: %q", got)
+	}
+}
+
+// FuzzParseCommand: whatever is accepted rebuilds an argv whose every
+// word is on the lists, ending in the home; nothing accepted carries a
+// byte outside the alphabet.
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range goodRsync {
+		f.Add(s)
+	}
+	f.Add("restore-database mariadb alice_shop")
+	f.Add("rsync --server --sender -lr --numeric-ids . .")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCommand(s)
+		if err != nil {
+			if !errors.Is(err, ErrCommand) {
+				t.Fatalf("%q: %v not ErrCommand", s, err)
+			}
+			return
+		}
+		switch c.Kind {
+		case Rsync:
+			argv := c.rsyncArgv("/usr/bin/rsync", "/h/u", Idmap{SrcUID: 1, SrcGID: 1, UID: 2, GID: 2})
+			if argv[len(argv)-1] != "/h/u/" || argv[len(argv)-2] != "." || argv[1] != "--server" {
+				t.Fatalf("%q: argv %q", s, argv)
+			}
+			for _, a := range argv[3 : len(argv)-2] {
+				if !rsyncLong[a] && !strings.HasPrefix(a, "--usermap=") && !strings.HasPrefix(a, "--groupmap=") {
+					t.Fatalf("%q: argv carries %q", s, a)
+				}
+			}
+			if strings.Contains(c.Flags, "--") || !strings.HasPrefix(c.Flags, "-") {
+				t.Fatalf("%q: flags %q", s, c.Flags)
+			}
+		case RestoreDatabase:
+			if strings.ContainsAny(c.Database, " /\\`$;'\"") || c.Database == "" {
+				t.Fatalf("%q: database %q", s, c.Database)
+			}
+		default:
+			t.Fatalf("%q: kind %d", s, c.Kind)
+		}
+	})
+}

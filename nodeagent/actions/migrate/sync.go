@@ -1,0 +1,300 @@
+package migrate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/npanel/npanel/internal/atomicfile"
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// hostKeyAlias is the name the target's host key is pinned under in the
+// temporary known_hosts: the key is checked whatever address the
+// endpoint is reached at.
+const hostKeyAlias = "npanel-migration-target"
+
+// rsyncVanished is rsync's exit status when source files vanished during
+// the transfer: normal for a live home, and the final pass (suspended)
+// catches up.
+const rsyncVanished = 24
+
+// Apply pushes the home and the databases. A failed item is reported in
+// failed (partial) and the others still run; the action fails as a whole
+// only when nothing could start (no key, no account).
+func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
+	r := a.req
+	start := time.Now()
+	id := r.GetMigrationId()
+	signer, err := a.m.migrationKey(env.DataDir, id, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "migration %s has no key on this node (migration_key first)", id)
+	} else if err != nil {
+		return nil, err
+	}
+	home, uid, gid, err := accountHome(env, r.GetUsername())
+	if err != nil {
+		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "%v", err)
+	}
+	host, port, _ := targetEndpoint(r.GetTargetEndpoint())
+	hostKey, _ := publicKey("target host key", r.GetTargetHostKey())
+	res := &agentpb.SyncMigrationResult{Uid: uid, Gid: gid}
+	log := env.Logger.With("migration", id)
+
+	if r.GetFiles() {
+		st, err := a.syncFiles(ctx, env, home, host, port, hostKey)
+		if err != nil {
+			log.Warn("sync files", "err", err)
+			res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: err.Error()})
+		}
+		res.Files, res.FileBytes = st.files, st.sent
+	}
+	if len(r.GetDatabases()) > 0 {
+		a.syncDatabases(ctx, env, signer, hostKey, res)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res.DurationMs = uint64(time.Since(start).Milliseconds())
+	return res, nil
+}
+
+type rsyncStats struct{ files, sent uint64 }
+
+// syncFiles runs rsync -aHAX --numeric-ids over OpenSSH's client. No shell
+// is involved: rsync splits -e on spaces itself, and every word of it is a
+// fixed path or one the agent made (no spaces in them, checked).
+func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, host string, port int, hostKey ssh.PublicKey) (rsyncStats, error) {
+	r := a.req
+	mp := env.Profile.Migrate()
+	kh, cleanup, err := knownHosts(env.DataDir, r.GetMigrationId(), hostKey)
+	if err != nil {
+		return rsyncStats{}, err
+	}
+	defer cleanup()
+	key := keyPath(env.DataDir, r.GetMigrationId())
+	for _, p := range []string{mp.SSH, key, kh} {
+		if strings.ContainsAny(p, " \t\n'\"\\") {
+			return rsyncStats{}, fmt.Errorf("path %q cannot be given to rsync -e", p)
+		}
+	}
+	rsh := strings.Join([]string{mp.SSH, "-F", "/dev/null", "-i", key, "-p", strconv.Itoa(port),
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + kh,
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" + hostKeyAlias,
+		"-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=30",
+		"-o", "ForwardAgent=no", "-o", "ClearAllForwardings=yes"}, " ")
+	args := []string{"-aHAX", "--numeric-ids", "--partial", "--stats", "-e", rsh}
+	if r.GetFinal() {
+		args = append(args, "--delete")
+	}
+	h := host
+	if strings.Contains(h, ":") {
+		h = "[" + h + "]"
+	}
+	args = append(args, filepath.Clean(home)+"/", r.GetUsername()+"@"+h+":.")
+	c := exec.CommandContext(ctx, mp.Rsync, args...)
+	// HOME: ssh insists on one; the agent's own is never read (-F
+	// /dev/null, known hosts and key given).
+	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Join(env.DataDir, stateDir), "LC_ALL=C"}
+	var errOut tailWriter
+	stdout := &capWriter{max: 64 << 10}
+	c.Stdout, c.Stderr = stdout, &errOut
+	groupKill(c)
+	c.WaitDelay = 5 * time.Second
+	err = c.Run()
+	st := parseStats(stdout.b)
+	if err != nil && exitStatus(err) != rsyncVanished {
+		return st, fmt.Errorf("rsync: %w: %s", err, bytes.TrimSpace(errOut.b))
+	}
+	return st, nil
+}
+
+// capWriter keeps the first max bytes written to it (rsync's --stats
+// report is short and comes last, after no file list: no -v).
+type capWriter struct {
+	b   []byte
+	max int
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	if room := w.max - len(w.b); room > 0 {
+		w.b = append(w.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+var (
+	statFiles = regexp.MustCompile(`(?m)^Number of files: [0-9,]+ \(reg: ([0-9,]+)`)
+	statSent  = regexp.MustCompile(`(?m)^Total bytes sent: ([0-9,]+)`)
+)
+
+// parseStats reads the regular files in the home and the bytes sent from
+// rsync's --stats report.
+func parseStats(out []byte) rsyncStats {
+	num := func(re *regexp.Regexp) uint64 {
+		m := re.FindSubmatch(out)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.ParseUint(strings.ReplaceAll(string(m[1]), ",", ""), 10, 64)
+		return n
+	}
+	return rsyncStats{files: num(statFiles), sent: num(statSent)}
+}
+
+// knownHosts writes a 0600 known_hosts holding the target's key under
+// hostKeyAlias, for this run only.
+func knownHosts(dataDir, id string, hk ssh.PublicKey) (string, func(), error) {
+	root, err := openState(dataDir, keysDir)
+	if err != nil {
+		return "", nil, err
+	}
+	defer root.Close()
+	name := id + ".known_hosts"
+	line := hostKeyAlias + " " + string(ssh.MarshalAuthorizedKey(hk))
+	if err := atomicfile.Write(root, name, []byte(line), 0o600, nil); err != nil {
+		return "", nil, err
+	}
+	p := filepath.Join(dataDir, stateDir, keysDir, name)
+	return p, func() { _ = os.Remove(p) }, nil
+}
+
+// syncDatabases streams each database's dump into restore-database on the
+// target, over one SSH connection of the migration's key.
+func (a *SyncMigration) syncDatabases(ctx context.Context, env *actions.Env, signer ssh.Signer, hostKey ssh.PublicKey, res *agentpb.SyncMigrationResult) {
+	r := a.req
+	fail := func(item string, err error) {
+		res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: item, Error: err.Error()})
+	}
+	if a.m.db == nil {
+		for _, d := range r.GetDatabases() {
+			fail("database:"+d.GetName(), errors.New("no database module on this node"))
+		}
+		return
+	}
+	conn, err := dialTarget(ctx, r.GetTargetEndpoint(), r.GetUsername(), signer, hostKey)
+	if err != nil {
+		for _, d := range r.GetDatabases() {
+			fail("database:"+d.GetName(), err)
+		}
+		return
+	}
+	defer conn.Close()
+	for _, d := range r.GetDatabases() {
+		n, err := a.pushDatabase(ctx, env, conn, d.GetEngine(), d.GetName())
+		res.DatabaseBytes += uint64(n)
+		if err != nil {
+			env.Logger.Warn("sync database", "migration", r.GetMigrationId(), "database", d.GetName(), "err", err)
+			fail("database:"+d.GetName(), err)
+			continue
+		}
+		res.Databases = append(res.Databases, d.GetName())
+	}
+}
+
+// dialTarget opens an SSH connection to the endpoint with the migration's
+// key, the target's host key pinned.
+func dialTarget(ctx context.Context, endpoint, user string, signer ssh.Signer, hostKey ssh.PublicKey) (*ssh.Client, error) {
+	d := net.Dialer{Timeout: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("dial target endpoint: %w", err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	cc, chans, reqs, err := ssh.NewClientConn(nc, endpoint, &ssh.ClientConfig{
+		User:              user,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback:   ssh.FixedHostKey(hostKey),
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("target endpoint: %w", err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+// pushDatabase runs the dump tool into a restore-database session and
+// returns the bytes sent. A dump that fails or lacks its completion line
+// closes the session without EOF: the target then sees a dump without
+// its trailer and fails its side too.
+func (a *SyncMigration) pushDatabase(ctx context.Context, env *actions.Env, conn *ssh.Client, engine, name string) (int64, error) {
+	dc, err := a.m.db.DumpCommand(ctx, env, engine, name)
+	if err != nil {
+		return 0, err
+	}
+	if ok, err := a.m.db.DatabaseExists(ctx, env, engine, name); err != nil {
+		return 0, err
+	} else if !ok {
+		return 0, fmt.Errorf("database %q does not exist on this node", name)
+	}
+	sess, err := conn.NewSession()
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return 0, err
+	}
+	var remoteErr tailWriter
+	sess.Stderr = &remoteErr
+	if err := sess.Start("restore-database " + engine + " " + name); err != nil {
+		return 0, fmt.Errorf("target refused restore-database: %w: %s", err, bytes.TrimSpace(remoteErr.b))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dump := exec.CommandContext(ctx, dc.Argv[0], dc.Argv[1:]...)
+	dump.Env = dc.Env
+	out, err := dump.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	var dumpErr tailWriter
+	dump.Stderr = &dumpErr
+	groupKill(dump)
+	dump.WaitDelay = 5 * time.Second
+	if err := dump.Start(); err != nil {
+		return 0, err
+	}
+	tail := &tailWriter{}
+	n, cerr := io.Copy(stdin, io.TeeReader(bufio.NewReaderSize(out, 256<<10), tail))
+	derr := dump.Wait()
+	if derr == nil && cerr == nil && (dc.Trailer == "" || bytes.Contains(tail.b, []byte("\n"+dc.Trailer))) {
+		_ = stdin.Close() // EOF: the target's client finishes
+	} else {
+		// No EOF: the target sees the channel go without the dump's
+		// completion line and fails its side.
+		_ = sess.Close()
+	}
+	werr := sess.Wait()
+	switch {
+	case derr != nil:
+		return n, fmt.Errorf("%s: %w: %s", filepath.Base(dc.Argv[0]), derr, bytes.TrimSpace(dumpErr.b))
+	case cerr != nil:
+		return n, fmt.Errorf("send dump: %w: %s", cerr, bytes.TrimSpace(remoteErr.b))
+	case dc.Trailer != "" && !bytes.Contains(tail.b, []byte("\n"+dc.Trailer)):
+		return n, fmt.Errorf("%s wrote %d bytes without its completion line", filepath.Base(dc.Argv[0]), n)
+	case werr != nil:
+		return n, fmt.Errorf("restore on the target: %w: %s", werr, bytes.TrimSpace(remoteErr.b))
+	}
+	return n, nil
+}
