@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/account"
 	"github.com/npanel/npanel/nodeagent/actions/backup"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
+	"github.com/npanel/npanel/nodeagent/actions/credentials"
 	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
@@ -46,6 +47,8 @@ type List struct {
 	backupNode *backupnode.Module
 	// migrate is both ends of live migrations (the endpoint and the keys).
 	migrate *migrate.Module
+	// credentials exports mailbox and database user hashes (migrations).
+	credentials *credentials.Module
 }
 
 // New returns the allow-list of an agent that runs mods (the modules the
@@ -104,6 +107,7 @@ func New(mods ...actions.Module) *List {
 	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
 	// Migrations: on every node; databases through the db module.
 	l.migrate = migrate.NewModule(l.db)
+	l.credentials = credentials.NewModule(l.mail, l.db)
 	return l
 }
 
@@ -198,6 +202,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.migrate.NewSyncMigration(a.SyncMigration), nil
 	case *agentpb.Task_RevokeMigration:
 		return l.migrate.NewRevokeMigration(a.RevokeMigration), nil
+	case *agentpb.Task_ExportCredentials:
+		return l.credentials.NewExport(a.ExportCredentials), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.

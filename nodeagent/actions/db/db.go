@@ -107,8 +107,11 @@ type EnsureDatabaseUser struct {
 	// the control plane sends); Apply unseals it with env.Unseal and uses
 	// it as Password.
 	SealedPassword []byte
-	Hosts          []string
-	Grants         []*agentpb.DatabaseGrant
+	// SealedPasswordHash is a hash made elsewhere, sealed to the node's
+	// key; Apply installs it as the user's stored password.
+	SealedPasswordHash []byte
+	Hosts              []string
+	Grants             []*agentpb.DatabaseGrant
 }
 
 // DropDatabaseUser removes a database user.
@@ -149,10 +152,11 @@ func (m *Module) NewOptimizeDatabase(req *agentpb.OptimizeDatabaseAction) *Optim
 // NewEnsureDatabaseUser builds the action from its wire form.
 func (m *Module) NewEnsureDatabaseUser(req *agentpb.EnsureDatabaseUserAction) *EnsureDatabaseUser {
 	a := &EnsureDatabaseUser{
-		target:         target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m},
-		Password:       req.GetPassword(),
-		SealedPassword: slices.Clone(req.GetSealedPassword()),
-		Hosts:          slices.Clone(req.GetHosts()),
+		target:             target{req.GetName(), req.GetOwner(), engineName(req.GetEngine()), m},
+		Password:           req.GetPassword(),
+		SealedPassword:     slices.Clone(req.GetSealedPassword()),
+		SealedPasswordHash: slices.Clone(req.GetSealedPasswordHash()),
+		Hosts:              slices.Clone(req.GetHosts()),
 	}
 	for _, g := range req.GetGrants() {
 		a.Grants = append(a.Grants, &agentpb.DatabaseGrant{Database: g.GetDatabase(), Privileges: slices.Clone(g.GetPrivileges())})
@@ -246,6 +250,12 @@ func (a *EnsureDatabaseUser) normalize() ([]string, []*agentpb.DatabaseGrant, er
 	}
 	if a.Password != "" && len(a.SealedPassword) > 0 {
 		return nil, nil, errors.New("password: give either password or sealed_password, not both")
+	}
+	if len(a.SealedPasswordHash) > maxSealedHash {
+		return nil, nil, fmt.Errorf("sealed_password_hash: %d bytes; at most %d", len(a.SealedPasswordHash), maxSealedHash)
+	}
+	if len(a.SealedPasswordHash) > 0 && (a.Password != "" || len(a.SealedPassword) > 0) {
+		return nil, nil, errors.New("password: give one of password, sealed_password and sealed_password_hash")
 	}
 	if a.Password != "" {
 		if err := validate.DatabasePassword(a.Password, a.Object); err != nil {
@@ -407,12 +417,18 @@ func (a *EnsureDatabaseUser) Apply(ctx context.Context, env *actions.Env) (proto
 			return nil, err
 		}
 	}
+	var hash string
+	if len(a.SealedPasswordHash) > 0 {
+		if hash, err = a.unsealHash(env); err != nil {
+			return nil, err
+		}
+	}
 	e, log, unlock, err := a.m.begin(ctx, env, a.Engine, a.Object)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	res, err := e.ensureUser(ctx, userSpec{name: a.Object, owner: a.Owner, password: password, hosts: hosts, grants: grants}, log)
+	res, err := e.ensureUser(ctx, userSpec{name: a.Object, owner: a.Owner, password: password, hash: hash, hosts: hosts, grants: grants}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -481,6 +497,7 @@ func (a *ListDatabases) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 type userSpec struct {
 	name, owner string
 	password    string
+	hash        string // a NormalizePasswordHash'd hash, installed as it is
 	hosts       []string
 	grants      []*agentpb.DatabaseGrant
 }

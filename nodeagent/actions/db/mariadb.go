@@ -348,6 +348,8 @@ func (m *mariadb) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) 
 	hash := ""
 	if u.password != "" {
 		hash = nativeHash(u.password)
+	} else if u.hash != "" {
+		hash = u.hash
 	} else {
 		for _, a := range have {
 			if a.plugin == "mysql_native_password" && len(a.auth) == 41 {
@@ -391,7 +393,7 @@ func (m *mariadb) ensureUser(ctx context.Context, u userSpec, log *slog.Logger) 
 				return res, fmt.Errorf("create database user %q@%q: %w", u.name, h, err)
 			}
 			created = append(created, h)
-		case u.password != "" && (a.plugin != "mysql_native_password" || a.auth != hash):
+		case (u.password != "" || u.hash != "") && (a.plugin != "mysql_native_password" || a.auth != hash):
 			if _, err := m.db.ExecContext(ctx, "ALTER USER "+account(u.name, h)+" IDENTIFIED BY PASSWORD ?", hash); err != nil {
 				return res, fmt.Errorf("set password of database user %q@%q: %w", u.name, h, err)
 			}

@@ -262,13 +262,16 @@ func (p *postgres) ensureUser(ctx context.Context, u userSpec, log *slog.Logger)
 		res.Existed = true
 	}
 	created := false
-	if !res.Existed || (u.password != "" && (verifier == nil || !scramMatches(*verifier, u.password))) {
-		if u.password == "" {
+	if !res.Existed || (u.password != "" && (verifier == nil || !scramMatches(*verifier, u.password))) ||
+		(u.hash != "" && (verifier == nil || *verifier != u.hash)) {
+		if u.password == "" && u.hash == "" {
 			return res, fmt.Errorf("create database user %q: a password is required", u.name)
 		}
-		v, err := newScramVerifier(u.password)
-		if err != nil {
-			return res, fmt.Errorf("database user %q: %w", u.name, err)
+		v := u.hash
+		if v == "" {
+			if v, err = newScramVerifier(u.password); err != nil {
+				return res, fmt.Errorf("database user %q: %w", u.name, err)
+			}
 		}
 		lit, err := pgVerifierLiteral(v)
 		if err != nil {

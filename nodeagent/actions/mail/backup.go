@@ -17,8 +17,10 @@ import (
 // come back with a restore, so that mail logins survive without the
 // control plane knowing any password.
 
-// MailboxHashes returns the {BLF-CRYPT} hashes of the mailboxes whose
-// home is inside home (the account's), by address. A node without mail
+// MailboxHashes returns the password hashes of the mailboxes whose home
+// is inside home (the account's), by address: bcrypt bare, as the agent
+// makes them, other schemes (installed from elsewhere) with their
+// "{SCHEME}" prefix. A node without mail
 // has none.
 func (m *Module) MailboxHashes(env *actions.Env, home string) (map[string]string, error) {
 	usersDir := env.Profile.Mail().UsersDir
@@ -62,6 +64,13 @@ func (m *Module) RestoreMailboxHash(ctx context.Context, env *actions.Env, home,
 	}
 	if hash == "" || strings.ContainsAny(hash, ":\n") {
 		return false, errors.New("not a password hash")
+	}
+	if strings.HasPrefix(hash, "{") {
+		n, err := NormalizePasswordHash(hash)
+		if err != nil {
+			return false, err
+		}
+		hash = storedHash(n)
 	}
 	unlock, err := m.locks.Lock(ctx, "domain:"+domain)
 	if err != nil {

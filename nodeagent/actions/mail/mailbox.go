@@ -35,10 +35,11 @@ import (
 const maxSealed = 4096
 
 // userLine is one line of a domain's passwd-file:
-// local:{BLF-CRYPT}hash:uid:gid:digest:home::extra fields.
-// The gecos field holds a digest of the sealed password bytes the hash was
-// made from, so a repeated ensure with the same sealed bytes does not hash
-// again.
+// local:{BLF-CRYPT}hash:uid:gid:digest:home::extra fields (or
+// {SHA512-CRYPT} and the like for a hash installed from elsewhere, which
+// hash keeps with its prefix). The gecos field holds a digest of the
+// sealed bytes the hash was made or unsealed from, so a repeated ensure
+// with the same sealed bytes does not hash again.
 type userLine struct {
 	local, hash  string
 	uid, gid     int
@@ -52,7 +53,11 @@ func (u userLine) String() string {
 	if u.nologin != "" {
 		extra += " nologin reason=" + u.nologin
 	}
-	return fmt.Sprintf("%s:{BLF-CRYPT}%s:%d:%d:%s:%s::%s", u.local, u.hash, u.uid, u.gid, u.digest, u.home, extra)
+	pw := u.hash
+	if !strings.HasPrefix(pw, "{") {
+		pw = "{BLF-CRYPT}" + pw // the agent's own hashes; others carry their scheme
+	}
+	return fmt.Sprintf("%s:%s:%d:%d:%s:%s::%s", u.local, pw, u.uid, u.gid, u.digest, u.home, extra)
 }
 
 func parseUserLine(s string) (userLine, error) {
@@ -253,6 +258,12 @@ func (a *EnsureMailbox) Validate() error {
 	if len(r.SealedPassword) > maxSealed {
 		return fmt.Errorf("sealed password of %d bytes; at most %d", len(r.SealedPassword), maxSealed)
 	}
+	if len(r.SealedPasswordHash) > maxSealed {
+		return fmt.Errorf("sealed password hash of %d bytes; at most %d", len(r.SealedPasswordHash), maxSealed)
+	}
+	if len(r.SealedPassword) > 0 && len(r.SealedPasswordHash) > 0 {
+		return errors.New("give either sealed_password or sealed_password_hash, not both")
+	}
 	if err := validate.MailQuotaMB(int(r.QuotaMb)); err != nil {
 		return err
 	}
@@ -377,6 +388,12 @@ func (a *EnsureMailbox) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	}
 	res := &agentpb.MailboxResult{Address: r.Address, Existed: existed, Maildir: filepath.Join(u.home, "Maildir")}
 	switch {
+	case len(r.SealedPasswordHash) > 0:
+		changed, err := a.installHash(env, &u, existed, old.digest)
+		if err != nil {
+			return nil, err
+		}
+		res.PasswordChanged = changed
 	case len(r.SealedPassword) == 0 && !existed:
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "mailbox %s does not exist yet: a password is required", r.Address)
 	case len(r.SealedPassword) > 0 && (!existed || old.digest != sealDigest(r.SealedPassword)):

@@ -77,8 +77,12 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	for _, b := range m.installedBuilds(p) {
 		builds[b.Version] = b
 	}
+	// A proxied account serves nothing from this node: no PHP, and its
+	// home is left as it is (it goes once the move is finalized).
+	proxyTo := spec.GetProxyTo()
+	quiet := suspended || proxyTo != ""
 	for _, s := range sites {
-		if v := s.GetPhpVersion(); v != "" && s.GetRedirectTo() == "" {
+		if v := s.GetPhpVersion(); v != "" && s.GetRedirectTo() == "" && proxyTo == "" {
 			if _, ok := builds[v]; !ok {
 				have := m.InstalledPHP(p)
 				if len(have) == 0 {
@@ -89,7 +93,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 		}
 	}
 
-	if !suspended && len(sites) > 0 {
+	if !quiet && len(sites) > 0 {
 		webGID, err := lookupGroup(w.WebGroup)
 		if err != nil {
 			return nil, err
@@ -102,7 +106,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	if len(sites) > 0 {
 		// A suspended account's home is not touched: its ~/logs links
 		// follow when it is lifted.
-		if err := ensureLogs(w, owner, sites, !suspended); err != nil {
+		if err := ensureLogs(w, owner, sites, !quiet); err != nil {
 			return nil, err
 		}
 	}
@@ -118,7 +122,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	var certs []certWrite
 	versions := make(map[string]bool)
 	for _, s := range sites {
-		sr, conf, err := renderSiteExtra(w, listen, tl, owner, s, suspended, m.vhostExtraOf(s.GetDomain()))
+		sr, conf, err := renderSiteExtra(w, listen, tl, owner, s, suspended, proxyTo, m.vhostExtraOf(s.GetDomain()))
 		if err != nil {
 			return nil, err
 		}
@@ -168,12 +172,12 @@ func (m *Module) openBasedir(user string) bool {
 // renderSite renders one validated site's server block, with HTTPS on 443.
 func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Site, suspended bool) (*agentpb.SiteResult, []byte, error) {
 	tl := vhostTLS{Listen: []string{"443"}, Params: tlsParamsFile(w), Challenge: ChallengeDir(w)}
-	return renderSiteExtra(w, listen, tl, owner, s, suspended, "")
+	return renderSiteExtra(w, listen, tl, owner, s, suspended, "", "")
 }
 
 // renderSiteExtra is renderSite with the HTTPS listeners and extra text
 // in the server block (a test hook). tl's Cert and Key are set here.
-func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Owner, s *agentpb.Site, suspended bool, extra string) (*agentpb.SiteResult, []byte, error) {
+func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Owner, s *agentpb.Site, suspended bool, proxyTo, extra string) (*agentpb.SiteResult, []byte, error) {
 	d := s.GetDomain()
 	tl.Cert, tl.Key = CertFiles(w, d)
 	sn := append([]string{d}, s.GetAliases()...)
@@ -196,6 +200,15 @@ func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Ow
 		HSTS:          s.GetHstsMaxAge(),
 	}
 	switch {
+	case proxyTo != "":
+		// Before suspension: the account lives on the node proxied to,
+		// which serves its suspension page itself when it is suspended.
+		target, err := proxyTarget(proxyTo)
+		if err != nil {
+			return sr, nil, err
+		}
+		sr.State = StateProxy
+		data.Proxy = target
 	case suspended:
 		sr.State = StateSuspended
 		data.Suspended = true

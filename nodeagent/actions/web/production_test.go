@@ -54,7 +54,7 @@ func TestProductionTLSConfig(t *testing.T) {
 		{Domain: "example.com", Docroot: "public_html"},
 		{Domain: "example.net", Docroot: "public_html", HttpsRedirect: true, HstsMaxAge: 600},
 	} {
-		sr, conf, err := renderSiteExtra(w, []string{freeAddr(t)}, tl, o, s, false, "")
+		sr, conf, err := renderSiteExtra(w, []string{freeAddr(t)}, tl, o, s, false, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}

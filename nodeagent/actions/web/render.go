@@ -62,13 +62,28 @@ var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fast
     include {{.TLS.Params}};
 {{- end}}
 {{- define "challenge"}}
+{{- if not .Proxy}}
     location ^~ /.well-known/acme-challenge/ {
         alias {{.TLS.Challenge}}/;
         default_type text/plain;
     }
 {{- end}}
+{{- end}}
 {{- define "body"}}
-{{- if .Suspended}}
+{{- if .Proxy}}
+    location / {
+        proxy_pass http://{{.Proxy}};
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_redirect off;
+        proxy_request_buffering off;
+        client_max_body_size 0;
+    }
+{{- else if .Suspended}}
     root {{.SuspendedRoot}};
     error_page 503 /suspended.html;
     location = /suspended.html {
@@ -164,6 +179,7 @@ type vhostData struct {
 	AccessLog     string
 	ErrorLog      string
 	Suspended     bool
+	Proxy         string // host:port every request goes to (proxyTarget)
 	SuspendedRoot string
 	Redirect      string
 	RedirectCode  uint32

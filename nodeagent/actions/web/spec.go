@@ -88,6 +88,11 @@ func ValidateSpec(username string, spec *agentpb.WebSpec) error {
 			return fmt.Errorf("web: site %s: %w", d, err)
 		}
 	}
+	if pt := spec.GetProxyTo(); pt != "" {
+		if _, err := proxyTarget(pt); err != nil {
+			return err
+		}
+	}
 	if php := spec.GetPhp(); php != nil {
 		if php.GetMaxChildren() > MaxChildren {
 			return fmt.Errorf("web: php max_children %d exceeds %d", php.GetMaxChildren(), MaxChildren)
