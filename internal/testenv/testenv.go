@@ -1,7 +1,9 @@
 // Package testenv starts real nPanel servers, agents and their dependencies
 // in-process for tests: real embedded etcd, real mTLS, real gRPC streams, on
 // loopback ports. Everything it starts is stopped by t.Cleanup, also when
-// the test fails.
+// the test fails. Server.StartIsolatedAgent runs an agent as a process with
+// a user database of its own, for tests that need two nodes holding the
+// same account user (a migration).
 package testenv
 
 import (
