@@ -1,0 +1,114 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/nodeagent"
+)
+
+// Live migration end to end: the API, the migration controller, a real
+// source agent (in process, the host's users) and a real target agent
+// with a user database of its own (testenv.StartIsolatedAgent), the
+// target's SSH endpoint and rsync between them. An account's home with
+// a file moves, keeping its bytes; the account then serves from the
+// target; a rollback brings it back to the source.
+func TestMigrationE2EFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 60*time.Second, "account ACTIVE on src-1", func() bool {
+		got, err := s.Admin.Account(ctx, a.ID)
+		return err == nil && got != nil && got.Status == "ACTIVE" && got.NodeName() == src.Name
+	})
+	home, ok := testenv.HostUser(user)
+	if !ok {
+		t.Fatalf("no home for %s on the source", user)
+	}
+	content := bytes.Repeat([]byte("migrated bytes\n"), 4096)
+	file := filepath.Join(home, "keep.txt")
+	if err := os.WriteFile(file, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	for _, st := range last.Steps {
+		t.Logf("step %-14s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
+	}
+	dstHome, ok := dst.User(user)
+	if !ok {
+		t.Fatalf("no user %s on the target", user)
+	}
+	got, err := os.ReadFile(filepath.Join(dstHome, "keep.txt"))
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("file on the target: %d bytes (%v), want %d identical", len(got), err, len(content))
+	}
+	acct, err := s.Admin.Account(ctx, a.ID)
+	if err != nil || acct.NodeName() != dst.Name {
+		t.Fatalf("account on %q (%v), want %s", acct.NodeName(), err, dst.Name)
+	}
+	if last.DowntimeMs == nil {
+		t.Error("no downtime measured")
+	} else {
+		t.Logf("downtime %d ms", *last.DowntimeMs)
+	}
+
+	// Rollback: the account serves from the source again, whose copy
+	// was kept; the target's goes.
+	if _, err := s.Admin.MigrationAction(ctx, "rollbackMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "ROLLED_BACK", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && got.Status == "ROLLED_BACK"
+	})
+	acct, err = s.Admin.Account(ctx, a.ID)
+	if err != nil || acct.NodeName() != src.Name || acct.Status != "ACTIVE" {
+		t.Fatalf("account after rollback: %+v (%v)", acct, err)
+	}
+	if b, err := os.ReadFile(file); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("the source's file after rollback: %v", err)
+	}
+	if _, ok := dst.User(user); ok {
+		t.Error("the target still has the account's user after the rollback")
+	}
+}
+
