@@ -6,12 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent"
+	"github.com/npanel/npanel/nodeagent/platform"
 )
 
 // Live migration end to end: the API, the migration controller, a real
@@ -112,3 +115,104 @@ func TestMigrationE2EFiles(t *testing.T) {
 	}
 }
 
+
+// A database with rows and a user moves with the account: the rows are
+// identical on the target, the user's password (its hash exported sealed
+// to the target) still logs in there. Finalizing removes the source's
+// copy of the account.
+func TestMigrationE2EDatabase(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users and run mariadbd: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "db"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "db"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 3*time.Minute, "mariadb running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "mariadb" && sv.State == "RUNNING" })
+		})
+	}
+	srcProf, err := platform.DetectProfile(src.Config.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstProf, err := platform.DetectProfile(dst.Config.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 2, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	db, err := s.Admin.CreateDatabase(ctx, a.ID, "shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := s.Admin.CreateDatabaseUser(ctx, a.ID, "app", "", "")
+	if err != nil || up.Password == nil {
+		t.Fatalf("createDatabaseUser: %+v %v", up, err)
+	}
+	dbUser, password := up.User.Name, *up.Password
+	if _, err := s.Admin.SetDatabasePrivileges(ctx, a.ID, db.Name, dbUser, []string{"ALL"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mariadb.QueryAs(srcProf.DB().MariaDBSocket, dbUser, password, db.Name,
+		"CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(40), qty INT)",
+		"INSERT INTO orders VALUES (1, 'apple', 3), (2, 'pear', 5), (3, 'plum', 0)"); err != nil {
+		t.Fatal(err)
+	}
+	wantRows := dbRows(t, srcProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id")
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 5*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				for _, st := range got.Steps {
+					t.Logf("step %-22s %-8s %s", st.Name, st.Status, deref(st.Error))
+				}
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	for _, st := range last.Steps {
+		t.Logf("step %-22s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
+	}
+	// The user's own password, through its hash, and the rows.
+	testenv.WaitFor(t, time.Minute, "rows on the target with the user's password", func() bool {
+		return mariadb.QueryAs(dstProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT 1") == nil
+	})
+	if got := dbRows(t, dstProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id"); !slices.Equal(got, wantRows) {
+		t.Fatalf("rows on the target %v, want %v", got, wantRows)
+	}
+
+	// Finalize: the source's copy goes.
+	if _, err := s.Admin.MigrationAction(ctx, "finalizeMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "finalized", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && got.FinalizedAt != nil
+	})
+	if _, ok := testenv.HostUser(user); ok {
+		t.Error("the source still has the account's user after finalize")
+	}
+}
