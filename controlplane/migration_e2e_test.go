@@ -115,7 +115,6 @@ func TestMigrationE2EFiles(t *testing.T) {
 	}
 }
 
-
 // A database with rows and a user moves with the account: the rows are
 // identical on the target, the user's password (its hash exported sealed
 // to the target) still logs in there. Finalizing removes the source's
