@@ -3,10 +3,14 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,4 +218,152 @@ func TestMigrationE2EDatabase(t *testing.T) {
 	if _, ok := testenv.HostUser(user); ok {
 		t.Error("the source still has the account's user after finalize")
 	}
+}
+
+// A PHP site keeps answering while the home is copied: polled every
+// 50 ms from before the migration starts, no request fails until the
+// source is suspended for the cutover. After it, the target serves the
+// site and the source proxies to it.
+func TestMigrationE2ESiteKeepsAnswering(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/nginx")
+	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 2*time.Minute, "nginx and php-fpm running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			running := map[string]bool{}
+			for _, sv := range svcs {
+				running[sv.Name] = sv.State == "RUNNING"
+			}
+			return err == nil && running["nginx"] && running["php-fpm8.2"]
+		})
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	domain := user + ".example.com"
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDomainState(t, s.Admin, a.ID, domain, "ACTIVE")
+	home, ok := testenv.HostUser(user)
+	if !ok {
+		t.Fatalf("no home for %s", user)
+	}
+	writeOwned(t, filepath.Join(home, "public_html", "index.php"), `<?php echo "hello ", 6*7;`, user)
+	if code, body, _ := get(t, src.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site on the source: %d %q", code, body)
+	}
+
+	type poll struct {
+		at time.Time
+		ok bool
+	}
+	var (
+		mu    sync.Mutex
+		polls []poll
+	)
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		c := &http.Client{Timeout: 2 * time.Second}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-tick.C:
+			}
+			req, _ := http.NewRequestWithContext(pollCtx, http.MethodGet, "http://"+src.Config.HTTPListen+"/index.php", nil)
+			req.Host = domain
+			ok := false
+			if resp, err := c.Do(req); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				ok = resp.StatusCode == 200 && string(b) == "hello 42"
+			}
+			mu.Lock()
+			polls = append(polls, poll{time.Now(), ok})
+			mu.Unlock()
+		}
+	}()
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	// A little after the end, through the source's proxy.
+	time.Sleep(time.Second)
+	stopPoll()
+	<-pollDone
+
+	var suspendAt time.Time
+	for _, st := range last.Steps {
+		if st.Name == "suspend" && st.StartedAt != nil {
+			suspendAt = *st.StartedAt
+		}
+	}
+	if suspendAt.IsZero() {
+		t.Fatalf("no suspend step: %+v", last.Steps)
+	}
+	mu.Lock()
+	before, failedBefore, failedAfter, after := 0, 0, 0, 0
+	for _, p := range polls {
+		if p.at.Before(suspendAt) {
+			before++
+			if !p.ok {
+				failedBefore++
+			}
+		} else {
+			after++
+			if !p.ok {
+				failedAfter++
+			}
+		}
+	}
+	mu.Unlock()
+	t.Logf("%d polls before the cutover (%d failed), %d from it on (%d failed); downtime %s ms", before, failedBefore, after, failedAfter, downtime(last.DowntimeMs))
+	if before == 0 || failedBefore != 0 {
+		t.Fatalf("the site failed %d of %d requests while the home was copied", failedBefore, before)
+	}
+	// The target serves the site; the source passes its requests on.
+	if code, body, _ := get(t, dst.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site on the target: %d %q", code, body)
+	}
+	if code, body, _ := get(t, src.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site through the source's proxy: %d %q", code, body)
+	}
+}
+
+func downtime(ms *int64) string {
+	if ms == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*ms, 10)
 }
