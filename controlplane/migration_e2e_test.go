@@ -367,3 +367,71 @@ func downtime(ms *int64) string {
 	}
 	return strconv.FormatInt(*ms, 10)
 }
+
+// A migration survives its target agent's kill and the server's restart
+// in the middle: the tasks written before are delivered when the agent
+// is back, the server resumes from the record, and the home arrives
+// whole.
+func TestMigrationE2EResumesAfterKillAndRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	home, _ := testenv.HostUser(user)
+	content := bytes.Repeat([]byte("resumed\n"), 10000)
+	if err := os.WriteFile(filepath.Join(home, "keep.txt"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The target is down when the migration starts: its prepare task
+	// waits in its queue.
+	dst.Stop()
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, time.Minute, "prepare sent", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && slices.ContainsFunc(got.Steps, func(st client.MigrationStep) bool { return st.Name == "prepare" && st.Status == "RUNNING" })
+	})
+	s.Restart()
+	dst.Start()
+	dst.WaitReady()
+	admin := s.Admin
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := admin.Migration(ctx, m.ID)
+		if err == nil && got != nil && (got.Status == "FAILED" || got.Status == "CANCELLED") {
+			t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	got, _ := admin.Migration(ctx, m.ID)
+	for _, st := range got.Steps {
+		if st.Name == "prepare" || st.Name == "key" {
+			t.Logf("step %s %s", st.Name, st.Status)
+		}
+	}
+	dstHome, ok := dst.User(user)
+	if !ok {
+		t.Fatalf("no user %s on the target", user)
+	}
+	if b, err := os.ReadFile(filepath.Join(dstHome, "keep.txt")); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("file on the target: %d bytes (%v)", len(b), err)
+	}
+}
