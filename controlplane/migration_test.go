@@ -37,6 +37,9 @@ type migNode struct {
 	seen  []*agentpb.Task
 	count map[string]int
 	kill  func()
+	// restoreState is what a restore's state read answers (the state a
+	// backup took).
+	restoreState []byte
 }
 
 func startMigNode(t *testing.T, s *testenv.Server, name string) *migNode {
@@ -160,6 +163,16 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_ExportCredentials{ExportCredentials: r}}
 	case *agentpb.Task_RevokeMigration:
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_RevokeMigration{RevokeMigration: &agentpb.RevokeMigrationResult{}}}
+	case *agentpb.Task_BackupAccount:
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Backup{Backup: &agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1}}}
+	case *agentpb.Task_RestoreBackup:
+		n.mu.Lock()
+		res := &agentpb.RestoreResult{StateJson: n.restoreState}
+		n.mu.Unlock()
+		if a.RestoreBackup.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
+			res.Restored = []string{"files", "state"}
+		}
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: res}}
 	}
 	return &agentpb.TaskResult{}
 }
@@ -632,16 +645,21 @@ func TestMigrationSourceDownRestoresBackup(t *testing.T) {
 	})
 	ctx := context.Background()
 	a := accts[0]
-	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "local", Kind: store.TargetLocal}, store.AuditEvent{}); err != nil {
+	// Its backups go off the node (S3), so they outlive it.
+	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9", Bucket: "b"}, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
-	// A finished backup of the account, as the backup controller
-	// records one.
-	b := &store.Backup{ID: store.NewBackupID(a.Username, time.Now()), Account: a.Username, AccountID: a.ID, Owner: "admin", Node: "web-1", Target: "local",
-		Status: store.BackupStatus{State: store.BackupSucceeded}}
+	b := &store.Backup{ID: store.NewBackupID(a.Username, time.Now()), Account: a.Username, AccountID: a.ID, Owner: "admin", Node: "web-1", Target: "s3"}
 	if err := e.st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
+	testenv.WaitFor(t, 15*time.Second, "backup succeeded", func() bool {
+		got, err := e.st.GetBackup(ctx, b.ID)
+		return err == nil && got.Status.State == store.BackupSucceeded
+	})
+	e.n2.mu.Lock()
+	e.n2.restoreState = e.n1.tasks("backupAccount")[0].GetBackupAccount().GetStateJson()
+	e.n2.mu.Unlock()
 	// web-1 goes DOWN: its liveness key is gone.
 	e.n1.kill()
 	testenv.WaitFor(t, 20*time.Second, "web-1 DOWN", func() bool {
@@ -662,6 +680,24 @@ func TestMigrationSourceDownRestoresBackup(t *testing.T) {
 	}
 	if len(e.n1.tasks("syncMigration")) != 0 {
 		t.Fatal("rsync from a down node")
+	}
+	// The restore (the backup controller's, onto web-2) finishes the
+	// migration.
+	m = e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	r, _, err := e.st.GetRestoreRev(ctx, m.RestoreID)
+	if err != nil || r.Status.State != store.BackupSucceeded {
+		t.Fatalf("restore %+v, %v", r, err)
+	}
+	got, _, err := e.st.GetAccount(ctx, a.ID)
+	if err != nil || got.Node != "web-2" {
+		t.Fatalf("account on %q (%v), want web-2", got.Node, err)
+	}
+	var whats []string
+	for _, task := range e.n2.tasks("restoreBackup") {
+		whats = append(whats, task.GetRestoreBackup().GetWhat().String())
+	}
+	if !slices.Contains(whats, "RESTORE_WHAT_ALL") {
+		t.Fatalf("restore tasks on web-2: %v", whats)
 	}
 }
 
