@@ -324,7 +324,9 @@ func requestedFlow(m *store.Migration) string {
 		if cur != flowRollback {
 			return flowRollback
 		}
-	case m.CancelRequested && !m.CutOver && m.SuspendedAt.IsZero():
+	case m.CancelRequested && !m.CutOver && (m.SuspendedAt.IsZero() || m.Error != ""):
+		// A user cancels before the suspension; a failed step undoes
+		// the migration up to the switch.
 		if cur != flowCancel && m.Status != store.MigrationPending {
 			return flowCancel
 		}

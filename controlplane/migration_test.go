@@ -735,3 +735,32 @@ func TestMigrationCutoverHoldsTheAccount(t *testing.T) {
 		t.Fatalf("account after: %+v", got)
 	}
 }
+
+func TestMigrationFailureAfterSuspendGivesTheSourceBack(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "presync done", func(m *store.Migration) bool {
+		s := m.Step("presync")
+		return s != nil && s.Status == store.StepDone
+	})
+	e.n1.setFail("syncMigration", true) // the final sync fails
+	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
+	if m.Step("final-sync").Status != store.StepFailed || m.Step("cancel-source").Status != store.StepDone ||
+		m.Step("cancel-remove-target").Status != store.StepDone || m.SuspendedAt.IsZero() {
+		t.Fatalf("steps %+v", m.Steps)
+	}
+	// The source is ensured again as its spec says (not suspended).
+	testenv.WaitFor(t, 15*time.Second, "source re-ensured", func() bool {
+		got, _, err := e.st.GetAccount(ctx, a.ID)
+		return err == nil && got.Migrating == "" && got.Node == "web-1" && got.AppliedGeneration == got.Generation && got.Status == store.AccountActive
+	})
+	src := e.n1.tasks("ensureAccount")
+	if last := src[len(src)-1].GetEnsureAccount(); last.GetSuspended() {
+		t.Fatalf("the source stays suspended: %v", last)
+	}
+	if holder, _ := e.st.MigrationOfAccount(ctx, a.ID); holder != "" {
+		t.Fatalf("account still held by %s", holder)
+	}
+}
