@@ -274,12 +274,28 @@ func flowEnded(m *store.Migration) bool {
 		return m.Status == store.MigrationDone || m.Status == store.MigrationFailed
 	case flowCancel:
 		return m.Status == store.MigrationCancelled || m.Status == store.MigrationFailed
-	case flowRollback:
-		return m.Status == store.MigrationRolledBack || m.Status == store.MigrationFailed
-	case flowFinalize:
-		return !m.FinalizedAt.IsZero() || m.Status == store.MigrationFailed
+	case flowRollback, flowFinalize:
+		// FAILED before the flow began (a migration that failed after
+		// its cutover, rolled back now) is not the flow's end.
+		return m.Status == store.MigrationRolledBack || !m.FinalizedAt.IsZero() ||
+			m.Status == store.MigrationFailed && flowStepFailed(m)
 	}
 	return true
+}
+
+// flowStepFailed: a step of the current flow failed.
+func flowStepFailed(m *store.Migration) bool {
+	flow := currentFlow(m)
+	for i := len(m.Steps) - 1; i >= 0; i-- {
+		s := m.Steps[i]
+		if s.Name != flow && !strings.HasPrefix(s.Name, flow+"-") {
+			break
+		}
+		if s.Status == store.StepFailed {
+			return true
+		}
+	}
+	return false
 }
 
 // runningStep is the index of the step running, -1 when none is.

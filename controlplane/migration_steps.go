@@ -463,7 +463,14 @@ func failRecord(m *store.Migration, st *store.MigrationStep, why string, now tim
 	case currentFlow(m) == flowMigrate && !m.CutOver:
 		m.CancelRequested = true
 	default:
+		// What is left of the flow is not run: the migration waits
+		// FAILED for an operator (a rollback after the cutover).
 		m.Status = store.MigrationFailed
+		for i := range m.Steps {
+			if m.Steps[i].Status == store.StepPending {
+				m.Steps[i].Status = store.StepSkipped
+			}
+		}
 	}
 }
 
@@ -749,11 +756,11 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 // applied there) and its databases and mailboxes there are settled.
 func (mc *migrationController) activeOn(ctx context.Context, node string, e *stepEnv) (bool, error) {
 	a := e.a
+	if a.Node == node && a.TaskID == "" && a.Status == store.AccountFailed {
+		return false, permanentErr{"the account failed on node " + node + ": " + a.Reason}
+	}
 	if a.Node != node || a.TaskID != "" || a.AppliedGeneration != a.Generation {
 		return false, nil
-	}
-	if a.Status == store.AccountFailed {
-		return false, permanentErr{"the account failed on node " + node + ": " + a.Reason}
 	}
 	if e.dbs != nil {
 		for _, d := range e.dbs.Databases {

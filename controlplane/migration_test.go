@@ -764,3 +764,31 @@ func TestMigrationFailureAfterSuspendGivesTheSourceBack(t *testing.T) {
 		t.Fatalf("account still held by %s", holder)
 	}
 }
+
+func TestMigrationFailedAfterCutoverRollsBack(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	e.n2.setHold("ensureAccount", true)
+	id := e.create(t, a, "web-2")
+	// The prepare step's ensure is answered; the target's ensures after
+	// the switch fail.
+	e.wait(t, id, "prepare sent", func(m *store.Migration) bool { s := m.Step("prepare"); return s != nil && s.TaskID != "" })
+	e.n2.setHold("ensureAccount", false)
+	e.wait(t, id, "final sync done", func(m *store.Migration) bool { s := m.Step("final-sync"); return s != nil && s.Status == store.StepDone })
+	e.n2.setFail("ensureAccount", true)
+	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
+	if !m.CutOver || m.Step("activate").Status != store.StepFailed {
+		t.Fatalf("%+v", m.Steps)
+	}
+	if holder, _ := e.st.MigrationOfAccount(ctx, a.ID); holder != id {
+		t.Fatalf("a migration failed after its cutover no longer holds the account (%q)", holder)
+	}
+	e.n2.setFail("ensureAccount", false)
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	got, _, err := e.st.GetAccount(ctx, a.ID)
+	if err != nil || got.Node != "web-1" {
+		t.Fatalf("account on %q (%v)", got.Node, err)
+	}
+}
