@@ -775,7 +775,10 @@ func TestMigrationFailedAfterCutoverRollsBack(t *testing.T) {
 	// the switch fail.
 	e.wait(t, id, "prepare sent", func(m *store.Migration) bool { s := m.Step("prepare"); return s != nil && s.TaskID != "" })
 	e.n2.setHold("ensureAccount", false)
-	e.wait(t, id, "final sync done", func(m *store.Migration) bool { s := m.Step("final-sync"); return s != nil && s.Status == store.StepDone })
+	e.wait(t, id, "final sync done", func(m *store.Migration) bool {
+		s := m.Step("final-sync")
+		return s != nil && s.Status == store.StepDone
+	})
 	e.n2.setFail("ensureAccount", true)
 	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
 	if !m.CutOver || m.Step("activate").Status != store.StepFailed {
