@@ -795,3 +795,31 @@ func TestMigrationFailedAfterCutoverRollsBack(t *testing.T) {
 		t.Fatalf("account on %q (%v)", got.Node, err)
 	}
 }
+
+// Where both nodes run a DNS server, the account's zone follows it: the
+// target becomes its primary, with the target's address, applied there.
+func TestMigrationMovesTheZoneToATargetServingDNS(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	for i, n := range []string{"web-1", "web-2"} {
+		if err := e.st.PutServices(ctx, store.NodeServices{Node: n, ReportedAt: time.Now(), Services: []store.ServiceStatus{
+			{Name: "pdns", State: "running", Listen: []string{fmt.Sprintf("127.0.0.%d:53", i+1)}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 30*time.Second, "zone served on web-1", func() bool {
+		z, _, err := e.st.GetZone(ctx, a.Domain)
+		return err == nil && z.Node == "web-1" && z.Status == store.ZoneActive && z.AppliedGeneration == z.Generation
+	})
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	z, _, err := e.st.GetZone(ctx, a.Domain)
+	if err != nil || z.Node != "web-2" || z.Address != "127.0.0.2" || z.Status != store.ZoneActive || z.AppliedGeneration != z.Generation {
+		t.Fatalf("zone after the move: %+v (%v)", z, err)
+	}
+	ensured := slices.ContainsFunc(e.n2.tasks("ensureZone"), func(task *agentpb.Task) bool { return task.GetEnsureZone().GetZone() == a.Domain })
+	if !ensured {
+		t.Fatal("the zone was not ensured on web-2")
+	}
+}
