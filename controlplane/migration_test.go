@@ -132,6 +132,10 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 		n.count[action]++
 	}
 	hold, fail := n.hold[action], n.fail[action]
+	if task.GetSyncMigration().GetFinal() {
+		// "syncMigration-final": the final pass alone.
+		hold, fail = hold || n.hold[action+"-final"], fail || n.fail[action+"-final"]
+	}
 	n.mu.Unlock()
 	if hold {
 		return nil
@@ -705,12 +709,8 @@ func TestMigrationCutoverHoldsTheAccount(t *testing.T) {
 	e, accts := newMigEnv(t, 1)
 	ctx := context.Background()
 	a := accts[0]
+	e.n1.setHold("syncMigration-final", true) // the final sync waits
 	id := e.create(t, a, "web-2")
-	e.wait(t, id, "presync done", func(m *store.Migration) bool {
-		s := m.Step("presync")
-		return s != nil && s.Status == store.StepDone
-	})
-	e.n1.setHold("syncMigration", true) // the final sync waits
 	e.wait(t, id, "final sync sent", func(m *store.Migration) bool {
 		s := m.Step("final-sync")
 		return s != nil && s.TaskID != ""
@@ -728,7 +728,7 @@ func TestMigrationCutoverHoldsTheAccount(t *testing.T) {
 	if n := len(e.n1.tasks("ensureAccount")); n != before {
 		t.Fatalf("the account controller sent %d ensures to the source during the cutover", n-before)
 	}
-	e.n1.setHold("syncMigration", false)
+	e.n1.setHold("syncMigration-final", false)
 	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
 	got, _, _ = e.st.GetAccount(ctx, a.ID)
 	if got.Migrating != "" || got.Node != "web-2" || got.AppliedGeneration != got.Generation {
@@ -740,12 +740,8 @@ func TestMigrationFailureAfterSuspendGivesTheSourceBack(t *testing.T) {
 	e, accts := newMigEnv(t, 1)
 	ctx := context.Background()
 	a := accts[0]
+	e.n1.setFail("syncMigration-final", true) // the final sync fails
 	id := e.create(t, a, "web-2")
-	e.wait(t, id, "presync done", func(m *store.Migration) bool {
-		s := m.Step("presync")
-		return s != nil && s.Status == store.StepDone
-	})
-	e.n1.setFail("syncMigration", true) // the final sync fails
 	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
 	if m.Step("final-sync").Status != store.StepFailed || m.Step("cancel-source").Status != store.StepDone ||
 		m.Step("cancel-remove-target").Status != store.StepDone || m.SuspendedAt.IsZero() {
@@ -769,17 +765,14 @@ func TestMigrationFailedAfterCutoverRollsBack(t *testing.T) {
 	e, accts := newMigEnv(t, 1)
 	ctx := context.Background()
 	a := accts[0]
-	e.n2.setHold("ensureAccount", true)
 	id := e.create(t, a, "web-2")
 	// The prepare step's ensure is answered; the target's ensures after
-	// the switch fail.
-	e.wait(t, id, "prepare sent", func(m *store.Migration) bool { s := m.Step("prepare"); return s != nil && s.TaskID != "" })
-	e.n2.setHold("ensureAccount", false)
-	e.wait(t, id, "final sync done", func(m *store.Migration) bool {
-		s := m.Step("final-sync")
-		return s != nil && s.Status == store.StepDone
-	})
+	// the switch are held, then fail.
+	e.wait(t, id, "prepared", func(m *store.Migration) bool { s := m.Step("prepare"); return s != nil && s.Status == store.StepDone })
+	e.n2.setHold("ensureAccount", true)
+	e.wait(t, id, "final sync done", func(m *store.Migration) bool { s := m.Step("final-sync"); return s != nil && s.Status == store.StepDone })
 	e.n2.setFail("ensureAccount", true)
+	e.n2.setHold("ensureAccount", false)
 	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
 	if !m.CutOver || m.Step("activate").Status != store.StepFailed {
 		t.Fatalf("%+v", m.Steps)
