@@ -770,7 +770,10 @@ func TestMigrationFailedAfterCutoverRollsBack(t *testing.T) {
 	// the switch are held, then fail.
 	e.wait(t, id, "prepared", func(m *store.Migration) bool { s := m.Step("prepare"); return s != nil && s.Status == store.StepDone })
 	e.n2.setHold("ensureAccount", true)
-	e.wait(t, id, "final sync done", func(m *store.Migration) bool { s := m.Step("final-sync"); return s != nil && s.Status == store.StepDone })
+	e.wait(t, id, "final sync done", func(m *store.Migration) bool {
+		s := m.Step("final-sync")
+		return s != nil && s.Status == store.StepDone
+	})
 	e.n2.setFail("ensureAccount", true)
 	e.n2.setHold("ensureAccount", false)
 	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
