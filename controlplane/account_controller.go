@@ -129,6 +129,8 @@ func needsWork(a store.AccountHead) bool {
 	switch {
 	case a.Status == store.AccountFailed && a.Attempts >= maxTaskAttempts:
 		return false // until a spec change resets the attempts
+	case a.Migrating != "" && !a.Deleted:
+		return false // a migration's cutover holds it
 	case a.Deleted:
 		return true
 	case a.Node == "":
@@ -214,6 +216,9 @@ func (c *accountController) processOnce(ctx context.Context, ids []string) (bool
 		case a.TaskID != "":
 		case a.Status == store.AccountFailed && a.Attempts >= maxTaskAttempts:
 			// Stays FAILED until an operator changes the spec.
+		case a.Migrating != "" && !a.Deleted:
+			// A migration's cutover holds it: an ensure now would undo
+			// the source's suspension during the final copy.
 		case a.Node == "":
 			unplaced = append(unplaced, a)
 			continue // written below, with its placement

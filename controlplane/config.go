@@ -151,6 +151,8 @@ type Config struct {
 	ACME ACMEConfig
 	// Backup tunes the backup schedule and controller.
 	Backup BackupConfig
+	// Migration tunes the migration controller.
+	Migration MigrationConfig
 }
 
 func (c *Config) setDefaults() error {

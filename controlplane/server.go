@@ -249,6 +249,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.controllers.Add(newBackupController(s))
 	}
 	s.controllers.Add(newCpanelImportController(s))
+	if !s.cfg.Migration.Paused {
+		s.controllers.Add(newMigrationController(s))
+	}
 	s.store.RunMirrors(runCtx, s.log)
 	// Before the API serves: until every hosted name is in the tree, a
 	// name inside or above one of them would pass the overlap check.

@@ -559,11 +559,53 @@ type ComplexityRoot struct {
 		Password func(childComplexity int) int
 	}
 
+	Migration struct {
+		Account           func(childComplexity int) int
+		AccountID         func(childComplexity int) int
+		CancelRequested   func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		DowntimeMs        func(childComplexity int) int
+		Drain             func(childComplexity int) int
+		Error             func(childComplexity int) int
+		FinalizeAfter     func(childComplexity int) int
+		FinalizedAt       func(childComplexity int) int
+		FromBackup        func(childComplexity int) int
+		FromNode          func(childComplexity int) int
+		ID                func(childComplexity int) int
+		RollbackRequested func(childComplexity int) int
+		Schedule          func(childComplexity int) int
+		Status            func(childComplexity int) int
+		Steps             func(childComplexity int) int
+		ToNode            func(childComplexity int) int
+		UpdatedAt         func(childComplexity int) int
+	}
+
+	MigrationConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	MigrationEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	MigrationStep struct {
+		Bytes      func(childComplexity int) int
+		Error      func(childComplexity int) int
+		FinishedAt func(childComplexity int) int
+		Name       func(childComplexity int) int
+		Node       func(childComplexity int) int
+		StartedAt  func(childComplexity int) int
+		Status     func(childComplexity int) int
+	}
+
 	Mutation struct {
 		AddDomain                  func(childComplexity int, account string, domain string, docroot *string, aliasOf *string) int
 		AddRecord                  func(childComplexity int, zone string, record model.RecordInput) int
 		AddReverseZone             func(childComplexity int, cidr string) int
 		AnalyzeCpanelBackup        func(childComplexity int, input model.AnalyzeCpanelBackupInput) int
+		CancelMigration            func(childComplexity int, id string) int
 		ChangeAccountOwner         func(childComplexity int, account string, owner string) int
 		ChangeAccountPlan          func(childComplexity int, account string, plan string) int
 		ChangeDatabaseUserPassword func(childComplexity int, account string, user string, password *string, wait *time.Duration) int
@@ -598,17 +640,19 @@ type ComplexityRoot struct {
 		DeleteZone                 func(childComplexity int, name string) int
 		DisableDNSSec              func(childComplexity int, zone string) int
 		DisableMailbox             func(childComplexity int, address string) int
-		DrainNode                  func(childComplexity int, name string) int
+		DrainNode                  func(childComplexity int, name string, migrate *bool, parallel *int) int
 		EnableDNSSec               func(childComplexity int, zone string, timeoutSeconds *int) int
 		EnableDkim                 func(childComplexity int, domain string) int
 		EnableMailbox              func(childComplexity int, address string) int
 		EnableWebmail              func(childComplexity int, domain string) int
+		FinalizeMigration          func(childComplexity int, id string) int
 		FlushMailQueue             func(childComplexity int, node string) int
 		ImportCpanelBackup         func(childComplexity int, input model.ImportCpanelBackupInput) int
 		ImportZone                 func(childComplexity int, zone string, bindText string) int
 		InstallCertificate         func(childComplexity int, input model.InstallCertificateInput) int
 		Login                      func(childComplexity int, username string, password string) int
 		Logout                     func(childComplexity int) int
+		MigrateAccount             func(childComplexity int, input model.MigrateAccountInput) int
 		OptimizeDatabase           func(childComplexity int, account string, name string, wait *time.Duration) int
 		RemoveDomain               func(childComplexity int, account string, domain string) int
 		RemoveNode                 func(childComplexity int, name string) int
@@ -621,6 +665,7 @@ type ComplexityRoot struct {
 		RevokeAPIToken             func(childComplexity int, id string) int
 		RevokeCertificate          func(childComplexity int, id string, reason *model.RevocationReason) int
 		RevokeSessions             func(childComplexity int, user string) int
+		RollbackMigration          func(childComplexity int, id string) int
 		RotateDNSSECKeys           func(childComplexity int, zone string) int
 		RotateDkim                 func(childComplexity int, domain string) int
 		RunNodeAction              func(childComplexity int, node string, action model.NodeAction, payload *string, timeoutSeconds *int) int
@@ -734,6 +779,8 @@ type ComplexityRoot struct {
 		MailQueue     func(childComplexity int, node string, limit *int) int
 		Mailboxes     func(childComplexity int, account string, first *int, after *string) int
 		Me            func(childComplexity int) int
+		Migration     func(childComplexity int, id string) int
+		Migrations    func(childComplexity int, filter *model.MigrationFilter, first *int, after *string) int
 		Nameservers   func(childComplexity int) int
 		Node          func(childComplexity int, name string) int
 		Nodes         func(childComplexity int) int
@@ -820,6 +867,7 @@ type ComplexityRoot struct {
 		AccountEvents     func(childComplexity int, id string) int
 		BackupEvents      func(childComplexity int, id string) int
 		CertificateEvents func(childComplexity int, id string) int
+		MigrationEvents   func(childComplexity int, id string) int
 	}
 
 	Task struct {
@@ -969,9 +1017,13 @@ type MutationResolver interface {
 	TrainHam(ctx context.Context, address string, messageUID int) (*model.TrainMailPayload, error)
 	ScanMailbox(ctx context.Context, address string) (*model.ScanMailboxPayload, error)
 	FlushMailQueue(ctx context.Context, node string) (bool, error)
+	MigrateAccount(ctx context.Context, input model.MigrateAccountInput) (*model.Migration, error)
+	CancelMigration(ctx context.Context, id string) (*model.Migration, error)
+	RollbackMigration(ctx context.Context, id string) (*model.Migration, error)
+	FinalizeMigration(ctx context.Context, id string) (*model.Migration, error)
 	CreateJoinToken(ctx context.Context, input model.CreateJoinTokenInput) (*model.JoinToken, error)
 	RemoveNode(ctx context.Context, name string) (bool, error)
-	DrainNode(ctx context.Context, name string) (*model.Node, error)
+	DrainNode(ctx context.Context, name string, migrate *bool, parallel *int) (*model.Node, error)
 	UndrainNode(ctx context.Context, name string) (*model.Node, error)
 	UpdateNode(ctx context.Context, name string, input model.UpdateNodeInput) (*model.Node, error)
 	RunNodeAction(ctx context.Context, node string, action model.NodeAction, payload *string, timeoutSeconds *int) (*model.Task, error)
@@ -1031,6 +1083,8 @@ type QueryResolver interface {
 	MailDomains(ctx context.Context, account string) ([]*model.MailDomain, error)
 	MailLogs(ctx context.Context, address string, hours *int) (*model.MailLogs, error)
 	MailQueue(ctx context.Context, node string, limit *int) (*model.MailQueue, error)
+	Migration(ctx context.Context, id string) (*model.Migration, error)
+	Migrations(ctx context.Context, filter *model.MigrationFilter, first *int, after *string) (*model.MigrationConnection, error)
 	Nodes(ctx context.Context) ([]*model.Node, error)
 	Node(ctx context.Context, name string) (*model.Node, error)
 	Task(ctx context.Context, id string) (*model.Task, error)
@@ -1045,6 +1099,7 @@ type QueryResolver interface {
 type SubscriptionResolver interface {
 	AccountEvents(ctx context.Context, id string) (<-chan *model.AccountEvent, error)
 	BackupEvents(ctx context.Context, id string) (<-chan *model.BackupProgressEvent, error)
+	MigrationEvents(ctx context.Context, id string) (<-chan *model.Migration, error)
 	CertificateEvents(ctx context.Context, id string) (<-chan *model.CertificateEvent, error)
 }
 type ZoneResolver interface {
@@ -3026,6 +3081,184 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MailboxPayload.Password(childComplexity), true
 
+	case "Migration.account":
+		if e.ComplexityRoot.Migration.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Account(childComplexity), true
+	case "Migration.accountId":
+		if e.ComplexityRoot.Migration.AccountID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.AccountID(childComplexity), true
+	case "Migration.cancelRequested":
+		if e.ComplexityRoot.Migration.CancelRequested == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.CancelRequested(childComplexity), true
+	case "Migration.createdAt":
+		if e.ComplexityRoot.Migration.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.CreatedAt(childComplexity), true
+	case "Migration.downtimeMs":
+		if e.ComplexityRoot.Migration.DowntimeMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.DowntimeMs(childComplexity), true
+	case "Migration.drain":
+		if e.ComplexityRoot.Migration.Drain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Drain(childComplexity), true
+	case "Migration.error":
+		if e.ComplexityRoot.Migration.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Error(childComplexity), true
+	case "Migration.finalizeAfter":
+		if e.ComplexityRoot.Migration.FinalizeAfter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.FinalizeAfter(childComplexity), true
+	case "Migration.finalizedAt":
+		if e.ComplexityRoot.Migration.FinalizedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.FinalizedAt(childComplexity), true
+	case "Migration.fromBackup":
+		if e.ComplexityRoot.Migration.FromBackup == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.FromBackup(childComplexity), true
+	case "Migration.fromNode":
+		if e.ComplexityRoot.Migration.FromNode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.FromNode(childComplexity), true
+	case "Migration.id":
+		if e.ComplexityRoot.Migration.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.ID(childComplexity), true
+	case "Migration.rollbackRequested":
+		if e.ComplexityRoot.Migration.RollbackRequested == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.RollbackRequested(childComplexity), true
+	case "Migration.schedule":
+		if e.ComplexityRoot.Migration.Schedule == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Schedule(childComplexity), true
+	case "Migration.status":
+		if e.ComplexityRoot.Migration.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Status(childComplexity), true
+	case "Migration.steps":
+		if e.ComplexityRoot.Migration.Steps == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.Steps(childComplexity), true
+	case "Migration.toNode":
+		if e.ComplexityRoot.Migration.ToNode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.ToNode(childComplexity), true
+	case "Migration.updatedAt":
+		if e.ComplexityRoot.Migration.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Migration.UpdatedAt(childComplexity), true
+
+	case "MigrationConnection.edges":
+		if e.ComplexityRoot.MigrationConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationConnection.Edges(childComplexity), true
+	case "MigrationConnection.pageInfo":
+		if e.ComplexityRoot.MigrationConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationConnection.PageInfo(childComplexity), true
+
+	case "MigrationEdge.cursor":
+		if e.ComplexityRoot.MigrationEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationEdge.Cursor(childComplexity), true
+	case "MigrationEdge.node":
+		if e.ComplexityRoot.MigrationEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationEdge.Node(childComplexity), true
+
+	case "MigrationStep.bytes":
+		if e.ComplexityRoot.MigrationStep.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.Bytes(childComplexity), true
+	case "MigrationStep.error":
+		if e.ComplexityRoot.MigrationStep.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.Error(childComplexity), true
+	case "MigrationStep.finishedAt":
+		if e.ComplexityRoot.MigrationStep.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.FinishedAt(childComplexity), true
+	case "MigrationStep.name":
+		if e.ComplexityRoot.MigrationStep.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.Name(childComplexity), true
+	case "MigrationStep.node":
+		if e.ComplexityRoot.MigrationStep.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.Node(childComplexity), true
+	case "MigrationStep.startedAt":
+		if e.ComplexityRoot.MigrationStep.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.StartedAt(childComplexity), true
+	case "MigrationStep.status":
+		if e.ComplexityRoot.MigrationStep.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MigrationStep.Status(childComplexity), true
+
 	case "Mutation.addDomain":
 		if e.ComplexityRoot.Mutation.AddDomain == nil {
 			break
@@ -3070,6 +3303,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.AnalyzeCpanelBackup(childComplexity, args["input"].(model.AnalyzeCpanelBackupInput)), true
+	case "Mutation.cancelMigration":
+		if e.ComplexityRoot.Mutation.CancelMigration == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_cancelMigration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CancelMigration(childComplexity, args["id"].(string)), true
 	case "Mutation.changeAccountOwner":
 		if e.ComplexityRoot.Mutation.ChangeAccountOwner == nil {
 			break
@@ -3454,7 +3698,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.DrainNode(childComplexity, args["name"].(string)), true
+		return e.ComplexityRoot.Mutation.DrainNode(childComplexity, args["name"].(string), args["migrate"].(*bool), args["parallel"].(*int)), true
 	case "Mutation.enableDNSSEC":
 		if e.ComplexityRoot.Mutation.EnableDNSSec == nil {
 			break
@@ -3499,6 +3743,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.EnableWebmail(childComplexity, args["domain"].(string)), true
+	case "Mutation.finalizeMigration":
+		if e.ComplexityRoot.Mutation.FinalizeMigration == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finalizeMigration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinalizeMigration(childComplexity, args["id"].(string)), true
 	case "Mutation.flushMailQueue":
 		if e.ComplexityRoot.Mutation.FlushMailQueue == nil {
 			break
@@ -3560,6 +3815,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Logout(childComplexity), true
+	case "Mutation.migrateAccount":
+		if e.ComplexityRoot.Mutation.MigrateAccount == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_migrateAccount_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.MigrateAccount(childComplexity, args["input"].(model.MigrateAccountInput)), true
 	case "Mutation.optimizeDatabase":
 		if e.ComplexityRoot.Mutation.OptimizeDatabase == nil {
 			break
@@ -3692,6 +3958,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RevokeSessions(childComplexity, args["user"].(string)), true
+	case "Mutation.rollbackMigration":
+		if e.ComplexityRoot.Mutation.RollbackMigration == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rollbackMigration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RollbackMigration(childComplexity, args["id"].(string)), true
 	case "Mutation.rotateDNSSECKeys":
 		if e.ComplexityRoot.Mutation.RotateDNSSECKeys == nil {
 			break
@@ -4509,6 +4786,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Me(childComplexity), true
+	case "Query.migration":
+		if e.ComplexityRoot.Query.Migration == nil {
+			break
+		}
+
+		args, err := ec.field_Query_migration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Migration(childComplexity, args["id"].(string)), true
+	case "Query.migrations":
+		if e.ComplexityRoot.Query.Migrations == nil {
+			break
+		}
+
+		args, err := ec.field_Query_migrations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Migrations(childComplexity, args["filter"].(*model.MigrationFilter), args["first"].(*int), args["after"].(*string)), true
 	case "Query.nameservers":
 		if e.ComplexityRoot.Query.Nameservers == nil {
 			break
@@ -4954,6 +5253,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.CertificateEvents(childComplexity, args["id"].(string)), true
+	case "Subscription.migrationEvents":
+		if e.ComplexityRoot.Subscription.MigrationEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_migrationEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.MigrationEvents(childComplexity, args["id"].(string)), true
 
 	case "Task.action":
 		if e.ComplexityRoot.Task.Action == nil {
@@ -5222,6 +5532,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ImportCpanelBackupInput", ec.unmarshalInputImportCpanelBackupInput),
 			graphql.NewInputUnmarshaler("InstallCertificateInput", ec.unmarshalInputInstallCertificateInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
+			graphql.NewInputUnmarshaler("MigrateAccountInput", ec.unmarshalInputMigrateAccountInput),
+			graphql.NewInputUnmarshaler("MigrationFilter", ec.unmarshalInputMigrationFilter),
 			graphql.NewInputUnmarshaler("NodeCapacityInput", ec.unmarshalInputNodeCapacityInput),
 			graphql.NewInputUnmarshaler("PlanBackupInput", ec.unmarshalInputPlanBackupInput),
 			graphql.NewInputUnmarshaler("RecordInput", ec.unmarshalInputRecordInput),
@@ -5326,7 +5638,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "migration.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -5346,6 +5658,7 @@ var sources = []*ast.Source{
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
+	{Name: "migration.graphqls", Input: sourceData("migration.graphqls"), BuiltIn: false},
 	{Name: "nodes.graphqls", Input: sourceData("nodes.graphqls"), BuiltIn: false},
 	{Name: "schema.graphqls", Input: sourceData("schema.graphqls"), BuiltIn: false},
 	{Name: "tls.graphqls", Input: sourceData("tls.graphqls"), BuiltIn: false},
@@ -6390,6 +6703,88 @@ func (ec *executionContext) childFields_MailboxPayload(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type MailboxPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_Migration(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Migration_id(ctx, field)
+	case "account":
+		return ec.fieldContext_Migration_account(ctx, field)
+	case "accountId":
+		return ec.fieldContext_Migration_accountId(ctx, field)
+	case "fromNode":
+		return ec.fieldContext_Migration_fromNode(ctx, field)
+	case "toNode":
+		return ec.fieldContext_Migration_toNode(ctx, field)
+	case "status":
+		return ec.fieldContext_Migration_status(ctx, field)
+	case "steps":
+		return ec.fieldContext_Migration_steps(ctx, field)
+	case "downtimeMs":
+		return ec.fieldContext_Migration_downtimeMs(ctx, field)
+	case "error":
+		return ec.fieldContext_Migration_error(ctx, field)
+	case "schedule":
+		return ec.fieldContext_Migration_schedule(ctx, field)
+	case "drain":
+		return ec.fieldContext_Migration_drain(ctx, field)
+	case "fromBackup":
+		return ec.fieldContext_Migration_fromBackup(ctx, field)
+	case "cancelRequested":
+		return ec.fieldContext_Migration_cancelRequested(ctx, field)
+	case "rollbackRequested":
+		return ec.fieldContext_Migration_rollbackRequested(ctx, field)
+	case "finalizeAfter":
+		return ec.fieldContext_Migration_finalizeAfter(ctx, field)
+	case "finalizedAt":
+		return ec.fieldContext_Migration_finalizedAt(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Migration_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_Migration_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Migration", field.Name)
+}
+
+func (ec *executionContext) childFields_MigrationConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_MigrationConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_MigrationConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MigrationConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_MigrationEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_MigrationEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_MigrationEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MigrationEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_MigrationStep(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_MigrationStep_name(ctx, field)
+	case "status":
+		return ec.fieldContext_MigrationStep_status(ctx, field)
+	case "node":
+		return ec.fieldContext_MigrationStep_node(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_MigrationStep_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_MigrationStep_finishedAt(ctx, field)
+	case "bytes":
+		return ec.fieldContext_MigrationStep_bytes(ctx, field)
+	case "error":
+		return ec.fieldContext_MigrationStep_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MigrationStep", field.Name)
+}
+
 func (ec *executionContext) childFields_Node(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -6967,6 +7362,20 @@ func (ec *executionContext) field_Mutation_analyzeCpanelBackup_args(ctx context.
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_cancelMigration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -7625,6 +8034,22 @@ func (ec *executionContext) field_Mutation_drainNode_args(ctx context.Context, r
 		return nil, err
 	}
 	args["name"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "migrate",
+		func(ctx context.Context, v any) (*bool, error) {
+			return ec.unmarshalOBoolean2ᚖbool(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["migrate"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "parallel",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["parallel"] = arg2
 	return args, nil
 }
 
@@ -7689,6 +8114,20 @@ func (ec *executionContext) field_Mutation_enableWebmail_args(ctx context.Contex
 		return nil, err
 	}
 	args["domain"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_finalizeMigration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -7775,6 +8214,20 @@ func (ec *executionContext) field_Mutation_login_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["password"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_migrateAccount_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.MigrateAccountInput, error) {
+			return ec.unmarshalNMigrateAccountInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrateAccountInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -8007,6 +8460,20 @@ func (ec *executionContext) field_Mutation_revokeSessions_args(ctx context.Conte
 		return nil, err
 	}
 	args["user"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_rollbackMigration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -9064,6 +9531,50 @@ func (ec *executionContext) field_Query_mailboxes_args(ctx context.Context, rawA
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_migration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_migrations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.MigrationFilter, error) {
+			return ec.unmarshalOMigrationFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_node_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9249,6 +9760,20 @@ func (ec *executionContext) field_Subscription_backupEvents_args(ctx context.Con
 }
 
 func (ec *executionContext) field_Subscription_certificateEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_migrationEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -17130,6 +17655,709 @@ func (ec *executionContext) fieldContext_MailboxPayload_password(_ context.Conte
 	return graphql.NewScalarFieldContext("MailboxPayload", field, false, false, "String")
 }
 
+func (ec *executionContext) _Migration_id(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Migration_account(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "String")
+}
+
+func (ec *executionContext) _Migration_accountId(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_accountId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AccountID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_accountId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Migration_fromNode(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_fromNode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FromNode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_fromNode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "String")
+}
+
+func (ec *executionContext) _Migration_toNode(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_toNode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ToNode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_toNode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "String")
+}
+
+func (ec *executionContext) _Migration_status(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.MigrationStatus) graphql.Marshaler {
+			return ec.marshalNMigrationStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "MigrationStatus")
+}
+
+func (ec *executionContext) _Migration_steps(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_steps(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Steps, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MigrationStep) graphql.Marshaler {
+			return ec.marshalNMigrationStep2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStepᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_steps(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Migration",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MigrationStep(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Migration_downtimeMs(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_downtimeMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DowntimeMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt642ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_downtimeMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Migration_error(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "String")
+}
+
+func (ec *executionContext) _Migration_schedule(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_schedule(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Schedule, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_schedule(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Migration_drain(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_drain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Drain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_drain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "String")
+}
+
+func (ec *executionContext) _Migration_fromBackup(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_fromBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FromBackup, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_fromBackup(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Migration_cancelRequested(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_cancelRequested(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelRequested, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_cancelRequested(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Migration_rollbackRequested(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_rollbackRequested(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RollbackRequested, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_rollbackRequested(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Migration_finalizeAfter(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_finalizeAfter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinalizeAfter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_finalizeAfter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Migration_finalizedAt(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_finalizedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinalizedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_finalizedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Migration_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Migration_updatedAt(ctx context.Context, field graphql.CollectedField, obj *model.Migration) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Migration_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Migration_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Migration", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MigrationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.MigrationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MigrationEdge) graphql.Marshaler {
+			return ec.marshalNMigrationEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MigrationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MigrationEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MigrationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.MigrationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MigrationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MigrationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.MigrationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _MigrationEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.MigrationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MigrationEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MigrationStep_name(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "String")
+}
+
+func (ec *executionContext) _MigrationStep_status(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.MigrationStepStatus) graphql.Marshaler {
+			return ec.marshalNMigrationStepStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStepStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "MigrationStepStatus")
+}
+
+func (ec *executionContext) _MigrationStep_node(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "String")
+}
+
+func (ec *executionContext) _MigrationStep_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MigrationStep_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MigrationStep_bytes(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _MigrationStep_error(ctx context.Context, field graphql.CollectedField, obj *model.MigrationStep) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MigrationStep_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MigrationStep_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MigrationStep", field, false, false, "String")
+}
+
 func (ec *executionContext) _Mutation_login(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -19902,6 +21130,182 @@ func (ec *executionContext) fieldContext_Mutation_flushMailQueue(ctx context.Con
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_migrateAccount(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_migrateAccount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().MigrateAccount(ctx, fc.Args["input"].(model.MigrateAccountInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_migrateAccount(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_migrateAccount_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_cancelMigration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_cancelMigration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CancelMigration(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_cancelMigration(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_cancelMigration_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_rollbackMigration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rollbackMigration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RollbackMigration(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rollbackMigration(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_rollbackMigration_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_finalizeMigration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_finalizeMigration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FinalizeMigration(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_finalizeMigration(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_finalizeMigration_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createJoinToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20000,7 +21404,7 @@ func (ec *executionContext) _Mutation_drainNode(ctx context.Context, field graph
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().DrainNode(ctx, fc.Args["name"].(string))
+			return ec.Resolvers.Mutation().DrainNode(ctx, fc.Args["name"].(string), fc.Args["migrate"].(*bool), fc.Args["parallel"].(*int))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Node) graphql.Marshaler {
@@ -23254,6 +24658,94 @@ func (ec *executionContext) fieldContext_Query_mailQueue(ctx context.Context, fi
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_migration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_migration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Migration(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalOMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_migration(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_migration_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_migrations(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_migrations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Migrations(ctx, fc.Args["filter"].(*model.MigrationFilter), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MigrationConnection) graphql.Marshaler {
+			return ec.marshalNMigrationConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_migrations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MigrationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_migrations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_nodes(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -24864,6 +26356,50 @@ func (ec *executionContext) fieldContext_Subscription_backupEvents(ctx context.C
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_backupEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_migrationEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_migrationEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().MigrationEvents(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+			return ec.marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_migrationEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Migration(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_migrationEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -27992,6 +29528,125 @@ func (ec *executionContext) unmarshalInputLabelInput(ctx context.Context, obj an
 func UnmarshalLabelInput(ctx context.Context, raw any) (model.LabelInput, error) {
 	var out model.LabelInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "LabelInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputMigrateAccountInput(ctx context.Context, obj any) (model.MigrateAccountInput, error) {
+	var it model.MigrateAccountInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"account", "toNode", "schedule"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "account":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("account"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Account = data
+		case "toNode":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("toNode"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ToNode = data
+		case "schedule":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("schedule"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Schedule = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalMigrateAccountInput unmarshals raw into the MigrateAccountInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalMigrateAccountInput(ctx context.Context, raw any) (model.MigrateAccountInput, error) {
+	var out model.MigrateAccountInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "MigrateAccountInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputMigrationFilter(ctx context.Context, obj any) (model.MigrationFilter, error) {
+	var it model.MigrationFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"account", "node", "status", "drain"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "account":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("account"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Account = data
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOMigrationStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "drain":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("drain"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Drain = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalMigrationFilter unmarshals raw into the MigrationFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalMigrationFilter(ctx context.Context, raw any) (model.MigrationFilter, error) {
+	var out model.MigrationFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "MigrationFilter", raw, &out)
 	return out, err
 }
 
@@ -32238,6 +33893,263 @@ func (ec *executionContext) _MailboxPayload(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var migrationImplementors = []string{"Migration"}
+
+func (ec *executionContext) _Migration(ctx context.Context, sel ast.SelectionSet, obj *model.Migration) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, migrationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Migration")
+		case "id":
+			out.Values[i] = ec._Migration_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._Migration_account(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "accountId":
+			out.Values[i] = ec._Migration_accountId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fromNode":
+			out.Values[i] = ec._Migration_fromNode(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "toNode":
+			out.Values[i] = ec._Migration_toNode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Migration_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "steps":
+			out.Values[i] = ec._Migration_steps(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "downtimeMs":
+			out.Values[i] = ec._Migration_downtimeMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._Migration_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "schedule":
+			out.Values[i] = ec._Migration_schedule(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "drain":
+			out.Values[i] = ec._Migration_drain(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "fromBackup":
+			out.Values[i] = ec._Migration_fromBackup(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelRequested":
+			out.Values[i] = ec._Migration_cancelRequested(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbackRequested":
+			out.Values[i] = ec._Migration_rollbackRequested(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finalizeAfter":
+			out.Values[i] = ec._Migration_finalizeAfter(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finalizedAt":
+			out.Values[i] = ec._Migration_finalizedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Migration_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._Migration_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var migrationConnectionImplementors = []string{"MigrationConnection"}
+
+func (ec *executionContext) _MigrationConnection(ctx context.Context, sel ast.SelectionSet, obj *model.MigrationConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, migrationConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MigrationConnection")
+		case "edges":
+			out.Values[i] = ec._MigrationConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._MigrationConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var migrationEdgeImplementors = []string{"MigrationEdge"}
+
+func (ec *executionContext) _MigrationEdge(ctx context.Context, sel ast.SelectionSet, obj *model.MigrationEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, migrationEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MigrationEdge")
+		case "cursor":
+			out.Values[i] = ec._MigrationEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._MigrationEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var migrationStepImplementors = []string{"MigrationStep"}
+
+func (ec *executionContext) _MigrationStep(ctx context.Context, sel ast.SelectionSet, obj *model.MigrationStep) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, migrationStepImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MigrationStep")
+		case "name":
+			out.Values[i] = ec._MigrationStep_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._MigrationStep_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._MigrationStep_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._MigrationStep_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._MigrationStep_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._MigrationStep_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._MigrationStep_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -32694,6 +34606,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "flushMailQueue":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_flushMailQueue(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "migrateAccount":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_migrateAccount(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelMigration":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_cancelMigration(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbackMigration":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rollbackMigration(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finalizeMigration":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_finalizeMigration(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -33450,6 +35390,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_mailQueue(ctx, field)
 				})
+		case "migration":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_migration(ctx, field)
+				})
+		case "migrations":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_migrations(ctx, field)
+				})
 		case "nodes":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -33974,6 +35926,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 		return ec._Subscription_accountEvents(ctx, fields[0])
 	case "backupEvents":
 		return ec._Subscription_backupEvents(ctx, fields[0])
+	case "migrationEvents":
+		return ec._Subscription_migrationEvents(ctx, fields[0])
 	case "certificateEvents":
 		return ec._Subscription_certificateEvents(ctx, fields[0])
 	default:
@@ -36143,6 +38097,95 @@ func (ec *executionContext) marshalNMailboxStatus2githubᚗcomᚋnpanelᚋnpanel
 	return v
 }
 
+func (ec *executionContext) unmarshalNMigrateAccountInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrateAccountInput(ctx context.Context, v any) (model.MigrateAccountInput, error) {
+	res, err := ec.unmarshalInputMigrateAccountInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx context.Context, sel ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Migration!")
+		return graphql.Null
+	}
+	return ec._Migration(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMigrationConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationConnection(ctx context.Context, sel ast.SelectionSet, v *model.MigrationConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MigrationConnection!")
+		return graphql.Null
+	}
+	return ec._MigrationConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMigrationEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MigrationEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMigrationEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMigrationEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationEdge(ctx context.Context, sel ast.SelectionSet, v *model.MigrationEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MigrationEdge!")
+		return graphql.Null
+	}
+	return ec._MigrationEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNMigrationStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx context.Context, v any) (model.MigrationStatus, error) {
+	var res model.MigrationStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMigrationStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx context.Context, sel ast.SelectionSet, v model.MigrationStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNMigrationStep2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStepᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MigrationStep) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMigrationStep2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStep(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMigrationStep2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStep(ctx context.Context, sel ast.SelectionSet, v *model.MigrationStep) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MigrationStep!")
+		return graphql.Null
+	}
+	return ec._MigrationStep(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNMigrationStepStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStepStatus(ctx context.Context, v any) (model.MigrationStepStatus, error) {
+	var res model.MigrationStepStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNMigrationStepStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStepStatus(ctx context.Context, sel ast.SelectionSet, v model.MigrationStepStatus) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNNode2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNodeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Node) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -37113,6 +39156,37 @@ func (ec *executionContext) unmarshalOLabelInput2ᚕᚖgithubᚗcomᚋnpanelᚋn
 		}
 	}
 	return res, nil
+}
+
+func (ec *executionContext) marshalOMigration2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigration(ctx context.Context, sel ast.SelectionSet, v *model.Migration) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Migration(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOMigrationFilter2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationFilter(ctx context.Context, v any) (*model.MigrationFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputMigrationFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOMigrationStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx context.Context, v any) (*model.MigrationStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.MigrationStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOMigrationStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐMigrationStatus(ctx context.Context, sel ast.SelectionSet, v *model.MigrationStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalONode2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNode(ctx context.Context, sel ast.SelectionSet, v *model.Node) graphql.Marshaler {

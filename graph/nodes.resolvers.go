@@ -84,8 +84,11 @@ func (r *mutationResolver) RemoveNode(ctx context.Context, name string) (_ bool,
 }
 
 // DrainNode is the resolver for the drainNode field.
-func (r *mutationResolver) DrainNode(ctx context.Context, name string) (*model.Node, error) {
-	return r.setDraining(ctx, "drainNode", name, true)
+func (r *mutationResolver) DrainNode(ctx context.Context, name string, migrate *bool, parallel *int) (*model.Node, error) {
+	if migrate == nil || !*migrate {
+		return r.setDraining(ctx, "drainNode", name, true)
+	}
+	return r.drainNodeMigrate(ctx, name, parallel)
 }
 
 // UndrainNode is the resolver for the undrainNode field.

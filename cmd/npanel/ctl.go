@@ -46,7 +46,7 @@ func ctlCmd() *cobra.Command {
 		withCommands(resellerCmd(o), resellerUpdateCmd(o), resellerDeleteCmd(o)),
 		withCommands(userCmd(o), userListCmd(o), userUpdateCmd(o), userDeleteCmd(o), userResetPasswordCmd(o)),
 		withCommands(accountCmd(o), accountChangePlanCmd(o), accountChangeOwnerCmd(o)),
-		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), importCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o))
+		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), migrateCmd(o), importCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o))
 	return cmd
 }
 
@@ -462,19 +462,32 @@ func nodePingCmd(o *ctlOptions) *cobra.Command {
 }
 
 func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
-	short := "Stop placing new accounts on a node (its accounts stay)"
+	short := "Stop placing new accounts on a node (its accounts stay; --migrate moves them off)"
 	if !drain {
 		short = "Let the scheduler place accounts on a node again"
 	}
-	return &cobra.Command{
+	var migrate bool
+	var parallel int
+	cmd := &cobra.Command{
 		Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
 		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if drain && cmd.Flags().Changed("parallel") && !migrate {
+				return usagef("--parallel needs --migrate")
+			}
+			if migrate && (parallel < 1 || parallel > 64) {
+				return usagef("--parallel must be 1 to 64")
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			if err := c.SetDraining(cmd.Context(), args[0], drain); err != nil {
+			if migrate {
+				err = c.DrainNodeMigrate(cmd.Context(), args[0], parallel)
+			} else {
+				err = c.SetDraining(cmd.Context(), args[0], drain)
+			}
+			if err != nil {
 				return apiError(err)
 			}
 			n, err := c.Node(cmd.Context(), args[0])
@@ -487,14 +500,22 @@ func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
 			if o.output == "json" {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(n)
 			}
-			if n.Draining {
+			switch {
+			case migrate:
+				fmt.Fprintf(cmd.OutOrStdout(), "Node %s is %s,DRAINING: its accounts are moving off, %d at a time (npanel ctl migrate list --drain %s).\n", n.Name, n.Status, parallel, n.Name)
+			case n.Draining:
 				fmt.Fprintf(cmd.OutOrStdout(), "Node %s is %s,DRAINING: no new accounts are placed on it; its accounts stay.\n", n.Name, n.Status)
-			} else {
+			default:
 				fmt.Fprintf(cmd.OutOrStdout(), "Node %s is %s and takes new accounts.\n", n.Name, n.Status)
 			}
 			return nil
 		},
 	}
+	if drain {
+		cmd.Flags().BoolVar(&migrate, "migrate", false, "also move every account off the node, each to a node the scheduler picks")
+		cmd.Flags().IntVar(&parallel, "parallel", 4, "with --migrate, how many accounts move at once")
+	}
+	return cmd
 }
 
 // allPages reads a Relay-style connection page by page, up to limit items.

@@ -124,6 +124,7 @@ root fingerprint the first start prints (with the "npanel ctl login
 	f.IntVar(&cfg.MaxWebsocketsPerIP, "max-websockets-per-ip", 64, "most websockets open from one client IP")
 	f.DurationVar(&cfg.TaskRetention, "task-retention", controlplane.DefaultTaskRetention, "how long finished tasks are kept (negative: forever)")
 	f.DurationVar(&cfg.DatabaseStatusInterval, "database-status-interval", 5*time.Minute, "how often every account's database sizes are refreshed from its node")
+	f.DurationVar(&cfg.Migration.Grace, "migration-grace", 7*24*time.Hour, "how long a migrated account's copy stays on its old node for a rollback before it is removed")
 	f.DurationVar(&cfg.TaskStallAfter, "task-stall-after", 30*time.Second, "how long a queued task may stay unsent to a connected node before the node turns SUSPECT")
 	addACMEFlags(f, &cfg.ACME)
 	cmd.AddCommand(serverRestoreCmd())

@@ -65,6 +65,10 @@ type Account struct {
 	Suspended  bool  `json:"suspended,omitempty"`
 	Deleted    bool  `json:"deleted,omitempty"`
 	Generation int64 `json:"generation"`
+	// Migrating names the migration whose cutover holds the account: its
+	// controller sends nothing to the node meanwhile (the migration
+	// suspended it there for the final copy and switches it over).
+	Migrating string `json:"migrating,omitempty"`
 	// PlanGeneration is the plan's generation the spec was last built
 	// from (UpdatePlan, ChangeAccountPlan); 0 for an account created before
 	// plans changed.
@@ -294,13 +298,14 @@ type AccountHead struct {
 	AppliedGeneration int64         `json:"appliedGeneration,omitempty"`
 	TaskID            string        `json:"taskId,omitempty"`
 	Attempts          int           `json:"attempts,omitempty"`
+	Migrating         string        `json:"migrating,omitempty"`
 }
 
 // Head returns a's AccountHead.
 func (a *Account) Head() AccountHead {
 	return AccountHead{ID: a.ID, Username: a.Username, Domain: a.Domain, Owner: a.Owner, Node: a.Node, Status: a.Status,
 		Suspended: a.Suspended, Deleted: a.Deleted, Generation: a.Generation, AppliedGeneration: a.AppliedGeneration,
-		TaskID: a.TaskID, Attempts: a.Attempts}
+		TaskID: a.TaskID, Attempts: a.Attempts, Migrating: a.Migrating}
 }
 
 // DecodeAccountHead decodes the head of an account record.

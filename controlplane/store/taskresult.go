@@ -145,3 +145,21 @@ func (t *Task) ListDatabasesResult() (*agentpb.ListDatabasesResult, error) {
 func (t *Task) CertificateResult() (*agentpb.CertificateResult, error) {
 	return typedResult(t, (*agentpb.TaskResult).GetCertificate)
 }
+
+// The results of a migration's steps (migrate.proto).
+
+func (t *Task) MigrationKeyResult() (*agentpb.MigrationKeyResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetMigrationKey)
+}
+
+func (t *Task) AuthorizeMigrationResult() (*agentpb.AuthorizeMigrationResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetAuthorizeMigration)
+}
+
+func (t *Task) SyncMigrationResult() (*agentpb.SyncMigrationResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetSyncMigration)
+}
+
+func (t *Task) ExportCredentialsResult() (*agentpb.ExportCredentialsResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetExportCredentials)
+}

@@ -719,6 +719,71 @@ type MailboxPayload struct {
 	Password *string `json:"password,omitempty"`
 }
 
+type MigrateAccountInput struct {
+	// Account id or username.
+	Account  string     `json:"account"`
+	ToNode   *string    `json:"toNode,omitempty"`
+	Schedule *time.Time `json:"schedule,omitempty"`
+}
+
+type Migration struct {
+	ID string `json:"id"`
+	// The account's username.
+	Account   string `json:"account"`
+	AccountID string `json:"accountId"`
+	FromNode  string `json:"fromNode"`
+	// Null until the scheduler has picked the target.
+	ToNode *string          `json:"toNode,omitempty"`
+	Status MigrationStatus  `json:"status"`
+	Steps  []*MigrationStep `json:"steps"`
+	// From the source's suspension to the target serving.
+	DowntimeMs *int64     `json:"downtimeMs,omitempty"`
+	Error      *string    `json:"error,omitempty"`
+	Schedule   *time.Time `json:"schedule,omitempty"`
+	// The node whose drain made it.
+	Drain *string `json:"drain,omitempty"`
+	// The source was down: the account came back from its newest backup.
+	FromBackup        bool `json:"fromBackup"`
+	CancelRequested   bool `json:"cancelRequested"`
+	RollbackRequested bool `json:"rollbackRequested"`
+	// When the source copy is removed unless rolled back first.
+	FinalizeAfter *time.Time `json:"finalizeAfter,omitempty"`
+	FinalizedAt   *time.Time `json:"finalizedAt,omitempty"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
+}
+
+type MigrationConnection struct {
+	Edges    []*MigrationEdge `json:"edges"`
+	PageInfo *PageInfo        `json:"pageInfo"`
+}
+
+type MigrationEdge struct {
+	Cursor string     `json:"cursor"`
+	Node   *Migration `json:"node"`
+}
+
+type MigrationFilter struct {
+	// Account id or username.
+	Account *string `json:"account,omitempty"`
+	// Migrations from or to this node.
+	Node   *string          `json:"node,omitempty"`
+	Status *MigrationStatus `json:"status,omitempty"`
+	// The migrations of one node's drain.
+	Drain *string `json:"drain,omitempty"`
+}
+
+type MigrationStep struct {
+	Name   string              `json:"name"`
+	Status MigrationStepStatus `json:"status"`
+	// The node the step's task ran on, if it is one.
+	Node       *string    `json:"node,omitempty"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	Bytes      int64      `json:"bytes"`
+	Error      *string    `json:"error,omitempty"`
+}
+
 type Mutation struct {
 }
 
@@ -1710,6 +1775,137 @@ func (e *MailboxStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e MailboxStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type MigrationStatus string
+
+const (
+	MigrationStatusPending MigrationStatus = "PENDING"
+	// The target is prepared and the data copied while the source serves.
+	MigrationStatusPresync MigrationStatus = "PRESYNC"
+	// The source is suspended for the last copy; the records switch to the target.
+	MigrationStatusCutover MigrationStatus = "CUTOVER"
+	// The target serves; its zones are checked.
+	MigrationStatusVerifying  MigrationStatus = "VERIFYING"
+	MigrationStatusDone       MigrationStatus = "DONE"
+	MigrationStatusRolledBack MigrationStatus = "ROLLED_BACK"
+	MigrationStatusFailed     MigrationStatus = "FAILED"
+	MigrationStatusCancelled  MigrationStatus = "CANCELLED"
+)
+
+var AllMigrationStatus = []MigrationStatus{
+	MigrationStatusPending,
+	MigrationStatusPresync,
+	MigrationStatusCutover,
+	MigrationStatusVerifying,
+	MigrationStatusDone,
+	MigrationStatusRolledBack,
+	MigrationStatusFailed,
+	MigrationStatusCancelled,
+}
+
+func (e MigrationStatus) IsValid() bool {
+	switch e {
+	case MigrationStatusPending, MigrationStatusPresync, MigrationStatusCutover, MigrationStatusVerifying, MigrationStatusDone, MigrationStatusRolledBack, MigrationStatusFailed, MigrationStatusCancelled:
+		return true
+	}
+	return false
+}
+
+func (e MigrationStatus) String() string {
+	return string(e)
+}
+
+func (e *MigrationStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = MigrationStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid MigrationStatus", str)
+	}
+	return nil
+}
+
+func (e MigrationStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *MigrationStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e MigrationStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type MigrationStepStatus string
+
+const (
+	MigrationStepStatusPending MigrationStepStatus = "PENDING"
+	MigrationStepStatusRunning MigrationStepStatus = "RUNNING"
+	MigrationStepStatusDone    MigrationStepStatus = "DONE"
+	MigrationStepStatusFailed  MigrationStepStatus = "FAILED"
+	MigrationStepStatusSkipped MigrationStepStatus = "SKIPPED"
+)
+
+var AllMigrationStepStatus = []MigrationStepStatus{
+	MigrationStepStatusPending,
+	MigrationStepStatusRunning,
+	MigrationStepStatusDone,
+	MigrationStepStatusFailed,
+	MigrationStepStatusSkipped,
+}
+
+func (e MigrationStepStatus) IsValid() bool {
+	switch e {
+	case MigrationStepStatusPending, MigrationStepStatusRunning, MigrationStepStatusDone, MigrationStepStatusFailed, MigrationStepStatusSkipped:
+		return true
+	}
+	return false
+}
+
+func (e MigrationStepStatus) String() string {
+	return string(e)
+}
+
+func (e *MigrationStepStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = MigrationStepStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid MigrationStepStatus", str)
+	}
+	return nil
+}
+
+func (e MigrationStepStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *MigrationStepStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e MigrationStepStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -1,0 +1,437 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/internal/testenv/mariadb"
+	"github.com/npanel/npanel/nodeagent"
+	"github.com/npanel/npanel/nodeagent/platform"
+)
+
+// Live migration end to end: the API, the migration controller, a real
+// source agent (in process, the host's users) and a real target agent
+// with a user database of its own (testenv.StartIsolatedAgent), the
+// target's SSH endpoint and rsync between them. An account's home with
+// a file moves, keeping its bytes; the account then serves from the
+// target; a rollback brings it back to the source.
+func TestMigrationE2EFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 60*time.Second, "account ACTIVE on src-1", func() bool {
+		got, err := s.Admin.Account(ctx, a.ID)
+		return err == nil && got != nil && got.Status == "ACTIVE" && got.NodeName() == src.Name
+	})
+	home, ok := testenv.HostUser(user)
+	if !ok {
+		t.Fatalf("no home for %s on the source", user)
+	}
+	content := bytes.Repeat([]byte("migrated bytes\n"), 4096)
+	file := filepath.Join(home, "keep.txt")
+	if err := os.WriteFile(file, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	for _, st := range last.Steps {
+		t.Logf("step %-14s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
+	}
+	dstHome, ok := dst.User(user)
+	if !ok {
+		t.Fatalf("no user %s on the target", user)
+	}
+	got, err := os.ReadFile(filepath.Join(dstHome, "keep.txt"))
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("file on the target: %d bytes (%v), want %d identical", len(got), err, len(content))
+	}
+	acct, err := s.Admin.Account(ctx, a.ID)
+	if err != nil || acct.NodeName() != dst.Name {
+		t.Fatalf("account on %q (%v), want %s", acct.NodeName(), err, dst.Name)
+	}
+	if last.DowntimeMs == nil {
+		t.Error("no downtime measured")
+	} else {
+		t.Logf("downtime %d ms", *last.DowntimeMs)
+	}
+
+	// Rollback: the account serves from the source again, whose copy
+	// was kept; the target's goes.
+	if _, err := s.Admin.MigrationAction(ctx, "rollbackMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "ROLLED_BACK", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && got.Status == "ROLLED_BACK"
+	})
+	acct, err = s.Admin.Account(ctx, a.ID)
+	if err != nil || acct.NodeName() != src.Name || acct.Status != "ACTIVE" {
+		t.Fatalf("account after rollback: %+v (%v)", acct, err)
+	}
+	if b, err := os.ReadFile(file); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("the source's file after rollback: %v", err)
+	}
+	if _, ok := dst.User(user); ok {
+		t.Error("the target still has the account's user after the rollback")
+	}
+}
+
+// A database with rows and a user moves with the account: the rows are
+// identical on the target, the user's password (its hash exported sealed
+// to the target) still logs in there. Finalizing removes the source's
+// copy of the account.
+func TestMigrationE2EDatabase(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users and run mariadbd: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "db"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "db"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 3*time.Minute, "mariadb running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "mariadb" && sv.State == "RUNNING" })
+		})
+	}
+	srcProf, err := platform.DetectProfile(src.Config.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstProf, err := platform.DetectProfile(dst.Config.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 2, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	db, err := s.Admin.CreateDatabase(ctx, a.ID, "shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := s.Admin.CreateDatabaseUser(ctx, a.ID, "app", "", "")
+	if err != nil || up.Password == nil {
+		t.Fatalf("createDatabaseUser: %+v %v", up, err)
+	}
+	dbUser, password := up.User.Name, *up.Password
+	if _, err := s.Admin.SetDatabasePrivileges(ctx, a.ID, db.Name, dbUser, []string{"ALL"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mariadb.QueryAs(srcProf.DB().MariaDBSocket, dbUser, password, db.Name,
+		"CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(40), qty INT)",
+		"INSERT INTO orders VALUES (1, 'apple', 3), (2, 'pear', 5), (3, 'plum', 0)"); err != nil {
+		t.Fatal(err)
+	}
+	wantRows := dbRows(t, srcProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id")
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 5*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				for _, st := range got.Steps {
+					t.Logf("step %-22s %-8s %s", st.Name, st.Status, deref(st.Error))
+				}
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	for _, st := range last.Steps {
+		t.Logf("step %-22s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
+	}
+	// The user's own password, through its hash, and the rows.
+	testenv.WaitFor(t, time.Minute, "rows on the target with the user's password", func() bool {
+		return mariadb.QueryAs(dstProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT 1") == nil
+	})
+	if got := dbRows(t, dstProf.DB().MariaDBSocket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id"); !slices.Equal(got, wantRows) {
+		t.Fatalf("rows on the target %v, want %v", got, wantRows)
+	}
+
+	// Finalize: the source's copy goes.
+	if _, err := s.Admin.MigrationAction(ctx, "finalizeMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 2*time.Minute, "finalized", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && got.FinalizedAt != nil
+	})
+	if _, ok := testenv.HostUser(user); ok {
+		t.Error("the source still has the account's user after finalize")
+	}
+}
+
+// A PHP site keeps answering while the home is copied: polled every
+// 50 ms from before the migration starts, no request fails until the
+// source is suspended for the cutover. After it, the target serves the
+// site and the source proxies to it.
+func TestMigrationE2ESiteKeepsAnswering(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/nginx")
+	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 2*time.Minute, "nginx and php-fpm running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			running := map[string]bool{}
+			for _, sv := range svcs {
+				running[sv.Name] = sv.State == "RUNNING"
+			}
+			return err == nil && running["nginx"] && running["php-fpm8.2"]
+		})
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	domain := user + ".example.com"
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDomainState(t, s.Admin, a.ID, domain, "ACTIVE")
+	home, ok := testenv.HostUser(user)
+	if !ok {
+		t.Fatalf("no home for %s", user)
+	}
+	writeOwned(t, filepath.Join(home, "public_html", "index.php"), `<?php echo "hello ", 6*7;`, user)
+	if code, body, _ := get(t, src.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site on the source: %d %q", code, body)
+	}
+
+	type poll struct {
+		at time.Time
+		ok bool
+	}
+	var (
+		mu    sync.Mutex
+		polls []poll
+	)
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		c := &http.Client{Timeout: 2 * time.Second}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-tick.C:
+			}
+			req, _ := http.NewRequestWithContext(pollCtx, http.MethodGet, "http://"+src.Config.HTTPListen+"/index.php", nil)
+			req.Host = domain
+			ok := false
+			if resp, err := c.Do(req); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				ok = resp.StatusCode == 200 && string(b) == "hello 42"
+			}
+			mu.Lock()
+			polls = append(polls, poll{time.Now(), ok})
+			mu.Unlock()
+		}
+	}()
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *client.Migration
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		if err == nil && got != nil {
+			last = got
+			if got.Status == "FAILED" || got.Status == "CANCELLED" {
+				t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+			}
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	// A little after the end, through the source's proxy.
+	time.Sleep(time.Second)
+	stopPoll()
+	<-pollDone
+
+	var suspendAt time.Time
+	for _, st := range last.Steps {
+		if st.Name == "suspend" && st.StartedAt != nil {
+			suspendAt = *st.StartedAt
+		}
+	}
+	if suspendAt.IsZero() {
+		t.Fatalf("no suspend step: %+v", last.Steps)
+	}
+	mu.Lock()
+	before, failedBefore, failedAfter, after := 0, 0, 0, 0
+	for _, p := range polls {
+		if p.at.Before(suspendAt) {
+			before++
+			if !p.ok {
+				failedBefore++
+			}
+		} else {
+			after++
+			if !p.ok {
+				failedAfter++
+			}
+		}
+	}
+	mu.Unlock()
+	t.Logf("%d polls before the cutover (%d failed), %d from it on (%d failed); downtime %s ms", before, failedBefore, after, failedAfter, downtime(last.DowntimeMs))
+	if before == 0 || failedBefore != 0 {
+		t.Fatalf("the site failed %d of %d requests while the home was copied", failedBefore, before)
+	}
+	// The target serves the site; the source passes its requests on.
+	if code, body, _ := get(t, dst.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site on the target: %d %q", code, body)
+	}
+	if code, body, _ := get(t, src.Config.HTTPListen, domain, "/index.php"); code != 200 || body != "hello 42" {
+		t.Fatalf("site through the source's proxy: %d %q", code, body)
+	}
+}
+
+func downtime(ms *int64) string {
+	if ms == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*ms, 10)
+}
+
+// A migration survives its target agent's kill and the server's restart
+// in the middle: the tasks written before are delivered when the agent
+// is back, the server resumes from the record, and the home arrives
+// whole.
+func TestMigrationE2EResumesAfterKillAndRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: user + ".example.com", Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	home, _ := testenv.HostUser(user)
+	content := bytes.Repeat([]byte("resumed\n"), 10000)
+	if err := os.WriteFile(filepath.Join(home, "keep.txt"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The target is down when the migration starts: its prepare task
+	// waits in its queue.
+	dst.Stop()
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, time.Minute, "prepare sent", func() bool {
+		got, err := s.Admin.Migration(ctx, m.ID)
+		return err == nil && got != nil && slices.ContainsFunc(got.Steps, func(st client.MigrationStep) bool { return st.Name == "prepare" && st.Status == "RUNNING" })
+	})
+	s.Restart()
+	dst.Start()
+	dst.WaitReady()
+	admin := s.Admin
+	testenv.WaitFor(t, 4*time.Minute, "migration DONE", func() bool {
+		got, err := admin.Migration(ctx, m.ID)
+		if err == nil && got != nil && (got.Status == "FAILED" || got.Status == "CANCELLED") {
+			t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+		}
+		return err == nil && got != nil && got.Status == "DONE"
+	})
+	got, _ := admin.Migration(ctx, m.ID)
+	for _, st := range got.Steps {
+		if st.Name == "prepare" || st.Name == "key" {
+			t.Logf("step %s %s", st.Name, st.Status)
+		}
+	}
+	dstHome, ok := dst.User(user)
+	if !ok {
+		t.Fatalf("no user %s on the target", user)
+	}
+	if b, err := os.ReadFile(filepath.Join(dstHome, "keep.txt")); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("file on the target: %d bytes (%v)", len(b), err)
+	}
+}

@@ -1,0 +1,875 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// The steps of a migration: what each sends or changes, and what its
+// result teaches the record.
+const (
+	stepInspect      = "inspect"       // source: ensure as it is → uid/gid
+	stepPrepare      = "prepare"       // target: the account, suspended
+	stepPrepareDB    = "prepare-db:"   // target: one empty database
+	stepPrepareMail  = "prepare-mail:" // target: one mail domain
+	stepKey          = "key"           // source: the one-time key pair
+	stepAuthorize    = "authorize"     // target: let the key in
+	stepPresync      = "presync"       // source: rsync + dumps, live
+	stepCredentials  = "credentials"   // source: hashes sealed to the target
+	stepSuspend      = "suspend"       // source: 503 and 4xx from now
+	stepFinalSync    = "final-sync"    // source: last pass, --delete
+	stepSwitch       = "switch"        // store: records to the target
+	stepActivate     = "activate"      // wait: the target ACTIVE
+	stepProxy        = "proxy"         // source: sites proxy to the target
+	stepVerify       = "verify"        // wait: zones served from the target
+	stepRevokeSource = "revoke-source"
+	stepRevokeTarget = "revoke-target"
+	stepBackup       = "backup"  // store: the newest backup (source DOWN)
+	stepRestore      = "restore" // store: a restore ALL onto the target
+
+	stepCancelSource = "cancel-source" // source: ensured as it was
+	stepCancelRevokS = "cancel-revoke-source"
+	stepCancelRevokT = "cancel-revoke-target"
+	stepCancelRemove = "cancel-remove-target"
+
+	stepRollbackSwitch   = "rollback-switch"
+	stepRollbackActivate = "rollback-activate"
+	stepRollbackRemove   = "rollback-remove-target"
+	stepRollbackRevokS   = "rollback-revoke-source"
+	stepRollbackRevokT   = "rollback-revoke-target"
+
+	stepFinalize = "finalize" // source: remove the account's copy
+)
+
+func pendingStep(name string) store.MigrationStep {
+	return store.MigrationStep{Name: name, Status: store.StepPending}
+}
+
+// migrateSteps lists the migrate flow of m for the account's state.
+func migrateSteps(m *store.Migration, state *BackupState) []store.MigrationStep {
+	if m.Restore {
+		return []store.MigrationStep{pendingStep(stepBackup), pendingStep(stepSwitch), pendingStep(stepRestore),
+			pendingStep(stepActivate), pendingStep(stepVerify)}
+	}
+	steps := []store.MigrationStep{pendingStep(stepInspect), pendingStep(stepPrepare)}
+	for _, d := range state.Databases {
+		steps = append(steps, pendingStep(stepPrepareDB+d.Name))
+	}
+	for _, d := range state.MailDomains {
+		steps = append(steps, pendingStep(stepPrepareMail+d.Domain))
+	}
+	for _, n := range []string{stepKey, stepAuthorize, stepPresync, stepCredentials, stepSuspend, stepFinalSync,
+		stepSwitch, stepActivate, stepProxy, stepVerify, stepRevokeSource, stepRevokeTarget} {
+		steps = append(steps, pendingStep(n))
+	}
+	return steps
+}
+
+// flowSteps lists the steps of a cancel, rollback or finalize of m.
+func flowSteps(m *store.Migration, flow string) []store.MigrationStep {
+	var names []string
+	switch flow {
+	case flowCancel:
+		names = []string{stepCancelSource, stepCancelRevokS, stepCancelRevokT, stepCancelRemove}
+	case flowRollback:
+		names = []string{stepRollbackSwitch, stepRollbackActivate, stepRollbackRemove, stepRollbackRevokS, stepRollbackRevokT}
+	case flowFinalize:
+		names = []string{stepFinalize}
+	}
+	out := make([]store.MigrationStep, 0, len(names))
+	for _, n := range names {
+		out = append(out, pendingStep(n))
+	}
+	return out
+}
+
+// phaseOf is the status a step of the migrate flow puts the migration in.
+func phaseOf(name string) store.MigrationStatus {
+	switch name {
+	case stepSuspend, stepFinalSync, stepSwitch, stepRestore, stepActivate, stepProxy:
+		return store.MigrationCutover
+	case stepVerify, stepRevokeSource, stepRevokeTarget:
+		return store.MigrationVerifying
+	}
+	return store.MigrationPresync
+}
+
+// stepEnv is what the steps read from elsewhere, read before the
+// compare-and-swap that records them.
+type stepEnv struct {
+	a         *store.Account
+	plan      *store.Plan
+	from, to  *store.NodeView
+	dbs       *store.DatabaseSet
+	mail      *store.MailSet
+	databases []*agentpb.BackupDatabase
+	mailboxes []string
+	dbUsers   []*agentpb.ExportDatabaseUser
+}
+
+func (mc *migrationController) env(ctx context.Context, m *store.Migration) (*stepEnv, error) {
+	e := &stepEnv{}
+	a, _, err := mc.st.GetAccount(ctx, m.Account)
+	if err != nil {
+		return nil, fmt.Errorf("account %s: %w", m.Username, err)
+	}
+	e.a = a
+	if p, _, err := mc.st.CachedPlan(ctx, a.Plan); err == nil {
+		e.plan = p
+	}
+	if e.from, err = mc.st.GetNode(ctx, m.FromNode); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if e.to, err = mc.st.GetNode(ctx, m.ToNode); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if e.dbs, err = mc.st.GetDatabases(ctx, a.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if e.dbs != nil {
+		for _, name := range sortedKeys(e.dbs.Databases) {
+			if d := e.dbs.Databases[name]; !d.Deleted {
+				e.databases = append(e.databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
+			}
+		}
+		for _, name := range sortedKeys(e.dbs.Users) {
+			if u := e.dbs.Users[name]; !u.Deleted {
+				e.dbUsers = append(e.dbUsers, &agentpb.ExportDatabaseUser{Name: u.Name, Engine: agentEngine(u.Engine)})
+			}
+		}
+	}
+	if e.mail, err = mc.st.GetMail(ctx, a.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if e.mail != nil {
+		for _, addr := range sortedKeys(e.mail.Mailboxes) {
+			if mb := e.mail.Mailboxes[addr]; !mb.Deleted {
+				e.mailboxes = append(e.mailboxes, addr)
+			}
+		}
+	}
+	return e, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// ensureAccount is the account's EnsureAccountAction as its controller
+// builds it, suspended or proxying as the step needs.
+func (e *stepEnv) ensureAccount(suspended bool, proxyTo string) *agentpb.Task {
+	web := webSpec(e.a, e.plan)
+	web.ProxyTo = proxyTo
+	return &agentpb.Task{Generation: e.a.Generation, Action: &agentpb.Task_EnsureAccount{EnsureAccount: &agentpb.EnsureAccountAction{
+		Username: e.a.Username, DiskQuotaMb: uint64(e.a.DiskMB), Suspended: suspended, Web: web}}}
+}
+
+// httpAddress is where node serves HTTP: its nginx's reported listen
+// port on its address (port 80 when it reported none).
+func (mc *migrationController) httpAddress(ctx context.Context, nv *store.NodeView) string {
+	port := "80"
+	if svc, err := mc.st.CachedServices(ctx, nv.Name); err == nil {
+		for _, s := range svc.Services {
+			if s.Name != "nginx" {
+				continue
+			}
+			for _, l := range s.Listen {
+				if _, p, err := net.SplitHostPort(l); err == nil && p != "443" {
+					port = p
+					break
+				}
+			}
+		}
+	}
+	return net.JoinHostPort(nv.Address, port)
+}
+
+// stepTask builds step's task and its node; nil: the step has nothing to
+// send (skipped).
+func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration, e *stepEnv, name string) (*agentpb.Task, string, error) {
+	revoke := &agentpb.Task{Action: &agentpb.Task_RevokeMigration{RevokeMigration: &agentpb.RevokeMigrationAction{MigrationId: m.ID}}}
+	remove := &agentpb.Task{Action: &agentpb.Task_DeleteAccount{DeleteAccount: &agentpb.DeleteAccountAction{Username: m.Username}}}
+	sync := func(final bool) *agentpb.Task {
+		return &agentpb.Task{Action: &agentpb.Task_SyncMigration{SyncMigration: &agentpb.SyncMigrationAction{
+			MigrationId: m.ID, Username: m.Username, TargetEndpoint: m.TargetEndpoint, TargetHostKey: m.TargetHostKey,
+			Files: true, Databases: e.databases, Final: final}}}
+	}
+	switch {
+	case name == stepInspect:
+		return e.ensureAccount(e.a.Suspended, ""), m.FromNode, nil
+	case name == stepPrepare:
+		return e.ensureAccount(true, ""), m.ToNode, nil
+	case strings.HasPrefix(name, stepPrepareDB):
+		db := strings.TrimPrefix(name, stepPrepareDB)
+		if e.dbs == nil || e.dbs.Databases[db] == nil || e.dbs.Databases[db].Deleted {
+			return nil, "", nil
+		}
+		d := e.dbs.Databases[db]
+		if d.Node == m.ToNode {
+			return nil, "", nil
+		}
+		return &agentpb.Task{Action: &agentpb.Task_EnsureDatabase{EnsureDatabase: &agentpb.EnsureDatabaseAction{
+			Name: d.Name, Owner: m.Username, Engine: agentEngine(d.Engine)}}}, m.ToNode, nil
+	case strings.HasPrefix(name, stepPrepareMail):
+		dom := strings.TrimPrefix(name, stepPrepareMail)
+		if e.mail == nil || e.mail.Domains[dom] == nil || e.mail.Domains[dom].Deleted {
+			return nil, "", nil
+		}
+		return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: &agentpb.EnsureMailDomainAction{
+			Username: m.Username, Domain: dom, Suspended: true}}}, m.ToNode, nil
+	case name == stepKey:
+		return &agentpb.Task{Action: &agentpb.Task_MigrationKey{MigrationKey: &agentpb.MigrationKeyAction{
+			MigrationId: m.ID, Username: m.Username}}}, m.FromNode, nil
+	case name == stepAuthorize:
+		if e.from == nil {
+			return nil, "", errors.New("the source node is gone")
+		}
+		return &agentpb.Task{Action: &agentpb.Task_AuthorizeMigration{AuthorizeMigration: &agentpb.AuthorizeMigrationAction{
+			MigrationId: m.ID, Username: m.Username, PublicKey: m.SourcePublicKey, FromAddresses: []string{e.from.Address},
+			ExpiresUnix: mc.now().Add(migrationAuthValid).Unix(), Databases: e.databases,
+			SourceUid: m.SourceUID, SourceGid: m.SourceGID}}}, m.ToNode, nil
+	case name == stepPresync:
+		return sync(false), m.FromNode, nil
+	case name == stepFinalSync:
+		return sync(true), m.FromNode, nil
+	case name == stepCredentials:
+		if len(e.mailboxes)+len(e.dbUsers) == 0 {
+			return nil, "", nil
+		}
+		if e.to == nil || len(e.to.State.PublicKey) == 0 {
+			return nil, "", errors.New("the target node has no public key")
+		}
+		return &agentpb.Task{Action: &agentpb.Task_ExportCredentials{ExportCredentials: &agentpb.ExportCredentialsAction{
+			Username: m.Username, Mailboxes: e.mailboxes, DatabaseUsers: e.dbUsers, SealTo: e.to.State.PublicKey}}}, m.FromNode, nil
+	case name == stepSuspend:
+		return e.ensureAccount(true, ""), m.FromNode, nil
+	case name == stepProxy:
+		if e.to == nil {
+			return nil, "", errors.New("the target node is gone")
+		}
+		return e.ensureAccount(false, mc.httpAddress(ctx, e.to)), m.FromNode, nil
+	case name == stepRevokeSource, name == stepCancelRevokS, name == stepRollbackRevokS:
+		if m.Restore || m.Step(stepKey) == nil || m.Step(stepKey).StartedAt.IsZero() {
+			return nil, "", nil
+		}
+		return revoke, m.FromNode, nil
+	case name == stepRevokeTarget, name == stepCancelRevokT, name == stepRollbackRevokT:
+		if m.Restore || m.Step(stepAuthorize) == nil || m.Step(stepAuthorize).StartedAt.IsZero() {
+			return nil, "", nil
+		}
+		return revoke, m.ToNode, nil
+	case name == stepCancelRemove, name == stepRollbackRemove:
+		if m.ToNode == "" {
+			return nil, "", nil
+		}
+		return remove, m.ToNode, nil
+	case name == stepFinalize:
+		if m.Restore {
+			return nil, "", nil // the source was down: fencing removes its copy when it returns
+		}
+		return remove, m.FromNode, nil
+	}
+	return nil, "", fmt.Errorf("unknown step %q", name)
+}
+
+// isStoreStep: a step the control plane does in the store or waits on.
+func isStoreStep(name string) bool {
+	switch name {
+	case stepSwitch, stepActivate, stepVerify, stepBackup, stepRestore, stepRollbackSwitch, stepRollbackActivate, stepCancelSource:
+		return true
+	}
+	return false
+}
+
+// runStep starts step i of m (or, for a store step, does it).
+func (mc *migrationController) runStep(ctx context.Context, m *store.Migration, i int, now time.Time) (bool, error) {
+	name := m.Steps[i].Name
+	e, err := mc.env(ctx, m)
+	if err != nil {
+		return false, err
+	}
+	if isStoreStep(name) {
+		return mc.storeStep(ctx, m, i, e, now)
+	}
+	if name == stepSuspend {
+		// Held before the suspension is sent: from then on only the
+		// migration speaks to the source about the account.
+		if err := mc.holdAccount(ctx, m, true); err != nil {
+			return false, err
+		}
+	}
+	task, node, err := mc.stepTask(ctx, m, e, name)
+	if err != nil {
+		return true, mc.failStep(ctx, m.ID, name, err.Error(), now)
+	}
+	_, err = mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+		st := m.Step(name)
+		if st == nil || nextStep(m) < 0 || m.Steps[nextStep(m)].Name != name || st.TaskID != "" {
+			return nil, store.ErrUnchanged
+		}
+		if currentFlow(m) == flowMigrate {
+			m.Status = phaseOf(name)
+		}
+		st.StartedAt, st.Error = now, ""
+		if task == nil {
+			st.Status, st.FinishedAt = store.StepSkipped, now
+			return nil, nil
+		}
+		st.Status, st.Attempts = store.StepRunning, st.Attempts+1
+		return []*store.ObjectTask{{Node: node, Spec: task, CreatedBy: "migration/" + m.ID, Track: true}}, nil
+	})
+	if errors.Is(err, store.ErrNoNode) {
+		return true, mc.failStep(ctx, m.ID, name, "node "+node+" does not exist", now)
+	}
+	return task == nil, err
+}
+
+// collect records the result of step i's task once it finished.
+func (mc *migrationController) collect(ctx context.Context, m *store.Migration, i int) (bool, error) {
+	tid := m.Steps[i].TaskID
+	outcomes, err := mc.st.MigrationOutcomes(ctx, m.ID)
+	if err != nil {
+		return false, err
+	}
+	var t *store.Task
+	if slices.Contains(outcomes, tid) {
+		if t, _, err = mc.st.GetTask(ctx, tid); errors.Is(err, store.ErrNotFound) {
+			t, err = lostTask(tid), nil
+		}
+		if err != nil {
+			return false, err
+		}
+	} else if lost, err := mc.st.TaskLost(ctx, tid); err != nil {
+		return false, err
+	} else if lost {
+		t = lostTask(tid)
+		t.Error = "the task was lost (its node was removed)"
+	}
+	if t == nil {
+		return false, nil // in flight: its done notice queues the migration
+	}
+	now := mc.now()
+	name := m.Steps[i].Name
+	retry := false
+	m2, err := mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+		retry = false
+		st := m.Step(name)
+		if st == nil || st.TaskID != tid || st.Status != store.StepRunning {
+			return nil, store.ErrUnchanged
+		}
+		if err := applyStepResult(m, st, t, now); err != nil {
+			st.Error = err.Error()
+			if st.Attempts < maxMigrationTries {
+				st.Status, st.TaskID = store.StepPending, ""
+				retry = true
+				return nil, nil
+			}
+			failRecord(m, st, err.Error(), now)
+			return nil, nil
+		}
+		st.Status, st.FinishedAt = store.StepDone, now
+		return nil, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	for _, o := range outcomes {
+		if err := mc.st.ForgetMigrationOutcome(ctx, m.ID, o); err != nil {
+			return false, err
+		}
+	}
+	if retry {
+		mc.ctl.EnqueueAfter(m2.ID, mc.cfg.Poll)
+		return false, nil
+	}
+	return true, nil
+}
+
+// applyStepResult records what a finished task of step st tells.
+func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task, now time.Time) error {
+	if err := t.Err(); err != nil {
+		return err
+	}
+	switch name := st.Name; {
+	case name == stepInspect:
+		r, err := t.AccountResult()
+		if err != nil {
+			return err
+		}
+		m.SourceUID, m.SourceGID = r.GetUid(), r.GetGid()
+	case name == stepKey:
+		r, err := t.MigrationKeyResult()
+		if err != nil {
+			return err
+		}
+		m.SourcePublicKey = r.GetPublicKey()
+	case name == stepAuthorize:
+		r, err := t.AuthorizeMigrationResult()
+		if err != nil {
+			return err
+		}
+		m.TargetHostKey, m.TargetEndpoint = r.GetHostKey(), r.GetEndpoint()
+	case name == stepPresync, name == stepFinalSync:
+		r, err := t.SyncMigrationResult()
+		if err != nil {
+			return err
+		}
+		st.Bytes = r.GetFileBytes() + r.GetDatabaseBytes()
+		if len(r.GetFailed()) > 0 {
+			var fs []string
+			for _, f := range r.GetFailed() {
+				fs = append(fs, f.GetItem()+": "+f.GetError())
+			}
+			return errors.New("not copied: " + strings.Join(fs, "; "))
+		}
+	case name == stepCredentials:
+		r, err := t.ExportCredentialsResult()
+		if err != nil {
+			return err
+		}
+		m.SealedMailboxes, m.SealedDBUsers = map[string][]byte{}, map[string][]byte{}
+		for _, h := range r.GetMailboxes() {
+			m.SealedMailboxes[h.GetName()] = h.GetSealedHash()
+		}
+		for _, h := range r.GetDatabaseUsers() {
+			m.SealedDBUsers[h.GetName()] = h.GetSealedHash()
+		}
+	case name == stepSuspend:
+		m.SuspendedAt = now
+	}
+	return nil
+}
+
+// failRecord marks st failed: before cutover the migration is undone
+// (cancel flow, then FAILED); after it, it waits FAILED for a rollback.
+func failRecord(m *store.Migration, st *store.MigrationStep, why string, now time.Time) {
+	st.Status, st.Error, st.FinishedAt = store.StepFailed, why, now
+	m.Error = st.Name + ": " + why
+	switch {
+	case currentFlow(m) == flowMigrate && !m.CutOver:
+		m.CancelRequested = true
+	default:
+		// What is left of the flow is not run: the migration waits
+		// FAILED for an operator (a rollback after the cutover).
+		m.Status = store.MigrationFailed
+		for i := range m.Steps {
+			if m.Steps[i].Status == store.StepPending {
+				m.Steps[i].Status = store.StepSkipped
+			}
+		}
+	}
+}
+
+func (mc *migrationController) failStep(ctx context.Context, id, name, why string, now time.Time) error {
+	_, err := mc.update(ctx, id, func(m *store.Migration) ([]*store.ObjectTask, error) {
+		st := m.Step(name)
+		if st == nil || st.Status == store.StepFailed {
+			return nil, store.ErrUnchanged
+		}
+		if st.StartedAt.IsZero() {
+			st.StartedAt = now
+		}
+		failRecord(m, st, why, now)
+		return nil, nil
+	})
+	return err
+}
+
+// storeStep does (or looks whether it is done) a store step; it marks it
+// done when it is, and looks again later when it waits.
+func (mc *migrationController) storeStep(ctx context.Context, m *store.Migration, i int, e *stepEnv, now time.Time) (bool, error) {
+	name := m.Steps[i].Name
+	if m.Steps[i].Status == store.StepPending {
+		if _, err := mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+			st := m.Step(name)
+			if st == nil || st.Status != store.StepPending {
+				return nil, store.ErrUnchanged
+			}
+			if currentFlow(m) == flowMigrate {
+				m.Status = phaseOf(name)
+			}
+			st.Status, st.StartedAt = store.StepRunning, now
+			return nil, nil
+		}); err != nil {
+			return false, err
+		}
+	}
+	var (
+		done bool
+		err  error
+		edit func(m *store.Migration)
+	)
+	switch name {
+	case stepSwitch:
+		err = mc.switchRecords(ctx, m, e, m.ToNode, m.FromNode, !m.Restore)
+		done, edit = err == nil, func(m *store.Migration) { m.CutOver = true }
+	case stepRollbackSwitch:
+		err = mc.switchRecords(ctx, m, e, m.FromNode, m.ToNode, !m.Restore)
+		done = err == nil
+	case stepActivate:
+		done, err = mc.activeOn(ctx, m.ToNode, e)
+		if done && !m.SuspendedAt.IsZero() {
+			downtime := now.Sub(m.SuspendedAt).Milliseconds()
+			edit = func(m *store.Migration) { m.DowntimeMs = downtime }
+		}
+	case stepRollbackActivate:
+		done, err = mc.activeOn(ctx, m.FromNode, e)
+	case stepCancelSource:
+		err = mc.holdAccount(ctx, m, false)
+		done = err == nil
+	case stepVerify:
+		done, err = mc.zonesOn(ctx, e, e.to)
+	case stepBackup:
+		var id string
+		id, err = mc.newestBackup(ctx, m)
+		done, edit = err == nil, func(m *store.Migration) { m.BackupID = id }
+	case stepRestore:
+		done, edit, err = mc.restoreStep(ctx, m, e, now)
+	}
+	if err != nil {
+		var perm permanentErr
+		if errors.As(err, &perm) {
+			return true, mc.failStep(ctx, m.ID, name, err.Error(), now)
+		}
+		return false, err
+	}
+	if !done {
+		if edit != nil {
+			if _, err := mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) { edit(m); return nil, nil }); err != nil {
+				return false, err
+			}
+		}
+		mc.ctl.EnqueueAfter(m.ID, mc.cfg.Poll)
+		return false, nil
+	}
+	_, err = mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+		st := m.Step(name)
+		if st == nil || st.Status != store.StepRunning {
+			return nil, store.ErrUnchanged
+		}
+		st.Status, st.FinishedAt = store.StepDone, now
+		if edit != nil {
+			edit(m)
+		}
+		return nil, nil
+	})
+	if err == nil && (name == stepSwitch || name == stepRollbackSwitch) {
+		mc.audit(ctx, m, "migration."+name, m.Username+" records now on node "+map[bool]string{true: m.ToNode, false: m.FromNode}[name == stepSwitch])
+	}
+	return err == nil, err
+}
+
+// holdAccount makes the account controller leave the account alone
+// during the cutover (hold), or gives it back; given back after the
+// source was suspended, it is ensured there again as its spec says.
+func (mc *migrationController) holdAccount(ctx context.Context, m *store.Migration, hold bool) error {
+	_, err := mc.st.UpdateAccount(ctx, m.Account, func(a *store.Account) error {
+		switch {
+		case hold && a.Migrating == m.ID, !hold && a.Migrating != m.ID:
+			return store.ErrUnchanged
+		case hold:
+			a.Migrating = m.ID
+		default:
+			a.Migrating, a.TaskID = "", ""
+			a.Generation++
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrUnchanged) || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// permanentErr fails a store step instead of retrying it.
+type permanentErr struct{ msg string }
+
+func (e permanentErr) Error() string { return e.msg }
+
+// switchRecords points the account at node to (from from): the account
+// (its controller ensures it there), its zones' primary and address,
+// and, with data, its databases, users and mailboxes, users and
+// mailboxes with the hashes exported from the source when moving away
+// (sealed to the target). Moving back, the source still holds its own
+// hashes: nothing is sent. Each part is skipped when it points at to
+// already, so the step may run again after a crash.
+func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migration, e *stepEnv, to, from string, data bool) error {
+	tv, err := mc.st.GetNode(ctx, to)
+	if err != nil {
+		return permanentErr{fmt.Sprintf("node %s: %v", to, err)}
+	}
+	forward := to == m.ToNode
+	ev := store.NewAuditEvent("system", mc.s.id, "migration.switch", m.Username, "ok: onto node "+to+" (migration "+m.ID+")")
+	_, err = mc.st.MoveAccount(ctx, m.Account, func(a *store.Account) error {
+		if a.Deleted {
+			return permanentErr{"the account is being deleted"}
+		}
+		if a.Node == to {
+			if a.Migrating == m.ID {
+				a.Migrating = ""
+				return nil
+			}
+			return store.ErrUnchanged
+		}
+		a.Migrating = ""
+		now := mc.now()
+		a.Node = to
+		if a.PinnedNode == from {
+			a.PinnedNode = to
+		}
+		a.AppliedGeneration, a.TaskID, a.Attempts = 0, "", 0
+		a.Generation++
+		a.SetStatus(store.AccountProvisioning, "migration "+m.ID+" onto node "+to, now)
+		return nil
+	}, ev)
+	if err != nil && !errors.Is(err, store.ErrUnchanged) {
+		return err
+	}
+	zones := &zoneWriter{store: mc.st, views: &mc.s.dnsViews, ctl: &mc.s.zoneCtl}
+	view, err := mc.s.dnsViews.get(ctx, mc.st)
+	if err != nil {
+		return err
+	}
+	fv, err := mc.st.GetNode(ctx, from)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	for _, site := range e.a.AllSites() {
+		z, _, err := mc.st.GetZone(ctx, site.Domain)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		_, toServes := view.servers[to]
+		if z.Account != m.Account || z.Deleted || z.Address == tv.Address && !(toServes && z.Node == from) {
+			continue // moved already, or nothing to move
+		}
+		_, err = zones.ChangeZone(ctx, z.Name, ev, func(z *store.Zone) error {
+			// The zone follows the account when the new node serves DNS
+			// and the zone lived on the old one; its records that
+			// pointed at the old node's address point at the new one.
+			if _, ok := view.servers[to]; ok && z.Node == from {
+				z.Node = to
+				z.AppliedGeneration, z.TaskID, z.Attempts = 0, "", 0
+				z.Status, z.Reason = store.ZonePending, "migrating onto node "+to
+			}
+			if fv != nil && fv.Address != tv.Address {
+				for i := range z.Records {
+					if r := &z.Records[i]; (r.Type == "A" || r.Type == "AAAA") && r.Content == fv.Address {
+						r.Content = tv.Address
+					}
+				}
+			}
+			z.Address = tv.Address
+			z.Generation++
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	if !data {
+		return nil
+	}
+	err = mc.st.ChangeDatabases(ctx, m.Account, "migration/"+m.ID, func(set *store.DatabaseSet) (*store.DatabaseChange, error) {
+		ch := &store.DatabaseChange{}
+		for _, d := range set.Databases {
+			if d.Deleted || d.Node == to {
+				continue
+			}
+			d.Node = to
+			d.Generation++
+			ch.Databases = append(ch.Databases, d)
+		}
+		for _, u := range set.Users {
+			if u.Deleted || u.Node == to {
+				continue
+			}
+			u.Node = to
+			u.Generation++
+			if h := m.SealedDBUsers[u.Name]; forward && len(h) > 0 {
+				u.SealedPasswordHash, u.SealedPassword = h, nil
+				u.PasswordGeneration++
+			} else {
+				u.SealedPasswordHash = nil
+			}
+			ch.Users = append(ch.Users, u)
+		}
+		return ch, nil
+	}, ev)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	err = mc.st.ChangeMail(ctx, m.Account, func(set *store.MailSet) (*store.MailChange, error) {
+		ch := &store.MailChange{}
+		moved := false
+		for _, mb := range set.Mailboxes {
+			if mb.Deleted || mb.Node == to {
+				continue
+			}
+			moved = true
+			mb.Node = to
+			mb.Generation++
+			if h := m.SealedMailboxes[mb.Address]; forward && len(h) > 0 {
+				mb.SealedPasswordHash, mb.SealedPassword = h, nil
+				mb.PasswordGeneration++
+			} else {
+				mb.SealedPasswordHash = nil
+			}
+			ch.Mailboxes = append(ch.Mailboxes, mb)
+		}
+		if moved {
+			// The domains follow the account's node: written again,
+			// their controller ensures them there.
+			for _, d := range set.Domains {
+				if !d.Deleted {
+					d.Generation++
+					ch.Domains = append(ch.Domains, d)
+				}
+			}
+		}
+		return ch, nil
+	}, ev)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// activeOn: the account is ensured on node (its newest generation
+// applied there) and its databases and mailboxes there are settled.
+func (mc *migrationController) activeOn(ctx context.Context, node string, e *stepEnv) (bool, error) {
+	a := e.a
+	if a.Node == node && a.TaskID == "" && a.Status == store.AccountFailed {
+		return false, permanentErr{"the account failed on node " + node + ": " + a.Reason}
+	}
+	if a.Node != node || a.TaskID != "" || a.AppliedGeneration != a.Generation {
+		return false, nil
+	}
+	if e.dbs != nil {
+		for _, d := range e.dbs.Databases {
+			if st, _ := d.State(); !d.Deleted && d.Node == node && st == store.DatabasePending {
+				return false, nil
+			}
+		}
+		for _, u := range e.dbs.Users {
+			if st, _ := u.State(); !u.Deleted && u.Node == node && st == store.DatabasePending {
+				return false, nil
+			}
+		}
+	}
+	if e.mail != nil {
+		for _, mb := range e.mail.Mailboxes {
+			if st, _ := mb.State(); !mb.Deleted && mb.Node == node && st == store.MailPending {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}
+
+// zonesOn: every zone of the account has the node's address, and is
+// served at its newest generation wherever it lives (a zone never served,
+// in a cluster without DNS servers, has nothing to wait for).
+func (mc *migrationController) zonesOn(ctx context.Context, e *stepEnv, nv *store.NodeView) (bool, error) {
+	if nv == nil {
+		return false, permanentErr{"the target node is gone"}
+	}
+	view, err := mc.s.dnsViews.get(ctx, mc.st)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range e.a.AllSites() {
+		z, _, err := mc.st.GetZone(ctx, s.Domain)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if z.Account != e.a.ID || z.Deleted {
+			continue
+		}
+		if z.Address != nv.Address {
+			return false, nil
+		}
+		if _, served := view.servers[z.Node]; served && (z.AppliedGeneration != z.Generation || z.Status != store.ZoneActive) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// newestBackup is the id of the account's newest backup that holds
+// something to restore.
+func (mc *migrationController) newestBackup(ctx context.Context, m *store.Migration) (string, error) {
+	if m.BackupID != "" {
+		return m.BackupID, nil
+	}
+	bs, _, err := mc.st.ListBackups(ctx, m.Username, "", 0)
+	if err != nil {
+		return "", err
+	}
+	for i := len(bs) - 1; i >= 0; i-- {
+		if bs[i].AccountID == m.Account && finishedOK(bs[i].Status.State) {
+			return bs[i].ID, nil
+		}
+	}
+	return "", permanentErr{"node " + m.FromNode + " is down and the account has no backup to restore from"}
+}
+
+// restoreStep creates the restore of the newest backup onto the target
+// (the backup controller's ALL onto another node) and waits for it.
+func (mc *migrationController) restoreStep(ctx context.Context, m *store.Migration, e *stepEnv, now time.Time) (bool, func(*store.Migration), error) {
+	if m.RestoreID == "" {
+		id := store.NewRestoreID(m.Username, now)
+		// The id is recorded before the restore is created: a crash in
+		// between leaves an id whose restore is created on the next pass.
+		_, err := mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+			if m.RestoreID != "" {
+				return nil, store.ErrUnchanged
+			}
+			m.RestoreID = id
+			return nil, nil
+		})
+		mc.ctl.Enqueue(m.ID)
+		return false, nil, err
+	}
+	r, _, err := mc.st.GetRestoreRev(ctx, m.RestoreID)
+	if errors.Is(err, store.ErrNotFound) {
+		r = &store.Restore{ID: m.RestoreID, Backup: m.BackupID, Account: m.Username, AccountID: m.Account, Owner: m.Owner,
+			What: store.RestoreAll, Node: m.ToNode, Requester: "migration/" + m.ID}
+		err = mc.st.CreateRestore(ctx, r, store.NewAuditEvent("system", mc.s.id, "createRestore", r.ID,
+			"ok: migration "+m.ID+" of "+m.Username+" from a down node"))
+		if errors.Is(err, store.ErrConflict) {
+			err = nil
+		}
+		return false, nil, err
+	}
+	if err != nil {
+		return false, nil, err
+	}
+	if !restoreFinished(r.Status.State) {
+		return false, nil, nil
+	}
+	if r.Status.State == store.BackupFailed {
+		return false, nil, permanentErr{"restore " + r.ID + " failed: " + r.Status.Error}
+	}
+	return true, nil, nil
+}
