@@ -37,7 +37,9 @@ func BackupS3SecretSealContext(target string) string { return "npanel/backup-s3-
 
 // MailPasswordHashSealContext is the seal context of a mailbox's password
 // hash carried between nodes (EnsureMailboxAction.sealed_password_hash).
-func MailPasswordHashSealContext(address string) string { return "npanel/mail-password-hash/" + address }
+func MailPasswordHashSealContext(address string) string {
+	return "npanel/mail-password-hash/" + address
+}
 
 // DatabasePasswordHashSealContext is the seal context of a database
 // user's password hash carried between nodes
