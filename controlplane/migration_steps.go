@@ -26,6 +26,7 @@ const (
 	stepPresync      = "presync"       // source: rsync + dumps, live
 	stepCredentials  = "credentials"   // source: hashes sealed to the target
 	stepSuspend      = "suspend"       // source: 503 and 4xx from now
+	stepSuspendMail  = "suspend-mail:" // source: one mail domain's mail waits
 	stepFinalSync    = "final-sync"    // source: last pass, --delete
 	stepSwitch       = "switch"        // store: records to the target
 	stepActivate     = "activate"      // wait: the target ACTIVE
@@ -37,6 +38,7 @@ const (
 	stepRestore      = "restore" // store: a restore ALL onto the target
 
 	stepCancelSource = "cancel-source" // source: ensured as it was
+	stepCancelMail   = "cancel-mail:"  // source: a suspended mail domain resumed
 	stepCancelRevokS = "cancel-revoke-source"
 	stepCancelRevokT = "cancel-revoke-target"
 	stepCancelRemove = "cancel-remove-target"
@@ -67,8 +69,16 @@ func migrateSteps(m *store.Migration, state *BackupState) []store.MigrationStep 
 	for _, d := range state.MailDomains {
 		steps = append(steps, pendingStep(stepPrepareMail+d.Domain))
 	}
-	for _, n := range []string{stepKey, stepAuthorize, stepPresync, stepCredentials, stepSuspend, stepFinalSync,
-		stepSwitch, stepActivate, stepProxy, stepVerify, stepRevokeSource, stepRevokeTarget} {
+	for _, n := range []string{stepKey, stepAuthorize, stepPresync, stepCredentials, stepSuspend} {
+		steps = append(steps, pendingStep(n))
+	}
+	// Mail arriving at the source after the last pass would stay there:
+	// from the suspension on, its domains answer 4xx and senders retry
+	// until DNS names the target.
+	for _, d := range state.MailDomains {
+		steps = append(steps, pendingStep(stepSuspendMail+d.Domain))
+	}
+	for _, n := range []string{stepFinalSync, stepSwitch, stepActivate, stepProxy, stepVerify, stepRevokeSource, stepRevokeTarget} {
 		steps = append(steps, pendingStep(n))
 	}
 	return steps
@@ -79,7 +89,13 @@ func flowSteps(m *store.Migration, flow string) []store.MigrationStep {
 	var names []string
 	switch flow {
 	case flowCancel:
-		names = []string{stepCancelSource, stepCancelRevokS, stepCancelRevokT, stepCancelRemove}
+		names = []string{stepCancelSource}
+		for _, st := range m.Steps {
+			if d, ok := strings.CutPrefix(st.Name, stepSuspendMail); ok && st.Status != store.StepPending {
+				names = append(names, stepCancelMail+d)
+			}
+		}
+		names = append(names, stepCancelRevokS, stepCancelRevokT, stepCancelRemove)
 	case flowRollback:
 		names = []string{stepRollbackSwitch, stepRollbackActivate, stepRollbackRemove, stepRollbackRevokS, stepRollbackRevokT}
 	case flowFinalize:
@@ -94,6 +110,9 @@ func flowSteps(m *store.Migration, flow string) []store.MigrationStep {
 
 // phaseOf is the status a step of the migrate flow puts the migration in.
 func phaseOf(name string) store.MigrationStatus {
+	if strings.HasPrefix(name, stepSuspendMail) {
+		return store.MigrationCutover
+	}
 	switch name {
 	case stepSuspend, stepFinalSync, stepSwitch, stepRestore, stepActivate, stepProxy:
 		return store.MigrationCutover
@@ -257,6 +276,17 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 			Username: m.Username, Mailboxes: e.mailboxes, DatabaseUsers: e.dbUsers, SealTo: e.to.State.PublicKey}}}, m.FromNode, nil
 	case name == stepSuspend:
 		return e.ensureAccount(true, ""), m.FromNode, nil
+	case strings.HasPrefix(name, stepSuspendMail), strings.HasPrefix(name, stepCancelMail):
+		dom := strings.TrimPrefix(strings.TrimPrefix(name, stepSuspendMail), stepCancelMail)
+		if e.mail == nil || e.mail.Domains[dom] == nil || e.mail.Domains[dom].Deleted {
+			return nil, "", nil
+		}
+		// The domain's ensure as the mail controller builds it, with the
+		// account suspended for the cutover or as its spec says after.
+		a := *e.a
+		a.Suspended = a.Suspended || strings.HasPrefix(name, stepSuspendMail)
+		d := e.mail.Domains[dom]
+		return &agentpb.Task{Action: &agentpb.Task_EnsureMailDomain{EnsureMailDomain: mailDomainAction(&a, d, &d.Status)}}, m.FromNode, nil
 	case name == stepProxy:
 		if e.to == nil {
 			return nil, "", errors.New("the target node is gone")

@@ -418,10 +418,14 @@ func TestMigrationMovesDatabasesAndMailWithSealedHashes(t *testing.T) {
 	dbName, userName := db.Name, up.User.Name
 	id := e.create(t, a, "web-2")
 	m := e.wait(t, id, "DONE", migStatus(store.MigrationDone))
-	for _, n := range []string{"prepare-db:" + dbName, "prepare-mail:" + a.Domain, "credentials"} {
+	for _, n := range []string{"prepare-db:" + dbName, "prepare-mail:" + a.Domain, "credentials", "suspend-mail:" + a.Domain} {
 		if s := m.Step(n); s == nil || s.Status != store.StepDone {
 			t.Errorf("step %s: %+v", n, s)
 		}
+	}
+	// From the suspension on, the source defers the domain's mail.
+	if src := e.n1.tasks("ensureMailDomain"); len(src) == 0 || !src[len(src)-1].GetEnsureMailDomain().GetSuspended() {
+		t.Errorf("the source's mail domain was not suspended for the cutover: %v", src)
 	}
 	dbs, err := e.st.GetDatabases(ctx, a.ID)
 	if err != nil {
@@ -740,9 +744,18 @@ func TestMigrationFailureAfterSuspendGivesTheSourceBack(t *testing.T) {
 	e, accts := newMigEnv(t, 1)
 	ctx := context.Background()
 	a := accts[0]
+	if _, err := e.s.Admin.CreateMailbox(ctx, a.ID, "info@"+a.Domain, "", 0); err != nil {
+		t.Fatal(err)
+	}
 	e.n1.setFail("syncMigration-final", true) // the final sync fails
 	id := e.create(t, a, "web-2")
 	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
+	if s := m.Step("cancel-mail:" + a.Domain); s == nil || s.Status != store.StepDone {
+		t.Fatalf("the source's mail domain was not resumed: %+v", m.Steps)
+	}
+	if src := e.n1.tasks("ensureMailDomain"); len(src) == 0 || src[len(src)-1].GetEnsureMailDomain().GetSuspended() {
+		t.Fatalf("the source's mail domain stays suspended: %v", src)
+	}
 	if m.Step("final-sync").Status != store.StepFailed || m.Step("cancel-source").Status != store.StepDone ||
 		m.Step("cancel-remove-target").Status != store.StepDone || m.SuspendedAt.IsZero() {
 		t.Fatalf("steps %+v", m.Steps)
