@@ -69,7 +69,7 @@ func migrateSteps(m *store.Migration, state *BackupState) []store.MigrationStep 
 	for _, d := range state.MailDomains {
 		steps = append(steps, pendingStep(stepPrepareMail+d.Domain))
 	}
-	for _, n := range []string{stepKey, stepAuthorize, stepPresync, stepCredentials, stepSuspend} {
+	for _, n := range []string{stepKey, stepAuthorize, stepPresync, stepSuspend} {
 		steps = append(steps, pendingStep(n))
 	}
 	// Mail arriving at the source after the last pass would stay there:
@@ -78,7 +78,11 @@ func migrateSteps(m *store.Migration, state *BackupState) []store.MigrationStep 
 	for _, d := range state.MailDomains {
 		steps = append(steps, pendingStep(stepSuspendMail+d.Domain))
 	}
-	for _, n := range []string{stepFinalSync, stepSwitch, stepActivate, stepProxy, stepVerify, stepRevokeSource, stepRevokeTarget} {
+	// The channel closes right after the last pass: from the switch on,
+	// the target's copy is live and nothing may write into it again.
+	// The hashes are read once nothing can change them on the source any
+	// more (a password set before is in them).
+	for _, n := range []string{stepFinalSync, stepCredentials, stepRevokeTarget, stepRevokeSource, stepSwitch, stepActivate, stepProxy, stepVerify} {
 		steps = append(steps, pendingStep(n))
 	}
 	return steps
@@ -114,9 +118,9 @@ func phaseOf(name string) store.MigrationStatus {
 		return store.MigrationCutover
 	}
 	switch name {
-	case stepSuspend, stepFinalSync, stepSwitch, stepRestore, stepActivate, stepProxy:
+	case stepSuspend, stepFinalSync, stepCredentials, stepRevokeTarget, stepRevokeSource, stepSwitch, stepRestore, stepActivate, stepProxy:
 		return store.MigrationCutover
-	case stepVerify, stepRevokeSource, stepRevokeTarget:
+	case stepVerify:
 		return store.MigrationVerifying
 	}
 	return store.MigrationPresync
@@ -459,16 +463,17 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 			return err
 		}
 		st.Bytes = r.GetFileBytes() + r.GetDatabaseBytes()
-		if len(r.GetFailed()) > 0 {
-			var fs []string
-			for _, f := range r.GetFailed() {
-				fs = append(fs, f.GetItem()+": "+f.GetError())
-			}
-			return errors.New("not copied: " + strings.Join(fs, "; "))
+		if err := partial("not copied", r.GetFailed()); err != nil {
+			return err
 		}
 	case name == stepCredentials:
 		r, err := t.ExportCredentialsResult()
 		if err != nil {
+			return err
+		}
+		// A mailbox or user moved without its hash could not log in on
+		// the target: a partial export fails the step, as a sync does.
+		if err := partial("credentials not exported", r.GetFailed()); err != nil {
 			return err
 		}
 		m.SealedMailboxes, m.SealedDBUsers = map[string][]byte{}, map[string][]byte{}
@@ -482,6 +487,19 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 		m.SuspendedAt = now
 	}
 	return nil
+}
+
+// partial is the error of a step whose node left items undone; nil when
+// it did them all.
+func partial(what string, failed []*agentpb.BackupItemFailure) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	fs := make([]string, 0, len(failed))
+	for _, f := range failed {
+		fs = append(fs, f.GetItem()+": "+f.GetError())
+	}
+	return errors.New(what + ": " + strings.Join(fs, "; "))
 }
 
 // failRecord marks st failed: before cutover the migration is undone

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,6 +133,7 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 		n.count[action]++
 	}
 	hold, fail := n.hold[action], n.fail[action]
+	partial := n.fail[action+"-partial"]
 	if task.GetSyncMigration().GetFinal() {
 		// "syncMigration-final": the final pass alone.
 		hold, fail = hold || n.hold[action+"-final"], fail || n.fail[action+"-final"]
@@ -159,6 +161,10 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 	case *agentpb.Task_ExportCredentials:
 		r := &agentpb.ExportCredentialsResult{}
 		for _, mb := range a.ExportCredentials.GetMailboxes() {
+			if partial {
+				r.Failed = append(r.Failed, &agentpb.BackupItemFailure{Item: "mailbox:" + mb, Error: "no hash"})
+				continue
+			}
 			r.Mailboxes = append(r.Mailboxes, &agentpb.SealedHash{Name: mb, SealedHash: []byte("sealed:" + mb)})
 		}
 		for _, u := range a.ExportCredentials.GetDatabaseUsers() {
@@ -320,8 +326,8 @@ func TestMigrationHappyPath(t *testing.T) {
 	id := e.create(t, a, "web-2")
 	m := e.wait(t, id, "DONE", migStatus(store.MigrationDone))
 
-	want := []string{"inspect", "prepare", "key", "authorize", "presync", "credentials", "suspend", "final-sync",
-		"switch", "activate", "proxy", "verify", "revoke-source", "revoke-target"}
+	want := []string{"inspect", "prepare", "key", "authorize", "presync", "suspend", "final-sync", "credentials",
+		"revoke-target", "revoke-source", "switch", "activate", "proxy", "verify"}
 	if got := stepNames(m, ""); !slices.Equal(got, want) {
 		t.Fatalf("steps %v, want %v", got, want)
 	}
@@ -830,5 +836,29 @@ func TestMigrationMovesTheZoneToATargetServingDNS(t *testing.T) {
 	ensured := slices.ContainsFunc(e.n2.tasks("ensureZone"), func(task *agentpb.Task) bool { return task.GetEnsureZone().GetZone() == a.Domain })
 	if !ensured {
 		t.Fatal("the zone was not ensured on web-2")
+	}
+}
+
+// A mailbox whose hash could not be exported would not log in on the
+// target: the migration stops before the switch and gives the source back.
+func TestMigrationPartialCredentialsFail(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	if _, err := e.s.Admin.CreateMailbox(ctx, a.ID, "info@"+a.Domain, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	e.n1.setFail("exportCredentials-partial", true)
+	id := e.create(t, a, "web-2")
+	m := e.wait(t, id, "FAILED", migStatus(store.MigrationFailed))
+	if s := m.Step("credentials"); s == nil || s.Status != store.StepFailed || !strings.Contains(s.Error, "mailbox:info@"+a.Domain) {
+		t.Fatalf("credentials step %+v", s)
+	}
+	if m.CutOver || m.Step("switch").Status == store.StepDone {
+		t.Fatalf("switched without the hashes: %+v", m.Steps)
+	}
+	got, _, err := e.st.GetAccount(ctx, a.ID)
+	if err != nil || got.Node != "web-1" {
+		t.Fatalf("account on %q (%v), want web-1", got.Node, err)
 	}
 }
