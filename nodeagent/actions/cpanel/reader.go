@@ -110,13 +110,17 @@ var topRe = regexp.MustCompile(`^(?:cpmove-([a-z0-9][a-z0-9_.-]{0,31})|backup-\d
 
 // walker holds one walk's state.
 type walker struct {
-	lim    Limits
-	bound  int64 // the uncompressed total may not pass it
-	count  *countingReader
-	info   Info
-	files  map[string]bool // regular files seen (hard link targets)
-	fn     func(*Entry) error
-	curRaw string
+	lim   Limits
+	bound int64 // the uncompressed total may not pass it
+	count *countingReader
+	// declared sums the regular files' sizes: a sparse entry expands
+	// holes the compressed stream never carries, so count alone would
+	// let a small archive write terabytes.
+	declared int64
+	info     Info
+	files    map[string]bool // regular files seen (hard link targets)
+	fn       func(*Entry) error
+	curRaw   string
 }
 
 // countingReader counts the uncompressed bytes and stops a bomb.
@@ -267,8 +271,14 @@ func (w *walker) entry(h *tar.Header, r io.Reader, nested string) error {
 		if h.Size > w.bound-w.count.n {
 			return &EntryError{Entry: raw, Reason: fmt.Sprintf("size %d bytes passes the archive's bound of %d uncompressed bytes (the larger of %d and %d× the archive's size)", h.Size, w.bound, w.lim.MinUncompressed, w.lim.MaxRatio)}
 		}
-		if h.Size > w.lim.MaxEntryBytes && !(nested == "" && rel == "homedir.tar") {
+		homedirTar := nested == "" && rel == "homedir.tar"
+		if h.Size > w.lim.MaxEntryBytes && !homedirTar {
 			return &EntryError{Entry: raw, Reason: fmt.Sprintf("size %d bytes passes the limit of %d per file", h.Size, w.lim.MaxEntryBytes)}
+		}
+		if !homedirTar { // its entries are counted one by one
+			if w.declared += h.Size; w.declared > w.bound {
+				return &EntryError{Entry: raw, Reason: fmt.Sprintf("the files' sizes add up past the archive's bound of %d uncompressed bytes", w.bound)}
+			}
 		}
 	}
 	home := rel == "homedir" || strings.HasPrefix(rel, "homedir/")
