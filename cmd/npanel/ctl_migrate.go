@@ -18,9 +18,11 @@ import (
 func migrateCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "migrate", Short: "Move accounts between nodes: live migration, cancel, rollback, finalize"})
 	cmd.AddCommand(migrateStartCmd(o), migrateListCmd(o), migrateShowCmd(o), migrateWatchCmd(o),
-		migrateActionCmd(o, "cancel", "cancelMigration", "Stop a migration before its cutover (the account stays where it was)"),
-		migrateActionCmd(o, "rollback", "rollbackMigration", "Move a migrated account back to its source (until finalized)"),
-		migrateActionCmd(o, "finalize", "finalizeMigration", "Remove a migrated account's copy from its source now"))
+		migrateActionCmd(o, "cancel", "cancelMigration", "Stop a migration before its cutover (the account stays where it was)", ""),
+		migrateActionCmd(o, "rollback", "rollbackMigration", "Move a migrated account back to its source (until finalized)",
+			"move the account back as it was at the cutover, discarding what changed on the target since (mail, uploads, rows)"),
+		migrateActionCmd(o, "finalize", "finalizeMigration", "Remove a migrated account's copy from its source now",
+			"remove the account's copy from its source node for good"))
 	return cmd
 }
 
@@ -271,10 +273,18 @@ func (o *ctlOptions) watchMigration(cmd *cobra.Command, c *client.Client, id str
 	return nil
 }
 
-func migrateActionCmd(o *ctlOptions, use, mutation, short string) *cobra.Command {
-	return &cobra.Command{
+// migrateActionCmd is a mutation on one migration; ask, when not empty,
+// is the confirmation a person at a terminal gives first (--yes skips it).
+func migrateActionCmd(o *ctlOptions, use, mutation, short, ask string) *cobra.Command {
+	var yes *bool
+	cmd := &cobra.Command{
 		Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ask != "" {
+				if err := confirm(cmd, *yes, ask); err != nil {
+					return err
+				}
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -286,4 +296,6 @@ func migrateActionCmd(o *ctlOptions, use, mutation, short string) *cobra.Command
 			return o.printMigration(cmd, m)
 		},
 	}
+	yes = yesFlag(cmd)
+	return cmd
 }
