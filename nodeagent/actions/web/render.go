@@ -80,6 +80,8 @@ var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fast
         proxy_ssl_name $host;
         proxy_ssl_verify off;
         proxy_ssl_protocols TLSv1.2 TLSv1.3;
+        # The new node's HSTS is this block's own (the same site's).
+        proxy_hide_header Strict-Transport-Security;
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
