@@ -221,6 +221,42 @@ func (mc *migrationController) httpAddress(ctx context.Context, nv *store.NodeVi
 	return net.JoinHostPort(nv.Address, port)
 }
 
+// httpsAddress is where node serves HTTPS: the port of its nginx's
+// reported HTTPS listener (the agent reports HTTP then HTTPS; 443 when it
+// reported none) on its address.
+func (mc *migrationController) httpsAddress(ctx context.Context, nv *store.NodeView) string {
+	port := "443"
+	if svc, err := mc.st.CachedServices(ctx, nv.Name); err == nil {
+		for _, s := range svc.Services {
+			if s.Name != "nginx" {
+				continue
+			}
+			var ports []string
+			for _, l := range s.Listen {
+				if _, p, err := net.SplitHostPort(l); err == nil {
+					ports = append(ports, p)
+				}
+			}
+			if len(ports) >= 2 && !slices.Contains(ports, "443") {
+				port = ports[1]
+			}
+		}
+	}
+	return net.JoinHostPort(nv.Address, port)
+}
+
+// proxyTask is the source's ensure once the account serves from the
+// target: every site proxied there, HTTP to its HTTP listener and HTTPS
+// to its HTTPS listener over TLS. HTTPS must reach the target as HTTPS:
+// proxied as plain HTTP, a site with https_redirect (or an application
+// checking HTTPS itself) answers with a redirect to https://same-host,
+// which DNS still resolves to the source: a loop until DNS moves.
+func (mc *migrationController) proxyTask(ctx context.Context, e *stepEnv) *agentpb.Task {
+	t := e.ensureAccount(false, mc.httpAddress(ctx, e.to))
+	t.GetEnsureAccount().GetWeb().ProxyToHttps = mc.httpsAddress(ctx, e.to)
+	return t
+}
+
 // stepTask builds step's task and its node; nil: the step has nothing to
 // send (skipped).
 func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration, e *stepEnv, name string) (*agentpb.Task, string, error) {
@@ -295,7 +331,7 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 		if e.to == nil {
 			return nil, "", errors.New("the target node is gone")
 		}
-		return e.ensureAccount(false, mc.httpAddress(ctx, e.to)), m.FromNode, nil
+		return mc.proxyTask(ctx, e), m.FromNode, nil
 	case name == stepRevokeSource, name == stepCancelRevokS, name == stepRollbackRevokS:
 		if m.Restore || m.Step(stepKey) == nil || m.Step(stepKey).StartedAt.IsZero() {
 			return nil, "", nil

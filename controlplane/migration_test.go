@@ -200,6 +200,13 @@ func (n *migNode) tasks(action string) []*agentpb.Task {
 	return out
 }
 
+// all returns every task the node saw, in order.
+func (n *migNode) all() []*agentpb.Task {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.seen)
+}
+
 type migEnv struct {
 	s      *testenv.Server
 	st     *store.Store
@@ -379,6 +386,11 @@ func TestMigrationHappyPath(t *testing.T) {
 	if last := src[len(src)-1].GetEnsureAccount(); last.GetWeb().GetProxyTo() == "" || last.GetSuspended() {
 		t.Errorf("source's last ensure %v, want proxying", last)
 	}
+	// HTTPS to the target's HTTPS (no nginx reported: 443), so that a
+	// site redirecting HTTP to HTTPS there does not loop back here.
+	if last := src[len(src)-1].GetEnsureAccount().GetWeb(); last.GetProxyTo() != "127.0.0.2:80" || last.GetProxyToHttps() != "127.0.0.2:443" {
+		t.Errorf("source proxies to %q and %q, want the target's HTTP and HTTPS", last.GetProxyTo(), last.GetProxyToHttps())
+	}
 	if n := len(e.n1.tasks("deleteAccount")); n != 0 {
 		t.Errorf("source got %d deletes before finalize", n)
 	}
@@ -400,6 +412,16 @@ func TestMigrationHappyPath(t *testing.T) {
 	}
 	if del := e.n1.tasks("deleteAccount"); len(del) != 1 || del[0].GetDeleteAccount().GetUsername() != a.Username {
 		t.Fatalf("source deletes %v", del)
+	}
+	// After finalize nothing proxies: the source's last task removed the
+	// account, and the target never proxied.
+	if seen := e.n1.all(); actionOf(seen[len(seen)-1]) != "deleteAccount" {
+		t.Errorf("source's last task after finalize: %v", seen[len(seen)-1])
+	}
+	for _, task := range e.n2.tasks("ensureAccount") {
+		if w := task.GetEnsureAccount().GetWeb(); w.GetProxyTo() != "" || w.GetProxyToHttps() != "" {
+			t.Errorf("target told to proxy: %v", task)
+		}
 	}
 	if holder, err := e.st.MigrationOfAccount(ctx, a.ID); err != nil || holder != "" {
 		t.Fatalf("account still held by %q (%v)", holder, err)
@@ -550,7 +572,7 @@ func TestMigrationRollbackAfterCutover(t *testing.T) {
 	}
 	// The source serves again without a proxy; the target's copy went.
 	src := e.n1.tasks("ensureAccount")
-	if last := src[len(src)-1].GetEnsureAccount(); last.GetWeb().GetProxyTo() != "" {
+	if last := src[len(src)-1].GetEnsureAccount(); last.GetWeb().GetProxyTo() != "" || last.GetWeb().GetProxyToHttps() != "" {
 		t.Errorf("source still proxies: %v", last)
 	}
 	if len(e.n2.tasks("deleteAccount")) != 1 || len(e.n1.tasks("deleteAccount")) != 0 {
@@ -860,5 +882,53 @@ func TestMigrationPartialCredentialsFail(t *testing.T) {
 	got, _, err := e.st.GetAccount(ctx, a.ID)
 	if err != nil || got.Node != "web-1" {
 		t.Fatalf("account on %q (%v), want web-1", got.Node, err)
+	}
+}
+
+// The source proxies HTTPS to the port the target's nginx reports for
+// HTTPS (HTTP, then HTTPS), HTTP to its HTTP port; rolled back, neither.
+func TestMigrationProxiesHTTPSToTheTargetsHTTPSListener(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	for i, n := range []string{"web-1", "web-2"} {
+		if err := e.st.PutServices(ctx, store.NodeServices{Node: n, ReportedAt: time.Now(), Services: []store.ServiceStatus{
+			{Name: "nginx", State: "running", Listen: []string{fmt.Sprintf("127.0.0.%d:8080", i+1), fmt.Sprintf("127.0.0.%d:8443", i+1)}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "services of web-2 cached", func() bool {
+		svc, err := e.st.CachedServices(ctx, "web-2")
+		return err == nil && len(svc.Services) == 1
+	})
+	id := e.create(t, a, "web-2")
+	m := e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	proxy := m.Step("proxy")
+	if proxy == nil || proxy.Status != store.StepDone {
+		t.Fatalf("proxy step %+v", proxy)
+	}
+	var sent *agentpb.WebSpec
+	for _, task := range e.n1.tasks("ensureAccount") {
+		if task.GetId() == proxy.TaskID {
+			sent = task.GetEnsureAccount().GetWeb()
+		}
+	}
+	if sent == nil || sent.GetProxyTo() != "127.0.0.2:8080" || sent.GetProxyToHttps() != "127.0.0.2:8443" {
+		t.Fatalf("the proxy step's spec %v, want HTTP to 127.0.0.2:8080 and HTTPS to 127.0.0.2:8443", sent)
+	}
+	if w := sent; len(w.GetSites()) == 0 {
+		t.Fatalf("the proxy step's spec has no sites: %v", w)
+	}
+	for _, task := range e.n2.tasks("ensureAccount") {
+		if w := task.GetEnsureAccount().GetWeb(); w.GetProxyTo() != "" || w.GetProxyToHttps() != "" {
+			t.Errorf("target told to proxy: %v", task)
+		}
+	}
+
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	src := e.n1.tasks("ensureAccount")
+	if last := src[len(src)-1].GetEnsureAccount().GetWeb(); last.GetProxyTo() != "" || last.GetProxyToHttps() != "" {
+		t.Errorf("source still proxies after rollback: %v", last)
 	}
 }

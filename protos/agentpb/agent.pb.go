@@ -1864,7 +1864,16 @@ type WebSpec struct {
 	// An account that moved to another node: every site is proxied to this
 	// host:port (the new node's HTTP address, Host header kept) until DNS
 	// caches have expired. Set only on the node it moved from.
-	ProxyTo       string `protobuf:"bytes,3,opt,name=proxy_to,json=proxyTo,proto3" json:"proxy_to,omitempty"`
+	ProxyTo string `protobuf:"bytes,3,opt,name=proxy_to,json=proxyTo,proto3" json:"proxy_to,omitempty"`
+	// With proxy_to: the new node's HTTPS address (host:port). Requests
+	// that reach this node over HTTPS are proxied there over TLS, the SNI
+	// and Host being the request's, so that the new node sees HTTPS (its
+	// https_redirect, HSTS and applications' own HTTPS checks hold) instead
+	// of plain HTTP, which it would redirect back here forever. The new
+	// node's certificate is not verified (it may still be self-signed):
+	// the hop is encrypted but not authenticated. Empty: HTTPS is proxied
+	// to proxy_to over plain HTTP (agents and control planes before it).
+	ProxyToHttps  string `protobuf:"bytes,4,opt,name=proxy_to_https,json=proxyToHttps,proto3" json:"proxy_to_https,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1916,6 +1925,13 @@ func (x *WebSpec) GetPhp() *PHPPoolLimits {
 func (x *WebSpec) GetProxyTo() string {
 	if x != nil {
 		return x.ProxyTo
+	}
+	return ""
+}
+
+func (x *WebSpec) GetProxyToHttps() string {
+	if x != nil {
+		return x.ProxyToHttps
 	}
 	return ""
 }
@@ -3519,11 +3535,12 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\"\n" +
 	"\rdisk_quota_mb\x18\x02 \x01(\x04R\vdiskQuotaMb\x12\x1c\n" +
 	"\tsuspended\x18\x03 \x01(\bR\tsuspended\x12*\n" +
-	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"\x83\x01\n" +
+	"\x03web\x18\x04 \x01(\v2\x18.npanel.agent.v1.WebSpecR\x03web\"\xa9\x01\n" +
 	"\aWebSpec\x12+\n" +
 	"\x05sites\x18\x01 \x03(\v2\x15.npanel.agent.v1.SiteR\x05sites\x120\n" +
 	"\x03php\x18\x02 \x01(\v2\x1e.npanel.agent.v1.PHPPoolLimitsR\x03php\x12\x19\n" +
-	"\bproxy_to\x18\x03 \x01(\tR\aproxyTo\"\x82\x02\n" +
+	"\bproxy_to\x18\x03 \x01(\tR\aproxyTo\x12$\n" +
+	"\x0eproxy_to_https\x18\x04 \x01(\tR\fproxyToHttps\"\x82\x02\n" +
 	"\x04Site\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x18\n" +

@@ -122,7 +122,7 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 	var certs []certWrite
 	versions := make(map[string]bool)
 	for _, s := range sites {
-		sr, conf, err := renderSiteExtra(w, listen, tl, owner, s, suspended, proxyTo, m.vhostExtraOf(s.GetDomain()))
+		sr, conf, err := renderSiteProxy(w, listen, tl, owner, s, suspended, proxyTo, spec.GetProxyToHttps(), m.vhostExtraOf(s.GetDomain()))
 		if err != nil {
 			return nil, err
 		}
@@ -178,6 +178,12 @@ func renderSite(w platform.WebPaths, listen []string, owner Owner, s *agentpb.Si
 // renderSiteExtra is renderSite with the HTTPS listeners and extra text
 // in the server block (a test hook). tl's Cert and Key are set here.
 func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Owner, s *agentpb.Site, suspended bool, proxyTo, extra string) (*agentpb.SiteResult, []byte, error) {
+	return renderSiteProxy(w, listen, tl, owner, s, suspended, proxyTo, "", extra)
+}
+
+// renderSiteProxy is renderSiteExtra with the HTTPS address proxied to
+// (WebSpec.proxy_to_https) beside proxyTo.
+func renderSiteProxy(w platform.WebPaths, listen []string, tl vhostTLS, owner Owner, s *agentpb.Site, suspended bool, proxyTo, proxyHTTPS, extra string) (*agentpb.SiteResult, []byte, error) {
 	d := s.GetDomain()
 	tl.Cert, tl.Key = CertFiles(w, d)
 	sn := append([]string{d}, s.GetAliases()...)
@@ -209,6 +215,11 @@ func renderSiteExtra(w platform.WebPaths, listen []string, tl vhostTLS, owner Ow
 		}
 		sr.State = StateProxy
 		data.Proxy = target
+		if proxyHTTPS != "" {
+			if data.ProxyHTTPS, err = proxyTarget(proxyHTTPS); err != nil {
+				return sr, nil, fmt.Errorf("%w (proxy_to_https)", err)
+			}
+		}
 	case suspended:
 		sr.State = StateSuspended
 		data.Suspended = true

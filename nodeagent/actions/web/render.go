@@ -70,7 +70,29 @@ var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fast
 {{- end}}
 {{- end}}
 {{- define "body"}}
-{{- if .Proxy}}
+{{- if and .Proxy .TLSSide .ProxyHTTPS}}
+    # HTTPS goes on over TLS, SNI and Host the request's, so that the new
+    # node sees HTTPS. Its certificate is not verified: it may be
+    # self-signed until it has its own (see WebSpec.proxy_to_https).
+    location / {
+        proxy_pass https://{{.ProxyHTTPS}};
+        proxy_ssl_server_name on;
+        proxy_ssl_name $host;
+        proxy_ssl_verify off;
+        proxy_ssl_protocols TLSv1.2 TLSv1.3;
+        # The new node's HSTS is this block's own (the same site's).
+        proxy_hide_header Strict-Transport-Security;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_redirect off;
+        proxy_request_buffering off;
+        client_max_body_size 0;
+    }
+{{- else if .Proxy}}
     location / {
         proxy_pass http://{{.Proxy}};
         proxy_set_header Host $host;
@@ -129,7 +151,7 @@ var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fast
 {{- end}}
 {{- end -}}
 # Managed by nPanel for account {{.User}}; edits are overwritten.
-{{- if or .HTTPSRedirect .HSTS}}
+{{- if or .HTTPSRedirect .HSTS .ProxyHTTPS}}
 server {
 {{- range .Listen}}
     listen {{.}};
@@ -154,7 +176,7 @@ server {
     add_header Strict-Transport-Security "max-age={{.HSTS}}" always;
 {{- end}}
 {{- template "challenge" .}}
-{{- template "body" .}}
+{{- template "body" .OnTLS}}
 }
 {{- else}}
 server {
@@ -173,13 +195,18 @@ server {
 `))
 
 type vhostData struct {
-	User          string
-	Listen        []string
-	ServerNames   string
-	AccessLog     string
-	ErrorLog      string
-	Suspended     bool
-	Proxy         string // host:port every request goes to (proxyTarget)
+	User        string
+	Listen      []string
+	ServerNames string
+	AccessLog   string
+	ErrorLog    string
+	Suspended   bool
+	Proxy       string // host:port every request goes to (proxyTarget)
+	// ProxyHTTPS is the host:port HTTPS requests go to over TLS instead
+	// of Proxy (proxyTarget); it renders HTTP and HTTPS apart.
+	ProxyHTTPS string
+	// TLSSide: the body is the HTTPS server block's (OnTLS).
+	TLSSide       bool
 	SuspendedRoot string
 	Redirect      string
 	RedirectCode  uint32
@@ -189,6 +216,12 @@ type vhostData struct {
 	HTTPSRedirect bool
 	HSTS          uint32
 	Extra         string // test hook only
+}
+
+// OnTLS is d for the body of a separate HTTPS server block.
+func (d vhostData) OnTLS() vhostData {
+	d.TLSSide = true
+	return d
 }
 
 // vhostTLS is the HTTPS side of a server block.

@@ -93,6 +93,14 @@ func ValidateSpec(username string, spec *agentpb.WebSpec) error {
 			return err
 		}
 	}
+	if pt := spec.GetProxyToHttps(); pt != "" {
+		if spec.GetProxyTo() == "" {
+			return errors.New("web: proxy_to_https is set but proxy_to is empty")
+		}
+		if _, err := proxyTarget(pt); err != nil {
+			return fmt.Errorf("%w (proxy_to_https)", err)
+		}
+	}
 	if php := spec.GetPhp(); php != nil {
 		if php.GetMaxChildren() > MaxChildren {
 			return fmt.Errorf("web: php max_children %d exceeds %d", php.GetMaxChildren(), MaxChildren)
