@@ -349,10 +349,13 @@ func (m *Module) prepare(id, command string) (func(context.Context, ssh.Channel)
 		if err != nil {
 			return nil, err
 		}
-		argv := cmd.rsyncArgv(env.Profile.Migrate().Rsync, home,
-			Idmap{SrcUID: a.SourceUID, SrcGID: a.SourceGID, UID: uid, GID: gid})
+		if err := ownHome(home, uid, gid); err != nil {
+			return nil, err
+		}
+		argv := cmd.rsyncArgv(env.Profile.Migrate().Rsync, home)
+		cred := &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 		return func(ctx context.Context, ch ssh.Channel) uint32 {
-			return runRsync(ctx, log, argv, ch)
+			return runRsync(ctx, log, argv, cred, ch)
 		}, nil
 	case RestoreDatabase:
 		if !a.database(cmd.Engine, cmd.Database) {
@@ -400,14 +403,33 @@ func accountHome(env *actions.Env, username string) (string, uint32, uint32, err
 	return home, uint32(uid), uint32(gid), nil
 }
 
+// ownHome makes the account's home directory its own (the receiver, which
+// runs as the account, sets its mode and times and writes in it). It is
+// changed through a descriptor opened without following a symlink.
+func ownHome(home string, uid, gid uint32) error {
+	f, err := os.OpenFile(home, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	defer f.Close()
+	if err := f.Chown(int(uid), int(gid)); err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	return nil
+}
+
 // runRsync runs rsync's receiving server with the channel as its stdio
-// and returns its exit status.
-func runRsync(ctx context.Context, log *slog.Logger, argv []string, ch ssh.Channel) uint32 {
+// and returns its exit status. It runs as cred (the account's uid and
+// gid, no supplementary groups): whatever the source sends (setuid files,
+// other owners, a symlink then a file "under" it) it can write only what
+// the account itself could.
+func runRsync(ctx context.Context, log *slog.Logger, argv []string, cred *syscall.Credential, ch ssh.Channel) uint32 {
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	c.Dir = "/"
 	c.Stdout, c.Stderr = ch, ch.Stderr()
 	groupKill(c)
+	c.SysProcAttr.Credential = cred
 	c.WaitDelay = 5 * time.Second
 	stdin, err := c.StdinPipe()
 	if err != nil {

@@ -10,7 +10,7 @@
 // forwarding, no subsystem.
 //
 // The source makes a key pair per migration (MigrationKey) and pushes
-// with SyncMigration: rsync -aHAX --numeric-ids over OpenSSH's client
+// with SyncMigration: rsync -aHAX --no-D --numeric-ids over OpenSSH's client
 // (host key pinned, the key given by file), and each database as a dump
 // streamed through a session of a Go SSH client into restore-database.
 //

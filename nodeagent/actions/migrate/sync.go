@@ -77,7 +77,7 @@ func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 
 type rsyncStats struct{ files, sent uint64 }
 
-// syncFiles runs rsync -aHAX --numeric-ids over OpenSSH's client. No shell
+// syncFiles runs rsync -aHAX --no-D --numeric-ids over OpenSSH's client. No shell
 // is involved: rsync splits -e on spaces itself, and every word of it is a
 // fixed path or one the agent made (no spaces in them, checked).
 func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, host string, port int, hostKey ssh.PublicKey) (rsyncStats, error) {
@@ -100,7 +100,8 @@ func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, h
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" + hostKeyAlias,
 		"-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=30",
 		"-o", "ForwardAgent=no", "-o", "ClearAllForwardings=yes"}, " ")
-	args := []string{"-aHAX", "--numeric-ids", "--partial", "--stats", "-e", rsh}
+	// --no-D: no device nodes or special files (the target refuses D).
+	args := []string{"-aHAX", "--no-D", "--numeric-ids", "--partial", "--stats", "-e", rsh}
 	if r.GetFinal() {
 		args = append(args, "--delete")
 	}
