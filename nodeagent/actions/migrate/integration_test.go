@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -459,4 +460,68 @@ func TestSyncIPv6(t *testing.T) {
 		t.Fatalf("%v\n%s", r.GetFailed(), p.dst.log)
 	}
 	compareTrees(t, p.src.home, p.dst.home, p.uid, p.gid)
+}
+
+// The source's rsync runs as the account: a file of the home the account
+// cannot read fails the files item instead of being copied by root; the
+// others still go; the run's key copy is gone afterwards.
+func TestSyncSenderIsTheAccount(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	s := p.src.home
+	writeFile(t, filepath.Join(s, "ok.txt"), []byte("ok"), p.uid, p.gid)
+	writeFile(t, filepath.Join(s, "secret"), []byte("root's"), 0, 0)
+	if err := os.Chmod(filepath.Join(s, "secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := p.sync(t, true, false)
+	if len(r.GetFailed()) != 1 || r.GetFailed()[0].GetItem() != "files" || !strings.Contains(r.GetFailed()[0].GetError(), "secret") {
+		t.Errorf("failed %v, want the files item naming the unreadable file", r.GetFailed())
+	}
+	if _, err := os.Lstat(filepath.Join(p.dst.home, "secret")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a file the account cannot read was copied: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.dst.home, "ok.txt")); err != nil || string(b) != "ok" {
+		t.Errorf("ok.txt: %q %v", b, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "npanel-migrate-"+p.id+"-*")); len(left) > 0 {
+		t.Errorf("key copies left behind: %v", left)
+	}
+}
+
+// The run's key copy is the account's alone: 0400 in a 0700 directory of
+// its own, and gone after cleanup.
+func TestAccountSSHFiles(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	hk, err := publicKey("host key", p.hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, key, kh, cleanup, err := accountSSHFiles(p.src.env.DataDir, p.id, hk, p.uid, p.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(keyPath(p.src.env.DataDir, p.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p    string
+		mode fs.FileMode
+	}{{dir, fs.ModeDir | 0o700}, {key, 0o400}, {kh, 0o400}} {
+		fi, err := os.Lstat(c.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode() != c.mode || st.Uid != p.uid || st.Gid != p.gid {
+			t.Errorf("%s: %v %d:%d, want %v %d:%d", c.p, fi.Mode(), st.Uid, st.Gid, c.mode, p.uid, p.gid)
+		}
+	}
+	if b, _ := os.ReadFile(key); !bytes.Equal(b, want) {
+		t.Error("key copy differs")
+	}
+	cleanup()
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cleanup left %s: %v", dir, err)
+	}
 }
