@@ -460,10 +460,16 @@ func exitStatus(err error) uint32 {
 	return 1
 }
 
-// restore replaces database name with the dump read from r: created empty
-// (dropped first: it holds an earlier pass, nothing live before the
-// cutover), then the dump piped into the engine's client, whose guard
-// line must come first. A dump without its completion line fails.
+// restore replaces database name with the dump read from r, which is not
+// trusted (a malicious source, a stolen key): its guard line must come
+// first, and it is loaded the way the db module imports a foreign dump,
+// never as the database admin: MariaDB's by a throw-away user holding
+// privileges on that database only, its client in sandbox mode
+// (db.ImportDump); PostgreSQL's by a throw-away role that is no superuser
+// and owns only that database, psql refusing every meta-command of the
+// dump (db.ImportPostgresDump). The database is created empty first
+// (dropped: it holds an earlier pass, nothing live before the cutover).
+// A dump without its completion line fails.
 func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name string, r io.Reader) error {
 	cc, err := m.db.RestoreCommand(ctx, env, engine, name)
 	if err != nil {
@@ -478,19 +484,18 @@ func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name str
 	if err != nil {
 		return err
 	}
-	if err := m.db.RecreateDatabase(ctx, env, engine, name, true); err != nil {
-		return err
-	}
 	tail := &tailWriter{}
-	c := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
-	c.Env = cc.Env
-	c.Stdin = io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)
-	var out tailWriter
-	c.Stdout, c.Stderr = &out, &out
-	groupKill(c)
-	c.WaitDelay = 5 * time.Second
-	if err := c.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
+	dump := io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)
+	switch engine {
+	case validate.EngineMariaDB:
+		err = m.db.ImportDump(ctx, env, name, dump)
+	case validate.EnginePostgreSQL:
+		err = m.db.ImportPostgresDump(ctx, env, name, dump)
+	default:
+		err = fmt.Errorf("engine %q: no import", engine)
+	}
+	if err != nil {
+		return err
 	}
 	if dc.Trailer != "" && !bytes.Contains(tail.b, []byte("\n"+dc.Trailer)) {
 		return fmt.Errorf("the dump ended after %d bytes without its completion line: incomplete", tail.n)
