@@ -131,3 +131,18 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+// Files vanishing during a pass are normal while the site is live, a
+// failure on the final pass (the account is suspended: something still
+// writes).
+func TestVanishedOnly(t *testing.T) {
+	for _, c := range []struct {
+		status uint32
+		final  bool
+		ok     bool
+	}{{24, false, true}, {24, true, false}, {23, false, false}, {23, true, false}, {1, false, false}} {
+		if got := vanishedOnly(c.status, c.final); got != c.ok {
+			t.Errorf("status %d final %v: %v, want %v", c.status, c.final, got, c.ok)
+		}
+	}
+}

@@ -32,8 +32,16 @@ const hostKeyAlias = "npanel-migration-target"
 
 // rsyncVanished is rsync's exit status when source files vanished during
 // the transfer: normal for a live home, and the final pass (suspended)
-// catches up.
+// catches up. On the final pass it is a failure: the home is suspended,
+// so something still writes in it, and what it wrote would be left
+// behind.
 const rsyncVanished = 24
+
+// vanishedOnly says whether rsync's exit status is the files-vanished one
+// of a pass that is not the final one (then a success).
+func vanishedOnly(status uint32, final bool) bool {
+	return status == rsyncVanished && !final
+}
 
 // Apply pushes the home and the databases. A failed item is reported in
 // failed (partial) and the others still run; the action fails as a whole
@@ -129,7 +137,7 @@ func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, h
 	c.WaitDelay = 5 * time.Second
 	err = c.Run()
 	st := parseStats(stdout.b)
-	if err != nil && exitStatus(err) != rsyncVanished {
+	if err != nil && !vanishedOnly(exitStatus(err), r.GetFinal()) {
 		return st, fmt.Errorf("rsync: %w: %s", err, bytes.TrimSpace(errOut.b))
 	}
 	return st, nil
