@@ -107,7 +107,7 @@ type node struct {
 func requireTools(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("migration tests run as root (rsync keeps owners, users are created)")
+		t.Skip("migration tests run as root (rsync runs as the account, users are created)")
 	}
 	p := platform.Debian12("").Migrate()
 	requireBinary(t, p.Rsync)
