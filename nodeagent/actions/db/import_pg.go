@@ -165,7 +165,7 @@ func (d *dropLine) Read(p []byte) (int, error) {
 	for len(d.pending) == 0 {
 		s, err := d.r.ReadSlice('\n')
 		keep := true
-		if d.atStart && err == nil && bytes.Equal(bytes.TrimRight(s, " \r\n"), d.line) {
+		if d.atStart && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(bytes.TrimRight(s, " \r\n"), d.line) {
 			keep = false
 		}
 		d.atStart = err == nil
