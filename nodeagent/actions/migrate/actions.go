@@ -173,8 +173,8 @@ func (a *AuthorizeMigration) Validate() error {
 	if err := databases(r.GetDatabases(), r.GetUsername()); err != nil {
 		return err
 	}
-	// The account's owner is mapped to the target's: never root's or a
-	// system user's on the source.
+	// The account's ids on the source (recorded; everything the receiver
+	// writes is the target account's): never root's.
 	if r.GetSourceUid() == 0 || r.GetSourceGid() == 0 {
 		return errors.New("source uid and gid are required (and never root's)")
 	}

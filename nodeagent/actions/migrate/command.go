@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/npanel/npanel/validate"
@@ -19,7 +18,7 @@ import (
 //	restore-database <engine> <database>
 //
 // The rsync line is what the source's own rsync client sends for
-// `rsync -aHAX --numeric-ids [--delete] [--partial] [--stats] HOME/ user@target:.`.
+// `rsync -aHAX --no-D --numeric-ids [--delete] [--partial] [--stats] HOME/ user@target:.`.
 // The destination it names must be "."; the endpoint substitutes the
 // account's home on this node. Options that would make the server send
 // (--sender), run another program (--rsync-path, -e as an option, --log-file
@@ -40,7 +39,7 @@ const (
 // Command is one parsed exec request.
 type Command struct {
 	Kind CommandKind
-	// Flags is the rsync short-option cluster as sent ("-lHogDtpAXre.iLsfxCIvu").
+	// Flags is the rsync short-option cluster as sent ("-lHogtpAXre.iLsfxCIvu").
 	Flags string
 	// Long are the rsync long options sent, each on rsyncLong.
 	Long []string
@@ -52,10 +51,11 @@ type Command struct {
 // maxCommand bounds an exec request: the longest legal one is well under.
 const maxCommand = 512
 
-// rsyncShort are the short options `rsync -aHAX` sends the server: -a's
-// l,o,g,D,t,p,r and H, A, X. 'e' is not among them: in the server's
-// cluster it introduces the protocol capability letters (".iLsfxCIvu").
-const rsyncShort = "lHogDtpAXr"
+// rsyncShort are the short options `rsync -aHAX --no-D` sends the server:
+// -a's l,o,g,t,p,r and H, A, X. D (device nodes and special files) is
+// refused. 'e' is not among them: in the server's cluster it introduces
+// the protocol capability letters (".iLsfxCIvu").
+const rsyncShort = "lHogtpAXr"
 
 // rsyncLong are the long options the source sends and the server may
 // take. --numeric-ids is required (see ParseCommand).
@@ -190,26 +190,16 @@ func checkFlags(f string) error {
 	return nil
 }
 
-// Idmap maps the account's owner and group on the source to this node's.
-type Idmap struct {
-	SrcUID, SrcGID uint32
-	UID, GID       uint32
-}
-
 // rsyncArgv is the receiving server's argv for c: the options the client
-// sent (all on the lists), the account's owner and group mapped to this
-// node's, and the account's home (absolute) as the destination. Other
-// numeric owners (the web server's group on a docroot, root) are kept as
-// they are: the distros give their system groups the same ids, and the
-// account's own EnsureAccount repairs what it manages.
-func (c Command) rsyncArgv(rsync, home string, m Idmap) []string {
+// sent (all on the lists) and the account's home (absolute) as the
+// destination. The receiver runs as the account (see runRsync): it keeps
+// no owner the source sends (-o needs root) and no group the account is
+// not in (everything is the account's; the web module re-applies a
+// docroot's web group when it ensures the site). Options that would
+// override the client's on the receiver (--no-devices, --no-owner ...)
+// are not usable: the file list's encoding depends on them on both sides.
+func (c Command) rsyncArgv(rsync, home string) []string {
 	argv := []string{rsync, "--server", c.Flags}
 	argv = append(argv, c.Long...)
-	if m.SrcUID != m.UID {
-		argv = append(argv, "--usermap="+strconv.FormatUint(uint64(m.SrcUID), 10)+":"+strconv.FormatUint(uint64(m.UID), 10))
-	}
-	if m.SrcGID != m.GID {
-		argv = append(argv, "--groupmap="+strconv.FormatUint(uint64(m.SrcGID), 10)+":"+strconv.FormatUint(uint64(m.GID), 10))
-	}
 	return append(argv, ".", filepath.Clean(home)+"/")
 }

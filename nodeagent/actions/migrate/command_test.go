@@ -9,10 +9,10 @@ import (
 
 // What rsync 3.x clients send for the options the source uses.
 var goodRsync = []string{
-	"rsync --server -lHogDtpAXre.iLsfxCIvu --delete --stats --partial --numeric-ids . .",
-	"rsync --server -lHogDtpAXre.iLsfxCIvu --stats --partial --numeric-ids . .",
-	"rsync --server -logDtpre.iLsfxCIvu --numeric-ids . .",
-	"rsync --server -lHogDtpAXr --numeric-ids . .",
+	"rsync --server -lHogtpAXre.iLsfxCIvu --delete --stats --partial --numeric-ids . .",
+	"rsync --server -lHogtpAXre.iLsfxCIvu --stats --partial --numeric-ids . .",
+	"rsync --server -logtpre.iLsfxCIvu --numeric-ids . .",
+	"rsync --server -lHogtpAXr --numeric-ids . .",
 }
 
 func TestParseCommandAccepts(t *testing.T) {
@@ -45,6 +45,7 @@ func TestParseCommandRefuses(t *testing.T) {
 		"rsync --server -lHogDtpAXre.iLsfxCIvu . .",                             // no --numeric-ids
 		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids --numeric-ids . .", // repeated
 		"rsync --server -lHogDtpAXre.iLsfxCIvu -lr --numeric-ids . .",           // two clusters
+		"rsync --server -lHogDtpAXre.iLsfxCIvu --numeric-ids . .",               // -D: devices, specials
 		"rsync --server -lHogDtpAXvre.iLsfxCIvu --numeric-ids . .",              // -v
 		"rsync --server -lHogDtpAXzre.iLsfxCIvu --numeric-ids . .",              // -z
 		"rsync --server -llr --numeric-ids . .",                                 // repeated letter
@@ -82,15 +83,11 @@ func TestRsyncArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := c.rsyncArgv("/usr/bin/rsync", "/p/home/alice", Idmap{SrcUID: 1001, SrcGID: 1002, UID: 2001, GID: 2002})
-	want := []string{"/usr/bin/rsync", "--server", "-lHogDtpAXre.iLsfxCIvu", "--delete", "--stats", "--partial", "--numeric-ids",
-		"--usermap=1001:2001", "--groupmap=1002:2002", ".", "/p/home/alice/"}
+	got := c.rsyncArgv("/usr/bin/rsync", "/p/home/alice")
+	want := []string{"/usr/bin/rsync", "--server", "-lHogtpAXre.iLsfxCIvu", "--delete", "--stats", "--partial", "--numeric-ids",
+		".", "/p/home/alice/"}
 	if !slices.Equal(got, want) {
 		t.Errorf("argv %q\nwant %q", got, want)
-	}
-	got = c.rsyncArgv("/usr/bin/rsync", "/p/home/alice", Idmap{SrcUID: 5, SrcGID: 6, UID: 5, GID: 6})
-	if slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "map=") }) {
-		t.Errorf("identity map given: %q", got)
 	}
 }
 
@@ -113,12 +110,12 @@ func FuzzParseCommand(f *testing.F) {
 		}
 		switch c.Kind {
 		case Rsync:
-			argv := c.rsyncArgv("/usr/bin/rsync", "/h/u", Idmap{SrcUID: 1, SrcGID: 1, UID: 2, GID: 2})
+			argv := c.rsyncArgv("/usr/bin/rsync", "/h/u")
 			if argv[len(argv)-1] != "/h/u/" || argv[len(argv)-2] != "." || argv[1] != "--server" {
 				t.Fatalf("%q: argv %q", s, argv)
 			}
 			for _, a := range argv[3 : len(argv)-2] {
-				if !rsyncLong[a] && !strings.HasPrefix(a, "--usermap=") && !strings.HasPrefix(a, "--groupmap=") {
+				if !rsyncLong[a] {
 					t.Fatalf("%q: argv carries %q", s, a)
 				}
 			}
@@ -133,4 +130,19 @@ func FuzzParseCommand(f *testing.F) {
 			t.Fatalf("%q: kind %d", s, c.Kind)
 		}
 	})
+}
+
+// Files vanishing during a pass are normal while the site is live, a
+// failure on the final pass (the account is suspended: something still
+// writes).
+func TestVanishedOnly(t *testing.T) {
+	for _, c := range []struct {
+		status uint32
+		final  bool
+		ok     bool
+	}{{24, false, true}, {24, true, false}, {23, false, false}, {23, true, false}, {1, false, false}} {
+		if got := vanishedOnly(c.status, c.final); got != c.ok {
+			t.Errorf("status %d final %v: %v, want %v", c.status, c.final, got, c.ok)
+		}
+	}
 }

@@ -349,10 +349,13 @@ func (m *Module) prepare(id, command string) (func(context.Context, ssh.Channel)
 		if err != nil {
 			return nil, err
 		}
-		argv := cmd.rsyncArgv(env.Profile.Migrate().Rsync, home,
-			Idmap{SrcUID: a.SourceUID, SrcGID: a.SourceGID, UID: uid, GID: gid})
+		if err := ownHome(home, uid, gid); err != nil {
+			return nil, err
+		}
+		argv := cmd.rsyncArgv(env.Profile.Migrate().Rsync, home)
+		cred := &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 		return func(ctx context.Context, ch ssh.Channel) uint32 {
-			return runRsync(ctx, log, argv, ch)
+			return runRsync(ctx, log, argv, cred, ch)
 		}, nil
 	case RestoreDatabase:
 		if !a.database(cmd.Engine, cmd.Database) {
@@ -400,14 +403,33 @@ func accountHome(env *actions.Env, username string) (string, uint32, uint32, err
 	return home, uint32(uid), uint32(gid), nil
 }
 
+// ownHome makes the account's home directory its own (the receiver, which
+// runs as the account, sets its mode and times and writes in it). It is
+// changed through a descriptor opened without following a symlink.
+func ownHome(home string, uid, gid uint32) error {
+	f, err := os.OpenFile(home, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	defer f.Close()
+	if err := f.Chown(int(uid), int(gid)); err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	return nil
+}
+
 // runRsync runs rsync's receiving server with the channel as its stdio
-// and returns its exit status.
-func runRsync(ctx context.Context, log *slog.Logger, argv []string, ch ssh.Channel) uint32 {
+// and returns its exit status. It runs as cred (the account's uid and
+// gid, no supplementary groups): whatever the source sends (setuid files,
+// other owners, a symlink then a file "under" it) it can write only what
+// the account itself could.
+func runRsync(ctx context.Context, log *slog.Logger, argv []string, cred *syscall.Credential, ch ssh.Channel) uint32 {
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	c.Dir = "/"
 	c.Stdout, c.Stderr = ch, ch.Stderr()
 	groupKill(c)
+	c.SysProcAttr.Credential = cred
 	c.WaitDelay = 5 * time.Second
 	stdin, err := c.StdinPipe()
 	if err != nil {
@@ -438,10 +460,16 @@ func exitStatus(err error) uint32 {
 	return 1
 }
 
-// restore replaces database name with the dump read from r: created empty
-// (dropped first: it holds an earlier pass, nothing live before the
-// cutover), then the dump piped into the engine's client, whose guard
-// line must come first. A dump without its completion line fails.
+// restore replaces database name with the dump read from r, which is not
+// trusted (a malicious source, a stolen key): its guard line must come
+// first, and it is loaded the way the db module imports a foreign dump,
+// never as the database admin: MariaDB's by a throw-away user holding
+// privileges on that database only, its client in sandbox mode
+// (db.ImportDump); PostgreSQL's by a throw-away role that is no superuser
+// and owns only that database, psql refusing every meta-command of the
+// dump (db.ImportPostgresDump). The database is created empty first
+// (dropped: it holds an earlier pass, nothing live before the cutover).
+// A dump without its completion line fails.
 func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name string, r io.Reader) error {
 	cc, err := m.db.RestoreCommand(ctx, env, engine, name)
 	if err != nil {
@@ -456,19 +484,18 @@ func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name str
 	if err != nil {
 		return err
 	}
-	if err := m.db.RecreateDatabase(ctx, env, engine, name, true); err != nil {
-		return err
-	}
 	tail := &tailWriter{}
-	c := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
-	c.Env = cc.Env
-	c.Stdin = io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)
-	var out tailWriter
-	c.Stdout, c.Stderr = &out, &out
-	groupKill(c)
-	c.WaitDelay = 5 * time.Second
-	if err := c.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
+	dump := io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)
+	switch engine {
+	case validate.EngineMariaDB:
+		err = m.db.ImportDump(ctx, env, name, dump)
+	case validate.EnginePostgreSQL:
+		err = m.db.ImportPostgresDump(ctx, env, name, dump)
+	default:
+		err = fmt.Errorf("engine %q: no import", engine)
+	}
+	if err != nil {
+		return err
 	}
 	if dc.Trailer != "" && !bytes.Contains(tail.b, []byte("\n"+dc.Trailer)) {
 		return fmt.Errorf("the dump ended after %d bytes without its completion line: incomplete", tail.n)

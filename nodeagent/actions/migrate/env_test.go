@@ -107,7 +107,7 @@ type node struct {
 func requireTools(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("migration tests run as root (rsync keeps owners, users are created)")
+		t.Skip("migration tests run as root (rsync runs as the account, users are created)")
 	}
 	p := platform.Debian12("").Migrate()
 	requireBinary(t, p.Rsync)
@@ -389,10 +389,13 @@ func xattrs(p string) string {
 	return sb.String()
 }
 
-func compareTrees(t testing.TB, a, b string) {
+// compareTrees checks that b is a copy of a, every entry of it owned by
+// the account (uid:gid) whoever owns it in a.
+func compareTrees(t testing.TB, a, b string, uid, gid uint32) {
 	t.Helper()
 	ta, tb := tree(t, a), tree(t, b)
 	for k, ea := range ta {
+		ea.uid, ea.gid = uid, gid
 		eb, ok := tb[k]
 		if !ok {
 			t.Errorf("%s: missing on the target", k)

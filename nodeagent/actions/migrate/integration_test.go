@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +48,8 @@ func TestSyncFiles(t *testing.T) {
 	if acl != nil {
 		t.Logf("no POSIX ACLs on this filesystem (%v): not checked", acl)
 	}
-	// A file owned by another id (the web server's group) keeps it.
+	// A file owned by another id (the web server's group) becomes the
+	// account's on the target, like every other (compareTrees).
 	writeFile(t, filepath.Join(s, "public_html/web.txt"), []byte("w"), p.uid, 33)
 
 	r := p.sync(t, true, false)
@@ -56,7 +59,7 @@ func TestSyncFiles(t *testing.T) {
 	if r.GetFiles() != 6 || r.GetFileBytes() < 64<<10 || r.GetUid() != p.uid || r.GetGid() != p.gid {
 		t.Errorf("first pass: %v", r)
 	}
-	compareTrees(t, s, p.dst.home)
+	compareTrees(t, s, p.dst.home, p.uid, p.gid)
 	if xattr == nil && xattrs(filepath.Join(p.dst.home, "public_html/big.bin")) == "" {
 		t.Error("xattr lost")
 	}
@@ -90,39 +93,91 @@ func TestSyncFiles(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(p.dst.home, "gone.txt")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("final pass kept the deleted file: %v", err)
 	}
-	compareTrees(t, s, p.dst.home)
+	compareTrees(t, s, p.dst.home, p.uid, p.gid)
 }
 
-// The source's uid and gid of the account become the target's.
-func TestSyncMapsOwner(t *testing.T) {
-	requireTools(t)
-	p := &pair{id: "mig-map"}
-	p.user, p.uid, p.gid = testUser(t)
-	const srcUID, srcGID = 61234, 61235
-	p.src = newNode(t, "src", p.user, srcUID, srcGID, nodeOpts{})
-	p.dst = newNode(t, "dst", p.user, p.uid, p.gid, nodeOpts{endpoint: true})
-	writeFile(t, filepath.Join(p.src.home, "a/b.txt"), []byte("x"), srcUID, srcGID)
-	if err := os.Chown(filepath.Join(p.src.home, "a"), srcUID, srcGID); err != nil {
+// The receiver runs as the account: whatever the source's tree holds
+// (setuid-root files, other owners, device nodes, fifos, a symlink to
+// "/" followed in the next pass by a file "under" it), the target's home
+// holds only the account's files and nothing outside it is written.
+func TestSyncReceiverIsTheAccount(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	s, d := p.src.home, p.dst.home
+	outside := t.TempDir()
+	if err := os.Chmod(outside, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(p.src.home, "other.txt"), []byte("y"), 0, 33)
-	key := mustApply(t, p.src.env, p.src.m.NewMigrationKey(&agentpb.MigrationKeyAction{MigrationId: p.id, Username: p.user})).(*agentpb.MigrationKeyResult)
-	az := mustApply(t, p.dst.env, p.dst.m.NewAuthorizeMigration(&agentpb.AuthorizeMigrationAction{
-		MigrationId: p.id, Username: p.user, PublicKey: key.GetPublicKey(), FromAddresses: []string{"127.0.0.0/8"},
-		ExpiresUnix: time.Now().Add(time.Hour).Unix(), SourceUid: srcUID, SourceGid: srcGID,
-	})).(*agentpb.AuthorizeMigrationResult)
-	p.hostKey, p.endpoint = az.GetHostKey(), az.GetEndpoint()
+	writeFile(t, filepath.Join(s, "suid"), []byte("#!/bin/sh\n"), 0, 0)
+	if err := os.Chmod(filepath.Join(s, "suid"), 0o4755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(s, "other.txt"), []byte("y"), 61234, 33)
+	if err := unix.Mkfifo(filepath.Join(s, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := unix.Mknod(filepath.Join(s, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
+	if dev != nil {
+		t.Logf("no device node on the source (%v): not checked", dev)
+	}
+	if err := os.Symlink(outside, filepath.Join(s, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(filepath.Join(s, "x"), int(p.uid), int(p.gid)); err != nil {
+		t.Fatal(err)
+	}
 	if r := p.sync(t, true, false); len(r.GetFailed()) > 0 {
 		t.Fatalf("%v\n%s", r.GetFailed(), p.dst.log)
 	}
-	got := tree(t, p.dst.home)
-	for _, rel := range []string{".", "a", "a/b.txt"} {
-		if e := got[rel]; e.uid != p.uid || e.gid != p.gid {
-			t.Errorf("%s owned by %d:%d, want %d:%d", rel, e.uid, e.gid, p.uid, p.gid)
+	// Second pass: x is a directory holding "evil" now.
+	if err := os.Remove(filepath.Join(s, "x")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(s, "x/evil"), []byte("evil"), p.uid, p.gid)
+	if err := os.Chown(filepath.Join(s, "x"), int(p.uid), int(p.gid)); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.sync(t, true, false); len(r.GetFailed()) > 0 {
+		t.Fatalf("%v\n%s", r.GetFailed(), p.dst.log)
+	}
+	// A directory of root's in the target's home is root's: the
+	// receiver cannot write in it (it would as root).
+	locked := filepath.Join(d, "locked")
+	if err := os.Mkdir(locked, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(s, "locked/evil"), []byte("evil"), p.uid, p.gid)
+	if err := os.Chown(filepath.Join(s, "locked"), int(p.uid), int(p.gid)); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.sync(t, true, false); len(r.GetFailed()) != 1 || r.GetFailed()[0].GetItem() != "files" {
+		t.Errorf("writing in root's directory: failed %v, want the files item", r.GetFailed())
+	}
+	if _, err := os.Lstat(filepath.Join(locked, "evil")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the receiver wrote in a directory of root's: %v", err)
+	}
+
+	if ents, err := os.ReadDir(outside); err != nil || len(ents) > 0 {
+		t.Errorf("written outside the home: %v %v", ents, err)
+	}
+	got := tree(t, d)
+	for rel, e := range got {
+		if rel == "locked" {
+			continue
+		}
+		if e.uid != p.uid || e.gid != p.gid {
+			t.Errorf("%s owned by %d:%d, want the account's %d:%d", rel, e.uid, e.gid, p.uid, p.gid)
+		}
+		if e.mode&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+			t.Errorf("%s: special file %v created", rel, e.mode)
 		}
 	}
-	if e := got["other.txt"]; e.uid != 0 || e.gid != 33 {
-		t.Errorf("other.txt owned by %d:%d, want 0:33 (other ids kept)", e.uid, e.gid)
+	for _, rel := range []string{"suid", "other.txt", "x/evil"} {
+		if _, ok := got[rel]; !ok {
+			t.Errorf("%s not copied", rel)
+		}
+	}
+	if e := got["x"]; !e.mode.IsDir() {
+		t.Errorf("x on the target: %v, want the directory", e.mode)
 	}
 }
 
@@ -404,5 +459,69 @@ func TestSyncIPv6(t *testing.T) {
 	if r := p.sync(t, true, false); len(r.GetFailed()) > 0 {
 		t.Fatalf("%v\n%s", r.GetFailed(), p.dst.log)
 	}
-	compareTrees(t, p.src.home, p.dst.home)
+	compareTrees(t, p.src.home, p.dst.home, p.uid, p.gid)
+}
+
+// The source's rsync runs as the account: a file of the home the account
+// cannot read fails the files item instead of being copied by root; the
+// others still go; the run's key copy is gone afterwards.
+func TestSyncSenderIsTheAccount(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	s := p.src.home
+	writeFile(t, filepath.Join(s, "ok.txt"), []byte("ok"), p.uid, p.gid)
+	writeFile(t, filepath.Join(s, "secret"), []byte("root's"), 0, 0)
+	if err := os.Chmod(filepath.Join(s, "secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := p.sync(t, true, false)
+	if len(r.GetFailed()) != 1 || r.GetFailed()[0].GetItem() != "files" || !strings.Contains(r.GetFailed()[0].GetError(), "secret") {
+		t.Errorf("failed %v, want the files item naming the unreadable file", r.GetFailed())
+	}
+	if _, err := os.Lstat(filepath.Join(p.dst.home, "secret")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a file the account cannot read was copied: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.dst.home, "ok.txt")); err != nil || string(b) != "ok" {
+		t.Errorf("ok.txt: %q %v", b, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "npanel-migrate-"+p.id+"-*")); len(left) > 0 {
+		t.Errorf("key copies left behind: %v", left)
+	}
+}
+
+// The run's key copy is the account's alone: 0400 in a 0700 directory of
+// its own, and gone after cleanup.
+func TestAccountSSHFiles(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	hk, err := publicKey("host key", p.hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, key, kh, cleanup, err := accountSSHFiles(p.src.env.DataDir, p.id, hk, p.uid, p.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(keyPath(p.src.env.DataDir, p.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p    string
+		mode fs.FileMode
+	}{{dir, fs.ModeDir | 0o700}, {key, 0o400}, {kh, 0o400}} {
+		fi, err := os.Lstat(c.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode() != c.mode || st.Uid != p.uid || st.Gid != p.gid {
+			t.Errorf("%s: %v %d:%d, want %v %d:%d", c.p, fi.Mode(), st.Uid, st.Gid, c.mode, p.uid, p.gid)
+		}
+	}
+	if b, _ := os.ReadFile(key); !bytes.Equal(b, want) {
+		t.Error("key copy differs")
+	}
+	cleanup()
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cleanup left %s: %v", dir, err)
+	}
 }

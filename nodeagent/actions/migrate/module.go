@@ -4,25 +4,33 @@
 // (golang.org/x/crypto/ssh) on --migration-listen. It lets in only keys
 // that AuthorizeMigration stored, only from the source's addresses, only
 // until they expire, and runs only two commands for them (command.go):
-// rsync's receiving server into the account's home on this node, with the
-// source's owner mapped to this node's, and a database client reading a
-// dump into one of the migration's databases. No shell, no pty, no
+// rsync's receiving server into the account's home on this node, running
+// as the account, and a database client reading a dump into one of the
+// migration's databases as a throw-away user of that database only. No shell, no pty, no
 // forwarding, no subsystem.
 //
 // The source makes a key pair per migration (MigrationKey) and pushes
-// with SyncMigration: rsync -aHAX --numeric-ids over OpenSSH's client
+// with SyncMigration: rsync -aHAX --no-D --numeric-ids over OpenSSH's client
 // (host key pinned, the key given by file), and each database as a dump
 // streamed through a session of a Go SSH client into restore-database.
 //
-// Trust. The target's rsync runs as root (it must set the owners) with the
-// account's home as its destination. What it receives comes from the
-// source agent's rsync, which reads a home the account controls but sends
-// only what it finds there (symlinks as links, never followed); rsync's
-// receiver itself refuses names from a sender that are absolute or hold
-// "..". The target's copy of the account is suspended until the cutover,
-// so no process of the account's there races the transfer with symlinks
-// of its own. A compromised source node is trusted with this home and
-// these databases only, and only until the authorization is revoked.
+// Trust. Nothing a source sends is trusted beyond the account: a
+// malicious source node or a stolen migration key gets the account's own
+// rights on this node and no more. The target's rsync receiver runs as
+// the account's uid and gid (no supplementary groups): it cannot chown,
+// make device nodes (D is refused), set other groups, security xattrs or
+// setuid-root files, nor write outside the home through a symlink it was
+// sent earlier. Every file it writes is the account's; the web module
+// re-applies a docroot's web group when it ensures the site. A dump is
+// loaded by a throw-away database user limited to its database (MariaDB
+// in sandbox mode, PostgreSQL by a non-superuser role with psql refusing
+// every meta-command). On the source, rsync and its ssh run as the
+// account too, over a home the tenant controls while the site is live,
+// with a per-run 0400 copy of the migration key in a 0700 directory of
+// the account's; what the account cannot read fails the files item.
+// The target's copy of the account is suspended until the cutover. A
+// source node is trusted with this home and these databases only, and
+// only until the authorization is revoked.
 //
 // State lives in the agent's data dir, under migrate/ (0700): the
 // endpoint's host key, one private key per migration the node is the
@@ -154,8 +162,11 @@ type authorization struct {
 	From        []string    `json:"from"`       // IPs and CIDRs
 	ExpiresUnix int64       `json:"expires_unix"`
 	Databases   []authzedDB `json:"databases"`
-	SourceUID   uint32      `json:"source_uid"`
-	SourceGID   uint32      `json:"source_gid"`
+	// SourceUID and SourceGID are the account's ids on the source, kept
+	// for the record: the receiver runs as the account here, whatever
+	// owners the source sends.
+	SourceUID uint32 `json:"source_uid"`
+	SourceGID uint32 `json:"source_gid"`
 }
 
 type authzedDB struct {

@@ -15,12 +15,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -32,8 +32,16 @@ const hostKeyAlias = "npanel-migration-target"
 
 // rsyncVanished is rsync's exit status when source files vanished during
 // the transfer: normal for a live home, and the final pass (suspended)
-// catches up.
+// catches up. On the final pass it is a failure: the home is suspended,
+// so something still writes in it, and what it wrote would be left
+// behind.
 const rsyncVanished = 24
+
+// vanishedOnly says whether rsync's exit status is the files-vanished one
+// of a pass that is not the final one (then a success).
+func vanishedOnly(status uint32, final bool) bool {
+	return status == rsyncVanished && !final
+}
 
 // Apply pushes the home and the databases. A failed item is reported in
 // failed (partial) and the others still run; the action fails as a whole
@@ -58,7 +66,7 @@ func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	log := env.Logger.With("migration", id)
 
 	if r.GetFiles() {
-		st, err := a.syncFiles(ctx, env, home, host, port, hostKey)
+		st, err := a.syncFiles(ctx, env, home, host, port, hostKey, uid, gid)
 		if err != nil {
 			log.Warn("sync files", "err", err)
 			res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: err.Error()})
@@ -77,18 +85,24 @@ func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 
 type rsyncStats struct{ files, sent uint64 }
 
-// syncFiles runs rsync -aHAX --numeric-ids over OpenSSH's client. No shell
-// is involved: rsync splits -e on spaces itself, and every word of it is a
+// syncFiles runs rsync -aHAX --no-D --numeric-ids over OpenSSH's client,
+// both as the account (uid:gid, no supplementary groups): the home is the
+// tenant's and changes while the site is live, so rsync reads it with the
+// tenant's rights, never root's (a symlink swapped in mid-transfer reaches
+// nothing the tenant could not read itself). A file the account cannot
+// read fails the files item; root does not copy it. The one-time key and
+// the known_hosts are copied for this run into a fresh directory of the
+// account's (0700, the key 0400), removed when it ends. No shell is
+// involved: rsync splits -e on spaces itself, and every word of it is a
 // fixed path or one the agent made (no spaces in them, checked).
-func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, host string, port int, hostKey ssh.PublicKey) (rsyncStats, error) {
+func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, host string, port int, hostKey ssh.PublicKey, uid, gid uint32) (rsyncStats, error) {
 	r := a.req
 	mp := env.Profile.Migrate()
-	kh, cleanup, err := knownHosts(env.DataDir, r.GetMigrationId(), hostKey)
+	dir, key, kh, cleanup, err := accountSSHFiles(env.DataDir, r.GetMigrationId(), hostKey, uid, gid)
 	if err != nil {
 		return rsyncStats{}, err
 	}
 	defer cleanup()
-	key := keyPath(env.DataDir, r.GetMigrationId())
 	for _, p := range []string{mp.SSH, key, kh} {
 		if strings.ContainsAny(p, " \t\n'\"\\") {
 			return rsyncStats{}, fmt.Errorf("path %q cannot be given to rsync -e", p)
@@ -100,7 +114,8 @@ func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, h
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" + hostKeyAlias,
 		"-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=30",
 		"-o", "ForwardAgent=no", "-o", "ClearAllForwardings=yes"}, " ")
-	args := []string{"-aHAX", "--numeric-ids", "--partial", "--stats", "-e", rsh}
+	// --no-D: no device nodes or special files (the target refuses D).
+	args := []string{"-aHAX", "--no-D", "--numeric-ids", "--partial", "--stats", "-e", rsh}
 	if r.GetFinal() {
 		args = append(args, "--delete")
 	}
@@ -110,20 +125,89 @@ func (a *SyncMigration) syncFiles(ctx context.Context, env *actions.Env, home, h
 	}
 	args = append(args, filepath.Clean(home)+"/", r.GetUsername()+"@"+h+":.")
 	c := exec.CommandContext(ctx, mp.Rsync, args...)
-	// HOME: ssh insists on one; the agent's own is never read (-F
+	// HOME: ssh insists on one; it is the run's own directory (-F
 	// /dev/null, known hosts and key given).
-	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + filepath.Join(env.DataDir, stateDir), "LC_ALL=C"}
+	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "LC_ALL=C"}
+	c.Dir = dir
 	var errOut tailWriter
 	stdout := &capWriter{max: 64 << 10}
 	c.Stdout, c.Stderr = stdout, &errOut
 	groupKill(c)
+	c.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 	c.WaitDelay = 5 * time.Second
 	err = c.Run()
 	st := parseStats(stdout.b)
-	if err != nil && exitStatus(err) != rsyncVanished {
+	if err != nil && !vanishedOnly(exitStatus(err), r.GetFinal()) {
 		return st, fmt.Errorf("rsync: %w: %s", err, bytes.TrimSpace(errOut.b))
 	}
 	return st, nil
+}
+
+// accountSSHFiles makes a fresh directory for one rsync run of the
+// account's: its copy of migration id's private key (0400) and a
+// known_hosts holding the target's key under hostKeyAlias (0400). Both are
+// written while the directory is still root's, and only then handed to
+// the account (files first, the directory last), so the tenant never
+// holds a directory root still writes in. cleanup removes it all.
+func accountSSHFiles(dataDir, id string, hk ssh.PublicKey, uid, gid uint32) (dir, key, kh string, cleanup func(), err error) {
+	pem, err := os.ReadFile(keyPath(dataDir, id))
+	if err != nil {
+		return "", "", "", nil, fmt.Errorf("migration key: %w", err)
+	}
+	dir, err = os.MkdirTemp("", "npanel-migrate-"+id+"-")
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	if err = os.Chmod(dir, 0o700); err != nil {
+		return "", "", "", nil, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	defer root.Close()
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{"id", pem},
+		{"known_hosts", []byte(hostKeyAlias + " " + string(ssh.MarshalAuthorizedKey(hk)))},
+	}
+	for _, f := range files {
+		if err = writeOwned(root, f.name, f.data, uid, gid); err != nil {
+			return "", "", "", nil, err
+		}
+	}
+	if err = os.Chown(dir, int(uid), int(gid)); err != nil {
+		return "", "", "", nil, err
+	}
+	return dir, filepath.Join(dir, "id"), filepath.Join(dir, "known_hosts"), cleanup, nil
+}
+
+// writeOwned creates name in root (it must not exist), 0400, owned by
+// uid:gid.
+func writeOwned(root *os.Root, name string, data []byte, uid, gid uint32) error {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o400)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Chown(int(uid), int(gid))
+	}
+	if werr == nil {
+		werr = f.Chmod(0o400)
+	}
+	if err := f.Close(); werr == nil {
+		werr = err
+	}
+	return werr
 }
 
 // capWriter keeps the first max bytes written to it (rsync's --stats
@@ -157,23 +241,6 @@ func parseStats(out []byte) rsyncStats {
 		return n
 	}
 	return rsyncStats{files: num(statFiles), sent: num(statSent)}
-}
-
-// knownHosts writes a 0600 known_hosts holding the target's key under
-// hostKeyAlias, for this run only.
-func knownHosts(dataDir, id string, hk ssh.PublicKey) (string, func(), error) {
-	root, err := openState(dataDir, keysDir)
-	if err != nil {
-		return "", nil, err
-	}
-	defer root.Close()
-	name := id + ".known_hosts"
-	line := hostKeyAlias + " " + string(ssh.MarshalAuthorizedKey(hk))
-	if err := atomicfile.Write(root, name, []byte(line), 0o600, nil); err != nil {
-		return "", nil, err
-	}
-	p := filepath.Join(dataDir, stateDir, keysDir, name)
-	return p, func() { _ = os.Remove(p) }, nil
 }
 
 // syncDatabases streams each database's dump into restore-database on the

@@ -1,0 +1,185 @@
+package db
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
+)
+
+// ImportPostgresDump is ImportDump for PostgreSQL: it replaces database
+// name with the untrusted plain dump read from dump (pg_dump --no-owner
+// --no-privileges, as DumpCommand makes it), which must carry pg_dump's
+// \restrict guard in its header. The dump is loaded
+//
+//   - by a throw-away role that is no superuser and owns only this
+//     database for the load (so COPY ... TO/FROM PROGRAM, server files,
+//     other databases, roles and GRANTs beyond the database all fail),
+//     its objects handed to the admin and the role dropped afterwards;
+//   - by psql under a \restrict of a key the dump cannot know: the
+//     dump's own \restrict line is replaced with it and its closing
+//     \unrestrict dropped, so psql refuses every meta-command in it
+//     (\! runs a shell, \connect, \copy, \o ...), parsed as psql parses;
+//   - with ON_ERROR_STOP in one transaction: the first error undoes it all.
+func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name string, dump io.Reader) error {
+	e, log, unlock, err := m.begin(ctx, env, validate.EnginePostgreSQL, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	pg, ok := e.(*postgres)
+	if !ok {
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "importing a PostgreSQL dump needs PostgreSQL")
+	}
+	cc, err := restoreCommand(pg, name)
+	if err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(dump, 64<<10)
+	head, err := cc.ReadHeader(br)
+	if err != nil {
+		return err
+	}
+	head, guard := cutLastLine(head)
+	theirKey := strings.TrimSpace(strings.TrimPrefix(guard, postgresGuard))
+	var rnd [32]byte
+	_, _ = rand.Read(rnd[:])
+	ourKey := hex.EncodeToString(rnd[:16])
+	role := "npimport_" + hex.EncodeToString(rnd[16:22])
+	pw := hex.EncodeToString(rnd[22:])
+
+	if err := recreate(ctx, pg, name, true); err != nil {
+		return err
+	}
+	v, err := newScramVerifier(pw)
+	if err != nil {
+		return err
+	}
+	lit, err := pgVerifierLiteral(v)
+	if err != nil {
+		return err
+	}
+	if _, err := pg.pool.Exec(ctx, "CREATE ROLE "+pgIdent(role)+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD "+lit); err != nil {
+		return fmt.Errorf("import role: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := pg.dropImportRole(dctx, name, role); err != nil {
+			log.Error("drop the import's temporary database role", "role", role, "err", err)
+		}
+	}()
+	if _, err := pg.pool.Exec(ctx, "ALTER DATABASE "+pgIdent(name)+" OWNER TO "+pgIdent(role)); err != nil {
+		return fmt.Errorf("import role: %w", err)
+	}
+	// Its credentials, 0600 beside the admin's (a root-only directory).
+	pass, err := os.CreateTemp(filepath.Dir(pg.cred), ".import-*.pgpass")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(pass.Name())
+	_, werr := fmt.Fprintf(pass, "*:*:*:%s:%s\n", role, pw)
+	if err := pass.Close(); werr != nil || err != nil {
+		return fmt.Errorf("write the import's credentials: %v %v", werr, err)
+	}
+
+	c := exec.CommandContext(ctx, pg.paths.Psql,
+		"--host="+pg.paths.PgSocketDir,
+		"--port="+strconv.Itoa(pg.paths.PgPort),
+		"--username="+role,
+		"--no-password", "--quiet", "--no-psqlrc",
+		"--set=ON_ERROR_STOP=1", "--single-transaction",
+		"--dbname="+name,
+	)
+	c.Env = []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + pass.Name(), "PGCONNECT_TIMEOUT=10"}
+	c.Stdin = io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
+		&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true})
+	var out limitedBuf
+	c.Stdout, c.Stderr = &out, &out
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = 5 * time.Second
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(pg.paths.Psql), err, bytes.TrimSpace(out.b))
+	}
+	return nil
+}
+
+// dropImportRole gives the database and what role made in it to the
+// admin, then drops role.
+func (p *postgres) dropImportRole(ctx context.Context, name, role string) error {
+	var errs []error
+	if c, err := p.connectDB(ctx, name); err != nil {
+		errs = append(errs, err)
+	} else {
+		// REASSIGN also hands the database itself back (a shared object).
+		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(p.user)); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := c.Exec(ctx, "DROP OWNED BY "+pgIdent(role)); err != nil {
+			errs = append(errs, err)
+		}
+		_ = c.Close(ctx)
+	}
+	if _, err := p.pool.Exec(ctx, "ALTER DATABASE "+pgIdent(name)+" OWNER TO "+pgIdent(p.user)); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := p.pool.Exec(ctx, "DROP ROLE IF EXISTS "+pgIdent(role)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cutLastLine splits b (lines, ending in a newline) before its last line
+// and returns that line without its line end.
+func cutLastLine(b []byte) ([]byte, string) {
+	t := bytes.TrimRight(b, "\r\n")
+	i := bytes.LastIndexByte(t, '\n') + 1
+	return b[:i], strings.TrimRight(string(t[i:]), " \r")
+}
+
+// dropLine passes r through without the lines that are exactly line (a
+// trailing \r or blanks allowed).
+type dropLine struct {
+	r       *bufio.Reader
+	line    []byte
+	atStart bool
+	pending []byte
+}
+
+func (d *dropLine) Read(p []byte) (int, error) {
+	for len(d.pending) == 0 {
+		s, err := d.r.ReadSlice('\n')
+		keep := true
+		if d.atStart && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(bytes.TrimRight(s, " \r\n"), d.line) {
+			keep = false
+		}
+		d.atStart = err == nil
+		if keep {
+			d.pending = append(d.pending[:0], s...)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if len(d.pending) > 0 {
+				break
+			}
+			return 0, err
+		}
+	}
+	n := copy(p, d.pending)
+	d.pending = d.pending[n:]
+	return n, nil
+}
