@@ -45,7 +45,7 @@ func (s *Server) StartAgent(t testing.TB, name string, opts ...AgentOption) *Age
 		GossipListen: "127.0.0.1:0",
 		// Homes, backups and service files under a temp dir: tests never
 		// touch the machine's own. (User names use the reserved test prefix.)
-		Prefix:             t.TempDir(),
+		Prefix:             nodePrefix(t, ""),
 		AllowTestUsernames: true,
 		Version:            "test",
 		Logger:             Logger().With("node", name),
@@ -145,14 +145,7 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		backupUser = TestUsername()
 		RemoveUserAtCleanup(t, backupUser)
 	}
-	prefix, err := os.MkdirTemp(base, "npanel-node-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(prefix) })
-	if err := os.Chmod(prefix, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	prefix := nodePrefix(t, base)
 	return func(c *nodeagent.Config) {
 		c.Modules = mods
 		c.Prefix = prefix
@@ -167,4 +160,21 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.SFTPListen = FreeAddr(t)
 		c.BackupUser = backupUser
 	}
+}
+
+// nodePrefix makes an agent's --prefix under base ("": the temp dir),
+// removed at cleanup. It is 0755 as / is on a node: processes that run
+// as an account (PHP, a migration's rsync) must reach the homes in it,
+// which t.TempDir's 0700 parent would not let them.
+func nodePrefix(t testing.TB, base string) string {
+	t.Helper()
+	prefix, err := os.MkdirTemp(base, "npanel-node-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(prefix) })
+	if err := os.Chmod(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return prefix
 }

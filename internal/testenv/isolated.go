@@ -78,7 +78,7 @@ func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOpti
 		JoinToken:    tok.Token,
 		DataDir:      t.TempDir(),
 		GossipListen: "127.0.0.1:0",
-		Prefix:       t.TempDir(),
+		Prefix:       nodePrefix(t, ""),
 	}
 	for _, o := range opts {
 		o(&cfg)
