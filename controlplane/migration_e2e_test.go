@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/internal/testenv/mariadb"
@@ -574,4 +576,87 @@ func waitMigration(t testing.TB, c *client.Client, id, want string, timeout time
 		return got.Status == want
 	})
 	return last
+}
+
+// DNS follows the account: the target node has an address of its own
+// (127.0.0.2, its PowerDNS listening there), both nodes serve DNS. The
+// account's A record, asked of both nameservers, is the source's address
+// before the migration, the target's after it, and the source's again
+// after a rollback.
+func TestMigrationE2EDNS(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	const srcAddr, dstAddr = "127.0.0.1", "127.0.0.2"
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "dns"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgentAt(t, "dst-1", dstAddr, testenv.WithModules(t, "dns"),
+		testenv.ListenOn(dstAddr, func(c *nodeagent.Config) *string { return &c.DNSListen }),
+		func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 2*time.Minute, "pdns running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "pdns" && sv.State == "RUNNING" })
+		})
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	domain := user + ".example.com"
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	servers := []string{src.Config.DNSListen, dst.Config.DNSListen}
+	waitA := func(phase, want string) {
+		t.Helper()
+		for _, ns := range servers {
+			var got []string
+			testenv.WaitFor(t, time.Minute, phase+": "+domain+" A "+want+" at "+ns, func() bool {
+				got = aRecords(ns, domain)
+				return slices.Equal(got, []string{want})
+			})
+			t.Logf("%s: %s A %v at %s", phase, domain, got, ns)
+		}
+	}
+	waitA("before", srcAddr)
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMigration(t, s.Admin, m.ID, "DONE", 5*time.Minute)
+	waitA("migrated", dstAddr)
+
+	if _, err := s.Admin.MigrationAction(ctx, "rollbackMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitMigration(t, s.Admin, m.ID, "ROLLED_BACK", 3*time.Minute)
+	waitA("rolled back", srcAddr)
+}
+
+// aRecords asks server for name's A records (nil when it cannot answer).
+func aRecords(server, name string) []string {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	in, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, server)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, rr := range in.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out
 }
