@@ -2,6 +2,10 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"database/sql"
 	"fmt"
 	"io"
@@ -17,10 +21,12 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // BenchmarkMigrate moves an account with 10,000 small files (various
@@ -367,4 +373,144 @@ func mailboxStatus(t testing.TB, c *client.Client, account, address string) stri
 func statOwner(fi os.FileInfo) (uid, gid int) {
 	st := fi.Sys().(*syscall.Stat_t)
 	return int(st.Uid), int(st.Gid)
+}
+
+// BenchmarkDrainNode drains a node of 100 accounts (drainNode with
+// migrate, through the API) at parallel 1, 4 and 8, onto two nodes.
+//
+// It measures the control plane's own throughput only: the nodes are
+// fake (the test answers their tasks from etcd at once, as the
+// migration tests do), with the migration controller's production
+// timings (1 s poll, 10 s sweep). Real agents were not used: one real
+// migration of even a small account costs several seconds of rsync,
+// SSH and daemon reloads on this 2-core machine (see BenchmarkMigrate
+// and the E2E tests), so one pass of 100 at parallel 1, plus creating
+// the 100 accounts on a real agent for each of the three passes, would
+// take well over the ten minutes a benchmark run may take here.
+//
+// Reported: seconds per drain (s/op) and accounts/s.
+func BenchmarkDrainNode(b *testing.B) {
+	const accounts = 100
+	for _, parallel := range []int{1, 4, 8} {
+		b.Run("parallel="+strconv.Itoa(parallel), func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				b.StopTimer()
+				total += drainOnce(b, accounts, parallel)
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s/op")
+			b.ReportMetric(float64(accounts*b.N)/total.Seconds(), "accounts/s")
+		})
+	}
+}
+
+// drainOnce starts a server with fake nodes, fills web-1 with accounts
+// and times its drain onto web-2 and web-3.
+func drainOnce(b *testing.B, accounts, parallel int) time.Duration {
+	ctx := context.Background()
+	s := testenv.StartServer(b)
+	st := s.Store()
+	benchMigNode(b, s, "web-1", accounts)
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, 0, accounts)
+	for i := range accounts {
+		u := fmt.Sprintf("drn%d", i)
+		a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: "web"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, a.ID)
+	}
+	testenv.WaitFor(b, 2*time.Minute, "accounts active on web-1", func() bool {
+		for _, id := range ids {
+			got, _, err := st.GetAccount(ctx, id)
+			if err != nil || got.Node != "web-1" || got.Status != store.AccountActive {
+				return false
+			}
+		}
+		return true
+	})
+	benchMigNode(b, s, "web-2", accounts)
+	benchMigNode(b, s, "web-3", accounts)
+
+	b.StartTimer()
+	start := time.Now()
+	if err := s.Admin.DrainNodeMigrate(ctx, "web-1", parallel); err != nil {
+		b.Fatal(err)
+	}
+	peak := 0
+	testenv.WaitFor(b, 30*time.Minute, "all moved", func() bool {
+		ms, err := st.ListMigrations(ctx)
+		if err != nil {
+			return false
+		}
+		running, done := 0, 0
+		for _, m := range ms {
+			switch m.Status {
+			case store.MigrationPresync, store.MigrationCutover, store.MigrationVerifying:
+				running++
+			case store.MigrationDone:
+				done++
+			case store.MigrationFailed:
+				b.Fatalf("migration %s FAILED: %s", m.ID, m.Error)
+			}
+		}
+		peak = max(peak, running)
+		return done == accounts
+	})
+	took := time.Since(start)
+	b.StopTimer()
+	b.Logf("parallel %d: %d accounts drained in %s (%.2f accounts/s), at most %d at once", parallel, accounts, took.Round(time.Millisecond),
+		float64(accounts)/took.Seconds(), peak)
+	if peak > parallel {
+		b.Fatalf("%d migrations ran at once, want at most %d", peak, parallel)
+	}
+	return took
+}
+
+// benchMigNode is startMigNode for a benchmark: a fake node answering
+// its tasks as an agent would, with a public key to seal hashes to.
+func benchMigNode(t testing.TB, s *testenv.Server, name string, maxAccounts int) *migNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s.FakeNode(t, name, nil, maxAccounts, 1_000_000)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err := s.Store().UpdateNodeState(ctx, name, func(ns *store.NodeState) bool { ns.PublicKey = pub; return true }); err != nil {
+		t.Fatal(err)
+	}
+	n := &migNode{name: name, st: s.Store(), hold: map[string]bool{}, fail: map[string]bool{}, count: map[string]int{}}
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tasks, _, err := n.st.PendingTasks(ctx, name)
+			if err != nil {
+				continue
+			}
+			for _, task := range tasks {
+				res := n.respond(task)
+				if res == nil {
+					continue
+				}
+				res.TaskId = task.GetId()
+				if res.Status == agentpb.TaskStatus_TASK_STATUS_UNSPECIFIED {
+					res.Status = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
+				}
+				_, _ = n.st.CompleteTask(ctx, name, res, store.NewAuditEvent("node:"+name, "test", "", "", ""))
+			}
+		}
+	}()
+	return n
 }
