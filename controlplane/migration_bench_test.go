@@ -515,3 +515,101 @@ func benchMigNode(t testing.TB, s *testenv.Server, name string, maxAccounts int)
 	}()
 	return n
 }
+
+// BenchmarkDrainNodeReal is BenchmarkDrainNode with real agents: the
+// source an in-process agent, the target an isolated one, both running
+// nginx and PHP-FPM; 100 accounts, each with only its default site, are
+// created on the source and the source is drained onto the target at
+// parallel 1, 4 and 8 (a fresh cluster for each). Reported: seconds per
+// drain (s/op) and accounts/s.
+func BenchmarkDrainNodeReal(b *testing.B) {
+	testenv.RequireDaemon(b, "/usr/sbin/nginx")
+	testenv.RequireDaemon(b, "/usr/sbin/php-fpm8.2")
+	if os.Geteuid() != 0 {
+		b.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		b.Skip("rsync is not installed")
+	}
+	const accounts = 100
+	for _, parallel := range []int{1, 4, 8} {
+		b.Run("parallel="+strconv.Itoa(parallel), func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				b.StopTimer()
+				total += drainRealOnce(b, accounts, parallel)
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s/op")
+			b.ReportMetric(float64(accounts*b.N)/total.Seconds(), "accounts/s")
+		})
+	}
+}
+
+func drainRealOnce(b *testing.B, accounts, parallel int) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	s := testenv.StartServer(b)
+	mig := func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(b) }
+	src := s.StartAgent(b, "src-1", testenv.WithModules(b, "web"), mig)
+	dst := s.StartIsolatedAgent(b, "dst-1", testenv.WithModules(b, "web"), mig)
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(b, 2*time.Minute, "nginx and php-fpm running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			running := map[string]bool{}
+			for _, sv := range svcs {
+				running[sv.Name] = sv.State == "RUNNING"
+			}
+			return err == nil && running["nginx"] && running["php-fpm8.2"]
+		})
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "small", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 0, Databases: 0, PHPVersions: []string{"8.2"}}); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	ids := make([]string, 0, accounts)
+	for range accounts {
+		u := testenv.TestUsername()
+		testenv.RemoveUserAtCleanup(b, u)
+		a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: u, Domain: u + ".example.com", Plan: "small", Node: src.Name})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, a.ID)
+	}
+	testenv.WaitFor(b, 15*time.Minute, "accounts ACTIVE on src-1", func() bool {
+		for _, id := range ids {
+			a, err := s.Admin.Account(ctx, id)
+			if err != nil || a == nil || a.Status != "ACTIVE" || a.NodeName() != src.Name {
+				return false
+			}
+		}
+		return true
+	})
+	b.Logf("%d accounts ACTIVE on %s in %s", accounts, src.Name, time.Since(start).Round(time.Millisecond))
+
+	b.StartTimer()
+	start = time.Now()
+	if err := s.Admin.DrainNodeMigrate(ctx, src.Name, parallel); err != nil {
+		b.Fatal(err)
+	}
+	testenv.WaitFor(b, 25*time.Minute, "all moved", func() bool {
+		ms, _, err := s.Admin.Migrations(ctx, client.MigrationFilter{Drain: src.Name}, 200, "")
+		if err != nil {
+			return false
+		}
+		done := 0
+		for _, m := range ms {
+			switch m.Status {
+			case "DONE":
+				done++
+			case "FAILED", "CANCELLED":
+				b.Fatalf("migration %s %s: %s", m.ID, m.Status, deref(m.Error))
+			}
+		}
+		return done == accounts
+	})
+	took := time.Since(start)
+	b.StopTimer()
+	b.Logf("parallel %d: %d accounts drained in %s (%.2f accounts/s)", parallel, accounts, took.Round(time.Millisecond), float64(accounts)/took.Seconds())
+	return took
+}

@@ -66,6 +66,7 @@ func TestMigrationE2EFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	start := time.Now()
 	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +82,7 @@ func TestMigrationE2EFiles(t *testing.T) {
 		}
 		return err == nil && got != nil && got.Status == "DONE"
 	})
+	t.Logf("migration DONE %s after migrateAccount", time.Since(start).Round(time.Millisecond))
 	for _, st := range last.Steps {
 		t.Logf("step %-14s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
 	}
