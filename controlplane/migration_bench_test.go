@@ -382,12 +382,9 @@ func statOwner(fi os.FileInfo) (uid, gid int) {
 // It measures the control plane's own throughput only: the nodes are
 // fake (the test answers their tasks from etcd at once, as the
 // migration tests do), with the migration controller's production
-// timings (1 s poll, 10 s sweep). Real agents were not used: one real
-// migration of even a small account costs several seconds of rsync,
-// SSH and daemon reloads on this 2-core machine (see BenchmarkMigrate
-// and the E2E tests), so one pass of 100 at parallel 1, plus creating
-// the 100 accounts on a real agent for each of the three passes, would
-// take well over the ten minutes a benchmark run may take here.
+// timings (1 s poll, 10 s sweep): no rsync, SSH, daemons or users.
+// BenchmarkDrainNodeReal is the same drain between real agents; the
+// difference between the two is what the nodes' work costs.
 //
 // Reported: seconds per drain (s/op) and accounts/s.
 func BenchmarkDrainNode(b *testing.B) {
