@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -10,9 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/testenv"
@@ -62,6 +66,7 @@ func TestMigrationE2EFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	start := time.Now()
 	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +82,7 @@ func TestMigrationE2EFiles(t *testing.T) {
 		}
 		return err == nil && got != nil && got.Status == "DONE"
 	})
+	t.Logf("migration DONE %s after migrateAccount", time.Since(start).Round(time.Millisecond))
 	for _, st := range last.Steps {
 		t.Logf("step %-14s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
 	}
@@ -434,4 +440,225 @@ func TestMigrationE2EResumesAfterKillAndRestart(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dstHome, "keep.txt")); err != nil || !bytes.Equal(b, content) {
 		t.Fatalf("file on the target: %d bytes (%v)", len(b), err)
 	}
+}
+
+// Mail moves with the account: two mailboxes holding messages, delivered
+// through the source's Exim and Dovecot, log in over IMAP on the
+// target's own port with their original passwords (the hashes moved
+// sealed, the passwords were never known to the control plane after
+// creation) and hold the same messages.
+func TestMigrationE2EMail(t *testing.T) {
+	for _, d := range []string{"/usr/sbin/exim4", "/usr/sbin/dovecot"} {
+		testenv.RequireDaemon(t, d)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	sink := testenv.StartSMTPSink(t)
+	s := testenv.StartServer(t)
+	relay := func(c *nodeagent.Config) { c.MailRelay, c.NoMailAntivirus = sink.Addr, true }
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "mail"), relay, func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "mail"), relay, func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	waitMailServices(t, s, src.Name, dst.Name)
+	for _, n := range []string{src.Name, dst.Name} {
+		if _, err := s.Admin.UpdateNode(ctx, n, client.NodeUpdate{Roles: []string{"WEB", "DNS", "MAIL"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 200, BandwidthMB: 1000, Domains: 1, Mailboxes: 2, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	domain := user + ".example.com"
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+
+	// Two mailboxes, messages submitted to each through the source.
+	boxes := map[string]string{} // address → password
+	want := map[string][]string{}
+	for _, local := range []string{"info", "sales"} {
+		addr := local + "@" + domain
+		p, err := s.Admin.CreateMailbox(ctx, a.ID, addr, "", 100)
+		if err != nil || p.Password == nil {
+			t.Fatalf("createMailbox %s: %+v %v", addr, p, err)
+		}
+		boxes[addr] = *p.Password
+		waitMailbox(t, s.Admin, a.ID, addr, "ACTIVE")
+	}
+	for addr, pw := range boxes {
+		n := 2
+		if strings.HasPrefix(addr, "sales@") {
+			n = 3
+		}
+		for i := range n {
+			msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: before the move %d\r\nMessage-ID: <mig-%d-%s>\r\n\r\nmessage %d for %s, kept across nodes\r\n", addr, addr, i, i, addr, i, addr)
+			if err := submit(src.Config.SubmissionListen, addr, pw, addr, []string{addr}, msg); err != nil {
+				t.Fatalf("submit to %s: %v", addr, err)
+			}
+			want[addr] = append(want[addr], msg)
+		}
+	}
+	for addr, pw := range boxes {
+		testenv.WaitFor(t, 30*time.Second, "messages in "+addr+" on the source", func() bool {
+			return len(inbox(t, src.Config.IMAPSListen, addr, pw)) == len(want[addr])
+		})
+	}
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := waitMigration(t, s.Admin, m.ID, "DONE", 5*time.Minute)
+	for _, st := range last.Steps {
+		t.Logf("step %-22s %-8s %d bytes %s", st.Name, st.Status, st.Bytes, deref(st.Error))
+	}
+	for addr, pw := range boxes {
+		waitMailbox(t, s.Admin, a.ID, addr, "ACTIVE")
+		// The target's Dovecot, with the hash that came sealed.
+		var got []string
+		testenv.WaitFor(t, time.Minute, addr+" logs in on the target", func() bool {
+			c, err := imapDial(t, dst.Config.IMAPSListen, addr, pw)
+			if err != nil {
+				return false
+			}
+			c.Close()
+			got = inbox(t, dst.Config.IMAPSListen, addr, pw)
+			return len(got) == len(want[addr])
+		})
+		for i, msg := range want[addr] {
+			if !slices.ContainsFunc(got, func(g string) bool { return strings.HasSuffix(g, msg) }) {
+				t.Errorf("%s on the target lacks message %d (%d messages there)", addr, i, len(got))
+			}
+		}
+		t.Logf("%s: %d messages on the target, login with the original password", addr, len(got))
+	}
+}
+
+// waitMailServices waits until Exim and Dovecot run on the nodes.
+func waitMailServices(t *testing.T, s *testenv.Server, nodes ...string) {
+	t.Helper()
+	for _, n := range nodes {
+		testenv.WaitFor(t, 2*time.Minute, "exim and dovecot running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(context.Background(), n)
+			running := map[string]bool{}
+			for _, sv := range svcs {
+				running[sv.Name] = sv.State == "RUNNING"
+			}
+			return err == nil && running["exim"] && running["dovecot"]
+		})
+	}
+}
+
+// waitMigration waits until migration id has status want, failing on
+// FAILED or CANCELLED (unless wanted) with its steps.
+func waitMigration(t testing.TB, c *client.Client, id, want string, timeout time.Duration) *client.Migration {
+	t.Helper()
+	var last *client.Migration
+	testenv.WaitFor(t, timeout, "migration "+want, func() bool {
+		got, err := c.Migration(context.Background(), id)
+		if err != nil || got == nil {
+			return false
+		}
+		last = got
+		if got.Status != want && (got.Status == "FAILED" || got.Status == "CANCELLED") {
+			for _, st := range got.Steps {
+				t.Logf("step %-22s %-8s %s", st.Name, st.Status, deref(st.Error))
+			}
+			t.Fatalf("migration %s: %s", got.Status, deref(got.Error))
+		}
+		return got.Status == want
+	})
+	return last
+}
+
+// DNS follows the account: the target node has an address of its own
+// (127.0.0.2, its PowerDNS listening there), both nodes serve DNS. The
+// account's A record, asked of both nameservers, is the source's address
+// before the migration, the target's after it, and the source's again
+// after a rollback.
+func TestMigrationE2EDNS(t *testing.T) {
+	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
+	const srcAddr, dstAddr = "127.0.0.1", "127.0.0.2"
+	s := testenv.StartServer(t)
+	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "dns"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	dst := s.StartIsolatedAgentAt(t, "dst-1", dstAddr, testenv.WithModules(t, "dns"),
+		testenv.ListenOn(dstAddr, func(c *nodeagent.Config) *string { return &c.DNSListen }),
+		func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, n := range []string{src.Name, dst.Name} {
+		testenv.WaitFor(t, 2*time.Minute, "pdns running on "+n, func() bool {
+			svcs, _, err := s.Admin.Services(ctx, n)
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "pdns" && sv.State == "RUNNING" })
+		})
+	}
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "mig", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.TestUsername()
+	testenv.RemoveUserAtCleanup(t, user)
+	domain := user + ".example.com"
+	a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: user, Domain: domain, Plan: "mig", Node: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccountActive(t, s.Admin, a.ID)
+	servers := []string{src.Config.DNSListen, dst.Config.DNSListen}
+	waitA := func(phase, want string) {
+		t.Helper()
+		for _, ns := range servers {
+			var got []string
+			testenv.WaitFor(t, time.Minute, phase+": "+domain+" A "+want+" at "+ns, func() bool {
+				got = aRecords(ns, domain)
+				return slices.Equal(got, []string{want})
+			})
+			t.Logf("%s: %s A %v at %s", phase, domain, got, ns)
+		}
+	}
+	waitA("before", srcAddr)
+
+	m, err := s.Admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: user, ToNode: dst.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMigration(t, s.Admin, m.ID, "DONE", 5*time.Minute)
+	waitA("migrated", dstAddr)
+
+	if _, err := s.Admin.MigrationAction(ctx, "rollbackMigration", m.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitMigration(t, s.Admin, m.ID, "ROLLED_BACK", 3*time.Minute)
+	waitA("rolled back", srcAddr)
+}
+
+// aRecords asks server for name's A records (nil when it cannot answer).
+func aRecords(server, name string) []string {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	in, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, server)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, rr := range in.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out
 }

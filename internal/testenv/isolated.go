@@ -61,6 +61,11 @@ var userDBFiles = map[string]bool{"passwd": true, "shadow": true, "group": true,
 // machine does not allow mount namespaces.
 func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOption) *IsolatedAgent {
 	t.Helper()
+	return s.startIsolatedAgent(t, name, "127.0.0.1", opts...)
+}
+
+func (s *Server) startIsolatedAgent(t testing.TB, name, address string, opts ...AgentOption) *IsolatedAgent {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("an isolated agent needs root (mount namespace, a bind over /etc, useradd)")
 	}
@@ -69,7 +74,7 @@ func (s *Server) StartIsolatedAgent(t testing.TB, name string, opts ...AgentOpti
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS"}, map[string]string{"test": "true"})
+	tok, err := s.Admin.CreateJoinToken(ctx, name, address, []string{"WEB", "DNS"}, map[string]string{"test": "true"})
 	if err != nil {
 		t.Fatalf("join token for %s: %v", name, err)
 	}

@@ -213,13 +213,16 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (proto
 		}
 		want := a.zones[name]
 		cur, ok := have[name]
-		if ok && cur.Kind != kindSlave {
-			// The node is this zone's primary (or it is hand-made): a
-			// secondary list never overrides it.
+		if ok && cur.Kind != kindSlave && cur.Kind != kindMaster {
+			// Hand-made (Native): a secondary list never overrides it.
 			errs = append(errs, fmt.Errorf("zone %s is a %s zone on this node, not made a secondary", name, cur.Kind))
 			continue
 		}
-		if ok && slices.Equal(canonMasters(cur.Masters), want.masters) {
+		// A Master zone the list names was this node's until the
+		// control plane moved its primary elsewhere (an account migrated
+		// off the node): it becomes a secondary of its new primary, not
+		// a stale copy answering the old records.
+		if ok && cur.Kind == kindSlave && slices.Equal(canonMasters(cur.Masters), want.masters) {
 			if want.serial == 0 || !dnszone.SerialLess(cur.Serial, want.serial) {
 				res.Unchanged++
 				continue
