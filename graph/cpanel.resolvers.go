@@ -22,7 +22,13 @@ func (r *accountResolver) ImportReport(ctx context.Context, obj *model.Account) 
 		}
 		return nil, err
 	}
-	return cpanelImportModel(im), nil
+	m := cpanelImportModel(im)
+	if p, err := requireUser(ctx); err != nil || p.Role != store.RoleAdmin {
+		// Where the archive lay, who imported it and the node's raw
+		// errors are the operator's; the items are the account's.
+		m.Node, m.Path, m.CreatedBy, m.Error = "", "", "", nil
+	}
+	return m, nil
 }
 
 // AnalyzeCpanelBackup is the resolver for the analyzeCpanelBackup field.

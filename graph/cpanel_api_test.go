@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane/store"
 )
 
 // TestCpanelImportRBAC: analyzing and importing read a node's disk, so
@@ -72,6 +73,24 @@ func TestCpanelImportRBAC(t *testing.T) {
 	for _, o := range ops {
 		for _, w := range who {
 			want(t, o.name+" as "+w.name, o.call(w.c), o.codes[w.name])
+		}
+	}
+
+	// An account an import created: its owner and reseller see the
+	// report without the operator's side of it.
+	if _, err := tn.s.Store().UpdateImport(ctx, im.ID, func(r *store.Import) ([]*store.ObjectTask, error) {
+		r.Account = tn.a1.ID
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range who[:3] {
+		got, err := w.c.AccountImport(ctx, tn.a1.ID)
+		if err != nil || got == nil || got.ID != im.ID {
+			t.Fatalf("importReport as %s: %+v %v", w.name, got, err)
+		}
+		if hidden := got.Node == "" && got.Path == "" && got.CreatedBy == ""; hidden != (w.name != "admin") {
+			t.Errorf("importReport as %s: node %q path %q createdBy %q", w.name, got.Node, got.Path, got.CreatedBy)
 		}
 	}
 	list, _, err := tn.admin.CpanelImports(ctx, 10, "")
