@@ -128,11 +128,19 @@ func (r *queryResolver) Migrations(ctx context.Context, filter *model.MigrationF
 	}
 	accountID := ""
 	if filter != nil && filter.Account != nil {
-		if accountID, err = r.resolveAccountRef(ctx, *filter.Account); err != nil {
-			if isNotFound(err) {
-				return nil, errorf(CodeNotFound, "account "+quote(*filter.Account)+" not found")
-			}
+		// NOT_FOUND alike for an account that does not exist and one the
+		// caller may not see: the answer must not tell them apart.
+		var a *store.Account
+		accountID, err = r.resolveAccountRef(ctx, *filter.Account)
+		if err == nil {
+			a, _, err = r.Store.GetAccount(ctx, accountID)
+		}
+		if err != nil && !isNotFound(err) {
 			return nil, err
+		}
+		if err != nil || !canSee(p, a) {
+			r.refusedRead(ctx, "migrations", *filter.Account, CodeNotFound)
+			return nil, errorf(CodeNotFound, "account "+quote(*filter.Account)+" not found")
 		}
 	}
 	all, err := r.Store.ListMigrations(ctx)

@@ -107,6 +107,12 @@ func TestMigrationRBAC(t *testing.T) {
 		if wantN := map[bool]int{true: 3, false: 0}[see[w.name]]; n != wantN {
 			t.Errorf("%s sees %d of alpha1's migrations, want %d", w.name, n, wantN)
 		}
+		// Filtered by an account it may not see: NOT_FOUND, as for one
+		// that does not exist, so names cannot be probed.
+		_, _, err = w.c.Migrations(ctx, client.MigrationFilter{Account: "alpha1"}, 50, "")
+		want(t, w.name+" migrations of alpha1", err, map[bool]string{true: "", false: "NOT_FOUND"}[see[w.name]])
+		_, _, err = w.c.Migrations(ctx, client.MigrationFilter{Account: "nosuchaccount"}, 50, "")
+		want(t, w.name+" migrations of a missing account", err, "NOT_FOUND")
 	}
 	// Filters.
 	if list, _, err := tn.admin.Migrations(ctx, client.MigrationFilter{Status: "PENDING", Node: to}, 50, ""); err != nil || len(list) != 1 || list[0].ID != m.ID {
