@@ -213,6 +213,10 @@ func TestMigrationValidation(t *testing.T) {
 	}
 	_, err = tn.resA.MigrateAccount(ctx, client.MigrateAccountInput{Account: "alpha1", ToNode: to})
 	want(t, "outside the reseller's pool", err, "INVALID_INPUT")
+	// Every refusal above wrote nothing.
+	if all, err := tn.s.Store().ListMigrations(ctx); err != nil || len(all) != 0 {
+		t.Fatalf("refused migrations left records: %+v %v", all, err)
+	}
 	// Without toNode the scheduler picks, later.
 	m, err := tn.resA.MigrateAccount(ctx, client.MigrateAccountInput{Account: "alpha1"})
 	want(t, "scheduler picks", err, "")
