@@ -2,10 +2,6 @@ package controlplane_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"database/sql"
 	"fmt"
 	"io"
@@ -26,7 +22,6 @@ import (
 	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/platform"
-	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // BenchmarkMigrate moves an account with 10,000 small files (various
@@ -408,7 +403,7 @@ func drainOnce(b *testing.B, accounts, parallel int) time.Duration {
 	ctx := context.Background()
 	s := testenv.StartServer(b)
 	st := s.Store()
-	benchMigNode(b, s, "web-1", accounts)
+	startMigNode(b, s, "web-1", accounts, 1_000_000)
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 1, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		b.Fatal(err)
 	}
@@ -430,8 +425,8 @@ func drainOnce(b *testing.B, accounts, parallel int) time.Duration {
 		}
 		return true
 	})
-	benchMigNode(b, s, "web-2", accounts)
-	benchMigNode(b, s, "web-3", accounts)
+	startMigNode(b, s, "web-2", accounts, 1_000_000)
+	startMigNode(b, s, "web-3", accounts, 1_000_000)
 
 	b.StartTimer()
 	start := time.Now()
@@ -466,51 +461,6 @@ func drainOnce(b *testing.B, accounts, parallel int) time.Duration {
 		b.Fatalf("%d migrations ran at once, want at most %d", peak, parallel)
 	}
 	return took
-}
-
-// benchMigNode is startMigNode for a benchmark: a fake node answering
-// its tasks as an agent would, with a public key to seal hashes to.
-func benchMigNode(t testing.TB, s *testenv.Server, name string, maxAccounts int) *migNode {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	s.FakeNode(t, name, nil, maxAccounts, 1_000_000)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err := s.Store().UpdateNodeState(ctx, name, func(ns *store.NodeState) bool { ns.PublicKey = pub; return true }); err != nil {
-		t.Fatal(err)
-	}
-	n := &migNode{name: name, st: s.Store(), hold: map[string]bool{}, fail: map[string]bool{}, count: map[string]int{}}
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			tasks, _, err := n.st.PendingTasks(ctx, name)
-			if err != nil {
-				continue
-			}
-			for _, task := range tasks {
-				res := n.respond(task)
-				if res == nil {
-					continue
-				}
-				res.TaskId = task.GetId()
-				if res.Status == agentpb.TaskStatus_TASK_STATUS_UNSPECIFIED {
-					res.Status = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
-				}
-				_, _ = n.st.CompleteTask(ctx, name, res, store.NewAuditEvent("node:"+name, "test", "", "", ""))
-			}
-		}
-	}()
-	return n
 }
 
 // BenchmarkDrainNodeReal is BenchmarkDrainNode with real agents: the

@@ -43,11 +43,11 @@ type migNode struct {
 	restoreState []byte
 }
 
-func startMigNode(t *testing.T, s *testenv.Server, name string) *migNode {
+func startMigNode(t testing.TB, s *testenv.Server, name string, accounts int, diskMB int64) *migNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s.FakeNode(t, name, nil, 100, 100_000)
+	s.FakeNode(t, name, nil, accounts, diskMB)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +240,7 @@ func newMigEnv(t *testing.T, accounts int, opts ...testenv.ServerOption) (*migEn
 	}}, opts...)
 	s := testenv.StartServer(t, opts...)
 	e := &migEnv{s: s, st: s.Store(), clock: clock}
-	e.n1 = startMigNode(t, s, "web-1")
+	e.n1 = startMigNode(t, s, "web-1", 100, 100_000)
 	ctx := context.Background()
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 5, Databases: 5, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
@@ -263,7 +263,7 @@ func newMigEnv(t *testing.T, accounts int, opts ...testenv.ServerOption) (*migEn
 		}
 		return true
 	})
-	e.n2 = startMigNode(t, s, "web-2")
+	e.n2 = startMigNode(t, s, "web-2", 100, 100_000)
 	// Its own address, so that a zone's move shows.
 	if _, err := e.st.UpdateNode(ctx, "web-2", func(n *store.Node) error { n.Address = "127.0.0.2"; return nil }, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
@@ -672,7 +672,7 @@ func TestMigrationDrainParallel(t *testing.T) {
 	}
 }
 
-func (e *migEnv) startMigNode3(t *testing.T) { startMigNode(t, e.s, "web-3") }
+func (e *migEnv) startMigNode3(t *testing.T) { startMigNode(t, e.s, "web-3", 100, 100_000) }
 
 func TestMigrationSourceDownRestoresBackup(t *testing.T) {
 	e, accts := newMigEnv(t, 1, func(c *controlplane.Config) {
