@@ -45,12 +45,7 @@ func BenchmarkMigrate(b *testing.B) {
 	for _, d := range []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/exim4", "/usr/sbin/dovecot", "/usr/sbin/mariadbd"} {
 		testenv.RequireDaemon(b, d)
 	}
-	if os.Geteuid() != 0 {
-		b.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		b.Skip("rsync is not installed")
-	}
+	needMigrationHost(b)
 	const (
 		nFiles     = 10000
 		nDirs      = 100
@@ -472,12 +467,7 @@ func drainOnce(b *testing.B, accounts, parallel int) time.Duration {
 func BenchmarkDrainNodeReal(b *testing.B) {
 	testenv.RequireDaemon(b, "/usr/sbin/nginx")
 	testenv.RequireDaemon(b, "/usr/sbin/php-fpm8.2")
-	if os.Geteuid() != 0 {
-		b.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		b.Skip("rsync is not installed")
-	}
+	needMigrationHost(b)
 	const accounts = 100
 	for _, parallel := range []int{1, 4, 8} {
 		b.Run("parallel="+strconv.Itoa(parallel), func(b *testing.B) {

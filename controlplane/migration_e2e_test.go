@@ -32,12 +32,7 @@ import (
 // a file moves, keeping its bytes; the account then serves from the
 // target; a rollback brings it back to the source.
 func TestMigrationE2EFiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		t.Skip("rsync is not installed")
-	}
+	needMigrationHost(t)
 	s := testenv.StartServer(t)
 	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
 	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
@@ -233,12 +228,7 @@ func TestMigrationE2EDatabase(t *testing.T) {
 func TestMigrationE2ESiteKeepsAnswering(t *testing.T) {
 	testenv.RequireDaemon(t, "/usr/sbin/nginx")
 	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
-	if os.Geteuid() != 0 {
-		t.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		t.Skip("rsync is not installed")
-	}
+	needMigrationHost(t)
 	s := testenv.StartServer(t)
 	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
 	dst := s.StartIsolatedAgent(t, "dst-1", testenv.WithModules(t, "web"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
@@ -379,12 +369,7 @@ func downtime(ms *int64) string {
 // is back, the server resumes from the record, and the home arrives
 // whole.
 func TestMigrationE2EResumesAfterKillAndRestart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		t.Skip("rsync is not installed")
-	}
+	needMigrationHost(t)
 	s := testenv.StartServer(t)
 	src := s.StartAgent(t, "src-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
 	dst := s.StartIsolatedAgent(t, "dst-1", func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
@@ -451,12 +436,7 @@ func TestMigrationE2EMail(t *testing.T) {
 	for _, d := range []string{"/usr/sbin/exim4", "/usr/sbin/dovecot"} {
 		testenv.RequireDaemon(t, d)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		t.Skip("rsync is not installed")
-	}
+	needMigrationHost(t)
 	sink := testenv.StartSMTPSink(t)
 	s := testenv.StartServer(t)
 	relay := func(c *nodeagent.Config) { c.MailRelay, c.NoMailAntivirus = sink.Addr, true }
@@ -587,12 +567,7 @@ func waitMigration(t testing.TB, c *client.Client, id, want string, timeout time
 // after a rollback.
 func TestMigrationE2EDNS(t *testing.T) {
 	testenv.RequireDaemon(t, "/usr/sbin/pdns_server")
-	if os.Geteuid() != 0 {
-		t.Skip("agents create Linux users: needs root")
-	}
-	if _, err := exec.LookPath("rsync"); err != nil {
-		t.Skip("rsync is not installed")
-	}
+	needMigrationHost(t)
 	const srcAddr, dstAddr = "127.0.0.1", "127.0.0.2"
 	s := testenv.StartServer(t)
 	src := s.StartAgent(t, "src-1", testenv.WithModules(t, "dns"), func(c *nodeagent.Config) { c.MigrationListen = testenv.FreeAddr(t) })
@@ -661,4 +636,16 @@ func aRecords(server, name string) []string {
 		}
 	}
 	return out
+}
+
+// needMigrationHost skips a test this machine cannot run: agents create
+// Linux users (root), and the migration copies with rsync.
+func needMigrationHost(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("agents create Linux users: needs root")
+	}
+	if _, err := exec.LookPath("rsync"); err != nil {
+		t.Skip("rsync is not installed")
+	}
 }
