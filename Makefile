@@ -18,7 +18,8 @@ DEB_PACKAGES := protobuf-compiler curl dnsutils sqlite3 \
   exim4-daemon-heavy dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sieve spamd spamassassin clamav-daemon roundcube-core roundcube-sqlite3 swaks \
   chromium pebble \
   restic rsync openssl openssh-server openssh-sftp-server openssh-client \
-  mmdebstrap ansible ansible-lint rpm
+  mmdebstrap ansible ansible-lint rpm \
+  prometheus
 
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go

@@ -47,6 +47,10 @@ type Spec struct {
 	// LogFile, when set, receives the daemon's output (Supervisor only;
 	// systemd units log to the journal). Its directory must exist.
 	LogFile string
+	// LogFiles are the files the daemon writes its own logs to (nginx's
+	// error.log, PHP-FPM's error_log, MariaDB's log-error), besides
+	// LogFile: serviceLogs reads them and the log shipper follows them.
+	LogFiles []string
 	// ReloadSignal reloads the configuration of a running daemon (HUP for
 	// nginx, USR2 for PHP-FPM). Zero means the daemon has no graceful
 	// reload and Reload restarts it. Systemd runs `systemctl reload` (the
@@ -95,6 +99,20 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// Restarts counts restarts after unexpected exits (Supervisor only).
 	Restarts int `json:"restarts,omitempty"`
+	// Unit is the systemd unit (Systemd only): its journal is the log.
+	Unit string `json:"unit,omitempty"`
+	// LogFiles are the daemon's log files: Spec.LogFile, then
+	// Spec.LogFiles.
+	LogFiles []string `json:"logFiles,omitempty"`
+}
+
+// logFiles lists every file spec says the daemon logs to.
+func logFiles(spec Spec) []string {
+	var out []string
+	if spec.LogFile != "" {
+		out = append(out, spec.LogFile)
+	}
+	return append(out, spec.LogFiles...)
 }
 
 // Proto is st as the agent reports it to the control plane.

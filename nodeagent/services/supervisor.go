@@ -624,6 +624,7 @@ func (s *Supervisor) Status() []Status {
 			Since:    p.since,
 			Error:    p.errMsg,
 			Restarts: p.restarts,
+			LogFiles: logFiles(p.spec),
 		}
 		if p.cur != nil {
 			st.PID = p.cur.pid

@@ -288,13 +288,15 @@ func (m *Systemd) Status() []Status {
 	out := make([]Status, 0, len(m.units))
 	for _, u := range m.units {
 		out = append(out, Status{
-			Name:    u.spec.Name,
-			State:   u.state,
-			Version: u.version,
-			Listen:  slices.Clone(u.spec.Listen),
-			PID:     u.pid,
-			Since:   u.since,
-			Error:   u.errMsg,
+			Name:     u.spec.Name,
+			State:    u.state,
+			Version:  u.version,
+			Listen:   slices.Clone(u.spec.Listen),
+			PID:      u.pid,
+			Since:    u.since,
+			Error:    u.errMsg,
+			Unit:     u.spec.Unit,
+			LogFiles: logFiles(u.spec),
 		})
 		if !u.versionAsked && u.spec.Version != nil && !m.closed {
 			u.versionAsked = true

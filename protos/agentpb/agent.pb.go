@@ -527,6 +527,7 @@ type ServerMessage struct {
 	//
 	//	*ServerMessage_Welcome
 	//	*ServerMessage_Task
+	//	*ServerMessage_ScrapeAuth
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -587,6 +588,15 @@ func (x *ServerMessage) GetTask() *Task {
 	return nil
 }
 
+func (x *ServerMessage) GetScrapeAuth() *ScrapeAuth {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_ScrapeAuth); ok {
+			return x.ScrapeAuth
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -599,9 +609,16 @@ type ServerMessage_Task struct {
 	Task *Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
 }
 
+type ServerMessage_ScrapeAuth struct {
+	// The scrape tokens /metrics accepts (observe.proto).
+	ScrapeAuth *ScrapeAuth `protobuf:"bytes,3,opt,name=scrape_auth,json=scrapeAuth,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Task) isServerMessage_Msg() {}
+
+func (*ServerMessage_ScrapeAuth) isServerMessage_Msg() {}
 
 // Hello describes the node as the agent sees it. It is sent once per stream.
 type Hello struct {
@@ -612,9 +629,12 @@ type Hello struct {
 	GossipAddress string `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	// The wire protocol revision the agent speaks (agentpb.Protocol); 0 from
 	// agents that predate it. The server refuses one older than it can read.
-	Protocol      uint32 `protobuf:"varint,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Protocol uint32 `protobuf:"varint,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// host:port of the agent's /metrics listener (--metrics-listen), empty
+	// when it is off; an unspecified host means the node's address.
+	MetricsAddress string `protobuf:"bytes,5,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -673,6 +693,13 @@ func (x *Hello) GetProtocol() uint32 {
 		return x.Protocol
 	}
 	return 0
+}
+
+func (x *Hello) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
 }
 
 type NodeFacts struct {
@@ -920,6 +947,7 @@ type Task struct {
 	//	*Task_OptimizeDatabase
 	//	*Task_ListDatabases
 	//	*Task_ReadDomainLog
+	//	*Task_ReadTraffic
 	//	*Task_EnsureMailDomain
 	//	*Task_DeleteMailDomain
 	//	*Task_EnsureMailbox
@@ -946,6 +974,8 @@ type Task struct {
 	//	*Task_ExportCredentials
 	//	*Task_AnalyzeCpanelBackup
 	//	*Task_ImportCpanelBackup
+	//	*Task_ReadServiceLog
+	//	*Task_NodeMetrics
 	Action        isTask_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1157,6 +1187,15 @@ func (x *Task) GetReadDomainLog() *ReadDomainLogAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_ReadDomainLog); ok {
 			return x.ReadDomainLog
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetReadTraffic() *ReadTrafficAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ReadTraffic); ok {
+			return x.ReadTraffic
 		}
 	}
 	return nil
@@ -1396,6 +1435,24 @@ func (x *Task) GetImportCpanelBackup() *ImportCpanelBackupAction {
 	return nil
 }
 
+func (x *Task) GetReadServiceLog() *ReadServiceLogAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ReadServiceLog); ok {
+			return x.ReadServiceLog
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetNodeMetrics() *NodeMetricsAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_NodeMetrics); ok {
+			return x.NodeMetrics
+		}
+	}
+	return nil
+}
+
 type isTask_Action interface {
 	isTask_Action()
 }
@@ -1469,6 +1526,10 @@ type Task_ListDatabases struct {
 type Task_ReadDomainLog struct {
 	// 40-49: web.
 	ReadDomainLog *ReadDomainLogAction `protobuf:"bytes,40,opt,name=read_domain_log,json=readDomainLog,proto3,oneof"`
+}
+
+type Task_ReadTraffic struct {
+	ReadTraffic *ReadTrafficAction `protobuf:"bytes,41,opt,name=read_traffic,json=readTraffic,proto3,oneof"`
 }
 
 type Task_EnsureMailDomain struct {
@@ -1580,6 +1641,15 @@ type Task_ImportCpanelBackup struct {
 	ImportCpanelBackup *ImportCpanelBackupAction `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
 }
 
+type Task_ReadServiceLog struct {
+	// 110-119: observability, messages in observe.proto.
+	ReadServiceLog *ReadServiceLogAction `protobuf:"bytes,110,opt,name=read_service_log,json=readServiceLog,proto3,oneof"`
+}
+
+type Task_NodeMetrics struct {
+	NodeMetrics *NodeMetricsAction `protobuf:"bytes,111,opt,name=node_metrics,json=nodeMetrics,proto3,oneof"`
+}
+
 func (*Task_Ping) isTask_Action() {}
 
 func (*Task_EnsureAccount) isTask_Action() {}
@@ -1613,6 +1683,8 @@ func (*Task_OptimizeDatabase) isTask_Action() {}
 func (*Task_ListDatabases) isTask_Action() {}
 
 func (*Task_ReadDomainLog) isTask_Action() {}
+
+func (*Task_ReadTraffic) isTask_Action() {}
 
 func (*Task_EnsureMailDomain) isTask_Action() {}
 
@@ -1665,6 +1737,10 @@ func (*Task_ExportCredentials) isTask_Action() {}
 func (*Task_AnalyzeCpanelBackup) isTask_Action() {}
 
 func (*Task_ImportCpanelBackup) isTask_Action() {}
+
+func (*Task_ReadServiceLog) isTask_Action() {}
+
+func (*Task_NodeMetrics) isTask_Action() {}
 
 // PingAction proves the whole task path: it is validated and applied like
 // every other action and echoes its payload.
@@ -2293,7 +2369,9 @@ type ReadDomainLogAction struct {
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"` // the account whose site logs it
 	Domain        string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`     // canonical domain, a site of the account (not an alias)
 	Kind          DomainLogKind          `protobuf:"varint,3,opt,name=kind,proto3,enum=npanel.agent.v1.DomainLogKind" json:"kind,omitempty"`
-	Lines         uint32                 `protobuf:"varint,4,opt,name=lines,proto3" json:"lines,omitempty"` // 1..1000
+	Lines         uint32                 `protobuf:"varint,4,opt,name=lines,proto3" json:"lines,omitempty"`                                        // 1..1000
+	SinceUnixNano int64                  `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"` // 0: no bound
+	Grep          string                 `protobuf:"bytes,6,opt,name=grep,proto3" json:"grep,omitempty"`                                           // fixed substring, case-sensitive; empty matches all
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2354,6 +2432,20 @@ func (x *ReadDomainLogAction) GetLines() uint32 {
 		return x.Lines
 	}
 	return 0
+}
+
+func (x *ReadDomainLogAction) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *ReadDomainLogAction) GetGrep() string {
+	if x != nil {
+		return x.Grep
+	}
+	return ""
 }
 
 // DomainLogResult is the result of ReadDomainLogAction: at most the lines
@@ -2856,6 +2948,7 @@ type TaskResult struct {
 	//	*TaskResult_DatabaseUser
 	//	*TaskResult_ListDatabases
 	//	*TaskResult_DomainLog
+	//	*TaskResult_Traffic
 	//	*TaskResult_MailDomain
 	//	*TaskResult_Mailbox
 	//	*TaskResult_MailUsage
@@ -2876,6 +2969,8 @@ type TaskResult struct {
 	//	*TaskResult_ExportCredentials
 	//	*TaskResult_AnalyzeCpanelBackup
 	//	*TaskResult_ImportCpanelBackup
+	//	*TaskResult_ServiceLog
+	//	*TaskResult_NodeMetrics
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3045,6 +3140,15 @@ func (x *TaskResult) GetDomainLog() *DomainLogResult {
 	if x != nil {
 		if x, ok := x.Result.(*TaskResult_DomainLog); ok {
 			return x.DomainLog
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetTraffic() *TrafficResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_Traffic); ok {
+			return x.Traffic
 		}
 	}
 	return nil
@@ -3230,6 +3334,24 @@ func (x *TaskResult) GetImportCpanelBackup() *ImportCpanelBackupResult {
 	return nil
 }
 
+func (x *TaskResult) GetServiceLog() *ServiceLogResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ServiceLog); ok {
+			return x.ServiceLog
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetNodeMetrics() *NodeMetricsResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_NodeMetrics); ok {
+			return x.NodeMetrics
+		}
+	}
+	return nil
+}
+
 type isTaskResult_Result interface {
 	isTaskResult_Result()
 }
@@ -3274,6 +3396,10 @@ type TaskResult_ListDatabases struct {
 
 type TaskResult_DomainLog struct {
 	DomainLog *DomainLogResult `protobuf:"bytes,40,opt,name=domain_log,json=domainLog,proto3,oneof"`
+}
+
+type TaskResult_Traffic struct {
+	Traffic *TrafficResult `protobuf:"bytes,41,opt,name=traffic,proto3,oneof"`
 }
 
 type TaskResult_MailDomain struct {
@@ -3357,6 +3483,14 @@ type TaskResult_ImportCpanelBackup struct {
 	ImportCpanelBackup *ImportCpanelBackupResult `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
 }
 
+type TaskResult_ServiceLog struct {
+	ServiceLog *ServiceLogResult `protobuf:"bytes,110,opt,name=service_log,json=serviceLog,proto3,oneof"`
+}
+
+type TaskResult_NodeMetrics struct {
+	NodeMetrics *NodeMetricsResult `protobuf:"bytes,111,opt,name=node_metrics,json=nodeMetrics,proto3,oneof"`
+}
+
 func (*TaskResult_Ping) isTaskResult_Result() {}
 
 func (*TaskResult_Account) isTaskResult_Result() {}
@@ -3376,6 +3510,8 @@ func (*TaskResult_DatabaseUser) isTaskResult_Result() {}
 func (*TaskResult_ListDatabases) isTaskResult_Result() {}
 
 func (*TaskResult_DomainLog) isTaskResult_Result() {}
+
+func (*TaskResult_Traffic) isTaskResult_Result() {}
 
 func (*TaskResult_MailDomain) isTaskResult_Result() {}
 
@@ -3417,11 +3553,15 @@ func (*TaskResult_AnalyzeCpanelBackup) isTaskResult_Result() {}
 
 func (*TaskResult_ImportCpanelBackup) isTaskResult_Result() {}
 
+func (*TaskResult_ServiceLog) isTaskResult_Result() {}
+
+func (*TaskResult_NodeMetrics) isTaskResult_Result() {}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\x1a\x15agent/v1/backup.proto\x1a\x16agent/v1/migrate.proto\x1a\x15agent/v1/cpanel.proto\"@\n" +
+	"\x14agent/v1/agent.proto\x12\x0fnpanel.agent.v1\x1a\x12agent/v1/dns.proto\x1a\x11agent/v1/db.proto\x1a\x13agent/v1/mail.proto\x1a\x12agent/v1/tls.proto\x1a\x15agent/v1/backup.proto\x1a\x16agent/v1/migrate.proto\x1a\x15agent/v1/cpanel.proto\x1a\x16agent/v1/observe.proto\"@\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
@@ -3438,16 +3578,19 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06result\x18\x03 \x01(\v2\x1b.npanel.agent.v1.TaskResultH\x00R\x06result\x12<\n" +
 	"\bservices\x18\x04 \x01(\v2\x1e.npanel.agent.v1.ServiceReportH\x00R\bservices\x12J\n" +
 	"\x0fbackup_progress\x18\x05 \x01(\v2\x1f.npanel.agent.v1.BackupProgressH\x00R\x0ebackupProgressB\x05\n" +
-	"\x03msg\"y\n" +
+	"\x03msg\"\xb9\x01\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.npanel.agent.v1.WelcomeH\x00R\awelcome\x12+\n" +
-	"\x04task\x18\x02 \x01(\v2\x15.npanel.agent.v1.TaskH\x00R\x04taskB\x05\n" +
-	"\x03msg\"\xa1\x01\n" +
+	"\x04task\x18\x02 \x01(\v2\x15.npanel.agent.v1.TaskH\x00R\x04task\x12>\n" +
+	"\vscrape_auth\x18\x03 \x01(\v2\x1b.npanel.agent.v1.ScrapeAuthH\x00R\n" +
+	"scrapeAuthB\x05\n" +
+	"\x03msg\"\xca\x01\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x120\n" +
 	"\x05facts\x18\x02 \x01(\v2\x1a.npanel.agent.v1.NodeFactsR\x05facts\x12%\n" +
 	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x1a\n" +
-	"\bprotocol\x18\x04 \x01(\rR\bprotocol\"\xf4\x01\n" +
+	"\bprotocol\x18\x04 \x01(\rR\bprotocol\x12'\n" +
+	"\x0fmetrics_address\x18\x05 \x01(\tR\x0emetricsAddress\"\xf4\x01\n" +
 	"\tNodeFacts\x12\x0e\n" +
 	"\x02os\x18\x01 \x01(\tR\x02os\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12\x12\n" +
@@ -3465,7 +3608,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xc5\x1c\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xaa\x1e\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -3491,7 +3634,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x12drop_database_user\x18! \x01(\v2'.npanel.agent.v1.DropDatabaseUserActionH\x00R\x10dropDatabaseUser\x12V\n" +
 	"\x11optimize_database\x18\" \x01(\v2'.npanel.agent.v1.OptimizeDatabaseActionH\x00R\x10optimizeDatabase\x12M\n" +
 	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesActionH\x00R\rlistDatabases\x12N\n" +
-	"\x0fread_domain_log\x18( \x01(\v2$.npanel.agent.v1.ReadDomainLogActionH\x00R\rreadDomainLog\x12W\n" +
+	"\x0fread_domain_log\x18( \x01(\v2$.npanel.agent.v1.ReadDomainLogActionH\x00R\rreadDomainLog\x12G\n" +
+	"\fread_traffic\x18) \x01(\v2\".npanel.agent.v1.ReadTrafficActionH\x00R\vreadTraffic\x12W\n" +
 	"\x12ensure_mail_domain\x182 \x01(\v2'.npanel.agent.v1.EnsureMailDomainActionH\x00R\x10ensureMailDomain\x12W\n" +
 	"\x12delete_mail_domain\x183 \x01(\v2'.npanel.agent.v1.DeleteMailDomainActionH\x00R\x10deleteMailDomain\x12M\n" +
 	"\x0eensure_mailbox\x184 \x01(\v2$.npanel.agent.v1.EnsureMailboxActionH\x00R\rensureMailbox\x12M\n" +
@@ -3520,7 +3664,9 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationActionH\x00R\x0frevokeMigration\x12Y\n" +
 	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsActionH\x00R\x11exportCredentials\x12`\n" +
 	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupActionH\x00R\x13analyzeCpanelBackup\x12]\n" +
-	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupActionH\x00R\x12importCpanelBackupB\b\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupActionH\x00R\x12importCpanelBackup\x12Q\n" +
+	"\x10read_service_log\x18n \x01(\v2%.npanel.agent.v1.ReadServiceLogActionH\x00R\x0ereadServiceLog\x12G\n" +
+	"\fnode_metrics\x18o \x01(\v2\".npanel.agent.v1.NodeMetricsActionH\x00R\vnodeMetricsB\b\n" +
 	"\x06action\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
@@ -3573,12 +3719,14 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\aexisted\x18\t \x01(\bR\aexisted\x12,\n" +
 	"\x03web\x18\n" +
 	" \x01(\v2\x1a.npanel.agent.v1.WebResultR\x03web\x12%\n" +
-	"\x0edatabase_dumps\x18\v \x03(\tR\rdatabaseDumps\"\x93\x01\n" +
+	"\x0edatabase_dumps\x18\v \x03(\tR\rdatabaseDumps\"\xcf\x01\n" +
 	"\x13ReadDomainLogAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x122\n" +
 	"\x04kind\x18\x03 \x01(\x0e2\x1e.npanel.agent.v1.DomainLogKindR\x04kind\x12\x14\n" +
-	"\x05lines\x18\x04 \x01(\rR\x05lines\"E\n" +
+	"\x05lines\x18\x04 \x01(\rR\x05lines\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x12\n" +
+	"\x04grep\x18\x06 \x01(\tR\x04grep\"E\n" +
 	"\x0fDomainLogResult\x12\x14\n" +
 	"\x05lines\x18\x01 \x03(\tR\x05lines\x12\x1c\n" +
 	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\x91\x01\n" +
@@ -3616,7 +3764,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\x93\x13\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\xde\x14\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -3638,7 +3786,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\rdatabase_user\x18  \x01(\v2#.npanel.agent.v1.DatabaseUserResultH\x00R\fdatabaseUser\x12M\n" +
 	"\x0elist_databases\x18# \x01(\v2$.npanel.agent.v1.ListDatabasesResultH\x00R\rlistDatabases\x12A\n" +
 	"\n" +
-	"domain_log\x18( \x01(\v2 .npanel.agent.v1.DomainLogResultH\x00R\tdomainLog\x12D\n" +
+	"domain_log\x18( \x01(\v2 .npanel.agent.v1.DomainLogResultH\x00R\tdomainLog\x12:\n" +
+	"\atraffic\x18) \x01(\v2\x1e.npanel.agent.v1.TrafficResultH\x00R\atraffic\x12D\n" +
 	"\vmail_domain\x182 \x01(\v2!.npanel.agent.v1.MailDomainResultH\x00R\n" +
 	"mailDomain\x12:\n" +
 	"\amailbox\x184 \x01(\v2\x1e.npanel.agent.v1.MailboxResultH\x00R\amailbox\x12A\n" +
@@ -3662,7 +3811,10 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationResultH\x00R\x0frevokeMigration\x12Y\n" +
 	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsResultH\x00R\x11exportCredentials\x12`\n" +
 	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupResultH\x00R\x13analyzeCpanelBackup\x12]\n" +
-	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupResultH\x00R\x12importCpanelBackupB\b\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupResultH\x00R\x12importCpanelBackup\x12D\n" +
+	"\vservice_log\x18n \x01(\v2!.npanel.agent.v1.ServiceLogResultH\x00R\n" +
+	"serviceLog\x12G\n" +
+	"\fnode_metrics\x18o \x01(\v2\".npanel.agent.v1.NodeMetricsResultH\x00R\vnodeMetricsB\b\n" +
 	"\x06resultJ\x04\b\x04\x10\x05R\vresult_json*g\n" +
 	"\rDomainLogKind\x12\x1f\n" +
 	"\x1bDOMAIN_LOG_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3735,178 +3887,192 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*ServiceStatus)(nil),              // 29: npanel.agent.v1.ServiceStatus
 	(*TaskResult)(nil),                 // 30: npanel.agent.v1.TaskResult
 	(*BackupProgress)(nil),             // 31: npanel.agent.v1.BackupProgress
-	(*EnsureZoneAction)(nil),           // 32: npanel.agent.v1.EnsureZoneAction
-	(*DeleteZoneAction)(nil),           // 33: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil),   // 34: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),       // 35: npanel.agent.v1.RotateZoneKeysAction
-	(*RefreshSecondaryZoneAction)(nil), // 36: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*CheckPrimaryZonesAction)(nil),    // 37: npanel.agent.v1.CheckPrimaryZonesAction
-	(*EnsureDatabaseAction)(nil),       // 38: npanel.agent.v1.EnsureDatabaseAction
-	(*DropDatabaseAction)(nil),         // 39: npanel.agent.v1.DropDatabaseAction
-	(*EnsureDatabaseUserAction)(nil),   // 40: npanel.agent.v1.EnsureDatabaseUserAction
-	(*DropDatabaseUserAction)(nil),     // 41: npanel.agent.v1.DropDatabaseUserAction
-	(*OptimizeDatabaseAction)(nil),     // 42: npanel.agent.v1.OptimizeDatabaseAction
-	(*ListDatabasesAction)(nil),        // 43: npanel.agent.v1.ListDatabasesAction
-	(*EnsureMailDomainAction)(nil),     // 44: npanel.agent.v1.EnsureMailDomainAction
-	(*DeleteMailDomainAction)(nil),     // 45: npanel.agent.v1.DeleteMailDomainAction
-	(*EnsureMailboxAction)(nil),        // 46: npanel.agent.v1.EnsureMailboxAction
-	(*DeleteMailboxAction)(nil),        // 47: npanel.agent.v1.DeleteMailboxAction
-	(*MailUsageAction)(nil),            // 48: npanel.agent.v1.MailUsageAction
-	(*ReadMailLogAction)(nil),          // 49: npanel.agent.v1.ReadMailLogAction
-	(*ScanMailboxAction)(nil),          // 50: npanel.agent.v1.ScanMailboxAction
-	(*MailQueueAction)(nil),            // 51: npanel.agent.v1.MailQueueAction
-	(*FlushMailQueueAction)(nil),       // 52: npanel.agent.v1.FlushMailQueueAction
-	(*TrainMailAction)(nil),            // 53: npanel.agent.v1.TrainMailAction
-	(*IssueCertificateAction)(nil),     // 54: npanel.agent.v1.IssueCertificateAction
-	(*InstallCertificateAction)(nil),   // 55: npanel.agent.v1.InstallCertificateAction
-	(*RevokeCertificateAction)(nil),    // 56: npanel.agent.v1.RevokeCertificateAction
-	(*RemoveCertificateAction)(nil),    // 57: npanel.agent.v1.RemoveCertificateAction
-	(*BackupAccountAction)(nil),        // 58: npanel.agent.v1.BackupAccountAction
-	(*RestoreBackupAction)(nil),        // 59: npanel.agent.v1.RestoreBackupAction
-	(*VerifyBackupAction)(nil),         // 60: npanel.agent.v1.VerifyBackupAction
-	(*ForgetBackupAction)(nil),         // 61: npanel.agent.v1.ForgetBackupAction
-	(*EnsureBackupAccessAction)(nil),   // 62: npanel.agent.v1.EnsureBackupAccessAction
-	(*MigrationKeyAction)(nil),         // 63: npanel.agent.v1.MigrationKeyAction
-	(*AuthorizeMigrationAction)(nil),   // 64: npanel.agent.v1.AuthorizeMigrationAction
-	(*SyncMigrationAction)(nil),        // 65: npanel.agent.v1.SyncMigrationAction
-	(*RevokeMigrationAction)(nil),      // 66: npanel.agent.v1.RevokeMigrationAction
-	(*ExportCredentialsAction)(nil),    // 67: npanel.agent.v1.ExportCredentialsAction
-	(*AnalyzeCpanelBackupAction)(nil),  // 68: npanel.agent.v1.AnalyzeCpanelBackupAction
-	(*ImportCpanelBackupAction)(nil),   // 69: npanel.agent.v1.ImportCpanelBackupAction
-	(*ZoneResult)(nil),                 // 70: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 71: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 72: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 73: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 74: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 75: npanel.agent.v1.ListDatabasesResult
-	(*MailDomainResult)(nil),           // 76: npanel.agent.v1.MailDomainResult
-	(*MailboxResult)(nil),              // 77: npanel.agent.v1.MailboxResult
-	(*MailUsageResult)(nil),            // 78: npanel.agent.v1.MailUsageResult
-	(*MailLogResult)(nil),              // 79: npanel.agent.v1.MailLogResult
-	(*ScanMailboxResult)(nil),          // 80: npanel.agent.v1.ScanMailboxResult
-	(*MailQueueResult)(nil),            // 81: npanel.agent.v1.MailQueueResult
-	(*TrainMailResult)(nil),            // 82: npanel.agent.v1.TrainMailResult
-	(*CertificateResult)(nil),          // 83: npanel.agent.v1.CertificateResult
-	(*BackupResult)(nil),               // 84: npanel.agent.v1.BackupResult
-	(*RestoreResult)(nil),              // 85: npanel.agent.v1.RestoreResult
-	(*VerifyResult)(nil),               // 86: npanel.agent.v1.VerifyResult
-	(*ForgetResult)(nil),               // 87: npanel.agent.v1.ForgetResult
-	(*BackupAccessResult)(nil),         // 88: npanel.agent.v1.BackupAccessResult
-	(*MigrationKeyResult)(nil),         // 89: npanel.agent.v1.MigrationKeyResult
-	(*AuthorizeMigrationResult)(nil),   // 90: npanel.agent.v1.AuthorizeMigrationResult
-	(*SyncMigrationResult)(nil),        // 91: npanel.agent.v1.SyncMigrationResult
-	(*RevokeMigrationResult)(nil),      // 92: npanel.agent.v1.RevokeMigrationResult
-	(*ExportCredentialsResult)(nil),    // 93: npanel.agent.v1.ExportCredentialsResult
-	(*AnalyzeCpanelBackupResult)(nil),  // 94: npanel.agent.v1.AnalyzeCpanelBackupResult
-	(*ImportCpanelBackupResult)(nil),   // 95: npanel.agent.v1.ImportCpanelBackupResult
-	(*PublishChallengeRequest)(nil),    // 96: npanel.agent.v1.PublishChallengeRequest
-	(*PublishChallengeResponse)(nil),   // 97: npanel.agent.v1.PublishChallengeResponse
+	(*ScrapeAuth)(nil),                 // 32: npanel.agent.v1.ScrapeAuth
+	(*EnsureZoneAction)(nil),           // 33: npanel.agent.v1.EnsureZoneAction
+	(*DeleteZoneAction)(nil),           // 34: npanel.agent.v1.DeleteZoneAction
+	(*SyncSecondaryZonesAction)(nil),   // 35: npanel.agent.v1.SyncSecondaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 36: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 37: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*CheckPrimaryZonesAction)(nil),    // 38: npanel.agent.v1.CheckPrimaryZonesAction
+	(*EnsureDatabaseAction)(nil),       // 39: npanel.agent.v1.EnsureDatabaseAction
+	(*DropDatabaseAction)(nil),         // 40: npanel.agent.v1.DropDatabaseAction
+	(*EnsureDatabaseUserAction)(nil),   // 41: npanel.agent.v1.EnsureDatabaseUserAction
+	(*DropDatabaseUserAction)(nil),     // 42: npanel.agent.v1.DropDatabaseUserAction
+	(*OptimizeDatabaseAction)(nil),     // 43: npanel.agent.v1.OptimizeDatabaseAction
+	(*ListDatabasesAction)(nil),        // 44: npanel.agent.v1.ListDatabasesAction
+	(*ReadTrafficAction)(nil),          // 45: npanel.agent.v1.ReadTrafficAction
+	(*EnsureMailDomainAction)(nil),     // 46: npanel.agent.v1.EnsureMailDomainAction
+	(*DeleteMailDomainAction)(nil),     // 47: npanel.agent.v1.DeleteMailDomainAction
+	(*EnsureMailboxAction)(nil),        // 48: npanel.agent.v1.EnsureMailboxAction
+	(*DeleteMailboxAction)(nil),        // 49: npanel.agent.v1.DeleteMailboxAction
+	(*MailUsageAction)(nil),            // 50: npanel.agent.v1.MailUsageAction
+	(*ReadMailLogAction)(nil),          // 51: npanel.agent.v1.ReadMailLogAction
+	(*ScanMailboxAction)(nil),          // 52: npanel.agent.v1.ScanMailboxAction
+	(*MailQueueAction)(nil),            // 53: npanel.agent.v1.MailQueueAction
+	(*FlushMailQueueAction)(nil),       // 54: npanel.agent.v1.FlushMailQueueAction
+	(*TrainMailAction)(nil),            // 55: npanel.agent.v1.TrainMailAction
+	(*IssueCertificateAction)(nil),     // 56: npanel.agent.v1.IssueCertificateAction
+	(*InstallCertificateAction)(nil),   // 57: npanel.agent.v1.InstallCertificateAction
+	(*RevokeCertificateAction)(nil),    // 58: npanel.agent.v1.RevokeCertificateAction
+	(*RemoveCertificateAction)(nil),    // 59: npanel.agent.v1.RemoveCertificateAction
+	(*BackupAccountAction)(nil),        // 60: npanel.agent.v1.BackupAccountAction
+	(*RestoreBackupAction)(nil),        // 61: npanel.agent.v1.RestoreBackupAction
+	(*VerifyBackupAction)(nil),         // 62: npanel.agent.v1.VerifyBackupAction
+	(*ForgetBackupAction)(nil),         // 63: npanel.agent.v1.ForgetBackupAction
+	(*EnsureBackupAccessAction)(nil),   // 64: npanel.agent.v1.EnsureBackupAccessAction
+	(*MigrationKeyAction)(nil),         // 65: npanel.agent.v1.MigrationKeyAction
+	(*AuthorizeMigrationAction)(nil),   // 66: npanel.agent.v1.AuthorizeMigrationAction
+	(*SyncMigrationAction)(nil),        // 67: npanel.agent.v1.SyncMigrationAction
+	(*RevokeMigrationAction)(nil),      // 68: npanel.agent.v1.RevokeMigrationAction
+	(*ExportCredentialsAction)(nil),    // 69: npanel.agent.v1.ExportCredentialsAction
+	(*AnalyzeCpanelBackupAction)(nil),  // 70: npanel.agent.v1.AnalyzeCpanelBackupAction
+	(*ImportCpanelBackupAction)(nil),   // 71: npanel.agent.v1.ImportCpanelBackupAction
+	(*ReadServiceLogAction)(nil),       // 72: npanel.agent.v1.ReadServiceLogAction
+	(*NodeMetricsAction)(nil),          // 73: npanel.agent.v1.NodeMetricsAction
+	(*ZoneResult)(nil),                 // 74: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 75: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 76: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 77: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 78: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 79: npanel.agent.v1.ListDatabasesResult
+	(*TrafficResult)(nil),              // 80: npanel.agent.v1.TrafficResult
+	(*MailDomainResult)(nil),           // 81: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 82: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 83: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 84: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 85: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 86: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 87: npanel.agent.v1.TrainMailResult
+	(*CertificateResult)(nil),          // 88: npanel.agent.v1.CertificateResult
+	(*BackupResult)(nil),               // 89: npanel.agent.v1.BackupResult
+	(*RestoreResult)(nil),              // 90: npanel.agent.v1.RestoreResult
+	(*VerifyResult)(nil),               // 91: npanel.agent.v1.VerifyResult
+	(*ForgetResult)(nil),               // 92: npanel.agent.v1.ForgetResult
+	(*BackupAccessResult)(nil),         // 93: npanel.agent.v1.BackupAccessResult
+	(*MigrationKeyResult)(nil),         // 94: npanel.agent.v1.MigrationKeyResult
+	(*AuthorizeMigrationResult)(nil),   // 95: npanel.agent.v1.AuthorizeMigrationResult
+	(*SyncMigrationResult)(nil),        // 96: npanel.agent.v1.SyncMigrationResult
+	(*RevokeMigrationResult)(nil),      // 97: npanel.agent.v1.RevokeMigrationResult
+	(*ExportCredentialsResult)(nil),    // 98: npanel.agent.v1.ExportCredentialsResult
+	(*AnalyzeCpanelBackupResult)(nil),  // 99: npanel.agent.v1.AnalyzeCpanelBackupResult
+	(*ImportCpanelBackupResult)(nil),   // 100: npanel.agent.v1.ImportCpanelBackupResult
+	(*ServiceLogResult)(nil),           // 101: npanel.agent.v1.ServiceLogResult
+	(*NodeMetricsResult)(nil),          // 102: npanel.agent.v1.NodeMetricsResult
+	(*PublishChallengeRequest)(nil),    // 103: npanel.agent.v1.PublishChallengeRequest
+	(*PublishChallengeResponse)(nil),   // 104: npanel.agent.v1.PublishChallengeResponse
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	9,  // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
-	12, // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
-	30, // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
-	28, // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
-	31, // 4: npanel.agent.v1.AgentMessage.backup_progress:type_name -> npanel.agent.v1.BackupProgress
-	11, // 5: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
-	13, // 6: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
-	10, // 7: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
-	14, // 8: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
-	16, // 9: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
-	20, // 10: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
-	26, // 11: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
-	32, // 12: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
-	33, // 13: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
-	34, // 14: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
-	35, // 15: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	36, // 16: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	37, // 17: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
-	38, // 18: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
-	39, // 19: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
-	40, // 20: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
-	41, // 21: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
-	42, // 22: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
-	43, // 23: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
-	22, // 24: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
-	44, // 25: npanel.agent.v1.Task.ensure_mail_domain:type_name -> npanel.agent.v1.EnsureMailDomainAction
-	45, // 26: npanel.agent.v1.Task.delete_mail_domain:type_name -> npanel.agent.v1.DeleteMailDomainAction
-	46, // 27: npanel.agent.v1.Task.ensure_mailbox:type_name -> npanel.agent.v1.EnsureMailboxAction
-	47, // 28: npanel.agent.v1.Task.delete_mailbox:type_name -> npanel.agent.v1.DeleteMailboxAction
-	48, // 29: npanel.agent.v1.Task.mail_usage:type_name -> npanel.agent.v1.MailUsageAction
-	49, // 30: npanel.agent.v1.Task.read_mail_log:type_name -> npanel.agent.v1.ReadMailLogAction
-	50, // 31: npanel.agent.v1.Task.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxAction
-	51, // 32: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
-	52, // 33: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
-	53, // 34: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
-	54, // 35: npanel.agent.v1.Task.issue_certificate:type_name -> npanel.agent.v1.IssueCertificateAction
-	55, // 36: npanel.agent.v1.Task.install_certificate:type_name -> npanel.agent.v1.InstallCertificateAction
-	56, // 37: npanel.agent.v1.Task.revoke_certificate:type_name -> npanel.agent.v1.RevokeCertificateAction
-	57, // 38: npanel.agent.v1.Task.remove_certificate:type_name -> npanel.agent.v1.RemoveCertificateAction
-	58, // 39: npanel.agent.v1.Task.backup_account:type_name -> npanel.agent.v1.BackupAccountAction
-	59, // 40: npanel.agent.v1.Task.restore_backup:type_name -> npanel.agent.v1.RestoreBackupAction
-	60, // 41: npanel.agent.v1.Task.verify_backup:type_name -> npanel.agent.v1.VerifyBackupAction
-	61, // 42: npanel.agent.v1.Task.forget_backup:type_name -> npanel.agent.v1.ForgetBackupAction
-	62, // 43: npanel.agent.v1.Task.ensure_backup_access:type_name -> npanel.agent.v1.EnsureBackupAccessAction
-	63, // 44: npanel.agent.v1.Task.migration_key:type_name -> npanel.agent.v1.MigrationKeyAction
-	64, // 45: npanel.agent.v1.Task.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationAction
-	65, // 46: npanel.agent.v1.Task.sync_migration:type_name -> npanel.agent.v1.SyncMigrationAction
-	66, // 47: npanel.agent.v1.Task.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationAction
-	67, // 48: npanel.agent.v1.Task.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsAction
-	68, // 49: npanel.agent.v1.Task.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupAction
-	69, // 50: npanel.agent.v1.Task.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupAction
-	17, // 51: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18, // 52: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19, // 53: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24, // 54: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,  // 55: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25, // 56: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29, // 57: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29, // 58: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,  // 59: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,  // 60: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15, // 61: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21, // 62: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27, // 63: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	70, // 64: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	71, // 65: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	72, // 66: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	73, // 67: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	74, // 68: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	75, // 69: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23, // 70: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	76, // 71: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
-	77, // 72: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
-	78, // 73: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
-	79, // 74: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
-	80, // 75: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
-	81, // 76: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
-	82, // 77: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
-	83, // 78: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
-	84, // 79: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
-	85, // 80: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
-	86, // 81: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
-	87, // 82: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
-	88, // 83: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
-	89, // 84: npanel.agent.v1.TaskResult.migration_key:type_name -> npanel.agent.v1.MigrationKeyResult
-	90, // 85: npanel.agent.v1.TaskResult.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationResult
-	91, // 86: npanel.agent.v1.TaskResult.sync_migration:type_name -> npanel.agent.v1.SyncMigrationResult
-	92, // 87: npanel.agent.v1.TaskResult.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationResult
-	93, // 88: npanel.agent.v1.TaskResult.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsResult
-	94, // 89: npanel.agent.v1.TaskResult.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupResult
-	95, // 90: npanel.agent.v1.TaskResult.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupResult
-	3,  // 91: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,  // 92: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,  // 93: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	96, // 94: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
-	4,  // 95: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,  // 96: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,  // 97: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	97, // 98: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
-	95, // [95:99] is the sub-list for method output_type
-	91, // [91:95] is the sub-list for method input_type
-	91, // [91:91] is the sub-list for extension type_name
-	91, // [91:91] is the sub-list for extension extendee
-	0,  // [0:91] is the sub-list for field type_name
+	9,   // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
+	12,  // 1: npanel.agent.v1.AgentMessage.heartbeat:type_name -> npanel.agent.v1.Heartbeat
+	30,  // 2: npanel.agent.v1.AgentMessage.result:type_name -> npanel.agent.v1.TaskResult
+	28,  // 3: npanel.agent.v1.AgentMessage.services:type_name -> npanel.agent.v1.ServiceReport
+	31,  // 4: npanel.agent.v1.AgentMessage.backup_progress:type_name -> npanel.agent.v1.BackupProgress
+	11,  // 5: npanel.agent.v1.ServerMessage.welcome:type_name -> npanel.agent.v1.Welcome
+	13,  // 6: npanel.agent.v1.ServerMessage.task:type_name -> npanel.agent.v1.Task
+	32,  // 7: npanel.agent.v1.ServerMessage.scrape_auth:type_name -> npanel.agent.v1.ScrapeAuth
+	10,  // 8: npanel.agent.v1.Hello.facts:type_name -> npanel.agent.v1.NodeFacts
+	14,  // 9: npanel.agent.v1.Task.ping:type_name -> npanel.agent.v1.PingAction
+	16,  // 10: npanel.agent.v1.Task.ensure_account:type_name -> npanel.agent.v1.EnsureAccountAction
+	20,  // 11: npanel.agent.v1.Task.delete_account:type_name -> npanel.agent.v1.DeleteAccountAction
+	26,  // 12: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
+	33,  // 13: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
+	34,  // 14: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
+	35,  // 15: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
+	36,  // 16: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
+	37,  // 17: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	38,  // 18: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	39,  // 19: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
+	40,  // 20: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
+	41,  // 21: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
+	42,  // 22: npanel.agent.v1.Task.drop_database_user:type_name -> npanel.agent.v1.DropDatabaseUserAction
+	43,  // 23: npanel.agent.v1.Task.optimize_database:type_name -> npanel.agent.v1.OptimizeDatabaseAction
+	44,  // 24: npanel.agent.v1.Task.list_databases:type_name -> npanel.agent.v1.ListDatabasesAction
+	22,  // 25: npanel.agent.v1.Task.read_domain_log:type_name -> npanel.agent.v1.ReadDomainLogAction
+	45,  // 26: npanel.agent.v1.Task.read_traffic:type_name -> npanel.agent.v1.ReadTrafficAction
+	46,  // 27: npanel.agent.v1.Task.ensure_mail_domain:type_name -> npanel.agent.v1.EnsureMailDomainAction
+	47,  // 28: npanel.agent.v1.Task.delete_mail_domain:type_name -> npanel.agent.v1.DeleteMailDomainAction
+	48,  // 29: npanel.agent.v1.Task.ensure_mailbox:type_name -> npanel.agent.v1.EnsureMailboxAction
+	49,  // 30: npanel.agent.v1.Task.delete_mailbox:type_name -> npanel.agent.v1.DeleteMailboxAction
+	50,  // 31: npanel.agent.v1.Task.mail_usage:type_name -> npanel.agent.v1.MailUsageAction
+	51,  // 32: npanel.agent.v1.Task.read_mail_log:type_name -> npanel.agent.v1.ReadMailLogAction
+	52,  // 33: npanel.agent.v1.Task.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxAction
+	53,  // 34: npanel.agent.v1.Task.mail_queue:type_name -> npanel.agent.v1.MailQueueAction
+	54,  // 35: npanel.agent.v1.Task.flush_mail_queue:type_name -> npanel.agent.v1.FlushMailQueueAction
+	55,  // 36: npanel.agent.v1.Task.train_mail:type_name -> npanel.agent.v1.TrainMailAction
+	56,  // 37: npanel.agent.v1.Task.issue_certificate:type_name -> npanel.agent.v1.IssueCertificateAction
+	57,  // 38: npanel.agent.v1.Task.install_certificate:type_name -> npanel.agent.v1.InstallCertificateAction
+	58,  // 39: npanel.agent.v1.Task.revoke_certificate:type_name -> npanel.agent.v1.RevokeCertificateAction
+	59,  // 40: npanel.agent.v1.Task.remove_certificate:type_name -> npanel.agent.v1.RemoveCertificateAction
+	60,  // 41: npanel.agent.v1.Task.backup_account:type_name -> npanel.agent.v1.BackupAccountAction
+	61,  // 42: npanel.agent.v1.Task.restore_backup:type_name -> npanel.agent.v1.RestoreBackupAction
+	62,  // 43: npanel.agent.v1.Task.verify_backup:type_name -> npanel.agent.v1.VerifyBackupAction
+	63,  // 44: npanel.agent.v1.Task.forget_backup:type_name -> npanel.agent.v1.ForgetBackupAction
+	64,  // 45: npanel.agent.v1.Task.ensure_backup_access:type_name -> npanel.agent.v1.EnsureBackupAccessAction
+	65,  // 46: npanel.agent.v1.Task.migration_key:type_name -> npanel.agent.v1.MigrationKeyAction
+	66,  // 47: npanel.agent.v1.Task.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationAction
+	67,  // 48: npanel.agent.v1.Task.sync_migration:type_name -> npanel.agent.v1.SyncMigrationAction
+	68,  // 49: npanel.agent.v1.Task.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationAction
+	69,  // 50: npanel.agent.v1.Task.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsAction
+	70,  // 51: npanel.agent.v1.Task.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupAction
+	71,  // 52: npanel.agent.v1.Task.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupAction
+	72,  // 53: npanel.agent.v1.Task.read_service_log:type_name -> npanel.agent.v1.ReadServiceLogAction
+	73,  // 54: npanel.agent.v1.Task.node_metrics:type_name -> npanel.agent.v1.NodeMetricsAction
+	17,  // 55: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18,  // 56: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19,  // 57: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24,  // 58: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,   // 59: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25,  // 60: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29,  // 61: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29,  // 62: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,   // 63: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,   // 64: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15,  // 65: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21,  // 66: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27,  // 67: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	74,  // 68: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	75,  // 69: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	76,  // 70: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	77,  // 71: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	78,  // 72: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	79,  // 73: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23,  // 74: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	80,  // 75: npanel.agent.v1.TaskResult.traffic:type_name -> npanel.agent.v1.TrafficResult
+	81,  // 76: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	82,  // 77: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	83,  // 78: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	84,  // 79: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	85,  // 80: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	86,  // 81: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	87,  // 82: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	88,  // 83: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
+	89,  // 84: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
+	90,  // 85: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
+	91,  // 86: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
+	92,  // 87: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
+	93,  // 88: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
+	94,  // 89: npanel.agent.v1.TaskResult.migration_key:type_name -> npanel.agent.v1.MigrationKeyResult
+	95,  // 90: npanel.agent.v1.TaskResult.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationResult
+	96,  // 91: npanel.agent.v1.TaskResult.sync_migration:type_name -> npanel.agent.v1.SyncMigrationResult
+	97,  // 92: npanel.agent.v1.TaskResult.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationResult
+	98,  // 93: npanel.agent.v1.TaskResult.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsResult
+	99,  // 94: npanel.agent.v1.TaskResult.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupResult
+	100, // 95: npanel.agent.v1.TaskResult.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupResult
+	101, // 96: npanel.agent.v1.TaskResult.service_log:type_name -> npanel.agent.v1.ServiceLogResult
+	102, // 97: npanel.agent.v1.TaskResult.node_metrics:type_name -> npanel.agent.v1.NodeMetricsResult
+	3,   // 98: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,   // 99: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,   // 100: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	103, // 101: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
+	4,   // 102: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,   // 103: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,   // 104: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	104, // 105: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
+	102, // [102:106] is the sub-list for method output_type
+	98,  // [98:102] is the sub-list for method input_type
+	98,  // [98:98] is the sub-list for extension type_name
+	98,  // [98:98] is the sub-list for extension extendee
+	0,   // [0:98] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -3921,6 +4087,7 @@ func file_agent_v1_agent_proto_init() {
 	file_agent_v1_backup_proto_init()
 	file_agent_v1_migrate_proto_init()
 	file_agent_v1_cpanel_proto_init()
+	file_agent_v1_observe_proto_init()
 	file_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
@@ -3931,6 +4098,7 @@ func file_agent_v1_agent_proto_init() {
 	file_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
 		(*ServerMessage_Task)(nil),
+		(*ServerMessage_ScrapeAuth)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*Task_Ping)(nil),
@@ -3950,6 +4118,7 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_OptimizeDatabase)(nil),
 		(*Task_ListDatabases)(nil),
 		(*Task_ReadDomainLog)(nil),
+		(*Task_ReadTraffic)(nil),
 		(*Task_EnsureMailDomain)(nil),
 		(*Task_DeleteMailDomain)(nil),
 		(*Task_EnsureMailbox)(nil),
@@ -3976,6 +4145,8 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_ExportCredentials)(nil),
 		(*Task_AnalyzeCpanelBackup)(nil),
 		(*Task_ImportCpanelBackup)(nil),
+		(*Task_ReadServiceLog)(nil),
+		(*Task_NodeMetrics)(nil),
 	}
 	file_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*TaskResult_Ping)(nil),
@@ -3988,6 +4159,7 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_DatabaseUser)(nil),
 		(*TaskResult_ListDatabases)(nil),
 		(*TaskResult_DomainLog)(nil),
+		(*TaskResult_Traffic)(nil),
 		(*TaskResult_MailDomain)(nil),
 		(*TaskResult_Mailbox)(nil),
 		(*TaskResult_MailUsage)(nil),
@@ -4008,6 +4180,8 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_ExportCredentials)(nil),
 		(*TaskResult_AnalyzeCpanelBackup)(nil),
 		(*TaskResult_ImportCpanelBackup)(nil),
+		(*TaskResult_ServiceLog)(nil),
+		(*TaskResult_NodeMetrics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
