@@ -15,8 +15,8 @@ type hostCollector struct {
 	log *slog.Logger
 
 	cpu, cpus, load1, load5, load15, memTotal, memAvail, boot *prometheus.Desc
-	fsSize, fsAvail, fsFiles, fsFilesFree                    *prometheus.Desc
-	netRx, netTx                                             *prometheus.Desc
+	fsSize, fsAvail, fsFiles, fsFilesFree                     *prometheus.Desc
+	netRx, netTx                                              *prometheus.Desc
 }
 
 func newHostCollector(r *hoststat.Reader, log *slog.Logger) *hostCollector {
