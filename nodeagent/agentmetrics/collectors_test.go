@@ -38,7 +38,9 @@ func fakeSources(t testing.TB) Sources {
 				{Name: "pdns", State: services.Failed},
 			}
 		},
-		DNS: func(context.Context) (dns.Stats, error) { return dns.Stats{UDPQueries: 10, TCPQueries: 3, Zones: 2}, nil },
+		DNS: func(context.Context) (dns.Stats, error) {
+			return dns.Stats{UDPQueries: 10, TCPQueries: 3, Zones: 2}, nil
+		},
 		Databases: func(context.Context) ([]db.DatabaseSize, error) {
 			return []db.DatabaseSize{{Engine: "mariadb", Name: "alice_wp", Bytes: 4096}, {Engine: "postgresql", Name: "bob_app", Bytes: 8192}}, nil
 		},
