@@ -30,7 +30,8 @@ type TokenSet struct {
 }
 
 // LoadTokenSet reads the persisted set at path; a missing file is an empty
-// set. An empty path keeps the set in memory only.
+// set. An empty path keeps the set in memory only. On an error the set
+// returned is empty but usable, and its next Replace rewrites the file.
 func LoadTokenSet(path string) (*TokenSet, error) {
 	s := &TokenSet{path: path}
 	s.set.Store(&[][sha256.Size]byte{})
@@ -42,13 +43,13 @@ func LoadTokenSet(path string) (*TokenSet, error) {
 		return s, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read scrape tokens: %w", err)
+		return s, fmt.Errorf("read scrape tokens: %w", err)
 	}
 	var ds [][]byte
 	for _, line := range strings.Fields(string(data)) {
 		d, err := hex.DecodeString(line)
 		if err != nil || len(d) != sha256.Size {
-			return nil, fmt.Errorf("read scrape tokens: %s holds a line that is not a SHA-256 digest", path)
+			return s, fmt.Errorf("read scrape tokens: %s holds a line that is not a SHA-256 digest", path)
 		}
 		ds = append(ds, d)
 	}
