@@ -260,6 +260,10 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_ImportCpanelBackup{ImportCpanelBackup: m}
 	case *agentpb.NodeMetricsResult:
 		res.Result = &agentpb.TaskResult_NodeMetrics{NodeMetrics: m}
+	case *agentpb.ServiceLogResult:
+		res.Result = &agentpb.TaskResult_ServiceLog{ServiceLog: m}
+	case *agentpb.TrafficResult:
+		res.Result = &agentpb.TaskResult_Traffic{Traffic: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

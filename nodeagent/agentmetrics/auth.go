@@ -71,15 +71,17 @@ func (s *TokenSet) Replace(digests [][]byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var err error
+	if s.path != "" {
+		// Written before it takes effect, so a set in use is one a
+		// restart finds again.
+		if werr := atomicfile.WriteFile(s.path, []byte(b.String()), 0o600, nil); werr != nil {
+			err = fmt.Errorf("persist scrape tokens: %w", werr)
+		}
+	}
+	// In effect even if the write failed: the server's word is the newest.
 	s.store(digests)
-	if s.path == "" {
-		return nil
-	}
-	// Stored even if the write fails: the server's word is the newest.
-	if err := atomicfile.WriteFile(s.path, []byte(b.String()), 0o600, nil); err != nil {
-		return fmt.Errorf("persist scrape tokens: %w", err)
-	}
-	return nil
+	return err
 }
 
 func (s *TokenSet) store(digests [][]byte) {
