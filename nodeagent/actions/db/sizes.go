@@ -18,10 +18,10 @@ type DatabaseSize struct {
 	Bytes        int64
 }
 
-// Sizes reports every non-system database of the engines installed on this
-// node, through the module's cached admin connections; an engine that is
-// not installed is skipped, one that does not answer is an error (the
-// other's sizes are still returned). It is for the metrics collector,
+// Sizes reports every non-system database of the engines this node runs
+// (as Setup decides), through the module's cached admin connections; an
+// engine that does not answer is an error, and the other's sizes are
+// still returned. It is for the metrics collector,
 // which caches it: the MariaDB query reads the metadata of every table.
 func (m *Module) Sizes(ctx context.Context, env *actions.Env) ([]DatabaseSize, error) {
 	if env == nil || env.Profile == nil || !slices.Contains(env.Modules, ModuleName) {
@@ -30,6 +30,12 @@ func (m *Module) Sizes(ctx context.Context, env *actions.Env) ([]DatabaseSize, e
 	var out []DatabaseSize
 	var errs []error
 	for _, name := range []string{validate.EngineMariaDB, validate.EnginePostgreSQL} {
+		if name == validate.EnginePostgreSQL {
+			// Setup runs PostgreSQL only where its admin credentials exist.
+			if ok, _ := fileExists(postgresCredPath(env, env.Profile.DB())); !ok {
+				continue
+			}
+		}
 		e, err := m.engineFor(ctx, env, name)
 		if errors.Is(err, ErrEngineUnavailable) {
 			continue
