@@ -182,8 +182,9 @@ type Agent struct {
 
 	// tokens are the scrape tokens /metrics admits (ScrapeAuth, persisted);
 	// metricsAddr is where it listens, nil while it does not.
-	tokens      *agentmetrics.TokenSet
-	metricsAddr atomic.Pointer[string]
+	tokens       *agentmetrics.TokenSet
+	metricsAddr  atomic.Pointer[string]
+	closeSources func() // ends the metrics sources' refreshes; nil without /metrics
 
 	mu  sync.Mutex
 	cur *session // the welcomed stream results go to; nil while disconnected
@@ -342,7 +343,7 @@ func New(cfg Config) (*Agent, error) {
 		a.log.Warn("scrape tokens unreadable; none admitted until the server sends them", "err", err)
 	}
 	if cfg.MetricsListen != "" {
-		if err := agentmetrics.Register(a.reg, a.hostSources()); err != nil {
+		if a.closeSources, err = agentmetrics.Register(a.reg, a.hostSources()); err != nil {
 			return nil, fmt.Errorf("nodeagent: %w", err)
 		}
 	}
@@ -454,6 +455,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		defer func() {
 			cancel()
 			wait()
+			a.closeSources()
 		}()
 	}
 

@@ -61,8 +61,12 @@ const (
 	diskTimeout = 2 * time.Minute
 )
 
-// Register adds the collectors of src to reg.
-func Register(reg prometheus.Registerer, src Sources) error {
+// Register adds the collectors of src to reg. close ends the refreshes
+// of the cached sources that are running (a walk of homes can take
+// minutes) and makes later ones fail at once: the agent calls it when it
+// stops.
+func Register(reg prometheus.Registerer, src Sources) (close func(), err error) {
+	base, cancel := context.WithCancel(context.Background())
 	log := src.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -76,19 +80,19 @@ func Register(reg prometheus.Registerer, src Sources) error {
 	}
 	up := &sourceUpCollector{}
 	if src.DNS != nil {
-		c := newCached("dns", dnsEvery, dnsTimeout, log, src.DNS)
+		c := newCached(base, "dns", dnsEvery, dnsTimeout, log, src.DNS)
 		cs, up.srcs = append(cs, &dnsCollector{c: c}), append(up.srcs, c)
 	}
 	if src.Databases != nil {
-		c := newCached("databases", dbEvery, dbTimeout, log, src.Databases)
+		c := newCached(base, "databases", dbEvery, dbTimeout, log, src.Databases)
 		cs, up.srcs = append(cs, &dbCollector{c: c}), append(up.srcs, c)
 	}
 	if src.MailQueue != nil {
-		c := newCached("mail_queue", mailEvery, mailTimout, log, src.MailQueue)
+		c := newCached(base, "mail_queue", mailEvery, mailTimout, log, src.MailQueue)
 		cs, up.srcs = append(cs, &mailCollector{c: c}), append(up.srcs, c)
 	}
 	if src.AccountDisk != nil {
-		c := newCached("account_disk", diskEvery, diskTimeout, log, src.AccountDisk)
+		c := newCached(base, "account_disk", diskEvery, diskTimeout, log, src.AccountDisk)
 		cs, up.srcs = append(cs, &diskCollector{c: c}), append(up.srcs, c)
 	}
 	if len(up.srcs) > 0 {
@@ -96,10 +100,11 @@ func Register(reg prometheus.Registerer, src Sources) error {
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register agent metrics: %w", err)
+			cancel()
+			return nil, fmt.Errorf("register agent metrics: %w", err)
 		}
 	}
-	return nil
+	return cancel, nil
 }
 
 var sourceUpDesc = prometheus.NewDesc("npanel_agent_metrics_source_up",

@@ -15,6 +15,7 @@ import (
 // scrape slow; only the first scrape waits, briefly, for a first value.
 // Sources nobody scrapes are never read.
 type cached[T any] struct {
+	base    context.Context // ends when the collectors are closed
 	name    string
 	fetch   func(ctx context.Context) (T, error)
 	every   time.Duration // between refreshes, after success or failure
@@ -35,8 +36,8 @@ type cached[T any] struct {
 // scrape timeout with several sources.
 const firstWait = 2 * time.Second
 
-func newCached[T any](name string, every, timeout time.Duration, log *slog.Logger, fetch func(context.Context) (T, error)) *cached[T] {
-	return &cached[T]{name: name, fetch: fetch, every: every, timeout: timeout, log: log, now: time.Now}
+func newCached[T any](base context.Context, name string, every, timeout time.Duration, log *slog.Logger, fetch func(context.Context) (T, error)) *cached[T] {
+	return &cached[T]{base: base, name: name, fetch: fetch, every: every, timeout: timeout, log: log, now: time.Now}
 }
 
 // get returns the last good value (ok false when there is none: the last
@@ -66,7 +67,7 @@ func (c *cached[T]) get() (T, bool) {
 }
 
 func (c *cached[T]) refresh(done chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, cancel := context.WithTimeout(c.base, c.timeout)
 	v, err := c.fetch(ctx)
 	cancel()
 	c.mu.Lock()

@@ -54,9 +54,11 @@ func fakeSources(t testing.TB) Sources {
 
 func TestCollectors(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	if err := Register(reg, fakeSources(t)); err != nil {
+	closeSources, err := Register(reg, fakeSources(t))
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(closeSources)
 	want := `
 # HELP npanel_service_up 1 while a daemon the agent manages is running, 0 otherwise (stopped, failed, starting).
 # TYPE npanel_service_up gauge
@@ -124,9 +126,11 @@ npanel_agent_metrics_source_up{source="dns"} 1
 // (what `promtool check metrics` runs).
 func TestLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if err := Register(reg, fakeSources(t)); err != nil {
+	closeSources, err := Register(reg, fakeSources(t))
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(closeSources)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -138,13 +142,14 @@ func TestLint(t *testing.T) {
 
 func TestSourceDown(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	err := Register(reg, Sources{
+	closeSources, err := Register(reg, Sources{
 		DNS:       func(context.Context) (dns.Stats, error) { return dns.Stats{}, errors.New("connection refused") },
 		MailQueue: func(context.Context) (int, error) { return 7, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(closeSources)
 	want := `
 # HELP npanel_agent_metrics_source_up 1 when the last read of a cached metrics source (dns, databases, mail_queue, account_disk) succeeded, 0 when it failed.
 # TYPE npanel_agent_metrics_source_up gauge
@@ -168,7 +173,7 @@ func TestCachedRefresh(t *testing.T) {
 	var calls atomic.Int32
 	release := make(chan struct{})
 	now := time.Unix(1000, 0)
-	c := newCached("x", time.Minute, time.Minute, nil, func(context.Context) (int, error) {
+	c := newCached(context.Background(), "x", time.Minute, time.Minute, nil, func(context.Context) (int, error) {
 		n := calls.Add(1)
 		if n > 1 {
 			<-release
@@ -295,9 +300,11 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	src.Databases = func(context.Context) ([]db.DatabaseSize, error) { return dbs, nil }
 	reg := prometheus.NewRegistry()
-	if err := Register(reg, src); err != nil {
+	closeSources, err := Register(reg, src)
+	if err != nil {
 		b.Fatal(err)
 	}
+	defer closeSources()
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	h.ServeHTTP(httptest.NewRecorder(), req) // fills the caches
