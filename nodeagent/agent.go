@@ -185,6 +185,9 @@ type Agent struct {
 	tokens       *agentmetrics.TokenSet
 	metricsAddr  atomic.Pointer[string]
 	closeSources func() // ends the metrics sources' refreshes; nil without /metrics
+	// mailDeliveries counts Exim's log lines for /metrics; the tail engine
+	// must feed it (metricsLogConsumers). Nil without the mail module.
+	mailDeliveries *agentmetrics.MailDeliveries
 
 	mu  sync.Mutex
 	cur *session // the welcomed stream results go to; nil while disconnected

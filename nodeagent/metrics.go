@@ -15,6 +15,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/agentmetrics"
 	"github.com/npanel/npanel/nodeagent/hoststat"
+	"github.com/npanel/npanel/nodeagent/logtail"
 	"github.com/npanel/npanel/nodeagent/services"
 )
 
@@ -103,6 +104,8 @@ func (a *Agent) hostSources() agentmetrics.Sources {
 				return m.Sizes(ctx, env)
 			}
 		case *mail.Module:
+			src.MailDeliveries = agentmetrics.NewMailDeliveries(mail.EximService)
+			a.mailDeliveries = src.MailDeliveries
 			src.MailQueue = func(ctx context.Context) (int, error) {
 				n, ok, err := mail.QueueLength(ctx, a.env(a.log))
 				if err == nil && !ok {
@@ -114,6 +117,16 @@ func (a *Agent) hostSources() agentmetrics.Sources {
 	}
 	src.AccountDisk = agentmetrics.NewDiskUsage(a.profile).Read
 	return src
+}
+
+// metricsLogConsumers are the consumers of the tail engine that count for
+// /metrics (Exim's deliveries by outcome); none without /metrics or
+// without the mail module.
+func (a *Agent) metricsLogConsumers() []logtail.Consumer {
+	if a.mailDeliveries == nil {
+		return nil
+	}
+	return []logtail.Consumer{a.mailDeliveries}
 }
 
 // serviceStatus is what reportServices sends and /metrics shows: the

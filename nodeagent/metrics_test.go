@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/agentmetrics"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -56,4 +60,32 @@ func TestScrapeAuthOverStream(t *testing.T) {
 	// An empty set revokes every token.
 	s.msgs <- &agentpb.ServerMessage{Msg: &agentpb.ServerMessage_ScrapeAuth{ScrapeAuth: &agentpb.ScrapeAuth{}}}
 	waitFor(t, "token revoked", func() bool { return scrape("nps_one") == http.StatusUnauthorized })
+}
+
+// TestMailDeliveriesConsumer: with the mail module and /metrics, the agent
+// has a log consumer for the tail engine, and its family is registered.
+func TestMailDeliveriesConsumer(t *testing.T) {
+	ca := newTestCA(t, 0)
+	token, _, err := ca.NewJoinToken("node-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Servers: []string{"127.0.0.1:1"}, JoinToken: token, DataDir: t.TempDir(), Platform: "debian12", Prefix: t.TempDir()}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.metricsLogConsumers()); n != 0 {
+		t.Fatalf("%d consumers without the mail module", n)
+	}
+	cfg.DataDir, cfg.Modules, cfg.MetricsListen = t.TempDir(), []actions.Module{mail.NewModule()}, "127.0.0.1:0"
+	if a, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.metricsLogConsumers()); n != 1 {
+		t.Fatalf("%d consumers with the mail module", n)
+	}
+	if n, err := testutil.GatherAndCount(a.Registry(), "npanel_mail_deliveries_total"); err != nil || n != 4 {
+		t.Fatalf("npanel_mail_deliveries_total: %d series, %v", n, err)
+	}
 }

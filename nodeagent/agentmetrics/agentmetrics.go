@@ -44,7 +44,10 @@ type Sources struct {
 	Databases   func(context.Context) ([]db.DatabaseSize, error)
 	MailQueue   func(context.Context) (int, error)
 	AccountDisk func(context.Context) ([]AccountDisk, error)
-	Logger      *slog.Logger
+	// MailDeliveries counts from Exim's log; the agent hands it to the tail
+	// engine as a consumer.
+	MailDeliveries *MailDeliveries
+	Logger         *slog.Logger
 }
 
 // Refresh intervals of the cached sources. Disk use refreshes every minute
@@ -77,6 +80,9 @@ func Register(reg prometheus.Registerer, src Sources) (close func(), err error) 
 	}
 	if src.Services != nil {
 		cs = append(cs, &servicesCollector{status: src.Services})
+	}
+	if src.MailDeliveries != nil {
+		cs = append(cs, src.MailDeliveries)
 	}
 	up := &sourceUpCollector{}
 	if src.DNS != nil {
