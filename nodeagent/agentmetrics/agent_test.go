@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -85,6 +86,24 @@ func TestAgentMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+
+	start := time.Now()
+	for range 10 {
+		scrape(hc, url, "nps_test")
+	}
+	t.Logf("scrape of a web node: %v on average, %d bytes", time.Since(start)/10, len(body))
+
+	// `promtool check metrics` on the real output, where Debian's
+	// prometheus package is installed (make deps installs it).
+	if _, err := os.Stat("/usr/bin/promtool"); err == nil {
+		cmd := exec.Command("/usr/bin/promtool", "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	} else if os.Getenv("CI") == "true" {
+		t.Error("promtool is not installed")
 	}
 
 	// TLS on the same port with the node's own certificate as the client's:
