@@ -32,6 +32,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
+	"github.com/npanel/npanel/nodeagent/agentmetrics"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
@@ -119,6 +120,10 @@ type Config struct {
 	// (platform.DefaultMigrationListen); `npanel dev` and tests give each
 	// agent its own loopback port.
 	MigrationListen string
+	// MetricsListen is where /metrics listens (host:port, plain HTTP and
+	// TLS on one port); "" serves none. The command's flag defaults to
+	// ":9469"; tests and `npanel dev` use a loopback port 0.
+	MetricsListen string
 }
 
 const defaultConcurrency = 8
@@ -175,6 +180,15 @@ type Agent struct {
 	services services.Manager
 	modules  []string
 
+	// tokens are the scrape tokens /metrics admits (ScrapeAuth, persisted);
+	// metricsAddr is where it listens, nil while it does not.
+	tokens       *agentmetrics.TokenSet
+	metricsAddr  atomic.Pointer[string]
+	closeSources func() // ends the metrics sources' refreshes; nil without /metrics
+	// mailDeliveries counts Exim's log lines for /metrics; the tail engine
+	// must feed it (metricsLogConsumers). Nil without the mail module.
+	mailDeliveries *agentmetrics.MailDeliveries
+
 	mu  sync.Mutex
 	cur *session // the welcomed stream results go to; nil while disconnected
 	gsp *gossip  // nil without gossip; kept for inspection in tests
@@ -222,7 +236,7 @@ func New(cfg Config) (*Agent, error) {
 		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
 		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
 		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen},
-		{"sftp listen", cfg.SFTPListen}, {"migration listen", cfg.MigrationListen}} {
+		{"sftp listen", cfg.SFTPListen}, {"migration listen", cfg.MigrationListen}, {"metrics listen", cfg.MetricsListen}} {
 		if l.addr == "" {
 			continue
 		}
@@ -327,6 +341,15 @@ func New(cfg Config) (*Agent, error) {
 	if a.metrics, err = newMetrics(a.reg); err != nil {
 		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
+	if a.tokens, err = agentmetrics.LoadTokenSet(filepath.Join(cfg.DataDir, agentmetrics.ScrapeAuthFile)); err != nil {
+		// The server sends the set again after the next Welcome.
+		a.log.Warn("scrape tokens unreadable; none admitted until the server sends them", "err", err)
+	}
+	if cfg.MetricsListen != "" {
+		if a.closeSources, err = agentmetrics.Register(a.reg, a.hostSources()); err != nil {
+			return nil, fmt.Errorf("nodeagent: %w", err)
+		}
+	}
 	if a.id != nil {
 		a.metrics.certExpiry.Set(float64(a.id.leaf().NotAfter.Unix()))
 	}
@@ -426,6 +449,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 				<-a.allow.Migrate().Stopped()
 			}()
 		}
+	}
+
+	if a.cfg.MetricsListen != "" {
+		// After the modules (its sources) and before the first Hello
+		// (which reports its address).
+		wait := a.listenMetrics(ctx)
+		defer func() {
+			cancel()
+			wait()
+			a.closeSources()
+		}()
 	}
 
 	r := newRunner(ctx, a, jr)
@@ -551,15 +585,7 @@ func (a *Agent) env(log *slog.Logger) *actions.Env {
 // reportServices sends the daemons' state on the current stream, if any.
 // A report lost to a dropped stream is repeated after the next Welcome.
 func (a *Agent) reportServices() {
-	var sts []services.Status
-	if a.services != nil {
-		sts = a.services.Status()
-	}
-	// The migration endpoint runs inside the agent, not under the
-	// service manager.
-	if st, ok := a.allow.Migrate().Status(); ok {
-		sts = append(sts, st)
-	}
+	sts := a.serviceStatus()
 	if len(sts) == 0 {
 		return
 	}

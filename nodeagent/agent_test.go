@@ -154,8 +154,11 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 	if n := a.appliedCount(t, "ping", "failed"); n != 1 {
 		t.Fatalf("ping failed = %v, want 1", n)
 	}
-	if n := metricValue(t, a.metrics.applySeconds.WithLabelValues("ping").(prometheus.Histogram)); n != 2 {
+	if n := metricValue(t, a.metrics.applySeconds.WithLabelValues("ping", "succeeded").(prometheus.Histogram)); n != 2 {
 		t.Fatalf("apply observations = %v, want 2 (invalid input is never applied)", n)
+	}
+	if n := metricValue(t, a.metrics.inFlight); n != 0 {
+		t.Fatalf("tasks in flight = %v after every result came back", n)
 	}
 	if v := metricValue(t, a.metrics.certExpiry); v < float64(time.Now().Add(time.Hour).Unix()) {
 		t.Fatalf("cert expiry metric %v", v)

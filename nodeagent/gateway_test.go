@@ -55,7 +55,8 @@ type gwStream struct {
 	node       string
 	hello      *agentpb.Hello
 	tasks      chan *agentpb.Task
-	drop       chan struct{} // closed by the test to end the stream
+	msgs       chan *agentpb.ServerMessage // other messages to the agent
+	drop       chan struct{}               // closed by the test to end the stream
 	results    chan *agentpb.TaskResult
 	heartbeats atomic.Int32
 }
@@ -235,6 +236,7 @@ func (g *testGateway) Connect(stream grpc.BidiStreamingServer[agentpb.AgentMessa
 		node:    node,
 		hello:   hello,
 		tasks:   make(chan *agentpb.Task, 100),
+		msgs:    make(chan *agentpb.ServerMessage, 10),
 		drop:    make(chan struct{}),
 		results: make(chan *agentpb.TaskResult, 1000),
 	}
@@ -259,6 +261,10 @@ func (g *testGateway) Connect(stream grpc.BidiStreamingServer[agentpb.AgentMessa
 		select {
 		case task := <-s.tasks:
 			if err := stream.Send(&agentpb.ServerMessage{Msg: &agentpb.ServerMessage_Task{Task: task}}); err != nil {
+				return err
+			}
+		case m := <-s.msgs:
+			if err := stream.Send(m); err != nil {
 				return err
 			}
 		case <-s.drop:

@@ -157,7 +157,7 @@ func (a *Agent) session(ctx context.Context, server string, r *runner, g *gossip
 		return false, fmt.Errorf("connect to %s: %w", server, err)
 	}
 
-	hello := &agentpb.Hello{AgentVersion: a.cfg.Version, Facts: a.facts(), Protocol: agentpb.Protocol}
+	hello := &agentpb.Hello{AgentVersion: a.cfg.Version, Facts: a.facts(), Protocol: agentpb.Protocol, MetricsAddress: a.MetricsAddr()}
 	if g != nil {
 		hello.GossipAddress = g.address()
 	}
@@ -207,6 +207,12 @@ func (a *Agent) session(ctx context.Context, server string, r *runner, g *gossip
 		switch m := msg.GetMsg().(type) {
 		case *agentpb.ServerMessage_Task:
 			r.handle(sctx, m.Task)
+		case *agentpb.ServerMessage_ScrapeAuth:
+			if err := a.SetScrapeAuth(m.ScrapeAuth.GetTokenSha256()); err != nil {
+				a.log.Error("scrape tokens from the server", "err", err)
+			} else {
+				a.log.Debug("scrape tokens updated", "count", a.tokens.Len())
+			}
 		case *agentpb.ServerMessage_Welcome:
 			// Not expected after the first, but a new gossip key or seed list
 			// is worth taking.

@@ -82,6 +82,7 @@ func (r *runner) handle(streamCtx context.Context, t *agentpb.Task) {
 	}
 	r.inflight[id] = struct{}{}
 	r.mu.Unlock()
+	r.a.metrics.inFlight.Inc()
 
 	select {
 	case r.slots <- struct{}{}:
@@ -89,6 +90,7 @@ func (r *runner) handle(streamCtx context.Context, t *agentpb.Task) {
 		r.mu.Lock()
 		delete(r.inflight, id)
 		r.mu.Unlock()
+		r.a.metrics.inFlight.Dec()
 		return
 	}
 	r.wg.Go(func() { r.run(t) })
@@ -116,6 +118,7 @@ func (r *runner) run(t *agentpb.Task) {
 	r.mu.Lock()
 	delete(r.inflight, id)
 	r.mu.Unlock()
+	r.a.metrics.inFlight.Dec()
 	if record {
 		r.a.sendResult(res)
 	}
@@ -128,7 +131,11 @@ func (r *runner) run(t *agentpb.Task) {
 func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool) {
 	res = &agentpb.TaskResult{TaskId: t.GetId(), Generation: t.GetGeneration()}
 	name := "unknown"
+	var start time.Time // set once Apply starts
 	fail := func(reason agentpb.ErrorReason, msg string) (*agentpb.TaskResult, bool) {
+		if !start.IsZero() {
+			r.a.metrics.applySeconds.WithLabelValues(name, "failed").Observe(time.Since(start).Seconds())
+		}
 		res.Status = agentpb.TaskStatus_TASK_STATUS_FAILED
 		res.Reason, res.Error = reason, msg
 		res.Result = nil
@@ -151,9 +158,8 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 	}
 
 	env := r.a.env(r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()))
-	start := time.Now()
+	start = time.Now()
 	out, err := apply(r.ctx, act, env)
-	r.a.metrics.applySeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if r.ctx.Err() != nil {
 			r.a.log.Info("task interrupted by shutdown; it will be applied again", "task", t.GetId(), "action", name)
@@ -166,6 +172,7 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 	}
 	res.Status = agentpb.TaskStatus_TASK_STATUS_SUCCEEDED
 	res.FinishedUnixNano = time.Now().UnixNano()
+	r.a.metrics.applySeconds.WithLabelValues(name, "succeeded").Observe(time.Since(start).Seconds())
 	r.a.metrics.applied.WithLabelValues(name, "succeeded").Inc()
 	r.a.log.Debug("task succeeded", "task", t.GetId(), "action", name, "took", time.Since(start))
 	return res, true
@@ -251,6 +258,12 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_AnalyzeCpanelBackup{AnalyzeCpanelBackup: m}
 	case *agentpb.ImportCpanelBackupResult:
 		res.Result = &agentpb.TaskResult_ImportCpanelBackup{ImportCpanelBackup: m}
+	case *agentpb.NodeMetricsResult:
+		res.Result = &agentpb.TaskResult_NodeMetrics{NodeMetrics: m}
+	case *agentpb.ServiceLogResult:
+		res.Result = &agentpb.TaskResult_ServiceLog{ServiceLog: m}
+	case *agentpb.TrafficResult:
+		res.Result = &agentpb.TaskResult_Traffic{Traffic: m}
 	default:
 		return fmt.Errorf("result of type %T has no case in TaskResult.result", out)
 	}

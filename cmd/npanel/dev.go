@@ -122,6 +122,8 @@ nPanel dev cluster is up.
   Mail:      dev-N on 127.0.0.1: SMTP %d+N, submission %d+N, SMTPS %d+N,
              IMAP %d+N, IMAPS %d+N, POP3 %d+N, POP3S %d+N
              (swaks --server 127.0.0.1:%d --tls --auth-user ADDRESS ...)
+  Metrics:   dev-N's /metrics on 127.0.0.1:%d+N, plain HTTP or TLS, with a scrape
+             token (curl -H 'Authorization: Bearer TOKEN' http://127.0.0.1:%d/metrics)
 
   bin/npanel ctl --server %s login
   bin/npanel ctl --server %s node list
@@ -129,7 +131,7 @@ nPanel dev cluster is up.
 Ctrl-C stops everything; state stays in %s.
 `, base, password, agents, agents, srv.AgentAddr(), devHTTPBase, devHTTPSBase,
 			devSMTPBase, devSubmissionBase, devSMTPSBase, devIMAPBase, devIMAPSBase, devPOP3Base, devPOP3SBase,
-			devSubmissionBase+1, base, base, dir)
+			devSubmissionBase+1, devMetricsBase, devMetricsBase+1, base, base, dir)
 	} // else the cluster is stopping: g.Wait says why
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -201,6 +203,9 @@ const (
 	// at random: a migration in flight keeps the address it was given
 	// across a restart of npanel dev).
 	devMigrationBase = 2420
+	// Metrics: dev-N's /metrics on 127.0.0.1:9469+N (fixed, so a local
+	// Prometheus configuration keeps working across restarts).
+	devMetricsBase = 9469
 )
 
 // devAgent returns agent number i, declaring the node and issuing a join
@@ -255,6 +260,7 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
 		SFTPListen:       fmt.Sprintf("127.0.0.1:%d", devSFTPBase+i),
 		MigrationListen:  fmt.Sprintf("127.0.0.1:%d", devMigrationBase+i),
+		MetricsListen:    fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i),
 		Version:          version,
 		Logger:           log.With("component", "agent", "node", name),
 	})

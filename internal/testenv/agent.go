@@ -47,8 +47,10 @@ func (s *Server) StartAgent(t testing.TB, name string, opts ...AgentOption) *Age
 		// touch the machine's own. (User names use the reserved test prefix.)
 		Prefix:             nodePrefix(t, ""),
 		AllowTestUsernames: true,
-		Version:            "test",
-		Logger:             Logger().With("node", name),
+		// /metrics on a free loopback port (Agent.MetricsAddr tells which).
+		MetricsListen: "127.0.0.1:0",
+		Version:       "test",
+		Logger:        Logger().With("node", name),
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -84,6 +84,9 @@ func (s *Server) startIsolatedAgent(t testing.TB, name, address string, opts ...
 		DataDir:      t.TempDir(),
 		GossipListen: "127.0.0.1:0",
 		Prefix:       nodePrefix(t, ""),
+		// Not the command's default :9469, which every isolated agent
+		// would contend for.
+		MetricsListen: "127.0.0.1:0",
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -283,6 +286,7 @@ var agentFlags = map[string]string{
 	"SFTPListen":       "--sftp-listen",
 	"BackupUser":       "--backup-user",
 	"MigrationListen":  "--migration-listen",
+	"MetricsListen":    "--metrics-listen",
 }
 
 // agentArgs is the agent command line equivalent to cfg (the join token

@@ -20,6 +20,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/migrate"
+	"github.com/npanel/npanel/nodeagent/actions/observe"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/nodeagent/actions/tls"
@@ -212,6 +213,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.migrate.NewSyncMigration(a.SyncMigration), nil
 	case *agentpb.Task_RevokeMigration:
 		return l.migrate.NewRevokeMigration(a.RevokeMigration), nil
+	case *agentpb.Task_NodeMetrics:
+		return observe.NewNodeMetrics(a.NodeMetrics), nil
 	case nil:
 		// An action added to the protocol after this agent was built decodes
 		// as an unknown field with the oneof left empty.
