@@ -69,6 +69,11 @@ type Server struct {
 	election    *election
 
 	apiLn, agentLn net.Listener
+	// scrape is the replica's view of the scrape tokens.
+	scrape *scrapeTokens
+	// nodeUpNames are the nodes npanel_node_up has a series for (the
+	// liveness controller's).
+	nodeUpNames map[string]bool
 	ready          chan struct{}
 	readyOnce      sync.Once
 }
@@ -260,6 +265,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	} else if n > 0 {
 		s.log.Info("name tree backfilled", "names", n)
 	}
+
+	s.scrape = newScrapeTokens(s.metrics.scrapeTokens.Set)
+	scrapeRev, err := s.scrape.load(ctx, s.store)
+	if err != nil {
+		return fmt.Errorf("load the scrape tokens: %w", err)
+	}
+	go s.scrape.follow(runCtx, s.store, scrapeRev)
 
 	s.gateway = newGateway(s, store.New(gatewayCli))
 	go s.gateway.checkDelivery(runCtx)
