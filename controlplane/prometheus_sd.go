@@ -44,7 +44,10 @@ func sdGroups(nodes []store.NodeView, reps []store.Replica) []sdGroup {
 		if target == "" {
 			continue
 		}
-		roles := slices.Clone(n.Roles)
+		roles := make([]string, len(n.Roles))
+		for i, r := range n.Roles {
+			roles[i] = strings.ToLower(r)
+		}
 		slices.Sort(roles)
 		labels := map[string]string{"node": n.Name, "roles": strings.Join(roles, ","), "service": "agent"}
 		for k, v := range n.Labels {
