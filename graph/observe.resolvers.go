@@ -160,7 +160,7 @@ func (r *queryResolver) Requests(ctx context.Context, domain string, period mode
 		mean = sum.seconds / float64(sum.requests)
 	}
 	return &model.RequestStats{Domain: d, Period: period, Requests: sum.requests, Bytes: sum.bytes,
-		Status: &model.StatusClasses{S1xx: sum.status[0], S2xx: sum.status[1], S3xx: sum.status[2], S4xx: sum.status[3], S5xx: sum.status[4]},
+		Status:      &model.StatusClasses{S1xx: sum.status[0], S2xx: sum.status[1], S3xx: sum.status[2], S4xx: sum.status[3], S5xx: sum.status[4]},
 		MeanSeconds: mean, Series: sum.series}, nil
 }
 
