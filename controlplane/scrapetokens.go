@@ -1,11 +1,13 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,8 @@ func (v *scrapeTokens) publish() {
 	for _, d := range v.byID {
 		set.digests = append(set.digests, d)
 	}
+	// In order, so that the same set is always sent the same way.
+	slices.SortFunc(set.digests, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
 	old := v.cur.Swap(set)
 	close(old.changed)
 	if v.gauge != nil {
