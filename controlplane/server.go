@@ -69,13 +69,14 @@ type Server struct {
 	election    *election
 
 	apiLn, agentLn net.Listener
+	ready          chan struct{}
+	readyOnce      sync.Once
+
 	// scrape is the replica's view of the scrape tokens.
 	scrape *scrapeTokens
 	// nodeUpNames are the nodes npanel_node_up has a series for (the
 	// liveness controller's).
 	nodeUpNames map[string]bool
-	ready          chan struct{}
-	readyOnce      sync.Once
 }
 
 // New validates cfg. Nothing is started until Run.
