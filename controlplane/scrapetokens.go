@@ -127,9 +127,15 @@ func (v *scrapeTokens) follow(ctx context.Context, st *store.Store, rev int64) {
 	}
 }
 
-// bearer returns the request's bearer token, "" without one.
+// bearer returns the request's bearer token, "" without one. A scrape
+// token alone is taken too: Prometheus up to 2.4x sends http_sd_configs'
+// credentials without the "Bearer" type unless the type is configured.
 func bearer(r *http.Request) string {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	h := r.Header.Get("Authorization")
+	if strings.HasPrefix(h, store.ScrapeTokenPrefix) {
+		return strings.TrimSpace(h)
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		return ""
 	}
