@@ -102,8 +102,17 @@ func (s *Server) setupAPITLS() (*tls.Config, error) {
 	if s.apiTLS.acme != nil {
 		protos = append(protos, acmeTLSALPNProto)
 	}
+	// Prometheus may present a node's certificate instead of a scrape
+	// token (scrapeAuth). It is requested, never required, and checked by
+	// that handler only: a browser's or another CA's certificate does not
+	// fail the handshake, and naming the cluster CA keeps browsers from
+	// offering unrelated certificates.
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(s.ca.Root())
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequestClientCert,
+		ClientCAs:  clientCAs,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if a := s.apiTLS.acme; a != nil {
 				if cert, ok := a.challengeCert(hello); ok {

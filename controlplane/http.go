@@ -60,6 +60,8 @@ func (s *Server) httpHandler() http.Handler {
 	mux.Handle("GET /metrics", s.metricsAuth(promhttp.HandlerFor(
 		prometheus.Gatherers{s.metrics.reg, prometheus.DefaultGatherer},
 		promhttp.HandlerOpts{ErrorLog: nil})))
+	mux.Handle("GET "+PrometheusSDPath, s.requireScrape(http.HandlerFunc(s.prometheusSD)))
+	mux.Handle("POST "+AlertsPath, s.requireScrape(http.HandlerFunc(s.receiveAlerts)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/graphql", http.StatusFound)
 	})
@@ -109,8 +111,9 @@ func byteSize(n int64) string {
 }
 
 // metricsAuth admits a scrape that presents the metrics token
-// (Config.MetricsToken) or an admin's login or API token as a bearer: the
-// metrics name nodes, tenants' counts and the server's internals.
+// (Config.MetricsToken), a scrape token or an admin's login or API token as
+// a bearer: the metrics name nodes, tenants' counts and the server's
+// internals.
 func (s *Server) metricsAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -122,6 +125,15 @@ func (s *Server) metricsAuth(next http.Handler) http.Handler {
 		}
 		if s.cfg.MetricsToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.MetricsToken)) == 1 {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if strings.HasPrefix(tok, store.ScrapeTokenPrefix) {
+			if s.scrape.admits(tok) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			s.auth.OnRefused(r, "invalid scrape token")
+			http.Error(w, "invalid scrape token", http.StatusUnauthorized)
 			return
 		}
 		p, err := s.auth.Verify(r.Context(), tok)

@@ -79,10 +79,15 @@ func (e *election) lead(ctx context.Context) error {
 	}()
 	e.s.leader.Store(true)
 	e.s.metrics.leader.Set(1)
+	e.s.metrics.leaderChanges.Inc()
 	e.s.log.Info("elected leader: running controllers")
 	defer func() {
 		e.s.leader.Store(false)
 		e.s.metrics.leader.Set(0)
+		e.s.metrics.leaderChanges.Inc()
+		// Only the leader reports nodes: a follower's stale figures
+		// would contradict it.
+		e.s.metrics.nodeUp.Reset()
 		rctx, c := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer c()
 		_ = resign(rctx)

@@ -115,6 +115,7 @@ const livenessMinInterval = 200 * time.Millisecond
 func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 	nodes := set.Nodes()
 	counts := map[store.NodeStatus]int{}
+	seen := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
 		// A node counts as enrolled once its agent has said hello: between
 		// the certificate and the first stream it is still PENDING, not DOWN.
@@ -125,6 +126,12 @@ func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 		gossipDead := dead && since.After(n.State.LastSeen)
 		want, reason := suspectReason(desiredStatus(enrolled, n.Alive, gossipDead), gossipDead, n.State.DeliveryStall)
 		counts[want]++
+		up := 0.0
+		if want == store.NodeReady || want == store.NodeSuspect {
+			up = 1 // the lease is held
+		}
+		s.metrics.nodeUp.WithLabelValues(n.Name).Set(up)
+		seen[n.Name] = true
 		if n.State.Status == want && n.State.StatusReason == reason {
 			continue
 		}
@@ -154,4 +161,12 @@ func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 	for _, st := range []store.NodeStatus{store.NodePending, store.NodeReady, store.NodeSuspect, store.NodeDown} {
 		s.metrics.nodes.WithLabelValues(string(st)).Set(float64(counts[st]))
 	}
+	// Removed nodes leave; a reset first would let a scrape in between
+	// see no node at all.
+	for name := range s.nodeUpNames {
+		if !seen[name] {
+			s.metrics.nodeUp.DeleteLabelValues(name)
+		}
+	}
+	s.nodeUpNames = seen
 }

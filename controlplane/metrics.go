@@ -35,6 +35,12 @@ type metrics struct {
 	backupsMissed     prometheus.Gauge
 	// controllers are the controller runtime's, by controller.
 	controllers *controller.Metrics
+	// Observability: each node's liveness (leader only), the scrape
+	// tokens, this replica's leadership changes and Alertmanager's alerts.
+	nodeUp         *prometheus.GaugeVec
+	scrapeTokens   prometheus.Gauge
+	leaderChanges  prometheus.Counter
+	alertsReceived *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -102,7 +108,24 @@ func newMetrics() *metrics {
 		Namespace: "npanel", Name: "backups_missed",
 		Help: "Accounts with scheduled backups whose last success is older than 26 hours.",
 	})
+	m.nodeUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "npanel", Name: "node_up",
+		Help: "1 while the node's agent holds its liveness lease, else 0; exported by the leader only.",
+	}, []string{"node"})
+	m.scrapeTokens = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "npanel", Name: "scrape_tokens",
+		Help: "Scrape tokens Prometheus and Alertmanager may use.",
+	})
+	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "leader_changes_total",
+		Help: "Times this replica became or stopped being the leader.",
+	})
+	m.alertsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "npanel", Name: "alerts_received_total",
+		Help: "Alerts posted by Alertmanager to /v1/alerts, by status (firing, resolved).",
+	}, []string{"status"})
 	m.controllers = controller.NewMetrics(m.reg)
+	m.reg.MustRegister(m.nodeUp, m.scrapeTokens, m.leaderChanges, m.alertsReceived)
 	m.reg.MustRegister(m.grpc, m.streams, m.leader, m.nodes, m.tasksCompleted, m.duplicateResults, m.pruned,
 		m.auditSuppressed, m.apiConns, m.apiConnsRefused, m.certAttempts, m.certExpiry,
 		m.backupsTotal, m.backupDuration, m.backupLastSuccess, m.backupsMissed)

@@ -210,8 +210,15 @@ func TestNodeIsolation(t *testing.T) {
 	}
 	received := make(chan *agentpb.ServerMessage, 1)
 	go func() {
-		if m, err := st.Recv(); err == nil {
-			received <- m
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				return
+			}
+			if m.GetScrapeAuth() == nil { // every stream gets the scrape tokens
+				received <- m
+				return
+			}
 		}
 	}()
 	// Give the gateway time to (wrongly) act on the forgery or send B's

@@ -71,6 +71,12 @@ type Server struct {
 	apiLn, agentLn net.Listener
 	ready          chan struct{}
 	readyOnce      sync.Once
+
+	// scrape is the replica's view of the scrape tokens.
+	scrape *scrapeTokens
+	// nodeUpNames are the nodes npanel_node_up has a series for (the
+	// liveness controller's).
+	nodeUpNames map[string]bool
 }
 
 // New validates cfg. Nothing is started until Run.
@@ -260,6 +266,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	} else if n > 0 {
 		s.log.Info("name tree backfilled", "names", n)
 	}
+
+	s.scrape = newScrapeTokens(s.metrics.scrapeTokens.Set)
+	scrapeRev, err := s.scrape.load(ctx, s.store)
+	if err != nil {
+		return fmt.Errorf("load the scrape tokens: %w", err)
+	}
+	go s.scrape.follow(runCtx, s.store, scrapeRev)
 
 	s.gateway = newGateway(s, store.New(gatewayCli))
 	go s.gateway.checkDelivery(runCtx)

@@ -113,12 +113,17 @@ func (g *gateway) Connect(srv agentpb.AgentGateway_ConnectServer) error {
 	if err != nil {
 		return err
 	}
+	scrape := g.s.scrape.current()
+	if err := a.send(scrapeAuthMsg(scrape)); err != nil {
+		return err
+	}
 	g.s.metrics.streams.Inc()
 	defer g.s.metrics.streams.Dec()
 	log.Info("agent connected", "source", peerAddr(srv.Context()), "version", hello.GetAgentVersion())
 
 	go g.keepAlive(ctx, a, lease)
 	go g.watchRemoval(ctx, a)
+	go g.pushScrapeAuth(ctx, a, scrape)
 	go func() {
 		if err := g.sendTasks(ctx, a); err != nil && ctx.Err() == nil {
 			cancel(err)
@@ -197,6 +202,7 @@ func (g *gateway) recordHello(ctx context.Context, node string, pubKey []byte, h
 		st.AgentVersion = h.GetAgentVersion()
 		st.Facts = facts
 		st.GossipAddr = h.GetGossipAddress()
+		st.MetricsAddr = h.GetMetricsAddress()
 		st.LastSeen = now
 		st.PublicKey = pubKey
 		st.DeliveryStall = nil // a new stream starts afresh
@@ -357,6 +363,31 @@ func (g *gateway) sendTasks(ctx context.Context, a *agentStream) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// pushScrapeAuth sends the node the scrape tokens' digests whenever they
+// change after sent; a failed send ends the stream.
+func (g *gateway) pushScrapeAuth(ctx context.Context, a *agentStream, sent *scrapeSet) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sent.changed:
+		}
+		sent = g.s.scrape.current()
+		if err := a.send(scrapeAuthMsg(sent)); err != nil {
+			a.cancel(err)
+			return
+		}
+	}
+}
+
+func scrapeAuthMsg(set *scrapeSet) *agentpb.ServerMessage {
+	digests := make([][]byte, len(set.digests))
+	for i := range set.digests {
+		digests[i] = set.digests[i][:]
+	}
+	return &agentpb.ServerMessage{Msg: &agentpb.ServerMessage_ScrapeAuth{ScrapeAuth: &agentpb.ScrapeAuth{TokenSha256: digests}}}
 }
 
 func taskMsg(t *agentpb.Task) *agentpb.ServerMessage {

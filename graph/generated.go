@@ -194,6 +194,14 @@ type ComplexityRoot struct {
 		SftpAddress func(childComplexity int) int
 	}
 
+	Bandwidth struct {
+		Account  func(childComplexity int) int
+		Bytes    func(childComplexity int) int
+		Period   func(childComplexity int) int
+		Requests func(childComplexity int) int
+		Series   func(childComplexity int) int
+	}
+
 	Capacity struct {
 		Cpus        func(childComplexity int) int
 		DiskBytes   func(childComplexity int) int
@@ -466,6 +474,16 @@ type ComplexityRoot struct {
 		Members  func(childComplexity int) int
 	}
 
+	FilesystemUsage struct {
+		AvailBytes func(childComplexity int) int
+		Device     func(childComplexity int) int
+		Files      func(childComplexity int) int
+		FilesFree  func(childComplexity int) int
+		Fstype     func(childComplexity int) int
+		Mountpoint func(childComplexity int) int
+		SizeBytes  func(childComplexity int) int
+	}
+
 	Forwarder struct {
 		From func(childComplexity int) int
 		To   func(childComplexity int) int
@@ -621,6 +639,7 @@ type ComplexityRoot struct {
 		CreateMailbox              func(childComplexity int, input model.CreateMailboxInput) int
 		CreatePlan                 func(childComplexity int, input model.CreatePlanInput) int
 		CreateReseller             func(childComplexity int, input model.CreateResellerInput) int
+		CreateScrapeToken          func(childComplexity int, name string) int
 		CreateUser                 func(childComplexity int, input model.CreateUserInput) int
 		CreateZone                 func(childComplexity int, name string) int
 		DeleteAccount              func(childComplexity int, id string) int
@@ -636,6 +655,7 @@ type ComplexityRoot struct {
 		DeleteRecord               func(childComplexity int, zone string, id string) int
 		DeleteReseller             func(childComplexity int, name string) int
 		DeleteReverseZone          func(childComplexity int, name string) int
+		DeleteScrapeToken          func(childComplexity int, id string) int
 		DeleteUser                 func(childComplexity int, name string) int
 		DeleteZone                 func(childComplexity int, name string) int
 		DisableDNSSec              func(childComplexity int, zone string) int
@@ -721,6 +741,20 @@ type ComplexityRoot struct {
 		StatusReason       func(childComplexity int) int
 	}
 
+	NodeMetrics struct {
+		CPUBusy              func(childComplexity int) int
+		Cpus                 func(childComplexity int) int
+		Filesystems          func(childComplexity int) int
+		Load1                func(childComplexity int) int
+		Load15               func(childComplexity int) int
+		Load5                func(childComplexity int) int
+		MemoryAvailableBytes func(childComplexity int) int
+		MemoryTotalBytes     func(childComplexity int) int
+		Node                 func(childComplexity int) int
+		Services             func(childComplexity int) int
+		UptimeSeconds        func(childComplexity int) int
+	}
+
 	OptimizeDatabasePayload struct {
 		Name   func(childComplexity int) int
 		Reason func(childComplexity int) int
@@ -764,6 +798,7 @@ type ComplexityRoot struct {
 		Backup        func(childComplexity int, id string) int
 		BackupTargets func(childComplexity int) int
 		Backups       func(childComplexity int, account string, first *int, after *string) int
+		Bandwidth     func(childComplexity int, account string, period model.TrafficPeriod) int
 		Certificate   func(childComplexity int, id string) int
 		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
 		Cluster       func(childComplexity int) int
@@ -771,7 +806,7 @@ type ComplexityRoot struct {
 		CpanelImports func(childComplexity int, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
 		Databases     func(childComplexity int, account string) int
-		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int) int
+		DomainLogs    func(childComplexity int, domain string, kind model.LogKind, lines *int, since *time.Time, grep *string) int
 		Domains       func(childComplexity int, account string) int
 		Forwarders    func(childComplexity int, account string) int
 		MailDomains   func(childComplexity int, account string) int
@@ -783,14 +818,19 @@ type ComplexityRoot struct {
 		Migrations    func(childComplexity int, filter *model.MigrationFilter, first *int, after *string) int
 		Nameservers   func(childComplexity int) int
 		Node          func(childComplexity int, name string) int
+		NodeMetrics   func(childComplexity int, node string) int
 		Nodes         func(childComplexity int) int
 		Plan          func(childComplexity int, name string) int
 		Plans         func(childComplexity int) int
 		Replicas      func(childComplexity int) int
+		Requests      func(childComplexity int, domain string, period model.TrafficPeriod) int
 		Reseller      func(childComplexity int, name string) int
 		Resellers     func(childComplexity int) int
 		Restore       func(childComplexity int, id string) int
 		Restores      func(childComplexity int, account string) int
+		ScrapeTokens  func(childComplexity int) int
+		ServiceLogs   func(childComplexity int, node string, service string, since *time.Time, lines *int, grep *string) int
+		ServiceStatus func(childComplexity int, node string, service string) int
 		Task          func(childComplexity int, id string) int
 		Users         func(childComplexity int, filter *model.UserFilter) int
 		ValidateZone  func(childComplexity int, zone string) int
@@ -809,6 +849,16 @@ type ComplexityRoot struct {
 		ID           func(childComplexity int) int
 		Leader       func(childComplexity int) int
 		Version      func(childComplexity int) int
+	}
+
+	RequestStats struct {
+		Bytes       func(childComplexity int) int
+		Domain      func(childComplexity int) int
+		MeanSeconds func(childComplexity int) int
+		Period      func(childComplexity int) int
+		Requests    func(childComplexity int) int
+		Series      func(childComplexity int) int
+		Status      func(childComplexity int) int
 	}
 
 	Reseller struct {
@@ -847,6 +897,17 @@ type ComplexityRoot struct {
 		Scanned  func(childComplexity int) int
 	}
 
+	ScrapeToken struct {
+		CreatedAt func(childComplexity int) int
+		ID        func(childComplexity int) int
+		Name      func(childComplexity int) int
+	}
+
+	ScrapeTokenCreated struct {
+		ScrapeToken func(childComplexity int) int
+		Token       func(childComplexity int) int
+	}
+
 	Service struct {
 		Error    func(childComplexity int) int
 		Listen   func(childComplexity int) int
@@ -857,10 +918,33 @@ type ComplexityRoot struct {
 		Version  func(childComplexity int) int
 	}
 
+	ServiceStatus struct {
+		Node       func(childComplexity int) int
+		ReportedAt func(childComplexity int) int
+		Service    func(childComplexity int) int
+		Up         func(childComplexity int) int
+	}
+
+	ServiceSummary struct {
+		Name     func(childComplexity int) int
+		Restarts func(childComplexity int) int
+		State    func(childComplexity int) int
+		Up       func(childComplexity int) int
+		Version  func(childComplexity int) int
+	}
+
 	SpamFilter struct {
 		Action  func(childComplexity int) int
 		Enabled func(childComplexity int) int
 		Score   func(childComplexity int) int
+	}
+
+	StatusClasses struct {
+		S1xx func(childComplexity int) int
+		S2xx func(childComplexity int) int
+		S3xx func(childComplexity int) int
+		S4xx func(childComplexity int) int
+		S5xx func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -880,6 +964,12 @@ type ComplexityRoot struct {
 		Node       func(childComplexity int) int
 		Result     func(childComplexity int) int
 		Status     func(childComplexity int) int
+	}
+
+	TrafficPoint struct {
+		Bytes    func(childComplexity int) int
+		Requests func(childComplexity int) int
+		Start    func(childComplexity int) int
 	}
 
 	TrainMailPayload struct {
@@ -1027,6 +1117,8 @@ type MutationResolver interface {
 	UndrainNode(ctx context.Context, name string) (*model.Node, error)
 	UpdateNode(ctx context.Context, name string, input model.UpdateNodeInput) (*model.Node, error)
 	RunNodeAction(ctx context.Context, node string, action model.NodeAction, payload *string, timeoutSeconds *int) (*model.Task, error)
+	CreateScrapeToken(ctx context.Context, name string) (*model.ScrapeTokenCreated, error)
+	DeleteScrapeToken(ctx context.Context, id string) (bool, error)
 	RequestCertificate(ctx context.Context, input model.RequestCertificateInput) (*model.Certificate, error)
 	RenewCertificate(ctx context.Context, id string) (*model.Certificate, error)
 	RevokeCertificate(ctx context.Context, id string, reason *model.RevocationReason) (*model.Certificate, error)
@@ -1089,12 +1181,18 @@ type QueryResolver interface {
 	Node(ctx context.Context, name string) (*model.Node, error)
 	Task(ctx context.Context, id string) (*model.Task, error)
 	Replicas(ctx context.Context) ([]*model.Replica, error)
+	ServiceLogs(ctx context.Context, node string, service string, since *time.Time, lines *int, grep *string) ([]string, error)
+	Bandwidth(ctx context.Context, account string, period model.TrafficPeriod) (*model.Bandwidth, error)
+	Requests(ctx context.Context, domain string, period model.TrafficPeriod) (*model.RequestStats, error)
+	NodeMetrics(ctx context.Context, node string) (*model.NodeMetrics, error)
+	ServiceStatus(ctx context.Context, node string, service string) (*model.ServiceStatus, error)
+	ScrapeTokens(ctx context.Context) ([]*model.ScrapeToken, error)
 	Certificate(ctx context.Context, id string) (*model.Certificate, error)
 	Certificates(ctx context.Context, filter *model.CertificateFilter, first *int, after *string) (*model.CertificateConnection, error)
 	Users(ctx context.Context, filter *model.UserFilter) ([]*model.User, error)
 	APITokens(ctx context.Context) ([]*model.APIToken, error)
 	Domains(ctx context.Context, account string) ([]*model.Domain, error)
-	DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int) ([]string, error)
+	DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int, since *time.Time, grep *string) ([]string, error)
 }
 type SubscriptionResolver interface {
 	AccountEvents(ctx context.Context, id string) (<-chan *model.AccountEvent, error)
@@ -1706,6 +1804,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.BackupTarget.SftpAddress(childComplexity), true
+
+	case "Bandwidth.account":
+		if e.ComplexityRoot.Bandwidth.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Bandwidth.Account(childComplexity), true
+	case "Bandwidth.bytes":
+		if e.ComplexityRoot.Bandwidth.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Bandwidth.Bytes(childComplexity), true
+	case "Bandwidth.period":
+		if e.ComplexityRoot.Bandwidth.Period == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Bandwidth.Period(childComplexity), true
+	case "Bandwidth.requests":
+		if e.ComplexityRoot.Bandwidth.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Bandwidth.Requests(childComplexity), true
+	case "Bandwidth.series":
+		if e.ComplexityRoot.Bandwidth.Series == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Bandwidth.Series(childComplexity), true
 
 	case "Capacity.cpus":
 		if e.ComplexityRoot.Capacity.Cpus == nil {
@@ -2761,6 +2890,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EtcdStatus.Members(childComplexity), true
 
+	case "FilesystemUsage.availBytes":
+		if e.ComplexityRoot.FilesystemUsage.AvailBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.AvailBytes(childComplexity), true
+	case "FilesystemUsage.device":
+		if e.ComplexityRoot.FilesystemUsage.Device == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.Device(childComplexity), true
+	case "FilesystemUsage.files":
+		if e.ComplexityRoot.FilesystemUsage.Files == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.Files(childComplexity), true
+	case "FilesystemUsage.filesFree":
+		if e.ComplexityRoot.FilesystemUsage.FilesFree == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.FilesFree(childComplexity), true
+	case "FilesystemUsage.fstype":
+		if e.ComplexityRoot.FilesystemUsage.Fstype == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.Fstype(childComplexity), true
+	case "FilesystemUsage.mountpoint":
+		if e.ComplexityRoot.FilesystemUsage.Mountpoint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.Mountpoint(childComplexity), true
+	case "FilesystemUsage.sizeBytes":
+		if e.ComplexityRoot.FilesystemUsage.SizeBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FilesystemUsage.SizeBytes(childComplexity), true
+
 	case "Forwarder.from":
 		if e.ComplexityRoot.Forwarder.From == nil {
 			break
@@ -3479,6 +3651,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateReseller(childComplexity, args["input"].(model.CreateResellerInput)), true
+	case "Mutation.createScrapeToken":
+		if e.ComplexityRoot.Mutation.CreateScrapeToken == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createScrapeToken_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateScrapeToken(childComplexity, args["name"].(string)), true
 	case "Mutation.createUser":
 		if e.ComplexityRoot.Mutation.CreateUser == nil {
 			break
@@ -3644,6 +3827,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteReverseZone(childComplexity, args["name"].(string)), true
+	case "Mutation.deleteScrapeToken":
+		if e.ComplexityRoot.Mutation.DeleteScrapeToken == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteScrapeToken_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteScrapeToken(childComplexity, args["id"].(string)), true
 	case "Mutation.deleteUser":
 		if e.ComplexityRoot.Mutation.DeleteUser == nil {
 			break
@@ -4421,6 +4615,73 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Node.StatusReason(childComplexity), true
 
+	case "NodeMetrics.cpuBusy":
+		if e.ComplexityRoot.NodeMetrics.CPUBusy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.CPUBusy(childComplexity), true
+	case "NodeMetrics.cpus":
+		if e.ComplexityRoot.NodeMetrics.Cpus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Cpus(childComplexity), true
+	case "NodeMetrics.filesystems":
+		if e.ComplexityRoot.NodeMetrics.Filesystems == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Filesystems(childComplexity), true
+	case "NodeMetrics.load1":
+		if e.ComplexityRoot.NodeMetrics.Load1 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Load1(childComplexity), true
+	case "NodeMetrics.load15":
+		if e.ComplexityRoot.NodeMetrics.Load15 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Load15(childComplexity), true
+	case "NodeMetrics.load5":
+		if e.ComplexityRoot.NodeMetrics.Load5 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Load5(childComplexity), true
+	case "NodeMetrics.memoryAvailableBytes":
+		if e.ComplexityRoot.NodeMetrics.MemoryAvailableBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.MemoryAvailableBytes(childComplexity), true
+	case "NodeMetrics.memoryTotalBytes":
+		if e.ComplexityRoot.NodeMetrics.MemoryTotalBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.MemoryTotalBytes(childComplexity), true
+	case "NodeMetrics.node":
+		if e.ComplexityRoot.NodeMetrics.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Node(childComplexity), true
+	case "NodeMetrics.services":
+		if e.ComplexityRoot.NodeMetrics.Services == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.Services(childComplexity), true
+	case "NodeMetrics.uptimeSeconds":
+		if e.ComplexityRoot.NodeMetrics.UptimeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.NodeMetrics.UptimeSeconds(childComplexity), true
+
 	case "OptimizeDatabasePayload.name":
 		if e.ComplexityRoot.OptimizeDatabasePayload.Name == nil {
 			break
@@ -4630,6 +4891,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Backups(childComplexity, args["account"].(string), args["first"].(*int), args["after"].(*string)), true
+	case "Query.bandwidth":
+		if e.ComplexityRoot.Query.Bandwidth == nil {
+			break
+		}
+
+		args, err := ec.field_Query_bandwidth_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Bandwidth(childComplexity, args["account"].(string), args["period"].(model.TrafficPeriod)), true
 	case "Query.certificate":
 		if e.ComplexityRoot.Query.Certificate == nil {
 			break
@@ -4712,7 +4984,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.DomainLogs(childComplexity, args["domain"].(string), args["kind"].(model.LogKind), args["lines"].(*int)), true
+		return e.ComplexityRoot.Query.DomainLogs(childComplexity, args["domain"].(string), args["kind"].(model.LogKind), args["lines"].(*int), args["since"].(*time.Time), args["grep"].(*string)), true
 	case "Query.domains":
 		if e.ComplexityRoot.Query.Domains == nil {
 			break
@@ -4825,6 +5097,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Node(childComplexity, args["name"].(string)), true
+	case "Query.nodeMetrics":
+		if e.ComplexityRoot.Query.NodeMetrics == nil {
+			break
+		}
+
+		args, err := ec.field_Query_nodeMetrics_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.NodeMetrics(childComplexity, args["node"].(string)), true
 	case "Query.nodes":
 		if e.ComplexityRoot.Query.Nodes == nil {
 			break
@@ -4854,6 +5137,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Replicas(childComplexity), true
+	case "Query.requests":
+		if e.ComplexityRoot.Query.Requests == nil {
+			break
+		}
+
+		args, err := ec.field_Query_requests_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Requests(childComplexity, args["domain"].(string), args["period"].(model.TrafficPeriod)), true
 	case "Query.reseller":
 		if e.ComplexityRoot.Query.Reseller == nil {
 			break
@@ -4893,6 +5187,34 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Restores(childComplexity, args["account"].(string)), true
+	case "Query.scrapeTokens":
+		if e.ComplexityRoot.Query.ScrapeTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.ScrapeTokens(childComplexity), true
+	case "Query.serviceLogs":
+		if e.ComplexityRoot.Query.ServiceLogs == nil {
+			break
+		}
+
+		args, err := ec.field_Query_serviceLogs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ServiceLogs(childComplexity, args["node"].(string), args["service"].(string), args["since"].(*time.Time), args["lines"].(*int), args["grep"].(*string)), true
+	case "Query.serviceStatus":
+		if e.ComplexityRoot.Query.ServiceStatus == nil {
+			break
+		}
+
+		args, err := ec.field_Query_serviceStatus_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ServiceStatus(childComplexity, args["node"].(string), args["service"].(string)), true
 	case "Query.task":
 		if e.ComplexityRoot.Query.Task == nil {
 			break
@@ -4992,6 +5314,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Replica.Version(childComplexity), true
+
+	case "RequestStats.bytes":
+		if e.ComplexityRoot.RequestStats.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Bytes(childComplexity), true
+	case "RequestStats.domain":
+		if e.ComplexityRoot.RequestStats.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Domain(childComplexity), true
+	case "RequestStats.meanSeconds":
+		if e.ComplexityRoot.RequestStats.MeanSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.MeanSeconds(childComplexity), true
+	case "RequestStats.period":
+		if e.ComplexityRoot.RequestStats.Period == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Period(childComplexity), true
+	case "RequestStats.requests":
+		if e.ComplexityRoot.RequestStats.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Requests(childComplexity), true
+	case "RequestStats.series":
+		if e.ComplexityRoot.RequestStats.Series == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Series(childComplexity), true
+	case "RequestStats.status":
+		if e.ComplexityRoot.RequestStats.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RequestStats.Status(childComplexity), true
 
 	case "Reseller.maxAccounts":
 		if e.ComplexityRoot.Reseller.MaxAccounts == nil {
@@ -5158,6 +5523,38 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ScanMailboxPayload.Scanned(childComplexity), true
 
+	case "ScrapeToken.createdAt":
+		if e.ComplexityRoot.ScrapeToken.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeToken.CreatedAt(childComplexity), true
+	case "ScrapeToken.id":
+		if e.ComplexityRoot.ScrapeToken.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeToken.ID(childComplexity), true
+	case "ScrapeToken.name":
+		if e.ComplexityRoot.ScrapeToken.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeToken.Name(childComplexity), true
+
+	case "ScrapeTokenCreated.scrapeToken":
+		if e.ComplexityRoot.ScrapeTokenCreated.ScrapeToken == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeTokenCreated.ScrapeToken(childComplexity), true
+	case "ScrapeTokenCreated.token":
+		if e.ComplexityRoot.ScrapeTokenCreated.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeTokenCreated.Token(childComplexity), true
+
 	case "Service.error":
 		if e.ComplexityRoot.Service.Error == nil {
 			break
@@ -5201,6 +5598,62 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Service.Version(childComplexity), true
 
+	case "ServiceStatus.node":
+		if e.ComplexityRoot.ServiceStatus.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceStatus.Node(childComplexity), true
+	case "ServiceStatus.reportedAt":
+		if e.ComplexityRoot.ServiceStatus.ReportedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceStatus.ReportedAt(childComplexity), true
+	case "ServiceStatus.service":
+		if e.ComplexityRoot.ServiceStatus.Service == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceStatus.Service(childComplexity), true
+	case "ServiceStatus.up":
+		if e.ComplexityRoot.ServiceStatus.Up == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceStatus.Up(childComplexity), true
+
+	case "ServiceSummary.name":
+		if e.ComplexityRoot.ServiceSummary.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceSummary.Name(childComplexity), true
+	case "ServiceSummary.restarts":
+		if e.ComplexityRoot.ServiceSummary.Restarts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceSummary.Restarts(childComplexity), true
+	case "ServiceSummary.state":
+		if e.ComplexityRoot.ServiceSummary.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceSummary.State(childComplexity), true
+	case "ServiceSummary.up":
+		if e.ComplexityRoot.ServiceSummary.Up == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceSummary.Up(childComplexity), true
+	case "ServiceSummary.version":
+		if e.ComplexityRoot.ServiceSummary.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ServiceSummary.Version(childComplexity), true
+
 	case "SpamFilter.action":
 		if e.ComplexityRoot.SpamFilter.Action == nil {
 			break
@@ -5219,6 +5672,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SpamFilter.Score(childComplexity), true
+
+	case "StatusClasses.s1xx":
+		if e.ComplexityRoot.StatusClasses.S1xx == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StatusClasses.S1xx(childComplexity), true
+	case "StatusClasses.s2xx":
+		if e.ComplexityRoot.StatusClasses.S2xx == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StatusClasses.S2xx(childComplexity), true
+	case "StatusClasses.s3xx":
+		if e.ComplexityRoot.StatusClasses.S3xx == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StatusClasses.S3xx(childComplexity), true
+	case "StatusClasses.s4xx":
+		if e.ComplexityRoot.StatusClasses.S4xx == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StatusClasses.S4xx(childComplexity), true
+	case "StatusClasses.s5xx":
+		if e.ComplexityRoot.StatusClasses.S5xx == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StatusClasses.S5xx(childComplexity), true
 
 	case "Subscription.accountEvents":
 		if e.ComplexityRoot.Subscription.AccountEvents == nil {
@@ -5319,6 +5803,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Task.Status(childComplexity), true
+
+	case "TrafficPoint.bytes":
+		if e.ComplexityRoot.TrafficPoint.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TrafficPoint.Bytes(childComplexity), true
+	case "TrafficPoint.requests":
+		if e.ComplexityRoot.TrafficPoint.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TrafficPoint.Requests(childComplexity), true
+	case "TrafficPoint.start":
+		if e.ComplexityRoot.TrafficPoint.Start == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TrafficPoint.Start(childComplexity), true
 
 	case "TrainMailPayload.learned":
 		if e.ComplexityRoot.TrainMailPayload.Learned == nil {
@@ -5638,7 +6141,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "migration.graphqls" "nodes.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "migration.graphqls" "nodes.graphqls" "observe.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -5660,6 +6163,7 @@ var sources = []*ast.Source{
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
 	{Name: "migration.graphqls", Input: sourceData("migration.graphqls"), BuiltIn: false},
 	{Name: "nodes.graphqls", Input: sourceData("nodes.graphqls"), BuiltIn: false},
+	{Name: "observe.graphqls", Input: sourceData("observe.graphqls"), BuiltIn: false},
 	{Name: "schema.graphqls", Input: sourceData("schema.graphqls"), BuiltIn: false},
 	{Name: "tls.graphqls", Input: sourceData("tls.graphqls"), BuiltIn: false},
 	{Name: "users.graphqls", Input: sourceData("users.graphqls"), BuiltIn: false},
@@ -5971,6 +6475,22 @@ func (ec *executionContext) childFields_BackupTarget(ctx context.Context, field 
 		return ec.fieldContext_BackupTarget_createdAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type BackupTarget", field.Name)
+}
+
+func (ec *executionContext) childFields_Bandwidth(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "account":
+		return ec.fieldContext_Bandwidth_account(ctx, field)
+	case "period":
+		return ec.fieldContext_Bandwidth_period(ctx, field)
+	case "bytes":
+		return ec.fieldContext_Bandwidth_bytes(ctx, field)
+	case "requests":
+		return ec.fieldContext_Bandwidth_requests(ctx, field)
+	case "series":
+		return ec.fieldContext_Bandwidth_series(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Bandwidth", field.Name)
 }
 
 func (ec *executionContext) childFields_Capacity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -6517,6 +7037,26 @@ func (ec *executionContext) childFields_EtcdStatus(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type EtcdStatus", field.Name)
 }
 
+func (ec *executionContext) childFields_FilesystemUsage(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "mountpoint":
+		return ec.fieldContext_FilesystemUsage_mountpoint(ctx, field)
+	case "device":
+		return ec.fieldContext_FilesystemUsage_device(ctx, field)
+	case "fstype":
+		return ec.fieldContext_FilesystemUsage_fstype(ctx, field)
+	case "sizeBytes":
+		return ec.fieldContext_FilesystemUsage_sizeBytes(ctx, field)
+	case "availBytes":
+		return ec.fieldContext_FilesystemUsage_availBytes(ctx, field)
+	case "files":
+		return ec.fieldContext_FilesystemUsage_files(ctx, field)
+	case "filesFree":
+		return ec.fieldContext_FilesystemUsage_filesFree(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FilesystemUsage", field.Name)
+}
+
 func (ec *executionContext) childFields_Forwarder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "from":
@@ -6831,6 +7371,34 @@ func (ec *executionContext) childFields_Node(ctx context.Context, field graphql.
 	return nil, fmt.Errorf("no field named %q was found under type Node", field.Name)
 }
 
+func (ec *executionContext) childFields_NodeMetrics(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_NodeMetrics_node(ctx, field)
+	case "cpuBusy":
+		return ec.fieldContext_NodeMetrics_cpuBusy(ctx, field)
+	case "cpus":
+		return ec.fieldContext_NodeMetrics_cpus(ctx, field)
+	case "load1":
+		return ec.fieldContext_NodeMetrics_load1(ctx, field)
+	case "load5":
+		return ec.fieldContext_NodeMetrics_load5(ctx, field)
+	case "load15":
+		return ec.fieldContext_NodeMetrics_load15(ctx, field)
+	case "memoryTotalBytes":
+		return ec.fieldContext_NodeMetrics_memoryTotalBytes(ctx, field)
+	case "memoryAvailableBytes":
+		return ec.fieldContext_NodeMetrics_memoryAvailableBytes(ctx, field)
+	case "uptimeSeconds":
+		return ec.fieldContext_NodeMetrics_uptimeSeconds(ctx, field)
+	case "filesystems":
+		return ec.fieldContext_NodeMetrics_filesystems(ctx, field)
+	case "services":
+		return ec.fieldContext_NodeMetrics_services(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type NodeMetrics", field.Name)
+}
+
 func (ec *executionContext) childFields_OptimizeDatabasePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -6925,6 +7493,26 @@ func (ec *executionContext) childFields_Replica(ctx context.Context, field graph
 	return nil, fmt.Errorf("no field named %q was found under type Replica", field.Name)
 }
 
+func (ec *executionContext) childFields_RequestStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "domain":
+		return ec.fieldContext_RequestStats_domain(ctx, field)
+	case "period":
+		return ec.fieldContext_RequestStats_period(ctx, field)
+	case "requests":
+		return ec.fieldContext_RequestStats_requests(ctx, field)
+	case "bytes":
+		return ec.fieldContext_RequestStats_bytes(ctx, field)
+	case "status":
+		return ec.fieldContext_RequestStats_status(ctx, field)
+	case "meanSeconds":
+		return ec.fieldContext_RequestStats_meanSeconds(ctx, field)
+	case "series":
+		return ec.fieldContext_RequestStats_series(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RequestStats", field.Name)
+}
+
 func (ec *executionContext) childFields_Reseller(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -6997,6 +7585,28 @@ func (ec *executionContext) childFields_ScanMailboxPayload(ctx context.Context, 
 	return nil, fmt.Errorf("no field named %q was found under type ScanMailboxPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_ScrapeToken(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ScrapeToken_id(ctx, field)
+	case "name":
+		return ec.fieldContext_ScrapeToken_name(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ScrapeToken_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ScrapeToken", field.Name)
+}
+
+func (ec *executionContext) childFields_ScrapeTokenCreated(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "token":
+		return ec.fieldContext_ScrapeTokenCreated_token(ctx, field)
+	case "scrapeToken":
+		return ec.fieldContext_ScrapeTokenCreated_scrapeToken(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ScrapeTokenCreated", field.Name)
+}
+
 func (ec *executionContext) childFields_Service(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -7017,6 +7627,36 @@ func (ec *executionContext) childFields_Service(ctx context.Context, field graph
 	return nil, fmt.Errorf("no field named %q was found under type Service", field.Name)
 }
 
+func (ec *executionContext) childFields_ServiceStatus(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_ServiceStatus_node(ctx, field)
+	case "service":
+		return ec.fieldContext_ServiceStatus_service(ctx, field)
+	case "up":
+		return ec.fieldContext_ServiceStatus_up(ctx, field)
+	case "reportedAt":
+		return ec.fieldContext_ServiceStatus_reportedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ServiceStatus", field.Name)
+}
+
+func (ec *executionContext) childFields_ServiceSummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_ServiceSummary_name(ctx, field)
+	case "state":
+		return ec.fieldContext_ServiceSummary_state(ctx, field)
+	case "version":
+		return ec.fieldContext_ServiceSummary_version(ctx, field)
+	case "restarts":
+		return ec.fieldContext_ServiceSummary_restarts(ctx, field)
+	case "up":
+		return ec.fieldContext_ServiceSummary_up(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ServiceSummary", field.Name)
+}
+
 func (ec *executionContext) childFields_SpamFilter(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "enabled":
@@ -7027,6 +7667,22 @@ func (ec *executionContext) childFields_SpamFilter(ctx context.Context, field gr
 		return ec.fieldContext_SpamFilter_action(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SpamFilter", field.Name)
+}
+
+func (ec *executionContext) childFields_StatusClasses(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "s1xx":
+		return ec.fieldContext_StatusClasses_s1xx(ctx, field)
+	case "s2xx":
+		return ec.fieldContext_StatusClasses_s2xx(ctx, field)
+	case "s3xx":
+		return ec.fieldContext_StatusClasses_s3xx(ctx, field)
+	case "s4xx":
+		return ec.fieldContext_StatusClasses_s4xx(ctx, field)
+	case "s5xx":
+		return ec.fieldContext_StatusClasses_s5xx(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StatusClasses", field.Name)
 }
 
 func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7051,6 +7707,18 @@ func (ec *executionContext) childFields_Task(ctx context.Context, field graphql.
 		return ec.fieldContext_Task_finishedAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Task", field.Name)
+}
+
+func (ec *executionContext) childFields_TrafficPoint(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "start":
+		return ec.fieldContext_TrafficPoint_start(ctx, field)
+	case "requests":
+		return ec.fieldContext_TrafficPoint_requests(ctx, field)
+	case "bytes":
+		return ec.fieldContext_TrafficPoint_bytes(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TrafficPoint", field.Name)
 }
 
 func (ec *executionContext) childFields_TrainMailPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7717,6 +8385,20 @@ func (ec *executionContext) field_Mutation_createReseller_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createScrapeToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -7964,6 +8646,20 @@ func (ec *executionContext) field_Mutation_deleteReverseZone_args(ctx context.Co
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_deleteScrapeToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -9277,6 +9973,28 @@ func (ec *executionContext) field_Query_backups_args(ctx context.Context, rawArg
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_bandwidth_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "account",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["account"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "period",
+		func(ctx context.Context, v any) (model.TrafficPeriod, error) {
+			return ec.unmarshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["period"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_certificate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9412,6 +10130,22 @@ func (ec *executionContext) field_Query_domainLogs_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["lines"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "since",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["since"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "grep",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["grep"] = arg4
 	return args, nil
 }
 
@@ -9575,6 +10309,20 @@ func (ec *executionContext) field_Query_migrations_args(ctx context.Context, raw
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_nodeMetrics_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_node_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9600,6 +10348,28 @@ func (ec *executionContext) field_Query_plan_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_requests_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "domain",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["domain"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "period",
+		func(ctx context.Context, v any) (model.TrafficPeriod, error) {
+			return ec.unmarshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["period"] = arg1
 	return args, nil
 }
 
@@ -9642,6 +10412,74 @@ func (ec *executionContext) field_Query_restores_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["account"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_serviceLogs_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "service",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["service"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "since",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["since"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "lines",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["lines"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "grep",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["grep"] = arg4
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_serviceStatus_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "node",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["node"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "service",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["service"] = arg1
 	return args, nil
 }
 
@@ -12210,6 +13048,130 @@ func (ec *executionContext) _BackupTarget_createdAt(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_BackupTarget_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("BackupTarget", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Bandwidth_account(ctx context.Context, field graphql.CollectedField, obj *model.Bandwidth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Bandwidth_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Bandwidth_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Bandwidth", field, false, false, "String")
+}
+
+func (ec *executionContext) _Bandwidth_period(ctx context.Context, field graphql.CollectedField, obj *model.Bandwidth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Bandwidth_period(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Period, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.TrafficPeriod) graphql.Marshaler {
+			return ec.marshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Bandwidth_period(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Bandwidth", field, false, false, "TrafficPeriod")
+}
+
+func (ec *executionContext) _Bandwidth_bytes(ctx context.Context, field graphql.CollectedField, obj *model.Bandwidth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Bandwidth_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Bandwidth_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Bandwidth", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Bandwidth_requests(ctx context.Context, field graphql.CollectedField, obj *model.Bandwidth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Bandwidth_requests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Requests, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Bandwidth_requests(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Bandwidth", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _Bandwidth_series(ctx context.Context, field graphql.CollectedField, obj *model.Bandwidth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Bandwidth_series(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Series, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.TrafficPoint) graphql.Marshaler {
+			return ec.marshalNTrafficPoint2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPointᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Bandwidth_series(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Bandwidth",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TrafficPoint(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Capacity_cpus(ctx context.Context, field graphql.CollectedField, obj *model.Capacity) (ret graphql.Marshaler) {
@@ -16381,6 +17343,167 @@ func (ec *executionContext) fieldContext_EtcdStatus_members(_ context.Context, f
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _FilesystemUsage_mountpoint(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_mountpoint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mountpoint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_mountpoint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "String")
+}
+
+func (ec *executionContext) _FilesystemUsage_device(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_device(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Device, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_device(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "String")
+}
+
+func (ec *executionContext) _FilesystemUsage_fstype(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_fstype(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Fstype, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_fstype(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "String")
+}
+
+func (ec *executionContext) _FilesystemUsage_sizeBytes(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_sizeBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SizeBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_sizeBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _FilesystemUsage_availBytes(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_availBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AvailBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_availBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _FilesystemUsage_files(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_files(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Files, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_files(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _FilesystemUsage_filesFree(ctx context.Context, field graphql.CollectedField, obj *model.FilesystemUsage) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FilesystemUsage_filesFree(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FilesFree, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FilesystemUsage_filesFree(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FilesystemUsage", field, false, false, "Int64")
 }
 
 func (ec *executionContext) _Forwarder_from(ctx context.Context, field graphql.CollectedField, obj *model.Forwarder) (ret graphql.Marshaler) {
@@ -21570,6 +22693,94 @@ func (ec *executionContext) fieldContext_Mutation_runNodeAction(ctx context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_createScrapeToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createScrapeToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateScrapeToken(ctx, fc.Args["name"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ScrapeTokenCreated) graphql.Marshaler {
+			return ec.marshalNScrapeTokenCreated2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeTokenCreated(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createScrapeToken(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ScrapeTokenCreated(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createScrapeToken_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteScrapeToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteScrapeToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteScrapeToken(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteScrapeToken(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteScrapeToken_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_requestCertificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -23002,6 +24213,277 @@ func (ec *executionContext) _Node_servicesReportedAt(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_Node_servicesReportedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Node", field, true, true, "Time")
+}
+
+func (ec *executionContext) _NodeMetrics_node(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "String")
+}
+
+func (ec *executionContext) _NodeMetrics_cpuBusy(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_cpuBusy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CPUBusy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_cpuBusy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Float")
+}
+
+func (ec *executionContext) _NodeMetrics_cpus(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_cpus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cpus, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_cpus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Int")
+}
+
+func (ec *executionContext) _NodeMetrics_load1(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_load1(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Load1, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_load1(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Float")
+}
+
+func (ec *executionContext) _NodeMetrics_load5(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_load5(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Load5, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_load5(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Float")
+}
+
+func (ec *executionContext) _NodeMetrics_load15(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_load15(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Load15, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_load15(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Float")
+}
+
+func (ec *executionContext) _NodeMetrics_memoryTotalBytes(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_memoryTotalBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MemoryTotalBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_memoryTotalBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _NodeMetrics_memoryAvailableBytes(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_memoryAvailableBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MemoryAvailableBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_memoryAvailableBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _NodeMetrics_uptimeSeconds(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_uptimeSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UptimeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_uptimeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("NodeMetrics", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _NodeMetrics_filesystems(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_filesystems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Filesystems, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.FilesystemUsage) graphql.Marshaler {
+			return ec.marshalNFilesystemUsage2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFilesystemUsageᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_filesystems(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "NodeMetrics",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_FilesystemUsage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _NodeMetrics_services(ctx context.Context, field graphql.CollectedField, obj *model.NodeMetrics) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_NodeMetrics_services(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Services, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ServiceSummary) graphql.Marshaler {
+			return ec.marshalNServiceSummary2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceSummaryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_NodeMetrics_services(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "NodeMetrics",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ServiceSummary(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _OptimizeDatabasePayload_name(ctx context.Context, field graphql.CollectedField, obj *model.OptimizeDatabasePayload) (ret graphql.Marshaler) {
@@ -24898,6 +26380,258 @@ func (ec *executionContext) fieldContext_Query_replicas(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_serviceLogs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_serviceLogs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ServiceLogs(ctx, fc.Args["node"].(string), fc.Args["service"].(string), fc.Args["since"].(*time.Time), fc.Args["lines"].(*int), fc.Args["grep"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_serviceLogs(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type String does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_serviceLogs_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_bandwidth(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_bandwidth(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Bandwidth(ctx, fc.Args["account"].(string), fc.Args["period"].(model.TrafficPeriod))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Bandwidth) graphql.Marshaler {
+			return ec.marshalNBandwidth2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBandwidth(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_bandwidth(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Bandwidth(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_bandwidth_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_requests(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_requests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Requests(ctx, fc.Args["domain"].(string), fc.Args["period"].(model.TrafficPeriod))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RequestStats) graphql.Marshaler {
+			return ec.marshalNRequestStats2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRequestStats(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_requests(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RequestStats(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_requests_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_nodeMetrics(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_nodeMetrics(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().NodeMetrics(ctx, fc.Args["node"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.NodeMetrics) graphql.Marshaler {
+			return ec.marshalNNodeMetrics2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNodeMetrics(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_nodeMetrics(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_NodeMetrics(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_nodeMetrics_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_serviceStatus(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_serviceStatus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ServiceStatus(ctx, fc.Args["node"].(string), fc.Args["service"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ServiceStatus) graphql.Marshaler {
+			return ec.marshalOServiceStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceStatus(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_serviceStatus(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ServiceStatus(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_serviceStatus_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_scrapeTokens(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_scrapeTokens(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().ScrapeTokens(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ScrapeToken) graphql.Marshaler {
+			return ec.marshalNScrapeToken2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeTokenᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_scrapeTokens(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ScrapeToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_certificate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -25116,7 +26850,7 @@ func (ec *executionContext) _Query_domainLogs(ctx context.Context, field graphql
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().DomainLogs(ctx, fc.Args["domain"].(string), fc.Args["kind"].(model.LogKind), fc.Args["lines"].(*int))
+			return ec.Resolvers.Query().DomainLogs(ctx, fc.Args["domain"].(string), fc.Args["kind"].(model.LogKind), fc.Args["lines"].(*int), fc.Args["since"].(*time.Time), fc.Args["grep"].(*string))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
@@ -25385,6 +27119,185 @@ func (ec *executionContext) _Replica_version(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Replica_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Replica", field, false, false, "String")
+}
+
+func (ec *executionContext) _RequestStats_domain(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RequestStats", field, false, false, "String")
+}
+
+func (ec *executionContext) _RequestStats_period(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_period(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Period, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.TrafficPeriod) graphql.Marshaler {
+			return ec.marshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_period(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RequestStats", field, false, false, "TrafficPeriod")
+}
+
+func (ec *executionContext) _RequestStats_requests(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_requests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Requests, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_requests(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RequestStats", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _RequestStats_bytes(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RequestStats", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _RequestStats_status(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.StatusClasses) graphql.Marshaler {
+			return ec.marshalNStatusClasses2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐStatusClasses(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RequestStats",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StatusClasses(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RequestStats_meanSeconds(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_meanSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MeanSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_meanSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RequestStats", field, false, false, "Float")
+}
+
+func (ec *executionContext) _RequestStats_series(ctx context.Context, field graphql.CollectedField, obj *model.RequestStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RequestStats_series(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Series, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.TrafficPoint) graphql.Marshaler {
+			return ec.marshalNTrafficPoint2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPointᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RequestStats_series(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RequestStats",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TrafficPoint(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Reseller_name(ctx context.Context, field graphql.CollectedField, obj *model.Reseller) (ret graphql.Marshaler) {
@@ -26044,6 +27957,130 @@ func (ec *executionContext) fieldContext_ScanMailboxPayload_infected(_ context.C
 	return fc, nil
 }
 
+func (ec *executionContext) _ScrapeToken_id(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeToken_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeToken_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScrapeToken", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ScrapeToken_name(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeToken_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeToken_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScrapeToken", field, false, false, "String")
+}
+
+func (ec *executionContext) _ScrapeToken_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeToken_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeToken_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScrapeToken", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ScrapeTokenCreated_token(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeTokenCreated) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeTokenCreated_token(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeTokenCreated_token(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScrapeTokenCreated", field, false, false, "String")
+}
+
+func (ec *executionContext) _ScrapeTokenCreated_scrapeToken(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeTokenCreated) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeTokenCreated_scrapeToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ScrapeToken, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ScrapeToken) graphql.Marshaler {
+			return ec.marshalNScrapeToken2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeToken(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeTokenCreated_scrapeToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ScrapeTokenCreated",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ScrapeToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Service_name(ctx context.Context, field graphql.CollectedField, obj *model.Service) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -26205,6 +28242,222 @@ func (ec *executionContext) fieldContext_Service_restarts(_ context.Context, fie
 	return graphql.NewScalarFieldContext("Service", field, false, false, "Int")
 }
 
+func (ec *executionContext) _ServiceStatus_node(ctx context.Context, field graphql.CollectedField, obj *model.ServiceStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceStatus_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceStatus_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceStatus", field, false, false, "String")
+}
+
+func (ec *executionContext) _ServiceStatus_service(ctx context.Context, field graphql.CollectedField, obj *model.ServiceStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceStatus_service(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Service, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Service) graphql.Marshaler {
+			return ec.marshalNService2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐService(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceStatus_service(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ServiceStatus",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Service(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ServiceStatus_up(ctx context.Context, field graphql.CollectedField, obj *model.ServiceStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceStatus_up(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Up, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceStatus_up(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceStatus", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ServiceStatus_reportedAt(ctx context.Context, field graphql.CollectedField, obj *model.ServiceStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceStatus_reportedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ReportedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceStatus_reportedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceStatus", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ServiceSummary_name(ctx context.Context, field graphql.CollectedField, obj *model.ServiceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceSummary_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceSummary_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _ServiceSummary_state(ctx context.Context, field graphql.CollectedField, obj *model.ServiceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceSummary_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ServiceState) graphql.Marshaler {
+			return ec.marshalNServiceState2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceSummary_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceSummary", field, false, false, "ServiceState")
+}
+
+func (ec *executionContext) _ServiceSummary_version(ctx context.Context, field graphql.CollectedField, obj *model.ServiceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceSummary_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceSummary_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _ServiceSummary_restarts(ctx context.Context, field graphql.CollectedField, obj *model.ServiceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceSummary_restarts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Restarts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceSummary_restarts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ServiceSummary_up(ctx context.Context, field graphql.CollectedField, obj *model.ServiceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServiceSummary_up(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Up, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServiceSummary_up(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ServiceSummary", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _SpamFilter_enabled(ctx context.Context, field graphql.CollectedField, obj *model.SpamFilter) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -26272,6 +28525,121 @@ func (ec *executionContext) _SpamFilter_action(ctx context.Context, field graphq
 }
 func (ec *executionContext) fieldContext_SpamFilter_action(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("SpamFilter", field, false, false, "SpamAction")
+}
+
+func (ec *executionContext) _StatusClasses_s1xx(ctx context.Context, field graphql.CollectedField, obj *model.StatusClasses) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StatusClasses_s1xx(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.S1xx, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StatusClasses_s1xx(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StatusClasses", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _StatusClasses_s2xx(ctx context.Context, field graphql.CollectedField, obj *model.StatusClasses) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StatusClasses_s2xx(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.S2xx, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StatusClasses_s2xx(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StatusClasses", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _StatusClasses_s3xx(ctx context.Context, field graphql.CollectedField, obj *model.StatusClasses) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StatusClasses_s3xx(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.S3xx, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StatusClasses_s3xx(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StatusClasses", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _StatusClasses_s4xx(ctx context.Context, field graphql.CollectedField, obj *model.StatusClasses) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StatusClasses_s4xx(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.S4xx, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StatusClasses_s4xx(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StatusClasses", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _StatusClasses_s5xx(ctx context.Context, field graphql.CollectedField, obj *model.StatusClasses) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StatusClasses_s5xx(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.S5xx, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StatusClasses_s5xx(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StatusClasses", field, false, false, "Int64")
 }
 
 func (ec *executionContext) _Subscription_accountEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
@@ -26655,6 +29023,75 @@ func (ec *executionContext) _Task_finishedAt(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Task_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Task", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TrafficPoint_start(ctx context.Context, field graphql.CollectedField, obj *model.TrafficPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TrafficPoint_start(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Start, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TrafficPoint_start(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TrafficPoint", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TrafficPoint_requests(ctx context.Context, field graphql.CollectedField, obj *model.TrafficPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TrafficPoint_requests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Requests, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TrafficPoint_requests(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TrafficPoint", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _TrafficPoint_bytes(ctx context.Context, field graphql.CollectedField, obj *model.TrafficPoint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TrafficPoint_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TrafficPoint_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TrafficPoint", field, false, false, "Int64")
 }
 
 func (ec *executionContext) _TrainMailPayload_learned(ctx context.Context, field graphql.CollectedField, obj *model.TrainMailPayload) (ret graphql.Marshaler) {
@@ -31443,6 +33880,59 @@ func (ec *executionContext) _BackupTarget(ctx context.Context, sel ast.Selection
 	return out
 }
 
+var bandwidthImplementors = []string{"Bandwidth"}
+
+func (ec *executionContext) _Bandwidth(ctx context.Context, sel ast.SelectionSet, obj *model.Bandwidth) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, bandwidthImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Bandwidth")
+		case "account":
+			out.Values[i] = ec._Bandwidth_account(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "period":
+			out.Values[i] = ec._Bandwidth_period(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._Bandwidth_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requests":
+			out.Values[i] = ec._Bandwidth_requests(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "series":
+			out.Values[i] = ec._Bandwidth_series(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var capacityImplementors = []string{"Capacity"}
 
 func (ec *executionContext) _Capacity(ctx context.Context, sel ast.SelectionSet, obj *model.Capacity) graphql.Marshaler {
@@ -33246,6 +35736,69 @@ func (ec *executionContext) _EtcdStatus(ctx context.Context, sel ast.SelectionSe
 	return out
 }
 
+var filesystemUsageImplementors = []string{"FilesystemUsage"}
+
+func (ec *executionContext) _FilesystemUsage(ctx context.Context, sel ast.SelectionSet, obj *model.FilesystemUsage) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, filesystemUsageImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("FilesystemUsage")
+		case "mountpoint":
+			out.Values[i] = ec._FilesystemUsage_mountpoint(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "device":
+			out.Values[i] = ec._FilesystemUsage_device(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fstype":
+			out.Values[i] = ec._FilesystemUsage_fstype(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sizeBytes":
+			out.Values[i] = ec._FilesystemUsage_sizeBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "availBytes":
+			out.Values[i] = ec._FilesystemUsage_availBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "files":
+			out.Values[i] = ec._FilesystemUsage_files(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "filesFree":
+			out.Values[i] = ec._FilesystemUsage_filesFree(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var forwarderImplementors = []string{"Forwarder"}
 
 func (ec *executionContext) _Forwarder(ctx context.Context, sel ast.SelectionSet, obj *model.Forwarder) graphql.Marshaler {
@@ -34680,6 +37233,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createScrapeToken":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createScrapeToken(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteScrapeToken":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteScrapeToken(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "requestCertificate":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_requestCertificate(ctx, field)
@@ -34964,6 +37531,89 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Node_servicesReportedAt(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var nodeMetricsImplementors = []string{"NodeMetrics"}
+
+func (ec *executionContext) _NodeMetrics(ctx context.Context, sel ast.SelectionSet, obj *model.NodeMetrics) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, nodeMetricsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("NodeMetrics")
+		case "node":
+			out.Values[i] = ec._NodeMetrics_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cpuBusy":
+			out.Values[i] = ec._NodeMetrics_cpuBusy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cpus":
+			out.Values[i] = ec._NodeMetrics_cpus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "load1":
+			out.Values[i] = ec._NodeMetrics_load1(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "load5":
+			out.Values[i] = ec._NodeMetrics_load5(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "load15":
+			out.Values[i] = ec._NodeMetrics_load15(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "memoryTotalBytes":
+			out.Values[i] = ec._NodeMetrics_memoryTotalBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "memoryAvailableBytes":
+			out.Values[i] = ec._NodeMetrics_memoryAvailableBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "uptimeSeconds":
+			out.Values[i] = ec._NodeMetrics_uptimeSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "filesystems":
+			out.Values[i] = ec._NodeMetrics_filesystems(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "services":
+			out.Values[i] = ec._NodeMetrics_services(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -35426,6 +38076,42 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_replicas(ctx, field)
 				})
+		case "serviceLogs":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_serviceLogs(ctx, field)
+				})
+		case "bandwidth":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_bandwidth(ctx, field)
+				})
+		case "requests":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_requests(ctx, field)
+				})
+		case "nodeMetrics":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_nodeMetrics(ctx, field)
+				})
+		case "serviceStatus":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_serviceStatus(ctx, field)
+				})
+		case "scrapeTokens":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_scrapeTokens(ctx, field)
+				})
 		case "certificate":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, false,
@@ -35565,6 +38251,69 @@ func (ec *executionContext) _Replica(ctx context.Context, sel ast.SelectionSet, 
 		case "version":
 			out.Values[i] = ec._Replica_version(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var requestStatsImplementors = []string{"RequestStats"}
+
+func (ec *executionContext) _RequestStats(ctx context.Context, sel ast.SelectionSet, obj *model.RequestStats) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, requestStatsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RequestStats")
+		case "domain":
+			out.Values[i] = ec._RequestStats_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "period":
+			out.Values[i] = ec._RequestStats_period(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requests":
+			out.Values[i] = ec._RequestStats_requests(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._RequestStats_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._RequestStats_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "meanSeconds":
+			out.Values[i] = ec._RequestStats_meanSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "series":
+			out.Values[i] = ec._RequestStats_series(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -35803,6 +38552,87 @@ func (ec *executionContext) _ScanMailboxPayload(ctx context.Context, sel ast.Sel
 	return out
 }
 
+var scrapeTokenImplementors = []string{"ScrapeToken"}
+
+func (ec *executionContext) _ScrapeToken(ctx context.Context, sel ast.SelectionSet, obj *model.ScrapeToken) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, scrapeTokenImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ScrapeToken")
+		case "id":
+			out.Values[i] = ec._ScrapeToken_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._ScrapeToken_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._ScrapeToken_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var scrapeTokenCreatedImplementors = []string{"ScrapeTokenCreated"}
+
+func (ec *executionContext) _ScrapeTokenCreated(ctx context.Context, sel ast.SelectionSet, obj *model.ScrapeTokenCreated) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, scrapeTokenCreatedImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ScrapeTokenCreated")
+		case "token":
+			out.Values[i] = ec._ScrapeTokenCreated_token(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scrapeToken":
+			out.Values[i] = ec._ScrapeTokenCreated_scrapeToken(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var serviceImplementors = []string{"Service"}
 
 func (ec *executionContext) _Service(ctx context.Context, sel ast.SelectionSet, obj *model.Service) graphql.Marshaler {
@@ -35866,6 +38696,107 @@ func (ec *executionContext) _Service(ctx context.Context, sel ast.SelectionSet, 
 	return out
 }
 
+var serviceStatusImplementors = []string{"ServiceStatus"}
+
+func (ec *executionContext) _ServiceStatus(ctx context.Context, sel ast.SelectionSet, obj *model.ServiceStatus) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, serviceStatusImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ServiceStatus")
+		case "node":
+			out.Values[i] = ec._ServiceStatus_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "service":
+			out.Values[i] = ec._ServiceStatus_service(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "up":
+			out.Values[i] = ec._ServiceStatus_up(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reportedAt":
+			out.Values[i] = ec._ServiceStatus_reportedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var serviceSummaryImplementors = []string{"ServiceSummary"}
+
+func (ec *executionContext) _ServiceSummary(ctx context.Context, sel ast.SelectionSet, obj *model.ServiceSummary) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, serviceSummaryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ServiceSummary")
+		case "name":
+			out.Values[i] = ec._ServiceSummary_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._ServiceSummary_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "version":
+			out.Values[i] = ec._ServiceSummary_version(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "restarts":
+			out.Values[i] = ec._ServiceSummary_restarts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "up":
+			out.Values[i] = ec._ServiceSummary_up(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var spamFilterImplementors = []string{"SpamFilter"}
 
 func (ec *executionContext) _SpamFilter(ctx context.Context, sel ast.SelectionSet, obj *model.SpamFilter) graphql.Marshaler {
@@ -35889,6 +38820,59 @@ func (ec *executionContext) _SpamFilter(ctx context.Context, sel ast.SelectionSe
 			}
 		case "action":
 			out.Values[i] = ec._SpamFilter_action(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var statusClassesImplementors = []string{"StatusClasses"}
+
+func (ec *executionContext) _StatusClasses(ctx context.Context, sel ast.SelectionSet, obj *model.StatusClasses) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, statusClassesImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StatusClasses")
+		case "s1xx":
+			out.Values[i] = ec._StatusClasses_s1xx(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "s2xx":
+			out.Values[i] = ec._StatusClasses_s2xx(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "s3xx":
+			out.Values[i] = ec._StatusClasses_s3xx(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "s4xx":
+			out.Values[i] = ec._StatusClasses_s4xx(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "s5xx":
+			out.Values[i] = ec._StatusClasses_s5xx(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -35989,6 +38973,49 @@ func (ec *executionContext) _Task(ctx context.Context, sel ast.SelectionSet, obj
 		case "finishedAt":
 			out.Values[i] = ec._Task_finishedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var trafficPointImplementors = []string{"TrafficPoint"}
+
+func (ec *executionContext) _TrafficPoint(ctx context.Context, sel ast.SelectionSet, obj *model.TrafficPoint) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, trafficPointImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TrafficPoint")
+		case "start":
+			out.Values[i] = ec._TrafficPoint_start(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requests":
+			out.Values[i] = ec._TrafficPoint_requests(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._TrafficPoint_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -37065,6 +40092,14 @@ func (ec *executionContext) marshalNBackupTargetKind2githubᚗcomᚋnpanelᚋnpa
 	return v
 }
 
+func (ec *executionContext) marshalNBandwidth2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐBandwidth(ctx context.Context, sel ast.SelectionSet, v *model.Bandwidth) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Bandwidth!")
+		return graphql.Null
+	}
+	return ec._Bandwidth(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -37772,6 +40807,30 @@ func (ec *executionContext) marshalNEtcdStatus2ᚖgithubᚗcomᚋnpanelᚋnpanel
 	return ec._EtcdStatus(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNFilesystemUsage2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFilesystemUsageᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.FilesystemUsage) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNFilesystemUsage2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFilesystemUsage(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNFilesystemUsage2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFilesystemUsage(ctx context.Context, sel ast.SelectionSet, v *model.FilesystemUsage) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "FilesystemUsage!")
+		return graphql.Null
+	}
+	return ec._FilesystemUsage(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -38220,6 +41279,14 @@ func (ec *executionContext) marshalNNodeAction2githubᚗcomᚋnpanelᚋnpanelᚋ
 	return v
 }
 
+func (ec *executionContext) marshalNNodeMetrics2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNodeMetrics(ctx context.Context, sel ast.SelectionSet, v *model.NodeMetrics) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "NodeMetrics!")
+		return graphql.Null
+	}
+	return ec._NodeMetrics(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNNodeRole2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐNodeRole(ctx context.Context, v any) (model.NodeRole, error) {
 	var res model.NodeRole
 	err := res.UnmarshalGQL(v)
@@ -38354,6 +41421,14 @@ func (ec *executionContext) unmarshalNRequestCertificateInput2githubᚗcomᚋnpa
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNRequestStats2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐRequestStats(ctx context.Context, sel ast.SelectionSet, v *model.RequestStats) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RequestStats!")
+		return graphql.Null
+	}
+	return ec._RequestStats(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNReseller2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐResellerᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Reseller) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -38445,6 +41520,38 @@ func (ec *executionContext) marshalNScanMailboxPayload2ᚖgithubᚗcomᚋnpanel�
 	return ec._ScanMailboxPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNScrapeToken2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeTokenᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ScrapeToken) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNScrapeToken2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeToken(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNScrapeToken2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeToken(ctx context.Context, sel ast.SelectionSet, v *model.ScrapeToken) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ScrapeToken!")
+		return graphql.Null
+	}
+	return ec._ScrapeToken(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNScrapeTokenCreated2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeTokenCreated(ctx context.Context, sel ast.SelectionSet, v *model.ScrapeTokenCreated) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ScrapeTokenCreated!")
+		return graphql.Null
+	}
+	return ec._ScrapeTokenCreated(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNService2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Service) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -38479,6 +41586,30 @@ func (ec *executionContext) marshalNServiceState2githubᚗcomᚋnpanelᚋnpanel�
 	return v
 }
 
+func (ec *executionContext) marshalNServiceSummary2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceSummaryᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ServiceSummary) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNServiceSummary2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceSummary(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNServiceSummary2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceSummary(ctx context.Context, sel ast.SelectionSet, v *model.ServiceSummary) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ServiceSummary!")
+		return graphql.Null
+	}
+	return ec._ServiceSummary(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNSpamAction2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, v any) (model.SpamAction, error) {
 	var res model.SpamAction
 	err := res.UnmarshalGQL(v)
@@ -38500,6 +41631,14 @@ func (ec *executionContext) marshalNSpamFilter2ᚖgithubᚗcomᚋnpanelᚋnpanel
 func (ec *executionContext) unmarshalNSpamFilterInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamFilterInput(ctx context.Context, v any) (model.SpamFilterInput, error) {
 	res, err := ec.unmarshalInputSpamFilterInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNStatusClasses2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐStatusClasses(ctx context.Context, sel ast.SelectionSet, v *model.StatusClasses) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "StatusClasses!")
+		return graphql.Null
+	}
+	return ec._StatusClasses(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
@@ -38575,6 +41714,40 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx context.Context, v any) (model.TrafficPeriod, error) {
+	var res model.TrafficPeriod
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNTrafficPeriod2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPeriod(ctx context.Context, sel ast.SelectionSet, v model.TrafficPeriod) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNTrafficPoint2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPointᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.TrafficPoint) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNTrafficPoint2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPoint(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNTrafficPoint2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrafficPoint(ctx context.Context, sel ast.SelectionSet, v *model.TrafficPoint) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TrafficPoint!")
+		return graphql.Null
+	}
+	return ec._TrafficPoint(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNTrainMailPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐTrainMailPayload(ctx context.Context, sel ast.SelectionSet, v *model.TrainMailPayload) graphql.Marshaler {
@@ -39329,6 +42502,13 @@ func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgra
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) marshalOServiceStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceStatus(ctx context.Context, sel ast.SelectionSet, v *model.ServiceStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._ServiceStatus(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOSpamAction2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐSpamAction(ctx context.Context, v any) (*model.SpamAction, error) {

@@ -271,12 +271,20 @@ func (r *queryResolver) Domains(ctx context.Context, account string) ([]*model.D
 }
 
 // DomainLogs is the resolver for the domainLogs field.
-func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int) ([]string, error) {
+func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind model.LogKind, lines *int, since *time.Time, grep *string) ([]string, error) {
 	p, err := requireUser(ctx)
 	if err != nil {
 		return nil, err
 	}
 	d, n, k, err := domainLogArgs(domain, kind, lines)
+	if err != nil {
+		return nil, err
+	}
+	g, err := grepArg(grep)
+	if err != nil {
+		return nil, err
+	}
+	sinceNs, err := sinceArg(since)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +306,7 @@ func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind mode
 	}
 	defer done()
 	spec := &agentpb.Task{Action: &agentpb.Task_ReadDomainLog{ReadDomainLog: &agentpb.ReadDomainLogAction{
-		Username: a.Username, Domain: target, Kind: k, Lines: uint32(n)}}}
+		Username: a.Username, Domain: target, Kind: k, Lines: uint32(n), SinceUnixNano: sinceNs, Grep: g}}}
 	t, err := r.Store.EnqueueQueryTask(ctx, a.Node, spec, "domainLogs", p.Name, domainLogTTL)
 	if err != nil {
 		return nil, err
@@ -315,6 +323,9 @@ func (r *queryResolver) DomainLogs(ctx context.Context, domain string, kind mode
 	}
 	ev := store.NewAuditEvent(p.Name, source(ctx), "domainLogs", d, "ok")
 	ev.Detail = map[string]string{"account": a.ID, "kind": string(kind)}
+	if g != "" {
+		ev.Detail["grep"] = g
+	}
 	if err := r.Store.AppendAudit(ctx, ev); err != nil {
 		return nil, err
 	}

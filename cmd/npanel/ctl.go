@@ -41,12 +41,13 @@ func ctlCmd() *cobra.Command {
 	pf.StringVar(&o.caFingerprint, "ca-fingerprint", os.Getenv("NPANEL_CA_FINGERPRINT"), "SHA-256 fingerprint of the CA root an https server's certificate must chain to ($NPANEL_CA_FINGERPRINT; default: the one pinned at login)")
 	pf.StringVarP(&o.output, "output", "o", "table", "table or json")
 	cmd.AddCommand(loginCmd(o), logoutCmd(o), passwdCmd(o), whoamiCmd(o),
-		withCommands(nodeCmd(o), nodeUpdateCmd(o)),
+		withCommands(nodeCmd(o), nodeUpdateCmd(o), nodeTopCmd(o), nodeStatusCmd(o)),
 		withCommands(planCmd(o), planUpdateCmd(o), planDeleteCmd(o)),
 		withCommands(resellerCmd(o), resellerUpdateCmd(o), resellerDeleteCmd(o)),
 		withCommands(userCmd(o), userListCmd(o), userUpdateCmd(o), userDeleteCmd(o), userResetPasswordCmd(o)),
 		withCommands(accountCmd(o), accountChangePlanCmd(o), accountChangeOwnerCmd(o)),
-		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), migrateCmd(o), importCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o))
+		domainCmd(o), dnsCmd(o), dbCmd(o), mailCmd(o), sslCmd(o), backupCmd(o), migrateCmd(o), importCmd(o), tokenCmd(o), auditCmd(o), clusterCmd(o),
+		logsCmd(o), trafficCmd(o), scrapeTokenCmd(o))
 	return cmd
 }
 

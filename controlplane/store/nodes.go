@@ -81,6 +81,9 @@ type NodeState struct {
 	// is how removal (and later fencing) takes effect immediately.
 	CertSerials []string `json:"certSerials,omitempty"`
 	GossipAddr  string   `json:"gossipAddr,omitempty"`
+	// MetricsAddr is where the agent serves /metrics (host:port, the host
+	// possibly unspecified); empty when it serves none.
+	MetricsAddr string `json:"metricsAddr,omitempty"`
 	// PublicKey is the node certificate's public key (PKIX DER): secrets
 	// for the node travel sealed to it (pki.Seal).
 	PublicKey       []byte     `json:"publicKey,omitempty"`

@@ -163,3 +163,18 @@ func (t *Task) SyncMigrationResult() (*agentpb.SyncMigrationResult, error) {
 func (t *Task) ExportCredentialsResult() (*agentpb.ExportCredentialsResult, error) {
 	return typedResult(t, (*agentpb.TaskResult).GetExportCredentials)
 }
+
+// TrafficResult, ServiceLogResult and NodeMetricsResult are the typed
+// results of the observability query tasks.
+
+func (t *Task) TrafficResult() (*agentpb.TrafficResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetTraffic)
+}
+
+func (t *Task) ServiceLogResult() (*agentpb.ServiceLogResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetServiceLog)
+}
+
+func (t *Task) NodeMetricsResult() (*agentpb.NodeMetricsResult, error) {
+	return typedResult(t, (*agentpb.TaskResult).GetNodeMetrics)
+}

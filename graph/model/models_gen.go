@@ -188,6 +188,16 @@ type BackupTarget struct {
 	CreatedAt   time.Time `json:"createdAt"`
 }
 
+type Bandwidth struct {
+	Account string        `json:"account"`
+	Period  TrafficPeriod `json:"period"`
+	// Response bytes sent.
+	Bytes    int64 `json:"bytes"`
+	Requests int64 `json:"requests"`
+	// Buckets with traffic, oldest first.
+	Series []*TrafficPoint `json:"series"`
+}
+
 type Capacity struct {
 	Cpus        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memoryBytes"`
@@ -596,6 +606,16 @@ type EtcdStatus struct {
 	Members  []*EtcdMember `json:"members"`
 }
 
+type FilesystemUsage struct {
+	Mountpoint string `json:"mountpoint"`
+	Device     string `json:"device"`
+	Fstype     string `json:"fstype"`
+	SizeBytes  int64  `json:"sizeBytes"`
+	AvailBytes int64  `json:"availBytes"`
+	Files      int64  `json:"files"`
+	FilesFree  int64  `json:"filesFree"`
+}
+
 type Forwarder struct {
 	// local@domain
 	From string   `json:"from"`
@@ -822,6 +842,21 @@ type NodeCapacityInput struct {
 	DiskMb *int64 `json:"diskMB,omitempty"`
 }
 
+type NodeMetrics struct {
+	Node string `json:"node"`
+	// Share of all CPUs busy over the last few seconds, 0 to 1.
+	CPUBusy              float64            `json:"cpuBusy"`
+	Cpus                 int                `json:"cpus"`
+	Load1                float64            `json:"load1"`
+	Load5                float64            `json:"load5"`
+	Load15               float64            `json:"load15"`
+	MemoryTotalBytes     int64              `json:"memoryTotalBytes"`
+	MemoryAvailableBytes int64              `json:"memoryAvailableBytes"`
+	UptimeSeconds        int64              `json:"uptimeSeconds"`
+	Filesystems          []*FilesystemUsage `json:"filesystems"`
+	Services             []*ServiceSummary  `json:"services"`
+}
+
 type OptimizeDatabasePayload struct {
 	Name string `json:"name"`
 	// SUCCEEDED, FAILED or PENDING (still running).
@@ -906,6 +941,17 @@ type RequestCertificateInput struct {
 	Challenge *ChallengeType `json:"challenge,omitempty"`
 }
 
+type RequestStats struct {
+	Domain   string         `json:"domain"`
+	Period   TrafficPeriod  `json:"period"`
+	Requests int64          `json:"requests"`
+	Bytes    int64          `json:"bytes"`
+	Status   *StatusClasses `json:"status"`
+	// Mean request time in seconds; 0 without requests.
+	MeanSeconds float64         `json:"meanSeconds"`
+	Series      []*TrafficPoint `json:"series"`
+}
+
 type Reseller struct {
 	Name         string   `json:"name"`
 	MaxAccounts  int      `json:"maxAccounts"`
@@ -960,6 +1006,18 @@ type ScanMailboxPayload struct {
 	Infected []*MailInfection `json:"infected"`
 }
 
+type ScrapeToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+type ScrapeTokenCreated struct {
+	// The token (nps_...): shown here only.
+	Token       string       `json:"token"`
+	ScrapeToken *ScrapeToken `json:"scrapeToken"`
+}
+
 // A daemon a node's agent manages, as the agent last reported it.
 type Service struct {
 	Name    string       `json:"name"`
@@ -974,6 +1032,23 @@ type Service struct {
 	Restarts int `json:"restarts"`
 }
 
+type ServiceStatus struct {
+	Node    string   `json:"node"`
+	Service *Service `json:"service"`
+	Up      bool     `json:"up"`
+	// When the node reported it.
+	ReportedAt *time.Time `json:"reportedAt,omitempty"`
+}
+
+// A daemon in a node's summary.
+type ServiceSummary struct {
+	Name     string       `json:"name"`
+	State    ServiceState `json:"state"`
+	Version  *string      `json:"version,omitempty"`
+	Restarts int          `json:"restarts"`
+	Up       bool         `json:"up"`
+}
+
 type SpamFilter struct {
 	Enabled bool       `json:"enabled"`
 	Score   float64    `json:"score"`
@@ -985,6 +1060,15 @@ type SpamFilterInput struct {
 	// Threshold in points, 1.0..20.0 (default 5.0).
 	Score  *float64    `json:"score,omitempty"`
 	Action *SpamAction `json:"action,omitempty"`
+}
+
+// Requests by HTTP status class.
+type StatusClasses struct {
+	S1xx int64 `json:"s1xx"`
+	S2xx int64 `json:"s2xx"`
+	S3xx int64 `json:"s3xx"`
+	S4xx int64 `json:"s4xx"`
+	S5xx int64 `json:"s5xx"`
 }
 
 type Subscription struct {
@@ -1001,6 +1085,13 @@ type Task struct {
 	CreatedBy  string     `json:"createdBy"`
 	CreatedAt  time.Time  `json:"createdAt"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+// One bucket of traffic (UTC hour or day).
+type TrafficPoint struct {
+	Start    time.Time `json:"start"`
+	Requests int64     `json:"requests"`
+	Bytes    int64     `json:"bytes"`
 }
 
 type TrainMailPayload struct {
@@ -2559,6 +2650,66 @@ func (e *TaskStatus) UnmarshalJSON(b []byte) error {
 }
 
 func (e TaskStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// A window of traffic up to now: HOUR and DAY in hourly points, WEEK (7 days) and MONTH (30 days) in daily ones.
+type TrafficPeriod string
+
+const (
+	TrafficPeriodHour  TrafficPeriod = "HOUR"
+	TrafficPeriodDay   TrafficPeriod = "DAY"
+	TrafficPeriodWeek  TrafficPeriod = "WEEK"
+	TrafficPeriodMonth TrafficPeriod = "MONTH"
+)
+
+var AllTrafficPeriod = []TrafficPeriod{
+	TrafficPeriodHour,
+	TrafficPeriodDay,
+	TrafficPeriodWeek,
+	TrafficPeriodMonth,
+}
+
+func (e TrafficPeriod) IsValid() bool {
+	switch e {
+	case TrafficPeriodHour, TrafficPeriodDay, TrafficPeriodWeek, TrafficPeriodMonth:
+		return true
+	}
+	return false
+}
+
+func (e TrafficPeriod) String() string {
+	return string(e)
+}
+
+func (e *TrafficPeriod) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TrafficPeriod(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TrafficPeriod", str)
+	}
+	return nil
+}
+
+func (e TrafficPeriod) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TrafficPeriod) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TrafficPeriod) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

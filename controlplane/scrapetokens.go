@@ -1,0 +1,196 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/pki"
+)
+
+// scrapeSet is one version of the scrape tokens' digests. changed is
+// closed when a newer version replaces it, which wakes every agent stream
+// waiting to push the set (a broadcast without a list of subscribers).
+type scrapeSet struct {
+	digests [][32]byte
+	changed chan struct{}
+}
+
+// scrapeTokens is this replica's view of the scrape tokens, followed from
+// etcd: scrapes are checked against it without a read per request.
+type scrapeTokens struct {
+	cur   atomic.Pointer[scrapeSet]
+	byID  map[string][32]byte // owned by follow
+	gauge func(float64)
+}
+
+func newScrapeTokens(gauge func(float64)) *scrapeTokens {
+	v := &scrapeTokens{byID: map[string][32]byte{}, gauge: gauge}
+	v.cur.Store(&scrapeSet{changed: make(chan struct{})})
+	return v
+}
+
+// current is the newest set.
+func (v *scrapeTokens) current() *scrapeSet { return v.cur.Load() }
+
+func (v *scrapeTokens) publish() {
+	set := &scrapeSet{changed: make(chan struct{})}
+	for _, d := range v.byID {
+		set.digests = append(set.digests, d)
+	}
+	// In order, so that the same set is always sent the same way.
+	slices.SortFunc(set.digests, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	old := v.cur.Swap(set)
+	close(old.changed)
+	if v.gauge != nil {
+		v.gauge(float64(len(set.digests)))
+	}
+}
+
+// admits reports whether tok is a scrape token. Every digest is compared
+// in constant time, so the answer's timing says nothing about the set.
+func (v *scrapeTokens) admits(tok string) bool {
+	if !strings.HasPrefix(tok, store.ScrapeTokenPrefix) {
+		return false
+	}
+	sum := store.ScrapeTokenDigest(tok)
+	found := 0
+	for _, d := range v.current().digests {
+		found |= subtle.ConstantTimeCompare(sum[:], d[:])
+	}
+	return found == 1
+}
+
+// load reads every token; follow keeps the view current from rev.
+func (v *scrapeTokens) load(ctx context.Context, st *store.Store) (int64, error) {
+	evs, rev, err := st.List(ctx, store.KindScrapeTokens)
+	if err != nil {
+		return 0, err
+	}
+	clear(v.byID)
+	for _, ev := range evs {
+		v.apply(ev)
+	}
+	v.publish()
+	return rev, nil
+}
+
+func (v *scrapeTokens) apply(ev store.Event) {
+	if ev.Deleted {
+		delete(v.byID, ev.Name)
+		return
+	}
+	t, err := store.DecodeScrapeToken(ev.Value)
+	if err != nil || len(t.SHA256) != 32 {
+		delete(v.byID, ev.Name)
+		return
+	}
+	v.byID[ev.Name] = [32]byte(t.SHA256)
+}
+
+// follow watches the tokens from rev until ctx ends, listing afresh after
+// a lost watch.
+func (v *scrapeTokens) follow(ctx context.Context, st *store.Store, rev int64) {
+	for ctx.Err() == nil {
+		for b := range st.Watch(ctx, store.KindScrapeTokens, rev) {
+			if b.Err != nil {
+				break
+			}
+			for _, ev := range b.Events {
+				v.apply(ev)
+			}
+			if len(b.Events) > 0 {
+				v.publish()
+			}
+			rev = b.Rev
+		}
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			r, err := v.load(ctx, st)
+			if err == nil {
+				rev = r
+				break
+			}
+		}
+	}
+}
+
+// bearer returns the request's bearer token, "" without one. A scrape
+// token alone is taken too: Prometheus up to 2.4x sends http_sd_configs'
+// credentials without the "Bearer" type unless the type is configured.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if strings.HasPrefix(h, store.ScrapeTokenPrefix) {
+		return strings.TrimSpace(h)
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// errNoScrapeAuth: the request carries neither a scrape token nor a node's
+// certificate.
+var errNoScrapeAuth = errors.New("a scrape token (Authorization: Bearer nps_...) or a node certificate of this cluster is required")
+
+// scrapeAuth admits a request with a scrape token, or over TLS with the
+// certificate of a current node of the cluster.
+func (s *Server) scrapeAuth(r *http.Request) error {
+	if tok := bearer(r); tok != "" {
+		if s.scrape.admits(tok) {
+			return nil
+		}
+		return errors.New("invalid scrape token")
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return errNoScrapeAuth
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(s.ca.Root())
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return errors.New("client certificate not issued by this cluster")
+	}
+	name, err := pki.NodeName(leaf)
+	if err != nil {
+		return errors.New("client certificate is not a node's")
+	}
+	st, _, err := s.store.GetNodeState(r.Context(), name)
+	if err != nil || !st.AcceptsSerial(serialHex(leaf)) {
+		return errors.New("client certificate of a removed or replaced node")
+	}
+	return nil
+}
+
+// requireScrape wraps a handler for Prometheus and Alertmanager.
+func (s *Server) requireScrape(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.scrapeAuth(r); err != nil {
+			if !errors.Is(err, errNoScrapeAuth) {
+				s.auth.OnRefused(r, err.Error())
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="npanel scrape"`)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
