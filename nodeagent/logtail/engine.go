@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/services"
 )
 
@@ -124,6 +125,10 @@ func New(cfg Config) (*Engine, error) {
 		if err := cfg.Registry.Register(e.lines); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.DataDir != "" {
+		// Only a crash mid-save leaves one; no writer runs yet.
+		_ = atomicfile.RemoveTemps(filepath.Dir(positionsPath(cfg.DataDir)))
 	}
 	saved, err := loadPositions(cfg.DataDir)
 	if err != nil {
