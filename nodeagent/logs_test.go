@@ -68,6 +68,15 @@ func TestAgentShipsLogsToLoki(t *testing.T) {
 	gw := startGateway(t, ca)
 	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
 	prefix := t.TempDir()
+	// The domain's log exists at the start (a scan finds a new one within
+	// seconds): followed from its end.
+	p := filepath.Join(prefix, "var/log/nginx/domains", "alice", "a.example.access.log")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("before the start\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	h := logtail.Handler(slog.NewTextHandler(io.Discard, nil), nil)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(), Facts: fixedFacts,
 		Prefix: prefix, Logger: slog.New(h), AgentLog: h, LokiURL: loki.URL + "/loki/api/v1/push", LokiTenant: "tenant"})
@@ -75,17 +84,23 @@ func TestAgentShipsLogsToLoki(t *testing.T) {
 	waitFor(t, "the agent's records in Loki", func() bool {
 		return has(`{level="info", node="node-1", service="agent"}`, "msg=enrolled")
 	})
-	// A domain log created after the start is read from its beginning.
-	p := filepath.Join(a.profile.Web().DomainLogDir, "alice", "a.example.access.log")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if p != filepath.Join(a.profile.Web().DomainLogDir, "alice", "a.example.access.log") {
+		t.Fatalf("domain logs are not in %s", filepath.Dir(filepath.Dir(p)))
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte(`{"status":"200","uri":"/x"}`+"\n"), 0o644); err != nil {
+	defer f.Close()
+	if _, err := f.WriteString(`{"status":"200","uri":"/x"}` + "\n"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the access log in Loki", func() bool {
 		return has(`{account="alice", domain="a.example", kind="access", level="info", node="node-1", service="nginx"}`, `"uri":"/x"`)
 	})
+	if has(`{account="alice", domain="a.example", kind="access", level="info", node="node-1", service="nginx"}`, "before the start") {
+		t.Fatal("a log's lines from before the first start were shipped")
+	}
 	if lines, _ := h.Recent(time.Time{}, 100, "enrolled"); len(lines) != 1 {
 		t.Fatalf("ring: %q", lines)
 	}
