@@ -95,6 +95,7 @@ type Engine struct {
 
 	stop      chan struct{}
 	done      chan struct{}
+	scanned1  chan struct{} // closed after the first scan (tests wait on it)
 	startOnce sync.Once
 	closeOnce sync.Once
 }
@@ -120,6 +121,7 @@ func New(cfg Config) (*Engine, error) {
 		agentSrc: &Source{Service: "agent"},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		scanned1: make(chan struct{}),
 	}
 	if cfg.Registry != nil {
 		if err := cfg.Registry.Register(e.lines); err != nil {
@@ -167,6 +169,7 @@ func (e *Engine) Close() error {
 func (e *Engine) loop() {
 	defer close(e.done)
 	e.scan(time.Now())
+	close(e.scanned1)
 	lastScan := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()

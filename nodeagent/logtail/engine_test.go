@@ -108,6 +108,8 @@ func (f *fixture) start(t *testing.T, cs ...Consumer) *Engine {
 	}
 	e.Start()
 	t.Cleanup(func() { e.Close() })
+	// What exists now is followed from its end, what comes later from 0.
+	<-e.scanned1
 	return e
 }
 
