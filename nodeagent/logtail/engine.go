@@ -383,6 +383,15 @@ func (e *Engine) scan(now time.Time) {
 			e.dirty = true
 		}
 	}
+	if !e.scanned {
+		// Positions of files gone while the agent was down would be
+		// kept forever; one that comes back is new and read from 0.
+		for p := range e.saved {
+			if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+				delete(e.saved, p)
+			}
+		}
+	}
 	e.scanned = true
 }
 

@@ -409,3 +409,24 @@ func TestLevel(t *testing.T) {
 		t.Errorf("access level %q", got)
 	}
 }
+
+func TestPositionsOfVanishedFilesForgotten(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.logs, "alice", "gone.example.access.log")
+	appendFile(t, p, "")
+	e := f.start(t, newCollect())
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(positionsPath(f.data)); !strings.Contains(string(b), "gone.example") {
+		t.Fatalf("positions %s", b)
+	}
+	os.Remove(p)
+	e = f.start(t, newCollect())
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(positionsPath(f.data)); strings.Contains(string(b), "gone.example") {
+		t.Fatalf("positions of a removed file kept: %s", b)
+	}
+}
