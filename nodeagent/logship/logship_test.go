@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -420,4 +422,15 @@ func dedup(lines []string) []string {
 		}
 	}
 	return out
+}
+
+func TestUnwritableBufferDropsAndCounts(t *testing.T) {
+	dir := t.TempDir()
+	s, reg := newShipper(t, dir, Config{URL: "http://127.0.0.1:1/push"})
+	// Root ignores modes: take the directory away instead.
+	if err := os.RemoveAll(filepath.Join(dir, "logship")); err != nil {
+		t.Fatal(err)
+	}
+	s.Consume(entries(access, "info", time.Now(), "a", 0, 9))
+	waitFor(t, "write_failed", func() bool { return metric(t, reg, "npanel_agent_log_dropped_lines_total", "write_failed") == 9 })
 }
