@@ -430,3 +430,47 @@ func TestPositionsOfVanishedFilesForgotten(t *testing.T) {
 		t.Fatalf("positions of a removed file kept: %s", b)
 	}
 }
+
+// counter counts lines per path.
+type counter struct {
+	n map[string]int
+}
+
+func (c *counter) Consume(batch []Entry) {
+	for _, e := range batch {
+		c.n[e.Source.Path]++
+	}
+}
+
+// A burst in one log is read a bounded amount per poll: another log's
+// line is not held up until the burst is through.
+func TestBurstDoesNotStarveOtherFiles(t *testing.T) {
+	f := newFixture(t)
+	big := filepath.Join(f.logs, "alice", "big.example.access.log")
+	small := filepath.Join(f.logs, "alice", "small.example.access.log")
+	c := &counter{n: map[string]int{}}
+	// Driven by hand, without the loop: one scan, then single polls.
+	e, err := New(Config{DataDir: f.data, DomainLogDir: f.logs, Consumers: []Consumer{c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	now := time.Now()
+	e.scan(now)
+	line := strings.Repeat("x", 99) + "\n"
+	const lines = 160000 // 16 MB
+	appendFile(t, big, strings.Repeat(line, lines))
+	appendFile(t, small, "hello\n")
+	e.scan(now)
+	if behind := e.poll(now); !behind {
+		t.Fatal("one poll read the whole burst")
+	}
+	if c.n[small] != 1 || c.n[big] > maxReadPerPoll/len(line) {
+		t.Fatalf("after one poll: %d lines of the burst, %d of the other log", c.n[big], c.n[small])
+	}
+	for e.poll(now) {
+	}
+	if c.n[big] != lines {
+		t.Fatalf("read %d of %d burst lines", c.n[big], lines)
+	}
+}
