@@ -33,6 +33,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/nodeagent/agentmetrics"
+	"github.com/npanel/npanel/nodeagent/logtail"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 	"github.com/npanel/npanel/pki"
@@ -124,6 +125,21 @@ type Config struct {
 	// TLS on one port); "" serves none. The command's flag defaults to
 	// ":9469"; tests and `npanel dev` use a loopback port 0.
 	MetricsListen string
+
+	// Log shipping (nodeagent/logs.go): LokiURL is Loki's push endpoint,
+	// "" ships nothing (the tail engine runs regardless). LokiTenant is
+	// sent as X-Scope-OrgID; LokiUsername/LokiPassword are basic auth,
+	// LokiBearerToken a bearer token (the command reads secrets from
+	// files). LokiBufferBytes bounds the on-disk buffer (default 256 MiB).
+	LokiURL         string
+	LokiTenant      string
+	LokiUsername    string
+	LokiPassword    string
+	LokiBearerToken string
+	LokiBufferBytes int64
+	// AgentLog, when set, is the handler under Logger: its records are
+	// shipped as service "agent" and serviceLogs reads its ring.
+	AgentLog *logtail.AgentLog
 }
 
 const defaultConcurrency = 8
@@ -264,6 +280,9 @@ func New(cfg Config) (*Agent, error) {
 		sameListener(cfg.MigrationListen, profile.SFTPListen) {
 		return nil, fmt.Errorf("nodeagent: --migration-listen %q and --sftp-listen %q (the backup module's sshd) would listen on the same port; move one of them",
 			cfg.MigrationListen, profile.SFTPListen)
+	}
+	if err := checkLoki(cfg); err != nil {
+		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -435,6 +454,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		stop := a.startModules(ctx)
 		defer stop()
 	}
+
+	// Log tail engine and Loki shipper (logs.go); stopped before the
+	// modules' daemons.
+	stopLogs := a.startLogs()
+	defer stopLogs()
 
 	if a.cfg.MigrationListen != "" {
 		// Not fatal, like a module's daemon: the node serves its sites

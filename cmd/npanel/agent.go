@@ -17,12 +17,15 @@ import (
 
 	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
+	"github.com/npanel/npanel/nodeagent/logship"
+	"github.com/npanel/npanel/nodeagent/logtail"
 	"github.com/npanel/npanel/nodeagent/platform"
 )
 
 func agentCmd() *cobra.Command {
 	var cfg nodeagent.Config
 	var servers, modules, tokenFile string
+	var lokiPasswordFile, lokiBearerFile string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent",
@@ -52,7 +55,13 @@ where every user of the machine sees it (ps, /proc).`,
 			cfg.Modules = mods
 			cfg.AllowTestUsernames = allowTestUsernames
 			cfg.Version = version
-			cfg.Logger = slog.Default()
+			if err := lokiSecrets(&cfg, lokiPasswordFile, lokiBearerFile); err != nil {
+				return err
+			}
+			// The agent's own records: shipped to Loki and kept for
+			// serviceLogs(service: "agent").
+			cfg.AgentLog = logtail.Handler(slog.Default().Handler(), nil)
+			cfg.Logger = slog.New(cfg.AgentLog)
 			a, err := nodeagent.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
@@ -92,6 +101,12 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&cfg.MigrationListen, "migration-listen", platform.DefaultMigrationListen, `address of the migration endpoint (an SSH server inside the agent) that receives accounts moved to this node; must differ from --sftp-listen on a backup node; "" disables it`)
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9469", `address of the agent's /metrics for Prometheus (plain HTTP and TLS on one port; a scrape token or a cluster client certificate is required); "" disables it`)
 	f.StringVar(&cfg.BackupUser, "backup-user", "", `Linux user other nodes log in as over SFTP on a backup node (default "npanel-backup")`)
+	f.StringVar(&cfg.LokiURL, "loki-url", "", `Loki push endpoint the node's logs are shipped to, e.g. http://loki:3100/loki/api/v1/push ("" ships none)`)
+	f.StringVar(&cfg.LokiTenant, "loki-tenant", "", "Loki tenant, sent as X-Scope-OrgID")
+	f.StringVar(&cfg.LokiUsername, "loki-username", "", "Loki basic auth user (password in --loki-password-file)")
+	f.StringVar(&lokiPasswordFile, "loki-password-file", "", "file holding the Loki basic auth password")
+	f.StringVar(&lokiBearerFile, "loki-bearer-token-file", "", "file holding a bearer token for Loki")
+	f.Int64Var(&cfg.LokiBufferBytes, "loki-buffer-bytes", logship.DefaultBufferBytes, "bound of the on-disk buffer that holds logs while Loki is unreachable; the oldest are dropped beyond it")
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
 	return withConfigFile(cmd)
 }
@@ -147,4 +162,23 @@ func joinToken(flag, file, dataDir string) (string, error) {
 func enrolled(dataDir string) bool {
 	_, err := os.Stat(filepath.Join(dataDir, nodeagent.IdentityFile))
 	return err == nil
+}
+
+// lokiSecrets reads the Loki credentials from their files: a secret on
+// the command line is visible to every user (ps, /proc).
+func lokiSecrets(cfg *nodeagent.Config, passwordFile, bearerFile string) error {
+	if passwordFile != "" && cfg.LokiUsername == "" {
+		return usagef("--loki-password-file needs --loki-username")
+	}
+	if bearerFile != "" && cfg.LokiUsername != "" {
+		return usagef("give Loki one kind of credentials: --loki-username or --loki-bearer-token-file")
+	}
+	var err error
+	if cfg.LokiPassword, err = logship.ReadSecret(passwordFile); err != nil {
+		return usagef("--loki-password-file: %v", err)
+	}
+	if cfg.LokiBearerToken, err = logship.ReadSecret(bearerFile); err != nil {
+		return usagef("--loki-bearer-token-file: %v", err)
+	}
+	return nil
 }
