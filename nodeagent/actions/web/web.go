@@ -207,7 +207,8 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		}
 	}
 	mainConf, err := render(nginxMainTmpl, nginxMainData{
-		User: w.WebUser, Group: w.WebGroup,
+		LogFormat: logFormat,
+		User:      w.WebUser, Group: w.WebGroup,
 		PID:           w.NginxPID,
 		ErrorLog:      w.NginxLogDir + "/error.log",
 		AccessLog:     w.NginxLogDir + "/access.log",
