@@ -60,12 +60,21 @@ type Module struct {
 
 	// logRotateSize overrides DefaultLogRotateSize (tests).
 	logRotateSize int64
+
+	// traffic counts the sites' requests from their access logs.
+	traffic *Traffic
 }
 
 var _ actions.Module = (*Module)(nil)
 
 // NewModule returns the web module of one agent.
-func NewModule() *Module { return &Module{hosts: make(map[string]*host)} }
+func NewModule() *Module { return &Module{hosts: make(map[string]*host), traffic: NewTraffic()} }
+
+// Traffic returns the node's request counters: the agent registers them as
+// a Prometheus collector and has the log tail engine feed them
+// (logtail.Consumer). They exist before Setup, which gives them their
+// directory in the agent's data dir.
+func (m *Module) Traffic() *Traffic { return m.traffic }
 
 // Name implements actions.Module.
 func (*Module) Name() string { return "web" }
@@ -84,6 +93,11 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			log.Info("nginx is not installed; the node serves no websites", "binary", w.Nginx)
 		}
 		return nil, nil
+	}
+	if env.DataDir != "" {
+		if err := m.traffic.Open(ctx, filepath.Join(env.DataDir, "traffic")); err != nil {
+			return nil, fmt.Errorf("web setup: %w", err)
+		}
 	}
 	listen, err := listenArgs(p.HTTPListen)
 	if err != nil {

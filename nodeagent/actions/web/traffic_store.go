@@ -1,0 +1,314 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// The traffic store keeps hourly buckets per domain, one file per UTC day
+// (DIR/2026-12-06.json), written whole and atomically at most once a
+// minute and when the agent stops, trafficKeepDays days kept. The days
+// lines arrived for since the last write are in memory (today's always,
+// loaded again at start so that a restart goes on counting).
+const (
+	trafficKeepDays   = 35
+	trafficFlushEvery = time.Minute
+)
+
+// hourBucket is one hour of one domain; the order is the file's.
+type hourBucket [9]uint64
+
+const (
+	hbRequests = iota
+	hbBytes
+	hb1xx // .. hb1xx+4 = 5xx
+	_
+	_
+	_
+	_
+	hbRTMillis // the sum of request times, ms
+)
+
+type dayBuckets struct {
+	day     int64 // days since 1970-01-01 (UTC)
+	domains map[domainKey]*[24]hourBucket
+	dirty   bool
+}
+
+type trafficStore struct {
+	dir  string
+	days map[int64]*dayBuckets
+}
+
+// trafficFile is a day's file.
+type trafficFile struct {
+	Day     string          `json:"day"`
+	Domains []trafficDomain `json:"domains"`
+}
+
+type trafficDomain struct {
+	Account string `json:"account"`
+	Domain  string `json:"domain"`
+	// Hours: [hour, requests, bytes, 1xx, 2xx, 3xx, 4xx, 5xx, ms], hours
+	// without requests left out.
+	Hours [][10]uint64 `json:"hours"`
+}
+
+func dayName(day int64) string { return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) }
+
+// Open gives the counters their directory: today's buckets are read back
+// and kept there from now on, written every minute until ctx ends and
+// once more then.
+func (t *Traffic) Open(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	t.mu.Lock()
+	opened := t.store != nil
+	t.mu.Unlock()
+	if opened {
+		return nil // Setup ran again
+	}
+	s := &trafficStore{dir: dir, days: make(map[int64]*dayBuckets)}
+	today := t.now().Unix() / 86400
+	if _, err := s.load(today); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.store = s
+	t.mu.Unlock()
+	go func() {
+		tick := time.NewTicker(trafficFlushEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				_ = t.Flush()
+				return
+			case <-tick.C:
+				_ = t.Flush()
+			}
+		}
+	}()
+	return nil
+}
+
+// load returns the day's buckets, read from its file the first time.
+func (s *trafficStore) load(day int64) (*dayBuckets, error) {
+	if d := s.days[day]; d != nil {
+		return d, nil
+	}
+	d, err := readTrafficDay(s.dir, day)
+	if err != nil {
+		return nil, err
+	}
+	s.days[day] = d
+	return d, nil
+}
+
+func readTrafficDay(dir string, day int64) (*dayBuckets, error) {
+	d := &dayBuckets{day: day, domains: make(map[domainKey]*[24]hourBucket)}
+	b, err := os.ReadFile(filepath.Join(dir, dayName(day)+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return d, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("traffic: %w", err)
+	}
+	var f trafficFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("traffic: %s: %w", dayName(day), err)
+	}
+	for _, td := range f.Domains {
+		hours := new([24]hourBucket)
+		for _, h := range td.Hours {
+			if h[0] < 24 {
+				copy(hours[h[0]][:], h[1:])
+			}
+		}
+		d.domains[domainKey{td.Account, td.Domain}] = hours
+	}
+	return d, nil
+}
+
+// add counts rec in its hour. Called with Traffic.mu held.
+func (s *trafficStore) add(key domainKey, at, today int64, rec accessRecord) {
+	day := at / 86400
+	if day <= today-trafficKeepDays || day > today+1 {
+		return
+	}
+	d, err := s.load(day)
+	if err != nil {
+		return // an unreadable day: counted in the metrics only
+	}
+	hours := d.domains[key]
+	if hours == nil {
+		hours = new([24]hourBucket)
+		d.domains[key] = hours
+	}
+	h := &hours[at%86400/3600]
+	h[hbRequests]++
+	h[hbBytes] += rec.bytes
+	h[hb1xx+codeClass(rec.status)]++
+	h[hbRTMillis] += rec.rtMS
+	d.dirty = true
+}
+
+func (d *dayBuckets) file() ([]byte, error) {
+	f := trafficFile{Day: dayName(d.day), Domains: make([]trafficDomain, 0, len(d.domains))}
+	for k, hours := range d.domains {
+		td := trafficDomain{Account: k.account, Domain: k.domain}
+		for i, h := range hours {
+			if h[hbRequests] == 0 {
+				continue
+			}
+			var row [10]uint64
+			row[0] = uint64(i)
+			copy(row[1:], h[:])
+			td.Hours = append(td.Hours, row)
+		}
+		f.Domains = append(f.Domains, td)
+	}
+	slices.SortFunc(f.Domains, func(a, b trafficDomain) int {
+		return strings.Compare(a.Account+"/"+a.Domain, b.Account+"/"+b.Domain)
+	})
+	return json.Marshal(f)
+}
+
+// Flush writes the days that changed, forgets the past ones from memory
+// and removes the files older than trafficKeepDays.
+func (t *Traffic) Flush() error {
+	t.mu.Lock()
+	s := t.store
+	if s == nil {
+		t.mu.Unlock()
+		return nil
+	}
+	today := t.now().Unix() / 86400
+	type out struct {
+		day  int64
+		data []byte
+	}
+	var writes []out
+	var firstErr error
+	for day, d := range s.days {
+		if d.dirty {
+			b, err := d.file()
+			if err != nil {
+				firstErr = err
+				continue
+			}
+			writes = append(writes, out{day, b})
+			d.dirty = false
+		}
+		if day < today {
+			delete(s.days, day) // written now; read from its file if needed again
+		}
+	}
+	t.mu.Unlock()
+	for _, w := range writes {
+		if _, err := writeFile(s.dir, dayName(w.day)+".json", w.data, 0o600); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("traffic: %w", err)
+		}
+	}
+	ents, _ := os.ReadDir(s.dir)
+	oldest := dayName(today - trafficKeepDays + 1)
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if ok && len(name) == len(oldest) && name < oldest {
+			_ = os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+	return firstErr
+}
+
+// Read returns the buckets of account's domains from since on, hourly or
+// daily (UTC), oldest first, empty buckets left out. Only the account's
+// own counters are read: the key is the account whose log directory the
+// lines came from.
+func (t *Traffic) Read(account string, domains []string, since time.Time, step agentpb.TrafficStep) ([]*agentpb.DomainTraffic, error) {
+	now := t.now()
+	today := now.Unix() / 86400
+	first := max(since.Unix()/86400, today-trafficKeepDays+1)
+	width := int64(3600)
+	if step == agentpb.TrafficStep_TRAFFIC_STEP_DAY {
+		width = 86400
+	}
+	from := since.Unix() - since.Unix()%width // the bucket since falls in
+	res := make([]*agentpb.DomainTraffic, len(domains))
+	byStart := make([]map[int64]*agentpb.TrafficBucket, len(domains))
+	for i, d := range domains {
+		res[i] = &agentpb.DomainTraffic{Domain: d}
+		byStart[i] = make(map[int64]*agentpb.TrafficBucket)
+	}
+	for day := first; day <= today; day++ {
+		t.mu.Lock()
+		var d *dayBuckets
+		dir := ""
+		if t.store != nil {
+			d = t.store.days[day]
+			dir = t.store.dir
+		}
+		var copies []*[24]hourBucket
+		if d != nil {
+			for _, dom := range domains {
+				if h := d.domains[domainKey{account, dom}]; h != nil {
+					c := *h
+					copies = append(copies, &c)
+				} else {
+					copies = append(copies, nil)
+				}
+			}
+		}
+		t.mu.Unlock()
+		if d == nil {
+			if dir == "" {
+				continue
+			}
+			fd, err := readTrafficDay(dir, day)
+			if err != nil {
+				return nil, err
+			}
+			for _, dom := range domains {
+				copies = append(copies, fd.domains[domainKey{account, dom}])
+			}
+		}
+		for i, hours := range copies {
+			if hours == nil {
+				continue
+			}
+			for h, hb := range hours {
+				start := day*86400 + int64(h)*3600
+				if hb[hbRequests] == 0 || start < from {
+					continue
+				}
+				start -= start % width
+				b := byStart[i][start]
+				if b == nil {
+					b = &agentpb.TrafficBucket{StartUnix: start}
+					byStart[i][start] = b
+					res[i].Buckets = append(res[i].Buckets, b)
+				}
+				b.Requests += hb[hbRequests]
+				b.Bytes += hb[hbBytes]
+				b.Status_1Xx += hb[hb1xx]
+				b.Status_2Xx += hb[hb1xx+1]
+				b.Status_3Xx += hb[hb1xx+2]
+				b.Status_4Xx += hb[hb1xx+3]
+				b.Status_5Xx += hb[hb1xx+4]
+				b.RequestSecondsSum += float64(hb[hbRTMillis]) / 1000
+			}
+		}
+	}
+	return res, nil
+}
