@@ -20,6 +20,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions/dns"
 	"github.com/npanel/npanel/nodeagent/actions/mail"
 	"github.com/npanel/npanel/nodeagent/actions/migrate"
+	"github.com/npanel/npanel/nodeagent/actions/observe"
 	"github.com/npanel/npanel/nodeagent/actions/ping"
 	"github.com/npanel/npanel/nodeagent/actions/service"
 	"github.com/npanel/npanel/nodeagent/actions/tls"
@@ -162,6 +163,8 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.web.NewReadDomainLog(a.ReadDomainLog), nil
 	case *agentpb.Task_ReadTraffic:
 		return l.web.NewReadTraffic(a.ReadTraffic), nil
+	case *agentpb.Task_ReadServiceLog:
+		return observe.NewReadServiceLog(a.ReadServiceLog), nil
 	case *agentpb.Task_EnsureMailDomain:
 		return l.mail.NewEnsureMailDomain(a.EnsureMailDomain), nil
 	case *agentpb.Task_DeleteMailDomain:
