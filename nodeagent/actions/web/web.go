@@ -192,6 +192,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		Name:    NginxService,
 		Listen:  []string{p.HTTPListen, p.HTTPSListen},
 		Version: func(ctx context.Context) (string, error) { return nginxVersion(ctx, w.Nginx) },
+		// The node-wide error log (the distribution's in production);
+		// the domains' logs are followed per domain.
+		LogFiles: []string{w.NginxLogDir + "/error.log"},
 	}
 	if !w.Supervised {
 		// The distro's nginx.conf includes the vhost directory at http
@@ -209,6 +212,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 				Version: phpVersionFunc(b.Binary),
 				// A running PHP-FPM must drop the exec functions now.
 				Reconfigured: closed[b.Version],
+				LogFiles:     logFilesOf(b.ErrorLog),
 			})
 		}
 		return specs, nil
@@ -282,9 +286,18 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			Ready:        func(ctx context.Context) error { return dialReady(ctx, "unix", idle) },
 			Version:      phpVersionFunc(b.Binary),
 			Listen:       []string{idle},
+			LogFiles:     logFilesOf(b.ErrorLog),
 		})
 	}
 	return specs, nil
+}
+
+// logFilesOf is Spec.LogFiles of a daemon with one log file, if any.
+func logFilesOf(path string) []string {
+	if path == "" {
+		return nil
+	}
+	return []string{path}
 }
 
 func idleSocket(w platform.WebPaths, version string) string {
