@@ -4,7 +4,11 @@ package web
 // traffic counters read every request of every site on the node, so the
 // line is not decoded with encoding/json (reflection and allocations per
 // line): this walks the object once, without allocating, and keeps only
-// the four fields the counters need. Anything it cannot read is skipped.
+// the four fields the counters need, and stops once it has them (nginx
+// writes them first: the rest of the line, its longest part, is not
+// looked at). Anything it cannot read is skipped.
+
+import "bytes"
 
 // accessRecord is what the counters take from one access log line.
 type accessRecord struct {
@@ -23,7 +27,8 @@ func parseAccess(line []byte) (rec accessRecord, ok bool) {
 	}
 	i++
 	haveStatus := false
-	for {
+	var seen uint8 // a bit per field read
+	for seen != 0b1111 {
 		i = skipSpace(line, i)
 		if i >= len(line) {
 			return rec, false
@@ -71,15 +76,20 @@ func parseAccess(line []byte) (rec accessRecord, ok bool) {
 				return rec, false
 			}
 			rec.status, haveStatus = int(n), true
+			seen |= 1
 		case "bytes":
 			rec.bytes, _ = parseUint(val)
+			seen |= 2
 		case "rt":
 			rec.rtMS = parseMillis(val)
+			seen |= 4
 		case "time":
 			rec.unix = parseISOTime(val)
+			seen |= 8
 		}
 		i = next
 	}
+	return rec, true
 }
 
 func skipSpace(b []byte, i int) int {
@@ -94,15 +104,20 @@ func skipSpace(b []byte, i int) int {
 // next < 0 when it does not end.
 func scanString(b []byte, i int) (start, end, next int) {
 	start = i + 1
-	for j := start; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
+	for j := start; ; j++ {
+		k := bytes.IndexByte(b[j:], '"') // vectorised: strings are most of a line
+		if k < 0 {
+			return 0, 0, -1
+		}
+		j += k
+		odd := false // an odd run of backslashes escapes the quote
+		for p := j - 1; p >= start && b[p] == '\\'; p-- {
+			odd = !odd
+		}
+		if !odd {
 			return start, j, j + 1
 		}
 	}
-	return 0, 0, -1
 }
 
 // parseUint reads a decimal integer; ok is false for anything else (nginx

@@ -42,6 +42,7 @@ func TestParseAccess(t *testing.T) {
 		{`{"bytes":5}`, false, accessRecord{}},
 		{`{"status":"x"}`, false, accessRecord{}},
 		{`{"status":200`, false, accessRecord{}},
+		{`{"time":"x","status":200,"bytes":1,"rt":0.5,"uri":"/cut off`, true, accessRecord{status: 200, bytes: 1, rtMS: 500}},
 		{`127.0.0.1 - - [06/Dec/2026:12:00:00 +0000] "GET / HTTP/1.1" 200 5`, false, accessRecord{}},
 		{``, false, accessRecord{}},
 	} {
@@ -81,7 +82,11 @@ func FuzzParseAccess(f *testing.F) {
 		if d.Decode(&v) != nil || d.More() {
 			return
 		}
-		// Duplicate keys: encoding/json keeps the last, so do we.
+		// The scanner stops at the first of each field (nginx writes each
+		// once); encoding/json keeps the last of duplicates.
+		if strings.Count(line, `"status"`)+strings.Count(line, `"bytes"`)+strings.Count(line, `"rt"`)+strings.Count(line, `"time"`) > 4 {
+			return
+		}
 		if n, isNum := v["status"].(json.Number); isNum && n.String() != fmt.Sprint(rec.status) {
 			t.Errorf("status %d, encoding/json says %s", rec.status, n)
 		}
