@@ -55,6 +55,10 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 		scanLimit = DefaultScanLimit
 	}
 	since := !s.Since.IsZero() && s.LineTime != nil
+	// Without since, a grep (no newline in it) finds its lines faster
+	// than the lines find it.
+	fast := len(s.Grep) > 0 && !since && bytes.IndexByte(s.Grep, '\n') < 0
+	var hits []int
 	var (
 		bufs    [2][]byte
 		which   int
@@ -112,20 +116,56 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 		buf := append(append(bufs[which][:0], chunk[:step]...), pending...)
 		bufs[which] = buf
 		end := len(buf)
-		for !done {
-			i := bytes.LastIndexByte(buf[:end], '\n')
-			if i < 0 {
-				break
+		stop := 0 // where the last line taken starts, less one
+		if fast {
+			// Look for grep in the whole block (a vectorised search)
+			// rather than in each line, then take the lines it is in.
+			end = bytes.IndexByte(buf, '\n')
+			if end >= 0 {
+				hits = hits[:0]
+				for from := end + 1; from < len(buf); {
+					k := bytes.Index(buf[from:], s.Grep)
+					if k < 0 {
+						break
+					}
+					hits = append(hits, from+k)
+					from += k + len(s.Grep)
+				}
+				atEnd = false // grep matches no empty line: nothing to skip
+				next := len(buf) // lines before next are not taken yet
+				for h := len(hits) - 1; h >= 0 && !done; h-- {
+					if hits[h] >= next {
+						continue // a second hit in a line already taken
+					}
+					ls := bytes.LastIndexByte(buf[:hits[h]], '\n') + 1
+					le := ls + bytes.IndexByte(buf[ls:next], '\n')
+					if le < ls {
+						le = next
+					}
+					done = take(buf[ls:le])
+					next = ls
+				}
+				stop = next - 1
+			} else {
+				end = len(buf)
 			}
-			done = take(buf[i+1 : end])
-			end = i
+		} else {
+			for !done {
+				i := bytes.LastIndexByte(buf[:end], '\n')
+				if i < 0 {
+					break
+				}
+				done = take(buf[i+1 : end])
+				end = i
+			}
+			stop = end
 		}
 		pending = buf[:end]
 		if len(pending) > maxPending {
 			// Keep the line's start (the bytes read next go before it).
 			pending, truncated = pending[:maxLogLine], true
 		}
-		if done && len(lines) >= s.Lines && (end > 0 || off > 0) {
+		if done && len(lines) >= s.Lines && (stop > 0 || off > 0) {
 			truncated = true // stopped at n lines with more before them
 		}
 	}

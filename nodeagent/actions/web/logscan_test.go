@@ -154,3 +154,22 @@ func BenchmarkReadDomainLog1GB(b *testing.B) {
 		})
 	}
 }
+
+// FuzzScanBackGrep: the block search for grep returns what the line by
+// line scan does (forced by a since no line is older than).
+func FuzzScanBackGrep(f *testing.F) {
+	f.Add([]byte("a x\nb\nx c\n\nxx\n"), "x", 2)
+	f.Add([]byte("xxxx"), "xx", 5)
+	f.Add([]byte(strings.Repeat("ab\n", 30000)), "b", 1000)
+	f.Fuzz(func(t *testing.T, data []byte, grep string, n int) {
+		if n < 1 || n > MaxLogLines || grep == "" || strings.Contains(grep, "\n") {
+			return
+		}
+		always := func([]byte) (time.Time, bool) { return time.Now(), true }
+		fast, ft, err1 := ScanBack(bytes.NewReader(data), int64(len(data)), LogScan{Lines: n, Grep: []byte(grep)})
+		slow, st, err2 := ScanBack(bytes.NewReader(data), int64(len(data)), LogScan{Lines: n, Grep: []byte(grep), Since: time.Unix(1, 0), LineTime: always})
+		if err1 != nil || err2 != nil || strings.Join(fast, "\n") != strings.Join(slow, "\n") || len(fast) != len(slow) || ft != st {
+			t.Fatalf("fast %q %v, slow %q %v", fast, ft, slow, st)
+		}
+	})
+}
