@@ -28,6 +28,9 @@ type Traffic struct {
 	domains map[domainKey]*domainStats
 	store   *trafficStore // nil until Setup gave it a directory
 	now     func() time.Time
+	// logGone says a domain's access log no longer exists (Setup sets
+	// it); the flush loop then forgets the domain once it is idle.
+	logGone func(account, domain string) bool
 }
 
 type domainKey struct{ account, domain string }

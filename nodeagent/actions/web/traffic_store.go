@@ -87,16 +87,20 @@ func (t *Traffic) Open(ctx context.Context, dir string) error {
 	t.mu.Lock()
 	t.store = s
 	t.mu.Unlock()
+	gone := t.logGone // read once: a second Setup may set it again
 	go func() {
 		tick := time.NewTicker(trafficFlushEvery)
 		defer tick.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-ctx.Done():
 				_ = t.Flush()
 				return
 			case <-tick.C:
 				_ = t.Flush()
+				if gone != nil && n%60 == 0 {
+					t.ForgetIdle(gone)
+				}
 			}
 		}
 	}()

@@ -177,6 +177,12 @@ func TestTrafficCounters(t *testing.T) {
 		t.Errorf("after 7.5 min p50 %v, want NaN", q[0.5])
 	}
 
+	// Idle for a day with its log gone: forgotten; bob's log is there.
+	now = now.Add(25 * time.Hour)
+	tr.ForgetIdle(func(account, _ string) bool { return account == "alice" })
+	if got := series(t, tr); len(got) != 3 {
+		t.Errorf("after alice's idle domain went: %v", got)
+	}
 	tr.ForgetAccount("alice")
 	if got := series(t, tr); len(got) != 3 {
 		t.Errorf("after forgetting alice: %v, want bob's 3 series", got)

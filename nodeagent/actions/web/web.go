@@ -95,6 +95,10 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		return nil, nil
 	}
 	if env.DataDir != "" {
+		m.traffic.logGone = func(account, domain string) bool {
+			_, err := os.Stat(filepath.Join(userLogDir(w, account), logFileName(domain, "access")))
+			return errors.Is(err, os.ErrNotExist)
+		}
 		if err := m.traffic.Open(ctx, filepath.Join(env.DataDir, "traffic")); err != nil {
 			return nil, fmt.Errorf("web setup: %w", err)
 		}
