@@ -215,16 +215,31 @@ func (t *Traffic) Flush() error {
 			writes = append(writes, out{day, b})
 			d.dirty = false
 		}
-		if day < today {
-			delete(s.days, day) // written now; read from its file if needed again
+	}
+	t.mu.Unlock()
+	var failed []int64
+	for _, w := range writes {
+		if _, err := writeFile(s.dir, dayName(w.day)+".json", w.data, 0o600); err != nil {
+			failed = append(failed, w.day)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("traffic: %w", err)
+			}
+		}
+	}
+	// Past days leave memory once written (and read from their file if
+	// needed again); not before, or a read in between would miss them.
+	t.mu.Lock()
+	for _, day := range failed {
+		if d := s.days[day]; d != nil {
+			d.dirty = true // written again at the next flush
+		}
+	}
+	for day, d := range s.days {
+		if day < today && !d.dirty {
+			delete(s.days, day)
 		}
 	}
 	t.mu.Unlock()
-	for _, w := range writes {
-		if _, err := writeFile(s.dir, dayName(w.day)+".json", w.data, 0o600); err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("traffic: %w", err)
-		}
-	}
 	ents, _ := os.ReadDir(s.dir)
 	oldest := dayName(today - trafficKeepDays + 1)
 	for _, e := range ents {
