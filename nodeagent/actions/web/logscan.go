@@ -131,7 +131,7 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 					hits = append(hits, from+k)
 					from += k + len(s.Grep)
 				}
-				atEnd = false // grep matches no empty line: nothing to skip
+				atEnd = false    // grep matches no empty line: nothing to skip
 				next := len(buf) // lines before next are not taken yet
 				for h := len(hits) - 1; h >= 0 && !done; h-- {
 					if hits[h] >= next {

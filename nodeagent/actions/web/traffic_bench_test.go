@@ -2,6 +2,8 @@ package web
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/npanel/npanel/nodeagent/logtail"
+	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // trafficSources are n domains' access log sources.
@@ -84,4 +87,43 @@ func BenchmarkTrafficCollect(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/1000, "heap-bytes/domain")
+}
+
+// BenchmarkReadTrafficMonth: read_traffic of one domain over 30 days
+// (DAY step) on a node with 1,000 domains busy every hour of those days.
+func BenchmarkReadTrafficMonth(b *testing.B) {
+	now := time.Now().UTC()
+	dir := b.TempDir()
+	tr := NewTraffic()
+	tr.now = func() time.Time { return now }
+	if err := tr.Open(b.Context(), dir); err != nil {
+		b.Fatal(err)
+	}
+	srcs := trafficSources(1000)
+	for d := 29; d >= 0; d-- {
+		day := now.AddDate(0, 0, -d)
+		for h := range 24 {
+			at := time.Date(day.Year(), day.Month(), day.Day(), h, 0, 0, 0, time.UTC)
+			if at.After(now) {
+				break
+			}
+			l := []byte(accessLine(at, 200, 100, "0.010"))
+			for _, src := range srcs {
+				tr.Consume([]logtail.Entry{{Source: src, Time: now, Line: l}})
+			}
+		}
+		tr.now = func() time.Time { return day.Add(24 * time.Hour) } // let Flush drop the day
+		if err := tr.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		tr.now = func() time.Time { return now }
+	}
+	fi, _ := os.Stat(filepath.Join(dir, dayName(now.Add(-24*time.Hour).Unix()/86400)+".json"))
+	b.ReportMetric(float64(fi.Size()), "day-file-bytes")
+	for b.Loop() {
+		res, err := tr.Read(srcs[7].Account, []string{srcs[7].Domain}, now.AddDate(0, 0, -30), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
+		if err != nil || len(res[0].Buckets) < 29 {
+			b.Fatalf("%v %v", res, err)
+		}
+	}
 }

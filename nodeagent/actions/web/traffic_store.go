@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,18 +51,23 @@ type trafficStore struct {
 	days map[int64]*dayBuckets
 }
 
-// trafficFile is a day's file.
-type trafficFile struct {
-	Day     string          `json:"day"`
-	Domains []trafficDomain `json:"domains"`
-}
-
+// A day's file has one JSON object a line, one line per domain, so that
+// a read of a few domains over a month decodes only their lines (a
+// month of 1,000 busy domains is some 40 MB of JSON otherwise).
 type trafficDomain struct {
 	Account string `json:"account"`
 	Domain  string `json:"domain"`
 	// Hours: [hour, requests, bytes, 1xx, 2xx, 3xx, 4xx, 5xx, ms], hours
 	// without requests left out.
 	Hours [][10]uint64 `json:"hours"`
+}
+
+// linePrefix is how the line of key starts (field order is the struct's;
+// names are validated and need no escaping, json.Marshal checks).
+func linePrefix(key domainKey) []byte {
+	a, _ := json.Marshal(key.account)
+	d, _ := json.Marshal(key.domain)
+	return []byte(`{"account":` + string(a) + `,"domain":` + string(d) + `,`)
 }
 
 func dayName(day int64) string { return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) }
@@ -112,7 +118,7 @@ func (s *trafficStore) load(day int64) (*dayBuckets, error) {
 	if d := s.days[day]; d != nil {
 		return d, nil
 	}
-	d, err := readTrafficDay(s.dir, day)
+	d, err := readTrafficDay(s.dir, day, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +126,9 @@ func (s *trafficStore) load(day int64) (*dayBuckets, error) {
 	return d, nil
 }
 
-func readTrafficDay(dir string, day int64) (*dayBuckets, error) {
+// readTrafficDay reads a day's file: every domain's line, or with only
+// those of the listed keys.
+func readTrafficDay(dir string, day int64, only []domainKey) (*dayBuckets, error) {
 	d := &dayBuckets{day: day, domains: make(map[domainKey]*[24]hourBucket)}
 	b, err := os.ReadFile(filepath.Join(dir, dayName(day)+".json"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -129,11 +137,18 @@ func readTrafficDay(dir string, day int64) (*dayBuckets, error) {
 	if err != nil {
 		return nil, fmt.Errorf("traffic: %w", err)
 	}
-	var f trafficFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("traffic: %s: %w", dayName(day), err)
+	var prefixes [][]byte
+	for _, k := range only {
+		prefixes = append(prefixes, linePrefix(k))
 	}
-	for _, td := range f.Domains {
+	for line := range bytes.Lines(b) {
+		if only != nil && !slices.ContainsFunc(prefixes, func(p []byte) bool { return bytes.HasPrefix(line, p) }) {
+			continue
+		}
+		var td trafficDomain
+		if err := json.Unmarshal(line, &td); err != nil {
+			return nil, fmt.Errorf("traffic: %s: %w", dayName(day), err)
+		}
 		hours := new([24]hourBucket)
 		for _, h := range td.Hours {
 			if h[0] < 24 {
@@ -169,10 +184,20 @@ func (s *trafficStore) add(key domainKey, at, today int64, rec accessRecord) {
 }
 
 func (d *dayBuckets) file() ([]byte, error) {
-	f := trafficFile{Day: dayName(d.day), Domains: make([]trafficDomain, 0, len(d.domains))}
-	for k, hours := range d.domains {
+	keys := make([]domainKey, 0, len(d.domains))
+	for k := range d.domains {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b domainKey) int {
+		if c := strings.Compare(a.account, b.account); c != 0 {
+			return c
+		}
+		return strings.Compare(a.domain, b.domain)
+	})
+	var out bytes.Buffer
+	for _, k := range keys {
 		td := trafficDomain{Account: k.account, Domain: k.domain}
-		for i, h := range hours {
+		for i, h := range d.domains[k] {
 			if h[hbRequests] == 0 {
 				continue
 			}
@@ -181,12 +206,14 @@ func (d *dayBuckets) file() ([]byte, error) {
 			copy(row[1:], h[:])
 			td.Hours = append(td.Hours, row)
 		}
-		f.Domains = append(f.Domains, td)
+		line, err := json.Marshal(td)
+		if err != nil {
+			return nil, err
+		}
+		out.Write(line)
+		out.WriteByte('\n')
 	}
-	slices.SortFunc(f.Domains, func(a, b trafficDomain) int {
-		return strings.Compare(a.Account+"/"+a.Domain, b.Account+"/"+b.Domain)
-	})
-	return json.Marshal(f)
+	return out.Bytes(), nil
 }
 
 // Flush writes the days that changed, forgets the past ones from memory
@@ -294,7 +321,11 @@ func (t *Traffic) Read(account string, domains []string, since time.Time, step a
 			if dir == "" {
 				continue
 			}
-			fd, err := readTrafficDay(dir, day)
+			keys := make([]domainKey, len(domains))
+			for i, dom := range domains {
+				keys[i] = domainKey{account, dom}
+			}
+			fd, err := readTrafficDay(dir, day, keys)
 			if err != nil {
 				return nil, err
 			}

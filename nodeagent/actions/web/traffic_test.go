@@ -249,7 +249,7 @@ func TestTrafficStore(t *testing.T) {
 	// Files of old days: the one 35 days back goes, 34 days back stays.
 	for _, d := range []int{35, 34} {
 		name := now.AddDate(0, 0, -d).Format(time.DateOnly) + ".json"
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(`{"day":"x","domains":[{"account":"alice","domain":"example.com","hours":[[3,1,10,0,1,0,0,0,5]]}]}`), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(`{"account":"bob","domain":"example.com","hours":[[3,9,10,0,1,0,0,0,5]]}`+"\n"+`{"account":"alice","domain":"example.com","hours":[[3,1,10,0,1,0,0,0,5]]}`+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
