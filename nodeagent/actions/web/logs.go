@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -276,7 +277,9 @@ func removeLogs(w platform.WebPaths, user string) error {
 
 // readLogTail returns the last lines of name in the account's log
 // directory that sc asks for, oldest first, cut to the size bounds. A log
-// that does not exist yet (a site without requests) has no lines.
+// that does not exist yet (a site without requests) has no lines. When sc
+// has a since the whole file is newer than, the lines before it are read
+// from the last rotated generation (name.1) too.
 func readLogTail(w platform.WebPaths, user, name string, sc LogScan) (lines []string, truncated bool, err error) {
 	base, err := os.OpenRoot(w.DomainLogDir)
 	if err != nil {
@@ -291,19 +294,42 @@ func readLogTail(w platform.WebPaths, user, name string, sc LogScan) (lines []st
 		return nil, false, err
 	}
 	defer ud.Close()
-	f, err := ud.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	lines, truncated, exhausted, err := scanLogFile(ud, name, sc)
+	if err != nil || !exhausted || sc.Since.IsZero() || truncated || len(lines) >= sc.Lines {
+		return lines, truncated, err
+	}
+	older := sc
+	older.Lines = sc.Lines - len(lines)
+	older.Limit = cmp.Or(sc.Limit, maxLogRead)
+	for _, l := range lines {
+		older.Limit -= len(l)
+	}
+	if older.Limit <= 0 {
+		return lines, true, nil
+	}
+	// .1 has a scan bound of its own: a since that reaches past the
+	// rotation reads at most two bounds' worth.
+	prev, ptrunc, _, err := scanLogFile(ud, name+".1", older)
+	if err != nil {
+		return lines, truncated, nil // the current file's lines are the answer
+	}
+	return append(prev, lines...), ptrunc, nil
+}
+
+func scanLogFile(dir *os.Root, name string, sc LogScan) (lines []string, truncated, exhausted bool, err error) {
+	f, err := dir.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
+		return nil, false, true, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	defer f.Close()
 	size, err := sizeOf(f)
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
-	return ScanBack(f, size, sc)
+	return scanBack(f, size, sc)
 }
 
 // tail returns the last n lines of f within limit bytes.

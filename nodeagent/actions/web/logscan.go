@@ -46,6 +46,13 @@ const (
 // that lines were left out for a bound (lines, bytes, scan limit, a line
 // cut), not because the log had no more or since stopped the scan.
 func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated bool, err error) {
+	lines, truncated, _, err = scanBack(r, size, s)
+	return lines, truncated, err
+}
+
+// scanBack is ScanBack that also says whether it read the whole file with
+// room for more lines (an older file may then hold the rest).
+func scanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated, exhausted bool, err error) {
 	limit := s.Limit
 	if limit <= 0 {
 		limit = maxLogRead
@@ -98,8 +105,9 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 	done := false
 	for !done {
 		if off == 0 {
+			exhausted = true
 			if len(pending) > 0 || !atEnd {
-				take(pending) // the file's first line
+				exhausted = !take(pending) // the file's first line
 			}
 			break
 		}
@@ -110,7 +118,7 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 		step := min(int64(scanBlock), off)
 		off -= step
 		if _, err := r.ReadAt(chunk[:step], off); err != nil && !errors.Is(err, io.EOF) {
-			return nil, false, err
+			return nil, false, false, err
 		}
 		which ^= 1
 		buf := append(append(bufs[which][:0], chunk[:step]...), pending...)
@@ -172,7 +180,7 @@ func ScanBack(r io.ReaderAt, size int64, s LogScan) (lines []string, truncated b
 	for i, j := 0, len(lines)-1; i < j; i, j = i+1, j-1 {
 		lines[i], lines[j] = lines[j], lines[i]
 	}
-	return lines, truncated, nil
+	return lines, truncated, exhausted, nil
 }
 
 // accessLineTime reads the "time" of an npanel_json line, which nginx

@@ -87,6 +87,18 @@ func TestReadDomainLogSinceGrep(t *testing.T) {
 	if len(lines) != 0 {
 		t.Errorf("alice read bob's line: %v", lines)
 	}
+	// Since reaches into the rotated generation; without since it does not.
+	rotated := accessLine(now.Add(-2*time.Hour), 200, 7, "0.1") + "\n" + accessLine(now.Add(-90*time.Minute), 200, 8, "0.1") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "alice", "example.com.access.log.1"), []byte(rotated), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	lines, _, _ = readLogTail(w, "alice", "example.com.access.log", LogScan{Lines: 10, Since: now.Add(-100 * time.Minute), LineTime: accessLineTime})
+	if len(lines) != 3 || !strings.Contains(lines[0], `"bytes":8,`) || !strings.Contains(lines[2], `"bytes":2,`) {
+		t.Errorf("since into .1: %q", lines)
+	}
+	if lines, _, _ = readLogTail(w, "alice", "example.com.access.log", LogScan{Lines: 10}); len(lines) != 2 {
+		t.Errorf("no since: %q", lines)
+	}
 	for _, g := range []string{strings.Repeat("x", MaxGrep+1), "a\nb", "\x00", "\xff"} {
 		if ValidateGrep(g) == nil {
 			t.Errorf("grep %q accepted", g)
