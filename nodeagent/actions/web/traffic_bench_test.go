@@ -127,3 +127,31 @@ func BenchmarkReadTrafficMonth(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrafficMemory reports the heap of the counters and today's
+// hourly buckets per domain after 1,000 domains were busy all day.
+func BenchmarkTrafficMemory(b *testing.B) {
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(24*time.Hour - time.Second)
+	srcs := trafficSources(1000)
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		tr := NewTraffic()
+		tr.now = func() time.Time { return end }
+		if err := tr.Open(b.Context(), b.TempDir()); err != nil {
+			b.Fatal(err)
+		}
+		for h := range 24 {
+			at := end.Truncate(24 * time.Hour).Add(time.Duration(h) * time.Hour)
+			l := []byte(accessLine(at, 200, 100, "0.010"))
+			for _, src := range srcs {
+				tr.Consume([]logtail.Entry{{Source: src, Time: end, Line: l}})
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/1000, "heap-bytes/domain")
+		runtime.KeepAlive(tr)
+	}
+}
