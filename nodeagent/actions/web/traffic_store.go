@@ -88,7 +88,13 @@ func (t *Traffic) Open(ctx context.Context, dir string) error {
 	s := &trafficStore{dir: dir, days: make(map[int64]*dayBuckets)}
 	today := t.now().Unix() / 86400
 	if _, err := s.load(today); err != nil {
-		return err
+		// A damaged file costs today's counts so far, never the
+		// counting: it is kept aside for a look and the day starts anew.
+		name := filepath.Join(dir, dayName(today)+".json")
+		if rerr := os.Rename(name, name+".damaged"); rerr != nil {
+			return err
+		}
+		s.days[today] = &dayBuckets{day: today, domains: make(map[domainKey]*[24]hourBucket)}
 	}
 	t.mu.Lock()
 	t.store = s

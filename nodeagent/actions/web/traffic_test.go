@@ -274,6 +274,18 @@ func TestTrafficStore(t *testing.T) {
 		t.Errorf("35 days old file kept: %v", err)
 	}
 
+	// A damaged file of today is put aside.
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, now.Format(time.DateOnly)+".json"), []byte("{not json\n"), 0o600)
+	tb := NewTraffic()
+	tb.now = func() time.Time { return now }
+	if err := tb.Open(ctx, bad); err != nil {
+		t.Errorf("open with a damaged file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad, now.Format(time.DateOnly)+".json.damaged")); err != nil {
+		t.Errorf("damaged file not kept aside: %v", err)
+	}
+
 	// A restarted agent reads today back and goes on counting.
 	tr2 := NewTraffic()
 	tr2.now = func() time.Time { return now }

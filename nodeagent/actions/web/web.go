@@ -99,8 +99,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			_, err := os.Stat(filepath.Join(userLogDir(w, account), logFileName(domain, "access")))
 			return errors.Is(err, os.ErrNotExist)
 		}
-		if err := m.traffic.Open(ctx, filepath.Join(env.DataDir, "traffic")); err != nil {
-			return nil, fmt.Errorf("web setup: %w", err)
+		// Websites are served without a traffic store too.
+		if err := m.traffic.Open(ctx, filepath.Join(env.DataDir, "traffic")); err != nil && log != nil {
+			log.Warn("traffic counters are not kept on disk", "err", err)
 		}
 	}
 	listen, err := listenArgs(p.HTTPListen)
