@@ -11,16 +11,19 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
 // The traffic store keeps hourly buckets per domain, one file per UTC day
-// (DIR/2026-12-06.json), written whole and atomically at most once a
-// minute and when the agent stops, trafficKeepDays days kept. The days
-// lines arrived for since the last write are in memory (today's always,
-// loaded again at start so that a restart goes on counting).
+// (DIR/2026-12-06.json), trafficKeepDays days kept. Memory holds only what
+// was counted since the last write (a bucket per domain and hour that had
+// requests): at most once a minute, and when the agent stops, each day
+// with new counts is read, added to and written back whole, atomically.
+// A full day of 1,000 busy domains is some 1.7 MB of buckets that thus
+// stay on disk.
 const (
 	trafficKeepDays   = 35
 	trafficFlushEvery = time.Minute
@@ -40,15 +43,31 @@ const (
 	hbRTMillis // the sum of request times, ms
 )
 
+func (h *hourBucket) addAll(o *hourBucket) {
+	for i := range h {
+		h[i] += o[i]
+	}
+}
+
+// dayBuckets is a day's file in memory.
 type dayBuckets struct {
 	day     int64 // days since 1970-01-01 (UTC)
 	domains map[domainKey]*[24]hourBucket
-	dirty   bool
+}
+
+// hourKey is a domain's hour, in hours since 1970 (UTC).
+type hourKey struct {
+	key  domainKey
+	hour int64
 }
 
 type trafficStore struct {
-	dir  string
-	days map[int64]*dayBuckets
+	dir string
+	// delta is what was counted since the last write (Traffic.mu).
+	delta map[hourKey]*hourBucket
+	// ioMu orders Flush and Read: a read sees each count once, in a
+	// file or in delta, never in both or neither.
+	ioMu sync.Mutex
 }
 
 // A day's file has one JSON object a line, one line per domain, so that
@@ -72,32 +91,18 @@ func linePrefix(key domainKey) []byte {
 
 func dayName(day int64) string { return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) }
 
-// Open gives the counters their directory: today's buckets are read back
-// and kept there from now on, written every minute until ctx ends and
-// once more then.
+// Open gives the counters their directory, where they are written every
+// minute until ctx ends and once more then.
 func (t *Traffic) Open(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("traffic: %w", err)
 	}
 	t.mu.Lock()
-	opened := t.store != nil
-	t.mu.Unlock()
-	if opened {
+	if t.store != nil {
+		t.mu.Unlock()
 		return nil // Setup ran again
 	}
-	s := &trafficStore{dir: dir, days: make(map[int64]*dayBuckets)}
-	today := t.now().Unix() / 86400
-	if _, err := s.load(today); err != nil {
-		// A damaged file costs today's counts so far, never the
-		// counting: it is kept aside for a look and the day starts anew.
-		name := filepath.Join(dir, dayName(today)+".json")
-		if rerr := os.Rename(name, name+".damaged"); rerr != nil {
-			return err
-		}
-		s.days[today] = &dayBuckets{day: today, domains: make(map[domainKey]*[24]hourBucket)}
-	}
-	t.mu.Lock()
-	t.store = s
+	t.store = &trafficStore{dir: dir, delta: make(map[hourKey]*hourBucket)}
 	t.mu.Unlock()
 	gone := t.logGone // read once: a second Setup may set it again
 	go func() {
@@ -117,19 +122,6 @@ func (t *Traffic) Open(ctx context.Context, dir string) error {
 		}
 	}()
 	return nil
-}
-
-// load returns the day's buckets, read from its file the first time.
-func (s *trafficStore) load(day int64) (*dayBuckets, error) {
-	if d := s.days[day]; d != nil {
-		return d, nil
-	}
-	d, err := readTrafficDay(s.dir, day, nil)
-	if err != nil {
-		return nil, err
-	}
-	s.days[day] = d
-	return d, nil
 }
 
 // readTrafficDay reads a day's file: every domain's line, or with only
@@ -172,21 +164,16 @@ func (s *trafficStore) add(key domainKey, at, today int64, rec accessRecord) {
 	if day <= today-trafficKeepDays || day > today+1 {
 		return
 	}
-	d, err := s.load(day)
-	if err != nil {
-		return // an unreadable day: counted in the metrics only
+	hk := hourKey{key, at / 3600}
+	h := s.delta[hk]
+	if h == nil {
+		h = new(hourBucket)
+		s.delta[hk] = h
 	}
-	hours := d.domains[key]
-	if hours == nil {
-		hours = new([24]hourBucket)
-		d.domains[key] = hours
-	}
-	h := &hours[at%86400/3600]
 	h[hbRequests]++
 	h[hbBytes] += rec.bytes
 	h[hb1xx+codeClass(rec.status)]++
 	h[hbRTMillis] += rec.rtMS
-	d.dirty = true
 }
 
 func (d *dayBuckets) file() ([]byte, error) {
@@ -222,57 +209,45 @@ func (d *dayBuckets) file() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// Flush writes the days that changed, forgets the past ones from memory
+// Flush adds what was counted since the last write to the days' files
 // and removes the files older than trafficKeepDays.
 func (t *Traffic) Flush() error {
 	t.mu.Lock()
 	s := t.store
+	t.mu.Unlock()
 	if s == nil {
-		t.mu.Unlock()
 		return nil
 	}
-	today := t.now().Unix() / 86400
-	type out struct {
-		day  int64
-		data []byte
-	}
-	var writes []out
-	var firstErr error
-	for day, d := range s.days {
-		if d.dirty {
-			b, err := d.file()
-			if err != nil {
-				firstErr = err
-				continue
-			}
-			writes = append(writes, out{day, b})
-			d.dirty = false
-		}
-	}
-	t.mu.Unlock()
-	var failed []int64
-	for _, w := range writes {
-		if _, err := writeFile(s.dir, dayName(w.day)+".json", w.data, 0o600); err != nil {
-			failed = append(failed, w.day)
-			if firstErr == nil {
-				firstErr = fmt.Errorf("traffic: %w", err)
-			}
-		}
-	}
-	// Past days leave memory once written (and read from their file if
-	// needed again); not before, or a read in between would miss them.
+	s.ioMu.Lock() // before mu, as in Read
+	defer s.ioMu.Unlock()
 	t.mu.Lock()
-	for _, day := range failed {
-		if d := s.days[day]; d != nil {
-			d.dirty = true // written again at the next flush
-		}
-	}
-	for day, d := range s.days {
-		if day < today && !d.dirty {
-			delete(s.days, day)
-		}
-	}
+	delta := s.delta
+	s.delta = make(map[hourKey]*hourBucket)
+	today := t.now().Unix() / 86400
 	t.mu.Unlock()
+
+	byDay := make(map[int64][]hourKey)
+	for hk := range delta {
+		byDay[hk.hour/24] = append(byDay[hk.hour/24], hk)
+	}
+	var firstErr error
+	for day, keys := range byDay {
+		if err := s.addToDay(day, keys, delta); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			// Counted again at the next flush.
+			t.mu.Lock()
+			for _, hk := range keys {
+				if h := s.delta[hk]; h != nil {
+					h.addAll(delta[hk])
+				} else {
+					s.delta[hk] = delta[hk]
+				}
+			}
+			t.mu.Unlock()
+		}
+	}
 	ents, _ := os.ReadDir(s.dir)
 	oldest := dayName(today - trafficKeepDays + 1)
 	for _, e := range ents {
@@ -284,63 +259,98 @@ func (t *Traffic) Flush() error {
 	return firstErr
 }
 
+// addToDay adds the counts of keys (all of one day) to the day's file.
+func (s *trafficStore) addToDay(day int64, keys []hourKey, delta map[hourKey]*hourBucket) error {
+	d, err := readTrafficDay(s.dir, day, nil)
+	if err != nil {
+		// A damaged file costs its counts, never the counting: it is
+		// kept aside for a look and the day starts anew.
+		name := filepath.Join(s.dir, dayName(day)+".json")
+		if rerr := os.Rename(name, name+".damaged"); rerr != nil {
+			return err
+		}
+		d = &dayBuckets{day: day, domains: make(map[domainKey]*[24]hourBucket)}
+	}
+	for _, hk := range keys {
+		hours := d.domains[hk.key]
+		if hours == nil {
+			hours = new([24]hourBucket)
+			d.domains[hk.key] = hours
+		}
+		hours[hk.hour%24].addAll(delta[hk])
+	}
+	b, err := d.file()
+	if err != nil {
+		return err
+	}
+	if _, err := writeFile(s.dir, dayName(day)+".json", b, 0o600); err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	return nil
+}
+
 // Read returns the buckets of account's domains from since on, hourly or
 // daily (UTC), oldest first, empty buckets left out. Only the account's
 // own counters are read: the key is the account whose log directory the
 // lines came from.
 func (t *Traffic) Read(account string, domains []string, since time.Time, step agentpb.TrafficStep) ([]*agentpb.DomainTraffic, error) {
-	now := t.now()
-	today := now.Unix() / 86400
+	res := make([]*agentpb.DomainTraffic, len(domains))
+	for i, d := range domains {
+		res[i] = &agentpb.DomainTraffic{Domain: d}
+	}
+	t.mu.Lock()
+	s := t.store
+	t.mu.Unlock()
+	if s == nil {
+		return res, nil
+	}
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	today := t.now().Unix() / 86400
 	first := max(since.Unix()/86400, today-trafficKeepDays+1)
 	width := int64(3600)
 	if step == agentpb.TrafficStep_TRAFFIC_STEP_DAY {
 		width = 86400
 	}
 	from := since.Unix() - since.Unix()%width // the bucket since falls in
-	res := make([]*agentpb.DomainTraffic, len(domains))
-	byStart := make([]map[int64]*agentpb.TrafficBucket, len(domains))
+	keys := make([]domainKey, len(domains))
+	index := make(map[domainKey]int, len(domains))
 	for i, d := range domains {
-		res[i] = &agentpb.DomainTraffic{Domain: d}
+		keys[i] = domainKey{account, d}
+		index[keys[i]] = i
+	}
+	// Hours not written yet, by day.
+	pending := make(map[int64]map[hourKey]hourBucket)
+	t.mu.Lock()
+	for hk, h := range s.delta {
+		if _, ok := index[hk.key]; ok && hk.hour/24 >= first {
+			if pending[hk.hour/24] == nil {
+				pending[hk.hour/24] = make(map[hourKey]hourBucket)
+			}
+			pending[hk.hour/24][hk] = *h
+		}
+	}
+	t.mu.Unlock()
+	byStart := make([]map[int64]*agentpb.TrafficBucket, len(domains))
+	for i := range byStart {
 		byStart[i] = make(map[int64]*agentpb.TrafficBucket)
 	}
 	for day := first; day <= today; day++ {
-		t.mu.Lock()
-		var d *dayBuckets
-		dir := ""
-		if t.store != nil {
-			d = t.store.days[day]
-			dir = t.store.dir
+		d, err := readTrafficDay(s.dir, day, keys)
+		if err != nil {
+			return nil, err
 		}
-		var copies []*[24]hourBucket
-		if d != nil {
-			for _, dom := range domains {
-				if h := d.domains[domainKey{account, dom}]; h != nil {
-					c := *h
-					copies = append(copies, &c)
-				} else {
-					copies = append(copies, nil)
-				}
-			}
-		}
-		t.mu.Unlock()
-		if d == nil {
-			if dir == "" {
-				continue
-			}
-			keys := make([]domainKey, len(domains))
-			for i, dom := range domains {
-				keys[i] = domainKey{account, dom}
-			}
-			fd, err := readTrafficDay(dir, day, keys)
-			if err != nil {
-				return nil, err
-			}
-			for _, dom := range domains {
-				copies = append(copies, fd.domains[domainKey{account, dom}])
-			}
-		}
-		for i, hours := range copies {
+		for hk, h := range pending[day] {
+			hours := d.domains[hk.key]
 			if hours == nil {
+				hours = new([24]hourBucket)
+				d.domains[hk.key] = hours
+			}
+			hours[hk.hour%24].addAll(&h)
+		}
+		for key, hours := range d.domains {
+			i, ok := index[key]
+			if !ok {
 				continue
 			}
 			for h, hb := range hours {

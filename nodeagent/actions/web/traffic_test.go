@@ -274,7 +274,7 @@ func TestTrafficStore(t *testing.T) {
 		t.Errorf("35 days old file kept: %v", err)
 	}
 
-	// A damaged file of today is put aside.
+	// A damaged file of today is put aside at the next write.
 	bad := t.TempDir()
 	os.WriteFile(filepath.Join(bad, now.Format(time.DateOnly)+".json"), []byte("{not json\n"), 0o600)
 	tb := NewTraffic()
@@ -282,8 +282,15 @@ func TestTrafficStore(t *testing.T) {
 	if err := tb.Open(ctx, bad); err != nil {
 		t.Errorf("open with a damaged file: %v", err)
 	}
+	tb.Consume(entries(alice, now, accessLine(now, 200, 1, "0.001")))
+	if err := tb.Flush(); err != nil {
+		t.Error(err)
+	}
 	if _, err := os.Stat(filepath.Join(bad, now.Format(time.DateOnly)+".json.damaged")); err != nil {
 		t.Errorf("damaged file not kept aside: %v", err)
+	}
+	if res, err := tb.Read("alice", []string{"example.com"}, now.Add(-time.Hour), agentpb.TrafficStep_TRAFFIC_STEP_HOUR); err != nil || len(res[0].Buckets) != 1 || res[0].Buckets[0].Requests != 1 {
+		t.Errorf("after a damaged file: %v %v", res, err)
 	}
 
 	// A restarted agent reads today back and goes on counting.
