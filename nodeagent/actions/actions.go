@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -64,6 +65,11 @@ type Env struct {
 	// PublishChallenge asks the control plane to publish or withdraw a
 	// DNS-01 challenge record (the gateway's PublishChallenge RPC).
 	PublishChallenge func(ctx context.Context, req *agentpb.PublishChallengeRequest) error
+	// AgentLog returns the agent's own recent log lines (its in-memory
+	// ring), oldest first: at most lines, none older than since (zero: no
+	// bound), only those containing grep; truncated when lines were left
+	// out for a bound. Nil when the agent keeps no ring.
+	AgentLog func(since time.Time, lines int, grep string) (out []string, truncated bool)
 }
 
 // Module is one service area of a node (web, DNS, databases). The agent

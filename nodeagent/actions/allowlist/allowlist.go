@@ -161,6 +161,10 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.db.NewListDatabases(a.ListDatabases), nil
 	case *agentpb.Task_ReadDomainLog:
 		return l.web.NewReadDomainLog(a.ReadDomainLog), nil
+	case *agentpb.Task_ReadTraffic:
+		return l.web.NewReadTraffic(a.ReadTraffic), nil
+	case *agentpb.Task_ReadServiceLog:
+		return observe.NewReadServiceLog(a.ReadServiceLog), nil
 	case *agentpb.Task_EnsureMailDomain:
 		return l.mail.NewEnsureMailDomain(a.EnsureMailDomain), nil
 	case *agentpb.Task_DeleteMailDomain:

@@ -68,6 +68,13 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	var specs []services.Spec
 	d := env.Profile.DB()
 	supervised := env.Profile.Prefix != ""
+	if supervised {
+		for _, name := range []string{"mariadb", "postgresql"} {
+			if err := os.MkdirAll(filepath.Dir(supervisedLog(env, name)), 0o750); err != nil {
+				return nil, fmt.Errorf("db: %w", err)
+			}
+		}
+	}
 	if _, err := os.Stat(d.Mariadbd); err == nil {
 		if supervised {
 			if err := setupMariaDB(ctx, env); err != nil {
@@ -109,6 +116,7 @@ func (m *Module) mariadbSpec(env *actions.Env) services.Spec {
 		Args:        []string{"--defaults-file=" + d.MariaDBConfig},
 		StopTimeout: 60 * time.Second,
 		Listen:      []string{d.MariaDBSocket},
+		LogFile:     supervisedLog(env, "mariadb"),
 		// Ready logs in as the agent's admin, creating the account first on
 		// a fresh supervised server.
 		Ready: func(ctx context.Context) error {
@@ -146,6 +154,7 @@ func (m *Module) postgresSpec(env *actions.Env) services.Spec {
 		StopSignal:   syscall.SIGINT, // fast shutdown
 		StopTimeout:  60 * time.Second,
 		Listen:       []string{d.PgSocket()},
+		LogFile:      supervisedLog(env, "postgresql"),
 		Ready: func(ctx context.Context) error {
 			e, err := m.engineFor(ctx, env, validate.EnginePostgreSQL)
 			if err != nil {
@@ -163,6 +172,16 @@ func (m *Module) postgresSpec(env *actions.Env) services.Spec {
 			return v, err
 		},
 	}
+}
+
+// supervisedLog is where the supervisor keeps a database server's output
+// (its log: neither server is given a log file of its own), "" on a
+// production node, where the unit's journal has it.
+func supervisedLog(env *actions.Env, name string) string {
+	if env.Profile.Prefix == "" {
+		return ""
+	}
+	return filepath.Join("/", env.Profile.Prefix, "var/log", name, name+".log")
 }
 
 // MariaDBConfig is mariadbd's option file on a supervised node: everything

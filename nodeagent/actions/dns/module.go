@@ -128,6 +128,12 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	spec.Binary = p.Server
 	spec.Args = []string{"--config-dir=" + p.ConfigDir}
+	// pdns_server logs to its output (disable-syslog): the supervisor
+	// keeps it in a file, as the journal does for the systemd unit.
+	spec.LogFile = filepath.Join("/", env.Profile.Prefix, "var/log/pdns/pdns.log")
+	if err := os.MkdirAll(filepath.Dir(spec.LogFile), 0o750); err != nil {
+		return nil, fmt.Errorf("dns setup: %w", err)
+	}
 	return []services.Spec{spec}, nil
 }
 

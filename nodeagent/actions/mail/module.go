@@ -488,6 +488,7 @@ func (m *Module) eximSpec(env *actions.Env, l listeners) services.Spec {
 		Listen:       []string{env.Profile.SMTPListen, env.Profile.SubmissionListen, env.Profile.SMTPSListen},
 		Ready:        func(ctx context.Context) error { return dialOK(ctx, l.smtp.dial()) },
 		AwaitReload:  awaitEximReload(l.smtp.dial()),
+		LogFiles:     []string{mp.EximMainLog, fmt.Sprintf(mp.EximLogPat, "reject")},
 		Version: func(ctx context.Context) (string, error) {
 			out, err := exec.CommandContext(ctx, mp.Exim, "-C", mp.EximConfig, "-bV").Output()
 			if err != nil {
@@ -504,7 +505,12 @@ func (m *Module) eximSpec(env *actions.Env, l listeners) services.Spec {
 
 func (m *Module) dovecotSpec(env *actions.Env, l listeners) services.Spec {
 	mp := env.Profile.Mail()
+	var logs []string
+	if mp.Supervised {
+		logs = []string{mp.DovecotLog} // in production: syslog, the unit's journal
+	}
 	return services.Spec{
+		LogFiles:     logs,
 		Name:         DovecotService,
 		Unit:         mp.DovecotUnit,
 		Binary:       mp.Dovecot,

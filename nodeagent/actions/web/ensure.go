@@ -110,6 +110,8 @@ func (m *Module) Ensure(ctx context.Context, env *actions.Env, owner Owner, spec
 			return nil, err
 		}
 	}
+	// The counters of the account's removed sites go with their logs.
+	m.traffic.retain(owner.Username, sites)
 
 	if len(sites) > 0 {
 		if err := ensureCertDir(w); err != nil {
@@ -335,6 +337,7 @@ func (m *Module) Remove(ctx context.Context, env *actions.Env, username string) 
 	if err := removeLogs(env.Profile.Web(), username); err != nil {
 		return err
 	}
+	m.traffic.ForgetAccount(username)
 	u, err := user.Lookup(username)
 	if err != nil {
 		return nil // no such user: no process can run as it

@@ -1,7 +1,7 @@
 package web
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -275,10 +275,12 @@ func removeLogs(w platform.WebPaths, user string) error {
 	return nil
 }
 
-// readLogTail returns the last n lines of name in the account's log
-// directory, oldest first, cut to the size bounds. A log that does not
-// exist yet (a site without requests) has no lines.
-func readLogTail(w platform.WebPaths, user, name string, n int) (lines []string, truncated bool, err error) {
+// readLogTail returns the last lines of name in the account's log
+// directory that sc asks for, oldest first, cut to the size bounds. A log
+// that does not exist yet (a site without requests) has no lines. When sc
+// has a since the whole file is newer than, the lines before it are read
+// from the last rotated generation (name.1) too.
+func readLogTail(w platform.WebPaths, user, name string, sc LogScan) (lines []string, truncated bool, err error) {
 	base, err := os.OpenRoot(w.DomainLogDir)
 	if err != nil {
 		return nil, false, err
@@ -292,61 +294,51 @@ func readLogTail(w platform.WebPaths, user, name string, n int) (lines []string,
 		return nil, false, err
 	}
 	defer ud.Close()
-	f, err := ud.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil
+	lines, truncated, exhausted, err := scanLogFile(ud, name, sc)
+	if err != nil || !exhausted || sc.Since.IsZero() || truncated || len(lines) >= sc.Lines {
+		return lines, truncated, err
 	}
+	older := sc
+	older.Lines = sc.Lines - len(lines)
+	older.Limit = cmp.Or(sc.Limit, maxLogRead)
+	for _, l := range lines {
+		older.Limit -= len(l)
+	}
+	if older.Limit <= 0 {
+		return lines, true, nil
+	}
+	// .1 has a scan bound of its own: a since that reaches past the
+	// rotation reads at most two bounds' worth.
+	prev, ptrunc, _, err := scanLogFile(ud, name+".1", older)
 	if err != nil {
-		return nil, false, err
+		return lines, truncated, nil // the current file's lines are the answer
 	}
-	defer f.Close()
-	return tail(f, n, maxLogRead)
+	return append(prev, lines...), ptrunc, nil
 }
 
-// tail reads backwards from the end of f in blocks until it holds n
-// complete lines or limit bytes.
+func scanLogFile(dir *os.Root, name string, sc LogScan) (lines []string, truncated, exhausted bool, err error) {
+	f, err := dir.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, true, nil
+	}
+	if err != nil {
+		return nil, false, false, err
+	}
+	defer f.Close()
+	size, err := sizeOf(f)
+	if err != nil {
+		return nil, false, false, err
+	}
+	return scanBack(f, size, sc)
+}
+
+// tail returns the last n lines of f within limit bytes.
 func tail(f io.ReaderAt, n, limit int) ([]string, bool, error) {
 	size, err := sizeOf(f)
 	if err != nil {
 		return nil, false, err
 	}
-	const block = 32 << 10
-	var buf []byte
-	off := size
-	truncated := false
-	for off > 0 && bytes.Count(buf, []byte("\n")) <= n {
-		if len(buf) >= limit {
-			truncated = true
-			break
-		}
-		step := int64(min(block, limit-len(buf)))
-		step = min(step, off)
-		off -= step
-		chunk := make([]byte, step)
-		if _, err := f.ReadAt(chunk, off); err != nil && !errors.Is(err, io.EOF) {
-			return nil, false, err
-		}
-		buf = append(chunk, buf...)
-	}
-	text := strings.TrimSuffix(string(buf), "\n")
-	if text == "" {
-		return nil, truncated, nil
-	}
-	all := strings.Split(text, "\n")
-	if off > 0 || truncated {
-		all = all[1:] // the first is a part of a line
-	}
-	if len(all) > n {
-		all, truncated = all[len(all)-n:], true
-	}
-	for i, l := range all {
-		if len(l) > maxLogLine {
-			all[i], truncated = strings.ToValidUTF8(l[:maxLogLine], ""), true
-		} else {
-			all[i] = strings.ToValidUTF8(l, "\uFFFD")
-		}
-	}
-	return all, truncated, nil
+	return ScanBack(f, size, LogScan{Lines: n, Limit: limit})
 }
 
 func sizeOf(f io.ReaderAt) (int64, error) {

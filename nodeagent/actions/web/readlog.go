@@ -2,7 +2,11 @@ package web
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -22,13 +26,21 @@ type ReadDomainLog struct {
 	Domain   string
 	Kind     agentpb.DomainLogKind
 	Lines    uint32
+	// Since, when not zero, stops the read at older lines; Grep keeps
+	// only lines that contain it.
+	Since time.Time
+	Grep  string
 }
 
 var _ actions.Action = (*ReadDomainLog)(nil)
 
 // NewReadDomainLog builds the action from its wire form.
 func (m *Module) NewReadDomainLog(req *agentpb.ReadDomainLogAction) *ReadDomainLog {
-	return &ReadDomainLog{Username: req.GetUsername(), Domain: req.GetDomain(), Kind: req.GetKind(), Lines: req.GetLines()}
+	a := &ReadDomainLog{Username: req.GetUsername(), Domain: req.GetDomain(), Kind: req.GetKind(), Lines: req.GetLines(), Grep: req.GetGrep()}
+	if n := req.GetSinceUnixNano(); n > 0 {
+		a.Since = time.Unix(0, n)
+	}
+	return a
 }
 
 // Name implements actions.Action.
@@ -37,7 +49,30 @@ func (*ReadDomainLog) Name() string { return ReadDomainLogName }
 // Validate implements actions.Action: the same rules the control plane
 // applied, checked again here because the agent trusts no sender.
 func (a *ReadDomainLog) Validate() error {
-	return ValidateReadDomainLog(a.Username, a.Domain, a.Kind, a.Lines)
+	if err := ValidateReadDomainLog(a.Username, a.Domain, a.Kind, a.Lines); err != nil {
+		return err
+	}
+	return ValidateGrep(a.Grep)
+}
+
+// MaxGrep is the longest grep string a log read takes.
+const MaxGrep = 200
+
+// ValidateGrep checks a log read's filter: at most MaxGrep bytes of
+// valid UTF-8 without control characters.
+func ValidateGrep(grep string) error {
+	if len(grep) > MaxGrep {
+		return fmt.Errorf("grep of %d bytes: want at most %d", len(grep), MaxGrep)
+	}
+	if !utf8.ValidString(grep) {
+		return errors.New("grep is not valid UTF-8")
+	}
+	for _, r := range grep {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("grep holds control character %U", r)
+		}
+	}
+	return nil
 }
 
 // ValidateReadDomainLog checks a log read: a user name, a canonical domain
@@ -73,7 +108,11 @@ func (a *ReadDomainLog) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	if err := a.Validate(); err != nil {
 		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_INVALID, err)
 	}
-	lines, truncated, err := readLogTail(env.Profile.Web(), a.Username, logFileName(a.Domain, kindName(a.Kind)), int(a.Lines))
+	sc := LogScan{Lines: int(a.Lines), Grep: []byte(a.Grep), Since: a.Since, LineTime: accessLineTime}
+	if a.Kind == agentpb.DomainLogKind_DOMAIN_LOG_KIND_ERROR {
+		sc.LineTime = errorLineTime
+	}
+	lines, truncated, err := readLogTail(env.Profile.Web(), a.Username, logFileName(a.Domain, kindName(a.Kind)), sc)
 	if err != nil {
 		return nil, fmt.Errorf("web: read log of %s: %w", a.Domain, err)
 	}

@@ -49,7 +49,7 @@ const fastcgiParams = `        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
 var vhostTmpl = template.Must(template.New("vhost").Funcs(template.FuncMap{"fastcgiParams": func() string { return fastcgiParams }}).Parse(`
 {{- define "head"}}
     server_name {{.ServerNames}};
-    access_log {{.AccessLog}};
+    access_log {{.AccessLog}} npanel_json;
     error_log {{.ErrorLog}};
     server_tokens off;
     add_header X-Content-Type-Options "nosniff" always;
@@ -294,8 +294,15 @@ type mailChallengeData struct {
 // names' challenge server in production, from the rendered defaultTLSTmpl
 // and mailChallengeTmpl.
 func productionDefaults(defaultTLS, mailChallenge []byte) []byte {
-	return []byte("# Written by the nPanel agent at start; edits are overwritten.\nserver {" + string(defaultTLS) + "\n}\n" + string(mailChallenge))
+	return []byte("# Written by the nPanel agent at start; edits are overwritten.\n" + logFormat + "\nserver {" + string(defaultTLS) + "\n}\n" + string(mailChallenge))
 }
+
+// logFormat is the format of every domain's access log: one JSON object a
+// line, which the traffic counters (traffic_parse.go) and the log shipper
+// read. nginx wants a format defined before an access_log names it: in
+// production it is in defaultTLSFile, which sorts before every vhost.
+// Numbers are unquoted (nginx always prints them), strings JSON-escaped.
+const logFormat = `log_format npanel_json escape=json '{"time":"$time_iso8601","status":$status,"bytes":$body_bytes_sent,"rt":$request_time,"method":"$request_method","uri":"$request_uri","host":"$host","remote":"$remote_addr","ua":"$http_user_agent","ref":"$http_referer","proto":"$server_protocol"}';`
 
 // defaultTLSFile is the production default HTTPS server's file: not a
 // vhost's name (parseVhostName wants '_'), sorted before them.
@@ -386,6 +393,7 @@ http {
     server_names_hash_max_size 16384;
     server_names_hash_bucket_size 128;
     access_log {{.AccessLog}};
+    {{.LogFormat}}
     client_body_temp_path {{.Temp}}/body;
     proxy_temp_path {{.Temp}}/proxy;
     fastcgi_temp_path {{.Temp}}/fastcgi;
@@ -413,6 +421,7 @@ http {
 `))
 
 type nginxMainData struct {
+	LogFormat   string
 	User, Group string
 	PID         string
 	ErrorLog    string

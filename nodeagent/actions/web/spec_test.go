@@ -124,7 +124,7 @@ func TestRenderVhostShapes(t *testing.T) {
 		"server_name example.com www.example.com;",
 		"root /srv/np/home/alice/public_html;",
 		"fastcgi_pass unix:/srv/np/run/php/npanel-alice-8.2.sock;",
-		"access_log /srv/np/var/log/nginx/domains/alice/example.com.access.log;",
+		"access_log /srv/np/var/log/nginx/domains/alice/example.com.access.log npanel_json;",
 		`add_header X-Frame-Options "SAMEORIGIN" always;`,
 		"disable_symlinks if_not_owner",
 	} {

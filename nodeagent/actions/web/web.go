@@ -60,12 +60,21 @@ type Module struct {
 
 	// logRotateSize overrides DefaultLogRotateSize (tests).
 	logRotateSize int64
+
+	// traffic counts the sites' requests from their access logs.
+	traffic *Traffic
 }
 
 var _ actions.Module = (*Module)(nil)
 
 // NewModule returns the web module of one agent.
-func NewModule() *Module { return &Module{hosts: make(map[string]*host)} }
+func NewModule() *Module { return &Module{hosts: make(map[string]*host), traffic: NewTraffic()} }
+
+// Traffic returns the node's request counters: the agent registers them as
+// a Prometheus collector and has the log tail engine feed them
+// (logtail.Consumer). They exist before Setup, which gives them their
+// directory in the agent's data dir.
+func (m *Module) Traffic() *Traffic { return m.traffic }
 
 // Name implements actions.Module.
 func (*Module) Name() string { return "web" }
@@ -84,6 +93,16 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			log.Info("nginx is not installed; the node serves no websites", "binary", w.Nginx)
 		}
 		return nil, nil
+	}
+	if env.DataDir != "" {
+		m.traffic.logGone = func(account, domain string) bool {
+			_, err := os.Stat(filepath.Join(userLogDir(w, account), logFileName(domain, "access")))
+			return errors.Is(err, os.ErrNotExist)
+		}
+		// Websites are served without a traffic store too.
+		if err := m.traffic.Open(ctx, filepath.Join(env.DataDir, "traffic")); err != nil && log != nil {
+			log.Warn("traffic counters are not kept on disk", "err", err)
+		}
 	}
 	listen, err := listenArgs(p.HTTPListen)
 	if err != nil {
@@ -178,6 +197,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		Name:    NginxService,
 		Listen:  []string{p.HTTPListen, p.HTTPSListen},
 		Version: func(ctx context.Context) (string, error) { return nginxVersion(ctx, w.Nginx) },
+		// The node-wide error log (the distribution's in production);
+		// the domains' logs are followed per domain.
+		LogFiles: []string{w.NginxLogDir + "/error.log"},
 	}
 	if !w.Supervised {
 		// The distro's nginx.conf includes the vhost directory at http
@@ -195,6 +217,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 				Version: phpVersionFunc(b.Binary),
 				// A running PHP-FPM must drop the exec functions now.
 				Reconfigured: closed[b.Version],
+				LogFiles:     logFilesOf(b.ErrorLog),
 			})
 		}
 		return specs, nil
@@ -207,7 +230,8 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		}
 	}
 	mainConf, err := render(nginxMainTmpl, nginxMainData{
-		User: w.WebUser, Group: w.WebGroup,
+		LogFormat: logFormat,
+		User:      w.WebUser, Group: w.WebGroup,
 		PID:           w.NginxPID,
 		ErrorLog:      w.NginxLogDir + "/error.log",
 		AccessLog:     w.NginxLogDir + "/access.log",
@@ -267,9 +291,18 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 			Ready:        func(ctx context.Context) error { return dialReady(ctx, "unix", idle) },
 			Version:      phpVersionFunc(b.Binary),
 			Listen:       []string{idle},
+			LogFiles:     logFilesOf(b.ErrorLog),
 		})
 	}
 	return specs, nil
+}
+
+// logFilesOf is Spec.LogFiles of a daemon with one log file, if any.
+func logFilesOf(path string) []string {
+	if path == "" {
+		return nil
+	}
+	return []string{path}
 }
 
 func idleSocket(w platform.WebPaths, version string) string {

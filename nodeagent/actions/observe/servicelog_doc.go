@@ -1,0 +1,3 @@
+// Package observe holds the agent's read-only observability actions: the
+// node's figures and its daemons' logs.
+package observe
