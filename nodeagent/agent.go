@@ -364,6 +364,11 @@ func New(cfg Config) (*Agent, error) {
 		// The server sends the set again after the next Welcome.
 		a.log.Warn("scrape tokens unreadable; none admitted until the server sends them", "err", err)
 	}
+	if w := a.webModule(); w != nil {
+		if err := a.reg.Register(w.Traffic()); err != nil {
+			return nil, fmt.Errorf("nodeagent: register traffic counters: %w", err)
+		}
+	}
 	if cfg.MetricsListen != "" {
 		if a.closeSources, err = agentmetrics.Register(a.reg, a.hostSources()); err != nil {
 			return nil, fmt.Errorf("nodeagent: %w", err)
@@ -603,7 +608,17 @@ func (a *Agent) env(log *slog.Logger) *actions.Env {
 			return pki.Unseal(a.id.key, sealed, context)
 		},
 		PublishChallenge: a.publishChallenge,
+		AgentLog:         a.agentLog(),
 	}
+}
+
+// agentLog reads the agent's own recent records (serviceLogs "agent"),
+// nil when the logger is not the tail engine's handler.
+func (a *Agent) agentLog() func(since time.Time, lines int, grep string) ([]string, bool) {
+	if a.cfg.AgentLog == nil {
+		return nil
+	}
+	return a.cfg.AgentLog.Recent
 }
 
 // reportServices sends the daemons' state on the current stream, if any.

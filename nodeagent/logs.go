@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/npanel/npanel/nodeagent/actions/web"
 	"github.com/npanel/npanel/nodeagent/logship"
 	"github.com/npanel/npanel/nodeagent/logtail"
 	"github.com/npanel/npanel/nodeagent/services"
@@ -86,16 +87,35 @@ func (a *Agent) startLogs() (stop func()) {
 		if err := eng.Close(); err != nil {
 			log.Warn("save log positions", "err", err)
 		}
+		if w := a.webModule(); w != nil {
+			if err := w.Traffic().Flush(); err != nil {
+				log.Warn("save traffic counters", "err", err)
+			}
+		}
 		if ship != nil {
 			ship.Close()
 		}
 	}
 }
 
+// webModule is the web module this agent runs, nil without one.
+func (a *Agent) webModule() *web.Module {
+	for _, m := range a.cfg.Modules {
+		if w, ok := m.(*web.Module); ok {
+			return w
+		}
+	}
+	return nil
+}
+
 // logConsumers are the readers of every new log line, called in turn.
 func (a *Agent) logConsumers(ship *logship.Shipper) []logtail.Consumer {
 	// The counters first: they count every line whether or not Loki is set.
-	cs := a.metricsLogConsumers()
+	var cs []logtail.Consumer
+	if w := a.webModule(); w != nil {
+		cs = append(cs, w.Traffic())
+	}
+	cs = append(cs, a.metricsLogConsumers()...)
 	if ship != nil {
 		cs = append(cs, ship)
 	}

@@ -278,7 +278,8 @@ func (m *Manager) Status() []services.Status {
 	defer m.mu.Unlock()
 	var out []services.Status
 	for name, p := range m.procs {
-		st := services.Status{Name: name, State: services.Running, Listen: p.spec.Listen, Since: p.since}
+		st := services.Status{Name: name, State: services.Running, Listen: p.spec.Listen, Since: p.since,
+			LogFiles: append(slices.DeleteFunc([]string{p.spec.LogFile}, func(s string) bool { return s == "" }), p.spec.LogFiles...)}
 		if p.done() {
 			st.State = services.Failed
 			st.Error = p.out.String()
