@@ -1,6 +1,10 @@
 package controlplane
 
-import "github.com/npanel/npanel/controlplane/store"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/npanel/npanel/controlplane/store"
+)
 
 // SecretsForTest exposes the cluster secrets this replica loaded, for the
 // tests that look for them in etcd's files.
@@ -12,3 +16,7 @@ func (s *Server) GossipAddrForTest() string { return s.gossip.addr() }
 
 // Subscriptions counts the replica's live accountEvents subscriptions.
 func (s *Server) Subscriptions() int { return s.accounts.hub.count() }
+
+// RegistryForTest is the replica's own metrics registry (not etcd's, which
+// is prometheus.DefaultRegisterer).
+func (s *Server) RegistryForTest() *prometheus.Registry { return s.metrics.reg }
