@@ -337,7 +337,9 @@ func (m *Module) Remove(ctx context.Context, env *actions.Env, username string) 
 	if err := removeLogs(env.Profile.Web(), username); err != nil {
 		return err
 	}
-	m.traffic.ForgetAccount(username)
+	if err := m.traffic.ForgetAccount(username); err != nil {
+		return err
+	}
 	u, err := user.Lookup(username)
 	if err != nil {
 		return nil // no such user: no process can run as it

@@ -207,16 +207,35 @@ func (t *Traffic) retain(account string, sites []*agentpb.Site) {
 	t.mu.Unlock()
 }
 
-// ForgetAccount drops the series of every domain of account (it was
-// deleted).
-func (t *Traffic) ForgetAccount(account string) {
+// ForgetAccount drops the series and the stored history of every domain
+// of account (it was deleted).
+func (t *Traffic) ForgetAccount(account string) error {
+	t.mu.Lock()
+	s := t.store
+	t.mu.Unlock()
+	if s != nil {
+		s.ioMu.Lock() // before mu, as in Flush
+		defer s.ioMu.Unlock()
+	}
 	t.mu.Lock()
 	for k := range t.domains {
 		if k.account == account {
 			delete(t.domains, k)
 		}
 	}
+	if s != nil {
+		for hk := range s.delta {
+			if hk.key.account == account {
+				delete(s.delta, hk)
+			}
+		}
+	}
 	t.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	// A later account of the same name must not inherit its history.
+	return s.purgeAccount(account)
 }
 
 // ForgetIdle drops the series of domains without a line for 24 h for which

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,6 +258,42 @@ func (t *Traffic) Flush() error {
 		}
 	}
 	return firstErr
+}
+
+// purgeAccount removes account's lines from every day's file. Called
+// with ioMu held.
+func (s *trafficStore) purgeAccount(account string) error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("traffic: %w", err)
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		t, err := time.Parse(time.DateOnly, name)
+		if err != nil {
+			continue
+		}
+		d, err := readTrafficDay(s.dir, t.Unix()/86400, nil)
+		if err != nil {
+			return err
+		}
+		n := len(d.domains)
+		maps.DeleteFunc(d.domains, func(k domainKey, _ *[24]hourBucket) bool { return k.account == account })
+		if len(d.domains) == n {
+			continue
+		}
+		b, err := d.file()
+		if err != nil {
+			return err
+		}
+		if _, err := writeFile(s.dir, e.Name(), b, 0o600); err != nil {
+			return fmt.Errorf("traffic: %w", err)
+		}
+	}
+	return nil
 }
 
 // addToDay adds the counts of keys (all of one day) to the day's file.

@@ -332,6 +332,25 @@ func TestTrafficStore(t *testing.T) {
 	if b := res[0].Buckets; len(b) != 3 || b[1].Requests != 2 || b[2].Requests != 1 {
 		t.Fatalf("after midnight: %v", b)
 	}
+
+	// A deleted account's history goes with it, from every day's file and
+	// from what was not written yet: a new account of the same name starts
+	// at nothing. Other accounts keep theirs.
+	tr2.Consume(entries(alice, now, accessLine(now, 200, 1, "0.001")))
+	if err := tr2.ForgetAccount("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = tr2.Read("alice", []string{"example.com"}, now.AddDate(0, 0, -40), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
+	if b := res[0].Buckets; len(b) != 0 {
+		t.Errorf("a deleted account's traffic still read: %v", b)
+	}
+	res, _ = tr2.Read("mallory", []string{"example.com"}, now.AddDate(0, 0, -40), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
+	if b := res[0].Buckets; len(b) != 1 || b[0].Requests != 1 {
+		t.Errorf("another account's traffic after the deletion: %v", b)
+	}
 }
 
 func TestReadTrafficValidate(t *testing.T) {
