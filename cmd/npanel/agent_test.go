@@ -30,7 +30,7 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 		return tok
 	}
 	agentArgs := func(extra ...string) []string {
-		return append([]string{"agent", "--server", s.gateway, "--data-dir", t.TempDir(), "--gossip-listen", "127.0.0.1:0", "--modules", "none"}, extra...)
+		return append([]string{"agent", "--server", s.gateway, "--data-dir", t.TempDir(), "--gossip-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--modules", "none"}, extra...)
 	}
 
 	fileTok := token("tok-file")

@@ -140,7 +140,7 @@ func TestCLIWorkflow(t *testing.T) {
 		t.Fatalf("no token in %s", out)
 	}
 	agentDir := t.TempDir()
-	start(t, nil, "agent", "--server", s.gateway, "--join-token", token, "--data-dir", agentDir, "--gossip-listen", "127.0.0.1:0")
+	start(t, nil, "agent", "--server", s.gateway, "--join-token", token, "--data-dir", agentDir, "--gossip-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	testenv.WaitFor(t, 20*time.Second, "web-1 READY in node list", func() bool {
 		out, code := run(t, env, "", "ctl", "node", "list")
 		return code == 0 && strings.Contains(out, "web-1") && strings.Contains(out, "READY")
