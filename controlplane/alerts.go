@@ -3,6 +3,7 @@ package controlplane
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -33,6 +34,10 @@ type alertmanagerMessage struct {
 	} `json:"alerts"`
 }
 
+// maxAlertsPerMessage bounds the audit events one notification writes;
+// Alertmanager's max_alerts keeps a webhook under it.
+const maxAlertsPerMessage = 100
+
 // alertDetailMax bounds each recorded value: the audit log is not a
 // second alert store.
 const alertDetailMax = 512
@@ -53,15 +58,23 @@ func (s *Server) receiveAlerts(w http.ResponseWriter, r *http.Request) {
 		graph.WriteError(w, http.StatusBadRequest, graph.CodeInvalidInput, "unsupported Alertmanager webhook version "+clip(msg.Version)+"; want 4")
 		return
 	}
+	if len(msg.Alerts) > maxAlertsPerMessage {
+		graph.WriteError(w, http.StatusRequestEntityTooLarge, CodeRequestTooLarge,
+			fmt.Sprintf("%d alerts in one notification: at most %d (set max_alerts in the webhook config)", len(msg.Alerts), maxAlertsPerMessage))
+		return
+	}
+	for i, a := range msg.Alerts {
+		if a.Labels["alertname"] == "" {
+			graph.WriteError(w, http.StatusBadRequest, graph.CodeInvalidInput, fmt.Sprintf("alert %d has no alertname label", i))
+			return
+		}
+	}
 	for _, a := range msg.Alerts {
 		status := a.Status
 		if status != "firing" && status != "resolved" {
 			status = "firing"
 		}
 		name := a.Labels["alertname"]
-		if name == "" {
-			name = "unnamed"
-		}
 		ev := store.NewAuditEvent("alertmanager", auth.Source(r.Context()), "alert", clip(name), "ok")
 		ev.Detail = map[string]string{"status": status}
 		for k, v := range map[string]string{

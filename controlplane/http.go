@@ -61,7 +61,7 @@ func (s *Server) httpHandler() http.Handler {
 		prometheus.Gatherers{s.metrics.reg, prometheus.DefaultGatherer},
 		promhttp.HandlerOpts{ErrorLog: nil})))
 	mux.Handle("GET "+PrometheusSDPath, s.requireScrape(http.HandlerFunc(s.prometheusSD)))
-	mux.Handle("POST "+AlertsPath, s.requireScrape(http.HandlerFunc(s.receiveAlerts)))
+	mux.Handle("POST "+AlertsPath, s.requireScrapeToken(http.HandlerFunc(s.receiveAlerts)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/graphql", http.StatusFound)
 	})

@@ -126,12 +126,16 @@ func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 		gossipDead := dead && since.After(n.State.LastSeen)
 		want, reason := suspectReason(desiredStatus(enrolled, n.Alive, gossipDead), gossipDead, n.State.DeliveryStall)
 		counts[want]++
-		up := 0.0
-		if want == store.NodeReady || want == store.NodeSuspect {
-			up = 1 // the lease is held
+		// A declared node whose agent never said hello is not down: it has
+		// no series until it joins (NodeDown would page for it).
+		if enrolled {
+			up := 0.0
+			if want == store.NodeReady || want == store.NodeSuspect {
+				up = 1 // the lease is held
+			}
+			s.metrics.nodeUp.WithLabelValues(n.Name).Set(up)
+			seen[n.Name] = true
 		}
-		s.metrics.nodeUp.WithLabelValues(n.Name).Set(up)
-		seen[n.Name] = true
 		if n.State.Status == want && n.State.StatusReason == reason {
 			continue
 		}

@@ -176,6 +176,18 @@ func TestAlertsWebhook(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge {
 		t.Errorf("2 MiB: %d", code)
 	}
+	// One notification writes a bounded number of audit events, and an
+	// alert without a name writes none of its notification's.
+	many := `{"version":"4","alerts":[` + strings.TrimSuffix(strings.Repeat(`{"labels":{"alertname":"X"}},`, 101), ",") + `]}`
+	if code, b := scrapeDo(t, s, "POST", "/v1/alerts", tok, []byte(many), nil); code != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "max_alerts") {
+		t.Errorf("101 alerts: %d %s", code, b)
+	}
+	if code, b := scrapeDo(t, s, "POST", "/v1/alerts", tok, []byte(`{"version":"4","alerts":[{"labels":{"alertname":"Y"}},{}]}`), nil); code != http.StatusBadRequest || !strings.Contains(string(b), "alertname") {
+		t.Errorf("an alert without a name: %d %s", code, b)
+	}
+	if evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "alert"}, "", 10); err != nil || len(evs) != 2 {
+		t.Errorf("alert events after the refused notifications: %d %v, want 2", len(evs), err)
+	}
 	_, m := scrapeDo(t, s, "GET", "/metrics", tok, nil, nil)
 	if !strings.Contains(string(m), `npanel_alerts_received_total{status="firing"} 1`) || !strings.Contains(string(m), `npanel_alerts_received_total{status="resolved"} 1`) {
 		t.Errorf("alerts counter missing")

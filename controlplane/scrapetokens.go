@@ -180,11 +180,34 @@ func (s *Server) scrapeAuth(r *http.Request) error {
 	return nil
 }
 
-// requireScrape wraps a handler for Prometheus and Alertmanager.
+// requireScrape wraps a handler for Prometheus: a scrape token or a
+// node's certificate.
 func (s *Server) requireScrape(next http.Handler) http.Handler {
+	return s.requireAuth(s.scrapeAuth, next)
+}
+
+// requireScrapeToken wraps a handler that writes (Alertmanager's
+// webhook): a scrape token only, never a node's certificate, so that a
+// node cannot write to the audit log.
+func (s *Server) requireScrapeToken(next http.Handler) http.Handler {
+	return s.requireAuth(func(r *http.Request) error {
+		tok := bearer(r)
+		if tok == "" {
+			return errNoScrapeToken
+		}
+		if !s.scrape.admits(tok) {
+			return errors.New("invalid scrape token")
+		}
+		return nil
+	}, next)
+}
+
+var errNoScrapeToken = errors.New("a scrape token is required (Authorization: Bearer nps_...)")
+
+func (s *Server) requireAuth(check func(*http.Request) error, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.scrapeAuth(r); err != nil {
-			if !errors.Is(err, errNoScrapeAuth) {
+		if err := check(r); err != nil {
+			if !errors.Is(err, errNoScrapeAuth) && !errors.Is(err, errNoScrapeToken) {
 				s.auth.OnRefused(r, err.Error())
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="npanel scrape"`)

@@ -165,6 +165,9 @@ func (r *Resolver) readTraffic(ctx context.Context, p auth.Principal, a *store.A
 	if a.Node == "" {
 		return trafficSum{}, fmt.Errorf("account %s is not on a node yet: %w", a.Username, store.ErrConflict)
 	}
+	if len(domains) == 0 {
+		return trafficSum{}, nil // no site, no traffic: nothing to ask the node
+	}
 	done, err := r.startObserve(p.Name, a.ID)
 	if err != nil {
 		return trafficSum{}, err

@@ -31,6 +31,10 @@ type Traffic struct {
 	// logGone says a domain's access log no longer exists (Setup sets
 	// it); the flush loop then forgets the domain once it is idle.
 	logGone func(account, domain string) bool
+	// removed are deleted accounts: the tail engine may still read the
+	// end of their logs, which must not count again (a later account of
+	// the same name would inherit it). Its next Ensure clears the mark.
+	removed map[string]bool
 }
 
 type domainKey struct{ account, domain string }
@@ -65,7 +69,7 @@ var _ prometheus.Collector = (*Traffic)(nil)
 // NewTraffic returns counters that keep nothing on disk (Open gives them
 // a directory).
 func NewTraffic() *Traffic {
-	return &Traffic{domains: make(map[domainKey]*domainStats), now: time.Now}
+	return &Traffic{domains: make(map[domainKey]*domainStats), removed: make(map[string]bool), now: time.Now}
 }
 
 // Consume implements logtail.Consumer: it counts the access log lines of
@@ -90,11 +94,18 @@ func (t *Traffic) Consume(batch []logtail.Entry) {
 		if e.Source != src { // batches come in runs of one source
 			src = e.Source
 			key = domainKey{src.Account, src.Domain}
+			ds = nil
+			if t.removed[src.Account] {
+				continue
+			}
 			ds = t.domains[key]
 			if ds == nil {
 				ds = &domainStats{}
 				t.domains[key] = ds
 			}
+		}
+		if ds == nil {
+			continue
 		}
 		read := e.Time.Unix()
 		if e.Time.IsZero() {
@@ -199,6 +210,7 @@ func (t *Traffic) Forget(account, domain string) {
 // retain drops the series of account's domains that are not among sites.
 func (t *Traffic) retain(account string, sites []*agentpb.Site) {
 	t.mu.Lock()
+	delete(t.removed, account)
 	for k := range t.domains {
 		if k.account == account && !slices.ContainsFunc(sites, func(s *agentpb.Site) bool { return s.GetDomain() == k.domain }) {
 			delete(t.domains, k)
@@ -218,6 +230,7 @@ func (t *Traffic) ForgetAccount(account string) error {
 		defer s.ioMu.Unlock()
 	}
 	t.mu.Lock()
+	t.removed[account] = true
 	for k := range t.domains {
 		if k.account == account {
 			delete(t.domains, k)

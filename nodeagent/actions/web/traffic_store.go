@@ -278,7 +278,13 @@ func (s *trafficStore) purgeAccount(account string) error {
 		}
 		d, err := readTrafficDay(s.dir, t.Unix()/86400, nil)
 		if err != nil {
-			return err
+			// Kept aside, as addToDay does: a damaged file must not make
+			// every deletion of an account fail.
+			name := filepath.Join(s.dir, e.Name())
+			if rerr := os.Rename(name, name+".damaged"); rerr != nil {
+				return err
+			}
+			continue
 		}
 		n := len(d.domains)
 		maps.DeleteFunc(d.domains, func(k domainKey, _ *[24]hourBucket) bool { return k.account == account })

@@ -343,9 +343,21 @@ func TestTrafficStore(t *testing.T) {
 	if err := tr2.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// The tail engine may still read the end of the deleted logs.
+	tr2.Consume(entries(alice, now, accessLine(now, 200, 1, "0.001")))
+	if err := tr2.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	res, _ = tr2.Read("alice", []string{"example.com"}, now.AddDate(0, 0, -40), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
 	if b := res[0].Buckets; len(b) != 0 {
 		t.Errorf("a deleted account's traffic still read: %v", b)
+	}
+	// An account of the same name made later counts from nothing.
+	tr2.retain("alice", []*agentpb.Site{{Domain: "example.com"}})
+	tr2.Consume(entries(alice, now, accessLine(now, 200, 1, "0.001")))
+	res, _ = tr2.Read("alice", []string{"example.com"}, now.AddDate(0, 0, -40), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
+	if b := res[0].Buckets; len(b) != 1 || b[0].Requests != 1 {
+		t.Errorf("the new account's traffic: %v", b)
 	}
 	res, _ = tr2.Read("mallory", []string{"example.com"}, now.AddDate(0, 0, -40), agentpb.TrafficStep_TRAFFIC_STEP_DAY)
 	if b := res[0].Buckets; len(b) != 1 || b[0].Requests != 1 {
