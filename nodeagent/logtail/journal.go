@@ -176,16 +176,19 @@ func (e *Engine) readJournal(ctx context.Context, j *journal, cursor string, sin
 	wait := journalRestart
 	for {
 		started := time.Now()
-		read, err := e.runJournalctl(ctx, j, cursor, since)
+		read, stderr, err := e.runJournalctl(ctx, j, cursor, since)
 		if ctx.Err() != nil {
 			return
+		}
+		if msg := bytes.TrimSpace(stderr); len(msg) > 0 {
+			err = errors.Join(err, errors.New(string(msg)))
 		}
 		switch {
 		case read != "":
 			cursor = read
-		case cursor != "" && err != nil:
-			// Perhaps it refused the cursor (damaged): go on from the
-			// cursor's time instead, which loses nothing.
+		case cursor != "" && bytes.Contains(stderr, []byte("cursor")):
+			// "Failed to seek to cursor" (damaged, or another journal's):
+			// go on from the cursor's time instead, which loses nothing.
 			since = cursorTime(cursor)
 			if since.IsZero() {
 				since = started
@@ -223,25 +226,22 @@ func cursorTime(cursor string) time.Time {
 }
 
 // runJournalctl runs one journalctl until it exits or ctx ends and
-// returns the cursor of the last record read.
-func (e *Engine) runJournalctl(ctx context.Context, j *journal, cursor string, since time.Time) (last string, err error) {
+// returns the cursor of the last record read and the end of its stderr.
+func (e *Engine) runJournalctl(ctx context.Context, j *journal, cursor string, since time.Time) (last string, stderr []byte, err error) {
 	cmd := exec.CommandContext(ctx, e.cfg.Journalctl, journalArgs(j.unit, cursor, since)...)
 	cmd.Env = journalEnv
-	stderr := &tailBuffer{max: 512}
-	cmd.Stderr = stderr
+	errTail := &tailBuffer{max: 512}
+	cmd.Stderr = errTail
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	last = e.readRecords(ctx, j, out)
 	err = cmd.Wait()
-	if msg := bytes.TrimSpace(stderr.bytes()); len(msg) > 0 && err != nil {
-		err = errors.Join(err, errors.New(string(msg)))
-	}
-	return last, err
+	return last, errTail.bytes(), err
 }
 
 // readRecords parses journalctl's output into batches until it ends.
