@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -470,5 +471,27 @@ func TestFieldBytes(t *testing.T) {
 	}
 	if !cursorTime("garbage").IsZero() {
 		t.Error("cursorTime of garbage not zero")
+	}
+}
+
+func TestJournalCloseLeavesNothing(t *testing.T) {
+	f := newJournalFixture(t, services.Status{Name: "pdns", Unit: "pdns.service"},
+		services.Status{Name: "mariadb", Unit: "mariadb.service"})
+	c := &entries{}
+	e := f.start(t, c)
+	p1, _ := f.runs(t, "pdns.service", 1)
+	p2, _ := f.runs(t, "mariadb.service", 1)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{p1[0], p2[0]} {
+		if alive(pid) {
+			t.Errorf("journalctl %d still there after Close", pid)
+		}
+	}
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+	if strings.Contains(buf.String(), "readJournal") || strings.Contains(buf.String(), "os/exec") {
+		t.Errorf("goroutines left after Close:\n%s", buf.String())
 	}
 }

@@ -1,5 +1,6 @@
 // Package logtail follows the log files of a node (per-domain nginx logs,
-// the daemons' own logs) and the agent's own log records, and hands each
+// the daemons' own logs), the journal of daemons run as systemd units
+// without log files, and the agent's own log records, and hands each
 // new line once to every consumer: the traffic counters and the Loki
 // shipper read the same files through one reader.
 package logtail
