@@ -37,8 +37,14 @@ type Config struct {
 	DataDir string
 	// DomainLogDir holds <user>/<domain>.{access,error}.log; "" follows none.
 	DomainLogDir string
-	// Services lists the daemons whose Status.LogFiles are followed.
+	// Services lists the daemons whose Status.LogFiles are followed, and
+	// whose journal is when they have a Unit and no LogFiles.
 	Services func() []services.Status
+	// Journalctl (default /usr/bin/journalctl) reads the journal where
+	// SystemdRunDir (default /run/systemd/system) says the node booted
+	// with systemd; without either no journal is followed.
+	Journalctl    string
+	SystemdRunDir string
 	// Consumers receive every new line, in turn, synchronously.
 	Consumers []Consumer
 	// PollInterval (default 1 s) is how often followed files are checked
@@ -88,6 +94,12 @@ type Engine struct {
 	block    []byte
 	entries  []Entry
 	sources  map[Source]*Source
+	lastScan time.Time
+
+	journalOK bool
+	journals  map[string]*journal // by unit
+	cursors   map[string]string   // saved, of units not followed now
+	jch       chan journalBatch
 
 	recMu    sync.Mutex
 	records  []Entry
@@ -105,6 +117,8 @@ func New(cfg Config) (*Engine, error) {
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, time.Second)
 	cfg.ScanInterval = cmp.Or(cfg.ScanInterval, 5*time.Second)
 	cfg.SaveInterval = cmp.Or(cfg.SaveInterval, 5*time.Second)
+	cfg.Journalctl = cmp.Or(cfg.Journalctl, defaultJournalctl)
+	cfg.SystemdRunDir = cmp.Or(cfg.SystemdRunDir, defaultSystemdRunDir)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,6 +131,8 @@ func New(cfg Config) (*Engine, error) {
 		}, []string{"service"}),
 		files:    map[string]*tailed{},
 		sources:  map[Source]*Source{},
+		journals: map[string]*journal{},
+		jch:      make(chan journalBatch, journalQueue),
 		block:    make([]byte, blockSize),
 		agentSrc: &Source{Service: "agent"},
 		stop:     make(chan struct{}),
@@ -132,12 +148,16 @@ func New(cfg Config) (*Engine, error) {
 		// Only a crash mid-save leaves one; no writer runs yet.
 		_ = atomicfile.RemoveTemps(filepath.Dir(positionsPath(cfg.DataDir)))
 	}
-	saved, err := loadPositions(cfg.DataDir)
+	saved, cursors, err := loadPositions(cfg.DataDir)
 	if err != nil {
 		// A damaged file costs a re-read from the ends, not the agent.
 		e.log.Warn("log positions unreadable; starting at the ends of the logs", "err", err)
 	}
-	e.saved = saved
+	e.saved, e.cursors = saved, cursors
+	e.journalOK = journalAvailable(cfg.Journalctl, cfg.SystemdRunDir)
+	if !e.journalOK {
+		e.log.Debug("no systemd journal to follow", "journalctl", cfg.Journalctl, "systemd", cfg.SystemdRunDir)
+	}
 	return e, nil
 }
 
@@ -155,6 +175,11 @@ func (e *Engine) Close() error {
 		// Never started: nothing to wait for.
 		e.startOnce.Do(func() { close(e.done) })
 		<-e.done
+		// The loop is gone: its state is ours.
+		for unit, j := range e.journals {
+			e.stopJournal(j)
+			delete(e.journals, unit)
+		}
 		err = e.savePositions()
 		for _, t := range e.files {
 			t.f.Close()
@@ -177,6 +202,9 @@ func (e *Engine) loop() {
 		select {
 		case <-e.stop:
 			return
+		case b := <-e.jch:
+			e.takeJournal(b)
+			continue
 		case <-timer.C:
 		}
 		now := time.Now()
@@ -359,11 +387,13 @@ func (e *Engine) scan(now time.Time) {
 		}
 	}
 	if e.cfg.Services != nil {
-		for _, st := range e.cfg.Services() {
+		sts := e.cfg.Services()
+		for _, st := range sts {
 			for _, p := range st.LogFiles {
 				ws = append(ws, want{p, Source{Service: st.Name}})
 			}
 		}
+		e.scanJournals(sts, now)
 	}
 	seen := make(map[string]bool, len(ws))
 	for _, w := range ws {
@@ -392,7 +422,7 @@ func (e *Engine) scan(now time.Time) {
 			}
 		}
 	}
-	e.scanned = true
+	e.scanned, e.lastScan = true, now
 }
 
 // follow opens w.path if it is new or was rotated.

@@ -18,8 +18,16 @@ type position struct {
 	Offset int64  `json:"offset"`
 }
 
+// journalPosition is the cursor of the last journal record every
+// consumer has taken of a unit.
+type journalPosition struct {
+	Unit   string `json:"unit"`
+	Cursor string `json:"cursor"`
+}
+
 type positionsFile struct {
-	Files []position `json:"files"`
+	Files    []position        `json:"files"`
+	Journals []journalPosition `json:"journals,omitempty"`
 }
 
 func positionsPath(dataDir string) string {
@@ -27,29 +35,34 @@ func positionsPath(dataDir string) string {
 }
 
 // loadPositions reads the saved positions by path (a path may have a
-// current and a rotated-away generation).
-func loadPositions(dataDir string) (map[string][]position, error) {
-	out := map[string][]position{}
+// current and a rotated-away generation) and the journal cursors by unit.
+func loadPositions(dataDir string) (map[string][]position, map[string]string, error) {
+	out, cursors := map[string][]position{}, map[string]string{}
 	if dataDir == "" {
-		return out, nil
+		return out, cursors, nil
 	}
 	b, err := os.ReadFile(positionsPath(dataDir))
 	if errors.Is(err, fs.ErrNotExist) {
-		return out, nil
+		return out, cursors, nil
 	}
 	if err != nil {
-		return out, err
+		return out, cursors, err
 	}
 	var pf positionsFile
 	if err := json.Unmarshal(b, &pf); err != nil {
-		return out, err
+		return out, cursors, err
 	}
 	for _, p := range pf.Files {
 		if p.Path != "" && p.Offset >= 0 {
 			out[p.Path] = append(out[p.Path], p)
 		}
 	}
-	return out, nil
+	for _, j := range pf.Journals {
+		if j.Unit != "" && j.Cursor != "" {
+			cursors[j.Unit] = j.Cursor
+		}
+	}
+	return out, cursors, nil
 }
 
 // savePositions writes what consumers have taken of every open file,
@@ -67,6 +80,17 @@ func (e *Engine) savePositions() error {
 	}
 	for _, ps := range e.saved {
 		pf.Files = append(pf.Files, ps...)
+	}
+	// Units gone keep their cursor: one that comes back resumes after it.
+	for unit, j := range e.journals {
+		if j.cursor != "" {
+			pf.Journals = append(pf.Journals, journalPosition{unit, j.cursor})
+		}
+	}
+	for unit, c := range e.cursors {
+		if _, ok := e.journals[unit]; !ok {
+			pf.Journals = append(pf.Journals, journalPosition{unit, c})
+		}
 	}
 	b, err := json.Marshal(pf)
 	if err != nil {
