@@ -271,7 +271,10 @@ func (e *Engine) poll(now time.Time) (behind bool) {
 	return behind
 }
 
-func (e *Engine) drainQuiet() time.Duration { return max(e.cfg.ScanInterval, 5*time.Second) }
+// drainQuiet is how long a rotated-away file is kept open after its last
+// growth: nginx workers still serving a long request when the reload came
+// log it to the old file when it ends, minutes later.
+func (e *Engine) drainQuiet() time.Duration { return max(e.cfg.ScanInterval, 10*time.Minute) }
 
 // read hands out t's new complete lines, at most maxReadPerPoll bytes.
 func (e *Engine) read(t *tailed, now time.Time) (more bool) {
