@@ -404,6 +404,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return errors.New("nodeagent: Run called twice")
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// Deferred first, so it runs after cancel: the traffic counters' write
+	// loop ends with ctx and makes its last write in the data dir.
+	defer func() {
+		if w := a.webModule(); w != nil {
+			w.Traffic().Wait()
+		}
+	}()
 	defer cancel()
 
 	unlock, err := lockDataDir(a.cfg.DataDir)

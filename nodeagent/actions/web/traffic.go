@@ -35,6 +35,8 @@ type Traffic struct {
 	// end of their logs, which must not count again (a later account of
 	// the same name would inherit it). Its next Ensure clears the mark.
 	removed map[string]bool
+	// flushing is the write loop Open started.
+	flushing sync.WaitGroup
 }
 
 type domainKey struct{ account, domain string }

@@ -106,7 +106,9 @@ func (t *Traffic) Open(ctx context.Context, dir string) error {
 	t.store = &trafficStore{dir: dir, delta: make(map[hourKey]*hourBucket)}
 	t.mu.Unlock()
 	gone := t.logGone // read once: a second Setup may set it again
+	t.flushing.Add(1)
 	go func() {
+		defer t.flushing.Done()
 		tick := time.NewTicker(trafficFlushEvery)
 		defer tick.Stop()
 		for n := 1; ; n++ {
@@ -124,6 +126,10 @@ func (t *Traffic) Open(ctx context.Context, dir string) error {
 	}()
 	return nil
 }
+
+// Wait returns once the write loop of Open has ended (its ctx ended) and
+// made its last write.
+func (t *Traffic) Wait() { t.flushing.Wait() }
 
 // readTrafficDay reads a day's file: every domain's line, or with only
 // those of the listed keys.

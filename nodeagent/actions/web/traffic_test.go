@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -253,8 +254,19 @@ func TestTrafficStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx := t.Context()
+	bad := t.TempDir()
+	// The write loops end, and write, before the temp dirs are removed
+	// (cleanups run last registered first).
+	ctx, cancel := context.WithCancel(context.Background())
+	var opened []*Traffic
+	t.Cleanup(func() {
+		cancel()
+		for _, tr := range opened {
+			tr.Wait()
+		}
+	})
 	tr := NewTraffic()
+	opened = append(opened, tr)
 	tr.now = func() time.Time { return now }
 	if err := tr.Open(ctx, dir); err != nil {
 		t.Fatal(err)
@@ -275,9 +287,9 @@ func TestTrafficStore(t *testing.T) {
 	}
 
 	// A damaged file of today is put aside at the next write.
-	bad := t.TempDir()
 	os.WriteFile(filepath.Join(bad, now.Format(time.DateOnly)+".json"), []byte("{not json\n"), 0o600)
 	tb := NewTraffic()
+	opened = append(opened, tb)
 	tb.now = func() time.Time { return now }
 	if err := tb.Open(ctx, bad); err != nil {
 		t.Errorf("open with a damaged file: %v", err)
@@ -295,6 +307,7 @@ func TestTrafficStore(t *testing.T) {
 
 	// A restarted agent reads today back and goes on counting.
 	tr2 := NewTraffic()
+	opened = append(opened, tr2)
 	tr2.now = func() time.Time { return now }
 	if err := tr2.Open(ctx, dir); err != nil {
 		t.Fatal(err)
