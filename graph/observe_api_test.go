@@ -141,6 +141,10 @@ func TestObserveRBAC(t *testing.T) {
 			}
 		}
 	}
+	// The refused createScrapeToken calls wrote no token.
+	if ts, err := tn.admin.ScrapeTokens(ctx); err != nil || len(ts) != 0 {
+		t.Errorf("scrape tokens after the refused creations: %+v %v, want none", ts, err)
+	}
 	// bravo1's, read by alpha1's user or reseller: NOT_FOUND, as for
 	// nothing at all.
 	_, err := tn.userA.Requests(ctx, tn.b1Domain, "DAY")
