@@ -293,6 +293,13 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The backups the node's retention forgot go before this one shows as
+	// finished, so whoever sees it finished sees the list it left.
+	if t := finished[b.Status.TaskID]; t != nil && b.Status.State == store.BackupRunning && !b.Deleting {
+		for _, fid := range retentionForgot(b, t) {
+			bc.removeForgotten(ctx, b, fid)
+		}
+	}
 	// What the next step needs from elsewhere is read before the
 	// compare-and-swap; the step itself is decided inside it, on the
 	// record as it stands.
@@ -301,14 +308,13 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 		return err
 	}
 	var (
-		forgotten []string
 		deleteNow bool
 		result    store.BackupState
 		before    []store.BackupEvent
 		after     []store.BackupEvent
 	)
 	updated, err := bc.st.UpdateBackup(ctx, id, func(b *store.Backup) ([]*store.ObjectTask, error) {
-		forgotten, deleteNow, result = nil, false, ""
+		deleteNow, result = false, ""
 		before = slices.Clone(b.Status.Events)
 		snap := mustJSON(b)
 		now := time.Now().UTC()
@@ -335,7 +341,7 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 			case actionForgetBackup:
 				deleteNow = applyForgetResult(b, t, now)
 			default: // backupAccount, or a lost task of unknown action
-				forgotten = applyBackupResult(b, t, now)
+				applyBackupResult(b, t, now)
 				result = b.Status.State
 			}
 		}
@@ -383,9 +389,6 @@ func (bc *backupController) syncBackup(ctx context.Context, id string) error {
 	bc.auditEvents(ctx, "backup", id, newEvents(before, after))
 	if result != "" {
 		bc.countResult(updated)
-	}
-	for _, fid := range forgotten {
-		bc.removeForgotten(ctx, updated, fid)
 	}
 	if deleteNow {
 		return bc.deleteRecord(ctx, updated, "its snapshots were removed")
@@ -636,16 +639,15 @@ func (bc *backupController) repository(ctx context.Context, target, node, userna
 var errSealed = errors.New("sealing failed")
 
 // applyBackupResult records a finished backupAccount task on b: its
-// status from the typed result, or the failure. It returns the backups
-// the node's retention forgot.
-func applyBackupResult(b *store.Backup, t *store.Task, now time.Time) (forgotten []string) {
+// status from the typed result, or the failure.
+func applyBackupResult(b *store.Backup, t *store.Task, now time.Time) {
 	st := &b.Status
 	st.FinishedAt, st.Progress = now, nil
 	res, err := t.BackupResult()
 	if err != nil {
 		st.State, st.Error = store.BackupFailed, taskFailure(t, err)
 		st.AddEvent(now, "failed", st.Error)
-		return nil
+		return
 	}
 	st.SnapshotIDs = slices.Clone(res.GetSnapshotIds())
 	st.SizeBytes, st.AddedBytes, st.FileCount = res.GetSizeBytes(), res.GetAddedBytes(), res.GetFileCount()
@@ -668,6 +670,15 @@ func applyBackupResult(b *store.Backup, t *store.Task, now time.Time) (forgotten
 	} else {
 		st.State = store.BackupSucceeded
 		st.AddEvent(now, "succeeded", msg)
+	}
+}
+
+// retentionForgot is the backups, other than b, that the node's
+// retention forgot in the backupAccount task t.
+func retentionForgot(b *store.Backup, t *store.Task) (forgotten []string) {
+	res, err := t.BackupResult()
+	if err != nil {
+		return nil
 	}
 	for _, id := range res.GetForgottenBackupIds() {
 		if id != b.ID {

@@ -57,7 +57,8 @@ func TestApplyBackupResult(t *testing.T) {
 			// the state snapshot).
 			b := &store.Backup{ID: "alice-this", Account: "alice", Status: store.BackupStatus{State: store.BackupRunning, StartedAt: now.Add(-time.Minute),
 				Progress: &store.BackupProgress{FilesDone: 3}, Contents: store.BackupContents{Zones: []string{"alice.test"}}}}
-			got := applyBackupResult(b, tc.task, now)
+			got := retentionForgot(b, tc.task)
+			applyBackupResult(b, tc.task, now)
 			st := b.Status
 			if st.State != tc.state {
 				t.Fatalf("state %s, want %s", st.State, tc.state)
