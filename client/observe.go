@@ -27,8 +27,9 @@ func (q LogQuery) vars(v map[string]any) map[string]any {
 	return v
 }
 
-// DomainLogsQuery is DomainLogs with since and grep.
-func (c *Client) DomainLogsQuery(ctx context.Context, domain, kind string, q LogQuery) ([]string, error) {
+// DomainLogs returns the last lines of a domain's access or error log
+// (kind ACCESS or ERROR), narrowed by q.
+func (c *Client) DomainLogs(ctx context.Context, domain, kind string, q LogQuery) ([]string, error) {
 	var out struct{ DomainLogs []string }
 	err := c.Do(ctx, `query($d:String!,$k:LogKind!,$n:Int,$s:Time,$g:String){domainLogs(domain:$d,kind:$k,lines:$n,since:$s,grep:$g)}`,
 		q.vars(map[string]any{"d": domain, "k": kind}), &out)

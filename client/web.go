@@ -63,18 +63,6 @@ func (c *Client) AddAliasDomain(ctx context.Context, account, domain, target str
 	return &out.AddDomain, err
 }
 
-// DomainLogs returns the last lines of a domain's log; kind is "ACCESS" or
-// "ERROR", lines 0 takes the server's default.
-func (c *Client) DomainLogs(ctx context.Context, domain, kind string, lines int) ([]string, error) {
-	vars := map[string]any{"d": domain, "k": kind, "n": nil}
-	if lines > 0 {
-		vars["n"] = lines
-	}
-	var out struct{ DomainLogs []string }
-	err := c.Do(ctx, `query($d:String!,$k:LogKind!,$n:Int){domainLogs(domain:$d,kind:$k,lines:$n)}`, vars, &out)
-	return out.DomainLogs, err
-}
-
 // RemoveDomain stops serving an add-on domain.
 func (c *Client) RemoveDomain(ctx context.Context, account, domain string) error {
 	return c.Do(ctx, `mutation($a:ID!,$d:String!){removeDomain(account:$a,domain:$d)}`, map[string]any{"a": account, "d": domain}, nil)

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -327,7 +328,7 @@ func TestDomainAliasesAndLogs(t *testing.T) {
 	get(t, http, alias, "/from-the-alias")
 	var lines []string
 	testenv.WaitFor(t, 10*time.Second, "requests in domainLogs", func() bool {
-		lines, err = s.Admin.DomainLogs(ctx, alias, "ACCESS", 10)
+		lines, err = s.Admin.DomainLogs(ctx, alias, "ACCESS", client.LogQuery{Lines: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,18 +338,14 @@ func TestDomainAliasesAndLogs(t *testing.T) {
 	if len(lines) > 10 {
 		t.Errorf("%d lines, asked for 10", len(lines))
 	}
-	if _, err := s.Admin.DomainLogs(ctx, domain, "ERROR", 0); err != nil {
+	if _, err := s.Admin.DomainLogs(ctx, domain, "ERROR", client.LogQuery{}); err != nil {
 		t.Errorf("error log with the default line count: %v", err)
 	}
 	for _, n := range []int{-1, 1001} {
-		_, err := s.Admin.DomainLogs(ctx, domain, "ACCESS", n)
-		if n > 0 {
-			wantAPICode(t, "1001 lines", err, "INVALID_INPUT")
-		} else if err != nil { // -1: the client sends the default
-			t.Errorf("default lines: %v", err)
-		}
+		_, err := s.Admin.DomainLogs(ctx, domain, "ACCESS", client.LogQuery{Lines: n})
+		wantAPICode(t, fmt.Sprintf("%d lines", n), err, "INVALID_INPUT")
 	}
-	_, err = s.Admin.DomainLogs(ctx, "nobody-"+user+".example.com", "ACCESS", 10)
+	_, err = s.Admin.DomainLogs(ctx, "nobody-"+user+".example.com", "ACCESS", client.LogQuery{Lines: 10})
 	wantAPICode(t, "logs of a domain nobody serves", err, "NOT_FOUND")
 	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "domainLogs", Target: alias}, "", 10)
 	if err != nil || len(evs) == 0 || evs[0].Result != "ok" || evs[0].Detail["account"] != acct.ID {
@@ -376,7 +373,7 @@ func TestDomainsRBAC(t *testing.T) {
 	allowed := func(c *client.Client, d string) error {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, err := c.DomainLogs(cctx, d, "ACCESS", 10)
+		_, err := c.DomainLogs(cctx, d, "ACCESS", client.LogQuery{Lines: 10})
 		return err
 	}
 	for name, tc := range map[string]struct {
@@ -395,10 +392,10 @@ func TestDomainsRBAC(t *testing.T) {
 	}{
 		"resa reads b1": {tn.resA, b1}, "resb reads a1": {tn.resB, a1}, "user reads b1": {tn.userA, b1},
 	} {
-		_, err := tc.c.DomainLogs(ctx, tc.domain, "ACCESS", 10)
+		_, err := tc.c.DomainLogs(ctx, tc.domain, "ACCESS", client.LogQuery{Lines: 10})
 		wantAPICode(t, name, err, "NOT_FOUND")
 	}
-	_, err := tn.userA.DomainLogs(ctx, "not a domain", "ACCESS", 10)
+	_, err := tn.userA.DomainLogs(ctx, "not a domain", "ACCESS", client.LogQuery{Lines: 10})
 	wantAPICode(t, "user reads a bad name", err, "INVALID_INPUT")
 
 	// addDomain aliasOf: on another tenant's account NOT_FOUND; the plans

@@ -104,7 +104,7 @@ func TestObserveRBAC(t *testing.T) {
 	adminOnly := map[string]string{"admin": "", "resa": "FORBIDDEN", "resb": "FORBIDDEN", "alphauser": "FORBIDDEN", "bravouser": "FORBIDDEN", "anonymous": "UNAUTHENTICATED"}
 
 	for _, w := range who {
-		lines, err := w.c.DomainLogsQuery(ctx, tn.a1Domain, "ACCESS", client.LogQuery{Lines: 5, Grep: "GET", Since: time.Now().Add(-time.Hour)})
+		lines, err := w.c.DomainLogs(ctx, tn.a1Domain, "ACCESS", client.LogQuery{Lines: 5, Grep: "GET", Since: time.Now().Add(-time.Hour)})
 		want(t, w.name+" domainLogs", err, tenant[w.name])
 		if err == nil && (len(lines) != 1 || !strings.Contains(lines[0], tn.a1Domain)) {
 			t.Errorf("%s domainLogs: %q", w.name, lines)
@@ -188,7 +188,7 @@ func TestObserveArguments(t *testing.T) {
 	o := startObserveAgent(t, tn)
 	node, _ := otherNode(t, tn)
 	since := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
-	if _, err := tn.admin.DomainLogsQuery(ctx, tn.a1Domain, "ERROR", client.LogQuery{Lines: 7, Since: since, Grep: "timeout"}); err != nil {
+	if _, err := tn.admin.DomainLogs(ctx, tn.a1Domain, "ERROR", client.LogQuery{Lines: 7, Since: since, Grep: "timeout"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tn.admin.ServiceLogs(ctx, node, "agent", client.LogQuery{Lines: 3, Grep: "connected"}); err != nil {
@@ -212,7 +212,7 @@ func TestObserveArguments(t *testing.T) {
 		"future since":   {Since: time.Now().Add(time.Hour)},
 		"too many lines": {Lines: 1001},
 	} {
-		_, err := tn.admin.DomainLogsQuery(ctx, tn.a1Domain, "ACCESS", q)
+		_, err := tn.admin.DomainLogs(ctx, tn.a1Domain, "ACCESS", q)
 		want(t, "domainLogs "+name, err, "INVALID_INPUT")
 		_, err = tn.admin.ServiceLogs(ctx, node, "nginx", q)
 		want(t, "serviceLogs "+name, err, "INVALID_INPUT")

@@ -58,6 +58,23 @@ func (o *ctlOptions) printLines(cmd *cobra.Command, ls []string) error {
 	return nil
 }
 
+// domainLogs runs both spellings, "logs domain" and "domain logs".
+func (o *ctlOptions) domainLogs(cmd *cobra.Command, domain, kind string, f *logFlags) error {
+	q, err := f.query(time.Now())
+	if err != nil {
+		return err
+	}
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	ls, err := c.DomainLogs(cmd.Context(), domain, kind, q)
+	if err != nil {
+		return apiError(err)
+	}
+	return o.printLines(cmd, ls)
+}
+
 func logsCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "logs", Short: "Read domains' and daemons' logs on their nodes"})
 	var df logFlags
@@ -71,19 +88,7 @@ func logsCmd(o *ctlOptions) *cobra.Command {
 			if k != "ACCESS" && k != "ERROR" {
 				return usagef("--kind %q: access or error", kind)
 			}
-			q, err := df.query(time.Now())
-			if err != nil {
-				return err
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ls, err := c.DomainLogsQuery(cmd.Context(), args[0], k, q)
-			if err != nil {
-				return apiError(err)
-			}
-			return o.printLines(cmd, ls)
+			return o.domainLogs(cmd, args[0], k, &df)
 		},
 	}
 	domain.Flags().StringVar(&kind, "kind", "access", "access or error")

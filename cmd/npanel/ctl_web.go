@@ -89,41 +89,25 @@ DNS zone. A domain with aliases cannot be removed until its aliases are.`,
 		return nil
 	}
 	var errorLog bool
-	var lines int
+	var lf logFlags
 	logs := &cobra.Command{
-		Use: "logs DOMAIN [--error] [-n 100]", Short: "Show the last lines of a domain's access log (or error log)",
+		Use: "logs DOMAIN [--error] [--lines N] [--since DURATION|TIME] [--grep TEXT]", Short: "Show the last lines of a domain's access log (or error log)",
 		Long: `Show the last lines (at most 1000) of a domain's access log, or with --error its
-error log, read on the account's node. An alias domain's requests are in the
-log of the domain it aliases. The account's owner finds the same files as
-~/logs/DOMAIN.access.log and ~/logs/DOMAIN.error.log.`,
+error log, read on the account's node; the same as "npanel ctl logs domain".
+An alias domain's requests are in the log of the domain it aliases. The
+account's owner finds the same files as ~/logs/DOMAIN.access.log and
+~/logs/DOMAIN.error.log.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if lines < 1 || lines > 1000 {
-				return usagef("-n %d: give 1 to 1000 lines", lines)
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
 			kind := "ACCESS"
 			if errorLog {
 				kind = "ERROR"
 			}
-			ls, err := c.DomainLogs(cmd.Context(), args[0], kind, lines)
-			if err != nil {
-				return apiError(err)
-			}
-			if o.output == "json" {
-				return o.print(cmd.OutOrStdout(), ls, nil)
-			}
-			for _, l := range ls {
-				fmt.Fprintln(cmd.OutOrStdout(), printable(l))
-			}
-			return nil
+			return o.domainLogs(cmd, args[0], kind, &lf)
 		},
 	}
 	logs.Flags().BoolVar(&errorLog, "error", false, "the error log instead of the access log")
-	logs.Flags().IntVarP(&lines, "lines", "n", 100, "number of lines (1..1000)")
+	lf.add(logs)
 	php := &cobra.Command{
 		Use: "php ACCOUNT DOMAIN VERSION|none", Short: "Set a domain's PHP version (none: static files only)", Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
