@@ -29,6 +29,10 @@ type MailPaths struct {
 	// Debian its public_html, whose index.php sets INSTALL_PATH to the
 	// directory above it.
 	RoundcubeDir string
+	// RoundcubeCodeDirs are the real (symlink-resolved) directories
+	// Roundcube's PHP reads its code and libraries from: with the config
+	// and state dirs they are the webmail pool's open_basedir.
+	RoundcubeCodeDirs []string
 	// RoundcubeDefaults is the distribution's directory holding
 	// Roundcube's defaults.inc.php and mimetypes.php; the agent copies
 	// both into WebmailConfigDir and never changes the distribution's
@@ -137,6 +141,7 @@ func (p *Profile) Mail() MailPaths {
 		m.SpamdUnit = "spamassassin.service"
 		m.ClamdUnit = "clamd@scan.service"
 		m.RoundcubeDir = "/usr/share/roundcubemail/public_html"
+		m.RoundcubeCodeDirs = []string{"/usr/share/roundcubemail/", "/usr/share/php/", "/etc/roundcubemail/"}
 		m.RoundcubeDefaults = "/usr/share/roundcubemail/config"
 		m.RoundcubeSQL = "/usr/share/roundcubemail/SQL/sqlite.initial.sql"
 		m.SpoolDir = "/var/spool/exim"
@@ -152,6 +157,8 @@ func (p *Profile) Mail() MailPaths {
 		m.SpamdUnit = "spamd.service"
 		m.ClamdUnit = "clamav-daemon.service"
 		m.RoundcubeDir = "/var/lib/roundcube/public_html"
+		// Skins and plugins link into the distribution's JavaScript packages.
+		m.RoundcubeCodeDirs = []string{"/var/lib/roundcube/", "/usr/share/roundcube/", "/usr/share/php/", "/etc/roundcube/", "/usr/share/javascript/", "/usr/share/nodejs/"}
 		m.RoundcubeDefaults = "/etc/roundcube"
 		m.RoundcubeSQL = "/usr/share/roundcube/SQL/sqlite.initial.sql"
 		m.SpoolDir = "/var/spool/exim4"

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -317,6 +318,9 @@ func (m *Module) ensureWebmail(ctx context.Context, env *actions.Env, domain str
 				"upload_max_filesize": "25M",
 				"post_max_size":       "26M",
 				"memory_limit":        "128M",
+				// A flaw in Roundcube then reads no account's home, no
+				// other site's files and no key of the node's.
+				"open_basedir": strings.Join(append(slices.Clone(mp.RoundcubeCodeDirs), mp.WebmailConfigDir+"/", mp.WebmailStateDir+"/"), ":"),
 			},
 		},
 	})

@@ -1,6 +1,7 @@
 package mail_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -253,6 +254,28 @@ func TestWebmailRoundcube(t *testing.T) {
 		}
 		if !strings.Contains(body, alice) || !strings.Contains(body, `"mailbox":"INBOX"`) {
 			t.Fatalf("mail page does not show %s's INBOX:\n%.3000s", alice, body)
+		}
+		// The pool is confined (open_basedir), and nothing Roundcube
+		// needed on the way was refused.
+		mp := s.p.Mail()
+		for _, f := range []string{"php-error.log", "errors.log"} {
+			if b, err := os.ReadFile(filepath.Join(mp.WebmailStateDir, "logs", f)); err == nil && bytes.Contains(b, []byte("open_basedir")) {
+				t.Errorf("%s: open_basedir refused something Roundcube reads:\n%.2000s", f, b)
+			}
+		}
+		var pools []string
+		for _, f := range s.p.Web().PHP {
+			m, _ := filepath.Glob(filepath.Join(f.PoolDir, "*webmail*.conf"))
+			pools = append(pools, m...)
+		}
+		confined := false
+		for _, p := range pools {
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte("php_admin_value[open_basedir] = ")) {
+				confined = true
+			}
+		}
+		if !confined {
+			t.Errorf("no webmail pool with open_basedir among %v", pools)
 		}
 	})
 	t.Run("WrongPassword", func(t *testing.T) {
