@@ -71,6 +71,8 @@ func (r *Resolver) mailboxOf(ctx context.Context, action, address string) (auth.
 type mailChange struct {
 	domains map[string]*store.MailDomain
 	boxes   map[string]*store.Mailbox
+	// read is other accounts' mail the change was decided on.
+	read []*store.MailSet
 }
 
 // domain returns the spec of domain to change: a copy of the set's, or a
@@ -161,7 +163,7 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 				return nil, err
 			}
 		}
-		out := &store.MailChange{}
+		out := &store.MailChange{Read: c.read}
 		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
 			out.Domains = append(out.Domains, c.domains[name])
 		}
@@ -409,8 +411,10 @@ const maxForeignAccounts = 16
 // own (own, the change's view) and, for a target whose domain another
 // account of the cluster hosts, that account's, read once each (at most
 // maxForeignAccounts; best effort: one that cannot be read counts as
-// none). Nothing of them is shown to the caller.
-func (r *Resolver) forwardsOf(ctx context.Context, a *store.Account, own map[string][]string) func(string) []string {
+// none). Nothing of them is shown to the caller. Those read are kept in c:
+// the change commits only if none of them changed meanwhile, so two
+// accounts cannot each add half of a loop at once.
+func (r *Resolver) forwardsOf(ctx context.Context, a *store.Account, own map[string][]string, c *mailChange) func(string) []string {
 	byDomain := map[string]map[string][]string{}
 	read := 0
 	return func(addr string) []string {
@@ -437,6 +441,7 @@ func (r *Resolver) forwardsOf(ctx context.Context, a *store.Account, own map[str
 		if err != nil {
 			return nil
 		}
+		c.read = append(c.read, set)
 		for name, d := range set.Domains {
 			if d.Deleted {
 				continue

@@ -243,7 +243,7 @@ func (r *mutationResolver) CreateForwarder(ctx context.Context, from string, to 
 		if len(merged) > validate.MaxAliasTargets {
 			return &validate.Error{Field: "to", Reason: fmt.Sprintf("%s would forward to %d targets; at most %d", addr, len(merged), validate.MaxAliasTargets)}
 		}
-		if forwarderLoop(r.forwardsOf(ctx, set.Account, accountAliases(set, c)), addr, merged) {
+		if forwarderLoop(r.forwardsOf(ctx, set.Account, accountAliases(set, c), c), addr, merged) {
 			return &validate.Error{Field: "to", Reason: "forwarding " + addr + " there makes a loop: forwarders lead back to " + addr}
 		}
 		d.Aliases[local] = merged

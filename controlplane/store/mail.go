@@ -216,12 +216,19 @@ type MailSet struct {
 	Account   *Account
 	Domains   map[string]*MailDomain
 	Mailboxes map[string]*Mailbox
+	// seqRev is the revision of the account's mail sequence key when the
+	// set was read (0: absent).
+	seqRev int64
 }
 
 // MailChange is the specs a ChangeMail callback writes.
 type MailChange struct {
 	Domains   []*MailDomain
 	Mailboxes []*Mailbox
+	// Read is other accounts' mail the change was decided on (a loop
+	// check across accounts): the commit also fails, and the callback
+	// runs again, when any of them changed since it was read.
+	Read []*MailSet
 }
 
 func (c *MailChange) empty() bool { return c == nil || len(c.Domains)+len(c.Mailboxes) == 0 }
@@ -324,7 +331,7 @@ func (s *Store) readMail(ctx context.Context, account string) (*mailRead, error)
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		r.seqRev = kvs[0].ModRevision
 	}
-	set := &MailSet{Account: a, Domains: map[string]*MailDomain{}, Mailboxes: map[string]*Mailbox{}}
+	set := &MailSet{Account: a, Domains: map[string]*MailDomain{}, Mailboxes: map[string]*Mailbox{}, seqRev: r.seqRev}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		kind, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), mailPrefix(account)), "/")
 		switch kind {
@@ -368,12 +375,20 @@ func (s *Store) readMail(ctx context.Context, account string) (*mailRead, error)
 
 // commitMail commits ops if neither the account nor its mail sequence key
 // changed since r was read.
-func (s *Store) commitMail(ctx context.Context, account string, r *mailRead, ops []clientv3.Op) (bool, error) {
-	seqCmp := absent(mailSeqKey(account))
-	if r.seqRev != 0 {
-		seqCmp = unchanged(mailSeqKey(account), r.seqRev)
+func (s *Store) commitMail(ctx context.Context, account string, r *mailRead, read []*MailSet, ops []clientv3.Op) (bool, error) {
+	seqCmp := func(account string, rev int64) clientv3.Cmp {
+		if rev == 0 {
+			return absent(mailSeqKey(account))
+		}
+		return unchanged(mailSeqKey(account), rev)
 	}
-	resp, err := s.cli.Txn(ctx).If(unchanged(accountKey(account), r.arev), seqCmp).Then(ops...).Commit()
+	cmps := []clientv3.Cmp{unchanged(accountKey(account), r.arev), seqCmp(account, r.seqRev)}
+	for _, o := range read {
+		if o.Account.ID != account {
+			cmps = append(cmps, seqCmp(o.Account.ID, o.seqRev))
+		}
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return false, err
 	}
@@ -409,7 +424,7 @@ func (s *Store) ChangeMail(ctx context.Context, account string, fn func(*MailSet
 		if len(ops) > MaxTxnOps {
 			return fmt.Errorf("change to the mail of %s needs %d operations; at most %d fit in one transaction", r.set.Account.Username, len(ops), MaxTxnOps)
 		}
-		ok, err := s.commitMail(ctx, account, r, ops)
+		ok, err := s.commitMail(ctx, account, r, ch.Read, ops)
 		if err != nil {
 			return fmt.Errorf("change mail of %s: %w", r.set.Account.Username, err)
 		}

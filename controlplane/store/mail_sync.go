@@ -127,7 +127,7 @@ func (s *Store) SyncMail(ctx context.Context, account string, fn func(set *MailS
 		if len(ops) > MaxTxnOps {
 			return fmt.Errorf("sync of the mail of %s needs %d operations; at most %d fit in one transaction", account, len(ops), MaxTxnOps)
 		}
-		ok, err := s.commitMail(ctx, account, r, ops)
+		ok, err := s.commitMail(ctx, account, r, nil, ops)
 		if err != nil {
 			return fmt.Errorf("sync mail of %s: %w", account, err)
 		}

@@ -317,3 +317,42 @@ func TestMailboxStateAfterMove(t *testing.T) {
 		t.Fatalf("password set again: %s %q", st, reason)
 	}
 }
+
+// A change decided on another account's mail (a forwarder loop check)
+// runs again when that mail changed before the commit: two accounts
+// cannot each add half of a loop at once.
+func TestChangeMailComparesWhatItRead(t *testing.T) {
+	f := newTreeFixture(t)
+	ctx := context.Background()
+	x := placedMailAccount(t, f, "xavier")
+	y := placedMailAccount(t, f, "yvonne")
+	fwd := func(acct *store.Account, from, to string) func(*store.MailSet) (*store.MailChange, error) {
+		return func(*store.MailSet) (*store.MailChange, error) {
+			d := acct.Username + ".example.com"
+			return &store.MailChange{Domains: []*store.MailDomain{{Domain: d, Generation: 1, Aliases: map[string][]string{from: {to}}}}}, nil
+		}
+	}
+	runs := 0
+	err := f.s.ChangeMail(ctx, x.ID, func(set *store.MailSet) (*store.MailChange, error) {
+		runs++
+		theirs, err := f.s.GetMail(ctx, y.ID)
+		if err != nil {
+			return nil, err
+		}
+		if runs == 1 {
+			// Y changes between this read and the commit.
+			if err := f.s.ChangeMail(ctx, y.ID, fwd(y, "b", "a@xavier.example.com"), store.AuditEvent{}); err != nil {
+				return nil, err
+			}
+		}
+		ch, _ := fwd(x, "a", "b@yvonne.example.com")(set)
+		ch.Read = []*store.MailSet{theirs}
+		return ch, nil
+	}, store.AuditEvent{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 2 {
+		t.Fatalf("the change ran %d times, want 2: the other account's change went unseen", runs)
+	}
+}
