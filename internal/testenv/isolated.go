@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -403,16 +404,24 @@ func probeOwnEtc(t testing.TB, bin string) {
 // (shadow stays root:shadow 0640), leaving out the entries of test users
 // (names under validate.TestUserPrefix) from the user databases, the
 // shadow tools' lock files (a host useradd running now would otherwise
-// lock the copy too) and what is neither file, directory nor symlink.
+// lock the copy too) and what is neither file, directory nor symlink. A
+// file that goes while it is copied (such a useradd's group.PID) is
+// left out.
 func copyEtc(t testing.TB, dst string) {
 	t.Helper()
 	err := filepath.WalkDir("/etc", func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path != "/etc" {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel("/etc", path)
 		to := filepath.Join(dst, rel)
 		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -420,6 +429,9 @@ func copyEtc(t testing.TB, dst string) {
 		switch {
 		case d.Type()&fs.ModeSymlink != 0:
 			target, err := os.Readlink(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -436,6 +448,9 @@ func copyEtc(t testing.TB, dst string) {
 				return nil
 			}
 			b, err := os.ReadFile(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
