@@ -634,21 +634,36 @@ func TestMigrationDrainParallel(t *testing.T) {
 		ids = append(ids, m.ID)
 	}
 	peak := 0
-	testenv.WaitFor(t, 120*time.Second, "all 20 moved", func() bool {
+	// A liveness bound, generous for a loaded CI machine; what was left
+	// is named when it runs out.
+	var left []string
+	logged := ""
+	testenv.WaitFor(t, 4*time.Minute, "all 20 moved", func() bool {
 		ms, err := e.st.ListMigrations(ctx)
 		if err != nil {
 			return false
 		}
 		running, done := 0, 0
+		left = left[:0]
 		for _, m := range ms {
 			switch m.Status {
 			case store.MigrationPresync, store.MigrationCutover, store.MigrationVerifying:
 				running++
 			case store.MigrationDone:
 				done++
+				continue
 			}
+			step := ""
+			if n := len(m.Steps); n > 0 {
+				step = m.Steps[n-1].Name + " " + string(m.Steps[n-1].Status)
+			}
+			left = append(left, fmt.Sprintf("%s %s (%s) %s", m.Account, m.Status, step, m.Error))
 		}
 		peak = max(peak, running)
+		if now := fmt.Sprint(left); done != len(ids) && now != logged {
+			t.Logf("not moved yet: %s", now)
+			logged = now
+		}
 		return done == len(ids)
 	})
 	if peak > 4 {
