@@ -245,8 +245,7 @@ func permanent(err error) bool {
 	case graph.CodeInvalidInput, graph.CodeForbidden, graph.CodeNotFound, "QUOTA_EXCEEDED":
 		return true
 	case graph.CodeConflict:
-		msg := err.Error()
-		return !strings.Contains(msg, "try again") && !strings.Contains(msg, "not placed") && !strings.Contains(msg, "still being")
+		return !errors.Is(err, store.ErrNotYet)
 	}
 	return false
 }

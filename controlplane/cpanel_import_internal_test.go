@@ -1,8 +1,13 @@
 package controlplane
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/validate"
 )
 
 func TestRehomeZoneText(t *testing.T) {
@@ -48,4 +53,25 @@ func FuzzRehomeZoneText(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An item refused for good is reported FAILED; a conflict that passes
+// (the account not placed yet, a change still being applied) is tried
+// again, whatever its words.
+func TestImportPermanent(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("database alice_shop exists: %w", store.ErrConflict), true},
+		{fmt.Errorf("plan limit: %w", store.ErrQuotaExceeded), true},
+		{&validate.Error{Field: "to", Reason: "a loop"}, true},
+		{fmt.Errorf("account alice is not placed on a node yet: %w", store.ErrNotYet), false},
+		{fmt.Errorf("the DNS zone is being removed (say it again later): %w", store.ErrNotYet), false},
+		{errors.New("etcd: request timed out"), false},
+	} {
+		if got := permanent(c.err); got != c.want {
+			t.Errorf("permanent(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }

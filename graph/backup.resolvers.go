@@ -29,7 +29,7 @@ func (r *mutationResolver) CreateBackup(ctx context.Context, account string, tar
 		return nil, err
 	}
 	if a.Node == "" {
-		err = fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		err = fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrNotYet)
 		return nil, err
 	}
 	var name string

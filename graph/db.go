@@ -101,7 +101,7 @@ func (c *dbChange) build() *store.DatabaseChange {
 // moved since (a password sealed to the old node's key is useless).
 func stillOn(set *store.DatabaseSet, a *store.Account) error {
 	if set.Account.Node != a.Node {
-		return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrConflict)
+		return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrNotYet)
 	}
 	return nil
 }
@@ -126,7 +126,7 @@ func (r *Resolver) changeDatabases(ctx context.Context, p auth.Principal, a *sto
 		}
 		ch := c.build()
 		if len(ch.Databases)+len(ch.Users) > 0 && set.Account.Node == "" {
-			return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, store.ErrConflict)
+			return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, store.ErrNotYet)
 		}
 		return ch, nil
 	}, ev)
@@ -204,14 +204,14 @@ func (r *Resolver) checkEngine(ctx context.Context, a *store.Account, engine str
 // must not travel in them in the clear.
 func (r *Resolver) sealPassword(ctx context.Context, a *store.Account, user, password string) ([]byte, error) {
 	if a.Node == "" {
-		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrNotYet)
 	}
 	st, _, err := r.Store.GetNodeState(ctx, a.Node)
 	if err != nil && !isNotFound(err) {
 		return nil, err
 	}
 	if st == nil || len(st.PublicKey) == 0 {
-		return nil, errorf(CodeConflict, "node "+a.Node+" has not connected yet, so a password cannot be sealed to it; try again when it is READY")
+		return nil, fmt.Errorf("node %s has not connected yet, so a password cannot be sealed to it; try again when it is READY: %w", a.Node, store.ErrNotYet)
 	}
 	return pki.SealDER(st.PublicKey, []byte(password), agentpb.DatabasePasswordSealContext(user))
 }
@@ -235,7 +235,7 @@ func userPassword(password *string, user string) (pw string, generated bool, err
 func userBusy(u *store.DatabaseUser) error {
 	switch state, _ := u.State(); state {
 	case store.DatabasePending:
-		return fmt.Errorf("database user %s: the previous change is still being applied; try again shortly: %w", u.Name, store.ErrConflict)
+		return fmt.Errorf("database user %s: the previous change is still being applied; try again shortly: %w", u.Name, store.ErrNotYet)
 	case store.DatabaseDeleting:
 		return fmt.Errorf("database user %s is being deleted: %w", u.Name, store.ErrConflict)
 	}

@@ -97,7 +97,7 @@ func (r *mutationResolver) DeleteDatabase(ctx context.Context, account string, n
 		}
 		switch st, _ := d.State(); st {
 		case store.DatabasePending:
-			return fmt.Errorf("database %s is still being created; try again shortly: %w", name, store.ErrConflict)
+			return fmt.Errorf("database %s is still being created; try again shortly: %w", name, store.ErrNotYet)
 		case store.DatabaseDeleting:
 			gen = d.Generation // a deletion under way: wait for it
 			return nil

@@ -324,7 +324,7 @@ func (r *mutationResolver) CreateZone(ctx context.Context, name string) (_ *mode
 	}
 	switch z, _, err := r.Store.GetZone(ctx, key); {
 	case err == nil && z.Deleted:
-		return nil, fmt.Errorf("the DNS zone of %s is still being removed from its servers; create it again in a moment: %w", key, store.ErrConflict)
+		return nil, fmt.Errorf("the DNS zone of %s is still being removed from its servers; create it again in a moment: %w", key, store.ErrNotYet)
 	case err == nil:
 		return nil, fmt.Errorf("%s has a DNS zone: %w", key, store.ErrConflict)
 	case !isNotFound(err):

@@ -144,7 +144,7 @@ func (r *Resolver) changeMail(ctx context.Context, p auth.Principal, a *store.Ac
 			return nil, fmt.Errorf("account %s is being deleted: %w", set.Account.Username, store.ErrConflict)
 		}
 		if set.Account.Node == "" {
-			return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, store.ErrConflict)
+			return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, store.ErrNotYet)
 		}
 		c := &mailChange{domains: map[string]*store.MailDomain{}, boxes: map[string]*store.Mailbox{}}
 		if err := fn(set, c); err != nil {
@@ -190,7 +190,7 @@ func stillSite(a *store.Account, domain string, deleted bool) error {
 // checkMailNode refuses mail on an account whose node lacks the mail role.
 func (r *Resolver) checkMailNode(ctx context.Context, a *store.Account) error {
 	if a.Node == "" {
-		return fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		return fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrNotYet)
 	}
 	n, err := r.Store.GetNode(ctx, a.Node)
 	if err != nil {
@@ -211,7 +211,7 @@ func (r *Resolver) sealMailPassword(ctx context.Context, a *store.Account, addre
 		return nil, err
 	}
 	if st == nil || len(st.PublicKey) == 0 {
-		return nil, errorf(CodeConflict, "node "+a.Node+" has not connected yet, so a password cannot be sealed to it; try again when it is READY")
+		return nil, fmt.Errorf("node %s has not connected yet, so a password cannot be sealed to it; try again when it is READY: %w", a.Node, store.ErrNotYet)
 	}
 	return pki.SealDER(st.PublicKey, []byte(password), agentpb.MailPasswordSealContext(address))
 }
@@ -742,7 +742,7 @@ func (r *Resolver) knownMailbox(ctx context.Context, a *store.Account, addr stri
 		return errorf(CodeNotFound, "mailbox "+quote(addr)+" not found")
 	}
 	if a.Node == "" {
-		return fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		return fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrNotYet)
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 	}
 	set, err := r.changeMail(ctx, p, a, "createMailbox", addr, func(set *store.MailSet, c *mailChange) error {
 		if set.Account.Node != a.Node {
-			return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrConflict)
+			return fmt.Errorf("account %s moved to another node meanwhile; try again: %w", a.Username, store.ErrNotYet)
 		}
 		m := &store.Mailbox{Address: addr, Domain: domain, QuotaMB: quota}
 		if old, ok := set.Mailboxes[addr]; ok {
@@ -73,7 +73,7 @@ func (r *mutationResolver) CreateMailbox(ctx context.Context, input model.Create
 				if st, reason := old.State(); st == store.MailFailed {
 					return fmt.Errorf("the deletion of mailbox %s failed (%s); run deleteMailbox %s again to retry it, then create it: %w", addr, reason, addr, store.ErrConflict)
 				}
-				return fmt.Errorf("mailbox %s is still being deleted; try again shortly: %w", addr, store.ErrConflict)
+				return fmt.Errorf("mailbox %s is still being deleted; try again shortly: %w", addr, store.ErrNotYet)
 			}
 			return fmt.Errorf("mailbox %s exists already: %w", addr, store.ErrConflict)
 		}
@@ -354,7 +354,7 @@ func (r *mutationResolver) RotateDkim(ctx context.Context, domain string) (*mode
 		signing := false
 		for _, k := range d.DKIM {
 			if k.RetireAt.IsZero() && k.PublishedAt.IsZero() {
-				return fmt.Errorf("a DKIM key of %s (selector %s) is still being published; try again when it signs: %w", d.Domain, k.Selector, store.ErrConflict)
+				return fmt.Errorf("a DKIM key of %s (selector %s) is still being published; try again when it signs: %w", d.Domain, k.Selector, store.ErrNotYet)
 			}
 			signing = signing || k.Signing
 		}

@@ -31,7 +31,7 @@ func (r *mutationResolver) MigrateAccount(ctx context.Context, input model.Migra
 		return nil, err
 	}
 	if a.Node == "" {
-		err = fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrConflict)
+		err = fmt.Errorf("account %s is not placed on a node yet: %w", a.Username, store.ErrNotYet)
 		return nil, err
 	}
 	to := ""

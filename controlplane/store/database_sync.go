@@ -312,7 +312,7 @@ func (s *Store) syncOps(ctx context.Context, account string, set *DatabaseSet, c
 	now := time.Now().UTC()
 	var ops []clientv3.Op
 	if len(ch.Tasks) > 0 && set.Account.Node == "" {
-		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrConflict)
+		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrNotYet)
 	}
 	for _, dt := range ch.Tasks {
 		t, tops, err := taskOps(set.Account.Node, dt.Spec, dbDoneKind+"/"+account, "system", nil, now)

@@ -527,7 +527,7 @@ func (s *Store) mailDomainsFree(ctx context.Context, account string, added []str
 		owner, rest, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), prefixMail), "/")
 		name, ok := strings.CutPrefix(rest, "domain/")
 		if ok && owner != account && slices.Contains(added, name) {
-			return fmt.Errorf("the mail of %s on another account is still being removed; try again shortly: %w", name, ErrConflict)
+			return fmt.Errorf("the mail of %s on another account is still being removed; try again shortly: %w", name, ErrNotYet)
 		}
 	}
 	return nil

@@ -185,7 +185,7 @@ func (s *Store) mailSyncOps(set *MailSet, account string, ch *MailSync, notice m
 	}
 	now := time.Now().UTC()
 	if len(ch.Tasks) > 0 && set.Account.Node == "" {
-		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrConflict)
+		return nil, fmt.Errorf("account %s is not placed on a node yet: %w", set.Account.Username, ErrNotYet)
 	}
 	var ops []clientv3.Op
 	for _, mt := range ch.Tasks {

@@ -200,7 +200,7 @@ func (s *Store) siteZoneOps(ctx context.Context, a *Account, ch SiteChange, now 
 		z, _, err := s.GetZone(ctx, d)
 		switch {
 		case err == nil && z.Deleted:
-			return nil, nil, fmt.Errorf("the DNS zone of %s is still being removed from its servers; add it again in a moment: %w", d, ErrConflict)
+			return nil, nil, fmt.Errorf("the DNS zone of %s is still being removed from its servers; add it again in a moment: %w", d, ErrNotYet)
 		case err == nil:
 			return nil, nil, fmt.Errorf("a DNS zone %s exists already: %w", d, ErrConflict)
 		case !errors.Is(err, ErrNotFound):

@@ -96,6 +96,17 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// ErrNotYet is a conflict that passes on its own: an account not placed
+// on a node yet, a change still being applied. Callers are answered
+// CONFLICT alike (errors.Is(ErrNotYet, ErrConflict)); one that can wait,
+// such as the cPanel import, tries again instead of giving up.
+var ErrNotYet error = notYet{}
+
+type notYet struct{}
+
+func (notYet) Error() string        { return ErrConflict.Error() }
+func (notYet) Is(target error) bool { return target == ErrConflict }
+
 // Store is the typed view of the cluster state in etcd. It is safe for
 // concurrent use.
 type Store struct {
