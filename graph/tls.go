@@ -495,6 +495,37 @@ func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id 
 	return pki.SealDER(st.PublicKey, pkcs8, agentpb.CertificateKeySealContext(id))
 }
 
+// putInstalledCert writes the record of a certificate installed on site d
+// of account a (installCertificate, and a cPanel import's certificates):
+// the chain checked, its key sealed to a's node, served as the site's own
+// certificate, not renewed (the certificate model renews only what it
+// ordered; setAutoRenew refuses an installed one). With keepSame, a record
+// holding this chain already is left as it is: an import step repeated
+// after a crash installs nothing twice (installCertificate, asked again,
+// installs again).
+func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, keepSame bool) (*store.Certificate, error) {
+	names := slices.Clone(inst.Leaf.DNSNames)
+	if !slices.Contains(names, d) {
+		names = append([]string{d}, names...)
+	}
+	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
+		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
+	return r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
+		if keepSame && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke {
+			return store.ErrUnchanged
+		}
+		c.Domains, c.Node = names, a.Node
+		c.Auto, c.AutoRenew = false, false
+		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
+		c.Revoke, c.RevokeReason = false, 0
+		if c.Challenge == "" {
+			c.Challenge = store.ChallengeHTTP01
+		}
+		c.AddEvent(time.Now(), "install-requested", "by "+p.Name+": serial "+inst.Leaf.SerialNumber.Text(16)+" issued by "+inst.Leaf.Issuer.String())
+		return nil
+	})
+}
+
 // CheckInstalledCertificate validates a certificate bought elsewhere with
 // its key (validate.CheckInstalledCertificate: the check is shared with the
 // node, which validates the certificates of cPanel archives).
