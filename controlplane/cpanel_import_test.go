@@ -314,7 +314,9 @@ func TestCpanelImportController(t *testing.T) {
 		t.Errorf("certificate: %+v", crt)
 	}
 	if evs, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{Action: "installCertificate", Target: "joe.example.com"}, "", 10); err != nil ||
-		!slices.ContainsFunc(evs, func(ev store.AuditEvent) bool { return ev.Actor == "admin" && ev.Source == "import/"+im.ID && ev.Result == "ok" }) {
+		!slices.ContainsFunc(evs, func(ev store.AuditEvent) bool {
+			return ev.Actor == "admin" && ev.Source == "import/"+im.ID && ev.Result == "ok"
+		}) {
 		t.Errorf("installCertificate audit: %+v %v", evs, err)
 	}
 	e.node.mu.Lock()
