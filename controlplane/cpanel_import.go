@@ -487,10 +487,13 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 	// context (the account is on that node: checked above), installed
 	// through installCertificate's record path. The node reported only
 	// trusted ones; an untrusted one was skipped in its report (the site
-	// gets an ACME certificate, as any new site does).
+	// gets an ACME certificate, as any new site does). Rather than expire,
+	// an imported certificate is taken over by ACME at its renewal time.
 	for _, crt := range rep.GetCertificates() {
 		dom := crt.GetDomain()
-		err := c.step(ctx, im, "certificate:"+dom, store.ImportItem{Kind: "certificate", Name: dom}, func() (string, error) {
+		item := store.ImportItem{Kind: "certificate", Name: dom, Disposition: "IMPORT", Note: "ACME takes over its renewal: a third of its" +
+			" lifetime before it expires, the site's certificate is ordered from the ACME server (setAutoRenew false keeps this one until it expires)"}
+		err := c.step(ctx, im, "certificate:"+dom, item, func() (string, error) {
 			return "", c.api.InstallSealedCertificate(ctx, actor, im.ID, im.Node, dom, crt.GetCertificatePem(), crt.GetSealedPrivateKey())
 		})
 		if err != nil {

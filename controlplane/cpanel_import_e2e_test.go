@@ -176,7 +176,7 @@ func TestCpanelImportE2E(t *testing.T) {
 				t.Fatalf("account's import: %+v %v", got, err)
 			}
 			if !slices.ContainsFunc(got.Items, func(it client.CpanelItem) bool {
-				return it.Kind == "certificate" && it.Name == o.MainDomain && it.Disposition == "IMPORT" && strings.Contains(it.Note, "not renewed automatically")
+				return it.Kind == "certificate" && it.Name == o.MainDomain && it.Disposition == "IMPORT" && strings.Contains(it.Note, "ACME takes over its renewal")
 			}) {
 				t.Errorf("the certificate is not reported imported: %+v", got.Items)
 			}
@@ -199,8 +199,8 @@ func TestCpanelImportE2E(t *testing.T) {
 				})
 			}
 			crt, err := s.Admin.Certificate(ctx, o.MainDomain)
-			if err != nil || crt == nil || !crt.Custom || crt.AutoRenew {
-				t.Errorf("certificate record of %s: %+v %v (want installed, not auto-renewed)", o.MainDomain, crt, err)
+			if err != nil || crt == nil || !crt.Custom || !crt.AutoRenew || crt.Status != "ISSUED" {
+				t.Errorf("certificate record of %s: %+v %v (want installed, ISSUED, renewed by ACME)", o.MainDomain, crt, err)
 			}
 		})
 	}

@@ -310,7 +310,7 @@ func TestCpanelImportController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !crt.Custom || crt.AutoRenew || crt.Node != "web-1" || crt.Account != a.ID || crt.CustomChainPEM != e.node.report.Certificates[0].CertificatePem {
+	if !crt.Custom || !crt.AutoRenew || crt.Node != "web-1" || crt.Account != a.ID || crt.CustomChainPEM != e.node.report.Certificates[0].CertificatePem {
 		t.Errorf("certificate: %+v", crt)
 	}
 	if evs, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{Action: "installCertificate", Target: "joe.example.com"}, "", 10); err != nil ||
@@ -332,7 +332,7 @@ func TestCpanelImportController(t *testing.T) {
 	}
 	// The report: the analysis with what the import did.
 	for _, w := range []struct{ kind, name, disp, note string }{
-		{"certificate", "joe.example.com", "IMPORT", ""},
+		{"certificate", "joe.example.com", "IMPORT", "ACME takes over its renewal"},
 		{"database", "cpjoe_wp", "IMPORT", ""},
 		{"database_user", "cpjoe_wpuser", "IMPORT", ""},
 		{"files", "homedir", "ADAPT", "RewriteCond"},

@@ -477,7 +477,9 @@ func (c *CpanelImporter) SetDatabasePrivileges(ctx context.Context, actor, id, a
 // checks of the site (the account's, not an alias, not being deleted) and
 // of the chain (covers the domain, valid now, verifies to the API's roots:
 // installCertificate's check without the key), the same record and audit
-// event (installCertificate), so the node serves it at once. The key is
+// event (installCertificate), so the node serves it at once; ACME takes
+// over its renewal (autoRenew on: see the certificate controller's
+// acmeTakesOver), as nobody may be there to install its successor. The key is
 // the one thing not checked here: only the node can open it, and it
 // matched it to the leaf before sealing it to itself for this domain
 // (CertificateKeySealContext); node is that node, which must be the
@@ -523,7 +525,7 @@ func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id
 	if err != nil {
 		return err
 	}
-	_, err = r.putInstalledCert(ctx, p, a, d, ch, sealedKey, false, true)
+	_, err = r.putInstalledCert(ctx, p, a, d, ch, sealedKey, false, true, true)
 	return err
 }
 

@@ -498,12 +498,14 @@ func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id 
 // putInstalledCert writes the record of a certificate installed on site d
 // of account a (installCertificate, and a cPanel import's certificates):
 // the chain checked, its key sealed to a's node, served as the site's own
-// certificate, not renewed (the certificate model renews only what it
-// ordered; setAutoRenew refuses an installed one). With keepSame, a record
+// certificate. It is not renewed unless acmeRenews: then, at its renewal
+// time, the certificate controller makes it the site's automatic
+// certificate, ordered from the ACME server (a cPanel import's, which
+// nobody is there to replace by hand). With keepSame, a record
 // holding this chain already is left as it is: an import step repeated
 // after a crash installs nothing twice (installCertificate, asked again,
 // installs again).
-func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, keepSame bool) (*store.Certificate, error) {
+func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, keepSame, acmeRenews bool) (*store.Certificate, error) {
 	names := slices.Clone(inst.Leaf.DNSNames)
 	if !slices.Contains(names, d) {
 		names = append([]string{d}, names...)
@@ -511,11 +513,11 @@ func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *st
 	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
 		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
 	return r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
-		if keepSame && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke {
+		if keepSame && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke && c.AutoRenew == acmeRenews {
 			return store.ErrUnchanged
 		}
 		c.Domains, c.Node = names, a.Node
-		c.Auto, c.AutoRenew = false, false
+		c.Auto, c.AutoRenew = false, acmeRenews
 		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
 		c.Revoke, c.RevokeReason = false, 0
 		if c.Challenge == "" {

@@ -15,7 +15,8 @@ import (
 // TestCpanelImporterCertificate: a certificate of a cPanel archive, its key
 // sealed by the node, is installed through installCertificate's record
 // path as the importing admin (the record an installed certificate has,
-// the installCertificate audit event from the import), once however often
+// with autoRenew on: ACME takes over its renewal; the installCertificate
+// audit event from the import), once however often
 // the step runs; a refusal (another node, untrusted, not the account's
 // site, not canonical, no key) writes nothing.
 func TestCpanelImporterCertificate(t *testing.T) {
@@ -76,7 +77,7 @@ func TestCpanelImporterCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Custom || c.AutoRenew || c.Auto || c.AllowUntrusted || c.Node != a.Node || string(c.SealedKey) != string(sealed) || c.Account != a.ID {
+	if !c.Custom || !c.AutoRenew || c.Auto || c.AllowUntrusted || c.Node != a.Node || string(c.SealedKey) != string(sealed) || c.Account != a.ID {
 		t.Fatalf("stored certificate: %+v", c)
 	}
 	if opened, err := unsealForNode(tn.nodeKeys[c.Node], c.SealedKey, d); err != nil || string(opened) != string(goodDER) {

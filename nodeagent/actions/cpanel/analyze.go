@@ -717,12 +717,10 @@ func (c *collector) certificates(r *agentpb.CpanelReport, seal Sealer, now time.
 	return nil
 }
 
-// expiryNote is what the report says of an imported certificate: it is
-// installed as the site's own certificate, which nPanel does not renew
-// (the certificate model renews only what it ordered from ACME).
+// expiryNote is what the report says of an imported certificate (the
+// import says what happens at expiry).
 func expiryNote(notAfter time.Time) string {
-	return "installed as it is; expires " + notAfter.UTC().Format(time.DateOnly) +
-		" and is not renewed automatically: before then, requestCertificate orders one from ACME, renewed from then on"
+	return "installed as it is; valid until " + notAfter.UTC().Format(time.DateOnly)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -64,8 +64,8 @@ func TestAnalyzeCertificates(t *testing.T) {
 		want         agentpb.ImportDisposition
 		note         string
 	}{
-		{"trusted", "shop.example.com", good, dImport, "not renewed automatically"},
-		{"www of it", "www.shop.example.com", good, dImport, "expires"},
+		{"trusted", "shop.example.com", good, dImport, "valid until"},
+		{"www of it", "www.shop.example.com", good, dImport, "installed as it is"},
 		{"self-signed", "shop.example.com", selfSigned(t, now.Add(-time.Hour), now.Add(time.Hour), "shop.example.com"), dSkip, "not trusted"},
 		{"expired", "shop.example.com", selfSigned(t, now.Add(-48*time.Hour), now.Add(-time.Hour), "shop.example.com"), dSkip, "expired"},
 		{"other name", "blog.example.com", good, dSkip, "does not cover blog.example.com"},
