@@ -478,8 +478,8 @@ func (c *CpanelImporter) SetDatabasePrivileges(ctx context.Context, actor, id, a
 // of the chain (covers the domain, valid now, verifies to the API's roots:
 // installCertificate's check without the key), the same record and audit
 // event (installCertificate), so the node serves it at once; ACME takes
-// over its renewal (autoRenew on: see the certificate controller's
-// acmeTakesOver), as nobody may be there to install its successor. The key is
+// over its renewal (putInstalledCert says how an imported certificate
+// differs). The key is
 // the one thing not checked here: only the node can open it, and it
 // matched it to the leaf before sealing it to itself for this domain
 // (CertificateKeySealContext); node is that node, which must be the
@@ -525,7 +525,7 @@ func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id
 	if err != nil {
 		return err
 	}
-	_, err = r.putInstalledCert(ctx, p, a, d, ch, sealedKey, false, true, true)
+	_, err = r.putInstalledCert(ctx, p, a, d, ch, sealedKey, false, true)
 	return err
 }
 

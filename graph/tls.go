@@ -498,14 +498,15 @@ func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id 
 // putInstalledCert writes the record of a certificate installed on site d
 // of account a (installCertificate, and a cPanel import's certificates):
 // the chain checked, its key sealed to a's node, served as the site's own
-// certificate. It is not renewed unless acmeRenews: then, at its renewal
-// time, the certificate controller makes it the site's automatic
-// certificate, ordered from the ACME server (a cPanel import's, which
-// nobody is there to replace by hand). With keepSame, a record
-// holding this chain already is left as it is: an import step repeated
-// after a crash installs nothing twice (installCertificate, asked again,
-// installs again).
-func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, keepSame, acmeRenews bool) (*store.Certificate, error) {
+// certificate, not renewed: the user installs its successor. An imported
+// one differs in three ways, as nobody may be there to look after it:
+// ACME takes over its renewal (AutoRenew on: at its renewal time the
+// certificate controller makes it the site's automatic certificate and
+// orders it); it is served for mail.DOMAIN only if it covers that name
+// (the node refuses a mail certificate that does not); and a record
+// holding this chain already is left as it is, so that an import step
+// repeated after a crash installs nothing twice.
+func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, imported bool) (*store.Certificate, error) {
 	names := slices.Clone(inst.Leaf.DNSNames)
 	if !slices.Contains(names, d) {
 		names = append([]string{d}, names...)
@@ -513,13 +514,16 @@ func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *st
 	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
 		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
 	return r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
-		if keepSame && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke && c.AutoRenew == acmeRenews {
+		if imported && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke && c.AutoRenew {
 			return store.ErrUnchanged
 		}
 		c.Domains, c.Node = names, a.Node
-		c.Auto, c.AutoRenew = false, acmeRenews
+		c.Auto, c.AutoRenew = false, imported
 		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
 		c.Revoke, c.RevokeReason = false, 0
+		if imported && c.Mail && inst.Leaf.VerifyHostname("mail."+d) != nil {
+			c.Mail = false
+		}
 		if c.Challenge == "" {
 			c.Challenge = store.ChallengeHTTP01
 		}

@@ -266,7 +266,7 @@ func (r *mutationResolver) InstallCertificate(ctx context.Context, input model.I
 	if err != nil {
 		return nil, err
 	}
-	c, err := r.putInstalledCert(ctx, p, a, d, &inst.CertificateChain, sealed, untrusted, false, false)
+	c, err := r.putInstalledCert(ctx, p, a, d, &inst.CertificateChain, sealed, untrusted, false)
 	if err != nil {
 		return nil, err
 	}

@@ -70,6 +70,20 @@ func TestCpanelImporterCertificate(t *testing.T) {
 		t.Fatalf("refused installs changed state:\nbefore %s\nafter  %s", before, after)
 	}
 
+	// The site's automatic certificate, served for mail.DOMAIN too: the
+	// imported one, which does not cover that name, takes its record for
+	// the site only.
+	if _, err := tn.s.Store().GetCertificate(ctx, d); err == nil {
+		if _, err := tn.s.Store().UpdateCertificate(ctx, d, func(c *store.Certificate) ([]*store.CertTask, error) {
+			c.Mail = true
+			return nil, nil
+		}, store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := tn.s.Store().CreateCertificate(ctx, &store.Certificate{ID: d, Account: a.ID, Node: a.Node, Domains: []string{d},
+		Auto: true, AutoRenew: true, Mail: true, Generation: 1}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", a.Node, d, good, sealed); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +91,7 @@ func TestCpanelImporterCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Custom || !c.AutoRenew || c.Auto || c.AllowUntrusted || c.Node != a.Node || string(c.SealedKey) != string(sealed) || c.Account != a.ID {
+	if !c.Custom || !c.AutoRenew || c.Auto || c.Mail || c.AllowUntrusted || c.Node != a.Node || string(c.SealedKey) != string(sealed) || c.Account != a.ID {
 		t.Fatalf("stored certificate: %+v", c)
 	}
 	if opened, err := unsealForNode(tn.nodeKeys[c.Node], c.SealedKey, d); err != nil || string(opened) != string(goodDER) {
