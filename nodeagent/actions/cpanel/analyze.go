@@ -46,8 +46,24 @@ type dbInfo struct {
 
 type certInfo struct {
 	entry string
-	parts *PEMParts
-	err   error
+	// pem is what the archive holds for the domain: apache_tls/DOMAIN
+	// (key, leaf and chain in one file), or else the ssl/ files of the
+	// domain (key, certificate and CA bundle apart) one after the other.
+	pem      []byte
+	combined bool
+	parts    *PEMParts // pem split (certificates)
+	err      error
+}
+
+// certDomain is the domain a certificate file of the archive is named
+// after: apache_tls/DOMAIN, ssl/DOMAIN.{crt,key,pem,cabundle}.
+func certDomain(name string) string {
+	for _, ext := range []string{".pem", ".crt", ".key", ".cabundle", ".ca-bundle"} {
+		if d, ok := strings.CutSuffix(name, ext); ok {
+			return d
+		}
+	}
+	return name
 }
 
 // collector builds a report from a walk.
@@ -223,9 +239,17 @@ func (c *collector) visit(e *Entry) error {
 		}
 	case (top == "apache_tls" || top == "ssl") && rest != "" && !strings.Contains(rest, "/"):
 		if b, ok := meta(); ok {
-			dom := strings.TrimSuffix(strings.TrimSuffix(rest, ".pem"), ".crt")
-			p, err := SplitPEM(b)
-			c.certs[dom] = &certInfo{entry: e.Raw, parts: p, err: err}
+			dom := certDomain(rest)
+			ci := c.certs[dom]
+			switch {
+			case top == "apache_tls":
+				// The combined file is the whole of it.
+				c.certs[dom] = &certInfo{entry: e.Raw, pem: b, combined: true}
+			case ci == nil:
+				c.certs[dom] = &certInfo{entry: e.Raw, pem: append(b, '\n')}
+			case !ci.combined && len(ci.pem) <= maxMeta:
+				ci.pem = append(append(ci.pem, b...), '\n')
+			}
 		}
 	case top == "cron" && rest != "" && !strings.Contains(rest, "/"):
 		if b, ok := meta(); ok {
@@ -669,6 +693,9 @@ func (c *collector) certificates(r *agentpb.CpanelReport, seal Sealer, now time.
 	roots, rootsErr := validate.CertificateRoots()
 	for _, dom := range sortedKeys(c.certs) {
 		ci := c.certs[dom]
+		if ci.parts == nil && ci.err == nil {
+			ci.parts, ci.err = SplitPEM(ci.pem)
+		}
 		switch {
 		case ci.err != nil:
 			c.item("certificate", dom, dSkip, "unreadable PEM: "+ci.err.Error(), ci.entry, 0)

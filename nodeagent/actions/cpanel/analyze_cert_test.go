@@ -1,6 +1,8 @@
 package cpanel
 
 import (
+	"archive/tar"
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -122,4 +124,101 @@ func TestAnalyzeCertificates(t *testing.T) {
 			t.Errorf("%s: the key opens for another domain", c.name)
 		}
 	}
+}
+
+// TestAnalyzeCertificateFiles: cPanel's ssl/ keeps a domain's key,
+// certificate and CA bundle in files of their own, apache_tls/ one
+// combined file; either way the certificate is imported, the combined file
+// winning over loose ones.
+func TestAnalyzeCertificateFiles(t *testing.T) {
+	t.Cleanup(validate.SetCertificateRoots(cpaneltest.CertificateRoots()))
+	split := func(domain string) (key, leaf, ca []byte) {
+		all, err := cpaneltest.CertificatePEM(domain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var blocks [][]byte
+		for rest := all; ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			blocks = append(blocks, pem.EncodeToMemory(b))
+		}
+		return blocks[0], blocks[1], blocks[2]
+	}
+	visit := func(c *collector, path string, b []byte) {
+		t.Helper()
+		e := &Entry{Raw: "backup-x/" + path, Path: path, Header: &tar.Header{Typeflag: tar.TypeReg, Size: int64(len(b))}, R: bytes.NewReader(b)}
+		if err := c.visit(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, leaf, ca := split("loose.example.com")
+	key2, leaf2, ca2 := split("both.example.com")
+	strayKey, _, _ := split("both.example.com")
+	c := newCollector()
+	visit(c, "ssl/loose.example.com.crt", leaf)
+	visit(c, "ssl/loose.example.com.cabundle", ca)
+	visit(c, "ssl/loose.example.com.key", key)
+	visit(c, "ssl/both.example.com.key", strayKey)
+	visit(c, "apache_tls/both.example.com", append(append(key2, leaf2...), ca2...))
+	visit(c, "ssl/both.example.com.crt", leaf2)
+	r := &agentpb.CpanelReport{}
+	if err := c.certificates(r, testSeal, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Certificates) != 2 || r.Certificates[0].Domain != "both.example.com" || r.Certificates[1].Domain != "loose.example.com" {
+		t.Fatalf("certificates %v, items %v", r.Certificates, c.items)
+	}
+	for _, it := range c.items {
+		if it.Disposition != dImport {
+			t.Errorf("item %v", it)
+		}
+	}
+}
+
+// FuzzAnalyzeCertificate: whatever an archive's certificate files hold,
+// the analysis never panics, reports each domain once, and never puts key
+// material in clear into the report.
+func FuzzAnalyzeCertificate(f *testing.F) {
+	good, err := cpaneltest.CertificatePEM("fuzz.example.com")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("apache_tls/fuzz.example.com", good)
+	f.Add("ssl/fuzz.example.com.crt", good[200:])
+	f.Add("ssl/fuzz.example.com.key", good[:300])
+	f.Add("ssl/Bad..name", []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+	roots := cpaneltest.CertificateRoots()
+	f.Fuzz(func(t *testing.T, path string, b []byte) {
+		restore := validate.SetCertificateRoots(roots)
+		defer restore()
+		c := newCollector()
+		e := &Entry{Raw: path, Path: path, Header: &tar.Header{Typeflag: tar.TypeReg, Size: int64(len(b))}, R: bytes.NewReader(b)}
+		if err := c.visit(e); err != nil {
+			return
+		}
+		e2 := &Entry{Raw: path, Path: path, Header: &tar.Header{Typeflag: tar.TypeReg, Size: int64(len(good))}, R: bytes.NewReader(good)}
+		_ = c.visit(e2)
+		r := &agentpb.CpanelReport{}
+		if err := c.certificates(r, testSeal, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, it := range c.items {
+			if seen[it.Name] {
+				t.Fatalf("%s reported twice", it.Name)
+			}
+			seen[it.Name] = true
+			if strings.Contains(it.Note, "PRIVATE KEY") {
+				t.Fatalf("note quotes a key: %q", it.Note)
+			}
+		}
+		for _, crt := range r.Certificates {
+			if strings.Contains(crt.CertificatePem, "KEY") || len(crt.SealedPrivateKey) == 0 {
+				t.Fatalf("certificate %s: %q", crt.Domain, crt.CertificatePem)
+			}
+		}
+	})
 }
