@@ -849,6 +849,17 @@ func (cc *certController) step(ctx context.Context, c *store.Certificate, a *sto
 			Mail: c.Mail, AllowUntrusted: c.AllowUntrusted}}}, nil
 	case stepIssue:
 		return cc.issueTask(ctx, c, a, now)
+	case stepTakeover:
+		// The record becomes what the site's automatic certificate is
+		// (its names follow the site's from now on); the imported one
+		// stays served until the order's certificate replaces it, and,
+		// should ordering fail, until it expires.
+		c.AddEvent(now, "acme-takeover", fmt.Sprintf("the installed certificate (serial %s, valid until %s) is renewed from the ACME server",
+			st.Serial, st.NotAfter.Format(time.RFC3339)))
+		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = false, "", nil, false
+		c.Auto, c.AutoRenew = true, true
+		c.Generation++
+		return cc.issueTask(ctx, c, a, now)
 	}
 	return nil, nil
 }

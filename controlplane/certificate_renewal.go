@@ -87,10 +87,13 @@ const (
 	stepRevoke
 	stepRemove // remove it from the node (deletion)
 	stepForget // delete the record: nothing left on a node
+	// stepTakeover turns an installed certificate that ACME takes over
+	// (acmeTakesOver) into the site's automatic one, ordered at once.
+	stepTakeover
 )
 
 func (s certStep) String() string {
-	return [...]string{"none", "wait", "issue", "install", "revoke", "remove", "forget"}[s]
+	return [...]string{"none", "wait", "issue", "install", "revoke", "remove", "forget", "takeover"}[s]
 }
 
 // certPlan is nextCertStep's answer: the step, and for stepWait (or a
@@ -153,6 +156,12 @@ func nextCertStep(c *store.Certificate, now time.Time) certPlan {
 		}
 		return certPlan{step: stepIssue}
 	}
+	if acmeTakesOver(c) && !st.RenewAt.IsZero() && st.ChainPEM != "" {
+		if now.Before(st.RenewAt) {
+			return certPlan{step: stepWait, at: st.RenewAt}
+		}
+		return certPlan{step: stepTakeover, expired: expired}
+	}
 	if c.Custom || !c.AutoRenew || st.RenewAt.IsZero() || st.ChainPEM == "" {
 		if expired {
 			return certPlan{step: stepNone, expired: true}
@@ -166,6 +175,17 @@ func nextCertStep(c *store.Certificate, now time.Time) certPlan {
 		return certPlan{step: stepWait, at: st.RenewAt}
 	}
 	return wait(stepIssue)
+}
+
+// acmeTakesOver: c is an installed certificate whose renewal ACME takes
+// over. installCertificate installs with AutoRenew off (the user installs
+// the successor); a cPanel import installs the archive's certificate with
+// it on, so that, rather than expire, it is replaced at its renewal time
+// (RenewAt: a third of its lifetime before it expires) by the site's
+// automatic certificate, ordered from the ACME server while the imported
+// one is still served. setAutoRenew false keeps it until it expires.
+func acmeTakesOver(c *store.Certificate) bool {
+	return c.Custom && c.AutoRenew && !c.Revoke && !c.Deleting
 }
 
 // takeRequest starts a deletion or revocation the API just asked for
@@ -208,7 +228,9 @@ func (e *certEntry) dueAt() time.Time {
 	case e.state == store.CertRevoked:
 		return time.Time{}
 	}
-	if e.autoRenew && !e.custom {
+	if e.autoRenew {
+		// An installed certificate renews only when ACME takes it over
+		// (acmeTakesOver), at the same time.
 		earliest(maxTime(e.renewAt, e.nextAttempt))
 	}
 	if e.partial {

@@ -119,7 +119,13 @@ func TestCertNextStep(t *testing.T) {
 		}), stepIssue, time.Time{}, true},
 		{"renew asked", issued(func(c *store.Certificate) { c.Generation = 2 }), stepIssue, time.Time{}, false},
 		{"custom", issued(func(c *store.Certificate) { c.Custom, c.Generation = true, 2 }), stepInstall, time.Time{}, false},
-		{"custom never auto-renews", issued(func(c *store.Certificate) { c.Custom, c.Status.RenewAt = true, now.Add(-day) }), stepWait, now.Add(60 * day), false},
+		{"custom never auto-renews", issued(func(c *store.Certificate) { c.Custom, c.AutoRenew, c.Status.RenewAt = true, false, now.Add(-day) }), stepWait, now.Add(60 * day), false},
+		{"custom ACME takes over, not yet", issued(func(c *store.Certificate) { c.Custom = true }), stepWait, now.Add(20 * day), false},
+		{"custom ACME takes over, due", issued(func(c *store.Certificate) { c.Custom, c.Status.RenewAt = true, now.Add(-time.Minute) }), stepTakeover, time.Time{}, false},
+		{"custom ACME takes over, expired", issued(func(c *store.Certificate) {
+			c.Custom, c.Status.RenewAt, c.Status.NotAfter = true, now.Add(-day), now.Add(-time.Second)
+		}), stepTakeover, time.Time{}, true},
+		{"custom ACME takes over, revoking", issued(func(c *store.Certificate) { c.Custom, c.Revoke, c.Generation = true, true, 2 }), stepRevoke, time.Time{}, false},
 		{"revoke", issued(func(c *store.Certificate) { c.Revoke, c.Generation = true, 2 }), stepRevoke, time.Time{}, false},
 		{"revoked", issued(func(c *store.Certificate) { c.Revoke, c.Status.State = true, store.CertRevoked }), stepNone, time.Time{}, false},
 		{"deleting", issued(func(c *store.Certificate) { c.Deleting, c.Generation = true, 2 }), stepRemove, time.Time{}, false},
@@ -159,6 +165,8 @@ func TestCertEntryDue(t *testing.T) {
 		{"renewal due", certEntry{state: store.CertIssued, autoRenew: true, renewAt: now.Add(-time.Second), notAfter: now.Add(day)}, true},
 		{"renewal later", certEntry{state: store.CertIssued, autoRenew: true, renewAt: now.Add(time.Hour), notAfter: now.Add(day)}, false},
 		{"expiring without renewal", certEntry{state: store.CertIssued, notAfter: now.Add(-time.Second)}, true},
+		{"installed, not renewed", certEntry{state: store.CertIssued, custom: true, renewAt: now.Add(-time.Second), notAfter: now.Add(day)}, false},
+		{"installed, ACME takes over", certEntry{state: store.CertIssued, custom: true, autoRenew: true, renewAt: now.Add(-time.Second), notAfter: now.Add(day)}, true},
 		{"revoked", certEntry{state: store.CertRevoked, notAfter: now.Add(-time.Second)}, false},
 	} {
 		at := tc.e.dueAt()

@@ -58,6 +58,7 @@ type cpanelAPI interface {
 	CreateDatabase(ctx context.Context, actor, id, account, suffix string, engine agentpb.DatabaseEngine) error
 	CreateDatabaseUser(ctx context.Context, actor, id, account, suffix string, engine agentpb.DatabaseEngine, sealedHash []byte) error
 	SetDatabasePrivileges(ctx context.Context, actor, id, account, database, user string, privileges []string) error
+	InstallSealedCertificate(ctx context.Context, actor, id, node, domain, chainPEM string, sealedKey []byte) error
 }
 
 type cpanelImportController struct {
@@ -480,12 +481,20 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 			return false, err
 		}
 	}
-	// 6. Certificates: installCertificate takes the key in clear, and the
-	// control plane never opens what is sealed to a node.
+	// 6. Certificates: checked by the node as installCertificate checks
+	// one, their keys sealed by it to itself for installCertificate's
+	// context (the account is on that node: checked above), installed
+	// through installCertificate's record path. The node reported only
+	// trusted ones; an untrusted one was skipped in its report (the site
+	// gets an ACME certificate, as any new site does). Rather than expire,
+	// an imported certificate is taken over by ACME at its renewal time.
 	for _, crt := range rep.GetCertificates() {
-		err := c.step(ctx, im, "certificate:"+crt.GetDomain(), store.ImportItem{Kind: "certificate", Name: crt.GetDomain(), Disposition: "SKIP",
-			Note: "its private key stays sealed to the node; install it again with installCertificate (or let ACME issue one)"},
-			func() (string, error) { return "", nil })
+		dom := crt.GetDomain()
+		item := store.ImportItem{Kind: "certificate", Name: dom, Disposition: "IMPORT", Note: "ACME takes over its renewal: a third of its" +
+			" lifetime before it expires, the site's certificate is ordered from the ACME server (setAutoRenew false keeps this one until it expires)"}
+		err := c.step(ctx, im, "certificate:"+dom, item, func() (string, error) {
+			return "", c.api.InstallSealedCertificate(ctx, actor, im.ID, im.Node, dom, crt.GetCertificatePem(), crt.GetSealedPrivateKey())
+		})
 		if err != nil {
 			return false, err
 		}

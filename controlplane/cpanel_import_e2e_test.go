@@ -1,7 +1,13 @@
 package controlplane_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +22,7 @@ import (
 	"github.com/npanel/npanel/internal/cpaneltest"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/platform"
+	"github.com/npanel/npanel/validate"
 )
 
 // cPanel import end to end: synthetic archives in both layouts (old
@@ -52,6 +59,10 @@ func TestCpanelImportE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The archives' certificates are signed by cpaneltest's CA: trusted
+	// by the node that checks them and the API that installs them (one
+	// process here).
+	t.Cleanup(validate.SetCertificateRoots(cpaneltest.CertificateRoots()))
 	area := prof.Cpanel().ImportDir
 	if err := os.MkdirAll(area, 0o700); err != nil {
 		t.Fatal(err)
@@ -64,7 +75,8 @@ func TestCpanelImportE2E(t *testing.T) {
 			// The archive's cPanel user is the account's (a test name):
 			// a database user keeps its password only under its own name.
 			o := cpanelOptions(layout, username)
-			rel := filepath.Base(cpaneltest.Build(t, area, o))
+			archive := cpaneltest.Build(t, area, o)
+			rel := filepath.Base(archive)
 			rep, err := s.Admin.AnalyzeCpanelBackup(ctx, "web-1", rel)
 			if err != nil {
 				t.Fatal(err)
@@ -163,8 +175,32 @@ func TestCpanelImportE2E(t *testing.T) {
 			if err != nil || got == nil || got.ID != im.ID {
 				t.Fatalf("account's import: %+v %v", got, err)
 			}
-			if !slices.ContainsFunc(got.Items, func(it client.CpanelItem) bool { return it.Kind == "certificate" && it.Disposition == "SKIP" }) {
-				t.Errorf("the certificate is not reported skipped: %+v", got.Items)
+			if !slices.ContainsFunc(got.Items, func(it client.CpanelItem) bool {
+				return it.Kind == "certificate" && it.Name == o.MainDomain && it.Disposition == "IMPORT" && strings.Contains(it.Note, "ACME takes over its renewal")
+			}) {
+				t.Errorf("the certificate is not reported imported: %+v", got.Items)
+			}
+			// nginx serves the archive's certificate for the main domain
+			// (and its www name) over HTTPS: a TLS client with SNI, the
+			// leaf compared byte for byte with the archive's.
+			want := archiveLeaf(t, archive, o.MainDomain)
+			roots := cpaneltest.CertificateRoots()
+			for _, name := range []string{o.MainDomain, "www." + o.MainDomain} {
+				var served []byte
+				testenv.WaitFor(t, 60*time.Second, name+" served over HTTPS with the archive's certificate", func() bool {
+					c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ag.Config.HTTPSListen,
+						&tls.Config{ServerName: name, RootCAs: roots})
+					if err != nil {
+						return false
+					}
+					defer c.Close()
+					served = c.ConnectionState().PeerCertificates[0].Raw
+					return bytes.Equal(served, want)
+				})
+			}
+			crt, err := s.Admin.Certificate(ctx, o.MainDomain)
+			if err != nil || crt == nil || !crt.Custom || !crt.AutoRenew || crt.Status != "ISSUED" {
+				t.Errorf("certificate record of %s: %+v %v (want installed, ISSUED, renewed by ACME)", o.MainDomain, crt, err)
 			}
 		})
 	}
@@ -173,6 +209,44 @@ func TestCpanelImportE2E(t *testing.T) {
 // cpanelOptions is cpaneltest's archive with one of everything for the
 // cPanel user user, its domains named after the layout so that both
 // imports coexist.
+// archiveLeaf returns the DER of the leaf certificate of domain in a
+// cPanel archive (apache_tls/DOMAIN: the key, the leaf, its issuer).
+func archiveLeaf(t *testing.T, archive, domain string) []byte {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no apache_tls/%s in %s: %v", domain, archive, err)
+		}
+		if !strings.HasSuffix(h.Name, "apache_tls/"+domain) {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				t.Fatalf("apache_tls/%s holds no certificate", domain)
+			}
+			if blk.Type == "CERTIFICATE" {
+				return blk.Bytes // the leaf comes first (cpaneltest writes it so)
+			}
+		}
+	}
+}
+
 func cpanelOptions(layout, user string) cpaneltest.Options {
 	o := cpaneltest.Default(layout)
 	for i := range o.Databases {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"slices"
 	"strings"
 	"sync"
@@ -16,9 +17,11 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/cpaneltest"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // The cPanel import controller against a real server, the test playing
@@ -163,9 +166,34 @@ func cannedReport(t *testing.T, n *cpanelNode) *agentpb.CpanelReport {
 		DatabaseUsers: []*agentpb.CpanelDatabaseUser{{Name: "cpjoe_wpuser",
 			SealedPasswordHash: n.seal(t, "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19", agentpb.DatabasePasswordHashSealContext("cpjoe_wpuser")),
 			Grants:             []*agentpb.CpanelGrant{{Database: "cpjoe_wp", Privileges: []string{"ALL"}}}}},
-		Certificates: []*agentpb.CpanelCertificate{{Domain: "joe.example.com", CertificatePem: "-----BEGIN CERTIFICATE-----\n", SealedPrivateKey: []byte("sealed")}},
+		Certificates: []*agentpb.CpanelCertificate{cannedCertificate(t, n, "joe.example.com")},
 		Crons:        []*agentpb.CpanelCron{{Schedule: "0 * * * *", Command: "php cron.php"}},
 	}
+}
+
+// cannedCertificate is the node's report of an archive's certificate for
+// domain: its chain (signed by cpaneltest's CA, which the test trusts), its
+// key as PKCS#8 DER sealed to the node for installCertificate.
+func cannedCertificate(t *testing.T, n *cpanelNode, domain string) *agentpb.CpanelCertificate {
+	t.Helper()
+	t.Cleanup(validate.SetCertificateRoots(cpaneltest.CertificateRoots()))
+	all, err := cpaneltest.CertificatePEM(domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key, chain []byte
+	for rest := all; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type == "PRIVATE KEY" {
+			key = b.Bytes
+		} else {
+			chain = append(chain, pem.EncodeToMemory(b)...)
+		}
+	}
+	return &agentpb.CpanelCertificate{Domain: domain, CertificatePem: string(chain), SealedPrivateKey: n.seal(t, string(key), agentpb.CertificateKeySealContext(domain))}
 }
 
 func cannedFill() *agentpb.ImportCpanelBackupResult {
@@ -276,6 +304,21 @@ func TestCpanelImportController(t *testing.T) {
 		u.GrantIndex("cpjoe_wp") < 0 {
 		t.Errorf("database user: %+v", u)
 	}
+	// The certificate, installed as installCertificate installs one, by
+	// the importing admin from the import.
+	crt, err := e.st.GetCertificate(ctx, "joe.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !crt.Custom || !crt.AutoRenew || crt.Node != "web-1" || crt.Account != a.ID || crt.CustomChainPEM != e.node.report.Certificates[0].CertificatePem {
+		t.Errorf("certificate: %+v", crt)
+	}
+	if evs, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{Action: "installCertificate", Target: "joe.example.com"}, "", 10); err != nil ||
+		!slices.ContainsFunc(evs, func(ev store.AuditEvent) bool {
+			return ev.Actor == "admin" && ev.Source == "import/"+im.ID && ev.Result == "ok"
+		}) {
+		t.Errorf("installCertificate audit: %+v %v", evs, err)
+	}
 	e.node.mu.Lock()
 	fills := slices.Clone(e.node.imports)
 	e.node.mu.Unlock()
@@ -289,7 +332,7 @@ func TestCpanelImportController(t *testing.T) {
 	}
 	// The report: the analysis with what the import did.
 	for _, w := range []struct{ kind, name, disp, note string }{
-		{"certificate", "joe.example.com", "SKIP", "installCertificate"},
+		{"certificate", "joe.example.com", "IMPORT", "ACME takes over its renewal"},
 		{"database", "cpjoe_wp", "IMPORT", ""},
 		{"database_user", "cpjoe_wpuser", "IMPORT", ""},
 		{"files", "homedir", "ADAPT", "RewriteCond"},

@@ -471,3 +471,67 @@ func (c *CpanelImporter) SetDatabasePrivileges(ctx context.Context, actor, id, a
 	_, err := (&mutationResolver{c.r}).SetDatabasePrivileges(as(ctx, actor, id), account, database, user, privileges, &wait)
 	return err
 }
+
+// InstallSealedCertificate installs a certificate of the archive on site
+// domain as installCertificate does, as the importing admin: the same
+// checks of the site (the account's, not an alias, not being deleted) and
+// of the chain (covers the domain, valid now, verifies to the API's roots:
+// installCertificate's check without the key), the same record and audit
+// event (installCertificate), so the node serves it at once; ACME takes
+// over its renewal (putInstalledCert says how an imported certificate
+// differs). The key is
+// the one thing not checked here: only the node can open it, and it
+// matched it to the leaf before sealing it to itself for this domain
+// (CertificateKeySealContext); node is that node, which must be the
+// site's. An untrusted certificate is refused: the node skips those (the
+// site gets one from ACME), so one here means the roots differ.
+func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id, node, domain, chainPEM string, sealedKey []byte) (err error) {
+	r := c.r
+	ctx = as(ctx, actor, id)
+	defer func() { r.auditFailure(ctx, "", "installCertificate", domain, err) }()
+	p, err := requireUser(ctx)
+	if err != nil {
+		return err
+	}
+	d, err := canonicalDomain(domain)
+	if err != nil {
+		return err
+	}
+	if d != domain {
+		// The key is sealed under the name as the archive gave it.
+		return &validate.Error{Field: "domain", Reason: quote(domain) + " is not in canonical form (" + d + ")"}
+	}
+	if len(sealedKey) == 0 {
+		return &validate.Error{Field: "privateKey", Reason: "the archive's certificate has no sealed key"}
+	}
+	a, site, err := r.siteOf(ctx, p, "installCertificate", d)
+	if err != nil {
+		return err
+	}
+	if err = notAlias(site); err != nil {
+		return err
+	}
+	if err = accountLive(a); err != nil {
+		return err
+	}
+	if a.Node != node {
+		return errorf(CodeConflict, "the key of "+d+"'s certificate is sealed to node "+node+", but account "+a.Username+" is on "+orNone(a.Node))
+	}
+	roots, err := certRoots()
+	if err != nil {
+		return err
+	}
+	ch, err := validate.CheckCertificateChain(d, chainPEM, "", false, roots, time.Now())
+	if err != nil {
+		return err
+	}
+	_, err = r.putInstalledCert(ctx, p, a, d, ch, sealedKey, false, true)
+	return err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no node yet"
+	}
+	return s
+}

@@ -1,14 +1,8 @@
 package graph
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,15 +36,9 @@ const (
 	maxExpiringDays = 3650
 )
 
-// Limits of installCertificate's input. A chain of a commercial CA is a
-// few KiB; these only keep a request from making the parser work for
-// nothing.
-const (
-	maxCertPEMBytes = 64 << 10
-	maxKeyPEMBytes  = 16 << 10
-	maxChainCerts   = 10
-	minRSAKeyBits   = 2048
-)
+// maxCertPEMBytes bounds installCertificate's PEM input (the check is
+// validate's).
+const maxCertPEMBytes = validate.MaxCertPEMBytes
 
 // Each order costs the ACME CA's rate limits (Let's Encrypt: 5 failed
 // validations per hostname an hour, 300 new orders per account in 3
@@ -96,7 +84,7 @@ var tlsHooks = struct {
 	// recheck is how often a certificateEvents subscription checks its
 	// session and that its caller may still see the certificate.
 	recheck time.Duration
-}{roots: x509.SystemCertPool, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert,
+}{roots: validate.CertificateRoots, every: certOrderEvery, burst: certOrderBurst, burstCert: certOrderBurstPerCert,
 	perWeek: certOrdersPerWeek, recheck: SessionRecheck}
 
 // countCertOrder records an order of certificate c by p at now, refusing
@@ -132,7 +120,8 @@ func countCertOrder(p auth.Principal, c *store.Certificate, now time.Time, renew
 }
 
 // certRoots returns the roots an installed certificate's chain must
-// verify to: the system's.
+// verify to: validate.CertificateRoots (the system's), unless a test of
+// this package replaced them.
 func certRoots() (*x509.CertPool, error) {
 	tlsHooks.Lock()
 	f := tlsHooks.roots
@@ -506,166 +495,48 @@ func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id 
 	return pki.SealDER(st.PublicKey, pkcs8, agentpb.CertificateKeySealContext(id))
 }
 
-// InstalledCertificate is what CheckInstalledCertificate took from
-// installCertificate's input: the chain re-encoded from what parsed (leaf
-// first; nothing else of the input survives) and the key as PKCS#8 DER,
-// which the caller seals at once.
-type InstalledCertificate struct {
-	Leaf     *x509.Certificate
-	ChainPEM string
-	KeyPKCS8 []byte
-	// Trusted: the chain verified to roots.
-	Trusted bool
+// putInstalledCert writes the record of a certificate installed on site d
+// of account a (installCertificate, and a cPanel import's certificates):
+// the chain checked, its key sealed to a's node, served as the site's own
+// certificate, not renewed: the user installs its successor. An imported
+// one differs in three ways, as nobody may be there to look after it:
+// ACME takes over its renewal (AutoRenew on: at its renewal time the
+// certificate controller makes it the site's automatic certificate and
+// orders it); it is served for mail.DOMAIN only if it covers that name
+// (the node refuses a mail certificate that does not); and a record
+// holding this chain already is left as it is, so that an import step
+// repeated after a crash installs nothing twice.
+func (r *Resolver) putInstalledCert(ctx context.Context, p auth.Principal, a *store.Account, d string, inst *validate.CertificateChain, sealed []byte, untrusted, imported bool) (*store.Certificate, error) {
+	names := slices.Clone(inst.Leaf.DNSNames)
+	if !slices.Contains(names, d) {
+		names = append([]string{d}, names...)
+	}
+	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
+		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
+	return r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
+		if imported && c.Custom && c.CustomChainPEM == inst.ChainPEM && c.Node == a.Node && !c.Revoke && c.AutoRenew {
+			return store.ErrUnchanged
+		}
+		c.Domains, c.Node = names, a.Node
+		c.Auto, c.AutoRenew = false, imported
+		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
+		c.Revoke, c.RevokeReason = false, 0
+		if imported && c.Mail && inst.Leaf.VerifyHostname("mail."+d) != nil {
+			c.Mail = false
+		}
+		if c.Challenge == "" {
+			c.Challenge = store.ChallengeHTTP01
+		}
+		c.AddEvent(time.Now(), "install-requested", "by "+p.Name+": serial "+inst.Leaf.SerialNumber.Text(16)+" issued by "+inst.Leaf.Issuer.String())
+		return nil
+	})
 }
 
-// CheckInstalledCertificate validates a certificate bought elsewhere: the
-// PEM parses (certificates in certPEM and chainPEM, one private key in
-// keyPEM: PKCS#1, PKCS#8 or SEC 1), the key matches the leaf, the leaf
-// covers domain and is valid at now, and the chain verifies to roots with
-// the given intermediates unless allowUntrusted. Its errors name the
-// check that failed and never quote the key.
-func CheckInstalledCertificate(domain, certPEM, keyPEM, chainPEM string, allowUntrusted bool, roots *x509.CertPool, now time.Time) (*InstalledCertificate, error) {
-	if len(certPEM) > maxCertPEMBytes || len(chainPEM) > maxCertPEMBytes {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: fmt.Sprintf("more than %d KiB of PEM", maxCertPEMBytes>>10)}
-	}
-	if len(keyPEM) > maxKeyPEMBytes {
-		return nil, &validate.Error{Field: "privateKeyPEM", Reason: fmt.Sprintf("more than %d KiB of PEM", maxKeyPEMBytes>>10)}
-	}
-	certs, err := pemCertificates("certificatePEM", certPEM)
-	if err != nil {
-		return nil, err
-	}
-	if len(certs) == 0 {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: "no CERTIFICATE PEM block"}
-	}
-	more, err := pemCertificates("chainPEM", chainPEM)
-	if err != nil {
-		return nil, err
-	}
-	leaf, chain := certs[0], append(certs[1:], more...)
-	if len(chain) > maxChainCerts {
-		return nil, &validate.Error{Field: "chainPEM", Reason: fmt.Sprintf("%d intermediates: at most %d", len(chain), maxChainCerts)}
-	}
-	key, err := pemPrivateKey(keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, &validate.Error{Field: "privateKeyPEM", Reason: "the private key does not match the certificate"}
-	}
-	if leaf.IsCA {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: "the first certificate is a CA certificate; give the server's certificate first"}
-	}
-	if now.Before(leaf.NotBefore) {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate is not valid before " + leaf.NotBefore.UTC().Format(time.RFC3339)}
-	}
-	if now.After(leaf.NotAfter) {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate expired at " + leaf.NotAfter.UTC().Format(time.RFC3339)}
-	}
-	if err := leaf.VerifyHostname(domain); err != nil {
-		return nil, &validate.Error{Field: "certificatePEM", Reason: "the certificate does not cover " + domain + " (it names " + listOrNone(leaf.DNSNames) + ")"}
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain {
-		inter.AddCert(c)
-	}
-	_, verr := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: domain, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if verr != nil && !allowUntrusted {
-		return nil, &validate.Error{Field: "chainPEM", Reason: "the chain does not verify to a trusted root: " + verr.Error()}
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, &validate.Error{Field: "privateKeyPEM", Reason: "unsupported key type"}
-	}
-	var b bytes.Buffer
-	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return &InstalledCertificate{Leaf: leaf, ChainPEM: b.String(), KeyPKCS8: der, Trusted: verr == nil}, nil
-}
-
-// pemCertificates parses every PEM block of s, each of which must be a
-// CERTIFICATE: a key pasted into the wrong field is refused without being
-// quoted.
-func pemCertificates(field, s string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := []byte(s)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			reason := "a PEM block of type " + quote(b.Type) + "; want CERTIFICATE blocks only"
-			if strings.Contains(strings.ToUpper(b.Type), "KEY") {
-				reason = "a private key; give it in privateKeyPEM"
-			}
-			return nil, &validate.Error{Field: field, Reason: reason}
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, &validate.Error{Field: field, Reason: "a certificate does not parse: " + err.Error()}
-		}
-		out = append(out, c)
-		if len(out) > maxChainCerts+1 {
-			return nil, &validate.Error{Field: field, Reason: fmt.Sprintf("more than %d certificates", maxChainCerts+1)}
-		}
-	}
-	if strings.TrimSpace(string(rest)) != "" && len(out) == 0 && strings.TrimSpace(s) != "" {
-		return nil, &validate.Error{Field: field, Reason: "not PEM (-----BEGIN CERTIFICATE----- ...)"}
-	}
-	return out, nil
-}
-
-// pemPrivateKey parses the one private key of s. Parse errors are
-// reported by kind only: the parser's messages may quote key bytes.
-func pemPrivateKey(s string) (crypto.Signer, error) {
-	bad := func(reason string) error { return &validate.Error{Field: "privateKeyPEM", Reason: reason} }
-	b, rest := pem.Decode([]byte(s))
-	if b == nil {
-		return nil, bad("not a PEM private key (a -----BEGIN ... KEY----- block)")
-	}
-	if next, _ := pem.Decode(rest); next != nil {
-		return nil, bad("more than one PEM block; give the certificate's private key only")
-	}
-	// Legacy (RFC 1423) encryption shows in the headers, PKCS#8's in the type.
-	if strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") || b.Type == "ENCRYPTED PRIVATE KEY" {
-		return nil, bad("the key is encrypted; give it decrypted")
-	}
-	var key any
-	var err error
-	var format string
-	switch b.Type {
-	case "RSA PRIVATE KEY":
-		format = "PKCS#1"
-		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		format = "SEC 1"
-		key, err = x509.ParseECPrivateKey(b.Bytes)
-	case "PRIVATE KEY":
-		format = "PKCS#8"
-		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	default:
-		return nil, bad("an unsupported PEM block type; want a PKCS#8, PKCS#1 (RSA) or SEC 1 (EC) private key")
-	}
-	if err != nil {
-		return nil, bad("the key does not parse as " + format)
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < minRSAKeyBits {
-			return nil, bad(fmt.Sprintf("a %d-bit RSA key; at least %d bits", k.N.BitLen(), minRSAKeyBits))
-		}
-		return k, nil
-	case *ecdsa.PrivateKey:
-		return k, nil
-	case ed25519.PrivateKey:
-		return k, nil
-	}
-	return nil, bad("unsupported key type")
+// CheckInstalledCertificate validates a certificate bought elsewhere with
+// its key (validate.CheckInstalledCertificate: the check is shared with the
+// node, which validates the certificates of cPanel archives).
+func CheckInstalledCertificate(domain, certPEM, keyPEM, chainPEM string, allowUntrusted bool, roots *x509.CertPool, now time.Time) (*validate.InstalledCertificate, error) {
+	return validate.CheckInstalledCertificate(domain, certPEM, keyPEM, chainPEM, allowUntrusted, roots, now)
 }
 
 // followCertificate streams certificate id's events: those recorded so

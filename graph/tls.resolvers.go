@@ -266,23 +266,7 @@ func (r *mutationResolver) InstallCertificate(ctx context.Context, input model.I
 	if err != nil {
 		return nil, err
 	}
-	names := slices.Clone(inst.Leaf.DNSNames)
-	if !slices.Contains(names, d) {
-		names = append([]string{d}, names...)
-	}
-	ev := certAudit(ctx, p, a, "installCertificate", d, map[string]string{"serial": inst.Leaf.SerialNumber.Text(16),
-		"issuer": inst.Leaf.Issuer.String(), "trusted": strconv.FormatBool(inst.Trusted)})
-	c, err := r.putCert(ctx, a, d, ev, func(c *store.Certificate) error {
-		c.Domains, c.Node = names, a.Node
-		c.Auto, c.AutoRenew = false, false
-		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, inst.ChainPEM, sealed, untrusted
-		c.Revoke, c.RevokeReason = false, 0
-		if c.Challenge == "" {
-			c.Challenge = store.ChallengeHTTP01
-		}
-		c.AddEvent(time.Now(), "install-requested", "by "+p.Name+": serial "+inst.Leaf.SerialNumber.Text(16)+" issued by "+inst.Leaf.Issuer.String())
-		return nil
-	})
+	c, err := r.putInstalledCert(ctx, p, a, d, &inst.CertificateChain, sealed, untrusted, false)
 	if err != nil {
 		return nil, err
 	}

@@ -771,7 +771,7 @@ type CpanelCertificate struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Domain         string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	CertificatePem string                 `protobuf:"bytes,2,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"` // leaf first, then the chain
-	// Sealed to this node with ImportedCertificateKeySealContext(domain).
+	// PKCS#8 DER sealed to this node with CertificateKeySealContext(domain).
 	SealedPrivateKey []byte `protobuf:"bytes,3,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

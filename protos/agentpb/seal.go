@@ -20,7 +20,10 @@ const MailPasswordSealPrefix = "npanel/mail-password/"
 func MailPasswordSealContext(address string) string { return MailPasswordSealPrefix + address }
 
 // CertificateKeySealContext is the seal context of an installed
-// certificate's private key (InstallCertificateAction.sealed_private_key).
+// certificate's private key, PKCS#8 DER, for the certificate id (its
+// site's domain): InstallCertificateAction.sealed_private_key, and
+// CpanelCertificate.sealed_private_key, which a cPanel import installs
+// through the same record as it is.
 func CertificateKeySealContext(id string) string { return "npanel/certificate-key/" + id }
 
 // AcmeEABSealContext is the seal context of the ACME External Account
@@ -45,9 +48,3 @@ func MailPasswordHashSealContext(address string) string {
 // user's password hash carried between nodes
 // (EnsureDatabaseUserAction.sealed_password_hash).
 func DatabasePasswordHashSealContext(user string) string { return "npanel/db-password-hash/" + user }
-
-// ImportedCertificateKeySealContext is the seal context of a private key
-// found in a cPanel archive (CpanelCertificate.sealed_private_key).
-func ImportedCertificateKeySealContext(domain string) string {
-	return "npanel/imported-certificate-key/" + domain
-}

@@ -3,6 +3,7 @@ package cpanel
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -45,8 +46,24 @@ type dbInfo struct {
 
 type certInfo struct {
 	entry string
-	parts *PEMParts
-	err   error
+	// pem is what the archive holds for the domain: apache_tls/DOMAIN
+	// (key, leaf and chain in one file), or else the ssl/ files of the
+	// domain (key, certificate and CA bundle apart) one after the other.
+	pem      []byte
+	combined bool
+	parts    *PEMParts // pem split (certificates)
+	err      error
+}
+
+// certDomain is the domain a certificate file of the archive is named
+// after: apache_tls/DOMAIN, ssl/DOMAIN.{crt,key,pem,cabundle}.
+func certDomain(name string) string {
+	for _, ext := range []string{".pem", ".crt", ".key", ".cabundle", ".ca-bundle"} {
+		if d, ok := strings.CutSuffix(name, ext); ok {
+			return d
+		}
+	}
+	return name
 }
 
 // collector builds a report from a walk.
@@ -222,9 +239,17 @@ func (c *collector) visit(e *Entry) error {
 		}
 	case (top == "apache_tls" || top == "ssl") && rest != "" && !strings.Contains(rest, "/"):
 		if b, ok := meta(); ok {
-			dom := strings.TrimSuffix(strings.TrimSuffix(rest, ".pem"), ".crt")
-			p, err := SplitPEM(b)
-			c.certs[dom] = &certInfo{entry: e.Raw, parts: p, err: err}
+			dom := certDomain(rest)
+			ci := c.certs[dom]
+			switch {
+			case top == "apache_tls":
+				// The combined file is the whole of it.
+				c.certs[dom] = &certInfo{entry: e.Raw, pem: b, combined: true}
+			case ci == nil:
+				c.certs[dom] = &certInfo{entry: e.Raw, pem: append(b, '\n')}
+			case !ci.combined && len(ci.pem) <= maxMeta:
+				ci.pem = append(append(ci.pem, b...), '\n')
+			}
 		}
 	case top == "cron" && rest != "" && !strings.Contains(rest, "/"):
 		if b, ok := meta(); ok {
@@ -655,12 +680,28 @@ func (c *collector) dbUsers(r *agentpb.CpanelReport, seal Sealer) error {
 	return nil
 }
 
+// certificates checks each certificate of the archive on the node, as
+// installCertificate checks one (validate.CheckInstalledCertificate: the key
+// matches the leaf, the leaf covers the domain and is valid now, the chain
+// verifies to this node's roots), and seals its key as PKCS#8 DER with
+// CertificateKeySealContext(domain): the context installCertificate seals
+// with and the node's install action opens, so that the import installs it
+// through the API's own record path as it is (the account is made on this
+// node). A certificate no browser would take (self-signed, an unknown CA)
+// is skipped: the site gets a trusted one from ACME instead.
 func (c *collector) certificates(r *agentpb.CpanelReport, seal Sealer, now time.Time) error {
+	roots, rootsErr := validate.CertificateRoots()
 	for _, dom := range sortedKeys(c.certs) {
 		ci := c.certs[dom]
+		if ci.parts == nil && ci.err == nil {
+			ci.parts, ci.err = SplitPEM(ci.pem)
+		}
 		switch {
 		case ci.err != nil:
 			c.item("certificate", dom, dSkip, "unreadable PEM: "+ci.err.Error(), ci.entry, 0)
+			continue
+		case validate.CanonicalDomain(dom) != nil:
+			c.item("certificate", dom, dSkip, "not named after a valid domain", ci.entry, 0)
 			continue
 		case ci.parts.Key == nil:
 			c.item("certificate", dom, dSkip, "no private key in the file: nPanel issues a new certificate", ci.entry, 0)
@@ -668,19 +709,45 @@ func (c *collector) certificates(r *agentpb.CpanelReport, seal Sealer, now time.
 		case now.After(ci.parts.Leaf.NotAfter):
 			c.item("certificate", dom, dSkip, "expired "+ci.parts.Leaf.NotAfter.UTC().Format(time.DateOnly)+": nPanel issues a new certificate", ci.entry, 0)
 			continue
+		case rootsErr != nil:
+			c.item("certificate", dom, dSkip, "the node's trusted roots cannot be read ("+rootsErr.Error()+"): nPanel issues a new certificate", ci.entry, 0)
+			continue
 		}
-		sealed, err := seal(ci.parts.Key, agentpb.ImportedCertificateKeySealContext(dom))
+		// Untrusted is allowed here only to tell it apart from a refusal:
+		// it is reported, not imported.
+		inst, err := validate.CheckInstalledCertificate(dom, string(bytes.Join(ci.parts.Certs, nil)), string(ci.parts.Key), "", true, roots, now)
+		if err != nil {
+			reason := err.Error()
+			if ve := (*validate.Error)(nil); errors.As(err, &ve) {
+				reason = ve.Reason
+			}
+			c.item("certificate", dom, dSkip, reason+": nPanel issues a new certificate", ci.entry, 0)
+			continue
+		}
+		if !inst.Trusted {
+			clear(inst.KeyPKCS8)
+			c.item("certificate", dom, dSkip, "not trusted ("+truncate(inst.VerifyError, 120)+"): ACME issues one", ci.entry, 0)
+			continue
+		}
+		sealed, err := seal(inst.KeyPKCS8, agentpb.CertificateKeySealContext(dom))
+		clear(inst.KeyPKCS8)
 		if err != nil {
 			return fmt.Errorf("seal the key of %s: %w", dom, err)
 		}
-		r.Certificates = append(r.Certificates, &agentpb.CpanelCertificate{Domain: dom, CertificatePem: string(bytes.Join(ci.parts.Certs, nil)), SealedPrivateKey: sealed})
-		note := ""
+		r.Certificates = append(r.Certificates, &agentpb.CpanelCertificate{Domain: dom, CertificatePem: inst.ChainPEM, SealedPrivateKey: sealed})
+		note := expiryNote(inst.Leaf.NotAfter)
 		if len(ci.parts.Other) > 0 {
-			note = "other PEM blocks ignored: " + strings.Join(ci.parts.Other, ", ")
+			note += "; other PEM blocks ignored: " + strings.Join(ci.parts.Other, ", ")
 		}
 		c.item("certificate", dom, dImport, note, ci.entry, 0)
 	}
 	return nil
+}
+
+// expiryNote is what the report says of an imported certificate (the
+// import says what happens at expiry).
+func expiryNote(notAfter time.Time) string {
+	return "installed as it is; valid until " + notAfter.UTC().Format(time.DateOnly)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/npanel/npanel/internal/cpaneltest"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // testKey is the "node" key secrets are sealed to in these tests.
@@ -49,6 +51,8 @@ func findItem(r *agentpb.CpanelReport, kind, name string) *agentpb.CpanelItem {
 }
 
 func TestAnalyzeLayouts(t *testing.T) {
+	// The archive's certificate is signed by cpaneltest's CA: trusted here.
+	t.Cleanup(validate.SetCertificateRoots(cpaneltest.CertificateRoots()))
 	for _, layout := range []string{cpaneltest.LayoutCpmove, cpaneltest.LayoutBackup} {
 		t.Run(layout, func(t *testing.T) {
 			o := cpaneltest.Default(layout)
@@ -178,8 +182,10 @@ func TestAnalyzeLayouts(t *testing.T) {
 			if len(r.Certificates) != 1 || !strings.HasPrefix(r.Certificates[0].CertificatePem, "-----BEGIN CERTIFICATE") || strings.Count(r.Certificates[0].CertificatePem, "BEGIN CERTIFICATE") != 2 {
 				t.Errorf("certificates %v", r.Certificates)
 			}
-			if k, err := pki.Unseal(testKey, r.Certificates[0].SealedPrivateKey, agentpb.ImportedCertificateKeySealContext("example.com")); err != nil || !strings.Contains(string(k), "PRIVATE KEY") {
+			if k, err := pki.Unseal(testKey, r.Certificates[0].SealedPrivateKey, agentpb.CertificateKeySealContext("example.com")); err != nil {
 				t.Errorf("key: %v", err)
+			} else if _, err := x509.ParsePKCS8PrivateKey(k); err != nil {
+				t.Errorf("key is not PKCS#8 DER: %v", err)
 			}
 			// No secret in clear anywhere in the report.
 			clear := fmt.Sprint(r)

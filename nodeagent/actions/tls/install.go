@@ -17,6 +17,7 @@ import (
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // Install serves a certificate obtained elsewhere.
@@ -136,7 +137,9 @@ func checkCertificate(chain []*x509.Certificate, key crypto.Signer, site string,
 	if allowUntrusted {
 		return nil
 	}
-	roots, err := x509.SystemCertPool()
+	// The roots the API's installCertificate and the node's analysis of
+	// cPanel archives verify to: the system's.
+	roots, err := validate.CertificateRoots()
 	if err != nil {
 		return fmt.Errorf("system trust store: %w", err)
 	}
