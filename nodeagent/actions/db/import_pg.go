@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,19 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	role := "npimport_" + hex.EncodeToString(rnd[16:22])
 	pw := hex.EncodeToString(rnd[22:])
 
+	return pg.restricted(ctx, log, name, role, pw, false,
+		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
+			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
+}
+
+// restricted recreates database name empty and loads the SQL read from
+// src into it as a throw-away role (password pw) that owns only the
+// database, with psql; src must start by restricting psql (\restrict
+// with a key src cannot know) before anything of the dump. With
+// ownTx the transaction is src's own (it begins it and commits only when
+// complete, so that a truncated src commits nothing); otherwise psql
+// wraps src in one.
+func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw string, ownTx bool, src io.Reader) error {
 	if err := recreate(ctx, pg, name, true); err != nil {
 		return err
 	}
@@ -98,17 +112,20 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 		return fmt.Errorf("write the import's credentials: %v %v", werr, err)
 	}
 
-	c := exec.CommandContext(ctx, pg.paths.Psql,
-		"--host="+pg.paths.PgSocketDir,
-		"--port="+strconv.Itoa(pg.paths.PgPort),
-		"--username="+role,
+	argv := []string{
+		"--host=" + pg.paths.PgSocketDir,
+		"--port=" + strconv.Itoa(pg.paths.PgPort),
+		"--username=" + role,
 		"--no-password", "--quiet", "--no-psqlrc",
-		"--set=ON_ERROR_STOP=1", "--single-transaction",
-		"--dbname="+name,
-	)
+		"--set=ON_ERROR_STOP=1",
+		"--dbname=" + name,
+	}
+	if !ownTx {
+		argv = append(argv, "--single-transaction")
+	}
+	c := exec.CommandContext(ctx, pg.paths.Psql, argv...)
 	c.Env = []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + pass.Name(), "PGCONNECT_TIMEOUT=10"}
-	c.Stdin = io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
-		&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true})
+	c.Stdin = src
 	var out limitedBuf
 	c.Stdout, c.Stderr = &out, &out
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
