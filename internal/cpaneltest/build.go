@@ -11,9 +11,15 @@ import (
 	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	_ "embed"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -67,6 +73,26 @@ type Database struct {
 	Rows     int
 }
 
+// PgDatabase is a PostgreSQL database with one user of its own, in
+// psql/NAME.tar, psql_users.sql and psql_grants.sql as pkgacct writes them.
+type PgDatabase struct {
+	Name     string // cPanel's full name (USER_suffix)
+	User     string
+	Password string // its hash (SCRAM-SHA-256, or md5 with MD5) is in psql_users.sql
+	MD5      bool
+	// Plain writes a plain SQL dump (pg_dump's default format) of Rows
+	// rows; otherwise NAME.tar is pg_dump's tar format of a fixed database
+	// (PgTarRows rows in items, a view items_v, a function item_count()).
+	Plain bool
+	Rows  int
+}
+
+// PgTarRows is the number of rows of items in the tar dump.
+const PgTarRows = 3
+
+//go:embed testdata/pgdump-shop.tar
+var pgTarDump []byte
+
 // Options say what an archive holds. Default() fills every field.
 type Options struct {
 	Layout     string
@@ -81,7 +107,9 @@ type Options struct {
 	Forwarders map[string][]Forwarder // by domain
 	Autoresp   []Autoresponder
 	Databases  []Database
-	Cron       []string // crontab lines
+	// PgDatabases are not in Default().
+	PgDatabases []PgDatabase
+	Cron        []string // crontab lines
 	// Certificate adds apache_tls/MAINDOMAIN (key, leaf, chain).
 	Certificate bool
 	FTPAccounts []string
@@ -130,6 +158,46 @@ func Default(layout string) Options {
 		Extra:      map[string]string{"bandwidth/example.com": "1 2 3\n", "logs/example.com-ssl_log": "log line\n"},
 		SetuidFile: "public_html/cgi-bin/tool.cgi",
 	}
+}
+
+// pgPlainDump is a plain pg_dump of items with n rows, with the owner and
+// privilege statements of the old server and no \restrict line (pg_dump
+// before 15.14).
+func pgPlainDump(n int) string {
+	var b strings.Builder
+	b.WriteString("--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\nSELECT pg_catalog.set_config('search_path', '', false);\n\n")
+	b.WriteString("CREATE TABLE public.items (\n    id integer NOT NULL,\n    v text\n);\n\nALTER TABLE public.items OWNER TO cpuser;\n\n")
+	b.WriteString("CREATE VIEW public.items_v AS\n SELECT items.v\n   FROM public.items;\n\nALTER TABLE public.items_v OWNER TO cpuser;\n\n")
+	b.WriteString("COPY public.items (id, v) FROM stdin;\n")
+	for i := range n {
+		fmt.Fprintf(&b, "%d\trow %d\n", i+1, i+1)
+	}
+	b.WriteString("\\.\n\nALTER TABLE ONLY public.items\n    ADD CONSTRAINT items_pkey PRIMARY KEY (id);\n\n")
+	b.WriteString("REVOKE ALL ON TABLE public.items FROM PUBLIC;\nGRANT ALL ON TABLE public.items TO cpuser;\n\n--\n-- PostgreSQL database dump complete\n--\n\n")
+	return b.String()
+}
+
+// PgSCRAMHash is the SCRAM-SHA-256 verifier PostgreSQL stores for pw (a
+// fixed salt: archives are reproducible).
+func PgSCRAMHash(pw string) string {
+	salt := []byte("cpaneltest-salt!")
+	salted, err := pbkdf2.Key(sha256.New, pw, salt, 4096, sha256.Size)
+	if err != nil {
+		panic(err)
+	}
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac(salted, "Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$4096:%s$%s:%s", b64(salt), b64(stored[:]), b64(mac(salted, "Server Key")))
+}
+
+// PgMD5Hash is PostgreSQL's md5 hash of pw for role user.
+func PgMD5Hash(user, pw string) string {
+	return fmt.Sprintf("md5%x", md5.Sum([]byte(pw+user)))
 }
 
 // Password of the cPanel account itself (its hash appears in mysql.sql).
@@ -349,6 +417,25 @@ func writeMeta(a *archive, o Options) error {
 		fmt.Fprintf(&grants, "GRANT ALL PRIVILEGES ON `%s`.* TO '%s'@'localhost';\n", esc, o.User)
 	}
 	files["mysql.sql"] = grants.String()
+	if len(o.PgDatabases) > 0 {
+		var users, pgGrants strings.Builder
+		for _, db := range o.PgDatabases {
+			if db.Plain {
+				files["psql/"+db.Name+".tar"] = pgPlainDump(db.Rows)
+			} else {
+				files["psql/"+db.Name+".tar"] = string(pgTarDump)
+			}
+			hash := PgSCRAMHash(db.Password)
+			if db.MD5 {
+				hash = PgMD5Hash(db.User, db.Password)
+			}
+			fmt.Fprintf(&users, "CREATE USER \"%s\" WITH PASSWORD E'%s';\n", db.User, hash)
+			fmt.Fprintf(&pgGrants, "GRANT ALL ON DATABASE \"%s\" TO \"%s\";\n", db.Name, db.User)
+			fmt.Fprintf(&pgGrants, "GRANT \"%s\" TO \"%s\";\n", db.Name, o.User)
+		}
+		files["psql_users.sql"] = users.String()
+		files["psql_grants.sql"] = pgGrants.String()
+	}
 	if o.Certificate {
 		pemData, err := CertificatePEM(o.MainDomain)
 		if err != nil {

@@ -94,8 +94,8 @@ func TestAnalyzeLayouts(t *testing.T) {
 				{"other", "logs", dSkip},
 				{"other", "version", dSkip},
 				{"other", "nonsense", dSkip},
-				{"database", "cpuser_pg", dSkip},
-				{"database", "cpuser_pg2", dSkip},
+				{"database", "cpuser_pg", dImport},
+				{"database", "cpuser_pg2", dImport},
 			}
 			for _, w := range want {
 				it := findItem(r, w.kind, w.name)

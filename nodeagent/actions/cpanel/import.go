@@ -66,6 +66,8 @@ type extractor struct {
 	mailStats map[string]*mailStat
 	mailErr   map[string]error
 	dbsDone   map[string]bool
+	// mysqlDumps are the names of the archive's mysql/NAME.sql.
+	mysqlDumps map[string]bool
 
 	// The directory of the last file written, kept open: tar lists a
 	// directory's files together.
@@ -109,7 +111,15 @@ func (a *Import) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 	if err != nil {
 		return nil, err
 	}
-	info, err := Walk(ctxReader{ctx, f}, size, a.m.Limits, func(e *Entry) error { return nil })
+	// It also notes the MariaDB dumps: a PostgreSQL dump of the same name
+	// is not the database the request names (names are one namespace).
+	mysqlDumps := map[string]bool{}
+	info, err := Walk(ctxReader{ctx, f}, size, a.m.Limits, func(e *Entry) error {
+		if top, rest, _ := strings.Cut(e.Path, "/"); top == "mysql" && strings.HasSuffix(rest, ".sql") && !strings.Contains(rest, "/") {
+			mysqlDumps[strings.TrimSuffix(rest, ".sql")] = true
+		}
+		return nil
+	})
 	f.Close()
 	if err != nil {
 		return nil, refused(err)
@@ -124,8 +134,8 @@ func (a *Import) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 		a: a, env: env, ctx: ctx, acct: ac, home: home, cpUser: info.User,
 		owner:     &atomicfile.Owner{UID: ac.uid, GID: ac.gid},
 		mailboxes: map[string]bool{}, maildirs: map[string]*os.Root{}, mailStats: map[string]*mailStat{}, mailErr: map[string]error{},
-		dbsDone: map[string]bool{},
-		res:     &agentpb.ImportCpanelBackupResult{},
+		dbsDone: map[string]bool{}, mysqlDumps: mysqlDumps,
+		res: &agentpb.ImportCpanelBackupResult{},
 	}
 	for _, mb := range a.req.GetMailboxes() {
 		x.mailboxes[mb] = true
@@ -213,6 +223,22 @@ func (x *extractor) entry(e *Entry) error {
 			return nil
 		}
 		x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database", Name: from, Disposition: dImport, Note: "restored into " + to, Entry: e.Raw, Bytes: uint64(e.Header.Size)})
+	case (top == "psql" || top == "pgsql") && (strings.HasSuffix(rest, ".tar") || strings.HasSuffix(rest, ".sql")) && !strings.Contains(rest, "/") && e.R != nil:
+		from := strings.TrimSuffix(strings.TrimSuffix(rest, ".tar"), ".sql")
+		to, ok := x.a.req.GetDatabases()[from]
+		if !ok || x.mysqlDumps[from] || x.dbsDone[from] {
+			return nil
+		}
+		x.dbsDone[from] = true
+		if x.a.m.db == nil {
+			x.fail("database:"+from, errors.New("no database module on this agent"))
+			return nil
+		}
+		if err := x.a.m.db.ImportUntrustedPostgres(x.ctx, x.env, to, e.R); err != nil {
+			x.fail("database:"+from, fmt.Errorf("into %s: %w", to, err))
+			return nil
+		}
+		x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database", Name: from, Disposition: dImport, Note: "restored into " + to + " (PostgreSQL)", Entry: e.Raw, Bytes: uint64(e.Header.Size)})
 	case top == "cron" && rest != "" && !strings.Contains(rest, "/") && e.R != nil && x.a.req.GetCron():
 		if err := x.writeCron(e); err != nil {
 			x.fail("cron", err)
