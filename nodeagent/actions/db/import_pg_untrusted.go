@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +51,12 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 	pg, ok := e.(*postgres)
 	if !ok {
 		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "importing a PostgreSQL dump needs PostgreSQL")
+	}
+	// The database is dropped and made again for the load: its users'
+	// grants on it go with it and are given back after.
+	held, err := pg.databaseGrants(ctx, name)
+	if err != nil {
+		return err
 	}
 	var rnd [32]byte
 	_, _ = rand.Read(rnd[:])
@@ -111,6 +118,84 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 	}
 	if !body.committed {
 		return errors.New("the dump was not read to its end: nothing imported")
+	}
+	return pg.grantImported(ctx, name, held)
+}
+
+// databaseGrants reads who holds which privilege on database name (not
+// the admin).
+func (pg *postgres) databaseGrants(ctx context.Context, name string) (map[string][]string, error) {
+	rows, err := pg.pool.Query(ctx, `SELECT r.rolname, a.privilege_type FROM pg_database d
+		CROSS JOIN LATERAL aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantee
+		WHERE d.datname = $1 AND r.rolname <> $2 AND NOT r.rolsuper`, name, pg.user)
+	if err != nil {
+		return nil, fmt.Errorf("grants on %q: %w", name, err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var u, p string
+		if err := rows.Scan(&u, &p); err != nil {
+			return nil, err
+		}
+		if slices.Contains(validate.DatabasePrivilegeNames(validate.EnginePostgreSQL), p) {
+			out[u] = append(out[u], p)
+		}
+	}
+	return out, rows.Err()
+}
+
+// grantImported gives the users back their grants on the database (held)
+// and the use of what the dump made, which the admin owns after the load:
+// on cPanel a user granted a database reaches all of its objects. A user
+// granted the database later gets them with a new import or a GRANT of
+// its own.
+func (pg *postgres) grantImported(ctx context.Context, name string, held map[string][]string) error {
+	users := make([]string, 0, len(held))
+	for u, privs := range held {
+		users = append(users, u)
+		if _, err := pg.pool.Exec(ctx, "GRANT "+strings.Join(privs, ", ")+" ON DATABASE "+pgIdent(name)+" TO "+pgIdent(u)); err != nil {
+			return fmt.Errorf("grant %q back on %q: %w", u, name, err)
+		}
+		if slices.Contains(privs, "CREATE") {
+			if err := pg.convergeSchemaCreate(ctx, name, u, true); err != nil {
+				return err
+			}
+		}
+	}
+	slices.Sort(users)
+	c, err := pg.connectDB(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var schemas []string
+	rows, err := c.Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'`)
+	if err != nil {
+		return fmt.Errorf("schemas of %q: %w", name, err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return err
+		}
+		schemas = append(schemas, s)
+	}
+	rows.Close()
+	for _, u := range users {
+		for _, s := range schemas {
+			for _, q := range []string{
+				"GRANT USAGE ON SCHEMA %s TO %s",
+				"GRANT ALL ON ALL TABLES IN SCHEMA %s TO %s",
+				"GRANT ALL ON ALL SEQUENCES IN SCHEMA %s TO %s",
+				"GRANT ALL ON ALL ROUTINES IN SCHEMA %s TO %s",
+			} {
+				if _, err := c.Exec(ctx, fmt.Sprintf(q, pgIdent(s), pgIdent(u))); err != nil {
+					return fmt.Errorf("grant the imported objects of %q to %q: %w", name, u, err)
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // A dump from another system — plain with owners and grants of roles that
@@ -20,6 +22,8 @@ func TestImportUntrustedPostgres(t *testing.T) {
 	const owner = "alice"
 	name := owner + "_shop"
 	mustApply(t, env, ensureDB("postgresql", name, owner))
+	const user, pw = owner + "_u", "Imported-Pass-42"
+	mustApply(t, env, ensureUser("postgresql", user, owner, pw, map[string][]string{name: {"ALL"}}))
 	count := func(q string) int {
 		t.Helper()
 		c := srv.MustConnect(t, name)
@@ -62,6 +66,19 @@ GRANT ALL ON TABLE public.items TO cpuser_old;
 		if n := count("SELECT COUNT(*) FROM public.items"); n != c.rows {
 			t.Errorf("%s: %d rows", c.name, n)
 		}
+		// The database's user keeps its grant and reaches the objects.
+		uc, err := pgx.Connect(ctx, srv.ConnString(user, pw, name))
+		if err != nil {
+			t.Fatalf("%s: connect as %s: %v", c.name, user, err)
+		}
+		var n int
+		if err := uc.QueryRow(ctx, "SELECT COUNT(*) FROM public.v").Scan(&n); err != nil || n != c.rows {
+			t.Errorf("%s: as %s: %d %v", c.name, user, n, err)
+		}
+		if _, err := uc.Exec(ctx, "INSERT INTO public.items VALUES (99, 'new')"); err != nil {
+			t.Errorf("%s: insert as %s: %v", c.name, user, err)
+		}
+		_ = uc.Close(ctx)
 	}
 	// The row that looks like a GRANT is data and was kept.
 	if err := testModule.ImportUntrustedPostgres(ctx, env, name, strings.NewReader(plain)); err != nil {
