@@ -2,14 +2,17 @@ package controlplane_test
 
 import (
 	"crypto/tls"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/jackc/pgx/v5"
 	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/client"
@@ -52,6 +55,16 @@ func TestCpanelImportE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// PostgreSQL where the node has it: the archives then carry a
+	// PostgreSQL database (pg_dump's tar format) and its user.
+	_, pgErr := os.Stat(prof.DB().Postgres)
+	withPG := pgErr == nil
+	if withPG {
+		testenv.WaitFor(t, 90*time.Second, "postgresql running", func() bool {
+			svcs, _, err := s.Admin.Services(ctx, "web-1")
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "postgresql" && sv.State == "RUNNING" })
+		})
+	}
 	area := prof.Cpanel().ImportDir
 	if err := os.MkdirAll(area, 0o700); err != nil {
 		t.Fatal(err)
@@ -64,6 +77,9 @@ func TestCpanelImportE2E(t *testing.T) {
 			// The archive's cPanel user is the account's (a test name):
 			// a database user keeps its password only under its own name.
 			o := cpanelOptions(layout, username)
+			if withPG {
+				o.PgDatabases = []cpaneltest.PgDatabase{{Name: username + "_shop", User: username + "_shopper", Password: "pg-secret-1"}}
+			}
 			rel := filepath.Base(cpaneltest.Build(t, area, o))
 			rep, err := s.Admin.AnalyzeCpanelBackup(ctx, "web-1", rel)
 			if err != nil {
@@ -152,6 +168,22 @@ func TestCpanelImportE2E(t *testing.T) {
 			rows := dbRows(t, prof.DB().MariaDBSocket, newUser, db.Password, newDB, "SELECT id, v, 0 FROM items ORDER BY id")
 			if len(rows) != db.Rows {
 				t.Errorf("%s as %s: %v, want %d rows", newDB, newUser, rows, db.Rows)
+			}
+			// The PostgreSQL database, to its user's old password (a SCRAM
+			// hash from psql_users.sql): the rows, the view, the function.
+			for _, pdb := range o.PgDatabases {
+				q := url.Values{"host": {prof.DB().PgSocketDir}, "port": {strconv.Itoa(prof.DB().PgPort)}, "user": {pdb.User},
+					"password": {pdb.Password}, "dbname": {pdb.Name}, "sslmode": {"disable"}, "connect_timeout": {"10"}}
+				conn, err := pgx.Connect(ctx, "postgres:///?"+q.Encode())
+				if err != nil {
+					t.Errorf("connect to %s as %s: %v", pdb.Name, pdb.User, err)
+					continue
+				}
+				var n, fn int
+				if err := conn.QueryRow(ctx, "SELECT COUNT(*), public.item_count() FROM public.items_v").Scan(&n, &fn); err != nil || n != cpaneltest.PgTarRows || fn != n {
+					t.Errorf("%s as %s: %d rows, item_count %d, %v", pdb.Name, pdb.User, n, fn, err)
+				}
+				conn.Close(ctx)
 			}
 			// The cron job.
 			tab, err := os.ReadFile(filepath.Join(prof.Cpanel().CronSpoolDir, username))
