@@ -71,6 +71,10 @@ type Database struct {
 	User     string
 	Password string
 	Rows     int
+	// Definers adds, as mariadb-dump writes them, a view items_v, a
+	// procedure add_item(id) and a trigger filling audit, all with DEFINER
+	// the database's user, and a view root_v with DEFINER root@localhost.
+	Definers bool
 }
 
 // PgDatabase is a PostgreSQL database with one user of its own, in
@@ -158,6 +162,28 @@ func Default(layout string) Options {
 		Extra:      map[string]string{"bandwidth/example.com": "1 2 3\n", "logs/example.com-ssl_log": "log line\n"},
 		SetuidFile: "public_html/cgi-bin/tool.cgi",
 	}
+}
+
+// definerObjects is what mariadb-dump --routines --triggers writes for
+// Database.Definers.
+func definerObjects(user string) string {
+	d := "`" + user + "`@`localhost`"
+	return "CREATE TABLE `audit` (`id` int(11) DEFAULT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n" +
+		"/*!50003 SET @saved_sql_mode = @@sql_mode */ ;\n" +
+		"/*!50003 SET sql_mode = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION' */ ;\n" +
+		"DELIMITER ;;\n" +
+		"/*!50003 CREATE*/ /*!50017 DEFINER=" + d + "*/ /*!50003 TRIGGER `items_audit` AFTER INSERT ON `items` FOR EACH ROW INSERT INTO audit VALUES (NEW.id) */;;\n" +
+		"DELIMITER ;\n" +
+		"/*!50003 SET sql_mode = @saved_sql_mode */ ;\n" +
+		"DELIMITER ;;\n" +
+		"CREATE DEFINER=" + d + " PROCEDURE `add_item`(IN i INT)\n    SQL SECURITY DEFINER\nBEGIN\n  INSERT INTO items VALUES (i, CONCAT('row ', i));\nEND ;;\n" +
+		"DELIMITER ;\n" +
+		"/*!50001 CREATE ALGORITHM=UNDEFINED */\n" +
+		"/*!50013 DEFINER=" + d + " SQL SECURITY DEFINER */\n" +
+		"/*!50001 VIEW `items_v` AS select `items`.`id` AS `id`,`items`.`v` AS `v` from `items` */;\n" +
+		"/*!50001 CREATE ALGORITHM=UNDEFINED */\n" +
+		"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n" +
+		"/*!50001 VIEW `root_v` AS select current_user() AS `u` */;\n"
 }
 
 // pgPlainDump is a plain pg_dump of items with n rows, with the owner and
@@ -406,6 +432,9 @@ func writeMeta(a *archive, o Options) error {
 				fmt.Fprintf(&sql, "(%d,'row %d')", i+1, i+1)
 			}
 			sql.WriteString(";\n")
+		}
+		if db.Definers {
+			sql.WriteString(definerObjects(db.User))
 		}
 		sql.WriteString("-- Dump completed on 2026-06-12 10:00:00\n")
 		files["mysql/"+db.Name+".sql"] = sql.String()
