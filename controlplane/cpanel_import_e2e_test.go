@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"crypto/tls"
+	"database/sql"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -77,6 +78,7 @@ func TestCpanelImportE2E(t *testing.T) {
 			// The archive's cPanel user is the account's (a test name):
 			// a database user keeps its password only under its own name.
 			o := cpanelOptions(layout, username)
+			o.Databases[0].Definers = true
 			if withPG {
 				o.PgDatabases = []cpaneltest.PgDatabase{{Name: username + "_shop", User: username + "_shopper", Password: "pg-secret-1"}}
 			}
@@ -168,6 +170,23 @@ func TestCpanelImportE2E(t *testing.T) {
 			rows := dbRows(t, prof.DB().MariaDBSocket, newUser, db.Password, newDB, "SELECT id, v, 0 FROM items ORDER BY id")
 			if len(rows) != db.Rows {
 				t.Errorf("%s as %s: %v, want %d rows", newDB, newUser, rows, db.Rows)
+			}
+			// Its view, procedure and trigger (DEFINER the cPanel user)
+			// work for the user's new name; root's view is not root's.
+			if udb, err := sql.Open("mysql", newUser+":"+db.Password+"@unix("+prof.DB().MariaDBSocket+")/"+newDB+"?timeout=5s"); err != nil {
+				t.Error(err)
+			} else {
+				var n int
+				var who string
+				if _, err := udb.Exec("CALL add_item(1000)"); err != nil {
+					t.Errorf("CALL add_item as %s: %v", newUser, err)
+				} else if err := udb.QueryRow("SELECT (SELECT COUNT(*) FROM items_v WHERE id = 1000) + (SELECT COUNT(*) FROM audit WHERE id = 1000)").Scan(&n); err != nil || n != 2 {
+					t.Errorf("view and trigger after CALL: %d %v", n, err)
+				}
+				if err := udb.QueryRow("SELECT u FROM root_v").Scan(&who); err != nil || !strings.HasPrefix(who, newUser+"@") {
+					t.Errorf("root_v runs as %q %v", who, err)
+				}
+				udb.Close()
 			}
 			// The PostgreSQL database, to its user's old password (a SCRAM
 			// hash from psql_users.sql): the rows, the view, the function.
