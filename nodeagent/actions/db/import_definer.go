@@ -269,7 +269,16 @@ func setDefiner(ctx context.Context, conn *sql.Conn, db, kind, name, loader, use
 		_, err := conn.ExecContext(ctx, "UPDATE mysql.proc SET definer = ? WHERE db = ? AND name = ? AND type = ?", user+"@"+host, db, name, kind)
 		return err
 	case "EVENT":
-		_, err := conn.ExecContext(ctx, "ALTER DEFINER = "+account(user, host)+" EVENT "+mysqlIdent(db)+"."+mysqlIdent(name)+" ENABLE")
+		// ALTER EVENT wants a clause: the event's own status, restated.
+		var status string
+		if err := conn.QueryRowContext(ctx, "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?", db, name).Scan(&status); err != nil {
+			return err
+		}
+		clause := map[string]string{"ENABLED": "ENABLE", "DISABLED": "DISABLE", "SLAVESIDE_DISABLED": "DISABLE ON SLAVE"}[status]
+		if clause == "" {
+			return fmt.Errorf("event status %q", status)
+		}
+		_, err := conn.ExecContext(ctx, "ALTER DEFINER = "+account(user, host)+" EVENT "+mysqlIdent(db)+"."+mysqlIdent(name)+" "+clause)
 		return err
 	}
 	// Views and triggers have no ALTER DEFINER of their own: the server's

@@ -35,7 +35,10 @@ const definerDump = "/*M!999999\\- enable the sandbox mode */ \n" +
 	"/*!50001 VIEW `items_v` AS select `items`.`v` AS `v` from `items` */;\n" +
 	"/*!50001 CREATE ALGORITHM=UNDEFINED */\n" +
 	"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n" +
-	"/*!50001 VIEW `root_v` AS select user() AS `u` */;\n"
+	"/*!50001 VIEW `root_v` AS select user() AS `u` */;\n" +
+	"DELIMITER ;;\n" +
+	"/*!50106 CREATE*/ /*!50117 DEFINER=`cpuser_app`@`localhost`*/ /*!50106 EVENT `cleanup` ON SCHEDULE EVERY 1 DAY STARTS '2026-01-01 00:00:00' ON COMPLETION NOT PRESERVE DISABLE DO DELETE FROM audit */ ;;\n" +
+	"DELIMITER ;\n"
 
 // Objects with DEFINERs import under the scoped loader: the archive's
 // user's become the new user's (who then uses them), root's go to a user
@@ -71,14 +74,15 @@ func TestImportForeignDumpDefiners(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", k, c, want)
 		}
 	}
-	if len(changes) != 5 {
+	if len(changes) != 6 {
 		t.Errorf("%d changes", len(changes))
 	}
 	// Nothing is root's or the loader's.
 	var n int
 	if err := root.QueryRow(`SELECT (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = 'alice_wp' AND DEFINER <> 'alice_app@localhost')
 		+ (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'alice_wp' AND DEFINER <> 'alice_app@localhost')
-		+ (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'alice_wp' AND DEFINER <> 'alice_app@localhost')`).Scan(&n); err != nil || n != 0 {
+		+ (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'alice_wp' AND DEFINER <> 'alice_app@localhost')
+		+ (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'alice_wp' AND (DEFINER <> 'alice_app@localhost' OR STATUS <> 'DISABLED'))`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("%d objects of another definer, %v", n, err)
 	}
 	// The data line that looks like a DEFINER is kept.
@@ -136,7 +140,7 @@ func TestDefinerFilter(t *testing.T) {
 	if c := strings.Count(string(out), "DEFINER="); c != 1 { // the data line's
 		t.Errorf("%d DEFINER= left:\n%s", c, out)
 	}
-	want := map[string]string{"TRIGGER items_ai": "cpuser_app", "PROCEDURE add_item": "cpuser_app", "FUNCTION item_count": "cpuser_app", "VIEW items_v": "cpuser_app", "VIEW root_v": "root"}
+	want := map[string]string{"EVENT cleanup": "cpuser_app", "TRIGGER items_ai": "cpuser_app", "PROCEDURE add_item": "cpuser_app", "FUNCTION item_count": "cpuser_app", "VIEW items_v": "cpuser_app", "VIEW root_v": "root"}
 	for k, v := range want {
 		if f.seen[k] != v {
 			t.Errorf("%s: %q, want %q (%v)", k, f.seen[k], v, f.seen)
