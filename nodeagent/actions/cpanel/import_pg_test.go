@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/npanel/npanel/internal/cpaneltest"
 	pgtest "github.com/npanel/npanel/internal/testenv/postgres"
 	"github.com/npanel/npanel/nodeagent/actions/db"
@@ -46,6 +48,26 @@ func TestImportPostgres(t *testing.T) {
 	}
 	p := cpaneltest.Build(t, f.p.Cpanel().ImportDir, o)
 	shop, blog := f.user+"_shop", f.user+"_blog"
+	ctx := context.Background()
+	// As the controller leaves them: the databases, a user holding both.
+	user := f.user + "_shopper"
+	admin := srv.MustConnect(t, "postgres")
+	for _, q := range []string{
+		"CREATE DATABASE " + shop, "CREATE DATABASE " + blog,
+		"REVOKE ALL ON DATABASE " + shop + " FROM PUBLIC", "REVOKE ALL ON DATABASE " + blog + " FROM PUBLIC",
+		"CREATE ROLE " + user + " LOGIN PASSWORD 'Pg-pass-123'",
+		"GRANT ALL ON DATABASE " + shop + " TO " + user, "GRANT ALL ON DATABASE " + blog + " TO " + user,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{"DROP DATABASE IF EXISTS " + shop, "DROP DATABASE IF EXISTS " + blog, "DROP ROLE IF EXISTS " + user} {
+			_, _ = admin.Exec(context.Background(), q)
+		}
+		_ = admin.Close(context.Background())
+	})
 	res, err := f.importArchive(t, &agentpb.ImportCpanelBackupAction{Path: filepath.Base(p), Username: f.user,
 		Databases: map[string]string{"cpuser_shop": shop, "cpuser_blog": blog}})
 	if err != nil {
@@ -54,7 +76,6 @@ func TestImportPostgres(t *testing.T) {
 	if len(res.Failed) > 0 {
 		t.Fatalf("failed: %v", res.Failed)
 	}
-	ctx := context.Background()
 	for name, want := range map[string]int{shop: cpaneltest.PgTarRows, blog: 5} {
 		c := srv.MustConnect(t, name)
 		var n int
@@ -62,12 +83,16 @@ func TestImportPostgres(t *testing.T) {
 			t.Errorf("%s: %d rows, %v", name, n, err)
 		}
 		var owner string
-		if err := c.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'items'").Scan(&owner); err != nil || owner != pgtest.AdminUser {
+		if err := c.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'items'").Scan(&owner); err != nil || owner != user {
 			t.Errorf("%s: items owned by %q %v", name, owner, err)
 		}
 		_ = c.Close(ctx)
 	}
-	c := srv.MustConnect(t, shop)
+	// The user, with its password, uses what the dump made.
+	c, err := pgx.Connect(ctx, srv.ConnString(user, "Pg-pass-123", shop))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close(ctx)
 	var n int
 	if err := c.QueryRow(ctx, "SELECT public.item_count()").Scan(&n); err != nil || n != cpaneltest.PgTarRows {

@@ -64,7 +64,7 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	role := "npimport_" + hex.EncodeToString(rnd[16:22])
 	pw := hex.EncodeToString(rnd[22:])
 
-	return pg.restricted(ctx, log, name, role, pw, false,
+	return pg.restricted(ctx, log, name, role, pw, pg.user, false,
 		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
 			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
 }
@@ -75,8 +75,8 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 // with a key src cannot know) before anything of the dump. With
 // ownTx the transaction is src's own (it begins it and commits only when
 // complete, so that a truncated src commits nothing); otherwise psql
-// wraps src in one.
-func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw string, ownTx bool, src io.Reader) error {
+// wraps src in one. What the load made is handed to owner afterwards.
+func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, ownTx bool, src io.Reader) error {
 	if err := recreate(ctx, pg, name, true); err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := pg.dropImportRole(dctx, name, role); err != nil {
+		if err := pg.dropImportRole(dctx, name, role, owner); err != nil {
 			log.Error("drop the import's temporary database role", "role", role, "err", err)
 		}
 	}()
@@ -136,15 +136,15 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 	return nil
 }
 
-// dropImportRole gives the database and what role made in it to the
-// admin, then drops role.
-func (p *postgres) dropImportRole(ctx context.Context, name, role string) error {
+// dropImportRole gives what role made in the database to owner and the
+// database itself to the admin, then drops role.
+func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string) error {
 	var errs []error
 	if c, err := p.connectDB(ctx, name); err != nil {
 		errs = append(errs, err)
 	} else {
 		// REASSIGN also hands the database itself back (a shared object).
-		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(p.user)); err != nil {
+		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(owner)); err != nil {
 			errs = append(errs, err)
 		}
 		if _, err := c.Exec(ctx, "DROP OWNED BY "+pgIdent(role)); err != nil {

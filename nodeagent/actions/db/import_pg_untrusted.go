@@ -58,6 +58,18 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 	if err != nil {
 		return err
 	}
+	// What the dump made is given to a user of the database, never to the
+	// admin: owned by a superuser, a SECURITY DEFINER function, a view or
+	// a rule of the dump would run as one.
+	var owner string
+	for u := range held {
+		if slices.Contains(held[u], "CONNECT") && (owner == "" || u < owner) {
+			owner = u
+		}
+	}
+	if owner == "" {
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "no database user holds %s: grant it to one first, who will own what the dump makes", name)
+	}
 	var rnd [32]byte
 	_, _ = rand.Read(rnd[:])
 	ourKey := hex.EncodeToString(rnd[:16])
@@ -109,7 +121,12 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 		return nil
 	}}
 	src := io.MultiReader(strings.NewReader(postgresGuard+ourKey+"\nBEGIN;\n"), bytes.NewReader(head), body)
-	lerr := pg.restricted(ctx, log, name, role, pw, true, src)
+	lerr := pg.restricted(ctx, log, name, role, pw, owner, true, src)
+	// The database was made again, even when the load then failed: its
+	// users get their grants on it back either way.
+	if err := pg.regrant(ctx, name, held); err != nil {
+		return errors.Join(lerr, err)
+	}
 	if body.err != nil {
 		return body.err
 	}
@@ -120,6 +137,21 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 		return errors.New("the dump was not read to its end: nothing imported")
 	}
 	return pg.grantImported(ctx, name, held)
+}
+
+// regrant gives the users their privileges on database name back (held).
+func (pg *postgres) regrant(ctx context.Context, name string, held map[string][]string) error {
+	for u, privs := range held {
+		if _, err := pg.pool.Exec(ctx, "GRANT "+strings.Join(privs, ", ")+" ON DATABASE "+pgIdent(name)+" TO "+pgIdent(u)); err != nil {
+			return fmt.Errorf("grant %q back on %q: %w", u, name, err)
+		}
+		if slices.Contains(privs, "CREATE") {
+			if err := pg.convergeSchemaCreate(ctx, name, u, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // databaseGrants reads who holds which privilege on database name (not
@@ -145,23 +177,15 @@ func (pg *postgres) databaseGrants(ctx context.Context, name string) (map[string
 	return out, rows.Err()
 }
 
-// grantImported gives the users back their grants on the database (held)
-// and the use of what the dump made, which the admin owns after the load:
+// grantImported gives the database's users (held) the use of what the
+// dump made, which one of them owns after the load:
 // on cPanel a user granted a database reaches all of its objects. A user
 // granted the database later gets them with a new import or a GRANT of
 // its own.
 func (pg *postgres) grantImported(ctx context.Context, name string, held map[string][]string) error {
 	users := make([]string, 0, len(held))
-	for u, privs := range held {
+	for u := range held {
 		users = append(users, u)
-		if _, err := pg.pool.Exec(ctx, "GRANT "+strings.Join(privs, ", ")+" ON DATABASE "+pgIdent(name)+" TO "+pgIdent(u)); err != nil {
-			return fmt.Errorf("grant %q back on %q: %w", u, name, err)
-		}
-		if slices.Contains(privs, "CREATE") {
-			if err := pg.convergeSchemaCreate(ctx, name, u, true); err != nil {
-				return err
-			}
-		}
 	}
 	slices.Sort(users)
 	c, err := pg.connectDB(ctx, name)

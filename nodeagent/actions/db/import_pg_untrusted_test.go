@@ -44,6 +44,8 @@ SELECT pg_catalog.set_config('search_path', '', false);
 CREATE TABLE public.items (id integer NOT NULL, name text);
 ALTER TABLE public.items OWNER TO cpuser_old;
 CREATE VIEW public.v AS SELECT items.name FROM public.items;
+CREATE FUNCTION public.whoami() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text';
+CREATE VIEW public.roles AS SELECT rolname FROM pg_catalog.pg_authid;
 ALTER TABLE public.v OWNER TO cpuser_old;
 COPY public.items (id, name) FROM stdin;
 1	apple
@@ -78,6 +80,16 @@ GRANT ALL ON TABLE public.items TO cpuser_old;
 		if _, err := uc.Exec(ctx, "INSERT INTO public.items VALUES (99, 'new')"); err != nil {
 			t.Errorf("%s: insert as %s: %v", c.name, user, err)
 		}
+		// What the dump made runs as the user, never as the admin.
+		if c.name != "tar" {
+			var who string
+			if err := uc.QueryRow(ctx, "SELECT public.whoami()").Scan(&who); err != nil || who != user {
+				t.Errorf("%s: SECURITY DEFINER function runs as %q %v", c.name, who, err)
+			}
+			if err := uc.QueryRow(ctx, "SELECT COUNT(*) FROM public.roles").Scan(&n); err == nil {
+				t.Errorf("%s: a view of the dump reads pg_authid (%d rows)", c.name, n)
+			}
+		}
 		_ = uc.Close(ctx)
 	}
 	// The row that looks like a GRANT is data and was kept.
@@ -103,6 +115,9 @@ GRANT ALL ON TABLE public.items TO cpuser_old;
 		"SELECT pg_read_file('/etc/passwd');\n",
 		"\\connect postgres\n",
 		"COMMIT;\n\\! touch " + shell + "\n",
+		// The dump cannot run as another role.
+		"set role " + pgtestAdmin + ";\nCREATE TABLE t (i int);\n",
+		"RESET ROLE; SET SESSION ROLE " + pgtestAdmin + ";\n",
 		// A truncated tar archive commits nothing.
 		tarDump[:1500],
 	} {
@@ -130,6 +145,8 @@ GRANT ALL ON TABLE public.items TO cpuser_old;
 		t.Errorf("database owner %q %v", dba, err)
 	}
 }
+
+const pgtestAdmin = "npanel"
 
 func readFile(t *testing.T, p string) string {
 	t.Helper()
