@@ -256,8 +256,10 @@ func untrustedHeader(br *bufio.Reader) ([]byte, string, error) {
 }
 
 // ownershipRe matches pg_dump's one-line statements about ownership and
-// privileges: roles of the old system that do not exist here.
-var ownershipRe = regexp.MustCompile(`^(?:ALTER [A-Z ]+ .+ OWNER TO .+|GRANT .+|REVOKE .+|ALTER DEFAULT PRIVILEGES .+|SET (?:SESSION AUTHORIZATION|ROLE) .+);$`)
+// privileges (roles of the old system that do not exist here), and the
+// COMMENT ON EXTENSION plpgsql that dumps before PostgreSQL 11 carry,
+// which only the extension's owner may run.
+var ownershipRe = regexp.MustCompile(`^(?:ALTER [A-Z ]+ .+ OWNER TO .+|GRANT .+|REVOKE .+|ALTER DEFAULT PRIVILEGES .+|SET (?:SESSION AUTHORIZATION|ROLE) .+|COMMENT ON EXTENSION .+ IS .+);$`)
 
 // copyStartRe matches the line that starts COPY data (until "\.").
 var copyStartRe = regexp.MustCompile(`^COPY .+ FROM stdin;$`)

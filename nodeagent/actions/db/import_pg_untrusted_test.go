@@ -41,6 +41,9 @@ func TestImportUntrustedPostgres(t *testing.T) {
 
 SET statement_timeout = 0;
 SELECT pg_catalog.set_config('search_path', '', false);
+CREATE EXTENSION IF NOT EXISTS plpgsql WITH SCHEMA pg_catalog;
+COMMENT ON EXTENSION plpgsql IS 'PL/pgSQL procedural language';
+COMMENT ON SCHEMA public IS 'standard public schema';
 CREATE TABLE public.items (id integer NOT NULL, name text);
 ALTER TABLE public.items OWNER TO cpuser_old;
 CREATE VIEW public.v AS SELECT items.name FROM public.items;
