@@ -181,6 +181,13 @@ func (md *mariadb) reown(ctx context.Context, name, loader string, seen, users m
 	if err != nil {
 		return nil, err
 	}
+	// Belt and braces: only a user of the database's account (its names
+	// start with the account's, which has no '_') may take an object.
+	acct, _, _ := strings.Cut(name, "_")
+	ours := func(u string) bool { return strings.HasPrefix(u, acct+"_") }
+	if !ours(fallback[0]) {
+		fallback = [2]string{}
+	}
 	var objs [][2]string // kind, name
 	for _, q := range []struct{ kind, query string }{
 		{"VIEW", "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? ORDER BY 1"},
@@ -215,7 +222,7 @@ func (md *mariadb) reown(ctx context.Context, name, loader string, seen, users m
 	for _, o := range objs {
 		ch := DefinerChange{Kind: o[0], Name: o[1], From: seen[o[0]+" "+o[1]]}
 		var user, host string
-		if to, ok := users[ch.From]; ok && ch.From != "" {
+		if to, ok := users[ch.From]; ok && ch.From != "" && ours(to) {
 			if h, err := userHost(ctx, conn, to); err != nil {
 				return nil, err
 			} else if h != "" {
