@@ -649,8 +649,14 @@ func (c *collector) databases(r *agentpb.CpanelReport) {
 				c.item("database", name+" (PostgreSQL)", dSkip, "PostgreSQL database with the name of a MariaDB database of the archive, which is imported: restore it by hand under another name", d.entry, d.bytes)
 				continue
 			}
+			if !c.pgHeld(name, r.Username) {
+				// The import gives a dump's objects to a user of the
+				// database, never to the (superuser) admin.
+				c.item("database", name, dSkip, "PostgreSQL: no database user of the archive is granted it (psql_grants.sql), and a user of the database must own what its dump makes: create one, grant it the database and import the dump again", d.entry, d.bytes)
+				continue
+			}
 			r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
-			c.item("database", name, dImport, "PostgreSQL: restored by a throw-away role limited to the database, psql restricted; owners and grants of the old server left out", d.entry, d.bytes)
+			c.item("database", name, dImport, "PostgreSQL: restored by a throw-away role limited to the database, psql restricted; owners and grants of the old server left out, its objects owned by a user granted it", d.entry, d.bytes)
 			continue
 		}
 		r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
@@ -690,6 +696,21 @@ func (c *collector) dbUsers(r *agentpb.CpanelReport, seal Sealer) error {
 		c.item("database_user", g.User, dImport, note, "mysql.sql", 0)
 	}
 	return c.pgDBUsers(r, seal)
+}
+
+// pgHeld says whether a PostgreSQL user the import creates is granted
+// database name.
+func (c *collector) pgHeld(name, cpUser string) bool {
+	mysqlUsers := map[string]bool{}
+	for _, g := range c.grants {
+		mysqlUsers[g.User] = true
+	}
+	for u, dbs := range c.pgGrants {
+		if u != cpUser && !mysqlUsers[u] && slices.Contains(dbs, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // pgDBUsers reports the PostgreSQL users of psql_users.sql with their
