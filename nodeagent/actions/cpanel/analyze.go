@@ -751,9 +751,10 @@ func (c *collector) pgDBUsers(r *agentpb.CpanelReport, seal Sealer) error {
 			note, disp = "no password in psql_users.sql: it gets a new one (set it with setDatabaseUserPassword)", dAdapt
 		case err != nil:
 			note, disp = "no md5 or SCRAM-SHA-256 hash: it gets a new password (set it with setDatabaseUserPassword)", dAdapt
-		case strings.HasPrefix(hash, "md5") && name != pu.Name:
-			// md5 hashes are salted with the role's name.
-			note, disp = "its md5 hash is bound to the old name "+pu.Name+": it gets a new password (set it with setDatabaseUserPassword)", dAdapt
+		case strings.HasPrefix(hash, "md5"):
+			// nPanel's PostgreSQL authenticates with scram-sha-256, which
+			// an md5 hash cannot pass (it is also salted with the old name).
+			note, disp = "its md5 hash cannot log in where PostgreSQL asks for SCRAM-SHA-256, as nPanel's does: it gets a new password (set it with setDatabaseUserPassword)", dAdapt
 		default:
 			sealed, err := seal([]byte(hash), agentpb.DatabasePasswordHashSealContext(name))
 			if err != nil {
