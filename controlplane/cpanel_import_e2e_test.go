@@ -5,17 +5,21 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/tls"
+	"database/sql"
 	"encoding/pem"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/jackc/pgx/v5"
 	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/client"
@@ -63,6 +67,16 @@ func TestCpanelImportE2E(t *testing.T) {
 	// by the node that checks them and the API that installs them (one
 	// process here).
 	t.Cleanup(validate.SetCertificateRoots(cpaneltest.CertificateRoots()))
+	// PostgreSQL where the node has it: the archives then carry a
+	// PostgreSQL database (pg_dump's tar format) and its user.
+	_, pgErr := os.Stat(prof.DB().Postgres)
+	withPG := pgErr == nil
+	if withPG {
+		testenv.WaitFor(t, 90*time.Second, "postgresql running", func() bool {
+			svcs, _, err := s.Admin.Services(ctx, "web-1")
+			return err == nil && slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "postgresql" && sv.State == "RUNNING" })
+		})
+	}
 	area := prof.Cpanel().ImportDir
 	if err := os.MkdirAll(area, 0o700); err != nil {
 		t.Fatal(err)
@@ -75,6 +89,10 @@ func TestCpanelImportE2E(t *testing.T) {
 			// The archive's cPanel user is the account's (a test name):
 			// a database user keeps its password only under its own name.
 			o := cpanelOptions(layout, username)
+			o.Databases[0].Definers = true
+			if withPG {
+				o.PgDatabases = []cpaneltest.PgDatabase{{Name: username + "_shop", User: username + "_shopper", Password: "pg-secret-1"}}
+			}
 			archive := cpaneltest.Build(t, area, o)
 			rel := filepath.Base(archive)
 			rep, err := s.Admin.AnalyzeCpanelBackup(ctx, "web-1", rel)
@@ -164,6 +182,39 @@ func TestCpanelImportE2E(t *testing.T) {
 			rows := dbRows(t, prof.DB().MariaDBSocket, newUser, db.Password, newDB, "SELECT id, v, 0 FROM items ORDER BY id")
 			if len(rows) != db.Rows {
 				t.Errorf("%s as %s: %v, want %d rows", newDB, newUser, rows, db.Rows)
+			}
+			// Its view, procedure and trigger (DEFINER the cPanel user)
+			// work for the user's new name; root's view is not root's.
+			if udb, err := sql.Open("mysql", newUser+":"+db.Password+"@unix("+prof.DB().MariaDBSocket+")/"+newDB+"?timeout=5s"); err != nil {
+				t.Error(err)
+			} else {
+				var n int
+				var who string
+				if _, err := udb.Exec("CALL add_item(1000)"); err != nil {
+					t.Errorf("CALL add_item as %s: %v", newUser, err)
+				} else if err := udb.QueryRow("SELECT (SELECT COUNT(*) FROM items_v WHERE id = 1000) + (SELECT COUNT(*) FROM audit WHERE id = 1000)").Scan(&n); err != nil || n != 2 {
+					t.Errorf("view and trigger after CALL: %d %v", n, err)
+				}
+				if err := udb.QueryRow("SELECT u FROM root_v").Scan(&who); err != nil || !strings.HasPrefix(who, newUser+"@") {
+					t.Errorf("root_v runs as %q %v", who, err)
+				}
+				udb.Close()
+			}
+			// The PostgreSQL database, to its user's old password (a SCRAM
+			// hash from psql_users.sql): the rows, the view, the function.
+			for _, pdb := range o.PgDatabases {
+				q := url.Values{"host": {prof.DB().PgSocketDir}, "port": {strconv.Itoa(prof.DB().PgPort)}, "user": {pdb.User},
+					"password": {pdb.Password}, "dbname": {pdb.Name}, "sslmode": {"disable"}, "connect_timeout": {"10"}}
+				conn, err := pgx.Connect(ctx, "postgres:///?"+q.Encode())
+				if err != nil {
+					t.Errorf("connect to %s as %s: %v", pdb.Name, pdb.User, err)
+					continue
+				}
+				var n, fn int
+				if err := conn.QueryRow(ctx, "SELECT COUNT(*), public.item_count() FROM public.items_v").Scan(&n, &fn); err != nil || n != cpaneltest.PgTarRows || fn != n {
+					t.Errorf("%s as %s: %d rows, item_count %d, %v", pdb.Name, pdb.User, n, fn, err)
+				}
+				conn.Close(ctx)
 			}
 			// The cron job.
 			tab, err := os.ReadFile(filepath.Join(prof.Cpanel().CronSpoolDir, username))

@@ -11,9 +11,15 @@ import (
 	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	_ "embed"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -65,7 +71,31 @@ type Database struct {
 	User     string
 	Password string
 	Rows     int
+	// Definers adds, as mariadb-dump writes them, a view items_v, a
+	// procedure add_item(id) and a trigger filling audit, all with DEFINER
+	// the database's user, and a view root_v with DEFINER root@localhost.
+	Definers bool
 }
+
+// PgDatabase is a PostgreSQL database with one user of its own, in
+// psql/NAME.tar, psql_users.sql and psql_grants.sql as pkgacct writes them.
+type PgDatabase struct {
+	Name     string // cPanel's full name (USER_suffix)
+	User     string
+	Password string // its hash (SCRAM-SHA-256, or md5 with MD5) is in psql_users.sql
+	MD5      bool
+	// Plain writes a plain SQL dump (pg_dump's default format) of Rows
+	// rows; otherwise NAME.tar is pg_dump's tar format of a fixed database
+	// (PgTarRows rows in items, a view items_v, a function item_count()).
+	Plain bool
+	Rows  int
+}
+
+// PgTarRows is the number of rows of items in the tar dump.
+const PgTarRows = 3
+
+//go:embed testdata/pgdump-shop.tar
+var pgTarDump []byte
 
 // Options say what an archive holds. Default() fills every field.
 type Options struct {
@@ -81,7 +111,9 @@ type Options struct {
 	Forwarders map[string][]Forwarder // by domain
 	Autoresp   []Autoresponder
 	Databases  []Database
-	Cron       []string // crontab lines
+	// PgDatabases are not in Default().
+	PgDatabases []PgDatabase
+	Cron        []string // crontab lines
 	// Certificate adds apache_tls/MAINDOMAIN (key, leaf, chain).
 	Certificate bool
 	FTPAccounts []string
@@ -130,6 +162,68 @@ func Default(layout string) Options {
 		Extra:      map[string]string{"bandwidth/example.com": "1 2 3\n", "logs/example.com-ssl_log": "log line\n"},
 		SetuidFile: "public_html/cgi-bin/tool.cgi",
 	}
+}
+
+// definerObjects is what mariadb-dump --routines --triggers writes for
+// Database.Definers.
+func definerObjects(user string) string {
+	d := "`" + user + "`@`localhost`"
+	return "CREATE TABLE `audit` (`id` int(11) DEFAULT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n" +
+		"/*!50003 SET @saved_sql_mode = @@sql_mode */ ;\n" +
+		"/*!50003 SET sql_mode = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION' */ ;\n" +
+		"DELIMITER ;;\n" +
+		"/*!50003 CREATE*/ /*!50017 DEFINER=" + d + "*/ /*!50003 TRIGGER `items_audit` AFTER INSERT ON `items` FOR EACH ROW INSERT INTO audit VALUES (NEW.id) */;;\n" +
+		"DELIMITER ;\n" +
+		"/*!50003 SET sql_mode = @saved_sql_mode */ ;\n" +
+		"DELIMITER ;;\n" +
+		"CREATE DEFINER=" + d + " PROCEDURE `add_item`(IN i INT)\n    SQL SECURITY DEFINER\nBEGIN\n  INSERT INTO items VALUES (i, CONCAT('row ', i));\nEND ;;\n" +
+		"DELIMITER ;\n" +
+		"/*!50001 CREATE ALGORITHM=UNDEFINED */\n" +
+		"/*!50013 DEFINER=" + d + " SQL SECURITY DEFINER */\n" +
+		"/*!50001 VIEW `items_v` AS select `items`.`id` AS `id`,`items`.`v` AS `v` from `items` */;\n" +
+		"/*!50001 CREATE ALGORITHM=UNDEFINED */\n" +
+		"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n" +
+		"/*!50001 VIEW `root_v` AS select current_user() AS `u` */;\n"
+}
+
+// pgPlainDump is a plain pg_dump of items with n rows, with the owner and
+// privilege statements of the old server and no \restrict line (pg_dump
+// before 15.14).
+func pgPlainDump(n int) string {
+	var b strings.Builder
+	b.WriteString("--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\nSELECT pg_catalog.set_config('search_path', '', false);\n\n")
+	b.WriteString("CREATE TABLE public.items (\n    id integer NOT NULL,\n    v text\n);\n\nALTER TABLE public.items OWNER TO cpuser;\n\n")
+	b.WriteString("CREATE VIEW public.items_v AS\n SELECT items.v\n   FROM public.items;\n\nALTER TABLE public.items_v OWNER TO cpuser;\n\n")
+	b.WriteString("COPY public.items (id, v) FROM stdin;\n")
+	for i := range n {
+		fmt.Fprintf(&b, "%d\trow %d\n", i+1, i+1)
+	}
+	b.WriteString("\\.\n\nALTER TABLE ONLY public.items\n    ADD CONSTRAINT items_pkey PRIMARY KEY (id);\n\n")
+	b.WriteString("REVOKE ALL ON TABLE public.items FROM PUBLIC;\nGRANT ALL ON TABLE public.items TO cpuser;\n\n--\n-- PostgreSQL database dump complete\n--\n\n")
+	return b.String()
+}
+
+// PgSCRAMHash is the SCRAM-SHA-256 verifier PostgreSQL stores for pw (a
+// fixed salt: archives are reproducible).
+func PgSCRAMHash(pw string) string {
+	salt := []byte("cpaneltest-salt!")
+	salted, err := pbkdf2.Key(sha256.New, pw, salt, 4096, sha256.Size)
+	if err != nil {
+		panic(err)
+	}
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac(salted, "Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$4096:%s$%s:%s", b64(salt), b64(stored[:]), b64(mac(salted, "Server Key")))
+}
+
+// PgMD5Hash is PostgreSQL's md5 hash of pw for role user.
+func PgMD5Hash(user, pw string) string {
+	return fmt.Sprintf("md5%x", md5.Sum([]byte(pw+user)))
 }
 
 // Password of the cPanel account itself (its hash appears in mysql.sql).
@@ -339,6 +433,9 @@ func writeMeta(a *archive, o Options) error {
 			}
 			sql.WriteString(";\n")
 		}
+		if db.Definers {
+			sql.WriteString(definerObjects(db.User))
+		}
 		sql.WriteString("-- Dump completed on 2026-06-12 10:00:00\n")
 		files["mysql/"+db.Name+".sql"] = sql.String()
 		esc := strings.ReplaceAll(db.Name, "_", `\_`)
@@ -349,6 +446,25 @@ func writeMeta(a *archive, o Options) error {
 		fmt.Fprintf(&grants, "GRANT ALL PRIVILEGES ON `%s`.* TO '%s'@'localhost';\n", esc, o.User)
 	}
 	files["mysql.sql"] = grants.String()
+	if len(o.PgDatabases) > 0 {
+		var users, pgGrants strings.Builder
+		for _, db := range o.PgDatabases {
+			if db.Plain {
+				files["psql/"+db.Name+".tar"] = pgPlainDump(db.Rows)
+			} else {
+				files["psql/"+db.Name+".tar"] = string(pgTarDump)
+			}
+			hash := PgSCRAMHash(db.Password)
+			if db.MD5 {
+				hash = PgMD5Hash(db.User, db.Password)
+			}
+			fmt.Fprintf(&users, "CREATE USER \"%s\" WITH PASSWORD E'%s';\n", db.User, hash)
+			fmt.Fprintf(&pgGrants, "GRANT ALL ON DATABASE \"%s\" TO \"%s\";\n", db.Name, db.User)
+			fmt.Fprintf(&pgGrants, "GRANT \"%s\" TO \"%s\";\n", db.Name, o.User)
+		}
+		files["psql_users.sql"] = users.String()
+		files["psql_grants.sql"] = pgGrants.String()
+	}
 	if o.Certificate {
 		pemData, err := CertificatePEM(o.MainDomain)
 		if err != nil {

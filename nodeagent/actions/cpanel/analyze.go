@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -88,6 +89,8 @@ type collector struct {
 	autoresp map[string][2]string
 	dbs      map[string]*dbInfo
 	grants   []*Grant
+	pgUsers  []PgUser
+	pgGrants map[string][]string // user -> databases
 	certs    map[string]*certInfo
 	cron     []CronLine
 	cronBad  []int
@@ -108,6 +111,7 @@ func newCollector() *collector {
 		fwdBad:   map[string][]int{},
 		autoresp: map[string][2]string{},
 		dbs:      map[string]*dbInfo{},
+		pgGrants: map[string][]string{},
 		certs:    map[string]*certInfo{},
 		others:   map[string]*agentpb.CpanelItem{},
 	}
@@ -227,6 +231,28 @@ func (c *collector) visit(e *Entry) error {
 		if b, ok := meta(); ok && hasContent(b) {
 			c.item("other", e.Path, dSkip, "mail filters (Exim filter rules) are not imported", e.Raw, size)
 		}
+	case e.Path == "psql_users.sql" || e.Path == "psql/psql_users.sql" || e.Path == "pgsql/psql_users.sql":
+		if b, ok := meta(); ok {
+			users, bad := ParsePgUsers(b)
+			c.pgUsers = append(c.pgUsers, users...)
+			for _, l := range bad {
+				c.item("database_user", fmt.Sprintf("%s:%d", e.Path, l), dSkip, fmt.Sprintf("%s:%d: statement not understood", e.Path, l), e.Raw, 0)
+			}
+		}
+	case e.Path == "psql_grants.sql" || e.Path == "psql/psql_grants.sql" || e.Path == "pgsql/psql_grants.sql":
+		if b, ok := meta(); ok {
+			grants, bad := ParsePgGrants(b)
+			for u, dbs := range grants {
+				for _, d := range dbs {
+					if !slices.Contains(c.pgGrants[u], d) {
+						c.pgGrants[u] = append(c.pgGrants[u], d)
+					}
+				}
+			}
+			for _, l := range bad {
+				c.item("grant", fmt.Sprintf("%s:%d", e.Path, l), dSkip, fmt.Sprintf("%s:%d: statement not understood", e.Path, l), e.Raw, 0)
+			}
+		}
 	case (top == "mysql" || top == "psql" || top == "pgsql") && !strings.Contains(rest, "/"):
 		c.database(e, top, rest, size)
 	case e.Path == "mysql.sql":
@@ -307,16 +333,21 @@ func (c *collector) database(e *Entry, top, rest string, size uint64) {
 	case strings.HasSuffix(rest, ".sql"):
 		name = strings.TrimSuffix(rest, ".sql")
 	case strings.HasSuffix(rest, ".tar") && top != "mysql":
-		c.item("database", strings.TrimSuffix(rest, ".tar"), dSkip, "PostgreSQL dump in pg_dump's tar format: restore it by hand with pg_restore", e.Raw, size)
-		return
+		// pg_dump's tar format (what pkgacct writes), or plain SQL under
+		// that name: the node tells them apart by their first bytes.
+		name = strings.TrimSuffix(rest, ".tar")
 	default:
 		c.other(top, "not a database dump", e.Raw, size)
 		return
 	}
-	d := c.dbs[top+"/"+name]
+	key := "mysql/" + name
+	if top != "mysql" {
+		key = "psql/" + name // pgsql/ is the older name of the same
+	}
+	d := c.dbs[key]
 	if d == nil {
 		d = &dbInfo{engine: engine}
-		c.dbs[top+"/"+name] = d
+		c.dbs[key] = d
 	}
 	if create {
 		d.create = true
@@ -638,7 +669,19 @@ func (c *collector) databases(r *agentpb.CpanelReport) {
 			continue
 		}
 		if d.engine != agentpb.DatabaseEngine_DATABASE_ENGINE_MARIADB {
-			c.item("database", name, dSkip, "PostgreSQL dumps are not imported yet: restore it by hand with psql", d.entry, d.bytes)
+			if m := c.dbs["mysql/"+name]; m != nil && m.dump {
+				// nPanel's database names are one namespace for both engines.
+				c.item("database", name+" (PostgreSQL)", dSkip, "PostgreSQL database with the name of a MariaDB database of the archive, which is imported: restore it by hand under another name", d.entry, d.bytes)
+				continue
+			}
+			if !c.pgHeld(name, r.Username) {
+				// The import gives a dump's objects to a user of the
+				// database, never to the (superuser) admin.
+				c.item("database", name, dSkip, "PostgreSQL: no database user of the archive is granted it (psql_grants.sql), and a user of the database must own what its dump makes: create one, grant it the database and import the dump again", d.entry, d.bytes)
+				continue
+			}
+			r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
+			c.item("database", name, dImport, "PostgreSQL: restored by a throw-away role limited to the database, psql restricted; owners and grants of the old server left out, its objects owned by a user granted it", d.entry, d.bytes)
 			continue
 		}
 		r.Databases = append(r.Databases, &agentpb.CpanelDatabase{Name: name, Engine: d.engine, Bytes: d.bytes})
@@ -676,6 +719,79 @@ func (c *collector) dbUsers(r *agentpb.CpanelReport, seal Sealer) error {
 			note = "hosts " + strings.Join(g.Hosts, ", ") + ": nPanel's own host rules apply"
 		}
 		c.item("database_user", g.User, dImport, note, "mysql.sql", 0)
+	}
+	return c.pgDBUsers(r, seal)
+}
+
+// pgHeld says whether a PostgreSQL user the import creates is granted
+// database name.
+func (c *collector) pgHeld(name, cpUser string) bool {
+	mysqlUsers := map[string]bool{}
+	for _, g := range c.grants {
+		mysqlUsers[g.User] = true
+	}
+	for u, dbs := range c.pgGrants {
+		if u != cpUser && !mysqlUsers[u] && slices.Contains(dbs, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// pgDBUsers reports the PostgreSQL users of psql_users.sql with their
+// hashes and the databases psql_grants.sql gives them (all of a
+// database's privileges: cPanel knows no finer PostgreSQL grant).
+func (c *collector) pgDBUsers(r *agentpb.CpanelReport, seal Sealer) error {
+	user := r.Username
+	to := c.username
+	if to == "" {
+		to = user
+	}
+	mysqlUsers := map[string]bool{}
+	for _, g := range c.grants {
+		mysqlUsers[g.User] = true
+	}
+	users := slices.Clone(c.pgUsers)
+	for _, u := range sortedKeys(c.pgGrants) {
+		if !slices.ContainsFunc(users, func(p PgUser) bool { return p.Name == u }) {
+			users = append(users, PgUser{Name: u}) // granted but not listed: cPanel creates it too
+		}
+	}
+	for _, pu := range users {
+		const entry = "psql_users.sql"
+		switch {
+		case pu.Name == user:
+			c.item("database_user", pu.Name, dSkip, "the cPanel account's own PostgreSQL role: nPanel accounts have none", entry, 0)
+			continue
+		case mysqlUsers[pu.Name]:
+			c.item("database_user", pu.Name+" (PostgreSQL)", dSkip, "PostgreSQL user with the name of a MariaDB user of the archive, which is imported: nPanel's user names are one namespace", entry, 0)
+			continue
+		}
+		_, name, _ := validate.CpanelDatabaseName(pu.Name, user, to)
+		u := &agentpb.CpanelDatabaseUser{Name: pu.Name, Engine: agentpb.DatabaseEngine_DATABASE_ENGINE_POSTGRESQL}
+		note, disp := "", dImport
+		hash, err := db.NormalizePasswordHash(validate.EnginePostgreSQL, pu.Hash)
+		switch {
+		case pu.Hash == "":
+			note, disp = "no password in psql_users.sql: it gets a new one (set it with setDatabaseUserPassword)", dAdapt
+		case err != nil:
+			note, disp = "no md5 or SCRAM-SHA-256 hash: it gets a new password (set it with setDatabaseUserPassword)", dAdapt
+		case strings.HasPrefix(hash, "md5"):
+			// nPanel's PostgreSQL authenticates with scram-sha-256, which
+			// an md5 hash cannot pass (it is also salted with the old name).
+			note, disp = "its md5 hash cannot log in where PostgreSQL asks for SCRAM-SHA-256, as nPanel's does: it gets a new password (set it with setDatabaseUserPassword)", dAdapt
+		default:
+			sealed, err := seal([]byte(hash), agentpb.DatabasePasswordHashSealContext(name))
+			if err != nil {
+				return fmt.Errorf("seal the hash of %s: %w", pu.Name, err)
+			}
+			u.SealedPasswordHash = sealed
+		}
+		for _, d := range c.pgGrants[pu.Name] {
+			u.Grants = append(u.Grants, &agentpb.CpanelGrant{Database: d, Privileges: []string{"ALL"}})
+		}
+		r.DatabaseUsers = append(r.DatabaseUsers, u)
+		c.item("database_user", pu.Name, disp, note, entry, 0)
 	}
 	return nil
 }

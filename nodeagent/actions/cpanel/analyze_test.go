@@ -98,6 +98,7 @@ func TestAnalyzeLayouts(t *testing.T) {
 				{"other", "logs", dSkip},
 				{"other", "version", dSkip},
 				{"other", "nonsense", dSkip},
+				// No user of the archive is granted them (psql_grants.sql).
 				{"database", "cpuser_pg", dSkip},
 				{"database", "cpuser_pg2", dSkip},
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
+	"github.com/npanel/npanel/validate"
 )
 
 // acct is the nPanel account an import fills.
@@ -66,6 +67,10 @@ type extractor struct {
 	mailStats map[string]*mailStat
 	mailErr   map[string]error
 	dbsDone   map[string]bool
+	// mysqlDumps are the names of the archive's mysql/NAME.sql.
+	mysqlDumps map[string]bool
+	// definers maps the archive's database users to theirs here.
+	definers map[string]string
 
 	// The directory of the last file written, kept open: tar lists a
 	// directory's files together.
@@ -109,7 +114,23 @@ func (a *Import) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 	if err != nil {
 		return nil, err
 	}
-	info, err := Walk(ctxReader{ctx, f}, size, a.m.Limits, func(e *Entry) error { return nil })
+	// It also notes the MariaDB dumps: a PostgreSQL dump of the same name
+	// is not the database the request names (names are one namespace).
+	// And it reads mysql.sql: the database users whose objects (DEFINER)
+	// keep them under their new names.
+	mysqlDumps := map[string]bool{}
+	var grants []*Grant
+	info, err := Walk(ctxReader{ctx, f}, size, a.m.Limits, func(e *Entry) error {
+		if top, rest, _ := strings.Cut(e.Path, "/"); top == "mysql" && strings.HasSuffix(rest, ".sql") && !strings.Contains(rest, "/") {
+			mysqlDumps[strings.TrimSuffix(rest, ".sql")] = true
+		}
+		if e.Path == "mysql.sql" {
+			if b, ok, err := readMeta(e); err == nil && ok {
+				grants, _ = ParseGrants(b)
+			}
+		}
+		return nil
+	})
 	f.Close()
 	if err != nil {
 		return nil, refused(err)
@@ -124,11 +145,16 @@ func (a *Import) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 		a: a, env: env, ctx: ctx, acct: ac, home: home, cpUser: info.User,
 		owner:     &atomicfile.Owner{UID: ac.uid, GID: ac.gid},
 		mailboxes: map[string]bool{}, maildirs: map[string]*os.Root{}, mailStats: map[string]*mailStat{}, mailErr: map[string]error{},
-		dbsDone: map[string]bool{},
-		res:     &agentpb.ImportCpanelBackupResult{},
+		dbsDone: map[string]bool{}, mysqlDumps: mysqlDumps, definers: map[string]string{},
+		res: &agentpb.ImportCpanelBackupResult{},
 	}
 	for _, mb := range a.req.GetMailboxes() {
 		x.mailboxes[mb] = true
+	}
+	for _, g := range grants {
+		if g.User != info.User {
+			_, x.definers[g.User], _ = validate.CpanelDatabaseName(g.User, info.User, ac.name)
+		}
 	}
 	defer func() {
 		for _, r := range x.maildirs {
@@ -208,11 +234,49 @@ func (x *extractor) entry(e *Entry) error {
 			x.fail("database:"+from, errors.New("no database module on this agent"))
 			return nil
 		}
-		if err := x.a.m.db.ImportDump(x.ctx, x.env, to, e.R); err != nil {
+		changes, err := x.a.m.db.ImportForeignDump(x.ctx, x.env, to, e.R, x.definers)
+		if err != nil {
 			x.fail("database:"+from, fmt.Errorf("into %s: %w", to, err))
 			return nil
 		}
-		x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database", Name: from, Disposition: dImport, Note: "restored into " + to, Entry: e.Raw, Bytes: uint64(e.Header.Size)})
+		note := "restored into " + to
+		if len(changes) > 0 {
+			kept := 0
+			for _, c := range changes {
+				if c.Mapped {
+					kept++
+					continue
+				}
+				obj := fmt.Sprintf("%s: %s %s", from, strings.ToLower(c.Kind), c.Name)
+				why := "definer " + c.From + " is not a database user of the archive"
+				if c.From == "" {
+					why = "no definer in the dump"
+				}
+				if c.To != "" {
+					x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database_object", Name: obj, Disposition: dAdapt, Note: why + ": now defined by " + c.To, Entry: e.Raw})
+				} else {
+					x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database_object", Name: obj, Disposition: dAdapt, Note: why + " and no user holds " + to + ": it has no valid definer and fails when used until it is created again", Entry: e.Raw})
+				}
+			}
+			note += fmt.Sprintf("; %d views, routines, triggers or events, %d keeping their definer under its new name", len(changes), kept)
+		}
+		x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database", Name: from, Disposition: dImport, Note: note, Entry: e.Raw, Bytes: uint64(e.Header.Size)})
+	case (top == "psql" || top == "pgsql") && (strings.HasSuffix(rest, ".tar") || strings.HasSuffix(rest, ".sql")) && !strings.Contains(rest, "/") && e.R != nil:
+		from := strings.TrimSuffix(strings.TrimSuffix(rest, ".tar"), ".sql")
+		to, ok := x.a.req.GetDatabases()[from]
+		if !ok || x.mysqlDumps[from] || x.dbsDone[from] {
+			return nil
+		}
+		x.dbsDone[from] = true
+		if x.a.m.db == nil {
+			x.fail("database:"+from, errors.New("no database module on this agent"))
+			return nil
+		}
+		if err := x.a.m.db.ImportUntrustedPostgres(x.ctx, x.env, to, e.R); err != nil {
+			x.fail("database:"+from, fmt.Errorf("into %s: %w", to, err))
+			return nil
+		}
+		x.res.Items = append(x.res.Items, &agentpb.CpanelItem{Kind: "database", Name: from, Disposition: dImport, Note: "restored into " + to + " (PostgreSQL)", Entry: e.Raw, Bytes: uint64(e.Header.Size)})
 	case top == "cron" && rest != "" && !strings.Contains(rest, "/") && e.R != nil && x.a.req.GetCron():
 		if err := x.writeCron(e); err != nil {
 			x.fail("cron", err)

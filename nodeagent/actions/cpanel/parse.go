@@ -498,3 +498,91 @@ func allIn(xs []string, allowed ...string) bool {
 	}
 	return len(xs) > 0
 }
+
+// PgUser is one line of psql_users.sql.
+type PgUser struct {
+	Name string
+	Hash string // as stored: "md5HEX" or "SCRAM-SHA-256$..." (anything else is not used)
+}
+
+// pgIdentRe is a PostgreSQL identifier as cPanel's PostgresAdmin writes
+// one: double-quoted ("" inside) or bare.
+const pgIdentRe = `("(?:[^"\x00-\x1f]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`
+
+var (
+	pgUserRe  = regexp.MustCompile(`(?i)^CREATE\s+(?:USER|ROLE)\s+` + pgIdentRe + `\s+(?:WITH\s+)?(?:LOGIN\s+)?(?:ENCRYPTED\s+)?PASSWORD\s+(E?)'((?:[^'\\\x00-\x1f]|''|\\[^\x00-\x1f])*)'\s*;?$`)
+	pgGrantRe = regexp.MustCompile(`(?i)^GRANT\s+(?:ALL(?:\s+PRIVILEGES)?\s+ON\s+DATABASE\s+)?` + pgIdentRe + `\s+TO\s+` + pgIdentRe + `\s*;?$`)
+)
+
+// ParsePgUsers parses psql_users.sql, which cPanel's PostgresAdmin writes
+// as one `CREATE USER "name" WITH PASSWORD E'hash';` a line. Lines that
+// are not such statements come back as bad (1-based).
+func ParsePgUsers(b []byte) (users []PgUser, bad []int) {
+	seen := map[string]bool{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "--") {
+			continue
+		}
+		m := pgUserRe.FindStringSubmatch(line)
+		if m == nil {
+			bad = append(bad, i+1)
+			continue
+		}
+		name := pgUnquoteIdent(m[1])
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		users = append(users, PgUser{Name: name, Hash: pgUnquoteString(m[3], m[2] != "")})
+	}
+	return users, bad
+}
+
+// ParsePgGrants parses psql_grants.sql: `GRANT "db" TO "user";` (the
+// database's role, which cPanel grants to give a user the database) or
+// `GRANT ALL [PRIVILEGES] ON DATABASE "db" TO "user";`. It returns user ->
+// databases in the order met, and the lines it did not understand.
+func ParsePgGrants(b []byte) (grants map[string][]string, bad []int) {
+	grants = map[string][]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "--") {
+			continue
+		}
+		m := pgGrantRe.FindStringSubmatch(line)
+		if m == nil {
+			bad = append(bad, i+1)
+			continue
+		}
+		db, user := pgUnquoteIdent(m[1]), pgUnquoteIdent(m[2])
+		if !slices.Contains(grants[user], db) {
+			grants[user] = append(grants[user], db)
+		}
+	}
+	return grants, bad
+}
+
+func pgUnquoteIdent(s string) string {
+	if len(s) >= 2 && s[0] == '"' {
+		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+	}
+	return strings.ToLower(s) // PostgreSQL folds bare names
+}
+
+// pgUnquoteString undoes the quoting of a string literal's body: ”
+// always, and backslash escapes in an E” string (\x is x; a hash has no
+// other escapes).
+func pgUnquoteString(s string, e bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\'' && i+1 < len(s) && s[i+1] == '\'':
+			i++
+		case e && s[i] == '\\' && i+1 < len(s):
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -40,6 +40,13 @@ func isSandboxLine(line string) bool {
 // A first line that is the dump's own sandbox comment is dropped (the
 // restore puts its own first).
 func (m *Module) ImportDump(ctx context.Context, env *actions.Env, name string, dump io.Reader) error {
+	return m.importMaria(ctx, env, name, dump, nil, nil)
+}
+
+// importMaria is ImportDump with wrap applied to the dump after its
+// sandbox line, and after run once the load succeeded, with the loader's
+// name, before the loader is dropped.
+func (m *Module) importMaria(ctx context.Context, env *actions.Env, name string, dump io.Reader, wrap func(io.Reader) io.Reader, after func(md *mariadb, loader string) error) error {
 	e, log, unlock, err := m.begin(ctx, env, "mariadb", name)
 	if err != nil {
 		return err
@@ -99,13 +106,20 @@ func (m *Module) ImportDump(ctx context.Context, env *actions.Env, name string, 
 		"--database="+name,
 	)
 	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	c.Stdin = io.MultiReader(strings.NewReader(mariadbGuard+"\n"), br)
+	var body io.Reader = br
+	if wrap != nil {
+		body = wrap(br)
+	}
+	c.Stdin = io.MultiReader(strings.NewReader(mariadbGuard+"\n"), body)
 	var out limitedBuf
 	c.Stdout, c.Stderr = &out, &out
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.WaitDelay = 5 * time.Second
 	if err := c.Run(); err != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(md.paths.MariadbClient), err, bytes.TrimSpace(out.b))
+	}
+	if after != nil {
+		return after(md, user)
 	}
 	return nil
 }

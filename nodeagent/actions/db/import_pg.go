@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,19 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	role := "npimport_" + hex.EncodeToString(rnd[16:22])
 	pw := hex.EncodeToString(rnd[22:])
 
+	return pg.restricted(ctx, log, name, role, pw, pg.user, false,
+		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
+			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
+}
+
+// restricted recreates database name empty and loads the SQL read from
+// src into it as a throw-away role (password pw) that owns only the
+// database, with psql; src must start by restricting psql (\restrict
+// with a key src cannot know) before anything of the dump. With
+// ownTx the transaction is src's own (it begins it and commits only when
+// complete, so that a truncated src commits nothing); otherwise psql
+// wraps src in one. What the load made is handed to owner afterwards.
+func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, ownTx bool, src io.Reader) error {
 	if err := recreate(ctx, pg, name, true); err != nil {
 		return err
 	}
@@ -80,7 +94,7 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := pg.dropImportRole(dctx, name, role); err != nil {
+		if err := pg.dropImportRole(dctx, name, role, owner); err != nil {
 			log.Error("drop the import's temporary database role", "role", role, "err", err)
 		}
 	}()
@@ -98,17 +112,20 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 		return fmt.Errorf("write the import's credentials: %v %v", werr, err)
 	}
 
-	c := exec.CommandContext(ctx, pg.paths.Psql,
-		"--host="+pg.paths.PgSocketDir,
-		"--port="+strconv.Itoa(pg.paths.PgPort),
-		"--username="+role,
+	argv := []string{
+		"--host=" + pg.paths.PgSocketDir,
+		"--port=" + strconv.Itoa(pg.paths.PgPort),
+		"--username=" + role,
 		"--no-password", "--quiet", "--no-psqlrc",
-		"--set=ON_ERROR_STOP=1", "--single-transaction",
-		"--dbname="+name,
-	)
+		"--set=ON_ERROR_STOP=1",
+		"--dbname=" + name,
+	}
+	if !ownTx {
+		argv = append(argv, "--single-transaction")
+	}
+	c := exec.CommandContext(ctx, pg.paths.Psql, argv...)
 	c.Env = []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + pass.Name(), "PGCONNECT_TIMEOUT=10"}
-	c.Stdin = io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
-		&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true})
+	c.Stdin = src
 	var out limitedBuf
 	c.Stdout, c.Stderr = &out, &out
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -119,15 +136,15 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	return nil
 }
 
-// dropImportRole gives the database and what role made in it to the
-// admin, then drops role.
-func (p *postgres) dropImportRole(ctx context.Context, name, role string) error {
+// dropImportRole gives what role made in the database to owner and the
+// database itself to the admin, then drops role.
+func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string) error {
 	var errs []error
 	if c, err := p.connectDB(ctx, name); err != nil {
 		errs = append(errs, err)
 	} else {
 		// REASSIGN also hands the database itself back (a shared object).
-		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(p.user)); err != nil {
+		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(owner)); err != nil {
 			errs = append(errs, err)
 		}
 		if _, err := c.Exec(ctx, "DROP OWNED BY "+pgIdent(role)); err != nil {
