@@ -55,7 +55,9 @@ func TestCpanelImportPostgres(t *testing.T) {
 	}
 	u := dbs.Users["cpjoe_shopper"]
 	if u == nil || u.Engine != "postgresql" || !bytes.Equal(u.SealedPasswordHash, rep.DatabaseUsers[1].SealedPasswordHash) || u.SealedPassword != nil ||
-		!slices.ContainsFunc(u.Grants, func(g store.DatabaseGrant) bool { return g.Database == "cpjoe_shop" && slices.Contains(g.Privileges, "CONNECT") }) {
+		!slices.ContainsFunc(u.Grants, func(g store.DatabaseGrant) bool {
+			return g.Database == "cpjoe_shop" && slices.Contains(g.Privileges, "CONNECT")
+		}) {
 		t.Errorf("database user cpjoe_shopper: %+v", u)
 	}
 	e.node.mu.Lock()
