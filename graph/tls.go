@@ -483,14 +483,14 @@ func challengeOf(c *model.ChallengeType) (store.CertChallenge, error) {
 // account's node: it is stored and sent only sealed.
 func (r *Resolver) sealCertificateKey(ctx context.Context, a *store.Account, id string, pkcs8 []byte) ([]byte, error) {
 	if a.Node == "" {
-		return nil, fmt.Errorf("account %s is not placed on a node yet, so its key cannot be sealed to one: %w", a.Username, store.ErrConflict)
+		return nil, fmt.Errorf("account %s is not placed on a node yet, so its key cannot be sealed to one: %w", a.Username, store.ErrNotYet)
 	}
 	st, _, err := r.Store.GetNodeState(ctx, a.Node)
 	if err != nil && !isNotFound(err) {
 		return nil, err
 	}
 	if st == nil || len(st.PublicKey) == 0 {
-		return nil, errorf(CodeConflict, "node "+a.Node+" has not connected yet, so a key cannot be sealed to it; try again when it is READY")
+		return nil, fmt.Errorf("node %s has not connected yet, so a key cannot be sealed to it; try again when it is READY: %w", a.Node, store.ErrNotYet)
 	}
 	return pki.SealDER(st.PublicKey, pkcs8, agentpb.CertificateKeySealContext(id))
 }
