@@ -372,13 +372,21 @@ func (m *Module) TablesDumpCommand(ctx context.Context, env *actions.Env, engine
 		"--hex-blob", "--default-character-set=utf8mb4",
 		name,
 	}
-	for _, t := range tables {
-		// The tenant names its tables: one starting with '-' would be
-		// an option of a tool that runs as root.
-		if t == "" || strings.HasPrefix(t, "-") || strings.ContainsAny(t, "\x00\n") {
-			return Command{}, fmt.Errorf("%w: %q", ErrTableName, t)
-		}
-		argv = append(argv, t)
+	if err := tableArgs(tables); err != nil {
+		return Command{}, err
 	}
+	argv = append(argv, tables...)
 	return Command{Argv: argv, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Trailer: md.dumpTrailer()}, nil
+}
+
+// tableArgs checks table names for mariadb-dump's argv. The tenant names
+// its tables: one starting with '-' would be an option of a tool that
+// runs as root; NUL cannot be passed, and no MariaDB name holds one.
+func tableArgs(tables []string) error {
+	for _, t := range tables {
+		if t == "" || strings.HasPrefix(t, "-") || strings.ContainsRune(t, 0) || len(t) > 64*4 {
+			return fmt.Errorf("%w: %q", ErrTableName, t)
+		}
+	}
+	return nil
 }
