@@ -1,7 +1,12 @@
 package migrate
 
 import (
+	"bytes"
 	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -198,5 +203,91 @@ func TestFinalSyncIncrementalPostgres(t *testing.T) {
 	}
 	if n := pass(true); n != 0 {
 		t.Errorf("unchanged again: last pass sent %d bytes", n)
+	}
+}
+
+// restore-tables loads a hostile dump as restore-database does: by a user
+// with rights on that database only, in sandbox mode, guard and
+// completion line required; another database of the node is out of its
+// reach, and the database's other tables stay.
+func TestRestoreTablesHostile(t *testing.T) {
+	var dbName string
+	p := newPairWith(t, pairOpts{maria: true}, func(user string) []*agentpb.BackupDatabase {
+		dbName = user + "_shop"
+		return []*agentpb.BackupDatabase{{Engine: "mariadb", Name: dbName}}
+	})
+	dst := p.dst.maria.MustRoot(t)
+	other := p.user + "_other"
+	for _, q := range []string{
+		"CREATE DATABASE " + dbName, "CREATE TABLE " + dbName + ".keep (i INT)", "INSERT INTO " + dbName + ".keep VALUES (1)",
+		"CREATE DATABASE " + other, "CREATE TABLE " + other + ".x (i INT)",
+	} {
+		if _, err := dst.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = dst.Exec("DROP DATABASE IF EXISTS " + other) })
+	outfile := filepath.Join(os.TempDir(), "npt-outfile-"+randName(t))
+	shell := filepath.Join(os.TempDir(), "npt-shell-"+randName(t))
+	t.Cleanup(func() { _ = os.Remove(outfile); _ = os.Remove(shell) })
+	const head, trailer = `/*M!999999\- enable the sandbox mode */` + "\n", "-- Dump completed on 2026-01-01\n"
+	run := func(dump string) error {
+		c, err := p.client(t, "", p.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var stderr bytes.Buffer
+		s.Stderr, s.Stdin = &stderr, strings.NewReader(dump)
+		if err := s.Run("restore-tables mariadb " + dbName); err != nil {
+			return fmt.Errorf("%w: %s", err, stderr.String())
+		}
+		return nil
+	}
+	for _, stmt := range []string{
+		"CREATE USER 'npt_evil'@'%' IDENTIFIED BY 'x';",
+		"GRANT ALL PRIVILEGES ON *.* TO 'npt_evil2'@'%' IDENTIFIED BY 'x';",
+		"DROP TABLE " + other + ".x;",
+		"SELECT 'x' INTO OUTFILE '" + outfile + "';",
+		"\\! touch " + shell,
+	} {
+		if err := run(head + "DROP TABLE IF EXISTS t;\nCREATE TABLE t (i INT);\n" + stmt + "\n" + trailer); err == nil {
+			t.Errorf("%s: restored", stmt)
+		} else {
+			t.Logf("%s: %v", stmt, err)
+		}
+	}
+	if err := run("CREATE TABLE t (i INT);\n" + trailer); err == nil {
+		t.Error("dump without its guard line restored")
+	}
+	if err := run(head + "CREATE TABLE IF NOT EXISTS t2 (i INT);\n"); err == nil {
+		t.Error("dump without its completion line accepted")
+	}
+	var n int
+	if err := dst.QueryRow("SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'npt\\_evil%' OR User LIKE 'npimport\\_%'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("users left or made: %d %v", n, err)
+	}
+	if err := dst.QueryRow("SELECT COUNT(*) FROM " + other + ".x").Scan(&n); err != nil {
+		t.Errorf("the other database's table: %v", err)
+	}
+	for _, f := range []string{outfile, shell} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s written: %v", f, err)
+		}
+	}
+	// A normal one replaces its table and leaves the others.
+	if err := run(head + "DROP TABLE IF EXISTS t;\nCREATE TABLE t (i INT);\nINSERT INTO t VALUES (7);\n" + trailer); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.QueryRow("SELECT i FROM " + dbName + ".t").Scan(&n); err != nil || n != 7 {
+		t.Errorf("normal dump: %d %v", n, err)
+	}
+	if err := dst.QueryRow("SELECT i FROM " + dbName + ".keep").Scan(&n); err != nil || n != 1 {
+		t.Errorf("other table: %d %v", n, err)
 	}
 }
