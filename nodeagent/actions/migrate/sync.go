@@ -67,17 +67,40 @@ func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	res := &agentpb.SyncMigrationResult{Uid: uid, Gid: gid}
 	log := env.Logger.With("migration", id)
 
-	if r.GetFiles() {
-		st, err := a.syncFiles(ctx, env, home, host, port, hostKey, uid, gid)
-		if err != nil {
-			log.Warn("sync files", "err", err)
-			res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: err.Error()})
+	var fileErr error
+	files := func() {
+		if r.GetFiles() {
+			var st rsyncStats
+			st, fileErr = a.syncFiles(ctx, env, home, host, port, hostKey, uid, gid)
+			res.Files, res.FileBytes = st.files, st.sent
 		}
-		res.Files, res.FileBytes = st.files, st.sent
 	}
-	if len(r.GetDatabases()) > 0 {
-		a.syncDatabases(ctx, env, signer, hostKey, res)
+	dbRes := &agentpb.SyncMigrationResult{}
+	dbs := func() {
+		if len(r.GetDatabases()) > 0 {
+			a.syncDatabases(ctx, env, signer, hostKey, dbRes)
+		}
 	}
+	if r.GetFinal() {
+		// The account is down: the home and the databases go at once
+		// (independent; each its own connection).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			dbs()
+		}()
+		files()
+		<-done
+	} else {
+		files()
+		dbs()
+	}
+	if fileErr != nil {
+		log.Warn("sync files", "err", fileErr)
+		res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: fileErr.Error()})
+	}
+	res.Databases, res.DatabaseBytes = dbRes.Databases, dbRes.DatabaseBytes
+	res.Failed = append(res.Failed, dbRes.Failed...)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
