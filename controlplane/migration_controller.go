@@ -106,6 +106,11 @@ func newMigrationController(s *Server) *migrationController {
 			{Kind: store.KindMigrations, Handle: mc.migrationEvent, Resync: cfg.Sweep},
 			{Kind: store.KindMigrationOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 			{Kind: store.KindAccounts, Handle: mc.accountEvent},
+			// The target is active once its databases, users and
+			// mailboxes are too: their changes wake the activate step
+			// (else it waits for the next poll, inside the downtime).
+			{Kind: store.KindDatabaseChanges, Handle: mc.accountEvent},
+			{Kind: store.KindMailChanges, Handle: mc.accountEvent},
 		},
 		Ticks:   []controller.Tick{{Key: keyMigrationSweep, Every: cfg.Sweep}},
 		Sync:    mc.sync,
@@ -148,7 +153,8 @@ func (mc *migrationController) migrationEvent(ev store.Event) (string, bool, boo
 }
 
 // accountEvent wakes the migration of an account that changed (the
-// target became ACTIVE).
+// target became ACTIVE, or its databases or mail did); events are named
+// by account id.
 func (mc *migrationController) accountEvent(ev store.Event) (string, bool, bool) {
 	mc.mu.Lock()
 	id := mc.byAccount[ev.Name]

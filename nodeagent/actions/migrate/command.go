@@ -9,13 +9,15 @@ import (
 	"github.com/npanel/npanel/validate"
 )
 
-// The endpoint runs two commands and nothing else. A client names them in
+// The endpoint runs four commands and nothing else. A client names them in
 // an SSH exec request, a string that no shell ever sees: ParseCommand
 // splits it on single spaces and accepts only the exact shapes below, so
 // the argv the endpoint runs is one it builds itself.
 //
 //	rsync --server -<flags>[e.<caps>] [--delete] [--stats] [--partial] --numeric-ids . .
 //	restore-database <engine> <database>
+//	checksum-database <engine> <database>
+//	restore-tables <engine> <database>
 //
 // The rsync line is what the source's own rsync client sends for
 // `rsync -aHAX --no-D --numeric-ids [--delete] [--partial] [--stats] HOME/ user@target:.`.
@@ -26,7 +28,7 @@ import (
 // --backup-dir, --link-dest ...) or read a list from elsewhere
 // (--files-from) are all refused simply by not being on the list.
 
-// CommandKind says which of the two commands a request is.
+// CommandKind says which of the commands a request is.
 type CommandKind int
 
 const (
@@ -34,6 +36,12 @@ const (
 	Rsync CommandKind = iota + 1
 	// RestoreDatabase reads a plain SQL dump on stdin into one database.
 	RestoreDatabase
+	// ChecksumDatabase writes the database's per-table fingerprint
+	// (db.DatabaseSums, JSON) on stdout.
+	ChecksumDatabase
+	// RestoreTables reads a plain SQL dump of some tables on stdin into
+	// one existing database, its other tables left as they are.
+	RestoreTables
 )
 
 // Command is one parsed exec request.
@@ -97,9 +105,9 @@ func ParseCommand(s string) (Command, error) {
 	switch tok[0] {
 	case "rsync":
 		return parseRsync(tok[1:])
-	case "restore-database":
+	case "restore-database", "checksum-database", "restore-tables":
 		if len(tok) != 3 {
-			return Command{}, refuse("restore-database takes ENGINE NAME")
+			return Command{}, refuse("%s takes ENGINE NAME", tok[0])
 		}
 		if err := validate.Engine(tok[1]); err != nil {
 			return Command{}, refuse("%v", err)
@@ -107,7 +115,11 @@ func ParseCommand(s string) (Command, error) {
 		if len(tok[2]) > 64 {
 			return Command{}, refuse("database name too long")
 		}
-		return Command{Kind: RestoreDatabase, Engine: tok[1], Database: tok[2]}, nil
+		kind := map[string]CommandKind{"restore-database": RestoreDatabase, "checksum-database": ChecksumDatabase, "restore-tables": RestoreTables}[tok[0]]
+		if kind == RestoreTables && tok[1] != validate.EngineMariaDB {
+			return Command{}, refuse("restore-tables: %s databases are restored whole", tok[1])
+		}
+		return Command{Kind: kind, Engine: tok[1], Database: tok[2]}, nil
 	}
 	return Command{}, refuse("unknown command %q", tok[0])
 }

@@ -29,6 +29,14 @@ func TestParseCommandAccepts(t *testing.T) {
 	if _, err := ParseCommand("restore-database postgresql alice_shop"); err != nil {
 		t.Error(err)
 	}
+	for _, s := range []string{"checksum-database mariadb alice_shop", "checksum-database postgresql alice_shop"} {
+		if c, err := ParseCommand(s); err != nil || c.Kind != ChecksumDatabase || c.Database != "alice_shop" {
+			t.Errorf("%q: %+v %v", s, c, err)
+		}
+	}
+	if c, err := ParseCommand("restore-tables mariadb alice_shop"); err != nil || c.Kind != RestoreTables || c.Engine != "mariadb" {
+		t.Errorf("restore-tables: %+v %v", c, err)
+	}
 }
 
 func TestParseCommandRefuses(t *testing.T) {
@@ -68,6 +76,10 @@ func TestParseCommandRefuses(t *testing.T) {
 		"restore-database", "restore-database mariadb", "restore-database mysql x",
 		"restore-database mariadb a b", "restore-database mariadb ../x",
 		"restore-database mariadb `id`", "restore-database mariadb " + strings.Repeat("a", 65),
+		"checksum-database", "checksum-database mariadb", "checksum-database mariadb a b", "checksum-database mysql x",
+		"checksum-database mariadb ../x", "restore-tables mariadb", "restore-tables mariadb a b",
+		"restore-tables postgresql alice_shop", // PostgreSQL databases are restored whole
+		"restore-tables mariadb a;b", "restore-table mariadb x",
 		strings.Repeat("a", maxCommand+1),
 	} {
 		if c, err := ParseCommand(s); err == nil {
@@ -99,6 +111,8 @@ func FuzzParseCommand(f *testing.F) {
 		f.Add(s)
 	}
 	f.Add("restore-database mariadb alice_shop")
+	f.Add("checksum-database postgresql alice_shop")
+	f.Add("restore-tables mariadb alice_shop")
 	f.Add("rsync --server --sender -lr --numeric-ids . .")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseCommand(s)
@@ -122,7 +136,10 @@ func FuzzParseCommand(f *testing.F) {
 			if strings.Contains(c.Flags, "--") || !strings.HasPrefix(c.Flags, "-") {
 				t.Fatalf("%q: flags %q", s, c.Flags)
 			}
-		case RestoreDatabase:
+		case RestoreDatabase, ChecksumDatabase, RestoreTables:
+			if c.Kind == RestoreTables && c.Engine != "mariadb" {
+				t.Fatalf("%q: restore-tables of %s", s, c.Engine)
+			}
 			if strings.ContainsAny(c.Database, " /\\`$;'\"") || c.Database == "" {
 				t.Fatalf("%q: database %q", s, c.Database)
 			}

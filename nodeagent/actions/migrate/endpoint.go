@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -357,7 +358,7 @@ func (m *Module) prepare(id, command string) (func(context.Context, ssh.Channel)
 		return func(ctx context.Context, ch ssh.Channel) uint32 {
 			return runRsync(ctx, log, argv, cred, ch)
 		}, nil
-	case RestoreDatabase:
+	case RestoreDatabase, ChecksumDatabase, RestoreTables:
 		if !a.database(cmd.Engine, cmd.Database) {
 			return nil, refuse("database %s/%s is not part of this migration", cmd.Engine, cmd.Database)
 		}
@@ -366,6 +367,30 @@ func (m *Module) prepare(id, command string) (func(context.Context, ssh.Channel)
 		}
 		if m.db == nil {
 			return nil, errors.New("no database module on this node")
+		}
+		switch cmd.Kind {
+		case ChecksumDatabase:
+			return func(ctx context.Context, ch ssh.Channel) uint32 {
+				sums, err := m.db.Checksums(ctx, env, cmd.Engine, cmd.Database)
+				if err == nil {
+					err = json.NewEncoder(ch).Encode(sums)
+				}
+				if err != nil {
+					log.Warn("checksum database", "database", cmd.Database, "engine", cmd.Engine, "err", err)
+					_, _ = fmt.Fprintf(ch.Stderr(), "checksum %s: %v\n", cmd.Database, err)
+					return 1
+				}
+				return 0
+			}, nil
+		case RestoreTables:
+			return func(ctx context.Context, ch ssh.Channel) uint32 {
+				if err := m.restoreTables(ctx, env, cmd.Database, ch); err != nil {
+					log.Error("restore tables", "database", cmd.Database, "engine", cmd.Engine, "err", err)
+					_, _ = fmt.Fprintf(ch.Stderr(), "restore tables of %s: %v\n", cmd.Database, err)
+					return 1
+				}
+				return 0
+			}, nil
 		}
 		return func(ctx context.Context, ch ssh.Channel) uint32 {
 			if err := m.restore(ctx, env, cmd.Engine, cmd.Database, ch); err != nil {
@@ -495,6 +520,37 @@ func (m *Module) restore(ctx context.Context, env *actions.Env, engine, name str
 		err = fmt.Errorf("engine %q: no import", engine)
 	}
 	if err != nil {
+		return err
+	}
+	if dc.Trailer != "" && !bytes.Contains(tail.b, []byte("\n"+dc.Trailer)) {
+		return fmt.Errorf("the dump ended after %d bytes without its completion line: incomplete", tail.n)
+	}
+	return nil
+}
+
+// restoreTables loads an untrusted dump of some of MariaDB database
+// name's tables into it (the migration's last pass, after its
+// fingerprints showed which changed) the way restore loads a whole one:
+// guard line first, a throw-away user with rights on that database only
+// (db.ImportTables), completion line required. The source checks the
+// result against its fingerprints and replaces the whole database when
+// they differ.
+func (m *Module) restoreTables(ctx context.Context, env *actions.Env, name string, r io.Reader) error {
+	cc, err := m.db.RestoreCommand(ctx, env, validate.EngineMariaDB, name)
+	if err != nil {
+		return err
+	}
+	dc, err := m.db.DumpCommand(ctx, env, validate.EngineMariaDB, name)
+	if err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := cc.ReadHeader(br)
+	if err != nil {
+		return err
+	}
+	tail := &tailWriter{}
+	if err := m.db.ImportTables(ctx, env, name, io.TeeReader(io.MultiReader(bytes.NewReader(head), br), tail)); err != nil {
 		return err
 	}
 	if dc.Trailer != "" && !bytes.Contains(tail.b, []byte("\n"+dc.Trailer)) {

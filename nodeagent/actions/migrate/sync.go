@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
+	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -65,17 +67,40 @@ func (a *SyncMigration) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 	res := &agentpb.SyncMigrationResult{Uid: uid, Gid: gid}
 	log := env.Logger.With("migration", id)
 
-	if r.GetFiles() {
-		st, err := a.syncFiles(ctx, env, home, host, port, hostKey, uid, gid)
-		if err != nil {
-			log.Warn("sync files", "err", err)
-			res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: err.Error()})
+	var fileErr error
+	files := func() {
+		if r.GetFiles() {
+			var st rsyncStats
+			st, fileErr = a.syncFiles(ctx, env, home, host, port, hostKey, uid, gid)
+			res.Files, res.FileBytes = st.files, st.sent
 		}
-		res.Files, res.FileBytes = st.files, st.sent
 	}
-	if len(r.GetDatabases()) > 0 {
-		a.syncDatabases(ctx, env, signer, hostKey, res)
+	dbRes := &agentpb.SyncMigrationResult{}
+	dbs := func() {
+		if len(r.GetDatabases()) > 0 {
+			a.syncDatabases(ctx, env, signer, hostKey, dbRes)
+		}
 	}
+	if r.GetFinal() {
+		// The account is down: the home and the databases go at once
+		// (independent; each its own connection).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			dbs()
+		}()
+		files()
+		<-done
+	} else {
+		files()
+		dbs()
+	}
+	if fileErr != nil {
+		log.Warn("sync files", "err", fileErr)
+		res.Failed = append(res.Failed, &agentpb.BackupItemFailure{Item: "files", Error: fileErr.Error()})
+	}
+	res.Databases, res.DatabaseBytes = dbRes.Databases, dbRes.DatabaseBytes
+	res.Failed = append(res.Failed, dbRes.Failed...)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -265,7 +290,22 @@ func (a *SyncMigration) syncDatabases(ctx context.Context, env *actions.Env, sig
 	}
 	defer conn.Close()
 	for _, d := range r.GetDatabases() {
-		n, err := a.pushDatabase(ctx, env, conn, d.GetEngine(), d.GetName())
+		var n int64
+		err := errFull
+		if r.GetFinal() {
+			// The source is suspended: only what changed since the
+			// earlier pass is sent, unless that is uncertain.
+			n, err = a.pushChangedTables(ctx, env, conn, d.GetEngine(), d.GetName())
+			if err != nil {
+				env.Logger.Info("final database pass: copying the whole database", "migration", r.GetMigrationId(),
+					"database", d.GetName(), "why", err)
+			}
+		}
+		if err != nil {
+			var m int64
+			m, err = a.pushDatabase(ctx, env, conn, d.GetEngine(), d.GetName())
+			n += m
+		}
 		res.DatabaseBytes += uint64(n)
 		if err != nil {
 			env.Logger.Warn("sync database", "migration", r.GetMigrationId(), "database", d.GetName(), "err", err)
@@ -313,6 +353,12 @@ func (a *SyncMigration) pushDatabase(ctx context.Context, env *actions.Env, conn
 	} else if !ok {
 		return 0, fmt.Errorf("database %q does not exist on this node", name)
 	}
+	return pushDump(ctx, conn, dc, "restore-database "+engine+" "+name)
+}
+
+// pushDump runs the dump tool dc into a session of command on the target
+// and returns the bytes sent.
+func pushDump(ctx context.Context, conn *ssh.Client, dc db.Command, command string) (int64, error) {
 	sess, err := conn.NewSession()
 	if err != nil {
 		return 0, err
@@ -324,8 +370,8 @@ func (a *SyncMigration) pushDatabase(ctx context.Context, env *actions.Env, conn
 	}
 	var remoteErr tailWriter
 	sess.Stderr = &remoteErr
-	if err := sess.Start("restore-database " + engine + " " + name); err != nil {
-		return 0, fmt.Errorf("target refused restore-database: %w: %s", err, bytes.TrimSpace(remoteErr.b))
+	if err := sess.Start(command); err != nil {
+		return 0, fmt.Errorf("target refused %s: %w: %s", command, err, bytes.TrimSpace(remoteErr.b))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -364,4 +410,92 @@ func (a *SyncMigration) pushDatabase(ctx context.Context, env *actions.Env, conn
 		return n, fmt.Errorf("restore on the target: %w: %s", werr, bytes.TrimSpace(remoteErr.b))
 	}
 	return n, nil
+}
+
+// errFull says a database is copied whole.
+var errFull = errors.New("whole database")
+
+// maxSums bounds a target's fingerprint reply (about 200 bytes a table).
+const maxSums = 16 << 20
+
+// pushChangedTables is the last pass of a database when it can be done
+// table by table: the source's and the target's fingerprints (taken at
+// once, the source suspended) name the tables that changed since the
+// earlier pass; only those are dumped into restore-tables, then the
+// target's fingerprint must equal the source's. Any doubt (a table on one
+// side only, other objects changed, a checksum missing, a PostgreSQL
+// database with changes, a failed load, a result that differs) is an
+// error after which the caller copies the whole database, which replaces
+// whatever this left. It returns the dump bytes sent.
+func (a *SyncMigration) pushChangedTables(ctx context.Context, env *actions.Env, conn *ssh.Client, engine, name string) (int64, error) {
+	var local db.DatabaseSums
+	var lerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		local, lerr = a.m.db.Checksums(ctx, env, engine, name)
+	}()
+	remote, rerr := remoteSums(ctx, conn, engine, name)
+	<-done
+	if lerr != nil {
+		return 0, fmt.Errorf("fingerprint here: %w", lerr)
+	}
+	if rerr != nil {
+		return 0, fmt.Errorf("fingerprint on the target: %w", rerr)
+	}
+	changed, ok, why := db.ChangedTables(local, remote)
+	if !ok {
+		return 0, errors.New(why)
+	}
+	log := env.Logger.With("migration", a.req.GetMigrationId(), "database", name)
+	if len(changed) == 0 {
+		log.Info("final database pass: no table changed", "tables", len(local.Tables))
+		return 0, nil
+	}
+	dc, err := a.m.db.TablesDumpCommand(ctx, env, engine, name, changed)
+	if err != nil {
+		return 0, err
+	}
+	n, err := pushDump(ctx, conn, dc, "restore-tables "+engine+" "+name)
+	if err != nil {
+		return n, err
+	}
+	after, err := remoteSums(ctx, conn, engine, name)
+	if err != nil {
+		return n, fmt.Errorf("fingerprint on the target after the load: %w", err)
+	}
+	if still, ok, why := db.ChangedTables(local, after); !ok || len(still) > 0 {
+		return n, fmt.Errorf("the target differs after the load (%s%s)", why, strings.Join(still, ", "))
+	}
+	log.Info("final database pass: changed tables sent", "tables", len(local.Tables), "changed", len(changed), "bytes", n)
+	return n, nil
+}
+
+// remoteSums reads the target's fingerprint of a database.
+func remoteSums(ctx context.Context, conn *ssh.Client, engine, name string) (db.DatabaseSums, error) {
+	sess, err := conn.NewSession()
+	if err != nil {
+		return db.DatabaseSums{}, err
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer stop()
+	var out capWriter
+	out.max = maxSums + 1
+	var remoteErr tailWriter
+	sess.Stdout, sess.Stderr = &out, &remoteErr
+	if err := sess.Run("checksum-database " + engine + " " + name); err != nil {
+		return db.DatabaseSums{}, fmt.Errorf("%w: %s", err, bytes.TrimSpace(remoteErr.b))
+	}
+	if len(out.b) > maxSums {
+		return db.DatabaseSums{}, errors.New("fingerprint too long")
+	}
+	var s db.DatabaseSums
+	if err := json.Unmarshal(out.b, &s); err != nil {
+		return db.DatabaseSums{}, fmt.Errorf("fingerprint: %w", err)
+	}
+	if s.Engine != engine {
+		return db.DatabaseSums{}, fmt.Errorf("fingerprint of engine %q, want %q", s.Engine, engine)
+	}
+	return s, nil
 }
