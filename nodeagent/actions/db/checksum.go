@@ -338,7 +338,7 @@ func ChangedTables(src, dst DatabaseSums) (changed []string, ok bool, why string
 	}
 	if len(changed) > 0 && src.Engine != validate.EngineMariaDB {
 		// A PostgreSQL table cannot be replaced alone by the restricted
-		// loader (the tables are the admin's, its role owns none).
+		// loader (the tables are the database's owner role's, its role owns none).
 		return nil, false, fmt.Sprintf("%d tables changed; %s databases are copied whole", len(changed), src.Engine)
 	}
 	return changed, true, ""

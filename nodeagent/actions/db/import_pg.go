@@ -31,12 +31,17 @@ import (
 //   - by a throw-away role that is no superuser and owns only this
 //     database for the load (so COPY ... TO/FROM PROGRAM, server files,
 //     other databases, roles and GRANTs beyond the database all fail),
-//     its objects handed to the admin and the role dropped afterwards;
+//     its objects handed to the database's owner role (pgOwnerRole, never
+//     a superuser) and the role dropped afterwards;
 //   - by psql under a \restrict of a key the dump cannot know: the
 //     dump's own \restrict line is replaced with it and its closing
 //     \unrestrict dropped, so psql refuses every meta-command in it
 //     (\! runs a shell, \connect, \copy, \o ...), parsed as psql parses;
 //   - with ON_ERROR_STOP in one transaction: the first error undoes it all.
+//
+// The database's users get their privileges on it back (it is made
+// again) and the use of what the dump made, as with
+// ImportUntrustedPostgres: the dump carries no ownership or privileges.
 func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name string, dump io.Reader) error {
 	e, log, unlock, err := m.begin(ctx, env, validate.EnginePostgreSQL, name)
 	if err != nil {
@@ -64,9 +69,22 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	role := "npimport_" + hex.EncodeToString(rnd[16:22])
 	pw := hex.EncodeToString(rnd[22:])
 
-	return pg.restricted(ctx, log, name, role, pw, pg.user, false,
+	held, err := pg.databaseGrants(ctx, name)
+	if err != nil {
+		return err
+	}
+	lerr := pg.restricted(ctx, log, name, role, pw, "", false,
 		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
 			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
+	// The database was made again, even when the load then failed: its
+	// users get their grants on it back either way.
+	if err := pg.regrant(ctx, name, held); err != nil {
+		return errors.Join(lerr, err)
+	}
+	if lerr != nil {
+		return lerr
+	}
+	return pg.grantImported(ctx, name, held)
 }
 
 // restricted recreates database name empty and loads the SQL read from
@@ -75,8 +93,9 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 // with a key src cannot know) before anything of the dump. With
 // ownTx the transaction is src's own (it begins it and commits only when
 // complete, so that a truncated src commits nothing); otherwise psql
-// wraps src in one. What the load made is handed to owner afterwards.
-func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, ownTx bool, src io.Reader) error {
+// wraps src in one. What the load made is handed to owner afterwards, or
+// with owner "" to the database's owner role (pgOwnerRole).
+func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, ownTx bool, src io.Reader) (err error) {
 	if err := recreate(ctx, pg, name, true); err != nil {
 		return err
 	}
@@ -94,8 +113,10 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := pg.dropImportRole(dctx, name, role, owner); err != nil {
-			log.Error("drop the import's temporary database role", "role", role, "err", err)
+		if derr := pg.dropImportRole(dctx, name, role, owner); derr != nil {
+			log.Error("drop the import's temporary database role", "role", role, "err", derr)
+			// What the load made may not have its owner: the import fails.
+			err = errors.Join(err, fmt.Errorf("hand over what the import made: %w", derr))
 		}
 	}()
 	if _, err := pg.pool.Exec(ctx, "ALTER DATABASE "+pgIdent(name)+" OWNER TO "+pgIdent(role)); err != nil {
@@ -136,16 +157,29 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 	return nil
 }
 
-// dropImportRole gives what role made in the database to owner and the
-// database itself to the admin, then drops role.
+// dropImportRole gives what role made in the database to owner (with ""
+// to the database's owner role, never the admin: owned by a superuser, a
+// SECURITY DEFINER function, a view or a rule of the dump would run as
+// one) and the database itself to the admin, then drops role.
 func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string) error {
 	var errs []error
+	if owner == "" || owner == p.user {
+		var err error
+		if owner, err = p.ensureOwnerRole(ctx, name); err != nil {
+			// Without an owner that is no superuser nothing is handed
+			// over: DROP OWNED below drops what the load made.
+			errs = append(errs, err)
+		}
+	}
 	if c, err := p.connectDB(ctx, name); err != nil {
 		errs = append(errs, err)
 	} else {
-		// REASSIGN also hands the database itself back (a shared object).
-		if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(owner)); err != nil {
-			errs = append(errs, err)
+		// REASSIGN also hands the database itself over (a shared object);
+		// it goes back to the admin below.
+		if owner != "" {
+			if _, err := c.Exec(ctx, "REASSIGN OWNED BY "+pgIdent(role)+" TO "+pgIdent(owner)); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if _, err := c.Exec(ctx, "DROP OWNED BY "+pgIdent(role)); err != nil {
 			errs = append(errs, err)

@@ -36,8 +36,9 @@ const nobodyID = 65534
 // before the dump's first line — never to a superuser. Ownership and
 // privileges of the old system are left out (pg_restore --no-owner
 // --no-privileges; in a plain dump pg_dump's one-line ALTER ... OWNER TO,
-// GRANT and REVOKE statements): the objects become the admin's, the
-// account's users get their grants from the import.
+// GRANT and REVOKE statements): the objects become those of one of the
+// database's users (never the admin's), its users get their grants from
+// the import.
 //
 // The load is one transaction that commits only when the dump was read to
 // its end (and pg_restore succeeded): a truncated archive leaves the

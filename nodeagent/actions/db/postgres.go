@@ -203,7 +203,8 @@ func (p *postgres) dropDatabase(ctx context.Context, name string) error {
 	if _, err := p.pool.Exec(ctx, "DROP DATABASE IF EXISTS "+pgIdent(name)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %q: %w", name, err)
 	}
-	return nil
+	// Its owner role owned objects only inside it: free now.
+	return p.dropOwnerRole(ctx, name)
 }
 
 func (p *postgres) dumpCommand(name string) dumpCmd {
@@ -403,10 +404,12 @@ func (p *postgres) convergeSchemaCreate(ctx context.Context, db, user string, wa
 	return nil
 }
 
-// dropUser removes the role. Objects it owns in any database are handed to
-// the admin role first (REASSIGN OWNED, run inside each database the role
-// has dependencies in), so dropping a user never drops a customer's tables;
-// DROP OWNED then removes its remaining privileges.
+// dropUser removes the role. Objects it owns in a database are handed to
+// that database's owner role first (REASSIGN OWNED, run inside each
+// database the role has dependencies in), so dropping a user never drops
+// a customer's tables — and never hands them to the superuser admin, as
+// whom its SECURITY DEFINER functions, views and rules would then run
+// (see pgOwnerRole). DROP OWNED then removes its remaining privileges.
 func (p *postgres) dropUser(ctx context.Context, name, _ string) (bool, error) {
 	var exists bool
 	if err := p.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&exists); err != nil {
@@ -415,21 +418,24 @@ func (p *postgres) dropUser(ctx context.Context, name, _ string) (bool, error) {
 	if !exists {
 		return false, nil
 	}
-	rows, err := p.pool.Query(ctx, `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
-		WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
-		ORDER BY 1`, name)
+	dbs, err := p.roleDatabases(ctx, name)
 	if err != nil {
 		return true, fmt.Errorf("drop database user %q: %w", name, err)
 	}
-	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return true, fmt.Errorf("drop database user %q: %w", name, err)
-	}
-	if !slices.Contains(dbs, pgMaintenanceDB) {
-		dbs = append(dbs, pgMaintenanceDB)
-	}
-	q := "REASSIGN OWNED BY " + pgIdent(name) + " TO " + pgIdent(p.user) + "; DROP OWNED BY " + pgIdent(name)
 	for _, d := range dbs {
+		// In the maintenance database a tenant has no CREATE (nor on its
+		// schema public): nothing of a customer's to keep, only temporary
+		// objects of its sessions, and the privileges on shared objects
+		// (its databases' grants) that DROP OWNED run there revokes.
+		// Whatever else it owned there goes with it rather than to a role.
+		q := "DROP OWNED BY " + pgIdent(name)
+		if d != pgMaintenanceDB {
+			owner, err := p.ensureOwnerRole(ctx, d)
+			if err != nil {
+				return true, fmt.Errorf("drop database user %q: %w", name, err)
+			}
+			q = "REASSIGN OWNED BY " + pgIdent(name) + " TO " + pgIdent(owner) + "; " + q
+		}
 		c, err := p.connectDB(ctx, d)
 		if err != nil {
 			return true, fmt.Errorf("drop database user %q: %w", name, err)

@@ -105,7 +105,7 @@ func TestPostgresLifecycle(t *testing.T) {
 		t.Fatalf("optimize %+v", o)
 	}
 
-	// Drop the user: its table is kept (reassigned to the admin).
+	// Drop the user: its table is kept (reassigned to the database's owner role).
 	if r := mustApply(t, env, dropUser(pg, "alice_app", "alice")).(*agentpb.DatabaseUserResult); !r.Existed {
 		t.Fatal("drop user: not found")
 	}
