@@ -58,7 +58,7 @@ type cpanelAPI interface {
 	CreateDatabase(ctx context.Context, actor, id, account, suffix string, engine agentpb.DatabaseEngine) error
 	CreateDatabaseUser(ctx context.Context, actor, id, account, suffix string, engine agentpb.DatabaseEngine, sealedHash []byte) error
 	SetDatabasePrivileges(ctx context.Context, actor, id, account, database, user string, privileges []string) error
-	InstallSealedCertificate(ctx context.Context, actor, id, node, domain, chainPEM string, sealedKey []byte) error
+	InstallSealedCertificate(ctx context.Context, actor, id, account, node, domain, chainPEM string, sealedKey []byte) error
 }
 
 type cpanelImportController struct {
@@ -493,7 +493,7 @@ func (c *cpanelImportController) create(ctx context.Context, im *store.Import) (
 		item := store.ImportItem{Kind: "certificate", Name: dom, Disposition: "IMPORT", Note: "ACME takes over its renewal: a third of its" +
 			" lifetime before it expires, the site's certificate is ordered from the ACME server (setAutoRenew false keeps this one until it expires)"}
 		err := c.step(ctx, im, "certificate:"+dom, item, func() (string, error) {
-			return "", c.api.InstallSealedCertificate(ctx, actor, im.ID, im.Node, dom, crt.GetCertificatePem(), crt.GetSealedPrivateKey())
+			return "", c.api.InstallSealedCertificate(ctx, actor, im.ID, a.ID, im.Node, dom, crt.GetCertificatePem(), crt.GetSealedPrivateKey())
 		})
 		if err != nil {
 			return false, err

@@ -484,8 +484,10 @@ func (c *CpanelImporter) SetDatabasePrivileges(ctx context.Context, actor, id, a
 // matched it to the leaf before sealing it to itself for this domain
 // (CertificateKeySealContext); node is that node, which must be the
 // site's. An untrusted certificate is refused: the node skips those (the
-// site gets one from ACME), so one here means the roots differ.
-func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id, node, domain, chainPEM string, sealedKey []byte) (err error) {
+// site gets one from ACME), so one here means the roots differ. The site
+// must be account's, the import's own: an archive's certificate for a
+// domain another account serves is refused.
+func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id, account, node, domain, chainPEM string, sealedKey []byte) (err error) {
 	r := c.r
 	ctx = as(ctx, actor, id)
 	defer func() { r.auditFailure(ctx, "", "installCertificate", domain, err) }()
@@ -507,6 +509,9 @@ func (c *CpanelImporter) InstallSealedCertificate(ctx context.Context, actor, id
 	a, site, err := r.siteOf(ctx, p, "installCertificate", d)
 	if err != nil {
 		return err
+	}
+	if a.ID != account {
+		return errorf(CodeConflict, d+" is served by another account, not the one this import made")
 	}
 	if err = notAlias(site); err != nil {
 		return err

@@ -50,18 +50,19 @@ func TestCpanelImporterCertificate(t *testing.T) {
 
 	before := certState(t, tn)
 	for _, c := range []struct {
-		name, node, domain, chain string
-		key                       []byte
-		code                      string
+		name, account, node, domain, chain string
+		key                                []byte
+		code                               string
 	}{
-		{"another node", other, d, good, sealed, "CONFLICT"},
-		{"untrusted", a.Node, d, self, seal(selfDER, a.Node, d), "INVALID_INPUT"},
-		{"a site the chain does not cover", b.Node, tn.b1Domain, good, sealed, "INVALID_INPUT"},
-		{"no site", a.Node, "nowhere.example.org", good, sealed, "NOT_FOUND"},
-		{"not canonical", a.Node, "Alpha1.Example.com", good, sealed, "INVALID_INPUT"},
-		{"no key", a.Node, d, good, nil, "INVALID_INPUT"},
+		{"another node", a.ID, other, d, good, sealed, "CONFLICT"},
+		{"untrusted", a.ID, a.Node, d, self, seal(selfDER, a.Node, d), "INVALID_INPUT"},
+		{"another account's site", a.ID, b.Node, tn.b1Domain, good, sealed, "CONFLICT"},
+		{"a site the chain does not cover", b.ID, b.Node, tn.b1Domain, good, sealed, "INVALID_INPUT"},
+		{"no site", a.ID, a.Node, "nowhere.example.org", good, sealed, "NOT_FOUND"},
+		{"not canonical", a.ID, a.Node, "Alpha1.Example.com", good, sealed, "INVALID_INPUT"},
+		{"no key", a.ID, a.Node, d, good, nil, "INVALID_INPUT"},
 	} {
-		err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", c.node, c.domain, c.chain, c.key)
+		err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", c.account, c.node, c.domain, c.chain, c.key)
 		if code := graph.CodeOf(err); code != c.code {
 			t.Errorf("%s: %s (%v), want %s", c.name, code, err, c.code)
 		}
@@ -84,7 +85,7 @@ func TestCpanelImporterCertificate(t *testing.T) {
 		Auto: true, AutoRenew: true, Mail: true, Generation: 1}, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", a.Node, d, good, sealed); err != nil {
+	if err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", a.ID, a.Node, d, good, sealed); err != nil {
 		t.Fatal(err)
 	}
 	c, err := tn.s.Store().GetCertificate(ctx, d)
@@ -98,7 +99,7 @@ func TestCpanelImporterCertificate(t *testing.T) {
 		t.Fatalf("the stored key does not open on %s: %v", c.Node, err)
 	}
 	// Run again (an import step repeated after a crash): nothing new.
-	if err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", a.Node, d, good, seal(goodDER, a.Node, d)); err != nil {
+	if err := imp.InstallSealedCertificate(ctx, "admin", "imp-test", a.ID, a.Node, d, good, seal(goodDER, a.Node, d)); err != nil {
 		t.Fatal(err)
 	}
 	again, err := tn.s.Store().GetCertificate(ctx, d)
