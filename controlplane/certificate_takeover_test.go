@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -24,9 +25,9 @@ func TestCertImportedTakenOverByACME(t *testing.T) {
 	ctx := context.Background()
 	const id = "certo.example.com"
 	e.waitCert(t, id, "issued", issuedState)
-	// The imported certificate: 9 s of validity, renewal time about 3 s
-	// before it expires.
-	e.node.lifetime.Store(int64(9 * time.Second))
+	// The imported certificate: 24 s of validity, renewal time 8 to 10 s
+	// before it expires (room for a loaded machine on either side).
+	e.node.lifetime.Store(int64(24 * time.Second))
 	leaf := e.node.issue(t, []string{id, "www." + id})
 	e.node.lifetime.Store(int64(time.Hour))
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -51,7 +52,12 @@ func TestCertImportedTakenOverByACME(t *testing.T) {
 		t.Fatalf("taken over at once: %+v", c)
 	}
 	orders := len(e.node.tasks("issue_certificate"))
-	c = e.waitCert(t, id, "taken over by ACME", func(c *store.Certificate) bool {
+	testenv.WaitFor(t, 40*time.Second, id+": taken over by ACME", func() bool {
+		got, err := e.st.GetCertificate(ctx, id)
+		if err != nil {
+			return false
+		}
+		c = got
 		return c.Status.Serial != leaf.GetSerial() && issuedState(c)
 	})
 	if c.Custom || !c.Auto || !c.AutoRenew || c.CustomChainPEM != "" || len(c.SealedKey) != 0 || !hasEvent(c, "acme-takeover", leaf.GetSerial()) {
