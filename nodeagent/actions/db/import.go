@@ -40,13 +40,26 @@ func isSandboxLine(line string) bool {
 // A first line that is the dump's own sandbox comment is dropped (the
 // restore puts its own first).
 func (m *Module) ImportDump(ctx context.Context, env *actions.Env, name string, dump io.Reader) error {
-	return m.importMaria(ctx, env, name, dump, nil, nil)
+	return m.importMaria(ctx, env, name, dump, true, nil, nil)
 }
 
-// importMaria is ImportDump with wrap applied to the dump after its
-// sandbox line, and after run once the load succeeded, with the loader's
-// name, before the loader is dropped.
-func (m *Module) importMaria(ctx context.Context, env *actions.Env, name string, dump io.Reader, wrap func(io.Reader) io.Reader, after func(md *mariadb, loader string) error) error {
+// ImportTables loads an untrusted MariaDB dump of some tables (as
+// TablesDumpCommand makes it: DROP TABLE IF EXISTS, CREATE TABLE, rows)
+// into the existing database name, leaving its other tables as they are:
+// ImportDump without the drop of the database. A failed load can leave
+// some tables replaced and not others; the caller then replaces the whole
+// database.
+func (m *Module) ImportTables(ctx context.Context, env *actions.Env, name string, dump io.Reader) error {
+	return m.importMaria(ctx, env, name, dump, false, nil, nil)
+}
+
+// importMaria loads dump into database name (dropped and created empty
+// first with replace, else it must exist) as a throw-away user with
+// privileges on that database only, the client in sandbox mode whatever
+// the dump says; wrap is applied to the dump after its sandbox line, and
+// after runs once the load succeeded, with the loader's name, before the
+// loader is dropped.
+func (m *Module) importMaria(ctx context.Context, env *actions.Env, name string, dump io.Reader, replace bool, wrap func(io.Reader) io.Reader, after func(md *mariadb, loader string) error) error {
 	e, log, unlock, err := m.begin(ctx, env, "mariadb", name)
 	if err != nil {
 		return err
@@ -56,8 +69,14 @@ func (m *Module) importMaria(ctx context.Context, env *actions.Env, name string,
 	if !ok {
 		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "importing a dump needs MariaDB")
 	}
-	if err := recreate(ctx, md, name, true); err != nil {
+	if replace {
+		if err := recreate(ctx, md, name, true); err != nil {
+			return err
+		}
+	} else if ok, err := md.databaseExists(ctx, name); err != nil {
 		return err
+	} else if !ok {
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "database %q does not exist", name)
 	}
 	var rnd [16]byte
 	_, _ = rand.Read(rnd[:])

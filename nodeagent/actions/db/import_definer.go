@@ -54,7 +54,7 @@ type DefinerChange struct {
 func (m *Module) ImportForeignDump(ctx context.Context, env *actions.Env, name string, dump io.Reader, users map[string]string) ([]DefinerChange, error) {
 	f := &definerFilter{seen: map[string]string{}}
 	var changes []DefinerChange
-	err := m.importMaria(ctx, env, name, dump, func(r io.Reader) io.Reader {
+	err := m.importMaria(ctx, env, name, dump, true, func(r io.Reader) io.Reader {
 		f.r = bufio.NewReaderSize(r, 64<<10)
 		f.atStart = true
 		return f
