@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -173,7 +174,12 @@ func (md *mariadb) reown(ctx context.Context, name, loader string, seen, users m
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	// The session's database and sql_mode change here: the connection is
+	// discarded, not given back to the admin's pool.
+	defer func() {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+	}()
 	if _, err := conn.ExecContext(ctx, "USE "+mysqlIdent(name)); err != nil {
 		return nil, err
 	}
@@ -315,6 +321,7 @@ func setDefiner(ctx context.Context, conn *sql.Conn, db, kind, name, loader, use
 		if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = ?", mode); err != nil {
 			return err
 		}
+		// The next object is recreated in the mode reown started with.
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SET SESSION sql_mode = DEFAULT") //nolint:errcheck
 	}
 	_, err = conn.ExecContext(ctx, stmt)
