@@ -806,6 +806,15 @@ func (c *collector) pgDBUsers(r *agentpb.CpanelReport, seal Sealer) error {
 // node). A certificate no browser would take (self-signed, an unknown CA)
 // is skipped: the site gets a trusted one from ACME instead.
 func (c *collector) certificates(r *agentpb.CpanelReport, seal Sealer, now time.Time) error {
+	// The keys in clear go once they are sealed or skipped.
+	defer func() {
+		for _, ci := range c.certs {
+			clear(ci.pem)
+			if ci.parts != nil {
+				clear(ci.parts.Key)
+			}
+		}
+	}()
 	roots, rootsErr := validate.CertificateRoots()
 	for _, dom := range sortedKeys(c.certs) {
 		ci := c.certs[dom]

@@ -570,9 +570,9 @@ func pgUnquoteIdent(s string) string {
 	return strings.ToLower(s) // PostgreSQL folds bare names
 }
 
-// pgUnquoteString undoes the quoting of a string literal's body: ”
-// always, and backslash escapes in an E” string (\x is x; a hash has no
-// other escapes).
+// pgUnquoteString undoes the quoting of a string literal's body: a
+// doubled quote always, and backslash escapes in an E'...' string (\x
+// is x; a hash has no other escapes).
 func pgUnquoteString(s string, e bool) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
