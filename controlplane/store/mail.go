@@ -395,6 +395,10 @@ func (s *Store) commitMail(ctx context.Context, account string, r *mailRead, rea
 	return resp.Succeeded, nil
 }
 
+// maxMailRounds bounds how often ChangeMail decides again because what
+// it read changed meanwhile.
+const maxMailRounds = 50
+
 // ChangeMail applies fn to an account's mail records and commits the specs
 // it returns in one transaction with audit, compared against the account
 // and its mail sequence key: fn decides on a consistent picture (the plan's
@@ -403,7 +407,11 @@ func (s *Store) commitMail(ctx context.Context, account string, r *mailRead, rea
 // change writes nothing. A spec new to the set drops the old status of a
 // deleted namesake in the same transaction.
 func (s *Store) ChangeMail(ctx context.Context, account string, fn func(*MailSet) (*MailChange, error), audit AuditEvent) error {
-	for {
+	for round := 0; ; round++ {
+		if round == maxMailRounds {
+			// Another account it read (a loop check) is that busy.
+			return fmt.Errorf("the mail this change depends on kept changing while it was decided; try again: %w", ErrNotYet)
+		}
 		r, err := s.readMail(ctx, account)
 		if err != nil {
 			return err
