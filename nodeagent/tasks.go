@@ -258,6 +258,10 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_AnalyzeCpanelBackup{AnalyzeCpanelBackup: m}
 	case *agentpb.ImportCpanelBackupResult:
 		res.Result = &agentpb.TaskResult_ImportCpanelBackup{ImportCpanelBackup: m}
+	case *agentpb.ScanCpanelServerResult:
+		res.Result = &agentpb.TaskResult_ScanCpanelServer{ScanCpanelServer: m}
+	case *agentpb.FetchCpanelBackupResult:
+		res.Result = &agentpb.TaskResult_FetchCpanelBackup{FetchCpanelBackup: m}
 	case *agentpb.NodeMetricsResult:
 		res.Result = &agentpb.TaskResult_NodeMetrics{NodeMetrics: m}
 	case *agentpb.ServiceLogResult:
