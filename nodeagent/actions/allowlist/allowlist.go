@@ -205,6 +205,10 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.cpanel.NewAnalyze(a.AnalyzeCpanelBackup), nil
 	case *agentpb.Task_ImportCpanelBackup:
 		return l.cpanel.NewImport(a.ImportCpanelBackup), nil
+	case *agentpb.Task_ScanCpanelServer:
+		return l.cpanel.NewScan(a.ScanCpanelServer), nil
+	case *agentpb.Task_FetchCpanelBackup:
+		return l.cpanel.NewFetch(a.FetchCpanelBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case *agentpb.Task_ExportCredentials:
