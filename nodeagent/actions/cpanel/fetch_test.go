@@ -5,136 +5,37 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/npanel/npanel/internal/cpaneltest"
+	"github.com/npanel/npanel/internal/sshdtest"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
-const (
-	sshdBin       = "/usr/sbin/sshd"
-	sftpServerBin = "/usr/lib/openssh/sftp-server"
-)
+// sshServer is a real OpenSSH sshd the test started (sshdtest).
+type sshServer struct{ *sshdtest.Server }
 
-// sshServer is a real OpenSSH sshd the test started: its own config, host
-// key and authorized key, on a free loopback port, logging in as root
-// (the only user the test may use) with the key only. Password logins
-// need PAM or a shadow entry the test must not write: not tested here.
-type sshServer struct {
-	port        int
-	fingerprint string
-	clientKey   []byte // OpenSSH PEM
-}
-
-func startSSHD(t *testing.T) *sshServer {
-	t.Helper()
-	if _, err := os.Stat(sshdBin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing in CI", sshdBin)
-		}
-		t.Skipf("no %s: openssh-server is not installed", sshdBin)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("sshd needs root to start")
-	}
-	dir := t.TempDir()
-	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
-	hostPEM, err := ssh.MarshalPrivateKey(hostPriv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostPub, _ := ssh.NewPublicKey(hostPriv.Public())
-	_, cliPriv, _ := ed25519.GenerateKey(rand.Reader)
-	cliPEM, _ := ssh.MarshalPrivateKey(cliPriv, "")
-	cliPub, _ := ssh.NewPublicKey(cliPriv.Public())
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	hostKey := write("host_key", pem.EncodeToMemory(hostPEM))
-	auth := write("authorized_keys", ssh.MarshalAuthorizedKey(cliPub))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := write("sshd_config", fmt.Appendf(nil, `Port %d
-ListenAddress 127.0.0.1
-HostKey %s
-PidFile %s
-AuthorizedKeysFile %s
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-Subsystem sftp %s
-LogLevel ERROR
-`, port, hostKey, filepath.Join(dir, "sshd.pid"), auth, sftpServerBin))
-	// Privilege separation wants its empty directory.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(sshdBin, "-D", "-e", "-f", conf)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("sshd: %s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not listen: %s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return &sshServer{port: port, fingerprint: ssh.FingerprintSHA256(hostPub), clientKey: pem.EncodeToMemory(cliPEM)}
-}
+func startSSHD(t *testing.T) *sshServer { return &sshServer{sshdtest.Start(t)} }
 
 // server is how the node is told to reach s, the key sealed to the test
 // node key; fp "" leaves the host key unpinned.
 func (s *sshServer) server(t *testing.T, fp string) *agentpb.CpanelServer {
-	sealed, err := pki.Seal(&testKey.PublicKey, s.clientKey, agentpb.CpanelServerKeySealContext("root", "127.0.0.1"))
+	sealed, err := pki.Seal(&testKey.PublicKey, s.ClientKey, agentpb.CpanelServerKeySealContext("root", "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &agentpb.CpanelServer{Host: "127.0.0.1", Port: uint32(s.port), User: "root", HostKeyFingerprint: fp, SealedPrivateKey: sealed}
+	return &agentpb.CpanelServer{Host: "127.0.0.1", Port: uint32(s.Port), User: "root", HostKeyFingerprint: fp, SealedPrivateKey: sealed}
 }
 
 func fetchEnv(t *testing.T) *actions.Env {
@@ -205,19 +106,19 @@ func TestFetchFromSSHD(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := out.(*agentpb.ScanCpanelServerResult)
-		if !res.GetHostKeyUnknown() || res.GetHostKeyFingerprint() != srv.fingerprint || len(res.GetAccounts()) != 0 {
-			t.Fatalf("got %v, want unknown key %s and no accounts", res, srv.fingerprint)
+		if !res.GetHostKeyUnknown() || res.GetHostKeyFingerprint() != srv.Fingerprint || len(res.GetAccounts()) != 0 {
+			t.Fatalf("got %v, want unknown key %s and no accounts", res, srv.Fingerprint)
 		}
 	})
 	wrong := "SHA256:" + strings.Repeat("A", 43)
 	t.Run("scan with a wrong key is refused", func(t *testing.T) {
 		_, err := run(t, m.NewScan(&agentpb.ScanCpanelServerAction{Server: srv.server(t, wrong)}), env)
-		if err == nil || reasonOf(err) != agentpb.ErrorReason_ERROR_REASON_CONFLICT || !strings.Contains(err.Error(), srv.fingerprint) {
-			t.Fatalf("err %v, want CONFLICT naming %s", err, srv.fingerprint)
+		if err == nil || reasonOf(err) != agentpb.ErrorReason_ERROR_REASON_CONFLICT || !strings.Contains(err.Error(), srv.Fingerprint) {
+			t.Fatalf("err %v, want CONFLICT naming %s", err, srv.Fingerprint)
 		}
 	})
 	t.Run("scan lists the accounts", func(t *testing.T) {
-		out, err := run(t, m.NewScan(&agentpb.ScanCpanelServerAction{Server: srv.server(t, srv.fingerprint)}), env)
+		out, err := run(t, m.NewScan(&agentpb.ScanCpanelServerAction{Server: srv.server(t, srv.Fingerprint)}), env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +129,7 @@ func TestFetchFromSSHD(t *testing.T) {
 		}
 	})
 	t.Run("fetch by remote path is byte-identical, then idempotent", func(t *testing.T) {
-		req := &agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.fingerprint), RemotePath: arch, Path: "fetched/F1/cpmove-cpuser.tar.gz"}
+		req := &agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: arch, Path: "fetched/F1/cpmove-cpuser.tar.gz"}
 		out, err := run(t, m.NewFetch(req), env)
 		if err != nil {
 			t.Fatal(err)
@@ -265,7 +166,7 @@ func TestFetchFromSSHD(t *testing.T) {
 		if err := os.WriteFile(tarPath, plain, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.fingerprint), RemotePath: tarPath, Path: "fetched/F2/plain.tar.gz"}), env)
+		out, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: tarPath, Path: "fetched/F2/plain.tar.gz"}), env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +190,7 @@ func TestFetchFromSSHD(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.Fetch.PkgacctPath, m.Fetch.PkgacctDir = bin, filepath.Join(remote, "home")
-		out, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.fingerprint), Account: "cpuser", Path: "fetched/F3/cpmove-cpuser.tar.gz"}), env)
+		out, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), Account: "cpuser", Path: "fetched/F3/cpmove-cpuser.tar.gz"}), env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +203,7 @@ func TestFetchFromSSHD(t *testing.T) {
 		}
 	})
 	t.Run("over the size limit nothing is written", func(t *testing.T) {
-		_, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.fingerprint), RemotePath: arch, Path: "fetched/F4/x.tar.gz", MaxBytes: 100}), env)
+		_, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: arch, Path: "fetched/F4/x.tar.gz", MaxBytes: 100}), env)
 		if err == nil || reasonOf(err) != agentpb.ErrorReason_ERROR_REASON_INVALID {
 			t.Fatalf("err %v, want INVALID", err)
 		}
