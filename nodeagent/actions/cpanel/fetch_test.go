@@ -154,6 +154,26 @@ func TestFetchFromSSHD(t *testing.T) {
 			t.Fatalf("analyze fetched: %v %v", a, err)
 		}
 	})
+	t.Run("a retried fetch restarts over what a crash left", func(t *testing.T) {
+		dir := filepath.Join(area, "fetched/F6")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		stale := filepath.Join(dir, ".cpmove-cpuser.tar.gz.part")
+		if err := os.WriteFile(stale, bytes.Repeat([]byte("x"), 100_000), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: arch, Path: "fetched/F6/cpmove-cpuser.tar.gz"}), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum(t, filepath.Join(area, out.(*agentpb.FetchCpanelBackupResult).GetPath())) != sum(t, arch) {
+			t.Fatal("the restarted fetch differs from the archive")
+		}
+		if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("temporary file left: %v", err)
+		}
+	})
 	t.Run("a .tar is gzipped on the way", func(t *testing.T) {
 		tarPath := filepath.Join(remote, "backups", "plain.tar")
 		f, _ := os.Open(arch)
