@@ -177,6 +177,11 @@ func dial(ctx context.Context, env *actions.Env, s *agentpb.CpanelServer) (*ssh.
 	cfg := &ssh.ClientConfig{
 		User:    s.GetUser(),
 		Timeout: dialTimeout,
+		// A fixed preference, ed25519 first, so that the key a server
+		// shows (and the operator pins) is the same on every dial and
+		// is the one ssh-keygen -l -f ssh_host_ed25519_key.pub prints.
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256},
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			seen = ssh.FingerprintSHA256(key)
 			pin := s.GetHostKeyFingerprint()
