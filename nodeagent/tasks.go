@@ -156,6 +156,9 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 	if err := act.Validate(); err != nil {
 		return fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "invalid input: "+err.Error())
 	}
+	if ta, ok := act.(actions.TaskAware); ok {
+		ta.SetTaskID(t.GetId())
+	}
 
 	env := r.a.env(r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()))
 	start = time.Now()

@@ -120,6 +120,10 @@ func New(mods ...actions.Module) *List {
 // hook into its stream).
 func (l *List) Backup() *backup.Module { return l.backup }
 
+// Cpanel returns the agent's cPanel import module (the agent forwards
+// the progress of its fetches).
+func (l *List) Cpanel() *cpanel.Module { return l.cpanel }
+
 // Migrate returns the agent's migration module (the agent runs its
 // endpoint).
 func (l *List) Migrate() *migrate.Module { return l.migrate }

@@ -63,6 +63,9 @@ type FetchOptions struct {
 	PkgacctPath string // "": DefaultPkgacct
 	PkgacctDir  string // "": DefaultPkgacctDir
 	MaxBytes    uint64 // 0: 256 GiB
+	// Progress receives a running fetch's bytes, at most about once a
+	// second (the agent forwards it on its stream as backups do).
+	Progress func(*agentpb.BackupProgress)
 	// ServerRoot prefixes the server files a scan reads
 	// (/etc/trueuserdomains, /var/cpanel/users/): tests point it at a
 	// directory they fill; production leaves it "".
@@ -88,9 +91,13 @@ type Scan struct {
 
 // Fetch is fetch_cpanel_backup.
 type Fetch struct {
-	m   *Module
-	req *agentpb.FetchCpanelBackupAction
+	m    *Module
+	req  *agentpb.FetchCpanelBackupAction
+	task string
 }
+
+// SetTaskID implements actions.TaskAware: progress reports name the task.
+func (a *Fetch) SetTaskID(id string) { a.task = id }
 
 // NewScan builds the action from its wire form.
 func (m *Module) NewScan(req *agentpb.ScanCpanelServerAction) *Scan { return &Scan{m: m, req: req} }
@@ -462,7 +469,7 @@ func (a *Fetch) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	if limit == 0 {
 		limit = defaultFetchMaxBytes
 	}
-	n, sum, err := download(ctx, sc, root, remote, r.GetPath(), limit)
+	n, sum, err := download(ctx, sc, root, remote, r.GetPath(), limit, a.progress())
 	if err != nil {
 		return nil, err
 	}
@@ -519,7 +526,7 @@ func PkgacctArchive(out []byte, account, dir string) (string, error) {
 // name first (analysis refuses hidden names), synced, then renamed. A
 // .tar is gzipped on the way. A download over limit bytes is refused and
 // its temporary file removed.
-func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst string, limit uint64) (uint64, string, error) {
+func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst string, limit uint64, progress func(done, total uint64)) (uint64, string, error) {
 	f, err := sc.Open(remote)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no %s on the server", remote)
@@ -566,7 +573,7 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	// waits one round trip per 32 KiB). The server may grow the file
 	// after Stat: the counting writer holds the limit anyway; ctx ending
 	// closes the client (closeOnDone), which ends WriteTo.
-	cw := &capWriter{w: out, limit: limit}
+	cw := &capWriter{w: out, limit: limit, total: uint64(st.Size()), progress: progress}
 	if _, err := f.WriteTo(cw); err != nil {
 		if errors.Is(err, errOverLimit) {
 			return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "%s is over the limit of %d bytes", remote, limit)
@@ -601,11 +608,14 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 
 var errOverLimit = errors.New("over the size limit")
 
-// capWriter counts what passes and refuses to pass more than limit.
+// capWriter counts what passes, refuses to pass more than limit and
+// reports the count to progress.
 type capWriter struct {
-	w     io.Writer
-	n     uint64
-	limit uint64
+	w        io.Writer
+	n        uint64
+	limit    uint64
+	total    uint64
+	progress func(done, total uint64)
 }
 
 func (c *capWriter) Write(p []byte) (int, error) {
@@ -614,7 +624,26 @@ func (c *capWriter) Write(p []byte) (int, error) {
 	}
 	n, err := c.w.Write(p)
 	c.n += uint64(n)
+	if c.progress != nil {
+		c.progress(c.n, c.total)
+	}
 	return n, err
+}
+
+// progress returns the fetch's progress callback: the first report at
+// once, then at most one a second (each is an etcd write on the server).
+func (a *Fetch) progress() func(done, total uint64) {
+	send := a.m.Fetch.Progress
+	if send == nil || a.task == "" {
+		return nil
+	}
+	var last time.Time
+	return func(done, total uint64) {
+		if now := time.Now(); now.Sub(last) >= time.Second {
+			last = now
+			send(&agentpb.BackupProgress{TaskId: a.task, BytesDone: done, TotalBytes: total})
+		}
+	}
 }
 
 func fileSHA256(root *os.Root, name string) (string, error) {

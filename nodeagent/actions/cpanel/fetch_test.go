@@ -130,7 +130,12 @@ func TestFetchFromSSHD(t *testing.T) {
 	})
 	t.Run("fetch by remote path is byte-identical, then idempotent", func(t *testing.T) {
 		req := &agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: arch, Path: "fetched/F1/cpmove-cpuser.tar.gz"}
-		out, err := run(t, m.NewFetch(req), env)
+		var reports []*agentpb.BackupProgress
+		m.Fetch.Progress = func(p *agentpb.BackupProgress) { reports = append(reports, p) }
+		defer func() { m.Fetch.Progress = nil }()
+		act := m.NewFetch(req)
+		act.SetTaskID("T1")
+		out, err := run(t, act, env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,6 +143,9 @@ func TestFetchFromSSHD(t *testing.T) {
 		local := filepath.Join(area, res.GetPath())
 		if sum(t, local) != sum(t, arch) || res.GetSha256() != sum(t, arch) {
 			t.Fatalf("fetched %s differs from %s", local, arch)
+		}
+		if len(reports) == 0 || reports[0].GetTaskId() != "T1" || reports[0].GetTotalBytes() != res.GetBytes() || reports[0].GetBytesDone() > res.GetBytes() {
+			t.Errorf("progress reports %v", reports)
 		}
 		if ents, _ := os.ReadDir(filepath.Dir(local)); len(ents) != 1 {
 			t.Fatalf("import dir holds %v, want the archive alone", ents)
