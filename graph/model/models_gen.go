@@ -324,7 +324,7 @@ type CpanelFetch struct {
 	// Where the archive lands, relative to the node's import area: importCpanelBackup's path.
 	Path   string            `json:"path"`
 	Status CpanelFetchStatus `json:"status"`
-	// Bytes downloaded.
+	// Bytes downloaded (so far, while RUNNING).
 	Bytes      int64      `json:"bytes"`
 	Sha256     *string    `json:"sha256,omitempty"`
 	Error      *string    `json:"error,omitempty"`
@@ -1579,10 +1579,14 @@ func (e ChallengeType) MarshalJSON() ([]byte, error) {
 type CpanelFetchStatus string
 
 const (
+	// Recorded; the node's task is queued.
 	CpanelFetchStatusPending CpanelFetchStatus = "PENDING"
+	// The node has the task: connecting, packing (pkgacct) or downloading.
 	CpanelFetchStatusRunning CpanelFetchStatus = "RUNNING"
-	CpanelFetchStatusDone    CpanelFetchStatus = "DONE"
-	CpanelFetchStatusFailed  CpanelFetchStatus = "FAILED"
+	// The archive is in the import area at path.
+	CpanelFetchStatusDone CpanelFetchStatus = "DONE"
+	// Refused or failed, why in error. A retry is a new fetch.
+	CpanelFetchStatusFailed CpanelFetchStatus = "FAILED"
 )
 
 var AllCpanelFetchStatus = []CpanelFetchStatus{
