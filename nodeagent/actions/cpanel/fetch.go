@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/sys/unix"
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/proto"
 
@@ -545,6 +546,14 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	if uint64(st.Size()) > limit {
 		return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "%s is %d bytes; the limit is %d", remote, st.Size(), limit)
 	}
+	// Refused before a byte moves rather than when the disk is full: the
+	// import area shares its disk with the accounts. A margin of 1 GiB
+	// is kept (a .tar is smaller once gzipped: the check is on the safe
+	// side).
+	if free, err := freeBytes(root.Name()); err == nil && uint64(st.Size())+freeMargin > free {
+		return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE,
+			"%s is %d bytes; the import area has %d free (keeping %d)", remote, st.Size(), free, uint64(freeMargin))
+	}
 	dir := path.Dir(dst)
 	if err := root.MkdirAll(dir, 0o750); err != nil {
 		return 0, "", fmt.Errorf("import area: %w", err)
@@ -607,6 +616,18 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 }
 
 var errOverLimit = errors.New("over the size limit")
+
+// freeMargin is the space a fetch leaves free in the import area.
+const freeMargin = 1 << 30
+
+// freeBytes is what an unprivileged writer may still use on dir's disk.
+func freeBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
 
 // capWriter counts what passes, refuses to pass more than limit and
 // reports the count to progress.
