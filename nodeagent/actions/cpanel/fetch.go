@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/sys/unix"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
