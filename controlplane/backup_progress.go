@@ -81,6 +81,15 @@ func (g *gateway) recordBackupProgress(ctx context.Context, node string, p *agen
 			r.Status.Progress = prog
 			return nil, nil
 		}, store.AuditEvent{})
+	case store.FetchObject(""):
+		// A cPanel fetch reports the bytes downloaded so far.
+		_, err = g.store.UpdateFetch(ctx, id, func(f *store.Fetch) error {
+			if f.TaskID != t.ID || f.Status.Finished() {
+				return store.ErrUnchanged
+			}
+			f.Bytes = p.GetBytesDone()
+			return nil
+		}, store.AuditEvent{})
 	default:
 		return
 	}

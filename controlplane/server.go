@@ -255,6 +255,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.controllers.Add(newBackupController(s))
 	}
 	s.controllers.Add(newCpanelImportController(s))
+	s.controllers.Add(newCpanelFetchController(s))
 	if !s.cfg.Migration.Paused {
 		s.controllers.Add(newMigrationController(s))
 	}

@@ -290,6 +290,35 @@ type ComplexityRoot struct {
 		Kind    func(childComplexity int) int
 	}
 
+	CpanelFetch struct {
+		Account            func(childComplexity int) int
+		Bytes              func(childComplexity int) int
+		CreatedBy          func(childComplexity int) int
+		Error              func(childComplexity int) int
+		FinishedAt         func(childComplexity int) int
+		Host               func(childComplexity int) int
+		HostKeyFingerprint func(childComplexity int) int
+		ID                 func(childComplexity int) int
+		Node               func(childComplexity int) int
+		Path               func(childComplexity int) int
+		Port               func(childComplexity int) int
+		RemotePath         func(childComplexity int) int
+		Sha256             func(childComplexity int) int
+		StartedAt          func(childComplexity int) int
+		Status             func(childComplexity int) int
+		User               func(childComplexity int) int
+	}
+
+	CpanelFetchConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	CpanelFetchEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	CpanelForwarder struct {
 		Destinations func(childComplexity int) int
 		Source       func(childComplexity int) int
@@ -363,6 +392,18 @@ type ComplexityRoot struct {
 		Plan            func(childComplexity int) int
 		Username        func(childComplexity int) int
 		Zones           func(childComplexity int) int
+	}
+
+	CpanelServerAccount struct {
+		DiskUsedBytes func(childComplexity int) int
+		Domain        func(childComplexity int) int
+		Suspended     func(childComplexity int) int
+		Username      func(childComplexity int) int
+	}
+
+	CpanelServerScan struct {
+		Accounts           func(childComplexity int) int
+		HostKeyFingerprint func(childComplexity int) int
 	}
 
 	CpanelZone struct {
@@ -665,6 +706,7 @@ type ComplexityRoot struct {
 		EnableDkim                 func(childComplexity int, domain string) int
 		EnableMailbox              func(childComplexity int, address string) int
 		EnableWebmail              func(childComplexity int, domain string) int
+		FetchCpanelBackup          func(childComplexity int, input model.FetchCpanelBackupInput) int
 		FinalizeMigration          func(childComplexity int, id string) int
 		FlushMailQueue             func(childComplexity int, node string) int
 		ImportCpanelBackup         func(childComplexity int, input model.ImportCpanelBackupInput) int
@@ -689,6 +731,7 @@ type ComplexityRoot struct {
 		RotateDNSSECKeys           func(childComplexity int, zone string) int
 		RotateDkim                 func(childComplexity int, domain string) int
 		RunNodeAction              func(childComplexity int, node string, action model.NodeAction, payload *string, timeoutSeconds *int) int
+		ScanCpanelServer           func(childComplexity int, input model.ScanCpanelServerInput) int
 		ScanMailbox                func(childComplexity int, address string) int
 		SetAutoRenew               func(childComplexity int, id string, on bool) int
 		SetAutoresponder           func(childComplexity int, address string, autoresponder model.AutoresponderInput) int
@@ -802,6 +845,8 @@ type ComplexityRoot struct {
 		Certificate   func(childComplexity int, id string) int
 		Certificates  func(childComplexity int, filter *model.CertificateFilter, first *int, after *string) int
 		Cluster       func(childComplexity int) int
+		CpanelFetch   func(childComplexity int, id string) int
+		CpanelFetches func(childComplexity int, first *int, after *string) int
 		CpanelImport  func(childComplexity int, id string) int
 		CpanelImports func(childComplexity int, first *int, after *string) int
 		DatabaseUsers func(childComplexity int, account string) int
@@ -1067,6 +1112,8 @@ type MutationResolver interface {
 	SetPlanBackup(ctx context.Context, plan string, input *model.PlanBackupInput) (*model.Plan, error)
 	AnalyzeCpanelBackup(ctx context.Context, input model.AnalyzeCpanelBackupInput) (*model.CpanelReport, error)
 	ImportCpanelBackup(ctx context.Context, input model.ImportCpanelBackupInput) (*model.CpanelImport, error)
+	ScanCpanelServer(ctx context.Context, input model.ScanCpanelServerInput) (*model.CpanelServerScan, error)
+	FetchCpanelBackup(ctx context.Context, input model.FetchCpanelBackupInput) (*model.CpanelFetch, error)
 	CreateDatabase(ctx context.Context, account string, name string, engine *model.DatabaseEngine, wait *time.Duration) (*model.Database, error)
 	DeleteDatabase(ctx context.Context, account string, name string, wait *time.Duration) (*model.DeleteDatabasePayload, error)
 	CreateDatabaseUser(ctx context.Context, account string, name string, password *string, engine *model.DatabaseEngine, wait *time.Duration) (*model.DatabaseUserPayload, error)
@@ -1164,6 +1211,8 @@ type QueryResolver interface {
 	Cluster(ctx context.Context) (*model.Cluster, error)
 	CpanelImport(ctx context.Context, id string) (*model.CpanelImport, error)
 	CpanelImports(ctx context.Context, first *int, after *string) (*model.CpanelImportConnection, error)
+	CpanelFetch(ctx context.Context, id string) (*model.CpanelFetch, error)
+	CpanelFetches(ctx context.Context, first *int, after *string) (*model.CpanelFetchConnection, error)
 	Databases(ctx context.Context, account string) ([]*model.Database, error)
 	DatabaseUsers(ctx context.Context, account string) ([]*model.DatabaseUser, error)
 	Zone(ctx context.Context, name string) (*model.Zone, error)
@@ -2160,6 +2209,129 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CpanelDomain.Kind(childComplexity), true
 
+	case "CpanelFetch.account":
+		if e.ComplexityRoot.CpanelFetch.Account == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Account(childComplexity), true
+	case "CpanelFetch.bytes":
+		if e.ComplexityRoot.CpanelFetch.Bytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Bytes(childComplexity), true
+	case "CpanelFetch.createdBy":
+		if e.ComplexityRoot.CpanelFetch.CreatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.CreatedBy(childComplexity), true
+	case "CpanelFetch.error":
+		if e.ComplexityRoot.CpanelFetch.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Error(childComplexity), true
+	case "CpanelFetch.finishedAt":
+		if e.ComplexityRoot.CpanelFetch.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.FinishedAt(childComplexity), true
+	case "CpanelFetch.host":
+		if e.ComplexityRoot.CpanelFetch.Host == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Host(childComplexity), true
+	case "CpanelFetch.hostKeyFingerprint":
+		if e.ComplexityRoot.CpanelFetch.HostKeyFingerprint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.HostKeyFingerprint(childComplexity), true
+	case "CpanelFetch.id":
+		if e.ComplexityRoot.CpanelFetch.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.ID(childComplexity), true
+	case "CpanelFetch.node":
+		if e.ComplexityRoot.CpanelFetch.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Node(childComplexity), true
+	case "CpanelFetch.path":
+		if e.ComplexityRoot.CpanelFetch.Path == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Path(childComplexity), true
+	case "CpanelFetch.port":
+		if e.ComplexityRoot.CpanelFetch.Port == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Port(childComplexity), true
+	case "CpanelFetch.remotePath":
+		if e.ComplexityRoot.CpanelFetch.RemotePath == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.RemotePath(childComplexity), true
+	case "CpanelFetch.sha256":
+		if e.ComplexityRoot.CpanelFetch.Sha256 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Sha256(childComplexity), true
+	case "CpanelFetch.startedAt":
+		if e.ComplexityRoot.CpanelFetch.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.StartedAt(childComplexity), true
+	case "CpanelFetch.status":
+		if e.ComplexityRoot.CpanelFetch.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.Status(childComplexity), true
+	case "CpanelFetch.user":
+		if e.ComplexityRoot.CpanelFetch.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetch.User(childComplexity), true
+
+	case "CpanelFetchConnection.edges":
+		if e.ComplexityRoot.CpanelFetchConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetchConnection.Edges(childComplexity), true
+	case "CpanelFetchConnection.pageInfo":
+		if e.ComplexityRoot.CpanelFetchConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetchConnection.PageInfo(childComplexity), true
+
+	case "CpanelFetchEdge.cursor":
+		if e.ComplexityRoot.CpanelFetchEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetchEdge.Cursor(childComplexity), true
+	case "CpanelFetchEdge.node":
+		if e.ComplexityRoot.CpanelFetchEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelFetchEdge.Node(childComplexity), true
+
 	case "CpanelForwarder.destinations":
 		if e.ComplexityRoot.CpanelForwarder.Destinations == nil {
 			break
@@ -2473,6 +2645,44 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CpanelReport.Zones(childComplexity), true
+
+	case "CpanelServerAccount.diskUsedBytes":
+		if e.ComplexityRoot.CpanelServerAccount.DiskUsedBytes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerAccount.DiskUsedBytes(childComplexity), true
+	case "CpanelServerAccount.domain":
+		if e.ComplexityRoot.CpanelServerAccount.Domain == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerAccount.Domain(childComplexity), true
+	case "CpanelServerAccount.suspended":
+		if e.ComplexityRoot.CpanelServerAccount.Suspended == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerAccount.Suspended(childComplexity), true
+	case "CpanelServerAccount.username":
+		if e.ComplexityRoot.CpanelServerAccount.Username == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerAccount.Username(childComplexity), true
+
+	case "CpanelServerScan.accounts":
+		if e.ComplexityRoot.CpanelServerScan.Accounts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerScan.Accounts(childComplexity), true
+	case "CpanelServerScan.hostKeyFingerprint":
+		if e.ComplexityRoot.CpanelServerScan.HostKeyFingerprint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerScan.HostKeyFingerprint(childComplexity), true
 
 	case "CpanelZone.name":
 		if e.ComplexityRoot.CpanelZone.Name == nil {
@@ -3937,6 +4147,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.EnableWebmail(childComplexity, args["domain"].(string)), true
+	case "Mutation.fetchCpanelBackup":
+		if e.ComplexityRoot.Mutation.FetchCpanelBackup == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_fetchCpanelBackup_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FetchCpanelBackup(childComplexity, args["input"].(model.FetchCpanelBackupInput)), true
 	case "Mutation.finalizeMigration":
 		if e.ComplexityRoot.Mutation.FinalizeMigration == nil {
 			break
@@ -4196,6 +4417,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RunNodeAction(childComplexity, args["node"].(string), args["action"].(model.NodeAction), args["payload"].(*string), args["timeoutSeconds"].(*int)), true
+	case "Mutation.scanCpanelServer":
+		if e.ComplexityRoot.Mutation.ScanCpanelServer == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_scanCpanelServer_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ScanCpanelServer(childComplexity, args["input"].(model.ScanCpanelServerInput)), true
 	case "Mutation.scanMailbox":
 		if e.ComplexityRoot.Mutation.ScanMailbox == nil {
 			break
@@ -4930,6 +5162,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Cluster(childComplexity), true
+	case "Query.cpanelFetch":
+		if e.ComplexityRoot.Query.CpanelFetch == nil {
+			break
+		}
+
+		args, err := ec.field_Query_cpanelFetch_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CpanelFetch(childComplexity, args["id"].(string)), true
+	case "Query.cpanelFetches":
+		if e.ComplexityRoot.Query.CpanelFetches == nil {
+			break
+		}
+
+		args, err := ec.field_Query_cpanelFetches_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CpanelFetches(childComplexity, args["first"].(*int), args["after"].(*string)), true
 	case "Query.cpanelImport":
 		if e.ComplexityRoot.Query.CpanelImport == nil {
 			break
@@ -6032,6 +6286,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreatePlanInput", ec.unmarshalInputCreatePlanInput),
 			graphql.NewInputUnmarshaler("CreateResellerInput", ec.unmarshalInputCreateResellerInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
+			graphql.NewInputUnmarshaler("FetchCpanelBackupInput", ec.unmarshalInputFetchCpanelBackupInput),
 			graphql.NewInputUnmarshaler("ImportCpanelBackupInput", ec.unmarshalInputImportCpanelBackupInput),
 			graphql.NewInputUnmarshaler("InstallCertificateInput", ec.unmarshalInputInstallCertificateInput),
 			graphql.NewInputUnmarshaler("LabelInput", ec.unmarshalInputLabelInput),
@@ -6042,6 +6297,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("RecordInput", ec.unmarshalInputRecordInput),
 			graphql.NewInputUnmarshaler("RequestCertificateInput", ec.unmarshalInputRequestCertificateInput),
 			graphql.NewInputUnmarshaler("RestoreBackupInput", ec.unmarshalInputRestoreBackupInput),
+			graphql.NewInputUnmarshaler("ScanCpanelServerInput", ec.unmarshalInputScanCpanelServerInput),
 			graphql.NewInputUnmarshaler("SpamFilterInput", ec.unmarshalInputSpamFilterInput),
 			graphql.NewInputUnmarshaler("UpdateNodeInput", ec.unmarshalInputUpdateNodeInput),
 			graphql.NewInputUnmarshaler("UpdatePlanInput", ec.unmarshalInputUpdatePlanInput),
@@ -6141,7 +6397,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "migration.graphqls" "nodes.graphqls" "observe.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
+//go:embed "accounts.graphqls" "audit.graphqls" "backup.graphqls" "cluster.graphqls" "cpanel.graphqls" "cpanel_fetch.graphqls" "db.graphqls" "dns.graphqls" "mail.graphqls" "migration.graphqls" "nodes.graphqls" "observe.graphqls" "schema.graphqls" "tls.graphqls" "users.graphqls" "web.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -6158,6 +6414,7 @@ var sources = []*ast.Source{
 	{Name: "backup.graphqls", Input: sourceData("backup.graphqls"), BuiltIn: false},
 	{Name: "cluster.graphqls", Input: sourceData("cluster.graphqls"), BuiltIn: false},
 	{Name: "cpanel.graphqls", Input: sourceData("cpanel.graphqls"), BuiltIn: false},
+	{Name: "cpanel_fetch.graphqls", Input: sourceData("cpanel_fetch.graphqls"), BuiltIn: false},
 	{Name: "db.graphqls", Input: sourceData("db.graphqls"), BuiltIn: false},
 	{Name: "dns.graphqls", Input: sourceData("dns.graphqls"), BuiltIn: false},
 	{Name: "mail.graphqls", Input: sourceData("mail.graphqls"), BuiltIn: false},
@@ -6669,6 +6926,64 @@ func (ec *executionContext) childFields_CpanelDomain(ctx context.Context, field 
 	return nil, fmt.Errorf("no field named %q was found under type CpanelDomain", field.Name)
 }
 
+func (ec *executionContext) childFields_CpanelFetch(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_CpanelFetch_id(ctx, field)
+	case "node":
+		return ec.fieldContext_CpanelFetch_node(ctx, field)
+	case "host":
+		return ec.fieldContext_CpanelFetch_host(ctx, field)
+	case "port":
+		return ec.fieldContext_CpanelFetch_port(ctx, field)
+	case "user":
+		return ec.fieldContext_CpanelFetch_user(ctx, field)
+	case "hostKeyFingerprint":
+		return ec.fieldContext_CpanelFetch_hostKeyFingerprint(ctx, field)
+	case "account":
+		return ec.fieldContext_CpanelFetch_account(ctx, field)
+	case "remotePath":
+		return ec.fieldContext_CpanelFetch_remotePath(ctx, field)
+	case "path":
+		return ec.fieldContext_CpanelFetch_path(ctx, field)
+	case "status":
+		return ec.fieldContext_CpanelFetch_status(ctx, field)
+	case "bytes":
+		return ec.fieldContext_CpanelFetch_bytes(ctx, field)
+	case "sha256":
+		return ec.fieldContext_CpanelFetch_sha256(ctx, field)
+	case "error":
+		return ec.fieldContext_CpanelFetch_error(ctx, field)
+	case "createdBy":
+		return ec.fieldContext_CpanelFetch_createdBy(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_CpanelFetch_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_CpanelFetch_finishedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelFetch", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelFetchConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_CpanelFetchConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_CpanelFetchConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelFetchConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelFetchEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_CpanelFetchEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_CpanelFetchEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelFetchEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_CpanelForwarder(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "source":
@@ -6817,6 +7132,30 @@ func (ec *executionContext) childFields_CpanelReport(ctx context.Context, field 
 		return ec.fieldContext_CpanelReport_zones(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CpanelReport", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelServerAccount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "username":
+		return ec.fieldContext_CpanelServerAccount_username(ctx, field)
+	case "domain":
+		return ec.fieldContext_CpanelServerAccount_domain(ctx, field)
+	case "diskUsedBytes":
+		return ec.fieldContext_CpanelServerAccount_diskUsedBytes(ctx, field)
+	case "suspended":
+		return ec.fieldContext_CpanelServerAccount_suspended(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelServerAccount", field.Name)
+}
+
+func (ec *executionContext) childFields_CpanelServerScan(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "hostKeyFingerprint":
+		return ec.fieldContext_CpanelServerScan_hostKeyFingerprint(ctx, field)
+	case "accounts":
+		return ec.fieldContext_CpanelServerScan_accounts(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CpanelServerScan", field.Name)
 }
 
 func (ec *executionContext) childFields_CpanelZone(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -8813,6 +9152,20 @@ func (ec *executionContext) field_Mutation_enableWebmail_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_fetchCpanelBackup_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.FetchCpanelBackupInput, error) {
+			return ec.unmarshalNFetchCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFetchCpanelBackupInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_finalizeMigration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9236,6 +9589,20 @@ func (ec *executionContext) field_Mutation_runNodeAction_args(ctx context.Contex
 		return nil, err
 	}
 	args["timeoutSeconds"] = arg3
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_scanCpanelServer_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ScanCpanelServerInput, error) {
+			return ec.unmarshalNScanCpanelServerInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScanCpanelServerInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
 	return args, nil
 }
 
@@ -10036,6 +10403,42 @@ func (ec *executionContext) field_Query_certificates_args(ctx context.Context, r
 		return nil, err
 	}
 	args["after"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_cpanelFetch_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_cpanelFetches_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -14433,6 +14836,493 @@ func (ec *executionContext) fieldContext_CpanelDomain_aliasOf(_ context.Context,
 	return graphql.NewScalarFieldContext("CpanelDomain", field, false, false, "String")
 }
 
+func (ec *executionContext) _CpanelFetch_id(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CpanelFetch_node(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_host(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_host(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Host, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_host(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_port(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_port(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Port, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_port(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CpanelFetch_user(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_hostKeyFingerprint(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_hostKeyFingerprint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HostKeyFingerprint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_hostKeyFingerprint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_account(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_account(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Account, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_account(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_remotePath(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_remotePath(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RemotePath, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_remotePath(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_path(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_path(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Path, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_path(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_status(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.CpanelFetchStatus) graphql.Marshaler {
+			return ec.marshalNCpanelFetchStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "CpanelFetchStatus")
+}
+
+func (ec *executionContext) _CpanelFetch_bytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_bytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Bytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_bytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelFetch_sha256(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_sha256(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sha256, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_sha256(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_error(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_createdBy(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_createdBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_createdBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetch_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CpanelFetch_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetch) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetch_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetch_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetch", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CpanelFetchConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetchConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetchConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelFetchEdge) graphql.Marshaler {
+			return ec.marshalNCpanelFetchEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetchConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelFetchConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelFetchEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelFetchConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetchConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetchConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetchConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelFetchConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelFetchEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetchEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetchEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetchEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelFetchEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelFetchEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.CpanelFetchEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelFetchEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelFetch) graphql.Marshaler {
+			return ec.marshalNCpanelFetch2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetch(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelFetchEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelFetchEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelFetch(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _CpanelForwarder_source(ctx context.Context, field graphql.CollectedField, obj *model.CpanelForwarder) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -15736,6 +16626,153 @@ func (ec *executionContext) fieldContext_CpanelReport_zones(_ context.Context, f
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_CpanelZone(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CpanelServerAccount_username(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerAccount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerAccount_username(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Username, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerAccount_username(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerAccount", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelServerAccount_domain(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerAccount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerAccount_domain(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Domain, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerAccount_domain(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerAccount", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelServerAccount_diskUsedBytes(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerAccount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerAccount_diskUsedBytes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DiskUsedBytes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt642int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerAccount_diskUsedBytes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerAccount", field, false, false, "Int64")
+}
+
+func (ec *executionContext) _CpanelServerAccount_suspended(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerAccount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerAccount_suspended(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Suspended, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerAccount_suspended(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerAccount", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CpanelServerScan_hostKeyFingerprint(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerScan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerScan_hostKeyFingerprint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HostKeyFingerprint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerScan_hostKeyFingerprint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerScan", field, false, false, "String")
+}
+
+func (ec *executionContext) _CpanelServerScan_accounts(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerScan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerScan_accounts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Accounts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.CpanelServerAccount) graphql.Marshaler {
+			return ec.marshalNCpanelServerAccount2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerAccountᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerScan_accounts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CpanelServerScan",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelServerAccount(ctx, field)
 		},
 	}
 	return fc, nil
@@ -20487,6 +21524,94 @@ func (ec *executionContext) fieldContext_Mutation_importCpanelBackup(ctx context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_importCpanelBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_scanCpanelServer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_scanCpanelServer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ScanCpanelServer(ctx, fc.Args["input"].(model.ScanCpanelServerInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelServerScan) graphql.Marshaler {
+			return ec.marshalNCpanelServerScan2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerScan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_scanCpanelServer(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelServerScan(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_scanCpanelServer_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_fetchCpanelBackup(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_fetchCpanelBackup(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FetchCpanelBackup(ctx, fc.Args["input"].(model.FetchCpanelBackupInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelFetch) graphql.Marshaler {
+			return ec.marshalNCpanelFetch2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetch(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_fetchCpanelBackup(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelFetch(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_fetchCpanelBackup_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -25671,6 +26796,94 @@ func (ec *executionContext) fieldContext_Query_cpanelImports(ctx context.Context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_cpanelImports_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_cpanelFetch(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_cpanelFetch(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CpanelFetch(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelFetch) graphql.Marshaler {
+			return ec.marshalOCpanelFetch2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetch(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_cpanelFetch(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelFetch(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_cpanelFetch_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_cpanelFetches(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_cpanelFetches(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CpanelFetches(ctx, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CpanelFetchConnection) graphql.Marshaler {
+			return ec.marshalNCpanelFetchConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_cpanelFetches(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CpanelFetchConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_cpanelFetches_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -31775,6 +32988,104 @@ func UnmarshalCreateUserInput(ctx context.Context, raw any) (model.CreateUserInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputFetchCpanelBackupInput(ctx context.Context, obj any) (model.FetchCpanelBackupInput, error) {
+	var it model.FetchCpanelBackupInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"node", "host", "port", "user", "password", "privateKey", "hostKeyFingerprint", "account", "remotePath"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "host":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("host"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Host = data
+		case "port":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("port"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Port = data
+		case "user":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("user"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.User = data
+		case "password":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("password"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Password = data
+		case "privateKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("privateKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PrivateKey = data
+		case "hostKeyFingerprint":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostKeyFingerprint"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostKeyFingerprint = data
+		case "account":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("account"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Account = data
+		case "remotePath":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("remotePath"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RemotePath = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalFetchCpanelBackupInput unmarshals raw into the FetchCpanelBackupInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalFetchCpanelBackupInput(ctx context.Context, raw any) (model.FetchCpanelBackupInput, error) {
+	var out model.FetchCpanelBackupInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "FetchCpanelBackupInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputImportCpanelBackupInput(ctx context.Context, obj any) (model.ImportCpanelBackupInput, error) {
 	var it model.ImportCpanelBackupInput
 	if obj == nil {
@@ -32448,6 +33759,90 @@ func (ec *executionContext) unmarshalInputRestoreBackupInput(ctx context.Context
 func UnmarshalRestoreBackupInput(ctx context.Context, raw any) (model.RestoreBackupInput, error) {
 	var out model.RestoreBackupInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "RestoreBackupInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputScanCpanelServerInput(ctx context.Context, obj any) (model.ScanCpanelServerInput, error) {
+	var it model.ScanCpanelServerInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"node", "host", "port", "user", "password", "privateKey", "hostKeyFingerprint"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "node":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("node"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Node = data
+		case "host":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("host"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Host = data
+		case "port":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("port"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Port = data
+		case "user":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("user"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.User = data
+		case "password":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("password"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Password = data
+		case "privateKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("privateKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PrivateKey = data
+		case "hostKeyFingerprint":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hostKeyFingerprint"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HostKeyFingerprint = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalScanCpanelServerInput unmarshals raw into the ScanCpanelServerInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalScanCpanelServerInput(ctx context.Context, raw any) (model.ScanCpanelServerInput, error) {
+	var out model.ScanCpanelServerInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ScanCpanelServerInput", raw, &out)
 	return out, err
 }
 
@@ -34529,6 +35924,190 @@ func (ec *executionContext) _CpanelDomain(ctx context.Context, sel ast.Selection
 	return out
 }
 
+var cpanelFetchImplementors = []string{"CpanelFetch"}
+
+func (ec *executionContext) _CpanelFetch(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelFetch) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelFetchImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelFetch")
+		case "id":
+			out.Values[i] = ec._CpanelFetch_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CpanelFetch_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "host":
+			out.Values[i] = ec._CpanelFetch_host(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "port":
+			out.Values[i] = ec._CpanelFetch_port(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._CpanelFetch_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "hostKeyFingerprint":
+			out.Values[i] = ec._CpanelFetch_hostKeyFingerprint(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "account":
+			out.Values[i] = ec._CpanelFetch_account(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "remotePath":
+			out.Values[i] = ec._CpanelFetch_remotePath(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "path":
+			out.Values[i] = ec._CpanelFetch_path(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._CpanelFetch_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "bytes":
+			out.Values[i] = ec._CpanelFetch_bytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sha256":
+			out.Values[i] = ec._CpanelFetch_sha256(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._CpanelFetch_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "createdBy":
+			out.Values[i] = ec._CpanelFetch_createdBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._CpanelFetch_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._CpanelFetch_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelFetchConnectionImplementors = []string{"CpanelFetchConnection"}
+
+func (ec *executionContext) _CpanelFetchConnection(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelFetchConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelFetchConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelFetchConnection")
+		case "edges":
+			out.Values[i] = ec._CpanelFetchConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CpanelFetchConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelFetchEdgeImplementors = []string{"CpanelFetchEdge"}
+
+func (ec *executionContext) _CpanelFetchEdge(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelFetchEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelFetchEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelFetchEdge")
+		case "cursor":
+			out.Values[i] = ec._CpanelFetchEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._CpanelFetchEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var cpanelForwarderImplementors = []string{"CpanelForwarder"}
 
 func (ec *executionContext) _CpanelForwarder(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelForwarder) graphql.Marshaler {
@@ -34988,6 +36567,92 @@ func (ec *executionContext) _CpanelReport(ctx context.Context, sel ast.Selection
 			}
 		case "zones":
 			out.Values[i] = ec._CpanelReport_zones(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelServerAccountImplementors = []string{"CpanelServerAccount"}
+
+func (ec *executionContext) _CpanelServerAccount(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelServerAccount) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelServerAccountImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelServerAccount")
+		case "username":
+			out.Values[i] = ec._CpanelServerAccount_username(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "domain":
+			out.Values[i] = ec._CpanelServerAccount_domain(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "diskUsedBytes":
+			out.Values[i] = ec._CpanelServerAccount_diskUsedBytes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "suspended":
+			out.Values[i] = ec._CpanelServerAccount_suspended(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var cpanelServerScanImplementors = []string{"CpanelServerScan"}
+
+func (ec *executionContext) _CpanelServerScan(ctx context.Context, sel ast.SelectionSet, obj *model.CpanelServerScan) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cpanelServerScanImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CpanelServerScan")
+		case "hostKeyFingerprint":
+			out.Values[i] = ec._CpanelServerScan_hostKeyFingerprint(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "accounts":
+			out.Values[i] = ec._CpanelServerScan_accounts(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -36883,6 +38548,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "scanCpanelServer":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_scanCpanelServer(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fetchCpanelBackup":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_fetchCpanelBackup(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createDatabase":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createDatabase(ctx, field)
@@ -37973,6 +39652,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_cpanelImports(ctx, field)
+				})
+		case "cpanelFetch":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_cpanelFetch(ctx, field)
+				})
+		case "cpanelFetches":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_cpanelFetches(ctx, field)
 				})
 		case "databases":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -40358,6 +42049,56 @@ func (ec *executionContext) marshalNCpanelDomain2ᚖgithubᚗcomᚋnpanelᚋnpan
 	return ec._CpanelDomain(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNCpanelFetch2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetch(ctx context.Context, sel ast.SelectionSet, v *model.CpanelFetch) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelFetch!")
+		return graphql.Null
+	}
+	return ec._CpanelFetch(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelFetchConnection2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchConnection(ctx context.Context, sel ast.SelectionSet, v *model.CpanelFetchConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelFetchConnection!")
+		return graphql.Null
+	}
+	return ec._CpanelFetchConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelFetchEdge2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelFetchEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelFetchEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelFetchEdge2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchEdge(ctx context.Context, sel ast.SelectionSet, v *model.CpanelFetchEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelFetchEdge!")
+		return graphql.Null
+	}
+	return ec._CpanelFetchEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCpanelFetchStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchStatus(ctx context.Context, v any) (model.CpanelFetchStatus, error) {
+	var res model.CpanelFetchStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCpanelFetchStatus2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetchStatus(ctx context.Context, sel ast.SelectionSet, v model.CpanelFetchStatus) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNCpanelForwarder2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelForwarderᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelForwarder) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -40510,6 +42251,38 @@ func (ec *executionContext) marshalNCpanelReport2ᚖgithubᚗcomᚋnpanelᚋnpan
 		return graphql.Null
 	}
 	return ec._CpanelReport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelServerAccount2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerAccountᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelServerAccount) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCpanelServerAccount2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerAccount(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCpanelServerAccount2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerAccount(ctx context.Context, sel ast.SelectionSet, v *model.CpanelServerAccount) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelServerAccount!")
+		return graphql.Null
+	}
+	return ec._CpanelServerAccount(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCpanelServerScan2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelServerScan(ctx context.Context, sel ast.SelectionSet, v *model.CpanelServerScan) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CpanelServerScan!")
+		return graphql.Null
+	}
+	return ec._CpanelServerScan(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNCpanelZone2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelZoneᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CpanelZone) graphql.Marshaler {
@@ -40805,6 +42578,11 @@ func (ec *executionContext) marshalNEtcdStatus2ᚖgithubᚗcomᚋnpanelᚋnpanel
 		return graphql.Null
 	}
 	return ec._EtcdStatus(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNFetchCpanelBackupInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFetchCpanelBackupInput(ctx context.Context, v any) (model.FetchCpanelBackupInput, error) {
+	res, err := ec.unmarshalInputFetchCpanelBackupInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNFilesystemUsage2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐFilesystemUsageᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.FilesystemUsage) graphql.Marshaler {
@@ -41512,6 +43290,11 @@ func (ec *executionContext) marshalNRole2githubᚗcomᚋnpanelᚋnpanelᚋgraph�
 	return v
 }
 
+func (ec *executionContext) unmarshalNScanCpanelServerInput2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScanCpanelServerInput(ctx context.Context, v any) (model.ScanCpanelServerInput, error) {
+	res, err := ec.unmarshalInputScanCpanelServerInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNScanMailboxPayload2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScanMailboxPayload(ctx context.Context, sel ast.SelectionSet, v *model.ScanMailboxPayload) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "ScanMailboxPayload!")
@@ -42186,6 +43969,13 @@ func (ec *executionContext) marshalOChallengeType2ᚖgithubᚗcomᚋnpanelᚋnpa
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) marshalOCpanelFetch2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelFetch(ctx context.Context, sel ast.SelectionSet, v *model.CpanelFetch) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CpanelFetch(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalOCpanelImport2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐCpanelImport(ctx context.Context, sel ast.SelectionSet, v *model.CpanelImport) graphql.Marshaler {

@@ -321,6 +321,7 @@ func New(cfg Config) (*Agent, error) {
 		allow:   allowlist.New(cfg.Modules...),
 	}
 	a.allow.Backup().Progress = a.sendBackupProgress
+	a.allow.Cpanel().Fetch.Progress = a.sendBackupProgress
 
 	id, err := loadIdentity(cfg.DataDir)
 	if err != nil {

@@ -156,6 +156,9 @@ func (r *runner) execute(t *agentpb.Task) (res *agentpb.TaskResult, record bool)
 	if err := act.Validate(); err != nil {
 		return fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "invalid input: "+err.Error())
 	}
+	if ta, ok := act.(actions.TaskAware); ok {
+		ta.SetTaskID(t.GetId())
+	}
 
 	env := r.a.env(r.a.log.With("task", t.GetId(), "action", name, "generation", t.GetGeneration()))
 	start = time.Now()
@@ -258,6 +261,10 @@ func setResult(res *agentpb.TaskResult, out proto.Message) error {
 		res.Result = &agentpb.TaskResult_AnalyzeCpanelBackup{AnalyzeCpanelBackup: m}
 	case *agentpb.ImportCpanelBackupResult:
 		res.Result = &agentpb.TaskResult_ImportCpanelBackup{ImportCpanelBackup: m}
+	case *agentpb.ScanCpanelServerResult:
+		res.Result = &agentpb.TaskResult_ScanCpanelServer{ScanCpanelServer: m}
+	case *agentpb.FetchCpanelBackupResult:
+		res.Result = &agentpb.TaskResult_FetchCpanelBackup{FetchCpanelBackup: m}
 	case *agentpb.NodeMetricsResult:
 		res.Result = &agentpb.TaskResult_NodeMetrics{NodeMetrics: m}
 	case *agentpb.ServiceLogResult:

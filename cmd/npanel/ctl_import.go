@@ -20,6 +20,7 @@ import (
 func importCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "import", Short: "Import cPanel account backups from a node's import area (admins)"})
 	cmd.AddCommand(importAnalyzeCmd(o), importCpanelCmd(o), importShowCmd(o), importListCmd(o))
+	cmd.AddCommand(importScanCmd(o), importFetchCmd(o), importFetchShowCmd(o), importFetchesCmd(o))
 	return cmd
 }
 

@@ -312,6 +312,37 @@ type CpanelDomain struct {
 	AliasOf *string `json:"aliasOf,omitempty"`
 }
 
+type CpanelFetch struct {
+	ID                 string  `json:"id"`
+	Node               string  `json:"node"`
+	Host               string  `json:"host"`
+	Port               int     `json:"port"`
+	User               string  `json:"user"`
+	HostKeyFingerprint string  `json:"hostKeyFingerprint"`
+	Account            *string `json:"account,omitempty"`
+	RemotePath         *string `json:"remotePath,omitempty"`
+	// Where the archive lands, relative to the node's import area: importCpanelBackup's path.
+	Path   string            `json:"path"`
+	Status CpanelFetchStatus `json:"status"`
+	// Bytes downloaded (so far, while RUNNING).
+	Bytes      int64      `json:"bytes"`
+	Sha256     *string    `json:"sha256,omitempty"`
+	Error      *string    `json:"error,omitempty"`
+	CreatedBy  string     `json:"createdBy"`
+	StartedAt  time.Time  `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+type CpanelFetchConnection struct {
+	Edges    []*CpanelFetchEdge `json:"edges"`
+	PageInfo *PageInfo          `json:"pageInfo"`
+}
+
+type CpanelFetchEdge struct {
+	Cursor string       `json:"cursor"`
+	Node   *CpanelFetch `json:"node"`
+}
+
 type CpanelForwarder struct {
 	Source       string   `json:"source"`
 	Destinations []string `json:"destinations"`
@@ -394,6 +425,19 @@ type CpanelReport struct {
 	Forwarders      []*CpanelForwarder     `json:"forwarders"`
 	Autoresponders  []*CpanelAutoresponder `json:"autoresponders"`
 	Zones           []*CpanelZone          `json:"zones"`
+}
+
+type CpanelServerAccount struct {
+	Username string `json:"username"`
+	Domain   string `json:"domain"`
+	// 0: unknown.
+	DiskUsedBytes int64 `json:"diskUsedBytes"`
+	Suspended     bool  `json:"suspended"`
+}
+
+type CpanelServerScan struct {
+	HostKeyFingerprint string                 `json:"hostKeyFingerprint"`
+	Accounts           []*CpanelServerAccount `json:"accounts"`
 }
 
 type CpanelZone struct {
@@ -604,6 +648,21 @@ type EtcdStatus struct {
 	// The single member runs inside the server process (no --etcd-endpoints).
 	Embedded bool          `json:"embedded"`
 	Members  []*EtcdMember `json:"members"`
+}
+
+type FetchCpanelBackupInput struct {
+	Node       string  `json:"node"`
+	Host       string  `json:"host"`
+	Port       *int    `json:"port,omitempty"`
+	User       string  `json:"user"`
+	Password   *string `json:"password,omitempty"`
+	PrivateKey *string `json:"privateKey,omitempty"`
+	// Required: fetching never trusts a key on first use.
+	HostKeyFingerprint string `json:"hostKeyFingerprint"`
+	// A cPanel username: pkgacct packs it on the server. Exclusive with remotePath.
+	Account *string `json:"account,omitempty"`
+	// An absolute path of a .tar.gz, .tgz or .tar archive on the server.
+	RemotePath *string `json:"remotePath,omitempty"`
 }
 
 type FilesystemUsage struct {
@@ -999,6 +1058,21 @@ type RestoreBackupInput struct {
 	Into    *RestoreInto `json:"into,omitempty"`
 	// ALL: the node to restore onto when the account's node is gone (admins).
 	Node *string `json:"node,omitempty"`
+}
+
+type ScanCpanelServerInput struct {
+	Node string `json:"node"`
+	// Host name or IP address of the old server.
+	Host string `json:"host"`
+	// 22 when omitted.
+	Port *int   `json:"port,omitempty"`
+	User string `json:"user"`
+	// One of password and privateKey is required.
+	Password *string `json:"password,omitempty"`
+	// An unencrypted OpenSSH or PEM private key.
+	PrivateKey *string `json:"privateKey,omitempty"`
+	// SHA256:... as ssh-keygen -l prints it.
+	HostKeyFingerprint *string `json:"hostKeyFingerprint,omitempty"`
 }
 
 type ScanMailboxPayload struct {
@@ -1497,6 +1571,69 @@ func (e *ChallengeType) UnmarshalJSON(b []byte) error {
 }
 
 func (e ChallengeType) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type CpanelFetchStatus string
+
+const (
+	// Recorded; the node's task is queued.
+	CpanelFetchStatusPending CpanelFetchStatus = "PENDING"
+	// The node has the task: connecting, packing (pkgacct) or downloading.
+	CpanelFetchStatusRunning CpanelFetchStatus = "RUNNING"
+	// The archive is in the import area at path.
+	CpanelFetchStatusDone CpanelFetchStatus = "DONE"
+	// Refused or failed, why in error. A retry is a new fetch.
+	CpanelFetchStatusFailed CpanelFetchStatus = "FAILED"
+)
+
+var AllCpanelFetchStatus = []CpanelFetchStatus{
+	CpanelFetchStatusPending,
+	CpanelFetchStatusRunning,
+	CpanelFetchStatusDone,
+	CpanelFetchStatusFailed,
+}
+
+func (e CpanelFetchStatus) IsValid() bool {
+	switch e {
+	case CpanelFetchStatusPending, CpanelFetchStatusRunning, CpanelFetchStatusDone, CpanelFetchStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e CpanelFetchStatus) String() string {
+	return string(e)
+}
+
+func (e *CpanelFetchStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = CpanelFetchStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid CpanelFetchStatus", str)
+	}
+	return nil
+}
+
+func (e CpanelFetchStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *CpanelFetchStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e CpanelFetchStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -99,6 +99,12 @@ type TestNameAware interface {
 	AllowTestUsernames()
 }
 
+// TaskAware is an action that needs its task's id (to name the task in
+// progress reports); the agent calls SetTaskID before Apply.
+type TaskAware interface {
+	SetTaskID(id string)
+}
+
 // Error is an action's failure with the reason the control plane acts on
 // (agentpb.ErrorReason); the message is for people.
 type Error struct {

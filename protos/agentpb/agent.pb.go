@@ -974,6 +974,8 @@ type Task struct {
 	//	*Task_ExportCredentials
 	//	*Task_AnalyzeCpanelBackup
 	//	*Task_ImportCpanelBackup
+	//	*Task_ScanCpanelServer
+	//	*Task_FetchCpanelBackup
 	//	*Task_ReadServiceLog
 	//	*Task_NodeMetrics
 	Action        isTask_Action `protobuf_oneof:"action"`
@@ -1435,6 +1437,24 @@ func (x *Task) GetImportCpanelBackup() *ImportCpanelBackupAction {
 	return nil
 }
 
+func (x *Task) GetScanCpanelServer() *ScanCpanelServerAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_ScanCpanelServer); ok {
+			return x.ScanCpanelServer
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetFetchCpanelBackup() *FetchCpanelBackupAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_FetchCpanelBackup); ok {
+			return x.FetchCpanelBackup
+		}
+	}
+	return nil
+}
+
 func (x *Task) GetReadServiceLog() *ReadServiceLogAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_ReadServiceLog); ok {
@@ -1641,6 +1661,14 @@ type Task_ImportCpanelBackup struct {
 	ImportCpanelBackup *ImportCpanelBackupAction `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
 }
 
+type Task_ScanCpanelServer struct {
+	ScanCpanelServer *ScanCpanelServerAction `protobuf:"bytes,102,opt,name=scan_cpanel_server,json=scanCpanelServer,proto3,oneof"`
+}
+
+type Task_FetchCpanelBackup struct {
+	FetchCpanelBackup *FetchCpanelBackupAction `protobuf:"bytes,103,opt,name=fetch_cpanel_backup,json=fetchCpanelBackup,proto3,oneof"`
+}
+
 type Task_ReadServiceLog struct {
 	// 110-119: observability, messages in observe.proto.
 	ReadServiceLog *ReadServiceLogAction `protobuf:"bytes,110,opt,name=read_service_log,json=readServiceLog,proto3,oneof"`
@@ -1737,6 +1765,10 @@ func (*Task_ExportCredentials) isTask_Action() {}
 func (*Task_AnalyzeCpanelBackup) isTask_Action() {}
 
 func (*Task_ImportCpanelBackup) isTask_Action() {}
+
+func (*Task_ScanCpanelServer) isTask_Action() {}
+
+func (*Task_FetchCpanelBackup) isTask_Action() {}
 
 func (*Task_ReadServiceLog) isTask_Action() {}
 
@@ -2969,6 +3001,8 @@ type TaskResult struct {
 	//	*TaskResult_ExportCredentials
 	//	*TaskResult_AnalyzeCpanelBackup
 	//	*TaskResult_ImportCpanelBackup
+	//	*TaskResult_ScanCpanelServer
+	//	*TaskResult_FetchCpanelBackup
 	//	*TaskResult_ServiceLog
 	//	*TaskResult_NodeMetrics
 	Result        isTaskResult_Result `protobuf_oneof:"result"`
@@ -3334,6 +3368,24 @@ func (x *TaskResult) GetImportCpanelBackup() *ImportCpanelBackupResult {
 	return nil
 }
 
+func (x *TaskResult) GetScanCpanelServer() *ScanCpanelServerResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_ScanCpanelServer); ok {
+			return x.ScanCpanelServer
+		}
+	}
+	return nil
+}
+
+func (x *TaskResult) GetFetchCpanelBackup() *FetchCpanelBackupResult {
+	if x != nil {
+		if x, ok := x.Result.(*TaskResult_FetchCpanelBackup); ok {
+			return x.FetchCpanelBackup
+		}
+	}
+	return nil
+}
+
 func (x *TaskResult) GetServiceLog() *ServiceLogResult {
 	if x != nil {
 		if x, ok := x.Result.(*TaskResult_ServiceLog); ok {
@@ -3483,6 +3535,14 @@ type TaskResult_ImportCpanelBackup struct {
 	ImportCpanelBackup *ImportCpanelBackupResult `protobuf:"bytes,101,opt,name=import_cpanel_backup,json=importCpanelBackup,proto3,oneof"`
 }
 
+type TaskResult_ScanCpanelServer struct {
+	ScanCpanelServer *ScanCpanelServerResult `protobuf:"bytes,102,opt,name=scan_cpanel_server,json=scanCpanelServer,proto3,oneof"`
+}
+
+type TaskResult_FetchCpanelBackup struct {
+	FetchCpanelBackup *FetchCpanelBackupResult `protobuf:"bytes,103,opt,name=fetch_cpanel_backup,json=fetchCpanelBackup,proto3,oneof"`
+}
+
 type TaskResult_ServiceLog struct {
 	ServiceLog *ServiceLogResult `protobuf:"bytes,110,opt,name=service_log,json=serviceLog,proto3,oneof"`
 }
@@ -3553,6 +3613,10 @@ func (*TaskResult_AnalyzeCpanelBackup) isTaskResult_Result() {}
 
 func (*TaskResult_ImportCpanelBackup) isTaskResult_Result() {}
 
+func (*TaskResult_ScanCpanelServer) isTaskResult_Result() {}
+
+func (*TaskResult_FetchCpanelBackup) isTaskResult_Result() {}
+
 func (*TaskResult_ServiceLog) isTaskResult_Result() {}
 
 func (*TaskResult_NodeMetrics) isTaskResult_Result() {}
@@ -3608,7 +3672,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xaa\x1e\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdf\x1f\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -3664,7 +3728,9 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationActionH\x00R\x0frevokeMigration\x12Y\n" +
 	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsActionH\x00R\x11exportCredentials\x12`\n" +
 	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupActionH\x00R\x13analyzeCpanelBackup\x12]\n" +
-	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupActionH\x00R\x12importCpanelBackup\x12Q\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupActionH\x00R\x12importCpanelBackup\x12W\n" +
+	"\x12scan_cpanel_server\x18f \x01(\v2'.npanel.agent.v1.ScanCpanelServerActionH\x00R\x10scanCpanelServer\x12Z\n" +
+	"\x13fetch_cpanel_backup\x18g \x01(\v2(.npanel.agent.v1.FetchCpanelBackupActionH\x00R\x11fetchCpanelBackup\x12Q\n" +
 	"\x10read_service_log\x18n \x01(\v2%.npanel.agent.v1.ReadServiceLogActionH\x00R\x0ereadServiceLog\x12G\n" +
 	"\fnode_metrics\x18o \x01(\v2\".npanel.agent.v1.NodeMetricsActionH\x00R\vnodeMetricsB\b\n" +
 	"\x06action\"A\n" +
@@ -3764,7 +3830,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x06listen\x18\x04 \x03(\tR\x06listen\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
-	"\brestarts\x18\a \x01(\rR\brestarts\"\xde\x14\n" +
+	"\brestarts\x18\a \x01(\rR\brestarts\"\x93\x16\n" +
 	"\n" +
 	"TaskResult\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x123\n" +
@@ -3811,7 +3877,9 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x10revoke_migration\x18] \x01(\v2&.npanel.agent.v1.RevokeMigrationResultH\x00R\x0frevokeMigration\x12Y\n" +
 	"\x12export_credentials\x18^ \x01(\v2(.npanel.agent.v1.ExportCredentialsResultH\x00R\x11exportCredentials\x12`\n" +
 	"\x15analyze_cpanel_backup\x18d \x01(\v2*.npanel.agent.v1.AnalyzeCpanelBackupResultH\x00R\x13analyzeCpanelBackup\x12]\n" +
-	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupResultH\x00R\x12importCpanelBackup\x12D\n" +
+	"\x14import_cpanel_backup\x18e \x01(\v2).npanel.agent.v1.ImportCpanelBackupResultH\x00R\x12importCpanelBackup\x12W\n" +
+	"\x12scan_cpanel_server\x18f \x01(\v2'.npanel.agent.v1.ScanCpanelServerResultH\x00R\x10scanCpanelServer\x12Z\n" +
+	"\x13fetch_cpanel_backup\x18g \x01(\v2(.npanel.agent.v1.FetchCpanelBackupResultH\x00R\x11fetchCpanelBackup\x12D\n" +
 	"\vservice_log\x18n \x01(\v2!.npanel.agent.v1.ServiceLogResultH\x00R\n" +
 	"serviceLog\x12G\n" +
 	"\fnode_metrics\x18o \x01(\v2\".npanel.agent.v1.NodeMetricsResultH\x00R\vnodeMetricsB\b\n" +
@@ -3927,39 +3995,43 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*ExportCredentialsAction)(nil),    // 69: npanel.agent.v1.ExportCredentialsAction
 	(*AnalyzeCpanelBackupAction)(nil),  // 70: npanel.agent.v1.AnalyzeCpanelBackupAction
 	(*ImportCpanelBackupAction)(nil),   // 71: npanel.agent.v1.ImportCpanelBackupAction
-	(*ReadServiceLogAction)(nil),       // 72: npanel.agent.v1.ReadServiceLogAction
-	(*NodeMetricsAction)(nil),          // 73: npanel.agent.v1.NodeMetricsAction
-	(*ZoneResult)(nil),                 // 74: npanel.agent.v1.ZoneResult
-	(*SyncSecondaryZonesResult)(nil),   // 75: npanel.agent.v1.SyncSecondaryZonesResult
-	(*CheckPrimaryZonesResult)(nil),    // 76: npanel.agent.v1.CheckPrimaryZonesResult
-	(*DatabaseResult)(nil),             // 77: npanel.agent.v1.DatabaseResult
-	(*DatabaseUserResult)(nil),         // 78: npanel.agent.v1.DatabaseUserResult
-	(*ListDatabasesResult)(nil),        // 79: npanel.agent.v1.ListDatabasesResult
-	(*TrafficResult)(nil),              // 80: npanel.agent.v1.TrafficResult
-	(*MailDomainResult)(nil),           // 81: npanel.agent.v1.MailDomainResult
-	(*MailboxResult)(nil),              // 82: npanel.agent.v1.MailboxResult
-	(*MailUsageResult)(nil),            // 83: npanel.agent.v1.MailUsageResult
-	(*MailLogResult)(nil),              // 84: npanel.agent.v1.MailLogResult
-	(*ScanMailboxResult)(nil),          // 85: npanel.agent.v1.ScanMailboxResult
-	(*MailQueueResult)(nil),            // 86: npanel.agent.v1.MailQueueResult
-	(*TrainMailResult)(nil),            // 87: npanel.agent.v1.TrainMailResult
-	(*CertificateResult)(nil),          // 88: npanel.agent.v1.CertificateResult
-	(*BackupResult)(nil),               // 89: npanel.agent.v1.BackupResult
-	(*RestoreResult)(nil),              // 90: npanel.agent.v1.RestoreResult
-	(*VerifyResult)(nil),               // 91: npanel.agent.v1.VerifyResult
-	(*ForgetResult)(nil),               // 92: npanel.agent.v1.ForgetResult
-	(*BackupAccessResult)(nil),         // 93: npanel.agent.v1.BackupAccessResult
-	(*MigrationKeyResult)(nil),         // 94: npanel.agent.v1.MigrationKeyResult
-	(*AuthorizeMigrationResult)(nil),   // 95: npanel.agent.v1.AuthorizeMigrationResult
-	(*SyncMigrationResult)(nil),        // 96: npanel.agent.v1.SyncMigrationResult
-	(*RevokeMigrationResult)(nil),      // 97: npanel.agent.v1.RevokeMigrationResult
-	(*ExportCredentialsResult)(nil),    // 98: npanel.agent.v1.ExportCredentialsResult
-	(*AnalyzeCpanelBackupResult)(nil),  // 99: npanel.agent.v1.AnalyzeCpanelBackupResult
-	(*ImportCpanelBackupResult)(nil),   // 100: npanel.agent.v1.ImportCpanelBackupResult
-	(*ServiceLogResult)(nil),           // 101: npanel.agent.v1.ServiceLogResult
-	(*NodeMetricsResult)(nil),          // 102: npanel.agent.v1.NodeMetricsResult
-	(*PublishChallengeRequest)(nil),    // 103: npanel.agent.v1.PublishChallengeRequest
-	(*PublishChallengeResponse)(nil),   // 104: npanel.agent.v1.PublishChallengeResponse
+	(*ScanCpanelServerAction)(nil),     // 72: npanel.agent.v1.ScanCpanelServerAction
+	(*FetchCpanelBackupAction)(nil),    // 73: npanel.agent.v1.FetchCpanelBackupAction
+	(*ReadServiceLogAction)(nil),       // 74: npanel.agent.v1.ReadServiceLogAction
+	(*NodeMetricsAction)(nil),          // 75: npanel.agent.v1.NodeMetricsAction
+	(*ZoneResult)(nil),                 // 76: npanel.agent.v1.ZoneResult
+	(*SyncSecondaryZonesResult)(nil),   // 77: npanel.agent.v1.SyncSecondaryZonesResult
+	(*CheckPrimaryZonesResult)(nil),    // 78: npanel.agent.v1.CheckPrimaryZonesResult
+	(*DatabaseResult)(nil),             // 79: npanel.agent.v1.DatabaseResult
+	(*DatabaseUserResult)(nil),         // 80: npanel.agent.v1.DatabaseUserResult
+	(*ListDatabasesResult)(nil),        // 81: npanel.agent.v1.ListDatabasesResult
+	(*TrafficResult)(nil),              // 82: npanel.agent.v1.TrafficResult
+	(*MailDomainResult)(nil),           // 83: npanel.agent.v1.MailDomainResult
+	(*MailboxResult)(nil),              // 84: npanel.agent.v1.MailboxResult
+	(*MailUsageResult)(nil),            // 85: npanel.agent.v1.MailUsageResult
+	(*MailLogResult)(nil),              // 86: npanel.agent.v1.MailLogResult
+	(*ScanMailboxResult)(nil),          // 87: npanel.agent.v1.ScanMailboxResult
+	(*MailQueueResult)(nil),            // 88: npanel.agent.v1.MailQueueResult
+	(*TrainMailResult)(nil),            // 89: npanel.agent.v1.TrainMailResult
+	(*CertificateResult)(nil),          // 90: npanel.agent.v1.CertificateResult
+	(*BackupResult)(nil),               // 91: npanel.agent.v1.BackupResult
+	(*RestoreResult)(nil),              // 92: npanel.agent.v1.RestoreResult
+	(*VerifyResult)(nil),               // 93: npanel.agent.v1.VerifyResult
+	(*ForgetResult)(nil),               // 94: npanel.agent.v1.ForgetResult
+	(*BackupAccessResult)(nil),         // 95: npanel.agent.v1.BackupAccessResult
+	(*MigrationKeyResult)(nil),         // 96: npanel.agent.v1.MigrationKeyResult
+	(*AuthorizeMigrationResult)(nil),   // 97: npanel.agent.v1.AuthorizeMigrationResult
+	(*SyncMigrationResult)(nil),        // 98: npanel.agent.v1.SyncMigrationResult
+	(*RevokeMigrationResult)(nil),      // 99: npanel.agent.v1.RevokeMigrationResult
+	(*ExportCredentialsResult)(nil),    // 100: npanel.agent.v1.ExportCredentialsResult
+	(*AnalyzeCpanelBackupResult)(nil),  // 101: npanel.agent.v1.AnalyzeCpanelBackupResult
+	(*ImportCpanelBackupResult)(nil),   // 102: npanel.agent.v1.ImportCpanelBackupResult
+	(*ScanCpanelServerResult)(nil),     // 103: npanel.agent.v1.ScanCpanelServerResult
+	(*FetchCpanelBackupResult)(nil),    // 104: npanel.agent.v1.FetchCpanelBackupResult
+	(*ServiceLogResult)(nil),           // 105: npanel.agent.v1.ServiceLogResult
+	(*NodeMetricsResult)(nil),          // 106: npanel.agent.v1.NodeMetricsResult
+	(*PublishChallengeRequest)(nil),    // 107: npanel.agent.v1.PublishChallengeRequest
+	(*PublishChallengeResponse)(nil),   // 108: npanel.agent.v1.PublishChallengeResponse
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	9,   // 0: npanel.agent.v1.AgentMessage.hello:type_name -> npanel.agent.v1.Hello
@@ -4015,64 +4087,68 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	69,  // 50: npanel.agent.v1.Task.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsAction
 	70,  // 51: npanel.agent.v1.Task.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupAction
 	71,  // 52: npanel.agent.v1.Task.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupAction
-	72,  // 53: npanel.agent.v1.Task.read_service_log:type_name -> npanel.agent.v1.ReadServiceLogAction
-	73,  // 54: npanel.agent.v1.Task.node_metrics:type_name -> npanel.agent.v1.NodeMetricsAction
-	17,  // 55: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
-	18,  // 56: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
-	19,  // 57: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
-	24,  // 58: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
-	0,   // 59: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
-	25,  // 60: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
-	29,  // 61: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
-	29,  // 62: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
-	2,   // 63: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
-	1,   // 64: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
-	15,  // 65: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
-	21,  // 66: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
-	27,  // 67: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
-	74,  // 68: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
-	75,  // 69: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
-	76,  // 70: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
-	77,  // 71: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
-	78,  // 72: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
-	79,  // 73: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
-	23,  // 74: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
-	80,  // 75: npanel.agent.v1.TaskResult.traffic:type_name -> npanel.agent.v1.TrafficResult
-	81,  // 76: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
-	82,  // 77: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
-	83,  // 78: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
-	84,  // 79: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
-	85,  // 80: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
-	86,  // 81: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
-	87,  // 82: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
-	88,  // 83: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
-	89,  // 84: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
-	90,  // 85: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
-	91,  // 86: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
-	92,  // 87: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
-	93,  // 88: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
-	94,  // 89: npanel.agent.v1.TaskResult.migration_key:type_name -> npanel.agent.v1.MigrationKeyResult
-	95,  // 90: npanel.agent.v1.TaskResult.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationResult
-	96,  // 91: npanel.agent.v1.TaskResult.sync_migration:type_name -> npanel.agent.v1.SyncMigrationResult
-	97,  // 92: npanel.agent.v1.TaskResult.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationResult
-	98,  // 93: npanel.agent.v1.TaskResult.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsResult
-	99,  // 94: npanel.agent.v1.TaskResult.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupResult
-	100, // 95: npanel.agent.v1.TaskResult.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupResult
-	101, // 96: npanel.agent.v1.TaskResult.service_log:type_name -> npanel.agent.v1.ServiceLogResult
-	102, // 97: npanel.agent.v1.TaskResult.node_metrics:type_name -> npanel.agent.v1.NodeMetricsResult
-	3,   // 98: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
-	5,   // 99: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
-	7,   // 100: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
-	103, // 101: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
-	4,   // 102: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
-	6,   // 103: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
-	8,   // 104: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
-	104, // 105: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
-	102, // [102:106] is the sub-list for method output_type
-	98,  // [98:102] is the sub-list for method input_type
-	98,  // [98:98] is the sub-list for extension type_name
-	98,  // [98:98] is the sub-list for extension extendee
-	0,   // [0:98] is the sub-list for field type_name
+	72,  // 53: npanel.agent.v1.Task.scan_cpanel_server:type_name -> npanel.agent.v1.ScanCpanelServerAction
+	73,  // 54: npanel.agent.v1.Task.fetch_cpanel_backup:type_name -> npanel.agent.v1.FetchCpanelBackupAction
+	74,  // 55: npanel.agent.v1.Task.read_service_log:type_name -> npanel.agent.v1.ReadServiceLogAction
+	75,  // 56: npanel.agent.v1.Task.node_metrics:type_name -> npanel.agent.v1.NodeMetricsAction
+	17,  // 57: npanel.agent.v1.EnsureAccountAction.web:type_name -> npanel.agent.v1.WebSpec
+	18,  // 58: npanel.agent.v1.WebSpec.sites:type_name -> npanel.agent.v1.Site
+	19,  // 59: npanel.agent.v1.WebSpec.php:type_name -> npanel.agent.v1.PHPPoolLimits
+	24,  // 60: npanel.agent.v1.AccountResult.web:type_name -> npanel.agent.v1.WebResult
+	0,   // 61: npanel.agent.v1.ReadDomainLogAction.kind:type_name -> npanel.agent.v1.DomainLogKind
+	25,  // 62: npanel.agent.v1.WebResult.sites:type_name -> npanel.agent.v1.SiteResult
+	29,  // 63: npanel.agent.v1.RestartServiceResult.service:type_name -> npanel.agent.v1.ServiceStatus
+	29,  // 64: npanel.agent.v1.ServiceReport.services:type_name -> npanel.agent.v1.ServiceStatus
+	2,   // 65: npanel.agent.v1.TaskResult.status:type_name -> npanel.agent.v1.TaskStatus
+	1,   // 66: npanel.agent.v1.TaskResult.reason:type_name -> npanel.agent.v1.ErrorReason
+	15,  // 67: npanel.agent.v1.TaskResult.ping:type_name -> npanel.agent.v1.PingResult
+	21,  // 68: npanel.agent.v1.TaskResult.account:type_name -> npanel.agent.v1.AccountResult
+	27,  // 69: npanel.agent.v1.TaskResult.restart_service:type_name -> npanel.agent.v1.RestartServiceResult
+	76,  // 70: npanel.agent.v1.TaskResult.zone:type_name -> npanel.agent.v1.ZoneResult
+	77,  // 71: npanel.agent.v1.TaskResult.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesResult
+	78,  // 72: npanel.agent.v1.TaskResult.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesResult
+	79,  // 73: npanel.agent.v1.TaskResult.database:type_name -> npanel.agent.v1.DatabaseResult
+	80,  // 74: npanel.agent.v1.TaskResult.database_user:type_name -> npanel.agent.v1.DatabaseUserResult
+	81,  // 75: npanel.agent.v1.TaskResult.list_databases:type_name -> npanel.agent.v1.ListDatabasesResult
+	23,  // 76: npanel.agent.v1.TaskResult.domain_log:type_name -> npanel.agent.v1.DomainLogResult
+	82,  // 77: npanel.agent.v1.TaskResult.traffic:type_name -> npanel.agent.v1.TrafficResult
+	83,  // 78: npanel.agent.v1.TaskResult.mail_domain:type_name -> npanel.agent.v1.MailDomainResult
+	84,  // 79: npanel.agent.v1.TaskResult.mailbox:type_name -> npanel.agent.v1.MailboxResult
+	85,  // 80: npanel.agent.v1.TaskResult.mail_usage:type_name -> npanel.agent.v1.MailUsageResult
+	86,  // 81: npanel.agent.v1.TaskResult.mail_log:type_name -> npanel.agent.v1.MailLogResult
+	87,  // 82: npanel.agent.v1.TaskResult.scan_mailbox:type_name -> npanel.agent.v1.ScanMailboxResult
+	88,  // 83: npanel.agent.v1.TaskResult.mail_queue:type_name -> npanel.agent.v1.MailQueueResult
+	89,  // 84: npanel.agent.v1.TaskResult.train_mail:type_name -> npanel.agent.v1.TrainMailResult
+	90,  // 85: npanel.agent.v1.TaskResult.certificate:type_name -> npanel.agent.v1.CertificateResult
+	91,  // 86: npanel.agent.v1.TaskResult.backup:type_name -> npanel.agent.v1.BackupResult
+	92,  // 87: npanel.agent.v1.TaskResult.restore:type_name -> npanel.agent.v1.RestoreResult
+	93,  // 88: npanel.agent.v1.TaskResult.verify:type_name -> npanel.agent.v1.VerifyResult
+	94,  // 89: npanel.agent.v1.TaskResult.forget:type_name -> npanel.agent.v1.ForgetResult
+	95,  // 90: npanel.agent.v1.TaskResult.backup_access:type_name -> npanel.agent.v1.BackupAccessResult
+	96,  // 91: npanel.agent.v1.TaskResult.migration_key:type_name -> npanel.agent.v1.MigrationKeyResult
+	97,  // 92: npanel.agent.v1.TaskResult.authorize_migration:type_name -> npanel.agent.v1.AuthorizeMigrationResult
+	98,  // 93: npanel.agent.v1.TaskResult.sync_migration:type_name -> npanel.agent.v1.SyncMigrationResult
+	99,  // 94: npanel.agent.v1.TaskResult.revoke_migration:type_name -> npanel.agent.v1.RevokeMigrationResult
+	100, // 95: npanel.agent.v1.TaskResult.export_credentials:type_name -> npanel.agent.v1.ExportCredentialsResult
+	101, // 96: npanel.agent.v1.TaskResult.analyze_cpanel_backup:type_name -> npanel.agent.v1.AnalyzeCpanelBackupResult
+	102, // 97: npanel.agent.v1.TaskResult.import_cpanel_backup:type_name -> npanel.agent.v1.ImportCpanelBackupResult
+	103, // 98: npanel.agent.v1.TaskResult.scan_cpanel_server:type_name -> npanel.agent.v1.ScanCpanelServerResult
+	104, // 99: npanel.agent.v1.TaskResult.fetch_cpanel_backup:type_name -> npanel.agent.v1.FetchCpanelBackupResult
+	105, // 100: npanel.agent.v1.TaskResult.service_log:type_name -> npanel.agent.v1.ServiceLogResult
+	106, // 101: npanel.agent.v1.TaskResult.node_metrics:type_name -> npanel.agent.v1.NodeMetricsResult
+	3,   // 102: npanel.agent.v1.AgentGateway.Enroll:input_type -> npanel.agent.v1.EnrollRequest
+	5,   // 103: npanel.agent.v1.AgentGateway.Renew:input_type -> npanel.agent.v1.RenewRequest
+	7,   // 104: npanel.agent.v1.AgentGateway.Connect:input_type -> npanel.agent.v1.AgentMessage
+	107, // 105: npanel.agent.v1.AgentGateway.PublishChallenge:input_type -> npanel.agent.v1.PublishChallengeRequest
+	4,   // 106: npanel.agent.v1.AgentGateway.Enroll:output_type -> npanel.agent.v1.EnrollResponse
+	6,   // 107: npanel.agent.v1.AgentGateway.Renew:output_type -> npanel.agent.v1.RenewResponse
+	8,   // 108: npanel.agent.v1.AgentGateway.Connect:output_type -> npanel.agent.v1.ServerMessage
+	108, // 109: npanel.agent.v1.AgentGateway.PublishChallenge:output_type -> npanel.agent.v1.PublishChallengeResponse
+	106, // [106:110] is the sub-list for method output_type
+	102, // [102:106] is the sub-list for method input_type
+	102, // [102:102] is the sub-list for extension type_name
+	102, // [102:102] is the sub-list for extension extendee
+	0,   // [0:102] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -4145,6 +4221,8 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_ExportCredentials)(nil),
 		(*Task_AnalyzeCpanelBackup)(nil),
 		(*Task_ImportCpanelBackup)(nil),
+		(*Task_ScanCpanelServer)(nil),
+		(*Task_FetchCpanelBackup)(nil),
 		(*Task_ReadServiceLog)(nil),
 		(*Task_NodeMetrics)(nil),
 	}
@@ -4180,6 +4258,8 @@ func file_agent_v1_agent_proto_init() {
 		(*TaskResult_ExportCredentials)(nil),
 		(*TaskResult_AnalyzeCpanelBackup)(nil),
 		(*TaskResult_ImportCpanelBackup)(nil),
+		(*TaskResult_ScanCpanelServer)(nil),
+		(*TaskResult_FetchCpanelBackup)(nil),
 		(*TaskResult_ServiceLog)(nil),
 		(*TaskResult_NodeMetrics)(nil),
 	}

@@ -1227,6 +1227,430 @@ func (x *ImportCpanelBackupResult) GetFailed() []*BackupItemFailure {
 	return nil
 }
 
+// CpanelServer is how a node reaches an old cPanel server over SSH to
+// pull archives from it. The node never runs a remote shell string built
+// from input: it reads files over SFTP, and the one remote command
+// (pkgacct) is built from validated tokens only.
+type CpanelServer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Host  string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`  // a host name or an IP address
+	Port  uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"` // 0: 22
+	User  string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// The server's host key as ssh-keygen -l shows it ("SHA256:..."). The
+	// node refuses any other key. Empty (scan only): the node connects no
+	// further than the key exchange and reports the key it was shown.
+	HostKeyFingerprint string `protobuf:"bytes,4,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	// Sealed to this node with CpanelServerPasswordSealContext(user, host).
+	SealedPassword []byte `protobuf:"bytes,5,opt,name=sealed_password,json=sealedPassword,proto3" json:"sealed_password,omitempty"`
+	// An OpenSSH or PEM private key without passphrase, sealed to this node
+	// with CpanelServerKeySealContext(user, host).
+	SealedPrivateKey []byte `protobuf:"bytes,6,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CpanelServer) Reset() {
+	*x = CpanelServer{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CpanelServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CpanelServer) ProtoMessage() {}
+
+func (x *CpanelServer) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CpanelServer.ProtoReflect.Descriptor instead.
+func (*CpanelServer) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CpanelServer) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *CpanelServer) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *CpanelServer) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CpanelServer) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+func (x *CpanelServer) GetSealedPassword() []byte {
+	if x != nil {
+		return x.SealedPassword
+	}
+	return nil
+}
+
+func (x *CpanelServer) GetSealedPrivateKey() []byte {
+	if x != nil {
+		return x.SealedPrivateKey
+	}
+	return nil
+}
+
+// ScanCpanelServerAction lists the accounts of a cPanel server
+// (/etc/trueuserdomains and /var/cpanel/users/USER, read over SFTP).
+type ScanCpanelServerAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *CpanelServer          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanCpanelServerAction) Reset() {
+	*x = ScanCpanelServerAction{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanCpanelServerAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanCpanelServerAction) ProtoMessage() {}
+
+func (x *ScanCpanelServerAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanCpanelServerAction.ProtoReflect.Descriptor instead.
+func (*ScanCpanelServerAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ScanCpanelServerAction) GetServer() *CpanelServer {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+type CpanelServerAccount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Domain        string                 `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	DiskUsedBytes uint64                 `protobuf:"varint,3,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"` // 0: unknown
+	Suspended     bool                   `protobuf:"varint,4,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CpanelServerAccount) Reset() {
+	*x = CpanelServerAccount{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CpanelServerAccount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CpanelServerAccount) ProtoMessage() {}
+
+func (x *CpanelServerAccount) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CpanelServerAccount.ProtoReflect.Descriptor instead.
+func (*CpanelServerAccount) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CpanelServerAccount) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *CpanelServerAccount) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *CpanelServerAccount) GetDiskUsedBytes() uint64 {
+	if x != nil {
+		return x.DiskUsedBytes
+	}
+	return 0
+}
+
+func (x *CpanelServerAccount) GetSuspended() bool {
+	if x != nil {
+		return x.Suspended
+	}
+	return false
+}
+
+type ScanCpanelServerResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key the server showed, SHA256:...
+	HostKeyFingerprint string `protobuf:"bytes,1,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	// No fingerprint was pinned: nothing was read; the operator confirms
+	// host_key_fingerprint and asks again with it.
+	HostKeyUnknown bool                   `protobuf:"varint,2,opt,name=host_key_unknown,json=hostKeyUnknown,proto3" json:"host_key_unknown,omitempty"`
+	Accounts       []*CpanelServerAccount `protobuf:"bytes,3,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ScanCpanelServerResult) Reset() {
+	*x = ScanCpanelServerResult{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanCpanelServerResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanCpanelServerResult) ProtoMessage() {}
+
+func (x *ScanCpanelServerResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanCpanelServerResult.ProtoReflect.Descriptor instead.
+func (*ScanCpanelServerResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ScanCpanelServerResult) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+func (x *ScanCpanelServerResult) GetHostKeyUnknown() bool {
+	if x != nil {
+		return x.HostKeyUnknown
+	}
+	return false
+}
+
+func (x *ScanCpanelServerResult) GetAccounts() []*CpanelServerAccount {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+// FetchCpanelBackupAction pulls one archive into the import area: with
+// account, pkgacct runs on the server first and the archive it writes is
+// downloaded (then removed there); with remote_path, an existing archive
+// is. The download goes to a temporary name, is synced and renamed to
+// path; a .tar is gzipped on the way so that path is importable. A path
+// already there is this fetch's finished work: repeating the task
+// reports it and downloads nothing.
+type FetchCpanelBackupAction struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Server     *CpanelServer          `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Account    string                 `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	RemotePath string                 `protobuf:"bytes,3,opt,name=remote_path,json=remotePath,proto3" json:"remote_path,omitempty"`
+	// Relative to the import area; ends .tar.gz or .tgz.
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// 0: the node's default limit.
+	MaxBytes      uint64 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchCpanelBackupAction) Reset() {
+	*x = FetchCpanelBackupAction{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchCpanelBackupAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchCpanelBackupAction) ProtoMessage() {}
+
+func (x *FetchCpanelBackupAction) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchCpanelBackupAction.ProtoReflect.Descriptor instead.
+func (*FetchCpanelBackupAction) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FetchCpanelBackupAction) GetServer() *CpanelServer {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *FetchCpanelBackupAction) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *FetchCpanelBackupAction) GetRemotePath() string {
+	if x != nil {
+		return x.RemotePath
+	}
+	return ""
+}
+
+func (x *FetchCpanelBackupAction) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FetchCpanelBackupAction) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type FetchCpanelBackupResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`  // as downloaded
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // of the file at path, hex
+	RemotePath    string                 `protobuf:"bytes,4,opt,name=remote_path,json=remotePath,proto3" json:"remote_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchCpanelBackupResult) Reset() {
+	*x = FetchCpanelBackupResult{}
+	mi := &file_agent_v1_cpanel_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchCpanelBackupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchCpanelBackupResult) ProtoMessage() {}
+
+func (x *FetchCpanelBackupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_cpanel_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchCpanelBackupResult.ProtoReflect.Descriptor instead.
+func (*FetchCpanelBackupResult) Descriptor() ([]byte, []int) {
+	return file_agent_v1_cpanel_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *FetchCpanelBackupResult) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FetchCpanelBackupResult) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *FetchCpanelBackupResult) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FetchCpanelBackupResult) GetRemotePath() string {
+	if x != nil {
+		return x.RemotePath
+	}
+	return ""
+}
+
 var File_agent_v1_cpanel_proto protoreflect.FileDescriptor
 
 const file_agent_v1_cpanel_proto_rawDesc = "" +
@@ -1330,7 +1754,38 @@ const file_agent_v1_cpanel_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x1b.npanel.agent.v1.CpanelItemR\x05items\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\x04R\x05files\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12:\n" +
-	"\x06failed\x18\x04 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed*\x91\x01\n" +
+	"\x06failed\x18\x04 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed\"\xd3\x01\n" +
+	"\fCpanelServer\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x120\n" +
+	"\x14host_key_fingerprint\x18\x04 \x01(\tR\x12hostKeyFingerprint\x12'\n" +
+	"\x0fsealed_password\x18\x05 \x01(\fR\x0esealedPassword\x12,\n" +
+	"\x12sealed_private_key\x18\x06 \x01(\fR\x10sealedPrivateKey\"O\n" +
+	"\x16ScanCpanelServerAction\x125\n" +
+	"\x06server\x18\x01 \x01(\v2\x1d.npanel.agent.v1.CpanelServerR\x06server\"\x8f\x01\n" +
+	"\x13CpanelServerAccount\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12&\n" +
+	"\x0fdisk_used_bytes\x18\x03 \x01(\x04R\rdiskUsedBytes\x12\x1c\n" +
+	"\tsuspended\x18\x04 \x01(\bR\tsuspended\"\xb6\x01\n" +
+	"\x16ScanCpanelServerResult\x120\n" +
+	"\x14host_key_fingerprint\x18\x01 \x01(\tR\x12hostKeyFingerprint\x12(\n" +
+	"\x10host_key_unknown\x18\x02 \x01(\bR\x0ehostKeyUnknown\x12@\n" +
+	"\baccounts\x18\x03 \x03(\v2$.npanel.agent.v1.CpanelServerAccountR\baccounts\"\xbc\x01\n" +
+	"\x17FetchCpanelBackupAction\x125\n" +
+	"\x06server\x18\x01 \x01(\v2\x1d.npanel.agent.v1.CpanelServerR\x06server\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x1f\n" +
+	"\vremote_path\x18\x03 \x01(\tR\n" +
+	"remotePath\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x1b\n" +
+	"\tmax_bytes\x18\x05 \x01(\x04R\bmaxBytes\"|\n" +
+	"\x17FetchCpanelBackupResult\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1f\n" +
+	"\vremote_path\x18\x04 \x01(\tR\n" +
+	"remotePath*\x91\x01\n" +
 	"\x11ImportDisposition\x12\"\n" +
 	"\x1eIMPORT_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19IMPORT_DISPOSITION_IMPORT\x10\x01\x12\x1c\n" +
@@ -1350,7 +1805,7 @@ func file_agent_v1_cpanel_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_cpanel_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_cpanel_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_v1_cpanel_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_v1_cpanel_proto_goTypes = []any{
 	(ImportDisposition)(0),            // 0: npanel.agent.v1.ImportDisposition
 	(*AnalyzeCpanelBackupAction)(nil), // 1: npanel.agent.v1.AnalyzeCpanelBackupAction
@@ -1369,15 +1824,21 @@ var file_agent_v1_cpanel_proto_goTypes = []any{
 	(*CpanelReport)(nil),              // 14: npanel.agent.v1.CpanelReport
 	(*ImportCpanelBackupAction)(nil),  // 15: npanel.agent.v1.ImportCpanelBackupAction
 	(*ImportCpanelBackupResult)(nil),  // 16: npanel.agent.v1.ImportCpanelBackupResult
-	nil,                               // 17: npanel.agent.v1.ImportCpanelBackupAction.DatabasesEntry
-	(DatabaseEngine)(0),               // 18: npanel.agent.v1.DatabaseEngine
-	(*BackupItemFailure)(nil),         // 19: npanel.agent.v1.BackupItemFailure
+	(*CpanelServer)(nil),              // 17: npanel.agent.v1.CpanelServer
+	(*ScanCpanelServerAction)(nil),    // 18: npanel.agent.v1.ScanCpanelServerAction
+	(*CpanelServerAccount)(nil),       // 19: npanel.agent.v1.CpanelServerAccount
+	(*ScanCpanelServerResult)(nil),    // 20: npanel.agent.v1.ScanCpanelServerResult
+	(*FetchCpanelBackupAction)(nil),   // 21: npanel.agent.v1.FetchCpanelBackupAction
+	(*FetchCpanelBackupResult)(nil),   // 22: npanel.agent.v1.FetchCpanelBackupResult
+	nil,                               // 23: npanel.agent.v1.ImportCpanelBackupAction.DatabasesEntry
+	(DatabaseEngine)(0),               // 24: npanel.agent.v1.DatabaseEngine
+	(*BackupItemFailure)(nil),         // 25: npanel.agent.v1.BackupItemFailure
 }
 var file_agent_v1_cpanel_proto_depIdxs = []int32{
 	14, // 0: npanel.agent.v1.AnalyzeCpanelBackupResult.report:type_name -> npanel.agent.v1.CpanelReport
 	0,  // 1: npanel.agent.v1.CpanelItem.disposition:type_name -> npanel.agent.v1.ImportDisposition
-	18, // 2: npanel.agent.v1.CpanelDatabase.engine:type_name -> npanel.agent.v1.DatabaseEngine
-	18, // 3: npanel.agent.v1.CpanelDatabaseUser.engine:type_name -> npanel.agent.v1.DatabaseEngine
+	24, // 2: npanel.agent.v1.CpanelDatabase.engine:type_name -> npanel.agent.v1.DatabaseEngine
+	24, // 3: npanel.agent.v1.CpanelDatabaseUser.engine:type_name -> npanel.agent.v1.DatabaseEngine
 	10, // 4: npanel.agent.v1.CpanelDatabaseUser.grants:type_name -> npanel.agent.v1.CpanelGrant
 	3,  // 5: npanel.agent.v1.CpanelReport.items:type_name -> npanel.agent.v1.CpanelItem
 	4,  // 6: npanel.agent.v1.CpanelReport.domains:type_name -> npanel.agent.v1.CpanelDomain
@@ -1389,14 +1850,17 @@ var file_agent_v1_cpanel_proto_depIdxs = []int32{
 	11, // 12: npanel.agent.v1.CpanelReport.database_users:type_name -> npanel.agent.v1.CpanelDatabaseUser
 	12, // 13: npanel.agent.v1.CpanelReport.certificates:type_name -> npanel.agent.v1.CpanelCertificate
 	13, // 14: npanel.agent.v1.CpanelReport.crons:type_name -> npanel.agent.v1.CpanelCron
-	17, // 15: npanel.agent.v1.ImportCpanelBackupAction.databases:type_name -> npanel.agent.v1.ImportCpanelBackupAction.DatabasesEntry
+	23, // 15: npanel.agent.v1.ImportCpanelBackupAction.databases:type_name -> npanel.agent.v1.ImportCpanelBackupAction.DatabasesEntry
 	3,  // 16: npanel.agent.v1.ImportCpanelBackupResult.items:type_name -> npanel.agent.v1.CpanelItem
-	19, // 17: npanel.agent.v1.ImportCpanelBackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	25, // 17: npanel.agent.v1.ImportCpanelBackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	17, // 18: npanel.agent.v1.ScanCpanelServerAction.server:type_name -> npanel.agent.v1.CpanelServer
+	19, // 19: npanel.agent.v1.ScanCpanelServerResult.accounts:type_name -> npanel.agent.v1.CpanelServerAccount
+	17, // 20: npanel.agent.v1.FetchCpanelBackupAction.server:type_name -> npanel.agent.v1.CpanelServer
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_cpanel_proto_init() }
@@ -1412,7 +1876,7 @@ func file_agent_v1_cpanel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_cpanel_proto_rawDesc), len(file_agent_v1_cpanel_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -120,6 +120,10 @@ func New(mods ...actions.Module) *List {
 // hook into its stream).
 func (l *List) Backup() *backup.Module { return l.backup }
 
+// Cpanel returns the agent's cPanel import module (the agent forwards
+// the progress of its fetches).
+func (l *List) Cpanel() *cpanel.Module { return l.cpanel }
+
 // Migrate returns the agent's migration module (the agent runs its
 // endpoint).
 func (l *List) Migrate() *migrate.Module { return l.migrate }
@@ -205,6 +209,10 @@ func (l *List) FromTask(t *agentpb.Task) (actions.Action, error) {
 		return l.cpanel.NewAnalyze(a.AnalyzeCpanelBackup), nil
 	case *agentpb.Task_ImportCpanelBackup:
 		return l.cpanel.NewImport(a.ImportCpanelBackup), nil
+	case *agentpb.Task_ScanCpanelServer:
+		return l.cpanel.NewScan(a.ScanCpanelServer), nil
+	case *agentpb.Task_FetchCpanelBackup:
+		return l.cpanel.NewFetch(a.FetchCpanelBackup), nil
 	case *agentpb.Task_EnsureBackupAccess:
 		return l.backupNode.NewEnsureAccess(a.EnsureBackupAccess), nil
 	case *agentpb.Task_ExportCredentials:

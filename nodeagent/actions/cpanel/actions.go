@@ -58,6 +58,8 @@ type Module struct {
 	mail *mail.Module
 	// Limits bound the archives read (zero: the defaults).
 	Limits Limits
+	// Fetch is how archives are pulled from old servers (fetch.go).
+	Fetch FetchOptions
 	// PublicKey returns the key secrets found in an archive are sealed
 	// to: this node's own (from its certificate in the data dir).
 	PublicKey func(env *actions.Env) (crypto.PublicKey, error)
