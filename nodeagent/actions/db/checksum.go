@@ -33,10 +33,12 @@ type TableSum struct {
 	Data   string `json:"data"`
 }
 
-// DatabaseSums fingerprints a whole database: its base tables, and in
-// Objects everything else (views, routines, triggers, events; for
-// PostgreSQL also every table's columns, constraints and indexes, and the
-// sequences' positions).
+// DatabaseSums fingerprints a whole database: its tables (MariaDB: every
+// kind but views and sequences), and in Objects everything else (views,
+// routines, triggers, events, MariaDB's sequences with their state; for
+// PostgreSQL also every table's columns, constraints and indexes, the
+// sequences' positions, types and enum values, row security and
+// policies, rules, and the large objects with their bytes).
 type DatabaseSums struct {
 	Engine  string     `json:"engine"`
 	Tables  []TableSum `json:"tables"`
@@ -123,20 +125,35 @@ func hashRows(ctx context.Context, db *sql.DB, d *digest, q string, args ...any)
 
 func valid(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
 
-// checksums: SHOW CREATE TABLE and CHECKSUM TABLE per base table; the
+// checksums: SHOW CREATE TABLE and CHECKSUM TABLE per table; the
 // other objects' definitions (definers included: they decide what the
 // object can do) from information_schema.
 func (m *mariadb) checksums(ctx context.Context, name string) (DatabaseSums, error) {
 	var s DatabaseSums
-	rows, err := m.db.QueryContext(ctx, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", name)
+	// Every kind but views: BASE TABLE, SYSTEM VERSIONED, SEQUENCE
+	// (apart, below), and any kind a later server adds. A system-versioned
+	// table gets no data checksum: CHECKSUM TABLE of one never equals its
+	// copy's (it reads the period columns, or the history, and a dump
+	// carries only the current rows, stamped anew by the load), so that
+	// table could not be loaded alone anyway; its database goes whole.
+	rows, err := m.db.QueryContext(ctx, "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE <> 'VIEW' ORDER BY TABLE_NAME", name)
 	if err != nil {
 		return s, err
 	}
+	var seqs []string
+	versioned := map[string]bool{}
 	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
+		var t, typ string
+		if err := rows.Scan(&t, &typ); err != nil {
 			rows.Close()
 			return s, err
+		}
+		switch typ {
+		case "SEQUENCE":
+			seqs = append(seqs, t)
+			continue
+		case "SYSTEM VERSIONED":
+			versioned[t] = true
 		}
 		s.Tables = append(s.Tables, TableSum{Name: t})
 	}
@@ -156,13 +173,15 @@ func (m *mariadb) checksums(ctx context.Context, name string) (DatabaseSums, err
 		d.add(valid(create))
 		t.Schema = d.sum()
 	}
-	if len(s.Tables) > 0 {
-		q := make([]string, len(s.Tables))
-		idx := map[string]int{}
-		for i, t := range s.Tables {
-			q[i] = mysqlIdent(name) + "." + mysqlIdent(t.Name)
+	var q []string
+	idx := map[string]int{}
+	for i, t := range s.Tables {
+		if !versioned[t.Name] {
+			q = append(q, mysqlIdent(name)+"."+mysqlIdent(t.Name))
 			idx[name+"."+t.Name] = i
 		}
+	}
+	if len(q) > 0 {
 		rows, err := m.db.QueryContext(ctx, "CHECKSUM TABLE "+strings.Join(q, ", "))
 		if err != nil {
 			return s, err
@@ -204,6 +223,22 @@ func (m *mariadb) checksums(ctx context.Context, name string) (DatabaseSums, err
 			return s, err
 		}
 	}
+	// A sequence is no table here: its definition and state (the next
+	// value not yet handed to a cache: every value served is below it, and
+	// a dump restarts there) go into Objects, so that one that moved
+	// makes the whole database go, never a table by table load.
+	for _, q := range seqs {
+		qn := mysqlIdent(name) + "." + mysqlIdent(q)
+		d.add(valid("sequence"), valid(q))
+		var tn, create string
+		if err := m.db.QueryRowContext(ctx, "SHOW CREATE TABLE "+qn).Scan(&tn, &create); err != nil {
+			return s, fmt.Errorf("sequence %q: %w", q, err)
+		}
+		d.add(valid(create))
+		if err := hashRows(ctx, m.db, d, "SELECT * FROM "+qn); err != nil {
+			return s, fmt.Errorf("sequence %q: %w", q, err)
+		}
+	}
 	s.Objects = d.sum()
 	return s, nil
 }
@@ -212,7 +247,9 @@ func (m *mariadb) checksums(ctx context.Context, name string) (DatabaseSums, err
 // count and the sum of a 64-bit hash of each row's text (order does not
 // matter: a table has none); the schema of everything (columns, defaults,
 // constraints, indexes, triggers, views, functions) and the sequences'
-// positions go into Objects, as pg_catalog prints them.
+// positions go into Objects, as pg_catalog prints them, and so do the
+// large objects (pg_catalog's own tables, not among the relations). Rows
+// are printed under pinned settings, not the server's or the role's.
 func (p *postgres) checksums(ctx context.Context, name string) (DatabaseSums, error) {
 	var s DatabaseSums
 	c, err := p.connectDB(ctx, name)
@@ -226,6 +263,16 @@ func (p *postgres) checksums(ctx context.Context, name string) (DatabaseSums, er
 		return s, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// A row's text depends on these: two servers configured apart must
+	// still print the same rows alike.
+	for _, q := range []string{
+		"SET LOCAL TimeZone = 'UTC'", "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL IntervalStyle = 'postgres'",
+		"SET LOCAL extra_float_digits = 1", "SET LOCAL bytea_output = 'hex'", "SET LOCAL lc_monetary = 'C'",
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return s, fmt.Errorf("%s: %w", q, err)
+		}
+	}
 	const userRels = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`
 	rows, err := tx.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND `+userRels+` ORDER BY 1, 2`)
@@ -258,7 +305,7 @@ func (p *postgres) checksums(ctx context.Context, name string) (DatabaseSums, er
 		s.Tables = append(s.Tables, TableSum{Name: r.ns + "." + r.name, Schema: "-", Data: fmt.Sprintf("%d:%s", n, sum)})
 	}
 	d := newDigest()
-	for _, q := range []string{
+	for qi, q := range []string{
 		`SELECT n.nspname, c.relname, c.relkind::text, a.attnum::text, a.attname, format_type(a.atttypid, a.atttypmod),
 			a.attnotnull::text, COALESCE(pg_get_expr(ad.adbin, ad.adrelid), ''), a.attidentity::text, a.attgenerated::text
 			FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -278,7 +325,35 @@ func (p *postgres) checksums(ctx context.Context, name string) (DatabaseSums, er
 			min_value::text, max_value::text, cycle::text FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2`,
 		`SELECT nspname FROM pg_namespace n WHERE ` + userRels + ` ORDER BY 1`,
 		`SELECT extname, extversion FROM pg_extension ORDER BY 1`,
+		// Types: every type of the user's schemas, enums' values, domains'
+		// constraints, composite types' attributes.
+		`SELECT n.nspname, t.typname, t.typtype::text, format_type(t.typbasetype, t.typtypmod), t.typnotnull::text,
+			COALESCE(t.typdefault, ''), COALESCE(rs.rngsubtype::regtype::text, '') FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+			LEFT JOIN pg_range rs ON rs.rngtypid = t.oid
+			WHERE ` + userRels + ` ORDER BY 1, 2`,
+		`SELECT n.nspname, t.typname, e.enumsortorder::text, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+			JOIN pg_namespace n ON n.oid = t.typnamespace ORDER BY 1, 2, e.enumsortorder`,
+		`SELECT n.nspname, t.typname, co.conname, pg_get_constraintdef(co.oid) FROM pg_constraint co
+			JOIN pg_type t ON t.oid = co.contypid JOIN pg_namespace n ON n.oid = t.typnamespace ORDER BY 1, 2, 3`,
+		`SELECT n.nspname, c.relname, a.attnum::text, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+			JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relkind = 'c' AND a.attnum > 0 AND NOT a.attisdropped AND ` + userRels + ` ORDER BY 1, 2, 3`,
+		// Row security and rules (a view's own _RETURN rule is its
+		// definition, above).
+		`SELECT n.nspname, c.relname, c.relkind::text, c.relrowsecurity::text, c.relforcerowsecurity::text, c.relpersistence::text
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind NOT IN ('i', 'I', 't') AND ` + userRels + ` ORDER BY 1, 2`,
+		`SELECT schemaname, tablename, policyname, permissive, roles::text, cmd, COALESCE(qual, ''), COALESCE(with_check, '')
+			FROM pg_policies ORDER BY 1, 2, 3`,
+		`SELECT schemaname, tablename, rulename, definition FROM pg_rules ORDER BY 1, 2, 3`,
+		// Large objects (pg_catalog's, so apart from the tables): which
+		// there are, and every page's bytes. Not their privileges, nor
+		// the relations': a copy leaves the old system's out, the target
+		// grants its own.
+		`SELECT oid::text FROM pg_largeobject_metadata ORDER BY oid`,
+		`SELECT count(*)::text, COALESCE(sum(hashtextextended(loid::text || '/' || pageno::text || '/' || md5(data), 0)::numeric), 0)::text
+			FROM pg_largeobject`,
 	} {
+		d.add(valid(fmt.Sprint("query ", qi)))
 		rows, err := tx.Query(ctx, q)
 		if err != nil {
 			return s, err
