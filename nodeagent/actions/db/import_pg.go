@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
@@ -37,7 +39,8 @@ import (
 //     dump's own \restrict line is replaced with it and its closing
 //     \unrestrict dropped, so psql refuses every meta-command in it
 //     (\! runs a shell, \connect, \copy, \o ...), parsed as psql parses;
-//   - with ON_ERROR_STOP in one transaction: the first error undoes it all.
+//   - with ON_ERROR_STOP in one transaction: the first error undoes it all
+//     (and a failed load leaves the database empty: emptyAfterFailure).
 //
 // The database's users get their privileges on it back (it is made
 // again) and the use of what the dump made, as with
@@ -76,6 +79,9 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	lerr := pg.restricted(ctx, log, name, role, pw, "", false,
 		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
 			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
+	if lerr != nil {
+		lerr = errors.Join(lerr, pg.emptyAfterFailure(ctx, name))
+	}
 	// The database was made again, even when the load then failed: its
 	// users get their grants on it back either way.
 	if err := pg.regrant(ctx, name, held); err != nil {
@@ -85,6 +91,18 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 		return lerr
 	}
 	return pg.grantImported(ctx, name, held)
+}
+
+// emptyAfterFailure makes database name again, empty, after a load that
+// failed or ended early: what it committed before (a COMMIT of the dump's
+// own ends the load's transaction) does not stay.
+func (pg *postgres) emptyAfterFailure(ctx context.Context, name string) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := recreate(rctx, pg, name, true); err != nil {
+		return fmt.Errorf("empty the database after the failed load: %w", err)
+	}
+	return nil
 }
 
 // restricted recreates database name empty and loads the SQL read from
@@ -163,6 +181,12 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 // one) and the database itself to the admin, then drops role.
 func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string) error {
 	var errs []error
+	// Before the admin connects to the database: what its owner (role)
+	// may have set on it is taken back.
+	serr := p.resetDatabaseSettings(ctx, name, role)
+	if serr != nil {
+		errs = append(errs, serr)
+	}
 	if owner == "" || owner == p.user {
 		var err error
 		if owner, err = p.ensureOwnerRole(ctx, name); err != nil {
@@ -171,7 +195,10 @@ func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string)
 			errs = append(errs, err)
 		}
 	}
-	if c, err := p.connectDB(ctx, name); err != nil {
+	if serr != nil {
+		// Not connecting to a database whose settings may be the dump's:
+		// what the load made stays the role's, which is then not dropped.
+	} else if c, err := p.connectDB(ctx, name); err != nil {
 		errs = append(errs, err)
 	} else {
 		// REASSIGN also hands the database itself over (a shared object);
@@ -193,6 +220,55 @@ func (p *postgres) dropImportRole(ctx context.Context, name, role, owner string)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// resetDatabaseSettings takes back from database name, as the admin
+// (through the pool, connected to the maintenance database), what its
+// owner role — a load's throw-away role — could change on it: settings
+// of ALTER DATABASE ... SET (a search_path through a schema of the
+// dump's would have the admin's later connections call its functions as
+// a superuser; default_transaction_read_only, statement_timeout ...) and
+// of ALTER ROLE ... IN DATABASE ... SET for any role (the database was
+// made anew before the load: none are anyone's but the load's);
+// ALLOW_CONNECTIONS, IS_TEMPLATE and CONNECTION LIMIT; and the privileges
+// on the database it granted (to PUBLIC, to other tenants' roles): the
+// database's users get theirs back after (regrant).
+func (p *postgres) resetDatabaseSettings(ctx context.Context, name, role string) error {
+	db := pgIdent(name)
+	for _, q := range []string{
+		"ALTER DATABASE " + db + " RESET ALL",
+		"ALTER DATABASE " + db + " WITH ALLOW_CONNECTIONS true IS_TEMPLATE false CONNECTION LIMIT -1",
+	} {
+		if _, err := p.pool.Exec(ctx, q); err != nil {
+			return fmt.Errorf("reset the settings of database %q: %w", name, err)
+		}
+	}
+	rows, err := p.pool.Query(ctx, `SELECT r.rolname FROM pg_catalog.pg_db_role_setting s
+		JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+		WHERE d.datname = $1
+		UNION
+		SELECT r.rolname FROM pg_catalog.pg_database d CROSS JOIN LATERAL pg_catalog.aclexplode(d.datacl) a
+		JOIN pg_catalog.pg_roles r ON r.oid = a.grantee WHERE d.datname = $1 AND r.rolname NOT IN ($2, $3)`, name, p.user, role)
+	if err != nil {
+		return fmt.Errorf("settings of database %q: %w", name, err)
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("settings of database %q: %w", name, err)
+	}
+	qs := []string{"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC"}
+	for _, r := range roles {
+		qs = append(qs, "ALTER ROLE "+pgIdent(r)+" IN DATABASE "+db+" RESET ALL")
+		if r != p.user && r != role {
+			qs = append(qs, "REVOKE ALL ON DATABASE "+db+" FROM "+pgIdent(r)+" CASCADE")
+		}
+	}
+	for _, q := range qs {
+		if _, err := p.pool.Exec(ctx, q); err != nil {
+			return fmt.Errorf("reset the settings of database %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // cutLastLine splits b (lines, ending in a newline) before its last line

@@ -123,19 +123,22 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 	}}
 	src := io.MultiReader(strings.NewReader(postgresGuard+ourKey+"\nBEGIN;\n"), bytes.NewReader(head), body)
 	lerr := pg.restricted(ctx, log, name, role, pw, owner, true, src)
+	switch {
+	case body.err != nil:
+		lerr = errors.Join(body.err, lerr)
+	case lerr == nil && !body.committed:
+		lerr = errors.New("the dump was not read to its end: nothing imported")
+	}
+	if lerr != nil {
+		lerr = errors.Join(lerr, pg.emptyAfterFailure(ctx, name))
+	}
 	// The database was made again, even when the load then failed: its
 	// users get their grants on it back either way.
 	if err := pg.regrant(ctx, name, held); err != nil {
 		return errors.Join(lerr, err)
 	}
-	if body.err != nil {
-		return body.err
-	}
 	if lerr != nil {
 		return lerr
-	}
-	if !body.committed {
-		return errors.New("the dump was not read to its end: nothing imported")
 	}
 	return pg.grantImported(ctx, name, held)
 }
@@ -275,6 +278,8 @@ type plainFilter struct {
 	unrestrict string
 	atStart    bool // at the start of a line
 	inCopy     bool
+	inLO       bool   // between the BEGIN; and COMMIT; of large objects
+	held       []byte // a BEGIN; line not passed yet
 	pending    []byte
 	done       func() error
 	err        error
@@ -290,10 +295,16 @@ func (f *plainFilter) Read(p []byte) (int, error) {
 		s, err := f.r.ReadSlice('\n')
 		whole := f.atStart && (err == nil || errors.Is(err, io.EOF))
 		f.atStart = err == nil
-		if len(s) > 0 && !(whole && f.drop(s)) {
-			f.pending = append(f.pending[:0], s...)
+		f.pending = f.pending[:0]
+		if whole {
+			f.pending = f.line(f.pending, s)
+		} else if len(s) > 0 {
+			f.pending = append(append(f.pending, f.held...), s...)
+			f.held = nil
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			f.pending = append(f.pending, f.held...)
+			f.held = nil
 			f.finished = true
 			if !errors.Is(err, io.EOF) {
 				f.err = err
@@ -310,20 +321,52 @@ func (f *plainFilter) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// drop says whether the whole line s is left out, following COPY data.
-func (f *plainFilter) drop(s []byte) bool {
+// loPrefixes start the lines pg_dump writes between the BEGIN; and
+// COMMIT; around the contents of large objects.
+var loPrefixes = []string{"SELECT pg_catalog.lo_open(", "SELECT pg_catalog.lowrite(", "SELECT pg_catalog.lo_close("}
+
+// line appends to out what passes of the whole line s, following COPY
+// data. The BEGIN; and COMMIT; pg_dump (and pg_restore --file=-) write
+// around the contents of large objects are left out: the COMMIT would end
+// the load's own transaction halfway through the dump. A BEGIN; line is
+// held until the next line shows whether it is one (a SELECT
+// pg_catalog.lo_open); other transaction statements pass (an END; ends
+// a PL/pgSQL function's body), and a load that fails or ends early is
+// undone by making the database again (emptyAfterFailure).
+func (f *plainFilter) line(out, s []byte) []byte {
 	t := string(bytes.TrimRight(s, " \r\n"))
+	if f.held != nil {
+		if strings.HasPrefix(t, loPrefixes[0]) {
+			f.inLO = true
+		} else {
+			out = append(out, f.held...)
+		}
+		f.held = nil
+	}
 	if f.inCopy {
 		f.inCopy = t != `\.`
-		return false
+		return append(out, s...)
+	}
+	if f.inLO {
+		if t == "COMMIT;" {
+			f.inLO = false
+			return out
+		}
+		if slices.ContainsFunc(loPrefixes, func(p string) bool { return strings.HasPrefix(t, p) }) {
+			return append(out, s...)
+		}
+		f.inLO = false
 	}
 	switch {
+	case t == "BEGIN;":
+		f.held = append(f.held[:0], s...)
+		return out
 	case f.unrestrict != "" && t == `\unrestrict `+f.unrestrict:
-		return true
+		return out
 	case copyStartRe.MatchString(t):
 		f.inCopy = true
 	case ownershipRe.MatchString(t):
-		return true
+		return out
 	}
-	return false
+	return append(out, s...)
 }

@@ -60,6 +60,7 @@ func openPostgres(ctx context.Context, paths platform.DBPaths, cred string) (*po
 	if err != nil {
 		return nil, fmt.Errorf("postgresql: %w", err)
 	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgAdminSearchPath
 	cfg.MaxConns = 4
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	p.pool, err = pgxpool.NewWithConfig(ctx, cfg)
@@ -87,9 +88,24 @@ func (p *postgres) connString(db string) string {
 	return "postgres:///?" + q.Encode()
 }
 
+// pgAdminSearchPath is the search_path of every connection of the admin
+// (a superuser), sent at connection start: a client's setting overrides
+// those of ALTER DATABASE ... SET and ALTER ROLE ... SET, which a tenant's
+// dump may have made while its role owned the database (see
+// resetDatabaseSettings). Unqualified names then resolve in pg_catalog
+// alone, never to a tenant's function or operator (aclexplode,
+// quote_ident, =) that would run as the superuser; the admin's SQL
+// names a tenant's objects with their schema.
+const pgAdminSearchPath = "pg_catalog, pg_temp"
+
 // connectDB opens one connection to database db as the admin.
 func (p *postgres) connectDB(ctx context.Context, db string) (*pgx.Conn, error) {
-	c, err := pgx.Connect(ctx, p.connString(db))
+	cfg, err := pgx.ParseConfig(p.connString(db))
+	if err != nil {
+		return nil, fmt.Errorf("connect to database %q: %w", db, err)
+	}
+	cfg.RuntimeParams["search_path"] = pgAdminSearchPath
+	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database %q: %w", db, err)
 	}
