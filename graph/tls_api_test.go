@@ -533,9 +533,11 @@ func TestCertRequestValidation(t *testing.T) {
 		doms.Domains[0].Certificate == nil || doms.Domains[0].Certificate.ID != d {
 		t.Fatalf("domains: %+v", doms)
 	}
-	// Filters, on a status and expiry the controller would write.
+	// Filters, on a status and expiry the controller would write (a
+	// 20-day certificate half through its life: not due for renewal, so
+	// the controller leaves it ISSUED).
 	if _, err := tn.s.Store().UpdateCertificate(ctx, d, func(c *store.Certificate) ([]*store.CertTask, error) {
-		c.Status.State, c.Status.NotAfter = store.CertIssued, time.Now().Add(10*24*time.Hour)
+		c.Status.State, c.Status.NotBefore, c.Status.NotAfter = store.CertIssued, time.Now().Add(-10*24*time.Hour), time.Now().Add(10*24*time.Hour)
 		return nil, nil
 	}, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
