@@ -57,6 +57,10 @@ const (
 	maxUserFile          = 1 << 20
 	maxPkgacctOutput     = 4 << 20
 	maxScanAccounts      = 100_000
+	// maxScanBytes bounds a scan's result (it crosses the node's stream
+	// and is stored in etcd): the accounts past it are left out and the
+	// result says it was truncated.
+	maxScanBytes = 512 << 10
 	// The old server is not trusted with time either: a connection on
 	// which nothing arrives for defaultIdleTimeout is dropped, keepalives
 	// go every defaultKeepalive (and one unanswered for two intervals
@@ -400,11 +404,11 @@ func (a *Scan) Apply(ctx context.Context, env *actions.Env) (proto.Message, erro
 		return nil, scanErr(ctx, timeout, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("sftp: %w", err)))
 	}
 	defer sc.Close()
-	accts, err := scanAccounts(sc, a.m.Fetch.ServerRoot)
+	accts, truncated, err := scanAccounts(sc, a.m.Fetch.ServerRoot)
 	if err != nil {
 		return nil, scanErr(ctx, timeout, err)
 	}
-	return &agentpb.ScanCpanelServerResult{HostKeyFingerprint: seen, Accounts: accts}, nil
+	return &agentpb.ScanCpanelServerResult{HostKeyFingerprint: seen, Accounts: accts, Truncated: truncated}, nil
 }
 
 // scanErr names the scan's time bound when it is why err happened.
@@ -434,20 +438,22 @@ func readRemote(sc *sftp.Client, name string, limit int64) ([]byte, error) {
 
 // scanAccounts reads /etc/trueuserdomains ("domain: user" per line) and
 // each user's /var/cpanel/users/USER (KEY=VALUE lines: DNS= is the main
-// domain, SUSPENDED=1 a suspended account).
-func scanAccounts(sc *sftp.Client, root string) ([]*agentpb.CpanelServerAccount, error) {
+// domain, SUSPENDED=1 a suspended account). A list over maxScanAccounts
+// accounts or maxScanBytes encoded is cut short: truncated says so.
+func scanAccounts(sc *sftp.Client, root string) (_ []*agentpb.CpanelServerAccount, truncated bool, _ error) {
 	b, err := readRemote(sc, root+"/etc/trueuserdomains", maxTrueUserDomains)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no /etc/trueuserdomains: not a cPanel server")
+		return nil, false, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no /etc/trueuserdomains: not a cPanel server")
 	}
 	if err != nil {
-		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("read /etc/trueuserdomains: %w", err))
+		return nil, false, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("read /etc/trueuserdomains: %w", err))
 	}
 	users := ParseTrueUserDomains(b)
 	if len(users) > maxScanAccounts {
-		users = users[:maxScanAccounts]
+		users, truncated = users[:maxScanAccounts], true
 	}
 	out := make([]*agentpb.CpanelServerAccount, 0, len(users))
+	size := 0
 	for _, u := range users {
 		acct := &agentpb.CpanelServerAccount{Username: u.User, Domain: u.Domain}
 		// A user file that cannot be read leaves the account as
@@ -455,10 +461,18 @@ func scanAccounts(sc *sftp.Client, root string) ([]*agentpb.CpanelServerAccount,
 		if ub, err := readRemote(sc, root+"/var/cpanel/users/"+u.User, maxUserFile); err == nil {
 			ParseCpanelUserFile(ub, acct)
 		}
+		// Each repeated element costs its size, a tag and a length.
+		size += proto.Size(acct) + 4
+		if size > scanByteLimit {
+			return out, true, nil
+		}
 		out = append(out, acct)
 	}
-	return out, nil
+	return out, truncated, nil
 }
+
+// scanByteLimit is maxScanBytes; tests lower it.
+var scanByteLimit = maxScanBytes
 
 // UserDomain is one line of /etc/trueuserdomains.
 type UserDomain struct{ Domain, User string }
