@@ -30,6 +30,8 @@ type CpanelServerAccount struct {
 type CpanelServerScan struct {
 	HostKeyFingerprint string                `json:"hostKeyFingerprint"`
 	Accounts           []CpanelServerAccount `json:"accounts"`
+	// Truncated: the server had more accounts than a scan returns.
+	Truncated bool `json:"truncated"`
 }
 
 // CpanelFetch is one pull of an archive from an old server.
@@ -60,7 +62,7 @@ const cpanelFetchFields = `id node host port user hostKeyFingerprint account rem
 // ScanCpanelServer has the node list the server's cPanel accounts.
 func (c *Client) ScanCpanelServer(ctx context.Context, in CpanelServerInput) (*CpanelServerScan, error) {
 	var out struct{ ScanCpanelServer *CpanelServerScan }
-	err := c.Do(ctx, `mutation($in:ScanCpanelServerInput!){scanCpanelServer(input:$in){hostKeyFingerprint accounts{username domain diskUsedBytes suspended}}}`,
+	err := c.Do(ctx, `mutation($in:ScanCpanelServerInput!){scanCpanelServer(input:$in){hostKeyFingerprint accounts{username domain diskUsedBytes suspended} truncated}}`,
 		map[string]any{"in": in}, &out)
 	return out.ScanCpanelServer, err
 }

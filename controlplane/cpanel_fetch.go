@@ -19,10 +19,26 @@ import (
 //
 // Once a fetch has ended its task is forgotten: the task is the only
 // place the sealed SSH credentials were kept.
+//
+// A fetch whose task has not finished fetchDeadline after its creation,
+// and whose record has not moved (progress) for fetchQuiet, is failed and
+// its task forgotten: the node bounds its side (pkgacct 2 h, 60 s without
+// a byte), so such a task is lost or its node is gone, and the sealed
+// credentials should not wait for it.
 const (
-	fetchWorkers = 1
-	fetchResync  = 30 * time.Second
+	fetchWorkers  = 1
+	fetchResync   = 30 * time.Second
+	fetchDeadline = 3 * time.Hour
+	fetchQuiet    = 10 * time.Minute
 )
+
+// fetchNow is the fetch controller's clock (tests move it on).
+var fetchNow = time.Now
+
+// fetchStuck reports whether f has outlived its deadline at now.
+func fetchStuck(f *store.Fetch, now time.Time) bool {
+	return now.Sub(f.CreatedAt) > fetchDeadline && now.Sub(f.UpdatedAt) > fetchQuiet
+}
 
 type cpanelFetchController struct {
 	s   *Server
@@ -104,6 +120,10 @@ func (c *cpanelFetchController) sync(ctx context.Context, id string) (err error)
 		return err
 	}
 	if t.Status == store.TaskPending {
+		if fetchStuck(f, fetchNow()) {
+			return c.finish(ctx, f, store.FetchFailed,
+				"the node did not finish the fetch within "+fetchDeadline.String()+" (no progress for "+fetchQuiet.String()+"): its task is forgotten", nil)
+		}
 		if f.Status != store.FetchPending {
 			return nil
 		}

@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -20,3 +22,10 @@ func (s *Server) Subscriptions() int { return s.accounts.hub.count() }
 // RegistryForTest is the replica's own metrics registry (not etcd's, which
 // is prometheus.DefaultRegisterer).
 func (s *Server) RegistryForTest() *prometheus.Registry { return s.metrics.reg }
+
+// MoveFetchClockForTest moves the cPanel fetch controller's clock by d
+// until the test ends.
+func MoveFetchClockForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	fetchNow = func() time.Time { return time.Now().Add(d) }
+	t.Cleanup(func() { fetchNow = time.Now })
+}

@@ -31,7 +31,7 @@ func (r *mutationResolver) ScanCpanelServer(ctx context.Context, input model.Sca
 	if err = r.Store.AppendAudit(ctx, ev); err != nil {
 		return nil, err
 	}
-	out := &model.CpanelServerScan{HostKeyFingerprint: res.GetHostKeyFingerprint(), Accounts: []*model.CpanelServerAccount{}}
+	out := &model.CpanelServerScan{HostKeyFingerprint: res.GetHostKeyFingerprint(), Accounts: []*model.CpanelServerAccount{}, Truncated: res.GetTruncated()}
 	for _, a := range res.GetAccounts() {
 		out.Accounts = append(out.Accounts, &model.CpanelServerAccount{Username: a.GetUsername(), Domain: a.GetDomain(),
 			DiskUsedBytes: int64(a.GetDiskUsedBytes()), Suspended: a.GetSuspended()})

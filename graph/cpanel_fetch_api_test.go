@@ -106,6 +106,10 @@ func TestCpanelFetchSealsAndFinishes(t *testing.T) {
 	if f.Host != "old.example.com" || f.Path != "fetched/"+strings.ToLower(f.ID)+"/cpmove-bob.tar.gz" || f.HostKeyFingerprint != testFP {
 		t.Fatalf("fetch %+v", f)
 	}
+	// pkgacct writes one archive per account: a second fetch of bob from
+	// the same server by the same node waits for the first to end.
+	_, err = tn.admin.FetchCpanelBackup(ctx, srv, "bob", "")
+	want(t, "a second fetch of the same account", err, "CONFLICT")
 	rec, err := tn.s.Store().GetFetch(ctx, f.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +160,10 @@ func TestCpanelFetchSealsAndFinishes(t *testing.T) {
 	}
 	if _, _, err := tn.s.Store().GetTask(ctx, task.ID); err == nil {
 		t.Fatal("the finished fetch's task (with its sealed key) is still stored")
+	}
+	// Once it has ended, bob can be fetched again.
+	if _, err := tn.admin.FetchCpanelBackup(ctx, srv, "bob", ""); err != nil {
+		t.Fatalf("a fetch of bob after the first ended: %v", err)
 	}
 	events, _, _, err := tn.s.Store().ListAudit(ctx, store.AuditFilter{}, "", 1000)
 	if err != nil {

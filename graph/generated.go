@@ -404,6 +404,7 @@ type ComplexityRoot struct {
 	CpanelServerScan struct {
 		Accounts           func(childComplexity int) int
 		HostKeyFingerprint func(childComplexity int) int
+		Truncated          func(childComplexity int) int
 	}
 
 	CpanelZone struct {
@@ -2683,6 +2684,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CpanelServerScan.HostKeyFingerprint(childComplexity), true
+	case "CpanelServerScan.truncated":
+		if e.ComplexityRoot.CpanelServerScan.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CpanelServerScan.Truncated(childComplexity), true
 
 	case "CpanelZone.name":
 		if e.ComplexityRoot.CpanelZone.Name == nil {
@@ -7154,6 +7161,8 @@ func (ec *executionContext) childFields_CpanelServerScan(ctx context.Context, fi
 		return ec.fieldContext_CpanelServerScan_hostKeyFingerprint(ctx, field)
 	case "accounts":
 		return ec.fieldContext_CpanelServerScan_accounts(ctx, field)
+	case "truncated":
+		return ec.fieldContext_CpanelServerScan_truncated(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CpanelServerScan", field.Name)
 }
@@ -16776,6 +16785,29 @@ func (ec *executionContext) fieldContext_CpanelServerScan_accounts(_ context.Con
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _CpanelServerScan_truncated(ctx context.Context, field graphql.CollectedField, obj *model.CpanelServerScan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CpanelServerScan_truncated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Truncated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CpanelServerScan_truncated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CpanelServerScan", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _CpanelZone_name(ctx context.Context, field graphql.CollectedField, obj *model.CpanelZone) (ret graphql.Marshaler) {
@@ -36653,6 +36685,11 @@ func (ec *executionContext) _CpanelServerScan(ctx context.Context, sel ast.Selec
 			}
 		case "accounts":
 			out.Values[i] = ec._CpanelServerScan_accounts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "truncated":
+			out.Values[i] = ec._CpanelServerScan_truncated(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

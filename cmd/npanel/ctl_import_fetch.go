@@ -134,6 +134,9 @@ func importScanCmd(o *ctlOptions) *cobra.Command {
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", a.Username, a.Domain, disk, a.Suspended)
 				}
+				if scan.Truncated {
+					fmt.Fprintf(tw, "\n(the server has more accounts than a scan lists: fetch one past these with --remote-path)\n")
+				}
 			})
 		},
 	}

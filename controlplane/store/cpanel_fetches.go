@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,7 +19,12 @@ import (
 // so the record keeps the host and fingerprint and no secret.
 const (
 	prefixFetches = prefix + "cpanel-fetches/"
-	fetchDoneKind = "cpanel-fetch"
+	// prefixFetchLocks holds, per node, host and account, the id of the
+	// fetch that runs pkgacct for it: every such fetch has pkgacct write
+	// the same /home/cpmove-ACCOUNT.tar.gz on the server, so two at once
+	// would download each other's half-written archive.
+	prefixFetchLocks = prefix + "cpanel-fetch-locks/"
+	fetchDoneKind    = "cpanel-fetch"
 )
 
 // The fetch records and their finished tasks, named by fetch id.
@@ -67,6 +73,10 @@ type Fetch struct {
 // FetchObject names a fetch as the object of its task.
 func FetchObject(id string) string { return fetchDoneKind + "/" + id }
 
+func fetchLockKey(f *Fetch) string {
+	return prefixFetchLocks + f.Node + "/" + f.Host + "/" + f.Account
+}
+
 func fetchKey(id string) (string, error) {
 	if _, err := importKey(id); err != nil {
 		return "", fmt.Errorf("fetch %q: %w", id, ErrNotFound)
@@ -78,11 +88,42 @@ func fetchKey(id string) (string, error) {
 func DecodeFetch(ev Event) (*Fetch, error) { return decodeJSON[Fetch]([]byte(ev.Name), ev.Value) }
 
 // CreateFetch writes a new fetch with its task (tracked on the record)
-// and audit event in one transaction; the node must exist.
+// and audit event in one transaction; the node must exist. A fetch of an
+// account (pkgacct) is refused with ErrConflict while another fetch of
+// the same account from the same host by the same node has not ended:
+// the transaction takes the account's lock key, compared as read, so two
+// concurrent creations cannot both pass.
 func (s *Store) CreateFetch(ctx context.Context, f *Fetch, spec *agentpb.Task, audit AuditEvent) error {
 	key, err := fetchKey(f.ID)
 	if err != nil {
 		return err
+	}
+	cmps := []clientv3.Cmp{absent(key), present(nodeKey(f.Node))}
+	var lockOps []clientv3.Op
+	if f.Account != "" {
+		lk := fetchLockKey(f)
+		resp, err := s.cli.Get(ctx, lk)
+		if err != nil {
+			return fmt.Errorf("create fetch %s: %w", f.ID, err)
+		}
+		if len(resp.Kvs) == 0 {
+			cmps = append(cmps, absent(lk))
+		} else {
+			// The holder's record is read outside the transaction; a
+			// fetch only goes from running to ended, never back, and a
+			// holder gone (or ended without releasing) is taken over.
+			holder := string(resp.Kvs[0].Value)
+			h, _, err := getJSON[Fetch](ctx, s.cli, prefixFetches+holder)
+			switch {
+			case err == nil && !h.Status.Finished():
+				return fmt.Errorf("fetch %s of account %s from %s by node %s is %s: one at a time (pkgacct writes one archive per account): %w",
+					holder, f.Account, f.Host, f.Node, h.Status, ErrConflict)
+			case err != nil && !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("create fetch %s: %w", f.ID, err)
+			}
+			cmps = append(cmps, unchanged(lk, resp.Kvs[0].ModRevision))
+		}
+		lockOps = append(lockOps, clientv3.OpPut(lk, f.ID))
 	}
 	now := time.Now().UTC()
 	f.CreatedAt, f.UpdatedAt, f.Status = now, now, FetchPending
@@ -92,15 +133,16 @@ func (s *Store) CreateFetch(ctx context.Context, f *Fetch, spec *agentpb.Task, a
 	}
 	f.TaskID, f.TaskGeneration = t.ID, spec.GetGeneration()
 	ops = append(ops, clientv3.OpPut(key, mustJSON(f)))
+	ops = append(ops, lockOps...)
 	if audit.Action != "" {
 		ops = append(ops, auditPut(audit))
 	}
-	resp, err := s.cli.Txn(ctx).If(absent(key), present(nodeKey(f.Node))).Then(ops...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("create fetch %s: %w", f.ID, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("create fetch %s (or node %s gone): %w", f.ID, f.Node, ErrConflict)
+		return fmt.Errorf("create fetch %s (node %s gone, or another fetch of the account started meanwhile): %w", f.ID, f.Node, ErrConflict)
 	}
 	return nil
 }
@@ -148,11 +190,19 @@ func (s *Store) UpdateFetch(ctx context.Context, id string, fn func(f *Fetch) er
 	if err != nil {
 		return nil, err
 	}
-	return updateRecord(ctx, s, key, FetchObject(id),
+	f, err := updateRecord(ctx, s, key, FetchObject(id),
 		func(f *Fetch) ([]*ObjectTask, error) {
 			f.UpdatedAt = time.Now().UTC()
 			return nil, fn(f)
 		}, nil, audit)
+	if err == nil && f.Status.Finished() && f.Account != "" {
+		// The account's lock goes with the fetch, if it is still this
+		// fetch's. Best effort: a lock whose fetch has ended is taken
+		// over by CreateFetch.
+		lk := fetchLockKey(f)
+		_, _ = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(lk), "=", f.ID)).Then(clientv3.OpDelete(lk)).Commit()
+	}
+	return f, err
 }
 
 // FetchOutcomes lists the finished tasks of fetch id not yet handled.

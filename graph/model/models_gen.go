@@ -438,6 +438,9 @@ type CpanelServerAccount struct {
 type CpanelServerScan struct {
 	HostKeyFingerprint string                 `json:"hostKeyFingerprint"`
 	Accounts           []*CpanelServerAccount `json:"accounts"`
+	// The server's account list was longer than a scan returns: accounts is
+	// its first part; fetch an account past it with remotePath.
+	Truncated bool `json:"truncated"`
 }
 
 type CpanelZone struct {

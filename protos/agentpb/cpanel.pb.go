@@ -1443,8 +1443,12 @@ type ScanCpanelServerResult struct {
 	// host_key_fingerprint and asks again with it.
 	HostKeyUnknown bool                   `protobuf:"varint,2,opt,name=host_key_unknown,json=hostKeyUnknown,proto3" json:"host_key_unknown,omitempty"`
 	Accounts       []*CpanelServerAccount `protobuf:"bytes,3,rep,name=accounts,proto3" json:"accounts,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The account list was cut short to keep the result small (the old
+	// server decides how long it is): accounts holds its first part; an
+	// account past it is fetched by remote_path.
+	Truncated     bool `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScanCpanelServerResult) Reset() {
@@ -1496,6 +1500,13 @@ func (x *ScanCpanelServerResult) GetAccounts() []*CpanelServerAccount {
 		return x.Accounts
 	}
 	return nil
+}
+
+func (x *ScanCpanelServerResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 // FetchCpanelBackupAction pulls one archive into the import area: with
@@ -1768,11 +1779,12 @@ const file_agent_v1_cpanel_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
 	"\x06domain\x18\x02 \x01(\tR\x06domain\x12&\n" +
 	"\x0fdisk_used_bytes\x18\x03 \x01(\x04R\rdiskUsedBytes\x12\x1c\n" +
-	"\tsuspended\x18\x04 \x01(\bR\tsuspended\"\xb6\x01\n" +
+	"\tsuspended\x18\x04 \x01(\bR\tsuspended\"\xd4\x01\n" +
 	"\x16ScanCpanelServerResult\x120\n" +
 	"\x14host_key_fingerprint\x18\x01 \x01(\tR\x12hostKeyFingerprint\x12(\n" +
 	"\x10host_key_unknown\x18\x02 \x01(\bR\x0ehostKeyUnknown\x12@\n" +
-	"\baccounts\x18\x03 \x03(\v2$.npanel.agent.v1.CpanelServerAccountR\baccounts\"\xbc\x01\n" +
+	"\baccounts\x18\x03 \x03(\v2$.npanel.agent.v1.CpanelServerAccountR\baccounts\x12\x1c\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\"\xbc\x01\n" +
 	"\x17FetchCpanelBackupAction\x125\n" +
 	"\x06server\x18\x01 \x01(\v2\x1d.npanel.agent.v1.CpanelServerR\x06server\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x1f\n" +

@@ -18,6 +18,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -56,6 +57,21 @@ const (
 	maxUserFile          = 1 << 20
 	maxPkgacctOutput     = 4 << 20
 	maxScanAccounts      = 100_000
+	// maxScanBytes bounds a scan's result (it crosses the node's stream
+	// and is stored in etcd): the accounts past it are left out and the
+	// result says it was truncated.
+	maxScanBytes = 512 << 10
+	// The old server is not trusted with time either: a connection on
+	// which nothing arrives for defaultIdleTimeout is dropped, keepalives
+	// go every defaultKeepalive (and one unanswered for two intervals
+	// drops the connection), pkgacct and a scan have overall bounds.
+	defaultIdleTimeout    = 60 * time.Second
+	defaultKeepalive      = 15 * time.Second
+	defaultPkgacctTimeout = 2 * time.Hour
+	defaultScanTimeout    = 5 * time.Minute
+	// freeRecheck is how often (in bytes written) a download checks the
+	// import area's free space again.
+	freeRecheck = 256 << 20
 )
 
 // FetchOptions are how the node reaches old servers. Tests point pkgacct
@@ -71,6 +87,18 @@ type FetchOptions struct {
 	// (/etc/trueuserdomains, /var/cpanel/users/): tests point it at a
 	// directory they fill; production leaves it "".
 	ServerRoot string
+	// Time bounds; 0 is the default. Tests shorten them.
+	IdleTimeout    time.Duration // no byte from the server for this long: dropped (60 s)
+	Keepalive      time.Duration // keepalive@openssh.com interval (15 s)
+	PkgacctTimeout time.Duration // pkgacct's overall bound (2 h)
+	ScanTimeout    time.Duration // a scan's overall bound (5 min)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 func (o FetchOptions) pkgacct() (bin, dir string) {
@@ -180,7 +208,7 @@ var (
 // dial logs in to the server. The host key is compared with the pinned
 // fingerprint before any credential is sent; the fingerprint seen is
 // returned whatever happens.
-func dial(ctx context.Context, env *actions.Env, s *agentpb.CpanelServer) (*ssh.Client, string, error) {
+func dial(ctx context.Context, env *actions.Env, s *agentpb.CpanelServer, o FetchOptions) (*ssh.Client, string, error) {
 	var seen string
 	cfg := &ssh.ClientConfig{
 		User:    s.GetUser(),
@@ -216,10 +244,11 @@ func dial(ctx context.Context, env *actions.Env, s *agentpb.CpanelServer) (*ssh.
 	addr := net.JoinHostPort(s.GetHost(), strconv.Itoa(int(port)))
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, "", actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("connect %s: %w", addr, err))
 	}
+	conn := &idleConn{Conn: raw, idle: orDefault(o.IdleTimeout, defaultIdleTimeout)}
 	// The handshake has no context of its own: a deadline bounds it.
 	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
@@ -235,8 +264,72 @@ func dial(ctx context.Context, env *actions.Env, s *agentpb.CpanelServer) (*ssh.
 		// The ssh package's errors name methods, never credentials.
 		return nil, seen, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("ssh %s@%s: %w", s.GetUser(), addr, err))
 	}
+	// From here each read and write has an idle deadline of its own,
+	// pushed as bytes move, and keepalives make a live server answer
+	// even while it works in silence (pkgacct).
 	_ = conn.SetDeadline(time.Time{})
-	return ssh.NewClient(c, chans, reqs), seen, nil
+	conn.armed.Store(true)
+	client := ssh.NewClient(c, chans, reqs)
+	go keepalive(client, orDefault(o.Keepalive, defaultKeepalive))
+	return client, seen, nil
+}
+
+// idleConn drops a connection on which nothing moves: once armed, each
+// Read (Write) sets a read (write) deadline idle from now. SSH reads
+// without pause, so a read timing out means the server sent nothing,
+// not even a keepalive answer, for idle.
+type idleConn struct {
+	net.Conn
+	idle  time.Duration
+	armed atomic.Bool
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if c.armed.Load() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	if c.armed.Load() {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Write(p)
+}
+
+// keepalive sends keepalive@openssh.com every interval until the client
+// closes; an answer (a refusal is one) that does not come within two
+// intervals closes the client.
+func keepalive(c *ssh.Client, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	closed := make(chan struct{})
+	go func() { _ = c.Wait(); close(closed) }()
+	for {
+		select {
+		case <-closed:
+			return
+		case <-t.C:
+		}
+		answered := make(chan error, 1)
+		go func() {
+			_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		select {
+		case err := <-answered:
+			if err != nil {
+				c.Close()
+				return
+			}
+		case <-time.After(2 * interval):
+			c.Close()
+			return
+		case <-closed:
+			return
+		}
+	}
 }
 
 // authMethods opens the sealed credentials; they live only in this
@@ -294,7 +387,10 @@ func closeOnDone(ctx context.Context, c io.Closer) (stop func()) {
 
 // Apply implements actions.Action. It writes nothing on the node.
 func (a *Scan) Apply(ctx context.Context, env *actions.Env) (proto.Message, error) {
-	c, seen, err := dial(ctx, env, a.req.GetServer())
+	timeout := orDefault(a.m.Fetch.ScanTimeout, defaultScanTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, seen, err := dial(ctx, env, a.req.GetServer(), a.m.Fetch)
 	if errors.Is(err, errHostKeyUnknown) {
 		return &agentpb.ScanCpanelServerResult{HostKeyFingerprint: seen, HostKeyUnknown: true}, nil
 	}
@@ -305,14 +401,22 @@ func (a *Scan) Apply(ctx context.Context, env *actions.Env) (proto.Message, erro
 	defer closeOnDone(ctx, c)()
 	sc, err := sftp.NewClient(c)
 	if err != nil {
-		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("sftp: %w", err))
+		return nil, scanErr(ctx, timeout, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("sftp: %w", err)))
 	}
 	defer sc.Close()
-	accts, err := scanAccounts(sc, a.m.Fetch.ServerRoot)
+	accts, truncated, err := scanAccounts(sc, a.m.Fetch.ServerRoot)
 	if err != nil {
-		return nil, err
+		return nil, scanErr(ctx, timeout, err)
 	}
-	return &agentpb.ScanCpanelServerResult{HostKeyFingerprint: seen, Accounts: accts}, nil
+	return &agentpb.ScanCpanelServerResult{HostKeyFingerprint: seen, Accounts: accts, Truncated: truncated}, nil
+}
+
+// scanErr names the scan's time bound when it is why err happened.
+func scanErr(ctx context.Context, timeout time.Duration, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("the scan did not finish within %s: %w", timeout, err))
+	}
+	return err
 }
 
 // readRemote reads a small remote file, at most limit bytes.
@@ -334,20 +438,22 @@ func readRemote(sc *sftp.Client, name string, limit int64) ([]byte, error) {
 
 // scanAccounts reads /etc/trueuserdomains ("domain: user" per line) and
 // each user's /var/cpanel/users/USER (KEY=VALUE lines: DNS= is the main
-// domain, SUSPENDED=1 a suspended account).
-func scanAccounts(sc *sftp.Client, root string) ([]*agentpb.CpanelServerAccount, error) {
+// domain, SUSPENDED=1 a suspended account). A list over maxScanAccounts
+// accounts or maxScanBytes encoded is cut short: truncated says so.
+func scanAccounts(sc *sftp.Client, root string) (_ []*agentpb.CpanelServerAccount, truncated bool, _ error) {
 	b, err := readRemote(sc, root+"/etc/trueuserdomains", maxTrueUserDomains)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no /etc/trueuserdomains: not a cPanel server")
+		return nil, false, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no /etc/trueuserdomains: not a cPanel server")
 	}
 	if err != nil {
-		return nil, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("read /etc/trueuserdomains: %w", err))
+		return nil, false, actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, fmt.Errorf("read /etc/trueuserdomains: %w", err))
 	}
 	users := ParseTrueUserDomains(b)
 	if len(users) > maxScanAccounts {
-		users = users[:maxScanAccounts]
+		users, truncated = users[:maxScanAccounts], true
 	}
 	out := make([]*agentpb.CpanelServerAccount, 0, len(users))
+	size := 0
 	for _, u := range users {
 		acct := &agentpb.CpanelServerAccount{Username: u.User, Domain: u.Domain}
 		// A user file that cannot be read leaves the account as
@@ -355,10 +461,18 @@ func scanAccounts(sc *sftp.Client, root string) ([]*agentpb.CpanelServerAccount,
 		if ub, err := readRemote(sc, root+"/var/cpanel/users/"+u.User, maxUserFile); err == nil {
 			ParseCpanelUserFile(ub, acct)
 		}
+		// Each repeated element costs its size, a tag and a length.
+		size += proto.Size(acct) + 4
+		if size > scanByteLimit {
+			return out, true, nil
+		}
 		out = append(out, acct)
 	}
-	return out, nil
+	return out, truncated, nil
 }
+
+// scanByteLimit is maxScanBytes; tests lower it.
+var scanByteLimit = maxScanBytes
 
 // UserDomain is one line of /etc/trueuserdomains.
 type UserDomain struct{ Domain, User string }
@@ -443,7 +557,7 @@ func (a *Fetch) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 		}
 		return &agentpb.FetchCpanelBackupResult{Path: r.GetPath(), Bytes: uint64(st.Size()), Sha256: sum, RemotePath: r.GetRemotePath()}, nil
 	}
-	c, _, err := dial(ctx, env, r.GetServer())
+	c, _, err := dial(ctx, env, r.GetServer(), a.m.Fetch)
 	if errors.Is(err, errHostKeyUnknown) {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "no host key fingerprint pinned")
 	}
@@ -454,7 +568,7 @@ func (a *Fetch) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	defer closeOnDone(ctx, c)()
 	remote := r.GetRemotePath()
 	if r.GetAccount() != "" {
-		if remote, err = a.pkgacct(c, r.GetAccount()); err != nil {
+		if remote, err = a.pkgacct(ctx, c, r.GetAccount()); err != nil {
 			return nil, err
 		}
 	}
@@ -487,7 +601,7 @@ func (a *Fetch) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 // pkgacct runs cPanel's pkgacct for account on the server and returns the
 // archive it wrote. The command is three tokens the validators accept:
 // the fixed binary, the account name and the fixed directory.
-func (a *Fetch) pkgacct(c *ssh.Client, account string) (string, error) {
+func (a *Fetch) pkgacct(ctx context.Context, c *ssh.Client, account string) (string, error) {
 	bin, dir := a.m.Fetch.pkgacct()
 	sess, err := c.NewSession()
 	if err != nil {
@@ -497,9 +611,20 @@ func (a *Fetch) pkgacct(c *ssh.Client, account string) (string, error) {
 	var stdout, stderr limitedBuffer
 	stdout.limit, stderr.limit = maxPkgacctOutput, 4096
 	sess.Stdout, sess.Stderr = &stdout, &stderr
-	if err := sess.Run(bin + " " + account + " " + dir); err != nil {
+	// A bound on the whole run: closing the connection ends Run (closing
+	// the session alone waits for the remote command to exit).
+	timeout := orDefault(a.m.Fetch.PkgacctTimeout, defaultPkgacctTimeout)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := closeOnDone(rctx, c)
+	err = sess.Run(bin + " " + account + " " + dir)
+	stop()
+	if errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "pkgacct %s did not finish within %s", account, timeout)
+	}
+	if err != nil {
 		return "", actions.WithReason(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE,
-			fmt.Errorf("pkgacct %s: %w: %s", account, err, strings.TrimSpace(stderr.String())))
+			fmt.Errorf("pkgacct %s: %w: %s", account, err, Printable(strings.TrimSpace(stderr.String()))))
 	}
 	return PkgacctArchive(stdout.Bytes(), account, dir)
 }
@@ -550,9 +675,20 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	// import area shares its disk with the accounts. A margin of 1 GiB
 	// is kept (a .tar is smaller once gzipped: the check is on the safe
 	// side).
-	if free, err := freeBytes(root.Name()); err == nil && uint64(st.Size())+freeMargin > free {
+	// The size is the server's word: what is written is capped as well,
+	// at the limit and at the free space measured now (less the margin),
+	// and the free space is measured again as the download goes.
+	free, err := freeBytes(root.Name())
+	if err != nil {
+		return 0, "", fmt.Errorf("import area: %w", err)
+	}
+	if uint64(st.Size())+freeMargin > free {
 		return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE,
 			"%s is %d bytes; the import area has %d free (keeping %d)", remote, st.Size(), free, uint64(freeMargin))
+	}
+	room := free - freeMargin
+	if afterStat != nil {
+		afterStat()
 	}
 	dir := path.Dir(dst)
 	if err := root.MkdirAll(dir, 0o750); err != nil {
@@ -582,10 +718,14 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	// waits one round trip per 32 KiB). The server may grow the file
 	// after Stat: the counting writer holds the limit anyway; ctx ending
 	// closes the client (closeOnDone), which ends WriteTo.
-	cw := &capWriter{w: out, limit: limit, total: uint64(st.Size()), progress: progress}
+	cw := &capWriter{w: out, limit: limit, room: room, dir: root.Name(), total: uint64(st.Size()), progress: progress}
 	if _, err := f.WriteTo(cw); err != nil {
 		if errors.Is(err, errOverLimit) {
 			return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "%s is over the limit of %d bytes", remote, limit)
+		}
+		if errors.Is(err, errNoRoom) {
+			return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE,
+				"%s grew past the import area's free space (keeping %d bytes free): the download was stopped and removed", remote, uint64(freeMargin))
 		}
 		if ctx.Err() != nil {
 			return 0, "", ctx.Err()
@@ -615,13 +755,23 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-var errOverLimit = errors.New("over the size limit")
+var (
+	errOverLimit = errors.New("over the size limit")
+	errNoRoom    = errors.New("the import area is running out of space")
+)
+
+// afterStat, when set (tests), runs between the Stat of a remote file
+// and its download: a server may change the file in between.
+var afterStat func()
 
 // freeMargin is the space a fetch leaves free in the import area.
 const freeMargin = 1 << 30
 
-// freeBytes is what an unprivileged writer may still use on dir's disk.
-func freeBytes(dir string) (uint64, error) {
+// freeBytes is what an unprivileged writer may still use on dir's disk
+// (a variable: tests make the disk small).
+var freeBytes = statfsFree
+
+func statfsFree(dir string) (uint64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err
@@ -629,19 +779,39 @@ func freeBytes(dir string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
-// capWriter counts what passes, refuses to pass more than limit and
-// reports the count to progress.
+// capWriter counts what passes, refuses to pass more than limit or more
+// than room (the free space when the download started, less the margin;
+// the count is of bytes before gzip, on the safe side), checks the free
+// space of dir again every freeRecheck bytes and reports the count to
+// progress.
 type capWriter struct {
 	w        io.Writer
 	n        uint64
 	limit    uint64
+	room     uint64
+	dir      string
+	checked  uint64
 	total    uint64
 	progress func(done, total uint64)
 }
 
 func (c *capWriter) Write(p []byte) (int, error) {
-	if c.n+uint64(len(p)) > c.limit {
+	next := c.n + uint64(len(p))
+	if next > c.limit {
 		return 0, errOverLimit
+	}
+	if next > c.room {
+		return 0, errNoRoom
+	}
+	if next-c.checked >= freeRecheck {
+		free, err := freeBytes(c.dir)
+		if err != nil {
+			return 0, err
+		}
+		if free < freeMargin+uint64(len(p)) {
+			return 0, errNoRoom
+		}
+		c.checked = next
 	}
 	n, err := c.w.Write(p)
 	c.n += uint64(n)
@@ -691,4 +861,17 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		b.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// Printable keeps the printable ASCII of s and puts '?' for any other
+// byte (newlines and tabs too): the old server's text goes into errors,
+// the audit log and terminals.
+func Printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }

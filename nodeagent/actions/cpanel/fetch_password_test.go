@@ -61,19 +61,19 @@ func TestDialPassword(t *testing.T) {
 		}
 		return &agentpb.CpanelServer{Host: "127.0.0.1", Port: port, User: "root", HostKeyFingerprint: fp, SealedPassword: sealed}
 	}
-	c, seen, err := dial(context.Background(), env, server("correct horse"))
+	c, seen, err := dial(context.Background(), env, server("correct horse"), FetchOptions{})
 	if err != nil || seen != fp {
 		t.Fatalf("password login: %v (key %s)", err, seen)
 	}
 	c.Close()
-	_, _, err = dial(context.Background(), env, server("wrong-secret-77"))
+	_, _, err = dial(context.Background(), env, server("wrong-secret-77"), FetchOptions{})
 	if err == nil || strings.Contains(err.Error(), "wrong-secret-77") {
 		t.Fatalf("wrong password: %v", err)
 	}
 	// Sealed for another host: the node refuses to open it.
 	s := server("correct horse")
 	s.Host = "localhost"
-	if _, _, err := dial(context.Background(), env, s); err == nil || !strings.Contains(err.Error(), "not sealed") {
+	if _, _, err := dial(context.Background(), env, s, FetchOptions{}); err == nil || !strings.Contains(err.Error(), "not sealed") {
 		t.Fatalf("password sealed for another host: %v", err)
 	}
 }

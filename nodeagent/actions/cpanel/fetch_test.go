@@ -128,6 +128,18 @@ func TestFetchFromSSHD(t *testing.T) {
 			t.Fatalf("accounts %v", got)
 		}
 	})
+	t.Run("a scan over the byte bound is truncated", func(t *testing.T) {
+		scanByteLimit = 40 // the first account fits, not the second
+		defer func() { scanByteLimit = maxScanBytes }()
+		out, err := run(t, m.NewScan(&agentpb.ScanCpanelServerAction{Server: srv.server(t, srv.Fingerprint)}), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := out.(*agentpb.ScanCpanelServerResult)
+		if !res.GetTruncated() || len(res.GetAccounts()) != 1 || res.GetAccounts()[0].GetUsername() != "cpuser" {
+			t.Fatalf("got %v, want cpuser only, truncated", res)
+		}
+	})
 	t.Run("fetch by remote path is byte-identical, then idempotent", func(t *testing.T) {
 		req := &agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: arch, Path: "fetched/F1/cpmove-cpuser.tar.gz"}
 		var reports []*agentpb.BackupProgress
