@@ -206,18 +206,11 @@ func importListCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var all []client.CpanelImport
-			after := ""
-			for len(all) < limit {
-				page, next, err := c.CpanelImports(cmd.Context(), min(limit-len(all), 500), after)
-				if err != nil {
-					return apiError(err)
-				}
-				all = append(all, page...)
-				if next == "" {
-					break
-				}
-				after = next
+			all, err := allPages(limit, func(first int, after string) ([]client.CpanelImport, string, error) {
+				return c.CpanelImports(cmd.Context(), first, after)
+			})
+			if err != nil {
+				return err
 			}
 			return o.print(cmd.OutOrStdout(), all, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "ID\tSTATUS\tNODE\tPATH\tUSERNAME\tACCOUNT\tCREATED")

@@ -281,18 +281,11 @@ func importFetchesCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var all []client.CpanelFetch
-			after := ""
-			for len(all) < limit {
-				page, next, err := c.CpanelFetches(cmd.Context(), min(limit-len(all), 500), after)
-				if err != nil {
-					return apiError(err)
-				}
-				all = append(all, page...)
-				if next == "" {
-					break
-				}
-				after = next
+			all, err := allPages(limit, func(first int, after string) ([]client.CpanelFetch, string, error) {
+				return c.CpanelFetches(cmd.Context(), first, after)
+			})
+			if err != nil {
+				return err
 			}
 			return o.print(cmd.OutOrStdout(), all, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "ID\tSTATUS\tNODE\tSERVER\tPATH\tBYTES\tSTARTED")
