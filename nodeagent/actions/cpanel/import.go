@@ -248,7 +248,7 @@ func (x *extractor) entry(e *Entry) error {
 					continue
 				}
 				obj := fmt.Sprintf("%s: %s %s", from, strings.ToLower(c.Kind), c.Name)
-				why := "definer " + c.From + " is not a database user of the archive"
+				why := "definer " + c.From + " has no database user here (not one of the archive's, or not imported)"
 				if c.From == "" {
 					why = "no definer in the dump"
 				}
