@@ -468,9 +468,6 @@ func (p *postgres) dropUser(ctx context.Context, name, _ string) (bool, error) {
 	return true, nil
 }
 
-// list reports the owner's databases: pg_database_size and, from inside
-// each database, its table count (PostgreSQL has no cross-database catalog
-// of tables, so this costs one connection per database).
 // users lists the owner's database users (roles).
 func (p *postgres) users(ctx context.Context, owner string) ([]string, error) {
 	rows, err := p.pool.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname`, owner+`\_%`)
@@ -490,6 +487,9 @@ func (p *postgres) users(ctx context.Context, owner string) ([]string, error) {
 	return out, nil
 }
 
+// list reports the owner's databases: pg_database_size and, from inside
+// each database, its table count (PostgreSQL has no cross-database catalog
+// of tables, so this costs one connection per database).
 func (p *postgres) list(ctx context.Context, owner string) ([]*agentpb.DatabaseInfo, error) {
 	rows, err := p.pool.Query(ctx, `SELECT d.datname, pg_database_size(d.oid),
 		COALESCE((SELECT array_agg(DISTINCT r.rolname ORDER BY r.rolname) FROM aclexplode(d.datacl) a
