@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/controller"
@@ -32,8 +33,12 @@ const (
 	fetchQuiet    = 10 * time.Minute
 )
 
-// fetchNow is the fetch controller's clock (tests move it on).
-var fetchNow = time.Now
+// fetchSkew moves the fetch controller's clock on (tests only; atomic:
+// controllers of other servers in the test process read it meanwhile).
+var fetchSkew atomic.Int64
+
+// fetchNow is the fetch controller's clock.
+func fetchNow() time.Time { return time.Now().Add(time.Duration(fetchSkew.Load())) }
 
 // fetchStuck reports whether f has outlived its deadline at now.
 func fetchStuck(f *store.Fetch, now time.Time) bool {

@@ -26,6 +26,6 @@ func (s *Server) RegistryForTest() *prometheus.Registry { return s.metrics.reg }
 // MoveFetchClockForTest moves the cPanel fetch controller's clock by d
 // until the test ends.
 func MoveFetchClockForTest(t interface{ Cleanup(func()) }, d time.Duration) {
-	fetchNow = func() time.Time { return time.Now().Add(d) }
-	t.Cleanup(func() { fetchNow = time.Now })
+	fetchSkew.Store(int64(d))
+	t.Cleanup(func() { fetchSkew.Store(0) })
 }
