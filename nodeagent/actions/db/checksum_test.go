@@ -56,18 +56,3 @@ func TestTableArgs(t *testing.T) {
 		}
 	}
 }
-
-// FuzzTableArgs: no accepted name can be read as an option or carry NUL.
-func FuzzTableArgs(f *testing.F) {
-	for _, s := range []string{"t", "-x", "--where=1", "a b", "a\x00"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if tableArgs([]string{s}) != nil {
-			return
-		}
-		if s == "" || s[0] == '-' || strings.ContainsRune(s, 0) {
-			t.Fatalf("%q accepted", s)
-		}
-	})
-}
