@@ -92,6 +92,23 @@ type FetchOptions struct {
 	Keepalive      time.Duration // keepalive@openssh.com interval (15 s)
 	PkgacctTimeout time.Duration // pkgacct's overall bound (2 h)
 	ScanTimeout    time.Duration // a scan's overall bound (5 min)
+	// free replaces statfs in tests, which make the disk small.
+	free func(dir string) (uint64, error)
+	// afterStat, when set (tests), runs between the Stat of a remote file
+	// and its download: a server may change the file in between.
+	afterStat func()
+}
+
+// freeBytes is what an unprivileged writer may still use on dir's disk.
+func (o FetchOptions) freeBytes(dir string) (uint64, error) {
+	if o.free != nil {
+		return o.free(dir)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -584,7 +601,7 @@ func (a *Fetch) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	if limit == 0 {
 		limit = defaultFetchMaxBytes
 	}
-	n, sum, err := download(ctx, sc, root, remote, r.GetPath(), limit, a.progress())
+	n, sum, err := a.m.Fetch.download(ctx, sc, root, remote, r.GetPath(), limit, a.progress())
 	if err != nil {
 		return nil, err
 	}
@@ -652,7 +669,7 @@ func PkgacctArchive(out []byte, account, dir string) (string, error) {
 // name first (analysis refuses hidden names), synced, then renamed. A
 // .tar is gzipped on the way. A download over limit bytes is refused and
 // its temporary file removed.
-func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst string, limit uint64, progress func(done, total uint64)) (uint64, string, error) {
+func (o FetchOptions) download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst string, limit uint64, progress func(done, total uint64)) (uint64, string, error) {
 	f, err := sc.Open(remote)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "no %s on the server", remote)
@@ -678,7 +695,7 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	// The size is the server's word: what is written is capped as well,
 	// at the limit and at the free space measured now (less the margin),
 	// and the free space is measured again as the download goes.
-	free, err := freeBytes(root.Name())
+	free, err := o.freeBytes(root.Name())
 	if err != nil {
 		return 0, "", fmt.Errorf("import area: %w", err)
 	}
@@ -687,8 +704,8 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 			"%s is %d bytes; the import area has %d free (keeping %d)", remote, st.Size(), free, uint64(freeMargin))
 	}
 	room := free - freeMargin
-	if afterStat != nil {
-		afterStat()
+	if o.afterStat != nil {
+		o.afterStat()
 	}
 	dir := path.Dir(dst)
 	if err := root.MkdirAll(dir, 0o750); err != nil {
@@ -718,7 +735,7 @@ func download(ctx context.Context, sc *sftp.Client, root *os.Root, remote, dst s
 	// waits one round trip per 32 KiB). The server may grow the file
 	// after Stat: the counting writer holds the limit anyway; ctx ending
 	// closes the client (closeOnDone), which ends WriteTo.
-	cw := &capWriter{w: out, limit: limit, room: room, dir: root.Name(), total: uint64(st.Size()), progress: progress}
+	cw := &capWriter{w: out, limit: limit, room: room, dir: root.Name(), freeBytes: o.freeBytes, total: uint64(st.Size()), progress: progress}
 	if _, err := f.WriteTo(cw); err != nil {
 		if errors.Is(err, errOverLimit) {
 			return 0, "", actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "%s is over the limit of %d bytes", remote, limit)
@@ -760,24 +777,8 @@ var (
 	errNoRoom    = errors.New("the import area is running out of space")
 )
 
-// afterStat, when set (tests), runs between the Stat of a remote file
-// and its download: a server may change the file in between.
-var afterStat func()
-
 // freeMargin is the space a fetch leaves free in the import area.
 const freeMargin = 1 << 30
-
-// freeBytes is what an unprivileged writer may still use on dir's disk
-// (a variable: tests make the disk small).
-var freeBytes = statfsFree
-
-func statfsFree(dir string) (uint64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
 
 // capWriter counts what passes, refuses to pass more than limit or more
 // than room (the free space when the download started, less the margin;
@@ -785,14 +786,15 @@ func statfsFree(dir string) (uint64, error) {
 // space of dir again every freeRecheck bytes and reports the count to
 // progress.
 type capWriter struct {
-	w        io.Writer
-	n        uint64
-	limit    uint64
-	room     uint64
-	dir      string
-	checked  uint64
-	total    uint64
-	progress func(done, total uint64)
+	w         io.Writer
+	n         uint64
+	limit     uint64
+	room      uint64
+	dir       string
+	freeBytes func(dir string) (uint64, error)
+	checked   uint64
+	total     uint64
+	progress  func(done, total uint64)
 }
 
 func (c *capWriter) Write(p []byte) (int, error) {
@@ -804,7 +806,7 @@ func (c *capWriter) Write(p []byte) (int, error) {
 		return 0, errNoRoom
 	}
 	if next-c.checked >= freeRecheck {
-		free, err := freeBytes(c.dir)
+		free, err := c.freeBytes(c.dir)
 		if err != nil {
 			return 0, err
 		}

@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -160,7 +162,6 @@ func TestPrintable(t *testing.T) {
 func TestFetchFileGrowsAfterStat(t *testing.T) {
 	srv := startSSHD(t)
 	remote := filepath.Join(t.TempDir(), "cpmove-grow.tar.gz")
-	m := NewModule(nil, nil)
 	grow := func() {
 		f, err := os.OpenFile(remote, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
@@ -185,11 +186,10 @@ func TestFetchFileGrowsAfterStat(t *testing.T) {
 			if err := os.WriteFile(remote, make([]byte, 1000), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			afterStat = grow
-			defer func() { afterStat = nil }()
+			m := NewModule(nil, nil)
+			m.Fetch.afterStat = grow
 			if c.free != 0 {
-				freeBytes = func(string) (uint64, error) { return c.free, nil }
-				defer func() { freeBytes = statfsFree }()
+				m.Fetch.free = func(string) (uint64, error) { return c.free, nil }
 			}
 			env := fetchEnv(t)
 			_, err := run(t, m.NewFetch(&agentpb.FetchCpanelBackupAction{Server: srv.server(t, srv.Fingerprint), RemotePath: remote,
@@ -208,5 +208,41 @@ func TestFetchFileGrowsAfterStat(t *testing.T) {
 				t.Fatalf("left in the import area: %v", left)
 			}
 		})
+	}
+}
+
+// The free space is asked again as the download goes: a disk that fills
+// from elsewhere stops the download though the room measured at its start
+// was enough.
+func TestCapWriterRechecksFreeSpace(t *testing.T) {
+	free := uint64(freeMargin + 4*freeRecheck)
+	asked := 0
+	cw := &capWriter{w: io.Discard, limit: 8 * freeRecheck, room: 4 * freeRecheck, dir: "d",
+		freeBytes: func(dir string) (uint64, error) {
+			asked++
+			return free, nil
+		}}
+	chunk := make([]byte, 1<<20)
+	write := func(n int) error {
+		for range n {
+			if _, err := cw.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := write(freeRecheck >> 20); err != nil {
+		t.Fatalf("first %d MiB: %v", freeRecheck>>20, err)
+	}
+	if asked != 1 {
+		t.Fatalf("free space asked %d times after %d bytes, want 1", asked, cw.n)
+	}
+	free = freeMargin + 1<<19 // someone else filled the disk
+	err := write(freeRecheck >> 20)
+	if !errors.Is(err, errNoRoom) {
+		t.Fatalf("err %v, want errNoRoom", err)
+	}
+	if cw.n >= 2*freeRecheck {
+		t.Fatalf("%d bytes passed after the disk filled", cw.n)
 	}
 }
