@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"time"
 
@@ -20,31 +19,14 @@ const (
 	// node: reading a large archive as a stream takes a while.
 	cpanelAnalyzeWait = 2 * time.Minute
 	cpanelAnalyzeTTL  = cpanelAnalyzeWait + time.Minute
-	maxImportPathLen  = 255
 	maxImportsPage    = 500
 )
 
-// cpanelPath checks an archive path as the node's import area takes it:
-// relative, clean (no ".." or "."), no control characters, a .tar.gz or
-// .tgz file. The agent checks again; refusing here names the field.
+// cpanelPath checks an archive path as the node's import area takes it
+// (validate.CpanelArchivePath, which the agent checks again).
 func cpanelPath(p string) (string, error) {
-	bad := func(reason string) error { return &validate.Error{Field: "path", Reason: reason} }
-	switch {
-	case p == "":
-		return "", bad("must not be empty")
-	case len(p) > maxImportPathLen:
-		return "", bad(fmt.Sprintf("is %d bytes long; at most %d", len(p), maxImportPathLen))
-	case strings.HasPrefix(p, "/"):
-		return "", bad("must be relative to the node's import area, not absolute")
-	case path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../"):
-		return "", bad("must be a clean path inside the import area (no .., . or //)")
-	case !strings.HasSuffix(p, ".tar.gz") && !strings.HasSuffix(p, ".tgz"):
-		return "", bad("must name a .tar.gz or .tgz archive")
-	}
-	for _, c := range p {
-		if c < 0x20 || c == 0x7f || c == '\\' {
-			return "", bad("must not contain control characters or backslashes")
-		}
+	if err := validate.CpanelArchivePath(p); err != nil {
+		return "", err
 	}
 	return p, nil
 }

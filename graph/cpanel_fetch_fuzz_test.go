@@ -10,7 +10,8 @@ import (
 
 // FuzzFetchPath: for every remote path or account the API accepts, the
 // archive lands in the fetch's own directory of the import area, under a
-// name the analysis and the import take (.tar.gz or .tgz, not hidden).
+// name the node's analysis and import take (validate.CpanelArchivePath,
+// the rule the agent applies too).
 func FuzzFetchPath(f *testing.F) {
 	for _, s := range []string{"/home/cpmove-bob.tar.gz", "/backup/bob.tar", "/x/.hidden.tgz", "/a/b/../c.tar.gz", "bob", "/home/a+b@c:d.tgz", "/.tar"} {
 		f.Add(s)
@@ -26,7 +27,7 @@ func FuzzFetchPath(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := cpanelPath(p); err != nil {
+		if err := validate.CpanelArchivePath(p); err != nil {
 			t.Fatalf("%q → %q, refused by the import: %v", s, p, err)
 		}
 		dir, base := path.Split(p)

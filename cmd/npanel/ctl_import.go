@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/validate"
 )
 
 // importCmd is "npanel ctl import": cPanel archives a node holds in its
@@ -24,16 +25,15 @@ func importCmd(o *ctlOptions) *cobra.Command {
 	return cmd
 }
 
-// importPathArg checks an archive path before asking the server: relative
-// to the import area, clean, a .tar.gz or .tgz.
+// importPathArg checks an archive path before asking the server, by the
+// rule the server and the node apply.
 func importPathArg(p string) error {
-	switch {
-	case strings.HasPrefix(p, "/"):
-		return usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
-	case path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../"):
-		return usagef("PATH %q: must be a clean path inside the import area", p)
-	case !strings.HasSuffix(p, ".tar.gz") && !strings.HasSuffix(p, ".tgz"):
-		return usagef("PATH %q: must name a .tar.gz or .tgz archive", p)
+	var e *validate.Error
+	if err := validate.CpanelArchivePath(p); errors.As(err, &e) {
+		if strings.HasPrefix(p, "/") {
+			return usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
+		}
+		return usagef("PATH %q: %s", p, e.Reason)
 	}
 	return nil
 }

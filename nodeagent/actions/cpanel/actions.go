@@ -19,10 +19,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
-	"unicode"
 
 	"google.golang.org/protobuf/proto"
 
@@ -42,7 +40,6 @@ const (
 
 // Bounds on a request.
 const (
-	maxPathLen   = 1024
 	maxMailboxes = 10_000
 	maxDatabases = 1_000
 )
@@ -129,29 +126,6 @@ func (a *Import) AllowTestUsernames() { a.allowTest = true }
 // AllowTestUsernames implements actions.TestNameAware.
 func (a *Analyze) AllowTestUsernames() { a.allowTest = true }
 
-// ArchivePath checks an archive's path in the import area: relative,
-// clean, printable, ending .tar.gz or .tgz.
-func ArchivePath(p string) error {
-	switch {
-	case p == "":
-		return errors.New("path: required")
-	case len(p) > maxPathLen:
-		return fmt.Errorf("path: longer than %d bytes", maxPathLen)
-	case strings.IndexFunc(p, func(r rune) bool { return !unicode.IsPrint(r) || r == '\\' }) >= 0:
-		return errors.New("path: control characters or backslashes")
-	case !filepath.IsLocal(p) || path.Clean(p) != p || strings.HasPrefix(p, "/"):
-		return fmt.Errorf("path %q: must be a clean path relative to the import area", p)
-	case !strings.HasSuffix(p, ".tar.gz") && !strings.HasSuffix(p, ".tgz"):
-		return fmt.Errorf("path %q: not a .tar.gz or .tgz archive", p)
-	}
-	for _, el := range strings.Split(p, "/") {
-		if strings.HasPrefix(el, ".") {
-			return fmt.Errorf("path %q: hidden names are not archives of the import area", p)
-		}
-	}
-	return nil
-}
-
 // Validate implements actions.Action.
 func (a *Analyze) Validate() error {
 	if a.req == nil {
@@ -162,7 +136,7 @@ func (a *Analyze) Validate() error {
 			return err
 		}
 	}
-	return ArchivePath(a.req.GetPath())
+	return validate.CpanelArchivePath(a.req.GetPath())
 }
 
 // Validate implements actions.Action.
@@ -171,7 +145,7 @@ func (a *Import) Validate() error {
 	if r == nil {
 		return errors.New("empty request")
 	}
-	if err := ArchivePath(r.GetPath()); err != nil {
+	if err := validate.CpanelArchivePath(r.GetPath()); err != nil {
 		return err
 	}
 	if err := validate.UsernameOrTest(r.GetUsername(), a.allowTest); err != nil {

@@ -214,7 +214,7 @@ func (a *Fetch) Validate() error {
 			return err
 		}
 	}
-	return ArchivePath(r.GetPath())
+	return validate.CpanelArchivePath(r.GetPath())
 }
 
 var (
