@@ -53,12 +53,16 @@ type BackupProgress struct {
 	TotalBytes int64 `json:"totalBytes"`
 }
 
-// BackupEvent is one step of a backup's or restore's history.
-type BackupEvent struct {
+// Event is one step of a record's history (a backup, a restore, a
+// certificate).
+type Event struct {
 	At      time.Time `json:"at"`
 	Kind    string    `json:"kind"`
 	Message *string   `json:"message"`
 }
+
+// BackupEvent is one step of a backup's or restore's history.
+type BackupEvent = Event
 
 // BackupProgressEvent is one message of BackupEvents: the backup as it
 // stands and its newest event.

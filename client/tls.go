@@ -35,11 +35,7 @@ type Certificate struct {
 }
 
 // CertificateEvent is one step of a certificate's history.
-type CertificateEvent struct {
-	At      time.Time `json:"at"`
-	Kind    string    `json:"kind"`
-	Message *string   `json:"message"`
-}
+type CertificateEvent = Event
 
 // CertificateFilter narrows Certificates; zero fields do not filter.
 type CertificateFilter struct {

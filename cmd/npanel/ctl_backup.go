@@ -48,77 +48,29 @@ func outcomeError(what, status string, errMsg *string, failed []client.BackupIte
 	return nil
 }
 
-func printEvents(w io.Writer, evs []client.BackupEvent, seen int) int {
-	if seen > len(evs) {
-		seen = 0 // the bounded list moved on
-	}
-	for _, e := range evs[seen:] {
-		fmt.Fprintf(w, "%s  %s  %s\n", e.At.Local().Format(time.TimeOnly), e.Kind, deref(e.Message))
-	}
-	return len(evs)
-}
-
 // waitBackup polls a backup until done says it is, printing each new
 // event on stderr (not with -o json).
 func (o *ctlOptions) waitBackup(cmd *cobra.Command, c *client.Client, b *client.Backup, timeout time.Duration, done func(*client.Backup) bool) (*client.Backup, error) {
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	seen := len(b.Events)
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for !done(b) {
-		select {
-		case <-ctx.Done():
-			return b, fmt.Errorf("backup %s still %s after %s", b.ID, b.Status, timeout)
-		case <-tick.C:
-		}
-		next, err := c.Backup(ctx, b.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return b, apiError(err)
-		}
-		if next == nil {
-			return b, fmt.Errorf("backup %s was deleted", b.ID)
-		}
-		b = next
-		if o.output != "json" {
-			seen = printEvents(cmd.ErrOrStderr(), b.Events, seen)
-		}
-	}
-	return b, nil
+	show := o.newEvents(cmd.ErrOrStderr(), b.Events)
+	return poller[client.Backup]{
+		kind: "backup", id: b.ID, every: 500 * time.Millisecond,
+		get:    func(ctx context.Context) (*client.Backup, error) { return c.Backup(ctx, b.ID) },
+		done:   done,
+		status: func(b *client.Backup) string { return b.Status },
+		show:   func(b *client.Backup) { show(b.Events) },
+	}.wait(cmd.Context(), b, timeout)
 }
 
 // waitRestore polls a restore until it has finished.
 func (o *ctlOptions) waitRestore(cmd *cobra.Command, c *client.Client, r *client.Restore, timeout time.Duration) (*client.Restore, error) {
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	seen := len(r.Events)
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for !backupFinished(r.Status) {
-		select {
-		case <-ctx.Done():
-			return r, fmt.Errorf("restore %s still %s after %s", r.ID, r.Status, timeout)
-		case <-tick.C:
-		}
-		next, err := c.Restore(ctx, r.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return r, apiError(err)
-		}
-		if next == nil {
-			return r, fmt.Errorf("restore %s is gone", r.ID)
-		}
-		r = next
-		if o.output != "json" {
-			seen = printEvents(cmd.ErrOrStderr(), r.Events, seen)
-		}
-	}
-	return r, nil
+	show := o.newEvents(cmd.ErrOrStderr(), r.Events)
+	return poller[client.Restore]{
+		kind: "restore", id: r.ID, every: 500 * time.Millisecond,
+		get:    func(ctx context.Context) (*client.Restore, error) { return c.Restore(ctx, r.ID) },
+		done:   func(r *client.Restore) bool { return backupFinished(r.Status) },
+		status: func(r *client.Restore) string { return r.Status },
+		show:   func(r *client.Restore) { show(r.Events) },
+	}.wait(cmd.Context(), r, timeout)
 }
 
 func waitFlags(cmd *cobra.Command, wait *bool, timeout *time.Duration, what string) {

@@ -137,36 +137,14 @@ func importOutcome(im *client.CpanelImport) error {
 // waitImport polls an import until it has finished, printing its status
 // changes on stderr (not with -o json).
 func (o *ctlOptions) waitImport(cmd *cobra.Command, c *client.Client, im *client.CpanelImport, timeout time.Duration) (*client.CpanelImport, error) {
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	last := ""
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if im.Status != last && o.output != "json" {
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s\n", time.Now().Format(time.TimeOnly), im.Status)
-			last = im.Status
-		}
-		if im.Finished() {
-			return im, nil
-		}
-		select {
-		case <-ctx.Done():
-			return im, fmt.Errorf("import %s still %s after %s", im.ID, im.Status, timeout)
-		case <-tick.C:
-		}
-		next, err := c.CpanelImport(ctx, im.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return im, apiError(err)
-		}
-		if next == nil {
-			return im, fmt.Errorf("import %s is gone", im.ID)
-		}
-		im = next
-	}
+	show := o.statusChanges(cmd.ErrOrStderr())
+	return poller[client.CpanelImport]{
+		kind: "import", id: im.ID, every: 500 * time.Millisecond,
+		get:    func(ctx context.Context) (*client.CpanelImport, error) { return c.CpanelImport(ctx, im.ID) },
+		done:   (*client.CpanelImport).Finished,
+		status: func(im *client.CpanelImport) string { return im.Status },
+		show:   func(im *client.CpanelImport) { show(im.Status) },
+	}.wait(cmd.Context(), im, timeout)
 }
 
 func importShowCmd(o *ctlOptions) *cobra.Command {

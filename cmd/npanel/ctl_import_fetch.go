@@ -200,37 +200,17 @@ func importFetchCmd(o *ctlOptions) *cobra.Command {
 	return cmd
 }
 
+// waitFetch polls a fetch until it has finished, printing its status
+// changes on stderr (not with -o json).
 func (o *ctlOptions) waitFetch(cmd *cobra.Command, c *client.Client, f *client.CpanelFetch, timeout time.Duration) (*client.CpanelFetch, error) {
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	last := ""
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if f.Status != last && o.output != "json" {
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s\n", time.Now().Format(time.TimeOnly), f.Status)
-			last = f.Status
-		}
-		if f.Finished() {
-			return f, nil
-		}
-		select {
-		case <-ctx.Done():
-			return f, fmt.Errorf("fetch %s still %s after %s", f.ID, f.Status, timeout)
-		case <-tick.C:
-		}
-		next, err := c.CpanelFetch(ctx, f.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return f, apiError(err)
-		}
-		if next == nil {
-			return f, fmt.Errorf("fetch %s is gone", f.ID)
-		}
-		f = next
-	}
+	show := o.statusChanges(cmd.ErrOrStderr())
+	return poller[client.CpanelFetch]{
+		kind: "fetch", id: f.ID, every: 500 * time.Millisecond,
+		get:    func(ctx context.Context) (*client.CpanelFetch, error) { return c.CpanelFetch(ctx, f.ID) },
+		done:   (*client.CpanelFetch).Finished,
+		status: func(f *client.CpanelFetch) string { return f.Status },
+		show:   func(f *client.CpanelFetch) { show(f.Status) },
+	}.wait(cmd.Context(), f, timeout)
 }
 
 func (o *ctlOptions) printFetch(cmd *cobra.Command, f *client.CpanelFetch) error {

@@ -85,37 +85,16 @@ func sslRequestCmd(o *ctlOptions) *cobra.Command {
 // waitCertificate polls a certificate until its order ends, printing each
 // new event; a failed order is exit 1.
 func (o *ctlOptions) waitCertificate(cmd *cobra.Command, c *client.Client, cert *client.Certificate, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	seen := len(cert.Events)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for !certDone(cert) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("certificate %s still %s after %s", cert.ID, cert.Status, timeout)
-		case <-tick.C:
-		}
-		next, err := c.Certificate(ctx, cert.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return apiError(err)
-		}
-		if next == nil {
-			return fmt.Errorf("certificate %s was deleted", cert.ID)
-		}
-		cert = next
-		if seen > len(cert.Events) {
-			seen = 0 // the bounded list moved on
-		}
-		if o.output != "json" {
-			for _, e := range cert.Events[seen:] {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s  %s\n", e.At.Local().Format(time.TimeOnly), e.Kind, deref(e.Message))
-			}
-		}
-		seen = len(cert.Events)
+	id, show := cert.ID, o.newEvents(cmd.ErrOrStderr(), cert.Events)
+	cert, err := poller[client.Certificate]{
+		kind: "certificate", id: id, every: time.Second,
+		get:    func(ctx context.Context) (*client.Certificate, error) { return c.Certificate(ctx, id) },
+		done:   certDone,
+		status: func(c *client.Certificate) string { return c.Status },
+		show:   func(c *client.Certificate) { show(c.Events) },
+	}.wait(cmd.Context(), cert, timeout)
+	if err != nil {
+		return err
 	}
 	if err := o.printCertificate(cmd, cert); err != nil {
 		return err
