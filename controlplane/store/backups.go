@@ -451,28 +451,7 @@ func (s *Store) WatchBackup(ctx context.Context, id string, afterRev int64) (<-c
 // (from the oldest when it is ""), oldest first; more says whether any
 // follow.
 func (s *Store) ListBackups(ctx context.Context, account, after string, limit int) (bs []Backup, more bool, err error) {
-	pfx := prefixBackups + account + "/"
-	from := pfx
-	if after != "" {
-		from = pfx + after + "\x00"
-	}
-	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(pfx)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-	if limit > 0 {
-		opts = append(opts, clientv3.WithLimit(int64(limit)))
-	}
-	resp, err := s.cli.Get(ctx, from, opts...)
-	if err != nil {
-		return nil, false, fmt.Errorf("list backups of %s: %w", account, err)
-	}
-	bs = make([]Backup, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		b, err := decodeJSON[Backup](kv.Key, kv.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		bs = append(bs, *b)
-	}
-	return bs, resp.More, nil
+	return pageJSON[Backup](ctx, s.cli, prefixBackups+account+"/", after, limit)
 }
 
 // ListAllBackups reads every backup of every account (the controller's

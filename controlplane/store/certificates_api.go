@@ -50,26 +50,9 @@ func (s *Store) GetCertificates(ctx context.Context, ids []string) ([]*Certifica
 	return out, nil
 }
 
-// ListCertificatesAfter reads at most limit certificates with ids after
-// after (all from the start when it is ""), in id order; more reports
-// whether any follow.
+// ListCertificatesAfter reads at most limit certificates (all with limit
+// 0) with ids after after (from the start when it is ""), in id order;
+// more reports whether any follow.
 func (s *Store) ListCertificatesAfter(ctx context.Context, after string, limit int) (certs []Certificate, more bool, err error) {
-	from := prefixCerts
-	if after != "" {
-		from = certKey(after) + "\x00"
-	}
-	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixCerts)),
-		clientv3.WithLimit(int64(limit)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, false, fmt.Errorf("list certificates: %w", err)
-	}
-	certs = make([]Certificate, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		c, err := decodeJSON[Certificate](kv.Key, kv.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		certs = append(certs, *c)
-	}
-	return certs, resp.More, nil
+	return pageJSON[Certificate](ctx, s.cli, prefixCerts, after, limit)
 }

@@ -160,27 +160,7 @@ func (s *Store) GetFetch(ctx context.Context, id string) (*Fetch, error) {
 // ListFetches reads at most limit fetches with ids after after, oldest
 // first; more says whether any follow.
 func (s *Store) ListFetches(ctx context.Context, after string, limit int) (out []Fetch, more bool, err error) {
-	from := prefixFetches
-	if after != "" {
-		from = prefixFetches + after + "\x00"
-	}
-	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixFetches)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-	if limit > 0 {
-		opts = append(opts, clientv3.WithLimit(int64(limit)))
-	}
-	resp, err := s.cli.Get(ctx, from, opts...)
-	if err != nil {
-		return nil, false, fmt.Errorf("list fetches: %w", err)
-	}
-	out = make([]Fetch, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		f, err := decodeJSON[Fetch](kv.Key, kv.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, *f)
-	}
-	return out, resp.More, nil
+	return pageJSON[Fetch](ctx, s.cli, prefixFetches, after, limit)
 }
 
 // UpdateFetch applies fn to the fetch and writes it back with the audit

@@ -144,27 +144,7 @@ func (s *Store) GetImport(ctx context.Context, id string) (*Import, error) {
 // ListImports reads at most limit imports with ids after after, oldest
 // first; more says whether any follow.
 func (s *Store) ListImports(ctx context.Context, after string, limit int) (out []Import, more bool, err error) {
-	from := prefixImports
-	if after != "" {
-		from = prefixImports + after + "\x00"
-	}
-	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixImports)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-	if limit > 0 {
-		opts = append(opts, clientv3.WithLimit(int64(limit)))
-	}
-	resp, err := s.cli.Get(ctx, from, opts...)
-	if err != nil {
-		return nil, false, fmt.Errorf("list imports: %w", err)
-	}
-	out = make([]Import, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		im, err := decodeJSON[Import](kv.Key, kv.Value)
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, *im)
-	}
-	return out, resp.More, nil
+	return pageJSON[Import](ctx, s.cli, prefixImports, after, limit)
 }
 
 // UpdateImport applies fn to the import and writes it back with the tasks

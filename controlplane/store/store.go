@@ -195,6 +195,33 @@ func decodeJSON[T any](key, value []byte) (*T, error) {
 	return &v, nil
 }
 
+// pageJSON reads at most limit JSON records under prefix whose names sort
+// after after (all with limit 0), in key order; more says whether any
+// follow.
+func pageJSON[T any](ctx context.Context, cli *clientv3.Client, prefix, after string, limit int) (out []T, more bool, err error) {
+	from := prefix
+	if after != "" {
+		from = prefix + after + "\x00"
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(int64(limit)))
+	}
+	resp, err := cli.Get(ctx, from, opts...)
+	if err != nil {
+		return nil, false, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out = make([]T, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		v, err := decodeJSON[T](kv.Key, kv.Value)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, *v)
+	}
+	return out, resp.More, nil
+}
+
 func mustJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
