@@ -246,6 +246,14 @@ func (m *Module) serveConn(ctx context.Context, log *slog.Logger, nc net.Conn, c
 	log = log.With("migration", id, "remote", nc.RemoteAddr().String())
 	m.track(id, sc, true)
 	defer m.track(id, sc, false)
+	// A revoke between the key check and track found nothing to close:
+	// with the connection tracked, the authorization is looked at again
+	// (revoke removes it before closing what it tracks).
+	if _, err := m.currentAuthorization(id); err != nil {
+		log.Warn("connection closed at login", "reason", err.Error())
+		sc.Close()
+		return
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
