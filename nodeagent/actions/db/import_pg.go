@@ -39,8 +39,12 @@ import (
 //     dump's own \restrict line is replaced with it and its closing
 //     \unrestrict dropped, so psql refuses every meta-command in it
 //     (\! runs a shell, \connect, \copy, \o ...), parsed as psql parses;
-//   - with ON_ERROR_STOP in one transaction: the first error undoes it all
-//     (and a failed load leaves the database empty: emptyAfterFailure).
+//   - with ON_ERROR_STOP in one transaction, committed only when the dump
+//     ends with pg_dump's completion line: the first error or an early end
+//     undoes it all (and a failed load leaves the database empty:
+//     emptyAfterFailure). The dump passes through the same filter as
+//     ImportUntrustedPostgres (plainFilter), which keeps the BEGIN;/COMMIT;
+//     around large objects from ending the load's transaction.
 //
 // The database's users get their privileges on it back (it is made
 // again) and the use of what the dump made, as with
@@ -59,7 +63,8 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	if err != nil {
 		return err
 	}
-	br := bufio.NewReaderSize(dump, 64<<10)
+	tail := &tailBuf{}
+	br := bufio.NewReaderSize(io.TeeReader(dump, tail), 64<<10)
 	head, err := cc.ReadHeader(br)
 	if err != nil {
 		return err
@@ -76,9 +81,15 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	if err != nil {
 		return err
 	}
-	lerr := pg.restricted(ctx, log, name, role, pw, "", false,
-		io.MultiReader(bytes.NewReader(head), strings.NewReader(postgresGuard+ourKey+"\n"),
-			&dropLine{r: br, line: []byte(`\unrestrict ` + theirKey), atStart: true}))
+	trailer := pg.dumpTrailer()
+	body := &plainFilter{r: br, unrestrict: theirKey, atStart: true, done: func() error {
+		if !complete(tail.n, tail.tail, trailer) {
+			return fmt.Errorf("the dump ended after %d bytes without its completion line %q: incomplete", tail.n, trailer)
+		}
+		return nil
+	}}
+	src := io.MultiReader(strings.NewReader(postgresGuard+ourKey+"\nBEGIN;\n"), bytes.NewReader(head), body)
+	lerr := body.outcome(pg.restricted(ctx, log, name, role, pw, "", src))
 	if lerr != nil {
 		lerr = errors.Join(lerr, pg.emptyAfterFailure(ctx, name))
 	}
@@ -108,12 +119,12 @@ func (pg *postgres) emptyAfterFailure(ctx context.Context, name string) error {
 // restricted recreates database name empty and loads the SQL read from
 // src into it as a throw-away role (password pw) that owns only the
 // database, with psql; src must start by restricting psql (\restrict
-// with a key src cannot know) before anything of the dump. With
-// ownTx the transaction is src's own (it begins it and commits only when
-// complete, so that a truncated src commits nothing); otherwise psql
-// wraps src in one. What the load made is handed to owner afterwards, or
-// with owner "" to the database's owner role (pgOwnerRole).
-func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, ownTx bool, src io.Reader) (err error) {
+// with a key src cannot know) before anything of the dump. The
+// transaction is src's own: it begins it and commits only when complete,
+// so that a truncated src commits nothing (plainFilter). What the load
+// made is handed to owner afterwards, or with owner "" to the database's
+// owner role (pgOwnerRole).
+func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role, pw, owner string, src io.Reader) (err error) {
 	if err := recreate(ctx, pg, name, true); err != nil {
 		return err
 	}
@@ -158,9 +169,6 @@ func (pg *postgres) restricted(ctx context.Context, log *slog.Logger, name, role
 		"--no-password", "--quiet", "--no-psqlrc",
 		"--set=ON_ERROR_STOP=1",
 		"--dbname=" + name,
-	}
-	if !ownTx {
-		argv = append(argv, "--single-transaction")
 	}
 	c := exec.CommandContext(ctx, pg.paths.Psql, argv...)
 	c.Env = []string{"PATH=/usr/bin:/bin", "PGPASSFILE=" + pass.Name(), "PGCONNECT_TIMEOUT=10"}
@@ -277,36 +285,4 @@ func cutLastLine(b []byte) ([]byte, string) {
 	t := bytes.TrimRight(b, "\r\n")
 	i := bytes.LastIndexByte(t, '\n') + 1
 	return b[:i], strings.TrimRight(string(t[i:]), " \r")
-}
-
-// dropLine passes r through without the lines that are exactly line (a
-// trailing \r or blanks allowed).
-type dropLine struct {
-	r       *bufio.Reader
-	line    []byte
-	atStart bool
-	pending []byte
-}
-
-func (d *dropLine) Read(p []byte) (int, error) {
-	for len(d.pending) == 0 {
-		s, err := d.r.ReadSlice('\n')
-		keep := true
-		if d.atStart && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(bytes.TrimRight(s, " \r\n"), d.line) {
-			keep = false
-		}
-		d.atStart = err == nil
-		if keep {
-			d.pending = append(d.pending[:0], s...)
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			if len(d.pending) > 0 {
-				break
-			}
-			return 0, err
-		}
-	}
-	n := copy(p, d.pending)
-	d.pending = d.pending[n:]
-	return n, nil
 }

@@ -198,3 +198,54 @@ func TestPlainFilterLargeObjects(t *testing.T) {
 		t.Errorf("%q %v, want %q", got, err, want)
 	}
 }
+
+// A dump that ends early, between two statements and without an error,
+// commits nothing: the load commits only after pg_dump's completion line.
+// A large object's BEGIN;/COMMIT; inside it does not end the transaction.
+func TestImportPostgresDumpTruncated(t *testing.T) {
+	env, srv := pgEnv(t)
+	ctx := ctxT(t)
+	const owner = "alice"
+	name := owner + "_trunc"
+	mustApply(t, env, ensureDB(pg, name, owner))
+	const key = "0123456789abcdef"
+	body := "CREATE TABLE public.t (i integer, o oid);\nSELECT pg_catalog.lo_create('16390');\n" +
+		"COPY public.t (i, o) FROM stdin;\n1\t16390\n\\.\n" +
+		"BEGIN;\nSELECT pg_catalog.lo_open('16390', 131072);\nSELECT pg_catalog.lowrite(0, '\\x6869');\nSELECT pg_catalog.lo_close(0);\nCOMMIT;\n" +
+		"CREATE TABLE public.after (i int);\n"
+	head := "--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key + "\n\n"
+	end := "--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + "\n"
+	tables := func() []string {
+		t.Helper()
+		c := srv.MustConnect(t, name)
+		defer c.Close(ctx)
+		rows, err := c.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	err := testModule.ImportPostgresDump(ctx, env, name, strings.NewReader(head+body))
+	if err == nil || !strings.Contains(err.Error(), "completion line") {
+		t.Fatalf("truncated dump: %v, want an incomplete dump refused", err)
+	}
+	if got := tables(); len(got) != 0 {
+		t.Fatalf("a truncated dump left tables %v", got)
+	}
+	if err := testModule.ImportPostgresDump(ctx, env, name, strings.NewReader(head+body+end)); err != nil {
+		t.Fatalf("complete dump: %v", err)
+	}
+	if got := tables(); strings.Join(got, ",") != "after,t" {
+		t.Fatalf("tables %v, want after,t", got)
+	}
+	c := srv.MustConnect(t, name)
+	defer c.Close(ctx)
+	var lo []byte
+	if err := c.QueryRow(ctx, "SELECT lo_get(o) FROM public.t").Scan(&lo); err != nil || string(lo) != "hi" {
+		t.Errorf("large object %q %v", lo, err)
+	}
+}

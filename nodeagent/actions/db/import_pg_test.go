@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-func TestDropLine(t *testing.T) {
+// The dump's own \unrestrict line is left out, and only that line.
+func TestPlainFilterUnrestrict(t *testing.T) {
 	long := strings.Repeat("x", 100)
 	for _, c := range []struct{ in, want string }{
 		{"a\n\\unrestrict K\nb\n", "a\nb\n"},
@@ -18,10 +19,10 @@ func TestDropLine(t *testing.T) {
 		// A line longer than the buffer that ends in the line is kept.
 		{long + "\\unrestrict K\nend", long + "\\unrestrict K\nend"},
 	} {
-		d := &dropLine{r: bufio.NewReaderSize(strings.NewReader(c.in), 16), line: []byte(`\unrestrict K`), atStart: true}
-		got, err := io.ReadAll(d)
-		if err != nil || string(got) != c.want {
-			t.Errorf("%q: %q %v, want %q", c.in, got, err, c.want)
+		f := &plainFilter{r: bufio.NewReaderSize(strings.NewReader(c.in), 16), unrestrict: "K", atStart: true, done: func() error { return nil }}
+		got, err := io.ReadAll(f)
+		if want := c.want + "\nCOMMIT;\n"; err != nil || string(got) != want {
+			t.Errorf("%q: %q %v, want %q", c.in, got, err, c.want+"\nCOMMIT;\n")
 		}
 	}
 }

@@ -122,13 +122,7 @@ func (m *Module) ImportUntrustedPostgres(ctx context.Context, env *actions.Env, 
 		return nil
 	}}
 	src := io.MultiReader(strings.NewReader(postgresGuard+ourKey+"\nBEGIN;\n"), bytes.NewReader(head), body)
-	lerr := pg.restricted(ctx, log, name, role, pw, owner, true, src)
-	switch {
-	case body.err != nil:
-		lerr = errors.Join(body.err, lerr)
-	case lerr == nil && !body.committed:
-		lerr = errors.New("the dump was not read to its end: nothing imported")
-	}
+	lerr := body.outcome(pg.restricted(ctx, log, name, role, pw, owner, src))
 	if lerr != nil {
 		lerr = errors.Join(lerr, pg.emptyAfterFailure(ctx, name))
 	}
@@ -319,6 +313,19 @@ func (f *plainFilter) Read(p []byte) (int, error) {
 	n := copy(p, f.pending)
 	f.pending = f.pending[n:]
 	return n, nil
+}
+
+// outcome is the load's error given psql's: the filter's own (a read
+// error, or done's), or psql's, or an error when psql stopped before the
+// end of the dump (its COMMIT never sent).
+func (f *plainFilter) outcome(psql error) error {
+	switch {
+	case f.err != nil:
+		return errors.Join(f.err, psql)
+	case psql == nil && !f.committed:
+		return errors.New("the dump was not read to its end: nothing imported")
+	}
+	return psql
 }
 
 // loPrefixes start the lines pg_dump writes between the BEGIN; and
