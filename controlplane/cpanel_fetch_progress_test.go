@@ -63,7 +63,24 @@ func TestCpanelFetchProgress(t *testing.T) {
 		}
 		return cur.Bytes
 	}
+	// A stream's messages are handled in order: once the service report
+	// sent after it shows, the other node's progress report was handled.
+	barrier := func(c agentpb.AgentGateway_ConnectClient, node, version string) {
+		t.Helper()
+		if err := c.Send(&agentpb.AgentMessage{Msg: &agentpb.AgentMessage_Services{Services: &agentpb.ServiceReport{
+			Services: []*agentpb.ServiceStatus{{Name: "nginx", State: "running", Version: version}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, node+"'s report handled", func() bool {
+			svcs, _, err := s.Admin.Services(ctx, node)
+			return err == nil && len(svcs) == 1 && svcs[0].Version != nil && *svcs[0].Version == version
+		})
+	}
 	send(other, 9_999) // not its task: dropped
+	barrier(other, "fprog-2", "barrier-1")
+	if got := bytes(); got != 0 {
+		t.Fatalf("bytes %d after the other node's report, want 0", got)
+	}
 	send(runner, 500)
 	testenv.WaitFor(t, 10*time.Second, "bytes 500", func() bool { return bytes() == 500 })
 	if cur, _ := s.Admin.CpanelFetch(ctx, f.ID); cur.Status == "DONE" || cur.Status == "FAILED" {
