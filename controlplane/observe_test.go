@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -255,4 +259,49 @@ func TestScrapeAuthPush(t *testing.T) {
 	if got := next(); len(got) != 1 || bytes.Equal(got[0], sum[:]) {
 		t.Fatalf("after delete: %x", got)
 	}
+}
+
+// npanel_node_up is 1 for a READY node only: a node the leader turns
+// SUSPECT (here because a queued task cannot be sent, while its lease and
+// gossip are fine) reads 0, and 1 again once it is READY.
+func TestNodeUpOnlyWhenReady(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.TaskStallAfter = time.Second })
+	s.StartAgent(t, "up-a")
+	ctx := testenv.Context(t)
+	state := func() (store.NodeStatus, string) {
+		t.Helper()
+		n, err := s.Store().GetNode(ctx, "up-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, m := scrapeDo(t, s, "GET", "/metrics", s.Admin.Token(), nil, nil)
+		up := "absent"
+		for l := range strings.Lines(string(m)) {
+			if v, ok := strings.CutPrefix(l, `npanel_node_up{node="up-a"} `); ok {
+				up = strings.TrimSpace(v)
+			}
+		}
+		return n.State.Status, up
+	}
+	wait := func(want store.NodeStatus, up string) {
+		t.Helper()
+		var st store.NodeStatus
+		var got string
+		testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("up-a %s with node_up %s", want, up), func() bool {
+			st, got = state()
+			return st == want && got == up
+		})
+	}
+	wait(store.NodeReady, "1")
+
+	// Written raw: the store itself never writes what it cannot decode.
+	key := "/npanel/queue/up-a/" + ulid.Make().String()
+	if _, err := s.RawEtcd(t).Put(ctx, key, "\xff not a task"); err != nil {
+		t.Fatal(err)
+	}
+	wait(store.NodeSuspect, "0")
+	if _, err := s.RawEtcd(t).Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	wait(store.NodeReady, "1")
 }
