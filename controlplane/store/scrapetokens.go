@@ -44,11 +44,6 @@ type ScrapeToken struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// Opens reports whether the token opens scope.
-func (t *ScrapeToken) Opens(scope string) bool {
-	return len(t.Scopes) == 0 || slices.Contains(t.Scopes, scope)
-}
-
 // ScopeList is the token's scopes, all of them for a record without any.
 func (t *ScrapeToken) ScopeList() []string {
 	if len(t.Scopes) == 0 {
