@@ -157,28 +157,35 @@ func (c *Client) ServiceStatus(ctx context.Context, node, service string) (*Serv
 
 // ScrapeToken is a token for Prometheus and Alertmanager.
 type ScrapeToken struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Scopes: DISCOVERY, METRICS, ALERTS.
+	Scopes    []string  `json:"scopes"`
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// CreateScrapeToken makes a scrape token and returns its secret, shown
+// CreateScrapeToken makes a scrape token that opens scopes (DISCOVERY,
+// METRICS, ALERTS; none given: all three) and returns its secret, shown
 // this once.
-func (c *Client) CreateScrapeToken(ctx context.Context, name string) (string, *ScrapeToken, error) {
+func (c *Client) CreateScrapeToken(ctx context.Context, name string, scopes ...string) (string, *ScrapeToken, error) {
 	var out struct {
 		CreateScrapeToken struct {
 			Token       string
 			ScrapeToken ScrapeToken
 		}
 	}
-	err := c.Do(ctx, `mutation($n:String!){createScrapeToken(name:$n){token scrapeToken{id name createdAt}}}`, map[string]any{"n": name}, &out)
+	vars := map[string]any{"n": name}
+	if scopes != nil {
+		vars["s"] = scopes
+	}
+	err := c.Do(ctx, `mutation($n:String!,$s:[ScrapeScope!]){createScrapeToken(name:$n,scopes:$s){token scrapeToken{id name scopes createdAt}}}`, vars, &out)
 	return out.CreateScrapeToken.Token, &out.CreateScrapeToken.ScrapeToken, err
 }
 
 // ScrapeTokens lists the scrape tokens.
 func (c *Client) ScrapeTokens(ctx context.Context) ([]ScrapeToken, error) {
 	var out struct{ ScrapeTokens []ScrapeToken }
-	err := c.Do(ctx, `{scrapeTokens{id name createdAt}}`, nil, &out)
+	err := c.Do(ctx, `{scrapeTokens{id name scopes createdAt}}`, nil, &out)
 	return out.ScrapeTokens, err
 }
 

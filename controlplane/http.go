@@ -60,8 +60,8 @@ func (s *Server) httpHandler() http.Handler {
 	mux.Handle("GET /metrics", s.metricsAuth(promhttp.HandlerFor(
 		prometheus.Gatherers{s.metrics.reg, prometheus.DefaultGatherer},
 		promhttp.HandlerOpts{ErrorLog: nil})))
-	mux.Handle("GET "+PrometheusSDPath, s.requireScrape(http.HandlerFunc(s.prometheusSD)))
-	mux.Handle("POST "+AlertsPath, s.requireScrapeToken(http.HandlerFunc(s.receiveAlerts)))
+	mux.Handle("GET "+PrometheusSDPath, s.requireScrape(store.ScrapeDiscovery, http.HandlerFunc(s.prometheusSD)))
+	mux.Handle("POST "+AlertsPath, s.requireScrapeToken(store.ScrapeAlerts, http.HandlerFunc(s.receiveAlerts)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/graphql", http.StatusFound)
 	})
@@ -128,12 +128,13 @@ func (s *Server) metricsAuth(next http.Handler) http.Handler {
 			return
 		}
 		if strings.HasPrefix(tok, store.ScrapeTokenPrefix) {
-			if s.scrape.admits(tok) {
+			err := s.scrape.check(tok, store.ScrapeMetrics)
+			if err == nil {
 				next.ServeHTTP(w, r)
 				return
 			}
-			s.auth.OnRefused(r, "invalid scrape token")
-			http.Error(w, "invalid scrape token", http.StatusUnauthorized)
+			s.auth.OnRefused(r, err.Error())
+			refuseScrape(w, err)
 			return
 		}
 		p, err := s.auth.Verify(r.Context(), tok)

@@ -129,9 +129,12 @@ func (s *Server) reconcileLiveness(ctx context.Context, set *store.LiveSet) {
 		// A declared node whose agent never said hello is not down: it has
 		// no series until it joins (NodeDown would page for it).
 		if enrolled {
+			// Only READY is up: a SUSPECT node still holds its lease, but
+			// gossip cannot reach it or its tasks are not being sent, so
+			// counting it up would hide exactly the nodes to look at.
 			up := 0.0
-			if want == store.NodeReady || want == store.NodeSuspect {
-				up = 1 // the lease is held
+			if want == store.NodeReady {
+				up = 1
 			}
 			s.metrics.nodeUp.WithLabelValues(n.Name).Set(up)
 			seen[n.Name] = true

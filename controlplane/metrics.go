@@ -110,7 +110,7 @@ func newMetrics() *metrics {
 	})
 	m.nodeUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "npanel", Name: "node_up",
-		Help: "1 while the node's agent holds its liveness lease, else 0; exported by the leader only.",
+		Help: "1 while the node is READY (lease held, reachable by gossip, tasks delivered), else 0; exported by the leader only.",
 	}, []string{"node"})
 	m.scrapeTokens = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "npanel", Name: "scrape_tokens",

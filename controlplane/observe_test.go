@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -255,4 +259,131 @@ func TestScrapeAuthPush(t *testing.T) {
 	if got := next(); len(got) != 1 || bytes.Equal(got[0], sum[:]) {
 		t.Fatalf("after delete: %x", got)
 	}
+	// Agents serve /metrics only: a token without METRICS never reaches them.
+	alerts, _, err := s.Admin.CreateScrapeToken(ctx, "alerts-only", "ALERTS", "DISCOVERY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum = sha256.Sum256([]byte(alerts))
+	if got := next(); len(got) != 1 || bytes.Equal(got[0], sum[:]) {
+		t.Fatalf("after an ALERTS,DISCOVERY token: %x", got)
+	}
+}
+
+// Each endpoint takes a scrape token only with its scope: the SD
+// DISCOVERY, the server's and the agents' /metrics METRICS, the alerts
+// webhook ALERTS. A token without the scope is 403 on the server (and
+// audited), unknown to the agents (401); a token made without scopes
+// opens all three.
+func TestScrapeTokenScopes(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := testenv.Context(t)
+	a := s.StartAgent(t, "scope-a")
+	tokens := map[string]string{}
+	for name, scopes := range map[string][]string{"discovery": {"DISCOVERY"}, "metrics": {"METRICS"}, "alerts": {"ALERTS"}, "all": nil} {
+		tok, _, err := s.Admin.CreateScrapeToken(ctx, name, scopes...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[name] = tok
+	}
+	agentScrape := func(tok string) int {
+		req, _ := http.NewRequest("GET", "http://"+a.MetricsAddr()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The replica and the agent follow the tokens by watch.
+	testenv.WaitFor(t, 10*time.Second, "tokens known", func() bool {
+		code, _ := scrapeDo(t, s, "GET", "/v1/prometheus/sd", tokens["all"], nil, nil)
+		return code == http.StatusOK && agentScrape(tokens["all"]) == http.StatusOK
+	})
+	alert := []byte(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"ScopeTest"}}]}`)
+	for _, tc := range []struct {
+		endpoint string
+		do       func(tok string) int
+		want     map[string]int
+	}{
+		{"SD", func(tok string) int { c, _ := scrapeDo(t, s, "GET", "/v1/prometheus/sd", tok, nil, nil); return c },
+			map[string]int{"discovery": 200, "metrics": 403, "alerts": 403, "all": 200}},
+		{"server /metrics", func(tok string) int { c, _ := scrapeDo(t, s, "GET", "/metrics", tok, nil, nil); return c },
+			map[string]int{"discovery": 403, "metrics": 200, "alerts": 403, "all": 200}},
+		{"/v1/alerts", func(tok string) int { c, _ := scrapeDo(t, s, "POST", "/v1/alerts", tok, alert, nil); return c },
+			map[string]int{"discovery": 403, "metrics": 403, "alerts": 204, "all": 204}},
+		{"agent /metrics", agentScrape,
+			map[string]int{"discovery": 401, "metrics": 200, "alerts": 401, "all": 200}},
+	} {
+		for name, want := range tc.want {
+			if got := tc.do(tokens[name]); got != want {
+				t.Errorf("%s with the %s token: %d, want %d", tc.endpoint, name, got, want)
+			}
+		}
+	}
+	// The two alerts posted with ALERTS tokens are recorded, no others.
+	if evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "alert"}, "", 10); err != nil || len(evs) != 2 {
+		t.Errorf("alert events: %d %v, want 2", len(evs), err)
+	}
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "badToken"}, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := false
+	for _, e := range evs {
+		refused = refused || strings.Contains(e.Result, "lacks the ALERTS scope")
+	}
+	if !refused {
+		t.Errorf("no refusal for a missing scope audited: %+v", evs)
+	}
+	if _, m := scrapeDo(t, s, "GET", "/metrics", tokens["metrics"], nil, nil); !strings.Contains(string(m), "npanel_scrape_tokens 4") {
+		t.Errorf("npanel_scrape_tokens is not 4")
+	}
+}
+
+// npanel_node_up is 1 for a READY node only: a node the leader turns
+// SUSPECT (here because a queued task cannot be sent, while its lease and
+// gossip are fine) reads 0, and 1 again once it is READY.
+func TestNodeUpOnlyWhenReady(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.TaskStallAfter = time.Second })
+	s.StartAgent(t, "up-a")
+	ctx := testenv.Context(t)
+	state := func() (store.NodeStatus, string) {
+		t.Helper()
+		n, err := s.Store().GetNode(ctx, "up-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, m := scrapeDo(t, s, "GET", "/metrics", s.Admin.Token(), nil, nil)
+		up := "absent"
+		for l := range strings.Lines(string(m)) {
+			if v, ok := strings.CutPrefix(l, `npanel_node_up{node="up-a"} `); ok {
+				up = strings.TrimSpace(v)
+			}
+		}
+		return n.State.Status, up
+	}
+	wait := func(want store.NodeStatus, up string) {
+		t.Helper()
+		var st store.NodeStatus
+		var got string
+		testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("up-a %s with node_up %s", want, up), func() bool {
+			st, got = state()
+			return st == want && got == up
+		})
+	}
+	wait(store.NodeReady, "1")
+
+	// Written raw: the store itself never writes what it cannot decode.
+	key := "/npanel/queue/up-a/" + ulid.Make().String()
+	if _, err := s.RawEtcd(t).Put(ctx, key, "\xff not a task"); err != nil {
+		t.Fatal(err)
+	}
+	wait(store.NodeSuspect, "0")
+	if _, err := s.RawEtcd(t).Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	wait(store.NodeReady, "1")
 }

@@ -16,24 +16,35 @@ import (
 	"github.com/npanel/npanel/pki"
 )
 
-// scrapeSet is one version of the scrape tokens' digests. changed is
-// closed when a newer version replaces it, which wakes every agent stream
-// waiting to push the set (a broadcast without a list of subscribers).
+// scrapeSet is one version of the scrape tokens. changed is closed when a
+// newer version replaces it, which wakes every agent stream waiting to push
+// the set (a broadcast without a list of subscribers).
 type scrapeSet struct {
+	// tokens are every token's digest and scopes, for this replica's own
+	// endpoints.
+	tokens []scrapeEntry
+	// digests are those of the tokens with the metrics scope, in order:
+	// what the agents get, since /metrics is all an agent serves. An agent
+	// never learns of a token that cannot scrape it.
 	digests [][32]byte
 	changed chan struct{}
+}
+
+type scrapeEntry struct {
+	digest [32]byte
+	scopes []string
 }
 
 // scrapeTokens is this replica's view of the scrape tokens, followed from
 // etcd: scrapes are checked against it without a read per request.
 type scrapeTokens struct {
 	cur   atomic.Pointer[scrapeSet]
-	byID  map[string][32]byte // owned by follow
+	byID  map[string]scrapeEntry // owned by follow
 	gauge func(float64)
 }
 
 func newScrapeTokens(gauge func(float64)) *scrapeTokens {
-	v := &scrapeTokens{byID: map[string][32]byte{}, gauge: gauge}
+	v := &scrapeTokens{byID: map[string]scrapeEntry{}, gauge: gauge}
 	v.cur.Store(&scrapeSet{changed: make(chan struct{})})
 	return v
 }
@@ -43,30 +54,54 @@ func (v *scrapeTokens) current() *scrapeSet { return v.cur.Load() }
 
 func (v *scrapeTokens) publish() {
 	set := &scrapeSet{changed: make(chan struct{})}
-	for _, d := range v.byID {
-		set.digests = append(set.digests, d)
+	for _, e := range v.byID {
+		set.tokens = append(set.tokens, e)
+		if slices.Contains(e.scopes, store.ScrapeMetrics) {
+			set.digests = append(set.digests, e.digest)
+		}
 	}
 	// In order, so that the same set is always sent the same way.
 	slices.SortFunc(set.digests, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
 	old := v.cur.Swap(set)
 	close(old.changed)
 	if v.gauge != nil {
-		v.gauge(float64(len(set.digests)))
+		v.gauge(float64(len(set.tokens)))
 	}
 }
 
-// admits reports whether tok is a scrape token. Every digest is compared
-// in constant time, so the answer's timing says nothing about the set.
-func (v *scrapeTokens) admits(tok string) bool {
+// errInvalidScrapeToken: the bearer is not a current scrape token.
+var errInvalidScrapeToken = errors.New("invalid scrape token")
+
+// scopeError refuses a current scrape token that lacks the endpoint's
+// scope (HTTP 403, where an unknown token is 401).
+type scopeError struct{ scope string }
+
+func (e *scopeError) Error() string {
+	return "this scrape token lacks the " + strings.ToUpper(e.scope) + " scope"
+}
+
+// check admits tok when it is a scrape token that opens scope. Every
+// digest is compared in constant time, so the answer's timing says
+// nothing about the set.
+func (v *scrapeTokens) check(tok, scope string) error {
 	if !strings.HasPrefix(tok, store.ScrapeTokenPrefix) {
-		return false
+		return errInvalidScrapeToken
 	}
 	sum := store.ScrapeTokenDigest(tok)
-	found := 0
-	for _, d := range v.current().digests {
-		found |= subtle.ConstantTimeCompare(sum[:], d[:])
+	var match *scrapeEntry
+	set := v.current()
+	for i := range set.tokens {
+		if subtle.ConstantTimeCompare(sum[:], set.tokens[i].digest[:]) == 1 {
+			match = &set.tokens[i]
+		}
 	}
-	return found == 1
+	switch {
+	case match == nil:
+		return errInvalidScrapeToken
+	case !slices.Contains(match.scopes, scope):
+		return &scopeError{scope}
+	}
+	return nil
 }
 
 // load reads every token; follow keeps the view current from rev.
@@ -93,7 +128,7 @@ func (v *scrapeTokens) apply(ev store.Event) {
 		delete(v.byID, ev.Name)
 		return
 	}
-	v.byID[ev.Name] = [32]byte(t.SHA256)
+	v.byID[ev.Name] = scrapeEntry{digest: [32]byte(t.SHA256), scopes: t.ScopeList()}
 }
 
 // follow watches the tokens from rev until ctx ends, listing afresh after
@@ -146,14 +181,11 @@ func bearer(r *http.Request) string {
 // certificate.
 var errNoScrapeAuth = errors.New("a scrape token (Authorization: Bearer nps_...) or a node certificate of this cluster is required")
 
-// scrapeAuth admits a request with a scrape token, or over TLS with the
-// certificate of a current node of the cluster.
-func (s *Server) scrapeAuth(r *http.Request) error {
+// scrapeAuth admits a request with a scrape token that opens scope, or
+// over TLS with the certificate of a current node of the cluster.
+func (s *Server) scrapeAuth(r *http.Request, scope string) error {
 	if tok := bearer(r); tok != "" {
-		if s.scrape.admits(tok) {
-			return nil
-		}
-		return errors.New("invalid scrape token")
+		return s.scrape.check(tok, scope)
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return errNoScrapeAuth
@@ -180,40 +212,50 @@ func (s *Server) scrapeAuth(r *http.Request) error {
 	return nil
 }
 
-// requireScrape wraps a handler for Prometheus: a scrape token or a
-// node's certificate.
-func (s *Server) requireScrape(next http.Handler) http.Handler {
-	return s.requireAuth(s.scrapeAuth, next)
+// requireScrape wraps a handler for Prometheus: a scrape token that opens
+// scope or a node's certificate.
+func (s *Server) requireScrape(scope string, next http.Handler) http.Handler {
+	return s.requireAuth(func(r *http.Request) error { return s.scrapeAuth(r, scope) }, next)
 }
 
 // requireScrapeToken wraps a handler that writes (Alertmanager's
-// webhook): a scrape token only, never a node's certificate, so that a
-// node cannot write to the audit log.
-func (s *Server) requireScrapeToken(next http.Handler) http.Handler {
+// webhook): a scrape token that opens scope, never a node's certificate,
+// so that a node cannot write to the audit log.
+func (s *Server) requireScrapeToken(scope string, next http.Handler) http.Handler {
 	return s.requireAuth(func(r *http.Request) error {
 		tok := bearer(r)
 		if tok == "" {
 			return errNoScrapeToken
 		}
-		if !s.scrape.admits(tok) {
-			return errors.New("invalid scrape token")
-		}
-		return nil
+		return s.scrape.check(tok, scope)
 	}, next)
 }
 
 var errNoScrapeToken = errors.New("a scrape token is required (Authorization: Bearer nps_...)")
 
+// requireAuth refuses what check refuses; the refusal is audited
+// (rate-limited) unless no credential was given at all.
 func (s *Server) requireAuth(check func(*http.Request) error, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := check(r); err != nil {
 			if !errors.Is(err, errNoScrapeAuth) && !errors.Is(err, errNoScrapeToken) {
 				s.auth.OnRefused(r, err.Error())
 			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="npanel scrape"`)
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+			refuseScrape(w, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseScrape answers a refused scrape: 403 for a token without the
+// scope, else 401 with the challenge.
+func refuseScrape(w http.ResponseWriter, err error) {
+	var scope *scopeError
+	if errors.As(err, &scope) {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="npanel scrape"`)
+	http.Error(w, err.Error(), http.StatusUnauthorized)
 }

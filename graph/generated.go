@@ -681,7 +681,7 @@ type ComplexityRoot struct {
 		CreateMailbox              func(childComplexity int, input model.CreateMailboxInput) int
 		CreatePlan                 func(childComplexity int, input model.CreatePlanInput) int
 		CreateReseller             func(childComplexity int, input model.CreateResellerInput) int
-		CreateScrapeToken          func(childComplexity int, name string) int
+		CreateScrapeToken          func(childComplexity int, name string, scopes []model.ScrapeScope) int
 		CreateUser                 func(childComplexity int, input model.CreateUserInput) int
 		CreateZone                 func(childComplexity int, name string) int
 		DeleteAccount              func(childComplexity int, id string) int
@@ -947,6 +947,7 @@ type ComplexityRoot struct {
 		CreatedAt func(childComplexity int) int
 		ID        func(childComplexity int) int
 		Name      func(childComplexity int) int
+		Scopes    func(childComplexity int) int
 	}
 
 	ScrapeTokenCreated struct {
@@ -1165,7 +1166,7 @@ type MutationResolver interface {
 	UndrainNode(ctx context.Context, name string) (*model.Node, error)
 	UpdateNode(ctx context.Context, name string, input model.UpdateNodeInput) (*model.Node, error)
 	RunNodeAction(ctx context.Context, node string, action model.NodeAction, payload *string, timeoutSeconds *int) (*model.Task, error)
-	CreateScrapeToken(ctx context.Context, name string) (*model.ScrapeTokenCreated, error)
+	CreateScrapeToken(ctx context.Context, name string, scopes []model.ScrapeScope) (*model.ScrapeTokenCreated, error)
 	DeleteScrapeToken(ctx context.Context, id string) (bool, error)
 	RequestCertificate(ctx context.Context, input model.RequestCertificateInput) (*model.Certificate, error)
 	RenewCertificate(ctx context.Context, id string) (*model.Certificate, error)
@@ -3878,7 +3879,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.CreateScrapeToken(childComplexity, args["name"].(string)), true
+		return e.ComplexityRoot.Mutation.CreateScrapeToken(childComplexity, args["name"].(string), args["scopes"].([]model.ScrapeScope)), true
 	case "Mutation.createUser":
 		if e.ComplexityRoot.Mutation.CreateUser == nil {
 			break
@@ -5802,6 +5803,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ScrapeToken.Name(childComplexity), true
+	case "ScrapeToken.scopes":
+		if e.ComplexityRoot.ScrapeToken.Scopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ScrapeToken.Scopes(childComplexity), true
 
 	case "ScrapeTokenCreated.scrapeToken":
 		if e.ComplexityRoot.ScrapeTokenCreated.ScrapeToken == nil {
@@ -7939,6 +7946,8 @@ func (ec *executionContext) childFields_ScrapeToken(ctx context.Context, field g
 		return ec.fieldContext_ScrapeToken_id(ctx, field)
 	case "name":
 		return ec.fieldContext_ScrapeToken_name(ctx, field)
+	case "scopes":
+		return ec.fieldContext_ScrapeToken_scopes(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_ScrapeToken_createdAt(ctx, field)
 	}
@@ -8744,6 +8753,14 @@ func (ec *executionContext) field_Mutation_createScrapeToken_args(ctx context.Co
 		return nil, err
 	}
 	args["name"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "scopes",
+		func(ctx context.Context, v any) ([]model.ScrapeScope, error) {
+			return ec.unmarshalOScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["scopes"] = arg1
 	return args, nil
 }
 
@@ -23860,7 +23877,7 @@ func (ec *executionContext) _Mutation_createScrapeToken(ctx context.Context, fie
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateScrapeToken(ctx, fc.Args["name"].(string))
+			return ec.Resolvers.Mutation().CreateScrapeToken(ctx, fc.Args["name"].(string), fc.Args["scopes"].([]model.ScrapeScope))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.ScrapeTokenCreated) graphql.Marshaler {
@@ -29246,6 +29263,29 @@ func (ec *executionContext) _ScrapeToken_name(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_ScrapeToken_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ScrapeToken", field, false, false, "String")
+}
+
+func (ec *executionContext) _ScrapeToken_scopes(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ScrapeToken_scopes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Scopes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.ScrapeScope) graphql.Marshaler {
+			return ec.marshalNScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ScrapeToken_scopes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ScrapeToken", field, false, false, "ScrapeScope")
 }
 
 func (ec *executionContext) _ScrapeToken_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.ScrapeToken) (ret graphql.Marshaler) {
@@ -40301,6 +40341,11 @@ func (ec *executionContext) _ScrapeToken(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "scopes":
+			out.Values[i] = ec._ScrapeToken_scopes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createdAt":
 			out.Values[i] = ec._ScrapeToken_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -43340,6 +43385,46 @@ func (ec *executionContext) marshalNScanMailboxPayload2ᚖgithubᚗcomᚋnpanel�
 	return ec._ScanMailboxPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx context.Context, v any) (model.ScrapeScope, error) {
+	var res model.ScrapeScope
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx context.Context, sel ast.SelectionSet, v model.ScrapeScope) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx context.Context, v any) ([]model.ScrapeScope, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.ScrapeScope, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.ScrapeScope) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNScrapeToken2ᚕᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeTokenᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ScrapeToken) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -44329,6 +44414,42 @@ func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgra
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx context.Context, v any) ([]model.ScrapeScope, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.ScrapeScope, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOScrapeScope2ᚕgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScopeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.ScrapeScope) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNScrapeScope2githubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐScrapeScope(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalOServiceStatus2ᚖgithubᚗcomᚋnpanelᚋnpanelᚋgraphᚋmodelᚐServiceStatus(ctx context.Context, sel ast.SelectionSet, v *model.ServiceStatus) graphql.Marshaler {

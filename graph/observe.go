@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -211,7 +212,42 @@ func serviceName(name string) error {
 func serviceUp(s store.ServiceStatus) bool { return s.State == "running" }
 
 func scrapeTokenModel(t *store.ScrapeToken) *model.ScrapeToken {
-	return &model.ScrapeToken{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}
+	out := &model.ScrapeToken{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}
+	for _, sc := range t.ScopeList() {
+		out.Scopes = append(out.Scopes, model.ScrapeScope(strings.ToUpper(sc)))
+	}
+	return out
+}
+
+// scrapeScopes checks createScrapeToken's scopes and returns them as the
+// store keeps them, in canonical order. Left out (nil), a token opens all
+// three, as every token did before scopes; an empty list would open
+// nothing and is refused, as is a scope given twice.
+func scrapeScopes(in []model.ScrapeScope) ([]string, error) {
+	if in == nil {
+		return slices.Clone(store.ScrapeScopes), nil
+	}
+	if len(in) == 0 {
+		return nil, &validate.Error{Field: "scopes", Reason: "give at least one of DISCOVERY, METRICS, ALERTS, or leave scopes out for all three"}
+	}
+	seen := make(map[string]bool, len(in))
+	for _, sc := range in {
+		v := strings.ToLower(string(sc))
+		if !sc.IsValid() {
+			return nil, &validate.Error{Field: "scopes", Reason: fmt.Sprintf("unknown scope %q (one of DISCOVERY, METRICS, ALERTS)", string(sc))}
+		}
+		if seen[v] {
+			return nil, &validate.Error{Field: "scopes", Reason: fmt.Sprintf("scope %s given twice", sc)}
+		}
+		seen[v] = true
+	}
+	out := make([]string, 0, len(seen))
+	for _, sc := range store.ScrapeScopes {
+		if seen[sc] {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
 }
 
 func nodeMetricsModel(node string, m *agentpb.NodeMetricsResult, svcs *store.NodeServices) *model.NodeMetrics {

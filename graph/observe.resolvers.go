@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
@@ -16,7 +17,7 @@ import (
 )
 
 // CreateScrapeToken is the resolver for the createScrapeToken field.
-func (r *mutationResolver) CreateScrapeToken(ctx context.Context, name string) (*model.ScrapeTokenCreated, error) {
+func (r *mutationResolver) CreateScrapeToken(ctx context.Context, name string, scopes []model.ScrapeScope) (*model.ScrapeTokenCreated, error) {
 	var err error
 	defer func() { r.auditFailure(ctx, "", "createScrapeToken", name, err) }()
 	p, err := requireAdmin(ctx)
@@ -26,12 +27,16 @@ func (r *mutationResolver) CreateScrapeToken(ctx context.Context, name string) (
 	if err = validate.ObjectName("name", name); err != nil {
 		return nil, err
 	}
-	secret, t, err := store.NewScrapeToken(name)
+	sc, err := scrapeScopes(scopes)
+	if err != nil {
+		return nil, err
+	}
+	secret, t, err := store.NewScrapeToken(name, sc)
 	if err != nil {
 		return nil, err
 	}
 	ev := store.NewAuditEvent(p.Name, source(ctx), "createScrapeToken", t.ID, "ok")
-	ev.Detail = map[string]string{"name": name}
+	ev.Detail = map[string]string{"name": name, "scopes": strings.Join(sc, ",")}
 	if err = r.Store.CreateScrapeToken(ctx, t, ev); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package graph_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -140,6 +141,13 @@ func TestObserveRBAC(t *testing.T) {
 				t.Errorf("delete: %v", err)
 			}
 		}
+		_, tok, err = w.c.CreateScrapeToken(ctx, "scoped-"+w.name, "METRICS")
+		want(t, w.name+" createScrapeToken with scopes", err, adminOnly[w.name])
+		if err == nil {
+			if err := tn.admin.DeleteScrapeToken(ctx, tok.ID); err != nil {
+				t.Errorf("delete: %v", err)
+			}
+		}
 	}
 	// The refused createScrapeToken calls wrote no token.
 	if ts, err := tn.admin.ScrapeTokens(ctx); err != nil || len(ts) != 0 {
@@ -243,4 +251,70 @@ func TestObserveArguments(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// createScrapeToken's scopes: left out, all three; given, in canonical
+// order whatever order they came in; an empty list, a repeat or an
+// unknown scope refused with nothing stored; the audit event names them.
+func TestScrapeTokenScopes(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := context.Background()
+	_, all, err := s.Admin.CreateScrapeToken(ctx, "all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(all.Scopes, []string{"DISCOVERY", "METRICS", "ALERTS"}) {
+		t.Errorf("default scopes: %v", all.Scopes)
+	}
+	_, two, err := s.Admin.CreateScrapeToken(ctx, "two", "ALERTS", "METRICS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(two.Scopes, []string{"METRICS", "ALERTS"}) {
+		t.Errorf("scopes METRICS,ALERTS: %v", two.Scopes)
+	}
+	for _, tc := range []struct {
+		name   string
+		scopes []string
+		code   string
+	}{
+		{"empty", []string{}, "INVALID_INPUT"},
+		{"twice", []string{"METRICS", "DISCOVERY", "METRICS"}, "INVALID_INPUT"},
+		{"unknown", []string{"ADMIN"}, "GRAPHQL_VALIDATION_FAILED"},
+	} {
+		_, _, err := s.Admin.CreateScrapeToken(ctx, "bad-"+strings.ReplaceAll(tc.name, " ", "-"), tc.scopes...)
+		want(t, tc.name+" scopes", err, tc.code)
+		if err != nil && tc.code == "INVALID_INPUT" && !strings.Contains(err.Error(), "scopes") {
+			t.Errorf("%s scopes: %v does not name the field", tc.name, err)
+		}
+	}
+	ts, err := s.Admin.ScrapeTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 {
+		t.Fatalf("tokens after the refused creations: %+v, want all and two", ts)
+	}
+	for _, tk := range ts {
+		if want := map[string][]string{"all": all.Scopes, "two": two.Scopes}[tk.Name]; !slices.Equal(tk.Scopes, want) {
+			t.Errorf("listed %s: %v, want %v", tk.Name, tk.Scopes, want)
+		}
+	}
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "createScrapeToken"}, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var okScopes []string
+	refused := 0
+	for _, e := range evs {
+		if e.Result == "ok" {
+			okScopes = append(okScopes, e.Detail["scopes"])
+		} else {
+			refused++
+		}
+	}
+	slices.Sort(okScopes)
+	if !slices.Equal(okScopes, []string{"discovery,metrics,alerts", "metrics,alerts"}) || refused < 2 {
+		t.Errorf("audit: scopes of the created %q, %d refusals", okScopes, refused)
+	}
 }

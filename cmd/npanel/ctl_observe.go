@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -263,24 +264,35 @@ func nodeStatusCmd(o *ctlOptions) *cobra.Command {
 
 func scrapeTokenCmd(o *ctlOptions) *cobra.Command {
 	cmd := group(&cobra.Command{Use: "scrape-token", Short: "Tokens for Prometheus (discovery, /metrics) and Alertmanager (/v1/alerts)"})
+	var scopes []string
 	create := &cobra.Command{
-		Use: "create NAME", Short: "Create a scrape token (shown once)", Args: cobra.ExactArgs(1),
+		Use: "create NAME [--scope discovery,metrics,alerts]", Short: "Create a scrape token (shown once)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var sc []string
+			if cmd.Flags().Changed("scope") {
+				var err error
+				if sc, err = parseScrapeScopes(scopes); err != nil {
+					return err
+				}
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			tok, rec, err := c.CreateScrapeToken(cmd.Context(), args[0])
+			tok, rec, err := c.CreateScrapeToken(cmd.Context(), args[0], sc...)
 			if err != nil {
 				return apiError(err)
 			}
 			if o.output == "json" {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"token": tok, "scrapeToken": rec})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Scrape token %s (id %s). It is shown only now:\n\n%s\n", rec.Name, rec.ID, tok)
+			fmt.Fprintf(cmd.OutOrStdout(), "Scrape token %s (id %s, scopes %s). It is shown only now:\n\n%s\n",
+				rec.Name, rec.ID, strings.ToLower(strings.Join(rec.Scopes, ",")), tok)
 			return nil
 		},
 	}
+	create.Flags().StringSliceVar(&scopes, "scope", nil,
+		"what the token opens: discovery (/v1/prometheus/sd), metrics (/metrics), alerts (/v1/alerts); repeatable or comma-separated (default all three)")
 	list := &cobra.Command{
 		Use: "list", Short: "List the scrape tokens", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -293,9 +305,10 @@ func scrapeTokenCmd(o *ctlOptions) *cobra.Command {
 				return apiError(err)
 			}
 			return o.print(cmd.OutOrStdout(), ts, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+				fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tCREATED")
 				for _, t := range ts {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Name, t.CreatedAt.Local().Format(time.RFC3339))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, strings.ToLower(strings.Join(t.Scopes, ",")),
+						t.CreatedAt.Local().Format(time.RFC3339))
 				}
 			})
 		},
@@ -316,4 +329,32 @@ func scrapeTokenCmd(o *ctlOptions) *cobra.Command {
 	}
 	cmd.AddCommand(create, list, del)
 	return cmd
+}
+
+// scrapeScopes are what a scrape token can open, as the CLI spells them.
+var scrapeScopes = []string{"discovery", "metrics", "alerts"}
+
+// parseScrapeScopes reads --scope (repeatable, comma-separated, any
+// case; cobra has split the commas): at least one known scope, each once.
+// The result is upper-case, as the API's ScrapeScope enum.
+func parseScrapeScopes(in []string) ([]string, error) {
+	var out []string
+	for _, s := range in {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(scrapeScopes, s) {
+			return nil, usagef("scope %q: want any of %s", s, strings.Join(scrapeScopes, ","))
+		}
+		up := strings.ToUpper(s)
+		if slices.Contains(out, up) {
+			return nil, usagef("scope %q given twice", s)
+		}
+		out = append(out, up)
+	}
+	if len(out) == 0 {
+		return nil, usagef("--scope needs at least one of %s", strings.Join(scrapeScopes, ","))
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,13 +29,31 @@ func TestCLIObserve(t *testing.T) {
 	}
 	var created struct {
 		Token       string
-		ScrapeToken struct{ ID, Name string }
+		ScrapeToken struct {
+			ID, Name string
+			Scopes   []string
+		}
 	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Token, "nps_") || created.ScrapeToken.ID == "" {
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Token, "nps_") || created.ScrapeToken.ID == "" ||
+		!slices.Equal(created.ScrapeToken.Scopes, []string{"DISCOVERY", "METRICS", "ALERTS"}) {
 		t.Fatalf("scrape-token create: %v: %s", err, out)
 	}
-	if out, code := run(t, env, "", "ctl", "scrape-token", "list"); code != 0 || !strings.Contains(out, created.ScrapeToken.ID) || !strings.Contains(out, "prometheus") {
+	if out, code := run(t, env, "", "ctl", "scrape-token", "list"); code != 0 || !strings.Contains(out, created.ScrapeToken.ID) ||
+		!strings.Contains(out, "prometheus") || !strings.Contains(out, "discovery,metrics,alerts") {
 		t.Errorf("scrape-token list: exit %d: %s", code, out)
+	}
+	// --scope: repeated or comma-separated, any case.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scope", "alerts", "--scope", "DISCOVERY"}, "scopes discovery,alerts)"},
+		{[]string{"--scope", "metrics,Alerts"}, "scopes metrics,alerts)"},
+	} {
+		out, code := run(t, env, "", append([]string{"ctl", "scrape-token", "create", "scoped"}, tc.args...)...)
+		if code != 0 || !strings.Contains(out, tc.want) || !strings.Contains(out, "nps_") {
+			t.Errorf("scrape-token create %v: exit %d: %s", tc.args, code, out)
+		}
 	}
 	sd := func() int {
 		req, _ := http.NewRequest("GET", "http://"+s.api+"/v1/prometheus/sd", nil)
@@ -75,6 +94,9 @@ func TestCLIObserve(t *testing.T) {
 		{"ctl", "node", "top"},
 		{"ctl", "node", "status", "node-1"},
 		{"ctl", "scrape-token", "create"},
+		{"ctl", "scrape-token", "create", "x", "--scope", "admin"},
+		{"ctl", "scrape-token", "create", "x", "--scope", "metrics,metrics"},
+		{"ctl", "scrape-token", "create", "x", "--scope", ""},
 		{"ctl", "logs", "nonsense"},
 	} {
 		if out, code := run(t, env, "", args...); code != 2 || strings.TrimSpace(out) == "" {
@@ -93,4 +115,49 @@ func TestCLIObserve(t *testing.T) {
 			t.Errorf("%v: exit %d, want 1 with NOT_FOUND: %s", args, code, out)
 		}
 	}
+}
+
+func TestParseScrapeScopes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string // nil: refused
+	}{
+		{[]string{"metrics"}, []string{"METRICS"}},
+		{[]string{" Alerts ", "DISCOVERY"}, []string{"ALERTS", "DISCOVERY"}},
+		{[]string{"metrics", ""}, []string{"METRICS"}},
+		{[]string{}, nil},
+		{[]string{""}, nil},
+		{[]string{"metrics", "METRICS"}, nil},
+		{[]string{"admin"}, nil},
+	} {
+		got, err := parseScrapeScopes(tc.in)
+		if (err == nil) != (tc.want != nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("parseScrapeScopes(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// FuzzParseScrapeScopes: whatever --scope holds, the parser returns a
+// usage error or a non-empty list of the API's enum values, each once.
+func FuzzParseScrapeScopes(f *testing.F) {
+	f.Add("metrics", "alerts")
+	f.Add("DISCOVERY", "discovery")
+	f.Add("", " ")
+	f.Add("metrics\x00", "alerts,")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		got, err := parseScrapeScopes([]string{a, b})
+		if err != nil {
+			return
+		}
+		if len(got) == 0 {
+			t.Fatalf("parseScrapeScopes(%q, %q) accepted no scopes", a, b)
+		}
+		seen := map[string]bool{}
+		for _, s := range got {
+			if seen[s] || !slices.Contains([]string{"DISCOVERY", "METRICS", "ALERTS"}, s) {
+				t.Fatalf("parseScrapeScopes(%q, %q) = %v", a, b, got)
+			}
+			seen[s] = true
+		}
+	})
 }

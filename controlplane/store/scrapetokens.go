@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,15 +20,36 @@ const ScrapeTokenPrefix = "nps_"
 
 const prefixScrapeTokens = prefix + "scrapetokens/"
 
+// Scrape scopes: what a scrape token opens.
+const (
+	ScrapeDiscovery = "discovery" // GET /v1/prometheus/sd
+	ScrapeMetrics   = "metrics"   // the server's and the agents' /metrics
+	ScrapeAlerts    = "alerts"    // POST /v1/alerts
+)
+
+// ScrapeScopes are every scope, in their canonical order.
+var ScrapeScopes = []string{ScrapeDiscovery, ScrapeMetrics, ScrapeAlerts}
+
 // ScrapeToken lets Prometheus discover and scrape the cluster (the SD
 // endpoint, the server's and the agents' /metrics) and Alertmanager post
-// alerts. Only the SHA-256 of the token is stored: agents receive the
-// digests, never the token.
+// alerts, each as far as its Scopes allow. Only the SHA-256 of the token
+// is stored: agents receive the digests, never the token.
 type ScrapeToken struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	SHA256    []byte    `json:"sha256"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	SHA256 []byte `json:"sha256"`
+	// Scopes in canonical order; a record written before scopes existed
+	// has none and opens everything, as it did then.
+	Scopes    []string  `json:"scopes,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ScopeList is the token's scopes, all of them for a record without any.
+func (t *ScrapeToken) ScopeList() []string {
+	if len(t.Scopes) == 0 {
+		return ScrapeScopes
+	}
+	return t.Scopes
 }
 
 // KindScrapeTokens is every scrape token, by id; Value decodes with
@@ -36,9 +58,10 @@ var KindScrapeTokens = Kind{label: "scrape-tokens", prefix: prefixScrapeTokens}
 
 func scrapeTokenKey(id string) string { return prefixScrapeTokens + id }
 
-// NewScrapeToken makes a token named name: the secret to show once and the
-// record to store.
-func NewScrapeToken(name string) (string, ScrapeToken, error) {
+// NewScrapeToken makes a token named name that opens scopes (checked by
+// the caller, in canonical order): the secret to show once and the record
+// to store.
+func NewScrapeToken(name string, scopes []string) (string, ScrapeToken, error) {
 	id, secret := make([]byte, 8), make([]byte, 32)
 	if _, err := rand.Read(id); err != nil {
 		return "", ScrapeToken{}, err
@@ -48,7 +71,7 @@ func NewScrapeToken(name string) (string, ScrapeToken, error) {
 	}
 	tok := ScrapeTokenPrefix + base64.RawURLEncoding.EncodeToString(secret)
 	sum := ScrapeTokenDigest(tok)
-	return tok, ScrapeToken{ID: hex.EncodeToString(id), Name: name, SHA256: sum[:], CreatedAt: time.Now().UTC()}, nil
+	return tok, ScrapeToken{ID: hex.EncodeToString(id), Name: name, SHA256: sum[:], Scopes: slices.Clone(scopes), CreatedAt: time.Now().UTC()}, nil
 }
 
 // ScrapeTokenDigest is what is stored of tok.

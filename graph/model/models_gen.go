@@ -1084,9 +1084,11 @@ type ScanMailboxPayload struct {
 }
 
 type ScrapeToken struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"createdAt"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// What the token opens, in the order DISCOVERY, METRICS, ALERTS.
+	Scopes    []ScrapeScope `json:"scopes"`
+	CreatedAt time.Time     `json:"createdAt"`
 }
 
 type ScrapeTokenCreated struct {
@@ -2616,6 +2618,67 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What a scrape token opens.
+type ScrapeScope string
+
+const (
+	// GET /v1/prometheus/sd, Prometheus' service discovery.
+	ScrapeScopeDiscovery ScrapeScope = "DISCOVERY"
+	// The server's and every agent's /metrics.
+	ScrapeScopeMetrics ScrapeScope = "METRICS"
+	// POST /v1/alerts, Alertmanager's webhook.
+	ScrapeScopeAlerts ScrapeScope = "ALERTS"
+)
+
+var AllScrapeScope = []ScrapeScope{
+	ScrapeScopeDiscovery,
+	ScrapeScopeMetrics,
+	ScrapeScopeAlerts,
+}
+
+func (e ScrapeScope) IsValid() bool {
+	switch e {
+	case ScrapeScopeDiscovery, ScrapeScopeMetrics, ScrapeScopeAlerts:
+		return true
+	}
+	return false
+}
+
+func (e ScrapeScope) String() string {
+	return string(e)
+}
+
+func (e *ScrapeScope) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ScrapeScope(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ScrapeScope", str)
+	}
+	return nil
+}
+
+func (e ScrapeScope) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ScrapeScope) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ScrapeScope) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -64,7 +64,7 @@ func TestCollectors(t *testing.T) {
 # TYPE npanel_service_up gauge
 npanel_service_up{service="nginx"} 1
 npanel_service_up{service="pdns"} 0
-# HELP npanel_service_restarts_total Restarts of a daemon after it exited unexpectedly (the agent's supervisor counts them; systemd nodes report 0).
+# HELP npanel_service_restarts_total Restarts of a daemon after it exited unexpectedly: the agent's supervisor's count, or the unit's NRestarts on systemd nodes (reset when the unit is started by hand).
 # TYPE npanel_service_restarts_total counter
 npanel_service_restarts_total{service="nginx"} 2
 npanel_service_restarts_total{service="pdns"} 0

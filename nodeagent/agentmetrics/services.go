@@ -10,7 +10,7 @@ var (
 	serviceUpDesc = prometheus.NewDesc("npanel_service_up",
 		"1 while a daemon the agent manages is running, 0 otherwise (stopped, failed, starting).", []string{"service"}, nil)
 	serviceRestartsDesc = prometheus.NewDesc("npanel_service_restarts_total",
-		"Restarts of a daemon after it exited unexpectedly (the agent's supervisor counts them; systemd nodes report 0).", []string{"service"}, nil)
+		"Restarts of a daemon after it exited unexpectedly: the agent's supervisor's count, or the unit's NRestarts on systemd nodes (reset when the unit is started by hand).", []string{"service"}, nil)
 	serviceInfoDesc = prometheus.NewDesc("npanel_service_info",
 		"Always 1; the daemon's version as a label (empty until known).", []string{"service", "version"}, nil)
 )

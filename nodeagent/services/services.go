@@ -97,7 +97,8 @@ type Status struct {
 	// Error says why a daemon is failed or stopped against our wish; it
 	// carries the daemon's own message (last lines of its output).
 	Error string `json:"error,omitempty"`
-	// Restarts counts restarts after unexpected exits (Supervisor only).
+	// Restarts counts restarts after unexpected exits: the Supervisor's
+	// own count, or systemd's NRestarts.
 	Restarts int `json:"restarts,omitempty"`
 	// Unit is the systemd unit (Systemd only): its journal is the log.
 	Unit string `json:"unit,omitempty"`

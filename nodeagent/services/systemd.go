@@ -27,8 +27,10 @@ const (
 // crash is noticed within this time; operations refresh at once.
 const systemdPollInterval = 5 * time.Second
 
-// showProperties are the unit properties Status needs.
-const showProperties = "ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result"
+// showProperties are the unit properties Status needs. NRestarts (systemd
+// 235 and later) rides on the poll that reads the state anyway, so the
+// restart count costs no process of its own.
+const showProperties = "ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result,NRestarts"
 
 // SystemdAvailable reports whether the machine was booted with systemd as
 // its init (the test sd_booted(3) uses).
@@ -96,6 +98,7 @@ type unit struct {
 	state        State
 	since        time.Time
 	pid          int
+	restarts     int // systemd's NRestarts
 	errMsg       string
 	journal      string // last journal lines, fetched when it failed
 	version      string
@@ -295,6 +298,7 @@ func (m *Systemd) Status() []Status {
 			PID:      u.pid,
 			Since:    u.since,
 			Error:    u.errMsg,
+			Restarts: u.restarts,
 			Unit:     u.spec.Unit,
 			LogFiles: logFiles(u.spec),
 		})
@@ -419,7 +423,7 @@ func (m *Systemd) refresh(name string) {
 	if fetchJournal {
 		u.journal = journal
 	}
-	u.state, u.pid = st, props.MainPID
+	u.state, u.pid, u.restarts = st, props.MainPID, props.NRestarts
 	u.errMsg = props.problem()
 	if st == Failed && u.journal != "" {
 		u.errMsg += ": " + u.journal
@@ -434,7 +438,11 @@ func (m *Systemd) refresh(name string) {
 type unitProps struct {
 	ActiveState, SubState, Result string
 	MainPID                       int
-	ActiveEnter                   time.Time
+	// NRestarts counts the restarts systemd's Restart= logic made; systemd
+	// resets it when the unit is started by hand, so it is a counter with
+	// resets, as Prometheus' rate and increase expect.
+	NRestarts   int
+	ActiveEnter time.Time
 }
 
 // parseShow parses `systemctl show --property=...` output: one Key=Value a
@@ -461,6 +469,12 @@ func parseShow(out []byte) (unitProps, error) {
 				return unitProps{}, fmt.Errorf("systemctl show: MainPID %q", v)
 			}
 			p.MainPID = n
+		case "NRestarts":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return unitProps{}, fmt.Errorf("systemctl show: NRestarts %q", v)
+			}
+			p.NRestarts = n
 		case "ActiveEnterTimestamp":
 			t, err := parseTimestamp(v)
 			if err != nil {

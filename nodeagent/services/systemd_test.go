@@ -20,13 +20,16 @@ import (
 // coalescing, the polling. systemd's own behaviour is not under test.
 
 type fakeSystemctl struct {
-	mu      sync.Mutex
-	calls   [][]string
-	active  map[string]string // unit → ActiveState
-	pid     map[string]int
-	nextPID int
-	fail    map[string]string // "verb unit" → stderr of a failing call
-	journal string
+	mu     sync.Mutex
+	calls  [][]string
+	active map[string]string // unit → ActiveState
+	pid    map[string]int
+	// restarts is each unit's NRestarts, as systemd's Restart= logic
+	// would count them.
+	restarts map[string]int
+	nextPID  int
+	fail     map[string]string // "verb unit" → stderr of a failing call
+	journal  string
 	// gate, when set, blocks reloads until closed; reloading receives a
 	// value as each one starts.
 	gate      chan struct{}
@@ -34,7 +37,7 @@ type fakeSystemctl struct {
 }
 
 func newFakeSystemctl() *fakeSystemctl {
-	return &fakeSystemctl{active: map[string]string{}, pid: map[string]int{}, nextPID: 100, fail: map[string]string{}}
+	return &fakeSystemctl{active: map[string]string{}, pid: map[string]int{}, restarts: map[string]int{}, nextPID: 100, fail: map[string]string{}}
 }
 
 func (f *fakeSystemctl) run(ctx context.Context, argv ...string) ([]byte, error) {
@@ -91,8 +94,8 @@ func (f *fakeSystemctl) run(ctx context.Context, argv ...string) ([]byte, error)
 		if state == "active" {
 			ts = "Sun 2024-11-24 10:00:00 UTC"
 		}
-		return fmt.Appendf(nil, "MainPID=%d\nActiveState=%s\nSubState=%s\nResult=%s\nActiveEnterTimestamp=%s\n",
-			f.pid[unit], state, sub, result, ts), nil
+		return fmt.Appendf(nil, "MainPID=%d\nActiveState=%s\nSubState=%s\nResult=%s\nActiveEnterTimestamp=%s\nNRestarts=%d\n",
+			f.pid[unit], state, sub, result, ts, f.restarts[unit]), nil
 	default:
 		return nil, fmt.Errorf("fake: unexpected verb %q", verb)
 	}
@@ -103,6 +106,16 @@ func (f *fakeSystemctl) setActive(unit, state string, pid int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.active[unit], f.pid[unit] = state, pid
+}
+
+// autoRestart is systemd restarting a unit after a crash (Restart=): a
+// new main PID and NRestarts one up.
+func (f *fakeSystemctl) autoRestart(unit string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextPID++
+	f.active[unit], f.pid[unit] = "active", f.nextPID
+	f.restarts[unit]++
 }
 
 // commands returns the calls so far as strings, without the binary path
@@ -156,15 +169,15 @@ func TestSystemdCommands(t *testing.T) {
 		{"Ensure", func() error { return m.Ensure(ctx, nginxUnit) }, []string{
 			sc + " enable nginx.service",
 			sc + " start nginx.service",
-			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result",
+			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result,NRestarts",
 		}},
 		{"Reload", func() error { return m.Reload(ctx, "nginx") }, []string{
 			sc + " reload nginx.service",
-			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result",
+			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result,NRestarts",
 		}},
 		{"Restart", func() error { return m.Restart(ctx, "nginx") }, []string{
 			sc + " restart nginx.service",
-			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result",
+			sc + " show nginx.service --property=ActiveState,SubState,MainPID,ActiveEnterTimestamp,Result,NRestarts",
 		}},
 		{"Stop", func() error { return m.Stop(ctx, "nginx") }, []string{
 			sc + " stop nginx.service",
@@ -383,6 +396,12 @@ func TestParseShow(t *testing.T) {
 			problem: "unit activating (auto-restart)",
 		},
 		{
+			name:  "restarted by systemd",
+			out:   "ActiveState=active\nSubState=running\nMainPID=90\nNRestarts=4\nActiveEnterTimestamp=@1732442400\n",
+			want:  unitProps{ActiveState: "active", SubState: "running", MainPID: 90, NRestarts: 4, ActiveEnter: time.Unix(1732442400, 0).UTC()},
+			state: Running,
+		},
+		{
 			name:  "reloading, unix timestamp",
 			out:   "ActiveState=reloading\nSubState=reload\nMainPID=77\nActiveEnterTimestamp=@1732442400\n",
 			want:  unitProps{ActiveState: "reloading", SubState: "reload", MainPID: 77, ActiveEnter: time.Unix(1732442400, 0).UTC()},
@@ -392,6 +411,8 @@ func TestParseShow(t *testing.T) {
 		{name: "no active state", out: "MainPID=1\nSubState=running\n", bad: true},
 		{name: "bad pid", out: "ActiveState=active\nMainPID=x\n", bad: true},
 		{name: "negative pid", out: "ActiveState=active\nMainPID=-1\n", bad: true},
+		{name: "bad restarts", out: "ActiveState=active\nNRestarts=[not set]\n", bad: true},
+		{name: "negative restarts", out: "ActiveState=active\nNRestarts=-2\n", bad: true},
 		{name: "bad timestamp", out: "ActiveState=active\nActiveEnterTimestamp=yesterday\n", bad: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -442,12 +463,13 @@ func FuzzParseShow(f *testing.F) {
 	f.Add([]byte("MainPID=1234\nActiveState=active\nSubState=running\nActiveEnterTimestamp=Sun 2024-11-24 10:00:00 UTC\nResult=success\n"))
 	f.Add([]byte("ActiveState=failed\nMainPID=0\nActiveEnterTimestamp=@1732442400\n"))
 	f.Add([]byte("ActiveEnterTimestamp=n/a\nActiveState=inactive"))
+	f.Add([]byte("ActiveState=active\nNRestarts=12\nMainPID=7\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
 		p, err := parseShow(out)
 		if err != nil {
 			return
 		}
-		if p.ActiveState == "" || p.MainPID < 0 {
+		if p.ActiveState == "" || p.MainPID < 0 || p.NRestarts < 0 {
 			t.Errorf("accepted %q as %+v", out, p)
 		}
 		if st := p.state(); st != Running && st != Stopped && st != Failed {
@@ -485,5 +507,31 @@ func TestSystemdEnsureReconfigured(t *testing.T) {
 	want := []string{systemctlPath + " enable php8.2-php-fpm.service", systemctlPath + " reload-or-restart php8.2-php-fpm.service"}
 	if got := f.take(true); !slices.Equal(got, want) {
 		t.Errorf("Ensure of a reconfigured daemon ran %q, want %q", got, want)
+	}
+}
+
+// On systemd nodes the restart count is the unit's NRestarts, read by the
+// poll that reads its state (no systemctl call of its own): restarts
+// systemd made after crashes show in Status, and so in
+// npanel_service_restarts_total.
+func TestSystemdRestartCount(t *testing.T) {
+	m, f := newTestSystemd(t, 20*time.Millisecond)
+	if err := m.Ensure(ctxT(t), nginxUnit); err != nil {
+		t.Fatal(err)
+	}
+	if st := statusOf(t, m, "nginx"); st.Restarts != 0 {
+		t.Fatalf("restarts after start: %d", st.Restarts)
+	}
+	for range 3 {
+		f.autoRestart("nginx.service")
+	}
+	waitFor(t, 5*time.Second, "three restarts in the status", func() bool {
+		st := statusOf(t, m, "nginx")
+		return st.Restarts == 3 && st.State == Running && st.Proto().GetRestarts() == 3
+	})
+	for _, c := range f.take(false) {
+		if strings.Contains(c, "NRestarts") && !strings.Contains(c, " show nginx.service --property=") {
+			t.Errorf("NRestarts read by a call of its own: %s", c)
+		}
 	}
 }
