@@ -104,7 +104,7 @@ chaos: ## chaos suite, long run: real etcd, 3 replicas, 5 agents, 10 leader kill
 
 bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -cpu 1 -count 1 ./scheduler/
-	$(GO) test -run '^$$' -bench . -count 1 ./pki/ ./validate/
+	$(GO) test -run '^$$' -bench . -count 1 ./pki/... ./validate/
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkTenantSubscriptionLoad' -benchtime 500x -count 1 ./controlplane/

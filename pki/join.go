@@ -1,30 +1,39 @@
 package pki
 
 import (
-	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/smallstep/cli-utils/token"
-	"github.com/smallstep/cli-utils/token/provision"
 	"go.step.sm/crypto/jose"
 )
 
+// The shape of a join token, shared by the CA that signs it (pki/ca) and
+// the agent that reads it before it trusts anything.
 const (
-	// MaxJoinTokenTTL is the longest a join token can be valid.
-	MaxJoinTokenTTL = time.Hour
-	// MinJoinTokenTTL is the shortest: smallstep's token package refuses
-	// validities below it.
-	MinJoinTokenTTL = token.MinValidity
+	// CADNSName is the CA's name for itself. The authority derives the
+	// audiences it accepts from its DNS names (https://<name>/1.0/sign, ...);
+	// the CA has no listener, so any fixed internal name works, as long as
+	// tokens are minted for the same one.
+	CADNSName = "npanel-ca"
+	// JoinIssuer is the CA's JWK provisioner's name, and so the "iss" of
+	// every token it signs.
+	JoinIssuer = "npanel-join"
+	// JoinAudience is the audience the authority expects on sign tokens,
+	// derived from CADNSName exactly as smallstep's config.Config.GetAudiences
+	// does.
+	JoinAudience = "https://" + CADNSName + "/1.0/sign"
 
 	// maxTokenLen bounds the work done on attacker-supplied tokens; ours are
 	// about 700 bytes.
 	maxTokenLen = 4096
 	// maxTokenIDLen bounds the jti, which callers use as a storage key.
 	maxTokenIDLen = 128
+	sha256HexLen  = 64
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; the wrapped message
@@ -35,8 +44,9 @@ var (
 	ErrInvalidToken = errors.New("invalid join token")
 	// ErrTokenExpired: the join token was genuine but has expired.
 	ErrTokenExpired = errors.New("join token expired")
-	// ErrTokenUsed is for Enroll's markUsed callback to return (possibly
-	// wrapped) when the token was already redeemed; Enroll passes it through.
+	// ErrTokenUsed is for the CA's Enroll markUsed callback to return
+	// (possibly wrapped) when the token was already redeemed; Enroll passes
+	// it through.
 	ErrTokenUsed = errors.New("join token already used")
 )
 
@@ -54,76 +64,6 @@ type joinPayload struct {
 	jose.Claims
 	SHA  string   `json:"sha"`
 	SANs []string `json:"sans"`
-}
-
-// NewJoinToken mints a one-time token that lets node enrol. ttl <= 0 means
-// MaxJoinTokenTTL; a ttl above MaxJoinTokenTTL or below MinJoinTokenTTL is an
-// error. The token is bound to the node name twice: as the subject and as the
-// only SAN the certificate may carry.
-func (c *CA) NewJoinToken(node string, ttl time.Duration) (string, JoinClaims, error) {
-	return c.newJoinToken(node, ttl, time.Now())
-}
-
-// newJoinToken takes the time the token is minted at, so that tests can mint
-// tokens that expired long ago.
-func (c *CA) newJoinToken(node string, ttl time.Duration, now time.Time) (string, JoinClaims, error) {
-	if err := ValidNodeName(node); err != nil {
-		return "", JoinClaims{}, fmt.Errorf("new join token: %w", err)
-	}
-	switch {
-	case ttl <= 0:
-		ttl = MaxJoinTokenTTL
-	case ttl > MaxJoinTokenTTL:
-		return "", JoinClaims{}, fmt.Errorf("new join token for %q: ttl %v exceeds the maximum %v", node, ttl, MaxJoinTokenTTL)
-	case ttl < MinJoinTokenTTL:
-		return "", JoinClaims{}, fmt.Errorf("new join token for %q: ttl %v is below the minimum %v", node, ttl, MinJoinTokenTTL)
-	}
-	tok, claims, err := c.signToken(node, []string{NodeURI(node).String()}, now, ttl)
-	if err != nil {
-		return "", JoinClaims{}, fmt.Errorf("new join token for %q: %w", node, err)
-	}
-	return tok, claims, nil
-}
-
-// signToken signs a smallstep one-time token with the cluster's provisioner.
-// The audience is the one the authority derives from caDNSName, the kid and
-// issuer select our provisioner, and "sha" carries the root fingerprint for
-// the agent to pin.
-func (c *CA) signToken(subject string, sans []string, now time.Time, ttl time.Duration) (string, JoinClaims, error) {
-	id, err := randomTokenID()
-	if err != nil {
-		return "", JoinClaims{}, err
-	}
-	// JWT dates are whole seconds; truncating here makes the claims we return
-	// equal to what ParseJoinToken reads back.
-	now = now.Truncate(time.Second)
-	exp := now.Add(ttl)
-	t, err := provision.New(subject,
-		token.WithJWTID(id),
-		token.WithKid(c.provKey.KeyID),
-		token.WithIssuer(provisionerName),
-		token.WithAudience(signAudience),
-		token.WithIssuedAt(now),
-		token.WithValidity(now, exp),
-		token.WithSANS(sans),
-		token.WithSHA(c.fingerprint),
-	)
-	if err != nil {
-		return "", JoinClaims{}, fmt.Errorf("build token: %w", err)
-	}
-	s, err := t.SignedString(c.provKey.Algorithm, c.provKey.Key)
-	if err != nil {
-		return "", JoinClaims{}, fmt.Errorf("sign token: %w", err)
-	}
-	return s, JoinClaims{Node: subject, ID: id, ExpiresAt: exp, RootFingerprint: c.fingerprint}, nil
-}
-
-func randomTokenID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generate token id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // ParseJoinToken decodes a join token WITHOUT verifying its signature. The
@@ -159,10 +99,10 @@ func parseJoinPayload(tok string) (JoinClaims, error) {
 		return JoinClaims{}, fmt.Errorf("decode token claims: %w", err)
 	}
 	switch {
-	case p.Issuer != provisionerName:
-		return JoinClaims{}, fmt.Errorf("token issuer %q is not %q", p.Issuer, provisionerName)
-	case !slices.Equal([]string(p.Audience), []string{signAudience}):
-		return JoinClaims{}, fmt.Errorf("token audience %q is not %q", []string(p.Audience), signAudience)
+	case p.Issuer != JoinIssuer:
+		return JoinClaims{}, fmt.Errorf("token issuer %q is not %q", p.Issuer, JoinIssuer)
+	case !slices.Equal([]string(p.Audience), []string{JoinAudience}):
+		return JoinClaims{}, fmt.Errorf("token audience %q is not %q", []string(p.Audience), JoinAudience)
 	case p.Expiry == nil:
 		return JoinClaims{}, errors.New("token has no expiry (exp)")
 	case !validTokenID(p.ID):
@@ -210,4 +150,9 @@ func validFingerprint(fp string) bool {
 	return true
 }
 
-const sha256HexLen = 64
+// Fingerprint is the lowercase hex SHA-256 of a certificate's DER, as
+// printed by `step certificate fingerprint`: what a join token pins.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
