@@ -3,13 +3,14 @@ package pki
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
-
-	"go.step.sm/crypto/jose"
 )
 
 // The shape of a join token, shared by the CA that signs it (pki/ca) and
@@ -61,10 +62,36 @@ type JoinClaims struct {
 // joinPayload is the token's JSON payload: the registered claims plus
 // smallstep's "sha" (root fingerprint) and "sans".
 type joinPayload struct {
-	jose.Claims
-	SHA  string   `json:"sha"`
-	SANs []string `json:"sans"`
+	Issuer   string   `json:"iss"`
+	Subject  string   `json:"sub"`
+	Audience audience `json:"aud"`
+	Expiry   *int64   `json:"exp"`
+	ID       string   `json:"jti"`
+	SHA      string   `json:"sha"`
+	SANs     []string `json:"sans"`
 }
+
+// audience is JWT's "aud": one string or an array of them.
+type audience []string
+
+func (a *audience) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = audience{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("aud is neither a string nor an array of strings")
+	}
+	*a = many
+	return nil
+}
+
+// joinKeys are the payload's names exactly as signed. encoding/json
+// matches names without regard to case; a key that differs from one of
+// these in case only is refused rather than read as it.
+var joinKeys = []string{"iss", "sub", "aud", "exp", "jti", "sha", "sans"}
 
 // ParseJoinToken decodes a join token WITHOUT verifying its signature. The
 // agent, which has no trust anchor yet, uses it to learn its node name, the
@@ -80,22 +107,45 @@ func ParseJoinToken(tok string) (JoinClaims, error) {
 	return p, nil
 }
 
+// parseJoinPayload reads a compact JWS (header.payload.signature, each
+// base64url without padding) by hand: the agent checks no signature (the
+// CA does, in Enroll), so it needs no JOSE library, and a JOSE library is
+// a good part of what smallstep would otherwise add to the agent.
 func parseJoinPayload(tok string) (JoinClaims, error) {
 	if len(tok) > maxTokenLen {
 		return JoinClaims{}, fmt.Errorf("token is %d bytes long, the maximum is %d", len(tok), maxTokenLen)
 	}
-	jwt, err := jose.ParseSigned(tok)
-	if err != nil {
-		return JoinClaims{}, fmt.Errorf("parse token: %w", err)
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return JoinClaims{}, fmt.Errorf("token has %d dot-separated parts, a signed JWT has 3", len(parts))
 	}
-	if len(jwt.Headers) != 1 {
-		return JoinClaims{}, fmt.Errorf("token has %d signatures, want 1", len(jwt.Headers))
+	var h struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
 	}
-	if h := jwt.Headers[0]; h.Algorithm != jose.ES256 || h.KeyID == "" {
-		return JoinClaims{}, fmt.Errorf("token header: want alg %s and a kid, got alg %q kid %q", jose.ES256, h.Algorithm, h.KeyID)
+	if err := decodePart(parts[0], &h); err != nil {
+		return JoinClaims{}, fmt.Errorf("token header: %w", err)
+	}
+	if h.Alg != "ES256" || h.Kid == "" {
+		return JoinClaims{}, fmt.Errorf("token header: want alg ES256 and a kid, got alg %q kid %q", h.Alg, h.Kid)
+	}
+	// An ES256 signature is r||s, 32 bytes each.
+	if sig, err := base64.RawURLEncoding.Strict().DecodeString(parts[2]); err != nil || len(sig) != 64 {
+		return JoinClaims{}, fmt.Errorf("token signature: not 64 bytes of base64url (%d bytes, %v)", len(sig), err)
+	}
+	var raw map[string]json.RawMessage
+	if err := decodePart(parts[1], &raw); err != nil {
+		return JoinClaims{}, fmt.Errorf("decode token claims: %w", err)
+	}
+	for k := range raw {
+		for _, want := range joinKeys {
+			if k != want && strings.EqualFold(k, want) {
+				return JoinClaims{}, fmt.Errorf("token claims: key %.20q is %q in another case", k, want)
+			}
+		}
 	}
 	var p joinPayload
-	if err := jwt.UnsafeClaimsWithoutVerification(&p); err != nil {
+	if err := decodePart(parts[1], &p); err != nil {
 		return JoinClaims{}, fmt.Errorf("decode token claims: %w", err)
 	}
 	switch {
@@ -119,9 +169,21 @@ func parseJoinPayload(tok string) (JoinClaims, error) {
 	return JoinClaims{
 		Node:            p.Subject,
 		ID:              p.ID,
-		ExpiresAt:       p.Expiry.Time(),
+		ExpiresAt:       time.Unix(*p.Expiry, 0),
 		RootFingerprint: p.SHA,
 	}, nil
+}
+
+// decodePart decodes one base64url part of a JWS into v (JSON).
+func decodePart(part string, v any) error {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(part)
+	if err != nil {
+		return fmt.Errorf("not base64url: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("not a JSON object: %w", err)
+	}
+	return nil
 }
 
 func validTokenID(id string) bool {
