@@ -49,20 +49,23 @@ func procStatus(t testing.TB, pid int, fields ...string) map[string]float64 {
 // vmRSS reads a process's resident set size in bytes from /proc.
 func vmRSS(t testing.TB, pid int) float64 { return procStatus(t, pid, "VmRSS")["VmRSS"] }
 
-// buildAgentBinary builds cmd/npanel-agent the way TestMain builds npanel,
-// so that the two agents compare like for like.
-func buildAgentBinary(t testing.TB) string {
+// buildRelease builds the command in dir (relative to cmd/npanel) as make
+// package does, static and stripped: the agents' figures are those of the
+// binaries the packages install.
+func buildRelease(t testing.TB, dir, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "npanel-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "../npanel-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build npanel-agent: %v\n%s", err, out)
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, dir)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", dir, err, out)
 	}
 	return bin
 }
 
-// startAgentBinary starts the npanel-agent binary; stopped like start's
-// daemons at cleanup.
-func startAgentBinary(t testing.TB, bin string, args ...string) *proc {
+// startBinary starts a daemon from bin rather than this package's binary;
+// stopped like start's daemons at cleanup.
+func startBinary(t testing.TB, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var buf bytes.Buffer
@@ -81,7 +84,7 @@ func startAgentBinary(t testing.TB, bin string, args ...string) *proc {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("output of npanel-agent %v:\n%s", args, buf.String())
+			t.Logf("output of %s %v:\n%s", filepath.Base(bin), args, buf.String())
 		}
 	})
 	return &proc{cmd: cmd, output: &buf}
@@ -98,11 +101,12 @@ func fileSize(t testing.TB, path string) float64 {
 // BenchmarkIdleRSS starts the real binaries as a server with embedded etcd
 // and two enrolled agents with no service modules, one `npanel agent` and
 // one npanel-agent (issue 29: the agent alone, without the server's
-// packages), lets them idle for 10 s and reports their resident memory
-// (and the file-backed part of it), the binaries' sizes and the server's
-// cold start (exec to /readyz answering).
+// packages), both built as the packages ship them, lets them idle for
+// 10 s and reports their resident memory (and the file-backed part of it:
+// the binary's pages), the release binaries' sizes and the server's cold
+// start (exec to /readyz answering).
 func BenchmarkIdleRSS(b *testing.B) {
-	agentBin := buildAgentBinary(b)
+	npanelBin, agentBin := buildRelease(b, ".", "npanel"), buildRelease(b, "../npanel-agent", "npanel-agent")
 	for range b.N {
 		begin := time.Now()
 		s := startServer(b)
@@ -127,8 +131,8 @@ func BenchmarkIdleRSS(b *testing.B) {
 				"--modules", "none", "--gossip-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 				"--migration-listen", testenv.FreeAddr(b)}
 		}
-		agent := start(b, nil, append([]string{"agent"}, agentArgs("idle-1")...)...)
-		slim := startAgentBinary(b, agentBin, agentArgs("idle-2")...)
+		agent := startBinary(b, npanelBin, append([]string{"agent"}, agentArgs("idle-1")...)...)
+		slim := startBinary(b, agentBin, agentArgs("idle-2")...)
 		testenv.WaitFor(b, 20*time.Second, "both agents READY", func() bool {
 			out, _ := run(b, env, "", "ctl", "node", "list")
 			return strings.Count(out, "READY") == 2
@@ -147,7 +151,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		sl := procStatus(b, slim.cmd.Process.Pid, "VmRSS", "RssFile")
 		b.ReportMetric(sl["VmRSS"]/mb, "npanel_agent_rss_MB")
 		b.ReportMetric(sl["RssFile"]/mb, "npanel_agent_rss_file_MB")
-		b.ReportMetric(fileSize(b, binary)/mb, "npanel_bin_MB")
+		b.ReportMetric(fileSize(b, npanelBin)/mb, "npanel_bin_MB")
 		b.ReportMetric(fileSize(b, agentBin)/mb, "npanel_agent_bin_MB")
 		b.ReportMetric(float64(coldStart)/float64(time.Millisecond), "server_cold_start_ms")
 	}
