@@ -1,5 +1,6 @@
-// Command npanel is the one nPanel binary: the control plane server, the
-// node agent, a local development cluster and the operator CLI.
+// Command npanel is nPanel's binary for everything: the control plane
+// server, the node agent, a local development cluster and the operator CLI.
+// Nodes run cmd/npanel-agent, the same agent command without the rest.
 package main
 
 import (
