@@ -5,6 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN := bin/npanel
+AGENT_BIN := bin/npanel-agent
 
 # Debian packages the build and tests need; `make deps` installs the missing
 # ones (as root). protoc regenerates the gRPC code for the generated-code check;
@@ -29,9 +30,10 @@ PROTOC_GEN_GO := $(shell $(GO) env GOPATH)/bin/protoc-gen-go
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-build: ## build bin/npanel
+build: ## build bin/npanel and bin/npanel-agent
 	@echo "building $(BIN): the first build downloads the modules and compiles every package it names (a few minutes)"
 	$(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/npanel
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(AGENT_BIN) ./cmd/npanel-agent
 
 dev: build ## run a local cluster: server with embedded etcd + 2 agents
 	$(BIN) dev --data-dir .dev
@@ -104,7 +106,7 @@ chaos: ## chaos suite, long run: real etcd, 3 replicas, 5 agents, 10 leader kill
 
 bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -cpu 1 -count 1 ./scheduler/
-	$(GO) test -run '^$$' -bench . -count 1 ./pki/ ./validate/
+	$(GO) test -run '^$$' -bench . -count 1 ./pki/... ./validate/
 	$(GO) test -run '^$$' -bench 'BenchmarkPingRoundTrip' -benchtime 1000x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkEnrol|BenchmarkServerColdStart' -benchtime 20x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkTenantSubscriptionLoad' -benchtime 500x -count 1 ./controlplane/
@@ -130,10 +132,12 @@ bench: ## benchmarks with the figures the issues ask for
 # for dpkg and rpm alike.
 PKG_VERSION ?= 0.1.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo .dirty)
 PKG_BIN := bin/npanel-release
+PKG_AGENT_BIN := bin/npanel-agent-release
 package: ## build dist/npanel_PKG_VERSION_amd64.deb and dist/npanel-PKG_VERSION.x86_64.rpm
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(PKG_BIN) ./cmd/npanel
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(PKG_AGENT_BIN) ./cmd/npanel-agent
 	cd deploy && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(GO) run ./cmd/npanel-package \
-	  --binary ../$(PKG_BIN) --version '$(PKG_VERSION)' --out ../dist --packaging ../packaging
+	  --binary ../$(PKG_BIN) --agent-binary ../$(PKG_AGENT_BIN) --version '$(PKG_VERSION)' --out ../dist --packaging ../packaging
 
 LOADTEST_FLAGS ?= --agents 1000 --accounts 100000 --rate 600
 loadtest: ## load test: a server, simulated agents, accounts at a rate (LOADTEST_FLAGS)

@@ -31,6 +31,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 )
 
 // withDataDir puts the replica's state in dir.
@@ -377,7 +378,7 @@ func TestKEKFile(t *testing.T) {
 func TestKEKMigratesClearMaterial(t *testing.T) {
 	etcd := testenv.StartEtcd(t)
 	cli := testenv.EtcdClient(t, etcd)
-	m, err := pki.GenerateMaterial("npanel")
+	m, err := ca.GenerateMaterial("npanel")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,14 +394,14 @@ func TestKEKMigratesClearMaterial(t *testing.T) {
 	if _, err := cli.Put(ctx, "/npanel/cluster/secrets", string(sj)); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := pki.New(m, pki.Options{Logger: testenv.Logger()})
+	clusterCA, err := ca.New(m, ca.Options{Logger: testenv.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	s := testenv.StartServer(t, testenv.WithEtcd(etcd))
-	if got := s.CA().RootFingerprint(); got != ca.RootFingerprint() {
-		t.Errorf("CA after migration %s, want the cluster's %s", got, ca.RootFingerprint())
+	if got := s.CA().RootFingerprint(); got != clusterCA.RootFingerprint() {
+		t.Errorf("CA after migration %s, want the cluster's %s", got, clusterCA.RootFingerprint())
 	}
 	if !bytes.Equal(s.SecretsForTest().TokenKey, sec.TokenKey) {
 		t.Error("token key changed by the migration")
@@ -506,7 +507,7 @@ func TestKEKMigratesEmbeddedAndScrubs(t *testing.T) {
 	// Put the earlier releases' clear records in place of the sealed ones,
 	// through the member itself while the server is down.
 	sec := store.Secrets{ClusterID: "0123456789abcdef", TokenKey: bytes.Repeat([]byte{0x3c}, 32), GossipKey: bytes.Repeat([]byte{0xc3}, 32)}
-	m, err := pki.GenerateMaterial("npanel")
+	m, err := ca.GenerateMaterial("npanel")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -189,7 +190,7 @@ func enrollError(err error) (codes.Code, string) {
 		return codes.Unauthenticated, "join token expired"
 	case errors.Is(err, pki.ErrInvalidToken):
 		return codes.Unauthenticated, "join token invalid"
-	case errors.Is(err, pki.ErrInvalidCSR):
+	case errors.Is(err, ca.ErrInvalidCSR):
 		return codes.InvalidArgument, "certificate request does not match the join token"
 	case errors.Is(err, store.ErrConflict):
 		return codes.PermissionDenied, "join token already used"

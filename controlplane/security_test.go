@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -76,11 +77,11 @@ func TestGatewaySecurity(t *testing.T) {
 
 	t.Run("certificate from another CA", func(t *testing.T) {
 		declare("foreign")
-		m, err := pki.GenerateMaterial("other")
+		m, err := ca.GenerateMaterial("other")
 		if err != nil {
 			t.Fatal(err)
 		}
-		other, err := pki.New(m, pki.Options{})
+		other, err := ca.New(m, ca.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,11 +133,11 @@ func TestGatewaySecurity(t *testing.T) {
 
 	t.Run("expired token", func(t *testing.T) {
 		declare("late")
-		tok, _, err := s.CA().NewJoinToken("late", pki.MinJoinTokenTTL)
+		tok, _, err := s.CA().NewJoinToken("late", ca.MinJoinTokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(pki.MinJoinTokenTTL + time.Second)
+		time.Sleep(ca.MinJoinTokenTTL + time.Second)
 		_, err = testenv.EnrollNode(ctx, enrollClient(t, s), tok, "late")
 		wantCode(t, "expired", err, codes.Unauthenticated)
 	})

@@ -32,6 +32,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/atomicfile"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -43,7 +44,7 @@ type Server struct {
 
 	etcd  *embed.Etcd // nil with external etcd
 	store *store.Store
-	ca    *pki.CA
+	ca    *ca.CA
 	auth  *auth.Authenticator
 	sec   *store.Secrets
 	// kek seals what the control plane keeps of secrets it must read
@@ -107,7 +108,7 @@ func (s *Server) APIAddr() string   { return s.apiLn.Addr().String() }
 func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 
 // CA returns the cluster CA.
-func (s *Server) CA() *pki.CA { return s.ca }
+func (s *Server) CA() *ca.CA { return s.ca }
 
 // NewJoinToken implements graph.Cluster.
 func (s *Server) NewJoinToken(node string, ttl time.Duration) (string, time.Time, error) {
@@ -337,7 +338,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	m, sec, migrated, err := s.store.Bootstrap(bctx, kek,
-		func() (*pki.Material, error) { return pki.GenerateMaterial("npanel") },
+		func() (*ca.Material, error) { return ca.GenerateMaterial("npanel") },
 		newSecrets)
 	if errors.Is(err, pki.ErrKEKMismatch) {
 		return fmt.Errorf("bootstrap cluster: %w: copy the key-encryption key file from a replica of this cluster to %s", err, s.cfg.KEKFile)
@@ -349,7 +350,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		s.log.Info("sealed the cluster CA and secrets in etcd under the key-encryption key", "kek", kek.ID(), "path", s.cfg.KEKFile)
 	}
 	s.sec, s.kek = sec, kek
-	if s.ca, err = pki.New(m, pki.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
+	if s.ca, err = ca.New(m, ca.Options{CertLifetime: s.cfg.CertLifetime, Logger: s.log}); err != nil {
 		return fmt.Errorf("start CA: %w", err)
 	}
 	s.auth = auth.New(s.store, sec.TokenKey, s.cfg.PasswordCost)

@@ -14,6 +14,7 @@ import (
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/graph/model"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -48,10 +49,10 @@ func (r *mutationResolver) CreateJoinToken(ctx context.Context, input model.Crea
 	if err := validate.Labels(labels); err != nil {
 		return nil, err
 	}
-	ttl := pki.MaxJoinTokenTTL
+	ttl := ca.MaxJoinTokenTTL
 	if input.TTLSeconds != nil {
-		if *input.TTLSeconds < 60 || time.Duration(*input.TTLSeconds)*time.Second > pki.MaxJoinTokenTTL {
-			return nil, &validate.Error{Field: "ttlSeconds", Reason: fmt.Sprintf("must be between 60 and %d", int(pki.MaxJoinTokenTTL/time.Second))}
+		if *input.TTLSeconds < 60 || time.Duration(*input.TTLSeconds)*time.Second > ca.MaxJoinTokenTTL {
+			return nil, &validate.Error{Field: "ttlSeconds", Reason: fmt.Sprintf("must be between 60 and %d", int(ca.MaxJoinTokenTTL/time.Second))}
 		}
 		ttl = time.Duration(*input.TTLSeconds) * time.Second
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -33,7 +34,7 @@ import (
 type testGateway struct {
 	agentpb.UnimplementedAgentGatewayServer
 	t    *testing.T
-	ca   *pki.CA
+	ca   *ca.CA
 	addr string
 
 	refuseEnroll  atomic.Bool
@@ -61,24 +62,24 @@ type gwStream struct {
 	heartbeats atomic.Int32
 }
 
-func newTestCA(t *testing.T, lifetime time.Duration) *pki.CA {
+func newTestCA(t *testing.T, lifetime time.Duration) *ca.CA {
 	t.Helper()
-	m, err := pki.GenerateMaterial("test")
+	m, err := ca.GenerateMaterial("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := pki.New(m, pki.Options{CertLifetime: lifetime})
+	c, err := ca.New(m, ca.Options{CertLifetime: lifetime})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca
+	return c
 }
 
-func startGateway(t *testing.T, ca *pki.CA) *testGateway {
+func startGateway(t *testing.T, c *ca.CA) *testGateway {
 	t.Helper()
 	g := &testGateway{
 		t:          t,
-		ca:         ca,
+		ca:         c,
 		connects:   make(chan *gwStream, 100),
 		usedTokens: map[string]bool{},
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -35,10 +36,10 @@ func ValidNodeName(name string) error {
 	return validLabel("node name", name)
 }
 
-// validServerID applies the node-name rules to server replica IDs: the ID ends
+// ValidServerID applies the node-name rules to server replica IDs: the ID ends
 // up in a URI path and in log lines, and one rule for both is easier to
 // explain than two.
-func validServerID(id string) error {
+func ValidServerID(id string) error {
 	return validLabel("server id", id)
 }
 
@@ -86,7 +87,7 @@ func NodeName(cert *x509.Certificate) (string, error) {
 // ServerID returns the control-plane replica a certificate identifies, under
 // the same rules as NodeName.
 func ServerID(cert *x509.Certificate) (string, error) {
-	return identityFromCert(cert, servPathPrefix, "server", validServerID)
+	return identityFromCert(cert, servPathPrefix, "server", ValidServerID)
 }
 
 func identityFromCert(cert *x509.Certificate, prefix, kind string, valid func(string) error) (string, error) {
@@ -94,11 +95,11 @@ func identityFromCert(cert *x509.Certificate, prefix, kind string, valid func(st
 		return "", errors.New("no certificate")
 	}
 	if n := len(cert.URIs); n != 1 {
-		return "", fmt.Errorf("certificate %s has %d URI SANs, want exactly one %s identity", serial(cert), n, kind)
+		return "", fmt.Errorf("certificate %s has %d URI SANs, want exactly one %s identity", SerialHex(cert), n, kind)
 	}
 	name, err := identityFromURI(cert.URIs[0], prefix, valid)
 	if err != nil {
-		return "", fmt.Errorf("certificate %s: %w", serial(cert), err)
+		return "", fmt.Errorf("certificate %s: %w", SerialHex(cert), err)
 	}
 	return name, nil
 }
@@ -119,9 +120,35 @@ func identityFromURI(u *url.URL, prefix string, valid func(string) error) (strin
 	return name, nil
 }
 
-func serial(cert *x509.Certificate) string {
+// SerialHex is a certificate's serial number in hex, for errors and logs.
+func SerialHex(cert *x509.Certificate) string {
 	if cert.SerialNumber == nil {
 		return "<no serial>"
 	}
 	return cert.SerialNumber.Text(16)
+}
+
+// NormalizeHost accepts an IP address or a DNS name, without port, and
+// returns its canonical form: the names a server certificate carries.
+func NormalizeHost(h string) (string, error) {
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String(), nil
+	}
+	name := strings.ToLower(h)
+	if name == "" || len(name) > 253 {
+		return "", fmt.Errorf("host %q is not an IP address or a DNS name of 1 to 253 characters", h)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if err := validLabel("host label", label); err != nil {
+			return "", fmt.Errorf("host %q is not an IP address or a DNS name (no ports): %w", h, err)
+		}
+	}
+	return name, nil
+}
+
+// CheckHost reports whether h is a name the CA puts in a server
+// certificate: an IP address or a DNS name, without port.
+func CheckHost(h string) error {
+	_, err := NormalizeHost(h)
+	return err
 }

@@ -131,15 +131,15 @@ func TestNormalizeHost(t *testing.T) {
 		{"https://example.com", ""},
 	}
 	for _, tt := range tests {
-		got, err := normalizeHost(tt.in)
+		got, err := NormalizeHost(tt.in)
 		if tt.want == "" {
 			if err == nil {
-				t.Errorf("normalizeHost(%q) = %q, want error", tt.in, got)
+				t.Errorf("NormalizeHost(%q) = %q, want error", tt.in, got)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("normalizeHost(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
+			t.Errorf("NormalizeHost(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
 		}
 	}
 }

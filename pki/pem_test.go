@@ -14,13 +14,13 @@ import (
 
 func TestCertsPEMRoundTrip(t *testing.T) {
 	t.Parallel()
-	ca, _ := newTestCA(t, 0)
-	chain := []*x509.Certificate{ca.inter, ca.root}
+	leaf, root := certWithURIs(t, NodeURI("n1").String()), certWithURIs(t)
+	chain := []*x509.Certificate{leaf, root}
 	got, err := ParseCertsPEM(EncodeCertsPEM(chain))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || !got[0].Equal(ca.inter) || !got[1].Equal(ca.root) {
+	if len(got) != 2 || !got[0].Equal(leaf) || !got[1].Equal(root) {
 		t.Fatalf("round trip changed the chain")
 	}
 	// Whitespace around blocks is fine.

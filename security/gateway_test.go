@@ -20,6 +20,7 @@ import (
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -41,11 +42,11 @@ func wantRPC(t *testing.T, what string, err error, cs ...codes.Code) {
 // foreignCert is a node certificate for name issued by a CA of its own.
 func foreignCert(t *testing.T, name string) *tls.Certificate {
 	t.Helper()
-	m, err := pki.GenerateMaterial("other")
+	m, err := ca.GenerateMaterial("other")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := pki.New(m, pki.Options{})
+	other, err := ca.New(m, ca.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,11 +193,11 @@ func gatewayVectors() []vector {
 		enrollRefused("join token of another CA", "a join token signed by another CA for a declared node",
 			func(t *testing.T, c *cluster) (string, string) {
 				c.declare(t, "node-j")
-				m, err := pki.GenerateMaterial("other")
+				m, err := ca.GenerateMaterial("other")
 				if err != nil {
 					t.Fatal(err)
 				}
-				other, err := pki.New(m, pki.Options{})
+				other, err := ca.New(m, ca.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -225,11 +226,11 @@ func gatewayVectors() []vector {
 		parallel(enrollRefused("expired join token", "a join token used after it expired",
 			func(t *testing.T, c *cluster) (string, string) {
 				c.declare(t, "node-l")
-				tok, _, err := c.s.CA().NewJoinToken("node-l", pki.MinJoinTokenTTL)
+				tok, _, err := c.s.CA().NewJoinToken("node-l", ca.MinJoinTokenTTL)
 				if err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(pki.MinJoinTokenTTL + time.Second) // the token's own clock: no way to poll expiry
+				time.Sleep(ca.MinJoinTokenTTL + time.Second) // the token's own clock: no way to poll expiry
 				return tok, "node-l"
 			}, codes.Unauthenticated)),
 		{name: "enrol with a garbage CSR", attempt: "a valid token with a CSR that is not DER", refusal: "InvalidArgument; the token is not burnt",

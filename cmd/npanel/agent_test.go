@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/internal/testenv"
-	"github.com/npanel/npanel/nodeagent"
 )
 
 // The join token reaches the agent from a file or the environment, never
@@ -87,21 +86,5 @@ func TestAgentJoinTokenFileAndEnv(t *testing.T) {
 		if strings.Contains(string(cmdline), fileTok) || strings.Contains(string(cmdline), envTok) {
 			t.Errorf("join token in the agent's command line: %q", cmdline)
 		}
-	}
-}
-
-// A spent token file may be deleted once the node is enrolled; before,
-// a missing file is a mistake to report.
-func TestJoinTokenFileMissing(t *testing.T) {
-	dir := t.TempDir()
-	gone := filepath.Join(dir, "join-token")
-	if _, err := joinToken("", gone, dir); err == nil {
-		t.Fatal("missing token file accepted for a node that is not enrolled")
-	}
-	if err := os.WriteFile(filepath.Join(dir, nodeagent.IdentityFile), []byte("{}"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if tok, err := joinToken("", gone, dir); err != nil || tok != "" {
-		t.Fatalf("enrolled node, token file deleted: %q, %v", tok, err)
 	}
 }

@@ -9,7 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/npanel/npanel/internal/agentcmd"
+	"github.com/npanel/npanel/internal/cmdline"
 )
+
+// agentCmd is `npanel agent`, as main adds it.
+func agentCmd() *cobra.Command { return agentcmd.New("agent", version) }
 
 // configured runs cmd (server or agent) under a root with the real
 // persistent flags, its RunE replaced so nothing starts, and returns the
@@ -112,7 +118,7 @@ func TestConfigFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !fromFile(cmd.Flags(), "mail-antivirus") {
+		if !cmdline.FromFile(cmd.Flags(), "mail-antivirus") {
 			t.Fatal("mail-antivirus not marked as set from the file")
 		}
 	})
@@ -182,8 +188,8 @@ func TestConfigFileErrors(t *testing.T) {
 func TestConfigListFlagsKnown(t *testing.T) {
 	for _, cmd := range []*cobra.Command{serverCmd(), agentCmd()} {
 		cmd.Flags().VisitAll(func(f *pflag.Flag) {
-			if strings.Contains(f.Usage, "comma-separated") && !listFlags[f.Name] {
-				t.Errorf("%s --%s is comma-separated but not in listFlags", cmd.Name(), f.Name)
+			if strings.Contains(f.Usage, "comma-separated") && !cmdline.IsListFlag(f.Name) {
+				t.Errorf("%s --%s is comma-separated but not a cmdline list flag", cmd.Name(), f.Name)
 			}
 		})
 	}
@@ -214,42 +220,4 @@ func TestConfigFileBinary(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "--data-dir is required") {
 		t.Fatalf("flags over the file: exit %d: %s", code, out)
 	}
-}
-
-func FuzzParseConfig(f *testing.F) {
-	for _, s := range []string{
-		"data-dir: /var/lib/npanel/server\napi-listen: 0.0.0.0:8080\n",
-		"etcd-endpoints:\n  - https://a:2379\n  - https://b:2379\n",
-		"server: [a:7443, b:7443]\nmail-antivirus: false\n",
-		"cert-lifetime: 24h\nmax-api-connections: 10\n",
-		"a: &x 1\nb: *x\n",
-		"",
-		"- 1\n",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, err := parseConfig(data)
-		if err != nil {
-			return
-		}
-		seen := map[string]bool{}
-		for _, e := range entries {
-			if e.key == "" || seen[e.key] {
-				t.Fatalf("entry %+v: empty or duplicate key", e)
-			}
-			seen[e.key] = true
-			if e.list && strings.Contains(e.value, ",,") {
-				t.Fatalf("list %q has an empty item", e.value)
-			}
-		}
-		// Applying to the real flags either works or is a usage error.
-		cmd := serverCmd()
-		if err := applyConfig(cmd.Flags(), "fuzz.yaml", entries); err != nil {
-			var ue *usageError
-			if !errors.As(err, &ue) {
-				t.Fatalf("apply: %v is not a usage error", err)
-			}
-		}
-	})
 }

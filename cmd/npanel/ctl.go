@@ -130,7 +130,7 @@ func (o *ctlOptions) client() (*client.Client, error) {
 func apiError(err error) error {
 	switch client.CodeOf(err) {
 	case "INVALID_INPUT", "GRAPHQL_VALIDATION_FAILED":
-		return &usageError{msg: err.Error()}
+		return usagef("%v", err)
 	}
 	return err
 }

@@ -1,27 +1,28 @@
-// Command npanel is the one nPanel binary: the control plane server, the
-// node agent, a local development cluster and the operator CLI.
+// Command npanel is nPanel's binary for everything: the control plane
+// server, the node agent, a local development cluster and the operator CLI.
+// Nodes run cmd/npanel-agent, the same agent command without the rest.
 package main
 
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime"
-	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/npanel/npanel/internal/agentcmd"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// usageError marks bad input: the CLI exits 2 for it, 1 for everything else.
-type usageError struct{ msg string }
+// usageError and usagef are cmdline's (shared with npanel-agent), named
+// here for the many commands of this package.
+type usageError = cmdline.UsageError
 
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return cmdline.Usagef(format, args...) }
 
 func main() {
 	root := &cobra.Command{
@@ -34,9 +35,9 @@ func main() {
 	var logLevel, logFormat string
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "text or json")
-	root.AddCommand(serverCmd(), agentCmd(), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd(), manCmd())
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
-	cobra.OnInitialize(func() { setLogger(logLevel, logFormat) })
+	root.AddCommand(serverCmd(), agentcmd.New("agent", version), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd(), manCmd())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
+	cobra.OnInitialize(func() { cmdline.SetLogger(logLevel, logFormat) })
 	if err := root.Execute(); err != nil {
 		if te := trustError(err); te != nil {
 			err = te
@@ -47,26 +48,11 @@ func main() {
 		if errors.As(err, &xe) {
 			os.Exit(xe.code)
 		}
-		var ue *usageError
-		if errors.As(err, &ue) || isCobraUsageError(err) {
+		if cmdline.IsUsage(err) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
-}
-
-// setLogger makes the default logger from --log-level and --log-format.
-func setLogger(level, format string) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		lvl = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-	if format == "json" {
-		h = slog.NewJSONHandler(os.Stderr, opts)
-	}
-	slog.SetDefault(slog.New(h))
 }
 
 func versionCmd() *cobra.Command {
@@ -80,24 +66,4 @@ func versionCmd() *cobra.Command {
 	}
 }
 
-// isCobraUsageError recognises cobra's own argument errors, which it does
-// not type.
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "requires at most", "required flag", "invalid argument"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+func splitList(s string) []string { return cmdline.SplitList(s) }

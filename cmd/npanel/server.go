@@ -13,6 +13,7 @@ import (
 
 	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/controlplane/auth"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/scheduler"
 )
 
@@ -67,7 +68,7 @@ root fingerprint the first start prints (with the "npanel ctl login
 				return usagef("the metrics token must be at least 32 characters")
 			}
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
-			cfg.AllowTestUsernames = allowTestUsernames
+			cfg.AllowTestUsernames = cmdline.AllowTestUsernames
 			acmeDirectory(&cfg.ACME)
 			cfg.Version = version
 			cfg.Logger = slog.Default()
@@ -128,5 +129,5 @@ root fingerprint the first start prints (with the "npanel ctl login
 	f.DurationVar(&cfg.TaskStallAfter, "task-stall-after", 30*time.Second, "how long a queued task may stay unsent to a connected node before the node turns SUSPECT")
 	addACMEFlags(f, &cfg.ACME)
 	cmd.AddCommand(serverRestoreCmd())
-	return withConfigFile(cmd)
+	return cmdline.WithConfigFile(cmd)
 }

@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/pki"
+	"github.com/npanel/npanel/pki/ca"
 )
 
 // Secrets are cluster-wide symmetric keys, created once at first start and
@@ -57,7 +58,7 @@ func (s *Store) ClusterKEK(ctx context.Context) (exists bool, kekID string, err 
 // and rewritten here, in a transaction that fails if another replica got
 // there first (then the sealed records are read again). migrated says this
 // call sealed them.
-func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*pki.Material, error), newSecrets func() (*Secrets, error)) (_ *pki.Material, _ *Secrets, migrated bool, _ error) {
+func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*ca.Material, error), newSecrets func() (*Secrets, error)) (_ *ca.Material, _ *Secrets, migrated bool, _ error) {
 	resp, err := s.cli.Get(ctx, keyCA, clientv3.WithCountOnly())
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("read cluster CA: %w", err)
@@ -90,7 +91,7 @@ func (s *Store) Bootstrap(ctx context.Context, kek *pki.KEK, newCA func() (*pki.
 		if len(caKV) == 0 || len(secKV) == 0 {
 			return nil, nil, false, fmt.Errorf("cluster CA or secrets missing from etcd (%s, %s)", keyCA, keySecrets)
 		}
-		m, mClear, err := openJSON[pki.Material](kek, keyCA, caKV[0].Value)
+		m, mClear, err := openJSON[ca.Material](kek, keyCA, caKV[0].Value)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -134,7 +135,7 @@ func (s *Store) CompactAll(ctx context.Context) error {
 }
 
 // sealBoth returns the puts of the CA material and the secrets, sealed.
-func sealBoth(kek *pki.KEK, m *pki.Material, sec *Secrets) ([]clientv3.Op, error) {
+func sealBoth(kek *pki.KEK, m *ca.Material, sec *Secrets) ([]clientv3.Op, error) {
 	sm, err := sealJSON(kek, keyCA, m)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@
 //
 // Layout (all under /npanel/):
 //
-//	cluster/ca                 CA key material (pki.Material), created once
+//	cluster/ca                 CA key material (ca.Material), created once
 //	cluster/secrets            token signing and gossip keys, created once
 //	cluster/nameservers        the cluster's nameserver names (zones' NS records)
 //	nodes/<name>               operator's node spec (address, roles, labels)        KindNodes

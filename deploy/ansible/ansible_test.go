@@ -414,13 +414,14 @@ func TestNodeRoleDebian(t *testing.T) {
 		firstTook.Round(time.Second), first.changed, secondTook.Round(time.Second), second.changed)
 }
 
-// enrol runs the installed agent in the root with the agent.yaml the role
-// wrote until the control plane has it READY, then stops it. Its modules
+// enrol runs the installed agent (npanel-agent, as npanel-agent.service
+// does) in the root with the agent.yaml the role wrote until the control
+// plane has it READY, then stops it. Its modules
 // and gossip stay off (flags win over the file): their daemons would
 // listen in the host's network namespace.
 func enrol(t *testing.T, root string, cp *controlPlane, name string) {
 	t.Helper()
-	cmd := exec.Command("/usr/sbin/chroot", root, "/usr/bin/npanel", "agent", "--config", "/etc/npanel/agent.yaml",
+	cmd := exec.Command("/usr/sbin/chroot", root, "/usr/bin/npanel-agent", "--config", "/etc/npanel/agent.yaml",
 		"--modules", "none", "--gossip-listen", "")
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
 	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))

@@ -18,7 +18,7 @@ import (
 const testVersion = "0.1.0~git1.test"
 
 // pkgs are the packages built once for this file's tests, through Build
-// as make package calls it, from a binary built as make package builds it.
+// as make package calls it, from binaries built as make package builds them.
 var pkgs Result
 
 func TestMain(m *testing.M) {
@@ -32,16 +32,21 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
-		binary := filepath.Join(dir, "npanel")
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion, "-o", binary, "./cmd/npanel")
-		build.Dir = repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build npanel: %v\n%s", err, out)
-			return 1
+		binary, agentBinary := filepath.Join(dir, "npanel"), filepath.Join(dir, "npanel-agent")
+		for _, b := range []struct{ out, pkg string }{{binary, "./cmd/npanel"}, {agentBinary, "./cmd/npanel-agent"}} {
+			build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion, "-o", b.out, b.pkg)
+			build.Dir = repo
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
+				return 1
+			}
+			if fi, err := os.Stat(b.out); err == nil {
+				fmt.Printf("%s: %d bytes\n", filepath.Base(b.out), fi.Size())
+			}
 		}
 		start := time.Now()
-		pkgs, err = Build(Options{Binary: binary, Version: testVersion, OutDir: filepath.Join(dir, "dist"), Dir: filepath.Join(repo, "packaging")})
+		pkgs, err = Build(Options{Binary: binary, AgentBinary: agentBinary, Version: testVersion, OutDir: filepath.Join(dir, "dist"), Dir: filepath.Join(repo, "packaging")})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "build packages:", err)
 			return 1
@@ -71,21 +76,22 @@ type entry struct{ mode, owner, group string }
 
 // want is what both packages must hold, with mode, owner and group.
 var want = map[string]entry{
-	"/usr/bin/npanel": {"-rwxr-xr-x", "root", "root"},
+	"/usr/bin/npanel":                               {"-rwxr-xr-x", "root", "root"},
+	"/usr/bin/npanel-agent":                         {"-rwxr-xr-x", "root", "root"},
 	"/usr/lib/systemd/system/npanel-server.service": {"-rw-r--r--", "root", "root"},
 	"/usr/lib/systemd/system/npanel-agent.service":  {"-rw-r--r--", "root", "root"},
-	"/etc/npanel":                                  {"drwxr-x---", "root", "npanel"},
-	"/etc/npanel/server.yaml":                      {"-rw-r-----", "root", "npanel"},
-	"/etc/npanel/agent.yaml":                       {"-rw-------", "root", "root"},
-	"/var/lib/npanel":                              {"drwxr-xr-x", "root", "root"},
-	"/var/lib/npanel/server":                       {"drwx------", "npanel", "npanel"},
-	"/var/lib/npanel/agent":                        {"drwx------", "root", "root"},
-	"/var/lib/npanel/backups":                      {"drwx------", "root", "root"},
-	"/var/lib/npanel/import":                       {"drwx------", "root", "root"},
-	"/usr/share/man/man1/npanel.1.gz":              {"-rw-r--r--", "root", "root"},
-	"/usr/share/man/man1/npanel-server.1.gz":       {"-rw-r--r--", "root", "root"},
-	"/usr/share/man/man1/npanel-agent.1.gz":        {"-rw-r--r--", "root", "root"},
-	"/usr/share/man/man1/npanel-ctl-node-add.1.gz": {"-rw-r--r--", "root", "root"},
+	"/etc/npanel":                                   {"drwxr-x---", "root", "npanel"},
+	"/etc/npanel/server.yaml":                       {"-rw-r-----", "root", "npanel"},
+	"/etc/npanel/agent.yaml":                        {"-rw-------", "root", "root"},
+	"/var/lib/npanel":                               {"drwxr-xr-x", "root", "root"},
+	"/var/lib/npanel/server":                        {"drwx------", "npanel", "npanel"},
+	"/var/lib/npanel/agent":                         {"drwx------", "root", "root"},
+	"/var/lib/npanel/backups":                       {"drwx------", "root", "root"},
+	"/var/lib/npanel/import":                        {"drwx------", "root", "root"},
+	"/usr/share/man/man1/npanel.1.gz":               {"-rw-r--r--", "root", "root"},
+	"/usr/share/man/man1/npanel-server.1.gz":        {"-rw-r--r--", "root", "root"},
+	"/usr/share/man/man1/npanel-agent.1.gz":         {"-rw-r--r--", "root", "root"},
+	"/usr/share/man/man1/npanel-ctl-node-add.1.gz":  {"-rw-r--r--", "root", "root"},
 }
 
 func checkListing(t *testing.T, got map[string]entry) {
@@ -268,7 +274,7 @@ func TestUnits(t *testing.T) {
 			"Service.CapabilityBoundingSet":   "",
 		}, nil},
 		{"npanel-agent.service", map[string]string{
-			"Service.ExecStart":          "/usr/bin/npanel agent --config /etc/npanel/agent.yaml",
+			"Service.ExecStart":          "/usr/bin/npanel-agent --config /etc/npanel/agent.yaml",
 			"Service.EnvironmentFile":    "-/etc/npanel/agent.env",
 			"Service.User":               "root",
 			"Service.KillMode":           "control-group",
@@ -358,6 +364,9 @@ func TestDebInstall(t *testing.T) {
 	if out := in("/usr/bin/npanel", "--version"); !strings.Contains(out, testVersion) {
 		t.Errorf("npanel --version: %q", out)
 	}
+	if out := in("/usr/bin/npanel-agent", "--version"); !strings.Contains(out, testVersion) {
+		t.Errorf("npanel-agent --version: %q", out)
+	}
 	if out := in("/usr/bin/npanel", "server", "--help"); !strings.Contains(out, "--config") || !strings.Contains(out, "--etcd-endpoints") {
 		t.Errorf("npanel server --help:\n%s", out)
 	}
@@ -368,9 +377,13 @@ func TestDebInstall(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "--scheduler") {
 		t.Errorf("server with the shipped server.yaml: %v: %s", err, out)
 	}
-	out, err = rootfs.Chroot(root, "/usr/bin/npanel", "agent", "--config", "/etc/npanel/agent.yaml")
-	if err == nil || !strings.Contains(string(out), "--server is required") {
-		t.Errorf("agent with the shipped agent.yaml: %v: %s", err, out)
+	// npanel-agent.service's command, and `npanel agent`, which reads the
+	// same file the same way.
+	for _, argv := range [][]string{{"/usr/bin/npanel-agent"}, {"/usr/bin/npanel", "agent"}} {
+		out, err = rootfs.Chroot(root, append(argv, "--config", "/etc/npanel/agent.yaml")...)
+		if err == nil || !strings.Contains(string(out), "--server is required") {
+			t.Errorf("%v with the shipped agent.yaml: %v: %s", argv, err, out)
+		}
 	}
 
 	// systemd accepts the units as installed.
@@ -420,7 +433,9 @@ func TestDebInstall(t *testing.T) {
 			t.Errorf("after dpkg -r: %v", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(root, "usr/bin/npanel")); !os.IsNotExist(err) {
-		t.Errorf("binary after dpkg -r: %v", err)
+	for _, b := range []string{"usr/bin/npanel", "usr/bin/npanel-agent"} {
+		if _, err := os.Stat(filepath.Join(root, b)); !os.IsNotExist(err) {
+			t.Errorf("%s after dpkg -r: %v", b, err)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-// Package packaging builds the npanel rpm and deb from the binary and the
+// Package packaging builds the npanel rpm and deb from the binaries and the
 // files in ../packaging (nfpm.yaml, systemd units, default configuration,
 // maintainer scripts), with nfpm as a library, plus the manual pages the
 // binary writes about itself.
@@ -21,9 +21,10 @@ import (
 
 // Options says what to package and where.
 type Options struct {
-	Binary  string // the npanel binary (linux/amd64)
-	Version string // e.g. 0.1.0~git123.5fe3efb
-	OutDir  string // dist/
+	Binary      string // the npanel binary (linux/amd64)
+	AgentBinary string // the npanel-agent binary (linux/amd64)
+	Version     string // e.g. 0.1.0~git123.5fe3efb
+	OutDir      string // dist/
 	// Dir holds nfpm.yaml and the files it names (the repository's
 	// packaging/ directory).
 	Dir string
@@ -52,12 +53,13 @@ func Build(o Options) (Result, error) {
 	if !versionRE.MatchString(o.Version) {
 		return Result{}, fmt.Errorf("version %q: want a digit first, then letters, digits, '.', '+' or '~' (valid for both dpkg and rpm)", o.Version)
 	}
-	binary, err := filepath.Abs(o.Binary)
+	binary, err := executable(o.Binary)
 	if err != nil {
 		return Result{}, err
 	}
-	if fi, err := os.Stat(binary); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-		return Result{}, fmt.Errorf("binary %s: not an executable file (%v)", o.Binary, err)
+	agentBinary, err := executable(o.AgentBinary)
+	if err != nil {
+		return Result{}, err
 	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
@@ -73,7 +75,7 @@ func Build(o Options) (Result, error) {
 		return Result{}, err
 	}
 
-	vars := map[string]string{"VERSION": o.Version, "BINARY": binary, "MANDIR": man}
+	vars := map[string]string{"VERSION": o.Version, "BINARY": binary, "AGENT_BINARY": agentBinary, "MANDIR": man}
 	// Only these: the build's environment must not leak into the package.
 	config, err := nfpm.ParseFileWithEnvMapping(filepath.Join(dir, "nfpm.yaml"), func(k string) string { return vars[k] })
 	if err != nil {
@@ -111,6 +113,21 @@ func Build(o Options) (Result, error) {
 		*p.out = path
 	}
 	return r, nil
+}
+
+// executable returns the absolute path of an executable regular file.
+func executable(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("binary: no path given")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("binary %s: not an executable file (%v)", path, err)
+	}
+	return abs, nil
 }
 
 func build(config *nfpm.Config, format, path string) error {

@@ -1,4 +1,10 @@
-package main
+// Package agentcmd is the node agent's command line: its flags, its config
+// file and the start of nodeagent. `npanel agent` and the npanel-agent
+// binary are both this command, so they take the same flags and the same
+// /etc/npanel/agent.yaml. It must not reach the server's packages: the
+// npanel-agent binary is built from it to stay small (internal/importgraph
+// checks).
+package agentcmd
 
 import (
 	"context"
@@ -15,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
 	"github.com/npanel/npanel/nodeagent/logship"
@@ -22,12 +29,14 @@ import (
 	"github.com/npanel/npanel/nodeagent/platform"
 )
 
-func agentCmd() *cobra.Command {
+// New returns the agent command. use is its name ("agent" under npanel,
+// "npanel-agent" as a binary of its own); version is the binary's.
+func New(use, version string) *cobra.Command {
 	var cfg nodeagent.Config
 	var servers, modules, tokenFile string
 	var lokiPasswordFile, lokiBearerFile string
 	cmd := &cobra.Command{
-		Use:   "agent",
+		Use:   use,
 		Short: "Run the node agent",
 		Long: `Run the node agent. On first start it enrols with a join token (from
 "npanel ctl node add") and keeps its key and certificate in --data-dir; later
@@ -36,24 +45,24 @@ starts need no token. Give the token in $NPANEL_JOIN_TOKEN or in a file
 where every user of the machine sees it (ps, /proc).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Servers = splitList(servers)
+			cfg.Servers = cmdline.SplitList(servers)
 			if len(cfg.Servers) == 0 {
-				return usagef("--server is required")
+				return cmdline.Usagef("--server is required")
 			}
 			if cfg.DataDir == "" {
-				return usagef("--data-dir is required")
+				return cmdline.Usagef("--data-dir is required")
 			}
 			tok, err := joinToken(cfg.JoinToken, tokenFile, cfg.DataDir)
 			if err != nil {
 				return err
 			}
 			cfg.JoinToken = tok
-			mods, err := allowlist.Modules(splitList(modules))
+			mods, err := allowlist.Modules(cmdline.SplitList(modules))
 			if err != nil {
-				return usagef("--modules: %v", err)
+				return cmdline.Usagef("--modules: %v", err)
 			}
 			cfg.Modules = mods
-			cfg.AllowTestUsernames = allowTestUsernames
+			cfg.AllowTestUsernames = cmdline.AllowTestUsernames
 			cfg.Version = version
 			if err := lokiSecrets(&cfg, lokiPasswordFile, lokiBearerFile); err != nil {
 				return err
@@ -64,7 +73,7 @@ where every user of the machine sees it (ps, /proc).`,
 			cfg.Logger = slog.New(cfg.AgentLog)
 			a, err := nodeagent.New(cfg)
 			if err != nil {
-				return usagef("%v", err)
+				return cmdline.Usagef("%v", err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -108,7 +117,7 @@ where every user of the machine sees it (ps, /proc).`,
 	f.StringVar(&lokiBearerFile, "loki-bearer-token-file", "", "file holding a bearer token for Loki")
 	f.Int64Var(&cfg.LokiBufferBytes, "loki-buffer-bytes", logship.DefaultBufferBytes, "bound of the on-disk buffer that holds logs while Loki is unreachable; the oldest are dropped beyond it")
 	f.StringVar(&cfg.Prefix, "prefix", "", "move every config, state and log path of the profile under this absolute directory (tests, npanel dev); the user database stays the host's")
-	return withConfigFile(cmd)
+	return cmdline.WithConfigFile(cmd)
 }
 
 // joinToken picks the join token from at most one of --join-token and
@@ -122,7 +131,7 @@ func joinToken(flag, file, dataDir string) (string, error) {
 	_ = os.Unsetenv("NPANEL_JOIN_TOKEN")
 	switch {
 	case flag != "" && file != "":
-		return "", usagef("give the join token once: --join-token or --join-token-file, not both")
+		return "", cmdline.Usagef("give the join token once: --join-token or --join-token-file, not both")
 	case flag != "":
 		return flag, nil
 	case file == "":
@@ -134,26 +143,26 @@ func joinToken(flag, file, dataDir string) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", usagef("--join-token-file: %v", err)
+		return "", cmdline.Usagef("--join-token-file: %v", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", usagef("--join-token-file: %v", err)
+		return "", cmdline.Usagef("--join-token-file: %v", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return "", usagef("--join-token-file %s: not a regular file", file)
+		return "", cmdline.Usagef("--join-token-file %s: not a regular file", file)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return "", usagef("--join-token-file %s: mode %04o lets other users read the token; chmod 0600 it", file, fi.Mode().Perm())
+		return "", cmdline.Usagef("--join-token-file %s: mode %04o lets other users read the token; chmod 0600 it", file, fi.Mode().Perm())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return "", usagef("--join-token-file: %v", err)
+		return "", cmdline.Usagef("--join-token-file: %v", err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", usagef("--join-token-file %s is empty", file)
+		return "", cmdline.Usagef("--join-token-file %s is empty", file)
 	}
 	return tok, nil
 }
@@ -168,17 +177,17 @@ func enrolled(dataDir string) bool {
 // the command line is visible to every user (ps, /proc).
 func lokiSecrets(cfg *nodeagent.Config, passwordFile, bearerFile string) error {
 	if passwordFile != "" && cfg.LokiUsername == "" {
-		return usagef("--loki-password-file needs --loki-username")
+		return cmdline.Usagef("--loki-password-file needs --loki-username")
 	}
 	if bearerFile != "" && cfg.LokiUsername != "" {
-		return usagef("give Loki one kind of credentials: --loki-username or --loki-bearer-token-file")
+		return cmdline.Usagef("give Loki one kind of credentials: --loki-username or --loki-bearer-token-file")
 	}
 	var err error
 	if cfg.LokiPassword, err = logship.ReadSecret(passwordFile); err != nil {
-		return usagef("--loki-password-file: %v", err)
+		return cmdline.Usagef("--loki-password-file: %v", err)
 	}
 	if cfg.LokiBearerToken, err = logship.ReadSecret(bearerFile); err != nil {
-		return usagef("--loki-bearer-token-file: %v", err)
+		return cmdline.Usagef("--loki-bearer-token-file: %v", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 	"github.com/smallstep/cli-utils/token"
 	"github.com/smallstep/cli-utils/token/provision"
 	"go.step.sm/crypto/jose"
+
+	"github.com/npanel/npanel/pki"
 )
 
 // craftToken signs a token like signToken does, with opts applied last so a
@@ -36,10 +38,10 @@ func craftToken(t testing.TB, ca *CA, key *jose.JSONWebKey, node string, opts ..
 	base := []token.Options{
 		token.WithJWTID(id),
 		token.WithKid(ca.provKey.KeyID),
-		token.WithIssuer(provisionerName),
-		token.WithAudience(signAudience),
+		token.WithIssuer(pki.JoinIssuer),
+		token.WithAudience(pki.JoinAudience),
 		token.WithValidity(now, now.Add(10*time.Minute)),
-		token.WithSANS([]string{NodeURI(node).String()}),
+		token.WithSANS([]string{pki.NodeURI(node).String()}),
 		token.WithSHA(ca.RootFingerprint()),
 	}
 	tok, err := provision.New(node, append(base, opts...)...)
@@ -83,25 +85,25 @@ func TestEnroll(t *testing.T) {
 	}
 
 	// Agent side: no trust yet, only the token.
-	parsed, err := ParseJoinToken(tok)
+	parsed, err := pki.ParseJoinToken(tok)
 	if err != nil {
 		t.Fatalf("ParseJoinToken: %v", err)
 	}
 	if parsed.Node != claims.Node || parsed.ID != claims.ID || !parsed.ExpiresAt.Equal(claims.ExpiresAt) || parsed.RootFingerprint != claims.RootFingerprint {
 		t.Errorf("ParseJoinToken = %+v, want %+v", parsed, claims)
 	}
-	key, err := NewKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := NewNodeCSR(key, parsed.Node)
+	csr, err := pki.NewNodeCSR(key, parsed.Node)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	used := newUsedTokens()
-	var marked JoinClaims
-	chain, got, err := ca.Enroll(context.Background(), tok, csr, func(c JoinClaims) error {
+	var marked pki.JoinClaims
+	chain, got, err := ca.Enroll(context.Background(), tok, csr, func(c pki.JoinClaims) error {
 		marked = c
 		return used.mark(c)
 	})
@@ -127,7 +129,7 @@ func TestEnroll(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("leaf does not verify against the root: %v", err)
 	}
-	if name, err := NodeName(leaf); err != nil || name != node {
+	if name, err := pki.NodeName(leaf); err != nil || name != node {
 		t.Errorf("NodeName(leaf) = %q, %v", name, err)
 	}
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://npanel/node/web-1" {
@@ -161,8 +163,8 @@ func TestEnrollTokenSingleUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := NewKey()
-	csr, err := NewNodeCSR(key, "web-1")
+	key, _ := pki.NewKey()
+	csr, err := pki.NewNodeCSR(key, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func TestEnrollTokenSingleUse(t *testing.T) {
 	}
 	for name, c := range map[string]*CA{"same replica": replica, "other replica": ca} {
 		chain, _, err := c.Enroll(context.Background(), tok, csr, used.mark)
-		if !errors.Is(err, ErrTokenUsed) {
+		if !errors.Is(err, pki.ErrTokenUsed) {
 			t.Errorf("%s: reused token: err = %v, want ErrTokenUsed", name, err)
 		}
 		if chain != nil {
@@ -192,8 +194,8 @@ func TestEnrollConcurrentRedemption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := NewKey()
-	csr, err := NewNodeCSR(key, "web-1")
+	key, _ := pki.NewKey()
+	csr, err := pki.NewNodeCSR(key, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +212,7 @@ func TestEnrollConcurrentRedemption(t *testing.T) {
 				mu.Lock()
 				successes++
 				mu.Unlock()
-			} else if !errors.Is(err, ErrTokenUsed) {
+			} else if !errors.Is(err, pki.ErrTokenUsed) {
 				t.Errorf("Enroll: %v", err)
 			}
 		})
@@ -229,7 +231,7 @@ func TestEnrollManyNodesConcurrently(t *testing.T) {
 		wg.Go(func() {
 			node := "node-" + string(rune('a'+i))
 			e := enroll(t, ca, node)
-			if got, err := NodeName(e.chain[0]); err != nil || got != node {
+			if got, err := pki.NodeName(e.chain[0]); err != nil || got != node {
 				t.Errorf("NodeName = %q, %v, want %q", got, err, node)
 			}
 		})
@@ -240,8 +242,8 @@ func TestEnrollManyNodesConcurrently(t *testing.T) {
 func TestEnrollExpiredToken(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
-	key, _ := NewKey()
-	csr, err := NewNodeCSR(key, "web-1")
+	key, _ := pki.NewKey()
+	csr, err := pki.NewNodeCSR(key, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,16 +264,16 @@ func TestEnrollExpiredToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The agent can still read it, and see that it expired.
-			claims, err := ParseJoinToken(tok)
+			claims, err := pki.ParseJoinToken(tok)
 			if err != nil || !claims.ExpiresAt.Before(time.Now()) {
 				t.Fatalf("ParseJoinToken = %+v, %v", claims, err)
 			}
 			used := newUsedTokens()
 			_, _, err = ca.Enroll(context.Background(), tok, csr, used.mark)
-			if !errors.Is(err, ErrTokenExpired) {
+			if !errors.Is(err, pki.ErrTokenExpired) {
 				t.Fatalf("Enroll: err = %v, want ErrTokenExpired", err)
 			}
-			if errors.Is(err, ErrInvalidToken) {
+			if errors.Is(err, pki.ErrInvalidToken) {
 				t.Errorf("expired token also reported as invalid: %v", err)
 			}
 			if used.callCount() != 0 {
@@ -340,20 +342,20 @@ func TestEnrollInvalidToken(t *testing.T) {
 		{"not yet valid", craftToken(t, ca, ca.provKey, node, token.WithValidity(time.Now().Add(20*time.Minute), time.Now().Add(30*time.Minute)))},
 		{"wrong root pinned", craftToken(t, ca, ca.provKey, node, token.WithSHA(otherCA.RootFingerprint()))},
 		{"SANs not the node", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{"web-1.example.com"}))},
-		{"extra SAN", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{NodeURI(node).String(), "10.0.0.1"}))},
-		{"server identity", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{ServerURI(node).String()}))},
-		{"invalid node name", craftToken(t, ca, ca.provKey, "Web_1", token.WithSANS([]string{NodeURI("Web_1").String()}))},
+		{"extra SAN", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI(node).String(), "10.0.0.1"}))},
+		{"server identity", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.ServerURI(node).String()}))},
+		{"invalid node name", craftToken(t, ca, ca.provKey, "Web_1", token.WithSANS([]string{pki.NodeURI("Web_1").String()}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			key, _ := NewKey()
-			csr, err := NewNodeCSR(key, node)
+			key, _ := pki.NewKey()
+			csr, err := pki.NewNodeCSR(key, node)
 			if err != nil {
 				t.Fatal(err)
 			}
 			used := newUsedTokens()
 			chain, _, err := ca.Enroll(context.Background(), tt.tok, csr, used.mark)
-			if !errors.Is(err, ErrInvalidToken) {
+			if !errors.Is(err, pki.ErrInvalidToken) {
 				t.Fatalf("Enroll: err = %v, want ErrInvalidToken", err)
 			}
 			if chain != nil || used.callCount() != 0 {
@@ -367,7 +369,7 @@ func TestEnrollInvalidCSR(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
 	const node = "web-a"
-	p256, _ := NewKey()
+	p256, _ := pki.NewKey()
 	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +378,7 @@ func TestEnrollInvalidCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeURI := []*url.URL{NodeURI(node)}
+	nodeURI := []*url.URL{pki.NodeURI(node)}
 	badSig := mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: nodeURI})
 	badSig.Signature[len(badSig.Signature)-1] ^= 0xff
 
@@ -385,13 +387,13 @@ func TestEnrollInvalidCSR(t *testing.T) {
 		csr  *x509.CertificateRequest
 	}{
 		{"nil", nil},
-		{"CSR for another node", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "web-b"}, URIs: []*url.URL{NodeURI("web-b")}})},
-		{"URI for another node", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: []*url.URL{NodeURI("web-b")}})},
+		{"CSR for another node", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "web-b"}, URIs: []*url.URL{pki.NodeURI("web-b")}})},
+		{"URI for another node", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: []*url.URL{pki.NodeURI("web-b")}})},
 		{"extra DNS SAN", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: nodeURI, DNSNames: []string{"web-a.example.com"}})},
 		{"extra IP SAN", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: nodeURI, IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})},
 		{"extra email SAN", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: nodeURI, EmailAddresses: []string{"a@b.c"}})},
-		{"server URI", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: []*url.URL{ServerURI(node)}})},
-		{"two URIs", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: append(nodeURI, ServerURI("x"))})},
+		{"server URI", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: []*url.URL{pki.ServerURI(node)}})},
+		{"two URIs", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: append(nodeURI, pki.ServerURI("x"))})},
 		{"no URI", mustCSR(t, p256, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}})},
 		{"no common name", mustCSR(t, p256, &x509.CertificateRequest{URIs: nodeURI})},
 		{"P-224 key", mustCSR(t, p224, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}, URIs: nodeURI})},
@@ -418,7 +420,7 @@ func TestEnrollInvalidCSR(t *testing.T) {
 	if used.callCount() != 0 {
 		t.Fatalf("markUsed called %d times for refused CSRs", used.callCount())
 	}
-	good, err := NewNodeCSR(p256, node)
+	good, err := pki.NewNodeCSR(p256, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +443,7 @@ func TestEnrollKeyTypes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		csr, err := NewNodeCSR(key, name)
+		csr, err := pki.NewNodeCSR(key, name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,10 +462,10 @@ func TestEnrollMarkUsedError(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
 	tok, _, _ := ca.NewJoinToken("web-1", 0)
-	key, _ := NewKey()
-	csr, _ := NewNodeCSR(key, "web-1")
+	key, _ := pki.NewKey()
+	csr, _ := pki.NewNodeCSR(key, "web-1")
 	storeDown := errors.New("etcd unavailable")
-	chain, _, err := ca.Enroll(context.Background(), tok, csr, func(JoinClaims) error { return storeDown })
+	chain, _, err := ca.Enroll(context.Background(), tok, csr, func(pki.JoinClaims) error { return storeDown })
 	if !errors.Is(err, storeDown) || chain != nil {
 		t.Fatalf("Enroll = %v, %v; want no chain and the markUsed error", chain, err)
 	}
@@ -521,12 +523,12 @@ func TestParseJoinTokenRejects(t *testing.T) {
 		{"wrong issuer", craftToken(t, ca, ca.provKey, node, token.WithIssuer("step-cli"))},
 		{"wrong audience", craftToken(t, ca, ca.provKey, node, token.WithAudience("https://ca/sign"))},
 		{"bad jti", craftToken(t, ca, ca.provKey, node, token.WithJWTID("a/b"))},
-		{"sans for another node", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{NodeURI("web-2").String()}))},
+		{"sans for another node", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI("web-2").String()}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			c, err := ParseJoinToken(tt.tok)
-			if !errors.Is(err, ErrInvalidToken) {
+			c, err := pki.ParseJoinToken(tt.tok)
+			if !errors.Is(err, pki.ErrInvalidToken) {
 				t.Fatalf("ParseJoinToken = %+v, %v; want ErrInvalidToken", c, err)
 			}
 		})
@@ -537,8 +539,8 @@ func TestEnrollCancelledContext(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
 	tok, _, _ := ca.NewJoinToken("web-1", 0)
-	key, _ := NewKey()
-	csr, _ := NewNodeCSR(key, "web-1")
+	key, _ := pki.NewKey()
+	csr, _ := pki.NewNodeCSR(key, "web-1")
 	used := newUsedTokens()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -1,8 +1,10 @@
-package pki
+package ca
 
 import (
 	"context"
 	"testing"
+
+	"github.com/npanel/npanel/pki"
 )
 
 // BenchmarkEnroll measures what the gateway does for one agent: mint a token,
@@ -10,7 +12,7 @@ import (
 // on its own machine) and Enroll.
 func BenchmarkEnroll(b *testing.B) {
 	ca, _ := newTestCA(b, 0)
-	key, err := NewKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -22,7 +24,7 @@ func BenchmarkEnroll(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		csr, err := NewNodeCSR(key, "web-1")
+		csr, err := pki.NewNodeCSR(key, "web-1")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/pki"
 )
 
 // issueWithSANs issues a certificate with arbitrary SANs through the CA's
@@ -16,7 +18,7 @@ import (
 // wrong identity.
 func issueWithSANs(t *testing.T, ca *CA, subject string, sans ...string) *tls.Certificate {
 	t.Helper()
-	key, err := NewKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 		foreign:  enroll(t, otherCA, "web-1"),
 		hostname: "gateway.npanel.internal",
 	}
-	f.gateway = GatewayTLSConfig(ca.Root(), func() (*tls.Certificate, error) { return &f.server, nil })
+	f.gateway = pki.GatewayTLSConfig(ca.Root(), func() (*tls.Certificate, error) { return &f.server, nil })
 	return f
 }
 
@@ -77,7 +79,7 @@ func staticCert(c *tls.Certificate) func() (*tls.Certificate, error) {
 func TestGatewayAndAgentMTLS(t *testing.T) {
 	t.Parallel()
 	f := newTLSFixture(t)
-	res := handshake(t, f.gateway, AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
+	res := handshake(t, f.gateway, pki.AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
 	if res.client != nil || res.server != nil {
 		t.Fatalf("handshake: client %v, server %v", res.client, res.server)
 	}
@@ -87,12 +89,12 @@ func TestGatewayAndAgentMTLS(t *testing.T) {
 	if len(res.serverState.PeerCertificates) == 0 {
 		t.Fatal("gateway saw no client certificate")
 	}
-	if name, err := NodeName(res.serverState.PeerCertificates[0]); err != nil || name != "web-1" {
+	if name, err := pki.NodeName(res.serverState.PeerCertificates[0]); err != nil || name != "web-1" {
 		t.Errorf("gateway sees node %q, %v", name, err)
 	}
 
 	// The agent also reaches the gateway by IP.
-	res = handshake(t, f.gateway, AgentTLSConfig("127.0.0.1", f.ca.Root(), staticCert(f.node.tlsCert())))
+	res = handshake(t, f.gateway, pki.AgentTLSConfig("127.0.0.1", f.ca.Root(), staticCert(f.node.tlsCert())))
 	if res.client != nil || res.server != nil {
 		t.Fatalf("handshake by IP: client %v, server %v", res.client, res.server)
 	}
@@ -103,7 +105,7 @@ func TestAgentPicksUpRenewedCertificate(t *testing.T) {
 	f := newTLSFixture(t)
 	var current atomic.Pointer[tls.Certificate]
 	current.Store(f.node.tlsCert())
-	cfg := AgentTLSConfig(f.hostname, f.ca.Root(), func() (*tls.Certificate, error) { return current.Load(), nil })
+	cfg := pki.AgentTLSConfig(f.hostname, f.ca.Root(), func() (*tls.Certificate, error) { return current.Load(), nil })
 
 	res := handshake(t, f.gateway, cfg)
 	if res.client != nil || res.server != nil {
@@ -132,7 +134,7 @@ func TestGatewayRefusesBadClientCertificates(t *testing.T) {
 	}
 	for desc, cert := range tests {
 		t.Run(desc, func(t *testing.T) {
-			res := handshake(t, f.gateway, AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(cert)))
+			res := handshake(t, f.gateway, pki.AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(cert)))
 			if res.server == nil {
 				t.Fatal("gateway accepted the client certificate")
 			}
@@ -145,7 +147,7 @@ func TestGatewayWithoutClientCertificate(t *testing.T) {
 	t.Parallel()
 	f := newTLSFixture(t)
 	var pinned *x509.Certificate
-	res := handshake(t, f.gateway, EnrollClientTLSConfig(f.hostname, f.ca.RootFingerprint(), func(c *x509.Certificate) { pinned = c }))
+	res := handshake(t, f.gateway, pki.EnrollClientTLSConfig(f.hostname, f.ca.RootFingerprint(), func(c *x509.Certificate) { pinned = c }))
 	if res.client != nil || res.server != nil {
 		t.Fatalf("handshake without client certificate: client %v, server %v", res.client, res.server)
 	}
@@ -157,7 +159,7 @@ func TestGatewayWithoutClientCertificate(t *testing.T) {
 	}
 
 	// An agent whose certificate source is empty sends none, too.
-	res = handshake(t, f.gateway, AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(nil)))
+	res = handshake(t, f.gateway, pki.AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(nil)))
 	if res.client != nil || res.server != nil {
 		t.Fatalf("agent with no certificate: client %v, server %v", res.client, res.server)
 	}
@@ -174,7 +176,7 @@ func TestEnrollClientPinsFingerprint(t *testing.T) {
 	withoutRoot.Certificate = withoutRoot.Certificate[:2]
 	// Chains to the pinned root and is valid for the host name, but carries
 	// a node identity.
-	nodeAsServer := issueWithSANs(t, f.ca, "web-1", NodeURI("web-1").String(), f.hostname)
+	nodeAsServer := issueWithSANs(t, f.ca, "web-1", pki.NodeURI("web-1").String(), f.hostname)
 
 	tests := []struct {
 		desc        string
@@ -188,7 +190,7 @@ func TestEnrollClientPinsFingerprint(t *testing.T) {
 		{"wrong fingerprint", &f.server, f.otherCA.RootFingerprint(), f.hostname, "no certificate with the pinned fingerprint"},
 		{"another cluster's gateway", &otherServer, f.ca.RootFingerprint(), f.hostname, "no certificate with the pinned fingerprint"},
 		{"root not presented", &withoutRoot, f.ca.RootFingerprint(), f.hostname, "no certificate with the pinned fingerprint"},
-		{"intermediate's fingerprint", &f.server, Fingerprint(f.ca.inter), f.hostname, "not a self-signed CA"},
+		{"intermediate's fingerprint", &f.server, pki.Fingerprint(f.ca.inter), f.hostname, "not a self-signed CA"},
 		{"wrong server name", &f.server, f.ca.RootFingerprint(), "evil.example.com", "verify against the pinned root"},
 		{"not a server", nodeAsServer, f.ca.RootFingerprint(), f.hostname, "not a control-plane server"},
 		{"malformed fingerprint", &f.server, "abc", f.hostname, "not 64 hex digits"},
@@ -196,8 +198,8 @@ func TestEnrollClientPinsFingerprint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			var pinned *x509.Certificate
-			gateway := GatewayTLSConfig(f.ca.Root(), staticCert(tt.server))
-			client := EnrollClientTLSConfig(tt.serverName, tt.fingerprint, func(c *x509.Certificate) { pinned = c })
+			gateway := pki.GatewayTLSConfig(f.ca.Root(), staticCert(tt.server))
+			client := pki.EnrollClientTLSConfig(tt.serverName, tt.fingerprint, func(c *x509.Certificate) { pinned = c })
 			res := handshake(t, gateway, client)
 			if tt.want == "" {
 				if res.client != nil {
@@ -223,8 +225,8 @@ func TestAgentRefusesNonServer(t *testing.T) {
 	f := newTLSFixture(t)
 	// A node of the cluster pretending to be the gateway, with a
 	// certificate valid for the gateway's name.
-	rogue := GatewayTLSConfig(f.ca.Root(), staticCert(issueWithSANs(t, f.ca, "web-1", NodeURI("web-1").String(), f.hostname)))
-	res := handshake(t, rogue, AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
+	rogue := pki.GatewayTLSConfig(f.ca.Root(), staticCert(issueWithSANs(t, f.ca, "web-1", pki.NodeURI("web-1").String(), f.hostname)))
+	res := handshake(t, rogue, pki.AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
 	if res.client == nil || !strings.Contains(res.client.Error(), "not a control-plane server") {
 		t.Fatalf("agent accepted a node certificate as the server's: %v", res.client)
 	}
@@ -233,7 +235,7 @@ func TestAgentRefusesNonServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res = handshake(t, GatewayTLSConfig(f.otherCA.Root(), staticCert(&other)), AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
+	res = handshake(t, pki.GatewayTLSConfig(f.otherCA.Root(), staticCert(&other)), pki.AgentTLSConfig(f.hostname, f.ca.Root(), staticCert(f.node.tlsCert())))
 	if res.client == nil {
 		t.Fatal("agent accepted another cluster's server")
 	}

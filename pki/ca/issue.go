@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"context"
@@ -12,13 +12,13 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"go.step.sm/crypto/jose"
+
+	"github.com/npanel/npanel/pki"
 )
 
 var (
@@ -51,9 +51,9 @@ func (c *CA) authorizeToken(ctx context.Context, tok string) ([]provisioner.Sign
 	opts, err := c.auth.Authorize(ctx, tok)
 	if err != nil {
 		if errors.Is(err, jose.ErrExpired) {
-			return nil, fmt.Errorf("%w: %w", ErrTokenExpired, err)
+			return nil, fmt.Errorf("%w: %w", pki.ErrTokenExpired, err)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %w", pki.ErrInvalidToken, err)
 	}
 	return opts, nil
 }
@@ -67,50 +67,50 @@ func (c *CA) authorizeToken(ctx context.Context, tok string) ([]provisioner.Sign
 // intermediate].
 //
 // markUsed is where single use is enforced: it must atomically record
-// claims.ID and fail (ErrTokenUsed is there for that) if it was recorded
+// claims.ID and fail (pki.ErrTokenUsed is there for that) if it was recorded
 // before. The record must be kept until claims.ExpiresAt has passed on every
 // replica's clock; Enroll itself refuses a token at ExpiresAt, without the
 // one-minute leeway smallstep allows, so ExpiresAt plus the clock skew between
 // replicas is enough. A refused CSR or a cancelled ctx does not consume the
 // token, so an agent can fix its request and retry; a signing failure after
 // markUsed does (it would mean the CA itself is broken).
-func (c *CA) Enroll(ctx context.Context, tok string, csr *x509.CertificateRequest, markUsed func(JoinClaims) error) ([]*x509.Certificate, JoinClaims, error) {
+func (c *CA) Enroll(ctx context.Context, tok string, csr *x509.CertificateRequest, markUsed func(pki.JoinClaims) error) ([]*x509.Certificate, pki.JoinClaims, error) {
 	if markUsed == nil {
-		return nil, JoinClaims{}, errors.New("enroll: markUsed is nil: join tokens would be reusable")
+		return nil, pki.JoinClaims{}, errors.New("enroll: markUsed is nil: join tokens would be reusable")
 	}
 	// Shape first: this bounds the work on garbage before any cryptography.
-	claims, err := ParseJoinToken(tok)
+	claims, err := pki.ParseJoinToken(tok)
 	if err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll: %w", err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll: %w", err)
 	}
 	signOpts, err := c.authorizeToken(ctx, tok)
 	if err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
 	}
 	// From here the claims are verified.
 	if !time.Now().Before(claims.ExpiresAt) {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w at %s", claims.Node, ErrTokenExpired, claims.ExpiresAt.UTC().Format(time.RFC3339))
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w at %s", claims.Node, pki.ErrTokenExpired, claims.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	if claims.RootFingerprint != c.fingerprint {
 		// Only possible if the provisioner key survived a root change.
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w: token pins root %s, this CA's root is %s", claims.Node, ErrInvalidToken, claims.RootFingerprint, c.fingerprint)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w: token pins root %s, this CA's root is %s", claims.Node, pki.ErrInvalidToken, claims.RootFingerprint, c.fingerprint)
 	}
 	if err := checkNodeCSR(csr, claims.Node); err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w: %w", claims.Node, ErrInvalidCSR, err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w: %w", claims.Node, ErrInvalidCSR, err)
 	}
 	// A caller that has gone away must not burn the token for nothing.
 	if err := ctx.Err(); err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
 	}
 	if err := markUsed(claims); err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: record join token %s as used: %w", claims.Node, claims.ID, err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: record join token %s as used: %w", claims.Node, claims.ID, err)
 	}
 	chain, err := c.sign(ctx, csr, signOpts)
 	if err != nil {
-		return nil, JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
+		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w", claims.Node, err)
 	}
 	c.log.Info("node enrolled", "node", claims.Node, "token_id", claims.ID,
-		"serial", serial(chain[0]), "not_after", chain[0].NotAfter.UTC())
+		"serial", pki.SerialHex(chain[0]), "not_after", chain[0].NotAfter.UTC())
 	return chain, claims, nil
 }
 
@@ -142,7 +142,7 @@ func checkNodeCSR(csr *x509.CertificateRequest, node string) error {
 	if cn := csr.Subject.CommonName; cn != node {
 		return fmt.Errorf("common name %q, want %q", cn, node)
 	}
-	want := NodeURI(node).String()
+	want := pki.NodeURI(node).String()
 	if len(csr.URIs) != 1 || csr.URIs[0].String() != want {
 		got := make([]string, len(csr.URIs))
 		for i, u := range csr.URIs {
@@ -184,11 +184,11 @@ func (c *CA) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.Certifi
 	}
 	now := time.Now()
 	if err := c.verifyIssued(cert, now); err != nil {
-		return nil, fmt.Errorf("renew certificate %s: %w: %w", serial(cert), ErrInvalidCertificate, err)
+		return nil, fmt.Errorf("renew certificate %s: %w: %w", pki.SerialHex(cert), ErrInvalidCertificate, err)
 	}
 	who, err := identity(cert)
 	if err != nil {
-		return nil, fmt.Errorf("renew certificate %s: %w: %w", serial(cert), ErrInvalidCertificate, err)
+		return nil, fmt.Errorf("renew certificate %s: %w: %w", pki.SerialHex(cert), ErrInvalidCertificate, err)
 	}
 	// smallstep's RenewContext copies the old certificate and keeps its
 	// lifetime (NotAfter-NotBefore). Hand it a copy whose window is "now, for
@@ -205,8 +205,8 @@ func (c *CA) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.Certifi
 	if len(chain) != 2 {
 		return nil, fmt.Errorf("renew %s: authority returned a chain of %d certificates, want leaf and intermediate", who, len(chain))
 	}
-	c.log.Debug("certificate renewed", "identity", who, "old_serial", serial(cert),
-		"serial", serial(chain[0]), "not_after", chain[0].NotAfter.UTC())
+	c.log.Debug("certificate renewed", "identity", who, "old_serial", pki.SerialHex(cert),
+		"serial", pki.SerialHex(chain[0]), "not_after", chain[0].NotAfter.UTC())
 	return chain, nil
 }
 
@@ -240,17 +240,17 @@ func (c *CA) verifyIssued(cert *x509.Certificate, now time.Time) error {
 // identity names the node or server a certificate identifies, for errors and
 // logs.
 func identity(cert *x509.Certificate) (string, error) {
-	if n, err := NodeName(cert); err == nil {
+	if n, err := pki.NodeName(cert); err == nil {
 		return "node " + n, nil
 	}
-	if id, err := ServerID(cert); err == nil {
+	if id, err := pki.ServerID(cert); err == nil {
 		return "server " + id, nil
 	}
 	return "", errors.New("carries neither a node nor a server identity")
 }
 
 // IssueServerCertificate makes a fresh P-256 key and a certificate for a
-// control-plane replica: URI SAN ServerURI(id), DNS and IP SANs from hosts
+// control-plane replica: URI SAN pki.ServerURI(id), DNS and IP SANs from hosts
 // (names or IP addresses, no ports), server and client auth, valid for
 // CertLifetime. The chain is leaf, intermediate, root: the root is included so
 // that an enrolling agent, which only knows its fingerprint, can find and pin
@@ -260,13 +260,13 @@ func identity(cert *x509.Certificate) (string, error) {
 // redeemed on the spot, so server certificates carry the provisioner
 // extension and can be renewed like node certificates.
 func (c *CA) IssueServerCertificate(id string, hosts []string) (tls.Certificate, error) {
-	if err := validServerID(id); err != nil {
+	if err := pki.ValidServerID(id); err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue server certificate: %w", err)
 	}
-	sans := []string{ServerURI(id).String()}
+	sans := []string{pki.ServerURI(id).String()}
 	seen := map[string]bool{}
 	for _, h := range hosts {
-		n, err := normalizeHost(h)
+		n, err := pki.NormalizeHost(h)
 		if err != nil {
 			return tls.Certificate{}, fmt.Errorf("issue server certificate for %q: %w", id, err)
 		}
@@ -275,7 +275,7 @@ func (c *CA) IssueServerCertificate(id string, hosts []string) (tls.Certificate,
 			sans = append(sans, n)
 		}
 	}
-	key, err := NewKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue server certificate for %q: %w", id, err)
 	}
@@ -303,35 +303,10 @@ func (c *CA) IssueServerCertificate(id string, hosts []string) (tls.Certificate,
 		return tls.Certificate{}, fmt.Errorf("issue server certificate for %q: %w", id, err)
 	}
 	c.log.Info("server certificate issued", "server", id, "sans", sans,
-		"serial", serial(chain[0]), "not_after", chain[0].NotAfter.UTC())
+		"serial", pki.SerialHex(chain[0]), "not_after", chain[0].NotAfter.UTC())
 	return tls.Certificate{
 		Certificate: [][]byte{chain[0].Raw, chain[1].Raw, c.root.Raw},
 		PrivateKey:  key,
 		Leaf:        chain[0],
 	}, nil
-}
-
-// normalizeHost accepts an IP address or a DNS name, without port, and
-// returns its canonical form.
-func normalizeHost(h string) (string, error) {
-	if ip := net.ParseIP(h); ip != nil {
-		return ip.String(), nil
-	}
-	name := strings.ToLower(h)
-	if name == "" || len(name) > 253 {
-		return "", fmt.Errorf("host %q is not an IP address or a DNS name of 1 to 253 characters", h)
-	}
-	for _, label := range strings.Split(name, ".") {
-		if err := validLabel("host label", label); err != nil {
-			return "", fmt.Errorf("host %q is not an IP address or a DNS name (no ports): %w", h, err)
-		}
-	}
-	return name, nil
-}
-
-// CheckHost reports whether h is a name IssueServerCertificate accepts: an
-// IP address or a DNS name, without port.
-func CheckHost(h string) error {
-	_, err := normalizeHost(h)
-	return err
 }

@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"crypto"
@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.step.sm/crypto/jose"
+
+	"github.com/npanel/npanel/pki"
 )
 
 // Material is the CA's persistent key material. The control plane stores it in
@@ -92,14 +94,14 @@ func GenerateMaterial(clusterName string) (*Material, error) {
 	}
 
 	m := &Material{
-		RootCert:         EncodeCertsPEM([]*x509.Certificate{root}),
-		IntermediateCert: EncodeCertsPEM([]*x509.Certificate{inter}),
+		RootCert:         pki.EncodeCertsPEM([]*x509.Certificate{root}),
+		IntermediateCert: pki.EncodeCertsPEM([]*x509.Certificate{inter}),
 		ProvisionerKey:   provKey,
 	}
-	if m.RootKey, err = EncodeKeyPEM(rootKey); err != nil {
+	if m.RootKey, err = pki.EncodeKeyPEM(rootKey); err != nil {
 		return nil, err
 	}
-	if m.IntermediateKey, err = EncodeKeyPEM(interKey); err != nil {
+	if m.IntermediateKey, err = pki.EncodeKeyPEM(interKey); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -176,7 +178,7 @@ func (m *Material) parse() (*parsedMaterial, error) {
 	// The root key is not needed to run the CA, only to re-issue the
 	// intermediate; when present it must at least belong to the root.
 	if len(m.RootKey) != 0 {
-		rk, err := ParseKeyPEM(m.RootKey)
+		rk, err := pki.ParseKeyPEM(m.RootKey)
 		if err != nil {
 			return nil, fmt.Errorf("root key: %w", err)
 		}
@@ -195,7 +197,7 @@ func (m *Material) parse() (*parsedMaterial, error) {
 	if err := p.inter.CheckSignatureFrom(root); err != nil {
 		return nil, fmt.Errorf("intermediate certificate is not signed by the root: %w", err)
 	}
-	if p.interKey, err = ParseKeyPEM(m.IntermediateKey); err != nil {
+	if p.interKey, err = pki.ParseKeyPEM(m.IntermediateKey); err != nil {
 		return nil, fmt.Errorf("intermediate key: %w", err)
 	}
 	if !publicKeysEqual(p.interKey.Public(), p.inter.PublicKey) {
@@ -221,7 +223,7 @@ func (m *Material) parse() (*parsedMaterial, error) {
 }
 
 func parseOneCert(data []byte, what string) (*x509.Certificate, error) {
-	certs, err := ParseCertsPEM(data)
+	certs, err := pki.ParseCertsPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s certificate: %w", what, err)
 	}

@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/pki"
 )
 
 // waitUntil polls cond until it holds or the deadline passes.
@@ -50,7 +52,7 @@ func TestRenew(t *testing.T) {
 	if renewed.SerialNumber.Cmp(old.SerialNumber) == 0 {
 		t.Error("renewal reused the serial number")
 	}
-	if name, err := NodeName(renewed); err != nil || name != "web-1" {
+	if name, err := pki.NodeName(renewed); err != nil || name != "web-1" {
 		t.Errorf("NodeName(renewed) = %q, %v", name, err)
 	}
 	if renewed.Subject.CommonName != old.Subject.CommonName || !slices.Equal(renewed.ExtKeyUsage, old.ExtKeyUsage) {
@@ -127,7 +129,7 @@ func TestIssueServerCertificate(t *testing.T) {
 	if !publicKeysEqual(cert.PrivateKey.(crypto.Signer).Public(), leaf.PublicKey) {
 		t.Error("private key does not match the leaf")
 	}
-	if id, err := ServerID(leaf); err != nil || id != "cp-1" {
+	if id, err := pki.ServerID(leaf); err != nil || id != "cp-1" {
 		t.Errorf("ServerID = %q, %v", id, err)
 	}
 	if !slices.Equal(leaf.DNSNames, []string{"localhost", "cp1.example.com"}) {

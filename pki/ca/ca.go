@@ -1,5 +1,8 @@
-// Package pki is the cluster's embedded CA, join tokens, identities and TLS
-// configs.
+// Package ca is the cluster's embedded certificate authority: it mints join
+// tokens, enrols nodes, issues server certificates and renews both. It runs
+// on the control plane only; the node side (identities, CSRs, PEM, TLS
+// configs, reading a join token) is package pki, which the agent links
+// without smallstep's authority and its storage backends.
 //
 // The CA is smallstep's authority running in-process (authority.NewEmbedded):
 // no files, no listener of its own. Every control-plane replica builds one from
@@ -11,9 +14,9 @@
 //  1. An operator asks a replica for a join token (NewJoinToken): a smallstep
 //     one-time token signed by the cluster's JWK provisioner, bound to the node
 //     name, valid at most an hour, carrying the root's SHA-256 fingerprint.
-//  2. The agent decodes it without trust (ParseJoinToken), generates its key
-//     locally (NewKey, NewNodeCSR) and dials the gateway with
-//     EnrollClientTLSConfig, which accepts the server only if the root it
+//  2. The agent decodes it without trust (pki.ParseJoinToken), generates its key
+//     locally (pki.NewKey, pki.NewNodeCSR) and dials the gateway with
+//     pki.EnrollClientTLSConfig, which accepts the server only if the root it
 //     presents has the fingerprint from the token: the token, obtained out of
 //     band, is what makes trusting the server on first contact safe.
 //  3. The gateway calls Enroll, which verifies the token through the
@@ -21,14 +24,12 @@
 //     the token as used. That record (a put-if-absent in etcd) is what makes the
 //     token single-use across replicas; smallstep's own used-token memory is
 //     per process and does not survive restarts.
-//  4. From then on the agent talks mTLS (AgentTLSConfig / GatewayTLSConfig)
+//  4. From then on the agent talks mTLS (pki.AgentTLSConfig / pki.GatewayTLSConfig)
 //     and renews its certificate (Renew) before it expires.
-package pki
+package ca
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"time"
@@ -37,6 +38,8 @@ import (
 	"github.com/smallstep/certificates/authority/config"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"go.step.sm/crypto/jose"
+
+	"github.com/npanel/npanel/pki"
 )
 
 const (
@@ -47,23 +50,11 @@ const (
 	// use it to watch certificates expire.
 	MinCertLifetime = time.Second
 
-	// caDNSName is the CA's name for itself. The authority derives the
-	// audiences it accepts from its DNS names (https://<name>/1.0/sign, ...);
-	// the CA has no listener, so any fixed internal name works, as long as
-	// tokens are minted for the same one.
-	caDNSName = "npanel-ca"
-	// provisionerName is the JWK provisioner's name, and so the "iss" of every
-	// token it signs.
-	provisionerName = "npanel-join"
 	// certBackdate is subtracted from NotBefore so that a peer whose clock is
 	// a little behind accepts a certificate issued just now. smallstep's
 	// default, set explicitly because Renew depends on it.
 	certBackdate = time.Minute
 )
-
-// signAudience is the audience the authority expects on sign tokens, derived
-// from caDNSName exactly as config.Config.GetAudiences does.
-var signAudience = "https://" + caDNSName + "/1.0/sign"
 
 // Options configure a CA.
 type Options struct {
@@ -123,7 +114,7 @@ func New(m *Material, opts Options) (*CA, error) {
 	disableRenewal, allowRenewalAfterExpiry := false, false
 	prov := &provisioner.JWK{
 		Type: provisioner.TypeJWK.String(),
-		Name: provisionerName,
+		Name: pki.JoinIssuer,
 		Key:  &pub,
 		Claims: &provisioner.Claims{
 			MinTLSDur:               &provisioner.Duration{Duration: MinCertLifetime},
@@ -134,7 +125,7 @@ func New(m *Material, opts Options) (*CA, error) {
 		},
 	}
 	cfg := &config.Config{
-		DNSNames: []string{caDNSName},
+		DNSNames: []string{pki.CADNSName},
 		AuthorityConfig: &config.AuthConfig{
 			Provisioners: provisioner.List{prov},
 			Backdate:     &provisioner.Duration{Duration: certBackdate},
@@ -156,12 +147,12 @@ func New(m *Material, opts Options) (*CA, error) {
 	}
 	// A provisioner that fails to initialise is only logged by smallstep and
 	// then refuses every token; fail here instead.
-	p, err := auth.LoadProvisionerByName(provisionerName)
+	p, err := auth.LoadProvisionerByName(pki.JoinIssuer)
 	if err != nil {
 		return nil, fmt.Errorf("new CA: load provisioner: %w", err)
 	}
 	if u, ok := p.(provisioner.Uninitialized); ok {
-		return nil, fmt.Errorf("new CA: provisioner %q failed to initialise: %w", provisionerName, u.Reason)
+		return nil, fmt.Errorf("new CA: provisioner %q failed to initialise: %w", pki.JoinIssuer, u.Reason)
 	}
 
 	c := &CA{
@@ -170,7 +161,7 @@ func New(m *Material, opts Options) (*CA, error) {
 		inter:       pm.inter,
 		rootPool:    x509.NewCertPool(),
 		interPool:   x509.NewCertPool(),
-		fingerprint: Fingerprint(pm.root),
+		fingerprint: pki.Fingerprint(pm.root),
 		provKey:     pm.provKey,
 		lifetime:    lifetime,
 		log:         logger,
@@ -195,9 +186,3 @@ func (c *CA) RootFingerprint() string { return c.fingerprint }
 
 // CertLifetime is the lifetime of the certificates this CA issues.
 func (c *CA) CertLifetime() time.Duration { return c.lifetime }
-
-// Fingerprint is the lowercase hex SHA-256 of a certificate's DER.
-func Fingerprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	return hex.EncodeToString(sum[:])
-}

@@ -1,4 +1,4 @@
-package main
+package cmdline
 
 import (
 	"bytes"
@@ -34,10 +34,10 @@ type configEntry struct {
 	list  bool // written as a YAML sequence
 }
 
-// withConfigFile gives cmd a --config flag: a YAML file whose keys are the
+// WithConfigFile gives cmd a --config flag: a YAML file whose keys are the
 // command's long flag names. Its values are set before the command runs,
 // except for flags given on the command line, which win.
-func withConfigFile(cmd *cobra.Command) *cobra.Command {
+func WithConfigFile(cmd *cobra.Command) *cobra.Command {
 	var file string
 	cmd.Flags().StringVar(&file, "config", "", "YAML file of flag values, keys the long flag names (flags given on the command line win)")
 	next := cmd.PreRunE
@@ -47,10 +47,10 @@ func withConfigFile(cmd *cobra.Command) *cobra.Command {
 				return err
 			}
 			// The logger was set up from the flags before this hook ran.
-			if fromFile(cmd.Flags(), "log-level") || fromFile(cmd.Flags(), "log-format") {
+			if FromFile(cmd.Flags(), "log-level") || FromFile(cmd.Flags(), "log-format") {
 				level, _ := cmd.Flags().GetString("log-level")
 				format, _ := cmd.Flags().GetString("log-format")
-				setLogger(level, format)
+				SetLogger(level, format)
 			}
 		}
 		if next != nil {
@@ -61,10 +61,15 @@ func withConfigFile(cmd *cobra.Command) *cobra.Command {
 	return cmd
 }
 
+// IsListFlag reports whether a config file may give flag name as a YAML
+// sequence (a comma-separated list).
+func IsListFlag(name string) bool { return listFlags[name] }
+
 // configAnnotation marks a flag whose value came from the config file.
 const configAnnotation = "npanel-config-file"
 
-func fromFile(fs *pflag.FlagSet, name string) bool {
+// FromFile reports whether flag name got its value from the config file.
+func FromFile(fs *pflag.FlagSet, name string) bool {
 	f := fs.Lookup(name)
 	return f != nil && f.Annotations[configAnnotation] != nil
 }
@@ -76,32 +81,32 @@ func fromFile(fs *pflag.FlagSet, name string) bool {
 func applyConfigFile(fs *pflag.FlagSet, file string) error {
 	f, err := os.Open(file)
 	if err != nil {
-		return usagef("--config: %v", err)
+		return Usagef("--config: %v", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return usagef("--config: %v", err)
+		return Usagef("--config: %v", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return usagef("--config %s: not a regular file", file)
+		return Usagef("--config %s: not a regular file", file)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return usagef("--config: %v", err)
+		return Usagef("--config: %v", err)
 	}
 	if len(data) > maxConfigSize {
-		return usagef("--config %s: larger than %d bytes", file, maxConfigSize)
+		return Usagef("--config %s: larger than %d bytes", file, maxConfigSize)
 	}
 	entries, err := parseConfig(data)
 	if err != nil {
-		return usagef("config file %s: %v", file, err)
+		return Usagef("config file %s: %v", file, err)
 	}
 	for _, e := range entries {
 		// Like --join-token-file, a token in a file others may read
 		// would leak it.
 		if e.key == "join-token" && fi.Mode().Perm()&0o077 != 0 {
-			return usagef("config file %s: line %d: join-token: mode %04o lets other users read the token; chmod 0600 the file or use join-token-file", file, e.line, fi.Mode().Perm())
+			return Usagef("config file %s: line %d: join-token: mode %04o lets other users read the token; chmod 0600 the file or use join-token-file", file, e.line, fi.Mode().Perm())
 		}
 	}
 	return applyConfig(fs, file, entries)
@@ -113,16 +118,16 @@ func applyConfig(fs *pflag.FlagSet, file string, entries []configEntry) error {
 	for _, e := range entries {
 		f := fs.Lookup(e.key)
 		if f == nil || e.key == "config" || e.key == "help" {
-			return usagef("config file %s: line %d: unknown key %q (keys are the long flag names of this command; see --help)", file, e.line, e.key)
+			return Usagef("config file %s: line %d: unknown key %q (keys are the long flag names of this command; see --help)", file, e.line, e.key)
 		}
 		if e.list && !listFlags[e.key] {
-			return usagef("config file %s: line %d: key %q takes one value, not a list", file, e.line, e.key)
+			return Usagef("config file %s: line %d: key %q takes one value, not a list", file, e.line, e.key)
 		}
 		if f.Changed {
 			continue
 		}
 		if err := fs.Set(e.key, e.value); err != nil {
-			return usagef("config file %s: line %d: key %q: %v", file, e.line, e.key, cleanSetError(err))
+			return Usagef("config file %s: line %d: key %q: %v", file, e.line, e.key, cleanSetError(err))
 		}
 		_ = fs.SetAnnotation(e.key, configAnnotation, []string{file})
 	}

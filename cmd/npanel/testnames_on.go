@@ -1,5 +1,0 @@
-//go:build npanel_testnames
-
-package main
-
-const allowTestUsernames = true

@@ -1,0 +1,5 @@
+//go:build npanel_testnames
+
+package cmdline
+
+const AllowTestUsernames = true
