@@ -214,29 +214,39 @@ acl_check_rcpt:
   accept  authenticated = *
           domains = ! +local_domains
           control = submission/sender_retain
+  # Every account's programs can reach this node's own addresses, and
+  # the published SPF policies of all its domains name them: without AUTH
+  # from there, a sender in a domain hosted here would be one account
+  # speaking for another (or passing SPF as it). Mailboxes log in.
+  deny    !authenticated = *
+          hosts = <; 127.0.0.0/8 ; ::1 ; @[]
+          !senders = :
+          sender_domains = +local_domains
+          message = $sender_address_domain is hosted here, so log in (SMTP AUTH) to send as $sender_address
   # Dovecot's own messages (Sieve vacation replies) come from loopback
   # with a null sender. Every account's programs can reach loopback too,
   # so the path is narrow: one recipient per message, a node-wide rate,
-  # and DATA requires an automatic reply's headers and size.
+  # and DATA requires an automatic reply's headers and size. To a local
+  # mailbox the reply still goes through recipient verification below.
   deny    hosts = <; 127.0.0.1 ; ::1
           senders = :
-          domains = ! +local_domains
           condition = ${if >{$rcpt_count}{1}}
           message = an automatic reply has one recipient
   deny    hosts = <; 127.0.0.1 ; ::1
           senders = :
-          domains = ! +local_domains
           ratelimit = 600 / 1h / strict / per_rcpt / loopback-automatic-replies
           message = automatic reply rate exceeded
   accept  hosts = <; 127.0.0.1 ; ::1
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
+  warn    hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          set acl_m_autoreply = 1
   # SPF for mail from other servers to our domains: a sender domain whose
   # policy says this host may not send for it (-all) is refused; pass,
-  # softfail and neutral add a Received-SPF header at DATA. Loopback
-  # clients are this node's own programs and are not checked. A DNS
-  # failure (temperror) or no policy lets the message through.
+  # softfail and neutral add a Received-SPF header at DATA. A DNS failure
+  # (temperror) or no policy lets the message through.
   deny    !authenticated = *
           domains = +local_domains
           !hosts = <; 127.0.0.0/8 ; ::1
@@ -248,6 +258,14 @@ acl_check_rcpt:
           !hosts = <; 127.0.0.0/8 ; ::1
           spf = pass:softfail:neutral
           set acl_m_spf = $spf_received
+  # libspf2 answers "pass" for every loopback client ("localhost is always
+  # allowed"), yet an account's program there is no more trusted than the
+  # Internet: its sender is marked unverified rather than checked.
+  warn    !authenticated = *
+          domains = +local_domains
+          hosts = <; 127.0.0.0/8 ; ::1
+          !senders = :
+          set acl_m_spf = Received-SPF: softfail ($primary_hostname: $sender_host_address is on this node, where any account's program may connect; the sender is not verified) client-ip=$sender_host_address; envelope-from=$sender_address;
   # DATA applies the spam settings of the (last) local recipient's
   # domain; $domain_data is taken before verification resets it.
   require message = relay not permitted
