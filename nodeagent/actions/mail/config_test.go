@@ -43,7 +43,8 @@ func TestReplaceConfigRollsBack(t *testing.T) {
 // Setup runs the daemons' own checks on the result (integration test).
 func TestRenderListenersAndInjection(t *testing.T) {
 	for _, relay := range []string{"", "127.0.0.1:2525"} {
-		in := configInput{Node: "n1.example.com", Mailname: "n1.example.com", Relay: relay, Antivirus: true, ClamdListen: "127.0.0.1:3310"}
+		in := configInput{Node: "n1.example.com", Mailname: "n1.example.com", Relay: relay, Antivirus: true}
+		in.Paths.ClamdSocket = "/run/clamav/clamd.ctl"
 		in.Listen.smtp, _ = parseListen("smtp", ":25")
 		in.Listen.submission, _ = parseListen("submission", "[::1]:587")
 		in.Listen.smtps, _ = parseListen("smtps", "127.0.0.1:465")
@@ -53,6 +54,19 @@ func TestRenderListenersAndInjection(t *testing.T) {
 		if _, err := renderExim(in); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, sock := range []string{"", "clamd.ctl", "/run/x y", "/run/x\nav_scanner = cmdline:/bin/sh", "/run/${run{/bin/sh}}", "127.0.0.1 3310"} {
+		in := configInput{Antivirus: true}
+		in.Paths.ClamdSocket = sock
+		if _, err := renderExim(in); err == nil {
+			t.Errorf("clamd socket %q was rendered", sock)
+		}
+	}
+	// clamd is reached only over its unix socket.
+	in := configInput{Antivirus: true}
+	in.Paths.ClamdSocket = "/run/clamav/clamd.ctl"
+	if conf, err := renderExim(in); err != nil || !strings.Contains(conf, "\nav_scanner = clamd:/run/clamav/clamd.ctl\n") {
+		t.Fatalf("av_scanner not the socket: %v\n%s", err, conf)
 	}
 	if _, err := renderExim(configInput{Relay: "bad relay"}); err == nil {
 		t.Fatal("a relay that is not host:port was rendered")

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(spfChildEnv) != "" {
 		os.Exit(spfChild())
 	}
+	if os.Getenv(pingChildEnv) != "" {
+		os.Exit(clamdPingChild())
+	}
 	testenv.MainRemovingTestUsers(m)
 }
 
@@ -75,7 +78,6 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	p := platform.Debian12(prefix)
 	p.SMTPListen, p.SubmissionListen, p.SMTPSListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	p.ClamdListen = testenv.FreeAddr(t)
 	p.MailAntivirus = antivirus
 	r := testenv.StartSMTPSink(t)
 	p.MailRelay = r.Addr

@@ -3,6 +3,7 @@ package mail
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,10 +94,8 @@ type configInput struct {
 	Listen   listeners
 	Relay    string // host:port or ""
 	Mailname string
-	// Antivirus: clamd scans every message at DATA.
+	// Antivirus: clamd (on Paths.ClamdSocket) scans every message at DATA.
 	Antivirus bool
-	// ClamdListen is clamd's loopback TCP address.
-	ClamdListen string
 	// QuotaWarning is the program and fixed arguments Dovecot's
 	// quota-warning service runs at 90% (the agent's own binary, see
 	// QuotaWarningMain); none when empty.
@@ -151,15 +150,14 @@ func renderExim(in configInput) (string, error) {
 	domains := m.DomainsDir
 	avACL, avScanner := "", ""
 	if in.Antivirus {
-		h, port, err := net.SplitHostPort(in.ClamdListen)
-		if err != nil || net.ParseIP(h) == nil {
-			return "", fmt.Errorf("exim: clamd listen %q: want ip:port", in.ClamdListen)
+		if !filepath.IsAbs(m.ClamdSocket) || strings.ContainsAny(m.ClamdSocket, " \t\r\n:$\\{}") {
+			return "", fmt.Errorf("exim: clamd socket %q cannot be written to the configuration", m.ClamdSocket)
 		}
-		// Over TCP Exim streams the message (zINSTREAM): clamd's user
-		// cannot read Exim's spool, which a socket scan would need. Any
-		// local user can reach that port and stop clamd, so a failed scan
-		// defers the message (no defer_ok) rather than passing it.
-		avScanner = fmt.Sprintf("av_scanner = clamd:%s %s\n", h, port)
+		// Over the unix socket Exim sends clamd the scan file's name (its
+		// user is in Exim's group, see setupClamd). A failed scan, clamd
+		// down included, defers the message (no defer_ok) rather than
+		// passing it.
+		avScanner = fmt.Sprintf("av_scanner = clamd:%s\n", m.ClamdSocket)
 		avACL = "  deny    malware = *\n          message = message rejected: it contains malware ($malware_name)\n"
 	}
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
