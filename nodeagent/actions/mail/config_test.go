@@ -113,3 +113,32 @@ func TestRenderQuotaWarningAndSPF(t *testing.T) {
 		}
 	}
 }
+
+// The deny lists come before the passwd-file whose path the login name
+// builds, and cover the empty, "." and ".." parts (TestLoginPathTraversal
+// runs them against Dovecot).
+func TestRenderLoginDeny(t *testing.T) {
+	in := configInput{Node: "n1.example.com", Mailname: "n1.example.com"}
+	in.Paths.UsersDir = "/var/lib/npanel/mail/users"
+	for _, l := range []*listenAddr{&in.Listen.smtp, &in.Listen.submission, &in.Listen.smtps, &in.Listen.imap, &in.Listen.imaps, &in.Listen.pop3, &in.Listen.pop3s} {
+		*l, _ = parseListen("x", ":143")
+	}
+	conf, err := renderDovecot(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := strings.Index(conf, "username_format=d-%d /var/lib/npanel/mail/login-deny\n  deny = yes")
+	n := strings.Index(conf, "username_format=n-%n /var/lib/npanel/mail/login-deny\n  deny = yes")
+	real := strings.Index(conf, "username_format=%n /var/lib/npanel/mail/users/%d/%n")
+	if d < 0 || n < 0 || real < 0 || d > real || n > real {
+		t.Fatalf("deny passdbs missing or after the real one:\n%s", conf)
+	}
+	if !strings.Contains(conf, "auth_default_realm = no-domain.invalid\n") {
+		t.Fatal("no default realm")
+	}
+	for _, k := range []string{"d-", "d-.", "d-..", "n-", "n-.", "n-.."} {
+		if !strings.Contains("\n"+loginDeny, "\n"+k+"\n") {
+			t.Errorf("deny list lacks %q", k)
+		}
+	}
+}

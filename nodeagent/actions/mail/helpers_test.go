@@ -257,7 +257,14 @@ type imapConn struct {
 }
 
 func (s *stack) imapLogin(user, pw string) (*imapConn, error) {
-	c, err := tls.Dial("tcp", s.p.IMAPSListen, insecureTLS)
+	return s.imapLoginFrom(nil, user, pw)
+}
+
+// imapLoginFrom logs in from the local address src (nil: any). Dovecot's
+// failed-login penalty grows per client address, so a test that fails many
+// logins on purpose spreads them over 127.0.0.0/8.
+func (s *stack) imapLoginFrom(src net.Addr, user, pw string) (*imapConn, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}, "tcp", s.p.IMAPSListen, insecureTLS)
 	if err != nil {
 		return nil, err
 	}

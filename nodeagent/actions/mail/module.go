@@ -191,6 +191,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	// Global scripts are compiled here: Dovecot's LMTP runs as the
 	// accounts' users and may not write their binaries.
+	if err := atomicfile.WriteFile(loginDenyFile(mp), []byte(loginDeny), 0o644, nil); err != nil {
+		return nil, fmt.Errorf("mail: %w", err)
+	}
 	junk := filepath.Join(mp.SieveDir, "junk.sieve")
 	if err := atomicfile.WriteFile(junk, []byte(junkSieve), 0o644, nil); err != nil {
 		return nil, fmt.Errorf("mail: %w", err)

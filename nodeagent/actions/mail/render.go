@@ -435,6 +435,22 @@ first_valid_uid = 1000
 mail_plugins = quota
 lmtp_rcpt_check_quota = yes
 recipient_delimiter =
+# The login name's parts are path components below. Dovecot refuses '/'
+# and ".." in them but not "." or nothing: "x@.", "x@" and "x" would read
+# %[3]s/x. A login without a domain gets one that is never served, and
+# the deny list refuses "", "." and ".." as a domain or local part before
+# any passwd-file is opened.
+auth_default_realm = %[18]s
+passdb {
+  driver = passwd-file
+  args = username_format=d-%%d %[19]s
+  deny = yes
+}
+passdb {
+  driver = passwd-file
+  args = username_format=n-%%n %[19]s
+  deny = yes
+}
 passdb {
   driver = passwd-file
   args = scheme=BLF-CRYPT username_format=%%n %[3]s/%%d/%%n
@@ -525,7 +541,22 @@ service auth {
 # Hosts' own certificates by SNI (local_name blocks).
 !include_try %[2]s/sni-dovecot.conf
 `, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
-		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService,
+		noRealm, loginDenyFile(m)), nil
+}
+
+// noRealm is the domain Dovecot gives a login name without one: .invalid
+// is never a mail domain here (RFC 2606).
+const noRealm = "no-domain.invalid"
+
+// loginDeny lists the login name parts that would name a directory above
+// or at the passwd-files' own (see renderDovecot): d- before a domain, n-
+// before a local part, so that an empty one has a key too.
+const loginDeny = "d-\nd-.\nd-..\nn-\nn-.\nn-..\n"
+
+// loginDenyFile is where loginDeny is written: beside UsersDir, not in it.
+func loginDenyFile(m platform.MailPaths) string {
+	return filepath.Join(filepath.Dir(m.UsersDir), "login-deny")
 }
 
 // dovecotSafeArg reports whether a can be one word of a Dovecot setting
