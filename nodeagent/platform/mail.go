@@ -94,6 +94,10 @@ type MailPaths struct {
 	// SpamdDir holds its pid file, log and helper home (supervised).
 	SpamdSocket string
 	SpamdDir    string
+	// SpamdBayesDir holds one directory per account (spamd's
+	// --virtual-config-dir, sa-learn's --dbpath): each account's Bayes
+	// database, so one account's training never scores another's mail.
+	SpamdBayesDir string
 	// SpamdUser runs spamd's children.
 	SpamdUser  string
 	SpamdGroup string
@@ -220,5 +224,6 @@ func (p *Profile) Mail() MailPaths {
 	m.TLSDir = filepath.Join(state, "tls")
 	m.SieveDir = filepath.Join(state, "sieve")
 	m.WebmailStateDir = filepath.Join(state, "webmail")
+	m.SpamdBayesDir = filepath.Join(state, "bayes")
 	return m
 }

@@ -395,8 +395,8 @@ func (m *Module) clamdSpec(env *actions.Env) services.Spec {
 }
 
 // spamdSpec runs spamd on a unix socket Exim's group may open, without
-// network tests (-L: no DNS blocklists, no Razor/Pyzor) and without user
-// configurations (-x).
+// network tests (-L: no DNS blocklists, no Razor/Pyzor) and without Unix
+// users' configurations (-x), with one Bayes database per account.
 func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
 	mp := env.Profile.Mail()
 	uid, gid, err := lookupIDs(mp.SpamdUser)
@@ -413,12 +413,23 @@ func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
 	if err := os.Chown(home, uid, gid); err != nil {
 		return services.Spec{}, err
 	}
+	// spamd's children (spamd's user) create each account's directory.
+	if err := os.MkdirAll(mp.SpamdBayesDir, 0o700); err != nil {
+		return services.Spec{}, err
+	}
+	if err := os.Chown(mp.SpamdBayesDir, uid, gid); err != nil {
+		return services.Spec{}, err
+	}
 	return services.Spec{
 		Name:   SpamdService,
 		Unit:   mp.SpamdUnit,
 		Binary: mp.Spamd,
 		Args: []string{"--socketpath=" + mp.SpamdSocket, "--socketowner=root", "--socketgroup=" + mp.EximGroup,
 			"--socketmode=0660", "-u", mp.SpamdUser, "-g", mp.SpamdGroup, "-x", "-L",
+			// The user Exim names (the recipient domain's account)
+			// selects the Bayes database; spamd maps any other character
+			// than [-A-Za-z0-9+_.,@=] to '_'.
+			"--virtual-config-dir=" + filepath.Join(mp.SpamdBayesDir, "%u"),
 			"--max-children=4", "--min-children=1", "--pidfile=" + filepath.Join(mp.SpamdDir, "spamd.pid"),
 			"-s", filepath.Join(mp.SpamdDir, "spamd.log"), "-H", home},
 		ReloadSignal: syscall.SIGHUP,

@@ -280,9 +280,11 @@ acl_check_data:
           message = relay not permitted
 %[18]s  accept  condition = ${if !def:acl_m_dom}
   accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
-  # spamd scores the message; ":true" lets mail through when spamd is
-  # down or not installed. $spam_score_int is in tenths, as the settings.
-  accept  !spam = nobody:true
+  # spamd scores the message with the Bayes database of the domain's
+  # account (the spamd user name); ":true" lets mail through when spamd
+  # is down or not installed. $spam_score_int is in tenths, as the
+  # settings.
+  accept  !spam = ${if exists{$acl_m_dom/owner}{${readfile{$acl_m_dom/owner}{}}}{nobody}}:true
   accept  condition = ${if <{$spam_score_int}{${lookup{score}lsearch{$acl_m_dom/spam}{$value}{50}}}}
   deny    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{reject}}
           message = message rejected as spam (score $spam_score)
