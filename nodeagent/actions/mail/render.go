@@ -264,12 +264,25 @@ acl_check_rcpt:
           hosts = <; 127.0.0.0/8 ; ::1
           !senders = :
           set acl_m_spf = Received-SPF: softfail ($primary_hostname: $sender_host_address is on this node, where any account's program may connect; the sender is not verified) client-ip=$sender_host_address; envelope-from=$sender_address;
-  # DATA applies the spam settings of the (last) local recipient's
-  # domain; $domain_data is taken before verification resets it.
+  # $domain_data is taken before verification resets it.
   require message = relay not permitted
           domains = +local_domains
-          set acl_m_dom = $domain_data
+          set acl_m_rdom = $domain_data
   require verify = recipient
+  # DATA applies one domain's spam settings and its account's Bayes
+  # database to the whole message, so a message from another server
+  # carries recipients of one local domain: the others are deferred
+  # (452) and come in the sender's next transaction, each domain judged
+  # by its own settings. A mailbox's own submission is not split (mail
+  # clients give up on a 452): to several local domains it is not
+  # scanned.
+  defer   !authenticated = *
+          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          message = 452 4.5.3 one recipient domain per message here; send again for the rest
+  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          set acl_m_multi = 1
+  warn    condition = ${if !def:acl_m_dom}
+          set acl_m_dom = $acl_m_rdom
   accept
 
 acl_check_data:
@@ -279,6 +292,7 @@ acl_check_data:
           condition = ${if or{{!match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}{!def:h_In-Reply-To:}{>{$message_size}{65536}}}}
           message = relay not permitted
 %[18]s  accept  condition = ${if !def:acl_m_dom}
+  accept  condition = ${if eq{$acl_m_multi}{1}}
   accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
   # spamd scores the message with the Bayes database of the domain's
   # account (the spamd user name); ":true" lets mail through when spamd
