@@ -88,7 +88,7 @@ func TestBayesPerAccount(t *testing.T) {
 		// spamd may have auto-learned each delivered message as ham, in
 		// its account's database: compare with where they stand now.
 		dbA, dbB := filepath.Join(mp.SpamdBayesDir, a.user), filepath.Join(mp.SpamdBayesDir, b.user)
-		spamA, hamA := s.bayesMagic(t, dbA)
+		spamA, _ := s.bayesMagic(t, dbA)
 		spamB, hamB := s.bayesMagic(t, dbB)
 		r := s.must(t, s.mod.NewTrainMail(&agentpb.TrainMailAction{Username: a.user, Address: a.addr, Uid: 1, Spam: true})).(*agentpb.TrainMailResult)
 		if !r.Learned {
@@ -103,7 +103,7 @@ func TestBayesPerAccount(t *testing.T) {
 		if nspam, _ := s.bayesMagic(t, filepath.Join(mp.SpamdDir, "home", ".spamassassin")); nspam != 0 {
 			t.Fatalf("the shared database was trained: nspam %d", nspam)
 		}
-		spamA, hamA = s.bayesMagic(t, dbA)
+		spamA, hamA := s.bayesMagic(t, dbA)
 		r = s.must(t, s.mod.NewTrainMail(&agentpb.TrainMailAction{Username: b.user, Address: b.addr, Uid: 1, Spam: true})).(*agentpb.TrainMailResult)
 		if !r.Learned {
 			t.Fatal("sa-learn learned nothing for B")

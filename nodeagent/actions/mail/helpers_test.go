@@ -107,7 +107,7 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("NPANEL_TEST_MAILLOG") != "" {
-			for _, f := range []string{p.Mail().EximMainLog, p.Mail().DovecotLog, p.Mail().LogDir + "/exim_paniclog"} {
+			for _, f := range []string{p.Mail().EximMainLog, p.Mail().DovecotLog, fmt.Sprintf(p.Mail().EximLogPat, "panic")} {
 				b, _ := os.ReadFile(f)
 				if len(b) > 6000 {
 					b = b[len(b)-6000:]
