@@ -158,7 +158,6 @@ func WithModules(t testing.TB, names ...string) AgentOption {
 		c.SMTPListen, c.SubmissionListen, c.SMTPSListen = FreeAddr(t), FreeAddr(t), FreeAddr(t)
 		c.IMAPListen, c.IMAPSListen = FreeAddr(t), FreeAddr(t)
 		c.POP3Listen, c.POP3SListen = FreeAddr(t), FreeAddr(t)
-		c.ClamdListen = FreeAddr(t)
 		c.SFTPListen = FreeAddr(t)
 		c.BackupUser = backupUser
 	}

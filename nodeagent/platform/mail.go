@@ -94,6 +94,10 @@ type MailPaths struct {
 	// SpamdDir holds its pid file, log and helper home (supervised).
 	SpamdSocket string
 	SpamdDir    string
+	// SpamdBayesDir holds one directory per account (spamd's
+	// --virtual-config-dir, sa-learn's --dbpath): each account's Bayes
+	// database, so one account's training never scores another's mail.
+	SpamdBayesDir string
 	// SpamdUser runs spamd's children.
 	SpamdUser  string
 	SpamdGroup string
@@ -180,8 +184,11 @@ func (p *Profile) Mail() MailPaths {
 		m.DovecotConfig = under("etc/mail/dovecot.conf")
 		m.SpoolDir = under("var/spool/exim")
 		m.LogDir = under("var/log/mail")
-		m.EximLogPat = under("var/log/mail/exim_%slog")
-		m.EximMainLog = under("var/log/mail/exim_mainlog")
+		// Exim's processes write their logs as Exim's user: under the
+		// prefix its logs live in its own spool (Exim's default place),
+		// since the web module keeps PREFIX/var/log closed to others.
+		m.EximLogPat = under("var/spool/exim/log/%slog")
+		m.EximMainLog = under("var/spool/exim/log/mainlog")
 		m.DovecotLog = under("var/log/mail/dovecot.log")
 		m.DovecotBaseDir = under("run/dovecot")
 		m.DovecotStateDir = under("var/lib/dovecot")
@@ -220,5 +227,6 @@ func (p *Profile) Mail() MailPaths {
 	m.TLSDir = filepath.Join(state, "tls")
 	m.SieveDir = filepath.Join(state, "sieve")
 	m.WebmailStateDir = filepath.Join(state, "webmail")
+	m.SpamdBayesDir = filepath.Join(state, "bayes")
 	return m
 }

@@ -62,9 +62,9 @@ type Profile struct {
 	// signature set) where it is installed and has signatures; off, mail
 	// is not scanned for malware.
 	MailAntivirus bool
-	// ClamdListen is clamd's loopback TCP address, which Exim streams
-	// messages to (clamd's user cannot read Exim's spool, and Exim's
-	// clamd scanner streams only over TCP).
+	// ClamdListen is no longer used: clamd listens only on its unix
+	// socket (MailPaths.ClamdSocket), which a loopback TCP port let every
+	// local user around. Kept until the agent's --clamd-listen flag goes.
 	ClamdListen string
 	// SFTPListen is where a backup node's own sshd serves SFTP (ip:port or
 	// :port, default DefaultSFTPListen).
@@ -126,7 +126,6 @@ func base(name, prefix string) *Profile {
 		POP3Listen:       ":110",
 		POP3SListen:      ":995",
 		MailAntivirus:    true,
-		ClamdListen:      "127.0.0.1:3310",
 
 		SFTPListen: DefaultSFTPListen,
 		BackupUser: DefaultBackupUser,

@@ -43,7 +43,8 @@ func TestReplaceConfigRollsBack(t *testing.T) {
 // Setup runs the daemons' own checks on the result (integration test).
 func TestRenderListenersAndInjection(t *testing.T) {
 	for _, relay := range []string{"", "127.0.0.1:2525"} {
-		in := configInput{Node: "n1.example.com", Mailname: "n1.example.com", Relay: relay, Antivirus: true, ClamdListen: "127.0.0.1:3310"}
+		in := configInput{Node: "n1.example.com", Mailname: "n1.example.com", Relay: relay, Antivirus: true}
+		in.Paths.ClamdSocket = "/run/clamav/clamd.ctl"
 		in.Listen.smtp, _ = parseListen("smtp", ":25")
 		in.Listen.submission, _ = parseListen("submission", "[::1]:587")
 		in.Listen.smtps, _ = parseListen("smtps", "127.0.0.1:465")
@@ -53,6 +54,19 @@ func TestRenderListenersAndInjection(t *testing.T) {
 		if _, err := renderExim(in); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, sock := range []string{"", "clamd.ctl", "/run/x y", "/run/x\nav_scanner = cmdline:/bin/sh", "/run/${run{/bin/sh}}", "127.0.0.1 3310"} {
+		in := configInput{Antivirus: true}
+		in.Paths.ClamdSocket = sock
+		if _, err := renderExim(in); err == nil {
+			t.Errorf("clamd socket %q was rendered", sock)
+		}
+	}
+	// clamd is reached only over its unix socket.
+	in := configInput{Antivirus: true}
+	in.Paths.ClamdSocket = "/run/clamav/clamd.ctl"
+	if conf, err := renderExim(in); err != nil || !strings.Contains(conf, "\nav_scanner = clamd:/run/clamav/clamd.ctl\n") {
+		t.Fatalf("av_scanner not the socket: %v\n%s", err, conf)
 	}
 	if _, err := renderExim(configInput{Relay: "bad relay"}); err == nil {
 		t.Fatal("a relay that is not host:port was rendered")
@@ -96,6 +110,35 @@ func TestRenderQuotaWarningAndSPF(t *testing.T) {
 	for _, want := range []string{"spf = fail\n", "set acl_m_spf = $spf_received\n", "add_header = $acl_m_spf\n"} {
 		if !strings.Contains(exim, want) {
 			t.Errorf("exim config lacks %q", want)
+		}
+	}
+}
+
+// The deny lists come before the passwd-file whose path the login name
+// builds, and cover the empty, "." and ".." parts (TestLoginPathTraversal
+// runs them against Dovecot).
+func TestRenderLoginDeny(t *testing.T) {
+	in := configInput{Node: "n1.example.com", Mailname: "n1.example.com"}
+	in.Paths.UsersDir = "/var/lib/npanel/mail/users"
+	for _, l := range []*listenAddr{&in.Listen.smtp, &in.Listen.submission, &in.Listen.smtps, &in.Listen.imap, &in.Listen.imaps, &in.Listen.pop3, &in.Listen.pop3s} {
+		*l, _ = parseListen("x", ":143")
+	}
+	conf, err := renderDovecot(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := strings.Index(conf, "username_format=d-%d /var/lib/npanel/mail/login-deny\n  deny = yes")
+	n := strings.Index(conf, "username_format=n-%n /var/lib/npanel/mail/login-deny\n  deny = yes")
+	real := strings.Index(conf, "username_format=%n /var/lib/npanel/mail/users/%d/%n")
+	if d < 0 || n < 0 || real < 0 || d > real || n > real {
+		t.Fatalf("deny passdbs missing or after the real one:\n%s", conf)
+	}
+	if !strings.Contains(conf, "auth_default_realm = no-domain.invalid\n") {
+		t.Fatal("no default realm")
+	}
+	for _, k := range []string{"d-", "d-.", "d-..", "n-", "n-.", "n-.."} {
+		if !strings.Contains("\n"+loginDeny, "\n"+k+"\n") {
+			t.Errorf("deny list lacks %q", k)
 		}
 	}
 }

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(spfChildEnv) != "" {
 		os.Exit(spfChild())
 	}
+	if os.Getenv(pingChildEnv) != "" {
+		os.Exit(clamdPingChild())
+	}
 	testenv.MainRemovingTestUsers(m)
 }
 
@@ -75,7 +78,6 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	p := platform.Debian12(prefix)
 	p.SMTPListen, p.SubmissionListen, p.SMTPSListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	p.ClamdListen = testenv.FreeAddr(t)
 	p.MailAntivirus = antivirus
 	r := testenv.StartSMTPSink(t)
 	p.MailRelay = r.Addr
@@ -105,7 +107,7 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("NPANEL_TEST_MAILLOG") != "" {
-			for _, f := range []string{p.Mail().EximMainLog, p.Mail().DovecotLog, p.Mail().LogDir + "/exim_paniclog"} {
+			for _, f := range []string{p.Mail().EximMainLog, p.Mail().DovecotLog, fmt.Sprintf(p.Mail().EximLogPat, "panic")} {
 				b, _ := os.ReadFile(f)
 				if len(b) > 6000 {
 					b = b[len(b)-6000:]
@@ -255,7 +257,14 @@ type imapConn struct {
 }
 
 func (s *stack) imapLogin(user, pw string) (*imapConn, error) {
-	c, err := tls.Dial("tcp", s.p.IMAPSListen, insecureTLS)
+	return s.imapLoginFrom(nil, user, pw)
+}
+
+// imapLoginFrom logs in from the local address src (nil: any). Dovecot's
+// failed-login penalty grows per client address, so a test that fails many
+// logins on purpose spreads them over 127.0.0.0/8.
+func (s *stack) imapLoginFrom(src net.Addr, user, pw string) (*imapConn, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}, "tcp", s.p.IMAPSListen, insecureTLS)
 	if err != nil {
 		return nil, err
 	}

@@ -160,6 +160,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		dirs = append(dirs,
 			dir{filepath.Dir(mp.EximConfig), 0o755, 0, 0},
 			dir{mp.SpoolDir, 0o750, eximUID, eximGID},
+			dir{filepath.Dir(mp.EximMainLog), 0o750, eximUID, eximGID},
 			dir{mp.LogDir, 0o750, eximUID, 0},
 			dir{mp.RunDir, 0o755, eximUID, eximGID},
 			dir{mp.DovecotBaseDir, 0o755, 0, 0},
@@ -191,6 +192,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	}
 	// Global scripts are compiled here: Dovecot's LMTP runs as the
 	// accounts' users and may not write their binaries.
+	if err := atomicfile.WriteFile(loginDenyFile(mp), []byte(loginDeny), 0o644, nil); err != nil {
+		return nil, fmt.Errorf("mail: %w", err)
+	}
 	junk := filepath.Join(mp.SieveDir, "junk.sieve")
 	if err := atomicfile.WriteFile(junk, []byte(junkSieve), 0o644, nil); err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
@@ -198,11 +202,11 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if out, err := exec.CommandContext(ctx, mp.Sievec, junk).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("mail: sievec: %w: %s", err, tail(out))
 	}
-	av, err := setupClamd(env)
+	av, err := setupClamd(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("mail: clamd: %w", err)
 	}
-	in := configInput{Node: env.Node, Paths: mp, Listen: l, Relay: p.MailRelay, Mailname: mailname(env), Antivirus: av, ClamdListen: p.ClamdListen}
+	in := configInput{Node: env.Node, Paths: mp, Listen: l, Relay: p.MailRelay, Mailname: mailname(env), Antivirus: av}
 	exim, err := renderExim(in)
 	if err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
@@ -253,18 +257,17 @@ const eicarSignature = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TES
 // profile wants it, clamd is installed and has signatures. Supervised, it
 // writes clamd's configuration and, when the database directory holds no
 // signatures, the EICAR test database.
-func setupClamd(env *actions.Env) (bool, error) {
+//
+// clamd listens only on its unix socket, 0660 in Exim's group: a TCP port
+// on loopback would let any account's program reach it (and stop it with
+// SHUTDOWN). Over a unix socket Exim's clamd scanner sends a file name
+// (SCAN), so clamd's user joins Exim's group to read Exim's scan files
+// (0640, in 0750 directories of the spool).
+func setupClamd(ctx context.Context, env *actions.Env) (bool, error) {
 	p := env.Profile
 	mp := p.Mail()
 	if !p.MailAntivirus {
 		return false, nil
-	}
-	host, port, err := net.SplitHostPort(p.ClamdListen)
-	if err != nil {
-		return false, fmt.Errorf("clamd listen %q: %w", p.ClamdListen, err)
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return false, fmt.Errorf("clamd listen %q: must be a loopback IP address", p.ClamdListen)
 	}
 	if _, err := os.Stat(mp.Clamd); err != nil {
 		return false, nil
@@ -273,11 +276,14 @@ func setupClamd(env *actions.Env) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
+	_, eximGID, err := lookupIDs(mp.EximGroup)
+	if err != nil {
+		return false, err
+	}
+	if err := ensureInGroup(ctx, p.Usermod, mp.ClamdUser, mp.EximGroup, eximGID); err != nil {
+		return false, err
+	}
 	if mp.Supervised {
-		_, eximGID, err := lookupIDs(mp.EximGroup)
-		if err != nil {
-			return false, err
-		}
 		sockDir := filepath.Dir(mp.ClamdSocket)
 		for _, d := range []struct {
 			path string
@@ -303,26 +309,41 @@ func setupClamd(env *actions.Env) (bool, error) {
 				return false, err
 			}
 		}
-		// The socket is 0666 in a directory only clamd's user and Exim's
-		// group may enter: clamd gives up root before it makes the
-		// socket, so it cannot give it to Exim's group itself.
 		conf := fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
 LocalSocket %s
-LocalSocketMode 666
-TCPSocket %s
-TCPAddr %s
+LocalSocketGroup %s
+LocalSocketMode 660
 DatabaseDirectory %s
 Foreground yes
 User %s
 LogSyslog no
 TemporaryDirectory %s
 MaxThreads 4
-`, mp.ClamdSocket, port, host, mp.ClamdDBDir, mp.ClamdUser, sockDir)
+`, mp.ClamdSocket, mp.EximGroup, mp.ClamdDBDir, mp.ClamdUser, sockDir)
 		if err := atomicfile.WriteFile(mp.ClamdConfig, []byte(conf), 0o644, nil); err != nil {
 			return false, err
 		}
 	}
 	return hasSignatures(mp.ClamdDBDir), nil
+}
+
+// ensureInGroup adds name to group (gid) unless it is a member already.
+func ensureInGroup(ctx context.Context, usermod, name, group string, gid int) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return err
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return fmt.Errorf("groups of %s: %w", name, err)
+	}
+	if slices.Contains(ids, strconv.Itoa(gid)) {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, usermod, "-a", "-G", group, name).CombinedOutput(); err != nil {
+		return fmt.Errorf("add %s to group %s: %w: %s", name, group, err, tail(out))
+	}
+	return nil
 }
 
 func hasSignatures(dir string) bool {
@@ -349,7 +370,7 @@ func (m *Module) clamdSpec(env *actions.Env) services.Spec {
 		ReloadSignal: syscall.SIGUSR2, // reload the signature database
 		StopTimeout:  15 * time.Second,
 		ReadyTimeout: 5 * time.Minute, // a full signature set takes minutes to load
-		Listen:       []string{env.Profile.ClamdListen, mp.ClamdSocket},
+		Listen:       []string{mp.ClamdSocket},
 		Ready: func(ctx context.Context) error {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, "unix", mp.ClamdSocket)
@@ -375,8 +396,8 @@ func (m *Module) clamdSpec(env *actions.Env) services.Spec {
 }
 
 // spamdSpec runs spamd on a unix socket Exim's group may open, without
-// network tests (-L: no DNS blocklists, no Razor/Pyzor) and without user
-// configurations (-x).
+// network tests (-L: no DNS blocklists, no Razor/Pyzor) and without Unix
+// users' configurations (-x), with one Bayes database per account.
 func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
 	mp := env.Profile.Mail()
 	uid, gid, err := lookupIDs(mp.SpamdUser)
@@ -393,12 +414,23 @@ func (m *Module) spamdSpec(env *actions.Env) (services.Spec, error) {
 	if err := os.Chown(home, uid, gid); err != nil {
 		return services.Spec{}, err
 	}
+	// spamd's children (spamd's user) create each account's directory.
+	if err := os.MkdirAll(mp.SpamdBayesDir, 0o700); err != nil {
+		return services.Spec{}, err
+	}
+	if err := os.Chown(mp.SpamdBayesDir, uid, gid); err != nil {
+		return services.Spec{}, err
+	}
 	return services.Spec{
 		Name:   SpamdService,
 		Unit:   mp.SpamdUnit,
 		Binary: mp.Spamd,
 		Args: []string{"--socketpath=" + mp.SpamdSocket, "--socketowner=root", "--socketgroup=" + mp.EximGroup,
 			"--socketmode=0660", "-u", mp.SpamdUser, "-g", mp.SpamdGroup, "-x", "-L",
+			// The user Exim names (the recipient domain's account)
+			// selects the Bayes database; spamd maps any other character
+			// than [-A-Za-z0-9+_.,@=] to '_'.
+			"--virtual-config-dir=" + filepath.Join(mp.SpamdBayesDir, "%u"),
 			"--max-children=4", "--min-children=1", "--pidfile=" + filepath.Join(mp.SpamdDir, "spamd.pid"),
 			"-s", filepath.Join(mp.SpamdDir, "spamd.log"), "-H", home},
 		ReloadSignal: syscall.SIGHUP,

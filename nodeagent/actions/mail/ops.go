@@ -525,14 +525,22 @@ func (a *TrainMail) Apply(ctx context.Context, env *actions.Env) (proto.Message,
 	if a.req.Spam {
 		mode = "--spam"
 	}
-	// sa-learn runs as spamd's user on spamd's Bayes database (in its
-	// helper home), never as root on root's.
+	// sa-learn runs as spamd's user on the account's own Bayes database,
+	// the one spamd uses for mail to the account's domains, never as root
+	// on root's. The user name was validated: it is one path component.
 	uid, gid, err := lookupIDs(mp.SpamdUser)
 	if err != nil {
 		return nil, err
 	}
 	home := filepath.Join(mp.SpamdDir, "home")
-	cmd := exec.CommandContext(ctx, mp.SaLearn, mode, "--dbpath", filepath.Join(home, ".spamassassin"))
+	dbpath := filepath.Join(mp.SpamdBayesDir, a.req.Username)
+	if err := os.Mkdir(dbpath, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	if err := os.Lchown(dbpath, uid, gid); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, mp.SaLearn, mode, "--dbpath", dbpath)
 	// The message goes on stdin, bounded: sa-learn is given no path.
 	cmd.Stdin = io.LimitReader(f, maxMessage)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home}

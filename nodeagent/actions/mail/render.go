@@ -3,6 +3,7 @@ package mail
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,10 +94,8 @@ type configInput struct {
 	Listen   listeners
 	Relay    string // host:port or ""
 	Mailname string
-	// Antivirus: clamd scans every message at DATA.
+	// Antivirus: clamd (on Paths.ClamdSocket) scans every message at DATA.
 	Antivirus bool
-	// ClamdListen is clamd's loopback TCP address.
-	ClamdListen string
 	// QuotaWarning is the program and fixed arguments Dovecot's
 	// quota-warning service runs at 90% (the agent's own binary, see
 	// QuotaWarningMain); none when empty.
@@ -151,15 +150,14 @@ func renderExim(in configInput) (string, error) {
 	domains := m.DomainsDir
 	avACL, avScanner := "", ""
 	if in.Antivirus {
-		h, port, err := net.SplitHostPort(in.ClamdListen)
-		if err != nil || net.ParseIP(h) == nil {
-			return "", fmt.Errorf("exim: clamd listen %q: want ip:port", in.ClamdListen)
+		if !filepath.IsAbs(m.ClamdSocket) || strings.ContainsAny(m.ClamdSocket, " \t\r\n:$\\{}") {
+			return "", fmt.Errorf("exim: clamd socket %q cannot be written to the configuration", m.ClamdSocket)
 		}
-		// Over TCP Exim streams the message (zINSTREAM): clamd's user
-		// cannot read Exim's spool, which a socket scan would need. Any
-		// local user can reach that port and stop clamd, so a failed scan
-		// defers the message (no defer_ok) rather than passing it.
-		avScanner = fmt.Sprintf("av_scanner = clamd:%s %s\n", h, port)
+		// Over the unix socket Exim sends clamd the scan file's name (its
+		// user is in Exim's group, see setupClamd). A failed scan, clamd
+		// down included, defers the message (no defer_ok) rather than
+		// passing it.
+		avScanner = fmt.Sprintf("av_scanner = clamd:%s\n", m.ClamdSocket)
 		avACL = "  deny    malware = *\n          message = message rejected: it contains malware ($malware_name)\n"
 	}
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
@@ -214,29 +212,39 @@ acl_check_rcpt:
   accept  authenticated = *
           domains = ! +local_domains
           control = submission/sender_retain
+  # Every account's programs can reach this node's own addresses, and
+  # the published SPF policies of all its domains name them: without AUTH
+  # from there, a sender in a domain hosted here would be one account
+  # speaking for another (or passing SPF as it). Mailboxes log in.
+  deny    !authenticated = *
+          hosts = <; 127.0.0.0/8 ; ::1 ; @[]
+          !senders = :
+          sender_domains = +local_domains
+          message = $sender_address_domain is hosted here, so log in (SMTP AUTH) to send as $sender_address
   # Dovecot's own messages (Sieve vacation replies) come from loopback
   # with a null sender. Every account's programs can reach loopback too,
   # so the path is narrow: one recipient per message, a node-wide rate,
-  # and DATA requires an automatic reply's headers and size.
+  # and DATA requires an automatic reply's headers and size. To a local
+  # mailbox the reply still goes through recipient verification below.
   deny    hosts = <; 127.0.0.1 ; ::1
           senders = :
-          domains = ! +local_domains
           condition = ${if >{$rcpt_count}{1}}
           message = an automatic reply has one recipient
   deny    hosts = <; 127.0.0.1 ; ::1
           senders = :
-          domains = ! +local_domains
           ratelimit = 600 / 1h / strict / per_rcpt / loopback-automatic-replies
           message = automatic reply rate exceeded
   accept  hosts = <; 127.0.0.1 ; ::1
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
+  warn    hosts = <; 127.0.0.1 ; ::1
+          senders = :
+          set acl_m_autoreply = 1
   # SPF for mail from other servers to our domains: a sender domain whose
   # policy says this host may not send for it (-all) is refused; pass,
-  # softfail and neutral add a Received-SPF header at DATA. Loopback
-  # clients are this node's own programs and are not checked. A DNS
-  # failure (temperror) or no policy lets the message through.
+  # softfail and neutral add a Received-SPF header at DATA. A DNS failure
+  # (temperror) or no policy lets the message through.
   deny    !authenticated = *
           domains = +local_domains
           !hosts = <; 127.0.0.0/8 ; ::1
@@ -248,12 +256,33 @@ acl_check_rcpt:
           !hosts = <; 127.0.0.0/8 ; ::1
           spf = pass:softfail:neutral
           set acl_m_spf = $spf_received
-  # DATA applies the spam settings of the (last) local recipient's
-  # domain; $domain_data is taken before verification resets it.
+  # libspf2 answers "pass" for every loopback client ("localhost is always
+  # allowed"), yet an account's program there is no more trusted than the
+  # Internet: its sender is marked unverified rather than checked.
+  warn    !authenticated = *
+          domains = +local_domains
+          hosts = <; 127.0.0.0/8 ; ::1
+          !senders = :
+          set acl_m_spf = Received-SPF: softfail ($primary_hostname: $sender_host_address is on this node, where any account's program may connect; the sender is not verified) client-ip=$sender_host_address; envelope-from=$sender_address;
+  # $domain_data is taken before verification resets it.
   require message = relay not permitted
           domains = +local_domains
-          set acl_m_dom = $domain_data
+          set acl_m_rdom = $domain_data
   require verify = recipient
+  # DATA applies one domain's spam settings and its account's Bayes
+  # database to the whole message, so a message from another server
+  # carries recipients of one local domain: the others are deferred
+  # (452) and come in the sender's next transaction, each domain judged
+  # by its own settings. A mailbox's own submission is not split (mail
+  # clients give up on a 452): to several local domains it is not
+  # scanned.
+  defer   !authenticated = *
+          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          message = 452 4.5.3 one recipient domain per message here; send again for the rest
+  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          set acl_m_multi = 1
+  warn    condition = ${if !def:acl_m_dom}
+          set acl_m_dom = $acl_m_rdom
   accept
 
 acl_check_data:
@@ -263,10 +292,13 @@ acl_check_data:
           condition = ${if or{{!match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}{!def:h_In-Reply-To:}{>{$message_size}{65536}}}}
           message = relay not permitted
 %[18]s  accept  condition = ${if !def:acl_m_dom}
+  accept  condition = ${if eq{$acl_m_multi}{1}}
   accept  condition = ${if !eq{${lookup{enabled}lsearch{$acl_m_dom/spam}{$value}{no}}}{yes}}
-  # spamd scores the message; ":true" lets mail through when spamd is
-  # down or not installed. $spam_score_int is in tenths, as the settings.
-  accept  !spam = nobody:true
+  # spamd scores the message with the Bayes database of the domain's
+  # account (the spamd user name); ":true" lets mail through when spamd
+  # is down or not installed. $spam_score_int is in tenths, as the
+  # settings.
+  accept  !spam = ${if exists{$acl_m_dom/owner}{${readfile{$acl_m_dom/owner}{}}}{nobody}}:true
   accept  condition = ${if <{$spam_score_int}{${lookup{score}lsearch{$acl_m_dom/spam}{$value}{50}}}}
   deny    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{reject}}
           message = message rejected as spam (score $spam_score)
@@ -419,6 +451,22 @@ first_valid_uid = 1000
 mail_plugins = quota
 lmtp_rcpt_check_quota = yes
 recipient_delimiter =
+# The login name's parts are path components below. Dovecot refuses '/'
+# and ".." in them but not "." or nothing: "x@.", "x@" and "x" would read
+# %[3]s/x. A login without a domain gets one that is never served, and
+# the deny list refuses "", "." and ".." as a domain or local part before
+# any passwd-file is opened.
+auth_default_realm = %[18]s
+passdb {
+  driver = passwd-file
+  args = username_format=d-%%d %[19]s
+  deny = yes
+}
+passdb {
+  driver = passwd-file
+  args = username_format=n-%%n %[19]s
+  deny = yes
+}
 passdb {
   driver = passwd-file
   args = scheme=BLF-CRYPT username_format=%%n %[3]s/%%d/%%n
@@ -509,7 +557,22 @@ service auth {
 # Hosts' own certificates by SNI (local_name blocks).
 !include_try %[2]s/sni-dovecot.conf
 `, paths, m.TLSDir, m.UsersDir, m.SieveDir, l.imap.dovecot(), l.imap.port, l.imaps.dovecot(), l.imaps.port,
-		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService), nil
+		l.pop3.dovecot(), l.pop3.port, in.Mailname, l.pop3s.dovecot(), l.pop3s.port, m.EximGroup, l.smtp.dial(), warn, warnService,
+		noRealm, loginDenyFile(m)), nil
+}
+
+// noRealm is the domain Dovecot gives a login name without one: .invalid
+// is never a mail domain here (RFC 2606).
+const noRealm = "no-domain.invalid"
+
+// loginDeny lists the login name parts that would name a directory above
+// or at the passwd-files' own (see renderDovecot): d- before a domain, n-
+// before a local part, so that an empty one has a key too.
+const loginDeny = "d-\nd-.\nd-..\nn-\nn-.\nn-..\n"
+
+// loginDenyFile is where loginDeny is written: beside UsersDir, not in it.
+func loginDenyFile(m platform.MailPaths) string {
+	return filepath.Join(filepath.Dir(m.UsersDir), "login-deny")
 }
 
 // dovecotSafeArg reports whether a can be one word of a Dovecot setting

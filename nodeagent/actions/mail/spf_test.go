@@ -139,8 +139,10 @@ func (s *stack) eximBH(t *testing.T, zone map[string]string, clientIP string, di
 
 // TestSPFInbound: mail from another server to a local mailbox is refused at
 // RCPT when the sender domain's SPF policy fails for the client address,
-// and gets a Received-SPF header on pass/softfail/neutral; no policy, a
-// DNS answer of NXDOMAIN and authenticated or loopback senders pass.
+// and gets a Received-SPF header on pass/softfail/neutral; no policy and a
+// DNS answer of NXDOMAIN pass. From loopback (where libspf2 passes
+// everything) the sender is marked unverified, and from this node's own
+// addresses a sender in a domain hosted here must log in.
 func TestSPFInbound(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/ip"); err != nil {
 		t.Skip("needs iproute2")
@@ -224,10 +226,55 @@ func TestSPFInbound(t *testing.T) {
 			t.Fatalf("RCPT reply %q, want 250\n%s\n%s", r, out, errb)
 		}
 	})
-	t.Run("LoopbackNotChecked", func(t *testing.T) {
-		out, errb := s.eximBH(t, zone, "127.0.0.1", dialogue("localhost", "someone@fail.spf.test", false))
-		if r := rcptReply(out); !strings.HasPrefix(r, "250") {
-			t.Fatalf("RCPT reply %q, want 250\n%s\n%s", r, out, errb)
+	t.Run("LoopbackMarkedUnverified", func(t *testing.T) {
+		// libspf2 passes every loopback client; an account's program on
+		// this node spoofing an outside domain gets a softfail instead.
+		for _, from := range []string{"someone@fail.spf.test", "someone@pass.spf.test"} {
+			out, errb := s.eximBH(t, zone, "127.0.0.1", dialogue("localhost", from, true))
+			if r := rcptReply(out); !strings.HasPrefix(r, "250") {
+				t.Fatalf("from %s: RCPT reply %q, want 250\n%s\n%s", from, r, out, errb)
+			}
+			if !strings.Contains(errb, "Received-SPF: softfail (mail.node.test: 127.0.0.1 is on this node") || strings.Contains(errb, "Received-SPF: pass") {
+				t.Fatalf("from %s: want only the unverified softfail header in the ACL trace:\n%s\n%s", from, out, errb)
+			}
+		}
+	})
+
+	// Another account's domain on this node: its SPF policy names this
+	// node, so from here only a logged-in mailbox may use it.
+	other := s.newAccount(t)
+	otherDom := randomDomain(t)
+	s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: other, Domain: otherDom})
+	s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: other, Address: "bob@" + otherDom, SealedPassword: s.seal(t, "bob@"+otherDom, pwBob), QuotaMb: 50})
+	t.Run("LoopbackSpoofOfHostedDomainRefused", func(t *testing.T) {
+		for _, from := range []string{"bob@" + otherDom, "anyone@" + otherDom, "alice@" + dom, "x@" + strings.ToUpper(otherDom)} {
+			out, errb := s.eximBH(t, zone, "127.0.0.1", dialogue("localhost", from, false))
+			if r := rcptReply(out); !strings.HasPrefix(r, "550") || !strings.Contains(out, "hosted here, so log in") {
+				t.Fatalf("from %s: RCPT reply %q, want 550 hosted here\n%s\n%s", from, r, out, errb)
+			}
+		}
+	})
+	t.Run("RealSMTPFromLoopback", func(t *testing.T) {
+		// The running Exim, dialled on 127.0.0.1 without AUTH.
+		spoof := message("bob@"+otherDom, rcpt, "spoof", "not really bob")
+		if err := s.deliver("bob@"+otherDom, []string{rcpt}, spoof); smtpCode(err) != 550 {
+			t.Fatalf("spoof of a hosted domain from loopback: %v, want 550", err)
+		}
+		// Another domain from loopback arrives marked unverified.
+		if err := s.deliver("x@elsewhere.example.org", []string{rcpt}, message("x@elsewhere.example.org", rcpt, "outside", "from a script")); err != nil {
+			t.Fatalf("outside sender from loopback: %v", err)
+		}
+		got := s.waitMessages(t, rcpt, pwAlice, "INBOX", 1)
+		if len(got) != 1 || !strings.Contains(got[0], "Received-SPF: softfail (mail.node.test: 127.0.0.1 is on this node") {
+			t.Fatalf("alice's INBOX: %q", got)
+		}
+		// Logged in as bob, the same message is fine.
+		if err := s.submit("bob@"+otherDom, pwBob, []string{rcpt}, spoof); err != nil {
+			t.Fatalf("bob, logged in: %v", err)
+		}
+		msgs := s.waitMessages(t, rcpt, pwAlice, "INBOX", 2)
+		if len(msgs) != 2 || !strings.Contains(msgs[1], "not really bob") || strings.Contains(msgs[1], "Received-SPF") {
+			t.Fatalf("alice's INBOX: %q", msgs)
 		}
 	})
 	t.Run("RootNamespaceResolverUntouched", func(t *testing.T) {

@@ -278,6 +278,60 @@ func TestWebmailRoundcube(t *testing.T) {
 			t.Errorf("no webmail pool with open_basedir among %v", pools)
 		}
 	})
+	t.Run("SendThroughSMTP", func(t *testing.T) {
+		// Roundcube's compose form sends over submission with the
+		// mailbox's own login (STARTTLS + AUTH); the message arrives.
+		c := webmailClient(t, s)
+		if resp, body := webmailLogin(t, c, base, alice, pwAlice); !strings.Contains(resp.Request.URL.RawQuery, "_task=mail") {
+			t.Fatalf("login: %d at %s\n%.2000s", resp.StatusCode, resp.Request.URL, body)
+		}
+		resp, body := getPage(t, c, base+"/?_task=mail&_action=compose")
+		id := resp.Request.URL.Query().Get("_id")
+		tok := regexp.MustCompile(`"request_token":"([^"]+)"`).FindStringSubmatch(body)
+		from := regexp.MustCompile(`name="_from"[^>]*>\s*<option value="([0-9]+)"`).FindStringSubmatch(body)
+		if id == "" || tok == nil || from == nil {
+			t.Fatalf("compose page (%s): id %q token %v from %v\n%.3000s", resp.Request.URL, id, tok, from, body)
+		}
+		const subject = "sent from webmail"
+		form := url.Values{"_token": {tok[1]}, "_task": {"mail"}, "_action": {"send"}, "_id": {id},
+			"_from": {from[1]}, "_to": {alice}, "_subject": {subject}, "_message": {"typed in Roundcube"},
+			"_is_html": {"0"}, "_priority": {"0"}, "_store_target": {"Sent"}, "_draft": {""}, "_attachments": {""}}
+		req, err := http.NewRequest(http.MethodPost, base+"/?_task=mail&_unlock=loading&_framed=1", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		sr, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, _ := io.ReadAll(sr.Body)
+		sr.Body.Close()
+		if sr.StatusCode != http.StatusOK || !strings.Contains(string(sb), "sent_successfully") {
+			t.Fatalf("send: %d\n%s", sr.StatusCode, sb)
+		}
+		var got string
+		testenv.WaitFor(t, 20*time.Second, "the webmail message in the INBOX", func() bool {
+			ic, err := s.imapLogin(alice, pwAlice)
+			if err != nil {
+				return false
+			}
+			defer ic.close()
+			msgs, _ := ic.fetchAll("INBOX")
+			for _, m := range msgs {
+				if strings.Contains(m, "Subject: "+subject) {
+					got = m
+					return true
+				}
+			}
+			return false
+		})
+		// It came in over submission, logged in as alice, and was not
+		// marked as from an unverified local client.
+		if !strings.Contains(got, "typed in Roundcube") || !strings.Contains(got, "with esmtpsa") || strings.Contains(got, "Received-SPF") {
+			t.Fatalf("message:\n%s", got)
+		}
+	})
 	t.Run("WrongPassword", func(t *testing.T) {
 		c := webmailClient(t, s)
 		resp, body := webmailLogin(t, c, base, alice, "not-"+pwAlice)
