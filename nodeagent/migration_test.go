@@ -10,6 +10,7 @@ import (
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/backupnode"
 	"github.com/npanel/npanel/nodeagent/actions/migrate"
+	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/nodeagent/services"
 )
 
@@ -42,7 +43,8 @@ func TestMigrationEndpointRuns(t *testing.T) {
 	}
 }
 
-// The endpoint and the backup sshd on one port: refused, naming both flags.
+// The endpoint and the backup sshd on one port: refused, naming both
+// flags. Their defaults differ, so a backup node starts with them.
 func TestMigrationListenConflict(t *testing.T) {
 	dir := t.TempDir()
 	for _, tt := range []struct {
@@ -56,6 +58,7 @@ func TestMigrationListenConflict(t *testing.T) {
 		{":2223", "", true, false},
 		{"127.0.0.1:2222", "127.0.0.2:2222", true, false},
 		{":2222", "", false, false},
+		{platform.DefaultMigrationListen, "", true, false},
 	} {
 		cfg := Config{Servers: []string{"gw:1"}, DataDir: dir, JoinToken: "garbage", MigrationListen: tt.migration, SFTPListen: tt.sftp}
 		if tt.backup {

@@ -385,7 +385,7 @@ func TestNodeRoleDebian(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"policy drop", "tcp dport 22 accept", "tcp dport { 80, 443 } accept",
-		"meta l4proto { tcp, udp } th dport 53 accept", "th dport 7946 accept"} {
+		"meta l4proto { tcp, udp } th dport 53 accept", "th dport 7946 accept", "tcp dport 2223 accept"} {
 		if !strings.Contains(string(rules), want) {
 			t.Errorf("nftables ruleset lacks %q:\n%s", want, rules)
 		}

@@ -2,10 +2,9 @@ package platform
 
 // DefaultMigrationListen is where the agent's migration endpoint (an SSH
 // server inside the agent, for incoming rsync and database streams)
-// listens by default. The backup module's sshd defaults to the same port:
-// a node runs both only with one of them moved (--migration-listen,
-// --sftp-listen).
-const DefaultMigrationListen = ":2222"
+// listens by default: beside the backup module's sshd (DefaultSFTPListen),
+// so that a backup node runs both with the defaults.
+const DefaultMigrationListen = ":2223"
 
 // MigratePaths are the fixed binaries a live migration runs: rsync on both
 // sides (the source's client, the target's server) and OpenSSH's client,
