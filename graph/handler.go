@@ -108,6 +108,7 @@ func Handler(r *Resolver) http.Handler {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](queryCacheSize))
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.Use(signedInIntrospection{public: r.PublicIntrospection})
+	srv.Use(&exactEnums{})
 	srv.Use(extension.FixedComplexityLimit(maxComplexity))
 	srv.SetErrorPresenter(r.ErrorPresenter)
 	srv.SetRecoverFunc(r.RecoverFunc)
