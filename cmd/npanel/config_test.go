@@ -152,7 +152,7 @@ func TestConfigFileErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := configured(t, tt.cmd(), tt.yaml)
-			var ue *usageError
+			var ue *cmdline.UsageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("err = %v, want a usage error", err)
 			}
@@ -166,7 +166,7 @@ func TestConfigFileErrors(t *testing.T) {
 	t.Run("unreadable file", func(t *testing.T) {
 		missing := filepath.Join(t.TempDir(), "missing.yaml")
 		_, err := configured(t, serverCmd(), "", "--config", missing)
-		var ue *usageError
+		var ue *cmdline.UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), missing) {
 			t.Fatalf("err = %v, want a usage error naming %s", err, missing)
 		}
@@ -177,7 +177,7 @@ func TestConfigFileErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := configured(t, agentCmd(), "", "--config", file)
-		var ue *usageError
+		var ue *cmdline.UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "chmod 0600") || strings.Contains(err.Error(), "secret-token") {
 			t.Fatalf("err = %v, want a usage error about the mode that does not show the token", err)
 		}

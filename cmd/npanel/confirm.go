@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/npanel/npanel/internal/cmdline"
+
 	"bufio"
 	"fmt"
 	"os"
@@ -32,7 +34,7 @@ func confirm(cmd *cobra.Command, yes bool, what string) error {
 	case "y", "yes":
 		return nil
 	}
-	return usagef("not confirmed: nothing was changed")
+	return cmdline.Usagef("not confirmed: nothing was changed")
 }
 
 // isTerminal reports whether f is a terminal a person answers at.

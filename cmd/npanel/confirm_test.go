@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/npanel/npanel/internal/cmdline"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -74,7 +76,7 @@ func TestConfirm(t *testing.T) {
 			}
 		}
 		err := confirm(cmd, tc.yes, "delete account alice")
-		var ue *usageError
+		var ue *cmdline.UsageError
 		if tc.ok && err != nil || !tc.ok && !errors.As(err, &ue) {
 			t.Errorf("answer %q yes=%v: %v", tc.answer, tc.yes, err)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/atomicfile"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/pki"
 )
 
@@ -57,7 +58,7 @@ func group(cmd *cobra.Command) *cobra.Command {
 	cmd.Args = cobra.ArbitraryArgs
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
-			return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			return cmdline.Usagef("unknown command %q for %q", args[0], cmd.CommandPath())
 		}
 		return cmd.Help()
 	}
@@ -130,7 +131,7 @@ func (o *ctlOptions) client() (*client.Client, error) {
 func apiError(err error) error {
 	switch client.CodeOf(err) {
 	case "INVALID_INPUT", "GRAPHQL_VALIDATION_FAILED":
-		return usagef("%v", err)
+		return cmdline.Usagef("%v", err)
 	}
 	return err
 }
@@ -287,7 +288,7 @@ func readPasswords(in io.Reader, fromStdin bool, prompts ...string) ([]string, e
 		}
 		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
-			return nil, usagef("no %s given", strings.ToLower(p))
+			return nil, cmdline.Usagef("no %s given", strings.ToLower(p))
 		}
 		out = append(out, pw)
 	}
@@ -311,11 +312,11 @@ func nodeAddCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if address == "" {
-				return usagef("--address is required")
+				return cmdline.Usagef("--address is required")
 			}
-			rs := splitList(roles)
+			rs := cmdline.SplitList(roles)
 			if len(rs) == 0 {
-				return usagef("--roles is required (any of web,dns,mail,db,backup)")
+				return cmdline.Usagef("--roles is required (any of web,dns,mail,db,backup)")
 			}
 			for i := range rs {
 				rs[i] = strings.ToUpper(rs[i])
@@ -324,7 +325,7 @@ func nodeAddCmd(o *ctlOptions) *cobra.Command {
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok {
-					return usagef("label %q: want key=value", l)
+					return cmdline.Usagef("label %q: want key=value", l)
 				}
 				ls[k] = v
 			}
@@ -474,10 +475,10 @@ func nodeDrainCmd(o *ctlOptions, use string, drain bool) *cobra.Command {
 		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if drain && cmd.Flags().Changed("parallel") && !migrate {
-				return usagef("--parallel needs --migrate")
+				return cmdline.Usagef("--parallel needs --migrate")
 			}
 			if migrate && (parallel < 1 || parallel > 64) {
-				return usagef("--parallel must be 1 to 64")
+				return cmdline.Usagef("--parallel must be 1 to 64")
 			}
 			c, err := o.client()
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func (o *ctlOptions) print(w io.Writer, v any, table func(*tabwriter.Writer)) error {
@@ -36,7 +37,7 @@ func planCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p.Name, p.PHPVersions = args[0], splitList(php)
+			p.Name, p.PHPVersions = args[0], cmdline.SplitList(php)
 			out, err := c.CreatePlan(cmd.Context(), p)
 			if err != nil {
 				return apiError(err)
@@ -98,7 +99,7 @@ func resellerCmd(o *ctlOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := c.CreateReseller(cmd.Context(), args[0], pw, maxAccounts, maxDisk, splitList(plans), selector)
+			r, err := c.CreateReseller(cmd.Context(), args[0], pw, maxAccounts, maxDisk, cmdline.SplitList(plans), selector)
 			if err != nil {
 				return apiError(err)
 			}
@@ -144,7 +145,7 @@ func userCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if account == "" {
-				return usagef("--account is required")
+				return cmdline.Usagef("--account is required")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -193,7 +194,7 @@ func accountCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if in.Domain == "" || in.Plan == "" {
-				return usagef("--domain and --plan are required")
+				return cmdline.Usagef("--domain and --plan are required")
 			}
 			c, err := o.client()
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func auditCmd(o *ctlOptions) *cobra.Command {
@@ -21,13 +22,13 @@ func auditCmd(o *ctlOptions) *cobra.Command {
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		if d < 0 {
-			return time.Time{}, usagef("--since %q: a duration back from now must not be negative", s)
+			return time.Time{}, cmdline.Usagef("--since %q: a duration back from now must not be negative", s)
 		}
 		return now.Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, usagef("--since %q: want a duration (1h) or an RFC 3339 time", s)
+		return time.Time{}, cmdline.Usagef("--since %q: want a duration (1h) or an RFC 3339 time", s)
 	}
 	return t, nil
 }
@@ -42,7 +43,7 @@ func auditListCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			if since != "" {
 				t, err := parseSince(since, time.Now())

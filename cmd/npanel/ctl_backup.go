@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // backupCmd is "npanel ctl backup": accounts' backups, restores, plans'
@@ -87,7 +88,7 @@ func backupCreateCmd(o *ctlOptions) *cobra.Command {
 		Args: cobra.ExactArgs(1), ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -123,7 +124,7 @@ func backupListCmd(o *ctlOptions) *cobra.Command {
 		Args: cobra.ExactArgs(1), ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -291,35 +292,35 @@ func restoreInput(id, what, pth, db, intoDB, mailbox, node string, inPlace bool)
 		in.Into = "IN_PLACE"
 	}
 	if what == "" {
-		return in, usagef("--what is required: %s", strings.Join(restoreKinds, ", "))
+		return in, cmdline.Usagef("--what is required: %s", strings.Join(restoreKinds, ", "))
 	}
 	if !slices.Contains(restoreKinds, strings.ToLower(what)) {
-		return in, usagef("--what: %q: want one of %s", what, strings.Join(restoreKinds, ", "))
+		return in, cmdline.Usagef("--what: %q: want one of %s", what, strings.Join(restoreKinds, ", "))
 	}
 	allowed := map[string][]string{"FILES": {"path"}, "DATABASE": {"database", "into-database"}, "MAILBOX": {"mailbox"}, "ZONE": nil, "ALL": {"node"}}[in.What]
 	for flag, v := range map[string]string{"path": pth, "database": db, "into-database": intoDB, "mailbox": mailbox, "node": node} {
 		if v != "" && !slices.Contains(allowed, flag) {
-			return in, usagef("--%s does not apply to --what %s", flag, strings.ToLower(what))
+			return in, cmdline.Usagef("--%s does not apply to --what %s", flag, strings.ToLower(what))
 		}
 	}
 	switch in.What {
 	case "DATABASE":
 		if db == "" {
-			return in, usagef("--what database needs --database (the database as backed up)")
+			return in, cmdline.Usagef("--what database needs --database (the database as backed up)")
 		}
 		if !inPlace && intoDB == "" {
-			return in, usagef("--what database needs --into-database NEW_NAME, or --in-place to replace %s", db)
+			return in, cmdline.Usagef("--what database needs --into-database NEW_NAME, or --in-place to replace %s", db)
 		}
 		if inPlace && intoDB != "" && intoDB != db {
-			return in, usagef("--in-place replaces %s itself; leave out --into-database", db)
+			return in, cmdline.Usagef("--in-place replaces %s itself; leave out --into-database", db)
 		}
 	case "MAILBOX":
 		if mailbox == "" {
-			return in, usagef("--what mailbox needs --mailbox ADDRESS")
+			return in, cmdline.Usagef("--what mailbox needs --mailbox ADDRESS")
 		}
 	case "ALL", "ZONE":
 		if !inPlace {
-			return in, usagef("--what %s replaces what exists: give --in-place", strings.ToLower(what))
+			return in, cmdline.Usagef("--what %s replaces what exists: give --in-place", strings.ToLower(what))
 		}
 	}
 	return in, nil
@@ -341,7 +342,7 @@ func backupRestoreCmd(o *ctlOptions) *cobra.Command {
 			return err
 		}
 		if timeout <= 0 {
-			return usagef("--timeout must be positive")
+			return cmdline.Usagef("--timeout must be positive")
 		}
 		c, err := o.client()
 		if err != nil {
@@ -396,7 +397,7 @@ func backupRestoreAccountCmd(o *ctlOptions) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -421,7 +422,7 @@ func backupVerifyCmd(o *ctlOptions) *cobra.Command {
 		Use: "verify ID|ACCOUNT@latest [--wait]", Short: "Read a backup back on its node and check it against its checksums", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -499,15 +500,15 @@ func backupScheduleCmd(o *ctlOptions) *cobra.Command {
 			switch {
 			case off && target == "":
 				if anyChanged(cmd, "hour", "keep-daily", "keep-weekly", "keep-monthly") {
-					return usagef("--off without --target removes the plan's backup settings; give --target to keep them")
+					return cmdline.Usagef("--off without --target removes the plan's backup settings; give --target to keep them")
 				}
 			case target == "":
-				return usagef("--target is required (or --off)")
+				return cmdline.Usagef("--target is required (or --off)")
 			default:
 				in = &client.PlanBackupInput{Target: target}
 				if cmd.Flags().Changed("hour") {
 					if hour < 0 || hour > 23 {
-						return usagef("--hour: %d: give a UTC hour 0 to 23", hour)
+						return cmdline.Usagef("--hour: %d: give a UTC hour 0 to 23", hour)
 					}
 					in.Hour = &hour
 				}
@@ -521,7 +522,7 @@ func backupScheduleCmd(o *ctlOptions) *cobra.Command {
 						continue
 					}
 					if *k.v < 0 || *k.v > k.max {
-						return usagef("--%s: %d: give 0 to %d", k.flag, *k.v, k.max)
+						return cmdline.Usagef("--%s: %d: give 0 to %d", k.flag, *k.v, k.max)
 					}
 					*k.dst = k.v
 				}
@@ -618,29 +619,29 @@ func readSecretKey(cmd *cobra.Command, path string) (string, error) {
 	} else {
 		fi, err := os.Stat(path)
 		if err != nil {
-			return "", usagef("--secret-access-key-file: %v", err)
+			return "", cmdline.Usagef("--secret-access-key-file: %v", err)
 		}
 		if !fi.Mode().IsRegular() {
-			return "", usagef("--secret-access-key-file: %s is not a regular file", path)
+			return "", cmdline.Usagef("--secret-access-key-file: %s is not a regular file", path)
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return "", usagef("--secret-access-key-file: %v", err)
+			return "", cmdline.Usagef("--secret-access-key-file: %v", err)
 		}
 		defer f.Close()
 		r = f
 	}
 	b, err := io.ReadAll(io.LimitReader(r, maxSecretFile+1))
 	if err != nil {
-		return "", usagef("--secret-access-key-file: %v", err)
+		return "", cmdline.Usagef("--secret-access-key-file: %v", err)
 	}
 	if len(b) > maxSecretFile {
-		return "", usagef("--secret-access-key-file: more than %d bytes", maxSecretFile)
+		return "", cmdline.Usagef("--secret-access-key-file: more than %d bytes", maxSecretFile)
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	s := strings.TrimSpace(line)
 	if s == "" {
-		return "", usagef("--secret-access-key-file: empty")
+		return "", cmdline.Usagef("--secret-access-key-file: empty")
 	}
 	return s, nil
 }
@@ -659,22 +660,22 @@ func backupTargetsCreateCmd(o *ctlOptions) *cobra.Command {
 			switch in.Kind {
 			case "LOCAL":
 				if anyChanged(cmd, append(s3Flags, "node")...) {
-					return usagef("--kind local takes no other flags")
+					return cmdline.Usagef("--kind local takes no other flags")
 				}
 			case "NODE":
 				if anyChanged(cmd, s3Flags...) {
-					return usagef("--kind node takes --node only")
+					return cmdline.Usagef("--kind node takes --node only")
 				}
 				if in.Node == "" {
-					return usagef("--kind node needs --node (a node with role backup)")
+					return cmdline.Usagef("--kind node needs --node (a node with role backup)")
 				}
 			case "S3":
 				if in.Node != "" {
-					return usagef("--kind s3 takes no --node")
+					return cmdline.Usagef("--kind s3 takes no --node")
 				}
 				for flag, v := range map[string]string{"endpoint": in.Endpoint, "bucket": in.Bucket, "region": in.Region, "access-key-id": in.AccessKeyID, "secret-access-key-file": secretFile} {
 					if v == "" {
-						return usagef("--kind s3 needs --%s", flag)
+						return cmdline.Usagef("--kind s3 needs --%s", flag)
 					}
 				}
 				secret, err := readSecretKey(cmd, secretFile)
@@ -683,7 +684,7 @@ func backupTargetsCreateCmd(o *ctlOptions) *cobra.Command {
 				}
 				in.SecretAccessKey = secret
 			default:
-				return usagef("--kind: %q: want local, node or s3", kind)
+				return cmdline.Usagef("--kind: %q: want local, node or s3", kind)
 			}
 			c, err := o.client()
 			if err != nil {
@@ -742,7 +743,7 @@ func backupID(cmd *cobra.Command, c *client.Client, arg string) (string, error) 
 		return arg, nil
 	}
 	if account == "" {
-		return "", usagef("%s: want ACCOUNT%s", arg, latestSuffix)
+		return "", cmdline.Usagef("%s: want ACCOUNT%s", arg, latestSuffix)
 	}
 	all, err := c.AllBackups(cmd.Context(), account)
 	if err != nil {

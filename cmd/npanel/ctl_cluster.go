@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/npanel/npanel/internal/cmdline"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,10 +110,10 @@ snapshot restore" (external etcd); see the README.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
 			if path == "" || strings.HasSuffix(path, string(filepath.Separator)) {
-				return usagef("FILE must name a file, got %q", path)
+				return cmdline.Usagef("FILE must name a file, got %q", path)
 			}
 			if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-				return usagef("%s is a directory; name the snapshot file", path)
+				return cmdline.Usagef("%s is a directory; name the snapshot file", path)
 			}
 			c, err := o.client()
 			if err != nil {

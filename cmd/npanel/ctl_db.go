@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // dbCmd is "npanel ctl db": an account's databases and database users.
@@ -260,7 +261,7 @@ func dbPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 		return "", fmt.Errorf("read password: %w", err)
 	}
 	if pw == "" {
-		return "", usagef("--password-stdin: empty password")
+		return "", cmdline.Usagef("--password-stdin: empty password")
 	}
 	return pw, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func dnsCmd(o *ctlOptions) *cobra.Command {
@@ -97,7 +98,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 		Short: "Change a record; what is not given keeps its value",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 2 && len(args) != 5 {
-				return usagef("want ZONE ID, optionally followed by NAME TYPE CONTENT")
+				return cmdline.Usagef("want ZONE ID, optionally followed by NAME TYPE CONTENT")
 			}
 			return nil
 		},
@@ -170,7 +171,7 @@ func dnsCmd(o *ctlOptions) *cobra.Command {
 				text, err = os.ReadFile(args[1])
 			}
 			if err != nil {
-				return usagef("read %s: %v", args[1], err)
+				return cmdline.Usagef("read %s: %v", args[1], err)
 			}
 			c, err := o.client()
 			if err != nil {

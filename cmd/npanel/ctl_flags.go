@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -43,16 +44,16 @@ func parseRoles(s string) ([]string, error) {
 			continue
 		}
 		if !slices.Contains(nodeRoles, r) {
-			return nil, usagef("role %q: want any of %s", r, strings.Join(nodeRoles, ","))
+			return nil, cmdline.Usagef("role %q: want any of %s", r, strings.Join(nodeRoles, ","))
 		}
 		up := strings.ToUpper(r)
 		if slices.Contains(out, up) {
-			return nil, usagef("role %q given twice", r)
+			return nil, cmdline.Usagef("role %q given twice", r)
 		}
 		out = append(out, up)
 	}
 	if len(out) == 0 {
-		return nil, usagef("--roles needs at least one of %s", strings.Join(nodeRoles, ","))
+		return nil, cmdline.Usagef("--roles needs at least one of %s", strings.Join(nodeRoles, ","))
 	}
 	return out, nil
 }
@@ -70,25 +71,25 @@ func mergeLabels(current map[string]string, set, remove []string) (map[string]st
 	for _, l := range set {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			return nil, usagef("label %q: want key=value", l)
+			return nil, cmdline.Usagef("label %q: want key=value", l)
 		}
 		if setKeys[k] {
-			return nil, usagef("label %q given twice", k)
+			return nil, cmdline.Usagef("label %q given twice", k)
 		}
 		setKeys[k] = true
 		out[k] = v
 	}
 	for _, k := range remove {
 		if setKeys[k] {
-			return nil, usagef("label %q both set and removed", k)
+			return nil, cmdline.Usagef("label %q both set and removed", k)
 		}
 		if _, ok := current[k]; !ok {
-			return nil, usagef("the node has no label %q to remove", k)
+			return nil, cmdline.Usagef("the node has no label %q to remove", k)
 		}
 		delete(out, k)
 	}
 	if err := validate.Labels(out); err != nil {
-		return nil, usagef("%v", err)
+		return nil, cmdline.Usagef("%v", err)
 	}
 	return out, nil
 }

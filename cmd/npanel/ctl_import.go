@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -31,9 +32,9 @@ func importPathArg(p string) error {
 	var e *validate.Error
 	if err := validate.CpanelArchivePath(p); errors.As(err, &e) {
 		if strings.HasPrefix(p, "/") {
-			return usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
+			return cmdline.Usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
 		}
-		return usagef("PATH %q: %s", p, e.Reason)
+		return cmdline.Usagef("PATH %q: %s", p, e.Reason)
 	}
 	return nil
 }
@@ -45,7 +46,7 @@ func importAnalyzeCmd(o *ctlOptions) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if node == "" {
-				return usagef("--node is required")
+				return cmdline.Usagef("--node is required")
 			}
 			if err := importPathArg(args[0]); err != nil {
 				return err
@@ -77,14 +78,14 @@ func importCpanelCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for flag, v := range map[string]string{"node": in.Node, "owner": in.Owner, "plan": in.Plan} {
 				if v == "" {
-					return usagef("--%s is required", flag)
+					return cmdline.Usagef("--%s is required", flag)
 				}
 			}
 			if err := importPathArg(args[0]); err != nil {
 				return err
 			}
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			in.Path = args[0]
 			if username != "" {
@@ -178,7 +179,7 @@ func importListCmd(o *ctlOptions) *cobra.Command {
 		Use: "list", Short: "List imports, oldest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			c, err := o.client()
 			if err != nil {

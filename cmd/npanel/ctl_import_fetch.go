@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -44,38 +45,38 @@ func (f *serverFlags) register(cmd *cobra.Command) {
 func (f *serverFlags) input(stdin io.Reader, needPin bool) (client.CpanelServerInput, error) {
 	in := f.in
 	if in.Node == "" || in.Host == "" {
-		return in, usagef("--node and --host are required")
+		return in, cmdline.Usagef("--node and --host are required")
 	}
 	if _, err := validate.CpanelServerHost(in.Host); err != nil {
-		return in, usagef("--host: %v", err)
+		return in, cmdline.Usagef("--host: %v", err)
 	}
 	if err := validate.CpanelServerPort(f.port); err != nil || f.port == 0 {
-		return in, usagef("--port must be 1..65535")
+		return in, cmdline.Usagef("--port must be 1..65535")
 	}
 	if err := validate.CpanelServerUser(in.User); err != nil {
-		return in, usagef("--user: %v", err)
+		return in, cmdline.Usagef("--user: %v", err)
 	}
 	if f.fingerprint != "" || needPin {
 		if err := validate.HostKeyFingerprint(f.fingerprint); err != nil {
-			return in, usagef("--host-key: %v (scan the server first: it names the key)", err)
+			return in, cmdline.Usagef("--host-key: %v (scan the server first: it names the key)", err)
 		}
 		in.HostKeyFingerprint = &f.fingerprint
 	}
 	if f.passwordFile == "" && f.keyFile == "" {
-		return in, usagef("--password-file or --key-file is required")
+		return in, cmdline.Usagef("--password-file or --key-file is required")
 	}
 	in.Port = &f.port
 	if f.passwordFile != "" {
 		pw, err := readSecret(stdin, f.passwordFile)
 		if err != nil {
-			return in, usagef("--password-file: %v", err)
+			return in, cmdline.Usagef("--password-file: %v", err)
 		}
 		in.Password = &pw
 	}
 	if f.keyFile != "" {
 		b, err := os.ReadFile(f.keyFile)
 		if err != nil {
-			return in, usagef("--key-file: %v", err)
+			return in, cmdline.Usagef("--key-file: %v", err)
 		}
 		k := string(b)
 		in.PrivateKey = &k
@@ -155,17 +156,17 @@ func importFetchCmd(o *ctlOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (account == "") == (remote == "") {
-				return usagef("give exactly one of --account and --remote-path")
+				return cmdline.Usagef("give exactly one of --account and --remote-path")
 			}
 			if account != "" {
 				if err := validate.CpanelAccountName(account); err != nil {
-					return usagef("--account: %v", err)
+					return cmdline.Usagef("--account: %v", err)
 				}
 			} else if err := validate.CpanelRemotePath(remote); err != nil {
-				return usagef("--remote-path: %v", err)
+				return cmdline.Usagef("--remote-path: %v", err)
 			}
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			in, err := sf.input(cmd.InOrStdin(), true)
 			if err != nil {
@@ -255,7 +256,7 @@ func importFetchesCmd(o *ctlOptions) *cobra.Command {
 		Use: "fetches", Short: "List fetches from old servers, oldest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			c, err := o.client()
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/internal/cpaneltest"
 	"github.com/npanel/npanel/internal/sshdtest"
 	"github.com/npanel/npanel/internal/testenv"
@@ -45,7 +46,7 @@ func TestImportFetchUsage(t *testing.T) {
 		cmd.SetArgs(append(append([]string{}, base...), bad.args...))
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
 		err := cmd.Execute()
-		var ue *usageError
+		var ue *cmdline.UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%v: %v, want a usage error about %s", bad.args, err, bad.want)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // mailCmd is "npanel ctl mail": an account's mailboxes, forwarders,
@@ -36,7 +37,7 @@ func mailboxCmd(o *ctlOptions) *cobra.Command {
 		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if quota < 0 {
-				return usagef("--quota: %d is negative", quota)
+				return cmdline.Usagef("--quota: %d is negative", quota)
 			}
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -62,7 +63,7 @@ func mailboxCmd(o *ctlOptions) *cobra.Command {
 		ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {
@@ -143,7 +144,7 @@ func mailboxCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mb, err := strconv.Atoi(args[1])
 			if err != nil {
-				return usagef("quota %q is not a number of MB", args[1])
+				return cmdline.Usagef("quota %q is not a number of MB", args[1])
 			}
 			c, err := o.client()
 			if err != nil {
@@ -248,7 +249,7 @@ func autoresponderCmd(o *ctlOptions) *cobra.Command {
 		Use: "set ADDRESS --subject TEXT --body TEXT|- [--from ADDRESS] [--until RFC3339]", Short: "Reply to senders (once a day each) until a time", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if subject == "" || body == "" {
-				return usagef("--subject and --body are required (--body - reads it from standard input)")
+				return cmdline.Usagef("--subject and --body are required (--body - reads it from standard input)")
 			}
 			ar := client.Autoresponder{Subject: subject, Body: body}
 			if body == "-" {
@@ -264,7 +265,7 @@ func autoresponderCmd(o *ctlOptions) *cobra.Command {
 			if until != "" {
 				u, err := time.Parse(time.RFC3339, until)
 				if err != nil {
-					return usagef("--until %q: want a time such as 2027-01-31T18:00:00Z", until)
+					return cmdline.Usagef("--until %q: want a time such as 2027-01-31T18:00:00Z", until)
 				}
 				ar.Until = &u
 			}
@@ -362,7 +363,7 @@ func mailDomainCmds(o *ctlOptions) []*cobra.Command {
 			switch act {
 			case "", "TAG", "JUNK_FOLDER", "REJECT":
 			default:
-				return nil, usagef("--action %q: want tag, junk_folder or reject", action)
+				return nil, cmdline.Usagef("--action %q: want tag, junk_folder or reject", action)
 			}
 			return c.SetSpamFilter(cmd.Context(), a[0], enabled, score, act)
 		})
@@ -375,7 +376,7 @@ func mailDomainCmds(o *ctlOptions) []*cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			uid, err := strconv.Atoi(args[1])
 			if err != nil || uid <= 0 {
-				return usagef("UID %q is not a message UID", args[1])
+				return cmdline.Usagef("UID %q is not a message UID", args[1])
 			}
 			c, err := o.client()
 			if err != nil {
@@ -422,7 +423,7 @@ func mailQueryCmds(o *ctlOptions) []*cobra.Command {
 		Use: "logs ADDRESS [--hours N]", Short: "Delivery and login log lines of a mailbox", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if hours < 1 || hours > 168 {
-				return usagef("--hours must be 1 to 168")
+				return cmdline.Usagef("--hours must be 1 to 168")
 			}
 			c, err := o.client()
 			if err != nil {
@@ -470,7 +471,7 @@ func mailQueryCmds(o *ctlOptions) []*cobra.Command {
 		Use: "list NODE [--limit N]", Short: "List a node's queued messages", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if limit < 1 || limit > 1000 {
-				return usagef("--limit must be 1 to 1000")
+				return cmdline.Usagef("--limit must be 1 to 1000")
 			}
 			c, err := o.client()
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // migrateCmd is "npanel ctl migrate": moving accounts between nodes.
@@ -39,7 +40,7 @@ func parseSchedule(s string, now time.Time) (*time.Time, error) {
 		t := now.Add(d)
 		return &t, nil
 	}
-	return nil, usagef("--schedule %q: want an RFC 3339 time (2026-12-24T03:00:00Z) or a duration from now (2h)", s)
+	return nil, cmdline.Usagef("--schedule %q: want an RFC 3339 time (2026-12-24T03:00:00Z) or a duration from now (2h)", s)
 }
 
 func migrateStartCmd(o *ctlOptions) *cobra.Command {
@@ -51,10 +52,10 @@ func migrateStartCmd(o *ctlOptions) *cobra.Command {
 		Args: cobra.ExactArgs(1), ValidArgsFunction: o.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			if strings.TrimSpace(args[0]) == "" {
-				return usagef("ACCOUNT is empty")
+				return cmdline.Usagef("ACCOUNT is empty")
 			}
 			when, err := parseSchedule(schedule, time.Now())
 			if err != nil {
@@ -87,13 +88,13 @@ func migrateListCmd(o *ctlOptions) *cobra.Command {
 		Use: "list [--account A] [--node N] [--status S] [--drain N]", Short: "List migrations, oldest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 {
-				return usagef("--limit must be at least 1")
+				return cmdline.Usagef("--limit must be at least 1")
 			}
 			f.Status = strings.ToUpper(f.Status)
 			switch f.Status {
 			case "", "PENDING", "PRESYNC", "CUTOVER", "VERIFYING", "DONE", "ROLLED_BACK", "FAILED", "CANCELLED":
 			default:
-				return usagef("--status %q: want PENDING, PRESYNC, CUTOVER, VERIFYING, DONE, ROLLED_BACK, FAILED or CANCELLED", f.Status)
+				return cmdline.Usagef("--status %q: want PENDING, PRESYNC, CUTOVER, VERIFYING, DONE, ROLLED_BACK, FAILED or CANCELLED", f.Status)
 			}
 			c, err := o.client()
 			if err != nil {
@@ -212,7 +213,7 @@ func migrateWatchCmd(o *ctlOptions) *cobra.Command {
 		Use: "watch ID", Short: "Follow a migration until it is at rest, printing its steps as they go", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			c, err := o.client()
 			if err != nil {

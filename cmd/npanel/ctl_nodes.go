@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func nodeUpdateCmd(o *ctlOptions) *cobra.Command {
@@ -22,7 +23,7 @@ func nodeUpdateCmd(o *ctlOptions) *cobra.Command {
 		ValidArgsFunction: o.completeNodes,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !anyChanged(cmd, "label", "remove-label", "roles", "max-accounts", "disk-mb") {
-				return usagef("nothing to change: give --label, --remove-label, --roles, --max-accounts or --disk-mb")
+				return cmdline.Usagef("nothing to change: give --label, --remove-label, --roles, --max-accounts or --disk-mb")
 			}
 			var in client.NodeUpdate
 			var err error
@@ -33,13 +34,13 @@ func nodeUpdateCmd(o *ctlOptions) *cobra.Command {
 			}
 			if cmd.Flags().Changed("max-accounts") {
 				if maxAccounts < 0 {
-					return usagef("--max-accounts must not be negative")
+					return cmdline.Usagef("--max-accounts must not be negative")
 				}
 				in.MaxAccounts = &maxAccounts
 			}
 			if cmd.Flags().Changed("disk-mb") {
 				if diskMB < 0 {
-					return usagef("--disk-mb must not be negative")
+					return cmdline.Usagef("--disk-mb must not be negative")
 				}
 				in.DiskMB = &diskMB
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // logFlags are the filters of ctl logs domain and logs service.
@@ -31,10 +32,10 @@ func (f *logFlags) add(cmd *cobra.Command) {
 func (f *logFlags) query(now time.Time) (client.LogQuery, error) {
 	q := client.LogQuery{Lines: f.lines, Grep: f.grep}
 	if f.lines < 1 || f.lines > 1000 {
-		return q, usagef("--lines %d: give 1 to 1000", f.lines)
+		return q, cmdline.Usagef("--lines %d: give 1 to 1000", f.lines)
 	}
 	if len(f.grep) > 200 {
-		return q, usagef("--grep: at most 200 bytes")
+		return q, cmdline.Usagef("--grep: at most 200 bytes")
 	}
 	if f.since != "" {
 		since, err := parseSince(f.since, now)
@@ -42,7 +43,7 @@ func (f *logFlags) query(now time.Time) (client.LogQuery, error) {
 			return q, err
 		}
 		if since.After(now) {
-			return q, usagef("--since %s is in the future", f.since)
+			return q, cmdline.Usagef("--since %s is in the future", f.since)
 		}
 		q.Since = since
 	}
@@ -87,7 +88,7 @@ func logsCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k := strings.ToUpper(kind)
 			if k != "ACCESS" && k != "ERROR" {
-				return usagef("--kind %q: access or error", kind)
+				return cmdline.Usagef("--kind %q: access or error", kind)
 			}
 			return o.domainLogs(cmd, args[0], k, &df)
 		},
@@ -125,7 +126,7 @@ func periodArg(p string) (string, error) {
 	case "HOUR", "DAY", "WEEK", "MONTH":
 		return up, nil
 	}
-	return "", usagef("--period %q: hour, day, week or month", p)
+	return "", cmdline.Usagef("--period %q: hour, day, week or month", p)
 }
 
 func printSeries(tw *tabwriter.Writer, series []client.TrafficPoint) {
@@ -345,16 +346,16 @@ func parseScrapeScopes(in []string) ([]string, error) {
 			continue
 		}
 		if !slices.Contains(scrapeScopes, s) {
-			return nil, usagef("scope %q: want any of %s", s, strings.Join(scrapeScopes, ","))
+			return nil, cmdline.Usagef("scope %q: want any of %s", s, strings.Join(scrapeScopes, ","))
 		}
 		up := strings.ToUpper(s)
 		if slices.Contains(out, up) {
-			return nil, usagef("scope %q given twice", s)
+			return nil, cmdline.Usagef("scope %q given twice", s)
 		}
 		out = append(out, up)
 	}
 	if len(out) == 0 {
-		return nil, usagef("--scope needs at least one of %s", strings.Join(scrapeScopes, ","))
+		return nil, cmdline.Usagef("--scope needs at least one of %s", strings.Join(scrapeScopes, ","))
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func planUpdateCmd(o *ctlOptions) *cobra.Command {
@@ -24,7 +25,7 @@ func planUpdateCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			if !anyChanged(cmd, "disk-mb", "bandwidth-mb", "domains", "mailboxes", "databases", "php", "allow-exec") {
-				return usagef("nothing to change: give at least one of --disk-mb, --bandwidth-mb, --domains, --mailboxes, --databases, --php, --allow-exec")
+				return cmdline.Usagef("nothing to change: give at least one of --disk-mb, --bandwidth-mb, --domains, --mailboxes, --databases, --php, --allow-exec")
 			}
 			if f.Changed("disk-mb") {
 				in.DiskMB = &disk
@@ -42,9 +43,9 @@ func planUpdateCmd(o *ctlOptions) *cobra.Command {
 				in.Databases = &databases
 			}
 			if f.Changed("php") {
-				in.PHPVersions = splitList(php)
+				in.PHPVersions = cmdline.SplitList(php)
 				if len(in.PHPVersions) == 0 {
-					return usagef("--php needs at least one version")
+					return cmdline.Usagef("--php needs at least one version")
 				}
 			}
 			if f.Changed("allow-exec") {
@@ -119,7 +120,7 @@ func resellerUpdateCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			if !anyChanged(cmd, "max-accounts", "max-disk-mb", "plans", "node-selector") {
-				return usagef("nothing to change: give at least one of --max-accounts, --max-disk-mb, --plans, --node-selector")
+				return cmdline.Usagef("nothing to change: give at least one of --max-accounts, --max-disk-mb, --plans, --node-selector")
 			}
 			if f.Changed("max-accounts") {
 				in.MaxAccounts = &maxAccounts
@@ -128,7 +129,7 @@ func resellerUpdateCmd(o *ctlOptions) *cobra.Command {
 				in.MaxDiskMB = &maxDisk
 			}
 			if f.Changed("plans") {
-				in.Plans = nonNilList(splitList(plans))
+				in.Plans = nonNilList(cmdline.SplitList(plans))
 			}
 			if f.Changed("node-selector") {
 				in.NodeSelector = &selector

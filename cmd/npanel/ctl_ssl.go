@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 // sslCmd is "npanel ctl ssl": the sites' TLS certificates, ordered from
@@ -51,14 +52,14 @@ func sslRequestCmd(o *ctlOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ch := strings.ToUpper(challenge)
 			if ch != "HTTP01" && ch != "DNS01" {
-				return usagef("--challenge: %q: want http01 or dns01", challenge)
+				return cmdline.Usagef("--challenge: %q: want http01 or dns01", challenge)
 			}
 			if timeout <= 0 {
-				return usagef("--timeout must be positive")
+				return cmdline.Usagef("--timeout must be positive")
 			}
 			for _, s := range sans {
 				if strings.HasPrefix(s, "*.") && ch != "DNS01" {
-					return usagef("--san %s: a wildcard needs --challenge dns01", s)
+					return cmdline.Usagef("--san %s: a wildcard needs --challenge dns01", s)
 				}
 			}
 			c, err := o.client()
@@ -118,18 +119,18 @@ func sslListCmd(o *ctlOptions, expiring bool) *cobra.Command {
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if limit < 1 {
-			return usagef("--limit must be at least 1")
+			return cmdline.Usagef("--limit must be at least 1")
 		}
 		if expiring {
 			if days < 0 || days > 3650 {
-				return usagef("--days: %d: give 0 to 3650", days)
+				return cmdline.Usagef("--days: %d: give 0 to 3650", days)
 			}
 			f.ExpiringWithinDays = &days
 		}
 		if f.Status != "" {
 			f.Status = strings.ToUpper(f.Status)
 			if !slices.Contains(certStatuses, f.Status) {
-				return usagef("--status: %q: want one of %s", f.Status, strings.ToLower(strings.Join(certStatuses, ", ")))
+				return cmdline.Usagef("--status: %q: want one of %s", f.Status, strings.ToLower(strings.Join(certStatuses, ", ")))
 			}
 		}
 		c, err := o.client()
@@ -296,7 +297,7 @@ func revocationReason(s string) (string, error) {
 			return r, nil
 		}
 	}
-	return "", usagef("--reason: %q: want unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation (or RFC 5280 code 0, 1, 3, 4, 5)", s)
+	return "", cmdline.Usagef("--reason: %q: want unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation (or RFC 5280 code 0, 1, 3, 4, 5)", s)
 }
 
 func sslRevokeCmd(o *ctlOptions) *cobra.Command {
@@ -361,14 +362,14 @@ func readPEMFile(flag, path string) (string, error) {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", usagef("--%s: %v", flag, err)
+		return "", cmdline.Usagef("--%s: %v", flag, err)
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > maxPEMFile {
-		return "", usagef("--%s: %s is not a PEM file of at most 1 MiB", flag, path)
+		return "", cmdline.Usagef("--%s: %s is not a PEM file of at most 1 MiB", flag, path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", usagef("--%s: %v", flag, err)
+		return "", cmdline.Usagef("--%s: %v", flag, err)
 	}
 	return string(b), nil
 }
@@ -383,7 +384,7 @@ func sslInstallCmd(o *ctlOptions) *cobra.Command {
 		ValidArgsFunction: o.completeZones,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if certFile == "" || keyFile == "" {
-				return usagef("--cert and --key are required")
+				return cmdline.Usagef("--cert and --key are required")
 			}
 			in := client.InstallCertificateInput{Domain: args[0], AllowUntrusted: untrusted}
 			var err error
@@ -421,7 +422,7 @@ func onOff(s string) (bool, error) {
 	case "off", "false", "no":
 		return false, nil
 	}
-	return false, usagef("%q: want on or off", s)
+	return false, cmdline.Usagef("%q: want on or off", s)
 }
 
 func (o *ctlOptions) printTLSDomain(cmd *cobra.Command, d *client.TLSDomain) error {
@@ -465,12 +466,12 @@ func hstsMaxAge(s string) (int, error) {
 	if err != nil {
 		d, derr := time.ParseDuration(s)
 		if derr != nil {
-			return 0, usagef("MAXAGE %q: give seconds (31536000), a duration (8760h) or off", s)
+			return 0, cmdline.Usagef("MAXAGE %q: give seconds (31536000), a duration (8760h) or off", s)
 		}
 		n = int(d / time.Second)
 	}
 	if n < 0 || n > maxHSTS {
-		return 0, usagef("MAXAGE %d: give 0 (off) to %d seconds (two years)", n, maxHSTS)
+		return 0, cmdline.Usagef("MAXAGE %d: give 0 (off) to %d seconds (two years)", n, maxHSTS)
 	}
 	return n, nil
 }

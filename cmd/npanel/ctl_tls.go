@@ -19,6 +19,7 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/internal/atomicfile"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/pki"
 )
 
@@ -136,7 +137,7 @@ func saveTrust(server string, tr serverTrust) error {
 func (o *ctlOptions) serverURL() (*url.URL, error) {
 	u, err := url.Parse(o.server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usagef("--server %q: want a URL such as https://cp1.example.net:8080", o.server)
+		return nil, cmdline.Usagef("--server %q: want a URL such as https://cp1.example.net:8080", o.server)
 	}
 	return u, nil
 }
@@ -148,7 +149,7 @@ func (o *ctlOptions) flagFingerprint() (string, error) {
 	}
 	fp := pki.NormalizeFingerprint(o.caFingerprint)
 	if !pki.ValidFingerprint(fp) {
-		return "", usagef("--ca-fingerprint %q: want the 64 hex digits of the CA root's SHA-256 fingerprint", o.caFingerprint)
+		return "", cmdline.Usagef("--ca-fingerprint %q: want the 64 hex digits of the CA root's SHA-256 fingerprint", o.caFingerprint)
 	}
 	return fp, nil
 }
@@ -197,13 +198,13 @@ func (o *ctlOptions) loginTrust(cmd *cobra.Command, ctx context.Context, systemR
 	}
 	if u.Scheme != "https" {
 		if fp != "" || systemRoots {
-			return serverTrust{}, usagef("--ca-fingerprint and --system-roots apply to an https:// server, and --server is %s", o.server)
+			return serverTrust{}, cmdline.Usagef("--ca-fingerprint and --system-roots apply to an https:// server, and --server is %s", o.server)
 		}
 		return serverTrust{}, nil
 	}
 	switch {
 	case systemRoots && fp != "":
-		return serverTrust{}, usagef("--ca-fingerprint and --system-roots exclude each other")
+		return serverTrust{}, cmdline.Usagef("--ca-fingerprint and --system-roots exclude each other")
 	case systemRoots:
 		return serverTrust{SystemRoots: true}, nil
 	case fp != "":
@@ -216,7 +217,7 @@ func (o *ctlOptions) loginTrust(cmd *cobra.Command, ctx context.Context, systemR
 	}
 	f, ok := cmd.InOrStdin().(*os.File)
 	if !ok || !isTerminal(f) {
-		return serverTrust{}, usagef("%s serves HTTPS with a certificate of its own CA: pass --ca-fingerprint with the fingerprint the server printed at its first start (its log says it at every start: ca_fingerprint), or --system-roots when a public CA issued its certificate", o.server)
+		return serverTrust{}, cmdline.Usagef("%s serves HTTPS with a certificate of its own CA: pass --ca-fingerprint with the fingerprint the server printed at its first start (its log says it at every start: ca_fingerprint), or --system-roots when a public CA issued its certificate", o.server)
 	}
 	chain, err := fetchChain(ctx, u)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func (o *ctlOptions) printUsers(cmd *cobra.Command, v any, users []client.User) error {
@@ -30,7 +31,7 @@ func userListCmd(o *ctlOptions) *cobra.Command {
 			switch f.Role {
 			case "", "ADMIN", "RESELLER", "USER":
 			default:
-				return usagef("--role %q: want admin, reseller or user", f.Role)
+				return cmdline.Usagef("--role %q: want admin, reseller or user", f.Role)
 			}
 			c, err := o.client()
 			if err != nil {
@@ -58,7 +59,7 @@ func userUpdateCmd(o *ctlOptions) *cobra.Command {
 		ValidArgsFunction: o.completeNames(0, userNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if account == "" {
-				return usagef("nothing to change: give --account")
+				return cmdline.Usagef("nothing to change: give --account")
 			}
 			c, err := o.client()
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func domainCmd(o *ctlOptions) *cobra.Command {
@@ -50,7 +51,7 @@ DNS zone. A domain with aliases cannot be removed until its aliases are.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if docroot != "" && aliasOf != "" {
-				return usagef("--docroot and --alias-of exclude each other: an alias serves its target's document root")
+				return cmdline.Usagef("--docroot and --alias-of exclude each other: an alias serves its target's document root")
 			}
 			c, id, err := o.accountRef(cmd.Context(), args[0])
 			if err != nil {

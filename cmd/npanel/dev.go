@@ -17,6 +17,7 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/internal/cmdline"
 	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/allowlist"
@@ -34,15 +35,15 @@ and --agents node agents (dev-1, dev-2, ...) on 127.0.0.1. State lives in
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if agents < 0 || agents > 16 {
-				return usagef("--agents must be between 0 and 16")
+				return cmdline.Usagef("--agents must be between 0 and 16")
 			}
 			abs, err := filepath.Abs(dataDir)
 			if err != nil {
 				return err
 			}
-			mods, err := allowlist.Modules(splitList(modules))
+			mods, err := allowlist.Modules(cmdline.SplitList(modules))
 			if err != nil {
-				return usagef("--modules: %v", err)
+				return cmdline.Usagef("--modules: %v", err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

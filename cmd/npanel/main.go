@@ -18,12 +18,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// usageError and usagef are cmdline's (shared with npanel-agent), named
-// here for the many commands of this package.
-type usageError = cmdline.UsageError
-
-func usagef(format string, args ...any) error { return cmdline.Usagef(format, args...) }
-
 func main() {
 	root := &cobra.Command{
 		Use:           "npanel",
@@ -36,7 +30,7 @@ func main() {
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "text or json")
 	root.AddCommand(serverCmd(), agentcmd.New("agent", version), devCmd(), ctlCmd(), versionCmd(), mailQuotaWarningCmd(), manCmd())
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cmdline.Usagef("%v", err) })
 	cobra.OnInitialize(func() { cmdline.SetLogger(logLevel, logFormat) })
 	if err := root.Execute(); err != nil {
 		if te := trustError(err); te != nil {
@@ -65,5 +59,3 @@ func versionCmd() *cobra.Command {
 		},
 	}
 }
-
-func splitList(s string) []string { return cmdline.SplitList(s) }

@@ -43,16 +43,16 @@ root fingerprint the first start prints (with the "npanel ctl login
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
-				return usagef("--data-dir is required")
+				return cmdline.Usagef("--data-dir is required")
 			}
-			cfg.EtcdEndpoints = splitList(endpoints)
+			cfg.EtcdEndpoints = cmdline.SplitList(endpoints)
 			st, err := scheduler.ParseStrategy(strategy)
 			if err != nil {
-				return usagef("--scheduler: %v", err)
+				return cmdline.Usagef("--scheduler: %v", err)
 			}
 			cfg.SchedulerStrategy = st
 			if cfg.TrustedProxies, err = auth.ParseTrustedProxies(trusted); err != nil {
-				return usagef("--trusted-proxies: %v", err)
+				return cmdline.Usagef("--trusted-proxies: %v", err)
 			}
 			// The scrape token comes from the environment or a file, never
 			// argv (which every local user can read in ps).
@@ -60,12 +60,12 @@ root fingerprint the first start prints (with the "npanel ctl login
 			if metricsTokenFile != "" {
 				b, err := os.ReadFile(metricsTokenFile)
 				if err != nil {
-					return usagef("--metrics-token-file: %v", err)
+					return cmdline.Usagef("--metrics-token-file: %v", err)
 				}
 				cfg.MetricsToken = strings.TrimSpace(string(b))
 			}
 			if cfg.MetricsToken != "" && len(cfg.MetricsToken) < 32 {
-				return usagef("the metrics token must be at least 32 characters")
+				return cmdline.Usagef("the metrics token must be at least 32 characters")
 			}
 			cfg.AdminPassword = os.Getenv("NPANEL_ADMIN_PASSWORD")
 			cfg.AllowTestUsernames = cmdline.AllowTestUsernames
@@ -76,7 +76,7 @@ root fingerprint the first start prints (with the "npanel ctl login
 			defer stop()
 			srv, err := controlplane.New(cfg)
 			if err != nil {
-				return usagef("%v", err)
+				return cmdline.Usagef("%v", err)
 			}
 			// SIGHUP re-reads --api-cert/--api-key (they are also
 			// checked for changes every few seconds).

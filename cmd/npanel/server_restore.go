@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/internal/cmdline"
 )
 
 func serverRestoreCmd() *cobra.Command {
@@ -34,20 +35,20 @@ use "etcdutl snapshot restore" on each member instead (see the README).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if snapshotPath == "" {
-				return usagef("--snapshot is required")
+				return cmdline.Usagef("--snapshot is required")
 			}
 			if dataDir == "" {
-				return usagef("--data-dir is required")
+				return cmdline.Usagef("--data-dir is required")
 			}
 			if !filepath.IsAbs(dataDir) {
-				return usagef("--data-dir must be an absolute path, as the server's (its etcd's URLs name it): got %q", dataDir)
+				return cmdline.Usagef("--data-dir must be an absolute path, as the server's (its etcd's URLs name it): got %q", dataDir)
 			}
 			if _, err := os.Stat(snapshotPath); err != nil {
-				return usagef("--snapshot: %v", err)
+				return cmdline.Usagef("--snapshot: %v", err)
 			}
 			err := controlplane.RestoreEmbeddedEtcd(snapshotPath, filepath.Clean(dataDir), slog.Default())
 			if errors.Is(err, controlplane.ErrRestoreTargetNotEmpty) {
-				return usagef("%v", err)
+				return cmdline.Usagef("%v", err)
 			}
 			if err != nil {
 				return err
