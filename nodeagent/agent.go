@@ -117,7 +117,7 @@ type Config struct {
 	BackupUser string
 	// MigrationListen is where the migration endpoint (an SSH server
 	// inside the agent that receives accounts moved here) listens; ""
-	// runs none. The command's flag defaults to ":2222"
+	// runs none. The command's flag defaults to ":2223"
 	// (platform.DefaultMigrationListen); `npanel dev` and tests give each
 	// agent its own loopback port.
 	MigrationListen string

@@ -47,7 +47,7 @@ type ScrapeToken struct {
 // ScopeList is the token's scopes, all of them for a record without any.
 func (t *ScrapeToken) ScopeList() []string {
 	if len(t.Scopes) == 0 {
-		return ScrapeScopes
+		return slices.Clone(ScrapeScopes) // callers keep and may change it
 	}
 	return t.Scopes
 }

@@ -252,6 +252,12 @@ func (m *Module) serveConn(ctx context.Context, log *slog.Logger, nc net.Conn, c
 	if _, err := m.currentAuthorization(id); err != nil {
 		log.Warn("connection closed at login", "reason", err.Error())
 		sc.Close()
+		// The connection's channels are read until they close, or its
+		// reader would block on them.
+		go ssh.DiscardRequests(reqs)
+		for nch := range chans {
+			_ = nch.Reject(ssh.Prohibited, "authorization revoked")
+		}
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
