@@ -2,7 +2,9 @@ package db
 
 import (
 	"bufio"
+	"bytes"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -188,12 +190,15 @@ func TestImportUntrustedPostgresInnerCommit(t *testing.T) {
 }
 
 func TestPlainFilterLargeObjects(t *testing.T) {
-	in := "a\nBEGIN;\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68');\nSELECT pg_catalog.lo_close(0);\nCOMMIT;\n" +
-		"BEGIN;\nCREATE TABLE x ();\nCOMMIT;\nEND;\nBEGIN;\n"
+	// pg_dump's layout: blank lines after BEGIN; and between objects.
+	in := "a\nBEGIN;\n\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68');\nSELECT pg_catalog.lo_close(0);\n\n" +
+		"SELECT pg_catalog.lo_open('2', 131072);\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n" +
+		"BEGIN;\n\nCREATE TABLE x ();\nCOMMIT;\nEND;\nBEGIN;\n"
 	f := &plainFilter{r: bufio.NewReaderSize(strings.NewReader(in), 64), atStart: true, done: func() error { return nil }}
 	got, err := io.ReadAll(f)
-	want := "a\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68');\nSELECT pg_catalog.lo_close(0);\n" +
-		"BEGIN;\nCREATE TABLE x ();\nCOMMIT;\nEND;\nBEGIN;\n\nCOMMIT;\n"
+	want := "a\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68');\nSELECT pg_catalog.lo_close(0);\n\n" +
+		"SELECT pg_catalog.lo_open('2', 131072);\nSELECT pg_catalog.lo_close(0);\n\n" +
+		"BEGIN;\n\nCREATE TABLE x ();\nCOMMIT;\nEND;\nBEGIN;\n\nCOMMIT;\n"
 	if err != nil || string(got) != want {
 		t.Errorf("%q %v, want %q", got, err, want)
 	}
@@ -201,23 +206,46 @@ func TestPlainFilterLargeObjects(t *testing.T) {
 
 // A dump that ends early, between two statements and without an error,
 // commits nothing: the load commits only after pg_dump's completion line.
-// A large object's BEGIN;/COMMIT; inside it does not end the transaction.
+// The dump is pg_dump's own, with two large objects: the BEGIN;/COMMIT;
+// it writes around them do not end the load's transaction.
 func TestImportPostgresDumpTruncated(t *testing.T) {
 	env, srv := pgEnv(t)
 	ctx := ctxT(t)
 	const owner = "alice"
-	name := owner + "_trunc"
-	mustApply(t, env, ensureDB(pg, name, owner))
-	const key = "0123456789abcdef"
-	body := "CREATE TABLE public.t (i integer, o oid);\nSELECT pg_catalog.lo_create('16390');\n" +
-		"COPY public.t (i, o) FROM stdin;\n1\t16390\n\\.\n" +
-		"BEGIN;\nSELECT pg_catalog.lo_open('16390', 131072);\nSELECT pg_catalog.lowrite(0, '\\x6869');\nSELECT pg_catalog.lo_close(0);\nCOMMIT;\n" +
-		"CREATE TABLE public.after (i int);\n"
-	head := "--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key + "\n\n"
-	end := "--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + "\n"
+	src, dst := owner+"_src", owner+"_trunc"
+	mustApply(t, env, ensureDB(pg, src, owner))
+	mustApply(t, env, ensureDB(pg, dst, owner))
+	sc := srv.MustConnect(t, src)
+	defer sc.Close(ctx)
+	if _, err := sc.Exec(ctx, "CREATE TABLE public.t (i integer, o oid); "+
+		"INSERT INTO public.t VALUES (1, lo_from_bytea(0, 'hi')), (2, lo_from_bytea(0, 'there')); CREATE TABLE public.after (i int)"); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := testModule.DumpCommand(ctx, env, "postgresql", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, dc.Argv[0], dc.Argv[1:]...)
+	cmd.Env = dc.Env
+	dump, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	if !strings.Contains(string(dump), "BEGIN;\n\nSELECT pg_catalog.lo_open") {
+		t.Fatalf("pg_dump wrote its large objects otherwise:\n%s", dump)
+	}
+	// What psql is given ends the load's transaction once, at the end.
+	f := &plainFilter{r: bufio.NewReader(bytes.NewReader(dump)), atStart: true, done: func() error { return nil }}
+	filtered, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(filtered), "\nCOMMIT;\n"); n != 1 || !strings.HasSuffix(string(filtered), "\nCOMMIT;\n") {
+		t.Fatalf("the filtered dump ends a transaction %d times:\n%s", n, filtered)
+	}
 	tables := func() []string {
 		t.Helper()
-		c := srv.MustConnect(t, name)
+		c := srv.MustConnect(t, dst)
 		defer c.Close(ctx)
 		rows, err := c.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
 		if err != nil {
@@ -229,23 +257,30 @@ func TestImportPostgresDumpTruncated(t *testing.T) {
 		}
 		return got
 	}
-	err := testModule.ImportPostgresDump(ctx, env, name, strings.NewReader(head+body))
+	// Cut after the large objects' COMMIT;, before the completion line.
+	end := strings.Index(string(dump), "-- PostgreSQL database dump complete")
+	cut := strings.LastIndex(string(dump[:end]), "COMMIT;\n") + len("COMMIT;\n")
+	err = testModule.ImportPostgresDump(ctx, env, dst, bytes.NewReader(dump[:cut]))
 	if err == nil || !strings.Contains(err.Error(), "completion line") {
 		t.Fatalf("truncated dump: %v, want an incomplete dump refused", err)
 	}
 	if got := tables(); len(got) != 0 {
 		t.Fatalf("a truncated dump left tables %v", got)
 	}
-	if err := testModule.ImportPostgresDump(ctx, env, name, strings.NewReader(head+body+end)); err != nil {
+	if err := testModule.ImportPostgresDump(ctx, env, dst, bytes.NewReader(dump)); err != nil {
 		t.Fatalf("complete dump: %v", err)
 	}
 	if got := tables(); strings.Join(got, ",") != "after,t" {
 		t.Fatalf("tables %v, want after,t", got)
 	}
-	c := srv.MustConnect(t, name)
+	c := srv.MustConnect(t, dst)
 	defer c.Close(ctx)
-	var lo []byte
-	if err := c.QueryRow(ctx, "SELECT lo_get(o) FROM public.t").Scan(&lo); err != nil || string(lo) != "hi" {
-		t.Errorf("large object %q %v", lo, err)
+	var los []string
+	rows, err := c.Query(ctx, "SELECT convert_from(lo_get(o), 'UTF8') FROM public.t ORDER BY i")
+	if err == nil {
+		los, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil || strings.Join(los, ",") != "hi,there" {
+		t.Errorf("large objects %q %v", los, err)
 	}
 }

@@ -335,14 +335,18 @@ var loPrefixes = []string{"SELECT pg_catalog.lo_open(", "SELECT pg_catalog.lowri
 // line appends to out what passes of the whole line s, following COPY
 // data. The BEGIN; and COMMIT; pg_dump (and pg_restore --file=-) write
 // around the contents of large objects are left out: the COMMIT would end
-// the load's own transaction halfway through the dump. A BEGIN; line is
-// held until the next line shows whether it is one (a SELECT
-// pg_catalog.lo_open); other transaction statements pass (an END; ends
+// the load's own transaction halfway through the dump. A BEGIN; line (and
+// the blank lines after it) is held until the next line shows whether it
+// is one (a SELECT pg_catalog.lo_open); other transaction statements pass (an END; ends
 // a PL/pgSQL function's body), and a load that fails or ends early is
 // undone by making the database again (emptyAfterFailure).
 func (f *plainFilter) line(out, s []byte) []byte {
 	t := string(bytes.TrimRight(s, " \r\n"))
 	if f.held != nil {
+		if t == "" { // pg_dump writes "BEGIN;" and a blank line
+			f.held = append(f.held, s...)
+			return out
+		}
 		if strings.HasPrefix(t, loPrefixes[0]) {
 			f.inLO = true
 		} else {
@@ -359,7 +363,7 @@ func (f *plainFilter) line(out, s []byte) []byte {
 			f.inLO = false
 			return out
 		}
-		if slices.ContainsFunc(loPrefixes, func(p string) bool { return strings.HasPrefix(t, p) }) {
+		if t == "" || slices.ContainsFunc(loPrefixes, func(p string) bool { return strings.HasPrefix(t, p) }) {
 			return append(out, s...)
 		}
 		f.inLO = false
