@@ -385,12 +385,14 @@ func TestNodeRoleDebian(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"policy drop", "tcp dport 22 accept", "tcp dport { 80, 443 } accept",
-		"meta l4proto { tcp, udp } th dport 53 accept", "th dport 7946 accept", "tcp dport 2223 accept"} {
+		"meta l4proto { tcp, udp } th dport 53 accept", "th dport 7946 accept", "tcp dport 2223 accept",
+		// Accounts' programs reach other servers' SMTP only through Exim.
+		"meta skuid != { 0 } tcp dport { 25, 465, 587 } reject with tcp reset"} {
 		if !strings.Contains(string(rules), want) {
 			t.Errorf("nftables ruleset lacks %q:\n%s", want, rules)
 		}
 	}
-	for _, notWant := range []string{"dport { 25,", "2222", "3306"} {
+	for _, notWant := range []string{"dport { 25, 465, 587, 143", "2222", "3306"} {
 		if strings.Contains(string(rules), notWant) {
 			t.Errorf("nftables ruleset of a web+dns node has %q:\n%s", notWant, rules)
 		}
