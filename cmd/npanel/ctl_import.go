@@ -29,14 +29,17 @@ func importCmd(o *ctlOptions) *cobra.Command {
 // importPathArg checks an archive path before asking the server, by the
 // rule the server and the node apply.
 func importPathArg(p string) error {
+	err := validate.CpanelArchivePath(p)
 	var e *validate.Error
-	if err := validate.CpanelArchivePath(p); errors.As(err, &e) {
-		if strings.HasPrefix(p, "/") {
-			return cmdline.Usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
-		}
+	switch {
+	case err == nil:
+		return nil
+	case strings.HasPrefix(p, "/"):
+		return cmdline.Usagef("PATH %q: give it relative to the node's import area (/var/lib/npanel/import)", p)
+	case errors.As(err, &e):
 		return cmdline.Usagef("PATH %q: %s", p, e.Reason)
 	}
-	return nil
+	return cmdline.Usagef("PATH %q: %v", p, err)
 }
 
 func importAnalyzeCmd(o *ctlOptions) *cobra.Command {
