@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -100,4 +102,46 @@ func TestLoginCaseInsensitive(t *testing.T) {
 			t.Errorf("Exim logged %d submissions authenticated as %s, want 2:\n%s", n, alice, log)
 		}
 	})
+
+	// Disabling a mailbox or suspending its account refuses its logins
+	// in every case: the checks (Dovecot's passwd-file, Exim's nologin
+	// and suspended lookups) see the lower-cased name.
+	for _, state := range []string{"disabled", "suspended"} {
+		t.Run(state, func(t *testing.T) {
+			ip := byte(10)
+			if state == "suspended" {
+				ip = 20
+				s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom, Suspended: true})
+			}
+			s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acct, Address: alice, QuotaMb: 50, Disabled: state == "disabled", Suspended: state == "suspended"})
+			testenv.WaitFor(t, 5*time.Second, "alice's logins to be refused", func() bool {
+				ip++
+				ic, err := s.imapLoginFrom(&net.TCPAddr{IP: net.IPv4(127, 0, 5, ip)}, alice, pwAlice)
+				if err == nil {
+					ic.close()
+				}
+				return err != nil
+			})
+			for i, login := range logins {
+				if ic, err := s.imapLoginFrom(&net.TCPAddr{IP: net.IPv4(127, 0, 6, ip+byte(i))}, login, pwAlice); err == nil {
+					ic.close()
+					t.Errorf("IMAPS login %s of a %s mailbox succeeded", login, state)
+				}
+			}
+			if step, err := smtpSubmitAs(s, logins[0], pwAlice, alice, bob); step != "auth" || smtpCode(err) != 535 {
+				t.Errorf("SMTP AUTH as %s of a %s mailbox: step %s, %v; want 535 at AUTH", logins[0], state, step, err)
+			}
+			if state == "suspended" {
+				s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom})
+			}
+			s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acct, Address: alice, QuotaMb: 50})
+			testenv.WaitFor(t, 5*time.Second, "alice to log in again", func() bool {
+				ic, err := s.imapLogin(logins[1], pwAlice)
+				if err == nil {
+					ic.close()
+				}
+				return err == nil
+			})
+		})
+	}
 }
