@@ -33,7 +33,8 @@ User clamscan
 // TestClamdSocketRole applies npanel_node's clamd tasks to a Debian 12 root
 // with Debian's clamav-daemon installed (its debconf-written clamd.conf and
 // its socket unit), and with the AlmaLinux data to EPEL's scan.conf in the
-// same root, twice each (the second run changes nothing). Then it starts
+// same root, twice each (the second run changes nothing), and reconfigures
+// the Debian package as an upgrade would. Then it starts
 // clamd in the root with the rendered Debian configuration and checks the
 // socket it makes: 0660 in Debian-exim.
 func TestClamdSocketRole(t *testing.T) {
@@ -113,6 +114,14 @@ func TestClamdSocketRole(t *testing.T) {
 			t.Errorf("%s: the second run changed %d things, want 0", distro, r.changed)
 		}
 	}
+
+	// A package upgrade keeps the settings: clamav-daemon's postinst
+	// regenerates clamd.conf from debconf answers read from the file and
+	// merges it with ucf, which keeps a locally changed file.
+	if err := os.WriteFile(filepath.Join(root, "usr/sbin/policy-rc.d"), []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chroot("/usr/sbin/dpkg-reconfigure", "--frontend=noninteractive", "clamav-daemon")
 
 	settings := func(path string) map[string][]string {
 		t.Helper()
