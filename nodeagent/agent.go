@@ -108,8 +108,6 @@ type Config struct {
 	MailRelay        string
 	// NoMailAntivirus turns ClamAV off on this node (--mail-antivirus=false).
 	NoMailAntivirus bool
-	// ClamdListen moves clamd's loopback TCP port (default 127.0.0.1:3310).
-	ClamdListen string
 	// SFTPListen moves the backup module's own sshd (default ":2222", off
 	// the system sshd's 22); BackupUser is the Linux user source nodes log
 	// in as (default "npanel-backup").
@@ -251,7 +249,7 @@ func New(cfg Config) (*Agent, error) {
 	for _, l := range []struct{ flag, addr string }{{"http listen", cfg.HTTPListen}, {"https listen", cfg.HTTPSListen}, {"dns listen", cfg.DNSListen}, {"dns api listen", cfg.DNSAPIListen},
 		{"smtp listen", cfg.SMTPListen}, {"submission listen", cfg.SubmissionListen}, {"smtps listen", cfg.SMTPSListen},
 		{"imap listen", cfg.IMAPListen}, {"imaps listen", cfg.IMAPSListen}, {"pop3 listen", cfg.POP3Listen},
-		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay}, {"clamd listen", cfg.ClamdListen},
+		{"pop3s listen", cfg.POP3SListen}, {"mail relay", cfg.MailRelay},
 		{"sftp listen", cfg.SFTPListen}, {"migration listen", cfg.MigrationListen}, {"metrics listen", cfg.MetricsListen}} {
 		if l.addr == "" {
 			continue
@@ -273,7 +271,6 @@ func New(cfg Config) (*Agent, error) {
 	profile.POP3SListen = cmp.Or(cfg.POP3SListen, profile.POP3SListen)
 	profile.MailRelay = cfg.MailRelay
 	profile.MailAntivirus = !cfg.NoMailAntivirus
-	profile.ClamdListen = cmp.Or(cfg.ClamdListen, profile.ClamdListen)
 	profile.SFTPListen = cmp.Or(cfg.SFTPListen, profile.SFTPListen)
 	profile.BackupUser = cmp.Or(cfg.BackupUser, profile.BackupUser)
 	if cfg.MigrationListen != "" && slices.ContainsFunc(cfg.Modules, func(m actions.Module) bool { return m.Name() == "backup" }) &&

@@ -195,7 +195,6 @@ const (
 	devIMAPSBase      = 9930
 	devPOP3Base       = 1100
 	devPOP3SBase      = 9950
-	devClamdBase      = 3310
 
 	// Backup node (--modules backup): dev-N's SFTP sshd. Its chroot
 	// needs a dev directory that only root can write (not under /tmp).
@@ -258,7 +257,6 @@ func devAgent(ctx context.Context, c *client.Client, devDir string, i int, gatew
 		IMAPSListen:      fmt.Sprintf("127.0.0.1:%d", devIMAPSBase+i),
 		POP3Listen:       fmt.Sprintf("127.0.0.1:%d", devPOP3Base+i),
 		POP3SListen:      fmt.Sprintf("127.0.0.1:%d", devPOP3SBase+i),
-		ClamdListen:      fmt.Sprintf("127.0.0.1:%d", devClamdBase+i),
 		SFTPListen:       fmt.Sprintf("127.0.0.1:%d", devSFTPBase+i),
 		MigrationListen:  fmt.Sprintf("127.0.0.1:%d", devMigrationBase+i),
 		MetricsListen:    fmt.Sprintf("127.0.0.1:%d", devMetricsBase+i),

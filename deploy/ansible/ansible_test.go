@@ -98,7 +98,13 @@ type osVars struct {
 		Packages       map[string][]string `json:"packages"`
 		Expect         map[string][]string `json:"expect"`
 		Users          map[string]string   `json:"users"`
-		PHP            struct {
+		Clamd          struct {
+			User    string `json:"user"`
+			Config  string `json:"config"`
+			Socket  string `json:"socket"`
+			Service string `json:"service"`
+		} `json:"clamd"`
+		PHP struct {
 			VersionNodot bool              `json:"version_nodot"`
 			Package      string            `json:"package"`
 			FPMPackage   string            `json:"fpm_package"`
@@ -118,6 +124,8 @@ type osVars struct {
 type profile struct {
 	platform, format, firewall string
 	webUser, mailUser          string
+	// clamd's user, configuration, socket and systemd unit
+	clamd [4]string
 	// phpVersion -> php-fpm binary, unit and pool dir
 	php map[string][3]string
 	// node role (package group) -> files the agent execs or manages
@@ -128,6 +136,7 @@ var profiles = map[string]profile{
 	"Debian": {
 		platform: "debian12", format: "deb", firewall: "/etc/nftables.conf",
 		webUser: "www-data", mailUser: "Debian-exim",
+		clamd: [4]string{"clamav", "/etc/clamav/clamd.conf", "/run/clamav/clamd.ctl", "clamav-daemon.service"},
 		php: map[string][3]string{
 			"7.4": {"/usr/sbin/php-fpm7.4", "php7.4-fpm.service", "/etc/php/7.4/fpm/pool.d"},
 			"8.2": {"/usr/sbin/php-fpm8.2", "php8.2-fpm.service", "/etc/php/8.2/fpm/pool.d"},
@@ -152,6 +161,7 @@ var profiles = map[string]profile{
 	"AlmaLinux": {
 		platform: "alma9", format: "rpm", firewall: "/etc/sysconfig/nftables.conf",
 		webUser: "nginx", mailUser: "exim",
+		clamd: [4]string{"clamscan", "/etc/clamd.d/scan.conf", "/run/clamd.scan/clamd.sock", "clamd@scan.service"},
 		php: map[string][3]string{
 			"7.4": {"/opt/remi/php74/root/usr/sbin/php-fpm", "php74-php-fpm.service", "/etc/opt/remi/php74/php-fpm.d"},
 			"8.2": {"/opt/remi/php82/root/usr/sbin/php-fpm", "php82-php-fpm.service", "/etc/opt/remi/php82/php-fpm.d"},
@@ -199,6 +209,9 @@ func TestOSVars(t *testing.T) {
 			}
 			if o.Users["web"] != want.webUser || o.Users["mail"] != want.mailUser {
 				t.Errorf("users = %v, want web %s, mail %s", o.Users, want.webUser, want.mailUser)
+			}
+			if c := o.Clamd; [4]string{c.User, c.Config, c.Socket, c.Service} != want.clamd {
+				t.Errorf("clamd = %+v, the agent's %s profile uses %q", c, want.platform, want.clamd)
 			}
 			for _, g := range groups {
 				if len(o.Packages[g]) == 0 {

@@ -105,7 +105,6 @@ where every user of the machine sees it (ps, /proc).`,
 		cfg.NoMailAntivirus = !on
 		return err
 	})
-	f.StringVar(&cfg.ClamdListen, "clamd-listen", "", `loopback address of clamd's TCP socket Exim streams mail to (default "127.0.0.1:3310")`)
 	f.StringVar(&cfg.SFTPListen, "sftp-listen", "", `address the backup module's own sshd serves SFTP on, for other nodes' backups (default ":2222"; 22 stays the system sshd's)`)
 	f.StringVar(&cfg.MigrationListen, "migration-listen", platform.DefaultMigrationListen, `address of the migration endpoint (an SSH server inside the agent) that receives accounts moved to this node; must differ from --sftp-listen on a backup node; "" disables it`)
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9469", `address of the agent's /metrics for Prometheus (plain HTTP and TLS on one port; a scrape token or a cluster client certificate is required); "" disables it`)

@@ -283,7 +283,6 @@ var agentFlags = map[string]string{
 	"POP3Listen":       "--pop3-listen",
 	"POP3SListen":      "--pop3s-listen",
 	"MailRelay":        "--mail-relay",
-	"ClamdListen":      "--clamd-listen",
 	"SFTPListen":       "--sftp-listen",
 	"BackupUser":       "--backup-user",
 	"MigrationListen":  "--migration-listen",

@@ -62,10 +62,6 @@ type Profile struct {
 	// signature set) where it is installed and has signatures; off, mail
 	// is not scanned for malware.
 	MailAntivirus bool
-	// ClamdListen is no longer used: clamd listens only on its unix
-	// socket (MailPaths.ClamdSocket), which a loopback TCP port let every
-	// local user around. Kept until the agent's --clamd-listen flag goes.
-	ClamdListen string
 	// SFTPListen is where a backup node's own sshd serves SFTP (ip:port or
 	// :port, default DefaultSFTPListen).
 	SFTPListen string

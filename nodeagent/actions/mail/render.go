@@ -438,7 +438,9 @@ ssl_key = <%[2]s/key.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
-auth_username_chars = abcdefghijklmnopqrstuvwxyz01234567890.-_@
+# Dovecot checks these characters before auth_username_format lower-cases
+# the name: without the upper-case letters, ALICE@EXAMPLE.COM is refused.
+auth_username_chars = abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@
 auth_username_format = %%Lu
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
