@@ -117,7 +117,7 @@ func TestMigrationSourceDownCustomCertificateReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Node != "web-2" || c.Status.State != store.CertFailed || c.Status.ChainPEM != "" ||
-		!strings.Contains(c.Status.LastError, "stayed on node web-1") || !strings.Contains(c.Status.LastError, "install it again") {
+		!strings.Contains(c.Status.LastError, "stayed on node web-1") || !strings.Contains(c.Status.LastError, "install it again") || !strings.Contains(c.Status.LastError, "not served on node web-2") {
 		t.Fatalf("certificate after a restore onto web-2: node %s, %s, %q", c.Node, c.Status.State, c.Status.LastError)
 	}
 	if ev := c.Status.Events[len(c.Status.Events)-1]; ev.Kind != "unserved" {

@@ -923,15 +923,12 @@ func (mc *migrationController) moveCustomCerts(ctx context.Context, m *store.Mig
 				} else if !m.Restore {
 					why = "its key was not exported"
 				}
-				msg = fmt.Sprintf("the installed certificate (serial %s) was not moved onto node %s: its private key stayed on node %s (%s); install it again, or request one",
-					c.Status.Serial, to, from, why)
-				kind = "unserved"
-				clearServed(c)
-				c.Status.State = store.CertFailed
-				c.Status.LastError = msg
-				c.Status.ObservedGeneration = c.Generation
+				kind, msg = "unserved", keyLeftBehind(c, from, why)
 			}
 			c.AddEvent(now, kind, msg)
+			if kind == "unserved" {
+				c.Status.LastError = msg
+			}
 			return nil, nil
 		}, store.AuditEvent{})
 		if err != nil && !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound) {
