@@ -135,7 +135,7 @@ type restorePlan struct {
 	certsDone   []string
 	certsFailed []store.BackupItemFailure
 	placeErr    error
-	newAccount string // the account id a recreated account got
+	newAccount  string // the account id a recreated account got
 }
 
 func (bc *backupController) syncRestore(ctx context.Context, id string) error {
