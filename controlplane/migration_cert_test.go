@@ -131,3 +131,54 @@ func TestMigrationSourceDownCustomCertificateReported(t *testing.T) {
 		t.Fatalf("%d installs without a key", n)
 	}
 }
+
+// A rollback after the cutover points the installed certificate back at
+// the source, which kept its key: nothing is sent there, and the record
+// stays ISSUED with the same chain.
+func TestMigrationRollbackKeepsCustomCertificate(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	before, _ := e.st.GetCertificate(ctx, domain)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.ObservedGeneration == c.Generation
+	})
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	testenv.WaitFor(t, 15*time.Second, "back on web-1", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-1" && c.Status.ObservedGeneration == c.Generation
+	})
+	c, _ := e.st.GetCertificate(ctx, domain)
+	if c.Status.State != store.CertIssued || c.Status.ChainPEM != before.Status.ChainPEM || len(c.SealedKey) != 0 {
+		t.Fatalf("after the rollback: %s, sealed key %d bytes", c.Status.State, len(c.SealedKey))
+	}
+	if n := len(e.n1.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs on the source, which kept its key", n)
+	}
+}
+
+// A key the source cannot export (say the vhost serves another
+// certificate than the record's) does not fail the migration: the site
+// moves, and the certificate is reported as not served on the target.
+func TestMigrationCustomCertificateKeyNotExported(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	e.n1.setFail("exportCredentials-partial", true)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	c, err := e.st.GetCertificate(ctx, domain)
+	if err != nil || c.Node != "web-2" || c.Status.State != store.CertFailed ||
+		!strings.Contains(c.Status.LastError, "the served key does not match") {
+		t.Fatalf("certificate: %+v, %v", c.Status, err)
+	}
+	if n := len(e.n2.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs without a key", n)
+	}
+}
