@@ -130,8 +130,12 @@ type restorePlan struct {
 	// zoneFailed are zones that could not be written back.
 	zoneFailed []store.BackupItemFailure
 	zonesDone  []string
-	placeErr   error
-	newAccount string // the account id a recreated account got
+	// certsDone and certsFailed: the certificates of an account set up
+	// on a node (restoreCertificates).
+	certsDone   []string
+	certsFailed []store.BackupItemFailure
+	placeErr    error
+	newAccount  string // the account id a recreated account got
 }
 
 func (bc *backupController) syncRestore(ctx context.Context, id string) error {
@@ -198,6 +202,9 @@ func (bc *backupController) syncRestore(ctx context.Context, id string) error {
 			default:
 				if r.What == store.RestoreZone || r.What == store.RestoreAll {
 					plan.zonesDone, plan.zoneFailed = bc.applyZones(ctx, r, plan.state)
+				}
+				if r.What == store.RestoreAll && a != nil && !a.Deleted && placedByRestore(r) {
+					plan.certsDone, plan.certsFailed = bc.restoreCertificates(ctx, r, a, plan.state)
 				}
 			}
 		}
@@ -287,6 +294,13 @@ func (bc *backupController) crossNode(ctx context.Context, r *store.Restore, a *
 	return !ok, err
 }
 
+// placedByRestore: r set its account up on a node (recreated it, or moved
+// it off a node that is gone), so what lived only on the old node, the
+// certificates, must be brought back or reported.
+func placedByRestore(r *store.Restore) bool {
+	return slices.ContainsFunc(r.Status.Events, func(ev store.BackupEvent) bool { return ev.Kind == "placed" })
+}
+
 // recordRestore writes a finished task's outcome on r.
 func (bc *backupController) recordRestore(r *store.Restore, p *restorePlan, now time.Time) {
 	st := &r.Status
@@ -316,8 +330,10 @@ func (bc *backupController) recordRestore(r *store.Restore, p *restorePlan, now 
 	}
 	st.Restored = appendNew(st.Restored, res.GetRestored()...)
 	st.Restored = appendNew(st.Restored, p.zonesDone...)
+	st.Restored = appendNew(st.Restored, p.certsDone...)
 	st.Failed = append(st.Failed, itemFailures(res.GetFailed())...)
 	st.Failed = append(st.Failed, p.zoneFailed...)
+	st.Failed = append(st.Failed, p.certsFailed...)
 	st.FinishedAt = now
 	msg := fmt.Sprintf("%d files, %d bytes", res.GetFiles(), res.GetBytes())
 	if into := res.GetIntoPath(); into != "" {

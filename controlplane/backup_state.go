@@ -92,6 +92,14 @@ type BackupStateCertChain struct {
 	Domains  []string `json:"domains"`
 	Custom   bool     `json:"custom,omitempty"`
 	ChainPEM string   `json:"chainPem,omitempty"`
+	Serial   string   `json:"serial,omitempty"`
+	// How an ordered certificate was asked for, so that a restore orders
+	// the same again. Zero values are what backups made before these
+	// fields meant: the site's automatic certificate over HTTP-01,
+	// renewed automatically.
+	Challenge   store.CertChallenge `json:"challenge,omitempty"`
+	Requested   bool                `json:"requested,omitempty"`   // a user's request (names of their own), not the automatic one
+	NoAutoRenew bool                `json:"noAutoRenew,omitempty"` // setAutoRenew off
 }
 
 // decodeBackupState parses a state document of a version this server
@@ -174,7 +182,8 @@ func accountState(ctx context.Context, st *store.Store, a *store.Account) (*Back
 		if c.Custom && chain == "" {
 			chain = c.CustomChainPEM
 		}
-		out.Certificates = append(out.Certificates, BackupStateCertChain{ID: c.ID, Domains: slices.Clone(c.Domains), Custom: c.Custom, ChainPEM: chain})
+		out.Certificates = append(out.Certificates, BackupStateCertChain{ID: c.ID, Domains: slices.Clone(c.Domains), Custom: c.Custom, ChainPEM: chain,
+			Serial: c.Status.Serial, Challenge: c.Challenge, Requested: !c.Auto && !c.Custom, NoAutoRenew: !c.AutoRenew && !c.Custom})
 	}
 	out.sort()
 	return out, nil

@@ -779,6 +779,20 @@ func (cc *certController) withdrawChallenges(ctx context.Context, c *store.Certi
 	return nil
 }
 
+// keyLeftBehind marks installed certificate c, now pointed at the node
+// its account moved to, as not served there: its private key stayed on
+// node from (why) and only its owner can install it again. FAILED with
+// no chain, never ISSUED with nobody serving it; the controller sends
+// nothing for it. It returns the message for lastError and the event.
+func keyLeftBehind(c *store.Certificate, from, why string) string {
+	msg := fmt.Sprintf("the installed certificate (serial %s) is not served on node %s: its private key stayed on node %s (%s); install it again, or request one",
+		c.Status.Serial, c.Node, from, why)
+	clearServed(c)
+	c.Status.State = store.CertFailed
+	c.Status.ObservedGeneration = c.Generation
+	return msg
+}
+
 // clearServed forgets the served certificate of c: it was revoked or is
 // no longer on the node that serves the site. A later failed order then
 // leaves c PENDING or FAILED, never ISSUED with a chain nobody serves.

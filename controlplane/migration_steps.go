@@ -306,14 +306,19 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 	case name == stepFinalSync:
 		return sync(true), m.FromNode, nil
 	case name == stepCredentials:
-		if len(e.mailboxes)+len(e.dbUsers) == 0 {
+		certs, err := mc.servedCustomCerts(ctx, m)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(e.mailboxes)+len(e.dbUsers)+len(certs) == 0 {
 			return nil, "", nil
 		}
 		if e.to == nil || len(e.to.State.PublicKey) == 0 {
 			return nil, "", errors.New("the target node has no public key")
 		}
 		return &agentpb.Task{Action: &agentpb.Task_ExportCredentials{ExportCredentials: &agentpb.ExportCredentialsAction{
-			Username: m.Username, Mailboxes: e.mailboxes, DatabaseUsers: e.dbUsers, SealTo: e.to.State.PublicKey}}}, m.FromNode, nil
+			Username: m.Username, Mailboxes: e.mailboxes, DatabaseUsers: e.dbUsers, SealTo: e.to.State.PublicKey,
+			Certificates: certs}}}, m.FromNode, nil
 	case name == stepSuspend:
 		return e.ensureAccount(true, ""), m.FromNode, nil
 	case strings.HasPrefix(name, stepSuspendMail), strings.HasPrefix(name, stepCancelMail):
@@ -509,10 +514,28 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 		}
 		// A mailbox or user moved without its hash could not log in on
 		// the target: a partial export fails the step, as a sync does.
-		if err := partial("credentials not exported", r.GetFailed()); err != nil {
+		// A certificate whose key cannot be exported does not: the site
+		// moves all the same, and its record says plainly at the switch
+		// that the certificate was left behind.
+		var failed []*agentpb.BackupItemFailure
+		m.CertKeysNotExported = nil
+		for _, f := range r.GetFailed() {
+			if id, ok := strings.CutPrefix(f.GetItem(), "certificate:"); ok {
+				if m.CertKeysNotExported == nil {
+					m.CertKeysNotExported = map[string]string{}
+				}
+				m.CertKeysNotExported[id] = f.GetError()
+				continue
+			}
+			failed = append(failed, f)
+		}
+		if err := partial("credentials not exported", failed); err != nil {
 			return err
 		}
-		m.SealedMailboxes, m.SealedDBUsers = map[string][]byte{}, map[string][]byte{}
+		m.SealedMailboxes, m.SealedDBUsers, m.SealedCertKeys = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+		for _, k := range r.GetCertificates() {
+			m.SealedCertKeys[k.GetId()] = k.GetSealedPrivateKey()
+		}
 		for _, h := range r.GetMailboxes() {
 			m.SealedMailboxes[h.GetName()] = h.GetSealedHash()
 		}
@@ -768,6 +791,9 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 			return err
 		}
 	}
+	if err := mc.moveCustomCerts(ctx, m, to, from, forward); err != nil {
+		return err
+	}
 	if !data {
 		return nil
 	}
@@ -832,6 +858,90 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 	}, ev)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
+	}
+	return nil
+}
+
+// servedCustomCerts lists the account's installed (custom) certificates
+// that its source node serves: their keys are exported sealed to the
+// target with the password hashes. Ordered certificates are not: the
+// target orders its own (certificate controller).
+func (mc *migrationController) servedCustomCerts(ctx context.Context, m *store.Migration) ([]*agentpb.ExportCertificate, error) {
+	all, err := mc.st.ListCertificates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*agentpb.ExportCertificate
+	for _, c := range all {
+		if c.Account == m.Account && c.Custom && c.Node == m.FromNode && !c.Deleting && c.Status.ChainPEM != "" {
+			out = append(out, &agentpb.ExportCertificate{Id: c.ID, ChainPem: []byte(c.Status.ChainPEM)})
+		}
+	}
+	return out, nil
+}
+
+// moveCustomCerts points the account's installed certificates at node to.
+// Forward, each takes the key the source exported sealed to the target:
+// the certificate controller installs it there (InstallCertificateAction)
+// and the target's nginx serves it. A certificate without an exported key
+// (the source was down, or the key could not be read) is not left looking
+// ISSUED with nobody serving it: its record says where the key stayed and
+// that it must be installed again, with an event in the audit log.
+// Moving back, the source still holds its keys: nothing is sent. A record
+// already on to is left alone, so the step may run again after a crash.
+func (mc *migrationController) moveCustomCerts(ctx context.Context, m *store.Migration, to, from string, forward bool) error {
+	all, err := mc.st.ListCertificates(ctx)
+	if err != nil {
+		return err
+	}
+	now := mc.now()
+	for _, c := range all {
+		if c.Account != m.Account || !c.Custom || c.Node != from || c.Deleting {
+			continue
+		}
+		var kind, msg string
+		_, err := mc.st.UpdateCertificate(ctx, c.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+			if c.Account != m.Account || !c.Custom || c.Node != from || c.Deleting {
+				return nil, store.ErrUnchanged
+			}
+			c.Node = to
+			c.Generation++
+			c.SealedKey = nil
+			sealed := m.SealedCertKeys[c.ID]
+			switch {
+			case forward && len(sealed) > 0:
+				c.SealedKey = sealed
+				kind, msg = "moved", "the installed certificate moves with the account onto node "+to+" (migration "+m.ID+")"
+			case !forward:
+				kind, msg = "moved", "back onto node "+to+", which kept its key (migration "+m.ID+")"
+			case c.Status.ChainPEM == "":
+				kind, msg = "moved", "onto node "+to+"; nothing was served (migration "+m.ID+")"
+			default:
+				why := "the source node was not reachable"
+				if r := m.CertKeysNotExported[c.ID]; r != "" {
+					why = r
+				} else if !m.Restore {
+					why = "its key was not exported"
+				}
+				kind, msg = "unserved", keyLeftBehind(c, from, why)
+			}
+			c.AddEvent(now, kind, msg)
+			if kind == "unserved" {
+				c.Status.LastError = msg
+			}
+			return nil, nil
+		}, store.AuditEvent{})
+		if err != nil && !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("certificate %s: %w", c.ID, err)
+		}
+		if err == nil {
+			// As the certificate controller's own events do.
+			result := "ok: " + msg
+			if kind == "unserved" {
+				result = "failed: " + msg
+			}
+			_ = mc.st.AppendAudit(ctx, store.NewAuditEvent("system", mc.s.id, "certificate."+kind, c.ID, result))
+		}
 	}
 	return nil
 }

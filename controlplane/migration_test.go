@@ -170,7 +170,22 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 		for _, u := range a.ExportCredentials.GetDatabaseUsers() {
 			r.DatabaseUsers = append(r.DatabaseUsers, &agentpb.SealedHash{Name: u.GetName(), SealedHash: []byte("sealed:" + u.GetName())})
 		}
+		for _, c := range a.ExportCredentials.GetCertificates() {
+			if partial {
+				r.Failed = append(r.Failed, &agentpb.BackupItemFailure{Item: "certificate:" + c.GetId(), Error: "the served key does not match"})
+				continue
+			}
+			r.Certificates = append(r.Certificates, &agentpb.SealedCertificateKey{Id: c.GetId(), SealedPrivateKey: []byte("sealed-key:" + c.GetId())})
+		}
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_ExportCredentials{ExportCredentials: r}}
+	case *agentpb.Task_InstallCertificate:
+		leaf, err := parseLeaf(a.InstallCertificate.GetChainPem())
+		if err != nil {
+			return &agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: err.Error()}
+		}
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Certificate{Certificate: &agentpb.CertificateResult{
+			ChainPem: a.InstallCertificate.GetChainPem(), Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName,
+			NotBeforeUnix: leaf.NotBefore.Unix(), NotAfterUnix: leaf.NotAfter.Unix(), Domains: leaf.DNSNames}}}
 	case *agentpb.Task_RevokeMigration:
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_RevokeMigration{RevokeMigration: &agentpb.RevokeMigrationResult{}}}
 	case *agentpb.Task_BackupAccount:

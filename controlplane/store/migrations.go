@@ -105,6 +105,13 @@ type Migration struct {
 	SourceGID       uint32            `json:"sourceGid,omitempty"`
 	SealedMailboxes map[string][]byte `json:"sealedMailboxes,omitempty"`
 	SealedDBUsers   map[string][]byte `json:"sealedDbUsers,omitempty"`
+	// SealedCertKeys are the private keys of the account's installed
+	// certificates, by certificate id, sealed to the target
+	// (CertificateKeySealContext); CertKeysNotExported says why a key
+	// could not be, by id: that certificate is reported unserved at the
+	// switch, never moved silently.
+	SealedCertKeys      map[string][]byte `json:"sealedCertKeys,omitempty"`
+	CertKeysNotExported map[string]string `json:"certKeysNotExported,omitempty"`
 
 	// CutOver: the account's records point at the target (rollback
 	// points them back). SuspendedAt is when the source was suspended;

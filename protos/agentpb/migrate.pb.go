@@ -573,12 +573,16 @@ func (*RevokeMigrationResult) Descriptor() ([]byte, []int) {
 // seal_to (a node's public key, DER), with the contexts
 // MailPasswordHashSealContext(address) and
 // DatabasePasswordHashSealContext(name). Hashes are never returned clear.
+// Installed (custom) certificates' private keys go the same way, sealed
+// with CertificateKeySealContext(id): what the target's
+// InstallCertificateAction unseals.
 type ExportCredentialsAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
 	Mailboxes     []string               `protobuf:"bytes,2,rep,name=mailboxes,proto3" json:"mailboxes,omitempty"`
 	DatabaseUsers []*ExportDatabaseUser  `protobuf:"bytes,3,rep,name=database_users,json=databaseUsers,proto3" json:"database_users,omitempty"`
 	SealTo        []byte                 `protobuf:"bytes,4,opt,name=seal_to,json=sealTo,proto3" json:"seal_to,omitempty"`
+	Certificates  []*ExportCertificate   `protobuf:"bytes,5,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,6 +645,120 @@ func (x *ExportCredentialsAction) GetSealTo() []byte {
 	return nil
 }
 
+func (x *ExportCredentialsAction) GetCertificates() []*ExportCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// ExportCertificate names an installed certificate whose key is exported:
+// the key the site's vhost serves, only when it matches the leaf of
+// chain_pem (the chain the control plane's record says is served).
+type ExportCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // the certificate's id (its site's domain)
+	ChainPem      []byte                 `protobuf:"bytes,2,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"` // leaf first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportCertificate) Reset() {
+	*x = ExportCertificate{}
+	mi := &file_agent_v1_migrate_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportCertificate) ProtoMessage() {}
+
+func (x *ExportCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_migrate_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportCertificate.ProtoReflect.Descriptor instead.
+func (*ExportCertificate) Descriptor() ([]byte, []int) {
+	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExportCertificate) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExportCertificate) GetChainPem() []byte {
+	if x != nil {
+		return x.ChainPem
+	}
+	return nil
+}
+
+type SealedCertificateKey struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SealedPrivateKey []byte                 `protobuf:"bytes,2,opt,name=sealed_private_key,json=sealedPrivateKey,proto3" json:"sealed_private_key,omitempty"` // PKCS#8 DER, CertificateKeySealContext(id)
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SealedCertificateKey) Reset() {
+	*x = SealedCertificateKey{}
+	mi := &file_agent_v1_migrate_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedCertificateKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedCertificateKey) ProtoMessage() {}
+
+func (x *SealedCertificateKey) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_migrate_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedCertificateKey.ProtoReflect.Descriptor instead.
+func (*SealedCertificateKey) Descriptor() ([]byte, []int) {
+	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SealedCertificateKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SealedCertificateKey) GetSealedPrivateKey() []byte {
+	if x != nil {
+		return x.SealedPrivateKey
+	}
+	return nil
+}
+
 type ExportDatabaseUser struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -651,7 +769,7 @@ type ExportDatabaseUser struct {
 
 func (x *ExportDatabaseUser) Reset() {
 	*x = ExportDatabaseUser{}
-	mi := &file_agent_v1_migrate_proto_msgTypes[9]
+	mi := &file_agent_v1_migrate_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +781,7 @@ func (x *ExportDatabaseUser) String() string {
 func (*ExportDatabaseUser) ProtoMessage() {}
 
 func (x *ExportDatabaseUser) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_migrate_proto_msgTypes[9]
+	mi := &file_agent_v1_migrate_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +794,7 @@ func (x *ExportDatabaseUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseUser.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseUser) Descriptor() ([]byte, []int) {
-	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{9}
+	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExportDatabaseUser) GetName() string {
@@ -703,7 +821,7 @@ type SealedHash struct {
 
 func (x *SealedHash) Reset() {
 	*x = SealedHash{}
-	mi := &file_agent_v1_migrate_proto_msgTypes[10]
+	mi := &file_agent_v1_migrate_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +833,7 @@ func (x *SealedHash) String() string {
 func (*SealedHash) ProtoMessage() {}
 
 func (x *SealedHash) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_migrate_proto_msgTypes[10]
+	mi := &file_agent_v1_migrate_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +846,7 @@ func (x *SealedHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedHash.ProtoReflect.Descriptor instead.
 func (*SealedHash) Descriptor() ([]byte, []int) {
-	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{10}
+	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SealedHash) GetName() string {
@@ -746,17 +864,18 @@ func (x *SealedHash) GetSealedHash() []byte {
 }
 
 type ExportCredentialsResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mailboxes     []*SealedHash          `protobuf:"bytes,1,rep,name=mailboxes,proto3" json:"mailboxes,omitempty"`
-	DatabaseUsers []*SealedHash          `protobuf:"bytes,2,rep,name=database_users,json=databaseUsers,proto3" json:"database_users,omitempty"`
-	Failed        []*BackupItemFailure   `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"` // items without a hash: partial
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Mailboxes     []*SealedHash           `protobuf:"bytes,1,rep,name=mailboxes,proto3" json:"mailboxes,omitempty"`
+	DatabaseUsers []*SealedHash           `protobuf:"bytes,2,rep,name=database_users,json=databaseUsers,proto3" json:"database_users,omitempty"`
+	Failed        []*BackupItemFailure    `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"` // items without a hash: partial
+	Certificates  []*SealedCertificateKey `protobuf:"bytes,4,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExportCredentialsResult) Reset() {
 	*x = ExportCredentialsResult{}
-	mi := &file_agent_v1_migrate_proto_msgTypes[11]
+	mi := &file_agent_v1_migrate_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +887,7 @@ func (x *ExportCredentialsResult) String() string {
 func (*ExportCredentialsResult) ProtoMessage() {}
 
 func (x *ExportCredentialsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_migrate_proto_msgTypes[11]
+	mi := &file_agent_v1_migrate_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +900,7 @@ func (x *ExportCredentialsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCredentialsResult.ProtoReflect.Descriptor instead.
 func (*ExportCredentialsResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{11}
+	return file_agent_v1_migrate_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExportCredentialsResult) GetMailboxes() []*SealedHash {
@@ -801,6 +920,13 @@ func (x *ExportCredentialsResult) GetDatabaseUsers() []*SealedHash {
 func (x *ExportCredentialsResult) GetFailed() []*BackupItemFailure {
 	if x != nil {
 		return x.Failed
+	}
+	return nil
+}
+
+func (x *ExportCredentialsResult) GetCertificates() []*SealedCertificateKey {
+	if x != nil {
+		return x.Certificates
 	}
 	return nil
 }
@@ -852,12 +978,19 @@ const file_agent_v1_migrate_proto_rawDesc = "" +
 	"\x03gid\x18\b \x01(\rR\x03gid\":\n" +
 	"\x15RevokeMigrationAction\x12!\n" +
 	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\"\x17\n" +
-	"\x15RevokeMigrationResult\"\xb8\x01\n" +
+	"\x15RevokeMigrationResult\"\x80\x02\n" +
 	"\x17ExportCredentialsAction\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1c\n" +
 	"\tmailboxes\x18\x02 \x03(\tR\tmailboxes\x12J\n" +
 	"\x0edatabase_users\x18\x03 \x03(\v2#.npanel.agent.v1.ExportDatabaseUserR\rdatabaseUsers\x12\x17\n" +
-	"\aseal_to\x18\x04 \x01(\fR\x06sealTo\"a\n" +
+	"\aseal_to\x18\x04 \x01(\fR\x06sealTo\x12F\n" +
+	"\fcertificates\x18\x05 \x03(\v2\".npanel.agent.v1.ExportCertificateR\fcertificates\"@\n" +
+	"\x11ExportCertificate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tchain_pem\x18\x02 \x01(\fR\bchainPem\"T\n" +
+	"\x14SealedCertificateKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
+	"\x12sealed_private_key\x18\x02 \x01(\fR\x10sealedPrivateKey\"a\n" +
 	"\x12ExportDatabaseUser\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\x06engine\x18\x02 \x01(\x0e2\x1f.npanel.agent.v1.DatabaseEngineR\x06engine\"A\n" +
@@ -865,11 +998,12 @@ const file_agent_v1_migrate_proto_rawDesc = "" +
 	"SealedHash\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsealed_hash\x18\x02 \x01(\fR\n" +
-	"sealedHash\"\xd4\x01\n" +
+	"sealedHash\"\x9f\x02\n" +
 	"\x17ExportCredentialsResult\x129\n" +
 	"\tmailboxes\x18\x01 \x03(\v2\x1b.npanel.agent.v1.SealedHashR\tmailboxes\x12B\n" +
 	"\x0edatabase_users\x18\x02 \x03(\v2\x1b.npanel.agent.v1.SealedHashR\rdatabaseUsers\x12:\n" +
-	"\x06failed\x18\x03 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failedB)Z'github.com/npanel/npanel/protos/agentpbb\x06proto3"
+	"\x06failed\x18\x03 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed\x12I\n" +
+	"\fcertificates\x18\x04 \x03(\v2%.npanel.agent.v1.SealedCertificateKeyR\fcertificatesB)Z'github.com/npanel/npanel/protos/agentpbb\x06proto3"
 
 var (
 	file_agent_v1_migrate_proto_rawDescOnce sync.Once
@@ -883,7 +1017,7 @@ func file_agent_v1_migrate_proto_rawDescGZIP() []byte {
 	return file_agent_v1_migrate_proto_rawDescData
 }
 
-var file_agent_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agent_v1_migrate_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_agent_v1_migrate_proto_goTypes = []any{
 	(*MigrationKeyAction)(nil),       // 0: npanel.agent.v1.MigrationKeyAction
 	(*MigrationKeyResult)(nil),       // 1: npanel.agent.v1.MigrationKeyResult
@@ -894,27 +1028,31 @@ var file_agent_v1_migrate_proto_goTypes = []any{
 	(*RevokeMigrationAction)(nil),    // 6: npanel.agent.v1.RevokeMigrationAction
 	(*RevokeMigrationResult)(nil),    // 7: npanel.agent.v1.RevokeMigrationResult
 	(*ExportCredentialsAction)(nil),  // 8: npanel.agent.v1.ExportCredentialsAction
-	(*ExportDatabaseUser)(nil),       // 9: npanel.agent.v1.ExportDatabaseUser
-	(*SealedHash)(nil),               // 10: npanel.agent.v1.SealedHash
-	(*ExportCredentialsResult)(nil),  // 11: npanel.agent.v1.ExportCredentialsResult
-	(*BackupDatabase)(nil),           // 12: npanel.agent.v1.BackupDatabase
-	(*BackupItemFailure)(nil),        // 13: npanel.agent.v1.BackupItemFailure
-	(DatabaseEngine)(0),              // 14: npanel.agent.v1.DatabaseEngine
+	(*ExportCertificate)(nil),        // 9: npanel.agent.v1.ExportCertificate
+	(*SealedCertificateKey)(nil),     // 10: npanel.agent.v1.SealedCertificateKey
+	(*ExportDatabaseUser)(nil),       // 11: npanel.agent.v1.ExportDatabaseUser
+	(*SealedHash)(nil),               // 12: npanel.agent.v1.SealedHash
+	(*ExportCredentialsResult)(nil),  // 13: npanel.agent.v1.ExportCredentialsResult
+	(*BackupDatabase)(nil),           // 14: npanel.agent.v1.BackupDatabase
+	(*BackupItemFailure)(nil),        // 15: npanel.agent.v1.BackupItemFailure
+	(DatabaseEngine)(0),              // 16: npanel.agent.v1.DatabaseEngine
 }
 var file_agent_v1_migrate_proto_depIdxs = []int32{
-	12, // 0: npanel.agent.v1.AuthorizeMigrationAction.databases:type_name -> npanel.agent.v1.BackupDatabase
-	12, // 1: npanel.agent.v1.SyncMigrationAction.databases:type_name -> npanel.agent.v1.BackupDatabase
-	13, // 2: npanel.agent.v1.SyncMigrationResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	9,  // 3: npanel.agent.v1.ExportCredentialsAction.database_users:type_name -> npanel.agent.v1.ExportDatabaseUser
-	14, // 4: npanel.agent.v1.ExportDatabaseUser.engine:type_name -> npanel.agent.v1.DatabaseEngine
-	10, // 5: npanel.agent.v1.ExportCredentialsResult.mailboxes:type_name -> npanel.agent.v1.SealedHash
-	10, // 6: npanel.agent.v1.ExportCredentialsResult.database_users:type_name -> npanel.agent.v1.SealedHash
-	13, // 7: npanel.agent.v1.ExportCredentialsResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 0: npanel.agent.v1.AuthorizeMigrationAction.databases:type_name -> npanel.agent.v1.BackupDatabase
+	14, // 1: npanel.agent.v1.SyncMigrationAction.databases:type_name -> npanel.agent.v1.BackupDatabase
+	15, // 2: npanel.agent.v1.SyncMigrationResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	11, // 3: npanel.agent.v1.ExportCredentialsAction.database_users:type_name -> npanel.agent.v1.ExportDatabaseUser
+	9,  // 4: npanel.agent.v1.ExportCredentialsAction.certificates:type_name -> npanel.agent.v1.ExportCertificate
+	16, // 5: npanel.agent.v1.ExportDatabaseUser.engine:type_name -> npanel.agent.v1.DatabaseEngine
+	12, // 6: npanel.agent.v1.ExportCredentialsResult.mailboxes:type_name -> npanel.agent.v1.SealedHash
+	12, // 7: npanel.agent.v1.ExportCredentialsResult.database_users:type_name -> npanel.agent.v1.SealedHash
+	15, // 8: npanel.agent.v1.ExportCredentialsResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	10, // 9: npanel.agent.v1.ExportCredentialsResult.certificates:type_name -> npanel.agent.v1.SealedCertificateKey
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_migrate_proto_init() }
@@ -930,7 +1068,7 @@ func file_agent_v1_migrate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_migrate_proto_rawDesc), len(file_agent_v1_migrate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

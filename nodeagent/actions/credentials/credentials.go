@@ -1,8 +1,10 @@
 // Package credentials implements ExportCredentialsAction: the password
-// hashes of an account's mailboxes and database users, sealed to another
-// node's key, so that an account moved there keeps every login without
-// anyone knowing a password. The hashes are read through the mail and db
-// modules; this package only checks the request and seals.
+// hashes of an account's mailboxes and database users, and the private
+// keys of its installed certificates, sealed to another node's key, so
+// that an account moved there keeps every login and every certificate
+// without a secret leaving a node in clear. The hashes and keys are read
+// through the mail, db and tls modules; this package only checks the
+// request and seals.
 package credentials
 
 import (
@@ -28,6 +30,8 @@ const ExportName = "credentials.export"
 const (
 	MaxMailboxes     = 10000
 	MaxDatabaseUsers = 1000
+	MaxCertificates  = 1000
+	maxChainPEM      = 64 << 10
 	maxKeyDER        = 1024
 )
 
@@ -42,14 +46,25 @@ type DatabaseHashes interface {
 	UserPasswordHash(ctx context.Context, env *actions.Env, engine, owner, user string) (hash string, ok bool, err error)
 }
 
-// Module builds the export action over the node's mail and db modules.
-type Module struct {
-	mail MailHashes
-	db   DatabaseHashes
+// CertificateKeys reads the private key a site's vhost serves, as PKCS#8
+// DER, when it is the key of chainPEM's leaf (the tls module).
+type CertificateKeys interface {
+	CertificateKey(ctx context.Context, env *actions.Env, site string, chainPEM []byte) ([]byte, error)
 }
 
-// NewModule returns the module reading hashes through mail and db.
-func NewModule(mail MailHashes, db DatabaseHashes) *Module { return &Module{mail: mail, db: db} }
+// Module builds the export action over the node's mail, db and tls
+// modules.
+type Module struct {
+	mail  MailHashes
+	db    DatabaseHashes
+	certs CertificateKeys
+}
+
+// NewModule returns the module reading hashes through mail and db and
+// certificate keys through certs.
+func NewModule(mail MailHashes, db DatabaseHashes, certs CertificateKeys) *Module {
+	return &Module{mail: mail, db: db, certs: certs}
+}
 
 // Export is ExportCredentialsAction.
 type Export struct {
@@ -149,6 +164,22 @@ func (a *Export) Validate() error {
 		seen[e+"/"+u.GetName()] = true
 		a.engines = append(a.engines, e)
 	}
+	if len(r.Certificates) > MaxCertificates {
+		return fmt.Errorf("certificates: %d given; at most %d", len(r.Certificates), MaxCertificates)
+	}
+	seen = map[string]bool{}
+	for _, c := range r.Certificates {
+		if err := validate.CanonicalDomain(c.GetId()); err != nil {
+			return fmt.Errorf("certificate: %w", err)
+		}
+		if seen[c.GetId()] {
+			return fmt.Errorf("certificate %q listed twice", c.GetId())
+		}
+		seen[c.GetId()] = true
+		if n := len(c.GetChainPem()); n == 0 || n > maxChainPEM {
+			return fmt.Errorf("certificate %q: a chain of 1 to %d bytes is required", c.GetId(), maxChainPEM)
+		}
+	}
 	return nil
 }
 
@@ -213,6 +244,27 @@ func (a *Export) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 			}
 			res.DatabaseUsers = append(res.DatabaseUsers, &agentpb.SealedHash{Name: u.GetName(), SealedHash: sealed})
 		}
+	}
+	for _, c := range r.Certificates {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		item := "certificate:" + c.GetId()
+		if a.m.certs == nil {
+			fail(item, errors.New("no tls module on this node"))
+			continue
+		}
+		der, err := a.m.certs.CertificateKey(ctx, env, c.GetId(), c.GetChainPem())
+		if err != nil {
+			fail(item, err)
+			continue
+		}
+		sealed, err := pki.Seal(pub, der, agentpb.CertificateKeySealContext(c.GetId()))
+		clear(der)
+		if err != nil {
+			return nil, err
+		}
+		res.Certificates = append(res.Certificates, &agentpb.SealedCertificateKey{Id: c.GetId(), SealedPrivateKey: sealed})
 	}
 	if n := len(res.Failed); n > 0 && env != nil && env.Logger != nil {
 		env.Logger.Warn("credentials export partial", "username", r.Username, "failed", n)

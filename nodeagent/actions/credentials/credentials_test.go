@@ -40,7 +40,7 @@ const (
 	scram  = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$Jnr2sQVzH2B8PNyaD7c3bB6yY1d2m5LhJbQpTKtYI8A=:s8XoQ3pGn4gXUjGQ0y4iHEgx9bU5rSL1g3hmKxBzYDk="
 )
 
-func keyPair(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+func keyPair(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -59,7 +59,7 @@ func TestExportRoundTrip(t *testing.T) {
 	target, der := keyPair(t)
 	m := NewModule(
 		fakeMail{"alice alice@example.com": sha512, "alice bob@example.com": "broken", "bob carol@example.com": sha512},
-		fakeDB{"mariadb alice alice_app": native, "postgresql alice alice_pg": scram})
+		fakeDB{"mariadb alice alice_app": native, "postgresql alice alice_pg": scram}, nil)
 	a := m.NewExport(&agentpb.ExportCredentialsAction{
 		Username:  "alice",
 		Mailboxes: []string{"alice@example.com", "bob@example.com", "carol@example.com"},
@@ -121,7 +121,7 @@ func TestExportValidate(t *testing.T) {
 		return &agentpb.ExportCredentialsAction{Username: "alice", Mailboxes: []string{"a@example.com"},
 			DatabaseUsers: []*agentpb.ExportDatabaseUser{{Name: "alice_app"}}, SealTo: der}
 	}
-	m := NewModule(fakeMail{}, fakeDB{})
+	m := NewModule(fakeMail{}, fakeDB{}, nil)
 	if err := m.NewExport(ok()).Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +140,19 @@ func TestExportValidate(t *testing.T) {
 			r.DatabaseUsers = append(r.DatabaseUsers, r.DatabaseUsers[0])
 		},
 		"too many mailboxes": func(r *agentpb.ExportCredentialsAction) { r.Mailboxes = make([]string, MaxMailboxes+1) },
+		"certificate path": func(r *agentpb.ExportCredentialsAction) {
+			r.Certificates = []*agentpb.ExportCertificate{{Id: "../example.com", ChainPem: []byte("x")}}
+		},
+		"certificate without chain": func(r *agentpb.ExportCredentialsAction) {
+			r.Certificates = []*agentpb.ExportCertificate{{Id: "example.com"}}
+		},
+		"certificate twice": func(r *agentpb.ExportCredentialsAction) {
+			c := &agentpb.ExportCertificate{Id: "example.com", ChainPem: []byte("x")}
+			r.Certificates = []*agentpb.ExportCertificate{c, c}
+		},
+		"chain too large": func(r *agentpb.ExportCredentialsAction) {
+			r.Certificates = []*agentpb.ExportCertificate{{Id: "example.com", ChainPem: make([]byte, maxChainPEM+1)}}
+		},
 	} {
 		r := ok()
 		mod(r)
@@ -150,4 +163,77 @@ func TestExportValidate(t *testing.T) {
 	if err := m.NewExport(nil).Validate(); err == nil {
 		t.Error("nil request accepted")
 	}
+}
+
+// fakeCerts serves one key per site, for the chain "chain:SITE" only.
+type fakeCerts map[string][]byte
+
+func (f fakeCerts) CertificateKey(_ context.Context, _ *actions.Env, site string, chainPEM []byte) ([]byte, error) {
+	k, ok := f[site]
+	if !ok || string(chainPEM) != "chain:"+site {
+		return nil, errors.New(site + " serves another certificate")
+	}
+	return append([]byte(nil), k...), nil
+}
+
+// Installed certificates' keys are exported sealed to the target under
+// their certificate's context; one that cannot be read is reported, and
+// the rest still go.
+func TestExportCertificateKeys(t *testing.T) {
+	target, der := keyPair(t)
+	key := []byte("pkcs8-der-of-example.com")
+	m := NewModule(nil, nil, fakeCerts{"example.com": key})
+	a := m.NewExport(&agentpb.ExportCredentialsAction{Username: "alice", SealTo: der, Certificates: []*agentpb.ExportCertificate{
+		{Id: "example.com", ChainPem: []byte("chain:example.com")},
+		{Id: "example.net", ChainPem: []byte("chain:example.net")},
+	}})
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.Apply(context.Background(), &actions.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := out.(*agentpb.ExportCredentialsResult)
+	if len(res.Certificates) != 1 || res.Certificates[0].Id != "example.com" {
+		t.Fatalf("certificates: %v", res.Certificates)
+	}
+	got, err := pki.Unseal(target, res.Certificates[0].SealedPrivateKey, agentpb.CertificateKeySealContext("example.com"))
+	if err != nil || string(got) != string(key) {
+		t.Fatalf("unsealed %q, %v", got, err)
+	}
+	if _, err := pki.Unseal(target, res.Certificates[0].SealedPrivateKey, agentpb.MailPasswordHashSealContext("example.com")); err == nil {
+		t.Fatal("a certificate key opens under another context")
+	}
+	if len(res.Failed) != 1 || res.Failed[0].Item != "certificate:example.net" {
+		t.Fatalf("failed: %v", res.Failed)
+	}
+	if strings.Contains(res.String(), string(key)) {
+		t.Fatal("result holds a clear key")
+	}
+	// No tls module: every certificate is reported, none silently dropped.
+	res2, err := NewModule(nil, nil, nil).NewExport(&agentpb.ExportCredentialsAction{Username: "alice", SealTo: der,
+		Certificates: []*agentpb.ExportCertificate{{Id: "example.com", ChainPem: []byte("chain:example.com")}}}).Apply(context.Background(), &actions.Env{})
+	if err != nil || len(res2.(*agentpb.ExportCredentialsResult).Failed) != 1 {
+		t.Fatalf("without a tls module: %v, %v", res2, err)
+	}
+}
+
+// FuzzExportCertificatesValidate: Validate never panics on a certificate
+// entry, and accepts only canonical domains with a bounded chain.
+func FuzzExportCertificatesValidate(f *testing.F) {
+	_, der := keyPair(f)
+	f.Add("example.com", []byte("chain"))
+	f.Add("../etc/passwd", []byte("x"))
+	f.Add("", []byte(nil))
+	m := NewModule(nil, nil, nil)
+	f.Fuzz(func(t *testing.T, id string, chain []byte) {
+		r := &agentpb.ExportCredentialsAction{Username: "alice", SealTo: der,
+			Certificates: []*agentpb.ExportCertificate{{Id: id, ChainPem: chain}}}
+		if m.NewExport(r).Validate() == nil {
+			if strings.ContainsAny(id, "/\\\x00") || len(chain) == 0 || len(chain) > maxChainPEM {
+				t.Fatalf("accepted %q with a %d-byte chain", id, len(chain))
+			}
+		}
+	})
 }

@@ -219,7 +219,7 @@ func TestExportCredentialsRoundTrip(t *testing.T) {
 			}
 			const pw = "Harbor-Lichen-6620"
 			mustApply(t, env, ensureUser(engine, "alice_app", "alice", pw, nil))
-			out := mustApply(t, env, credentials.NewModule(nil, testModule).NewExport(&agentpb.ExportCredentialsAction{
+			out := mustApply(t, env, credentials.NewModule(nil, testModule, nil).NewExport(&agentpb.ExportCredentialsAction{
 				Username:      "alice",
 				DatabaseUsers: []*agentpb.ExportDatabaseUser{{Name: "alice_app", Engine: engineEnum(engine)}, {Name: "alice_gone", Engine: engineEnum(engine)}},
 				SealTo:        der,

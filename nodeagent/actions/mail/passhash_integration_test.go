@@ -136,7 +136,7 @@ func TestExportCredentialsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := s.must(t, credentials.NewModule(s.mod, nil).NewExport(&agentpb.ExportCredentialsAction{
+	out := s.must(t, credentials.NewModule(s.mod, nil, nil).NewExport(&agentpb.ExportCredentialsAction{
 		Username: acct, Mailboxes: []string{addr, "gone@" + dom}, SealTo: der,
 	})).(*agentpb.ExportCredentialsResult)
 	if len(out.Mailboxes) != 1 || len(out.Failed) != 1 || out.Failed[0].Item != "mailbox:gone@"+dom {

@@ -1,0 +1,138 @@
+package controlplane_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+	"github.com/npanel/npanel/protos/agentpb"
+)
+
+// A whole-account restore onto another node (the first is gone) brings
+// the certificates back: one a user requested (a wildcard over DNS-01,
+// auto-renew off) is requested again with its names and settings, its
+// record having been removed; an installed one cannot come (its key is
+// in no backup) and is named in the restore's failed items (PARTIAL) and
+// on its record (FAILED, lastError), never left ISSUED.
+func TestRestoreAllBringsCertificatesBack(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Backup.Sweep = 500 * time.Millisecond })
+	st := s.Store()
+	ctx := context.Background()
+	n1, n2 := startBackupNode(t, s, "web-1"), startBackupNode(t, s, "web-2")
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9", Bucket: "b"}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	const domain, shop = "bkcert.example.com", "shop-bkcert.example.com"
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "bkcert", Domain: domain, Plan: "web", Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "account active on web-1", func() bool {
+		a, _, err := st.GetAccount(ctx, acct.ID)
+		return err == nil && a.Node == "web-1" && a.Status == store.AccountActive
+	})
+	if _, err := s.Admin.AddDomain(ctx, acct.ID, shop, ""); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the add-on site served", func() bool {
+		a, _, err := st.GetAccount(ctx, acct.ID)
+		return err == nil && a.SiteIndex(shop) >= 0 && a.AppliedGeneration >= a.Generation
+	})
+	// The site's certificate as a user requested it.
+	wanted := []string{domain, "*." + domain}
+	requested := func(c *store.Certificate) {
+		c.Account, c.Node, c.Domains, c.Challenge = acct.ID, "web-1", wanted, store.ChallengeDNS01
+		c.Auto, c.AutoRenew = false, false
+	}
+	if _, err := st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) { requested(c); return nil, nil }, store.AuditEvent{}); err != nil {
+		c := &store.Certificate{ID: domain, Generation: 1}
+		requested(c)
+		if err := st.CreateCertificate(ctx, c, store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The add-on's, installed.
+	installedOn(t, st, &client.Account{ID: acct.ID, Username: "shop-bkcert"}, "web-1")
+
+	n1.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if task.GetBackupAccount() != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		}
+		return nil
+	})
+	b := &store.Backup{ID: store.NewBackupID("bkcert", time.Now()), Account: "bkcert", AccountID: acct.ID, Owner: "admin", Node: "web-1", Target: "s3"}
+	if err := st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "backup succeeded", func() bool {
+		got, err := st.GetBackup(ctx, b.ID)
+		return err == nil && got.Status.State == store.BackupSucceeded
+	})
+	stateJSON := n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
+	if !strings.Contains(string(stateJSON), `"challenge":"DNS01"`) || !strings.Contains(string(stateJSON), `"requested":true`) {
+		t.Fatalf("the backup's state lacks how the certificate was requested: %s", stateJSON)
+	}
+
+	// web-1 is gone, and the requested certificate's record with it (as
+	// an account's deletion removes them).
+	if err := st.RemoveNode(ctx, "web-1", store.NewAuditEvent("test", "", "removeNode", "web-1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteCertificate(ctx, domain, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if r := task.GetRestoreBackup(); r != nil {
+			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
+				res.Restored = []string{"files", "state"}
+			}
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: res}}
+		}
+		return nil
+	})
+	r := &store.Restore{ID: store.NewRestoreID("bkcert", time.Now()), Backup: b.ID, Account: "bkcert", AccountID: acct.ID, Owner: "admin",
+		What: store.RestoreAll, InPlace: true, Node: "web-2", Requester: "admin"}
+	if err := st.CreateRestore(ctx, r, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *store.Restore
+	testenv.WaitFor(t, 30*time.Second, "restore finished", func() bool {
+		rr, _, err := st.GetRestoreRev(ctx, r.ID)
+		got = rr
+		return err == nil && restoreDone(rr.Status.State)
+	})
+	if got.Status.State != store.BackupPartial || len(got.Status.Failed) != 1 || got.Status.Failed[0].Item != "certificate:"+shop ||
+		!strings.Contains(got.Status.Failed[0].Error, "install it again") {
+		t.Fatalf("restore: %s, failed %+v", got.Status.State, got.Status.Failed)
+	}
+	if !slices.Contains(got.Status.Restored, "certificate:"+domain) {
+		t.Fatalf("restored %v", got.Status.Restored)
+	}
+	c, err := st.GetCertificate(ctx, domain)
+	if err != nil || c.Account != acct.ID || !slices.Equal(c.Domains, wanted) || c.Challenge != store.ChallengeDNS01 || c.Auto || c.AutoRenew || c.Custom {
+		t.Fatalf("requested certificate after the restore: %+v, %v", c, err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the requested certificate on web-2", func() bool {
+		c, err := st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2"
+	})
+	ic, err := st.GetCertificate(ctx, shop)
+	if err != nil || ic.Node != "web-2" || ic.Status.State != store.CertFailed || ic.Status.ChainPEM != "" ||
+		!strings.Contains(ic.Status.LastError, "stayed on node web-1") {
+		t.Fatalf("installed certificate after the restore: %+v, %v", ic.Status, err)
+	}
+	audit, _, _, err := st.ListAudit(ctx, store.AuditFilter{Action: "certificate.unserved", Target: shop}, "", 10)
+	if err != nil || len(audit) != 1 {
+		t.Fatalf("audit %+v, %v", audit, err)
+	}
+}

@@ -1,0 +1,184 @@
+package controlplane_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/internal/testenv"
+)
+
+func parseLeaf(chainPEM []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(chainPEM)
+	if b == nil {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// installedOn makes the site's certificate of a an installed one that
+// node serves (as installCertificate then the node's result leave it).
+func installedOn(t *testing.T, st *store.Store, a *client.Account, node string) string {
+	t.Helper()
+	ctx := context.Background()
+	domain := a.Username + ".example.com"
+	certPEM, _, _, leaf := boughtCert(t, domain)
+	set := func(c *store.Certificate) {
+		c.Account, c.Node, c.Domains = a.ID, node, []string{domain}
+		c.Custom, c.CustomChainPEM, c.Auto, c.AutoRenew = true, certPEM, false, false
+		c.Status = store.CertStatus{State: store.CertIssued, ObservedGeneration: c.Generation, ChainPEM: certPEM,
+			Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+			IssuedDomains: leaf.DNSNames}
+	}
+	_, err := st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) { set(c); return nil, nil }, store.AuditEvent{})
+	if errors.Is(err, store.ErrNotFound) {
+		c := &store.Certificate{ID: domain, Generation: 1, CreatedAt: time.Now()}
+		set(c)
+		err = st.CreateCertificate(ctx, c, store.AuditEvent{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return domain
+}
+
+// A live migration exports an installed certificate's key from the
+// source, sealed to the target, and the target is asked to install it
+// with that sealed key; the record follows the account, ISSUED.
+func TestMigrationMovesCustomCertificate(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+
+	exp := e.n1.tasks("exportCredentials")
+	if len(exp) == 0 || len(exp[0].GetExportCredentials().GetCertificates()) != 1 ||
+		exp[0].GetExportCredentials().GetCertificates()[0].GetId() != domain {
+		t.Fatalf("export tasks on web-1: %v", exp)
+	}
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.State == store.CertIssued && c.Status.ObservedGeneration == c.Generation && len(c.SealedKey) == 0
+	})
+	inst := e.n2.tasks("installCertificate")
+	if len(inst) == 0 || string(inst[0].GetInstallCertificate().GetSealedPrivateKey()) != "sealed-key:"+domain {
+		t.Fatalf("install tasks on web-2: %v", inst)
+	}
+	if n := len(e.n1.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs on the source", n)
+	}
+}
+
+// When the key cannot come (the source is down: the account is restored
+// from a backup onto the target), the certificate is not left looking
+// ISSUED with nobody serving it: FAILED, a lastError naming where the key
+// stayed, an event and an audit entry.
+func TestMigrationSourceDownCustomCertificateReported(t *testing.T) {
+	e, accts := newMigEnv(t, 1, func(c *controlplane.Config) {
+		c.Backup.SchedulePass = 200 * time.Millisecond
+		c.Backup.Sweep = 500 * time.Millisecond
+	})
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	if err := e.st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9", Bucket: "b"}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	b := &store.Backup{ID: store.NewBackupID(a.Username, time.Now()), Account: a.Username, AccountID: a.ID, Owner: "admin", Node: "web-1", Target: "s3"}
+	if err := e.st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "backup succeeded", func() bool {
+		got, err := e.st.GetBackup(ctx, b.ID)
+		return err == nil && got.Status.State == store.BackupSucceeded
+	})
+	e.n2.mu.Lock()
+	e.n2.restoreState = e.n1.tasks("backupAccount")[0].GetBackupAccount().GetStateJson()
+	e.n2.mu.Unlock()
+	e.n1.kill()
+	testenv.WaitFor(t, 20*time.Second, "web-1 DOWN", func() bool {
+		v, err := e.st.GetNode(ctx, "web-1")
+		return err == nil && v.State.Status == store.NodeDown
+	})
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+
+	c, err := e.st.GetCertificate(ctx, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "web-2" || c.Status.State != store.CertFailed || c.Status.ChainPEM != "" ||
+		!strings.Contains(c.Status.LastError, "stayed on node web-1") || !strings.Contains(c.Status.LastError, "install it again") || !strings.Contains(c.Status.LastError, "not served on node web-2") {
+		t.Fatalf("certificate after a restore onto web-2: node %s, %s, %q", c.Node, c.Status.State, c.Status.LastError)
+	}
+	if ev := c.Status.Events[len(c.Status.Events)-1]; ev.Kind != "unserved" {
+		t.Fatalf("last event %+v", ev)
+	}
+	audit, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{Action: "certificate.unserved", Target: domain}, "", 10)
+	if err != nil || len(audit) != 1 || !strings.HasPrefix(audit[0].Result, "failed: ") {
+		t.Fatalf("audit %+v, %v", audit, err)
+	}
+	if n := len(e.n2.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs without a key", n)
+	}
+}
+
+// A rollback after the cutover points the installed certificate back at
+// the source, which kept its key: nothing is sent there, and the record
+// stays ISSUED with the same chain.
+func TestMigrationRollbackKeepsCustomCertificate(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	before, _ := e.st.GetCertificate(ctx, domain)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.ObservedGeneration == c.Generation
+	})
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	testenv.WaitFor(t, 15*time.Second, "back on web-1", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-1" && c.Status.ObservedGeneration == c.Generation
+	})
+	c, _ := e.st.GetCertificate(ctx, domain)
+	if c.Status.State != store.CertIssued || c.Status.ChainPEM != before.Status.ChainPEM || len(c.SealedKey) != 0 {
+		t.Fatalf("after the rollback: %s, sealed key %d bytes", c.Status.State, len(c.SealedKey))
+	}
+	if n := len(e.n1.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs on the source, which kept its key", n)
+	}
+}
+
+// A key the source cannot export (say the vhost serves another
+// certificate than the record's) does not fail the migration: the site
+// moves, and the certificate is reported as not served on the target.
+func TestMigrationCustomCertificateKeyNotExported(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	e.n1.setFail("exportCredentials-partial", true)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	c, err := e.st.GetCertificate(ctx, domain)
+	if err != nil || c.Node != "web-2" || c.Status.State != store.CertFailed ||
+		!strings.Contains(c.Status.LastError, "the served key does not match") {
+		t.Fatalf("certificate: %+v, %v", c.Status, err)
+	}
+	if n := len(e.n2.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs without a key", n)
+	}
+}
