@@ -204,10 +204,19 @@ func enrollError(err error) (codes.Code, string) {
 
 // Renew re-issues the caller's certificate. The new serial is accepted
 // alongside the old one until the next renewal, so a stream that is still up
-// on the old certificate keeps working.
+// on the old certificate keeps working. The new certificate names the
+// node's address as its record says now (an IP SAN next to the URI), so
+// that TLS clients dialling that address, Prometheus first, can verify it.
 func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.RenewResponse, error) {
 	id := identityFrom(ctx)
-	chain, err := g.s.ca.Renew(ctx, id.cert)
+	n, err := g.store.GetNode(ctx, id.name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Error(codes.PermissionDenied, "node is not a member of this cluster")
+		}
+		return nil, status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	chain, err := g.s.ca.Renew(ctx, id.cert, nodeHosts(n.Node))
 	if err != nil {
 		g.log.Warn("renewal refused", "node", id.name, "err", err)
 		return nil, status.Error(codes.PermissionDenied, "certificate cannot be renewed")
@@ -229,6 +238,15 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 		return nil, status.Error(codes.PermissionDenied, "certificate was revoked during renewal")
 	}
 	return &agentpb.RenewResponse{CertificateChain: derChain(chain)}, nil
+}
+
+// nodeHosts are the names a node's certificate carries besides its URI:
+// its declared address (always an IP address, validate.NodeAddress).
+func nodeHosts(n store.Node) []string {
+	if n.Address == "" {
+		return nil
+	}
+	return []string{n.Address}
 }
 
 func derChain(chain []*x509.Certificate) [][]byte {

@@ -39,7 +39,11 @@ func EnrollNode(ctx context.Context, c agentpb.AgentGatewayClient, token, node s
 	if err != nil {
 		return nil, err
 	}
-	csr, err := pki.NewNodeCSR(key, node)
+	claims, err := pki.ParseJoinToken(token)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.NewNodeCSR(key, node, claims.Hosts)
 	if err != nil {
 		return nil, err
 	}
