@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -223,6 +224,8 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 	}
 	newSerial, oldSerial := serialHex(chain[0]), serialHex(id.cert)
 	ev := store.NewAuditEvent("node:"+id.name, peerAddr(ctx), "renewCertificate", id.name, "ok")
+	// The names can change at a renewal (the node's address): say which.
+	ev.Detail = map[string]string{"serial": newSerial, "hosts": strings.Join(pki.HostsOf(chain[0].IPAddresses, chain[0].DNSNames), ",")}
 	err = g.store.UpdateNodeState(ctx, id.name, func(st *store.NodeState) bool {
 		if !st.AcceptsSerial(oldSerial) {
 			return false

@@ -167,4 +167,11 @@ func TestRenewFollowsNodeAddress(t *testing.T) {
 	if n, err := pki.NodeName(renewed); err != nil || n != "addr-1" {
 		t.Errorf("renewed certificate's node %q, %v", n, err)
 	}
+	evs, _, _, err := s.Store().ListAudit(ctx, store.AuditFilter{Action: "renewCertificate", Target: "addr-1"}, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Detail["hosts"] != "127.0.0.2" || evs[0].Detail["serial"] != pki.SerialHex(renewed) {
+		t.Errorf("renewal audit events %+v, want one naming hosts 127.0.0.2 and the new serial", evs)
+	}
 }

@@ -67,8 +67,9 @@ func (c *CA) authorizeToken(ctx context.Context, tok string) ([]provisioner.Sign
 // Enroll redeems a join token for a node certificate. In order: the token is
 // verified by the authority and must be a well-formed join token for this root;
 // the CSR must be validly signed, name exactly the token's node (CN and a
-// single URI SAN) and the token's hosts (IP and DNS SANs, no email) and use an ECDSA P-256/P-384,
-// Ed25519 or RSA >= 2048 key; then markUsed(claims) is called, and only if it
+// single URI SAN) and the token's hosts (IP and DNS SANs, no email), and
+// use an ECDSA P-256/P-384, Ed25519 or RSA >= 2048 key; then
+// markUsed(claims) is called, and only if it
 // succeeds is the certificate signed. The chain returned is [leaf,
 // intermediate].
 //
