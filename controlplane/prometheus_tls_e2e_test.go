@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -173,5 +174,40 @@ func TestRenewFollowsNodeAddress(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0].Detail["hosts"] != "127.0.0.2" || evs[0].Detail["serial"] != pki.SerialHex(renewed) {
 		t.Errorf("renewal audit events %+v, want one naming hosts 127.0.0.2 and the new serial", evs)
+	}
+}
+
+// A renewed certificate keeps the node's address: after the agent renews,
+// its /metrics port serves the new certificate, and a client dialling the
+// node's address verifies it with the cluster root alone.
+func TestRenewedAgentCertificateKeepsAddress(t *testing.T) {
+	s := testenv.StartServer(t, testenv.WithCertLifetime(6*time.Second))
+	a := s.StartAgent(t, "renew-1")
+	ctx := testenv.Context(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(s.CA().Root())
+	var newest string
+	testenv.WaitFor(t, 15*time.Second, "certificate renewed", func() bool {
+		st, _, err := s.Store().GetNodeState(ctx, "renew-1")
+		if err != nil || len(st.CertSerials) != 2 {
+			return false
+		}
+		newest = st.CertSerials[1]
+		return true
+	})
+	var served *x509.Certificate
+	testenv.WaitFor(t, 10*time.Second, "the renewed certificate served on /metrics", func() bool {
+		// The address is 127.0.0.1:port: crypto/tls verifies the IP SAN.
+		c, err := tls.Dial("tcp", a.MetricsAddr(), &tls.Config{RootCAs: roots})
+		if err != nil {
+			t.Logf("dial %s: %v", a.MetricsAddr(), err)
+			return false
+		}
+		defer c.Close()
+		served = c.ConnectionState().PeerCertificates[0]
+		return pki.SerialHex(served) == newest
+	})
+	if got := pki.HostsOf(served.IPAddresses, served.DNSNames); !slices.Equal(got, []string{"127.0.0.1"}) {
+		t.Errorf("renewed certificate names %q, want [127.0.0.1]", got)
 	}
 }
