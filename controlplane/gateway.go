@@ -217,7 +217,14 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 		}
 		return nil, status.Error(codes.Unavailable, "cluster store unavailable")
 	}
-	chain, err := g.s.ca.Renew(ctx, id.cert, nodeHosts(n.Node))
+	hosts := nodeHosts(n.Node)
+	if _, err := pki.NodeHosts(hosts); err != nil {
+		// A record the API would not write today must not cost the node
+		// its certificate: renew it without the address.
+		g.log.Warn("node address cannot be named in its certificate", "node", id.name, "address", n.Address, "err", err)
+		hosts = nil
+	}
+	chain, err := g.s.ca.Renew(ctx, id.cert, hosts)
 	if err != nil {
 		g.log.Warn("renewal refused", "node", id.name, "err", err)
 		return nil, status.Error(codes.PermissionDenied, "certificate cannot be renewed")

@@ -175,6 +175,25 @@ func TestRenewFollowsNodeAddress(t *testing.T) {
 	if len(evs) != 1 || evs[0].Detail["hosts"] != "127.0.0.2" || evs[0].Detail["serial"] != pki.SerialHex(renewed) {
 		t.Errorf("renewal audit events %+v, want one naming hosts 127.0.0.2 and the new serial", evs)
 	}
+
+	// A record whose address no certificate can name (the API refuses
+	// such addresses; an old or hand-edited record) does not block the
+	// renewal: the certificate then names no address.
+	if _, err := s.Store().UpdateNode(ctx, "addr-1", func(n *store.Node) error { n.Address = "10.0.0.1:22"; return nil }, ev); err != nil {
+		t.Fatal(err)
+	}
+	next := &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: cert.PrivateKey, Leaf: renewed}
+	resp, err = gatewayClient(t, s, next).Renew(ctx, &agentpb.RenewRequest{})
+	if err != nil {
+		t.Fatalf("renewal with an unusable address on record: %v", err)
+	}
+	again, err := x509.ParseCertificate(resp.GetCertificateChain()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.IPAddresses)+len(again.DNSNames) != 0 {
+		t.Errorf("renewed with an unusable address: names %v %v, want none", again.IPAddresses, again.DNSNames)
+	}
 }
 
 // A renewed certificate keeps the node's address: after the agent renews,
