@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,16 +205,34 @@ func enrollError(err error) (codes.Code, string) {
 
 // Renew re-issues the caller's certificate. The new serial is accepted
 // alongside the old one until the next renewal, so a stream that is still up
-// on the old certificate keeps working.
+// on the old certificate keeps working. The new certificate names the
+// node's address as its record says now (an IP SAN next to the URI), so
+// that TLS clients dialling that address, Prometheus first, can verify it.
 func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.RenewResponse, error) {
 	id := identityFrom(ctx)
-	chain, err := g.s.ca.Renew(ctx, id.cert)
+	n, err := g.store.GetNode(ctx, id.name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Error(codes.PermissionDenied, "node is not a member of this cluster")
+		}
+		return nil, status.Error(codes.Unavailable, "cluster store unavailable")
+	}
+	hosts := nodeHosts(n.Node)
+	if _, err := pki.NodeHosts(hosts); err != nil {
+		// A record the API would not write today must not cost the node
+		// its certificate: renew it without the address.
+		g.log.Warn("node address cannot be named in its certificate", "node", id.name, "address", n.Address, "err", err)
+		hosts = nil
+	}
+	chain, err := g.s.ca.Renew(ctx, id.cert, hosts)
 	if err != nil {
 		g.log.Warn("renewal refused", "node", id.name, "err", err)
 		return nil, status.Error(codes.PermissionDenied, "certificate cannot be renewed")
 	}
 	newSerial, oldSerial := serialHex(chain[0]), serialHex(id.cert)
 	ev := store.NewAuditEvent("node:"+id.name, peerAddr(ctx), "renewCertificate", id.name, "ok")
+	// The names can change at a renewal (the node's address): say which.
+	ev.Detail = map[string]string{"serial": newSerial, "hosts": strings.Join(pki.HostsOf(chain[0].IPAddresses, chain[0].DNSNames), ",")}
 	err = g.store.UpdateNodeState(ctx, id.name, func(st *store.NodeState) bool {
 		if !st.AcceptsSerial(oldSerial) {
 			return false
@@ -229,6 +248,15 @@ func (g *gateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agentpb.
 		return nil, status.Error(codes.PermissionDenied, "certificate was revoked during renewal")
 	}
 	return &agentpb.RenewResponse{CertificateChain: derChain(chain)}, nil
+}
+
+// nodeHosts are the names a node's certificate carries besides its URI:
+// its declared address (always an IP address, validate.NodeAddress).
+func nodeHosts(n store.Node) []string {
+	if n.Address == "" {
+		return nil
+	}
+	return []string{n.Address}
 }
 
 func derChain(chain []*x509.Certificate) [][]byte {

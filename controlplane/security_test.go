@@ -85,12 +85,12 @@ func TestGatewaySecurity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, _, err := other.NewJoinToken("foreign", time.Hour)
+		tok, _, err := other.NewJoinToken("foreign", nil, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		key, _ := pki.NewKey()
-		csr, _ := pki.NewNodeCSR(key, "foreign")
+		csr, _ := pki.NewNodeCSR(key, "foreign", nil)
 		chain, _, err := other.Enroll(ctx, tok, csr, func(pki.JoinClaims) error { return nil })
 		if err != nil {
 			t.Fatal(err)
@@ -133,7 +133,7 @@ func TestGatewaySecurity(t *testing.T) {
 
 	t.Run("expired token", func(t *testing.T) {
 		declare("late")
-		tok, _, err := s.CA().NewJoinToken("late", ca.MinJoinTokenTTL)
+		tok, _, err := s.CA().NewJoinToken("late", nil, ca.MinJoinTokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +143,7 @@ func TestGatewaySecurity(t *testing.T) {
 	})
 
 	t.Run("undeclared node", func(t *testing.T) {
-		tok, _, err := s.CA().NewJoinToken("ghost", time.Hour)
+		tok, _, err := s.CA().NewJoinToken("ghost", nil, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -111,8 +111,8 @@ func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 func (s *Server) CA() *ca.CA { return s.ca }
 
 // NewJoinToken implements graph.Cluster.
-func (s *Server) NewJoinToken(node string, ttl time.Duration) (string, time.Time, error) {
-	tok, claims, err := s.ca.NewJoinToken(node, ttl)
+func (s *Server) NewJoinToken(node string, hosts []string, ttl time.Duration) (string, time.Time, error) {
+	tok, claims, err := s.ca.NewJoinToken(node, hosts, ttl)
 	if err != nil {
 		return "", time.Time{}, err
 	}

@@ -56,7 +56,7 @@ func (r *mutationResolver) CreateJoinToken(ctx context.Context, input model.Crea
 		}
 		ttl = time.Duration(*input.TTLSeconds) * time.Second
 	}
-	tok, exp, err := r.Cluster.NewJoinToken(input.Name, ttl)
+	tok, exp, err := r.Cluster.NewJoinToken(input.Name, []string{input.Address}, ttl)
 	if err != nil {
 		return nil, err
 	}

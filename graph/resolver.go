@@ -19,7 +19,9 @@ import (
 // Cluster is what the API needs from the running server beyond the store.
 type Cluster interface {
 	// NewJoinToken signs a one-time join token for node.
-	NewJoinToken(node string, ttl time.Duration) (token string, expires time.Time, err error)
+	// hosts (the node's address) become the IP and DNS SANs of the node's
+	// certificate.
+	NewJoinToken(node string, hosts []string, ttl time.Duration) (token string, expires time.Time, err error)
 	// ReplicaID names this replica; LeaderID the one running controllers.
 	ReplicaID() string
 	LeaderID(ctx context.Context) (string, error)

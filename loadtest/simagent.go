@@ -114,7 +114,7 @@ func enrolSimAgent(ctx context.Context, admin *client.Client, gateway, node stri
 	if err != nil {
 		return nil, err
 	}
-	csr, err := pki.NewNodeCSR(key, node)
+	csr, err := pki.NewNodeCSR(key, node, claims.Hosts)
 	if err != nil {
 		return nil, err
 	}

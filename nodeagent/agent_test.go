@@ -59,7 +59,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestEnrolAndTaskDeduplication(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, err := ca.NewJoinToken("node-1", time.Minute)
+	token, _, err := ca.NewJoinToken("node-1", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestEnrolAndTaskDeduplication(t *testing.T) {
 func TestReconnectAfterStreamDrop(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(), Logger: log, Facts: fixedFacts})
 	a.waitReady(t)
@@ -228,7 +228,7 @@ func TestReconnectAfterStreamDrop(t *testing.T) {
 func TestRestartKeepsIdentityAndJournal(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	dir := t.TempDir()
 	log, logs := newLogger(t)
 
@@ -281,7 +281,7 @@ func TestEnrolRefusedIsFatal(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
 	gw.refuseEnroll.Store(true)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	dir := t.TempDir()
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log})
@@ -303,7 +303,7 @@ func TestEnrolRefusedIsFatal(t *testing.T) {
 func TestEnrolWrongRootNeverConnects(t *testing.T) {
 	gw := startGateway(t, newTestCA(t, 0))
 	other := newTestCA(t, 0)
-	token, _, _ := other.NewJoinToken("node-1", time.Minute)
+	token, _, _ := other.NewJoinToken("node-1", nil, time.Minute)
 	log, logs := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(), Logger: log})
 	waitFor(t, "failed enrol attempts", func() bool { return logs.count(slog.LevelWarn, "enrol failed") >= 2 })
@@ -324,7 +324,7 @@ func TestFailoverToSecondServer(t *testing.T) {
 	}
 	dead := lis.Addr().String()
 	lis.Close()
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{dead, gw.addr}, JoinToken: token, DataDir: t.TempDir(), Logger: log, Facts: fixedFacts})
 	a.waitReady(t)
@@ -338,7 +338,7 @@ func TestFailoverToSecondServer(t *testing.T) {
 func TestRefusedStreamRetriesAndRecovers(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	log, logs := newLogger(t)
 	dir := t.TempDir()
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log, Facts: fixedFacts})
@@ -369,7 +369,7 @@ func TestRefusedStreamRetriesAndRecovers(t *testing.T) {
 func TestCertificateRenewal(t *testing.T) {
 	ca := newTestCA(t, 3*time.Second)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	dir := t.TempDir()
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log, Facts: fixedFacts})
@@ -406,7 +406,7 @@ func TestCertificateRenewal(t *testing.T) {
 func TestCertificateExpiryIsFatal(t *testing.T) {
 	ca := newTestCA(t, 2*time.Second)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	dir := t.TempDir()
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log, Facts: fixedFacts})
@@ -427,7 +427,7 @@ func TestCertificateExpiryIsFatal(t *testing.T) {
 	// With a new token the node enrols again, with a new key.
 	oldKey, _ := os.ReadFile(filepath.Join(dir, keyFile))
 	gw.restart()
-	token2, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token2, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	a2 := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token2, DataDir: dir, Logger: log, Facts: fixedFacts})
 	a2.waitReady(t)
 	if gw.enrolls.Load() != 2 {
@@ -451,7 +451,7 @@ func TestGossip(t *testing.T) {
 	var agents []*runningAgent
 	var streams []*gwStream
 	for _, node := range []string{"node-1", "node-2"} {
-		token, _, _ := ca.NewJoinToken(node, time.Minute)
+		token, _, _ := ca.NewJoinToken(node, nil, time.Minute)
 		log, _ := newLogger(t)
 		a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(),
 			GossipListen: "127.0.0.1:0", Logger: log, Facts: fixedFacts})
@@ -554,7 +554,7 @@ func TestRenewAt(t *testing.T) {
 func TestDataDirInUse(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	dir := t.TempDir()
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: dir, Logger: log, Facts: fixedFacts})
@@ -576,7 +576,7 @@ func TestDataDirInUse(t *testing.T) {
 func TestConcurrencyBound(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	log, _ := newLogger(t)
 	a := startAgent(t, Config{Servers: []string{gw.addr}, JoinToken: token, DataDir: t.TempDir(), Logger: log, Facts: fixedFacts, Concurrency: 2})
 	a.waitReady(t)

@@ -190,7 +190,7 @@ func (g *testGateway) Renew(ctx context.Context, _ *agentpb.RenewRequest) (*agen
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	chain, err := g.ca.Renew(ctx, leaf)
+	chain, err := g.ca.Renew(ctx, leaf, nil)
 	if err != nil {
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}

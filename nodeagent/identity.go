@@ -249,7 +249,7 @@ func (a *Agent) enrol(ctx context.Context) (*identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enrol: generate key: %w", err)
 	}
-	csr, err := pki.NewNodeCSR(key, claims.Node)
+	csr, err := pki.NewNodeCSR(key, claims.Node, claims.Hosts)
 	if err != nil {
 		return nil, fmt.Errorf("enrol: build CSR: %w", err)
 	}

@@ -66,7 +66,7 @@ func TestAgentShipsLogsToLoki(t *testing.T) {
 
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, _ := ca.NewJoinToken("node-1", time.Minute)
+	token, _, _ := ca.NewJoinToken("node-1", nil, time.Minute)
 	prefix := t.TempDir()
 	// The domain's log exists at the start (a scan finds a new one within
 	// seconds): followed from its end.

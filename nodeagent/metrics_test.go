@@ -22,7 +22,7 @@ import (
 func TestScrapeAuthOverStream(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, err := ca.NewJoinToken("node-1", time.Minute)
+	token, _, err := ca.NewJoinToken("node-1", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestScrapeAuthOverStream(t *testing.T) {
 // has a log consumer for the tail engine, and its family is registered.
 func TestMailDeliveriesConsumer(t *testing.T) {
 	ca := newTestCA(t, 0)
-	token, _, err := ca.NewJoinToken("node-1", time.Minute)
+	token, _, err := ca.NewJoinToken("node-1", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 func TestMigrationEndpointRuns(t *testing.T) {
 	ca := newTestCA(t, 0)
 	gw := startGateway(t, ca)
-	token, _, err := ca.NewJoinToken("node-m", time.Minute)
+	token, _, err := ca.NewJoinToken("node-m", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

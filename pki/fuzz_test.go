@@ -2,6 +2,7 @@ package pki
 
 import (
 	"regexp"
+	"slices"
 	"testing"
 )
 
@@ -48,6 +49,28 @@ func FuzzValidNodeName(f *testing.F) {
 		got, err := identityFromURI(NodeURI(name), nodePathPrefix, ValidNodeName)
 		if err != nil || got != name {
 			t.Fatalf("NodeURI round trip of %q = %q, %v", name, got, err)
+		}
+	})
+}
+
+// FuzzNodeHosts: whatever NodeHosts accepts is its own normal form, and
+// survives the trip through a certificate's IP and DNS fields.
+func FuzzNodeHosts(f *testing.F) {
+	f.Add("10.0.0.5", "web-1.example.net")
+	f.Add("2001:DB8::5", "::ffff:10.0.0.1")
+	f.Add("Web-1", "10.0.0.5:9469")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		hosts, err := NodeHosts([]string{a, b})
+		if err != nil {
+			return
+		}
+		again, err := NodeHosts(hosts)
+		if err != nil || !slices.Equal(again, hosts) {
+			t.Fatalf("NodeHosts(%q) = %q, %v; not a fixed point", hosts, again, err)
+		}
+		ips, names := SplitHosts(hosts)
+		if got := HostsOf(ips, names); !slices.Equal(got, hosts) {
+			t.Fatalf("HostsOf(SplitHosts(%q)) = %q", hosts, got)
 		}
 	})
 }

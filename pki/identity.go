@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -144,6 +145,59 @@ func NormalizeHost(h string) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// MaxNodeHosts bounds the addresses and names a node certificate carries
+// besides its URI: the node's address, and a name if it has one, with
+// room for a second family.
+const MaxNodeHosts = 8
+
+// NodeHosts normalizes the hosts (IP addresses and DNS names) a node
+// certificate names besides its URI, so that Prometheus and other TLS
+// clients can verify the node by the address they dial. The result is
+// sorted and without repeats: the join token, the request and the CA
+// compare these lists as written.
+func NodeHosts(hosts []string) ([]string, error) {
+	out := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		n, err := NormalizeHost(h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if len(out) > MaxNodeHosts {
+		return nil, fmt.Errorf("%d hosts, a node certificate names at most %d", len(out), MaxNodeHosts)
+	}
+	return out, nil
+}
+
+// SplitHosts sorts normalized hosts into the certificate fields they go in.
+func SplitHosts(hosts []string) (ips []net.IP, names []string) {
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	return ips, names
+}
+
+// HostsOf is the inverse of SplitHosts for what a certificate or request
+// carries, normalized and sorted like NodeHosts.
+func HostsOf(ips []net.IP, names []string) []string {
+	out := make([]string, 0, len(ips)+len(names))
+	for _, ip := range ips {
+		out = append(out, ip.String())
+	}
+	for _, n := range names {
+		out = append(out, strings.ToLower(n))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // CheckHost reports whether h is a name the CA puts in a server

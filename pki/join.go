@@ -57,6 +57,10 @@ type JoinClaims struct {
 	ID              string // the token's jti: what "used" is recorded under
 	ExpiresAt       time.Time
 	RootFingerprint string
+	// Hosts are the IP addresses and DNS names the node's certificate
+	// names besides its URI (NodeHosts form): what TLS clients such as
+	// Prometheus verify the node by.
+	Hosts []string
 }
 
 // joinPayload is the token's JSON payload: the registered claims plus
@@ -163,14 +167,25 @@ func parseJoinPayload(tok string) (JoinClaims, error) {
 	if err := ValidNodeName(p.Subject); err != nil {
 		return JoinClaims{}, fmt.Errorf("token subject: %w", err)
 	}
-	if want := NodeURI(p.Subject).String(); !slices.Equal(p.SANs, []string{want}) {
-		return JoinClaims{}, fmt.Errorf("token SANs %q, want exactly [%q]", p.SANs, want)
+	if want := NodeURI(p.Subject).String(); len(p.SANs) == 0 || p.SANs[0] != want {
+		return JoinClaims{}, fmt.Errorf("token SANs %.100q, want %q first", p.SANs, want)
+	}
+	// The hosts must be written exactly as NodeHosts writes them, so that
+	// one list of names has one encoding.
+	var hosts []string
+	if rest := p.SANs[1:]; len(rest) > 0 {
+		norm, err := NodeHosts(rest)
+		if err != nil || !slices.Equal(norm, rest) {
+			return JoinClaims{}, fmt.Errorf("token SANs %.100q: the hosts after the node URI are not sorted, unique, canonical IP addresses or DNS names (at most %d)", p.SANs, MaxNodeHosts)
+		}
+		hosts = norm
 	}
 	return JoinClaims{
 		Node:            p.Subject,
 		ID:              p.ID,
 		ExpiresAt:       time.Unix(*p.Expiry, 0),
 		RootFingerprint: p.SHA,
+		Hosts:           hosts,
 	}, nil
 }
 

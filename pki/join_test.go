@@ -3,6 +3,7 @@ package pki
 import (
 	"encoding/base64"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestParseJoinTokenByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := JoinClaims{Node: "web-1", ID: "abc123", ExpiresAt: time.Unix(1900000000, 0), RootFingerprint: goodFP}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("claims %+v, want %+v", c, want)
 	}
 	// "aud" may be one string.
@@ -60,6 +61,29 @@ func TestParseJoinTokenByHand(t *testing.T) {
 	} {
 		if c, err := ParseJoinToken(tok); !errors.Is(err, ErrInvalidToken) {
 			t.Errorf("%s: ParseJoinToken = %+v, %v; want ErrInvalidToken", desc, c, err)
+		}
+	}
+}
+
+// A join token may list the node's hosts after its URI, written exactly as
+// NodeHosts writes them; any other spelling is refused.
+func TestParseJoinTokenHosts(t *testing.T) {
+	sans := func(s string) string {
+		return strings.Replace(goodPayload(""), `"sans":["spiffe://npanel/node/web-1"]`, `"sans":["spiffe://npanel/node/web-1"`+s+`]`, 1)
+	}
+	c, err := ParseJoinToken(jws(goodHeader, sans(`,"10.0.0.5","2001:db8::5","web-1.example.net"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10.0.0.5", "2001:db8::5", "web-1.example.net"}; !reflect.DeepEqual(c.Hosts, want) {
+		t.Errorf("hosts %q, want %q", c.Hosts, want)
+	}
+	for _, bad := range []string{
+		`,"10.0.0.5:9469"`, `,"WEB-1.example.net"`, `,"10.0.0.6","10.0.0.5"`, `,"10.0.0.5","10.0.0.5"`,
+		`,"2001:DB8::5"`, `,""`, `,"spiffe://npanel/node/web-2"`, `,"a","b","c","d","e","f","g","h","i"`,
+	} {
+		if _, err := ParseJoinToken(jws(goodHeader, sans(bad))); !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("SANs [uri%s]: err = %v, want ErrInvalidToken", bad, err)
 		}
 	}
 }

@@ -50,12 +50,12 @@ func foreignCert(t *testing.T, name string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := other.NewJoinToken(name, time.Hour)
+	tok, _, err := other.NewJoinToken(name, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := pki.NewKey()
-	csr, _ := pki.NewNodeCSR(key, name)
+	csr, _ := pki.NewNodeCSR(key, name, nil)
 	chain, _, err := other.Enroll(context.Background(), tok, csr, func(pki.JoinClaims) error { return nil })
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func gatewayVectors() []vector {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tok, _, err := other.NewJoinToken("node-j", time.Hour)
+				tok, _, err := other.NewJoinToken("node-j", nil, time.Hour)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -209,7 +209,7 @@ func gatewayVectors() []vector {
 			}, codes.Unauthenticated),
 		enrollRefused("join token for an undeclared node", "a validly signed token for a node never declared",
 			func(t *testing.T, c *cluster) (string, string) {
-				tok, _, err := c.s.CA().NewJoinToken("ghost", time.Hour)
+				tok, _, err := c.s.CA().NewJoinToken("ghost", nil, time.Hour)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -226,7 +226,7 @@ func gatewayVectors() []vector {
 		parallel(enrollRefused("expired join token", "a join token used after it expired",
 			func(t *testing.T, c *cluster) (string, string) {
 				c.declare(t, "node-l")
-				tok, _, err := c.s.CA().NewJoinToken("node-l", ca.MinJoinTokenTTL)
+				tok, _, err := c.s.CA().NewJoinToken("node-l", nil, ca.MinJoinTokenTTL)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,8 @@ const (
 	promtool = "/usr/bin/promtool"
 	// tokenPath is where the example configurations read the scrape token.
 	tokenPath = "/etc/prometheus/npanel-scrape-token"
+	// rootPath is where they read the cluster root, to verify the agents.
+	rootPath = "/etc/prometheus/npanel-root.crt"
 )
 
 var promql = parser.NewParser(parser.Options{})
@@ -446,13 +449,23 @@ func TestPromtoolConfig(t *testing.T) {
 	if !strings.Contains(string(b), tokenPath) {
 		t.Fatalf("prometheus.yml does not read the scrape token from %s", tokenPath)
 	}
-	for _, want := range []string{"/v1/prometheus/sd", "rules.yml"} {
+	for _, want := range []string{"/v1/prometheus/sd", "rules.yml", "ca_file: " + rootPath} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("prometheus.yml does not mention %s", want)
 		}
 	}
+	// The agents' certificates name their addresses: nothing needs to
+	// skip verification.
+	if strings.Contains(string(b), "insecure_skip_verify") {
+		t.Error("prometheus.yml mentions insecure_skip_verify")
+	}
 	dir := t.TempDir()
 	token := filepath.Join(dir, "token")
+	// promtool checks that ca_file exists; a real certificate in it keeps
+	// the copy loadable by Prometheus too.
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	srv.Close()
 	rules, err := os.ReadFile(filepath.Join(prometheusDir, "rules.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +473,8 @@ func TestPromtoolConfig(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"token":          []byte("nps_test\n"),
 		"rules.yml":      rules,
-		"prometheus.yml": []byte(strings.ReplaceAll(string(b), tokenPath, token)),
+		"root.crt":       certPEM(srv.Certificate()),
+		"prometheus.yml": []byte(strings.NewReplacer(tokenPath, token, rootPath, filepath.Join(dir, "root.crt")).Replace(string(b))),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)

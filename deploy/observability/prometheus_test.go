@@ -2,7 +2,9 @@ package observability
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
@@ -39,6 +41,11 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// certPEM encodes a certificate as a PEM file.
+func certPEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
 // requireBearer answers 401 unless the request carries the token.
 func requireBearer(token string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -65,11 +72,15 @@ func TestPrometheusExample(t *testing.T) {
 	}
 	const token = "nps_exampletest"
 
-	agent := httptest.NewServer(requireBearer(token, func(w http.ResponseWriter, _ *http.Request) {
+	// The agent serves TLS with a certificate naming its address,
+	// 127.0.0.1, as a node's does; its CA stands in for the cluster root,
+	// so the scrape succeeds only if Prometheus verifies with ca_file.
+	agent := httptest.NewTLSServer(requireBearer(token, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		fmt.Fprint(w, "# TYPE npanel_service_up gauge\nnpanel_service_up{service=\"nginx\"} 1\n"+
 			"# TYPE npanel_node_cpus gauge\nnpanel_node_cpus 2\n")
 	}))
+	agent.Config.ErrorLog = log.New(io.Discard, "", 0)
 	t.Cleanup(agent.Close)
 	// The server job scrapes over TLS with the system's roots, which do not
 	// hold httptest's CA: its scrape fails, and only its labels are checked.
@@ -84,7 +95,7 @@ func TestPrometheusExample(t *testing.T) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode([]map[string]any{
-			{"targets": []string{strings.TrimPrefix(agent.URL, "http://")},
+			{"targets": []string{strings.TrimPrefix(agent.URL, "https://")},
 				"labels": map[string]string{"node": "n1", "roles": "web", "label_zone": "eu-1", "service": "agent"}},
 			{"targets": []string{strings.TrimPrefix(server.URL, "https://")},
 				"labels": map[string]string{"service": "server", "server": "s1"}},
@@ -104,6 +115,7 @@ func TestPrometheusExample(t *testing.T) {
 	text := string(cfg)
 	for _, r := range []struct{ old, new string }{
 		{tokenPath, filepath.Join(dir, "token")},
+		{rootPath, filepath.Join(dir, "root.crt")},
 		{"https://npanel.example.com/v1/prometheus/sd", sd.URL + "/v1/prometheus/sd"},
 		{"scrape_interval: 30s", "scrape_interval: 1s"},
 		{"scrape_timeout: 10s", "scrape_timeout: 1s"},
@@ -116,6 +128,7 @@ func TestPrometheusExample(t *testing.T) {
 	}
 	for name, data := range map[string][]byte{
 		"token": []byte(token + "\n"), "rules.yml": rules, "prometheus.yml": []byte(text),
+		"root.crt": certPEM(agent.Certificate()),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)

@@ -20,11 +20,11 @@ func BenchmarkEnroll(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		tok, _, err := ca.NewJoinToken("web-1", 0)
+		tok, _, err := ca.NewJoinToken("web-1", nil, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		csr, err := pki.NewNodeCSR(key, "web-1")
+		csr, err := pki.NewNodeCSR(key, "web-1", nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -73,7 +73,7 @@ func TestEnroll(t *testing.T) {
 	ca, _ := newTestCA(t, 0)
 	const node = "web-1"
 
-	tok, claims, err := ca.NewJoinToken(node, 10*time.Minute)
+	tok, claims, err := ca.NewJoinToken(node, nil, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := pki.NewNodeCSR(key, parsed.Node)
+	csr, err := pki.NewNodeCSR(key, parsed.Node, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +159,12 @@ func TestEnrollTokenSingleUse(t *testing.T) {
 	replica := newTestCAFrom(t, m, 0)
 	used := newUsedTokens()
 
-	tok, _, err := ca.NewJoinToken("web-1", 0)
+	tok, _, err := ca.NewJoinToken("web-1", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := pki.NewKey()
-	csr, err := pki.NewNodeCSR(key, "web-1")
+	csr, err := pki.NewNodeCSR(key, "web-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +190,12 @@ func TestEnrollConcurrentRedemption(t *testing.T) {
 	ca, m := newTestCA(t, 0)
 	replicas := []*CA{ca, newTestCAFrom(t, m, 0)}
 	used := newUsedTokens()
-	tok, _, err := ca.NewJoinToken("web-1", 0)
+	tok, _, err := ca.NewJoinToken("web-1", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := pki.NewKey()
-	csr, err := pki.NewNodeCSR(key, "web-1")
+	csr, err := pki.NewNodeCSR(key, "web-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestEnrollExpiredToken(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
 	key, _ := pki.NewKey()
-	csr, err := pki.NewNodeCSR(key, "web-1")
+	csr, err := pki.NewNodeCSR(key, "web-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestEnrollExpiredToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			tok, _, err := ca.newJoinToken("web-1", tt.ttl, tt.mintedAt)
+			tok, _, err := ca.newJoinToken("web-1", nil, tt.ttl, tt.mintedAt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -303,21 +303,21 @@ func TestEnrollInvalidToken(t *testing.T) {
 	mImpostor.ProvisionerKey = impostorJSON
 	impostorCA := newTestCAFrom(t, &mImpostor, 0)
 
-	good, _, err := ca.NewJoinToken(node, 0)
+	good, _, err := ca.NewJoinToken(node, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	parts := strings.Split(good, ".")
-	otherNodeTok, _, err := ca.NewJoinToken("web-2", 0)
+	otherNodeTok, _, err := ca.NewJoinToken("web-2", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	otherParts := strings.Split(otherNodeTok, ".")
-	fromOtherCA, _, err := otherCA.NewJoinToken(node, 0)
+	fromOtherCA, _, err := otherCA.NewJoinToken(node, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromImpostor, _, err := impostorCA.NewJoinToken(node, 0)
+	fromImpostor, _, err := impostorCA.NewJoinToken(node, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,14 +342,18 @@ func TestEnrollInvalidToken(t *testing.T) {
 		{"not yet valid", craftToken(t, ca, ca.provKey, node, token.WithValidity(time.Now().Add(20*time.Minute), time.Now().Add(30*time.Minute)))},
 		{"wrong root pinned", craftToken(t, ca, ca.provKey, node, token.WithSHA(otherCA.RootFingerprint()))},
 		{"SANs not the node", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{"web-1.example.com"}))},
-		{"extra SAN", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI(node).String(), "10.0.0.1"}))},
+		// Hosts after the URI are allowed only as NodeHosts writes them.
+		{"host with a port", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI(node).String(), "10.0.0.1:9469"}))},
+		{"host in capitals", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI(node).String(), "WEB-1.example.com"}))},
+		{"hosts unsorted", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.NodeURI(node).String(), "10.0.0.2", "10.0.0.1"}))},
+		{"host before the URI", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{"10.0.0.1", pki.NodeURI(node).String()}))},
 		{"server identity", craftToken(t, ca, ca.provKey, node, token.WithSANS([]string{pki.ServerURI(node).String()}))},
 		{"invalid node name", craftToken(t, ca, ca.provKey, "Web_1", token.WithSANS([]string{pki.NodeURI("Web_1").String()}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			key, _ := pki.NewKey()
-			csr, err := pki.NewNodeCSR(key, node)
+			csr, err := pki.NewNodeCSR(key, node, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,7 +405,7 @@ func TestEnrollInvalidCSR(t *testing.T) {
 		{"bad signature", badSig},
 	}
 	used := newUsedTokens()
-	tok, _, err := ca.NewJoinToken(node, 0)
+	tok, _, err := ca.NewJoinToken(node, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +424,7 @@ func TestEnrollInvalidCSR(t *testing.T) {
 	if used.callCount() != 0 {
 		t.Fatalf("markUsed called %d times for refused CSRs", used.callCount())
 	}
-	good, err := pki.NewNodeCSR(p256, node)
+	good, err := pki.NewNodeCSR(p256, node, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,11 +443,11 @@ func TestEnrollKeyTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, key := range map[string]crypto.Signer{"p384": p384, "ed25519": ed, "rsa2048": rsa2048} {
-		tok, _, err := ca.NewJoinToken(name, 0)
+		tok, _, err := ca.NewJoinToken(name, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		csr, err := pki.NewNodeCSR(key, name)
+		csr, err := pki.NewNodeCSR(key, name, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,9 +465,9 @@ func TestEnrollKeyTypes(t *testing.T) {
 func TestEnrollMarkUsedError(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
-	tok, _, _ := ca.NewJoinToken("web-1", 0)
+	tok, _, _ := ca.NewJoinToken("web-1", nil, 0)
 	key, _ := pki.NewKey()
-	csr, _ := pki.NewNodeCSR(key, "web-1")
+	csr, _ := pki.NewNodeCSR(key, "web-1", nil)
 	storeDown := errors.New("etcd unavailable")
 	chain, _, err := ca.Enroll(context.Background(), tok, csr, func(pki.JoinClaims) error { return storeDown })
 	if !errors.Is(err, storeDown) || chain != nil {
@@ -478,14 +482,14 @@ func TestEnrollMarkUsedError(t *testing.T) {
 func TestNewJoinToken(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
-	_, c, err := ca.NewJoinToken("web-1", 0)
+	_, c, err := ca.NewJoinToken("web-1", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Until(c.ExpiresAt); d <= MaxJoinTokenTTL-2*time.Second || d > MaxJoinTokenTTL {
 		t.Errorf("default ttl: expires in %v, want %v", d, MaxJoinTokenTTL)
 	}
-	_, c2, err := ca.NewJoinToken("web-1", -time.Second)
+	_, c2, err := ca.NewJoinToken("web-1", nil, -time.Second)
 	if err != nil || c2.ID == c.ID {
 		t.Errorf("negative ttl: %v (ids %s %s, must differ)", err, c.ID, c2.ID)
 	}
@@ -498,8 +502,8 @@ func TestNewJoinToken(t *testing.T) {
 		{"Web-1", 0},
 		{"", 0},
 	} {
-		if _, _, err := ca.NewJoinToken(tt.node, tt.ttl); err == nil {
-			t.Errorf("NewJoinToken(%q, %v) succeeded", tt.node, tt.ttl)
+		if _, _, err := ca.NewJoinToken(tt.node, nil, tt.ttl); err == nil {
+			t.Errorf("NewJoinToken(%q, nil, %v) succeeded", tt.node, tt.ttl)
 		}
 	}
 }
@@ -538,9 +542,9 @@ func TestParseJoinTokenRejects(t *testing.T) {
 func TestEnrollCancelledContext(t *testing.T) {
 	t.Parallel()
 	ca, _ := newTestCA(t, 0)
-	tok, _, _ := ca.NewJoinToken("web-1", 0)
+	tok, _, _ := ca.NewJoinToken("web-1", nil, 0)
 	key, _ := pki.NewKey()
-	csr, _ := pki.NewNodeCSR(key, "web-1")
+	csr, _ := pki.NewNodeCSR(key, "web-1", nil)
 	used := newUsedTokens()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -88,7 +88,7 @@ func (e enrolled) tlsCert() *tls.Certificate {
 // enroll runs the agent's side and the gateway's side of an enrolment.
 func enroll(t testing.TB, ca *CA, node string) enrolled {
 	t.Helper()
-	tok, _, err := ca.NewJoinToken(node, 0)
+	tok, _, err := ca.NewJoinToken(node, nil, 0)
 	if err != nil {
 		t.Fatalf("NewJoinToken: %v", err)
 	}
@@ -96,7 +96,7 @@ func enroll(t testing.TB, ca *CA, node string) enrolled {
 	if err != nil {
 		t.Fatalf("NewKey: %v", err)
 	}
-	csr, err := pki.NewNodeCSR(key, node)
+	csr, err := pki.NewNodeCSR(key, node, nil)
 	if err != nil {
 		t.Fatalf("NewNodeCSR: %v", err)
 	}

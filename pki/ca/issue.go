@@ -10,8 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"time"
 
 	"github.com/smallstep/certificates/authority"
@@ -29,6 +32,9 @@ var (
 	// has expired, or carries no nPanel identity.
 	ErrInvalidCertificate = errors.New("invalid certificate")
 )
+
+// oidSubjectAltName is the X.509 subjectAltName extension (RFC 5280 4.2.1.6).
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
 const (
 	minRSABits = 2048
@@ -61,8 +67,9 @@ func (c *CA) authorizeToken(ctx context.Context, tok string) ([]provisioner.Sign
 // Enroll redeems a join token for a node certificate. In order: the token is
 // verified by the authority and must be a well-formed join token for this root;
 // the CSR must be validly signed, name exactly the token's node (CN and a
-// single URI SAN, no DNS, IP or email SANs) and use an ECDSA P-256/P-384,
-// Ed25519 or RSA >= 2048 key; then markUsed(claims) is called, and only if it
+// single URI SAN) and the token's hosts (IP and DNS SANs, no email), and
+// use an ECDSA P-256/P-384, Ed25519 or RSA >= 2048 key; then
+// markUsed(claims) is called, and only if it
 // succeeds is the certificate signed. The chain returned is [leaf,
 // intermediate].
 //
@@ -95,7 +102,7 @@ func (c *CA) Enroll(ctx context.Context, tok string, csr *x509.CertificateReques
 		// Only possible if the provisioner key survived a root change.
 		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w: token pins root %s, this CA's root is %s", claims.Node, pki.ErrInvalidToken, claims.RootFingerprint, c.fingerprint)
 	}
-	if err := checkNodeCSR(csr, claims.Node); err != nil {
+	if err := checkNodeCSR(csr, claims); err != nil {
 		return nil, pki.JoinClaims{}, fmt.Errorf("enroll node %q: %w: %w", claims.Node, ErrInvalidCSR, err)
 	}
 	// A caller that has gone away must not burn the token for nothing.
@@ -128,7 +135,8 @@ func (c *CA) sign(ctx context.Context, csr *x509.CertificateRequest, signOpts []
 // checkNodeCSR is stricter than smallstep's validators, which accept a CSR
 // without SANs or without a common name and let the token decide: we want a
 // request that names the node exactly as the certificate will.
-func checkNodeCSR(csr *x509.CertificateRequest, node string) error {
+func checkNodeCSR(csr *x509.CertificateRequest, claims pki.JoinClaims) error {
+	node := claims.Node
 	if csr == nil {
 		return errors.New("no certificate request")
 	}
@@ -150,10 +158,28 @@ func checkNodeCSR(csr *x509.CertificateRequest, node string) error {
 		}
 		return fmt.Errorf("URI SANs %q, want exactly [%q]", got, want)
 	}
-	if n := len(csr.DNSNames) + len(csr.IPAddresses) + len(csr.EmailAddresses); n != 0 {
-		return fmt.Errorf("has %d DNS, IP or email SANs, a node certificate carries only its URI", n)
+	if n := len(csr.EmailAddresses); n != 0 {
+		return fmt.Errorf("has %d email SANs, a node certificate carries none", n)
+	}
+	// Compared as lists, not only as sets: a repeated name is refused too;
+	// and per field: an address written as a DNS name is not that address.
+	wantIPs, wantNames := pki.SplitHosts(claims.Hosts)
+	if got, want := ipStrings(csr.IPAddresses), ipStrings(wantIPs); !slices.Equal(got, want) {
+		return fmt.Errorf("IP SANs %q, want exactly the token's %q", got, want)
+	}
+	if got := slices.Sorted(slices.Values(csr.DNSNames)); !slices.Equal(got, wantNames) {
+		return fmt.Errorf("DNS SANs %.100q, want exactly the token's %q", got, wantNames)
 	}
 	return nil
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	slices.Sort(out)
+	return out
 }
 
 func checkPublicKey(pub any) error {
@@ -174,13 +200,21 @@ func checkPublicKey(pub any) error {
 }
 
 // Renew re-issues cert with the same public key and identity and a fresh
-// validity of CertLifetime. The certificate must have been issued by this CA's
-// intermediate, be within its validity period and carry a node or server
-// identity. Renew does not know whether the node still belongs to the cluster:
-// the caller checks that before calling it.
-func (c *CA) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.Certificate, error) {
+// validity of CertLifetime. Its other names become hosts (IP addresses and
+// DNS names; none is allowed): the caller passes what the node's record
+// says today, so a certificate follows a changed address, and one issued
+// before nodes carried their address gains it, at its next renewal. The
+// certificate must have been issued by this CA's intermediate, be within
+// its validity period and carry a node or server identity. Renew does not
+// know whether the node still belongs to the cluster: the caller checks that
+// before calling it.
+func (c *CA) Renew(ctx context.Context, cert *x509.Certificate, hosts []string) ([]*x509.Certificate, error) {
 	if cert == nil {
 		return nil, fmt.Errorf("renew: %w: no certificate", ErrInvalidCertificate)
+	}
+	hosts, err := pki.NodeHosts(hosts)
+	if err != nil {
+		return nil, fmt.Errorf("renew certificate %s: %w", pki.SerialHex(cert), err)
 	}
 	now := time.Now()
 	if err := c.verifyIssued(cert, now); err != nil {
@@ -198,6 +232,15 @@ func (c *CA) Renew(ctx context.Context, cert *x509.Certificate) ([]*x509.Certifi
 	tmpl := *cert
 	tmpl.NotBefore = now.Add(-certBackdate)
 	tmpl.NotAfter = now.Add(c.lifetime)
+	// smallstep copies the old certificate's extensions verbatim, the SAN
+	// extension with them, and x509 uses a SAN extension it is given over
+	// the name fields. Dropping it makes the fields (the identity URI kept,
+	// the hosts replaced) what the new certificate names.
+	tmpl.IPAddresses, tmpl.DNSNames = pki.SplitHosts(hosts)
+	tmpl.EmailAddresses = nil
+	tmpl.Extensions = slices.DeleteFunc(slices.Clone(cert.Extensions), func(e pkix.Extension) bool {
+		return e.Id.Equal(oidSubjectAltName)
+	})
 	chain, err := c.auth.RenewContext(ctx, &tmpl, nil)
 	if err != nil {
 		return nil, fmt.Errorf("renew %s: %w", who, err)

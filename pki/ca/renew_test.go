@@ -35,7 +35,7 @@ func TestRenew(t *testing.T) {
 	waitUntil(t, 3*time.Second, "a new second", func() bool {
 		return time.Now().Truncate(time.Second).After(old.NotAfter.Add(-time.Hour))
 	})
-	chain, err := ca.Renew(context.Background(), old)
+	chain, err := ca.Renew(context.Background(), old, nil)
 	if err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
@@ -64,7 +64,7 @@ func TestRenew(t *testing.T) {
 		t.Errorf("renewed certificate does not verify: %v", err)
 	}
 	// A renewed certificate renews again.
-	if _, err := ca.Renew(context.Background(), renewed); err != nil {
+	if _, err := ca.Renew(context.Background(), renewed, nil); err != nil {
 		t.Errorf("second Renew: %v", err)
 	}
 }
@@ -75,7 +75,7 @@ func TestRenewUsesCurrentLifetime(t *testing.T) {
 	e := enroll(t, ca, "web-1")
 	// Another replica, configured for longer certificates since.
 	replica := newTestCAFrom(t, m, 3*time.Hour)
-	chain, err := replica.Renew(context.Background(), e.chain[0])
+	chain, err := replica.Renew(context.Background(), e.chain[0], nil)
 	if err != nil {
 		t.Fatalf("Renew on a replica: %v", err)
 	}
@@ -90,13 +90,13 @@ func TestRenewRefuses(t *testing.T) {
 	otherCA, _ := newTestCA(t, 0)
 
 	foreign := enroll(t, otherCA, "web-1").chain[0]
-	if _, err := ca.Renew(context.Background(), foreign); !errors.Is(err, ErrInvalidCertificate) {
+	if _, err := ca.Renew(context.Background(), foreign, nil); !errors.Is(err, ErrInvalidCertificate) {
 		t.Errorf("Renew of another CA's certificate: err = %v, want ErrInvalidCertificate", err)
 	}
-	if _, err := ca.Renew(context.Background(), ca.inter); !errors.Is(err, ErrInvalidCertificate) {
+	if _, err := ca.Renew(context.Background(), ca.inter, nil); !errors.Is(err, ErrInvalidCertificate) {
 		t.Errorf("Renew of the intermediate: err = %v, want ErrInvalidCertificate", err)
 	}
-	if _, err := ca.Renew(context.Background(), nil); !errors.Is(err, ErrInvalidCertificate) {
+	if _, err := ca.Renew(context.Background(), nil, nil); !errors.Is(err, ErrInvalidCertificate) {
 		t.Errorf("Renew(nil): err = %v, want ErrInvalidCertificate", err)
 	}
 
@@ -107,7 +107,7 @@ func TestRenewRefuses(t *testing.T) {
 	waitUntil(t, 5*time.Second, "the certificate to expire", func() bool {
 		return time.Now().After(short.NotAfter.Add(100 * time.Millisecond))
 	})
-	if _, err := ca.Renew(context.Background(), short); !errors.Is(err, ErrInvalidCertificate) {
+	if _, err := ca.Renew(context.Background(), short, nil); !errors.Is(err, ErrInvalidCertificate) {
 		t.Errorf("Renew of an expired certificate: err = %v, want ErrInvalidCertificate", err)
 	}
 }
@@ -151,7 +151,7 @@ func TestIssueServerCertificate(t *testing.T) {
 			t.Errorf("not valid for %s: %v", host, err)
 		}
 	}
-	if _, err := ca.Renew(context.Background(), leaf); err != nil {
+	if _, err := ca.Renew(context.Background(), leaf, nil); err != nil {
 		t.Errorf("Renew of a server certificate: %v", err)
 	}
 

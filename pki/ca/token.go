@@ -22,17 +22,23 @@ const (
 
 // NewJoinToken mints a one-time token that lets node enrol. ttl <= 0 means
 // MaxJoinTokenTTL; a ttl above MaxJoinTokenTTL or below MinJoinTokenTTL is an
-// error. The token is bound to the node name twice: as the subject and as the
-// only SAN the certificate may carry.
-func (c *CA) NewJoinToken(node string, ttl time.Duration) (string, pki.JoinClaims, error) {
-	return c.newJoinToken(node, ttl, time.Now())
+// error. The token is bound to the node name twice, as the subject and as
+// the certificate's URI SAN, and lists hosts (the node's address from its
+// record, IP addresses or DNS names) as the certificate's other SANs, so
+// that clients dialling the node's address can verify its certificate.
+func (c *CA) NewJoinToken(node string, hosts []string, ttl time.Duration) (string, pki.JoinClaims, error) {
+	return c.newJoinToken(node, hosts, ttl, time.Now())
 }
 
 // newJoinToken takes the time the token is minted at, so that tests can mint
 // tokens that expired long ago.
-func (c *CA) newJoinToken(node string, ttl time.Duration, now time.Time) (string, pki.JoinClaims, error) {
+func (c *CA) newJoinToken(node string, hosts []string, ttl time.Duration, now time.Time) (string, pki.JoinClaims, error) {
 	if err := pki.ValidNodeName(node); err != nil {
 		return "", pki.JoinClaims{}, fmt.Errorf("new join token: %w", err)
+	}
+	hosts, err := pki.NodeHosts(hosts)
+	if err != nil {
+		return "", pki.JoinClaims{}, fmt.Errorf("new join token for %q: %w", node, err)
 	}
 	switch {
 	case ttl <= 0:
@@ -42,9 +48,12 @@ func (c *CA) newJoinToken(node string, ttl time.Duration, now time.Time) (string
 	case ttl < MinJoinTokenTTL:
 		return "", pki.JoinClaims{}, fmt.Errorf("new join token for %q: ttl %v is below the minimum %v", node, ttl, MinJoinTokenTTL)
 	}
-	tok, claims, err := c.signToken(node, []string{pki.NodeURI(node).String()}, now, ttl)
+	tok, claims, err := c.signToken(node, append([]string{pki.NodeURI(node).String()}, hosts...), now, ttl)
 	if err != nil {
 		return "", pki.JoinClaims{}, fmt.Errorf("new join token for %q: %w", node, err)
+	}
+	if len(hosts) > 0 {
+		claims.Hosts = hosts
 	}
 	return tok, claims, nil
 }
