@@ -77,6 +77,10 @@ func startStackWith(t testing.TB, antivirus bool) *stack {
 	}
 	p := platform.Debian12(prefix)
 	p.SMTPListen, p.SubmissionListen, p.SMTPSListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	// Port 25's default listens on every address: Exim must bind both
+	// families on it.
+	_, port, _ := net.SplitHostPort(p.SMTPListen)
+	p.SMTPListen = ":" + port
 	p.IMAPListen, p.IMAPSListen, p.POP3Listen, p.POP3SListen = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p.MailAntivirus = antivirus
 	r := testenv.StartSMTPSink(t)

@@ -46,10 +46,12 @@ func (l listenAddr) dial() string {
 	return net.JoinHostPort(h, strconv.Itoa(l.port))
 }
 
-// exim renders "[ip]:port" entries for local_interfaces.
+// exim renders "[ip]:port" entries for local_interfaces. Exim takes
+// 0.0.0.0 and ::0 for the wildcards but not "::", whose socket it then
+// fails to bind beside 0.0.0.0's.
 func (l listenAddr) exim() []string {
 	if l.host == "" {
-		return []string{fmt.Sprintf("[0.0.0.0]:%d", l.port), fmt.Sprintf("[::]:%d", l.port)}
+		return []string{fmt.Sprintf("[0.0.0.0]:%d", l.port), fmt.Sprintf("[::0]:%d", l.port)}
 	}
 	return []string{fmt.Sprintf("[%s]:%d", l.host, l.port)}
 }
