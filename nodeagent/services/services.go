@@ -84,6 +84,10 @@ type Spec struct {
 	// reload-or-restart` instead of `start`. (A supervised daemon always
 	// starts from its current configuration.)
 	Reconfigured bool
+	// Restart says Setup changed what a running daemon takes only when it
+	// starts (its user's groups): Systemd's Ensure runs `systemctl
+	// restart`.
+	Restart bool
 }
 
 // Status is one daemon as reported in nodes { services }.

@@ -188,7 +188,10 @@ func (m *Systemd) Ensure(ctx context.Context, spec Spec) error {
 		return fmt.Errorf("enable %s: %w", spec.Name, err)
 	}
 	verb := "start"
-	if spec.Reconfigured {
+	switch {
+	case spec.Restart:
+		verb = "restart"
+	case spec.Reconfigured:
 		verb = "reload-or-restart"
 	}
 	if _, err := m.systemctl(ctx, verb, spec.Unit); err != nil {

@@ -510,6 +510,21 @@ func TestSystemdEnsureReconfigured(t *testing.T) {
 	}
 }
 
+// A daemon that takes a change only when it starts (clamd joining Exim's
+// group) is restarted, not reloaded, also when it already runs.
+func TestSystemdEnsureRestart(t *testing.T) {
+	m, f := newTestSystemd(t, time.Hour)
+	f.setActive("clamav-daemon.service", "active", 42)
+	spec := Spec{Name: "clamd", Unit: "clamav-daemon.service", Reconfigured: true, Restart: true}
+	if err := m.Ensure(ctxT(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{systemctlPath + " enable clamav-daemon.service", systemctlPath + " restart clamav-daemon.service"}
+	if got := f.take(true); !slices.Equal(got, want) {
+		t.Errorf("Ensure of a daemon to restart ran %q, want %q", got, want)
+	}
+}
+
 // On systemd nodes the restart count is the unit's NRestarts, read by the
 // poll that reads its state (no systemctl call of its own): restarts
 // systemd made after crashes show in Status, and so in

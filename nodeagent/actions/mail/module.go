@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/netip"
@@ -202,7 +203,7 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 	if out, err := exec.CommandContext(ctx, mp.Sievec, junk).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("mail: sievec: %w: %s", err, tail(out))
 	}
-	av, err := setupClamd(ctx, env)
+	av, restartClamd, err := setupClamd(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("mail: clamd: %w", err)
 	}
@@ -243,7 +244,9 @@ func (m *Module) Setup(ctx context.Context, env *actions.Env) ([]services.Spec, 
 		specs = append(specs, spamd)
 	}
 	if av {
-		specs = append(specs, m.clamdSpec(env))
+		cs := m.clamdSpec(env)
+		cs.Restart = restartClamd
+		specs = append(specs, cs)
 	}
 	return specs, nil
 }
@@ -263,25 +266,27 @@ const eicarSignature = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TES
 // SHUTDOWN). Over a unix socket Exim's clamd scanner sends a file name
 // (SCAN), so clamd's user joins Exim's group to read Exim's scan files
 // (0640, in 0750 directories of the spool).
-func setupClamd(ctx context.Context, env *actions.Env) (bool, error) {
+func setupClamd(ctx context.Context, env *actions.Env) (av, restart bool, err error) {
 	p := env.Profile
 	mp := p.Mail()
 	if !p.MailAntivirus {
-		return false, nil
+		return false, false, nil
 	}
 	if _, err := os.Stat(mp.Clamd); err != nil {
-		return false, nil
+		return false, false, nil
 	}
 	uid, gid, err := lookupIDs(mp.ClamdUser)
 	if err != nil {
-		return false, nil
+		return false, false, nil
 	}
 	_, eximGID, err := lookupIDs(mp.EximGroup)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	if err := ensureInGroup(ctx, p.Usermod, mp.ClamdUser, mp.EximGroup, eximGID); err != nil {
-		return false, err
+	// A running clamd has the groups it started with: it is restarted
+	// when its user joins Exim's group (it reads Exim's scan files).
+	if restart, err = ensureInGroup(ctx, env.Logger, p.Usermod, mp.ClamdUser, mp.EximGroup, eximGID); err != nil {
+		return false, false, err
 	}
 	if mp.Supervised {
 		sockDir := filepath.Dir(mp.ClamdSocket)
@@ -291,22 +296,22 @@ func setupClamd(ctx context.Context, env *actions.Env) (bool, error) {
 			gid  int
 		}{{mp.ClamdDBDir, 0o755, gid}, {sockDir, 0o750, eximGID}} {
 			if err := mkdirPublicParents(p.Prefix, d.path); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := os.MkdirAll(d.path, d.mode); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := os.Chown(d.path, uid, d.gid); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := os.Chmod(d.path, d.mode); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 		if !hasSignatures(mp.ClamdDBDir) {
 			sig := fmt.Sprintf("Eicar-Test-Signature:0:*:%x\n", eicarSignature)
 			if err := atomicfile.WriteFile(filepath.Join(mp.ClamdDBDir, "npanel-test.ndb"), []byte(sig), 0o644, nil); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 		conf := fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
@@ -321,29 +326,31 @@ TemporaryDirectory %s
 MaxThreads 4
 `, mp.ClamdSocket, mp.EximGroup, mp.ClamdDBDir, mp.ClamdUser, sockDir)
 		if err := atomicfile.WriteFile(mp.ClamdConfig, []byte(conf), 0o644, nil); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
-	return hasSignatures(mp.ClamdDBDir), nil
+	return hasSignatures(mp.ClamdDBDir), restart, nil
 }
 
-// ensureInGroup adds name to group (gid) unless it is a member already.
-func ensureInGroup(ctx context.Context, usermod, name, group string, gid int) error {
+// ensureInGroup adds name to group (gid) unless it is a member already,
+// and says whether it did.
+func ensureInGroup(ctx context.Context, log *slog.Logger, usermod, name, group string, gid int) (bool, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	ids, err := u.GroupIds()
 	if err != nil {
-		return fmt.Errorf("groups of %s: %w", name, err)
+		return false, fmt.Errorf("groups of %s: %w", name, err)
 	}
 	if slices.Contains(ids, strconv.Itoa(gid)) {
-		return nil
+		return false, nil
 	}
 	if out, err := exec.CommandContext(ctx, usermod, "-a", "-G", group, name).CombinedOutput(); err != nil {
-		return fmt.Errorf("add %s to group %s: %w: %s", name, group, err, tail(out))
+		return false, fmt.Errorf("add %s to group %s: %w: %s", name, group, err, tail(out))
 	}
-	return nil
+	log.Info("added a user to a group", "user", name, "group", group)
+	return true, nil
 }
 
 func hasSignatures(dir string) bool {
