@@ -533,8 +533,32 @@ func (m *Module) RemoveOwner(ctx context.Context, env *actions.Env, username str
 			return fmt.Errorf("mail domain %s: %w", domain, err)
 		}
 	}
+	// The account's Bayes database goes with it: a later account of the
+	// same name must not start from its training (nor its Message-IDs).
+	if err := removeBayes(mp.SpamdBayesDir, username); err != nil {
+		return err
+	}
 	if !removed {
 		return nil
 	}
 	return m.flushAuthCache(ctx, env)
+}
+
+// removeBayes removes username's directory of spamd's Bayes databases.
+func removeBayes(dir, username string) error {
+	if username == "" || username == "." || username == ".." || strings.ContainsRune(username, '/') {
+		return fmt.Errorf("remove the Bayes database: bad user name %q", username)
+	}
+	root, err := os.OpenRoot(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.RemoveAll(username); err != nil {
+		return fmt.Errorf("remove the Bayes database of %s: %w", username, err)
+	}
+	return nil
 }
