@@ -224,23 +224,24 @@ acl_check_rcpt:
           sender_domains = +local_domains
           message = $sender_address_domain is hosted here, so log in (SMTP AUTH) to send as $sender_address
   # Dovecot's own messages (Sieve vacation replies) come from loopback
-  # with a null sender. Every account's programs can reach loopback too,
+  # with a null sender. Every account's programs can reach loopback and
+  # the node's own addresses too (one list for all "this node" rules),
   # so the path is narrow: one recipient per message, a node-wide rate,
   # and DATA requires an automatic reply's headers and size. To a local
   # mailbox the reply still goes through recipient verification below.
-  deny    hosts = <; 127.0.0.1 ; ::1
+  deny    hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           senders = :
           condition = ${if >{$rcpt_count}{1}}
           message = an automatic reply has one recipient
-  deny    hosts = <; 127.0.0.1 ; ::1
+  deny    hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           senders = :
           ratelimit = 600 / 1h / strict / per_rcpt / loopback-automatic-replies
           message = automatic reply rate exceeded
-  accept  hosts = <; 127.0.0.1 ; ::1
+  accept  hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           senders = :
           domains = ! +local_domains
           set acl_m_autoreply = 1
-  warn    hosts = <; 127.0.0.1 ; ::1
+  warn    hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           senders = :
           set acl_m_autoreply = 1
   # SPF for mail from other servers to our domains: a sender domain whose
@@ -249,22 +250,23 @@ acl_check_rcpt:
   # (temperror) or no policy lets the message through.
   deny    !authenticated = *
           domains = +local_domains
-          !hosts = <; 127.0.0.0/8 ; ::1
+          !hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           spf = fail
           message = SPF check failed: $sender_host_address is not allowed to send mail from ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}}
           log_message = SPF fail for ${if def:sender_address_domain{$sender_address_domain}{$sender_helo_name}} from $sender_host_address
   warn    !authenticated = *
           domains = +local_domains
-          !hosts = <; 127.0.0.0/8 ; ::1
+          !hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           spf = pass:softfail:neutral
           set acl_m_spf = $spf_received
   # libspf2 answers "pass" for every loopback client ("localhost is always
-  # allowed"), yet an account's program there is no more trusted than the
-  # Internet: its sender is marked unverified rather than checked.
+  # allowed"), and every domain's policy names this node's addresses, yet
+  # an account's program there is no more trusted than the Internet: its
+  # sender (null senders too, whose HELO would pass) is marked unverified
+  # rather than checked.
   warn    !authenticated = *
           domains = +local_domains
-          hosts = <; 127.0.0.0/8 ; ::1
-          !senders = :
+          hosts = <; 127.0.0.0/8 ; ::1 ; @[]
           set acl_m_spf = Received-SPF: softfail ($primary_hostname: $sender_host_address is on this node, where any account's program may connect; the sender is not verified) client-ip=$sender_host_address; envelope-from=$sender_address;
   # $domain_data is taken before verification resets it.
   require message = relay not permitted
