@@ -493,7 +493,11 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 		return nil, "", err
 	}
 	stateJSON := mustJSON(state)
-	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON)}
+	zoneFiles, err := bc.backupZoneFiles(ctx, state)
+	if err != nil {
+		return nil, "", err
+	}
+	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON), ZoneFiles: zoneFiles}
 	for _, d := range state.Databases {
 		action.Databases = append(action.Databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
 	}

@@ -213,7 +213,7 @@ func TestForget(t *testing.T) {
 	n.backup(t, "b1", nil, nil)
 	n.backup(t, "b2", nil, nil)
 	r := mustApply(t, n.env, n.m.NewForgetBackup(&agentpb.ForgetBackupAction{BackupId: "b1", Repository: n.repo()})).(*agentpb.ForgetResult)
-	if len(r.RemovedSnapshotIds) != 2 {
+	if len(r.RemovedSnapshotIds) != 3 { // files, zone, state
 		t.Fatalf("forget b1: %+v", r)
 	}
 	if _, err := n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_ZONE}); actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_NOT_FOUND {
@@ -233,7 +233,7 @@ func TestForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = mustApply(t, n.env, n.m.NewForgetBackup(&agentpb.ForgetBackupAction{All: true, Repository: n.repo()})).(*agentpb.ForgetResult)
-	if len(r.RemovedSnapshotIds) != 2 {
+	if len(r.RemovedSnapshotIds) != 3 {
 		t.Fatalf("forget all: %+v", r)
 	}
 	if _, err := os.Stat(filepath.Join(n.env.Profile.BackupDir, n.user, "config")); !os.IsNotExist(err) {
