@@ -1,7 +1,8 @@
 // Account backups with restic: one encrypted repository per account per
 // target. A backup is a set of restic snapshots tagged with its id: the
 // home (maildirs included), one per database (the dump streamed into
-// restic, never written to disk) and one of the account's state as JSON.
+// restic, never written to disk), one per zone (a BIND zone file) and one
+// of the account's state as JSON.
 // The repository password is generated on the control plane and reaches a
 // node only sealed to it; the agent hands it to restic through a pipe.
 
