@@ -111,3 +111,21 @@ func FuzzWriteZoneRoundTrip(f *testing.F) {
 		roundTrip(t, z, serial)
 	})
 }
+
+// TestParseZoneNumericTargets: "MX 10 192.0.2.1" is a relative name in a
+// zone file, an address written where a name belongs, and is refused; the
+// same target written absolute is a host name (one WriteZone writes) and
+// imports.
+func TestParseZoneNumericTargets(t *testing.T) {
+	im, err := ParseZone("example.com", "a IN MX 10 192.0.2.1\nb IN MX 10 192.0.2.1.example.com.\nc IN CNAME ( 192.0.2.2.example.com. )\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]bool{}
+	for _, l := range im.Lines {
+		got[l.Line] = l.Imported
+	}
+	if got[1] || !got[2] || !got[3] {
+		t.Fatalf("imported by line %v: %+v", got, im.Lines)
+	}
+}
