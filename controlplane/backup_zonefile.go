@@ -18,10 +18,9 @@ import (
 // before the files existed are restored from the state's records.
 
 // backupZoneFiles renders the zones of state. A zone that cannot be
-// rendered (its primary is not among the DNS servers now, so its glue is
-// unknown) travels with its error, which the node reports as the failed
-// item zone:<name>: the backup is PARTIAL, and the state still holds the
-// zone's records.
+// rendered (its records do not validate) travels with its error, which
+// the node reports as the failed item zone:<name>: the backup is PARTIAL,
+// and the state still holds the zone's records.
 func (bc *backupController) backupZoneFiles(ctx context.Context, state *BackupState) ([]*agentpb.BackupZoneFile, error) {
 	if len(state.Zones) == 0 {
 		return nil, nil
@@ -48,17 +47,20 @@ func (bc *backupController) backupZoneFiles(ctx context.Context, state *BackupSt
 	return out, nil
 }
 
-// zoneFile is z as a BIND zone file, as its primary serves it.
+// zoneFile is z as a BIND zone file, as its primary serves it. Glue whose
+// address is unknown (the primary is not a running DNS server now, or
+// there is none at all) is left out: the records are what matters, and the
+// control plane adds glue again at every ensure.
 func zoneFile(z *store.Zone, view *dnsView) (string, error) {
-	if _, ok := view.servers[z.Node]; !ok && len(view.nameservers) == 0 {
-		return "", fmt.Errorf("the zone's primary %q is not a running DNS server", z.Node)
-	}
 	spec, err := ensureSpec(z, view)
 	if err != nil {
 		return "", err
 	}
 	dz := dnszone.Zone{Name: z.Name, Nameservers: spec.GetNameservers()}
 	for _, r := range spec.GetRecords() {
+		if r.GetContent() == "" {
+			continue
+		}
 		dz.Records = append(dz.Records, dnszone.Record{Name: r.GetName(), Type: r.GetType(), Content: r.GetContent(), TTL: r.GetTtl(), Priority: r.GetPriority()})
 	}
 	return dnszone.WriteZone(dz, z.Serial)

@@ -81,8 +81,20 @@ func TestZoneFileWritesWhatThePrimaryServes(t *testing.T) {
 	if !reflect.DeepEqual(back.Records, z.Records) {
 		t.Fatalf("round trip\n got %+v\nwant %+v", back.Records, z.Records)
 	}
-	// A primary that is not a running DNS server: no glue to write.
-	if _, err := zoneFile(&store.Zone{Name: "x.example.com", Node: "gone"}, view); err == nil {
-		t.Fatal("a zone without its primary was written")
+	// A primary that is not a running DNS server (or no DNS server at
+	// all): the records and the NS set, without the glue nobody knows.
+	text, err = zoneFile(&store.Zone{Name: z.Name, Node: "gone", Records: z.Records}, &dnsView{servers: map[string]dnsServer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "IN NS ns1.shop.example.com.\n") || strings.Contains(text, "ns1.shop.example.com. 3600 IN A") {
+		t.Fatalf("zone file without a known primary:\n%s", text)
+	}
+	if back, err := zoneFromFile(BackupStateZone{Name: z.Name, Records: z.Records}, text); err != nil || !reflect.DeepEqual(back.Records, z.Records) {
+		t.Fatalf("round trip without glue: %+v %v", back.Records, err)
+	}
+	// Records that do not validate are an error, reported as the item.
+	if _, err := zoneFile(&store.Zone{Name: z.Name, Node: "web-1", Records: []store.ZoneRecord{{Name: "x.shop.example.com.", Type: "A", Content: "300.1.1.1", TTL: 3600}}}, view); err == nil {
+		t.Fatal("a zone with a bad record was written")
 	}
 }
