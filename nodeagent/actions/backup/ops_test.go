@@ -144,7 +144,7 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 		return mustApply(t, n.env, n.m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1", Repository: n.repo()})).(*agentpb.VerifyResult)
 	}
 	v := verify()
-	if !v.Ok || v.FilesChecked != 3 || v.BytesChecked < 200<<10 {
+	if !v.Ok || v.FilesChecked != 4 || v.BytesChecked < 200<<10 { // 2 home files, the state, the zone file
 		t.Fatalf("verify of a good backup: %+v", v)
 	}
 	// Staged on the homes' filesystem and removed after.
@@ -201,7 +201,7 @@ func TestRetention(t *testing.T) {
 	for _, sn := range snaps {
 		kinds[sn.tag(tagBackup)] = append(kinds[sn.tag(tagBackup)], sn.tag(tagKind))
 	}
-	if len(kinds) != 3 || len(kinds["b3"]) != 2 || len(kinds["b4"]) != 2 || len(kinds["b6"]) < 2 {
+	if len(kinds) != 3 || len(kinds["b3"]) != 3 || len(kinds["b4"]) != 3 || len(kinds["b6"]) < 3 { // files, zone, state
 		t.Fatalf("left: %v", kinds)
 	}
 }
