@@ -493,7 +493,11 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 		return nil, "", err
 	}
 	stateJSON := mustJSON(state)
-	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON)}
+	zoneFiles, err := bc.backupZoneFiles(ctx, state)
+	if err != nil {
+		return nil, "", err
+	}
+	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON), ZoneFiles: zoneFiles}
 	for _, d := range state.Databases {
 		action.Databases = append(action.Databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
 	}
@@ -509,8 +513,8 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 		action.Retention = &agentpb.BackupRetention{Daily: uint32(max(p.KeepDaily, 0)), Weekly: uint32(max(p.KeepWeekly, 0)), Monthly: uint32(max(p.KeepMonthly, 0))}
 	}
 	st.State, st.StartedAt, st.Error = store.BackupRunning, now, ""
-	// The zones travel in the state snapshot, which the node does not
-	// read: they are in the backup once that snapshot is.
+	// The zones travel in the state snapshot (and as zone files, which a
+	// restore prefers): they are in the backup once that snapshot is.
 	st.Contents.Zones = st.Contents.Zones[:0]
 	for _, z := range state.Zones {
 		st.Contents.Zones = append(st.Contents.Zones, z.Name)

@@ -131,6 +131,9 @@ func TestBackupE2E(t *testing.T) {
 	wantRows := dbRows(t, socket, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id")
 	var rec struct{ AddRecord struct{ ID string } }
 	gql(`mutation($z:String!){addRecord(zone:$z,record:{name:"keep",type:TXT,content:"\"kept by the backup\"",ttl:300}){id}}`, map[string]any{"z": domain}, &rec)
+	keepName := "keep." + domain + "."
+	pdnsHasKeep := func() bool { return slices.Contains(txtAt(ag.Config.DNSListen, keepName), "kept by the backup") }
+	testenv.WaitFor(t, 30*time.Second, "PowerDNS answers the record", pdnsHasKeep)
 
 	// The backup.
 	var created struct{ CreateBackup struct{ ID, Status string } }
@@ -163,6 +166,7 @@ func TestBackupE2E(t *testing.T) {
 	if zoneHas(t, s, domain, "\"kept by the backup\"") {
 		t.Fatal("the record is still there")
 	}
+	testenv.WaitFor(t, 30*time.Second, "PowerDNS no longer answers the record", func() bool { return !pdnsHasKeep() })
 
 	// Each restored on its own.
 	restore := func(input map[string]any) restoreGQL {
@@ -208,8 +212,11 @@ func TestBackupE2E(t *testing.T) {
 		}
 		return slices.Equal(dbRows(t, socket, dbUser, password, copyName, "SELECT id, item, qty FROM orders ORDER BY id"), wantRows)
 	})
+	// The zone comes back from the backup's BIND file (zone/<domain>.zone)
+	// and PowerDNS answers the record again.
 	restore(map[string]any{"what": "ZONE", "into": "IN_PLACE"})
 	testenv.WaitFor(t, 20*time.Second, "the record back", func() bool { return zoneHas(t, s, domain, "\"kept by the backup\"") })
+	testenv.WaitFor(t, 30*time.Second, "PowerDNS answers the record again", pdnsHasKeep)
 
 	// A side-by-side file restore replaces nothing.
 	if err := os.WriteFile(filepath.Join(home, "public_html/index.php"), []byte("new"), 0o644); err != nil {

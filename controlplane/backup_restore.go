@@ -201,7 +201,7 @@ func (bc *backupController) syncRestore(ctx context.Context, id string) error {
 				plan.newAccount, plan.placeErr = bc.placeFromState(ctx, r, a, plan.state)
 			default:
 				if r.What == store.RestoreZone || r.What == store.RestoreAll {
-					plan.zonesDone, plan.zoneFailed = bc.applyZones(ctx, r, plan.state)
+					plan.zonesDone, plan.zoneFailed = bc.applyZones(ctx, r, plan.state, plan.res.GetZoneFiles())
 				}
 				if r.What == store.RestoreAll && a != nil && !a.Deleted && placedByRestore(r) {
 					plan.certsDone, plan.certsFailed = bc.restoreCertificates(ctx, r, a, plan.state)
@@ -461,12 +461,24 @@ func (bc *backupController) waitForAccount(ctx context.Context, r *store.Restore
 // applyZones writes every zone of state back,
 // through the zone write path the API uses: each zone's records become
 // the backup's, with a new generation, and the zone controller pushes
-// them. A zone that is not the account's any more is reported, not
-// taken.
-func (bc *backupController) applyZones(ctx context.Context, r *store.Restore, state *BackupState) (done []string, failed []store.BackupItemFailure) {
+// them. The records come from the zone's BIND file in files when the
+// backup has one (older backups: from the state). A zone that is not the
+// account's any more is reported, not taken.
+func (bc *backupController) applyZones(ctx context.Context, r *store.Restore, state *BackupState, files []*agentpb.BackupZoneFile) (done []string, failed []store.BackupItemFailure) {
 	zones := &zoneWriter{store: bc.st, views: &bc.s.dnsViews, ctl: &bc.s.zoneCtl}
+	text := map[string]string{}
+	for _, f := range files {
+		text[f.GetName()] = f.GetText()
+	}
 	for _, zs := range state.Zones {
 		item := "zone:" + zs.Name
+		if t, ok := text[zs.Name]; ok {
+			var err error
+			if zs, err = zoneFromFile(zs, t); err != nil {
+				failed = append(failed, store.BackupItemFailure{Item: item, Error: err.Error()})
+				continue
+			}
+		}
 		ev := store.NewAuditEvent("system", bc.s.id, "zone.restore", zs.Name, "ok: from backup "+r.Backup+" (restore "+r.ID+")")
 		_, err := zones.ChangeZone(ctx, zs.Name, ev, func(z *store.Zone) error {
 			if z.Account != r.AccountID {
@@ -479,6 +491,11 @@ func (bc *backupController) applyZones(ctx context.Context, r *store.Restore, st
 			for _, rec := range z.Records {
 				if n, err := strconv.ParseInt(strings.TrimPrefix(rec.ID, "r"), 10, 64); err == nil && n > z.NextID {
 					z.NextID = n
+				}
+			}
+			for i := range z.Records {
+				if z.Records[i].ID == "" { // from the zone file only
+					z.Records[i].ID = z.NewRecordID()
 				}
 			}
 			z.DNSSEC = zs.DNSSEC

@@ -3,7 +3,10 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,9 +22,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/npanel/npanel/client"
+	"github.com/npanel/npanel/controlplane"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/internal/testenv/s3"
+	"github.com/npanel/npanel/nodeagent"
 	"github.com/npanel/npanel/nodeagent/platform"
 	"github.com/npanel/npanel/pki"
 )
@@ -36,9 +41,16 @@ import (
 func TestBackupDisasterRecoveryS3(t *testing.T) {
 	requireBackupE2E(t)
 	s3srv := s3.Start(t)
-	s := testenv.StartServer(t)
-	ag1 := s.StartAgent(t, "web-1", testenv.WithModules(t, "web", "db", "dns"))
-	ag2 := s.StartAgent(t, "web-2", testenv.WithModules(t, "web", "db", "dns"))
+	// Every log line of the server and the agents, and every API response
+	// body, is kept to be searched for the repository password.
+	logs := &lockedBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Logger = logger })
+	withLog := func(c *nodeagent.Config) { c.Logger = logger }
+	ag1 := s.StartAgent(t, "web-1", testenv.WithModules(t, "web", "db", "dns"), withLog)
+	ag2 := s.StartAgent(t, "web-2", testenv.WithModules(t, "web", "db", "dns"), withLog)
+	api := s.Admin.HTTPClient()
+	api.Transport = &recordingTransport{next: api.Transport, to: logs}
 	ctx := testenv.Context(t)
 	for _, n := range []string{"web-1", "web-2"} {
 		testenv.WaitFor(t, 10*time.Second, n+" READY", func() bool { return nodeStatus(t, s, n) == "READY" })
@@ -126,18 +138,33 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	if err != nil || len(repoPW) < 20 {
 		t.Fatalf("repository password: %q %v", repoPW, err)
 	}
-	resp, err := s.RawEtcd(t).Get(ctx, "", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range resp.Kvs {
-		if bytes.Contains(kv.Value, []byte(s3srv.SecretKey)) {
-			t.Errorf("etcd key %s holds the S3 secret key in clear", kv.Key)
+	// Checked after the backup and again after the restore: neither
+	// secret in any etcd value, server or agent log line, or API response.
+	noSecrets := func(when string) {
+		t.Helper()
+		resp, err := s.RawEtcd(t).Get(ctx, "", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
 		}
-		if bytes.Contains(kv.Value, repoPW) {
-			t.Errorf("etcd key %s holds the repository password in clear", kv.Key)
+		for _, kv := range resp.Kvs {
+			if bytes.Contains(kv.Value, []byte(s3srv.SecretKey)) {
+				t.Errorf("%s: etcd key %s holds the S3 secret key in clear", when, kv.Key)
+			}
+			if bytes.Contains(kv.Value, repoPW) {
+				t.Errorf("%s: etcd key %s holds the repository password in clear", when, kv.Key)
+			}
+		}
+		text := logs.String()
+		if !strings.Contains(text, "level=INFO") || !strings.Contains(text, `"data"`) {
+			t.Fatalf("%s: the logs and API responses were not captured (%d bytes)", when, len(text))
+		}
+		for _, secret := range []string{string(repoPW), s3srv.SecretKey} {
+			if i := strings.Index(text, secret); i >= 0 {
+				t.Errorf("%s: a secret is in the logs or an API response: ...%s...", when, text[max(0, i-200):i])
+			}
 		}
 	}
+	noSecrets("after the backup")
 
 	// web-1 is gone, and so is everything it held: the home's files and
 	// the table on its MariaDB (destroyed first, so that nothing but the
@@ -200,6 +227,7 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "web-2's PowerDNS serves the record", func() bool {
 		return slices.Contains(txtAt(ag2.Config.DNSListen, "dr."+domain+"."), "survives web-1")
 	})
+	noSecrets("after the restore")
 	// Nor does any file the agents keep (data dirs: journals, task
 	// records; prefixes: configs, homes, backup areas) hold them in clear.
 	for _, ag := range []*testenv.Agent{ag1, ag2} {
@@ -405,6 +433,25 @@ func TestBackupToBackupNodeOverSFTP(t *testing.T) {
 	if n := snaps(); n != 0 {
 		t.Fatalf("%d snapshots left on bk-1 after deleteBackup", n)
 	}
+}
+
+// recordingTransport copies every response body to a buffer as the client
+// reads it.
+type recordingTransport struct {
+	next http.RoundTripper
+	to   io.Writer
+}
+
+func (r *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(resp.Body, r.to), resp.Body}
+	return resp, nil
 }
 
 func gqlOf(t *testing.T, s *testenv.Server) func(query string, vars map[string]any, out any) {

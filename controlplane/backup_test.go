@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -807,5 +809,77 @@ func TestBackupS3SecretSealedToTheNode(t *testing.T) {
 		if strings.Contains(string(kv.Value), secret) {
 			t.Fatalf("the S3 secret is in clear at %s", kv.Key)
 		}
+	}
+}
+
+// TestBackupMetrics: a successful backup sets the account's
+// npanel_backup_last_success_timestamp_seconds to its finish time and
+// counts in npanel_backups_total{result="succeeded"}; a failed one counts
+// in npanel_backups_total{result="failed"} and leaves the last success
+// where it was.
+func TestBackupMetrics(t *testing.T) {
+	e := newBackupEnv(t)
+	fail := false
+	var mu sync.Mutex
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		a := task.GetBackupAccount()
+		if a == nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return &agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "restic: repository unreachable"}
+		}
+		return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"snap-" + a.GetBackupId()}, SizeBytes: 1, FileCount: 1,
+			Contents: &agentpb.BackupContents{Files: true}})
+	})
+	// metric returns the value of the sample named exactly series, or -1.
+	metric := func(series string) float64 {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.s.URL()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+e.s.Admin.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(readAll(t, resp), "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		return -1
+	}
+	const (
+		lastSuccess = `npanel_backup_last_success_timestamp_seconds{account="bkalice"}`
+		succeeded   = `npanel_backups_total{result="succeeded"}`
+		failed      = `npanel_backups_total{result="failed"}`
+	)
+	if v := metric(lastSuccess); v != -1 {
+		t.Fatalf("last success before any backup: %v", v)
+	}
+
+	id := e.createBackup(t, nil)
+	b := e.waitBackup(t, id, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
+	want := float64(b.Status.FinishedAt.Unix())
+	testenv.WaitFor(t, 10*time.Second, "last success = the backup's finish", func() bool {
+		return metric(lastSuccess) == want && metric(succeeded) == 1
+	})
+
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	id = e.createBackup(t, nil)
+	e.waitBackup(t, id, "FAILED", func(b *store.Backup) bool { return b.Status.State == store.BackupFailed })
+	testenv.WaitFor(t, 10*time.Second, "the failure counted", func() bool { return metric(failed) == 1 })
+	if v := metric(lastSuccess); v != want {
+		t.Fatalf("last success after a failed backup: %v, want %v", v, want)
+	}
+	if v := metric(succeeded); v != 1 {
+		t.Fatalf("succeeded after a failed backup: %v", v)
 	}
 }

@@ -173,7 +173,7 @@ func ParseZone(zone, text string) (*Import, error) {
 			}
 			continue
 		}
-		rec, err := fromRR(rr, origin)
+		rec, err := fromRR(rr, origin, absoluteTarget(src))
 		if err != nil {
 			refuse("%s", err)
 			continue
@@ -218,8 +218,16 @@ func ParseZone(zone, text string) (*Import, error) {
 	return im, nil
 }
 
-// fromRR turns a parsed record of a supported type into a Record.
-func fromRR(rr dns.RR, origin string) (Record, error) {
+// absoluteTarget says whether an entry's last field, the target of the
+// types that have one, is written absolute (with its final dot).
+func absoluteTarget(src string) bool {
+	f := strings.Fields(strings.TrimRight(src, ") \t"))
+	return len(f) > 0 && strings.HasSuffix(f[len(f)-1], ".")
+}
+
+// fromRR turns a parsed record of a supported type into a Record. abs says
+// the target was written absolute.
+func fromRR(rr dns.RR, origin string, abs bool) (Record, error) {
 	h := rr.Header()
 	r := Record{Name: h.Name, TTL: h.Ttl, Type: dns.TypeToString[h.Rrtype]}
 	switch v := rr.(type) {
@@ -258,6 +266,11 @@ func fromRR(rr dns.RR, origin string) (Record, error) {
 	}
 	// "MX 10 192.0.2.1" in a zone file is a relative name below the
 	// origin; the writer meant an address, which these types cannot hold.
+	// Written absolute ("192.0.2.1.example.com.") it is a name like any
+	// other, which WriteZone writes and ValidateRecord accepts.
+	if abs {
+		return r, nil
+	}
 	target := r.Content
 	if r.Type == TypeSRV {
 		target = target[strings.LastIndexByte(target, ' ')+1:]

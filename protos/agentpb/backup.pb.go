@@ -1,7 +1,8 @@
 // Account backups with restic: one encrypted repository per account per
 // target. A backup is a set of restic snapshots tagged with its id: the
 // home (maildirs included), one per database (the dump streamed into
-// restic, never written to disk) and one of the account's state as JSON.
+// restic, never written to disk), one per zone (a BIND zone file) and one
+// of the account's state as JSON.
 // The repository password is generated on the control plane and reaches a
 // node only sealed to it; the agent hands it to restic through a pipe.
 
@@ -419,7 +420,10 @@ type BackupAccountAction struct {
 	// hashes of its mailboxes and database users).
 	StateJson []byte `protobuf:"bytes,4,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
 	// Applied after a backup without failures; unset: keep everything.
-	Retention     *BackupRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
+	Retention *BackupRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
+	// The account's zones as BIND zone files, each stored as
+	// zone/<name>.zone in a snapshot of its own.
+	ZoneFiles     []*BackupZoneFile `protobuf:"bytes,6,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +493,76 @@ func (x *BackupAccountAction) GetRetention() *BackupRetention {
 	return nil
 }
 
+func (x *BackupAccountAction) GetZoneFiles() []*BackupZoneFile {
+	if x != nil {
+		return x.ZoneFiles
+	}
+	return nil
+}
+
+// BackupZoneFile is one zone as a BIND zone file (dnszone.WriteZone). A
+// zone the control plane could not write has error set instead of text:
+// the node reports it as the failed item "zone:<name>".
+type BackupZoneFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // the zone, canonical without the final dot
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupZoneFile) Reset() {
+	*x = BackupZoneFile{}
+	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupZoneFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupZoneFile) ProtoMessage() {}
+
+func (x *BackupZoneFile) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupZoneFile.ProtoReflect.Descriptor instead.
+func (*BackupZoneFile) Descriptor() ([]byte, []int) {
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BackupZoneFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupZoneFile) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *BackupZoneFile) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type BackupItemFailure struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Item          string                 `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"` // "files", "database:NAME", "mailbox:ADDRESS", "zone:NAME", "state"
@@ -499,7 +573,7 @@ type BackupItemFailure struct {
 
 func (x *BackupItemFailure) Reset() {
 	*x = BackupItemFailure{}
-	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	mi := &file_agent_v1_backup_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +585,7 @@ func (x *BackupItemFailure) String() string {
 func (*BackupItemFailure) ProtoMessage() {}
 
 func (x *BackupItemFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	mi := &file_agent_v1_backup_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +598,7 @@ func (x *BackupItemFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupItemFailure.ProtoReflect.Descriptor instead.
 func (*BackupItemFailure) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{4}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackupItemFailure) GetItem() string {
@@ -553,7 +627,7 @@ type BackupContents struct {
 
 func (x *BackupContents) Reset() {
 	*x = BackupContents{}
-	mi := &file_agent_v1_backup_proto_msgTypes[5]
+	mi := &file_agent_v1_backup_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +639,7 @@ func (x *BackupContents) String() string {
 func (*BackupContents) ProtoMessage() {}
 
 func (x *BackupContents) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[5]
+	mi := &file_agent_v1_backup_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +652,7 @@ func (x *BackupContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupContents.ProtoReflect.Descriptor instead.
 func (*BackupContents) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{5}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackupContents) GetFiles() bool {
@@ -627,7 +701,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[6]
+	mi := &file_agent_v1_backup_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +713,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[6]
+	mi := &file_agent_v1_backup_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +726,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{6}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackupResult) GetSnapshotIds() []string {
@@ -738,7 +812,7 @@ type RestoreBackupAction struct {
 
 func (x *RestoreBackupAction) Reset() {
 	*x = RestoreBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[7]
+	mi := &file_agent_v1_backup_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +824,7 @@ func (x *RestoreBackupAction) String() string {
 func (*RestoreBackupAction) ProtoMessage() {}
 
 func (x *RestoreBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[7]
+	mi := &file_agent_v1_backup_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +837,7 @@ func (x *RestoreBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreBackupAction.ProtoReflect.Descriptor instead.
 func (*RestoreBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{7}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestoreBackupAction) GetRestoreId() string {
@@ -838,14 +912,17 @@ type RestoreResult struct {
 	// The state the backup recorded (ALL, ZONE), without node secrets.
 	StateJson []byte `protobuf:"bytes,5,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
 	// Where a side-by-side restore put the files (relative to the home).
-	IntoPath      string `protobuf:"bytes,6,opt,name=into_path,json=intoPath,proto3" json:"into_path,omitempty"`
+	IntoPath string `protobuf:"bytes,6,opt,name=into_path,json=intoPath,proto3" json:"into_path,omitempty"`
+	// The zone files the backup holds (ALL, ZONE); empty for backups made
+	// before zones were stored as files, whose zones are in state_json.
+	ZoneFiles     []*BackupZoneFile `protobuf:"bytes,7,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[8]
+	mi := &file_agent_v1_backup_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +934,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[8]
+	mi := &file_agent_v1_backup_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +947,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{8}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RestoreResult) GetRestored() []string {
@@ -915,6 +992,13 @@ func (x *RestoreResult) GetIntoPath() string {
 	return ""
 }
 
+func (x *RestoreResult) GetZoneFiles() []*BackupZoneFile {
+	if x != nil {
+		return x.ZoneFiles
+	}
+	return nil
+}
+
 // VerifyBackupAction reads every pack of the backup's snapshots back
 // (restic check --read-data-subset of the snapshots' packs), restores them
 // into a scratch area on the node and compares every file with the
@@ -929,7 +1013,7 @@ type VerifyBackupAction struct {
 
 func (x *VerifyBackupAction) Reset() {
 	*x = VerifyBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[9]
+	mi := &file_agent_v1_backup_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1025,7 @@ func (x *VerifyBackupAction) String() string {
 func (*VerifyBackupAction) ProtoMessage() {}
 
 func (x *VerifyBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[9]
+	mi := &file_agent_v1_backup_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1038,7 @@ func (x *VerifyBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBackupAction.ProtoReflect.Descriptor instead.
 func (*VerifyBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{9}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VerifyBackupAction) GetBackupId() string {
@@ -983,7 +1067,7 @@ type VerifyResult struct {
 
 func (x *VerifyResult) Reset() {
 	*x = VerifyResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[10]
+	mi := &file_agent_v1_backup_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1079,7 @@ func (x *VerifyResult) String() string {
 func (*VerifyResult) ProtoMessage() {}
 
 func (x *VerifyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[10]
+	mi := &file_agent_v1_backup_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1092,7 @@ func (x *VerifyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResult.ProtoReflect.Descriptor instead.
 func (*VerifyResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{10}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VerifyResult) GetOk() bool {
@@ -1052,7 +1136,7 @@ type ForgetBackupAction struct {
 
 func (x *ForgetBackupAction) Reset() {
 	*x = ForgetBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[11]
+	mi := &file_agent_v1_backup_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1148,7 @@ func (x *ForgetBackupAction) String() string {
 func (*ForgetBackupAction) ProtoMessage() {}
 
 func (x *ForgetBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[11]
+	mi := &file_agent_v1_backup_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1161,7 @@ func (x *ForgetBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetBackupAction.ProtoReflect.Descriptor instead.
 func (*ForgetBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{11}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ForgetBackupAction) GetBackupId() string {
@@ -1110,7 +1194,7 @@ type ForgetResult struct {
 
 func (x *ForgetResult) Reset() {
 	*x = ForgetResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[12]
+	mi := &file_agent_v1_backup_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1206,7 @@ func (x *ForgetResult) String() string {
 func (*ForgetResult) ProtoMessage() {}
 
 func (x *ForgetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[12]
+	mi := &file_agent_v1_backup_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1219,7 @@ func (x *ForgetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetResult.ProtoReflect.Descriptor instead.
 func (*ForgetResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{12}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ForgetResult) GetRemovedSnapshotIds() []string {
@@ -1157,7 +1241,7 @@ type EnsureBackupAccessAction struct {
 
 func (x *EnsureBackupAccessAction) Reset() {
 	*x = EnsureBackupAccessAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[13]
+	mi := &file_agent_v1_backup_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1253,7 @@ func (x *EnsureBackupAccessAction) String() string {
 func (*EnsureBackupAccessAction) ProtoMessage() {}
 
 func (x *EnsureBackupAccessAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[13]
+	mi := &file_agent_v1_backup_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1266,7 @@ func (x *EnsureBackupAccessAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureBackupAccessAction.ProtoReflect.Descriptor instead.
 func (*EnsureBackupAccessAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{13}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EnsureBackupAccessAction) GetKeys() []*BackupAccessKey {
@@ -1202,7 +1286,7 @@ type BackupAccessKey struct {
 
 func (x *BackupAccessKey) Reset() {
 	*x = BackupAccessKey{}
-	mi := &file_agent_v1_backup_proto_msgTypes[14]
+	mi := &file_agent_v1_backup_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1298,7 @@ func (x *BackupAccessKey) String() string {
 func (*BackupAccessKey) ProtoMessage() {}
 
 func (x *BackupAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[14]
+	mi := &file_agent_v1_backup_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1311,7 @@ func (x *BackupAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupAccessKey.ProtoReflect.Descriptor instead.
 func (*BackupAccessKey) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{14}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BackupAccessKey) GetNode() string {
@@ -1255,7 +1339,7 @@ type BackupAccessResult struct {
 
 func (x *BackupAccessResult) Reset() {
 	*x = BackupAccessResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[15]
+	mi := &file_agent_v1_backup_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1351,7 @@ func (x *BackupAccessResult) String() string {
 func (*BackupAccessResult) ProtoMessage() {}
 
 func (x *BackupAccessResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[15]
+	mi := &file_agent_v1_backup_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1364,7 @@ func (x *BackupAccessResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupAccessResult.ProtoReflect.Descriptor instead.
 func (*BackupAccessResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{15}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BackupAccessResult) GetHostKey() string {
@@ -1318,7 +1402,7 @@ type BackupProgress struct {
 
 func (x *BackupProgress) Reset() {
 	*x = BackupProgress{}
-	mi := &file_agent_v1_backup_proto_msgTypes[16]
+	mi := &file_agent_v1_backup_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1414,7 @@ func (x *BackupProgress) String() string {
 func (*BackupProgress) ProtoMessage() {}
 
 func (x *BackupProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[16]
+	mi := &file_agent_v1_backup_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1427,7 @@ func (x *BackupProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupProgress.ProtoReflect.Descriptor instead.
 func (*BackupProgress) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{16}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackupProgress) GetTaskId() string {
@@ -1408,7 +1492,7 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\amonthly\x18\x03 \x01(\rR\amonthly\"<\n" +
 	"\x0eBackupDatabase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06engine\x18\x02 \x01(\tR\x06engine\"\x93\x02\n" +
+	"\x06engine\x18\x02 \x01(\tR\x06engine\"\xd3\x02\n" +
 	"\x13BackupAccountAction\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12A\n" +
 	"\n" +
@@ -1417,7 +1501,13 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\tdatabases\x18\x03 \x03(\v2\x1f.npanel.agent.v1.BackupDatabaseR\tdatabases\x12\x1d\n" +
 	"\n" +
 	"state_json\x18\x04 \x01(\fR\tstateJson\x12>\n" +
-	"\tretention\x18\x05 \x01(\v2 .npanel.agent.v1.BackupRetentionR\tretention\"=\n" +
+	"\tretention\x18\x05 \x01(\v2 .npanel.agent.v1.BackupRetentionR\tretention\x12>\n" +
+	"\n" +
+	"zone_files\x18\x06 \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\"N\n" +
+	"\x0eBackupZoneFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"=\n" +
 	"\x11BackupItemFailure\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"x\n" +
@@ -1450,7 +1540,7 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\bdatabase\x18\x06 \x01(\v2\x1f.npanel.agent.v1.BackupDatabaseR\bdatabase\x12#\n" +
 	"\rdatabase_into\x18\a \x01(\tR\fdatabaseInto\x12\x18\n" +
 	"\amailbox\x18\b \x01(\tR\amailbox\x12\x19\n" +
-	"\bin_place\x18\t \x01(\bR\ainPlace\"\xcf\x01\n" +
+	"\bin_place\x18\t \x01(\bR\ainPlace\"\x8f\x02\n" +
 	"\rRestoreResult\x12\x1a\n" +
 	"\brestored\x18\x01 \x03(\tR\brestored\x12:\n" +
 	"\x06failed\x18\x02 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed\x12\x14\n" +
@@ -1458,7 +1548,9 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x1d\n" +
 	"\n" +
 	"state_json\x18\x05 \x01(\fR\tstateJson\x12\x1b\n" +
-	"\tinto_path\x18\x06 \x01(\tR\bintoPath\"t\n" +
+	"\tinto_path\x18\x06 \x01(\tR\bintoPath\x12>\n" +
+	"\n" +
+	"zone_files\x18\a \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\"t\n" +
 	"\x12VerifyBackupAction\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12A\n" +
 	"\n" +
@@ -1523,7 +1615,7 @@ func file_agent_v1_backup_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_backup_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_v1_backup_proto_goTypes = []any{
 	(BackupTargetKind)(0),            // 0: npanel.agent.v1.BackupTargetKind
 	(RestoreWhat)(0),                 // 1: npanel.agent.v1.RestoreWhat
@@ -1531,39 +1623,42 @@ var file_agent_v1_backup_proto_goTypes = []any{
 	(*BackupRetention)(nil),          // 3: npanel.agent.v1.BackupRetention
 	(*BackupDatabase)(nil),           // 4: npanel.agent.v1.BackupDatabase
 	(*BackupAccountAction)(nil),      // 5: npanel.agent.v1.BackupAccountAction
-	(*BackupItemFailure)(nil),        // 6: npanel.agent.v1.BackupItemFailure
-	(*BackupContents)(nil),           // 7: npanel.agent.v1.BackupContents
-	(*BackupResult)(nil),             // 8: npanel.agent.v1.BackupResult
-	(*RestoreBackupAction)(nil),      // 9: npanel.agent.v1.RestoreBackupAction
-	(*RestoreResult)(nil),            // 10: npanel.agent.v1.RestoreResult
-	(*VerifyBackupAction)(nil),       // 11: npanel.agent.v1.VerifyBackupAction
-	(*VerifyResult)(nil),             // 12: npanel.agent.v1.VerifyResult
-	(*ForgetBackupAction)(nil),       // 13: npanel.agent.v1.ForgetBackupAction
-	(*ForgetResult)(nil),             // 14: npanel.agent.v1.ForgetResult
-	(*EnsureBackupAccessAction)(nil), // 15: npanel.agent.v1.EnsureBackupAccessAction
-	(*BackupAccessKey)(nil),          // 16: npanel.agent.v1.BackupAccessKey
-	(*BackupAccessResult)(nil),       // 17: npanel.agent.v1.BackupAccessResult
-	(*BackupProgress)(nil),           // 18: npanel.agent.v1.BackupProgress
+	(*BackupZoneFile)(nil),           // 6: npanel.agent.v1.BackupZoneFile
+	(*BackupItemFailure)(nil),        // 7: npanel.agent.v1.BackupItemFailure
+	(*BackupContents)(nil),           // 8: npanel.agent.v1.BackupContents
+	(*BackupResult)(nil),             // 9: npanel.agent.v1.BackupResult
+	(*RestoreBackupAction)(nil),      // 10: npanel.agent.v1.RestoreBackupAction
+	(*RestoreResult)(nil),            // 11: npanel.agent.v1.RestoreResult
+	(*VerifyBackupAction)(nil),       // 12: npanel.agent.v1.VerifyBackupAction
+	(*VerifyResult)(nil),             // 13: npanel.agent.v1.VerifyResult
+	(*ForgetBackupAction)(nil),       // 14: npanel.agent.v1.ForgetBackupAction
+	(*ForgetResult)(nil),             // 15: npanel.agent.v1.ForgetResult
+	(*EnsureBackupAccessAction)(nil), // 16: npanel.agent.v1.EnsureBackupAccessAction
+	(*BackupAccessKey)(nil),          // 17: npanel.agent.v1.BackupAccessKey
+	(*BackupAccessResult)(nil),       // 18: npanel.agent.v1.BackupAccessResult
+	(*BackupProgress)(nil),           // 19: npanel.agent.v1.BackupProgress
 }
 var file_agent_v1_backup_proto_depIdxs = []int32{
 	0,  // 0: npanel.agent.v1.BackupRepository.kind:type_name -> npanel.agent.v1.BackupTargetKind
 	2,  // 1: npanel.agent.v1.BackupAccountAction.repository:type_name -> npanel.agent.v1.BackupRepository
 	4,  // 2: npanel.agent.v1.BackupAccountAction.databases:type_name -> npanel.agent.v1.BackupDatabase
 	3,  // 3: npanel.agent.v1.BackupAccountAction.retention:type_name -> npanel.agent.v1.BackupRetention
-	7,  // 4: npanel.agent.v1.BackupResult.contents:type_name -> npanel.agent.v1.BackupContents
-	6,  // 5: npanel.agent.v1.BackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	2,  // 6: npanel.agent.v1.RestoreBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	1,  // 7: npanel.agent.v1.RestoreBackupAction.what:type_name -> npanel.agent.v1.RestoreWhat
-	4,  // 8: npanel.agent.v1.RestoreBackupAction.database:type_name -> npanel.agent.v1.BackupDatabase
-	6,  // 9: npanel.agent.v1.RestoreResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	2,  // 10: npanel.agent.v1.VerifyBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	2,  // 11: npanel.agent.v1.ForgetBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	16, // 12: npanel.agent.v1.EnsureBackupAccessAction.keys:type_name -> npanel.agent.v1.BackupAccessKey
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 4: npanel.agent.v1.BackupAccountAction.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
+	8,  // 5: npanel.agent.v1.BackupResult.contents:type_name -> npanel.agent.v1.BackupContents
+	7,  // 6: npanel.agent.v1.BackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	2,  // 7: npanel.agent.v1.RestoreBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	1,  // 8: npanel.agent.v1.RestoreBackupAction.what:type_name -> npanel.agent.v1.RestoreWhat
+	4,  // 9: npanel.agent.v1.RestoreBackupAction.database:type_name -> npanel.agent.v1.BackupDatabase
+	7,  // 10: npanel.agent.v1.RestoreResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	6,  // 11: npanel.agent.v1.RestoreResult.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
+	2,  // 12: npanel.agent.v1.VerifyBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	2,  // 13: npanel.agent.v1.ForgetBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	17, // 14: npanel.agent.v1.EnsureBackupAccessAction.keys:type_name -> npanel.agent.v1.BackupAccessKey
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_backup_proto_init() }
@@ -1577,7 +1672,7 @@ func file_agent_v1_backup_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_backup_proto_rawDesc), len(file_agent_v1_backup_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -30,10 +30,12 @@ const (
 	tagBackup = "npanel-backup"
 	tagKind   = "npanel-kind"
 	tagDB     = "npanel-db"
+	tagZone   = "npanel-zone"
 
 	kindFiles    = "files"
 	kindDatabase = "database"
 	kindState    = "state"
+	kindZone     = "zone"
 
 	// stateFile is the state snapshot's one file.
 	stateFile = "npanel-state.json"
@@ -54,6 +56,9 @@ type stateDoc struct {
 }
 
 func dbPath(engine, name string) string { return "databases/" + engine + "/" + name + ".sql" }
+
+// zonePath is where a zone's BIND file is in its snapshot.
+func zonePath(name string) string { return "zone/" + name + ".zone" }
 
 func (a *BackupAccount) tags(kind string, extra ...string) []string {
 	t := append([]string{tagBackup + "=" + a.req.GetBackupId(), tagKind + "=" + kind}, extra...)
@@ -166,7 +171,24 @@ func (a *BackupAccount) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		dbUsers = append(dbUsers, h...)
 	}
 
-	// 3. The state: the control plane's and the node's hashes.
+	// 3. The zones as BIND files, one snapshot each (a restore reads them
+	// one by one, like the databases).
+	for _, z := range a.req.GetZoneFiles() {
+		item := "zone:" + z.GetName()
+		if z.GetError() != "" {
+			failed(item, errors.New(z.GetError()))
+			continue
+		}
+		sum, err := a.stdinSnapshot(ctx, env, rr, strings.NewReader(z.GetText()), zonePath(z.GetName()), a.tags(kindZone, tagZone+"="+z.GetName()))
+		if err != nil {
+			failed(item, err)
+			continue
+		}
+		add(sum)
+		res.Contents.Zones = append(res.Contents.Zones, z.GetName())
+	}
+
+	// 4. The state: the control plane's and the node's hashes.
 	doc := stateDoc{BackupID: a.req.GetBackupId(), Username: user, Node: env.Node, Time: time.Now().UTC(), Home: home, DBUsers: dbUsers}
 	if len(a.req.GetStateJson()) > 0 {
 		if !json.Valid(a.req.GetStateJson()) {

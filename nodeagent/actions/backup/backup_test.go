@@ -88,8 +88,8 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 
 	res := n.backup(t, "b1", []*agentpb.BackupDatabase{mariaDB(mdb), pgDB(pdb)}, nil)
-	if len(res.Failed) != 0 || len(res.SnapshotIds) != 4 || !res.Contents.Files ||
-		!slices.Equal(res.Contents.Databases, []string{mdb, pdb}) {
+	if len(res.Failed) != 0 || len(res.SnapshotIds) != 5 || !res.Contents.Files ||
+		!slices.Equal(res.Contents.Databases, []string{mdb, pdb}) || !slices.Equal(res.Contents.Zones, []string{"example.com"}) {
 		t.Fatalf("backup: %+v", res)
 	}
 	if res.FileCount < 4 || res.SizeBytes < 300<<10 || res.AddedBytes == 0 {
@@ -185,10 +185,14 @@ func TestBackupAndRestore(t *testing.T) {
 		t.Fatal("restore into another account's database accepted")
 	}
 
-	// ZONE returns the control plane's state.
+	// ZONE returns the control plane's state and the zone files, byte
+	// for byte.
 	rr, err = n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_ZONE})
 	if err != nil || string(rr.StateJson) != `{"sites":["example.com"]}` {
 		t.Fatalf("zone restore: %v %s", err, rr.GetStateJson())
+	}
+	if zf := rr.GetZoneFiles(); len(zf) != 1 || zf[0].GetName() != "example.com" || zf[0].GetText() != testZoneFile || len(rr.GetFailed()) != 0 {
+		t.Fatalf("zone restore: zone files %v, failed %v", zf, rr.GetFailed())
 	}
 
 	// ALL on a node "without PostgreSQL": the rest is restored, the
@@ -304,7 +308,7 @@ func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
 	if len(res.Failed) != 1 || res.Failed[0].Item != "database:"+broken {
 		t.Fatalf("failed %v", res.Failed)
 	}
-	if !slices.Equal(res.Contents.Databases, []string{good}) || !res.Contents.Files || len(res.SnapshotIds) != 3 {
+	if !slices.Equal(res.Contents.Databases, []string{good}) || !res.Contents.Files || len(res.SnapshotIds) != 4 {
 		t.Fatalf("contents %+v", res)
 	}
 	s, err := n.m.open(ctx, n.env, n.repo(), false)
@@ -321,7 +325,7 @@ func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
 			t.Fatalf("a snapshot of the failed dump is in the repository: %+v", sn)
 		}
 	}
-	if len(snaps) != 3 {
-		t.Fatalf("%d snapshots, want 3", len(snaps))
+	if len(snaps) != 4 {
+		t.Fatalf("%d snapshots, want 4 (files, good, zone, state)", len(snaps))
 	}
 }

@@ -223,8 +223,15 @@ func (n *node) backup(t testing.TB, id string, dbs []*agentpb.BackupDatabase, re
 	return mustApply(t, n.env, n.m.NewBackupAccount(&agentpb.BackupAccountAction{
 		BackupId: id, Repository: n.repo(), Databases: dbs, Retention: ret,
 		StateJson: []byte(`{"sites":["example.com"]}`),
+		ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com", Text: testZoneFile}},
 	})).(*agentpb.BackupResult)
 }
+
+// testZoneFile is the zone file every test backup carries.
+const testZoneFile = "$ORIGIN example.com.\n$TTL 3600\n" +
+	"example.com. 3600 IN SOA ns1.example.net. hostmaster.example.com. 1 10800 3600 604800 3600\n" +
+	"example.com. 3600 IN NS ns1.example.net.\n" +
+	"keep.example.com. 300 IN TXT \"kept\"\n"
 
 func (n *node) restore(t testing.TB, r *agentpb.RestoreBackupAction) (*agentpb.RestoreResult, error) {
 	t.Helper()

@@ -144,7 +144,7 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 		return mustApply(t, n.env, n.m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1", Repository: n.repo()})).(*agentpb.VerifyResult)
 	}
 	v := verify()
-	if !v.Ok || v.FilesChecked != 3 || v.BytesChecked < 200<<10 {
+	if !v.Ok || v.FilesChecked != 4 || v.BytesChecked < 200<<10 { // 2 home files, the state, the zone file
 		t.Fatalf("verify of a good backup: %+v", v)
 	}
 	// Staged on the homes' filesystem and removed after.
@@ -201,7 +201,7 @@ func TestRetention(t *testing.T) {
 	for _, sn := range snaps {
 		kinds[sn.tag(tagBackup)] = append(kinds[sn.tag(tagBackup)], sn.tag(tagKind))
 	}
-	if len(kinds) != 3 || len(kinds["b3"]) != 2 || len(kinds["b4"]) != 2 || len(kinds["b6"]) < 2 {
+	if len(kinds) != 3 || len(kinds["b3"]) != 3 || len(kinds["b4"]) != 3 || len(kinds["b6"]) < 3 { // files, zone, state
 		t.Fatalf("left: %v", kinds)
 	}
 }
@@ -213,7 +213,7 @@ func TestForget(t *testing.T) {
 	n.backup(t, "b1", nil, nil)
 	n.backup(t, "b2", nil, nil)
 	r := mustApply(t, n.env, n.m.NewForgetBackup(&agentpb.ForgetBackupAction{BackupId: "b1", Repository: n.repo()})).(*agentpb.ForgetResult)
-	if len(r.RemovedSnapshotIds) != 2 {
+	if len(r.RemovedSnapshotIds) != 3 { // files, zone, state
 		t.Fatalf("forget b1: %+v", r)
 	}
 	if _, err := n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_ZONE}); actions.ReasonOf(err) != agentpb.ErrorReason_ERROR_REASON_NOT_FOUND {
@@ -233,7 +233,7 @@ func TestForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = mustApply(t, n.env, n.m.NewForgetBackup(&agentpb.ForgetBackupAction{All: true, Repository: n.repo()})).(*agentpb.ForgetResult)
-	if len(r.RemovedSnapshotIds) != 2 {
+	if len(r.RemovedSnapshotIds) != 3 {
 		t.Fatalf("forget all: %+v", r)
 	}
 	if _, err := os.Stat(filepath.Join(n.env.Profile.BackupDir, n.user, "config")); !os.IsNotExist(err) {

@@ -38,6 +38,7 @@ type backupSnaps struct {
 	files *snapshot
 	state *snapshot
 	dbs   map[string]snapshot // engine/name
+	zones map[string]snapshot // zone name
 }
 
 func (m *Module) findBackup(ctx context.Context, rr *resticRun, id string) (*backupSnaps, error) {
@@ -48,7 +49,7 @@ func (m *Module) findBackup(ctx context.Context, rr *resticRun, id string) (*bac
 	if len(snaps) == 0 {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_NOT_FOUND, "backup %s: no snapshots in the repository", id)
 	}
-	b := &backupSnaps{dbs: map[string]snapshot{}}
+	b := &backupSnaps{dbs: map[string]snapshot{}, zones: map[string]snapshot{}}
 	for i := range snaps {
 		s := snaps[i]
 		switch s.tag(tagKind) {
@@ -58,6 +59,8 @@ func (m *Module) findBackup(ctx context.Context, rr *resticRun, id string) (*bac
 			b.state = &s
 		case kindDatabase:
 			b.dbs[s.tag(tagDB)] = s
+		case kindZone:
+			b.zones[s.tag(tagZone)] = s
 		}
 	}
 	return b, nil
@@ -124,6 +127,7 @@ func (a *RestoreBackup) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		}
 		res.StateJson = doc.State
 		res.Restored = append(res.Restored, "state")
+		a.readZones(ctx, rr, bs, res, failed)
 	case agentpb.RestoreWhat_RESTORE_WHAT_ALL:
 		a.restoreAll(ctx, env, rr, bs, home, res, failed)
 		if len(res.Restored) == 0 {
@@ -143,6 +147,7 @@ func (a *RestoreBackup) restoreAll(ctx context.Context, env *actions.Env, rr *re
 		res.StateJson = doc.State
 		res.Restored = append(res.Restored, "state")
 	}
+	a.readZones(ctx, rr, bs, res, failed)
 	if bs.files != nil {
 		if err := a.restoreFiles(ctx, env, rr, bs, home, ".", true, res); err != nil {
 			failed("files", err)
@@ -220,6 +225,29 @@ func (a *RestoreBackup) restoreMailboxHash(ctx context.Context, env *actions.Env
 		return errors.New("mailbox does not exist on this node (create it, then restore again)")
 	}
 	return nil
+}
+
+// readZones reads the backup's zone files into res; the control plane
+// writes the zones back from them. A zone that cannot be read is failed
+// here, and the control plane falls back to its records in the state.
+func (a *RestoreBackup) readZones(ctx context.Context, rr *resticRun, bs *backupSnaps, res *agentpb.RestoreResult, failed func(string, error)) {
+	names := make([]string, 0, len(bs.zones))
+	for n := range bs.zones {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if validate.CanonicalDomain(n) != nil {
+			failed("zone:"+n, errors.New("the snapshot's zone tag is not a domain"))
+			continue
+		}
+		out, err := rr.run(ctx, nil, "dump", "--no-lock", bs.zones[n].ID, "/"+zonePath(n))
+		if err != nil {
+			failed("zone:"+n, err)
+			continue
+		}
+		res.ZoneFiles = append(res.ZoneFiles, &agentpb.BackupZoneFile{Name: n, Text: string(out)})
+	}
 }
 
 // readState reads the backup's state snapshot.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -22,6 +23,8 @@ const (
 	maxSealed       = 4096
 	maxS3Field      = 256
 	maxRetentionKep = 1000
+	maxZoneFiles    = 1000
+	maxZoneError    = 1024
 )
 
 // backupID accepts a backup's (or restore's) id: it ends up in a restic
@@ -259,8 +262,39 @@ func (a *BackupAccount) Validate() error {
 	if len(a.req.GetStateJson()) > maxStateJSON {
 		return errors.New("state_json is too large")
 	}
+	if err := zoneFiles(a.req.GetZoneFiles()); err != nil {
+		return err
+	}
 	if r := a.req.GetRetention(); r != nil && (r.GetDaily() > maxRetentionKep || r.GetWeekly() > maxRetentionKep || r.GetMonthly() > maxRetentionKep) {
 		return errors.New("retention: at most 1000 of each")
+	}
+	return nil
+}
+
+// zoneFiles checks the zone files of a backup: a zone's name becomes a
+// restic tag and a file name in the snapshot, so it must be a canonical
+// domain.
+func zoneFiles(zf []*agentpb.BackupZoneFile) error {
+	if len(zf) > maxZoneFiles {
+		return fmt.Errorf("%d zone files; at most %d", len(zf), maxZoneFiles)
+	}
+	seen := map[string]bool{}
+	for _, z := range zf {
+		if err := validate.CanonicalDomain(z.GetName()); err != nil {
+			return fmt.Errorf("zone file: %w", err)
+		}
+		if seen[z.GetName()] {
+			return fmt.Errorf("zone %s listed twice", z.GetName())
+		}
+		seen[z.GetName()] = true
+		switch {
+		case len(z.GetText()) > dnszone.MaxZoneFileBytes:
+			return fmt.Errorf("zone file %s is %d bytes; at most %d", z.GetName(), len(z.GetText()), dnszone.MaxZoneFileBytes)
+		case len(z.GetError()) > maxZoneError:
+			return fmt.Errorf("zone file %s: error is too long", z.GetName())
+		case (z.GetText() == "") == (z.GetError() == ""):
+			return fmt.Errorf("zone file %s: exactly one of text and error must be set", z.GetName())
+		}
 	}
 	return nil
 }

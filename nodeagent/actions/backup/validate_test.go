@@ -114,6 +114,7 @@ func TestValidateActions(t *testing.T) {
 	repo := sealedRepo(agentpb.BackupTargetKind_BACKUP_TARGET_KIND_LOCAL)
 	ok := []interface{ Validate() error }{
 		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "01HX-a", Repository: repo, Databases: []*agentpb.BackupDatabase{mariaDB("alice_shop"), pgDB("alice_shop")}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com", Text: "x"}, {Name: "shop.example.com", Error: "no primary"}}}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_FILES, Path: "public_html"}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: mariaDB("alice_shop"), DatabaseInto: "alice_shop2"}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: mariaDB("alice_shop"), InPlace: true}),
@@ -131,6 +132,16 @@ func TestValidateActions(t *testing.T) {
 		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Databases: []*agentpb.BackupDatabase{mariaDB("bob_shop")}}),
 		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Databases: []*agentpb.BackupDatabase{mariaDB("alice_shop"), mariaDB("alice_shop")}}),
 		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Databases: []*agentpb.BackupDatabase{{Name: "alice_shop", Engine: "oracle"}}}),
+		// Zone files: a name that is no canonical domain (it becomes a tag
+		// and a path), twice the same zone, neither or both of text and
+		// error, an oversized file.
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "../etc", Text: "x"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "a.example,npanel-kind=files", Text: "x"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "Example.com", Text: "x"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com", Text: "x"}, {Name: "example.com", Text: "y"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com", Text: "x", Error: "y"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, ZoneFiles: []*agentpb.BackupZoneFile{{Name: "example.com", Text: strings.Repeat("x", 4<<20+1)}}}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_FILES, Path: "../bob"}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: mariaDB("alice_shop")}),
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: mariaDB("alice_shop"), DatabaseInto: "bob_shop"}),
