@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/validate"
 )
 
 // restoreCertificates brings back the certificates of a whole-account
@@ -86,6 +88,9 @@ func (bc *backupController) reorderCert(ctx context.Context, r *store.Restore, a
 	if challenge == "" {
 		challenge = store.ChallengeHTTP01
 	}
+	if err := checkRestoredCert(a, sc, challenge); err != nil {
+		return err
+	}
 	why := "restored from backup " + r.Backup + ": ordered again on node " + a.Node
 	set := func(c *store.Certificate) {
 		c.Domains, c.Challenge = slices.Clone(sc.Domains), challenge
@@ -123,4 +128,43 @@ func (bc *backupController) reorderCert(ctx context.Context, r *store.Restore, a
 		// The automatic one was created meanwhile: set it as asked.
 	}
 	return fmt.Errorf("certificate %s: %w", sc.ID, store.ErrConflict)
+}
+
+// maxRestoredCertNames bounds the names of a certificate a restore writes
+// back (the API allows fewer).
+const maxRestoredCertNames = 100
+
+// checkRestoredCert checks what a backup's state says of an ordered
+// certificate before it is written back: the state comes from the node
+// that holds the repository, so it gets the checks a request gets
+// (names well formed, its site first, all within the account's domains,
+// a wildcard only with DNS01). The controller then orders only the names
+// in the account's zones.
+func checkRestoredCert(a *store.Account, sc BackupStateCertChain, challenge store.CertChallenge) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("the backup's certificate %s is not restored: "+format, append([]any{sc.ID}, args...)...)
+	}
+	if challenge != store.ChallengeHTTP01 && challenge != store.ChallengeDNS01 {
+		return bad("unknown challenge %q", challenge)
+	}
+	if len(sc.Domains) == 0 || sc.Domains[0] != sc.ID {
+		return bad("its names do not start with its site")
+	}
+	if len(sc.Domains) > maxRestoredCertNames {
+		return bad("%d names, at most %d", len(sc.Domains), maxRestoredCertNames)
+	}
+	sites := a.AllSites()
+	for _, n := range sc.Domains {
+		base, wildcard := strings.CutPrefix(n, "*.")
+		if d, err := validate.Domain(base); err != nil || d != base {
+			return bad("%q is not a domain name", n)
+		}
+		if wildcard && challenge != store.ChallengeDNS01 {
+			return bad("the wildcard %s needs DNS01", n)
+		}
+		if !slices.ContainsFunc(sites, func(s store.Site) bool { return base == s.Domain || strings.HasSuffix(base, "."+s.Domain) }) {
+			return bad("%s is not within the account's domains", n)
+		}
+	}
+	return nil
 }

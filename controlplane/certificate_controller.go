@@ -906,6 +906,9 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 	case i < 0:
 		waitFor(c, c.ID+" is not a site of the account", now)
 		return nil, nil
+	case len(c.Domains) == 0 || c.Domains[0] != c.ID:
+		waitFor(c, "the certificate's names do not start with its site "+c.ID, now)
+		return nil, nil
 	case a.AllSites()[i].Generation > a.AppliedGeneration:
 		waitFor(c, "waiting for node "+c.Node+" to serve the site "+c.ID, now)
 		return nil, nil

@@ -400,7 +400,7 @@ func TestNodeRoleDebian(t *testing.T) {
 	for _, want := range []string{"policy drop", "tcp dport 22 accept", "tcp dport { 80, 443 } accept",
 		"meta l4proto { tcp, udp } th dport 53 accept", "th dport 7946 accept", "tcp dport 2223 accept",
 		// Accounts' programs reach other servers' SMTP only through Exim.
-		"meta skuid != { 0 } tcp dport { 25, 465, 587 } reject with tcp reset"} {
+		"meta skuid != { 0 } fib daddr type != local tcp dport { 25, 465, 587 } reject with tcp reset"} {
 		if !strings.Contains(string(rules), want) {
 			t.Errorf("nftables ruleset lacks %q:\n%s", want, rules)
 		}
