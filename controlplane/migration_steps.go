@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -524,7 +526,9 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 				if m.CertKeysNotExported == nil {
 					m.CertKeysNotExported = map[string]string{}
 				}
-				m.CertKeysNotExported[id] = f.GetError()
+				if len(m.CertKeysNotExported) < maxExportedCerts {
+					m.CertKeysNotExported[id] = boundedText(f.GetError(), 512)
+				}
 				continue
 			}
 			failed = append(failed, f)
@@ -533,8 +537,13 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 			return err
 		}
 		m.SealedMailboxes, m.SealedDBUsers, m.SealedCertKeys = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+		// The source's word is bounded before it goes into the record:
+		// the switch installs only keys of the account's own custom
+		// certificates, and a sealed key is a few KiB.
 		for _, k := range r.GetCertificates() {
-			m.SealedCertKeys[k.GetId()] = k.GetSealedPrivateKey()
+			if len(m.SealedCertKeys) < maxExportedCerts && len(k.GetSealedPrivateKey()) <= maxSealedCertKey {
+				m.SealedCertKeys[k.GetId()] = k.GetSealedPrivateKey()
+			}
 		}
 		for _, h := range r.GetMailboxes() {
 			m.SealedMailboxes[h.GetName()] = h.GetSealedHash()
@@ -1066,4 +1075,29 @@ func (mc *migrationController) restoreStep(ctx context.Context, m *store.Migrati
 		return false, nil, permanentErr{"restore " + r.ID + " failed: " + r.Status.Error}
 	}
 	return true, nil, nil
+}
+
+// Bounds on what a source node's credential export may put in the
+// migration record.
+const (
+	maxExportedCerts = 1000
+	maxSealedCertKey = 64 << 10
+)
+
+// boundedText is s cut to at most n bytes, on a rune boundary, with
+// control characters replaced: a node's error text shown to tenants.
+func boundedText(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
