@@ -227,6 +227,12 @@ func (a *RestoreBackup) restoreMailboxHash(ctx context.Context, env *actions.Env
 	return nil
 }
 
+// Bounds on the zone files one restore returns (one file, all of them).
+const (
+	maxZoneFileBytes  = 2 << 20
+	maxZoneFilesBytes = 4 << 20
+)
+
 // readZones reads the backup's zone files into res; the control plane
 // writes the zones back from them. A zone that cannot be read is failed
 // here, and the control plane falls back to its records in the state.
@@ -236,16 +242,24 @@ func (a *RestoreBackup) readZones(ctx context.Context, rr *resticRun, bs *backup
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	total := 0
 	for _, n := range names {
 		if validate.CanonicalDomain(n) != nil {
 			failed("zone:"+n, errors.New("the snapshot's zone tag is not a domain"))
 			continue
 		}
 		out, err := rr.run(ctx, nil, "dump", "--no-lock", bs.zones[n].ID, "/"+zonePath(n))
-		if err != nil {
+		switch {
+		case err != nil:
 			failed("zone:"+n, err)
 			continue
+		case len(out) > maxZoneFileBytes || total+len(out) > maxZoneFilesBytes:
+			// The result crosses the stream and etcd: a zone past the
+			// bounds comes back from the state's records instead.
+			failed("zone:"+n, fmt.Errorf("the zone file is %d bytes: over this restore's bound", len(out)))
+			continue
 		}
+		total += len(out)
 		res.ZoneFiles = append(res.ZoneFiles, &agentpb.BackupZoneFile{Name: n, Text: string(out)})
 	}
 }
