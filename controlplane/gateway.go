@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -157,6 +158,15 @@ func (g *gateway) Enroll(ctx context.Context, req *agentpb.EnrollRequest) (*agen
 		if !st.EnrolledAt.IsZero() {
 			return errAlreadyEnrolled
 		}
+		// A token made for an earlier record of the node (removed and
+		// declared again) names the address it had then.
+		n, err := g.store.GetNode(ctx, c.Node)
+		if err != nil {
+			return err
+		}
+		if want, _ := pki.NodeHosts(nodeHosts(n.Node)); !slices.Equal(want, c.Hosts) {
+			return errStaleHosts
+		}
 		return g.store.UseJoinToken(ctx, c.ID, c.Node, c.ExpiresAt)
 	})
 	source := peerAddr(ctx)
@@ -185,6 +195,10 @@ func (g *gateway) Enroll(ctx context.Context, req *agentpb.EnrollRequest) (*agen
 
 var errAlreadyEnrolled = errors.New("node is already enrolled")
 
+// errStaleHosts: the join token names other addresses than the node's
+// record does now.
+var errStaleHosts = errors.New("join token names another address than the node's record")
+
 func enrollError(err error) (codes.Code, string) {
 	switch {
 	case errors.Is(err, pki.ErrTokenExpired):
@@ -197,6 +211,8 @@ func enrollError(err error) (codes.Code, string) {
 		return codes.PermissionDenied, "join token already used"
 	case errors.Is(err, errAlreadyEnrolled):
 		return codes.PermissionDenied, "node is already enrolled; remove it and issue a new token to re-enrol"
+	case errors.Is(err, errStaleHosts):
+		return codes.PermissionDenied, "join token was made for another address of the node; issue a new token"
 	case errors.Is(err, store.ErrNotFound):
 		return codes.PermissionDenied, "node is not declared in this cluster"
 	}
