@@ -37,23 +37,30 @@ var nodeRoles = []string{"web", "dns", "mail", "db", "backup"}
 // parseRoles reads --roles: a comma-separated list of node roles, any
 // case, each once; the result is upper-case, as the API's NodeRole enum.
 func parseRoles(s string) ([]string, error) {
+	return parseEnumList("role", "--roles", nodeRoles, strings.Split(s, ","))
+}
+
+// parseEnumList reads a list flag of values of an API enum: any case,
+// blanks skipped, at least one, each once, each one of allowed (as the
+// CLI spells them). The result is upper-case, as the enum.
+func parseEnumList(what, flag string, allowed, in []string) ([]string, error) {
 	var out []string
-	for _, r := range strings.Split(s, ",") {
-		r = strings.ToLower(strings.TrimSpace(r))
-		if r == "" {
+	for _, v := range in {
+		v = strings.ToLower(strings.TrimSpace(v))
+		if v == "" {
 			continue
 		}
-		if !slices.Contains(nodeRoles, r) {
-			return nil, cmdline.Usagef("role %q: want any of %s", r, strings.Join(nodeRoles, ","))
+		if !slices.Contains(allowed, v) {
+			return nil, cmdline.Usagef("%s %q: want any of %s", what, v, strings.Join(allowed, ","))
 		}
-		up := strings.ToUpper(r)
+		up := strings.ToUpper(v)
 		if slices.Contains(out, up) {
-			return nil, cmdline.Usagef("role %q given twice", r)
+			return nil, cmdline.Usagef("%s %q given twice", what, v)
 		}
 		out = append(out, up)
 	}
 	if len(out) == 0 {
-		return nil, cmdline.Usagef("--roles needs at least one of %s", strings.Join(nodeRoles, ","))
+		return nil, cmdline.Usagef("%s needs at least one of %s", flag, strings.Join(allowed, ","))
 	}
 	return out, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -339,23 +338,5 @@ var scrapeScopes = []string{"discovery", "metrics", "alerts"}
 // case; cobra has split the commas): at least one known scope, each once.
 // The result is upper-case, as the API's ScrapeScope enum.
 func parseScrapeScopes(in []string) ([]string, error) {
-	var out []string
-	for _, s := range in {
-		s = strings.ToLower(strings.TrimSpace(s))
-		if s == "" {
-			continue
-		}
-		if !slices.Contains(scrapeScopes, s) {
-			return nil, cmdline.Usagef("scope %q: want any of %s", s, strings.Join(scrapeScopes, ","))
-		}
-		up := strings.ToUpper(s)
-		if slices.Contains(out, up) {
-			return nil, cmdline.Usagef("scope %q given twice", s)
-		}
-		out = append(out, up)
-	}
-	if len(out) == 0 {
-		return nil, cmdline.Usagef("--scope needs at least one of %s", strings.Join(scrapeScopes, ","))
-	}
-	return out, nil
+	return parseEnumList("scope", "--scope", scrapeScopes, in)
 }

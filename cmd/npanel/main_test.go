@@ -46,14 +46,21 @@ type proc struct {
 
 func start(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startFrom(t, binary, env, args...)
+}
+
+// startFrom starts bin as a daemon with env added to this process's
+// environment; it is stopped (SIGTERM, then kill after 15 s) and waited
+// for at cleanup, and its output logged when the test failed.
+func startFrom(t testing.TB, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, output: &buf}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -65,10 +72,10 @@ func start(t testing.TB, env []string, args ...string) *proc {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("output of %v:\n%s", args, buf.String())
+			t.Logf("output of %s %v:\n%s", filepath.Base(bin), args, buf.String())
 		}
 	})
-	return p
+	return &proc{cmd: cmd, output: &buf}
 }
 
 // run runs the CLI to completion and returns its output and exit code.

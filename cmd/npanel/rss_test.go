@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,33 +61,6 @@ func buildRelease(t testing.TB, dir, name string) string {
 	return bin
 }
 
-// startBinary starts a daemon from bin rather than this package's binary;
-// stopped like start's daemons at cleanup.
-func startBinary(t testing.TB, bin string, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("output of %s %v:\n%s", filepath.Base(bin), args, buf.String())
-		}
-	})
-	return &proc{cmd: cmd, output: &buf}
-}
-
 func fileSize(t testing.TB, path string) float64 {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -131,8 +102,8 @@ func BenchmarkIdleRSS(b *testing.B) {
 				"--modules", "none", "--gossip-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 				"--migration-listen", testenv.FreeAddr(b)}
 		}
-		agent := startBinary(b, npanelBin, append([]string{"agent"}, agentArgs("idle-1")...)...)
-		slim := startBinary(b, agentBin, agentArgs("idle-2")...)
+		agent := startFrom(b, npanelBin, nil, append([]string{"agent"}, agentArgs("idle-1")...)...)
+		slim := startFrom(b, agentBin, nil, agentArgs("idle-2")...)
 		testenv.WaitFor(b, 20*time.Second, "both agents READY", func() bool {
 			out, _ := run(b, env, "", "ctl", "node", "list")
 			return strings.Count(out, "READY") == 2
