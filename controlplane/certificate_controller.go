@@ -101,23 +101,55 @@ func entryOf(c *store.Certificate) *certEntry {
 type certIndex struct {
 	mu sync.RWMutex
 	m  map[string]*certEntry
+	// byAccount holds each account's certificate ids: every account event
+	// asks for them, and a scan of m per event grew with the cluster.
+	byAccount map[string]map[string]struct{}
 }
 
-func (x *certIndex) put(id string, e *certEntry) {
+func newCertIndex() *certIndex {
+	return &certIndex{m: map[string]*certEntry{}, byAccount: map[string]map[string]struct{}{}}
+}
+
+// put indexes e under id and returns the entry it replaces, if any.
+func (x *certIndex) put(id string, e *certEntry) (prev *certEntry) {
 	x.mu.Lock()
+	defer x.mu.Unlock()
+	prev = x.m[id]
+	if prev != nil && prev.account != e.account {
+		x.unlink(id, prev.account)
+	}
 	x.m[id] = e
-	x.mu.Unlock()
+	ids := x.byAccount[e.account]
+	if ids == nil {
+		ids = map[string]struct{}{}
+		x.byAccount[e.account] = ids
+	}
+	ids[id] = struct{}{}
+	return prev
 }
 
 func (x *certIndex) drop(id string) {
 	x.mu.Lock()
-	delete(x.m, id)
-	x.mu.Unlock()
+	defer x.mu.Unlock()
+	if e := x.m[id]; e != nil {
+		x.unlink(id, e.account)
+		delete(x.m, id)
+	}
+}
+
+// unlink removes id from account's set; x.mu is held.
+func (x *certIndex) unlink(id, account string) {
+	ids := x.byAccount[account]
+	delete(ids, id)
+	if len(ids) == 0 {
+		delete(x.byAccount, account)
+	}
 }
 
 func (x *certIndex) reset() {
 	x.mu.Lock()
 	x.m = map[string]*certEntry{}
+	x.byAccount = map[string]map[string]struct{}{}
 	x.mu.Unlock()
 }
 
@@ -134,15 +166,24 @@ func (x *certIndex) due(now time.Time) []string {
 	return out
 }
 
-// ofAccount returns the ids of account's certificates.
+// hasAccount reports whether account has certificates.
+func (x *certIndex) hasAccount(account string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.byAccount[account]) > 0
+}
+
+// ofAccount returns the ids of account's certificates, sorted.
 func (x *certIndex) ofAccount(account string) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	var out []string
-	for id, e := range x.m {
-		if e.account == account {
-			out = append(out, id)
-		}
+	ids := x.byAccount[account]
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(ids))
+	for id := range ids {
+		out = append(out, id)
 	}
 	slices.Sort(out)
 	return out
@@ -228,7 +269,7 @@ type certController struct {
 // controller; it runs while this replica leads.
 func newCertController(s *Server) (*certController, error) {
 	cfg := s.cfg.ACME
-	cc := &certController{s: s, st: s.store, index: &certIndex{m: map[string]*certEntry{}}, accounts: map[string]uint64{},
+	cc := &certController{s: s, st: s.store, index: newCertIndex(), accounts: map[string]uint64{},
 		sweep: cfg.RenewSweep, retryBase: cfg.RetryBase, retryMax: cfg.RetryMax,
 		orders: map[string]*orderBucket{}, orderBurst: cfg.OrderBurst, orderEvery: cfg.OrderEvery}
 	if cc.orderBurst <= 0 {
@@ -303,10 +344,12 @@ func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
 		return ev.Name, false, false
 	}
 	e := entryOf(c)
-	cc.index.mu.Lock()
-	prev := cc.index.m[ev.Name]
-	cc.index.m[ev.Name] = e
-	cc.index.mu.Unlock()
+	prev := cc.index.put(ev.Name, e)
+	if prev == nil || prev.account != e.account {
+		// Its account's sync decides whether the site is still there
+		// (accountEvent skips accounts that had none).
+		cc.ctl.Enqueue(certAccountKey(e.account))
+	}
 	// A new generation (a renewal asked for, new names) is looked at at
 	// once, even while the certificate waits for its names; its backoff
 	// still holds (nextCertStep).
@@ -339,7 +382,13 @@ func (cc *certController) accountEvent(ev store.Event) (string, bool, bool) {
 	sum := h.Sum64()
 	prev, ok := cc.accounts[ev.Name]
 	cc.accounts[ev.Name] = sum
-	return key, !ok || prev != sum, false
+	if ok && prev == sum {
+		return key, false, false
+	}
+	// An account with no certificate has work only once it is served (a
+	// certificate indexed later queues its account: certEvent).
+	served := a.Node != "" && (a.Status == store.AccountActive || a.Status == store.AccountSuspended) && !a.Deleted
+	return key, served || cc.index.hasAccount(ev.Name), false
 }
 
 // certMailChange queues an account whose mail domains may have changed:
@@ -543,16 +592,19 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The outcomes taken and the events recorded (which land in the audit
+	// log) are one write: a proposal each cost more than the update.
+	b := store.NewBatch()
 	for _, tid := range outcomes {
-		if err := cc.st.ForgetCertificateOutcome(ctx, id, tid); err != nil {
-			return err
-		}
+		b.ConsumeCertificateOutcome(id, tid)
+	}
+	for _, ev := range events {
+		b.Audit(store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
+	}
+	if _, err := cc.st.Commit(ctx, b); err != nil {
+		return err
 	}
 	cc.index.put(id, entryOf(updated))
-	for _, ev := range events {
-		// The certificate's events land in the audit log.
-		_ = cc.st.AppendAudit(ctx, store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
-	}
 	if plan.step == stepWait && !plan.at.IsZero() {
 		if d := time.Until(plan.at); d < cc.sweep {
 			cc.ctl.EnqueueAfter(id, max(d, 0)+10*time.Millisecond)

@@ -249,14 +249,14 @@ func BenchmarkRenewalSweep10k(b *testing.B) {
 	b.ReportMetric(leads[len(leads)/100].Hours()/24, "p1_lead_days")
 
 	// One sweep pass over an index of 10,000 certificates.
-	idx := &certIndex{m: map[string]*certEntry{}}
+	idx := newCertIndex()
 	now := time.Now()
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range n {
 		na := now.Add(time.Duration(rng.Int64N(int64(lifetime))))
 		id := fmt.Sprintf("site%05d.example.com", i)
-		idx.m[id] = &certEntry{state: store.CertIssued, autoRenew: true,
-			notAfter: na, renewAt: renewTime(id, na.Add(-lifetime), na, time.Time{})}
+		idx.put(id, &certEntry{state: store.CertIssued, autoRenew: true,
+			notAfter: na, renewAt: renewTime(id, na.Add(-lifetime), na, time.Time{})})
 	}
 	const passes = 50
 	t0 := time.Now()

@@ -313,8 +313,8 @@ func (s *Store) CertificateOutcomes(ctx context.Context, id string) ([]string, e
 	return out, nil
 }
 
-// ForgetCertificateOutcome removes one done notice once consumed.
-func (s *Store) ForgetCertificateOutcome(ctx context.Context, id, task string) error {
-	_, err := s.cli.Delete(ctx, doneKey(certDoneKind, id, task))
-	return err
+// ConsumeCertificateOutcome deletes the done notice of certificate id's
+// task once the batch's writer has acted on it.
+func (b *Batch) ConsumeCertificateOutcome(id, task string) {
+	b.Consume(doneKey(certDoneKind, id, task))
 }
