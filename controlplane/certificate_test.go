@@ -42,13 +42,14 @@ type fakeCertNode struct {
 	lifetime atomic.Int64 // of issued certificates, ns
 	serial   atomic.Int64
 
-	mu   sync.Mutex
-	seen []*agentpb.Task
+	mu      sync.Mutex
+	seen    []*agentpb.Task
+	seenIDs map[string]bool
 	fail bool            // issueCertificate fails
 	hold map[string]bool // certificate ids whose orders stay unanswered
 }
 
-func startFakeCertNode(t *testing.T, s *testenv.Server, node string) *fakeCertNode {
+func startFakeCertNode(t testing.TB, s *testenv.Server, node string) *fakeCertNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -79,7 +80,7 @@ func startFakeCertNode(t *testing.T, s *testenv.Server, node string) *fakeCertNo
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(der)
-	f := &fakeCertNode{node: node, caKey: key, caCert: ca, hold: map[string]bool{}}
+	f := &fakeCertNode{node: node, caKey: key, caCert: ca, hold: map[string]bool{}, seenIDs: map[string]bool{}}
 	f.lifetime.Store(int64(90 * 24 * time.Hour))
 	f.serial.Store(100)
 	go func() {
@@ -123,9 +124,10 @@ func (f *fakeCertNode) setHold(id string, on bool) {
 	f.mu.Unlock()
 }
 
-func (f *fakeCertNode) answer(t *testing.T, task *agentpb.Task) *agentpb.TaskResult {
+func (f *fakeCertNode) answer(t testing.TB, task *agentpb.Task) *agentpb.TaskResult {
 	f.mu.Lock()
-	if !slices.ContainsFunc(f.seen, func(s *agentpb.Task) bool { return s.GetId() == task.GetId() }) {
+	if !f.seenIDs[task.GetId()] {
+		f.seenIDs[task.GetId()] = true
 		f.seen = append(f.seen, task)
 	}
 	fail := f.fail
@@ -168,7 +170,7 @@ func (f *fakeCertNode) answer(t *testing.T, task *agentpb.Task) *agentpb.TaskRes
 }
 
 // issue makes a leaf for names, signed by the fake CA.
-func (f *fakeCertNode) issue(t *testing.T, names []string) *agentpb.CertificateResult {
+func (f *fakeCertNode) issue(t testing.TB, names []string) *agentpb.CertificateResult {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Error(err)
