@@ -124,6 +124,7 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench . -benchtime 6x -count 1 ./nodeagent/actions/tls/
 	$(GO) test -run '^$$' -bench 'BenchmarkRenewalSweep10k' -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkCertRenewalWave' -benchtime 1x -count 1 -timeout 20m ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkCertificateThroughAPI' -benchtime 5x -count 1 -timeout 20m ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupAccount' -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupWindow' -benchtime 1x -count 1 -timeout 60m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupSchedulePass10k' -count 1 ./controlplane/

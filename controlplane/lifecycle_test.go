@@ -14,7 +14,7 @@ import (
 
 // testUsername returns a name under the reserved test prefix and removes
 // that user from the machine at cleanup, whatever happens in the test.
-func testUsername(t *testing.T) string {
+func testUsername(t testing.TB) string {
 	t.Helper()
 	name := testenv.TestUsername()
 	testenv.RemoveUserAtCleanup(t, name)

@@ -52,7 +52,7 @@ func (l *lockedBuffer) String() string {
 
 // gql posts one GraphQL request as token and keeps the raw response, to
 // be searched for private keys.
-func (n *tlsNode) gql(t *testing.T, token, query string, vars map[string]any, out any) error {
+func (n *tlsNode) gql(t testing.TB, token, query string, vars map[string]any, out any) error {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
 	req, _ := http.NewRequest(http.MethodPost, n.s.URL()+"/graphql", bytes.NewReader(body))
@@ -97,7 +97,7 @@ type tlsNode struct {
 	dns    string // the node's PowerDNS
 }
 
-func startTLSNode(t *testing.T, validity time.Duration, mail bool) *tlsNode {
+func startTLSNode(t testing.TB, validity time.Duration, mail bool, acme ...func(*controlplane.ACMEConfig)) *tlsNode {
 	t.Helper()
 	daemons := []string{"/usr/sbin/nginx", "/usr/sbin/php-fpm8.2", "/usr/sbin/pdns_server", "/usr/bin/pebble"}
 	modules, roles := []string{"web", "dns"}, []string{"WEB", "DNS"}
@@ -130,6 +130,9 @@ func startTLSNode(t *testing.T, validity time.Duration, mail bool) *tlsNode {
 		c.Logger = log
 		c.ACME = controlplane.ACMEConfig{DirectoryURL: n.pebble.DirectoryURL, Email: "hostmaster@example.com", RootCAFile: caFile,
 			RenewSweep: time.Second, RetryBase: 2 * time.Second, RetryMax: 10 * time.Second}
+		for _, f := range acme {
+			f(&c.ACME)
+		}
 	})
 	n.ag = n.s.StartAgent(t, "web-1", testenv.WithModules(t, modules...), func(c *nodeagent.Config) {
 		c.HTTPListen, c.HTTPSListen, c.DNSListen = httpAddr, httpsAddr, dnsAddr
@@ -151,11 +154,17 @@ func startTLSNode(t *testing.T, validity time.Duration, mail bool) *tlsNode {
 	return n
 }
 
-func (n *tlsNode) account(t *testing.T, user string) (id, domain string) {
+func (n *tlsNode) account(t testing.TB, user string) (id, domain string) {
+	t.Helper()
+	return n.accountWith(t, user, 3)
+}
+
+// accountWith is account with a plan of the given number of domains.
+func (n *tlsNode) accountWith(t testing.TB, user string, domains int) (id, domain string) {
 	t.Helper()
 	ctx := context.Background()
 	plan := "tls-" + user
-	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: 3, Mailboxes: 2, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: domains, Mailboxes: 2, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
 	}
 	domain = user + ".example.com"
@@ -187,7 +196,7 @@ type certView struct {
 
 const certFields = `id domains issuedDomains status issuer serial notAfter lastError events { kind message }`
 
-func (n *tlsNode) certificate(t *testing.T, token, domain string) *certView {
+func (n *tlsNode) certificate(t testing.TB, token, domain string) *certView {
 	t.Helper()
 	var out struct {
 		Certificates struct {
@@ -206,7 +215,7 @@ func (n *tlsNode) certificate(t *testing.T, token, domain string) *certView {
 	return nil
 }
 
-func (n *tlsNode) waitCert(t *testing.T, token, domain string, timeout time.Duration, ok func(*certView) bool) *certView {
+func (n *tlsNode) waitCert(t testing.TB, token, domain string, timeout time.Duration, ok func(*certView) bool) *certView {
 	t.Helper()
 	var last *certView
 	testenv.WaitFor(t, timeout, "certificate of "+domain, func() bool {
@@ -219,7 +228,7 @@ func (n *tlsNode) waitCert(t *testing.T, token, domain string, timeout time.Dura
 // served returns the leaf the node's nginx serves for name, verified
 // against Pebble's roots (nil roots: not verified), and the HTTP status
 // and protocol of a GET over it.
-func (n *tlsNode) served(t *testing.T, name string, roots *x509.CertPool) (*x509.Certificate, int, string, error) {
+func (n *tlsNode) served(t testing.TB, name string, roots *x509.CertPool) (*x509.Certificate, int, string, error) {
 	t.Helper()
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{ServerName: name, RootCAs: roots, InsecureSkipVerify: roots == nil},
@@ -270,7 +279,7 @@ func txt(t *testing.T, server, name string) []string {
 
 // noPrivateKeys fails when any etcd value, log line or API response the
 // test produced holds a PEM private key.
-func (n *tlsNode) noPrivateKeys(t *testing.T) {
+func (n *tlsNode) noPrivateKeys(t testing.TB) {
 	t.Helper()
 	resp, err := n.s.RawEtcd(t).Get(context.Background(), "/", clientv3.WithPrefix())
 	if err != nil {
