@@ -45,8 +45,8 @@ type fakeCertNode struct {
 	mu      sync.Mutex
 	seen    []*agentpb.Task
 	seenIDs map[string]bool
-	fail bool            // issueCertificate fails
-	hold map[string]bool // certificate ids whose orders stay unanswered
+	fail    bool            // issueCertificate fails
+	hold    map[string]bool // certificate ids whose orders stay unanswered
 }
 
 func startFakeCertNode(t testing.TB, s *testenv.Server, node string) *fakeCertNode {

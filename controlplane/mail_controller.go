@@ -178,18 +178,20 @@ func mailChange(ev store.Event) (account string, queue, keep bool) {
 	return ev.Name, change == store.MailChangedSpec, change != ""
 }
 
-// placementWatch queues an account whose suspension or node changed:
-// every mail object's ensure carries the suspension, and a new node must be
-// given all of them. The first event of an account queues it only when it
-// is suspended (the mail sources list the rest).
+// placementWatch queues an account whose suspension or node changed, or
+// that its node applied for the first time: every mail object's ensure
+// carries the suspension, a new node must be given all of them, and
+// nothing is sent before the node has the account (syncMail). The first
+// event of an account queues it only when it is suspended (the mail
+// sources list the rest).
 type placementWatch struct {
 	mu   sync.Mutex
 	seen map[string]accountPlacement
 }
 
 type accountPlacement struct {
-	suspended bool
-	node      string
+	suspended, applied bool
+	node               string
 }
 
 func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
@@ -203,7 +205,7 @@ func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
 	if err != nil {
 		return ev.Name, false, false
 	}
-	now := accountPlacement{suspended: h.Suspended, node: h.Node}
+	now := accountPlacement{suspended: h.Suspended, applied: h.AppliedGeneration > 0, node: h.Node}
 	prev, ok := w.seen[ev.Name]
 	w.seen[ev.Name] = now
 	return ev.Name, ok && prev != now || !ok && h.Suspended, false

@@ -83,7 +83,10 @@ func reportedTXT(st *store.MailStatus, selector string) string {
 // has not answered for gets the task that converges it, within budget
 // operations (More says what is left for the next round).
 //
-// One task per object is in flight at most. A mailbox waits for its
+// Nothing is sent before the node has applied the account once: a mail
+// object needs its Linux user and home, and a refusal then would leave it
+// FAILED at that generation (a restored account's mailboxes exist before
+// it is placed). One task per object is in flight at most. A mailbox waits for its
 // domain's first ensure (the node refuses a mailbox of a domain it does
 // not serve); a deleted domain waits until its mailboxes are gone. A
 // failed change is not retried at the same generation; a change of the
@@ -92,7 +95,7 @@ func syncMail(set *store.MailSet, finished map[string]*store.Task, done map[stri
 	sy := &mailSyncer{ch: store.NewMailSync(), finished: finished, budget: budget}
 	ch := sy.ch
 	a := set.Account
-	send := !a.Deleted && a.Node != ""
+	send := !a.Deleted && a.Node != "" && a.AppliedGeneration > 0
 
 	// domainServed: the node holds the domain (an ensure succeeded there).
 	domainServed := map[string]bool{}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,7 +19,7 @@ import (
 const testDomain = "alice.example.com"
 
 func mailSet(suspended bool, domains []*store.MailDomain, boxes []*store.Mailbox) *store.MailSet {
-	set := &store.MailSet{Account: &store.Account{ID: "a1", Username: "alice", Node: "n1", Suspended: suspended},
+	set := &store.MailSet{Account: &store.Account{ID: "a1", Username: "alice", Node: "n1", Suspended: suspended, Generation: 1, AppliedGeneration: 1},
 		Domains: map[string]*store.MailDomain{}, Mailboxes: map[string]*store.Mailbox{}}
 	for _, d := range domains {
 		set.Domains[d.Domain] = d
@@ -74,6 +75,11 @@ func TestSyncMailTasks(t *testing.T) {
 		{"failed stays failed", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{box(2, store.MailStatus{ObservedGeneration: 2, State: store.MailFailed})}), true, nil, false, false},
 		{"in flight", mailSet(false, []*store.MailDomain{dom(2, store.MailStatus{TaskID: "T1", TaskAction: store.MailTaskEnsure, Served: true})}, nil), true, nil, false, false},
 		{"not placed", mailSet(false, []*store.MailDomain{dom(1, store.MailStatus{})}, nil), false, nil, false, false},
+		{"placed, not applied on its node yet", func() *store.MailSet {
+			set := mailSet(false, []*store.MailDomain{dom(1, store.MailStatus{})}, []*store.Mailbox{box(1, store.MailStatus{})})
+			set.Account.AppliedGeneration = 0
+			return set
+		}(), true, nil, false, false},
 		{"deleted mailbox", mailSet(false, []*store.MailDomain{dom(1, served(1))}, []*store.Mailbox{func() *store.Mailbox { m := box(2, applied); m.Deleted = true; return m }()}), true, []string{"delete_mailbox"}, false, false},
 		{"deleted domain waits for its mailboxes", mailSet(false, []*store.MailDomain{func() *store.MailDomain { d := dom(2, served(1)); d.Deleted = true; return d }()}, []*store.Mailbox{box(1, applied)}), true, nil, false, false},
 		{"account moved: the domain first", mailSet(false, []*store.MailDomain{dom(1, onN0(served(1)))}, []*store.Mailbox{box(1, onN0(applied))}), true, []string{"ensure_mail_domain"}, false, false},
@@ -112,6 +118,37 @@ func TestSyncMailTasks(t *testing.T) {
 				t.Fatalf("tasks %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// TestPlacementWatch: an account is queued when its node applies it for
+// the first time (mail waits for that), when it moves and when its
+// suspension changes; not for other changes.
+func TestPlacementWatch(t *testing.T) {
+	w := &placementWatch{seen: map[string]accountPlacement{}}
+	ev := func(a store.Account) store.Event {
+		v, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store.Event{Name: "a1", Value: v}
+	}
+	steps := []struct {
+		name  string
+		a     store.Account
+		queue bool
+	}{
+		{"created", store.Account{ID: "a1", Generation: 1}, false},
+		{"placed", store.Account{ID: "a1", Generation: 1, Node: "n1"}, true},
+		{"provisioning", store.Account{ID: "a1", Generation: 1, Node: "n1", Status: store.AccountProvisioning}, false},
+		{"applied", store.Account{ID: "a1", Generation: 1, AppliedGeneration: 1, Node: "n1", Status: store.AccountActive}, true},
+		{"a new site applied", store.Account{ID: "a1", Generation: 2, AppliedGeneration: 2, Node: "n1", Status: store.AccountActive}, false},
+		{"suspended", store.Account{ID: "a1", Generation: 3, AppliedGeneration: 2, Node: "n1", Suspended: true, Status: store.AccountActive}, true},
+	}
+	for _, s := range steps {
+		if _, queue, _ := w.handle(ev(s.a)); queue != s.queue {
+			t.Errorf("%s: queued %v, want %v", s.name, queue, s.queue)
+		}
 	}
 }
 

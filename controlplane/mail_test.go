@@ -105,6 +105,11 @@ func (f *fakeMailAgent) answer(task *agentpb.Task) *agentpb.TaskResult {
 	f.seen = append(f.seen, task)
 	f.mu.Unlock()
 	switch a := task.GetAction().(type) {
+	case *agentpb.Task_EnsureAccount:
+		// Mail waits for the node to have the account's user.
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Account{Account: &agentpb.AccountResult{Username: a.EnsureAccount.GetUsername(), Uid: 2001, Gid: 2001}}}
+	case *agentpb.Task_DeleteAccount:
+		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Account{Account: &agentpb.AccountResult{Username: a.DeleteAccount.GetUsername()}}}
 	case *agentpb.Task_EnsureMailDomain:
 		res := &agentpb.MailDomainResult{Domain: a.EnsureMailDomain.GetDomain()}
 		for _, k := range a.EnsureMailDomain.GetDkimSelectors() {
