@@ -277,16 +277,19 @@ acl_check_rcpt:
   # database to the whole message, so a message from another server
   # carries recipients of one local domain: the others are deferred
   # (452) and come in the sender's next transaction, each domain judged
-  # by its own settings. A mailbox's own submission is not split (mail
-  # clients give up on a 452): to several local domains it is not
-  # scanned.
+  # by its own settings. Domains judged alike (the same settings and
+  # account, or the filter off) share a message. A mailbox's own
+  # submission is not split (mail clients give up on a 452): to several
+  # local domains judged apart it is not scanned.
+  warn    set acl_m_rkey = %[20]s
   defer   !authenticated = *
-          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_key}{$acl_m_rkey}}}}
           message = 452 4.5.3 one recipient domain per message here; send again for the rest
-  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_key}{$acl_m_rkey}}}}
           set acl_m_multi = 1
   warn    condition = ${if !def:acl_m_dom}
           set acl_m_dom = $acl_m_rdom
+          set acl_m_key = $acl_m_rkey
   accept
 
 acl_check_data:
@@ -382,8 +385,16 @@ dovecot_login:
   server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
 `, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
 		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
-		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner), nil
+		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner,
+		spamKey), nil
 }
+
+// spamKey expands, for the recipient domain in $acl_m_rdom, to what DATA
+// judges its mail by: its spam settings and, when the filter is on, its
+// account (whose Bayes database spamd uses). Recipients whose keys agree
+// can share one message.
+const spamKey = "${if eq{${lookup{enabled}lsearch{$acl_m_rdom/spam}{$value}{no}}}{yes}" +
+	"{${readfile{$acl_m_rdom/spam}{,}}${if exists{$acl_m_rdom/owner}{${readfile{$acl_m_rdom/owner}{}}}}}{off}}"
 
 func dedupe(s []string) []string {
 	seen := map[string]bool{}
