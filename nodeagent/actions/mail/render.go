@@ -162,6 +162,7 @@ func renderExim(in configInput) (string, error) {
 		avScanner = fmt.Sprintf("av_scanner = clamd:%s\n", m.ClamdSocket)
 		avACL = "  deny    malware = *\n          message = message rejected: it contains malware ($malware_name)\n"
 	}
+	from := ownerOf(domains, "${domain:$item}")
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
 primary_hostname = %[1]s
 spool_directory = %[2]s
@@ -209,7 +210,7 @@ acl_check_rcpt:
           condition = ${if !eqi{$sender_address}{$authenticated_id}}
           message = sender address must be the address you logged in as
   deny    authenticated = *
-          ratelimit = 300 / 1h / per_rcpt / strict / $authenticated_id
+          ratelimit = %[21]d / 1h / per_rcpt / strict / $authenticated_id
           message = sending rate limit exceeded for $authenticated_id
   accept  authenticated = *
           domains = ! +local_domains
@@ -295,6 +296,11 @@ acl_check_rcpt:
 acl_check_data:
   warn    condition = ${if def:acl_m_spf}
           add_header = $acl_m_spf
+  # DKIM signs by the envelope sender, which RCPT ties to the login; the
+  # From: header a recipient sees is held to the login's account too.
+  deny    authenticated = *
+          condition = %[22]s
+          message = %[23]s
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
           condition = ${if or{{!match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}{!def:h_In-Reply-To:}{>{$message_size}{65536}}}}
           message = relay not permitted
@@ -386,7 +392,21 @@ dovecot_login:
 `, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
 		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
 		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner,
-		spamKey), nil
+		spamKey, sendRate,
+		"${if forany{${addresses:$h_From:}}{or{{eq{"+from+"}{}}{!eq{"+from+"}{"+ownerOf(domains, "${domain:$authenticated_id}")+"}}}}}",
+		"550 5.7.1 the From: header must be an address in one of the domains of the account you logged in to"), nil
+}
+
+// sendRate is how many recipients an hour one mailbox (authenticated
+// SMTP) or one account's Linux user (local submission) may send to.
+const sendRate = 300
+
+// ownerOf expands to the account owning the hosted domain dom (an
+// expansion), or "" when the domain is not hosted here. filter=subdir
+// keeps "." and ".." from naming DomainsDir or its parent.
+func ownerOf(domains, dom string) string {
+	return "${lookup{${lc:" + dom + "}}dsearch,ret=full,filter=subdir{" + domains +
+		"}{${if exists{$value/owner}{${readfile{$value/owner}{}}}}}}"
 }
 
 // spamKey expands, for the recipient domain in $acl_m_rdom, to what DATA
