@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(pingChildEnv) != "" {
 		os.Exit(clamdPingChild())
 	}
+	if os.Getenv(sendmailChildEnv) != "" {
+		os.Exit(sendmailChild())
+	}
 	testenv.MainRemovingTestUsers(m)
 }
 

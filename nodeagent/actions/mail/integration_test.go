@@ -150,8 +150,8 @@ func TestMailFlow(t *testing.T) {
 
 	t.Run("NoSendingAsAnother", func(t *testing.T) {
 		err := s.submit(alice, pwAlice, []string{"friend@remote.example.net"}, message(carol, "friend@remote.example.net", "forged", "x"))
-		if err != nil {
-			t.Fatalf("header From is not checked, only the envelope: %v", err)
+		if code := smtpCode(err); code != 550 {
+			t.Fatalf("header From of another account: %v, want 550", err)
 		}
 		c, err := smtpSubmitAs(s, alice, pwAlice, carol, "friend@remote.example.net")
 		if code := smtpCode(err); code != 550 {

@@ -162,6 +162,7 @@ func renderExim(in configInput) (string, error) {
 		avScanner = fmt.Sprintf("av_scanner = clamd:%s\n", m.ClamdSocket)
 		avACL = "  deny    malware = *\n          message = message rejected: it contains malware ($malware_name)\n"
 	}
+	from := ownerOf(domains, "${domain:$item}")
 	return fmt.Sprintf(`# Written by the npanel agent; changes are overwritten.
 primary_hostname = %[1]s
 spool_directory = %[2]s
@@ -183,6 +184,12 @@ domainlist local_domains = dsearch,ret=full,filter=dir;%[11]s
 spamd_address = %[17]s
 %[19]sacl_smtp_rcpt = acl_check_rcpt
 acl_smtp_data = acl_check_data
+acl_not_smtp = acl_check_not_smtp
+# A program on the node (sendmail -f, PHP's mail()) may set its envelope
+# sender, else Exim ignores -f and sends as login@node, whose bounces
+# never reach the account. acl_check_not_smtp refuses a domain hosted
+# here for another account; local SMTP (-bs) is held to it at RCPT.
+untrusted_set_sender = *
 host_lookup =
 rfc1413_hosts =
 deliver_drop_privilege = true
@@ -209,8 +216,16 @@ acl_check_rcpt:
           condition = ${if !eqi{$sender_address}{$authenticated_id}}
           message = sender address must be the address you logged in as
   deny    authenticated = *
-          ratelimit = 300 / 1h / per_rcpt / strict / $authenticated_id
+          ratelimit = %[21]d / 1h / per_rcpt / strict / $authenticated_id
           message = sending rate limit exceeded for $authenticated_id
+  # Local SMTP (-bs) from an account's program: no host, no AUTH, and
+  # untrusted_set_sender lets it name its sender, so the sender rule of
+  # acl_check_not_smtp applies here too.
+  deny    condition = ${if !def:sender_host_address}
+          !authenticated = *
+          condition = ${if !or{{=={$caller_uid}{0}}{=={$caller_uid}{$exim_uid}}}}
+          condition = %[24]s
+          message = %[25]s
   accept  authenticated = *
           domains = ! +local_domains
           control = submission/sender_retain
@@ -277,21 +292,35 @@ acl_check_rcpt:
   # database to the whole message, so a message from another server
   # carries recipients of one local domain: the others are deferred
   # (452) and come in the sender's next transaction, each domain judged
-  # by its own settings. A mailbox's own submission is not split (mail
-  # clients give up on a 452): to several local domains it is not
-  # scanned.
+  # by its own settings. Domains judged alike (the same settings and
+  # account, or the filter off) share a message. A mailbox's own
+  # submission is not split (mail clients give up on a 452): to several
+  # local domains judged apart it is not scanned.
+  warn    set acl_m_rkey = %[20]s
   defer   !authenticated = *
-          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+          condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_key}{$acl_m_rkey}}}}
           message = 452 4.5.3 one recipient domain per message here; send again for the rest
-  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_dom}{$acl_m_rdom}}}}
+  warn    condition = ${if and{{def:acl_m_dom}{!eq{$acl_m_key}{$acl_m_rkey}}}}
           set acl_m_multi = 1
   warn    condition = ${if !def:acl_m_dom}
           set acl_m_dom = $acl_m_rdom
+          set acl_m_key = $acl_m_rkey
   accept
 
 acl_check_data:
   warn    condition = ${if def:acl_m_spf}
           add_header = $acl_m_spf
+  # DKIM signs by the envelope sender, which RCPT ties to the login; the
+  # From: header a recipient sees is held to the login's account too.
+  deny    authenticated = *
+          condition = %[22]s
+          message = %[23]s
+  # Local SMTP (-bs), as at RCPT.
+  deny    condition = ${if !def:sender_host_address}
+          !authenticated = *
+          condition = ${if !or{{=={$caller_uid}{0}}{=={$caller_uid}{$exim_uid}}}}
+          condition = %[26]s
+          message = %[27]s
   deny    condition = ${if eq{$acl_m_autoreply}{1}}
           condition = ${if or{{!match{$h_Auto-Submitted:}{\N^\s*auto-replied\N}}{!def:h_In-Reply-To:}{>{$message_size}{65536}}}}
           message = relay not permitted
@@ -311,6 +340,31 @@ acl_check_data:
           add_header = X-Spam-Report: $spam_bar
   warn    condition = ${if eq{${lookup{action}lsearch{$acl_m_dom/spam}}}{junk_folder}}
           add_header = X-NPanel-Spam-Folder: Junk
+  accept
+
+# Mail a program on the node submits without SMTP (sendmail, PHP's
+# mail()). Root and Exim itself (bounces) are trusted callers; an
+# account's user sends at the rate a mailbox may, and never as a domain
+# hosted here for another account: its own domains, the node's name and
+# foreign domains stay open, as on the Internet.
+acl_check_not_smtp:
+  # Exim mails a refusal below to the envelope sender the caller chose,
+  # with the refused message attached: to another account's address, or
+  # past the rate limit to anyone. The report (Exim's own, as its user)
+  # is dropped; the caller sees its exit status (the text with -oep) and
+  # the log keeps the reason.
+  discard condition = ${if =={$caller_uid}{$exim_uid}}
+          senders = :
+          condition = ${if eq{$h_Subject:}{Mail failure - rejected by local scanning code}}
+          condition = ${if match{$message_body}{\N^A message that you sent was rejected by the local scanning code\N}}
+          log_message = report of a refused local submission dropped
+  accept  condition = ${if or{{=={$caller_uid}{0}}{=={$caller_uid}{$exim_uid}}}}
+  deny    ratelimit = %[21]d / 1h / per_rcpt / strict / uid-$caller_uid
+          message = sending rate limit exceeded for local user $sender_ident (at most %[21]d recipients an hour)
+  deny    condition = %[24]s
+          message = %[25]s
+  deny    condition = %[26]s
+          message = %[27]s
   accept
 
 begin routers
@@ -382,8 +436,42 @@ dovecot_login:
   server_condition = ${lookup{${domain:$auth1}}dsearch,ret=full,filter=dir{%[11]s}{${if or{{exists{$value/suspended}}{eq{${lookup{${local_part:$auth1}}lsearch{$value/nologin}{y}{n}}}{y}}}{no}{yes}}}{no}}
 `, in.Mailname, m.SpoolDir, m.EximLogPat, m.RunDir, m.EximUser, m.EximGroup,
 		strings.Join(dedupe(ports), " : "), strings.Join(ifaces, " ; "), in.Listen.smtps.port,
-		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner), nil
+		m.TLSDir, domains, remote, relayTransport, m.DKIMDir, m.DovecotBaseDir, in.Listen.smtp.port, m.SpamdSocket, avACL, avScanner,
+		spamKey, sendRate,
+		"${if forany{${addresses:$h_From:}}{or{{eq{"+from+"}{}}{!eq{"+from+"}{"+ownerOf(domains, "${domain:$authenticated_id}")+"}}}}}",
+		"550 5.7.1 the From: header must be an address in one of the domains of the account you logged in to",
+		"${if and{{def:sender_address_domain}{"+foreignToCaller(domains, "$sender_address_domain")+"}}}",
+		"sender domain $sender_address_domain is not one of your account's domains",
+		"${if forany{${addresses:$h_From:}}{"+foreignToCaller(domains, "${domain:$item}")+"}}",
+		"the From: header must not be an address in a domain hosted here for another account"), nil
 }
+
+// sendRate is how many recipients an hour one mailbox (authenticated
+// SMTP) or one account's Linux user (local submission) may send to.
+const sendRate = 300
+
+// ownerOf expands to the account owning the hosted domain dom (an
+// expansion), or "" when the domain is not hosted here. filter=subdir
+// keeps "." and ".." from naming DomainsDir or its parent.
+func ownerOf(domains, dom string) string {
+	return "${lookup{${lc:" + dom + "}}dsearch,ret=full,filter=subdir{" + domains +
+		"}{${if exists{$value/owner}{${readfile{$value/owner}{}}}}}}"
+}
+
+// foreignToCaller is a condition (for ${if}): dom is hosted here and its
+// account's Linux user (the owner file names it) is not the calling
+// process's user.
+func foreignToCaller(domains, dom string) string {
+	return "eq{${lookup{${lc:" + dom + "}}dsearch,ret=full,filter=subdir{" + domains +
+		"}{${if exists{$value/owner}{${if eq{${extract{2}{:}{${lookup passwd{${readfile{$value/owner}{}}}}}}}{$caller_uid}{mine}{foreign}}}{mine}}}{mine}}}{foreign}"
+}
+
+// spamKey expands, for the recipient domain in $acl_m_rdom, to what DATA
+// judges its mail by: its spam settings and, when the filter is on, its
+// account (whose Bayes database spamd uses). Recipients whose keys agree
+// can share one message.
+const spamKey = "${if eq{${lookup{enabled}lsearch{$acl_m_rdom/spam}{$value}{no}}}{yes}" +
+	"{${readfile{$acl_m_rdom/spam}{,}}${if exists{$acl_m_rdom/owner}{${readfile{$acl_m_rdom/owner}{}}}}}{off}}"
 
 func dedupe(s []string) []string {
 	seen := map[string]bool{}

@@ -135,3 +135,69 @@ func TestSpamSettingsPerRecipientDomain(t *testing.T) {
 		}
 	})
 }
+
+// TestSpamSplitOnlyWhenJudgedApart: recipients of two local domains share
+// a message from another server when DATA would judge them alike (the
+// same spam settings and account, whose Bayes database spamd uses, or the
+// filter off for both); otherwise the second domain is deferred (452).
+func TestSpamSplitOnlyWhenJudgedApart(t *testing.T) {
+	s := startStackWith(t, false)
+	tag := &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 50, Action: agentpb.MailSpamAction_MAIL_SPAM_ACTION_TAG}
+	tag60 := &agentpb.MailSpamSettings{Enabled: true, ScoreTenths: 60, Action: agentpb.MailSpamAction_MAIL_SPAM_ACTION_TAG}
+	acctA, acctB := s.newAccount(t), s.newAccount(t)
+	mk := func(acct string, spam *agentpb.MailSpamSettings) string {
+		dom := randomDomain(t)
+		s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom, Spam: spam})
+		addr := "box@" + dom
+		s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acct, Address: addr, SealedPassword: s.seal(t, addr, pwAlice), QuotaMb: 50})
+		return addr
+	}
+	aTag1, aTag2, aTag60, aOff1, aOff2 := mk(acctA, tag), mk(acctA, tag), mk(acctA, tag60), mk(acctA, nil), mk(acctA, nil)
+	bTag, bOff := mk(acctB, tag), mk(acctB, nil)
+	// second reports whether the second recipient was accepted beside the
+	// first (else it was deferred with 452).
+	second := func(first, other string) bool {
+		c, err := smtpDialPlain(s.p.SMTPListen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Mail("x@elsewhere.example.org", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt(first, nil); err != nil {
+			t.Fatalf("RCPT %s: %v", first, err)
+		}
+		rcptErr := c.Rcpt(other, nil)
+		if rcptErr != nil && smtpCode(rcptErr) != 452 {
+			t.Fatalf("RCPT %s: %v", other, rcptErr)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.Write([]byte(message("x@elsewhere.example.org", first, "split", "hello")))
+		if err := w.Close(); err != nil {
+			t.Fatalf("DATA: %v", err)
+		}
+		return rcptErr == nil
+	}
+	for _, c := range []struct {
+		name         string
+		first, other string
+		together     bool
+	}{
+		{"SameAccountSameSettings", aTag1, aTag2, true},
+		{"BothOffSameAccount", aOff1, aOff2, true},
+		{"BothOffTwoAccounts", aOff1, bOff, true},
+		{"SameAccountOtherScore", aTag1, aTag60, false},
+		{"SameAccountFilterOff", aTag1, aOff1, false},
+		{"TwoAccountsSameSettings", aTag1, bTag, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := second(c.first, c.other); got != c.together {
+				t.Fatalf("%s and %s in one message: %v, want %v", c.first, c.other, got, c.together)
+			}
+		})
+	}
+}
