@@ -410,3 +410,37 @@ func TestMigrationCustomCertificatePendingInstall(t *testing.T) {
 		t.Fatalf("certificate on web-2: %+v", c)
 	}
 }
+
+// A revocation asked for on the target is not undone by a rollback: the
+// record goes back to the source with the revocation still to make.
+func TestMigrationRollbackKeepsRevocation(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain, _ := orderedOn(t, e.st, a, "web-1")
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.State == store.CertIssued && c.Status.TaskID == ""
+	})
+	if _, err := e.st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) {
+		c.Revoke, c.RevokeReason = true, 1
+		c.Generation++
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	testenv.WaitFor(t, 15*time.Second, "back on web-1", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-1"
+	})
+	c, _ := e.st.GetCertificate(ctx, domain)
+	// The revocation goes on from the source (here it waits: no ACME
+	// server is configured).
+	if !c.Revoke || hasEventWith(c, "moved", "still serves") || !hasEventWith(c, "moved", "revocation asked for") {
+		t.Fatalf("after the rollback: revoke %t, %s, gen %d/%d, events %+v", c.Revoke, c.Status.State, c.Generation, c.Status.ObservedGeneration, c.Status.Events)
+	}
+}

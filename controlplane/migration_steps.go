@@ -1073,7 +1073,7 @@ func moveCertForward(c *store.Certificate, m *store.Migration, to, from string, 
 		task = &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_InstallCertificate{InstallCertificate: &agentpb.InstallCertificateAction{
 			Id: c.ID, Username: m.Username, Site: c.ID, ChainPem: []byte(chain), SealedPrivateKey: sealed, Mail: c.Mail, AllowUntrusted: true}}}
 		return "moved", "serial " + serial + " moves with the account onto node " + to + ": its key, exported from node " + from +
-			", is installed there (migration " + m.ID + ")", task
+			", is sent there to be installed (migration " + m.ID + ")", task
 	case st.ChainPEM == "":
 		return "placed", "onto node " + to + " with the account; nothing was served (migration " + m.ID + ")", nil
 	}
@@ -1087,8 +1087,10 @@ func moveCertForward(c *store.Certificate, m *store.Migration, to, from string, 
 func moveCertBack(c *store.Certificate, m *store.Migration, to string) (kind, msg string) {
 	st := &c.Status
 	src, ok := m.CertsAtSource[c.ID]
-	if !ok || st.TaskID != "" {
-		if !c.Custom {
+	// Not over a task in flight (its result would overwrite it), nor
+	// over a revocation asked for since (the serial may be the same).
+	if !ok || st.TaskID != "" || c.Revoke {
+		if !c.Custom && (st.TaskID != "" || !c.Revoke) {
 			// Left to the controller: ordered again on the source
 			// once its task is done.
 			return "", ""
@@ -1096,6 +1098,9 @@ func moveCertBack(c *store.Certificate, m *store.Migration, to string) (kind, ms
 		c.Node = to
 		c.Generation++
 		c.SealedKey = nil
+		if c.Revoke {
+			return "moved", "back onto node " + to + ", where the revocation asked for is made (migration " + m.ID + ")"
+		}
 		return "moved", "back onto node " + to + ", which kept its key (migration " + m.ID + ")"
 	}
 	c.Node = to
