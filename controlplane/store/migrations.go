@@ -105,11 +105,12 @@ type Migration struct {
 	SourceGID       uint32            `json:"sourceGid,omitempty"`
 	SealedMailboxes map[string][]byte `json:"sealedMailboxes,omitempty"`
 	SealedDBUsers   map[string][]byte `json:"sealedDbUsers,omitempty"`
-	// SealedCertKeys are the private keys of the account's installed
-	// certificates, by certificate id, sealed to the target
-	// (CertificateKeySealContext); CertKeysNotExported says why a key
-	// could not be, by id: that certificate is reported unserved at the
-	// switch, never moved silently.
+	// SealedCertKeys are the private keys the account's certificates
+	// (installed and ordered) are served with, by certificate id, sealed
+	// to the target (CertificateKeySealContext); CertKeysNotExported
+	// says why a key could not be, by id: that certificate is reported
+	// unserved at the switch (an ordered one is ordered again), never
+	// moved silently.
 	SealedCertKeys      map[string][]byte `json:"sealedCertKeys,omitempty"`
 	CertKeysNotExported map[string]string `json:"certKeysNotExported,omitempty"`
 	// ExportedCertChains are the chains whose keys SealedCertKeys holds,
