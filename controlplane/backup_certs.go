@@ -27,8 +27,15 @@ func (bc *backupController) restoreCertificates(ctx context.Context, r *store.Re
 	now := time.Now().UTC()
 	for _, sc := range state.Certificates {
 		item := "certificate:" + sc.ID
-		if a.SiteIndex(sc.ID) < 0 {
+		i := a.SiteIndex(sc.ID)
+		if i < 0 {
 			continue // the site is not the account's any more
+		}
+		if a.AllSites()[i].AliasOf != "" {
+			// A parked site is served by its target's certificate and
+			// has no record of its own (the controller would only
+			// remove one written here).
+			continue
 		}
 		var err error
 		if sc.Custom {

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -133,6 +134,89 @@ func TestRestoreAllBringsCertificatesBack(t *testing.T) {
 	}
 	audit, _, _, err := st.ListAudit(ctx, store.AuditFilter{Action: "certificate.unserved", Target: shop}, "", 10)
 	if err != nil || len(audit) != 1 {
+		t.Fatalf("audit %+v, %v", audit, err)
+	}
+}
+
+// A backup's state that names a certificate for a parked (alias) site,
+// which is served by its target's certificate and has none of its own,
+// does not get one written by a whole-account restore.
+func TestRestoreAllSkipsAliasCertificate(t *testing.T) {
+	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Backup.Sweep = 500 * time.Millisecond })
+	st := s.Store()
+	ctx := context.Background()
+	n1, n2 := startBackupNode(t, s, "web-1"), startBackupNode(t, s, "web-2")
+	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "web", DiskMB: 100, BandwidthMB: 1000, Domains: 5, Mailboxes: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateBackupTarget(ctx, &store.BackupTarget{Name: "s3", Kind: store.TargetS3, Endpoint: "http://127.0.0.1:9", Bucket: "b"}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	const domain, park = "bkalias.example.com", "park-bkalias.example.com"
+	acct, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "bkalias", Domain: domain, Plan: "web", Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.AddAliasDomain(ctx, acct.ID, park, domain); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the alias served", func() bool {
+		a, _, err := st.GetAccount(ctx, acct.ID)
+		return err == nil && a.SiteIndex(park) >= 0 && a.Status == store.AccountActive && a.AppliedGeneration >= a.Generation
+	})
+	n1.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if task.GetBackupAccount() != nil {
+			return backupResult(&agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1})
+		}
+		return nil
+	})
+	b := &store.Backup{ID: store.NewBackupID("bkalias", time.Now()), Account: "bkalias", AccountID: acct.ID, Owner: "admin", Node: "web-1", Target: "s3"}
+	if err := st.CreateBackup(ctx, b, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "backup succeeded", func() bool {
+		got, err := st.GetBackup(ctx, b.ID)
+		return err == nil && got.Status.State == store.BackupSucceeded
+	})
+	var state controlplane.BackupState
+	if err := json.Unmarshal(n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson(), &state); err != nil {
+		t.Fatal(err)
+	}
+	// As a backup taken while the alias was a site of its own says.
+	state.Certificates = append(state.Certificates, controlplane.BackupStateCertChain{ID: park, Domains: []string{park}})
+	stateJSON, err := json.Marshal(&state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RemoveNode(ctx, "web-1", store.NewAuditEvent("test", "", "removeNode", "web-1", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if r := task.GetRestoreBackup(); r != nil {
+			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
+				res.Restored = []string{"files", "state"}
+			}
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: res}}
+		}
+		return nil
+	})
+	r := &store.Restore{ID: store.NewRestoreID("bkalias", time.Now()), Backup: b.ID, Account: "bkalias", AccountID: acct.ID, Owner: "admin",
+		What: store.RestoreAll, InPlace: true, Node: "web-2", Requester: "admin"}
+	if err := st.CreateRestore(ctx, r, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *store.Restore
+	testenv.WaitFor(t, 30*time.Second, "restore finished", func() bool {
+		rr, _, err := st.GetRestoreRev(ctx, r.ID)
+		got = rr
+		return err == nil && restoreDone(rr.Status.State)
+	})
+	if slices.Contains(got.Status.Restored, "certificate:"+park) || slices.ContainsFunc(got.Status.Failed, func(f store.BackupItemFailure) bool { return f.Item == "certificate:"+park }) {
+		t.Fatalf("restore: %s, restored %v, failed %+v", got.Status.State, got.Status.Restored, got.Status.Failed)
+	}
+	audit, _, _, err := st.ListAudit(ctx, store.AuditFilter{Action: "certificate.requested", Target: park}, "", 10)
+	if err != nil || len(audit) != 0 {
 		t.Fatalf("audit %+v, %v", audit, err)
 	}
 }

@@ -68,7 +68,16 @@ func servedLeaf(addr, host string) (*x509.Certificate, error) {
 // source exports its key sealed to the target, the target installs it,
 // and the target's nginx serves it by SNI; the record points at the
 // target, ISSUED, and no key is ever in clear in etcd.
-func TestMigrationE2ECustomCertificate(t *testing.T) {
+func TestMigrationE2ECustomCertificate(t *testing.T) { migrateServedCertificateE2E(t, false) }
+
+// An ordered certificate moves the same way: the target serves the very
+// leaf the source served, and the record stays an automatic one, renewed
+// on its schedule, with nothing ordered again. (The certificate is put
+// on the source by an install, then its record made an ordered one: the
+// node keeps the same files either way, and no ACME server is needed.)
+func TestMigrationE2EOrderedCertificate(t *testing.T) { migrateServedCertificateE2E(t, true) }
+
+func migrateServedCertificateE2E(t *testing.T, ordered bool) {
 	testenv.RequireDaemon(t, "/usr/sbin/nginx")
 	testenv.RequireDaemon(t, "/usr/sbin/php-fpm8.2")
 	needMigrationHost(t)
@@ -110,6 +119,19 @@ func TestMigrationE2ECustomCertificate(t *testing.T) {
 		return err == nil && bytes.Equal(got.Raw, leaf.Raw)
 	}
 	testenv.WaitFor(t, time.Minute, "the source serves the installed certificate", func() bool { return serves(src.Config.HTTPSListen) })
+	if ordered {
+		testenv.WaitFor(t, time.Minute, "the certificate ISSUED on the source", func() bool {
+			c, err := s.Store().GetCertificate(ctx, domain)
+			return err == nil && c.Status.State == store.CertIssued && c.Status.TaskID == "" && c.Status.ObservedGeneration == c.Generation
+		})
+		if _, err := s.Store().UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) {
+			c.Custom, c.CustomChainPEM, c.AllowUntrusted, c.Auto, c.AutoRenew = false, "", false, true, true
+			c.Domains = []string{domain, "www." + domain}
+			return nil, nil
+		}, store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if serves(dst.Config.HTTPSListen) {
 		t.Fatal("the target serves the certificate before the migration")
 	}
@@ -125,8 +147,14 @@ func TestMigrationE2ECustomCertificate(t *testing.T) {
 		c, err = s.Admin.Certificate(ctx, domain)
 		return err == nil && c != nil && c.Node != nil && *c.Node == dst.Name && c.Status == "ISSUED" && c.ObservedGeneration == c.Generation
 	})
-	if !c.Custom || c.ChainPEM == nil || !strings.Contains(*c.ChainPEM, strings.TrimSpace(strings.Split(certPEM, "\n")[1])) {
+	if c.Custom == ordered || c.ChainPEM == nil || !strings.Contains(*c.ChainPEM, strings.TrimSpace(strings.Split(certPEM, "\n")[1])) {
 		t.Fatalf("certificate after the move: %+v", c)
+	}
+	if ordered {
+		sc, err := s.Store().GetCertificate(ctx, domain)
+		if err != nil || !sc.Auto || !sc.AutoRenew || sc.Status.RenewAt.IsZero() || len(sc.SealedKey) != 0 {
+			t.Fatalf("ordered certificate after the move: %+v, %v", sc, err)
+		}
 	}
 	// A real TLS client with SNI on the target gets the installed leaf.
 	testenv.WaitFor(t, 30*time.Second, "the target serves the installed certificate by SNI", func() bool { return serves(dst.Config.HTTPSListen) })

@@ -182,3 +182,265 @@ func TestMigrationCustomCertificateKeyNotExported(t *testing.T) {
 		t.Fatalf("%d installs without a key", n)
 	}
 }
+
+// orderedOn makes the site's certificate of a an ordered (ACME) one that
+// node serves, renewed automatically.
+func orderedOn(t *testing.T, st *store.Store, a *client.Account, node string) (string, *store.Certificate) {
+	t.Helper()
+	ctx := context.Background()
+	domain := a.Username + ".example.com"
+	// The site's automatic names, so that nothing asks for others.
+	names := []string{domain, "www." + domain}
+	certPEM, _, _, leaf := boughtCert(t, names...)
+	c, err := st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) {
+		c.Account, c.Node, c.Domains = a.ID, node, names
+		c.Custom, c.CustomChainPEM, c.SealedKey, c.Auto, c.AutoRenew = false, "", nil, true, true
+		c.Status = store.CertStatus{State: store.CertIssued, ObservedGeneration: c.Generation, ChainPEM: certPEM,
+			Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+			IssuedDomains: leaf.DNSNames, RenewAt: leaf.NotAfter.Add(-10 * 24 * time.Hour)}
+		return nil, nil
+	}, store.AuditEvent{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return domain, c
+}
+
+func hasEventWith(c *store.Certificate, kind string, parts ...string) bool {
+	for _, ev := range c.Status.Events {
+		if ev.Kind != kind {
+			continue
+		}
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(ev.Message, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// An ordered certificate moves as an installed one does: its served key
+// is exported sealed to the target and installed there with the served
+// chain; nothing is ordered again, and it stays automatically renewed.
+// The finished migration keeps no sealed key.
+func TestMigrationMovesOrderedCertificate(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain, before := orderedOn(t, e.st, a, "web-1")
+	id := e.create(t, a, "web-2")
+	m := e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+
+	exp := e.n1.tasks("exportCredentials")
+	if len(exp) == 0 || len(exp[0].GetExportCredentials().GetCertificates()) != 1 ||
+		string(exp[0].GetExportCredentials().GetCertificates()[0].GetChainPem()) != before.Status.ChainPEM {
+		t.Fatalf("export tasks on web-1: %v", exp)
+	}
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.State == store.CertIssued && c.Status.ObservedGeneration == c.Generation
+	})
+	inst := e.n2.tasks("installCertificate")
+	if len(inst) != 1 || string(inst[0].GetInstallCertificate().GetSealedPrivateKey()) != "sealed-key:"+domain ||
+		string(inst[0].GetInstallCertificate().GetChainPem()) != before.Status.ChainPEM {
+		t.Fatalf("install tasks on web-2: %v", inst)
+	}
+	c, _ := e.st.GetCertificate(ctx, domain)
+	if c.Custom || !c.Auto || !c.AutoRenew || len(c.SealedKey) != 0 || c.Status.ChainPEM != before.Status.ChainPEM ||
+		c.Status.Serial != before.Status.Serial || c.Status.RenewAt.IsZero() || !c.Status.RenewAt.Before(c.Status.NotAfter) {
+		t.Fatalf("certificate on web-2: %+v", c)
+	}
+	if !hasEventWith(c, "moved", "serial "+before.Status.Serial, "web-2") {
+		t.Fatalf("no move event: %+v", c.Status.Events)
+	}
+	if n := len(e.n2.tasks("issueCertificate")); n != 0 {
+		t.Fatalf("%d orders on web-2", n)
+	}
+	m, _ = e.st.GetMigration(ctx, m.ID)
+	if len(m.SealedCertKeys)+len(m.SealedMailboxes)+len(m.SealedDBUsers)+len(m.ExportedCertChains) != 0 {
+		t.Fatalf("the finished migration keeps sealed secrets: %d keys", len(m.SealedCertKeys))
+	}
+}
+
+// When the ordered certificate's key cannot come, it is ordered again on
+// the target, and its record says why: never silently.
+func TestMigrationOrderedCertificateKeyNotExported(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain, before := orderedOn(t, e.st, a, "web-1")
+	e.n1.setFail("exportCredentials-partial", true)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	c, err := e.st.GetCertificate(ctx, domain)
+	if err != nil || c.Node != "web-2" || c.Status.State == store.CertIssued || c.Status.ChainPEM != "" || c.Generation <= before.Generation {
+		t.Fatalf("certificate: %+v, %v", c, err)
+	}
+	if !hasEventWith(c, "unserved", "the served key does not match", "ordered again on node web-2") {
+		t.Fatalf("events: %+v", c.Status.Events)
+	}
+	audit, _, _, err := e.st.ListAudit(ctx, store.AuditFilter{Action: "certificate.unserved", Target: domain}, "", 10)
+	if err != nil || len(audit) != 1 {
+		t.Fatalf("audit %+v, %v", audit, err)
+	}
+	if n := len(e.n2.tasks("installCertificate")); n != 0 {
+		t.Fatalf("%d installs without a key", n)
+	}
+}
+
+// The target refusing the install (say the key does not unseal there)
+// falls back to ordering again, with the failure in the record.
+func TestMigrationOrderedCertificateInstallFails(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain, _ := orderedOn(t, e.st, a, "web-1")
+	e.n2.setFail("installCertificate", true)
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	testenv.WaitFor(t, 15*time.Second, "the install failed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Status.TaskID == "" && c.Status.Failures > 0
+	})
+	c, _ := e.st.GetCertificate(ctx, domain)
+	if c.Node != "web-2" || c.Status.State != store.CertFailed || c.Status.ChainPEM != "" || c.Generation <= c.Status.ObservedGeneration ||
+		!strings.Contains(c.Status.LastError, "installCertificate fails") {
+		t.Fatalf("certificate: %s, chain %d bytes, gen %d/%d, %q", c.Status.State, len(c.Status.ChainPEM), c.Generation, c.Status.ObservedGeneration, c.Status.LastError)
+	}
+}
+
+// A rollback gives the source's certificate back to the record: the
+// source kept serving it, even when its key did not come to the target.
+func TestMigrationRollbackRestoresCertificates(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		custom    bool
+		keyStayed bool
+	}{
+		{"installed-key-left-behind", true, true},
+		{"ordered-moved", false, false},
+		{"ordered-key-left-behind", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, accts := newMigEnv(t, 1)
+			ctx := context.Background()
+			a := accts[0]
+			var domain string
+			if tc.custom {
+				domain = installedOn(t, e.st, a, "web-1")
+			} else {
+				domain, _ = orderedOn(t, e.st, a, "web-1")
+			}
+			before, _ := e.st.GetCertificate(ctx, domain)
+			e.n1.setFail("exportCredentials-partial", tc.keyStayed)
+			id := e.create(t, a, "web-2")
+			e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+			testenv.WaitFor(t, 15*time.Second, "settled on web-2", func() bool {
+				c, err := e.st.GetCertificate(ctx, domain)
+				return err == nil && c.Node == "web-2" && c.Status.TaskID == "" && (tc.keyStayed || c.Status.State == store.CertIssued)
+			})
+			if m, _ := e.st.GetMigration(ctx, id); len(m.CertsAtSource) != 1 {
+				t.Fatalf("the source's certificates are not kept for a rollback: %d", len(m.CertsAtSource))
+			}
+			e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+			m := e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+			testenv.WaitFor(t, 15*time.Second, "back on web-1", func() bool {
+				c, err := e.st.GetCertificate(ctx, domain)
+				return err == nil && c.Node == "web-1" && c.Status.TaskID == ""
+			})
+			c, _ := e.st.GetCertificate(ctx, domain)
+			if c.Status.State != store.CertIssued || c.Status.ChainPEM != before.Status.ChainPEM || c.Status.Serial != before.Status.Serial ||
+				c.Status.LastError != "" || c.Status.ObservedGeneration != c.Generation || len(c.SealedKey) != 0 {
+				t.Fatalf("after the rollback: %s, chain same %t, %q, gen %d/%d", c.Status.State, c.Status.ChainPEM == before.Status.ChainPEM,
+					c.Status.LastError, c.Generation, c.Status.ObservedGeneration)
+			}
+			if !c.Custom && !c.Status.RenewAt.Equal(before.Status.RenewAt) {
+				t.Fatalf("renewal at %s, was %s", c.Status.RenewAt, before.Status.RenewAt)
+			}
+			if ev := c.Status.Events[len(c.Status.Events)-1]; ev.Kind != "moved" || !strings.Contains(ev.Message, "still serves serial "+before.Status.Serial) {
+				t.Fatalf("last event %+v", ev)
+			}
+			if n := len(e.n1.tasks("installCertificate")) + len(e.n1.tasks("issueCertificate")); n != 0 {
+				t.Fatalf("%d tasks on the source, which kept its certificate", n)
+			}
+			if m, _ = e.st.GetMigration(ctx, m.ID); len(m.CertsAtSource)+len(m.SealedCertKeys) != 0 {
+				t.Fatalf("the rolled back migration keeps %d certificates", len(m.CertsAtSource))
+			}
+		})
+	}
+}
+
+// An installation pending on the source at the migration (its key sealed
+// to the source) does not reach the target with the served
+// certificate's key: the target installs the chain whose key was
+// exported.
+func TestMigrationCustomCertificatePendingInstall(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain := installedOn(t, e.st, a, "web-1")
+	served, _ := e.st.GetCertificate(ctx, domain)
+	newPEM, _, _, _ := boughtCert(t, domain)
+	e.n1.setHold("installCertificate", true)
+	if _, err := e.st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) {
+		c.CustomChainPEM, c.SealedKey = newPEM, []byte("sealed-to-web-1")
+		c.Generation++
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the install sent to web-1", func() bool { return len(e.n1.tasks("installCertificate")) == 1 })
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	e.n1.setHold("installCertificate", false)
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.TaskID == "" && c.Status.ObservedGeneration == c.Generation
+	})
+	inst := e.n2.tasks("installCertificate")
+	if len(inst) != 1 || string(inst[0].GetInstallCertificate().GetChainPem()) != served.Status.ChainPEM ||
+		string(inst[0].GetInstallCertificate().GetSealedPrivateKey()) != "sealed-key:"+domain {
+		t.Fatalf("install tasks on web-2: %v", inst)
+	}
+	c, _ := e.st.GetCertificate(ctx, domain)
+	if c.Status.ChainPEM != served.Status.ChainPEM || c.CustomChainPEM != served.Status.ChainPEM || !hasEventWith(c, "moved", "install it again") {
+		t.Fatalf("certificate on web-2: %+v", c)
+	}
+}
+
+// A revocation asked for on the target is not undone by a rollback: the
+// record goes back to the source with the revocation still to make.
+func TestMigrationRollbackKeepsRevocation(t *testing.T) {
+	e, accts := newMigEnv(t, 1)
+	ctx := context.Background()
+	a := accts[0]
+	domain, _ := orderedOn(t, e.st, a, "web-1")
+	id := e.create(t, a, "web-2")
+	e.wait(t, id, "DONE", migStatus(store.MigrationDone))
+	testenv.WaitFor(t, 15*time.Second, "installed on web-2", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-2" && c.Status.State == store.CertIssued && c.Status.TaskID == ""
+	})
+	if _, err := e.st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) {
+		c.Revoke, c.RevokeReason = true, 1
+		c.Generation++
+		return nil, nil
+	}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	e.request(t, id, func(m *store.Migration) { m.RollbackRequested = true })
+	e.wait(t, id, "ROLLED_BACK", migStatus(store.MigrationRolledBack))
+	testenv.WaitFor(t, 15*time.Second, "back on web-1", func() bool {
+		c, err := e.st.GetCertificate(ctx, domain)
+		return err == nil && c.Node == "web-1"
+	})
+	c, _ := e.st.GetCertificate(ctx, domain)
+	// The revocation goes on from the source (here it waits: no ACME
+	// server is configured).
+	if !c.Revoke || hasEventWith(c, "moved", "still serves") || !hasEventWith(c, "moved", "revocation asked for") {
+		t.Fatalf("after the rollback: revoke %t, %s, gen %d/%d, events %+v", c.Revoke, c.Status.State, c.Generation, c.Status.ObservedGeneration, c.Status.Events)
+	}
+}

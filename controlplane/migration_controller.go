@@ -384,22 +384,28 @@ func (mc *migrationController) endFlow(ctx context.Context, id string, now time.
 		if nextStep(m) >= 0 {
 			return nil, store.ErrUnchanged
 		}
+		// The sealed hashes and keys serve the switch onto the target
+		// only; what the source served, a rollback until finalized.
 		switch currentFlow(m) {
 		case flowMigrate:
 			m.Status = store.MigrationDone
 			if m.FinalizeAfter.IsZero() {
 				m.FinalizeAfter = now.Add(mc.cfg.Grace)
 			}
+			m.ForgetSecrets(false)
 		case flowCancel:
 			if m.Error != "" {
 				m.Status = store.MigrationFailed
 			} else {
 				m.Status = store.MigrationCancelled
 			}
+			m.ForgetSecrets(true)
 		case flowRollback:
 			m.Status, m.CutOver = store.MigrationRolledBack, false
+			m.ForgetSecrets(true)
 		case flowFinalize:
 			m.FinalizedAt = now
+			m.ForgetSecrets(true)
 		default:
 			return nil, store.ErrUnchanged
 		}

@@ -12,6 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -308,7 +310,7 @@ func (mc *migrationController) stepTask(ctx context.Context, m *store.Migration,
 	case name == stepFinalSync:
 		return sync(true), m.FromNode, nil
 	case name == stepCredentials:
-		certs, err := mc.servedCustomCerts(ctx, m)
+		certs, err := mc.servedCerts(ctx, m)
 		if err != nil {
 			return nil, "", err
 		}
@@ -537,12 +539,25 @@ func applyStepResult(m *store.Migration, st *store.MigrationStep, t *store.Task,
 			return err
 		}
 		m.SealedMailboxes, m.SealedDBUsers, m.SealedCertKeys = map[string][]byte{}, map[string][]byte{}, map[string][]byte{}
+		m.ExportedCertChains = map[string]string{}
+		// Each key is the one of the chain the task named: the target
+		// installs that chain with it, whatever the record says by then.
+		var spec agentpb.Task
+		if err := proto.Unmarshal(t.Spec, &spec); err != nil {
+			return fmt.Errorf("the export task: %w", err)
+		}
+		chains := map[string]string{}
+		for _, c := range spec.GetExportCredentials().GetCertificates() {
+			chains[c.GetId()] = string(c.GetChainPem())
+		}
 		// The source's word is bounded before it goes into the record:
-		// the switch installs only keys of the account's own custom
-		// certificates, and a sealed key is a few KiB.
+		// the switch installs only keys of certificates the task named
+		// (the account's own), and a sealed key is a few KiB.
 		for _, k := range r.GetCertificates() {
-			if len(m.SealedCertKeys) < maxExportedCerts && len(k.GetSealedPrivateKey()) <= maxSealedCertKey {
+			chain := chains[k.GetId()]
+			if chain != "" && len(m.SealedCertKeys) < maxExportedCerts && len(k.GetSealedPrivateKey()) <= maxSealedCertKey {
 				m.SealedCertKeys[k.GetId()] = k.GetSealedPrivateKey()
+				m.ExportedCertChains[k.GetId()] = chain
 			}
 		}
 		for _, h := range r.GetMailboxes() {
@@ -582,6 +597,10 @@ func failRecord(m *store.Migration, st *store.MigrationStep, why string, now tim
 		// What is left of the flow is not run: the migration waits
 		// FAILED for an operator (a rollback after the cutover).
 		m.Status = store.MigrationFailed
+		// The sealed secrets serve nothing any more (the switch was
+		// made, or will not be); what the source served stays for a
+		// rollback.
+		m.ForgetSecrets(false)
 		for i := range m.Steps {
 			if m.Steps[i].Status == store.StepPending {
 				m.Steps[i].Status = store.StepSkipped
@@ -729,6 +748,11 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 		return permanentErr{fmt.Sprintf("node %s: %v", to, err)}
 	}
 	forward := to == m.ToNode
+	if forward {
+		if err := mc.keepCertsAtSource(ctx, m); err != nil {
+			return err
+		}
+	}
 	ev := store.NewAuditEvent("system", mc.s.id, "migration.switch", m.Username, "ok: onto node "+to+" (migration "+m.ID+")")
 	_, err = mc.st.MoveAccount(ctx, m.Account, func(a *store.Account) error {
 		if a.Deleted {
@@ -800,7 +824,7 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 			return err
 		}
 	}
-	if err := mc.moveCustomCerts(ctx, m, to, from, forward); err != nil {
+	if err := mc.moveCerts(ctx, m, to, from, forward); err != nil {
 		return err
 	}
 	if !data {
@@ -871,74 +895,115 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 	return nil
 }
 
-// servedCustomCerts lists the account's installed (custom) certificates
-// that its source node serves: their keys are exported sealed to the
-// target with the password hashes. Ordered certificates are not: the
-// target orders its own (certificate controller).
-func (mc *migrationController) servedCustomCerts(ctx context.Context, m *store.Migration) ([]*agentpb.ExportCertificate, error) {
+// servedCerts lists the account's certificates that its source node
+// serves, installed and ordered alike: their keys are exported sealed to
+// the target with the password hashes, each only if it is the key of the
+// chain named here.
+func (mc *migrationController) servedCerts(ctx context.Context, m *store.Migration) ([]*agentpb.ExportCertificate, error) {
 	all, err := mc.st.ListCertificates(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []*agentpb.ExportCertificate
 	for _, c := range all {
-		if c.Account == m.Account && c.Custom && c.Node == m.FromNode && !c.Deleting && c.Status.ChainPEM != "" {
+		if c.Account == m.Account && c.Node == m.FromNode && !c.Deleting && !c.Revoke && c.Status.ChainPEM != "" {
 			out = append(out, &agentpb.ExportCertificate{Id: c.ID, ChainPem: []byte(c.Status.ChainPEM)})
 		}
 	}
 	return out, nil
 }
 
-// moveCustomCerts points the account's installed certificates at node to.
-// Forward, each takes the key the source exported sealed to the target:
-// the certificate controller installs it there (InstallCertificateAction)
-// and the target's nginx serves it. A certificate without an exported key
-// (the source was down, or the key could not be read) is not left looking
-// ISSUED with nobody serving it: its record says where the key stayed and
-// that it must be installed again, with an event in the audit log.
-// Moving back, the source still holds its keys: nothing is sent. A record
-// already on to is left alone, so the step may run again after a crash.
-func (mc *migrationController) moveCustomCerts(ctx context.Context, m *store.Migration, to, from string, forward bool) error {
+// keepCertsAtSource records, before the switch moves them, what the
+// source serves of the account's certificates: a rollback gives it back.
+// What an earlier pass recorded stays (the step may run again).
+func (mc *migrationController) keepCertsAtSource(ctx context.Context, m *store.Migration) error {
+	all, err := mc.st.ListCertificates(ctx)
+	if err != nil {
+		return err
+	}
+	snap := map[string]store.CertAtSource{}
+	for _, c := range all {
+		st := &c.Status
+		if c.Account != m.Account || c.Node != m.FromNode || c.Deleting || st.ChainPEM == "" || len(snap) >= maxExportedCerts {
+			continue
+		}
+		snap[c.ID] = store.CertAtSource{State: st.State, ChainPEM: st.ChainPEM, Serial: st.Serial, Issuer: st.Issuer,
+			NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewAt: st.RenewAt, IssuedDomains: slices.Clone(st.IssuedDomains)}
+	}
+	if len(snap) == 0 {
+		return nil
+	}
+	_, err = mc.update(ctx, m.ID, func(m *store.Migration) ([]*store.ObjectTask, error) {
+		changed := false
+		for id, s := range snap {
+			if _, ok := m.CertsAtSource[id]; !ok {
+				if m.CertsAtSource == nil {
+					m.CertsAtSource = map[string]store.CertAtSource{}
+				}
+				m.CertsAtSource[id], changed = s, true
+			}
+		}
+		if !changed {
+			return nil, store.ErrUnchanged
+		}
+		return nil, nil
+	})
+	return err
+}
+
+// moveCerts points the account's certificates on node from at node to.
+//
+// Forward, a certificate whose served key the source exported (sealed to
+// the target) moves with it, with the chain of that key. An installed
+// one takes the sealed key into its record and the certificate
+// controller installs it (InstallCertificateAction); an ordered one is
+// installed by the task written here with its record, and keeps its
+// renewal schedule (the same validity gives the same renewal time). If
+// that install fails, the record's bumped generation makes the
+// controller order it again on the target.
+//
+// Without its key (the source was down, the key could not be read), an
+// installed certificate is not left looking ISSUED with nobody serving
+// it: its record says where the key stayed and that it must be installed
+// again. An ordered one is ordered again on the target. Either way with
+// an event and an audit entry, never silently.
+//
+// Moving back (rollback), the source still serves what it served at the
+// switch: the record gets that state back (CertsAtSource) and nothing is
+// sent. A record already on to is left alone, so the step may run again
+// after a crash.
+func (mc *migrationController) moveCerts(ctx context.Context, m *store.Migration, to, from string, forward bool) error {
 	all, err := mc.st.ListCertificates(ctx)
 	if err != nil {
 		return err
 	}
 	now := mc.now()
 	for _, c := range all {
-		if c.Account != m.Account || !c.Custom || c.Node != from || c.Deleting {
+		if c.Account != m.Account || c.Node != from || c.Deleting {
 			continue
 		}
 		var kind, msg string
 		_, err := mc.st.UpdateCertificate(ctx, c.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
-			if c.Account != m.Account || !c.Custom || c.Node != from || c.Deleting {
+			if c.Account != m.Account || c.Node != from || c.Deleting {
 				return nil, store.ErrUnchanged
 			}
-			c.Node = to
-			c.Generation++
-			c.SealedKey = nil
-			sealed := m.SealedCertKeys[c.ID]
-			switch {
-			case forward && len(sealed) > 0:
-				c.SealedKey = sealed
-				kind, msg = "moved", "the installed certificate moves with the account onto node "+to+" (migration "+m.ID+")"
-			case !forward:
-				kind, msg = "moved", "back onto node "+to+", which kept its key (migration "+m.ID+")"
-			case c.Status.ChainPEM == "":
-				kind, msg = "moved", "onto node "+to+"; nothing was served (migration "+m.ID+")"
-			default:
-				why := "the source node was not reachable"
-				if r := m.CertKeysNotExported[c.ID]; r != "" {
-					why = r
-				} else if !m.Restore {
-					why = "its key was not exported"
-				}
-				kind, msg = "unserved", keyLeftBehind(c, from, why)
+			var task *agentpb.Task
+			if forward {
+				kind, msg, task = moveCertForward(c, m, to, from, now)
+			} else {
+				kind, msg = moveCertBack(c, m, to)
+			}
+			if kind == "" {
+				return nil, store.ErrUnchanged
 			}
 			c.AddEvent(now, kind, msg)
 			if kind == "unserved" {
 				c.Status.LastError = msg
 			}
-			return nil, nil
+			if task == nil {
+				return nil, nil
+			}
+			return []*store.CertTask{{Node: to, Spec: task, CreatedBy: "migration/" + m.ID, Track: true}}, nil
 		}, store.AuditEvent{})
 		if err != nil && !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("certificate %s: %w", c.ID, err)
@@ -953,6 +1018,100 @@ func (mc *migrationController) moveCustomCerts(ctx context.Context, m *store.Mig
 		}
 	}
 	return nil
+}
+
+// moveCertForward points c at the target: the event to record (kind ""
+// leaves c as it is) and, for an ordered certificate whose key came, the
+// install to send there.
+func moveCertForward(c *store.Certificate, m *store.Migration, to, from string, now time.Time) (kind, msg string, task *agentpb.Task) {
+	st := &c.Status
+	sealed, chain := m.SealedCertKeys[c.ID], m.ExportedCertChains[c.ID]
+	if !c.Custom && st.TaskID != "" {
+		// An order or renewal in flight on the source: its key is not
+		// the exported one. The controller orders the certificate again
+		// on the target once the task is done.
+		msg = "a task was in flight on node " + from + " at the switch (migration " + m.ID + "): ordered again on node " + to + " once it is done"
+		if n := len(st.Events); n > 0 && st.Events[n-1].Message == msg {
+			return "", "", nil
+		}
+		return "placed", msg, nil
+	}
+	why := "the source node was not reachable"
+	if r := m.CertKeysNotExported[c.ID]; r != "" {
+		why = r
+	} else if !m.Restore {
+		why = "its key was not exported"
+	}
+	c.Node = to
+	c.Generation++
+	c.SealedKey = nil
+	switch {
+	case c.Custom && len(sealed) > 0:
+		c.SealedKey = sealed
+		msg = "the installed certificate moves with the account onto node " + to + " (migration " + m.ID + ")"
+		if chain != "" && chain != c.CustomChainPEM {
+			// The chain last installed is not the one served: its key
+			// was sealed to the source and cannot move. The served one
+			// does, with its own key; a pair the target would refuse
+			// is never sent.
+			c.CustomChainPEM = chain
+			msg += "; the certificate installed last was not served yet on node " + from + " and stays there: install it again"
+		}
+		return "moved", msg, nil
+	case c.Custom && st.ChainPEM == "":
+		return "moved", "onto node " + to + "; nothing was served (migration " + m.ID + ")", nil
+	case c.Custom:
+		return "unserved", keyLeftBehind(c, from, why), nil
+	case len(sealed) > 0 && chain != "":
+		serial := st.Serial
+		// Served again once the target has installed it: the result
+		// gives the chain, validity and renewal time back.
+		clearServed(c)
+		// The chain is one this control plane's ACME server issued and
+		// the source served: the target does not hold it to the system
+		// roots (a private or staging CA is no reason to order again).
+		task = &agentpb.Task{Generation: c.Generation, Action: &agentpb.Task_InstallCertificate{InstallCertificate: &agentpb.InstallCertificateAction{
+			Id: c.ID, Username: m.Username, Site: c.ID, ChainPem: []byte(chain), SealedPrivateKey: sealed, Mail: c.Mail, AllowUntrusted: true}}}
+		return "moved", "serial " + serial + " moves with the account onto node " + to + ": its key, exported from node " + from +
+			", is sent there to be installed (migration " + m.ID + ")", task
+	case st.ChainPEM == "":
+		return "placed", "onto node " + to + " with the account; nothing was served (migration " + m.ID + ")", nil
+	}
+	msg = "serial " + st.Serial + " is not served on node " + to + ": its key stayed on node " + from + " (" + why + "); it is ordered again on node " + to
+	clearServed(c)
+	return "unserved", msg, nil
+}
+
+// moveCertBack points c back at the source, which kept its key and
+// chain: the record gets back what the source served at the switch.
+func moveCertBack(c *store.Certificate, m *store.Migration, to string) (kind, msg string) {
+	st := &c.Status
+	src, ok := m.CertsAtSource[c.ID]
+	// Not over a task in flight (its result would overwrite it), nor
+	// over a revocation asked for since (the serial may be the same).
+	if !ok || st.TaskID != "" || c.Revoke {
+		if !c.Custom && (st.TaskID != "" || !c.Revoke) {
+			// Left to the controller: ordered again on the source
+			// once its task is done.
+			return "", ""
+		}
+		c.Node = to
+		c.Generation++
+		c.SealedKey = nil
+		if c.Revoke {
+			return "moved", "back onto node " + to + ", where the revocation asked for is made (migration " + m.ID + ")"
+		}
+		return "moved", "back onto node " + to + ", which kept its key (migration " + m.ID + ")"
+	}
+	c.Node = to
+	c.SealedKey = nil
+	st.State, st.ChainPEM, st.Serial, st.Issuer = src.State, src.ChainPEM, src.Serial, src.Issuer
+	st.NotBefore, st.NotAfter, st.RenewAt, st.IssuedDomains = src.NotBefore, src.NotAfter, src.RenewAt, slices.Clone(src.IssuedDomains)
+	st.LastError, st.Failures, st.NextAttempt = "", 0, time.Time{}
+	st.PartialOrders, st.PartialRetryAt = 0, time.Time{}
+	// What the source serves is what was asked for: nothing to send.
+	st.ObservedGeneration = c.Generation
+	return "moved", "back onto node " + to + ", which still serves serial " + src.Serial + " (migration " + m.ID + ")"
 }
 
 // activeOn: the account is ensured on node (its newest generation

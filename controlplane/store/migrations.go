@@ -105,13 +105,20 @@ type Migration struct {
 	SourceGID       uint32            `json:"sourceGid,omitempty"`
 	SealedMailboxes map[string][]byte `json:"sealedMailboxes,omitempty"`
 	SealedDBUsers   map[string][]byte `json:"sealedDbUsers,omitempty"`
-	// SealedCertKeys are the private keys of the account's installed
-	// certificates, by certificate id, sealed to the target
-	// (CertificateKeySealContext); CertKeysNotExported says why a key
-	// could not be, by id: that certificate is reported unserved at the
-	// switch, never moved silently.
+	// SealedCertKeys are the private keys the account's certificates
+	// (installed and ordered) are served with, by certificate id, sealed
+	// to the target (CertificateKeySealContext); CertKeysNotExported
+	// says why a key could not be, by id: that certificate is reported
+	// unserved at the switch (an ordered one is ordered again), never
+	// moved silently.
 	SealedCertKeys      map[string][]byte `json:"sealedCertKeys,omitempty"`
 	CertKeysNotExported map[string]string `json:"certKeysNotExported,omitempty"`
+	// ExportedCertChains are the chains whose keys SealedCertKeys holds,
+	// by id: the target installs that chain, never another with the key.
+	ExportedCertChains map[string]string `json:"exportedCertChains,omitempty"`
+	// CertsAtSource is what the source served of each certificate when
+	// the switch pointed it at the target: a rollback gives it back.
+	CertsAtSource map[string]CertAtSource `json:"certsAtSource,omitempty"`
 
 	// CutOver: the account's records point at the target (rollback
 	// points them back). SuspendedAt is when the source was suspended;
@@ -131,6 +138,28 @@ type Migration struct {
 
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// CertAtSource is a certificate's served state on a migration's source.
+type CertAtSource struct {
+	State         CertState `json:"state"`
+	ChainPEM      string    `json:"chainPEM"`
+	Serial        string    `json:"serial,omitempty"`
+	Issuer        string    `json:"issuer,omitempty"`
+	NotBefore     time.Time `json:"notBefore,omitzero"`
+	NotAfter      time.Time `json:"notAfter,omitzero"`
+	RenewAt       time.Time `json:"renewAt,omitzero"`
+	IssuedDomains []string  `json:"issuedDomains,omitempty"`
+}
+
+// ForgetSecrets drops what the migration keeps only for its switch onto
+// the target (the sealed hashes and keys); with source, also what a
+// rollback would give back, once none can come any more.
+func (m *Migration) ForgetSecrets(source bool) {
+	m.SealedMailboxes, m.SealedDBUsers, m.SealedCertKeys, m.ExportedCertChains = nil, nil, nil, nil
+	if source {
+		m.CertsAtSource = nil
+	}
 }
 
 // Closed reports whether the migration is over and holds its account no
