@@ -573,9 +573,9 @@ func (*RevokeMigrationResult) Descriptor() ([]byte, []int) {
 // seal_to (a node's public key, DER), with the contexts
 // MailPasswordHashSealContext(address) and
 // DatabasePasswordHashSealContext(name). Hashes are never returned clear.
-// Installed (custom) certificates' private keys go the same way, sealed
-// with CertificateKeySealContext(id): what the target's
-// InstallCertificateAction unseals.
+// The private keys of the certificates the sites serve, installed or
+// ordered, go the same way, sealed with CertificateKeySealContext(id): what
+// the target's InstallCertificateAction unseals.
 type ExportCredentialsAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
@@ -652,7 +652,7 @@ func (x *ExportCredentialsAction) GetCertificates() []*ExportCertificate {
 	return nil
 }
 
-// ExportCertificate names an installed certificate whose key is exported:
+// ExportCertificate names a served certificate whose key is exported:
 // the key the site's vhost serves, only when it matches the leaf of
 // chain_pem (the chain the control plane's record says is served).
 type ExportCertificate struct {
