@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/npanel/npanel/controlplane/controller"
 	"github.com/npanel/npanel/controlplane/store"
@@ -101,13 +102,48 @@ func entryOf(c *store.Certificate) *certEntry {
 type certIndex struct {
 	mu sync.RWMutex
 	m  map[string]*certEntry
-	// byAccount holds each account's certificate ids: every account event
-	// asks for them, and a scan of m per event grew with the cluster.
-	byAccount map[string]map[string]struct{}
+	// byAccount holds each account's certificate ids, and byDomain those
+	// with a name under each registrable domain (the zones a zone event
+	// names are at or under one): every account and zone event asks, and
+	// a scan of m per event grew with the cluster. Slices, not sets: an
+	// account or domain has few certificates, and a map per key cost
+	// more than the index.
+	byAccount map[string][]string
+	byDomain  map[string][]string
 }
 
 func newCertIndex() *certIndex {
-	return &certIndex{m: map[string]*certEntry{}, byAccount: map[string]map[string]struct{}{}}
+	return &certIndex{m: map[string]*certEntry{}, byAccount: map[string][]string{}, byDomain: map[string][]string{}}
+}
+
+// registrables returns the registrable domains of e's names, each once.
+func (e *certEntry) registrables() []string {
+	var out []string
+	for _, d := range e.domains {
+		d = strings.TrimPrefix(d, "*.")
+		if reg, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+			d = reg
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func link(sets map[string][]string, key, id string) {
+	if !slices.Contains(sets[key], id) {
+		sets[key] = append(sets[key], id)
+	}
+}
+
+func unlink(sets map[string][]string, key, id string) {
+	ids := slices.DeleteFunc(sets[key], func(s string) bool { return s == id })
+	if len(ids) == 0 {
+		delete(sets, key)
+		return
+	}
+	sets[key] = ids
 }
 
 // put indexes e under id and returns the entry it replaces, if any.
@@ -115,16 +151,14 @@ func (x *certIndex) put(id string, e *certEntry) (prev *certEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	prev = x.m[id]
-	if prev != nil && prev.account != e.account {
-		x.unlink(id, prev.account)
+	if prev != nil {
+		x.unlinkEntry(id, prev)
 	}
 	x.m[id] = e
-	ids := x.byAccount[e.account]
-	if ids == nil {
-		ids = map[string]struct{}{}
-		x.byAccount[e.account] = ids
+	link(x.byAccount, e.account, id)
+	for _, reg := range e.registrables() {
+		link(x.byDomain, reg, id)
 	}
-	ids[id] = struct{}{}
 	return prev
 }
 
@@ -132,24 +166,24 @@ func (x *certIndex) drop(id string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if e := x.m[id]; e != nil {
-		x.unlink(id, e.account)
+		x.unlinkEntry(id, e)
 		delete(x.m, id)
 	}
 }
 
-// unlink removes id from account's set; x.mu is held.
-func (x *certIndex) unlink(id, account string) {
-	ids := x.byAccount[account]
-	delete(ids, id)
-	if len(ids) == 0 {
-		delete(x.byAccount, account)
+// unlinkEntry removes id, indexed as e, from the sets; x.mu is held.
+func (x *certIndex) unlinkEntry(id string, e *certEntry) {
+	unlink(x.byAccount, e.account, id)
+	for _, reg := range e.registrables() {
+		unlink(x.byDomain, reg, id)
 	}
 }
 
 func (x *certIndex) reset() {
 	x.mu.Lock()
 	x.m = map[string]*certEntry{}
-	x.byAccount = map[string]map[string]struct{}{}
+	x.byAccount = map[string][]string{}
+	x.byDomain = map[string][]string{}
 	x.mu.Unlock()
 }
 
@@ -177,14 +211,7 @@ func (x *certIndex) hasAccount(account string) bool {
 func (x *certIndex) ofAccount(account string) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	ids := x.byAccount[account]
-	if len(ids) == 0 {
-		return nil
-	}
-	out := make([]string, 0, len(ids))
-	for id := range ids {
-		out = append(out, id)
-	}
+	out := slices.Clone(x.byAccount[account])
 	slices.Sort(out)
 	return out
 }
@@ -215,13 +242,21 @@ func (x *certIndex) onNode(node string) []string {
 	return out
 }
 
-// waitingIn returns the certificates waiting for a name inside zone.
+// waitingIn returns the certificates with a name inside zone that wait
+// for names, or may be about to: one pending and not in flight may be in
+// a sync that read the zone before this event and is about to record it
+// waiting, and would then miss the event that ends the wait.
 func (x *certIndex) waitingIn(zone string) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	reg, err := publicsuffix.EffectiveTLDPlusOne(zone)
+	if err != nil {
+		reg = zone
+	}
 	var out []string
-	for id, e := range x.m {
-		if !e.waitingNames && !(e.partial && !e.inFlight) {
+	for _, id := range x.byDomain[reg] {
+		e := x.m[id]
+		if !(e.waitingNames || e.pending || e.partial) || e.inFlight {
 			continue
 		}
 		for _, d := range e.domains {
