@@ -151,10 +151,13 @@ func (x *certIndex) put(id string, e *certEntry) (prev *certEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	prev = x.m[id]
+	x.m[id] = e
+	if prev != nil && prev.account == e.account && slices.Equal(prev.domains, e.domains) {
+		return prev // most writes change only the status
+	}
 	if prev != nil {
 		x.unlinkEntry(id, prev)
 	}
-	x.m[id] = e
 	link(x.byAccount, e.account, id)
 	for _, reg := range e.registrables() {
 		link(x.byDomain, reg, id)
