@@ -420,3 +420,45 @@ func TestCertOrderBucket(t *testing.T) {
 		t.Fatal("two tokens after 30s")
 	}
 }
+
+// TestCertFailuresStayUnderCALimit drives a certificate whose every order
+// fails through the controller's own decisions (record, then nextCertStep
+// each minute) for a week at the default timing: no hour ever holds more
+// than 5 orders, Let's Encrypt's failed-validation limit per hostname
+// (an order validates each name at most once: obtain drops a failing name
+// rather than asking again), and orders keep coming, at most a day apart.
+func TestCertFailuresStayUnderCALimit(t *testing.T) {
+	const caLimit = 5
+	cc := &certController{s: &Server{}, retryBase: defaultRetryBase, retryMax: defaultRetryMax}
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	c := &store.Certificate{ID: "a.example", Domains: []string{"a.example"}, AutoRenew: true, Generation: 1}
+	var orders []time.Time
+	for now := start; now.Before(start.Add(7 * day)); now = now.Add(time.Minute) {
+		if p := nextCertStep(c, now); p.step != stepIssue {
+			continue
+		}
+		orders = append(orders, now)
+		id := fmt.Sprintf("T%d", len(orders))
+		c.Status.TaskID, c.Status.TaskGeneration = id, c.Generation
+		cc.record(c, map[string]*store.Task{id: {ID: id, Action: actionIssueCert, Status: store.TaskFailed,
+			Error: "acme: urn:ietf:params:acme:error:unauthorized: invalid response"}}, now)
+	}
+	if len(orders) < 10 {
+		t.Fatalf("%d orders in a week: retries stopped", len(orders))
+	}
+	for i, at := range orders {
+		n := 0
+		for _, o := range orders[i:] {
+			if o.Sub(at) < time.Hour {
+				n++
+			}
+		}
+		if n > caLimit {
+			t.Fatalf("%d orders in the hour from %s (limit %d): %v", n, at.Sub(start), caLimit, orders[:i+n])
+		}
+		if i > 0 && at.Sub(orders[i-1]) > defaultRetryMax+time.Minute {
+			t.Fatalf("order %d came %s after the one before", i, at.Sub(orders[i-1]))
+		}
+	}
+	t.Logf("%d failed orders in a week, the first at %v", len(orders), orders[:min(6, len(orders))])
+}

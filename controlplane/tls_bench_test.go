@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,15 +82,5 @@ func BenchmarkCertificateThroughAPI(b *testing.B) {
 			took = append(took, time.Since(t0))
 		}
 		report(b, took)
-	})
-}
-
-// waitServed waits until the node's nginx serves the certificate of
-// serial for domain.
-func (n *tlsNode) waitServed(t testing.TB, domain, serial string, roots *x509.CertPool) {
-	t.Helper()
-	testenv.WaitFor(t, 10*time.Second, "certificate "+serial+" served for "+domain, func() bool {
-		leaf, _, _, err := n.served(t, domain, roots)
-		return err == nil && strings.EqualFold(fmt.Sprintf("%x", leaf.SerialNumber), serial)
 	})
 }
