@@ -402,7 +402,7 @@ func TestTLSHTTP01BehindRedirects(t *testing.T) {
 	_, domain := n.account(t, testUsername(t))
 	first := n.waitCert(t, admin, domain, time.Minute, func(c *certView) bool { return c.Status == "ISSUED" })
 	for q, vars := range map[string]map[string]any{
-		`mutation($d: String!) { setHTTPSRedirect(domain: $d, on: true) { name } }`:         {"d": domain},
+		`mutation($d: String!) { setHTTPSRedirect(domain: $d, on: true) { name } }`:        {"d": domain},
 		`mutation($d: String!, $to: String) { setRedirect(domain: $d, to: $to) { name } }`: {"d": domain, "to": "https://www." + domain + "/"},
 	} {
 		if err := n.gql(t, admin, q, vars, nil); err != nil {
