@@ -131,10 +131,11 @@ func (e *certEntry) registrables() []string {
 	return out
 }
 
+// link adds id under key: put unlinks an entry's old keys first, so id is
+// never there yet (a search would cost a scan of a domain shared by
+// thousands of sites).
 func link(sets map[string][]string, key, id string) {
-	if !slices.Contains(sets[key], id) {
-		sets[key] = append(sets[key], id)
-	}
+	sets[key] = append(sets[key], id)
 }
 
 func unlink(sets map[string][]string, key, id string) {
