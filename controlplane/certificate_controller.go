@@ -204,13 +204,6 @@ func (x *certIndex) due(now time.Time) []string {
 	return out
 }
 
-// hasAccount reports whether account has certificates.
-func (x *certIndex) hasAccount(account string) bool {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	return len(x.byAccount[account]) > 0
-}
-
 // ofAccount returns the ids of account's certificates, sorted.
 func (x *certIndex) ofAccount(account string) []string {
 	x.mu.RLock()
@@ -384,11 +377,6 @@ func (cc *certController) certEvent(ev store.Event) (string, bool, bool) {
 	}
 	e := entryOf(c)
 	prev := cc.index.put(ev.Name, e)
-	if prev == nil || prev.account != e.account {
-		// Its account's sync decides whether the site is still there
-		// (accountEvent skips accounts that had none).
-		cc.ctl.Enqueue(certAccountKey(e.account))
-	}
 	// A new generation (a renewal asked for, new names) is looked at at
 	// once, even while the certificate waits for its names; its backoff
 	// still holds (nextCertStep).
@@ -421,13 +409,7 @@ func (cc *certController) accountEvent(ev store.Event) (string, bool, bool) {
 	sum := h.Sum64()
 	prev, ok := cc.accounts[ev.Name]
 	cc.accounts[ev.Name] = sum
-	if ok && prev == sum {
-		return key, false, false
-	}
-	// An account with no certificate has work only once it is served (a
-	// certificate indexed later queues its account: certEvent).
-	served := a.Node != "" && (a.Status == store.AccountActive || a.Status == store.AccountSuspended) && !a.Deleted
-	return key, served || cc.index.hasAccount(ev.Name), false
+	return key, !ok || prev != sum, false
 }
 
 // certMailChange queues an account whose mail domains may have changed:
