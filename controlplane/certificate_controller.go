@@ -204,6 +204,13 @@ func (x *certIndex) due(now time.Time) []string {
 	return out
 }
 
+// hasAccount reports whether account has certificates.
+func (x *certIndex) hasAccount(account string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.byAccount[account]) > 0
+}
+
 // ofAccount returns the ids of account's certificates, sorted.
 func (x *certIndex) ofAccount(account string) []string {
 	x.mu.RLock()
@@ -409,7 +416,14 @@ func (cc *certController) accountEvent(ev store.Event) (string, bool, bool) {
 	sum := h.Sum64()
 	prev, ok := cc.accounts[ev.Name]
 	cc.accounts[ev.Name] = sum
-	return key, !ok || prev != sum, false
+	if ok && prev == sum {
+		return key, false, false
+	}
+	// An account with no certificate has work only once it is served. A
+	// certificate indexed just after a skipped event is caught by its own
+	// sync: one of no site of its account queues the account (issueTask).
+	served := a.Node != "" && (a.Status == store.AccountActive || a.Status == store.AccountSuspended) && !a.Deleted
+	return key, served || cc.index.hasAccount(ev.Name), false
 }
 
 // certMailChange queues an account whose mail domains may have changed:
@@ -978,6 +992,8 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		return nil, nil
 	case i < 0:
 		waitFor(c, c.ID+" is not a site of the account", now)
+		// The account's sync removes it if the site is gone for good.
+		cc.ctl.Enqueue(certAccountKey(a.ID))
 		return nil, nil
 	case len(c.Domains) == 0 || c.Domains[0] != c.ID:
 		waitFor(c, "the certificate's names do not start with its site "+c.ID, now)
