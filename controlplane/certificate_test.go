@@ -715,6 +715,29 @@ func TestCertNodeRemovedLosesTask(t *testing.T) {
 	})
 }
 
+// TestCertOfNoSiteRemoved: a certificate record naming a site its account
+// no longer has (written as the site went, before the controller indexed
+// it, so the account's event found nothing to remove) is removed by its
+// own sync, which hands it to the account's.
+func TestCertOfNoSiteRemoved(t *testing.T) {
+	e := startCertEnv(t, "certn", "certn.example.com")
+	e.waitCert(t, "certn.example.com", "issued", issuedState)
+	ctx := context.Background()
+	const gone = "gone.certn.example.com"
+	c := &store.Certificate{ID: gone, Account: e.acct.ID, Domains: []string{gone}, Challenge: store.ChallengeHTTP01, Generation: 1,
+		Status: store.CertStatus{State: store.CertPending}}
+	if err := e.st.CreateCertificate(ctx, c, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, gone+" removed", func() bool {
+		_, err := e.st.GetCertificate(ctx, gone)
+		return errors.Is(err, store.ErrNotFound)
+	})
+	if _, err := e.st.GetCertificate(ctx, "certn.example.com"); err != nil {
+		t.Fatalf("the site's own certificate: %v", err)
+	}
+}
+
 // TestCertSiteReAdded: a domain removed and added again gets its automatic
 // certificate back, whether the old one was still being removed (same
 // account: the deletion is cancelled) or belonged to another account (it
