@@ -50,9 +50,18 @@ type dnsViewCache struct {
 }
 
 func (vc *dnsViewCache) get(ctx context.Context, st *store.Store) (*dnsView, error) {
+	return vc.read(ctx, st, dnsViewMaxAge)
+}
+
+// fresh is get without the cache.
+func (vc *dnsViewCache) fresh(ctx context.Context, st *store.Store) (*dnsView, error) {
+	return vc.read(ctx, st, 0)
+}
+
+func (vc *dnsViewCache) read(ctx context.Context, st *store.Store, maxAge time.Duration) (*dnsView, error) {
 	vc.mu.Lock()
 	defer vc.mu.Unlock()
-	if vc.v != nil && time.Since(vc.at) < dnsViewMaxAge {
+	if vc.v != nil && time.Since(vc.at) < maxAge {
 		return vc.v, nil
 	}
 	nodes, err := st.ListNodes(ctx)

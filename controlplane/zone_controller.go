@@ -463,6 +463,13 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 			return err
 		}
 	}
+	if _, ok := view.servers[z.Node]; !ok && z.Node != "" && z.AppliedGeneration == 0 {
+		// The cached view may predate the DNS server of the zone's node
+		// coming up: look again before the zone goes elsewhere for good.
+		if v, err := c.s.dnsViews.fresh(ctx, c.s.store); err == nil {
+			view = v
+		}
+	}
 	if _, ok := view.servers[z.Node]; !ok {
 		// The zone lives on its account's node when that node serves DNS,
 		// else on the first DNS server; it stays there once served.

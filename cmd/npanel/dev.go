@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -110,7 +111,8 @@ func runDev(ctx context.Context, dir, apiListen, agentListen string, agents int,
 		}
 		g.Go(func() error { return a.Run(gctx) })
 	}
-	if waitAgentsReady(gctx, c, agents, log) == nil {
+	dns := slices.ContainsFunc(mods, func(m actions.Module) bool { return m.Name() == "dns" })
+	if waitAgentsReady(gctx, c, agents, dns, log) == nil {
 		fmt.Printf(`
 nPanel dev cluster is up.
 
@@ -141,9 +143,10 @@ Ctrl-C stops everything; state stays in %s.
 	return err
 }
 
-// waitAgentsReady waits until the dev agents report READY, so that the
-// banner is only printed once the cluster takes work.
-func waitAgentsReady(ctx context.Context, c *client.Client, agents int, log *slog.Logger) error {
+// waitAgentsReady waits until the dev agents report READY, with their DNS
+// servers running when they run the dns module, so that the banner is only printed once the cluster
+// takes work.
+func waitAgentsReady(ctx context.Context, c *client.Client, agents int, dns bool, log *slog.Logger) error {
 	if agents == 0 {
 		return nil
 	}
@@ -158,7 +161,9 @@ func waitAgentsReady(ctx context.Context, c *client.Client, agents int, log *slo
 			if !strings.HasPrefix(n.Name, "dev-") {
 				continue
 			}
-			if n.Status == "READY" {
+			// READY, and its DNS server reported running: an account
+			// created before that would have its zone served elsewhere.
+			if n.Status == "READY" && (!dns || dnsRunning(ctx, c, n.Name)) {
 				ready++
 			} else {
 				waiting = append(waiting, n.Name+" "+n.Status)
@@ -177,6 +182,20 @@ func waitAgentsReady(ctx context.Context, c *client.Client, agents int, log *slo
 		case <-tick.C:
 		}
 	}
+}
+
+// dnsRunning reports whether node's agent reported its PowerDNS running.
+func dnsRunning(ctx context.Context, c *client.Client, node string) bool {
+	svcs, _, err := c.Services(ctx, node)
+	if err != nil {
+		return false
+	}
+	for _, sv := range svcs {
+		if sv.Name == "pdns" && sv.State == "RUNNING" {
+			return true
+		}
+	}
+	return false
 }
 
 // Dev agent N serves sites on 127.0.0.1:8080+N (HTTPS on 8440+N), DNS on 127.0.0.1:5300+N and
