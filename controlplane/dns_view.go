@@ -41,6 +41,21 @@ func (c *zoneController) dnsView(ctx context.Context) (*dnsView, error) {
 	return c.s.dnsViews.get(ctx, c.s.store)
 }
 
+// runsDNS reports whether node's last services report has its DNS server
+// running (from the mirror: no etcd read for a node that runs none).
+func runsDNS(ctx context.Context, st *store.Store, node string) bool {
+	rep, err := st.CachedServices(ctx, node)
+	if err != nil {
+		return false
+	}
+	for _, svc := range rep.Services {
+		if svc.Name == dnsServiceName && svc.State == "running" && len(svc.Listen) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // dnsViewCache is the replica's dnsView, shared by the zone controller and
 // the API (zoneWriter).
 type dnsViewCache struct {

@@ -463,8 +463,8 @@ func (c *zoneController) plan(ctx context.Context, b *store.Batch, z *store.Zone
 			return err
 		}
 	}
-	if _, ok := view.servers[z.Node]; !ok && z.Node != "" && z.AppliedGeneration == 0 {
-		// The cached view may predate the DNS server of the zone's node
+	if _, ok := view.servers[z.Node]; !ok && z.Node != "" && z.AppliedGeneration == 0 && len(view.order) > 0 && runsDNS(ctx, c.s.store, z.Node) {
+		// The cached view predates the DNS server of the zone's node
 		// coming up: look again before the zone goes elsewhere for good.
 		if v, err := c.s.dnsViews.fresh(ctx, c.s.store); err == nil {
 			view = v
