@@ -220,6 +220,21 @@ func (x *certIndex) ofAccount(account string) []string {
 	return out
 }
 
+// idleOf returns account's certificates with work to do and no task in
+// flight: those that may wait for the account (its node, a site's change
+// being applied) and have nothing else to wake them.
+func (x *certIndex) idleOf(account string) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for _, id := range x.byAccount[account] {
+		if e := x.m[id]; e.pending && !e.inFlight {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // inFlight returns the ids of the certificates with a task in flight.
 func (x *certIndex) inFlight() []string {
 	x.mu.RLock()
@@ -1320,6 +1335,9 @@ func (cc *certController) syncAccount(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	// A renewal or request recorded while the node applied a site change
+	// waits for this: nothing else would look at it before waitRecheck.
+	cc.ctl.Enqueue(cc.index.idleOf(id)...)
 	return nil
 }
 

@@ -47,6 +47,9 @@ type fakeCertNode struct {
 	seenIDs map[string]bool
 	fail    bool            // issueCertificate fails
 	hold    map[string]bool // certificate ids whose orders stay unanswered
+	// holdAccounts leaves account tasks unanswered: the node has not
+	// applied an account's change yet.
+	holdAccounts bool
 }
 
 func startFakeCertNode(t testing.TB, s *testenv.Server, node string) *fakeCertNode {
@@ -124,6 +127,12 @@ func (f *fakeCertNode) setHold(id string, on bool) {
 	f.mu.Unlock()
 }
 
+func (f *fakeCertNode) setHoldAccounts(on bool) {
+	f.mu.Lock()
+	f.holdAccounts = on
+	f.mu.Unlock()
+}
+
 func (f *fakeCertNode) answer(t testing.TB, task *agentpb.Task) *agentpb.TaskResult {
 	f.mu.Lock()
 	// Only certificate tasks are kept: a secondary's zone list grows with
@@ -134,8 +143,13 @@ func (f *fakeCertNode) answer(t testing.TB, task *agentpb.Task) *agentpb.TaskRes
 	}
 	fail := f.fail
 	hold := f.hold
+	holdAccounts := f.holdAccounts
 	f.mu.Unlock()
 	switch a := task.GetAction().(type) {
+	case *agentpb.Task_EnsureAccount:
+		if holdAccounts {
+			return nil
+		}
 	case *agentpb.Task_EnsureZone:
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Zone{Zone: &agentpb.ZoneResult{Zone: a.EnsureZone.GetZone(), Kind: "Master",
 			Serial: uint32(f.serial.Add(1)), Changed: true}}}
@@ -423,6 +437,34 @@ func TestCertRenewal(t *testing.T) {
 	if c.Status.LastError != "" || !c.Status.NextAttempt.IsZero() {
 		t.Fatalf("success did not clear the failure: %+v", c.Status)
 	}
+}
+
+// TestCertRenewalWaitsForSiteChange: a renewal asked for while the node
+// applies a change of the site (here a forced HTTPS redirect) waits for
+// it, and is ordered as soon as the node has applied it, not at the next
+// look minutes later.
+func TestCertRenewalWaitsForSiteChange(t *testing.T) {
+	e := startCertEnv(t, "certw", "certw.example.com")
+	const id = "certw.example.com"
+	ctx := context.Background()
+	first := e.waitCert(t, id, "issued", issuedState).Status
+	e.node.setHoldAccounts(true)
+	if _, err := e.s.Admin.SetHTTPSRedirect(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Admin.RenewCertificate(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	c := e.waitCert(t, id, "waiting for the site change", func(c *store.Certificate) bool {
+		return strings.Contains(c.Status.LastError, "to serve the site")
+	})
+	if c.Status.Serial != first.Serial || c.Status.State != store.CertIssued {
+		t.Fatalf("the served certificate changed while waiting: %+v", c.Status)
+	}
+	e.node.setHoldAccounts(false)
+	e.waitCert(t, id, "renewed once the site change is applied", func(c *store.Certificate) bool {
+		return c.Status.Serial != first.Serial && issuedState(c) && c.Status.LastError == ""
+	})
 }
 
 // TestCertFailedFirstIssue: a certificate never issued whose order fails

@@ -93,6 +93,7 @@ type tlsNode struct {
 	ag     *testenv.Agent
 	pebble *pebble.Server
 	logs   *lockedBuffer
+	http   string // the node's HTTP listener
 	https  string // the node's HTTPS listener
 	dns    string // the node's PowerDNS
 }
@@ -119,7 +120,7 @@ func startTLSNode(t testing.TB, validity time.Duration, mail bool, acme ...func(
 	httpAddr, httpsAddr, dnsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(httpAddr)
 	httpPort, _ := strconv.Atoi(port)
-	n.https, n.dns = httpsAddr, dnsAddr
+	n.http, n.https, n.dns = httpAddr, httpsAddr, dnsAddr
 	n.pebble = testenv.StartPebble(t, pebble.Options{HTTPPort: httpPort, DNSServer: dnsAddr, CertificateValidity: validity})
 	caFile := filepath.Join(t.TempDir(), "pebble-ca.pem")
 	if err := os.WriteFile(caFile, n.pebble.CAPEM, 0o644); err != nil {
@@ -389,6 +390,51 @@ func TestTLSEndToEnd(t *testing.T) {
 	})
 
 	n.noPrivateKeys(t)
+}
+
+// TestTLSHTTP01BehindRedirects: a site that forces HTTPS and redirects
+// every request to its www name still validates HTTP-01 against a real
+// Pebble (the challenge path is exempt from both), and the renewed
+// certificate is served.
+func TestTLSHTTP01BehindRedirects(t *testing.T) {
+	n := startTLSNode(t, 0, false)
+	admin := n.s.Admin.Token()
+	_, domain := n.account(t, testUsername(t))
+	first := n.waitCert(t, admin, domain, time.Minute, func(c *certView) bool { return c.Status == "ISSUED" })
+	for q, vars := range map[string]map[string]any{
+		`mutation($d: String!) { setHTTPSRedirect(domain: $d, on: true) { name } }`:        {"d": domain},
+		`mutation($d: String!, $to: String) { setRedirect(domain: $d, to: $to) { name } }`: {"d": domain, "to": "https://www." + domain + "/"},
+	} {
+		if err := n.gql(t, admin, q, vars, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both are in force: an ordinary request over HTTP is sent away.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	testenv.WaitFor(t, 20*time.Second, "redirects in force on "+domain, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+n.http+"/index.html", nil)
+		req.Host = domain
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusMovedPermanently && strings.HasPrefix(resp.Header.Get("Location"), "https://")
+	})
+
+	if err := n.gql(t, admin, `mutation($id: ID!) { renewCertificate(id: $id) { id } }`, map[string]any{"id": domain}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := n.waitCert(t, admin, domain, time.Minute, func(c *certView) bool { return c.Status == "ISSUED" && c.Serial != first.Serial })
+	if c.LastError != nil && *c.LastError != "" {
+		t.Fatalf("renewed behind redirects with lastError %q", *c.LastError)
+	}
+	// Served: the TLS handshake's leaf (a request would follow the
+	// redirects).
+	testenv.WaitFor(t, 10*time.Second, "certificate "+c.Serial+" served", func() bool {
+		serial, err := leafAt(n.https, domain)
+		return err == nil && strings.EqualFold(serial, c.Serial)
+	})
 }
 
 // TestTLSRenewalReachesEveryDaemon: with short-lived certificates, the
