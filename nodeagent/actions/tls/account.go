@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/acme/api"
+	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 
@@ -80,85 +82,110 @@ func httpClient(srv *agentpb.AcmeServer) (*http.Client, error) {
 	}, nil
 }
 
-// client returns a lego client for srv with the node's account, creating
-// and registering the account on first use.
-func (m *Module) client(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer) (*lego.Client, *account, error) {
+// session is a lego client for one ACME server with the node's account.
+type session struct {
+	*lego.Client
+	acct *account
+	hc   *http.Client
+	srv  *agentpb.AcmeServer
+}
+
+// certifier returns lego's Certifier with sv validating the orders' names
+// (lego.Client's own validates them one after another).
+func (s *session) certifier(sv *solver) (*certificate.Certifier, error) {
+	core, err := api.New(s.hc, userAgent, s.srv.DirectoryUrl, s.acct.reg.Location, s.acct.key)
+	if err != nil {
+		return nil, classify(fmt.Errorf("ACME directory %s: %w", s.srv.DirectoryUrl, err))
+	}
+	sv.core = core
+	return certificate.NewCertifier(core, sv, certificate.CertifierOptions{Timeout: certTimeout}), nil
+}
+
+const (
+	userAgent = "npanel-agent"
+	// certTimeout bounds the wait for the CA to issue a finalized order.
+	certTimeout = 90 * time.Second
+)
+
+// client returns a session for srv with the node's account, creating and
+// registering the account on first use.
+func (m *Module) client(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer) (*session, error) {
 	if env.DataDir == "" {
-		return nil, nil, errors.New("agent has no data directory for the ACME account")
+		return nil, errors.New("agent has no data directory for the ACME account")
 	}
 	dir := accountDir(env.DataDir, srv)
 	unlock, err := m.accounts.Lock(ctx, dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer unlock()
 
 	hc, err := httpClient(srv)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	acct, err := loadAccount(dir, srv.Email)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cfg := lego.NewConfig(acct)
 	cfg.CADirURL = srv.DirectoryUrl
 	cfg.HTTPClient = hc
-	cfg.UserAgent = "npanel-agent"
-	cfg.Certificate.Timeout = 90 * time.Second
+	cfg.UserAgent = userAgent
+	cfg.Certificate.Timeout = certTimeout
 	cl, err := lego.NewClient(cfg)
 	if err != nil {
-		return nil, nil, classify(fmt.Errorf("ACME directory %s: %w", srv.DirectoryUrl, err))
+		return nil, classify(fmt.Errorf("ACME directory %s: %w", srv.DirectoryUrl, err))
 	}
 	if acct.reg != nil {
-		return cl, acct, nil
+		return &session{Client: cl, acct: acct, hc: hc, srv: srv}, nil
 	}
 	var reg *acme.ExtendedAccount
 	if srv.EabKid != "" {
 		hmac, err := eabKey(env, srv)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		reg, err = cl.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{
 			TermsOfServiceAgreed: true, Kid: srv.EabKid, HmacEncoded: hmac,
 		})
 		if err != nil {
-			return nil, nil, classify(fmt.Errorf("register ACME account (EAB): %w", err))
+			return nil, classify(fmt.Errorf("register ACME account (EAB): %w", err))
 		}
 	} else {
 		reg, err = cl.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
 		if err != nil {
-			return nil, nil, classify(fmt.Errorf("register ACME account: %w", err))
+			return nil, classify(fmt.Errorf("register ACME account: %w", err))
 		}
 	}
 	b, err := json.Marshal(reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, accountRegFile), b, 0o600, &atomicfile.Owner{UID: os.Getuid(), GID: os.Getgid()}); err != nil {
-		return nil, nil, fmt.Errorf("save ACME account: %w", err)
+		return nil, fmt.Errorf("save ACME account: %w", err)
 	}
 	acct.reg = reg
 	// The client was made before the account had a URL (kid): make the one
 	// that signs with it.
 	cl, err = lego.NewClient(cfg)
 	if err != nil {
-		return nil, nil, classify(err)
+		return nil, classify(err)
 	}
-	return cl, acct, nil
+	return &session{Client: cl, acct: acct, hc: hc, srv: srv}, nil
 }
 
 // withAccount runs fn with a client for srv. When the CA no longer knows
 // the stored account (its database was reset: staging, or a Pebble
 // restarted under npanel dev), the record is dropped and fn runs once more
 // with the account registered again, same key.
-func (m *Module) withAccount(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer, fn func(*lego.Client) error) error {
+func (m *Module) withAccount(ctx context.Context, env *actions.Env, srv *agentpb.AcmeServer, fn func(*session) error) error {
 	for try := 0; ; try++ {
-		cl, _, err := m.client(ctx, env, srv)
+		s, err := m.client(ctx, env, srv)
 		if err != nil {
 			return err
 		}
-		err = fn(cl)
+		err = fn(s)
 		var pd *acme.ProblemDetails
 		if try > 0 || !errors.As(err, &pd) || pd.Type != acme.AccountDoesNotExistErrorType {
 			return err

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-acme/lego/v5/challenge/dns01"
 	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/internal/atomicfile"
@@ -124,37 +123,46 @@ func (p *dnsProvider) CleanUp(ctx context.Context, domain, _, keyAuth string) er
 	return nil
 }
 
-// Timeout implements challenge.ProviderTimeout: lego waits interval before
-// the first check and polls at it, for up to timeout.
-func (p *dnsProvider) Timeout() (timeout, interval time.Duration) {
-	return p.timeout, p.interval
+// waitServed returns once every one of our nameservers (primary and
+// secondaries) serves domain's response, or fails after p.timeout. lego
+// would ask the system's resolver and the zone's servers found through
+// public delegation; we know our nameservers, and a CA that happens to
+// query a lagging secondary would fail the name.
+func (p *dnsProvider) waitServed(ctx context.Context, domain, keyAuth string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	fqdn, value := dns.Fqdn(challengeFQDN(domain)), txtValue(keyAuth)
+	why := errors.New("not asked yet")
+	for {
+		err := p.served(ctx, fqdn, value)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() == nil:
+			why = err // a check cut short by the deadline says nothing
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dns-01: %s not served by every nameserver in %s: %w", fqdn, p.timeout, why)
+		case <-time.After(p.interval):
+		}
+	}
 }
 
-// served is the pre-check that replaces lego's: lego asks the system's
-// resolver and the zone's authoritative servers on port 53, found through
-// public delegation, and its resolver is process-wide. We know our
-// nameservers: every one of them (primary and secondaries) must serve the
-// value before the CA is asked to look, or a CA that happens to query a
-// lagging secondary fails the name.
-func (p *dnsProvider) served(ctx context.Context, domain, _, value string, _ dns01.PreCheckFunc) (bool, error) {
-	// lego's wait loop knows no context: stopping it is the only way to
-	// give up promptly when the task is cancelled.
-	if err := ctx.Err(); err != nil {
-		return true, err
-	}
-	fqdn := dns.Fqdn(challengeFQDN(domain))
+// served reports why fqdn's value is not served by every nameserver yet
+// (not yet, a server restarting, a zone still transferring: what the wait
+// is for), or nil once it is.
+func (p *dnsProvider) served(ctx context.Context, fqdn, value string) error {
 	for _, ns := range p.nameservers {
-		// Not yet, or a server restarting or a zone still transferring:
-		// what the wait is for. The last reason is in the timeout's error.
 		ok, err := hasTXT(ctx, ns, fqdn, value)
 		if err != nil {
-			return false, fmt.Errorf("nameserver %s: %w", ns, err)
+			return fmt.Errorf("nameserver %s: %w", ns, err)
 		}
 		if !ok {
-			return false, fmt.Errorf("nameserver %s does not serve the record yet", ns)
+			return fmt.Errorf("nameserver %s does not serve the record yet", ns)
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // hasTXT asks ns over TCP (our servers answer on TCP as on UDP, and TCP has

@@ -24,36 +24,37 @@ func TestDNSPreCheckEveryNameserver(t *testing.T) {
 	b.dns = pdns.Start(t, pdns.Options{IP: "127.0.0.2"})
 	b.createZone(t, nil)
 
-	p := &dnsProvider{nameservers: []string{a.dns.DNSAddr, b.dns.DNSAddr}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p := &dnsProvider{nameservers: []string{a.dns.DNSAddr, b.dns.DNSAddr}, timeout: 2 * time.Second, interval: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	const value = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
-	req := &agentpb.PublishChallengeRequest{Fqdn: "_acme-challenge.example.com", Value: value}
+	const keyAuth = "token.thumbprint"
+	req := &agentpb.PublishChallengeRequest{Fqdn: "_acme-challenge.example.com", Value: txtValue(keyAuth)}
 	if err := a.publish(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.publish(ctx, &agentpb.PublishChallengeRequest{Fqdn: "_acme-challenge.example.com", Value: "other"}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := p.served(ctx, "*.example.com", "", value, nil); ok {
-		t.Fatal("ready while the second nameserver lacks the value")
+	if err := p.waitServed(ctx, "*.example.com", keyAuth); err == nil || !strings.Contains(err.Error(), b.dns.DNSAddr+" does not serve") {
+		t.Fatalf("ready while the second nameserver lacks the value: %v", err)
 	}
 	if err := b.publish(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := p.served(ctx, "*.example.com", "", value, nil); !ok {
+	if err := p.waitServed(ctx, "*.example.com", keyAuth); err != nil {
 		t.Fatalf("not ready with both serving it: %v", err)
 	}
 	// A nameserver that does not answer is not ready either (and does not
 	// hang the check).
 	p.nameservers = append(p.nameservers, "127.0.0.1:1")
-	if ok, _ := p.served(ctx, "example.com", "", value, nil); ok {
-		t.Fatal("ready with a dead nameserver")
+	if err := p.waitServed(ctx, "example.com", keyAuth); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("ready with a dead nameserver: %v", err)
 	}
 	// A cancelled task stops the wait at once, with its error.
 	cancel()
-	if stop, err := p.served(ctx, "example.com", "", value, nil); !stop || err == nil {
-		t.Fatalf("cancelled: stop %v, err %v", stop, err)
+	start := time.Now()
+	if err := p.waitServed(ctx, "example.com", keyAuth); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("cancelled: err %v after %s", err, time.Since(start))
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v5/acme"
-	"github.com/go-acme/lego/v5/lego"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
@@ -245,8 +244,8 @@ func (a *Revoke) Apply(ctx context.Context, env *actions.Env) (proto.Message, er
 	}
 	defer unlock()
 	reason := uint(r.Reason)
-	err = a.m.withAccount(ctx, env, r.Acme, func(cl *lego.Client) error {
-		return cl.Certificate.RevokeWithReason(ctx, r.ChainPem, &reason)
+	err = a.m.withAccount(ctx, env, r.Acme, func(s *session) error {
+		return s.Certificate.RevokeWithReason(ctx, r.ChainPem, &reason)
 	})
 	if err != nil {
 		// A repeated task: the CA has revoked it already.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/certificate"
-	"github.com/go-acme/lego/v5/challenge/dns01"
+	"github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/lego"
 	"google.golang.org/protobuf/proto"
 
@@ -83,20 +83,23 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 	var res *certificate.Resource
 	var failed []*agentpb.FailedName
 	var client *lego.Client // the one that got the certificate
-	err = a.m.withAccount(ctx, env, r.Acme, func(cl *lego.Client) error {
+	err = a.m.withAccount(ctx, env, r.Acme, func(s *session) error {
+		sv := &solver{log: env.Logger}
 		switch r.Challenge {
 		case agentpb.AcmeChallenge_ACME_CHALLENGE_HTTP01:
-			err = cl.Challenge.SetHTTP01Provider(&httpProvider{dir: a.m.challengeDir(env)})
+			sv.kind, sv.provider = challenge.HTTP01, &httpProvider{dir: a.m.challengeDir(env)}
 		case agentpb.AcmeChallenge_ACME_CHALLENGE_DNS01:
-			p := &dnsProvider{env: env, id: r.Id, nameservers: r.Nameservers,
-				timeout: dnsPropagationTimeout, interval: dnsPropagationInterval}
-			err = cl.Challenge.SetDNS01Provider(p, dns01.WrapPreCheck(p.served))
+			p := &dnsProvider{env: env, id: r.Id, nameservers: r.Nameservers, timeout: dnsPropagationTimeout, interval: dnsPropagationInterval}
+			sv.kind, sv.provider, sv.ready = challenge.DNS01, p, p.waitServed
+		default:
+			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_INVALID, "unknown challenge %s", r.Challenge)
 		}
+		certifier, err := s.certifier(sv)
 		if err != nil {
 			return err
 		}
-		res, failed, err = obtain(ctx, cl, r.Site, r.Domains, key, servedNames(env, r.Site))
-		client = cl
+		res, failed, err = obtain(ctx, certifier, r.Site, r.Domains, key, servedNames(env, r.Site))
+		client = s.Client
 		return err
 	})
 	if err != nil {
@@ -131,10 +134,10 @@ func (a *Issue) Apply(ctx context.Context, env *actions.Env) (proto.Message, err
 // A name the served certificate covers (keep) is never dropped: a renewal
 // without it would take it off a working certificate, so the renewal fails
 // instead and the served certificate stays until the name validates.
-func obtain(ctx context.Context, cl *lego.Client, site string, names []string, key crypto.Signer, keep func(string) bool) (*certificate.Resource, []*agentpb.FailedName, error) {
+func obtain(ctx context.Context, certifier *certificate.Certifier, site string, names []string, key crypto.Signer, keep func(string) bool) (*certificate.Resource, []*agentpb.FailedName, error) {
 	var failed []*agentpb.FailedName
 	for round := 0; ; round++ {
-		res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{
+		res, err := certifier.Obtain(ctx, certificate.ObtainRequest{
 			Domains:    names,
 			PrivateKey: key,
 			Bundle:     true,
@@ -145,11 +148,12 @@ func obtain(ctx context.Context, cl *lego.Client, site string, names []string, k
 		if err == nil {
 			err = errors.New("the CA returned no certificate")
 		}
-		bad := failedNames(err, names)
+		var bad nameErrors
+		errors.As(err, &bad)
 		switch {
 		case len(bad) == 0 || len(bad) == len(names):
 			return nil, failed, classify(fmt.Errorf("order certificate for %s: %w", strings.Join(names, ", "), err))
-		case bad[site] != "" || (names[0] != site && !coveredBy(remove(names, bad), site)):
+		case bad[site] != nil || (names[0] != site && !coveredBy(remove(names, bad), site)):
 			return nil, failed, classify(fmt.Errorf("order certificate: the site's name %s failed: %w", site, err))
 		case slices.ContainsFunc(slices.Collect(maps.Keys(bad)), keep):
 			return nil, failed, classify(fmt.Errorf("order certificate: a name the served certificate covers failed, so it stays served: %w", err))
@@ -158,49 +162,24 @@ func obtain(ctx context.Context, cl *lego.Client, site string, names []string, k
 		}
 		for _, n := range names {
 			if e, ok := bad[n]; ok {
-				failed = append(failed, &agentpb.FailedName{Name: n, Error: e})
+				failed = append(failed, &agentpb.FailedName{Name: n, Error: reason(e)})
 			}
 		}
 		names = remove(names, bad)
 	}
 }
 
-func remove(names []string, bad map[string]string) []string {
+func remove(names []string, bad nameErrors) []string {
 	return slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := bad[n]; return ok })
 }
 
-// failedNames finds which of names a lego error blames. lego reports the
-// names that failed in one error whose type is internal to it, as
-// "...: [name: error] [name: error]" sorted by name; a name here is a
-// validated domain, so "[name: " cannot occur inside another name. An
-// error that blames no name (the CA unreachable, say) gives none.
-func failedNames(err error, names []string) map[string]string {
-	msg := err.Error()
-	type hit struct {
-		name string
-		at   int
+// reason is a failed name's error as reported: short enough for a status.
+func reason(err error) string {
+	e := err.Error()
+	if len(e) > 500 {
+		e = e[:500] + "…"
 	}
-	var hits []hit
-	for _, n := range names {
-		if i := strings.Index(msg, "["+n+": "); i >= 0 {
-			hits = append(hits, hit{n, i})
-		}
-	}
-	slices.SortFunc(hits, func(a, b hit) int { return a.at - b.at })
-	out := map[string]string{}
-	for i, h := range hits {
-		end := len(msg)
-		if i+1 < len(hits) {
-			end = hits[i+1].at
-		}
-		e := strings.TrimSpace(msg[h.at+len(h.name)+3 : end])
-		e = strings.TrimSuffix(e, "]")
-		if len(e) > 500 {
-			e = e[:500] + "…"
-		}
-		out[h.name] = e
-	}
-	return out
+	return e
 }
 
 // result describes the chain the node serves.

@@ -2,8 +2,11 @@ package tls
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
 
 	"github.com/npanel/npanel/protos/agentpb"
 )
@@ -111,14 +114,23 @@ func TestValidateOthers(t *testing.T) {
 	}
 }
 
-func TestFailedNames(t *testing.T) {
-	err := errors.New("resolver: one or more domains had a problem: [*.example.com: acme: error: 403 :: x [y]] [mail.example.com: acme: error: 400 :: connection]")
-	got := failedNames(err, []string{"example.com", "*.example.com", "mail.example.com"})
-	if len(got) != 2 || got["*.example.com"] != "acme: error: 403 :: x [y]" || got["mail.example.com"] != "acme: error: 400 :: connection" {
+func TestNameErrors(t *testing.T) {
+	pd := &legoacme.ProblemDetails{Type: legoacme.RateLimitedErrorType, HTTPStatus: 429, Detail: "too many"}
+	err := fmt.Errorf("order: %w", nameErrors{"mail.example.com": errors.New("connection refused"), "*.example.com": pd})
+	if got := err.Error(); got != "order: one or more names failed validation: [*.example.com: "+pd.Error()+"] [mail.example.com: connection refused]" {
 		t.Fatalf("got %q", got)
 	}
-	if got := failedNames(errors.New("unable to communicate"), []string{"example.com"}); len(got) != 0 {
-		t.Fatalf("got %q", got)
+	var bad nameErrors
+	if !errors.As(err, &bad) || len(bad) != 2 {
+		t.Fatalf("names lost: %v", bad)
+	}
+	// The CA's problem behind a name still classifies the failure.
+	var got *legoacme.ProblemDetails
+	if !errors.As(err, &got) || got.Type != legoacme.RateLimitedErrorType {
+		t.Fatalf("problem not found: %v", got)
+	}
+	if r := reason(errors.New(strings.Repeat("x", 600))); len(r) > 504 {
+		t.Fatalf("reason not shortened: %d bytes", len(r))
 	}
 }
 
