@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,11 +77,22 @@ func BenchmarkCertificateThroughAPI(b *testing.B) {
 				b.StopTimer()
 				domain, _ := newSite(b)
 				prev := n.certificate(b, admin, domain)
-				b.StartTimer()
-				t0 := time.Now()
 				q := `mutation($d: String!) { requestCertificate(input: {domain: $d, sans: [` + sans(domain) + `], challenge: ` + challenge + `}) { id } }`
-				if err := n.gql(b, admin, q, map[string]any{"d": domain}, nil); err != nil {
-					b.Fatal(err)
+				var t0 time.Time
+				for {
+					// The API's gate lets a user order a burst of 5, then
+					// one every 20 s: waited for off the clock.
+					b.StartTimer()
+					t0 = time.Now()
+					err := n.gql(b, admin, q, map[string]any{"d": domain}, nil)
+					if err == nil {
+						break
+					}
+					b.StopTimer()
+					if !strings.Contains(err.Error(), "too many certificate orders") {
+						b.Fatal(err)
+					}
+					time.Sleep(time.Second)
 				}
 				c := n.waitCert(b, admin, domain, time.Minute, func(c *certView) bool { return c.Status == "ISSUED" && c.Serial != prev.Serial })
 				n.waitServed(b, domain, c.Serial, roots)

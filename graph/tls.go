@@ -156,10 +156,19 @@ func (g *certOrderGate) allow(user, cert string) error {
 		c = rate.NewLimiter(rate.Every(every), burstCert)
 		g.certs[cert] = c
 	}
-	if !c.Allow() {
+	// Reservations, so that an order one gate refuses costs the other
+	// nothing: a user retrying at the user gate would use up the
+	// certificate's own burst.
+	now := time.Now()
+	rc := c.ReserveN(now, 1)
+	if !rc.OK() || rc.DelayFrom(now) > 0 {
+		rc.CancelAt(now)
 		return errorf(CodeRateLimited, "certificate "+cert+" was ordered moments ago; try again in "+every.String())
 	}
-	if !u.Allow() {
+	ru := u.ReserveN(now, 1)
+	if !ru.OK() || ru.DelayFrom(now) > 0 {
+		ru.CancelAt(now)
+		rc.CancelAt(now)
 		return errorf(CodeRateLimited, "too many certificate orders; at most one every "+every.String()+" after a burst of "+strconv.Itoa(burst))
 	}
 	return nil

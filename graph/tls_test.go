@@ -249,8 +249,16 @@ func TestCertOrderGate(t *testing.T) {
 		}
 		spent++
 	}
-	if err := g.allow("u", "z.example"); err == nil {
-		t.Fatal("an order past the user's burst admitted")
+	for range 3 {
+		if err := g.allow("u", "z.example"); err == nil {
+			t.Fatal("an order past the user's burst admitted")
+		}
+	}
+	// The user's refusals did not spend z's own burst.
+	for i := range 2 {
+		if err := g.allow("other", "z.example"); err != nil {
+			t.Fatalf("order %d of z by another user refused: %v", i+1, err)
+		}
 	}
 	if err := g.allow("other", "y.example"); err != nil {
 		t.Fatalf("another user refused: %v", err)
