@@ -3,6 +3,7 @@ package mail_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -269,4 +272,58 @@ func TestLocalSubmissionRate(t *testing.T) {
 	if out, err := send("", own, rcpts("d", 400)); err != nil {
 		t.Fatalf("root: %v: %s", err, out)
 	}
+}
+
+// TestLocalSubmissionDKIMSigned: what an account's program sends as its
+// own domain (sendmail -t, PHP's mail()) leaves DKIM-signed by that
+// domain, as a mailbox's submission does; what it sends as a domain not
+// hosted here is not signed.
+func TestLocalSubmissionDKIMSigned(t *testing.T) {
+	s := startStackWith(t, false)
+	acct := s.newAccount(t)
+	dom := randomDomain(t)
+	dres := s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acct, Domain: dom,
+		DkimSelectors: []*agentpb.MailDKIMSelector{{Selector: "s1", Signing: true}}})
+	if len(dres.DkimKeys) != 1 {
+		t.Fatalf("dkim keys: %v", dres.DkimKeys)
+	}
+	lookup := func(name string) ([]string, error) {
+		if name == "s1._domainkey."+dom {
+			return []string{dres.DkimKeys[0].Txt}, nil
+		}
+		return nil, errors.New("no such record")
+	}
+	// relayed sends msg as acct (root when acct is "") and returns what
+	// the remote relay received.
+	relayed := func(t *testing.T, user, from, subject string, args ...string) []byte {
+		t.Helper()
+		before := len(s.relay.Messages())
+		msg := fmt.Sprintf("From: %s\nTo: friend@remote.example.net\nSubject: %s\n\nbody\n", from, subject)
+		if out, err := s.sendmailAs(t, user, msg, append([]string{"-oi", "-oep", "-t", "-f", from}, args...)...); err != nil {
+			t.Fatalf("sendmail: %v: %s", err, out)
+		}
+		var got []byte
+		testenv.WaitFor(t, 20*time.Second, "the relay to receive "+subject, func() bool {
+			for _, m := range s.relay.Messages()[before:] {
+				if bytes.Contains(m.Data, []byte("Subject: "+subject)) {
+					got = m.Data
+					return true
+				}
+			}
+			return false
+		})
+		return got
+	}
+	t.Run("OwnDomain", func(t *testing.T) {
+		got := relayed(t, acct, "web@"+dom, "local signed")
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(got), &dkim.VerifyOptions{LookupTXT: lookup})
+		if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != dom {
+			t.Fatalf("dkim: %v %+v\n%s", err, vs, got)
+		}
+	})
+	t.Run("NotHostedHere", func(t *testing.T) {
+		if got := relayed(t, acct, "someone@elsewhere.example.org", "local foreign"); bytes.Contains(got, []byte("DKIM-Signature:")) {
+			t.Fatalf("signed as a domain not hosted here:\n%s", got)
+		}
+	})
 }

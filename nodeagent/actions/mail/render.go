@@ -395,10 +395,12 @@ begin transports
 
 remote_smtp:
   driver = smtp
-%[13]s  # Only what a mailbox submitted itself is signed, as its own domain:
-  # forwarded mail keeps its original sender, which may name any domain
-  # hosted here.
-  dkim_domain = ${if and{{def:authenticated_id}{eqi{$sender_address}{$authenticated_id}}}{${lookup{$sender_address_domain}dsearch,filter=dir{%[11]s}{${if exists{%[11]s/$value/dkim}{$value}}}}}}
+%[13]s  # Only what a mailbox or the domain's own account submitted is signed,
+  # as its own domain: forwarded mail keeps its original sender, which may
+  # name any domain hosted here. A local submission (sendmail, PHP's
+  # mail()) names a domain hosted here only when it is its account's
+  # (acl_check_not_smtp); forwarding keeps the protocol it came by.
+  dkim_domain = ${if or{{and{{def:authenticated_id}{eqi{$sender_address}{$authenticated_id}}}}{match{$received_protocol}{\N^local\N}}}{${lookup{$sender_address_domain}dsearch,filter=dir{%[11]s}{${if exists{%[11]s/$value/dkim}{$value}}}}}}
   dkim_selector = ${lookup{selector}lsearch{%[11]s/$dkim_domain/dkim}}
   dkim_private_key = %[14]s/$dkim_domain.$dkim_selector.key
   dkim_canon = relaxed
