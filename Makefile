@@ -121,6 +121,7 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench 'BenchmarkAddRecordToAnswer' -benchtime 200x -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkAddRecordToSecondary' -benchtime 500x -count 1 ./controlplane/
 	NPANEL_BENCH_ZONES=10000 $(GO) test -run '^$$' -bench 'BenchmarkZones' -benchtime 1x -count 1 -timeout 60m ./controlplane/
+	NPANEL_BENCH_ZONES=20000 $(GO) test -run '^$$' -bench 'BenchmarkSecondarySync' -benchtime 1x -count 1 -timeout 30m ./controlplane/
 	$(GO) test -run '^$$' -bench . -benchtime 6x -count 1 ./nodeagent/actions/tls/
 	$(GO) test -run '^$$' -bench 'BenchmarkRenewalSweep10k' -count 1 ./controlplane/
 	$(GO) test -run '^$$' -bench 'BenchmarkCertRenewalWave' -benchtime 1x -count 1 -timeout 20m ./controlplane/

@@ -28,6 +28,7 @@ import (
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/pki"
 	"github.com/npanel/npanel/protos/agentpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // fakeCertNode answers every task queued for a fake node as its agent
@@ -50,6 +51,9 @@ type fakeCertNode struct {
 	// holdAccounts leaves account tasks unanswered: the node has not
 	// applied an account's change yet.
 	holdAccounts bool
+
+	// Secondary syncs received: tasks, bytes, the largest, zones named.
+	syncTasks, syncBytes, syncMax, syncZones atomic.Int64
 }
 
 func startFakeCertNode(t testing.TB, s *testenv.Server, node string) *fakeCertNode {
@@ -158,6 +162,12 @@ func (f *fakeCertNode) answer(t testing.TB, task *agentpb.Task) *agentpb.TaskRes
 	case *agentpb.Task_CheckPrimaryZones:
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_CheckPrimaryZones{CheckPrimaryZones: &agentpb.CheckPrimaryZonesResult{}}}
 	case *agentpb.Task_SyncSecondaryZones:
+		size := int64(proto.Size(task))
+		f.syncTasks.Add(1)
+		f.syncBytes.Add(size)
+		f.syncZones.Add(int64(len(a.SyncSecondaryZones.GetZones()) + len(a.SyncSecondaryZones.GetRemoved())))
+		for m := f.syncMax.Load(); size > m && !f.syncMax.CompareAndSwap(m, size); m = f.syncMax.Load() {
+		}
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_SyncSecondaryZones{SyncSecondaryZones: &agentpb.SyncSecondaryZonesResult{}}}
 	case *agentpb.Task_IssueCertificate:
 		f.mu.Lock()

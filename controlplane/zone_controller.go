@@ -78,7 +78,7 @@ type zoneController struct {
 	// servers is the set of DNS servers the waiting zones last saw.
 	servers string
 	// sent remembers the last zone set sent to each secondary.
-	sent map[string]sentSync
+	sent map[string]*sentSet
 	// scanned is when resyncZones last listed every zone.
 	scanned time.Time
 	// checkedAt is when the primaries were last sent their zones to
@@ -93,7 +93,7 @@ type zoneController struct {
 func newZoneController(s *Server) *zoneController {
 	c := &zoneController{
 		s: s, pending: map[string]int64{}, handled: map[string]int64{}, due: map[string]time.Time{}, waitingDNS: map[string]bool{},
-		sent: map[string]sentSync{}, checking: map[string]outstandingChecks{}, rotateInterval: s.cfg.ZoneRotateInterval,
+		sent: map[string]*sentSet{}, checking: map[string]outstandingChecks{}, rotateInterval: s.cfg.ZoneRotateInterval,
 	}
 	var m *controller.Metrics
 	if s.metrics != nil {

@@ -424,3 +424,23 @@ func TestRecordContentControlCharacters(t *testing.T) {
 		t.Errorf("a trailing line break is whitespace: %v", err)
 	}
 }
+
+// TestBucket: a name falls in the same bucket however it is written, and
+// names spread over the buckets.
+func TestBucket(t *testing.T) {
+	if Bucket("Example.COM.", 16) != Bucket("example.com", 16) {
+		t.Fatal("the same zone in two buckets")
+	}
+	if Bucket("example.com", 0) != 0 || Bucket("example.com", 1) != 0 {
+		t.Fatal("one bucket is bucket 0")
+	}
+	counts := make([]int, 8)
+	for i := range 8000 {
+		counts[Bucket(fmt.Sprintf("z%d.example.com", i), 8)]++
+	}
+	for b, n := range counts {
+		if n < 800 || n > 1200 {
+			t.Fatalf("bucket %d holds %d of 8000 zones: %v", b, n, counts)
+		}
+	}
+}

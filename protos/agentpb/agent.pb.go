@@ -936,10 +936,10 @@ type Task struct {
 	//	*Task_RestartService
 	//	*Task_EnsureZone
 	//	*Task_DeleteZone
-	//	*Task_SyncSecondaryZones
 	//	*Task_RotateZoneKeys
 	//	*Task_RefreshSecondaryZone
 	//	*Task_CheckPrimaryZones
+	//	*Task_SyncSecondaryZones
 	//	*Task_EnsureDatabase
 	//	*Task_DropDatabase
 	//	*Task_EnsureDatabaseUser
@@ -1095,15 +1095,6 @@ func (x *Task) GetDeleteZone() *DeleteZoneAction {
 	return nil
 }
 
-func (x *Task) GetSyncSecondaryZones() *SyncSecondaryZonesAction {
-	if x != nil {
-		if x, ok := x.Action.(*Task_SyncSecondaryZones); ok {
-			return x.SyncSecondaryZones
-		}
-	}
-	return nil
-}
-
 func (x *Task) GetRotateZoneKeys() *RotateZoneKeysAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_RotateZoneKeys); ok {
@@ -1126,6 +1117,15 @@ func (x *Task) GetCheckPrimaryZones() *CheckPrimaryZonesAction {
 	if x != nil {
 		if x, ok := x.Action.(*Task_CheckPrimaryZones); ok {
 			return x.CheckPrimaryZones
+		}
+	}
+	return nil
+}
+
+func (x *Task) GetSyncSecondaryZones() *SyncSecondaryZonesAction {
+	if x != nil {
+		if x, ok := x.Action.(*Task_SyncSecondaryZones); ok {
+			return x.SyncSecondaryZones
 		}
 	}
 	return nil
@@ -1502,10 +1502,6 @@ type Task_DeleteZone struct {
 	DeleteZone *DeleteZoneAction `protobuf:"bytes,21,opt,name=delete_zone,json=deleteZone,proto3,oneof"`
 }
 
-type Task_SyncSecondaryZones struct {
-	SyncSecondaryZones *SyncSecondaryZonesAction `protobuf:"bytes,22,opt,name=sync_secondary_zones,json=syncSecondaryZones,proto3,oneof"`
-}
-
 type Task_RotateZoneKeys struct {
 	RotateZoneKeys *RotateZoneKeysAction `protobuf:"bytes,23,opt,name=rotate_zone_keys,json=rotateZoneKeys,proto3,oneof"`
 }
@@ -1516,6 +1512,10 @@ type Task_RefreshSecondaryZone struct {
 
 type Task_CheckPrimaryZones struct {
 	CheckPrimaryZones *CheckPrimaryZonesAction `protobuf:"bytes,25,opt,name=check_primary_zones,json=checkPrimaryZones,proto3,oneof"`
+}
+
+type Task_SyncSecondaryZones struct {
+	SyncSecondaryZones *SyncSecondaryZonesAction `protobuf:"bytes,26,opt,name=sync_secondary_zones,json=syncSecondaryZones,proto3,oneof"`
 }
 
 type Task_EnsureDatabase struct {
@@ -1690,13 +1690,13 @@ func (*Task_EnsureZone) isTask_Action() {}
 
 func (*Task_DeleteZone) isTask_Action() {}
 
-func (*Task_SyncSecondaryZones) isTask_Action() {}
-
 func (*Task_RotateZoneKeys) isTask_Action() {}
 
 func (*Task_RefreshSecondaryZone) isTask_Action() {}
 
 func (*Task_CheckPrimaryZones) isTask_Action() {}
+
+func (*Task_SyncSecondaryZones) isTask_Action() {}
 
 func (*Task_EnsureDatabase) isTask_Action() {}
 
@@ -3672,7 +3672,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"1\n" +
 	"\tHeartbeat\x12$\n" +
-	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xdf\x1f\n" +
+	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\"\xe5\x1f\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -3687,11 +3687,11 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\vensure_zone\x18\x14 \x01(\v2!.npanel.agent.v1.EnsureZoneActionH\x00R\n" +
 	"ensureZone\x12D\n" +
 	"\vdelete_zone\x18\x15 \x01(\v2!.npanel.agent.v1.DeleteZoneActionH\x00R\n" +
-	"deleteZone\x12]\n" +
-	"\x14sync_secondary_zones\x18\x16 \x01(\v2).npanel.agent.v1.SyncSecondaryZonesActionH\x00R\x12syncSecondaryZones\x12Q\n" +
+	"deleteZone\x12Q\n" +
 	"\x10rotate_zone_keys\x18\x17 \x01(\v2%.npanel.agent.v1.RotateZoneKeysActionH\x00R\x0erotateZoneKeys\x12c\n" +
 	"\x16refresh_secondary_zone\x18\x18 \x01(\v2+.npanel.agent.v1.RefreshSecondaryZoneActionH\x00R\x14refreshSecondaryZone\x12Z\n" +
-	"\x13check_primary_zones\x18\x19 \x01(\v2(.npanel.agent.v1.CheckPrimaryZonesActionH\x00R\x11checkPrimaryZones\x12P\n" +
+	"\x13check_primary_zones\x18\x19 \x01(\v2(.npanel.agent.v1.CheckPrimaryZonesActionH\x00R\x11checkPrimaryZones\x12]\n" +
+	"\x14sync_secondary_zones\x18\x1a \x01(\v2).npanel.agent.v1.SyncSecondaryZonesActionH\x00R\x12syncSecondaryZones\x12P\n" +
 	"\x0fensure_database\x18\x1e \x01(\v2%.npanel.agent.v1.EnsureDatabaseActionH\x00R\x0eensureDatabase\x12J\n" +
 	"\rdrop_database\x18\x1f \x01(\v2#.npanel.agent.v1.DropDatabaseActionH\x00R\fdropDatabase\x12]\n" +
 	"\x14ensure_database_user\x18  \x01(\v2).npanel.agent.v1.EnsureDatabaseUserActionH\x00R\x12ensureDatabaseUser\x12W\n" +
@@ -3733,7 +3733,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x13fetch_cpanel_backup\x18g \x01(\v2(.npanel.agent.v1.FetchCpanelBackupActionH\x00R\x11fetchCpanelBackup\x12Q\n" +
 	"\x10read_service_log\x18n \x01(\v2%.npanel.agent.v1.ReadServiceLogActionH\x00R\x0ereadServiceLog\x12G\n" +
 	"\fnode_metrics\x18o \x01(\v2\".npanel.agent.v1.NodeMetricsActionH\x00R\vnodeMetricsB\b\n" +
-	"\x06action\"A\n" +
+	"\x06actionJ\x04\b\x16\x10\x17\"A\n" +
 	"\n" +
 	"PingAction\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\tR\apayload\x12\x19\n" +
@@ -3958,10 +3958,10 @@ var file_agent_v1_agent_proto_goTypes = []any{
 	(*ScrapeAuth)(nil),                 // 32: npanel.agent.v1.ScrapeAuth
 	(*EnsureZoneAction)(nil),           // 33: npanel.agent.v1.EnsureZoneAction
 	(*DeleteZoneAction)(nil),           // 34: npanel.agent.v1.DeleteZoneAction
-	(*SyncSecondaryZonesAction)(nil),   // 35: npanel.agent.v1.SyncSecondaryZonesAction
-	(*RotateZoneKeysAction)(nil),       // 36: npanel.agent.v1.RotateZoneKeysAction
-	(*RefreshSecondaryZoneAction)(nil), // 37: npanel.agent.v1.RefreshSecondaryZoneAction
-	(*CheckPrimaryZonesAction)(nil),    // 38: npanel.agent.v1.CheckPrimaryZonesAction
+	(*RotateZoneKeysAction)(nil),       // 35: npanel.agent.v1.RotateZoneKeysAction
+	(*RefreshSecondaryZoneAction)(nil), // 36: npanel.agent.v1.RefreshSecondaryZoneAction
+	(*CheckPrimaryZonesAction)(nil),    // 37: npanel.agent.v1.CheckPrimaryZonesAction
+	(*SyncSecondaryZonesAction)(nil),   // 38: npanel.agent.v1.SyncSecondaryZonesAction
 	(*EnsureDatabaseAction)(nil),       // 39: npanel.agent.v1.EnsureDatabaseAction
 	(*DropDatabaseAction)(nil),         // 40: npanel.agent.v1.DropDatabaseAction
 	(*EnsureDatabaseUserAction)(nil),   // 41: npanel.agent.v1.EnsureDatabaseUserAction
@@ -4049,10 +4049,10 @@ var file_agent_v1_agent_proto_depIdxs = []int32{
 	26,  // 12: npanel.agent.v1.Task.restart_service:type_name -> npanel.agent.v1.RestartServiceAction
 	33,  // 13: npanel.agent.v1.Task.ensure_zone:type_name -> npanel.agent.v1.EnsureZoneAction
 	34,  // 14: npanel.agent.v1.Task.delete_zone:type_name -> npanel.agent.v1.DeleteZoneAction
-	35,  // 15: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
-	36,  // 16: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
-	37,  // 17: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
-	38,  // 18: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	35,  // 15: npanel.agent.v1.Task.rotate_zone_keys:type_name -> npanel.agent.v1.RotateZoneKeysAction
+	36,  // 16: npanel.agent.v1.Task.refresh_secondary_zone:type_name -> npanel.agent.v1.RefreshSecondaryZoneAction
+	37,  // 17: npanel.agent.v1.Task.check_primary_zones:type_name -> npanel.agent.v1.CheckPrimaryZonesAction
+	38,  // 18: npanel.agent.v1.Task.sync_secondary_zones:type_name -> npanel.agent.v1.SyncSecondaryZonesAction
 	39,  // 19: npanel.agent.v1.Task.ensure_database:type_name -> npanel.agent.v1.EnsureDatabaseAction
 	40,  // 20: npanel.agent.v1.Task.drop_database:type_name -> npanel.agent.v1.DropDatabaseAction
 	41,  // 21: npanel.agent.v1.Task.ensure_database_user:type_name -> npanel.agent.v1.EnsureDatabaseUserAction
@@ -4183,10 +4183,10 @@ func file_agent_v1_agent_proto_init() {
 		(*Task_RestartService)(nil),
 		(*Task_EnsureZone)(nil),
 		(*Task_DeleteZone)(nil),
-		(*Task_SyncSecondaryZones)(nil),
 		(*Task_RotateZoneKeys)(nil),
 		(*Task_RefreshSecondaryZone)(nil),
 		(*Task_CheckPrimaryZones)(nil),
+		(*Task_SyncSecondaryZones)(nil),
 		(*Task_EnsureDatabase)(nil),
 		(*Task_DropDatabase)(nil),
 		(*Task_EnsureDatabaseUser)(nil),

@@ -651,14 +651,27 @@ func (x *SecondaryZone) GetSerial() uint32 {
 	return 0
 }
 
-// SyncSecondaryZonesAction is the complete set of zones this node serves as
-// a secondary. Slave zones not in the set are deleted, missing ones created
-// (and transferred at once), ones with other masters corrected, ones behind
-// their primary's serial transferred again. Zones of any other kind are
-// never touched.
+// SyncSecondaryZonesAction converges the zones this node serves as a
+// secondary: listed zones missing are created (and transferred at once),
+// ones with other masters corrected, ones behind their primary's serial
+// transferred again. Zones of any other kind are never touched.
+//
+// With buckets > 0, zones is the complete set of the node's secondary zones
+// whose bucket (dnszone.Bucket of the name) is `bucket`: the Slave zones of
+// that bucket not listed are deleted. A full set goes in buckets so that no
+// task nears etcd's request size limit. With buckets = 0 it is a change:
+// the zones listed are converged, those in `removed` deleted (Slave zones
+// only), and nothing else is touched.
+//
+// Task field 22 carried a full set without buckets; the action moved to 26
+// so that an agent or control plane of either version refuses the other's
+// instead of reading a bucket or a change as the whole set.
 type SyncSecondaryZonesAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Zones         []*SecondaryZone       `protobuf:"bytes,1,rep,name=zones,proto3" json:"zones,omitempty"`
+	Removed       []string               `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
+	Bucket        uint32                 `protobuf:"varint,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Buckets       uint32                 `protobuf:"varint,4,opt,name=buckets,proto3" json:"buckets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -698,6 +711,27 @@ func (x *SyncSecondaryZonesAction) GetZones() []*SecondaryZone {
 		return x.Zones
 	}
 	return nil
+}
+
+func (x *SyncSecondaryZonesAction) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *SyncSecondaryZonesAction) GetBucket() uint32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *SyncSecondaryZonesAction) GetBuckets() uint32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return 0
 }
 
 // RefreshSecondaryZoneAction asks a secondary to transfer a zone now if it
@@ -1177,9 +1211,12 @@ const file_agent_v1_dns_proto_rawDesc = "" +
 	"\rSecondaryZone\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x18\n" +
 	"\amasters\x18\x02 \x03(\tR\amasters\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\rR\x06serial\"P\n" +
+	"\x06serial\x18\x03 \x01(\rR\x06serial\"\x9c\x01\n" +
 	"\x18SyncSecondaryZonesAction\x124\n" +
-	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\"H\n" +
+	"\x05zones\x18\x01 \x03(\v2\x1e.npanel.agent.v1.SecondaryZoneR\x05zones\x12\x18\n" +
+	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x16\n" +
+	"\x06bucket\x18\x03 \x01(\rR\x06bucket\x12\x18\n" +
+	"\abuckets\x18\x04 \x01(\rR\abuckets\"H\n" +
 	"\x1aRefreshSecondaryZoneAction\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\rR\x06serial\"S\n" +

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/npanel/npanel/dnszone"
 	"github.com/npanel/npanel/internal/testenv/pdns"
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/platform"
@@ -130,6 +131,15 @@ func TestValidateActions(t *testing.T) {
 		{"sync dup", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}, {Zone: "A.com.", Masters: []string{"192.0.2.1"}}}}), "twice"},
 		{"sync master port", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1:0"}}}}), "usable"},
 		{"sync no masters", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Zones: []*agentpb.SecondaryZone{{Zone: "a.com"}}}), "at least one master"},
+		{"sync bucket out of range", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Bucket: 2, Buckets: 2}), "bucket 2 of 2"},
+		{"sync too many buckets", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Buckets: 1 << 20}), "buckets, at most"},
+		{"sync bucket removes", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Buckets: 1, Removed: []string{"a.com"}}), "no zones to remove"},
+		{"sync zone in another bucket", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Bucket: 1 - dnszone.Bucket("a.com", 2), Buckets: 2,
+			Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}}}), "not in bucket"},
+		{"sync removed twice", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Removed: []string{"a.com", "A.com."}}), "listed twice"},
+		{"sync removed and listed", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Removed: []string{"a.com"},
+			Zones: []*agentpb.SecondaryZone{{Zone: "a.com", Masters: []string{"192.0.2.1"}}}}), "listed twice"},
+		{"sync removed bad name", testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Removed: []string{"bad..com"}}), "zone name"},
 		{"secondary with a serial", testModule.NewEnsureZone(&agentpb.EnsureZoneAction{Zone: "a.com", Kind: agentpb.ZoneKind_ZONE_KIND_SECONDARY, Masters: []string{"192.0.2.1"}, MinSerial: 5}), "takes only masters"},
 		{"rotate no step", testModule.NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com"}), "want PUBLISH"},
 		{"rotate interval", testModule.NewRotateZoneKeys(&agentpb.RotateZoneKeysAction{Zone: "a.com", Step: agentpb.RotateZoneKeysAction_STEP_PUBLISH, MinIntervalSeconds: 1 << 30}), "exceeds"},

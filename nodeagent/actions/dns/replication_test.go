@@ -23,7 +23,7 @@ func TestReplicationAndHealing(t *testing.T) {
 	prim, sec := pair(t)
 	penv, senv := envFor(t, prim), envFor(t, sec)
 	zones := []string{"rep1.npanel-test.com", "rep2.npanel-test.com"}
-	var sync agentpb.SyncSecondaryZonesAction
+	sync := agentpb.SyncSecondaryZonesAction{Buckets: 1} // the whole set
 	for _, z := range zones {
 		spec := primarySpec(z)
 		spec.Secondaries = []string{sec.DNSAddr}
@@ -108,6 +108,48 @@ func TestReplicationAndHealing(t *testing.T) {
 	}
 	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Added)+len(sr.Removed)+len(sr.Updated)+len(sr.Refreshed) != 0 || sr.Unchanged != 2 {
 		t.Fatalf("repeat sync: %+v", sr)
+	}
+
+	// A change touches only what it names: the stray zone is back, the
+	// change removes zones[0] and leaves the stray one alone.
+	if err := sc.createZone(ctx, &pdnsZone{Name: "stray.npanel-test.com.", Kind: "Slave", Masters: []string{prim.DNSAddr}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = testModule.NewSyncSecondaryZones(&agentpb.SyncSecondaryZonesAction{Removed: []string{zones[0]}}).Apply(ctx, senv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Removed) != 1 || sr.Removed[0] != zones[0]+"." || len(sr.Added) != 0 {
+		t.Fatalf("change: %+v", sr)
+	}
+	// The bucket holding the stray zone removes it and puts zones[0]
+	// back if it is in that bucket; the other bucket's zones stay.
+	const buckets = 2
+	stray := dnszone.Bucket("stray.npanel-test.com", buckets)
+	bucket := &agentpb.SyncSecondaryZonesAction{Bucket: stray, Buckets: buckets}
+	for _, z := range sync.Zones {
+		if dnszone.Bucket(z.Zone, buckets) == stray {
+			bucket.Zones = append(bucket.Zones, z)
+		}
+	}
+	out, err = testModule.NewSyncSecondaryZones(bucket).Apply(ctx, senv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr := out.(*agentpb.SyncSecondaryZonesResult); len(sr.Removed) != 1 || sr.Removed[0] != "stray.npanel-test.com." {
+		t.Fatalf("bucket %d: %+v", stray, sr)
+	}
+	for _, z := range zones[1:] {
+		if serialAt(t, sec.DNSAddr, z) == 0 {
+			t.Fatalf("%s gone after a sync of bucket %d", z, stray)
+		}
+	}
+	if _, err := testModule.NewSyncSecondaryZones(&sync).Apply(ctx, senv); err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range zones {
+		want := serialAt(t, prim.DNSAddr, z)
+		waitFor(t, 10*time.Second, z+" back", func() bool { return serialAt(t, sec.DNSAddr, z) == want })
 	}
 
 	// A change the secondary never heard of (a PATCH sends no NOTIFY, and

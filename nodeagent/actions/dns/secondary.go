@@ -109,12 +109,18 @@ func (a *DeleteZone) Apply(ctx context.Context, env *actions.Env) (proto.Message
 	return res, nil
 }
 
-// SyncSecondaryZones converges the node's set of Slave zones.
+// SyncSecondaryZones converges the node's Slave zones: one bucket of the
+// whole set, or a change (the proto message says which).
 type SyncSecondaryZones struct {
-	m     *Module
-	req   *agentpb.SyncSecondaryZonesAction
-	zones map[string]secondaryZone
+	m       *Module
+	req     *agentpb.SyncSecondaryZonesAction
+	zones   map[string]secondaryZone
+	removed map[string]bool
 }
+
+// maxSecondaryBuckets bounds a sync's bucket count: a million zones in
+// buckets of a thousand.
+const maxSecondaryBuckets = 1 << 10
 
 // secondaryZone is one zone of the set: its canonical masters and the
 // serial its primary last applied (0: unknown).
@@ -132,8 +138,22 @@ func (m *Module) NewSyncSecondaryZones(req *agentpb.SyncSecondaryZonesAction) ac
 func (a *SyncSecondaryZones) Name() string { return SyncSecondaryZonesName }
 
 // Validate implements actions.Action.
-func (a *SyncSecondaryZones) Validate() (err error) {
-	a.zones, err = zoneSet(a.req.GetZones(), func(name string, z *agentpb.SecondaryZone) (secondaryZone, error) {
+func (a *SyncSecondaryZones) Validate() error {
+	bucket, buckets := a.req.GetBucket(), a.req.GetBuckets()
+	switch {
+	case buckets > maxSecondaryBuckets:
+		return fmt.Errorf("%d buckets, at most %d allowed", buckets, maxSecondaryBuckets)
+	case buckets > 0 && bucket >= buckets:
+		return fmt.Errorf("bucket %d of %d", bucket, buckets)
+	case buckets > 0 && len(a.req.GetRemoved()) > 0:
+		return errors.New("a bucket's complete set names no zones to remove")
+	case len(a.req.GetZones())+len(a.req.GetRemoved()) > MaxZonesPerTask:
+		return fmt.Errorf("%d zones, at most %d allowed", len(a.req.GetZones())+len(a.req.GetRemoved()), MaxZonesPerTask)
+	}
+	zones, err := zoneSet(a.req.GetZones(), func(name string, z *agentpb.SecondaryZone) (secondaryZone, error) {
+		if buckets > 0 && dnszone.Bucket(name, buckets) != bucket {
+			return secondaryZone{}, fmt.Errorf("zone %s is not in bucket %d of %d", name, bucket, buckets)
+		}
 		if len(z.GetMasters()) == 0 {
 			return secondaryZone{}, fmt.Errorf("secondary zone %s needs at least one master", name)
 		}
@@ -143,7 +163,33 @@ func (a *SyncSecondaryZones) Validate() (err error) {
 		}
 		return secondaryZone{masters: ms, serial: z.GetSerial()}, nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	removed := make(map[string]bool, len(a.req.GetRemoved()))
+	for _, r := range a.req.GetRemoved() {
+		name, err := dnszone.ZoneName(r)
+		if err != nil {
+			return err
+		}
+		if _, dup := zones[name]; dup || removed[name] {
+			return fmt.Errorf("zone %s is listed twice", name)
+		}
+		removed[name] = true
+	}
+	a.zones, a.removed = zones, removed
+	return nil
+}
+
+// prunes reports whether the sync removes a Slave zone it does not list.
+func (a *SyncSecondaryZones) prunes(name string) bool {
+	if _, listed := a.zones[name]; listed {
+		return false
+	}
+	if b := a.req.GetBuckets(); b > 0 {
+		return dnszone.Bucket(name, b) == a.req.GetBucket()
+	}
+	return a.removed[name]
 }
 
 // listServerZones validates a zone-list action unless that was done, then
@@ -250,10 +296,7 @@ func (a *SyncSecondaryZones) Apply(ctx context.Context, env *actions.Env) (proto
 		}
 	}
 	for _, z := range all {
-		if z.Kind != kindSlave {
-			continue
-		}
-		if _, want := a.zones[z.Name]; want {
+		if z.Kind != kindSlave || !a.prunes(z.Name) {
 			continue
 		}
 		unlock := c.lockZone(z.Name)
