@@ -895,12 +895,34 @@ func (mc *migrationController) switchRecords(ctx context.Context, m *store.Migra
 	return nil
 }
 
+// accountCerts reads the certificates of the account's sites that are the
+// account's: a certificate's id is its site's name, so the sites name
+// every certificate the account can have, and nothing else is read.
+func (mc *migrationController) accountCerts(ctx context.Context, account string) ([]*store.Certificate, error) {
+	a, _, err := mc.st.GetAccount(ctx, account)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range a.AllSites() {
+		ids = append(ids, s.Domain)
+	}
+	certs, err := mc.st.GetCertificates(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(certs, func(c *store.Certificate) bool { return c.Account != account }), nil
+}
+
 // servedCerts lists the account's certificates that its source node
 // serves, installed and ordered alike: their keys are exported sealed to
 // the target with the password hashes, each only if it is the key of the
 // chain named here.
 func (mc *migrationController) servedCerts(ctx context.Context, m *store.Migration) ([]*agentpb.ExportCertificate, error) {
-	all, err := mc.st.ListCertificates(ctx)
+	all, err := mc.accountCerts(ctx, m.Account)
 	if err != nil {
 		return nil, err
 	}
@@ -917,7 +939,7 @@ func (mc *migrationController) servedCerts(ctx context.Context, m *store.Migrati
 // source serves of the account's certificates: a rollback gives it back.
 // What an earlier pass recorded stays (the step may run again).
 func (mc *migrationController) keepCertsAtSource(ctx context.Context, m *store.Migration) error {
-	all, err := mc.st.ListCertificates(ctx)
+	all, err := mc.accountCerts(ctx, m.Account)
 	if err != nil {
 		return err
 	}
@@ -973,7 +995,7 @@ func (mc *migrationController) keepCertsAtSource(ctx context.Context, m *store.M
 // sent. A record already on to is left alone, so the step may run again
 // after a crash.
 func (mc *migrationController) moveCerts(ctx context.Context, m *store.Migration, to, from string, forward bool) error {
-	all, err := mc.st.ListCertificates(ctx)
+	all, err := mc.accountCerts(ctx, m.Account)
 	if err != nil {
 		return err
 	}
