@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/npanel/npanel/controlplane/store"
+	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
 
@@ -17,14 +18,20 @@ import (
 // or one whose node is gone). Ordered certificates are written back as
 // they were asked for (names, challenge, auto-renew) and the certificate
 // controller orders them on the account's node. An installed (custom)
-// certificate cannot come back: its private key never leaves the node
-// that served it, and backups hold only its public chain. It is reported
-// as a failed item naming it (the restore is PARTIAL) and, when its
-// record survived, the record says so (FAILED, lastError) rather than
-// ISSUED with nobody serving it. It returns the items restored and those
-// that failed.
-func (bc *backupController) restoreCertificates(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState) (done []string, failed []store.BackupItemFailure) {
+// certificate was bought elsewhere: the node that served it kept its key
+// in the backup (encrypted with the repository), and the restore's node
+// serves it again (res names it restored); its record is then ISSUED
+// there. One whose key the backup does not hold (a backup made before
+// keys were kept, or the key could not be read then), or whose key the
+// node could not serve, is a failed item (the restore is PARTIAL) and its
+// record says so (FAILED, lastError) rather than ISSUED with nobody
+// serving it. It returns the items restored and those that failed.
+func (bc *backupController) restoreCertificates(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState, res *agentpb.RestoreResult) (done []string, failed []store.BackupItemFailure) {
 	now := time.Now().UTC()
+	nodeFailed := map[string]string{}
+	for _, f := range res.GetFailed() {
+		nodeFailed[f.GetItem()] = f.GetError()
+	}
 	for _, sc := range state.Certificates {
 		item := "certificate:" + sc.ID
 		i := a.SiteIndex(sc.ID)
@@ -38,9 +45,18 @@ func (bc *backupController) restoreCertificates(ctx context.Context, r *store.Re
 			continue
 		}
 		var err error
-		if sc.Custom {
+		switch {
+		case sc.Custom && slices.Contains(res.GetRestored(), item):
+			err = bc.servedCustomCert(ctx, r, a, sc, now)
+		case sc.Custom && nodeFailed[item] != "":
+			// The node names the failure itself: the record only.
+			if err := bc.unservedCustomCert(ctx, r, a, sc, "its key from the backup could not be served: "+nodeFailed[item], now); err != nil {
+				failed = append(failed, store.BackupItemFailure{Item: item, Error: err.Error()})
+			}
+			continue
+		case sc.Custom:
 			err = bc.reportCustomCert(ctx, r, a, sc, now)
-		} else {
+		default:
 			err = bc.reorderCert(ctx, r, a, sc, now)
 		}
 		if err != nil {
@@ -52,9 +68,110 @@ func (bc *backupController) restoreCertificates(ctx context.Context, r *store.Re
 	return done, failed
 }
 
-// errKeyNotInBackup is a custom certificate's failure in a restore.
+// errKeyNotInBackup is the failure of a custom certificate whose key the
+// backup does not hold.
 func errKeyNotInBackup(sc BackupStateCertChain) error {
-	return fmt.Errorf("the installed certificate (serial %s) was not restored: backups hold its chain, never its private key; install it again (the site is served with an ordered or self-signed certificate meanwhile)", sc.Serial)
+	return fmt.Errorf("the installed certificate (serial %s) was not restored: the backup does not hold its private key (made before keys were kept, or the key could not be read); install it again (the site is served with an ordered or self-signed certificate meanwhile)", sc.Serial)
+}
+
+// holdCustomCerts writes, as a restore sets the account up on node, the
+// record of each installed certificate whose key the backup holds (keys):
+// installed, waiting for the restore to serve its key there. The
+// certificate controller orders nothing for its site meanwhile, where an
+// automatic order would race the key coming back.
+func (bc *backupController) holdCustomCerts(ctx context.Context, r *store.Restore, a *store.Account, node string, state *BackupState, keys []string) error {
+	now := time.Now().UTC()
+	why := "restoring from backup " + r.Backup + " onto node " + node + ": the installed certificate's key comes back from the backup"
+	hold := func(c *store.Certificate, sc BackupStateCertChain) {
+		c.Account, c.Node, c.Domains, c.Mail = a.ID, node, slices.Clone(sc.Domains), sc.Mail
+		c.Custom, c.CustomChainPEM, c.SealedKey, c.AllowUntrusted = true, sc.ChainPEM, nil, true
+		c.Auto, c.AutoRenew, c.Revoke = false, false, false
+		clearServed(c)
+		c.Status.State, c.Status.LastError = store.CertPending, why
+		c.Status.ObservedGeneration = c.Generation // nothing to send: the restore serves it
+		c.AddEvent(now, "restoring", why)
+	}
+	for _, sc := range state.Certificates {
+		if !sc.Custom || !slices.Contains(keys, sc.ID) {
+			continue
+		}
+		if i := a.SiteIndex(sc.ID); i < 0 || a.AllSites()[i].AliasOf != "" {
+			continue
+		}
+		_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+			if c.Account != a.ID || c.Deleting || c.Status.TaskID != "" || (c.Status.LastError == why && c.Node == node) {
+				return nil, store.ErrUnchanged // another's, going, busy, or held already
+			}
+			c.Generation++
+			hold(c, sc)
+			return nil, nil
+		}, store.AuditEvent{})
+		if errors.Is(err, store.ErrNotFound) {
+			c := &store.Certificate{ID: sc.ID, Generation: 1}
+			hold(c, sc)
+			err = bc.st.CreateCertificate(ctx, c, store.AuditEvent{})
+			if errors.Is(err, store.ErrConflict) {
+				err = nil // the site's automatic one came first: the restore reports on it
+			}
+		}
+		if err != nil && !errors.Is(err, store.ErrUnchanged) {
+			return fmt.Errorf("certificate %s: %w", sc.ID, err)
+		}
+	}
+	return nil
+}
+
+// servedCustomCert records an installed certificate the restore's node
+// serves again from the backup's key.
+func (bc *backupController) servedCustomCert(ctx context.Context, r *store.Restore, a *store.Account, sc BackupStateCertChain, now time.Time) error {
+	chain, err := validate.CheckCertificateChain(sc.ID, sc.ChainPEM, "", true, nil, now)
+	if err != nil {
+		return err
+	}
+	msg := "served on node " + a.Node + " again, its key from backup " + r.Backup
+	_, err = bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if c.Account != a.ID || c.Deleting || c.Status.TaskID != "" {
+			return nil, fmt.Errorf("certificate %s is another's or busy: %w", sc.ID, store.ErrConflict)
+		}
+		c.Node, c.Custom, c.CustomChainPEM, c.SealedKey = a.Node, true, sc.ChainPEM, nil
+		c.Auto, c.AutoRenew, c.Revoke = false, false, false
+		st := &c.Status
+		leaf := chain.Leaf
+		st.State, st.ChainPEM, st.Serial, st.Issuer = store.CertIssued, sc.ChainPEM, leaf.SerialNumber.Text(16), leaf.Issuer.CommonName
+		st.NotBefore, st.NotAfter, st.RenewAt, st.IssuedDomains = leaf.NotBefore.UTC(), leaf.NotAfter.UTC(), time.Time{}, slices.Clone(leaf.DNSNames)
+		st.LastError, st.Failures, st.NextAttempt = "", 0, time.Time{}
+		st.ObservedGeneration = c.Generation
+		c.AddEvent(now, "restored", msg)
+		return nil, nil
+	}, store.AuditEvent{})
+	if err != nil {
+		return err
+	}
+	_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.restored", sc.ID, "ok: "+msg))
+	return nil
+}
+
+// unservedCustomCert records why the restore's node does not serve an
+// installed certificate whose key the backup held.
+func (bc *backupController) unservedCustomCert(ctx context.Context, r *store.Restore, a *store.Account, sc BackupStateCertChain, why string, now time.Time) error {
+	msg := "the installed certificate (serial " + sc.Serial + ") is not served on node " + a.Node + ": " + why + " (restore " + r.ID + "); install it again, or request one"
+	_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+		if c.Account != a.ID || !c.Custom || c.Deleting || c.Status.LastError == msg {
+			return nil, store.ErrUnchanged
+		}
+		c.Node = a.Node
+		clearServed(c)
+		c.Status.State, c.Status.LastError, c.Status.ObservedGeneration = store.CertFailed, msg, c.Generation
+		c.AddEvent(now, "unserved", msg)
+		return nil, nil
+	}, store.AuditEvent{})
+	switch {
+	case err == nil:
+		_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.unserved", sc.ID, "failed: "+msg))
+	case !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return nil
 }
 
 func (bc *backupController) reportCustomCert(ctx context.Context, r *store.Restore, a *store.Account, sc BackupStateCertChain, now time.Time) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,10 +19,35 @@ import (
 // A whole-account restore onto another node (the first is gone) brings
 // the certificates back: one a user requested (a wildcard over DNS-01,
 // auto-renew off) is requested again with its names and settings, its
-// record having been removed; an installed one cannot come (its key is
-// in no backup) and is named in the restore's failed items (PARTIAL) and
-// on its record (FAILED, lastError), never left ISSUED.
-func TestRestoreAllBringsCertificatesBack(t *testing.T) {
+// record having been removed. An installed one comes back when the
+// backup holds its key (TestRestoreAllServesInstalledCertificate); here
+// it does not (a backup made before keys were kept), and the certificate
+// is named in the restore's failed items (PARTIAL) and on its record
+// (FAILED, lastError), never left ISSUED.
+func TestRestoreAllBringsCertificatesBack(t *testing.T) { restoreAllCertificates(t, keyNotInBackup) }
+
+// An installed certificate whose key the backup holds is held for the
+// restore as the account is set up on the new node (nothing is ordered
+// for its site meanwhile), served there by the restore, and ISSUED on
+// the new node.
+func TestRestoreAllServesInstalledCertificate(t *testing.T) { restoreAllCertificates(t, keyServed) }
+
+// An installed certificate whose key the backup holds but the new node
+// could not serve is the node's failed item, once, and its record says
+// why (FAILED).
+func TestRestoreAllInstalledCertificateNotServed(t *testing.T) {
+	restoreAllCertificates(t, keyNotServed)
+}
+
+type restoredKey int
+
+const (
+	keyNotInBackup restoredKey = iota
+	keyServed
+	keyNotServed
+)
+
+func restoreAllCertificates(t *testing.T, key restoredKey) {
 	s := testenv.StartServer(t, func(c *controlplane.Config) { c.Backup.Sweep = 500 * time.Millisecond })
 	st := s.Store()
 	ctx := context.Background()
@@ -78,9 +104,13 @@ func TestRestoreAllBringsCertificatesBack(t *testing.T) {
 		got, err := st.GetBackup(ctx, b.ID)
 		return err == nil && got.Status.State == store.BackupSucceeded
 	})
-	stateJSON := n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
+	backupTask := n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount()
+	stateJSON := backupTask.GetStateJson()
 	if !strings.Contains(string(stateJSON), `"challenge":"DNS01"`) || !strings.Contains(string(stateJSON), `"requested":true`) {
 		t.Fatalf("the backup's state lacks how the certificate was requested: %s", stateJSON)
+	}
+	if bc := backupTask.GetCertificates(); len(bc) != 1 || bc[0].GetSite() != shop || len(bc[0].GetChainPem()) == 0 {
+		t.Fatalf("the backup task asks to keep the keys of %v, want the installed certificate of %s only", bc, shop)
 	}
 
 	// web-1 is gone, and the requested certificate's record with it (as
@@ -91,11 +121,25 @@ func TestRestoreAllBringsCertificatesBack(t *testing.T) {
 	if err := st.DeleteCertificate(ctx, domain, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
+	var heldBeforeRestore atomic.Bool
 	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if r := task.GetRestoreBackup(); r != nil {
 			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			if key != keyNotInBackup {
+				res.CertificateKeys = []string{shop}
+			}
 			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
 				res.Restored = []string{"files", "state"}
+				if c, err := st.GetCertificate(ctx, shop); err == nil && c.Custom && c.Node == "web-2" && c.Status.State == store.CertPending &&
+					slices.Contains(r.GetCertificateSites(), shop) {
+					heldBeforeRestore.Store(true)
+				}
+				switch key {
+				case keyServed:
+					res.Restored = append(res.Restored, "certificate:"+shop)
+				case keyNotServed:
+					res.Failed = []*agentpb.BackupItemFailure{{Item: "certificate:" + shop, Error: "the certificate expired on 2026-01-01T00:00:00Z"}}
+				}
 			}
 			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: res}}
 		}
@@ -112,12 +156,36 @@ func TestRestoreAllBringsCertificatesBack(t *testing.T) {
 		got = rr
 		return err == nil && restoreDone(rr.Status.State)
 	})
+	if !slices.Contains(got.Status.Restored, "certificate:"+domain) {
+		t.Fatalf("restored %v", got.Status.Restored)
+	}
+	if key != keyNotInBackup && !heldBeforeRestore.Load() {
+		t.Fatal("the installed certificate was not held for the restore on web-2 when the node was asked to serve it")
+	}
+	switch key {
+	case keyServed:
+		ic, err := st.GetCertificate(ctx, shop)
+		if got.Status.State != store.BackupSucceeded || !slices.Contains(got.Status.Restored, "certificate:"+shop) {
+			t.Fatalf("restore: %s, restored %v, failed %+v", got.Status.State, got.Status.Restored, got.Status.Failed)
+		}
+		if err != nil || ic.Node != "web-2" || !ic.Custom || ic.Auto || ic.Status.State != store.CertIssued || ic.Status.ChainPEM == "" ||
+			ic.Status.LastError != "" || ic.Status.ObservedGeneration != ic.Generation || !hasEvent(ic, "restored", b.ID) {
+			t.Fatalf("installed certificate after the restore: %+v, %v", ic, err)
+		}
+		return
+	case keyNotServed:
+		if got.Status.State != store.BackupPartial || len(got.Status.Failed) != 1 || got.Status.Failed[0].Item != "certificate:"+shop {
+			t.Fatalf("restore: %s, failed %+v", got.Status.State, got.Status.Failed)
+		}
+		ic, err := st.GetCertificate(ctx, shop)
+		if err != nil || ic.Node != "web-2" || ic.Status.State != store.CertFailed || !strings.Contains(ic.Status.LastError, "could not be served: the certificate expired") {
+			t.Fatalf("installed certificate after the restore: %+v, %v", ic.Status, err)
+		}
+		return
+	}
 	if got.Status.State != store.BackupPartial || len(got.Status.Failed) != 1 || got.Status.Failed[0].Item != "certificate:"+shop ||
 		!strings.Contains(got.Status.Failed[0].Error, "install it again") {
 		t.Fatalf("restore: %s, failed %+v", got.Status.State, got.Status.Failed)
-	}
-	if !slices.Contains(got.Status.Restored, "certificate:"+domain) {
-		t.Fatalf("restored %v", got.Status.Restored)
 	}
 	c, err := st.GetCertificate(ctx, domain)
 	if err != nil || c.Account != acct.ID || !slices.Equal(c.Domains, wanted) || c.Challenge != store.ChallengeDNS01 || c.Auto || c.AutoRenew || c.Custom {

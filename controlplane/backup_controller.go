@@ -501,6 +501,13 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 	for _, d := range state.Databases {
 		action.Databases = append(action.Databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
 	}
+	for _, c := range state.Certificates {
+		// An installed certificate's key is kept by the node: bought
+		// elsewhere, it cannot be ordered again after a restore.
+		if c.Custom && c.Served {
+			action.Certificates = append(action.Certificates, &agentpb.BackupCertificate{Site: c.ID, ChainPem: []byte(c.ChainPEM), Mail: c.Mail})
+		}
+	}
 	if b.Retention == nil {
 		// A backup a user asked for keeps the plan's retention, like the
 		// schedule's: restic forget then keeps the policy's backups.

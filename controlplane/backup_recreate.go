@@ -23,9 +23,10 @@ import (
 // gone is moved (unplaced and pinned, so the account controller places
 // and ensures it there through the normal lifecycle); a deleted account
 // is created again from the state. Its zones, databases, database users
-// and mailboxes are then written back. It returns the account's id when
-// it is a new one.
-func (bc *backupController) placeFromState(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState) (string, error) {
+// and mailboxes are then written back, and the records of the installed
+// certificates whose keys the backup holds (certKeys). It returns the
+// account's id when it is a new one.
+func (bc *backupController) placeFromState(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState, certKeys []string) (string, error) {
 	node := r.Node
 	nv, err := bc.st.GetNode(ctx, node)
 	if err != nil {
@@ -49,6 +50,9 @@ func (bc *backupController) placeFromState(ctx context.Context, r *store.Restore
 		return "", err
 	}
 	if err := bc.recreateMail(ctx, r, a, state, nv); err != nil {
+		return "", err
+	}
+	if err := bc.holdCustomCerts(ctx, r, a, node, state, certKeys); err != nil {
 		return "", err
 	}
 	return newID, nil

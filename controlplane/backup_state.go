@@ -93,6 +93,11 @@ type BackupStateCertChain struct {
 	Custom   bool     `json:"custom,omitempty"`
 	ChainPEM string   `json:"chainPem,omitempty"`
 	Serial   string   `json:"serial,omitempty"`
+	// Served: the node served ChainPEM when the backup was made (an
+	// installed one's key is then in the backup); Mail: on the site's
+	// mail hosts too.
+	Served bool `json:"served,omitempty"`
+	Mail   bool `json:"mail,omitempty"`
 	// How an ordered certificate was asked for, so that a restore orders
 	// the same again. Zero values are what backups made before these
 	// fields meant: the site's automatic certificate over HTTP-01,
@@ -183,7 +188,8 @@ func accountState(ctx context.Context, st *store.Store, a *store.Account) (*Back
 			chain = c.CustomChainPEM
 		}
 		out.Certificates = append(out.Certificates, BackupStateCertChain{ID: c.ID, Domains: slices.Clone(c.Domains), Custom: c.Custom, ChainPEM: chain,
-			Serial: c.Status.Serial, Challenge: c.Challenge, Requested: !c.Auto && !c.Custom, NoAutoRenew: !c.AutoRenew && !c.Custom})
+			Serial: c.Status.Serial, Challenge: c.Challenge, Requested: !c.Auto && !c.Custom, NoAutoRenew: !c.AutoRenew && !c.Custom,
+			Served: c.Status.ChainPEM != "" && c.Node == a.Node, Mail: c.Mail})
 	}
 	out.sort()
 	return out, nil

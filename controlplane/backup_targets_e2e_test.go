@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/npanel/npanel/client"
 	"github.com/npanel/npanel/controlplane"
+	"github.com/npanel/npanel/controlplane/store"
 	"github.com/npanel/npanel/internal/testenv"
 	"github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/internal/testenv/s3"
@@ -109,6 +111,21 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	}
 	wantRows := dbRows(t, socket1, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id")
 	gql(`mutation($z:String!){addRecord(zone:$z,record:{name:"dr",type:TXT,content:"\"survives web-1\"",ttl:300}){id}}`, map[string]any{"z": domain}, nil)
+	// A certificate bought elsewhere, served by web-1's nginx.
+	certPEM, keyPEM, keyDER, leaf := boughtCert(t, domain, "www."+domain)
+	if _, err := s.Admin.InstallCertificate(ctx, client.InstallCertificateInput{Domain: domain, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, AllowUntrusted: true}); err != nil {
+		t.Fatal(err)
+	}
+	serves := func(addr string) bool {
+		got, err := servedLeaf(addr, domain)
+		return err == nil && bytes.Equal(got.Raw, leaf.Raw)
+	}
+	testenv.WaitFor(t, time.Minute, "web-1 serves the installed certificate", func() bool { return serves(ag1.Config.HTTPSListen) })
+	testenv.WaitFor(t, 30*time.Second, "the installed certificate ISSUED", func() bool {
+		c, err := s.Store().GetCertificate(ctx, domain)
+		return err == nil && c.Status.State == store.CertIssued && c.Status.ObservedGeneration == c.Generation
+	})
+	keyB64 := base64.StdEncoding.EncodeToString(keyDER)
 
 	var created struct{ CreateBackup struct{ ID string } }
 	start := time.Now()
@@ -147,6 +164,9 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, kv := range resp.Kvs {
+			if bytes.Contains(kv.Value, keyDER) || bytes.Contains(kv.Value, []byte(keyB64)) || bytes.Contains(kv.Value, []byte(keyPEM)) {
+				t.Errorf("%s: etcd key %s holds the certificate's private key in clear", when, kv.Key)
+			}
 			if bytes.Contains(kv.Value, []byte(s3srv.SecretKey)) {
 				t.Errorf("%s: etcd key %s holds the S3 secret key in clear", when, kv.Key)
 			}
@@ -158,7 +178,7 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 		if !strings.Contains(text, "level=INFO") || !strings.Contains(text, `"data"`) {
 			t.Fatalf("%s: the logs and API responses were not captured (%d bytes)", when, len(text))
 		}
-		for _, secret := range []string{string(repoPW), s3srv.SecretKey} {
+		for _, secret := range []string{string(repoPW), s3srv.SecretKey, keyB64, keyPEM} {
 			if i := strings.Index(text, secret); i >= 0 {
 				t.Errorf("%s: a secret is in the logs or an API response: ...%s...", when, text[max(0, i-200):i])
 			}
@@ -228,6 +248,16 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 		return slices.Contains(txtAt(ag2.Config.DNSListen, "dr."+domain+"."), "survives web-1")
 	})
 	noSecrets("after the restore")
+	// The installed certificate came back from the backup: web-2's nginx
+	// serves the very leaf, and its record is ISSUED there.
+	testenv.WaitFor(t, 30*time.Second, "web-2 serves the installed certificate", func() bool { return serves(ag2.Config.HTTPSListen) })
+	c, err := s.Store().GetCertificate(ctx, domain)
+	if err != nil || c.Node != "web-2" || c.Status.State != store.CertIssued || !c.Custom || c.Status.Serial != leaf.SerialNumber.Text(16) || c.Status.LastError != "" {
+		t.Fatalf("the installed certificate after the restore: %+v, %v", c, err)
+	}
+	if !slices.Contains(r.Restored, "certificate:"+domain) {
+		t.Fatalf("restored %v, want certificate:%s", r.Restored, domain)
+	}
 	// Nor does any file the agents keep (data dirs: journals, task
 	// records; prefixes: configs, homes, backup areas) hold them in clear.
 	for _, ag := range []*testenv.Agent{ag1, ag2} {

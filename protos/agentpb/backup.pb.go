@@ -423,7 +423,14 @@ type BackupAccountAction struct {
 	Retention *BackupRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
 	// The account's zones as BIND zone files, each stored as
 	// zone/<name>.zone in a snapshot of its own.
-	ZoneFiles     []*BackupZoneFile `protobuf:"bytes,6,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
+	ZoneFiles []*BackupZoneFile `protobuf:"bytes,6,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
+	// The installed (custom) certificates the account's sites serve here,
+	// each with the chain the control plane records. The node keeps each
+	// one's key with its chain in the state snapshot (encrypted like the
+	// rest of the repository), so that a restore serves it again on any
+	// node: it was bought elsewhere and cannot be ordered again. A key that
+	// is not the served chain's is not kept (item "certificate:SITE").
+	Certificates  []*BackupCertificate `protobuf:"bytes,7,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +507,73 @@ func (x *BackupAccountAction) GetZoneFiles() []*BackupZoneFile {
 	return nil
 }
 
+func (x *BackupAccountAction) GetCertificates() []*BackupCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+type BackupCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	ChainPem      []byte                 `protobuf:"bytes,2,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	Mail          bool                   `protobuf:"varint,3,opt,name=mail,proto3" json:"mail,omitempty"` // served on mail.SITE (Exim, Dovecot) and webmail.SITE too
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupCertificate) Reset() {
+	*x = BackupCertificate{}
+	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupCertificate) ProtoMessage() {}
+
+func (x *BackupCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupCertificate.ProtoReflect.Descriptor instead.
+func (*BackupCertificate) Descriptor() ([]byte, []int) {
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BackupCertificate) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *BackupCertificate) GetChainPem() []byte {
+	if x != nil {
+		return x.ChainPem
+	}
+	return nil
+}
+
+func (x *BackupCertificate) GetMail() bool {
+	if x != nil {
+		return x.Mail
+	}
+	return false
+}
+
 // BackupZoneFile is one zone as a BIND zone file (dnszone.WriteZone). A
 // zone the control plane could not write has error set instead of text:
 // the node reports it as the failed item "zone:<name>".
@@ -514,7 +588,7 @@ type BackupZoneFile struct {
 
 func (x *BackupZoneFile) Reset() {
 	*x = BackupZoneFile{}
-	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	mi := &file_agent_v1_backup_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +600,7 @@ func (x *BackupZoneFile) String() string {
 func (*BackupZoneFile) ProtoMessage() {}
 
 func (x *BackupZoneFile) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[4]
+	mi := &file_agent_v1_backup_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +613,7 @@ func (x *BackupZoneFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupZoneFile.ProtoReflect.Descriptor instead.
 func (*BackupZoneFile) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{4}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackupZoneFile) GetName() string {
@@ -573,7 +647,7 @@ type BackupItemFailure struct {
 
 func (x *BackupItemFailure) Reset() {
 	*x = BackupItemFailure{}
-	mi := &file_agent_v1_backup_proto_msgTypes[5]
+	mi := &file_agent_v1_backup_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +659,7 @@ func (x *BackupItemFailure) String() string {
 func (*BackupItemFailure) ProtoMessage() {}
 
 func (x *BackupItemFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[5]
+	mi := &file_agent_v1_backup_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +672,7 @@ func (x *BackupItemFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupItemFailure.ProtoReflect.Descriptor instead.
 func (*BackupItemFailure) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{5}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackupItemFailure) GetItem() string {
@@ -627,7 +701,7 @@ type BackupContents struct {
 
 func (x *BackupContents) Reset() {
 	*x = BackupContents{}
-	mi := &file_agent_v1_backup_proto_msgTypes[6]
+	mi := &file_agent_v1_backup_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +713,7 @@ func (x *BackupContents) String() string {
 func (*BackupContents) ProtoMessage() {}
 
 func (x *BackupContents) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[6]
+	mi := &file_agent_v1_backup_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +726,7 @@ func (x *BackupContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupContents.ProtoReflect.Descriptor instead.
 func (*BackupContents) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{6}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackupContents) GetFiles() bool {
@@ -701,7 +775,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[7]
+	mi := &file_agent_v1_backup_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +787,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[7]
+	mi := &file_agent_v1_backup_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +800,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{7}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackupResult) GetSnapshotIds() []string {
@@ -804,15 +878,18 @@ type RestoreBackupAction struct {
 	Database     *BackupDatabase `protobuf:"bytes,6,opt,name=database,proto3" json:"database,omitempty"`
 	DatabaseInto string          `protobuf:"bytes,7,opt,name=database_into,json=databaseInto,proto3" json:"database_into,omitempty"`
 	// MAILBOX: its address; the maildir and its password hash.
-	Mailbox       string `protobuf:"bytes,8,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
-	InPlace       bool   `protobuf:"varint,9,opt,name=in_place,json=inPlace,proto3" json:"in_place,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mailbox string `protobuf:"bytes,8,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
+	InPlace bool   `protobuf:"varint,9,opt,name=in_place,json=inPlace,proto3" json:"in_place,omitempty"`
+	// ALL: the account's sites whose installed certificate is served again
+	// when the backup holds its key; no other site's is touched.
+	CertificateSites []string `protobuf:"bytes,10,rep,name=certificate_sites,json=certificateSites,proto3" json:"certificate_sites,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RestoreBackupAction) Reset() {
 	*x = RestoreBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[8]
+	mi := &file_agent_v1_backup_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +901,7 @@ func (x *RestoreBackupAction) String() string {
 func (*RestoreBackupAction) ProtoMessage() {}
 
 func (x *RestoreBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[8]
+	mi := &file_agent_v1_backup_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +914,7 @@ func (x *RestoreBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreBackupAction.ProtoReflect.Descriptor instead.
 func (*RestoreBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{8}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RestoreBackupAction) GetRestoreId() string {
@@ -903,6 +980,13 @@ func (x *RestoreBackupAction) GetInPlace() bool {
 	return false
 }
 
+func (x *RestoreBackupAction) GetCertificateSites() []string {
+	if x != nil {
+		return x.CertificateSites
+	}
+	return nil
+}
+
 type RestoreResult struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Restored []string               `protobuf:"bytes,1,rep,name=restored,proto3" json:"restored,omitempty"` // items, named as in BackupItemFailure
@@ -915,14 +999,17 @@ type RestoreResult struct {
 	IntoPath string `protobuf:"bytes,6,opt,name=into_path,json=intoPath,proto3" json:"into_path,omitempty"`
 	// The zone files the backup holds (ALL, ZONE); empty for backups made
 	// before zones were stored as files, whose zones are in state_json.
-	ZoneFiles     []*BackupZoneFile `protobuf:"bytes,7,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ZoneFiles []*BackupZoneFile `protobuf:"bytes,7,rep,name=zone_files,json=zoneFiles,proto3" json:"zone_files,omitempty"`
+	// The sites whose installed certificate's key the backup holds (ZONE,
+	// ALL): a restore serves them again; names only, never a key.
+	CertificateKeys []string `protobuf:"bytes,8,rep,name=certificate_keys,json=certificateKeys,proto3" json:"certificate_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[9]
+	mi := &file_agent_v1_backup_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1021,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[9]
+	mi := &file_agent_v1_backup_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1034,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{9}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RestoreResult) GetRestored() []string {
@@ -999,6 +1086,13 @@ func (x *RestoreResult) GetZoneFiles() []*BackupZoneFile {
 	return nil
 }
 
+func (x *RestoreResult) GetCertificateKeys() []string {
+	if x != nil {
+		return x.CertificateKeys
+	}
+	return nil
+}
+
 // VerifyBackupAction reads every pack of the backup's snapshots back
 // (restic check --read-data-subset of the snapshots' packs), restores them
 // into a scratch area on the node and compares every file with the
@@ -1013,7 +1107,7 @@ type VerifyBackupAction struct {
 
 func (x *VerifyBackupAction) Reset() {
 	*x = VerifyBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[10]
+	mi := &file_agent_v1_backup_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1119,7 @@ func (x *VerifyBackupAction) String() string {
 func (*VerifyBackupAction) ProtoMessage() {}
 
 func (x *VerifyBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[10]
+	mi := &file_agent_v1_backup_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1132,7 @@ func (x *VerifyBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBackupAction.ProtoReflect.Descriptor instead.
 func (*VerifyBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{10}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VerifyBackupAction) GetBackupId() string {
@@ -1067,7 +1161,7 @@ type VerifyResult struct {
 
 func (x *VerifyResult) Reset() {
 	*x = VerifyResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[11]
+	mi := &file_agent_v1_backup_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1173,7 @@ func (x *VerifyResult) String() string {
 func (*VerifyResult) ProtoMessage() {}
 
 func (x *VerifyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[11]
+	mi := &file_agent_v1_backup_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1186,7 @@ func (x *VerifyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResult.ProtoReflect.Descriptor instead.
 func (*VerifyResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{11}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VerifyResult) GetOk() bool {
@@ -1136,7 +1230,7 @@ type ForgetBackupAction struct {
 
 func (x *ForgetBackupAction) Reset() {
 	*x = ForgetBackupAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[12]
+	mi := &file_agent_v1_backup_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1242,7 @@ func (x *ForgetBackupAction) String() string {
 func (*ForgetBackupAction) ProtoMessage() {}
 
 func (x *ForgetBackupAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[12]
+	mi := &file_agent_v1_backup_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1255,7 @@ func (x *ForgetBackupAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetBackupAction.ProtoReflect.Descriptor instead.
 func (*ForgetBackupAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{12}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ForgetBackupAction) GetBackupId() string {
@@ -1194,7 +1288,7 @@ type ForgetResult struct {
 
 func (x *ForgetResult) Reset() {
 	*x = ForgetResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[13]
+	mi := &file_agent_v1_backup_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1300,7 @@ func (x *ForgetResult) String() string {
 func (*ForgetResult) ProtoMessage() {}
 
 func (x *ForgetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[13]
+	mi := &file_agent_v1_backup_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1313,7 @@ func (x *ForgetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetResult.ProtoReflect.Descriptor instead.
 func (*ForgetResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{13}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ForgetResult) GetRemovedSnapshotIds() []string {
@@ -1241,7 +1335,7 @@ type EnsureBackupAccessAction struct {
 
 func (x *EnsureBackupAccessAction) Reset() {
 	*x = EnsureBackupAccessAction{}
-	mi := &file_agent_v1_backup_proto_msgTypes[14]
+	mi := &file_agent_v1_backup_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1347,7 @@ func (x *EnsureBackupAccessAction) String() string {
 func (*EnsureBackupAccessAction) ProtoMessage() {}
 
 func (x *EnsureBackupAccessAction) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[14]
+	mi := &file_agent_v1_backup_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1360,7 @@ func (x *EnsureBackupAccessAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureBackupAccessAction.ProtoReflect.Descriptor instead.
 func (*EnsureBackupAccessAction) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{14}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnsureBackupAccessAction) GetKeys() []*BackupAccessKey {
@@ -1286,7 +1380,7 @@ type BackupAccessKey struct {
 
 func (x *BackupAccessKey) Reset() {
 	*x = BackupAccessKey{}
-	mi := &file_agent_v1_backup_proto_msgTypes[15]
+	mi := &file_agent_v1_backup_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1392,7 @@ func (x *BackupAccessKey) String() string {
 func (*BackupAccessKey) ProtoMessage() {}
 
 func (x *BackupAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[15]
+	mi := &file_agent_v1_backup_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1405,7 @@ func (x *BackupAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupAccessKey.ProtoReflect.Descriptor instead.
 func (*BackupAccessKey) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{15}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BackupAccessKey) GetNode() string {
@@ -1339,7 +1433,7 @@ type BackupAccessResult struct {
 
 func (x *BackupAccessResult) Reset() {
 	*x = BackupAccessResult{}
-	mi := &file_agent_v1_backup_proto_msgTypes[16]
+	mi := &file_agent_v1_backup_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1445,7 @@ func (x *BackupAccessResult) String() string {
 func (*BackupAccessResult) ProtoMessage() {}
 
 func (x *BackupAccessResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[16]
+	mi := &file_agent_v1_backup_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1458,7 @@ func (x *BackupAccessResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupAccessResult.ProtoReflect.Descriptor instead.
 func (*BackupAccessResult) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{16}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackupAccessResult) GetHostKey() string {
@@ -1402,7 +1496,7 @@ type BackupProgress struct {
 
 func (x *BackupProgress) Reset() {
 	*x = BackupProgress{}
-	mi := &file_agent_v1_backup_proto_msgTypes[17]
+	mi := &file_agent_v1_backup_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1508,7 @@ func (x *BackupProgress) String() string {
 func (*BackupProgress) ProtoMessage() {}
 
 func (x *BackupProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_backup_proto_msgTypes[17]
+	mi := &file_agent_v1_backup_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1521,7 @@ func (x *BackupProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupProgress.ProtoReflect.Descriptor instead.
 func (*BackupProgress) Descriptor() ([]byte, []int) {
-	return file_agent_v1_backup_proto_rawDescGZIP(), []int{17}
+	return file_agent_v1_backup_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BackupProgress) GetTaskId() string {
@@ -1492,7 +1586,7 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\amonthly\x18\x03 \x01(\rR\amonthly\"<\n" +
 	"\x0eBackupDatabase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06engine\x18\x02 \x01(\tR\x06engine\"\xd3\x02\n" +
+	"\x06engine\x18\x02 \x01(\tR\x06engine\"\x9b\x03\n" +
 	"\x13BackupAccountAction\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12A\n" +
 	"\n" +
@@ -1503,7 +1597,12 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"state_json\x18\x04 \x01(\fR\tstateJson\x12>\n" +
 	"\tretention\x18\x05 \x01(\v2 .npanel.agent.v1.BackupRetentionR\tretention\x12>\n" +
 	"\n" +
-	"zone_files\x18\x06 \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\"N\n" +
+	"zone_files\x18\x06 \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\x12F\n" +
+	"\fcertificates\x18\a \x03(\v2\".npanel.agent.v1.BackupCertificateR\fcertificates\"X\n" +
+	"\x11BackupCertificate\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1b\n" +
+	"\tchain_pem\x18\x02 \x01(\fR\bchainPem\x12\x12\n" +
+	"\x04mail\x18\x03 \x01(\bR\x04mail\"N\n" +
 	"\x0eBackupZoneFile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x14\n" +
@@ -1527,7 +1626,7 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\bcontents\x18\x05 \x01(\v2\x1f.npanel.agent.v1.BackupContentsR\bcontents\x12:\n" +
 	"\x06failed\x18\x06 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed\x120\n" +
 	"\x14forgotten_backup_ids\x18\a \x03(\tR\x12forgottenBackupIds\x12%\n" +
-	"\x0eunlocked_stale\x18\b \x01(\bR\runlockedStale\"\xf1\x02\n" +
+	"\x0eunlocked_stale\x18\b \x01(\bR\runlockedStale\"\x9e\x03\n" +
 	"\x13RestoreBackupAction\x12\x1d\n" +
 	"\n" +
 	"restore_id\x18\x01 \x01(\tR\trestoreId\x12\x1b\n" +
@@ -1540,7 +1639,9 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"\bdatabase\x18\x06 \x01(\v2\x1f.npanel.agent.v1.BackupDatabaseR\bdatabase\x12#\n" +
 	"\rdatabase_into\x18\a \x01(\tR\fdatabaseInto\x12\x18\n" +
 	"\amailbox\x18\b \x01(\tR\amailbox\x12\x19\n" +
-	"\bin_place\x18\t \x01(\bR\ainPlace\"\x8f\x02\n" +
+	"\bin_place\x18\t \x01(\bR\ainPlace\x12+\n" +
+	"\x11certificate_sites\x18\n" +
+	" \x03(\tR\x10certificateSites\"\xba\x02\n" +
 	"\rRestoreResult\x12\x1a\n" +
 	"\brestored\x18\x01 \x03(\tR\brestored\x12:\n" +
 	"\x06failed\x18\x02 \x03(\v2\".npanel.agent.v1.BackupItemFailureR\x06failed\x12\x14\n" +
@@ -1550,7 +1651,8 @@ const file_agent_v1_backup_proto_rawDesc = "" +
 	"state_json\x18\x05 \x01(\fR\tstateJson\x12\x1b\n" +
 	"\tinto_path\x18\x06 \x01(\tR\bintoPath\x12>\n" +
 	"\n" +
-	"zone_files\x18\a \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\"t\n" +
+	"zone_files\x18\a \x03(\v2\x1f.npanel.agent.v1.BackupZoneFileR\tzoneFiles\x12)\n" +
+	"\x10certificate_keys\x18\b \x03(\tR\x0fcertificateKeys\"t\n" +
 	"\x12VerifyBackupAction\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12A\n" +
 	"\n" +
@@ -1615,7 +1717,7 @@ func file_agent_v1_backup_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_backup_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_v1_backup_proto_goTypes = []any{
 	(BackupTargetKind)(0),            // 0: npanel.agent.v1.BackupTargetKind
 	(RestoreWhat)(0),                 // 1: npanel.agent.v1.RestoreWhat
@@ -1623,42 +1725,44 @@ var file_agent_v1_backup_proto_goTypes = []any{
 	(*BackupRetention)(nil),          // 3: npanel.agent.v1.BackupRetention
 	(*BackupDatabase)(nil),           // 4: npanel.agent.v1.BackupDatabase
 	(*BackupAccountAction)(nil),      // 5: npanel.agent.v1.BackupAccountAction
-	(*BackupZoneFile)(nil),           // 6: npanel.agent.v1.BackupZoneFile
-	(*BackupItemFailure)(nil),        // 7: npanel.agent.v1.BackupItemFailure
-	(*BackupContents)(nil),           // 8: npanel.agent.v1.BackupContents
-	(*BackupResult)(nil),             // 9: npanel.agent.v1.BackupResult
-	(*RestoreBackupAction)(nil),      // 10: npanel.agent.v1.RestoreBackupAction
-	(*RestoreResult)(nil),            // 11: npanel.agent.v1.RestoreResult
-	(*VerifyBackupAction)(nil),       // 12: npanel.agent.v1.VerifyBackupAction
-	(*VerifyResult)(nil),             // 13: npanel.agent.v1.VerifyResult
-	(*ForgetBackupAction)(nil),       // 14: npanel.agent.v1.ForgetBackupAction
-	(*ForgetResult)(nil),             // 15: npanel.agent.v1.ForgetResult
-	(*EnsureBackupAccessAction)(nil), // 16: npanel.agent.v1.EnsureBackupAccessAction
-	(*BackupAccessKey)(nil),          // 17: npanel.agent.v1.BackupAccessKey
-	(*BackupAccessResult)(nil),       // 18: npanel.agent.v1.BackupAccessResult
-	(*BackupProgress)(nil),           // 19: npanel.agent.v1.BackupProgress
+	(*BackupCertificate)(nil),        // 6: npanel.agent.v1.BackupCertificate
+	(*BackupZoneFile)(nil),           // 7: npanel.agent.v1.BackupZoneFile
+	(*BackupItemFailure)(nil),        // 8: npanel.agent.v1.BackupItemFailure
+	(*BackupContents)(nil),           // 9: npanel.agent.v1.BackupContents
+	(*BackupResult)(nil),             // 10: npanel.agent.v1.BackupResult
+	(*RestoreBackupAction)(nil),      // 11: npanel.agent.v1.RestoreBackupAction
+	(*RestoreResult)(nil),            // 12: npanel.agent.v1.RestoreResult
+	(*VerifyBackupAction)(nil),       // 13: npanel.agent.v1.VerifyBackupAction
+	(*VerifyResult)(nil),             // 14: npanel.agent.v1.VerifyResult
+	(*ForgetBackupAction)(nil),       // 15: npanel.agent.v1.ForgetBackupAction
+	(*ForgetResult)(nil),             // 16: npanel.agent.v1.ForgetResult
+	(*EnsureBackupAccessAction)(nil), // 17: npanel.agent.v1.EnsureBackupAccessAction
+	(*BackupAccessKey)(nil),          // 18: npanel.agent.v1.BackupAccessKey
+	(*BackupAccessResult)(nil),       // 19: npanel.agent.v1.BackupAccessResult
+	(*BackupProgress)(nil),           // 20: npanel.agent.v1.BackupProgress
 }
 var file_agent_v1_backup_proto_depIdxs = []int32{
 	0,  // 0: npanel.agent.v1.BackupRepository.kind:type_name -> npanel.agent.v1.BackupTargetKind
 	2,  // 1: npanel.agent.v1.BackupAccountAction.repository:type_name -> npanel.agent.v1.BackupRepository
 	4,  // 2: npanel.agent.v1.BackupAccountAction.databases:type_name -> npanel.agent.v1.BackupDatabase
 	3,  // 3: npanel.agent.v1.BackupAccountAction.retention:type_name -> npanel.agent.v1.BackupRetention
-	6,  // 4: npanel.agent.v1.BackupAccountAction.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
-	8,  // 5: npanel.agent.v1.BackupResult.contents:type_name -> npanel.agent.v1.BackupContents
-	7,  // 6: npanel.agent.v1.BackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	2,  // 7: npanel.agent.v1.RestoreBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	1,  // 8: npanel.agent.v1.RestoreBackupAction.what:type_name -> npanel.agent.v1.RestoreWhat
-	4,  // 9: npanel.agent.v1.RestoreBackupAction.database:type_name -> npanel.agent.v1.BackupDatabase
-	7,  // 10: npanel.agent.v1.RestoreResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
-	6,  // 11: npanel.agent.v1.RestoreResult.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
-	2,  // 12: npanel.agent.v1.VerifyBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	2,  // 13: npanel.agent.v1.ForgetBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
-	17, // 14: npanel.agent.v1.EnsureBackupAccessAction.keys:type_name -> npanel.agent.v1.BackupAccessKey
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 4: npanel.agent.v1.BackupAccountAction.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
+	6,  // 5: npanel.agent.v1.BackupAccountAction.certificates:type_name -> npanel.agent.v1.BackupCertificate
+	9,  // 6: npanel.agent.v1.BackupResult.contents:type_name -> npanel.agent.v1.BackupContents
+	8,  // 7: npanel.agent.v1.BackupResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	2,  // 8: npanel.agent.v1.RestoreBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	1,  // 9: npanel.agent.v1.RestoreBackupAction.what:type_name -> npanel.agent.v1.RestoreWhat
+	4,  // 10: npanel.agent.v1.RestoreBackupAction.database:type_name -> npanel.agent.v1.BackupDatabase
+	8,  // 11: npanel.agent.v1.RestoreResult.failed:type_name -> npanel.agent.v1.BackupItemFailure
+	7,  // 12: npanel.agent.v1.RestoreResult.zone_files:type_name -> npanel.agent.v1.BackupZoneFile
+	2,  // 13: npanel.agent.v1.VerifyBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	2,  // 14: npanel.agent.v1.ForgetBackupAction.repository:type_name -> npanel.agent.v1.BackupRepository
+	18, // 15: npanel.agent.v1.EnsureBackupAccessAction.keys:type_name -> npanel.agent.v1.BackupAccessKey
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_backup_proto_init() }
@@ -1672,7 +1776,7 @@ func file_agent_v1_backup_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_backup_proto_rawDesc), len(file_agent_v1_backup_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -107,7 +107,7 @@ func New(mods ...actions.Module) *List {
 	l.tls = tls.NewModule(l.web, mailCerts)
 	// Backups: on every node that hosts accounts; databases and mailbox
 	// hashes through the db and mail modules.
-	l.backup = backup.NewModule(l.db, l.mail, backup.DefaultConcurrency)
+	l.backup = backup.NewModule(l.db, l.mail, l.tls, backup.DefaultConcurrency)
 	l.credentials = credentials.NewModule(l.mail, l.db, l.tls)
 	// Migrations: on every node; databases through the db module.
 	l.migrate = migrate.NewModule(l.db)

@@ -53,6 +53,24 @@ type stateDoc struct {
 	State     json.RawMessage   `json:"state,omitempty"`
 	Mailboxes map[string]string `json:"mailbox_hashes,omitempty"`
 	DBUsers   []db.UserHash     `json:"database_user_hashes,omitempty"`
+	// Certificates are the installed certificates the sites served, by
+	// site, with their keys: bought elsewhere, they cannot be ordered
+	// again.
+	Certificates map[string]certKey `json:"certificates,omitempty"`
+}
+
+// certKey is an installed certificate's chain and PKCS#8 DER key.
+type certKey struct {
+	ChainPEM string `json:"chain_pem"`
+	Key      []byte `json:"key"`
+	Mail     bool   `json:"mail,omitempty"`
+}
+
+// clearKeys zeroes the keys doc holds once it is written.
+func (d *stateDoc) clearKeys() {
+	for _, c := range d.Certificates {
+		clear(c.Key)
+	}
 }
 
 func dbPath(engine, name string) string { return "databases/" + engine + "/" + name + ".sql" }
@@ -208,13 +226,32 @@ func (a *BackupAccount) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 		}
 		slices.Sort(res.Contents.Mailboxes)
 	}
-	if b, err := json.Marshal(doc); err != nil {
+	for _, c := range a.req.GetCertificates() {
+		item := "certificate:" + c.GetSite()
+		if a.m.certs == nil {
+			failed(item, errors.New("this node serves no certificates"))
+			continue
+		}
+		key, err := a.m.certs.CertificateKey(ctx, env, c.GetSite(), c.GetChainPem())
+		if err != nil {
+			failed(item, err)
+			continue
+		}
+		if doc.Certificates == nil {
+			doc.Certificates = map[string]certKey{}
+		}
+		doc.Certificates[c.GetSite()] = certKey{ChainPEM: string(c.GetChainPem()), Key: key, Mail: c.GetMail()}
+	}
+	b, err := json.Marshal(doc)
+	doc.clearKeys()
+	if err != nil {
 		failed("state", err)
 	} else if sum, err := a.stdinSnapshot(ctx, env, rr, bytes.NewReader(b), stateFile, a.tags(kindState)); err != nil {
 		failed("state", err)
 	} else {
 		add(sum)
 	}
+	clear(b)
 
 	if len(res.SnapshotIds) == 0 {
 		return nil, actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNAVAILABLE, "backup %s: nothing could be backed up: %s", a.req.GetBackupId(), failureText(res.Failed))

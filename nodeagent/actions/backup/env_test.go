@@ -128,7 +128,7 @@ func newNode(t testing.TB, o nodeOpts) *node {
 	}
 	n.dbm = db.NewModule()
 	t.Cleanup(n.dbm.Close) // before the servers stop (cleanups run last-first)
-	n.m = NewModule(n.dbm, mail.NewModule(), 0)
+	n.m = NewModule(n.dbm, mail.NewModule(), nil, 0)
 	d := p.DB()
 	if o.maria {
 		mdbtest.Require(t)

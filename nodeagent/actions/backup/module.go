@@ -59,6 +59,7 @@ type Module struct {
 	locks actions.KeyedLocks
 	db    *db.Module
 	mail  *mail.Module
+	certs Certificates
 
 	mu     sync.Mutex
 	inited map[string]bool
@@ -75,15 +76,25 @@ type Module struct {
 
 var _ actions.Module = (*Module)(nil)
 
+// Certificates reads the keys of the certificates sites serve and serves
+// keys again (the tls module).
+type Certificates interface {
+	// CertificateKey returns the PKCS#8 DER key site serves with the leaf
+	// of chainPEM; the caller clears it.
+	CertificateKey(ctx context.Context, env *actions.Env, site string, chainPEM []byte) ([]byte, error)
+	// ServeKey serves chainPEM with keyDER on site (and its mail hosts).
+	ServeKey(ctx context.Context, env *actions.Env, site string, mail bool, chainPEM, keyDER []byte) error
+}
+
 // NewModule returns the backup module of one agent: databases are dumped
 // and restored through dbm, mailbox hashes read and restored through
-// mailm; at most concurrency backup actions run at once (<= 0: the
-// default).
-func NewModule(dbm *db.Module, mailm *mail.Module, concurrency int) *Module {
+// mailm, installed certificates' keys through certs; at most concurrency
+// backup actions run at once (<= 0: the default).
+func NewModule(dbm *db.Module, mailm *mail.Module, certs Certificates, concurrency int) *Module {
 	if concurrency <= 0 {
 		concurrency = DefaultConcurrency
 	}
-	return &Module{sem: make(chan struct{}, concurrency), db: dbm, mail: mailm, inited: map[string]bool{}}
+	return &Module{sem: make(chan struct{}, concurrency), db: dbm, mail: mailm, certs: certs, inited: map[string]bool{}}
 }
 
 // Name implements actions.Module.

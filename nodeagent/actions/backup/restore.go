@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -126,6 +127,8 @@ func (a *RestoreBackup) Apply(ctx context.Context, env *actions.Env) (proto.Mess
 			return nil, err
 		}
 		res.StateJson = doc.State
+		res.CertificateKeys = doc.certificateSites()
+		doc.clearKeys()
 		res.Restored = append(res.Restored, "state")
 		a.readZones(ctx, rr, bs, res, failed)
 	case agentpb.RestoreWhat_RESTORE_WHAT_ALL:
@@ -144,7 +147,9 @@ func (a *RestoreBackup) restoreAll(ctx context.Context, env *actions.Env, rr *re
 	if err != nil {
 		failed("state", err)
 	} else {
+		defer doc.clearKeys()
 		res.StateJson = doc.State
+		res.CertificateKeys = doc.certificateSites()
 		res.Restored = append(res.Restored, "state")
 	}
 	a.readZones(ctx, rr, bs, res, failed)
@@ -193,6 +198,30 @@ func (a *RestoreBackup) restoreAll(ctx context.Context, env *actions.Env, rr *re
 			failed("database-user:"+h.User, err)
 		}
 	}
+	// Installed certificates, of the sites the control plane names (the
+	// account's now); the files are in place and the vhosts exist.
+	for _, site := range a.req.GetCertificateSites() {
+		c, ok := doc.Certificates[site]
+		if !ok {
+			continue // not in this backup: the control plane reports it
+		}
+		item := "certificate:" + site
+		if a.m.certs == nil {
+			failed(item, errors.New("this node serves no certificates"))
+			continue
+		}
+		if err := a.m.certs.ServeKey(ctx, env, site, c.Mail, []byte(c.ChainPEM), c.Key); err != nil {
+			failed(item, err)
+			continue
+		}
+		res.Restored = append(res.Restored, item)
+	}
+}
+
+// certificateSites are the sites whose installed certificate's key doc
+// holds, sorted.
+func (d *stateDoc) certificateSites() []string {
+	return slices.Sorted(maps.Keys(d.Certificates))
 }
 
 // engineInstalled says whether the node has engine's server.

@@ -25,6 +25,7 @@ const (
 	maxRetentionKep = 1000
 	maxZoneFiles    = 1000
 	maxZoneError    = 1024
+	maxCertificates = 1000
 )
 
 // backupID accepts a backup's (or restore's) id: it ends up in a restic
@@ -265,8 +266,36 @@ func (a *BackupAccount) Validate() error {
 	if err := zoneFiles(a.req.GetZoneFiles()); err != nil {
 		return err
 	}
+	sites := make([]string, 0, len(a.req.GetCertificates()))
+	for _, c := range a.req.GetCertificates() {
+		if len(c.GetChainPem()) == 0 || len(c.GetChainPem()) > validate.MaxCertPEMBytes {
+			return fmt.Errorf("certificate of %s: chain of %d bytes", c.GetSite(), len(c.GetChainPem()))
+		}
+		sites = append(sites, c.GetSite())
+	}
+	if err := certificateSites(sites); err != nil {
+		return err
+	}
 	if r := a.req.GetRetention(); r != nil && (r.GetDaily() > maxRetentionKep || r.GetWeekly() > maxRetentionKep || r.GetMonthly() > maxRetentionKep) {
 		return errors.New("retention: at most 1000 of each")
+	}
+	return nil
+}
+
+// certificateSites checks the sites whose certificates an action names.
+func certificateSites(sites []string) error {
+	if len(sites) > maxCertificates {
+		return fmt.Errorf("%d certificates; at most %d", len(sites), maxCertificates)
+	}
+	seen := map[string]bool{}
+	for _, s := range sites {
+		if err := validate.CanonicalDomain(s); err != nil {
+			return fmt.Errorf("certificate: %w", err)
+		}
+		if seen[s] {
+			return fmt.Errorf("certificate of %s listed twice", s)
+		}
+		seen[s] = true
 	}
 	return nil
 }
@@ -312,6 +341,12 @@ func (a *RestoreBackup) Validate() error {
 		return err
 	}
 	user := r.GetRepository().GetUsername()
+	if err := certificateSites(r.GetCertificateSites()); err != nil {
+		return err
+	}
+	if len(r.GetCertificateSites()) > 0 && r.GetWhat() != agentpb.RestoreWhat_RESTORE_WHAT_ALL {
+		return errors.New("certificates are restored only with the whole account")
+	}
 	switch r.GetWhat() {
 	case agentpb.RestoreWhat_RESTORE_WHAT_ALL, agentpb.RestoreWhat_RESTORE_WHAT_ZONE:
 	case agentpb.RestoreWhat_RESTORE_WHAT_FILES:

@@ -110,7 +110,7 @@ func TestValidateRepository(t *testing.T) {
 }
 
 func TestValidateActions(t *testing.T) {
-	m := NewModule(nil, nil, 0)
+	m := NewModule(nil, nil, nil, 0)
 	repo := sealedRepo(agentpb.BackupTargetKind_BACKUP_TARGET_KIND_LOCAL)
 	ok := []interface{ Validate() error }{
 		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "01HX-a", Repository: repo, Databases: []*agentpb.BackupDatabase{mariaDB("alice_shop"), pgDB("alice_shop")}}),
@@ -181,7 +181,7 @@ func TestSFTPArgv(t *testing.T) {
 // (0600, OpenSSH format), the known_hosts file pins the host key and is
 // removed by cleanup.
 func TestOpenRepositoryNode(t *testing.T) {
-	m := NewModule(nil, nil, 0)
+	m := NewModule(nil, nil, nil, 0)
 	dir := t.TempDir()
 	env := envFor(dir)
 	repo, err := m.openRepository(env, sealedRepo(agentpb.BackupTargetKind_BACKUP_TARGET_KIND_NODE))
@@ -233,7 +233,7 @@ func TestS3Location(t *testing.T) {
 	if loc != "s3:https://s3.example.net/bkt/npanel/x/alice" || !slices.Equal(opts, []string{"-o", "s3.region=eu-1", "-o", "s3.bucket-lookup=path"}) {
 		t.Fatalf("%q %q", loc, opts)
 	}
-	repo, err := NewModule(nil, nil, 0).openRepository(envFor(t.TempDir()), r)
+	repo, err := NewModule(nil, nil, nil, 0).openRepository(envFor(t.TempDir()), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestS3Location(t *testing.T) {
 // TestProgressRateLimited: restic's status lines reach the hook at most
 // about once a second.
 func TestProgressRateLimited(t *testing.T) {
-	m := NewModule(nil, nil, 0)
+	m := NewModule(nil, nil, nil, 0)
 	var got []*agentpb.BackupProgress
 	m.Progress = func(p *agentpb.BackupProgress) { got = append(got, p) }
 	f := m.progress("b1")
@@ -255,14 +255,14 @@ func TestProgressRateLimited(t *testing.T) {
 	if len(got) != 1 || got[0].TaskId != "b1" || got[0].TotalFiles != 100 {
 		t.Fatalf("%v", got)
 	}
-	if NewModule(nil, nil, 0).progress("x") != nil {
+	if NewModule(nil, nil, nil, 0).progress("x") != nil {
 		t.Fatal("a status callback without a hook")
 	}
 }
 
 // TestConcurrencyLimit: a module admits at most its limit at once.
 func TestConcurrencyLimit(t *testing.T) {
-	m := NewModule(nil, nil, 1)
+	m := NewModule(nil, nil, nil, 1)
 	rel, err := m.acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/npanel/npanel/nodeagent/actions"
 	"github.com/npanel/npanel/nodeagent/actions/web"
@@ -65,4 +66,38 @@ func (m *Module) CertificateKey(_ context.Context, env *actions.Env, site string
 		return nil, fmt.Errorf("the served key of %s does not match its certificate", site)
 	}
 	return x509.MarshalPKCS8PrivateKey(key)
+}
+
+// ServeKey serves chainPEM with its PKCS#8 DER key on site (and on
+// mail.SITE and webmail.SITE with mail), as the install action does with
+// a key a restore brought back from a backup: it checks that the key is
+// the leaf's and the leaf still valid for site, not the chain's trust,
+// which was checked when it was first installed.
+func (m *Module) ServeKey(ctx context.Context, env *actions.Env, site string, mail bool, chainPEM, keyDER []byte) error {
+	if err := validate.CanonicalDomain(site); err != nil {
+		return err
+	}
+	chain, err := validChain(chainPEM)
+	if err != nil {
+		return err
+	}
+	key, err := parsePKCS8(keyDER)
+	if err != nil {
+		return fmt.Errorf("private key: %w", err)
+	}
+	if err := checkCertificate(chain, key, site, mail, true, time.Now()); err != nil {
+		return err
+	}
+	kp, err := keyPEM(key)
+	if err != nil {
+		return err
+	}
+	defer clear(kp)
+	unlock, err := m.sites.Lock(ctx, site)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = m.install(ctx, env, site, mail, chainPEM, kp, chain[0])
+	return err
 }
