@@ -121,6 +121,8 @@ func TestValidateActions(t *testing.T) {
 		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_MAILBOX, Mailbox: "info@example.com"}),
 		m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1", Repository: repo}),
 		m.NewForgetBackup(&agentpb.ForgetBackupAction{All: true, Repository: repo}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Certificates: []*agentpb.BackupCertificate{{Site: "example.com", ChainPem: []byte("x")}}}),
+		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_ALL, CertificateSites: []string{"example.com", "shop.example.com"}}),
 	}
 	for i, a := range ok {
 		if err := a.Validate(); err != nil {
@@ -151,6 +153,15 @@ func TestValidateActions(t *testing.T) {
 		m.NewForgetBackup(&agentpb.ForgetBackupAction{Repository: repo}),
 		m.NewForgetBackup(&agentpb.ForgetBackupAction{BackupId: "b1", All: true, Repository: repo}),
 		m.NewVerifyBackup(&agentpb.VerifyBackupAction{BackupId: "b1"}),
+		// Certificates: a site that is no canonical domain, one twice, a
+		// chain empty or too large; sites named outside a whole-account
+		// restore.
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Certificates: []*agentpb.BackupCertificate{{Site: "../etc", ChainPem: []byte("x")}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Certificates: []*agentpb.BackupCertificate{{Site: "a.com", ChainPem: []byte("x")}, {Site: "a.com", ChainPem: []byte("y")}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Certificates: []*agentpb.BackupCertificate{{Site: "a.com"}}}),
+		m.NewBackupAccount(&agentpb.BackupAccountAction{BackupId: "b1", Repository: repo, Certificates: []*agentpb.BackupCertificate{{Site: "a.com", ChainPem: make([]byte, 1<<20)}}}),
+		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_ALL, CertificateSites: []string{"A.com"}}),
+		m.NewRestoreBackup(&agentpb.RestoreBackupAction{RestoreId: "r1", BackupId: "b1", Repository: repo, What: agentpb.RestoreWhat_RESTORE_WHAT_ZONE, CertificateSites: []string{"a.com"}}),
 	}
 	for i, a := range bad {
 		if err := a.Validate(); err == nil {
