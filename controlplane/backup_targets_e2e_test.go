@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/miekg/dns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -54,12 +57,17 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	api := s.Admin.HTTPClient()
 	api.Transport = &recordingTransport{next: api.Transport, to: logs}
 	ctx := testenv.Context(t)
+	prof1 := agentProfile(t, ag1)
+	prof2 := agentProfile(t, ag2)
+	_, pgErr := os.Stat(prof1.DB().Postgres)
+	withPG := pgErr == nil
 	for _, n := range []string{"web-1", "web-2"} {
 		testenv.WaitFor(t, 10*time.Second, n+" READY", func() bool { return nodeStatus(t, s, n) == "READY" })
 		waitMariaDB(t, s, n)
+		if withPG {
+			waitService(t, s, n, "postgresql")
+		}
 	}
-	prof1 := agentProfile(t, ag1)
-	prof2 := agentProfile(t, ag2)
 	gql := gqlOf(t, s)
 
 	if _, err := s.Admin.CreatePlan(ctx, client.Plan{Name: "bk", DiskMB: 200, BandwidthMB: 1000, Domains: 2, Mailboxes: 1, Databases: 2, PHPVersions: []string{"8.2"}}); err != nil {
@@ -110,6 +118,26 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRows := dbRows(t, socket1, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id")
+	// A PostgreSQL database with its own user and rows, where installed.
+	var pgDB, pgUser, pgPassword string
+	var wantPGRows []string
+	if withPG {
+		d, err := s.Admin.CreateDatabase(ctx, acct.ID, "ledger", "postgresql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pu, err := s.Admin.CreateDatabaseUser(ctx, acct.ID, "books", "", "postgresql")
+		if err != nil || pu.Password == nil {
+			t.Fatalf("createDatabaseUser postgresql: %+v %v", pu, err)
+		}
+		pgDB, pgUser, pgPassword = d.Name, pu.User.Name, *pu.Password
+		if _, err := s.Admin.SetDatabasePrivileges(ctx, acct.ID, pgDB, pgUser, []string{"ALL"}); err != nil {
+			t.Fatal(err)
+		}
+		pgExec(t, prof1, pgUser, pgPassword, pgDB, "CREATE TABLE entries (id int PRIMARY KEY, memo text)",
+			"INSERT INTO entries VALUES (1, 'opening'), (2, 'rent'), (3, 'refund')")
+		wantPGRows = pgRows(t, prof1, pgUser, pgPassword, pgDB, "SELECT id, memo FROM entries ORDER BY id")
+	}
 	gql(`mutation($z:String!){addRecord(zone:$z,record:{name:"dr",type:TXT,content:"\"survives web-1\"",ttl:300}){id}}`, map[string]any{"z": domain}, nil)
 	// A certificate bought elsewhere, served by web-1's nginx.
 	certPEM, keyPEM, keyDER, leaf := boughtCert(t, domain, "www."+domain)
@@ -196,6 +224,9 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	if err := mariadb.QueryAs(socket1, dbUser, password, db.Name, "DROP TABLE orders"); err != nil {
 		t.Fatal(err)
 	}
+	if withPG {
+		pgExec(t, prof1, pgUser, pgPassword, pgDB, "DROP TABLE entries")
+	}
 	ag1.Stop()
 	if err := s.Admin.RemoveNode(ctx, "web-1"); err != nil {
 		t.Fatal(err)
@@ -241,6 +272,13 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	if got := dbRows(t, socket2, dbUser, password, db.Name, "SELECT id, item, qty FROM orders ORDER BY id"); !slices.Equal(got, wantRows) {
 		t.Fatalf("rows on web-2: %v, want %v", got, wantRows)
 	}
+	if withPG {
+		// Its user logs in to web-2's PostgreSQL with its original
+		// password, and the rows are back.
+		if got := pgRows(t, prof2, pgUser, pgPassword, pgDB, "SELECT id, memo FROM entries ORDER BY id"); !slices.Equal(got, wantPGRows) {
+			t.Fatalf("PostgreSQL rows on web-2: %v, want %v", got, wantPGRows)
+		}
+	}
 	if !zoneHas(t, s, domain, "\"survives web-1\"") {
 		t.Fatal("the record is not in the zone after the restore")
 	}
@@ -268,7 +306,11 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 		}
 	}
 	dbs, err := s.Admin.Databases(ctx, acct.ID)
-	if err != nil || len(dbs) != 1 || dbs[0].Name != db.Name || !slices.Contains(dbs[0].Users, dbUser) {
+	wantDBs := 1
+	if withPG {
+		wantDBs = 2
+	}
+	if err != nil || len(dbs) != wantDBs || !slices.ContainsFunc(dbs, func(d client.Database) bool { return d.Name == db.Name && slices.Contains(d.Users, dbUser) }) {
 		t.Fatalf("databases after the restore: %+v %v", dbs, err)
 	}
 
@@ -511,6 +553,67 @@ func waitMariaDB(t *testing.T, s *testenv.Server, node string) {
 		}
 		return slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == "mariadb" && sv.State == "RUNNING" })
 	})
+}
+
+// waitService waits until node reports service RUNNING.
+func waitService(t *testing.T, s *testenv.Server, node, service string) {
+	t.Helper()
+	testenv.WaitFor(t, 90*time.Second, service+" running on "+node, func() bool {
+		svcs, _, err := s.Admin.Services(context.Background(), node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(svcs, func(sv client.Service) bool { return sv.Name == service && sv.State == "RUNNING" })
+	})
+}
+
+// pgConn connects to the PostgreSQL of the node with profile p.
+func pgConn(t *testing.T, p *platform.Profile, user, password, db string) *pgx.Conn {
+	t.Helper()
+	q := url.Values{"host": {p.DB().PgSocketDir}, "port": {strconv.Itoa(p.DB().PgPort)}, "user": {user},
+		"password": {password}, "dbname": {db}, "sslmode": {"disable"}, "connect_timeout": {"10"}}
+	conn, err := pgx.Connect(context.Background(), "postgres:///?"+q.Encode())
+	if err != nil {
+		t.Fatalf("connect to postgresql as %s: %v", user, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func pgExec(t *testing.T, p *platform.Profile, user, password, db string, stmts ...string) {
+	t.Helper()
+	conn := pgConn(t, p, user, password, db)
+	for _, q := range stmts {
+		if _, err := conn.Exec(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// pgRows returns each row of q as its columns joined by "|".
+func pgRows(t *testing.T, p *platform.Profile, user, password, db, q string) []string {
+	t.Helper()
+	rows, err := pgConn(t, p, user, password, db).Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = fmt.Sprint(v)
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // accountNode is the node the API shows the account on.

@@ -329,3 +329,70 @@ func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
 		t.Fatalf("%d snapshots, want 4 (files, good, zone, state)", len(snaps))
 	}
 }
+
+// A PostgreSQL restore creates nothing owned by a superuser: the dump is
+// the account's SQL, and a SECURITY DEFINER function or a view owned by
+// one would run as one. What it made belongs to the database's owner
+// role, in place and side by side alike.
+func TestRestorePostgresOwnsNothingAsSuperuser(t *testing.T) {
+	n := newNode(t, nodeOpts{pg: true})
+	ctx := ctxT(t)
+	pdb := n.user + "_app"
+	if err := n.dbm.RecreateDatabase(ctx, n.env, validate.EnginePostgreSQL, pdb, false); err != nil {
+		t.Fatal(err)
+	}
+	pc := n.pg.MustConnect(t, pdb)
+	for _, q := range []string{
+		"CREATE TABLE notes (id int PRIMARY KEY, body text)",
+		"INSERT INTO notes VALUES (1, 'kept')",
+		"CREATE VIEW note_ids AS SELECT id FROM notes",
+		"CREATE FUNCTION whoami() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'",
+	} {
+		if _, err := pc.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if res := n.backup(t, "b1", []*agentpb.BackupDatabase{pgDB(pdb)}, nil); len(res.Failed) != 0 {
+		t.Fatalf("backup: %+v", res.Failed)
+	}
+	superOwned := func(db string) []string {
+		c := n.pg.MustConnect(t, db)
+		rows, err := c.Query(ctx, `SELECT o.kind || ' ' || o.name FROM (
+			SELECT 'relation' AS kind, c.relname::text AS name, c.relowner AS owner FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+			UNION ALL SELECT 'function', p.proname::text, p.proowner FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace) o
+			JOIN pg_roles r ON r.oid = o.owner WHERE r.rolsuper ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	if _, err := n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: pgDB(pdb), InPlace: true}); err != nil {
+		t.Fatal(err)
+	}
+	into := n.user + "_appold"
+	if _, err := n.restore(t, &agentpb.RestoreBackupAction{BackupId: "b1", What: agentpb.RestoreWhat_RESTORE_WHAT_DATABASE, Database: pgDB(pdb), DatabaseInto: into}); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []string{pdb, into} {
+		if got := superOwned(db); len(got) != 0 {
+			t.Fatalf("%s after the restore: owned by a superuser: %v", db, got)
+		}
+		var body, who string
+		c := n.pg.MustConnect(t, db)
+		if err := c.QueryRow(ctx, "SELECT body FROM notes WHERE id = 1").Scan(&body); err != nil || body != "kept" {
+			t.Fatalf("%s: row %q, %v", db, body, err)
+		}
+		if err := c.QueryRow(ctx, "SELECT whoami()").Scan(&who); err != nil || who == "postgres" || !strings.HasPrefix(who, "np-owner-") {
+			t.Fatalf("%s: the SECURITY DEFINER function runs as %q (%v), want the database's owner role", db, who, err)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package backup
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,19 +10,16 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/npanel/npanel/nodeagent/actions"
-	"github.com/npanel/npanel/nodeagent/actions/db"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
@@ -324,34 +320,15 @@ func (a *RestoreBackup) restoreDatabase(ctx context.Context, env *actions.Env, r
 	if a.m.db == nil {
 		return errors.New("no database module")
 	}
-	cc, err := a.m.db.RestoreCommand(ctx, env, engine, into)
-	if err != nil {
-		return err
-	}
-	if !inPlace {
-		if ok, err := a.m.db.DatabaseExists(ctx, env, engine, into); err != nil {
-			return err
-		} else if ok {
-			return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists; restore side by side into a new name, or in place", into)
-		}
-	}
-	load := func() error { return importDump(ctx, rr, snap.ID, dbPath(engine, name), cc) }
-	if inPlace {
-		// The live database is dumped first and put back if the load fails.
-		return a.m.db.ReplaceDatabase(ctx, env, engine, a.req.GetRepository().GetUsername(), into, load)
-	}
-	if err := a.m.db.RecreateDatabase(ctx, env, engine, into, false); err != nil {
-		return err
-	}
-	return load()
+	return a.m.db.RestoreDatabase(ctx, env, engine, a.req.GetRepository().GetUsername(), into, inPlace, func(load func(io.Reader) error) error {
+		return streamDump(ctx, rr, snap.ID, dbPath(engine, name), load)
+	})
 }
 
-// importDump streams file p of snapshot id into the client cc. The
-// dump's first lines are checked for the guard that keeps the client from
-// running client commands (the SQL is the account's, the client runs as
-// root with the superuser) before anything reaches the client; only
-// those lines are held in memory.
-func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command) error {
+// streamDump hands load file p of snapshot id as restic dumps it, and
+// reports load's failure first (it makes restic's writes fail too), then
+// restic's.
+func streamDump(ctx context.Context, rr *resticRun, id, p string, load func(io.Reader) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	args := []string{"dump", "--no-lock", id, "/" + p}
@@ -380,27 +357,12 @@ func importDump(ctx context.Context, rr *resticRun, id, p string, cc db.Command)
 		}
 		return errors.New("read dump: the dump is empty")
 	}
-	head, herr := cc.ReadHeader(br)
-	if herr != nil {
-		cancel()
-		pr.Close()
-		_ = dump.Wait()
-		return herr
-	}
-	client := exec.CommandContext(ctx, cc.Argv[0], cc.Argv[1:]...)
-	client.Env = cc.Env
-	client.Stdin = io.MultiReader(bytes.NewReader(head), br)
-	var cliOut limitedBuf
-	client.Stdout, client.Stderr = &cliOut, &cliOut
-	client.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	client.WaitDelay = 5 * time.Second
-	cerr := client.Run()
-	// A client that stopped early leaves restic blocked on the pipe.
+	lerr := load(br)
+	// A load that stopped early leaves restic blocked on the pipe.
 	pr.Close()
 	derr := dump.Wait()
-	// The client's failure first: it makes restic's writes fail too.
-	if cerr != nil {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), cerr, bytes.TrimSpace(cliOut.b))
+	if lerr != nil {
+		return lerr
 	}
 	if derr != nil {
 		return fmt.Errorf("read dump: %w", rr.fail(args, derr, dumpErr.b))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,28 +161,41 @@ func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine,
 	return recreate(ctx, e, name, drop)
 }
 
-// ReplaceDatabase replaces database name (owner's) with what load
-// imports into it, for an in-place restore. An existing database is
-// first dumped (verified, 0600 in owner's root-only backup area, as
-// DropDatabase does) so that a failed load can be undone: the database is
-// then dropped, created again and loaded from that dump. The dump is
-// removed once the database is replaced or put back; only when putting it
-// back fails is it kept, and the error names it.
-func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, owner, name string, load func() error) error {
+// RestoreDatabase loads a dump of one of owner's databases (as our dump
+// command made it, read through src) into database name. In place, an
+// existing database is replaced: it is first dumped (verified, 0600 in
+// owner's root-only backup area, as DropDatabase does), and put back from
+// that dump if the load fails; the dump is removed once the database is
+// replaced or put back, and kept only when putting it back fails (the
+// error names it). Otherwise an existing database is a CONFLICT and
+// nothing changes.
+//
+// The SQL is the account's own. MariaDB's is loaded by the admin through
+// its client behind the dump's guard line (its DEFINERs name the
+// account's users, which only the admin may set). PostgreSQL's goes the
+// way of an untrusted import (importDump): loaded as a throw-away role
+// that is no superuser, its objects owned by the database's owner role,
+// never by the superuser (as whom the account's SECURITY DEFINER
+// functions would then run), and the users' privileges on the database
+// given back, which live with the database and go with its drop.
+func (m *Module) RestoreDatabase(ctx context.Context, env *actions.Env, engine, owner, name string, inPlace bool, src func(load func(io.Reader) error) error) error {
 	e, log, unlock, err := m.begin(ctx, env, engine, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	load := func(ctx context.Context) func(io.Reader) error {
+		return func(r io.Reader) error { return loadOwn(ctx, log, e, name, r) }
+	}
 	existed, err := e.databaseExists(ctx, name)
 	if err != nil {
 		return err
 	}
-	if !existed {
-		if err := recreate(ctx, e, name, false); err != nil {
-			return err
-		}
-		return load()
+	switch {
+	case existed && !inPlace:
+		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_CONFLICT, "database %q exists", name)
+	case !existed:
+		return src(load(ctx))
 	}
 	dir, dirPath, err := dumpDir(env.Profile.BackupDir, owner)
 	if err != nil {
@@ -191,10 +205,7 @@ func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, 
 	if err != nil {
 		return fmt.Errorf("dump of %q before the restore: nothing changed: %w", name, err)
 	}
-	lerr := recreate(ctx, e, name, true)
-	if lerr == nil {
-		lerr = load()
-	}
+	lerr := src(load(ctx))
 	if lerr == nil {
 		_ = os.Remove(safety)
 		return nil
@@ -202,10 +213,7 @@ func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, 
 	// Put back even when the restore was cancelled.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
 	defer cancel()
-	berr := recreate(bctx, e, name, true)
-	if berr == nil {
-		berr = loadDump(bctx, e, name, safety)
-	}
+	berr := loadFile(safety, load(bctx))
 	if berr != nil {
 		log.Error("database restore failed and putting it back failed", "database", name, "engine", engine, "dump", safety, "err", berr)
 		return fmt.Errorf("restore failed: %w; putting the database back also failed (%v): its dump is %s", lerr, berr, safety)
@@ -214,7 +222,6 @@ func (m *Module) ReplaceDatabase(ctx context.Context, env *actions.Env, engine, 
 	return fmt.Errorf("restore failed; the database was put back as it was: %w", lerr)
 }
 
-// recreate creates database name empty, dropping it first with drop.
 func recreate(ctx context.Context, e engine, name string, drop bool) error {
 	if drop {
 		if err := e.dropDatabase(ctx, name); err != nil {
@@ -231,22 +238,20 @@ func recreate(ctx context.Context, e engine, name string, drop bool) error {
 	return nil
 }
 
-// loadDump imports the gzipped dump at p (one writeDump wrote) into name.
-func loadDump(ctx context.Context, e engine, name, p string) error {
+// loadOwn makes database name again, empty, and loads r, a dump of the
+// account's own database, into it (RestoreDatabase says how).
+func loadOwn(ctx context.Context, log *slog.Logger, e engine, name string, r io.Reader) error {
+	if pg, ok := e.(*postgres); ok {
+		return pg.importDump(ctx, log, name, r)
+	}
+	if err := recreate(ctx, e, name, true); err != nil {
+		return err
+	}
 	cc, err := restoreCommand(e, name)
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
-	if err != nil {
-		return err
-	}
-	br := bufio.NewReaderSize(zr, 64<<10)
+	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := cc.ReadHeader(br)
 	if err != nil {
 		return err
@@ -262,6 +267,20 @@ func loadDump(ctx context.Context, e engine, name, p string) error {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(cc.Argv[0]), err, bytes.TrimSpace(out.b))
 	}
 	return nil
+}
+
+// loadFile hands load the gzipped dump at p (one writeDump wrote).
+func loadFile(p string, load func(io.Reader) error) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+	if err != nil {
+		return err
+	}
+	return load(zr)
 }
 
 // UserHash is one database user's stored credential: enough to recreate

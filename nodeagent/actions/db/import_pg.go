@@ -59,6 +59,11 @@ func (m *Module) ImportPostgresDump(ctx context.Context, env *actions.Env, name 
 	if !ok {
 		return actions.Fail(agentpb.ErrorReason_ERROR_REASON_UNSUPPORTED, "importing a PostgreSQL dump needs PostgreSQL")
 	}
+	return pg.importDump(ctx, log, name, dump)
+}
+
+// importDump is ImportPostgresDump with the database's lock held.
+func (pg *postgres) importDump(ctx context.Context, log *slog.Logger, name string, dump io.Reader) error {
 	cc, err := restoreCommand(pg, name)
 	if err != nil {
 		return err
