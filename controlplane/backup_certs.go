@@ -78,8 +78,9 @@ func errKeyNotInBackup(sc BackupStateCertChain) error {
 // record of each installed certificate whose key the backup holds (keys):
 // installed, waiting for the restore to serve its key there. The
 // certificate controller orders nothing for its site meanwhile, where an
-// automatic order would race the key coming back.
-func (bc *backupController) holdCustomCerts(ctx context.Context, r *store.Restore, a *store.Account, node string, state *BackupState, keys []string) error {
+// automatic order would race the key coming back. It returns the sites
+// held; a record with an order in flight is not.
+func (bc *backupController) holdCustomCerts(ctx context.Context, r *store.Restore, a *store.Account, node string, state *BackupState, keys []string) (held []string, err error) {
 	now := time.Now().UTC()
 	why := "restoring from backup " + r.Backup + " onto node " + node + ": the installed certificate's key comes back from the backup"
 	hold := func(c *store.Certificate, sc BackupStateCertChain) {
@@ -98,27 +99,50 @@ func (bc *backupController) holdCustomCerts(ctx context.Context, r *store.Restor
 		if i := a.SiteIndex(sc.ID); i < 0 || a.AllSites()[i].AliasOf != "" {
 			continue
 		}
+		ok, err := bc.holdCert(ctx, sc, a, node, why, hold)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", sc.ID, err)
+		}
+		if ok {
+			held = append(held, sc.ID)
+		}
+	}
+	return held, nil
+}
+
+// holdCert holds sc's record (hold), creating it if there is none; false
+// when the record is another's, being deleted, or busy with an order.
+func (bc *backupController) holdCert(ctx context.Context, sc BackupStateCertChain, a *store.Account, node, why string, hold func(*store.Certificate, BackupStateCertChain)) (bool, error) {
+	for range 3 {
+		held := false
 		_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
-			if c.Account != a.ID || c.Deleting || c.Status.TaskID != "" || (c.Status.LastError == why && c.Node == node) {
-				return nil, store.ErrUnchanged // another's, going, busy, or held already
+			held = false
+			if c.Account != a.ID || c.Deleting || c.Status.TaskID != "" {
+				return nil, store.ErrUnchanged
+			}
+			held = true
+			if c.Custom && c.Status.LastError == why && c.Node == node {
+				return nil, store.ErrUnchanged // held already (a repeated step)
 			}
 			c.Generation++
 			hold(c, sc)
 			return nil, nil
 		}, store.AuditEvent{})
-		if errors.Is(err, store.ErrNotFound) {
-			c := &store.Certificate{ID: sc.ID, Generation: 1}
-			hold(c, sc)
-			err = bc.st.CreateCertificate(ctx, c, store.AuditEvent{})
-			if errors.Is(err, store.ErrConflict) {
-				err = nil // the site's automatic one came first: the restore reports on it
+		if !errors.Is(err, store.ErrNotFound) {
+			if errors.Is(err, store.ErrUnchanged) {
+				err = nil
 			}
+			return held, err
 		}
-		if err != nil && !errors.Is(err, store.ErrUnchanged) {
-			return fmt.Errorf("certificate %s: %w", sc.ID, err)
+		c := &store.Certificate{ID: sc.ID, Generation: 1}
+		hold(c, sc)
+		err = bc.st.CreateCertificate(ctx, c, store.AuditEvent{})
+		if !errors.Is(err, store.ErrConflict) {
+			return err == nil, err
 		}
+		// The site's automatic one was created meanwhile: hold that.
 	}
-	return nil
+	return false, nil
 }
 
 // servedCustomCert records an installed certificate the restore's node

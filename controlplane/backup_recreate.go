@@ -26,36 +26,35 @@ import (
 // and mailboxes are then written back, and the records of the installed
 // certificates whose keys the backup holds (certKeys). It returns the
 // account's id when it is a new one.
-func (bc *backupController) placeFromState(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState, certKeys []string) (string, error) {
+func (bc *backupController) placeFromState(ctx context.Context, r *store.Restore, a *store.Account, state *BackupState, certKeys []string) (newID string, heldCerts []string, err error) {
 	node := r.Node
 	nv, err := bc.st.GetNode(ctx, node)
 	if err != nil {
-		return "", fmt.Errorf("node %s: %w", node, err)
+		return "", nil, fmt.Errorf("node %s: %w", node, err)
 	}
-	newID := ""
 	if a != nil && !a.Deleted {
 		if err := bc.moveAccount(ctx, r, a); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	} else {
 		if a, err = bc.recreateAccount(ctx, r, state); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		newID = a.ID
 	}
 	if err := bc.rehomeZones(ctx, a, state, nv); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := bc.recreateDatabases(ctx, r, a, state, nv); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := bc.recreateMail(ctx, r, a, state, nv); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if err := bc.holdCustomCerts(ctx, r, a, node, state, certKeys); err != nil {
-		return "", err
+	if heldCerts, err = bc.holdCustomCerts(ctx, r, a, node, state, certKeys); err != nil {
+		return "", nil, err
 	}
-	return newID, nil
+	return newID, heldCerts, nil
 }
 
 // moveAccount unplaces a whose node is gone and pins it to r.Node: the

@@ -85,20 +85,14 @@ func restoreWhat(w store.RestoreWhat) agentpb.RestoreWhat {
 }
 
 // restoreAction builds r's restoreBackup action of what.
-func restoreAction(r *store.Restore, b *store.Backup, a *store.Account, repo *agentpb.BackupRepository, what store.RestoreWhat, inPlace bool, engine string) *agentpb.RestoreBackupAction {
+func restoreAction(r *store.Restore, b *store.Backup, repo *agentpb.BackupRepository, what store.RestoreWhat, inPlace bool, engine string) *agentpb.RestoreBackupAction {
 	act := &agentpb.RestoreBackupAction{RestoreId: r.ID, BackupId: b.ID, Repository: repo, What: restoreWhat(what), InPlace: inPlace}
 	switch what {
 	case store.RestoreAll:
 		// Installed certificates' keys come back only where the restore
-		// set the account up: in place, the node serves its own, which
-		// may be newer than the backup's.
-		if placedByRestore(r) && a != nil {
-			for _, s := range a.AllSites() {
-				if s.AliasOf == "" {
-					act.CertificateSites = append(act.CertificateSites, s.Domain)
-				}
-			}
-		}
+		// set the account up and held their records: in place, the node
+		// serves its own, which may be newer than the backup's.
+		act.CertificateSites = r.Status.HeldCertificates
 	case store.RestoreFiles:
 		act.Path = r.Path
 	case store.RestoreDatabase:
@@ -146,7 +140,8 @@ type restorePlan struct {
 	certsDone   []string
 	certsFailed []store.BackupItemFailure
 	placeErr    error
-	newAccount  string // the account id a recreated account got
+	newAccount  string   // the account id a recreated account got
+	heldCerts   []string // the installed certificates held for the restore
 }
 
 func (bc *backupController) syncRestore(ctx context.Context, id string) error {
@@ -209,7 +204,7 @@ func (bc *backupController) syncRestore(ctx context.Context, id string) error {
 		if plan.state != nil {
 			switch r.Status.Step {
 			case restoreStepState:
-				plan.newAccount, plan.placeErr = bc.placeFromState(ctx, r, a, plan.state, plan.res.GetCertificateKeys())
+				plan.newAccount, plan.heldCerts, plan.placeErr = bc.placeFromState(ctx, r, a, plan.state, plan.res.GetCertificateKeys())
 			default:
 				if r.What == store.RestoreZone || r.What == store.RestoreAll {
 					plan.zonesDone, plan.zoneFailed = bc.applyZones(ctx, r, plan.state, plan.res.GetZoneFiles())
@@ -333,6 +328,7 @@ func (bc *backupController) recordRestore(r *store.Restore, p *restorePlan, now 
 			if p.newAccount != "" {
 				r.AccountID = p.newAccount
 			}
+			st.HeldCertificates = p.heldCerts
 			st.Step = restoreStepWait
 			st.StartedAt = now
 			st.AddEvent(now, "placed", "the account is being set up on node "+r.Node)
@@ -397,7 +393,7 @@ func (bc *backupController) nextRestoreStep(ctx context.Context, r *store.Restor
 		st.State = store.BackupRunning
 		st.AddEvent(now, "started", fmt.Sprintf("%s from backup %s on node %s", strings.ToLower(string(what)), b.ID, on))
 		return &agentpb.Task{Generation: r.Generation, Action: &agentpb.Task_RestoreBackup{
-			RestoreBackup: restoreAction(r, b, a, repo, what, inPlace, engine)}}, on, false, nil
+			RestoreBackup: restoreAction(r, b, repo, what, inPlace, engine)}}, on, false, nil
 	}
 	if !crossNode || st.Step == restoreStepWait || st.Step == restoreStepRestore {
 		if st.Step == restoreStepWait {

@@ -246,11 +246,15 @@ type RestoreStatus struct {
 	Failed     []BackupItemFailure `json:"failed,omitempty"`
 	Error      string              `json:"error,omitempty"`
 	// Step is where a multi-step restore (ALL onto another node) is.
-	Step           string          `json:"step,omitempty"`
-	Progress       *BackupProgress `json:"progress,omitempty"`
-	TaskID         string          `json:"taskId,omitempty"`
-	TaskGeneration int64           `json:"taskGeneration,omitempty"`
-	Events         []BackupEvent   `json:"events,omitempty"`
+	Step string `json:"step,omitempty"`
+	// HeldCertificates are the installed certificates whose keys the
+	// backup holds, held for the restore as it placed the account: the
+	// node serves those, and no other site's.
+	HeldCertificates []string        `json:"heldCertificates,omitempty"`
+	Progress         *BackupProgress `json:"progress,omitempty"`
+	TaskID           string          `json:"taskId,omitempty"`
+	TaskGeneration   int64           `json:"taskGeneration,omitempty"`
+	Events           []BackupEvent   `json:"events,omitempty"`
 }
 
 // NewBackupID returns a new backup id of account: the account, the UTC
