@@ -327,3 +327,39 @@ func TestLocalSubmissionDKIMSigned(t *testing.T) {
 		}
 	})
 }
+
+// TestLocalSubmissionBatchedSMTP: batched SMTP on stdin (exim -bS), which
+// answers nothing, keeps to the same sender rules as sendmail and -bs: an
+// account's program sends as its own domain, never as another account's.
+func TestLocalSubmissionBatchedSMTP(t *testing.T) {
+	s := startStackWith(t, false)
+	acctA, acctB := s.newAccount(t), s.newAccount(t)
+	domA, domB := randomDomain(t), randomDomain(t)
+	s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctA, Domain: domA})
+	s.ensureDomain(t, &agentpb.EnsureMailDomainAction{Username: acctB, Domain: domB})
+	alice := "alice@" + domA
+	s.ensureMailbox(t, &agentpb.EnsureMailboxAction{Username: acctA, Address: alice, SealedPassword: s.seal(t, alice, pwAlice), QuotaMb: 50})
+	batch := func(from, header, subject string) string {
+		return fmt.Sprintf("MAIL FROM:<%s>\nRCPT TO:<%s>\nDATA\nFrom: %s\nSubject: %s\n\nbody\n.\nQUIT\n", from, alice, header, subject)
+	}
+	_, _ = s.sendmailAs(t, acctA, batch("web@"+domB, "web@"+domA, "bS envelope of another account"), "-bS")
+	_, _ = s.sendmailAs(t, acctA, batch("web@"+domA, "boss@"+domB, "bS From of another account"), "-bS")
+	if out, err := s.sendmailAs(t, acctA, batch("web@"+domA, "web@"+domA, "bS own domain"), "-bS"); err != nil {
+		t.Fatalf("-bS as its own domain: %v: %s", err, out)
+	}
+	msgs := s.waitMessages(t, alice, pwAlice, "INBOX", 1)
+	// Whatever else comes is late: give the refused ones the time the
+	// accepted one took, then look again.
+	time.Sleep(2 * time.Second)
+	msgs = s.waitMessages(t, alice, pwAlice, "INBOX", len(msgs))
+	own := false
+	for _, m := range msgs {
+		if strings.Contains(m, "of another account") {
+			t.Fatalf("-bS delivered a message as another account's domain:\n%s", m)
+		}
+		own = own || strings.Contains(m, "Subject: bS own domain")
+	}
+	if !own {
+		t.Fatal("the -bS message as its own domain did not arrive")
+	}
+}
