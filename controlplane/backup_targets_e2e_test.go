@@ -140,14 +140,8 @@ func TestBackupDisasterRecoveryS3(t *testing.T) {
 	}
 	gql(`mutation($z:String!){addRecord(zone:$z,record:{name:"dr",type:TXT,content:"\"survives web-1\"",ttl:300}){id}}`, map[string]any{"z": domain}, nil)
 	// A certificate bought elsewhere, served by web-1's nginx.
-	certPEM, keyPEM, keyDER, leaf := boughtCert(t, domain, "www."+domain)
-	if _, err := s.Admin.InstallCertificate(ctx, client.InstallCertificateInput{Domain: domain, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, AllowUntrusted: true}); err != nil {
-		t.Fatal(err)
-	}
-	serves := func(addr string) bool {
-		got, err := servedLeaf(addr, domain)
-		return err == nil && bytes.Equal(got.Raw, leaf.Raw)
-	}
+	cert := installBought(t, s, domain)
+	keyPEM, keyDER, leaf, serves := cert.keyPEM, cert.keyDER, cert.leaf, cert.servedAt
 	testenv.WaitFor(t, time.Minute, "web-1 serves the installed certificate", func() bool { return serves(ag1.Config.HTTPSListen) })
 	testenv.WaitFor(t, 30*time.Second, "the installed certificate ISSUED", func() bool {
 		c, err := s.Store().GetCertificate(ctx, domain)

@@ -64,6 +64,34 @@ func servedLeaf(addr, host string) (*x509.Certificate, error) {
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
 
+// bought is a certificate bought elsewhere, installed through the API.
+type bought struct {
+	domain  string
+	certPEM string
+	keyPEM  string
+	keyDER  []byte
+	leaf    *x509.Certificate
+}
+
+// installBought installs, through the API, a certificate bought elsewhere
+// for domain and www.domain.
+func installBought(t *testing.T, s *testenv.Server, domain string) *bought {
+	t.Helper()
+	b := &bought{domain: domain}
+	b.certPEM, b.keyPEM, b.keyDER, b.leaf = boughtCert(t, domain, "www."+domain)
+	if _, err := s.Admin.InstallCertificate(testenv.Context(t), client.InstallCertificateInput{Domain: domain, CertificatePEM: b.certPEM, PrivateKeyPEM: b.keyPEM, AllowUntrusted: true}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// servedAt reports whether the HTTPS listener at addr serves b's leaf by
+// SNI.
+func (b *bought) servedAt(addr string) bool {
+	got, err := servedLeaf(addr, b.domain)
+	return err == nil && bytes.Equal(got.Raw, b.leaf.Raw)
+}
+
 // An installed certificate follows its account in a live migration: the
 // source exports its key sealed to the target, the target installs it,
 // and the target's nginx serves it by SNI; the record points at the
@@ -110,14 +138,8 @@ func migrateServedCertificateE2E(t *testing.T, ordered bool) {
 	}
 	waitDomainState(t, s.Admin, a.ID, domain, "ACTIVE")
 
-	certPEM, keyPEM, keyDER, leaf := boughtCert(t, domain, "www."+domain)
-	if _, err := s.Admin.InstallCertificate(ctx, client.InstallCertificateInput{Domain: domain, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, AllowUntrusted: true}); err != nil {
-		t.Fatal(err)
-	}
-	serves := func(addr string) bool {
-		got, err := servedLeaf(addr, domain)
-		return err == nil && bytes.Equal(got.Raw, leaf.Raw)
-	}
+	cert := installBought(t, s, domain)
+	certPEM, keyDER, serves := cert.certPEM, cert.keyDER, cert.servedAt
 	testenv.WaitFor(t, time.Minute, "the source serves the installed certificate", func() bool { return serves(src.Config.HTTPSListen) })
 	if ordered {
 		testenv.WaitFor(t, time.Minute, "the certificate ISSUED on the source", func() bool {
