@@ -149,9 +149,9 @@ func (m *Module) DatabaseExists(ctx context.Context, env *actions.Env, engine, n
 }
 
 // RecreateDatabase creates database name empty, dropping it first when
-// drop is set (an in-place restore); without drop an existing database is
-// an error, so that nothing is overwritten unasked. It holds the module's
-// lock of the database, as the database actions do.
+// drop is set; without drop an existing database is a CONFLICT, so that
+// nothing is overwritten unasked. It holds the module's lock of the
+// database, as the database actions do.
 func (m *Module) RecreateDatabase(ctx context.Context, env *actions.Env, engine, name string, drop bool) error {
 	e, _, unlock, err := m.begin(ctx, env, engine, name)
 	if err != nil {

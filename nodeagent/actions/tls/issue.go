@@ -177,7 +177,7 @@ func remove(names []string, bad nameErrors) []string {
 func reason(err error) string {
 	e := err.Error()
 	if len(e) > 500 {
-		e = e[:500] + "…"
+		e = strings.ToValidUTF8(e[:500], "") + "…"
 	}
 	return e
 }
