@@ -124,7 +124,7 @@ func restoreAllCertificates(t *testing.T, key restoredKey) {
 	var heldBeforeRestore atomic.Bool
 	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if r := task.GetRestoreBackup(); r != nil {
-			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			res := &agentpb.RestoreResult{StateJson: stateJSON, ZoneFiles: backupTask.GetZoneFiles()}
 			if key != keyNotInBackup {
 				res.CertificateKeys = []string{shop}
 			}
@@ -246,8 +246,9 @@ func TestRestoreAllSkipsAliasCertificate(t *testing.T) {
 		got, err := st.GetBackup(ctx, b.ID)
 		return err == nil && got.Status.State == store.BackupSucceeded
 	})
+	backupTask := n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount()
 	var state controlplane.BackupState
-	if err := json.Unmarshal(n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson(), &state); err != nil {
+	if err := json.Unmarshal(backupTask.GetStateJson(), &state); err != nil {
 		t.Fatal(err)
 	}
 	// As a backup taken while the alias was a site of its own says.
@@ -261,7 +262,7 @@ func TestRestoreAllSkipsAliasCertificate(t *testing.T) {
 	}
 	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if r := task.GetRestoreBackup(); r != nil {
-			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			res := &agentpb.RestoreResult{StateJson: stateJSON, ZoneFiles: backupTask.GetZoneFiles()}
 			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
 				res.Restored = []string{"files", "state"}
 			}

@@ -492,11 +492,17 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 	if err != nil {
 		return nil, "", err
 	}
-	stateJSON := mustJSON(state)
 	zoneFiles, err := bc.backupZoneFiles(ctx, state)
 	if err != nil {
 		return nil, "", err
 	}
+	// A zone's records travel once: in its file when it has one.
+	for _, f := range zoneFiles {
+		if i := slices.IndexFunc(state.Zones, func(z BackupStateZone) bool { return z.Name == f.GetName() }); i >= 0 && f.GetText() != "" {
+			state.Zones[i].Records, state.Zones[i].RecordsInFile = nil, true
+		}
+	}
+	stateJSON := mustJSON(state)
 	action := &agentpb.BackupAccountAction{BackupId: b.ID, Repository: repo, StateJson: []byte(stateJSON), ZoneFiles: zoneFiles}
 	for _, d := range state.Databases {
 		action.Databases = append(action.Databases, &agentpb.BackupDatabase{Name: d.Name, Engine: d.Engine})
@@ -520,8 +526,8 @@ func (bc *backupController) startBackup(ctx context.Context, b *store.Backup, a 
 		action.Retention = &agentpb.BackupRetention{Daily: uint32(max(p.KeepDaily, 0)), Weekly: uint32(max(p.KeepWeekly, 0)), Monthly: uint32(max(p.KeepMonthly, 0))}
 	}
 	st.State, st.StartedAt, st.Error = store.BackupRunning, now, ""
-	// The zones travel in the state snapshot (and as zone files, which a
-	// restore prefers): they are in the backup once that snapshot is.
+	// The zones are in the backup once the state snapshot and their
+	// files are (recordBackup takes out those that failed).
 	st.Contents.Zones = st.Contents.Zones[:0]
 	for _, z := range state.Zones {
 		st.Contents.Zones = append(st.Contents.Zones, z.Name)
@@ -668,6 +674,9 @@ func applyBackupResult(b *store.Backup, t *store.Task, now time.Time) {
 	if slices.ContainsFunc(st.Failed, func(f store.BackupItemFailure) bool { return f.Item == "state" }) {
 		zones = nil
 	}
+	zones = slices.DeleteFunc(slices.Clone(zones), func(z string) bool {
+		return slices.ContainsFunc(st.Failed, func(f store.BackupItemFailure) bool { return f.Item == "zone:"+z })
+	})
 	st.Contents = store.BackupContents{Files: c.GetFiles(), Databases: slices.Clone(c.GetDatabases()),
 		Mailboxes: slices.Clone(c.GetMailboxes()), Zones: zones}
 	st.Error = ""

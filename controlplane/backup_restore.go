@@ -338,9 +338,9 @@ func (bc *backupController) recordRestore(r *store.Restore, p *restorePlan, now 
 	st.Restored = appendNew(st.Restored, res.GetRestored()...)
 	st.Restored = appendNew(st.Restored, p.zonesDone...)
 	st.Restored = appendNew(st.Restored, p.certsDone...)
-	st.Failed = append(st.Failed, itemFailures(res.GetFailed())...)
-	st.Failed = append(st.Failed, p.zoneFailed...)
-	st.Failed = append(st.Failed, p.certsFailed...)
+	st.Failed = appendFailures(st.Failed, itemFailures(res.GetFailed())...)
+	st.Failed = appendFailures(st.Failed, p.zoneFailed...)
+	st.Failed = appendFailures(st.Failed, p.certsFailed...)
 	st.FinishedAt = now
 	msg := fmt.Sprintf("%d files, %d bytes", res.GetFiles(), res.GetBytes())
 	if into := res.GetIntoPath(); into != "" {
@@ -353,6 +353,18 @@ func (bc *backupController) recordRestore(r *store.Restore, p *restorePlan, now 
 	}
 	st.State = store.BackupSucceeded
 	st.AddEvent(now, "succeeded", msg)
+}
+
+// appendFailures adds the failures of items not failed yet: the node and
+// the controller may both report one (a zone file the node could not
+// read, whose records the controller then cannot write).
+func appendFailures(s []store.BackupItemFailure, add ...store.BackupItemFailure) []store.BackupItemFailure {
+	for _, f := range add {
+		if !slices.ContainsFunc(s, func(g store.BackupItemFailure) bool { return g.Item == f.Item }) {
+			s = append(s, f)
+		}
+	}
+	return s
 }
 
 func appendNew(s []string, add ...string) []string {
@@ -479,12 +491,18 @@ func (bc *backupController) applyZones(ctx context.Context, r *store.Restore, st
 	}
 	for _, zs := range state.Zones {
 		item := "zone:" + zs.Name
-		if t, ok := text[zs.Name]; ok {
+		t, ok := text[zs.Name]
+		switch {
+		case ok:
 			var err error
 			if zs, err = zoneFromFile(zs, t); err != nil {
 				failed = append(failed, store.BackupItemFailure{Item: item, Error: err.Error()})
 				continue
 			}
+		case zs.RecordsInFile:
+			// Never an empty zone for records that could not be read.
+			failed = append(failed, store.BackupItemFailure{Item: item, Error: "the zone's file could not be read from the backup: its records are not restored"})
+			continue
 		}
 		ev := store.NewAuditEvent("system", bc.s.id, "zone.restore", zs.Name, "ok: from backup "+r.Backup+" (restore "+r.ID+")")
 		_, err := zones.ChangeZone(ctx, zs.Name, ev, func(z *store.Zone) error {

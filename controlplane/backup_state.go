@@ -53,6 +53,9 @@ type BackupStateZone struct {
 	Address string             `json:"address,omitempty"`
 	DNSSEC  bool               `json:"dnssec,omitempty"`
 	Records []store.ZoneRecord `json:"records"`
+	// RecordsInFile: the records are in the zone's file only (with their
+	// ids), not here.
+	RecordsInFile bool `json:"recordsInFile,omitempty"`
 }
 
 // BackupStateDatabase is one database.

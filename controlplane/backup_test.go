@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -421,9 +422,13 @@ func TestBackupControllerRestoreZone(t *testing.T) {
 	}
 	id := e.createBackup(t, nil)
 	e.waitBackup(t, id, "SUCCEEDED", func(b *store.Backup) bool { return b.Status.State == store.BackupSucceeded })
-	stateJSON := e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
-	if !strings.Contains(string(stateJSON), "keep.bkalice.example.com.") {
-		t.Fatalf("the state lacks the zone's record: %s", stateJSON)
+	backupTask := e.node.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount()
+	stateJSON, zoneFiles := backupTask.GetStateJson(), backupTask.GetZoneFiles()
+	// The record travels once: in the zone's file, with its id, not in
+	// the state.
+	if len(zoneFiles) != 1 || !strings.Contains(zoneFiles[0].GetText(), "keep.bkalice.example.com. 300 IN TXT \"kept\" ; id=r") ||
+		strings.Contains(string(stateJSON), "keep.bkalice.example.com.") || !strings.Contains(string(stateJSON), `"recordsInFile":true`) {
+		t.Fatalf("the zone's record: files %v, state %s", zoneFiles, stateJSON)
 	}
 	// The record is deleted, then the zone restored from the backup:
 	// the node answers with the state the backup holds.
@@ -434,9 +439,34 @@ func TestBackupControllerRestoreZone(t *testing.T) {
 	}, store.AuditEvent{}); err != nil {
 		t.Fatal(err)
 	}
+	// A node that could not read the zone's file: the zone fails, and
+	// keeps its records rather than being emptied.
+	before, _, err := e.st.GetZone(ctx, "bkalice.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if r := task.GetRestoreBackup(); r != nil && r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ZONE {
-			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: &agentpb.RestoreResult{StateJson: stateJSON}}}
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: &agentpb.RestoreResult{StateJson: stateJSON,
+				Failed: []*agentpb.BackupItemFailure{{Item: "zone:bkalice.example.com", Error: "restic: pack unreadable"}}}}}
+		}
+		return nil
+	})
+	unread := &store.Restore{ID: store.NewRestoreID("bkalice", time.Now()), Backup: id, Account: "bkalice", AccountID: e.acct.ID,
+		Owner: "admin", What: store.RestoreZone, InPlace: true, Node: "web-1", Requester: "admin"}
+	if err := e.st.CreateRestore(ctx, unread, store.NewAuditEvent("admin", "test", "restoreBackup", unread.ID, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the restore of an unreadable zone file finished", func() bool {
+		rr, _, err := e.st.GetRestoreRev(ctx, unread.ID)
+		return err == nil && rr.Status.State == store.BackupPartial && len(rr.Status.Failed) == 1 && rr.Status.Failed[0].Item == "zone:bkalice.example.com"
+	})
+	if z, _, err := e.st.GetZone(ctx, "bkalice.example.com"); err != nil || !reflect.DeepEqual(z.Records, before.Records) {
+		t.Fatalf("the zone after a restore without its file: %+v, %v (was %+v)", z.Records, err, before.Records)
+	}
+	e.node.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
+		if r := task.GetRestoreBackup(); r != nil && r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ZONE {
+			return &agentpb.TaskResult{Result: &agentpb.TaskResult_Restore{Restore: &agentpb.RestoreResult{StateJson: stateJSON, ZoneFiles: zoneFiles}}}
 		}
 		return nil
 	})
@@ -525,7 +555,8 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 		got, err := st.GetBackup(ctx, b.ID)
 		return err == nil && got.Status.State == store.BackupSucceeded
 	})
-	stateJSON = n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount().GetStateJson()
+	backupTask := n1.tasksOf(func(t *agentpb.Task) bool { return t.GetBackupAccount() != nil })[0].GetBackupAccount()
+	stateJSON = backupTask.GetStateJson()
 
 	// web-1 is gone.
 	if err := st.RemoveNode(ctx, "web-1", store.NewAuditEvent("test", "", "removeNode", "web-1", "ok")); err != nil {
@@ -533,7 +564,7 @@ func TestBackupControllerRestoreAllOntoAnotherNode(t *testing.T) {
 	}
 	n2.setAnswer(func(task *agentpb.Task) *agentpb.TaskResult {
 		if r := task.GetRestoreBackup(); r != nil {
-			res := &agentpb.RestoreResult{StateJson: stateJSON}
+			res := &agentpb.RestoreResult{StateJson: stateJSON, ZoneFiles: backupTask.GetZoneFiles()}
 			if r.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
 				if !r.GetInPlace() {
 					return &agentpb.TaskResult{Status: agentpb.TaskStatus_TASK_STATUS_FAILED, Error: "ALL must be in place"}

@@ -68,7 +68,8 @@ func TestZoneFileWritesWhatThePrimaryServes(t *testing.T) {
 		"shop.example.com. 3600 IN SOA ns1.shop.example.com. hostmaster.shop.example.com. 2026120601 ",
 		"shop.example.com. 3600 IN NS ns1.shop.example.com.\n",
 		"ns1.shop.example.com. 3600 IN A 192.0.2.53\n",
-		"www.shop.example.com. 3600 IN CNAME shop.example.com.\n",
+		"shop.example.com. 3600 IN A 192.0.2.1 ; id=r1\n",
+		"www.shop.example.com. 3600 IN CNAME shop.example.com. ; id=r2\n",
 	} {
 		if !strings.Contains(text, line) {
 			t.Errorf("zone file lacks %q:\n%s", line, text)
@@ -80,6 +81,12 @@ func TestZoneFileWritesWhatThePrimaryServes(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back.Records, z.Records) {
 		t.Fatalf("round trip\n got %+v\nwant %+v", back.Records, z.Records)
+	}
+	// The ids come from the file alone when the state holds no records
+	// (backups since the records travel once); glue has none and stays
+	// out.
+	if back, err := zoneFromFile(BackupStateZone{Name: z.Name, RecordsInFile: true}, text); err != nil || !reflect.DeepEqual(back.Records, z.Records) {
+		t.Fatalf("round trip from the file alone\n got %+v %v\nwant %+v", back.Records, err, z.Records)
 	}
 	// A primary that is not a running DNS server (or no DNS server at
 	// all): the records and the NS set, without the glue nobody knows.
@@ -97,4 +104,34 @@ func TestZoneFileWritesWhatThePrimaryServes(t *testing.T) {
 	if _, err := zoneFile(&store.Zone{Name: z.Name, Node: "web-1", Records: []store.ZoneRecord{{Name: "x.shop.example.com.", Type: "A", Content: "300.1.1.1", TTL: 3600}}}, view); err == nil {
 		t.Fatal("a zone with a bad record was written")
 	}
+}
+
+// TestNoteID: a line's id comes from its last "; id=" comment only when
+// that is a record id; text inside a TXT record does not pass for one.
+func TestNoteID(t *testing.T) {
+	for line, want := range map[string]string{
+		"a.example.com. 300 IN A 192.0.2.1 ; id=r12":                    "r12",
+		"a.example.com. 300 IN A 192.0.2.1":                             "",
+		`a.example.com. 300 IN TXT "x ; id=r5"`:                         "",
+		`a.example.com. 300 IN TXT "x ; id=r5" ; id=r6`:                 "r6",
+		"a.example.com. 300 IN A 192.0.2.1 ; id=12":                     "",
+		"a.example.com. 300 IN A 192.0.2.1 ; id=r":                      "",
+		"a.example.com. 300 IN A 192.0.2.1 ; id=r1 2":                   "",
+		"a.example.com. 300 IN A 192.0.2.1 ; id=r123456789012345678901": "",
+	} {
+		if got := noteID(line); got != want {
+			t.Errorf("noteID(%q) = %q, want %q", line, got, want)
+		}
+	}
+}
+
+func FuzzNoteID(f *testing.F) {
+	for _, s := range []string{"x ; id=r1", `"; id=r2"`, " ; id=", " ; id=r99 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if id := noteID(line); id != "" && !validRecordID(id) {
+			t.Fatalf("noteID(%q) = %q, not a record id", line, id)
+		}
+	})
 }

@@ -12,6 +12,13 @@ import (
 // BIND does; explicit TTLs mean the same to both). serial goes into the
 // SOA, which holds the SOA fields of z with defaults filled in.
 func WriteZone(z Zone, serial uint32) (string, error) {
+	return WriteZoneNoted(z, serial, nil)
+}
+
+// WriteZoneNoted is WriteZone with a comment after each record for which
+// note (given the record as validated) returns one; BIND and ParseZone
+// ignore comments.
+func WriteZoneNoted(z Zone, serial uint32, note func(Record) string) (string, error) {
 	v, err := ValidateZone(z)
 	if err != nil {
 		return "", err
@@ -24,6 +31,12 @@ func WriteZone(z Zone, serial uint32) (string, error) {
 	}
 	for _, r := range v.Records {
 		b.WriteString(r.String())
+		if note != nil {
+			if n := note(r); n != "" {
+				b.WriteString(" ; ")
+				b.WriteString(strings.ReplaceAll(n, "\n", " "))
+			}
+		}
 		b.WriteByte('\n')
 	}
 	return b.String(), nil
