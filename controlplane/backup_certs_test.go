@@ -80,13 +80,7 @@ func restoreAllCertificates(t *testing.T, key restoredKey) {
 		c.Account, c.Node, c.Domains, c.Challenge = acct.ID, "web-1", wanted, store.ChallengeDNS01
 		c.Auto, c.AutoRenew = false, false
 	}
-	if _, err := st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) { requested(c); return nil, nil }, store.AuditEvent{}); err != nil {
-		c := &store.Certificate{ID: domain, Generation: 1}
-		requested(c)
-		if err := st.CreateCertificate(ctx, c, store.AuditEvent{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putCert(t, st, domain, requested)
 	// The add-on's, installed.
 	installedOn(t, st, &client.Account{ID: acct.ID, Username: "shop-bkcert"}, "web-1")
 

@@ -27,7 +27,6 @@ func parseLeaf(chainPEM []byte) (*x509.Certificate, error) {
 // node serves (as installCertificate then the node's result leave it).
 func installedOn(t *testing.T, st *store.Store, a *client.Account, node string) string {
 	t.Helper()
-	ctx := context.Background()
 	domain := a.Username + ".example.com"
 	certPEM, _, _, leaf := boughtCert(t, domain)
 	set := func(c *store.Certificate) {
@@ -37,16 +36,34 @@ func installedOn(t *testing.T, st *store.Store, a *client.Account, node string) 
 			Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
 			IssuedDomains: leaf.DNSNames}
 	}
-	_, err := st.UpdateCertificate(ctx, domain, func(c *store.Certificate) ([]*store.CertTask, error) { set(c); return nil, nil }, store.AuditEvent{})
-	if errors.Is(err, store.ErrNotFound) {
-		c := &store.Certificate{ID: domain, Generation: 1, CreatedAt: time.Now()}
-		set(c)
-		err = st.CreateCertificate(ctx, c, store.AuditEvent{})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	putCert(t, st, domain, set)
 	return domain
+}
+
+// putCert writes certificate id as set makes it, over the record there is
+// or as a new one: the controller may create the site's automatic one at
+// any moment, so a create that finds one updates it instead.
+func putCert(t *testing.T, st *store.Store, id string, set func(c *store.Certificate)) {
+	t.Helper()
+	ctx := context.Background()
+	for range 3 {
+		_, err := st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) { set(c); return nil, nil }, store.AuditEvent{})
+		if !errors.Is(err, store.ErrNotFound) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		c := &store.Certificate{ID: id, Generation: 1, CreatedAt: time.Now()}
+		set(c)
+		if err := st.CreateCertificate(ctx, c, store.AuditEvent{}); !errors.Is(err, store.ErrConflict) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("certificate %s: created and deleted under the test three times", id)
 }
 
 // A live migration exports an installed certificate's key from the
@@ -102,7 +119,7 @@ func TestMigrationSourceDownCustomCertificateReported(t *testing.T) {
 		return err == nil && got.Status.State == store.BackupSucceeded
 	})
 	e.n2.mu.Lock()
-	e.n2.restoreState = e.n1.tasks("backupAccount")[0].GetBackupAccount().GetStateJson()
+	e.n2.restoreFrom = e.n1.tasks("backupAccount")[0].GetBackupAccount()
 	e.n2.mu.Unlock()
 	e.n1.kill()
 	testenv.WaitFor(t, 20*time.Second, "web-1 DOWN", func() bool {

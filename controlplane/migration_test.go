@@ -38,9 +38,9 @@ type migNode struct {
 	seen  []*agentpb.Task
 	count map[string]int
 	kill  func()
-	// restoreState is what a restore's state read answers (the state a
-	// backup took).
-	restoreState []byte
+	// restoreFrom is the backup a restore reads: its state and zone
+	// files, as the node stored them.
+	restoreFrom *agentpb.BackupAccountAction
 }
 
 func startMigNode(t testing.TB, s *testenv.Server, name string, accounts int, diskMB int64) *migNode {
@@ -192,7 +192,7 @@ func (n *migNode) respond(task *agentpb.Task) *agentpb.TaskResult {
 		return &agentpb.TaskResult{Result: &agentpb.TaskResult_Backup{Backup: &agentpb.BackupResult{SnapshotIds: []string{"s"}, SizeBytes: 1}}}
 	case *agentpb.Task_RestoreBackup:
 		n.mu.Lock()
-		res := &agentpb.RestoreResult{StateJson: n.restoreState}
+		res := &agentpb.RestoreResult{StateJson: n.restoreFrom.GetStateJson(), ZoneFiles: n.restoreFrom.GetZoneFiles()}
 		n.mu.Unlock()
 		if a.RestoreBackup.GetWhat() == agentpb.RestoreWhat_RESTORE_WHAT_ALL {
 			res.Restored = []string{"files", "state"}
@@ -724,7 +724,7 @@ func TestMigrationSourceDownRestoresBackup(t *testing.T) {
 		return err == nil && got.Status.State == store.BackupSucceeded
 	})
 	e.n2.mu.Lock()
-	e.n2.restoreState = e.n1.tasks("backupAccount")[0].GetBackupAccount().GetStateJson()
+	e.n2.restoreFrom = e.n1.tasks("backupAccount")[0].GetBackupAccount()
 	e.n2.mu.Unlock()
 	// web-1 goes DOWN: its liveness key is gone.
 	e.n1.kill()
