@@ -179,53 +179,64 @@ func (bc *backupController) servedCustomCert(ctx context.Context, r *store.Resto
 // installed certificate whose key the backup held.
 func (bc *backupController) unservedCustomCert(ctx context.Context, r *store.Restore, a *store.Account, sc BackupStateCertChain, why string, now time.Time) error {
 	msg := "the installed certificate (serial " + sc.Serial + ") is not served on node " + a.Node + ": " + why + " (restore " + r.ID + "); install it again, or request one"
-	_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
-		if c.Account != a.ID || !c.Custom || c.Deleting || c.Status.LastError == msg {
-			return nil, store.ErrUnchanged
+	return bc.unserve(ctx, sc.ID, a, now, func(c *store.Certificate) string {
+		if c.Status.LastError == msg {
+			return ""
 		}
 		c.Node = a.Node
 		clearServed(c)
-		c.Status.State, c.Status.LastError, c.Status.ObservedGeneration = store.CertFailed, msg, c.Generation
-		c.AddEvent(now, "unserved", msg)
-		return nil, nil
-	}, store.AuditEvent{})
-	switch {
-	case err == nil:
-		_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.unserved", sc.ID, "failed: "+msg))
-	case !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	return nil
+		c.Status.State, c.Status.ObservedGeneration = store.CertFailed, c.Generation
+		return msg
+	})
 }
 
+// reportCustomCert records that an installed certificate whose key the
+// backup does not hold stayed behind, and returns the restore's failure.
 func (bc *backupController) reportCustomCert(ctx context.Context, r *store.Restore, a *store.Account, sc BackupStateCertChain, now time.Time) error {
-	var msg string
-	_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
-		msg = ""
-		if c.Account != a.ID || !c.Custom || c.Deleting || c.Node == a.Node && c.Status.ChainPEM != "" {
-			// Another record now (an ordered one, or the key went
-			// with the account already): nothing to say on it.
-			return nil, store.ErrUnchanged
+	err := bc.unserve(ctx, sc.ID, a, now, func(c *store.Certificate) string {
+		if c.Node == a.Node && c.Status.ChainPEM != "" {
+			return "" // the key went with the account already
 		}
 		if c.Status.ChainPEM == "" && c.Status.State == store.CertFailed {
-			return nil, store.ErrUnchanged // reported already
+			return "" // reported already
 		}
 		from := c.Node
 		c.Node = a.Node
 		c.Generation++
 		c.SealedKey = nil
-		msg = keyLeftBehind(c, from, "the account was restored from backup "+r.Backup+" onto node "+a.Node)
+		return keyLeftBehind(c, from, "the account was restored from backup "+r.Backup+" onto node "+a.Node)
+	})
+	if err != nil {
+		return err
+	}
+	return errKeyNotInBackup(sc)
+}
+
+// unserve records on the installed certificate id of a that it is not
+// served on a's node: mark changes the record and returns why, or "" to
+// leave it as it is. The reason becomes its lastError, an event and an
+// audit entry. A record that is another's now (an ordered one) is left.
+func (bc *backupController) unserve(ctx context.Context, id string, a *store.Account, now time.Time, mark func(c *store.Certificate) string) error {
+	var msg string
+	_, err := bc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+		msg = ""
+		if c.Account != a.ID || !c.Custom || c.Deleting {
+			return nil, store.ErrUnchanged
+		}
+		if msg = mark(c); msg == "" {
+			return nil, store.ErrUnchanged
+		}
 		c.Status.LastError = msg
 		c.AddEvent(now, "unserved", msg)
 		return nil, nil
 	}, store.AuditEvent{})
 	switch {
-	case err == nil && msg != "":
-		_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.unserved", sc.ID, "failed: "+msg))
-	case err != nil && !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound):
+	case err == nil:
+		_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.unserved", id, "failed: "+msg))
+	case !errors.Is(err, store.ErrUnchanged) && !errors.Is(err, store.ErrNotFound):
 		return err
 	}
-	return errKeyNotInBackup(sc)
+	return nil
 }
 
 // reorderCert writes an ordered certificate back as it was requested;
