@@ -10,14 +10,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/internal/testenv/daemon"
 )
 
 // Logger returns the logger test components write to: silent by default,
@@ -33,50 +33,16 @@ func Logger() *slog.Logger {
 }
 
 // FreeAddr returns a loopback address whose port is free for TCP and UDP
-// and was not handed out before in this process. Tests that restart a
-// server need fixed ports, so port 0 will not do; and the port is chosen
-// below the kernel's ephemeral range, since any outgoing connection could
-// take one from that range between the pick and the listener's start.
+// and was not handed out before in this process (daemon.FreePort). Tests
+// that restart a server need fixed ports, so port 0 will not do.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
+	port, err := daemon.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for range 1000 {
-		// Above the fixed ports of npanel dev (8080+N, 8440+N, ...).
-		port := 20000 + rand.IntN(max(lo-20000, 1000))
-		if handedOut.ports[port] {
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		tl, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ul, err := net.ListenPacket("udp", addr)
-		tl.Close()
-		if err != nil {
-			continue
-		}
-		ul.Close()
-		handedOut.ports[port] = true
-		return addr
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
-
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
 
 // WaitFor polls cond every 20 ms until it holds or timeout passes, then
 // fails the test with msg. It replaces sleeps: the test waits exactly as long

@@ -74,26 +74,43 @@ func RequireServer(t testing.TB) {
 }
 
 // Start runs a server and registers its stop with t.Cleanup; it returns once
-// the API answers.
+// the API answers. A port taken between its pick and PowerDNS's bind (by
+// another test binary) is picked again, twice at most.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	RequireServer(t)
 	if opts.IP == "" {
 		opts.IP = "127.0.0.1"
 	}
-	s := &Server{IP: opts.IP, Dir: t.TempDir(), done: make(chan struct{})}
+	for attempt := 1; ; attempt++ {
+		s := &Server{IP: opts.IP, Dir: t.TempDir(), done: make(chan struct{})}
+		err := s.start(opts)
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		s.Stop()
+		tail := s.LogTail()
+		if attempt < 3 && strings.Contains(tail, "Address already in use") {
+			continue
+		}
+		t.Fatalf("pdns on %s: %v\n%s", s.DNSAddr, err, tail)
+	}
+}
+
+func (s *Server) start(opts Options) error {
 	key := make([]byte, 16)
 	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s.APIKey = hex.EncodeToString(key)
-	dnsPort, err := freePort(opts.IP)
+	dnsPort, err := daemon.FreePort(opts.IP)
 	if err != nil {
-		t.Fatalf("pdns: free port on %s: %v", opts.IP, err)
+		return err
 	}
-	apiPort, err := freePort("127.0.0.1")
+	apiPort, err := daemon.FreePort("127.0.0.1")
 	if err != nil {
-		t.Fatalf("pdns: free API port: %v", err)
+		return err
 	}
 	s.DNSAddr = net.JoinHostPort(opts.IP, strconv.Itoa(dnsPort))
 	s.APIAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))
@@ -101,11 +118,11 @@ func Start(t testing.TB, opts Options) *Server {
 
 	db := filepath.Join(s.Dir, "pdns.sqlite3")
 	if err := createDB(db); err != nil {
-		t.Fatalf("pdns: %v", err)
+		return err
 	}
 	sock := filepath.Join(s.Dir, "run")
 	if err := os.Mkdir(sock, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	conf := []string{
 		"launch=gsqlite3",
@@ -136,11 +153,11 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	conf = append(conf, opts.Extra...)
 	if err := os.WriteFile(filepath.Join(s.Dir, "pdns.conf"), []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	logf, err := os.Create(filepath.Join(s.Dir, "pdns.log"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s.cmd = exec.Command(ServerBinary, "--config-dir="+s.Dir)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
@@ -148,7 +165,7 @@ func Start(t testing.TB, opts Options) *Server {
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("pdns: start: %v", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	s.PID = s.cmd.Process.Pid
 	go func() {
@@ -156,11 +173,7 @@ func Start(t testing.TB, opts Options) *Server {
 		logf.Close()
 		close(s.done)
 	}()
-	t.Cleanup(s.Stop)
-	if err := s.waitReady(10 * time.Second); err != nil {
-		t.Fatalf("pdns on %s: %v\n%s", s.DNSAddr, err, s.LogTail())
-	}
-	return s
+	return s.waitReady(10 * time.Second)
 }
 
 // Stop ends the server (SIGTERM, then SIGKILL after 5 s) and waits for it.
@@ -214,22 +227,4 @@ func createDB(path string) error {
 		return fmt.Errorf("create %s: %v: %s", path, err, out)
 	}
 	return nil
-}
-
-// freePort finds a port free for both TCP and UDP on ip.
-func freePort(ip string) (int, error) {
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no port free for TCP and UDP")
 }

@@ -11,7 +11,7 @@
 // 2 idle cores (dependencies downloaded) and 29m20s on 2 cores shared with
 // other builds; later runs reuse the binary (start to ready: ~3 s).
 //
-// It imports nothing of nPanel (package testenv imports the agent, and the
+// It imports nothing of nPanel but the daemon helpers (package testenv imports the agent, and the
 // agent's own tests use this package).
 package s3
 
@@ -20,7 +20,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/npanel/npanel/internal/testenv/daemon"
 )
 
 // The SeaweedFS version the tests run (DEPENDENCIES.md).
@@ -151,12 +152,11 @@ func build(bin string) error {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := daemon.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Start starts SeaweedFS (master, volume, filer and S3 gateway in one
