@@ -485,3 +485,88 @@ func TestAccountsPageNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestMailPlanNeedsMailNode: an account whose plan includes mailboxes is
+// placed only on a node with the mail role (its mail lives on its node);
+// a plan change gives the account the new plan's roles, and the role
+// cannot be taken off a node while such an account is placed there.
+func TestMailPlanNeedsMailNode(t *testing.T) {
+	s := testenv.StartServer(t)
+	ctx := testenv.Context(t)
+	st := s.Store()
+	s.FakeNode(t, "web-only", nil, 100, 100_000)
+	if _, err := s.Admin.UpdateNode(ctx, "web-only", client.NodeUpdate{Roles: []string{"WEB", "DNS"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.FakeNode(t, "mailer", nil, 100, 100_000)
+	for _, p := range []client.Plan{
+		{Name: "withmail", DiskMB: 100, Domains: 1, Mailboxes: 5, PHPVersions: []string{"8.2"}},
+		{Name: "nomail", DiskMB: 100, Domains: 1, PHPVersions: []string{"8.2"}},
+	} {
+		if _, err := s.Admin.CreatePlan(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roles := func(id string) []string {
+		a, _, err := st.GetAccount(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Roles
+	}
+	placed := func(id string) string {
+		var node string
+		testenv.WaitFor(t, 15*time.Second, id+" placed", func() bool {
+			a, err := s.Admin.Account(ctx, id)
+			node = a.NodeName()
+			return err == nil && node != ""
+		})
+		return node
+	}
+	for i := range 4 {
+		a, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: fmt.Sprintf("mailacct%d", i), Domain: fmt.Sprintf("mailacct%d.example.com", i), Plan: "withmail"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := roles(a.ID); fmt.Sprint(got) != "[web mail]" {
+			t.Fatalf("account on a plan with mailboxes has roles %v", got)
+		}
+		if node := placed(a.ID); node != "mailer" {
+			t.Fatalf("account on a plan with mailboxes placed on %s, which has no mail role", node)
+		}
+	}
+
+	// Pinned to the node without the role: it waits, saying why.
+	pinned, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "pinnedmail", Domain: "pinnedmail.example.com", Plan: "withmail", Node: "web-only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "pinnedmail pending for want of the mail role", func() bool {
+		a, err := s.Admin.Account(ctx, pinned.ID)
+		return err == nil && a.Status == "PENDING" && a.Reason != nil && strings.Contains(*a.Reason, "mail role")
+	})
+
+	// Without mailboxes it may go to web-only; moved to a plan with them,
+	// it stays there (placement is not redone) and takes the plan's roles.
+	plain, err := s.Admin.CreateAccount(ctx, client.CreateAccountInput{Username: "plain", Domain: "plain.example.com", Plan: "nomail", Node: "web-only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(plain.ID); fmt.Sprint(got) != "[web]" {
+		t.Fatalf("account on a plan without mailboxes has roles %v", got)
+	}
+	if node := placed(plain.ID); node != "web-only" {
+		t.Fatalf("plain placed on %s", node)
+	}
+	if _, err := s.Admin.ChangeAccountPlan(ctx, "plain", "withmail"); err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(plain.ID); fmt.Sprint(got) != "[web mail]" {
+		t.Fatalf("after the plan change the account has roles %v", got)
+	}
+	_, err = s.Admin.UpdateNode(ctx, "mailer", client.NodeUpdate{Roles: []string{"WEB", "DNS"}})
+	wantAPICode(t, "take mail off the node of accounts whose plans have mailboxes", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "role mail") || !strings.Contains(err.Error(), "mailacct") {
+		t.Errorf("refusal does not name the role and the accounts: %v", err)
+	}
+}

@@ -129,9 +129,13 @@ func (bc *backupController) recreateAccount(ctx context.Context, r *store.Restor
 		return nil, err
 	}
 	now := time.Now().UTC()
-	roles := sa.Roles
-	if len(roles) == 0 {
-		roles = []string{"web"}
+	// What the plan asks now, and what the account had (a backup holding
+	// mailboxes needs a mail node even if its plan lost them since).
+	roles := plan.NodeRoles()
+	for _, r := range sa.Roles {
+		if !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
 	}
 	a := &store.Account{
 		ID: store.NewAccountID(now), Username: sa.Username, Domain: sa.Domain, Plan: plan.Name, Owner: owner,

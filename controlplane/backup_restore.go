@@ -458,7 +458,11 @@ func (bc *backupController) waitForAccount(ctx context.Context, r *store.Restore
 	case a.Status == store.AccountFailed:
 		return fail("the account could not be set up on node " + r.Node + ": " + a.Reason)
 	case now.Sub(r.Status.StartedAt) > restoreWaitMax:
-		return fail("the account was not ready on node " + r.Node + " within " + restoreWaitMax.String())
+		why := ""
+		if a.Reason != "" {
+			why = " (" + a.Reason + ")"
+		}
+		return fail("the account was not ready on node " + r.Node + " within " + restoreWaitMax.String() + why)
 	case a.Node == r.Node && a.AppliedGeneration > 0 && a.AppliedGeneration >= a.Generation:
 		if !slices.ContainsFunc(r.Status.Events, func(ev store.BackupEvent) bool { return ev.Kind == "recreated" }) {
 			if err := bc.kickRecreated(ctx, a.ID); err != nil {

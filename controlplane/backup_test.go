@@ -708,7 +708,7 @@ func TestBackupProgressFromTheAgent(t *testing.T) {
 	st := s.Store()
 	ctx := testenv.Context(t)
 	stream := func(name string) agentpb.AgentGateway_ConnectClient {
-		tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS"}, nil)
+		tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS", "MAIL"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

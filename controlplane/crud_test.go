@@ -539,7 +539,22 @@ func TestUpdateNode(t *testing.T) {
 	if !strings.Contains(err.Error(), "databases") {
 		t.Errorf("refusal does not name the limit: %v", err)
 	}
-	// Roles nothing needs can go.
+	// alpha1's plan includes mailboxes, so its node keeps the mail role;
+	// on a plan without them, the role can go.
+	_, err = tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"WEB", "DB", "DNS"}})
+	wantAPICode(t, "remove mail from the node of an account whose plan has mailboxes", err, "CONFLICT")
+	if !strings.Contains(err.Error(), "alpha1") {
+		t.Errorf("refusal does not name the account: %v", err)
+	}
+	if _, err := tn.admin.CreatePlan(ctx, client.Plan{Name: "nomail", DiskMB: 100, Domains: 1, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.admin.UpdateReseller(ctx, "resa", client.ResellerUpdate{Plans: []string{"basic", "nodb", "nomail"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.resA.ChangeAccountPlan(ctx, "alpha1", "nomail"); err != nil {
+		t.Fatal(err)
+	}
 	n, err := tn.admin.UpdateNode(ctx, "n-eu", client.NodeUpdate{Roles: []string{"WEB", "DB", "DNS"}})
 	if err != nil || len(n.Roles) != 3 {
 		t.Fatalf("remove mail: %+v, %v", n, err)

@@ -325,7 +325,7 @@ func (r *Resolver) createAccount(ctx context.Context, in model.CreateAccountInpu
 			Plan:       plan.Name,
 			Owner:      owner.Name,
 			DiskMB:     plan.DiskMB,
-			Roles:      []string{"web"},
+			Roles:      plan.NodeRoles(),
 			PHPVersion: defaultPHP(plan),
 			// The controller builds the node's spec from this generation
 			// of the plan or a newer one, never a mirror that lags it.

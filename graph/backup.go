@@ -891,7 +891,7 @@ func (r *Resolver) restoreSpec(ctx context.Context, p auth.Principal, a *store.A
 			if p.Role != store.RoleAdmin {
 				return nil, errorf(CodeForbidden, "only an admin may choose the node a restore runs on")
 			}
-			if err := r.checkRestoreNode(ctx, node); err != nil {
+			if err := r.checkRestoreNode(ctx, node, b); err != nil {
 				return nil, err
 			}
 			rs.Node = node
@@ -930,9 +930,10 @@ func (r *Resolver) checkNewDatabase(ctx context.Context, a *store.Account, name 
 	return nil
 }
 
-// checkRestoreNode refuses a node that does not exist or takes no
-// accounts (no web role).
-func (r *Resolver) checkRestoreNode(ctx context.Context, node string) error {
+// checkRestoreNode refuses a node that does not exist or lacks a role
+// the restored account needs: web always, mail when the backup holds
+// mailboxes (the plan's roles are asked again when the account is placed).
+func (r *Resolver) checkRestoreNode(ctx context.Context, node string, b *store.Backup) error {
 	n, err := r.Store.GetNode(ctx, node)
 	if isNotFound(err) {
 		return &validate.Error{Field: "node", Reason: "no node named " + quote(node)}
@@ -942,6 +943,9 @@ func (r *Resolver) checkRestoreNode(ctx context.Context, node string) error {
 	}
 	if !slices.Contains(n.Roles, "web") {
 		return &validate.Error{Field: "node", Reason: "node " + quote(node) + " does not host accounts (no web role)"}
+	}
+	if len(b.Status.Contents.Mailboxes) > 0 && !slices.Contains(n.Roles, mailRole) {
+		return &validate.Error{Field: "node", Reason: "node " + quote(node) + " has no mail role, and backup " + b.ID + " holds mailboxes"}
 	}
 	return nil
 }

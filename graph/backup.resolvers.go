@@ -138,7 +138,7 @@ func (r *mutationResolver) RestoreAccount(ctx context.Context, backup string, no
 			err = errorf(CodeForbidden, "only an admin may choose the node an account is restored onto")
 			return nil, err
 		}
-		if err = r.checkRestoreNode(ctx, *node); err != nil {
+		if err = r.checkRestoreNode(ctx, *node, b); err != nil {
 			return nil, err
 		}
 		onto = *node

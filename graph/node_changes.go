@@ -118,8 +118,9 @@ func formatLabels(labels map[string]string) string {
 }
 
 // roleNeeded refuses taking role off node while something there needs
-// it: web the accounts placed there, dns the zones it serves as primary,
-// db the databases of its accounts, mail the mail domains and mailboxes of
+// it: web and mail the accounts placed there whose plans ask for them
+// (store.Plan.NodeRoles), dns the zones it serves as primary, db the
+// databases of its accounts, mail also the mail domains and mailboxes of
 // its accounts.
 func (r *Resolver) roleNeeded(ctx context.Context, node, role string) error {
 	var accts []*store.Account
@@ -130,16 +131,6 @@ func (r *Resolver) roleNeeded(ctx context.Context, node, role string) error {
 		}
 	}
 	switch role {
-	case "web":
-		var need []string
-		for _, a := range accts {
-			if slices.Contains(a.Roles, "web") {
-				need = append(need, a.Username)
-			}
-		}
-		if len(need) > 0 {
-			return errorf(CodeConflict, fmt.Sprintf("role web of node %s is needed by %d account(s) placed there (%s)", node, len(need), firstFew(need)))
-		}
 	case "db":
 		var need []string
 		for _, a := range accts {
@@ -198,6 +189,16 @@ func (r *Resolver) roleNeeded(ctx context.Context, node, role string) error {
 		if len(need) > 0 {
 			return errorf(CodeConflict, fmt.Sprintf("role dns of node %s is needed by %d zone(s) it serves (%s)", node, len(need), firstFew(need)))
 		}
+	}
+	// The accounts' plans ask for the role (store.Plan.NodeRoles).
+	var need []string
+	for _, a := range accts {
+		if slices.Contains(a.Roles, role) {
+			need = append(need, a.Username)
+		}
+	}
+	if len(need) > 0 {
+		return errorf(CodeConflict, fmt.Sprintf("role %s of node %s is needed by %d account(s) placed there (%s)", role, node, len(need), firstFew(need)))
 	}
 	return nil
 }

@@ -9,11 +9,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// rebuildFromPlan gives a the plan's quotas and a new generation, so the
-// account controller sends its node a spec built from p.
+// rebuildFromPlan gives a the plan's quotas and node roles and a new
+// generation, so the account controller sends its node a spec built from
+// p. The roles steer the account's next placement (a migration, a
+// restore); it is not moved for them.
 func rebuildFromPlan(a *Account, p *Plan, now time.Time) {
 	a.Plan = p.Name
 	a.DiskMB = p.DiskMB
+	a.Roles = p.NodeRoles()
 	a.PlanGeneration = p.Generation
 	if !slices.Contains(p.PHPVersions, a.PHPVersion) {
 		a.PHPVersion = ""

@@ -36,6 +36,17 @@ type Plan struct {
 
 func planKey(name string) string { return prefixPlans + name }
 
+// NodeRoles are the roles a node must have to host an account of the plan:
+// web always, mail when the plan includes mailboxes (an account's mail
+// lives on its node). They are the account's Roles, which placement,
+// migration and restores ask of a node.
+func (p *Plan) NodeRoles() []string {
+	if p.Mailboxes > 0 {
+		return []string{"web", "mail"}
+	}
+	return []string{"web"}
+}
+
 // CreatePlan writes p if no plan of that name exists.
 func (s *Store) CreatePlan(ctx context.Context, p Plan, audit AuditEvent) error {
 	resp, err := s.cli.Txn(ctx).If(absent(planKey(p.Name))).

@@ -34,7 +34,7 @@ func (s *Server) StartAgent(t testing.TB, name string, opts ...AgentOption) *Age
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS"}, map[string]string{"test": "true"})
+	tok, err := s.Admin.CreateJoinToken(ctx, name, "127.0.0.1", []string{"WEB", "DNS", "MAIL"}, map[string]string{"test": "true"})
 	if err != nil {
 		t.Fatalf("join token for %s: %v", name, err)
 	}

@@ -75,7 +75,7 @@ func (s *Server) startIsolatedAgent(t testing.TB, name, address string, opts ...
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, err := s.Admin.CreateJoinToken(ctx, name, address, []string{"WEB", "DNS"}, map[string]string{"test": "true"})
+	tok, err := s.Admin.CreateJoinToken(ctx, name, address, []string{"WEB", "DNS", "MAIL"}, map[string]string{"test": "true"})
 	if err != nil {
 		t.Fatalf("join token for %s: %v", name, err)
 	}
