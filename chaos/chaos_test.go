@@ -115,7 +115,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("control plane up after %s", time.Since(began).Round(time.Millisecond))
 
 	if err := c.api.do(ctx, "plan", func(ctx context.Context, cl *client.Client) error {
-		_, err := cl.CreatePlan(ctx, client.Plan{Name: "chaos", DiskMB: 50, BandwidthMB: 1000, Domains: 2, Mailboxes: 1, Databases: 200, PHPVersions: []string{"8.2"}})
+		_, err := cl.CreatePlan(ctx, client.Plan{Name: "chaos", DiskMB: 50, BandwidthMB: 1000, Domains: 2, Databases: 200, PHPVersions: []string{"8.2"}})
 		return err
 	}); err != nil {
 		t.Fatal(err)

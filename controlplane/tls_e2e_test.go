@@ -93,6 +93,7 @@ type tlsNode struct {
 	ag     *testenv.Agent
 	pebble *pebble.Server
 	logs   *lockedBuffer
+	mail   bool   // the node runs mail and has the role
 	http   string // the node's HTTP listener
 	https  string // the node's HTTPS listener
 	dns    string // the node's PowerDNS
@@ -116,7 +117,7 @@ func startTLSNode(t testing.TB, validity time.Duration, mail bool, acme ...func(
 	if os.Geteuid() != 0 {
 		t.Skip("creating Linux users needs root")
 	}
-	n := &tlsNode{logs: &lockedBuffer{}}
+	n := &tlsNode{logs: &lockedBuffer{}, mail: mail}
 	httpAddr, httpsAddr, dnsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(httpAddr)
 	httpPort, _ := strconv.Atoi(port)
@@ -165,7 +166,11 @@ func (n *tlsNode) accountWith(t testing.TB, user string, domains int) (id, domai
 	t.Helper()
 	ctx := context.Background()
 	plan := "tls-" + user
-	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: domains, Mailboxes: 2, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
+	mailboxes := 0
+	if n.mail {
+		mailboxes = 2 // a plan with mailboxes needs a node with the mail role
+	}
+	if _, err := n.s.Admin.CreatePlan(ctx, client.Plan{Name: plan, DiskMB: 2000, BandwidthMB: 1000, Domains: domains, Mailboxes: mailboxes, Databases: 1, PHPVersions: []string{"8.2"}}); err != nil {
 		t.Fatal(err)
 	}
 	domain = user + ".example.com"
