@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,19 +12,10 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/npanel/npanel/internal/benchstat"
 	"github.com/npanel/npanel/internal/testenv/pdns"
 	"github.com/npanel/npanel/protos/agentpb"
 )
-
-func percentiles(b *testing.B, name string, ds []time.Duration) {
-	if len(ds) == 0 {
-		return
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	p := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(p(0.5), name+"-p50-ms")
-	b.ReportMetric(p(0.99), name+"-p99-ms")
-}
 
 func answersA(b *testing.B, addr, name, want string) bool {
 	for _, a := range answers(query(b, addr, name, mdns.TypeA, false)) {
@@ -68,8 +58,8 @@ func BenchmarkRecordChange(b *testing.B) {
 			}
 			served = append(served, time.Since(start))
 		}
-		percentiles(b, "apply", apply)
-		percentiles(b, "served", served)
+		benchstat.Report(b, "apply", apply)
+		benchstat.Report(b, "served", served)
 	})
 	for _, withNotify := range []bool{false, true} {
 		name := "bare_patch"
@@ -93,8 +83,8 @@ func BenchmarkRecordChange(b *testing.B) {
 				}
 				served = append(served, time.Since(start))
 			}
-			percentiles(b, "apply", apply)
-			percentiles(b, "served", served)
+			benchstat.Report(b, "apply", apply)
+			benchstat.Report(b, "served", served)
 		})
 	}
 }
@@ -129,8 +119,8 @@ func BenchmarkRecordChangeSecondary(b *testing.B) {
 				waitFor(b, 30*time.Second, "secondary", func() bool { return serialAt(b, sec.DNSAddr, zone) == res.Serial })
 				served = append(served, time.Since(start))
 			}
-			percentiles(b, "primary-applied", applied)
-			percentiles(b, "secondary-served", served)
+			benchstat.Report(b, "primary-applied", applied)
+			benchstat.Report(b, "secondary-served", served)
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/npanel/npanel/internal/benchstat"
 	"github.com/npanel/npanel/protos/agentpb"
 )
 
@@ -76,6 +77,7 @@ func BenchmarkIMAPLogin(b *testing.B) {
 				if ic, err := s.imapLogin(a, pw); err == nil {
 					ic.close() // warm the cache
 				}
+				took := make([]time.Duration, 0, b.N)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					if cold {
@@ -85,14 +87,17 @@ func BenchmarkIMAPLogin(b *testing.B) {
 						}
 						b.StartTimer()
 					}
+					start := time.Now()
 					ic, err := s.imapLogin(a, pw)
 					if err != nil {
 						b.Fatal(err)
 					}
+					took = append(took, time.Since(start))
 					b.StopTimer()
 					ic.close()
 					b.StartTimer()
 				}
+				benchstat.Report(b, "login", took)
 			})
 		}
 	}
