@@ -6,7 +6,8 @@
 //   - Source: a store.Kind the controller follows. Its informer lists the
 //     kind, queues the keys its Handle picks, follows the store's watch from
 //     the list's revision, lists again when the watch is compacted or lost,
-//     and queues every kept key again each Resync period.
+//     and queues every kept key again each Resync period. The store runs one
+//     list-and-watch loop per kind for all its followers (store.Follow).
 //   - Controller (New(Options)): sources, a queue and workers calling
 //     Sync(ctx, key) — or, for controllers that commit many objects in one
 //     transaction, SyncBatch(ctx, keys) with up to BatchSize keys gathered

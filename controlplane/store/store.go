@@ -124,6 +124,8 @@ type Store struct {
 	taskWaits *taskHub
 	// dbWaits signals WaitDatabaseObject callers.
 	dbWaits *taskHub
+	// follows: the shared list-and-watch loops of Follow.
+	follows followHub
 	// txnOps and txnBytes bound one transaction (SetTxnLimits); 0: etcd's
 	// defaults.
 	txnOps, txnBytes int

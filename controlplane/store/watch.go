@@ -289,12 +289,8 @@ type Follower struct {
 	Relisting func(err error)
 }
 
-// Follow lists k and follows it until ctx ends, listing again whenever the
-// watch breaks: at once after a compaction, a second later after an error
-// (etcd unreachable). This is the one list-and-watch loop of nPanel: the
-// store's mirrors, the replica's account index and the controllers'
-// informers all run on it.
-func (s *Store) Follow(ctx context.Context, k Kind, f Follower, opts ...WatchOption) {
+// follow is Follow's loop for one group of followers (follow_shared.go).
+func (s *Store) follow(ctx context.Context, k Kind, f Follower, opts []WatchOption) {
 	for ctx.Err() == nil {
 		err := s.followOnce(ctx, k, f, opts)
 		if ctx.Err() != nil {
