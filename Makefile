@@ -129,6 +129,11 @@ bench: ## benchmarks with the figures the issues ask for
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupAccount' -benchtime 1x -count 1 -timeout 30m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupWindow' -benchtime 1x -count 1 -timeout 60m ./nodeagent/actions/backup/
 	$(GO) test -run '^$$' -bench 'BenchmarkBackupSchedulePass10k' -count 1 ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkEnsureMailbox|BenchmarkPasswdLineByHand' -benchtime 100x -count 1 ./nodeagent/actions/mail/
+	$(GO) test -run '^$$' -bench 'BenchmarkIMAPLogin' -benchtime 50x -count 1 ./nodeagent/actions/mail/
+	$(GO) test -run '^$$' -bench 'BenchmarkDelivery' -benchtime 2000x -count 1 -timeout 30m ./nodeagent/actions/mail/
+	$(GO) test -run '^$$' -bench 'BenchmarkCreateMailboxToLogin' -benchtime 200x -count 1 -timeout 20m ./controlplane/
+	$(GO) test -run '^$$' -bench 'BenchmarkMailboxesOnOneNode' -benchtime 10000x -count 1 -timeout 60m ./controlplane/
 
 # Package version: 0.1.0~git<commits>.<sha> on an untagged tree (the commit
 # count keeps it increasing), .dirty appended with uncommitted changes; valid

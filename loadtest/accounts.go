@@ -355,7 +355,7 @@ func loadFigures(pid int, start, end procSample, wall time.Duration) ProcFigures
 	f.CoresBusy = round3(cpu.Seconds() / wall.Seconds())
 	f.CPUPercent = round3(100 * f.CoresBusy / cores)
 	f.TotalCPUSecs = round3(end.cpu.Seconds())
-	f.PeakRSS, f.EndRSS = end.peakRSS, end.rss
+	f.PeakRSS, f.EndRSS, f.EndRSSAnon, f.EndRSSFile = end.peakRSS, end.rss, end.rssAnon, end.rssFile
 	f.WrittenBytes = -1
 	if start.written >= 0 && end.written >= 0 {
 		f.WrittenBytes = end.written - start.written

@@ -59,6 +59,7 @@ func (r *runner) measureCheap(ctx context.Context) {
 		}
 		if p := readProc(f.PID); p.hasStats {
 			f.PeakRSS, f.EndRSS, f.TotalCPUSecs = p.peakRSS, p.rss, round3(p.cpu.Seconds())
+			f.EndRSSAnon, f.EndRSSFile = p.rssAnon, p.rssFile
 		}
 	}
 	if r.pid == 0 {

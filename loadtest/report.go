@@ -154,6 +154,10 @@ type ProcFigures struct {
 	TotalCPUSecs   float64 `json:"totalCpuSeconds"`
 	PeakRSS        int64   `json:"peakRssBytes"`
 	EndRSS         int64   `json:"endRssBytes"`
+	// EndRSSAnon and EndRSSFile split EndRSS: anonymous memory (heap,
+	// stacks) and resident pages of mapped files (etcd's database).
+	EndRSSAnon int64 `json:"endRssAnonBytes"`
+	EndRSSFile int64 `json:"endRssFileBytes"`
 	// WrittenBytes is what the process sent to storage over the load
 	// phase; -1 if not known.
 	WrittenBytes int64 `json:"loadWrittenBytes"`
@@ -298,8 +302,8 @@ func (r *Report) print(w io.Writer) {
 		if f.WrittenBytes >= 0 {
 			written = fmt.Sprintf(", wrote %s to storage during the load", mib(f.WrittenBytes))
 		}
-		row(name, "CPU %.1f%% of %d cores (%.2f cores, %.1f CPU-s over the load phase; %.1f CPU-s total), peak RSS %s, end RSS %s%s",
-			f.CPUPercent, r.Machine.Cores, f.CoresBusy, f.LoadCPUSeconds, f.TotalCPUSecs, mib(f.PeakRSS), mib(f.EndRSS), written)
+		row(name, "CPU %.1f%% of %d cores (%.2f cores, %.1f CPU-s over the load phase; %.1f CPU-s total), peak RSS %s, end RSS %s (anonymous %s, mapped files %s)%s",
+			f.CPUPercent, r.Machine.Cores, f.CoresBusy, f.LoadCPUSeconds, f.TotalCPUSecs, mib(f.PeakRSS), mib(f.EndRSS), mib(f.EndRSSAnon), mib(f.EndRSSFile), written)
 	}
 	p("server", r.Server)
 	if c.Etcd == etcdExternal {

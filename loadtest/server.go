@@ -280,6 +280,10 @@ type procSample struct {
 	cpu     time.Duration // user + system
 	rss     int64         // bytes
 	peakRSS int64         // VmHWM, bytes
+	// rssAnon is the resident heap, stacks and other anonymous memory;
+	// rssFile the resident pages of mapped files (etcd's bbolt database,
+	// the binary), which the kernel can drop and read again.
+	rssAnon, rssFile int64
 	// written is what the process sent to storage (write_bytes of
 	// /proc/PID/io), bytes; -1 where the kernel does not tell.
 	written  int64
@@ -326,6 +330,10 @@ func readProc(pid int) procSample {
 			s.rss = kB(v)
 		case "VmHWM":
 			s.peakRSS = kB(v)
+		case "RssAnon":
+			s.rssAnon = kB(v)
+		case "RssFile":
+			s.rssFile = kB(v)
 		}
 	}
 	s.written = writeBytes(pid)
