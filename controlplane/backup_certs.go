@@ -113,36 +113,23 @@ func (bc *backupController) holdCustomCerts(ctx context.Context, r *store.Restor
 // holdCert holds sc's record (hold), creating it if there is none; false
 // when the record is another's, being deleted, or busy with an order.
 func (bc *backupController) holdCert(ctx context.Context, sc BackupStateCertChain, a *store.Account, node, why string, hold func(*store.Certificate, BackupStateCertChain)) (bool, error) {
-	for range 3 {
-		held := false
-		_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
-			held = false
+	held := false
+	_, err := bc.st.PutCertificate(ctx, sc.ID, func(c *store.Certificate, created bool) error {
+		held = created
+		if !created {
 			if c.Account != a.ID || c.Deleting || c.Status.TaskID != "" {
-				return nil, store.ErrUnchanged
+				return store.ErrUnchanged
 			}
 			held = true
 			if c.Custom && c.Status.LastError == why && c.Node == node {
-				return nil, store.ErrUnchanged // held already (a repeated step)
+				return store.ErrUnchanged // held already (a repeated step)
 			}
 			c.Generation++
-			hold(c, sc)
-			return nil, nil
-		}, store.AuditEvent{})
-		if !errors.Is(err, store.ErrNotFound) {
-			if errors.Is(err, store.ErrUnchanged) {
-				err = nil
-			}
-			return held, err
 		}
-		c := &store.Certificate{ID: sc.ID, Generation: 1}
 		hold(c, sc)
-		err = bc.st.CreateCertificate(ctx, c, store.AuditEvent{})
-		if !errors.Is(err, store.ErrConflict) {
-			return err == nil, err
-		}
-		// The site's automatic one was created meanwhile: hold that.
-	}
-	return false, nil
+		return nil
+	}, store.AuditEvent{})
+	return held && err == nil, err
 }
 
 // servedCustomCert records an installed certificate the restore's node
@@ -251,42 +238,24 @@ func (bc *backupController) reorderCert(ctx context.Context, r *store.Restore, a
 		return err
 	}
 	why := "restored from backup " + r.Backup + ": ordered again on node " + a.Node
-	set := func(c *store.Certificate) {
-		c.Domains, c.Challenge = slices.Clone(sc.Domains), challenge
-		c.Auto, c.AutoRenew = !sc.Requested, !sc.NoAutoRenew
-	}
-	for range 3 {
-		_, err := bc.st.UpdateCertificate(ctx, sc.ID, func(c *store.Certificate) ([]*store.CertTask, error) {
+	_, err := bc.st.PutCertificate(ctx, sc.ID, func(c *store.Certificate, created bool) error {
+		if created {
+			c.Account, c.Node, c.Status = a.ID, a.Node, store.CertStatus{State: store.CertPending}
+		} else {
 			if c.Account != a.ID || c.Deleting || c.Custom {
-				return nil, fmt.Errorf("certificate %s is another's now: %w", sc.ID, store.ErrConflict)
+				return fmt.Errorf("certificate %s is another's now: %w", sc.ID, store.ErrConflict)
 			}
 			if slices.Equal(c.Domains, sc.Domains) && c.Challenge == challenge && c.Auto == !sc.Requested && c.AutoRenew == !sc.NoAutoRenew {
-				return nil, store.ErrUnchanged // as asked for already
+				return store.ErrUnchanged // as asked for already
 			}
-			set(c)
 			c.Generation++
-			c.AddEvent(now, "requested", why)
-			return nil, nil
-		}, store.AuditEvent{})
-		if errors.Is(err, store.ErrUnchanged) {
-			return nil
 		}
-		if !errors.Is(err, store.ErrNotFound) {
-			if err == nil {
-				_ = bc.st.AppendAudit(ctx, store.NewAuditEvent("system", bc.s.id, "certificate.requested", sc.ID, "ok: "+why))
-			}
-			return err
-		}
-		c := &store.Certificate{ID: sc.ID, Account: a.ID, Node: a.Node, Status: store.CertStatus{State: store.CertPending}}
-		set(c)
+		c.Domains, c.Challenge = slices.Clone(sc.Domains), challenge
+		c.Auto, c.AutoRenew = !sc.Requested, !sc.NoAutoRenew
 		c.AddEvent(now, "requested", why)
-		err = bc.st.CreateCertificate(ctx, c, store.NewAuditEvent("system", bc.s.id, "certificate.requested", sc.ID, "ok: "+why))
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		// The automatic one was created meanwhile: set it as asked.
-	}
-	return fmt.Errorf("certificate %s: %w", sc.ID, store.ErrConflict)
+		return nil
+	}, store.NewAuditEvent("system", bc.s.id, "certificate.requested", sc.ID, "ok: "+why))
+	return err
 }
 
 // maxRestoredCertNames bounds the names of a certificate a restore writes

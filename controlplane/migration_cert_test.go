@@ -45,25 +45,9 @@ func installedOn(t *testing.T, st *store.Store, a *client.Account, node string) 
 // any moment, so a create that finds one updates it instead.
 func putCert(t *testing.T, st *store.Store, id string, set func(c *store.Certificate)) {
 	t.Helper()
-	ctx := context.Background()
-	for range 3 {
-		_, err := st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) { set(c); return nil, nil }, store.AuditEvent{})
-		if !errors.Is(err, store.ErrNotFound) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		c := &store.Certificate{ID: id, Generation: 1, CreatedAt: time.Now()}
-		set(c)
-		if err := st.CreateCertificate(ctx, c, store.AuditEvent{}); !errors.Is(err, store.ErrConflict) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
+	if _, err := st.PutCertificate(context.Background(), id, func(c *store.Certificate, _ bool) error { set(c); return nil }, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("certificate %s: created and deleted under the test three times", id)
 }
 
 // A live migration exports an installed certificate's key from the

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -248,6 +249,34 @@ func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Cer
 		},
 		func(c *Certificate, task string, gen int64) { c.Status.TaskID, c.Status.TaskGeneration = task, gen },
 		audit)
+}
+
+// PutCertificate updates certificate id with fn, or creates it when there
+// is none: fn is then given an empty record with only its ID and
+// generation 1, and created true. A create that meets one created meanwhile updates that
+// one. fn may return ErrUnchanged to write nothing (PutCertificate then
+// returns the record as read, and no error); it must not return
+// ErrNotFound. The audit event, if it has an Action, is
+// written with the record.
+func (s *Store) PutCertificate(ctx context.Context, id string, fn func(c *Certificate, created bool) error, audit AuditEvent) (*Certificate, error) {
+	for range 3 {
+		c, err := s.UpdateCertificate(ctx, id, func(c *Certificate) ([]*CertTask, error) { return nil, fn(c, false) }, audit)
+		if !errors.Is(err, ErrNotFound) {
+			return c, err
+		}
+		c = &Certificate{ID: id, Generation: 1}
+		if err := fn(c, true); err != nil {
+			return nil, err
+		}
+		err = s.CreateCertificate(ctx, c, audit)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("certificate %s was created and removed three times under the change: %w", id, ErrConflict)
 }
 
 // TaskLost reports whether task id will never finish: its record is gone,
