@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -131,8 +132,8 @@ func requireMigrator(p auth.Principal) error {
 }
 
 // checkTargetNode validates a migration's target for p: an existing node
-// other than the account's, READY and not draining, that a reseller's
-// pool selector allows.
+// other than the account's, READY and not draining, with the roles the
+// account needs, that a reseller's pool selector allows.
 func (r *Resolver) checkTargetNode(ctx context.Context, p auth.Principal, a *store.Account, node string) error {
 	if err := pki.ValidNodeName(node); err != nil {
 		return &validate.Error{Field: "toNode", Reason: err.Error()}
@@ -165,6 +166,11 @@ func (r *Resolver) checkTargetNode(ctx context.Context, p auth.Principal, a *sto
 		return &validate.Error{Field: "toNode", Reason: "node " + quote(node) + " is draining"}
 	case nv.State.Status != store.NodeReady:
 		return &validate.Error{Field: "toNode", Reason: "node " + quote(node) + " is " + string(nv.State.Status)}
+	}
+	for _, role := range a.Roles {
+		if !slices.Contains(nv.Roles, role) {
+			return &validate.Error{Field: "toNode", Reason: "node " + quote(node) + " has no " + role + " role, which the plan of account " + a.Username + " needs"}
+		}
 	}
 	return nil
 }

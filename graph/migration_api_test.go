@@ -2,6 +2,8 @@ package graph_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,8 +202,28 @@ func TestMigrationValidation(t *testing.T) {
 		_, err := tn.admin.MigrateAccount(ctx, c.in)
 		want(t, c.name, err, c.code)
 	}
+	// alpha1's plan includes mailboxes: the target needs the mail role.
+	setMail := func(on bool) {
+		t.Helper()
+		if _, err := tn.s.Store().UpdateNode(ctx, to, func(n *store.Node) error {
+			n.Roles = slices.DeleteFunc(n.Roles, func(r string) bool { return r == "mail" })
+			if on {
+				n.Roles = append(n.Roles, "mail")
+			}
+			return nil
+		}, store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMail(false)
+	_, err := tn.admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: "alpha1", ToNode: to})
+	want(t, "a target without the mail role", err, "INVALID_INPUT")
+	if err == nil || !strings.Contains(err.Error(), "mail role") {
+		t.Errorf("refusal does not name the role: %v", err)
+	}
+	setMail(true)
 	far := time.Now().Add(2 * 366 * 24 * time.Hour)
-	_, err := tn.admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: "alpha1", Schedule: &far})
+	_, err = tn.admin.MigrateAccount(ctx, client.MigrateAccountInput{Account: "alpha1", Schedule: &far})
 	want(t, "schedule too far", err, "INVALID_INPUT")
 
 	// A reseller moves its accounts only onto nodes of its pool.

@@ -253,11 +253,11 @@ func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Cer
 
 // PutCertificate updates certificate id with fn, or creates it when there
 // is none: fn is then given an empty record with only its ID and
-// generation 1, and created true. A create that meets one created meanwhile updates that
-// one. fn may return ErrUnchanged to write nothing (PutCertificate then
-// returns the record as read, and no error); it must not return
-// ErrNotFound. The audit event, if it has an Action, is
-// written with the record.
+// generation 1, and created true. A create that meets one created
+// meanwhile updates that one. fn may return ErrUnchanged to write nothing
+// (PutCertificate then returns the record as read, and no error); it must
+// not return ErrNotFound. The audit event, if it has an Action, is written
+// with the record.
 func (s *Store) PutCertificate(ctx context.Context, id string, fn func(c *Certificate, created bool) error, audit AuditEvent) (*Certificate, error) {
 	for range 3 {
 		c, err := s.UpdateCertificate(ctx, id, func(c *Certificate) ([]*CertTask, error) { return nil, fn(c, false) }, audit)
