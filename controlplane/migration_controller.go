@@ -557,8 +557,12 @@ func (mc *migrationController) pickTarget(ctx context.Context, a *store.Account,
 	if err != nil {
 		return "", fmt.Errorf("invalid node selector: %w", err)
 	}
+	roles, err := mc.st.RolesNeeded(ctx, a)
+	if err != nil {
+		return "", err
+	}
 	p, err := scheduler.NewSnapshot(sn, mc.s.cfg.SchedulerStrategy).Place(scheduler.Request{
-		Account: a.Username, Roles: a.Roles, Need: scheduler.Resources{Accounts: 1, DiskMB: a.DiskMB}, Selector: sel})
+		Account: a.Username, Roles: roles, Need: scheduler.Resources{Accounts: 1, DiskMB: a.DiskMB}, Selector: sel})
 	if err != nil {
 		return "", fmt.Errorf("no node for the account: %w", err)
 	}

@@ -167,7 +167,11 @@ func (r *Resolver) checkTargetNode(ctx context.Context, p auth.Principal, a *sto
 	case nv.State.Status != store.NodeReady:
 		return &validate.Error{Field: "toNode", Reason: "node " + quote(node) + " is " + string(nv.State.Status)}
 	}
-	for _, role := range a.Roles {
+	roles, err := r.Store.RolesNeeded(ctx, a)
+	if err != nil {
+		return err
+	}
+	for _, role := range roles {
 		if !slices.Contains(nv.Roles, role) {
 			return &validate.Error{Field: "toNode", Reason: "node " + quote(node) + " has no " + role + " role, which the plan of account " + a.Username + " needs"}
 		}

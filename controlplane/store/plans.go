@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,6 +47,26 @@ func (p *Plan) NodeRoles() []string {
 		return []string{"web", "mail"}
 	}
 	return []string{"web"}
+}
+
+// RolesNeeded are the roles a node must have to take account a: its own,
+// and its plan's as the plan stands now (an account written before its
+// plan asked for a role has not been given it).
+func (s *Store) RolesNeeded(ctx context.Context, a *Account) ([]string, error) {
+	roles := slices.Clone(a.Roles)
+	p, err := s.GetPlan(ctx, a.Plan)
+	if errors.Is(err, ErrNotFound) {
+		return roles, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range p.NodeRoles() {
+		if !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
 }
 
 // CreatePlan writes p if no plan of that name exists.
