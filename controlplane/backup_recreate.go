@@ -131,12 +131,7 @@ func (bc *backupController) recreateAccount(ctx context.Context, r *store.Restor
 	now := time.Now().UTC()
 	// What the plan asks now, and what the account had (a backup holding
 	// mailboxes needs a mail node even if its plan lost them since).
-	roles := plan.NodeRoles()
-	for _, r := range sa.Roles {
-		if !slices.Contains(roles, r) {
-			roles = append(roles, r)
-		}
-	}
+	roles := plan.RolesWith(sa.Roles)
 	a := &store.Account{
 		ID: store.NewAccountID(now), Username: sa.Username, Domain: sa.Domain, Plan: plan.Name, Owner: owner,
 		DiskMB: plan.DiskMB, Roles: roles, PHPVersion: sa.PHPVersion, PlanGeneration: plan.Generation,

@@ -53,20 +53,25 @@ func (p *Plan) NodeRoles() []string {
 // and its plan's as the plan stands now (an account written before its
 // plan asked for a role has not been given it).
 func (s *Store) RolesNeeded(ctx context.Context, a *Account) ([]string, error) {
-	roles := slices.Clone(a.Roles)
 	p, err := s.GetPlan(ctx, a.Plan)
 	if errors.Is(err, ErrNotFound) {
-		return roles, nil
+		return slices.Clone(a.Roles), nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range p.NodeRoles() {
-		if !slices.Contains(roles, r) {
-			roles = append(roles, r)
+	return p.RolesWith(a.Roles), nil
+}
+
+// RolesWith is the plan's NodeRoles and then those of roles it lacks.
+func (p *Plan) RolesWith(roles []string) []string {
+	out := p.NodeRoles()
+	for _, r := range roles {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
 		}
 	}
-	return roles, nil
+	return out
 }
 
 // CreatePlan writes p if no plan of that name exists.
