@@ -34,6 +34,9 @@ func (r *runner) measure(ctx context.Context) error {
 	}
 	// Peak memory and total CPU are read after the queries above.
 	r.measureCheap(ctx)
+	if err := r.census(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("keyspace census: %w", err))
+	}
 	return errors.Join(errs...)
 }
 

@@ -48,6 +48,9 @@ type Report struct {
 	// embedded, etcd's work is part of the server's figures.
 	EtcdProcess ProcFigures `json:"etcdProcess"`
 	Etcd        EtcdFigures `json:"etcd"`
+	// Keyspace is the census of etcd's live keys after the run, when the
+	// run started the etcd.
+	Keyspace KeyspaceFigures `json:"keyspace"`
 	// Disk is the disk probe's, over the load phase.
 	Disk    DiskFigures `json:"disk"`
 	Targets []Target    `json:"targets"`
@@ -317,6 +320,7 @@ func (r *Report) print(w io.Writer) {
 	} else {
 		row("etcd DB size", "not measured")
 	}
+	keyspaceRows(r.Keyspace, r.Accounts.Stored, row)
 	if f := r.Disk; f.Measured {
 		row("disk (probe)", "4 KiB write+fdatasync every %.0f ms: %s; over 50 ms %d times, %.1f s in all: %.2f%% of %.0f s",
 			f.IntervalMs, d(f.Latency), f.SlowWrites, f.StalledSeconds, f.StalledShare, f.Seconds)

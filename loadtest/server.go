@@ -172,6 +172,7 @@ type serverProc struct {
 	api      string // host:port
 	gateway  string // host:port
 	password string
+	dataDir  string
 }
 
 // startServer builds the npanel binary (unless binary names one) and starts
@@ -201,8 +202,8 @@ func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, de
 	if logPath == "" {
 		logPath = filepath.Join(s.dir, "server.log")
 	}
-	dataDir := filepath.Join(s.dir, "data")
-	argv := []string{binary, "server", "--data-dir", dataDir,
+	s.dataDir = filepath.Join(s.dir, "data")
+	argv := []string{binary, "server", "--data-dir", s.dataDir,
 		"--api-listen", s.api, "--api-insecure-http", "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
 	if etcd != nil {
 		argv = append(argv, "--etcd-endpoints", "https://"+etcd.client, "--etcd-cacert", etcd.tls.CA,
@@ -214,7 +215,7 @@ func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, de
 	if err := s.start(argv, []string{"NPANEL_ADMIN_PASSWORD=" + s.password}, logPath); err != nil {
 		return nil, err
 	}
-	logf("server pid %d: api %s, gateway %s, data %s", s.pid(), s.api, s.gateway, dataDir)
+	logf("server pid %d: api %s, gateway %s, data %s", s.pid(), s.api, s.gateway, s.dataDir)
 	if err := s.waitReady(ctx, "server", "http://"+s.api+"/readyz", 90*time.Second, logf); err != nil {
 		return nil, err
 	}
