@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,6 +79,10 @@ type tailed struct {
 }
 
 func (t *tailed) acked() int64 { return t.off - int64(len(t.partial)) }
+
+func (t *tailed) position(path string) position {
+	return position{Path: path, Inode: t.ino, Offset: t.acked(), Skipping: t.skipping}
+}
 
 // Engine follows the node's log files and hands new lines to consumers.
 // Its methods other than Start and Close are for the loop goroutine.
@@ -454,12 +460,14 @@ func (e *Engine) follow(w want, now time.Time) {
 	t := &tailed{src: src, f: f, ino: ino, lines: e.lines.WithLabelValues(src.Service)}
 	switch {
 	case cur != nil:
-		// Rotated: the old file is read to its end, the new one from 0.
+		// Rotated: the old file is read to its end, the new one from 0,
+		// and so are generations that came and went between two scans.
 		cur.lastGrowth = now
 		e.draining = append(e.draining, cur)
+		e.drainMissed(w, map[uint64]bool{cur.ino: true, ino: true}, now)
 	default:
-		if off, ok := e.takeSaved(w.path, ino); ok {
-			t.off = min(off, ofi.Size())
+		if p, ok := e.takeSaved(w.path, ino); ok {
+			t.off, t.skipping = min(p.Offset, ofi.Size()), p.Skipping
 		} else if !e.scanned && len(e.saved[w.path]) == 0 {
 			// Present before this start and never followed: its past
 			// was never ours to ship. (A file replacing a followed
@@ -467,9 +475,16 @@ func (e *Engine) follow(w want, now time.Time) {
 			t.off = ofi.Size()
 		}
 		// Saved positions of other generations: the file rotated while
-		// the agent was down; read the rest of the old one too.
-		for _, p := range e.saved[w.path] {
-			e.resumeRotated(w, p, now)
+		// the agent was down; read the rest of the old ones too.
+		if ps := e.saved[w.path]; len(ps) > 0 {
+			known := map[uint64]bool{ino: true}
+			for _, p := range ps {
+				known[p.Inode] = true
+			}
+			for _, p := range ps {
+				e.resumeRotated(w, p, now)
+			}
+			e.drainMissed(w, known, now)
 		}
 		delete(e.saved, w.path)
 	}
@@ -477,10 +492,60 @@ func (e *Engine) follow(w want, now time.Time) {
 	e.dirty = true
 }
 
-// resumeRotated finds a saved generation among path.1 and drains it.
+// maxGenerations bounds the rotated generations (path.1, path.2, …)
+// looked through for a followed file's inode.
+const maxGenerations = 9
+
+// generation is path.N as found now.
+type generation struct {
+	name string
+	ino  uint64
+}
+
+// generations lists path.1, path.2, … up to the first missing one.
+func generations(path string) []generation {
+	var out []generation
+	for i := 1; i <= maxGenerations; i++ {
+		name := path + "." + strconv.Itoa(i)
+		fi, err := os.Lstat(name)
+		if err != nil || !fi.Mode().IsRegular() {
+			break
+		}
+		out = append(out, generation{name, inode(fi)})
+	}
+	return out
+}
+
+// drainMissed reads from 0 the generations newer than the newest one
+// followed (known holds the inodes followed, current included): when
+// rotation shifted a followed file to path.N, path.1 … path.N-1 were
+// written and rotated away unseen. With no followed file among the
+// generations nothing can be told apart, and nothing is read.
+func (e *Engine) drainMissed(w want, known map[uint64]bool, now time.Time) {
+	gens := generations(w.path)
+	newest := slices.IndexFunc(gens, func(g generation) bool { return known[g.ino] })
+	for i := newest - 1; i >= 0; i-- { // oldest first
+		if !slices.ContainsFunc(e.draining, func(t *tailed) bool { return t.ino == gens[i].ino }) {
+			e.drainGeneration(w, gens[i].name, position{Inode: gens[i].ino}, now)
+		}
+	}
+}
+
+// resumeRotated finds a saved generation among path.1, path.2, … and
+// drains it from its saved position.
 func (e *Engine) resumeRotated(w want, p position, now time.Time) {
-	old := w.path + ".1"
-	f, err := os.OpenFile(old, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	for _, g := range generations(w.path) {
+		if g.ino == p.Inode {
+			e.drainGeneration(w, g.name, p, now)
+			return
+		}
+	}
+}
+
+// drainGeneration opens name, if it still is inode p.Inode, and reads it
+// to its end from p.
+func (e *Engine) drainGeneration(w want, name string, p position, now time.Time) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
@@ -490,19 +555,19 @@ func (e *Engine) resumeRotated(w want, p position, now time.Time) {
 		return
 	}
 	src := e.source(w)
-	e.draining = append(e.draining, &tailed{src: src, f: f, ino: p.Inode, off: p.Offset, lastGrowth: now,
-		lines: e.lines.WithLabelValues(src.Service)})
+	e.draining = append(e.draining, &tailed{src: src, f: f, ino: p.Inode, off: p.Offset, skipping: p.Skipping,
+		lastGrowth: now, lines: e.lines.WithLabelValues(src.Service)})
 }
 
-func (e *Engine) takeSaved(path string, ino uint64) (int64, bool) {
+func (e *Engine) takeSaved(path string, ino uint64) (position, bool) {
 	ps := e.saved[path]
 	for i, p := range ps {
 		if p.Inode == ino {
 			e.saved[path] = append(ps[:i:i], ps[i+1:]...)
-			return p.Offset, true
+			return p, true
 		}
 	}
-	return 0, false
+	return position{}, false
 }
 
 // source interns w's labels so that consumers may key on the pointer.

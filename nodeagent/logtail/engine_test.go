@@ -2,6 +2,7 @@ package logtail
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,6 +78,8 @@ type fixture struct {
 	data, logs string
 	svcFiles   []string
 	reg        *prometheus.Registry
+	// scanEvery is the engine's ScanInterval (default 10 ms).
+	scanEvery time.Duration
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -99,7 +102,7 @@ func (f *fixture) start(t *testing.T, cs ...Consumer) *Engine {
 		},
 		Consumers:    cs,
 		PollInterval: 5 * time.Millisecond,
-		ScanInterval: 10 * time.Millisecond,
+		ScanInterval: cmp.Or(f.scanEvery, 10*time.Millisecond),
 		SaveInterval: 5 * time.Millisecond,
 		Registry:     f.reg,
 	})
@@ -225,6 +228,124 @@ func TestRotationByRename(t *testing.T) {
 	}
 	if !slices.Equal(g1, want[:111]) || !slices.Equal(g2, w3) {
 		t.Fatalf("got %q", trimList(got))
+	}
+}
+
+// rotate does what the agent's rotateLogs does: path.1 becomes path.2,
+// path becomes path.1, and a new empty path is put in place.
+func rotate(t *testing.T, path string) {
+	t.Helper()
+	for _, mv := range [][2]string{{path + ".1", path + ".2"}, {path, path + ".1"}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	appendFile(t, path, "")
+}
+
+// byPrefix splits lines by their first word, keeping each group's order.
+func byPrefix(ls []string) map[string][]string {
+	out := map[string][]string{}
+	for _, l := range ls {
+		k, _, _ := strings.Cut(l, " ")
+		out[k] = append(out[k], l)
+	}
+	return out
+}
+
+// waitGenerations waits for want's lines on key, whatever the order
+// between generations, each generation in order and exactly once.
+func (c *collect) waitGenerations(t *testing.T, key string, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.get(key)) < len(want) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	settle() // and nothing more
+	got, exp := byPrefix(c.get(key)), byPrefix(want)
+	for k, w := range exp {
+		if !slices.Equal(got[k], w) {
+			t.Errorf("%s: generation %s: got %d lines %q, want %d", key, k, len(got[k]), trimList(got[k]), len(w))
+		}
+	}
+	for k, g := range got {
+		if exp[k] == nil {
+			t.Errorf("%s: unexpected lines %q", key, trimList(g))
+		}
+	}
+}
+
+// A file rotated twice between two scans: the generation in the middle
+// was never followed by path, and is found as path.1 by the inodes.
+func TestRotatedTwiceBetweenScans(t *testing.T) {
+	f := newFixture(t)
+	f.scanEvery = 300 * time.Millisecond
+	p := filepath.Join(f.logs, "alice", "a.example.access.log")
+	appendFile(t, p, "")
+	c := newCollect()
+	f.start(t, c)
+	s1, w1 := lines("gen1", 0, 50)
+	appendFile(t, p, s1)
+	c.wait(t, p, w1)
+	// Both rotations take microseconds: a scan between them is a
+	// chance of about one in a thousand (and loses nothing either).
+	rotate(t, p)
+	s2, w2 := lines("gen2", 0, 50)
+	appendFile(t, p, s2)
+	rotate(t, p)
+	s3, w3 := lines("gen3", 0, 50)
+	appendFile(t, p, s3)
+	c.waitGenerations(t, p, slices.Concat(w1, w2, w3))
+}
+
+// Rotated twice while the agent was down: the rest of the followed file
+// (now path.2), the generation between (path.1) and the new file.
+func TestRestartAfterTwoRotations(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.logs, "alice", "a.example.access.log")
+	appendFile(t, p, "")
+	c := newCollect()
+	e := f.start(t, c)
+	settle()
+	s1, w1 := lines("gen1", 0, 50)
+	appendFile(t, p, s1)
+	c.wait(t, p, w1)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s1b, w1b := lines("gen1", 50, 60)
+	appendFile(t, p, s1b)
+	rotate(t, p)
+	s2, w2 := lines("gen2", 0, 50)
+	appendFile(t, p, s2)
+	rotate(t, p)
+	s3, w3 := lines("gen3", 0, 50)
+	appendFile(t, p, s3)
+	f.start(t, c)
+	c.waitGenerations(t, p, slices.Concat(w1, w1b, w2, w3))
+}
+
+// A restart inside an overlong line whose cut was shipped: the rest of
+// the line is skipped, not shipped as a line of its own.
+func TestRestartInsideLongLine(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.logs, "alice", "a.example.access.log")
+	appendFile(t, p, "")
+	c := newCollect()
+	e := f.start(t, c)
+	settle()
+	long := strings.Repeat("y", 2*MaxLine)
+	appendFile(t, p, "first\n"+long[:MaxLine+10])
+	c.wait(t, p, []string{"first", long[:MaxLine]})
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, p, long[MaxLine+10:]+"\nnext\n")
+	f.start(t, c)
+	c.wait(t, p, []string{"first", long[:MaxLine], "next"})
+	settle()
+	if got := c.get(p); len(got) != 3 {
+		t.Fatalf("got %d lines, want 3: %q", len(got), trimList(got))
 	}
 }
 

@@ -16,6 +16,9 @@ type position struct {
 	Path   string `json:"path"`
 	Inode  uint64 `json:"inode"`
 	Offset int64  `json:"offset"`
+	// Skipping: Offset is inside an overlong line already shipped cut,
+	// whose rest up to its newline is not a line of its own.
+	Skipping bool `json:"skipping,omitempty"`
 }
 
 // journalPosition is the cursor of the last journal record every
@@ -73,10 +76,10 @@ func (e *Engine) savePositions() error {
 	}
 	var pf positionsFile
 	for p, t := range e.files {
-		pf.Files = append(pf.Files, position{p, t.ino, t.acked()})
+		pf.Files = append(pf.Files, t.position(p))
 	}
 	for _, t := range e.draining {
-		pf.Files = append(pf.Files, position{t.src.Path, t.ino, t.acked()})
+		pf.Files = append(pf.Files, t.position(t.src.Path))
 	}
 	for _, ps := range e.saved {
 		pf.Files = append(pf.Files, ps...)
