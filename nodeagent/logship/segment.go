@@ -93,6 +93,12 @@ type buffer struct {
 	total int64
 	next  uint64
 	ready chan struct{} // signalled when a segment is added
+	// pushing is the segment being pushed (startPush), if any; its lines
+	// are the sender's to count by the push's outcome, even if add drops
+	// it meanwhile (droppedPushing): Loki may still take it.
+	pushing        uint64
+	isPushing      bool
+	droppedPushing bool
 }
 
 // openBuffer lists the segments a previous run left.
@@ -174,7 +180,11 @@ func (b *buffer) add(lines int, body []byte) (dropped int, err error) {
 		old := b.segs[0]
 		b.segs = b.segs[1:]
 		b.total -= old.size
-		dropped += old.lines
+		if b.isPushing && old.seq == b.pushing {
+			b.droppedPushing = true
+		} else {
+			dropped += old.lines
+		}
 		_ = os.Remove(filepath.Join(b.dir, segName(old.seq)))
 	}
 	seq := b.next
@@ -203,11 +213,38 @@ func (b *buffer) oldest() (segment, bool) {
 	return b.segs[0], true
 }
 
+// startPush marks seq, read for a push, as being pushed.
+func (b *buffer) startPush(seq uint64) {
+	b.mu.Lock()
+	b.pushing, b.isPushing, b.droppedPushing = seq, true, false
+	b.mu.Unlock()
+}
+
+// endPush ends the push of seq and reports whether its lines are the
+// caller's to count. settled (Loki took or refused it for good): seq is
+// removed, and counted if it was still buffered or add dropped it during
+// the push. Not settled (to be retried): counted only if add dropped it,
+// as lost.
+func (b *buffer) endPush(seq uint64, settled bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dropped := b.isPushing && b.pushing == seq && b.droppedPushing
+	b.isPushing, b.droppedPushing = false, false
+	if !settled {
+		return dropped
+	}
+	return b.removeLocked(seq) || dropped
+}
+
 // remove deletes seq if it is still buffered (add may have dropped it
 // meanwhile) and reports whether it was.
 func (b *buffer) remove(seq uint64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.removeLocked(seq)
+}
+
+func (b *buffer) removeLocked(seq uint64) bool {
 	i := slices.IndexFunc(b.segs, func(s segment) bool { return s.seq == seq })
 	if i < 0 {
 		return false

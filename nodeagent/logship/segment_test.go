@@ -42,3 +42,60 @@ func TestDamagedSegmentsDiscardedAtOpen(t *testing.T) {
 		t.Fatal("truncated segment kept")
 	}
 }
+
+// A segment dropped for room while it is being pushed is the push's to
+// count: shipped if Loki took it, lost only if the push failed.
+func TestDroppedWhilePushing(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 100)
+	segSize := int64(len(encodeSegment(1, body)))
+	for _, tc := range []struct {
+		name      string
+		settled   bool
+		wantCount bool
+	}{
+		{"shipped", true, true},
+		{"retried", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := openBuffer(t.TempDir(), 2*segSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if _, err := b.add(5, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			seg, _ := b.oldest()
+			b.startPush(seg.seq)
+			// Room for a third takes the oldest, the one in flight: not
+			// counted as dropped here.
+			dropped, err := b.add(7, body)
+			if err != nil || dropped != 0 {
+				t.Fatalf("add: dropped %d, err %v; want 0 dropped while its push is open", dropped, err)
+			}
+			if got := b.endPush(seg.seq, tc.settled); got != tc.wantCount {
+				t.Fatalf("endPush(settled %v) = %v, want %v", tc.settled, got, tc.wantCount)
+			}
+			if next, _ := b.oldest(); next.seq == seg.seq {
+				t.Fatal("the dropped segment is still the oldest")
+			}
+			// Without a push open, room is made as before, and counted.
+			if dropped, _ := b.add(9, body); dropped != 5 {
+				t.Fatalf("dropped %d lines, want the 5 of the next oldest", dropped)
+			}
+		})
+	}
+	t.Run("not dropped", func(t *testing.T) {
+		b, _ := openBuffer(t.TempDir(), 4*segSize)
+		b.add(5, body)
+		seg, _ := b.oldest()
+		b.startPush(seg.seq)
+		if b.endPush(seg.seq, false) {
+			t.Fatal("a failed push of a segment still buffered counted as lost")
+		}
+		if !b.endPush(seg.seq, true) || b.endPush(seg.seq, true) {
+			t.Fatal("a settled segment must be counted exactly once")
+		}
+	})
+}

@@ -48,20 +48,25 @@ func (s *Shipper) sendLoop() {
 			}
 			continue
 		}
+		s.buf.startPush(seg.seq)
 		out, wait := s.push(body)
 		switch out {
 		case shipped:
-			if s.buf.remove(seg.seq) {
+			if s.buf.endPush(seg.seq, true) {
 				s.m.shipped.Add(float64(seg.lines))
 			}
 			backoff = 0
 			continue
 		case reject:
-			if s.buf.remove(seg.seq) {
+			if s.buf.endPush(seg.seq, true) {
 				s.m.dropped.WithLabelValues("rejected").Add(float64(seg.lines))
 			}
 			backoff = 0
 			continue
+		}
+		if s.buf.endPush(seg.seq, false) {
+			// Dropped for room during the push that failed.
+			s.m.dropped.WithLabelValues("buffer_full").Add(float64(seg.lines))
 		}
 		backoff = min(max(2*backoff, s.cfg.MinBackoff), s.cfg.MaxBackoff)
 		// ±20% so that a fleet of agents does not retry in step.
