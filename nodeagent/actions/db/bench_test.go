@@ -4,21 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"slices"
 	"testing"
 	"time"
 
+	"github.com/npanel/npanel/internal/benchstat"
 	mdbtest "github.com/npanel/npanel/internal/testenv/mariadb"
 	"github.com/npanel/npanel/protos/agentpb"
 	"github.com/npanel/npanel/validate"
 )
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s)-1) * p)
-	return s[i]
-}
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -72,14 +65,14 @@ func BenchmarkCreateDatabaseUserGrant(b *testing.B) {
 		client = append(client, time.Since(t0))
 	}
 	b.StopTimer()
-	b.ReportMetric(ms(percentile(agent, 0.5)), "agent-p50-ms")
-	b.ReportMetric(ms(percentile(agent, 0.99)), "agent-p99-ms")
-	b.ReportMetric(ms(percentile(direct, 0.5)), "goconn-p50-ms")
-	b.ReportMetric(ms(percentile(direct, 0.99)), "goconn-p99-ms")
-	b.ReportMetric(ms(percentile(client, 0.5)), "client-p50-ms")
-	b.ReportMetric(ms(percentile(client, 0.99)), "client-p99-ms")
-	b.ReportMetric(float64(percentile(agent, 0.5))/float64(percentile(client, 0.5)), "agent/client-p50")
-	b.ReportMetric(float64(percentile(agent, 0.5))/float64(percentile(direct, 0.5)), "agent/goconn-p50")
+	b.ReportMetric(ms(benchstat.Percentile(agent, 0.5)), "agent-p50-ms")
+	b.ReportMetric(ms(benchstat.Percentile(agent, 0.99)), "agent-p99-ms")
+	b.ReportMetric(ms(benchstat.Percentile(direct, 0.5)), "goconn-p50-ms")
+	b.ReportMetric(ms(benchstat.Percentile(direct, 0.99)), "goconn-p99-ms")
+	b.ReportMetric(ms(benchstat.Percentile(client, 0.5)), "client-p50-ms")
+	b.ReportMetric(ms(benchstat.Percentile(client, 0.99)), "client-p99-ms")
+	b.ReportMetric(float64(benchstat.Percentile(agent, 0.5))/float64(benchstat.Percentile(client, 0.5)), "agent/client-p50")
+	b.ReportMetric(float64(benchstat.Percentile(agent, 0.5))/float64(benchstat.Percentile(direct, 0.5)), "agent/goconn-p50")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -123,8 +116,8 @@ func BenchmarkListDatabases1000(b *testing.B) {
 					b.Fatalf("%d databases, want %d", len(r.Databases), tc.n)
 				}
 			}
-			b.ReportMetric(ms(percentile(d, 0.5)), "p50-ms")
-			b.ReportMetric(ms(percentile(d, 0.99)), "p99-ms")
+			b.ReportMetric(ms(benchstat.Percentile(d, 0.5)), "p50-ms")
+			b.ReportMetric(ms(benchstat.Percentile(d, 0.99)), "p99-ms")
 		})
 	}
 }

@@ -6,12 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/npanel/npanel/internal/benchstat"
 	"github.com/npanel/npanel/nodeagent/actions/web"
 )
 
@@ -19,12 +19,6 @@ import (
 // Sites are static and their accounts have no Linux user (fakeOwner): the
 // figures are about the vhost path, and 1,000 useradds would measure
 // useradd. Run with -benchtime=1x: each iteration is a whole scenario.
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
-}
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -59,8 +53,8 @@ func BenchmarkCreateToFirst200(b *testing.B) {
 			s.waitOK(b, d)
 			lat = append(lat, time.Since(start))
 		}
-		b.ReportMetric(ms(percentile(lat, 0.5)), "p50-ms")
-		b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+		b.ReportMetric(ms(benchstat.Percentile(lat, 0.5)), "p50-ms")
+		b.ReportMetric(ms(benchstat.Percentile(lat, 0.99)), "p99-ms")
 	}
 }
 
@@ -151,8 +145,8 @@ func BenchmarkEnsureOverhead(b *testing.B) {
 			}
 			hand = append(hand, time.Since(start))
 		}
-		b.ReportMetric(ms(percentile(ours, 0.5)), "ensure-p50-ms")
-		b.ReportMetric(ms(percentile(hand, 0.5)), "by-hand-p50-ms")
-		b.ReportMetric(float64(percentile(ours, 0.5))/float64(percentile(hand, 0.5)), "ratio")
+		b.ReportMetric(ms(benchstat.Percentile(ours, 0.5)), "ensure-p50-ms")
+		b.ReportMetric(ms(benchstat.Percentile(hand, 0.5)), "by-hand-p50-ms")
+		b.ReportMetric(float64(benchstat.Percentile(ours, 0.5))/float64(benchstat.Percentile(hand, 0.5)), "ratio")
 	}
 }
