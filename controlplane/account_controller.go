@@ -103,7 +103,7 @@ func accountEvent(ev store.Event) (id string, queue, keep bool) {
 	if ev.Deleted {
 		return ev.Name, false, false
 	}
-	a, err := store.DecodeAccountHead(ev.Value)
+	a, err := store.DecodeAccountHeadEvent(ev)
 	if err != nil {
 		return ev.Name, false, false
 	}

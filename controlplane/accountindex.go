@@ -123,7 +123,7 @@ func (ix *accountIndex) run(ctx context.Context) {
 func (ix *accountIndex) replace(evs []store.Event, rev int64) {
 	heads := make([]store.AccountHead, 0, len(evs))
 	for _, ev := range evs {
-		if h, err := store.DecodeAccountHead(ev.Value); err == nil {
+		if h, err := store.DecodeAccountHeadEvent(ev); err == nil {
 			heads = append(heads, h)
 		}
 	}
@@ -163,7 +163,7 @@ func (ix *accountIndex) apply(b store.WatchBatch) {
 	heads := make([]store.AccountHead, len(b.Events))
 	for i, ev := range b.Events {
 		if !ev.Deleted {
-			heads[i], _ = store.DecodeAccountHead(ev.Value)
+			heads[i], _ = store.DecodeAccountHeadEvent(ev)
 		}
 	}
 	ix.publish(b.Events)

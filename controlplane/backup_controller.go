@@ -202,7 +202,7 @@ func (bc *backupController) accountEvent(ev store.Event) (string, bool, bool) {
 		bc.index.dropAccount(ev.Name)
 		return "", false, false
 	}
-	a, err := store.DecodeAccount(ev.Value)
+	a, err := store.DecodeAccountEvent(ev)
 	if err != nil {
 		return "", false, false
 	}

@@ -204,6 +204,14 @@ func (x *certIndex) due(now time.Time) []string {
 	return out
 }
 
+// has reports whether certificate id is indexed.
+func (x *certIndex) has(id string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	_, ok := x.m[id]
+	return ok
+}
+
 // hasAccount reports whether account has certificates.
 func (x *certIndex) hasAccount(account string) bool {
 	x.mu.RLock()
@@ -419,7 +427,7 @@ func (cc *certController) accountEvent(ev store.Event) (string, bool, bool) {
 		delete(cc.accounts, ev.Name)
 		return key, true, false
 	}
-	a, err := store.DecodeAccount(ev.Value)
+	a, err := store.DecodeAccountEvent(ev)
 	if err != nil {
 		return key, false, false
 	}
@@ -574,7 +582,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	}
 	var events []store.CertEvent
 	var plan certPlan
-	updated, err := cc.st.UpdateCertificate(ctx, id, func(c *store.Certificate) ([]*store.CertTask, error) {
+	mutate := func(c *store.Certificate) ([]*store.CertTask, error) {
 		before := mustJSON(c)
 		old := c.Status.Events
 		now := time.Now().UTC()
@@ -626,7 +634,26 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 			return nil, nil
 		}
 		return []*store.CertTask{{Node: c.Node, Spec: task, CreatedBy: "controller", Track: true}}, nil
-	}, store.AuditEvent{})
+	}
+	// The outcomes taken and the events recorded (which land in the audit
+	// log) are written with the record: a proposal each cost more than
+	// the update.
+	written := false
+	updated, err := cc.st.UpdateCertificateIn(ctx, id, func(c *store.Certificate, b *store.Batch) ([]*store.CertTask, error) {
+		written = false
+		tasks, err := mutate(c)
+		if err != nil {
+			return nil, err
+		}
+		for _, tid := range outcomes {
+			b.ConsumeCertificateOutcome(id, tid)
+		}
+		for _, ev := range events {
+			b.Audit(store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
+		}
+		written = true
+		return tasks, nil
+	})
 	if errors.Is(err, errForget) {
 		return cc.forget(ctx, id, "removed from node "+c.Node)
 	}
@@ -642,17 +669,15 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	// The outcomes taken and the events recorded (which land in the audit
-	// log) are one write: a proposal each cost more than the update.
-	b := store.NewBatch()
-	for _, tid := range outcomes {
-		b.ConsumeCertificateOutcome(id, tid)
-	}
-	for _, ev := range events {
-		b.Audit(store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
-	}
-	if _, err := cc.st.Commit(ctx, b); err != nil {
-		return err
+	if !written && len(outcomes) > 0 {
+		// Outcomes that changed nothing are taken all the same.
+		b := store.NewBatch()
+		for _, tid := range outcomes {
+			b.ConsumeCertificateOutcome(id, tid)
+		}
+		if _, err := cc.st.Commit(ctx, b); err != nil {
+			return err
+		}
 	}
 	cc.index.put(id, entryOf(updated))
 	if plan.step == stepWait && !plan.at.IsZero() {
@@ -1370,23 +1395,37 @@ func autoDomains(a *store.Account, s store.Site, mail bool) []string {
 // one's names follow the site's.
 func (cc *certController) ensureAuto(ctx context.Context, a *store.Account, s store.Site, want []string, mail bool) error {
 	now := time.Now().UTC()
-	c, err := cc.st.GetCertificate(ctx, s.Domain)
+	// The index holds every certificate listed or seen: a site with none
+	// there is created without a read first (the create's compare still
+	// refuses one the index has not seen yet).
+	indexed := cc.index.has(s.Domain)
+	c, err := (*store.Certificate)(nil), store.ErrNotFound
+	if indexed {
+		c, err = cc.st.GetCertificate(ctx, s.Domain)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		if s.NoAutoCertificate {
 			return nil
 		}
-		c = &store.Certificate{ID: s.Domain, Account: a.ID, Node: a.Node, Domains: want, Challenge: store.ChallengeHTTP01,
+		nc := &store.Certificate{ID: s.Domain, Account: a.ID, Node: a.Node, Domains: want, Challenge: store.ChallengeHTTP01,
 			AutoRenew: true, Auto: true, Mail: mail, Status: store.CertStatus{State: store.CertPending}}
-		c.AddEvent(now, "requested", "automatic certificate of the site "+s.Domain)
-		err := cc.st.CreateCertificate(ctx, c, store.NewAuditEvent("system", cc.s.id, "certificate.requested", s.Domain, "ok: automatic"))
-		if errors.Is(err, store.ErrConflict) {
+		nc.AddEvent(now, "requested", "automatic certificate of the site "+s.Domain)
+		err := cc.st.CreateCertificate(ctx, nc, store.NewAuditEvent("system", cc.s.id, "certificate.requested", s.Domain, "ok: automatic"))
+		if err == nil {
+			cc.index.put(nc.ID, entryOf(nc))
+			cc.ctl.Enqueue(nc.ID)
+			return nil
+		}
+		switch {
+		case !errors.Is(err, store.ErrConflict):
+			return err
+		case indexed:
 			return nil // created meanwhile
 		}
-		if err == nil {
-			cc.index.put(c.ID, entryOf(c))
-			cc.ctl.Enqueue(c.ID)
+		c, err = cc.st.GetCertificate(ctx, s.Domain)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // and gone again: its deletion queues the account
 		}
-		return err
 	}
 	if err != nil {
 		return err

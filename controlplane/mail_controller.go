@@ -201,7 +201,7 @@ func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
 		delete(w.seen, ev.Name)
 		return ev.Name, false, false
 	}
-	h, err := store.DecodeAccountHead(ev.Value)
+	h, err := store.DecodeAccountHeadEvent(ev)
 	if err != nil {
 		return ev.Name, false, false
 	}

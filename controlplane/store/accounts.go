@@ -324,6 +324,44 @@ func DecodeAccount(b []byte) (*Account, error) {
 	return &a, nil
 }
 
+// DecodeAccountEvent is DecodeAccount of an account event, decoded once
+// for all the followers of the loop that delivered it: the account is
+// shared, to be read and never changed.
+func DecodeAccountEvent(ev Event) (*Account, error) {
+	m := ev.memo
+	if m == nil {
+		return DecodeAccount(ev.Value)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.account == nil && m.err == nil {
+		m.account, m.err = DecodeAccount(ev.Value)
+	}
+	return m.account, m.err
+}
+
+// DecodeAccountHeadEvent is DecodeAccountHead of an account event, taken
+// from DecodeAccountEvent's decoding when a follower already asked for it.
+func DecodeAccountHeadEvent(ev Event) (AccountHead, error) {
+	m := ev.memo
+	if m == nil {
+		return DecodeAccountHead(ev.Value)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.account != nil:
+		return m.account.Head(), nil
+	case m.head == nil && m.err == nil:
+		h, err := DecodeAccountHead(ev.Value)
+		m.head, m.err = &h, err
+	}
+	if m.err != nil {
+		return AccountHead{}, m.err
+	}
+	return *m.head, nil
+}
+
 // AccountPage lists accounts in id order from a revision, for building caches.
 func (s *Store) AccountPage(ctx context.Context, after string, limit int, rev int64) ([]*Account, int64, bool, error) {
 	start := prefixAccounts

@@ -242,13 +242,25 @@ func (s *Store) CreateCertificate(ctx context.Context, c *Certificate, audit Aud
 // the certificate, written in the same transaction. An audit event with an
 // Action is written with it.
 func (s *Store) UpdateCertificate(ctx context.Context, id string, fn func(c *Certificate) (tasks []*CertTask, err error), audit AuditEvent) (*Certificate, error) {
-	return updateRecord(ctx, s, certKey(id), CertificateObject(id),
-		func(c *Certificate) ([]*ObjectTask, error) {
+	return s.UpdateCertificateIn(ctx, id, func(c *Certificate, b *Batch) ([]*CertTask, error) {
+		if audit.Action != "" {
+			b.Audit(audit)
+		}
+		return fn(c)
+	})
+}
+
+// UpdateCertificateIn is UpdateCertificate whose fn also adds to a batch
+// written in the same transaction: the audit events of what it recorded,
+// the outcomes it consumed. A batch of an attempt that is retried is
+// dropped; with ErrUnchanged nothing is written, the batch neither.
+func (s *Store) UpdateCertificateIn(ctx context.Context, id string, fn func(c *Certificate, b *Batch) (tasks []*CertTask, err error)) (*Certificate, error) {
+	return updateRecordIn(ctx, s, certKey(id), CertificateObject(id),
+		func(c *Certificate, b *Batch) ([]*ObjectTask, error) {
 			c.UpdatedAt = time.Now().UTC()
-			return fn(c)
+			return fn(c, b)
 		},
-		func(c *Certificate, task string, gen int64) { c.Status.TaskID, c.Status.TaskGeneration = task, gen },
-		audit)
+		func(c *Certificate, task string, gen int64) { c.Status.TaskID, c.Status.TaskGeneration = task, gen })
 }
 
 // PutCertificate updates certificate id with fn, or creates it when there

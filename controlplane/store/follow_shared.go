@@ -138,6 +138,7 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			g.listed = true
+			g.memoize(evs)
 			for _, sub := range g.subs {
 				sub.after = rev
 				sub.f.Replace(evs, rev)
@@ -146,6 +147,7 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 		Apply: func(b WatchBatch) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
+			g.memoize(b.Events)
 			for _, sub := range g.subs {
 				if sb, ok := sub.since(b); ok {
 					sub.f.Apply(sb)
@@ -162,6 +164,27 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 			}
 		},
 	}, opts)
+}
+
+// memoize gives events one decoding for all of the group's followers,
+// when it has several.
+func (g *followGroup) memoize(evs []Event) {
+	if len(g.subs) < 2 {
+		return
+	}
+	memos := make([]eventMemo, len(evs)) // one allocation for the batch
+	for i := range evs {
+		evs[i].memo = &memos[i]
+	}
+}
+
+// eventMemo is an event's record decoded once, for every follower of the
+// loop that delivered it (DecodeAccountEvent).
+type eventMemo struct {
+	mu      sync.Mutex
+	account *Account
+	head    *AccountHead
+	err     error
 }
 
 // since is b without what sub's own list already held; false: nothing

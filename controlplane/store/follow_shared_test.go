@@ -140,3 +140,107 @@ func TestFollowShared(t *testing.T) {
 	node("e")
 	want(third, "it follows", "listed [b c00 c01 c02 c03 c04 c05 c06 c07 c08 c09 c10 c11 c12 c13 c14 c15 c16 c17 c18 c19 d] applied [e]")
 }
+
+// TestDecodeAccountEventShared: followers of one loop share one decoding
+// of each account event; a lone follower's events decode on their own.
+func TestDecodeAccountEventShared(t *testing.T) {
+	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
+	ctx := context.Background()
+	audit := store.NewAuditEvent("test", "", "x", "y", "ok")
+	now := time.Now().UTC()
+	if err := s.CreatePlan(ctx, store.Plan{Name: "p", DiskMB: 10, Domains: 1, PHPVersions: []string{"8.2"}, CreatedAt: now}, audit); err != nil {
+		t.Fatal(err)
+	}
+	_, planRev, err := s.GetPlanRev(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string) {
+		t.Helper()
+		a := &store.Account{ID: store.NewAccountID(now), Username: name, Domain: name + ".example.com", Plan: "p", Owner: "admin",
+			DiskMB: 10, Roles: []string{"web"}, Generation: 1, CreatedAt: now}
+		if err := s.CreateAccount(ctx, a, planRev, store.Limits{}, audit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type seen struct {
+		mu    sync.Mutex
+		accts map[string]*store.Account
+		heads map[string]store.AccountHead
+	}
+	followAccounts := func(full bool) (*seen, func()) {
+		v := &seen{accts: map[string]*store.Account{}, heads: map[string]store.AccountHead{}}
+		take := func(evs []store.Event) {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			for _, ev := range evs {
+				if full {
+					a, err := store.DecodeAccountEvent(ev)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					v.accts[a.Username] = a
+				} else {
+					h, err := store.DecodeAccountHeadEvent(ev)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					v.heads[h.Username] = h
+				}
+			}
+		}
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			s.Follow(fctx, store.KindAccounts, store.Follower{
+				Replace: func(evs []store.Event, _ int64) { take(evs) },
+				Apply:   func(b store.WatchBatch) { take(b.Events) },
+			})
+			close(done)
+		}()
+		return v, func() { cancel(); <-done }
+	}
+	get := func(v *seen, name string) (*store.Account, store.AccountHead, bool) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		a, ok1 := v.accts[name]
+		h, ok2 := v.heads[name]
+		return a, h, ok1 || ok2
+	}
+
+	lone, stopLone := followAccounts(true)
+	create("solo")
+	testenv.WaitFor(t, 5*time.Second, "solo followed", func() bool { _, _, ok := get(lone, "solo"); return ok })
+	heads, stopHeads := followAccounts(false)
+	full2, stopFull2 := followAccounts(true)
+	defer stopHeads()
+	defer stopFull2()
+	// Joined once their own lists are in: "shared" then comes by the loop.
+	testenv.WaitFor(t, 5*time.Second, "both joined", func() bool {
+		_, _, ok1 := get(heads, "solo")
+		_, _, ok2 := get(full2, "solo")
+		return ok1 && ok2
+	})
+	create("shared")
+	testenv.WaitFor(t, 5*time.Second, "shared followed", func() bool {
+		_, _, ok1 := get(lone, "shared")
+		_, _, ok2 := get(full2, "shared")
+		_, _, ok3 := get(heads, "shared")
+		return ok1 && ok2 && ok3
+	})
+	a1, _, _ := get(lone, "shared")
+	a2, _, _ := get(full2, "shared")
+	_, h, _ := get(heads, "shared")
+	if a1 != a2 {
+		t.Error("two followers of one loop decoded one event twice")
+	}
+	if h != a1.Head() {
+		t.Errorf("head %+v, want %+v", h, a1.Head())
+	}
+	stopLone()
+	stopFull2()
+	create("alone")
+	testenv.WaitFor(t, 5*time.Second, "alone followed", func() bool { _, _, ok := get(heads, "alone"); return ok })
+}

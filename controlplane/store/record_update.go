@@ -36,12 +36,26 @@ type ObjectTask struct {
 // it again and retries. track records a tracked task's id and generation
 // on the record before it is written.
 func updateRecord[T any](ctx context.Context, s *Store, key, object string, fn func(*T) ([]*ObjectTask, error), track func(*T, string, int64), audit AuditEvent) (*T, error) {
+	return updateRecordIn(ctx, s, key, object, func(rec *T, b *Batch) ([]*ObjectTask, error) {
+		if audit.Action != "" {
+			b.Audit(audit)
+		}
+		return fn(rec)
+	}, track)
+}
+
+// updateRecordIn is updateRecord whose fn also adds to a batch (audit
+// events, outcomes consumed) written in the same transaction: one
+// proposal instead of two. Each attempt starts a new batch; a compare the
+// batch holds that fails is taken for a concurrent write, and retried.
+func updateRecordIn[T any](ctx context.Context, s *Store, key, object string, fn func(*T, *Batch) ([]*ObjectTask, error), track func(*T, string, int64)) (*T, error) {
 	for {
 		rec, rev, err := getJSON[T](ctx, s.cli, key)
 		if err != nil {
 			return nil, err
 		}
-		tasks, err := fn(rec)
+		b := NewBatch()
+		tasks, err := fn(rec, b)
 		if errors.Is(err, ErrUnchanged) {
 			return rec, nil
 		}
@@ -62,9 +76,7 @@ func updateRecord[T any](ctx context.Context, s *Store, key, object string, fn f
 			ops = append(ops, tops...)
 		}
 		ops = append(ops, clientv3.OpPut(key, mustJSON(rec)))
-		if audit.Action != "" {
-			ops = append(ops, auditPut(audit))
-		}
+		ops = append(ops, b.ops...)
 		// A task for a node that was removed meanwhile would stay PENDING
 		// for ever (RemoveNode deletes its queue, nobody completes it):
 		// the nodes must exist when the tasks are written, compared in
@@ -74,7 +86,7 @@ func updateRecord[T any](ctx context.Context, s *Store, key, object string, fn f
 		for _, t := range tasks {
 			nodes = append(nodes, present(nodeKey(t.Node)))
 		}
-		resp, err := s.cli.Txn(ctx).If(unchanged(key, rev)).Then(clientv3.OpTxn(nodes, ops, nil)).Commit()
+		resp, err := s.cli.Txn(ctx).If(append([]clientv3.Cmp{unchanged(key, rev)}, b.cmps...)...).Then(clientv3.OpTxn(nodes, ops, nil)).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("update %s: %w", object, err)
 		}
@@ -83,6 +95,9 @@ func updateRecord[T any](ctx context.Context, s *Store, key, object string, fn f
 		}
 		if !resp.Responses[0].GetResponseTxn().GetSucceeded() {
 			return nil, fmt.Errorf("update %s: %w", object, ErrNoNode)
+		}
+		for _, z := range b.zones {
+			s.zones.putOwned(zoneKey(z.Name), resp.Header.Revision, z)
 		}
 		return rec, nil
 	}

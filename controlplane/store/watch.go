@@ -93,6 +93,9 @@ type Event struct {
 	Value []byte
 
 	key string // for the store's own followers (LiveSet)
+	// memo, on events a shared loop delivers to several followers, holds
+	// the record decoded once for all of them (DecodeAccountEvent).
+	memo *eventMemo
 }
 
 // WatchBatch is what one watch response brought: events in revision
