@@ -41,18 +41,21 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 			e.stop()
 		}
 	}()
-	addrs, err := freeAddrs(3)
+	addrs, err := freeAddrs(4)
 	if err != nil {
 		return nil, err
 	}
 	e.client, e.metrics = addrs[0], addrs[1]
-	peer := addrs[2]
+	peer, clientHTTP := addrs[2], addrs[3]
 	if e.tls, err = etcdtls.Write(e.dir); err != nil {
 		return nil, err
 	}
 	clientURL, peerURL := "https://"+e.client, "http://"+peer
 	argv := []string{binary, "--name", "loadtest", "--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+		// HTTP on a port of its own: the client port then serves gRPC
+		// natively instead of through net/http (etcd-io/etcd#15402).
+		"--listen-client-http-urls", "https://" + clientHTTP,
 		"--cert-file", e.tls.ServerCert, "--key-file", e.tls.ServerKey,
 		"--trusted-ca-file", e.tls.CA, "--client-cert-auth",
 		"--listen-metrics-urls", "http://" + e.metrics,

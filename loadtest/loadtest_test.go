@@ -167,6 +167,11 @@ func runSmall(t *testing.T, base Config) *Report {
 	if !rep.Etcd.Measured || rep.Etcd.DBSize <= 0 {
 		t.Errorf("etcd figures: %+v", rep.Etcd)
 	}
+	if k := rep.Keyspace; !k.Measured || k.Revision <= 0 || k.Keys <= 0 || !slices.ContainsFunc(k.Kinds, func(kk KeyKind) bool {
+		return kk.Prefix == "/npanel/accounts/" && kk.Keys == 300 && kk.ValueBytes > 0
+	}) {
+		t.Errorf("keyspace census: %+v", k)
+	}
 	if len(rep.Targets) != 2 || len(rep.Progress) == 0 {
 		t.Errorf("targets %+v, %d progress samples", rep.Targets, len(rep.Progress))
 	}
@@ -188,7 +193,7 @@ func runSmall(t *testing.T, base Config) *Report {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatalf("report is not JSON: %v", err)
 	}
-	for _, k := range []string{"config", "accounts", "createAccountLatencyMs", "createAccountOver50ms", "createToActiveMs", "accountsFirst50LatencyMs", "server", "etcd", "targets"} {
+	for _, k := range []string{"config", "accounts", "createAccountLatencyMs", "createAccountOver50ms", "createToActiveMs", "accountsFirst50LatencyMs", "server", "etcd", "keyspace", "targets"} {
 		if _, ok := back[k]; !ok {
 			t.Errorf("JSON report lacks %q", k)
 		}
@@ -345,5 +350,21 @@ func TestReadProcSelf(t *testing.T) {
 	}
 	if readProc(0).hasStats {
 		t.Error("readProc(0) has stats")
+	}
+}
+
+// TestKindOf groups keys as the census reports them.
+func TestKindOf(t *testing.T) {
+	for key, want := range map[string]string{
+		"/npanel/accounts/01ABC":             "/npanel/accounts/",
+		"/npanel/names/domain/a.example.com": "/npanel/names/domain/",
+		"/npanel/done/account/01ABC/01T":     "/npanel/done/account/",
+		"/npanel/cluster/ca":                 "/npanel/cluster/",
+		"/npanel/names":                      "/npanel/names",
+		"/other/key":                         "(other)",
+	} {
+		if got := kindOf([]byte(key)); got != want {
+			t.Errorf("kindOf(%q) = %q, want %q", key, got, want)
+		}
 	}
 }

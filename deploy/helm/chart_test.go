@@ -253,6 +253,10 @@ func TestPerReplicaAgentServices(t *testing.T) {
 	if got := eargs["--listen-client-urls"]; got != "https://[::]:2379" {
 		t.Errorf("etcd --listen-client-urls = %q, want https://[::]:2379", got)
 	}
+	// The client port serves gRPC alone; HTTP stays on the pod's loopback.
+	if got := eargs["--listen-client-http-urls"]; got != "https://127.0.0.1:2382" {
+		t.Errorf("etcd --listen-client-http-urls = %q, want https://127.0.0.1:2382", got)
+	}
 	if got := args["--api-listen"]; got != "[::]:8080" {
 		t.Errorf("--api-listen = %q, want [::]:8080", got)
 	}
