@@ -200,9 +200,14 @@ func (c *Config) setDefaults() error {
 		c.ElectionTTL = 5 * time.Second
 	}
 	if c.AccountBatch == 0 {
-		c.AccountBatch = defaultAccountBatch
-		if len(c.EtcdEndpoints) == 0 {
+		switch {
+		case len(c.EtcdEndpoints) == 0:
 			c.AccountBatch = embeddedAccountBatch
+		case c.EtcdMaxTxnOps > store.MaxTxnOps:
+			// As many accounts as the raised limit has room for.
+			c.AccountBatch = min(embeddedAccountBatch, c.EtcdMaxTxnOps*defaultAccountBatch/store.MaxTxnOps)
+		default:
+			c.AccountBatch = defaultAccountBatch
 		}
 	}
 	if c.AuditRetention == 0 {

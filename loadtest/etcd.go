@@ -20,12 +20,17 @@ type etcdProc struct {
 	tls     etcdtls.Files
 }
 
+// maxTxnOps is the production members' --max-txn-ops (Ansible's
+// npanel_etcd_max_txn_ops, the chart's etcd.maxTxnOps).
+const maxTxnOps = 1024
+
 // startEtcd starts a single-member etcd on free loopback ports with a fresh
 // data dir, built from the etcd module go.mod pins (the version the server
 // embeds) unless binary names one, and waits for /health. Its settings are
-// the embedded member's that an operator's cluster would also have
-// (compaction, space quota); the request limits stay etcd's defaults, which
-// the server's account batches are sized for. Its client listener serves
+// those the Ansible role and the Helm chart give a production member
+// (compaction, space quota, maxTxnOps, HTTP off the client port); the
+// server is told the transaction limit (--etcd-max-txn-ops) as they tell
+// it. Its client listener serves
 // TLS and requires client certificates, made here, as the server requires
 // of an external etcd; /metrics and /health are also served in plain HTTP on
 // a listener of their own, for the load generator's scrapes. On error
@@ -62,7 +67,8 @@ func startEtcd(ctx context.Context, binary string, logf func(string, ...any)) (_
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "loadtest=" + peerURL,
 		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "10m",
-		"--quota-backend-bytes", strconv.FormatInt(8<<30, 10), "--log-level", "warn"}
+		"--quota-backend-bytes", strconv.FormatInt(8<<30, 10), "--max-txn-ops", strconv.Itoa(maxTxnOps),
+		"--log-level", "warn"}
 	if err := e.start(argv, nil, filepath.Join(e.dir, "etcd.log")); err != nil {
 		return nil, err
 	}

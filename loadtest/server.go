@@ -207,7 +207,7 @@ func startServer(ctx context.Context, binary string, etcd *etcdProc, logPath, de
 		"--api-listen", s.api, "--api-insecure-http", "--agent-listen", s.gateway, "--gossip-listen", "127.0.0.1:0"}
 	if etcd != nil {
 		argv = append(argv, "--etcd-endpoints", "https://"+etcd.client, "--etcd-cacert", etcd.tls.CA,
-			"--etcd-cert", etcd.tls.ClientCert, "--etcd-key", etcd.tls.ClientKey)
+			"--etcd-cert", etcd.tls.ClientCert, "--etcd-key", etcd.tls.ClientKey, "--etcd-max-txn-ops", strconv.Itoa(maxTxnOps))
 	}
 	if debugListen != "" {
 		argv = append(argv, "--debug-listen", debugListen)
