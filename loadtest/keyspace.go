@@ -68,10 +68,10 @@ func (r *runner) census(ctx context.Context) error {
 	defer cli.Close()
 	kinds := map[string]*KeyKind{}
 	f := KeyspaceFigures{}
-	key, end := []byte{0}, clientv3.GetPrefixRangeEnd("")
+	key := []byte{0}
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(2000)}
+		opts := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithLimit(2000)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev)) // one consistent view
 		}

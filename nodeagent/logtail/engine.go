@@ -464,7 +464,7 @@ func (e *Engine) follow(w want, now time.Time) {
 		// and so are generations that came and went between two scans.
 		cur.lastGrowth = now
 		e.draining = append(e.draining, cur)
-		e.drainMissed(w, map[uint64]bool{cur.ino: true, ino: true}, now)
+		e.drainMissed(w, generations(w.path), map[uint64]bool{cur.ino: true, ino: true}, now)
 	default:
 		if p, ok := e.takeSaved(w.path, ino); ok {
 			t.off, t.skipping = min(p.Offset, ofi.Size()), p.Skipping
@@ -477,14 +477,15 @@ func (e *Engine) follow(w want, now time.Time) {
 		// Saved positions of other generations: the file rotated while
 		// the agent was down; read the rest of the old ones too.
 		if ps := e.saved[w.path]; len(ps) > 0 {
+			gens := generations(w.path)
 			known := map[uint64]bool{ino: true}
 			for _, p := range ps {
 				known[p.Inode] = true
+				if i := slices.IndexFunc(gens, func(g generation) bool { return g.ino == p.Inode }); i >= 0 {
+					e.drainGeneration(w, gens[i].name, p, now)
+				}
 			}
-			for _, p := range ps {
-				e.resumeRotated(w, p, now)
-			}
-			e.drainMissed(w, known, now)
+			e.drainMissed(w, gens, known, now)
 		}
 		delete(e.saved, w.path)
 	}
@@ -516,28 +517,17 @@ func generations(path string) []generation {
 	return out
 }
 
-// drainMissed reads from 0 the generations newer than the newest one
-// followed (known holds the inodes followed, current included): when
+// drainMissed reads from 0 the generations (gens, as listed by
+// generations) newer than the newest one followed (known holds the inodes
+// followed, current included): when
 // rotation shifted a followed file to path.N, path.1 … path.N-1 were
 // written and rotated away unseen. With no followed file among the
 // generations nothing can be told apart, and nothing is read.
-func (e *Engine) drainMissed(w want, known map[uint64]bool, now time.Time) {
-	gens := generations(w.path)
+func (e *Engine) drainMissed(w want, gens []generation, known map[uint64]bool, now time.Time) {
 	newest := slices.IndexFunc(gens, func(g generation) bool { return known[g.ino] })
 	for i := newest - 1; i >= 0; i-- { // oldest first
 		if !slices.ContainsFunc(e.draining, func(t *tailed) bool { return t.ino == gens[i].ino }) {
 			e.drainGeneration(w, gens[i].name, position{Inode: gens[i].ino}, now)
-		}
-	}
-}
-
-// resumeRotated finds a saved generation among path.1, path.2, … and
-// drains it from its saved position.
-func (e *Engine) resumeRotated(w want, p position, now time.Time) {
-	for _, g := range generations(w.path) {
-		if g.ino == p.Inode {
-			e.drainGeneration(w, g.name, p, now)
-			return
 		}
 	}
 }
