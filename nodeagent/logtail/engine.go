@@ -517,9 +517,8 @@ func generations(path string) []generation {
 	return out
 }
 
-// drainMissed reads from 0 the generations (gens, as listed by
-// generations) newer than the newest one followed (known holds the inodes
-// followed, current included): when
+// drainMissed reads from 0 the generations gens newer than the newest one
+// followed (known holds the inodes followed, current included): when
 // rotation shifted a followed file to path.N, path.1 … path.N-1 were
 // written and rotated away unseen. With no followed file among the
 // generations nothing can be told apart, and nothing is read.
