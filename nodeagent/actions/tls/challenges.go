@@ -129,17 +129,21 @@ func (p *dnsProvider) CleanUp(ctx context.Context, domain, _, keyAuth string) er
 // public delegation; we know our nameservers, and a CA that happens to
 // query a lagging secondary would fail the name.
 func (p *dnsProvider) waitServed(ctx context.Context, domain, keyAuth string) error {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	deadline := time.Now().Add(p.timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	fqdn, value := dns.Fqdn(challengeFQDN(domain)), txtValue(keyAuth)
-	why := errors.New("not asked yet")
+	var why error
 	for {
 		err := p.served(ctx, fqdn, value)
 		switch {
 		case err == nil:
 			return nil
-		case ctx.Err() == nil:
-			why = err // a check cut short by the deadline says nothing
+		// A check cut short by the deadline says less than a finished one:
+		// it is the reason only when there is no other. The dialer's own
+		// timer can fail it before ctx.Err() is set, so the clock decides.
+		case why == nil || ctx.Err() == nil && time.Now().Before(deadline):
+			why = err
 		}
 		select {
 		case <-ctx.Done():

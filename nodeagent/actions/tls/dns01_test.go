@@ -3,11 +3,15 @@ package tls
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/npanel/npanel/internal/testenv/pdns"
 	"github.com/npanel/npanel/protos/agentpb"
@@ -56,6 +60,49 @@ func TestDNSPreCheckEveryNameserver(t *testing.T) {
 	if err := p.waitServed(ctx, "example.com", keyAuth); err == nil || time.Since(start) > time.Second {
 		t.Fatalf("cancelled: err %v after %s", err, time.Since(start))
 	}
+}
+
+// The reason a wait gives up is the last finished check's, not one the
+// deadline cut short: with a nameserver that stops answering before a dead
+// one, the error names the dead one; with only the silent one, it names that.
+func TestDNSPreCheckReasonSurvivesDeadline(t *testing.T) {
+	const keyAuth = "token.thumbprint"
+	fqdn := dns.Fqdn(challengeFQDN("example.com"))
+	release := make(chan struct{})
+	var answered atomic.Int32
+	srv := &dns.Server{Net: "tcp", Listener: listenTCP(t), Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		if answered.Add(1) > 1 {
+			<-release // accepted, never answered
+			return
+		}
+		r := new(dns.Msg)
+		r.SetReply(q)
+		r.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: fqdn, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{txtValue(keyAuth)}}}
+		_ = w.WriteMsg(r)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { close(release); _ = srv.Shutdown() })
+	silent := srv.Listener.Addr().String()
+
+	p := &dnsProvider{nameservers: []string{silent, "127.0.0.1:1"}, timeout: 500 * time.Millisecond, interval: 10 * time.Millisecond}
+	err := p.waitServed(context.Background(), "example.com", keyAuth)
+	if err == nil || !strings.Contains(err.Error(), "nameserver 127.0.0.1:1:") {
+		t.Fatalf("want the dead nameserver as the reason, got %v", err)
+	}
+	p.nameservers = []string{silent}
+	err = p.waitServed(context.Background(), "example.com", keyAuth)
+	if err == nil || !strings.Contains(err.Error(), "nameserver "+silent+":") {
+		t.Fatalf("want the silent nameserver as the reason, got %v", err)
+	}
+}
+
+func listenTCP(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // A task cancelled while the nameservers do not serve the record gives up
