@@ -171,20 +171,45 @@ func replaceTXT(z *store.Zone, name, content string, match func(string) bool) er
 	return nil
 }
 
-// mailChange queues an account whose mail specs changed; the controller's
-// own writes are not news to it (its outcomes arrive as done notices).
-func mailChange(ev store.Event) (account string, queue, keep bool) {
-	change := store.MailChangeOf(ev)
-	return ev.Name, change == store.MailChangedSpec, change != ""
+// mailAccounts is the accounts with mail records (their mailseq key), so
+// that the account and zone sources queue only those: an account without
+// mail has nothing for a sync to do, and a sync costs a read of five ranges.
+type mailAccounts struct {
+	mu  sync.Mutex
+	has map[string]bool
 }
 
-// placementWatch queues an account whose suspension or node changed, or
-// that its node applied for the first time: every mail object's ensure
-// carries the suspension, a new node must be given all of them, and
-// nothing is sent before the node has the account (syncMail). The first
-// event of an account queues it only when it is suspended (the mail
-// sources list the rest).
+func (m *mailAccounts) contains(account string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.has[account]
+}
+
+// change queues an account whose mail specs changed, and one seen for the
+// first time (listed at start, or its first mail record): the other
+// sources skipped it until then. The controller's own writes are not news
+// to it (its outcomes arrive as done notices).
+func (m *mailAccounts) change(ev store.Event) (account string, queue, keep bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ev.Deleted {
+		delete(m.has, ev.Name)
+		return ev.Name, false, false
+	}
+	first := !m.has[ev.Name]
+	m.has[ev.Name] = true
+	return ev.Name, first || store.MailChangeOf(ev) == store.MailChangedSpec, true
+}
+
+// placementWatch queues an account with mail whose suspension or node
+// changed, or that its node applied for the first time: every mail
+// object's ensure carries the suspension, a new node must be given all of
+// them, and nothing is sent before the node has the account (syncMail).
+// The first event of an account queues it only when it is suspended (the
+// mail sources list the rest). It remembers every account's placement, so
+// that a change is seen for an account whose mail is listed later.
 type placementWatch struct {
+	mail *mailAccounts
 	mu   sync.Mutex
 	seen map[string]accountPlacement
 }
@@ -208,12 +233,13 @@ func (w *placementWatch) handle(ev store.Event) (string, bool, bool) {
 	now := accountPlacement{suspended: h.Suspended, applied: h.AppliedGeneration > 0, node: h.Node}
 	prev, ok := w.seen[ev.Name]
 	w.seen[ev.Name] = now
-	return ev.Name, ok && prev != now || !ok && h.Suspended, false
+	changed := ok && prev != now || !ok && h.Suspended
+	return ev.Name, changed && w.mail.contains(ev.Name), false
 }
 
-// zoneServed queues the account of a zone its DNS server serves as
-// written: a DKIM record published there lets its selector sign.
-func zoneServed(ev store.Event) (string, bool, bool) {
+// zoneServed queues the account with mail of a zone its DNS server serves
+// as written: a DKIM record published there lets its selector sign.
+func (m *mailAccounts) zoneServed(ev store.Event) (string, bool, bool) {
 	if ev.Deleted {
 		return "", false, false
 	}
@@ -221,21 +247,23 @@ func zoneServed(ev store.Event) (string, bool, bool) {
 	if err != nil || z.Account == "" || z.Deleted {
 		return "", false, false
 	}
-	return z.Account, z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed, false
+	served := z.AppliedGeneration >= z.Generation && z.Status != store.ZoneFailed
+	return z.Account, served && m.contains(z.Account), false
 }
 
 // newMailController builds the mail controller on the runtime.
 func newMailController(s *Server) *controller.Controller {
 	zones := &zoneWriter{store: s.store, views: &s.dnsViews, ctl: &s.zoneCtl}
-	sw := &placementWatch{seen: map[string]accountPlacement{}}
+	mail := &mailAccounts{has: map[string]bool{}}
+	sw := &placementWatch{mail: mail, seen: map[string]accountPlacement{}}
 	return controller.New(controller.Options{
 		Name:  "mail",
 		Store: s.store,
 		Sources: []controller.Source{
-			{Kind: store.KindMailChanges, Handle: mailChange, Resync: mailResync},
+			{Kind: store.KindMailChanges, Handle: mail.change, Resync: mailResync},
 			{Kind: store.KindMailOutcomes, WatchOptions: []store.WatchOption{store.WithoutDeletes()}},
 			{Kind: store.KindAccounts, Handle: sw.handle},
-			{Kind: store.KindZones, Handle: zoneServed},
+			{Kind: store.KindZones, Handle: mail.zoneServed},
 		},
 		Sync: func(ctx context.Context, account string) error {
 			return syncAccountMail(ctx, s.store, zones, s.log, account)

@@ -121,18 +121,40 @@ func TestSyncMailTasks(t *testing.T) {
 	}
 }
 
-// TestPlacementWatch: an account is queued when its node applies it for
-// the first time (mail waits for that), when it moves and when its
-// suspension changes; not for other changes.
+// TestPlacementWatch: an account with mail is queued when its node
+// applies it for the first time (mail waits for that), when it moves and
+// when its suspension changes; not for other changes. An account without
+// mail is not queued, and one whose mail is listed after its placement
+// changed is queued by the listing and then by the next change.
 func TestPlacementWatch(t *testing.T) {
-	w := &placementWatch{seen: map[string]accountPlacement{}}
+	mail := &mailAccounts{has: map[string]bool{}}
+	w := &placementWatch{mail: mail, seen: map[string]accountPlacement{}}
 	ev := func(a store.Account) store.Event {
 		v, err := json.Marshal(a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store.Event{Name: "a1", Value: v}
+		return store.Event{Name: a.ID, Value: v}
 	}
+	if _, queue, _ := w.handle(ev(store.Account{ID: "plain", Generation: 1, Node: "n1"})); queue {
+		t.Error("an account without mail queued")
+	}
+	if _, queue, _ := w.handle(ev(store.Account{ID: "plain", Generation: 1, Node: "n2"})); queue {
+		t.Error("an account without mail queued on a move")
+	}
+	if _, queue, _ := mail.change(store.Event{Name: "plain", Value: []byte(store.MailChangedStatus + " 2026-12-07T00:00:00Z")}); !queue {
+		t.Error("an account listed with mail for the first time not queued")
+	}
+	if _, queue, _ := mail.change(store.Event{Name: "plain", Value: []byte(store.MailChangedStatus + " 2026-12-07T00:00:01Z")}); queue {
+		t.Error("a status change of known mail queued")
+	}
+	if _, queue, _ := w.handle(ev(store.Account{ID: "plain", Generation: 1, Node: "n3"})); !queue {
+		t.Error("a move after the mail was listed not queued")
+	}
+	if _, queue, _ := mail.change(store.Event{Name: "plain", Deleted: true}); queue || mail.contains("plain") {
+		t.Error("a deleted account's mail kept")
+	}
+	mail.has["a1"] = true
 	steps := []struct {
 		name  string
 		a     store.Account
