@@ -645,9 +645,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 		if err != nil {
 			return nil, err
 		}
-		for _, tid := range outcomes {
-			b.ConsumeCertificateOutcome(id, tid)
-		}
+		b.ConsumeCertificateOutcomes(id, outcomes...)
 		for _, ev := range events {
 			b.Audit(store.NewAuditEvent("system", cc.s.id, "certificate."+ev.Kind, id, auditResult(ev)))
 		}
@@ -672,9 +670,7 @@ func (cc *certController) syncCert(ctx context.Context, id string) error {
 	if !written && len(outcomes) > 0 {
 		// Outcomes that changed nothing are taken all the same.
 		b := store.NewBatch()
-		for _, tid := range outcomes {
-			b.ConsumeCertificateOutcome(id, tid)
-		}
+		b.ConsumeCertificateOutcomes(id, outcomes...)
 		if _, err := cc.st.Commit(ctx, b); err != nil {
 			return err
 		}
@@ -1046,7 +1042,7 @@ func (cc *certController) issueTask(ctx context.Context, c *store.Certificate, a
 		waitFor(c, "no ACME server is configured (--acme-directory): the site serves a self-signed certificate", now)
 		return nil, nil
 	}
-	node, err := cc.st.GetNode(ctx, c.Node)
+	node, err := cc.st.CachedNode(ctx, c.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -1337,7 +1333,7 @@ func (cc *certController) syncAccount(ctx context.Context, id string) error {
 	if a.Node == "" || (a.Status != store.AccountActive && a.Status != store.AccountSuspended) {
 		return nil
 	}
-	node, err := cc.st.GetNode(ctx, a.Node)
+	node, err := cc.st.CachedNode(ctx, a.Node)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

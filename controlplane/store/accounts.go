@@ -340,26 +340,19 @@ func DecodeAccountEvent(ev Event) (*Account, error) {
 	return m.account, m.err
 }
 
-// DecodeAccountHeadEvent is DecodeAccountHead of an account event, taken
-// from DecodeAccountEvent's decoding when a follower already asked for it.
+// DecodeAccountHeadEvent is DecodeAccountHead of an account event. An
+// event shared by followers is decoded whole, once: the head costs nearly
+// as much (the whole record is scanned), and a follower of the leader's
+// controllers asks for the whole account anyway.
 func DecodeAccountHeadEvent(ev Event) (AccountHead, error) {
-	m := ev.memo
-	if m == nil {
+	if ev.memo == nil {
 		return DecodeAccountHead(ev.Value)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	switch {
-	case m.account != nil:
-		return m.account.Head(), nil
-	case m.head == nil && m.err == nil:
-		h, err := DecodeAccountHead(ev.Value)
-		m.head, m.err = &h, err
+	a, err := DecodeAccountEvent(ev)
+	if err != nil {
+		return AccountHead{}, err
 	}
-	if m.err != nil {
-		return AccountHead{}, m.err
-	}
-	return *m.head, nil
+	return a.Head(), nil
 }
 
 // AccountPage lists accounts in id order from a revision, for building caches.

@@ -354,8 +354,10 @@ func (s *Store) CertificateOutcomes(ctx context.Context, id string) ([]string, e
 	return out, nil
 }
 
-// ConsumeCertificateOutcome deletes the done notice of certificate id's
-// task once the batch's writer has acted on it.
-func (b *Batch) ConsumeCertificateOutcome(id, task string) {
-	b.Consume(doneKey(certDoneKind, id, task))
+// ConsumeCertificateOutcomes deletes the done notices of certificate id's
+// tasks once the batch's writer has acted on them.
+func (b *Batch) ConsumeCertificateOutcomes(id string, tasks ...string) {
+	for _, task := range tasks {
+		b.Consume(doneKey(certDoneKind, id, task))
+	}
 }

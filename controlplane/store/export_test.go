@@ -18,6 +18,13 @@ func (s *Store) MirroredServices(node string) *NodeServices {
 	return r
 }
 
+// MirroredNode is the replica's mirror of node specs, without the
+// fallback to etcd.
+func (s *Store) MirroredNode(name string) *Node {
+	n, _, _ := s.nodes.get(name)
+	return n
+}
+
 // NameHolder returns who holds name in the name tree ("" when nobody does).
 func (s *Store) NameHolder(ctx context.Context, name string) (string, error) {
 	resp, err := s.cli.Get(ctx, treeKey(name))

@@ -138,7 +138,7 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			g.listed = true
-			g.memoize(evs)
+			g.memoize(k, evs)
 			for _, sub := range g.subs {
 				sub.after = rev
 				sub.f.Replace(evs, rev)
@@ -147,7 +147,7 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 		Apply: func(b WatchBatch) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			g.memoize(b.Events)
+			g.memoize(k, b.Events)
 			for _, sub := range g.subs {
 				if sb, ok := sub.since(b); ok {
 					sub.f.Apply(sb)
@@ -166,10 +166,10 @@ func (s *Store) followLoop(ctx context.Context, k Kind, g *followGroup, opts []W
 	}, opts)
 }
 
-// memoize gives events one decoding for all of the group's followers,
-// when it has several.
-func (g *followGroup) memoize(evs []Event) {
-	if len(g.subs) < 2 {
+// memoize gives account events one decoding for all of the group's
+// followers, when it has several. Other kinds have no shared decoding.
+func (g *followGroup) memoize(k Kind, evs []Event) {
+	if len(g.subs) < 2 || k.prefix != prefixAccounts {
 		return
 	}
 	memos := make([]eventMemo, len(evs)) // one allocation for the batch
@@ -183,7 +183,6 @@ func (g *followGroup) memoize(evs []Event) {
 type eventMemo struct {
 	mu      sync.Mutex
 	account *Account
-	head    *AccountHead
 	err     error
 }
 

@@ -65,15 +65,22 @@ func TestMirrorAndPlanRevision(t *testing.T) {
 	}
 }
 
-func TestCachedServices(t *testing.T) {
-	cli := testenv.EtcdClient(t, testenv.StartEtcd(t))
-	s := store.New(cli)
+// storeWithNode is a store on a fresh etcd holding node n1, and the audit
+// event its changes are made with; its mirrors are not running yet.
+func storeWithNode(t *testing.T, roles ...string) (context.Context, *store.Store, store.AuditEvent) {
+	t.Helper()
+	s := store.New(testenv.EtcdClient(t, testenv.StartEtcd(t)))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	audit := store.NewAuditEvent("admin", "test", "node", "n1", "ok")
-	if err := s.CreateNode(ctx, store.Node{Name: "n1", Address: "192.0.2.1", Roles: []string{"dns"}}, audit); err != nil {
+	if err := s.CreateNode(ctx, store.Node{Name: "n1", Address: "192.0.2.1", Roles: roles}, audit); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, s, audit
+}
+
+func TestCachedServices(t *testing.T) {
+	ctx, s, audit := storeWithNode(t, "dns")
 	report := func(state string) store.NodeServices {
 		return store.NodeServices{Node: "n1", ReportedAt: time.Now().UTC(),
 			Services: []store.ServiceStatus{{Name: "pdns", State: state, Listen: []string{"127.0.0.1:5300"}}}}
@@ -108,5 +115,36 @@ func TestCachedServices(t *testing.T) {
 	})
 	if r, err := s.CachedServices(ctx, "n1"); err != nil || r.Node != "n1" || len(r.Services) != 0 {
 		t.Fatalf("removed node: %+v %v", r, err)
+	}
+}
+
+// CachedNode answers from the mirror once it runs, follows a change of the
+// spec, and says ErrNotFound for a removed node as GetNode does.
+func TestCachedNode(t *testing.T) {
+	ctx, s, audit := storeWithNode(t, "web")
+	if n, err := s.CachedNode(ctx, "n1"); err != nil || n.Address != "192.0.2.1" {
+		t.Fatalf("before the mirror runs: %+v %v", n, err)
+	}
+
+	s.RunMirrors(ctx, slog.New(slog.DiscardHandler))
+	if _, err := s.UpdateNode(ctx, "n1", func(n *store.Node) error { n.Roles = []string{"web", "dns"}; return nil }, audit); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the new spec mirrored", func() bool {
+		n := s.MirroredNode("n1")
+		return n != nil && len(n.Roles) == 2
+	})
+	if n, err := s.CachedNode(ctx, "n1"); err != nil || len(n.Roles) != 2 {
+		t.Fatalf("mirrored spec: %+v %v", n, err)
+	}
+
+	if err := s.RemoveNode(ctx, "n1", audit); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the node gone from the mirror", func() bool {
+		return s.MirroredNode("n1") == nil
+	})
+	if n, err := s.CachedNode(ctx, "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("removed node: %+v %v", n, err)
 	}
 }

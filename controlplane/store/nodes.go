@@ -218,6 +218,23 @@ func (s *Store) GetNode(ctx context.Context, name string) (*NodeView, error) {
 	return v, nil
 }
 
+// CachedNode is a node's spec, answered from the replica's mirror of node
+// specs when it holds the node (see mirror), for controllers that look at
+// a node's address and roles on every sync. The spec may lag its record by
+// milliseconds; a node not (yet) mirrored is read from etcd, so a missing
+// one is ErrNotFound as GetNode says it. The result is shared: read it,
+// never change it.
+func (s *Store) CachedNode(ctx context.Context, name string) (*Node, error) {
+	if n, _, ok := s.nodes.get(name); ok {
+		return n, nil
+	}
+	v, err := s.GetNode(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &v.Node, nil
+}
+
 // ListNodes returns every node's joined view, sorted by name, read at one
 // revision so that spec, state and liveness agree.
 func (s *Store) ListNodes(ctx context.Context) ([]NodeView, error) {

@@ -119,6 +119,7 @@ type Store struct {
 	users    *mirror[User]
 	plans    *mirror[Plan]
 	services *mirror[NodeServices]
+	nodes    *mirror[Node]
 	zones    zoneCache
 	// taskWaits signals WaitTask callers (see taskHub).
 	taskWaits *taskHub
@@ -137,17 +138,19 @@ func New(cli *clientv3.Client) *Store {
 	s.users = newMirror[User](s, kindUsers)
 	s.plans = newMirror[Plan](s, kindPlans)
 	s.services = newMirror[NodeServices](s, kindServices)
+	s.nodes = newMirror[Node](s, KindNodes)
 	return s
 }
 
-// RunMirrors keeps users, plans and service reports in memory for
-// CachedUser, CachedPlan and CachedServices, and runs the one watch on task
-// records that WaitTask listens to and the one on database statuses that
-// WaitDatabaseObject listens to, until ctx ends.
+// RunMirrors keeps users, plans, service reports and node specs in memory
+// for CachedUser, CachedPlan, CachedServices and CachedNode, and runs the
+// one watch on task records that WaitTask listens to and the one on
+// database statuses that WaitDatabaseObject listens to, until ctx ends.
 func (s *Store) RunMirrors(ctx context.Context, log *slog.Logger) {
 	go s.users.run(ctx, log)
 	go s.plans.run(ctx, log)
 	go s.services.run(ctx, log)
+	go s.nodes.run(ctx, log)
 	go s.taskWaits.run(ctx, log)
 	go s.dbWaits.run(ctx, log)
 }
