@@ -121,6 +121,9 @@ cp1 ansible_connection=community.general.chroot ansible_host=`+root+` ansible_py
 	if b, err := os.ReadFile(filepath.Join(root, "etc/npanel/server.env")); err != nil || !strings.Contains(string(b), "\nNPANEL_ADMIN_PASSWORD="+password+"\n") {
 		t.Errorf("server.env lacks the admin password: %v", err)
 	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/npanel/server.env")); !strings.Contains(string(b), "\nGOMEMLIMIT="+halfHostMemory(t)+"\n") {
+		t.Errorf("server.env: want GOMEMLIMIT=%s (half of the host's memory)", halfHostMemory(t))
+	}
 	// The client certificate installed is the server's own, with its key.
 	if _, err := tls.LoadX509KeyPair(filepath.Join(root, "etc/npanel/etcd/client.crt"), filepath.Join(root, "etc/npanel/etcd/client.key")); err != nil {
 		t.Errorf("etcd client certificate: %v", err)
@@ -170,4 +173,25 @@ cp1 ansible_connection=community.general.chroot ansible_host=`+root+` ansible_py
 	if r := apply(2); r.changed != 0 {
 		t.Errorf("second run changed %d things, want 0 (idempotent)", r.changed)
 	}
+}
+
+// halfHostMemory is the role's default GOMEMLIMIT on this host, as Ansible
+// computes it: half of MemTotal in whole MiB, rounded down.
+func halfHostMemory(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strconv.FormatUint(kb/1024/2, 10) + "MiB"
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+	return ""
 }
