@@ -210,10 +210,11 @@ func TestManagerLeaderGating(t *testing.T) {
 		t.Fatal("leading before Lead")
 	}
 	term := func() {
+		// Counted before Lead starts: its first sync may come at once.
+		want := s.count("n1") + 1
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { m.Lead(ctx); close(done) }()
-		want := s.count("n1") + 1
 		testenv.WaitFor(t, 10*time.Second, "n1 synced this term", func() bool { return s.count("n1") >= want })
 		if !m.Leading() {
 			t.Fatal("not leading during Lead")
