@@ -18,7 +18,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,35 +36,16 @@ import (
 // client certificate, that they form one healthy cluster, that a write
 // through one member reads back linearizably through another, that the
 // client port serves gRPC alone, and that a stranger's certificate is
-// refused. The members share the host's network: each has its own
-// loopback address and ports, set per host as an operator may.
+// refused. Last, it replaces a member as the README says. The members
+// share the host's network: each has its own loopback address and ports,
+// set per host as an operator may.
 func TestEtcdRoleDebian(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	version := pinnedEtcdVersion(t)
 	mirror := etcdMirror(t, filepath.Join(dir, "mirror"), version)
-
-	type member struct {
-		name, addr, root   string
-		client, peer, http string
-	}
-	port := func() string { _, p, _ := net.SplitHostPort(freePort(t)); return p }
-	var members []member
-	var inv strings.Builder
-	inv.WriteString("[etcd]\n")
-	for i, name := range []string{"e1", "e2", "e3"} {
-		m := member{name: name, addr: fmt.Sprintf("127.0.0.%d", i+2), root: rootfs.Debian(t),
-			client: port(), peer: port(), http: port()}
-		members = append(members, m)
-		fmt.Fprintf(&inv, "%s ansible_host=%s npanel_etcd_address=%s npanel_etcd_client_port=%s npanel_etcd_peer_port=%s npanel_etcd_client_http_port=%s\n",
-			m.name, m.root, m.addr, m.client, m.peer, m.http)
-	}
-	inv.WriteString("[control_plane]\ncp1\n[etcd:vars]\nansible_connection=community.general.chroot\nansible_python_interpreter=/usr/bin/python3\nansible_become=false\n")
-	invFile := filepath.Join(dir, "inventory.ini")
-	if err := os.WriteFile(invFile, []byte(inv.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	pki := filepath.Join(dir, "pki")
+	invFile := filepath.Join(dir, "inventory.ini")
 	play := filepath.Join(dir, "etcd.yml")
 	if err := os.WriteFile(play, []byte(`---
 - name: Etcd members
@@ -73,110 +56,92 @@ func TestEtcdRoleDebian(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := append(ansibleEnv(t), "ANSIBLE_ROLES_PATH="+filepath.Join(playbookDir(t), "roles"))
-	apply := func(n int) int {
+	// apply runs the role with the inventory of these members on those of
+	// them named by ran (all when nil), and returns how many things changed.
+	apply := func(label string, members []etcdMember, ran []string, extra ...string) int {
+		writeEtcdInventory(t, invFile, members)
 		start := time.Now()
-		out, err := run(t, dir, env, ansiblePlaybook, "-i", invFile,
-			"-e", "npanel_etcd_pki_dir="+pki, "-e", "npanel_etcd_release_url="+mirror, play)
+		args := append([]string{"-i", invFile, "-e", "npanel_etcd_pki_dir=" + pki, "-e", "npanel_etcd_release_url=" + mirror}, extra...)
+		out, err := run(t, dir, env, ansiblePlaybook, append(args, play)...)
 		if err != nil {
-			t.Fatalf("run %d: %v\n%s", n, err, tail(out, 60))
+			t.Fatalf("%s: %v\n%s", label, err, tail(out, 60))
+		}
+		if ran == nil {
+			for _, m := range members {
+				ran = append(ran, m.name)
+			}
 		}
 		changed := 0
 		recaps := parseRecap(out)
-		for _, m := range members {
-			r, ok := recaps[m.name]
+		for _, name := range ran {
+			r, ok := recaps[name]
 			if !ok || r.failed != 0 || r.unreachable != 0 {
-				t.Fatalf("run %d: %s recap %+v\n%s", n, m.name, r, tail(out, 60))
+				t.Fatalf("%s: %s recap %+v\n%s", label, name, r, tail(out, 60))
 			}
 			changed += r.changed
 		}
-		t.Logf("npanel_etcd on three fresh Debian 12 roots, run %d: %v, %d changed", n, time.Since(start).Round(time.Second), changed)
+		t.Logf("npanel_etcd, %s: %v, %d changed", label, time.Since(start).Round(time.Second), changed)
 		return changed
 	}
-	if apply(1) == 0 {
+
+	members := []etcdMember{newEtcdMember(t, "e1", "127.0.0.2"), newEtcdMember(t, "e2", "127.0.0.3"), newEtcdMember(t, "e3", "127.0.0.4")}
+	if apply("three fresh Debian 12 roots, first run", members, nil) == 0 {
 		t.Fatal("the first run changed nothing on fresh roots")
 	}
-	if changed := apply(2); changed != 0 {
+	if changed := apply("second run", members, nil); changed != 0 {
 		t.Errorf("second run changed %d things, want 0 (idempotent)", changed)
 	}
-
+	stops := map[string]func(){}
 	for _, m := range members {
-		startMember(t, m.root, m.name)
+		stops[m.name] = startMember(t, m.root, m.name)
 	}
 
-	var all []string
-	for _, m := range members {
-		all = append(all, "https://"+m.addr+":"+m.client)
-	}
 	etcdctl := filepath.Join(dir, "mirror", "etcdctl")
-	ctl := func(endpoints []string, cert string, args ...string) (string, error) {
-		argv := append([]string{"--endpoints=" + strings.Join(endpoints, ","), "--cacert=" + filepath.Join(pki, "ca.crt"),
+	ctl := func(endpoints []etcdMember, cert string, args ...string) (string, error) {
+		var urls []string
+		for _, m := range endpoints {
+			urls = append(urls, "https://"+m.addr+":"+m.client)
+		}
+		argv := append([]string{"--endpoints=" + strings.Join(urls, ","), "--cacert=" + filepath.Join(pki, "ca.crt"),
 			"--cert=" + filepath.Join(pki, cert+".crt"), "--key=" + filepath.Join(pki, cert+".key"),
 			"--dial-timeout=3s", "--command-timeout=5s"}, args...)
 		out, err := exec.Command(etcdctl, argv...).CombinedOutput()
 		return string(out), err
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out, err := ctl(all, "npanel-server-cp1", "endpoint", "health", "--cluster", "-w", "json")
-		var health []struct {
-			Health bool `json:"health"`
-		}
-		healthy := 0
-		if err == nil && json.Unmarshal([]byte(out), &health) == nil {
-			for _, h := range health {
-				if h.Health {
-					healthy++
-				}
+	// converged waits for these members to be the cluster, all healthy,
+	// with the peer and client URLs the role wrote, and returns the
+	// members' ids by name.
+	converged := func(members []etcdMember) map[string]uint64 {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			ids, why := clusterIs(ctl, members)
+			if why == "" {
+				return ids
 			}
-		}
-		if healthy == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the three members are not healthy after 90 s: %v\n%s\n%s", err, out, memberLogs(members[0].root, members[1].root, members[2].root))
-		}
-		time.Sleep(time.Second)
-	}
-
-	out, err := ctl(all, "npanel-server-cp1", "member", "list", "-w", "json")
-	if err != nil {
-		t.Fatalf("member list: %v\n%s", err, out)
-	}
-	var list struct {
-		Members []struct {
-			Name       string   `json:"name"`
-			PeerURLs   []string `json:"peerURLs"`
-			ClientURLs []string `json:"clientURLs"`
-		} `json:"members"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatalf("member list: %v\n%s", err, out)
-	}
-	listed := map[string][2][]string{}
-	for _, l := range list.Members {
-		listed[l.Name] = [2][]string{l.PeerURLs, l.ClientURLs}
-	}
-	for _, m := range members {
-		urls := listed[m.name]
-		if !slices.Equal(urls[0], []string{"https://" + m.addr + ":" + m.peer}) || !slices.Equal(urls[1], []string{"https://" + m.addr + ":" + m.client}) {
-			t.Errorf("member %s: want peer https://%s:%s, client https://%s:%s; listed %+v", m.name, m.addr, m.peer, m.addr, m.client, list.Members)
+			if time.Now().After(deadline) {
+				var roots []string
+				for _, m := range members {
+					roots = append(roots, m.root)
+				}
+				t.Fatalf("the cluster is not %d healthy members after 90 s: %s\n%s", len(members), why, memberLogs(roots...))
+			}
+			time.Sleep(time.Second)
 		}
 	}
-	if len(list.Members) != 3 {
-		t.Errorf("%d members, want 3: %+v", len(list.Members), list.Members)
-	}
+	ids := converged(members)
 
 	// A write through the first member reads back through the last,
 	// linearizably (a quorum read).
-	if out, err := ctl(all[:1], "npanel-server-cp1", "put", "/npanel/test/role", "written-through-e1"); err != nil {
+	if out, err := ctl(members[:1], "npanel-server-cp1", "put", "/npanel/test/role", "written-through-e1"); err != nil {
 		t.Fatalf("put through e1: %v\n%s", err, out)
 	}
-	if out, err := ctl(all[2:], "npanel-server-cp1", "get", "/npanel/test/role", "--consistency=l", "--print-value-only"); err != nil || strings.TrimSpace(out) != "written-through-e1" {
+	if out, err := ctl(members[2:], "npanel-server-cp1", "get", "/npanel/test/role", "--consistency=l", "--print-value-only"); err != nil || strings.TrimSpace(out) != "written-through-e1" {
 		t.Errorf("get through e3: %v %q", err, out)
 	}
 
 	writeStranger(t, pki)
-	if out, err := ctl(all, "stranger", "get", "/npanel/test/role"); err == nil {
+	if out, err := ctl(members, "stranger", "get", "/npanel/test/role"); err == nil {
 		t.Errorf("a client certificate from another CA read the cluster: %s", out)
 	}
 
@@ -198,6 +163,106 @@ func TestEtcdRoleDebian(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"health":"true"`) {
 		t.Errorf("/health on the HTTP URL: %d %s", resp.StatusCode, body)
 	}
+
+	// Replacing a member, as ansible/README.md says: e3 is lost, e4 takes
+	// its place.
+	stops["e3"]()
+	if out, err := ctl(members[:1], "npanel-server-cp1", "member", "remove", strconv.FormatUint(ids["e3"], 16)); err != nil {
+		t.Fatalf("member remove e3: %v\n%s", err, out)
+	}
+	e4 := newEtcdMember(t, "e4", "127.0.0.5")
+	replaced := []etcdMember{members[0], members[1], e4}
+	if out, err := ctl(members[:1], "npanel-server-cp1", "member", "add", "e4", "--peer-urls=https://"+e4.addr+":"+e4.peer); err != nil {
+		t.Fatalf("member add e4: %v\n%s", err, out)
+	}
+	if apply("the new member e4", replaced, []string{"e4"}, "--limit", "e4", "-e", "npanel_etcd_initial_cluster_state=existing") == 0 {
+		t.Fatal("the run on the new member changed nothing")
+	}
+	startMember(t, e4.root, e4.name)
+	converged(replaced)
+	if out, err := ctl([]etcdMember{e4}, "npanel-server-cp1", "get", "/npanel/test/role", "--consistency=s", "--print-value-only"); err != nil || strings.TrimSpace(out) != "written-through-e1" {
+		t.Errorf("the new member's own copy: %v %q", err, out)
+	}
+}
+
+// etcdMember is one member of the test's cluster: its root, its loopback
+// address and its own ports.
+type etcdMember struct {
+	name, addr, root   string
+	client, peer, http string
+}
+
+func newEtcdMember(t *testing.T, name, addr string) etcdMember {
+	port := func() string { _, p, _ := net.SplitHostPort(freePort(t)); return p }
+	return etcdMember{name: name, addr: addr, root: rootfs.Debian(t), client: port(), peer: port(), http: port()}
+}
+
+// writeEtcdInventory names these members (reached by chroot) and one
+// control plane server, whose client certificate the PKI makes.
+func writeEtcdInventory(t *testing.T, path string, members []etcdMember) {
+	t.Helper()
+	var inv strings.Builder
+	inv.WriteString("[etcd]\n")
+	for _, m := range members {
+		fmt.Fprintf(&inv, "%s ansible_host=%s npanel_etcd_address=%s npanel_etcd_client_port=%s npanel_etcd_peer_port=%s npanel_etcd_client_http_port=%s\n",
+			m.name, m.root, m.addr, m.client, m.peer, m.http)
+	}
+	inv.WriteString("[control_plane]\ncp1\n[etcd:vars]\nansible_connection=community.general.chroot\nansible_python_interpreter=/usr/bin/python3\nansible_become=false\n")
+	if err := os.WriteFile(path, []byte(inv.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listedMember is a member in `etcdctl member list -w json`.
+type listedMember struct {
+	ID         uint64   `json:"ID"`
+	Name       string   `json:"name"`
+	PeerURLs   []string `json:"peerURLs"`
+	ClientURLs []string `json:"clientURLs"`
+}
+
+// clusterIs says why the cluster is not exactly these members, all healthy
+// and listed with their URLs ("" when it is), and gives their ids.
+func clusterIs(ctl func([]etcdMember, string, ...string) (string, error), members []etcdMember) (map[string]uint64, string) {
+	out, err := ctl(members, "npanel-server-cp1", "endpoint", "health", "--cluster", "-w", "json")
+	if err != nil {
+		return nil, fmt.Sprintf("endpoint health: %v %s", err, out)
+	}
+	var health []struct {
+		Endpoint string `json:"endpoint"`
+		Health   bool   `json:"health"`
+	}
+	if err := json.Unmarshal([]byte(out), &health); err != nil {
+		return nil, fmt.Sprintf("endpoint health: %v %s", err, out)
+	}
+	for _, h := range health {
+		if !h.Health {
+			return nil, "unhealthy: " + h.Endpoint
+		}
+	}
+	out, err = ctl(members, "npanel-server-cp1", "member", "list", "-w", "json")
+	if err != nil {
+		return nil, fmt.Sprintf("member list: %v %s", err, out)
+	}
+	var list struct {
+		Members []listedMember `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, fmt.Sprintf("member list: %v %s", err, out)
+	}
+	if len(list.Members) != len(members) || len(health) != len(members) {
+		return nil, fmt.Sprintf("%d members listed, %d endpoints healthy, want %d: %s", len(list.Members), len(health), len(members), out)
+	}
+	ids := map[string]uint64{}
+	for _, m := range members {
+		i := slices.IndexFunc(list.Members, func(l listedMember) bool { return l.Name == m.name })
+		if i < 0 || !slices.Equal(list.Members[i].PeerURLs, []string{"https://" + m.addr + ":" + m.peer}) ||
+			!slices.Equal(list.Members[i].ClientURLs, []string{"https://" + m.addr + ":" + m.client}) {
+			return nil, fmt.Sprintf("member %s not listed with peer https://%s:%s and client https://%s:%s: %s", m.name, m.addr, m.peer, m.addr, m.client, out)
+		}
+		ids[m.name] = list.Members[i].ID
+	}
+	return ids, ""
 }
 
 // pinnedEtcdVersion is the etcd release the role installs by default,
@@ -288,9 +353,9 @@ func etcdMirror(t *testing.T, dir, version string) string {
 }
 
 // startMember runs the member in its root as etcd.service does: user and
-// group etcd, the role's configuration file. It is stopped when the test
-// ends.
-func startMember(t *testing.T, root, name string) {
+// group etcd, the role's configuration file, and returns what stops it;
+// it is stopped when the test ends in any case.
+func startMember(t *testing.T, root, name string) (stop func()) {
 	t.Helper()
 	ids := make([]string, 2)
 	for i, db := range []string{"passwd", "group"} {
@@ -314,7 +379,7 @@ func startMember(t *testing.T, root, name string) {
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
@@ -323,6 +388,8 @@ func startMember(t *testing.T, root, name string) {
 			<-done
 		}
 	})
+	t.Cleanup(stop)
+	return stop
 }
 
 // memberLogs is the end of each member's log, for a failure message.
